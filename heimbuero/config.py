@@ -1,0 +1,197 @@
+"""The data directory and its config.toml: every setting, its default, and its validation."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIG_FILE = "config.toml"
+DB_FILE = "heimbuero.db"
+SECRET_FILE = "secret"
+FILES_DIR = "files"
+DATA_ENV = "HEIMBUERO_DATA"
+
+DIGEST_ALGORITHMS = ("MD5", "SHA-256")
+
+
+class ConfigError(Exception):
+    """A setting, address or data directory is unusable; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """One SIP listening socket: transport, host and port."""
+
+    transport: str  # "udp" or "tcp"
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.transport}:{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    listen: tuple[ListenAddress, ...] = (
+        ListenAddress("udp", "127.0.0.1", 5060),
+        ListenAddress("tcp", "127.0.0.1", 5060),
+    )
+    # Order of the challenges sent: RFC 8760 clients take the first they support. MD5 first keeps
+    # MD5-only phones (many desk phones, SIPp) working; put SHA-256 first once every phone has it.
+    digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+    nonce_ttl: int = 300
+    t1_ms: int = 500
+    t2_ms: int = 4000
+    t4_ms: int = 5000
+    min_expires: int = 60
+    max_expires: int = 7200
+    default_expires: int = 3600
+    max_contacts_per_aor: int = 10
+    max_message_size: int = 65535
+    tcp_idle_timeout: int = 600
+    max_tcp_connections_per_ip: int = 100
+    invite_timeout: int = 180
+    trusted_peers: tuple[str, ...] = ()  # "HOST" or "HOST:PORT" of carrier trunks: no digest auth
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    listen: str | None = None  # "HOST:PORT"; None: no HTTP service
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    domain: str
+    sip: SipSettings = field(default_factory=SipSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.db_path}"
+
+    @property
+    def secret_path(self) -> Path:
+        return self.data_dir / SECRET_FILE
+
+
+def resolve_data_dir(arg: str | None) -> Path:
+    """The data directory from --data or HEIMBUERO_DATA."""
+    value = arg or os.environ.get(DATA_ENV)
+    if not value:
+        raise ConfigError(f"no data directory: pass --data DIR or set {DATA_ENV}")
+    return Path(value).expanduser().resolve()
+
+
+def parse_listen(spec: str) -> tuple[ListenAddress, ...]:
+    """Parse `udp:HOST:PORT,tcp:HOST:PORT` (IPv6 hosts in brackets)."""
+    out: list[ListenAddress] = []
+    for part in spec.split(","):
+        part = part.strip()
+        transport, sep, rest = part.partition(":")
+        transport = transport.lower()
+        if not sep or transport not in ("udp", "tcp"):
+            raise ConfigError(f"malformed SIP listen address {part!r}: expected udp:HOST:PORT or tcp:HOST:PORT")
+        host, port = parse_host_port(rest, what="SIP listen address")
+        out.append(ListenAddress(transport, host, port))
+    if not out:
+        raise ConfigError("no SIP listen address given")
+    return tuple(out)
+
+
+def parse_host_port(spec: str, what: str = "address") -> tuple[str, int]:
+    """Parse HOST:PORT or [V6]:PORT; the host must be an IP address or a hostname."""
+    if spec.startswith("["):
+        host, sep, port_s = spec[1:].partition("]:")
+    else:
+        host, sep, port_s = spec.rpartition(":")
+    if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ConfigError(f"malformed {what} {spec!r}: expected HOST:PORT with a port from 1 to 65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not all(c.isalnum() or c in "-." for c in host):
+            raise ConfigError(f"malformed {what} {spec!r}: bad host {host!r}") from None
+    return host, int(port_s)
+
+
+def load(data_dir: Path) -> Config:
+    """Read DIR/config.toml; raise ConfigError with a one-line reason when it is unusable."""
+    if not data_dir.is_dir():
+        raise ConfigError(f"no such data directory: {data_dir} (create it with 'heimbuero init --data {data_dir}')")
+    path = data_dir / CONFIG_FILE
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing: run 'heimbuero init --data {data_dir}'") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    server = raw.get("server", {})
+    domain = server.get("domain")
+    if not isinstance(domain, str) or not domain:
+        raise ConfigError(f"{path}: [server] domain is missing")
+    sip_raw = dict(raw.get("sip", {}))
+    defaults = SipSettings()
+    kwargs: dict[str, object] = {}
+    for key, value in sip_raw.items():
+        if not hasattr(defaults, key):
+            raise ConfigError(f"{path}: unknown setting [sip] {key}")
+        if key == "listen":
+            value = parse_listen(",".join(value) if isinstance(value, list) else str(value))
+        elif key == "digest_algorithms":
+            value = tuple(str(v).upper() for v in value)
+            bad = [v for v in value if v not in DIGEST_ALGORITHMS]
+            if bad or not value:
+                raise ConfigError(f"{path}: [sip] digest_algorithms must name MD5 and/or SHA-256")
+        elif key == "trusted_peers":
+            value = tuple(str(v) for v in value)
+        elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{path}: [sip] {key} must be a non-negative integer")
+        kwargs[key] = value
+    sip = SipSettings(**kwargs)  # type: ignore[arg-type]
+    http_raw = raw.get("http", {})
+    http = HttpSettings(listen=http_raw.get("listen") or None)
+    return Config(data_dir=data_dir, domain=domain.lower(), sip=sip, http=http)
+
+
+def default_config_text(domain: str) -> str:
+    """The config.toml that `heimbuero init` writes: every setting with its default, commented."""
+    d = SipSettings()
+    listen = ", ".join(f'"{a}"' for a in d.listen)
+    algs = ", ".join(f'"{a}"' for a in d.digest_algorithms)
+    return f"""# heimbuero configuration. Changes take effect at the next 'heimbuero serve'.
+
+[server]
+# SIP domain: the host part of every user's address (sip:NAME@DOMAIN) and the digest realm.
+# Changing it later invalidates stored SIP password hashes (set them again with 'user passwd').
+domain = "{domain}"
+
+[sip]
+listen = [{listen}]
+# Digest challenge order (RFC 8760). Clients take the first algorithm they support.
+digest_algorithms = [{algs}]
+nonce_ttl = {d.nonce_ttl}            # seconds a digest nonce stays valid
+t1_ms = {d.t1_ms}                # RFC 3261 timers
+t2_ms = {d.t2_ms}
+t4_ms = {d.t4_ms}
+min_expires = {d.min_expires}           # shorter registrations get 423 Interval Too Brief
+max_expires = {d.max_expires}
+default_expires = {d.default_expires}
+max_contacts_per_aor = {d.max_contacts_per_aor}
+max_message_size = {d.max_message_size}     # bytes; larger messages are refused (513) or dropped
+tcp_idle_timeout = {d.tcp_idle_timeout}       # seconds without traffic before a TCP connection is closed
+max_tcp_connections_per_ip = {d.max_tcp_connections_per_ip}
+invite_timeout = {d.invite_timeout}         # seconds a forked INVITE may ring before 408
+# Carrier trunks whose requests are not challenged: "HOST" or "HOST:PORT"
+trusted_peers = []
+
+[http]
+# listen = "127.0.0.1:8080"
+"""

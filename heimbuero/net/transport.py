@@ -1,0 +1,270 @@
+"""asyncio UDP and TCP transports: move bytes between sockets and a sans-IO SIP endpoint, and
+arm the one timer the endpoint asks for. No SIP logic lives here beyond stream framing.
+
+Limits: datagrams and stream messages above `max_message_size` are dropped (a stream is
+closed), TCP connections per remote IP are capped, idle connections are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from heimbuero.sip.framing import KEEPALIVE_PONG, FramingError, StreamFramer
+
+log = logging.getLogger("heimbuero.net")
+
+Peer = tuple[str, str, int]
+
+
+class Endpoint(Protocol):
+    """What the transports drive: the sans-IO SIP core."""
+
+    def receive(self, data: bytes, source: Peer, now: float) -> None: ...
+    def outgoing(self) -> list[tuple[bytes, Peer]]: ...
+    def next_deadline(self) -> float | None: ...
+    def on_timer(self, now: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TransportLimits:
+    max_message_size: int = 65535
+    tcp_idle_timeout: float = 600.0
+    max_tcp_connections_per_ip: int = 100
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, owner: Transports) -> None:
+        self.owner = owner
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self.owner.on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error: %s", exc)
+
+
+class _Tcp(asyncio.Protocol):
+    def __init__(self, owner: Transports, outbound_peer: Peer | None = None) -> None:
+        self.owner = owner
+        self.transport: asyncio.Transport | None = None
+        self.peer: Peer | None = outbound_peer
+        self.framer = StreamFramer(owner.limits.max_message_size)
+        self.last_active = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        addr = transport.get_extra_info("peername")
+        peer: Peer = ("tcp", addr[0], addr[1])
+        if not self.owner.admit_connection(peer, self):
+            transport.close()
+            return
+        self.peer = peer
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        try:
+            messages = self.framer.feed(data)
+        except FramingError as exc:
+            log.info("closing TCP connection from %s: %s", self.peer, exc)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.framer.pings:
+            self.framer.pings = 0
+            if self.transport is not None:
+                self.transport.write(KEEPALIVE_PONG)
+        if messages and self.peer is not None:
+            self.owner.on_stream_messages(messages, self.peer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None:
+            self.owner.forget_connection(self.peer, self)
+
+
+class Transports:
+    """All listening sockets of one server, and the outbound TCP connections it opened."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        limits: TransportLimits,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.endpoint = endpoint
+        self.limits = limits
+        self.clock = clock
+        self._udp: dict[int, asyncio.DatagramTransport] = {}  # address family -> socket
+        self._servers: list[asyncio.AbstractServer] = []
+        self._conns: dict[tuple[str, int], _Tcp] = {}
+        self._per_ip: dict[str, int] = {}
+        self._connecting: dict[tuple[str, int], list[bytes]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def listen(self, transport: str, host: str, port: int) -> None:
+        """Bind one listening socket; OSError (e.g. address in use) propagates."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        if transport == "udp":
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                raise
+            t, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
+            self._udp.setdefault(family, t)
+        elif transport == "tcp":
+            server = await loop.create_server(
+                lambda: _Tcp(self), host, port, reuse_address=True, backlog=512
+            )
+            self._servers.append(server)
+        else:
+            raise ValueError(f"unsupported transport {transport!r}")
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep_idle())
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for server in self._servers:
+            server.close()
+        for conn in list(self._conns.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+        for t in self._udp.values():
+            t.close()
+        for server in self._servers:
+            await server.wait_closed()
+
+    # ------------------------------------------------------------------ inbound
+
+    def on_datagram(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        if len(data) > self.limits.max_message_size or not data.strip(b"\r\n\0 "):
+            return  # oversized, or a NAT keep-alive (CRLF, NUL) that needs no answer
+        self.endpoint.receive(data, ("udp", str(addr[0]), int(addr[1])), self.clock())  # type: ignore[call-overload]
+        self.flush()
+
+    def on_stream_messages(self, messages: list[bytes], peer: Peer) -> None:
+        now = self.clock()
+        for m in messages:
+            self.endpoint.receive(m, peer, now)
+        self.flush()
+
+    def admit_connection(self, peer: Peer, conn: _Tcp) -> bool:
+        n = self._per_ip.get(peer[1], 0)
+        if n >= self.limits.max_tcp_connections_per_ip:
+            log.warning("refusing TCP connection from %s: too many connections", peer[1])
+            return False
+        self._per_ip[peer[1]] = n + 1
+        self._conns[(peer[1], peer[2])] = conn
+        return True
+
+    def forget_connection(self, peer: Peer, conn: _Tcp) -> None:
+        key = (peer[1], peer[2])
+        if self._conns.get(key) is conn:
+            del self._conns[key]
+        n = self._per_ip.get(peer[1], 0) - 1
+        if n > 0:
+            self._per_ip[peer[1]] = n
+        else:
+            self._per_ip.pop(peer[1], None)
+
+    def is_connected(self, peer: Peer) -> bool:
+        return peer[0] == "udp" or (peer[1], peer[2]) in self._conns
+
+    # ------------------------------------------------------------------ outbound
+
+    def flush(self) -> None:
+        """Send what the endpoint produced and re-arm its timer."""
+        for data, dest in self.endpoint.outgoing():
+            self.send(data, dest)
+        self._arm()
+
+    def send(self, data: bytes, dest: Peer) -> None:
+        transport, host, port = dest
+        if transport == "udp":
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            t = self._udp.get(family)
+            if t is not None:
+                t.sendto(data, (host, port))
+            return
+        conn = self._conns.get((host, port))
+        if conn is not None and conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.write(data)
+            return
+        queue = self._connecting.get((host, port))
+        if queue is not None:
+            queue.append(data)
+            return
+        self._connecting[(host, port)] = [data]
+        assert self._loop is not None
+        self._loop.create_task(self._connect(host, port))
+
+    async def _connect(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        key = (host, port)
+        try:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: _Tcp(self), host, port), timeout=10.0
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.info("TCP connection to %s:%d failed: %s", host, port, exc)
+            self._connecting.pop(key, None)
+            return
+        queued = self._connecting.pop(key, [])
+        conn = self._conns.get(key, proto)
+        if conn.transport is not None:
+            for data in queued:
+                conn.transport.write(data)
+
+    # ------------------------------------------------------------------ timers
+
+    def _arm(self) -> None:
+        deadline = self.endpoint.next_deadline()
+        if deadline is None:
+            return
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = self._loop or asyncio.get_running_loop()
+        delay = max(0.0, deadline - self.clock())
+        self._timer_at = deadline
+        self._timer = loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        at = self._timer_at or 0.0
+        self._timer = None
+        self._timer_at = None
+        # The loop's monotonic clock and the wall clock drift apart by microseconds: never let
+        # a timer that the loop fired look early to the endpoint.
+        self.endpoint.on_timer(max(self.clock(), at))
+        self.flush()
+
+    async def _sweep_idle(self) -> None:
+        while True:
+            await asyncio.sleep(min(10.0, self.limits.tcp_idle_timeout / 2 or 10.0))
+            cutoff = time.monotonic() - self.limits.tcp_idle_timeout
+            for conn in list(self._conns.values()):
+                if conn.last_active < cutoff and conn.transport is not None:
+                    conn.transport.close()

@@ -1,0 +1,179 @@
+"""`heimbuero serve`: wires the store, the SIP core and the transports into one event loop, and
+stops cleanly on SIGINT/SIGTERM (open transactions answered or cancelled, bindings flushed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import sys
+import time
+
+from heimbuero.config import Config, ConfigError
+from heimbuero.net.transport import TransportLimits, Transports
+from heimbuero.services.core import CoreSettings, SipCore
+from heimbuero.services.credentials import Account, UserDirectory
+from heimbuero.services.location import Binding, LocationService, Peer
+from heimbuero.services.registrar import RegistrarSettings
+from heimbuero.sip.auth import DigestAuthenticator
+from heimbuero.sip.transaction import TimerSettings
+from heimbuero.store.db import BindingRecord, Store
+
+log = logging.getLogger("heimbuero")
+
+PERSIST_INTERVAL = 1.0  # seconds between batched writes of registration changes
+
+
+def _peer_text(p: Peer) -> str:
+    return f"{p[0]}:{p[1]}:{p[2]}" if ":" not in p[1] else f"{p[0]}:[{p[1]}]:{p[2]}"
+
+
+def _peer_parse(text: str) -> Peer:
+    transport, _, rest = text.partition(":")
+    host, _, port = rest.rpartition(":")
+    return (transport, host.strip("[]"), int(port))
+
+
+def _to_record(b: Binding) -> BindingRecord:
+    return BindingRecord(
+        aor=b.aor, contact=b.contact, received=_peer_text(b.received), expires_at=b.expires_at,
+        call_id=b.call_id, cseq=b.cseq, instance=b.instance, reg_id=b.reg_id, q=b.q,
+        user_agent=b.user_agent,
+    )  # fmt: skip
+
+
+def _from_record(r: BindingRecord) -> Binding:
+    return Binding(
+        aor=r.aor, contact=r.contact, received=_peer_parse(r.received), expires_at=r.expires_at,
+        call_id=r.call_id, cseq=r.cseq, q=r.q, user_agent=r.user_agent, instance=r.instance,
+        reg_id=r.reg_id,
+    )  # fmt: skip
+
+
+class Server:
+    """One running heimbuero: store, SIP core, transports."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = Store(config.db_url)
+        self.store.upgrade()
+        try:
+            secret = bytes.fromhex(config.secret_path.read_text().strip())
+        except (OSError, ValueError):
+            raise ConfigError(f"{config.secret_path} is missing or unreadable: run 'heimbuero init'") from None
+        sip = config.sip
+        local: dict[str, tuple[str, int]] = {}
+        for a in sip.listen:
+            local.setdefault(a.transport, (a.host, a.port))
+        self.location = LocationService()
+        now = time.time()
+        self.location.load(_from_record(r) for r in self.store.load_bindings(now))
+        self.users = UserDirectory(self._fetch_account)
+        self.core = SipCore(
+            CoreSettings(
+                domain=config.domain,
+                local=local,
+                registrar=RegistrarSettings(
+                    min_expires=sip.min_expires, max_expires=sip.max_expires,
+                    default_expires=sip.default_expires,
+                    max_contacts_per_aor=sip.max_contacts_per_aor,
+                ),
+                timers=TimerSettings(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000),
+                trusted_peers=sip.trusted_peers,
+                invite_timeout=float(sip.invite_timeout),
+            ),  # fmt: skip
+            self.users,
+            self.location,
+            DigestAuthenticator(config.domain, secret, sip.digest_algorithms, float(sip.nonce_ttl)),
+        )
+        self.transports = Transports(
+            self.core,
+            TransportLimits(
+                max_message_size=sip.max_message_size,
+                tcp_idle_timeout=float(sip.tcp_idle_timeout),
+                max_tcp_connections_per_ip=sip.max_tcp_connections_per_ip,
+            ),
+        )
+        self.core.is_connected = self.transports.is_connected
+
+    def _fetch_account(self, name: str) -> Account | None:
+        u = self.store.get_user(name)
+        if u is None:
+            return None
+        return Account(u.name, u.role, u.ha1_md5, u.ha1_sha256)
+
+    async def _persist(self) -> None:
+        """Write registration changes in batches, off the event loop's thread."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(PERSIST_INTERVAL)
+            await self.flush_bindings(loop)
+
+    async def flush_bindings(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.location.has_changes():
+            return
+        ups, dels = self.location.take_changes()
+        records = [_to_record(b) for b in ups]
+        await loop.run_in_executor(None, self.store.save_bindings, records, dels)
+
+    async def _nat_keepalive(self) -> None:
+        """Send a CRLFCRLF ping to each UDP device behind NAT so its router keeps the mapping."""
+        interval = self.core.settings.nat_keepalive_interval
+        while True:
+            await asyncio.sleep(interval)
+            now = time.time()
+            for b in list(self.location.all_bindings()):
+                if b.received[0] == "udp" and b.expires_at > now and b.received[1] not in b.contact:
+                    self.transports.send(b"\r\n\r\n", b.received)
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        for a in self.config.sip.listen:
+            try:
+                await self.transports.listen(a.transport, a.host, a.port)
+            except OSError as exc:
+                await self.transports.close()
+                raise ConfigError(f"cannot listen on {a}: {exc.strerror or exc}") from None
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        tasks = [loop.create_task(self._persist()), loop.create_task(self._nat_keepalive())]
+        listen = ", ".join(str(a) for a in self.config.sip.listen)
+        log.info("serving SIP for domain %s on %s", self.config.domain, listen)
+        print(f"heimbuero: serving SIP for {self.config.domain} on {listen}", file=sys.stderr, flush=True)
+        await stop.wait()
+        log.info("stopping")
+        self.core.shutdown(time.time())
+        self.transports.flush()
+        await asyncio.sleep(0.05)  # let the final answers and CANCELs leave the sockets
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.flush_bindings(loop)
+        await self.transports.close()
+        self.store.close()
+        print("heimbuero: stopped", file=sys.stderr, flush=True)
+        return 0
+
+
+def run(config: Config) -> int:
+    """Serve until SIGINT/SIGTERM; 0 after a clean stop. Raises ConfigError for unusable setup."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    server = Server(config)
+    # Transactions and bindings are long-lived objects; keep the cyclic collector off them.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a declared dependency on Linux
+        runner = asyncio.run
+    return runner(server.serve())

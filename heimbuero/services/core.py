@@ -1,0 +1,509 @@
+"""The SIP server core: one sans-IO object that turns received bytes into sent bytes.
+
+The network layer feeds it `receive(data, source, now)`, asks `outgoing()` for what to send and
+`next_deadline()` for when to call `on_timer(now)`. Inside, the transaction layer does RFC 3261
+§17, and this module decides what each request is: for the server itself (OPTIONS keep-alives),
+for the registrar, or to be proxied. It checks every request before acting on it: grammar,
+Max-Forwards, loops, required extensions, and digest authentication of our users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import ipaddress
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from heimbuero.sip import transaction as tx
+from heimbuero.sip.auth import DigestAuthenticator
+from heimbuero.sip.message import (
+    MAGIC_COOKIE,
+    ParseError,
+    Request,
+    Response,
+    SipURI,
+    parse,
+    parse_address,
+)
+
+from .credentials import UserDirectory
+from .location import Binding, LocationService, Peer
+from .proxy import Proxy
+from .registrar import Registrar, RegistrarSettings
+
+log = logging.getLogger("heimbuero.sip")
+
+SERVER_NAME = "heimbuero"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, REFER, NOTIFY, SUBSCRIBE, PRACK"
+ACCEPT = "application/sdp"
+SUPPORTED = "path"  # option tags the server itself implements
+BRANCH_PREFIX = MAGIC_COOKIE + "hb"
+
+_REASONS = {
+    100: "Trying", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 407: "Proxy Authentication Required",
+    408: "Request Timeout", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 423: "Interval Too Brief",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
+    483: "Too Many Hops", 487: "Request Terminated", 500: "Server Internal Error",
+    502: "Bad Gateway", 503: "Service Unavailable", 505: "Version Not Supported",
+}  # fmt: skip
+
+
+def reason_phrase(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    domain: str
+    local: dict[str, tuple[str, int]]  # transport -> (host, port) we listen on and put into Via
+    registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
+    timers: tx.TimerSettings = field(default_factory=tx.TimerSettings)
+    trusted_peers: tuple[str, ...] = ()
+    invite_timeout: float = 180.0
+    auth_failure_limit: int = 20  # failed authentications per source IP per minute before 403
+    nat_keepalive_interval: float = 25.0
+
+
+class _Timers:
+    """A heap of (deadline, callback) with lazy cancellation."""
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, list[object]]] = []
+        self._seq = itertools.count()
+
+    def call_at(self, deadline: float, fn: Callable[[float], None]) -> list[object]:
+        entry: list[object] = [fn]
+        heapq.heappush(self._heap, (deadline, next(self._seq), entry))
+        return entry
+
+    @staticmethod
+    def cancel(handle: list[object] | None) -> None:
+        if handle is not None:
+            handle[0] = None
+
+    def next(self) -> float | None:
+        heap = self._heap
+        while heap and heap[0][2][0] is None:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def run(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, entry = heapq.heappop(heap)
+            fn = entry[0]
+            if fn is not None:
+                entry[0] = None
+                fn(now)  # type: ignore[operator]
+
+
+class SipCore:
+    """Registrar + stateful proxy + OPTIONS responder, sans-IO."""
+
+    def __init__(
+        self,
+        settings: CoreSettings,
+        users: UserDirectory,
+        location: LocationService,
+        auth: DigestAuthenticator,
+        is_connected: Callable[[Peer], bool] = lambda peer: True,
+    ) -> None:
+        self.settings = settings
+        self.users = users
+        self.location = location
+        self.auth = auth
+        self.is_connected = is_connected
+        self.layer = tx.TransactionLayer(settings.timers)
+        self.registrar = Registrar(settings.registrar, location)
+        self.timers = _Timers()
+        self.proxy = Proxy(self)
+        self._out: list[tuple[bytes, Peer]] = []
+        self._branch_seq = itertools.count(1)
+        self._local_hosts = {settings.domain.lower()}
+        self._local_hostports: set[tuple[str, int]] = set()
+        for host, port in settings.local.values():
+            self._local_hosts.add(host.lower())
+            self._local_hostports.add((host.lower(), port))
+        self._trusted = self._parse_trusted(settings.trusted_peers)
+        self._auth_failures: dict[str, list[float]] = {}
+        self.stats = {"received": 0, "sent": 0, "dropped": 0, "rejected": 0}
+        self.on_bindings_changed: Callable[[list[Binding], list[Binding]], None] | None = None
+
+    # ------------------------------------------------------------------ network-facing API
+
+    def receive(self, data: bytes, source: Peer, now: float) -> None:
+        """Handle one datagram or one framed stream message from `source`."""
+        self.stats["received"] += 1
+        reliable = source[0] != "udp"
+        try:
+            msg = parse(data, datagram=not reliable)
+        except ParseError as exc:
+            if exc.headers is not None:
+                self._reply_unparsable(exc, source)
+            else:
+                self.stats["dropped"] += 1
+                log.debug("dropped unparsable message from %s: %s", source, exc)
+            self._pump(now)
+            return
+        if isinstance(msg, Response):
+            problem = msg.check()
+            if problem is not None:
+                self.stats["dropped"] += 1
+                log.debug("dropped bad response from %s: %s", source, problem)
+            else:
+                self.layer.receive_response(msg, source, reliable, now)
+            self._pump(now)
+            return
+        problem = msg.check()
+        if problem is None:
+            try:
+                self._stamp_via(msg, source)
+            except ParseError as exc:
+                problem = (400, str(exc))
+        if problem is not None:
+            self.stats["rejected"] += 1
+            self._stamp_via_best_effort(msg, source)
+            if msg.method != "ACK":
+                self.send_stateless(msg, problem[0], problem[1], source)
+            self._pump(now)
+            return
+        self.layer.receive_request(msg, source, reliable, now)
+        self._pump(now)
+
+    def outgoing(self) -> list[tuple[bytes, Peer]]:
+        """Everything to send since the last call, as (bytes, destination)."""
+        out = self._out
+        self._out = []
+        return out
+
+    def next_deadline(self) -> float | None:
+        a = self.layer.get_timer()
+        b = self.timers.next()
+        c = self.location.next_expiry()
+        candidates = [t for t in (a, b, c) if t is not None]
+        return min(candidates) if candidates else None
+
+    def on_timer(self, now: float) -> None:
+        self.layer.handle_timer(now)
+        self.timers.run(now)
+        gone = self.location.expire(now)
+        if gone and self.on_bindings_changed is not None:
+            self.on_bindings_changed([], gone)
+        self._pump(now)
+
+    def shutdown(self, now: float) -> None:
+        """Answer or cancel every open transaction before the server stops."""
+        self.proxy.shutdown(now)
+        self._pump(now)
+
+    # ------------------------------------------------------------------ event dispatch
+
+    def _pump(self, now: float) -> None:
+        layer = self.layer
+        while True:
+            events = layer.events()
+            if not events:
+                break
+            for ev in events:
+                self._dispatch(ev, now)
+        self._out.extend(layer.datagrams_to_send())
+
+    def _dispatch(self, ev: object, now: float) -> None:
+        if isinstance(ev, tx.ResponseReceived):
+            self.proxy.on_response(ev.txn, ev.response, now)
+        elif isinstance(ev, tx.RequestReceived):
+            self._on_request(ev.txn, now)
+        elif isinstance(ev, tx.AckReceived):
+            self.proxy.forward_ack(ev.request, ev.source, now)
+        elif isinstance(ev, tx.TransactionTimeout):
+            self.proxy.on_branch_failure(ev.txn, 408, now)
+        elif isinstance(ev, tx.TransportFailed):
+            self.proxy.on_branch_failure(ev.txn, 503, now)
+        elif isinstance(ev, tx.TransactionTerminated):
+            self.proxy.on_terminated(ev.txn)
+        elif isinstance(ev, tx.StrayResponse):
+            self.proxy.on_stray_response(ev.response, now)
+
+    # ------------------------------------------------------------------ requests
+
+    def _on_request(self, txn: tx.ServerTransaction, now: float) -> None:
+        req = txn.request
+        source: Peer = txn.source  # type: ignore[assignment]
+        txn.response_dest = self.response_destination(req, source)
+        method = req.method
+
+        if method == "CANCEL":
+            self.proxy.on_cancel(txn, now)
+            return
+        uri = req.ruri
+        if not uri.is_sip:
+            self.respond(txn, 416, now)
+            return
+
+        # Loose routing (RFC 3261 §16.4): remove the Route entries that name us.
+        routed_to_us = False
+        while True:
+            top = req.get("route")
+            if top is None:
+                break
+            try:
+                first = parse_address(req.get_all("route")[0])
+            except ParseError:
+                self.respond(txn, 400, now, reason="Bad Route header")
+                return
+            if not self.is_local_uri(first.uri):
+                break
+            req.pop_first_value("route")
+            routed_to_us = True
+
+        for_server = self.is_local_uri(uri) and (not uri.user or method == "REGISTER")
+        mf_text = req.get("max-forwards")
+        max_forwards = int(mf_text) if mf_text is not None else 70
+        if max_forwards <= 0 and not (for_server and method == "OPTIONS"):
+            self.respond(txn, 483, now)
+            return
+        if self._is_loop(req):
+            self.respond(txn, 482, now)
+            return
+        unsupported = [o for o in req.get_all("proxy-require") if o]
+        if for_server:
+            unsupported += [o for o in req.get_all("require") if o and o not in SUPPORTED.split(", ")]
+        if unsupported:
+            self.respond(txn, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
+            return
+
+        if for_server:
+            if method == "REGISTER":
+                self._on_register(txn, now)
+            elif method == "OPTIONS":
+                self.respond(
+                    txn, 200, now,
+                    headers=[("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED)],
+                )  # fmt: skip
+            else:
+                self.respond(txn, 405, now, headers=[("Allow", "OPTIONS, REGISTER")])
+            return
+
+        in_dialog = routed_to_us and bool(req.to.tag)
+        if not in_dialog and not self.is_trusted(source):
+            user = self.authenticate(txn, now, proxy=True)
+            if user is None:
+                return
+            if req.from_.uri.user is None or req.from_.uri.user.lower() != user:
+                self.respond(txn, 403, now, reason="From does not match the authenticated user")
+                return
+        self.proxy.route_request(txn, in_dialog, now)
+
+    def _on_register(self, txn: tx.ServerTransaction, now: float) -> None:
+        req = txn.request
+        to_uri = req.to.uri
+        if not to_uri.is_sip or to_uri.user is None:
+            self.respond(txn, 400, now, reason="To must be a sip: URI with a user part")
+            return
+        if to_uri.host != self.settings.domain and not self.is_local_uri(to_uri):
+            self.respond(txn, 403, now, reason="Not the registrar for this domain")
+            return
+        user = self.authenticate(txn, now, proxy=False)
+        if user is None:
+            return
+        aor = to_uri.user.lower()
+        if user != aor:
+            self.respond(txn, 403, now, reason="Authenticated user does not own this address")
+            return
+        result = self.registrar.handle(req, aor, txn.source, now)  # type: ignore[arg-type]
+        headers = list(result.headers)
+        if result.status == 200 and "path" in req and "path" in req.get_all("supported"):
+            headers += [("Path", p) for p in req.get_all("path")]
+        self.respond(txn, result.status, now, reason=result.reason, headers=headers)
+        if (result.added or result.removed) and self.on_bindings_changed is not None:
+            self.on_bindings_changed(result.added, result.removed)
+
+    # ------------------------------------------------------------------ authentication
+
+    def authenticate(self, txn: tx.ServerTransaction, now: float, proxy: bool) -> str | None:
+        """The authenticated user name (lower case), or None after answering 401/407/403."""
+        req = txn.request
+        source_ip = txn.source[1]  # type: ignore[index]
+        failures = self._auth_failures.get(source_ip)
+        if failures:
+            failures[:] = [t for t in failures if t > now - 60.0]
+            if len(failures) >= self.settings.auth_failure_limit:
+                self.respond(txn, 403, now, reason="Too many failed authentications")
+                return None
+        header = "proxy-authorization" if proxy else "authorization"
+        stale = False
+        for value in req.get_all(header):
+            result = self.auth.verify(
+                req.method, value, now, lambda u, a: self.users.ha1(u, a, now)
+            )
+            if result.ok and result.username is not None:
+                return result.username.lower()
+            if result.stale:
+                stale = True
+            elif result.username is not None:
+                self._auth_failures.setdefault(source_ip, []).append(now)
+                log.info("failed authentication for %r from %s", result.username, source_ip)
+        challenge_name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        headers = [(challenge_name, c) for c in self.auth.challenges(now, stale=stale)]
+        self.respond(txn, 407 if proxy else 401, now, headers=headers)
+        return None
+
+    def _parse_trusted(self, peers: tuple[str, ...]) -> set[tuple[str, int | None]]:
+        out: set[tuple[str, int | None]] = set()
+        for p in peers:
+            host, sep, port = p.rpartition(":")
+            if sep and port.isdigit() and "]" not in port:
+                out.add((host.strip("[]"), int(port)))
+            else:
+                out.add((p.strip("[]"), None))
+        return out
+
+    def is_trusted(self, source: Peer) -> bool:
+        return (source[1], source[2]) in self._trusted or (source[1], None) in self._trusted
+
+    # ------------------------------------------------------------------ helpers
+
+    def is_local_uri(self, uri: SipURI) -> bool:
+        host = uri.host.lower().strip("[]")
+        if host not in self._local_hosts:
+            return False
+        if uri.port is None:
+            return host == self.settings.domain or any(
+                h == host and p == (5061 if uri.scheme == "sips" else 5060)
+                for h, p in self._local_hostports
+            ) or not self._local_hostports
+        return (host, uri.port) in self._local_hostports or host == self.settings.domain
+
+    def local_address(self, transport: str) -> tuple[str, int]:
+        local = self.settings.local
+        return local.get(transport) or next(iter(local.values()))
+
+    def new_branch(self, req: Request) -> str:
+        return f"{BRANCH_PREFIX}{self._loop_hash(req)}.{next(self._branch_seq):x}"
+
+    def _loop_hash(self, req: Request) -> str:
+        h = hashlib.md5(usedforsecurity=False)
+        to_tag = req.to.tag or ""
+        from_tag = req.from_.tag or ""
+        h.update(
+            "\0".join(
+                (req.uri, to_tag, from_tag, req.call_id, str(req.cseq[0]), *req.get_all("route"))
+            ).encode("utf-8", "surrogateescape")
+        )
+        return h.hexdigest()[:10]
+
+    def _is_loop(self, req: Request) -> bool:
+        mine = [
+            v for v in req.vias
+            if v.branch and v.branch.startswith(BRANCH_PREFIX)
+            and (v.host, v.port or 5060) in self._local_hostports
+        ]  # fmt: skip
+        if not mine:
+            return False
+        loop_hash = self._loop_hash(req)
+        return any(v.branch[len(BRANCH_PREFIX) :].split(".")[0] == loop_hash for v in mine)  # type: ignore[index]
+
+    def _stamp_via(self, req: Request, source: Peer) -> None:
+        """RFC 3261 §18.2.1 and RFC 3581: note where the request really came from."""
+        via = req.top_via
+        changed = False
+        if via.host.strip("[]") != source[1]:
+            via.params["received"] = source[1]
+            changed = True
+        if "rport" in via.params:
+            via.params["rport"] = str(source[2])
+            changed = True
+        if changed:
+            req.pop_first_value("via")
+            req.prepend("via", str(via))
+
+    def _stamp_via_best_effort(self, req: Request, source: Peer) -> None:
+        try:
+            self._stamp_via(req, source)
+        except ParseError:
+            pass
+
+    def response_destination(self, req: Request, source: Peer) -> Peer:
+        """RFC 3261 §18.2.2 with RFC 3581: where responses to this request go."""
+        if source[0] != "udp":
+            return source
+        try:
+            via = req.top_via
+        except ParseError:
+            return source
+        if "rport" in via.params:
+            return source
+        host = via.params.get("received") or via.host
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return ("udp", source[1], via.port or 5060)
+        return ("udp", host.strip("[]"), via.port or 5060)
+
+    def make_response(
+        self,
+        req: Request,
+        status: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        to_tag: str | None = None,
+    ) -> Response:
+        """A response to `req` per RFC 3261 §8.2.6 (Via, From, To, Call-ID, CSeq copied)."""
+        hdrs: list[list[str]] = []
+        for h in req.headers:
+            key = h[0]
+            if key in ("via", "from", "call-id", "cseq"):
+                hdrs.append([key, h[1], h[2]])
+            elif key == "to":
+                value = h[2]
+                if status > 100 and ";tag=" not in value.replace(" ", "").lower():
+                    value = f"{value};tag={to_tag or self._to_tag(req)}"
+                hdrs.append([key, h[1], value])
+        resp = Response(status, reason or reason_phrase(status), hdrs)
+        resp.add("Server", SERVER_NAME)
+        for name, value in headers or ():
+            resp.add(name, value)
+        return resp
+
+    def _to_tag(self, req: Request) -> str:
+        seed = f"{req.call_id}\0{req.get('from')}\0{req.get('cseq')}".encode("utf-8", "surrogateescape")
+        return hashlib.sha1(seed, usedforsecurity=False).hexdigest()[:12]
+
+    def respond(
+        self,
+        txn: tx.ServerTransaction,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.layer.send_response(txn, self.make_response(txn.request, status, reason, headers), now)
+
+    def send_stateless(self, req: Request, status: int, reason: str, source: Peer) -> None:
+        resp = self.make_response(req, status, reason)
+        self._out.append((resp.serialize(), self.response_destination(req, source)))
+
+    def _reply_unparsable(self, exc: ParseError, source: Peer) -> None:
+        self.stats["rejected"] += 1
+        fake = Request("INVALID", "sip:invalid", exc.headers or [])
+        if fake.get("via") is None or fake.get("cseq") is None:
+            self.stats["dropped"] += 1
+            return
+        self._stamp_via_best_effort(fake, source)
+        self.send_stateless(fake, 400, _short(str(exc)), source)
+
+    def emit(self, data: bytes, dest: Peer) -> None:
+        """Queue raw bytes (keep-alives, stateless forwards) for the network layer."""
+        self._out.append((data, dest))
+
+
+def _short(reason: str) -> str:
+    reason = "".join(c if c.isprintable() else "?" for c in reason)
+    return reason[:100] or "Bad Request"

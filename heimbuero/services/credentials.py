@@ -1,0 +1,52 @@
+"""Who may authenticate: a small cache in front of the user table, so that SIP digest checks on
+the hot path rarely touch the database, while `heimbuero user add/passwd/remove` on a running
+server take effect within a few seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """What the SIP services need to know of a user."""
+
+    name: str
+    role: str
+    ha1_md5: str
+    ha1_sha256: str
+
+
+class UserDirectory:
+    """Looks accounts up through `fetch(name)`, caching hits and misses for `ttl` seconds."""
+
+    __slots__ = ("_fetch", "_ttl", "_cache", "_max")
+
+    def __init__(
+        self, fetch: Callable[[str], Account | None], ttl: float = 5.0, max_entries: int = 200_000
+    ) -> None:
+        self._fetch = fetch
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, Account | None]] = {}
+        self._max = max_entries
+
+    def get(self, name: str, now: float) -> Account | None:
+        name = name.lower()
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        account = self._fetch(name)
+        if len(self._cache) >= self._max:
+            self._cache.clear()
+        self._cache[name] = (now + self._ttl, account)
+        return account
+
+    def ha1(self, name: str, algorithm: str, now: float) -> str | None:
+        account = self.get(name, now)
+        if account is None:
+            return None
+        return account.ha1_sha256 if algorithm.upper() == "SHA-256" else account.ha1_md5
+
+    def forget(self, name: str) -> None:
+        self._cache.pop(name.lower(), None)

@@ -1,0 +1,519 @@
+"""The stateful forking proxy (RFC 3261 §16): forwards a request to every target in parallel,
+relays provisional responses, forwards every 2xx, cancels the losing branches, and picks the
+best final response when nobody answers (§16.7).
+
+Phones behind NAT: each binding is reached at the address its REGISTER came from; Contacts in
+dialog-creating requests and their responses get an `alias` parameter naming the address the
+message really came from, so that in-dialog requests (ACK, BYE, re-INVITE) find the device too
+(the technique of Kamailio's add_contact_alias / handle_ruri_alias).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+from heimbuero.sip import transaction as tx
+from heimbuero.sip.message import Address, ParseError, Request, Response, SipURI, parse_address
+
+from .location import Peer
+
+if TYPE_CHECKING:
+    from .core import SipCore
+
+log = logging.getLogger("heimbuero.proxy")
+
+DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+TARGET_REFRESH = frozenset({"INVITE", "SUBSCRIBE", "REFER", "UPDATE", "NOTIFY"})
+
+
+class MediaRelay(Protocol):
+    """The seam where SDP is rewritten for an RTP relay (NAT traversal of media, a later issue)."""
+
+    def on_offer(self, request: Request, source: Peer, dest: Peer) -> None: ...
+    def on_answer(self, response: Response, source: Peer) -> None: ...
+
+
+class NoMediaRelay:
+    """Media flows end to end; SDP passes unchanged."""
+
+    def on_offer(self, request: Request, source: Peer, dest: Peer) -> None:
+        return None
+
+    def on_answer(self, response: Response, source: Peer) -> None:
+        return None
+
+
+class Branch:
+    """One forwarded copy of a request and what became of it."""
+
+    __slots__ = ("call", "txn", "request", "dest", "provisional", "done", "cancel_pending", "timed_out")
+
+    def __init__(self, call: ProxyCall, request: Request, dest: Peer) -> None:
+        self.call = call
+        self.txn: tx.ClientTransaction | None = None
+        self.request = request
+        self.dest = dest
+        self.provisional = False
+        self.done = False
+        self.cancel_pending = False
+        self.timed_out = False
+
+
+class ProxyCall:
+    """The proxying of one request: its server transaction and its branches."""
+
+    __slots__ = ("server_txn", "branches", "finals", "final_sent", "canceled", "timer_c")
+
+    def __init__(self, server_txn: tx.ServerTransaction) -> None:
+        self.server_txn = server_txn
+        self.branches: list[Branch] = []
+        self.finals: list[Response] = []
+        self.final_sent = False
+        self.canceled = False
+        self.timer_c: list[object] | None = None
+
+
+class Proxy:
+    """Forking, response selection, CANCEL and ACK handling for the core."""
+
+    def __init__(self, core: SipCore, media: MediaRelay | None = None) -> None:
+        self.core = core
+        self.media: MediaRelay = media or NoMediaRelay()
+        self._open: set[ProxyCall] = set()  # calls whose server transaction is alive
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    # ------------------------------------------------------------------ requests
+
+    def route_request(self, txn: tx.ServerTransaction, in_dialog: bool, now: float) -> None:
+        """Find the targets of an (already checked and authenticated) request and fork to them."""
+        core = self.core
+        req = txn.request
+        source: Peer = txn.source  # type: ignore[assignment]
+        routes = req.get_all("route")
+        if routes:
+            if not in_dialog and not core.is_trusted(source):
+                core.respond(txn, 403, now, reason="Relaying denied")
+                return
+            try:
+                hop = parse_address(routes[0]).uri
+            except ParseError:
+                core.respond(txn, 400, now, reason="Bad Route header")
+                return
+            dest = uri_destination(hop)
+            if dest is None:
+                core.respond(txn, 502, now, reason="Next hop is not an IP address")
+                return
+            self._fork(txn, [(req.uri, dest)], False, now)
+            return
+
+        uri = req.ruri
+        if in_dialog or "alias" in uri.params:
+            dest = uri_destination(uri)
+            if dest is None:
+                core.respond(txn, 404, now, reason="Dialog target unknown")
+                return
+            self._fork(txn, [(_strip_alias(req.uri, uri), dest)], False, now)
+            return
+
+        if not core.is_local_uri(uri) and uri.host != core.settings.domain:
+            core.respond(txn, 403, now, reason="Relaying denied")
+            return
+        if not uri.user:
+            core.respond(txn, 404, now)
+            return
+        aor = uri.user.lower()
+        if core.users.get(aor, now) is None:
+            core.respond(txn, 404, now)
+            return
+        bindings = core.location.lookup(aor, now)
+        if not bindings:
+            core.respond(txn, 480, now, reason="Temporarily Unavailable: no device registered")
+            return
+        targets: list[tuple[str, Peer]] = []
+        for b in bindings:
+            dest = b.received
+            if dest[0] != "udp" and not core.is_connected(dest):
+                # The device's connection is gone: try the address its Contact names.
+                try:
+                    cu = parse_address(b.contact).uri
+                except ParseError:
+                    continue
+                alt = uri_destination(cu)
+                if alt is None:
+                    continue
+                dest = (dest[0], alt[1], alt[2])
+            targets.append((b.contact, dest))
+        if not targets:
+            core.respond(txn, 480, now, reason="Temporarily Unavailable: no device reachable")
+            return
+        self._fork(txn, targets, req.method in DIALOG_METHODS, now)
+
+    def _fork(
+        self, txn: tx.ServerTransaction, targets: list[tuple[str, Peer]], record_route: bool, now: float
+    ) -> None:
+        core = self.core
+        req = txn.request
+        source: Peer = txn.source  # type: ignore[assignment]
+        is_invite = req.method == "INVITE"
+        call = ProxyCall(txn)
+        txn.context = call
+        self._open.add(call)
+        if is_invite:
+            core.respond(txn, 100, now)
+        if req.method in TARGET_REFRESH:
+            _alias_contact(req, source)
+        _strip_own_credentials(req, core.settings.domain)
+        mf = req.get("max-forwards")
+        max_forwards = str((int(mf) if mf is not None else 70) - 1)
+        in_host, in_port = core.local_address(source[0])
+        for ruri, dest in targets:
+            fwd = req.copy()
+            fwd.set_uri(ruri)
+            fwd.set("Max-Forwards", max_forwards)
+            out_host, out_port = core.local_address(dest[0])
+            if record_route:
+                fwd.prepend("Record-Route", _rr(in_host, in_port, source[0]))
+                if dest[0] != source[0]:
+                    fwd.prepend("Record-Route", _rr(out_host, out_port, dest[0]))
+            branch_id = core.new_branch(req)
+            fwd.prepend("Via", f"SIP/2.0/{dest[0].upper()} {out_host}:{out_port};branch={branch_id};rport")
+            self.media.on_offer(fwd, source, dest)
+            branch = Branch(call, fwd, dest)
+            call.branches.append(branch)
+            ctxn = core.layer.send_request(fwd, dest, dest[0] != "udp", now)
+            branch.txn = ctxn
+            ctxn.context = branch
+        if is_invite:
+            call.timer_c = core.timers.call_at(
+                now + core.settings.invite_timeout, lambda t, c=call: self._timer_c(c, t)
+            )
+
+    # ------------------------------------------------------------------ responses
+
+    def on_response(self, ctxn: tx.ClientTransaction, resp: Response, now: float) -> None:
+        branch = ctxn.context
+        if not isinstance(branch, Branch):
+            return  # the answer to one of our CANCELs
+        call = branch.call
+        core = self.core
+        resp.pop_first_value("via")
+        if "via" not in resp:
+            return
+        status = resp.status
+        if status < 200:
+            branch.provisional = True
+            if branch.cancel_pending:
+                branch.cancel_pending = False
+                self._send_cancel(branch, now, None)
+            if status == 100 or call.final_sent:
+                return
+            _alias_contact(resp, branch.dest)
+            core.layer.send_response(call.server_txn, resp, now)
+            if call.timer_c is not None:
+                core.timers.cancel(call.timer_c)
+                call.timer_c = core.timers.call_at(
+                    now + core.settings.invite_timeout, lambda t, c=call: self._timer_c(c, t)
+                )
+            return
+        if status < 300:
+            branch.done = True
+            _alias_contact(resp, branch.dest)
+            self.media.on_answer(resp, branch.dest)
+            st = call.server_txn
+            if st.state in (tx.State.PROCEEDING, tx.State.ACCEPTED):
+                core.layer.send_response(st, resp, now)
+            else:
+                # A 2xx that lost the race against a CANCEL or another final still reaches
+                # the caller, which must ACK and hang it up (RFC 3261 §16.7 step 5).
+                core.layer.send_stateless(resp, st.response_dest)
+            if not call.final_sent:
+                call.final_sent = True
+                self._end_timer_c(call)
+                self._cancel_pending(call, now, 'SIP;cause=200;text="Call completed elsewhere"')
+            return
+        if branch.done:
+            return
+        branch.done = True
+        if branch.timed_out and status == 487:
+            resp = core.make_response(call.server_txn.request, 408)
+        call.finals.append(resp)
+        if status >= 600:
+            self._cancel_pending(call, now, None)
+        self._maybe_finish(call, now)
+
+    def on_branch_failure(self, ctxn: tx.ClientTransaction, status: int, now: float) -> None:
+        """Timer B/F or a transport error ended a branch without a response."""
+        branch = ctxn.context
+        if not isinstance(branch, Branch) or branch.done:
+            return
+        branch.done = True
+        call = branch.call
+        call.finals.append(self.core.make_response(call.server_txn.request, status))
+        self._maybe_finish(call, now)
+
+    def on_stray_response(self, resp: Response, now: float) -> None:
+        """A 2xx that outlived its transaction is forwarded statelessly (RFC 3261 §16.7 step 10)."""
+        if not 200 <= resp.status < 300:
+            return
+        top = resp.vias[0] if resp.vias else None
+        if top is None or not (top.branch or "").startswith("z9hG4bKhb"):
+            return
+        resp.pop_first_value("via")
+        if "via" not in resp:
+            return
+        try:
+            via = resp.top_via
+        except ParseError:
+            return
+        host = via.params.get("received") or via.host
+        rport = via.params.get("rport")
+        port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
+        self.core.emit(resp.serialize(), (via.transport.lower(), host.strip("[]"), port))
+
+    def _maybe_finish(self, call: ProxyCall, now: float) -> None:
+        if call.final_sent:
+            return
+        pending = [b for b in call.branches if not b.done and not (call.canceled and not b.provisional)]
+        if pending:
+            return
+        call.final_sent = True
+        self._end_timer_c(call)
+        core = self.core
+        if call.canceled:
+            best = core.make_response(call.server_txn.request, 487)
+        else:
+            best = self._best(call)
+        core.layer.send_response(call.server_txn, best, now)
+
+    def _best(self, call: ProxyCall) -> Response:
+        """RFC 3261 §16.7 step 6: a 6xx if any, else the lowest class; 503 becomes 500."""
+        finals = call.finals
+        if not finals:
+            return self.core.make_response(call.server_txn.request, 408)
+        six = [r for r in finals if r.status >= 600]
+        if six:
+            best = six[0]
+        else:
+            best = min(finals, key=lambda r: (r.status // 100, _preference(r.status)))
+        if best.status == 503:
+            best = best.copy()
+            best.status, best.reason = 500, "Server Internal Error"
+        if best.status in (401, 407):
+            best = best.copy()
+            for r in finals:
+                if r is not best and r.status in (401, 407):
+                    for name in ("www-authenticate", "proxy-authenticate"):
+                        for v in r.get_all(name):
+                            best.add(name, v)
+        return best
+
+    # ------------------------------------------------------------------ CANCEL and timers
+
+    def on_cancel(self, cancel_txn: tx.ServerTransaction, now: float) -> None:
+        core = self.core
+        invite_txn = core.layer.find_invite_server_transaction(cancel_txn.request)
+        call = invite_txn.context if invite_txn is not None else None
+        if not isinstance(call, ProxyCall):
+            core.respond(cancel_txn, 481, now)
+            return
+        core.respond(cancel_txn, 200, now)
+        if call.final_sent:
+            return
+        call.canceled = True
+        self._cancel_pending(call, now, cancel_txn.request.get("reason"))
+        self._maybe_finish(call, now)
+
+    def _cancel_pending(self, call: ProxyCall, now: float, reason: str | None) -> None:
+        for b in call.branches:
+            if b.done or b.request.method != "INVITE":
+                continue
+            if b.provisional:
+                self._send_cancel(b, now, reason)
+            else:
+                b.cancel_pending = True  # RFC 3261 §9.1: wait for a provisional response
+
+    def _send_cancel(self, branch: Branch, now: float, reason: str | None) -> None:
+        """A CANCEL for one branch (RFC 3261 §9.1): same branch, Request-URI, Call-ID, tags."""
+        inv = branch.request
+        hdrs: list[list[str]] = []
+        for h in inv.headers:
+            if h[0] == "via":
+                hdrs.append([h[0], h[1], h[2]])  # the field we prepended: our Via alone
+                break
+        for key in ("route", "from", "to", "call-id"):
+            hdrs.extend([h[0], h[1], h[2]] for h in inv.headers if h[0] == key)
+        cancel = Request("CANCEL", inv.uri, hdrs)
+        cancel.add("CSeq", f"{inv.cseq[0]} CANCEL")
+        cancel.add("Max-Forwards", "70")
+        if reason:
+            cancel.add("Reason", reason)
+        layer = self.core.layer
+        layer.send_request(cancel, branch.dest, branch.dest[0] != "udp", now)
+        # RFC 3261 §9.1: a UAS that never answers the CANCEL with a final response to the
+        # INVITE leaves the branch in Proceeding forever; give up on it after 64*T1.
+        self.core.timers.call_at(
+            now + layer.timers.b, lambda t, b=branch: self._abandon(b, t)
+        )
+
+    def _abandon(self, branch: Branch, now: float) -> None:
+        if branch.txn is None or branch.txn.state != tx.State.PROCEEDING:
+            return
+        self.core.layer.terminate(branch.txn, now)
+        if not branch.done:
+            branch.done = True
+            call = branch.call
+            call.finals.append(self.core.make_response(call.server_txn.request, 408))
+            self._maybe_finish(call, now)
+
+    def _timer_c(self, call: ProxyCall, now: float) -> None:
+        """RFC 3261 §16.8: an INVITE branch that rang too long is cancelled (408 upstream)."""
+        call.timer_c = None
+        for b in call.branches:
+            if b.done:
+                continue
+            b.timed_out = True
+            if b.provisional:
+                self._send_cancel(b, now, None)
+            else:
+                b.done = True
+                call.finals.append(self.core.make_response(call.server_txn.request, 408))
+        self._maybe_finish(call, now)
+
+    def _end_timer_c(self, call: ProxyCall) -> None:
+        if call.timer_c is not None:
+            self.core.timers.cancel(call.timer_c)
+            call.timer_c = None
+
+    def on_terminated(self, txn: tx.ClientTransaction | tx.ServerTransaction) -> None:
+        call = txn.context
+        if isinstance(call, ProxyCall) and call.server_txn is txn:
+            self._open.discard(call)
+            self._end_timer_c(call)
+        txn.context = None
+
+    def shutdown(self, now: float) -> None:
+        """Cancel every ringing branch and answer every open request before the server stops."""
+        core = self.core
+        for call in list(self._open):
+            if call.final_sent:
+                continue
+            self._cancel_pending(call, now, 'SIP;cause=503;text="Server shutting down"')
+            call.final_sent = True
+            self._end_timer_c(call)
+            core.layer.send_response(
+                call.server_txn, core.make_response(call.server_txn.request, 503, "Server shutting down"), now
+            )
+
+    # ------------------------------------------------------------------ ACK for 2xx
+
+    def forward_ack(self, ack: Request, source: Peer, now: float) -> None:
+        """Forward an ACK for a 2xx statelessly along its Route (or to its Request-URI)."""
+        core = self.core
+        while True:
+            routes = ack.get_all("route")
+            if not routes:
+                break
+            try:
+                first = parse_address(routes[0]).uri
+            except ParseError:
+                return
+            if not core.is_local_uri(first):
+                break
+            ack.pop_first_value("route")
+        routes = ack.get_all("route")
+        try:
+            hop = parse_address(routes[0]).uri if routes else ack.ruri
+        except ParseError:
+            return
+        if not routes and core.is_local_uri(hop) and not hop.params.get("alias"):
+            return  # an ACK for us, or for a user's AOR: nothing to forward
+        dest = uri_destination(hop)
+        if dest is None:
+            return
+        if not routes:
+            ack.set_uri(_strip_alias(ack.uri, hop))
+        mf = ack.get("max-forwards")
+        if mf is not None:
+            if int(mf) <= 0:
+                return
+            ack.set("Max-Forwards", str(int(mf) - 1))
+        host, port = core.local_address(dest[0])
+        seed = (ack.top_via.branch or ack.call_id).encode("utf-8", "surrogateescape")
+        branch = "z9hG4bKhb" + hashlib.md5(seed, usedforsecurity=False).hexdigest()[:16]
+        ack.prepend("Via", f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={branch};rport")
+        core.emit(ack.serialize(), dest)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _rr(host: str, port: int, transport: str) -> str:
+    t = "" if transport == "udp" else f";transport={transport}"
+    return f"<sip:{host}:{port}{t};lr>"
+
+
+def _preference(status: int) -> int:
+    # Within a class, prefer the answers that tell the caller most.
+    order = {486: 0, 600: 0, 603: 1, 480: 2, 487: 3, 404: 4, 408: 9}
+    return order.get(status, 5)
+
+
+def uri_destination(uri: SipURI) -> Peer | None:
+    """Where a URI points to: its alias if it carries one, else its maddr/host and port."""
+    alias = uri.params.get("alias")
+    if alias:
+        parts = alias.split("~")
+        if len(parts) == 3 and parts[1].isdigit():
+            return (parts[2].lower(), parts[0].strip("[]"), int(parts[1]))
+    host = (uri.params.get("maddr") or uri.host).strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    transport = uri.transport
+    if transport not in ("udp", "tcp"):
+        return None
+    return (transport, host, uri.port or 5060)
+
+
+def _strip_alias(text: str, uri: SipURI) -> str:
+    if "alias" not in uri.params:
+        return text
+    clean = SipURI(uri.scheme, uri.user, uri.password, uri.host, uri.port,
+                   {k: v for k, v in uri.params.items() if k != "alias"}, uri.headers)  # fmt: skip
+    return str(clean)
+
+
+def _strip_own_credentials(req: Request, realm: str) -> None:
+    """Credentials for our realm were consumed here; they are not forwarded (RFC 3261 §22.3)."""
+    values = req.get_all("proxy-authorization")
+    if not values:
+        return
+    keep = [v for v in values if f'realm="{realm}"' not in v.replace(" ", "")]
+    req.remove("proxy-authorization")
+    for v in keep:
+        req.add("Proxy-Authorization", v)
+
+
+def _alias_contact(msg: Request | Response, peer: Peer) -> None:
+    """Mark a Contact whose address differs from where the message came from (NAT)."""
+    raw = msg.get("contact")
+    if raw is None or raw == "*":
+        return
+    try:
+        addr: Address = parse_address(raw)
+    except ParseError:
+        return
+    uri = addr.uri
+    if not uri.is_sip or "alias" in uri.params:
+        return
+    transport, host, port = peer
+    if uri.host.strip("[]") == host and (uri.port or 5060) == port and uri.transport == transport:
+        return
+    uri.params["alias"] = f"{host}~{port}~{transport}"
+    msg.set("Contact", str(addr))

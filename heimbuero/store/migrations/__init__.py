@@ -1,0 +1,1 @@
+"""Alembic migrations of the heimbuero database, applied by Store.upgrade()."""

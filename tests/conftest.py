@@ -1,0 +1,47 @@
+"""Test-suite wide settings: markers, and the rule for missing SIP peers.
+
+End-to-end tests (`@pytest.mark.e2e`) drive the real server with real SIP peers. A test names
+the programs it needs with `@pytest.mark.peers("sipp", "baresip")`. When one of them is not on
+PATH the test FAILS with a message saying what to install; set HEIMBUERO_ALLOW_MISSING_PEERS=1
+to skip such tests instead (e.g. on a machine without the Debian packages).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+# Debian package that provides each peer program
+PEER_PACKAGES = {
+    "sipp": "sip-tester",
+    "baresip": "baresip",
+    "kamailio": "kamailio",
+    "linphonec": "linphone-cli",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: end-to-end test against the real server and real SIP peers")
+    config.addinivalue_line(
+        "markers", "peers(*programs): external programs (SIP peers) an end-to-end test needs on PATH"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    needed: list[str] = []
+    for mark in item.iter_markers(name="peers"):
+        needed.extend(mark.args)
+    missing = [p for p in needed if shutil.which(p) is None]
+    if not missing:
+        return
+    packages = " ".join(sorted({PEER_PACKAGES.get(p, p) for p in missing}))
+    message = (
+        f"missing SIP peer program(s): {', '.join(missing)} - install with "
+        f"`apt-get install {packages}` (or run scripts/test, which does); "
+        "set HEIMBUERO_ALLOW_MISSING_PEERS=1 to skip these tests instead"
+    )
+    if os.environ.get("HEIMBUERO_ALLOW_MISSING_PEERS") == "1":
+        pytest.skip(message)
+    pytest.fail(message, pytrace=False)

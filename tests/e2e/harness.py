@@ -1,0 +1,1479 @@
+"""End-to-end harness: the real `heimbuero serve` process and real SIP peers (SIPp, baresip).
+
+Everything here listens on 127.0.0.1, on ports picked free at run time, is bounded in time and
+count, and is stopped by its own PID in a `finally`. Waiting is always polling against a deadline;
+nothing relies on a fixed sleep for correctness.
+
+Pieces:
+
+- `free_port()` / `free_ports()`: ports free for both UDP and TCP, never handed out twice.
+- `Server`: `heimbuero init`, `user add`, `[sip]` settings in config.toml, `serve`, readiness by
+  OPTIONS, stop by SIGTERM (exit code recorded), log file under the test's tmp dir.
+- `SipClient` + `parse_message()` + `digest_response()`: a hand-built SIP UAC for single requests.
+- `run_sipp()` / `start_sipp()` / `start_sipp_uas()` / `start_sipp_callee()`: SIPp runs with every
+  trace file in a per-run directory.
+- `Baresip`: one softphone, driven over its ctrl_tcp socket (netstring-framed JSON).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+LOCALHOST = "127.0.0.1"
+
+SERVER_READY_TIMEOUT = 15.0  # seconds from `serve` to the first 200 for OPTIONS
+SERVER_STOP_TIMEOUT = 15.0  # seconds from SIGTERM to exit
+CLI_TIMEOUT = 60.0  # seconds for `init` / `user add`
+
+T = TypeVar("T")
+
+
+class HarnessError(AssertionError):
+    """A peer or the server did not do what the test needed; the message says what and shows logs."""
+
+
+# --------------------------------------------------------------------------------------------
+# waiting and small helpers
+
+
+def wait_until(
+    predicate: Callable[[], T | None | bool],
+    timeout: float,
+    *,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Poll `predicate` until it returns something truthy; raise HarnessError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            raise HarnessError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def tail(path: Path, max_chars: int = 12000) -> str:
+    """The end of a text file (or a note that it is missing), for failure messages."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return f"<{path} does not exist>"
+    text = data.decode("utf-8", "replace")
+    if len(text) > max_chars:
+        text = "[...]\n" + text[-max_chars:]
+    return text
+
+
+def _kill_process_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal the process started with start_new_session=True (its PID is its group id)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _stop_process(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    """Send `sig` to the process by its PID, wait, SIGKILL the group on timeout. Returns exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_process_group(proc, signal.SIGKILL)
+            proc.wait(timeout=10)
+    # anything the process left behind in its session goes too
+    _kill_process_group(proc, signal.SIGKILL)
+    return proc.returncode
+
+
+def missing_binaries(names: Iterable[str]) -> list[str]:
+    return [name for name in names if shutil.which(name) is None]
+
+
+# --------------------------------------------------------------------------------------------
+# free ports
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_issued_ports: set[int] = set()
+_port_rng = random.Random(os.getpid() ^ time.time_ns())
+
+
+def _port_is_free(port: int) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((LOCALHOST, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_ports(count: int = 1, *, consecutive: bool = False) -> list[int]:
+    """`count` ports on 127.0.0.1 that are free for both UDP and TCP right now.
+
+    Picked at random outside the kernel's ephemeral range (so outgoing connections of other
+    processes do not take them meanwhile) and never handed out twice in this test session.
+    `consecutive=True` gives a block P, P+1, ... (baresip's TLS takes SIP port + 1; media ranges).
+    """
+    eph_lo, eph_hi = _ephemeral_range()
+    ranges = [(r0, r1) for r0, r1 in ((10000, min(eph_lo, 65535) - 1), (eph_hi + 1, 65535 - 64)) if r1 - r0 > 1000]
+    if not ranges:
+        ranges = [(10000, 65000)]
+    for _ in range(2000):
+        lo, hi = _port_rng.choice(ranges)
+        if consecutive:
+            base = _port_rng.randint(lo, hi - count)
+            candidates = list(range(base, base + count))
+            if all(p not in _issued_ports and _port_is_free(p) for p in candidates):
+                _issued_ports.update(candidates)
+                return candidates
+        else:
+            picked: list[int] = []
+            while len(picked) < count:
+                p = _port_rng.randint(lo, hi)
+                if p not in _issued_ports and p not in picked and _port_is_free(p):
+                    picked.append(p)
+            _issued_ports.update(picked)
+            return picked
+    raise HarnessError(f"could not find {count} free {'consecutive ' if consecutive else ''}ports on {LOCALHOST}")
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# SIP messages: parse, build, digest
+
+COMPACT_HEADERS = {
+    "v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", "l": "content-length",
+    "c": "content-type", "k": "supported", "s": "subject", "e": "content-encoding",
+    "o": "event", "u": "allow-events", "r": "refer-to", "b": "referred-by", "x": "session-expires",
+}
+
+
+def _canonical(name: str) -> str:
+    n = name.strip().lower()
+    return COMPACT_HEADERS.get(n, n)
+
+
+@dataclasses.dataclass
+class SipMessage:
+    """A parsed SIP request or response (headers unfolded; names kept as received)."""
+
+    start_line: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    raw: bytes
+
+    @property
+    def is_response(self) -> bool:
+        return self.start_line.startswith("SIP/")
+
+    @property
+    def status(self) -> int | None:
+        if not self.is_response:
+            return None
+        parts = self.start_line.split(" ", 2)
+        try:
+            return int(parts[1])
+        except (IndexError, ValueError):
+            return None
+
+    @property
+    def reason(self) -> str:
+        parts = self.start_line.split(" ", 2)
+        return parts[2] if self.is_response and len(parts) > 2 else ""
+
+    @property
+    def method(self) -> str | None:
+        return None if self.is_response else self.start_line.split(" ", 1)[0]
+
+    def header(self, name: str) -> str | None:
+        """First value of a header (compact forms understood), or None."""
+        want = _canonical(name)
+        for n, v in self.headers:
+            if _canonical(n) == want:
+                return v
+        return None
+
+    def header_values(self, name: str) -> list[str]:
+        want = _canonical(name)
+        return [v for n, v in self.headers if _canonical(n) == want]
+
+    def has_header(self, name: str) -> bool:
+        return self.header(name) is not None
+
+    @property
+    def cseq(self) -> tuple[int, str] | None:
+        value = self.header("CSeq")
+        if not value:
+            return None
+        parts = value.split()
+        try:
+            return int(parts[0]), parts[1] if len(parts) > 1 else ""
+        except ValueError:
+            return None
+
+    def to_tag(self) -> str | None:
+        value = self.header("To") or ""
+        m = re.search(r";\s*tag\s*=\s*([^;>\s,]+)", value.split(">")[-1], re.I)
+        return m.group(1) if m else None
+
+    def summary(self) -> str:
+        return f"{self.start_line} (Call-ID {self.header('Call-ID')}, CSeq {self.header('CSeq')})"
+
+
+def split_frame(data: bytes) -> tuple[bytes, bytes] | None:
+    """For a stream: split one message (by Content-Length) off `data`; None if incomplete."""
+    # skip keep-alive CRLFs between messages (RFC 5626 3.5.1)
+    stripped = data.lstrip(b"\r\n")
+    end = stripped.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = stripped[: end + 4]
+    m = re.search(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)", head, re.I)
+    length = int(m.group(1)) if m else 0
+    total = end + 4 + length
+    if len(stripped) < total:
+        return None
+    return stripped[:total], stripped[total:]
+
+
+def parse_message(data: bytes) -> SipMessage:
+    """Parse one SIP message; tolerant (this parses what the server sends, the server is judged)."""
+    sep = data.find(b"\r\n\r\n")
+    head, body = (data, b"") if sep < 0 else (data[:sep], data[sep + 4 :])
+    lines = head.decode("utf-8", "replace").split("\r\n")
+    start = lines[0]
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and headers:
+            n, v = headers[-1]
+            headers[-1] = (n, v + " " + line.strip())
+        elif ":" in line:
+            n, v = line.split(":", 1)
+            headers.append((n.strip(), v.strip()))
+    return SipMessage(start, headers, body, data)
+
+
+def new_branch() -> str:
+    return "z9hG4bK-e2e-" + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def parse_challenge(value: str) -> dict[str, str]:
+    """`Digest realm="x", nonce="y", ...` -> {"scheme": "Digest", "realm": "x", ...} (keys lower-case)."""
+    scheme, _, rest = value.strip().partition(" ")
+    out = {"scheme": scheme}
+    for m in re.finditer(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))', rest):
+        out[m.group(1).lower()] = m.group(2) if m.group(2) is not None else m.group(3)
+    return out
+
+
+def _hash(algorithm: str, text: str) -> str:
+    alg = algorithm.upper().removesuffix("-SESS")
+    if alg == "MD5":
+        return hashlib.md5(text.encode()).hexdigest()
+    if alg == "SHA-256":
+        return hashlib.sha256(text.encode()).hexdigest()
+    raise HarnessError(f"digest algorithm {algorithm!r} not supported by the harness")
+
+
+def digest_response(
+    challenge: Mapping[str, str],
+    *,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    nc: int = 1,
+    cnonce: str | None = None,
+) -> str:
+    """The Authorization / Proxy-Authorization value answering `challenge` (RFC 7616, qop=auth)."""
+    algorithm = challenge.get("algorithm", "MD5")
+    realm = challenge["realm"]
+    nonce = challenge["nonce"]
+    cnonce = cnonce or secrets.token_hex(8)
+    ha1 = _hash(algorithm, f"{username}:{realm}:{password}")
+    if algorithm.upper().endswith("-SESS"):
+        ha1 = _hash(algorithm, f"{ha1}:{nonce}:{cnonce}")
+    ha2 = _hash(algorithm, f"{method}:{uri}")
+    qops = [q.strip() for q in challenge.get("qop", "").split(",") if q.strip()]
+    parts = [f'username="{username}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"']
+    if "auth" in qops:
+        ncs = f"{nc:08x}"
+        resp = _hash(algorithm, f"{ha1}:{nonce}:{ncs}:{cnonce}:auth:{ha2}")
+        parts += [f'response="{resp}"', "qop=auth", f"nc={ncs}", f'cnonce="{cnonce}"']
+    else:
+        resp = _hash(algorithm, f"{ha1}:{nonce}:{ha2}")
+        parts.append(f'response="{resp}"')
+    parts.append(f"algorithm={algorithm}")
+    if "opaque" in challenge:
+        parts.append(f'opaque="{challenge["opaque"]}"')
+    return "Digest " + ", ".join(parts)
+
+
+def pick_challenge(response: SipMessage, algorithm: str = "MD5") -> dict[str, str]:
+    """The first Digest challenge of `response` with `algorithm` (a missing algorithm means MD5)."""
+    name = "Proxy-Authenticate" if response.status == 407 else "WWW-Authenticate"
+    for value in response.header_values(name):
+        ch = parse_challenge(value)
+        if ch["scheme"].lower() == "digest" and ch.get("algorithm", "MD5").upper() == algorithm.upper():
+            return ch
+    raise HarnessError(f"no {algorithm} Digest challenge in {name} of: {response.summary()}\n{response.raw!r}")
+
+
+@dataclasses.dataclass
+class SentRequest:
+    method: str
+    ruri: str
+    call_id: str
+    from_tag: str
+    from_uri: str
+    to_uri: str
+    cseq: int
+    branch: str
+    raw: bytes
+
+
+class SipClient:
+    """A hand-driven SIP UAC on 127.0.0.1 (UDP socket or one TCP connection) for single requests.
+
+    Via carries `rport`, so the server answers this socket whatever the Via says (RFC 3581).
+    """
+
+    def __init__(self, server_port: int, *, transport: str = "udp", server_host: str = LOCALHOST) -> None:
+        self.transport = transport.lower()
+        self.server = (server_host, server_port)
+        self._buffer = b""
+        if self.transport == "udp":
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind((LOCALHOST, 0))
+        elif self.transport == "tcp":
+            self.sock = socket.create_connection(self.server, timeout=5)
+        else:
+            raise ValueError(transport)
+        self.local_port = self.sock.getsockname()[1]
+        self.received: list[SipMessage] = []
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> SipClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_raw(self, data: bytes) -> None:
+        if self.transport == "udp":
+            self.sock.sendto(data, self.server)
+        else:
+            self.sock.sendall(data)
+
+    def recv(self, timeout: float) -> SipMessage | None:
+        """The next message from the server, or None when `timeout` seconds pass without one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.transport == "tcp":
+                framed = split_frame(self._buffer)
+                if framed:
+                    one, self._buffer = framed
+                    msg = parse_message(one)
+                    self.received.append(msg)
+                    return msg
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                if self.transport == "udp":
+                    data, _ = self.sock.recvfrom(65535)
+                    if not data.strip(b"\r\n"):
+                        continue  # keep-alive
+                    msg = parse_message(data)
+                    self.received.append(msg)
+                    return msg
+                data = self.sock.recv(65535)
+                if not data:
+                    return None  # connection closed
+                self._buffer += data
+            except TimeoutError:
+                return None
+
+    def build_request(
+        self,
+        method: str,
+        ruri: str,
+        *,
+        from_uri: str,
+        to_uri: str,
+        call_id: str | None = None,
+        cseq: int = 1,
+        from_tag: str | None = None,
+        to_tag: str | None = None,
+        branch: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> SentRequest:
+        branch = branch or new_branch()
+        call_id = call_id or f"e2e-{secrets.token_hex(8)}@{LOCALHOST}"
+        from_tag = from_tag or new_tag()
+        via_transport = self.transport.upper()
+        lines = [
+            f"{method} {ruri} SIP/2.0",
+            f"Via: SIP/2.0/{via_transport} {LOCALHOST}:{self.local_port};branch={branch};rport",
+            "Max-Forwards: 70",
+            f"From: <{from_uri}>;tag={from_tag}",
+            f"To: <{to_uri}>" + (f";tag={to_tag}" if to_tag else ""),
+            f"Call-ID: {call_id}",
+            f"CSeq: {cseq} {method}",
+        ]
+        lines += [f"{n}: {v}" for n, v in headers]
+        if content_type:
+            lines.append(f"Content-Type: {content_type}")
+        lines.append(f"Content-Length: {len(body)}")
+        raw = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+        return SentRequest(method, ruri, call_id, from_tag, from_uri, to_uri, cseq, branch, raw)
+
+    def send(self, req: SentRequest) -> SentRequest:
+        self.send_raw(req.raw)
+        return req
+
+    def request(self, method: str, ruri: str, **kw: Any) -> SentRequest:
+        return self.send(self.build_request(method, ruri, **kw))
+
+    def final_response(self, req: SentRequest, timeout: float = 5.0, *, retransmit: bool = True) -> SipMessage:
+        """Wait for the final response to `req` (provisional ones are skipped).
+
+        Over UDP the request is retransmitted (T1 = 0.5 s doubling, RFC 3261 17.1) until then.
+        """
+        deadline = time.monotonic() + timeout
+        next_retrans, interval = time.monotonic() + 0.5, 0.5
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise HarnessError(
+                    f"no final response to {req.method} {req.ruri} within {timeout} s; "
+                    f"got: {[m.start_line for m in self.received if m.header('Call-ID') == req.call_id]}"
+                )
+            wait = min(deadline, next_retrans) - now if (retransmit and self.transport == "udp") else deadline - now
+            msg = self.recv(max(wait, 0.01))
+            if msg is None:
+                if retransmit and self.transport == "udp" and time.monotonic() >= next_retrans:
+                    self.send_raw(req.raw)
+                    interval = min(interval * 2, 4.0)
+                    next_retrans = time.monotonic() + interval
+                continue
+            if not msg.is_response or msg.header("Call-ID") != req.call_id:
+                continue
+            cseq = msg.cseq
+            if cseq is None or cseq[0] != req.cseq or cseq[1].upper() != req.method.upper():
+                continue
+            if msg.status is not None and msg.status >= 200:
+                if req.method == "INVITE" and msg.status >= 300:
+                    self.ack_non_2xx(req, msg)
+                return msg
+            # 1xx: an INVITE is not retransmitted after a provisional response (RFC 3261 17.1.1.2)
+            if req.method == "INVITE":
+                retransmit = False
+
+    def ack_non_2xx(self, invite: SentRequest, response: SipMessage) -> None:
+        """ACK for a non-2xx final response: same branch, To with the response's tag (17.1.1.3)."""
+        lines = [
+            f"ACK {invite.ruri} SIP/2.0",
+            f"Via: SIP/2.0/{self.transport.upper()} {LOCALHOST}:{self.local_port};branch={invite.branch};rport",
+            "Max-Forwards: 70",
+            f"From: <{invite.from_uri}>;tag={invite.from_tag}",
+            f"To: {response.header('To')}",
+            f"Call-ID: {invite.call_id}",
+            f"CSeq: {invite.cseq} ACK",
+            "Content-Length: 0",
+        ]
+        self.send_raw(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def authenticated_request(
+        self,
+        method: str,
+        ruri: str,
+        *,
+        username: str,
+        password: str,
+        algorithm: str = "MD5",
+        timeout: float = 5.0,
+        **kw: Any,
+    ) -> tuple[SipMessage, SipMessage]:
+        """Send, answer a 401/407 challenge once; returns (challenge response, final response)."""
+        first = self.request(method, ruri, **kw)
+        challenge_resp = self.final_response(first, timeout)
+        if challenge_resp.status not in (401, 407):
+            raise HarnessError(f"expected a 401/407 challenge to {method}, got {challenge_resp.summary()}")
+        ch = pick_challenge(challenge_resp, algorithm)
+        auth_name = "Proxy-Authorization" if challenge_resp.status == 407 else "Authorization"
+        value = digest_response(ch, method=method, uri=ruri, username=username, password=password)
+        extra = list(kw.pop("headers", ())) + [(auth_name, value)]
+        second = self.request(
+            method, ruri, call_id=first.call_id, from_tag=first.from_tag, cseq=first.cseq + 1, headers=extra, **kw
+        )
+        return challenge_resp, self.final_response(second, timeout)
+
+
+def sip_ping(port: int, *, host: str = LOCALHOST, ruri: str | None = None, timeout: float = 0.5) -> SipMessage | None:
+    """One OPTIONS to the server itself over UDP; the response, or None if none came in `timeout`."""
+    with SipClient(port, server_host=host) as c:
+        target = ruri or f"sip:{host}:{port}"
+        req = c.request("OPTIONS", target, from_uri=f"sip:probe@{host}", to_uri=target)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = c.recv(left)
+            if msg is None:
+                return None
+            if msg.is_response and msg.header("Call-ID") == req.call_id and (msg.status or 0) >= 200:
+                return msg
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# config.toml editing
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def set_toml_option(path: Path, section: str, key: str, value: object) -> None:
+    """Set `key = value` in `[section]` of a TOML file: replace the key's line, or add it."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    new_line = f"{key} = {_toml_value(value)}"
+    current: str | None = None
+    section_end: int | None = None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            if current == section and section_end is None:
+                section_end = i
+            current = stripped.strip("[]").strip()
+            continue
+        if current == section and re.match(rf"{re.escape(key)}\s*=", stripped):
+            lines[i] = new_line
+            break
+    else:
+        if current == section and section_end is None:
+            section_end = len(lines)
+        if section_end is None:
+            lines += ["", f"[{section}]", new_line]
+        else:
+            # insert after the last non-blank line of the section
+            at = section_end
+            while at > 0 and not lines[at - 1].strip():
+                at -= 1
+            lines.insert(at, new_line)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # the file must still parse and hold the value
+    parsed = tomllib.loads(path.read_text(encoding="utf-8"))
+    got = parsed.get(section, {}).get(key)
+    want = list(value) if isinstance(value, tuple) else value
+    if got != want:
+        raise HarnessError(f"{path}: [{section}] {key} reads back as {got!r}, wanted {want!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# the server under test
+
+
+def heimbuero_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "heimbuero", *args]
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("HEIMBUERO_DATA", None)  # every command gets --data explicitly
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Server:
+    """`heimbuero serve` on 127.0.0.1, started exactly as a user would start it.
+
+    with Server(tmp_path, users={"alice": "..."}, sip_options={"trusted_peers": [...]}) as srv:
+        srv.port, srv.domain, srv.restart(), srv.log_text()
+
+    Leaving the block sends SIGTERM by PID; a non-zero exit code fails the test (unless the block
+    already failed, in which case the server log is printed and the original error propagates).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        domain: str = "heimbuero.test",
+        users: Mapping[str, str] | None = None,
+        sip_options: Mapping[str, object] | None = None,
+        transports: Sequence[str] = ("udp", "tcp"),
+        port: int | None = None,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.workdir / "data"
+        self.log_path = self.workdir / "server.log"
+        self.domain = domain
+        self.users = dict(users or {})
+        self.sip_options = dict(sip_options or {})
+        self.transports = tuple(transports)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exit_codes: list[int] = []
+        self._starts = 0
+
+    # -- commands ---------------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "config.toml"
+
+    @property
+    def sip_listen(self) -> str:
+        return ",".join(f"{t}:{LOCALHOST}:{self.port}" for t in self.transports)
+
+    @property
+    def address(self) -> str:
+        """host:port to send SIP to."""
+        return f"{LOCALHOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def cli(self, *args: str, check: bool = True, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """Run `heimbuero ARGS` (one-shot command); output goes to the server log too."""
+        cmd = heimbuero_command(*args)
+        try:
+            res = subprocess.run(
+                cmd, cwd=REPO_ROOT, env=_child_env(), capture_output=True, text=True, timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise HarnessError(f"`{' '.join(cmd)}` did not finish within {timeout} s") from exc
+        with self.log_path.open("a", encoding="utf-8") as log:
+            log.write(f"$ {' '.join(args)}\n[exit {res.returncode}]\n{res.stdout}{res.stderr}\n")
+        if check and res.returncode != 0:
+            raise HarnessError(
+                f"`heimbuero {' '.join(args)}` exited {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+            )
+        return res
+
+    def init(self) -> None:
+        self.cli("init", "--data", str(self.data_dir), "--domain", self.domain)
+        if not self.config_path.is_file():
+            raise HarnessError(f"`heimbuero init` succeeded but wrote no {self.config_path}")
+
+    def add_user(self, name: str, password: str, role: str = "agent") -> None:
+        self.cli("user", "add", name, "--password", password, "--role", role, "--data", str(self.data_dir))
+        self.users[name] = password
+
+    def set_sip_option(self, key: str, value: object) -> None:
+        """Set a `[sip]` key in config.toml (takes effect at the next start)."""
+        set_toml_option(self.config_path, "sip", key, value)
+        self.sip_options[key] = value
+
+    def prepare(self) -> None:
+        """init + users + settings, once per data directory."""
+        if self.config_path.exists():
+            return
+        self.init()
+        for name, password in self.users.items():
+            self.add_user(name, password)
+        for key, value in self.sip_options.items():
+            self.set_sip_option(key, value)
+
+    def serve_command(self) -> list[str]:
+        return heimbuero_command("serve", "--data", str(self.data_dir), "--sip", self.sip_listen)
+
+    # -- process ----------------------------------------------------------------------------
+
+    def start(self, *, ready_timeout: float = SERVER_READY_TIMEOUT) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            raise HarnessError("server already running")
+        self._starts += 1
+        cmd = self.serve_command()
+        with self.log_path.open("ab") as log:
+            log.write(f"\n=== start #{self._starts}: {' '.join(cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                cmd, cwd=REPO_ROOT, env=_child_env(), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.wait_ready(ready_timeout)
+
+    def wait_ready(self, timeout: float = SERVER_READY_TIMEOUT) -> None:
+        """Poll with OPTIONS (no auth) until the server answers 200."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        last: SipMessage | None = None
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                raise HarnessError(f"heimbuero serve exited with code {code} before it was ready\n{self.log_text()}")
+            last = sip_ping(self.port, timeout=0.3) or last
+            if last is not None and last.status == 200:
+                return
+        got = f"last answer: {last.start_line}" if last else "no answer"
+        raise HarnessError(
+            f"heimbuero serve not ready on udp:{self.address} within {timeout} s ({got})\n{self.log_text()}"
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = SERVER_STOP_TIMEOUT) -> int:
+        """SIGTERM by PID, wait for exit; returns the exit code (SIGKILL and error on timeout)."""
+        if self.proc is None:
+            raise HarnessError("server was never started")
+        if self.proc.poll() is not None:
+            code = self.proc.returncode
+        else:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_process_group(self.proc, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+                self.exit_codes.append(self.proc.returncode)
+                raise HarnessError(f"heimbuero serve did not exit within {timeout} s of SIGTERM\n{self.log_text()}") from None
+        _kill_process_group(self.proc, signal.SIGKILL)  # nothing may outlive it
+        self.exit_codes.append(code)
+        return code
+
+    def restart(self) -> None:
+        code = self.stop()
+        if code != 0:
+            raise HarnessError(f"heimbuero serve exited with {code} after SIGTERM, expected 0\n{self.log_text()}")
+        self.start()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            _kill_process_group(self.proc, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+
+    def log_text(self, max_chars: int = 20000) -> str:
+        return f"--- server log {self.log_path} ---\n{tail(self.log_path, max_chars)}\n--- end of server log ---"
+
+    def __enter__(self) -> Server:
+        try:
+            self.prepare()
+            self.start()
+        except BaseException:
+            self.kill()
+            print(self.log_text(), file=sys.stderr)
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        code: int | None = None
+        stop_error: BaseException | None = None
+        try:
+            if self.proc is not None:
+                code = self.stop()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            stop_error = e
+        finally:
+            self.kill()
+        if exc_type is not None:
+            print(self.log_text(), file=sys.stderr)
+            return  # the test's own failure propagates
+        if stop_error is not None:
+            raise stop_error
+        if code is not None and code != 0:
+            raise HarnessError(f"heimbuero serve exited with {code} after SIGTERM, expected 0\n{self.log_text()}")
+
+
+# --------------------------------------------------------------------------------------------
+# SIPp
+
+
+@dataclasses.dataclass
+class SippResult:
+    name: str
+    cmd: list[str]
+    returncode: int | None
+    rundir: Path
+
+    @property
+    def stat_path(self) -> Path:
+        return self.rundir / "stat.csv"
+
+    @property
+    def err_path(self) -> Path:
+        return self.rundir / "errors.log"
+
+    @property
+    def msg_path(self) -> Path:
+        return self.rundir / "messages.log"
+
+    @property
+    def log_path(self) -> Path:
+        return self.rundir / "actions.log"
+
+    @property
+    def screen_path(self) -> Path:
+        return self.rundir / "screen.log"
+
+    @property
+    def output_path(self) -> Path:
+        return self.rundir / "output.log"
+
+    def stats(self) -> dict[str, str]:
+        """The last row of the -trace_stat file (cumulative counters at the end of the run)."""
+        try:
+            text = self.stat_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return {}
+        rows = list(csv.reader(io.StringIO(text), delimiter=";"))
+        rows = [r for r in rows if r]
+        if len(rows) < 2:
+            return {}
+        return dict(zip(rows[0], rows[-1], strict=False))
+
+    def stat(self, name: str) -> int:
+        value = self.stats().get(name)
+        if value is None:
+            raise HarnessError(f"{self.name}: no {name!r} in {self.stat_path}\n{self.report()}")
+        return int(value)
+
+    @property
+    def successful_calls(self) -> int:
+        return self.stat("SuccessfulCall(C)")
+
+    @property
+    def failed_calls(self) -> int:
+        return self.stat("FailedCall(C)")
+
+    def messages(self) -> str:
+        try:
+            return self.msg_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def received_first_lines(self) -> list[str]:
+        """Start lines of every message SIPp received (from -trace_msg)."""
+        out = []
+        for block in re.split(r"-{20,} [^\n]*\n", self.messages()):
+            m = re.search(r"message received \[\d+\] bytes\s*:\s*\n\s*\n?([^\r\n]+)", block)
+            if m:
+                out.append(m.group(1).strip())
+        return out
+
+    def report(self) -> str:
+        parts = [
+            f"=== SIPp {self.name}: exit code {self.returncode}",
+            f"$ {' '.join(self.cmd)}",
+            f"--- screen ---\n{tail(self.screen_path, 4000)}",
+            f"--- errors ---\n{tail(self.err_path, 4000)}",
+            f"--- output ---\n{tail(self.output_path, 2000)}",
+            f"--- messages (end) ---\n{tail(self.msg_path, 8000)}",
+        ]
+        return "\n".join(parts)
+
+    def check(self) -> SippResult:
+        """Assert that SIPp exited 0 (every call succeeded)."""
+        if self.returncode != 0:
+            raise HarnessError(f"SIPp {self.name} exited {self.returncode}, expected 0\n{self.report()}")
+        return self
+
+
+def scenario_path(name: str) -> Path:
+    path = SCENARIOS / name
+    if not path.is_file():
+        raise HarnessError(f"no scenario {path}")
+    return path
+
+
+def write_inf(path: Path, rows: Sequence[Sequence[str]], order: str = "SEQUENTIAL") -> Path:
+    """A SIPp injection file: first line the order, then `;`-separated fields ([field0], ...)."""
+    lines = [order] + [";".join(r) for r in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class SippProcess:
+    """A SIPp run in the background (its own session; stopped by PID)."""
+
+    def __init__(self, name: str, cmd: list[str], rundir: Path, timeout: float) -> None:
+        self.name = name
+        self.cmd = cmd
+        self.rundir = rundir
+        self.timeout = timeout
+        self._out = (rundir / "output.log").open("ab")
+        self.proc = subprocess.Popen(
+            cmd, cwd=rundir, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        self.started = time.monotonic()
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def result(self) -> SippResult:
+        return SippResult(self.name, self.cmd, self.proc.returncode, self.rundir)
+
+    def wait(self, timeout: float | None = None) -> SippResult:
+        """Wait for SIPp to end (it ends itself: -m and -timeout bound every run)."""
+        if timeout is None:
+            timeout = max(self.timeout + 15 - (time.monotonic() - self.started), 5)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise HarnessError(f"SIPp {self.name} still running after {timeout:.0f} s; killed\n{self.result().report()}") from None
+        finally:
+            self._out.close()
+        return self.result()
+
+    def stop(self) -> SippResult:
+        _stop_process(self.proc, sig=signal.SIGTERM, timeout=5)
+        self._out.close()
+        return self.result()
+
+    def wait_for_message(self, pattern: str, timeout: float) -> str:
+        """Wait until SIPp's message trace (-trace_msg) matches the regex `pattern`."""
+        rx = re.compile(pattern, re.M)
+
+        def found() -> str | None:
+            if self.proc.poll() is not None:
+                raise HarnessError(
+                    f"SIPp {self.name} ended before {pattern!r} appeared\n{self.result().report()}"
+                )
+            m = rx.search(self.result().messages())
+            return m.group(0) if m else None
+
+        try:
+            return wait_until(found, timeout, interval=0.05, what=f"SIPp {self.name}: {pattern!r}")
+        except HarnessError as exc:
+            if "timed out" in str(exc):
+                raise HarnessError(f"{exc}\n{self.result().report()}") from None
+            raise
+
+    def __enter__(self) -> SippProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.stop()
+
+
+def sipp_command(
+    *,
+    rundir: Path,
+    scenario: str | Path | None = None,
+    builtin: str | None = None,
+    remote: str | None = None,
+    port: int,
+    transport: str = "u1",
+    calls: int = 1,
+    rate: float | None = None,
+    rate_period_ms: int | None = None,
+    limit: int | None = None,
+    timeout: float = 30,
+    service: str | None = None,
+    auth: tuple[str, str] | None = None,
+    auth_uri: str | None = None,
+    inf: Path | None = None,
+    keys: Mapping[str, str] | None = None,
+    sets: Mapping[str, str] | None = None,
+    ooc_scenario: str | Path | None = None,
+    trace_msg: bool = True,
+    recv_timeout_ms: int | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The SIPp command line: always -cp, -nostdin, -m, -timeout, -timeout_error, -i, -p and traces."""
+    ctrl_port = free_port()
+    media_port = free_ports(4, consecutive=True)[0]
+    cmd = ["sipp"]
+    if remote:
+        cmd.append(remote)
+    if builtin:
+        cmd += ["-sn", builtin]
+    elif scenario is not None:
+        path = Path(scenario)
+        cmd += ["-sf", str(path if path.is_absolute() else scenario_path(str(scenario)))]
+    else:
+        raise ValueError("scenario or builtin needed")
+    cmd += [
+        "-i", LOCALHOST, "-p", str(port), "-mp", str(media_port), "-cp", str(ctrl_port),
+        "-t", transport, "-m", str(calls), "-nostdin",
+        "-timeout", f"{int(timeout)}s", "-timeout_error",
+        "-trace_stat", "-stf", str(rundir / "stat.csv"), "-fd", "1",
+        "-trace_err", "-error_file", str(rundir / "errors.log"),
+        "-trace_screen", "-screen_file", str(rundir / "screen.log"),
+        "-trace_logs", "-log_file", str(rundir / "actions.log"),
+    ]
+    if trace_msg:
+        cmd += ["-trace_msg", "-message_file", str(rundir / "messages.log")]
+    if rate is not None:
+        cmd += ["-r", str(rate)]
+    if rate_period_ms is not None:
+        cmd += ["-rp", str(rate_period_ms)]
+    if limit is not None:
+        cmd += ["-l", str(limit)]
+    if service:
+        cmd += ["-s", service]
+    if auth:
+        cmd += ["-au", auth[0], "-ap", auth[1]]
+    if auth_uri:
+        # digest uri= is "sip:" + this; without it SIPp puts sip:REMOTE_IP:PORT there, which is
+        # not the Request-URI (RFC 7616 3.4.6 lets the server refuse such credentials)
+        cmd += ["-auth_uri", auth_uri]
+    if inf is not None:
+        cmd += ["-inf", str(inf)]
+    if ooc_scenario is not None:
+        path = Path(ooc_scenario)
+        cmd += ["-oocsf", str(path if path.is_absolute() else scenario_path(str(ooc_scenario)))]
+    if recv_timeout_ms is not None:
+        cmd += ["-recv_timeout", str(recv_timeout_ms)]
+    for k, v in (keys or {}).items():
+        cmd += ["-key", k, str(v)]
+    for k, v in (sets or {}).items():
+        cmd += ["-set", k, str(v)]
+    cmd += list(extra)
+    return cmd
+
+
+_sipp_runs = 0
+
+
+def _sipp_rundir(workdir: Path, name: str) -> Path:
+    global _sipp_runs
+    _sipp_runs += 1
+    rundir = Path(workdir) / f"sipp-{_sipp_runs:02d}-{name}"
+    rundir.mkdir(parents=True, exist_ok=False)
+    return rundir
+
+
+def start_sipp(workdir: Path, name: str, **kw: Any) -> SippProcess:
+    """Start SIPp in the background (see `sipp_command` for the options); keep its PID."""
+    rundir = _sipp_rundir(workdir, name)
+    if "inf_rows" in kw:
+        kw["inf"] = write_inf(rundir / "users.csv", kw.pop("inf_rows"))
+    cmd = sipp_command(rundir=rundir, **kw)
+    return SippProcess(name, cmd, rundir, float(kw.get("timeout", 30)))
+
+
+def run_sipp(workdir: Path, name: str, **kw: Any) -> SippResult:
+    """Run SIPp to its end; returns exit code and trace paths (does not assert success)."""
+    with start_sipp(workdir, name, **kw) as proc:
+        return proc.wait()
+
+
+def start_sipp_uas(workdir: Path, name: str = "uas", *, port: int | None = None, scenario: str | None = None,
+                   **kw: Any) -> SippProcess:
+    """A SIPp UAS in the background: SIPp's built-in `uas`, or a server-mode scenario file."""
+    port = port or free_port()
+    if scenario is None:
+        kw.setdefault("builtin", "uas")
+    return start_sipp(workdir, name, scenario=scenario, port=port, **kw)
+
+
+def start_sipp_callee(
+    workdir: Path,
+    server: Server,
+    *,
+    user: str,
+    password: str,
+    on_invite: str = "callee_answer.xml",
+    calls: int = 1,
+    transport: str = "u1",
+    port: int | None = None,
+    contact_host: str | None = None,
+    via_host: str | None = None,
+    expires: int = 3600,
+    timeout: float = 60,
+    trace_msg: bool = True,
+    name: str | None = None,
+    wait_registered: bool = True,
+) -> SippProcess:
+    """A SIPp phone that REGISTERs (digest auth) and then answers `calls` INVITEs on the same socket.
+
+    One SIPp process: the main scenario (callee_register.xml) registers and then waits until the
+    out-of-call scenario `on_invite` (-oocsf) has completed `calls` calls; every INVITE is a new
+    Call-ID, which SIPp in client mode hands to the out-of-call scenario. SIPp exits 0 only if
+    registration worked and `calls` calls went through `on_invite` to its end.
+
+    `contact_host` / `via_host` default to 127.0.0.1:PORT; pass e.g. "192.168.1.20:5060" to play
+    a phone behind NAT (the REGISTER still comes from 127.0.0.1:PORT).
+    """
+    port = port or free_port()
+    local = f"{LOCALHOST}:{port}"
+    proc = start_sipp(
+        workdir,
+        name or f"callee-{user}",
+        scenario="callee_register.xml",
+        ooc_scenario=on_invite,
+        remote=server.address,
+        port=port,
+        transport=transport,
+        calls=1,
+        timeout=timeout,
+        service=user,
+        auth=(user, password),
+        auth_uri=server.domain,
+        keys={
+            "domain": server.domain,
+            "contact_host": contact_host or local,
+            "via_host": via_host or contact_host or local,
+            "expires": str(expires),
+        },
+        sets={"expected_calls": str(calls)},
+        trace_msg=trace_msg,
+    )
+    proc.port = port  # type: ignore[attr-defined]
+    if wait_registered:
+        wait_sipp_registered(proc)
+    return proc
+
+
+def wait_sipp_registered(proc: SippProcess, timeout: float = 10) -> None:
+    """Wait for the callee scenario's log line written after its REGISTER got 200."""
+
+    def registered() -> bool:
+        if proc.poll() is not None:
+            raise HarnessError(f"SIPp {proc.name} ended before registering\n{proc.result().report()}")
+        return "REGISTERED" in tail(proc.rundir / "actions.log")
+
+    try:
+        wait_until(registered, timeout, what=f"SIPp {proc.name} to register")
+    except HarnessError as exc:
+        if "timed out" in str(exc):
+            proc.stop()
+            raise HarnessError(f"{exc}\n{proc.result().report()}") from None
+        raise
+
+
+def run_sipp_caller(
+    workdir: Path,
+    server: Server,
+    *,
+    user: str,
+    password: str,
+    callee: str,
+    scenario: str = "caller_auth.xml",
+    calls: int = 1,
+    rate: float | None = None,
+    transport: str = "u1",
+    port: int | None = None,
+    timeout: float = 30,
+    trace_msg: bool = True,
+    name: str | None = None,
+    keys: Mapping[str, str] | None = None,
+    **kw: Any,
+) -> SippResult:
+    """Run a caller scenario (caller_*.xml) as USER calling sip:CALLEE@DOMAIN; returns its result.
+
+    The caller's own name goes in as -key user; the digest credentials as -au/-ap (SIPp 3.6.1's
+    [authentication] does not take [fieldN] values, so an -inf file cannot carry them).
+    """
+    return run_sipp(
+        workdir,
+        name or f"caller-{user}",
+        scenario=scenario,
+        remote=server.address,
+        port=port or free_port(),
+        transport=transport,
+        calls=calls,
+        rate=rate,
+        timeout=timeout,
+        service=callee,
+        auth=(user, password),
+        auth_uri=f"{callee}@{server.domain}",
+        keys={"domain": server.domain, "user": user, **(keys or {})},
+        trace_msg=trace_msg,
+        **kw,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# baresip
+
+
+class Baresip:
+    """One baresip softphone with its own config folder, driven over ctrl_tcp.
+
+    with Baresip(tmp_path, user="bob", password=..., server=srv, answermode="auto") as bob:
+        bob.wait_registered()
+        bob.command("dial", "sip:alice@DOMAIN")
+        bob.wait_for_event("CALL_ESTABLISHED")
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        user: str,
+        password: str,
+        server: Server,
+        answermode: str = "manual",
+        transport: str = "udp",
+        regint: int = 60,
+    ) -> None:
+        self.user = user
+        self.password = password
+        self.server = server
+        self.domain = server.domain
+        self.answermode = answermode
+        self.transport = transport
+        self.regint = regint
+        self.dir = Path(workdir) / f"baresip-{user}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.sip_port = free_ports(2, consecutive=True)[0]  # PORT for UDP/TCP, PORT+1 for TLS
+        self.ctrl_port = free_port()
+        rtp = free_ports(8, consecutive=True)
+        self.rtp_range = f"{rtp[0]}-{rtp[-1]}"
+        self.log_path = self.dir / "out.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._fifo_fd: int | None = None
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        self.events: list[dict[str, Any]] = []
+        self._token = 0
+
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.user}@{self.domain}"
+
+    def write_config(self) -> None:
+        (self.dir / "config").write_text(
+            "\n".join(
+                [
+                    f"sip_listen\t\t{LOCALHOST}:{self.sip_port}",
+                    f"rtp_ports\t\t{self.rtp_range}",
+                    "audio_player\t\taufile,/dev/null",
+                    "audio_source\t\tausine,440",
+                    "audio_alert\t\taufile,/dev/null",
+                    "module_path\t\t/usr/lib/baresip/modules",
+                    "module\t\t\tstdio.so",
+                    "module\t\t\tg711.so",
+                    "module\t\t\taufile.so",
+                    "module\t\t\tausine.so",
+                    "module_tmp\t\taccount.so",
+                    "module_app\t\tcontact.so",
+                    "module_app\t\tpresence.so",
+                    "module_app\t\tmenu.so",
+                    "module_app\t\tctrl_tcp.so",
+                    f"ctrl_tcp_listen\t\t{LOCALHOST}:{self.ctrl_port}",
+                    "",
+                ]
+            )
+        )
+        (self.dir / "accounts").write_text(
+            f"<sip:{self.user}@{self.domain};transport={self.transport}>;auth_pass={self.password};"
+            f'outbound="sip:{self.server.address};transport={self.transport}";regint={self.regint};'
+            f"mwi=no;answermode={self.answermode}\n"
+        )
+        (self.dir / "contacts").write_text("")
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir / "current_contact").unlink()
+
+    def start(self, timeout: float = 15) -> None:
+        if shutil.which("baresip") is None:
+            raise HarnessError("baresip is not installed")
+        self.write_config()
+        fifo = self.dir / "stdin.fifo"
+        if not fifo.exists():
+            os.mkfifo(fifo)
+        # opened read-write: never blocks, never sees EOF (with </dev/null stdio would give up)
+        self._fifo_fd = os.open(fifo, os.O_RDWR)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["baresip", "-f", str(self.dir)], cwd=self.dir, stdin=self._fifo_fd, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self._connect(timeout)
+
+    def _connect(self, timeout: float) -> None:
+        def connect() -> socket.socket | None:
+            if self.proc is None or self.proc.poll() is not None:
+                raise HarnessError(f"baresip {self.user} exited at start\n{self.log_text()}")
+            try:
+                return socket.create_connection((LOCALHOST, self.ctrl_port), timeout=1)
+            except OSError:
+                return None
+
+        self._sock = wait_until(connect, timeout, interval=0.05, what=f"baresip {self.user} ctrl_tcp port")
+
+    # -- control protocol ---------------------------------------------------------------------
+
+    def _send(self, obj: Mapping[str, Any]) -> None:
+        assert self._sock is not None
+        data = json.dumps(obj).encode()
+        self._sock.sendall(str(len(data)).encode() + b":" + data + b",")
+
+    def _read_one(self, timeout: float) -> dict[str, Any] | None:
+        """One netstring JSON object from ctrl_tcp, or None after `timeout` seconds."""
+        assert self._sock is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.match(rb"(\d+):", self._buf)
+            if m:
+                n = int(m.group(1))
+                start = m.end()
+                if len(self._buf) >= start + n + 1:
+                    payload = self._buf[start : start + n]
+                    self._buf = self._buf[start + n + 1 :]
+                    return json.loads(payload.decode("utf-8", "replace"))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self._sock.settimeout(left)
+            try:
+                chunk = self._sock.recv(65536)
+            except TimeoutError:
+                return None
+            if not chunk:
+                raise HarnessError(f"baresip {self.user}: control connection closed\n{self.log_text()}")
+            self._buf += chunk
+
+    def command(self, command: str, params: str | None = None, timeout: float = 5) -> dict[str, Any]:
+        """Send a command; return its response (events arriving meanwhile are queued)."""
+        self._token += 1
+        token = f"t{self._token}"
+        msg: dict[str, Any] = {"command": command, "token": token}
+        if params is not None:
+            msg["params"] = params
+        self._send(msg)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            obj = self._read_one(left) if left > 0 else None
+            if obj is None:
+                raise HarnessError(f"baresip {self.user}: no response to {command!r} within {timeout} s\n{self.log_text()}")
+            if obj.get("event"):
+                self.events.append(obj)
+            elif obj.get("response") and obj.get("token") == token:
+                return obj
+
+    def wait_for_event(
+        self, type_: str, timeout: float = 10, predicate: Callable[[dict[str, Any]], bool] | None = None
+    ) -> dict[str, Any]:
+        """The first (queued or new) event of `type_` matching `predicate`; it is consumed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev.get("type") == type_ and (predicate is None or predicate(ev)):
+                    return self.events.pop(i)
+            if self.proc is not None and self.proc.poll() is not None:
+                raise HarnessError(f"baresip {self.user} exited while waiting for {type_}\n{self.log_text()}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                seen = [e.get("type") for e in self.events]
+                raise HarnessError(
+                    f"baresip {self.user}: no {type_} event within {timeout} s (queued: {seen})\n{self.log_text()}"
+                )
+            obj = self._read_one(min(left, 0.5))
+            if obj is not None and obj.get("event"):
+                self.events.append(obj)
+
+    def registered(self) -> bool:
+        """True once the account shows a successful registration (`reginfo`)."""
+        if any(e.get("type") == "REGISTER_OK" for e in self.events):
+            return True
+        data = str(self.command("reginfo").get("data", ""))
+        text = re.sub(r"\x1b\[[0-9;]*m", "", data)
+        return bool(re.search(rf"{re.escape(self.user)}@\S*.*\bOK\b", text))
+
+    def wait_registered(self, timeout: float = 15) -> None:
+        try:
+            wait_until(self.registered, timeout, interval=0.2, what=f"baresip {self.user} to register")
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}\n{self.log_text()}\n{self.server.log_text()}") from None
+
+    def log_text(self) -> str:
+        return f"--- baresip {self.user} log {self.log_path} ---\n{tail(self.log_path, 8000)}"
+
+    def stop(self, timeout: float = 5) -> None:
+        """`quit` over ctrl_tcp (un-REGISTERs), then kill by PID if it is still there."""
+        try:
+            if self.proc is not None and self.proc.poll() is None and self._sock is not None:
+                with contextlib.suppress(OSError, HarnessError):
+                    self._send({"command": "quit", "token": "quit"})
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc is not None:
+                _stop_process(self.proc, sig=signal.SIGTERM, timeout=3)
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            if self._fifo_fd is not None:
+                os.close(self._fifo_fd)
+                self._fifo_fd = None
+
+    def __enter__(self) -> Baresip:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        self.stop()
+        if exc_type is not None:
+            print(self.log_text(), file=sys.stderr)
+
+
+@contextlib.contextmanager
+def all_stopped(*things: Any) -> Iterator[None]:
+    """Stop every started peer in a finally, in reverse order."""
+    try:
+        yield
+    finally:
+        for t in reversed(things):
+            with contextlib.suppress(Exception):
+                t.stop()
