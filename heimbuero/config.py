@@ -55,6 +55,7 @@ class SipSettings:
     max_tcp_connections_per_ip: int = 100
     invite_timeout: int = 180
     trusted_peers: tuple[str, ...] = ()  # "HOST" or "HOST:PORT" of carrier trunks: no digest auth
+    md5_only_user_agents: tuple[str, ...] = ("baresip v0.", "baresip v1.")
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def load(data_dir: Path) -> Config:
             bad = [v for v in value if v not in DIGEST_ALGORITHMS]
             if bad or not value:
                 raise ConfigError(f"{path}: [sip] digest_algorithms must name MD5 and/or SHA-256")
-        elif key == "trusted_peers":
+        elif key in ("trusted_peers", "md5_only_user_agents"):
             value = tuple(str(v) for v in value)
         elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{path}: [sip] {key} must be a non-negative integer")
@@ -191,6 +192,9 @@ max_tcp_connections_per_ip = {d.max_tcp_connections_per_ip}
 invite_timeout = {d.invite_timeout}         # seconds a forked INVITE may ring before 408
 # Carrier trunks whose requests are not challenged: "HOST" or "HOST:PORT"
 trusted_peers = []
+# Clients that fail on a challenge list with an algorithm they do not know get MD5 alone
+# (matched as User-Agent prefixes; baresip 1.x gives up on any SHA-256 challenge).
+md5_only_user_agents = [{", ".join(f'"{u}"' for u in d.md5_only_user_agents)}]
 
 [http]
 # listen = "127.0.0.1:8080"

@@ -67,6 +67,9 @@ class CoreSettings:
     invite_timeout: float = 180.0
     auth_failure_limit: int = 20  # failed authentications per source IP per minute before 403
     nat_keepalive_interval: float = 25.0
+    # User-Agent prefixes of clients that refuse a challenge list holding an algorithm they do
+    # not know (baresip 1.x fails on any SHA-256 challenge): they are offered MD5 alone.
+    md5_only_user_agents: tuple[str, ...] = ("baresip v0.", "baresip v1.")
 
 
 class _Timers:
@@ -351,7 +354,9 @@ class SipCore:
                 self._auth_failures.setdefault(source_ip, []).append(now)
                 log.info("failed authentication for %r from %s", result.username, source_ip)
         challenge_name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        headers = [(challenge_name, c) for c in self.auth.challenges(now, stale=stale)]
+        ua = req.get("user-agent") or ""
+        md5_only = ua.startswith(self.settings.md5_only_user_agents) if ua else False
+        headers = [(challenge_name, c) for c in self.auth.challenges(now, stale, md5_only)]
         self.respond(txn, 407 if proxy else 401, now, headers=headers)
         return None
 

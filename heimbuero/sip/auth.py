@@ -242,16 +242,18 @@ class DigestAuthenticator:
 
     # ---- public API -----------------------------------------------------------------------
 
-    def challenges(self, now: float, stale: bool = False) -> list[str]:
+    def challenges(self, now: float, stale: bool = False, md5_only: bool = False) -> list[str]:
         """One WWW-/Proxy-Authenticate value per configured algorithm, in the configured order.
 
-        All of them carry the same fresh nonce; the client answers one.
+        All of them carry the same fresh nonce; the client answers one. `md5_only` serves
+        clients that fail on any challenge whose algorithm they do not know.
         """
         nonce = self._new_nonce(now)
         tail = ", stale=true" if stale else ""
+        algorithms = ("MD5",) if md5_only and "MD5" in self.algorithms else self.algorithms
         return [
             f'Digest realm={self._realm_q}, nonce="{nonce}", algorithm={alg}, qop="auth"{tail}'
-            for alg in self.algorithms
+            for alg in algorithms
         ]
 
     def verify(

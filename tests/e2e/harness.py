@@ -1292,9 +1292,12 @@ class Baresip:
             "\n".join(
                 [
                     f"sip_listen\t\t{LOCALHOST}:{self.sip_port}",
+                    f"net_interface\t\t{LOCALHOST}",  # media on loopback too
                     f"rtp_ports\t\t{self.rtp_range}",
                     "audio_player\t\taufile,/dev/null",
                     "audio_source\t\tausine,440",
+                    "ausrc_srate\t\t48000",  # ausine: 48 kHz stereo only; baresip resamples
+                    "ausrc_channels\t\t2",
                     "audio_alert\t\taufile,/dev/null",
                     "module_path\t\t/usr/lib/baresip/modules",
                     "module\t\t\tstdio.so",
