@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import ipaddress
 import itertools
 import logging
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from heimbuero.sip.message import (
     Request,
     Response,
     SipURI,
+    is_ip_literal,
     parse,
     parse_address,
 )
@@ -446,9 +446,7 @@ class SipCore:
         if "rport" in via.params:
             return source
         host = via.params.get("received") or via.host
-        try:
-            ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
+        if not is_ip_literal(host):
             return ("udp", source[1], via.port or 5060)
         return ("udp", host.strip("[]"), via.port or 5060)
 

@@ -11,12 +11,19 @@ message really came from, so that in-dialog requests (ACK, BYE, re-INVITE) find 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 from typing import TYPE_CHECKING, Protocol
 
 from heimbuero.sip import transaction as tx
-from heimbuero.sip.message import Address, ParseError, Request, Response, SipURI, parse_address
+from heimbuero.sip.message import (
+    Address,
+    ParseError,
+    Request,
+    Response,
+    SipURI,
+    is_ip_literal,
+    parse_address,
+)
 
 from .location import Peer
 
@@ -225,7 +232,7 @@ class Proxy:
             _alias_contact(resp, branch.dest)
             self.media.on_answer(resp, branch.dest)
             st = call.server_txn
-            if st.state in (tx.State.PROCEEDING, tx.State.ACCEPTED):
+            if st.state in (tx.State.TRYING, tx.State.PROCEEDING, tx.State.ACCEPTED):
                 core.layer.send_response(st, resp, now)
             else:
                 # A 2xx that lost the race against a CANCEL or another final still reaches
@@ -471,9 +478,7 @@ def uri_destination(uri: SipURI) -> Peer | None:
         if len(parts) == 3 and parts[1].isdigit():
             return (parts[2].lower(), parts[0].strip("[]"), int(parts[1]))
     host = (uri.params.get("maddr") or uri.host).strip("[]")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
+    if not is_ip_literal(host):
         return None
     transport = uri.transport
     if transport not in ("udp", "tcp"):

@@ -10,7 +10,9 @@ Header values are parsed on first use and cached. Nothing here does I/O.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -103,10 +105,19 @@ _PRETTY = {
 }
 
 
+_CANONICAL: dict[str, str] = {}
+
+
 def canonical_name(name: str) -> str:
     """The lower-case long form of a header name: 'v' and 'VIA' both become 'via'."""
+    known = _CANONICAL.get(name)
+    if known is not None:
+        return known
     low = name.lower()
-    return _COMPACT.get(low, low)
+    low = _COMPACT.get(low, low)
+    if len(_CANONICAL) < 4096:  # names seen on the wire; bounded against floods of new names
+        _CANONICAL[name] = low
+    return low
 
 
 def pretty_name(key: str) -> str:
@@ -114,11 +125,30 @@ def pretty_name(key: str) -> str:
     p = _PRETTY.get(key)
     if p is not None:
         return p
-    return "-".join(part.capitalize() for part in key.split("-"))
+    p = "-".join(part.capitalize() for part in key.split("-"))
+    if len(_PRETTY) < 4096:
+        _PRETTY[key] = p
+    return p
+
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_HOST_RE = re.compile(r"[A-Za-z0-9\-._]+")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_URI_FORBIDDEN_RE = re.compile(r'[ \t\r\n<>"]')
+
+
+@functools.lru_cache(maxsize=4096)
+def is_ip_literal(host: str) -> bool:
+    """Whether a host (IPv6 with or without brackets) is an IP address rather than a name."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def is_token(s: str) -> bool:
-    return bool(s) and all(c in _TOKEN_CHARS for c in s)
+    return _TOKEN_RE.fullmatch(s) is not None
 
 
 def _uint(text: str) -> int | None:
@@ -165,6 +195,18 @@ def split_header_list(value: str) -> list[str]:
     return out
 
 
+_PARAM_NAMES: set[str] = set()
+
+
+def _known_param(name: str) -> bool:
+    """Whether a parameter name is a token; valid names are remembered (bounded)."""
+    if not is_token(name):
+        return False
+    if len(_PARAM_NAMES) < 4096:
+        _PARAM_NAMES.add(name)
+    return True
+
+
 def _parse_params(text: str, what: str) -> dict[str, str | None]:
     """Parse ';name=value;flag' (leading ';' already stripped); names are lower-cased."""
     params: dict[str, str | None] = {}
@@ -176,7 +218,7 @@ def _parse_params(text: str, what: str) -> dict[str, str | None]:
             raise ParseError(f"empty parameter in {what}")
         name, eq, val = part.partition("=")
         name = name.strip(_WS)
-        if not is_token(name):
+        if name not in _PARAM_NAMES and not _known_param(name):
             raise ParseError(f"bad parameter name {name!r} in {what}")
         if eq:
             val = val.strip(_WS)
@@ -259,7 +301,6 @@ class SipURI:
         return f"{self.scheme}:{userinfo}{self.host_port()}{_format_params(self.params)}{hdrs}"
 
 
-_URI_FORBIDDEN = frozenset(' \t\r\n<>"')
 
 
 def parse_uri(text: str) -> SipURI:
@@ -267,9 +308,9 @@ def parse_uri(text: str) -> SipURI:
     scheme, colon, rest = text.partition(":")
     if not colon or not scheme or not scheme.isascii() or not scheme[0].isalpha() or not rest:
         raise ParseError(f"not an absolute URI: {text!r}")
-    if any(c in _URI_FORBIDDEN for c in text):
+    if _URI_FORBIDDEN_RE.search(text) is not None:
         raise ParseError(f"illegal character in URI {text!r}")
-    if not all(c.isalnum() or c in "+-." for c in scheme):
+    if _SCHEME_RE.fullmatch(scheme) is None:
         raise ParseError(f"bad URI scheme in {text!r}")
     scheme = scheme.lower()
     if scheme not in ("sip", "sips"):
@@ -330,7 +371,7 @@ def _split_hostport(hostport: str, context: str) -> tuple[str, int | None]:
         host, colon, port_s = hostport.partition(":")
         if not colon:
             port_s = ""
-        if not host or not host.isascii() or not all(c.isalnum() or c in "-._" for c in host):
+        if _HOST_RE.fullmatch(host) is None:
             raise ParseError(f"bad host {host!r} in {context!r}")
         if colon and not port_s:
             raise ParseError(f"empty port in {context!r}")
@@ -431,27 +472,24 @@ class Via:
         return f"{self.version}/{self.transport} {hp}{_format_params(self.params)}"
 
 
+_VIA_RE = re.compile(r"([^/ \t]+)[ \t]*/[ \t]*([^/ \t]+)[ \t]*/[ \t]*([^/ \t]+)[ \t]+(.+)", re.S)
+
+
 def parse_via(text: str) -> Via:
     """Parse one Via value (already split at commas)."""
-    text = text.strip(_WS)
-    proto, sp, rest = text.partition("/")
-    parts = text.split("/", 2)
-    if len(parts) != 3 or not sp:
+    m = _VIA_RE.fullmatch(text.strip(_WS))
+    if m is None:
         raise ParseError(f"bad Via {text!r}")
-    name, ver, tail = (p.strip(_WS) for p in parts)
+    name, ver, transport, sent = m.groups()
     if name.upper() != "SIP":
         raise ParseError(f"bad Via protocol in {text!r}")
-    ws = next((i for i, c in enumerate(tail) if c in _WS), -1)
-    if ws < 0:
-        raise ParseError(f"Via without sent-by: {text!r}")
-    transport = tail[:ws].upper()
+    transport = transport.upper()
     if not is_token(transport):
         raise ParseError(f"bad Via transport in {text!r}")
-    sent = tail[ws:].strip(_WS)
     hostport, semi, ptext = sent.partition(";")
     host, port = _split_hostport(hostport.strip(_WS), text)
     params = _parse_params(ptext, "Via") if semi else {}
-    return Via(transport, host, port, params, f"{name.upper()}/{ver}")
+    return Via(transport, host, port, params, f"SIP/{ver}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,19 +500,32 @@ def parse_via(text: str) -> Via:
 class Message:
     """Start line, ordered header fields and body. Header lookups are case-insensitive."""
 
-    __slots__ = ("headers", "body", "_vias")
+    __slots__ = ("headers", "body", "_vias", "_top", "_from", "_to")
 
     def __init__(self, headers: list[list[str]] | None = None, body: bytes = b"") -> None:
         # Each header is [canonical-name, name-as-sent, value]; order is kept.
         self.headers: list[list[str]] = headers if headers is not None else []
         self.body = body
         self._vias: list[Via] | None = None
+        self._top: Via | None = None
+        self._from: Address | None = None
+        self._to: Address | None = None
+
+    def _changed(self, key: str) -> None:
+        """Drop the parsed views of a header that was modified."""
+        if key == "via":
+            self._vias = None
+            self._top = None
+        elif key == "from":
+            self._from = None
+        elif key == "to":
+            self._to = None
 
     # ---- header access --------------------------------------------------------------------
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first header field with that name."""
-        key = canonical_name(name)
+        key = _CANONICAL.get(name) or canonical_name(name)
         for h in self.headers:
             if h[0] == key:
                 return h[2]
@@ -482,14 +533,16 @@ class Message:
 
     def get_all(self, name: str) -> list[str]:
         """All values of a header, comma lists split into single values."""
-        key = canonical_name(name)
+        key = _CANONICAL.get(name) or canonical_name(name)
         out: list[str] = []
         split = key in LIST_HEADERS
         for h in self.headers:
             if h[0] == key:
-                if split:
+                if not split:
+                    out.append(h[2])
+                elif "," in h[2]:
                     out.extend(v for v in split_header_list(h[2]) if v)
-                else:
+                elif h[2]:
                     out.append(h[2])
         return out
 
@@ -498,7 +551,7 @@ class Message:
         return sum(1 for h in self.headers if h[0] == key)
 
     def __contains__(self, name: str) -> bool:
-        key = canonical_name(name)
+        key = _CANONICAL.get(name) or canonical_name(name)
         return any(h[0] == key for h in self.headers)
 
     def set(self, name: str, value: str) -> None:
@@ -511,15 +564,13 @@ class Message:
                 break
         else:
             self.headers.append([key, pretty_name(key), value])
-        if key == "via":
-            self._vias = None
+        self._changed(key)
 
     def add(self, name: str, value: str) -> None:
         """Append a header field at the end."""
         key = canonical_name(name)
         self.headers.append([key, pretty_name(key), value])
-        if key == "via":
-            self._vias = None
+        self._changed(key)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a header field before the first field of that name (or first of all)."""
@@ -530,28 +581,29 @@ class Message:
                 break
         else:
             self.headers.insert(0, [key, pretty_name(key), value])
-        if key == "via":
-            self._vias = None
+        self._changed(key)
 
     def remove(self, name: str) -> None:
         key = canonical_name(name)
         self.headers = [h for h in self.headers if h[0] != key]
-        if key == "via":
-            self._vias = None
+        self._changed(key)
 
     def pop_first_value(self, name: str) -> str | None:
         """Remove and return the first value of a list header (the top Via, the first Route)."""
         key = canonical_name(name)
         for i, h in enumerate(self.headers):
             if h[0] == key:
-                values = split_header_list(h[2])
-                first = values[0]
-                if len(values) > 1:
-                    h[2] = ", ".join(values[1:])
+                if "," in h[2]:
+                    values = split_header_list(h[2])
+                    first = values[0]
+                    if len(values) > 1:
+                        h[2] = ", ".join(values[1:])
+                    else:
+                        del self.headers[i]
                 else:
+                    first = h[2].strip(_WS)
                     del self.headers[i]
-                if key == "via":
-                    self._vias = None
+                self._changed(key)
                 return first
         return None
 
@@ -566,14 +618,24 @@ class Message:
         """All Via values, top first (parsed once)."""
         if self._vias is None:
             self._vias = [parse_via(v) for v in self.get_all("via")]
+            if self._vias:
+                self._top = self._vias[0]
         return self._vias
 
     @property
     def top_via(self) -> Via:
-        vias = self.vias
-        if not vias:
-            raise ParseError("no Via")
-        return vias[0]
+        """The topmost Via, parsed without parsing the others."""
+        top = self._top
+        if top is None:
+            for h in self.headers:
+                if h[0] == "via":
+                    value = h[2]
+                    first = split_header_list(value)[0] if "," in value else value
+                    top = self._top = parse_via(first)
+                    break
+            else:
+                raise ParseError("no Via")
+        return top
 
     @property
     def call_id(self) -> str:
@@ -590,11 +652,17 @@ class Message:
 
     @property
     def from_(self) -> Address:
-        return parse_address(self.get("from") or "")
+        """The parsed From (cached; treat it as read-only)."""
+        if self._from is None:
+            self._from = parse_address(self.get("from") or "")
+        return self._from
 
     @property
     def to(self) -> Address:
-        return parse_address(self.get("to") or "")
+        """The parsed To (cached; treat it as read-only)."""
+        if self._to is None:
+            self._to = parse_address(self.get("to") or "")
+        return self._to
 
     def addresses(self, name: str) -> list[Address]:
         return [parse_address(v) for v in self.get_all(name)]
@@ -773,10 +841,13 @@ def parse(data: bytes, *, datagram: bool = True) -> Request | Response:
             bad = bad or f"header line without name and colon: {line[:40]!r}"
             continue
         name = line[:colon].rstrip(_WS)
-        if not is_token(name):
-            bad = bad or f"bad header name {name[:40]!r}"
-            continue
-        headers.append([canonical_name(name), name, line[colon + 1 :].strip(_WS)])
+        key = _CANONICAL.get(name)  # names seen before are known to be tokens
+        if key is None:
+            if not is_token(name):
+                bad = bad or f"bad header name {name[:40]!r}"
+                continue
+            key = canonical_name(name)
+        headers.append([key, name, line[colon + 1 :].strip(_WS)])
 
     msg: Request | Response
     if start[:4].upper() == "SIP/":
@@ -862,11 +933,8 @@ def _check_common(msg: Message) -> None:
     num = _uint(cseq_parts[0]) if len(cseq_parts) == 2 else None
     if num is None or num > MAX_CSEQ or not is_token(cseq_parts[1]):
         raise ParseError("Bad CSeq header")
-    for v in msg.vias:
-        if v.version != SIP_VERSION:
-            raise ParseError("Bad Via version")
-    msg.from_  # noqa: B018 - parse for validity
-    msg.to  # noqa: B018
+    if msg.top_via.version != SIP_VERSION:  # the others are for the hops behind us
+        raise ParseError("Bad Via version")
     if not msg.call_id or any(c in _WS for c in msg.call_id):
         raise ParseError("Bad Call-ID header")
     for key in ("expires", "min-expires"):
@@ -883,6 +951,8 @@ def _check_request(req: Request) -> tuple[int, str] | None:
         return 505, "Version Not Supported"
     try:
         _check_common(req)
+        req.from_  # noqa: B018 - parse for validity (responses are relayed unread)
+        req.to  # noqa: B018
         if req.cseq[1] != req.method:
             return 400, "CSeq method does not match the request method"
         mf = req.get("max-forwards")
@@ -891,8 +961,9 @@ def _check_request(req: Request) -> tuple[int, str] | None:
         uri = req.ruri
         if uri.is_sip and uri.headers is not None:
             return 400, "Request-URI must not contain headers"
+        register = req.method == "REGISTER"
         for c in req.get_all("contact"):
-            if c != "*":
+            if c != "*" and (register or "expires" in c.lower()):
                 a = parse_address(c)
                 e = a.params.get("expires")
                 if e is not None and ((secs := _uint(e)) is None or secs > MAX_EXPIRES):

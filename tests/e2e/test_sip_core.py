@@ -198,10 +198,11 @@ def test_invite_to_unknown_user_gets_404_after_auth(server: Server) -> None:
 
 
 def test_invite_to_unregistered_user_gets_480(server: Server) -> None:
+    # bob exists but has no phone registered
     with SipClient(server.port) as c:
         challenge, final = c.authenticated_request(
-            "INVITE", f"sip:carol@{server.domain}", username="alice", password=USERS["alice"],
-            from_uri=f"sip:alice@{server.domain}", to_uri=f"sip:carol@{server.domain}",
+            "INVITE", f"sip:bob@{server.domain}", username="alice", password=USERS["alice"],
+            from_uri=f"sip:alice@{server.domain}", to_uri=f"sip:bob@{server.domain}",
             headers=[("Contact", f"<sip:alice@127.0.0.1:{c.local_port}>")],
         )
     assert challenge.status == 407
