@@ -9,6 +9,7 @@ when this process reads them. Needs root or CAP_NET_RAW.
 
 from __future__ import annotations
 
+import ctypes
 import socket
 import struct
 import threading
@@ -88,7 +89,7 @@ def _header(text: str, *names: str) -> str:
 
 
 class LoopbackCapture:
-    """Collects datagrams to/from `ports` on lo from start() to stop(); use as a context manager."""
+    """Collects the datagrams to or from `ports` on lo, from open() (or entering) to leaving."""
 
     def __init__(self, ports: list[int]) -> None:
         self.ports = ports
@@ -98,6 +99,12 @@ class LoopbackCapture:
         self._sock: socket.socket | None = None
 
     def __enter__(self) -> LoopbackCapture:
+        if self._sock is None:
+            self.open()
+        return self
+
+    def open(self) -> None:
+        """Open the socket and start reading; PermissionError without root or CAP_NET_RAW."""
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
@@ -105,8 +112,6 @@ class LoopbackCapture:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         code = _bpf(self.ports)
-        import ctypes
-
         buf = ctypes.create_string_buffer(code)
         fprog = struct.pack("HL", len(code) // 8, ctypes.addressof(buf))
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
@@ -116,7 +121,6 @@ class LoopbackCapture:
         self._sock = sock
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
-        return self
 
     def _run(self) -> None:
         assert self._sock is not None

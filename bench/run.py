@@ -617,7 +617,7 @@ class Heimbuero(Server):
             timeout=120,
         )
         if r.returncode != 0:
-            raise Unavailable(f"'heimbuero init' failed: {(r.stderr or r.stdout).strip()[-300:]}")
+            raise Unavailable(f"'heimbuero init' failed: {_last_line(r.stderr or r.stdout)}")
         users = b.s.contacts + b.s.warmup_contacts
         r = subprocess.run(
             [
@@ -638,7 +638,7 @@ class Heimbuero(Server):
             timeout=900,
         )
         if r.returncode != 0:
-            raise Unavailable(f"creating users failed: {(r.stderr or r.stdout).strip()[-300:]}")
+            raise Unavailable(f"creating users failed: {_last_line(r.stderr or r.stdout)}")
         log(f"heimbuero data template: {r.stdout.strip()} ({time.monotonic() - t0:.1f} s in all)")
         cls.template = d
 
@@ -669,6 +669,11 @@ class Heimbuero(Server):
         ]
         self.proc = self.b.procs.start(argv, self.logname, cwd=ROOT)
         self.wait_ready(60)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][-300:] if lines else "(no output)"
 
 
 SERVERS: dict[str, type[Server]] = {"kamailio": Kamailio, "heimbuero": Heimbuero}
@@ -741,39 +746,34 @@ def find_rate(s: Settings, step: Callable[[int], bool], hint: float | None) -> t
 # -- rows ----------------------------------------------------------------------------------
 
 
-def row_calls(b: Bench, target: str) -> dict[str, Any]:
+def row_calls(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[str, Any]:
+    """One repeat of row 1: the highest call rate that passes (state carries the hint)."""
     s = b.s
-    runs: list[int] = []
-    capped = False
-    hint: float | None = None
-    for rep in range(s.repeat):
-        caller, callee = b.ports.one(), b.ports.one()
-        with serving(b, target, caller) as server:
-            if server is not None:
+    caller, callee = b.ports.one(), b.ports.one()
+    with serving(b, target, caller) as server:
+        if server is not None:
+            register_callee(b, server, callee)
+
+        def step(rate: int) -> bool:
+            n = int(rate * s.step_seconds)
+            uas = b.start_uas("uas_call.xml", callee, n, n / rate + 30)
+            try:
+                dest = server.port if server else callee
+                r = b.run_uac("uac_call.xml", dest, caller, n, rate, extra=["-s", CALLEE])
+            finally:
+                b.procs.stop(uas)
+            ok = r.passed(s.min_achieved, s.max_retrans)
+            log(f"  calls {target} #{rep + 1} {rate}/s: {'ok' if ok else 'FAIL'} ({r.brief()})")
+            if not ok and server is not None:
+                # a fresh server, so that the last step's leftovers don't load the next one
+                server.restart()
                 register_callee(b, server, callee)
+            return ok
 
-            def step(rate: int, rep: int = rep, caller: int = caller, callee: int = callee) -> bool:
-                n = int(rate * s.step_seconds)
-                uas = b.start_uas("uas_call.xml", callee, n, n / rate + 30)
-                try:
-                    dest = server.port if server else callee
-                    r = b.run_uac("uac_call.xml", dest, caller, n, rate, extra=["-s", CALLEE])
-                finally:
-                    b.procs.stop(uas)
-                ok = r.passed(s.min_achieved, s.max_retrans)
-                log(f"  calls {target} #{rep + 1} {rate}/s: {'ok' if ok else 'FAIL'} ({r.brief()})")
-                if not ok and server is not None:
-                    # a fresh server, so that the last step's leftovers don't load the next one
-                    server.restart()
-                    register_callee(b, server, callee)
-                return ok
-
-            rate, cap = find_rate(s, step, hint)
-        capped |= cap
-        hint = rate or None
-        runs.append(rate)
-        log(f"calls {target} #{rep + 1}: {rate}/s{' (cap)' if cap else ''}")
-    return {"runs": runs, "value": statistics.median(runs), "capped": capped}
+        rate, cap = find_rate(s, step, state.get("hint"))
+    state["hint"] = rate or None
+    log(f"calls {target} #{rep + 1}: {rate}/s{' (cap)' if cap else ''}")
+    return {"rate": rate, "capped": cap}
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -786,152 +786,151 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[f] + (xs[c] - xs[f]) * (k - f)
 
 
-def row_latency(b: Bench, target: str) -> dict[str, Any]:
+def row_latency(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[str, Any]:
+    """One repeat of row 2: calls at latency_rate, timed from a loopback capture."""
     s = b.s
     rate = s.latency_rate
-    reps: list[dict[str, float]] = []
-    for rep in range(s.repeat):
-        caller, callee = b.ports.one(), b.ports.one()
-        with serving(b, target, caller) as server:
-            if server is not None:
-                register_callee(b, server, callee)
-            n = int(rate * s.latency_seconds)
-            uas = b.start_uas("uas_call.xml", callee, n, s.latency_seconds + 30)
-            ports = [caller, callee] + ([server.port] if server else [])
-            try:
-                with LoopbackCapture(ports) as cap:
-                    dest = server.port if server else callee
-                    r = b.run_uac("uac_call.xml", dest, caller, n, rate, extra=["-s", CALLEE])
-            finally:
-                b.procs.stop(uas)
-        t = invite_timings(cap.datagrams(), caller, callee, server.port if server else None)
-        if not r.passed(s.min_achieved):
-            log(f"  latency {target} #{rep + 1}: calls failed ({r.brief()})")
-        one = {
-            "calls": r.ok,
-            "failed": r.failed,
-            "retrans": r.retrans,
-            "samples": len(t["held"]) if server else len(t["rtt"]),
-            "rtt_p50_ms": _pct(t["rtt"], 0.5) * 1e3,
-            "rtt_p99_ms": _pct(t["rtt"], 0.99) * 1e3,
-        }
+    caller, callee = b.ports.one(), b.ports.one()
+    with serving(b, target, caller) as server:
         if server is not None:
-            one["added_p50_ms"] = _pct(t["held"], 0.5) * 1e3
-            one["added_p99_ms"] = _pct(t["held"], 0.99) * 1e3
-            one["added_max_ms"] = max(t["held"], default=float("nan")) * 1e3
-            for part in ("invite_held", "ok_held"):
-                one[f"{part}_p50_ms"] = _pct(t[part], 0.5) * 1e3
-                one[f"{part}_p99_ms"] = _pct(t[part], 0.99) * 1e3
-        reps.append(one)
-        log(f"latency {target} #{rep + 1}: " + ", ".join(f"{k}={v:.3f}" for k, v in one.items()))
-    keys = reps[0].keys()
-    return {"runs": reps, "value": {k: statistics.median(r[k] for r in reps) for k in keys}}
-
-
-def row_register(b: Bench, target: str) -> dict[str, Any]:
-    s = b.s
-    runs: list[int] = []
-    capped = False
-    hint: float | None = None
-    for rep in range(s.repeat):
-        with serving(b, target, None) as server:
-
-            def step(rate: int, rep: int = rep) -> bool:
-                n = int(rate * s.step_seconds)
-                names = b.next_users(n)
-                if server is None:
-                    port = b.ports.one()
-                    uas = b.start_uas("uas_register.xml", port, n, n / rate + 30)
-                    try:
-                        csv = users_csv(b.tmp / f"{b.name('users')}.csv", names)
-                        r = b.run_uac(
-                            "uac_register.xml",
-                            port,
-                            b.ports.one(),
-                            n,
-                            rate,
-                            extra=["-inf", str(csv), "-auth_uri", DOMAIN],
-                        )
-                    finally:
-                        b.procs.stop(uas)
-                else:
-                    r = b.register(server, b.ports.one(), names, rate)
-                ok = r.passed(s.min_achieved, s.max_retrans)
-                verdict = "ok" if ok else "FAIL"
-                log(f"  register {target} #{rep + 1} {rate}/s: {verdict} ({r.brief()})")
-                if not ok and server is not None:
-                    server.restart()
-                return ok
-
-            rate, cap = find_rate(s, step, hint)
-        capped |= cap
-        hint = rate or None
-        runs.append(rate)
-        log(f"register {target} #{rep + 1}: {rate}/s{' (cap)' if cap else ''}")
-    return {"runs": runs, "value": statistics.median(runs), "capped": capped}
-
-
-def row_memory(b: Bench, target: str) -> dict[str, Any]:
-    s = b.s
-    if target == "floor":
-        return {"runs": [], "value": None}
-    reps: list[dict[str, Any]] = []
-    for rep in range(s.memory_repeat):
-        with serving(b, target, None) as server:
-            assert server is not None
-            warm = [f"user{s.contacts + i}" for i in range(s.warmup_contacts)]
-            r = b.register(server, b.ports.one(), warm, s.memory_rate, limit=s.memory_open)
-            if r.ok < len(warm):
-                log(f"  memory {target}: warm-up registrations failed ({r.brief()})")
-            time.sleep(1.0)  # let the last answers go out before the first reading
-            before, how = server.memory()
-            extra_before = server.extra_memory()
-            t0 = time.monotonic()
-            r = b.register(
-                server,
-                b.ports.one(),
-                [f"user{i}" for i in range(s.contacts)],
-                s.memory_rate,
-                limit=s.memory_open,
-            )
-            fill = time.monotonic() - t0
-            log(f"  memory {target} #{rep + 1}: {r.ok} registrations in {fill:.1f} s ({r.brief()})")
-            # wait out RFC 3261 Timer J so that no finished REGISTER transaction is counted
-            deadline = time.monotonic() + s.settle_seconds
-            while time.monotonic() < deadline:
-                if server.proc is None or server.proc.poll() is not None:
-                    raise RuntimeError(f"{server.label} exited while settling: {server.log_tail()}")
-                time.sleep(0.5)
-            after, _ = server.memory()
-            extra_after = server.extra_memory()
-        per = (after - before) * 1024 / r.ok if r.ok else float("nan")
-        one: dict[str, Any] = {
-            "contacts": r.ok,
-            "failed": r.failed,
-            "rss_before_kb": before,
-            "rss_after_kb": after,
-            "measure": how,
-            "bytes_per_contact": per,
-            "fill_seconds": fill,
-            "fill_rate": r.ok / fill if fill else 0,
-        }
-        for k, v in extra_after.items():
-            one[f"{k}_per_contact"] = (v - extra_before.get(k, 0)) / r.ok if r.ok else None
-        reps.append(one)
-        log(f"memory {target} #{rep + 1}: {per:.0f} B/contact ({how}: {before} -> {after} kB)")
-    return {
-        "runs": reps,
-        "value": statistics.median(r["bytes_per_contact"] for r in reps),
-        "measure": reps[0]["measure"],
+            register_callee(b, server, callee)
+        n = int(rate * s.latency_seconds)
+        uas = b.start_uas("uas_call.xml", callee, n, s.latency_seconds + 30)
+        ports = [caller, callee] + ([server.port] if server else [])
+        try:
+            capture = LoopbackCapture(ports)
+            try:
+                capture.open()
+            except PermissionError:
+                raise RuntimeError(
+                    "capturing on lo needs root or CAP_NET_RAW (AF_PACKET socket)"
+                ) from None
+            with capture:
+                dest = server.port if server else callee
+                r = b.run_uac("uac_call.xml", dest, caller, n, rate, extra=["-s", CALLEE])
+        finally:
+            b.procs.stop(uas)
+    t = invite_timings(capture.datagrams(), caller, callee, server.port if server else None)
+    if not r.passed(s.min_achieved):
+        log(f"  latency {target} #{rep + 1}: calls failed ({r.brief()})")
+    one = {
+        "calls": r.ok,
+        "failed": r.failed,
+        "retrans": r.retrans,
+        "samples": len(t["held"]) if server else len(t["rtt"]),
+        "rtt_p50_ms": _pct(t["rtt"], 0.5) * 1e3,
+        "rtt_p99_ms": _pct(t["rtt"], 0.99) * 1e3,
     }
+    if server is not None:
+        one["added_p50_ms"] = _pct(t["held"], 0.5) * 1e3
+        one["added_p99_ms"] = _pct(t["held"], 0.99) * 1e3
+        one["added_max_ms"] = max(t["held"], default=float("nan")) * 1e3
+        for part in ("invite_held", "ok_held"):
+            one[f"{part}_p50_ms"] = _pct(t[part], 0.5) * 1e3
+            one[f"{part}_p99_ms"] = _pct(t[part], 0.99) * 1e3
+    log(f"latency {target} #{rep + 1}: " + ", ".join(f"{k}={v:.3f}" for k, v in one.items()))
+    return one
 
 
-ROW_FUNCS: dict[str, Callable[[Bench, str], dict[str, Any]]] = {
+def row_register(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[str, Any]:
+    """One repeat of row 3: the highest digest-authenticated REGISTER rate that passes."""
+    s = b.s
+    with serving(b, target, None) as server:
+
+        def step(rate: int) -> bool:
+            n = int(rate * s.step_seconds)
+            names = b.next_users(n)
+            if server is None:
+                port = b.ports.one()
+                uas = b.start_uas("uas_register.xml", port, n, n / rate + 30)
+                try:
+                    csv = users_csv(b.tmp / f"{b.name('users')}.csv", names)
+                    extra = ["-inf", str(csv), "-auth_uri", DOMAIN]
+                    r = b.run_uac("uac_register.xml", port, b.ports.one(), n, rate, extra=extra)
+                finally:
+                    b.procs.stop(uas)
+            else:
+                r = b.register(server, b.ports.one(), names, rate)
+            ok = r.passed(s.min_achieved, s.max_retrans)
+            verdict = "ok" if ok else "FAIL"
+            log(f"  register {target} #{rep + 1} {rate}/s: {verdict} ({r.brief()})")
+            if not ok and server is not None:
+                server.restart()
+            return ok
+
+        rate, cap = find_rate(s, step, state.get("hint"))
+    state["hint"] = rate or None
+    log(f"register {target} #{rep + 1}: {rate}/s{' (cap)' if cap else ''}")
+    return {"rate": rate, "capped": cap}
+
+
+def row_memory(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[str, Any]:
+    """One repeat of row 4: server memory per contact after `contacts` registrations."""
+    s = b.s
+    with serving(b, target, None) as server:
+        assert server is not None
+        warm = [f"user{s.contacts + i}" for i in range(s.warmup_contacts)]
+        r = b.register(server, b.ports.one(), warm, s.memory_rate, limit=s.memory_open)
+        if r.ok < len(warm):
+            log(f"  memory {target}: warm-up registrations failed ({r.brief()})")
+        time.sleep(1.0)  # let the last answers go out before the first reading
+        before, how = server.memory()
+        extra_before = server.extra_memory()
+        t0 = time.monotonic()
+        names = [f"user{i}" for i in range(s.contacts)]
+        r = b.register(server, b.ports.one(), names, s.memory_rate, limit=s.memory_open)
+        fill = time.monotonic() - t0
+        log(f"  memory {target} #{rep + 1}: {r.ok} registrations in {fill:.1f} s ({r.brief()})")
+        # wait out RFC 3261 Timer J so that no finished REGISTER transaction is counted
+        deadline = time.monotonic() + s.settle_seconds
+        while time.monotonic() < deadline:
+            if server.proc is None or server.proc.poll() is not None:
+                raise RuntimeError(f"{server.label} exited while settling: {server.log_tail()}")
+            time.sleep(0.5)
+        after, _ = server.memory()
+        extra_after = server.extra_memory()
+    per = (after - before) * 1024 / r.ok if r.ok else float("nan")
+    one: dict[str, Any] = {
+        "contacts": r.ok,
+        "failed": r.failed,
+        "rss_before_kb": before,
+        "rss_after_kb": after,
+        "measure": how,
+        "bytes_per_contact": per,
+        "fill_seconds": fill,
+        "fill_rate": r.ok / fill if fill else 0,
+    }
+    for k, v in extra_after.items():
+        one[f"{k}_per_contact"] = (v - extra_before.get(k, 0)) / r.ok if r.ok else None
+    log(f"memory {target} #{rep + 1}: {per:.0f} B/contact ({how}: {before} -> {after} kB)")
+    return one
+
+
+RowFunc = Callable[[Bench, str, int, dict[str, Any]], dict[str, Any]]
+ROW_FUNCS: dict[str, RowFunc] = {
     "calls": row_calls,
     "latency": row_latency,
     "register": row_register,
     "memory": row_memory,
 }
+
+
+def summarize(row: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median over the repeats of a row for one target."""
+    if row in ("calls", "register"):
+        return {
+            "runs": [r["rate"] for r in runs],
+            "value": statistics.median(r["rate"] for r in runs),
+            "capped": any(r["capped"] for r in runs),
+        }
+    if row == "latency":
+        keys = runs[0].keys()
+        return {"runs": runs, "value": {k: statistics.median(r[k] for r in runs) for k in keys}}
+    return {
+        "runs": runs,
+        "value": statistics.median(r["bytes_per_contact"] for r in runs),
+        "measure": runs[0]["measure"],
+    }
 
 
 # -- table ---------------------------------------------------------------------------------
@@ -964,7 +963,7 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
         if r is None:
             return "n/a"
         if "error" in r:
-            return "n/a²" if target == "heimbuero" else "n/a"
+            return "n/a⁶"
         v = get(r)
         out = _fmt(v, digits)
         if r.get("capped"):
@@ -1014,7 +1013,7 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
     v = lambda r: r["value"]  # noqa: E731
     if "calls" in rows:
         add(
-            "highest call rate with 0 failed calls¹ (calls/s)",
+            "highest call rate with 0 failed calls¹ ² (calls/s)",
             "calls",
             v,
             0,
@@ -1043,7 +1042,7 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
         )
     if "register" in rows:
         add(
-            "REGISTER rate with digest auth, 0 failures⁴ (registrations/s)",
+            "REGISTER rate with digest auth, 0 failures² ⁴ (registrations/s)",
             "register",
             v,
             0,
@@ -1081,7 +1080,7 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
         "(MD5, qop=auth) against one clear-text password for every user (pv_www_authenticate, no "
         "user lookup). heimbuero: `heimbuero init`, users written through its store, the caller's "
         "address in [sip] trusted_peers so that it does not challenge the INVITEs either; it "
-        "checks REGISTER against the user's stored HA1." + _unavailable_note(b),
+        "checks REGISTER against the user's stored HA1.",
         f"³ At {s.latency_rate} calls/s for {s.latency_seconds:g} s, from kernel timestamps of the "
         "datagrams on lo (AF_PACKET): per call, the time the proxy held the INVITE (in → out) plus "
         "the time it held the 200 (in → out). In brackets in the floor column: the INVITE → 200 "
@@ -1094,15 +1093,20 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
         "J, so finished transactions are gone). heimbuero: VmRSS of its process, after − before, "
         "divided by the contacts; Kamailio: the same with the sum of Pss over its processes (its "
         "contacts live in shared memory).",
-    ]
+    ] + _not_measured(b, rows)
     return "\n".join(lines + notes)
 
 
-def _unavailable_note(b: Bench) -> str:
-    out = ""
-    for target, why in b.notes.items():
-        out += f" {LABELS[target]} not measured: {why}"
-    return out
+def _not_measured(b: Bench, rows: list[str]) -> list[str]:
+    """Footnote ⁶: why a cell shows n/a."""
+    reasons: dict[str, list[str]] = {}
+    for row in rows:
+        for target, r in b.results[row].items():
+            if "error" in r:
+                reasons.setdefault(" ".join(str(r["error"]).split())[:400], []).append(
+                    f"{LABELS[target]} {row}"
+                )
+    return [f"⁶ Not measured ({', '.join(cells)}): {why}" for why, cells in reasons.items()]
 
 
 def _versions() -> str:
@@ -1176,6 +1180,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
     ap.add_argument(
+        "--memory-repeat",
+        type=int,
+        metavar="N",
+        help="runs of the memory row (default 1: each takes 1-3 minutes and varies by ~1 %%)",
+    )
+    ap.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (logs, stats)"
     )
     args = ap.parse_args(argv)
@@ -1185,6 +1195,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.repeat < 1:
             ap.error("--repeat must be at least 1")
         s.repeat = args.repeat
+    if args.memory_repeat is not None:
+        if args.memory_repeat < 1:
+            ap.error("--memory-repeat must be at least 1")
+        s.memory_repeat = args.memory_repeat
     if shutil.which("sipp") is None:
         print(
             "bench/run.py: error: sipp is not installed (apt-get install sip-tester)",
@@ -1204,26 +1218,34 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         for row in args.only:
-            for target in args.targets:
+            targets = [t for t in args.targets if not (row == "memory" and t == "floor")]
+            repeats = s.memory_repeat if row == "memory" else s.repeat
+            runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+            states: dict[str, dict[str, Any]] = {t: {} for t in targets}
+            t0 = time.monotonic()
+            # targets take turns within each repeat, so that a noisy minute on this shared
+            # machine does not land on one column only
+            for rep in range(repeats):
+                for target in targets:
+                    if target in b.notes or "error" in b.results[row].get(target, {}):
+                        continue
+                    log(f"== {row} #{rep + 1}/{repeats}: {LABELS[target]}")
+                    try:
+                        runs[target].append(ROW_FUNCS[row](b, target, rep, states[target]))
+                    except Unavailable as exc:
+                        log(f"{LABELS[target]} unavailable: {exc}")
+                        b.notes[target] = str(exc)[:300]
+                    except (RuntimeError, TimeoutError) as exc:
+                        log(f"{row} {LABELS[target]} failed: {exc}")
+                        b.results[row][target] = {"error": str(exc)[:300]}
+                    finally:
+                        b.procs.stop_all()
+            for target in targets:
                 if target in b.notes:
                     b.results[row][target] = {"error": b.notes[target]}
-                    continue
-                if row == "memory" and target == "floor":
-                    continue
-                log(f"== {row}: {LABELS[target]}")
-                t0 = time.monotonic()
-                try:
-                    b.results[row][target] = ROW_FUNCS[row](b, target)
-                except Unavailable as exc:
-                    log(f"{LABELS[target]} unavailable: {exc}")
-                    b.notes[target] = str(exc)[:300]
-                    b.results[row][target] = {"error": str(exc)}
-                except (RuntimeError, TimeoutError) as exc:
-                    log(f"{row} {LABELS[target]} failed: {exc}")
-                    b.results[row][target] = {"error": str(exc)}
-                finally:
-                    b.procs.stop_all()
-                log(f"   {row} {LABELS[target]} took {time.monotonic() - t0:.0f} s")
+                elif runs[target] and "error" not in b.results[row].get(target, {}):
+                    b.results[row][target] = summarize(row, runs[target])
+            log(f"   {row} took {time.monotonic() - t0:.0f} s")
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted")

@@ -23,9 +23,12 @@ PEER_PACKAGES = {
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: end-to-end test against the real server and real SIP peers")
     config.addinivalue_line(
-        "markers", "peers(*programs): external programs (SIP peers) an end-to-end test needs on PATH"
+        "markers", "e2e: end-to-end test against the real server and real SIP peers"
+    )
+    config.addinivalue_line(
+        "markers",
+        "peers(*programs): external programs (SIP peers) an end-to-end test needs on PATH",
     )
 
 
@@ -39,9 +42,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     packages = " ".join(sorted({PEER_PACKAGES.get(p, p) for p in missing}))
     message = (
         f"missing SIP peer program(s): {', '.join(missing)} - install with "
-        f"`apt-get install {packages}` (or run scripts/test, which does); "
-        "set HEIMBUERO_ALLOW_MISSING_PEERS=1 to skip these tests instead"
+        f"`apt-get install {packages}` (or run scripts/test, which does)"
     )
     if os.environ.get("HEIMBUERO_ALLOW_MISSING_PEERS") == "1":
-        pytest.skip(message)
-    pytest.fail(message, pytrace=False)
+        pytest.skip(f"{message}; skipped as HEIMBUERO_ALLOW_MISSING_PEERS=1")
+    pytest.fail(
+        f"{message}; or set HEIMBUERO_ALLOW_MISSING_PEERS=1 to skip such tests", pytrace=False
+    )

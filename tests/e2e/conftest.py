@@ -28,6 +28,7 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     Teardown sends SIGTERM and fails the test if the exit code is not 0.
     """
     with contextlib.ExitStack() as stack:
+
         def make(name: str = "server", **kw: Any) -> Server:
             kw.setdefault("domain", DOMAIN)
             kw.setdefault("users", USERS)

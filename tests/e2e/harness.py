@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,7 +50,7 @@ T = TypeVar("T")
 
 
 class HarnessError(AssertionError):
-    """A peer or the server did not do what the test needed; the message says what and shows logs."""
+    """A peer or the server did not do what a test needed; the message says what, with logs."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,8 +95,10 @@ def _kill_process_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
-def _stop_process(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-    """Send `sig` to the process by its PID, wait, SIGKILL the group on timeout. Returns exit code."""
+def _stop_process(
+    proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> int:
+    """Send `sig` to the process by PID, wait, SIGKILL its group on timeout; returns exit code."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, sig)
@@ -105,13 +107,7 @@ def _stop_process(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, t
         except subprocess.TimeoutExpired:
             _kill_process_group(proc, signal.SIGKILL)
             proc.wait(timeout=10)
-    # anything the process left behind in its session goes too
-    _kill_process_group(proc, signal.SIGKILL)
     return proc.returncode
-
-
-def missing_binaries(names: Iterable[str]) -> list[str]:
-    return [name for name in names if shutil.which(name) is None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,7 +144,11 @@ def free_ports(count: int = 1, *, consecutive: bool = False) -> list[int]:
     `consecutive=True` gives a block P, P+1, ... (baresip's TLS takes SIP port + 1; media ranges).
     """
     eph_lo, eph_hi = _ephemeral_range()
-    ranges = [(r0, r1) for r0, r1 in ((10000, min(eph_lo, 65535) - 1), (eph_hi + 1, 65535 - 64)) if r1 - r0 > 1000]
+    ranges = [
+        (r0, r1)
+        for r0, r1 in ((10000, min(eph_lo, 65535) - 1), (eph_hi + 1, 65535 - 64))
+        if r1 - r0 > 1000
+    ]
     if not ranges:
         ranges = [(10000, 65000)]
     for _ in range(2000):
@@ -160,14 +160,15 @@ def free_ports(count: int = 1, *, consecutive: bool = False) -> list[int]:
                 _issued_ports.update(candidates)
                 return candidates
         else:
-            picked: list[int] = []
-            while len(picked) < count:
-                p = _port_rng.randint(lo, hi)
-                if p not in _issued_ports and p not in picked and _port_is_free(p):
-                    picked.append(p)
-            _issued_ports.update(picked)
-            return picked
-    raise HarnessError(f"could not find {count} free {'consecutive ' if consecutive else ''}ports on {LOCALHOST}")
+            p = _port_rng.randint(lo, hi)
+            if p not in _issued_ports and _port_is_free(p):
+                _issued_ports.add(p)
+                if count == 1:
+                    return [p]
+                return [p] + free_ports(count - 1)
+    raise HarnessError(
+        f"could not find {count} free {'consecutive ' if consecutive else ''}ports on {LOCALHOST}"
+    )
 
 
 def free_port() -> int:
@@ -178,9 +179,21 @@ def free_port() -> int:
 # SIP messages: parse, build, digest
 
 COMPACT_HEADERS = {
-    "v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", "l": "content-length",
-    "c": "content-type", "k": "supported", "s": "subject", "e": "content-encoding",
-    "o": "event", "u": "allow-events", "r": "refer-to", "b": "referred-by", "x": "session-expires",
+    "v": "via",
+    "f": "from",
+    "t": "to",
+    "i": "call-id",
+    "m": "contact",
+    "l": "content-length",
+    "c": "content-type",
+    "k": "supported",
+    "s": "subject",
+    "e": "content-encoding",
+    "o": "event",
+    "u": "allow-events",
+    "r": "refer-to",
+    "b": "referred-by",
+    "x": "session-expires",
 }
 
 
@@ -298,7 +311,10 @@ def new_tag() -> str:
 
 
 def parse_challenge(value: str) -> dict[str, str]:
-    """`Digest realm="x", nonce="y", ...` -> {"scheme": "Digest", "realm": "x", ...} (keys lower-case)."""
+    """`Digest realm="x", nonce="y"` -> {"scheme": "Digest", "realm": "x", "nonce": "y"}.
+
+    Parameter names are lower-cased.
+    """
     scheme, _, rest = value.strip().partition(" ")
     out = {"scheme": scheme}
     for m in re.finditer(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))', rest):
@@ -354,9 +370,14 @@ def pick_challenge(response: SipMessage, algorithm: str = "MD5") -> dict[str, st
     name = "Proxy-Authenticate" if response.status == 407 else "WWW-Authenticate"
     for value in response.header_values(name):
         ch = parse_challenge(value)
-        if ch["scheme"].lower() == "digest" and ch.get("algorithm", "MD5").upper() == algorithm.upper():
+        if (
+            ch["scheme"].lower() == "digest"
+            and ch.get("algorithm", "MD5").upper() == algorithm.upper()
+        ):
             return ch
-    raise HarnessError(f"no {algorithm} Digest challenge in {name} of: {response.summary()}\n{response.raw!r}")
+    raise HarnessError(
+        f"no {algorithm} Digest challenge in {name} of: {response.summary()}\n{response.raw!r}"
+    )
 
 
 @dataclasses.dataclass
@@ -378,7 +399,9 @@ class SipClient:
     Via carries `rport`, so the server answers this socket whatever the Via says (RFC 3581).
     """
 
-    def __init__(self, server_port: int, *, transport: str = "udp", server_host: str = LOCALHOST) -> None:
+    def __init__(
+        self, server_port: int, *, transport: str = "udp", server_host: str = LOCALHOST
+    ) -> None:
         self.transport = transport.lower()
         self.server = (server_host, server_port)
         self._buffer = b""
@@ -480,7 +503,9 @@ class SipClient:
     def request(self, method: str, ruri: str, **kw: Any) -> SentRequest:
         return self.send(self.build_request(method, ruri, **kw))
 
-    def final_response(self, req: SentRequest, timeout: float = 5.0, *, retransmit: bool = True) -> SipMessage:
+    def final_response(
+        self, req: SentRequest, timeout: float = 5.0, *, retransmit: bool = True
+    ) -> SipMessage:
         """Wait for the final response to `req` (provisional ones are skipped).
 
         Over UDP the request is retransmitted (T1 = 0.5 s doubling, RFC 3261 17.1) until then.
@@ -492,9 +517,13 @@ class SipClient:
             if now >= deadline:
                 raise HarnessError(
                     f"no final response to {req.method} {req.ruri} within {timeout} s; "
-                    f"got: {[m.start_line for m in self.received if m.header('Call-ID') == req.call_id]}"
+                    f"got: {[m.start_line for m in self.received if m.header('Call-ID') == req.call_id]}"  # noqa: E501
                 )
-            wait = min(deadline, next_retrans) - now if (retransmit and self.transport == "udp") else deadline - now
+            wait = (
+                min(deadline, next_retrans) - now
+                if (retransmit and self.transport == "udp")
+                else deadline - now
+            )
             msg = self.recv(max(wait, 0.01))
             if msg is None:
                 if retransmit and self.transport == "udp" and time.monotonic() >= next_retrans:
@@ -519,7 +548,8 @@ class SipClient:
         """ACK for a non-2xx final response: same branch, To with the response's tag (17.1.1.3)."""
         lines = [
             f"ACK {invite.ruri} SIP/2.0",
-            f"Via: SIP/2.0/{self.transport.upper()} {LOCALHOST}:{self.local_port};branch={invite.branch};rport",
+            f"Via: SIP/2.0/{self.transport.upper()} {LOCALHOST}:{self.local_port}"
+            f";branch={invite.branch};rport",
             "Max-Forwards: 70",
             f"From: <{invite.from_uri}>;tag={invite.from_tag}",
             f"To: {response.header('To')}",
@@ -544,19 +574,29 @@ class SipClient:
         first = self.request(method, ruri, **kw)
         challenge_resp = self.final_response(first, timeout)
         if challenge_resp.status not in (401, 407):
-            raise HarnessError(f"expected a 401/407 challenge to {method}, got {challenge_resp.summary()}")
+            raise HarnessError(
+                f"expected a 401/407 challenge to {method}, got {challenge_resp.summary()}"
+            )
         ch = pick_challenge(challenge_resp, algorithm)
         auth_name = "Proxy-Authorization" if challenge_resp.status == 407 else "Authorization"
         value = digest_response(ch, method=method, uri=ruri, username=username, password=password)
         extra = list(kw.pop("headers", ())) + [(auth_name, value)]
         second = self.request(
-            method, ruri, call_id=first.call_id, from_tag=first.from_tag, cseq=first.cseq + 1, headers=extra, **kw
+            method,
+            ruri,
+            call_id=first.call_id,
+            from_tag=first.from_tag,
+            cseq=first.cseq + 1,
+            headers=extra,
+            **kw,
         )
         return challenge_resp, self.final_response(second, timeout)
 
 
-def sip_ping(port: int, *, host: str = LOCALHOST, ruri: str | None = None, timeout: float = 0.5) -> SipMessage | None:
-    """One OPTIONS to the server itself over UDP; the response, or None if none came in `timeout`."""
+def sip_ping(
+    port: int, *, host: str = LOCALHOST, ruri: str | None = None, timeout: float = 0.5
+) -> SipMessage | None:
+    """One OPTIONS to the server itself over UDP: its final response, or None after `timeout`."""
     with SipClient(port, server_host=host) as c:
         target = ruri or f"sip:{host}:{port}"
         req = c.request("OPTIONS", target, from_uri=f"sip:probe@{host}", to_uri=target)
@@ -565,7 +605,11 @@ def sip_ping(port: int, *, host: str = LOCALHOST, ruri: str | None = None, timeo
             msg = c.recv(left)
             if msg is None:
                 return None
-            if msg.is_response and msg.header("Call-ID") == req.call_id and (msg.status or 0) >= 200:
+            if (
+                msg.is_response
+                and msg.header("Call-ID") == req.call_id
+                and (msg.status or 0) >= 200
+            ):
                 return msg
         return None
 
@@ -632,7 +676,9 @@ def heimbuero_command(*args: str) -> list[str]:
 
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(REPO_ROOT) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env.pop("HEIMBUERO_DATA", None)  # every command gets --data explicitly
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -690,12 +736,19 @@ class Server:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def cli(self, *args: str, check: bool = True, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = CLI_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
         """Run `heimbuero ARGS` (one-shot command); output goes to the server log too."""
         cmd = heimbuero_command(*args)
         try:
             res = subprocess.run(
-                cmd, cwd=REPO_ROOT, env=_child_env(), capture_output=True, text=True, timeout=timeout,
+                cmd,
+                cwd=REPO_ROOT,
+                env=_child_env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
                 stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired as exc:
@@ -704,7 +757,8 @@ class Server:
             log.write(f"$ {' '.join(args)}\n[exit {res.returncode}]\n{res.stdout}{res.stderr}\n")
         if check and res.returncode != 0:
             raise HarnessError(
-                f"`heimbuero {' '.join(args)}` exited {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+                f"`heimbuero {' '.join(args)}` exited {res.returncode}\n"
+                f"stdout:\n{res.stdout}\nstderr:\n{res.stderr}"
             )
         return res
 
@@ -714,7 +768,17 @@ class Server:
             raise HarnessError(f"`heimbuero init` succeeded but wrote no {self.config_path}")
 
     def add_user(self, name: str, password: str, role: str = "agent") -> None:
-        self.cli("user", "add", name, "--password", password, "--role", role, "--data", str(self.data_dir))
+        self.cli(
+            "user",
+            "add",
+            name,
+            "--password",
+            password,
+            "--role",
+            role,
+            "--data",
+            str(self.data_dir),
+        )
         self.users[name] = password
 
     def set_sip_option(self, key: str, value: object) -> None:
@@ -746,8 +810,13 @@ class Server:
             log.write(f"\n=== start #{self._starts}: {' '.join(cmd)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                cmd, cwd=REPO_ROOT, env=_child_env(), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                cmd,
+                cwd=REPO_ROOT,
+                env=_child_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.wait_ready(ready_timeout)
 
@@ -759,13 +828,17 @@ class Server:
         while time.monotonic() < deadline:
             code = self.proc.poll()
             if code is not None:
-                raise HarnessError(f"heimbuero serve exited with code {code} before it was ready\n{self.log_text()}")
+                raise HarnessError(
+                    f"heimbuero serve exited with code {code} before it was ready\n"
+                    + self.log_text()
+                )
             last = sip_ping(self.port, timeout=0.3) or last
             if last is not None and last.status == 200:
                 return
         got = f"last answer: {last.start_line}" if last else "no answer"
         raise HarnessError(
-            f"heimbuero serve not ready on udp:{self.address} within {timeout} s ({got})\n{self.log_text()}"
+            f"heimbuero serve not ready on udp:{self.address} within {timeout} s ({got})\n"
+            + self.log_text()
         )
 
     def alive(self) -> bool:
@@ -785,15 +858,18 @@ class Server:
                 _kill_process_group(self.proc, signal.SIGKILL)
                 self.proc.wait(timeout=10)
                 self.exit_codes.append(self.proc.returncode)
-                raise HarnessError(f"heimbuero serve did not exit within {timeout} s of SIGTERM\n{self.log_text()}") from None
-        _kill_process_group(self.proc, signal.SIGKILL)  # nothing may outlive it
+                raise HarnessError(
+                    f"heimbuero serve did not exit within {timeout} s of SIGTERM\n{self.log_text()}"
+                ) from None
         self.exit_codes.append(code)
         return code
 
     def restart(self) -> None:
         code = self.stop()
         if code != 0:
-            raise HarnessError(f"heimbuero serve exited with {code} after SIGTERM, expected 0\n{self.log_text()}")
+            raise HarnessError(
+                f"heimbuero serve exited with {code} after SIGTERM, expected 0\n{self.log_text()}"
+            )
         self.start()
 
     def kill(self) -> None:
@@ -803,7 +879,8 @@ class Server:
                 self.proc.wait(timeout=10)
 
     def log_text(self, max_chars: int = 20000) -> str:
-        return f"--- server log {self.log_path} ---\n{tail(self.log_path, max_chars)}\n--- end of server log ---"
+        text = tail(self.log_path, max_chars)
+        return f"--- server log {self.log_path} ---\n{text}\n--- end of server log ---"
 
     def __enter__(self) -> Server:
         try:
@@ -815,7 +892,9 @@ class Server:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
         code: int | None = None
         stop_error: BaseException | None = None
         try:
@@ -831,7 +910,9 @@ class Server:
         if stop_error is not None:
             raise stop_error
         if code is not None and code != 0:
-            raise HarnessError(f"heimbuero serve exited with {code} after SIGTERM, expected 0\n{self.log_text()}")
+            raise HarnessError(
+                f"heimbuero serve exited with {code} after SIGTERM, expected 0\n{self.log_text()}"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -924,7 +1005,9 @@ class SippResult:
     def check(self) -> SippResult:
         """Assert that SIPp exited 0 (every call succeeded)."""
         if self.returncode != 0:
-            raise HarnessError(f"SIPp {self.name} exited {self.returncode}, expected 0\n{self.report()}")
+            raise HarnessError(
+                f"SIPp {self.name} exited {self.returncode}, expected 0\n{self.report()}"
+            )
         return self
 
 
@@ -952,10 +1035,15 @@ class SippProcess:
         self.timeout = timeout
         self._out = (rundir / "output.log").open("ab")
         self.proc = subprocess.Popen(
-            cmd, cwd=rundir, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
+            cmd,
+            cwd=rundir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.pid = self.proc.pid
+        self.port = int(cmd[cmd.index("-p") + 1])  # SIPp's own SIP port
         self.started = time.monotonic()
 
     def poll(self) -> int | None:
@@ -972,7 +1060,10 @@ class SippProcess:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise HarnessError(f"SIPp {self.name} still running after {timeout:.0f} s; killed\n{self.result().report()}") from None
+            raise HarnessError(
+                f"SIPp {self.name} still running after {timeout:.0f} s; killed\n"
+                + self.result().report()
+            ) from None
         finally:
             self._out.close()
         return self.result()
@@ -1033,7 +1124,7 @@ def sipp_command(
     recv_timeout_ms: int | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """The SIPp command line: always -cp, -nostdin, -m, -timeout, -timeout_error, -i, -p and traces."""
+    """The SIPp command line: always -cp, -nostdin, -m, -timeout(_error), -i, -p and traces."""
     ctrl_port = free_port()
     media_port = free_ports(4, consecutive=True)[0]
     cmd = ["sipp"]
@@ -1047,13 +1138,36 @@ def sipp_command(
     else:
         raise ValueError("scenario or builtin needed")
     cmd += [
-        "-i", LOCALHOST, "-p", str(port), "-mp", str(media_port), "-cp", str(ctrl_port),
-        "-t", transport, "-m", str(calls), "-nostdin",
-        "-timeout", f"{int(timeout)}s", "-timeout_error",
-        "-trace_stat", "-stf", str(rundir / "stat.csv"), "-fd", "1",
-        "-trace_err", "-error_file", str(rundir / "errors.log"),
-        "-trace_screen", "-screen_file", str(rundir / "screen.log"),
-        "-trace_logs", "-log_file", str(rundir / "actions.log"),
+        "-i",
+        LOCALHOST,
+        "-p",
+        str(port),
+        "-mp",
+        str(media_port),
+        "-cp",
+        str(ctrl_port),
+        "-t",
+        transport,
+        "-m",
+        str(calls),
+        "-nostdin",
+        "-timeout",
+        f"{int(timeout)}s",
+        "-timeout_error",
+        "-trace_stat",
+        "-stf",
+        str(rundir / "stat.csv"),
+        "-fd",
+        "1",
+        "-trace_err",
+        "-error_file",
+        str(rundir / "errors.log"),
+        "-trace_screen",
+        "-screen_file",
+        str(rundir / "screen.log"),
+        "-trace_logs",
+        "-log_file",
+        str(rundir / "actions.log"),
     ]
     if trace_msg:
         cmd += ["-trace_msg", "-message_file", str(rundir / "messages.log")]
@@ -1112,8 +1226,14 @@ def run_sipp(workdir: Path, name: str, **kw: Any) -> SippResult:
         return proc.wait()
 
 
-def start_sipp_uas(workdir: Path, name: str = "uas", *, port: int | None = None, scenario: str | None = None,
-                   **kw: Any) -> SippProcess:
+def start_sipp_uas(
+    workdir: Path,
+    name: str = "uas",
+    *,
+    port: int | None = None,
+    scenario: str | None = None,
+    **kw: Any,
+) -> SippProcess:
     """A SIPp UAS in the background: SIPp's built-in `uas`, or a server-mode scenario file."""
     port = port or free_port()
     if scenario is None:
@@ -1139,7 +1259,7 @@ def start_sipp_callee(
     name: str | None = None,
     wait_registered: bool = True,
 ) -> SippProcess:
-    """A SIPp phone that REGISTERs (digest auth) and then answers `calls` INVITEs on the same socket.
+    """A SIPp phone: REGISTERs (digest auth), then answers `calls` INVITEs on the same socket.
 
     One SIPp process: the main scenario (callee_register.xml) registers and then waits until the
     out-of-call scenario `on_invite` (-oocsf) has completed `calls` calls; every INVITE is a new
@@ -1173,7 +1293,6 @@ def start_sipp_callee(
         sets={"expected_calls": str(calls)},
         trace_msg=trace_msg,
     )
-    proc.port = port  # type: ignore[attr-defined]
     if wait_registered:
         wait_sipp_registered(proc)
     return proc
@@ -1184,7 +1303,9 @@ def wait_sipp_registered(proc: SippProcess, timeout: float = 10) -> None:
 
     def registered() -> bool:
         if proc.poll() is not None:
-            raise HarnessError(f"SIPp {proc.name} ended before registering\n{proc.result().report()}")
+            raise HarnessError(
+                f"SIPp {proc.name} ended before registering\n{proc.result().report()}"
+            )
         return "REGISTERED" in tail(proc.rundir / "actions.log")
 
     try:
@@ -1334,8 +1455,12 @@ class Baresip:
         self._fifo_fd = os.open(fifo, os.O_RDWR)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                ["baresip", "-f", str(self.dir)], cwd=self.dir, stdin=self._fifo_fd, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                ["baresip", "-f", str(self.dir)],
+                cwd=self.dir,
+                stdin=self._fifo_fd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self._connect(timeout)
 
@@ -1348,7 +1473,9 @@ class Baresip:
             except OSError:
                 return None
 
-        self._sock = wait_until(connect, timeout, interval=0.05, what=f"baresip {self.user} ctrl_tcp port")
+        self._sock = wait_until(
+            connect, timeout, interval=0.05, what=f"baresip {self.user} ctrl_tcp port"
+        )
 
     # -- control protocol ---------------------------------------------------------------------
 
@@ -1369,7 +1496,8 @@ class Baresip:
                 if len(self._buf) >= start + n + 1:
                     payload = self._buf[start : start + n]
                     self._buf = self._buf[start + n + 1 :]
-                    return json.loads(payload.decode("utf-8", "replace"))
+                    obj: dict[str, Any] = json.loads(payload.decode("utf-8", "replace"))
+                    return obj
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
@@ -1379,10 +1507,14 @@ class Baresip:
             except TimeoutError:
                 return None
             if not chunk:
-                raise HarnessError(f"baresip {self.user}: control connection closed\n{self.log_text()}")
+                raise HarnessError(
+                    f"baresip {self.user}: control connection closed\n{self.log_text()}"
+                )
             self._buf += chunk
 
-    def command(self, command: str, params: str | None = None, timeout: float = 5) -> dict[str, Any]:
+    def command(
+        self, command: str, params: str | None = None, timeout: float = 5
+    ) -> dict[str, Any]:
         """Send a command; return its response (events arriving meanwhile are queued)."""
         self._token += 1
         token = f"t{self._token}"
@@ -1395,14 +1527,20 @@ class Baresip:
             left = deadline - time.monotonic()
             obj = self._read_one(left) if left > 0 else None
             if obj is None:
-                raise HarnessError(f"baresip {self.user}: no response to {command!r} within {timeout} s\n{self.log_text()}")
+                raise HarnessError(
+                    f"baresip {self.user}: no response to {command!r} within {timeout} s\n"
+                    + self.log_text()
+                )
             if obj.get("event"):
                 self.events.append(obj)
             elif obj.get("response") and obj.get("token") == token:
                 return obj
 
     def wait_for_event(
-        self, type_: str, timeout: float = 10, predicate: Callable[[dict[str, Any]], bool] | None = None
+        self,
+        type_: str,
+        timeout: float = 10,
+        predicate: Callable[[dict[str, Any]], bool] | None = None,
     ) -> dict[str, Any]:
         """The first (queued or new) event of `type_` matching `predicate`; it is consumed."""
         deadline = time.monotonic() + timeout
@@ -1411,12 +1549,15 @@ class Baresip:
                 if ev.get("type") == type_ and (predicate is None or predicate(ev)):
                     return self.events.pop(i)
             if self.proc is not None and self.proc.poll() is not None:
-                raise HarnessError(f"baresip {self.user} exited while waiting for {type_}\n{self.log_text()}")
+                raise HarnessError(
+                    f"baresip {self.user} exited while waiting for {type_}\n{self.log_text()}"
+                )
             left = deadline - time.monotonic()
             if left <= 0:
                 seen = [e.get("type") for e in self.events]
                 raise HarnessError(
-                    f"baresip {self.user}: no {type_} event within {timeout} s (queued: {seen})\n{self.log_text()}"
+                    f"baresip {self.user}: no {type_} event within {timeout} s (queued: {seen})\n"
+                    + self.log_text()
                 )
             obj = self._read_one(min(left, 0.5))
             if obj is not None and obj.get("event"):
@@ -1432,7 +1573,9 @@ class Baresip:
 
     def wait_registered(self, timeout: float = 15) -> None:
         try:
-            wait_until(self.registered, timeout, interval=0.2, what=f"baresip {self.user} to register")
+            wait_until(
+                self.registered, timeout, interval=0.2, what=f"baresip {self.user} to register"
+            )
         except HarnessError as exc:
             raise HarnessError(f"{exc}\n{self.log_text()}\n{self.server.log_text()}") from None
 
@@ -1469,14 +1612,3 @@ class Baresip:
         self.stop()
         if exc_type is not None:
             print(self.log_text(), file=sys.stderr)
-
-
-@contextlib.contextmanager
-def all_stopped(*things: Any) -> Iterator[None]:
-    """Stop every started peer in a finally, in reverse order."""
-    try:
-        yield
-    finally:
-        for t in reversed(things):
-            with contextlib.suppress(Exception):
-                t.stop()

@@ -17,6 +17,7 @@ from .harness import (
     Baresip,
     Server,
     SipClient,
+    SippResult,
     free_port,
     parse_challenge,
     run_sipp,
@@ -33,7 +34,9 @@ sipp = pytest.mark.peers("sipp")
 NAT_PRIVATE_ADDRESS = "192.168.1.20:5060"
 
 
-def run_register(workdir: Path, server: Server, user: str, password: str, *, transport: str = "u1"):
+def run_register(
+    workdir: Path, server: Server, user: str, password: str, *, transport: str = "u1"
+) -> SippResult:
     return run_sipp(
         workdir,
         f"register-{user}",
@@ -50,7 +53,7 @@ def run_register(workdir: Path, server: Server, user: str, password: str, *, tra
     )
 
 
-def assert_received(result, *start_lines: str) -> None:
+def assert_received(result: SippResult, *start_lines: str) -> None:
     """Every `start_lines` prefix occurs, in this order, among the messages SIPp received."""
     got = result.received_first_lines()
     pos = 0
@@ -58,7 +61,9 @@ def assert_received(result, *start_lines: str) -> None:
         while pos < len(got) and not got[pos].startswith(want):
             pos += 1
         if pos == len(got):
-            raise AssertionError(f"SIPp {result.name} never received {want!r} in order {start_lines}; got {got}")
+            raise AssertionError(
+                f"SIPp {result.name} never received {want!r} in order {start_lines}; got {got}"
+            )
         pos += 1
 
 
@@ -68,7 +73,9 @@ def assert_received(result, *start_lines: str) -> None:
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 @pytest.mark.parametrize("target", ["domain", "address"])
-def test_options_to_server_answered_with_capabilities(server: Server, transport: str, target: str) -> None:
+def test_options_to_server_answered_with_capabilities(
+    server: Server, transport: str, target: str
+) -> None:
     ruri = f"sip:{server.domain}" if target == "domain" else f"sip:{server.address}"
     with SipClient(server.port, transport=transport) as c:
         req = c.request("OPTIONS", ruri, from_uri=f"sip:probe@{server.domain}", to_uri=ruri)
@@ -98,7 +105,10 @@ def test_register_with_wrong_password_is_challenged_again(server: Server, tmp_pa
     result = run_register(tmp_path, server, "alice", "Falsches-Passwort-1")
     assert result.returncode != 0, f"REGISTER with a wrong password succeeded\n{result.report()}"
     got = result.received_first_lines()
-    assert [line.split(" ")[1] for line in got if line.startswith("SIP/2.0 ")][:2] == ["401", "401"], got
+    assert [line.split(" ")[1] for line in got if line.startswith("SIP/2.0 ")][:2] == [
+        "401",
+        "401",
+    ], got
     assert not any(line.startswith("SIP/2.0 200") for line in got), got
 
 
@@ -110,13 +120,28 @@ def test_register_with_wrong_password_is_challenged_again(server: Server, tmp_pa
 def test_200_calls_at_50_per_second_through_the_proxy(server: Server, tmp_path: Path) -> None:
     calls = 200
     callee = start_sipp_callee(
-        tmp_path, server, user="bob", password=USERS["bob"], on_invite="callee_answer.xml",
-        calls=calls, timeout=90, trace_msg=False,
+        tmp_path,
+        server,
+        user="bob",
+        password=USERS["bob"],
+        on_invite="callee_answer.xml",
+        calls=calls,
+        timeout=90,
+        trace_msg=False,
     )
     with callee:
         caller = run_sipp_caller(
-            tmp_path, server, user="alice", password=USERS["alice"], callee="bob", calls=calls,
-            rate=50, timeout=60, trace_msg=False, limit=calls, extra=["-d", "200"],
+            tmp_path,
+            server,
+            user="alice",
+            password=USERS["alice"],
+            callee="bob",
+            calls=calls,
+            rate=50,
+            timeout=60,
+            trace_msg=False,
+            limit=calls,
+            extra=["-d", "200"],
         )
         assert caller.returncode == 0, caller.report()
         assert caller.successful_calls == calls, caller.report()
@@ -129,10 +154,20 @@ def test_200_calls_at_50_per_second_through_the_proxy(server: Server, tmp_path: 
 @pytest.mark.parametrize("transport", ["u1", "t1"], ids=["udp", "tcp"])
 def test_register_then_call(server: Server, tmp_path: Path, transport: str) -> None:
     with start_sipp_callee(
-        tmp_path, server, user="bob", password=USERS["bob"], on_invite="callee_answer.xml", transport=transport
+        tmp_path,
+        server,
+        user="bob",
+        password=USERS["bob"],
+        on_invite="callee_answer.xml",
+        transport=transport,
     ) as callee:
         caller = run_sipp_caller(
-            tmp_path, server, user="alice", password=USERS["alice"], callee="bob", transport=transport,
+            tmp_path,
+            server,
+            user="alice",
+            password=USERS["alice"],
+            callee="bob",
+            transport=transport,
             extra=["-d", "200"],
         )
         caller.check()
@@ -146,7 +181,12 @@ def test_call_cancelled_while_ringing(server: Server, tmp_path: Path) -> None:
         tmp_path, server, user="bob", password=USERS["bob"], on_invite="callee_cancelled.xml"
     ) as callee:
         caller = run_sipp_caller(
-            tmp_path, server, user="alice", password=USERS["alice"], callee="bob", scenario="caller_cancel.xml"
+            tmp_path,
+            server,
+            user="alice",
+            password=USERS["alice"],
+            callee="bob",
+            scenario="caller_cancel.xml",
         ).check()
         assert_received(caller, "SIP/2.0 180", "SIP/2.0 487")
         callee_result = callee.wait(20).check()
@@ -156,9 +196,16 @@ def test_call_cancelled_while_ringing(server: Server, tmp_path: Path) -> None:
 
 @sipp
 def test_callee_busy_gives_caller_486(server: Server, tmp_path: Path) -> None:
-    with start_sipp_callee(tmp_path, server, user="bob", password=USERS["bob"], on_invite="callee_busy.xml") as callee:
+    with start_sipp_callee(
+        tmp_path, server, user="bob", password=USERS["bob"], on_invite="callee_busy.xml"
+    ) as callee:
         caller = run_sipp_caller(
-            tmp_path, server, user="alice", password=USERS["alice"], callee="bob", scenario="caller_busy.xml"
+            tmp_path,
+            server,
+            user="alice",
+            password=USERS["alice"],
+            callee="bob",
+            scenario="caller_busy.xml",
         ).check()
         assert_received(caller, "SIP/2.0 407", "SIP/2.0 486")
         callee.wait(20).check()
@@ -171,8 +218,11 @@ def test_callee_busy_gives_caller_486(server: Server, tmp_path: Path) -> None:
 def test_invite_without_credentials_gets_407_md5_first(server: Server) -> None:
     with SipClient(server.port) as c:
         req = c.request(
-            "INVITE", f"sip:bob@{server.domain}", from_uri=f"sip:alice@{server.domain}",
-            to_uri=f"sip:bob@{server.domain}", headers=[("Contact", f"<sip:alice@127.0.0.1:{c.local_port}>")],
+            "INVITE",
+            f"sip:bob@{server.domain}",
+            from_uri=f"sip:alice@{server.domain}",
+            to_uri=f"sip:bob@{server.domain}",
+            headers=[("Contact", f"<sip:alice@127.0.0.1:{c.local_port}>")],
         )
         resp = c.final_response(req)
     assert resp.status == 407, resp.raw
@@ -189,8 +239,12 @@ def test_invite_without_credentials_gets_407_md5_first(server: Server) -> None:
 def test_invite_to_unknown_user_gets_404_after_auth(server: Server) -> None:
     with SipClient(server.port) as c:
         challenge, final = c.authenticated_request(
-            "INVITE", f"sip:nobody@{server.domain}", username="alice", password=USERS["alice"],
-            from_uri=f"sip:alice@{server.domain}", to_uri=f"sip:nobody@{server.domain}",
+            "INVITE",
+            f"sip:nobody@{server.domain}",
+            username="alice",
+            password=USERS["alice"],
+            from_uri=f"sip:alice@{server.domain}",
+            to_uri=f"sip:nobody@{server.domain}",
             headers=[("Contact", f"<sip:alice@127.0.0.1:{c.local_port}>")],
         )
     assert challenge.status == 407
@@ -201,8 +255,12 @@ def test_invite_to_unregistered_user_gets_480(server: Server) -> None:
     # bob exists but has no phone registered
     with SipClient(server.port) as c:
         challenge, final = c.authenticated_request(
-            "INVITE", f"sip:bob@{server.domain}", username="alice", password=USERS["alice"],
-            from_uri=f"sip:alice@{server.domain}", to_uri=f"sip:bob@{server.domain}",
+            "INVITE",
+            f"sip:bob@{server.domain}",
+            username="alice",
+            password=USERS["alice"],
+            from_uri=f"sip:alice@{server.domain}",
+            to_uri=f"sip:bob@{server.domain}",
             headers=[("Contact", f"<sip:alice@127.0.0.1:{c.local_port}>")],
         )
     assert challenge.status == 407
@@ -210,13 +268,22 @@ def test_invite_to_unregistered_user_gets_480(server: Server) -> None:
 
 
 @sipp
-def test_trusted_peer_calls_without_challenge(server_factory: Callable[..., Server], tmp_path: Path) -> None:
+def test_trusted_peer_calls_without_challenge(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
     trunk_port = free_port()
     server = server_factory(sip_options={"trusted_peers": [f"127.0.0.1:{trunk_port}"]})
     with start_sipp_callee(tmp_path, server, user="bob", password=USERS["bob"]) as callee:
         trunk = run_sipp(
-            tmp_path, "trunk", scenario="caller_trusted.xml", remote=server.address, port=trunk_port,
-            calls=1, timeout=30, service="bob", keys={"domain": server.domain, "caller": "+4930123456"},
+            tmp_path,
+            "trunk",
+            scenario="caller_trusted.xml",
+            remote=server.address,
+            port=trunk_port,
+            calls=1,
+            timeout=30,
+            service="bob",
+            keys={"domain": server.domain, "caller": "+4930123456"},
             extra=["-d", "200"],
         ).check()
         assert not any(" 407 " in line or " 401 " in line for line in trunk.received_first_lines())
@@ -224,8 +291,11 @@ def test_trusted_peer_calls_without_challenge(server_factory: Callable[..., Serv
     # the same host from another port is not trusted
     with SipClient(server.port) as c:
         req = c.request(
-            "INVITE", f"sip:bob@{server.domain}", from_uri="sip:+4930123456@127.0.0.1",
-            to_uri=f"sip:bob@{server.domain}", headers=[("Contact", f"<sip:x@127.0.0.1:{c.local_port}>")],
+            "INVITE",
+            f"sip:bob@{server.domain}",
+            from_uri="sip:+4930123456@127.0.0.1",
+            to_uri=f"sip:bob@{server.domain}",
+            headers=[("Contact", f"<sip:x@127.0.0.1:{c.local_port}>")],
         )
         assert c.final_response(req).status == 407
 
@@ -236,7 +306,9 @@ def test_trusted_peer_calls_without_challenge(server_factory: Callable[..., Serv
 
 @sipp
 @pytest.mark.parametrize("transport", ["u1", "t1"], ids=["udp", "tcp"])
-def test_nat_callee_reached_at_register_source(server: Server, tmp_path: Path, transport: str) -> None:
+def test_nat_callee_reached_at_register_source(
+    server: Server, tmp_path: Path, transport: str
+) -> None:
     """Contact and Via say 192.168.1.20:5060; the INVITE must still reach 127.0.0.1:PORT.
 
     RFC 3261 18.2.2 / RFC 3581 for the responses, the registrar remembering the REGISTER's
@@ -244,11 +316,21 @@ def test_nat_callee_reached_at_register_source(server: Server, tmp_path: Path, t
     REGISTER came on: the Contact address is unreachable, so nothing else can work.
     """
     with start_sipp_callee(
-        tmp_path, server, user="bob", password=USERS["bob"], on_invite="callee_busy.xml",
-        transport=transport, contact_host=NAT_PRIVATE_ADDRESS,
+        tmp_path,
+        server,
+        user="bob",
+        password=USERS["bob"],
+        on_invite="callee_busy.xml",
+        transport=transport,
+        contact_host=NAT_PRIVATE_ADDRESS,
     ) as callee:
         caller = run_sipp_caller(
-            tmp_path, server, user="alice", password=USERS["alice"], callee="bob", scenario="caller_busy.xml",
+            tmp_path,
+            server,
+            user="alice",
+            password=USERS["alice"],
+            callee="bob",
+            scenario="caller_busy.xml",
             timeout=30,
         )
         caller.check()
@@ -261,11 +343,22 @@ def test_nat_callee_full_call(server: Server, tmp_path: Path, transport: str) ->
     """A whole call with a NATed callee: its 200 OK's Contact is private too, yet the caller's
     ACK and BYE (routed through the proxy by Record-Route) must reach it."""
     with start_sipp_callee(
-        tmp_path, server, user="bob", password=USERS["bob"], on_invite="callee_answer.xml",
-        transport=transport, contact_host=NAT_PRIVATE_ADDRESS,
+        tmp_path,
+        server,
+        user="bob",
+        password=USERS["bob"],
+        on_invite="callee_answer.xml",
+        transport=transport,
+        contact_host=NAT_PRIVATE_ADDRESS,
     ) as callee:
         caller = run_sipp_caller(
-            tmp_path, server, user="alice", password=USERS["alice"], callee="bob", timeout=30, extra=["-d", "200"],
+            tmp_path,
+            server,
+            user="alice",
+            password=USERS["alice"],
+            callee="bob",
+            timeout=30,
+            extra=["-d", "200"],
         )
         caller.check()
         callee.wait(20).check()
@@ -278,12 +371,22 @@ def test_nat_callee_full_call(server: Server, tmp_path: Path, transport: str) ->
 @sipp
 def test_registration_survives_restart(server: Server, tmp_path: Path) -> None:
     with start_sipp_callee(
-        tmp_path, server, user="bob", password=USERS["bob"], on_invite="callee_answer.xml", timeout=90
+        tmp_path,
+        server,
+        user="bob",
+        password=USERS["bob"],
+        on_invite="callee_answer.xml",
+        timeout=90,
     ) as callee:
         server.restart()  # SIGTERM, exit code 0 asserted, start again on the same data and ports
         assert server.exit_codes == [0]
         caller = run_sipp_caller(
-            tmp_path, server, user="alice", password=USERS["alice"], callee="bob", extra=["-d", "200"]
+            tmp_path,
+            server,
+            user="alice",
+            password=USERS["alice"],
+            callee="bob",
+            extra=["-d", "200"],
         )
         caller.check()
         callee.wait(20).check()
@@ -297,7 +400,9 @@ def test_registration_survives_restart(server: Server, tmp_path: Path) -> None:
 def test_baresip_phones_call_each_other(server: Server, tmp_path: Path) -> None:
     with (
         Baresip(tmp_path, user="alice", password=USERS["alice"], server=server) as alice,
-        Baresip(tmp_path, user="bob", password=USERS["bob"], server=server, answermode="auto") as bob,
+        Baresip(
+            tmp_path, user="bob", password=USERS["bob"], server=server, answermode="auto"
+        ) as bob,
     ):
         alice.wait_registered()
         bob.wait_registered()
@@ -307,4 +412,3 @@ def test_baresip_phones_call_each_other(server: Server, tmp_path: Path) -> None:
         alice.command("hangup")
         alice.wait_for_event("CALL_CLOSED", timeout=15)
         bob.wait_for_event("CALL_CLOSED", timeout=15)
-

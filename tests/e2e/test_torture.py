@@ -63,7 +63,9 @@ class Expect:
     also: Callable[[SipMessage], None] | None = field(default=None, compare=False)
 
 
-def Answer(rfc: str, codes: set[int] | int, why: str, also: Callable[[SipMessage], None] | None = None) -> Expect:
+def Answer(
+    rfc: str, codes: set[int] | int, why: str, also: Callable[[SipMessage], None] | None = None
+) -> Expect:
     return Expect(rfc, "answer", why, frozenset({codes} if isinstance(codes, int) else codes), also)
 
 
@@ -87,14 +89,21 @@ def unsupported_lists_an_option(resp: SipMessage) -> None:
     # RFC 3261 20.40 / 8.2.2.3 / 16.3 step 5: 420 lists the unsupported option-tags. As a proxy
     # the server looks at Proxy-Require; acting as UAS it would list the Require ones.
     value = ", ".join(resp.header_values("Unsupported"))
-    wanted = {"noproxiessupportthis", "nordoanyproxiessupportthis", "nothingsupportsthis", "nothingsupportsthiseither"}
+    wanted = {
+        "noproxiessupportthis",
+        "nordoanyproxiessupportthis",
+        "nothingsupportsthis",
+        "nothingsupportsthiseither",
+    }
     got = {v.strip().lower() for v in value.split(",") if v.strip()}
     assert got & wanted, f"420 without the unsupported option-tags in Unsupported: {resp.raw!r}"
 
 
 def digest_challenge(resp: SipMessage) -> None:
     values = resp.header_values("WWW-Authenticate")
-    assert any(v.strip().lower().startswith("digest ") for v in values), f"401 without a Digest challenge: {resp.raw!r}"
+    assert any(v.strip().lower().startswith("digest ") for v in values), (
+        f"401 without a Digest challenge: {resp.raw!r}"
+    )
 
 
 # A REGISTER without credentials is answered with a challenge: RFC 3261 10.3 authenticates
@@ -106,18 +115,28 @@ EXPECT: dict[str, Expect] = {
     "rfc4475/wsinv": Processed("4475 3.1.1.1", "short tortuous INVITE (LWS, folding, case)"),
     "rfc4475/intmeth": Processed("4475 3.1.1.2", "unknown method, wide range of valid characters"),
     "rfc4475/esc01": Processed("4475 3.1.1.3", "valid % escaping"),
-    "rfc4475/escnull": Answer("4475 3.1.1.4", CHALLENGE, "REGISTER with escaped NULs; registers two contacts"),
+    "rfc4475/escnull": Answer(
+        "4475 3.1.1.4", CHALLENGE, "REGISTER with escaped NULs; registers two contacts"
+    ),
     "rfc4475/esc02": Processed("4475 3.1.1.5", "% in method and header name: an unknown method"),
     "rfc4475/lwsdisp": Processed("4475 3.1.1.6", "no LWS between display name and <"),
     "rfc4475/longreq": Processed("4475 3.1.1.7", "long header values"),
     # the INVITE after the REGISTER's end in the same datagram is noise (RFC 3261 18.3):
     # exactly one answer, the REGISTER's (checked in the test)
-    "rfc4475/dblreq": Answer("4475 3.1.1.8", CHALLENGE, "trailing octets in a UDP datagram are ignored"),
+    "rfc4475/dblreq": Answer(
+        "4475 3.1.1.8", CHALLENGE, "trailing octets in a UDP datagram are ignored"
+    ),
     "rfc4475/semiuri": Processed("4475 3.1.1.9", "; parameters in the user part"),
-    "rfc4475/transports": Processed("4475 3.1.1.10", "varied and unknown transports in Vias below ours"),
+    "rfc4475/transports": Processed(
+        "4475 3.1.1.10", "varied and unknown transports in Vias below ours"
+    ),
     "rfc4475/mpart01": Processed("4475 3.1.1.11", "multipart MESSAGE with a binary part"),
-    "rfc4475/unreason": Drop("4475 3.1.1.12", "a response (UTF-8 reason) that matches no transaction of ours"),
-    "rfc4475/noreason": Drop("4475 3.1.1.13", "a response (empty reason) that matches no transaction of ours"),
+    "rfc4475/unreason": Drop(
+        "4475 3.1.1.12", "a response (UTF-8 reason) that matches no transaction of ours"
+    ),
+    "rfc4475/noreason": Drop(
+        "4475 3.1.1.13", "a response (empty reason) that matches no transaction of ours"
+    ),
     # ---- RFC 4475 3.1.2 invalid messages ------------------------------------------------------
     # 3.1.2.1: the topmost Via is itself malformed, so RFC 3261 18.2.2 gives no address for a
     # response; answering 400 to the packet's source or dropping are both acceptable.
@@ -131,7 +150,9 @@ EXPECT: dict[str, Expect] = {
     # 3.1.2.7-3.1.2.15: "reasonable to reject with 400"; elements may be liberal instead
     "rfc4475/ltgtruri": RejectOrProcessed("4475 3.1.2.7", "<> around the Request-URI"),
     "rfc4475/lwsruri": Answer("4475 3.1.2.8", 400, "LWS inside the Request-URI: 400"),
-    "rfc4475/lwsstart": RejectOrProcessed("4475 3.1.2.9", "several SP between Request-Line elements"),
+    "rfc4475/lwsstart": RejectOrProcessed(
+        "4475 3.1.2.9", "several SP between Request-Line elements"
+    ),
     "rfc4475/trws": RejectOrProcessed("4475 3.1.2.10", "SP after SIP-Version"),
     "rfc4475/escruri": RejectOrProcessed("4475 3.1.2.11", "escaped headers in the Request-URI"),
     "rfc4475/baddate": RejectOrProcessed("4475 3.1.2.12", "Date not in GMT"),
@@ -139,8 +160,12 @@ EXPECT: dict[str, Expect] = {
     "rfc4475/badaspec": RejectOrProcessed("4475 3.1.2.14", "spaces inside <> of To"),
     "rfc4475/baddn": RejectOrProcessed("4475 3.1.2.15", "unquoted non-token display names"),
     "rfc4475/badvers": Answer("4475 3.1.2.16", 505, "SIP/7.0: 505 Version Not Supported"),
-    "rfc4475/mismatch01": Answer("4475 3.1.2.17", 400, "CSeq method differs from the Request-Line's"),
-    "rfc4475/mismatch02": Answer("4475 3.1.2.18", 400, "unknown method and CSeq mismatch: 400 for the mismatch"),
+    "rfc4475/mismatch01": Answer(
+        "4475 3.1.2.17", 400, "CSeq method differs from the Request-Line's"
+    ),
+    "rfc4475/mismatch02": Answer(
+        "4475 3.1.2.18", 400, "unknown method and CSeq mismatch: 400 for the mismatch"
+    ),
     "rfc4475/bigcode": Drop("4475 3.1.2.19", "status code 4294967301"),
     # ---- RFC 4475 3.2 transaction layer ------------------------------------------------------
     # "could reject with 400 ... or fall back to RFC 2543-style transaction identifier"
@@ -154,17 +179,25 @@ EXPECT: dict[str, Expect] = {
     # "A registrar would reject this request with a 400 Bad Request response, since the To:
     # header field is required to contain a SIP or SIPS URI as an AOR." No AOR, nothing to
     # authenticate for: 400, not a challenge.
-    "rfc4475/unksm2": Answer("4475 3.3.4", 400, "REGISTER with isbn: To (and http: From, name: Contact)"),
+    "rfc4475/unksm2": Answer(
+        "4475 3.3.4", 400, "REGISTER with isbn: To (and http: From, name: Contact)"
+    ),
     # RFC 3261 16.3 step 5: a proxy answers 420 listing the unsupported Proxy-Require options
     # (step 5 comes before proxy authentication, step 6... so no 407 first).
-    "rfc4475/bext01": Answer("4475 3.3.5", 420, "unsupported Require/Proxy-Require", unsupported_lists_an_option),
+    "rfc4475/bext01": Answer(
+        "4475 3.3.5", 420, "unsupported Require/Proxy-Require", unsupported_lists_an_option
+    ),
     # "A proxy receiving this request would process it just as it would any other INVITE. An
     # endpoint receiving this request would reject it with a 415." heimbuero is the proxy for
     # sip:user@example.com, not its endpoint: the body is none of its business, so no 415.
-    "rfc4475/invut": Processed("4475 3.3.6", "INVITE with an unknown Content-Type, seen by a proxy", frozenset({415})),
+    "rfc4475/invut": Processed(
+        "4475 3.3.6", "INVITE with an unknown Content-Type, seen by a proxy", frozenset({415})
+    ),
     # "A registrar that does care about challenge-response authentication will reject this
     # request with a 401, issuing a new challenge with a scheme it understands."
-    "rfc4475/regaut01": Answer("4475 3.3.7", 401, "REGISTER with an unknown Authorization scheme", digest_challenge),
+    "rfc4475/regaut01": Answer(
+        "4475 3.3.7", 401, "REGISTER with an unknown Authorization scheme", digest_challenge
+    ),
     "rfc4475/multi01": Answer("4475 3.3.8", 400, "several Call-ID, To, From, CSeq values: 400"),
     # "should respond with an error"; over UDP the rest of the datagram is discarded
     "rfc4475/mcl01": Answer("4475 3.3.9", 400, "two different Content-Length values"),
@@ -175,17 +208,25 @@ EXPECT: dict[str, Expect] = {
     "rfc4475/zeromf": Answer("4475 3.3.11", {483, 200}, "OPTIONS with Max-Forwards 0"),
     # 3.3.12-3.3.14: "This REGISTER should succeed" - for a client with credentials; without,
     # the registrar challenges first.
-    "rfc4475/cparam01": Answer("4475 3.3.12", CHALLENGE, "unknown contact-param in an addr-spec Contact"),
+    "rfc4475/cparam01": Answer(
+        "4475 3.3.12", CHALLENGE, "unknown contact-param in an addr-spec Contact"
+    ),
     "rfc4475/cparam02": Answer("4475 3.3.13", CHALLENGE, "unknown url-param inside <> in Contact"),
     "rfc4475/regescrt": Answer("4475 3.3.14", CHALLENGE, "escaped Route header in the Contact URI"),
     # "the recipient could respond 406 or 400": the endpoint; a proxy handles it like any INVITE
-    "rfc4475/sdp01": Processed("4475 3.3.15", "Accept without the offered application/sdp, seen by a proxy"),
+    "rfc4475/sdp01": Processed(
+        "4475 3.3.15", "Accept without the offered application/sdp, seen by a proxy"
+    ),
     # ---- RFC 4475 3.4 backward compatibility --------------------------------------------------
-    "rfc4475/inv2543": Processed("4475 3.4.1", "RFC 2543 syntax: no branch, no Max-Forwards, no From tag"),
+    "rfc4475/inv2543": Processed(
+        "4475 3.4.1", "RFC 2543 syntax: no branch, no Max-Forwards, no From tag"
+    ),
     # ---- RFC 5118 4 (IPv6; sent over IPv4 loopback, the addresses are only text) ---------------
     "rfc5118/ipv6-good": Processed("5118 4.1", "IPv6 references in Request-URI, Via, Contact"),
     "rfc5118/ipv6-bad": Answer("5118 4.2", 400, "IPv6 address without [] in the Request-URI"),
-    "rfc5118/port-ambiguous": Processed("5118 4.3", "[2001:db8::10:5070] is an address without port"),
+    "rfc5118/port-ambiguous": Processed(
+        "5118 4.3", "[2001:db8::10:5070] is an address without port"
+    ),
     "rfc5118/port-unambiguous": Processed("5118 4.4", "[2001:db8::10]:5070 is address and port"),
     # "be liberal in accepting a received parameter with or without the delimiters"
     "rfc5118/via-received-param-with-delim": Processed("5118 4.5", "received=[IPv6]"),
@@ -286,7 +327,13 @@ def prepare(data: bytes, *, unique_suffix: bytes | None = None) -> bytes:
     parm_end = _first_via_parm_end(value)
     parm = value[:parm_end]
     if unique_suffix:
-        parm = re.sub(rb"(;\s*branch\s*=\s*[^;\s,]+)", lambda m: m.group(1) + unique_suffix, parm, count=1, flags=re.I)
+        parm = re.sub(
+            rb"(;\s*branch\s*=\s*[^;\s,]+)",
+            lambda m: m.group(1) + unique_suffix,
+            parm,
+            count=1,
+            flags=re.I,
+        )
     if not re.search(rb";\s*rport\b", parm, re.I):
         parm += b";rport"
     return data[:start] + parm + value[parm_end:] + data[stop:]
@@ -294,7 +341,10 @@ def prepare(data: bytes, *, unique_suffix: bytes | None = None) -> bytes:
 
 def _call_ids(data: bytes) -> list[bytes]:
     head = _header_section(data)
-    return [m.group(1).strip() for m in re.finditer(rb"\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", head, re.I)]
+    return [
+        m.group(1).strip()
+        for m in re.finditer(rb"\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", head, re.I)
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,7 +416,12 @@ class Listener:
 
 def server_answers_options(server: Server) -> bool:
     with SipClient(server.port) as c:
-        req = c.request("OPTIONS", f"sip:{server.address}", from_uri="sip:probe@127.0.0.1", to_uri=f"sip:{server.address}")
+        req = c.request(
+            "OPTIONS",
+            f"sip:{server.address}",
+            from_uri="sip:probe@127.0.0.1",
+            to_uri=f"sip:{server.address}",
+        )
         try:
             return c.final_response(req, 5).status == 200
         except AssertionError:
@@ -376,13 +431,37 @@ def server_answers_options(server: Server) -> bool:
 @pytest.fixture(scope="module")
 def torture_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with Server(
-        tmp_path_factory.mktemp("torture"), domain=TORTURE_DOMAIN, users={"watson": "Sherlock-Baker-221"},
+        tmp_path_factory.mktemp("torture"),
+        domain=TORTURE_DOMAIN,
+        users={"watson": "Sherlock-Baker-221"},
         sip_options={"t1_ms": 100},
     ) as srv:
         yield srv
 
 
 _sent_keys: dict[tuple[bytes, bytes, bytes], str] = {}
+
+
+def test_prepare_inserts_rport_into_the_topmost_via_only() -> None:
+    def first_parm(data: bytes) -> bytes:
+        span = _topmost_via_span(data)
+        assert span is not None
+        value = data[span[0] : span[1]]
+        return value[: _first_via_parm_end(value)]
+
+    for name in ("wsinv", "transports", "badinv01", "inv2543", "longreq"):
+        original = (DATA / "rfc4475" / f"{name}.dat").read_bytes()
+        out = prepare(original)
+        assert len(out) == len(original) + len(b";rport"), name
+        assert first_parm(out).endswith(b";rport"), name
+        assert prepare(out) == out, name  # once only
+    mpart = (DATA / "rfc4475" / "mpart01.dat").read_bytes()
+    assert prepare(mpart) == mpart  # has rport already
+    response = (DATA / "rfc4475" / "unreason.dat").read_bytes()
+    assert prepare(response) == response
+    cparam01, cparam02 = (DATA / "rfc4475" / f"cparam0{i}.dat" for i in (1, 2))
+    assert transaction_key(cparam01.read_bytes()) == transaction_key(cparam02.read_bytes())
+    assert b"branch=z9hG4bKkdjuw-x;rport" in prepare(cparam02.read_bytes(), unique_suffix=b"-x")
 
 
 def test_every_file_has_an_expectation() -> None:
@@ -413,7 +492,9 @@ def test_torture_message(torture_server: Server, path: Path) -> None:
         elif expect.kind == "reject_or_drop":
             resp = listener.wait_final(DROP_WAIT)
             if resp is not None:
-                assert resp.status == 400, f"{label}: expected 400 or nothing, got {resp.start_line}"
+                assert resp.status == 400, (
+                    f"{label}: expected 400 or nothing, got {resp.start_line}"
+                )
         else:
             resp = listener.wait_final(ANSWER_TIMEOUT)
             assert resp is not None, (
@@ -423,23 +504,29 @@ def test_torture_message(torture_server: Server, path: Path) -> None:
             code = resp.status
             assert code is not None
             if expect.kind == "answer":
-                assert code in expect.codes, f"{label}: expected {sorted(expect.codes)}, got {resp.start_line}"
+                assert code in expect.codes, (
+                    f"{label}: expected {sorted(expect.codes)}, got {resp.start_line}"
+                )
             elif expect.kind == "processed":
                 assert code != 400 and code not in SERVER_ERRORS and code not in expect.codes, (
                     f"{label}: a valid request must be handled normally, got {resp.start_line}"
                 )
             elif expect.kind == "reject_or_processed":
-                assert code not in SERVER_ERRORS, f"{label}: expected 400 or normal handling, got {resp.start_line}"
+                assert code not in SERVER_ERRORS, (
+                    f"{label}: expected 400 or normal handling, got {resp.start_line}"
+                )
             if expect.also is not None:
                 expect.also(resp)
             ids = _call_ids(original)
-            if len(ids) == 1 and resp.header("Call-ID") is not None:
-                assert resp.header("Call-ID").encode() == ids[0], f"{label}: response Call-ID differs"
+            call_id = resp.header("Call-ID")
+            if len(ids) == 1 and call_id is not None:
+                assert call_id.encode() == ids[0], f"{label}: response Call-ID differs"
             if path.stem == "dblreq":
                 listener.collect_for(DROP_WAIT)
                 finals = listener.final_responses()
                 assert all((m.cseq or (0, ""))[1].upper() == "REGISTER" for m in finals), (
-                    f"{label}: the INVITE after the REGISTER was answered: {[m.summary() for m in finals]}"
+                    f"{label}: the INVITE after the REGISTER was answered: "
+                    f"{[m.summary() for m in finals]}"
                 )
     finally:
         listener.close()
@@ -451,8 +538,12 @@ def test_server_still_works_after_torture(torture_server: Server) -> None:
     assert server_answers_options(torture_server), torture_server.log_text()
     with SipClient(torture_server.port) as c:
         challenge, final = c.authenticated_request(
-            "REGISTER", f"sip:{TORTURE_DOMAIN}", username="watson", password="Sherlock-Baker-221",
-            from_uri=f"sip:watson@{TORTURE_DOMAIN}", to_uri=f"sip:watson@{TORTURE_DOMAIN}",
+            "REGISTER",
+            f"sip:{TORTURE_DOMAIN}",
+            username="watson",
+            password="Sherlock-Baker-221",
+            from_uri=f"sip:watson@{TORTURE_DOMAIN}",
+            to_uri=f"sip:watson@{TORTURE_DOMAIN}",
             headers=[("Contact", f"<sip:watson@127.0.0.1:{c.local_port}>"), ("Expires", "60")],
         )
     assert challenge.status == 401
