@@ -2,6 +2,7 @@
 """heimbuero side by side with Kamailio and the direct SIPp floor, in one run on this machine.
 
     python bench/run.py [--repeat N] [--quick] [--only ROWS] [--targets T] [--json FILE]
+                        [--memory-repeat N] [--keep]
 
 Prints one markdown table (stdout); progress goes to stderr. What each row measures and how:
 bench/README.md. Everything listens on 127.0.0.1 on ports picked free; every process is bounded
@@ -1159,7 +1160,10 @@ def main(argv: list[str] | None = None) -> int:
         "(see bench/README.md).",
     )
     ap.add_argument(
-        "--repeat", type=int, help="runs per figure, the median is shown (default 3, --quick 1)"
+        "--repeat",
+        type=int,
+        metavar="N",
+        help="runs per figure, the median is shown (default 3, --quick 1)",
     )
     ap.add_argument(
         "--quick", action="store_true", help="smoke run: 1 repeat, short steps, 20,000 contacts"

@@ -55,6 +55,7 @@ class SipSettings:
     max_tcp_connections_per_ip: int = 100
     invite_timeout: int = 180
     trusted_peers: tuple[str, ...] = ()  # "HOST" or "HOST:PORT" of carrier trunks: no digest auth
+    advertise: str | None = None  # address for Via/Record-Route when listening on 0.0.0.0
     md5_only_user_agents: tuple[str, ...] = ("baresip v0.", "baresip v1.")
 
 
@@ -99,7 +100,9 @@ def parse_listen(spec: str) -> tuple[ListenAddress, ...]:
         transport, sep, rest = part.partition(":")
         transport = transport.lower()
         if not sep or transport not in ("udp", "tcp"):
-            raise ConfigError(f"malformed SIP listen address {part!r}: expected udp:HOST:PORT or tcp:HOST:PORT")
+            raise ConfigError(
+                f"malformed SIP listen address {part!r}: expected udp:HOST:PORT or tcp:HOST:PORT"
+            )
         host, port = parse_host_port(rest, what="SIP listen address")
         out.append(ListenAddress(transport, host, port))
     if not out:
@@ -114,7 +117,9 @@ def parse_host_port(spec: str, what: str = "address") -> tuple[str, int]:
     else:
         host, sep, port_s = spec.rpartition(":")
     if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        raise ConfigError(f"malformed {what} {spec!r}: expected HOST:PORT with a port from 1 to 65535")
+        raise ConfigError(
+            f"malformed {what} {spec!r}: expected HOST:PORT with a port from 1 to 65535"
+        )
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -126,7 +131,10 @@ def parse_host_port(spec: str, what: str = "address") -> tuple[str, int]:
 def load(data_dir: Path) -> Config:
     """Read DIR/config.toml; raise ConfigError with a one-line reason when it is unusable."""
     if not data_dir.is_dir():
-        raise ConfigError(f"no such data directory: {data_dir} (create it with 'heimbuero init --data {data_dir}')")
+        raise ConfigError(
+            f"no such data directory: {data_dir} "
+            f"(create it with 'heimbuero init --data {data_dir}')"
+        )
     path = data_dir / CONFIG_FILE
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -151,6 +159,8 @@ def load(data_dir: Path) -> Config:
             bad = [v for v in value if v not in DIGEST_ALGORITHMS]
             if bad or not value:
                 raise ConfigError(f"{path}: [sip] digest_algorithms must name MD5 and/or SHA-256")
+        elif key == "advertise":
+            value = str(value) or None
         elif key in ("trusted_peers", "md5_only_user_agents"):
             value = tuple(str(v) for v in value)
         elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -176,6 +186,9 @@ domain = "{domain}"
 
 [sip]
 listen = [{listen}]
+# To serve phones on the network, listen on 0.0.0.0 (or this machine's address) and set the
+# address the phones reach this server at, used in Via and Record-Route:
+# advertise = "192.0.2.10"
 # Digest challenge order (RFC 8760). Clients take the first algorithm they support.
 digest_algorithms = [{algs}]
 nonce_ttl = {d.nonce_ttl}            # seconds a digest nonce stays valid
@@ -187,7 +200,7 @@ max_expires = {d.max_expires}
 default_expires = {d.default_expires}
 max_contacts_per_aor = {d.max_contacts_per_aor}
 max_message_size = {d.max_message_size}     # bytes; larger messages are refused (513) or dropped
-tcp_idle_timeout = {d.tcp_idle_timeout}       # seconds without traffic before a TCP connection is closed
+tcp_idle_timeout = {d.tcp_idle_timeout}       # idle seconds before a TCP connection is closed
 max_tcp_connections_per_ip = {d.max_tcp_connections_per_ip}
 invite_timeout = {d.invite_timeout}         # seconds a forked INVITE may ring before 408
 # Carrier trunks whose requests are not challenged: "HOST" or "HOST:PORT"

@@ -8,8 +8,11 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any
 
 from heimbuero.config import Config, ConfigError
 from heimbuero.net.transport import TransportLimits, Transports
@@ -52,8 +55,54 @@ def _from_record(r: BindingRecord) -> Binding:
     )  # fmt: skip
 
 
+def advertised_host(listen_host: str, advertise: str | None) -> str:
+    """The address phones reach us at, for Via and Record-Route: the configured one, the
+    listening address, or (listening on all interfaces) this machine's first non-loopback
+    address."""
+    if advertise:
+        return advertise
+    if listen_host not in ("0.0.0.0", "::"):
+        return listen_host
+    try:
+        _, _, addresses = socket.gethostbyname_ex(socket.gethostname())
+    except OSError:
+        addresses = []
+    for addr in addresses:
+        if not addr.startswith("127."):
+            return addr
+    raise ConfigError(
+        "listening on all interfaces, but no address to advertise was found: "
+        'set [sip] advertise = "HOST" in config.toml'
+    )
+
+
+class _EmbeddedUvicorn:
+    """uvicorn inside our event loop: our SIGINT/SIGTERM handling stays in charge."""
+
+    def __init__(self, config: Any) -> None:
+        import uvicorn
+
+        class _Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+        self._server = _Server(config)
+
+    @property
+    def should_exit(self) -> bool:
+        return bool(self._server.should_exit)
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._server.should_exit = value
+
+    async def serve(self, sockets: list[socket.socket]) -> None:
+        await self._server.serve(sockets=sockets)
+
+
 class Server:
-    """One running heimbuero: store, SIP core, transports."""
+    """One running heimbuero: store, SIP core, transports, and HTTP when configured."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -62,13 +111,16 @@ class Server:
         try:
             secret = bytes.fromhex(config.secret_path.read_text().strip())
         except (OSError, ValueError):
-            raise ConfigError(f"{config.secret_path} is missing or unreadable: run 'heimbuero init'") from None
+            raise ConfigError(
+                f"{config.secret_path} is missing or unreadable: run 'heimbuero init'"
+            ) from None
         sip = config.sip
         local: dict[str, tuple[str, int]] = {}
         for a in sip.listen:
-            local.setdefault(a.transport, (a.host, a.port))
+            local.setdefault(a.transport, (advertised_host(a.host, sip.advertise), a.port))
         self.location = LocationService()
         now = time.time()
+        self.started = now
         self.location.load(_from_record(r) for r in self.store.load_bindings(now))
         self.users = UserDirectory(self._fetch_account)
         self.core = SipCore(
@@ -76,7 +128,8 @@ class Server:
                 domain=config.domain,
                 local=local,
                 registrar=RegistrarSettings(
-                    min_expires=sip.min_expires, max_expires=sip.max_expires,
+                    min_expires=sip.min_expires,
+                    max_expires=sip.max_expires,
                     default_expires=sip.default_expires,
                     max_contacts_per_aor=sip.max_contacts_per_aor,
                 ),
@@ -129,6 +182,60 @@ class Server:
                 if b.received[0] == "udp" and b.expires_at > now and b.received[1] not in b.contact:
                     self.transports.send(b"\r\n\r\n", b.received)
 
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "domain": self.config.domain,
+            "uptime_s": round(now - self.started, 1),
+            "registrations": len(self.location),
+            "registered_users": sum(
+                1 for a in self.location.aors() if self.location.is_registered(a, now)
+            ),
+            "transactions": len(self.core.layer),
+            "proxied_requests_open": len(self.core.proxy),
+            "messages": dict(self.core.stats),
+        }  # fmt: skip
+
+    def registrations(self) -> list[dict[str, Any]]:
+        now = time.time()
+        return [
+            {
+                "user": b.aor,
+                "contact": b.contact,
+                "source": _peer_text(b.received),
+                "expires_in": int(b.expires_at - now),
+                "user_agent": b.user_agent,
+            }  # fmt: skip
+            for b in self.location.all_bindings()
+            if b.expires_at > now
+        ]
+
+    async def _start_http(self) -> tuple[Any, asyncio.Task[None]] | None:
+        if not self.config.http.listen:
+            return None
+        import uvicorn
+
+        from heimbuero.config import parse_host_port
+        from heimbuero.web.app import WebContext, create_app
+
+        host, port = parse_host_port(self.config.http.listen, "HTTP listen address")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(
+                f"cannot listen on http:{host}:{port}: {exc.strerror or exc}"
+            ) from None
+        app = create_app(WebContext(self.store, self.status, self.registrations))
+        server = _EmbeddedUvicorn(
+            uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        )
+        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        return server, task
+
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         for a in self.config.sip.listen:
@@ -137,13 +244,19 @@ class Server:
             except OSError as exc:
                 await self.transports.close()
                 raise ConfigError(f"cannot listen on {a}: {exc.strerror or exc}") from None
+        try:
+            http = await self._start_http()
+        except ConfigError:
+            await self.transports.close()
+            raise
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         tasks = [loop.create_task(self._persist()), loop.create_task(self._nat_keepalive())]
         listen = ", ".join(str(a) for a in self.config.sip.listen)
-        log.info("serving SIP for domain %s on %s", self.config.domain, listen)
-        print(f"heimbuero: serving SIP for {self.config.domain} on {listen}", file=sys.stderr, flush=True)
+        if http is not None:
+            listen += f", http:{self.config.http.listen}"
+        print(f"heimbuero: serving {self.config.domain} on {listen}", file=sys.stderr, flush=True)
         await stop.wait()
         log.info("stopping")
         self.core.shutdown(time.time())
@@ -154,6 +267,9 @@ class Server:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        if http is not None:
+            http[0].should_exit = True
+            await http[1]
         await self.flush_bindings(loop)
         await self.transports.close()
         self.store.close()
@@ -164,8 +280,11 @@ class Server:
 def run(config: Config) -> int:
     """Serve until SIGINT/SIGTERM; 0 after a clean stop. Raises ConfigError for unusable setup."""
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     server = Server(config)
     # Transactions and bindings are long-lived objects; keep the cyclic collector off them.
     gc.collect()
@@ -173,8 +292,6 @@ def run(config: Config) -> int:
     gc.set_threshold(50_000, 50, 100)
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a declared dependency on Linux
-        runner = asyncio.run
-    return runner(server.serve())
+        return asyncio.run(server.serve())
+    return uvloop.run(server.serve())

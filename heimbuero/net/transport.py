@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from heimbuero.sip.framing import KEEPALIVE_PONG, FramingError, StreamFramer
 
@@ -46,7 +46,7 @@ class _Udp(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.owner.on_datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -158,10 +158,10 @@ class Transports:
 
     # ------------------------------------------------------------------ inbound
 
-    def on_datagram(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+    def on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if len(data) > self.limits.max_message_size or not data.strip(b"\r\n\0 "):
             return  # oversized, or a NAT keep-alive (CRLF, NUL) that needs no answer
-        self.endpoint.receive(data, ("udp", str(addr[0]), int(addr[1])), self.clock())  # type: ignore[call-overload]
+        self.endpoint.receive(data, ("udp", str(addr[0]), int(addr[1])), self.clock())
         self.flush()
 
     def on_stream_messages(self, messages: list[bytes], peer: Peer) -> None:
@@ -227,7 +227,7 @@ class Transports:
             _, proto = await asyncio.wait_for(
                 loop.create_connection(lambda: _Tcp(self), host, port), timeout=10.0
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             log.info("TCP connection to %s:%d failed: %s", host, port, exc)
             self._connecting.pop(key, None)
             return

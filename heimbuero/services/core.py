@@ -9,12 +9,14 @@ Max-Forwards, loops, required extensions, and digest authentication of our users
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import DigestAuthenticator
@@ -37,7 +39,10 @@ from .registrar import Registrar, RegistrarSettings
 log = logging.getLogger("heimbuero.sip")
 
 SERVER_NAME = "heimbuero"
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, REFER, NOTIFY, SUBSCRIBE, PRACK"
+ALLOW = (
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, REFER, NOTIFY, "
+    "SUBSCRIBE, PRACK"
+)
 ACCEPT = "application/sdp"
 SUPPORTED = "path"  # option tags the server itself implements
 BRANCH_PREFIX = MAGIC_COOKIE + "hb"
@@ -156,10 +161,10 @@ class SipCore:
             self._pump(now)
             return
         if isinstance(msg, Response):
-            problem = msg.check()
-            if problem is not None:
+            why = msg.check()
+            if why is not None:
                 self.stats["dropped"] += 1
-                log.debug("dropped bad response from %s: %s", source, problem)
+                log.debug("dropped bad response from %s: %s", source, why)
             else:
                 self.layer.receive_response(msg, source, reliable, now)
             self._pump(now)
@@ -184,6 +189,7 @@ class SipCore:
         """Everything to send since the last call, as (bytes, destination)."""
         out = self._out
         self._out = []
+        self.stats["sent"] += len(out)
         return out
 
     def next_deadline(self) -> float | None:
@@ -216,7 +222,7 @@ class SipCore:
                 break
             for ev in events:
                 self._dispatch(ev, now)
-        self._out.extend(layer.datagrams_to_send())
+        self._out.extend(cast(list[tuple[bytes, Peer]], layer.datagrams_to_send()))
 
     def _dispatch(self, ev: object, now: float) -> None:
         if isinstance(ev, tx.ResponseReceived):
@@ -224,11 +230,12 @@ class SipCore:
         elif isinstance(ev, tx.RequestReceived):
             self._on_request(ev.txn, now)
         elif isinstance(ev, tx.AckReceived):
-            self.proxy.forward_ack(ev.request, ev.source, now)
+            self.proxy.forward_ack(ev.request, cast(Peer, ev.source), now)
         elif isinstance(ev, tx.TransactionTimeout):
             self.proxy.on_branch_failure(ev.txn, 408, now)
         elif isinstance(ev, tx.TransportFailed):
-            self.proxy.on_branch_failure(ev.txn, 503, now)
+            if isinstance(ev.txn, tx.ClientTransaction):
+                self.proxy.on_branch_failure(ev.txn, 503, now)
         elif isinstance(ev, tx.TransactionTerminated):
             self.proxy.on_terminated(ev.txn)
         elif isinstance(ev, tx.StrayResponse):
@@ -277,7 +284,9 @@ class SipCore:
             return
         unsupported = [o for o in req.get_all("proxy-require") if o]
         if for_server:
-            unsupported += [o for o in req.get_all("require") if o and o not in SUPPORTED.split(", ")]
+            unsupported += [
+                o for o in req.get_all("require") if o and o not in SUPPORTED.split(", ")
+            ]
         if unsupported:
             self.respond(txn, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
             return
@@ -380,10 +389,14 @@ class SipCore:
         if host not in self._local_hosts:
             return False
         if uri.port is None:
-            return host == self.settings.domain or any(
-                h == host and p == (5061 if uri.scheme == "sips" else 5060)
-                for h, p in self._local_hostports
-            ) or not self._local_hostports
+            return (
+                host == self.settings.domain
+                or any(
+                    h == host and p == (5061 if uri.scheme == "sips" else 5060)
+                    for h, p in self._local_hostports
+                )
+                or not self._local_hostports
+            )
         return (host, uri.port) in self._local_hostports or host == self.settings.domain
 
     def local_address(self, transport: str) -> tuple[str, int]:
@@ -430,10 +443,8 @@ class SipCore:
             req.prepend("via", str(via))
 
     def _stamp_via_best_effort(self, req: Request, source: Peer) -> None:
-        try:
+        with contextlib.suppress(ParseError):
             self._stamp_via(req, source)
-        except ParseError:
-            pass
 
     def response_destination(self, req: Request, source: Peer) -> Peer:
         """RFC 3261 §18.2.2 with RFC 3581: where responses to this request go."""
@@ -476,7 +487,9 @@ class SipCore:
         return resp
 
     def _to_tag(self, req: Request) -> str:
-        seed = f"{req.call_id}\0{req.get('from')}\0{req.get('cseq')}".encode("utf-8", "surrogateescape")
+        seed = f"{req.call_id}\0{req.get('from')}\0{req.get('cseq')}".encode(
+            "utf-8", "surrogateescape"
+        )
         return hashlib.sha1(seed, usedforsecurity=False).hexdigest()[:12]
 
     def respond(

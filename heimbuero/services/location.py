@@ -45,7 +45,9 @@ class Binding:
         self.reg_id = reg_id
 
     def __repr__(self) -> str:
-        return f"<Binding {self.aor} {self.contact} via {self.received} until {self.expires_at:.0f}>"
+        return (
+            f"<Binding {self.aor} {self.contact} via {self.received} until {self.expires_at:.0f}>"
+        )
 
 
 class LocationService:

@@ -10,6 +10,7 @@ message really came from, so that in-dialog requests (ACK, BYE, re-INVITE) find 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from typing import TYPE_CHECKING, Protocol
@@ -56,7 +57,16 @@ class NoMediaRelay:
 class Branch:
     """One forwarded copy of a request and what became of it."""
 
-    __slots__ = ("call", "txn", "request", "dest", "provisional", "done", "cancel_pending", "timed_out")
+    __slots__ = (
+        "call",
+        "txn",
+        "request",
+        "dest",
+        "provisional",
+        "done",
+        "cancel_pending",
+        "timed_out",
+    )
 
     def __init__(self, call: ProxyCall, request: Request, dest: Peer) -> None:
         self.call = call
@@ -161,7 +171,11 @@ class Proxy:
         self._fork(txn, targets, req.method in DIALOG_METHODS, now)
 
     def _fork(
-        self, txn: tx.ServerTransaction, targets: list[tuple[str, Peer]], record_route: bool, now: float
+        self,
+        txn: tx.ServerTransaction,
+        targets: list[tuple[str, Peer]],
+        record_route: bool,
+        now: float,
     ) -> None:
         core = self.core
         req = txn.request
@@ -188,7 +202,9 @@ class Proxy:
                 if dest[0] != source[0]:
                     fwd.prepend("Record-Route", _rr(out_host, out_port, dest[0]))
             branch_id = core.new_branch(req)
-            fwd.prepend("Via", f"SIP/2.0/{dest[0].upper()} {out_host}:{out_port};branch={branch_id};rport")
+            fwd.prepend(
+                "Via", f"SIP/2.0/{dest[0].upper()} {out_host}:{out_port};branch={branch_id};rport"
+            )
             self.media.on_offer(fwd, source, dest)
             branch = Branch(call, fwd, dest)
             call.branches.append(branch)
@@ -197,7 +213,7 @@ class Proxy:
             ctxn.context = branch
         if is_invite:
             call.timer_c = core.timers.call_at(
-                now + core.settings.invite_timeout, lambda t, c=call: self._timer_c(c, t)
+                now + core.settings.invite_timeout, functools.partial(self._timer_c, call)
             )
 
     # ------------------------------------------------------------------ responses
@@ -224,7 +240,7 @@ class Proxy:
             if call.timer_c is not None:
                 core.timers.cancel(call.timer_c)
                 call.timer_c = core.timers.call_at(
-                    now + core.settings.invite_timeout, lambda t, c=call: self._timer_c(c, t)
+                    now + core.settings.invite_timeout, functools.partial(self._timer_c, call)
                 )
             return
         if status < 300:
@@ -285,7 +301,9 @@ class Proxy:
     def _maybe_finish(self, call: ProxyCall, now: float) -> None:
         if call.final_sent:
             return
-        pending = [b for b in call.branches if not b.done and not (call.canceled and not b.provisional)]
+        pending = [
+            b for b in call.branches if not b.done and not (call.canceled and not b.provisional)
+        ]
         if pending:
             return
         call.final_sent = True
@@ -363,9 +381,7 @@ class Proxy:
         layer.send_request(cancel, branch.dest, branch.dest[0] != "udp", now)
         # RFC 3261 §9.1: a UAS that never answers the CANCEL with a final response to the
         # INVITE leaves the branch in Proceeding forever; give up on it after 64*T1.
-        self.core.timers.call_at(
-            now + layer.timers.b, lambda t, b=branch: self._abandon(b, t)
-        )
+        self.core.timers.call_at(now + layer.timers.b, functools.partial(self._abandon, branch))
 
     def _abandon(self, branch: Branch, now: float) -> None:
         if branch.txn is None or branch.txn.state != tx.State.PROCEEDING:
@@ -413,7 +429,9 @@ class Proxy:
             call.final_sent = True
             self._end_timer_c(call)
             core.layer.send_response(
-                call.server_txn, core.make_response(call.server_txn.request, 503, "Server shutting down"), now
+                call.server_txn,
+                core.make_response(call.server_txn.request, 503, "Server shutting down"),
+                now,
             )
 
     # ------------------------------------------------------------------ ACK for 2xx

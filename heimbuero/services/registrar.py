@@ -62,8 +62,7 @@ class Registrar:
             for b in existing:
                 if b.call_id == call_id and cseq <= b.cseq:
                     return _fail(400, "CSeq out of order")
-            removed = loc.remove_aor(aor)
-            return self._ok(aor, now, [], removed)
+            return self._ok(aor, now, [], loc.remove_aor(aor))
 
         parsed: list[tuple[Address, int]] = []
         for raw in contacts_raw:
@@ -138,7 +137,9 @@ class Registrar:
         headers: list[tuple[str, str]] = []
         for b in self.location.lookup(aor, now):
             q = f";q={b.q:g}" if b.q is not None else ""
-            headers.append(("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}{q}"))
+            headers.append(
+                ("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}{q}")
+            )
         return RegisterResult(200, "OK", headers, added, removed)
 
 

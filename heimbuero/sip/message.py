@@ -301,8 +301,6 @@ class SipURI:
         return f"{self.scheme}:{userinfo}{self.host_port()}{_format_params(self.params)}{hdrs}"
 
 
-
-
 def parse_uri(text: str) -> SipURI:
     """Parse an absolute URI; sip/sips get their parts, other schemes stay opaque."""
     scheme, colon, rest = text.partition(":")

@@ -703,6 +703,7 @@ class Server:
         sip_options: Mapping[str, object] | None = None,
         transports: Sequence[str] = ("udp", "tcp"),
         port: int | None = None,
+        http: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -713,6 +714,7 @@ class Server:
         self.sip_options = dict(sip_options or {})
         self.transports = tuple(transports)
         self.port = port or free_port()
+        self.http_port = free_port() if http else None
         self.proc: subprocess.Popen[bytes] | None = None
         self.exit_codes: list[int] = []
         self._starts = 0
@@ -797,7 +799,15 @@ class Server:
             self.set_sip_option(key, value)
 
     def serve_command(self) -> list[str]:
-        return heimbuero_command("serve", "--data", str(self.data_dir), "--sip", self.sip_listen)
+        cmd = heimbuero_command("serve", "--data", str(self.data_dir), "--sip", self.sip_listen)
+        if self.http_port is not None:
+            cmd += ["--http", f"{LOCALHOST}:{self.http_port}"]
+        return cmd
+
+    @property
+    def http_url(self) -> str:
+        assert self.http_port is not None, "start the Server with http=True"
+        return f"http://{LOCALHOST}:{self.http_port}"
 
     # -- process ----------------------------------------------------------------------------
 

@@ -37,13 +37,17 @@ class Net:
     def __init__(self) -> None:
         self.now = 1_000_000.0
         self.core = SipCore(
-            CoreSettings(domain=DOMAIN, local={"udp": PROXY, "tcp": PROXY}, trusted_peers=("127.0.0.9",)),
+            CoreSettings(
+                domain=DOMAIN, local={"udp": PROXY, "tcp": PROXY}, trusted_peers=("127.0.0.9",)
+            ),
             UserDirectory(_account),
             LocationService(),
             DigestAuthenticator(DOMAIN, b"k" * 32, ("MD5", "SHA-256")),
         )
 
-    def send(self, msg: str | bytes, src: tuple[str, str, int]) -> list[tuple[Request | Response, tuple[str, str, int]]]:
+    def send(
+        self, msg: str | bytes, src: tuple[str, str, int]
+    ) -> list[tuple[Request | Response, tuple[str, str, int]]]:
         data = msg.encode() if isinstance(msg, str) else msg
         self.core.receive(data, src, self.now)
         return self.drain()
@@ -80,7 +84,8 @@ def req(
     host, port = src[1], src[2]
     lines = [
         f"{method} {ruri} SIP/2.0",
-        f"Via: SIP/2.0/{src[0].upper()} {host}:{port};branch={branch or 'z9hG4bK' + str(next(_seq))};rport",
+        f"Via: SIP/2.0/{src[0].upper()} {host}:{port};"
+        f"branch={branch or 'z9hG4bK' + str(next(_seq))};rport",
         f"From: <sip:{user}@{DOMAIN}>;tag=f{user}",
         f"To: <{to}>" + (f";tag={to_tag}" if to_tag else ""),
         f"Call-ID: {call_id or 'call' + str(next(_seq))}",
@@ -107,7 +112,9 @@ def authorize(r: Request, challenge: Response, user: str, header: str = "Authori
     out = r.copy()
     out.set("CSeq", f"{r.cseq[0] + 1} {r.method}")
     out.pop_first_value("via")
-    out.prepend("via", f"SIP/2.0/UDP {r.top_via.host}:{r.top_via.port};branch=z9hG4bK{next(_seq)};rport")
+    out.prepend(
+        "via", f"SIP/2.0/UDP {r.top_via.host}:{r.top_via.port};branch=z9hG4bK{next(_seq)};rport"
+    )
     out.add(
         header,
         f'Digest username="{user}", realm="{ch["realm"]}", nonce="{ch["nonce"]}", uri="{r.uri}", '
@@ -120,7 +127,9 @@ def only(out: list, kind: type) -> list:
     return [m for m, _ in out if isinstance(m, kind)]
 
 
-def register(net: Net, user: str, src: tuple[str, str, int], contact: str | None = None) -> Response:
+def register(
+    net: Net, user: str, src: tuple[str, str, int], contact: str | None = None
+) -> Response:
     r = req("REGISTER", f"sip:{DOMAIN}", src, user, f"sip:{user}@{DOMAIN}", contact=contact)
     [(challenge, dest)] = net.send(r.serialize(), src)
     assert isinstance(challenge, Response) and challenge.status == 401
@@ -140,14 +149,20 @@ def invite(net: Net, caller: str, callee: str, src: tuple[str, str, int]) -> tup
 
 
 def ack_for(r: Request, resp: Response) -> Request:
-    a = Request("ACK", r.uri, [list(h) for h in r.headers if h[0] in ("via", "from", "call-id", "max-forwards")])
+    a = Request(
+        "ACK",
+        r.uri,
+        [list(h) for h in r.headers if h[0] in ("via", "from", "call-id", "max-forwards")],
+    )
     a.add("To", resp.get("to") or "")
     a.add("CSeq", f"{r.cseq[0]} ACK")
     return a
 
 
 def answer(fwd: Request, status: int, tag: str = "callee", contact: str | None = None) -> Response:
-    hdrs = [list(h) for h in fwd.headers if h[0] in ("via", "from", "call-id", "cseq", "record-route")]
+    hdrs = [
+        list(h) for h in fwd.headers if h[0] in ("via", "from", "call-id", "cseq", "record-route")
+    ]
     resp = Response(status, "Reason", hdrs)
     to = fwd.get("to") or ""
     resp.add("To", to if status == 100 else f"{to};tag={tag}")
@@ -210,7 +225,9 @@ def test_invite_forks_to_all_contacts_first_2xx_wins_other_cancelled() -> None:
         out = net.send(answer(f, 180, tag=f"t{dest[2]}").serialize(), dest)
         assert [m.status for m in only(out, Response)] == [180]
         assert len(only(out, Response)[0].vias) == 1
-    out = net.send(answer(fwds[BOB2], 200, tag="t40003", contact="sip:bob@192.168.1.20:5060").serialize(), BOB2)
+    out = net.send(
+        answer(fwds[BOB2], 200, tag="t40003", contact="sip:bob@192.168.1.20:5060").serialize(), BOB2
+    )
     sent = [(m, d) for m, d in out]
     ok = [m for m, d in sent if isinstance(m, Response)]
     cancels = [(m, d) for m, d in sent if isinstance(m, Request) and m.method == "CANCEL"]
@@ -224,7 +241,8 @@ def test_invite_forks_to_all_contacts_first_2xx_wins_other_cancelled() -> None:
         "ACK", "sip:bob@192.168.1.20:5060;alias=127.0.0.1~40003~udp",
         [["via", "Via", f"SIP/2.0/UDP 127.0.0.1:{ALICE[2]};branch=z9hG4bKack1;rport"],
          ["route", "Route", "<sip:127.0.0.1:5060;lr>"],
-         ["from", "From", inv.get("from") or ""], ["to", "To", (inv.get("to") or "") + ";tag=t40003"],
+         ["from", "From", inv.get("from") or ""],
+         ["to", "To", (inv.get("to") or "") + ";tag=t40003"],
          ["call-id", "Call-ID", inv.call_id], ["cseq", "CSeq", f"{inv.cseq[0]} ACK"],
          ["max-forwards", "Max-Forwards", "70"]],
     )  # fmt: skip
@@ -248,7 +266,11 @@ def test_busy_everywhere_gives_486_and_caller_cancel_gives_487() -> None:
     inv, out = invite(net, "alice", "bob", ALICE)
     [(fwd, dest)] = [(m, d) for m, d in out if isinstance(m, Request)]
     net.send(answer(fwd, 180).serialize(), dest)
-    cancel = Request("CANCEL", inv.uri, [list(h) for h in inv.headers if h[0] in ("via", "from", "to", "call-id", "max-forwards")])
+    cancel = Request(
+        "CANCEL",
+        inv.uri,
+        [list(h) for h in inv.headers if h[0] in ("via", "from", "to", "call-id", "max-forwards")],
+    )
     cancel.add("CSeq", f"{inv.cseq[0]} CANCEL")
     out = net.send(cancel.serialize(), ALICE)
     assert [m.status for m in only(out, Response)] == [200]
@@ -293,7 +315,14 @@ def test_max_forwards_zero_and_loop() -> None:
 
 def test_unsupported_proxy_require_and_uri_scheme() -> None:
     net = Net()
-    r = req("OPTIONS", f"sip:bob@{DOMAIN}", ALICE, "alice", f"sip:bob@{DOMAIN}", extra=["Proxy-Require: foo"])
+    r = req(
+        "OPTIONS",
+        f"sip:bob@{DOMAIN}",
+        ALICE,
+        "alice",
+        f"sip:bob@{DOMAIN}",
+        extra=["Proxy-Require: foo"],
+    )
     [(resp, _)] = net.send(r.serialize(), ALICE)
     assert resp.status == 420 and resp.get("unsupported") == "foo"
     r = req("OPTIONS", "tel:+4930123", ALICE, "alice", f"sip:bob@{DOMAIN}")

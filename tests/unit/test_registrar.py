@@ -7,7 +7,9 @@ from heimbuero.sip.message import Request, parse
 SRC = ("udp", "203.0.113.7", 40123)
 
 
-def register(contacts: list[str], cseq: int = 1, call_id: str = "c1", expires: str | None = None) -> Request:
+def register(
+    contacts: list[str], cseq: int = 1, call_id: str = "c1", expires: str | None = None
+) -> Request:
     lines = [
         "REGISTER sip:example.com SIP/2.0",
         "Via: SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKr" + str(cseq),
@@ -27,7 +29,12 @@ def register(contacts: list[str], cseq: int = 1, call_id: str = "c1", expires: s
 
 def make() -> tuple[Registrar, LocationService]:
     loc = LocationService()
-    return Registrar(RegistrarSettings(min_expires=60, max_expires=3600, default_expires=600, max_contacts_per_aor=3), loc), loc
+    return Registrar(
+        RegistrarSettings(
+            min_expires=60, max_expires=3600, default_expires=600, max_contacts_per_aor=3
+        ),
+        loc,
+    ), loc
 
 
 def test_binding_stores_source_address_for_nat() -> None:

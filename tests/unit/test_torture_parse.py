@@ -16,7 +16,6 @@ Verdicts:
 from __future__ import annotations
 
 import hashlib
-
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
