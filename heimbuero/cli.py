@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import secrets
 import socket
@@ -13,14 +14,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from heimbuero import __version__, config
 from heimbuero.config import Config, ConfigError
-from heimbuero.office import accounts
-from heimbuero.store import SchemaError, Store, StoreError
+from heimbuero.office import accounts, directory
+from heimbuero.office.model import Client, Group, Trunk
+from heimbuero.store import NotFound, SchemaError, Store, StoreError
 
 PROG = "heimbuero"
 ERROR_PREFIX = f"{PROG}: error: "
@@ -184,6 +186,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         store.close()
     verb = "kept    " if current else ("migrated" if existed else "created ")
     print(f"{verb} {cfg.db_path}")
+    if args.demo:
+        _seed_demo(cfg)
     return 0
 
 
@@ -246,6 +250,518 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(cfg)
 
 
+# -- office commands -----------------------------------------------------------------------
+
+
+def _split(value: str | None) -> list[str]:
+    return [p.strip() for p in (value or "").split(",") if p.strip()]
+
+
+def _table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+
+
+def _seed_demo(cfg: Config) -> None:
+    from heimbuero.office.demo import seed_demo
+
+    with _open_store(str(cfg.data_dir)) as (_cfg, store):
+        if store.list_clients():
+            print("kept     the office data (it has clients already; no demo seeded)")
+            return
+        passwords = seed_demo(store, cfg.domain)
+    print("seeded   the demo office (see README, 'Demo'); passwords, shown only this once:")
+    width = max(len(n) for n in passwords)
+    for name, password in passwords.items():
+        print(f"  {name:<{width}}  {password}")
+    print("change one with 'heimbuero user passwd NAME --password PW'")
+
+
+def cmd_rules_export(args: argparse.Namespace) -> int:
+    """Print a client's rules document (YAML, or JSON with --json)."""
+    from heimbuero.office.rules_doc import dump_rules_document, to_yaml
+
+    client = directory.validate_slug(args.client)
+    with _open_store(args.data) as (_cfg, store):
+        if store.get_client(client) is None:
+            raise NotFound("client", client)
+        doc = dump_rules_document(client, store.load_directory())
+    if args.json:
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(to_yaml(doc))
+    return 0
+
+
+def cmd_rules_import(args: argparse.Namespace) -> int:
+    """Replace a client's rules with a document; every problem is reported, nothing changed."""
+    from heimbuero.office.rules_doc import RulesError, from_text
+
+    client = directory.validate_slug(args.client)
+    path = Path(args.file)
+    text = sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")
+    with _open_store(args.data) as (_cfg, store):
+        try:
+            doc = from_text(text)
+            if not isinstance(doc, dict):
+                return _fail(f"{args.file}: the rules document must be a mapping")
+            parsed = store.save_rules(client, doc)
+        except RulesError as exc:
+            problems = list(getattr(exc, "problems", [])) or [("", str(exc))]
+            for where, message in problems:
+                sys.stderr.write(f"{ERROR_PREFIX}{args.file}: {where}: {message}\n")
+            sys.stderr.write(f"{ERROR_PREFIX}{args.file}: rules not imported, nothing changed\n")
+            return 1
+    count = sum(len(n.rules) for n in parsed.values())
+    print(f"imported {count} rules for {len(parsed)} numbers of client {client}")
+    return 0
+
+
+def cmd_route_simulate(args: argparse.Namespace) -> int:
+    """Show which rule a call to NUMBER matches and the steps it rings."""
+    with _open_store(args.data) as (_cfg, store):
+        plan = directory.simulate_call(store, args.number, args.at)
+    if args.json:
+        print(json.dumps(plan.to_json(), ensure_ascii=False))
+        return 0
+    print(f"number  {plan.number}")
+    print(f"client  {plan.client or '-'}")
+    print(f"rule    {plan.rule if plan.rule is not None else '(provider default plan)'}")
+    print(f"why     {plan.reason}")
+    if not plan.steps:
+        print("steps   none: the call is refused")
+    for i, step in enumerate(plan.steps, 1):
+        print(f"step {i}  ring {', '.join(step.targets)} for {step.timeout} s")
+    return 0
+
+
+def cmd_client_add(args: argparse.Namespace) -> int:
+    client = Client(
+        id=directory.validate_slug(args.id),
+        name=args.name,
+        trade=args.trade,
+        contact_person=args.contact,
+        greeting=args.greeting,
+        notes=args.notes,
+        timezone=directory.validate_timezone(args.timezone),
+        bundesland=directory.validate_bundesland(args.bundesland),
+    )
+    with _open_store(args.data) as (_cfg, store):
+        store.add_client(client)
+    print(f"added client {client.id} ({client.name}, {client.bundesland}, {client.timezone})")
+    return 0
+
+
+def cmd_client_list(args: argparse.Namespace) -> int:
+    with _open_store(args.data) as (_cfg, store):
+        clients = store.list_clients()
+        numbers = store.list_numbers()
+    if not clients:
+        print("no clients yet: add one with 'heimbuero client add ID --name NAME'")
+        return 0
+    by_client: dict[str, list[str]] = {}
+    for n in numbers:
+        by_client.setdefault(n.client, []).append(n.e164)
+    rows = [("ID", "NAME", "BUNDESLAND", "TIMEZONE", "NUMBERS")]
+    rows += [
+        (c.id, c.name, c.bundesland, c.timezone, ", ".join(by_client.get(c.id, [])) or "-")
+        for c in clients
+    ]
+    _table(rows)
+    return 0
+
+
+def cmd_client_remove(args: argparse.Namespace) -> int:
+    client = directory.validate_slug(args.id)
+    with _open_store(args.data) as (_cfg, store):
+        if not store.remove_client(client):
+            raise NotFound("client", client)
+    print(f"removed client {client} with its numbers, rules and override")
+    return 0
+
+
+def cmd_number_add(args: argparse.Namespace) -> int:
+    e164 = directory.validate_e164(args.number)
+    client = directory.validate_slug(args.client)
+    with _open_store(args.data) as (_cfg, store):
+        store.add_number(e164, client)
+    print(f"added number {e164} to client {client}")
+    return 0
+
+
+def cmd_number_list(args: argparse.Namespace) -> int:
+    with _open_store(args.data) as (_cfg, store):
+        numbers = store.list_numbers(args.client)
+    if not numbers:
+        print("no numbers yet: add one with 'heimbuero number add NUMBER --client ID'")
+        return 0
+    _table([("NUMBER", "CLIENT")] + [(n.e164, n.client) for n in numbers])
+    return 0
+
+
+def cmd_number_remove(args: argparse.Namespace) -> int:
+    e164 = directory.validate_e164(args.number)
+    with _open_store(args.data) as (_cfg, store):
+        if not store.remove_number(e164):
+            raise NotFound("number", e164)
+    print(f"removed number {e164}")
+    return 0
+
+
+def cmd_user_set(args: argparse.Namespace) -> int:
+    """Set a user's client, display name and mobile."""
+    changes: dict[str, Any] = {}
+    if args.client is not None:
+        changes["client"] = directory.validate_slug(args.client) if args.client else None
+    if args.display_name is not None:
+        changes["display_name"] = args.display_name or None
+    if args.mobile is not None:
+        changes["mobile"] = directory.validate_e164(args.mobile, "mobile") if args.mobile else None
+    name = accounts.validate_name(args.name)
+    with _open_store(args.data) as (_cfg, store):
+        user = store.user_update(name, **changes)
+    print(
+        f"user {user.name}: client {user.client or '-'}, display name "
+        f"{user.display_name or '-'}, mobile {user.mobile or '-'}"
+    )
+    return 0
+
+
+def cmd_group_add(args: argparse.Namespace) -> int:
+    name = directory.validate_slug(args.name, "group name")
+    members = [accounts.validate_name(m) for m in _split(args.members)]
+    group = Group(name, directory.validate_strategy(args.strategy), tuple(members))
+    with _open_store(args.data) as (_cfg, store):
+        store.add_group(group)
+    print(f"added group {name} ({group.strategy}): {', '.join(members) or 'no members'}")
+    return 0
+
+
+def cmd_group_set(args: argparse.Namespace) -> int:
+    name = directory.validate_slug(args.name, "group name")
+    strategy = None if args.strategy is None else directory.validate_strategy(args.strategy)
+    members = None
+    if args.members is not None:
+        members = [accounts.validate_name(m) for m in _split(args.members)]
+    with _open_store(args.data) as (_cfg, store):
+        group = store.update_group(name, strategy, members)
+    print(f"group {name} ({group.strategy}): {', '.join(group.members) or 'no members'}")
+    return 0
+
+
+def cmd_group_list(args: argparse.Namespace) -> int:
+    with _open_store(args.data) as (_cfg, store):
+        groups = store.list_groups()
+    if not groups:
+        print("no groups yet: add one with 'heimbuero group add NAME --members a,b'")
+        return 0
+    _table(
+        [("NAME", "STRATEGY", "MEMBERS")]
+        + [(g.name, g.strategy, ", ".join(g.members) or "-") for g in groups]
+    )
+    return 0
+
+
+def cmd_group_remove(args: argparse.Namespace) -> int:
+    with _open_store(args.data) as (_cfg, store):
+        if not store.remove_group(args.name):
+            raise NotFound("group", args.name)
+    print(f"removed group {args.name}")
+    return 0
+
+
+def _trunk_changes(args: argparse.Namespace) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.address is not None:
+        changes["host"], changes["port"] = directory.parse_address(args.address)
+    if args.transport is not None:
+        changes["transport"] = directory.validate_transport(args.transport)
+    if args.prefixes is not None:
+        changes["prefixes"] = tuple(directory.validate_prefix(p) for p in _split(args.prefixes))
+    if args.username is not None:
+        changes["username"] = args.username or None
+    if args.password is not None:
+        changes["password"] = args.password or None
+    if args.register is not None:
+        changes["register"] = args.register
+    return changes
+
+
+def _trunk_line(t: Trunk) -> str:
+    reg = f", registers as {t.username}" if t.register else ""
+    return (
+        f"trunk {t.name}: {t.transport}:{t.host}:{t.port}, "
+        f"outbound prefixes {', '.join(t.prefixes) or 'none'}{reg}"
+    )
+
+
+def cmd_trunk_add(args: argparse.Namespace) -> int:
+    name = directory.validate_slug(args.name, "trunk name")
+    changes = _trunk_changes(args)
+    trunk = replace(Trunk(name=name, host="", prefixes=("+49",)), **changes)
+    if trunk.register and not (trunk.username and trunk.password):
+        return _fail("--register needs --username and --password")
+    with _open_store(args.data) as (_cfg, store):
+        store.add_trunk(trunk)
+    print("added " + _trunk_line(trunk))
+    return 0
+
+
+def cmd_trunk_set(args: argparse.Namespace) -> int:
+    name = directory.validate_slug(args.name, "trunk name")
+    with _open_store(args.data) as (_cfg, store):
+        trunk = store.update_trunk(name, **_trunk_changes(args))
+    print(_trunk_line(trunk))
+    return 0
+
+
+def cmd_trunk_list(args: argparse.Namespace) -> int:
+    with _open_store(args.data) as (_cfg, store):
+        trunks = store.list_trunks()
+    if not trunks:
+        print("no trunks yet: add one with 'heimbuero trunk add NAME --address HOST:PORT'")
+        return 0
+    _table(
+        [("NAME", "ADDRESS", "PREFIXES", "REGISTER")]
+        + [
+            (
+                t.name,
+                f"{t.transport}:{t.host}:{t.port}",
+                ",".join(t.prefixes) or "-",
+                t.username if t.register and t.username else "no",
+            )
+            for t in trunks
+        ]
+    )
+    return 0
+
+
+def cmd_trunk_remove(args: argparse.Namespace) -> int:
+    with _open_store(args.data) as (_cfg, store):
+        if not store.remove_trunk(args.name):
+            raise NotFound("trunk", args.name)
+    print(f"removed trunk {args.name}")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    name = accounts.validate_name(args.user)
+    with _open_store(args.data) as (_cfg, store):
+        _meta, token = store.create_token(name, args.name)
+    print(f"API token {args.name!r} of user {name} (shown only this once; send it as")
+    print("'Authorization: Bearer TOKEN'):")
+    print(token)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    with _open_store(args.data) as (_cfg, store):
+        tokens = store.list_tokens(args.user)
+    if not tokens:
+        print("no API tokens")
+        return 0
+    fmt = "%Y-%m-%d %H:%M"
+    _table(
+        [("USER", "NAME", "CREATED (UTC)", "LAST USED (UTC)")]
+        + [
+            (
+                t.user,
+                t.name,
+                t.created_at.strftime(fmt),
+                t.last_used.strftime(fmt) if t.last_used else "never",
+            )
+            for t in tokens
+        ]
+    )
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    name = accounts.validate_name(args.user)
+    with _open_store(args.data) as (_cfg, store):
+        if not store.revoke_token(name, args.name):
+            raise NotFound("token", f"{name}/{args.name}")
+    print(f"revoked API token {args.name!r} of user {name}")
+    return 0
+
+
+def cmd_calls_list(args: argparse.Namespace) -> int:
+    with _open_store(args.data) as (_cfg, store):
+        records = store.list_call_records(args.client, limit=args.limit)
+    if not records:
+        print("no call records")
+        return 0
+    rows = [("STARTED (UTC)", "CLIENT", "NUMBER", "CALLER", "RULE", "STEP", "ANSWERED BY",
+             "RING s", "TALK s", "RESULT")]  # fmt: skip
+    rows += [
+        (
+            r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.client or "-",
+            r.number,
+            r.caller,
+            r.rule or "-",
+            "-" if r.step is None else str(r.step),
+            r.answered_by or "-",
+            f"{r.ring_seconds:.1f}",
+            f"{r.talk_seconds:.1f}",
+            r.result or "in progress",
+        )
+        for r in records
+    ]
+    _table(rows)
+    return 0
+
+
+def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
+    """Parsers of rules, route, client, number, group, trunk, token and calls."""
+    rules = commands.add_parser(
+        "rules",
+        help="export or import a client's rules document",
+        description="A client's call-forwarding rules as a YAML document (docs/ROUTING.md).",
+    )
+    sub = rules.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
+    p = sub.add_parser("export", parents=[data], help="print a client's rules (YAML)")
+    p.add_argument("client", metavar="CLIENT", help="client id")
+    p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    p.set_defaults(func=cmd_rules_export)
+    p = sub.add_parser(
+        "import",
+        parents=[data],
+        help="replace a client's rules with a document",
+        description="Validate FILE (YAML or JSON; - reads stdin) and make it the client's "
+        "rules. When it is invalid every problem is printed with its path and nothing changes.",
+    )
+    p.add_argument("client", metavar="CLIENT", help="client id")
+    p.add_argument("file", metavar="FILE", help="rules document (YAML or JSON), - for stdin")
+    p.set_defaults(func=cmd_rules_import)
+
+    route = commands.add_parser("route", help="simulate the routing of a call")
+    sub = route.add_subparsers(dest="route_command", metavar="ACTION", required=True)
+    p = sub.add_parser(
+        "simulate",
+        parents=[data],
+        help="show which rule a call matches and the steps it rings",
+        description="Route a call to NUMBER with the stored rules and overrides (nobody "
+        "registered) and print the matched rule and steps.",
+    )
+    p.add_argument("number", metavar="NUMBER", help="dialled number, E.164 (+49891234567)")
+    p.add_argument(
+        "--at",
+        metavar="ISO-8601",
+        help="when the call comes in (default now); without an offset it is the client's "
+        "local time",
+    )
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_route_simulate)
+
+    client = commands.add_parser("client", help="add, list or remove client businesses")
+    sub = client.add_subparsers(dest="client_command", metavar="ACTION", required=True)
+    p = sub.add_parser("add", parents=[data], help="add a client business")
+    p.add_argument("id", metavar="ID", help="client id: a-z 0-9 _ - (e.g. mueller)")
+    p.add_argument("--name", required=True, help='business name ("Tischlerei Müller")')
+    p.add_argument("--trade", default="", help="trade, e.g. Tischlerei")
+    p.add_argument("--contact", default="", help="contact person")
+    p.add_argument("--greeting", default="", help="what agents say when answering")
+    p.add_argument("--notes", default="", help="notes for agents")
+    p.add_argument("--timezone", default="Europe/Berlin", help="IANA zone (Europe/Berlin)")
+    p.add_argument("--bundesland", default="BY", help="German state for holidays (default BY)")
+    p.set_defaults(func=cmd_client_add)
+    p = sub.add_parser("list", parents=[data], help="list client businesses")
+    p.set_defaults(func=cmd_client_list)
+    p = sub.add_parser("remove", parents=[data], help="remove a client and its numbers/rules")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=cmd_client_remove)
+
+    number = commands.add_parser("number", help="add, list or remove client phone numbers")
+    sub = number.add_subparsers(dest="number_command", metavar="ACTION", required=True)
+    p = sub.add_parser("add", parents=[data], help="give a client a phone number")
+    p.add_argument("number", metavar="NUMBER", help="E.164, e.g. +49891234567")
+    p.add_argument("--client", required=True, metavar="ID", help="client id")
+    p.set_defaults(func=cmd_number_add)
+    p = sub.add_parser("list", parents=[data], help="list numbers")
+    p.add_argument("--client", metavar="ID", help="only this client's numbers")
+    p.set_defaults(func=cmd_number_list)
+    p = sub.add_parser("remove", parents=[data], help="remove a number")
+    p.add_argument("number", metavar="NUMBER")
+    p.set_defaults(func=cmd_number_remove)
+
+    group = commands.add_parser("group", help="add, change, list or remove agent groups")
+    sub = group.add_subparsers(dest="group_command", metavar="ACTION", required=True)
+    strategies = "ring_all (default), longest_idle or round_robin"
+    p = sub.add_parser("add", parents=[data], help="add an agent group")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--strategy", default="ring_all", help=strategies)
+    p.add_argument("--members", default="", metavar="a,b", help="user names, comma separated")
+    p.set_defaults(func=cmd_group_add)
+    p = sub.add_parser("set", parents=[data], help="change a group's strategy or members")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--strategy", help=strategies)
+    p.add_argument("--members", metavar="a,b", help="replace the members (comma separated)")
+    p.set_defaults(func=cmd_group_set)
+    p = sub.add_parser("list", parents=[data], help="list groups")
+    p.set_defaults(func=cmd_group_list)
+    p = sub.add_parser("remove", parents=[data], help="remove a group no rule uses")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_group_remove)
+
+    trunk = commands.add_parser("trunk", help="add, change, list or remove carrier trunks")
+    sub = trunk.add_subparsers(dest="trunk_command", metavar="ACTION", required=True)
+    for action, func, required in (("add", cmd_trunk_add, True), ("set", cmd_trunk_set, False)):
+        p = sub.add_parser(
+            action,
+            parents=[data],
+            help="add a carrier trunk" if required else "change a trunk (e.g. its address)",
+        )
+        p.add_argument("name", metavar="NAME")
+        p.add_argument(
+            "--address", required=required, metavar="HOST:PORT", help="the carrier's SIP peer"
+        )
+        p.add_argument("--transport", help="udp (default) or tcp")
+        p.add_argument(
+            "--prefixes", metavar="+49,+43", help="number prefixes allowed outbound (default +49)"
+        )
+        p.add_argument("--username", help="user name for registering to the carrier")
+        p.add_argument(
+            "--password",
+            help="password for registering to the carrier (stored in clear: it is sent to the "
+            "carrier; visible in the process list while the command runs)",
+        )
+        p.add_argument(
+            "--register",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="register to the carrier with --username/--password",
+        )
+        p.set_defaults(func=func)
+    p = sub.add_parser("list", parents=[data], help="list trunks")
+    p.set_defaults(func=cmd_trunk_list)
+    p = sub.add_parser("remove", parents=[data], help="remove a trunk")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_trunk_remove)
+
+    token = commands.add_parser("token", help="create, list or revoke API tokens")
+    sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    p = sub.add_parser("create", parents=[data], help="create an API token (shown once)")
+    p.add_argument("user", metavar="USER")
+    p.add_argument("--name", required=True, help="what the token is for, e.g. ci")
+    p.set_defaults(func=cmd_token_create)
+    p = sub.add_parser("list", parents=[data], help="list API tokens")
+    p.add_argument("--user", metavar="USER", help="only this user's tokens")
+    p.set_defaults(func=cmd_token_list)
+    p = sub.add_parser("revoke", parents=[data], help="revoke an API token")
+    p.add_argument("user", metavar="USER")
+    p.add_argument("--name", required=True)
+    p.set_defaults(func=cmd_token_revoke)
+
+    calls = commands.add_parser("calls", help="list call records")
+    sub = calls.add_subparsers(dest="calls_command", metavar="ACTION", required=True)
+    p = sub.add_parser("list", parents=[data], help="list call records, newest first")
+    p.add_argument("--client", metavar="ID", help="only this client's calls")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.set_defaults(func=cmd_calls_list)
+
+
 # -- parser --------------------------------------------------------------------------------
 
 
@@ -279,6 +795,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_domain_type,
         help="SIP domain and digest realm, the host part of sip:USER@DOMAIN "
         "(default: this machine's fully qualified host name, else localhost)",
+    )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="seed the demo office (provider, agents, two clients with numbers and rules, a "
+        "trunk) when it has no clients yet, and print the generated passwords once",
     )
     p.set_defaults(func=cmd_init)
 
@@ -337,6 +859,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="user name")
     p.set_defaults(func=cmd_user_remove)
 
+    p = user_commands.add_parser(
+        "set",
+        parents=[data],
+        help="set a user's client, display name or mobile",
+        description="Set the client business a user belongs to, its display name and its "
+        "mobile number (an empty value clears it).",
+    )
+    p.add_argument("name", metavar="NAME", help="user name")
+    p.add_argument("--client", metavar="ID", help="client id (client and employee users)")
+    p.add_argument("--display-name", metavar="TEXT", help="name shown on phones")
+    p.add_argument("--mobile", metavar="E164", help="mobile number, e.g. +491701111111")
+    p.set_defaults(func=cmd_user_set)
+
     p = commands.add_parser(
         "serve",
         parents=[data],
@@ -357,6 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP listen address",
     )
     p.set_defaults(func=cmd_serve)
+    _add_office_parsers(commands, data)
     return parser
 
 
@@ -370,7 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ConfigError, accounts.AccountError, StoreError) as exc:
+    except (ConfigError, accounts.AccountError, StoreError, directory.DirectoryError) as exc:
         return _fail(str(exc))
     except SQLAlchemyError as exc:
         return _fail(f"database: {_sql_message(exc)}")

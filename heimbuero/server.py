@@ -12,10 +12,13 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from heimbuero.config import Config, ConfigError
 from heimbuero.net.transport import TransportLimits, Transports
+from heimbuero.office.model import Directory, Override
+from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
 from heimbuero.services.location import Binding, LocationService, Peer
@@ -27,6 +30,29 @@ from heimbuero.store.db import BindingRecord, Store
 log = logging.getLogger("heimbuero")
 
 PERSIST_INTERVAL = 1.0  # seconds between batched writes of registration changes
+OFFICE_RELOAD_INTERVAL = 3.0  # seconds until configuration changes reach call routing
+
+
+class _StoreCallLog:
+    """Call records and overrides written to the store as they happen (none may be lost)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def call_started(
+        self, call_id: str, number: str, caller: str, at: datetime,
+        client: str | None, rule: str | None,
+    ) -> int:  # fmt: skip
+        return self.store.add_call_record(call_id, number, caller[:200], at, client, rule)
+
+    def call_updated(self, record_id: int, **fields: object) -> None:
+        self.store.update_call_record(record_id, **fields)
+
+    def override_changed(self, client: str, override: Override | None) -> None:
+        if override is None:
+            self.store.clear_override(client)
+        else:
+            self.store.set_override(override)
 
 
 def _peer_text(p: Peer) -> str:
@@ -151,12 +177,18 @@ class Server:
             ),
         )
         self.core.is_connected = self.transports.is_connected
+        closed = self.store.close_open_call_records(datetime.now(UTC))
+        if closed:
+            log.info("closed %d call records left open by the last stop", closed)
+        self.calls = CallRouting(self.core, _StoreCallLog(self.store))
+        self.calls.update(self.store.load_directory(), self.store.list_overrides(datetime.now(UTC)))
+        self.core.calls = self.calls
 
     def _fetch_account(self, name: str) -> Account | None:
-        u = self.store.get_user(name)
-        if u is None:
+        found = self.store.get_credentials(name)
+        if found is None:
             return None
-        return Account(u.name, u.role, u.ha1_md5, u.ha1_sha256)
+        return Account(name, *found)
 
     async def _persist(self) -> None:
         """Write registration changes in batches, off the event loop's thread."""
@@ -171,6 +203,21 @@ class Server:
         ups, dels = self.location.take_changes()
         records = [_to_record(b) for b in ups]
         await loop.run_in_executor(None, self.store.save_bindings, records, dels)
+
+    async def _reload_office(self) -> None:
+        """Pick up clients, numbers, rules and overrides changed through the CLI or HTTP API."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(OFFICE_RELOAD_INTERVAL)
+            try:
+                directory, overrides = await loop.run_in_executor(None, self._load_office)
+            except Exception:  # a bad row must not stop call routing with the old config
+                log.exception("reloading the office configuration failed; keeping the last one")
+                continue
+            self.calls.update(directory, overrides)
+
+    def _load_office(self) -> tuple[Directory, list[Override]]:
+        return self.store.load_directory(), self.store.list_overrides(datetime.now(UTC))
 
     async def _nat_keepalive(self) -> None:
         """Send a CRLFCRLF ping to each UDP device behind NAT so its router keeps the mapping."""
@@ -252,7 +299,11 @@ class Server:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        tasks = [loop.create_task(self._persist()), loop.create_task(self._nat_keepalive())]
+        tasks = [
+            loop.create_task(self._persist()),
+            loop.create_task(self._nat_keepalive()),
+            loop.create_task(self._reload_office()),
+        ]
         listen = ", ".join(str(a) for a in self.config.sip.listen)
         if http is not None:
             listen += f", http:{self.config.http.listen}"
@@ -260,6 +311,7 @@ class Server:
         await stop.wait()
         log.info("stopping")
         self.core.shutdown(time.time())
+        self.calls.close_all(time.time())
         self.transports.flush()
         await asyncio.sleep(0.05)  # let the final answers and CANCELs leave the sockets
         for t in tasks:

@@ -31,6 +31,7 @@ from heimbuero.sip.message import (
     parse_address,
 )
 
+from .calls import CallRouting
 from .credentials import UserDirectory
 from .location import Binding, LocationService, Peer
 from .proxy import Proxy
@@ -143,6 +144,7 @@ class SipCore:
         self._auth_failures: dict[str, list[float]] = {}
         self.stats = {"received": 0, "sent": 0, "dropped": 0, "rejected": 0}
         self.on_bindings_changed: Callable[[list[Binding], list[Binding]], None] | None = None
+        self.calls: CallRouting | None = None  # calls to client numbers, when the office is set up
 
     # ------------------------------------------------------------------ network-facing API
 
@@ -304,6 +306,7 @@ class SipCore:
             return
 
         in_dialog = routed_to_us and bool(req.to.tag)
+        user: str | None = None
         if not in_dialog and not self.is_trusted(source):
             user = self.authenticate(txn, now, proxy=True)
             if user is None:
@@ -311,6 +314,25 @@ class SipCore:
             if req.from_.uri.user is None or req.from_.uri.user.lower() != user:
                 self.respond(txn, 403, now, reason="From does not match the authenticated user")
                 return
+        calls = self.calls
+        if calls is not None:
+            if in_dialog:
+                if method == "BYE":
+                    calls.on_bye(req.call_id, now)
+            elif method == "INVITE" and self.is_local_uri(uri) and not req.get("route"):
+                if user is not None:
+                    answer = calls.feature(user, uri.user or "", now)
+                    if answer is not None:
+                        code, text = answer[0], _short(answer[1])
+                        reason = [("Reason", f'SIP;cause={code};text="{text}"')]
+                        self.respond(txn, code, now, reason=text, headers=reason)
+                        return
+                number = calls.number_of(uri.user)
+                if number is not None:
+                    caller = str(req.from_.uri)
+                    run = calls.start(number, req.call_id, caller, user, now)
+                    self.proxy.execute_plan(txn, run, now)
+                    return
         self.proxy.route_request(txn, in_dialog, now)
 
     def _on_register(self, txn: tx.ServerTransaction, now: float) -> None:
@@ -380,7 +402,10 @@ class SipCore:
         return out
 
     def is_trusted(self, source: Peer) -> bool:
-        return (source[1], source[2]) in self._trusted or (source[1], None) in self._trusted
+        """Carrier trunks (configured peers and the office's trunks) are not challenged."""
+        if (source[1], source[2]) in self._trusted or (source[1], None) in self._trusted:
+            return True
+        return self.calls is not None and self.calls.trusted_trunk(source) is not None
 
     # ------------------------------------------------------------------ helpers
 

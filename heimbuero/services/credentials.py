@@ -21,7 +21,7 @@ class Account:
 class UserDirectory:
     """Looks accounts up through `fetch(name)`, caching hits and misses for `ttl` seconds."""
 
-    __slots__ = ("_fetch", "_ttl", "_cache", "_max")
+    __slots__ = ("_fetch", "_ttl", "_cache", "_max", "_inserts")
 
     def __init__(
         self, fetch: Callable[[str], Account | None], ttl: float = 5.0, max_entries: int = 200_000
@@ -30,6 +30,7 @@ class UserDirectory:
         self._ttl = ttl
         self._cache: dict[str, tuple[float, Account | None]] = {}
         self._max = max_entries
+        self._inserts = 0
 
     def get(self, name: str, now: float) -> Account | None:
         name = name.lower()
@@ -37,9 +38,17 @@ class UserDirectory:
         if hit is not None and hit[0] > now:
             return hit[1]
         account = self._fetch(name)
-        if len(self._cache) >= self._max:
-            self._cache.clear()
-        self._cache[name] = (now + self._ttl, account)
+        cache = self._cache
+        self._inserts += 1
+        if self._inserts >= 10_000 or len(cache) >= self._max:
+            # Entries are only useful for `ttl` seconds: drop the stale ones now and then, so a
+            # registration storm leaves no lasting copy of the user table in memory.
+            self._inserts = 0
+            for key in [k for k, v in cache.items() if v[0] <= now]:
+                del cache[key]
+            if len(cache) >= self._max:
+                cache.clear()
+        cache[name] = (now + self._ttl, account)
         return account
 
     def ha1(self, name: str, algorithm: str, now: float) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from heimbuero.sip import transaction as tx
@@ -54,6 +55,33 @@ class NoMediaRelay:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one branch goes, and how its copy of the request differs from the original."""
+
+    uri: str  # the branch's Request-URI
+    dest: Peer
+    label: str = ""  # what it is in the office's words ("user:anna", "external:+49…")
+    from_display: str | None = None  # replaces From's display name (agents see the client)
+    headers: tuple[tuple[str, str], ...] = ()  # added to the branch (Diversion, History-Info…)
+
+
+class PlanRunner(Protocol):
+    """Serial steps of parallel targets (a RoutePlan being executed), seen from the proxy."""
+
+    def next_step(self, now: float) -> tuple[list[Target], float] | None:
+        """The next step's targets and ring time; None when no step is left."""
+        ...
+
+    def answered(self, target: Target, now: float) -> None: ...
+
+    def failed(self, status: int, now: float) -> None: ...
+
+    def final_hint(self) -> tuple[int, str, list[tuple[str, str]]] | None:
+        """The answer when nobody could be rung or answered (e.g. voicemail not there yet)."""
+        ...
+
+
 class Branch:
     """One forwarded copy of a request and what became of it."""
 
@@ -62,17 +90,21 @@ class Branch:
         "txn",
         "request",
         "dest",
+        "target",
         "provisional",
         "done",
         "cancel_pending",
         "timed_out",
     )
 
-    def __init__(self, call: ProxyCall, request: Request, dest: Peer) -> None:
+    def __init__(
+        self, call: ProxyCall, request: Request, dest: Peer, target: Target | None
+    ) -> None:
         self.call = call
         self.txn: tx.ClientTransaction | None = None
         self.request = request
         self.dest = dest
+        self.target = target
         self.provisional = False
         self.done = False
         self.cancel_pending = False
@@ -82,15 +114,24 @@ class Branch:
 class ProxyCall:
     """The proxying of one request: its server transaction and its branches."""
 
-    __slots__ = ("server_txn", "branches", "finals", "final_sent", "canceled", "timer_c")
+    __slots__ = (
+        "server_txn", "branches", "finals", "final_sent", "canceled", "timer_c",
+        "plan", "step_timer", "record_route", "max_forwards",
+    )  # fmt: skip
 
-    def __init__(self, server_txn: tx.ServerTransaction) -> None:
+    def __init__(
+        self, server_txn: tx.ServerTransaction, record_route: bool, plan: PlanRunner | None
+    ) -> None:
         self.server_txn = server_txn
         self.branches: list[Branch] = []
         self.finals: list[Response] = []
         self.final_sent = False
         self.canceled = False
         self.timer_c: list[object] | None = None
+        self.plan = plan
+        self.step_timer: list[object] | None = None
+        self.record_route = record_route
+        self.max_forwards = "69"
 
 
 class Proxy:
@@ -177,27 +218,51 @@ class Proxy:
         record_route: bool,
         now: float,
     ) -> None:
+        call = self._start(txn, record_route, None, now)
+        self._ring(call, [Target(uri, dest) for uri, dest in targets], now)
+
+    def execute_plan(self, txn: tx.ServerTransaction, plan: PlanRunner, now: float) -> None:
+        """Ring the plan's steps one after the other until someone answers."""
+        call = self._start(txn, True, plan, now)
+        self._next_step(call, now)
+
+    def _start(
+        self, txn: tx.ServerTransaction, record_route: bool, plan: PlanRunner | None, now: float
+    ) -> ProxyCall:
         core = self.core
         req = txn.request
         source: Peer = txn.source  # type: ignore[assignment]
-        is_invite = req.method == "INVITE"
-        call = ProxyCall(txn)
+        call = ProxyCall(txn, record_route, plan)
         txn.context = call
         self._open.add(call)
-        if is_invite:
+        if req.method == "INVITE":
             core.respond(txn, 100, now)
+            call.timer_c = core.timers.call_at(
+                now + core.settings.invite_timeout, functools.partial(self._timer_c, call)
+            )
         if req.method in TARGET_REFRESH:
             _alias_contact(req, source)
         _strip_own_credentials(req, core.settings.domain)
         mf = req.get("max-forwards")
-        max_forwards = str((int(mf) if mf is not None else 70) - 1)
+        call.max_forwards = str((int(mf) if mf is not None else 70) - 1)
+        return call
+
+    def _ring(self, call: ProxyCall, targets: list[Target], now: float) -> None:
+        core = self.core
+        req = call.server_txn.request
+        source: Peer = call.server_txn.source  # type: ignore[assignment]
         in_host, in_port = core.local_address(source[0])
-        for ruri, dest in targets:
+        for target in targets:
+            dest = target.dest
             fwd = req.copy()
-            fwd.set_uri(ruri)
-            fwd.set("Max-Forwards", max_forwards)
+            fwd.set_uri(target.uri)
+            fwd.set("Max-Forwards", call.max_forwards)
+            if target.from_display is not None:
+                _set_display_name(fwd, target.from_display)
+            for name, value in target.headers:
+                fwd.add(name, value)
             out_host, out_port = core.local_address(dest[0])
-            if record_route:
+            if call.record_route:
                 fwd.prepend("Record-Route", _rr(in_host, in_port, source[0]))
                 if dest[0] != source[0]:
                     fwd.prepend("Record-Route", _rr(out_host, out_port, dest[0]))
@@ -206,15 +271,42 @@ class Proxy:
                 "Via", f"SIP/2.0/{dest[0].upper()} {out_host}:{out_port};branch={branch_id};rport"
             )
             self.media.on_offer(fwd, source, dest)
-            branch = Branch(call, fwd, dest)
+            branch = Branch(call, fwd, dest, target)
             call.branches.append(branch)
             ctxn = core.layer.send_request(fwd, dest, dest[0] != "udp", now)
             branch.txn = ctxn
             ctxn.context = branch
-        if is_invite:
-            call.timer_c = core.timers.call_at(
-                now + core.settings.invite_timeout, functools.partial(self._timer_c, call)
+
+    def _next_step(self, call: ProxyCall, now: float) -> bool:
+        """Start the plan's next step that has someone to ring; False when none is left."""
+        assert call.plan is not None
+        while True:
+            step = call.plan.next_step(now)
+            if step is None:
+                return False
+            targets, timeout = step
+            if not targets:
+                continue  # nobody to ring in this step (all offline or busy): move on
+            self._ring(call, targets, now)
+            call.step_timer = self.core.timers.call_at(
+                now + timeout, functools.partial(self._step_timeout, call)
             )
+            return True
+
+    def _step_timeout(self, call: ProxyCall, now: float) -> None:
+        """A step rang its time: cancel what still rings; the plan moves on when all ended."""
+        call.step_timer = None
+        for b in call.branches:
+            if b.done:
+                continue
+            b.timed_out = True
+            if b.provisional:
+                self._send_cancel(b, now, None)
+            else:
+                b.cancel_pending = True
+                b.done = True
+                call.finals.append(self.core.make_response(call.server_txn.request, 408))
+        self._maybe_finish(call, now)
 
     # ------------------------------------------------------------------ responses
 
@@ -258,6 +350,8 @@ class Proxy:
                 call.final_sent = True
                 self._end_timer_c(call)
                 self._cancel_pending(call, now, 'SIP;cause=200;text="Call completed elsewhere"')
+                if call.plan is not None and branch.target is not None:
+                    call.plan.answered(branch.target, now)
             return
         if branch.done:
             return
@@ -306,14 +400,29 @@ class Proxy:
         ]
         if pending:
             return
+        if call.plan is not None and not call.canceled:
+            if call.step_timer is not None:
+                self.core.timers.cancel(call.step_timer)
+                call.step_timer = None
+            if self._next_step(call, now):
+                return
         call.final_sent = True
         self._end_timer_c(call)
         core = self.core
+        hint = call.plan.final_hint() if call.plan is not None else None
         if call.canceled:
             best = core.make_response(call.server_txn.request, 487)
+        elif hint is not None and all(r.status in (408, 480) for r in call.finals):
+            best = core.make_response(call.server_txn.request, hint[0], hint[1], hint[2])
+        elif call.plan is not None and not call.finals:
+            best = core.make_response(
+                call.server_txn.request, 480, "Temporarily Unavailable: nobody to ring"
+            )
         else:
             best = self._best(call)
         core.layer.send_response(call.server_txn, best, now)
+        if call.plan is not None:
+            call.plan.failed(best.status, now)
 
     def _best(self, call: ProxyCall) -> Response:
         """RFC 3261 §16.7 step 6: a 6xx if any, else the lowest class; 503 becomes 500."""
@@ -346,11 +455,12 @@ class Proxy:
         if not isinstance(call, ProxyCall):
             core.respond(cancel_txn, 481, now)
             return
-        core.respond(cancel_txn, 200, now)
+        reason = cancel_txn.request.get("reason")
+        core.respond(cancel_txn, 200, now)  # (the transaction lets go of the request now)
         if call.final_sent:
             return
         call.canceled = True
-        self._cancel_pending(call, now, cancel_txn.request.get("reason"))
+        self._cancel_pending(call, now, reason)
         self._maybe_finish(call, now)
 
     def _cancel_pending(self, call: ProxyCall, now: float, reason: str | None) -> None:
@@ -408,9 +518,13 @@ class Proxy:
         self._maybe_finish(call, now)
 
     def _end_timer_c(self, call: ProxyCall) -> None:
+        timers = self.core.timers
         if call.timer_c is not None:
-            self.core.timers.cancel(call.timer_c)
+            timers.cancel(call.timer_c)
             call.timer_c = None
+        if call.step_timer is not None:
+            timers.cancel(call.step_timer)
+            call.step_timer = None
 
     def on_terminated(self, txn: tx.ClientTransaction | tx.ServerTransaction) -> None:
         call = txn.context
@@ -510,6 +624,20 @@ def _strip_alias(text: str, uri: SipURI) -> str:
     clean = SipURI(uri.scheme, uri.user, uri.password, uri.host, uri.port,
                    {k: v for k, v in uri.params.items() if k != "alias"}, uri.headers)  # fmt: skip
     return str(clean)
+
+
+def _set_display_name(req: Request, display: str) -> None:
+    """Show `display` as the caller's name; URI and tag stay as they are (dialogs match by tag)."""
+    raw = req.get("from")
+    if raw is None:
+        return
+    try:
+        addr = parse_address(raw)
+    except ParseError:
+        return
+    quoted = display.replace("\\", "").replace('"', "'")
+    addr.display = f'"{quoted}"'
+    req.set("From", str(addr))
 
 
 def _strip_own_credentials(req: Request, realm: str) -> None:

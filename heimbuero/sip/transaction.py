@@ -927,6 +927,19 @@ class TransactionLayer:
         return txn
 
 
+_RELEASED: dict[str, Request] = {}
+
+
+def _released(method: str) -> Request:
+    """A stand-in for the request of a completed non-INVITE server transaction."""
+    stub = _RELEASED.get(method)
+    if stub is None:
+        stub = Request(method, "sip:released.invalid")
+        if len(_RELEASED) < 256:
+            _RELEASED[method] = stub
+    return stub
+
+
 def _key_2543(req: Request, method: str, to_tag: str | None) -> _Key:
     """Request-URI, From tag, Call-ID, CSeq number, top Via (whole value), method, To tag."""
     return (req.uri, req.from_.tag, req.call_id, req.cseq[0], str(req.top_via), method, to_tag)
@@ -969,9 +982,15 @@ def _send_response(
     layer: TransactionLayer, txn: ServerTransaction, msg: object, src: object, now: float
 ) -> None:
     resp = cast(Response, msg)
-    txn.last_response = resp
     txn._wire = wire = resp.serialize()
     layer._outbox.append((wire, txn.response_dest))
+    if txn.is_invite or resp.status < 200:
+        txn.last_response = resp
+    else:
+        # A completed non-INVITE transaction only re-sends its final bytes until Timer J (32 s
+        # over UDP): drop the parsed messages, which are most of its memory under load.
+        txn.last_response = None
+        txn.request = _released(txn.request.method)
 
 
 def _resend_response(

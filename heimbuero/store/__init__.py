@@ -1,8 +1,13 @@
 """Persistence: SQLAlchemy models, Alembic migrations and the Store repository."""
 
 from heimbuero.store.db import (
+    AlreadyExists,
+    ApiToken,
     BindingRecord,
+    CallRecord,
+    InUse,
     NoSuchUser,
+    NotFound,
     SchemaError,
     Store,
     StoreError,
@@ -11,8 +16,13 @@ from heimbuero.store.db import (
 )
 
 __all__ = [
+    "AlreadyExists",
+    "ApiToken",
     "BindingRecord",
+    "CallRecord",
+    "InUse",
     "NoSuchUser",
+    "NotFound",
     "SchemaError",
     "Store",
     "StoreError",

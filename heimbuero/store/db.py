@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +17,38 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, select
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from heimbuero.store.models import Binding, User
+from heimbuero.office.model import (
+    Client,
+    Directory,
+    Group,
+    Number,
+    Override,
+    Provider,
+    Step,
+    Trunk,
+)
+from heimbuero.office.model import User as OfficeUser
+from heimbuero.store.models import (
+    ApiTokenRow,
+    Binding,
+    CallRecordRow,
+    ClientRow,
+    GroupMemberRow,
+    GroupRow,
+    NumberRow,
+    OverrideRow,
+    ProviderRow,
+    RuleDocumentRow,
+    TrunkRow,
+    User,
+)
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -44,19 +74,39 @@ class StoreError(Exception):
     """A store operation failed; the message says why in one line."""
 
 
-class UserExists(StoreError):
+class AlreadyExists(StoreError):
+    """Something with that key is already stored."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} {key!r} already exists")
+        self.kind, self.key = kind, key
+
+
+class NotFound(StoreError):
+    """Nothing with that key is stored."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"no such {kind}: {key!r}")
+        self.kind, self.key = kind, key
+
+
+class InUse(StoreError):
+    """The thing is still referenced (e.g. a group named by a client's rules)."""
+
+
+class UserExists(AlreadyExists):
     """A user with that name is already stored."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"user {name!r} already exists")
+        super().__init__("user", name)
         self.name = name
 
 
-class NoSuchUser(StoreError):
+class NoSuchUser(NotFound):
     """No user with that name is stored."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"no such user: {name!r}")
+        super().__init__("user", name)
         self.name = name
 
 
@@ -75,6 +125,76 @@ class UserRecord:
     ha1_sha256: str
     password_hash: str
     created_at: datetime  # timezone-aware, UTC
+    client: str | None = None  # the client business of a client/employee user
+    display_name: str | None = None
+    mobile: str | None = None  # E.164
+
+    def office_user(self) -> OfficeUser:
+        """The user as routing sees it."""
+        return OfficeUser(
+            name=self.name,
+            role=self.role,
+            client=self.client,
+            display_name=self.display_name or "",
+            mobile=self.mobile,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One call as billing sees it; `result` is None while the call is in progress."""
+
+    id: int
+    call_id: str
+    client: str | None
+    number: str
+    caller: str
+    rule: str | None
+    step: int | None
+    answered_by: str | None
+    started_at: datetime
+    answered_at: datetime | None
+    ended_at: datetime | None
+    ring_seconds: float
+    talk_seconds: float
+    result: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """An API token's metadata (the token itself is shown once, at creation)."""
+
+    id: int
+    user: str
+    name: str
+    created_at: datetime
+    last_used: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryProblem:
+    """A stored rules document that no longer validates; its numbers use the default plan."""
+
+    client: str
+    problems: list[str] = field(default_factory=list)
+
+
+CALL_RESULTS = ("answered", "busy", "no_answer", "failed", "cancelled")
+_CALL_UPDATE_FIELDS = frozenset(
+    {
+        "client",
+        "rule",
+        "step",
+        "answered_by",
+        "answered_at",
+        "ended_at",
+        "ring_seconds",
+        "talk_seconds",
+        "result",
+    }
+)
+_UNSET: Any = object()
+TOKEN_PREFIX = "hb_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +229,107 @@ def _user_record(row: User) -> UserRecord:
         ha1_sha256=row.ha1_sha256,
         password_hash=row.password_hash,
         created_at=_utc(row.created_at),
+        client=row.client,
+        display_name=row.display_name,
+        mobile=row.mobile,
     )
+
+
+def _utc_opt(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc(value)
+
+
+def _as_utc(value: datetime) -> datetime:
+    """An aware datetime converted to UTC; naive values are taken as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def steps_to_json(steps: Iterable[Step]) -> list[dict[str, Any]]:
+    return [{"targets": list(s.targets), "timeout": s.timeout} for s in steps]
+
+
+def steps_from_json(data: Any) -> tuple[Step, ...]:
+    return tuple(
+        Step(targets=tuple(str(t) for t in d["targets"]), timeout=int(d["timeout"]))
+        for d in data or ()
+    )
+
+
+def _provider(row: ProviderRow | None) -> Provider:
+    if row is None:
+        return Provider(name="")
+    return Provider(
+        name=row.name,
+        address=row.address,
+        vat_id=row.vat_id,
+        iban=row.iban,
+        bic=row.bic,
+        default_steps=steps_from_json(row.default_steps),
+    )
+
+
+def _client(row: ClientRow) -> Client:
+    return Client(
+        id=row.id,
+        name=row.name,
+        trade=row.trade,
+        contact_person=row.contact_person,
+        greeting=row.greeting,
+        notes=row.notes,
+        timezone=row.timezone,
+        bundesland=row.bundesland,
+        closure_days=tuple(date.fromisoformat(d) for d in row.closure_days or ()),
+    )
+
+
+def _client_values(c: Client) -> dict[str, Any]:
+    return {
+        "name": c.name,
+        "trade": c.trade,
+        "contact_person": c.contact_person,
+        "greeting": c.greeting,
+        "notes": c.notes,
+        "timezone": c.timezone,
+        "bundesland": c.bundesland,
+        "closure_days": sorted(d.isoformat() for d in c.closure_days),
+    }
+
+
+def _trunk(row: TrunkRow) -> Trunk:
+    return Trunk(
+        name=row.name,
+        host=row.host,
+        port=row.port,
+        transport=row.transport,
+        prefixes=tuple(row.prefixes or ()),
+        username=row.username,
+        password=row.password,
+        register=bool(row.register),
+    )
+
+
+def _call_record(row: CallRecordRow) -> CallRecord:
+    return CallRecord(
+        id=row.id,
+        call_id=row.call_id,
+        client=row.client,
+        number=row.number,
+        caller=row.caller,
+        rule=row.rule,
+        step=row.step,
+        answered_by=row.answered_by,
+        started_at=_utc(row.started_at),
+        answered_at=_utc_opt(row.answered_at),
+        ended_at=_utc_opt(row.ended_at),
+        ring_seconds=row.ring_seconds,
+        talk_seconds=row.talk_seconds,
+        result=row.result,
+    )
+
+
+def token_hash(token: str) -> str:
+    """What is stored of an API token: its SHA-256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _binding_row(b: BindingRecord) -> dict[str, Any]:
@@ -135,10 +355,14 @@ class Store:
         self.url = url
         self._engine: Engine = create_engine(url)
         self._dialect = self._engine.dialect.name
+        self.directory_problems: list[DirectoryProblem] = []
         if self._dialect == "sqlite":
             event.listen(self._engine, "connect", _sqlite_pragmas)
         elif self._dialect != "postgresql":
             raise StoreError(f"unsupported database {self._dialect!r}: use SQLite or PostgreSQL")
+        self._credentials_query = select(User.role, User.ha1_md5, User.ha1_sha256).where(
+            User.name == bindparam("name")
+        )
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -204,6 +428,12 @@ class Store:
             row.password_hash = password_hash
             session.commit()
 
+    def get_credentials(self, name: str) -> tuple[str, str, str] | None:
+        """(role, ha1_md5, ha1_sha256) of a user: the SIP hot path's lookup, without the ORM."""
+        with self._engine.connect() as conn:
+            row = conn.execute(self._credentials_query, {"name": name}).first()
+        return None if row is None else (row[0], row[1], row[2])
+
     def get_user(self, name: str) -> UserRecord | None:
         """The user with that name, or None."""
         with Session(self._engine) as session:
@@ -265,6 +495,544 @@ class Store:
                 )
             if rows:
                 conn.execute(upsert_bindings_statement(self._dialect), rows)
+
+    # -- provider ---------------------------------------------------------------------------
+
+    def get_provider(self) -> Provider:
+        """The provider; Provider(name="") when none is set yet."""
+        with Session(self._engine) as session:
+            return _provider(session.get(ProviderRow, 1))
+
+    def set_provider(self, provider: Provider) -> None:
+        """Create or replace the provider row."""
+        values = {
+            "name": provider.name,
+            "address": provider.address,
+            "vat_id": provider.vat_id,
+            "iban": provider.iban,
+            "bic": provider.bic,
+            "default_steps": steps_to_json(provider.default_steps),
+        }
+        with Session(self._engine) as session:
+            row = session.get(ProviderRow, 1)
+            if row is None:
+                session.add(ProviderRow(id=1, **values))
+            else:
+                for k, v in values.items():
+                    setattr(row, k, v)
+            session.commit()
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def add_client(self, client: Client) -> Client:
+        """Store a new client; raise AlreadyExists when the id is taken."""
+        with Session(self._engine) as session:
+            if session.get(ClientRow, client.id) is not None:
+                raise AlreadyExists("client", client.id)
+            session.add(ClientRow(id=client.id, **_client_values(client)))
+            try:
+                session.commit()
+            except IntegrityError:
+                raise AlreadyExists("client", client.id) from None
+        return client
+
+    def update_client(self, client_id: str, **changes: Any) -> Client:
+        """Change fields of a client (names as in model.Client); raise NotFound."""
+        with Session(self._engine) as session:
+            row = session.get(ClientRow, client_id)
+            if row is None:
+                raise NotFound("client", client_id)
+            new = replace(_client(row), **changes)
+            for k, v in _client_values(new).items():
+                setattr(row, k, v)
+            session.commit()
+            return new
+
+    def get_client(self, client_id: str) -> Client | None:
+        with Session(self._engine) as session:
+            row = session.get(ClientRow, client_id)
+            return None if row is None else _client(row)
+
+    def list_clients(self) -> list[Client]:
+        """Every client, ordered by id."""
+        with Session(self._engine) as session:
+            return [_client(r) for r in session.scalars(select(ClientRow).order_by(ClientRow.id))]
+
+    def remove_client(self, client_id: str) -> bool:
+        """Delete a client with its numbers, rules and override; its users keep their accounts
+        (their client becomes empty) and its call records stay for billing."""
+        with self._engine.begin() as conn:
+            conn.execute(update(User).where(User.client == client_id).values(client=None))
+            conn.execute(delete(NumberRow).where(NumberRow.client == client_id))
+            conn.execute(delete(RuleDocumentRow).where(RuleDocumentRow.client == client_id))
+            conn.execute(delete(OverrideRow).where(OverrideRow.client == client_id))
+            return bool(conn.execute(delete(ClientRow).where(ClientRow.id == client_id)).rowcount)
+
+    # -- numbers ----------------------------------------------------------------------------
+
+    def add_number(self, e164: str, client_id: str) -> Number:
+        """Give a client a number; raise NotFound (client) or AlreadyExists (number)."""
+        with Session(self._engine) as session:
+            if session.get(ClientRow, client_id) is None:
+                raise NotFound("client", client_id)
+            existing = session.get(NumberRow, e164)
+            if existing is not None:
+                raise AlreadyExists("number", f"{e164} (client {existing.client})")
+            session.add(NumberRow(e164=e164, client=client_id))
+            try:
+                session.commit()
+            except IntegrityError:
+                raise AlreadyExists("number", e164) from None
+        return Number(e164=e164, client=client_id)
+
+    def remove_number(self, e164: str) -> bool:
+        """Delete a number and drop it from its client's rules document."""
+        with Session(self._engine) as session:
+            row = session.get(NumberRow, e164)
+            if row is None:
+                return False
+            doc = session.get(RuleDocumentRow, row.client)
+            if doc is not None and isinstance(doc.document.get("numbers"), dict):
+                document = dict(doc.document)
+                document["numbers"] = {k: v for k, v in document["numbers"].items() if k != e164}
+                doc.document = document
+                doc.updated_at = datetime.now(UTC)
+            session.delete(row)
+            session.commit()
+            return True
+
+    def list_numbers(self, client_id: str | None = None) -> list[Number]:
+        """Numbers (without rules), of one client or all, ordered by number."""
+        stmt = select(NumberRow).order_by(NumberRow.e164)
+        if client_id is not None:
+            stmt = stmt.where(NumberRow.client == client_id)
+        with Session(self._engine) as session:
+            return [Number(e164=r.e164, client=r.client) for r in session.scalars(stmt)]
+
+    # -- users (office fields) --------------------------------------------------------------
+
+    def user_update(
+        self,
+        name: str,
+        client: str | None = _UNSET,
+        display_name: str | None = _UNSET,
+        mobile: str | None = _UNSET,
+    ) -> UserRecord:
+        """Set a user's client, display name and mobile (arguments left out stay unchanged)."""
+        with Session(self._engine) as session:
+            row = session.scalar(select(User).where(User.name == name))
+            if row is None:
+                raise NoSuchUser(name)
+            if client is not _UNSET:
+                if client is not None and session.get(ClientRow, client) is None:
+                    raise NotFound("client", client)
+                row.client = client
+            if display_name is not _UNSET:
+                row.display_name = display_name
+            if mobile is not _UNSET:
+                row.mobile = mobile
+            session.commit()
+            return _user_record(row)
+
+    # -- groups -----------------------------------------------------------------------------
+
+    def _group(self, session: Session, row: GroupRow) -> Group:
+        members = session.scalars(
+            select(GroupMemberRow.user)
+            .where(GroupMemberRow.group == row.name)
+            .order_by(GroupMemberRow.position)
+        )
+        return Group(name=row.name, strategy=row.strategy, members=tuple(members))
+
+    def _set_members(self, session: Session, group: str, members: Iterable[str]) -> None:
+        names = list(dict.fromkeys(members))
+        known = set(session.scalars(select(User.name).where(User.name.in_(names))))
+        for m in names:
+            if m not in known:
+                raise NoSuchUser(m)
+        session.execute(delete(GroupMemberRow).where(GroupMemberRow.group == group))
+        session.add_all(
+            GroupMemberRow(group=group, user=m, position=i) for i, m in enumerate(names)
+        )
+
+    def add_group(self, group: Group) -> Group:
+        """Store a group with its members; raise AlreadyExists, or NoSuchUser for a member."""
+        with Session(self._engine) as session:
+            if session.get(GroupRow, group.name) is not None:
+                raise AlreadyExists("group", group.name)
+            session.add(GroupRow(name=group.name, strategy=group.strategy))
+            session.flush()
+            self._set_members(session, group.name, group.members)
+            session.commit()
+            return self._group(session, session.get_one(GroupRow, group.name))
+
+    def update_group(
+        self, name: str, strategy: str | None = None, members: Iterable[str] | None = None
+    ) -> Group:
+        """Change a group's strategy and/or replace its members (in order)."""
+        with Session(self._engine) as session:
+            row = session.get(GroupRow, name)
+            if row is None:
+                raise NotFound("group", name)
+            if strategy is not None:
+                row.strategy = strategy
+            if members is not None:
+                self._set_members(session, name, members)
+            session.commit()
+            return self._group(session, row)
+
+    def get_group(self, name: str) -> Group | None:
+        with Session(self._engine) as session:
+            row = session.get(GroupRow, name)
+            return None if row is None else self._group(session, row)
+
+    def list_groups(self) -> list[Group]:
+        with Session(self._engine) as session:
+            rows = session.scalars(select(GroupRow).order_by(GroupRow.name)).all()
+            return [self._group(session, r) for r in rows]
+
+    def remove_group(self, name: str) -> bool:
+        """Delete a group; raise InUse while rules or the provider's default plan ring it."""
+        target = f"group:{name}"
+        with Session(self._engine) as session:
+            if session.get(GroupRow, name) is None:
+                return False
+            users = [
+                d.client
+                for d in session.scalars(select(RuleDocumentRow))
+                if _mentions(d.document, target)
+            ]
+            provider = session.get(ProviderRow, 1)
+            if provider is not None and _mentions(provider.default_steps, target):
+                users.insert(0, "the provider's default plan")
+            if users:
+                raise InUse(f"group {name!r} is still used by: {', '.join(users)}")
+            session.execute(delete(GroupMemberRow).where(GroupMemberRow.group == name))
+            session.execute(delete(GroupRow).where(GroupRow.name == name))
+            session.commit()
+            return True
+
+    # -- trunks -----------------------------------------------------------------------------
+
+    def add_trunk(self, trunk: Trunk) -> Trunk:
+        with Session(self._engine) as session:
+            if session.get(TrunkRow, trunk.name) is not None:
+                raise AlreadyExists("trunk", trunk.name)
+            session.add(TrunkRow(**_trunk_values(trunk)))
+            session.commit()
+        return trunk
+
+    def update_trunk(self, name: str, **changes: Any) -> Trunk:
+        """Change fields of a trunk (names as in model.Trunk); raise NotFound."""
+        with Session(self._engine) as session:
+            row = session.get(TrunkRow, name)
+            if row is None:
+                raise NotFound("trunk", name)
+            new = replace(_trunk(row), **changes)
+            for k, v in _trunk_values(new).items():
+                setattr(row, k, v)
+            session.commit()
+            return new
+
+    def get_trunk(self, name: str) -> Trunk | None:
+        with Session(self._engine) as session:
+            row = session.get(TrunkRow, name)
+            return None if row is None else _trunk(row)
+
+    def list_trunks(self) -> list[Trunk]:
+        with Session(self._engine) as session:
+            return [_trunk(r) for r in session.scalars(select(TrunkRow).order_by(TrunkRow.name))]
+
+    def remove_trunk(self, name: str) -> bool:
+        with self._engine.begin() as conn:
+            return bool(conn.execute(delete(TrunkRow).where(TrunkRow.name == name)).rowcount)
+
+    # -- rules ------------------------------------------------------------------------------
+
+    def get_rules_document(self, client_id: str) -> dict[str, Any] | None:
+        """The stored rules document of a client (as saved), or None."""
+        with Session(self._engine) as session:
+            row = session.get(RuleDocumentRow, client_id)
+            return None if row is None else dict(row.document)
+
+    def save_rules(self, client_id: str, document: dict[str, Any]) -> dict[str, Number]:
+        """Validate a client's rules document against the current directory and store it.
+
+        Raise NotFound for an unknown client and rules_doc.RulesError (nothing stored) for an
+        invalid document; return the parsed numbers.
+        """
+        from heimbuero.office.rules_doc import parse_rules_document
+
+        if self.get_client(client_id) is None:
+            raise NotFound("client", client_id)
+        parsed = parse_rules_document(document, client_id, self.load_directory())
+        stored = json.loads(json.dumps(document, default=str))
+        with Session(self._engine) as session:
+            row = session.get(RuleDocumentRow, client_id)
+            now = datetime.now(UTC)
+            if row is None:
+                session.add(RuleDocumentRow(client=client_id, document=stored, updated_at=now))
+            else:
+                row.document, row.updated_at = stored, now
+            session.commit()
+        return parsed
+
+    def load_directory(self) -> Directory:
+        """The whole configuration routing reads, with each number's rules parsed from its
+        client's stored document. A document that no longer validates (say a user it names was
+        removed) is logged and left out: its numbers fall back to the provider's default plan;
+        `self.directory_problems` lists such documents after each call."""
+        from heimbuero.office.rules_doc import RulesError, parse_rules_document
+
+        with Session(self._engine) as session:
+            provider = _provider(session.get(ProviderRow, 1))
+            clients = {r.id: _client(r) for r in session.scalars(select(ClientRow))}
+            numbers = {
+                r.e164: Number(e164=r.e164, client=r.client)
+                for r in session.scalars(select(NumberRow).order_by(NumberRow.e164))
+            }
+            users = {
+                r.name: _user_record(r).office_user()
+                for r in session.scalars(select(User).order_by(User.name))
+            }
+            groups = {
+                r.name: self._group(session, r)
+                for r in session.scalars(select(GroupRow).order_by(GroupRow.name))
+            }
+            trunks = {r.name: _trunk(r) for r in session.scalars(select(TrunkRow))}
+            docs = [
+                (r.client, dict(r.document))
+                for r in session.scalars(select(RuleDocumentRow).order_by(RuleDocumentRow.client))
+            ]
+        base = Directory(provider, clients, numbers, users, groups, trunks)
+        full = dict(numbers)
+        problems: list[DirectoryProblem] = []
+        for client_id, document in docs:
+            try:
+                parsed = parse_rules_document(document, client_id, base)
+            except RulesError as exc:
+                problems.append(DirectoryProblem(client_id, str(exc).splitlines()))
+                log.warning("rules of client %s no longer validate: %s", client_id, exc)
+                continue
+            for e164, number in parsed.items():
+                if e164 in full and full[e164].client == client_id:
+                    full[e164] = number
+        self.directory_problems = problems
+        return Directory(provider, clients, full, users, groups, trunks)
+
+    # -- overrides --------------------------------------------------------------------------
+
+    def set_override(self, override: Override) -> Override:
+        """Set (replace) a client's override; `until` is stored in UTC."""
+        until = None if override.until is None else _as_utc(override.until)
+        with Session(self._engine) as session:
+            if session.get(ClientRow, override.client) is None:
+                raise NotFound("client", override.client)
+            row = session.get(OverrideRow, override.client)
+            if row is None:
+                row = OverrideRow(client=override.client, target=override.target, until=until)
+                session.add(row)
+            else:
+                row.target, row.until = override.target, until
+            session.commit()
+        return Override(override.client, override.target, until)
+
+    def get_override(self, client_id: str, now: datetime | None = None) -> Override | None:
+        """The client's override; with `now`, None once it has expired (at `until` exactly)."""
+        with Session(self._engine) as session:
+            row = session.get(OverrideRow, client_id)
+            if row is None:
+                return None
+            o = Override(row.client, row.target, _utc_opt(row.until))
+        if now is not None and o.until is not None and o.until <= _as_utc(now):
+            return None
+        return o
+
+    def clear_override(self, client_id: str) -> bool:
+        with self._engine.begin() as conn:
+            return bool(
+                conn.execute(delete(OverrideRow).where(OverrideRow.client == client_id)).rowcount
+            )
+
+    def list_overrides(self, now: datetime | None = None) -> list[Override]:
+        """Every override; with `now`, only those still active."""
+        with Session(self._engine) as session:
+            rows = [
+                Override(r.client, r.target, _utc_opt(r.until))
+                for r in session.scalars(select(OverrideRow).order_by(OverrideRow.client))
+            ]
+        if now is None:
+            return rows
+        at = _as_utc(now)
+        return [o for o in rows if o.until is None or o.until > at]
+
+    # -- call records -----------------------------------------------------------------------
+
+    def add_call_record(
+        self,
+        call_id: str,
+        number: str,
+        caller: str,
+        started_at: datetime,
+        client: str | None = None,
+        rule: str | None = None,
+        step: int | None = None,
+    ) -> int:
+        """Write the record of a call as it starts (result None = in progress); its id."""
+        with Session(self._engine) as session:
+            row = CallRecordRow(
+                call_id=call_id,
+                client=client,
+                number=number,
+                caller=caller,
+                rule=rule,
+                step=step,
+                started_at=_as_utc(started_at),
+                ring_seconds=0.0,
+                talk_seconds=0.0,
+            )
+            session.add(row)
+            session.commit()
+            return row.id
+
+    def update_call_record(self, record_id: int, **fields: Any) -> CallRecord:
+        """Change fields of a record: client, rule, step, answered_by, answered_at, ended_at,
+        ring_seconds, talk_seconds, result (one of CALL_RESULTS)."""
+        unknown = set(fields) - _CALL_UPDATE_FIELDS
+        if unknown:
+            raise StoreError(f"unknown call record fields: {', '.join(sorted(unknown))}")
+        if fields.get("result") is not None and fields["result"] not in CALL_RESULTS:
+            raise StoreError(f"invalid call result {fields['result']!r}")
+        for k in ("answered_at", "ended_at"):
+            if isinstance(fields.get(k), datetime):
+                fields[k] = _as_utc(fields[k])
+        with Session(self._engine) as session:
+            row = session.get(CallRecordRow, record_id)
+            if row is None:
+                raise NotFound("call record", str(record_id))
+            for k, v in fields.items():
+                setattr(row, k, v)
+            session.commit()
+            return _call_record(row)
+
+    def get_call_record(self, record_id: int) -> CallRecord | None:
+        with Session(self._engine) as session:
+            row = session.get(CallRecordRow, record_id)
+            return None if row is None else _call_record(row)
+
+    def list_call_records(self, client: str | None = None, limit: int = 100) -> list[CallRecord]:
+        """The newest records first, of one client or all."""
+        stmt = select(CallRecordRow).order_by(
+            CallRecordRow.started_at.desc(), CallRecordRow.id.desc()
+        )
+        if client is not None:
+            stmt = stmt.where(CallRecordRow.client == client)
+        with Session(self._engine) as session:
+            return [_call_record(r) for r in session.scalars(stmt.limit(limit))]
+
+    def close_open_call_records(self, now: datetime) -> int:
+        """Finish the records of calls cut off by a server stop (ended_at still empty): answered
+        ones end 'answered' with talk time up to `now`, the others 'failed'. Run at startup."""
+        at = _as_utc(now)
+        with Session(self._engine) as session:
+            rows = session.scalars(
+                select(CallRecordRow).where(CallRecordRow.ended_at.is_(None))
+            ).all()
+            for row in rows:
+                row.ended_at = at
+                if row.answered_at is not None:
+                    answered = _utc(row.answered_at)
+                    row.talk_seconds = max(0.0, (at - answered).total_seconds())
+                    row.ring_seconds = max(0.0, (answered - _utc(row.started_at)).total_seconds())
+                    row.result = row.result or "answered"
+                else:
+                    row.ring_seconds = max(0.0, (at - _utc(row.started_at)).total_seconds())
+                    row.result = row.result or "failed"
+            session.commit()
+            return len(rows)
+
+    # -- API tokens -------------------------------------------------------------------------
+
+    def create_token(self, user: str, name: str) -> tuple[ApiToken, str]:
+        """A new API token for a user: (its metadata, the token). Only its hash is stored."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)  # 32 random bytes
+        with Session(self._engine) as session:
+            u = session.scalar(select(User).where(User.name == user))
+            if u is None:
+                raise NoSuchUser(user)
+            exists = session.scalar(
+                select(ApiTokenRow.id).where(ApiTokenRow.user_id == u.id, ApiTokenRow.name == name)
+            )
+            if exists is not None:
+                raise AlreadyExists("token", f"{user}/{name}")
+            row = ApiTokenRow(
+                user_id=u.id, name=name, token_hash=token_hash(token), created_at=datetime.now(UTC)
+            )
+            session.add(row)
+            session.commit()
+            return ApiToken(row.id, user, name, _utc(row.created_at)), token
+
+    def verify_token(self, token: str) -> UserRecord | None:
+        """The user an API token belongs to (and note its use), or None."""
+        with Session(self._engine) as session:
+            row = session.scalar(
+                select(ApiTokenRow).where(ApiTokenRow.token_hash == token_hash(token))
+            )
+            if row is None:
+                return None
+            user = session.get(User, row.user_id)
+            if user is None:
+                return None
+            row.last_used = datetime.now(UTC)
+            session.commit()
+            return _user_record(user)
+
+    def list_tokens(self, user: str | None = None) -> list[ApiToken]:
+        stmt = (
+            select(ApiTokenRow, User.name)
+            .join(User, User.id == ApiTokenRow.user_id)
+            .order_by(User.name, ApiTokenRow.name)
+        )
+        if user is not None:
+            stmt = stmt.where(User.name == user)
+        with Session(self._engine) as session:
+            return [
+                ApiToken(t.id, u, t.name, _utc(t.created_at), _utc_opt(t.last_used))
+                for t, u in session.execute(stmt)
+            ]
+
+    def revoke_token(self, user: str, name: str) -> bool:
+        with self._engine.begin() as conn:
+            uid = select(User.id).where(User.name == user).scalar_subquery()
+            return bool(
+                conn.execute(
+                    delete(ApiTokenRow).where(ApiTokenRow.user_id == uid, ApiTokenRow.name == name)
+                ).rowcount
+            )
+
+
+def _mentions(data: Any, target: str) -> bool:
+    """True when the JSON value contains the string `target` anywhere."""
+    if isinstance(data, str):
+        return data == target
+    if isinstance(data, dict):
+        return any(_mentions(v, target) for v in data.values())
+    if isinstance(data, list):
+        return any(_mentions(v, target) for v in data)
+    return False
+
+
+def _trunk_values(t: Trunk) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "host": t.host,
+        "port": t.port,
+        "transport": t.transport,
+        "prefixes": list(t.prefixes),
+        "username": t.username,
+        "password": t.password,
+        "register": t.register,
+    }
 
 
 def upsert_bindings_statement(dialect: str) -> Any:

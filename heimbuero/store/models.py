@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -25,6 +37,12 @@ class User(Base):
     ha1_sha256: Mapped[str] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # the client business a client/employee user belongs to (migration 0002)
+    client: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("clients.id", name="fk_users_client", ondelete="SET NULL")
+    )
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    mobile: Mapped[str | None] = mapped_column(String(20))  # E.164
 
 
 class Binding(Base):
@@ -49,3 +67,165 @@ class Binding(Base):
     cseq: Mapped[int] = mapped_column(Integer)
     user_agent: Mapped[str | None] = mapped_column(Text)
     path: Mapped[str | None] = mapped_column(Text)
+
+
+# -- the office: provider, clients, numbers, groups, trunks, rules, overrides, calls, tokens ----
+
+
+class ProviderRow(Base):
+    """The office service itself; a single row with id 1."""
+
+    __tablename__ = "provider"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(Text, default="")
+    vat_id: Mapped[str] = mapped_column(String(64), default="")
+    iban: Mapped[str] = mapped_column(String(64), default="")
+    bic: Mapped[str] = mapped_column(String(16), default="")
+    default_steps: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class ClientRow(Base):
+    """A client business served by the provider."""
+
+    __tablename__ = "clients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    trade: Mapped[str] = mapped_column(String(200), default="")
+    contact_person: Mapped[str] = mapped_column(String(200), default="")
+    greeting: Mapped[str] = mapped_column(Text, default="")
+    notes: Mapped[str] = mapped_column(Text, default="")
+    timezone: Mapped[str] = mapped_column(String(64))
+    bundesland: Mapped[str] = mapped_column(String(2))
+    closure_days: Mapped[list[Any]] = mapped_column(JSON, default=list)  # ISO dates
+
+
+class NumberRow(Base):
+    """A phone number (E.164) owned by a client."""
+
+    __tablename__ = "numbers"
+    __table_args__ = (Index("ix_numbers_client", "client"),)
+
+    e164: Mapped[str] = mapped_column(String(20), primary_key=True)
+    client: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.id", name="fk_numbers_client", ondelete="CASCADE")
+    )
+
+
+class GroupRow(Base):
+    """An agent group and how it rings its members."""
+
+    __tablename__ = "groups"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    strategy: Mapped[str] = mapped_column(String(16))
+
+
+class GroupMemberRow(Base):
+    """A user in a group, at a position (the order longest-idle ties and round robin use)."""
+
+    __tablename__ = "group_members"
+
+    group: Mapped[str] = mapped_column(
+        String(64),
+        ForeignKey("groups.name", name="fk_group_members_group", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    user: Mapped[str] = mapped_column(
+        String(64),
+        ForeignKey("users.name", name="fk_group_members_user", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class TrunkRow(Base):
+    """A carrier connection."""
+
+    __tablename__ = "trunks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    transport: Mapped[str] = mapped_column(String(8))
+    prefixes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    username: Mapped[str | None] = mapped_column(String(255))
+    # Stored in clear on purpose: registering to the carrier needs the password itself (digest
+    # auth as a client), so it cannot be hashed. The database file is mode 0600 for this reason.
+    password: Mapped[str | None] = mapped_column(String(255))
+    register: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RuleDocumentRow(Base):
+    """A client's validated rules document (the YAML/JSON form, as a dict)."""
+
+    __tablename__ = "rule_documents"
+
+    client: Mapped[str] = mapped_column(
+        String(64),
+        ForeignKey("clients.id", name="fk_rule_documents_client", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OverrideRow(Base):
+    """A client's active feature-code override (*21 office, *22 mobile)."""
+
+    __tablename__ = "overrides"
+
+    client: Mapped[str] = mapped_column(
+        String(64),
+        ForeignKey("clients.id", name="fk_overrides_client", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    target: Mapped[str] = mapped_column(String(16))
+    until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # UTC
+
+
+class CallRecordRow(Base):
+    """One call as billing sees it. `client` is no foreign key: records outlive clients."""
+
+    __tablename__ = "call_records"
+    __table_args__ = (
+        Index("ix_call_records_client_started", "client", "started_at"),
+        Index("ix_call_records_call_id", "call_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(Text)
+    client: Mapped[str | None] = mapped_column(String(64))
+    number: Mapped[str] = mapped_column(String(32))
+    caller: Mapped[str] = mapped_column(Text)
+    rule: Mapped[str | None] = mapped_column(String(200))
+    step: Mapped[int | None] = mapped_column(Integer)
+    answered_by: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ring_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    talk_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # answered | busy | no_answer | failed | cancelled; NULL while the call is in progress
+    result: Mapped[str | None] = mapped_column(String(16))
+
+
+class ApiTokenRow(Base):
+    """An API token of a user; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        UniqueConstraint("token_hash", name="uq_api_tokens_hash"),
+        UniqueConstraint("user_id", "name", name="uq_api_tokens_user_name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", name="fk_api_tokens_user", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -87,7 +87,7 @@ def test_init_creates_the_data_directory(tmp_path: Path) -> None:
     assert stat.S_IMODE(d.stat().st_mode) == 0o700  # the database holds HA1 hashes
     assert stat.S_IMODE((d / "heimbuero.db").stat().st_mode) == 0o600
     assert (d / "files").is_dir()
-    assert db_rows(d, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert db_rows(d, "SELECT version_num FROM alembic_version") == [("0002",)]
     tables = {r[0] for r in db_rows(d, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"users", "bindings"} <= tables
 
@@ -139,7 +139,7 @@ def test_init_migrates_an_empty_database(data: Path) -> None:
     proc = run("init", "--data", str(data))
     assert proc.returncode == 0, proc.stderr
     assert "migrated" in proc.stdout
-    assert db_rows(data, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert db_rows(data, "SELECT version_num FROM alembic_version") == [("0002",)]
 
 
 @pytest.mark.parametrize("domain", ["bad domain", "x-.example", "a..b", "[::1]", "ex_ample.org"])

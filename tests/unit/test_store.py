@@ -67,7 +67,7 @@ def test_upgrade_creates_tables_and_version(db_path: Path) -> None:
     s.close()
     tables = {r[0] for r in _rows(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"users", "bindings", "alembic_version"} <= tables
-    assert _rows(db_path, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert _rows(db_path, "SELECT version_num FROM alembic_version") == [("0002",)]
 
 
 def test_migrations_match_models(store: Store, db_path: Path) -> None:

@@ -1,0 +1,295 @@
+"""Calls to client numbers: the office's RoutePlan executed by the proxy, feature codes from
+client phones, and a call record for every call (what billing charges from).
+
+`office.routing.route()` decides (pure); this module turns a plan's steps into SIP branches
+(users' registered devices, group members, the carrier trunk for external numbers) and keeps
+the call state routing needs: who is in a call, who answered last, the active overrides.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
+from zoneinfo import ZoneInfo
+
+from heimbuero.office.model import Directory, Override, Provider, Trunk
+from heimbuero.office.routing import (
+    RoutePlan,
+    RoutingState,
+    expand_group,
+    feature_code,
+    normalise_number,
+    route,
+)
+from heimbuero.sip.message import ParseError, parse_address
+
+from .location import Peer
+from .proxy import Target
+
+if TYPE_CHECKING:
+    from .core import SipCore
+
+log = logging.getLogger("heimbuero.calls")
+
+CLIENT_HEADER = "X-Heimbuero-Client"
+STAFF = frozenset({"admin", "agent"})
+
+
+class CallLog(Protocol):
+    """Where call records and overrides are kept (the store, behind the server)."""
+
+    def call_started(self, call_id: str, number: str, caller: str, at: datetime,
+                     client: str | None, rule: str | None) -> int: ...  # fmt: skip
+    def call_updated(self, record_id: int, **fields: object) -> None: ...
+    def override_changed(self, client: str, override: Override | None) -> None: ...
+
+
+@dataclass(slots=True)
+class ActiveCall:
+    """An answered routed call, until its BYE."""
+
+    record_id: int
+    answered_by: str | None
+    answered_at: float
+    users: tuple[str, ...]
+
+
+class PlanRun:
+    """One RoutePlan being executed for one call (the proxy's PlanRunner)."""
+
+    def __init__(self, calls: CallRouting, plan: RoutePlan, call_id: str, caller: str,
+                 caller_user: str | None, record_id: int, started: float) -> None:  # fmt: skip
+        self.calls = calls
+        self.plan = plan
+        self.call_id = call_id
+        self.caller = caller
+        self.caller_user = caller_user
+        self.record_id = record_id
+        self.started = started
+        self.index = -1
+        self.voicemail = False
+
+    def next_step(self, now: float) -> tuple[list[Target], float] | None:
+        self.index += 1
+        steps = self.plan.steps
+        if self.index >= len(steps):
+            return None
+        step = steps[self.index]
+        targets: list[Target] = []
+        for t in step.targets:
+            targets.extend(self.calls.targets_for(t, self, now))
+        self.calls.log.call_updated(self.record_id, step=self.index + 1)
+        return targets, float(step.timeout)
+
+    def answered(self, target: Target, now: float) -> None:
+        user = target.label[5:] if target.label.startswith("user:") else None
+        self.calls.answered(self, user, target.label, now)
+
+    def failed(self, status: int, now: float) -> None:
+        result = "cancelled" if status == 487 else "busy" if status in (486, 600) else (
+            "no_answer" if status in (408, 480) else "failed"
+        )  # fmt: skip
+        self.calls.log.call_updated(
+            self.record_id, result=result, ended_at=_utc(now), ring_seconds=now - self.started
+        )
+
+    def final_hint(self) -> tuple[int, str, list[tuple[str, str]]] | None:
+        """A voicemail target answers 480 with a Reason until voicemail exists."""
+        if not self.voicemail:
+            return None
+        text = "Voicemail is not available yet"
+        return 480, "Temporarily Unavailable", [("Reason", f'SIP;cause=480;text="{text}"')]
+
+
+@dataclass
+class CallRouting:
+    """Routed calls, overrides and call records for the SIP core."""
+
+    core: SipCore
+    log: CallLog
+    directory: Directory = field(default_factory=lambda: Directory(Provider(name="")))
+    overrides: dict[str, Override] = field(default_factory=dict)
+    active: dict[str, ActiveCall] = field(default_factory=dict)  # Call-ID -> answered call
+    last_answered: dict[str, float] = field(default_factory=dict)
+    rr_last: dict[str, str] = field(default_factory=dict)
+    clock_zone: Callable[[str], ZoneInfo] = ZoneInfo
+
+    def update(self, directory: Directory, overrides: list[Override]) -> None:
+        """New configuration from the store (reloaded every few seconds by the server)."""
+        self.directory = directory
+        self.overrides = {o.client: o for o in overrides}
+
+    # ------------------------------------------------------------------ routing
+
+    def number_of(self, user_part: str | None) -> str | None:
+        """The client number a Request-URI user part dials, if it is one of ours."""
+        if not user_part or not (user_part[0] == "+" or user_part[0].isdigit()):
+            return None
+        try:
+            number = normalise_number(user_part if user_part[0] == "+" else "+" + user_part)
+        except ValueError:
+            return None
+        return number if number in self.directory.numbers else None
+
+    def trusted_trunk(self, source: Peer) -> Trunk | None:
+        for trunk in self.directory.trunks.values():
+            if trunk.host == source[1] and trunk.port == source[2]:
+                return trunk
+        return None
+
+    def state(self, now: float) -> RoutingState:
+        in_call: set[str] = set()
+        for call in self.active.values():
+            in_call.update(call.users)
+        loc = self.core.location
+        return RoutingState(
+            overrides=dict(self.overrides),
+            registered=frozenset(a for a in loc.aors() if loc.is_registered(a, now)),
+            in_call=frozenset(in_call),
+            last_answered=dict(self.last_answered),
+            rr_last=dict(self.rr_last),
+        )
+
+    def plan(self, number: str, now: float) -> RoutePlan:
+        return route(number, _utc(now), self.state(now), self.directory)
+
+    def start(self, number: str, call_id: str, caller: str, caller_user: str | None,
+              now: float) -> PlanRun:  # fmt: skip
+        plan = self.plan(number, now)
+        record_id = self.log.call_started(
+            call_id, number, caller, _utc(now), plan.client, plan.rule
+        )
+        log.info("call %s from %s to %s: %s", call_id, caller, number, plan.reason)
+        return PlanRun(self, plan, call_id, caller, caller_user, record_id, now)
+
+    def targets_for(self, target: str, run: PlanRun, now: float) -> list[Target]:
+        kind, _, name = target.partition(":")
+        if kind == "user":
+            return self._user_targets(name, run, now)
+        if kind == "group":
+            out: list[Target] = []
+            for member in expand_group(name, self.state(now), self.directory):
+                out.extend(self._user_targets(member, run, now))
+            return out
+        if kind == "external":
+            t = self._external_target(name, run)
+            return [t] if t is not None else []
+        if kind == "voicemail":
+            run.voicemail = True
+        return []
+
+    def _user_targets(self, user: str, run: PlanRun, now: float) -> list[Target]:
+        directory = self.directory
+        account = directory.users.get(user)
+        client = directory.clients.get(run.plan.client or "")
+        display = None
+        headers: tuple[tuple[str, str], ...] = ()
+        if client is not None:
+            headers = ((CLIENT_HEADER, client.id),)
+            if account is None or account.role in STAFF:
+                # The agent must know before answering whom the call is for.
+                display = f"{client.name}: {_pretty_number(run.caller)}"
+        out = []
+        for b in self.core.location.lookup(user, now):
+            dest = b.received
+            if dest[0] != "udp" and not self.core.is_connected(dest):
+                continue
+            out.append(Target(b.contact, dest, f"user:{user}", display, headers))
+        return out
+
+    def _external_target(self, number: str, run: PlanRun) -> Target | None:
+        trunks = self.directory.trunks.values()
+        trunk = next((t for t in trunks if number.startswith(t.prefixes)), None)
+        if trunk is None:
+            log.warning("no trunk allows %s; step target skipped", number)
+            return None
+        domain = self.core.settings.domain
+        dialled = f"sip:{run.plan.number}@{domain}"
+        reason = "unconditional" if run.index == 0 else "no-answer"
+        cause = 302 if run.index == 0 else 408
+        headers = (
+            ("Diversion", f"<{dialled}>;reason={reason};counter=1"),
+            ("History-Info", f"<{dialled}>;index=1"),
+            ("History-Info", f"<sip:{number}@{trunk.host};cause={cause}>;index=1.1"),
+            ("P-Asserted-Identity", f"<{_caller_uri(run.caller, domain)}>"),
+        )
+        dest = (trunk.transport, trunk.host, trunk.port)
+        return Target(
+            f"sip:{number}@{trunk.host}:{trunk.port}", dest, f"external:{number}", None, headers
+        )
+
+    # ------------------------------------------------------------------ call state
+
+    def answered(self, run: PlanRun, user: str | None, label: str, now: float) -> None:
+        users = tuple(u for u in (user, run.caller_user) if u)
+        self.active[run.call_id] = ActiveCall(run.record_id, user, now, users)
+        if user is not None:
+            self.last_answered[user] = now
+            for group in self.directory.groups.values():
+                if user in group.members:
+                    self.rr_last[group.name] = user
+        self.log.call_updated(
+            run.record_id, answered_by=label, answered_at=_utc(now),
+            ring_seconds=now - run.started, rule=run.plan.rule,
+        )  # fmt: skip
+
+    def on_bye(self, call_id: str, now: float) -> None:
+        call = self.active.pop(call_id, None)
+        if call is None:
+            return
+        self.log.call_updated(
+            call.record_id, result="answered", ended_at=_utc(now),
+            talk_seconds=now - call.answered_at,
+        )  # fmt: skip
+
+    def close_all(self, now: float) -> None:
+        """The server stops: every answered call still up gets its talk time so far."""
+        for call_id in list(self.active):
+            self.on_bye(call_id, now)
+
+    # ------------------------------------------------------------------ feature codes
+
+    def feature(self, user: str, dialled: str, now: float) -> tuple[int, str] | None:
+        """Apply a feature code dialled by `user`; (status, text) to answer, or None if the
+        dialled string is no feature code."""
+        if not dialled or dialled[0] not in "*#%":
+            return None
+        account = self.directory.users.get(user)
+        if (
+            account is None
+            or account.client is None
+            or account.client not in self.directory.clients
+        ):
+            return 403, "Feature codes work from a client's own phone"
+        client = self.directory.clients[account.client]
+        local = datetime.fromtimestamp(now, self.clock_zone(client.timezone))
+        try:
+            action = feature_code(dialled, client.id, local)
+        except ValueError as exc:
+            return 484, str(exc)
+        if action is None:
+            return None
+        self.overrides = action.apply(self.overrides)
+        self.log.override_changed(client.id, self.overrides.get(client.id))
+        log.info("feature code %s by %s: %s", action.code, user, action.text)
+        return 603, action.text
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _caller_uri(caller: str, domain: str) -> str:
+    return caller if caller.startswith(("sip:", "sips:", "tel:")) else f"sip:{caller}@{domain}"
+
+
+def _pretty_number(caller: str) -> str:
+    """The caller as a phone shows it: the number, or the user part."""
+    try:
+        uri = parse_address(caller).uri
+        return uri.user or str(uri)
+    except ParseError:
+        return caller

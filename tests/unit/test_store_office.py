@@ -1,0 +1,141 @@
+"""Store: the office tables (migration 0002) against a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic import command
+
+from heimbuero.office.demo import seed_demo
+from heimbuero.office.model import Client, Group, Override, Provider, Step, Trunk
+from heimbuero.office.rules_doc import RulesError
+from heimbuero.store import AlreadyExists, InUse, NoSuchUser, NotFound, Store
+
+REALM = "office.example"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{tmp_path / 'heimbuero.db'}")
+    s.upgrade()
+    yield s
+    s.close()
+
+
+def test_migration_0001_to_0002_keeps_users(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    s = Store(f"sqlite:///{db}")
+    cfg = s._alembic_config()
+    with s._engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO users (name, role, ha1_md5, ha1_sha256, password_hash, created_at) "
+            "VALUES ('alice', 'admin', 'a', 'b', 'c', '2026-01-01 00:00:00')"
+        )
+    assert not s.schema_is_current()
+    s.upgrade()
+    assert s.schema_is_current()
+    alice = s.get_user("alice")
+    assert alice is not None and alice.role == "admin" and alice.password_hash == "c"
+    assert alice.client is None and alice.mobile is None
+    s.add_client(Client("mueller", "Tischlerei Müller"))
+    assert s.user_update("alice", client="mueller", mobile="+491701111111").client == "mueller"
+    s.close()
+
+
+def test_provider_clients_numbers_round_trip(store: Store) -> None:
+    assert store.get_provider().name == ""
+    p = Provider("Büroservice", iban="DE00", default_steps=(Step(("group:team",), 30),))
+    store.set_provider(p)
+    assert store.get_provider() == p
+    c = Client("mueller", "Tischlerei Müller", bundesland="BY",
+               closure_days=(date(2026, 12, 24), date(2026, 12, 31)))  # fmt: skip
+    store.add_client(c)
+    assert store.get_client("mueller") == c
+    with pytest.raises(AlreadyExists):
+        store.add_client(c)
+    assert store.update_client("mueller", trade="Tischlerei").trade == "Tischlerei"
+    store.add_number("+49891234567", "mueller")
+    with pytest.raises(AlreadyExists):
+        store.add_number("+49891234567", "mueller")
+    with pytest.raises(NotFound):
+        store.add_number("+49301234567", "nobody")
+    assert [n.e164 for n in store.list_numbers("mueller")] == ["+49891234567"]
+    assert store.remove_client("mueller")
+    assert store.list_numbers() == [] and store.get_client("mueller") is None
+
+
+def test_groups_trunks_overrides(store: Store) -> None:
+    for name in ("anna", "ben"):
+        store.add_user(name, "agent", "0" * 32, "1" * 64, "x")
+    with pytest.raises(NoSuchUser):
+        store.add_group(Group("team", members=("anna", "carl")))
+    assert store.get_group("team") is None
+    assert store.add_group(Group("team", "round_robin", ("ben", "anna"))).members == ("ben", "anna")
+    assert store.update_group("team", members=["anna"]).members == ("anna",)
+    store.remove_user("anna")
+    assert store.get_group("team").members == ()  # type: ignore[union-attr]
+    t = Trunk("carrier", "127.0.0.1", 5090, prefixes=("+49", "+43"), username="u", password="p")
+    store.add_trunk(t)
+    assert store.get_trunk("carrier") == t
+    assert store.update_trunk("carrier", host="192.0.2.7").host == "192.0.2.7"
+    store.add_client(Client("mueller", "M"))
+    now = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
+    store.set_override(Override("mueller", "office", now + timedelta(hours=2)))
+    assert store.get_override("mueller").until == now + timedelta(hours=2)  # type: ignore[union-attr]
+    assert store.list_overrides(now=now + timedelta(hours=2)) == []  # expired at `until`
+    assert len(store.list_overrides(now=now)) == 1
+    assert store.clear_override("mueller") and store.get_override("mueller") is None
+
+
+def test_rules_documents_and_directory(store: Store) -> None:
+    seed_demo(store, REALM)
+    d = store.load_directory()
+    assert [r.name for r in d.numbers["+49891234567"].rules] == [
+        "Override", "Override Handy", "Werktag", "Sonst"]  # fmt: skip
+    assert d.users["mueller"].client == "mueller" and d.groups["team"].members == ("anna", "ben")
+    before = store.get_rules_document("mueller")
+    bad = {"client": "mueller", "numbers": {"+49891234567": {"rules": [
+        {"name": "x", "steps": [{"targets": ["user:ghost"], "timeout": 30}]}]}}}  # fmt: skip
+    with pytest.raises(RulesError) as exc:
+        store.save_rules("mueller", bad)
+    assert exc.value.problems and "rules[0]" in exc.value.problems[0][0]
+    assert store.get_rules_document("mueller") == before
+    with pytest.raises(InUse):
+        store.remove_group("team")
+    # a removed user makes the stored document invalid: its numbers fall back to the default
+    store.remove_user("mueller")
+    d = store.load_directory()
+    assert d.numbers["+49891234567"].rules == ()
+    assert [p.client for p in store.directory_problems] == ["mueller"]
+    assert d.numbers["+49301234567"].rules  # schulz unaffected
+
+
+def test_call_records_and_tokens(store: Store) -> None:
+    t0 = datetime(2026, 3, 3, 8, 0, tzinfo=UTC)
+    rid = store.add_call_record("abc", "+49891234567", "+4915112345", t0, client="mueller",
+                                rule="Werktag", step=1)  # fmt: skip
+    store.add_call_record("def", "+49301234567", "+4915112345", t0 + timedelta(1), client="x")
+    r = store.update_call_record(rid, answered_by="anna", answered_at=t0 + timedelta(seconds=7),
+                                 step=2)  # fmt: skip
+    assert r.answered_by == "anna" and r.result is None
+    assert store.close_open_call_records(t0 + timedelta(seconds=67)) == 2
+    r = store.get_call_record(rid)
+    assert r is not None and r.result == "answered" and r.talk_seconds == 60 and r.ring_seconds == 7
+    assert [c.call_id for c in store.list_call_records()] == ["def", "abc"]
+    assert [c.call_id for c in store.list_call_records(client="mueller")] == ["abc"]
+    store.add_user("anna", "agent", "0" * 32, "1" * 64, "x")
+    meta, token = store.create_token("anna", "ci")
+    assert len(token) > 40 and meta.name == "ci"
+    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as conn:
+        (stored,) = conn.execute("SELECT token_hash FROM api_tokens").fetchone()
+    assert stored != token and len(stored) == 64
+    assert store.verify_token(token).name == "anna"  # type: ignore[union-attr]
+    assert store.verify_token(token + "x") is None
+    assert store.revoke_token("anna", "ci") and store.verify_token(token) is None
