@@ -224,7 +224,8 @@ class Proxy:
     def execute_plan(self, txn: tx.ServerTransaction, plan: PlanRunner, now: float) -> None:
         """Ring the plan's steps one after the other until someone answers."""
         call = self._start(txn, True, plan, now)
-        self._next_step(call, now)
+        if not self._next_step(call, now):
+            self._maybe_finish(call, now)  # nobody to ring at all: answer at once
 
     def _start(
         self, txn: tx.ServerTransaction, record_route: bool, plan: PlanRunner | None, now: float
@@ -294,18 +295,19 @@ class Proxy:
             return True
 
     def _step_timeout(self, call: ProxyCall, now: float) -> None:
-        """A step rang its time: cancel what still rings; the plan moves on when all ended."""
+        """A step rang its time: cancel what still rings and move on at once (the caller
+        does not wait for the 487s)."""
         call.step_timer = None
         for b in call.branches:
             if b.done:
                 continue
             b.timed_out = True
+            b.done = True
             if b.provisional:
                 self._send_cancel(b, now, None)
             else:
-                b.cancel_pending = True
-                b.done = True
-                call.finals.append(self.core.make_response(call.server_txn.request, 408))
+                b.cancel_pending = True  # CANCEL it when it starts ringing after all
+            call.finals.append(self.core.make_response(call.server_txn.request, 408))
         self._maybe_finish(call, now)
 
     # ------------------------------------------------------------------ responses
@@ -325,8 +327,8 @@ class Proxy:
             if branch.cancel_pending:
                 branch.cancel_pending = False
                 self._send_cancel(branch, now, None)
-            if status == 100 or call.final_sent:
-                return
+            if status == 100 or call.final_sent or branch.done:
+                return  # (a branch whose step timed out rings no more upstream)
             _alias_contact(resp, branch.dest)
             core.layer.send_response(call.server_txn, resp, now)
             if call.timer_c is not None:

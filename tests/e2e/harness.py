@@ -400,14 +400,20 @@ class SipClient:
     """
 
     def __init__(
-        self, server_port: int, *, transport: str = "udp", server_host: str = LOCALHOST
+        self,
+        server_port: int,
+        *,
+        transport: str = "udp",
+        server_host: str = LOCALHOST,
+        local_port: int = 0,
     ) -> None:
+        """`local_port`: the UDP port to send from (e.g. one listed in trusted_peers); 0 = any."""
         self.transport = transport.lower()
         self.server = (server_host, server_port)
         self._buffer = b""
         if self.transport == "udp":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.sock.bind((LOCALHOST, 0))
+            self.sock.bind((LOCALHOST, local_port))
         elif self.transport == "tcp":
             self.sock = socket.create_connection(self.server, timeout=5)
         else:
@@ -684,6 +690,24 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def parse_demo_passwords(stdout: str) -> dict[str, str]:
+    """The "  NAME  PASSWORD" lines `heimbuero init --demo` prints once, as {name: password}."""
+    out: dict[str, str] = {}
+    in_list = False
+    for line in stdout.splitlines():
+        if "passwords" in line and line.rstrip().endswith(":"):
+            in_list = True
+            continue
+        if in_list:
+            m = re.fullmatch(r"\s{2,}([a-z0-9][a-z0-9._-]*)\s+(\S+)\s*", line)
+            if not m:
+                break
+            out[m.group(1)] = m.group(2)
+    if not out:
+        raise HarnessError(f"`heimbuero init --demo` printed no passwords:\n{stdout}")
+    return out
+
+
 class Server:
     """`heimbuero serve` on 127.0.0.1, started exactly as a user would start it.
 
@@ -704,6 +728,7 @@ class Server:
         transports: Sequence[str] = ("udp", "tcp"),
         port: int | None = None,
         http: bool = False,
+        demo: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -715,6 +740,8 @@ class Server:
         self.transports = tuple(transports)
         self.port = port or free_port()
         self.http_port = free_port() if http else None
+        self.demo = demo  # `init --demo`: the demo office; its printed passwords go to .users
+        self.demo_passwords: dict[str, str] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.exit_codes: list[int] = []
         self._starts = 0
@@ -765,9 +792,15 @@ class Server:
         return res
 
     def init(self) -> None:
-        self.cli("init", "--data", str(self.data_dir), "--domain", self.domain)
+        args = ["init", "--data", str(self.data_dir), "--domain", self.domain]
+        if self.demo:
+            args.append("--demo")
+        res = self.cli(*args)
         if not self.config_path.is_file():
             raise HarnessError(f"`heimbuero init` succeeded but wrote no {self.config_path}")
+        if self.demo:
+            self.demo_passwords = parse_demo_passwords(res.stdout)
+            self.users.update(self.demo_passwords)
 
     def add_user(self, name: str, password: str, role: str = "agent") -> None:
         self.cli(
@@ -792,8 +825,9 @@ class Server:
         """init + users + settings, once per data directory."""
         if self.config_path.exists():
             return
+        extra_users = dict(self.users)
         self.init()
-        for name, password in self.users.items():
+        for name, password in extra_users.items():
             self.add_user(name, password)
         for key, value in self.sip_options.items():
             self.set_sip_option(key, value)
