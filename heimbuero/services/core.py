@@ -45,7 +45,7 @@ ALLOW = (
     "SUBSCRIBE, PRACK"
 )
 ACCEPT = "application/sdp"
-SUPPORTED = "path"  # option tags the server itself implements
+SUPPORTED = ""  # option tags the server itself implements (none yet: no Path, no outbound)
 BRANCH_PREFIX = MAGIC_COOKIE + "hb"
 
 _REASONS = {
@@ -286,9 +286,7 @@ class SipCore:
             return
         unsupported = [o for o in req.get_all("proxy-require") if o]
         if for_server:
-            unsupported += [
-                o for o in req.get_all("require") if o and o not in SUPPORTED.split(", ")
-            ]
+            unsupported += [o for o in req.get_all("require") if o]
         if unsupported:
             self.respond(txn, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
             return
@@ -352,10 +350,7 @@ class SipCore:
             self.respond(txn, 403, now, reason="Authenticated user does not own this address")
             return
         result = self.registrar.handle(req, aor, txn.source, now)  # type: ignore[arg-type]
-        headers = list(result.headers)
-        if result.status == 200 and "path" in req and "path" in req.get_all("supported"):
-            headers += [("Path", p) for p in req.get_all("path")]
-        self.respond(txn, result.status, now, reason=result.reason, headers=headers)
+        self.respond(txn, result.status, now, reason=result.reason, headers=result.headers)
         if (result.added or result.removed) and self.on_bindings_changed is not None:
             self.on_bindings_changed(result.added, result.removed)
 
