@@ -209,12 +209,13 @@ class Server:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(OFFICE_RELOAD_INTERVAL)
+            version = self.calls.overrides_version
             try:
                 directory, overrides = await loop.run_in_executor(None, self._load_office)
             except Exception:  # a bad row must not stop call routing with the old config
                 log.exception("reloading the office configuration failed; keeping the last one")
                 continue
-            self.calls.update(directory, overrides)
+            self.calls.update(directory, overrides, version)
 
     def _load_office(self) -> tuple[Directory, list[Override]]:
         return self.store.load_directory(), self.store.list_overrides(datetime.now(UTC))

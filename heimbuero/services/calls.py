@@ -70,6 +70,7 @@ class PlanRun:
         self.record_id = record_id
         self.started = started
         self.index = -1
+        self.rang = False  # whether an earlier step rang anybody (Diversion says no-answer)
         self.voicemail = False
 
     def next_step(self, now: float) -> tuple[list[Target], float] | None:
@@ -81,7 +82,9 @@ class PlanRun:
         targets: list[Target] = []
         for t in step.targets:
             targets.extend(self.calls.targets_for(t, self, now))
-        self.calls.log.call_updated(self.record_id, step=self.index + 1)
+        if targets:
+            self.rang = True
+            self.calls.log.call_updated(self.record_id, step=self.index + 1)
         return targets, float(step.timeout)
 
     def answered(self, target: Target, now: float) -> None:
@@ -115,12 +118,19 @@ class CallRouting:
     active: dict[str, ActiveCall] = field(default_factory=dict)  # Call-ID -> answered call
     last_answered: dict[str, float] = field(default_factory=dict)
     rr_last: dict[str, str] = field(default_factory=dict)
+    overrides_version: int = 0  # bumped by every feature code
     clock_zone: Callable[[str], ZoneInfo] = ZoneInfo
 
-    def update(self, directory: Directory, overrides: list[Override]) -> None:
-        """New configuration from the store (reloaded every few seconds by the server)."""
+    def update(
+        self, directory: Directory, overrides: list[Override], version: int | None = None
+    ) -> None:
+        """New configuration from the store (reloaded every few seconds by the server).
+
+        `version` is `overrides_version` as it was when the store was read: when a feature
+        code changed an override since, the in-memory overrides are newer and stay."""
         self.directory = directory
-        self.overrides = {o.client: o for o in overrides}
+        if version is None or version == self.overrides_version:
+            self.overrides = {o.client: o for o in overrides}
 
     # ------------------------------------------------------------------ routing
 
@@ -208,12 +218,12 @@ class CallRouting:
             return None
         domain = self.core.settings.domain
         dialled = f"sip:{run.plan.number}@{domain}"
-        reason = "unconditional" if run.index == 0 else "no-answer"
-        cause = 302 if run.index == 0 else 408
+        # Evaluated before this step's own targets count: did anybody ring before?
+        reason, cause = ("no-answer", 408) if run.rang else ("unconditional", 302)
         headers = (
             ("Diversion", f"<{dialled}>;reason={reason};counter=1"),
             ("History-Info", f"<{dialled}>;index=1"),
-            ("History-Info", f"<sip:{number}@{trunk.host};cause={cause}>;index=1.1"),
+            ("History-Info", f"<sip:{number}@{trunk.host}:{trunk.port};cause={cause}>;index=1.1"),
             ("P-Asserted-Identity", f"<{_caller_uri(run.caller, domain)}>"),
         )
         dest = (trunk.transport, trunk.host, trunk.port)
@@ -273,6 +283,7 @@ class CallRouting:
         if action is None:
             return None
         self.overrides = action.apply(self.overrides)
+        self.overrides_version += 1
         self.log.override_changed(client.id, self.overrides.get(client.id))
         log.info("feature code %s by %s: %s", action.code, user, action.text)
         return 603, action.text

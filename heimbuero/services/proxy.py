@@ -549,6 +549,8 @@ class Proxy:
                 core.make_response(call.server_txn.request, 503, "Server shutting down"),
                 now,
             )
+            if call.plan is not None:
+                call.plan.failed(503, now)
 
     # ------------------------------------------------------------------ ACK for 2xx
 
