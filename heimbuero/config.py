@@ -57,6 +57,10 @@ class SipSettings:
     trusted_peers: tuple[str, ...] = ()  # "HOST" or "HOST:PORT" of carrier trunks: no digest auth
     advertise: str | None = None  # address for Via/Record-Route when listening on 0.0.0.0
     md5_only_user_agents: tuple[str, ...] = ("baresip v0.", "baresip v1.")
+    subscribe_max_expires: int = 3600  # presence/dialog subscriptions (RFC 6665)
+    max_subscriptions_per_user: int = 100
+    max_watchers_per_presentity: int = 2000
+    presence_min_interval: int = 5  # seconds between NOTIFYs of published changes per watcher
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,13 @@ trusted_peers = []
 # Clients that fail on a challenge list with an algorithm they do not know get MD5 alone
 # (matched as User-Agent prefixes; baresip 1.x gives up on any SHA-256 challenge).
 md5_only_user_agents = [{", ".join(f'"{u}"' for u in d.md5_only_user_agents)}]
+# Presence (SUBSCRIBE/NOTIFY, PUBLISH): longest subscription granted, subscriptions a user may
+# hold (more: 403), watchers of one user (more: 503), and the least seconds between two
+# NOTIFYs of published status to one watcher (registration and call changes go out at once).
+subscribe_max_expires = {d.subscribe_max_expires}
+max_subscriptions_per_user = {d.max_subscriptions_per_user}
+max_watchers_per_presentity = {d.max_watchers_per_presentity}
+presence_min_interval = {d.presence_min_interval}
 
 [http]
 # listen = "127.0.0.1:8080"

@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,15 @@ from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
 from heimbuero.services.location import Binding, LocationService, Peer
+from heimbuero.services.presence import (
+    PresenceSettings,
+    PresenceState,
+    enable_presence,
+    publication_from_record,
+    publication_record,
+    subscription_from_record,
+    subscription_record,
+)
 from heimbuero.services.registrar import RegistrarSettings
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.sip.transaction import TimerSettings
@@ -30,7 +39,7 @@ from heimbuero.store.db import BindingRecord, Store
 log = logging.getLogger("heimbuero")
 
 PERSIST_INTERVAL = 1.0  # seconds between batched writes of registration changes
-OFFICE_RELOAD_INTERVAL = 3.0  # seconds until configuration changes reach call routing
+OFFICE_RELOAD_INTERVAL = 2.0  # seconds until configuration changes reach call routing
 
 
 class _StoreCallLog:
@@ -181,8 +190,26 @@ class Server:
         if closed:
             log.info("closed %d call records left open by the last stop", closed)
         self.calls = CallRouting(self.core, _StoreCallLog(self.store))
+        self.office_revision = self.store.office_revision()
         self.calls.update(self.store.load_directory(), self.store.list_overrides(datetime.now(UTC)))
         self.core.calls = self.calls
+        self.presence = enable_presence(
+            self.core,
+            PresenceSettings(
+                min_expires=sip.min_expires,
+                max_expires=max(sip.subscribe_max_expires, sip.min_expires),
+                default_expires=min(3600, max(sip.subscribe_max_expires, sip.min_expires)),
+                min_interval=float(sip.presence_min_interval),
+                max_subscriptions_per_user=sip.max_subscriptions_per_user,
+                max_watchers_per_presentity=sip.max_watchers_per_presentity,
+            ),
+        )
+        subs, pubs = self.store.load_presence(now)
+        self.presence.load(
+            [subscription_from_record(d) for d in subs],
+            [publication_from_record(d) for d in pubs],
+            now,
+        )
 
     def _fetch_account(self, name: str) -> Account | None:
         found = self.store.get_credentials(name)
@@ -198,6 +225,12 @@ class Server:
             await self.flush_bindings(loop)
 
     async def flush_bindings(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.presence.has_changes():
+            subs, gone_subs, pubs, gone_pubs = self.presence.take_changes()
+            await loop.run_in_executor(
+                None, self.store.save_presence, [subscription_record(s) for s in subs],
+                gone_subs, [publication_record(p) for p in pubs], gone_pubs,
+            )  # fmt: skip
         if not self.location.has_changes():
             return
         ups, dels = self.location.take_changes()
@@ -205,10 +238,23 @@ class Server:
         await loop.run_in_executor(None, self.store.save_bindings, records, dels)
 
     async def _reload_office(self) -> None:
-        """Pick up clients, numbers, rules and overrides changed through the CLI or HTTP API."""
+        """Pick up clients, numbers, rules and overrides changed through the CLI or HTTP API.
+
+        Polls the store's office revision (one small query) and reloads only when it moved:
+        a reload reads every user and rules document, which is not free on a big office."""
         loop = asyncio.get_running_loop()
+        seen = self.office_revision
         while True:
             await asyncio.sleep(OFFICE_RELOAD_INTERVAL)
+            try:
+                # One indexed read of one row: cheaper on the loop than a hop to a thread.
+                revision = self.store.office_revision()
+            except Exception:
+                log.exception("reading the office revision failed")
+                continue
+            if revision == seen:
+                continue
+            seen = revision
             version = self.calls.overrides_version
             try:
                 directory, overrides = await loop.run_in_executor(None, self._load_office)
@@ -258,6 +304,21 @@ class Server:
             if b.expires_at > now
         ]
 
+    def presence_of(self, user: str) -> list[dict[str, Any]]:
+        """The presence `user` may see, for the HTTP API."""
+        return [s.as_dict() for s in self.presence.visible_states(user, time.time())]
+
+    def watch_presence(self, user: str, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call `fn` with each change `user` may see until the returned function is called."""
+        presence = self.presence
+
+        def listener(state: PresenceState) -> None:
+            if presence.visible(user, state.user, time.time()):
+                fn(state.as_dict())
+
+        presence.listeners.append(listener)
+        return lambda: presence.listeners.remove(listener)
+
     async def _start_http(self) -> tuple[Any, asyncio.Task[None]] | None:
         if not self.config.http.listen:
             return None
@@ -277,7 +338,15 @@ class Server:
             raise ConfigError(
                 f"cannot listen on http:{host}:{port}: {exc.strerror or exc}"
             ) from None
-        app = create_app(WebContext(self.store, self.status, self.registrations))
+        app = create_app(
+            WebContext(
+                self.store,
+                self.status,
+                self.registrations,
+                presence=self.presence_of,
+                presence_watch=self.watch_presence,
+            )  # fmt: skip
+        )
         server = _EmbeddedUvicorn(
             uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         )
@@ -305,6 +374,11 @@ class Server:
             loop.create_task(self._nat_keepalive()),
             loop.create_task(self._reload_office()),
         ]
+        if self.presence.subs:
+            # Watchers kept from the last run learn the state as it is now.
+            self.presence.notify_all(time.time())
+            self.core.pump(time.time())
+            self.transports.flush()
         listen = ", ".join(str(a) for a in self.config.sip.listen)
         if http is not None:
             listen += f", http:{self.config.http.listen}"
@@ -343,6 +417,9 @@ def run(config: Config) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    # Store writes run in a worker thread; a short switch interval keeps that thread from
+    # holding the GIL for 5 ms while a SIP message waits on the event loop.
+    sys.setswitchinterval(0.0005)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a declared dependency on Linux

@@ -34,6 +34,7 @@ from heimbuero.sip.message import (
 from .calls import CallRouting
 from .credentials import UserDirectory
 from .location import Binding, LocationService, Peer
+from .presence import ALLOW_EVENTS, PresenceServer, Subscription
 from .proxy import Proxy
 from .registrar import Registrar, RegistrarSettings
 
@@ -42,7 +43,7 @@ log = logging.getLogger("heimbuero.sip")
 SERVER_NAME = "heimbuero"
 ALLOW = (
     "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, REFER, NOTIFY, "
-    "SUBSCRIBE, PRACK"
+    "SUBSCRIBE, PRACK, PUBLISH"
 )
 ACCEPT = "application/sdp"
 SUPPORTED = ""  # option tags the server itself implements (none yet: no Path, no outbound)
@@ -144,6 +145,9 @@ class SipCore:
         self._auth_failures: dict[str, list[float]] = {}
         self.stats = {"received": 0, "sent": 0, "dropped": 0, "rejected": 0}
         self.on_bindings_changed: Callable[[list[Binding], list[Binding]], None] | None = None
+        # Further listeners of registration changes, told the time too (presence).
+        self.binding_listeners: list[Callable[[list[Binding], list[Binding], float], None]] = []
+        self.presence: PresenceServer | None = None  # SUBSCRIBE/NOTIFY/PUBLISH, when enabled
         self.calls: CallRouting | None = None  # calls to client numbers, when the office is set up
 
     # ------------------------------------------------------------------ network-facing API
@@ -205,9 +209,15 @@ class SipCore:
         self.layer.handle_timer(now)
         self.timers.run(now)
         gone = self.location.expire(now)
-        if gone and self.on_bindings_changed is not None:
-            self.on_bindings_changed([], gone)
+        if gone:
+            self.bindings_changed([], gone, now)
         self._pump(now)
+
+    def bindings_changed(self, added: list[Binding], removed: list[Binding], now: float) -> None:
+        if self.on_bindings_changed is not None:
+            self.on_bindings_changed(added, removed)
+        for fn in self.binding_listeners:
+            fn(added, removed, now)
 
     def shutdown(self, now: float) -> None:
         """Answer or cancel every open transaction before the server stops."""
@@ -215,6 +225,11 @@ class SipCore:
         self._pump(now)
 
     # ------------------------------------------------------------------ event dispatch
+
+    def pump(self, now: float) -> None:
+        """Move what services started outside a received message or timer (a NOTIFY after a
+        restart) to the outgoing queue."""
+        self._pump(now)
 
     def _pump(self, now: float) -> None:
         layer = self.layer
@@ -228,11 +243,20 @@ class SipCore:
 
     def _dispatch(self, ev: object, now: float) -> None:
         if isinstance(ev, tx.ResponseReceived):
+            if isinstance(ev.txn.context, Subscription):
+                if self.presence is not None:
+                    self.presence.on_response(ev.txn, ev.response, now)
+                return
             self.proxy.on_response(ev.txn, ev.response, now)
         elif isinstance(ev, tx.RequestReceived):
             self._on_request(ev.txn, now)
         elif isinstance(ev, tx.AckReceived):
             self.proxy.forward_ack(ev.request, cast(Peer, ev.source), now)
+        elif isinstance(ev, (tx.TransactionTimeout, tx.TransportFailed)) and isinstance(
+            ev.txn.context, Subscription
+        ):
+            if self.presence is not None:
+                self.presence.on_failure(ev.txn, now)  # type: ignore[arg-type]
         elif isinstance(ev, tx.TransactionTimeout):
             self.proxy.on_branch_failure(ev.txn, 408, now)
         elif isinstance(ev, tx.TransportFailed):
@@ -281,7 +305,7 @@ class SipCore:
         if max_forwards <= 0 and not (for_server and method == "OPTIONS"):
             self.respond(txn, 483, now)
             return
-        if self._is_loop(req):
+        if not for_server and self._is_loop(req):
             self.respond(txn, 482, now)
             return
         unsupported = [o for o in req.get_all("proxy-require") if o]
@@ -290,15 +314,23 @@ class SipCore:
         if unsupported:
             self.respond(txn, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
             return
+        presence = self.presence
+        if (
+            presence is not None
+            and (method == "SUBSCRIBE" or method == "PUBLISH")
+            and presence.wants(req)
+        ):
+            presence.on_request(txn, now)
+            return
 
         if for_server:
             if method == "REGISTER":
                 self._on_register(txn, now)
             elif method == "OPTIONS":
-                self.respond(
-                    txn, 200, now,
-                    headers=[("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED)],
-                )  # fmt: skip
+                headers = [("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
+                if self.presence is not None:
+                    headers.append(("Allow-Events", ALLOW_EVENTS))
+                self.respond(txn, 200, now, headers=headers)
             else:
                 self.respond(txn, 405, now, headers=[("Allow", "OPTIONS, REGISTER")])
             return
@@ -312,6 +344,8 @@ class SipCore:
             if req.from_.uri.user is None or req.from_.uri.user.lower() != user:
                 self.respond(txn, 403, now, reason="From does not match the authenticated user")
                 return
+        if in_dialog and method == "BYE" and self.presence is not None:
+            self.presence.call_ended(req.call_id, now)
         calls = self.calls
         if calls is not None:
             if in_dialog:
@@ -351,8 +385,8 @@ class SipCore:
             return
         result = self.registrar.handle(req, aor, txn.source, now)  # type: ignore[arg-type]
         self.respond(txn, result.status, now, reason=result.reason, headers=result.headers)
-        if (result.added or result.removed) and self.on_bindings_changed is not None:
-            self.on_bindings_changed(result.added, result.removed)
+        if result.added or result.removed:
+            self.bindings_changed(result.added, result.removed, now)
 
     # ------------------------------------------------------------------ authentication
 
@@ -438,6 +472,9 @@ class SipCore:
         return h.hexdigest()[:10]
 
     def _is_loop(self, req: Request) -> bool:
+        """RFC 3261 §16.3 step 4: this request passed us before, unchanged."""
+        if not any(h[0] == "via" and BRANCH_PREFIX in h[2] for h in req.headers):
+            return False  # no Via of ours at all: the common case, decided without parsing
         mine = [
             v for v in req.vias
             if v.branch and v.branch.startswith(BRANCH_PREFIX)

@@ -354,6 +354,10 @@ class Proxy:
                 self._cancel_pending(call, now, 'SIP;cause=200;text="Call completed elsewhere"')
                 if call.plan is not None and branch.target is not None:
                     call.plan.answered(branch.target, now)
+                if core.presence is not None and st.request.method == "INVITE":
+                    core.presence.call_answered(
+                        st.request.call_id, _call_users(st.request, branch, core), now
+                    )
             return
         if branch.done:
             return
@@ -593,6 +597,24 @@ class Proxy:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _call_users(req: Request, branch: Branch, core: SipCore) -> list[str]:
+    """Our users in an answered call: the caller (From in our domain) and who answered."""
+    users = []
+    caller = req.from_.uri
+    if caller.user and (caller.host == core.settings.domain or core.is_local_uri(caller)):
+        users.append(caller.user.lower())
+    label = branch.target.label if branch.target is not None else ""
+    if label.startswith("user:"):
+        users.append(label[5:])
+    elif (
+        not label
+        and req.ruri.user
+        and (req.ruri.host == core.settings.domain or core.is_local_uri(req.ruri))
+    ):
+        users.append(req.ruri.user.lower())
+    return users
 
 
 def _rr(host: str, port: int, transport: str) -> str:

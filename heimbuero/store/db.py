@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, select, update
+from sqlalchemy import (
+    Engine,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -41,7 +52,10 @@ from heimbuero.store.models import (
     GroupMemberRow,
     GroupRow,
     NumberRow,
+    OfficeRevision,
     OverrideRow,
+    PresencePublication,
+    PresenceSubscription,
     ProviderRow,
     RuleDocumentRow,
     TrunkRow,
@@ -68,6 +82,23 @@ _BINDING_FIELDS = (
     "path",
 )
 _BINDING_UPDATE_FIELDS = tuple(f for f in _BINDING_FIELDS if f not in ("aor", "contact"))
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _bumps_office(method: _F) -> _F:
+    """Mark a Store method that changes what call routing reads: on success the office
+    revision goes up, and running servers reload the configuration."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        result = method(self, *args, **kwargs)
+        with self._engine.begin() as conn:
+            conn.execute(update(OfficeRevision).values(revision=OfficeRevision.revision + 1))
+        return result
+
+    return wrapper  # type: ignore[return-value]
 
 
 class StoreError(Exception):
@@ -395,6 +426,7 @@ class Store:
 
     # -- users ------------------------------------------------------------------------------
 
+    @_bumps_office
     def add_user(
         self, name: str, role: str, ha1_md5: str, ha1_sha256: str, password_hash: str
     ) -> UserRecord:
@@ -428,6 +460,11 @@ class Store:
             row.password_hash = password_hash
             session.commit()
 
+    def office_revision(self) -> int:
+        """The configuration's revision: poll it, reload the office when it changes."""
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(OfficeRevision.revision)).scalar() or 0)
+
     def get_credentials(self, name: str) -> tuple[str, str, str] | None:
         """(role, ha1_md5, ha1_sha256) of a user: the SIP hot path's lookup, without the ORM."""
         with self._engine.connect() as conn:
@@ -445,6 +482,7 @@ class Store:
         with Session(self._engine) as session:
             return [_user_record(r) for r in session.scalars(select(User).order_by(User.name))]
 
+    @_bumps_office
     def remove_user(self, name: str) -> bool:
         """Delete a user and its bindings; False when there was no such user."""
         with self._engine.begin() as conn:
@@ -496,6 +534,52 @@ class Store:
             if rows:
                 conn.execute(upsert_bindings_statement(self._dialect), rows)
 
+    # -- presence ---------------------------------------------------------------------------
+
+    def load_presence(self, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(subscriptions, publications) still valid at `now` as the presence server wrote
+        them; the expired rows are deleted."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(PresenceSubscription).where(PresenceSubscription.expires_at <= now))
+            conn.execute(delete(PresencePublication).where(PresencePublication.expires_at <= now))
+            subs = [r[0] for r in conn.execute(select(PresenceSubscription.data))]
+            pubs = [r[0] for r in conn.execute(select(PresencePublication.data))]
+        return subs, pubs
+
+    def save_presence(
+        self,
+        subs: Iterable[dict[str, Any]],
+        gone_subs: Iterable[str],
+        pubs: Iterable[dict[str, Any]],
+        gone_pubs: Iterable[str],
+    ) -> None:
+        """Write subscription and publication changes in one transaction (rows are replaced)."""
+        sub_rows = {
+            d["key"]: {"key": d["key"], "presentity": d["presentity"], "watcher": d["watcher"],
+                       "expires_at": d["expires_at"], "data": d}
+            for d in subs
+        }  # fmt: skip
+        pub_rows = {
+            d["etag"]: {"etag": d["etag"], "user": d["user"], "expires_at": d["expires_at"],
+                        "data": d}
+            for d in pubs
+        }  # fmt: skip
+        drop_subs = set(gone_subs) | set(sub_rows)
+        drop_pubs = set(gone_pubs) | set(pub_rows)
+        with self._engine.begin() as conn:
+            if drop_subs:
+                conn.execute(
+                    delete(PresenceSubscription).where(PresenceSubscription.key.in_(drop_subs))
+                )
+            if drop_pubs:
+                conn.execute(
+                    delete(PresencePublication).where(PresencePublication.etag.in_(drop_pubs))
+                )
+            if sub_rows:
+                conn.execute(insert(PresenceSubscription), list(sub_rows.values()))
+            if pub_rows:
+                conn.execute(insert(PresencePublication), list(pub_rows.values()))
+
     # -- provider ---------------------------------------------------------------------------
 
     def get_provider(self) -> Provider:
@@ -503,6 +587,7 @@ class Store:
         with Session(self._engine) as session:
             return _provider(session.get(ProviderRow, 1))
 
+    @_bumps_office
     def set_provider(self, provider: Provider) -> None:
         """Create or replace the provider row."""
         values = {
@@ -524,6 +609,7 @@ class Store:
 
     # -- clients ----------------------------------------------------------------------------
 
+    @_bumps_office
     def add_client(self, client: Client) -> Client:
         """Store a new client; raise AlreadyExists when the id is taken."""
         with Session(self._engine) as session:
@@ -536,6 +622,7 @@ class Store:
                 raise AlreadyExists("client", client.id) from None
         return client
 
+    @_bumps_office
     def update_client(self, client_id: str, **changes: Any) -> Client:
         """Change fields of a client (names as in model.Client); raise NotFound."""
         with Session(self._engine) as session:
@@ -558,6 +645,7 @@ class Store:
         with Session(self._engine) as session:
             return [_client(r) for r in session.scalars(select(ClientRow).order_by(ClientRow.id))]
 
+    @_bumps_office
     def remove_client(self, client_id: str) -> bool:
         """Delete a client with its numbers, rules and override; its users keep their accounts
         (their client becomes empty) and its call records stay for billing."""
@@ -570,6 +658,7 @@ class Store:
 
     # -- numbers ----------------------------------------------------------------------------
 
+    @_bumps_office
     def add_number(self, e164: str, client_id: str) -> Number:
         """Give a client a number; raise NotFound (client) or AlreadyExists (number)."""
         with Session(self._engine) as session:
@@ -585,6 +674,7 @@ class Store:
                 raise AlreadyExists("number", e164) from None
         return Number(e164=e164, client=client_id)
 
+    @_bumps_office
     def remove_number(self, e164: str) -> bool:
         """Delete a number and drop it from its client's rules document."""
         with Session(self._engine) as session:
@@ -611,6 +701,7 @@ class Store:
 
     # -- users (office fields) --------------------------------------------------------------
 
+    @_bumps_office
     def user_update(
         self,
         name: str,
@@ -655,6 +746,7 @@ class Store:
             GroupMemberRow(group=group, user=m, position=i) for i, m in enumerate(names)
         )
 
+    @_bumps_office
     def add_group(self, group: Group) -> Group:
         """Store a group with its members; raise AlreadyExists, or NoSuchUser for a member."""
         with Session(self._engine) as session:
@@ -666,6 +758,7 @@ class Store:
             session.commit()
             return self._group(session, session.get_one(GroupRow, group.name))
 
+    @_bumps_office
     def update_group(
         self, name: str, strategy: str | None = None, members: Iterable[str] | None = None
     ) -> Group:
@@ -691,6 +784,7 @@ class Store:
             rows = session.scalars(select(GroupRow).order_by(GroupRow.name)).all()
             return [self._group(session, r) for r in rows]
 
+    @_bumps_office
     def remove_group(self, name: str) -> bool:
         """Delete a group; raise InUse while rules or the provider's default plan ring it."""
         target = f"group:{name}"
@@ -714,6 +808,7 @@ class Store:
 
     # -- trunks -----------------------------------------------------------------------------
 
+    @_bumps_office
     def add_trunk(self, trunk: Trunk) -> Trunk:
         with Session(self._engine) as session:
             if session.get(TrunkRow, trunk.name) is not None:
@@ -722,6 +817,7 @@ class Store:
             session.commit()
         return trunk
 
+    @_bumps_office
     def update_trunk(self, name: str, **changes: Any) -> Trunk:
         """Change fields of a trunk (names as in model.Trunk); raise NotFound."""
         with Session(self._engine) as session:
@@ -743,6 +839,7 @@ class Store:
         with Session(self._engine) as session:
             return [_trunk(r) for r in session.scalars(select(TrunkRow).order_by(TrunkRow.name))]
 
+    @_bumps_office
     def remove_trunk(self, name: str) -> bool:
         with self._engine.begin() as conn:
             return bool(conn.execute(delete(TrunkRow).where(TrunkRow.name == name)).rowcount)
@@ -755,6 +852,7 @@ class Store:
             row = session.get(RuleDocumentRow, client_id)
             return None if row is None else dict(row.document)
 
+    @_bumps_office
     def save_rules(self, client_id: str, document: dict[str, Any]) -> dict[str, Number]:
         """Validate a client's rules document against the current directory and store it.
 
@@ -822,6 +920,7 @@ class Store:
 
     # -- overrides --------------------------------------------------------------------------
 
+    @_bumps_office
     def set_override(self, override: Override) -> Override:
         """Set (replace) a client's override; `until` is stored in UTC."""
         until = None if override.until is None else _as_utc(override.until)
@@ -848,6 +947,7 @@ class Store:
             return None
         return o
 
+    @_bumps_office
     def clear_override(self, client_id: str) -> bool:
         with self._engine.begin() as conn:
             return bool(

@@ -24,6 +24,15 @@ class Base(DeclarativeBase):
     """Declarative base holding the metadata of every heimbuero table."""
 
 
+class OfficeRevision(Base):
+    """One row: bumped by every change that call routing reads (users, clients, rules…)."""
+
+    __tablename__ = "office_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+
+
 class User(Base):
     """An account: SIP digest hashes (HA1) and an argon2id hash for login; never the password."""
 
@@ -229,3 +238,30 @@ class ApiTokenRow(Base):
     token_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# -- presence (migration 0003) -------------------------------------------------------------
+
+
+class PresenceSubscription(Base):
+    """A presence or dialog subscription the server holds (its dialog state as JSON)."""
+
+    __tablename__ = "presence_subscriptions"
+    __table_args__ = (Index("ix_presence_subscriptions_expires_at", "expires_at"),)
+
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    presentity: Mapped[str] = mapped_column(String(64))
+    watcher: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[float] = mapped_column(Float)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class PresencePublication(Base):
+    """Presence a user published (RFC 3903), under its entity tag."""
+
+    __tablename__ = "presence_publications"
+
+    etag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[float] = mapped_column(Float)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)

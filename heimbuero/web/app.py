@@ -16,10 +16,13 @@ Errors are JSON `{"detail": ...}`: 401 login required, 403 not allowed, 404 no s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -27,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
@@ -64,6 +67,12 @@ class WebContext:
     registrations: Callable[[], list[dict[str, Any]]]
     domain: str | None = None
     routing_state: Callable[[], RoutingState] | None = None
+    # presence the given user may see, and a watch of its changes (callback; returns the
+    # function that ends the watch); None: presence not available
+    presence: Callable[[str], list[dict[str, Any]]] | None = None
+    presence_watch: Callable[[str, Callable[[dict[str, Any]], None]], Callable[[], None]] | None = (
+        None
+    )
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -541,6 +550,47 @@ def create_app(ctx: WebContext) -> FastAPI:
         if user.role not in STAFF_ROLES:
             rows = [r for r in rows if r["user"] == user.name]
         return {"registrations": rows}
+
+    @app.get("/api/presence", tags=["presence"])
+    async def presence(user: Me) -> dict[str, Any]:
+        """Presence of everyone the caller may see (the same rules as SIP SUBSCRIBE):
+        `status` is online, offline or an activity (away, busy, on-the-phone, meeting,
+        vacation)."""
+        if ctx.presence is None:
+            raise HTTPException(503, "presence is not available")
+        return {"presence": ctx.presence(user.name)}
+
+    @app.get("/api/presence/stream", tags=["presence"])
+    async def presence_stream(user: Me, request: Request) -> StreamingResponse:
+        """Server-Sent Events: first `snapshot` (all visible presence), then one `presence`
+        event per change of someone the caller may see; a comment every 15 s keeps it open."""
+        if ctx.presence is None or ctx.presence_watch is None:
+            raise HTTPException(503, "presence is not available")
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+
+        def put(item: dict[str, Any]) -> None:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(item)
+
+        stop = ctx.presence_watch(user.name, put)
+        snapshot = ctx.presence(user.name)
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield f"event: snapshot\ndata: {json.dumps(snapshot)}\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        item = await asyncio.wait_for(queue.get(), 15.0)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"event: presence\ndata: {json.dumps(item)}\n\n"
+            finally:
+                stop()
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
 
     @app.get("/api/me", tags=["users"])
     def me(user: Me) -> UserOut:

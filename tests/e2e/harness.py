@@ -1426,7 +1426,10 @@ class Baresip:
         answermode: str = "manual",
         transport: str = "udp",
         regint: int = 60,
+        contacts: Sequence[str] = (),
     ) -> None:
+        """`contacts`: lines of baresip's contacts file (`"Bob" <sip:bob@D>;presence=p2p`)."""
+        self.contacts = tuple(contacts)
         self.user = user
         self.password = password
         self.server = server
@@ -1484,7 +1487,7 @@ class Baresip:
             f'outbound="sip:{self.server.address};transport={self.transport}";regint={self.regint};'
             f"mwi=no;answermode={self.answermode}\n"
         )
-        (self.dir / "contacts").write_text("")
+        (self.dir / "contacts").write_text("".join(f"{c}\n" for c in self.contacts))
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "current_contact").unlink()
 

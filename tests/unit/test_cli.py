@@ -14,10 +14,14 @@ import types
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 
 from heimbuero import __version__, cli
 from heimbuero.config import Config, ConfigError, ListenAddress
 from heimbuero.store import BindingRecord, Store
+from heimbuero.store.db import MIGRATIONS_DIR
+
+HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()  # the newest migration
 
 DOMAIN = "office.example"
 PASSWORD = "correct horse battery"
@@ -87,7 +91,7 @@ def test_init_creates_the_data_directory(tmp_path: Path) -> None:
     assert stat.S_IMODE(d.stat().st_mode) == 0o700  # the database holds HA1 hashes
     assert stat.S_IMODE((d / "heimbuero.db").stat().st_mode) == 0o600
     assert (d / "files").is_dir()
-    assert db_rows(d, "SELECT version_num FROM alembic_version") == [("0002",)]
+    assert db_rows(d, "SELECT version_num FROM alembic_version") == [(HEAD,)]
     tables = {r[0] for r in db_rows(d, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"users", "bindings"} <= tables
 
@@ -139,7 +143,7 @@ def test_init_migrates_an_empty_database(data: Path) -> None:
     proc = run("init", "--data", str(data))
     assert proc.returncode == 0, proc.stderr
     assert "migrated" in proc.stdout
-    assert db_rows(data, "SELECT version_num FROM alembic_version") == [("0002",)]
+    assert db_rows(data, "SELECT version_num FROM alembic_version") == [(HEAD,)]
 
 
 @pytest.mark.parametrize("domain", ["bad domain", "x-.example", "a..b", "[::1]", "ex_ample.org"])

@@ -12,13 +12,16 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
 from heimbuero.store import BindingRecord, NoSuchUser, SchemaError, Store, UserExists
-from heimbuero.store.db import upsert_bindings_statement
+from heimbuero.store.db import MIGRATIONS_DIR, upsert_bindings_statement
 from heimbuero.store.models import Base
+
+HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()  # the newest migration
 
 HA1_MD5 = "0" * 32
 HA1_SHA256 = "1" * 64
@@ -67,7 +70,7 @@ def test_upgrade_creates_tables_and_version(db_path: Path) -> None:
     s.close()
     tables = {r[0] for r in _rows(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"users", "bindings", "alembic_version"} <= tables
-    assert _rows(db_path, "SELECT version_num FROM alembic_version") == [("0002",)]
+    assert _rows(db_path, "SELECT version_num FROM alembic_version") == [(HEAD,)]
 
 
 def test_migrations_match_models(store: Store, db_path: Path) -> None:

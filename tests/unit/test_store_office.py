@@ -139,3 +139,19 @@ def test_call_records_and_tokens(store: Store) -> None:
     assert store.verify_token(token).name == "anna"  # type: ignore[union-attr]
     assert store.verify_token(token + "x") is None
     assert store.revoke_token("anna", "ci") and store.verify_token(token) is None
+
+
+def test_office_revision_moves_only_with_routing_changes(store: Store) -> None:
+    """A running server reloads the office when this revision moves, and only then."""
+    start = store.office_revision()
+    store.add_client(Client("mueller", "Tischlerei Müller"))
+    store.add_number("+49891234567", "mueller")
+    assert store.office_revision() == start + 2
+    store.add_call_record(
+        "c1", "+49891234567", "sip:+4930555@carrier", datetime.now(UTC), "mueller"
+    )
+    store.get_client("mueller")
+    assert store.office_revision() == start + 2
+    with pytest.raises(AlreadyExists):
+        store.add_client(Client("mueller", "again"))
+    assert store.office_revision() == start + 2  # a refused change changes nothing
