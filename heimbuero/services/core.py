@@ -144,8 +144,7 @@ class SipCore:
         self._trusted = self._parse_trusted(settings.trusted_peers)
         self._auth_failures: dict[str, list[float]] = {}
         self.stats = {"received": 0, "sent": 0, "dropped": 0, "rejected": 0}
-        self.on_bindings_changed: Callable[[list[Binding], list[Binding]], None] | None = None
-        # Further listeners of registration changes, told the time too (presence).
+        # Listeners of registration changes (added, removed, now): presence.
         self.binding_listeners: list[Callable[[list[Binding], list[Binding], float], None]] = []
         self.presence: PresenceServer | None = None  # SUBSCRIBE/NOTIFY/PUBLISH, when enabled
         self.calls: CallRouting | None = None  # calls to client numbers, when the office is set up
@@ -214,8 +213,6 @@ class SipCore:
         self._pump(now)
 
     def bindings_changed(self, added: list[Binding], removed: list[Binding], now: float) -> None:
-        if self.on_bindings_changed is not None:
-            self.on_bindings_changed(added, removed)
         for fn in self.binding_listeners:
             fn(added, removed, now)
 
