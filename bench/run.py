@@ -44,7 +44,18 @@ HOST = "127.0.0.1"
 DOMAIN = "bench.local"
 PASSWORD = "benchpass"  # the password of every bench user (heimbuero and Kamailio alike)
 CALLEE = "callee"
-ROWS = ("calls", "latency", "register", "memory")
+# the routed row: a client business whose number's only rule rings the callee (docs/ROUTING.md)
+CLIENT = "bench"
+NUMBER = "+49301111111"
+ROUTED_RULES = f"""client: {CLIENT}
+numbers:
+  "{NUMBER}":
+    rules:
+      - name: Bench
+        steps: [{{targets: ["user:{CALLEE}"], timeout: 30}}]
+"""
+ROWS = ("calls", "latency", "register", "memory", "routed")  # --only 1-5 counts in this order
+RUN_ORDER = ("calls", "latency", "routed", "register", "memory")  # routed next to latency
 TARGETS = ("floor", "kamailio", "heimbuero")
 LABELS = {"floor": "direct SIPp uac->uas floor", "kamailio": "Kamailio", "heimbuero": "heimbuero"}
 
@@ -601,6 +612,11 @@ class Kamailio(Server):
 class Heimbuero(Server):
     label = "heimbuero"
     template: Path | None = None
+    office_template: Path | None = None
+
+    def __init__(self, b: Bench, office: bool = False) -> None:
+        super().__init__(b)
+        self.office = office  # start from the template with the routed row's client and rules
 
     @classmethod
     def prepare(cls, b: Bench) -> None:
@@ -643,14 +659,50 @@ class Heimbuero(Server):
         log(f"heimbuero data template: {r.stdout.strip()} ({time.monotonic() - t0:.1f} s in all)")
         cls.template = d
 
+    @classmethod
+    def prepare_office(cls, b: Bench) -> None:
+        """Once per run: the template plus client CLIENT with NUMBER, the callee belonging to it,
+        and the rules document ROUTED_RULES, written with heimbuero's own office commands."""
+        if cls.office_template is not None:
+            return
+        cls.prepare(b)
+        assert cls.template is not None
+        d = b.tmp / "heimbuero-template-office"
+        shutil.copytree(cls.template, d)
+        rules = b.tmp / "routed-rules.yaml"
+        rules.write_text(ROUTED_RULES)
+        data = ["--data", str(d)]
+        for argv in (
+            ["client", "add", CLIENT, "--name", "Bench GmbH", "--timezone", "Europe/Berlin"],
+            ["number", "add", "--client", CLIENT, NUMBER],
+            ["user", "set", CALLEE, "--client", CLIENT],
+            ["rules", "import", CLIENT, str(rules)],
+        ):
+            r = subprocess.run(
+                [sys.executable, "-m", "heimbuero", *argv, *data],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if r.returncode != 0:
+                raise Unavailable(
+                    f"'heimbuero {' '.join(argv[:2])}' failed: {_last_line(r.stderr or r.stdout)}"
+                )
+            log(f"heimbuero office template: {r.stdout.strip()}")
+        cls.office_template = d
+
     def start(self, caller_port: int | None = None) -> None:
         self.prepare(self.b)
-        assert self.template is not None
+        if self.office:
+            self.prepare_office(self.b)
+        template = self.office_template if self.office else self.template
+        assert template is not None
         self.caller_port = caller_port
         self.port = self.b.ports.one()
         self.logname = self.b.name("heimbuero")
         data = self.b.tmp / self.logname
-        shutil.copytree(self.template, data)
+        shutil.copytree(template, data)
         cfg = data / "config.toml"
         text = cfg.read_text()
         peers = f'trusted_peers = ["{HOST}:{caller_port}"]' if caller_port else "trusted_peers = []"
@@ -681,12 +733,15 @@ SERVERS: dict[str, type[Server]] = {"kamailio": Kamailio, "heimbuero": Heimbuero
 
 
 @contextlib.contextmanager
-def serving(b: Bench, target: str, caller_port: int | None) -> Iterator[Server | None]:
-    """The started server of a target (None for the floor), stopped on the way out."""
+def serving(
+    b: Bench, target: str, caller_port: int | None, office: bool = False
+) -> Iterator[Server | None]:
+    """The started server of a target (None for the floor), stopped on the way out; with
+    `office`, heimbuero's data also has the routed row's client, number and rules."""
     if target == "floor":
         yield None
         return
-    server = SERVERS[target](b)
+    server = Heimbuero(b, office=True) if office else SERVERS[target](b)
     try:
         server.start(caller_port)
         yield server
@@ -789,10 +844,25 @@ def _pct(xs: list[float], q: float) -> float:
 
 def row_latency(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[str, Any]:
     """One repeat of row 2: calls at latency_rate, timed from a loopback capture."""
+    return _latency(b, "latency", target, rep, CALLEE, office=False)
+
+
+def row_routed(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[str, Any]:
+    """One repeat of row 5: as row 2, but the caller dials the client number NUMBER, which
+    heimbuero routes by the client's rules (first rule: ring user CALLEE)."""
+    if target != "heimbuero":
+        raise RuntimeError("the routed row is measured for heimbuero only")
+    return _latency(b, "routed", target, rep, NUMBER, office=True)
+
+
+def _latency(
+    b: Bench, row: str, target: str, rep: int, dial: str, office: bool
+) -> dict[str, Any]:
+    """Calls to sip:DIAL@DOMAIN at latency_rate, timed from a loopback capture."""
     s = b.s
     rate = s.latency_rate
     caller, callee = b.ports.one(), b.ports.one()
-    with serving(b, target, caller) as server:
+    with serving(b, target, caller, office) as server:
         if server is not None:
             register_callee(b, server, callee)
         n = int(rate * s.latency_seconds)
@@ -808,12 +878,12 @@ def row_latency(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[
                 ) from None
             with capture:
                 dest = server.port if server else callee
-                r = b.run_uac("uac_call.xml", dest, caller, n, rate, extra=["-s", CALLEE])
+                r = b.run_uac("uac_call.xml", dest, caller, n, rate, extra=["-s", dial])
         finally:
             b.procs.stop(uas)
     t = invite_timings(capture.datagrams(), caller, callee, server.port if server else None)
     if not r.passed(s.min_achieved):
-        log(f"  latency {target} #{rep + 1}: calls failed ({r.brief()})")
+        log(f"  {row} {target} #{rep + 1}: calls failed ({r.brief()})")
     one = {
         "calls": r.ok,
         "failed": r.failed,
@@ -829,7 +899,7 @@ def row_latency(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[
         for part in ("invite_held", "ok_held"):
             one[f"{part}_p50_ms"] = _pct(t[part], 0.5) * 1e3
             one[f"{part}_p99_ms"] = _pct(t[part], 0.99) * 1e3
-    log(f"latency {target} #{rep + 1}: " + ", ".join(f"{k}={v:.3f}" for k, v in one.items()))
+    log(f"{row} {target} #{rep + 1}: " + ", ".join(f"{k}={v:.3f}" for k, v in one.items()))
     return one
 
 
@@ -913,6 +983,7 @@ ROW_FUNCS: dict[str, RowFunc] = {
     "latency": row_latency,
     "register": row_register,
     "memory": row_memory,
+    "routed": row_routed,
 }
 
 
@@ -924,7 +995,7 @@ def summarize(row: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
             "value": statistics.median(r["rate"] for r in runs),
             "capped": any(r["capped"] for r in runs),
         }
-    if row == "latency":
+    if row in ("latency", "routed"):
         keys = runs[0].keys()
         return {"runs": runs, "value": {k: statistics.median(r[k] for r in runs) for k in keys}}
     return {
@@ -1001,12 +1072,15 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
         floor_get: Any,
         target: str,
         ok: Callable[[float], bool],
+        others: str | None = None,
     ) -> None:
+        """One table line; `others` replaces the floor, Kamailio and ratio cells (a row that
+        only heimbuero can run)."""
         cells = [
-            cell(row, "floor", floor_get, digits) if floor_get else "—",
-            cell(row, "kamailio", get, digits),
+            others if others else cell(row, "floor", floor_get, digits) if floor_get else "—",
+            others if others else cell(row, "kamailio", get, digits),
             cell(row, "heimbuero", get, digits),
-            ratio(row, get),
+            "—" if others else ratio(row, get),
             met(row, get, ok, target),
         ]
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
@@ -1041,6 +1115,18 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
             "≤ 2",
             lambda x: x <= 2,
         )
+    if "routed" in rows:
+        for q, goal, limit in (("p50", "≤ 0.3", 0.3), ("p99", "≤ 2", 2.0)):
+            add(
+                f"INVITE latency added by the proxy, routed call to a client number³ ⁷, {q} (ms)",
+                "routed",
+                lambda r, q=q: r["value"].get(f"added_{q}_ms"),
+                3,
+                None,
+                f"{goal}, same budget as the plain proxy",
+                lambda x, limit=limit: x <= limit,
+                others="—⁷",
+            )
     if "register" in rows:
         add(
             "REGISTER rate with digest auth, 0 failures² ⁴ (registrations/s)",
@@ -1095,6 +1181,16 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
         "divided by the contacts; Kamailio: the same with the sum of Pss over its processes (its "
         "contacts live in shared memory).",
     ] + _not_measured(b, rows)
+    if "routed" in rows:
+        notes.append(
+            f"⁷ As ³, but the caller dials sip:{NUMBER}@{DOMAIN}, a number of client "
+            f"`{CLIENT}` (`heimbuero client add`, `number add`, `user set {CALLEE} --client "
+            f"{CLIENT}`, `rules import` before serve) whose only rule is unconditional: "
+            f"`steps: [{{targets: [\"user:{CALLEE}\"], timeout: 30}}]`; heimbuero routes it "
+            "(route(), plan step, call record) and rings the callee's registered device. "
+            "Not applicable to the floor and Kamailio: Kamailio has no office routing; compare "
+            "with heimbuero's own plain latency row above."
+        )
     return "\n".join(lines + notes)
 
 
@@ -1139,9 +1235,11 @@ def parse_rows(spec: str) -> list[str]:
         if part.isdigit() and 1 <= int(part) <= len(ROWS):
             part = ROWS[int(part) - 1]
         if part not in ROWS:
-            raise argparse.ArgumentTypeError(f"unknown row {part!r}: use {', '.join(ROWS)} or 1-4")
+            raise argparse.ArgumentTypeError(
+                f"unknown row {part!r}: use {', '.join(ROWS)} or 1-{len(ROWS)}"
+            )
         out.append(part)
-    return [r for r in ROWS if r in out]
+    return [r for r in RUN_ORDER if r in out]
 
 
 def parse_targets(spec: str) -> list[str]:
@@ -1156,7 +1254,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="bench/run.py",
         description="Benchmark heimbuero side by side with Kamailio and the direct SIPp floor; "
-        "prints one markdown table. Rows: 1 calls, 2 latency, 3 register, 4 memory "
+        "prints one markdown table. Rows: 1 calls, 2 latency, 3 register, 4 memory, "
+        "5 routed "
         "(see bench/README.md).",
     )
     ap.add_argument(
@@ -1171,9 +1270,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         type=parse_rows,
-        default=list(ROWS),
+        default=list(RUN_ORDER),
         metavar="ROWS",
-        help="comma-separated rows to run: calls, latency, register, memory (or 1-4)",
+        help="comma-separated rows to run: calls, latency, register, memory, routed (or 1-5)",
     )
     ap.add_argument(
         "--targets",
@@ -1222,7 +1321,12 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         for row in args.only:
-            targets = [t for t in args.targets if not (row == "memory" and t == "floor")]
+            targets = [
+                t
+                for t in args.targets
+                if not (row == "memory" and t == "floor")
+                and not (row == "routed" and t != "heimbuero")  # office routing: heimbuero's own
+            ]
             repeats = s.memory_repeat if row == "memory" else s.repeat
             runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
             states: dict[str, dict[str, Any]] = {t: {} for t in targets}

@@ -32,6 +32,7 @@ from heimbuero.services.presence import (
     subscription_record,
 )
 from heimbuero.services.registrar import RegistrarSettings
+from heimbuero.services.trunks import TrunkRegistrations
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.sip.transaction import TimerSettings
 from heimbuero.store.db import BindingRecord, Store
@@ -193,6 +194,7 @@ class Server:
         self.office_revision = self.store.office_revision()
         self.calls.update(self.store.load_directory(), self.store.list_overrides(datetime.now(UTC)))
         self.core.calls = self.calls
+        self.core.trunks = self.trunks = TrunkRegistrations(self.core)
         self.presence = enable_presence(
             self.core,
             PresenceSettings(
@@ -262,6 +264,8 @@ class Server:
                 log.exception("reloading the office configuration failed; keeping the last one")
                 continue
             self.calls.update(directory, overrides, version)
+            self.trunks.update(directory.trunks.values(), time.time())
+            self.transports.flush()
 
     def _load_office(self) -> tuple[Directory, list[Override]]:
         return self.store.load_directory(), self.store.list_overrides(datetime.now(UTC))
@@ -379,6 +383,9 @@ class Server:
             self.presence.notify_all(time.time())
             self.core.pump(time.time())
             self.transports.flush()
+        self.trunks.update(self.calls.directory.trunks.values(), time.time())
+        self.core.pump(time.time())
+        self.transports.flush()
         listen = ", ".join(str(a) for a in self.config.sip.listen)
         if http is not None:
             listen += f", http:{self.config.http.listen}"

@@ -37,6 +37,7 @@ from .location import Binding, LocationService, Peer
 from .presence import ALLOW_EVENTS, PresenceServer, Subscription
 from .proxy import Proxy
 from .registrar import Registrar, RegistrarSettings
+from .trunks import TrunkRegistration, TrunkRegistrations
 
 log = logging.getLogger("heimbuero.sip")
 
@@ -148,6 +149,7 @@ class SipCore:
         self.binding_listeners: list[Callable[[list[Binding], list[Binding], float], None]] = []
         self.presence: PresenceServer | None = None  # SUBSCRIBE/NOTIFY/PUBLISH, when enabled
         self.calls: CallRouting | None = None  # calls to client numbers, when the office is set up
+        self.trunks: TrunkRegistrations | None = None  # registrations to carriers
 
     # ------------------------------------------------------------------ network-facing API
 
@@ -240,6 +242,10 @@ class SipCore:
 
     def _dispatch(self, ev: object, now: float) -> None:
         if isinstance(ev, tx.ResponseReceived):
+            if isinstance(ev.txn.context, TrunkRegistration):
+                if self.trunks is not None:
+                    self.trunks.on_response(ev.txn, ev.response, now)
+                return
             if isinstance(ev.txn.context, Subscription):
                 if self.presence is not None:
                     self.presence.on_response(ev.txn, ev.response, now)
@@ -249,6 +255,11 @@ class SipCore:
             self._on_request(ev.txn, now)
         elif isinstance(ev, tx.AckReceived):
             self.proxy.forward_ack(ev.request, cast(Peer, ev.source), now)
+        elif isinstance(ev, (tx.TransactionTimeout, tx.TransportFailed)) and isinstance(
+            ev.txn.context, TrunkRegistration
+        ):
+            if self.trunks is not None:
+                self.trunks.on_failure(ev.txn, now)  # type: ignore[arg-type]
         elif isinstance(ev, (tx.TransactionTimeout, tx.TransportFailed)) and isinstance(
             ev.txn.context, Subscription
         ):

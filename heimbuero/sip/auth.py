@@ -128,6 +128,44 @@ def parse_credentials(value: str) -> dict[str, str] | None:
         pos = p.end()
 
 
+def client_authorization(
+    challenge: str, method: str, uri: str, username: str, password: str, cnonce: str, nc: int = 1
+) -> str | None:
+    """The Authorization value a client sends in answer to one WWW-/Proxy-Authenticate value
+    (when heimbuero registers to a carrier); None for a challenge it cannot answer."""
+    ch = parse_credentials(challenge)
+    if ch is None or "nonce" not in ch or "realm" not in ch:
+        return None
+    try:
+        algorithm = _canonical_algorithm(ch.get("algorithm", "MD5"))
+    except ValueError:
+        return None
+    if algorithm not in _HASHES:
+        return None
+    a1 = ha1(algorithm, username, ch["realm"], password)
+    a2 = _h(algorithm, f"{method}:{uri}")
+    qops = [q.strip() for q in ch.get("qop", "").split(",") if q.strip()]
+    parts = [
+        f"username={_quote(username)}",
+        f"realm={_quote(ch['realm'])}",
+        f"nonce={_quote(ch['nonce'])}",
+        f"uri={_quote(uri)}",
+        f"algorithm={algorithm}",
+    ]
+    if "auth" in qops:
+        count = f"{nc:08x}"
+        response = _h(algorithm, f"{a1}:{ch['nonce']}:{count}:{cnonce}:auth:{a2}")
+        parts += ["qop=auth", f"nc={count}", f"cnonce={_quote(cnonce)}"]
+    elif qops:
+        return None  # auth-int only
+    else:
+        response = _h(algorithm, f"{a1}:{ch['nonce']}:{a2}")
+    parts.insert(4, f"response={_quote(response)}")
+    if "opaque" in ch:
+        parts.append(f"opaque={_quote(ch['opaque'])}")
+    return "Digest " + ", ".join(parts)
+
+
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
