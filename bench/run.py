@@ -855,9 +855,7 @@ def row_routed(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[s
     return _latency(b, "routed", target, rep, NUMBER, office=True)
 
 
-def _latency(
-    b: Bench, row: str, target: str, rep: int, dial: str, office: bool
-) -> dict[str, Any]:
+def _latency(b: Bench, row: str, target: str, rep: int, dial: str, office: bool) -> dict[str, Any]:
     """Calls to sip:DIAL@DOMAIN at latency_rate, timed from a loopback capture."""
     s = b.s
     rate = s.latency_rate
@@ -1186,7 +1184,7 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
             f"⁷ As ³, but the caller dials sip:{NUMBER}@{DOMAIN}, a number of client "
             f"`{CLIENT}` (`heimbuero client add`, `number add`, `user set {CALLEE} --client "
             f"{CLIENT}`, `rules import` before serve) whose only rule is unconditional: "
-            f"`steps: [{{targets: [\"user:{CALLEE}\"], timeout: 30}}]`; heimbuero routes it "
+            f'`steps: [{{targets: ["user:{CALLEE}"], timeout: 30}}]`; heimbuero routes it '
             "(route(), plan step, call record) and rings the callee's registered device. "
             "Not applicable to the floor and Kamailio: Kamailio has no office routing; compare "
             "with heimbuero's own plain latency row above."
