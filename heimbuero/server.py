@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,19 +45,49 @@ OFFICE_RELOAD_INTERVAL = 2.0  # seconds until configuration changes reach call r
 
 
 class _StoreCallLog:
-    """Call records and overrides written to the store as they happen (none may be lost)."""
+    """Call records queued as calls happen and written in batches off the event loop (every
+    PERSIST_INTERVAL and at stop), so no call waits for the database; overrides are rare and
+    written at once."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._ops: list[tuple[str, int, dict[str, object]]] = []
+        self._next = 0
+        self._ids: dict[int, int] = {}  # our record number -> the store's id
 
     def call_started(
         self, call_id: str, number: str, caller: str, at: datetime,
         client: str | None, rule: str | None,
     ) -> int:  # fmt: skip
-        return self.store.add_call_record(call_id, number, caller[:200], at, client, rule)
+        self._next += 1
+        fields: dict[str, object] = {
+            "call_id": call_id, "number": number, "caller": caller[:200], "started_at": at,
+            "client": client, "rule": rule,
+        }  # fmt: skip
+        self._ops.append(("start", self._next, fields))
+        return self._next
 
     def call_updated(self, record_id: int, **fields: object) -> None:
-        self.store.update_call_record(record_id, **fields)
+        self._ops.append(("update", record_id, fields))
+
+    def has_changes(self) -> bool:
+        return bool(self._ops)
+
+    def take(self) -> list[tuple[str, int, dict[str, object]]]:
+        ops, self._ops = self._ops, []
+        return ops
+
+    def write(self, ops: list[tuple[str, int, dict[str, object]]]) -> None:
+        """Apply queued operations in order (runs in a worker thread)."""
+        for kind, number, fields in ops:
+            if kind == "start":
+                self._ids[number] = self.store.add_call_record(**fields)  # type: ignore[arg-type]
+            else:
+                db_id = self._ids.get(number)
+                if db_id is not None:
+                    self.store.update_call_record(db_id, **fields)
+                    if "ended_at" in fields:
+                        self._ids.pop(number, None)
 
     def override_changed(self, client: str, override: Override | None) -> None:
         if override is None:
@@ -190,7 +221,10 @@ class Server:
         closed = self.store.close_open_call_records(datetime.now(UTC))
         if closed:
             log.info("closed %d call records left open by the last stop", closed)
-        self.calls = CallRouting(self.core, _StoreCallLog(self.store))
+        # One writer thread: batches reach the store in the order they were taken.
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self.call_log = _StoreCallLog(self.store)
+        self.calls = CallRouting(self.core, self.call_log)
         self.office_revision = self.store.office_revision()
         self.calls.update(self.store.load_directory(), self.store.list_overrides(datetime.now(UTC)))
         self.core.calls = self.calls
@@ -227,17 +261,19 @@ class Server:
             await self.flush_bindings(loop)
 
     async def flush_bindings(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.call_log.has_changes():
+            await loop.run_in_executor(self.writer, self.call_log.write, self.call_log.take())
         if self.presence.has_changes():
             subs, gone_subs, pubs, gone_pubs = self.presence.take_changes()
             await loop.run_in_executor(
-                None, self.store.save_presence, [subscription_record(s) for s in subs],
+                self.writer, self.store.save_presence, [subscription_record(s) for s in subs],
                 gone_subs, [publication_record(p) for p in pubs], gone_pubs,
             )  # fmt: skip
         if not self.location.has_changes():
             return
         ups, dels = self.location.take_changes()
         records = [_to_record(b) for b in ups]
-        await loop.run_in_executor(None, self.store.save_bindings, records, dels)
+        await loop.run_in_executor(self.writer, self.store.save_bindings, records, dels)
 
     async def _reload_office(self) -> None:
         """Pick up clients, numbers, rules and overrides changed through the CLI or HTTP API.
@@ -406,6 +442,7 @@ class Server:
             await http[1]
         await self.flush_bindings(loop)
         await self.transports.close()
+        self.writer.shutdown(wait=True)
         self.store.close()
         print("heimbuero: stopped", file=sys.stderr, flush=True)
         return 0

@@ -13,13 +13,16 @@
  *                    --user USER --password PASSWORD [--timeout SECONDS] [--verbose]
  *
  * Everything on 127.0.0.1 over UDP; DIR holds the linphonerc, the database and the log. The
- * program prints one line per step on stdout, flushed at once:
+ * program prints one line per step on stdout, flushed at once (liblinphone's log goes to
+ * DIR/linphone.log, progress notes to stderr):
  *   REGISTERED       the REGISTER was answered 200
  *   PUBLISHED        a PUBLISH carrying the "away" presence model was answered 200
- *   UNREGISTERED     after stdin closed (or the timeout): the un-REGISTER was answered
+ *   UNPUBLISHED      after stdin closed (or the timeout): the PUBLISH with Expires 0 is out
+ *                    (liblinphone reports "cleared" on sending it, not on its answer)
+ *   UNREGISTERED     then the un-REGISTER was answered
  *   ERROR <text>     something failed; the exit code is then 1
  * It keeps running after PUBLISHED until stdin reaches end of file or --timeout seconds
- * (default 60) have passed since the start, then un-REGISTERs and exits 0.
+ * (default 60) have passed since the start, then un-PUBLISHes, un-REGISTERs and exits 0.
  */
 
 #include <errno.h>
@@ -37,8 +40,8 @@
 #include <linphone/lpconfig.h>
 
 static LinphoneRegistrationState reg_state = LinphoneRegistrationNone;
-static int away_set = 0;          /* the away model is set: the next PublishOk is ours */
-static int published = 0;         /* a presence PUBLISH was answered 200 after away_set */
+static int published = 0;         /* the presence PUBLISH was answered 200 */
+static int unpublished = 0;       /* the un-PUBLISH (Expires 0) was sent */
 static int publish_failed = 0;
 
 static void say(const char *fmt, ...) {
@@ -64,17 +67,23 @@ static void on_registration(LinphoneAccount *account, LinphoneRegistrationState 
             linphone_registration_state_to_string(state), message ? message : "");
 }
 
-static void on_publish(LinphoneCore *core, LinphoneEvent *ev, LinphonePublishState state) {
-    (void)core;
-    const char *name = linphone_event_get_name(ev);
-    fprintf(stderr, "linphone_publish: publish state of %s: %s\n", name ? name : "?",
-            linphone_publish_state_to_string(state));
-    if (name == NULL || strcmp(name, "presence") != 0)
+/* The account's own presence PUBLISH is an internal LinphoneEvent: liblinphone 5.1 reports its
+ * state to no callback (publish_state_changed is "only from LinphoneEvent api"), only in its log:
+ *   "LinphoneEvent [0x...] moving from [LinphonePublishProgress] to publish state LinphonePublishOk"
+ * The account publishes nothing else here, so that message is the 200 to our PUBLISH. */
+static void on_log(LinphoneLoggingService *service, const char *domain, LinphoneLogLevel level,
+                   const char *message) {
+    (void)service;
+    (void)domain;
+    (void)level;
+    if (message == NULL || strstr(message, "to publish state ") == NULL)
         return;
-    if (state == LinphonePublishOk && away_set)
+    if (strstr(message, "to publish state LinphonePublishOk") != NULL)
         published = 1;
-    else if (state == LinphonePublishError && away_set)
+    else if (strstr(message, "to publish state LinphonePublishError") != NULL)
         publish_failed = 1;
+    else if (strstr(message, "to publish state LinphonePublishCleared") != NULL)
+        unpublished = 1;
 }
 
 /* 1 once stdin has reached end of file (or failed); never blocks */
@@ -144,8 +153,13 @@ int main(int argc, char **argv) {
     LinphoneFactory *factory = linphone_factory_get();
     LinphoneLoggingService *logging = linphone_logging_service_get();
     linphone_logging_service_set_log_file(logging, dir, "linphone.log", 10 * 1024 * 1024);
+    /* Message level at least: on_log needs liblinphone's event-state messages */
     linphone_logging_service_set_log_level(logging,
                                            verbose ? LinphoneLogLevelDebug : LinphoneLogLevelMessage);
+    LinphoneLoggingServiceCbs *log_cbs = linphone_factory_create_logging_service_cbs(factory);
+    linphone_logging_service_cbs_set_log_message_written(log_cbs, on_log);
+    linphone_logging_service_add_callbacks(logging, log_cbs);
+    linphone_logging_service_cbs_unref(log_cbs);
 
     /* the settings that must be in place before the core starts: UDP on 127.0.0.1:PORT only,
      * no network monitoring (it would hold registration back), no video, storage in DIR */
@@ -175,16 +189,18 @@ int main(int argc, char **argv) {
     linphone_core_enable_video_capture(core, FALSE);
     linphone_core_enable_video_display(core, FALSE);
 
-    LinphoneCoreCbs *core_cbs = linphone_factory_create_core_cbs(factory);
-    linphone_core_cbs_set_publish_state_changed(core_cbs, on_publish);
-    linphone_core_add_callbacks(core, core_cbs);
-    linphone_core_cbs_unref(core_cbs);
-
     if (linphone_core_start(core) != 0) {
         say("ERROR linphone_core_start failed");
         linphone_core_unref(core);
         return 1;
     }
+
+    /* presence "away" before the account registers: every PUBLISH it sends carries it (set
+     * after registration, it would race the first PUBLISH of the default "online" model) */
+    LinphonePresenceModel *model =
+        linphone_presence_model_new_with_activity(LinphonePresenceActivityAway, NULL);
+    linphone_core_set_presence_model(core, model);
+    linphone_presence_model_unref(model);
 
     /* the account: identity sip:USER@DOMAIN, registrar and outbound proxy the server */
     LinphoneAuthInfo *auth =
@@ -239,14 +255,9 @@ int main(int argc, char **argv) {
         status = 1;
     }
 
-    /* 2. publish "away" and wait for the 200 */
+    /* 2. the account PUBLISHes "away" once registered: wait for the 200 */
     if (status == 0) {
         say("REGISTERED");
-        LinphonePresenceModel *model =
-            linphone_presence_model_new_with_activity(LinphonePresenceActivityAway, NULL);
-        away_set = 1;
-        linphone_core_set_presence_model(core, model);
-        linphone_presence_model_unref(model);
         while (!published && !publish_failed && now_s() < deadline) {
             linphone_core_iterate(core);
             usleep(20000);
@@ -265,18 +276,23 @@ int main(int argc, char **argv) {
         usleep(20000);
     }
 
-    /* 4. un-REGISTER (liblinphone also removes the publication) */
+    /* 4. remove the publication (PUBLISH with Expires 0) and un-REGISTER */
     if (reg_state == LinphoneRegistrationOk) {
-        LinphoneAccountParams *off = linphone_account_params_clone(linphone_account_get_params(account));
+        LinphoneAccountParams *off =
+            linphone_account_params_clone(linphone_account_get_params(account));
+        linphone_account_params_set_publish_enabled(off, FALSE);
         linphone_account_params_set_register_enabled(off, FALSE);
         linphone_account_set_params(account, off);
         linphone_account_params_unref(off);
         double end = now_s() + 5;
-        while (reg_state != LinphoneRegistrationCleared && reg_state != LinphoneRegistrationFailed &&
+        while ((reg_state == LinphoneRegistrationOk || reg_state == LinphoneRegistrationProgress ||
+                (published && !unpublished)) &&
                now_s() < end) {
             linphone_core_iterate(core);
             usleep(20000);
         }
+        if (published && unpublished)
+            say("UNPUBLISHED");
         if (reg_state == LinphoneRegistrationCleared)
             say("UNREGISTERED");
         else
