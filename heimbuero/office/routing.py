@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -72,7 +73,8 @@ class RoutingState:
     """What is true right now and is not configuration (kept by the services, read by routing)."""
 
     overrides: dict[str, Override] = field(default_factory=dict)  # client -> active override
-    registered: frozenset[str] = frozenset()  # users with at least one registered device
+    # users with at least one registered device (only `in` is used: a live view will do)
+    registered: AbstractSet[str] = frozenset()
     in_call: frozenset[str] = frozenset()  # users in a call right now
     paused: frozenset[str] = frozenset()  # agents who paused themselves
     last_answered: dict[str, float] = field(default_factory=dict)  # user -> epoch s (longest_idle)

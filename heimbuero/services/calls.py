@@ -9,7 +9,8 @@ the call state routing needs: who is in a call, who answered last, the active ov
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
@@ -26,7 +27,7 @@ from heimbuero.office.routing import (
 )
 from heimbuero.sip.message import ParseError, parse_address
 
-from .location import Peer
+from .location import LocationService, Peer
 from .proxy import Target
 
 if TYPE_CHECKING:
@@ -154,10 +155,9 @@ class CallRouting:
         in_call: set[str] = set()
         for call in self.active.values():
             in_call.update(call.users)
-        loc = self.core.location
         return RoutingState(
             overrides=dict(self.overrides),
-            registered=frozenset(a for a in loc.aors() if loc.is_registered(a, now)),
+            registered=_Registered(self.core.location, now),
             in_call=frozenset(in_call),
             last_answered=dict(self.last_answered),
             rr_last=dict(self.rr_last),
@@ -287,6 +287,24 @@ class CallRouting:
         self.log.override_changed(client.id, self.overrides.get(client.id))
         log.info("feature code %s by %s: %s", action.code, user, action.text)
         return 603, action.text
+
+
+class _Registered(AbstractSet[str]):
+    """The users with a live binding, as a view on the location service: routing asks only
+    `user in registered`, so no set of every registered user is built per call."""
+
+    def __init__(self, location: LocationService, now: float) -> None:
+        self._location = location
+        self._now = now
+
+    def __contains__(self, user: object) -> bool:
+        return isinstance(user, str) and self._location.is_registered(user, self._now)
+
+    def __iter__(self) -> Iterator[str]:
+        return (a for a in self._location.aors() if self._location.is_registered(a, self._now))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _utc(ts: float) -> datetime:
