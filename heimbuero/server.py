@@ -78,16 +78,11 @@ class _StoreCallLog:
         return ops
 
     def write(self, ops: list[tuple[str, int, dict[str, object]]]) -> None:
-        """Apply queued operations in order (runs in a worker thread)."""
+        """Apply queued operations in order, one transaction per batch (worker thread)."""
+        self.store.apply_call_log(ops, self._ids)
         for kind, number, fields in ops:
-            if kind == "start":
-                self._ids[number] = self.store.add_call_record(**fields)  # type: ignore[arg-type]
-            else:
-                db_id = self._ids.get(number)
-                if db_id is not None:
-                    self.store.update_call_record(db_id, **fields)
-                    if "ended_at" in fields:
-                        self._ids.pop(number, None)
+            if kind == "update" and "ended_at" in fields:
+                self._ids.pop(number, None)
 
     def override_changed(self, client: str, override: Override | None) -> None:
         if override is None:

@@ -1015,6 +1015,39 @@ class Store:
             session.commit()
             return _call_record(row)
 
+    def apply_call_log(
+        self, ops: Iterable[tuple[str, int, dict[str, Any]]], ids: dict[int, int]
+    ) -> None:
+        """Write a batch of call-record operations in one transaction, in order: ("start", n,
+        fields of add_call_record) creates a record and notes its id as ids[n]; ("update", n,
+        fields of update_call_record) changes record ids[n]. A batch that fails is not half
+        written."""
+        with Session(self._engine) as session:
+            for kind, number, fields in ops:
+                if kind == "start":
+                    row = CallRecordRow(
+                        call_id=fields["call_id"], client=fields.get("client"),
+                        number=fields["number"], caller=fields["caller"],
+                        rule=fields.get("rule"), step=fields.get("step"),
+                        started_at=_as_utc(fields["started_at"]),
+                        ring_seconds=0.0, talk_seconds=0.0,
+                    )  # fmt: skip
+                    session.add(row)
+                    session.flush()
+                    ids[number] = row.id
+                    continue
+                unknown = set(fields) - _CALL_UPDATE_FIELDS
+                if unknown:
+                    raise StoreError(f"unknown call record fields: {', '.join(sorted(unknown))}")
+                if fields.get("result") is not None and fields["result"] not in CALL_RESULTS:
+                    raise StoreError(f"invalid call result {fields['result']!r}")
+                found = session.get(CallRecordRow, ids.get(number, -1))
+                if found is None:
+                    continue  # its start was in a batch that failed: nothing to update
+                for k, v in fields.items():
+                    setattr(found, k, _as_utc(v) if isinstance(v, datetime) else v)
+            session.commit()
+
     def get_call_record(self, record_id: int) -> CallRecord | None:
         with Session(self._engine) as session:
             row = session.get(CallRecordRow, record_id)

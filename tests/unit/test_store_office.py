@@ -13,7 +13,7 @@ from alembic import command
 from heimbuero.office.demo import seed_demo
 from heimbuero.office.model import Client, Group, Override, Provider, Step, Trunk
 from heimbuero.office.rules_doc import RulesError
-from heimbuero.store import AlreadyExists, InUse, NoSuchUser, NotFound, Store
+from heimbuero.store import AlreadyExists, InUse, NoSuchUser, NotFound, Store, StoreError
 
 REALM = "office.example"
 
@@ -155,3 +155,28 @@ def test_office_revision_moves_only_with_routing_changes(store: Store) -> None:
     with pytest.raises(AlreadyExists):
         store.add_client(Client("mueller", "again"))
     assert store.office_revision() == start + 2  # a refused change changes nothing
+
+
+def test_call_log_batches_are_written_in_order_in_one_transaction(store: Store) -> None:
+    now = datetime.now(UTC)
+    ids: dict[int, int] = {}
+    start = {"call_id": "c1", "number": "+49891234567", "caller": "sip:+4930555@carrier",
+             "started_at": now, "client": "mueller", "rule": "Werktag"}  # fmt: skip
+    store.apply_call_log(
+        [("start", 1, start), ("update", 1, {"step": 2, "answered_by": "user:anna",
+                                             "answered_at": now + timedelta(seconds=4)})],
+        ids,
+    )  # fmt: skip
+    store.apply_call_log([("update", 1, {"result": "answered", "talk_seconds": 61.0})], ids)
+    [record] = store.list_call_records(client="mueller")
+    assert (record.rule, record.step, record.answered_by, record.result, record.talk_seconds) == (
+        "Werktag",
+        2,
+        "user:anna",
+        "answered",
+        61.0,
+    )
+    with pytest.raises(StoreError):
+        store.apply_call_log([("start", 2, {**start, "call_id": "c2"}),
+                              ("update", 2, {"result": "exploded"})], ids)  # fmt: skip
+    assert [r.call_id for r in store.list_call_records()] == ["c1"]  # the bad batch left nothing
