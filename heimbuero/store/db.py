@@ -101,6 +101,19 @@ def _bumps_office(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+def _check_call_update(fields: dict[str, Any]) -> None:
+    unknown = set(fields) - _CALL_UPDATE_FIELDS
+    if unknown:
+        raise StoreError(f"unknown call record fields: {', '.join(sorted(unknown))}")
+    if fields.get("result") is not None and fields["result"] not in CALL_RESULTS:
+        raise StoreError(f"invalid call result {fields['result']!r}")
+
+
+def _apply_call_update(row: CallRecordRow, fields: dict[str, Any]) -> None:
+    for k, v in fields.items():
+        setattr(row, k, _as_utc(v) if isinstance(v, datetime) else v)
+
+
 class StoreError(Exception):
     """A store operation failed; the message says why in one line."""
 
@@ -979,39 +992,23 @@ class Store:
         step: int | None = None,
     ) -> int:
         """Write the record of a call as it starts (result None = in progress); its id."""
-        with Session(self._engine) as session:
-            row = CallRecordRow(
-                call_id=call_id,
-                client=client,
-                number=number,
-                caller=caller,
-                rule=rule,
-                step=step,
-                started_at=_as_utc(started_at),
-                ring_seconds=0.0,
-                talk_seconds=0.0,
-            )
-            session.add(row)
-            session.commit()
-            return row.id
+        ids: dict[int, int] = {}
+        start = {
+            "call_id": call_id, "number": number, "caller": caller, "started_at": started_at,
+            "client": client, "rule": rule, "step": step,
+        }  # fmt: skip
+        self.apply_call_log([("start", 0, start)], ids)
+        return ids[0]
 
     def update_call_record(self, record_id: int, **fields: Any) -> CallRecord:
         """Change fields of a record: client, rule, step, answered_by, answered_at, ended_at,
         ring_seconds, talk_seconds, result (one of CALL_RESULTS)."""
-        unknown = set(fields) - _CALL_UPDATE_FIELDS
-        if unknown:
-            raise StoreError(f"unknown call record fields: {', '.join(sorted(unknown))}")
-        if fields.get("result") is not None and fields["result"] not in CALL_RESULTS:
-            raise StoreError(f"invalid call result {fields['result']!r}")
-        for k in ("answered_at", "ended_at"):
-            if isinstance(fields.get(k), datetime):
-                fields[k] = _as_utc(fields[k])
+        _check_call_update(fields)
         with Session(self._engine) as session:
             row = session.get(CallRecordRow, record_id)
             if row is None:
                 raise NotFound("call record", str(record_id))
-            for k, v in fields.items():
-                setattr(row, k, v)
+            _apply_call_update(row, fields)
             session.commit()
             return _call_record(row)
 
@@ -1036,16 +1033,11 @@ class Store:
                     session.flush()
                     ids[number] = row.id
                     continue
-                unknown = set(fields) - _CALL_UPDATE_FIELDS
-                if unknown:
-                    raise StoreError(f"unknown call record fields: {', '.join(sorted(unknown))}")
-                if fields.get("result") is not None and fields["result"] not in CALL_RESULTS:
-                    raise StoreError(f"invalid call result {fields['result']!r}")
+                _check_call_update(fields)
                 found = session.get(CallRecordRow, ids.get(number, -1))
                 if found is None:
                     continue  # its start was in a batch that failed: nothing to update
-                for k, v in fields.items():
-                    setattr(found, k, _as_utc(v) if isinstance(v, datetime) else v)
+                _apply_call_update(found, fields)
             session.commit()
 
     def get_call_record(self, record_id: int) -> CallRecord | None:
