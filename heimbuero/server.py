@@ -390,7 +390,9 @@ class Server:
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
-        for a in self.config.sip.listen:
+        # Streams first: a UDP socket answers as soon as it is bound, while binding a TCP
+        # listener yields to the loop; a phone that got an answer over UDP must find TCP open.
+        for a in sorted(self.config.sip.listen, key=lambda a: a.transport == "udp"):
             try:
                 await self.transports.listen(a.transport, a.host, a.port)
             except OSError as exc:
