@@ -56,6 +56,3 @@ class UserDirectory:
         if account is None:
             return None
         return account.ha1_sha256 if algorithm.upper() == "SHA-256" else account.ha1_md5
-
-    def forget(self, name: str) -> None:
-        self._cache.pop(name.lower(), None)
