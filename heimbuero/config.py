@@ -66,6 +66,30 @@ class SipSettings:
 @dataclass(frozen=True)
 class HttpSettings:
     listen: str | None = None  # "HOST:PORT"; None: no HTTP service
+    tls_cert: str | None = None  # PEM certificate (chain) file: serve HTTPS instead of HTTP
+    tls_key: str | None = None  # its PEM private key
+    # Base of the links the file-transfer service hands out ("https://office.example.de");
+    # default: http(s)://LISTEN-ADDRESS
+    public_url: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageSettings:
+    """The messenger: SIP MESSAGE and the HTTP API's messages."""
+
+    max_bytes: int = 16384  # largest message body accepted; larger: 413
+    delivery_timeout: int = 10  # seconds registered devices get to accept before it is stored
+    store_expiry: int = 7 * 86400  # seconds a stored message waits for an offline recipient
+    retention_days: int = 0  # conversations idle this long are deleted with their files; 0: keep
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    """The HTTP file-transfer service (uploads of dictations and documents)."""
+
+    max_size_mb: int = 500  # largest single file
+    quota_mb: int = 2048  # all files a user has stored at one time
+    link_days: int = 30  # days a download link stays valid (the file is deleted after)
 
 
 @dataclass(frozen=True)
@@ -74,6 +98,12 @@ class Config:
     domain: str
     sip: SipSettings = field(default_factory=SipSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    messages: MessageSettings = field(default_factory=MessageSettings)
+    files: FileSettings = field(default_factory=FileSettings)
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / FILES_DIR
 
     @property
     def db_path(self) -> Path:
@@ -171,14 +201,48 @@ def load(data_dir: Path) -> Config:
             raise ConfigError(f"{path}: [sip] {key} must be a non-negative integer")
         kwargs[key] = value
     sip = SipSettings(**kwargs)  # type: ignore[arg-type]
-    http_raw = raw.get("http", {})
-    http = HttpSettings(listen=http_raw.get("listen") or None)
-    return Config(data_dir=data_dir, domain=domain.lower(), sip=sip, http=http)
+    http_raw = dict(raw.get("http", {}))
+    for key, value in http_raw.items():
+        if key not in ("listen", "tls_cert", "tls_key", "public_url"):
+            raise ConfigError(f"{path}: unknown setting [http] {key}")
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: [http] {key} must be a string")
+    http = HttpSettings(**{k: (v or None) for k, v in http_raw.items()})
+    if bool(http.tls_cert) != bool(http.tls_key):
+        raise ConfigError(f"{path}: [http] tls_cert and tls_key must be set together")
+    public = http.public_url
+    if public is not None and not public.startswith(("http://", "https://")):
+        raise ConfigError(f"{path}: [http] public_url must start with http:// or https://")
+    messages = MessageSettings(**_integers(path, "messages", raw, MessageSettings()))
+    files = FileSettings(**_integers(path, "files", raw, FileSettings()))
+    if files.max_size_mb < 1 or files.link_days < 1:
+        raise ConfigError(f"{path}: [files] max_size_mb and link_days must be at least 1")
+    return Config(
+        data_dir=data_dir, domain=domain.lower(), sip=sip, http=http, messages=messages,
+        files=files,
+    )  # fmt: skip
+
+
+def _integers(path: Path, section: str, raw: dict[str, object], defaults: object) -> dict[str, int]:
+    """The settings of a section whose values are all non-negative integers."""
+    table = raw.get(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{section}] must be a table")
+    out: dict[str, int] = {}
+    for key, value in table.items():
+        if not hasattr(defaults, key):
+            raise ConfigError(f"{path}: unknown setting [{section}] {key}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{path}: [{section}] {key} must be a non-negative integer")
+        out[key] = value
+    return out
 
 
 def default_config_text(domain: str) -> str:
     """The config.toml that `heimbuero init` writes: every setting with its default, commented."""
     d = SipSettings()
+    m = MessageSettings()
+    f = FileSettings()
     listen = ", ".join(f'"{a}"' for a in d.listen)
     algs = ", ".join(f'"{a}"' for a in d.digest_algorithms)
     return f"""# heimbuero configuration. Changes take effect at the next 'heimbuero serve'.
@@ -222,4 +286,20 @@ presence_min_interval = {d.presence_min_interval}
 
 [http]
 # listen = "127.0.0.1:8080"
+# HTTPS (the file-transfer service takes SIP passwords' digests and files): both PEM files
+# tls_cert = "/etc/heimbuero/cert.pem"
+# tls_key = "/etc/heimbuero/key.pem"
+# Base of the download links handed out, as clients reach this server:
+# public_url = "https://office.example.de:8443"
+
+[messages]
+max_bytes = {m.max_bytes}           # largest MESSAGE body (413 beyond)
+delivery_timeout = {m.delivery_timeout}       # seconds online devices get to accept a message before it is stored
+store_expiry = {m.store_expiry}       # seconds a stored message waits for its offline recipient
+retention_days = {m.retention_days}          # delete conversations (and their files) idle this long; 0 keeps them
+
+[files]
+max_size_mb = {f.max_size_mb}          # largest file
+quota_mb = {f.quota_mb}            # all files of one user at one time
+link_days = {f.link_days}            # days a download link is valid; the file is deleted after
 """

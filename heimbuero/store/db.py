@@ -44,6 +44,8 @@ from heimbuero.office.model import (
     Trunk,
 )
 from heimbuero.office.model import User as OfficeUser
+from heimbuero.store.files import FileStore
+from heimbuero.store.messages import MessageStore
 from heimbuero.store.models import (
     ApiTokenRow,
     Binding,
@@ -392,7 +394,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-class Store:
+class Store(MessageStore, FileStore):
     """Users and SIP bindings in an SQL database (SQLite by default, PostgreSQL works too)."""
 
     def __init__(self, url: str) -> None:

@@ -7,12 +7,14 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -265,3 +267,102 @@ class PresencePublication(Base):
     user: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[float] = mapped_column(Float)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+# -- messenger and files (migration 0005) ----------------------------------------------------
+
+
+class ConversationRow(Base):
+    """A conversation between two users (`user_a` < `user_b`): the unit of history and retention."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        UniqueConstraint("user_a", "user_b", name="uq_conversations_users"),
+        Index("ix_conversations_user_b", "user_b"),
+        Index("ix_conversations_last_at", "last_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_a: Mapped[str] = mapped_column(String(64))
+    user_b: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MessageRow(Base):
+    """One instant message (SIP MESSAGE or sent over HTTP) and what became of its delivery.
+
+    `id` is made by the server when the message arrives (sortable by time); `state` is
+    queued (stored for an offline recipient), delivered, expired or failed."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_conversation_created", "conversation_id", "created_at"),
+        Index("ix_messages_recipient_state", "recipient", "state"),
+        Index("ix_messages_imdn_id", "imdn_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("conversations.id", name="fk_messages_conversation", ondelete="CASCADE")
+    )
+    sender: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    content_type: Mapped[str] = mapped_column(String(200))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16))
+    state_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    imdn_id: Mapped[str | None] = mapped_column(String(200))  # CPIM imdn.Message-ID
+    imdn_state: Mapped[str | None] = mapped_column(String(16))  # delivered | displayed | …
+    file_id: Mapped[str | None] = mapped_column(String(64))  # a file this message announces
+    origin: Mapped[str] = mapped_column(String(8))  # sip | http
+
+
+class FileRow(Base):
+    """A file uploaded to the file-transfer service. `id` is the unguessable token of its
+    download link; the bytes live under the data directory's files/ folder as `id`."""
+
+    __tablename__ = "files"
+    __table_args__ = (
+        Index("ix_files_owner", "owner"),
+        Index("ix_files_expires_at", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    duration_s: Mapped[float | None] = mapped_column(Float)  # audio files: playing time
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FilePartyRow(Base):
+    """A user besides the owner who may download a file (a recipient of a message naming it)."""
+
+    __tablename__ = "file_parties"
+
+    file_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("files.id", name="fk_file_parties_file", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    user: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class FileDownloadRow(Base):
+    """One download attempt of a file (kept after the file is gone: the audit log)."""
+
+    __tablename__ = "file_downloads"
+    __table_args__ = (Index("ix_file_downloads_file", "file_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(64))
+    user: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    remote: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)  # HTTP status answered
+    bytes_sent: Mapped[int] = mapped_column(BigInteger, default=0)
