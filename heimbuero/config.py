@@ -294,9 +294,11 @@ presence_min_interval = {d.presence_min_interval}
 
 [messages]
 max_bytes = {m.max_bytes}           # largest MESSAGE body (413 beyond)
-delivery_timeout = {m.delivery_timeout}       # seconds online devices get to accept a message before it is stored
+# seconds online devices get to accept a message before it is stored for later
+delivery_timeout = {m.delivery_timeout}
 store_expiry = {m.store_expiry}       # seconds a stored message waits for its offline recipient
-retention_days = {m.retention_days}          # delete conversations (and their files) idle this long; 0 keeps them
+# days after which an idle conversation is deleted with its files; 0 keeps them
+retention_days = {m.retention_days}
 
 [files]
 max_size_mb = {f.max_size_mb}          # largest file

@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from heimbuero.config import Config, ConfigError
+from heimbuero.config import Config, ConfigError, HttpSettings
 from heimbuero.net.transport import TransportLimits, Transports
+from heimbuero.office.files import FileService
 from heimbuero.office.model import Directory, Override
 from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
@@ -138,6 +139,15 @@ def advertised_host(listen_host: str, advertise: str | None) -> str:
     )
 
 
+def public_base_url(http: HttpSettings) -> str:
+    """Where clients reach the HTTP service: the configured public URL, else the listening
+    address (https when TLS is configured)."""
+    if http.public_url:
+        return http.public_url.rstrip("/")
+    scheme = "https" if http.tls_cert else "http"
+    return f"{scheme}://{http.listen or '127.0.0.1:8080'}"
+
+
 class _EmbeddedUvicorn:
     """uvicorn inside our event loop: our SIGINT/SIGTERM handling stays in charge."""
 
@@ -176,6 +186,7 @@ class Server:
             raise ConfigError(
                 f"{config.secret_path} is missing or unreadable: run 'heimbuero init'"
             ) from None
+        self._secret = secret
         sip = config.sip
         local: dict[str, tuple[str, int]] = {}
         for a in sip.listen:
@@ -234,6 +245,9 @@ class Server:
                 max_subscriptions_per_user=sip.max_subscriptions_per_user,
                 max_watchers_per_presentity=sip.max_watchers_per_presentity,
             ),
+        )
+        self.files = FileService(
+            self.store, config.files_dir, config.files, public_base_url(config.http)
         )
         subs, pubs = self.store.load_presence(now)
         self.presence.load(
@@ -380,10 +394,21 @@ class Server:
                 self.registrations,
                 presence=self.presence_of,
                 presence_watch=self.watch_presence,
+                files=self.files,
+                digest=DigestAuthenticator(
+                    self.config.domain,
+                    self._secret,
+                    self.config.sip.digest_algorithms,
+                    float(self.config.sip.nonce_ttl),
+                ),
             )  # fmt: skip
         )
+        tls: dict[str, Any] = {}
+        if self.config.http.tls_cert:
+            http_cfg = self.config.http
+            tls = {"ssl_certfile": http_cfg.tls_cert, "ssl_keyfile": http_cfg.tls_key}
         server = _EmbeddedUvicorn(
-            uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+            uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, **tls)
         )
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         return server, task

@@ -347,7 +347,8 @@ class FilePartyRow(Base):
     __tablename__ = "file_parties"
 
     file_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("files.id", name="fk_file_parties_file", ondelete="CASCADE"),
+        String(64),
+        ForeignKey("files.id", name="fk_file_parties_file", ondelete="CASCADE"),
         primary_key=True,
     )
     user: Mapped[str] = mapped_column(String(64), primary_key=True)

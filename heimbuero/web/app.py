@@ -36,9 +36,11 @@ from starlette.concurrency import run_in_threadpool
 
 from heimbuero.office import accounts, directory
 from heimbuero.office.accounts import credentials, verify_password
+from heimbuero.office.files import FileService
 from heimbuero.office.model import Client, Group, Override, Provider, Step, Trunk
 from heimbuero.office.routing import RoutingState
 from heimbuero.office.rules_doc import RulesError, dump_rules_document
+from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.store.db import (
     AlreadyExists,
     CallRecord,
@@ -73,6 +75,9 @@ class WebContext:
     presence_watch: Callable[[str, Callable[[dict[str, Any]], None]], Callable[[], None]] | None = (
         None
     )
+    # the file-transfer service and the digest authenticator its SIP clients log in with
+    files: FileService | None = None
+    digest: DigestAuthenticator | None = None
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -448,6 +453,10 @@ def create_app(ctx: WebContext) -> FastAPI:
     )
 
     app.state.logins = logins
+    if ctx.files is not None and ctx.digest is not None:
+        from heimbuero.web.files import file_routes
+
+        app.include_router(file_routes(ctx.files, ctx.digest, current_user))
 
     # -- error mapping --
 
