@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
+from heimbuero.office.visibility import Person, may_see
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.message import ParseError, Request, Response, parse_address
 
@@ -37,7 +38,6 @@ ALLOW_EVENTS = "presence, dialog"
 PIDF = "application/pidf+xml"
 DIALOG_INFO = "application/dialog-info+xml"
 ACTIVITIES = ("away", "busy", "on-the-phone", "meeting", "vacation")
-STAFF = frozenset({"admin", "agent"})
 MAX_BODY = 16_384  # bytes of a published document we parse
 
 _NS_PIDF = "{urn:ietf:params:xml:ns:pidf}"
@@ -226,31 +226,6 @@ def dialog_info(entity: str, version: int, calls: Iterable[tuple[str, str]]) -> 
         )
     parts.append("</dialog-info>\n")
     return "".join(parts).encode()
-
-
-# ---------------------------------------------------------------------------- visibility
-
-
-@dataclass(frozen=True, slots=True)
-class Person:
-    """Who someone is, for presence visibility."""
-
-    role: str
-    client: str | None = None
-
-
-def may_see(watcher: str, w: Person | None, presentity: str, p: Person | None) -> bool:
-    """Agents and admins see everyone; a client user sees staff and the users of its own
-    business; employees see staff and their colleagues of the same business."""
-    if w is None or p is None:
-        return False
-    if watcher == presentity or w.role in STAFF:
-        return True
-    if p.role in STAFF:
-        return w.role in ("client", "employee")
-    if w.role in ("client", "employee"):
-        return w.client is not None and w.client == p.client
-    return False
 
 
 # ---------------------------------------------------------------------------- the server
