@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from heimbuero.config import Config, ConfigError, HttpSettings
@@ -24,6 +24,11 @@ from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
 from heimbuero.services.location import Binding, LocationService, Peer
+from heimbuero.services.messaging import (
+    MessagingSettings,
+    enable_messaging,
+    message_from_record,
+)
 from heimbuero.services.presence import (
     PresenceSettings,
     PresenceState,
@@ -43,6 +48,7 @@ log = logging.getLogger("heimbuero")
 
 PERSIST_INTERVAL = 1.0  # seconds between batched writes of registration changes
 OFFICE_RELOAD_INTERVAL = 2.0  # seconds until configuration changes reach call routing
+HOUSEKEEPING_INTERVAL = 60.0  # seconds between expiry sweeps of stored messages and files
 
 
 class _StoreCallLog:
@@ -249,6 +255,23 @@ class Server:
         self.files = FileService(
             self.store, config.files_dir, config.files, public_base_url(config.http)
         )
+        self.message_ops: list[tuple[Any, ...]] = []
+        self._wake_writer: asyncio.Event | None = None
+        msg = config.messages
+        self.messages = enable_messaging(
+            self.core,
+            MessagingSettings(
+                max_bytes=msg.max_bytes,
+                delivery_timeout=float(msg.delivery_timeout),
+                store_expiry=float(msg.store_expiry),
+            ),
+            self._message_op,
+            self.files,
+        )
+        failed = self.store.fail_unfinished_messages(datetime.now(UTC))
+        if failed:
+            log.info("%d messages were being delivered at the last stop: marked failed", failed)
+        self.messages.load(message_from_record(r, now) for r in self.store.load_queued_messages())
         subs, pubs = self.store.load_presence(now)
         self.presence.load(
             [subscription_from_record(d) for d in subs],
@@ -262,14 +285,50 @@ class Server:
             return None
         return Account(name, *found)
 
+    def _message_op(self, op: tuple[Any, ...]) -> None:
+        """Messages are written at once (not after the batch interval): a stored message the
+        sender was told about (202) must not wait in memory."""
+        self.message_ops.append(op)
+        if self._wake_writer is not None:
+            self._wake_writer.set()
+
     async def _persist(self) -> None:
         """Write registration changes in batches, off the event loop's thread."""
         loop = asyncio.get_running_loop()
+        wake = self._wake_writer = asyncio.Event()
         while True:
-            await asyncio.sleep(PERSIST_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), PERSIST_INTERVAL)
+            wake.clear()
             await self.flush_bindings(loop)
 
+    async def _housekeeping(self) -> None:
+        """Expire stored messages and file links; delete conversations past retention."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            try:
+                self.messages.expire(time.time())
+                await loop.run_in_executor(None, self.sweep, datetime.now(UTC))
+            except Exception:
+                log.exception("housekeeping failed")
+
+    def sweep(self, now: datetime) -> None:
+        """Retention and expiry in the store and the file folder (a worker thread)."""
+        days = self.config.messages.retention_days
+        if days > 0:
+            count, file_ids = self.store.delete_idle_conversations(now - timedelta(days=days))
+            if count:
+                gone = self.files.delete(file_ids)
+                log.info("retention: deleted %d conversations and %d files", count, gone)
+        expired = self.files.sweep(now)
+        if expired:
+            log.info("deleted %d files whose links expired", expired)
+
     async def flush_bindings(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.message_ops:
+            ops, self.message_ops = self.message_ops, []
+            await loop.run_in_executor(self.writer, self.store.apply_message_log, ops)
         if self.call_log.has_changes():
             await loop.run_in_executor(self.writer, self.call_log.write, self.call_log.take())
         if self.presence.has_changes():
@@ -337,6 +396,7 @@ class Server:
             "transactions": len(self.core.layer),
             "proxied_requests_open": len(self.core.proxy),
             "messages": dict(self.core.stats),
+            "instant_messages": dict(self.messages.stats, waiting=self.messages.waiting()),
         }  # fmt: skip
 
     def registrations(self) -> list[dict[str, Any]]:
@@ -368,6 +428,30 @@ class Server:
         presence.listeners.append(listener)
         return lambda: presence.listeners.remove(listener)
 
+    def send_message(
+        self, sender: str, recipient: str, content_type: str, body: bytes
+    ) -> dict[str, Any]:
+        """A message from the HTTP API (on the event loop): stored and sent to the recipient's
+        devices. Raises MessageRejected."""
+        now = time.time()
+        message = self.messages.submit(sender, recipient, content_type, body, now)
+        self.core.pump(now)
+        self.transports.flush()
+        return message.summary()
+
+    def watch_messages(
+        self, user: str, fn: Callable[[str, dict[str, Any]], None]
+    ) -> Callable[[], None]:
+        """Call `fn(event, message)` for each new message and state change `user` is party to."""
+        messages = self.messages
+
+        def listener(event: str, data: dict[str, Any]) -> None:
+            if user in (data["sender"], data["recipient"]):
+                fn(event, data)
+
+        messages.listeners.append(listener)
+        return lambda: messages.listeners.remove(listener)
+
     async def _start_http(self) -> tuple[Any, asyncio.Task[None]] | None:
         if not self.config.http.listen:
             return None
@@ -395,6 +479,8 @@ class Server:
                 presence=self.presence_of,
                 presence_watch=self.watch_presence,
                 files=self.files,
+                send_message=self.send_message,
+                message_watch=self.watch_messages,
                 digest=DigestAuthenticator(
                     self.config.domain,
                     self._secret,
@@ -435,6 +521,7 @@ class Server:
             loop.create_task(self._persist()),
             loop.create_task(self._nat_keepalive()),
             loop.create_task(self._reload_office()),
+            loop.create_task(self._housekeeping()),
         ]
         if self.presence.subs:
             # Watchers kept from the last run learn the state as it is now.
@@ -442,6 +529,8 @@ class Server:
             self.core.pump(time.time())
             self.transports.flush()
         self.trunks.update(self.calls.directory.trunks.values(), time.time())
+        for user in list(self.messages.queues):
+            self.messages.kick(user, time.time())  # recipients still registered since the stop
         self.core.pump(time.time())
         self.transports.flush()
         listen = ", ".join(str(a) for a in self.config.sip.listen)

@@ -100,6 +100,9 @@ class PlanRun:
             self.record_id, result=result, ended_at=_utc(now), ring_seconds=now - self.started
         )
 
+    def answered_late(self, target: Target, now: float) -> None:
+        return None  # a 2xx after the final answer: the caller's side hangs it up
+
     def final_hint(self) -> tuple[int, str, list[tuple[str, str]]] | None:
         """A voicemail target answers 480 with a Reason until voicemail exists."""
         if not self.voicemail:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+from heimbuero.office.visibility import Person
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.sip.message import (
@@ -34,6 +35,7 @@ from heimbuero.sip.message import (
 from .calls import CallRouting
 from .credentials import UserDirectory
 from .location import Binding, LocationService, Peer
+from .messaging import Delivery, Messenger
 from .presence import ALLOW_EVENTS, PresenceServer, Subscription
 from .proxy import Proxy
 from .registrar import Registrar, RegistrarSettings
@@ -150,6 +152,7 @@ class SipCore:
         self.presence: PresenceServer | None = None  # SUBSCRIBE/NOTIFY/PUBLISH, when enabled
         self.calls: CallRouting | None = None  # calls to client numbers, when the office is set up
         self.trunks: TrunkRegistrations | None = None  # registrations to carriers
+        self.messages: Messenger | None = None  # MESSAGE history and store-and-forward
 
     # ------------------------------------------------------------------ network-facing API
 
@@ -250,6 +253,10 @@ class SipCore:
                 if self.presence is not None:
                     self.presence.on_response(ev.txn, ev.response, now)
                 return
+            if isinstance(ev.txn.context, Delivery):
+                if self.messages is not None:
+                    self.messages.on_response(ev.txn, ev.response, now)
+                return
             self.proxy.on_response(ev.txn, ev.response, now)
         elif isinstance(ev, tx.RequestReceived):
             self._on_request(ev.txn, now)
@@ -265,6 +272,11 @@ class SipCore:
         ):
             if self.presence is not None:
                 self.presence.on_failure(ev.txn, now)  # type: ignore[arg-type]
+        elif isinstance(ev, (tx.TransactionTimeout, tx.TransportFailed)) and isinstance(
+            ev.txn.context, Delivery
+        ):
+            if self.messages is not None:
+                self.messages.on_failure(ev.txn, now)  # type: ignore[arg-type]
         elif isinstance(ev, tx.TransactionTimeout):
             self.proxy.on_branch_failure(ev.txn, 408, now)
         elif isinstance(ev, tx.TransportFailed):
@@ -352,6 +364,16 @@ class SipCore:
             if req.from_.uri.user is None or req.from_.uri.user.lower() != user:
                 self.respond(txn, 403, now, reason="From does not match the authenticated user")
                 return
+        messages = self.messages
+        if (
+            user is not None
+            and method == "MESSAGE"
+            and messages is not None
+            and not in_dialog
+            and messages.wants(req)
+        ):
+            messages.on_request(txn, user, now)
+            return
         if in_dialog and method == "BYE" and self.presence is not None:
             self.presence.call_ended(req.call_id, now)
         calls = self.calls
@@ -445,6 +467,16 @@ class SipCore:
         return self.calls is not None and self.calls.trusted_trunk(source) is not None
 
     # ------------------------------------------------------------------ helpers
+
+    def person(self, name: str, now: float) -> Person | None:
+        """Role and business of one of our users (None: no such user), for visibility."""
+        calls = self.calls
+        if calls is not None:
+            u = calls.directory.users.get(name)
+            if u is not None:
+                return Person(u.role, u.client)
+        account = self.users.get(name, now)
+        return Person(account.role) if account is not None else None
 
     def is_local_uri(self, uri: SipURI) -> bool:
         host = uri.host.lower().strip("[]")

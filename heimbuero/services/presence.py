@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
-from heimbuero.office.visibility import Person, may_see
+from heimbuero.office.visibility import may_see
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.message import ParseError, Request, Response, parse_address
 
@@ -255,17 +255,9 @@ class PresenceServer:
 
     # ------------------------------------------------------------------ who is who
 
-    def person(self, name: str, now: float) -> Person | None:
-        calls = self.core.calls
-        if calls is not None:
-            u = calls.directory.users.get(name)
-            if u is not None:
-                return Person(u.role, u.client)
-        account = self.core.users.get(name, now)
-        return Person(account.role) if account is not None else None
-
     def visible(self, watcher: str, presentity: str, now: float) -> bool:
-        return may_see(watcher, self.person(watcher, now), presentity, self.person(presentity, now))
+        person = self.core.person
+        return may_see(watcher, person(watcher, now), presentity, person(presentity, now))
 
     def known_users(self) -> list[str]:
         calls = self.core.calls

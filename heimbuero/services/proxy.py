@@ -81,6 +81,11 @@ class PlanRunner(Protocol):
         """The answer when nobody could be rung or answered (e.g. voicemail not there yet)."""
         ...
 
+    def answered_late(self, target: Target, now: float) -> None:
+        """A target accepted after the final answer went upstream (a MESSAGE device that
+        answered after its step timed out)."""
+        ...
+
 
 class Branch:
     """One forwarded copy of a request and what became of it."""
@@ -188,15 +193,23 @@ class Proxy:
         if core.users.get(aor, now) is None:
             core.respond(txn, 404, now)
             return
-        bindings = core.location.lookup(aor, now)
-        if not bindings:
+        if not core.location.lookup(aor, now):
             core.respond(txn, 480, now, reason="Temporarily Unavailable: no device registered")
             return
+        targets = self.device_targets(aor, now)
+        if not targets:
+            core.respond(txn, 480, now, reason="Temporarily Unavailable: no device reachable")
+            return
+        self._fork(txn, targets, req.method in DIALOG_METHODS, now)
+
+    def device_targets(self, aor: str, now: float) -> list[tuple[str, Peer]]:
+        """(Request-URI, destination) of each registered device of `aor` that can be reached:
+        the address its REGISTER came from, or its Contact when that connection is gone."""
+        core = self.core
         targets: list[tuple[str, Peer]] = []
-        for b in bindings:
+        for b in core.location.lookup(aor, now):
             dest = b.received
             if dest[0] != "udp" and not core.is_connected(dest):
-                # The device's connection is gone: try the address its Contact names.
                 try:
                     cu = parse_address(b.contact).uri
                 except ParseError:
@@ -206,10 +219,7 @@ class Proxy:
                     continue
                 dest = (dest[0], alt[1], alt[2])
             targets.append((b.contact, dest))
-        if not targets:
-            core.respond(txn, 480, now, reason="Temporarily Unavailable: no device reachable")
-            return
-        self._fork(txn, targets, req.method in DIALOG_METHODS, now)
+        return targets
 
     def _fork(
         self,
@@ -221,9 +231,11 @@ class Proxy:
         call = self._start(txn, record_route, None, now)
         self._ring(call, [Target(uri, dest) for uri, dest in targets], now)
 
-    def execute_plan(self, txn: tx.ServerTransaction, plan: PlanRunner, now: float) -> None:
+    def execute_plan(
+        self, txn: tx.ServerTransaction, plan: PlanRunner, now: float, record_route: bool = True
+    ) -> None:
         """Ring the plan's steps one after the other until someone answers."""
-        call = self._start(txn, True, plan, now)
+        call = self._start(txn, record_route, plan, now)
         if not self._next_step(call, now):
             self._maybe_finish(call, now)  # nobody to ring at all: answer at once
 
@@ -344,6 +356,11 @@ class Proxy:
             st = call.server_txn
             if st.state in (tx.State.TRYING, tx.State.PROCEEDING, tx.State.ACCEPTED):
                 core.layer.send_response(st, resp, now)
+            elif st.request.method != "INVITE":
+                # Only one final answer to a non-INVITE request (RFC 3261 §16.7 step 5).
+                if call.final_sent and call.plan is not None and branch.target is not None:
+                    call.plan.answered_late(branch.target, now)
+                return
             else:
                 # A 2xx that lost the race against a CANCEL or another final still reaches
                 # the caller, which must ACK and hang it up (RFC 3261 §16.7 step 5).

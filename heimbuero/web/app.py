@@ -37,9 +37,11 @@ from starlette.concurrency import run_in_threadpool
 from heimbuero.office import accounts, directory
 from heimbuero.office.accounts import credentials, verify_password
 from heimbuero.office.files import FileService
+from heimbuero.office.messaging import FILE_TRANSFER, content_view
 from heimbuero.office.model import Client, Group, Override, Provider, Step, Trunk
 from heimbuero.office.routing import RoutingState
 from heimbuero.office.rules_doc import RulesError, dump_rules_document
+from heimbuero.services.messaging import MessageRejected
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.store.db import (
     AlreadyExists,
@@ -50,6 +52,7 @@ from heimbuero.store.db import (
     StoreError,
     UserRecord,
 )
+from heimbuero.store.messages import MessageRecord
 
 STAFF_ROLES = frozenset({"admin", "agent"})
 FAILURE_LIMIT = 10  # failed logins per client address per minute before 429
@@ -78,6 +81,12 @@ class WebContext:
     # the file-transfer service and the digest authenticator its SIP clients log in with
     files: FileService | None = None
     digest: DigestAuthenticator | None = None
+    # send a message (sender, recipient, content type, body) on the server's loop; raises
+    # MessageRejected; and a watch of the messages a user is party to (event, message)
+    send_message: Callable[[str, str, str, bytes], dict[str, Any]] | None = None
+    message_watch: (
+        Callable[[str, Callable[[str, dict[str, Any]], None]], Callable[[], None]] | None
+    ) = None
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -342,7 +351,54 @@ class TokenOut(BaseModel):
     token: str | None = Field(default=None, description="only in the answer that creates it")
 
 
+class MessageIn(BaseModel):
+    to: str = Field(min_length=1, max_length=64, examples=["anna"])
+    text: str | None = Field(default=None, min_length=1, examples=["Bitte Angebot an Meier"])
+    file: str | None = Field(default=None, description="id of an uploaded file to send")
+
+
+class FileRef(BaseModel):
+    url: str
+    name: str | None
+    size: int | None
+    content_type: str | None
+    until: str | None
+
+
+class MessageOut(BaseModel):
+    id: str
+    sender: str
+    recipient: str
+    created_at: datetime
+    kind: str = Field(description="text or file")
+    text: str | None
+    files: list[FileRef]
+    content_type: str
+    state: str = Field(description="sending, queued, delivered, expired or failed")
+    imdn_state: str | None = Field(description="what the recipient's client reported")
+    origin: str = Field(description="sip or http")
+
+
+class ConversationOut(BaseModel):
+    peer: str
+    created_at: datetime
+    last_at: datetime
+    last: MessageOut | None
+
+
 # -- conversions -----------------------------------------------------------------------------
+
+
+def _message_out(r: MessageRecord) -> MessageOut:
+    view = content_view(r.content_type, r.body)
+    return MessageOut(
+        id=r.id, sender=r.sender, recipient=r.recipient, created_at=r.created_at,
+        kind=view["kind"], text=view["text"], files=[FileRef(**f) for f in view["files"]],
+        content_type=r.content_type, state=r.state, imdn_state=r.imdn_state, origin=r.origin,
+    )  # fmt: skip
+
+
+_HIDDEN_KINDS = ("imdn", "composing")  # reports show as imdn_state of the message they concern
 
 
 def _user_out(u: UserRecord) -> UserOut:
@@ -605,6 +661,101 @@ def create_app(ctx: WebContext) -> FastAPI:
     def me(user: Me) -> UserOut:
         """The logged-in user."""
         return _user_out(user)
+
+    # -- messages --
+
+    @app.get("/api/conversations", tags=["messages"])
+    def list_conversations(user: Me) -> list[ConversationOut]:
+        """The caller's conversations, most recent first, each with its last message."""
+        return [
+            ConversationOut(
+                peer=c.peer,
+                created_at=c.created_at,
+                last_at=c.last_at,
+                last=_message_out(c.last) if c.last is not None else None,
+            )  # fmt: skip
+            for c in store.list_conversations(user.name)
+        ]
+
+    @app.get("/api/conversations/{peer}/messages", tags=["messages"])
+    def conversation_messages(
+        peer: str,
+        user: Me,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        before: Annotated[str | None, Query(description="a message id: page back from it")] = None,
+    ) -> list[MessageOut]:
+        """The caller's history with `peer`, oldest first (delivery reports are folded into
+        the messages they report on)."""
+        rows = store.conversation_messages(user.name, peer.lower(), limit, before)
+        if rows is None:
+            raise HTTPException(404, "no conversation with this user")
+        out = [_message_out(r) for r in rows]
+        return [m for m in out if m.kind not in _HIDDEN_KINDS]
+
+    @app.delete("/api/conversations/{peer}", status_code=204, tags=["messages"])
+    def delete_conversation(peer: str, user: Me) -> None:
+        """Delete the caller's conversation with `peer` for both, with the files its messages
+        shared (staff only: the provider keeps its clients' records)."""
+        require_staff(user)
+        file_ids = store.delete_conversation(user.name, peer.lower())
+        if file_ids is None:
+            raise HTTPException(404, "no conversation with this user")
+        if ctx.files is not None:
+            ctx.files.delete(file_ids)
+
+    @app.post("/api/messages", status_code=201, tags=["messages"])
+    async def send_message(body: MessageIn, user: Me) -> dict[str, Any]:
+        """Send a text or an uploaded file to a user: it reaches the recipient's SIP devices
+        like a MESSAGE from the caller, or waits for them (state `queued`)."""
+        if ctx.send_message is None:
+            raise HTTPException(503, "messaging is not available")
+        if (body.text is None) == (body.file is None):
+            return _unprocessable(_problem(["body"], "give exactly one of text and file"))
+        if body.text is not None:
+            ctype, payload = "text/plain;charset=UTF-8", body.text.encode()
+        else:
+            info = None
+            if ctx.files is not None and body.file is not None:
+                info = await run_in_threadpool(ctx.files.file_info_xml, body.file)
+            if info is None:
+                return _unprocessable(_problem(["body", "file"], "no such file"))
+            ctype, payload = FILE_TRANSFER, info
+        try:
+            return ctx.send_message(user.name, body.to.lower(), ctype, payload)
+        except MessageRejected as exc:
+            status = 422 if exc.status == 400 else exc.status
+            raise HTTPException(status, exc.reason) from None
+
+    @app.get("/api/messages/stream", tags=["messages"])
+    async def message_stream(user: Me, request: Request) -> StreamingResponse:
+        """Server-Sent Events: `message` for each new message the caller sends or receives
+        (over SIP or HTTP), `state` when its delivery state changes; a comment every 15 s."""
+        if ctx.message_watch is None:
+            raise HTTPException(503, "messaging is not available")
+        queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(maxsize=1000)
+
+        def put(event: str, item: dict[str, Any]) -> None:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait((event, item))
+
+        stop = ctx.message_watch(user.name, put)
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield ": stream of messages\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        event, item = await asyncio.wait_for(queue.get(), 15.0)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"event: {event}\ndata: {json.dumps(item)}\n\n"
+            finally:
+                stop()
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
 
     # -- provider --
 

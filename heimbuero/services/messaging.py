@@ -1,0 +1,516 @@
+"""The messenger inside the SIP core: MESSAGE (RFC 3428) between our users, with history and
+store-and-forward, sans-IO.
+
+A MESSAGE from an authenticated user to another user is checked (size, type, who may message
+whom, the CPIM sender, files it shares) and then:
+
+- recipient online and nothing older waiting for it: relayed through the proxy to all its
+  registered devices at once (a `MessagePlan`); the first 2xx goes back to the sender. When no
+  device accepts within `delivery_timeout` (or every device answers 408/480), the message is
+  stored and the sender gets 202 Accepted.
+- recipient offline, or older messages still waiting: stored at once (202).
+
+Stored messages are sent by the server itself, oldest first and one at a time, to every device
+of the recipient when one of them registers (a refresh retries too), each as a new MESSAGE
+with the original sender in From and P-Asserted-Identity and its time in Date. A message
+leaves the queue on the first 2xx, so it is delivered once; temporary failures (timeout,
+408/480/5xx) keep it for the next registration, other refusals mark it failed; after
+`store_expiry` it expires. Every message and what became of it goes to the history through
+`MessageLog`; IMDN reports (RFC 5438) are relayed like messages and also mark the message they
+report on as delivered or displayed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import secrets
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from heimbuero.office.messaging import (
+    ACCEPTED_TYPES,
+    MessageContent,
+    MessageError,
+    describe,
+    media_type,
+)
+from heimbuero.office.visibility import STAFF, may_see
+from heimbuero.sip import transaction as tx
+from heimbuero.sip.message import Request, Response
+
+from .location import Binding, Peer
+from .proxy import Target
+
+if TYPE_CHECKING:
+    from .core import SipCore
+
+log = logging.getLogger("heimbuero.messages")
+
+TEMPORARY = frozenset({408, 480, 500, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class MessagingSettings:
+    max_bytes: int = 16384
+    delivery_timeout: float = 10.0
+    store_expiry: float = 7 * 86400.0
+
+
+class MessageRejected(Exception):
+    """A message that is not accepted: SIP status and reason (HTTP maps them too)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+class FileLinks(Protocol):
+    """The file-transfer service, as messages that announce files see it."""
+
+    def file_id_of(self, url: str) -> str | None: ...
+
+    def grant(self, file_id: str, sender: str, recipient: str) -> bool: ...
+
+
+class Message:
+    """One message on its way, as the messenger holds it."""
+
+    __slots__ = (
+        "id", "sender", "recipient", "created_at", "content_type", "body", "expires_at",
+        "content", "file_id", "origin", "state",
+    )  # fmt: skip
+
+    def __init__(
+        self, id: str, sender: str, recipient: str, created_at: float, content_type: str,
+        body: bytes, expires_at: float, content: MessageContent, file_id: str | None,
+        origin: str, state: str = "sending",
+    ) -> None:  # fmt: skip
+        self.id = id
+        self.sender = sender
+        self.recipient = recipient
+        self.created_at = created_at
+        self.content_type = content_type
+        self.body = body
+        self.expires_at = expires_at
+        self.content = content
+        self.file_id = file_id
+        self.origin = origin
+        self.state = state
+
+    def summary(self) -> dict[str, Any]:
+        """What the HTTP live stream tells about it."""
+        return {
+            "id": self.id, "sender": self.sender, "recipient": self.recipient,
+            "created_at": _iso(self.created_at), "content_type": self.content_type,
+            "kind": self.content.kind, "text": self.content.text, "state": self.state,
+            "file_id": self.file_id, "origin": self.origin,
+        }  # fmt: skip
+
+
+class MessagePlan:
+    """Relaying one MESSAGE to the recipient's devices (the proxy's PlanRunner): one step of
+    every device, `delivery_timeout` long; nobody accepting means storing it (202)."""
+
+    def __init__(
+        self, messenger: Messenger, message: Message, targets: list[Target], timeout: float
+    ) -> None:
+        self.messenger = messenger
+        self.message = message
+        self.targets: list[Target] | None = targets
+        self.timeout = timeout
+
+    def next_step(self, now: float) -> tuple[list[Target], float] | None:
+        targets, self.targets = self.targets, None
+        return None if targets is None else (targets, self.timeout)
+
+    def answered(self, target: Target, now: float) -> None:
+        self.messenger.finished(self.message, "delivered", now)
+
+    def answered_late(self, target: Target, now: float) -> None:
+        if self.message.state == "queued":
+            self.messenger.delivered_late(self.message, now)
+
+    def failed(self, status: int, now: float) -> None:
+        if status == 202:
+            self.messenger.enqueue(self.message, now)
+        else:
+            self.messenger.finished(self.message, "failed", now)
+
+    def final_hint(self) -> tuple[int, str, list[tuple[str, str]]] | None:
+        return 202, "Accepted: stored for delivery", []
+
+
+class Delivery:
+    """A stored message the server is sending to the recipient's devices."""
+
+    __slots__ = ("message", "open", "statuses", "done")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.open: set[tx.ClientTransaction] = set()
+        self.statuses: list[int] = []
+        self.done = False
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def _user_of(uri: str) -> str | None:
+    scheme, _, rest = uri.partition(":")
+    if scheme.lower() not in ("sip", "sips", "im", "pres") or "@" not in rest:
+        return None
+    return rest.split("@", 1)[0].lower()
+
+
+class Messenger:
+    """MESSAGE handling, the queue of stored messages, and their delivery."""
+
+    def __init__(
+        self,
+        core: SipCore,
+        settings: MessagingSettings,
+        log_op: Callable[[tuple[Any, ...]], None],
+        files: FileLinks | None = None,
+    ) -> None:
+        self.core = core
+        self.settings = settings
+        self.log_op = log_op
+        self.files = files
+        self.queues: dict[str, deque[Message]] = {}
+        self.inflight: dict[str, Delivery] = {}
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []  # HTTP live stream
+        self.stats = {"received": 0, "relayed": 0, "stored": 0, "delivered": 0, "expired": 0}
+
+    # ------------------------------------------------------------------ incoming MESSAGE
+
+    def wants(self, req: Request) -> bool:
+        """A MESSAGE outside a dialog to one of our users."""
+        uri = req.ruri
+        return (
+            req.method == "MESSAGE"
+            and bool(uri.user)
+            and not req.to.tag
+            and not req.get("route")
+            and self.core.is_local_uri(uri)
+        )
+
+    def on_request(self, txn: tx.ServerTransaction, sender: str, now: float) -> None:
+        """A MESSAGE from the authenticated `sender`."""
+        core = self.core
+        req = txn.request
+        self.stats["received"] += 1
+        recipient = (req.ruri.user or "").lower()
+        ctype = req.get("content-type") or ""
+        try:
+            message = self._accept(sender, recipient, ctype, req.body, now, "sip")
+        except MessageRejected as exc:
+            headers = [("Accept", ", ".join(ACCEPTED_TYPES))] if exc.status == 415 else None
+            core.respond(txn, exc.status, now, reason=exc.reason, headers=headers)
+            return
+        kind = message.content.kind
+        if kind == "composing":
+            # Typing notices are for the moment: relayed to online devices, never stored.
+            core.proxy.route_request(txn, False, now)
+            return
+        self._log_new(message)
+        req.remove("p-asserted-identity")
+        req.add("P-Asserted-Identity", f"<sip:{sender}@{core.settings.domain}>")
+        targets = core.proxy.device_targets(recipient, now)
+        if recipient in self.queues or recipient in self.inflight or not targets:
+            self.enqueue(message, now)
+            core.respond(txn, 202, now, reason="Accepted: stored for delivery")
+            self.kick(recipient, now)
+            return
+        self.stats["relayed"] += 1
+        plan = MessagePlan(
+            self,
+            message,
+            [Target(uri, dest, f"user:{recipient}") for uri, dest in targets],
+            self.settings.delivery_timeout,
+        )
+        core.proxy.execute_plan(txn, plan, now, record_route=False)
+
+    def submit(
+        self, sender: str, recipient: str, content_type: str, body: bytes, now: float,
+        origin: str = "http",
+    ) -> Message:  # fmt: skip
+        """A message sent by other means than SIP (the HTTP API): stored and sent to the
+        recipient's devices like any stored message. Raises MessageRejected."""
+        message = self._accept(sender, recipient, content_type, body, now, origin)
+        if message.content.kind == "composing":
+            raise MessageRejected(415, "typing notices are not stored")
+        message.state = "queued"
+        self.stats["stored"] += 1
+        self._log_new(message)
+        self._queue(message)
+        self.kick(recipient, now)
+        return message
+
+    def _accept(
+        self, sender: str, recipient: str, content_type: str, body: bytes, now: float, origin: str
+    ) -> Message:
+        """Check a message; the Message to send, or MessageRejected."""
+        core = self.core
+        if len(body) > self.settings.max_bytes:
+            raise MessageRejected(
+                413, f"Message too large (at most {self.settings.max_bytes} bytes)"
+            )
+        kind = media_type(content_type)
+        if not kind:
+            raise MessageRejected(415, "Content-Type missing")
+        if kind not in ACCEPTED_TYPES:
+            raise MessageRejected(415, f"Unsupported message type {kind}")
+        if not body:
+            raise MessageRejected(400, "Empty message")
+        s_person = core.person(sender, now)
+        r_person = core.person(recipient, now) if recipient else None
+        if not may_see(sender, s_person, recipient, r_person):
+            if r_person is None and s_person is not None and s_person.role in STAFF:
+                raise MessageRejected(404, "No such user")
+            # Unknown and forbidden recipients get the same answer: no probing for users.
+            raise MessageRejected(403, "Not allowed to message this user")
+        try:
+            content = describe(content_type, body)
+        except MessageError as exc:
+            raise MessageRejected(400, str(exc)[:100]) from None
+        if content.cpim_from is not None and _user_of(content.cpim_from) != sender:
+            raise MessageRejected(403, "CPIM From does not match the authenticated user")
+        file_id = None
+        if content.files and self.files is not None:
+            for info in content.files:
+                fid = self.files.file_id_of(info.url)
+                if fid is None:
+                    continue  # a link to another server: passed on as it is
+                if not self.files.grant(fid, sender, recipient):
+                    raise MessageRejected(403, "The announced file is not the sender's to share")
+                file_id = file_id or fid
+        return Message(
+            id=f"{int(now * 1000):012x}{secrets.token_hex(6)}",
+            sender=sender, recipient=recipient, created_at=now, content_type=content_type,
+            body=body, expires_at=now + self.settings.store_expiry, content=content,
+            file_id=file_id, origin=origin,
+        )  # fmt: skip
+
+    def _log_new(self, m: Message) -> None:
+        self.log_op(("add", self._record(m)))
+        c = m.content
+        if c.kind == "imdn" and c.report_for:
+            # The recipient reports on a message it got: mark that message in the history.
+            self.log_op(("report", c.report_for[:200], m.sender, c.report_state))
+        self._notify("message", m)
+
+    def _record(self, m: Message) -> dict[str, Any]:
+        return {
+            "id": m.id, "sender": m.sender, "recipient": m.recipient,
+            "created_at": datetime.fromtimestamp(m.created_at, UTC),
+            "content_type": m.content_type[:200], "body": m.body, "state": m.state,
+            "state_at": None, "expires_at": datetime.fromtimestamp(m.expires_at, UTC),
+            "imdn_id": (m.content.imdn_id or None) and m.content.imdn_id[:200],
+            "imdn_state": None, "file_id": m.file_id, "origin": m.origin,
+        }  # fmt: skip
+
+    # ------------------------------------------------------------------ outcomes
+
+    def finished(self, m: Message, state: str, now: float) -> None:
+        """A message reached its end: delivered, failed or expired."""
+        m.state = state
+        self.log_op(("state", m.id, state, datetime.fromtimestamp(now, UTC)))
+        if state == "delivered":
+            self.stats["delivered"] += 1
+        elif state == "expired":
+            self.stats["expired"] += 1
+        self._notify("state", m)
+
+    def enqueue(self, m: Message, now: float) -> None:
+        """Store a message for later delivery."""
+        m.state = "queued"
+        self.stats["stored"] += 1
+        self.log_op(("state", m.id, "queued", datetime.fromtimestamp(now, UTC)))
+        self._queue(m)
+        self._notify("state", m)
+
+    def _queue(self, m: Message) -> None:
+        self.queues.setdefault(m.recipient, deque()).append(m)
+
+    def delivered_late(self, m: Message, now: float) -> None:
+        """A device accepted a message after it had been stored: it leaves the queue."""
+        queue = self.queues.get(m.recipient)
+        delivery = self.inflight.get(m.recipient)
+        if delivery is not None and delivery.message is m:
+            return  # the server's own delivery of it is under way and will finish it
+        if queue is not None and m in queue:
+            queue.remove(m)
+            if not queue:
+                del self.queues[m.recipient]
+            self.finished(m, "delivered", now)
+
+    def _notify(self, event: str, m: Message) -> None:
+        if not self.listeners:
+            return
+        data = m.summary()
+        for fn in list(self.listeners):
+            try:
+                fn(event, data)
+            except Exception:  # a broken listener must not stop message handling
+                log.exception("message listener failed")
+
+    # ------------------------------------------------------------------ stored messages
+
+    def load(self, messages: Iterable[Message]) -> None:
+        """Messages stored before a restart, oldest first."""
+        for m in messages:
+            m.state = "queued"
+            self._queue(m)
+
+    def on_bindings_changed(self, added: list[Binding], removed: list[Binding], now: float) -> None:
+        for user in {b.aor for b in added}:
+            if user in self.queues:
+                self.kick(user, now)
+
+    def kick(self, user: str, now: float) -> None:
+        """Send the oldest stored message of `user` to its devices, unless one is under way."""
+        if user in self.inflight:
+            return
+        queue = self.queues.get(user)
+        while queue and queue[0].expires_at <= now:
+            self.finished(queue.popleft(), "expired", now)
+        if not queue:
+            self.queues.pop(user, None)
+            return
+        targets = self.core.proxy.device_targets(user, now)
+        if not targets:
+            return
+        delivery = Delivery(queue[0])
+        self.inflight[user] = delivery
+        for uri, dest in targets:
+            self._send(delivery, uri, dest, now)
+        if not delivery.open:
+            del self.inflight[user]
+
+    def _send(self, delivery: Delivery, uri: str, dest: Peer, now: float) -> None:
+        core = self.core
+        m = delivery.message
+        domain = core.settings.domain
+        host, port = core.local_address(dest[0])
+        sender = f"<sip:{m.sender}@{domain}>"
+        hdrs = [
+            ["from", "From", f"{sender};tag={secrets.token_hex(6)}"],
+            ["to", "To", f"<sip:{m.recipient}@{domain}>"],
+            ["call-id", "Call-ID", f"{m.id}.{secrets.token_hex(4)}@{domain}"],
+            ["cseq", "CSeq", "1 MESSAGE"],
+            ["max-forwards", "Max-Forwards", "70"],
+            ["date", "Date", email.utils.formatdate(m.created_at, usegmt=True)],
+            ["p-asserted-identity", "P-Asserted-Identity", sender],
+            ["content-type", "Content-Type", m.content_type],
+        ]  # fmt: skip
+        req = Request("MESSAGE", uri, hdrs, m.body)
+        req.prepend(
+            "Via", f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={core.new_branch(req)};rport"
+        )
+        try:
+            ctxn = core.layer.send_request(req, dest, dest[0] != "udp", now)
+        except ValueError:
+            log.warning("could not send stored message %s to %s", m.id, dest)
+            return
+        ctxn.context = delivery
+        delivery.open.add(ctxn)
+
+    def on_response(self, ctxn: tx.ClientTransaction, resp: Response, now: float) -> None:
+        delivery = ctxn.context
+        if not isinstance(delivery, Delivery) or resp.status < 200:
+            return
+        self._outcome(delivery, ctxn, resp.status, now)
+
+    def on_failure(self, ctxn: tx.ClientTransaction, now: float) -> None:
+        delivery = ctxn.context
+        if isinstance(delivery, Delivery):
+            self._outcome(delivery, ctxn, 408, now)
+
+    def _outcome(self, d: Delivery, ctxn: tx.ClientTransaction, status: int, now: float) -> None:
+        if ctxn not in d.open:
+            return
+        d.open.discard(ctxn)
+        d.statuses.append(status)
+        m = d.message
+        user = m.recipient
+        if d.done:
+            return
+        if 200 <= status < 300:
+            d.done = True
+            self._unqueue(m)
+            self.finished(m, "delivered", now)
+        elif d.open:
+            return  # other devices may still accept it
+        elif any(s in TEMPORARY for s in d.statuses):
+            log.info("stored message %s not accepted (%s): kept", m.id, d.statuses)
+            d.done = True
+            if self.inflight.get(user) is d:
+                del self.inflight[user]
+            return  # kept for the next registration
+        else:
+            d.done = True
+            self._unqueue(m)
+            log.info("stored message %s refused (%s)", m.id, d.statuses)
+            self.finished(m, "failed", now)
+        if self.inflight.get(user) is d:
+            del self.inflight[user]
+        self.kick(user, now)
+
+    def _unqueue(self, m: Message) -> None:
+        queue = self.queues.get(m.recipient)
+        if queue is not None and m in queue:
+            queue.remove(m)
+            if not queue:
+                del self.queues[m.recipient]
+
+    def expire(self, now: float) -> int:
+        """Stored messages past their expiry become expired; returns how many."""
+        count = 0
+        for user in list(self.queues):
+            queue = self.queues[user]
+            delivery = self.inflight.get(user)
+            for m in [m for m in queue if m.expires_at <= now]:
+                if delivery is not None and delivery.message is m:
+                    continue  # under way: its outcome decides
+                queue.remove(m)
+                self.finished(m, "expired", now)
+                count += 1
+            if not queue:
+                del self.queues[user]
+        return count
+
+    def waiting(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+
+def message_from_record(record: Any, now: float) -> Message:
+    """A stored message (heimbuero.store.messages.MessageRecord) back in the queue."""
+    try:
+        content = describe(record.content_type, record.body)
+    except MessageError:
+        content = MessageContent("other")
+    expires = record.expires_at.timestamp() if record.expires_at is not None else now
+    return Message(
+        id=record.id, sender=record.sender, recipient=record.recipient,
+        created_at=record.created_at.timestamp(), content_type=record.content_type,
+        body=record.body, expires_at=expires, content=content, file_id=record.file_id,
+        origin=record.origin, state="queued",
+    )  # fmt: skip
+
+
+def enable_messaging(
+    core: SipCore,
+    settings: MessagingSettings,
+    log_op: Callable[[tuple[Any, ...]], None],
+    files: FileLinks | None = None,
+) -> Messenger:
+    """Attach a messenger to the core: MESSAGEs to users, and stored ones sent at registration."""
+    messenger = Messenger(core, settings, log_op, files)
+    core.messages = messenger
+    core.binding_listeners.append(messenger.on_bindings_changed)
+    return messenger
