@@ -136,8 +136,10 @@ def test_streamed_upload_stores_bytes_hash_and_duration(
 
 def test_non_audio_has_no_duration_and_odd_names_are_cleaned(store: Store, tmp_path: Path) -> None:
     svc = make_service(store, tmp_path)
-    rec = upload(svc, form(b"%PDF-1.4 x", name="C:\\Briefe\\Brief\x07 an M\xfcller.pdf",
-                           ctype="application/pdf"))  # fmt: skip
+    rec = upload(
+        svc,
+        form(b"%PDF-1.4 x", name="C:\\Briefe\\Brief\x07 an M\xfcller.pdf", ctype="application/pdf"),
+    )
     assert rec.duration_s is None
     assert rec.name == "Brief an Müller.pdf"
     assert clean_file_name("Übersicht.odt".encode()) == "Übersicht.odt"
@@ -156,7 +158,7 @@ def test_non_audio_has_no_duration_and_odd_names_are_cleaned(store: Store, tmp_p
         (
             form(b"a").removesuffix(b"--\r\n") + b"\r\n" + form(b"b")[len(BOUNDARY) + 4 :],
             "exactly one",
-        ),  # fmt: skip
+        ),
         (b"garbage without any boundary", "malformed"),
     ],
 )
@@ -261,9 +263,16 @@ def test_digest_header_parsing() -> None:
 
 def record(**kw: Any) -> FileRecord:
     fields: dict[str, Any] = dict(
-        id=new_file_id(), owner="kai", name="a.wav", content_type="audio/wav", size=3,
-        sha256="0" * 64, duration_s=None, created_at=T0, expires_at=T0 + timedelta(days=1),
-    )  # fmt: skip
+        id=new_file_id(),
+        owner="kai",
+        name="a.wav",
+        content_type="audio/wav",
+        size=3,
+        sha256="0" * 64,
+        duration_s=None,
+        created_at=T0,
+        expires_at=T0 + timedelta(days=1),
+    )
     fields.update(kw)
     return FileRecord(**fields)
 
@@ -352,9 +361,13 @@ def app(store: Store, tmp_path: Path) -> Iterator[tuple[TestClient, FileService]
         accounts.add_user(store, REALM, name, pw, ROLES[name])
     svc = FileService(store, tmp_path / "files", FileSettings(max_size_mb=1), "http://testserver")
     ctx = WebContext(
-        store, lambda: {"domain": REALM}, lambda: [], domain=REALM, files=svc,
+        store,
+        lambda: {"domain": REALM},
+        lambda: [],
+        domain=REALM,
+        files=svc,
         digest=DigestAuthenticator(REALM, b"k" * 32),
-    )  # fmt: skip
+    )
     with TestClient(create_app(ctx)) as client:
         yield client, svc
 
@@ -367,8 +380,9 @@ def digest(client: TestClient, method: str, path: str, user: str, **kw: Any) -> 
     assert any("algorithm=SHA-256" in c for c in challenges)
     auth = client_authorization(challenges[0], method, path, user, PASSWORDS[user], "c0ffee")
     assert auth is not None
-    return client.request(method, path, headers={"Authorization": auth, **kw.pop("headers", {})},
-                          **kw)  # fmt: skip
+    return client.request(
+        method, path, headers={"Authorization": auth, **kw.pop("headers", {})}, **kw
+    )
 
 
 def test_ft_linphone_flow(app: tuple[TestClient, FileService]) -> None:
@@ -419,8 +433,11 @@ def test_ft_digest_refusals(app: tuple[TestClient, FileService]) -> None:
 
 def test_api_files(app: tuple[TestClient, FileService]) -> None:
     http, svc = app
-    kai, mia, anna = (("kai", PASSWORDS["kai"]), ("mia", PASSWORDS["mia"]),
-                      ("anna", PASSWORDS["anna"]))  # fmt: skip
+    kai, mia, anna = (
+        ("kai", PASSWORDS["kai"]),
+        ("mia", PASSWORDS["mia"]),
+        ("anna", PASSWORDS["anna"]),
+    )
     assert http.post("/api/files", files={"file": ("a.txt", b"x")}).status_code == 401
     r = http.post("/api/files", files={"file": ("a.txt", b"abc", "text/plain")}, auth=kai)
     assert r.status_code == 201, r.text
@@ -440,8 +457,12 @@ def test_api_files(app: tuple[TestClient, FileService]) -> None:
     assert http.get(f"/api/files/{meta['id']}/content", auth=kai).status_code == 404
     big = http.post("/api/files", files={"file": ("b.bin", b"\0" * (MB + 1))}, auth=kai)
     assert big.status_code == 413 and "limit is 1.0 MB" in big.json()["detail"]
-    bad = http.post("/api/files", files={"file": ("a.txt", b"abc")}, auth=kai,
-                    headers={"Repr-Digest": "sha-256=:" + "A" * 43 + "=:"})  # fmt: skip
+    bad = http.post(
+        "/api/files",
+        files={"file": ("a.txt", b"abc")},
+        auth=kai,
+        headers={"Repr-Digest": "sha-256=:" + "A" * 43 + "=:"},
+    )
     assert bad.status_code == 400 and "does not match" in bad.json()["detail"]
     assert http.get("/api/files", auth=kai).json()["files"] == []
     assert list(svc.tmp_dir.iterdir()) == []
