@@ -88,7 +88,7 @@ class FileSettings:
     """The HTTP file-transfer service (uploads of dictations and documents)."""
 
     max_size_mb: int = 500  # largest single file
-    quota_mb: int = 2048  # all files a user has stored at one time
+    quota_mb: int = 2048  # all files a user has stored at one time; 0: no quota
     link_days: int = 30  # days a download link stays valid (the file is deleted after)
 
 
@@ -302,6 +302,6 @@ retention_days = {m.retention_days}
 
 [files]
 max_size_mb = {f.max_size_mb}          # largest file
-quota_mb = {f.quota_mb}            # all files of one user at one time
+quota_mb = {f.quota_mb}            # all files of one user at one time; 0: no quota
 link_days = {f.link_days}            # days a download link is valid; the file is deleted after
 """

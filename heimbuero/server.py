@@ -25,6 +25,7 @@ from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
 from heimbuero.services.location import Binding, LocationService, Peer
 from heimbuero.services.messaging import (
+    MessageRejected,
     MessagingSettings,
     enable_messaging,
     message_from_record,
@@ -267,6 +268,7 @@ class Server:
             ),
             self._message_op,
             self.files,
+            self._defer,
         )
         failed = self.store.fail_unfinished_messages(datetime.now(UTC))
         if failed:
@@ -428,16 +430,39 @@ class Server:
         presence.listeners.append(listener)
         return lambda: presence.listeners.remove(listener)
 
-    def send_message(
+    async def send_message(
         self, sender: str, recipient: str, content_type: str, body: bytes
     ) -> dict[str, Any]:
-        """A message from the HTTP API (on the event loop): stored and sent to the recipient's
-        devices. Raises MessageRejected."""
+        """A message from the HTTP API: checked, its files shared (in a worker thread), stored
+        and sent to the recipient's devices. Raises MessageRejected."""
+        messages = self.messages
+        message, shared = messages.prepare(sender, recipient, content_type, body, time.time())
+        if shared:
+            loop = asyncio.get_running_loop()
+            if not await loop.run_in_executor(None, messages.grant, message, shared):
+                raise MessageRejected(403, "The file is not yours to share")
         now = time.time()
-        message = self.messages.submit(sender, recipient, content_type, body, now)
+        messages.submit(message, now)
         self.core.pump(now)
         self.transports.flush()
         return message.summary()
+
+    def _defer(self, fn: Callable[[], Any], then: Callable[[Any, float], None]) -> None:
+        """Run a blocking function in a worker thread; call back on the loop, then send."""
+        future = asyncio.get_running_loop().run_in_executor(None, fn)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            try:
+                result = f.result()
+            except Exception:
+                log.exception("a deferred store operation failed")
+                result = None
+            now = time.time()
+            then(result, now)
+            self.core.pump(now)
+            self.transports.flush()
+
+        future.add_done_callback(done)
 
     def watch_messages(
         self, user: str, fn: Callable[[str, dict[str, Any]], None]
@@ -466,6 +491,9 @@ class Server:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
+            # Listen now: clients that come while uvicorn starts (TLS setup takes a while)
+            # wait in the backlog instead of being refused.
+            sock.listen(2048)
         except OSError as exc:
             sock.close()
             raise ConfigError(

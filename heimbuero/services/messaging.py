@@ -23,8 +23,10 @@ report on as delivered or displayed.
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -66,6 +68,17 @@ class MessageRejected(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status, self.reason = status, reason
+
+
+# Runs a blocking function off the event loop, then calls back on it with (result, now);
+# the callback gets None when the function failed; its caller moves what the callback sent to
+# the network.
+Defer = Callable[[Callable[[], Any], Callable[[Any, float], None]], None]
+
+
+def _run_now(fn: Callable[[], Any], then: Callable[[Any, float], None]) -> None:
+    """Defer without a loop (tests): run at once."""
+    then(fn(), time.time())
 
 
 class FileLinks(Protocol):
@@ -176,11 +189,13 @@ class Messenger:
         settings: MessagingSettings,
         log_op: Callable[[tuple[Any, ...]], None],
         files: FileLinks | None = None,
+        defer: Defer | None = None,
     ) -> None:
         self.core = core
         self.settings = settings
         self.log_op = log_op
         self.files = files
+        self.defer: Defer = defer or _run_now
         self.queues: dict[str, deque[Message]] = {}
         self.inflight: dict[str, Delivery] = {}
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []  # HTTP live stream
@@ -207,16 +222,38 @@ class Messenger:
         recipient = (req.ruri.user or "").lower()
         ctype = req.get("content-type") or ""
         try:
-            message = self._accept(sender, recipient, ctype, req.body, now, "sip")
+            message, shared = self._accept(sender, recipient, ctype, req.body, now, "sip")
         except MessageRejected as exc:
             headers = [("Accept", ", ".join(ACCEPTED_TYPES))] if exc.status == 415 else None
             core.respond(txn, exc.status, now, reason=exc.reason, headers=headers)
             return
-        kind = message.content.kind
-        if kind == "composing":
+        if message.content.kind == "composing":
             # Typing notices are for the moment: relayed to online devices, never stored.
             core.proxy.route_request(txn, False, now)
             return
+        if not shared:
+            self._relay(txn, message, now)
+            return
+
+        def granted(ok: bool | None, at: float) -> None:
+            if txn.state not in (tx.State.TRYING, tx.State.PROCEEDING):
+                return  # the server stopped meanwhile
+            if ok:
+                self._relay(txn, message, at)
+            elif ok is None:
+                core.respond(txn, 500, at, reason="Could not share the file")
+            else:
+                reason = "The announced file is not the sender's to share"
+                core.respond(txn, 403, at, reason=reason)
+
+        # The grant writes to the store: off the event loop, the MESSAGE waits for it.
+        self.defer(functools.partial(self.grant, message, shared), granted)
+
+    def _relay(self, txn: tx.ServerTransaction, message: Message, now: float) -> None:
+        """Send a checked MESSAGE on: to the recipient's devices, or into its queue."""
+        core = self.core
+        req = txn.request
+        sender, recipient = message.sender, message.recipient
         self._log_new(message)
         req.remove("p-asserted-identity")
         req.add("P-Asserted-Identity", f"<sip:{sender}@{core.settings.domain}>")
@@ -235,26 +272,38 @@ class Messenger:
         )
         core.proxy.execute_plan(txn, plan, now, record_route=False)
 
-    def submit(
+    def prepare(
         self, sender: str, recipient: str, content_type: str, body: bytes, now: float,
         origin: str = "http",
-    ) -> Message:  # fmt: skip
-        """A message sent by other means than SIP (the HTTP API): stored and sent to the
-        recipient's devices like any stored message. Raises MessageRejected."""
-        message = self._accept(sender, recipient, content_type, body, now, origin)
+    ) -> tuple[Message, list[str]]:  # fmt: skip
+        """Check a message sent by other means than SIP (the HTTP API): the Message and the ids
+        of our files it shares, which the caller grants (`grant`, blocking) before `submit`.
+        Raises MessageRejected."""
+        message, shared = self._accept(sender, recipient, content_type, body, now, origin)
         if message.content.kind == "composing":
             raise MessageRejected(415, "typing notices are not stored")
+        return message, shared
+
+    def grant(self, message: Message, file_ids: list[str]) -> bool:
+        """Let the recipient download the files the message shares (blocking: the store);
+        False when one is not the sender's to share."""
+        assert self.files is not None
+        return all(self.files.grant(f, message.sender, message.recipient) for f in file_ids)
+
+    def submit(self, message: Message, now: float) -> None:
+        """Store a prepared message and send it to the recipient's devices like any stored
+        message."""
         message.state = "queued"
         self.stats["stored"] += 1
         self._log_new(message)
         self._queue(message)
-        self.kick(recipient, now)
-        return message
+        self.kick(message.recipient, now)
 
     def _accept(
         self, sender: str, recipient: str, content_type: str, body: bytes, now: float, origin: str
-    ) -> Message:
-        """Check a message; the Message to send, or MessageRejected."""
+    ) -> tuple[Message, list[str]]:
+        """Check a message: the Message to send and the ids of our files it shares (still to
+        be granted), or MessageRejected."""
         core = self.core
         if len(body) > self.settings.max_bytes:
             raise MessageRejected(
@@ -280,21 +329,19 @@ class Messenger:
             raise MessageRejected(400, str(exc)[:100]) from None
         if content.cpim_from is not None and _user_of(content.cpim_from) != sender:
             raise MessageRejected(403, "CPIM From does not match the authenticated user")
-        file_id = None
+        shared: list[str] = []
         if content.files and self.files is not None:
             for info in content.files:
                 fid = self.files.file_id_of(info.url)
-                if fid is None:
-                    continue  # a link to another server: passed on as it is
-                if not self.files.grant(fid, sender, recipient):
-                    raise MessageRejected(403, "The announced file is not the sender's to share")
-                file_id = file_id or fid
-        return Message(
+                if fid is not None:  # (links to other servers pass as they are)
+                    shared.append(fid)
+        message = Message(
             id=f"{int(now * 1000):012x}{secrets.token_hex(6)}",
             sender=sender, recipient=recipient, created_at=now, content_type=content_type,
             body=body, expires_at=now + self.settings.store_expiry, content=content,
-            file_id=file_id, origin=origin,
+            file_id=shared[0] if shared else None, origin=origin,
         )  # fmt: skip
+        return message, shared
 
     def _log_new(self, m: Message) -> None:
         self.log_op(("add", self._record(m)))
@@ -508,9 +555,10 @@ def enable_messaging(
     settings: MessagingSettings,
     log_op: Callable[[tuple[Any, ...]], None],
     files: FileLinks | None = None,
+    defer: Defer | None = None,
 ) -> Messenger:
     """Attach a messenger to the core: MESSAGEs to users, and stored ones sent at registration."""
-    messenger = Messenger(core, settings, log_op, files)
+    messenger = Messenger(core, settings, log_op, files, defer)
     core.messages = messenger
     core.binding_listeners.append(messenger.on_bindings_changed)
     return messenger

@@ -22,7 +22,7 @@ import binascii
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -83,7 +83,7 @@ class WebContext:
     digest: DigestAuthenticator | None = None
     # send a message (sender, recipient, content type, body) on the server's loop; raises
     # MessageRejected; and a watch of the messages a user is party to (event, message)
-    send_message: Callable[[str, str, str, bytes], dict[str, Any]] | None = None
+    send_message: Callable[[str, str, str, bytes], Awaitable[dict[str, Any]]] | None = None
     message_watch: (
         Callable[[str, Callable[[str, dict[str, Any]], None]], Callable[[], None]] | None
     ) = None
@@ -721,7 +721,7 @@ def create_app(ctx: WebContext) -> FastAPI:
                 return _unprocessable(_problem(["body", "file"], "no such file"))
             ctype, payload = FILE_TRANSFER, info
         try:
-            return ctx.send_message(user.name, body.to.lower(), ctype, payload)
+            return await ctx.send_message(user.name, body.to.lower(), ctype, payload)
         except MessageRejected as exc:
             status = 422 if exc.status == 400 else exc.status
             raise HTTPException(status, exc.reason) from None

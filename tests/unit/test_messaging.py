@@ -294,7 +294,9 @@ def test_typing_notice_is_relayed_not_stored() -> None:
 def test_submit_from_http_goes_to_devices() -> None:
     net, messenger, ops = make_net()
     register(net, "bob", BOB1)
-    m = messenger.submit("alice", "bob", "text/plain", b"per Web", net.now)
+    m, shared = messenger.prepare("alice", "bob", "text/plain", b"per Web", net.now)
+    assert shared == []
+    messenger.submit(m, net.now)
     assert m.state == "queued"
     net.core.pump(net.now)
     [(fwd, dest)] = messages(net.drain())

@@ -40,6 +40,13 @@ def upload(server: Server, owner: str, content: bytes, now: datetime) -> str:
         up.abort()
 
 
+def send(server: Server, sender: str, to: str, ctype: str, body: bytes, now: float) -> None:
+    """What the HTTP API does to send a message (without the loop)."""
+    message, shared = server.messages.prepare(sender, to, ctype, body, now)
+    assert server.messages.grant(message, shared)
+    server.messages.submit(message, now)
+
+
 def flush(server: Server) -> None:
     ops, server.message_ops = server.message_ops, []
     server.store.apply_message_log(ops)
@@ -52,15 +59,15 @@ def test_retention_deletes_idle_conversations_with_their_files(tmp_path: Path) -
         old = upload(server, "mia", b"Sehr geehrte Damen und Herren", now)
         info = server.files.file_info_xml(old)
         assert info is not None
-        server.messages.submit("mia", "anna", FILE_TRANSFER, info, time.time())
-        server.messages.submit("kai", "anna", "text/plain", b"Kaffee?", time.time())
+        send(server, "mia", "anna", FILE_TRANSFER, info, time.time())
+        send(server, "kai", "anna", "text/plain", b"Kaffee?", time.time())
         flush(server)
         assert (server.files.files_dir / old).is_file()
         assert server.files.get(old) is not None
 
         # 31 days on, kai writes again: only the conversation with mia is idle
         later = now + timedelta(days=31)
-        server.messages.submit("kai", "anna", "text/plain", b"Noch da?", later.timestamp())
+        send(server, "kai", "anna", "text/plain", b"Noch da?", later.timestamp())
         flush(server)
         server.sweep(later)
         assert server.store.conversation_messages("anna", "mia") is None
@@ -76,7 +83,7 @@ def test_retention_deletes_idle_conversations_with_their_files(tmp_path: Path) -
 def test_zero_retention_keeps_everything(tmp_path: Path) -> None:
     server = make_server(tmp_path, retention_days=0)
     try:
-        server.messages.submit("mia", "anna", "text/plain", b"Hallo", time.time())
+        send(server, "mia", "anna", "text/plain", b"Hallo", time.time())
         flush(server)
         server.sweep(datetime.now(UTC) + timedelta(days=3650))
         assert server.store.conversation_messages("anna", "mia") is not None
