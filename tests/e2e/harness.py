@@ -1659,3 +1659,257 @@ class Baresip:
         self.stop()
         if exc_type is not None:
             print(self.log_text(), file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# messenger (issue 5): servers with [messages] settings, MESSAGEs SIPp received, linphonec
+#
+# Used by test_messaging_sipp.py and test_messaging_linphone.py.
+
+
+def messaging_server(
+    workdir: Path,
+    *,
+    domain: str,
+    users: Mapping[str, str],
+    messages: Mapping[str, object] | None = None,
+    **kw: Any,
+) -> Server:
+    """A prepared (initialised, not started) Server with HTTP and `[messages]` settings.
+
+    Enter it (`with` / ExitStack.enter_context) to start it; `prepare()` is then a no-op.
+    """
+    kw.setdefault("http", True)
+    srv = Server(workdir, domain=domain, users=users, **kw)
+    srv.prepare()
+    for key, value in (messages or {}).items():
+        set_toml_option(srv.config_path, "messages", key, value)
+    return srv
+
+
+def sipp_trace(result: SippResult | SippProcess) -> list[tuple[str, SipMessage]]:
+    """Every message SIPp sent or received (its -trace_msg file), in order, as
+    ("sent" | "received", message).
+
+    SIPp 3.6.1 writes `UDP message received [N] bytes :` and `UDP message sent (N bytes):`, each
+    followed by an empty line and the message; the body is cut by Content-Length.
+    """
+    path = result.rundir / "messages.log"
+    text = path.read_bytes() if path.exists() else b""
+    out: list[tuple[str, SipMessage]] = []
+    for m in re.finditer(rb"message (sent|received) [\[(](\d+)\]? bytes\)? ?:\n\n", text):
+        size = int(m.group(2))
+        msg = parse_message(text[m.end() : m.end() + size])
+        length = msg.header("Content-Length")
+        if length is not None and length.strip().isdigit():
+            msg.body = msg.body[: int(length)]
+        out.append((m.group(1).decode(), msg))
+    return out
+
+
+def sipp_received(result: SippResult | SippProcess, method: str | None = None) -> list[SipMessage]:
+    """Every message SIPp received, in order; only requests of `method` if given."""
+    return [
+        msg
+        for direction, msg in sipp_trace(result)
+        if direction == "received" and (method is None or msg.method == method)
+    ]
+
+
+class Linphonec:
+    """One linphone-cli (`linphonec`) with its own HOME/XDG dirs, driven over a stdin FIFO.
+
+    Config and behaviour as verified in ../shared/PEERS.md: a fresh linphonerc before each start
+    (linphonec rewrites it on exit), readiness by `status register`, `chat sip:…` to send, the
+    out.log lines `Message received from sip:…: TEXT` on receipt, files downloaded by itself into
+    $XDG_DATA_HOME/linphone/.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        user: str,
+        password: str,
+        server: Server,
+        file_transfer_url: str | None = None,
+        auto_download_max_size: int = 0,
+        extra_rc: Mapping[str, Mapping[str, object]] | None = None,
+    ) -> None:
+        self.user = user
+        self.password = password
+        self.server = server
+        self.dir = Path(workdir) / f"linphonec-{user}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.file_transfer_url = file_transfer_url
+        self.auto_download_max_size = auto_download_max_size
+        self.extra_rc = {k: dict(v) for k, v in (extra_rc or {}).items()}
+        self.log_path = self.dir / "out.log"
+        self.rc_path = self.dir / "linphonerc"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._fifo_fd: int | None = None
+
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.user}@{self.server.domain}"
+
+    @property
+    def download_dir(self) -> Path:
+        """Where linphonec 5.1.65 puts received files (and its call-history and zrtp databases):
+        $HOME/.local/share/linphone, whatever XDG_DATA_HOME says. It does not create it: without
+        it the download fails ("Can't open file …")."""
+        return self.dir / ".local" / "share" / "linphone"
+
+    def write_rc(self) -> None:
+        realm = self.server.domain  # the server's digest realm is its domain
+        sections: dict[str, dict[str, object]] = {
+            "sip": {
+                "sip_port": self.port,
+                "sip_tcp_port": 0,
+                "sip_tls_port": 0,
+                "bind_address": LOCALHOST,
+                "register_only_when_network_is_up": 0,
+                "auto_net_state_mon": 0,
+                "default_proxy": 0,  # else `status register` says registered=0 even when it is
+            },
+            "net": {"bind_address": LOCALHOST},
+            "video": {"enabled": 0, "capture": 0, "display": 0},
+            "app": {"auto_download_incoming_files_max_size": self.auto_download_max_size},
+            "storage": {"uri": str(self.dir / "linphone.db")},
+            "proxy_0": {
+                "reg_proxy": f"<sip:{self.server.address};transport=udp>",
+                # the outbound proxy: else a MESSAGE to sip:x@DOMAIN goes to DOMAIN's DNS
+                "reg_route": f"<sip:{self.server.address};transport=udp;lr>",
+                "reg_identity": f'"{self.user}" <{self.aor}>',
+                "reg_expires": 300,
+                "reg_sendregister": 1,
+                "publish": 0,
+            },
+            "auth_info_0": {"username": self.user, "passwd": self.password, "realm": realm},
+        }
+        if self.file_transfer_url:
+            sections["misc"] = {"file_transfer_server_url": self.file_transfer_url}
+        for name, values in self.extra_rc.items():
+            sections.setdefault(name, {}).update(values)
+        lines: list[str] = []
+        for name, values in sections.items():
+            lines.append(f"[{name}]")
+            lines += [f"{k}={v}" for k, v in values.items()]
+            lines.append("")
+        self.rc_path.write_text("\n".join(lines), encoding="utf-8")
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for var in ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+            env[var] = str(self.dir)
+        return env
+
+    def start(self) -> None:
+        if shutil.which("linphonec") is None:
+            raise HarnessError("linphonec is not installed (apt-get install linphone-cli)")
+        self.write_rc()
+        self.download_dir.mkdir(parents=True, exist_ok=True)
+        fifo = self.dir / "stdin.fifo"
+        if not fifo.exists():
+            os.mkfifo(fifo)
+        self._fifo_fd = os.open(fifo, os.O_RDWR)  # never blocks, never sees EOF
+        # E2E_LINPHONEC_DEBUG=6: liblinphone's full log (SIP messages included) into out.log
+        debug = os.environ.get("E2E_LINPHONEC_DEBUG", "0")
+        cmd = ["stdbuf", "-oL", "linphonec", "-c", str(self.rc_path), "-d", debug]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.dir,
+                env=self.env(),
+                stdin=self._fifo_fd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def command(self, line: str) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            raise HarnessError(f"linphonec {self.user} is not running\n{self.log_text()}")
+        assert self._fifo_fd is not None
+        os.write(self._fifo_fd, line.encode() + b"\n")
+
+    def output(self) -> str:
+        return tail(self.log_path, 1_000_000)
+
+    def wait_output(
+        self, pattern: str, timeout: float = 15, *, nudge: str | None = None, since: int = 0
+    ) -> str:
+        """Wait until out.log (from character `since` on) matches the regex `pattern`; write
+        `nudge` to linphonec each second meanwhile."""
+        rx = re.compile(pattern, re.M)
+        last_nudge = [0.0]
+
+        def found() -> str | None:
+            if self.proc is None or self.proc.poll() is not None:
+                raise HarnessError(
+                    f"linphonec {self.user} exited while waiting for {pattern!r}\n"
+                    + self.log_text()
+                )
+            m = rx.search(self.output(), since)
+            if m:
+                return m.group(0)
+            if nudge and time.monotonic() - last_nudge[0] >= 1.0:
+                last_nudge[0] = time.monotonic()
+                self.command(nudge)
+            return None
+
+        try:
+            return wait_until(
+                found, timeout, interval=0.1, what=f"linphonec {self.user}: {pattern!r}"
+            )
+        except HarnessError as exc:
+            if "timed out" in str(exc):
+                raise HarnessError(f"{exc}\n{self.log_text()}\n{self.server.log_text()}") from None
+            raise
+
+    def wait_registered(self, timeout: float = 20) -> None:
+        # `registered, identity="carol" <sip:carol@D> duration=300`
+        self.wait_output(
+            rf"^(linphonec> )?registered, identity=.*{re.escape(self.aor)}\b",
+            timeout,
+            nudge="status register",
+        )
+
+    def log_text(self) -> str:
+        return f"--- linphonec {self.user} out.log {self.log_path} ---\n{tail(self.log_path, 8000)}"
+
+    def stop(self, timeout: float = 5) -> None:
+        """`unregister`, wait until `status register` says registered=0 (the un-REGISTER was
+        answered), `quit`; kill by PID if it is still there after `timeout` s."""
+        try:
+            if self.proc is not None and self.proc.poll() is None and self._fifo_fd is not None:
+                with contextlib.suppress(OSError, HarnessError):
+                    since = len(self.output())
+                    self.command("unregister")
+                    self.wait_output(
+                        r"^(linphonec> )?registered=0", 5, nudge="status register", since=since
+                    )
+                with contextlib.suppress(OSError, HarnessError):
+                    self.command("quit")
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc is not None:
+                _stop_process(self.proc, sig=signal.SIGTERM, timeout=3)
+            if self._fifo_fd is not None:
+                os.close(self._fifo_fd)
+                self._fifo_fd = None
+
+    def __enter__(self) -> Linphonec:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        self.stop()
+        if exc_type is not None:
+            print(self.log_text(), file=sys.stderr)
