@@ -52,12 +52,14 @@ class ConversationRecord:
 
 
 def _record(row: Any) -> MessageRecord:
+    created = _utc(row.created_at)
+    assert created is not None
     return MessageRecord(
-        id=row.id, sender=row.sender, recipient=row.recipient,
-        created_at=_utc(row.created_at), content_type=row.content_type, body=bytes(row.body),
-        state=row.state, state_at=_utc(row.state_at), expires_at=_utc(row.expires_at),
-        imdn_id=row.imdn_id, imdn_state=row.imdn_state, file_id=row.file_id, origin=row.origin,
-    )  # type: ignore[arg-type]  # fmt: skip
+        id=row.id, sender=row.sender, recipient=row.recipient, created_at=created,
+        content_type=row.content_type, body=bytes(row.body), state=row.state,
+        state_at=_utc(row.state_at), expires_at=_utc(row.expires_at), imdn_id=row.imdn_id,
+        imdn_state=row.imdn_state, file_id=row.file_id, origin=row.origin,
+    )  # fmt: skip
 
 
 def _pair(a: str, b: str) -> tuple[str, str]:

@@ -379,6 +379,19 @@ class MessageOut(BaseModel):
     origin: str = Field(description="sip or http")
 
 
+class MessageSent(BaseModel):
+    id: str
+    sender: str
+    recipient: str
+    created_at: datetime
+    content_type: str
+    kind: str
+    text: str | None
+    state: str = Field(description="queued until a device of the recipient accepts it")
+    file_id: str | None
+    origin: str
+
+
 class ConversationOut(BaseModel):
     peer: str
     created_at: datetime
@@ -703,8 +716,8 @@ def create_app(ctx: WebContext) -> FastAPI:
         if ctx.files is not None:
             ctx.files.delete(file_ids)
 
-    @app.post("/api/messages", status_code=201, tags=["messages"])
-    async def send_message(body: MessageIn, user: Me) -> dict[str, Any]:
+    @app.post("/api/messages", status_code=201, tags=["messages"], response_model=MessageSent)
+    async def send_message(body: MessageIn, user: Me) -> Any:
         """Send a text or an uploaded file to a user: it reaches the recipient's SIP devices
         like a MESSAGE from the caller, or waits for them (state `queued`)."""
         if ctx.send_message is None:

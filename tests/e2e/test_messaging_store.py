@@ -164,3 +164,76 @@ def test_browser_and_phone_share_one_conversation(tmp_path: Path) -> None:
         convs = httpx.get(f"{srv.http_url}/api/conversations", auth=("bob", BOB_PW)).json()
         assert [c["peer"] for c in convs] == ["alice"]
         assert convs[0]["last"]["text"] == "Danke, ich fange an"
+
+
+def test_a_file_sent_from_the_web_reaches_the_phone_and_only_parties_download(
+    tmp_path: Path,
+) -> None:
+    carol_pw, erin_pw = "Blume-Stein-11", "Fluss-Kiesel-33"
+    with Server(tmp_path, users={"alice": ALICE_PW}, http=True) as srv:
+        for name, pw in (("carol", carol_pw), ("erin", erin_pw)):
+            srv.cli("user", "add", name, "--password", pw, "--role", "client",
+                    "--data", str(srv.data_dir))  # fmt: skip
+        with SipClient(srv.port) as carol_phone:
+            _register(carol_phone, srv, "carol", carol_pw)
+            document = b"Sehr geehrter Herr Maier,\n" * 1000
+            up = httpx.post(
+                f"{srv.http_url}/api/files", auth=("alice", ALICE_PW), timeout=30,
+                files={"file": ("Brief Maier.txt", document, "text/plain")},
+            )  # fmt: skip
+            assert up.status_code == 201, up.text
+            file_id = up.json()["id"]
+            url = f"{srv.http_url}/api/files/{file_id}/content"
+            # before it is shared, the client may not download it
+            assert httpx.get(url, auth=("carol", carol_pw), timeout=10).status_code == 404
+
+            sent = httpx.post(
+                f"{srv.http_url}/api/messages", auth=("alice", ALICE_PW), timeout=10,
+                json={"to": "carol", "file": file_id},
+            )  # fmt: skip
+            assert sent.status_code == 201, sent.text
+            got = _next_message(carol_phone, 10)
+            assert got is not None
+            assert got.header("Content-Type") == "application/vnd.gsma.rcs-ft-http+xml"
+            assert f"/ft/{file_id}".encode() in got.body and b"Brief Maier.txt" in got.body
+            _answer(carol_phone, got)
+
+        r = httpx.get(url, auth=("carol", carol_pw), timeout=10)
+        assert r.status_code == 200 and r.content == document
+        # a user who was not a party gets what a missing file gets, and cannot pass it on
+        assert httpx.get(url, auth=("erin", erin_pw), timeout=10).status_code == 404
+        r = httpx.post(
+            f"{srv.http_url}/api/messages", auth=("erin", erin_pw), timeout=10,
+            json={"to": "alice", "file": file_id},
+        )  # fmt: skip
+        assert r.status_code == 403 and "share" in r.text
+        history = _history(srv, "carol", carol_pw, "alice")
+        assert [m["kind"] for m in history] == ["file"]
+        assert history[0]["files"][0]["name"] == "Brief Maier.txt"
+
+
+def test_bad_messages_over_http_get_clear_errors(tmp_path: Path) -> None:
+    users = {"alice": ALICE_PW, "bob": BOB_PW}
+    with Server(tmp_path, users=users, http=True) as srv:
+        srv.cli("user", "add", "carol", "--password", "Blume-Stein-11", "--role", "client",
+                "--data", str(srv.data_dir))  # fmt: skip
+        srv.cli("user", "add", "erin", "--password", "Fluss-Kiesel-33", "--role", "client",
+                "--data", str(srv.data_dir))  # fmt: skip
+        api = f"{srv.http_url}/api/messages"
+
+        def post(auth: tuple[str, str], body: dict) -> httpx.Response:
+            return httpx.post(api, auth=auth, json=body, timeout=10)
+
+        assert post(("alice", ALICE_PW), {"to": "bob"}).status_code == 422
+        assert post(("alice", ALICE_PW), {"to": "bob", "text": "a", "file": "x"}).status_code == 422
+        r = post(("alice", ALICE_PW), {"to": "bob", "text": "x" * 20000})
+        assert r.status_code == 413 and "16384" in r.text
+        r = post(("carol", "Blume-Stein-11"), {"to": "erin", "text": "Hallo"})
+        assert r.status_code == 403  # another client's user
+        r = post(("carol", "Blume-Stein-11"), {"to": "nobody", "text": "Hallo"})
+        assert r.status_code == 403  # unknown: the same answer
+        assert post(("alice", ALICE_PW), {"to": "nobody", "text": "x"}).status_code == 404
+        assert httpx.post(api, json={"to": "bob", "text": "x"}, timeout=10).status_code == 401
+        # nothing of that reached the history
+        r = httpx.get(f"{srv.http_url}/api/conversations", auth=("carol", "Blume-Stein-11"))
+        assert r.status_code == 200 and r.json() == []
