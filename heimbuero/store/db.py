@@ -62,6 +62,7 @@ from heimbuero.store.models import (
     RuleDocumentRow,
     TrunkRow,
     User,
+    as_utc,
 )
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def _check_call_update(fields: dict[str, Any]) -> None:
 
 def _apply_call_update(row: CallRecordRow, fields: dict[str, Any]) -> None:
     for k, v in fields.items():
-        setattr(row, k, _as_utc(v) if isinstance(v, datetime) else v)
+        setattr(row, k, as_utc(v) if isinstance(v, datetime) else v)
 
 
 class StoreError(Exception):
@@ -283,11 +284,6 @@ def _user_record(row: User) -> UserRecord:
 
 def _utc_opt(value: datetime | None) -> datetime | None:
     return None if value is None else _utc(value)
-
-
-def _as_utc(value: datetime) -> datetime:
-    """An aware datetime converted to UTC; naive values are taken as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def steps_to_json(steps: Iterable[Step]) -> list[dict[str, Any]]:
@@ -938,7 +934,7 @@ class Store(MessageStore, FileStore):
     @_bumps_office
     def set_override(self, override: Override) -> Override:
         """Set (replace) a client's override; `until` is stored in UTC."""
-        until = None if override.until is None else _as_utc(override.until)
+        until = None if override.until is None else as_utc(override.until)
         with Session(self._engine) as session:
             if session.get(ClientRow, override.client) is None:
                 raise NotFound("client", override.client)
@@ -958,7 +954,7 @@ class Store(MessageStore, FileStore):
             if row is None:
                 return None
             o = Override(row.client, row.target, _utc_opt(row.until))
-        if now is not None and o.until is not None and o.until <= _as_utc(now):
+        if now is not None and o.until is not None and o.until <= as_utc(now):
             return None
         return o
 
@@ -978,7 +974,7 @@ class Store(MessageStore, FileStore):
             ]
         if now is None:
             return rows
-        at = _as_utc(now)
+        at = as_utc(now)
         return [o for o in rows if o.until is None or o.until > at]
 
     # -- call records -----------------------------------------------------------------------
@@ -1028,7 +1024,7 @@ class Store(MessageStore, FileStore):
                         call_id=fields["call_id"], client=fields.get("client"),
                         number=fields["number"], caller=fields["caller"],
                         rule=fields.get("rule"), step=fields.get("step"),
-                        started_at=_as_utc(fields["started_at"]),
+                        started_at=as_utc(fields["started_at"]),
                         ring_seconds=0.0, talk_seconds=0.0,
                     )  # fmt: skip
                     session.add(row)
@@ -1060,7 +1056,7 @@ class Store(MessageStore, FileStore):
     def close_open_call_records(self, now: datetime) -> int:
         """Finish the records of calls cut off by a server stop (ended_at still empty): answered
         ones end 'answered' with talk time up to `now`, the others 'failed'. Run at startup."""
-        at = _as_utc(now)
+        at = as_utc(now)
         with Session(self._engine) as session:
             rows = session.scalars(
                 select(CallRecordRow).where(CallRecordRow.ended_at.is_(None))

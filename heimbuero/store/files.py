@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select
 
-from heimbuero.store.models import FileDownloadRow, FilePartyRow, FileRow
+from heimbuero.store.models import FileDownloadRow, FilePartyRow, FileRow, as_utc
 
 _FILE_COLUMNS = (
     FileRow.id,
@@ -22,11 +22,6 @@ _FILE_COLUMNS = (
     FileRow.created_at,
     FileRow.expires_at,
 )
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we wrote was UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +139,7 @@ class FileStore:
             row = conn.execute(
                 select(FileRow.owner, FileRow.expires_at).where(FileRow.id == file_id)
             ).first()
-            if row is None or _utc(row.expires_at) <= now:
+            if row is None or as_utc(row.expires_at) <= now:
                 return False
             existing = set(
                 conn.execute(
@@ -222,7 +217,7 @@ class FileStore:
                 .order_by(FileDownloadRow.id)
             ).all()
         return [
-            DownloadRecord(r.file_id, r.user, _utc(r.at), r.remote, r.status, r.bytes_sent)
+            DownloadRecord(r.file_id, r.user, as_utc(r.at), r.remote, r.status, r.bytes_sent)
             for r in rows
         ]
 
@@ -237,7 +232,7 @@ def _record(r: Any, parties: tuple[str, ...]) -> FileRecord:
         size=int(r.size),
         sha256=r.sha256,
         duration_s=r.duration_s,
-        created_at=_utc(r.created_at),
-        expires_at=_utc(r.expires_at),
+        created_at=as_utc(r.created_at),
+        expires_at=as_utc(r.expires_at),
         parties=parties,
     )

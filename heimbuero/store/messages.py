@@ -4,21 +4,19 @@ messages stored for offline recipients)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from heimbuero.store.models import ConversationRow, MessageRow
+from heimbuero.store.models import ConversationRow, MessageRow, as_utc
 
 MESSAGE_STATES = ("sending", "queued", "delivered", "expired", "failed")
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return None if value is None else as_utc(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +64,13 @@ def _pair(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a <= b else (b, a)
 
 
+def _conversation_id(conn: Connection, user: str, peer: str) -> int | None:
+    a, b = _pair(user, peer)
+    return conn.execute(
+        select(ConversationRow.id).where(ConversationRow.user_a == a, ConversationRow.user_b == b)
+    ).scalar()
+
+
 class MessageStore:
     """Mixed into `Store`; uses its engine."""
 
@@ -106,11 +111,7 @@ class MessageStore:
     def _add_message(self, conn: Connection, fields: dict[str, Any]) -> None:
         a, b = _pair(fields["sender"], fields["recipient"])
         at = fields["created_at"]
-        cid = conn.execute(
-            select(ConversationRow.id).where(
-                ConversationRow.user_a == a, ConversationRow.user_b == b
-            )
-        ).scalar()
+        cid = _conversation_id(conn, a, b)
         if cid is None:
             cid = conn.execute(
                 insert(ConversationRow).values(user_a=a, user_b=b, created_at=at, last_at=at)
@@ -176,13 +177,8 @@ class MessageStore:
     ) -> list[MessageRecord] | None:
         """Up to `limit` messages between the two users, oldest first, ending before the
         message `before` (for paging back); None when they have no conversation."""
-        a, b = _pair(user, peer)
         with self._engine.connect() as conn:
-            cid = conn.execute(
-                select(ConversationRow.id).where(
-                    ConversationRow.user_a == a, ConversationRow.user_b == b
-                )
-            ).scalar()
+            cid = _conversation_id(conn, user, peer)
             if cid is None:
                 return None
             query = select(MessageRow).where(MessageRow.conversation_id == cid)
@@ -209,13 +205,8 @@ class MessageStore:
     def delete_conversation(self, user: str, peer: str) -> list[str] | None:
         """Delete a conversation and its messages; the ids of the files its messages announced
         (for the caller to delete), or None when there is no such conversation."""
-        a, b = _pair(user, peer)
         with self._engine.begin() as conn:
-            cid = conn.execute(
-                select(ConversationRow.id).where(
-                    ConversationRow.user_a == a, ConversationRow.user_b == b
-                )
-            ).scalar()
+            cid = _conversation_id(conn, user, peer)
             if cid is None:
                 return None
             return self._delete_conversations(conn, [cid])
