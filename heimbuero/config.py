@@ -81,6 +81,8 @@ class MessageSettings:
     delivery_timeout: int = 10  # seconds registered devices get to accept before it is stored
     store_expiry: int = 7 * 86400  # seconds a stored message waits for an offline recipient
     retention_days: int = 0  # conversations idle this long are deleted with their files; 0: keep
+    rate_per_minute: int = 120  # messages one user may send per minute (more: 503 / HTTP 429)
+    max_stored_per_user: int = 1000  # messages waiting for one offline user (more: 480 / 409)
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,8 @@ delivery_timeout = {m.delivery_timeout}
 store_expiry = {m.store_expiry}       # seconds a stored message waits for its offline recipient
 # days after which an idle conversation is deleted with its files; 0 keeps them
 retention_days = {m.retention_days}
+rate_per_minute = {m.rate_per_minute}        # messages one user may send per minute
+max_stored_per_user = {m.max_stored_per_user}   # messages that may wait for one offline user
 
 [files]
 max_size_mb = {f.max_size_mb}          # largest file

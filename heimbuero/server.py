@@ -265,6 +265,8 @@ class Server:
                 max_bytes=msg.max_bytes,
                 delivery_timeout=float(msg.delivery_timeout),
                 store_expiry=float(msg.store_expiry),
+                rate_per_minute=msg.rate_per_minute,
+                max_stored_per_user=msg.max_stored_per_user,
             ),
             self._message_op,
             self.files,

@@ -60,6 +60,8 @@ class MessagingSettings:
     max_bytes: int = 16384
     delivery_timeout: float = 10.0
     store_expiry: float = 7 * 86400.0
+    rate_per_minute: int = 120  # messages one user may send per minute (typing notices aside)
+    max_stored_per_user: int = 1000  # messages waiting for one recipient
 
 
 class MessageRejected(Exception):
@@ -198,6 +200,7 @@ class Messenger:
         self.defer: Defer = defer or _run_now
         self.queues: dict[str, deque[Message]] = {}
         self.inflight: dict[str, Delivery] = {}
+        self._sent: dict[str, deque[float]] = {}  # send times per user, the last minute
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []  # HTTP live stream
         self.stats = {"received": 0, "relayed": 0, "stored": 0, "delivered": 0, "expired": 0}
 
@@ -225,6 +228,8 @@ class Messenger:
             message, shared = self._accept(sender, recipient, ctype, req.body, now, "sip")
         except MessageRejected as exc:
             headers = [("Accept", ", ".join(ACCEPTED_TYPES))] if exc.status == 415 else None
+            if exc.status == 503:
+                headers = [("Retry-After", "60")]
             core.respond(txn, exc.status, now, reason=exc.reason, headers=headers)
             return
         if message.content.kind == "composing":
@@ -254,11 +259,15 @@ class Messenger:
         core = self.core
         req = txn.request
         sender, recipient = message.sender, message.recipient
+        targets = core.proxy.device_targets(recipient, now)
+        store = recipient in self.queues or recipient in self.inflight or not targets
+        if store and self._full(recipient):
+            core.respond(txn, 480, now, reason="Too many messages waiting for this user")
+            return
         self._log_new(message)
         req.remove("p-asserted-identity")
         req.add("P-Asserted-Identity", f"<sip:{sender}@{core.settings.domain}>")
-        targets = core.proxy.device_targets(recipient, now)
-        if recipient in self.queues or recipient in self.inflight or not targets:
+        if store:
             self.enqueue(message, now)
             core.respond(txn, 202, now, reason="Accepted: stored for delivery")
             self.kick(recipient, now)
@@ -284,6 +293,20 @@ class Messenger:
             raise MessageRejected(415, "typing notices are not stored")
         return message, shared
 
+    def _full(self, recipient: str) -> bool:
+        queue = self.queues.get(recipient)
+        return queue is not None and len(queue) >= self.settings.max_stored_per_user
+
+    def _rate_exceeded(self, sender: str, now: float) -> bool:
+        """Count one message of `sender`; True when it is over the per-minute limit."""
+        times = self._sent.setdefault(sender, deque())
+        while times and times[0] <= now - 60.0:
+            times.popleft()
+        if len(times) >= self.settings.rate_per_minute:
+            return True
+        times.append(now)
+        return False
+
     def grant(self, message: Message, file_ids: list[str]) -> bool:
         """Let the recipient download the files the message shares (blocking: the store);
         False when one is not the sender's to share."""
@@ -292,7 +315,9 @@ class Messenger:
 
     def submit(self, message: Message, now: float) -> None:
         """Store a prepared message and send it to the recipient's devices like any stored
-        message."""
+        message. Raises MessageRejected when too many wait for the recipient already."""
+        if self._full(message.recipient):
+            raise MessageRejected(480, "Too many messages waiting for this user")
         message.state = "queued"
         self.stats["stored"] += 1
         self._log_new(message)
@@ -329,6 +354,8 @@ class Messenger:
             raise MessageRejected(400, str(exc)[:100]) from None
         if content.cpim_from is not None and _user_of(content.cpim_from) != sender:
             raise MessageRejected(403, "CPIM From does not match the authenticated user")
+        if content.kind != "composing" and self._rate_exceeded(sender, now):
+            raise MessageRejected(503, "Too many messages: try again in a minute")
         shared: list[str] = []
         if content.files and self.files is not None:
             for info in content.files:

@@ -736,8 +736,10 @@ def create_app(ctx: WebContext) -> FastAPI:
         try:
             return await ctx.send_message(user.name, body.to.lower(), ctype, payload)
         except MessageRejected as exc:
-            status = 422 if exc.status == 400 else exc.status
-            raise HTTPException(status, exc.reason) from None
+            # SIP answers mapped: 400 invalid, 503 rate limit, 480 the recipient's queue full
+            status = {400: 422, 503: 429, 480: 409}.get(exc.status, exc.status)
+            headers = {"Retry-After": "60"} if status == 429 else None
+            raise HTTPException(status, exc.reason, headers=headers) from None
 
     @app.get("/api/messages/stream", tags=["messages"])
     async def message_stream(user: Me, request: Request) -> StreamingResponse:

@@ -334,3 +334,24 @@ def test_bad_bodies_are_errors_not_crashes() -> None:
 def test_parse_survives_binary_message() -> None:
     r = parse(b"MESSAGE sip:bob@example.com SIP/2.0\r\nContent-Length: 0\r\n\r\n", datagram=True)
     assert isinstance(r, Request)
+
+
+def test_rate_limit_per_sender_with_retry_after() -> None:
+    net, _, ops = make_net(rate_per_minute=3)
+    for _ in range(3):
+        assert responses(message(net, "alice", "bob", ALICE))[0].status == 202
+    [resp] = responses(message(net, "alice", "bob", ALICE))
+    assert resp.status == 503 and resp.get("retry-after") == "60"
+    # others are not affected, and a minute later alice may send again
+    assert responses(message(net, "carol", "alice", CAROL))[0].status == 202
+    net.advance(61)
+    assert responses(message(net, "alice", "bob", ALICE))[0].status == 202
+    assert len([op for op in ops if op[0] == "add"]) == 5
+
+
+def test_stored_messages_per_recipient_are_limited() -> None:
+    net, messenger, _ = make_net(max_stored_per_user=2)
+    assert [responses(message(net, "alice", "bob", ALICE))[0].status for _ in range(3)] == [
+        202, 202, 480,
+    ]  # fmt: skip
+    assert messenger.waiting() == 2
