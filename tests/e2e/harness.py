@@ -13,6 +13,7 @@ Pieces:
 - `run_sipp()` / `start_sipp()` / `start_sipp_uas()` / `start_sipp_callee()`: SIPp runs with every
   trace file in a per-run directory.
 - `Baresip`: one softphone, driven over its ctrl_tcp socket (netstring-framed JSON).
+- `build_linphone_tool()`: compiles one of the liblinphone clients in tools/ (gcc, pkg-config).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import random
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -37,6 +39,8 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -1913,3 +1917,54 @@ class Linphonec:
         self.stop()
         if exc_type is not None:
             print(self.log_text(), file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# the liblinphone test clients in tools/ (linphone_publish.c, linphone_chat.c + linphone_common.h)
+
+TOOLS_DIR = Path(__file__).resolve().parent / "tools"
+LINPHONE_PKG_CONFIG = "linphone"  # Debian's liblinphone-dev installs linphone.pc
+LINPHONE_COMPILE_TIMEOUT = 120.0
+
+
+def _missing_linphone_build_tools() -> str | None:
+    """The Debian packages missing to build a liblinphone client, or None."""
+    missing = [p for p in ("gcc", "pkg-config") if shutil.which(p) is None]
+    exists = ["pkg-config", "--exists", LINPHONE_PKG_CONFIG]
+    if "pkg-config" in missing or subprocess.run(exists, timeout=30).returncode != 0:
+        missing.append("liblinphone-dev")
+    return " ".join(missing) or None
+
+
+def build_linphone_tool(name: str, workdir: Path) -> Path:
+    """Compile tools/`name`.c (with tools/linphone_common.h) into `workdir`/`name`.
+
+    gcc, pkg-config or liblinphone-dev missing: the test fails with what to install, or is
+    skipped when HEIMBUERO_ALLOW_MISSING_PEERS=1 (the rule for missing peers, tests/conftest.py).
+    A compile error raises HarnessError with gcc's output.
+    """
+    packages = _missing_linphone_build_tools()
+    if packages:
+        message = (
+            f"cannot build the liblinphone test client: install `apt-get install {packages}` "
+            "(or run scripts/test, which does)"
+        )
+        if os.environ.get("HEIMBUERO_ALLOW_MISSING_PEERS") == "1":
+            pytest.skip(f"{message}; skipped as HEIMBUERO_ALLOW_MISSING_PEERS=1")
+        pytest.fail(
+            f"{message}; or set HEIMBUERO_ALLOW_MISSING_PEERS=1 to skip such tests", pytrace=False
+        )
+    flags = subprocess.run(
+        ["pkg-config", "--cflags", "--libs", LINPHONE_PKG_CONFIG],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.split()  # fmt: skip
+    binary = workdir / name
+    # Debian's linphone.pc has an empty Libs line: the library itself is named here
+    cmd = [
+        "gcc", "-Wall", "-Werror", "-I", str(TOOLS_DIR), "-o", str(binary),
+        str(TOOLS_DIR / f"{name}.c"), *flags, "-llinphone",
+    ]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=LINPHONE_COMPILE_TIMEOUT)
+    if res.returncode != 0:
+        raise HarnessError(f"`{shlex.join(cmd)}` exited {res.returncode}:\n{res.stderr}")
+    return binary

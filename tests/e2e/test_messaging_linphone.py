@@ -8,7 +8,7 @@
 
 Missing programs fail the test with what to install, or skip it when
 HEIMBUERO_ALLOW_MISSING_PEERS=1 (tests/conftest.py; the compiler and liblinphone-dev likewise,
-see test_presence_linphone.build_linphone_publish).
+see harness.build_linphone_tool).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,16 +28,14 @@ from .harness import (
     Linphonec,
     Server,
     _stop_process,
+    build_linphone_tool,
     free_port,
     messaging_server,
     tail,
     wait_until,
 )
-from .test_presence_linphone import COMPILE_TIMEOUT, PKG_CONFIG_NAME, _missing_build_tools
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peers("linphonec")]
-
-CHAT_SOURCE = Path(__file__).resolve().parent / "tools" / "linphone_chat.c"
 
 # carol and dave are staff (agents): they may message each other
 USERS = {
@@ -80,32 +77,6 @@ def test_linphonec_text_both_ways(msg_server: Server, tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------
 # files: tools/linphone_chat.c sends, linphonec receives and downloads
-
-
-def build_linphone_chat(workdir: Path) -> Path:
-    """Compile tools/linphone_chat.c into `workdir`; fail (or skip, see module doc)."""
-    packages = _missing_build_tools()
-    if packages:
-        message = (
-            f"cannot build the liblinphone test client: install `apt-get install {packages}` "
-            "(or run scripts/test, which does)"
-        )
-        if os.environ.get("HEIMBUERO_ALLOW_MISSING_PEERS") == "1":
-            pytest.skip(f"{message}; skipped as HEIMBUERO_ALLOW_MISSING_PEERS=1")
-        pytest.fail(
-            f"{message}; or set HEIMBUERO_ALLOW_MISSING_PEERS=1 to skip such tests", pytrace=False
-        )
-    flags = subprocess.run(
-        ["pkg-config", "--cflags", "--libs", PKG_CONFIG_NAME],
-        capture_output=True, text=True, timeout=30, check=True,
-    ).stdout.split()  # fmt: skip
-    binary = workdir / "linphone_chat"
-    # Debian's linphone.pc has an empty Libs line: the library itself is named here
-    cmd = ["gcc", "-Wall", "-Werror", "-o", str(binary), str(CHAT_SOURCE), *flags, "-llinphone"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
-    if res.returncode != 0:
-        raise HarnessError(f"`{shlex.join(cmd)}` exited {res.returncode}:\n{res.stderr}")
-    return binary
 
 
 def run_linphone_chat(
@@ -158,7 +129,7 @@ def test_file_from_linphone_to_linphonec_arrives_byte_identical(
     msg_server: Server, tmp_path: Path
 ) -> None:
     server = msg_server
-    binary = build_linphone_chat(tmp_path)
+    binary = build_linphone_tool("linphone_chat", tmp_path)
     source_dir = tmp_path / "outbox"
     source_dir.mkdir()
     original = source_dir / "Schriftsatz-Meier.pdf"

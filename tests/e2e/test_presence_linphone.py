@@ -3,15 +3,14 @@ RFC 3903) and a watcher subscribed to that user receives it in a NOTIFY.
 
 linphonec has no command to set its own presence, so the client is `tools/linphone_publish.c`, a
 small program against Debian's liblinphone-dev, compiled here into the test's tmp dir with gcc
-and pkg-config. Like a missing peer program, a missing compiler or liblinphone-dev fails the test
-with what to install, or skips it when HEIMBUERO_ALLOW_MISSING_PEERS=1 (see tests/conftest.py).
+and pkg-config (harness.build_linphone_tool). Like a missing peer program, a missing compiler or
+liblinphone-dev fails the test with what to install, or skips it when
+HEIMBUERO_ALLOW_MISSING_PEERS=1 (see tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from .harness import (
     Server,
     SipClient,
     _stop_process,
+    build_linphone_tool,
     free_port,
     tail,
     wait_until,
@@ -31,46 +31,6 @@ from .harness import (
 from .test_presence import next_notify, subscribe
 
 pytestmark = pytest.mark.e2e
-
-SOURCE = Path(__file__).resolve().parent / "tools" / "linphone_publish.c"
-PKG_CONFIG_NAME = "linphone"  # Debian's liblinphone-dev installs linphone.pc
-COMPILE_TIMEOUT = 120.0
-
-
-def _missing_build_tools() -> str | None:
-    """The Debian packages missing to build the liblinphone client, or None."""
-    missing = [p for p in ("gcc", "pkg-config") if shutil.which(p) is None]
-    if "pkg-config" in missing or (
-        subprocess.run(["pkg-config", "--exists", PKG_CONFIG_NAME], timeout=30).returncode != 0
-    ):
-        missing.append("liblinphone-dev")
-    return " ".join(missing) or None
-
-
-def build_linphone_publish(workdir: Path) -> Path:
-    """Compile tools/linphone_publish.c into `workdir`; fail (or skip, see module doc)."""
-    packages = _missing_build_tools()
-    if packages:
-        message = (
-            f"cannot build the liblinphone test client: install `apt-get install {packages}` "
-            "(or run scripts/test, which does)"
-        )
-        if os.environ.get("HEIMBUERO_ALLOW_MISSING_PEERS") == "1":
-            pytest.skip(f"{message}; skipped as HEIMBUERO_ALLOW_MISSING_PEERS=1")
-        pytest.fail(
-            f"{message}; or set HEIMBUERO_ALLOW_MISSING_PEERS=1 to skip such tests", pytrace=False
-        )
-    flags = subprocess.run(
-        ["pkg-config", "--cflags", "--libs", PKG_CONFIG_NAME],
-        capture_output=True, text=True, timeout=30, check=True,
-    ).stdout.split()  # fmt: skip
-    binary = workdir / "linphone_publish"
-    # Debian's linphone.pc has an empty Libs line: the library itself is named here
-    cmd = ["gcc", "-Wall", "-o", str(binary), str(SOURCE), *flags, "-llinphone"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
-    if res.returncode != 0:
-        raise HarnessError(f"`{shlex.join(cmd)}` exited {res.returncode}:\n{res.stderr}")
-    return binary
 
 
 class LinphonePublisher:
@@ -152,7 +112,7 @@ class LinphonePublisher:
 def test_linphone_publishes_away_and_watcher_receives_it(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
-    binary = build_linphone_publish(tmp_path)
+    binary = build_linphone_tool("linphone_publish", tmp_path)
     server = server_factory(sip_options={"presence_min_interval": 0})
     with SipClient(server.port) as bob:
         ok = subscribe(bob, "bob", "alice", USERS["bob"])
