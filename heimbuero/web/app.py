@@ -573,10 +573,10 @@ def create_app(ctx: WebContext) -> FastAPI:
         return c
 
     def readable_client(user: UserRecord, client_id: str) -> Client:
-        c = client_or_404(client_id)
-        if user.role not in STAFF_ROLES and user.client != c.id:
-            raise _forbidden("you may only see your own business")
-        return c
+        if user.role not in STAFF_ROLES and user.client != client_id:
+            # Another business's id and a missing one look the same: no probing for clients.
+            raise HTTPException(404, f"no such client: {client_id!r}")
+        return client_or_404(client_id)
 
     def rules_writable_client(user: UserRecord, client_id: str) -> Client:
         c = readable_client(user, client_id)
