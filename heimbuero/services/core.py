@@ -498,7 +498,14 @@ class SipCore:
         return local.get(transport) or next(iter(local.values()))
 
     def new_branch(self, req: Request) -> str:
+        """A branch for a request the proxy forwards: it carries the loop hash (RFC 3261 §16.6
+        step 8) so the request is known again if it comes back unchanged."""
         return f"{BRANCH_PREFIX}{self._loop_hash(req)}.{next(self._branch_seq):x}"
+
+    def new_local_branch(self) -> str:
+        """A branch for a request the server itself sends (NOTIFY, stored MESSAGE): unique,
+        without the loop hash, which only forwarded requests need."""
+        return f"{BRANCH_PREFIX}L.{next(self._branch_seq):x}"
 
     def _loop_hash(self, req: Request) -> str:
         h = hashlib.md5(usedforsecurity=False)

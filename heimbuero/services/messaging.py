@@ -484,7 +484,7 @@ class Messenger:
         ]  # fmt: skip
         req = Request("MESSAGE", uri, hdrs, m.body)
         req.prepend(
-            "Via", f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={core.new_branch(req)};rport"
+            "Via", f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={core.new_local_branch()};rport"
         )
         try:
             ctxn = core.layer.send_request(req, dest, dest[0] != "udp", now)

@@ -461,7 +461,12 @@ class PresenceServer:
 
     # ------------------------------------------------------------------ NOTIFY
 
-    def _send_notify(self, sub: Subscription, now: float, terminated: str | None = None) -> None:
+    def _send_notify(
+        self, sub: Subscription, now: float, terminated: str | None = None,
+        document: bytes | None = None,
+    ) -> None:  # fmt: skip
+        """NOTIFY one watcher; `document` is the presentity's PIDF when the caller made it
+        already (the same for every watcher of one change)."""
         core = self.core
         sub.local_cseq += 1
         sub.last_notify = now
@@ -471,8 +476,8 @@ class PresenceServer:
             state = f"active;expires={max(0, int(sub.expires_at - now + 0.5))}"
         entity = self.entity(sub.presentity)
         if sub.package == "presence":
-            presence = self.state(sub.presentity, now)
-            body, ctype = pidf(entity, presence), PIDF
+            body = document or pidf(entity, self.state(sub.presentity, now))
+            ctype = PIDF
         else:
             sub.version += 1
             ids = self.in_call.get(sub.presentity) or set()
@@ -492,7 +497,7 @@ class PresenceServer:
         ]  # fmt: skip
         req = Request("NOTIFY", sub.remote_target, hdrs, body)
         req.prepend(
-            "Via", f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={core.new_branch(req)};rport"
+            "Via", f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={core.new_local_branch()};rport"
         )
         if not sub.terminated:
             self._dirty_subs.add(sub.key)
@@ -531,6 +536,7 @@ class PresenceServer:
             for fn in self.listeners:
                 fn(state)
         interval = self.settings.min_interval
+        document = pidf(self.entity(user), state)
         for sub in list((self.by_presentity.get(user) or {}).values()):
             if sub.package == "dialog":
                 if source == "call":
@@ -546,7 +552,7 @@ class PresenceServer:
                 continue
             self.core.timers.cancel(sub.rate_timer)
             sub.rate_timer = None
-            self._send_notify(sub, now)
+            self._send_notify(sub, now, document=document)
 
     def _rate_due(self, sub: Subscription, now: float) -> None:
         sub.rate_timer = None
