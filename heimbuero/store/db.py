@@ -262,11 +262,6 @@ class BindingRecord:
     path: str | None = None
 
 
-def _utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _user_record(row: User) -> UserRecord:
     return UserRecord(
         id=row.id,
@@ -275,7 +270,7 @@ def _user_record(row: User) -> UserRecord:
         ha1_md5=row.ha1_md5,
         ha1_sha256=row.ha1_sha256,
         password_hash=row.password_hash,
-        created_at=_utc(row.created_at),
+        created_at=as_utc(row.created_at),
         client=row.client,
         display_name=row.display_name,
         mobile=row.mobile,
@@ -283,7 +278,7 @@ def _user_record(row: User) -> UserRecord:
 
 
 def _utc_opt(value: datetime | None) -> datetime | None:
-    return None if value is None else _utc(value)
+    return None if value is None else as_utc(value)
 
 
 def steps_to_json(steps: Iterable[Step]) -> list[dict[str, Any]]:
@@ -360,7 +355,7 @@ def _call_record(row: CallRecordRow) -> CallRecord:
         rule=row.rule,
         step=row.step,
         answered_by=row.answered_by,
-        started_at=_utc(row.started_at),
+        started_at=as_utc(row.started_at),
         answered_at=_utc_opt(row.answered_at),
         ended_at=_utc_opt(row.ended_at),
         ring_seconds=row.ring_seconds,
@@ -1064,12 +1059,12 @@ class Store(MessageStore, FileStore):
             for row in rows:
                 row.ended_at = at
                 if row.answered_at is not None:
-                    answered = _utc(row.answered_at)
+                    answered = as_utc(row.answered_at)
                     row.talk_seconds = max(0.0, (at - answered).total_seconds())
-                    row.ring_seconds = max(0.0, (answered - _utc(row.started_at)).total_seconds())
+                    row.ring_seconds = max(0.0, (answered - as_utc(row.started_at)).total_seconds())
                     row.result = row.result or "answered"
                 else:
-                    row.ring_seconds = max(0.0, (at - _utc(row.started_at)).total_seconds())
+                    row.ring_seconds = max(0.0, (at - as_utc(row.started_at)).total_seconds())
                     row.result = row.result or "failed"
             session.commit()
             return len(rows)
@@ -1093,7 +1088,7 @@ class Store(MessageStore, FileStore):
             )
             session.add(row)
             session.commit()
-            return ApiToken(row.id, user, name, _utc(row.created_at)), token
+            return ApiToken(row.id, user, name, as_utc(row.created_at)), token
 
     def verify_token(self, token: str) -> UserRecord | None:
         """The user an API token belongs to (and note its use), or None."""
@@ -1120,7 +1115,7 @@ class Store(MessageStore, FileStore):
             stmt = stmt.where(User.name == user)
         with Session(self._engine) as session:
             return [
-                ApiToken(t.id, u, t.name, _utc(t.created_at), _utc_opt(t.last_used))
+                ApiToken(t.id, u, t.name, as_utc(t.created_at), _utc_opt(t.last_used))
                 for t, u in session.execute(stmt)
             ]
 
