@@ -1968,3 +1968,28 @@ def build_linphone_tool(name: str, workdir: Path) -> Path:
     if res.returncode != 0:
         raise HarnessError(f"`{shlex.join(cmd)}` exited {res.returncode}:\n{res.stderr}")
     return binary
+
+
+# HTTPS with a certificate made by the test (test_files.py, test_messaging_linphone.py)
+
+
+def self_signed_cert(directory: Path, host: str = LOCALHOST) -> tuple[Path, Path]:
+    """A self-signed EC certificate for the IP address `host` and its key, made with openssl in
+    `directory`: (cert.pem, key.pem). The certificate is its own CA: clients that should trust
+    the server get cert.pem as their root CA.
+
+    Its subjectAltName holds `host` twice, as IP:host (what OpenSSL, so Python's ssl, checks for
+    an IP address) and as DNS:host: liblinphone 5.1 verifies with mbedtls 2.28, which cannot read
+    iPAddress entries ("subject alt name: <unsupported>") and compares the name of the URL,
+    "127.0.0.1", with the DNS entries only; with IP alone it fails the handshake (CN-mismatch)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    cmd = [
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-days", "2", "-subj", f"/CN={host}", "-keyout", str(key), "-out", str(cert),
+        "-addext", f"subjectAltName=IP:{host},DNS:{host}",
+    ]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        raise HarnessError(f"`{shlex.join(cmd)}` exited {res.returncode}:\n{res.stderr}")
+    return cert, key

@@ -11,7 +11,6 @@ import os
 import socket
 import sqlite3
 import ssl
-import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from .harness import (
     Server,
     digest_response,
     parse_challenge,
+    self_signed_cert,
     set_toml_option,
     wait_until,
 )
@@ -336,11 +336,7 @@ def test_200_mb_upload_streams_without_growing_memory(tmp_path: Path) -> None:
 
 
 def test_https_upload_and_download(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    openssl = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-    args = [*openssl.split(), "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key)]
-    args += ["-out", str(cert), "-addext", f"subjectAltName=IP:{LOCALHOST}"]
-    subprocess.run(args, check=True, capture_output=True, timeout=60)
+    cert, key = self_signed_cert(tmp_path / "tls")
     tls = {"tls_cert": str(cert), "tls_key": str(key)}
     with file_server(tmp_path / "s", http=tls) as srv:
         assert srv.http_port is not None
