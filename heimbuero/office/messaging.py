@@ -56,6 +56,41 @@ class MessageContent:
     headers: dict[str, str] = field(default_factory=dict)  # CPIM message headers, lower-case
 
 
+CONTENT_CODINGS = ("deflate", "gzip", "identity")
+
+
+def decode_body(content_encoding: str, body: bytes, limit: int) -> bytes:
+    """The body without its content codings (RFC 3261 §20.12: Linphone deflates its IMDN
+    reports). MessageError for an unknown coding or data that is not what it claims;
+    OverflowError when the decoded body is longer than `limit` (no inflating of bombs)."""
+    import zlib
+
+    for coding in reversed([c.strip().lower() for c in content_encoding.split(",") if c.strip()]):
+        if coding == "identity":
+            continue
+        if coding == "gzip":
+            attempts = [16 + zlib.MAX_WBITS]
+        elif coding == "deflate":
+            attempts = [zlib.MAX_WBITS, -zlib.MAX_WBITS]  # zlib stream; some send raw deflate
+        else:
+            raise MessageError(f"unsupported content coding {coding!r}")
+        for wbits in attempts:
+            inflater = zlib.decompressobj(wbits)
+            try:
+                out = inflater.decompress(body, limit + 1)
+            except zlib.error:
+                continue
+            if len(out) > limit or inflater.unconsumed_tail:
+                raise OverflowError(limit)
+            if not inflater.eof:
+                continue
+            body = out
+            break
+        else:
+            raise MessageError(f"body is not valid {coding} data")
+    return body
+
+
 def media_type(content_type: str) -> str:
     """The bare type/subtype of a Content-Type value, lower case."""
     return content_type.split(";", 1)[0].strip().lower()

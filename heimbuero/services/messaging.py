@@ -35,8 +35,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from heimbuero.office.messaging import (
     ACCEPTED_TYPES,
+    CONTENT_CODINGS,
     MessageContent,
     MessageError,
+    decode_body,
     describe,
     media_type,
 )
@@ -225,11 +227,16 @@ class Messenger:
         recipient = (req.ruri.user or "").lower()
         ctype = req.get("content-type") or ""
         try:
-            message, shared = self._accept(sender, recipient, ctype, req.body, now, "sip")
+            body = self._decoded(req)
+            message, shared = self._accept(sender, recipient, ctype, body, now, "sip")
         except MessageRejected as exc:
-            headers = [("Accept", ", ".join(ACCEPTED_TYPES))] if exc.status == 415 else None
+            headers = None
+            if exc.status == 415:
+                headers = [("Accept", ", ".join(ACCEPTED_TYPES)),
+                           ("Accept-Encoding", ", ".join(CONTENT_CODINGS))]  # fmt: skip
             if exc.status == 503:
                 headers = [("Retry-After", "60")]
+            log.info("MESSAGE %s -> %s refused: %d %s", sender, recipient, exc.status, exc.reason)
             core.respond(txn, exc.status, now, reason=exc.reason, headers=headers)
             return
         if message.content.kind == "composing":
@@ -253,6 +260,20 @@ class Messenger:
 
         # The grant writes to the store: off the event loop, the MESSAGE waits for it.
         self.defer(functools.partial(self.grant, message, shared), granted)
+
+    def _decoded(self, req: Request) -> bytes:
+        """The body as its content type reads it. Relayed copies keep the body as sent; stored
+        and later re-sent ones carry the decoded body (without Content-Encoding)."""
+        coding = req.get("content-encoding")
+        if not coding:
+            return req.body
+        limit = self.settings.max_bytes
+        try:
+            return decode_body(coding, req.body, limit)
+        except MessageError as exc:
+            raise MessageRejected(415, str(exc)[:100]) from None
+        except OverflowError:
+            raise MessageRejected(413, f"Message too large (at most {limit} bytes)") from None
 
     def _relay(self, txn: tx.ServerTransaction, message: Message, now: float) -> None:
         """Send a checked MESSAGE on: to the recipient's devices, or into its queue."""

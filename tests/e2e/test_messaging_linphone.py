@@ -9,9 +9,9 @@
   here): both Linphones trust exactly that certificate as their root CA (linphone_chat
   `--root-ca`, linphonec `[sip] root_ca`), certificate verification stays on;
 - IMDN (RFC 5438) with real clients: linphone_chat sends a text in CPIM asking for delivery
-  notifications, linphonec's delivery report should come back through heimbuero (the sender's
-  message reaching DeliveredToUser) and into heimbuero's history (imdn_state); expected to fail
-  (xfail, strict) while heimbuero rejects the deflate-compressed report, see IMDN_SERVER_BUG.
+  notifications, linphonec's delivery report (a deflate-compressed message/imdn+xml body) comes
+  back through heimbuero (the sender's message reaching DeliveredToUser) and into heimbuero's
+  history (imdn_state).
 
 Missing programs fail the test with what to install, or skip it when
 HEIMBUERO_ALLOW_MISSING_PEERS=1 (tests/conftest.py; the compiler and liblinphone-dev likewise,
@@ -269,6 +269,7 @@ def test_file_over_https_with_a_trusted_self_signed_certificate(tmp_path: Path) 
 # --------------------------------------------------------------------------------------------
 # IMDN (RFC 5438) between real clients: the delivery report comes back through heimbuero
 
+
 # What the peers need (liblinphone 5.1.65), found with E2E_LINPHONEC_DEBUG=6:
 # - the sender asks for reports only in CPIM: linphone_chat --imdn turns on the account's "CPIM
 #   in basic chat rooms" (there is no linphonerc key for it in 5.1, so linphonec cannot);
@@ -278,14 +279,6 @@ def test_file_over_https_with_a_trusted_self_signed_certificate(tmp_path: Path) 
 # - linphonec's report is a bare message/imdn+xml (its basic chat room has no CPIM) sent with
 #   `Content-Encoding: deflate` ("Body has been compressed: 258->187"), whatever
 #   `[sip] handle_content_encoding` says.
-IMDN_SERVER_BUG = (
-    "heimbuero ignores Content-Encoding on MESSAGE: it parses linphonec's deflate-compressed "
-    "message/imdn+xml report as XML and answers `400 IMDN report is not XML: not well-formed "
-    "(invalid token): line 1, column 1`, so the report never reaches the sender"
-)
-
-
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason=IMDN_SERVER_BUG)
 def test_imdn_delivery_report_from_linphonec_reaches_the_sender_and_the_history(
     msg_server: Server, tmp_path: Path
 ) -> None:

@@ -355,3 +355,50 @@ def test_stored_messages_per_recipient_are_limited() -> None:
         202, 202, 480,
     ]  # fmt: skip
     assert messenger.waiting() == 2
+
+
+def message_encoded(net: Net, body: bytes, coding: str, ctype: str) -> list:
+    r = req("MESSAGE", f"sip:alice@{DOMAIN}", BOB1, "bob", f"sip:alice@{DOMAIN}",
+            extra=[f"Content-Type: {ctype}", f"Content-Encoding: {coding}"])  # fmt: skip
+    r.body = body
+    [(challenge, _)] = net.send(r.serialize(), BOB1)
+    return net.send(authorize(r, challenge, "bob", "Proxy-Authorization").serialize(), BOB1)
+
+
+IMDN_REPORT = (
+    b'<?xml version="1.0" encoding="UTF-8"?><imdn xmlns="urn:ietf:params:xml:ns:imdn">'
+    b"<message-id>m-7</message-id><delivery-notification><status><delivered/></status>"
+    b"</delivery-notification></imdn>"
+)
+
+
+@pytest.mark.parametrize("wbits", [15, -15, 31])  # zlib (Linphone), raw deflate, gzip
+def test_compressed_imdn_report_is_read_relayed_as_sent_and_stored_decoded(wbits: int) -> None:
+    import zlib
+
+    net, messenger, ops = make_net()
+    packer = zlib.compressobj(wbits=wbits)
+    packed = packer.compress(IMDN_REPORT) + packer.flush()
+    coding = "gzip" if wbits == 31 else "deflate"
+    register(net, "alice", ALICE)
+    [(fwd, dest)] = messages(message_encoded(net, packed, coding, "message/imdn+xml"))
+    assert fwd.body == packed and fwd.get("content-encoding") == coding  # relayed as sent
+    assert ("report", "m-7", "bob", "delivered") in ops
+    [add] = [op for op in ops if op[0] == "add"]
+    assert add[1]["body"] == IMDN_REPORT
+    ok(net, fwd, dest)
+
+
+def test_unknown_or_broken_coding_415_and_inflating_bomb_413() -> None:
+    import zlib
+
+    net, _, ops = make_net(max_bytes=1000)
+    [r] = responses(message_encoded(net, b"abc", "br", "text/plain"))
+    assert r.status == 415 and "deflate" in (r.get("accept-encoding") or "")
+    [r] = responses(message_encoded(net, b"not deflate at all", "deflate", "text/plain"))
+    assert r.status == 415
+    bomb = zlib.compress(b"x" * 1_000_000)
+    assert len(bomb) < 1000
+    [r] = responses(message_encoded(net, bomb, "deflate", "text/plain"))
+    assert r.status == 413
+    assert ops == []
