@@ -535,9 +535,12 @@ class PresenceServer:
         if old != state:
             for fn in self.listeners:
                 fn(state)
+        subs = self.by_presentity.get(user)
+        if not subs:
+            return  # nobody watches: the common case on every call, decided at once
         interval = self.settings.min_interval
         document = pidf(self.entity(user), state)
-        for sub in list((self.by_presentity.get(user) or {}).values()):
+        for sub in list(subs.values()):
             if sub.package == "dialog":
                 if source == "call":
                     self._send_notify(sub, now)
