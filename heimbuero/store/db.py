@@ -1012,30 +1012,26 @@ class Store(MessageStore, FileStore):
         fields of add_call_record) creates a record and notes its id as ids[n]; ("update", n,
         fields of update_call_record) changes record ids[n]. A batch that fails is not half
         written."""
-        # Core statements, not the ORM: this runs in a worker thread while the event loop
-        # routes calls, and every bit of Python here holds the GIL the loop needs.
-        with self._engine.begin() as conn:
+        with Session(self._engine) as session:
             for kind, number, fields in ops:
                 if kind == "start":
-                    result = conn.execute(
-                        insert(CallRecordRow).values(
-                            call_id=fields["call_id"], client=fields.get("client"),
-                            number=fields["number"], caller=fields["caller"],
-                            rule=fields.get("rule"), step=fields.get("step"),
-                            started_at=as_utc(fields["started_at"]),
-                            ring_seconds=0.0, talk_seconds=0.0,
-                        )
+                    row = CallRecordRow(
+                        call_id=fields["call_id"], client=fields.get("client"),
+                        number=fields["number"], caller=fields["caller"],
+                        rule=fields.get("rule"), step=fields.get("step"),
+                        started_at=as_utc(fields["started_at"]),
+                        ring_seconds=0.0, talk_seconds=0.0,
                     )  # fmt: skip
-                    ids[number] = result.inserted_primary_key[0]  # type: ignore[index]
+                    session.add(row)
+                    session.flush()
+                    ids[number] = row.id
                     continue
                 _check_call_update(fields)
-                record_id = ids.get(number)
-                if record_id is None:
+                found = session.get(CallRecordRow, ids.get(number, -1))
+                if found is None:
                     continue  # its start was in a batch that failed: nothing to update
-                values = {k: as_utc(v) if isinstance(v, datetime) else v for k, v in fields.items()}
-                conn.execute(
-                    update(CallRecordRow).where(CallRecordRow.id == record_id).values(**values)
-                )
+                _apply_call_update(found, fields)
+            session.commit()
 
     def get_call_record(self, record_id: int) -> CallRecord | None:
         with Session(self._engine) as session:
