@@ -1012,26 +1012,51 @@ class Store(MessageStore, FileStore):
         fields of add_call_record) creates a record and notes its id as ids[n]; ("update", n,
         fields of update_call_record) changes record ids[n]. A batch that fails is not half
         written."""
-        with Session(self._engine) as session:
-            for kind, number, fields in ops:
-                if kind == "start":
-                    row = CallRecordRow(
-                        call_id=fields["call_id"], client=fields.get("client"),
-                        number=fields["number"], caller=fields["caller"],
-                        rule=fields.get("rule"), step=fields.get("step"),
-                        started_at=as_utc(fields["started_at"]),
-                        ring_seconds=0.0, talk_seconds=0.0,
-                    )  # fmt: skip
-                    session.add(row)
-                    session.flush()
-                    ids[number] = row.id
-                    continue
-                _check_call_update(fields)
-                found = session.get(CallRecordRow, ids.get(number, -1))
-                if found is None:
-                    continue  # its start was in a batch that failed: nothing to update
-                _apply_call_update(found, fields)
-            session.commit()
+        # Coalesced: a record started in this batch is inserted with its later changes, all
+        # new records in one multi-row INSERT, the other changes as one executemany UPDATE per
+        # set of columns. This runs in a worker thread while the event loop routes calls, and
+        # the fewer statements, the less it holds the GIL.
+        new: dict[int, dict[str, Any]] = {}
+        changes: dict[int, dict[str, Any]] = {}
+        for kind, number, fields in ops:
+            if kind == "start":
+                new[number] = {
+                    "call_id": fields["call_id"], "client": fields.get("client"),
+                    "number": fields["number"], "caller": fields["caller"],
+                    "rule": fields.get("rule"), "step": fields.get("step"),
+                    "answered_by": None, "answered_at": None, "ended_at": None,
+                    "started_at": as_utc(fields["started_at"]), "ring_seconds": 0.0,
+                    "talk_seconds": 0.0, "result": None,
+                }  # fmt: skip
+                continue
+            _check_call_update(fields)
+            values = {k: as_utc(v) if isinstance(v, datetime) else v for k, v in fields.items()}
+            if number in new:
+                new[number].update(values)
+            elif number in ids:
+                changes.setdefault(number, {}).update(values)
+            # else: its start was in a batch that failed: nothing to update
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for number, values in changes.items():
+            params = {f"v_{k}": v for k, v in values.items()}
+            params["rid"] = ids[number]
+            groups.setdefault(tuple(sorted(values)), []).append(params)
+        with self._engine.begin() as conn:
+            created: list[int] = []
+            if new:
+                result = conn.execute(
+                    insert(CallRecordRow).returning(CallRecordRow.id, sort_by_parameter_order=True),
+                    list(new.values()),
+                )
+                created = list(result.scalars())
+            for columns, rows in groups.items():
+                stmt = (
+                    update(CallRecordRow)
+                    .where(CallRecordRow.id == bindparam("rid"))
+                    .values({c: bindparam(f"v_{c}") for c in columns})
+                )
+                conn.execute(stmt, rows)
+        ids.update(zip(new, created, strict=True))
 
     def get_call_record(self, record_id: int) -> CallRecord | None:
         with Session(self._engine) as session:

@@ -180,3 +180,36 @@ def test_call_log_batches_are_written_in_order_in_one_transaction(store: Store) 
         store.apply_call_log([("start", 2, {**start, "call_id": "c2"}),
                               ("update", 2, {"result": "exploded"})], ids)  # fmt: skip
     assert [r.call_id for r in store.list_call_records()] == ["c1"]  # the bad batch left nothing
+
+
+def test_call_log_coalesces_a_busy_second(store: Store) -> None:
+    """Many calls start, ring, end within one batch, others change from earlier batches: every
+    record ends up with its last values."""
+    now = datetime.now(UTC)
+    ids: dict[int, int] = {}
+    ops: list[tuple[str, int, dict]] = []
+    for n in range(1, 51):
+        ops.append(("start", n, {"call_id": f"c{n}", "number": "+49891234567",
+                                 "caller": f"sip:{n}@carrier", "started_at": now}))  # fmt: skip
+    store.apply_call_log(ops, ids)
+    ops = [("update", n, {"answered_by": "user:anna", "answered_at": now}) for n in range(1, 26)]
+    ops += [("update", n, {"result": "busy", "ended_at": now}) for n in range(26, 51)]
+    ops += [
+        (
+            "start",
+            51,
+            {"call_id": "c51", "number": "+49891234567", "caller": "x", "started_at": now},
+        ),
+        ("update", 51, {"step": 2}),
+        ("update", 51, {"step": 3, "result": "no_answer"}),
+    ]
+    ops += [("update", 1, {"result": "answered", "talk_seconds": 9.5, "ended_at": now})]
+    store.apply_call_log(ops, ids)  # fmt: skip
+    records = {r.call_id: r for r in store.list_call_records(limit=100)}
+    assert len(records) == 51 and len(ids) == 51
+    assert (records["c1"].answered_by, records["c1"].result, records["c1"].talk_seconds) == (
+        "user:anna", "answered", 9.5,
+    )  # fmt: skip
+    assert records["c2"].answered_by == "user:anna" and records["c2"].result is None
+    assert records["c30"].result == "busy" and records["c30"].answered_by is None
+    assert (records["c51"].step, records["c51"].result) == (3, "no_answer")
