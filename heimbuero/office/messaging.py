@@ -239,11 +239,6 @@ def describe(content_type: str, body: bytes) -> MessageContent:
     )
 
 
-def conversation_users(a: str, b: str) -> tuple[str, str]:
-    """The two users of a conversation in the order the store keys it."""
-    return (a, b) if a <= b else (b, a)
-
-
 def content_view(content_type: str, body: bytes) -> dict[str, Any]:
     """How a message body is shown in history: kind, text, announced files, IMDN fields."""
     try:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from heimbuero.store.models import ConversationRow, MessageRow, as_utc
@@ -242,7 +242,3 @@ class MessageStore:
         conn.execute(delete(MessageRow).where(MessageRow.conversation_id.in_(ids)))
         conn.execute(delete(ConversationRow).where(ConversationRow.id.in_(ids)))
         return file_ids
-
-    def count_messages(self) -> int:
-        with self._engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(MessageRow)).scalar() or 0)
