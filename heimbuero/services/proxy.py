@@ -210,6 +210,7 @@ class Proxy:
         for b in core.location.lookup(aor, now):
             dest = b.received
             if dest[0] != "udp" and not core.is_connected(dest):
+                # The device's connection is gone: try the address its Contact names.
                 try:
                     cu = parse_address(b.contact).uri
                 except ParseError:
