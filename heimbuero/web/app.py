@@ -506,6 +506,39 @@ async def current_user(request: Request) -> UserRecord:
 Me = Annotated[UserRecord, Depends(current_user)]
 
 
+class _EventStream:
+    """One Server-Sent Events response: events put from the server's loop are sent in order
+    (at most 1,000 waiting; more are dropped), a comment every 15 s keeps the connection open,
+    and the watch that feeds it ends when the client goes."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(maxsize=1000)
+
+    def put(self, event: str, data: dict[str, Any]) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait((event, data))
+
+    def response(
+        self, request: Request, opening: str, stop: Callable[[], None]
+    ) -> StreamingResponse:
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield opening
+                while not await request.is_disconnected():
+                    try:
+                        event, data = await asyncio.wait_for(self.queue.get(), 15.0)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
+            finally:
+                stop()
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+
 # -- the app ---------------------------------------------------------------------------------
 
 
@@ -644,31 +677,10 @@ def create_app(ctx: WebContext) -> FastAPI:
         event per change of someone the caller may see; a comment every 15 s keeps it open."""
         if ctx.presence is None or ctx.presence_watch is None:
             raise HTTPException(503, "presence is not available")
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
-
-        def put(item: dict[str, Any]) -> None:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(item)
-
-        stop = ctx.presence_watch(user.name, put)
-        snapshot = ctx.presence(user.name)
-
-        async def events() -> AsyncIterator[str]:
-            try:
-                yield f"event: snapshot\ndata: {json.dumps(snapshot)}\n\n"
-                while not await request.is_disconnected():
-                    try:
-                        item = await asyncio.wait_for(queue.get(), 15.0)
-                    except TimeoutError:
-                        yield ": keep-alive\n\n"
-                        continue
-                    yield f"event: presence\ndata: {json.dumps(item)}\n\n"
-            finally:
-                stop()
-
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
+        events = _EventStream()
+        stop = ctx.presence_watch(user.name, lambda item: events.put("presence", item))
+        opening = f"event: snapshot\ndata: {json.dumps(ctx.presence(user.name))}\n\n"
+        return events.response(request, opening, stop)
 
     @app.get("/api/me", tags=["users"])
     def me(user: Me) -> UserOut:
@@ -747,30 +759,9 @@ def create_app(ctx: WebContext) -> FastAPI:
         (over SIP or HTTP), `state` when its delivery state changes; a comment every 15 s."""
         if ctx.message_watch is None:
             raise HTTPException(503, "messaging is not available")
-        queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(maxsize=1000)
-
-        def put(event: str, item: dict[str, Any]) -> None:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait((event, item))
-
-        stop = ctx.message_watch(user.name, put)
-
-        async def events() -> AsyncIterator[str]:
-            try:
-                yield ": stream of messages\n\n"
-                while not await request.is_disconnected():
-                    try:
-                        event, item = await asyncio.wait_for(queue.get(), 15.0)
-                    except TimeoutError:
-                        yield ": keep-alive\n\n"
-                        continue
-                    yield f"event: {event}\ndata: {json.dumps(item)}\n\n"
-            finally:
-                stop()
-
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
+        events = _EventStream()
+        stop = ctx.message_watch(user.name, events.put)
+        return events.response(request, ": stream of messages\n\n", stop)
 
     # -- provider --
 
