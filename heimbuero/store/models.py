@@ -60,6 +60,8 @@ class User(Base):
     )
     display_name: Mapped[str | None] = mapped_column(String(200))
     mobile: Mapped[str | None] = mapped_column(String(20))  # E.164
+    # per-user SIP compatibility switches, e.g. RFC 2069 digests (migration 0006)
+    sip_compat: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Binding(Base):
@@ -117,6 +119,8 @@ class ClientRow(Base):
     timezone: Mapped[str] = mapped_column(String(64))
     bundesland: Mapped[str] = mapped_column(String(2))
     closure_days: Mapped[list[Any]] = mapped_column(JSON, default=list)  # ISO dates
+    # allowed destinations, approved forwarding numbers, caps (migration 0006)
+    call_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class NumberRow(Base):
@@ -173,6 +177,10 @@ class TrunkRow(Base):
     # auth as a client), so it cannot be hashed. The database file is mode 0600 for this reason.
     password: Mapped[str | None] = mapped_column(String(255))
     register: Mapped[bool] = mapped_column(Boolean, default=False)
+    # allowed destinations and caps of calls out (migration 0006)
+    call_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # how inbound calls from the carrier are authenticated (migration 0006)
+    inbound: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class RuleDocumentRow(Base):
