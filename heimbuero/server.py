@@ -42,6 +42,7 @@ from heimbuero.services.presence import (
 from heimbuero.services.registrar import RegistrarSettings
 from heimbuero.services.trunks import TrunkRegistrations
 from heimbuero.sip.auth import DigestAuthenticator
+from heimbuero.sip.dialogtoken import DialogSigner
 from heimbuero.sip.transaction import TimerSettings
 from heimbuero.store.db import BindingRecord, Store
 
@@ -221,6 +222,7 @@ class Server:
             self.users,
             self.location,
             DigestAuthenticator(config.domain, secret, sip.digest_algorithms, float(sip.nonce_ttl)),
+            dialogs=DialogSigner(secret),
         )
         self.transports = Transports(
             self.core,

@@ -58,6 +58,23 @@ class Group:
     members: tuple[str, ...] = ()  # user names, in order
 
 
+INBOUND_AUTH = ("address", "address-tcp", "digest")
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkInbound:
+    """How the carrier's calls to our numbers are recognised as the carrier's.
+
+    `address`: by source address and port (UDP sources can be forged); `address-tcp`: by source
+    address over TCP or TLS only; `digest`: the carrier answers our challenge with these
+    credentials (only their hashes are kept)."""
+
+    auth: str = "address"
+    username: str | None = None
+    ha1_md5: str | None = None
+    ha1_sha256: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Trunk:
     """A carrier connection: where PSTN calls come from and go out."""
@@ -70,6 +87,7 @@ class Trunk:
     username: str | None = None  # registration to the carrier, when it wants one
     password: str | None = None
     register: bool = False
+    inbound: TrunkInbound = TrunkInbound()
 
 
 @dataclass(frozen=True, slots=True)

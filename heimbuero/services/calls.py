@@ -149,9 +149,13 @@ class CallRouting:
         return number if number in self.directory.numbers else None
 
     def trusted_trunk(self, source: Peer) -> Trunk | None:
+        """The trunk whose inbound authentication is by source address and that `source` is
+        (`address-tcp`: only over a TCP or TLS connection; `digest`: never by address)."""
         for trunk in self.directory.trunks.values():
             if trunk.host == source[1] and trunk.port == source[2]:
-                return trunk
+                auth = trunk.inbound.auth
+                if auth == "address" or (auth == "address-tcp" and source[0] in ("tcp", "tls")):
+                    return trunk
         return None
 
     def state(self, now: float) -> RoutingState:

@@ -10,17 +10,21 @@ Max-Forwards, loops, required extensions, and digest authentication of our users
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import heapq
 import itertools
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+from heimbuero.office.model import Trunk, TrunkInbound
 from heimbuero.office.visibility import Person
 from heimbuero.sip import transaction as tx
-from heimbuero.sip.auth import DigestAuthenticator
+from heimbuero.sip.auth import DigestAuthenticator, parse_credentials
+from heimbuero.sip.dialogtoken import TOKEN_PARAM, DialogSigner, Flow
 from heimbuero.sip.message import (
     MAGIC_COOKIE,
     ParseError,
@@ -37,7 +41,7 @@ from .credentials import UserDirectory
 from .location import Binding, LocationService, Peer
 from .messaging import Delivery, Messenger
 from .presence import ALLOW_EVENTS, PresenceServer, Subscription
-from .proxy import Proxy
+from .proxy import Proxy, strip_identity
 from .registrar import Registrar, RegistrarSettings
 from .trunks import TrunkRegistration, TrunkRegistrations
 
@@ -127,8 +131,12 @@ class SipCore:
         location: LocationService,
         auth: DigestAuthenticator,
         is_connected: Callable[[Peer], bool] = lambda peer: True,
+        dialogs: DialogSigner | None = None,
     ) -> None:
         self.settings = settings
+        # Signs our Record-Route entries and aliases; the server passes one keyed with its
+        # secret so that dialogs outlive a restart.
+        self.dialogs = dialogs or DialogSigner(secrets.token_bytes(32))
         self.users = users
         self.location = location
         self.auth = auth
@@ -303,8 +311,10 @@ class SipCore:
             self.respond(txn, 416, now)
             return
 
-        # Loose routing (RFC 3261 §16.4): remove the Route entries that name us.
+        # Loose routing (RFC 3261 §16.4): remove the Route entries that name us, keeping the
+        # dialog tokens our own Record-Route put into them.
         routed_to_us = False
+        tokens: list[str] = []
         while True:
             top = req.get("route")
             if top is None:
@@ -318,6 +328,9 @@ class SipCore:
                 break
             req.pop_first_value("route")
             routed_to_us = True
+            token = first.uri.params.get(TOKEN_PARAM)
+            if token:
+                tokens.append(token)
 
         for_server = self.is_local_uri(uri) and (not uri.user or method == "REGISTER")
         mf_text = req.get("max-forwards")
@@ -355,9 +368,21 @@ class SipCore:
                 self.respond(txn, 405, now, headers=[("Allow", "OPTIONS, REGISTER")])
             return
 
-        in_dialog = routed_to_us and bool(req.to.tag)
+        # Only a dialog this server record-routed itself skips authentication: its Route
+        # must carry our signed token for this Call-ID and one of the request's tags.
+        dialog = self.dialog_of(req, tokens) if routed_to_us and req.to.tag else None
+        in_dialog = dialog is not None
+        trunk = self.inbound_trunk(txn, now, digest=not in_dialog)
+        if trunk is None:
+            strip_identity(req)  # RFC 3325: identity is the server's word, not the caller's
         user: str | None = None
-        if not in_dialog and not self.is_trusted(source):
+        if not in_dialog and not (
+            trunk is not None
+            and method == "INVITE"
+            and self.is_local_uri(uri)
+            and not req.get("route")
+        ):
+            # (A trunk's trust covers its calls to our own users and numbers, nothing else.)
             user = self.authenticate(txn, now, proxy=True)
             if user is None:
                 return
@@ -395,7 +420,36 @@ class SipCore:
                     run = calls.start(number, req.call_id, caller, user, now)
                     self.proxy.execute_plan(txn, run, now)
                     return
-        self.proxy.route_request(txn, in_dialog, now)
+        self.proxy.route_request(txn, dialog, now)
+
+    def dialog_of(self, req: Request, tokens: list[str]) -> tuple[Flow, Flow] | None:
+        """The two flows of the dialog `req` belongs to, if one of `tokens` (from the Route
+        entries naming us) is our signature for its Call-ID and one of its tags."""
+        tags = tuple(t for t in (req.from_.tag, req.to.tag) if t)
+        for token in tokens:
+            flows = self.dialogs.check_route(token, req.call_id, tags)
+            if flows is not None:
+                return flows
+        return None
+
+    def _digest_trunk(self, username: str) -> Trunk | None:
+        calls = self.calls
+        if calls is None:
+            return None
+        for trunk in calls.directory.trunks.values():
+            i = trunk.inbound
+            if i.auth == "digest" and i.username == username and (i.ha1_md5 or i.ha1_sha256):
+                return trunk
+        return None
+
+    def is_trunk_address(self, dest: Peer) -> bool:
+        """Whether `dest` is a carrier trunk's host (any port): reached only through a plan or
+        inside a dialog the server signed."""
+        calls = self.calls
+        if calls is None:
+            return False
+        host = dest[1].strip("[]").lower()
+        return any(t.host.strip("[]").lower() == host for t in calls.directory.trunks.values())
 
     def _on_register(self, txn: tx.ServerTransaction, now: float) -> None:
         req = txn.request
@@ -461,10 +515,39 @@ class SipCore:
         return out
 
     def is_trusted(self, source: Peer) -> bool:
-        """Carrier trunks (configured peers and the office's trunks) are not challenged."""
+        """A carrier recognised by its source address: `[sip] trusted_peers` and the office's
+        trunks with inbound authentication `address` (any transport) or `address-tcp` (TCP
+        or TLS only). Their calls to our own users and numbers are not challenged."""
         if (source[1], source[2]) in self._trusted or (source[1], None) in self._trusted:
             return True
         return self.calls is not None and self.calls.trusted_trunk(source) is not None
+
+    def inbound_trunk(
+        self, txn: tx.ServerTransaction, now: float, digest: bool = True
+    ) -> Trunk | None:
+        """Whether a request comes from a carrier: its trunk (TRUSTED_PEER for a configured
+        trusted peer) when its source address is trusted, or (with `digest`) when it carries valid
+        credentials of a trunk whose inbound authentication is `digest`; None otherwise."""
+        source: Peer = txn.source  # type: ignore[assignment]
+        if (source[1], source[2]) in self._trusted or (source[1], None) in self._trusted:
+            return TRUSTED_PEER
+        calls = self.calls
+        if calls is None:
+            return None
+        trunk = calls.trusted_trunk(source)
+        if trunk is not None or not digest:
+            return trunk
+        req = txn.request
+        for value in req.get_all("proxy-authorization"):
+            params = parse_credentials(value)
+            name = params.get("username") if params else None
+            candidate = self._digest_trunk(name) if name else None
+            if candidate is None:
+                continue
+            lookup = functools.partial(_trunk_ha1, candidate.inbound)
+            if self.auth.verify(req.method, value, now, lookup).ok:
+                return candidate
+        return None
 
     # ------------------------------------------------------------------ helpers
 
@@ -622,6 +705,13 @@ class SipCore:
     def emit(self, data: bytes, dest: Peer) -> None:
         """Queue raw bytes (keep-alives, stateless forwards) for the network layer."""
         self._out.append((data, dest))
+
+
+TRUSTED_PEER = Trunk(name="[sip] trusted_peers", host="")  # a peer trusted by configuration
+
+
+def _trunk_ha1(inbound: TrunkInbound, _user: str, algorithm: str) -> str | None:
+    return inbound.ha1_md5 if algorithm == "MD5" else inbound.ha1_sha256
 
 
 def _short(reason: str) -> str:

@@ -241,7 +241,7 @@ class Messenger:
             return
         if message.content.kind == "composing":
             # Typing notices are for the moment: relayed to online devices, never stored.
-            core.proxy.route_request(txn, False, now)
+            core.proxy.route_request(txn, None, now)
             return
         if not shared:
             self._relay(txn, message, now)

@@ -5,7 +5,14 @@ best final response when nobody answers (§16.7).
 Phones behind NAT: each binding is reached at the address its REGISTER came from; Contacts in
 dialog-creating requests and their responses get an `alias` parameter naming the address the
 message really came from, so that in-dialog requests (ACK, BYE, re-INVITE) find the device too
-(the technique of Kamailio's add_contact_alias / handle_ruri_alias).
+(the technique of Kamailio's add_contact_alias / handle_ruri_alias). The alias is signed
+together with the Call-ID (sip.dialogtoken); one the server did not sign is never used.
+
+The trust boundary: our Record-Route entries carry a signed token naming the dialog's Call-ID,
+its first From tag and the two flows the dialog runs between. A request inside such a dialog is
+sent only to one of those flows; every other request goes only to our users' registered devices
+or to the targets of a routing plan (the carrier trunk among them), never to an address the
+request names itself.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from heimbuero.sip import transaction as tx
+from heimbuero.sip.dialogtoken import TOKEN_PARAM, DialogSigner, Flow, normal_flow
 from heimbuero.sip.message import (
     Address,
     ParseError,
@@ -36,6 +44,12 @@ log = logging.getLogger("heimbuero.proxy")
 
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 TARGET_REFRESH = frozenset({"INVITE", "SUBSCRIBE", "REFER", "UPDATE", "NOTIFY"})
+# Identity headers of RFC 3325 and their relatives: from an untrusted source they are removed
+# at ingress; toward a carrier only the server's own (the plan's target headers) go out.
+IDENTITY_HEADERS = (
+    "p-asserted-identity", "p-preferred-identity", "privacy", "diversion", "history-info",
+    "remote-party-id",
+)  # fmt: skip
 
 
 class MediaRelay(Protocol):
@@ -152,37 +166,39 @@ class Proxy:
 
     # ------------------------------------------------------------------ requests
 
-    def route_request(self, txn: tx.ServerTransaction, in_dialog: bool, now: float) -> None:
-        """Find the targets of an (already checked and authenticated) request and fork to them."""
+    def route_request(
+        self, txn: tx.ServerTransaction, dialog: tuple[Flow, Flow] | None, now: float
+    ) -> None:
+        """Find the targets of an (already checked and authenticated) request and fork to them.
+
+        `dialog`: the flows of the signed dialog the request belongs to (core.dialog_of), or
+        None for a request outside any dialog of ours."""
         core = self.core
         req = txn.request
-        source: Peer = txn.source  # type: ignore[assignment]
         routes = req.get_all("route")
-        if routes:
-            if not in_dialog and not core.is_trusted(source):
-                core.respond(txn, 403, now, reason="Relaying denied")
-                return
+        uri = req.ruri
+        if dialog is not None:
             try:
-                hop = parse_address(routes[0]).uri
+                hop = parse_address(routes[0]).uri if routes else uri
             except ParseError:
                 core.respond(txn, 400, now, reason="Bad Route header")
                 return
-            dest = uri_destination(hop)
-            if dest is None:
-                core.respond(txn, 502, now, reason="Next hop is not an IP address")
-                return
-            self._fork(txn, [(req.uri, dest)], False, now)
-            return
-
-        uri = req.ruri
-        if in_dialog or "alias" in uri.params:
-            dest = uri_destination(uri)
+            dest = dialog_destination(hop, req.call_id, core.dialogs)
             if dest is None:
                 core.respond(txn, 404, now, reason="Dialog target unknown")
                 return
-            self._fork(txn, [(_strip_alias(req.uri, uri), dest)], False, now)
+            if normal_flow(dest) not in dialog:
+                log.info("in-dialog %s for %s refused: %s is not a party of the dialog",
+                         req.method, req.call_id, dest)  # fmt: skip
+                core.respond(txn, 403, now, reason="Not a party of this dialog")
+                return
+            self._fork(txn, [(req.uri if routes else _strip_alias(req.uri, uri), dest)], False, now)
             return
-
+        if routes:
+            core.respond(txn, 403, now, reason="Relaying denied")
+            return
+        # (An alias outside a signed dialog is ignored: the Request-URI names a user of ours
+        # or nothing.)
         if not core.is_local_uri(uri) and uri.host != core.settings.domain:
             core.respond(txn, 403, now, reason="Relaying denied")
             return
@@ -219,6 +235,8 @@ class Proxy:
                 if alt is None:
                     continue
                 dest = (dest[0], alt[1], alt[2])
+            if core.is_trunk_address(dest):
+                continue  # a carrier is reached through a routing plan only
             targets.append((b.contact, dest))
         return targets
 
@@ -255,7 +273,7 @@ class Proxy:
                 now + core.settings.invite_timeout, functools.partial(self._timer_c, call)
             )
         if req.method in TARGET_REFRESH:
-            _alias_contact(req, source)
+            _alias_contact(req, source, core.dialogs)
         _strip_own_credentials(req, core.settings.domain)
         mf = req.get("max-forwards")
         call.max_forwards = str((int(mf) if mf is not None else 70) - 1)
@@ -273,13 +291,16 @@ class Proxy:
             fwd.set("Max-Forwards", call.max_forwards)
             if target.from_display is not None:
                 _set_display_name(fwd, target.from_display)
+            if core.is_trunk_address(dest):
+                strip_identity(fwd)  # toward a carrier only the server's word goes out
             for name, value in target.headers:
                 fwd.add(name, value)
             out_host, out_port = core.local_address(dest[0])
             if call.record_route:
-                fwd.prepend("Record-Route", _rr(in_host, in_port, source[0]))
+                token = core.dialogs.route_token(req.call_id, req.from_.tag or "", (source, dest))
+                fwd.prepend("Record-Route", _rr(in_host, in_port, source[0], token))
                 if dest[0] != source[0]:
-                    fwd.prepend("Record-Route", _rr(out_host, out_port, dest[0]))
+                    fwd.prepend("Record-Route", _rr(out_host, out_port, dest[0], token))
             branch_id = core.new_branch(req)
             fwd.prepend(
                 "Via", f"SIP/2.0/{dest[0].upper()} {out_host}:{out_port};branch={branch_id};rport"
@@ -342,7 +363,7 @@ class Proxy:
                 self._send_cancel(branch, now, None)
             if status == 100 or call.final_sent or branch.done:
                 return  # (a branch whose step timed out rings no more upstream)
-            _alias_contact(resp, branch.dest)
+            _alias_contact(resp, branch.dest, core.dialogs)
             core.layer.send_response(call.server_txn, resp, now)
             if call.timer_c is not None:
                 core.timers.cancel(call.timer_c)
@@ -352,7 +373,7 @@ class Proxy:
             return
         if status < 300:
             branch.done = True
-            _alias_contact(resp, branch.dest)
+            _alias_contact(resp, branch.dest, core.dialogs)
             self.media.on_answer(resp, branch.dest)
             st = call.server_txn
             if st.state in (tx.State.TRYING, tx.State.PROCEEDING, tx.State.ACCEPTED):
@@ -577,8 +598,10 @@ class Proxy:
     # ------------------------------------------------------------------ ACK for 2xx
 
     def forward_ack(self, ack: Request, source: Peer, now: float) -> None:
-        """Forward an ACK for a 2xx statelessly along its Route (or to its Request-URI)."""
+        """Forward an ACK for a 2xx statelessly along its Route (or to its Request-URI), only
+        inside a dialog we signed and only to one of its parties; any other ACK is dropped."""
         core = self.core
+        tokens: list[str] = []
         while True:
             routes = ack.get_all("route")
             if not routes:
@@ -590,15 +613,24 @@ class Proxy:
             if not core.is_local_uri(first):
                 break
             ack.pop_first_value("route")
+            token = first.params.get(TOKEN_PARAM)
+            if token:
+                tokens.append(token)
+        try:
+            dialog = core.dialog_of(ack, tokens) if tokens and ack.to.tag else None
+        except ParseError:
+            return
+        if dialog is None:
+            log.debug("ACK for %s dropped: not in a dialog of ours", ack.call_id)
+            return
         routes = ack.get_all("route")
         try:
             hop = parse_address(routes[0]).uri if routes else ack.ruri
         except ParseError:
             return
-        if not routes and core.is_local_uri(hop) and not hop.params.get("alias"):
-            return  # an ACK for us, or for a user's AOR: nothing to forward
-        dest = uri_destination(hop)
-        if dest is None:
+        dest = dialog_destination(hop, ack.call_id, core.dialogs)
+        if dest is None or normal_flow(dest) not in dialog:
+            log.debug("ACK for %s dropped: %s is not a party of the dialog", ack.call_id, dest)
             return
         if not routes:
             ack.set_uri(_strip_alias(ack.uri, hop))
@@ -635,9 +667,9 @@ def _call_users(req: Request, branch: Branch, core: SipCore) -> list[str]:
     return users
 
 
-def _rr(host: str, port: int, transport: str) -> str:
+def _rr(host: str, port: int, transport: str, token: str) -> str:
     t = "" if transport == "udp" else f";transport={transport}"
-    return f"<sip:{host}:{port}{t};lr>"
+    return f"<sip:{host}:{port}{t};lr;{TOKEN_PARAM}={token}>"
 
 
 def _preference(status: int) -> int:
@@ -646,13 +678,19 @@ def _preference(status: int) -> int:
     return order.get(status, 5)
 
 
-def uri_destination(uri: SipURI) -> Peer | None:
-    """Where a URI points to: its alias if it carries one, else its maddr/host and port."""
+def dialog_destination(uri: SipURI, call_id: str, signer: DialogSigner) -> Peer | None:
+    """Where a URI inside the dialog of `call_id` points to: the alias we signed for this
+    dialog, else its maddr/host and port (an alias we did not sign counts as absent)."""
     alias = uri.params.get("alias")
     if alias:
-        parts = alias.split("~")
-        if len(parts) == 3 and parts[1].isdigit():
-            return (parts[2].lower(), parts[0].strip("[]"), int(parts[1]))
+        flow = signer.check_alias(alias, call_id)
+        if flow is not None:
+            return flow
+    return uri_destination(uri)
+
+
+def uri_destination(uri: SipURI) -> Peer | None:
+    """Where a URI points to by its maddr/host and port (an `alias` is never looked at)."""
     host = (uri.params.get("maddr") or uri.host).strip("[]")
     if not is_ip_literal(host):
         return None
@@ -695,8 +733,16 @@ def _strip_own_credentials(req: Request, realm: str) -> None:
         req.add("Proxy-Authorization", v)
 
 
-def _alias_contact(msg: Request | Response, peer: Peer) -> None:
-    """Mark a Contact whose address differs from where the message came from (NAT)."""
+def strip_identity(msg: Request) -> None:
+    """Remove the identity headers a caller may not set for itself (RFC 3325 §5)."""
+    if any(h[0] in IDENTITY_HEADERS for h in msg.headers):
+        for name in IDENTITY_HEADERS:
+            msg.remove(name)
+
+
+def _alias_contact(msg: Request | Response, peer: Peer, signer: DialogSigner) -> None:
+    """Mark a Contact whose address differs from where the message came from (NAT) with an
+    alias signed for this dialog; an alias the sender wrote itself is removed."""
     raw = msg.get("contact")
     if raw is None or raw == "*":
         return
@@ -705,10 +751,13 @@ def _alias_contact(msg: Request | Response, peer: Peer) -> None:
     except ParseError:
         return
     uri = addr.uri
-    if not uri.is_sip or "alias" in uri.params:
+    if not uri.is_sip:
         return
+    had_alias = uri.params.pop("alias", None) is not None
     transport, host, port = peer
     if uri.host.strip("[]") == host and (uri.port or 5060) == port and uri.transport == transport:
+        if had_alias:
+            msg.set("Contact", str(addr))
         return
-    uri.params["alias"] = f"{host}~{port}~{transport}"
+    uri.params["alias"] = signer.alias(peer, msg.call_id)
     msg.set("Contact", str(addr))

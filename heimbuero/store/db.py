@@ -8,7 +8,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from heimbuero.office.model import (
+    INBOUND_AUTH,
     Client,
     Directory,
     Group,
@@ -42,6 +43,7 @@ from heimbuero.office.model import (
     Provider,
     Step,
     Trunk,
+    TrunkInbound,
 )
 from heimbuero.office.model import User as OfficeUser
 from heimbuero.store.files import FileStore
@@ -342,6 +344,19 @@ def _trunk(row: TrunkRow) -> Trunk:
         username=row.username,
         password=row.password,
         register=bool(row.register),
+        inbound=_trunk_inbound(row.inbound),
+    )
+
+
+def _trunk_inbound(data: dict[str, Any] | None) -> TrunkInbound:
+    """`trunks.inbound` as stored (JSON; keys as in model.TrunkInbound); unknown -> address."""
+    data = data or {}
+    auth = data.get("auth")
+    return TrunkInbound(
+        auth=auth if auth in INBOUND_AUTH else "address",
+        username=data.get("username") or None,
+        ha1_md5=data.get("ha1_md5") or None,
+        ha1_sha256=data.get("ha1_sha256") or None,
     )
 
 
@@ -1175,6 +1190,7 @@ def _trunk_values(t: Trunk) -> dict[str, Any]:
         "username": t.username,
         "password": t.password,
         "register": t.register,
+        "inbound": {k: v for k, v in asdict(t.inbound).items() if v is not None},
     }
 
 

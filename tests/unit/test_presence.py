@@ -340,7 +340,7 @@ def test_on_the_phone_during_a_call_and_dialog_package() -> None:
         ok_notify(net, n, dst)
     bye = req("BYE", f"sip:bob@{BOB[1]}:{BOB[2]}", ALICE, "alice", f"sip:bob@{DOMAIN}",
               call_id=inv.call_id, cseq=5, to_tag="callee",
-              extra=["Route: <sip:127.0.0.1:5060;lr>"])  # fmt: skip
+              extra=[f"Route: {fwd.get('record-route')}"])  # fmt: skip
     out = net.send(bye.serialize(), ALICE)
     notifies = split(out)[1]
     bodies = {n.get("event"): n for n, _ in notifies}
