@@ -443,13 +443,16 @@ class SipCore:
         return None
 
     def is_trunk_address(self, dest: Peer) -> bool:
-        """Whether `dest` is a carrier trunk's host (any port): reached only through a plan or
+        """Whether `dest` is a carrier trunk's address: reached only through a routing plan or
         inside a dialog the server signed."""
         calls = self.calls
         if calls is None:
             return False
         host = dest[1].strip("[]").lower()
-        return any(t.host.strip("[]").lower() == host for t in calls.directory.trunks.values())
+        return any(
+            t.host.strip("[]").lower() == host and t.port == dest[2]
+            for t in calls.directory.trunks.values()
+        )
 
     def _on_register(self, txn: tx.ServerTransaction, now: float) -> None:
         req = txn.request
