@@ -22,6 +22,7 @@ from heimbuero import __version__, config
 from heimbuero.config import Config, ConfigError
 from heimbuero.office import accounts, directory
 from heimbuero.office.model import Client, Group, Trunk
+from heimbuero.services import trunks
 from heimbuero.store import NotFound, SchemaError, Store, StoreError
 
 PROG = "heimbuero"
@@ -488,11 +489,30 @@ def _trunk_changes(args: argparse.Namespace) -> dict[str, Any]:
     return changes
 
 
+def _trunk_inbound(args: argparse.Namespace, domain: str) -> dict[str, Any]:
+    """--inbound-auth and its credentials as a change of the trunk's `inbound` field."""
+    if args.inbound_auth is None:
+        if args.inbound_username is not None or args.inbound_password is not None:
+            raise directory.DirectoryError(
+                "--inbound-username/--inbound-password need --inbound-auth digest"
+            )
+        return {}
+    try:
+        inbound = trunks.inbound_auth(
+            args.inbound_auth, args.inbound_username, args.inbound_password, domain
+        )
+    except ValueError as exc:
+        raise directory.DirectoryError(str(exc)) from None
+    return {"inbound": inbound}
+
+
 def _trunk_line(t: Trunk) -> str:
     reg = f", registers as {t.username}" if t.register else ""
+    i = t.inbound
+    inbound = f"digest as {i.username}" if i.auth == "digest" else f"by {i.auth}"
     return (
         f"trunk {t.name}: {t.transport}:{t.host}:{t.port}, "
-        f"outbound prefixes {', '.join(t.prefixes) or 'none'}{reg}"
+        f"outbound prefixes {', '.join(t.prefixes) or 'none'}{reg}, inbound calls {inbound}"
     )
 
 
@@ -502,7 +522,8 @@ def cmd_trunk_add(args: argparse.Namespace) -> int:
     trunk = replace(Trunk(name=name, host="", prefixes=("+49",)), **changes)
     if trunk.register and not (trunk.username and trunk.password):
         return _fail("--register needs --username and --password")
-    with _open_store(args.data) as (_cfg, store):
+    with _open_store(args.data) as (cfg, store):
+        trunk = replace(trunk, **_trunk_inbound(args, cfg.domain))
         store.add_trunk(trunk)
     print("added " + _trunk_line(trunk))
     return 0
@@ -510,8 +531,9 @@ def cmd_trunk_add(args: argparse.Namespace) -> int:
 
 def cmd_trunk_set(args: argparse.Namespace) -> int:
     name = directory.validate_slug(args.name, "trunk name")
-    with _open_store(args.data) as (_cfg, store):
-        trunk = store.update_trunk(name, **_trunk_changes(args))
+    with _open_store(args.data) as (cfg, store):
+        changes = _trunk_changes(args) | _trunk_inbound(args, cfg.domain)
+        trunk = store.update_trunk(name, **changes)
     print(_trunk_line(trunk))
     return 0
 
@@ -732,6 +754,20 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
             action=argparse.BooleanOptionalAction,
             default=None,
             help="register to the carrier with --username/--password",
+        )
+        p.add_argument(
+            "--inbound-auth",
+            metavar="MODE",
+            help="how the carrier's calls to our numbers are recognised: address (source "
+            "address, the default; UDP sources can be forged), address-tcp (source address over "
+            "TCP/TLS only) or digest (the carrier answers our challenge with "
+            "--inbound-username/--inbound-password; preferred when the carrier can)",
+        )
+        p.add_argument("--inbound-username", help="user name the carrier authenticates with")
+        p.add_argument(
+            "--inbound-password",
+            help="password the carrier authenticates with (at least 12 characters; only its "
+            "hashes are stored)",
         )
         p.set_defaults(func=func)
     p = sub.add_parser("list", parents=[data], help="list trunks")

@@ -10,9 +10,9 @@ import secrets
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from heimbuero.office.model import Trunk
+from heimbuero.office.model import INBOUND_AUTH, Trunk, TrunkInbound
 from heimbuero.sip import transaction as tx
-from heimbuero.sip.auth import client_authorization
+from heimbuero.sip.auth import client_authorization, ha1
 from heimbuero.sip.message import Request, Response
 
 if TYPE_CHECKING:
@@ -22,6 +22,30 @@ log = logging.getLogger("heimbuero.trunks")
 
 REGISTER_EXPIRES = 600
 RETRY_AFTER = 60.0
+
+
+def inbound_auth(auth: str, username: str | None, password: str | None, realm: str) -> TrunkInbound:
+    """How a trunk's inbound calls are authenticated, from what an admin typed: `address`,
+    `address-tcp`, or `digest` with the user name and password the carrier must answer our
+    challenge with (kept as HA1 hashes for `realm`, the SIP domain). ValueError when wrong."""
+    auth = auth.strip().lower()
+    if auth not in INBOUND_AUTH:
+        raise ValueError(f"invalid inbound authentication {auth!r}: choose one of "
+                         f"{', '.join(INBOUND_AUTH)}")  # fmt: skip
+    if auth != "digest":
+        if username or password:
+            raise ValueError("an inbound user name and password go with digest only")
+        return TrunkInbound(auth)
+    if not username or not password:
+        raise ValueError("digest inbound authentication needs a user name and a password")
+    if not username.isprintable() or any(c in username for c in ' "\\:'):
+        raise ValueError(f"invalid inbound user name {username!r}")
+    if len(password) < 12:
+        raise ValueError("the inbound password must have at least 12 characters")
+    return TrunkInbound(
+        "digest", username, ha1("MD5", username, realm, password),
+        ha1("SHA-256", username, realm, password),
+    )  # fmt: skip
 
 
 class TrunkRegistration:

@@ -41,6 +41,7 @@ from heimbuero.office.messaging import FILE_TRANSFER, content_view
 from heimbuero.office.model import Client, Group, Override, Provider, Step, Trunk
 from heimbuero.office.routing import RoutingState
 from heimbuero.office.rules_doc import RulesError, dump_rules_document
+from heimbuero.services import trunks
 from heimbuero.services.messaging import MessageRejected
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.store.db import (
@@ -255,6 +256,14 @@ class TrunkFields(BaseModel):
     registers: bool | None = Field(
         default=None, alias="register", description="register to the carrier"
     )
+    inbound_auth: str | None = Field(
+        default=None,
+        description="how the carrier's calls are recognised: address, address-tcp or digest",
+    )
+    inbound_username: str | None = Field(default=None, max_length=100)
+    inbound_password: str | None = Field(
+        default=None, max_length=200, description="write only; stored as digest hashes"
+    )
     model_config = ConfigDict(populate_by_name=True)
 
     @field_validator("transport")
@@ -287,6 +296,8 @@ class TrunkOut(BaseModel):
     username: str | None
     has_password: bool
     registers: bool = Field(alias="register")
+    inbound_auth: str = "address"
+    inbound_username: str | None = None
     model_config = ConfigDict(populate_by_name=True)
 
 
@@ -436,8 +447,25 @@ def _trunk_out(t: Trunk) -> TrunkOut:
             "username": t.username,
             "has_password": bool(t.password),
             "register": t.register,
+            "inbound_auth": t.inbound.auth,
+            "inbound_username": t.inbound.username,
         }
     )
+
+
+def _inbound_change(fields: dict[str, Any], domain: str) -> None:
+    """Turn the inbound_* fields of a trunk body into the trunk's `inbound` value."""
+    auth = fields.pop("inbound_auth", None)
+    username = fields.pop("inbound_username", None)
+    password = fields.pop("inbound_password", None)
+    if auth is None:
+        if username is not None or password is not None:
+            raise _InvalidField(["body", "inbound_auth"], "required with inbound credentials")
+        return
+    try:
+        fields["inbound"] = trunks.inbound_auth(auth, username, password, domain)
+    except ValueError as exc:
+        raise _InvalidField(["body", "inbound_auth"], str(exc)) from None
 
 
 def _call_out(r: CallRecord) -> CallOut:
@@ -951,6 +979,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         fields = body.model_dump(exclude_none=True, by_alias=True)
         if "prefixes" in fields:
             fields["prefixes"] = tuple(fields["prefixes"])
+        _inbound_change(fields, realm())
         return _trunk_out(store.add_trunk(Trunk(**fields)))
 
     @app.patch("/api/trunks/{name}", tags=["trunks"])
@@ -962,6 +991,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         for required in ("host", "port", "transport", "prefixes", "register"):
             if required in changes and changes[required] is None:
                 raise _InvalidField(["body", required], "must not be null")
+        _inbound_change(changes, realm())
         return _trunk_out(store.update_trunk(name, **changes))
 
     @app.delete("/api/trunks/{name}", status_code=204, tags=["trunks"])
