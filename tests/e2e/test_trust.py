@@ -35,6 +35,7 @@ from .harness import (
     pick_challenge,
     start_sipp,
     start_sipp_uas,
+    wait_until,
 )
 from .test_routing import (
     CALLER,
@@ -280,3 +281,35 @@ def test_routed_call_hung_up_by_the_carrier_through_the_signed_record_route(
     assert invite.start_line.startswith(f"INVITE sip:{MOBILE}@")
     (rec,) = office.wait_records(1)
     assert (rec.rule, rec.answered_by, rec.result) == ("Sonst", f"external:{MOBILE}", "answered")
+
+
+def test_digest_trunk_calls_in_only_with_its_credentials(office_factory: Any) -> None:
+    """`heimbuero trunk set carrier --inbound-auth digest …` on the running server: the trunk's
+    address no longer counts (a UDP source can be forged), its credentials do."""
+    office: Office = office_factory(werktag_not_now())
+    srv = office.server
+    secret = "Carrier-Inbound-Secret-7"
+    srv.cli("trunk", "set", "carrier", "--inbound-auth", "digest", "--inbound-username", "sbc1",
+            "--inbound-password", secret, "--data", office.data)  # fmt: skip
+    ruri = f"sip:{NUMBER}@{DOMAIN}"
+    with SipClient(srv.port, local_port=office.carrier_port) as c:
+
+        def challenged() -> bool | None:
+            # A trusted source gets 404 for a user we do not have; an untrusted one 407.
+            nobody = f"sip:nobody@{DOMAIN}"
+            r = c.request("INVITE", nobody, from_uri=f"sip:{CALLER}@{DOMAIN}", to_uri=nobody)
+            return True if c.final_response(r, 5).status == 407 else None
+
+        # (the server reloads the office configuration within seconds)
+        wait_until(challenged, 15, interval=0.5, what="the trunk's address to lose its trust")
+    with udp_listener(office.carrier_port) as carrier, SipClient(srv.port) as sbc:
+        _, final = sbc.authenticated_request(
+            "INVITE", ruri, username="sbc1", password=secret, timeout=20,
+            from_uri=f"sip:{CALLER}@{DOMAIN}", to_uri=ruri,
+            headers=[("Contact", f"<sip:{CALLER}@127.0.0.1:{sbc.local_port}>")],
+        )  # fmt: skip
+        invite = carrier.first("INVITE", 1)  # the plan rang the owner's mobile via the trunk
+    assert invite.start_line.startswith(f"INVITE sip:{MOBILE}@")
+    assert final.status in (408, 480), final.summary()  # (nobody answered the mobile)
+    (rec,) = office.wait_records(1)
+    assert (rec.rule, rec.number) == ("Sonst", NUMBER), rec
