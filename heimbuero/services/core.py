@@ -518,9 +518,7 @@ class SipCore:
         return out
 
     def is_trusted(self, source: Peer) -> bool:
-        """A carrier recognised by its source address: `[sip] trusted_peers` and the office's
-        trunks with inbound authentication `address` (any transport) or `address-tcp` (TCP
-        or TLS only). Their calls to our own users and numbers are not challenged."""
+        """Whether `source` is a carrier recognised by its address (see inbound_trunk)."""
         if (source[1], source[2]) in self._trusted or (source[1], None) in self._trusted:
             return True
         return self.calls is not None and self.calls.trusted_trunk(source) is not None
@@ -528,9 +526,11 @@ class SipCore:
     def inbound_trunk(
         self, txn: tx.ServerTransaction, now: float, digest: bool = True
     ) -> Trunk | None:
-        """Whether a request comes from a carrier: its trunk (TRUSTED_PEER for a configured
-        trusted peer) when its source address is trusted, or (with `digest`) when it carries valid
-        credentials of a trunk whose inbound authentication is `digest`; None otherwise."""
+        """Whether a request comes from a carrier: its trunk (TRUSTED_PEER for a peer in
+        `[sip] trusted_peers`) when its source is trusted by address (trunks with inbound
+        authentication `address`, or `address-tcp` over TCP/TLS), or (with `digest`) when it
+        carries valid credentials of a trunk whose inbound authentication is `digest`; else
+        None. A carrier's trust covers its calls to our own users and numbers only."""
         source: Peer = txn.source  # type: ignore[assignment]
         if (source[1], source[2]) in self._trusted or (source[1], None) in self._trusted:
             return TRUSTED_PEER
@@ -541,6 +541,8 @@ class SipCore:
         if trunk is not None or not digest:
             return trunk
         req = txn.request
+        if not any(t.inbound.auth == "digest" for t in calls.directory.trunks.values()):
+            return None
         for value in req.get_all("proxy-authorization"):
             params = parse_credentials(value)
             name = params.get("username") if params else None

@@ -46,10 +46,10 @@ DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 TARGET_REFRESH = frozenset({"INVITE", "SUBSCRIBE", "REFER", "UPDATE", "NOTIFY"})
 # Identity headers of RFC 3325 and their relatives: from an untrusted source they are removed
 # at ingress; toward a carrier only the server's own (the plan's target headers) go out.
-IDENTITY_HEADERS = (
+IDENTITY_HEADERS = frozenset({
     "p-asserted-identity", "p-preferred-identity", "privacy", "diversion", "history-info",
     "remote-party-id",
-)  # fmt: skip
+})  # fmt: skip
 
 
 class MediaRelay(Protocol):
@@ -634,6 +634,7 @@ class Proxy:
             return
         if not routes:
             ack.set_uri(_strip_alias(ack.uri, hop))
+        strip_identity(ack)  # (an ACK asserts nobody's identity)
         mf = ack.get("max-forwards")
         if mf is not None:
             if int(mf) <= 0:
