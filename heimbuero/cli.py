@@ -22,7 +22,7 @@ from heimbuero import __version__, config
 from heimbuero.config import Config, ConfigError
 from heimbuero.office import accounts, directory
 from heimbuero.office.model import Client, Group, Trunk
-from heimbuero.services import trunks
+from heimbuero.services.trunks import inbound_auth
 from heimbuero.store import NotFound, SchemaError, Store, StoreError
 
 PROG = "heimbuero"
@@ -498,7 +498,7 @@ def _trunk_inbound(args: argparse.Namespace, domain: str) -> dict[str, Any]:
             )
         return {}
     try:
-        inbound = trunks.inbound_auth(
+        inbound = inbound_auth(
             args.inbound_auth, args.inbound_username, args.inbound_password, domain
         )
     except ValueError as exc:
@@ -545,13 +545,14 @@ def cmd_trunk_list(args: argparse.Namespace) -> int:
         print("no trunks yet: add one with 'heimbuero trunk add NAME --address HOST:PORT'")
         return 0
     _table(
-        [("NAME", "ADDRESS", "PREFIXES", "REGISTER")]
+        [("NAME", "ADDRESS", "PREFIXES", "REGISTER", "INBOUND")]
         + [
             (
                 t.name,
                 f"{t.transport}:{t.host}:{t.port}",
                 ",".join(t.prefixes) or "-",
                 t.username if t.register and t.username else "no",
+                t.inbound.auth,
             )
             for t in trunks
         ]

@@ -34,6 +34,9 @@ def test_trunk_inbound_auth_modes(tmp_path: Path) -> None:
                "sbc1", "--inbound-password", secret, *d)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "inbound calls digest as sbc1" in proc.stdout
+    listed = run("trunk", "list", *d).stdout.splitlines()
+    assert listed[0].split()[-1] == "INBOUND" and listed[1].split()[-1] == "digest"
+    assert secret not in run("trunk", "list", *d).stdout
     store = Store(f"sqlite:///{data / 'heimbuero.db'}")
     try:
         trunk = store.get_trunk("carrier")
