@@ -300,7 +300,12 @@ def cmd_rules_import(args: argparse.Namespace) -> int:
 
     client = directory.validate_slug(args.client)
     path = Path(args.file)
-    text = sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")
+    try:
+        text = sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return _fail(f"cannot read rules document {args.file}: {exc.strerror or exc}")
+    except UnicodeDecodeError:
+        return _fail(f"cannot read rules document {args.file}: it is not UTF-8 text")
     with _open_store(args.data) as (_cfg, store):
         try:
             doc = from_text(text)

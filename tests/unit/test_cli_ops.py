@@ -1,0 +1,56 @@
+"""Command-line answers an operator following the README meets first, run as a real subprocess
+on a temporary demo data directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ERR = "heimbuero: error: "
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "HEIMBUERO_DATA"}
+    return subprocess.run(
+        [sys.executable, "-m", "heimbuero", *args],
+        capture_output=True,
+        text=True,
+        env=base | (env or {}),
+        timeout=60,
+    )
+
+
+def assert_one_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
+    """Exit status 1 and exactly one stderr line with the error prefix and `words`."""
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(ERR), proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("ops") / "data"
+    first = run("init", "--data", str(data), "--domain", "office.example", "--demo")
+    assert first.returncode == 0, first.stderr
+    return data
+
+
+def test_rules_import_of_a_missing_file_names_it(demo: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "regeln.yaml"
+    line = assert_one_error(
+        run("rules", "import", "mueller", str(missing), "--data", str(demo)),
+        str(missing),
+        "No such file or directory",
+    )
+    assert "Errno" not in line
+    line = assert_one_error(
+        run("rules", "import", "mueller", str(tmp_path), "--data", str(demo)), str(tmp_path)
+    )
+    assert "Errno" not in line
