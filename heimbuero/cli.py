@@ -592,8 +592,11 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_calls_list(args: argparse.Namespace) -> int:
+    client = None if args.client is None else directory.validate_slug(args.client)
     with _open_store(args.data) as (_cfg, store):
-        records = store.list_call_records(args.client, limit=args.limit)
+        if client is not None and store.get_client(client) is None:
+            raise NotFound("client", client)
+        records = store.list_call_records(client, limit=args.limit)
     if not records:
         print("no call records")
         return 0

@@ -54,3 +54,10 @@ def test_rules_import_of_a_missing_file_names_it(demo: Path, tmp_path: Path) -> 
         run("rules", "import", "mueller", str(tmp_path), "--data", str(demo)), str(tmp_path)
     )
     assert "Errno" not in line
+
+
+def test_calls_list_of_an_unknown_client_says_so(demo: Path) -> None:
+    assert_one_error(run("calls", "list", "--client", "nobody", "--data", str(demo)), "nobody")
+    assert "no such client" in run("calls", "list", "--client", "nobody", "--data", str(demo)).stderr
+    known = run("calls", "list", "--client", "mueller", "--data", str(demo))
+    assert known.returncode == 0 and known.stdout.strip() == "no call records"
