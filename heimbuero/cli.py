@@ -253,6 +253,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- office commands -----------------------------------------------------------------------
 
 
+def _plural(count: int, word: str) -> str:
+    """'1 number', '2 numbers'."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def _split(value: str | None) -> list[str]:
     return [p.strip() for p in (value or "").split(",") if p.strip()]
 
@@ -319,7 +324,8 @@ def cmd_rules_import(args: argparse.Namespace) -> int:
             sys.stderr.write(f"{ERROR_PREFIX}{args.file}: rules not imported, nothing changed\n")
             return 1
     count = sum(len(n.rules) for n in parsed.values())
-    print(f"imported {count} rules for {len(parsed)} numbers of client {client}")
+    numbers = _plural(len(parsed), "number")
+    print(f"imported {_plural(count, 'rule')} for {numbers} of client {client}")
     return 0
 
 

@@ -61,3 +61,21 @@ def test_calls_list_of_an_unknown_client_says_so(demo: Path) -> None:
     assert "no such client" in run("calls", "list", "--client", "nobody", "--data", str(demo)).stderr
     known = run("calls", "list", "--client", "mueller", "--data", str(demo))
     assert known.returncode == 0 and known.stdout.strip() == "no call records"
+
+
+def test_counts_in_output_are_singular_for_one(demo: Path, tmp_path: Path) -> None:
+    doc = tmp_path / "one.yaml"
+    doc.write_text(
+        "client: mueller\n"
+        "numbers:\n"
+        "  '+49891234567':\n"
+        "    rules:\n"
+        "      - name: Immer\n"
+        "        steps:\n"
+        "          - targets: ['group:team']\n"
+        "            timeout: 30\n",
+        encoding="utf-8",
+    )
+    proc = run("rules", "import", "mueller", str(doc), "--data", str(demo))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "imported 1 rule for 1 number of client mueller"
