@@ -10,7 +10,8 @@ liveness probe needs a login: HTTP Basic against the user's argon2 hash, or an A
   changes its own rules and override;
 - employee: reads its own business.
 
-Errors are JSON `{"detail": ...}`: 401 login required, 403 not allowed, 404 no such thing,
+Errors are JSON `{"detail": ...}`: 401 login required (or invalid token, invalid user name or
+password), 403 not allowed, 404 no such thing,
 409 conflict, 422 invalid input with `detail` a list of `{"loc", "field", "msg"}`.
 """
 
@@ -476,7 +477,9 @@ class _Logins:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         user: UserRecord | None = None
+        refusal = "login required"  # no credentials (or a scheme we do not take)
         if scheme.lower() == "basic":
+            refusal = "invalid user name or password"
             try:
                 name, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
@@ -485,13 +488,14 @@ class _Logins:
             if user is None:
                 recent.append(now)
         elif scheme.lower() == "bearer" and value.strip():
+            refusal = "invalid token"
             user = await run_in_threadpool(self.store.verify_token, value.strip())
             if user is None:
                 recent.append(now)
         if user is None:
             raise HTTPException(
                 401,
-                "login required",
+                refusal,
                 headers={"WWW-Authenticate": 'Basic realm="heimbuero", Bearer'},
             )
         return user
