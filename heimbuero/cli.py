@@ -196,6 +196,11 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     with _open_store(args.data) as (cfg, store):
         user = accounts.add_user(store, cfg.domain, args.name, args.password, args.role)
     print(f"added user {user.name} (role {user.role}, SIP address sip:{user.name}@{cfg.domain})")
+    if user.name != args.name:
+        print(
+            f"note: user names are lower case: {args.name!r} was added as {user.name!r}; "
+            f"phones must use {user.name!r} (the name is part of the SIP digest)"
+        )
     return 0
 
 
@@ -824,7 +829,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Manage the users who may register phones and log in.",
     )
     user_commands = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
-    name_help = "user name: 1-64 of a-z 0-9 . _ - (stored in lower case)"
+    name_help = (
+        "user name: 1-64 of a-z 0-9 . _ - (upper case is stored as lower case, and said so; "
+        "phones must use the lower-case name)"
+    )
     password_help = (
         f"at least {accounts.MIN_PASSWORD_LENGTH} characters, not containing the user name "
         "and not a common password (note: visible in the process list while the command runs)"

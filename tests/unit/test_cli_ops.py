@@ -57,8 +57,8 @@ def test_rules_import_of_a_missing_file_names_it(demo: Path, tmp_path: Path) -> 
 
 
 def test_calls_list_of_an_unknown_client_says_so(demo: Path) -> None:
-    assert_one_error(run("calls", "list", "--client", "nobody", "--data", str(demo)), "nobody")
-    assert "no such client" in run("calls", "list", "--client", "nobody", "--data", str(demo)).stderr
+    unknown = run("calls", "list", "--client", "nobody", "--data", str(demo))
+    assert_one_error(unknown, "no such client", "nobody")
     known = run("calls", "list", "--client", "mueller", "--data", str(demo))
     assert known.returncode == 0 and known.stdout.strip() == "no call records"
 
@@ -79,3 +79,14 @@ def test_counts_in_output_are_singular_for_one(demo: Path, tmp_path: Path) -> No
     proc = run("rules", "import", "mueller", str(doc), "--data", str(demo))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "imported 1 rule for 1 number of client mueller"
+
+
+def test_user_add_in_upper_case_says_the_name_phones_must_use(demo: Path) -> None:
+    proc = run("user", "add", "Carla", "--password", "Tanne-Moos-4711", "--data", str(demo))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("added user carla ") and "sip:carla@office.example" in lines[0]
+    assert len(lines) == 2 and "'Carla' was added as 'carla'" in lines[1]
+    assert "phones must use 'carla'" in lines[1]
+    plain = run("user", "add", "dora", "--password", "Tanne-Moos-4711", "--data", str(demo))
+    assert plain.returncode == 0 and len(plain.stdout.splitlines()) == 1, plain.stdout
