@@ -96,6 +96,16 @@ def default_domain() -> str:
     return fqdn if _is_domain(fqdn) else "localhost"
 
 
+def _warn_dotless_domain(domain: str, data_dir: Path) -> None:
+    """Say on stderr that the SIP domain taken from the host name is not a qualified name."""
+    sys.stderr.write(
+        f"{PROG}: warning: this machine's name ({socket.gethostname()!r}) has no domain part, "
+        f"so the SIP domain is {domain!r}, not a fully qualified name; to choose another, "
+        f"set [server] domain in {data_dir / config.CONFIG_FILE} before adding users "
+        "(or run 'heimbuero init --domain NAME' on a new data directory)\n"
+    )
+
+
 # -- helpers -------------------------------------------------------------------------------
 
 
@@ -153,6 +163,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"kept     {config_path} (domain {cfg.domain})")
     else:
         domain = args.domain or default_domain()
+        if args.domain is None and "." not in domain:
+            _warn_dotless_domain(domain, data_dir)
         # The database holds HA1 hashes, which let anyone who reads them register as that user.
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_new(config_path, config.default_config_text(domain))
@@ -813,7 +825,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         type=_domain_type,
         help="SIP domain and digest realm, the host part of sip:USER@DOMAIN "
-        "(default: this machine's fully qualified host name, else localhost)",
+        "(default: this machine's fully qualified host name, else localhost; a default "
+        "without a dot is used with a warning on stderr)",
     )
     p.add_argument(
         "--demo",

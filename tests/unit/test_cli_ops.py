@@ -4,8 +4,10 @@ on a temporary demo data directory."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,50 @@ def test_user_add_in_upper_case_says_the_name_phones_must_use(demo: Path) -> Non
     assert "phones must use 'carla'" in lines[1]
     plain = run("user", "add", "dora", "--password", "Tanne-Moos-4711", "--data", str(demo))
     assert plain.returncode == 0 and len(plain.stdout.splitlines()) == 1, plain.stdout
+
+
+def _init_on_host(hostname: str, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`heimbuero init` in a new UTS namespace with this host name (and a network namespace of
+    its own, so resolving the name asks nobody)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux)")
+    probe = subprocess.run(["unshare", "--uts", "--net", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("unshare --uts --net is not permitted here (needs root)")
+    env = {k: v for k, v in os.environ.items() if k != "HEIMBUERO_DATA"}
+    script = 'hostname "$1" && shift && exec "$@"'
+    return subprocess.run(
+        ["unshare", "--uts", "--net", "sh", "-c", script, "sh", hostname,
+         sys.executable, "-m", "heimbuero", "init", "--data", str(data), *args],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+
+
+def _domain_of(data: Path) -> str:
+    domain = tomllib.loads((data / "config.toml").read_text())["server"]["domain"]
+    assert isinstance(domain, str)
+    return domain
+
+
+@pytest.mark.parametrize("hostname", ["heimbuero-box", "localhost"])
+def test_init_says_when_the_host_name_gives_no_qualified_domain(
+    tmp_path: Path, hostname: str
+) -> None:
+    proc = _init_on_host(hostname, tmp_path / "data")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("heimbuero: warning: "), proc.stderr
+    assert f"({hostname!r}) has no domain part" in lines[0]
+    assert f"the SIP domain is {hostname!r}" in lines[0]
+    assert "[server] domain" in lines[0] and "--domain" in lines[0]
+    assert _domain_of(tmp_path / "data") == hostname
+    assert "config.toml" in proc.stdout  # the directory is still set up
+
+
+def test_init_is_quiet_with_a_qualified_host_name_or_domain(tmp_path: Path) -> None:
+    proc = _init_on_host("pbx.office.example", tmp_path / "a")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert _domain_of(tmp_path / "a") == "pbx.office.example"
+    proc = _init_on_host("heimbuero-box", tmp_path / "b", "--domain", "office.example")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert _domain_of(tmp_path / "b") == "office.example"
