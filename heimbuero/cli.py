@@ -516,6 +516,17 @@ def _trunk_changes(args: argparse.Namespace) -> dict[str, Any]:
     return changes
 
 
+def _refuse_own_address(cfg: Config, name: str, host: str, port: int) -> None:
+    """A trunk must not point at this server: raise ConfigError naming the address it hits."""
+    own = config.own_sip_address(cfg, host, port)
+    if own is not None:
+        raise ConfigError(
+            f"trunk {name} would point at this server itself ({host}:{port} is its own SIP "
+            f"address {own}, see [sip] in {cfg.data_dir / config.CONFIG_FILE}): "
+            "give the carrier's address"
+        )
+
+
 def _trunk_line(t: Trunk) -> str:
     reg = f", registers as {t.username}" if t.register else ""
     return (
@@ -530,7 +541,8 @@ def cmd_trunk_add(args: argparse.Namespace) -> int:
     trunk = replace(Trunk(name=name, host="", prefixes=("+49",)), **changes)
     if trunk.register and not (trunk.username and trunk.password):
         return _fail("--register needs --username and --password")
-    with _open_store(args.data) as (_cfg, store):
+    with _open_store(args.data) as (cfg, store):
+        _refuse_own_address(cfg, name, trunk.host, trunk.port)
         store.add_trunk(trunk)
     print("added " + _trunk_line(trunk))
     return 0
@@ -538,8 +550,11 @@ def cmd_trunk_add(args: argparse.Namespace) -> int:
 
 def cmd_trunk_set(args: argparse.Namespace) -> int:
     name = directory.validate_slug(args.name, "trunk name")
-    with _open_store(args.data) as (_cfg, store):
-        trunk = store.update_trunk(name, **_trunk_changes(args))
+    changes = _trunk_changes(args)
+    with _open_store(args.data) as (cfg, store):
+        if "host" in changes:
+            _refuse_own_address(cfg, name, changes["host"], changes["port"])
+        trunk = store.update_trunk(name, **changes)
     print(_trunk_line(trunk))
     return 0
 
@@ -746,7 +761,11 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         )
         p.add_argument("name", metavar="NAME")
         p.add_argument(
-            "--address", required=required, metavar="HOST:PORT", help="the carrier's SIP peer"
+            "--address",
+            required=required,
+            metavar="HOST:PORT",
+            help="the carrier's SIP peer (port 5060 when left out; this server's own SIP "
+            "addresses are refused)",
         )
         p.add_argument("--transport", help="udp (default) or tcp")
         p.add_argument(

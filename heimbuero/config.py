@@ -309,3 +309,44 @@ max_size_mb = {f.max_size_mb}          # largest file
 quota_mb = {f.quota_mb}            # all files of one user at one time; 0: no quota
 link_days = {f.link_days}            # days a download link is valid; the file is deleted after
 """
+
+
+_WILDCARD_HOSTS = ("0.0.0.0", "::")
+
+
+def own_sip_address(cfg: Config, host: str, port: int) -> ListenAddress | None:
+    """The SIP listening address of this server that HOST:PORT reaches, or None.
+
+    A trunk must not point at the server itself: its calls would loop back in. HOST matches
+    a listening address with the same port when it is that address, `localhost` for a
+    loopback one, or (for one on all interfaces) any loopback address; the configured
+    advertise address and the SIP domain name this server too. Other names are not
+    resolved."""
+
+    def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        try:
+            return ipaddress.ip_address(text.strip("[]"))
+        except ValueError:
+            return None
+
+    name = host.strip().strip("[]").lower().rstrip(".")
+    addr = ip(name)
+    ours = {n.lower() for n in (cfg.domain, cfg.sip.advertise or "") if n}
+    for listen in cfg.sip.listen:
+        if listen.port != port:
+            continue
+        bound = ip(listen.host)
+        if name in ours or name == listen.host.lower():
+            return listen
+        if addr is not None and bound is not None and addr == bound:
+            return listen
+        if listen.host in _WILDCARD_HOSTS and (
+            name == "localhost"
+            or (
+                addr is not None and addr.is_loopback and (addr.version == 4 or listen.host == "::")
+            )
+        ):
+            return listen
+        if name == "localhost" and bound is not None and bound.is_loopback:
+            return listen
+    return None

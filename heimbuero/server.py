@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from heimbuero.config import Config, ConfigError, HttpSettings
+from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
 from heimbuero.net.transport import TransportLimits, Transports
 from heimbuero.office.files import FileService
 from heimbuero.office.model import Directory, Override
@@ -403,6 +403,11 @@ class Server:
             "instant_messages": dict(self.messages.stats, waiting=self.messages.waiting()),
         }  # fmt: skip
 
+    def _own_sip_address(self, host: str, port: int) -> str | None:
+        """This server's SIP listening address that HOST:PORT reaches (for trunk checks)."""
+        own = own_sip_address(self.config, host, port)
+        return None if own is None else str(own)
+
     def registrations(self) -> list[dict[str, Any]]:
         now = time.time()
         return [
@@ -511,6 +516,7 @@ class Server:
                 files=self.files,
                 send_message=self.send_message,
                 message_watch=self.watch_messages,
+                own_sip_address=self._own_sip_address,
                 digest=DigestAuthenticator(
                     self.config.domain,
                     self._secret,

@@ -24,7 +24,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -88,6 +88,8 @@ class WebContext:
     message_watch: (
         Callable[[str, Callable[[str, dict[str, Any]], None]], Callable[[], None]] | None
     ) = None
+    # the server's own SIP address that HOST, PORT reaches (a trunk must not point there)
+    own_sip_address: Callable[[str, int], str | None] | None = None
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -949,13 +951,24 @@ def create_app(ctx: WebContext) -> FastAPI:
         require_staff(user)
         return [_trunk_out(t) for t in store.list_trunks()]
 
+    def refuse_own_address(trunk: Trunk) -> None:
+        own = ctx.own_sip_address and ctx.own_sip_address(trunk.host, trunk.port)
+        if own:
+            raise _InvalidField(
+                ["body", "host"],
+                f"{trunk.host}:{trunk.port} is this server's own SIP address {own}: "
+                "a trunk must point at the carrier",
+            )
+
     @app.post("/api/trunks", status_code=201, tags=["trunks"])
     def create_trunk(body: TrunkCreate, user: Me) -> TrunkOut:
         require_admin(user)
         fields = body.model_dump(exclude_none=True, by_alias=True)
         if "prefixes" in fields:
             fields["prefixes"] = tuple(fields["prefixes"])
-        return _trunk_out(store.add_trunk(Trunk(**fields)))
+        trunk = Trunk(**fields)
+        refuse_own_address(trunk)
+        return _trunk_out(store.add_trunk(trunk))
 
     @app.patch("/api/trunks/{name}", tags=["trunks"])
     def patch_trunk(name: str, body: TrunkFields, user: Me) -> TrunkOut:
@@ -966,6 +979,12 @@ def create_app(ctx: WebContext) -> FastAPI:
         for required in ("host", "port", "transport", "prefixes", "register"):
             if required in changes and changes[required] is None:
                 raise _InvalidField(["body", required], "must not be null")
+        if "host" in changes or "port" in changes:
+            stored = store.get_trunk(name)
+            if stored is None:
+                raise NotFound("trunk", name)
+            address = {k: changes[k] for k in ("host", "port") if k in changes}
+            refuse_own_address(replace(stored, **address))
         return _trunk_out(store.update_trunk(name, **changes))
 
     @app.delete("/api/trunks/{name}", status_code=204, tags=["trunks"])

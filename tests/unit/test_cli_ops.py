@@ -139,3 +139,41 @@ def test_init_is_quiet_with_a_qualified_host_name_or_domain(tmp_path: Path) -> N
     proc = _init_on_host("heimbuero-box", tmp_path / "b", "--domain", "office.example")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert _domain_of(tmp_path / "b") == "office.example"
+
+
+def test_trunk_at_the_servers_own_address_is_refused(demo: Path) -> None:
+    d = ["--data", str(demo)]
+    before = run("trunk", "list", *d).stdout
+    for address in ("127.0.0.1", "127.0.0.1:5060", "localhost", "office.example:5060"):
+        line = assert_one_error(
+            run("trunk", "set", "carrier", "--address", address, *d),
+            "trunk carrier would point at this server itself",
+            "udp:127.0.0.1:5060",
+        )
+        assert "config.toml" in line
+    assert_one_error(run("trunk", "add", "loop", "--address", "127.0.0.1", *d), "trunk loop")
+    assert run("trunk", "list", *d).stdout == before  # nothing changed
+    other_port = run("trunk", "set", "carrier", "--address", "127.0.0.1:5070", *d)
+    assert other_port.returncode == 0, other_port.stderr
+    assert "udp:127.0.0.1:5070" in other_port.stdout
+
+
+def test_trunk_refusal_follows_the_configured_listen_and_advertise(
+    demo: Path, tmp_path: Path
+) -> None:
+    data = Path(shutil.copytree(demo, tmp_path / "data"))
+    cfg = data / "config.toml"
+    text = cfg.read_text(encoding="utf-8")
+    text = text.replace(
+        'listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]',
+        'listen = ["udp:0.0.0.0:5080"]\nadvertise = "192.0.2.10"',
+    )
+    cfg.write_text(text, encoding="utf-8")
+    d = ["--data", str(data)]
+    for address in ("192.0.2.10:5080", "127.0.0.1:5080", "127.0.0.7:5080"):
+        assert_one_error(
+            run("trunk", "set", "carrier", "--address", address, *d), "udp:0.0.0.0:5080"
+        )
+    for address in ("127.0.0.1:5060", "192.0.2.10:5060", "192.0.2.11:5080"):
+        proc = run("trunk", "set", "carrier", "--address", address, *d)
+        assert proc.returncode == 0, (address, proc.stderr)
