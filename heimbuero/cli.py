@@ -258,6 +258,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = replace(cfg, sip=replace(cfg.sip, listen=args.sip))
     if args.http is not None:
         cfg = replace(cfg, http=replace(cfg.http, listen=args.http))
+    if args.log_level is not None:
+        cfg = replace(cfg, log_level=args.log_level)
     try:
         from heimbuero.server import run
     except ModuleNotFoundError as exc:
@@ -931,7 +933,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[data],
         help="run the server",
         description="Run the SIP server (and HTTP, when configured) until SIGINT or SIGTERM. "
-        "--sip and --http override the addresses in config.toml.",
+        "--sip and --http override the addresses in config.toml, --log-level its log level.",
     )
     p.add_argument(
         "--sip",
@@ -944,6 +946,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         type=_http_type,
         help="HTTP listen address",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=config.LOG_LEVELS,
+        help="what to log on stderr: info logs one line per registration change and per call "
+        "(default: [server] log_level in config.toml, else info)",
     )
     p.set_defaults(func=cmd_serve)
     _add_office_parsers(commands, data)

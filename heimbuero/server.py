@@ -109,6 +109,23 @@ def _peer_parse(text: str) -> Peer:
     return (transport, host.strip("[]"), int(port))
 
 
+reg_log = logging.getLogger("heimbuero.registrar")
+
+
+def _log_registrations(added: list[Binding], removed: list[Binding], now: float) -> None:
+    """One INFO line per registration change: a contact registered (or refreshed), removed
+    by its phone, or expired."""
+    if not reg_log.isEnabledFor(logging.INFO):
+        return
+    line = "registration %s user=%s contact=%s source=%s expires=%d"
+    for b in added:
+        reg_log.info(line, "registered", b.aor, b.contact, _peer_text(b.received),
+                     round(b.expires_at - now))  # fmt: skip
+    for b in removed:
+        event = "expired" if b.expires_at <= now else "unregistered"
+        reg_log.info(line, event, b.aor, b.contact, _peer_text(b.received), 0)
+
+
 def _to_record(b: Binding) -> BindingRecord:
     return BindingRecord(
         aor=b.aor, contact=b.contact, received=_peer_text(b.received), expires_at=b.expires_at,
@@ -231,6 +248,7 @@ class Server:
             ),
         )
         self.core.is_connected = self.transports.is_connected
+        self.core.binding_listeners.append(_log_registrations)
         closed = self.store.close_open_call_records(datetime.now(UTC))
         if closed:
             log.info("closed %d call records left open by the last stop", closed)
@@ -598,7 +616,7 @@ class Server:
 def run(config: Config) -> int:
     """Serve until SIGINT/SIGTERM; 0 after a clean stop. Raises ConfigError for unusable setup."""
     logging.basicConfig(
-        level=logging.INFO,
+        level=config.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )

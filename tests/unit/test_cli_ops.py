@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from heimbuero import config
+
 ERR = "heimbuero: error: "
 
 
@@ -177,3 +179,23 @@ def test_trunk_refusal_follows_the_configured_listen_and_advertise(
     for address in ("127.0.0.1:5060", "192.0.2.10:5060", "192.0.2.11:5080"):
         proc = run("trunk", "set", "carrier", "--address", address, *d)
         assert proc.returncode == 0, (address, proc.stderr)
+
+
+def test_log_level_from_config_and_flag(demo: Path, tmp_path: Path) -> None:
+    data = Path(shutil.copytree(demo, tmp_path / "data"))
+    cfg = data / "config.toml"
+    assert config.load(data).log_level == "info"
+    assert 'log_level = "info"' in cfg.read_text(encoding="utf-8")  # init writes the default
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace('log_level = "info"', 'log_level = "warning"'),
+        encoding="utf-8",
+    )
+    assert config.load(data).log_level == "warning"
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace('log_level = "warning"', 'log_level = "loud"'),
+        encoding="utf-8",
+    )
+    assert_one_error(run("serve", "--data", str(data)), "[server] log_level", "debug, info")
+    usage = run("serve", "--log-level", "loud", "--data", str(demo))
+    assert usage.returncode == 2 and usage.stderr.startswith(ERR), usage.stderr
+    assert "--log-level" in run("serve", "--help").stdout
