@@ -97,6 +97,16 @@ def default_domain() -> str:
     return fqdn if _is_domain(fqdn) else "localhost"
 
 
+def _warn_dotless_domain(domain: str, data_dir: Path) -> None:
+    """Say on stderr that the SIP domain taken from the host name is not a qualified name."""
+    sys.stderr.write(
+        f"{PROG}: warning: this machine's name ({socket.gethostname()!r}) has no domain part, "
+        f"so the SIP domain is {domain!r}, not a fully qualified name; to choose another, "
+        f"set [server] domain in {data_dir / config.CONFIG_FILE} before adding users "
+        "(or run 'heimbuero init --domain NAME' on a new data directory)\n"
+    )
+
+
 # -- helpers -------------------------------------------------------------------------------
 
 
@@ -154,6 +164,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"kept     {config_path} (domain {cfg.domain})")
     else:
         domain = args.domain or default_domain()
+        if args.domain is None and "." not in domain:
+            _warn_dotless_domain(domain, data_dir)
         # The database holds HA1 hashes, which let anyone who reads them register as that user.
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_new(config_path, config.default_config_text(domain))
@@ -197,6 +209,11 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     with _open_store(args.data) as (cfg, store):
         user = accounts.add_user(store, cfg.domain, args.name, args.password, args.role)
     print(f"added user {user.name} (role {user.role}, SIP address sip:{user.name}@{cfg.domain})")
+    if user.name != args.name:
+        print(
+            f"note: user names are lower case: {args.name!r} was added as {user.name!r}; "
+            f"phones must use {user.name!r} (the name is part of the SIP digest)"
+        )
     return 0
 
 
@@ -242,6 +259,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = replace(cfg, sip=replace(cfg.sip, listen=args.sip))
     if args.http is not None:
         cfg = replace(cfg, http=replace(cfg.http, listen=args.http))
+    if args.log_level is not None:
+        cfg = replace(cfg, log_level=args.log_level)
     try:
         from heimbuero.server import run
     except ModuleNotFoundError as exc:
@@ -252,6 +271,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # -- office commands -----------------------------------------------------------------------
+
+
+def _plural(count: int, word: str) -> str:
+    """'1 number', '2 numbers'."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def _split(value: str | None) -> list[str]:
@@ -301,7 +325,12 @@ def cmd_rules_import(args: argparse.Namespace) -> int:
 
     client = directory.validate_slug(args.client)
     path = Path(args.file)
-    text = sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")
+    try:
+        text = sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return _fail(f"cannot read rules document {args.file}: {exc.strerror or exc}")
+    except UnicodeDecodeError:
+        return _fail(f"cannot read rules document {args.file}: it is not UTF-8 text")
     with _open_store(args.data) as (_cfg, store):
         try:
             doc = from_text(text)
@@ -315,7 +344,8 @@ def cmd_rules_import(args: argparse.Namespace) -> int:
             sys.stderr.write(f"{ERROR_PREFIX}{args.file}: rules not imported, nothing changed\n")
             return 1
     count = sum(len(n.rules) for n in parsed.values())
-    print(f"imported {count} rules for {len(parsed)} numbers of client {client}")
+    numbers = _plural(len(parsed), "number")
+    print(f"imported {_plural(count, 'rule')} for {numbers} of client {client}")
     return 0
 
 
@@ -506,6 +536,17 @@ def _trunk_inbound(args: argparse.Namespace, domain: str) -> dict[str, Any]:
     return {"inbound": inbound}
 
 
+def _refuse_own_address(cfg: Config, name: str, host: str, port: int) -> None:
+    """A trunk must not point at this server: raise ConfigError naming the address it hits."""
+    own = config.own_sip_address(cfg, host, port)
+    if own is not None:
+        raise ConfigError(
+            f"trunk {name} would point at this server itself ({host}:{port} is its own SIP "
+            f"address {own}, see [sip] in {cfg.data_dir / config.CONFIG_FILE}): "
+            "give the carrier's address"
+        )
+
+
 def _trunk_line(t: Trunk) -> str:
     reg = f", registers as {t.username}" if t.register else ""
     i = t.inbound
@@ -524,6 +565,7 @@ def cmd_trunk_add(args: argparse.Namespace) -> int:
         return _fail("--register needs --username and --password")
     with _open_store(args.data) as (cfg, store):
         trunk = replace(trunk, **_trunk_inbound(args, cfg.domain))
+        _refuse_own_address(cfg, name, trunk.host, trunk.port)
         store.add_trunk(trunk)
     print("added " + _trunk_line(trunk))
     return 0
@@ -533,6 +575,8 @@ def cmd_trunk_set(args: argparse.Namespace) -> int:
     name = directory.validate_slug(args.name, "trunk name")
     with _open_store(args.data) as (cfg, store):
         changes = _trunk_changes(args) | _trunk_inbound(args, cfg.domain)
+        if "host" in changes:
+            _refuse_own_address(cfg, name, changes["host"], changes["port"])
         trunk = store.update_trunk(name, **changes)
     print(_trunk_line(trunk))
     return 0
@@ -610,8 +654,11 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_calls_list(args: argparse.Namespace) -> int:
+    client = None if args.client is None else directory.validate_slug(args.client)
     with _open_store(args.data) as (_cfg, store):
-        records = store.list_call_records(args.client, limit=args.limit)
+        if client is not None and store.get_client(client) is None:
+            raise NotFound("client", client)
+        records = store.list_call_records(client, limit=args.limit)
     if not records:
         print("no call records")
         return 0
@@ -738,7 +785,11 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         )
         p.add_argument("name", metavar="NAME")
         p.add_argument(
-            "--address", required=required, metavar="HOST:PORT", help="the carrier's SIP peer"
+            "--address",
+            required=required,
+            metavar="HOST:PORT",
+            help="the carrier's SIP peer (port 5060 when left out; this server's own SIP "
+            "addresses are refused)",
         )
         p.add_argument("--transport", help="udp (default) or tcp")
         p.add_argument(
@@ -831,7 +882,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         type=_domain_type,
         help="SIP domain and digest realm, the host part of sip:USER@DOMAIN "
-        "(default: this machine's fully qualified host name, else localhost)",
+        "(default: this machine's fully qualified host name, else localhost; a default "
+        "without a dot is used with a warning on stderr)",
     )
     p.add_argument(
         "--demo",
@@ -847,7 +899,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Manage the users who may register phones and log in.",
     )
     user_commands = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
-    name_help = "user name: 1-64 of a-z 0-9 . _ - (stored in lower case)"
+    name_help = (
+        "user name: 1-64 of a-z 0-9 . _ - (upper case is stored as lower case, and said so; "
+        "phones must use the lower-case name)"
+    )
     password_help = (
         f"at least {accounts.MIN_PASSWORD_LENGTH} characters, not containing the user name "
         "and not a common password (note: visible in the process list while the command runs)"
@@ -914,7 +969,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[data],
         help="run the server",
         description="Run the SIP server (and HTTP, when configured) until SIGINT or SIGTERM. "
-        "--sip and --http override the addresses in config.toml.",
+        "--sip and --http override the addresses in config.toml, --log-level its log level.",
     )
     p.add_argument(
         "--sip",
@@ -927,6 +982,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         type=_http_type,
         help="HTTP listen address",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=config.LOG_LEVELS,
+        help="what to log on stderr: info logs one line per registration change and per call "
+        "(default: [server] log_level in config.toml, else info)",
     )
     p.set_defaults(func=cmd_serve)
     _add_office_parsers(commands, data)

@@ -15,6 +15,7 @@ FILES_DIR = "files"
 DATA_ENV = "HEIMBUERO_DATA"
 
 DIGEST_ALGORITHMS = ("MD5", "SHA-256")
+LOG_LEVELS = ("debug", "info", "warning")  # [server] log_level and serve --log-level
 
 
 class ConfigError(Exception):
@@ -102,6 +103,7 @@ class Config:
     http: HttpSettings = field(default_factory=HttpSettings)
     messages: MessageSettings = field(default_factory=MessageSettings)
     files: FileSettings = field(default_factory=FileSettings)
+    log_level: str = "info"  # one of LOG_LEVELS: info logs every registration change and call
 
     @property
     def files_dir(self) -> Path:
@@ -182,6 +184,9 @@ def load(data_dir: Path) -> Config:
     domain = server.get("domain")
     if not isinstance(domain, str) or not domain:
         raise ConfigError(f"{path}: [server] domain is missing")
+    log_level = server.get("log_level", "info")
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"{path}: [server] log_level must be one of {', '.join(LOG_LEVELS)}")
     sip_raw = dict(raw.get("sip", {}))
     defaults = SipSettings()
     kwargs: dict[str, object] = {}
@@ -221,7 +226,7 @@ def load(data_dir: Path) -> Config:
         raise ConfigError(f"{path}: [files] max_size_mb and link_days must be at least 1")
     return Config(
         data_dir=data_dir, domain=domain.lower(), sip=sip, http=http, messages=messages,
-        files=files,
+        files=files, log_level=log_level,
     )  # fmt: skip
 
 
@@ -253,6 +258,9 @@ def default_config_text(domain: str) -> str:
 # SIP domain: the host part of every user's address (sip:NAME@DOMAIN) and the digest realm.
 # Changing it later invalidates stored SIP password hashes (set them again with 'user passwd').
 domain = "{domain}"
+# What the server logs on stderr: "info" (one line per registration change and per call, and
+# the other events), "warning" (problems only) or "debug"; 'serve --log-level' overrides it.
+log_level = "info"
 
 [sip]
 listen = [{listen}]
@@ -309,3 +317,44 @@ max_size_mb = {f.max_size_mb}          # largest file
 quota_mb = {f.quota_mb}            # all files of one user at one time; 0: no quota
 link_days = {f.link_days}            # days a download link is valid; the file is deleted after
 """
+
+
+_WILDCARD_HOSTS = ("0.0.0.0", "::")
+
+
+def own_sip_address(cfg: Config, host: str, port: int) -> ListenAddress | None:
+    """The SIP listening address of this server that HOST:PORT reaches, or None.
+
+    A trunk must not point at the server itself: its calls would loop back in. HOST matches
+    a listening address with the same port when it is that address, `localhost` for a
+    loopback one, or (for one on all interfaces) any loopback address; the configured
+    advertise address and the SIP domain name this server too. Other names are not
+    resolved."""
+
+    def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        try:
+            return ipaddress.ip_address(text.strip("[]"))
+        except ValueError:
+            return None
+
+    name = host.strip().strip("[]").lower().rstrip(".")
+    addr = ip(name)
+    ours = {n.lower() for n in (cfg.domain, cfg.sip.advertise or "") if n}
+    for listen in cfg.sip.listen:
+        if listen.port != port:
+            continue
+        bound = ip(listen.host)
+        if name in ours or name == listen.host.lower():
+            return listen
+        if addr is not None and bound is not None and addr == bound:
+            return listen
+        if listen.host in _WILDCARD_HOSTS and (
+            name == "localhost"
+            or (
+                addr is not None and addr.is_loopback and (addr.version == 4 or listen.host == "::")
+            )
+        ):
+            return listen
+        if name == "localhost" and bound is not None and bound.is_loopback:
+            return listen
+    return None

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from heimbuero.config import Config, ConfigError, HttpSettings
+from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
 from heimbuero.net.transport import TransportLimits, Transports
 from heimbuero.office.files import FileService
 from heimbuero.office.model import Directory, Override
@@ -108,6 +108,23 @@ def _peer_parse(text: str) -> Peer:
     transport, _, rest = text.partition(":")
     host, _, port = rest.rpartition(":")
     return (transport, host.strip("[]"), int(port))
+
+
+reg_log = logging.getLogger("heimbuero.registrar")
+
+
+def _log_registrations(added: list[Binding], removed: list[Binding], now: float) -> None:
+    """One INFO line per registration change: a contact registered (or refreshed), removed
+    by its phone, or expired."""
+    if not reg_log.isEnabledFor(logging.INFO):
+        return
+    line = "registration %s user=%s contact=%s source=%s expires=%d"
+    for b in added:
+        reg_log.info(line, "registered", b.aor, b.contact, _peer_text(b.received),
+                     round(b.expires_at - now))  # fmt: skip
+    for b in removed:
+        event = "expired" if b.expires_at <= now else "unregistered"
+        reg_log.info(line, event, b.aor, b.contact, _peer_text(b.received), 0)
 
 
 def _to_record(b: Binding) -> BindingRecord:
@@ -233,6 +250,7 @@ class Server:
             ),
         )
         self.core.is_connected = self.transports.is_connected
+        self.core.binding_listeners.append(_log_registrations)
         closed = self.store.close_open_call_records(datetime.now(UTC))
         if closed:
             log.info("closed %d call records left open by the last stop", closed)
@@ -405,6 +423,11 @@ class Server:
             "instant_messages": dict(self.messages.stats, waiting=self.messages.waiting()),
         }  # fmt: skip
 
+    def _own_sip_address(self, host: str, port: int) -> str | None:
+        """This server's SIP listening address that HOST:PORT reaches (for trunk checks)."""
+        own = own_sip_address(self.config, host, port)
+        return None if own is None else str(own)
+
     def registrations(self) -> list[dict[str, Any]]:
         now = time.time()
         return [
@@ -513,6 +536,7 @@ class Server:
                 files=self.files,
                 send_message=self.send_message,
                 message_watch=self.watch_messages,
+                own_sip_address=self._own_sip_address,
                 digest=DigestAuthenticator(
                     self.config.domain,
                     self._secret,
@@ -594,7 +618,7 @@ class Server:
 def run(config: Config) -> int:
     """Serve until SIGINT/SIGTERM; 0 after a clean stop. Raises ConfigError for unusable setup."""
     logging.basicConfig(
-        level=logging.INFO,
+        level=config.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )

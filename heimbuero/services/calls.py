@@ -8,6 +8,7 @@ the call state routing needs: who is in a call, who answered last, the active ov
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
@@ -56,6 +57,9 @@ class ActiveCall:
     answered_by: str | None
     answered_at: float
     users: tuple[str, ...]
+    plan: RoutePlan | None = None  # for the log line at its end
+    label: str = ""
+    ring_seconds: float = 0.0
 
 
 class PlanRun:
@@ -99,6 +103,8 @@ class PlanRun:
         self.calls.log.call_updated(
             self.record_id, result=result, ended_at=_utc(now), ring_seconds=now - self.started
         )
+        if log.isEnabledFor(logging.INFO):
+            _log_call(self.plan, result, "", now - self.started, 0.0)
 
     def answered_late(self, target: Target, now: float) -> None:
         return None  # a 2xx after the final answer: the caller's side hangs it up
@@ -179,7 +185,7 @@ class CallRouting:
         record_id = self.log.call_started(
             call_id, number, caller, _utc(now), plan.client, plan.rule
         )
-        log.info("call %s from %s to %s: %s", call_id, caller, number, plan.reason)
+        log.debug("call %s from %s to %s: %s", call_id, caller, number, plan.reason)
         return PlanRun(self, plan, call_id, caller, caller_user, record_id, now)
 
     def targets_for(self, target: str, run: PlanRun, now: float) -> list[Target]:
@@ -242,7 +248,10 @@ class CallRouting:
 
     def answered(self, run: PlanRun, user: str | None, label: str, now: float) -> None:
         users = tuple(u for u in (user, run.caller_user) if u)
-        self.active[run.call_id] = ActiveCall(run.record_id, user, now, users)
+        ring = now - run.started
+        self.active[run.call_id] = ActiveCall(
+            run.record_id, user, now, users, run.plan, label, ring
+        )
         if user is not None:
             self.last_answered[user] = now
             for group in self.directory.groups.values():
@@ -261,6 +270,8 @@ class CallRouting:
             call.record_id, result="answered", ended_at=_utc(now),
             talk_seconds=now - call.answered_at,
         )  # fmt: skip
+        if call.plan is not None and log.isEnabledFor(logging.INFO):
+            _log_call(call.plan, "answered", call.label, call.ring_seconds, now - call.answered_at)
 
     def close_all(self, now: float) -> None:
         """The server stops: every answered call still up gets its talk time so far."""
@@ -312,6 +323,16 @@ class _Registered(AbstractSet[str]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+def _log_call(plan: RoutePlan, outcome: str, answered_by: str, ring: float, talk: float) -> None:
+    """The one INFO line of a routed call, at its end."""
+    log.info(
+        "call number=%s client=%s rule=%s outcome=%s answered_by=%s ring=%.1fs talk=%.1fs",
+        plan.number, plan.client or "-", json.dumps(plan.rule or "(default)", ensure_ascii=False),
+        outcome, answered_by or "-",
+        ring, talk,
+    )  # fmt: skip
 
 
 def _utc(ts: float) -> datetime:

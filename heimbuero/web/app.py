@@ -10,7 +10,8 @@ liveness probe needs a login: HTTP Basic against the user's argon2 hash, or an A
   changes its own rules and override;
 - employee: reads its own business.
 
-Errors are JSON `{"detail": ...}`: 401 login required, 403 not allowed, 404 no such thing,
+Errors are JSON `{"detail": ...}`: 401 login required (or invalid token, invalid user name or
+password), 403 not allowed, 404 no such thing,
 409 conflict, 422 invalid input with `detail` a list of `{"loc", "field", "msg"}`.
 """
 
@@ -23,7 +24,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -88,6 +89,8 @@ class WebContext:
     message_watch: (
         Callable[[str, Callable[[str, dict[str, Any]], None]], Callable[[], None]] | None
     ) = None
+    # the server's own SIP address that HOST, PORT reaches (a trunk must not point there)
+    own_sip_address: Callable[[str, int], str | None] | None = None
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -504,7 +507,9 @@ class _Logins:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         user: UserRecord | None = None
+        refusal = "login required"  # no credentials (or a scheme we do not take)
         if scheme.lower() == "basic":
+            refusal = "invalid user name or password"
             try:
                 name, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
@@ -513,13 +518,14 @@ class _Logins:
             if user is None:
                 recent.append(now)
         elif scheme.lower() == "bearer" and value.strip():
+            refusal = "invalid token"
             user = await run_in_threadpool(self.store.verify_token, value.strip())
             if user is None:
                 recent.append(now)
         if user is None:
             raise HTTPException(
                 401,
-                "login required",
+                refusal,
                 headers={"WWW-Authenticate": 'Basic realm="heimbuero", Bearer'},
             )
         return user
@@ -973,6 +979,15 @@ def create_app(ctx: WebContext) -> FastAPI:
         require_staff(user)
         return [_trunk_out(t) for t in store.list_trunks()]
 
+    def refuse_own_address(trunk: Trunk) -> None:
+        own = ctx.own_sip_address and ctx.own_sip_address(trunk.host, trunk.port)
+        if own:
+            raise _InvalidField(
+                ["body", "host"],
+                f"{trunk.host}:{trunk.port} is this server's own SIP address {own}: "
+                "a trunk must point at the carrier",
+            )
+
     @app.post("/api/trunks", status_code=201, tags=["trunks"])
     def create_trunk(body: TrunkCreate, user: Me) -> TrunkOut:
         require_admin(user)
@@ -980,7 +995,9 @@ def create_app(ctx: WebContext) -> FastAPI:
         if "prefixes" in fields:
             fields["prefixes"] = tuple(fields["prefixes"])
         _inbound_change(fields, realm())
-        return _trunk_out(store.add_trunk(Trunk(**fields)))
+        trunk = Trunk(**fields)
+        refuse_own_address(trunk)
+        return _trunk_out(store.add_trunk(trunk))
 
     @app.patch("/api/trunks/{name}", tags=["trunks"])
     def patch_trunk(name: str, body: TrunkFields, user: Me) -> TrunkOut:
@@ -992,6 +1009,12 @@ def create_app(ctx: WebContext) -> FastAPI:
             if required in changes and changes[required] is None:
                 raise _InvalidField(["body", required], "must not be null")
         _inbound_change(changes, realm())
+        if "host" in changes or "port" in changes:
+            stored = store.get_trunk(name)
+            if stored is None:
+                raise NotFound("trunk", name)
+            address = {k: changes[k] for k in ("host", "port") if k in changes}
+            refuse_own_address(replace(stored, **address))
         return _trunk_out(store.update_trunk(name, **changes))
 
     @app.delete("/api/trunks/{name}", status_code=204, tags=["trunks"])

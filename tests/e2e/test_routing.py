@@ -340,6 +340,16 @@ def received_invites(result: SippResult | SippProcess) -> list[SipMessage]:
     return [m for m in received_messages(result) if m.method == "INVITE"]
 
 
+def logged_calls(office: Any) -> list[tuple[str, str, str, str]]:
+    """(rule, outcome, answered by, talk seconds) of each call's log line in the server log."""
+    log = office.server.log_path.read_text(encoding="utf-8")
+    pattern = (
+        rf"INFO heimbuero\.calls: call number={re.escape(NUMBER)} client={CLIENT} rule=(\S+) "
+        r"outcome=(\S+) answered_by=(\S+) ring=\d+\.\ds talk=(\d+\.\d)s\n"
+    )
+    return re.findall(pattern, log)
+
+
 def steps_of(plan: dict[str, Any]) -> list[tuple[list[str], int]]:
     return [(s["targets"], s["timeout"]) for s in plan["steps"]]
 
@@ -389,6 +399,12 @@ def test_weekday_owner_busy_then_agent_answers(office_factory: Any) -> None:
     assert (rec.step, rec.answered_by, rec.result) == ("2", "user:anna", "answered"), rec
     assert CALLER in rec.caller, rec
     assert rec.talk_seconds > 0, rec
+    # one log line for the call, at its end, and one per registration change of the phones
+    ((rule, outcome, answered_by, talk),) = logged_calls(office)
+    assert (rule, outcome, answered_by) == ('"Werktag"', "answered", "user:anna")
+    assert float(talk) > 0
+    log = office.server.log_path.read_text(encoding="utf-8")
+    assert re.search(r"INFO heimbuero\.registrar: registration registered user=anna ", log)
 
 
 def test_weekday_no_answer_moves_on_after_step_timeout(office_factory: Any) -> None:
@@ -531,6 +547,10 @@ def test_unanswered_calls_leave_busy_and_no_answer_records(office_factory: Any) 
         assert rec.answered_by == "-", rec
     assert first.result == "busy", first
     assert second.result == "no_answer", second
+    assert [(rule, outcome, by) for rule, outcome, by, _ in logged_calls(office)] == [
+        ('"Werktag"', "busy", "-"),
+        ('"Werktag"', "no_answer", "-"),
+    ]
 
 
 def test_call_ringing_when_the_server_stops_gets_a_finished_record(office_factory: Any) -> None:
