@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from heimbuero.office.callpolicy import CallPolicy
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 GROUP_STRATEGIES = ("ring_all", "longest_idle", "round_robin")
 OVERRIDE_TARGETS = ("office", "mobile")
@@ -40,6 +42,7 @@ class Client:
     timezone: str = "Europe/Berlin"
     bundesland: str = "BY"
     closure_days: tuple[date, ...] = ()
+    call_policy: CallPolicy = field(default_factory=CallPolicy)  # calls out, approved numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ class Trunk:
     username: str | None = None  # registration to the carrier, when it wants one
     password: str | None = None
     register: bool = False
+    call_policy: CallPolicy = field(default_factory=CallPolicy)  # classes, prefixes, caps
 
 
 @dataclass(frozen=True, slots=True)

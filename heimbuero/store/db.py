@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from heimbuero.office.callpolicy import policy_from_json
 from heimbuero.office.model import (
     Client,
     Directory,
@@ -316,6 +317,7 @@ def _client(row: ClientRow) -> Client:
         timezone=row.timezone,
         bundesland=row.bundesland,
         closure_days=tuple(date.fromisoformat(d) for d in row.closure_days or ()),
+        call_policy=policy_from_json(row.call_policy),
     )
 
 
@@ -329,6 +331,7 @@ def _client_values(c: Client) -> dict[str, Any]:
         "timezone": c.timezone,
         "bundesland": c.bundesland,
         "closure_days": sorted(d.isoformat() for d in c.closure_days),
+        "call_policy": c.call_policy.to_json(),
     }
 
 
@@ -342,6 +345,7 @@ def _trunk(row: TrunkRow) -> Trunk:
         username=row.username,
         password=row.password,
         register=bool(row.register),
+        call_policy=policy_from_json(row.call_policy),
     )
 
 
@@ -1073,6 +1077,17 @@ class Store(MessageStore, FileStore):
         with Session(self._engine) as session:
             return [_call_record(r) for r in session.scalars(stmt.limit(limit))]
 
+    def external_talk_seconds(self, client: str, since: datetime) -> float:
+        """Talk time of the client's answered calls out through a trunk (answered by an
+        `external:` target) that started at or after `since`: what its daily cap counts."""
+        stmt = select(func.coalesce(func.sum(CallRecordRow.talk_seconds), 0.0)).where(
+            CallRecordRow.client == client,
+            CallRecordRow.started_at >= as_utc(since),
+            CallRecordRow.answered_by.like("external:%"),
+        )
+        with Session(self._engine) as session:
+            return float(session.scalar(stmt) or 0.0)
+
     def close_open_call_records(self, now: datetime) -> int:
         """Finish the records of calls cut off by a server stop (ended_at still empty): answered
         ones end 'answered' with talk time up to `now`, the others 'failed'. Run at startup."""
@@ -1175,6 +1190,7 @@ def _trunk_values(t: Trunk) -> dict[str, Any]:
         "username": t.username,
         "password": t.password,
         "register": t.register,
+        "call_policy": t.call_policy.to_json(),
     }
 
 
