@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from heimbuero.office import accounts, directory
+from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.office.accounts import credentials, verify_password
 from heimbuero.office.files import FileService
 from heimbuero.office.messaging import FILE_TRANSFER, content_view
@@ -87,6 +87,8 @@ class WebContext:
     message_watch: (
         Callable[[str, Callable[[str, dict[str, Any]], None]], Callable[[], None]] | None
     ) = None
+    # a watch of warnings for the provider's staff (a cap of calls out reached)
+    warning_watch: Callable[[Callable[[dict[str, Any]], None]], Callable[[], None]] | None = None
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -613,13 +615,13 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     def rules_writable_client(user: UserRecord, client_id: str) -> Client:
         c = readable_client(user, client_id)
-        if user.role == "admin" or (user.role == "client" and user.client == c.id):
+        if callpolicy.may_change_rules(user.role, user.client, c.id):
             return c
         raise _forbidden("only admins and the client itself may change its rules")
 
     def override_writable_client(user: UserRecord, client_id: str) -> Client:
         c = readable_client(user, client_id)
-        if user.role in STAFF_ROLES or (user.role == "client" and user.client == c.id):
+        if callpolicy.may_change_forwarding(user.role, user.client, c.id):
             return c
         raise _forbidden("only staff and the client itself may change its override")
 
@@ -681,6 +683,18 @@ def create_app(ctx: WebContext) -> FastAPI:
         stop = ctx.presence_watch(user.name, lambda item: events.put("presence", item))
         opening = f"event: snapshot\ndata: {json.dumps(ctx.presence(user.name))}\n\n"
         return events.response(request, opening, stop)
+
+    @app.get("/api/events", tags=["server"])
+    async def staff_events(user: Me, request: Request) -> StreamingResponse:
+        """Server-Sent Events for provider staff: one `warning` event per call out refused by
+        a cap (`{"kind": "call_out_cap", "client", "trunk", "number", "status", "reason",
+        "warning", "at"}`); a comment every 15 s keeps it open."""
+        require_staff(user)
+        if ctx.warning_watch is None:
+            raise HTTPException(503, "events are not available")
+        events = _EventStream()
+        stop = ctx.warning_watch(lambda item: events.put("warning", item))
+        return events.response(request, ": staff events\n\n", stop)
 
     @app.get("/api/me", tags=["users"])
     def me(user: Me) -> UserOut:
