@@ -302,11 +302,11 @@ _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\
 
 
 def text_problem(value: str, multiline: bool = False) -> str | None:
-    """Why `value` may not be shown or put into a SIP header, or None: C0/C1 control characters
-    (CR, LF, NUL, ...; tab and, with `multiline`, LF are allowed in free texts), bidi overrides
-    and isolates, line/paragraph separators."""
+    """Why `value` may not be shown or put into a SIP header, or None: C0/C1 control
+    characters (CR, LF, NUL, ...; tab, and with `multiline` CR and LF, are allowed), bidi
+    overrides and isolates, line/paragraph separators."""
     for ch in value:
-        if ch == "\t" or (multiline and ch == "\n"):
+        if ch == "\t" or (multiline and ch in "\r\n"):
             continue
         code = ord(ch)
         if code < 0x20 or 0x7F <= code < 0xA0:

@@ -232,7 +232,8 @@ class CallRouting:
         trunks = self.directory.trunks.values()
         trunk = next((t for t in trunks if number.startswith(t.prefixes)), None)
         if trunk is None:
-            log.warning("no trunk allows %s; step target skipped", number)
+            log.warning("call %s: no trunk allows %s; step target skipped", run.call_id, number)
+            run.refusal = (403, "Destination not allowed: no trunk carries it")
             return None
         refusal = self.out_refusal(number, run.plan.client, trunk, run.call_id, run.started)
         if refusal is not None:
