@@ -276,6 +276,20 @@ def cap_refusal(
     return None
 
 
+def dialled_number(dialled: str) -> str | None:
+    """The E.164 number a phone dialled to reach the outside, or None when `dialled` is no
+    external number (a user, a feature code): '+4917…' as is, '0049…'/'00…' international,
+    '0170…' German national (the server is German: +49), '110'/'112' emergency."""
+    d = re.sub(r"[\s\-/().]", "", dialled)
+    if d in ("110", "112"):
+        d = "+49" + d
+    elif d.startswith("00"):
+        d = "+" + d[2:]
+    elif d.startswith("0"):
+        d = "+49" + d[1:]
+    return d if _E164_RE.fullmatch(d) else None
+
+
 # ---------------------------------------------------------------------------------- rights
 
 

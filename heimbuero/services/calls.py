@@ -16,8 +16,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
-from heimbuero.office.callpolicy import cap_refusal, destination_refusal, may_change_forwarding
-from heimbuero.office.model import Directory, Override, Provider, Trunk
+from heimbuero.office.callpolicy import (
+    cap_refusal,
+    destination_refusal,
+    dialled_number,
+    may_change_forwarding,
+    may_dial_out,
+)
+from heimbuero.office.model import Directory, Override, Provider, Step, Trunk
 from heimbuero.office.routing import (
     RoutePlan,
     RoutingState,
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("heimbuero.calls")
 
 CLIENT_HEADER = "X-Heimbuero-Client"
+DIAL_OUT_TIMEOUT = 120  # s: how long a call dialled out may ring at the carrier
 STAFF = frozenset({"admin", "agent"})
 
 
@@ -78,6 +85,8 @@ class PlanRun:
         self.rang = False  # whether an earlier step rang anybody (Diversion says no-answer)
         self.voicemail = False
         self.refusal: tuple[int, str] | None = None  # a call out refused by policy or a cap
+        self.dial_out = False  # a user dialled this number (no forwarding headers)
+        self.asserted: str | None = None  # the caller ID for the carrier, when not `caller`
 
     def next_step(self, now: float) -> tuple[list[Target], float] | None:
         self.index += 1
@@ -193,6 +202,42 @@ class CallRouting:
         log.info("call %s from %s to %s: %s", call_id, caller, number, plan.reason)
         return PlanRun(self, plan, call_id, caller, caller_user, record_id, now)
 
+    def dial_out(
+        self, user: str, dialled: str, call_id: str, caller: str, now: float
+    ) -> PlanRun | tuple[int, str] | None:
+        """A user's phone dialled an external number: a one-step plan through the trunk
+        (with the destination policy, the caps and a call record of the user's business), a
+        (status, reason) refusal, or None when `dialled` is no external number.
+
+        The caller ID given to the carrier (P-Asserted-Identity) is the lowest number of the
+        user's client; provider staff (no client) keep their SIP address and the carrier shows
+        its default number."""
+        if dialled.lower() in self.directory.users:
+            return None
+        number = dialled_number(dialled)
+        if number is None or number in self.directory.numbers:
+            return None
+        account = self.directory.users.get(user)
+        if account is None or not may_dial_out(account.role):
+            return 403, "Calls out are not allowed for this user"
+        client = account.client if account.client in self.directory.clients else None
+        if not any(number.startswith(t.prefixes) for t in self.directory.trunks.values()):
+            log.warning("call %s from %s to %s refused: no trunk carries it", call_id, user, number)
+            return 403, "Destination not allowed: no trunk carries it"
+        plan = RoutePlan(
+            client=client, number=number, rule="dial-out",
+            steps=(Step((f"external:{number}",), DIAL_OUT_TIMEOUT),),
+            reason=f"{user} dials out",
+        )  # fmt: skip
+        record_id = self.log.call_started(call_id, number, caller, _utc(now), client, "dial-out")
+        log.info("call %s from %s out to %s (client %s)", call_id, user, number, client or "-")
+        run = PlanRun(self, plan, call_id, caller, user, record_id, now)
+        run.dial_out = True
+        own = sorted(n.e164 for n in self.directory.numbers.values() if n.client == client)
+        if client is not None and own:
+            run.asserted = f"sip:{own[0]}@{self.core.settings.domain}"
+        return run
+
     def targets_for(self, target: str, run: PlanRun, now: float) -> list[Target]:
         kind, _, name = target.partition(":")
         if kind == "user":
@@ -241,6 +286,11 @@ class CallRouting:
             return None
         self.out_calls[run.call_id] = (run.plan.client, trunk.name)
         domain = self.core.settings.domain
+        dest = (trunk.transport, trunk.host, trunk.port)
+        uri = f"sip:{number}@{trunk.host}:{trunk.port}"
+        asserted = ("P-Asserted-Identity", f"<{_caller_uri(run.asserted or run.caller, domain)}>")
+        if run.dial_out:
+            return Target(uri, dest, f"external:{number}", None, (asserted,))
         dialled = f"sip:{run.plan.number}@{domain}"
         # Evaluated before this step's own targets count: did anybody ring before?
         reason, cause = ("no-answer", 408) if run.rang else ("unconditional", 302)
@@ -248,12 +298,9 @@ class CallRouting:
             ("Diversion", f"<{dialled}>;reason={reason};counter=1"),
             ("History-Info", f"<{dialled}>;index=1"),
             ("History-Info", f"<sip:{number}@{trunk.host}:{trunk.port};cause={cause}>;index=1.1"),
-            ("P-Asserted-Identity", f"<{_caller_uri(run.caller, domain)}>"),
+            asserted,
         )
-        dest = (trunk.transport, trunk.host, trunk.port)
-        return Target(
-            f"sip:{number}@{trunk.host}:{trunk.port}", dest, f"external:{number}", None, headers
-        )
+        return Target(uri, dest, f"external:{number}", None, headers)
 
     # ------------------------------------------------------------------ calls out
 

@@ -295,3 +295,42 @@ def test_an_employee_may_not_change_forwarding_by_phone(net: t.Net, code: str) -
     answer = _feature(net, "eva", EVA, code)
     assert answer.status == 403 and "owner" in answer.reason
     assert "mueller" not in log(net).overrides
+
+
+def _dial(net: t.Net, user: str, peer: tuple[str, str, int], dialled: str) -> list:
+    r = t.req("INVITE", f"sip:{dialled}@{t.DOMAIN}", peer, user, f"sip:{dialled}@{t.DOMAIN}")
+    [(challenge, _)] = net.send(r.serialize(), peer)
+    return net.send(t.authorize(r, challenge, user, "Proxy-Authorization").serialize(), peer)
+
+
+def test_a_client_user_dials_out_through_the_trunk_with_the_client_number(net: t.Net) -> None:
+    out = _dial(net, "mueller", MUELLER, "01702222222")
+    [inv] = sent_to(out, TRUNK, "INVITE")
+    assert inv.uri == "sip:+491702222222@127.0.0.1:5090"
+    assert f"sip:{NUMBER}@" in (inv.get("p-asserted-identity") or "")
+    assert inv.get("diversion") is None  # not a forwarded call
+    [record] = log(net).records.values()
+    assert (record["number"], record["client"], record["rule"]) == (
+        "+491702222222",
+        "mueller",
+        "dial-out",
+    )
+    net.send(t.answer(inv, 200, tag="far").serialize(), TRUNK)
+    assert record["answered_by"] == "external:+491702222222"
+
+
+def test_dialling_out_to_a_premium_number_is_403_and_leaves_a_record(net: t.Net) -> None:
+    out = _dial(net, "mueller", MUELLER, "09001234567")
+    assert sent_to(out, TRUNK) == []
+    [final] = finals_to(out, MUELLER)
+    assert (final.status, final.reason) == (403, "Destination not allowed: premium rate")
+    [record] = log(net).records.values()
+    assert record["result"] == "failed" and record["number"] == "+499001234567"
+
+
+def test_staff_dial_out_without_a_client(net: t.Net) -> None:
+    out = _dial(net, "anna", ANNA, "+4930123456")
+    [inv] = sent_to(out, TRUNK, "INVITE")
+    assert "sip:anna@" in (inv.get("p-asserted-identity") or "")
+    [record] = log(net).records.values()
+    assert record["client"] is None and record["rule"] == "dial-out"
