@@ -308,6 +308,7 @@ class TrunkOut(BaseModel):
     username: str | None
     has_password: bool
     registers: bool = Field(alias="register")
+    call_policy: dict[str, Any] = Field(default_factory=dict, description="calls out it carries")
     model_config = ConfigDict(populate_by_name=True)
 
 
@@ -468,6 +469,7 @@ def _trunk_out(t: Trunk) -> TrunkOut:
             "username": t.username,
             "has_password": bool(t.password),
             "register": t.register,
+            "call_policy": t.call_policy.to_json(),
         }
     )
 
