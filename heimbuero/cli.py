@@ -748,7 +748,9 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_route_simulate)
 
-    client = commands.add_parser("client", help="add, list or remove client businesses")
+    client = commands.add_parser(
+        "client", help="add, list or remove client businesses; their calls-out policy"
+    )
     sub = client.add_subparsers(dest="client_command", metavar="ACTION", required=True)
     p = sub.add_parser("add", parents=[data], help="add a client business")
     p.add_argument("id", metavar="ID", help="client id: a-z 0-9 _ - (e.g. mueller)")
