@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 CLASSES: dict[str, str] = {
@@ -127,7 +127,6 @@ class CallPolicy:
     approved_numbers: tuple[str, ...] = ()
     max_concurrent: int | None = None
     max_minutes_per_day: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)  # keys of a newer version, kept
 
     def allows(self, e164: str) -> bool:
         if e164.startswith(self.deny_prefixes) and self.deny_prefixes:
@@ -138,7 +137,7 @@ class CallPolicy:
         return kind in DEFAULT_ALLOWED or kind in self.allow
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.extra)
+        out: dict[str, Any] = {}
         if self.allow:
             out["allow"] = sorted(self.allow)
         for key in ("allow_prefixes", "deny_prefixes", "approved_numbers"):
@@ -164,8 +163,7 @@ def parse_policy(data: Any) -> CallPolicy:
     """Validate a policy given by an admin; PolicyError names the bad key."""
     if not isinstance(data, dict):
         raise PolicyError("call policy: expected a mapping")
-    extra = {k: v for k, v in data.items() if k not in POLICY_KEYS}
-    unknown = [k for k in extra if not str(k).startswith("x-")]
+    unknown = [k for k in data if k not in POLICY_KEYS]
     if unknown:
         raise PolicyError(
             f"call policy: unknown key {unknown[0]!r}; allowed: {', '.join(POLICY_KEYS)}"
@@ -201,7 +199,6 @@ def parse_policy(data: Any) -> CallPolicy:
         approved_numbers=tuple(dict.fromkeys(approved)),
         max_concurrent=caps["max_concurrent"],
         max_minutes_per_day=caps["max_minutes_per_day"],
-        extra=extra,
     )
 
 
