@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,24 @@ def test_concurrency_cap_answers_503_and_warns(policy_office: Any) -> None:
     trunk to the owner's mobile (approved by `init --demo`) and talks; a second one meanwhile
     is answered 503 with the reason, never reaches the carrier, and the log has the warning."""
     office = policy_office(werktag_not_now(), ("client", "policy", CLIENT, "--max-concurrent", "1"))
+    events: list[str] = []
+    listening = threading.Event()
+
+    def watch() -> None:  # the provider's staff stream, as a dashboard would read it
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            office.http() as http,
+            http.stream("GET", "/api/events", auth=office.admin(), timeout=15) as r,
+        ):
+            for line in r.iter_lines():
+                listening.set()
+                events.append(line)
+                if line.startswith("data:"):
+                    return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert listening.wait(10), "GET /api/events did not open"
     with office.carrier_uas() as carrier:
         with office.start_carrier_call(talk_ms=6000) as first:
             wait_until(lambda: office.records() or None, 10, what="the first call's record")
@@ -156,6 +175,10 @@ def test_concurrency_cap_answers_503_and_warns(policy_office: Any) -> None:
             assert (final.status, final.reason) == (503, "Too many calls out at once"), final
             result = first.wait()
         carrier_result = carrier.wait(15)
+    watcher.join(15)
+    assert "event: warning" in events, events
+    warning = json.loads(events[-1].removeprefix("data:"))
+    assert (warning["client"], warning["status"], warning["kind"]) == (CLIENT, 503, "call_out_cap")
     if result.returncode != 0 or carrier_result.returncode != 0:
         raise HarnessError(f"{result.report()}\n{office.server.log_text()}")
     assert len(received_invites(carrier_result)) == 1
