@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from heimbuero.office.callpolicy import MAX_EXTERNAL_PER_STEP, destination_refusal
+from heimbuero.office.callpolicy import MAX_EXTERNAL_PER_STEP, destination_refusal, text_problem
 from heimbuero.office.model import (
     OVERRIDE_TARGETS,
     WEEKDAYS,
@@ -246,6 +246,9 @@ class _Parser:
             name = ""
         elif not isinstance(name, str) or not name.strip():
             self.problem(_join(path, "name"), "expected a non-empty text")
+            name = ""
+        elif (bad := text_problem(name)) is not None:
+            self.problem(_join(path, "name"), bad)  # rule names are shown and recorded
             name = ""
         before = len(self.problems)
         when = self.when(m.get("when"), _join(path, "when"))

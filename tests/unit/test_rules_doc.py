@@ -308,6 +308,8 @@ CASES: list[tuple[str, object, str, str]] = [
     ("rule key typo", rule_doc({**r(), "wen": {}}), f"{R0}.wen", "did you mean 'when'?"),
     ("name missing", rule_doc({"steps": team()}), f"{R0}.name", "missing"),
     ("name empty", rule_doc(r(" ")), f"{R0}.name", "non-empty"),
+    ("name with CR/LF", rule_doc(r("Nachts\r\nX: y")), f"{R0}.name", "control character U+000D"),
+    ("name with bidi", rule_doc(r("\u202eNachts")), f"{R0}.name", "bidirectional control"),
     ("duplicate names", rule_doc(r("A", days=["mon"]), r("a", days=["tue"])), f"{P}.rules[1].name",
      "duplicate rule name 'a' (also rules[0])"),
     ("unknown user", rule_doc(step_rule("user:mueler")), T0, "unknown user 'mueler'"),
