@@ -44,6 +44,7 @@ log = logging.getLogger("heimbuero.calls")
 
 CLIENT_HEADER = "X-Heimbuero-Client"
 DIAL_OUT_TIMEOUT = 120  # s: how long a call dialled out may ring at the carrier
+MAX_CALL_OUT_SECONDS = 8 * 3600  # a call out still counted after this lost its BYE
 STAFF = frozenset({"admin", "agent"})
 
 
@@ -143,8 +144,8 @@ class CallRouting:
     rr_last: dict[str, str] = field(default_factory=dict)
     overrides_version: int = 0  # bumped by every feature code
     clock_zone: Callable[[str], ZoneInfo] = ZoneInfo
-    out_calls: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # Call-ID ->
-    # (client, trunk) of each call that has a branch through a trunk, until it ends
+    out_calls: dict[str, tuple[str | None, str, float]] = field(default_factory=dict)  # Call-ID
+    # -> (client, trunk, start) of each call with a branch through a trunk, until it ends
     talk_today: dict[str, tuple[str, float]] = field(default_factory=dict)  # client ->
     # (local date, seconds of ended calls out that day: the store's sum plus ours since)
     on_warning: Callable[[dict[str, object]], None] | None = None  # the provider's event stream
@@ -284,7 +285,7 @@ class CallRouting:
         if refusal is not None:
             run.refusal = refusal
             return None
-        self.out_calls[run.call_id] = (run.plan.client, trunk.name)
+        self.out_calls[run.call_id] = (run.plan.client, trunk.name, run.started)
         domain = self.core.settings.domain
         dest = (trunk.transport, trunk.host, trunk.port)
         uri = f"sip:{number}@{trunk.host}:{trunk.port}"
@@ -321,8 +322,12 @@ class CallRouting:
             return 403, reason
         if call_id in self.out_calls:
             return None  # this call already counts (a second external target of its plan)
-        client_running = sum(1 for c, _ in self.out_calls.values() if c == client_id)
-        trunk_running = sum(1 for _, t in self.out_calls.values() if t == trunk.name)
+        for stale in [k for k, v in self.out_calls.items() if v[2] < now - MAX_CALL_OUT_SECONDS]:
+            # its BYE never passed us (a peer ignoring Record-Route): do not block forever
+            log.warning("call %s out counted no more after %d s", stale, MAX_CALL_OUT_SECONDS)
+            del self.out_calls[stale]
+        client_running = sum(1 for c, _, _ in self.out_calls.values() if c == client_id)
+        trunk_running = sum(1 for _, t, _ in self.out_calls.values() if t == trunk.name)
         seconds = self.talk_seconds_today(client_id, now) if client is not None else 0.0
         cap = cap_refusal(
             client_id, policy, trunk.name, trunk.call_policy,
@@ -362,10 +367,10 @@ class CallRouting:
         if known is None or known[0] != day:
             known = (day, self.log.external_talk_seconds(client_id, midnight))
             self.talk_today[client_id] = known
-        running = sum(
+        running = sum(  # calls out still counted (a stale one stops counting, see out_refusal)
             now - c.answered_at
-            for c in self.active.values()
-            if c.external and c.client == client_id
+            for call_id, c in self.active.items()
+            if c.external and c.client == client_id and call_id in self.out_calls
         )
         return known[1] + running
 

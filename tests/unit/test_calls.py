@@ -334,3 +334,19 @@ def test_staff_dial_out_without_a_client(net: t.Net) -> None:
     assert "sip:anna@" in (inv.get("p-asserted-identity") or "")
     [record] = log(net).records.values()
     assert record["client"] is None and record["rule"] == "dial-out"
+
+
+def test_a_call_out_whose_bye_never_came_stops_counting_after_8_hours(net: t.Net) -> None:
+    assert net.core.calls is not None
+    one = CallPolicy(max_concurrent=1)  # 240 minutes a day: the stale call stops counting
+    rule = Rule("Sonst", (Step((f"external:{MOBILE}",), 20),))
+    net.core.calls.update(directory(rule, policy=one), [])
+    _, out = carrier_call(net)
+    [inv] = sent_to(out, TRUNK, "INVITE")
+    net.send(t.answer(inv, 200, tag="mobile").serialize(), TRUNK)
+    net.advance(3600)
+    _, out = carrier_call(net)
+    assert finals_to(out, TRUNK)[0].status == 503
+    net.advance(7 * 3600 + 1)
+    _, out = carrier_call(net)
+    assert len(sent_to(out, TRUNK, "INVITE")) == 1
