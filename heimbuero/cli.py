@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from heimbuero import __version__, config
 from heimbuero.config import Config, ConfigError
-from heimbuero.office import accounts, directory
+from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.office.model import Client, Group, Trunk
 from heimbuero.services.trunks import inbound_auth
 from heimbuero.store import NotFound, SchemaError, Store, StoreError
@@ -367,7 +367,18 @@ def cmd_route_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_texts(args: argparse.Namespace) -> None:
+    callpolicy.check_texts(
+        (f"client {what}", getattr(args, attr))
+        for what, attr in (("name", "name"), ("trade", "trade"), ("contact", "contact"),
+                           ("greeting", "greeting"))
+    )  # fmt: skip
+    if args.notes:
+        callpolicy.check_text("client notes", args.notes, multiline=True)
+
+
 def cmd_client_add(args: argparse.Namespace) -> int:
+    _client_texts(args)
     client = Client(
         id=directory.validate_slug(args.id),
         name=args.name,
@@ -381,6 +392,74 @@ def cmd_client_add(args: argparse.Namespace) -> int:
     with _open_store(args.data) as (_cfg, store):
         store.add_client(client)
     print(f"added client {client.id} ({client.name}, {client.bundesland}, {client.timezone})")
+    return 0
+
+
+def _policy_line(client: str, p: callpolicy.CallPolicy) -> str:
+    allowed = sorted(callpolicy.DEFAULT_ALLOWED | p.allow)
+    return (
+        f"client {client}: calls out to {', '.join(allowed)}"
+        f"{'; prefixes ' + ', '.join(p.allow_prefixes) if p.allow_prefixes else ''}"
+        f"{'; never ' + ', '.join(p.deny_prefixes) if p.deny_prefixes else ''}; "
+        f"at most {callpolicy.client_max_concurrent(p)} at once and "
+        f"{callpolicy.client_max_minutes(p)} minutes a day; approved for forwarding: "
+        f"{', '.join(p.approved_numbers) or 'none'}"
+    )
+
+
+def _policy_changes(args: argparse.Namespace, policy: callpolicy.CallPolicy) -> dict[str, Any]:
+    """The policy as JSON with the options of `client policy` / `trunk set` applied."""
+    data = policy.to_json()
+    for opt, key in (("allow", "allow"), ("allow_prefixes", "allow_prefixes"),
+                     ("deny_prefixes", "deny_prefixes")):  # fmt: skip
+        value = getattr(args, opt, None)
+        if value is not None:
+            data[key] = _split(value)
+    for opt in ("max_concurrent", "max_minutes_per_day"):
+        value = getattr(args, opt, None)
+        if value is not None:
+            data[opt] = None if value < 0 else value
+    return {k: v for k, v in data.items() if v not in (None, [])}
+
+
+def cmd_client_policy(args: argparse.Namespace) -> int:
+    """Show or change a client's policy for calls out."""
+    client_id = directory.validate_slug(args.id)
+    with _open_store(args.data) as (_cfg, store):
+        c = store.get_client(client_id)
+        if c is None:
+            raise NotFound("client", client_id)
+        policy = callpolicy.parse_policy(_policy_changes(args, c.call_policy))
+        if policy != c.call_policy:
+            store.update_client(client_id, call_policy=policy)
+    print(_policy_line(client_id, policy))
+    return 0
+
+
+def cmd_client_approve(args: argparse.Namespace) -> int:
+    """Approve (or with --revoke withdraw) an external number for a client's forwarding."""
+    client_id = directory.validate_slug(args.id)
+    number = directory.validate_e164(args.number)
+    with _open_store(args.data) as (_cfg, store):
+        c = store.get_client(client_id)
+        if c is None:
+            raise NotFound("client", client_id)
+        approved = [n for n in c.call_policy.approved_numbers if n != number]
+        if not args.revoke:
+            trunks = store.list_trunks()
+            trunk = next((t for t in trunks if number.startswith(t.prefixes)), None)
+            reason = callpolicy.destination_refusal(
+                number, c.call_policy, trunk.call_policy if trunk else None
+            )
+            if reason is not None:
+                hint = f"heimbuero client policy {client_id} --allow CLASS"
+                return _fail(f"{number}: {reason.lower()} for {client_id} (allow it: {hint})")
+            approved.append(number)
+        store.update_client(
+            client_id, call_policy=replace(c.call_policy, approved_numbers=tuple(approved))
+        )
+    done = "withdrew the approval of" if args.revoke else "approved"
+    print(f"{done} {number} for forwarding of client {client_id}")
     return 0
 
 
@@ -446,6 +525,7 @@ def cmd_user_set(args: argparse.Namespace) -> int:
     if args.client is not None:
         changes["client"] = directory.validate_slug(args.client) if args.client else None
     if args.display_name is not None:
+        callpolicy.check_text("display name", args.display_name)
         changes["display_name"] = args.display_name or None
     if args.mobile is not None:
         changes["mobile"] = directory.validate_e164(args.mobile, "mobile") if args.mobile else None
@@ -547,20 +627,29 @@ def _refuse_own_address(cfg: Config, name: str, host: str, port: int) -> None:
         )
 
 
+def _trunk_policy(args: argparse.Namespace, trunk: Trunk) -> Trunk:
+    data = _policy_changes(args, trunk.call_policy)
+    data.pop("max_minutes_per_day", None)
+    return replace(trunk, call_policy=callpolicy.parse_policy(data))
+
+
 def _trunk_line(t: Trunk) -> str:
+    cap = t.call_policy.max_concurrent
     reg = f", registers as {t.username}" if t.register else ""
+    reg += "" if cap is None else f"; at most {cap} calls out at once"
     i = t.inbound
     inbound = f"digest as {i.username}" if i.auth == "digest" else f"by {i.auth}"
     return (
         f"trunk {t.name}: {t.transport}:{t.host}:{t.port}, "
-        f"outbound prefixes {', '.join(t.prefixes) or 'none'}{reg}, inbound calls {inbound}"
+        f"outbound prefixes {', '.join(t.prefixes) or 'none'}{reg}, inbound calls {inbound}; "
+        f"classes {', '.join(sorted(callpolicy.DEFAULT_ALLOWED | t.call_policy.allow))}"
     )
 
 
 def cmd_trunk_add(args: argparse.Namespace) -> int:
     name = directory.validate_slug(args.name, "trunk name")
     changes = _trunk_changes(args)
-    trunk = replace(Trunk(name=name, host="", prefixes=("+49",)), **changes)
+    trunk = _trunk_policy(args, replace(Trunk(name=name, host="", prefixes=("+49",)), **changes))
     if trunk.register and not (trunk.username and trunk.password):
         return _fail("--register needs --username and --password")
     with _open_store(args.data) as (cfg, store):
@@ -574,10 +663,14 @@ def cmd_trunk_add(args: argparse.Namespace) -> int:
 def cmd_trunk_set(args: argparse.Namespace) -> int:
     name = directory.validate_slug(args.name, "trunk name")
     with _open_store(args.data) as (cfg, store):
+        old = store.get_trunk(name)
+        if old is None:
+            raise NotFound("trunk", name)
+        policy = _trunk_policy(args, old).call_policy
         changes = _trunk_changes(args) | _trunk_inbound(args, cfg.domain)
         if "host" in changes:
             _refuse_own_address(cfg, name, changes["host"], changes["port"])
-        trunk = store.update_trunk(name, **changes)
+        trunk = store.update_trunk(name, call_policy=policy, **changes)
     print(_trunk_line(trunk))
     return 0
 
@@ -725,7 +818,9 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_route_simulate)
 
-    client = commands.add_parser("client", help="add, list or remove client businesses")
+    client = commands.add_parser(
+        "client", help="add, list or remove client businesses; their calls-out policy"
+    )
     sub = client.add_subparsers(dest="client_command", metavar="ACTION", required=True)
     p = sub.add_parser("add", parents=[data], help="add a client business")
     p.add_argument("id", metavar="ID", help="client id: a-z 0-9 _ - (e.g. mueller)")
@@ -739,6 +834,38 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_client_add)
     p = sub.add_parser("list", parents=[data], help="list client businesses")
     p.set_defaults(func=cmd_client_list)
+    classes = ", ".join(c for c in callpolicy.CLASSES if c not in callpolicy.DEFAULT_ALLOWED)
+    p = sub.add_parser(
+        "policy",
+        parents=[data],
+        help="show or change what a client may call out to, and its caps",
+        description="A client's calls out (forwarding through the trunk, dialling out): German "
+        "fixed, mobile, freephone and emergency numbers are allowed; other classes only when "
+        f"allowed here ({classes}). Caps: calls out at once (default "
+        f"{callpolicy.DEFAULT_CLIENT_MAX_CONCURRENT}) and talk minutes a day (default "
+        f"{callpolicy.DEFAULT_CLIENT_MAX_MINUTES}); -1 restores a default. The trunk must "
+        "allow a class too (heimbuero trunk set --allow).",
+    )
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--allow", metavar="CLASS,...", help="classes allowed on top of the defaults "
+                   "(replaces the list; empty: none)")  # fmt: skip
+    p.add_argument("--allow-prefixes", metavar="+4319,...", help="E.164 prefixes allowed "
+                   "whatever their class")  # fmt: skip
+    p.add_argument("--deny-prefixes", metavar="+4932,...", help="prefixes always refused")
+    p.add_argument("--max-concurrent", type=int, metavar="N", help="calls out at once")
+    p.add_argument("--max-minutes-per-day", type=int, metavar="N", help="talk minutes a day")
+    p.set_defaults(func=cmd_client_policy)
+    p = sub.add_parser(
+        "approve-number",
+        parents=[data],
+        help="approve an external number for a client's forwarding rules",
+        description="Rules (heimbuero rules import, PUT /api/clients/ID/rules) may forward only "
+        "to external numbers approved here, within the client's destination policy.",
+    )
+    p.add_argument("id", metavar="ID")
+    p.add_argument("number", metavar="NUMBER", help="E.164, e.g. +491701111111")
+    p.add_argument("--revoke", action="store_true", help="withdraw the approval")
+    p.set_defaults(func=cmd_client_approve)
     p = sub.add_parser("remove", parents=[data], help="remove a client and its numbers/rules")
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=cmd_client_remove)
@@ -800,6 +927,13 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
             "--password",
             help="password for registering to the carrier (stored in clear: it is sent to the "
             "carrier; visible in the process list while the command runs)",
+        )
+        p.add_argument("--allow", metavar="CLASS,...", help="number classes the trunk carries "
+                       "on top of German fixed/mobile/freephone/emergency")  # fmt: skip
+        p.add_argument("--allow-prefixes", metavar="+4319,...", help="prefixes always carried")
+        p.add_argument("--deny-prefixes", metavar="+4932,...", help="prefixes never carried")
+        p.add_argument(
+            "--max-concurrent", type=int, metavar="N", help="calls out at once (-1: no cap)"
         )
         p.add_argument(
             "--register",
@@ -1004,7 +1138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ConfigError, accounts.AccountError, StoreError, directory.DirectoryError) as exc:
+    except (
+        ConfigError, accounts.AccountError, StoreError, directory.DirectoryError,
+        callpolicy.PolicyError,
+    ) as exc:  # fmt: skip
         return _fail(str(exc))
     except SQLAlchemyError as exc:
         return _fail(f"database: {_sql_message(exc)}")

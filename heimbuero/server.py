@@ -93,6 +93,10 @@ class _StoreCallLog:
             if kind == "update" and "ended_at" in fields:
                 self._ids.pop(number, None)
 
+    def external_talk_seconds(self, client: str, since: datetime) -> float:
+        """Read once per client and day (by the caps of calls out), so a direct read."""
+        return self.store.external_talk_seconds(client, since)
+
     def override_changed(self, client: str, override: Override | None) -> None:
         if override is None:
             self.store.clear_override(client)
@@ -258,6 +262,8 @@ class Server:
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self.call_log = _StoreCallLog(self.store)
         self.calls = CallRouting(self.core, self.call_log)
+        self.warning_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.calls.on_warning = self._warn
         self.office_revision = self.store.office_revision()
         self.calls.update(self.store.load_directory(), self.store.list_overrides(datetime.now(UTC)))
         self.core.calls = self.calls
@@ -446,6 +452,15 @@ class Server:
         """The presence `user` may see, for the HTTP API."""
         return [s.as_dict() for s in self.presence.visible_states(user, time.time())]
 
+    def _warn(self, event: dict[str, Any]) -> None:
+        for listener in list(self.warning_listeners):
+            listener(event)
+
+    def watch_warnings(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call `fn` with each warning for the provider (a cap of calls out reached)."""
+        self.warning_listeners.append(fn)
+        return lambda: self.warning_listeners.remove(fn)
+
     def watch_presence(self, user: str, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call `fn` with each change `user` may see until the returned function is called."""
         presence = self.presence
@@ -533,6 +548,7 @@ class Server:
                 self.registrations,
                 presence=self.presence_of,
                 presence_watch=self.watch_presence,
+                warning_watch=self.watch_warnings,
                 files=self.files,
                 send_message=self.send_message,
                 message_watch=self.watch_messages,

@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 from heimbuero.office import accounts
+from heimbuero.office.callpolicy import CallPolicy
 from heimbuero.office.model import Client, Group, Provider, Step, Trunk
 from heimbuero.store import Store
 
@@ -118,6 +119,8 @@ def seed_demo(store: Store, realm: str) -> dict[str, str]:
             greeting="Tischlerei Müller, guten Tag, Sie sprechen mit …",
             timezone="Europe/Berlin",
             bundesland="BY",
+            # the owner's mobile, approved for forwarding (rules "Override Handy", "Sonst")
+            call_policy=CallPolicy(approved_numbers=(MUELLER_MOBILE,)),
         )
     )
     store.add_client(

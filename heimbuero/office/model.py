@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from heimbuero.office.callpolicy import CallPolicy
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 GROUP_STRATEGIES = ("ring_all", "longest_idle", "round_robin")
 OVERRIDE_TARGETS = ("office", "mobile")
@@ -40,6 +42,7 @@ class Client:
     timezone: str = "Europe/Berlin"
     bundesland: str = "BY"
     closure_days: tuple[date, ...] = ()
+    call_policy: CallPolicy = field(default_factory=CallPolicy)  # calls out, approved numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,7 @@ class Trunk:
     password: str | None = None
     register: bool = False
     inbound: TrunkInbound = TrunkInbound()
+    call_policy: CallPolicy = field(default_factory=CallPolicy)  # classes, prefixes, caps
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,9 @@ Decisions where ROUTING.md is silent:
 - `user:` targets, `voicemail:` user ids and `presence.user` must be provider staff (role admin
   or agent) or a user of this client; `voicemail:` may also name the client itself. A target
   may appear only once per step.
+- `external:` targets (forwarding through the carrier trunk) must be numbers an admin approved
+  for the client (`call_policy.approved_numbers`) and allowed by the client's and the trunk's
+  destination policy (office/callpolicy.py); a step may ring at most 3 external numbers at once.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from heimbuero.office.callpolicy import MAX_EXTERNAL_PER_STEP, destination_refusal, text_problem
 from heimbuero.office.model import (
     OVERRIDE_TARGETS,
     WEEKDAYS,
@@ -243,6 +247,9 @@ class _Parser:
         elif not isinstance(name, str) or not name.strip():
             self.problem(_join(path, "name"), "expected a non-empty text")
             name = ""
+        elif (bad := text_problem(name)) is not None:
+            self.problem(_join(path, "name"), bad)  # rule names are shown and recorded
+            name = ""
         before = len(self.problems)
         when = self.when(m.get("when"), _join(path, "when"))
         self.when_ok = len(self.problems) == before
@@ -439,11 +446,20 @@ class _Parser:
             self.problem(gpath, "no targets: a step needs at least one target")
             return None
         good: list[str] = []
+        externals = 0
         for i, t in enumerate(targets):
             ipath = f"{gpath}[{i}]"
             if isinstance(t, str) and t.strip() in good:
                 self.problem(ipath, f"{t!r} is listed twice in this step")
                 continue
+            if isinstance(t, str) and t.strip().startswith("external:"):
+                externals += 1
+                if externals > MAX_EXTERNAL_PER_STEP:
+                    self.problem(
+                        ipath,
+                        f"a step may ring at most {MAX_EXTERNAL_PER_STEP} external numbers at once",
+                    )
+                    continue
             checked = self.target(t, ipath)
             if checked is not None:
                 good.append(checked)
@@ -490,8 +506,23 @@ class _Parser:
             if not d.trunks:
                 self.problem(path, f"no trunk is configured to call {ident}")
                 return None
-            if not any(ident.startswith(p) for t in d.trunks.values() for p in t.prefixes):
+            trunk = next((t for t in d.trunks.values() if ident.startswith(t.prefixes)), None)
+            if trunk is None:
                 self.problem(path, f"no trunk allows calls to {ident} (check the trunk prefixes)")
+                return None
+            client = d.clients.get(self.client_id)
+            policy = client.call_policy if client is not None else None
+            refusal = destination_refusal(ident, policy, trunk.call_policy)
+            if refusal is not None:
+                self.problem(path, f"{ident}: {refusal.lower()} (ask the provider)")
+                return None
+            if policy is None or ident not in policy.approved_numbers:
+                self.problem(
+                    path,
+                    f"{ident} is not approved for forwarding of client {self.client_id!r} "
+                    f"(an admin approves it: heimbuero client approve-number "
+                    f"{self.client_id} {ident})",
+                )
                 return None
         return f"{kind}:{ident}"
 

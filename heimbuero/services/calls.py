@@ -17,7 +17,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
-from heimbuero.office.model import Directory, Override, Provider, Trunk
+from heimbuero.office.callpolicy import (
+    cap_refusal,
+    destination_refusal,
+    dialled_number,
+    may_change_forwarding,
+    may_dial_out,
+)
+from heimbuero.office.model import Directory, Override, Provider, Step, Trunk
 from heimbuero.office.routing import (
     RoutePlan,
     RoutingState,
@@ -37,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("heimbuero.calls")
 
 CLIENT_HEADER = "X-Heimbuero-Client"
+DIAL_OUT_TIMEOUT = 120  # s: how long a call dialled out may ring at the carrier
+MAX_CALL_OUT_SECONDS = 8 * 3600  # a call out still counted after this lost its BYE
 STAFF = frozenset({"admin", "agent"})
 
 
@@ -47,6 +56,7 @@ class CallLog(Protocol):
                      client: str | None, rule: str | None) -> int: ...  # fmt: skip
     def call_updated(self, record_id: int, **fields: object) -> None: ...
     def override_changed(self, client: str, override: Override | None) -> None: ...
+    def external_talk_seconds(self, client: str, since: datetime) -> float: ...
 
 
 @dataclass(slots=True)
@@ -60,6 +70,8 @@ class ActiveCall:
     plan: RoutePlan | None = None  # for the log line at its end
     label: str = ""
     ring_seconds: float = 0.0
+    client: str | None = None
+    external: bool = False  # answered through the trunk: counts against the caps
 
 
 class PlanRun:
@@ -77,6 +89,9 @@ class PlanRun:
         self.index = -1
         self.rang = False  # whether an earlier step rang anybody (Diversion says no-answer)
         self.voicemail = False
+        self.refusal: tuple[int, str] | None = None  # a call out refused by policy or a cap
+        self.dial_out = False  # a user dialled this number (no forwarding headers)
+        self.asserted: str | None = None  # the caller ID for the carrier, when not `caller`
 
     def next_step(self, now: float) -> tuple[list[Target], float] | None:
         self.index += 1
@@ -97,6 +112,7 @@ class PlanRun:
         self.calls.answered(self, user, target.label, now)
 
     def failed(self, status: int, now: float) -> None:
+        self.calls.release_out(self.call_id)
         result = "cancelled" if status == 487 else "busy" if status in (486, 600) else (
             "no_answer" if status in (408, 480) else "failed"
         )  # fmt: skip
@@ -110,7 +126,11 @@ class PlanRun:
         return None  # a 2xx after the final answer: the caller's side hangs it up
 
     def final_hint(self) -> tuple[int, str, list[tuple[str, str]]] | None:
-        """A voicemail target answers 480 with a Reason until voicemail exists."""
+        """A call out refused by policy or a cap answers its 403/503 with the reason; a
+        voicemail target answers 480 with a Reason until voicemail exists."""
+        if self.refusal is not None:
+            status, text = self.refusal
+            return status, f"{text}", [("Reason", f'SIP;cause={status};text="{text}"')]
         if not self.voicemail:
             return None
         text = "Voicemail is not available yet"
@@ -130,6 +150,11 @@ class CallRouting:
     rr_last: dict[str, str] = field(default_factory=dict)
     overrides_version: int = 0  # bumped by every feature code
     clock_zone: Callable[[str], ZoneInfo] = ZoneInfo
+    out_calls: dict[str, tuple[str | None, str, float]] = field(default_factory=dict)  # Call-ID
+    # -> (client, trunk, start) of each call with a branch through a trunk, until it ends
+    talk_today: dict[str, tuple[str, float]] = field(default_factory=dict)  # client ->
+    # (local date, seconds of ended calls out that day: the store's sum plus ours since)
+    on_warning: Callable[[dict[str, object]], None] | None = None  # the provider's event stream
 
     def update(
         self, directory: Directory, overrides: list[Override], version: int | None = None
@@ -188,6 +213,42 @@ class CallRouting:
         log.debug("call %s from %s to %s: %s", call_id, caller, number, plan.reason)
         return PlanRun(self, plan, call_id, caller, caller_user, record_id, now)
 
+    def dial_out(
+        self, user: str, dialled: str, call_id: str, caller: str, now: float
+    ) -> PlanRun | tuple[int, str] | None:
+        """A user's phone dialled an external number: a one-step plan through the trunk
+        (with the destination policy, the caps and a call record of the user's business), a
+        (status, reason) refusal, or None when `dialled` is no external number.
+
+        The caller ID given to the carrier (P-Asserted-Identity) is the lowest number of the
+        user's client; provider staff (no client) keep their SIP address and the carrier shows
+        its default number."""
+        if dialled.lower() in self.directory.users:
+            return None
+        number = dialled_number(dialled)
+        if number is None or number in self.directory.numbers:
+            return None
+        account = self.directory.users.get(user)
+        if account is None or not may_dial_out(account.role):
+            return 403, "Calls out are not allowed for this user"
+        client = account.client if account.client in self.directory.clients else None
+        if not any(number.startswith(t.prefixes) for t in self.directory.trunks.values()):
+            log.warning("call %s from %s to %s refused: no trunk carries it", call_id, user, number)
+            return 403, "Destination not allowed: no trunk carries it"
+        plan = RoutePlan(
+            client=client, number=number, rule="dial-out",
+            steps=(Step((f"external:{number}",), DIAL_OUT_TIMEOUT),),
+            reason=f"{user} dials out",
+        )  # fmt: skip
+        record_id = self.log.call_started(call_id, number, caller, _utc(now), client, "dial-out")
+        log.info("call %s from %s out to %s (client %s)", call_id, user, number, client or "-")
+        run = PlanRun(self, plan, call_id, caller, user, record_id, now)
+        run.dial_out = True
+        own = sorted(n.e164 for n in self.directory.numbers.values() if n.client == client)
+        if client is not None and own:
+            run.asserted = f"sip:{own[0]}@{self.core.settings.domain}"
+        return run
+
     def targets_for(self, target: str, run: PlanRun, now: float) -> list[Target]:
         kind, _, name = target.partition(":")
         if kind == "user":
@@ -227,9 +288,20 @@ class CallRouting:
         trunks = self.directory.trunks.values()
         trunk = next((t for t in trunks if number.startswith(t.prefixes)), None)
         if trunk is None:
-            log.warning("no trunk allows %s; step target skipped", number)
+            log.warning("call %s: no trunk allows %s; step target skipped", run.call_id, number)
+            run.refusal = (403, "Destination not allowed: no trunk carries it")
             return None
+        refusal = self.out_refusal(number, run.plan.client, trunk, run.call_id, run.started)
+        if refusal is not None:
+            run.refusal = refusal
+            return None
+        self.out_calls[run.call_id] = (run.plan.client, trunk.name, run.started)
         domain = self.core.settings.domain
+        dest = (trunk.transport, trunk.host, trunk.port)
+        uri = f"sip:{number}@{trunk.host}:{trunk.port}"
+        asserted = ("P-Asserted-Identity", f"<{_caller_uri(run.asserted or run.caller, domain)}>")
+        if run.dial_out:
+            return Target(uri, dest, f"external:{number}", None, (asserted,))
         dialled = f"sip:{run.plan.number}@{domain}"
         # Evaluated before this step's own targets count: did anybody ring before?
         reason, cause = ("no-answer", 408) if run.rang else ("unconditional", 302)
@@ -237,20 +309,91 @@ class CallRouting:
             ("Diversion", f"<{dialled}>;reason={reason};counter=1"),
             ("History-Info", f"<{dialled}>;index=1"),
             ("History-Info", f"<sip:{number}@{trunk.host}:{trunk.port};cause={cause}>;index=1.1"),
-            ("P-Asserted-Identity", f"<{_caller_uri(run.caller, domain)}>"),
+            asserted,
         )
-        dest = (trunk.transport, trunk.host, trunk.port)
-        return Target(
-            f"sip:{number}@{trunk.host}:{trunk.port}", dest, f"external:{number}", None, headers
+        return Target(uri, dest, f"external:{number}", None, headers)
+
+    # ------------------------------------------------------------------ calls out
+
+    def out_refusal(
+        self, number: str, client_id: str | None, trunk: Trunk, call_id: str, now: float
+    ) -> tuple[int, str] | None:
+        """Whether a call out to `number` through `trunk` for `client_id` (None: provider
+        staff) may start: None, or the (status, reason) to answer. One log line per refusal;
+        a cap reached is also a warning on the provider's event stream."""
+        client = self.directory.clients.get(client_id or "")
+        policy = client.call_policy if client is not None else None
+        reason = destination_refusal(number, policy, trunk.call_policy)
+        if reason is not None:
+            log.warning(
+                "call %s to %s refused for client %s via trunk %s: %s",
+                call_id, number, client_id or "-", trunk.name, reason,
+            )  # fmt: skip
+            return 403, reason
+        if call_id in self.out_calls:
+            return None  # this call already counts (a second external target of its plan)
+        for stale in [k for k, v in self.out_calls.items() if v[2] < now - MAX_CALL_OUT_SECONDS]:
+            # its BYE never passed us (a peer ignoring Record-Route): do not block forever
+            log.warning("call %s out counted no more after %d s", stale, MAX_CALL_OUT_SECONDS)
+            del self.out_calls[stale]
+        client_running = sum(1 for c, _, _ in self.out_calls.values() if c == client_id)
+        trunk_running = sum(1 for _, t, _ in self.out_calls.values() if t == trunk.name)
+        seconds = self.talk_seconds_today(client_id, now) if client is not None else 0.0
+        cap = cap_refusal(
+            client_id, policy, trunk.name, trunk.call_policy,
+            client_running, trunk_running, seconds,
+        )  # fmt: skip
+        if cap is None:
+            return None
+        log.warning(
+            "call %s to %s refused (%d): %s; %s", call_id, number, cap.status, cap.reason,
+            cap.warning,
+        )  # fmt: skip
+        if self.on_warning is not None:
+            self.on_warning(
+                {"kind": "call_out_cap", "client": client_id, "trunk": trunk.name,
+                 "number": number, "status": cap.status, "reason": cap.reason,
+                 "warning": cap.warning, "at": _utc(now).isoformat()}
+            )  # fmt: skip
+        return cap.status, cap.reason
+
+    def release_out(self, call_id: str) -> None:
+        self.out_calls.pop(call_id, None)
+
+    def _local_day(self, client_id: str, now: float) -> tuple[str, datetime]:
+        client = self.directory.clients.get(client_id)
+        zone = self.clock_zone(client.timezone if client is not None else "Europe/Berlin")
+        local = datetime.fromtimestamp(now, zone)
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        return local.date().isoformat(), midnight
+
+    def talk_seconds_today(self, client_id: str | None, now: float) -> float:
+        """Talk time of the client's calls out today (its local day): ended ones (read from
+        the call records once a day, then counted here) plus the ones still running."""
+        if client_id is None:
+            return 0.0
+        day, midnight = self._local_day(client_id, now)
+        known = self.talk_today.get(client_id)
+        if known is None or known[0] != day:
+            known = (day, self.log.external_talk_seconds(client_id, midnight))
+            self.talk_today[client_id] = known
+        running = sum(  # calls out still counted (a stale one stops counting, see out_refusal)
+            now - c.answered_at
+            for call_id, c in self.active.items()
+            if c.external and c.client == client_id and call_id in self.out_calls
         )
+        return known[1] + running
 
     # ------------------------------------------------------------------ call state
 
     def answered(self, run: PlanRun, user: str | None, label: str, now: float) -> None:
         users = tuple(u for u in (user, run.caller_user) if u)
         ring = now - run.started
+        external = label.startswith("external:")
+        if not external:
+            self.release_out(run.call_id)  # a phone of ours answered: no call out
         self.active[run.call_id] = ActiveCall(
-            run.record_id, user, now, users, run.plan, label, ring
+            run.record_id, user, now, users, run.plan, label, ring, run.plan.client, external
         )
         if user is not None:
             self.last_answered[user] = now
@@ -264,8 +407,14 @@ class CallRouting:
 
     def on_bye(self, call_id: str, now: float) -> None:
         call = self.active.pop(call_id, None)
+        self.release_out(call_id)
         if call is None:
             return
+        if call.external and call.client is not None:
+            day, _ = self._local_day(call.client, now)
+            known = self.talk_today.get(call.client)
+            if known is not None and known[0] == day:
+                self.talk_today[call.client] = (day, known[1] + now - call.answered_at)
         self.log.call_updated(
             call.record_id, result="answered", ended_at=_utc(now),
             talk_seconds=now - call.answered_at,
@@ -300,6 +449,9 @@ class CallRouting:
             return 484, str(exc)
         if action is None:
             return None
+        if not may_change_forwarding(account.role, account.client, client.id):
+            log.warning("feature code %s by %s refused: may not change forwarding", dialled, user)
+            return 403, "Only the client's owner may change its forwarding"
         self.overrides = action.apply(self.overrides)
         self.overrides_version += 1
         self.log.override_changed(client.id, self.overrides.get(client.id))

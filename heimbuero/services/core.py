@@ -420,6 +420,14 @@ class SipCore:
                     run = calls.start(number, req.call_id, caller, user, now)
                     self.proxy.execute_plan(txn, run, now)
                     return
+                if user is not None:  # a phone of ours dials out: a plan through the trunk
+                    out = calls.dial_out(user, uri.user or "", req.call_id, str(req.from_.uri), now)
+                    if isinstance(out, tuple):
+                        self.respond(txn, out[0], now, reason=out[1])
+                        return
+                    if out is not None:
+                        self.proxy.execute_plan(txn, out, now)
+                        return
         self.proxy.route_request(txn, dialog, now)
 
     def dialog_of(self, req: Request, tokens: list[str]) -> tuple[Flow, Flow] | None:

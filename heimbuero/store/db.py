@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from heimbuero.office.callpolicy import policy_from_json
 from heimbuero.office.model import (
     INBOUND_AUTH,
     Client,
@@ -318,6 +319,7 @@ def _client(row: ClientRow) -> Client:
         timezone=row.timezone,
         bundesland=row.bundesland,
         closure_days=tuple(date.fromisoformat(d) for d in row.closure_days or ()),
+        call_policy=policy_from_json(row.call_policy),
     )
 
 
@@ -331,6 +333,7 @@ def _client_values(c: Client) -> dict[str, Any]:
         "timezone": c.timezone,
         "bundesland": c.bundesland,
         "closure_days": sorted(d.isoformat() for d in c.closure_days),
+        "call_policy": c.call_policy.to_json(),
     }
 
 
@@ -344,6 +347,7 @@ def _trunk(row: TrunkRow) -> Trunk:
         username=row.username,
         password=row.password,
         register=bool(row.register),
+        call_policy=policy_from_json(row.call_policy),
         inbound=_trunk_inbound(row.inbound),
     )
 
@@ -1088,6 +1092,17 @@ class Store(MessageStore, FileStore):
         with Session(self._engine) as session:
             return [_call_record(r) for r in session.scalars(stmt.limit(limit))]
 
+    def external_talk_seconds(self, client: str, since: datetime) -> float:
+        """Talk time of the client's answered calls out through a trunk (answered by an
+        `external:` target) that started at or after `since`: what its daily cap counts."""
+        stmt = select(func.coalesce(func.sum(CallRecordRow.talk_seconds), 0.0)).where(
+            CallRecordRow.client == client,
+            CallRecordRow.started_at >= as_utc(since),
+            CallRecordRow.answered_by.like("external:%"),
+        )
+        with Session(self._engine) as session:
+            return float(session.scalar(stmt) or 0.0)
+
     def close_open_call_records(self, now: datetime) -> int:
         """Finish the records of calls cut off by a server stop (ended_at still empty): answered
         ones end 'answered' with talk time up to `now`, the others 'failed'. Run at startup."""
@@ -1191,6 +1206,7 @@ def _trunk_values(t: Trunk) -> dict[str, Any]:
         "password": t.password,
         "register": t.register,
         "inbound": {k: v for k, v in asdict(t.inbound).items() if v is not None},
+        "call_policy": t.call_policy.to_json(),
     }
 
 

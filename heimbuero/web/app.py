@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from heimbuero.office import accounts, directory
+from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.office.accounts import credentials, verify_password
 from heimbuero.office.files import FileService
 from heimbuero.office.messaging import FILE_TRANSFER, content_view
@@ -91,6 +91,8 @@ class WebContext:
     ) = None
     # the server's own SIP address that HOST, PORT reaches (a trunk must not point there)
     own_sip_address: Callable[[str, int], str | None] | None = None
+    # a watch of warnings for the provider's staff (a cap of calls out reached)
+    warning_watch: Callable[[Callable[[dict[str, Any]], None]], Callable[[], None]] | None = None
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -125,6 +127,17 @@ def _check(loc: list[Any], fn: Callable[..., Any], *args: Any) -> Any:
 # -- schemas ---------------------------------------------------------------------------------
 
 
+def _line(v: str | None) -> str | None:
+    """A name or one-line text that is shown or put into a SIP header: no control characters
+    (CR, LF, NUL, C0/C1) and no bidi overrides (office/callpolicy.py)."""
+    return None if v is None else callpolicy.check_text("text", v)
+
+
+def _lines(v: str | None) -> str | None:
+    """A free text shown on screen (notes, messages): line breaks allowed."""
+    return None if v is None else callpolicy.check_text("text", v, multiline=True)
+
+
 class StepModel(BaseModel):
     targets: list[str] = Field(min_length=1, examples=[["group:team"]])
     timeout: int = Field(ge=1, le=600, examples=[30])
@@ -138,6 +151,9 @@ class ProviderModel(BaseModel):
     bic: str = ""
     default_steps: list[StepModel] = []
 
+    _texts = field_validator("name", "vat_id", "iban", "bic")(_line)
+    _address = field_validator("address")(_lines)
+
 
 class ClientFields(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
@@ -148,6 +164,9 @@ class ClientFields(BaseModel):
     timezone: str | None = None
     bundesland: str | None = None
     closure_days: list[date] | None = None
+
+    _texts = field_validator("name", "trade", "contact_person", "greeting")(_line)
+    _notes = field_validator("notes")(_lines)
 
     @field_validator("timezone")
     @classmethod
@@ -206,6 +225,8 @@ class UserFields(BaseModel):
     client: str | None = None
     display_name: str | None = Field(default=None, max_length=200)
     mobile: str | None = None
+
+    _display = field_validator("display_name")(_line)
 
     @field_validator("mobile")
     @classmethod
@@ -301,7 +322,17 @@ class TrunkOut(BaseModel):
     registers: bool = Field(alias="register")
     inbound_auth: str = "address"
     inbound_username: str | None = None
+    call_policy: dict[str, Any] = Field(default_factory=dict, description="calls out it carries")
     model_config = ConfigDict(populate_by_name=True)
+
+
+class ApprovedNumber(BaseModel):
+    number: str = Field(examples=["+491701111111"])
+
+    @field_validator("number")
+    @classmethod
+    def _e164(cls, v: str) -> str:
+        return directory.validate_e164(v)
 
 
 class OverrideIn(BaseModel):
@@ -369,6 +400,8 @@ class MessageIn(BaseModel):
     to: str = Field(min_length=1, max_length=64, examples=["anna"])
     text: str | None = Field(default=None, min_length=1, examples=["Bitte Angebot an Meier"])
     file: str | None = Field(default=None, description="id of an uploaded file to send")
+
+    _text = field_validator("text")(_lines)
 
 
 class FileRef(BaseModel):
@@ -452,6 +485,7 @@ def _trunk_out(t: Trunk) -> TrunkOut:
             "register": t.register,
             "inbound_auth": t.inbound.auth,
             "inbound_username": t.inbound.username,
+            "call_policy": t.call_policy.to_json(),
         }
     )
 
@@ -647,13 +681,13 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     def rules_writable_client(user: UserRecord, client_id: str) -> Client:
         c = readable_client(user, client_id)
-        if user.role == "admin" or (user.role == "client" and user.client == c.id):
+        if callpolicy.may_change_rules(user.role, user.client, c.id):
             return c
         raise _forbidden("only admins and the client itself may change its rules")
 
     def override_writable_client(user: UserRecord, client_id: str) -> Client:
         c = readable_client(user, client_id)
-        if user.role in STAFF_ROLES or (user.role == "client" and user.client == c.id):
+        if callpolicy.may_change_forwarding(user.role, user.client, c.id):
             return c
         raise _forbidden("only staff and the client itself may change its override")
 
@@ -715,6 +749,18 @@ def create_app(ctx: WebContext) -> FastAPI:
         stop = ctx.presence_watch(user.name, lambda item: events.put("presence", item))
         opening = f"event: snapshot\ndata: {json.dumps(ctx.presence(user.name))}\n\n"
         return events.response(request, opening, stop)
+
+    @app.get("/api/events", tags=["server"])
+    async def staff_events(user: Me, request: Request) -> StreamingResponse:
+        """Server-Sent Events for provider staff: one `warning` event per call out refused by
+        a cap (`{"kind": "call_out_cap", "client", "trunk", "number", "status", "reason",
+        "warning", "at"}`); a comment every 15 s keeps it open."""
+        require_staff(user)
+        if ctx.warning_watch is None:
+            raise HTTPException(503, "events are not available")
+        events = _EventStream()
+        stop = ctx.warning_watch(lambda item: events.put("warning", item))
+        return events.response(request, ": staff events\n\n", stop)
 
     @app.get("/api/me", tags=["users"])
     def me(user: Me) -> UserOut:
@@ -1022,6 +1068,69 @@ def create_app(ctx: WebContext) -> FastAPI:
         require_admin(user)
         if not store.remove_trunk(name):
             raise HTTPException(404, f"no such trunk: {name!r}")
+
+    # -- call policies (calls out and toll fraud) --
+
+    def policy_or_422(data: dict[str, Any]) -> callpolicy.CallPolicy:
+        try:
+            return callpolicy.parse_policy(data)
+        except callpolicy.PolicyError as exc:
+            raise _InvalidField(["body"], str(exc)) from None
+
+    @app.get("/api/clients/{client_id}/call-policy", tags=["call policy"])
+    def get_call_policy(client_id: str, user: Me) -> dict[str, Any]:
+        """What the client may call out to, its caps and its approved forwarding numbers
+        (README "Calls out and toll fraud"); `{}` means the safe defaults."""
+        return readable_client(user, client_id).call_policy.to_json()
+
+    @app.put("/api/clients/{client_id}/call-policy", tags=["call policy"])
+    def put_call_policy(client_id: str, body: dict[str, Any], user: Me) -> dict[str, Any]:
+        """Replace the client's call policy (admins only)."""
+        require_admin(user)
+        client_or_404(client_id)
+        policy = policy_or_422(body)
+        return store.update_client(client_id, call_policy=policy).call_policy.to_json()
+
+    @app.post("/api/clients/{client_id}/approved-numbers", status_code=201, tags=["call policy"])
+    def approve_number(client_id: str, body: ApprovedNumber, user: Me) -> dict[str, Any]:
+        """Approve an external number for the client's forwarding rules (admins only); 422
+        when the client's or the trunk's destination policy refuses it."""
+        require_admin(user)
+        c = client_or_404(client_id)
+        trunks = store.list_trunks()
+        trunk = next((t for t in trunks if body.number.startswith(t.prefixes)), None)
+        if trunk is None:
+            raise _InvalidField(["body", "number"], f"no trunk allows calls to {body.number}")
+        reason = callpolicy.destination_refusal(body.number, c.call_policy, trunk.call_policy)
+        if reason is not None:
+            raise _InvalidField(["body", "number"], reason)
+        approved = tuple(dict.fromkeys((*c.call_policy.approved_numbers, body.number)))
+        policy = replace(c.call_policy, approved_numbers=approved)
+        return store.update_client(client_id, call_policy=policy).call_policy.to_json()
+
+    @app.delete(
+        "/api/clients/{client_id}/approved-numbers/{number}", status_code=204,
+        tags=["call policy"],
+    )  # fmt: skip
+    def withdraw_number(client_id: str, number: str, user: Me) -> None:
+        """Withdraw an approval (admins only); rules that still forward there stop
+        validating and their numbers fall back to the provider's default plan."""
+        require_admin(user)
+        c = client_or_404(client_id)
+        e164 = _check(["path", "number"], directory.validate_e164, number)
+        if e164 not in c.call_policy.approved_numbers:
+            raise HTTPException(404, f"{e164} is not approved for client {client_id!r}")
+        approved = tuple(n for n in c.call_policy.approved_numbers if n != e164)
+        store.update_client(
+            client_id, call_policy=replace(c.call_policy, approved_numbers=approved)
+        )
+
+    @app.put("/api/trunks/{name}/call-policy", tags=["call policy"])
+    def put_trunk_policy(name: str, body: dict[str, Any], user: Me) -> dict[str, Any]:
+        """Replace what a trunk carries (classes, prefixes, `max_concurrent`; admins only)."""
+        require_admin(user)
+        policy = policy_or_422(body)
+        return store.update_trunk(name, call_policy=policy).call_policy.to_json()
 
     # -- rules --
 

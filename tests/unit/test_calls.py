@@ -6,11 +6,13 @@ flows run through `heimbuero serve` with real SIPp peers in tests/e2e/test_routi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
 import test_core as t  # the sans-IO harness of the core tests (same folder)
 
+from heimbuero.office.callpolicy import CallPolicy
 from heimbuero.office.model import (
     Client,
     Directory,
@@ -41,6 +43,8 @@ class Recorder:
     def __init__(self) -> None:
         self.records: dict[int, dict[str, object]] = {}
         self.overrides: dict[str, Override | None] = {}
+        self.talk_before = 0.0  # talk seconds of today's calls out already in the store
+        self.talk_asked: datetime | None = None
 
     def call_started(self, call_id: str, number: str, caller: str, at: datetime,
                      client: str | None, rule: str | None) -> int:  # fmt: skip
@@ -55,15 +59,23 @@ class Recorder:
     def override_changed(self, client: str, override: Override | None) -> None:
         self.overrides[client] = override
 
+    def external_talk_seconds(self, client: str, since: datetime) -> float:
+        self.talk_asked = since
+        return self.talk_before
 
-def directory(*rules: Rule) -> Directory:
+
+def directory(*rules: Rule, policy: CallPolicy | None = None) -> Directory:
+    mueller = Client("mueller", "Tischlerei Müller", bundesland="BY")
+    if policy is not None:
+        mueller = replace(mueller, call_policy=policy)
     return Directory(
         provider=Provider("Büroservice Sonnenschein", default_steps=(TEAM_STEP,)),
-        clients={"mueller": Client("mueller", "Tischlerei Müller", bundesland="BY")},
+        clients={"mueller": mueller},
         numbers={NUMBER: Number(NUMBER, "mueller", rules)},
         users={
             "anna": User("anna", "agent"),
             "mueller": User("mueller", "client", client="mueller", mobile=MOBILE),
+            "eva": User("eva", "employee", client="mueller"),
         },
         groups={"team": Group("team", "ring_all", ("anna",))},
         trunks={"carrier": Trunk("carrier", "127.0.0.1", 5090, prefixes=("+49",))},
@@ -78,6 +90,7 @@ OVERRIDE = Rule("Override", (TEAM_STEP,), When(override="office"))
 def net(monkeypatch: pytest.MonkeyPatch) -> t.Net:
     monkeypatch.setitem(t.PASSWORDS, "anna", "Sonne-Regen-43")
     monkeypatch.setitem(t.PASSWORDS, "mueller", "Hobel-Span-1987")
+    monkeypatch.setitem(t.PASSWORDS, "eva", "Leim-Zwinge-2024")
     n = t.Net()
     n.core.calls = CallRouting(n.core, Recorder())
     n.core.calls.update(directory(OVERRIDE, WERKTAG), [])
@@ -176,3 +189,164 @@ def test_feature_codes_are_only_for_client_phones(net: t.Net) -> None:
         t.authorize(r, challenge, "anna", "Proxy-Authorization").serialize(), ANNA
     )
     assert answer.status == 403
+
+
+EVA = ("udp", "127.0.0.1", 41003)
+
+
+def finals_to(out: list, dest: tuple[str, str, int]) -> list[Response]:
+    return [m for m, d in out if isinstance(m, Response) and m.status >= 200 and d == dest]
+
+
+@pytest.mark.parametrize(
+    ("number", "reason"),
+    [("+49900123456", "premium rate"), ("+491371234567", "premium rate"),
+     ("+4918051234567", "shared-cost service"), ("+4911833", "directory enquiries"),
+     ("+4319876543", "international"), ("+881612345678", "satellite or global network")],
+)  # fmt: skip
+def test_call_out_to_a_refused_class_is_403_with_the_reason_and_never_reaches_the_trunk(
+    net: t.Net, number: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checked where the trunk target is built: even a rule that got into the directory (an
+    old document, the provider's default plan) cannot call premium numbers."""
+    assert net.core.calls is not None
+    trunk = Trunk("carrier", "127.0.0.1", 5090, prefixes=("+",))
+    d = directory(Rule("Sonst", (Step((f"external:{number}",), 20),)))
+    net.core.calls.update(replace(d, trunks={"carrier": trunk}), [])
+    _, out = carrier_call(net)
+    assert sent_to(out, TRUNK, "INVITE") == []
+    [final] = finals_to(out, TRUNK)
+    assert (final.status, final.reason) == (403, f"Destination not allowed: {reason}")
+    assert f"Destination not allowed: {reason}" in (final.get("reason") or "")
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and number in refusals[0].getMessage()
+
+
+def test_a_class_allowed_by_client_and_trunk_goes_out(net: t.Net) -> None:
+    assert net.core.calls is not None
+    intl = CallPolicy(allow=frozenset({"international"}))
+    d = directory(Rule("Sonst", (Step(("external:+4319876543",), 20),)), policy=intl)
+    only_client = replace(
+        d, trunks={"carrier": Trunk("carrier", "127.0.0.1", 5090, prefixes=("+",))}
+    )
+    net.core.calls.update(only_client, [])
+    _, out = carrier_call(net)
+    assert finals_to(out, TRUNK)[0].status == 403  # the trunk does not carry international
+    both = replace(
+        d,
+        trunks={"carrier": Trunk("carrier", "127.0.0.1", 5090, prefixes=("+",), call_policy=intl)},
+    )
+    net.core.calls.update(both, [])
+    _, out = carrier_call(net)
+    assert len(sent_to(out, TRUNK, "INVITE")) == 1
+
+
+def test_concurrency_cap_answers_503_and_warns_the_provider(net: t.Net) -> None:
+    assert net.core.calls is not None
+    warnings: list[dict[str, object]] = []
+    net.core.calls.on_warning = warnings.append
+    one = CallPolicy(max_concurrent=1)
+    net.core.calls.update(
+        directory(Rule("Sonst", (Step((f"external:{MOBILE}",), 20),)), policy=one), []
+    )
+    _, out = carrier_call(net)
+    [first] = sent_to(out, TRUNK, "INVITE")
+    _, out = carrier_call(net)
+    assert sent_to(out, TRUNK, "INVITE") == []
+    [final] = finals_to(out, TRUNK)
+    assert (final.status, final.reason) == (503, "Too many calls out at once")
+    assert warnings and warnings[0]["client"] == "mueller" and warnings[0]["status"] == 503
+    # the first call ends (busy): room again
+    net.send(t.answer(first, 486).serialize(), TRUNK)
+    _, out = carrier_call(net)
+    assert len(sent_to(out, TRUNK, "INVITE")) == 1
+
+
+def test_daily_minutes_count_records_and_running_calls_then_403(net: t.Net) -> None:
+    assert net.core.calls is not None
+    calls = net.core.calls
+    log(net).talk_before = 110 * 60.0  # 110 minutes out already today (call records)
+    cap = CallPolicy(max_minutes_per_day=120)
+    calls.update(directory(Rule("Sonst", (Step((f"external:{MOBILE}",), 20),)), policy=cap), [])
+    _, out = carrier_call(net)
+    [inv] = sent_to(out, TRUNK, "INVITE")
+    net.send(t.answer(inv, 200, tag="mobile").serialize(), TRUNK)
+    assert log(net).talk_asked is not None  # the day starts at the client's midnight
+    net.advance(11 * 60)  # the running call passes the cap
+    _, out = carrier_call(net)
+    [final] = finals_to(out, TRUNK)
+    assert (final.status, final.reason) == (403, "Daily minutes for calls out used up")
+
+
+def _feature(net: t.Net, user: str, peer: tuple[str, str, int], code: str) -> Response:
+    r = t.req("INVITE", f"sip:{code}@{t.DOMAIN}", peer, user, f"sip:{code}@{t.DOMAIN}")
+    [(challenge, _)] = net.send(r.serialize(), peer)
+    [(answer, _)] = net.send(
+        t.authorize(r, challenge, user, "Proxy-Authorization").serialize(), peer
+    )
+    assert isinstance(answer, Response)
+    return answer
+
+
+@pytest.mark.parametrize("code", ["*21", "*22", "#21", "#22"])
+def test_an_employee_may_not_change_forwarding_by_phone(net: t.Net, code: str) -> None:
+    """The same rule as PUT /api/clients/{id}/override: staff and the client owner only."""
+    t.register(net, "eva", EVA)
+    answer = _feature(net, "eva", EVA, code)
+    assert answer.status == 403 and "owner" in answer.reason
+    assert "mueller" not in log(net).overrides
+
+
+def _dial(net: t.Net, user: str, peer: tuple[str, str, int], dialled: str) -> list:
+    r = t.req("INVITE", f"sip:{dialled}@{t.DOMAIN}", peer, user, f"sip:{dialled}@{t.DOMAIN}")
+    [(challenge, _)] = net.send(r.serialize(), peer)
+    return net.send(t.authorize(r, challenge, user, "Proxy-Authorization").serialize(), peer)
+
+
+def test_a_client_user_dials_out_through_the_trunk_with_the_client_number(net: t.Net) -> None:
+    out = _dial(net, "mueller", MUELLER, "01702222222")
+    [inv] = sent_to(out, TRUNK, "INVITE")
+    assert inv.uri == "sip:+491702222222@127.0.0.1:5090"
+    assert f"sip:{NUMBER}@" in (inv.get("p-asserted-identity") or "")
+    assert inv.get("diversion") is None  # not a forwarded call
+    [record] = log(net).records.values()
+    assert (record["number"], record["client"], record["rule"]) == (
+        "+491702222222",
+        "mueller",
+        "dial-out",
+    )
+    net.send(t.answer(inv, 200, tag="far").serialize(), TRUNK)
+    assert record["answered_by"] == "external:+491702222222"
+
+
+def test_dialling_out_to_a_premium_number_is_403_and_leaves_a_record(net: t.Net) -> None:
+    out = _dial(net, "mueller", MUELLER, "09001234567")
+    assert sent_to(out, TRUNK) == []
+    [final] = finals_to(out, MUELLER)
+    assert (final.status, final.reason) == (403, "Destination not allowed: premium rate")
+    [record] = log(net).records.values()
+    assert record["result"] == "failed" and record["number"] == "+499001234567"
+
+
+def test_staff_dial_out_without_a_client(net: t.Net) -> None:
+    out = _dial(net, "anna", ANNA, "+4930123456")
+    [inv] = sent_to(out, TRUNK, "INVITE")
+    assert "sip:anna@" in (inv.get("p-asserted-identity") or "")
+    [record] = log(net).records.values()
+    assert record["client"] is None and record["rule"] == "dial-out"
+
+
+def test_a_call_out_whose_bye_never_came_stops_counting_after_8_hours(net: t.Net) -> None:
+    assert net.core.calls is not None
+    one = CallPolicy(max_concurrent=1)  # 240 minutes a day: the stale call stops counting
+    rule = Rule("Sonst", (Step((f"external:{MOBILE}",), 20),))
+    net.core.calls.update(directory(rule, policy=one), [])
+    _, out = carrier_call(net)
+    [inv] = sent_to(out, TRUNK, "INVITE")
+    net.send(t.answer(inv, 200, tag="mobile").serialize(), TRUNK)
+    net.advance(3600)
+    _, out = carrier_call(net)
+    assert finals_to(out, TRUNK)[0].status == 503
+    net.advance(7 * 3600 + 1)
+    _, out = carrier_call(net)
+    assert len(sent_to(out, TRUNK, "INVITE")) == 1

@@ -125,3 +125,39 @@ def test_office_management_commands(demo: tuple[Path, str]) -> None:
     assert run("calls", "list", "--client", "mueller", *d).stdout.strip() == "no call records"
     bad = run("client", "add", "x", "--name", "X", "--bundesland", "ZZ", *d)
     assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1
+
+
+def test_calls_out_policy_commands(tmp_path: Path) -> None:
+    """`client policy`, `client approve-number` and `trunk set --allow/--max-concurrent`; a
+    bad value is one error line and changes nothing."""
+    data = tmp_path / "data"
+    assert run("init", "--data", str(data), "--demo").returncode == 0
+    d = ("--data", str(data))
+    shown = run("client", "policy", "schulz", *d)
+    assert shown.returncode == 0, shown.stderr
+    assert "calls out to emergency, fixed, freephone, mobile;" in shown.stdout
+    assert "at most 4 at once and 240 minutes a day; approved for forwarding: none" in shown.stdout
+    assert "+491701111111" in run("client", "policy", "mueller", *d).stdout  # init --demo
+    bad = run("client", "approve-number", "schulz", "+4319876543", *d)
+    assert bad.returncode == 1 and bad.stderr.startswith(ERR) and bad.stderr.count("\n") == 1
+    assert "destination not allowed: international" in bad.stderr
+    changed = run("client", "policy", "schulz", "--allow", "international",
+                  "--max-concurrent", "2", "--max-minutes-per-day", "60", *d)  # fmt: skip
+    assert (
+        "international" in changed.stdout and "at most 2 at once and 60 minutes" in changed.stdout
+    )
+    # the trunk must carry it too
+    assert run("client", "approve-number", "schulz", "+4319876543", *d).returncode == 1
+    trunk = run("trunk", "set", "carrier", "--prefixes", "+49,+43", "--allow", "international",
+                "--max-concurrent", "30", *d)  # fmt: skip
+    assert trunk.returncode == 0, trunk.stderr
+    assert "international" in trunk.stdout and "at most 30 calls out at once" in trunk.stdout
+    ok = run("client", "approve-number", "schulz", "+4319876543", *d)
+    assert ok.returncode == 0, ok.stderr
+    assert "approved for forwarding: +4319876543" in run("client", "policy", "schulz", *d).stdout
+    revoked = run("client", "approve-number", "schulz", "+4319876543", "--revoke", *d)
+    assert revoked.returncode == 0
+    assert "forwarding: none" in run("client", "policy", "schulz", *d).stdout
+    wrong = run("client", "policy", "schulz", "--allow", "moon", *d)
+    assert wrong.returncode == 1 and "call policy.allow" in wrong.stderr
+    assert "international" in run("client", "policy", "schulz", *d).stdout  # unchanged

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from heimbuero.office.callpolicy import CallPolicy
 from heimbuero.office.model import (
     Client,
     Directory,
@@ -82,7 +83,12 @@ def bare_directory() -> Directory:
     return Directory(
         provider=Provider("Büroservice Sonnenschein", default_steps=(Step(("group:team",), 30),)),
         clients={
-            "mueller": Client("mueller", "Tischlerei Müller", bundesland="BY"),
+            "mueller": Client(
+                "mueller",
+                "Tischlerei Müller",
+                bundesland="BY",
+                call_policy=CallPolicy(approved_numbers=(MOBILE,)),
+            ),  # fmt: skip
             "schulz": Client("schulz", "Sanitär Schulz", bundesland="BE"),
         },
         numbers={
@@ -302,6 +308,8 @@ CASES: list[tuple[str, object, str, str]] = [
     ("rule key typo", rule_doc({**r(), "wen": {}}), f"{R0}.wen", "did you mean 'when'?"),
     ("name missing", rule_doc({"steps": team()}), f"{R0}.name", "missing"),
     ("name empty", rule_doc(r(" ")), f"{R0}.name", "non-empty"),
+    ("name with CR/LF", rule_doc(r("Nachts\r\nX: y")), f"{R0}.name", "control character U+000D"),
+    ("name with bidi", rule_doc(r("\u202eNachts")), f"{R0}.name", "bidirectional control"),
     ("duplicate names", rule_doc(r("A", days=["mon"]), r("a", days=["tue"])), f"{P}.rules[1].name",
      "duplicate rule name 'a' (also rules[0])"),
     ("unknown user", rule_doc(step_rule("user:mueler")), T0, "unknown user 'mueler'"),
@@ -314,6 +322,12 @@ CASES: list[tuple[str, object, str, str]] = [
      "is not an E.164 number (write external:+491701111111)"),
     ("external not allowed", rule_doc(step_rule("external:+4312345678")), T0,
      "no trunk allows calls to +4312345678"),
+    ("external premium", rule_doc(step_rule("external:+49900123456")), T0,
+     "+49900123456: destination not allowed: premium rate"),
+    ("external shared cost", rule_doc(step_rule("external:+491805123456")), T0,
+     "destination not allowed: shared-cost service"),
+    ("external not approved", rule_doc(step_rule("external:+491702222222")), T0,
+     "+491702222222 is not approved for forwarding of client 'mueller'"),
     ("unknown target kind", rule_doc(step_rule("sip:anna@example.org")), T0, "is not a target"),
     ("target not text", rule_doc(step_rule(7)), T0, "expected a target text"),
     ("duplicate target", rule_doc(step_rule("group:team", "group:team")),
@@ -481,3 +495,26 @@ numbers:
 """
     rules = parse_rules_document(from_text(text), "mueller", directory)[NO].rules
     assert rules[1].when == When(days=("mon", "tue"), holidays="only")
+
+
+def test_external_targets_need_approval_and_at_most_three_per_step(directory: Directory) -> None:
+    """Forwarding leaves through the carrier: only numbers an admin approved for the client,
+    within its destination policy, and never more than three at once."""
+    extra = ("+491702222221", "+491702222222", "+491702222223")
+    mueller = directory.clients["mueller"]
+    approved = replace(
+        mueller,
+        call_policy=CallPolicy(approved_numbers=(MOBILE, *extra, "+4319000000", "+49900123")),
+    )
+    d = replace(directory, clients={**directory.clients, "mueller": approved})
+    four = rule_doc(step_rule(*(f"external:{n}" for n in (MOBILE, *extra))))
+    assert problems(copy.deepcopy(four), d) == [
+        (f"{R0}.steps[0].targets[3]", "a step may ring at most 3 external numbers at once")
+    ]
+    three = rule_doc(step_rule(*(f"external:{n}" for n in (MOBILE, *extra[:2]))))
+    parse_rules_document(three, "mueller", d)  # no RulesError
+    # approved, but premium: the destination policy still refuses it
+    premium = problems(rule_doc(step_rule("external:+49900123")), d)
+    assert premium == [(T0, "+49900123: destination not allowed: premium rate (ask the provider)")]
+    # the trunk's prefixes decide before the class: +43 is not on the demo trunk
+    assert "no trunk allows" in problems(rule_doc(step_rule("external:+4319000000")), d)[0][1]
