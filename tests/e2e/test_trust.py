@@ -203,9 +203,13 @@ def test_alias_to_the_carrier_with_a_premium_number_is_refused(office_factory: A
             from_uri=f"sip:mueller@{DOMAIN}", to_uri=f"sip:{PREMIUM}@{DOMAIN}",
             headers=[("Contact", f"<sip:mueller@127.0.0.1:{c.local_port}>")],
         )  # fmt: skip
-        assert 400 <= (final.status or 0) < 500, final.summary()
+        assert final.status == 403, final.summary()  # the alias is ignored: a refused dial-out
+        assert "not allowed" in (final.reason or ""), final.summary()
         assert carrier.messages(QUIET) == []
-    assert office.records() == []
+    # The attempt is on record as a refused call out, and nothing went through the trunk.
+    assert [(r.number, r.rule, r.result) for r in office.records()] == [
+        (PREMIUM, "dial-out", "failed")
+    ]
 
 
 def test_callers_identity_headers_never_reach_the_carrier(office_factory: Any) -> None:
