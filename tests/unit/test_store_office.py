@@ -213,3 +213,36 @@ def test_call_log_coalesces_a_busy_second(store: Store) -> None:
     assert records["c2"].answered_by == "user:anna" and records["c2"].result is None
     assert records["c30"].result == "busy" and records["c30"].answered_by is None
     assert (records["c51"].step, records["c51"].result) == (3, "no_answer")
+
+
+def test_migration_0007_approves_forwarding_that_worked_before(tmp_path: Path) -> None:
+    """An upgrade keeps existing forwarding to German numbers working (they become approved);
+    a premium or foreign target stays unapproved until an admin allows it."""
+    db = tmp_path / "old.db"
+    s = Store(f"sqlite:///{db}")
+    cfg = s._alembic_config()
+    with s._engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0006")
+    doc = (
+        '{"numbers": {"+49891234567": {"rules": [{"name": "Sonst", "steps": ['
+        '{"targets": ["external:+491701111111", "external:+499001234567"], "timeout": 20},'
+        '{"targets": ["external:+4930123456", "external:+4312345678", "user:anna"],'
+        ' "timeout": 20}]}]}}}'
+    )
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO clients (id, name, trade, contact_person, greeting, notes, timezone,"
+            " bundesland, closure_days) VALUES ('mueller', 'Tischlerei Müller', '', '', '', '',"
+            " 'Europe/Berlin', 'BY', '[]')"
+        )
+        conn.execute(
+            "INSERT INTO rule_documents (client, document, updated_at)"
+            " VALUES ('mueller', ?, '2026-01-01 00:00:00')",
+            (doc,),
+        )
+    s.upgrade()
+    client = s.get_client("mueller")
+    assert client is not None
+    assert client.call_policy.approved_numbers == ("+491701111111", "+4930123456")
+    s.close()
