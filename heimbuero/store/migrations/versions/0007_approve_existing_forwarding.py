@@ -44,7 +44,9 @@ def _allowed_by_default(number: str) -> bool:
 
 def upgrade() -> None:
     bind = op.get_bind()
-    rules = sa.table("rule_documents", sa.column("client", sa.String), sa.column("document", sa.JSON))
+    rules = sa.table(
+        "rule_documents", sa.column("client", sa.String), sa.column("document", sa.JSON)
+    )
     clients = sa.table("clients", sa.column("id", sa.String), sa.column("call_policy", sa.JSON))
     wanted: dict[str, set[str]] = {}
     for client, document in bind.execute(sa.select(rules.c.client, rules.c.document)):
