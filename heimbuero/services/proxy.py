@@ -444,7 +444,11 @@ class Proxy:
             )
         else:
             best = self._best(call)
-        core.layer.send_response(call.server_txn, best, now)
+        if hint is not None and best.status == hint[0]:
+            # The hint promises something stored (a message's 202): sent once it is committed.
+            core.send_after_commit(call.server_txn, best, now, "Could not be stored")
+        else:
+            core.layer.send_response(call.server_txn, best, now)
         if call.plan is not None:
             call.plan.failed(best.status, now)
 
