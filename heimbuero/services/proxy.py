@@ -28,6 +28,7 @@ from heimbuero.sip.message import (
 )
 
 from .location import Peer
+from .registrar import reachable_from
 
 if TYPE_CHECKING:
     from .core import SipCore
@@ -216,8 +217,8 @@ class Proxy:
                 except ParseError:
                     continue
                 alt = uri_destination(cu)
-                if alt is None:
-                    continue
+                if alt is None or not reachable_from(alt[1], dest[1]):
+                    continue  # never to a network the device is not in (its LAN, our loopback)
                 dest = (dest[0], alt[1], alt[2])
             targets.append((b.contact, dest))
         return targets
