@@ -49,6 +49,9 @@ from heimbuero.store.writer import GroupCommitWriter
 log = logging.getLogger("heimbuero")
 
 PERSIST_INTERVAL = 1.0  # seconds between batched writes of call records, presence and expiries
+# At most one group commit of registrations and messages per this many seconds (under load:
+# a quiet server commits at once); their answers wait for it.
+GROUP_COMMIT_WINDOW = 0.005
 OFFICE_RELOAD_INTERVAL = 2.0  # seconds until configuration changes reach call routing
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between expiry sweeps of stored messages and files
 
@@ -242,7 +245,7 @@ class Server:
         self._waiters: list[Callable[[bool, float], None]] = []
         self._take_scheduled = False
         self.writer: GroupCommitWriter[WriteBatch] = GroupCommitWriter(
-            self.store.write_batch, self._on_loop, name="store-writer"
+            self.store.write_batch, self._on_loop, window=GROUP_COMMIT_WINDOW, name="store-writer"
         )
         self.call_log = _StoreCallLog(self.store)
         self.calls = CallRouting(self.core, self.call_log)

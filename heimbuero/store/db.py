@@ -1211,8 +1211,10 @@ def _trunk_values(t: Trunk) -> dict[str, Any]:
     }
 
 
+@functools.cache
 def upsert_bindings_statement(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT (aor, contact) DO UPDATE for the "sqlite" or "postgresql" dialect."""
+    """INSERT ... ON CONFLICT (aor, contact) DO UPDATE for the "sqlite" or "postgresql" dialect
+    (built once: building it costs more CPU than writing a few rows with it)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(Binding)
     return stmt.on_conflict_do_update(

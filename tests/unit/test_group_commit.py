@@ -131,3 +131,40 @@ def test_register_whose_commit_failed_gets_500() -> None:
     _, _, [resp] = _register_held(False)
     assert resp.status == 500
     assert "could not be stored" in resp.reason
+
+
+def test_stored_message_202_waits_for_commit_and_a_failed_commit_answers_500() -> None:
+    from test_messaging import ALICE, make_net, message, responses
+
+    net, messenger, ops = make_net()
+    held = HeldCommits()
+    net.core.commit = held
+    assert responses(message(net, "alice", "bob", ALICE, b"eins")) == []  # held
+    assert any(op[0] == "add" for op in ops)  # handed to the writer before the answer
+    held.complete(True, net.now)
+    net.core.pump(net.now)
+    assert [r.status for r in responses(net.drain())] == [202]
+    assert messenger.waiting() == 1
+
+    assert responses(message(net, "alice", "bob", ALICE, b"zwei")) == []
+    held.complete(False, net.now)
+    net.core.pump(net.now)
+    [resp] = responses(net.drain())
+    assert resp.status == 500 and "could not be stored" in resp.reason
+    assert messenger.waiting() == 1  # the failed one is not kept: the sender sends it again
+
+
+def test_unanswered_device_202_waits_for_commit() -> None:
+    from test_core import register
+    from test_messaging import ALICE, BOB1, make_net, message, responses
+
+    net, messenger, _ = make_net(delivery_timeout=2.0)
+    held = HeldCommits()
+    register(net, "bob", BOB1)  # (no commit hook yet: answered at once)
+    net.core.commit = held
+    message(net, "alice", "bob", ALICE)
+    assert responses(net.advance(2.5)) == []  # nobody accepted: stored, the 202 waits
+    held.complete(True, net.now)
+    net.core.pump(net.now)
+    assert [r.status for r in responses(net.drain())] == [202]
+    assert messenger.waiting() == 1
