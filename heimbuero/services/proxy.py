@@ -205,7 +205,8 @@ class Proxy:
 
     def device_targets(self, aor: str, now: float) -> list[tuple[str, Peer]]:
         """(Request-URI, destination) of each registered device of `aor` that can be reached:
-        the address its REGISTER came from, or its Contact when that connection is gone."""
+        where the registrar decided to reach it (`registrar.reach_address`: NAT detection), or
+        its Contact when that connection is gone and the Contact is reachable."""
         core = self.core
         targets: list[tuple[str, Peer]] = []
         for b in core.location.lookup(aor, now):
