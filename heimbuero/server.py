@@ -51,7 +51,7 @@ log = logging.getLogger("heimbuero")
 PERSIST_INTERVAL = 1.0  # seconds between batched writes of call records, presence and expiries
 # At most one group commit of registrations and messages per this many seconds (under load:
 # a quiet server commits at once); their answers wait for it.
-GROUP_COMMIT_WINDOW = 0.005
+GROUP_COMMIT_WINDOW = 0.010
 OFFICE_RELOAD_INTERVAL = 2.0  # seconds until configuration changes reach call routing
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between expiry sweeps of stored messages and files
 
@@ -244,6 +244,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: list[Callable[[bool, float], None]] = []
         self._take_scheduled = False
+        self._in_flight = False  # a batch is with the writer: the next one gathers meanwhile
         self.writer: GroupCommitWriter[WriteBatch] = GroupCommitWriter(
             self.store.write_batch, self._on_loop, window=GROUP_COMMIT_WINDOW, name="store-writer"
         )
@@ -322,8 +323,9 @@ class Server:
 
     def _schedule_take(self) -> None:
         """Hand the changes to the writer once the loop has handled what is ready now, so that
-        everything that arrived together becomes one write."""
-        if self._take_scheduled or self._loop is None:
+        everything that arrived together becomes one write; while a batch is with the writer,
+        the next one gathers here and is handed over when that one committed."""
+        if self._take_scheduled or self._in_flight or self._loop is None:
             return
         self._take_scheduled = True
         self._loop.call_soon(self._take_durable)
@@ -332,6 +334,8 @@ class Server:
         """Registrations and messenger operations changed since the last take, and whoever
         waits for them, to the writer (on the loop)."""
         self._take_scheduled = False
+        if self._in_flight:
+            return  # taken when the batch in flight has committed
         waiters, self._waiters = self._waiters, []
         batch = WriteBatch()
         if self.location.has_changes():
@@ -344,10 +348,18 @@ class Server:
             batch.binding_upserts or batch.binding_deletes or batch.message_ops
         ):
             return
-        self.writer.submit(batch, functools.partial(self._committed, waiters) if waiters else None)
+        self._in_flight = True
+        self.writer.submit(batch, functools.partial(self._committed, waiters))
+
+    def _durable_pending(self) -> bool:
+        return bool(self._waiters or self.message_ops or self.location.has_changes())
 
     def _committed(self, waiters: list[Callable[[bool, float], None]], ok: bool) -> None:
-        """On the loop after a group commit: send the answers that waited for it."""
+        """On the loop after a group commit: send the answers that waited for it, and hand
+        over what gathered meanwhile."""
+        self._in_flight = False
+        if self._waiters or self.message_ops:
+            self._schedule_take()
         now = time.time()
         for fn in waiters:
             try:
@@ -388,7 +400,12 @@ class Server:
 
     async def flush_bindings(self) -> None:
         """Hand everything changed to the writer and wait until it is written."""
-        self._take_durable()
+        for _ in range(100):  # (one batch may be in flight; the next follows its commit)
+            self._take_durable()
+            await asyncio.wrap_future(self.writer.call(lambda: None))
+            await asyncio.sleep(0)  # the answers after the commit, on the loop
+            if not self._in_flight and not self._durable_pending():
+                break
         writer = self.writer
         if self.call_log.has_changes():
             writer.call(functools.partial(self.call_log.write, self.call_log.take()))

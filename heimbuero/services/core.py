@@ -426,11 +426,11 @@ class SipCore:
         # expiry stored, and after a crash the device would be unreachable until it registers
         # again). Retransmissions meanwhile are absorbed by the server transaction.
         response = self.make_response(req, result.status, result.reason, result.headers)
-        self.send_after_commit(txn, response, now, "Registration could not be stored")
         # Presence and stored messages learn of it after the 200 has gone out.
-        self.after_commit(
-            lambda ok, at: self.bindings_changed(result.added, result.removed, at), now
-        )
+        self.send_after_commit(
+            txn, response, now, "Registration could not be stored",
+            then=lambda at: self.bindings_changed(result.added, result.removed, at),
+        )  # fmt: skip
 
     def after_commit(self, fn: Callable[[bool, float], None], now: float) -> None:
         """Call fn(ok, now) once every change made so far is committed to the store (ok False:
@@ -441,19 +441,25 @@ class SipCore:
             self.commit(fn)
 
     def send_after_commit(
-        self, txn: tx.ServerTransaction, response: Response, now: float, failure: str
+        self,
+        txn: tx.ServerTransaction,
+        response: Response,
+        now: float,
+        failure: str,
+        then: Callable[[float], None] | None = None,
     ) -> None:
         """Send a final response that confirms a write once the write is committed; `500` with
-        `failure` as the reason when the commit failed."""
+        `failure` as the reason when the commit failed. `then(now)` runs after it either way."""
 
         def answer(ok: bool, at: float) -> None:
-            if txn.state not in (tx.State.TRYING, tx.State.PROCEEDING):
-                return  # answered meanwhile (the server stopped)
-            if ok:
-                self.layer.send_response(txn, response, at)
-            else:
-                log.error("%s: answering %s with 500", failure, txn.request.method)
-                self.respond(txn, 500, at, reason=failure)
+            if txn.state in (tx.State.TRYING, tx.State.PROCEEDING):  # (else: the server stopped)
+                if ok:
+                    self.layer.send_response(txn, response, at)
+                else:
+                    log.error("%s: answering %s with 500", failure, txn.request.method)
+                    self.respond(txn, 500, at, reason=failure)
+            if then is not None:
+                then(at)
 
         self.after_commit(answer, now)
 
