@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -12,7 +13,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,11 +44,15 @@ from heimbuero.services.trunks import TrunkRegistrations
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.sip.dialogtoken import DialogSigner
 from heimbuero.sip.transaction import TimerSettings
-from heimbuero.store.db import BindingRecord, Store
+from heimbuero.store.db import BindingRecord, Store, WriteBatch
+from heimbuero.store.writer import GroupCommitWriter
 
 log = logging.getLogger("heimbuero")
 
-PERSIST_INTERVAL = 1.0  # seconds between batched writes of registration changes
+PERSIST_INTERVAL = 1.0  # seconds between batched writes of call records, presence and expiries
+# At most one group commit of registrations and messages per this many seconds (under load:
+# a quiet server commits at once); their answers wait for it.
+GROUP_COMMIT_WINDOW = 0.010
 OFFICE_RELOAD_INTERVAL = 2.0  # seconds until configuration changes reach call routing
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between expiry sweeps of stored messages and files
 
@@ -258,8 +262,16 @@ class Server:
         closed = self.store.close_open_call_records(datetime.now(UTC))
         if closed:
             log.info("closed %d call records left open by the last stop", closed)
-        # One writer thread: batches reach the store in the order they were taken.
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        # One writer thread: batches reach the store in the order they were taken. Registrations
+        # and messages are group-committed (their answers wait for the commit); call records
+        # and presence are written in batches every PERSIST_INTERVAL (they confirm nothing).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: list[Callable[[bool, float], None]] = []
+        self._take_scheduled = False
+        self._in_flight = False  # a batch is with the writer: the next one gathers meanwhile
+        self.writer: GroupCommitWriter[WriteBatch] = GroupCommitWriter(
+            self.store.write_batch, self._on_loop, window=GROUP_COMMIT_WINDOW, name="store-writer"
+        )
         self.call_log = _StoreCallLog(self.store)
         self.calls = CallRouting(self.core, self.call_log)
         self.warning_listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -283,7 +295,6 @@ class Server:
             self.store, config.files_dir, config.files, public_base_url(config.http)
         )
         self.message_ops: list[tuple[Any, ...]] = []
-        self._wake_writer: asyncio.Event | None = None
         msg = config.messages
         self.messages = enable_messaging(
             self.core,
@@ -316,21 +327,79 @@ class Server:
         return Account(name, *found)
 
     def _message_op(self, op: tuple[Any, ...]) -> None:
-        """Messages are written at once (not after the batch interval): a stored message the
-        sender was told about (202) must not wait in memory."""
+        """Messenger operations are written with the next group commit (not after the batch
+        interval): the ones the sender was told about (202) are waited for."""
         self.message_ops.append(op)
-        if self._wake_writer is not None:
-            self._wake_writer.set()
+        self._schedule_take()
+
+    # ---- group commit ------------------------------------------------------------------------
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        """The writer's way back: run fn on the event loop (at once when there is none)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            fn()
+        else:
+            loop.call_soon_threadsafe(fn)
+
+    def _commit_request(self, fn: Callable[[bool, float], None]) -> None:
+        """The core's `commit`: fn(ok, now) once every change made so far is committed."""
+        self._waiters.append(fn)
+        self._schedule_take()
+
+    def _schedule_take(self) -> None:
+        """Hand the changes to the writer once the loop has handled what is ready now, so that
+        everything that arrived together becomes one write; while a batch is with the writer,
+        the next one gathers here and is handed over when that one committed."""
+        if self._take_scheduled or self._in_flight or self._loop is None:
+            return
+        self._take_scheduled = True
+        self._loop.call_soon(self._take_durable)
+
+    def _take_durable(self) -> None:
+        """Registrations and messenger operations changed since the last take, and whoever
+        waits for them, to the writer (on the loop)."""
+        self._take_scheduled = False
+        if self._in_flight:
+            return  # taken when the batch in flight has committed
+        waiters, self._waiters = self._waiters, []
+        batch = WriteBatch()
+        if self.location.has_changes():
+            ups, dels = self.location.take_changes()
+            batch.binding_upserts = [_to_record(b) for b in ups]
+            batch.binding_deletes = dels
+        if self.message_ops:
+            batch.message_ops, self.message_ops = self.message_ops, []
+        if not waiters and not (
+            batch.binding_upserts or batch.binding_deletes or batch.message_ops
+        ):
+            return
+        self._in_flight = True
+        self.writer.submit(batch, functools.partial(self._committed, waiters))
+
+    def _durable_pending(self) -> bool:
+        return bool(self._waiters or self.message_ops or self.location.has_changes())
+
+    def _committed(self, waiters: list[Callable[[bool, float], None]], ok: bool) -> None:
+        """On the loop after a group commit: send the answers that waited for it, and hand
+        over what gathered meanwhile."""
+        self._in_flight = False
+        if self._waiters or self.message_ops:
+            self._schedule_take()
+        now = time.time()
+        for fn in waiters:
+            try:
+                fn(ok, now)
+            except Exception:
+                log.exception("an answer after a commit failed")
+        self.core.pump(now)
+        self.transports.flush()
 
     async def _persist(self) -> None:
-        """Write registration changes in batches, off the event loop's thread."""
-        loop = asyncio.get_running_loop()
-        wake = self._wake_writer = asyncio.Event()
+        """Write call records, presence and expired registrations in batches, off the loop."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), PERSIST_INTERVAL)
-            wake.clear()
-            await self.flush_bindings(loop)
+            await asyncio.sleep(PERSIST_INTERVAL)
+            await self.flush_bindings()
 
     async def _housekeeping(self) -> None:
         """Expire stored messages and file links; delete conversations past retention."""
@@ -355,23 +424,25 @@ class Server:
         if expired:
             log.info("deleted %d files whose links expired", expired)
 
-    async def flush_bindings(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.message_ops:
-            ops, self.message_ops = self.message_ops, []
-            await loop.run_in_executor(self.writer, self.store.apply_message_log, ops)
+    async def flush_bindings(self) -> None:
+        """Hand everything changed to the writer and wait until it is written."""
+        for _ in range(100):  # (one batch may be in flight; the next follows its commit)
+            self._take_durable()
+            await asyncio.wrap_future(self.writer.call(lambda: None))
+            await asyncio.sleep(0)  # the answers after the commit, on the loop
+            if not self._in_flight and not self._durable_pending():
+                break
+        writer = self.writer
         if self.call_log.has_changes():
-            await loop.run_in_executor(self.writer, self.call_log.write, self.call_log.take())
+            writer.call(functools.partial(self.call_log.write, self.call_log.take()))
         if self.presence.has_changes():
             subs, gone_subs, pubs, gone_pubs = self.presence.take_changes()
-            await loop.run_in_executor(
-                self.writer, self.store.save_presence, [subscription_record(s) for s in subs],
+            writer.call(functools.partial(
+                self.store.save_presence, [subscription_record(s) for s in subs],
                 gone_subs, [publication_record(p) for p in pubs], gone_pubs,
-            )  # fmt: skip
-        if not self.location.has_changes():
-            return
-        ups, dels = self.location.take_changes()
-        records = [_to_record(b) for b in ups]
-        await loop.run_in_executor(self.writer, self.store.save_bindings, records, dels)
+            ))  # fmt: skip
+        # The writer runs in order: when this returns, everything above is written.
+        await asyncio.wrap_future(writer.call(lambda: None))
 
     async def _reload_office(self) -> None:
         """Pick up clients, numbers, rules and overrides changed through the CLI or HTTP API.
@@ -487,6 +558,17 @@ class Server:
         messages.submit(message, now)
         self.core.pump(now)
         self.transports.flush()
+        # 201 promises the message is stored: wait for its commit.
+        committed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def done(ok: bool, at: float) -> None:
+            if not committed.done():
+                committed.set_result(ok)
+
+        self.core.after_commit(done, now)
+        if not await committed:
+            messages.withdraw(message)
+            raise MessageRejected(500, "The message could not be stored")
         return message.summary()
 
     def _defer(self, fn: Callable[[], Any], then: Callable[[Any, float], None]) -> None:
@@ -573,6 +655,8 @@ class Server:
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.core.commit = self._commit_request
         # Streams first: a UDP socket answers as soon as it is bound, while binding a TCP
         # listener yields to the loop; a phone that got an answer over UDP must find TCP open.
         for a in sorted(self.config.sip.listen, key=lambda a: a.transport == "udp"):
@@ -623,9 +707,11 @@ class Server:
         if http is not None:
             http[0].should_exit = True
             await http[1]
-        await self.flush_bindings(loop)
+        await self.flush_bindings()
+        await asyncio.sleep(0)  # the answers that waited for the last commit
+        self.transports.flush()
         await self.transports.close()
-        self.writer.shutdown(wait=True)
+        self.writer.stop()
         self.store.close()
         print("heimbuero: stopped", file=sys.stderr, flush=True)
         return 0

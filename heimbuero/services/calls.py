@@ -276,13 +276,11 @@ class CallRouting:
             if account is None or account.role in STAFF:
                 # The agent must know before answering whom the call is for.
                 display = f"{client.name}: {_pretty_number(run.caller)}"
-        out = []
-        for b in self.core.location.lookup(user, now):
-            dest = b.received
-            if dest[0] != "udp" and not self.core.is_connected(dest):
-                continue
-            out.append(Target(b.contact, dest, f"user:{user}", display, headers))
-        return out
+        # The same destinations as any call to the user (the proxy decides where devices are).
+        return [
+            Target(uri, dest, f"user:{user}", display, headers)
+            for uri, dest in self.core.proxy.device_targets(user, now)
+        ]
 
     def _external_target(self, number: str, run: PlanRun) -> Target | None:
         trunks = self.directory.trunks.values()

@@ -161,6 +161,10 @@ class SipCore:
         self.calls: CallRouting | None = None  # calls to client numbers, when the office is set up
         self.trunks: TrunkRegistrations | None = None  # registrations to carriers
         self.messages: Messenger | None = None  # MESSAGE history and store-and-forward
+        # Durability: `commit(fn)` asks the store writer to commit every change the services
+        # made so far and then call fn(ok, now) (the server runs its writer; None: no store,
+        # as in unit tests, where fn runs at once).
+        self.commit: Callable[[Callable[[bool, float], None]], None] | None = None
 
     # ------------------------------------------------------------------ network-facing API
 
@@ -479,9 +483,50 @@ class SipCore:
             self.respond(txn, 403, now, reason="Authenticated user does not own this address")
             return
         result = self.registrar.handle(req, aor, txn.source, now)  # type: ignore[arg-type]
-        self.respond(txn, result.status, now, reason=result.reason, headers=result.headers)
-        if result.added or result.removed:
-            self.bindings_changed(result.added, result.removed, now)
+        if not (result.added or result.removed):
+            self.respond(txn, result.status, now, reason=result.reason, headers=result.headers)
+            return
+        # Routing uses the new bindings at once; the 200 promises they survive a crash, so it
+        # waits for the commit (refreshes too: a lost refresh would leave the older, earlier
+        # expiry stored, and after a crash the device would be unreachable until it registers
+        # again). Retransmissions meanwhile are absorbed by the server transaction.
+        response = self.make_response(req, result.status, result.reason, result.headers)
+        # Presence and stored messages learn of it after the 200 has gone out.
+        self.send_after_commit(
+            txn, response, now, "Registration could not be stored",
+            then=lambda at: self.bindings_changed(result.added, result.removed, at),
+        )  # fmt: skip
+
+    def after_commit(self, fn: Callable[[bool, float], None], now: float) -> None:
+        """Call fn(ok, now) once every change made so far is committed to the store (ok False:
+        the commit failed)."""
+        if self.commit is None:
+            fn(True, now)
+        else:
+            self.commit(fn)
+
+    def send_after_commit(
+        self,
+        txn: tx.ServerTransaction,
+        response: Response,
+        now: float,
+        failure: str,
+        then: Callable[[float], None] | None = None,
+    ) -> None:
+        """Send a final response that confirms a write once the write is committed; `500` with
+        `failure` as the reason when the commit failed. `then(now)` runs after it either way."""
+
+        def answer(ok: bool, at: float) -> None:
+            if txn.state in (tx.State.TRYING, tx.State.PROCEEDING):  # (else: the server stopped)
+                if ok:
+                    self.layer.send_response(txn, response, at)
+                else:
+                    log.error("%s: answering %s with 500", failure, txn.request.method)
+                    self.respond(txn, 500, at, reason=failure)
+            if then is not None:
+                then(at)
+
+        self.after_commit(answer, now)
 
     # ------------------------------------------------------------------ authentication
 

@@ -290,7 +290,7 @@ class Messenger:
         req.add("P-Asserted-Identity", f"<sip:{sender}@{core.settings.domain}>")
         if store:
             self.enqueue(message, now)
-            core.respond(txn, 202, now, reason="Accepted: stored for delivery")
+            self._accepted_when_stored(txn, message, now)
             self.kick(recipient, now)
             return
         self.stats["relayed"] += 1
@@ -301,6 +301,35 @@ class Messenger:
             self.settings.delivery_timeout,
         )
         core.proxy.execute_plan(txn, plan, now, record_route=False)
+
+    def _accepted_when_stored(
+        self, txn: tx.ServerTransaction, message: Message, now: float
+    ) -> None:
+        """Answer 202 once the stored message is committed; when the commit failed, 500 and the
+        message leaves the queue (the sender sends it again, so it must not arrive twice)."""
+        core = self.core
+
+        def answer(ok: bool, at: float) -> None:
+            if not ok:
+                self.withdraw(message)
+            if txn.state not in (tx.State.TRYING, tx.State.PROCEEDING):
+                return
+            if ok:
+                core.respond(txn, 202, at, reason="Accepted: stored for delivery")
+            else:
+                log.error("message %s could not be stored: answering 500", message.id)
+                core.respond(txn, 500, at, reason="The message could not be stored")
+
+        core.after_commit(answer, now)
+
+    def withdraw(self, message: Message) -> None:
+        """A message whose storing failed (its sender got an error and sends it again): out of
+        the queue unless a device is being sent it right now."""
+        delivery = self.inflight.get(message.recipient)
+        if delivery is None or delivery.message is not message:
+            self._unqueue(message)
+            message.state = "failed"
+            self._notify("state", message)
 
     def prepare(
         self, sender: str, recipient: str, content_type: str, body: bytes, now: float,

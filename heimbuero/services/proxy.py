@@ -36,6 +36,7 @@ from heimbuero.sip.message import (
 )
 
 from .location import Peer
+from .registrar import reachable_from
 
 if TYPE_CHECKING:
     from .core import SipCore
@@ -220,7 +221,8 @@ class Proxy:
 
     def device_targets(self, aor: str, now: float) -> list[tuple[str, Peer]]:
         """(Request-URI, destination) of each registered device of `aor` that can be reached:
-        the address its REGISTER came from, or its Contact when that connection is gone."""
+        where the registrar decided to reach it (`registrar.reach_address`: NAT detection), or
+        its Contact when that connection is gone and the Contact is reachable."""
         core = self.core
         targets: list[tuple[str, Peer]] = []
         for b in core.location.lookup(aor, now):
@@ -232,8 +234,8 @@ class Proxy:
                 except ParseError:
                     continue
                 alt = uri_destination(cu)
-                if alt is None:
-                    continue
+                if alt is None or not reachable_from(alt[1], dest[1]):
+                    continue  # never to a network the device is not in (its LAN, our loopback)
                 dest = (dest[0], alt[1], alt[2])
             if core.is_trunk_address(dest):
                 continue  # a carrier is reached through a routing plan only
@@ -465,7 +467,11 @@ class Proxy:
             )
         else:
             best = self._best(call)
-        core.layer.send_response(call.server_txn, best, now)
+        if hint is not None and best.status == hint[0]:
+            # The hint promises something stored (a message's 202): sent once it is committed.
+            core.send_after_commit(call.server_txn, best, now, "Could not be stored")
+        else:
+            core.layer.send_response(call.server_txn, best, now)
         if call.plan is not None:
             call.plan.failed(best.status, now)
 

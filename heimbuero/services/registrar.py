@@ -1,15 +1,33 @@
 """The registrar (RFC 3261 §10.3): binds a user's address-of-record to the devices that register.
 
 Authentication happens before `handle()` is called; it receives the authenticated user name.
-Devices behind NAT are reached at the address their REGISTER came from (`Binding.received`),
-whatever private address their Contact names.
+
+Where a registered device is reached (`Binding.received`) is decided per Contact by
+`reach_address` — NAT detection in the spirit of Kamailio's nat_uac_test:
+
+- over TCP (and every connection-oriented transport): the connection the REGISTER came on;
+- the Contact names the address the REGISTER came from: that address (a normal device);
+- the top Via's sent-by differs from the source address and port: a router translated the
+  packet (NAT), so the source;
+- the Contact is no IP address, names another transport than the REGISTER used, or names an
+  address the registering device's network cannot be told apart from ours: the source. That is
+  every loopback address unless the REGISTER came from loopback too, every private address
+  (RFC 1918, fc00::/7) unless it came from a private address too, and always shared
+  (100.64/10), link-local, multicast, unspecified and reserved/documentation addresses;
+- otherwise (a public address, Via = source): the Contact as written. That is a third-party
+  or multi-socket registration (RFC 3261 §10.2: a device may register a contact on behalf of
+  another), and calls go there.
+
+So the server never sends to a network that the registering device is not in itself: nobody on
+the internet can point it at the server's loopback or LAN.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
-from heimbuero.sip.message import Address, ParseError, Request, parse_address
+from heimbuero.sip.message import Address, ParseError, Request, SipURI, Via, parse_address
 
 from .location import Binding, LocationService, Peer
 
@@ -51,6 +69,10 @@ class Registrar:
         header_expires = req.get("expires")
         contacts_raw = req.get_all("contact")
         user_agent = req.get("user-agent")
+        try:
+            via: Via | None = req.top_via
+        except ParseError:
+            via = None
 
         if not contacts_raw:
             return self._ok(aor, now, [], [])
@@ -108,7 +130,7 @@ class Registrar:
             binding = Binding(
                 aor=aor,
                 contact=key,
-                received=source,
+                received=reach_address(addr.uri, via, source),
                 expires_at=now + expires,
                 call_id=call_id,
                 cseq=cseq,
@@ -141,6 +163,55 @@ class Registrar:
                 ("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}{q}")
             )
         return RegisterResult(200, "OK", headers, added, removed)
+
+
+_PRIVATE = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+
+
+def _private(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return any(ip in n for n in _PRIVATE if n.version == ip.version)
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def reachable_from(host: str, source_host: str) -> bool:
+    """Whether the server may send to `host` on the word of a device at `source_host`:
+    loopback only from loopback, private addresses only from private ones, and otherwise only
+    public (global unicast) addresses."""
+    ip, src = _ip(host), _ip(source_host)
+    if ip is None or src is None or ip.version != src.version:
+        return False
+    if ip.is_loopback:
+        return src.is_loopback
+    if _private(ip):
+        return _private(src)
+    return ip.is_global and not ip.is_multicast
+
+
+def reach_address(contact: SipURI, via: Via | None, source: Peer) -> Peer:
+    """Where the device that registered `contact` with this top Via from `source` is reached
+    (the decision table is in the module's doc)."""
+    transport, src_host, src_port = source
+    if transport != "udp":
+        return source  # the connection
+    host = contact.host.strip("[]")
+    if contact.transport != transport or _ip(host) is None:
+        return source
+    dest: Peer = (transport, host, contact.port or 5060)
+    if _ip(host) == _ip(src_host) and dest[2] == src_port:
+        return source  # a normal device: the Contact names where it sends from
+    if via is None or _ip(via.host) != _ip(src_host) or (via.port or 5060) != src_port:
+        return source  # a router translated the address: NAT
+    if not reachable_from(host, src_host):
+        return source
+    return dest
 
 
 def _fail(status: int, reason: str) -> RegisterResult:

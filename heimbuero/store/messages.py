@@ -85,28 +85,32 @@ class MessageStore:
         ("state", message_id, state, at) a delivery outcome;
         ("report", imdn_id, reporter, state) an IMDN report from the message's recipient."""
         with self._engine.begin() as conn:
-            for op in ops:
-                kind = op[0]
-                if kind == "add":
-                    self._add_message(conn, op[1])
-                elif kind == "state":
-                    _, message_id, state, at = op
-                    if state not in MESSAGE_STATES:
-                        raise ValueError(f"invalid message state {state!r}")
-                    conn.execute(
-                        update(MessageRow)
-                        .where(MessageRow.id == message_id)
-                        .values(state=state, state_at=at)
-                    )
-                elif kind == "report":
-                    _, imdn_id, reporter, state = op
-                    conn.execute(
-                        update(MessageRow)
-                        .where(MessageRow.imdn_id == imdn_id, MessageRow.recipient == reporter)
-                        .values(imdn_state=state)
-                    )
-                else:
-                    raise ValueError(f"unknown message operation {kind!r}")
+            self._apply_message_ops(conn, ops)
+
+    def _apply_message_ops(self, conn: Connection, ops: list[tuple[Any, ...]]) -> None:
+        """`apply_message_log` inside the caller's transaction."""
+        for op in ops:
+            kind = op[0]
+            if kind == "add":
+                self._add_message(conn, op[1])
+            elif kind == "state":
+                _, message_id, state, at = op
+                if state not in MESSAGE_STATES:
+                    raise ValueError(f"invalid message state {state!r}")
+                conn.execute(
+                    update(MessageRow)
+                    .where(MessageRow.id == message_id)
+                    .values(state=state, state_at=at)
+                )
+            elif kind == "report":
+                _, imdn_id, reporter, state = op
+                conn.execute(
+                    update(MessageRow)
+                    .where(MessageRow.imdn_id == imdn_id, MessageRow.recipient == reporter)
+                    .values(imdn_state=state)
+                )
+            else:
+                raise ValueError(f"unknown message operation {kind!r}")
 
     def _add_message(self, conn: Connection, fields: dict[str, Any]) -> None:
         a, b = _pair(fields["sender"], fields["recipient"])

@@ -76,7 +76,7 @@ def test_retention_deletes_idle_conversations_with_their_files(tmp_path: Path) -
         kept = server.store.conversation_messages("anna", "kai")
         assert kept is not None and [m.body for m in kept] == [b"Kaffee?", b"Noch da?"]
     finally:
-        server.writer.shutdown()
+        server.writer.stop()
         server.store.close()
 
 
@@ -88,5 +88,5 @@ def test_zero_retention_keeps_everything(tmp_path: Path) -> None:
         server.sweep(datetime.now(UTC) + timedelta(days=3650))
         assert server.store.conversation_messages("anna", "mia") is not None
     finally:
-        server.writer.shutdown()
+        server.writer.stop()
         server.store.close()
