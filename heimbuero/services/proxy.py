@@ -657,9 +657,9 @@ def uri_destination(uri: SipURI) -> Peer | None:
     if not is_ip_literal(host):
         return None
     transport = uri.transport
-    if transport not in ("udp", "tcp"):
+    if transport not in ("udp", "tcp", "tls"):
         return None
-    return (transport, host, uri.port or 5060)
+    return (transport, host, uri.port or (5061 if transport == "tls" else 5060))
 
 
 def _strip_alias(text: str, uri: SipURI) -> str:

@@ -1,0 +1,134 @@
+"""End-to-end tests of SIP over TLS (RFC 3261 §26): the certificate `init` makes, phones that
+register and call over TLS, and the limits on TLS handshakes."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .conftest import DOMAIN, USERS
+from .harness import (
+    LOCALHOST,
+    Baresip,
+    Server,
+    SipClient,
+    SipMessage,
+    digest_response,
+    pick_challenge,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def tls_server(server_factory: Callable[..., Server]) -> Server:
+    return server_factory(transports=("udp", "tcp", "tls"))
+
+
+def test_register_and_message_over_tls(tls_server: Server) -> None:
+    assert tls_server.tls_port is not None
+    with (
+        SipClient(tls_server.tls_port, transport="tls", cafile=tls_server.tls_cert) as bob,
+        SipClient(tls_server.port) as alice,
+    ):
+        # The server's certificate verifies against the file init wrote (name 127.0.0.1).
+        assert isinstance(bob.sock, ssl.SSLSocket)
+        assert bob.sock.version() in ("TLSv1.2", "TLSv1.3")
+        aor = f"sip:bob@{DOMAIN}"
+        contact = f"<sip:bob@{LOCALHOST}:{bob.local_port};transport=tls>"
+        _, reg = bob.authenticated_request(
+            "REGISTER", f"sip:{DOMAIN}", username="bob", password=USERS["bob"],
+            from_uri=aor, to_uri=aor, headers=[("Contact", contact), ("Expires", "600")],
+        )  # fmt: skip
+        assert reg.status == 200, reg.summary()
+        # alice (UDP) sends bob a MESSAGE: it reaches bob over his TLS connection.
+        alice_aor = f"sip:alice@{DOMAIN}"
+        kw = {"from_uri": alice_aor, "to_uri": aor, "body": b"hallo per TLS",
+              "content_type": "text/plain"}  # fmt: skip
+        first = alice.request("MESSAGE", aor, **kw)  # type: ignore[arg-type]
+        challenge = alice.final_response(first, 5)
+        assert challenge.status == 407, challenge.summary()
+        auth = digest_response(
+            pick_challenge(challenge), method="MESSAGE", uri=aor, username="alice",
+            password=USERS["alice"],
+        )  # fmt: skip
+        second = alice.request(
+            "MESSAGE", aor, call_id=first.call_id, from_tag=first.from_tag, cseq=first.cseq + 1,
+            headers=[("Proxy-Authorization", auth)], **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
+        got = bob.recv(10)
+        assert got is not None and got.method == "MESSAGE", got
+        assert got.body == b"hallo per TLS"
+        assert (got.header("Via") or "").startswith("SIP/2.0/TLS "), got.header("Via")
+        bob.send_raw(_response_to(got, 200))
+        final = alice.final_response(second, 10)
+        assert final.status == 200, final.summary()
+
+
+def _response_to(req: SipMessage, status: int) -> bytes:
+    lines = [f"SIP/2.0 {status} OK"]
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        for value in req.header_values(name):
+            if name == "To" and ";tag=" not in value:
+                value += ";tag=tlsbob"
+            lines.append(f"{name}: {value}")
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_plain_tcp_client_on_tls_port_is_closed(server_factory: Callable[..., Server]) -> None:
+    srv = server_factory(transports=("udp", "tls"), sip_options={"tls_handshake_timeout": 2})
+    assert srv.tls_port is not None
+    with socket.create_connection((LOCALHOST, srv.tls_port), timeout=10) as sock:
+        # A SIP request in the clear is not a ClientHello; nothing is answered in the clear.
+        sock.sendall(b"OPTIONS sip:x SIP/2.0\r\n")
+        sock.settimeout(10)
+        data = b""
+        try:
+            while chunk := sock.recv(4096):
+                data += chunk
+        except ConnectionResetError:
+            pass
+        assert b"SIP/2.0" not in data
+    # a half-open client that never sends a byte is closed at the handshake timeout
+    with socket.create_connection((LOCALHOST, srv.tls_port), timeout=10) as idle:
+        start = time.monotonic()
+        idle.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            assert idle.recv(1) == b""
+        elapsed = time.monotonic() - start
+        assert 1.5 < elapsed < 6, elapsed
+    assert srv.alive()
+
+
+@pytest.mark.peers("baresip")
+def test_baresip_over_tls_calls_phone_on_udp(tls_server: Server, tmp_path: Path) -> None:
+    with (
+        Baresip(
+            tmp_path, user="alice", password=USERS["alice"], server=tls_server, transport="tls"
+        ) as alice,
+        Baresip(
+            tmp_path, user="bob", password=USERS["bob"], server=tls_server, answermode="auto"
+        ) as bob,
+    ):
+        alice.wait_registered()
+        bob.wait_registered()
+        alice.command("dial", f"sip:bob@{DOMAIN}")
+        alice.wait_for_event("CALL_ESTABLISHED", timeout=15)
+        bob.wait_for_event("CALL_ESTABLISHED", timeout=15)
+        bob.command("hangup")
+        alice.wait_for_event("CALL_CLOSED", timeout=15)
+        bob.wait_for_event("CALL_CLOSED", timeout=15)
+        # and the other way round: the UDP phone calls the TLS phone, the TLS phone hangs up
+        bob.command("dial", f"sip:alice@{DOMAIN}")
+        bob.wait_for_event("CALL_RINGING", timeout=15)
+        alice.command("accept")
+        bob.wait_for_event("CALL_ESTABLISHED", timeout=15)
+        alice.command("hangup")
+        bob.wait_for_event("CALL_CLOSED", timeout=15)
