@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import secrets
 import socket
 import sys
@@ -497,10 +498,12 @@ def cmd_group_remove(args: argparse.Namespace) -> int:
 
 def _trunk_changes(args: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {}
-    if args.address is not None:
-        changes["host"], changes["port"] = directory.parse_address(args.address)
     if args.transport is not None:
         changes["transport"] = directory.validate_transport(args.transport)
+    if args.address is not None:
+        changes["host"], changes["port"] = directory.parse_address(args.address)
+        if changes.get("transport") == "tls" and not re.search(r":\d+$", args.address.strip()):
+            changes["port"] = 5061  # SIP over TLS (RFC 3261 §26)
     if args.prefixes is not None:
         changes["prefixes"] = tuple(directory.validate_prefix(p) for p in _split(args.prefixes))
     if args.username is not None:
@@ -741,7 +744,11 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--address", required=required, metavar="HOST:PORT", help="the carrier's SIP peer"
         )
-        p.add_argument("--transport", help="udp (default) or tcp")
+        p.add_argument(
+            "--transport",
+            help="udp (default), tcp or tls (port default 5061; the carrier's certificate is "
+            "checked against the system's CAs, or as set in [sip.trunk_tls])",
+        )
         p.add_argument(
             "--prefixes", metavar="+49,+43", help="number prefixes allowed outbound (default +49)"
         )

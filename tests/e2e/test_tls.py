@@ -4,6 +4,7 @@ register and call over TLS, and the limits on TLS handshakes."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 import ssl
 import time
@@ -21,7 +22,14 @@ from .harness import (
     SipMessage,
     digest_response,
     pick_challenge,
+    wait_until,
 )
+
+
+def file_fingerprint(cert: Path) -> str:
+    der = ssl.PEM_cert_to_DER_cert(cert.read_text(encoding="ascii"))
+    return hashlib.sha256(der).hexdigest()
+
 
 pytestmark = pytest.mark.e2e
 
@@ -132,3 +140,64 @@ def test_baresip_over_tls_calls_phone_on_udp(tls_server: Server, tmp_path: Path)
         bob.wait_for_event("CALL_ESTABLISHED", timeout=15)
         alice.command("hangup")
         bob.wait_for_event("CALL_CLOSED", timeout=15)
+
+
+# --------------------------------------------------------------------------------------------
+# a carrier trunk over TLS: the carrier is a second heimbuero with a TLS listener, so its
+# certificate is self-signed and must be pinned (or its CA named) in [sip.trunk_tls]
+
+TRUNK_USER = "hb4711"
+TRUNK_PASS = "Carrier-Secret-9"
+
+
+def _office_with_trunk(tmp_path: Path, name: str, carrier: Server, trunk_tls: str | None) -> Server:
+    office = Server(tmp_path / name, domain=DOMAIN, users={"alice": USERS["alice"]})
+    office.prepare()
+    if trunk_tls is not None:
+        with office.config_path.open("a", encoding="utf-8") as f:
+            f.write(f'\n[sip.trunk_tls]\n"127.0.0.1" = "{trunk_tls}"\n')
+    office.cli(
+        "trunk", "add", "carrier", "--address", f"127.0.0.1:{carrier.tls_port}",
+        "--transport", "tls", "--username", TRUNK_USER, "--password", TRUNK_PASS,
+        "--register", "--data", str(office.data_dir),
+    )  # fmt: skip
+    return office
+
+
+def test_trunk_registers_over_tls_with_pinned_certificate(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    carrier = server_factory(
+        "carrier", domain="127.0.0.1", users={TRUNK_USER: TRUNK_PASS},
+        transports=("udp", "tls"),
+    )  # fmt: skip
+    pin = "sha256:" + file_fingerprint(carrier.tls_cert)
+    with _office_with_trunk(tmp_path, "office", carrier, pin) as office:
+        wait_until(
+            lambda: "registered at carrier trunk carrier" in office.log_text(), 15,
+            what="trunk registration over TLS",
+        )  # fmt: skip
+        assert "TLS connection to" not in office.log_text()
+
+
+def test_trunk_over_tls_refuses_an_unverified_carrier(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    carrier = server_factory(
+        "carrier", domain="127.0.0.1", users={TRUNK_USER: TRUNK_PASS},
+        transports=("udp", "tls"),
+    )  # fmt: skip
+    # No setting: the carrier's self-signed certificate is checked against the system's CAs.
+    with _office_with_trunk(tmp_path, "office-ca", carrier, None) as office:
+        wait_until(
+            lambda: "certificate verify failed" in office.log_text(), 15,
+            what="a refused TLS handshake",
+        )  # fmt: skip
+    # A wrong pin is refused as well.
+    wrong = "sha256:" + "00" * 32
+    with _office_with_trunk(tmp_path, "office-pin", carrier, wrong) as office:
+        wait_until(
+            lambda: "differs from the pinned one" in office.log_text(), 15,
+            what="a refused certificate",
+        )  # fmt: skip
+        assert "registered at carrier trunk" not in office.log_text()
