@@ -152,8 +152,8 @@ DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
 def parse_listen(spec: str) -> tuple[ListenAddress, ...]:
-    """Parse `udp:HOST:PORT,tcp:HOST:PORT,tls:HOST:PORT` (IPv6 hosts in brackets); without a
-    port, 5060 (5061 for TLS)."""
+    """Parse `udp:HOST:PORT,tcp:HOST:PORT,tls:HOST:PORT` (IPv6 hosts in brackets; the port is
+    always given: 5060 is usual for UDP and TCP, 5061 for TLS)."""
     out: list[ListenAddress] = []
     for part in spec.split(","):
         part = part.strip()
@@ -164,9 +164,6 @@ def parse_listen(spec: str) -> tuple[ListenAddress, ...]:
                 f"malformed SIP listen address {part!r}: expected udp:HOST:PORT, tcp:HOST:PORT "
                 "or tls:HOST:PORT"
             )
-        bracketed = rest.startswith("[")
-        if (bracketed and rest.endswith("]")) or (not bracketed and ":" not in rest and rest):
-            rest = f"{rest}:{DEFAULT_PORTS[transport]}"
         host, port = parse_host_port(rest, what="SIP listen address")
         out.append(ListenAddress(transport, host, port))
     if not out:

@@ -175,6 +175,10 @@ class Proxy:
             return
 
         uri = req.ruri
+        if uri.scheme == "sips" and source[0] != "tls":
+            # RFC 5630 §3.1.3: every hop of a sips: request is TLS, the first one included.
+            core.respond(txn, 416, now, reason="sips: URI needs a request over TLS")
+            return
         if in_dialog or "alias" in uri.params:
             dest = uri_destination(uri)
             if dest is None:
@@ -197,6 +201,11 @@ class Proxy:
             core.respond(txn, 480, now, reason="Temporarily Unavailable: no device registered")
             return
         targets = self.device_targets(aor, now)
+        if uri.scheme == "sips":
+            targets = [t for t in targets if t[1][0] == "tls"]  # RFC 5630: TLS to the end
+            if not targets:
+                core.respond(txn, 480, now, reason="Temporarily Unavailable: no device on TLS")
+                return
         if not targets:
             core.respond(txn, 480, now, reason="Temporarily Unavailable: no device reachable")
             return
