@@ -201,3 +201,43 @@ def test_trunk_over_tls_refuses_an_unverified_carrier(
             what="a refused certificate",
         )  # fmt: skip
         assert "registered at carrier trunk" not in office.log_text()
+
+
+def test_sips_needs_tls_on_every_hop(tls_server: Server) -> None:
+    """RFC 5630: a sips: request arrives and leaves over TLS only; sips: contacts bind to TLS."""
+    assert tls_server.tls_port is not None
+    bob_aor, alice_aor = f"sip:bob@{DOMAIN}", f"sip:alice@{DOMAIN}"
+    with (
+        SipClient(tls_server.port) as bob,
+        SipClient(tls_server.tls_port, transport="tls", cafile=tls_server.tls_cert) as alice,
+        SipClient(tls_server.port) as alice_udp,
+    ):
+        # A sips: contact registered over UDP is refused ...
+        sips_contact = f"<sips:bob@{LOCALHOST}:{bob.local_port}>"
+        _, refused = bob.authenticated_request(
+            "REGISTER", f"sip:{DOMAIN}", username="bob", password=USERS["bob"],
+            from_uri=bob_aor, to_uri=bob_aor,
+            headers=[("Contact", sips_contact), ("Expires", "600")],
+        )  # fmt: skip
+        assert refused.status == 400 and "TLS" in refused.reason, refused.summary()
+        # ... a sip: one is fine.
+        _, reg = bob.authenticated_request(
+            "REGISTER", f"sip:{DOMAIN}", username="bob", password=USERS["bob"],
+            from_uri=bob_aor, to_uri=bob_aor,
+            headers=[("Contact", f"<sip:bob@{LOCALHOST}:{bob.local_port}>"), ("Expires", "600")],
+        )  # fmt: skip
+        assert reg.status == 200, reg.summary()
+        sips_bob = f"sips:bob@{DOMAIN}"
+        # A sips: INVITE that came over UDP: 416.
+        _, over_udp = alice_udp.authenticated_request(
+            "INVITE", sips_bob, username="alice", password=USERS["alice"],
+            from_uri=alice_aor, to_uri=sips_bob,
+        )  # fmt: skip
+        assert over_udp.status == 416 and "TLS" in over_udp.reason, over_udp.summary()
+        # Over TLS, but bob is only on UDP: 480, and bob's phone never rings.
+        _, no_tls = alice.authenticated_request(
+            "INVITE", sips_bob, username="alice", password=USERS["alice"],
+            from_uri=alice_aor, to_uri=sips_bob,
+        )  # fmt: skip
+        assert no_tls.status == 480 and "TLS" in no_tls.reason, no_tls.summary()
+        assert bob.recv(0.5) is None
