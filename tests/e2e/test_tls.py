@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import socket
 import ssl
 import time
@@ -17,6 +18,7 @@ from .conftest import DOMAIN, USERS
 from .harness import (
     LOCALHOST,
     Baresip,
+    Linphonec,
     Server,
     SipClient,
     SipMessage,
@@ -241,3 +243,33 @@ def test_sips_needs_tls_on_every_hop(tls_server: Server) -> None:
         )  # fmt: skip
         assert no_tls.status == 480 and "TLS" in no_tls.reason, no_tls.summary()
         assert bob.recv(0.5) is None
+
+
+@pytest.mark.peers("linphonec")
+def test_linphonec_over_tls_chats_with_phone_on_udp(tls_server: Server, tmp_path: Path) -> None:
+    tls = f"<sip:{LOCALHOST}:{tls_server.tls_port};transport=tls"
+    over_tls = {
+        # its own TLS socket on a random port; trust only the server's certificate
+        "sip": {
+            "sip_tls_port": -1,
+            "root_ca": str(tls_server.tls_cert),
+            "verify_server_certs": 1,
+            # its mbedTLS matches names only, not IP addresses in subjectAltName
+            "verify_server_cn": 0,
+        },
+        "proxy_0": {"reg_proxy": f"{tls}>", "reg_route": f"{tls};lr>"},
+    }
+    with (
+        Linphonec(
+            tmp_path, user="alice", password=USERS["alice"], server=tls_server, extra_rc=over_tls
+        ) as alice,
+        Linphonec(tmp_path, user="bob", password=USERS["bob"], server=tls_server) as bob,
+    ):
+        alice.wait_registered()
+        bob.wait_registered()
+        alice.command(f"chat sip:bob@{DOMAIN} Termin um drei per TLS")
+        bob.wait_output(
+            rf"Message received from sip:alice@{re.escape(DOMAIN)}[^:]*: Termin um drei"
+        )
+        bob.command(f"chat sip:alice@{DOMAIN} Passt")
+        alice.wait_output(rf"Message received from sip:bob@{re.escape(DOMAIN)}[^:]*: Passt$")
