@@ -92,28 +92,45 @@ def _response_to(req: SipMessage, status: int) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def test_plain_tcp_client_on_tls_port_is_closed(server_factory: Callable[..., Server]) -> None:
-    srv = server_factory(transports=("udp", "tls"), sip_options={"tls_handshake_timeout": 2})
+def _closed_after(sock: socket.socket) -> float:
+    """Seconds until the server closes `sock` (anything it sends is returned in the clear)."""
+    start = time.monotonic()
+    sock.settimeout(10)
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert b"SIP/2.0" not in data
+    return time.monotonic() - start
+
+
+def test_plain_tcp_and_half_open_clients_on_tls_port_are_closed(
+    server_factory: Callable[..., Server],
+) -> None:
+    srv = server_factory(
+        transports=("udp", "tls"),
+        sip_options={"tls_handshake_timeout": 2, "max_tls_handshakes": 2},
+    )
     assert srv.tls_port is not None
-    with socket.create_connection((LOCALHOST, srv.tls_port), timeout=10) as sock:
-        # A SIP request in the clear is not a ClientHello; nothing is answered in the clear.
-        sock.sendall(b"OPTIONS sip:x SIP/2.0\r\n")
-        sock.settimeout(10)
-        data = b""
-        try:
-            while chunk := sock.recv(4096):
-                data += chunk
-        except ConnectionResetError:
-            pass
-        assert b"SIP/2.0" not in data
-    # a half-open client that never sends a byte is closed at the handshake timeout
-    with socket.create_connection((LOCALHOST, srv.tls_port), timeout=10) as idle:
-        start = time.monotonic()
-        idle.settimeout(10)
-        with contextlib.suppress(ConnectionResetError):
-            assert idle.recv(1) == b""
-        elapsed = time.monotonic() - start
-        assert 1.5 < elapsed < 6, elapsed
+    address = (LOCALHOST, srv.tls_port)
+    with socket.create_connection(address, timeout=10) as sock:
+        # A SIP request in the clear is not a ClientHello: closed at once, nothing answered.
+        sock.sendall(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9\r\n\r\n")
+        assert _closed_after(sock) < 1.5
+    with (
+        socket.create_connection(address, timeout=10) as idle1,
+        socket.create_connection(address, timeout=10) as idle2,
+    ):
+        # Two half-open clients hold the two handshake slots (the listen queue is accepted in
+        # order): a third is closed at once ...
+        with socket.create_connection(address, timeout=10) as third:
+            assert _closed_after(third) < 1.5
+        # ... and they themselves at the handshake timeout.
+        assert 1.0 < _closed_after(idle1) < 6
+        assert _closed_after(idle2) < 6
+    # The slots are free again: a real TLS client gets through.
+    with SipClient(srv.tls_port, transport="tls", cafile=srv.tls_cert) as ok:
+        assert isinstance(ok.sock, ssl.SSLSocket)
     assert srv.alive()
 
 
