@@ -199,7 +199,12 @@ def _init_tls(cfg: config.Config) -> None:
     from heimbuero.net.tls import file_fingerprint, generate_self_signed
 
     cert, key = cfg.tls_cert_path, cfg.tls_key_path
-    if cert.exists() or key.exists():
+    if cert.exists() != key.exists():
+        there, missing = (cert, key) if cert.exists() else (key, cert)
+        print(f"kept     {there} ({missing} is missing: put it back, or remove {there} and run "
+              "init again for a new self-signed pair)")  # fmt: skip
+        return
+    if cert.exists():
         try:
             fp = file_fingerprint(cert)
         except (OSError, ValueError) as exc:
