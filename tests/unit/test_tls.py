@@ -71,3 +71,18 @@ def test_self_signed_certificate(tmp_path: Path) -> None:
     # it loads as a server certificate, TLS 1.2 at least
     ctx = SipTls(cert, key).server_context()
     assert ctx is not None and ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_trunk_over_tls_defaults_to_port_5061(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from heimbuero.cli import main
+
+    data = str(tmp_path / "data")
+    assert main(["init", "--data", data, "--domain", "office.test"]) == 0
+    assert main(["trunk", "add", "a", "--address", "192.0.2.1", "--transport", "tls",
+                 "--data", data]) == 0  # fmt: skip
+    assert main(["trunk", "add", "b", "--address", "192.0.2.1:7000", "--transport", "TLS",
+                 "--data", data]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "tls:192.0.2.1:5061" in out and "tls:192.0.2.1:7000" in out
