@@ -86,13 +86,14 @@ class _Tcp(asyncio.Protocol):
         self.framer = StreamFramer(owner.limits.max_message_size)
         self.last_active = time.monotonic()
         self._tls: ssl.SSLObject | None = None
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
         self._handshaking = False
         self._pending: list[bytes] = []
         self._deadline: asyncio.TimerHandle | None = None
         self._pin = pin
+        self._counted = False  # holds one of the inbound handshake slots
         if tls is not None:
+            self._in = ssl.MemoryBIO()
+            self._out = ssl.MemoryBIO()
             self._tls = tls.wrap_bio(
                 self._in, self._out, server_side=server_hostname is None,
                 server_hostname=server_hostname,
@@ -107,10 +108,14 @@ class _Tcp(asyncio.Protocol):
             return
         self.peer = peer
         if self._tls is not None:
-            if not self.owner.start_handshake():
-                log.warning("closing TLS connection from %s: too many handshakes", addr[0])
-                transport.close()
-                return
+            # Only inbound handshakes are capped: a flood of them must not cut the server off
+            # from its carriers.
+            if self._tls.server_side:
+                if not self.owner.start_handshake():
+                    log.warning("closing TLS connection from %s: too many handshakes", addr[0])
+                    transport.close()
+                    return
+                self._counted = True
             self._handshaking = True
             loop = asyncio.get_running_loop()
             self._deadline = loop.call_later(
@@ -129,8 +134,9 @@ class _Tcp(asyncio.Protocol):
             self.transport.close()
 
     def _end_handshake(self) -> None:
-        if self._handshaking:
-            self._handshaking = False
+        self._handshaking = False
+        if self._counted:
+            self._counted = False
             self.owner.end_handshake()
         if self._deadline is not None:
             self._deadline.cancel()
