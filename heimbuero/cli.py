@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import secrets
 import socket
 import sys
@@ -178,6 +179,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         _write_new(cfg.secret_path, secrets.token_hex(32), 0o600, exact=True)
         print(f"created  {cfg.secret_path}")
 
+    _init_tls(cfg)
+
     files_dir = data_dir / config.FILES_DIR
     if files_dir.is_dir():
         print(f"kept     {files_dir}/")
@@ -202,6 +205,33 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.demo:
         _seed_demo(cfg)
     return 0
+
+
+def _init_tls(cfg: config.Config) -> None:
+    """Make a self-signed SIP TLS certificate when none exists; show the fingerprint to pin."""
+    from heimbuero.net.tls import file_fingerprint, generate_self_signed
+
+    cert, key = cfg.tls_cert_path, cfg.tls_key_path
+    if cert.exists() != key.exists():
+        there, missing = (cert, key) if cert.exists() else (key, cert)
+        print(f"kept     {there} ({missing} is missing: put it back, or remove {there} and run "
+              "init again for a new self-signed pair)")  # fmt: skip
+        return
+    if cert.exists():
+        try:
+            fp = file_fingerprint(cert)
+        except (OSError, ValueError) as exc:
+            print(f"kept     {cert} (unreadable: {exc})")
+        else:
+            print(f"kept     {cert} (SHA-256 {fp})")
+        return
+    names = [cfg.domain, cfg.sip.advertise or ""]
+    names += [a.host for a in cfg.sip.listen if a.host not in ("0.0.0.0", "::")]
+    cert.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fp = generate_self_signed(cert, key, names)
+    print(f"created  {cert} (self-signed for {', '.join(dict.fromkeys(n for n in names if n))})")
+    print(f"created  {key}")
+    print(f"SIP TLS certificate SHA-256 fingerprint: {fp}")
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
@@ -584,10 +614,12 @@ def cmd_group_remove(args: argparse.Namespace) -> int:
 
 def _trunk_changes(args: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {}
-    if args.address is not None:
-        changes["host"], changes["port"] = directory.parse_address(args.address)
     if args.transport is not None:
         changes["transport"] = directory.validate_transport(args.transport)
+    if args.address is not None:
+        changes["host"], changes["port"] = directory.parse_address(args.address)
+        if changes.get("transport") == "tls" and not re.search(r":\d+$", args.address.strip()):
+            changes["port"] = 5061  # SIP over TLS (RFC 3261 §26)
     if args.prefixes is not None:
         changes["prefixes"] = tuple(directory.validate_prefix(p) for p in _split(args.prefixes))
     if args.username is not None:
@@ -918,7 +950,11 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
             help="the carrier's SIP peer (port 5060 when left out; this server's own SIP "
             "addresses are refused)",
         )
-        p.add_argument("--transport", help="udp (default) or tcp")
+        p.add_argument(
+            "--transport",
+            help="udp (default), tcp or tls (port default 5061; the carrier's certificate is "
+            "checked against the system's CAs, or as set in [sip.trunk_tls])",
+        )
         p.add_argument(
             "--prefixes", metavar="+49,+43", help="number prefixes allowed outbound (default +49)"
         )
@@ -1008,8 +1044,10 @@ def build_parser() -> argparse.ArgumentParser:
         "init",
         parents=[data],
         help="create a data directory (safe to run again)",
-        description="Create DIR with config.toml, a random secret (mode 0600), files/ and the "
-        "database, and apply pending database migrations. Existing files are kept unchanged.",
+        description="Create DIR with config.toml, a random secret (mode 0600), files/, a "
+        "self-signed SIP TLS certificate (tls/sip.crt, tls/sip.key; its SHA-256 fingerprint is "
+        "printed) and the database, and apply pending database migrations. Existing files are "
+        "kept unchanged.",
     )
     p.add_argument(
         "--domain",
@@ -1109,7 +1147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sip",
         metavar="ADDRS",
         type=_listen_type,
-        help="SIP sockets, comma separated: udp:HOST:PORT,tcp:HOST:PORT (IPv6 hosts in brackets)",
+        help="SIP sockets, comma separated: udp:HOST:PORT,tcp:HOST:PORT,tls:HOST:PORT (IPv6 "
+        "hosts in brackets; TLS default port 5061, certificate from [sip] tls_cert/tls_key)",
     )
     p.add_argument(
         "--http",

@@ -26,7 +26,7 @@ class ConfigError(Exception):
 class ListenAddress:
     """One SIP listening socket: transport, host and port."""
 
-    transport: str  # "udp" or "tcp"
+    transport: str  # "udp", "tcp" or "tls"
     host: str
     port: int
 
@@ -62,6 +62,14 @@ class SipSettings:
     max_subscriptions_per_user: int = 100
     max_watchers_per_presentity: int = 2000
     presence_min_interval: int = 5  # seconds between NOTIFYs of published changes per watcher
+    # SIP over TLS: PEM certificate (chain) and key; relative paths are in the data directory
+    tls_cert: str = "tls/sip.crt"
+    tls_key: str = "tls/sip.key"
+    tls_handshake_timeout: int = 10  # seconds a TLS client gets to finish its handshake
+    max_tls_handshakes: int = 200  # TLS handshakes in progress at once (more: closed)
+    # Outbound TLS per carrier, "HOST" or "HOST:PORT" -> CA file, or "sha256:FINGERPRINT";
+    # carriers not named are verified against the system's CAs
+    trunk_tls: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,18 @@ class Config:
     def secret_path(self) -> Path:
         return self.data_dir / SECRET_FILE
 
+    @property
+    def tls_cert_path(self) -> Path:
+        return self.data_dir / self.sip.tls_cert
+
+    @property
+    def tls_key_path(self) -> Path:
+        return self.data_dir / self.sip.tls_key
+
+    @property
+    def uses_tls(self) -> bool:
+        return any(a.transport == "tls" for a in self.sip.listen)
+
 
 def resolve_data_dir(arg: str | None) -> Path:
     """The data directory from --data or HEIMBUERO_DATA."""
@@ -130,16 +150,21 @@ def resolve_data_dir(arg: str | None) -> Path:
     return Path(value).expanduser().resolve()
 
 
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+
 def parse_listen(spec: str) -> tuple[ListenAddress, ...]:
-    """Parse `udp:HOST:PORT,tcp:HOST:PORT` (IPv6 hosts in brackets)."""
+    """Parse `udp:HOST:PORT,tcp:HOST:PORT,tls:HOST:PORT` (IPv6 hosts in brackets; the port is
+    always given: 5060 is usual for UDP and TCP, 5061 for TLS)."""
     out: list[ListenAddress] = []
     for part in spec.split(","):
         part = part.strip()
         transport, sep, rest = part.partition(":")
         transport = transport.lower()
-        if not sep or transport not in ("udp", "tcp"):
+        if not sep or transport not in DEFAULT_PORTS:
             raise ConfigError(
-                f"malformed SIP listen address {part!r}: expected udp:HOST:PORT or tcp:HOST:PORT"
+                f"malformed SIP listen address {part!r}: expected udp:HOST:PORT, tcp:HOST:PORT "
+                "or tls:HOST:PORT"
             )
         host, port = parse_host_port(rest, what="SIP listen address")
         out.append(ListenAddress(transport, host, port))
@@ -204,6 +229,11 @@ def load(data_dir: Path) -> Config:
             value = str(value) or None
         elif key in ("trusted_peers", "md5_only_user_agents"):
             value = tuple(str(v) for v in value)
+        elif key in ("tls_cert", "tls_key"):
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{path}: [sip] {key} must be a file name")
+        elif key == "trunk_tls":
+            value = _trunk_tls(path, value)
         elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{path}: [sip] {key} must be a non-negative integer")
         kwargs[key] = value
@@ -228,6 +258,27 @@ def load(data_dir: Path) -> Config:
         data_dir=data_dir, domain=domain.lower(), sip=sip, http=http, messages=messages,
         files=files, log_level=log_level,
     )  # fmt: skip
+
+
+def _trunk_tls(path: Path, table: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [sip.trunk_tls] must be a table of \"HOST\" = CA file or "
+                          "\"sha256:FINGERPRINT\"")  # fmt: skip
+    out = []
+    for host, value in table.items():
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: [sip.trunk_tls] {host} must be a CA file or sha256:…")
+        if value.lower().startswith("sha256:"):
+            from heimbuero.net.tls import normalise_fingerprint
+
+            try:
+                normalise_fingerprint(value)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: [sip.trunk_tls] {host}: {exc}") from None
+        else:
+            value = str((path.parent / value).resolve())
+        out.append((str(host), value))
+    return tuple(out)
 
 
 def _integers(path: Path, section: str, raw: dict[str, object], defaults: object) -> dict[str, int]:
@@ -293,6 +344,17 @@ subscribe_max_expires = {d.subscribe_max_expires}
 max_subscriptions_per_user = {d.max_subscriptions_per_user}
 max_watchers_per_presentity = {d.max_watchers_per_presentity}
 presence_min_interval = {d.presence_min_interval}
+# SIP over TLS: add "tls:HOST:5061" to listen. Certificate and key (PEM; relative to the data
+# directory). 'heimbuero init' makes a self-signed pair here; put a real one in their place.
+tls_cert = "{d.tls_cert}"
+tls_key = "{d.tls_key}"
+tls_handshake_timeout = {d.tls_handshake_timeout}   # seconds a TLS client gets for its handshake
+max_tls_handshakes = {d.max_tls_handshakes}     # TLS handshakes in progress at once
+# Carriers reached over TLS are verified against the system's CAs; for a private carrier name
+# its CA file or pin its certificate:
+# [sip.trunk_tls]
+# "sip.carrier.example" = "/etc/heimbuero/carrier-ca.pem"
+# "192.0.2.20:5061" = "sha256:AB:CD:…"
 
 [http]
 # listen = "127.0.0.1:8080"

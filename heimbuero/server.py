@@ -10,6 +10,7 @@ import gc
 import logging
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
+from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
 from heimbuero.office.files import FileService
 from heimbuero.office.model import Directory, Override
@@ -255,7 +257,10 @@ class Server:
                 max_message_size=sip.max_message_size,
                 tcp_idle_timeout=float(sip.tcp_idle_timeout),
                 max_tcp_connections_per_ip=sip.max_tcp_connections_per_ip,
+                tls_handshake_timeout=float(sip.tls_handshake_timeout),
+                max_tls_handshakes=sip.max_tls_handshakes,
             ),
+            tls=_sip_tls(config),
         )
         self.core.is_connected = self.transports.is_connected
         self.core.binding_listeners.append(_log_registrations)
@@ -715,6 +720,22 @@ class Server:
         self.store.close()
         print("heimbuero: stopped", file=sys.stderr, flush=True)
         return 0
+
+
+def _sip_tls(config: Config) -> SipTls:
+    """The TLS contexts; the certificate is loaded only when a TLS listener needs it."""
+    if not config.uses_tls:
+        return SipTls(None, None, dict(config.sip.trunk_tls))
+    cert, key = config.tls_cert_path, config.tls_key_path
+    try:
+        return SipTls(cert, key, dict(config.sip.trunk_tls))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"SIP over TLS needs {cert} and {key}: run 'heimbuero init --data "
+            f"{config.data_dir}' to make a self-signed pair, or set [sip] tls_cert and tls_key"
+        ) from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot use the SIP TLS certificate {cert} / {key}: {exc}") from None
 
 
 def run(config: Config) -> int:

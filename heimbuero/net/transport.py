@@ -1,8 +1,11 @@
-"""asyncio UDP and TCP transports: move bytes between sockets and a sans-IO SIP endpoint, and
-arm the one timer the endpoint asks for. No SIP logic lives here beyond stream framing.
+"""asyncio UDP, TCP and TLS transports: move bytes between sockets and a sans-IO SIP endpoint,
+and arm the one timer the endpoint asks for. No SIP logic lives here beyond stream framing.
 
 Limits: datagrams and stream messages above `max_message_size` are dropped (a stream is
-closed), TCP connections per remote IP are capped, idle connections are closed.
+closed), TCP/TLS connections per remote IP are capped, idle connections are closed. TLS runs
+over memory BIOs on a plain stream, so a connection counts against the caps from its first
+byte: a handshake must finish within `tls_handshake_timeout`, and at most
+`max_tls_handshakes` may be in progress at once (more are closed at once).
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from heimbuero.net.tls import fingerprint
 from heimbuero.sip.framing import KEEPALIVE_PONG, FramingError, StreamFramer
 
 log = logging.getLogger("heimbuero.net")
@@ -36,6 +41,16 @@ class TransportLimits:
     max_message_size: int = 65535
     tcp_idle_timeout: float = 600.0
     max_tcp_connections_per_ip: int = 100
+    tls_handshake_timeout: float = 10.0
+    max_tls_handshakes: int = 200
+
+
+class TlsPolicy(Protocol):
+    """Where TLS contexts come from: the server's own (inbound) and one per outbound peer."""
+
+    def server_context(self) -> ssl.SSLContext | None: ...
+    def client_context(self, host: str, port: int) -> ssl.SSLContext: ...
+    def pin(self, host: str, port: int) -> str | None: ...
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -54,55 +69,191 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class _Tcp(asyncio.Protocol):
-    def __init__(self, owner: Transports, outbound_peer: Peer | None = None) -> None:
+    """One SIP stream connection; over TLS the bytes pass through an `ssl.SSLObject`."""
+
+    def __init__(
+        self,
+        owner: Transports,
+        kind: str = "tcp",
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        pin: str | None = None,
+    ) -> None:
         self.owner = owner
+        self.kind = kind
         self.transport: asyncio.Transport | None = None
-        self.peer: Peer | None = outbound_peer
+        self.peer: Peer | None = None
         self.framer = StreamFramer(owner.limits.max_message_size)
         self.last_active = time.monotonic()
+        self._tls: ssl.SSLObject | None = None
+        self._handshaking = False
+        self._pending: list[bytes] = []
+        self._deadline: asyncio.TimerHandle | None = None
+        self._pin = pin
+        self._counted = False  # holds one of the inbound handshake slots
+        if tls is not None:
+            self._in = ssl.MemoryBIO()
+            self._out = ssl.MemoryBIO()
+            self._tls = tls.wrap_bio(
+                self._in, self._out, server_side=server_hostname is None,
+                server_hostname=server_hostname,
+            )  # fmt: skip
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         addr = transport.get_extra_info("peername")
-        peer: Peer = ("tcp", addr[0], addr[1])
+        peer: Peer = (self.kind, addr[0], addr[1])
         if not self.owner.admit_connection(peer, self):
             transport.close()
             return
         self.peer = peer
+        if self._tls is not None:
+            # Only inbound handshakes are capped: a flood of them must not cut the server off
+            # from its carriers.
+            if self._tls.server_side:
+                if not self.owner.start_handshake():
+                    log.warning("closing TLS connection from %s: too many handshakes", addr[0])
+                    transport.close()
+                    return
+                self._counted = True
+            self._handshaking = True
+            loop = asyncio.get_running_loop()
+            self._deadline = loop.call_later(
+                self.owner.limits.tls_handshake_timeout, self._handshake_timed_out
+            )
+            self._handshake()
+
+    @property
+    def ready(self) -> bool:
+        """Bytes written now reach the peer (a TLS handshake is done)."""
+        return self._tls is None or not self._handshaking
+
+    def _handshake_timed_out(self) -> None:
+        if self._handshaking and self.transport is not None:
+            log.info("closing TLS connection from %s: handshake timed out", self.peer)
+            self.transport.close()
+
+    def _end_handshake(self) -> None:
+        self._handshaking = False
+        if self._counted:
+            self._counted = False
+            self.owner.end_handshake()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _handshake(self) -> None:
+        assert self._tls is not None
+        try:
+            self._tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush_tls()
+            return
+        except (ssl.SSLError, ValueError) as exc:
+            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            self._flush_tls()
+            self._end_handshake()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._end_handshake()
+        if self._pin is not None:
+            der = self._tls.getpeercert(binary_form=True)
+            if der is None or fingerprint(der) != self._pin:
+                log.warning("closing TLS connection to %s: certificate fingerprint differs from "
+                            "the pinned one", self.peer)  # fmt: skip
+                if self.transport is not None:
+                    self.transport.close()
+                return
+        pending, self._pending = self._pending, []
+        for data in pending:
+            self._tls.write(data)
+        self._flush_tls()
+
+    def _flush_tls(self) -> None:
+        data = self._out.read()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._tls is None:
+            self.transport.write(data)
+        elif self._handshaking:
+            self._pending.append(data)
+        else:
+            try:
+                self._tls.write(data)
+            except ssl.SSLError as exc:
+                log.info("TLS write to %s failed: %s", self.peer, exc)
+                self.transport.close()
+                return
+            self._flush_tls()
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
+        if self._tls is not None:
+            data = self._decrypt(data)
+            if not data:
+                return
         try:
             messages = self.framer.feed(data)
         except FramingError as exc:
-            log.info("closing TCP connection from %s: %s", self.peer, exc)
+            log.info("closing %s connection from %s: %s", self.kind.upper(), self.peer, exc)
             if self.transport is not None:
                 self.transport.close()
             return
         if self.framer.pings:
             self.framer.pings = 0
-            if self.transport is not None:
-                self.transport.write(KEEPALIVE_PONG)
+            self.write(KEEPALIVE_PONG)
         if messages and self.peer is not None:
             self.owner.on_stream_messages(messages, self.peer)
 
+    def _decrypt(self, data: bytes) -> bytes:
+        assert self._tls is not None
+        self._in.write(data)
+        if self._handshaking:
+            self._handshake()
+            if self._handshaking:
+                return b""
+        chunks: list[bytes] = []
+        try:
+            while True:
+                chunk = self._tls.read(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except ssl.SSLWantReadError:
+            pass
+        except (ssl.SSLZeroReturnError, ssl.SSLError) as exc:
+            log.debug("TLS connection from %s ends: %s", self.peer, exc)
+            if self.transport is not None:
+                self.transport.close()
+        self._flush_tls()
+        return b"".join(chunks)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end_handshake()
         if self.peer is not None:
             self.owner.forget_connection(self.peer, self)
 
 
 class Transports:
-    """All listening sockets of one server, and the outbound TCP connections it opened."""
+    """All listening sockets of one server, and the outbound TCP/TLS connections it opened."""
 
     def __init__(
         self,
         endpoint: Endpoint,
         limits: TransportLimits,
         clock: Callable[[], float] = time.time,
+        tls: TlsPolicy | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.limits = limits
         self.clock = clock
+        self.tls = tls
+        self._handshakes = 0
         self._udp: dict[int, asyncio.DatagramTransport] = {}  # address family -> socket
         self._servers: list[asyncio.AbstractServer] = []
         self._conns: dict[tuple[str, int], _Tcp] = {}
@@ -134,6 +285,14 @@ class Transports:
         elif transport == "tcp":
             server = await loop.create_server(
                 lambda: _Tcp(self), host, port, reuse_address=True, backlog=512
+            )
+            self._servers.append(server)
+        elif transport == "tls":
+            ctx = self.tls.server_context() if self.tls is not None else None
+            if ctx is None:
+                raise ValueError("listening on TLS needs a certificate ([sip] tls_cert, tls_key)")
+            server = await loop.create_server(
+                lambda: _Tcp(self, "tls", ctx), host, port, reuse_address=True, backlog=512
             )
             self._servers.append(server)
         else:
@@ -179,6 +338,16 @@ class Transports:
         self._conns[(peer[1], peer[2])] = conn
         return True
 
+    def start_handshake(self) -> bool:
+        """Count one TLS handshake in progress; False when too many are."""
+        if self._handshakes >= self.limits.max_tls_handshakes:
+            return False
+        self._handshakes += 1
+        return True
+
+    def end_handshake(self) -> None:
+        self._handshakes -= 1
+
     def forget_connection(self, peer: Peer, conn: _Tcp) -> None:
         key = (peer[1], peer[2])
         if self._conns.get(key) is conn:
@@ -190,7 +359,10 @@ class Transports:
             self._per_ip.pop(peer[1], None)
 
     def is_connected(self, peer: Peer) -> bool:
-        return peer[0] == "udp" or (peer[1], peer[2]) in self._conns
+        if peer[0] == "udp":
+            return True
+        conn = self._conns.get((peer[1], peer[2]))
+        return conn is not None and conn.kind == peer[0]
 
     # ------------------------------------------------------------------ outbound
 
@@ -209,8 +381,13 @@ class Transports:
                 t.sendto(data, (host, port))
             return
         conn = self._conns.get((host, port))
-        if conn is not None and conn.transport is not None and not conn.transport.is_closing():
-            conn.transport.write(data)
+        if (
+            conn is not None
+            and conn.kind == transport
+            and conn.transport is not None
+            and not conn.transport.is_closing()
+        ):
+            conn.write(data)
             return
         queue = self._connecting.get((host, port))
         if queue is not None:
@@ -218,24 +395,38 @@ class Transports:
             return
         self._connecting[(host, port)] = [data]
         assert self._loop is not None
-        self._loop.create_task(self._connect(host, port))
+        self._loop.create_task(self._connect(transport, host, port))
 
-    async def _connect(self, host: str, port: int) -> None:
+    async def _connect(self, transport: str, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         key = (host, port)
+        if transport == "tls":
+            if self.tls is None:
+                log.info("no TLS for %s:%d: TLS is not set up", host, port)
+                self._connecting.pop(key, None)
+                return
+            try:
+                ctx = self.tls.client_context(host, port)
+            except (OSError, ValueError, ssl.SSLError) as exc:
+                log.warning("no TLS context for %s:%d: %s", host, port, exc)
+                self._connecting.pop(key, None)
+                return
+            pin = self.tls.pin(host, port)
+            factory: Callable[[], _Tcp] = lambda: _Tcp(self, "tls", ctx, host, pin)  # noqa: E731
+        else:
+            factory = lambda: _Tcp(self)  # noqa: E731
         try:
             _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Tcp(self), host, port), timeout=10.0
+                loop.create_connection(factory, host, port), timeout=10.0
             )
         except (TimeoutError, OSError) as exc:
-            log.info("TCP connection to %s:%d failed: %s", host, port, exc)
+            log.info("%s connection to %s:%d failed: %s", transport.upper(), host, port, exc)
             self._connecting.pop(key, None)
             return
         queued = self._connecting.pop(key, [])
         conn = self._conns.get(key, proto)
-        if conn.transport is not None:
-            for data in queued:
-                conn.transport.write(data)
+        for data in queued:
+            conn.write(data)
 
     # ------------------------------------------------------------------ timers
 

@@ -16,7 +16,7 @@ from heimbuero.store import Store
 _SLUG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _E164_RE = re.compile(r"\+[1-9][0-9]{1,14}")
 _PREFIX_RE = re.compile(r"\+[0-9]{0,15}")
-TRANSPORTS = ("udp", "tcp")
+TRANSPORTS = ("udp", "tcp", "tls")
 
 
 class DirectoryError(ValueError):

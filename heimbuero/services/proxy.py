@@ -178,6 +178,10 @@ class Proxy:
         req = txn.request
         routes = req.get_all("route")
         uri = req.ruri
+        if uri.scheme == "sips" and txn.source[0] != "tls":  # type: ignore[index]
+            # RFC 5630 §3.1.3: every hop of a sips: request is TLS, the first one included.
+            core.respond(txn, 416, now, reason="sips: URI needs a request over TLS")
+            return
         if dialog is not None:
             try:
                 hop = parse_address(routes[0]).uri if routes else uri
@@ -214,6 +218,11 @@ class Proxy:
             core.respond(txn, 480, now, reason="Temporarily Unavailable: no device registered")
             return
         targets = self.device_targets(aor, now)
+        if uri.scheme == "sips":
+            targets = [t for t in targets if t[1][0] == "tls"]  # RFC 5630: TLS to the end
+            if not targets:
+                core.respond(txn, 480, now, reason="Temporarily Unavailable: no device on TLS")
+                return
         if not targets:
             core.respond(txn, 480, now, reason="Temporarily Unavailable: no device reachable")
             return
@@ -702,9 +711,9 @@ def uri_destination(uri: SipURI) -> Peer | None:
     if not is_ip_literal(host):
         return None
     transport = uri.transport
-    if transport not in ("udp", "tcp"):
+    if transport not in ("udp", "tcp", "tls"):
         return None
-    return (transport, host, uri.port or 5060)
+    return (transport, host, uri.port or (5061 if transport == "tls" else 5060))
 
 
 def _strip_alias(text: str, uri: SipURI) -> str:

@@ -94,6 +94,9 @@ class Registrar:
                 return _fail(400, f"Bad Contact: {exc}")
             if not addr.uri.is_sip:
                 return _fail(400, "Contact must be a sip: or sips: URI")
+            if addr.uri.scheme == "sips" and source[0] != "tls":
+                # RFC 5630 §4.1: a sips: contact is reached over TLS, so it binds to a TLS flow.
+                return _fail(400, "sips: Contact needs a REGISTER over TLS")
             expires_text = addr.params.get("expires") or header_expires
             if expires_text is None:
                 expires = s.default_expires

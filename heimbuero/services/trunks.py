@@ -109,7 +109,8 @@ class TrunkRegistrations:
         req.add("To", f"<{aor}>")
         req.add("Call-ID", reg.call_id)
         req.add("CSeq", f"{reg.cseq} REGISTER")
-        req.add("Contact", f"<sip:{t.username}@{host}:{port}>")
+        param = "" if transport == "udp" else f";transport={transport}"
+        req.add("Contact", f"<sip:{t.username}@{host}:{port}{param}>")
         req.add("Expires", str(REGISTER_EXPIRES))
         if authorization is not None:
             req.add(*authorization)

@@ -32,6 +32,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -410,8 +411,10 @@ class SipClient:
         transport: str = "udp",
         server_host: str = LOCALHOST,
         local_port: int = 0,
+        cafile: Path | None = None,
     ) -> None:
-        """`local_port`: the UDP port to send from (e.g. one listed in trusted_peers); 0 = any."""
+        """`local_port`: the UDP port to send from (e.g. one listed in trusted_peers); 0 = any.
+        `cafile`: for transport "tls", the certificate to trust (the server's self-signed one)."""
         self.transport = transport.lower()
         self.server = (server_host, server_port)
         self._buffer = b""
@@ -420,6 +423,10 @@ class SipClient:
             self.sock.bind((LOCALHOST, local_port))
         elif self.transport == "tcp":
             self.sock = socket.create_connection(self.server, timeout=5)
+        elif self.transport == "tls":
+            ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+            raw = socket.create_connection(self.server, timeout=5)
+            self.sock = ctx.wrap_socket(raw, server_hostname=server_host)
         else:
             raise ValueError(transport)
         self.local_port = self.sock.getsockname()[1]
@@ -444,7 +451,7 @@ class SipClient:
         """The next message from the server, or None when `timeout` seconds pass without one."""
         deadline = time.monotonic() + timeout
         while True:
-            if self.transport == "tcp":
+            if self.transport in ("tcp", "tls"):
                 framed = split_frame(self._buffer)
                 if framed:
                     one, self._buffer = framed
@@ -743,6 +750,7 @@ class Server:
         self.sip_options = dict(sip_options or {})
         self.transports = tuple(transports)
         self.port = port or free_port()
+        self.tls_port = free_port() if "tls" in self.transports else None
         self.http_port = free_port() if http else None
         self.demo = demo  # `init --demo`: the demo office; its printed passwords go to .users
         self.demo_passwords: dict[str, str] = {}
@@ -758,7 +766,14 @@ class Server:
 
     @property
     def sip_listen(self) -> str:
-        return ",".join(f"{t}:{LOCALHOST}:{self.port}" for t in self.transports)
+        return ",".join(
+            f"{t}:{LOCALHOST}:{self.tls_port if t == 'tls' else self.port}" for t in self.transports
+        )
+
+    @property
+    def tls_cert(self) -> Path:
+        """The certificate `init` made (self-signed) for SIP over TLS."""
+        return self.data_dir / "tls" / "sip.crt"
 
     @property
     def address(self) -> str:
@@ -1482,13 +1497,18 @@ class Baresip:
                     "module_app\t\tmenu.so",
                     "module_app\t\tctrl_tcp.so",
                     f"ctrl_tcp_listen\t\t{LOCALHOST}:{self.ctrl_port}",
+                    # over TLS, trust the server's self-signed certificate
+                    *([f"sip_cafile\t\t{self.server.tls_cert}"] if self.transport == "tls" else []),
                     "",
                 ]
             )
         )
+        server = self.server.address
+        if self.transport == "tls":
+            server = f"{LOCALHOST}:{self.server.tls_port}"
         (self.dir / "accounts").write_text(
             f"<sip:{self.user}@{self.domain};transport={self.transport}>;auth_pass={self.password};"
-            f'outbound="sip:{self.server.address};transport={self.transport}";regint={self.regint};'
+            f'outbound="sip:{server};transport={self.transport}";regint={self.regint};'
             f"mwi=no;answermode={self.answermode}\n"
         )
         (self.dir / "contacts").write_text("".join(f"{c}\n" for c in self.contacts))

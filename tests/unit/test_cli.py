@@ -445,3 +445,24 @@ def test_serve_reports_server_errors_in_one_line(
     assert cli.main(["serve", "--data", str(data)]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(ERR) and str(exc.args[-1]) in err[0]
+
+
+def test_init_makes_a_tls_certificate_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from heimbuero.cli import main
+
+    data = tmp_path / "data"
+    assert main(["init", "--data", str(data), "--domain", "office.test"]) == 0
+    out = capsys.readouterr().out
+    cert, key = data / "tls" / "sip.crt", data / "tls" / "sip.key"
+    assert cert.is_file() and (key.stat().st_mode & 0o777) == 0o600
+    assert "SIP TLS certificate SHA-256 fingerprint:" in out
+    before = cert.read_bytes()
+    assert main(["init", "--data", str(data)]) == 0
+    assert cert.read_bytes() == before and "kept" in capsys.readouterr().out
+    # a data directory from before TLS gets one at the next init
+    cert.unlink()
+    key.unlink()
+    assert main(["init", "--data", str(data)]) == 0
+    assert cert.is_file() and cert.read_bytes() != before
