@@ -80,7 +80,10 @@ class Settings:
     contacts: int = 100_000
     warmup_contacts: int = 1000
     memory_repeat: int = 1
-    memory_rate: int = 5000  # offered REGISTER rate while filling; -l bounds the open ones
+    # REGISTER rate while filling: fixed and low enough for any machine, because RSS after the
+    # fill keeps the high-water mark of the REGISTER transactions alive at once (each lives 32 s,
+    # Timer J), so a fill at "as fast as it goes" made the figure depend on the machine's speed
+    memory_rate: int = 1000
     memory_open: int = 200
     settle_seconds: float = 34.0  # > 64*T1: RFC 3261 Timer J, so finished transactions are gone
     soak_seconds: float = 100.0  # the soak row: calls with digest-authenticated INVITEs ...
@@ -964,6 +967,7 @@ def row_memory(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[s
             time.sleep(0.5)
         after, _ = server.memory()
         extra_after = server.extra_memory()
+        threads = _proc_kb(f"/proc/{server.proc.pid}/status", "Threads")
     per = (after - before) * 1024 / r.ok if r.ok else float("nan")
     one: dict[str, Any] = {
         "contacts": r.ok,
@@ -974,6 +978,9 @@ def row_memory(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[s
         "bytes_per_contact": per,
         "fill_seconds": fill,
         "fill_rate": r.ok / fill if fill else 0,
+        "threads": threads,
+        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+        "pythonmalloc": os.environ.get("PYTHONMALLOC"),
     }
     for k, v in extra_after.items():
         one[f"{k}_per_contact"] = (v - extra_before.get(k, 0)) / r.ok if r.ok else None
