@@ -1053,6 +1053,8 @@ def row_soak(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[str
             stop.set()
             sampler.join(timeout=s.soak_sample + 5)
             b.procs.stop(uas)
+    if r.created == 0:
+        raise RuntimeError(f"SIPp placed no soak call ({r.brief()}); logs in {b.tmp}")
     # SIPp names it <scenario>_<pid>_counts.csv in its working directory
     found = sorted(set(glob.glob(str(b.tmp / "uac_call_auth_*_counts.csv"))) - before)
     counts = _counts(Path(found[-1])) if found else {}
