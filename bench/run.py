@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -54,8 +55,9 @@ numbers:
       - name: Bench
         steps: [{{targets: ["user:{CALLEE}"], timeout: 30}}]
 """
-ROWS = ("calls", "latency", "register", "memory", "routed")  # --only 1-5 counts in this order
-RUN_ORDER = ("calls", "latency", "routed", "register", "memory")  # routed next to latency
+ROWS = ("calls", "latency", "register", "memory", "routed", "soak")  # --only 1-6 in this order
+RUN_ORDER = ("calls", "latency", "routed", "register", "memory", "soak")  # routed next to latency
+SOAK_CALLER = "user0"  # the soak row's caller authenticates its INVITEs as this bench user
 TARGETS = ("floor", "kamailio", "heimbuero")
 LABELS = {"floor": "direct SIPp uac->uas floor", "kamailio": "Kamailio", "heimbuero": "heimbuero"}
 
@@ -78,9 +80,15 @@ class Settings:
     contacts: int = 100_000
     warmup_contacts: int = 1000
     memory_repeat: int = 1
-    memory_rate: int = 5000  # offered REGISTER rate while filling; -l bounds the open ones
+    # REGISTER rate while filling: fixed and low enough for any machine, because RSS after the
+    # fill keeps the high-water mark of the REGISTER transactions alive at once (each lives 32 s,
+    # Timer J), so a fill at "as fast as it goes" made the figure depend on the machine's speed
+    memory_rate: int = 1000
     memory_open: int = 200
     settle_seconds: float = 34.0  # > 64*T1: RFC 3261 Timer J, so finished transactions are gone
+    soak_seconds: float = 100.0  # the soak row: calls with digest-authenticated INVITEs ...
+    soak_rate: int = 400  # ... at this fixed rate (about 30 % of heimbuero's clean call rate)
+    soak_sample: float = 5.0  # seconds between two memory readings
 
     @classmethod
     def quick(cls) -> Settings:
@@ -92,6 +100,7 @@ class Settings:
             contacts=20_000,
             warmup_contacts=500,
             settle_seconds=3.0,
+            soak_seconds=20.0,
         )
 
 
@@ -958,6 +967,7 @@ def row_memory(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[s
             time.sleep(0.5)
         after, _ = server.memory()
         extra_after = server.extra_memory()
+        threads = _proc_kb(f"/proc/{server.proc.pid}/status", "Threads")
     per = (after - before) * 1024 / r.ok if r.ok else float("nan")
     one: dict[str, Any] = {
         "contacts": r.ok,
@@ -968,10 +978,107 @@ def row_memory(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[s
         "bytes_per_contact": per,
         "fill_seconds": fill,
         "fill_rate": r.ok / fill if fill else 0,
+        "threads": threads,
+        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+        "pythonmalloc": os.environ.get("PYTHONMALLOC"),
     }
     for k, v in extra_after.items():
         one[f"{k}_per_contact"] = (v - extra_before.get(k, 0)) / r.ok if r.ok else None
     log(f"memory {target} #{rep + 1}: {per:.0f} B/contact ({how}: {before} -> {after} kB)")
+    return one
+
+
+def _counts(path: Path) -> dict[str, int]:
+    """The last line of SIPp's -trace_counts file: column name -> count."""
+    rows = _read_stat(path)
+    out: dict[str, int] = {}
+    for k, v in (rows[-1] if rows else {}).items():
+        with contextlib.suppress(ValueError, TypeError):
+            out[k] = int(v)
+    return out
+
+
+def _soak_counts(counts: dict[str, int]) -> dict[str, int]:
+    """From the soak scenario's per-line counters (`N_WHAT_Kind`, lines numbered from 0): the
+    first INVITE's retransmissions, 408s received, and 407s received after the BYE."""
+    lines: list[tuple[int, str, str, int]] = []
+    for k, v in counts.items():
+        parts = k.split("_")
+        if len(parts) == 3 and parts[0].isdigit():
+            lines.append((int(parts[0]), parts[1], parts[2], v))
+    invites = sorted(i for i, what, _, _ in lines if what == "INVITE")
+    byes = sorted(i for i, what, _, _ in lines if what == "BYE")
+    first, bye = (invites or [-1])[0], (byes or [1 << 30])[0]
+    return {
+        "first_invite_retrans": sum(v for i, _, k, v in lines if i == first and k == "Retrans"),
+        "answered_408": sum(v for _, w, k, v in lines if w == "408" and k == "Recv"),
+        "bye_407": sum(v for i, w, k, v in lines if w == "407" and k == "Recv" and i > bye),
+    }
+
+
+def row_soak(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[str, Any]:
+    """One repeat of the soak row: `soak_seconds` of calls at `soak_rate`/s whose INVITEs are
+    challenged (407) and answered with digest credentials; memory sampled all along."""
+    s = b.s
+    if target == "floor":
+        raise RuntimeError("the soak row is measured for the servers only")
+    caller, callee = b.ports.one(), b.ports.one()
+    n = int(s.soak_rate * s.soak_seconds)
+    with serving(b, target, None) as server:
+        assert server is not None
+        register_callee(b, server, callee)
+        samples: list[tuple[float, int]] = []
+        stop = threading.Event()
+        t0 = time.monotonic()
+
+        def sample() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(Exception):
+                    samples.append((time.monotonic() - t0, server.memory()[0]))
+                stop.wait(s.soak_sample)
+
+        uas = b.start_uas("uas_call.xml", callee, n, s.soak_seconds + 60)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        before = set(glob.glob(str(b.tmp / "uac_call_auth_*_counts.csv")))
+        try:
+            extra = ["-s", CALLEE, "-au", SOAK_CALLER, "-ap", PASSWORD, "-key", "caller"]
+            extra += [SOAK_CALLER, "-auth_uri", f"{CALLEE}@{DOMAIN}", "-trace_counts"]
+            r = b.run_uac("uac_call_auth.xml", server.port, caller, n, s.soak_rate, extra=extra)
+            # a few more readings after the last call: what stays once the load is gone
+            end = time.monotonic() + 2 * s.soak_sample
+            while time.monotonic() < end:
+                time.sleep(0.5)
+        finally:
+            stop.set()
+            sampler.join(timeout=s.soak_sample + 5)
+            b.procs.stop(uas)
+    if r.created == 0:
+        raise RuntimeError(f"SIPp placed no soak call ({r.brief()}); logs in {b.tmp}")
+    # SIPp names it <scenario>_<pid>_counts.csv in its working directory
+    found = sorted(set(glob.glob(str(b.tmp / "uac_call_auth_*_counts.csv"))) - before)
+    counts = _counts(Path(found[-1])) if found else {}
+    kb = [m for _, m in samples]
+    one: dict[str, Any] = {
+        "calls": n,
+        "ok": r.ok,
+        "failed": r.failed,
+        **_soak_counts(counts),
+        "retrans": r.retrans,
+        "offered_rate": r.rate,
+        "rss_start_kb": kb[0] if kb else None,
+        "rss_peak_kb": max(kb) if kb else None,
+        "rss_end_kb": kb[-1] if kb else None,
+        "samples": samples,
+        "counts": counts,
+    }
+    log(
+        f"soak {target} #{rep + 1}: {r.ok}/{n} ok, {r.failed} failed, "
+        f"{one['first_invite_retrans']} first INVITEs retransmitted, {one['answered_408']} 408, "
+        f"{one['bye_407']} BYE 407; memory {one['rss_start_kb']} -> peak {one['rss_peak_kb']} "
+        f"-> end {one['rss_end_kb']} kB ({r.brief()})"
+    )
+    log("  soak memory samples (s, kB): " + ", ".join(f"{t:.0f}:{m}" for t, m in samples))
     return one
 
 
@@ -982,6 +1089,7 @@ ROW_FUNCS: dict[str, RowFunc] = {
     "register": row_register,
     "memory": row_memory,
     "routed": row_routed,
+    "soak": row_soak,
 }
 
 
@@ -996,6 +1104,10 @@ def summarize(row: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     if row in ("latency", "routed"):
         keys = runs[0].keys()
         return {"runs": runs, "value": {k: statistics.median(r[k] for r in runs) for k in keys}}
+    if row == "soak":
+        keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and v is not None]
+        value = {k: statistics.median(r[k] for r in runs if r.get(k) is not None) for k in keys}
+        return {"runs": runs, "value": value}
     return {
         "runs": runs,
         "value": statistics.median(r["bytes_per_contact"] for r in runs),
@@ -1052,6 +1164,8 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
     ) -> str:
         try:
             v = get(res[row]["heimbuero"])
+            if target == "—":
+                return target
             return f"{target} ({'met' if ok(v) else 'missed'})"
         except (KeyError, TypeError):
             return target
@@ -1146,6 +1260,26 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
             lambda x: x <= 2048,
         )
 
+    if "soak" in rows:
+        soak = (
+            f"at {s.soak_rate} calls/s for {s.soak_seconds:g} s with digest-authenticated INVITEs⁸"
+        )
+        for metric, key, digits in (
+            (f"soak {soak}: memory at the start (MB)", "rss_start_kb", 1),
+            (f"soak {soak}: peak memory (MB)", "rss_peak_kb", 1),
+            (f"soak {soak}: memory after the load (MB)", "rss_end_kb", 1),
+        ):
+            add(metric, "soak", lambda r, k=key: r["value"][k] / 1024, digits, None, "—",
+                lambda x: True, )  # fmt: skip
+        for metric, key, goal in (
+            ("failed calls", "failed", "0"),
+            ("first INVITEs retransmitted (no answer within 500 ms)", "first_invite_retrans", "0"),
+            ("calls ended 408", "answered_408", "0"),
+            ("in-dialog BYEs answered 407", "bye_407", "0"),
+        ):
+            add(f"soak {soak}: {metric}", "soak", lambda r, k=key: r["value"][k], 0, None, goal,
+                lambda x: x == 0)  # fmt: skip
+
     cmd = "python bench/run.py" + ("".join(" " + x for x in sys.argv[1:]))
     mem = f" (memory: {s.memory_repeat})" if "memory" in rows else ""
     notes = [
@@ -1179,6 +1313,20 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
         "divided by the contacts; Kamailio: the same with the sum of Pss over its processes (its "
         "contacts live in shared memory).",
     ] + _not_measured(b, rows)
+    if "soak" in rows:
+        notes.append(
+            f"⁸ One run of {s.soak_rate} × {s.soak_seconds:g} calls at {s.soak_rate}/s "
+            f"(`scenarios/uac_call_auth.xml`): INVITE → 407 → ACK → INVITE with MD5 credentials of "
+            f"`{SOAK_CALLER}` → 100/180/200 → ACK → BYE along the Record-Route → 200, to the "
+            "registered SIPp callee; neither server trusts the caller (Kamailio: "
+            "pv_proxy_authenticate against the one password, no user lookup). Memory: heimbuero's "
+            f"VmRSS, Kamailio's Pss summed over its processes, read every {s.soak_sample:g} s; "
+            "“start” is the first reading (callee registered, no call yet), “after the load” "
+            f"{2 * s.soak_sample:g} s after SIPp's last call. Counts from SIPp's -trace_counts "
+            "file: retransmissions of the first INVITE, 408s to the authenticated INVITE, 407s to "
+            "the BYE; a call fails when an answer is missing for "
+            f"{s.recv_timeout_ms / 1000:g} s."
+        )
     if "routed" in rows:
         notes.append(
             f"⁷ As ³, but the caller dials sip:{NUMBER}@{DOMAIN}, a number of client "
@@ -1253,7 +1401,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="bench/run.py",
         description="Benchmark heimbuero side by side with Kamailio and the direct SIPp floor; "
         "prints one markdown table. Rows: 1 calls, 2 latency, 3 register, 4 memory, "
-        "5 routed "
+        "5 routed, 6 soak "
         "(see bench/README.md).",
     )
     ap.add_argument(
@@ -1270,7 +1418,7 @@ def main(argv: list[str] | None = None) -> int:
         type=parse_rows,
         default=list(RUN_ORDER),
         metavar="ROWS",
-        help="comma-separated rows to run: calls, latency, register, memory, routed (or 1-5)",
+        help="comma-separated rows to run: calls, latency, register, memory, routed, soak (or 1-6)",
     )
     ap.add_argument(
         "--targets",
@@ -1287,6 +1435,18 @@ def main(argv: list[str] | None = None) -> int:
         help="runs of the memory row (default 1: each takes 1-3 minutes and varies by ~1 %%)",
     )
     ap.add_argument(
+        "--soak-seconds",
+        type=float,
+        metavar="S",
+        help="length of the soak row's load (default 100 s; --quick 20 s)",
+    )
+    ap.add_argument(
+        "--soak-rate",
+        type=int,
+        metavar="R",
+        help="calls/s of the soak row (default 400, about 30 %% of heimbuero's clean rate)",
+    )
+    ap.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (logs, stats)"
     )
     args = ap.parse_args(argv)
@@ -1300,6 +1460,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.memory_repeat < 1:
             ap.error("--memory-repeat must be at least 1")
         s.memory_repeat = args.memory_repeat
+    if args.soak_seconds is not None:
+        if args.soak_seconds < 5:
+            ap.error("--soak-seconds must be at least 5")
+        s.soak_seconds = args.soak_seconds
+    if args.soak_rate is not None:
+        if args.soak_rate < 1:
+            ap.error("--soak-rate must be at least 1")
+        s.soak_rate = args.soak_rate
     if shutil.which("sipp") is None:
         print(
             "bench/run.py: error: sipp is not installed (apt-get install sip-tester)",
@@ -1322,10 +1490,10 @@ def main(argv: list[str] | None = None) -> int:
             targets = [
                 t
                 for t in args.targets
-                if not (row == "memory" and t == "floor")
+                if not (row in ("memory", "soak") and t == "floor")
                 and not (row == "routed" and t != "heimbuero")  # office routing: heimbuero's own
             ]
-            repeats = s.memory_repeat if row == "memory" else s.repeat
+            repeats = s.memory_repeat if row == "memory" else 1 if row == "soak" else s.repeat
             runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
             states: dict[str, dict[str, Any]] = {t: {} for t in targets}
             t0 = time.monotonic()

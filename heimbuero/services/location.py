@@ -51,23 +51,41 @@ class Binding:
 
 
 class LocationService:
-    """Bindings per AOR, their expiry, and the changes not yet persisted."""
+    """Bindings per AOR, their expiry, and the changes not yet persisted.
 
-    __slots__ = ("_by_aor", "_expiry", "_upserts", "_deletes")
+    Memory layout (the registrar holds one entry per registered device, 100,000 and more): an
+    AOR with one contact, by far the common case, maps straight to its Binding; only an AOR
+    with several contacts gets a dict of them. The source address tuples and their host strings
+    are shared between bindings from the same address (`_peers`), and the expiry heap holds
+    (expires_at, binding) pairs ordered by a per-push counter instead of copies of the keys.
+    """
+
+    __slots__ = ("_by_aor", "_expiry", "_upserts", "_deletes", "_peers", "_count")
 
     def __init__(self) -> None:
-        self._by_aor: dict[str, dict[str, Binding]] = {}
-        self._expiry: list[tuple[float, str, str]] = []  # lazy heap: (expires_at, aor, contact)
+        self._by_aor: dict[str, Binding | dict[str, Binding]] = {}
+        # lazy heap: (expires_at, tie-breaker, binding); stale when the binding changed since
+        self._expiry: list[tuple[float, int, Binding]] = []
         self._upserts: dict[tuple[str, str], Binding] = {}
         self._deletes: set[tuple[str, str]] = set()
+        self._peers: dict[Peer, Peer] = {}
+        self._count = 0
+
+    def _of(self, aor: str) -> dict[str, Binding] | None:
+        found = self._by_aor.get(aor)
+        if found is None or isinstance(found, dict):
+            return found
+        return {found.contact: found}
 
     # ---- reading -----------------------------------------------------------------------------
 
     def lookup(self, aor: str, now: float) -> list[Binding]:
         """Live bindings of an AOR, highest q first (then most recently registered)."""
         found = self._by_aor.get(aor)
-        if not found:
+        if found is None:
             return []
+        if not isinstance(found, dict):
+            return [found] if found.expires_at > now else []
         live = [b for b in found.values() if b.expires_at > now]
         if len(live) > 1:
             live.sort(key=lambda b: (-(b.q if b.q is not None else 1.0), -b.expires_at))
@@ -75,37 +93,78 @@ class LocationService:
 
     def get(self, aor: str, contact: str) -> Binding | None:
         found = self._by_aor.get(aor)
-        return found.get(contact) if found else None
+        if found is None:
+            return None
+        if not isinstance(found, dict):
+            return found if found.contact == contact else None
+        return found.get(contact)
 
     def is_registered(self, aor: str, now: float) -> bool:
         found = self._by_aor.get(aor)
-        return bool(found) and any(b.expires_at > now for b in found.values())  # type: ignore[union-attr]
+        if found is None:
+            return False
+        if not isinstance(found, dict):
+            return found.expires_at > now
+        return any(b.expires_at > now for b in found.values())
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._by_aor.values())
+        return sum(len(v) if isinstance(v, dict) else 1 for v in self._by_aor.values())
 
     def aors(self) -> Iterable[str]:
         return self._by_aor.keys()
 
     def all_bindings(self) -> Iterable[Binding]:
         for found in self._by_aor.values():
-            yield from found.values()
+            if isinstance(found, dict):
+                yield from found.values()
+            else:
+                yield found
 
     # ---- writing -----------------------------------------------------------------------------
 
+    def _compact(self, b: Binding) -> None:
+        """Share the source address tuple (and so its host string) with earlier bindings."""
+        peer = self._peers.get(b.received)
+        if peer is None:
+            if len(self._peers) >= 65536:  # bounded: a flood of sources must not grow it forever
+                self._peers.clear()
+            peer = self._peers[b.received] = b.received
+        b.received = peer
+
+    def _place(self, b: Binding) -> None:
+        found = self._by_aor.get(b.aor)
+        if found is None or (not isinstance(found, dict) and found.contact == b.contact):
+            self._by_aor[b.aor] = b
+        elif isinstance(found, dict):
+            found[b.contact] = b
+        else:
+            self._by_aor[b.aor] = {found.contact: found, b.contact: b}
+        self._count += 1
+        heapq.heappush(self._expiry, (b.expires_at, self._count, b))
+
     def put(self, binding: Binding) -> None:
         key = (binding.aor, binding.contact)
-        self._by_aor.setdefault(binding.aor, {})[binding.contact] = binding
-        heapq.heappush(self._expiry, (binding.expires_at, binding.aor, binding.contact))
+        self._compact(binding)
+        self._place(binding)
         self._upserts[key] = binding
         self._deletes.discard(key)
 
     def remove(self, aor: str, contact: str) -> Binding | None:
         found = self._by_aor.get(aor)
-        if not found or contact not in found:
+        if found is None:
             return None
-        b = found.pop(contact)
-        if not found:
+        if isinstance(found, dict):
+            b = found.pop(contact, None)
+            if b is None:
+                return None
+            if len(found) == 1:
+                self._by_aor[aor] = next(iter(found.values()))
+            elif not found:
+                del self._by_aor[aor]
+        else:
+            if found.contact != contact:
+                return None
+            b = found
             del self._by_aor[aor]
         key = (aor, contact)
         self._upserts.pop(key, None)
@@ -113,34 +172,36 @@ class LocationService:
         return b
 
     def remove_aor(self, aor: str) -> list[Binding]:
-        return [b for c in list(self._by_aor.get(aor, {})) if (b := self.remove(aor, c))]
+        found = self._of(aor) or {}
+        return [b for c in list(found) if (b := self.remove(aor, c))]
 
     def load(self, bindings: Iterable[Binding]) -> None:
         """Add bindings read from the store (they are not marked as changed)."""
         for b in bindings:
-            self._by_aor.setdefault(b.aor, {})[b.contact] = b
-            self._expiry.append((b.expires_at, b.aor, b.contact))
-        heapq.heapify(self._expiry)
+            self._compact(b)
+            self._place(b)
+
+    def _current(self, entry: tuple[float, int, Binding]) -> bool:
+        at, _, b = entry
+        return b.expires_at == at and self.get(b.aor, b.contact) is b
 
     def expire(self, now: float) -> list[Binding]:
         """Remove and return every binding whose time is up."""
         gone: list[Binding] = []
         heap = self._expiry
         while heap and heap[0][0] <= now:
-            at, aor, contact = heapq.heappop(heap)
-            b = self.get(aor, contact)
-            if b is not None and b.expires_at <= now:
-                self.remove(aor, contact)
+            entry = heapq.heappop(heap)
+            b = entry[2]
+            if self._current(entry) and b.expires_at <= now:
+                self.remove(b.aor, b.contact)
                 gone.append(b)
         return gone
 
     def next_expiry(self) -> float | None:
         heap = self._expiry
         while heap:
-            at, aor, contact = heap[0]
-            b = self.get(aor, contact)
-            if b is not None and b.expires_at == at:
-                return at
+            if self._current(heap[0]):
+                return heap[0][0]
             heapq.heappop(heap)  # stale entry: refreshed or removed since
         return None
 
