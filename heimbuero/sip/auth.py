@@ -359,8 +359,8 @@ class DigestAuthenticator:
         `request_uri` it must name that URI (`same_uri`), else the result carries status 400.
         A response without qop (RFC 2069) is refused with status 403 unless
         `allow_rfc2069(username)` says that user's phone needs it (no callback: refused).
-        Both checks come before the password is looked at, so they tell an attacker nothing. Malformed input gives
-        ok=False, never an exception (an exception from a callback is passed on).
+        Both checks come before the password is looked at, so they tell an attacker nothing.
+        Malformed input gives ok=False, never an exception (a callback's exception passes on).
         """
         params = parse_credentials(authorization)
         if params is None:
