@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["Guard", "GuardSettings", "security_log_line"]
+__all__ = ["Guard", "GuardSettings", "peer_text", "security_log_line"]
 
 log = logging.getLogger("heimbuero.security")
 
@@ -38,10 +38,8 @@ DEFAULT_SCANNERS = (
     "sipcli",
     "vaxsipuseragent",
     "sip-scan",
-    "sipsak",
-    "iWar",
+    "iwar",
     "sundayddr",
-    "smap",
     "pplsip",
     "sipptk",
     "eyebeam-scanner",
@@ -77,13 +75,18 @@ class _Failures:
         self.until = 0.0
 
 
+def peer_text(text: str) -> str:
+    """Text a peer chose (a user name, a User-Agent), fit for a log line: no spaces, no
+    control characters, at most 64 characters; so it cannot forge a second source."""
+    return _UNSAFE.sub("?", text[:64]) or "-"
+
+
 def security_log_line(event: str, source: str, detail: str = "") -> str:
     """The one fixed-format line fail2ban matches: `SECURITY <event> from <ip>: <detail>`.
 
-    The source comes first and everything after it that a peer controls has its spaces and
-    control characters replaced, so a user name cannot forge a second address into the line.
-    """
-    safe = _UNSAFE.sub("?", detail)[:120]
+    The source comes right after "from"; whatever a peer chose goes into `detail` only
+    through `peer_text`. Control characters in `detail` are replaced all the same."""
+    safe = "".join(c if c.isprintable() else "?" for c in detail[:200])
     return f"SECURITY {event} from {source}: {safe}" if safe else f"SECURITY {event} from {source}"
 
 
@@ -175,7 +178,7 @@ class Guard:
 
     def scanner_dropped(self, ip: str, user_agent: str) -> None:
         self.stats["dropped_scanner"] += 1
-        log.info(security_log_line("scanner", ip, user_agent))
+        log.info(security_log_line("scanner", ip, f"user-agent={peer_text(user_agent)}"))
 
     # ---- password guessing -------------------------------------------------------------------
 
@@ -208,7 +211,7 @@ class Guard:
         self._bump(self._accounts, account, s.account_failures, now)
         self._bump(self._sources, ip, s.source_failures, now)
         self._bump(self._pairs, (ip, account), s.account_failures, now)
-        log.warning(security_log_line("auth-failure", ip, f"user={account} {reason}"))
+        log.warning(security_log_line("auth-failure", ip, f"user={peer_text(account)} {reason}"))
 
     def succeeded(self, ip: str, account: str, now: float) -> None:
         pair = (ip, account)
@@ -217,8 +220,9 @@ class Guard:
         known.move_to_end(pair)
         while len(known) > self.settings.max_entries:
             known.popitem(last=False)
+        # The account's failures stay: they may be someone else's guesses (they fade after
+        # `failure_window`); only this pair's own record is cleared.
         self._pairs.pop(pair, None)
-        self._accounts.pop(account, None)
 
     def _bump(self, table: OrderedDict[_K, _Failures], key: _K, limit: int, now: float) -> None:
         s = self.settings
