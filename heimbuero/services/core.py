@@ -461,7 +461,9 @@ class SipCore:
                 self.reject(txn, result.status, now, reason=result.public)
                 return None
             if name is not None and (result.ok or result.guess):
-                refusal = guard.refusal(source_ip, name, now)
+                refusal = None
+                if not self._registered_device(name, req, txn.source, now):  # type: ignore[arg-type]
+                    refusal = guard.refusal(source_ip, name, now)
                 if refusal is not None:  # the same answer whether the password was right
                     self.reject(txn, 403, now, reason=refusal)
                     return None
@@ -478,6 +480,18 @@ class SipCore:
         headers = [(challenge_name, c) for c in self.auth.challenges(now, stale, md5_only)]
         self.reject(txn, 407 if proxy else 401, now, headers=headers)
         return None
+
+    def _registered_device(self, name: str, req: Request, source: Peer, now: float) -> bool:
+        """The request comes from a device registered for `name`: from the very address and
+        port its binding was registered from, or a REGISTER refresh (same Call-ID) from its
+        address. Such a phone is never held back by others' wrong passwords (a guesser behind
+        the same router uses other ports; a forged source gets no answers to learn from)."""
+        for b in self.location.lookup(name, now):
+            if b.received == source:
+                return True
+            if b.call_id == req.call_id and b.received[1] == source[1] and req.method == "REGISTER":
+                return True
+        return False
 
     def reject(
         self,

@@ -137,33 +137,36 @@ def test_sipvicious_svmap_svwar_svcrack_find_nothing(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
     # anna's password is early in svcrack's range: without the guard it is found in seconds.
-    users = dict(USERS, anna="1007")
+    users = dict(USERS, anna="1000000007")
     server = server_factory(users=users)
     words = tmp_path / "extensions.txt"
     words.write_text("\n".join(["admin", "anna", "bert", "100", "bob", "alice"]) + "\n")
     runs = {
         "svmap": [_sv("svmap"), "-p", str(server.port), LOCALHOST],
-        "svwar": [_sv("svwar"), "-p", str(server.port), "-d", str(words), LOCALHOST],
+        "svwar": [
+            _sv("svwar"), "-p", str(server.port), "-d", str(words), "--maximumtime", "5",
+            LOCALHOST,
+        ],
         "svcrack": [
-            _sv("svcrack"), "-p", str(server.port), "-u", "anna", "-r", "1000-1040",
-            "--domain", DOMAIN, LOCALHOST,
+            _sv("svcrack"), "-p", str(server.port), "-u", "anna", "-r", "1000000000-1000000040",
+            "--domain", DOMAIN, "--maximumtime", "5", LOCALHOST,
         ],
     }  # fmt: skip
     outputs: dict[str, str] = {}
     with LegitPhone(server.port) as phone:
         for name, cmd in runs.items():
-            cmd[1:1] = ["-b", ATTACKER, "-P", str(_free_udp_port(ATTACKER)), "-t", "0.05"]
-            proc = subprocess.run(
-                [*cmd, "--maximumtime", "6"], capture_output=True, text=True, timeout=60
-            )
+            # sipvicious 0.3.x ignores -b (bindingip): it sends from 127.0.0.1 like the
+            # phone, which is flood-exempt; the scanners are dropped by their User-Agent.
+            cmd[1:1] = ["-P", str(_free_udp_port(LOCALHOST)), "-t", "0.05"]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
             outputs[name] = proc.stdout + proc.stderr
     phone.report("sipvicious")
     print({k: v[-400:] for k, v in outputs.items()})
     assert "anna" not in outputs["svwar"].split("Extension")[-1], outputs["svwar"]
-    assert "1007" not in outputs["svcrack"], outputs["svcrack"]
+    assert "1000000007" not in outputs["svcrack"], outputs["svcrack"]
     assert LOCALHOST + ":" + str(server.port) not in outputs["svmap"], outputs["svmap"]
     log = server.log_text()
-    assert f"SECURITY scanner from {ATTACKER}" in log
+    assert f"SECURITY scanner from {LOCALHOST}" in log
 
 
 # ---- a flood of unauthenticated INVITEs --------------------------------------------------------
@@ -237,7 +240,7 @@ def test_garbage_nonce_registers_do_not_lock_out_the_office(
 def test_password_flood_does_not_stop_annas_registered_phone(
     server_factory: Callable[..., Server],
 ) -> None:
-    users = dict(USERS, anna="Anna-Garten-55")
+    users = dict(USERS, anna="Linde-Garten-55")
     server = server_factory(users=users)
     with _client(server.port, OFFICE) as anna:
         assert _register(anna, "anna", users["anna"]) == 200
@@ -260,6 +263,7 @@ def test_password_flood_does_not_stop_annas_registered_phone(
                     except AssertionError:
                         answers.append(0)
                     k += 1
+                    stop.wait(0.025)  # ~40 guesses/s: below the flood limit, a patient guesser
             finally:
                 for c in sockets:
                     c.close()
@@ -267,7 +271,7 @@ def test_password_flood_does_not_stop_annas_registered_phone(
         attacker = threading.Thread(target=guess, daemon=True)
         with LegitPhone(server.port, ip=OFFICE) as phone:
             attacker.start()
-            wait_until(lambda: len(answers) >= 60, timeout=20, what="60 guesses answered")
+            wait_until(lambda: len(answers) >= 120, timeout=20, what="120 guesses answered")
             # anna's phone refreshes and calls during the attack.
             refresh_ms = []
             for _ in range(5):
