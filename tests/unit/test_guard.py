@@ -273,6 +273,20 @@ def test_digest_uri_mismatch_and_rfc2069_through_the_core() -> None:
     bad = a.replace(f'uri="sip:{DOMAIN}"'.encode(), b'uri="sip:evil.example"')
     [(resp, _)] = net.send(bad, src)
     assert resp.status == 400 and "uri" in resp.reason
+    # RFC 2069 (no qop): refused unless the account allows it.
+    import hashlib
+
+    from heimbuero.sip.auth import parse_credentials
+
+    nonce = parse_credentials(challenge.get_all("www-authenticate")[0])["nonce"]  # type: ignore[index]
+    a1 = hashlib.md5(f"alice:{DOMAIN}:{PASSWORDS['alice']}".encode()).hexdigest()
+    a2 = hashlib.md5(f"REGISTER:sip:{DOMAIN}".encode()).hexdigest()
+    digest = hashlib.md5(f"{a1}:{nonce}:{a2}".encode()).hexdigest()
+    old = r.copy()
+    old.add("Authorization", f'Digest username="alice", realm="{DOMAIN}", nonce="{nonce}", '
+            f'uri="sip:{DOMAIN}", response="{digest}"')  # fmt: skip
+    [(resp, _)] = net.send(old.serialize(), src)
+    assert resp.status == 403 and "qop" in resp.reason
 
 
 def test_flood_before_parsing_through_the_core() -> None:
@@ -297,3 +311,32 @@ def test_core_builds_with_default_settings() -> None:
     core = SipCore(CoreSettings(domain=DOMAIN, local={"udp": PROXY}), UserDirectory(_account),
                    LocationService(), DigestAuthenticator(DOMAIN, b"k" * 32))  # fmt: skip
     assert core.settings.flood_exempt == ("127.0.0.1", "::1")
+
+
+# ---- the per-user RFC 2069 switch, from the CLI to the SIP lookup -------------------------------
+
+
+def test_user_set_allow_rfc2069_reaches_the_credentials(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from heimbuero import config
+    from heimbuero.store import Store
+
+    env = {k: v for k, v in os.environ.items() if k != "HEIMBUERO_DATA"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "heimbuero", *args, "--data", str(data)],
+                              capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+
+    data = tmp_path / "data"
+    assert run("init", "--domain", "office.example").returncode == 0
+    assert run("user", "add", "oldphone", "--password", "Kachel-Ofen-91").returncode == 0
+    on = run("user", "set", "oldphone", "--allow-rfc2069")
+    assert on.returncode == 0, on.stderr
+    assert "RFC 2069" in on.stdout and "allowed" in on.stdout
+    url = config.load(data).db_url
+    assert Store(url).get_credentials("oldphone")[3] is True  # type: ignore[index]
+    assert run("user", "set", "oldphone", "--no-allow-rfc2069").returncode == 0
+    assert Store(url).get_credentials("oldphone")[3] is False  # type: ignore[index]
