@@ -559,6 +559,8 @@ def cmd_user_set(args: argparse.Namespace) -> int:
         changes["display_name"] = args.display_name or None
     if args.mobile is not None:
         changes["mobile"] = directory.validate_e164(args.mobile, "mobile") if args.mobile else None
+    if args.allow_rfc2069 is not None:
+        changes["allow_rfc2069"] = args.allow_rfc2069
     name = accounts.validate_name(args.name)
     with _open_store(args.data) as (_cfg, store):
         user = store.user_update(name, **changes)
@@ -566,6 +568,9 @@ def cmd_user_set(args: argparse.Namespace) -> int:
         f"user {user.name}: client {user.client or '-'}, display name "
         f"{user.display_name or '-'}, mobile {user.mobile or '-'}"
     )
+    if args.allow_rfc2069 is not None:
+        state = "allowed" if args.allow_rfc2069 else "refused"
+        print(f"user {user.name}: digests without qop (RFC 2069) {state}")
     return 0
 
 
@@ -1134,6 +1139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client", metavar="ID", help="client id (client and employee users)")
     p.add_argument("--display-name", metavar="TEXT", help="name shown on phones")
     p.add_argument("--mobile", metavar="E164", help="mobile number, e.g. +491701111111")
+    p.add_argument(
+        "--allow-rfc2069",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="accept SIP digests without qop (RFC 2069) from this user's old phones; "
+        "refused by default",
+    )
     p.set_defaults(func=cmd_user_set)
 
     p = commands.add_parser(

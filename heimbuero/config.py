@@ -8,6 +8,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from heimbuero.services.guard import DEFAULT_SCANNERS
+
 CONFIG_FILE = "config.toml"
 DB_FILE = "heimbuero.db"
 SECRET_FILE = "secret"
@@ -70,6 +72,16 @@ class SipSettings:
     # Outbound TLS per carrier, "HOST" or "HOST:PORT" -> CA file, or "sha256:FINGERPRINT";
     # carriers not named are verified against the system's CAs
     trunk_tls: tuple[tuple[str, str], ...] = ()
+    # Floods, scanners and password guessing (services/guard.py)
+    flood_rate: int = 100  # requests per second per source IP, sustained (0: no limit)
+    flood_burst: int = 300  # requests at once before the rate applies
+    ban_time: int = 300  # seconds a source over the rate is dropped silently
+    flood_exempt: tuple[str, ...] = ("127.0.0.1", "::1")  # never banned (a local front proxy)
+    scanner_user_agents: tuple[str, ...] = DEFAULT_SCANNERS  # dropped unanswered (substrings)
+    auth_account_failures: int = 5  # wrong passwords for one account before it backs off
+    auth_source_failures: int = 30  # wrong passwords from one IP before it backs off
+    auth_backoff_max: int = 300  # longest refusal window in seconds (it doubles per failure)
+    max_tracked_nonces: int = 50_000  # nonce-counts kept for replay protection
 
 
 @dataclass(frozen=True)
@@ -227,7 +239,14 @@ def load(data_dir: Path) -> Config:
                 raise ConfigError(f"{path}: [sip] digest_algorithms must name MD5 and/or SHA-256")
         elif key == "advertise":
             value = str(value) or None
-        elif key in ("trusted_peers", "md5_only_user_agents"):
+        elif key in (
+            "trusted_peers",
+            "md5_only_user_agents",
+            "flood_exempt",
+            "scanner_user_agents",
+        ):
+            if not isinstance(value, list):
+                raise ConfigError(f"{path}: [sip] {key} must be a list of strings")
             value = tuple(str(v) for v in value)
         elif key in ("tls_cert", "tls_key"):
             if not isinstance(value, str) or not value:
@@ -355,6 +374,23 @@ max_tls_handshakes = {d.max_tls_handshakes}     # TLS handshakes in progress at 
 # [sip.trunk_tls]
 # "sip.carrier.example" = "/etc/heimbuero/carrier-ca.pem"
 # "192.0.2.20:5061" = "sha256:AB:CD:…"
+# Floods and scanners (like Kamailio's pike and an htable ban): a source IP sending more than
+# flood_rate requests per second (after a burst of flood_burst) is dropped silently for
+# ban_time seconds; flood_exempt addresses never are. Requests whose User-Agent contains one of
+# scanner_user_agents (case-insensitive) are dropped unanswered. 0 turns a limit off.
+flood_rate = {d.flood_rate}
+flood_burst = {d.flood_burst}
+ban_time = {d.ban_time}
+flood_exempt = [{", ".join(f'"{a}"' for a in d.flood_exempt)}]
+scanner_user_agents = [{", ".join(f'"{u}"' for u in d.scanner_user_agents)}]
+# Password guessing: after auth_account_failures wrong answers for one account (or
+# auth_source_failures from one address) further attempts are refused (403) for a window that
+# doubles per failure up to auth_backoff_max seconds. A phone that authenticated from its
+# address before keeps working. Each failure is logged for fail2ban (docs/fail2ban/).
+auth_account_failures = {d.auth_account_failures}
+auth_source_failures = {d.auth_source_failures}
+auth_backoff_max = {d.auth_backoff_max}
+max_tracked_nonces = {d.max_tracked_nonces}  # nonce-counts kept against replays (bounded)
 
 [http]
 # listen = "127.0.0.1:8080"

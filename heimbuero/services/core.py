@@ -38,6 +38,7 @@ from heimbuero.sip.message import (
 
 from .calls import CallRouting
 from .credentials import UserDirectory
+from .guard import Guard, GuardSettings, security_log_line
 from .location import Binding, LocationService, Peer
 from .messaging import Delivery, Messenger
 from .presence import ALLOW_EVENTS, PresenceServer, Subscription
@@ -79,7 +80,9 @@ class CoreSettings:
     timers: tx.TimerSettings = field(default_factory=tx.TimerSettings)
     trusted_peers: tuple[str, ...] = ()
     invite_timeout: float = 180.0
-    auth_failure_limit: int = 20  # failed authentications per source IP per minute before 403
+    guard: GuardSettings = field(default_factory=GuardSettings)  # floods, bans, guessing
+    # Source IPs the flood limit never bans (a local front proxy, the bench on loopback).
+    flood_exempt: tuple[str, ...] = ("127.0.0.1", "::1")
     nat_keepalive_interval: float = 25.0
     # User-Agent prefixes of clients that refuse a challenge list holding an algorithm they do
     # not know (baresip 1.x fails on any SHA-256 challenge): they are offered MD5 alone.
@@ -153,7 +156,8 @@ class SipCore:
             self._local_hosts.add(host.lower())
             self._local_hostports.add((host.lower(), port))
         self._trusted = self._parse_trusted(settings.trusted_peers)
-        self._auth_failures: dict[str, list[float]] = {}
+        self.guard = Guard(settings.guard)
+        self._flood_exempt = frozenset(settings.flood_exempt)
         self.stats = {"received": 0, "sent": 0, "dropped": 0, "rejected": 0}
         # Listeners of registration changes (added, removed, now): presence.
         self.binding_listeners: list[Callable[[list[Binding], list[Binding], float], None]] = []
@@ -171,6 +175,10 @@ class SipCore:
     def receive(self, data: bytes, source: Peer, now: float) -> None:
         """Handle one datagram or one framed stream message from `source`."""
         self.stats["received"] += 1
+        ip = source[1]
+        if not self.guard.admit(ip, now, lambda: self._exempt_from_flood_limit(source)):
+            self.stats["dropped"] += 1  # banned, or over the rate: no answer at all
+            return
         reliable = source[0] != "udp"
         try:
             msg = parse(data, datagram=not reliable)
@@ -190,6 +198,11 @@ class SipCore:
             else:
                 self.layer.receive_response(msg, source, reliable, now)
             self._pump(now)
+            return
+        ua = msg.get("user-agent")
+        if ua is not None and self.guard.is_scanner(ua):
+            self.stats["dropped"] += 1
+            self.guard.scanner_dropped(ip, ua)
             return
         problem = msg.check()
         if problem is None:
@@ -273,6 +286,8 @@ class SipCore:
         elif isinstance(ev, tx.RequestReceived):
             self._on_request(ev.txn, now)
         elif isinstance(ev, tx.AckReceived):
+            if self._acks_stateless_answer(ev.request):
+                return  # the ACK of a challenge or refusal sent statelessly: it ends here
             self.proxy.forward_ack(ev.request, cast(Peer, ev.source), now)
         elif isinstance(ev, (tx.TransactionTimeout, tx.TransportFailed)) and isinstance(
             ev.txn.context, TrunkRegistration
@@ -531,34 +546,89 @@ class SipCore:
     # ------------------------------------------------------------------ authentication
 
     def authenticate(self, txn: tx.ServerTransaction, now: float, proxy: bool) -> str | None:
-        """The authenticated user name (lower case), or None after answering 401/407/403."""
+        """The authenticated user name (lower case), or None after answering 401/407 (a fresh
+        challenge), 400 (the digest names another uri) or 403 (refused: back-off, or a digest
+        without qop). Every such answer is stateless: one per request, no retransmission, no
+        transaction kept (see `reject`)."""
         req = txn.request
-        source_ip = txn.source[1]  # type: ignore[index]
-        failures = self._auth_failures.get(source_ip)
-        if failures:
-            failures[:] = [t for t in failures if t > now - 60.0]
-            if len(failures) >= self.settings.auth_failure_limit:
-                self.respond(txn, 403, now, reason="Too many failed authentications")
-                return None
+        source_ip: str = txn.source[1]  # type: ignore[index]
+        guard = self.guard
+        users = self.users
         header = "proxy-authorization" if proxy else "authorization"
         stale = False
         for value in req.get_all(header):
             result = self.auth.verify(
-                req.method, value, now, lambda u, a: self.users.ha1(u, a, now)
+                req.method,
+                value,
+                now,
+                lambda u, a: users.ha1(u, a, now),
+                request_uri=req.uri,
+                allow_rfc2069=lambda u: users.allows_rfc2069(u, now),
             )
-            if result.ok and result.username is not None:
-                return result.username.lower()
+            name = result.username.lower() if result.username is not None else None
+            if result.status:
+                log.info(security_log_line("auth-refused", source_ip, result.reason))
+                self.reject(txn, result.status, now, reason=result.public)
+                return None
+            if name is not None and (result.ok or result.guess):
+                refusal = None
+                if not self._registered_device(name, req, txn.source, now):  # type: ignore[arg-type]
+                    refusal = guard.refusal(source_ip, name, now)
+                if refusal is not None:  # the same answer whether the password was right
+                    self.reject(txn, 403, now, reason=refusal)
+                    return None
+            if result.ok and name is not None:
+                guard.succeeded(source_ip, name, now)
+                return name
             if result.stale:
                 stale = True
-            elif result.username is not None:
-                self._auth_failures.setdefault(source_ip, []).append(now)
-                log.info("failed authentication for %r from %s", result.username, source_ip)
+            elif result.guess and name is not None:
+                guard.failed(source_ip, name, now, result.reason)
         challenge_name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         ua = req.get("user-agent") or ""
         md5_only = ua.startswith(self.settings.md5_only_user_agents) if ua else False
         headers = [(challenge_name, c) for c in self.auth.challenges(now, stale, md5_only)]
-        self.respond(txn, 407 if proxy else 401, now, headers=headers)
+        self.reject(txn, 407 if proxy else 401, now, headers=headers)
         return None
+
+    def _registered_device(self, name: str, req: Request, source: Peer, now: float) -> bool:
+        """The request comes from a device registered for `name`: from the very address and
+        port its binding was registered from, or a REGISTER refresh (same Call-ID) from its
+        address. Such a phone is never held back by others' wrong passwords (a guesser behind
+        the same router uses other ports; a forged source gets no answers to learn from)."""
+        for b in self.location.lookup(name, now):
+            if b.received == source:
+                return True
+            if b.call_id == req.call_id and b.received[1] == source[1] and req.method == "REGISTER":
+                return True
+        return False
+
+    def reject(
+        self,
+        txn: tx.ServerTransaction,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Answer a request statelessly and forget its transaction (Kamailio's sl_send_reply):
+        for challenges and refusals of requests not (yet) authenticated. The To tag is derived
+        from the request, so its ACK is known again (`_acks_stateless_answer`)."""
+        resp = self.make_response(txn.request, status, reason, headers, self._sl_tag(txn.request))
+        self.layer.reject_stateless(txn, resp)
+        self.stats["rejected"] += 1
+
+    @staticmethod
+    def _sl_tag(req: Request) -> str:
+        seed = f"{req.call_id}\0{req.from_.tag or ''}".encode("utf-8", "surrogateescape")
+        return "sl" + hashlib.sha1(seed, usedforsecurity=False).hexdigest()[:10]
+
+    def _acks_stateless_answer(self, ack: Request) -> bool:
+        tag = ack.to.tag
+        return tag is not None and tag.startswith("sl") and tag == self._sl_tag(ack)
+
+    def _exempt_from_flood_limit(self, source: Peer) -> bool:
+        return source[1] in self._flood_exempt or self.is_trusted(source)
 
     def _parse_trusted(self, peers: tuple[str, ...]) -> set[tuple[str, int | None]]:
         out: set[tuple[str, int | None]] = set()

@@ -16,6 +16,7 @@ class Account:
     role: str
     ha1_md5: str
     ha1_sha256: str
+    allow_rfc2069: bool = False  # users.sip_compat {"rfc2069": true}: digests without qop
 
 
 class UserDirectory:
@@ -50,6 +51,10 @@ class UserDirectory:
                 cache.clear()
         cache[name] = (now + self._ttl, account)
         return account
+
+    def allows_rfc2069(self, name: str, now: float) -> bool:
+        account = self.get(name, now)
+        return account is not None and account.allow_rfc2069
 
     def ha1(self, name: str, algorithm: str, now: float) -> str | None:
         account = self.get(name, now)

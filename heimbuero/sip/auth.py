@@ -32,7 +32,9 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["AuthResult", "DigestAuthenticator", "ha1", "parse_credentials"]
+from .message import ParseError, SipURI, parse_uri
+
+__all__ = ["AuthResult", "DigestAuthenticator", "ha1", "parse_credentials", "same_uri"]
 
 _HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
     "MD5": hashlib.md5,
@@ -69,6 +71,14 @@ class AuthResult:
     username: str | None
     stale: bool = False
     reason: str = ""  # for logs only
+    # A wrong password or unknown user, answered to a nonce we issued: what guessing looks
+    # like. A foreign nonce, a malformed or refused credential is no guess (its source may be
+    # forged, nothing was learnt): count only these for back-off and ban lists.
+    guess: bool = False
+    # Non-zero: answer this status (with `public`) instead of a fresh challenge; the request
+    # itself is wrong (400: the digest names another uri; 403: a digest without qop).
+    status: int = 0
+    public: str = ""
 
 
 def _b(text: str) -> bytes:
@@ -168,6 +178,42 @@ def client_authorization(
 
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_URI_PARAMS_THAT_MATTER = ("user", "ttl", "method", "maddr", "transport")
+
+
+def _unescape(text: str | None) -> str | None:
+    if text is None or "%" not in text:
+        return text
+    return re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
+
+
+def _uri_key(uri: SipURI) -> tuple[object, ...]:
+    if uri.opaque is not None:
+        return (uri.scheme, uri.opaque)
+    params = {k.lower(): (v or "").lower() for k, v in uri.params.items()}
+    return (
+        uri.scheme,
+        _unescape(uri.user),
+        _unescape(uri.password),
+        uri.host.lower(),
+        uri.port,
+        tuple(params.get(k) for k in _URI_PARAMS_THAT_MATTER),
+    )
+
+
+def same_uri(digest_uri: str, request_uri: str) -> bool:
+    """Whether a digest's `uri` names the Request-URI (RFC 3261 §22.4): equal as written, or
+    equal by the rules of §19.1.4 (scheme, user and host compared as URIs, host and the
+    parameters transport, user, ttl, method and maddr without case, the others ignored)."""
+    if digest_uri == request_uri:
+        return True
+    try:
+        a, b = parse_uri(digest_uri), parse_uri(request_uri)
+    except ParseError:
+        return False
+    return _uri_key(a) == _uri_key(b)
 
 
 class DigestAuthenticator:
@@ -301,15 +347,20 @@ class DigestAuthenticator:
         now: float,
         lookup_ha1: Callable[[str, str], str | None],
         expected_realm_only: bool = True,
+        request_uri: str | None = None,
+        allow_rfc2069: Callable[[str], bool] | None = None,
     ) -> AuthResult:
         """Check one Authorization / Proxy-Authorization value for a request with `method`.
 
         `lookup_ha1(username, algorithm)` gives the hex HA1 of that user for "MD5" or "SHA-256",
         or None for an unknown user. With `expected_realm_only` (the default) credentials for any
         other realm are refused outright; without it the realm parameter is not compared and the
-        HA1 from `lookup_ha1` alone decides. The uri parameter must be present; comparing it with
-        the Request-URI is left to the caller. Malformed input gives ok=False, never an exception
-        (an exception from `lookup_ha1` is passed on).
+        HA1 from `lookup_ha1` alone decides. The uri parameter must be present; with
+        `request_uri` it must name that URI (`same_uri`), else the result carries status 400.
+        A response without qop (RFC 2069) is refused with status 403 unless
+        `allow_rfc2069(username)` says that user's phone needs it (no callback: refused).
+        Both checks come before the password is looked at, so they tell an attacker nothing.
+        Malformed input gives ok=False, never an exception (a callback's exception passes on).
         """
         params = parse_credentials(authorization)
         if params is None:
@@ -322,6 +373,9 @@ class DigestAuthenticator:
                 return AuthResult(False, username, reason=f"no {key} parameter")
         if expected_realm_only and params["realm"] != self.realm:
             return AuthResult(False, username, reason="credentials for another realm")
+        if request_uri is not None and not same_uri(params["uri"], request_uri):
+            why = "digest uri does not match the Request-URI"
+            return AuthResult(False, username, reason=why, status=400, public=why)
         alg = params.get("algorithm", "MD5").upper()
         if alg not in self.algorithms:
             return AuthResult(False, username, reason=f"algorithm {alg!r} not offered")
@@ -342,6 +396,9 @@ class DigestAuthenticator:
                 return AuthResult(False, username, reason="nonce count 0")
         elif alg != "MD5":
             return AuthResult(False, username, reason="qop is required with SHA-256")
+        elif allow_rfc2069 is None or not allow_rfc2069(username):
+            why = "digest without qop (RFC 2069) not allowed"
+            return AuthResult(False, username, reason=why, status=403, public=why)
         nonce = params["nonce"]
         issued = self._nonce_issued(nonce)
         if issued is None:
@@ -358,7 +415,8 @@ class DigestAuthenticator:
             expected = _h(alg, f"{ha1_hex}:{nonce}:{ha2}")
         matched = hmac.compare_digest(expected.encode("ascii"), response.encode("ascii"))
         if not (matched and known):
-            return AuthResult(False, username, reason="wrong password" if known else "unknown user")
+            why = "wrong password" if known else "unknown user"
+            return AuthResult(False, username, reason=why, guess=True)
 
         # A correct digest: now decide between fresh, stale and replayed.
         if self._expired(issued, now):

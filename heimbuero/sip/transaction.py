@@ -753,6 +753,19 @@ class TransactionLayer:
             inp = TU_300_699
         self._step_server(txn, inp, resp, None, now)
 
+    def reject_stateless(self, txn: ServerTransaction, resp: Response) -> None:
+        """Answer `txn` once, statelessly (RFC 3261 §8.2.7; Kamailio's sl_send_reply), and
+        forget it at once: no retransmission, no timer, nothing kept. For challenges and
+        refusals to unauthenticated requests, so a forged source gets one answer per request
+        and a flood holds no memory. A retransmission of the request gets a fresh answer; the
+        ACK of a final answer to an INVITE finds no transaction (the TU absorbs it)."""
+        if txn.state is TERMINATED:
+            return
+        self._outbox.append((resp.serialize(), txn.response_dest))
+        txn.last_response = resp
+        txn.state = TERMINATED
+        self._drop(txn)
+
     def send_request(
         self, req: Request, dest: object, reliable: bool, now: float
     ) -> ClientTransaction:

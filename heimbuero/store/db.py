@@ -431,9 +431,9 @@ class Store(MessageStore, FileStore):
             event.listen(self._engine, "connect", _sqlite_pragmas)
         elif self._dialect != "postgresql":
             raise StoreError(f"unsupported database {self._dialect!r}: use SQLite or PostgreSQL")
-        self._credentials_query = select(User.role, User.ha1_md5, User.ha1_sha256).where(
-            User.name == bindparam("name")
-        )
+        self._credentials_query = select(
+            User.role, User.ha1_md5, User.ha1_sha256, User.sip_compat
+        ).where(User.name == bindparam("name"))
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -505,11 +505,15 @@ class Store(MessageStore, FileStore):
         with self._engine.connect() as conn:
             return int(conn.execute(select(OfficeRevision.revision)).scalar() or 0)
 
-    def get_credentials(self, name: str) -> tuple[str, str, str] | None:
-        """(role, ha1_md5, ha1_sha256) of a user: the SIP hot path's lookup, without the ORM."""
+    def get_credentials(self, name: str) -> tuple[str, str, str, bool] | None:
+        """(role, ha1_md5, ha1_sha256, allow_rfc2069) of a user: the SIP hot path's lookup,
+        without the ORM. The last is the `rfc2069` key of `users.sip_compat`."""
         with self._engine.connect() as conn:
             row = conn.execute(self._credentials_query, {"name": name}).first()
-        return None if row is None else (row[0], row[1], row[2])
+        if row is None:
+            return None
+        compat = row[3] if isinstance(row[3], dict) else {}
+        return (row[0], row[1], row[2], compat.get("rfc2069") is True)
 
     def get_user(self, name: str) -> UserRecord | None:
         """The user with that name, or None."""
@@ -766,8 +770,10 @@ class Store(MessageStore, FileStore):
         client: str | None = _UNSET,
         display_name: str | None = _UNSET,
         mobile: str | None = _UNSET,
+        allow_rfc2069: bool | None = None,
     ) -> UserRecord:
-        """Set a user's client, display name and mobile (arguments left out stay unchanged)."""
+        """Set a user's client, display name, mobile and SIP compatibility switches (arguments
+        left out stay unchanged)."""
         with Session(self._engine) as session:
             row = session.scalar(select(User).where(User.name == name))
             if row is None:
@@ -780,6 +786,13 @@ class Store(MessageStore, FileStore):
                 row.display_name = display_name
             if mobile is not _UNSET:
                 row.mobile = mobile
+            if allow_rfc2069 is not None:
+                compat = dict(row.sip_compat or {})
+                if allow_rfc2069:
+                    compat["rfc2069"] = True
+                else:
+                    compat.pop("rfc2069", None)
+                row.sip_compat = compat
             session.commit()
             return _user_record(row)
 

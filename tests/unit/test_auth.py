@@ -396,8 +396,9 @@ def test_qop_less_md5_once_only() -> None:
     challenge = a.challenges(T0)[0]
     value = authorization(challenge, use_qop=False)
     assert "qop" not in value and "nc=" not in value
-    assert a.verify("REGISTER", value, T0, store()) == AuthResult(True, "Alice")
-    again = a.verify("REGISTER", value, T0 + 1, store())
+    compat = {"allow_rfc2069": lambda user: True}
+    assert a.verify("REGISTER", value, T0, store(), **compat) == AuthResult(True, "Alice")
+    again = a.verify("REGISTER", value, T0 + 1, store(), **compat)
     assert again == AuthResult(False, "Alice", stale=True, reason=again.reason)
     # A spent nonce stays spent for qop=auth answers too.
     with_qop = a.verify("REGISTER", authorization(challenge, nc=1), T0 + 2, store())
@@ -408,7 +409,8 @@ def test_qop_less_after_qop_use_is_stale() -> None:
     a = make()
     challenge = a.challenges(T0)[0]
     assert a.verify("REGISTER", authorization(challenge), T0, store()).ok
-    r = a.verify("REGISTER", authorization(challenge, use_qop=False), T0, store())
+    value = authorization(challenge, use_qop=False)
+    r = a.verify("REGISTER", value, T0, store(), allow_rfc2069=lambda user: True)
     assert not r.ok and r.stale
 
 
@@ -671,3 +673,57 @@ def test_uri_octets_are_hashed_as_received(raw: bytes) -> None:
         f' response="{response}", qop=auth, nc=00000001, cnonce="c"'
     )
     assert a.verify("REGISTER", value, T0, store()).ok == bool(raw)
+
+
+# ---- digest uri (RFC 3261 §22.4) and RFC 2069 compatibility ---------------------------------
+
+
+def test_digest_uri_must_name_the_request_uri() -> None:
+    a = make()
+    challenge = a.challenges(T0)[0]
+    value = authorization(challenge, uri="sip:other.example.com")
+    r = a.verify("REGISTER", value, T0, store(), request_uri="sip:example.com")
+    assert not r.ok and r.status == 400 and "uri" in r.public and not r.guess
+    # The same credentials with the right uri pass.
+    good = authorization(challenge, uri="sip:example.com")
+    assert a.verify("REGISTER", good, T0, store(), request_uri="sip:example.com").ok
+
+
+@pytest.mark.parametrize(
+    ("digest_uri", "request_uri", "same"),
+    [
+        ("sip:example.com", "sip:EXAMPLE.com", True),
+        ("sip:bob@example.com;transport=udp", "sip:bob@example.com;transport=UDP", True),
+        ("sip:%62ob@example.com", "sip:bob@example.com", True),
+        ("sip:bob@example.com;foo=1", "sip:bob@example.com", True),  # other params ignored
+        ("sip:bob@example.com", "sip:Bob@example.com", False),  # user part is case-sensitive
+        ("sip:bob@example.com:5060", "sip:bob@example.com", False),
+        ("sip:bob@example.com;transport=tcp", "sip:bob@example.com", False),
+        ("sips:bob@example.com", "sip:bob@example.com", False),
+        ("sip:bob@evil.example", "sip:bob@example.com", False),
+        ("not a uri", "sip:bob@example.com", False),
+    ],
+)
+def test_same_uri(digest_uri: str, request_uri: str, same: bool) -> None:
+    assert auth.same_uri(digest_uri, request_uri) is same
+
+
+def test_rfc2069_refused_unless_the_user_may() -> None:
+    a = make()
+    challenge = a.challenges(T0)[0]
+    value = authorization(challenge, use_qop=False)
+    r = a.verify("REGISTER", value, T0, store())
+    assert not r.ok and r.status == 403 and "qop" in r.public and not r.guess
+    r = a.verify("REGISTER", value, T0, store(), allow_rfc2069=lambda user: user != "Alice")
+    assert not r.ok and r.status == 403
+    assert a.verify("REGISTER", value, T0, store(), allow_rfc2069=lambda user: True).ok
+
+
+def test_only_wrong_answers_to_our_nonces_are_guesses() -> None:
+    a = make()
+    challenge = a.challenges(T0)[0]
+    wrong = a.verify("REGISTER", authorization(challenge, password="nope"), T0, store())
+    assert not wrong.ok and wrong.guess
+    garbage = authorization(challenge, nonce="A" * 48)
+    r = a.verify("REGISTER", garbage, T0, store())
+    assert not r.ok and not r.guess and r.reason == "nonce not issued by us"
