@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
@@ -233,27 +234,31 @@ class BodyGuard:
             await answer(send, 413, too_large)
             return
         seen = 0
-        started = False
+        started = answered = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, started, answered
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    # Answer here: the app may turn the error below into a 400 of its own
+                    # (FastAPI does while parsing a body); whatever it sends is dropped.
+                    if not started:
+                        started = answered = True
+                        await answer(send, 413, too_large)
                     raise _TooLarge
             return message
 
         async def tracked(message: Message) -> None:
             nonlocal started
+            if answered:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
+        with contextlib.suppress(_TooLarge):
             await self.app(scope, counted, tracked)
-        except _TooLarge:
-            if not started:
-                await answer(send, 413, too_large)
 
 
 def guarded_h11(max_connections: int, header_timeout: float) -> type:
