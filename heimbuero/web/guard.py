@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -65,7 +65,7 @@ class FailureTable:
 
     def __init__(self, limit: int, window: float = FAILURE_WINDOW, max_keys: int = FAILURE_KEYS):
         self.limit, self.window, self.max_keys = limit, window, max_keys
-        self._keys: OrderedDict[str, deque[float]] = OrderedDict()
+        self._keys: OrderedDict[str, list[float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -75,7 +75,7 @@ class FailureTable:
         if times is None:
             return False
         while times and times[0] <= now - self.window:
-            times.popleft()
+            del times[0]
         if not times:
             del self._keys[key]
             return False
@@ -84,12 +84,14 @@ class FailureTable:
     def add(self, key: str, now: float) -> None:
         times = self._keys.get(key)
         if times is None:
-            times = self._keys[key] = deque(maxlen=self.limit)
+            times = self._keys[key] = []
             while len(self._keys) > self.max_keys:
                 self._keys.popitem(last=False)
         else:
             self._keys.move_to_end(key)
         times.append(now)
+        if len(times) > self.limit:
+            del times[0]
 
 
 class LoginGate:
