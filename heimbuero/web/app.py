@@ -11,7 +11,9 @@ liveness probe needs a login: HTTP Basic against the user's argon2 hash, or an A
 - employee: reads its own business.
 
 Errors are JSON `{"detail": ...}`: 401 login required, 403 not allowed, 404 no such thing,
-409 conflict, 422 invalid input with `detail` a list of `{"loc", "field", "msg"}`.
+409 conflict, 413 body too large, 422 invalid input with `detail` a list of
+`{"loc", "field", "msg"}`, 429 too many failed logins, 503 too many logins being checked.
+Logins and bodies are checked before a body is read (web/guard.py).
 """
 
 from __future__ import annotations
