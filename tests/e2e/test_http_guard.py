@@ -132,7 +132,8 @@ def test_login_flood_keeps_memory_and_sip_latency_bounded(srv: Server) -> None:
             while time.monotonic() < deadline:
                 during.append(register_ms(phone, srv))
             # a logged-in console keeps working during the flood (its login is remembered)
-            assert http.get("/api/status", auth=("alice", USERS["alice"])).status_code == 200
+            console = http.get("/api/status", auth=("alice", USERS["alice"]))
+            assert console.status_code == 200, console.text
         finally:
             stop.set()
             for t in threads:
