@@ -568,7 +568,9 @@ class Server:
                 lifespan="off",
                 access_log=False,
                 http=guarded_h11(self.http_cap, float(http_cfg.header_timeout)),
-                limit_concurrency=self.http_cap + 1,  # the cap itself is in guarded_h11
+                # connections are capped in guarded_h11; this bounds requests still running
+                # for connections already gone
+                limit_concurrency=2 * self.http_cap + 1,
                 timeout_keep_alive=http_cfg.keep_alive_timeout,
                 **proxies,
                 **tls,

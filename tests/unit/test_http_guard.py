@@ -127,3 +127,20 @@ def test_http_settings_parse(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="trusted_proxies"):
         load(tmp_path)
+
+
+def test_connection_caps_stay_below_the_open_files_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from heimbuero.config import HttpSettings
+    from heimbuero.server import FD_HEADROOM, connection_caps
+
+    limits = {"now": (1024, 4096)}
+    monkeypatch.setattr(resource, "getrlimit", lambda which: limits["now"])
+    monkeypatch.setattr(resource, "setrlimit", lambda which, v: limits.update(now=v))
+    sip, http = connection_caps(HttpSettings(listen="127.0.0.1:8080"))
+    assert limits["now"] == (4096, 4096)  # the soft limit was raised to the hard one
+    assert sip + http == 4096 - FD_HEADROOM and http == (4096 - FD_HEADROOM) // 4
+    sip, http = connection_caps(HttpSettings(listen="127.0.0.1:8080", max_connections=100))
+    assert (sip, http) == (4096 - FD_HEADROOM - 100, 100)
+    assert connection_caps(HttpSettings())[1] == 0  # no HTTP: everything for SIP
