@@ -209,13 +209,23 @@ class BodyGuard:
     def limit(self, path: str) -> int:
         return self.upload_max if path.rstrip("/") == "/api/files" else self.max_body
 
+    def _forgetting(self, send: Send) -> Send:
+        """`send`, forgetting remembered logins when the answer is a success."""
+
+        async def forgetting(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                self.gate.forget_verified()
+            await send(message)
+
+        return forgetting
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or not path.startswith("/api/"):
             await self.app(scope, receive, send)
             return
         if scope["method"] != "GET" and path.startswith("/api/users"):
-            self.gate.forget_verified()  # a changed password or removed user counts at once
+            send = self._forgetting(send)  # a changed password or removed user counts at once
         length = header(scope, b"content-length")
         chunked = "chunked" in header(scope, b"transfer-encoding").lower()
         if not chunked and length in ("", "0"):

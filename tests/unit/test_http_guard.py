@@ -144,3 +144,33 @@ def test_connection_caps_stay_below_the_open_files_limit(monkeypatch: pytest.Mon
     sip, http = connection_caps(HttpSettings(listen="127.0.0.1:8080", max_connections=100))
     assert (sip, http) == (4096 - FD_HEADROOM - 100, 100)
     assert connection_caps(HttpSettings())[1] == 0  # no HTTP: everything for SIP
+
+
+def test_a_changed_password_is_not_remembered() -> None:
+    from fastapi.testclient import TestClient
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from heimbuero.web.guard import BodyGuard
+
+    g = gate(lambda name, password: USER if password == "right-password" else None)
+
+    async def ok(request: object) -> Response:
+        return Response(status_code=204)
+
+    app = BodyGuard(
+        Starlette(routes=[Route("/api/users/{n}/password", ok, methods=["PUT"])]),
+        g, max_body=1024, upload_max=1024,
+    )  # fmt: skip
+    asyncio.run(g.authenticate(basic("alice", "right-password"), "10.0.0.1"))
+    assert len(g.cache) == 1
+    with TestClient(app) as http:
+        refused = http.put("/api/users/alice/password", content=b"{}")
+        assert refused.status_code == 401  # no login, body unread
+        assert len(g.cache) == 1
+        done = http.put(
+            "/api/users/alice/password", content=b"{}", auth=("alice", "right-password")
+        )
+        assert done.status_code == 204
+    assert len(g.cache) == 0
