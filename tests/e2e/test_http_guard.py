@@ -7,6 +7,7 @@ address so the per-address login limit of one test does not shape another.
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import statistics
@@ -315,3 +316,49 @@ def test_oversized_rules_document_is_refused(srv: Server) -> None:
 
         doc["numbers"]["+49891234567"]["rules"] = [{"name": "x", "steps": [step]}]
         assert http.put("/api/clients/mueller/rules", auth=auth, json=doc).status_code == 200
+
+
+class LowFileLimitServer(Server):
+    """`heimbuero serve` started with an open-files limit of 300 (soft and hard)."""
+
+    def serve_command(self) -> list[str]:
+        return ["prlimit", "--nofile=300:300", "--", *super().serve_command()]
+
+
+def options(phone: SipClient, srv: Server) -> int | None:
+    target = f"sip:{srv.address}"
+    req = phone.request("OPTIONS", target, from_uri=f"sip:probe@{srv.domain}", to_uri=target)
+    return phone.final_response(req, 5).status
+
+
+def test_connection_caps_follow_the_open_files_limit(tmp_path: Path) -> None:
+    with LowFileLimitServer(tmp_path, domain=DOMAIN, users={}, http=True) as srv:
+        line = wait_until(
+            lambda: re.search(r"at most (\d+) SIP TCP and (\d+) HTTP", srv.log_text()), 5,
+            what="the connection caps in the log",
+        )  # fmt: skip
+        sip_cap, http_cap = int(line.group(1)), int(line.group(2))
+        print(f"\nopen-files limit 300: caps {sip_cap} SIP TCP + {http_cap} HTTP")
+        assert sip_cap + http_cap <= 300 - 64
+        with SipClient(srv.port, transport="tcp") as phone:
+            assert options(phone, srv) == 200
+            held = []
+            try:
+                for k in range(sip_cap + 4):  # at most 90 per address (100 per address allowed)
+                    held.append(
+                        socket.create_connection(
+                            ("127.0.0.1", srv.port),
+                            timeout=5,
+                            source_address=(f"127.0.3.{k // 90 + 1}", 0),
+                        )  # fmt: skip
+                    )
+                deadline = time.monotonic() + 2
+                refused = 0
+                while refused < 5 and time.monotonic() < deadline:
+                    refused = len(select.select(held, [], [], 0.1)[0])
+                print(f"{len(held)} more SIP TCP connections: {refused} closed at once")
+                assert refused == 5  # sip_cap + 4 + the phone's own - sip_cap
+                assert options(phone, srv) == 200  # the existing connection still works
+            finally:
+                for sock in held:
+                    sock.close()
