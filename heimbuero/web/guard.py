@@ -1,8 +1,8 @@
 """Bounded resources on the HTTP side: logins, request bodies, slow clients, connections.
 
-- Logins: argon2 verifications run in a small pool (`LOGIN_WORKERS` threads, at most
-  `LOGIN_QUEUE` waiting; more: 503 at once), successful ones are remembered for
-  `LOGIN_CACHE_SECONDS` (keyed by a hash of the credentials), and failures are counted per
+- Logins: argon2 verifications run in a small pool (`LOGIN_WORKERS` threads at the lowest CPU
+  priority, at most `LOGIN_QUEUE` waiting; more: 503 at once), successful ones are remembered
+  for `LOGIN_CACHE_SECONDS` (keyed by a hash of the credentials), and failures are counted per
   client address and per account in bounded tables.
 - Bodies: `BodyGuard` answers 401 before reading the body of an unauthenticated API request
   and 413 when a body declares or streams more than the route allows.
@@ -19,6 +19,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -94,6 +96,13 @@ class FailureTable:
             del times[0]
 
 
+def _lower_priority() -> None:
+    """Run this worker thread (and the threads argon2 starts for its lanes, which inherit it) at
+    the lowest CPU priority: SIP on the event loop comes first when cores are busy."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 class LoginGate:
     """Checks `Authorization` headers (HTTP Basic against argon2, or an API token) with bounded
     cost: see the module's docstring."""
@@ -107,7 +116,9 @@ class LoginGate:
         queue: int = LOGIN_QUEUE,
     ) -> None:
         self.check_password, self.check_token = check_password, check_token
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="login")
+        self.pool = ThreadPoolExecutor(
+            workers, thread_name_prefix="login", initializer=_lower_priority
+        )
         self.capacity = workers + queue
         self.pending = 0
         self.by_address = FailureTable(FAILURES_PER_ADDRESS)
