@@ -7,6 +7,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from heimbuero.services.guard import DEFAULT_SCANNERS
 
@@ -92,6 +93,13 @@ class HttpSettings:
     # Base of the links the file-transfer service hands out ("https://office.example.de");
     # default: http(s)://LISTEN-ADDRESS
     public_url: str | None = None
+    # Addresses (or networks, "10.0.0.0/8") of reverse proxies whose X-Forwarded-For is believed;
+    # from anybody else the socket's peer is the client's address (rate limits, logs).
+    trusted_proxies: tuple[str, ...] = ()
+    max_connections: int = 0  # open HTTP connections at once (more: refused); 0: from the fd limit
+    header_timeout: int = 10  # seconds a client gets to send a request's headers (slowloris)
+    keep_alive_timeout: int = 5  # seconds an idle keep-alive connection stays open
+    max_body_kb: int = 256  # largest body of an API request (file uploads: [files] max_size_mb)
 
 
 @dataclass(frozen=True)
@@ -258,12 +266,32 @@ def load(data_dir: Path) -> Config:
         kwargs[key] = value
     sip = SipSettings(**kwargs)  # type: ignore[arg-type]
     http_raw = dict(raw.get("http", {}))
+    http_kwargs: dict[str, Any] = {}
     for key, value in http_raw.items():
-        if key not in ("listen", "tls_cert", "tls_key", "public_url"):
+        if key in ("listen", "tls_cert", "tls_key", "public_url"):
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: [http] {key} must be a string")
+            http_kwargs[key] = value or None
+        elif key == "trusted_proxies":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{path}: [http] trusted_proxies must be a list of addresses")
+            for v in value:
+                try:
+                    ipaddress.ip_network(v, strict=False)
+                except ValueError:
+                    raise ConfigError(
+                        f"{path}: [http] trusted_proxies: not an address or network: {v!r}"
+                    ) from None
+            http_kwargs[key] = tuple(value)
+        elif key in ("max_connections", "header_timeout", "keep_alive_timeout", "max_body_kb"):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{path}: [http] {key} must be a non-negative integer")
+            if key != "max_connections" and value < 1:
+                raise ConfigError(f"{path}: [http] {key} must be at least 1")
+            http_kwargs[key] = value
+        else:
             raise ConfigError(f"{path}: unknown setting [http] {key}")
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: [http] {key} must be a string")
-    http = HttpSettings(**{k: (v or None) for k, v in http_raw.items()})
+    http = HttpSettings(**http_kwargs)
     if bool(http.tls_cert) != bool(http.tls_key):
         raise ConfigError(f"{path}: [http] tls_cert and tls_key must be set together")
     public = http.public_url
@@ -320,6 +348,7 @@ def default_config_text(domain: str) -> str:
     d = SipSettings()
     m = MessageSettings()
     f = FileSettings()
+    h = HttpSettings()
     listen = ", ".join(f'"{a}"' for a in d.listen)
     algs = ", ".join(f'"{a}"' for a in d.digest_algorithms)
     return f"""# heimbuero configuration. Changes take effect at the next 'heimbuero serve'.
@@ -399,6 +428,14 @@ max_tracked_nonces = {d.max_tracked_nonces}  # nonce-counts kept against replays
 # tls_key = "/etc/heimbuero/key.pem"
 # Base of the download links handed out, as clients reach this server:
 # public_url = "https://office.example.de:8443"
+# Reverse proxies (addresses or networks) whose X-Forwarded-For names the client; from anybody
+# else the connection's own address counts (login limits, logs). Empty: no proxy is believed.
+trusted_proxies = []
+# Open HTTP connections at once (more are refused); 0: a share of the open-files limit
+max_connections = 0
+header_timeout = {h.header_timeout}        # seconds to send a request's headers (else: closed)
+keep_alive_timeout = {h.keep_alive_timeout}    # seconds an idle connection stays open
+max_body_kb = {h.max_body_kb}         # largest API request body (413); uploads: [files]
 
 [messages]
 max_bytes = {m.max_bytes}           # largest MESSAGE body (413 beyond)

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import gc
 import logging
+import resource
 import signal
 import socket
 import ssl
@@ -51,6 +52,34 @@ from heimbuero.store.db import BindingRecord, Store, WriteBatch
 from heimbuero.store.writer import GroupCommitWriter
 
 log = logging.getLogger("heimbuero")
+
+FD_HEADROOM = 128  # open files kept free of connections: database, its journal, files, UDP
+
+
+def connection_caps(http: HttpSettings) -> tuple[int, int]:
+    """Caps on SIP TCP and HTTP connections that together stay below the open-files limit
+    (raised to its hard limit first) minus FD_HEADROOM; HTTP gets a quarter unless
+    `[http] max_connections` says otherwise."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, want, exc)
+    limit = 1 << 20 if soft == resource.RLIM_INFINITY else soft
+    budget = max(limit - FD_HEADROOM, 16)
+    http_cap = 0
+    if http.listen:
+        http_cap = http.max_connections or max(budget // 4, 4)
+        http_cap = min(http_cap, budget - 8)
+    sip_cap = budget - http_cap
+    log.info(
+        "open-files limit %d: at most %d SIP TCP and %d HTTP connections", limit, sip_cap, http_cap
+    )
+    return sip_cap, http_cap
+
 
 PERSIST_INTERVAL = 1.0  # seconds between batched writes of call records, presence and expiries
 # At most one group commit of registrations and messages per this many seconds (under load:
@@ -281,6 +310,8 @@ class Server:
         )
         self.core.is_connected = self.transports.is_connected
         self.core.binding_listeners.append(_log_registrations)
+        self.sip_tcp_cap, self.http_cap = connection_caps(config.http)
+        self.transports.max_connections = self.sip_tcp_cap
         closed = self.store.close_open_call_records(datetime.now(UTC))
         if closed:
             log.info("closed %d call records left open by the last stop", closed)
@@ -630,6 +661,7 @@ class Server:
 
         from heimbuero.config import parse_host_port
         from heimbuero.web.app import WebContext, create_app
+        from heimbuero.web.guard import guarded_h11
 
         host, port = parse_host_port(self.config.http.listen, "HTTP listen address")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -663,14 +695,32 @@ class Server:
                     self.config.sip.digest_algorithms,
                     float(self.config.sip.nonce_ttl),
                 ),
+                max_body=self.config.http.max_body_kb * 1024,
+                max_upload=self.config.files.max_size_mb * 1024 * 1024 + 64 * 1024,
             )  # fmt: skip
         )
+        http_cfg = self.config.http
         tls: dict[str, Any] = {}
-        if self.config.http.tls_cert:
-            http_cfg = self.config.http
+        if http_cfg.tls_cert:
             tls = {"ssl_certfile": http_cfg.tls_cert, "ssl_keyfile": http_cfg.tls_key}
+        # X-Forwarded-For only from configured proxies (uvicorn believes 127.0.0.1 by default).
+        proxies: dict[str, Any] = {"proxy_headers": False}
+        if http_cfg.trusted_proxies:
+            proxies = {"proxy_headers": True, "forwarded_allow_ips": list(http_cfg.trusted_proxies)}
         server = _EmbeddedUvicorn(
-            uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, **tls)
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                http=guarded_h11(self.http_cap, float(http_cfg.header_timeout)),
+                # connections are capped in guarded_h11; this bounds requests still running
+                # for connections already gone
+                limit_concurrency=2 * self.http_cap + 1,
+                timeout_keep_alive=http_cfg.keep_alive_timeout,
+                **proxies,
+                **tls,
+            )
         )
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         return server, task

@@ -257,6 +257,9 @@ class Transports:
         self._udp: dict[int, asyncio.DatagramTransport] = {}  # address family -> socket
         self._servers: list[asyncio.AbstractServer] = []
         self._conns: dict[tuple[str, int], _Tcp] = {}
+        # SIP TCP connections at once (inbound and outbound); None: no cap (server.py sets it
+        # from the open-files limit)
+        self.max_connections: int | None = None
         self._per_ip: dict[str, int] = {}
         self._connecting: dict[tuple[str, int], list[bytes]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -330,6 +333,11 @@ class Transports:
         self.flush()
 
     def admit_connection(self, peer: Peer, conn: _Tcp) -> bool:
+        if self.max_connections is not None and len(self._conns) >= self.max_connections:
+            log.warning(
+                "refusing TCP connection from %s: %d open (the cap)", peer[1], len(self._conns)
+            )
+            return False
         n = self._per_ip.get(peer[1], 0)
         if n >= self.limits.max_tcp_connections_per_ip:
             log.warning("refusing TCP connection from %s: too many connections", peer[1])

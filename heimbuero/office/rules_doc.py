@@ -558,12 +558,55 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
+MAX_DOCUMENT_BYTES = 256 * 1024  # a rules document's text (the HTTP body limit is alike)
+MAX_RULES = 50  # rules of one number
+MAX_RULES_TOTAL = 500  # rules of all numbers of the document
+MAX_STEPS = 10  # steps of one rule
+MAX_TARGETS = 20  # targets of one step
+
+
+def check_limits(doc: object) -> None:
+    """Refuse a document with more numbers' rules, steps or targets than MAX_*, before the
+    (quadratic) validation looks at it. Only counts; anything else is parse_rules_document's."""
+    problems: list[tuple[str, str]] = []
+    numbers = doc.get("numbers") if isinstance(doc, dict) else None
+    total = 0
+    for key, value in (numbers or {}).items() if isinstance(numbers, dict) else ():
+        rules = value.get("rules") if isinstance(value, dict) else None
+        if not isinstance(rules, list):
+            continue
+        path = f"numbers.{key}.rules"
+        total += len(rules)
+        if len(rules) > MAX_RULES:
+            problems.append((path, f"{len(rules)} rules: at most {MAX_RULES} per number"))
+        for i, rule in enumerate(rules[: MAX_RULES + 1]):
+            steps = rule.get("steps") if isinstance(rule, dict) else None
+            if not isinstance(steps, list):
+                continue
+            if len(steps) > MAX_STEPS:
+                problems.append((f"{path}[{i}].steps", f"at most {MAX_STEPS} steps per rule"))
+            for j, step in enumerate(steps[: MAX_STEPS + 1]):
+                targets = step.get("targets") if isinstance(step, dict) else None
+                if isinstance(targets, list) and len(targets) > MAX_TARGETS:
+                    problems.append(
+                        (f"{path}[{i}].steps[{j}].targets", f"at most {MAX_TARGETS} targets")
+                    )
+        if len(problems) > 20 or total > MAX_RULES_TOTAL:
+            break
+    if total > MAX_RULES_TOTAL:
+        problems.append(("numbers", f"more than {MAX_RULES_TOTAL} rules in one document"))
+    if problems:
+        raise RulesError(problems)
+
+
 def parse_rules_document(doc: object, client_id: str, directory: Directory) -> dict[str, Number]:
     """Validate a rules document (as loaded by yaml.safe_load / json.loads) for `client_id`.
 
     Returns every number of the client (key: E.164) with its new rules; numbers the document
-    leaves out get no rules. Raises RulesError listing every problem when the document is invalid.
+    leaves out get no rules. Raises RulesError listing every problem when the document is invalid
+    or larger than the MAX_* limits.
     """
+    check_limits(doc)
     parser = _Parser(client_id, directory)
     result = parser.document(doc)
     if parser.problems:
@@ -696,7 +739,17 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def from_text(text: str) -> object:
     """Load a rules document from YAML (or JSON) text. Syntax errors raise RulesError whose
-    path is 'line L, column C'."""
+    path is 'line L, column C'. A text over MAX_DOCUMENT_BYTES is refused unread."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_DOCUMENT_BYTES:
+        raise RulesError(
+            [
+                (
+                    "(document)",
+                    f"{size} bytes: a rules document may have at most {MAX_DOCUMENT_BYTES}",
+                )
+            ]
+        )
     if text.lstrip().startswith("{"):
         try:
             return json.loads(text, object_pairs_hook=_no_duplicates)

@@ -11,18 +11,16 @@ liveness probe needs a login: HTTP Basic against the user's argon2 hash, or an A
 - employee: reads its own business.
 
 Errors are JSON `{"detail": ...}`: 401 login required (or invalid token, invalid user name or
-password), 403 not allowed, 404 no such thing,
-409 conflict, 422 invalid input with `detail` a list of `{"loc", "field", "msg"}`.
+password), 403 not allowed, 404 no such thing, 409 conflict, 413 body too large, 422 invalid
+input with `detail` a list of `{"loc", "field", "msg"}`, 429 too many failed logins, 503 too
+many logins being checked. Logins and bodies are checked before a body is read (web/guard.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -55,9 +53,9 @@ from heimbuero.store.db import (
     UserRecord,
 )
 from heimbuero.store.messages import MessageRecord
+from heimbuero.web.guard import BodyGuard, LoginGate, LoginRefused
 
 STAFF_ROLES = frozenset({"admin", "agent"})
-FAILURE_LIMIT = 10  # failed logins per client address per minute before 429
 _NOBODY = UserRecord(0, "", "", "", "", credentials("nobody", "-", "no such user at all")[2], None)  # type: ignore[arg-type]
 
 
@@ -93,6 +91,9 @@ class WebContext:
     own_sip_address: Callable[[str, int], str | None] | None = None
     # a watch of warnings for the provider's staff (a cap of calls out reached)
     warning_watch: Callable[[Callable[[dict[str, Any]], None]], Callable[[], None]] | None = None
+    # largest body of an API request, and of a file upload (multipart, to /api/files)
+    max_body: int = 256 * 1024
+    max_upload: int = 500 * 1024 * 1024 + 64 * 1024
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -517,12 +518,11 @@ def _steps(steps: list[StepModel]) -> tuple[Step, ...]:
 
 
 class _Logins:
-    """Basic-auth and token checks with a per-address failure limit (argon2 makes guessing
-    slow too)."""
+    """Basic-auth and token checks, bounded in cost and memory (web/guard.py's LoginGate)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.failures: dict[str, list[float]] = {}
+        self.gate = LoginGate(self._check, store.verify_token)
 
     def _check(self, name: str, password: str) -> UserRecord | None:
         user = self.store.get_user(name.lower())
@@ -532,37 +532,14 @@ class _Logins:
         return user if verify_password(user, password) else None
 
     async def user(self, request: Request) -> UserRecord:
+        known = getattr(request.state, "user", None)  # authenticated before the body was read
+        if isinstance(known, UserRecord):
+            return known
         addr = request.client.host if request.client else "?"
-        now = time.monotonic()
-        recent = [t for t in self.failures.get(addr, []) if t > now - 60]
-        self.failures[addr] = recent
-        if len(recent) >= FAILURE_LIMIT:
-            raise HTTPException(429, "too many failed logins, try again in a minute")
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        user: UserRecord | None = None
-        refusal = "login required"  # no credentials (or a scheme we do not take)
-        if scheme.lower() == "basic":
-            refusal = "invalid user name or password"
-            try:
-                name, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                name, sep, password = "", "", ""
-            user = await run_in_threadpool(self._check, name, password) if sep else None
-            if user is None:
-                recent.append(now)
-        elif scheme.lower() == "bearer" and value.strip():
-            refusal = "invalid token"
-            user = await run_in_threadpool(self.store.verify_token, value.strip())
-            if user is None:
-                recent.append(now)
-        if user is None:
-            raise HTTPException(
-                401,
-                refusal,
-                headers={"WWW-Authenticate": 'Basic realm="heimbuero", Bearer'},
-            )
-        return user
+        try:
+            return await self.gate.authenticate(request.headers.get("authorization", ""), addr)
+        except LoginRefused as exc:
+            raise HTTPException(exc.status, exc.detail, headers=exc.headers) from None
 
 
 async def current_user(request: Request) -> UserRecord:
@@ -623,6 +600,11 @@ def create_app(ctx: WebContext) -> FastAPI:
     )
 
     app.state.logins = logins
+    # Authentication and size checks before any body is read (innermost of the middlewares,
+    # so the route's exceptions still reach FastAPI's handlers).
+    app.add_middleware(
+        BodyGuard, gate=logins.gate, max_body=ctx.max_body, upload_max=ctx.max_upload
+    )
     if ctx.files is not None and ctx.digest is not None:
         from heimbuero.web.files import file_routes
 

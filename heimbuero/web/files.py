@@ -50,6 +50,7 @@ from heimbuero.office.files import (
 )
 from heimbuero.sip.auth import DigestAuthenticator, parse_credentials
 from heimbuero.store.files import FileRecord
+from heimbuero.web.guard import FailureTable
 
 log = logging.getLogger(__name__)
 
@@ -119,21 +120,10 @@ class _DigestGuard:
     def __init__(self, service: FileService, digest: DigestAuthenticator) -> None:
         self.store = service.store
         self.digest = digest
-        self.failures: dict[str, list[float]] = {}
-
-    def _recent_failures(self, addr: str, now: float) -> list[float]:
-        recent = [t for t in self.failures.get(addr, ()) if t > now - 60]
-        if recent:
-            self.failures[addr] = recent
-        else:
-            self.failures.pop(addr, None)
-        return recent
+        self.failures = FailureTable(FAILURE_LIMIT)  # bounded: old addresses are forgotten
 
     def _fail(self, addr: str, now: float) -> None:
-        if len(self.failures) > 10_000:  # keep the table bounded under a spray of addresses
-            for key in [k for k, v in self.failures.items() if not v or v[-1] <= now - 60]:
-                del self.failures[key]
-        self.failures.setdefault(addr, []).append(now)
+        self.failures.add(addr, now)
 
     def challenge(self, stale: bool = False, detail: str = "login required") -> Response:
         response = JSONResponse({"detail": detail}, 401)
@@ -145,7 +135,7 @@ class _DigestGuard:
         """The user the request's Digest credentials prove, or the response to send."""
         addr = _remote(request)
         now = time.monotonic()
-        if len(self._recent_failures(addr, now)) >= FAILURE_LIMIT:
+        if self.failures.blocked(addr, now):
             return JSONResponse({"detail": "too many failed logins, try again in a minute"}, 429)
         header = request.headers.get("authorization", "")
         if not header.lower().startswith("digest"):
