@@ -148,7 +148,9 @@ def test_login_flood_keeps_memory_and_sip_latency_bounded(srv: Server) -> None:
     )
     assert answers.get(401, 0) > 0
     assert growth_mb < 150
-    assert statistics.median(during) < 20
+    # Unbounded argon2 pushed the median to ~90 ms; a REGISTER's own time (it waits for its
+    # commit to reach the disk) varies with the machine, so the bound is relative to it.
+    assert statistics.median(during) < max(50.0, 3 * statistics.median(quiet))
 
 
 def test_unauthenticated_big_body_is_refused_before_it_is_read(srv: Server) -> None:
