@@ -817,7 +817,7 @@ def run(config: Config) -> int:
     # Transactions and bindings are long-lived objects; keep the cyclic collector off them.
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    gc.set_threshold(10_000, 50, 100)
     # Store writes run in a worker thread; a short switch interval keeps that thread from
     # holding the GIL for 5 ms while a SIP message waits on the event loop.
     sys.setswitchinterval(0.0005)

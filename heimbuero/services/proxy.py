@@ -122,7 +122,9 @@ class Branch:
     ) -> None:
         self.call = call
         self.txn: tx.ClientTransaction | None = None
-        self.request = request
+        # The forwarded copy, kept to CANCEL it; let go once the branch has its final answer
+        # (a call's parsed messages are most of the memory a busy proxy holds).
+        self.request: Request | None = request
         self.dest = dest
         self.target = target
         self.provisional = False
@@ -384,6 +386,7 @@ class Proxy:
             return
         if status < 300:
             branch.done = True
+            branch.request = None
             _alias_contact(resp, branch.dest, core.dialogs)
             self.media.on_answer(resp, branch.dest)
             st = call.server_txn
@@ -409,7 +412,9 @@ class Proxy:
                         st.request.call_id, _call_users(st.request, branch, core), now
                     )
             return
-        if branch.done:
+        branch.request = None  # a final answer: nothing left to CANCEL
+        if branch.done or call.final_sent:
+            branch.done = True
             return
         branch.done = True
         if branch.timed_out and status == 487:
@@ -425,6 +430,7 @@ class Proxy:
         if not isinstance(branch, Branch) or branch.done:
             return
         branch.done = True
+        branch.request = None
         call = branch.call
         call.finals.append(self.core.make_response(call.server_txn.request, status))
         self._maybe_finish(call, now)
@@ -481,6 +487,7 @@ class Proxy:
             core.send_after_commit(call.server_txn, best, now, "Could not be stored")
         else:
             core.layer.send_response(call.server_txn, best, now)
+        call.finals = []  # the answer went out: the candidates are not needed any more
         if call.plan is not None:
             call.plan.failed(best.status, now)
 
@@ -525,7 +532,7 @@ class Proxy:
 
     def _cancel_pending(self, call: ProxyCall, now: float, reason: str | None) -> None:
         for b in call.branches:
-            if b.done or b.request.method != "INVITE":
+            if b.done or b.request is None or b.request.method != "INVITE":
                 continue
             if b.provisional:
                 self._send_cancel(b, now, reason)
@@ -535,6 +542,8 @@ class Proxy:
     def _send_cancel(self, branch: Branch, now: float, reason: str | None) -> None:
         """A CANCEL for one branch (RFC 3261 §9.1): same branch, Request-URI, Call-ID, tags."""
         inv = branch.request
+        if inv is None:
+            return  # the branch has its final answer
         hdrs: list[list[str]] = []
         for h in inv.headers:
             if h[0] == "via":
@@ -591,6 +600,9 @@ class Proxy:
         if isinstance(call, ProxyCall) and call.server_txn is txn:
             self._open.discard(call)
             self._end_timer_c(call)
+            # Break the call <-> branch cycle: the call is then freed by reference counting
+            # when its last transaction ends, not by a (long) cyclic garbage collection.
+            call.branches = []
         txn.context = None
 
     def shutdown(self, now: float) -> None:

@@ -1143,6 +1143,17 @@ _SERVER_ACTIONS: dict[str, _ServerAction] = {
     **_TIMER_ACTIONS,
 }
 
+def _start_m(
+    layer: TransactionLayer, txn: ClientTransaction, msg: object, src: object, now: float
+) -> None:
+    """Timer M, and let go of the request: an accepted INVITE client transaction only passes
+    2xx retransmissions up until Timer M and never sends the INVITE again; the parsed request
+    is most of its memory while a busy proxy holds thousands of them for 32 s."""
+    txn.request = _released(txn.request.method)
+    txn._wire = b""
+    _TIMER_ACTIONS[START_M](layer, txn, msg, src, now)
+
+
 _CLIENT_ACTIONS: dict[str, _ClientAction] = {
     SEND_REQUEST: _send_request,
     RESEND_REQUEST: _send_request,
@@ -1151,6 +1162,7 @@ _CLIENT_ACTIONS: dict[str, _ClientAction] = {
     INFORM_TIMEOUT: _inform_timeout,
     INFORM_TRANSPORT: _inform_transport,
     **_TIMER_ACTIONS,
+    START_M: _start_m,
 }
 
 

@@ -6,6 +6,7 @@ real SIP peers in tests/e2e.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 
@@ -354,3 +355,31 @@ def test_from_must_match_authenticated_user() -> None:
 def test_garbage_is_dropped(bad: bytes) -> None:
     net = Net()
     assert net.send(bad, ALICE) == []
+
+
+def test_a_finished_call_is_freed_without_the_cyclic_garbage_collector() -> None:
+    """A busy proxy holds thousands of calls for the 32 s their transactions live; once those
+    end, the call's objects must go by reference counting alone: waiting for the cyclic
+    collector made multi-second pauses under load."""
+    from heimbuero.services.proxy import Branch, ProxyCall
+
+    def alive() -> int:
+        return sum(isinstance(o, (ProxyCall, Branch)) for o in gc.get_objects())
+
+    gc.collect()
+    gc.disable()
+    try:
+        net = Net()
+        register(net, "bob", BOB1)
+        register(net, "alice", ALICE)
+        before = alive()
+        _, out = invite(net, "alice", "bob", ALICE)
+        [fwd] = [m for m, _ in out if isinstance(m, Request)]
+        net.send(answer(fwd, 180).serialize(), BOB1)
+        net.send(answer(fwd, 200).serialize(), BOB1)
+        assert alive() > before
+        net.advance(40.0)  # past Timer L and M: every transaction of the call has ended
+        assert len(net.core.layer) == 0
+        assert alive() == before
+    finally:
+        gc.enable()

@@ -318,6 +318,20 @@ def test_invite_client_2xx_moves_to_accepted_and_passes_every_2xx_up_until_timer
     assert isinstance(ev, StrayResponse) and ev.response is ok and ev.source == NEXT_HOP
 
 
+def test_invite_client_lets_go_of_the_request_once_accepted() -> None:
+    """In Accepted the INVITE is never sent again: the transaction keeps neither the parsed
+    request nor its bytes for the 32 s until Timer M (memory under load)."""
+    layer = TransactionLayer()
+    inv = request()
+    txn = layer.send_request(inv, NEXT_HOP, False, 0.0)
+    layer.datagrams_to_send()
+    layer.receive_response(response(inv, 200, "OK"), NEXT_HOP, False, 0.2)
+    assert txn.state is State.ACCEPTED
+    assert txn.request is not inv and txn.request.method == "INVITE"
+    assert txn._wire == b""
+    assert run(layer, 10.0) == []  # nothing is retransmitted
+
+
 def test_invite_client_2xx_in_calling_goes_to_accepted_and_stops_timer_a() -> None:
     layer = TransactionLayer()
     inv = request()
