@@ -468,12 +468,24 @@ class Store(MessageStore, FileStore):
 
     @_bumps_office
     def add_user(
-        self, name: str, role: str, ha1_md5: str, ha1_sha256: str, password_hash: str
+        self,
+        name: str,
+        role: str,
+        ha1_md5: str,
+        ha1_sha256: str,
+        password_hash: str,
+        *,
+        client: str | None = None,
+        display_name: str | None = None,
+        mobile: str | None = None,
     ) -> UserRecord:
-        """Store a new user; raise UserExists when the name is taken."""
+        """Store a new user with its office fields in one transaction; raise UserExists when
+        the name is taken, NotFound when `client` is not stored."""
         with Session(self._engine) as session:
             if session.scalar(select(User.id).where(User.name == name)) is not None:
                 raise UserExists(name)
+            if client is not None and session.get(ClientRow, client) is None:
+                raise NotFound("client", client)
             row = User(
                 name=name,
                 role=role,
@@ -481,6 +493,9 @@ class Store(MessageStore, FileStore):
                 ha1_sha256=ha1_sha256,
                 password_hash=password_hash,
                 created_at=datetime.now(UTC),
+                client=client,
+                display_name=display_name,
+                mobile=mobile,
             )
             session.add(row)
             try:

@@ -1,0 +1,101 @@
+"""The application layer: one handler per aggregate, shared by the HTTP API (web/) and the
+command line (cli.py), which are thin adapters over it.
+
+Each handler method takes an `Actor` (who asks: name, role, business), checks it through
+`policy` (the one authorization module), validates its input, and makes its store calls as
+one unit of work. Errors are typed (`errors`: NotFound, Forbidden, Invalid, Conflict, …;
+the store's StoreError types pass through) and mapped once by each adapter.
+
+    rest (web/app.py, cli.py) → handlers (heimbuero/app) → office/ rules, store/
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from heimbuero.app.calls import Calls, Warnings, WarningWatch
+from heimbuero.app.clients import Clients, Numbers, Providers
+from heimbuero.app.errors import (
+    AppError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Problem,
+    Rejected,
+    TooMany,
+    Unavailable,
+    http_status,
+)
+from heimbuero.app.files import Files
+from heimbuero.app.groups import Groups
+from heimbuero.app.messages import Messages, MessageWatch, Send
+from heimbuero.app.policy import Actor, Role
+from heimbuero.app.presence import Presence, Snapshot, Watch
+from heimbuero.app.rules import Overrides, Rules, Simulator
+from heimbuero.app.trunks import Trunks
+from heimbuero.app.users import Tokens, Users
+from heimbuero.office.files import FileService
+from heimbuero.office.routing import RoutingState
+from heimbuero.store import Store
+
+__all__ = [
+    "Actor", "App", "AppError", "Conflict", "Forbidden", "Invalid", "NotFound", "Problem",
+    "Rejected", "Role", "TooMany", "Unavailable", "http_status",
+]  # fmt: skip
+
+
+@dataclass
+class App:
+    """Every handler, wired to one store (and, in the server, to its live parts)."""
+
+    users: Users
+    tokens: Tokens
+    clients: Clients
+    numbers: Numbers
+    provider: Providers
+    rules: Rules
+    overrides: Overrides
+    simulator: Simulator
+    groups: Groups
+    trunks: Trunks
+    calls: Calls
+    warnings: Warnings
+    messages: Messages
+    presence: Presence
+    files: Files | None
+
+    @classmethod
+    def build(
+        cls,
+        store: Store,
+        realm: Callable[[], str],
+        *,
+        own_sip_address: Callable[[str, int], str | None] | None = None,
+        own_hint: str = "",
+        routing_state: Callable[[], RoutingState] | None = None,
+        presence: Snapshot | None = None,
+        presence_watch: Watch | None = None,
+        send_message: Send | None = None,
+        message_watch: MessageWatch | None = None,
+        warning_watch: WarningWatch | None = None,
+        files: FileService | None = None,
+    ) -> App:
+        return cls(
+            users=Users(store, realm),
+            tokens=Tokens(store),
+            clients=Clients(store),
+            numbers=Numbers(store),
+            provider=Providers(store),
+            rules=Rules(store),
+            overrides=Overrides(store),
+            simulator=Simulator(store, routing_state),
+            groups=Groups(store),
+            trunks=Trunks(store, realm, own_sip_address, own_hint),
+            calls=Calls(store),
+            warnings=Warnings(warning_watch),
+            messages=Messages(store, send_message, message_watch, files),
+            presence=Presence(presence, presence_watch),
+            files=None if files is None else Files(files),
+        )

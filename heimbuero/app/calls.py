@@ -1,0 +1,50 @@
+"""Call records: staff read every client's, the others their own business's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from heimbuero.app import policy
+from heimbuero.app._util import valid
+from heimbuero.app.errors import Unavailable
+from heimbuero.app.policy import Actor
+from heimbuero.office import directory
+from heimbuero.store import CallRecord, Store
+
+
+class Calls:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def list(
+        self, actor: Actor, client_id: str | None = None, limit: int = 100
+    ) -> list[CallRecord]:
+        """Newest first. A client the actor may not see is NotFound as elsewhere; a client
+        that does not exist (or no longer does: records outlive it) simply has no calls."""
+        if client_id is not None:
+            client_id = valid("client", directory.validate_slug, client_id)
+            policy.require_client_visible(actor, client_id)
+        elif not actor.staff:
+            if actor.client is None:
+                return []
+            client_id = actor.client
+        return self.store.list_call_records(client_id, limit=limit)
+
+
+WarningWatch = Callable[[Callable[[dict[str, Any]], None]], Callable[[], None]]
+
+
+class Warnings:
+    """Warnings for the provider's staff (a cap of calls out reached), as a watch."""
+
+    def __init__(self, watch: WarningWatch | None = None) -> None:
+        self.watch_fn = watch
+
+    def watch(
+        self, actor: Actor, on_warning: Callable[[dict[str, Any]], None]
+    ) -> Callable[[], None]:
+        policy.require_staff(actor)
+        if self.watch_fn is None:
+            raise Unavailable("events are not available")
+        return self.watch_fn(on_warning)

@@ -1,0 +1,196 @@
+"""Client businesses, their numbers, their policy for calls out, and the provider."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from heimbuero.app import policy
+from heimbuero.app._util import valid
+from heimbuero.app.errors import Invalid, NotFound
+from heimbuero.app.policy import Actor
+from heimbuero.office import callpolicy, directory
+from heimbuero.office.model import Client, Number, Provider
+from heimbuero.store import Store
+
+_TEXTS = (("name", "client name"), ("trade", "client trade"),
+          ("contact_person", "client contact"), ("greeting", "client greeting"))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """A client with its numbers, as the adapters show it."""
+
+    client: Client
+    numbers: tuple[str, ...]
+
+
+def _check_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Validate the client fields present; return them normalised."""
+    out = dict(fields)
+    for key, what in _TEXTS:
+        if out.get(key):
+            valid(key, callpolicy.check_text, what, out[key])
+    if out.get("notes"):
+        valid("notes", callpolicy.check_text, "client notes", out["notes"], True)
+    if "timezone" in out:
+        out["timezone"] = valid("timezone", directory.validate_timezone, out["timezone"])
+    if "bundesland" in out:
+        out["bundesland"] = valid("bundesland", directory.validate_bundesland, out["bundesland"])
+    if "closure_days" in out:
+        out["closure_days"] = tuple(out["closure_days"])
+    return out
+
+
+class Clients:
+    """The provider's client businesses (admins change them; staff read all; client users and
+    employees read their own)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _info(self, c: Client) -> ClientInfo:
+        return ClientInfo(c, tuple(n.e164 for n in self.store.list_numbers(c.id)))
+
+    def _get(self, client_id: str) -> Client:
+        c = self.store.get_client(client_id)
+        if c is None:
+            raise NotFound("client", client_id)
+        return c
+
+    def visible(self, actor: Actor, client_id: str) -> Client:
+        """The client, when the actor may see it (others' and missing ids: NotFound)."""
+        policy.require_client_visible(actor, client_id)
+        return self._get(client_id)
+
+    def list(self, actor: Actor) -> list[ClientInfo]:
+        clients = self.store.list_clients()
+        numbers: dict[str, list[str]] = {}
+        for n in self.store.list_numbers():
+            numbers.setdefault(n.client, []).append(n.e164)
+        return [
+            ClientInfo(c, tuple(numbers.get(c.id, ())))
+            for c in clients
+            if policy.sees_client(actor, c.id)
+        ]
+
+    def get(self, actor: Actor, client_id: str) -> ClientInfo:
+        return self._info(self.visible(actor, client_id))
+
+    def create(self, actor: Actor, client_id: str, name: str, **fields: Any) -> ClientInfo:
+        policy.require_admin(actor)
+        client_id = valid("id", directory.validate_slug, client_id)
+        checked = _check_fields({"name": name, **fields})
+        return self._info(self.store.add_client(Client(id=client_id, **checked)))
+
+    def update(self, actor: Actor, client_id: str, **changes: Any) -> ClientInfo:
+        policy.require_admin(actor)
+        self._get(client_id)
+        return self._info(self.store.update_client(client_id, **_check_fields(changes)))
+
+    def remove(self, actor: Actor, client_id: str) -> str:
+        """Remove a client with its numbers, rules and override (call records stay)."""
+        policy.require_admin(actor)
+        client_id = valid("id", directory.validate_slug, client_id)
+        if not self.store.remove_client(client_id):
+            raise NotFound("client", client_id)
+        return client_id
+
+    # -- calls out --
+
+    def call_policy(self, actor: Actor, client_id: str) -> callpolicy.CallPolicy:
+        return self.visible(actor, valid("id", directory.validate_slug, client_id)).call_policy
+
+    def change_call_policy(
+        self,
+        actor: Actor,
+        client_id: str,
+        change: Callable[[callpolicy.CallPolicy], dict[str, Any]],
+    ) -> callpolicy.CallPolicy:
+        """Replace the client's policy with `change(current policy)` as JSON (admins)."""
+        policy.require_admin(actor)
+        c = self._get(valid("id", directory.validate_slug, client_id))
+        new = valid("body", callpolicy.parse_policy, change(c.call_policy))
+        if new != c.call_policy:
+            self.store.update_client(c.id, call_policy=new)
+        return new
+
+    def approve_number(self, actor: Actor, client_id: str, number: str) -> callpolicy.CallPolicy:
+        """Approve an external number for the client's forwarding rules (admins); Invalid
+        when no trunk carries it or the client's or the trunk's policy refuses it."""
+        policy.require_admin(actor)
+        c = self._get(valid("id", directory.validate_slug, client_id))
+        e164 = valid("number", directory.validate_e164, number)
+        trunk = next((t for t in self.store.list_trunks() if e164.startswith(t.prefixes)), None)
+        reason = callpolicy.destination_refusal(e164, c.call_policy, None)  # the client's own
+        if reason is None and trunk is None:
+            reason = f"no trunk allows calls to {e164}"
+        if reason is None and trunk is not None:
+            reason = callpolicy.destination_refusal(e164, c.call_policy, trunk.call_policy)
+        if reason is not None:
+            raise Invalid("number", reason)
+        approved = tuple(dict.fromkeys((*c.call_policy.approved_numbers, e164)))
+        new = replace(c.call_policy, approved_numbers=approved)
+        return self.store.update_client(c.id, call_policy=new).call_policy
+
+    def withdraw_number(self, actor: Actor, client_id: str, number: str) -> str:
+        """Withdraw an approval (admins); rules that still forward there stop validating."""
+        policy.require_admin(actor)
+        c = self._get(valid("id", directory.validate_slug, client_id))
+        e164 = valid("number", directory.validate_e164, number)
+        if e164 not in c.call_policy.approved_numbers:
+            raise NotFound("", "", f"{e164} is not approved for client {c.id!r}")
+        approved = tuple(n for n in c.call_policy.approved_numbers if n != e164)
+        self.store.update_client(
+            c.id, call_policy=replace(c.call_policy, approved_numbers=approved)
+        )
+        return e164
+
+
+class Numbers:
+    """The clients' phone numbers."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def list(self, actor: Actor, client_id: str | None = None) -> list[Number]:
+        """Numbers of every client (staff) or of the actor's own business."""
+        if client_id is not None:
+            policy.require_client_visible(actor, client_id)
+            if self.store.get_client(client_id) is None:
+                raise NotFound("client", client_id)
+        elif not actor.staff:
+            if actor.client is None:
+                return []
+            client_id = actor.client
+        return self.store.list_numbers(client_id)
+
+    def add(self, actor: Actor, number: str, client_id: str) -> Number:
+        policy.require_admin(actor)
+        e164 = valid("number", directory.validate_e164, number)
+        client_id = valid("client", directory.validate_slug, client_id)
+        return self.store.add_number(e164, client_id)
+
+    def remove(self, actor: Actor, number: str) -> str:
+        policy.require_admin(actor)
+        e164 = valid("number", directory.validate_e164, number)
+        if not self.store.remove_number(e164):
+            raise NotFound("number", e164)
+        return e164
+
+
+class Providers:
+    """The provider itself: its name, bank details and default plan."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def get(self, actor: Actor) -> Provider:
+        policy.require_staff(actor)
+        return self.store.get_provider()
+
+    def set(self, actor: Actor, provider: Provider) -> Provider:
+        policy.require_admin(actor)
+        self.store.set_provider(provider)
+        return provider

@@ -1,0 +1,98 @@
+"""The messenger: conversations, history, sending over HTTP like a SIP MESSAGE."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from heimbuero.app import policy
+from heimbuero.app.errors import (
+    AppError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Rejected,
+    TooMany,
+    Unavailable,
+)
+from heimbuero.app.policy import Actor
+from heimbuero.office.files import FileService
+from heimbuero.office.messaging import FILE_TRANSFER
+from heimbuero.services.messaging import MessageRejected
+from heimbuero.store import Store
+from heimbuero.store.messages import ConversationRecord, MessageRecord
+
+Send = Callable[[str, str, str, bytes], Awaitable[dict[str, Any]]]
+MessageWatch = Callable[[str, Callable[[str, dict[str, Any]], None]], Callable[[], None]]
+_NO_CONVERSATION = "no conversation with this user"
+
+
+class Messages:
+    """A user's own conversations; `send` hands a message to the running server's messenger
+    (None: messaging not available), `files` gives file-info documents of uploads."""
+
+    def __init__(
+        self,
+        store: Store,
+        send: Send | None = None,
+        watch: MessageWatch | None = None,
+        files: FileService | None = None,
+    ) -> None:
+        self.store, self.send_fn, self.watch_fn, self.files = store, send, watch, files
+
+    def conversations(self, actor: Actor) -> list[ConversationRecord]:
+        return self.store.list_conversations(actor.name)
+
+    def history(
+        self, actor: Actor, peer: str, limit: int = 100, before: str | None = None
+    ) -> list[MessageRecord]:
+        rows = self.store.conversation_messages(actor.name, peer.lower(), limit, before)
+        if rows is None:
+            raise NotFound("", "", _NO_CONVERSATION)
+        return rows
+
+    def delete(self, actor: Actor, peer: str) -> None:
+        """Delete the actor's conversation with `peer` for both, with the files its messages
+        shared (staff only)."""
+        if not policy.may_delete_conversation(actor):
+            raise Forbidden("only admins and agents may do this")
+        file_ids = self.store.delete_conversation(actor.name, peer.lower())
+        if file_ids is None:
+            raise NotFound("", "", _NO_CONVERSATION)
+        if self.files is not None:
+            self.files.delete(file_ids)
+
+    def content(self, text: str | None, file_id: str | None) -> tuple[str, bytes]:
+        """(content type, body) of a text or an uploaded file (blocking: a file is read)."""
+        if (text is None) == (file_id is None):
+            raise Invalid("body", "give exactly one of text and file")
+        if text is not None:
+            return "text/plain;charset=UTF-8", text.encode()
+        info = None
+        if self.files is not None and file_id is not None:
+            info = self.files.file_info_xml(file_id)
+        if info is None:
+            raise Invalid("file", "no such file")
+        return FILE_TRANSFER, info
+
+    async def send(self, actor: Actor, to: str, content_type: str, body: bytes) -> dict[str, Any]:
+        """Send as the actor; SIP refusals become typed errors (400 Rejected, 503 TooMany,
+        480 Conflict: the recipient's queue is full)."""
+        if self.send_fn is None:
+            raise Unavailable("messaging is not available")
+        try:
+            return await self.send_fn(actor.name, to.lower(), content_type, body)
+        except MessageRejected as exc:
+            kind = {400: Rejected, 503: TooMany, 480: Conflict}.get(exc.status, AppError)
+            err = kind(exc.reason)
+            if kind is AppError:
+                err.status = exc.status
+            raise err from None
+
+    def watch(
+        self, actor: Actor, on_event: Callable[[str, dict[str, Any]], None]
+    ) -> Callable[[], None]:
+        if self.watch_fn is None:
+            raise Unavailable("messaging is not available")
+        return self.watch_fn(actor.name, on_event)
