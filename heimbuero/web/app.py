@@ -22,10 +22,9 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,29 +32,21 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from heimbuero.app import Actor, App, AppError, Invalid, Problem, TooMany, Unavailable, http_status
+from heimbuero.app.clients import ClientInfo
+from heimbuero.app.rules import OverrideState
+from heimbuero.app.users import require_status_reader, visible_registrations
 from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.office.accounts import credentials, verify_password
 from heimbuero.office.files import FileService
-from heimbuero.office.messaging import FILE_TRANSFER, content_view
-from heimbuero.office.model import Client, Group, Override, Provider, Step, Trunk
+from heimbuero.office.messaging import content_view
+from heimbuero.office.model import Group, Provider, Step, Trunk
 from heimbuero.office.routing import RoutingState
-from heimbuero.office.rules_doc import RulesError, dump_rules_document
-from heimbuero.services import trunks
-from heimbuero.services.messaging import MessageRejected
 from heimbuero.sip.auth import DigestAuthenticator
-from heimbuero.store.db import (
-    AlreadyExists,
-    CallRecord,
-    InUse,
-    NotFound,
-    Store,
-    StoreError,
-    UserRecord,
-)
+from heimbuero.store.db import CallRecord, Store, StoreError, UserRecord
 from heimbuero.store.messages import MessageRecord
 from heimbuero.web.guard import BodyGuard, LoginGate, LoginRefused
 
-STAFF_ROLES = frozenset({"admin", "agent"})
 _NOBODY = UserRecord(0, "", "", "", "", credentials("nobody", "-", "no such user at all")[2], None)  # type: ignore[arg-type]
 
 
@@ -108,21 +99,31 @@ def _unprocessable(*problems: dict[str, Any]) -> JSONResponse:
     return JSONResponse({"detail": list(problems)}, 422)
 
 
-def _forbidden(msg: str = "not allowed for your role") -> HTTPException:
-    return HTTPException(403, msg)
+def _loc(request: Request, p: Problem, document: bool) -> list[Any] | str:
+    """Where an invalid input was: a path in a submitted document, or the request's
+    path, query or body field the handler's argument came from."""
+    if document:
+        return p.field or "(document)"
+    if p.field == "body":
+        return ["body"]
+    for name in (p.field, f"{p.field}_id"):
+        if name in request.path_params:
+            return ["path", name]
+    if p.field in request.query_params:
+        return ["query", p.field]
+    return ["body", p.field]
 
 
-class _InvalidField(Exception):
-    def __init__(self, loc: list[Any], msg: str) -> None:
-        self.loc, self.msg = loc, msg
-
-
-def _check(loc: list[Any], fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a validator; its error becomes a 422 naming `loc`."""
-    try:
-        return fn(*args)
-    except (directory.DirectoryError, accounts.AccountError) as exc:
-        raise _InvalidField(loc, str(exc)) from None
+async def app_error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The one mapping of handler (and store) errors to HTTP: status from
+    `heimbuero.app.errors.http_status`, `{"detail": message}`, or for invalid input 422 with
+    `detail` a list of `{"loc", "field", "msg"}`."""
+    if isinstance(exc, Invalid):
+        return _unprocessable(
+            *(_problem(_loc(request, p, exc.document), p.msg) for p in exc.problems)
+        )
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooMany) else None
+    return JSONResponse({"detail": str(exc)}, http_status(exc), headers=headers)
 
 
 # -- schemas ---------------------------------------------------------------------------------
@@ -491,19 +492,20 @@ def _trunk_out(t: Trunk) -> TrunkOut:
     )
 
 
-def _inbound_change(fields: dict[str, Any], domain: str) -> None:
-    """Turn the inbound_* fields of a trunk body into the trunk's `inbound` value."""
-    auth = fields.pop("inbound_auth", None)
-    username = fields.pop("inbound_username", None)
-    password = fields.pop("inbound_password", None)
-    if auth is None:
-        if username is not None or password is not None:
-            raise _InvalidField(["body", "inbound_auth"], "required with inbound credentials")
-        return
-    try:
-        fields["inbound"] = trunks.inbound_auth(auth, username, password, domain)
-    except ValueError as exc:
-        raise _InvalidField(["body", "inbound_auth"], str(exc)) from None
+def _client_out(info: ClientInfo) -> ClientOut:
+    c = info.client
+    return ClientOut(
+        id=c.id,
+        name=c.name,
+        trade=c.trade,
+        contact_person=c.contact_person,
+        greeting=c.greeting,
+        notes=c.notes,
+        timezone=c.timezone,
+        bundesland=c.bundesland,
+        closure_days=list(c.closure_days),
+        numbers=list(info.numbers),
+    )
 
 
 def _call_out(r: CallRecord) -> CallOut:
@@ -548,7 +550,13 @@ async def current_user(request: Request) -> UserRecord:
     return await logins.user(request)
 
 
+async def current_actor(request: Request) -> Actor:
+    """The logged-in user as the Actor the handlers authorize."""
+    return Actor.of(await current_user(request))
+
+
 Me = Annotated[UserRecord, Depends(current_user)]
+Who = Annotated[Actor, Depends(current_actor)]
 
 
 class _EventStream:
@@ -588,8 +596,27 @@ class _EventStream:
 
 
 def create_app(ctx: WebContext) -> FastAPI:
+    """The HTTP API: each route turns the request into a handler call (heimbuero/app) as the
+    logged-in user's Actor and the handler's answer into JSON. Other routers (file transfer,
+    operations) are included with `app.include_router`."""
     store = ctx.store
     logins = _Logins(store)
+
+    def realm() -> str:
+        return ctx.domain or str(ctx.status().get("domain", "heimbuero"))
+
+    handlers = App.build(
+        store,
+        realm,
+        own_sip_address=ctx.own_sip_address,
+        routing_state=ctx.routing_state,
+        presence=ctx.presence,
+        presence_watch=ctx.presence_watch,
+        send_message=ctx.send_message,
+        message_watch=ctx.message_watch,
+        warning_watch=ctx.warning_watch,
+        files=ctx.files,
+    )
     app = FastAPI(
         title="heimbuero",
         summary="Management API of a self-hosted virtual office server",
@@ -600,17 +627,18 @@ def create_app(ctx: WebContext) -> FastAPI:
     )
 
     app.state.logins = logins
+    app.state.handlers = handlers
     # Authentication and size checks before any body is read (innermost of the middlewares,
     # so the route's exceptions still reach FastAPI's handlers).
     app.add_middleware(
         BodyGuard, gate=logins.gate, max_body=ctx.max_body, upload_max=ctx.max_upload
     )
-    if ctx.files is not None and ctx.digest is not None:
+    if ctx.files is not None and ctx.digest is not None and handlers.files is not None:
         from heimbuero.web.files import file_routes
 
-        app.include_router(file_routes(ctx.files, ctx.digest, current_user))
+        app.include_router(file_routes(ctx.files, ctx.digest, current_user, handlers.files))
 
-    # -- error mapping --
+    # -- error mapping: the one place where handler errors become HTTP answers --
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -624,71 +652,8 @@ def create_app(ctx: WebContext) -> FastAPI:
             )
         )
 
-    @app.exception_handler(_InvalidField)
-    async def _invalid(request: Request, exc: _InvalidField) -> JSONResponse:
-        return _unprocessable(_problem(exc.loc, exc.msg))
-
-    @app.exception_handler(RulesError)
-    async def _rules(request: Request, exc: RulesError) -> JSONResponse:
-        return _unprocessable(*(_problem(path or "(document)", msg) for path, msg in exc.problems))
-
-    @app.exception_handler(StoreError)
-    async def _store(request: Request, exc: StoreError) -> JSONResponse:
-        code = 404 if isinstance(exc, NotFound) else 409
-        if not isinstance(exc, NotFound | AlreadyExists | InUse):
-            code = 400
-        return JSONResponse({"detail": str(exc)}, code)
-
-    # -- authorization helpers --
-
-    def require_admin(user: UserRecord) -> None:
-        if user.role != "admin":
-            raise _forbidden("only admins may do this")
-
-    def require_staff(user: UserRecord) -> None:
-        if user.role not in STAFF_ROLES:
-            raise _forbidden("only admins and agents may do this")
-
-    def client_or_404(client_id: str) -> Client:
-        c = store.get_client(client_id)
-        if c is None:
-            raise HTTPException(404, f"no such client: {client_id!r}")
-        return c
-
-    def readable_client(user: UserRecord, client_id: str) -> Client:
-        if user.role not in STAFF_ROLES and user.client != client_id:
-            # Another business's id and a missing one look the same: no probing for clients.
-            raise HTTPException(404, f"no such client: {client_id!r}")
-        return client_or_404(client_id)
-
-    def rules_writable_client(user: UserRecord, client_id: str) -> Client:
-        c = readable_client(user, client_id)
-        if callpolicy.may_change_rules(user.role, user.client, c.id):
-            return c
-        raise _forbidden("only admins and the client itself may change its rules")
-
-    def override_writable_client(user: UserRecord, client_id: str) -> Client:
-        c = readable_client(user, client_id)
-        if callpolicy.may_change_forwarding(user.role, user.client, c.id):
-            return c
-        raise _forbidden("only staff and the client itself may change its override")
-
-    def client_out(c: Client) -> ClientOut:
-        return ClientOut(
-            id=c.id,
-            name=c.name,
-            trade=c.trade,
-            contact_person=c.contact_person,
-            greeting=c.greeting,
-            notes=c.notes,
-            timezone=c.timezone,
-            bundesland=c.bundesland,
-            closure_days=list(c.closure_days),
-            numbers=[n.e164 for n in store.list_numbers(c.id)],
-        )
-
-    def realm() -> str:
-        return ctx.domain or str(ctx.status().get("domain", "heimbuero"))
+    app.add_exception_handler(AppError, app_error_response)  # type: ignore[arg-type]
+    app.add_exception_handler(StoreError, app_error_response)  # type: ignore[arg-type]
 
     # -- server --
 
@@ -698,50 +663,39 @@ def create_app(ctx: WebContext) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/api/status", tags=["server"])
-    async def status(user: Me) -> dict[str, Any]:
+    async def status(actor: Who) -> dict[str, Any]:
         """The SIP server's status (admins and agents)."""
-        if user.role not in STAFF_ROLES:
-            raise _forbidden("only admins and agents may see the server status")
+        require_status_reader(actor)
         return ctx.status()
 
     @app.get("/api/registrations", tags=["server"])
-    async def registrations(user: Me) -> dict[str, Any]:
+    async def registrations(actor: Who) -> dict[str, Any]:
         """Live SIP registrations; non-staff users see their own devices only."""
-        rows = ctx.registrations()
-        if user.role not in STAFF_ROLES:
-            rows = [r for r in rows if r["user"] == user.name]
-        return {"registrations": rows}
+        return {"registrations": visible_registrations(actor, ctx.registrations())}
 
     @app.get("/api/presence", tags=["presence"])
-    async def presence(user: Me) -> dict[str, Any]:
+    async def presence(actor: Who) -> dict[str, Any]:
         """Presence of everyone the caller may see (the same rules as SIP SUBSCRIBE):
         `status` is online, offline or an activity (away, busy, on-the-phone, meeting,
         vacation)."""
-        if ctx.presence is None:
-            raise HTTPException(503, "presence is not available")
-        return {"presence": ctx.presence(user.name)}
+        return {"presence": handlers.presence.visible(actor)}
 
     @app.get("/api/presence/stream", tags=["presence"])
-    async def presence_stream(user: Me, request: Request) -> StreamingResponse:
+    async def presence_stream(actor: Who, request: Request) -> StreamingResponse:
         """Server-Sent Events: first `snapshot` (all visible presence), then one `presence`
         event per change of someone the caller may see; a comment every 15 s keeps it open."""
-        if ctx.presence is None or ctx.presence_watch is None:
-            raise HTTPException(503, "presence is not available")
         events = _EventStream()
-        stop = ctx.presence_watch(user.name, lambda item: events.put("presence", item))
-        opening = f"event: snapshot\ndata: {json.dumps(ctx.presence(user.name))}\n\n"
+        snapshot, stop = handlers.presence.watch(actor, lambda item: events.put("presence", item))
+        opening = f"event: snapshot\ndata: {json.dumps(snapshot)}\n\n"
         return events.response(request, opening, stop)
 
     @app.get("/api/events", tags=["server"])
-    async def staff_events(user: Me, request: Request) -> StreamingResponse:
+    async def staff_events(actor: Who, request: Request) -> StreamingResponse:
         """Server-Sent Events for provider staff: one `warning` event per call out refused by
         a cap (`{"kind": "call_out_cap", "client", "trunk", "number", "status", "reason",
         "warning", "at"}`); a comment every 15 s keeps it open."""
-        require_staff(user)
-        if ctx.warning_watch is None:
-            raise HTTPException(503, "events are not available")
         events = _EventStream()
-        stop = ctx.warning_watch(lambda item: events.put("warning", item))
+        stop = handlers.warnings.watch(actor, lambda item: events.put("warning", item))
         return events.response(request, ": staff events\n\n", stop)
 
     @app.get("/api/me", tags=["users"])
@@ -752,7 +706,7 @@ def create_app(ctx: WebContext) -> FastAPI:
     # -- messages --
 
     @app.get("/api/conversations", tags=["messages"])
-    def list_conversations(user: Me) -> list[ConversationOut]:
+    def list_conversations(actor: Who) -> list[ConversationOut]:
         """The caller's conversations, most recent first, each with its last message."""
         return [
             ConversationOut(
@@ -761,76 +715,49 @@ def create_app(ctx: WebContext) -> FastAPI:
                 last_at=c.last_at,
                 last=_message_out(c.last) if c.last is not None else None,
             )  # fmt: skip
-            for c in store.list_conversations(user.name)
+            for c in handlers.messages.conversations(actor)
         ]
 
     @app.get("/api/conversations/{peer}/messages", tags=["messages"])
     def conversation_messages(
         peer: str,
-        user: Me,
+        actor: Who,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
         before: Annotated[str | None, Query(description="a message id: page back from it")] = None,
     ) -> list[MessageOut]:
         """The caller's history with `peer`, oldest first (delivery reports are folded into
         the messages they report on)."""
-        rows = store.conversation_messages(user.name, peer.lower(), limit, before)
-        if rows is None:
-            raise HTTPException(404, "no conversation with this user")
-        out = [_message_out(r) for r in rows]
+        out = [_message_out(r) for r in handlers.messages.history(actor, peer, limit, before)]
         return [m for m in out if m.kind not in _HIDDEN_KINDS]
 
     @app.delete("/api/conversations/{peer}", status_code=204, tags=["messages"])
-    def delete_conversation(peer: str, user: Me) -> None:
+    def delete_conversation(peer: str, actor: Who) -> None:
         """Delete the caller's conversation with `peer` for both, with the files its messages
         shared (staff only: the provider keeps its clients' records)."""
-        require_staff(user)
-        file_ids = store.delete_conversation(user.name, peer.lower())
-        if file_ids is None:
-            raise HTTPException(404, "no conversation with this user")
-        if ctx.files is not None:
-            ctx.files.delete(file_ids)
+        handlers.messages.delete(actor, peer)
 
     @app.post("/api/messages", status_code=201, tags=["messages"], response_model=MessageSent)
-    async def send_message(body: MessageIn, user: Me) -> Any:
+    async def send_message(body: MessageIn, actor: Who) -> Any:
         """Send a text or an uploaded file to a user: it reaches the recipient's SIP devices
         like a MESSAGE from the caller, or waits for them (state `queued`)."""
         if ctx.send_message is None:
-            raise HTTPException(503, "messaging is not available")
-        if (body.text is None) == (body.file is None):
-            return _unprocessable(_problem(["body"], "give exactly one of text and file"))
-        if body.text is not None:
-            ctype, payload = "text/plain;charset=UTF-8", body.text.encode()
-        else:
-            info = None
-            if ctx.files is not None and body.file is not None:
-                info = await run_in_threadpool(ctx.files.file_info_xml, body.file)
-            if info is None:
-                return _unprocessable(_problem(["body", "file"], "no such file"))
-            ctype, payload = FILE_TRANSFER, info
-        try:
-            return await ctx.send_message(user.name, body.to.lower(), ctype, payload)
-        except MessageRejected as exc:
-            # SIP answers mapped: 400 invalid, 503 rate limit, 480 the recipient's queue full
-            status = {400: 422, 503: 429, 480: 409}.get(exc.status, exc.status)
-            headers = {"Retry-After": "60"} if status == 429 else None
-            raise HTTPException(status, exc.reason, headers=headers) from None
+            raise Unavailable("messaging is not available")
+        ctype, payload = await run_in_threadpool(handlers.messages.content, body.text, body.file)
+        return await handlers.messages.send(actor, body.to, ctype, payload)
 
     @app.get("/api/messages/stream", tags=["messages"])
-    async def message_stream(user: Me, request: Request) -> StreamingResponse:
+    async def message_stream(actor: Who, request: Request) -> StreamingResponse:
         """Server-Sent Events: `message` for each new message the caller sends or receives
         (over SIP or HTTP), `state` when its delivery state changes; a comment every 15 s."""
-        if ctx.message_watch is None:
-            raise HTTPException(503, "messaging is not available")
         events = _EventStream()
-        stop = ctx.message_watch(user.name, events.put)
+        stop = handlers.messages.watch(actor, events.put)
         return events.response(request, ": stream of messages\n\n", stop)
 
     # -- provider --
 
     @app.get("/api/provider", tags=["provider"])
-    def get_provider(user: Me) -> ProviderModel:
-        require_staff(user)
-        p = store.get_provider()
+    def get_provider(actor: Who) -> ProviderModel:
+        p = handlers.provider.get(actor)
         return ProviderModel(
             name=p.name or "-",
             address=p.address,
@@ -842,9 +769,9 @@ def create_app(ctx: WebContext) -> FastAPI:
         )  # fmt: skip
 
     @app.put("/api/provider", tags=["provider"])
-    def put_provider(body: ProviderModel, user: Me) -> ProviderModel:
-        require_admin(user)
-        store.set_provider(
+    def put_provider(body: ProviderModel, actor: Who) -> ProviderModel:
+        handlers.provider.set(
+            actor,
             Provider(
                 name=body.name,
                 address=body.address,
@@ -852,379 +779,241 @@ def create_app(ctx: WebContext) -> FastAPI:
                 iban=body.iban,
                 bic=body.bic,
                 default_steps=_steps(body.default_steps),
-            )
+            ),
         )
         return body
 
     # -- clients --
 
     @app.get("/api/clients", tags=["clients"])
-    def list_clients(user: Me) -> list[ClientOut]:
+    def list_clients(actor: Who) -> list[ClientOut]:
         """Every client (staff) or your own business."""
-        clients = store.list_clients()
-        if user.role not in STAFF_ROLES:
-            clients = [c for c in clients if c.id == user.client]
-        return [client_out(c) for c in clients]
+        return [_client_out(c) for c in handlers.clients.list(actor)]
 
     @app.post("/api/clients", status_code=201, tags=["clients"])
-    def create_client(body: ClientCreate, user: Me) -> ClientOut:
-        require_admin(user)
+    def create_client(body: ClientCreate, actor: Who) -> ClientOut:
         fields = body.model_dump(exclude_none=True)
-        fields["closure_days"] = tuple(fields.get("closure_days", ()))
-        return client_out(store.add_client(Client(**fields)))
+        return _client_out(handlers.clients.create(actor, fields.pop("id"), **fields))
 
     @app.get("/api/clients/{client_id}", tags=["clients"])
-    def get_client(client_id: str, user: Me) -> ClientOut:
-        return client_out(readable_client(user, client_id))
+    def get_client(client_id: str, actor: Who) -> ClientOut:
+        return _client_out(handlers.clients.get(actor, client_id))
 
     @app.patch("/api/clients/{client_id}", tags=["clients"])
-    def patch_client(client_id: str, body: ClientFields, user: Me) -> ClientOut:
-        require_admin(user)
-        client_or_404(client_id)
+    def patch_client(client_id: str, body: ClientFields, actor: Who) -> ClientOut:
         changes = body.model_dump(exclude_none=True)
-        if "closure_days" in changes:
-            changes["closure_days"] = tuple(changes["closure_days"])
-        return client_out(store.update_client(client_id, **changes))
+        return _client_out(handlers.clients.update(actor, client_id, **changes))
 
     @app.delete("/api/clients/{client_id}", status_code=204, tags=["clients"])
-    def delete_client(client_id: str, user: Me) -> None:
+    def delete_client(client_id: str, actor: Who) -> None:
         """Remove a client with its numbers, rules and override (call records stay)."""
-        require_admin(user)
-        if not store.remove_client(client_id):
-            raise HTTPException(404, f"no such client: {client_id!r}")
+        handlers.clients.remove(actor, client_id)
 
     # -- numbers --
 
     @app.get("/api/numbers", tags=["numbers"])
-    def list_numbers(user: Me, client: str | None = None) -> list[NumberModel]:
+    def list_numbers(actor: Who, client: str | None = None) -> list[NumberModel]:
         """Numbers of every client (staff) or of your own business."""
-        if client is not None:
-            readable_client(user, client)
-        elif user.role not in STAFF_ROLES:
-            if user.client is None:
-                return []
-            client = user.client
-        return [NumberModel(number=n.e164, client=n.client) for n in store.list_numbers(client)]
+        return [
+            NumberModel(number=n.e164, client=n.client)
+            for n in handlers.numbers.list(actor, client)
+        ]
 
     @app.post("/api/numbers", status_code=201, tags=["numbers"])
-    def add_number(body: NumberModel, user: Me) -> NumberModel:
-        require_admin(user)
-        client_or_404(body.client)
-        store.add_number(body.number, body.client)
-        return body
+    def add_number(body: NumberModel, actor: Who) -> NumberModel:
+        n = handlers.numbers.add(actor, body.number, body.client)
+        return NumberModel(number=n.e164, client=n.client)
 
     @app.delete("/api/numbers/{number}", status_code=204, tags=["numbers"])
-    def remove_number(number: str, user: Me) -> None:
-        require_admin(user)
-        e164 = _check(["path", "number"], directory.validate_e164, number)
-        if not store.remove_number(e164):
-            raise HTTPException(404, f"no such number: {e164!r}")
+    def remove_number(number: str, actor: Who) -> None:
+        handlers.numbers.remove(actor, number)
 
     # -- users --
 
     @app.get("/api/users", tags=["users"])
-    def list_users(user: Me) -> list[UserOut]:
+    def list_users(actor: Who) -> list[UserOut]:
         """Every user (staff) or the users of your own business."""
-        users = store.list_users()
-        if user.role not in STAFF_ROLES:
-            users = [u for u in users if u.client is not None and u.client == user.client]
-        return [_user_out(u) for u in users]
+        return [_user_out(u) for u in handlers.users.list(actor)]
 
     @app.post("/api/users", status_code=201, tags=["users"])
-    def create_user(body: UserCreate, user: Me) -> UserOut:
-        require_admin(user)
-        name = _check(["body", "name"], accounts.validate_name, body.name)
-        role = _check(["body", "role"], accounts.validate_role, body.role)
-        _check(["body", "password"], accounts.check_password, name, body.password)
-        if body.client is not None:
-            client_or_404(body.client)
-        accounts.add_user(store, realm(), name, body.password, role)
+    def create_user(body: UserCreate, actor: Who) -> UserOut:
         return _user_out(
-            store.user_update(
-                name, client=body.client, display_name=body.display_name, mobile=body.mobile
-            )
+            handlers.users.create(
+                actor, body.name, body.password, body.role, body.client, body.display_name,
+                body.mobile,
+            )  # fmt: skip
         )
 
     @app.patch("/api/users/{name}", tags=["users"])
-    def patch_user(name: str, body: UserFields, user: Me) -> UserOut:
+    def patch_user(name: str, body: UserFields, actor: Who) -> UserOut:
         """Set a user's client, display name and mobile (fields left out stay)."""
-        require_admin(user)
-        changes = body.model_dump(exclude_unset=True)
-        if changes.get("client") is not None:
-            client_or_404(changes["client"])
-        return _user_out(store.user_update(name, **changes))
+        return _user_out(handlers.users.update(actor, name, **body.model_dump(exclude_unset=True)))
 
     @app.put("/api/users/{name}/password", status_code=204, tags=["users"])
-    def set_password(name: str, body: PasswordModel, user: Me) -> None:
+    def set_password(name: str, body: PasswordModel, actor: Who) -> None:
         """Set a password (admins: anyone's; everybody: their own)."""
-        if user.role != "admin" and user.name != name:
-            raise _forbidden("you may only change your own password")
-        if store.get_user(name) is None:
-            raise HTTPException(404, f"no such user: {name!r}")
-        _check(["body", "password"], accounts.check_password, name, body.password)
-        accounts.set_password(store, realm(), name, body.password)
+        handlers.users.set_password(actor, name, body.password)
 
     @app.delete("/api/users/{name}", status_code=204, tags=["users"])
-    def delete_user(name: str, user: Me) -> None:
-        require_admin(user)
-        if not store.remove_user(name):
-            raise HTTPException(404, f"no such user: {name!r}")
+    def delete_user(name: str, actor: Who) -> None:
+        handlers.users.remove(actor, name)
 
     # -- groups --
 
+    def group_out(g: Group) -> GroupModel:
+        return GroupModel(name=g.name, strategy=g.strategy, members=list(g.members))
+
     @app.get("/api/groups", tags=["groups"])
-    def list_groups(user: Me) -> list[GroupModel]:
-        require_staff(user)
-        return [
-            GroupModel(name=g.name, strategy=g.strategy, members=list(g.members))
-            for g in store.list_groups()
-        ]
+    def list_groups(actor: Who) -> list[GroupModel]:
+        return [group_out(g) for g in handlers.groups.list(actor)]
 
     @app.post("/api/groups", status_code=201, tags=["groups"])
-    def create_group(body: GroupModel, user: Me) -> GroupModel:
-        require_admin(user)
-        g = store.add_group(Group(body.name, body.strategy, tuple(body.members)))
-        return GroupModel(name=g.name, strategy=g.strategy, members=list(g.members))
+    def create_group(body: GroupModel, actor: Who) -> GroupModel:
+        return group_out(handlers.groups.create(actor, body.name, body.strategy, body.members))
 
     @app.patch("/api/groups/{name}", tags=["groups"])
-    def patch_group(name: str, body: GroupPatch, user: Me) -> GroupModel:
-        require_admin(user)
-        g = store.update_group(name, body.strategy, body.members)
-        return GroupModel(name=g.name, strategy=g.strategy, members=list(g.members))
+    def patch_group(name: str, body: GroupPatch, actor: Who) -> GroupModel:
+        return group_out(handlers.groups.update(actor, name, body.strategy, body.members))
 
     @app.delete("/api/groups/{name}", status_code=204, tags=["groups"])
-    def delete_group(name: str, user: Me) -> None:
+    def delete_group(name: str, actor: Who) -> None:
         """Remove a group; 409 while rules or the provider's default plan ring it."""
-        require_admin(user)
-        if not store.remove_group(name):
-            raise HTTPException(404, f"no such group: {name!r}")
+        handlers.groups.remove(actor, name)
 
     # -- trunks --
 
     @app.get("/api/trunks", tags=["trunks"])
-    def list_trunks(user: Me) -> list[TrunkOut]:
+    def list_trunks(actor: Who) -> list[TrunkOut]:
         """Carrier trunks (passwords are never returned)."""
-        require_staff(user)
-        return [_trunk_out(t) for t in store.list_trunks()]
-
-    def refuse_own_address(trunk: Trunk) -> None:
-        own = ctx.own_sip_address and ctx.own_sip_address(trunk.host, trunk.port)
-        if own:
-            raise _InvalidField(
-                ["body", "host"],
-                f"{trunk.host}:{trunk.port} is this server's own SIP address {own}: "
-                "a trunk must point at the carrier",
-            )
+        return [_trunk_out(t) for t in handlers.trunks.list(actor)]
 
     @app.post("/api/trunks", status_code=201, tags=["trunks"])
-    def create_trunk(body: TrunkCreate, user: Me) -> TrunkOut:
-        require_admin(user)
+    def create_trunk(body: TrunkCreate, actor: Who) -> TrunkOut:
+        """Add a trunk; 422 when it points at this server, or registers to the carrier
+        (`register`) without `username` and `password`."""
         fields = body.model_dump(exclude_none=True, by_alias=True)
-        if "prefixes" in fields:
-            fields["prefixes"] = tuple(fields["prefixes"])
-        _inbound_change(fields, realm())
-        trunk = Trunk(**fields)
-        refuse_own_address(trunk)
-        return _trunk_out(store.add_trunk(trunk))
+        return _trunk_out(handlers.trunks.create(actor, fields.pop("name"), **fields))
 
     @app.patch("/api/trunks/{name}", tags=["trunks"])
-    def patch_trunk(name: str, body: TrunkFields, user: Me) -> TrunkOut:
-        require_admin(user)
+    def patch_trunk(name: str, body: TrunkFields, actor: Who) -> TrunkOut:
         changes = body.model_dump(exclude_unset=True, by_alias=True)
-        if changes.get("prefixes") is not None:
-            changes["prefixes"] = tuple(changes["prefixes"])
-        for required in ("host", "port", "transport", "prefixes", "register"):
-            if required in changes and changes[required] is None:
-                raise _InvalidField(["body", required], "must not be null")
-        _inbound_change(changes, realm())
-        if "host" in changes or "port" in changes:
-            stored = store.get_trunk(name)
-            if stored is None:
-                raise NotFound("trunk", name)
-            address = {k: changes[k] for k in ("host", "port") if k in changes}
-            refuse_own_address(replace(stored, **address))
-        return _trunk_out(store.update_trunk(name, **changes))
+        return _trunk_out(handlers.trunks.update(actor, name, **changes))
 
     @app.delete("/api/trunks/{name}", status_code=204, tags=["trunks"])
-    def delete_trunk(name: str, user: Me) -> None:
-        require_admin(user)
-        if not store.remove_trunk(name):
-            raise HTTPException(404, f"no such trunk: {name!r}")
+    def delete_trunk(name: str, actor: Who) -> None:
+        handlers.trunks.remove(actor, name)
 
     # -- call policies (calls out and toll fraud) --
 
-    def policy_or_422(data: dict[str, Any]) -> callpolicy.CallPolicy:
-        try:
-            return callpolicy.parse_policy(data)
-        except callpolicy.PolicyError as exc:
-            raise _InvalidField(["body"], str(exc)) from None
-
     @app.get("/api/clients/{client_id}/call-policy", tags=["call policy"])
-    def get_call_policy(client_id: str, user: Me) -> dict[str, Any]:
+    def get_call_policy(client_id: str, actor: Who) -> dict[str, Any]:
         """What the client may call out to, its caps and its approved forwarding numbers
         (README "Calls out and toll fraud"); `{}` means the safe defaults."""
-        return readable_client(user, client_id).call_policy.to_json()
+        return handlers.clients.call_policy(actor, client_id).to_json()
 
     @app.put("/api/clients/{client_id}/call-policy", tags=["call policy"])
-    def put_call_policy(client_id: str, body: dict[str, Any], user: Me) -> dict[str, Any]:
+    def put_call_policy(client_id: str, body: dict[str, Any], actor: Who) -> dict[str, Any]:
         """Replace the client's call policy (admins only)."""
-        require_admin(user)
-        client_or_404(client_id)
-        policy = policy_or_422(body)
-        return store.update_client(client_id, call_policy=policy).call_policy.to_json()
+        return handlers.clients.change_call_policy(actor, client_id, lambda _old: body).to_json()
 
     @app.post("/api/clients/{client_id}/approved-numbers", status_code=201, tags=["call policy"])
-    def approve_number(client_id: str, body: ApprovedNumber, user: Me) -> dict[str, Any]:
+    def approve_number(client_id: str, body: ApprovedNumber, actor: Who) -> dict[str, Any]:
         """Approve an external number for the client's forwarding rules (admins only); 422
         when the client's or the trunk's destination policy refuses it."""
-        require_admin(user)
-        c = client_or_404(client_id)
-        trunks = store.list_trunks()
-        trunk = next((t for t in trunks if body.number.startswith(t.prefixes)), None)
-        if trunk is None:
-            raise _InvalidField(["body", "number"], f"no trunk allows calls to {body.number}")
-        reason = callpolicy.destination_refusal(body.number, c.call_policy, trunk.call_policy)
-        if reason is not None:
-            raise _InvalidField(["body", "number"], reason)
-        approved = tuple(dict.fromkeys((*c.call_policy.approved_numbers, body.number)))
-        policy = replace(c.call_policy, approved_numbers=approved)
-        return store.update_client(client_id, call_policy=policy).call_policy.to_json()
+        return handlers.clients.approve_number(actor, client_id, body.number).to_json()
 
     @app.delete(
         "/api/clients/{client_id}/approved-numbers/{number}", status_code=204,
         tags=["call policy"],
     )  # fmt: skip
-    def withdraw_number(client_id: str, number: str, user: Me) -> None:
+    def withdraw_number(client_id: str, number: str, actor: Who) -> None:
         """Withdraw an approval (admins only); rules that still forward there stop
         validating and their numbers fall back to the provider's default plan."""
-        require_admin(user)
-        c = client_or_404(client_id)
-        e164 = _check(["path", "number"], directory.validate_e164, number)
-        if e164 not in c.call_policy.approved_numbers:
-            raise HTTPException(404, f"{e164} is not approved for client {client_id!r}")
-        approved = tuple(n for n in c.call_policy.approved_numbers if n != e164)
-        store.update_client(
-            client_id, call_policy=replace(c.call_policy, approved_numbers=approved)
-        )
+        handlers.clients.withdraw_number(actor, client_id, number)
 
     @app.put("/api/trunks/{name}/call-policy", tags=["call policy"])
-    def put_trunk_policy(name: str, body: dict[str, Any], user: Me) -> dict[str, Any]:
+    def put_trunk_policy(name: str, body: dict[str, Any], actor: Who) -> dict[str, Any]:
         """Replace what a trunk carries (classes, prefixes, `max_concurrent`; admins only)."""
-        require_admin(user)
-        policy = policy_or_422(body)
-        return store.update_trunk(name, call_policy=policy).call_policy.to_json()
+        return handlers.trunks.set_call_policy(actor, name, body).call_policy.to_json()
 
     # -- rules --
 
     @app.get("/api/clients/{client_id}/rules", tags=["rules"])
-    def get_rules(client_id: str, user: Me) -> dict[str, Any]:
+    def get_rules(client_id: str, actor: Who) -> dict[str, Any]:
         """The client's rules document (docs/ROUTING.md) as JSON."""
-        c = readable_client(user, client_id)
-        return dump_rules_document(c.id, store.load_directory())
+        return handlers.rules.document(actor, client_id)
 
     @app.put("/api/clients/{client_id}/rules", tags=["rules"])
-    def put_rules(client_id: str, document: dict[str, Any], user: Me) -> dict[str, Any]:
+    def put_rules(client_id: str, document: dict[str, Any], actor: Who) -> dict[str, Any]:
         """Replace the client's rules. An invalid document changes nothing and is answered
         422 with every problem: `{"loc": "numbers.+49….rules[2].when.time", "msg": …}`."""
-        c = rules_writable_client(user, client_id)
-        store.save_rules(c.id, document)
-        return dump_rules_document(c.id, store.load_directory())
+        handlers.rules.replace(actor, client_id, document)
+        return handlers.rules.document(actor, client_id)
 
     # -- overrides --
 
-    def override_out(o: Override | None, client_id: str) -> OverrideOut:
-        if o is None:
-            raise HTTPException(404, f"client {client_id!r} has no override")
-        active = store.get_override(client_id, now=datetime.now(ZoneInfo("UTC"))) is not None
-        return OverrideOut(client=o.client, target=o.target, until=o.until, active=active)
+    def override_out(s: OverrideState) -> OverrideOut:
+        o = s.override
+        return OverrideOut(client=o.client, target=o.target, until=o.until, active=s.active)
 
     @app.get("/api/clients/{client_id}/override", tags=["overrides"])
-    def get_override(client_id: str, user: Me) -> OverrideOut:
-        c = readable_client(user, client_id)
-        return override_out(store.get_override(c.id), c.id)
+    def get_override(client_id: str, actor: Who) -> OverrideOut:
+        return override_out(handlers.overrides.get(actor, client_id))
 
     @app.put("/api/clients/{client_id}/override", tags=["overrides"])
-    def put_override(client_id: str, body: OverrideIn, user: Me) -> OverrideOut:
+    def put_override(client_id: str, body: OverrideIn, actor: Who) -> OverrideOut:
         """Set the override (like *21 / *22 from the client's phone)."""
-        c = override_writable_client(user, client_id)
-        until = body.until
-        if until is not None and until.tzinfo is None:
-            until = until.replace(tzinfo=ZoneInfo(c.timezone))
-        if until is not None and until <= datetime.now(ZoneInfo("UTC")):
-            raise _InvalidField(["body", "until"], "lies in the past")
-        return override_out(store.set_override(Override(c.id, body.target, until)), c.id)
+        return override_out(handlers.overrides.set(actor, client_id, body.target, body.until))
 
     @app.delete("/api/clients/{client_id}/override", status_code=204, tags=["overrides"])
-    def delete_override(client_id: str, user: Me) -> None:
+    def delete_override(client_id: str, actor: Who) -> None:
         """Cancel the override (like #21 / #22)."""
-        c = override_writable_client(user, client_id)
-        if not store.clear_override(c.id):
-            raise HTTPException(404, f"client {client_id!r} has no override")
+        handlers.overrides.clear(actor, client_id)
 
     # -- routing --
 
     @app.get("/api/route/simulate", tags=["routing"])
     def simulate(
-        user: Me,
+        actor: Who,
         number: Annotated[str, Query(examples=["+49891234567"])],
         at: Annotated[
             str | None, Query(description="ISO 8601; without offset: the client's local time")
         ] = None,
     ) -> PlanOut:
         """Which rule a call to `number` matches (now or `at`) and the steps it rings."""
-        try:
-            e164 = directory.validate_e164(number)
-            if at is not None:
-                directory.parse_at(at, "UTC")
-        except directory.DirectoryError as exc:
-            loc = ["query", "number" if "time" not in str(exc) else "at"]
-            raise _InvalidField(loc, str(exc)) from None
-        if user.role not in STAFF_ROLES:
-            owner = next((n.client for n in store.list_numbers() if n.e164 == e164), None)
-            if owner is None or owner != user.client:
-                raise _forbidden("you may only simulate your own business's numbers")
-        state = ctx.routing_state() if ctx.routing_state is not None else None
-        plan = directory.simulate_call(store, e164, at, state)
-        return PlanOut(**plan.to_json())
+        return PlanOut(**handlers.simulator.simulate(actor, number, at).to_json())
 
     # -- call records --
 
     @app.get("/api/calls", tags=["calls"])
     def list_calls(
-        user: Me,
+        actor: Who,
         client: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[CallOut]:
-        """Call records, newest first: every client's (staff) or your own business's."""
-        if client is not None:
-            readable_client(user, client)
-        elif user.role not in STAFF_ROLES:
-            if user.client is None:
-                return []
-            client = user.client
-        return [_call_out(r) for r in store.list_call_records(client, limit=limit)]
+        """Call records, newest first: every client's (staff) or your own business's; a
+        client without records (or an unknown one) gives an empty list."""
+        return [_call_out(r) for r in handlers.calls.list(actor, client, limit)]
 
     # -- tokens --
 
     @app.get("/api/tokens", tags=["tokens"])
-    def list_tokens(user: Me) -> list[TokenOut]:
+    def list_tokens(actor: Who) -> list[TokenOut]:
         """Your API tokens (admins: everybody's)."""
-        tokens = store.list_tokens(None if user.role == "admin" else user.name)
         return [
             TokenOut(name=t.name, user=t.user, created_at=t.created_at, last_used=t.last_used)
-            for t in tokens
+            for t in handlers.tokens.list(actor)
         ]
 
     @app.post("/api/tokens", status_code=201, tags=["tokens"])
-    def create_token(body: TokenCreate, user: Me) -> TokenOut:
+    def create_token(body: TokenCreate, actor: Who) -> TokenOut:
         """A new API token for yourself; the token is in this answer only."""
-        t, secret = store.create_token(user.name, body.name)
+        t, secret = handlers.tokens.create(actor, actor.name, body.name)
         return TokenOut(name=t.name, user=t.user, created_at=t.created_at, last_used=None,
                         token=secret)  # fmt: skip
 
     @app.delete("/api/tokens/{name}", status_code=204, tags=["tokens"])
-    def revoke_token(name: str, user: Me) -> None:
-        if not store.revoke_token(user.name, name):
-            raise HTTPException(404, f"no such token: {name!r}")
+    def revoke_token(name: str, actor: Who) -> None:
+        handlers.tokens.revoke(actor, actor.name, name)
 
     return app

@@ -31,21 +31,22 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 import anyio
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from heimbuero.app.errors import NotFound
+from heimbuero.app.files import Files
+from heimbuero.app.policy import Actor, Role
 from heimbuero.office.files import (
     FILE_INFO_TYPE,
-    STAFF_ROLES,
     BadUpload,
     FileError,
     FileService,
     Upload,
     expected_sha256,
-    may_delete,
     repr_digest,
 )
 from heimbuero.sip.auth import DigestAuthenticator, parse_credentials
@@ -259,12 +260,13 @@ async def receive_upload(
 
 
 async def send_file(
-    service: FileService, request: Request, file_id: str, user: str, role: str
+    service: FileService, request: Request, file_id: str, actor: Actor, files: Files
 ) -> Response:
     """The file's bytes for a user allowed to download it, else 404; logs the attempt."""
-    remote = _remote(request)
-    record = await run_in_threadpool(service.readable, file_id, user, role, _now())
-    if record is None:
+    remote, user = _remote(request), actor.name
+    try:
+        record = await run_in_threadpool(files.visible, actor, file_id, _now())
+    except NotFound:
         await run_in_threadpool(service.log_download, file_id, user, remote, 404, 0)
         return JSONResponse({"detail": _NOT_FOUND}, 404)
     try:
@@ -327,9 +329,12 @@ def file_routes(
     service: FileService,
     digest: DigestAuthenticator,
     current_user: Callable[..., Awaitable[Any]],
+    files: Files | None = None,
 ) -> APIRouter:
-    """The routes, to be included in the app."""
+    """The routes, to be included in the app; `files` (the application layer's handler)
+    decides who may see, list and delete files."""
     router = APIRouter()
+    files = files or Files(service)
     guard = _DigestGuard(service, digest)
     Me = Annotated[Any, Depends(current_user)]
 
@@ -364,15 +369,13 @@ def file_routes(
                     service.log_download, file_id, None, _remote(request), login.status_code
                 )
             return login
-        return await send_file(service, request, file_id, login.name, login.role)
+        actor = Actor(login.name, Role(login.role))
+        return await send_file(service, request, file_id, actor, files)
 
     # -- the API --
 
     def visible(file_id: str, user: Any) -> FileRecord:
-        record = service.readable(file_id, user.name, user.role, _now())
-        if record is None:
-            raise HTTPException(404, _NOT_FOUND)
-        return record
+        return files.visible(Actor.of(user), file_id, _now())
 
     @router.post("/api/files", status_code=201, tags=["files"], openapi_extra=_MULTIPART_BODY)
     async def api_upload(request: Request, user: Me) -> Any:
@@ -390,13 +393,10 @@ def file_routes(
     ) -> FileList:
         """Your files (staff: `owner`'s) whose links have not expired, newest first, with the
         storage used against the quota."""
-        who = user.name if owner is None else owner
-        if who != user.name and user.role not in STAFF_ROLES:
-            raise HTTPException(403, "only admins and agents may list other users' files")
         now = _now()
-        files = [f for f in service.list_files(who) if f.expires_at > now]
+        who, listed = files.list(Actor.of(user), owner, now)
         return FileList(
-            files=[_file_out(service, f) for f in files],
+            files=[_file_out(service, f) for f in listed],
             used_bytes=service.used_bytes(who, now),
             quota_bytes=service.quota_bytes,
         )
@@ -409,27 +409,21 @@ def file_routes(
     @router.get("/api/files/{file_id}/content", tags=["files"])
     async def api_content(file_id: str, request: Request, user: Me) -> Response:
         """The file's bytes, with `Repr-Digest` (the same rules and log as /ft downloads)."""
-        return await send_file(service, request, file_id, user.name, user.role)
+        return await send_file(service, request, file_id, Actor.of(user), files)
 
     @router.get("/api/files/{file_id}/downloads", tags=["files"])
     def api_downloads(file_id: str, user: Me) -> list[DownloadOut]:
         """The download log of a file: every attempt, refused ones too (its owner and staff)."""
-        record = visible(file_id, user)
-        if user.name != record.owner and user.role not in STAFF_ROLES:
-            raise HTTPException(403, "only the owner and staff may see who downloaded a file")
         return [
             DownloadOut(
                 user=d.user, at=d.at, remote=d.remote, status=d.status, bytes_sent=d.bytes_sent
             )
-            for d in service.downloads(file_id)
+            for d in files.downloads(Actor.of(user), file_id)
         ]
 
     @router.delete("/api/files/{file_id}", status_code=204, tags=["files"])
     def api_delete(file_id: str, user: Me) -> None:
         """Delete a file now (its owner and admins)."""
-        record = visible(file_id, user)
-        if not may_delete(record, user.name, user.role):
-            raise HTTPException(403, "only the owner and admins may delete a file")
-        service.delete([record.id])
+        files.delete(Actor.of(user), file_id)
 
     return router
