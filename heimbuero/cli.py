@@ -20,11 +20,11 @@ from typing import Any, NoReturn
 from sqlalchemy.exc import SQLAlchemyError
 
 from heimbuero import __version__, config
+from heimbuero.app import Actor, App, AppError, Invalid
 from heimbuero.config import Config, ConfigError
 from heimbuero.office import accounts, callpolicy, directory
-from heimbuero.office.model import Client, Group, Trunk
-from heimbuero.services.trunks import inbound_auth
-from heimbuero.store import NotFound, SchemaError, Store, StoreError
+from heimbuero.office.model import Trunk
+from heimbuero.store import SchemaError, Store, StoreError
 
 PROG = "heimbuero"
 ERROR_PREFIX = f"{PROG}: error: "
@@ -146,6 +146,25 @@ def _open_store(data_arg: str | None) -> Iterator[tuple[Config, Store]]:
         store.close()
 
 
+# The command line acts as the local admin: whoever may open the data directory runs it.
+ADMIN = Actor.local_admin()
+
+
+@contextmanager
+def _open_app(data_arg: str | None) -> Iterator[tuple[Config, App]]:
+    """The config and the application's handlers over the data directory's store."""
+    with _open_store(data_arg) as (cfg, store):
+        yield (
+            cfg,
+            App.build(
+                store,
+                lambda: cfg.domain,
+                own_sip_address=lambda host, port: config.own_sip_address(cfg, host, port),
+                own_hint=f"[sip] in {cfg.data_dir / config.CONFIG_FILE}",
+            ),
+        )
+
+
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -236,8 +255,8 @@ def _init_tls(cfg: config.Config) -> None:
 
 def cmd_user_add(args: argparse.Namespace) -> int:
     """Add a user."""
-    with _open_store(args.data) as (cfg, store):
-        user = accounts.add_user(store, cfg.domain, args.name, args.password, args.role)
+    with _open_app(args.data) as (cfg, app):
+        user = app.users.create(ADMIN, args.name, args.password, args.role)
     print(f"added user {user.name} (role {user.role}, SIP address sip:{user.name}@{cfg.domain})")
     if user.name != args.name:
         print(
@@ -249,25 +268,25 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
     """Set a user's password."""
-    with _open_store(args.data) as (cfg, store):
-        accounts.set_password(store, cfg.domain, args.name, args.password)
-    print(f"changed the password of user {accounts.validate_name(args.name)}")
+    with _open_app(args.data) as (_cfg, app):
+        name = app.users.set_password(ADMIN, args.name, args.password)
+    print(f"changed the password of user {name}")
     return 0
 
 
 def cmd_user_remove(args: argparse.Namespace) -> int:
     """Remove a user and its registrations."""
-    with _open_store(args.data) as (_cfg, store):
-        accounts.remove_user(store, args.name)
-    print(f"removed user {accounts.validate_name(args.name)}")
+    with _open_app(args.data) as (_cfg, app):
+        name = app.users.remove(ADMIN, args.name)
+    print(f"removed user {name}")
     return 0
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
     """Print a table of users with their current registrations."""
-    with _open_store(args.data) as (_cfg, store):
-        users = accounts.list_users(store)
-        counts = store.count_bindings(time.time())
+    with _open_app(args.data) as (_cfg, app):
+        users = app.users.list(ADMIN)
+        counts = app.users.registrations(ADMIN, time.time())
     if not users:
         print("no users yet: add one with 'heimbuero user add NAME --password PW'")
         return 0
@@ -335,13 +354,10 @@ def _seed_demo(cfg: Config) -> None:
 
 def cmd_rules_export(args: argparse.Namespace) -> int:
     """Print a client's rules document (YAML, or JSON with --json)."""
-    from heimbuero.office.rules_doc import dump_rules_document, to_yaml
+    from heimbuero.office.rules_doc import to_yaml
 
-    client = directory.validate_slug(args.client)
-    with _open_store(args.data) as (_cfg, store):
-        if store.get_client(client) is None:
-            raise NotFound("client", client)
-        doc = dump_rules_document(client, store.load_directory())
+    with _open_app(args.data) as (_cfg, app):
+        doc = app.rules.document(ADMIN, args.client)
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
@@ -361,28 +377,36 @@ def cmd_rules_import(args: argparse.Namespace) -> int:
         return _fail(f"cannot read rules document {args.file}: {exc.strerror or exc}")
     except UnicodeDecodeError:
         return _fail(f"cannot read rules document {args.file}: it is not UTF-8 text")
-    with _open_store(args.data) as (_cfg, store):
+    with _open_app(args.data) as (_cfg, app):
         try:
             doc = from_text(text)
             if not isinstance(doc, dict):
                 return _fail(f"{args.file}: the rules document must be a mapping")
-            parsed = store.save_rules(client, doc)
+            parsed = app.rules.replace(ADMIN, client, doc)
         except RulesError as exc:
             problems = list(getattr(exc, "problems", [])) or [("", str(exc))]
-            for where, message in problems:
-                sys.stderr.write(f"{ERROR_PREFIX}{args.file}: {where}: {message}\n")
-            sys.stderr.write(f"{ERROR_PREFIX}{args.file}: rules not imported, nothing changed\n")
-            return 1
+            return _rules_problems(args.file, problems)
+        except Invalid as exc:
+            if not exc.document:
+                raise
+            return _rules_problems(args.file, [(p.field, p.msg) for p in exc.problems])
     count = sum(len(n.rules) for n in parsed.values())
     numbers = _plural(len(parsed), "number")
     print(f"imported {_plural(count, 'rule')} for {numbers} of client {client}")
     return 0
 
 
+def _rules_problems(file: str, problems: list[tuple[str, str]]) -> int:
+    for where, message in problems:
+        sys.stderr.write(f"{ERROR_PREFIX}{file}: {where}: {message}\n")
+    sys.stderr.write(f"{ERROR_PREFIX}{file}: rules not imported, nothing changed\n")
+    return 1
+
+
 def cmd_route_simulate(args: argparse.Namespace) -> int:
     """Show which rule a call to NUMBER matches and the steps it rings."""
-    with _open_store(args.data) as (_cfg, store):
-        plan = directory.simulate_call(store, args.number, args.at)
+    with _open_app(args.data) as (_cfg, app):
+        plan = app.simulator.simulate(ADMIN, args.number, args.at)
     if args.json:
         print(json.dumps(plan.to_json(), ensure_ascii=False))
         return 0
@@ -397,30 +421,13 @@ def cmd_route_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client_texts(args: argparse.Namespace) -> None:
-    callpolicy.check_texts(
-        (f"client {what}", getattr(args, attr))
-        for what, attr in (("name", "name"), ("trade", "trade"), ("contact", "contact"),
-                           ("greeting", "greeting"))
-    )  # fmt: skip
-    if args.notes:
-        callpolicy.check_text("client notes", args.notes, multiline=True)
-
-
 def cmd_client_add(args: argparse.Namespace) -> int:
-    _client_texts(args)
-    client = Client(
-        id=directory.validate_slug(args.id),
-        name=args.name,
-        trade=args.trade,
-        contact_person=args.contact,
-        greeting=args.greeting,
-        notes=args.notes,
-        timezone=directory.validate_timezone(args.timezone),
-        bundesland=directory.validate_bundesland(args.bundesland),
-    )
-    with _open_store(args.data) as (_cfg, store):
-        store.add_client(client)
+    with _open_app(args.data) as (_cfg, app):
+        client = app.clients.create(
+            ADMIN, args.id, args.name, trade=args.trade, contact_person=args.contact,
+            greeting=args.greeting, notes=args.notes, timezone=args.timezone,
+            bundesland=args.bundesland,
+        ).client  # fmt: skip
     print(f"added client {client.id} ({client.name}, {client.bundesland}, {client.timezone})")
     return 0
 
@@ -455,13 +462,10 @@ def _policy_changes(args: argparse.Namespace, policy: callpolicy.CallPolicy) -> 
 def cmd_client_policy(args: argparse.Namespace) -> int:
     """Show or change a client's policy for calls out."""
     client_id = directory.validate_slug(args.id)
-    with _open_store(args.data) as (_cfg, store):
-        c = store.get_client(client_id)
-        if c is None:
-            raise NotFound("client", client_id)
-        policy = callpolicy.parse_policy(_policy_changes(args, c.call_policy))
-        if policy != c.call_policy:
-            store.update_client(client_id, call_policy=policy)
+    with _open_app(args.data) as (_cfg, app):
+        policy = app.clients.change_call_policy(
+            ADMIN, client_id, lambda old: _policy_changes(args, old)
+        )
     print(_policy_line(client_id, policy))
     return 0
 
@@ -470,69 +474,53 @@ def cmd_client_approve(args: argparse.Namespace) -> int:
     """Approve (or with --revoke withdraw) an external number for a client's forwarding."""
     client_id = directory.validate_slug(args.id)
     number = directory.validate_e164(args.number)
-    with _open_store(args.data) as (_cfg, store):
-        c = store.get_client(client_id)
-        if c is None:
-            raise NotFound("client", client_id)
-        approved = [n for n in c.call_policy.approved_numbers if n != number]
-        if not args.revoke:
-            trunks = store.list_trunks()
-            trunk = next((t for t in trunks if number.startswith(t.prefixes)), None)
-            reason = callpolicy.destination_refusal(
-                number, c.call_policy, trunk.call_policy if trunk else None
-            )
-            if reason is not None:
+    with _open_app(args.data) as (_cfg, app):
+        if args.revoke:
+            app.clients.withdraw_number(ADMIN, client_id, number)
+        else:
+            try:
+                app.clients.approve_number(ADMIN, client_id, number)
+            except Invalid as exc:
                 hint = f"heimbuero client policy {client_id} --allow CLASS"
-                return _fail(f"{number}: {reason.lower()} for {client_id} (allow it: {hint})")
-            approved.append(number)
-        store.update_client(
-            client_id, call_policy=replace(c.call_policy, approved_numbers=tuple(approved))
-        )
+                return _fail(f"{number}: {str(exc).lower()} for {client_id} (allow it: {hint})")
     done = "withdrew the approval of" if args.revoke else "approved"
     print(f"{done} {number} for forwarding of client {client_id}")
     return 0
 
 
 def cmd_client_list(args: argparse.Namespace) -> int:
-    with _open_store(args.data) as (_cfg, store):
-        clients = store.list_clients()
-        numbers = store.list_numbers()
+    with _open_app(args.data) as (_cfg, app):
+        clients = app.clients.list(ADMIN)
     if not clients:
         print("no clients yet: add one with 'heimbuero client add ID --name NAME'")
         return 0
-    by_client: dict[str, list[str]] = {}
-    for n in numbers:
-        by_client.setdefault(n.client, []).append(n.e164)
     rows = [("ID", "NAME", "BUNDESLAND", "TIMEZONE", "NUMBERS")]
     rows += [
-        (c.id, c.name, c.bundesland, c.timezone, ", ".join(by_client.get(c.id, [])) or "-")
-        for c in clients
-    ]
+        (i.client.id, i.client.name, i.client.bundesland, i.client.timezone,
+         ", ".join(i.numbers) or "-")
+        for i in clients
+    ]  # fmt: skip
     _table(rows)
     return 0
 
 
 def cmd_client_remove(args: argparse.Namespace) -> int:
-    client = directory.validate_slug(args.id)
-    with _open_store(args.data) as (_cfg, store):
-        if not store.remove_client(client):
-            raise NotFound("client", client)
+    with _open_app(args.data) as (_cfg, app):
+        client = app.clients.remove(ADMIN, args.id)
     print(f"removed client {client} with its numbers, rules and override")
     return 0
 
 
 def cmd_number_add(args: argparse.Namespace) -> int:
-    e164 = directory.validate_e164(args.number)
-    client = directory.validate_slug(args.client)
-    with _open_store(args.data) as (_cfg, store):
-        store.add_number(e164, client)
-    print(f"added number {e164} to client {client}")
+    with _open_app(args.data) as (_cfg, app):
+        number = app.numbers.add(ADMIN, args.number, args.client)
+    print(f"added number {number.e164} to client {number.client}")
     return 0
 
 
 def cmd_number_list(args: argparse.Namespace) -> int:
-    with _open_store(args.data) as (_cfg, store):
-        numbers = store.list_numbers(args.client)
+    with _open_app(args.data) as (_cfg, app):
+        numbers = app.numbers.list(ADMIN, args.client)
     if not numbers:
         print("no numbers yet: add one with 'heimbuero number add NUMBER --client ID'")
         return 0
@@ -541,29 +529,22 @@ def cmd_number_list(args: argparse.Namespace) -> int:
 
 
 def cmd_number_remove(args: argparse.Namespace) -> int:
-    e164 = directory.validate_e164(args.number)
-    with _open_store(args.data) as (_cfg, store):
-        if not store.remove_number(e164):
-            raise NotFound("number", e164)
+    with _open_app(args.data) as (_cfg, app):
+        e164 = app.numbers.remove(ADMIN, args.number)
     print(f"removed number {e164}")
     return 0
 
 
 def cmd_user_set(args: argparse.Namespace) -> int:
     """Set a user's client, display name and mobile."""
-    changes: dict[str, Any] = {}
-    if args.client is not None:
-        changes["client"] = directory.validate_slug(args.client) if args.client else None
-    if args.display_name is not None:
-        callpolicy.check_text("display name", args.display_name)
-        changes["display_name"] = args.display_name or None
-    if args.mobile is not None:
-        changes["mobile"] = directory.validate_e164(args.mobile, "mobile") if args.mobile else None
-    if args.allow_rfc2069 is not None:
-        changes["allow_rfc2069"] = args.allow_rfc2069
-    name = accounts.validate_name(args.name)
-    with _open_store(args.data) as (_cfg, store):
-        user = store.user_update(name, **changes)
+    changes = {
+        key: value
+        for key, value in (("client", args.client), ("display_name", args.display_name),
+                           ("mobile", args.mobile))
+        if value is not None
+    }  # fmt: skip
+    with _open_app(args.data) as (_cfg, app):
+        user = app.users.update(ADMIN, args.name, allow_rfc2069=args.allow_rfc2069, **changes)
     print(
         f"user {user.name}: client {user.client or '-'}, display name "
         f"{user.display_name or '-'}, mobile {user.mobile or '-'}"
@@ -575,30 +556,24 @@ def cmd_user_set(args: argparse.Namespace) -> int:
 
 
 def cmd_group_add(args: argparse.Namespace) -> int:
-    name = directory.validate_slug(args.name, "group name")
-    members = [accounts.validate_name(m) for m in _split(args.members)]
-    group = Group(name, directory.validate_strategy(args.strategy), tuple(members))
-    with _open_store(args.data) as (_cfg, store):
-        store.add_group(group)
-    print(f"added group {name} ({group.strategy}): {', '.join(members) or 'no members'}")
+    with _open_app(args.data) as (_cfg, app):
+        group = app.groups.create(ADMIN, args.name, args.strategy, _split(args.members))
+    members = ", ".join(group.members) or "no members"
+    print(f"added group {group.name} ({group.strategy}): {members}")
     return 0
 
 
 def cmd_group_set(args: argparse.Namespace) -> int:
-    name = directory.validate_slug(args.name, "group name")
-    strategy = None if args.strategy is None else directory.validate_strategy(args.strategy)
-    members = None
-    if args.members is not None:
-        members = [accounts.validate_name(m) for m in _split(args.members)]
-    with _open_store(args.data) as (_cfg, store):
-        group = store.update_group(name, strategy, members)
-    print(f"group {name} ({group.strategy}): {', '.join(group.members) or 'no members'}")
+    members = None if args.members is None else _split(args.members)
+    with _open_app(args.data) as (_cfg, app):
+        group = app.groups.update(ADMIN, args.name, args.strategy, members)
+    print(f"group {group.name} ({group.strategy}): {', '.join(group.members) or 'no members'}")
     return 0
 
 
 def cmd_group_list(args: argparse.Namespace) -> int:
-    with _open_store(args.data) as (_cfg, store):
-        groups = store.list_groups()
+    with _open_app(args.data) as (_cfg, app):
+        groups = app.groups.list(ADMIN)
     if not groups:
         print("no groups yet: add one with 'heimbuero group add NAME --members a,b'")
         return 0
@@ -610,9 +585,8 @@ def cmd_group_list(args: argparse.Namespace) -> int:
 
 
 def cmd_group_remove(args: argparse.Namespace) -> int:
-    with _open_store(args.data) as (_cfg, store):
-        if not store.remove_group(args.name):
-            raise NotFound("group", args.name)
+    with _open_app(args.data) as (_cfg, app):
+        app.groups.remove(ADMIN, args.name)
     print(f"removed group {args.name}")
     return 0
 
@@ -636,38 +610,17 @@ def _trunk_changes(args: argparse.Namespace) -> dict[str, Any]:
     return changes
 
 
-def _trunk_inbound(args: argparse.Namespace, domain: str) -> dict[str, Any]:
-    """--inbound-auth and its credentials as a change of the trunk's `inbound` field."""
-    if args.inbound_auth is None:
-        if args.inbound_username is not None or args.inbound_password is not None:
-            raise directory.DirectoryError(
-                "--inbound-username/--inbound-password need --inbound-auth digest"
-            )
-        return {}
-    try:
-        inbound = inbound_auth(
-            args.inbound_auth, args.inbound_username, args.inbound_password, domain
-        )
-    except ValueError as exc:
-        raise directory.DirectoryError(str(exc)) from None
-    return {"inbound": inbound}
+def _trunk_inbound(args: argparse.Namespace) -> dict[str, Any]:
+    """--inbound-auth and its credentials, for the handler to check and hash."""
+    keys = ("inbound_auth", "inbound_username", "inbound_password")
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
-def _refuse_own_address(cfg: Config, name: str, host: str, port: int) -> None:
-    """A trunk must not point at this server: raise ConfigError naming the address it hits."""
-    own = config.own_sip_address(cfg, host, port)
-    if own is not None:
-        raise ConfigError(
-            f"trunk {name} would point at this server itself ({host}:{port} is its own SIP "
-            f"address {own}, see [sip] in {cfg.data_dir / config.CONFIG_FILE}): "
-            "give the carrier's address"
-        )
-
-
-def _trunk_policy(args: argparse.Namespace, trunk: Trunk) -> Trunk:
-    data = _policy_changes(args, trunk.call_policy)
+def _trunk_policy(args: argparse.Namespace, policy: callpolicy.CallPolicy) -> dict[str, Any]:
+    """The trunk's call policy as JSON with --allow/--allow-prefixes/... applied."""
+    data = _policy_changes(args, policy)
     data.pop("max_minutes_per_day", None)
-    return replace(trunk, call_policy=callpolicy.parse_policy(data))
+    return data
 
 
 def _trunk_line(t: Trunk) -> str:
@@ -684,37 +637,28 @@ def _trunk_line(t: Trunk) -> str:
 
 
 def cmd_trunk_add(args: argparse.Namespace) -> int:
-    name = directory.validate_slug(args.name, "trunk name")
-    changes = _trunk_changes(args)
-    trunk = _trunk_policy(args, replace(Trunk(name=name, host="", prefixes=("+49",)), **changes))
-    if trunk.register and not (trunk.username and trunk.password):
-        return _fail("--register needs --username and --password")
-    with _open_store(args.data) as (cfg, store):
-        trunk = replace(trunk, **_trunk_inbound(args, cfg.domain))
-        _refuse_own_address(cfg, name, trunk.host, trunk.port)
-        store.add_trunk(trunk)
+    changes = _trunk_changes(args) | _trunk_inbound(args)
+    with _open_app(args.data) as (_cfg, app):
+        trunk = app.trunks.create(
+            ADMIN, args.name, policy_json=_trunk_policy(args, callpolicy.CallPolicy()), **changes
+        )
     print("added " + _trunk_line(trunk))
     return 0
 
 
 def cmd_trunk_set(args: argparse.Namespace) -> int:
-    name = directory.validate_slug(args.name, "trunk name")
-    with _open_store(args.data) as (cfg, store):
-        old = store.get_trunk(name)
-        if old is None:
-            raise NotFound("trunk", name)
-        policy = _trunk_policy(args, old).call_policy
-        changes = _trunk_changes(args) | _trunk_inbound(args, cfg.domain)
-        if "host" in changes:
-            _refuse_own_address(cfg, name, changes["host"], changes["port"])
-        trunk = store.update_trunk(name, call_policy=policy, **changes)
+    changes = _trunk_changes(args) | _trunk_inbound(args)
+    with _open_app(args.data) as (_cfg, app):
+        trunk = app.trunks.update(
+            ADMIN, args.name, change_policy=lambda old: _trunk_policy(args, old), **changes
+        )
     print(_trunk_line(trunk))
     return 0
 
 
 def cmd_trunk_list(args: argparse.Namespace) -> int:
-    with _open_store(args.data) as (_cfg, store):
-        trunks = store.list_trunks()
+    with _open_app(args.data) as (_cfg, app):
+        trunks = app.trunks.list(ADMIN)
     if not trunks:
         print("no trunks yet: add one with 'heimbuero trunk add NAME --address HOST:PORT'")
         return 0
@@ -735,17 +679,16 @@ def cmd_trunk_list(args: argparse.Namespace) -> int:
 
 
 def cmd_trunk_remove(args: argparse.Namespace) -> int:
-    with _open_store(args.data) as (_cfg, store):
-        if not store.remove_trunk(args.name):
-            raise NotFound("trunk", args.name)
+    with _open_app(args.data) as (_cfg, app):
+        app.trunks.remove(ADMIN, args.name)
     print(f"removed trunk {args.name}")
     return 0
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    name = accounts.validate_name(args.user)
-    with _open_store(args.data) as (_cfg, store):
-        _meta, token = store.create_token(name, args.name)
+    with _open_app(args.data) as (_cfg, app):
+        meta, token = app.tokens.create(ADMIN, args.user, args.name)
+    name = meta.user
     print(f"API token {args.name!r} of user {name} (shown only this once; send it as")
     print("'Authorization: Bearer TOKEN'):")
     print(token)
@@ -753,8 +696,8 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    with _open_store(args.data) as (_cfg, store):
-        tokens = store.list_tokens(args.user)
+    with _open_app(args.data) as (_cfg, app):
+        tokens = app.tokens.list(ADMIN, args.user)
     if not tokens:
         print("no API tokens")
         return 0
@@ -776,19 +719,15 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     name = accounts.validate_name(args.user)
-    with _open_store(args.data) as (_cfg, store):
-        if not store.revoke_token(name, args.name):
-            raise NotFound("token", f"{name}/{args.name}")
+    with _open_app(args.data) as (_cfg, app):
+        app.tokens.revoke(ADMIN, name, args.name)
     print(f"revoked API token {args.name!r} of user {name}")
     return 0
 
 
 def cmd_calls_list(args: argparse.Namespace) -> int:
-    client = None if args.client is None else directory.validate_slug(args.client)
-    with _open_store(args.data) as (_cfg, store):
-        if client is not None and store.get_client(client) is None:
-            raise NotFound("client", client)
-        records = store.list_call_records(client, limit=args.limit)
+    with _open_app(args.data) as (_cfg, app):
+        records = app.calls.list(ADMIN, args.client, limit=args.limit)
     if not records:
         print("no call records")
         return 0
@@ -1190,10 +1129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except (
-        ConfigError, accounts.AccountError, StoreError, directory.DirectoryError,
+        ConfigError, AppError, accounts.AccountError, StoreError, directory.DirectoryError,
         callpolicy.PolicyError,
     ) as exc:  # fmt: skip
-        return _fail(str(exc))
+        return _fail(str(exc))  # the one mapping of handler errors to the command line
     except SQLAlchemyError as exc:
         return _fail(f"database: {_sql_message(exc)}")
     except OSError as exc:

@@ -123,10 +123,10 @@ class Clients:
         c = self._get(valid("id", directory.validate_slug, client_id))
         e164 = valid("number", directory.validate_e164, number)
         trunk = next((t for t in self.store.list_trunks() if e164.startswith(t.prefixes)), None)
-        reason = callpolicy.destination_refusal(e164, c.call_policy, None)  # the client's own
-        if reason is None and trunk is None:
-            reason = f"no trunk allows calls to {e164}"
-        if reason is None and trunk is not None:
+        if trunk is None:  # the client's own policy first, then: no trunk carries it
+            reason = callpolicy.destination_refusal(e164, c.call_policy, None)
+            reason = reason or f"no trunk allows calls to {e164}"
+        else:
             reason = callpolicy.destination_refusal(e164, c.call_policy, trunk.call_policy)
         if reason is not None:
             raise Invalid("number", reason)

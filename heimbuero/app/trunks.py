@@ -64,7 +64,9 @@ class Trunks:
         username, password = fields.get("inbound_username"), fields.get("inbound_password")
         if auth is None:
             if username is not None or password is not None:
-                raise Invalid("inbound_auth", "required with inbound credentials")
+                raise Invalid(
+                    "inbound_auth", "inbound credentials need the inbound authentication digest"
+                )
         else:
             try:
                 out["inbound"] = inbound_auth(auth, username, password, self.realm())

@@ -14,7 +14,6 @@ from heimbuero.office.routing import RoutePlan, RoutingState, normalise_number, 
 from heimbuero.store import Store
 
 _SLUG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_E164_RE = re.compile(r"\+[1-9][0-9]{1,14}")
 _PREFIX_RE = re.compile(r"\+[0-9]{0,15}")
 TRANSPORTS = ("udp", "tcp", "tls")
 
@@ -34,11 +33,15 @@ def validate_slug(value: str, what: str = "client id") -> str:
 
 
 def validate_e164(value: str, what: str = "number") -> str:
-    """An E.164 number: '+', then 2-15 digits, no leading zero. Spaces and '-' are removed."""
-    v = re.sub(r"[\s\-/()]", "", value)
-    if not _E164_RE.fullmatch(v):
-        raise DirectoryError(f"invalid {what} {value!r}: expected E.164 such as +49891234567")
-    return v
+    """An E.164 number: '+' (or the international prefix '00'), then 2-15 digits, no leading
+    zero; spaces, '-', '/', '.' and brackets are removed. The same answer as routing's
+    `normalise_number` (it is that function), so a number stored is a number routed."""
+    try:
+        return normalise_number(value)
+    except ValueError:
+        raise DirectoryError(
+            f"invalid {what} {value!r}: expected E.164 such as +49891234567"
+        ) from None
 
 
 def validate_prefix(value: str) -> str:

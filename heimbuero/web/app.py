@@ -839,7 +839,12 @@ def create_app(ctx: WebContext) -> FastAPI:
     def create_user(body: UserCreate, actor: Who) -> UserOut:
         return _user_out(
             handlers.users.create(
-                actor, body.name, body.password, body.role, body.client, body.display_name,
+                actor,
+                body.name,
+                body.password,
+                body.role,
+                body.client,
+                body.display_name,
                 body.mobile,
             )  # fmt: skip
         )
