@@ -919,7 +919,7 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
             "--register",
             action=argparse.BooleanOptionalAction,
             default=None,
-            help="register to the carrier with --username/--password",
+            help="register to the carrier with --username/--password (both required)",
         )
         p.add_argument(
             "--inbound-auth",

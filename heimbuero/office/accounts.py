@@ -8,10 +8,10 @@ import re
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from heimbuero.office.roles import ROLES, Role
 from heimbuero.store import NoSuchUser, Store, UserRecord
 
-ROLES = ("admin", "agent", "client", "employee")
-DEFAULT_ROLE = "employee"
+DEFAULT_ROLE = Role.EMPLOYEE.value
 MIN_PASSWORD_LENGTH = 10
 MAX_NAME_LENGTH = 64
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-STAFF = frozenset({"admin", "agent"})
+from heimbuero.office.roles import BUSINESS, STAFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +25,7 @@ def may_see(watcher: str, w: Person | None, presentity: str, p: Person | None) -
     if watcher == presentity or w.role in STAFF:
         return True
     if p.role in STAFF:
-        return w.role in ("client", "employee")
-    if w.role in ("client", "employee"):
+        return w.role in BUSINESS
+    if w.role in BUSINESS:
         return w.client is not None and w.client == p.client
     return False

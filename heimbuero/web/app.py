@@ -2,7 +2,9 @@
 
 OpenAPI is published at /api/openapi.json, interactive docs at /api/docs. Every route but the
 liveness probe needs a login: HTTP Basic against the user's argon2 hash, or an API token as
-`Authorization: Bearer TOKEN` (`heimbuero token create`). Who may do what:
+`Authorization: Bearer TOKEN` (`heimbuero token create`). The routes are thin adapters: each
+calls a handler of the application layer (heimbuero/app) as the logged-in user's Actor, and
+`app_error_response` maps its typed errors to HTTP. Who may do what (heimbuero/app/policy.py):
 
 - admin: everything;
 - agent: reads everything, sets and clears overrides;
