@@ -154,14 +154,15 @@ ADMIN = Actor.local_admin()
 def _open_app(data_arg: str | None) -> Iterator[tuple[Config, App]]:
     """The config and the application's handlers over the data directory's store."""
     with _open_store(data_arg) as (cfg, store):
+
+        def own_sip_address(host: str, port: int) -> str | None:
+            own = config.own_sip_address(cfg, host, port)
+            return None if own is None else str(own)
+
+        hint = f"[sip] in {cfg.data_dir / config.CONFIG_FILE}"
         yield (
             cfg,
-            App.build(
-                store,
-                lambda: cfg.domain,
-                own_sip_address=lambda host, port: config.own_sip_address(cfg, host, port),
-                own_hint=f"[sip] in {cfg.data_dir / config.CONFIG_FILE}",
-            ),
+            App.build(store, lambda: cfg.domain, own_sip_address=own_sip_address, own_hint=hint),
         )
 
 

@@ -31,6 +31,12 @@ class Files:
             raise NotFound("", "", NOT_FOUND)
         return record
 
+    def downloads(self, actor: Actor, file_id: str) -> list[DownloadRecord]:
+        record = self.visible(actor, file_id)
+        if actor.name != record.owner and not actor.staff:
+            raise Forbidden("only the owner and staff may see who downloaded a file")
+        return self.service.downloads(file_id)
+
     def list(
         self, actor: Actor, owner: str | None = None, now: datetime | None = None
     ) -> tuple[str, list[FileRecord]]:
@@ -40,12 +46,6 @@ class Files:
             raise Forbidden("only admins and agents may list other users' files")
         now = now or datetime.now(UTC)
         return who, [f for f in self.service.list_files(who) if f.expires_at > now]
-
-    def downloads(self, actor: Actor, file_id: str) -> list[DownloadRecord]:
-        record = self.visible(actor, file_id)
-        if actor.name != record.owner and not actor.staff:
-            raise Forbidden("only the owner and staff may see who downloaded a file")
-        return self.service.downloads(file_id)
 
     def delete(self, actor: Actor, file_id: str) -> None:
         record = self.visible(actor, file_id)

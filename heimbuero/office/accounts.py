@@ -8,10 +8,11 @@ import re
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from heimbuero.office.roles import ROLES, Role
+from heimbuero.office import roles
 from heimbuero.store import NoSuchUser, Store, UserRecord
 
-DEFAULT_ROLE = Role.EMPLOYEE.value
+ROLES = roles.ROLES  # the role names (office/roles.py)
+DEFAULT_ROLE = roles.Role.EMPLOYEE.value
 MIN_PASSWORD_LENGTH = 10
 MAX_NAME_LENGTH = 64
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from heimbuero.office.roles import BUSINESS, STAFF
+from heimbuero.office import roles
+from heimbuero.office.roles import BUSINESS
+
+STAFF = roles.STAFF  # the one definition (office/roles.py); services/messaging.py reads it here
 
 
 @dataclass(frozen=True, slots=True)

@@ -654,8 +654,8 @@ def create_app(ctx: WebContext) -> FastAPI:
             )
         )
 
-    app.add_exception_handler(AppError, app_error_response)  # type: ignore[arg-type]
-    app.add_exception_handler(StoreError, app_error_response)  # type: ignore[arg-type]
+    app.add_exception_handler(AppError, app_error_response)
+    app.add_exception_handler(StoreError, app_error_response)
 
     # -- server --
 
