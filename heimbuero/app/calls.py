@@ -7,7 +7,7 @@ from typing import Any
 
 from heimbuero.app import policy
 from heimbuero.app._util import valid
-from heimbuero.app.errors import Unavailable
+from heimbuero.app.errors import NotFound, Unavailable
 from heimbuero.app.policy import Actor
 from heimbuero.office import directory
 from heimbuero.store import CallRecord, Store
@@ -20,8 +20,9 @@ class Calls:
     def list(
         self, actor: Actor, client_id: str | None = None, limit: int = 100
     ) -> list[CallRecord]:
-        """Newest first. A client the actor may not see is NotFound as elsewhere; a client
-        that does not exist (or no longer does: records outlive it) simply has no calls."""
+        """Newest first. A client the actor may not see is NotFound as elsewhere, and so is
+        one that does not exist and has no records (a deleted client's records outlive it and
+        are still listed)."""
         if client_id is not None:
             client_id = valid("client", directory.validate_slug, client_id)
             policy.require_client_visible(actor, client_id)
@@ -29,7 +30,10 @@ class Calls:
             if actor.client is None:
                 return []
             client_id = actor.client
-        return self.store.list_call_records(client_id, limit=limit)
+        records = self.store.list_call_records(client_id, limit=limit)
+        if not records and client_id is not None and self.store.get_client(client_id) is None:
+            raise NotFound("client", client_id)
+        return records
 
 
 WarningWatch = Callable[[Callable[[dict[str, Any]], None]], Callable[[], None]]

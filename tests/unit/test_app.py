@@ -172,7 +172,8 @@ def test_a_registering_trunk_needs_credentials(app: App) -> None:
 
 
 def test_calls_and_warnings(app: App) -> None:
-    assert app.calls.list(ADMIN, "nobody") == []  # unknown client: no calls, not an error
+    with pytest.raises(NotFound):
+        app.calls.list(ADMIN, "nobody")  # unknown client: said so, not an empty list
     assert app.calls.list(AGENT, "schulz") == []
     assert _refused(app.calls.list, OWNER, "schulz") == 404
     assert _refused(app.calls.list, EMPLOYEE, "nobody") == 404

@@ -116,13 +116,15 @@ def test_create_user_writes_the_user_once_with_its_fields(office: Any) -> None: 
     assert (u.client, u.display_name, u.mobile) == ("mueller", "Lena", "+491702222222")
 
 
-# -- call records of an unknown client: an empty list ----------------------------------------
+# -- call records of an unknown client: 404, not an empty list ---------------------------------
 
 
-def test_calls_of_an_unknown_client_are_an_empty_list(office: Any) -> None:  # noqa: F811
+def test_calls_of_an_unknown_client_are_not_found(office: Any) -> None:  # noqa: F811
     http, pw, _ = office
     r = http.get("/api/calls", params={"client": "nobody"}, auth=_auth(pw, "admin"))
-    assert (r.status_code, r.json()) == (200, [])
+    assert r.status_code == 404 and "nobody" in r.text, r.text
+    r = http.get("/api/calls", params={"client": "mueller"}, auth=_auth(pw, "admin"))
+    assert (r.status_code, r.json()) == (200, [])  # a client without calls: an empty list
     # another business stays hidden as before
     r = http.get("/api/calls", params={"client": "schulz"}, auth=_auth(pw, "mueller"))
     assert r.status_code == 404

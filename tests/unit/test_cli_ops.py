@@ -60,11 +60,9 @@ def test_rules_import_of_a_missing_file_names_it(demo: Path, tmp_path: Path) -> 
     assert "Errno" not in line
 
 
-def test_calls_list_of_an_unknown_client_is_empty(demo: Path) -> None:
-    """A client without records, or one that does not exist (any more: records outlive their
-    client), has no calls: an empty list, as over HTTP."""
+def test_calls_list_of_an_unknown_client_says_so(demo: Path) -> None:
     unknown = run("calls", "list", "--client", "nobody", "--data", str(demo))
-    assert unknown.returncode == 0 and unknown.stdout.strip() == "no call records", unknown
+    assert_one_error(unknown, "no such client", "nobody")
     known = run("calls", "list", "--client", "mueller", "--data", str(demo))
     assert known.returncode == 0 and known.stdout.strip() == "no call records"
 
