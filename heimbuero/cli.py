@@ -23,6 +23,7 @@ from heimbuero import __version__, config
 from heimbuero.config import Config, ConfigError
 from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.office.model import Client, Group, Trunk
+from heimbuero.ops import logsetup
 from heimbuero.services.trunks import inbound_auth
 from heimbuero.store import NotFound, SchemaError, Store, StoreError
 
@@ -52,6 +53,14 @@ def _listen_type(spec: str) -> tuple[config.ListenAddress, ...]:
         return config.parse_listen(spec)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _log_levels_type(spec: str) -> str:
+    try:
+        logsetup.parse_levels(spec)
+    except logsetup.LogSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
 
 
 def _http_type(spec: str) -> str:
@@ -291,6 +300,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = replace(cfg, http=replace(cfg.http, listen=args.http))
     if args.log_level is not None:
         cfg = replace(cfg, log_level=args.log_level)
+    if args.log_format is not None:
+        cfg = replace(cfg, log_format=args.log_format)
     try:
         from heimbuero.server import run
     except ModuleNotFoundError as exc:
@@ -1170,9 +1181,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--log-level",
-        choices=config.LOG_LEVELS,
-        help="what to log on stderr: info logs one line per registration change and per call "
-        "(default: [server] log_level in config.toml, else info)",
+        metavar="LEVELS",
+        type=_log_levels_type,
+        help="what to log on stderr: debug, info, warning or error, optionally per area "
+        "('warning,sip=debug,web=error'; areas: " + ", ".join(logsetup.AREAS) + "); info logs "
+        "one line per registration change and per call (default: [server] log_level in "
+        "config.toml, else info)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=logsetup.FORMATS,
+        help="log line format (default: [server] log_format in config.toml, else text)",
     )
     p.set_defaults(func=cmd_serve)
     _add_office_parsers(commands, data)
