@@ -1195,6 +1195,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
     _add_office_parsers(commands, data)
+    from heimbuero.ops.cli import add_parsers as add_ops_parsers
+
+    add_ops_parsers(commands, data)  # backup, restore, install-service
     return parser
 
 
