@@ -204,7 +204,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     try:
         current = existed and store.schema_is_current()
         if not current:
-            store.upgrade()
+            from heimbuero.ops.upgrade import upgrade_with_backup
+
+            saved = upgrade_with_backup(cfg, store)  # a backup first when a migration is pending
+            if saved is not None:
+                print(f"backup   {saved} (before the schema upgrade)")
     except SQLAlchemyError as exc:
         return _fail(f"database {cfg.db_path}: {_sql_message(exc)}")
     finally:

@@ -26,6 +26,7 @@ from heimbuero.office.files import FileService
 from heimbuero.office.model import Directory, Override
 from heimbuero.ops import logsetup
 from heimbuero.ops.runtime import Operations
+from heimbuero.ops.upgrade import upgrade_with_backup
 from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
@@ -253,7 +254,7 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = Store(config.db_url)
-        self.store.upgrade()
+        upgrade_with_backup(config, self.store)  # a backup first when a migration is pending
         try:
             secret = bytes.fromhex(config.secret_path.read_text().strip())
         except (OSError, ValueError):

@@ -123,15 +123,16 @@ def _schema_revision(db: Path) -> str | None:
     return str(row[0]) if row else None
 
 
-def backup(data_dir: Path, to: Path) -> BackupReport:
-    """Write a backup of the data directory to `to` (replaced atomically when it exists)."""
+def backup(data_dir: Path, to: Path, inside_ok: bool = False) -> BackupReport:
+    """Write a backup of the data directory to `to` (replaced atomically when it exists).
+    `inside_ok`: `to` may be in the data directory (the backup before an upgrade)."""
     from heimbuero.store import Store
 
     cfg = config_mod.load(data_dir)
     to = to.expanduser().resolve()
     if to.is_dir():
         raise BackupError(f"{to} is a directory: name the backup file")
-    if to.is_relative_to(cfg.data_dir):
+    if to.is_relative_to(cfg.data_dir) and not inside_ok:
         raise BackupError(f"{to} is inside the data directory: put backups elsewhere")
     if not to.parent.is_dir():
         raise BackupError(f"no such directory: {to.parent}")
