@@ -4,7 +4,7 @@ Most numbers are read from the server's own objects when Prometheus scrapes (a p
 collector): registrations, calls, transactions, presence, queued messages, the guard's
 counters. Only what no object keeps is measured here: HTTP answers by status, store write
 latency, event-loop lag, security events (counted from the `heimbuero.security` log lines)
-and the size of the file store (summed in a worker thread every minute)."""
+and the size of the file store (summed in a worker thread when scraped)."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ class ServerCollector(Collector):
             lambda: dict(s.messages.stats), "counter",
         )  # fmt: skip
         yield from gauge(
-            "file_store_bytes", "Bytes in the file store (summed every minute)",
+            "file_store_bytes", "Bytes in the file store",
             lambda: self.extra.file_bytes,
         )  # fmt: skip
         yield from labelled(
@@ -186,8 +186,6 @@ class ServerCollector(Collector):
 
 class ServerMetrics:
     """The registry of one server with what it measures itself."""
-
-    FILE_SIZE_INTERVAL = 60.0
 
     def __init__(self, server: Any) -> None:
         self.registry = CollectorRegistry(auto_describe=False)

@@ -18,6 +18,7 @@ from heimbuero.ops.metrics import ServerMetrics, directory_bytes
 log = logging.getLogger("heimbuero.ops")
 
 LAG_INTERVAL = 0.25  # seconds between two event-loop lag samples
+FILE_BYTES_MAX_AGE = 1.0  # seconds a sum of the file store is reused by the next scrape
 
 
 class Operations:
@@ -37,6 +38,7 @@ class Operations:
             serving=lambda: self.serving,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._file_bytes_at = float("-inf")
         # what the command line said (serve --log-level, --log-format) wins over config.toml
         # at a reload too: the settings that differ from the file now
         self.cli_overrides: dict[str, str] = {}
@@ -52,7 +54,7 @@ class Operations:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._loop_lag()), loop.create_task(self._file_bytes())]
+        self._tasks = [loop.create_task(self._loop_lag())]
 
     async def stop(self) -> None:
         self.serving = False
@@ -70,17 +72,15 @@ class Operations:
             await asyncio.sleep(LAG_INTERVAL)
             hist.observe(max(0.0, time.monotonic() - before - LAG_INTERVAL))
 
-    async def _file_bytes(self) -> None:
+    async def refresh_file_bytes(self) -> None:
+        """Sum the file store for a scrape (a worker thread; at most once a second)."""
+        now = time.monotonic()
+        if now - self._file_bytes_at < FILE_BYTES_MAX_AGE:
+            return
+        self._file_bytes_at = now
         loop = asyncio.get_running_loop()
         files_dir = self.server.config.files_dir
-        while True:
-            try:
-                self.metrics.file_bytes = await loop.run_in_executor(
-                    None, directory_bytes, files_dir
-                )
-            except Exception:  # noqa: BLE001 - a metric, not a reason to stop
-                log.exception("summing the file store failed")
-            await asyncio.sleep(self.metrics.FILE_SIZE_INTERVAL)
+        self.metrics.file_bytes = await loop.run_in_executor(None, directory_bytes, files_dir)
 
     # -- SIGHUP --------------------------------------------------------------------------------
 

@@ -87,6 +87,7 @@ def ops_routes(ops: Operations) -> APIRouter:
                 {"detail": "metrics are open to the allow-list and the bearer token only"},
                 status_code=403,
             )
+        await ops.refresh_file_bytes()
         body, content_type = ops.metrics.render()
         return Response(body, media_type=content_type)
 
