@@ -91,7 +91,7 @@ def _add_file(
     info = tarfile.TarInfo(f"{PREFIX}/{name}")
     info.size, info.mode, info.mtime = size, mode, int(time.time())
     reader = _Hashing(src, size)
-    tar.addfile(info, reader)  # type: ignore[arg-type]
+    tar.addfile(info, reader)
     return {"size": size, "sha256": reader.hash.hexdigest()}
 
 
@@ -152,7 +152,10 @@ def backup(data_dir: Path, to: Path, inside_ok: bool = False) -> BackupReport:
         os.close(fd)
         try:
             members: dict[str, dict[str, object]] = {}
-            with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+            with (
+                open(partial, "wb") as raw,
+                tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
+            ):
                 for record in records:
                     path = cfg.files_dir / record.id
                     try:
@@ -165,7 +168,7 @@ def backup(data_dir: Path, to: Path, inside_ok: bool = False) -> BackupReport:
                             tar, f"files/{record.id}", src
                         )
                     report.files += 1
-                    report.bytes += int(entry["size"])  # type: ignore[call-overload]
+                    report.bytes += int(str(entry["size"]))
                 if report.dropped:
                     copy.delete_file_records(report.dropped)
                 copy.close()
@@ -188,8 +191,9 @@ def backup(data_dir: Path, to: Path, inside_ok: bool = False) -> BackupReport:
                     "dropped_files": report.dropped,
                 }
                 _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=1).encode())
-                tar.fileobj.flush()  # type: ignore[union-attr]
-                os.fsync(tar.fileobj.fileno())  # type: ignore[union-attr]
+                tar.close()  # the end-of-archive blocks, then all of it to the disk
+                raw.flush()
+                os.fsync(raw.fileno())
             os.chmod(partial, 0o600)
             os.replace(partial, to)
         except BaseException:

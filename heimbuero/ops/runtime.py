@@ -96,7 +96,7 @@ class Operations:
             log.error("reload: config.toml not applied: %s", exc)
             return []
         for key, value in self.cli_overrides.items():
-            new = replace(new, **{key: value})
+            new = replace(new, **{key: value})  # type: ignore[arg-type]
         changed = []
         for key in ("log_level", "log_format", "log_numbers"):
             if getattr(new, key) != getattr(old, key):
