@@ -103,7 +103,7 @@ class _StoreCallLog:
         self._ops: list[tuple[str, int, dict[str, object]]] = []
         self._next = 0
         self._ids: dict[int, int] = {}  # our record number -> the store's id
-        self.open_calls = 0  # started, not ended (for metrics)
+        self._open: set[int] = set()  # record numbers started, not ended (for metrics)
         self.results: Counter[str] = Counter()  # ended calls by result (for metrics)
 
     def call_started(
@@ -116,13 +116,17 @@ class _StoreCallLog:
             "client": client, "rule": rule,
         }  # fmt: skip
         self._ops.append(("start", self._next, fields))
-        self.open_calls += 1
+        self._open.add(self._next)
         return self._next
+
+    @property
+    def open_calls(self) -> int:
+        return len(self._open)
 
     def call_updated(self, record_id: int, **fields: object) -> None:
         self._ops.append(("update", record_id, fields))
-        if "ended_at" in fields:
-            self.open_calls -= 1
+        if "ended_at" in fields and record_id in self._open:
+            self._open.discard(record_id)
             self.results[str(fields.get("result"))] += 1
 
     def has_changes(self) -> bool:
