@@ -1,10 +1,12 @@
 """`GET /metrics` of `heimbuero serve --http`: open to the allow-list and to the bearer token
 only (403 otherwise, X-Forwarded-For not believed); after registrations, a wrong password, a
 routed call answered busy after a retransmitted INVITE, a queued message and an upload the
-numbers moved."""
+numbers moved; the Grafana dashboard in docs/ uses only metrics that exist."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .harness import (
+    REPO_ROOT,
     Server,
     SipClient,
     SipMessage,
@@ -177,3 +180,9 @@ def test_metrics_are_guarded_and_move(tmp_path: Path) -> None:
         assert ("heimbuero_presence_subscriptions", ()) in after
         assert ("heimbuero_sip_transactions", ()) in after
         assert ("heimbuero_bans_total", ()) in after
+        # the Grafana dashboard in docs/ shows only metrics that exist
+        dashboard = json.loads((REPO_ROOT / "docs" / "grafana" / "heimbuero.json").read_text())
+        exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+        names = {name for name, _ in after}
+        for used in set(re.findall(r"\b(?:heimbuero|process)_\w+", exprs)):
+            assert used in names, used
