@@ -730,6 +730,7 @@ class Server:
             uvicorn.Config(
                 served,
                 log_level="warning",
+                log_config=None,  # uvicorn's lines through our handler: one log format
                 lifespan="off",
                 access_log=False,
                 http=guarded_h11(self.http_cap, float(http_cfg.header_timeout)),
