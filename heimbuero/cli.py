@@ -1168,7 +1168,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[data],
         help="run the server",
         description="Run the SIP server (and HTTP, when configured) until SIGINT or SIGTERM. "
-        "--sip and --http override the addresses in config.toml, --log-level its log level.",
+        "--sip and --http override the addresses in config.toml, --log-level and --log-format "
+        "its log settings. SIGHUP rereads config.toml and applies the log settings and the "
+        "/metrics allow-list and token without dropping calls or registrations.",
     )
     p.add_argument(
         "--sip",
