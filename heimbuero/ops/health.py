@@ -39,7 +39,7 @@ def probe_store(url: str, engine: Engine | None = None, timeout: float = STORE_T
         return
     if engine is None:
         raise OSError("no engine to probe")
-    with engine.connect() as c:
+    with engine.connect() as c:  # (PostgreSQL: an engine of its own, see Readiness)
         c.execute(text("SELECT 1"))
 
 
@@ -55,6 +55,10 @@ class Readiness:
 
     async def check(self) -> list[str]:
         """Reasons the server is not ready; empty when it is."""
+        if self.engine is None and make_url(self.store_url).get_backend_name() != "sqlite":
+            from sqlalchemy import create_engine
+
+            self.engine = create_engine(self.store_url, pool_size=1, pool_pre_ping=True)
         reasons: list[str] = []
         if not self.serving():
             reasons.append("server: starting or stopping")
