@@ -24,6 +24,7 @@ from heimbuero.app import Actor, App, AppError, Invalid
 from heimbuero.config import Config, ConfigError
 from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.office.model import Trunk
+from heimbuero.ops import logsetup
 from heimbuero.store import SchemaError, Store, StoreError
 
 PROG = "heimbuero"
@@ -52,6 +53,14 @@ def _listen_type(spec: str) -> tuple[config.ListenAddress, ...]:
         return config.parse_listen(spec)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _log_levels_type(spec: str) -> str:
+    try:
+        logsetup.parse_levels(spec)
+    except logsetup.LogSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
 
 
 def _http_type(spec: str) -> str:
@@ -215,7 +224,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     try:
         current = existed and store.schema_is_current()
         if not current:
-            store.upgrade()
+            from heimbuero.ops.upgrade import upgrade_with_backup
+
+            saved = upgrade_with_backup(cfg, store)  # a backup first when a migration is pending
+            if saved is not None:
+                print(f"backup   {saved} (before the schema upgrade)")
     except SQLAlchemyError as exc:
         return _fail(f"database {cfg.db_path}: {_sql_message(exc)}")
     finally:
@@ -311,6 +324,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = replace(cfg, http=replace(cfg.http, listen=args.http))
     if args.log_level is not None:
         cfg = replace(cfg, log_level=args.log_level)
+    if args.log_format is not None:
+        cfg = replace(cfg, log_format=args.log_format)
     try:
         from heimbuero.server import run
     except ModuleNotFoundError as exc:
@@ -1093,7 +1108,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[data],
         help="run the server",
         description="Run the SIP server (and HTTP, when configured) until SIGINT or SIGTERM. "
-        "--sip and --http override the addresses in config.toml, --log-level its log level.",
+        "--sip and --http override the addresses in config.toml, --log-level and --log-format "
+        "its log settings. SIGHUP rereads config.toml and applies the log settings and the "
+        "/metrics allow-list and token without dropping calls or registrations.",
     )
     p.add_argument(
         "--sip",
@@ -1110,12 +1127,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--log-level",
-        choices=config.LOG_LEVELS,
-        help="what to log on stderr: info logs one line per registration change and per call "
-        "(default: [server] log_level in config.toml, else info)",
+        metavar="LEVELS",
+        type=_log_levels_type,
+        help="what to log on stderr: debug, info, warning or error, optionally per area "
+        "('warning,sip=debug,web=error'; areas: " + ", ".join(logsetup.AREAS) + "); info logs "
+        "one line per registration change and per call (default: [server] log_level in "
+        "config.toml, else info)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=logsetup.FORMATS,
+        help="log line format (default: [server] log_format in config.toml, else text)",
     )
     p.set_defaults(func=cmd_serve)
     _add_office_parsers(commands, data)
+    from heimbuero.ops.cli import add_parsers as add_ops_parsers
+
+    add_ops_parsers(commands, data)  # backup, restore, install-service
     return parser
 
 

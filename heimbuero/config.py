@@ -18,7 +18,7 @@ FILES_DIR = "files"
 DATA_ENV = "HEIMBUERO_DATA"
 
 DIGEST_ALGORITHMS = ("MD5", "SHA-256")
-LOG_LEVELS = ("debug", "info", "warning")  # [server] log_level and serve --log-level
+LOG_LEVELS = ("debug", "info", "warning", "error")  # [server] log_level, serve --log-level
 
 
 class ConfigError(Exception):
@@ -124,6 +124,17 @@ class FileSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Who may read /metrics: addresses or networks, and a bearer token from anywhere."""
+
+    allow: tuple[str, ...] = ("127.0.0.1", "::1")
+    token: str | None = None
+
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(a, strict=False) for a in self.allow)
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     domain: str
@@ -131,7 +142,12 @@ class Config:
     http: HttpSettings = field(default_factory=HttpSettings)
     messages: MessageSettings = field(default_factory=MessageSettings)
     files: FileSettings = field(default_factory=FileSettings)
-    log_level: str = "info"  # one of LOG_LEVELS: info logs every registration change and call
+    # a level of LOG_LEVELS, optionally with levels per area: "info,sip=debug,web=warning";
+    # info logs every registration change and call
+    log_level: str = "info"
+    log_format: str = "text"  # text, json (JSON lines) or logfmt
+    log_numbers: str = "full"  # "short": phone numbers in log lines shortened to +4930…67
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def files_dir(self) -> Path:
@@ -229,9 +245,23 @@ def load(data_dir: Path) -> Config:
     domain = server.get("domain")
     if not isinstance(domain, str) or not domain:
         raise ConfigError(f"{path}: [server] domain is missing")
+    from heimbuero.ops.logsetup import FORMATS, NUMBER_MODES, LogSpecError, parse_levels
+
     log_level = server.get("log_level", "info")
-    if log_level not in LOG_LEVELS:
-        raise ConfigError(f"{path}: [server] log_level must be one of {', '.join(LOG_LEVELS)}")
+    try:
+        parse_levels(str(log_level))
+    except LogSpecError as exc:
+        raise ConfigError(
+            f"{path}: [server] log_level must be one of {', '.join(LOG_LEVELS)}, optionally "
+            f"followed by AREA=LEVEL pairs ({exc})"
+        ) from None
+    log_format = server.get("log_format", "text")
+    if log_format not in FORMATS:
+        raise ConfigError(f"{path}: [server] log_format must be one of {', '.join(FORMATS)}")
+    log_numbers = server.get("log_numbers", "full")
+    if log_numbers not in NUMBER_MODES:
+        raise ConfigError(f"{path}: [server] log_numbers must be one of {', '.join(NUMBER_MODES)}")
+    metrics = _metrics(path, raw.get("metrics", {}))
     sip_raw = dict(raw.get("sip", {}))
     defaults = SipSettings()
     kwargs: dict[str, object] = {}
@@ -303,8 +333,34 @@ def load(data_dir: Path) -> Config:
         raise ConfigError(f"{path}: [files] max_size_mb and link_days must be at least 1")
     return Config(
         data_dir=data_dir, domain=domain.lower(), sip=sip, http=http, messages=messages,
-        files=files, log_level=log_level,
+        files=files, log_level=log_level, log_format=log_format, log_numbers=log_numbers,
+        metrics=metrics,
     )  # fmt: skip
+
+
+def _metrics(path: Path, table: object) -> MetricsSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [metrics] must be a table")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "allow":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{path}: [metrics] allow must be a list of addresses")
+            for v in value:
+                try:
+                    ipaddress.ip_network(v, strict=False)
+                except ValueError:
+                    raise ConfigError(
+                        f"{path}: [metrics] allow: not an address or network: {v!r}"
+                    ) from None
+            out[key] = tuple(value)
+        elif key == "token":
+            if not isinstance(value, str) or (value and len(value) < 16):
+                raise ConfigError(f"{path}: [metrics] token must be a string of 16+ characters")
+            out[key] = value or None
+        else:
+            raise ConfigError(f"{path}: unknown setting [metrics] {key}")
+    return MetricsSettings(**out)
 
 
 def _trunk_tls(path: Path, table: object) -> tuple[tuple[str, str], ...]:
@@ -358,8 +414,14 @@ def default_config_text(domain: str) -> str:
 # Changing it later invalidates stored SIP password hashes (set them again with 'user passwd').
 domain = "{domain}"
 # What the server logs on stderr: "info" (one line per registration change and per call, and
-# the other events), "warning" (problems only) or "debug"; 'serve --log-level' overrides it.
+# the other events), "warning" (problems only), "error" or "debug", optionally per area:
+# "info,sip=debug,web=warning" (areas: sip, registrar, calls, trunks, presence, messages,
+# security, web, files, store, ops). 'serve --log-level' overrides it; SIGHUP rereads it.
 log_level = "info"
+# Line format: "text", "json" (one JSON object per line) or "logfmt"
+log_format = "text"
+# "short": phone numbers in log lines are shortened (+4930…67); "full" keeps them
+log_numbers = "full"
 
 [sip]
 listen = [{listen}]
@@ -436,6 +498,12 @@ max_connections = 0
 header_timeout = {h.header_timeout}        # seconds to send a request's headers (else: closed)
 keep_alive_timeout = {h.keep_alive_timeout}    # seconds an idle connection stays open
 max_body_kb = {h.max_body_kb}         # largest API request body (413); uploads: [files]
+
+[metrics]
+# GET /metrics on the HTTP port (Prometheus): open to these addresses or networks, and to
+# "Authorization: Bearer TOKEN" from anywhere when a token (16+ characters) is set.
+allow = ["127.0.0.1", "::1"]
+# token = ""
 
 [messages]
 max_bytes = {m.max_bytes}           # largest MESSAGE body (413 beyond)

@@ -14,6 +14,7 @@ import socket
 import ssl
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +24,9 @@ from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
 from heimbuero.office.files import FileService
 from heimbuero.office.model import Directory, Override
+from heimbuero.ops import logsetup
+from heimbuero.ops.runtime import Operations
+from heimbuero.ops.upgrade import upgrade_with_backup
 from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
@@ -99,6 +103,8 @@ class _StoreCallLog:
         self._ops: list[tuple[str, int, dict[str, object]]] = []
         self._next = 0
         self._ids: dict[int, int] = {}  # our record number -> the store's id
+        self._open: set[int] = set()  # record numbers started, not ended (for metrics)
+        self.results: Counter[str] = Counter()  # ended calls by result (for metrics)
 
     def call_started(
         self, call_id: str, number: str, caller: str, at: datetime,
@@ -110,10 +116,18 @@ class _StoreCallLog:
             "client": client, "rule": rule,
         }  # fmt: skip
         self._ops.append(("start", self._next, fields))
+        self._open.add(self._next)
         return self._next
+
+    @property
+    def open_calls(self) -> int:
+        return len(self._open)
 
     def call_updated(self, record_id: int, **fields: object) -> None:
         self._ops.append(("update", record_id, fields))
+        if "ended_at" in fields and record_id in self._open:
+            self._open.discard(record_id)
+            self.results[str(fields.get("result"))] += 1
 
     def has_changes(self) -> bool:
         return bool(self._ops)
@@ -244,7 +258,7 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = Store(config.db_url)
-        self.store.upgrade()
+        upgrade_with_backup(config, self.store)  # a backup first when a migration is pending
         try:
             secret = bytes.fromhex(config.secret_path.read_text().strip())
         except (OSError, ValueError):
@@ -312,6 +326,7 @@ class Server:
         self.core.binding_listeners.append(_log_registrations)
         self.sip_tcp_cap, self.http_cap = connection_caps(config.http)
         self.transports.max_connections = self.sip_tcp_cap
+        self.ops = Operations(self)  # readiness, metrics, SIGHUP
         closed = self.store.close_open_call_records(datetime.now(UTC))
         if closed:
             log.info("closed %d call records left open by the last stop", closed)
@@ -323,7 +338,8 @@ class Server:
         self._take_scheduled = False
         self._in_flight = False  # a batch is with the writer: the next one gathers meanwhile
         self.writer: GroupCommitWriter[WriteBatch] = GroupCommitWriter(
-            self.store.write_batch, self._on_loop, window=GROUP_COMMIT_WINDOW, name="store-writer"
+            self.ops.metrics.timed(self.store.write_batch), self._on_loop,
+            window=GROUP_COMMIT_WINDOW, name="store-writer",
         )
         self.call_log = _StoreCallLog(self.store)
         self.calls = CallRouting(self.core, self.call_log)
@@ -699,6 +715,9 @@ class Server:
                 max_upload=self.config.files.max_size_mb * 1024 * 1024 + 64 * 1024,
             )  # fmt: skip
         )
+        from heimbuero.web.ops import mount_ops
+
+        served = mount_ops(app, self.ops)  # /readyz, /metrics, HTTP answers by status
         http_cfg = self.config.http
         tls: dict[str, Any] = {}
         if http_cfg.tls_cert:
@@ -709,8 +728,9 @@ class Server:
             proxies = {"proxy_headers": True, "forwarded_allow_ips": list(http_cfg.trusted_proxies)}
         server = _EmbeddedUvicorn(
             uvicorn.Config(
-                app,
+                served,
                 log_level="warning",
+                log_config=None,  # uvicorn's lines through our handler: one log format
                 lifespan="off",
                 access_log=False,
                 http=guarded_h11(self.http_cap, float(http_cfg.header_timeout)),
@@ -745,6 +765,8 @@ class Server:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.ops.reload)
+        self.ops.start()
         tasks = [
             loop.create_task(self._persist()),
             loop.create_task(self._nat_keepalive()),
@@ -765,8 +787,10 @@ class Server:
         if http is not None:
             listen += f", http:{self.config.http.listen}"
         print(f"heimbuero: serving {self.config.domain} on {listen}", file=sys.stderr, flush=True)
+        self.ops.serving = True
         await stop.wait()
         log.info("stopping")
+        await self.ops.stop()
         self.core.shutdown(time.time())
         self.calls.close_all(time.time())
         self.transports.flush()
@@ -807,12 +831,7 @@ def _sip_tls(config: Config) -> SipTls:
 
 def run(config: Config) -> int:
     """Serve until SIGINT/SIGTERM; 0 after a clean stop. Raises ConfigError for unusable setup."""
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logsetup.configure(config.log_level, config.log_format, config.log_numbers)
     server = Server(config)
     # Transactions and bindings are long-lived objects; keep the cyclic collector off them.
     gc.collect()

@@ -256,6 +256,8 @@ class Transports:
         self._handshakes = 0
         self._udp: dict[int, asyncio.DatagramTransport] = {}  # address family -> socket
         self._servers: list[asyncio.AbstractServer] = []
+        # every listening socket, for bound() (readiness probes)
+        self._bound: list[tuple[str, str, int, asyncio.AbstractServer | asyncio.BaseTransport]] = []
         self._conns: dict[tuple[str, int], _Tcp] = {}
         # SIP TCP connections at once (inbound and outbound); None: no cap (server.py sets it
         # from the open-files limit)
@@ -285,11 +287,13 @@ class Transports:
                 raise
             t, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
             self._udp.setdefault(family, t)
+            self._bound.append((transport, host, port, t))
         elif transport == "tcp":
             server = await loop.create_server(
                 lambda: _Tcp(self), host, port, reuse_address=True, backlog=512
             )
             self._servers.append(server)
+            self._bound.append((transport, host, port, server))
         elif transport == "tls":
             ctx = self.tls.server_context() if self.tls is not None else None
             if ctx is None:
@@ -298,10 +302,24 @@ class Transports:
                 lambda: _Tcp(self, "tls", ctx), host, port, reuse_address=True, backlog=512
             )
             self._servers.append(server)
+            self._bound.append((transport, host, port, server))
         else:
             raise ValueError(f"unsupported transport {transport!r}")
         if self._sweeper is None:
             self._sweeper = loop.create_task(self._sweep_idle())
+
+    def bound(self) -> list[tuple[str, str, int]]:
+        """The listening sockets still open: (transport, host, port) as passed to listen()."""
+        out = []
+        for transport, host, port, handle in self._bound:
+            # (uvloop's servers and transports are no subclasses of asyncio's)
+            if isinstance(handle, asyncio.AbstractServer) or hasattr(handle, "is_serving"):
+                alive = handle.is_serving()  # type: ignore[union-attr]
+            else:
+                alive = not handle.is_closing()  # type: ignore[union-attr]
+            if alive:
+                out.append((transport, host, port))
+        return out
 
     async def close(self) -> None:
         if self._timer is not None:

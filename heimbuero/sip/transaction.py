@@ -656,6 +656,7 @@ class TransactionLayer:
         "_t1",
         "_t2",
         "_lifetimes",
+        "retransmissions",
     )
 
     def __init__(self, timers: TimerSettings = DEFAULT_TIMERS) -> None:
@@ -671,6 +672,7 @@ class TransactionLayer:
         self._cancelled = 0
         self._t1 = timers.t1
         self._t2 = timers.t2
+        self.retransmissions = 0  # messages sent again by timer A, E or G (for metrics)
         self._lifetimes = {
             TIMER_B: timers.b,
             TIMER_D: timers.d,
@@ -886,6 +888,8 @@ class TransactionLayer:
             self._drop(txn)
 
     def _fire(self, txn: Transaction, kind: str, now: float) -> None:
+        if kind in _RETRANSMIT_TIMERS:
+            self.retransmissions += 1
         if type(txn) is ServerTransaction:
             self._step_server(txn, kind, None, None, now)
         else:

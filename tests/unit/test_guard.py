@@ -145,7 +145,10 @@ def test_tables_stay_bounded_under_100000_failing_sources() -> None:
 def _fail2ban_regexes() -> list[re.Pattern[str]]:
     cp = ConfigParser(interpolation=None)
     cp.read(ROOT / "docs" / "fail2ban" / "heimbuero.conf")
-    lines = [x.strip() for x in cp["Definition"]["failregex"].splitlines() if x.strip()]
+    # failregex is <re-<logformat>>: the regex of the configured format (default text)
+    fmt = cp["Init"]["logformat"] if cp.has_section("Init") else "text"
+    raw = cp["Definition"]["failregex"].replace("<re-<logformat>>", cp["Definition"][f"re-{fmt}"])
+    lines = [x.strip() for x in raw.splitlines() if x.strip()]
     host = r"(?P<host>[0-9A-Fa-f.:]+)"
     return [re.compile(x.replace("<HOST>", host)) for x in lines]
 
