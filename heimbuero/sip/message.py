@@ -914,7 +914,6 @@ _MANDATORY = (
     ("to", "To"),
     ("via", "Via"),
 )
-_DATE_SUFFIX = " GMT"
 
 
 def _check_common(msg: Message) -> None:
@@ -935,13 +934,15 @@ def _check_common(msg: Message) -> None:
         raise ParseError("Bad Via version")
     if not msg.call_id or any(c in _WS for c in msg.call_id):
         raise ParseError("Bad Call-ID header")
+    # Lenient where nothing depends on it (RFC 3261 §16.3: a proxy does not refuse a request
+    # for a malformed header it does not need): Date is never read, and an Expires that is not
+    # a number (an RFC 2543 date) passes here; only the services that read it (registrar,
+    # presence) decide. Digits that are no number we can use (non-ASCII digits, absurd length)
+    # are refused, so no reader of the header ever meets them.
     for key in ("expires", "min-expires"):
         val = msg.get(key)
-        if val is not None and ((num := _uint(val)) is None or num > MAX_EXPIRES):
+        if val is not None and val.isdigit() and ((n := _uint(val)) is None or n > MAX_EXPIRES):
             raise ParseError(f"Bad {pretty_name(key)} header")
-    date = msg.get("date")
-    if date is not None and not date.endswith(_DATE_SUFFIX):
-        raise ParseError("Bad Date header: must be in GMT")
 
 
 def _check_request(req: Request) -> tuple[int, str] | None:

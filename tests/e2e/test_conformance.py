@@ -1,0 +1,116 @@
+"""RFC 3261 conformance as carriers, SBCs and desk phones meet it, checked with raw messages
+against a running `heimbuero serve`: each test is one defect seen in the field.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .conftest import USERS
+from .harness import (
+    Server,
+    SipClient,
+    SipMessage,
+    digest_response,
+    pick_challenge,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def register(server: Server, user: str, contact: str, transport: str = "udp") -> None:
+    with SipClient(server.port, transport=transport) as c:
+        _, ok = c.authenticated_request(
+            "REGISTER",
+            f"sip:{server.domain}",
+            username=user,
+            password=USERS[user],
+            from_uri=f"sip:{user}@{server.domain}",
+            to_uri=f"sip:{user}@{server.domain}",
+            headers=[("Contact", f"<{contact}>"), ("Expires", "300")],
+        )
+    assert ok.status == 200, ok.raw
+
+
+def invite_authorized(
+    c: SipClient, server: Server, caller: str, callee: str, headers: list[tuple[str, str]]
+) -> tuple[str, int, str, str]:
+    """Send an INVITE, take its 407 and send the authorized copy; (call_id, cseq, tag, ruri)."""
+    ruri = f"sip:{callee}@{server.domain}"
+    kw = {
+        "from_uri": f"sip:{caller}@{server.domain}",
+        "to_uri": ruri,
+        "headers": [("Contact", f"<sip:{caller}@127.0.0.1:{c.local_port}>"), *headers],
+    }
+    first = c.request("INVITE", ruri, **kw)  # type: ignore[arg-type]
+    challenge = c.final_response(first)
+    assert challenge.status == 407, challenge.raw
+    ch = pick_challenge(challenge)
+    auth = digest_response(ch, method="INVITE", uri=ruri, username=caller, password=USERS[caller])
+    kw["headers"] = [*kw["headers"], ("Proxy-Authorization", auth)]  # type: ignore[misc]
+    second = c.request("INVITE", ruri, call_id=first.call_id, from_tag=first.from_tag, cseq=2, **kw)  # type: ignore[arg-type]
+    return second.call_id, 2, second.from_tag, ruri
+
+
+def wait_request(c: SipClient, method: str, timeout: float = 5.0) -> SipMessage:
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        msg = c.recv(left)
+        if msg is not None and msg.method == method:
+            return msg
+    raise AssertionError(f"no {method} arrived within {timeout} s")
+
+
+def response_to(req: SipMessage, status: int, reason: str, extra: list[str]) -> bytes:
+    lines = [f"SIP/2.0 {status} {reason}"]
+    for name, value in req.headers:
+        key = name.lower()
+        if key in ("via", "v", "from", "f", "call-id", "i", "cseq", "record-route"):
+            lines.append(f"{name}: {value}")
+        elif key in ("to", "t"):
+            lines.append(f"{name}: {value};tag=callee1")
+    lines += extra
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def recv_final(c: SipClient, call_id: str, timeout: float = 5.0) -> SipMessage | None:
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        msg = c.recv(left)
+        if (
+            msg is not None
+            and msg.is_response
+            and msg.header("Call-ID") == call_id
+            and (msg.status or 0) >= 200
+        ):
+            return msg
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Malformed headers nobody needs
+
+
+def test_malformed_date_and_old_expires_do_not_break_a_call(server: Server) -> None:
+    """RFC 3261 §16.3: a proxy does not refuse a request for a header it does not need. The
+    INVITE's `Date: ... UTC` (the RFC's own example) and RFC 2543 date in Expires, and the
+    callee's `Date: ... +0000` in its 200 OK, all pass: the caller hears the answer."""
+    with SipClient(server.port) as bob, SipClient(server.port) as alice:
+        register(server, "bob", f"sip:bob@127.0.0.1:{bob.local_port}")
+        call_id, _, _, _ = invite_authorized(
+            alice,
+            server,
+            "alice",
+            "bob",
+            [
+                ("Date", "Sat, 13 Nov 2010 23:29:00 UTC"),
+                ("Expires", "Thu, 01 Dec 2044 16:00:00 GMT"),
+            ],
+        )
+        inv = wait_request(bob, "INVITE")
+        bob.send_raw(response_to(inv, 200, "OK", ["Date: Fri, 04 Dec 2026 22:00:00 +0000"]))
+        final = recv_final(alice, call_id)
+        assert final is not None and final.status == 200, alice.received
