@@ -206,7 +206,7 @@ class Proxy:
             return
         # (An alias outside a signed dialog is ignored: the Request-URI names a user of ours
         # or nothing.)
-        if not core.is_local_uri(uri) and uri.host != core.settings.domain:
+        if not core.is_local_uri(uri):  # (our domain, or a host and port we listen on)
             core.respond(txn, 403, now, reason="Relaying denied")
             return
         if not uri.user:
@@ -283,7 +283,7 @@ class Proxy:
         if req.method == "INVITE":
             core.respond(txn, 100, now)
             call.timer_c = core.timers.call_at(
-                now + core.settings.invite_timeout, functools.partial(self._timer_c, call)
+                now + core.timer_c, functools.partial(self._timer_c, call)
             )
         if req.method in TARGET_REFRESH:
             _alias_contact(req, source, core.dialogs)
@@ -381,7 +381,7 @@ class Proxy:
             if call.timer_c is not None:
                 core.timers.cancel(call.timer_c)
                 call.timer_c = core.timers.call_at(
-                    now + core.settings.invite_timeout, functools.partial(self._timer_c, call)
+                    now + core.timer_c, functools.partial(self._timer_c, call)
                 )
             return
         if status < 300:
@@ -436,11 +436,17 @@ class Proxy:
         self._maybe_finish(call, now)
 
     def on_stray_response(self, resp: Response, now: float) -> None:
-        """A 2xx that outlived its transaction is forwarded statelessly (RFC 3261 §16.7 step 10)."""
+        """A 2xx that outlived its transaction is forwarded statelessly (RFC 3261 §16.7 step 10),
+        but only when its top Via is ours: our sent-by and a branch we signed (§18.1.2)."""
         if not 200 <= resp.status < 300:
             return
-        top = resp.vias[0] if resp.vias else None
-        if top is None or not (top.branch or "").startswith("z9hG4bKhb"):
+        core = self.core
+        try:
+            top = resp.top_via
+        except ParseError:
+            return
+        if not core.branches.check(top.branch) or not core.is_own_sent_by(top):
+            log.debug("stray %d for %s dropped: the top Via is not ours", resp.status, resp.call_id)
             return
         resp.pop_first_value("via")
         if "via" not in resp:
@@ -452,7 +458,7 @@ class Proxy:
         host = via.params.get("received") or via.host
         rport = via.params.get("rport")
         port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
-        self.core.emit(resp.serialize(), (via.transport.lower(), host.strip("[]"), port))
+        core.emit(resp.serialize(), (via.transport.lower(), host.strip("[]"), port))
 
     def _maybe_finish(self, call: ProxyCall, now: float) -> None:
         if call.final_sent:
@@ -482,7 +488,11 @@ class Proxy:
             )
         else:
             best = self._best(call)
-        if hint is not None and best.status == hint[0]:
+        if best.status == 408 and call.server_txn.request.method != "INVITE":
+            # RFC 4320 §4.2: no 408 to a non-INVITE request; the client's own Timer F tells
+            # it. The server transaction is let go without an answer.
+            core.layer.terminate(call.server_txn, now)
+        elif hint is not None and best.status == hint[0]:
             # The hint promises something stored (a message's 202): sent once it is committed.
             core.send_after_commit(call.server_txn, best, now, "Could not be stored")
         else:
@@ -505,12 +515,7 @@ class Proxy:
             best = best.copy()
             best.status, best.reason = 500, "Server Internal Error"
         if best.status in (401, 407):
-            best = best.copy()
-            for r in finals:
-                if r is not best and r.status in (401, 407):
-                    for name in ("www-authenticate", "proxy-authenticate"):
-                        for v in r.get_all(name):
-                            best.add(name, v)
+            best = aggregate_challenges(best, finals)
         return best
 
     # ------------------------------------------------------------------ CANCEL and timers
@@ -518,9 +523,14 @@ class Proxy:
     def on_cancel(self, cancel_txn: tx.ServerTransaction, now: float) -> None:
         core = self.core
         invite_txn = core.layer.find_invite_server_transaction(cancel_txn.request)
-        call = invite_txn.context if invite_txn is not None else None
-        if not isinstance(call, ProxyCall):
+        if invite_txn is None:
             core.respond(cancel_txn, 481, now)
+            return
+        call = invite_txn.context
+        if not isinstance(call, ProxyCall):
+            # The server answered the INVITE itself: the CANCEL matched a transaction, so it
+            # gets 200 and has no effect (RFC 3261 §9.2).
+            core.respond(cancel_txn, 200, now)
             return
         reason = cancel_txn.request.get("reason")
         core.respond(cancel_txn, 200, now)  # (the transaction lets go of the request now)
@@ -542,8 +552,8 @@ class Proxy:
     def _send_cancel(self, branch: Branch, now: float, reason: str | None) -> None:
         """A CANCEL for one branch (RFC 3261 §9.1): same branch, Request-URI, Call-ID, tags."""
         inv = branch.request
-        if inv is None:
-            return  # the branch has its final answer
+        if inv is None or inv.method != "INVITE":
+            return  # the branch has its final answer, or CANCEL would not apply (§9.1)
         hdrs: list[list[str]] = []
         for h in inv.headers:
             if h[0] == "via":
@@ -701,9 +711,29 @@ def _rr(host: str, port: int, transport: str, token: str) -> str:
 
 
 def _preference(status: int) -> int:
-    # Within a class, prefer the answers that tell the caller most.
-    order = {486: 0, 600: 0, 603: 1, 480: 2, 487: 3, 404: 4, 408: 9}
+    # Within a class, prefer the answers that tell the caller most: first those that let it
+    # resubmit the request (RFC 3261 §16.7 step 6: 401, 407, 415, 420, 484).
+    order = {401: -1, 407: -1, 415: -1, 420: -1, 484: -1,
+             486: 0, 600: 0, 603: 1, 480: 2, 487: 3, 404: 4, 408: 9}  # fmt: skip
     return order.get(status, 5)
+
+
+def aggregate_challenges(best: Response, finals: list[Response]) -> Response:
+    """RFC 3261 §16.7 step 7: the chosen 401/407 carries every branch's challenges, each
+    once (a copy; `best` is one of `finals`)."""
+    out = best.copy()
+    seen = {(h[0], h[2]) for h in out.headers if h[0] in _CHALLENGES}
+    for r in finals:
+        if r is best or r.status not in (401, 407):
+            continue
+        for h in r.headers:
+            if h[0] in _CHALLENGES and (h[0], h[2]) not in seen:
+                seen.add((h[0], h[2]))
+                out.add(h[1], h[2])
+    return out
+
+
+_CHALLENGES = ("www-authenticate", "proxy-authenticate")
 
 
 def dialog_destination(uri: SipURI, call_id: str, signer: DialogSigner) -> Peer | None:

@@ -941,7 +941,7 @@ def _check_common(msg: Message) -> None:
     # are refused, so no reader of the header ever meets them.
     for key in ("expires", "min-expires"):
         val = msg.get(key)
-        if val is not None and val.isdigit() and ((n := _uint(val)) is None or n > MAX_EXPIRES):
+        if val is not None and val.isdigit() and ((v := _uint(val)) is None or v > MAX_EXPIRES):
             raise ParseError(f"Bad {pretty_name(key)} header")
 
 
