@@ -34,6 +34,7 @@ class Endpoint(Protocol):
     def outgoing(self) -> list[tuple[bytes, Peer]]: ...
     def next_deadline(self) -> float | None: ...
     def on_timer(self, now: float) -> None: ...
+    def unreachable(self, dest: Peer, now: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,13 +412,13 @@ class Transports:
         if transport == "tls":
             if self.tls is None:
                 log.info("no TLS for %s:%d: TLS is not set up", host, port)
-                self._connecting.pop(key, None)
+                self._failed(transport, host, port)
                 return
             try:
                 ctx = self.tls.client_context(host, port)
             except (OSError, ValueError, ssl.SSLError) as exc:
                 log.warning("no TLS context for %s:%d: %s", host, port, exc)
-                self._connecting.pop(key, None)
+                self._failed(transport, host, port)
                 return
             pin = self.tls.pin(host, port)
             factory: Callable[[], _Tcp] = lambda: _Tcp(self, "tls", ctx, host, pin)  # noqa: E731
@@ -429,12 +430,19 @@ class Transports:
             )
         except (TimeoutError, OSError) as exc:
             log.info("%s connection to %s:%d failed: %s", transport.upper(), host, port, exc)
-            self._connecting.pop(key, None)
+            self._failed(transport, host, port)
             return
         queued = self._connecting.pop(key, [])
         conn = self._conns.get(key, proto)
         for data in queued:
             conn.write(data)
+
+    def _failed(self, transport: str, host: str, port: int) -> None:
+        """What was queued for a connection that could not be made is lost: the endpoint's
+        transactions waiting on it fail now (RFC 3261 §18.4), not after Timer B/F."""
+        self._connecting.pop((host, port), None)
+        self.endpoint.unreachable((transport, host, port), self.clock())
+        self.flush()
 
     # ------------------------------------------------------------------ timers
 

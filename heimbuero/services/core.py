@@ -255,6 +255,13 @@ class SipCore:
             self.bindings_changed([], gone, now)
         self._pump(now)
 
+    def unreachable(self, dest: Peer, now: float) -> None:
+        """The network layer could not reach `dest` (connection refused or timed out): the
+        requests waiting for it fail now (RFC 3261 §18.4; a proxy branch counts as 503, §16.9)."""
+        if self.layer.destination_failed(dest, now):
+            log.info("%s unreachable: its transactions fail at once", dest)
+        self._pump(now)
+
     def bindings_changed(self, added: list[Binding], removed: list[Binding], now: float) -> None:
         for fn in self.binding_listeners:
             fn(added, removed, now)

@@ -798,6 +798,18 @@ class TransactionLayer:
         else:
             self._step_client(txn, TRANSPORT_ERR, None, None, now)
 
+    def destination_failed(self, dest: object, now: float) -> int:
+        """The transport could not reach `dest` at all (a refused or timed-out connection,
+        RFC 3261 §18.4): every client transaction that sent there and has no answer yet fails
+        at once (`TransportFailed`) instead of waiting for Timer B or F. Returns how many."""
+        waiting = [
+            t for t in self._client.values()
+            if t.dest == dest and t.state in (CALLING, TRYING)
+        ]  # fmt: skip
+        for txn in waiting:
+            self._step_client(txn, TRANSPORT_ERR, None, None, now)
+        return len(waiting)
+
     def terminate(self, txn: ClientTransaction | ServerTransaction, now: float) -> None:
         """Destroy a transaction the figures would leave waiting on the TU: an INVITE client
         transaction in Proceeding whose CANCEL got no final answer (§9.1), or Timer C (§16.8)."""
@@ -1142,6 +1154,7 @@ _SERVER_ACTIONS: dict[str, _ServerAction] = {
     INFORM_TRANSPORT: _inform_transport,
     **_TIMER_ACTIONS,
 }
+
 
 def _start_m(
     layer: TransactionLayer, txn: ClientTransaction, msg: object, src: object, now: float

@@ -14,6 +14,7 @@ from .harness import (
     SipClient,
     SipMessage,
     digest_response,
+    free_port,
     pick_challenge,
 )
 
@@ -114,3 +115,24 @@ def test_malformed_date_and_old_expires_do_not_break_a_call(server: Server) -> N
         bob.send_raw(response_to(inv, 200, "OK", ["Date: Fri, 04 Dec 2026 22:00:00 +0000"]))
         final = recv_final(alice, call_id)
         assert final is not None and final.status == 200, alice.received
+
+
+# --------------------------------------------------------------------------------------------
+# Transport errors reach the transactions (RFC 3261 §18.4, §16.9)
+
+
+def test_refused_tcp_connection_fails_the_branch_at_once(server: Server) -> None:
+    """bob registered over TCP and his phone is gone (its connection closed, nothing listens
+    at its Contact): the proxy's connection is refused, and the caller hears so at once
+    (the branch counts as 503, §16.9; upstream that is 500, §16.7 step 6) instead of 408
+    after Timer B's 32 s."""
+    dead = free_port()
+    register(server, "bob", f"sip:bob@127.0.0.1:{dead};transport=tcp", transport="tcp")
+    with SipClient(server.port) as alice:
+        call_id, *_ = invite_authorized(alice, server, "alice", "bob", [])
+        started = time.monotonic()
+        final = recv_final(alice, call_id, timeout=10.0)
+        took = time.monotonic() - started
+    assert final is not None, alice.received
+    assert final.status in (500, 503), final.raw
+    assert took < 5.0, f"answered after {took:.1f} s"

@@ -257,3 +257,16 @@ def test_replayed_nonce_count_is_answered_stale() -> None:
     [(resp, _)] = net.send(again.serialize(), BOB1)
     assert resp.status == 401
     assert all("stale=true" in v for v in resp.get_all("www-authenticate"))
+
+
+def test_an_unreachable_destination_fails_its_branches_at_once() -> None:
+    net = Net()
+    register(net, "bob", BOB1)
+    register(net, "bob", BOB2)
+    register(net, "alice", ALICE)
+    _, out = invite(net, "alice", "bob", ALICE)
+    net.core.unreachable(BOB1, net.now)
+    assert [m.status for m in only(net.drain(), Response)] == []  # BOB2 still rings
+    net.core.unreachable(BOB2, net.now)
+    # both count as 503 (§16.9); a 503 goes upstream as 500 (§16.7 step 6)
+    assert [m.status for m in only(net.drain(), Response)] == [500]
