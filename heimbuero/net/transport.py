@@ -25,6 +25,9 @@ from heimbuero.sip.framing import KEEPALIVE_PONG, FramingError, StreamFramer
 log = logging.getLogger("heimbuero.net")
 
 Peer = tuple[str, str, int]
+# A change of (wall clock - monotonic clock) larger than this between two readings is a step
+# of the wall clock, not a slew (NTP slews at most 0.5 ms per second).
+CLOCK_STEP = 1.0
 
 
 class Endpoint(Protocol):
@@ -35,6 +38,7 @@ class Endpoint(Protocol):
     def next_deadline(self) -> float | None: ...
     def on_timer(self, now: float) -> None: ...
     def unreachable(self, dest: Peer, now: float) -> None: ...
+    def clock_stepped(self, delta: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,10 +253,13 @@ class Transports:
         limits: TransportLimits,
         clock: Callable[[], float] = time.time,
         tls: TlsPolicy | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.endpoint = endpoint
         self.limits = limits
         self.clock = clock
+        self.monotonic = monotonic
+        self._offset = clock() - monotonic()  # wall minus monotonic: moves only when stepped
         self.tls = tls
         self._handshakes = 0
         self._udp: dict[int, asyncio.DatagramTransport] = {}  # address family -> socket
@@ -319,16 +326,35 @@ class Transports:
         for server in self._servers:
             await server.wait_closed()
 
+    # ------------------------------------------------------------------ clock
+
+    def now(self) -> float:
+        """The wall clock for the endpoint. A step of it (NTP, a resumed VM) is told apart from
+        time passing by the monotonic clock and reported to the endpoint, whose protocol
+        timers then move along (`clock_stepped`). The loop's armed timer runs on the monotonic
+        clock and stays; only the deadline it stands for moves too."""
+        wall = self.clock()
+        offset = wall - self.monotonic()
+        delta = offset - self._offset
+        self._offset = offset
+        if abs(delta) > CLOCK_STEP:
+            log.warning("wall clock stepped by %+.1f s: protocol timers keep their durations",
+                        delta)  # fmt: skip
+            self.endpoint.clock_stepped(delta)
+            if self._timer_at is not None:
+                self._timer_at += delta
+        return wall
+
     # ------------------------------------------------------------------ inbound
 
     def on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if len(data) > self.limits.max_message_size or not data.strip(b"\r\n\0 "):
             return  # oversized, or a NAT keep-alive (CRLF, NUL) that needs no answer
-        self.endpoint.receive(data, ("udp", str(addr[0]), int(addr[1])), self.clock())
+        self.endpoint.receive(data, ("udp", str(addr[0]), int(addr[1])), self.now())
         self.flush()
 
     def on_stream_messages(self, messages: list[bytes], peer: Peer) -> None:
-        now = self.clock()
+        now = self.now()
         for m in messages:
             self.endpoint.receive(m, peer, now)
         self.flush()
@@ -441,12 +467,13 @@ class Transports:
         """What was queued for a connection that could not be made is lost: the endpoint's
         transactions waiting on it fail now (RFC 3261 §18.4), not after Timer B/F."""
         self._connecting.pop((host, port), None)
-        self.endpoint.unreachable((transport, host, port), self.clock())
+        self.endpoint.unreachable((transport, host, port), self.now())
         self.flush()
 
     # ------------------------------------------------------------------ timers
 
     def _arm(self) -> None:
+        now = self.now()  # first: a step found here moves the endpoint's deadlines
         deadline = self.endpoint.next_deadline()
         if deadline is None:
             return
@@ -455,17 +482,18 @@ class Transports:
         if self._timer is not None:
             self._timer.cancel()
         loop = self._loop or asyncio.get_running_loop()
-        delay = max(0.0, deadline - self.clock())
+        delay = max(0.0, deadline - now)
         self._timer_at = deadline
         self._timer = loop.call_later(delay, self._fire)
 
     def _fire(self) -> None:
+        now = self.now()  # first: a step found here moves `_timer_at` along
         at = self._timer_at or 0.0
         self._timer = None
         self._timer_at = None
         # The loop's monotonic clock and the wall clock drift apart by microseconds: never let
         # a timer that the loop fired look early to the endpoint.
-        self.endpoint.on_timer(max(self.clock(), at))
+        self.endpoint.on_timer(max(now, at))
         self.flush()
 
     async def _sweep_idle(self) -> None:

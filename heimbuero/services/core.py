@@ -117,6 +117,10 @@ class _Timers:
         if handle is not None:
             handle[0] = None
 
+    def shift(self, delta: float) -> None:
+        """Move every deadline by `delta` (the clock stepped; see SipCore.clock_stepped)."""
+        self._heap[:] = [(at + delta, seq, entry) for at, seq, entry in self._heap]
+
     def next(self) -> float | None:
         heap = self._heap
         while heap and heap[0][2][0] is None:
@@ -254,6 +258,13 @@ class SipCore:
         if gone:
             self.bindings_changed([], gone, now)
         self._pump(now)
+
+    def clock_stepped(self, delta: float) -> None:
+        """The wall clock `now` comes from jumped by `delta` seconds (the network layer tells
+        it against a monotonic clock). Protocol timers (transactions, Timer C, ring steps) keep
+        their durations; registrations and nonces keep their wall-clock expiry."""
+        self.layer.clock_stepped(delta)
+        self.timers.shift(delta)
 
     def unreachable(self, dest: Peer, now: float) -> None:
         """The network layer could not reach `dest` (connection refused or timed out): the

@@ -848,6 +848,12 @@ class TransactionLayer:
             self._cancelled -= 1
         return heap[0][0] if heap else None
 
+    def clock_stepped(self, delta: float) -> None:
+        """The clock `now` comes from jumped by `delta` seconds (an NTP step, a suspended VM):
+        every running timer moves with it, so it still fires after the time it was started
+        with (protocol timers measure durations; a step must neither fire nor stall them)."""
+        self._heap[:] = [(at + delta, seq, handle) for at, seq, handle in self._heap]
+
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at `now`. Restarted timers count from `now`."""
         heap = self._heap

@@ -270,3 +270,61 @@ def test_an_unreachable_destination_fails_its_branches_at_once() -> None:
     net.core.unreachable(BOB2, net.now)
     # both count as 503 (§16.9); a 503 goes upstream as 500 (§16.7 step 6)
     assert [m.status for m in only(net.drain(), Response)] == [500]
+
+
+# ---- protocol timers and clock steps ------------------------------------------------------
+
+
+def test_protocol_timers_keep_their_durations_across_a_clock_step() -> None:
+    for step in (3600.0, -3600.0):
+        net = Net()
+        register(net, "bob", BOB1)
+        register(net, "alice", ALICE)
+        invite(net, "alice", "bob", ALICE)  # bob's phone never answers: Timer B, 32 s
+        net.advance(1.0)
+        net.now += step  # NTP steps the wall clock; the network layer tells the core
+        net.core.clock_stepped(step)
+        out = net.advance(10.0)
+        assert 408 not in [m.status for m in only(out, Response)], step  # not fired by a jump
+        assert {m.method for m in only(out, Request)} == {"INVITE"}, step  # nor stalled
+        out = net.advance(25.0)
+        assert 408 in [m.status for m in only(out, Response)], step  # at 32 s, as promised
+
+
+class _Endpoint:
+    def __init__(self) -> None:
+        self.steps: list[float] = []
+        self.times: list[float] = []
+
+    def receive(self, data: bytes, source: tuple[str, str, int], now: float) -> None:
+        self.times.append(now)
+
+    def outgoing(self) -> list:
+        return []
+
+    def next_deadline(self) -> None:
+        return None
+
+    def on_timer(self, now: float) -> None: ...
+
+    def unreachable(self, dest: tuple[str, str, int], now: float) -> None: ...
+
+    def clock_stepped(self, delta: float) -> None:
+        self.steps.append(delta)
+
+
+def test_the_network_layer_tells_a_clock_step_from_time_passing() -> None:
+    from heimbuero.net.transport import TransportLimits, Transports
+
+    wall, mono = [1_000_000.0], [50.0]
+    endpoint = _Endpoint()
+    t = Transports(endpoint, TransportLimits(), clock=lambda: wall[0], monotonic=lambda: mono[0])
+    packet = b"OPTIONS sip:x SIP/2.0\r\n\r\n"
+    wall[0] += 30.0
+    mono[0] += 30.0  # time passes: no step
+    t.on_datagram(packet, ("127.0.0.1", 5060))
+    wall[0] -= 7200.0  # NTP steps back two hours
+    mono[0] += 1.0
+    t.on_datagram(packet, ("127.0.0.1", 5060))
+    assert endpoint.steps == [-7201.0]  # the wall moved -7200 s while 1 s passed
+    assert endpoint.times == [1_000_030.0, 1_000_030.0 - 7200.0]
