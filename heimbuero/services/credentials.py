@@ -4,7 +4,7 @@ server take effect within a few seconds."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 
@@ -20,13 +20,22 @@ class Account:
 
 
 class UserDirectory:
-    """Looks accounts up through `fetch(name)`, caching hits and misses for `ttl` seconds."""
+    """Looks accounts up through `fetch(name)`, caching hits and misses for `ttl` seconds.
 
-    __slots__ = ("_fetch", "_ttl", "_cache", "_max", "_inserts")
+    `known()`, when given, is the set of every user name, kept in memory (the office
+    directory): a name not in it is no user, answered without reading the database, so a
+    scanner trying random names costs no blocking read on the event loop and no cache entry."""
+
+    __slots__ = ("_fetch", "_ttl", "_cache", "_max", "_inserts", "_known")
 
     def __init__(
-        self, fetch: Callable[[str], Account | None], ttl: float = 5.0, max_entries: int = 200_000
+        self,
+        fetch: Callable[[str], Account | None],
+        ttl: float = 5.0,
+        max_entries: int = 200_000,
+        known: Callable[[], Container[str]] | None = None,
     ) -> None:
+        self._known = known
         self._fetch = fetch
         self._ttl = ttl
         self._cache: dict[str, tuple[float, Account | None]] = {}
@@ -38,6 +47,8 @@ class UserDirectory:
         hit = self._cache.get(name)
         if hit is not None and hit[0] > now:
             return hit[1]
+        if self._known is not None and name not in self._known():
+            return None
         account = self._fetch(name)
         cache = self._cache
         self._inserts += 1

@@ -328,3 +328,19 @@ def test_the_network_layer_tells_a_clock_step_from_time_passing() -> None:
     t.on_datagram(packet, ("127.0.0.1", 5060))
     assert endpoint.steps == [-7201.0]  # the wall moved -7200 s while 1 s passed
     assert endpoint.times == [1_000_030.0, 1_000_030.0 - 7200.0]
+
+
+def test_random_user_names_cost_no_database_read() -> None:
+    from heimbuero.services.credentials import Account, UserDirectory
+
+    reads: list[str] = []
+
+    def fetch(name: str) -> Account | None:
+        reads.append(name)  # a blocking database read on the event loop
+        return Account(name, "agent", "0" * 32, "0" * 64) if name == "anna" else None
+
+    users = UserDirectory(fetch, known=lambda: {"anna"})
+    for i in range(1000):  # a scanner guessing names
+        assert users.get(f"user{i}", 1.0) is None
+    assert users.get("Anna", 1.0) is not None
+    assert reads == ["anna"]
