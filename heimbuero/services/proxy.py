@@ -33,6 +33,7 @@ from heimbuero.sip.message import (
     SipURI,
     is_ip_literal,
     parse_address,
+    parse_uri,
 )
 
 from .location import Peer
@@ -115,6 +116,8 @@ class Branch:
         "done",
         "cancel_pending",
         "timed_out",
+        "wire",
+        "fallback",
     )
 
     def __init__(
@@ -131,6 +134,11 @@ class Branch:
         self.done = False
         self.cancel_pending = False
         self.timed_out = False
+        # Where the request really went when a large one took TCP instead of UDP (§18.1.1),
+        # and its UDP copy to retry with when TCP cannot be set up; `dest` stays the device's
+        # flow (dialogs and aliases are signed for it).
+        self.wire: Peer | None = None
+        self.fallback: Request | None = None
 
 
 class ProxyCall:
@@ -321,9 +329,31 @@ class Proxy:
             self.media.on_offer(fwd, source, dest)
             branch = Branch(call, fwd, dest, target)
             call.branches.append(branch)
-            ctxn = core.layer.send_request(fwd, dest, dest[0] != "udp", now)
+            wire = dest
+            if dest[0] == "udp" and self._by_stream(fwd, target, dest):
+                # RFC 3261 §18.1.1: too large for UDP; the top Via names the new transport.
+                wire = ("tcp", dest[1], dest[2])
+                branch.fallback, branch.wire = fwd, wire
+                fwd = fwd.copy()
+                tcp_host, tcp_port = core.local_address("tcp")
+                fwd.pop_first_value("via")
+                fwd.prepend("Via", f"SIP/2.0/TCP {tcp_host}:{tcp_port};branch={branch_id};rport")
+                branch.request = fwd
+            ctxn = core.layer.send_request(fwd, wire, wire[0] != "udp", now)
             branch.txn = ctxn
             ctxn.context = branch
+
+    def _by_stream(self, fwd: Request, target: Target, dest: Peer) -> bool:
+        """A UDP request that must go over TCP instead (§18.1.1): when it is too large and the
+        device is reached at the very address its Contact names (a device behind NAT cannot be
+        reached by a new TCP connection: it keeps UDP, as the only way that works)."""
+        if "tcp" not in self.core.settings.local or not tx.needs_stream(len(fwd.serialize())):
+            return False
+        try:
+            named = uri_destination(parse_uri(target.uri))
+        except ParseError:
+            return False
+        return named == dest
 
     def _next_step(self, call: ProxyCall, now: float) -> bool:
         """Start the plan's next step that has someone to ring; False when none is left."""
@@ -365,6 +395,7 @@ class Proxy:
             return  # the answer to one of our CANCELs
         call = branch.call
         core = self.core
+        branch.fallback = None  # it came through: no retry over UDP
         resp.pop_first_value("via")
         if "via" not in resp:
             return
@@ -428,6 +459,15 @@ class Proxy:
         """Timer B/F or a transport error ended a branch without a response."""
         branch = ctxn.context
         if not isinstance(branch, Branch) or branch.done:
+            return
+        if branch.fallback is not None and status == 503 and ctxn.dest == branch.wire:
+            # TCP could not be set up for a large request: retry over UDP (§18.1.1).
+            retry, branch.fallback, branch.wire = branch.fallback, None, None
+            branch.request = retry
+            ctxn.context = None
+            again = self.core.layer.send_request(retry, branch.dest, False, now)
+            branch.txn = again
+            again.context = branch
             return
         branch.done = True
         branch.request = None
@@ -567,7 +607,8 @@ class Proxy:
         if reason:
             cancel.add("Reason", reason)
         layer = self.core.layer
-        layer.send_request(cancel, branch.dest, branch.dest[0] != "udp", now)
+        dest = branch.wire or branch.dest
+        layer.send_request(cancel, dest, dest[0] != "udp", now)
         # RFC 3261 §9.1: a UAS that never answers the CANCEL with a final response to the
         # INVITE leaves the branch in Proceeding forever; give up on it after 64*T1.
         self.core.timers.call_at(now + layer.timers.b, functools.partial(self._abandon, branch))

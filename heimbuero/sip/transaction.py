@@ -40,6 +40,8 @@ __all__ = [
     "TransactionTerminated",
     "TransactionTimeout",
     "TransportFailed",
+    "UDP_REQUEST_LIMIT",
+    "needs_stream",
 ]
 
 
@@ -122,6 +124,16 @@ class TimerSettings:
 
 
 DEFAULT_TIMERS: Final = TimerSettings()
+
+# RFC 3261 §18.1.1: a request larger than this (the path MTU unknown), or within 200 bytes of
+# a known path MTU, goes over a congestion-controlled transport (TCP) instead of UDP.
+UDP_REQUEST_LIMIT: Final = 1300
+
+
+def needs_stream(size: int, path_mtu: int | None = None) -> bool:
+    """Whether a request of `size` bytes must not go over UDP (RFC 3261 §18.1.1). If TCP then
+    cannot be set up (a reset), the sender SHOULD retry over UDP."""
+    return size > (path_mtu - 200 if path_mtu else UDP_REQUEST_LIMIT)
 
 
 # --------------------------------------------------------------------------------------------

@@ -344,3 +344,27 @@ def test_random_user_names_cost_no_database_read() -> None:
         assert users.get(f"user{i}", 1.0) is None
     assert users.get("Anna", 1.0) is not None
     assert reads == ["anna"]
+
+
+# ---- large requests over UDP (RFC 3261 §18.1.1) -----------------------------------------
+
+
+def test_a_large_request_takes_tcp_and_falls_back_to_udp_when_tcp_is_refused() -> None:
+    net = Net()
+    register(net, "bob", BOB1)  # reached at the address its Contact names
+    register(net, "bob", BOB2, contact="sip:bob@192.168.1.20:5060")  # behind NAT
+    register(net, "alice", ALICE)
+    r = req("INVITE", f"sip:bob@{DOMAIN}", ALICE, "alice", f"sip:bob@{DOMAIN}")
+    r.add("X-Padding", "p" * 1400)  # (an SDP offer with many codecs and ICE candidates)
+    [(challenge, _)] = net.send(r.serialize(), ALICE)
+    net.send(ack_for(r, challenge).serialize(), ALICE)
+    out = net.send(authorize(r, challenge, "alice", "Proxy-Authorization").serialize(), ALICE)
+    sent = forwarded(out)
+    tcp1 = ("tcp", *BOB1[1:])
+    assert set(sent) == {tcp1, BOB2}  # NAT: a new TCP connection could not reach it
+    assert sent[tcp1].top_via.transport == "TCP" and sent[BOB2].top_via.transport == "UDP"
+    net.core.unreachable(tcp1, net.now)  # connection refused: retry over UDP (§18.1.1)
+    [(again, dest)] = [(m, d) for m, d in net.drain() if isinstance(m, Request)]
+    assert dest == BOB1 and again.top_via.transport == "UDP"
+    out = net.send(answer(again, 180).serialize(), BOB1)
+    assert [m.status for m in only(out, Response)] == [180]
