@@ -11,9 +11,13 @@ byte: a handshake must finish within `tls_handshake_timeout`, and at most
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import socket
 import ssl
+import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,9 +62,19 @@ class TlsPolicy(Protocol):
     def pin(self, host: str, port: int) -> str | None: ...
 
 
+# Linux: ICMP errors for an unconnected UDP socket are queued with the address they concern
+# (IP_RECVERR / IPV6_RECVERR, read with MSG_ERRQUEUE); Python names neither constant.
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+_MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+_UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                          errno.EHOSTDOWN})  # fmt: skip
+
+
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, owner: Transports) -> None:
+    def __init__(self, owner: Transports, sock: socket.socket | None = None) -> None:
         self.owner = owner
+        self.sock = sock
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -71,6 +85,18 @@ class _Udp(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)
+        if self.sock is None or sys.platform != "linux":
+            return
+        # ICMP port/host unreachable: the transactions waiting on that address fail now
+        # (RFC 3261 §18.4). The queue says which address each error is about.
+        for _ in range(64):
+            try:
+                _, ancillary, _, addr = self.sock.recvmsg(1, 512, _MSG_ERRQUEUE)
+            except OSError:
+                return
+            for _level, _kind, data in ancillary:
+                if len(data) >= 4 and struct.unpack_from("=I", data)[0] in _UNREACHABLE:
+                    self.owner.unreachable("udp", str(addr[0]), int(addr[1]))
 
 
 class _Tcp(asyncio.Protocol):
@@ -291,7 +317,13 @@ class Transports:
             except OSError:
                 sock.close()
                 raise
-            t, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
+            if sys.platform == "linux":
+                with contextlib.suppress(OSError):
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+                    else:
+                        sock.setsockopt(socket.SOL_IP, _IP_RECVERR, 1)
+            t, _ = await loop.create_datagram_endpoint(lambda: _Udp(self, sock), sock=sock)
             self._udp.setdefault(family, t)
         elif transport == "tcp":
             server = await loop.create_server(
@@ -438,13 +470,13 @@ class Transports:
         if transport == "tls":
             if self.tls is None:
                 log.info("no TLS for %s:%d: TLS is not set up", host, port)
-                self._failed(transport, host, port)
+                self.unreachable(transport, host, port)
                 return
             try:
                 ctx = self.tls.client_context(host, port)
             except (OSError, ValueError, ssl.SSLError) as exc:
                 log.warning("no TLS context for %s:%d: %s", host, port, exc)
-                self._failed(transport, host, port)
+                self.unreachable(transport, host, port)
                 return
             pin = self.tls.pin(host, port)
             factory: Callable[[], _Tcp] = lambda: _Tcp(self, "tls", ctx, host, pin)  # noqa: E731
@@ -456,16 +488,17 @@ class Transports:
             )
         except (TimeoutError, OSError) as exc:
             log.info("%s connection to %s:%d failed: %s", transport.upper(), host, port, exc)
-            self._failed(transport, host, port)
+            self.unreachable(transport, host, port)
             return
         queued = self._connecting.pop(key, [])
         conn = self._conns.get(key, proto)
         for data in queued:
             conn.write(data)
 
-    def _failed(self, transport: str, host: str, port: int) -> None:
-        """What was queued for a connection that could not be made is lost: the endpoint's
-        transactions waiting on it fail now (RFC 3261 §18.4), not after Timer B/F."""
+    def unreachable(self, transport: str, host: str, port: int) -> None:
+        """A connection could not be made (what was queued for it is lost), or ICMP says a UDP
+        destination is unreachable: the endpoint's transactions waiting on it fail now
+        (RFC 3261 §18.4), not after Timer B/F."""
         self._connecting.pop((host, port), None)
         self.endpoint.unreachable((transport, host, port), self.now())
         self.flush()

@@ -136,3 +136,19 @@ def test_refused_tcp_connection_fails_the_branch_at_once(server: Server) -> None
     assert final is not None, alice.received
     assert final.status in (500, 503), final.raw
     assert took < 5.0, f"answered after {took:.1f} s"
+
+
+def test_icmp_port_unreachable_fails_the_branch_at_once(server: Server) -> None:
+    """bob's UDP phone is gone: the INVITE to it draws ICMP port unreachable, which fails the
+    branch at once (§18.4) instead of 32 s of retransmissions and a 408."""
+    with SipClient(server.port) as bob:
+        port = bob.local_port
+    register(server, "bob", f"sip:bob@127.0.0.1:{port}")  # (from another socket: no NAT)
+    with SipClient(server.port) as alice:
+        call_id, *_ = invite_authorized(alice, server, "alice", "bob", [])
+        started = time.monotonic()
+        final = recv_final(alice, call_id, timeout=10.0)
+        took = time.monotonic() - started
+    assert final is not None, alice.received
+    assert final.status in (500, 503), final.raw
+    assert took < 5.0, f"answered after {took:.1f} s"
