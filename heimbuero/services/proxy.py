@@ -530,8 +530,10 @@ class Proxy:
             best = self._best(call)
         if best.status == 408 and call.server_txn.request.method != "INVITE":
             # RFC 4320 §4.2: no 408 to a non-INVITE request; the client's own Timer F tells
-            # it. The server transaction is let go without an answer.
-            core.layer.terminate(call.server_txn, now)
+            # it. The server transaction stays to absorb retransmissions for Timer J's time,
+            # then ends without an answer.
+            st = call.server_txn
+            core.timers.call_at(now + core.layer.timers.j, lambda at: core.layer.terminate(st, at))
         elif hint is not None and best.status == hint[0]:
             # The hint promises something stored (a message's 202): sent once it is committed.
             core.send_after_commit(call.server_txn, best, now, "Could not be stored")

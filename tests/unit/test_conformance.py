@@ -81,6 +81,8 @@ def test_no_408_upstream_for_a_non_invite_request() -> None:
     assert list(forwarded(out)) == [BOB1]  # bob's phone never answers
     out = net.advance(40.0)
     assert [m.status for m in only(out, Response)] == []  # alice's own Timer F tells her
+    out = net.advance(40.0)  # (its retransmissions meanwhile are absorbed)
+    assert [m.status for m in only(out, Response)] == []
     assert len(net.core.proxy) == 0 and len(net.core.layer) == 0  # nothing left behind
 
 
