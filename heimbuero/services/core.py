@@ -742,9 +742,7 @@ class SipCore:
         # is another service, not us (Kamailio's `myself` check compares the port too).
         if (host, uri.port) in self._local_hostports:
             return True
-        return host == self.settings.domain and any(
-            p == uri.port for _, p in self._local_hostports
-        )
+        return host == self.settings.domain and any(p == uri.port for _, p in self._local_hostports)
 
     def is_own_sent_by(self, via: Via) -> bool:
         """Whether a Via's sent-by is one of the addresses we put into our Vias."""
