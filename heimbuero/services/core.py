@@ -35,6 +35,7 @@ from heimbuero.sip.message import (
     SipURI,
     Via,
     is_ip_literal,
+    normalize_expires,
     parse,
     parse_address,
 )
@@ -403,11 +404,13 @@ class SipCore:
             and (method == "SUBSCRIBE" or method == "PUBLISH")
             and presence.wants(req)
         ):
+            normalize_expires(req)
             presence.on_request(txn, now)
             return
 
         if for_server:
             if method == "REGISTER":
+                normalize_expires(req)
                 self._on_register(txn, now)
             elif method == "OPTIONS":
                 headers = [("Allow", self.allow()), ("Accept", ACCEPT), ("Supported", SUPPORTED)]

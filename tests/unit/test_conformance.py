@@ -370,3 +370,13 @@ def test_a_large_request_takes_tcp_and_falls_back_to_udp_when_tcp_is_refused() -
     assert dest == BOB1 and again.top_via.transport == "UDP"
     out = net.send(answer(again, 180).serialize(), BOB1)
     assert [m.status for m in only(out, Response)] == [180]
+
+
+def test_register_with_an_rfc_2543_expires_date_counts_as_3600() -> None:
+    net = Net()
+    r = req("REGISTER", f"sip:{DOMAIN}", BOB1, "bob", f"sip:bob@{DOMAIN}")
+    r.add("Expires", "Thu, 01 Dec 2040 16:00:00 GMT")  # RFC 4475's ancestor torture message
+    [(challenge, _)] = net.send(r.serialize(), BOB1)
+    [(ok, _)] = net.send(authorize(r, challenge, "bob").serialize(), BOB1)
+    assert ok.status == 200, ok.reason  # RFC 3261 §20.19: a malformed Expires is 3600
+    assert ok.get_all("contact") == ["<sip:bob@127.0.0.1:40002>;expires=3600"]
