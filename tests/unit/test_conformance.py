@@ -341,11 +341,14 @@ def test_random_user_names_cost_no_database_read() -> None:
         reads.append(name)  # a blocking database read on the event loop
         return Account(name, "agent", "0" * 32, "0" * 64) if name == "anna" else None
 
-    users = UserDirectory(fetch, known=lambda: {"anna"})
-    for i in range(1000):  # a scanner guessing names
-        assert users.get(f"user{i}", 1.0) is None
-    assert users.get("Anna", 1.0) is not None
-    assert reads == ["anna"]
+    users = UserDirectory(fetch, known=lambda: {"anna"}, miss_rate=20.0)
+    for i in range(1000):  # a scanner guessing names within a second
+        assert users.get(f"user{i}", 1.0 + i / 1000) is None
+    assert users.get("Anna", 2.0) is not None
+    assert len(reads) <= 2 * 20 + 1 and reads[-1] == "anna"  # not one read per name
+    # A user added a moment ago (the directory not reloaded yet) is found at once.
+    added = UserDirectory(lambda n: Account(n, "agent", "0" * 32, "0" * 64), known=lambda: ())
+    assert added.get("bert", 5.0) is not None
 
 
 # ---- large requests over UDP (RFC 3261 §18.1.1) -----------------------------------------
