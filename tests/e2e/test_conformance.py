@@ -152,3 +152,30 @@ def test_icmp_port_unreachable_fails_the_branch_at_once(server: Server) -> None:
     assert final is not None, alice.received
     assert final.status in (500, 503), final.raw
     assert took < 5.0, f"answered after {took:.1f} s"
+
+
+# --------------------------------------------------------------------------------------------
+# Stray responses (RFC 3261 §18.1.2)
+
+
+@pytest.mark.parametrize(
+    "top_via",
+    [
+        "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKhb0123456789.1",  # another host's sent-by
+        "SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKhb0123456789.1.deadbeef00",  # not signed
+    ],
+    ids=["foreign-sent-by", "unsigned-branch"],
+)
+def test_forged_2xx_is_not_forwarded(server: Server, top_via: str) -> None:
+    """A 200 whose top Via only looks like ours must not be relayed to the address its second
+    Via names (here: a victim's UDP port)."""
+    with SipClient(server.port) as victim, SipClient(server.port) as attacker:
+        forged = (
+            "SIP/2.0 200 OK\r\n"
+            f"Via: {top_via.format(port=server.port)}\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{victim.local_port};branch=z9hG4bK-victim\r\n"
+            f"From: <sip:alice@{server.domain}>;tag=a\r\nTo: <sip:bob@{server.domain}>;tag=b\r\n"
+            "Call-ID: forged-2xx\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        attacker.send_raw(forged.encode())
+        assert victim.recv(1.0) is None
