@@ -668,6 +668,7 @@ class TransactionLayer:
         "_t1",
         "_t2",
         "_lifetimes",
+        "_by_dest",
     )
 
     def __init__(self, timers: TimerSettings = DEFAULT_TIMERS) -> None:
@@ -683,6 +684,9 @@ class TransactionLayer:
         self._cancelled = 0
         self._t1 = timers.t1
         self._t2 = timers.t2
+        # Client transactions per destination, so that a transport error (an ICMP error for
+        # every keep-alive to a vanished phone) finds its transactions without a scan.
+        self._by_dest: dict[object, set[ClientTransaction]] = {}
         self._lifetimes = {
             TIMER_B: timers.b,
             TIMER_D: timers.d,
@@ -795,6 +799,7 @@ class TransactionLayer:
         txn = ClientTransaction(req, dest, reliable, branch, key)
         txn._wire = req.serialize()
         self._client[key] = txn
+        self._by_dest.setdefault(dest, set()).add(txn)
         self._step_client(txn, TU_REQUEST, None, None, now)
         return txn
 
@@ -814,10 +819,7 @@ class TransactionLayer:
         """The transport could not reach `dest` at all (a refused or timed-out connection,
         RFC 3261 §18.4): every client transaction that sent there and has no answer yet fails
         at once (`TransportFailed`) instead of waiting for Timer B or F. Returns how many."""
-        waiting = [
-            t for t in self._client.values()
-            if t.dest == dest and t.state in (CALLING, TRYING)
-        ]  # fmt: skip
+        waiting = [t for t in self._by_dest.get(dest, ()) if t.state in (CALLING, TRYING)]
         for txn in waiting:
             self._step_client(txn, TRANSPORT_ERR, None, None, now)
         return len(waiting)
@@ -929,6 +931,12 @@ class TransactionLayer:
         table = self._server if type(txn) is ServerTransaction else self._client
         if table.get(txn._key) is txn:
             del table[txn._key]
+        if type(txn) is ClientTransaction:
+            same = self._by_dest.get(txn.dest)
+            if same is not None:
+                same.discard(txn)
+                if not same:
+                    del self._by_dest[txn.dest]
         txn._wire = b""
         self._events.append(TransactionTerminated(txn))
 
