@@ -35,6 +35,7 @@ from heimbuero.sip.message import (
     parse_address,
     parse_uri,
 )
+from heimbuero.sip.selection import best_response
 
 from .location import Peer
 from .registrar import reachable_from
@@ -548,17 +549,7 @@ class Proxy:
         finals = call.finals
         if not finals:
             return self.core.make_response(call.server_txn.request, 408)
-        six = [r for r in finals if r.status >= 600]
-        if six:
-            best = six[0]
-        else:
-            best = min(finals, key=lambda r: (r.status // 100, _preference(r.status)))
-        if best.status == 503:
-            best = best.copy()
-            best.status, best.reason = 500, "Server Internal Error"
-        if best.status in (401, 407):
-            best = aggregate_challenges(best, finals)
-        return best
+        return best_response(finals)  # (step 7: with every branch's challenges)
 
     # ------------------------------------------------------------------ CANCEL and timers
 
@@ -751,32 +742,6 @@ def _call_users(req: Request, branch: Branch, core: SipCore) -> list[str]:
 def _rr(host: str, port: int, transport: str, token: str) -> str:
     t = "" if transport == "udp" else f";transport={transport}"
     return f"<sip:{host}:{port}{t};lr;{TOKEN_PARAM}={token}>"
-
-
-def _preference(status: int) -> int:
-    # Within a class, prefer the answers that tell the caller most: first those that let it
-    # resubmit the request (RFC 3261 §16.7 step 6: 401, 407, 415, 420, 484).
-    order = {401: -1, 407: -1, 415: -1, 420: -1, 484: -1,
-             486: 0, 600: 0, 603: 1, 480: 2, 487: 3, 404: 4, 408: 9}  # fmt: skip
-    return order.get(status, 5)
-
-
-def aggregate_challenges(best: Response, finals: list[Response]) -> Response:
-    """RFC 3261 §16.7 step 7: the chosen 401/407 carries every branch's challenges, each
-    once (a copy; `best` is one of `finals`)."""
-    out = best.copy()
-    seen = {(h[0], h[2]) for h in out.headers if h[0] in _CHALLENGES}
-    for r in finals:
-        if r is best or r.status not in (401, 407):
-            continue
-        for h in r.headers:
-            if h[0] in _CHALLENGES and (h[0], h[2]) not in seen:
-                seen.add((h[0], h[2]))
-                out.add(h[1], h[2])
-    return out
-
-
-_CHALLENGES = ("www-authenticate", "proxy-authenticate")
 
 
 def dialog_destination(uri: SipURI, call_id: str, signer: DialogSigner) -> Peer | None:
