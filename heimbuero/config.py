@@ -57,7 +57,7 @@ class SipSettings:
     max_message_size: int = 65535
     tcp_idle_timeout: int = 600
     max_tcp_connections_per_ip: int = 100
-    invite_timeout: int = 180
+    invite_timeout: int = 181  # Timer C: more than 3 minutes (RFC 3261 §16.8)
     trusted_peers: tuple[str, ...] = ()  # "HOST" or "HOST:PORT" of carrier trunks: no digest auth
     advertise: str | None = None  # address for Via/Record-Route when listening on 0.0.0.0
     md5_only_user_agents: tuple[str, ...] = ("baresip v0.", "baresip v1.")
@@ -441,7 +441,9 @@ max_contacts_per_aor = {d.max_contacts_per_aor}
 max_message_size = {d.max_message_size}     # bytes; larger messages are refused (513) or dropped
 tcp_idle_timeout = {d.tcp_idle_timeout}       # idle seconds before a TCP connection is closed
 max_tcp_connections_per_ip = {d.max_tcp_connections_per_ip}
-invite_timeout = {d.invite_timeout}         # seconds a forked INVITE may ring before 408
+# Timer C: seconds a forked INVITE may ring before 408 (RFC 3261 §16.8: over 3 minutes, so
+# smaller values count as 181)
+invite_timeout = {d.invite_timeout}
 # Carrier trunks whose requests are not challenged: "HOST" or "HOST:PORT"
 trusted_peers = []
 # Clients that fail on a challenge list with an algorithm they do not know get MD5 alone

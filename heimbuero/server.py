@@ -274,7 +274,8 @@ class Server:
         now = time.time()
         self.started = now
         self.location.load(_from_record(r) for r in self.store.load_bindings(now))
-        self.users = UserDirectory(self._fetch_account)
+        # (A name not in the office directory is no user: no database read for it.)
+        self.users = UserDirectory(self._fetch_account, known=lambda: self.calls.directory.users)
         self.core = SipCore(
             CoreSettings(
                 domain=config.domain,

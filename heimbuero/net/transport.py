@@ -11,9 +11,13 @@ byte: a handshake must finish within `tls_handshake_timeout`, and at most
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import socket
 import ssl
+import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +29,9 @@ from heimbuero.sip.framing import KEEPALIVE_PONG, FramingError, StreamFramer
 log = logging.getLogger("heimbuero.net")
 
 Peer = tuple[str, str, int]
+# A change of (wall clock - monotonic clock) larger than this between two readings is a step
+# of the wall clock, not a slew (NTP slews at most 0.5 ms per second).
+CLOCK_STEP = 1.0
 
 
 class Endpoint(Protocol):
@@ -34,6 +41,8 @@ class Endpoint(Protocol):
     def outgoing(self) -> list[tuple[bytes, Peer]]: ...
     def next_deadline(self) -> float | None: ...
     def on_timer(self, now: float) -> None: ...
+    def unreachable(self, dest: Peer, now: float) -> None: ...
+    def clock_stepped(self, delta: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +62,19 @@ class TlsPolicy(Protocol):
     def pin(self, host: str, port: int) -> str | None: ...
 
 
+# Linux: ICMP errors for an unconnected UDP socket are queued with the address they concern
+# (IP_RECVERR / IPV6_RECVERR, read with MSG_ERRQUEUE); Python names neither constant.
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+_MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+_UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                          errno.EHOSTDOWN})  # fmt: skip
+
+
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, owner: Transports) -> None:
+    def __init__(self, owner: Transports, sock: socket.socket | None = None) -> None:
         self.owner = owner
+        self.sock = sock
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -66,6 +85,18 @@ class _Udp(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)
+        if self.sock is None or sys.platform != "linux":
+            return
+        # ICMP port/host unreachable: the transactions waiting on that address fail now
+        # (RFC 3261 §18.4). The queue says which address each error is about.
+        for _ in range(64):
+            try:
+                _, ancillary, _, addr = self.sock.recvmsg(1, 512, _MSG_ERRQUEUE)
+            except OSError:
+                return
+            for _level, _kind, data in ancillary:
+                if len(data) >= 4 and struct.unpack_from("=I", data)[0] in _UNREACHABLE:
+                    self.owner.unreachable("udp", str(addr[0]), int(addr[1]))
 
 
 class _Tcp(asyncio.Protocol):
@@ -248,10 +279,13 @@ class Transports:
         limits: TransportLimits,
         clock: Callable[[], float] = time.time,
         tls: TlsPolicy | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.endpoint = endpoint
         self.limits = limits
         self.clock = clock
+        self.monotonic = monotonic
+        self._offset = clock() - monotonic()  # wall minus monotonic: moves only when stepped
         self.tls = tls
         self._handshakes = 0
         self._udp: dict[int, asyncio.DatagramTransport] = {}  # address family -> socket
@@ -285,7 +319,13 @@ class Transports:
             except OSError:
                 sock.close()
                 raise
-            t, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
+            if sys.platform == "linux":
+                with contextlib.suppress(OSError):
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+                    else:
+                        sock.setsockopt(socket.SOL_IP, _IP_RECVERR, 1)
+            t, _ = await loop.create_datagram_endpoint(lambda: _Udp(self, sock), sock=sock)
             self._udp.setdefault(family, t)
             self._bound.append((transport, host, port, t))
         elif transport == "tcp":
@@ -336,16 +376,35 @@ class Transports:
         for server in self._servers:
             await server.wait_closed()
 
+    # ------------------------------------------------------------------ clock
+
+    def now(self) -> float:
+        """The wall clock for the endpoint. A step of it (NTP, a resumed VM) is told apart from
+        time passing by the monotonic clock and reported to the endpoint, whose protocol
+        timers then move along (`clock_stepped`). The loop's armed timer runs on the monotonic
+        clock and stays; only the deadline it stands for moves too."""
+        wall = self.clock()
+        offset = wall - self.monotonic()
+        delta = offset - self._offset
+        self._offset = offset
+        if abs(delta) > CLOCK_STEP:
+            log.warning("wall clock stepped by %+.1f s: protocol timers keep their durations",
+                        delta)  # fmt: skip
+            self.endpoint.clock_stepped(delta)
+            if self._timer_at is not None:
+                self._timer_at += delta
+        return wall
+
     # ------------------------------------------------------------------ inbound
 
     def on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if len(data) > self.limits.max_message_size or not data.strip(b"\r\n\0 "):
             return  # oversized, or a NAT keep-alive (CRLF, NUL) that needs no answer
-        self.endpoint.receive(data, ("udp", str(addr[0]), int(addr[1])), self.clock())
+        self.endpoint.receive(data, ("udp", str(addr[0]), int(addr[1])), self.now())
         self.flush()
 
     def on_stream_messages(self, messages: list[bytes], peer: Peer) -> None:
-        now = self.clock()
+        now = self.now()
         for m in messages:
             self.endpoint.receive(m, peer, now)
         self.flush()
@@ -429,13 +488,13 @@ class Transports:
         if transport == "tls":
             if self.tls is None:
                 log.info("no TLS for %s:%d: TLS is not set up", host, port)
-                self._connecting.pop(key, None)
+                self.unreachable(transport, host, port)
                 return
             try:
                 ctx = self.tls.client_context(host, port)
             except (OSError, ValueError, ssl.SSLError) as exc:
                 log.warning("no TLS context for %s:%d: %s", host, port, exc)
-                self._connecting.pop(key, None)
+                self.unreachable(transport, host, port)
                 return
             pin = self.tls.pin(host, port)
             factory: Callable[[], _Tcp] = lambda: _Tcp(self, "tls", ctx, host, pin)  # noqa: E731
@@ -447,16 +506,25 @@ class Transports:
             )
         except (TimeoutError, OSError) as exc:
             log.info("%s connection to %s:%d failed: %s", transport.upper(), host, port, exc)
-            self._connecting.pop(key, None)
+            self.unreachable(transport, host, port)
             return
         queued = self._connecting.pop(key, [])
         conn = self._conns.get(key, proto)
         for data in queued:
             conn.write(data)
 
+    def unreachable(self, transport: str, host: str, port: int) -> None:
+        """A connection could not be made (what was queued for it is lost), or ICMP says a UDP
+        destination is unreachable: the endpoint's transactions waiting on it fail now
+        (RFC 3261 §18.4), not after Timer B/F."""
+        self._connecting.pop((host, port), None)
+        self.endpoint.unreachable((transport, host, port), self.now())
+        self.flush()
+
     # ------------------------------------------------------------------ timers
 
     def _arm(self) -> None:
+        now = self.now()  # first: a step found here moves the endpoint's deadlines
         deadline = self.endpoint.next_deadline()
         if deadline is None:
             return
@@ -465,17 +533,18 @@ class Transports:
         if self._timer is not None:
             self._timer.cancel()
         loop = self._loop or asyncio.get_running_loop()
-        delay = max(0.0, deadline - self.clock())
+        delay = max(0.0, deadline - now)
         self._timer_at = deadline
         self._timer = loop.call_later(delay, self._fire)
 
     def _fire(self) -> None:
+        now = self.now()  # first: a step found here moves `_timer_at` along
         at = self._timer_at or 0.0
         self._timer = None
         self._timer_at = None
         # The loop's monotonic clock and the wall clock drift apart by microseconds: never let
         # a timer that the loop fired look early to the endpoint.
-        self.endpoint.on_timer(max(self.clock(), at))
+        self.endpoint.on_timer(max(now, at))
         self.flush()
 
     async def _sweep_idle(self) -> None:

@@ -10,6 +10,7 @@ Max-Forwards, loops, required extensions, and digest authentication of our users
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import functools
 import hashlib
 import heapq
@@ -24,6 +25,7 @@ from heimbuero.office.model import Trunk, TrunkInbound
 from heimbuero.office.visibility import Person
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import DigestAuthenticator, parse_credentials
+from heimbuero.sip.branch import BranchSigner
 from heimbuero.sip.dialogtoken import TOKEN_PARAM, DialogSigner, Flow
 from heimbuero.sip.message import (
     MAGIC_COOKIE,
@@ -31,7 +33,9 @@ from heimbuero.sip.message import (
     Request,
     Response,
     SipURI,
+    Via,
     is_ip_literal,
+    normalize_expires,
     parse,
     parse_address,
 )
@@ -49,10 +53,15 @@ from .trunks import TrunkRegistration, TrunkRegistrations
 log = logging.getLogger("heimbuero.sip")
 
 SERVER_NAME = "heimbuero"
+# What the server handles: REGISTER and OPTIONS itself, the rest by proxying to our users'
+# devices (PUBLISH only with the presence server: no phone takes it).
 ALLOW = (
     "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, REFER, NOTIFY, "
-    "SUBSCRIBE, PRACK, PUBLISH"
+    "SUBSCRIBE, PRACK"
 )
+KNOWN_METHODS = frozenset(m.strip() for m in ALLOW.split(",")) | {"PUBLISH"}
+# RFC 3261 §16.8: Timer C MUST be greater than 3 minutes; a smaller setting is raised to this.
+TIMER_C_MIN = 181.0
 ACCEPT = "application/sdp"
 SUPPORTED = ""  # option tags the server itself implements (none yet: no Path, no outbound)
 BRANCH_PREFIX = MAGIC_COOKIE + "hb"
@@ -64,7 +73,8 @@ _REASONS = {
     416: "Unsupported URI Scheme", 420: "Bad Extension", 423: "Interval Too Brief",
     480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
     483: "Too Many Hops", 487: "Request Terminated", 500: "Server Internal Error",
-    502: "Bad Gateway", 503: "Service Unavailable", 505: "Version Not Supported",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    505: "Version Not Supported",
 }  # fmt: skip
 
 
@@ -79,7 +89,7 @@ class CoreSettings:
     registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
     timers: tx.TimerSettings = field(default_factory=tx.TimerSettings)
     trusted_peers: tuple[str, ...] = ()
-    invite_timeout: float = 180.0
+    invite_timeout: float = TIMER_C_MIN  # Timer C (never less than TIMER_C_MIN)
     guard: GuardSettings = field(default_factory=GuardSettings)  # floods, bans, guessing
     # Source IPs the flood limit never bans (a local front proxy, the bench on loopback).
     flood_exempt: tuple[str, ...] = ("127.0.0.1", "::1")
@@ -107,6 +117,10 @@ class _Timers:
     def cancel(handle: list[object] | None) -> None:
         if handle is not None:
             handle[0] = None
+
+    def shift(self, delta: float) -> None:
+        """Move every deadline by `delta` (the clock stepped; see SipCore.clock_stepped)."""
+        self._heap[:] = [(at + delta, seq, entry) for at, seq, entry in self._heap]
 
     def next(self) -> float | None:
         heap = self._heap
@@ -148,8 +162,12 @@ class SipCore:
         self.registrar = Registrar(settings.registrar, location)
         self.timers = _Timers()
         self.proxy = Proxy(self)
+        self.timer_c = max(settings.invite_timeout, TIMER_C_MIN)
         self._out: list[tuple[bytes, Peer]] = []
         self._branch_seq = itertools.count(1)
+        # Forwarded requests' branches are signed, so that a stray response is forwarded only
+        # when it answers a request we sent (RFC 3261 §18.1.2; see proxy.on_stray_response).
+        self.branches = BranchSigner(secrets.token_bytes(16), BRANCH_PREFIX)
         self._local_hosts = {settings.domain.lower()}
         self._local_hostports: set[tuple[str, int]] = set()
         for host, port in settings.local.values():
@@ -240,6 +258,20 @@ class SipCore:
         gone = self.location.expire(now)
         if gone:
             self.bindings_changed([], gone, now)
+        self._pump(now)
+
+    def clock_stepped(self, delta: float) -> None:
+        """The wall clock `now` comes from jumped by `delta` seconds (the network layer tells
+        it against a monotonic clock). Protocol timers (transactions, Timer C, ring steps) keep
+        their durations; registrations and nonces keep their wall-clock expiry."""
+        self.layer.clock_stepped(delta)
+        self.timers.shift(delta)
+
+    def unreachable(self, dest: Peer, now: float) -> None:
+        """The network layer could not reach `dest` (connection refused or timed out): the
+        requests waiting for it fail now (RFC 3261 §18.4; a proxy branch counts as 503, §16.9)."""
+        if self.layer.destination_failed(dest, now):
+            log.info("%s unreachable: its transactions fail at once", dest)
         self._pump(now)
 
     def bindings_changed(self, added: list[Binding], removed: list[Binding], now: float) -> None:
@@ -372,19 +404,23 @@ class SipCore:
             and (method == "SUBSCRIBE" or method == "PUBLISH")
             and presence.wants(req)
         ):
+            normalize_expires(req)
             presence.on_request(txn, now)
             return
 
         if for_server:
             if method == "REGISTER":
+                normalize_expires(req)
                 self._on_register(txn, now)
             elif method == "OPTIONS":
-                headers = [("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
+                headers = [("Allow", self.allow()), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
                 if self.presence is not None:
                     headers.append(("Allow-Events", ALLOW_EVENTS))
                 self.respond(txn, 200, now, headers=headers)
-            else:
+            elif method in KNOWN_METHODS:
                 self.respond(txn, 405, now, headers=[("Allow", "OPTIONS, REGISTER")])
+            else:  # RFC 3261 §21.5.2: a method the server does not know at all
+                self.respond(txn, 501, now, headers=[("Allow", self.allow())])
             return
 
         # Only a dialog this server record-routed itself skips authentication: its Route
@@ -498,14 +534,17 @@ class SipCore:
             self.respond(txn, 403, now, reason="Authenticated user does not own this address")
             return
         result = self.registrar.handle(req, aor, txn.source, now)  # type: ignore[arg-type]
+        headers = result.headers
+        if result.status == 200:  # RFC 3261 §10.3 step 8: phones without a clock use it
+            headers = [*headers, ("Date", email.utils.formatdate(now, usegmt=True))]
         if not (result.added or result.removed):
-            self.respond(txn, result.status, now, reason=result.reason, headers=result.headers)
+            self.respond(txn, result.status, now, reason=result.reason, headers=headers)
             return
         # Routing uses the new bindings at once; the 200 promises they survive a crash, so it
         # waits for the commit (refreshes too: a lost refresh would leave the older, earlier
         # expiry stored, and after a crash the device would be unreachable until it registers
         # again). Retransmissions meanwhile are absorbed by the server transaction.
-        response = self.make_response(req, result.status, result.reason, result.headers)
+        response = self.make_response(req, result.status, result.reason, headers)
         # Presence and stored messages learn of it after the 200 has gone out.
         self.send_after_commit(
             txn, response, now, "Registration could not be stored",
@@ -702,7 +741,20 @@ class SipCore:
                 )
                 or not self._local_hostports
             )
-        return (host, uri.port) in self._local_hostports or host == self.settings.domain
+        # An explicit port must be one we listen on: another port of our host (or our domain's)
+        # is another service, not us (Kamailio's `myself` check compares the port too).
+        if (host, uri.port) in self._local_hostports:
+            return True
+        return host == self.settings.domain and any(p == uri.port for _, p in self._local_hostports)
+
+    def is_own_sent_by(self, via: Via) -> bool:
+        """Whether a Via's sent-by is one of the addresses we put into our Vias."""
+        port = via.port or (5061 if via.transport.lower() == "tls" else 5060)
+        return (via.host.lower().strip("[]"), port) in self._local_hostports
+
+    def allow(self) -> str:
+        """The methods the server handles, for Allow headers."""
+        return ALLOW + ", PUBLISH" if self.presence is not None else ALLOW
 
     def local_address(self, transport: str) -> tuple[str, int]:
         local = self.settings.local
@@ -711,7 +763,7 @@ class SipCore:
     def new_branch(self, req: Request) -> str:
         """A branch for a request the proxy forwards: it carries the loop hash (RFC 3261 §16.6
         step 8) so the request is known again if it comes back unchanged."""
-        return f"{BRANCH_PREFIX}{self._loop_hash(req)}.{next(self._branch_seq):x}"
+        return self.branches.sign(f"{self._loop_hash(req)}.{next(self._branch_seq):x}")
 
     def new_local_branch(self) -> str:
         """A branch for a request the server itself sends (NOTIFY, stored MESSAGE): unique,
@@ -747,11 +799,13 @@ class SipCore:
         """RFC 3261 §18.2.1 and RFC 3581: note where the request really came from."""
         via = req.top_via
         changed = False
-        if via.host.strip("[]") != source[1]:
-            via.params["received"] = source[1]
-            changed = True
         if "rport" in via.params:
+            # RFC 3581 §4: with rport, received is added even when it equals the sent-by host.
+            via.params["received"] = source[1]
             via.params["rport"] = str(source[2])
+            changed = True
+        elif via.host.strip("[]") != source[1]:
+            via.params["received"] = source[1]
             changed = True
         if changed:
             req.pop_first_value("via")

@@ -4,7 +4,7 @@ server take effect within a few seconds."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 
@@ -20,13 +20,29 @@ class Account:
 
 
 class UserDirectory:
-    """Looks accounts up through `fetch(name)`, caching hits and misses for `ttl` seconds."""
+    """Looks accounts up through `fetch(name)`, caching hits and misses for `ttl` seconds.
 
-    __slots__ = ("_fetch", "_ttl", "_cache", "_max", "_inserts")
+    `known()`, when given, is the set of every user name, kept in memory (the office
+    directory, reloaded a few seconds after a change). A name not in it is read from the
+    database only `miss_rate` times per second (a user added a moment ago); beyond that it
+    is no user, answered without a read. So a scanner trying random names costs a bounded
+    number of blocking reads on the event loop and no cache entries."""
+
+    __slots__ = ("_fetch", "_ttl", "_cache", "_max", "_inserts", "_known", "_miss_rate",
+                 "_tokens", "_tokens_at")  # fmt: skip
 
     def __init__(
-        self, fetch: Callable[[str], Account | None], ttl: float = 5.0, max_entries: int = 200_000
+        self,
+        fetch: Callable[[str], Account | None],
+        ttl: float = 5.0,
+        max_entries: int = 200_000,
+        known: Callable[[], Container[str]] | None = None,
+        miss_rate: float = 20.0,
     ) -> None:
+        self._known = known
+        self._miss_rate = miss_rate
+        self._tokens = miss_rate  # a burst of one second's worth
+        self._tokens_at: float | None = None
         self._fetch = fetch
         self._ttl = ttl
         self._cache: dict[str, tuple[float, Account | None]] = {}
@@ -38,6 +54,8 @@ class UserDirectory:
         hit = self._cache.get(name)
         if hit is not None and hit[0] > now:
             return hit[1]
+        if self._known is not None and name not in self._known() and not self._may_miss(now):
+            return None
         account = self._fetch(name)
         cache = self._cache
         self._inserts += 1
@@ -51,6 +69,17 @@ class UserDirectory:
                 cache.clear()
         cache[name] = (now + self._ttl, account)
         return account
+
+    def _may_miss(self, now: float) -> bool:
+        """Whether a name the directory does not know may still be read (a token bucket)."""
+        if self._tokens_at is not None:
+            elapsed = max(0.0, now - self._tokens_at)
+            self._tokens = min(self._miss_rate, self._tokens + elapsed * self._miss_rate)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
     def allows_rfc2069(self, name: str, now: float) -> bool:
         account = self.get(name, now)

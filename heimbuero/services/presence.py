@@ -201,13 +201,13 @@ def pidf(entity: str, state: PresenceState) -> bytes:
         f'<tuple id="t1"><status><basic>{basic}</basic></status>'
         f"<contact>{escape(entity)}</contact></tuple>\n"
     ]
+    if state.note:  # RFC 3863's schema: tuples, then notes, then extensions (the person)
+        parts.append(f"<note>{escape(state.note)}</note>\n")
     if state.activity:
         parts.append(
             f'<dm:person id="p1"><rpid:activities><rpid:{state.activity}/></rpid:activities>'
             "</dm:person>\n"
         )
-    if state.note:
-        parts.append(f"<note>{escape(state.note)}</note>\n")
     parts.append("</presence>\n")
     return "".join(parts).encode()
 

@@ -33,7 +33,9 @@ from heimbuero.sip.message import (
     SipURI,
     is_ip_literal,
     parse_address,
+    parse_uri,
 )
+from heimbuero.sip.selection import best_response
 
 from .location import Peer
 from .registrar import reachable_from
@@ -115,6 +117,8 @@ class Branch:
         "done",
         "cancel_pending",
         "timed_out",
+        "wire",
+        "fallback",
     )
 
     def __init__(
@@ -131,6 +135,11 @@ class Branch:
         self.done = False
         self.cancel_pending = False
         self.timed_out = False
+        # Where the request really went when a large one took TCP instead of UDP (§18.1.1),
+        # and its UDP copy to retry with when TCP cannot be set up; `dest` stays the device's
+        # flow (dialogs and aliases are signed for it).
+        self.wire: Peer | None = None
+        self.fallback: Request | None = None
 
 
 class ProxyCall:
@@ -206,7 +215,7 @@ class Proxy:
             return
         # (An alias outside a signed dialog is ignored: the Request-URI names a user of ours
         # or nothing.)
-        if not core.is_local_uri(uri) and uri.host != core.settings.domain:
+        if not core.is_local_uri(uri):  # (our domain, or a host and port we listen on)
             core.respond(txn, 403, now, reason="Relaying denied")
             return
         if not uri.user:
@@ -283,7 +292,7 @@ class Proxy:
         if req.method == "INVITE":
             core.respond(txn, 100, now)
             call.timer_c = core.timers.call_at(
-                now + core.settings.invite_timeout, functools.partial(self._timer_c, call)
+                now + core.timer_c, functools.partial(self._timer_c, call)
             )
         if req.method in TARGET_REFRESH:
             _alias_contact(req, source, core.dialogs)
@@ -321,9 +330,31 @@ class Proxy:
             self.media.on_offer(fwd, source, dest)
             branch = Branch(call, fwd, dest, target)
             call.branches.append(branch)
-            ctxn = core.layer.send_request(fwd, dest, dest[0] != "udp", now)
+            wire = dest
+            if dest[0] == "udp" and self._by_stream(fwd, target, dest):
+                # RFC 3261 §18.1.1: too large for UDP; the top Via names the new transport.
+                wire = ("tcp", dest[1], dest[2])
+                branch.fallback, branch.wire = fwd, wire
+                fwd = fwd.copy()
+                tcp_host, tcp_port = core.local_address("tcp")
+                fwd.pop_first_value("via")
+                fwd.prepend("Via", f"SIP/2.0/TCP {tcp_host}:{tcp_port};branch={branch_id};rport")
+                branch.request = fwd
+            ctxn = core.layer.send_request(fwd, wire, wire[0] != "udp", now)
             branch.txn = ctxn
             ctxn.context = branch
+
+    def _by_stream(self, fwd: Request, target: Target, dest: Peer) -> bool:
+        """A UDP request that must go over TCP instead (§18.1.1): when it is too large and the
+        device is reached at the very address its Contact names (a device behind NAT cannot be
+        reached by a new TCP connection: it keeps UDP, as the only way that works)."""
+        if "tcp" not in self.core.settings.local or not tx.needs_stream(len(fwd.serialize())):
+            return False
+        try:
+            named = uri_destination(parse_uri(target.uri))
+        except ParseError:
+            return False
+        return named == dest
 
     def _next_step(self, call: ProxyCall, now: float) -> bool:
         """Start the plan's next step that has someone to ring; False when none is left."""
@@ -365,6 +396,7 @@ class Proxy:
             return  # the answer to one of our CANCELs
         call = branch.call
         core = self.core
+        branch.fallback = None  # it came through: no retry over UDP
         resp.pop_first_value("via")
         if "via" not in resp:
             return
@@ -381,7 +413,7 @@ class Proxy:
             if call.timer_c is not None:
                 core.timers.cancel(call.timer_c)
                 call.timer_c = core.timers.call_at(
-                    now + core.settings.invite_timeout, functools.partial(self._timer_c, call)
+                    now + core.timer_c, functools.partial(self._timer_c, call)
                 )
             return
         if status < 300:
@@ -429,6 +461,15 @@ class Proxy:
         branch = ctxn.context
         if not isinstance(branch, Branch) or branch.done:
             return
+        if branch.fallback is not None and status == 503 and ctxn.dest == branch.wire:
+            # TCP could not be set up for a large request: retry over UDP (§18.1.1).
+            retry, branch.fallback, branch.wire = branch.fallback, None, None
+            branch.request = retry
+            ctxn.context = None
+            again = self.core.layer.send_request(retry, branch.dest, False, now)
+            branch.txn = again
+            again.context = branch
+            return
         branch.done = True
         branch.request = None
         call = branch.call
@@ -436,11 +477,17 @@ class Proxy:
         self._maybe_finish(call, now)
 
     def on_stray_response(self, resp: Response, now: float) -> None:
-        """A 2xx that outlived its transaction is forwarded statelessly (RFC 3261 §16.7 step 10)."""
+        """A 2xx that outlived its transaction is forwarded statelessly (RFC 3261 §16.7 step 10),
+        but only when its top Via is ours: our sent-by and a branch we signed (§18.1.2)."""
         if not 200 <= resp.status < 300:
             return
-        top = resp.vias[0] if resp.vias else None
-        if top is None or not (top.branch or "").startswith("z9hG4bKhb"):
+        core = self.core
+        try:
+            top = resp.top_via
+        except ParseError:
+            return
+        if not core.branches.check(top.branch) or not core.is_own_sent_by(top):
+            log.debug("stray %d for %s dropped: the top Via is not ours", resp.status, resp.call_id)
             return
         resp.pop_first_value("via")
         if "via" not in resp:
@@ -452,7 +499,7 @@ class Proxy:
         host = via.params.get("received") or via.host
         rport = via.params.get("rport")
         port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
-        self.core.emit(resp.serialize(), (via.transport.lower(), host.strip("[]"), port))
+        core.emit(resp.serialize(), (via.transport.lower(), host.strip("[]"), port))
 
     def _maybe_finish(self, call: ProxyCall, now: float) -> None:
         if call.final_sent:
@@ -482,7 +529,13 @@ class Proxy:
             )
         else:
             best = self._best(call)
-        if hint is not None and best.status == hint[0]:
+        if best.status == 408 and call.server_txn.request.method != "INVITE":
+            # RFC 4320 §4.2: no 408 to a non-INVITE request; the client's own Timer F tells
+            # it. The server transaction stays to absorb retransmissions for Timer J's time,
+            # then ends without an answer.
+            st = call.server_txn
+            core.timers.call_at(now + core.layer.timers.j, lambda at: core.layer.terminate(st, at))
+        elif hint is not None and best.status == hint[0]:
             # The hint promises something stored (a message's 202): sent once it is committed.
             core.send_after_commit(call.server_txn, best, now, "Could not be stored")
         else:
@@ -496,31 +549,21 @@ class Proxy:
         finals = call.finals
         if not finals:
             return self.core.make_response(call.server_txn.request, 408)
-        six = [r for r in finals if r.status >= 600]
-        if six:
-            best = six[0]
-        else:
-            best = min(finals, key=lambda r: (r.status // 100, _preference(r.status)))
-        if best.status == 503:
-            best = best.copy()
-            best.status, best.reason = 500, "Server Internal Error"
-        if best.status in (401, 407):
-            best = best.copy()
-            for r in finals:
-                if r is not best and r.status in (401, 407):
-                    for name in ("www-authenticate", "proxy-authenticate"):
-                        for v in r.get_all(name):
-                            best.add(name, v)
-        return best
+        return best_response(finals)  # (step 7: with every branch's challenges)
 
     # ------------------------------------------------------------------ CANCEL and timers
 
     def on_cancel(self, cancel_txn: tx.ServerTransaction, now: float) -> None:
         core = self.core
         invite_txn = core.layer.find_invite_server_transaction(cancel_txn.request)
-        call = invite_txn.context if invite_txn is not None else None
-        if not isinstance(call, ProxyCall):
+        if invite_txn is None:
             core.respond(cancel_txn, 481, now)
+            return
+        call = invite_txn.context
+        if not isinstance(call, ProxyCall):
+            # The server answered the INVITE itself: the CANCEL matched a transaction, so it
+            # gets 200 and has no effect (RFC 3261 §9.2).
+            core.respond(cancel_txn, 200, now)
             return
         reason = cancel_txn.request.get("reason")
         core.respond(cancel_txn, 200, now)  # (the transaction lets go of the request now)
@@ -542,8 +585,8 @@ class Proxy:
     def _send_cancel(self, branch: Branch, now: float, reason: str | None) -> None:
         """A CANCEL for one branch (RFC 3261 §9.1): same branch, Request-URI, Call-ID, tags."""
         inv = branch.request
-        if inv is None:
-            return  # the branch has its final answer
+        if inv is None or inv.method != "INVITE":
+            return  # the branch has its final answer, or CANCEL would not apply (§9.1)
         hdrs: list[list[str]] = []
         for h in inv.headers:
             if h[0] == "via":
@@ -557,7 +600,8 @@ class Proxy:
         if reason:
             cancel.add("Reason", reason)
         layer = self.core.layer
-        layer.send_request(cancel, branch.dest, branch.dest[0] != "udp", now)
+        dest = branch.wire or branch.dest
+        layer.send_request(cancel, dest, dest[0] != "udp", now)
         # RFC 3261 §9.1: a UAS that never answers the CANCEL with a final response to the
         # INVITE leaves the branch in Proceeding forever; give up on it after 64*T1.
         self.core.timers.call_at(now + layer.timers.b, functools.partial(self._abandon, branch))
@@ -698,12 +742,6 @@ def _call_users(req: Request, branch: Branch, core: SipCore) -> list[str]:
 def _rr(host: str, port: int, transport: str, token: str) -> str:
     t = "" if transport == "udp" else f";transport={transport}"
     return f"<sip:{host}:{port}{t};lr;{TOKEN_PARAM}={token}>"
-
-
-def _preference(status: int) -> int:
-    # Within a class, prefer the answers that tell the caller most.
-    order = {486: 0, 600: 0, 603: 1, 480: 2, 487: 3, 404: 4, 408: 9}
-    return order.get(status, 5)
 
 
 def dialog_destination(uri: SipURI, call_id: str, signer: DialogSigner) -> Peer | None:

@@ -8,7 +8,8 @@ HMAC-SHA256(secret, issue time | random | realm) truncated to 128 bits. A nonce 
 is invalid; one older than `nonce_ttl` with a good MAC (and a correct digest) is stale, so the
 phone retries with a fresh nonce without asking its user for the password again.
 
-The only state is the highest nonce-count seen per nonce, kept to reject replays. It is bounded:
+The only state is the highest nonce-count seen per nonce, kept to reject replays (answered as
+stale: the digest was right, only the nonce is used up). It is bounded:
 nonces older than the TTL are dropped, and beyond `max_tracked_nonces` the oldest go first. A
 nonce that is no longer tracked although it was issued no later than one we dropped is answered
 as stale, so dropping state can never let a captured request be replayed.
@@ -431,6 +432,11 @@ class DigestAuthenticator:
             if seen is not None:
                 return AuthResult(False, username, stale=True, reason="nonce reused without qop")
         elif seen is not None and nc <= seen:
-            return AuthResult(False, username, reason=f"nonce count {nc} replayed (seen {seen})")
+            # A replayed or out-of-order count is stale (RFC 7616 §3.4.5 leaves the answer
+            # open; RFC 2617 §3.2.3 "stale" fits): the phone retries with a fresh nonce instead
+            # of taking the password for wrong (PJSIP sends requests out of order under load).
+            return AuthResult(
+                False, username, stale=True, reason=f"nonce count {nc} replayed (seen {seen})"
+            )
         self._track(nonce, issued, nc)
         return AuthResult(True, username)

@@ -914,7 +914,6 @@ _MANDATORY = (
     ("to", "To"),
     ("via", "Via"),
 )
-_DATE_SUFFIX = " GMT"
 
 
 def _check_common(msg: Message) -> None:
@@ -935,13 +934,26 @@ def _check_common(msg: Message) -> None:
         raise ParseError("Bad Via version")
     if not msg.call_id or any(c in _WS for c in msg.call_id):
         raise ParseError("Bad Call-ID header")
+    # Lenient where nothing depends on it (RFC 3261 §16.3: a proxy does not refuse a request
+    # for a malformed header it does not need): Date is never read, and an Expires that is not
+    # a number (an RFC 2543 date) passes here; an element that acts on it takes it for 3600 s
+    # (`normalize_expires`). Digits that are no number we can use (non-ASCII digits, absurd
+    # length) are refused, so no reader of the header ever meets them.
     for key in ("expires", "min-expires"):
         val = msg.get(key)
-        if val is not None and ((num := _uint(val)) is None or num > MAX_EXPIRES):
+        if val is not None and val.isdigit() and ((v := _uint(val)) is None or v > MAX_EXPIRES):
             raise ParseError(f"Bad {pretty_name(key)} header")
-    date = msg.get("date")
-    if date is not None and not date.endswith(_DATE_SUFFIX):
-        raise ParseError("Bad Date header: must be in GMT")
+
+
+MALFORMED_EXPIRES = 3600  # RFC 3261 §20.19: "Malformed values SHOULD be treated as ... 3600"
+
+
+def normalize_expires(msg: Message) -> None:
+    """Replace an Expires header that is no number (an RFC 2543 date, garbage) by 3600, as
+    RFC 3261 §20.19 asks, for the element that acts on it (registrar, presence)."""
+    raw = msg.get("expires")
+    if raw is not None and not raw.isdigit():
+        msg.set("Expires", str(MALFORMED_EXPIRES))
 
 
 def _check_request(req: Request) -> tuple[int, str] | None:

@@ -40,6 +40,8 @@ __all__ = [
     "TransactionTerminated",
     "TransactionTimeout",
     "TransportFailed",
+    "UDP_REQUEST_LIMIT",
+    "needs_stream",
 ]
 
 
@@ -122,6 +124,16 @@ class TimerSettings:
 
 
 DEFAULT_TIMERS: Final = TimerSettings()
+
+# RFC 3261 §18.1.1: a request larger than this (the path MTU unknown), or within 200 bytes of
+# a known path MTU, goes over a congestion-controlled transport (TCP) instead of UDP.
+UDP_REQUEST_LIMIT: Final = 1300
+
+
+def needs_stream(size: int, path_mtu: int | None = None) -> bool:
+    """Whether a request of `size` bytes must not go over UDP (RFC 3261 §18.1.1). If TCP then
+    cannot be set up (a reset), the sender SHOULD retry over UDP."""
+    return size > (path_mtu - 200 if path_mtu else UDP_REQUEST_LIMIT)
 
 
 # --------------------------------------------------------------------------------------------
@@ -657,6 +669,7 @@ class TransactionLayer:
         "_t2",
         "_lifetimes",
         "retransmissions",
+        "_by_dest",
     )
 
     def __init__(self, timers: TimerSettings = DEFAULT_TIMERS) -> None:
@@ -673,6 +686,9 @@ class TransactionLayer:
         self._t1 = timers.t1
         self._t2 = timers.t2
         self.retransmissions = 0  # messages sent again by timer A, E or G (for metrics)
+        # Client transactions per destination, so that a transport error (an ICMP error for
+        # every keep-alive to a vanished phone) finds its transactions without a scan.
+        self._by_dest: dict[object, set[ClientTransaction]] = {}
         self._lifetimes = {
             TIMER_B: timers.b,
             TIMER_D: timers.d,
@@ -785,6 +801,7 @@ class TransactionLayer:
         txn = ClientTransaction(req, dest, reliable, branch, key)
         txn._wire = req.serialize()
         self._client[key] = txn
+        self._by_dest.setdefault(dest, set()).add(txn)
         self._step_client(txn, TU_REQUEST, None, None, now)
         return txn
 
@@ -799,6 +816,15 @@ class TransactionLayer:
             self._step_server(txn, TRANSPORT_ERR, None, None, now)
         else:
             self._step_client(txn, TRANSPORT_ERR, None, None, now)
+
+    def destination_failed(self, dest: object, now: float) -> int:
+        """The transport could not reach `dest` at all (a refused or timed-out connection,
+        RFC 3261 §18.4): every client transaction that sent there and has no answer yet fails
+        at once (`TransportFailed`) instead of waiting for Timer B or F. Returns how many."""
+        waiting = [t for t in self._by_dest.get(dest, ()) if t.state in (CALLING, TRYING)]
+        for txn in waiting:
+            self._step_client(txn, TRANSPORT_ERR, None, None, now)
+        return len(waiting)
 
     def terminate(self, txn: ClientTransaction | ServerTransaction, now: float) -> None:
         """Destroy a transaction the figures would leave waiting on the TU: an INVITE client
@@ -837,6 +863,12 @@ class TransactionLayer:
             heapq.heappop(heap)
             self._cancelled -= 1
         return heap[0][0] if heap else None
+
+    def clock_stepped(self, delta: float) -> None:
+        """The clock `now` comes from jumped by `delta` seconds (an NTP step, a suspended VM):
+        every running timer moves with it, so it still fires after the time it was started
+        with (protocol timers measure durations; a step must neither fire nor stall them)."""
+        self._heap[:] = [(at + delta, seq, handle) for at, seq, handle in self._heap]
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at `now`. Restarted timers count from `now`."""
@@ -903,6 +935,12 @@ class TransactionLayer:
         table = self._server if type(txn) is ServerTransaction else self._client
         if table.get(txn._key) is txn:
             del table[txn._key]
+        if type(txn) is ClientTransaction:
+            same = self._by_dest.get(txn.dest)
+            if same is not None:
+                same.discard(txn)
+                if not same:
+                    del self._by_dest[txn.dest]
         txn._wire = b""
         self._events.append(TransactionTerminated(txn))
 
@@ -1146,6 +1184,7 @@ _SERVER_ACTIONS: dict[str, _ServerAction] = {
     INFORM_TRANSPORT: _inform_transport,
     **_TIMER_ACTIONS,
 }
+
 
 def _start_m(
     layer: TransactionLayer, txn: ClientTransaction, msg: object, src: object, now: float

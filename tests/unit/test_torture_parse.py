@@ -70,8 +70,9 @@ CASES: dict[str, Case] = {
     "rfc4475/trws": Case(REJECT, "3.1.2.10", "trailing SP", reason="Request-Line"),
     # The RFC allows 400 or ignoring the escaped headers; a registrar/proxy has no use for them.
     "rfc4475/escruri": Case(REJECT, "3.1.2.11", "headers in Request-URI", reason="headers"),
-    # The RFC allows 400 or ignoring Date; we answer 400 (Date must be GMT, RFC 3261 §20.17).
-    "rfc4475/baddate": Case(REJECT, "3.1.2.12", "Date not in GMT", reason="Date"),
+    # The RFC allows 400 or ignoring Date; nothing here reads Date, so it is ignored (RFC 3261
+    # §16.3: a proxy does not refuse a request for a malformed header it does not need).
+    "rfc4475/baddate": Case(VALID, "3.1.2.12", "Date not in GMT: ignored"),
     "rfc4475/regbadct": Case(
         REJECT, "3.1.2.13", "addr-spec with ? not in <>", reason="must be enclosed"
     ),

@@ -1,0 +1,181 @@
+"""RFC 3261 conformance as carriers, SBCs and desk phones meet it, checked with raw messages
+against a running `heimbuero serve`: each test is one defect seen in the field.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .conftest import USERS
+from .harness import (
+    Server,
+    SipClient,
+    SipMessage,
+    digest_response,
+    free_port,
+    pick_challenge,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def register(server: Server, user: str, contact: str, transport: str = "udp") -> None:
+    with SipClient(server.port, transport=transport) as c:
+        _, ok = c.authenticated_request(
+            "REGISTER",
+            f"sip:{server.domain}",
+            username=user,
+            password=USERS[user],
+            from_uri=f"sip:{user}@{server.domain}",
+            to_uri=f"sip:{user}@{server.domain}",
+            headers=[("Contact", f"<{contact}>"), ("Expires", "300")],
+        )
+    assert ok.status == 200, ok.raw
+
+
+def invite_authorized(
+    c: SipClient, server: Server, caller: str, callee: str, headers: list[tuple[str, str]]
+) -> tuple[str, int, str, str]:
+    """Send an INVITE, take its 407 and send the authorized copy; (call_id, cseq, tag, ruri)."""
+    ruri = f"sip:{callee}@{server.domain}"
+    kw = {
+        "from_uri": f"sip:{caller}@{server.domain}",
+        "to_uri": ruri,
+        "headers": [("Contact", f"<sip:{caller}@127.0.0.1:{c.local_port}>"), *headers],
+    }
+    first = c.request("INVITE", ruri, **kw)  # type: ignore[arg-type]
+    challenge = c.final_response(first)
+    assert challenge.status == 407, challenge.raw
+    ch = pick_challenge(challenge)
+    auth = digest_response(ch, method="INVITE", uri=ruri, username=caller, password=USERS[caller])
+    kw["headers"] = [*kw["headers"], ("Proxy-Authorization", auth)]  # type: ignore[misc]
+    second = c.request("INVITE", ruri, call_id=first.call_id, from_tag=first.from_tag, cseq=2, **kw)  # type: ignore[arg-type]
+    return second.call_id, 2, second.from_tag, ruri
+
+
+def wait_request(c: SipClient, method: str, timeout: float = 5.0) -> SipMessage:
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        msg = c.recv(left)
+        if msg is not None and msg.method == method:
+            return msg
+    raise AssertionError(f"no {method} arrived within {timeout} s")
+
+
+def response_to(req: SipMessage, status: int, reason: str, extra: list[str]) -> bytes:
+    lines = [f"SIP/2.0 {status} {reason}"]
+    for name, value in req.headers:
+        key = name.lower()
+        if key in ("via", "v", "from", "f", "call-id", "i", "cseq", "record-route"):
+            lines.append(f"{name}: {value}")
+        elif key in ("to", "t"):
+            lines.append(f"{name}: {value};tag=callee1")
+    lines += extra
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def recv_final(c: SipClient, call_id: str, timeout: float = 5.0) -> SipMessage | None:
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        msg = c.recv(left)
+        if (
+            msg is not None
+            and msg.is_response
+            and msg.header("Call-ID") == call_id
+            and (msg.status or 0) >= 200
+        ):
+            return msg
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Malformed headers nobody needs
+
+
+def test_malformed_date_and_old_expires_do_not_break_a_call(server: Server) -> None:
+    """RFC 3261 §16.3: a proxy does not refuse a request for a header it does not need. The
+    INVITE's `Date: ... UTC` (the RFC's own example) and RFC 2543 date in Expires, and the
+    callee's `Date: ... +0000` in its 200 OK, all pass: the caller hears the answer."""
+    with SipClient(server.port) as bob, SipClient(server.port) as alice:
+        register(server, "bob", f"sip:bob@127.0.0.1:{bob.local_port}")
+        call_id, _, _, _ = invite_authorized(
+            alice,
+            server,
+            "alice",
+            "bob",
+            [
+                ("Date", "Sat, 13 Nov 2010 23:29:00 UTC"),
+                ("Expires", "Thu, 01 Dec 2044 16:00:00 GMT"),
+            ],
+        )
+        inv = wait_request(bob, "INVITE")
+        bob.send_raw(response_to(inv, 200, "OK", ["Date: Fri, 04 Dec 2026 22:00:00 +0000"]))
+        final = recv_final(alice, call_id)
+        assert final is not None and final.status == 200, alice.received
+
+
+# --------------------------------------------------------------------------------------------
+# Transport errors reach the transactions (RFC 3261 §18.4, §16.9)
+
+
+def test_refused_tcp_connection_fails_the_branch_at_once(server: Server) -> None:
+    """bob registered over TCP and his phone is gone (its connection closed, nothing listens
+    at its Contact): the proxy's connection is refused, and the caller hears so at once
+    (the branch counts as 503, §16.9; upstream that is 500, §16.7 step 6) instead of 408
+    after Timer B's 32 s."""
+    dead = free_port()
+    register(server, "bob", f"sip:bob@127.0.0.1:{dead};transport=tcp", transport="tcp")
+    with SipClient(server.port) as alice:
+        call_id, *_ = invite_authorized(alice, server, "alice", "bob", [])
+        started = time.monotonic()
+        final = recv_final(alice, call_id, timeout=10.0)
+        took = time.monotonic() - started
+    assert final is not None, alice.received
+    assert final.status in (500, 503), final.raw
+    assert took < 5.0, f"answered after {took:.1f} s"
+
+
+def test_icmp_port_unreachable_fails_the_branch_at_once(server: Server) -> None:
+    """bob's UDP phone is gone: the INVITE to it draws ICMP port unreachable, which fails the
+    branch at once (§18.4) instead of 32 s of retransmissions and a 408."""
+    with SipClient(server.port) as bob:
+        port = bob.local_port
+    register(server, "bob", f"sip:bob@127.0.0.1:{port}")  # (from another socket: no NAT)
+    with SipClient(server.port) as alice:
+        call_id, *_ = invite_authorized(alice, server, "alice", "bob", [])
+        started = time.monotonic()
+        final = recv_final(alice, call_id, timeout=10.0)
+        took = time.monotonic() - started
+    assert final is not None, alice.received
+    assert final.status in (500, 503), final.raw
+    assert took < 5.0, f"answered after {took:.1f} s"
+
+
+# --------------------------------------------------------------------------------------------
+# Stray responses (RFC 3261 §18.1.2)
+
+
+@pytest.mark.parametrize(
+    "top_via",
+    [
+        "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKhb0123456789.1",  # another host's sent-by
+        "SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKhb0123456789.1.deadbeef00",  # not signed
+    ],
+    ids=["foreign-sent-by", "unsigned-branch"],
+)
+def test_forged_2xx_is_not_forwarded(server: Server, top_via: str) -> None:
+    """A 200 whose top Via only looks like ours must not be relayed to the address its second
+    Via names (here: a victim's UDP port)."""
+    with SipClient(server.port) as victim, SipClient(server.port) as attacker:
+        forged = (
+            "SIP/2.0 200 OK\r\n"
+            f"Via: {top_via.format(port=server.port)}\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{victim.local_port};branch=z9hG4bK-victim\r\n"
+            f"From: <sip:alice@{server.domain}>;tag=a\r\nTo: <sip:bob@{server.domain}>;tag=b\r\n"
+            "Call-ID: forged-2xx\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        attacker.send_raw(forged.encode())
+        assert victim.recv(1.0) is None
