@@ -21,8 +21,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from heimbuero import __version__, config
 from heimbuero.config import Config, ConfigError
+from heimbuero.domain.model import Client, Group, Trunk
 from heimbuero.office import accounts, callpolicy, directory
-from heimbuero.office.model import Client, Group, Trunk
 from heimbuero.services.trunks import inbound_auth
 from heimbuero.store import NotFound, SchemaError, Store, StoreError
 

@@ -19,10 +19,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
+from heimbuero.domain.model import Directory, Override
 from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
 from heimbuero.office.files import FileService
-from heimbuero.office.model import Directory, Override
 from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory

@@ -39,8 +39,7 @@ from typing import Any
 
 import yaml
 
-from heimbuero.office.callpolicy import MAX_EXTERNAL_PER_STEP, destination_refusal, text_problem
-from heimbuero.office.model import (
+from heimbuero.domain.model import (
     OVERRIDE_TARGETS,
     WEEKDAYS,
     Directory,
@@ -50,6 +49,7 @@ from heimbuero.office.model import (
     Step,
     When,
 )
+from heimbuero.office.callpolicy import MAX_EXTERNAL_PER_STEP, destination_refusal, text_problem
 from heimbuero.office.routing import E164_RE, normalise_number, parse_hhmm
 
 __all__ = [

@@ -34,8 +34,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from heimbuero.office.callpolicy import policy_from_json
-from heimbuero.office.model import (
+from heimbuero.domain.callpolicy import policy_from_json
+from heimbuero.domain.model import (
     INBOUND_AUTH,
     Client,
     Directory,
@@ -47,7 +47,7 @@ from heimbuero.office.model import (
     Trunk,
     TrunkInbound,
 )
-from heimbuero.office.model import User as OfficeUser
+from heimbuero.domain.model import User as OfficeUser
 from heimbuero.store.files import FileStore
 from heimbuero.store.messages import MessageStore
 from heimbuero.store.models import (

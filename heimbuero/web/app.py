@@ -33,11 +33,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from heimbuero.domain.model import Client, Group, Override, Provider, Step, Trunk
 from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.office.accounts import credentials, verify_password
 from heimbuero.office.files import FileService
 from heimbuero.office.messaging import FILE_TRANSFER, content_view
-from heimbuero.office.model import Client, Group, Override, Provider, Step, Trunk
 from heimbuero.office.routing import RoutingState
 from heimbuero.office.rules_doc import RulesError, dump_rules_document
 from heimbuero.services import trunks

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from heimbuero.office.callpolicy import CallPolicy
+from heimbuero.domain.callpolicy import CallPolicy
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 GROUP_STRATEGIES = ("ring_all", "longest_idle", "round_robin")
