@@ -31,8 +31,8 @@ from heimbuero.store.errors import (
     StoreError,
     UserExists,
 )
-from heimbuero.store.files import FileStore
-from heimbuero.store.messages import MessageStore
+from heimbuero.store.files import DownloadRecord, FileRecord
+from heimbuero.store.messages import ConversationRecord, MessageRecord, apply_message_ops
 from heimbuero.store.models import ApiTokenRow, Binding, OfficeRevision, User, as_utc
 from heimbuero.store.records import (
     CALL_RESULTS,
@@ -139,7 +139,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-class Store(MessageStore, FileStore):
+class Store:
     """Users and SIP bindings in an SQL database (SQLite by default, PostgreSQL works too)."""
 
     def __init__(self, url: str, *, rules_parser: RulesParser | None = None) -> None:
@@ -233,7 +233,7 @@ class Store(MessageStore, FileStore):
     def list_users(self) -> list[UserRecord]:
         """Every user, ordered by name."""
         with self._read() as uow:
-            return uow.users.list()
+            return uow.users.all()
 
     def remove_user(self, name: str) -> bool:
         """Delete a user and its bindings; False when there was no such user."""
@@ -380,7 +380,7 @@ class Store(MessageStore, FileStore):
     def list_clients(self) -> list[Client]:
         """Every client, ordered by id."""
         with self._read() as uow:
-            return uow.clients.list()
+            return uow.clients.all()
 
     def remove_client(self, client_id: str) -> bool:
         """Delete a client with its numbers, rules and override; its users keep their accounts
@@ -425,7 +425,7 @@ class Store(MessageStore, FileStore):
 
     def list_groups(self) -> list[Group]:
         with self._read() as uow:
-            return uow.groups.list()
+            return uow.groups.all()
 
     def remove_group(self, name: str) -> bool:
         """Delete a group; raise InUse while rules or the provider's default plan ring it."""
@@ -449,7 +449,7 @@ class Store(MessageStore, FileStore):
 
     def list_trunks(self) -> list[Trunk]:
         with self._read() as uow:
-            return uow.trunks.list()
+            return uow.trunks.all()
 
     def remove_trunk(self, name: str) -> bool:
         with self.unit_of_work() as uow:
@@ -556,7 +556,7 @@ class Store(MessageStore, FileStore):
     def list_call_records(self, client: str | None = None, limit: int = 100) -> list[CallRecord]:
         """The newest records first, of one client or all."""
         with self._read() as uow:
-            return uow.calls.list(client, limit)
+            return uow.calls.all(client, limit)
 
     def external_talk_seconds(self, client: str, since: datetime) -> float:
         """Talk time of the client's answered calls out through a trunk (answered by an
@@ -569,6 +569,120 @@ class Store(MessageStore, FileStore):
         ones end 'answered' with talk time up to `now`, the others 'failed'. Run at startup."""
         with self.unit_of_work() as uow:
             return uow.calls.close_open(now)
+
+    # -- messages (store/messages.py) -------------------------------------------------------
+
+    def apply_message_log(self, ops: list[tuple[Any, ...]]) -> None:
+        """Apply queued messenger operations in order, in one transaction:
+
+        ("add", fields) a new message (its conversation is made when it is the first);
+        ("state", message_id, state, at) a delivery outcome;
+        ("report", imdn_id, reporter, state) an IMDN report from the message's recipient."""
+        with self.unit_of_work() as uow:
+            uow.messages.apply_message_log(ops)
+
+    def fail_unfinished_messages(self, at: datetime) -> int:
+        """Messages a stopped server was still handing to online devices: their senders got
+        no success, so they count as failed (the queue holds only `queued` ones)."""
+        with self.unit_of_work() as uow:
+            return uow.messages.fail_unfinished_messages(at)
+
+    def load_queued_messages(self) -> list[MessageRecord]:
+        """Every message waiting for its recipient, oldest first."""
+        with self.unit_of_work(write=False) as uow:
+            return uow.messages.load_queued_messages()
+
+    def list_conversations(self, user: str) -> list[ConversationRecord]:
+        """The user's conversations, most recent first, each with its last message."""
+        with self.unit_of_work(write=False) as uow:
+            return uow.messages.list_conversations(user)
+
+    def conversation_messages(
+        self, user: str, peer: str, limit: int = 100, before: str | None = None
+    ) -> list[MessageRecord] | None:
+        """Up to `limit` messages between the two users, oldest first, ending before the
+        message `before` (for paging back); None when they have no conversation."""
+        with self.unit_of_work(write=False) as uow:
+            return uow.messages.conversation_messages(user, peer, limit, before)
+
+    def delete_conversation(self, user: str, peer: str) -> list[str] | None:
+        """Delete a conversation and its messages; the ids of the files its messages announced
+        (for the caller to delete), or None when there is no such conversation."""
+        with self.unit_of_work() as uow:
+            return uow.messages.delete_conversation(user, peer)
+
+    def delete_idle_conversations(self, before: datetime) -> tuple[int, list[str]]:
+        """Retention: delete conversations whose last message is older than `before`, except
+        those still holding a message queued for delivery. (count, file ids of their files)."""
+        with self.unit_of_work() as uow:
+            return uow.messages.delete_idle_conversations(before)
+
+    def _apply_message_ops(self, conn: Connection, ops: list[tuple[Any, ...]]) -> None:
+        """Messenger operations inside the caller's transaction (write_batch)."""
+        apply_message_ops(conn, ops)
+
+    # -- files (store/files.py) -------------------------------------------------------------
+
+    def add_file_within_quota(self, record: FileRecord, quota_bytes: int | None) -> int | None:
+        """Insert a file record unless the owner's unexpired files plus this one exceed
+        `quota_bytes` (None: no quota). Returns None when inserted, else the bytes the owner
+        already uses. Callers serialise uploads of one process around this call."""
+        with self.unit_of_work() as uow:
+            return uow.files.add_file_within_quota(record, quota_bytes)
+
+    def file_bytes_used(self, owner: str, now: datetime) -> int:
+        """The total size of a user's files whose links have not expired at `now`."""
+        with self.unit_of_work(write=False) as uow:
+            return uow.files.file_bytes_used(owner, now)
+
+    def get_file(self, file_id: str) -> FileRecord | None:
+        """The file with its parties, or None (expired files too: callers decide)."""
+        with self.unit_of_work(write=False) as uow:
+            return uow.files.get_file(file_id)
+
+    def list_files(self, owner: str | None = None) -> list[FileRecord]:
+        """Files (of one owner, or everybody's), newest first, with their parties."""
+        with self.unit_of_work(write=False) as uow:
+            return uow.files.list_files(owner)
+
+    def add_file_party(self, file_id: str, sender: str, recipient: str, now: datetime) -> bool:
+        """Let `recipient` download the file when `sender` is its owner or a party and the
+        link is still valid at `now`. True when the recipient may download it afterwards."""
+        with self.unit_of_work() as uow:
+            return uow.files.add_file_party(file_id, sender, recipient, now)
+
+    def delete_file_records(self, file_ids: Iterable[str]) -> list[str]:
+        """Delete file records and their parties; returns the ids that existed."""
+        with self.unit_of_work() as uow:
+            return uow.files.delete_file_records(file_ids)
+
+    def expired_file_ids(self, now: datetime) -> list[str]:
+        """Ids of the files whose links expired at or before `now`."""
+        with self.unit_of_work(write=False) as uow:
+            return uow.files.expired_file_ids(now)
+
+    def all_file_ids(self) -> set[str]:
+        """Every file id on record (to find bytes on disk that have no record)."""
+        with self.unit_of_work(write=False) as uow:
+            return uow.files.all_file_ids()
+
+    def log_download(
+        self,
+        file_id: str,
+        user: str | None,
+        at: datetime,
+        remote: str,
+        status: int,
+        bytes_sent: int = 0,
+    ) -> None:
+        """Append one download attempt to the audit log (kept after the file is gone)."""
+        with self.unit_of_work() as uow:
+            uow.files.log_download(file_id, user, at, remote, status, bytes_sent)
+
+    def list_downloads(self, file_id: str) -> list[DownloadRecord]:
+        """The logged download attempts of a file, oldest first."""
+        with self.unit_of_work(write=False) as uow:
+            return uow.files.list_downloads(file_id)
 
     # -- API tokens -------------------------------------------------------------------------
 

@@ -9,14 +9,14 @@ import json
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from sqlalchemy import CursorResult, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from heimbuero.domain.model import Client, Directory, Group, Number, Override, Provider, Trunk
 from heimbuero.domain.rules import RulesInvalid, RulesParser
+from heimbuero.store.base import Repository
 from heimbuero.store.errors import AlreadyExists, InUse, NoSuchUser, NotFound, UserExists
 from heimbuero.store.models import (
     Binding,
@@ -52,9 +52,6 @@ from heimbuero.store.records import (
     utc_opt,
 )
 
-if TYPE_CHECKING:
-    from heimbuero.store.uow import UnitOfWork
-
 UNSET: Any = object()  # "leave this field as it is"
 
 
@@ -62,16 +59,7 @@ def _rowcount(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount or 0
 
 
-class _Repository:
-    def __init__(self, uow: UnitOfWork) -> None:
-        self._uow = uow
-
-    @property
-    def _session(self) -> Session:
-        return self._uow.session
-
-
-class UserRepository(_Repository):
+class UserRepository(Repository):
     """Users: accounts and office fields. (Their devices' bindings are written by the group
     commit, `Store.write_batch`; removing a user removes them here.)"""
 
@@ -122,7 +110,7 @@ class UserRepository(_Repository):
         row = self._session.scalar(select(User).where(User.name == name))
         return None if row is None else user_record(row)
 
-    def list(self) -> list[UserRecord]:
+    def all(self) -> list[UserRecord]:
         return [user_record(r) for r in self._session.scalars(select(User).order_by(User.name))]
 
     def set_password(self, name: str, ha1_md5: str, ha1_sha256: str, password_hash: str) -> None:
@@ -167,7 +155,7 @@ class UserRepository(_Repository):
         return bool(gone)
 
 
-class ProviderRepository(_Repository):
+class ProviderRepository(Repository):
     def get(self) -> Provider:
         return provider_from_row(self._session.get(ProviderRow, 1))
 
@@ -189,7 +177,7 @@ class ProviderRepository(_Repository):
         self._uow.office_changed()
 
 
-class ClientRepository(_Repository):
+class ClientRepository(Repository):
     """Client businesses, their numbers and their overrides."""
 
     def add(self, client: Client) -> Client:
@@ -217,7 +205,7 @@ class ClientRepository(_Repository):
         row = self._session.get(ClientRow, client_id)
         return None if row is None else client_from_row(row)
 
-    def list(self) -> list[Client]:
+    def all(self) -> list[Client]:
         rows = self._session.scalars(select(ClientRow).order_by(ClientRow.id))
         return [client_from_row(r) for r in rows]
 
@@ -315,7 +303,7 @@ class ClientRepository(_Repository):
         return [o for o in rows if o.until is None or o.until > at]
 
 
-class GroupRepository(_Repository):
+class GroupRepository(Repository):
     def _group(self, row: GroupRow) -> Group:
         members = self._session.scalars(
             select(GroupMemberRow.user)
@@ -363,7 +351,7 @@ class GroupRepository(_Repository):
         row = self._session.get(GroupRow, name)
         return None if row is None else self._group(row)
 
-    def list(self) -> list[Group]:
+    def all(self) -> list[Group]:
         rows = self._session.scalars(select(GroupRow).order_by(GroupRow.name)).all()
         return [self._group(r) for r in rows]
 
@@ -387,7 +375,7 @@ class GroupRepository(_Repository):
         return True
 
 
-class TrunkRepository(_Repository):
+class TrunkRepository(Repository):
     def add(self, trunk: Trunk) -> Trunk:
         if self._session.get(TrunkRow, trunk.name) is not None:
             raise AlreadyExists("trunk", trunk.name)
@@ -409,7 +397,7 @@ class TrunkRepository(_Repository):
         row = self._session.get(TrunkRow, name)
         return None if row is None else trunk_from_row(row)
 
-    def list(self) -> list[Trunk]:
+    def all(self) -> list[Trunk]:
         rows = self._session.scalars(select(TrunkRow).order_by(TrunkRow.name))
         return [trunk_from_row(r) for r in rows]
 
@@ -420,7 +408,7 @@ class TrunkRepository(_Repository):
         return bool(gone)
 
 
-class RulesRepository(_Repository):
+class RulesRepository(Repository):
     """Each client's rules document, and the directory routing reads (with the documents
     parsed by the office layer's parser, passed in)."""
 
@@ -456,11 +444,11 @@ class RulesRepository(_Repository):
         s = self._session
         uow = self._uow
         provider = uow.provider.get()
-        clients = {c.id: c for c in uow.clients.list()}
+        clients = {c.id: c for c in uow.clients.all()}
         numbers = {n.e164: n for n in uow.clients.list_numbers()}
-        users = {r.name: r.office_user() for r in uow.users.list()}
-        groups = {g.name: g for g in uow.groups.list()}
-        trunks = {t.name: t for t in uow.trunks.list()}
+        users = {r.name: r.office_user() for r in uow.users.all()}
+        groups = {g.name: g for g in uow.groups.all()}
+        trunks = {t.name: t for t in uow.trunks.all()}
         docs = [
             (r.client, dict(r.document))
             for r in s.scalars(select(RuleDocumentRow).order_by(RuleDocumentRow.client))
@@ -480,7 +468,7 @@ class RulesRepository(_Repository):
         return Directory(provider, clients, full, users, groups, trunks), problems
 
 
-class CallRepository(_Repository):
+class CallRepository(Repository):
     """Call records (what billing reads)."""
 
     def get(self, record_id: int) -> CallRecord | None:
@@ -496,7 +484,7 @@ class CallRepository(_Repository):
         self._session.flush()
         return call_record(row)
 
-    def list(self, client: str | None = None, limit: int = 100) -> list[CallRecord]:
+    def all(self, client: str | None = None, limit: int = 100) -> list[CallRecord]:
         stmt = select(CallRecordRow).order_by(
             CallRecordRow.started_at.desc(), CallRecordRow.id.desc()
         )
@@ -581,7 +569,7 @@ class CallRepository(_Repository):
         return len(rows)
 
 
-class PresenceRepository(_Repository):
+class PresenceRepository(Repository):
     """Presence subscriptions and publications, stored as the presence server wrote them."""
 
     def load(self, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -16,6 +16,8 @@ from types import TracebackType
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
+from heimbuero.store.files import FileRepository
+from heimbuero.store.messages import MessageRepository
 from heimbuero.store.models import OfficeRevision
 from heimbuero.store.repositories import (
     CallRepository,
@@ -48,6 +50,8 @@ class UnitOfWork:
         self.rules = RulesRepository(self)
         self.calls = CallRepository(self)
         self.presence = PresenceRepository(self)
+        self.messages = MessageRepository(self)
+        self.files = FileRepository(self)
 
     def office_changed(self) -> None:
         """Something call routing reads changed: bump the office revision with the commit."""

@@ -60,7 +60,7 @@ def test_the_revision_counts_only_changes(store: Store) -> None:
     assert store.remove_user("nobody") is False
     assert store.remove_group("nothing") is False
     with store.unit_of_work(write=False) as uow:
-        uow.users.list()
+        uow.users.all()
     assert store.office_revision() == before
     store.add_client(Client("mueller", "M"))
     store.add_number("+49891234567", "mueller")
@@ -112,3 +112,28 @@ def test_call_log_ids_are_noted_only_after_the_commit(store: Store) -> None:
     assert ids == {} and store.list_call_records() == []
     store.apply_call_log([("start", 0, start), ("update", 0, {"result": "busy"})], ids)
     assert store.get_call_record(ids[0]).result == "busy"  # type: ignore[union-attr]
+
+
+def test_a_file_and_the_message_announcing_it_commit_together_or_not_at_all(store: Store) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from heimbuero.store.files import FileRecord
+
+    t0 = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
+    record = FileRecord("f1", "kai", "a.wav", "audio/wav", 3, "0" * 64, None, t0,
+                        t0 + timedelta(days=1))  # fmt: skip
+    message = ("add", {
+        "id": "m1", "sender": "kai", "recipient": "anna", "created_at": t0,
+        "content_type": "text/plain", "body": b"a.wav", "state": "queued", "state_at": None,
+        "expires_at": t0 + timedelta(days=7), "imdn_id": None, "imdn_state": None,
+        "file_id": "f1", "origin": "http",
+    })  # fmt: skip
+    with pytest.raises(ValueError), store.unit_of_work() as uow:
+        assert uow.files.add_file_within_quota(record, None) is None
+        uow.messages.apply_message_log([message, ("state", "m1", "bogus", t0)])
+    assert store.get_file("f1") is None and store.load_queued_messages() == []
+    with store.unit_of_work() as uow:
+        uow.files.add_file_within_quota(record, None)
+        uow.messages.apply_message_log([message])
+    assert store.get_file("f1") is not None
+    assert [m.file_id for m in store.load_queued_messages()] == ["f1"]
