@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from heimbuero.domain.model import Client, Directory, Group, Number, Override, Provider, Trunk
 from heimbuero.domain.rules import RulesParser
@@ -33,7 +31,7 @@ from heimbuero.store.errors import (
 )
 from heimbuero.store.files import DownloadRecord, FileRecord
 from heimbuero.store.messages import ConversationRecord, MessageRecord, apply_message_ops
-from heimbuero.store.models import ApiTokenRow, Binding, OfficeRevision, User, as_utc
+from heimbuero.store.models import Binding, OfficeRevision, User
 from heimbuero.store.records import (
     CALL_RESULTS,
     TOKEN_PREFIX,
@@ -44,8 +42,6 @@ from heimbuero.store.records import (
     steps_from_json,
     steps_to_json,
     token_hash,
-    user_record,
-    utc_opt,
 )
 from heimbuero.store.repositories import UNSET
 from heimbuero.store.uow import UnitOfWork
@@ -688,60 +684,21 @@ class Store:
 
     def create_token(self, user: str, name: str) -> tuple[ApiToken, str]:
         """A new API token for a user: (its metadata, the token). Only its hash is stored."""
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)  # 32 random bytes
-        with Session(self._engine) as session:
-            u = session.scalar(select(User).where(User.name == user))
-            if u is None:
-                raise NoSuchUser(user)
-            exists = session.scalar(
-                select(ApiTokenRow.id).where(ApiTokenRow.user_id == u.id, ApiTokenRow.name == name)
-            )
-            if exists is not None:
-                raise AlreadyExists("token", f"{user}/{name}")
-            row = ApiTokenRow(
-                user_id=u.id, name=name, token_hash=token_hash(token), created_at=datetime.now(UTC)
-            )
-            session.add(row)
-            session.commit()
-            return ApiToken(row.id, user, name, as_utc(row.created_at)), token
+        with self.unit_of_work() as uow:
+            return uow.tokens.create(user, name)
 
     def verify_token(self, token: str) -> UserRecord | None:
         """The user an API token belongs to (and note its use), or None."""
-        with Session(self._engine) as session:
-            row = session.scalar(
-                select(ApiTokenRow).where(ApiTokenRow.token_hash == token_hash(token))
-            )
-            if row is None:
-                return None
-            user = session.get(User, row.user_id)
-            if user is None:
-                return None
-            row.last_used = datetime.now(UTC)
-            session.commit()
-            return user_record(user)
+        with self.unit_of_work() as uow:
+            return uow.tokens.verify(token)
 
     def list_tokens(self, user: str | None = None) -> list[ApiToken]:
-        stmt = (
-            select(ApiTokenRow, User.name)
-            .join(User, User.id == ApiTokenRow.user_id)
-            .order_by(User.name, ApiTokenRow.name)
-        )
-        if user is not None:
-            stmt = stmt.where(User.name == user)
-        with Session(self._engine) as session:
-            return [
-                ApiToken(t.id, u, t.name, as_utc(t.created_at), utc_opt(t.last_used))
-                for t, u in session.execute(stmt)
-            ]
+        with self._read() as uow:
+            return uow.tokens.all(user)
 
     def revoke_token(self, user: str, name: str) -> bool:
-        with self._engine.begin() as conn:
-            uid = select(User.id).where(User.name == user).scalar_subquery()
-            return bool(
-                conn.execute(
-                    delete(ApiTokenRow).where(ApiTokenRow.user_id == uid, ApiTokenRow.name == name)
-                ).rowcount
-            )
+        with self.unit_of_work() as uow:
+            return uow.tokens.revoke(user, name)
 
 
 @functools.cache

@@ -6,6 +6,7 @@ calls `self._uow.office_changed()`."""
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from heimbuero.domain.rules import RulesInvalid, RulesParser
 from heimbuero.store.base import Repository
 from heimbuero.store.errors import AlreadyExists, InUse, NoSuchUser, NotFound, UserExists
 from heimbuero.store.models import (
+    ApiTokenRow,
     Binding,
     CallRecordRow,
     ClientRow,
@@ -35,6 +37,8 @@ from heimbuero.store.models import (
     as_utc,
 )
 from heimbuero.store.records import (
+    TOKEN_PREFIX,
+    ApiToken,
     CallRecord,
     DirectoryProblem,
     UserRecord,
@@ -46,6 +50,7 @@ from heimbuero.store.records import (
     mentions,
     provider_from_row,
     steps_to_json,
+    token_hash,
     trunk_from_row,
     trunk_values,
     user_record,
@@ -153,6 +158,59 @@ class UserRepository(Repository):
         if gone:
             self._uow.office_changed()
         return bool(gone)
+
+
+class TokenRepository(Repository):
+    """Users' API tokens (only their SHA-256 is stored)."""
+
+    def create(self, user: str, name: str) -> tuple[ApiToken, str]:
+        """A new token: (its metadata, the token itself, shown once)."""
+        s = self._session
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)  # 32 random bytes
+        u = s.scalar(select(User).where(User.name == user))
+        if u is None:
+            raise NoSuchUser(user)
+        exists = s.scalar(
+            select(ApiTokenRow.id).where(ApiTokenRow.user_id == u.id, ApiTokenRow.name == name)
+        )
+        if exists is not None:
+            raise AlreadyExists("token", f"{user}/{name}")
+        row = ApiTokenRow(
+            user_id=u.id, name=name, token_hash=token_hash(token), created_at=datetime.now(UTC)
+        )
+        s.add(row)
+        s.flush()
+        return ApiToken(row.id, user, name, as_utc(row.created_at)), token
+
+    def verify(self, token: str) -> UserRecord | None:
+        """The user a token belongs to (its use is noted), or None."""
+        s = self._session
+        row = s.scalar(select(ApiTokenRow).where(ApiTokenRow.token_hash == token_hash(token)))
+        if row is None:
+            return None
+        user = s.get(User, row.user_id)
+        if user is None:
+            return None
+        row.last_used = datetime.now(UTC)
+        return user_record(user)
+
+    def all(self, user: str | None = None) -> list[ApiToken]:
+        stmt = (
+            select(ApiTokenRow, User.name)
+            .join(User, User.id == ApiTokenRow.user_id)
+            .order_by(User.name, ApiTokenRow.name)
+        )
+        if user is not None:
+            stmt = stmt.where(User.name == user)
+        return [
+            ApiToken(t.id, u, t.name, as_utc(t.created_at), utc_opt(t.last_used))
+            for t, u in self._session.execute(stmt)
+        ]
+
+    def revoke(self, user: str, name: str) -> bool:
+        uid = select(User.id).where(User.name == user).scalar_subquery()
+        stmt = delete(ApiTokenRow).where(ApiTokenRow.user_id == uid, ApiTokenRow.name == name)
+        return bool(_rowcount(self._session.execute(stmt)))
 
 
 class ProviderRepository(Repository):

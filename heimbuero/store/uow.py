@@ -26,6 +26,7 @@ from heimbuero.store.repositories import (
     PresenceRepository,
     ProviderRepository,
     RulesRepository,
+    TokenRepository,
     TrunkRepository,
     UserRepository,
 )
@@ -43,6 +44,7 @@ class UnitOfWork:
         self._after_commit: list[Callable[[], None]] = []
         self.session = Session(engine, expire_on_commit=False)
         self.users = UserRepository(self)
+        self.tokens = TokenRepository(self)
         self.provider = ProviderRepository(self)
         self.clients = ClientRepository(self)
         self.groups = GroupRepository(self)

@@ -137,3 +137,35 @@ def test_a_file_and_the_message_announcing_it_commit_together_or_not_at_all(stor
         uow.messages.apply_message_log([message])
     assert store.get_file("f1") is not None
     assert [m.file_id for m in store.load_queued_messages()] == ["f1"]
+
+
+def test_the_store_imports_no_office_and_takes_the_rules_parser_it_is_given(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    script = f"""
+import sys
+from heimbuero.store import Store, StoreError
+from heimbuero.domain.model import Client
+assert not any(m.startswith("heimbuero.office") for m in sys.modules), "store imported office"
+s = Store({url!r})
+s.upgrade()
+try:
+    s.load_directory()
+except StoreError as exc:
+    print("refused:", exc)
+calls = []
+def parse(doc, client_id, directory):
+    calls.append(client_id)
+    return {{}}
+s = Store({url!r}, rules_parser=parse)
+s.add_client(Client("m", "M"))
+s.save_rules("m", {{"client": "m"}})
+s.load_directory()
+print("parsed:", calls)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True).stdout  # fmt: skip
+    assert "refused: no rules parser" in out
+    assert "parsed: ['m', 'm']" in out
