@@ -22,8 +22,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from heimbuero import __version__, config
 from heimbuero.app import Actor, App, AppError, Invalid
 from heimbuero.config import Config, ConfigError
+from heimbuero.domain.model import Trunk
 from heimbuero.office import accounts, callpolicy, directory
-from heimbuero.office.model import Trunk
 from heimbuero.ops import logsetup
 from heimbuero.store import SchemaError, Store, StoreError
 

@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
+from heimbuero.domain.model import Directory, Override
 from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
 from heimbuero.office.files import FileService
-from heimbuero.office.model import Directory, Override
 from heimbuero.ops import logsetup
 from heimbuero.ops.runtime import Operations
 from heimbuero.ops.upgrade import upgrade_with_backup

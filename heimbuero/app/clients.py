@@ -11,7 +11,7 @@ from heimbuero.app._util import valid
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
 from heimbuero.office import callpolicy, directory
-from heimbuero.office.model import Client, Number, Provider
+from heimbuero.domain.model import Client, Number, Provider
 from heimbuero.store import Store
 
 _TEXTS = (("name", "client name"), ("trade", "client trade"),

@@ -9,7 +9,7 @@ from heimbuero.app._util import valid
 from heimbuero.app.errors import NotFound
 from heimbuero.app.policy import Actor
 from heimbuero.office import accounts, directory
-from heimbuero.office.model import Group
+from heimbuero.domain.model import Group
 from heimbuero.store import Store
 
 

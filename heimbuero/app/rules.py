@@ -13,7 +13,7 @@ from heimbuero.app._util import valid
 from heimbuero.app.errors import Forbidden, Invalid, NotFound, Problem
 from heimbuero.app.policy import Actor
 from heimbuero.office import directory
-from heimbuero.office.model import Client, Number, Override
+from heimbuero.domain.model import Client, Number, Override
 from heimbuero.office.routing import RoutePlan, RoutingState
 from heimbuero.office.rules_doc import RulesError, dump_rules_document
 from heimbuero.store import Store

@@ -13,7 +13,7 @@ from heimbuero.app._util import valid
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
 from heimbuero.office import callpolicy, directory
-from heimbuero.office.model import Trunk
+from heimbuero.domain.model import Trunk
 from heimbuero.services.trunks import inbound_auth
 from heimbuero.store import Store
 

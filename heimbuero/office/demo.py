@@ -6,9 +6,9 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from heimbuero.domain.model import Client, Group, Provider, Step, Trunk
 from heimbuero.office import accounts
 from heimbuero.office.callpolicy import CallPolicy
-from heimbuero.office.model import Client, Group, Provider, Step, Trunk
 from heimbuero.store import Store
 
 DEMO_TRUNK_HOST = "127.0.0.1"

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from heimbuero.office.model import BUNDESLAENDER, GROUP_STRATEGIES, OVERRIDE_TARGETS
+from heimbuero.domain.model import BUNDESLAENDER, GROUP_STRATEGIES, OVERRIDE_TARGETS
 from heimbuero.office.routing import RoutePlan, RoutingState, normalise_number, route
 from heimbuero.store import Store
 

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays as holidays_pkg
 
-from heimbuero.office.model import (
+from heimbuero.domain.model import (
     WEEKDAYS,
     Client,
     Directory,

@@ -39,8 +39,7 @@ from typing import Any
 
 import yaml
 
-from heimbuero.office.callpolicy import MAX_EXTERNAL_PER_STEP, destination_refusal, text_problem
-from heimbuero.office.model import (
+from heimbuero.domain.model import (
     OVERRIDE_TARGETS,
     WEEKDAYS,
     Directory,
@@ -50,6 +49,8 @@ from heimbuero.office.model import (
     Step,
     When,
 )
+from heimbuero.domain.rules import RulesInvalid
+from heimbuero.office.callpolicy import MAX_EXTERNAL_PER_STEP, destination_refusal, text_problem
 from heimbuero.office.routing import E164_RE, normalise_number, parse_hhmm
 
 __all__ = [
@@ -76,7 +77,7 @@ _KEY_ORDER = (
 )  # fmt: skip
 
 
-class RulesError(ValueError):
+class RulesError(RulesInvalid):
     """An invalid rules document: every problem as (path, message)."""
 
     def __init__(self, problems: Sequence[tuple[str, str]]) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
+from heimbuero.domain.model import Directory, Override, Provider, Step, Trunk
 from heimbuero.office.callpolicy import (
     cap_refusal,
     destination_refusal,
@@ -24,7 +25,6 @@ from heimbuero.office.callpolicy import (
     may_change_forwarding,
     may_dial_out,
 )
-from heimbuero.office.model import Directory, Override, Provider, Step, Trunk
 from heimbuero.office.routing import (
     RoutePlan,
     RoutingState,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from heimbuero.office.model import Trunk, TrunkInbound
+from heimbuero.domain.model import Trunk, TrunkInbound
 from heimbuero.office.visibility import Person
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import DigestAuthenticator, parse_credentials

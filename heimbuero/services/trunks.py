@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from heimbuero.office.model import INBOUND_AUTH, Trunk, TrunkInbound
+from heimbuero.domain.model import INBOUND_AUTH, Trunk, TrunkInbound
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import client_authorization, ha1
 from heimbuero.sip.message import Request, Response

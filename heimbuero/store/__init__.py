@@ -1,4 +1,5 @@
-"""Persistence: SQLAlchemy models, Alembic migrations and the Store repository."""
+"""Persistence: SQLAlchemy models, Alembic migrations, repositories per aggregate and the unit
+of work that shares one transaction between them (uow.py), and the Store facade."""
 
 from heimbuero.store.db import (
     AlreadyExists,
@@ -14,6 +15,7 @@ from heimbuero.store.db import (
     UserExists,
     UserRecord,
 )
+from heimbuero.store.uow import UnitOfWork
 
 __all__ = [
     "AlreadyExists",
@@ -27,5 +29,6 @@ __all__ = [
     "Store",
     "StoreError",
     "UserExists",
+    "UnitOfWork",
     "UserRecord",
 ]

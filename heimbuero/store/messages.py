@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from heimbuero.store.base import Repository
 from heimbuero.store.models import ConversationRow, MessageRow, as_utc
 
 MESSAGE_STATES = ("sending", "queued", "delivered", "expired", "failed")
@@ -71,10 +72,48 @@ def _conversation_id(conn: Connection, user: str, peer: str) -> int | None:
     ).scalar()
 
 
-class MessageStore:
-    """Mixed into `Store`; uses its engine."""
+def apply_message_ops(conn: Connection, ops: list[tuple[Any, ...]]) -> None:
+    """`MessageRepository.apply_message_log` inside the caller's transaction (the group commit
+    of `Store.write_batch` uses it)."""
+    for op in ops:
+        kind = op[0]
+        if kind == "add":
+            _add_message(conn, op[1])
+        elif kind == "state":
+            _, message_id, state, at = op
+            if state not in MESSAGE_STATES:
+                raise ValueError(f"invalid message state {state!r}")
+            conn.execute(
+                update(MessageRow)
+                .where(MessageRow.id == message_id)
+                .values(state=state, state_at=at)
+            )
+        elif kind == "report":
+            _, imdn_id, reporter, state = op
+            conn.execute(
+                update(MessageRow)
+                .where(MessageRow.imdn_id == imdn_id, MessageRow.recipient == reporter)
+                .values(imdn_state=state)
+            )
+        else:
+            raise ValueError(f"unknown message operation {kind!r}")
 
-    _engine: Engine
+
+def _add_message(conn: Connection, fields: dict[str, Any]) -> None:
+    a, b = _pair(fields["sender"], fields["recipient"])
+    at = fields["created_at"]
+    cid = _conversation_id(conn, a, b)
+    if cid is None:
+        cid = conn.execute(
+            insert(ConversationRow).values(user_a=a, user_b=b, created_at=at, last_at=at)
+        ).inserted_primary_key[0]  # type: ignore[index]
+    else:
+        conn.execute(update(ConversationRow).where(ConversationRow.id == cid).values(last_at=at))
+    conn.execute(insert(MessageRow).values(conversation_id=cid, **fields))
+
+
+class MessageRepository(Repository):
+    """Works in the transaction of the unit of work that made it (see store/uow.py)."""
 
     # -- writes (the server's single writer thread) -------------------------------------------
 
@@ -84,96 +123,56 @@ class MessageStore:
         ("add", fields) a new message (its conversation is made when it is the first);
         ("state", message_id, state, at) a delivery outcome;
         ("report", imdn_id, reporter, state) an IMDN report from the message's recipient."""
-        with self._engine.begin() as conn:
-            self._apply_message_ops(conn, ops)
-
-    def _apply_message_ops(self, conn: Connection, ops: list[tuple[Any, ...]]) -> None:
-        """`apply_message_log` inside the caller's transaction."""
-        for op in ops:
-            kind = op[0]
-            if kind == "add":
-                self._add_message(conn, op[1])
-            elif kind == "state":
-                _, message_id, state, at = op
-                if state not in MESSAGE_STATES:
-                    raise ValueError(f"invalid message state {state!r}")
-                conn.execute(
-                    update(MessageRow)
-                    .where(MessageRow.id == message_id)
-                    .values(state=state, state_at=at)
-                )
-            elif kind == "report":
-                _, imdn_id, reporter, state = op
-                conn.execute(
-                    update(MessageRow)
-                    .where(MessageRow.imdn_id == imdn_id, MessageRow.recipient == reporter)
-                    .values(imdn_state=state)
-                )
-            else:
-                raise ValueError(f"unknown message operation {kind!r}")
-
-    def _add_message(self, conn: Connection, fields: dict[str, Any]) -> None:
-        a, b = _pair(fields["sender"], fields["recipient"])
-        at = fields["created_at"]
-        cid = _conversation_id(conn, a, b)
-        if cid is None:
-            cid = conn.execute(
-                insert(ConversationRow).values(user_a=a, user_b=b, created_at=at, last_at=at)
-            ).inserted_primary_key[0]  # type: ignore[index]
-        else:
-            conn.execute(
-                update(ConversationRow).where(ConversationRow.id == cid).values(last_at=at)
-            )
-        conn.execute(insert(MessageRow).values(conversation_id=cid, **fields))
+        apply_message_ops(self._conn(), ops)
 
     def fail_unfinished_messages(self, at: datetime) -> int:
         """Messages a stopped server was still handing to online devices: their senders got
         no success, so they count as failed (the queue holds only `queued` ones)."""
-        with self._engine.begin() as conn:
-            result = conn.execute(
-                update(MessageRow)
-                .where(MessageRow.state == "sending")
-                .values(state="failed", state_at=at)
-            )
-            return result.rowcount or 0
+        conn = self._conn()
+        result = conn.execute(
+            update(MessageRow)
+            .where(MessageRow.state == "sending")
+            .values(state="failed", state_at=at)
+        )
+        return result.rowcount or 0
 
     # -- reads ----------------------------------------------------------------------------------
 
     def load_queued_messages(self) -> list[MessageRecord]:
         """Every message waiting for its recipient, oldest first."""
-        with self._engine.connect() as conn:
-            rows = conn.execute(
-                select(MessageRow)
-                .where(MessageRow.state == "queued")
-                .order_by(MessageRow.created_at, MessageRow.id)
-            ).all()
+        conn = self._conn()
+        rows = conn.execute(
+            select(MessageRow)
+            .where(MessageRow.state == "queued")
+            .order_by(MessageRow.created_at, MessageRow.id)
+        ).all()
         return [_record(r) for r in rows]
 
     def list_conversations(self, user: str) -> list[ConversationRecord]:
         """The user's conversations, most recent first, each with its last message."""
-        with self._engine.connect() as conn:
-            convs = conn.execute(
-                select(ConversationRow)
-                .where(or_(ConversationRow.user_a == user, ConversationRow.user_b == user))
-                .order_by(ConversationRow.last_at.desc())
-            ).all()
-            out = []
-            for c in convs:
-                last = conn.execute(
-                    select(MessageRow)
-                    .where(MessageRow.conversation_id == c.id)
-                    .order_by(MessageRow.created_at.desc(), MessageRow.id.desc())
-                    .limit(1)
-                ).first()
-                out.append(
-                    ConversationRecord(
-                        id=c.id,
-                        peer=c.user_b if c.user_a == user else c.user_a,
-                        created_at=_utc(c.created_at),  # type: ignore[arg-type]
-                        last_at=_utc(c.last_at),  # type: ignore[arg-type]
-                        last=_record(last) if last is not None else None,
-                    )
+        conn = self._conn()
+        convs = conn.execute(
+            select(ConversationRow)
+            .where(or_(ConversationRow.user_a == user, ConversationRow.user_b == user))
+            .order_by(ConversationRow.last_at.desc())
+        ).all()
+        out = []
+        for c in convs:
+            last = conn.execute(
+                select(MessageRow)
+                .where(MessageRow.conversation_id == c.id)
+                .order_by(MessageRow.created_at.desc(), MessageRow.id.desc())
+                .limit(1)
+            ).first()
+            out.append(
+                ConversationRecord(
+                    id=c.id,
+                    peer=c.user_b if c.user_a == user else c.user_a,
+                    created_at=_utc(c.created_at),  # type: ignore[arg-type]
+                    last_at=_utc(c.last_at),  # type: ignore[arg-type]
+                    last=_record(last) if last is not None else None,
                 )
+            )
         return out
 
     def conversation_messages(
@@ -181,27 +180,27 @@ class MessageStore:
     ) -> list[MessageRecord] | None:
         """Up to `limit` messages between the two users, oldest first, ending before the
         message `before` (for paging back); None when they have no conversation."""
-        with self._engine.connect() as conn:
-            cid = _conversation_id(conn, user, peer)
-            if cid is None:
-                return None
-            query = select(MessageRow).where(MessageRow.conversation_id == cid)
-            if before is not None:
-                ref = conn.execute(
-                    select(MessageRow.created_at).where(
-                        MessageRow.id == before, MessageRow.conversation_id == cid
+        conn = self._conn()
+        cid = _conversation_id(conn, user, peer)
+        if cid is None:
+            return None
+        query = select(MessageRow).where(MessageRow.conversation_id == cid)
+        if before is not None:
+            ref = conn.execute(
+                select(MessageRow.created_at).where(
+                    MessageRow.id == before, MessageRow.conversation_id == cid
+                )
+            ).scalar()
+            if ref is not None:
+                query = query.where(
+                    or_(
+                        MessageRow.created_at < ref,
+                        and_(MessageRow.created_at == ref, MessageRow.id < before),
                     )
-                ).scalar()
-                if ref is not None:
-                    query = query.where(
-                        or_(
-                            MessageRow.created_at < ref,
-                            and_(MessageRow.created_at == ref, MessageRow.id < before),
-                        )
-                    )
-            rows = conn.execute(
-                query.order_by(MessageRow.created_at.desc(), MessageRow.id.desc()).limit(limit)
-            ).all()
+                )
+        rows = conn.execute(
+            query.order_by(MessageRow.created_at.desc(), MessageRow.id.desc()).limit(limit)
+        ).all()
         return [_record(r) for r in reversed(rows)]
 
     # -- deletion -------------------------------------------------------------------------------
@@ -209,27 +208,27 @@ class MessageStore:
     def delete_conversation(self, user: str, peer: str) -> list[str] | None:
         """Delete a conversation and its messages; the ids of the files its messages announced
         (for the caller to delete), or None when there is no such conversation."""
-        with self._engine.begin() as conn:
-            cid = _conversation_id(conn, user, peer)
-            if cid is None:
-                return None
-            return self._delete_conversations(conn, [cid])
+        conn = self._conn()
+        cid = _conversation_id(conn, user, peer)
+        if cid is None:
+            return None
+        return self._delete_conversations(conn, [cid])
 
     def delete_idle_conversations(self, before: datetime) -> tuple[int, list[str]]:
         """Retention: delete conversations whose last message is older than `before`, except
         those still holding a message queued for delivery. (count, file ids of their files)."""
-        with self._engine.begin() as conn:
-            waiting = select(MessageRow.conversation_id).where(MessageRow.state == "queued")
-            ids = list(
-                conn.execute(
-                    select(ConversationRow.id).where(
-                        ConversationRow.last_at < before, ConversationRow.id.not_in(waiting)
-                    )
-                ).scalars()
-            )
-            if not ids:
-                return 0, []
-            return len(ids), self._delete_conversations(conn, ids)
+        conn = self._conn()
+        waiting = select(MessageRow.conversation_id).where(MessageRow.state == "queued")
+        ids = list(
+            conn.execute(
+                select(ConversationRow.id).where(
+                    ConversationRow.last_at < before, ConversationRow.id.not_in(waiting)
+                )
+            ).scalars()
+        )
+        if not ids:
+            return 0, []
+        return len(ids), self._delete_conversations(conn, ids)
 
     def _delete_conversations(self, conn: Connection, ids: list[int]) -> list[str]:
         file_ids = sorted(

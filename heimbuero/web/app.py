@@ -38,11 +38,11 @@ from heimbuero.app import Actor, App, AppError, Invalid, Problem, TooMany, Unava
 from heimbuero.app.clients import ClientInfo
 from heimbuero.app.rules import OverrideState
 from heimbuero.app.users import require_status_reader, visible_registrations
+from heimbuero.domain.model import Group, Provider, Step, Trunk
 from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.office.accounts import credentials, verify_password
 from heimbuero.office.files import FileService
 from heimbuero.office.messaging import content_view
-from heimbuero.office.model import Group, Provider, Step, Trunk
 from heimbuero.office.routing import RoutingState
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.store.db import CallRecord, Store, StoreError, UserRecord

@@ -12,8 +12,7 @@ from datetime import datetime
 import pytest
 import test_core as t  # the sans-IO harness of the core tests (same folder)
 
-from heimbuero.office.callpolicy import CallPolicy
-from heimbuero.office.model import (
+from heimbuero.domain.model import (
     Client,
     Directory,
     Group,
@@ -26,6 +25,7 @@ from heimbuero.office.model import (
     User,
     When,
 )
+from heimbuero.office.callpolicy import CallPolicy
 from heimbuero.services.calls import CallRouting
 from heimbuero.sip.message import Request, Response
 

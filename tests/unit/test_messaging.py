@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from test_core import DOMAIN, PASSWORDS, Net, answer, authorize, register, req
 
+from heimbuero.domain.model import Directory, Provider, User
 from heimbuero.office.messaging import MessageError, content_view, describe, parse_cpim
-from heimbuero.office.model import Directory, Provider, User
 from heimbuero.services.calls import CallRouting
 from heimbuero.services.credentials import Account
 from heimbuero.services.messaging import MessagingSettings, Messenger, enable_messaging

@@ -6,7 +6,7 @@ import itertools
 
 from test_core import DOMAIN, PASSWORDS, Net, answer, authorize, invite, register, req
 
-from heimbuero.office.model import Directory, Provider, User
+from heimbuero.domain.model import Directory, Provider, User
 from heimbuero.services.calls import CallRouting
 from heimbuero.services.credentials import Account
 from heimbuero.services.presence import PresenceSettings, enable_presence, parse_pidf

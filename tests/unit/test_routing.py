@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from heimbuero.office.model import (
+from heimbuero.domain.model import (
     Client,
     Directory,
     Group,

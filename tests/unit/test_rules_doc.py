@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from heimbuero.office.callpolicy import CallPolicy
-from heimbuero.office.model import (
+from heimbuero.domain.model import (
     Client,
     Directory,
     Group,
@@ -23,6 +22,7 @@ from heimbuero.office.model import (
     User,
     When,
 )
+from heimbuero.office.callpolicy import CallPolicy
 from heimbuero.office.rules_doc import (
     RulesError,
     dump_rules_document,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from alembic import command
 
+from heimbuero.domain.model import Client, Group, Override, Provider, Step, Trunk
 from heimbuero.office.demo import seed_demo
-from heimbuero.office.model import Client, Group, Override, Provider, Step, Trunk
 from heimbuero.office.rules_doc import RulesError
 from heimbuero.store import AlreadyExists, InUse, NoSuchUser, NotFound, Store, StoreError
 

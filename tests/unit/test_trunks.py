@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import test_core as t  # the sans-IO harness of the core tests (same folder)
 
-from heimbuero.office.model import Trunk
+from heimbuero.domain.model import Trunk
 from heimbuero.services.trunks import TrunkRegistrations
 from heimbuero.sip.auth import DigestAuthenticator, ha1
 from heimbuero.sip.message import Request, Response

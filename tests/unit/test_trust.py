@@ -13,7 +13,7 @@ import pytest
 import test_calls as c  # routed calls on the demo-like directory (same folder)
 import test_core as t  # the sans-IO harness of the core tests (same folder)
 
-from heimbuero.office.model import Rule, Step, TrunkInbound
+from heimbuero.domain.model import Rule, Step, TrunkInbound
 from heimbuero.services.calls import CallRouting
 from heimbuero.sip.auth import ha1
 from heimbuero.sip.message import Request, Response, parse_address

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from heimbuero.office.callpolicy import DEFAULT_ALLOWED, classify
+from heimbuero.domain.callpolicy import DEFAULT_ALLOWED, classify
 
 revision = "0007"
 down_revision: str | None = "0006"

@@ -1,0 +1,260 @@
+"""What the store hands out and takes in: plain records of stored rows, and the mapping between
+domain values (heimbuero.domain) and table rows. No sessions here."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from heimbuero.domain.callpolicy import policy_from_json
+from heimbuero.domain.model import INBOUND_AUTH, Client, Provider, Step, Trunk, TrunkInbound
+from heimbuero.domain.model import User as OfficeUser
+from heimbuero.store.errors import StoreError
+from heimbuero.store.models import CallRecordRow, ClientRow, ProviderRow, TrunkRow, User, as_utc
+
+
+def check_call_update(fields: dict[str, Any]) -> None:
+    unknown = set(fields) - CALL_UPDATE_FIELDS
+    if unknown:
+        raise StoreError(f"unknown call record fields: {', '.join(sorted(unknown))}")
+    if fields.get("result") is not None and fields["result"] not in CALL_RESULTS:
+        raise StoreError(f"invalid call result {fields['result']!r}")
+
+
+def apply_call_update(row: CallRecordRow, fields: dict[str, Any]) -> None:
+    for k, v in fields.items():
+        setattr(row, k, as_utc(v) if isinstance(v, datetime) else v)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A stored user as callers see it."""
+
+    id: int
+    name: str
+    role: str
+    ha1_md5: str
+    ha1_sha256: str
+    password_hash: str
+    created_at: datetime  # timezone-aware, UTC
+    client: str | None = None  # the client business of a client/employee user
+    display_name: str | None = None
+    mobile: str | None = None  # E.164
+
+    def office_user(self) -> OfficeUser:
+        """The user as routing sees it."""
+        return OfficeUser(
+            name=self.name,
+            role=self.role,
+            client=self.client,
+            display_name=self.display_name or "",
+            mobile=self.mobile,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One call as billing sees it; `result` is None while the call is in progress."""
+
+    id: int
+    call_id: str
+    client: str | None
+    number: str
+    caller: str
+    rule: str | None
+    step: int | None
+    answered_by: str | None
+    started_at: datetime
+    answered_at: datetime | None
+    ended_at: datetime | None
+    ring_seconds: float
+    talk_seconds: float
+    result: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """An API token's metadata (the token itself is shown once, at creation)."""
+
+    id: int
+    user: str
+    name: str
+    created_at: datetime
+    last_used: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryProblem:
+    """A stored rules document that no longer validates; its numbers use the default plan."""
+
+    client: str
+    problems: list[str] = field(default_factory=list)
+
+
+CALL_RESULTS = ("answered", "busy", "no_answer", "failed", "cancelled")
+CALL_UPDATE_FIELDS = frozenset(
+    {
+        "client",
+        "rule",
+        "step",
+        "answered_by",
+        "answered_at",
+        "ended_at",
+        "ring_seconds",
+        "talk_seconds",
+        "result",
+    }
+)
+TOKEN_PREFIX = "hb_"
+
+
+def user_record(row: User) -> UserRecord:
+    return UserRecord(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        ha1_md5=row.ha1_md5,
+        ha1_sha256=row.ha1_sha256,
+        password_hash=row.password_hash,
+        created_at=as_utc(row.created_at),
+        client=row.client,
+        display_name=row.display_name,
+        mobile=row.mobile,
+    )
+
+
+def utc_opt(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
+
+
+def steps_to_json(steps: Iterable[Step]) -> list[dict[str, Any]]:
+    return [{"targets": list(s.targets), "timeout": s.timeout} for s in steps]
+
+
+def steps_from_json(data: Any) -> tuple[Step, ...]:
+    return tuple(
+        Step(targets=tuple(str(t) for t in d["targets"]), timeout=int(d["timeout"]))
+        for d in data or ()
+    )
+
+
+def provider_from_row(row: ProviderRow | None) -> Provider:
+    if row is None:
+        return Provider(name="")
+    return Provider(
+        name=row.name,
+        address=row.address,
+        vat_id=row.vat_id,
+        iban=row.iban,
+        bic=row.bic,
+        default_steps=steps_from_json(row.default_steps),
+    )
+
+
+def client_from_row(row: ClientRow) -> Client:
+    return Client(
+        id=row.id,
+        name=row.name,
+        trade=row.trade,
+        contact_person=row.contact_person,
+        greeting=row.greeting,
+        notes=row.notes,
+        timezone=row.timezone,
+        bundesland=row.bundesland,
+        closure_days=tuple(date.fromisoformat(d) for d in row.closure_days or ()),
+        call_policy=policy_from_json(row.call_policy),
+    )
+
+
+def client_values(c: Client) -> dict[str, Any]:
+    return {
+        "name": c.name,
+        "trade": c.trade,
+        "contact_person": c.contact_person,
+        "greeting": c.greeting,
+        "notes": c.notes,
+        "timezone": c.timezone,
+        "bundesland": c.bundesland,
+        "closure_days": sorted(d.isoformat() for d in c.closure_days),
+        "call_policy": c.call_policy.to_json(),
+    }
+
+
+def trunk_from_row(row: TrunkRow) -> Trunk:
+    return Trunk(
+        name=row.name,
+        host=row.host,
+        port=row.port,
+        transport=row.transport,
+        prefixes=tuple(row.prefixes or ()),
+        username=row.username,
+        password=row.password,
+        register=bool(row.register),
+        call_policy=policy_from_json(row.call_policy),
+        inbound=trunk_inbound_from_json(row.inbound),
+    )
+
+
+def trunk_inbound_from_json(data: dict[str, Any] | None) -> TrunkInbound:
+    """`trunks.inbound` as stored (JSON; keys as in model.TrunkInbound); unknown -> address."""
+    data = data or {}
+    auth = data.get("auth")
+    return TrunkInbound(
+        auth=auth if auth in INBOUND_AUTH else "address",
+        username=data.get("username") or None,
+        ha1_md5=data.get("ha1_md5") or None,
+        ha1_sha256=data.get("ha1_sha256") or None,
+    )
+
+
+def call_record(row: CallRecordRow) -> CallRecord:
+    return CallRecord(
+        id=row.id,
+        call_id=row.call_id,
+        client=row.client,
+        number=row.number,
+        caller=row.caller,
+        rule=row.rule,
+        step=row.step,
+        answered_by=row.answered_by,
+        started_at=as_utc(row.started_at),
+        answered_at=utc_opt(row.answered_at),
+        ended_at=utc_opt(row.ended_at),
+        ring_seconds=row.ring_seconds,
+        talk_seconds=row.talk_seconds,
+        result=row.result,
+    )
+
+
+def token_hash(token: str) -> str:
+    """What is stored of an API token: its SHA-256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def mentions(data: Any, target: str) -> bool:
+    """True when the JSON value contains the string `target` anywhere."""
+    if isinstance(data, str):
+        return data == target
+    if isinstance(data, dict):
+        return any(mentions(v, target) for v in data.values())
+    if isinstance(data, list):
+        return any(mentions(v, target) for v in data)
+    return False
+
+
+def trunk_values(t: Trunk) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "host": t.host,
+        "port": t.port,
+        "transport": t.transport,
+        "prefixes": list(t.prefixes),
+        "username": t.username,
+        "password": t.password,
+        "register": t.register,
+        "inbound": {k: v for k, v in asdict(t.inbound).items() if v is not None},
+        "call_policy": t.call_policy.to_json(),
+    }
