@@ -21,6 +21,55 @@ DIGEST_ALGORITHMS = ("MD5", "SHA-256")
 LOG_LEVELS = ("debug", "info", "warning", "error")  # [server] log_level, serve --log-level
 
 
+# Logging: levels, line formats, number display, and the areas an operator names in
+# `--log-level sip=debug,web=warning` with their loggers (ops/logsetup.py applies them).
+LEVELS = LOG_LEVELS
+FORMATS = ("text", "json", "logfmt")
+NUMBER_MODES = ("full", "short")
+
+# Areas an operator names in `--log-level sip=debug,web=warning`, and their loggers.
+AREAS: dict[str, tuple[str, ...]] = {
+    "sip": ("heimbuero.sip", "heimbuero.proxy", "heimbuero.net"),
+    "registrar": ("heimbuero.registrar",),
+    "calls": ("heimbuero.calls",),
+    "trunks": ("heimbuero.trunks",),
+    "presence": ("heimbuero.presence",),
+    "messages": ("heimbuero.messages",),
+    "security": ("heimbuero.security",),
+    "web": ("heimbuero.web", "uvicorn", "uvicorn.error"),
+    "files": ("heimbuero.office.files", "heimbuero.web.files"),
+    "store": ("heimbuero.store", "alembic"),
+    "ops": ("heimbuero.ops",),
+}
+
+
+class LogSpecError(ValueError):
+    """A log level specification is malformed; the message says why."""
+
+
+def parse_levels(spec: str) -> tuple[str, dict[str, str]]:
+    """`info` or `warning,sip=debug,web=error` -> (base level, {area: level}).
+    The base level may be left out (`sip=debug`: info for the rest)."""
+    base = "info"
+    areas: dict[str, str] = {}
+    parts = [p.strip().lower() for p in spec.split(",") if p.strip()]
+    if not parts:
+        raise LogSpecError("empty log level")
+    for part in parts:
+        area, sep, level = part.partition("=")
+        if not sep:
+            area, level = "", area
+        if level not in LEVELS:
+            raise LogSpecError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
+        if not area:
+            base = level
+        elif area in AREAS:
+            areas[area] = level
+        else:
+            raise LogSpecError(f"unknown log area {area!r} (areas: {', '.join(AREAS)})")
+    return base, areas
+
+
 class ConfigError(Exception):
     """A setting, address or data directory is unusable; the message says which and why."""
 
@@ -245,8 +294,6 @@ def load(data_dir: Path) -> Config:
     domain = server.get("domain")
     if not isinstance(domain, str) or not domain:
         raise ConfigError(f"{path}: [server] domain is missing")
-    from heimbuero.ops.logsetup import FORMATS, NUMBER_MODES, LogSpecError, parse_levels
-
     log_level = server.get("log_level", "info")
     try:
         parse_levels(str(log_level))

@@ -339,8 +339,10 @@ class Server:
         self._take_scheduled = False
         self._in_flight = False  # a batch is with the writer: the next one gathers meanwhile
         self.writer: GroupCommitWriter[WriteBatch] = GroupCommitWriter(
-            self.ops.metrics.timed(self.store.write_batch), self._on_loop,
-            window=GROUP_COMMIT_WINDOW, name="store-writer",
+            self.ops.metrics.timed(self.store.write_batch),
+            self._on_loop,
+            window=GROUP_COMMIT_WINDOW,
+            name="store-writer",
         )
         self.call_log = _StoreCallLog(self.store)
         self.calls = CallRouting(self.core, self.call_log)

@@ -10,8 +10,8 @@ from heimbuero.app import policy
 from heimbuero.app._util import valid
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
-from heimbuero.office import callpolicy, directory
 from heimbuero.domain.model import Client, Number, Provider
+from heimbuero.office import callpolicy, directory
 from heimbuero.store import Store
 
 _TEXTS = (("name", "client name"), ("trade", "client trade"),

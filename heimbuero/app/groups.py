@@ -8,8 +8,8 @@ from heimbuero.app import policy
 from heimbuero.app._util import valid
 from heimbuero.app.errors import NotFound
 from heimbuero.app.policy import Actor
-from heimbuero.office import accounts, directory
 from heimbuero.domain.model import Group
+from heimbuero.office import accounts, directory
 from heimbuero.store import Store
 
 

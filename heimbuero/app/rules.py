@@ -12,8 +12,8 @@ from heimbuero.app import policy
 from heimbuero.app._util import valid
 from heimbuero.app.errors import Forbidden, Invalid, NotFound, Problem
 from heimbuero.app.policy import Actor
-from heimbuero.office import directory
 from heimbuero.domain.model import Client, Number, Override
+from heimbuero.office import directory
 from heimbuero.office.routing import RoutePlan, RoutingState
 from heimbuero.office.rules_doc import RulesError, dump_rules_document
 from heimbuero.store import Store

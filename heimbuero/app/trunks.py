@@ -12,8 +12,8 @@ from heimbuero.app import policy
 from heimbuero.app._util import valid
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
-from heimbuero.office import callpolicy, directory
 from heimbuero.domain.model import Trunk
+from heimbuero.office import callpolicy, directory
 from heimbuero.services.trunks import inbound_auth
 from heimbuero.store import Store
 

@@ -354,9 +354,9 @@ class Transports:
         for transport, host, port, handle in self._bound:
             # (uvloop's servers and transports are no subclasses of asyncio's)
             if isinstance(handle, asyncio.AbstractServer) or hasattr(handle, "is_serving"):
-                alive = handle.is_serving()  # type: ignore[union-attr]
+                alive = handle.is_serving()
             else:
-                alive = not handle.is_closing()  # type: ignore[union-attr]
+                alive = not handle.is_closing()
             if alive:
                 out.append((transport, host, port))
         return out

@@ -14,51 +14,17 @@ import sys
 import time
 from typing import TextIO
 
-LEVELS = ("debug", "info", "warning", "error")
-FORMATS = ("text", "json", "logfmt")
-NUMBER_MODES = ("full", "short")
+# The level and format vocabulary is config's (config checks config.toml with it).
+from heimbuero.config import (  # noqa: E402
+    AREAS,
+    FORMATS,
+    LEVELS,
+    NUMBER_MODES,
+    LogSpecError,
+    parse_levels,
+)
 
-# Areas an operator names in `--log-level sip=debug,web=warning`, and their loggers.
-AREAS: dict[str, tuple[str, ...]] = {
-    "sip": ("heimbuero.sip", "heimbuero.proxy", "heimbuero.net"),
-    "registrar": ("heimbuero.registrar",),
-    "calls": ("heimbuero.calls",),
-    "trunks": ("heimbuero.trunks",),
-    "presence": ("heimbuero.presence",),
-    "messages": ("heimbuero.messages",),
-    "security": ("heimbuero.security",),
-    "web": ("heimbuero.web", "uvicorn", "uvicorn.error"),
-    "files": ("heimbuero.office.files", "heimbuero.web.files"),
-    "store": ("heimbuero.store", "alembic"),
-    "ops": ("heimbuero.ops",),
-}
-
-
-class LogSpecError(ValueError):
-    """A log level specification is malformed; the message says why."""
-
-
-def parse_levels(spec: str) -> tuple[str, dict[str, str]]:
-    """`info` or `warning,sip=debug,web=error` -> (base level, {area: level}).
-    The base level may be left out (`sip=debug`: info for the rest)."""
-    base = "info"
-    areas: dict[str, str] = {}
-    parts = [p.strip().lower() for p in spec.split(",") if p.strip()]
-    if not parts:
-        raise LogSpecError("empty log level")
-    for part in parts:
-        area, sep, level = part.partition("=")
-        if not sep:
-            area, level = "", area
-        if level not in LEVELS:
-            raise LogSpecError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
-        if not area:
-            base = level
-        elif area in AREAS:
-            areas[area] = level
-        else:
-            raise LogSpecError(f"unknown log area {area!r} (areas: {', '.join(AREAS)})")
-    return base, areas
+__all__ = ["AREAS", "FORMATS", "LEVELS", "NUMBER_MODES", "LogSpecError", "parse_levels"]
 
 
 # A phone number in a log message: an optional +, then at least 6 digits (ports have at most

@@ -98,8 +98,19 @@ def test_metrics_are_guarded_and_move(tmp_path: Path) -> None:
                 ("/api/numbers", {"number": NUMBER, "client": "acme"}),
             ):
                 assert api.post(path, json=body).status_code == 201, path
-            rules = {"client": "acme", "numbers": {NUMBER: {"rules": [
-                {"name": "Immer", "steps": [{"targets": [f"user:{BOB}"], "timeout": 10}]}]}}}
+            rules = {
+                "client": "acme",
+                "numbers": {
+                    NUMBER: {
+                        "rules": [
+                            {
+                                "name": "Immer",
+                                "steps": [{"targets": [f"user:{BOB}"], "timeout": 10}],
+                            }
+                        ]
+                    }
+                },
+            }
             assert api.put("/api/clients/acme/rules", json=rules).status_code == 200
             sent = api.post("/api/messages", json={"to": "carol", "text": "Rückruf bitte"})
             assert sent.status_code == 201, sent.text  # carol has no phone: queued
