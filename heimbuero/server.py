@@ -19,6 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
+from heimbuero.events import (
+    BindingChanged,
+    EventBus,
+    MessageStateChanged,
+    MessageStored,
+    PresenceChanged,
+    ProviderWarning,
+)
 from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
 from heimbuero.office.files import FileService
@@ -36,7 +44,6 @@ from heimbuero.services.messaging import (
 )
 from heimbuero.services.presence import (
     PresenceSettings,
-    PresenceState,
     enable_presence,
     publication_from_record,
     publication_record,
@@ -153,18 +160,19 @@ def _peer_parse(text: str) -> Peer:
 reg_log = logging.getLogger("heimbuero.registrar")
 
 
-def _log_registrations(added: list[Binding], removed: list[Binding], now: float) -> None:
+def _log_registrations(event: BindingChanged) -> None:
     """One INFO line per registration change: a contact registered (or refreshed), removed
     by its phone, or expired."""
     if not reg_log.isEnabledFor(logging.INFO):
         return
+    now = event.at
     line = "registration %s user=%s contact=%s source=%s expires=%d"
-    for b in added:
+    for b in event.added:
         reg_log.info(line, "registered", b.aor, b.contact, _peer_text(b.received),
                      round(b.expires_at - now))  # fmt: skip
-    for b in removed:
-        event = "expired" if b.expires_at <= now else "unregistered"
-        reg_log.info(line, event, b.aor, b.contact, _peer_text(b.received), 0)
+    for b in event.removed:
+        kind = "expired" if b.expires_at <= now else "unregistered"
+        reg_log.info(line, kind, b.aor, b.contact, _peer_text(b.received), 0)
 
 
 def _to_record(b: Binding) -> BindingRecord:
@@ -261,6 +269,7 @@ class Server:
         self.started = now
         self.location.load(_from_record(r) for r in self.store.load_bindings(now))
         self.users = UserDirectory(self._fetch_account)
+        self.events = EventBus()
         self.core = SipCore(
             CoreSettings(
                 domain=config.domain,
@@ -296,6 +305,7 @@ class Server:
                 max_tracked_nonces=max(1, sip.max_tracked_nonces),
             ),  # fmt: skip
             dialogs=DialogSigner(secret),
+            events=self.events,
         )
         self.transports = Transports(
             self.core,
@@ -309,7 +319,7 @@ class Server:
             tls=_sip_tls(config),
         )
         self.core.is_connected = self.transports.is_connected
-        self.core.binding_listeners.append(_log_registrations)
+        self.events.subscribe(BindingChanged, _log_registrations)
         self.sip_tcp_cap, self.http_cap = connection_caps(config.http)
         self.transports.max_connections = self.sip_tcp_cap
         closed = self.store.close_open_call_records(datetime.now(UTC))
@@ -327,8 +337,6 @@ class Server:
         )
         self.call_log = _StoreCallLog(self.store)
         self.calls = CallRouting(self.core, self.call_log)
-        self.warning_listeners: list[Callable[[dict[str, Any]], None]] = []
-        self.calls.on_warning = self._warn
         self.office_revision = self.store.office_revision()
         self.calls.update(self.store.load_directory(), self.store.list_overrides(datetime.now(UTC)))
         self.core.calls = self.calls
@@ -576,25 +584,19 @@ class Server:
         """The presence `user` may see, for the HTTP API."""
         return [s.as_dict() for s in self.presence.visible_states(user, time.time())]
 
-    def _warn(self, event: dict[str, Any]) -> None:
-        for listener in list(self.warning_listeners):
-            listener(event)
-
     def watch_warnings(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call `fn` with each warning for the provider (a cap of calls out reached)."""
-        self.warning_listeners.append(fn)
-        return lambda: self.warning_listeners.remove(fn)
+        return self.events.subscribe(ProviderWarning, lambda e: fn(dict(e.warning)))
 
     def watch_presence(self, user: str, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call `fn` with each change `user` may see until the returned function is called."""
         presence = self.presence
 
-        def listener(state: PresenceState) -> None:
-            if presence.visible(user, state.user, time.time()):
-                fn(state.as_dict())
+        def listener(event: PresenceChanged) -> None:
+            if presence.visible(user, event.user, time.time()):
+                fn(dict(event.state))
 
-        presence.listeners.append(listener)
-        return lambda: presence.listeners.remove(listener)
+        return self.events.subscribe(PresenceChanged, listener)
 
     async def send_message(
         self, sender: str, recipient: str, content_type: str, body: bytes
@@ -644,15 +646,15 @@ class Server:
     def watch_messages(
         self, user: str, fn: Callable[[str, dict[str, Any]], None]
     ) -> Callable[[], None]:
-        """Call `fn(event, message)` for each new message and state change `user` is party to."""
-        messages = self.messages
+        """Call `fn(event, message)` for each new message and state change `user` is party to:
+        event "message" (MessageStored) or "state" (MessageStateChanged, MessageDelivered)."""
 
-        def listener(event: str, data: dict[str, Any]) -> None:
-            if user in (data["sender"], data["recipient"]):
-                fn(event, data)
+        def listener(event: MessageStored) -> None:
+            if user in (event.sender, event.recipient):
+                kind = "state" if isinstance(event, MessageStateChanged) else "message"
+                fn(kind, dict(event.message))
 
-        messages.listeners.append(listener)
-        return lambda: messages.listeners.remove(listener)
+        return self.events.subscribe(MessageStored, listener)
 
     async def _start_http(self) -> tuple[Any, asyncio.Task[None]] | None:
         if not self.config.http.listen:

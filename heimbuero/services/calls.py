@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
+from heimbuero.events import CallEnded, CallOffered, ProviderWarning
 from heimbuero.office.callpolicy import (
     cap_refusal,
     destination_refusal,
@@ -154,7 +155,13 @@ class CallRouting:
     # -> (client, trunk, start) of each call with a branch through a trunk, until it ends
     talk_today: dict[str, tuple[str, float]] = field(default_factory=dict)  # client ->
     # (local date, seconds of ended calls out that day: the store's sum plus ours since)
-    on_warning: Callable[[dict[str, object]], None] | None = None  # the provider's event stream
+
+    def __post_init__(self) -> None:
+        # Call records hear of a call's end from the bus (a BYE the proxy saw).
+        self.core.events.subscribe(CallEnded, self._on_call_ended)
+
+    def _on_call_ended(self, event: CallEnded) -> None:
+        self.on_bye(event.call_id, event.at)
 
     def update(
         self, directory: Directory, overrides: list[Override], version: int | None = None
@@ -210,6 +217,7 @@ class CallRouting:
         record_id = self.log.call_started(
             call_id, number, caller, _utc(now), plan.client, plan.rule
         )
+        self.core.events.publish(CallOffered(now, call_id, number, caller, plan.client, plan.rule))
         log.debug("call %s from %s to %s: %s", call_id, caller, number, plan.reason)
         return PlanRun(self, plan, call_id, caller, caller_user, record_id, now)
 
@@ -241,6 +249,7 @@ class CallRouting:
             reason=f"{user} dials out",
         )  # fmt: skip
         record_id = self.log.call_started(call_id, number, caller, _utc(now), client, "dial-out")
+        self.core.events.publish(CallOffered(now, call_id, number, caller, client, "dial-out"))
         log.info("call %s from %s out to %s (client %s)", call_id, user, number, client or "-")
         run = PlanRun(self, plan, call_id, caller, user, record_id, now)
         run.dial_out = True
@@ -347,12 +356,11 @@ class CallRouting:
             "call %s to %s refused (%d): %s; %s", call_id, number, cap.status, cap.reason,
             cap.warning,
         )  # fmt: skip
-        if self.on_warning is not None:
-            self.on_warning(
-                {"kind": "call_out_cap", "client": client_id, "trunk": trunk.name,
-                 "number": number, "status": cap.status, "reason": cap.reason,
-                 "warning": cap.warning, "at": _utc(now).isoformat()}
-            )  # fmt: skip
+        self.core.events.publish(ProviderWarning(now, {
+            "kind": "call_out_cap", "client": client_id, "trunk": trunk.name, "number": number,
+            "status": cap.status, "reason": cap.reason, "warning": cap.warning,
+            "at": _utc(now).isoformat(),
+        }))  # fmt: skip
         return cap.status, cap.reason
 
     def release_out(self, call_id: str) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+from heimbuero.events import BindingChanged, CallEnded, EventBus
 from heimbuero.office.model import Trunk, TrunkInbound
 from heimbuero.office.visibility import Person
 from heimbuero.sip import transaction as tx
@@ -135,8 +136,12 @@ class SipCore:
         auth: DigestAuthenticator,
         is_connected: Callable[[Peer], bool] = lambda peer: True,
         dialogs: DialogSigner | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.settings = settings
+        # Domain events: the services publish here; presence, call records and the live HTTP
+        # streams subscribe (heimbuero/events.py).
+        self.events = events or EventBus()
         # Signs our Record-Route entries and aliases; the server passes one keyed with its
         # secret so that dialogs outlive a restart.
         self.dialogs = dialogs or DialogSigner(secrets.token_bytes(32))
@@ -159,8 +164,6 @@ class SipCore:
         self.guard = Guard(settings.guard)
         self._flood_exempt = frozenset(settings.flood_exempt)
         self.stats = {"received": 0, "sent": 0, "dropped": 0, "rejected": 0}
-        # Listeners of registration changes (added, removed, now): presence.
-        self.binding_listeners: list[Callable[[list[Binding], list[Binding], float], None]] = []
         self.presence: PresenceServer | None = None  # SUBSCRIBE/NOTIFY/PUBLISH, when enabled
         self.calls: CallRouting | None = None  # calls to client numbers, when the office is set up
         self.trunks: TrunkRegistrations | None = None  # registrations to carriers
@@ -243,8 +246,7 @@ class SipCore:
         self._pump(now)
 
     def bindings_changed(self, added: list[Binding], removed: list[Binding], now: float) -> None:
-        for fn in self.binding_listeners:
-            fn(added, removed, now)
+        self.events.publish(BindingChanged(now, added, removed))
 
     def shutdown(self, now: float) -> None:
         """Answer or cancel every open transaction before the server stops."""
@@ -418,35 +420,37 @@ class SipCore:
         ):
             messages.on_request(txn, user, now)
             return
-        if in_dialog and method == "BYE" and self.presence is not None:
-            self.presence.call_ended(req.call_id, now)
+        if in_dialog and method == "BYE":
+            self.events.publish(CallEnded(now, req.call_id))  # presence, call records
         calls = self.calls
-        if calls is not None:
-            if in_dialog:
-                if method == "BYE":
-                    calls.on_bye(req.call_id, now)
-            elif method == "INVITE" and self.is_local_uri(uri) and not req.get("route"):
-                if user is not None:
-                    answer = calls.feature(user, uri.user or "", now)
-                    if answer is not None:
-                        code, text = answer[0], _short(answer[1])
-                        reason = [("Reason", f'SIP;cause={code};text="{text}"')]
-                        self.respond(txn, code, now, reason=text, headers=reason)
-                        return
-                number = calls.number_of(uri.user)
-                if number is not None:
-                    caller = str(req.from_.uri)
-                    run = calls.start(number, req.call_id, caller, user, now)
-                    self.proxy.execute_plan(txn, run, now)
+        if (
+            calls is not None
+            and not in_dialog
+            and method == "INVITE"
+            and self.is_local_uri(uri)
+            and not req.get("route")
+        ):
+            if user is not None:
+                answer = calls.feature(user, uri.user or "", now)
+                if answer is not None:
+                    code, text = answer[0], _short(answer[1])
+                    reason = [("Reason", f'SIP;cause={code};text="{text}"')]
+                    self.respond(txn, code, now, reason=text, headers=reason)
                     return
-                if user is not None:  # a phone of ours dials out: a plan through the trunk
-                    out = calls.dial_out(user, uri.user or "", req.call_id, str(req.from_.uri), now)
-                    if isinstance(out, tuple):
-                        self.respond(txn, out[0], now, reason=out[1])
-                        return
-                    if out is not None:
-                        self.proxy.execute_plan(txn, out, now)
-                        return
+            number = calls.number_of(uri.user)
+            if number is not None:
+                caller = str(req.from_.uri)
+                run = calls.start(number, req.call_id, caller, user, now)
+                self.proxy.execute_plan(txn, run, now)
+                return
+            if user is not None:  # a phone of ours dials out: a plan through the trunk
+                out = calls.dial_out(user, uri.user or "", req.call_id, str(req.from_.uri), now)
+                if isinstance(out, tuple):
+                    self.respond(txn, out[0], now, reason=out[1])
+                    return
+                if out is not None:
+                    self.proxy.execute_plan(txn, out, now)
+                    return
         self.proxy.route_request(txn, dialog, now)
 
     def dialog_of(self, req: Request, tokens: list[str]) -> tuple[Flow, Flow] | None:

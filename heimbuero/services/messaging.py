@@ -33,6 +33,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from heimbuero.events import (
+    BindingChanged,
+    MessageDelivered,
+    MessageStateChanged,
+    MessageStored,
+)
 from heimbuero.office.messaging import (
     ACCEPTED_TYPES,
     CONTENT_CODINGS,
@@ -46,7 +52,7 @@ from heimbuero.office.visibility import STAFF, may_see
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.message import Request, Response
 
-from .location import Binding, Peer
+from .location import Peer
 from .proxy import Target
 
 if TYPE_CHECKING:
@@ -203,7 +209,6 @@ class Messenger:
         self.queues: dict[str, deque[Message]] = {}
         self.inflight: dict[str, Delivery] = {}
         self._sent: dict[str, deque[float]] = {}  # send times per user, the last minute
-        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []  # HTTP live stream
         self.stats = {"received": 0, "relayed": 0, "stored": 0, "delivered": 0, "expired": 0}
 
     # ------------------------------------------------------------------ incoming MESSAGE
@@ -329,7 +334,7 @@ class Messenger:
         if delivery is None or delivery.message is not message:
             self._unqueue(message)
             message.state = "failed"
-            self._notify("state", message)
+            self._notify("state", message, message.created_at)
 
     def prepare(
         self, sender: str, recipient: str, content_type: str, body: bytes, now: float,
@@ -426,7 +431,7 @@ class Messenger:
         if c.kind == "imdn" and c.report_for:
             # The recipient reports on a message it got: mark that message in the history.
             self.log_op(("report", c.report_for[:200], m.sender, c.report_state))
-        self._notify("message", m)
+        self._notify("message", m, m.created_at)
 
     def _record(self, m: Message) -> dict[str, Any]:
         return {
@@ -448,7 +453,7 @@ class Messenger:
             self.stats["delivered"] += 1
         elif state == "expired":
             self.stats["expired"] += 1
-        self._notify("state", m)
+        self._notify("state", m, now)
 
     def enqueue(self, m: Message, now: float) -> None:
         """Store a message for later delivery."""
@@ -456,7 +461,7 @@ class Messenger:
         self.stats["stored"] += 1
         self.log_op(("state", m.id, "queued", datetime.fromtimestamp(now, UTC)))
         self._queue(m)
-        self._notify("state", m)
+        self._notify("state", m, now)
 
     def _queue(self, m: Message) -> None:
         self.queues.setdefault(m.recipient, deque()).append(m)
@@ -473,15 +478,15 @@ class Messenger:
                 del self.queues[m.recipient]
             self.finished(m, "delivered", now)
 
-    def _notify(self, event: str, m: Message) -> None:
-        if not self.listeners:
-            return
-        data = m.summary()
-        for fn in list(self.listeners):
-            try:
-                fn(event, data)
-            except Exception:  # a broken listener must not stop message handling
-                log.exception("message listener failed")
+    def _notify(self, event: str, m: Message, at: float) -> None:
+        kind: type[MessageStored] = (
+            MessageStored if event == "message"
+            else MessageDelivered if m.state == "delivered"
+            else MessageStateChanged
+        )  # fmt: skip
+        events = self.core.events
+        if events.has_subscribers(kind):  # (the live HTTP streams)
+            events.publish(kind(at, m.summary()))
 
     # ------------------------------------------------------------------ stored messages
 
@@ -491,10 +496,10 @@ class Messenger:
             m.state = "queued"
             self._queue(m)
 
-    def on_bindings_changed(self, added: list[Binding], removed: list[Binding], now: float) -> None:
-        for user in {b.aor for b in added}:
+    def on_bindings_changed(self, event: BindingChanged) -> None:
+        for user in {b.aor for b in event.added}:
             if user in self.queues:
-                self.kick(user, now)
+                self.kick(user, event.at)
 
     def kick(self, user: str, now: float) -> None:
         """Send the oldest stored message of `user` to its devices, unless one is under way."""
@@ -637,5 +642,5 @@ def enable_messaging(
     """Attach a messenger to the core: MESSAGEs to users, and stored ones sent at registration."""
     messenger = Messenger(core, settings, log_op, files, defer)
     core.messages = messenger
-    core.binding_listeners.append(messenger.on_bindings_changed)
+    core.events.subscribe(BindingChanged, messenger.on_bindings_changed)
     return messenger

@@ -17,16 +17,17 @@ import itertools
 import logging
 import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
+from heimbuero.events import BindingChanged, CallAnswered, CallEnded, PresenceChanged
 from heimbuero.office.visibility import may_see
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.message import ParseError, Request, Response, parse_address
 
-from .location import Binding, Peer
+from .location import Peer
 
 if TYPE_CHECKING:
     from .core import SipCore
@@ -245,7 +246,6 @@ class PresenceServer:
         self.calls: dict[str, tuple[str, ...]] = {}  # Call-ID -> our users in the call
         self.in_call: dict[str, set[str]] = {}  # user -> Call-IDs
         self.last: dict[str, PresenceState] = {}
-        self.listeners: list[Callable[[PresenceState], None]] = []  # HTTP live stream
         self.stats = {"notify_sent": 0}
         self._dirty_subs: set[str] = set()
         self._gone_subs: set[str] = set()
@@ -533,8 +533,9 @@ class PresenceServer:
         old = self.last.get(user)
         self.last[user] = state
         if old != state:
-            for fn in self.listeners:
-                fn(state)
+            events = self.core.events
+            if events.has_subscribers(PresenceChanged):  # (the live HTTP streams)
+                events.publish(PresenceChanged(now, user, state.as_dict()))
         subs = self.by_presentity.get(user)
         if not subs:
             return  # nobody watches: the common case on every call, decided at once
@@ -564,9 +565,15 @@ class PresenceServer:
 
     # ------------------------------------------------------------------ sources of state
 
-    def on_bindings_changed(self, added: list[Binding], removed: list[Binding], now: float) -> None:
-        for user in {b.aor for b in added} | {b.aor for b in removed}:
-            self.changed(user, now)
+    def on_bindings_changed(self, event: BindingChanged) -> None:
+        for user in event.users():
+            self.changed(user, event.at)
+
+    def on_call_answered(self, event: CallAnswered) -> None:
+        self.call_answered(event.call_id, event.users, event.at)
+
+    def on_call_ended(self, event: CallEnded) -> None:
+        self.call_ended(event.call_id, event.at)
 
     def call_answered(self, call_id: str, users: Iterable[str], now: float) -> None:
         users = tuple(sorted({u for u in users if u}))
@@ -735,5 +742,8 @@ def enable_presence(core: SipCore, settings: PresenceSettings | None = None) -> 
     registration changes."""
     server = PresenceServer(core, settings)
     core.presence = server
-    core.binding_listeners.append(server.on_bindings_changed)
+    events = core.events
+    events.subscribe(BindingChanged, server.on_bindings_changed)
+    events.subscribe(CallAnswered, server.on_call_answered)
+    events.subscribe(CallEnded, server.on_call_ended)
     return server

@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from heimbuero.events import CallAnswered
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.dialogtoken import TOKEN_PARAM, DialogSigner, Flow, normal_flow
 from heimbuero.sip.message import (
@@ -407,10 +408,9 @@ class Proxy:
                 self._cancel_pending(call, now, 'SIP;cause=200;text="Call completed elsewhere"')
                 if call.plan is not None and branch.target is not None:
                     call.plan.answered(branch.target, now)
-                if core.presence is not None and st.request.method == "INVITE":
-                    core.presence.call_answered(
-                        st.request.call_id, _call_users(st.request, branch, core), now
-                    )
+                if st.request.method == "INVITE":
+                    users = tuple(_call_users(st.request, branch, core))
+                    core.events.publish(CallAnswered(now, st.request.call_id, users))
             return
         branch.request = None  # a final answer: nothing left to CANCEL
         if branch.done or call.final_sent:

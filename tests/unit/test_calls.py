@@ -12,6 +12,7 @@ from datetime import datetime
 import pytest
 import test_core as t  # the sans-IO harness of the core tests (same folder)
 
+from heimbuero.events import ProviderWarning
 from heimbuero.office.callpolicy import CallPolicy
 from heimbuero.office.model import (
     Client,
@@ -244,7 +245,7 @@ def test_a_class_allowed_by_client_and_trunk_goes_out(net: t.Net) -> None:
 def test_concurrency_cap_answers_503_and_warns_the_provider(net: t.Net) -> None:
     assert net.core.calls is not None
     warnings: list[dict[str, object]] = []
-    net.core.calls.on_warning = warnings.append
+    net.core.events.subscribe(ProviderWarning, lambda e: warnings.append(dict(e.warning)))
     one = CallPolicy(max_concurrent=1)
     net.core.calls.update(
         directory(Rule("Sonst", (Step((f"external:{MOBILE}",), 20),)), policy=one), []
