@@ -18,7 +18,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Protocol, cast
 
 from heimbuero.events import BindingChanged, CallEnded, EventBus
 from heimbuero.office.model import Trunk, TrunkInbound
@@ -41,11 +41,11 @@ from .calls import CallRouting
 from .credentials import UserDirectory
 from .guard import Guard, GuardSettings, security_log_line
 from .location import Binding, LocationService, Peer
-from .messaging import Delivery, Messenger
-from .presence import ALLOW_EVENTS, PresenceServer, Subscription
+from .messaging import Messenger
+from .presence import ALLOW_EVENTS, PresenceServer
 from .proxy import Proxy, strip_identity
 from .registrar import Registrar, RegistrarSettings
-from .trunks import TrunkRegistration, TrunkRegistrations
+from .trunks import TrunkRegistrations
 
 log = logging.getLogger("heimbuero.sip")
 
@@ -271,50 +271,52 @@ class SipCore:
         self._out.extend(cast(list[tuple[bytes, Peer]], layer.datagrams_to_send()))
 
     def _dispatch(self, ev: object, now: float) -> None:
-        if isinstance(ev, tx.ResponseReceived):
-            if isinstance(ev.txn.context, TrunkRegistration):
-                if self.trunks is not None:
-                    self.trunks.on_response(ev.txn, ev.response, now)
-                return
-            if isinstance(ev.txn.context, Subscription):
-                if self.presence is not None:
-                    self.presence.on_response(ev.txn, ev.response, now)
-                return
-            if isinstance(ev.txn.context, Delivery):
-                if self.messages is not None:
-                    self.messages.on_response(ev.txn, ev.response, now)
-                return
-            self.proxy.on_response(ev.txn, ev.response, now)
-        elif isinstance(ev, tx.RequestReceived):
-            self._on_request(ev.txn, now)
-        elif isinstance(ev, tx.AckReceived):
-            if self._acks_stateless_answer(ev.request):
+        kind = type(ev)
+        if kind is tx.ResponseReceived:
+            ev = cast(tx.ResponseReceived, ev)
+            owner = ev.txn.context
+            if owner is not None:
+                cast(TransactionOwner, owner).on_response(ev.txn, ev.response, now)
+        elif kind is tx.RequestReceived:
+            self._on_request(cast(tx.RequestReceived, ev).txn, now)
+        elif kind is tx.AckReceived:
+            ack = cast(tx.AckReceived, ev)
+            if self._acks_stateless_answer(ack.request):
                 return  # the ACK of a challenge or refusal sent statelessly: it ends here
-            self.proxy.forward_ack(ev.request, cast(Peer, ev.source), now)
-        elif isinstance(ev, (tx.TransactionTimeout, tx.TransportFailed)) and isinstance(
-            ev.txn.context, TrunkRegistration
-        ):
-            if self.trunks is not None:
-                self.trunks.on_failure(ev.txn, now)  # type: ignore[arg-type]
-        elif isinstance(ev, (tx.TransactionTimeout, tx.TransportFailed)) and isinstance(
-            ev.txn.context, Subscription
-        ):
-            if self.presence is not None:
-                self.presence.on_failure(ev.txn, now)  # type: ignore[arg-type]
-        elif isinstance(ev, (tx.TransactionTimeout, tx.TransportFailed)) and isinstance(
-            ev.txn.context, Delivery
-        ):
-            if self.messages is not None:
-                self.messages.on_failure(ev.txn, now)  # type: ignore[arg-type]
-        elif isinstance(ev, tx.TransactionTimeout):
-            self.proxy.on_branch_failure(ev.txn, 408, now)
-        elif isinstance(ev, tx.TransportFailed):
-            if isinstance(ev.txn, tx.ClientTransaction):
-                self.proxy.on_branch_failure(ev.txn, 503, now)
-        elif isinstance(ev, tx.TransactionTerminated):
-            self.proxy.on_terminated(ev.txn)
-        elif isinstance(ev, tx.StrayResponse):
-            self.proxy.on_stray_response(ev.response, now)
+            self.proxy.forward_ack(ack.request, cast(Peer, ack.source), now)
+        elif kind is tx.TransactionTimeout or kind is tx.TransportFailed:
+            txn = cast(tx.TransactionTimeout | tx.TransportFailed, ev).txn
+            owner = txn.context
+            if isinstance(txn, tx.ClientTransaction) and owner is not None:
+                if kind is tx.TransactionTimeout:
+                    cast(TransactionOwner, owner).on_timeout(txn, now)
+                else:
+                    cast(TransactionOwner, owner).on_transport_error(txn, now)
+        elif kind is tx.TransactionTerminated:
+            self.proxy.on_terminated(cast(tx.TransactionTerminated, ev).txn)
+        elif kind is tx.StrayResponse:
+            self.proxy.on_stray_response(cast(tx.StrayResponse, ev).response, now)
+
+    def send_request(
+        self,
+        req: Request,
+        dest: Peer,
+        owner: TransactionOwner | None,
+        now: float,
+        branch: str | None = None,
+    ) -> tx.ClientTransaction:
+        """Send a request the server originates or forwards in a client transaction: our Via
+        on top (`branch`, else a fresh local one), and `owner` hears what becomes of it.
+        ValueError when the transaction layer refuses it (a branch already in use)."""
+        host, port = self.local_address(dest[0])
+        req.prepend(
+            "Via",
+            f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={branch or self.new_local_branch()}"
+            ";rport",
+        )
+        ctxn = self.layer.send_request(req, dest, dest[0] != "udp", now)
+        ctxn.context = owner
+        return ctxn
 
     # ------------------------------------------------------------------ requests
 
@@ -837,6 +839,21 @@ class SipCore:
     def emit(self, data: bytes, dest: Peer) -> None:
         """Queue raw bytes (keep-alives, stateless forwards) for the network layer."""
         self._out.append((data, dest))
+
+
+class TransactionOwner(Protocol):
+    """Who started a client transaction and hears what becomes of it (pjsip's tsx_user): the
+    object `send_request` stores as the transaction's context. Each call ends the owner's
+    interest except `on_response` with a provisional (1xx) status."""
+
+    def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None: ...
+    def on_timeout(self, txn: tx.ClientTransaction, now: float) -> None:
+        """Timer B or F fired: no final response."""
+        ...
+
+    def on_transport_error(self, txn: tx.ClientTransaction, now: float) -> None:
+        """The request could not be sent (a connection refused or gone)."""
+        ...
 
 
 TRUSTED_PEER = Trunk(name="[sip] trusted_peers", host="")  # a peer trusted by configuration

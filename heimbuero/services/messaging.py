@@ -168,15 +168,26 @@ class MessagePlan:
 
 
 class Delivery:
-    """A stored message the server is sending to the recipient's devices."""
+    """A stored message the server is sending to the recipient's devices; the owner of those
+    MESSAGE transactions (it hands their outcome to the messenger)."""
 
-    __slots__ = ("message", "open", "statuses", "done")
+    __slots__ = ("messenger", "message", "open", "statuses", "done")
 
-    def __init__(self, message: Message) -> None:
+    def __init__(self, messenger: Messenger, message: Message) -> None:
+        self.messenger = messenger
         self.message = message
         self.open: set[tx.ClientTransaction] = set()
         self.statuses: list[int] = []
         self.done = False
+
+    def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
+        self.messenger.on_response(self, txn, resp, now)
+
+    def on_timeout(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.messenger.on_failure(self, txn, now)
+
+    def on_transport_error(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.messenger.on_failure(self, txn, now)
 
 
 def _iso(t: float) -> str:
@@ -514,7 +525,7 @@ class Messenger:
         targets = self.core.proxy.device_targets(user, now)
         if not targets:
             return
-        delivery = Delivery(queue[0])
+        delivery = Delivery(self, queue[0])
         self.inflight[user] = delivery
         for uri, dest in targets:
             self._send(delivery, uri, dest, now)
@@ -525,7 +536,6 @@ class Messenger:
         core = self.core
         m = delivery.message
         domain = core.settings.domain
-        host, port = core.local_address(dest[0])
         sender = f"<sip:{m.sender}@{domain}>"
         hdrs = [
             ["from", "From", f"{sender};tag={secrets.token_hex(6)}"],
@@ -538,27 +548,21 @@ class Messenger:
             ["content-type", "Content-Type", m.content_type],
         ]  # fmt: skip
         req = Request("MESSAGE", uri, hdrs, m.body)
-        req.prepend(
-            "Via", f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={core.new_local_branch()};rport"
-        )
         try:
-            ctxn = core.layer.send_request(req, dest, dest[0] != "udp", now)
+            ctxn = core.send_request(req, dest, delivery, now)
         except ValueError:
             log.warning("could not send stored message %s to %s", m.id, dest)
             return
-        ctxn.context = delivery
         delivery.open.add(ctxn)
 
-    def on_response(self, ctxn: tx.ClientTransaction, resp: Response, now: float) -> None:
-        delivery = ctxn.context
-        if not isinstance(delivery, Delivery) or resp.status < 200:
-            return
-        self._outcome(delivery, ctxn, resp.status, now)
+    def on_response(
+        self, d: Delivery, ctxn: tx.ClientTransaction, resp: Response, now: float
+    ) -> None:
+        if resp.status >= 200:
+            self._outcome(d, ctxn, resp.status, now)
 
-    def on_failure(self, ctxn: tx.ClientTransaction, now: float) -> None:
-        delivery = ctxn.context
-        if isinstance(delivery, Delivery):
-            self._outcome(delivery, ctxn, 408, now)
+    def on_failure(self, d: Delivery, ctxn: tx.ClientTransaction, now: float) -> None:
+        self._outcome(d, ctxn, 408, now)
 
     def _outcome(self, d: Delivery, ctxn: tx.ClientTransaction, status: int, now: float) -> None:
         if ctxn not in d.open:

@@ -496,33 +496,27 @@ class PresenceServer:
             ["content-type", "Content-Type", ctype],
         ]  # fmt: skip
         req = Request("NOTIFY", sub.remote_target, hdrs, body)
-        req.prepend(
-            "Via", f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={core.new_local_branch()};rport"
-        )
         if not sub.terminated:
             self._dirty_subs.add(sub.key)
         try:
-            ctxn = core.layer.send_request(req, dest, dest[0] != "udp", now)
+            core.send_request(req, dest, _NotifyOwner(self, sub), now)
         except ValueError:
             log.warning("could not send NOTIFY for %s", sub.key)
             return
-        ctxn.context = sub
         self.stats["notify_sent"] += 1
 
-    def on_response(self, ctxn: tx.ClientTransaction, resp: Response, now: float) -> None:
+    def on_response(self, sub: Subscription, resp: Response, now: float) -> None:
         """The answer to a NOTIFY: 481 (or another failure that ends it) ends the dialog."""
-        sub = ctxn.context
-        if not isinstance(sub, Subscription) or resp.status < 200:
+        if resp.status < 200:
             return
         ends = resp.status in (481, 408, 480) or (resp.status >= 500 and resp.status != 503)
         if ends and not sub.terminated:
             log.info("NOTIFY for %s answered %d: subscription ended", sub.key, resp.status)
             self._remove(sub)
 
-    def on_failure(self, ctxn: tx.ClientTransaction, now: float) -> None:
+    def on_failure(self, sub: Subscription, now: float) -> None:
         """A NOTIFY timed out or could not be sent: the subscription ends (RFC 6665 §4.2.2)."""
-        sub = ctxn.context
-        if isinstance(sub, Subscription) and not sub.terminated:
+        if not sub.terminated:
             log.info("NOTIFY for %s got no answer: subscription ended", sub.key)
             self._remove(sub)
 
@@ -718,6 +712,25 @@ class PresenceServer:
 
     def visible_states(self, watcher: str, now: float) -> list[PresenceState]:
         return [self.state(u, now) for u in self.known_users() if self.visible(watcher, u, now)]
+
+
+class _NotifyOwner:
+    """The owner of one NOTIFY's client transaction: its answer goes to the subscription."""
+
+    __slots__ = ("server", "sub")
+
+    def __init__(self, server: PresenceServer, sub: Subscription) -> None:
+        self.server = server
+        self.sub = sub
+
+    def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
+        self.server.on_response(self.sub, resp, now)
+
+    def on_timeout(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.server.on_failure(self.sub, now)
+
+    def on_transport_error(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.server.on_failure(self.sub, now)
 
 
 def _event(req: Request) -> tuple[str, str | None]:

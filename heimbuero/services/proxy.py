@@ -104,9 +104,11 @@ class PlanRunner(Protocol):
 
 
 class Branch:
-    """One forwarded copy of a request and what became of it."""
+    """One forwarded copy of a request and what became of it; the owner of its client
+    transaction (it hands what happens to the proxy)."""
 
     __slots__ = (
+        "proxy",
         "call",
         "txn",
         "request",
@@ -119,8 +121,9 @@ class Branch:
     )
 
     def __init__(
-        self, call: ProxyCall, request: Request, dest: Peer, target: Target | None
+        self, proxy: Proxy, call: ProxyCall, request: Request, dest: Peer, target: Target | None
     ) -> None:
+        self.proxy = proxy
         self.call = call
         self.txn: tx.ClientTransaction | None = None
         # The forwarded copy, kept to CANCEL it; let go once the branch has its final answer
@@ -132,6 +135,15 @@ class Branch:
         self.done = False
         self.cancel_pending = False
         self.timed_out = False
+
+    def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
+        self.proxy.on_response(txn, resp, now)
+
+    def on_timeout(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.proxy.on_branch_failure(txn, 408, now)
+
+    def on_transport_error(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.proxy.on_branch_failure(txn, 503, now)
 
 
 class ProxyCall:
@@ -309,22 +321,16 @@ class Proxy:
                 strip_identity(fwd)  # toward a carrier only the server's word goes out
             for name, value in target.headers:
                 fwd.add(name, value)
-            out_host, out_port = core.local_address(dest[0])
             if call.record_route:
                 token = core.dialogs.route_token(req.call_id, req.from_.tag or "", (source, dest))
                 fwd.prepend("Record-Route", _rr(in_host, in_port, source[0], token))
                 if dest[0] != source[0]:
+                    out_host, out_port = core.local_address(dest[0])
                     fwd.prepend("Record-Route", _rr(out_host, out_port, dest[0], token))
-            branch_id = core.new_branch(req)
-            fwd.prepend(
-                "Via", f"SIP/2.0/{dest[0].upper()} {out_host}:{out_port};branch={branch_id};rport"
-            )
             self.media.on_offer(fwd, source, dest)
-            branch = Branch(call, fwd, dest, target)
+            branch = Branch(self, call, fwd, dest, target)
             call.branches.append(branch)
-            ctxn = core.layer.send_request(fwd, dest, dest[0] != "udp", now)
-            branch.txn = ctxn
-            ctxn.context = branch
+            branch.txn = core.send_request(fwd, dest, branch, now, core.new_branch(req))
 
     def _next_step(self, call: ProxyCall, now: float) -> bool:
         """Start the plan's next step that has someone to ring; False when none is left."""
