@@ -39,12 +39,12 @@ from heimbuero.services.location import Binding, LocationService, Peer
 from heimbuero.services.messaging import (
     MessageRejected,
     MessagingSettings,
-    enable_messaging,
+    Messenger,
     message_from_record,
 )
 from heimbuero.services.presence import (
+    PresenceServer,
     PresenceSettings,
-    enable_presence,
     publication_from_record,
     publication_record,
     subscription_from_record,
@@ -270,6 +270,29 @@ class Server:
         self.location.load(_from_record(r) for r in self.store.load_bindings(now))
         self.users = UserDirectory(self._fetch_account)
         self.events = EventBus()
+        # What the services need besides the core: the call records, the file links, the
+        # messenger's operations for the store; the services themselves are built by the core.
+        self.call_log = _StoreCallLog(self.store)
+        self.files = FileService(
+            self.store, config.files_dir, config.files, public_base_url(config.http)
+        )
+        self.message_ops: list[tuple[Any, ...]] = []
+        presence_settings = PresenceSettings(
+            min_expires=sip.min_expires,
+            max_expires=max(sip.subscribe_max_expires, sip.min_expires),
+            default_expires=min(3600, max(sip.subscribe_max_expires, sip.min_expires)),
+            min_interval=float(sip.presence_min_interval),
+            max_subscriptions_per_user=sip.max_subscriptions_per_user,
+            max_watchers_per_presentity=sip.max_watchers_per_presentity,
+        )
+        msg = config.messages
+        messaging_settings = MessagingSettings(
+            max_bytes=msg.max_bytes,
+            delivery_timeout=float(msg.delivery_timeout),
+            store_expiry=float(msg.store_expiry),
+            rate_per_minute=msg.rate_per_minute,
+            max_stored_per_user=msg.max_stored_per_user,
+        )
         self.core = SipCore(
             CoreSettings(
                 domain=config.domain,
@@ -306,7 +329,18 @@ class Server:
             ),  # fmt: skip
             dialogs=DialogSigner(secret),
             events=self.events,
+            calls=lambda core: CallRouting(core, self.call_log),
+            trunks=TrunkRegistrations,
+            presence=lambda core: PresenceServer(core, presence_settings),
+            messages=lambda core: Messenger(
+                core, messaging_settings, self._message_op, self.files, self._defer
+            ),
         )
+        core = self.core
+        assert core.calls is not None and core.trunks is not None
+        assert core.presence is not None and core.messages is not None
+        self.calls, self.trunks = core.calls, core.trunks
+        self.presence, self.messages = core.presence, core.messages
         self.transports = Transports(
             self.core,
             TransportLimits(
@@ -335,41 +369,8 @@ class Server:
         self.writer: GroupCommitWriter[WriteBatch] = GroupCommitWriter(
             self.store.write_batch, self._on_loop, window=GROUP_COMMIT_WINDOW, name="store-writer"
         )
-        self.call_log = _StoreCallLog(self.store)
-        self.calls = CallRouting(self.core, self.call_log)
         self.office_revision = self.store.office_revision()
         self.calls.update(self.store.load_directory(), self.store.list_overrides(datetime.now(UTC)))
-        self.core.calls = self.calls
-        self.core.trunks = self.trunks = TrunkRegistrations(self.core)
-        self.presence = enable_presence(
-            self.core,
-            PresenceSettings(
-                min_expires=sip.min_expires,
-                max_expires=max(sip.subscribe_max_expires, sip.min_expires),
-                default_expires=min(3600, max(sip.subscribe_max_expires, sip.min_expires)),
-                min_interval=float(sip.presence_min_interval),
-                max_subscriptions_per_user=sip.max_subscriptions_per_user,
-                max_watchers_per_presentity=sip.max_watchers_per_presentity,
-            ),
-        )
-        self.files = FileService(
-            self.store, config.files_dir, config.files, public_base_url(config.http)
-        )
-        self.message_ops: list[tuple[Any, ...]] = []
-        msg = config.messages
-        self.messages = enable_messaging(
-            self.core,
-            MessagingSettings(
-                max_bytes=msg.max_bytes,
-                delivery_timeout=float(msg.delivery_timeout),
-                store_expiry=float(msg.store_expiry),
-                rate_per_minute=msg.rate_per_minute,
-                max_stored_per_user=msg.max_stored_per_user,
-            ),
-            self._message_op,
-            self.files,
-            self._defer,
-        )
         failed = self.store.fail_unfinished_messages(datetime.now(UTC))
         if failed:
             log.info("%d messages were being delivered at the last stop: marked failed", failed)

@@ -137,7 +137,15 @@ class SipCore:
         is_connected: Callable[[Peer], bool] = lambda peer: True,
         dialogs: DialogSigner | None = None,
         events: EventBus | None = None,
+        *,
+        calls: Callable[[SipCore], CallRouting] | None = None,
+        trunks: Callable[[SipCore], TrunkRegistrations] | None = None,
+        presence: Callable[[SipCore], PresenceServer] | None = None,
+        messages: Callable[[SipCore], Messenger] | None = None,
     ) -> None:
+        """The optional services are given as factories: each is built once the core exists
+        (it needs the core's timers, transactions and bus) and registers the methods it
+        handles (`handle`, `handle_authenticated`)."""
         self.settings = settings
         # Domain events: the services publish here; presence, call records and the live HTTP
         # streams subscribe (heimbuero/events.py).
@@ -164,14 +172,36 @@ class SipCore:
         self.guard = Guard(settings.guard)
         self._flood_exempt = frozenset(settings.flood_exempt)
         self.stats = {"received": 0, "sent": 0, "dropped": 0, "rejected": 0}
-        self.presence: PresenceServer | None = None  # SUBSCRIBE/NOTIFY/PUBLISH, when enabled
-        self.calls: CallRouting | None = None  # calls to client numbers, when the office is set up
-        self.trunks: TrunkRegistrations | None = None  # registrations to carriers
-        self.messages: Messenger | None = None  # MESSAGE history and store-and-forward
+        # Requests for the server itself (no user part), by method.
+        self._own: dict[str, Callable[[tx.ServerTransaction, float], None]] = {
+            "REGISTER": self._on_register, "OPTIONS": self._on_options,
+        }  # fmt: skip
+        # Services that take a request before authentication (they authenticate it
+        # themselves), and services that take one from an authenticated user outside a
+        # dialog; each by method, registered by the service.
+        self._handlers: dict[str, RequestHandler] = {}
+        self._user_handlers: dict[str, UserRequestHandler] = {}
         # Durability: `commit(fn)` asks the store writer to commit every change the services
         # made so far and then call fn(ok, now) (the server runs its writer; None: no store,
         # as in unit tests, where fn runs at once).
         self.commit: Callable[[Callable[[bool, float], None]], None] | None = None
+        self.calls: CallRouting | None = None  # calls to client numbers, when the office is set up
+        self.calls = calls(self) if calls is not None else None
+        self.trunks: TrunkRegistrations | None = None  # registrations to carriers
+        self.trunks = trunks(self) if trunks is not None else None
+        self.presence: PresenceServer | None = None  # SUBSCRIBE/NOTIFY/PUBLISH, when enabled
+        self.presence = presence(self) if presence is not None else None
+        self.messages: Messenger | None = None  # MESSAGE history and store-and-forward
+        self.messages = messages(self) if messages is not None else None
+
+    def handle(self, method: str, handler: RequestHandler) -> None:
+        """Give `handler` the requests of `method` it `wants`, before authentication."""
+        self._handlers[method] = handler
+
+    def handle_authenticated(self, method: str, handler: UserRequestHandler) -> None:
+        """Give `handler` the requests of `method` it `wants` from an authenticated user of
+        ours, outside a dialog."""
+        self._user_handlers[method] = handler
 
     # ------------------------------------------------------------------ network-facing API
 
@@ -370,23 +400,15 @@ class SipCore:
         if unsupported:
             self.respond(txn, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
             return
-        presence = self.presence
-        if (
-            presence is not None
-            and (method == "SUBSCRIBE" or method == "PUBLISH")
-            and presence.wants(req)
-        ):
-            presence.on_request(txn, now)
+        handler = self._handlers.get(method)
+        if handler is not None and handler.wants(req):
+            handler.on_request(txn, now)
             return
 
         if for_server:
-            if method == "REGISTER":
-                self._on_register(txn, now)
-            elif method == "OPTIONS":
-                headers = [("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
-                if self.presence is not None:
-                    headers.append(("Allow-Events", ALLOW_EVENTS))
-                self.respond(txn, 200, now, headers=headers)
+            own = self._own.get(method)
+            if own is not None:
+                own(txn, now)
             else:
                 self.respond(txn, 405, now, headers=[("Allow", "OPTIONS, REGISTER")])
             return
@@ -412,16 +434,11 @@ class SipCore:
             if req.from_.uri.user is None or req.from_.uri.user.lower() != user:
                 self.respond(txn, 403, now, reason="From does not match the authenticated user")
                 return
-        messages = self.messages
-        if (
-            user is not None
-            and method == "MESSAGE"
-            and messages is not None
-            and not in_dialog
-            and messages.wants(req)
-        ):
-            messages.on_request(txn, user, now)
-            return
+        if user is not None and not in_dialog:
+            user_handler = self._user_handlers.get(method)
+            if user_handler is not None and user_handler.wants(req):
+                user_handler.on_request(txn, user, now)
+                return
         if in_dialog and method == "BYE":
             self.events.publish(CallEnded(now, req.call_id))  # presence, call records
         calls = self.calls
@@ -454,6 +471,12 @@ class SipCore:
                     self.proxy.execute_plan(txn, out, now)
                     return
         self.proxy.route_request(txn, dialog, now)
+
+    def _on_options(self, txn: tx.ServerTransaction, now: float) -> None:
+        headers = [("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
+        if "SUBSCRIBE" in self._handlers:
+            headers.append(("Allow-Events", ALLOW_EVENTS))
+        self.respond(txn, 200, now, headers=headers)
 
     def dialog_of(self, req: Request, tokens: list[str]) -> tuple[Flow, Flow] | None:
         """The two flows of the dialog `req` belongs to, if one of `tokens` (from the Route
@@ -839,6 +862,20 @@ class SipCore:
     def emit(self, data: bytes, dest: Peer) -> None:
         """Queue raw bytes (keep-alives, stateless forwards) for the network layer."""
         self._out.append((data, dest))
+
+
+class RequestHandler(Protocol):
+    """A service that takes requests of a method before authentication (presence)."""
+
+    def wants(self, req: Request) -> bool: ...
+    def on_request(self, txn: tx.ServerTransaction, now: float) -> None: ...
+
+
+class UserRequestHandler(Protocol):
+    """A service that takes requests of a method from an authenticated user (messaging)."""
+
+    def wants(self, req: Request) -> bool: ...
+    def on_request(self, txn: tx.ServerTransaction, user: str, now: float) -> None: ...
 
 
 class TransactionOwner(Protocol):

@@ -221,6 +221,8 @@ class Messenger:
         self.inflight: dict[str, Delivery] = {}
         self._sent: dict[str, deque[float]] = {}  # send times per user, the last minute
         self.stats = {"received": 0, "relayed": 0, "stored": 0, "delivered": 0, "expired": 0}
+        core.handle_authenticated("MESSAGE", self)
+        core.events.subscribe(BindingChanged, self.on_bindings_changed)
 
     # ------------------------------------------------------------------ incoming MESSAGE
 
@@ -646,5 +648,4 @@ def enable_messaging(
     """Attach a messenger to the core: MESSAGEs to users, and stored ones sent at registration."""
     messenger = Messenger(core, settings, log_op, files, defer)
     core.messages = messenger
-    core.events.subscribe(BindingChanged, messenger.on_bindings_changed)
     return messenger

@@ -252,6 +252,12 @@ class PresenceServer:
         self._dirty_pubs: set[str] = set()
         self._gone_pubs: set[str] = set()
         self._tags = itertools.count(1)
+        core.handle("SUBSCRIBE", self)
+        core.handle("PUBLISH", self)
+        events = core.events
+        events.subscribe(BindingChanged, self.on_bindings_changed)
+        events.subscribe(CallAnswered, self.on_call_answered)
+        events.subscribe(CallEnded, self.on_call_ended)
 
     # ------------------------------------------------------------------ who is who
 
@@ -755,8 +761,4 @@ def enable_presence(core: SipCore, settings: PresenceSettings | None = None) -> 
     registration changes."""
     server = PresenceServer(core, settings)
     core.presence = server
-    events = core.events
-    events.subscribe(BindingChanged, server.on_bindings_changed)
-    events.subscribe(CallAnswered, server.on_call_answered)
-    events.subscribe(CallEnded, server.on_call_ended)
     return server
