@@ -35,7 +35,7 @@ from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
 from heimbuero.services.guard import GuardSettings
-from heimbuero.services.location import Binding, LocationService, Peer
+from heimbuero.services.location import Binding, LocationService
 from heimbuero.services.messaging import (
     MessageRejected,
     MessagingSettings,
@@ -54,6 +54,7 @@ from heimbuero.services.registrar import RegistrarSettings
 from heimbuero.services.trunks import TrunkRegistrations
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.sip.dialogtoken import DialogSigner
+from heimbuero.sip.peer import Peer
 from heimbuero.sip.transaction import TimerSettings
 from heimbuero.store.db import BindingRecord, Store, WriteBatch
 from heimbuero.store.writer import GroupCommitWriter
@@ -147,14 +148,14 @@ class _StoreCallLog:
             self.store.set_override(override)
 
 
-def _peer_text(p: Peer) -> str:
+def _peer_text(p: tuple[str, str, int]) -> str:
     return f"{p[0]}:{p[1]}:{p[2]}" if ":" not in p[1] else f"{p[0]}:[{p[1]}]:{p[2]}"
 
 
 def _peer_parse(text: str) -> Peer:
     transport, _, rest = text.partition(":")
     host, _, port = rest.rpartition(":")
-    return (transport, host.strip("[]"), int(port))
+    return Peer(transport, host.strip("[]"), int(port))
 
 
 reg_log = logging.getLogger("heimbuero.registrar")
@@ -544,7 +545,8 @@ class Server:
             await asyncio.sleep(interval)
             now = time.time()
             for b in list(self.location.all_bindings()):
-                if b.received[0] == "udp" and b.expires_at > now and b.received[1] not in b.contact:
+                udp = not b.received.reliable
+                if udp and b.expires_at > now and b.received[1] not in b.contact:
                     self.transports.send(b"\r\n\r\n", b.received)
 
     def status(self) -> dict[str, Any]:

@@ -35,8 +35,9 @@ from heimbuero.office.routing import (
     route,
 )
 from heimbuero.sip.message import ParseError, parse_address
+from heimbuero.sip.peer import Peer
 
-from .location import LocationService, Peer
+from .location import LocationService
 from .proxy import Target
 
 if TYPE_CHECKING:
@@ -304,7 +305,7 @@ class CallRouting:
             return None
         self.out_calls[run.call_id] = (run.plan.client, trunk.name, run.started)
         domain = self.core.settings.domain
-        dest = (trunk.transport, trunk.host, trunk.port)
+        dest = Peer(trunk.transport, trunk.host, trunk.port)
         uri = f"sip:{number}@{trunk.host}:{trunk.port}"
         asserted = ("P-Asserted-Identity", f"<{_caller_uri(run.asserted or run.caller, domain)}>")
         if run.dial_out:

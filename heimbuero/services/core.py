@@ -36,11 +36,12 @@ from heimbuero.sip.message import (
     parse,
     parse_address,
 )
+from heimbuero.sip.peer import Peer
 
 from .calls import CallRouting
 from .credentials import UserDirectory
 from .guard import Guard, GuardSettings, security_log_line
-from .location import Binding, LocationService, Peer
+from .location import Binding, LocationService
 from .messaging import Messenger
 from .presence import ALLOW_EVENTS, PresenceServer
 from .proxy import Proxy, strip_identity
@@ -208,11 +209,13 @@ class SipCore:
     def receive(self, data: bytes, source: Peer, now: float) -> None:
         """Handle one datagram or one framed stream message from `source`."""
         self.stats["received"] += 1
+        if type(source) is not Peer:
+            source = Peer(*source)  # (a plain tuple from a test or another endpoint)
         ip = source[1]
         if not self.guard.admit(ip, now, lambda: self._exempt_from_flood_limit(source)):
             self.stats["dropped"] += 1  # banned, or over the rate: no answer at all
             return
-        reliable = source[0] != "udp"
+        reliable = source.reliable
         try:
             msg = parse(data, datagram=not reliable)
         except ParseError as exc:
@@ -344,7 +347,7 @@ class SipCore:
             f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={branch or self.new_local_branch()}"
             ";rport",
         )
-        ctxn = self.layer.send_request(req, dest, dest[0] != "udp", now)
+        ctxn = self.layer.send_request(req, dest, dest.reliable, now)
         ctxn.context = owner
         return ctxn
 
@@ -792,7 +795,7 @@ class SipCore:
 
     def response_destination(self, req: Request, source: Peer) -> Peer:
         """RFC 3261 §18.2.2 with RFC 3581: where responses to this request go."""
-        if source[0] != "udp":
+        if source.reliable:
             return source
         try:
             via = req.top_via
@@ -802,8 +805,8 @@ class SipCore:
             return source
         host = via.params.get("received") or via.host
         if not is_ip_literal(host):
-            return ("udp", source[1], via.port or 5060)
-        return ("udp", host.strip("[]"), via.port or 5060)
+            return Peer("udp", source[1], via.port or 5060)
+        return Peer("udp", host.strip("[]"), via.port or 5060)
 
     def make_response(
         self,

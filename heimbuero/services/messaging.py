@@ -51,8 +51,8 @@ from heimbuero.office.messaging import (
 from heimbuero.office.visibility import STAFF, may_see
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.message import Request, Response
+from heimbuero.sip.peer import Peer
 
-from .location import Peer
 from .proxy import Target
 
 if TYPE_CHECKING:

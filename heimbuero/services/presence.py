@@ -26,8 +26,7 @@ from heimbuero.events import BindingChanged, CallAnswered, CallEnded, PresenceCh
 from heimbuero.office.visibility import may_see
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.message import ParseError, Request, Response, parse_address
-
-from .location import Peer
+from heimbuero.sip.peer import Peer
 
 if TYPE_CHECKING:
     from .core import SipCore
@@ -136,7 +135,7 @@ def subscription_record(sub: Subscription) -> dict[str, Any]:
 def subscription_from_record(d: dict[str, Any]) -> Subscription:
     kw = {f: d[f] for f in _SUB_FIELDS}
     dest = d["dest"]
-    return Subscription(dest=(str(dest[0]), str(dest[1]), int(dest[2])), **kw)
+    return Subscription(dest=Peer(str(dest[0]), str(dest[1]), int(dest[2])), **kw)
 
 
 def publication_record(pub: Publication) -> dict[str, Any]:
@@ -497,7 +496,7 @@ class PresenceServer:
             ["call-id", "Call-ID", sub.call_id], ["cseq", "CSeq", f"{sub.local_cseq} NOTIFY"],
             ["max-forwards", "Max-Forwards", "70"],
             ["contact", "Contact", f"<sip:{host}:{port}"
-             + ("" if dest[0] == "udp" else f";transport={dest[0]}") + ">"],
+             + (f";transport={dest[0]}" if dest.reliable else "") + ">"],
             ["event", "Event", event], ["subscription-state", "Subscription-State", state],
             ["content-type", "Content-Type", ctype],
         ]  # fmt: skip

@@ -35,8 +35,8 @@ from heimbuero.sip.message import (
     is_ip_literal,
     parse_address,
 )
+from heimbuero.sip.peer import Peer
 
-from .location import Peer
 from .registrar import reachable_from
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ class Proxy:
         targets: list[tuple[str, Peer]] = []
         for b in core.location.lookup(aor, now):
             dest = b.received
-            if dest[0] != "udp" and not core.is_connected(dest):
+            if dest.reliable and not core.is_connected(dest):
                 # The device's connection is gone: try the address its Contact names.
                 try:
                     cu = parse_address(b.contact).uri
@@ -260,7 +260,7 @@ class Proxy:
                 alt = uri_destination(cu)
                 if alt is None or not reachable_from(alt[1], dest[1]):
                     continue  # never to a network the device is not in (its LAN, our loopback)
-                dest = (dest[0], alt[1], alt[2])
+                dest = Peer(dest[0], alt[1], alt[2])
             if core.is_trunk_address(dest):
                 continue  # a carrier is reached through a routing plan only
             targets.append((b.contact, dest))
@@ -458,7 +458,7 @@ class Proxy:
         host = via.params.get("received") or via.host
         rport = via.params.get("rport")
         port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
-        self.core.emit(resp.serialize(), (via.transport.lower(), host.strip("[]"), port))
+        self.core.emit(resp.serialize(), Peer(via.transport.lower(), host.strip("[]"), port))
 
     def _maybe_finish(self, call: ProxyCall, now: float) -> None:
         if call.final_sent:
@@ -563,7 +563,7 @@ class Proxy:
         if reason:
             cancel.add("Reason", reason)
         layer = self.core.layer
-        layer.send_request(cancel, branch.dest, branch.dest[0] != "udp", now)
+        layer.send_request(cancel, branch.dest, branch.dest.reliable, now)
         # RFC 3261 §9.1: a UAS that never answers the CANCEL with a final response to the
         # INVITE leaves the branch in Proceeding forever; give up on it after 64*T1.
         self.core.timers.call_at(now + layer.timers.b, functools.partial(self._abandon, branch))
@@ -731,7 +731,7 @@ def uri_destination(uri: SipURI) -> Peer | None:
     transport = uri.transport
     if transport not in ("udp", "tcp", "tls"):
         return None
-    return (transport, host, uri.port or (5061 if transport == "tls" else 5060))
+    return Peer(transport, host, uri.port or (5061 if transport == "tls" else 5060))
 
 
 def _strip_alias(text: str, uri: SipURI) -> str:

@@ -14,6 +14,7 @@ from heimbuero.office.model import INBOUND_AUTH, Trunk, TrunkInbound
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import client_authorization, ha1
 from heimbuero.sip.message import Request, Response
+from heimbuero.sip.peer import Peer
 
 if TYPE_CHECKING:
     from .core import SipCore
@@ -114,7 +115,7 @@ class TrunkRegistrations:
             req.add(*authorization)
         reg.authorized = authorization is not None
         reg.state = "registering"
-        core.send_request(req, (transport, t.host, t.port), _RegisterOwner(self, reg), now)
+        core.send_request(req, Peer(transport, t.host, t.port), _RegisterOwner(self, reg), now)
 
     def on_response(self, reg: TrunkRegistration, resp: Response, now: float) -> None:
         if reg.state == "stopped" or resp.status < 200:
