@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape, quoteattr
 from heimbuero.events import BindingChanged, CallAnswered, CallEnded, PresenceChanged
 from heimbuero.office.visibility import may_see
 from heimbuero.sip import transaction as tx
+from heimbuero.sip.dialog import Dialog, DialogState
 from heimbuero.sip.message import ParseError, Request, Response, parse_address
 from heimbuero.sip.peer import Peer
 
@@ -109,6 +110,7 @@ class Subscription:
     remote_target: str  # the watcher's Contact URI: the NOTIFY's Request-URI
     dest: Peer  # where the SUBSCRIBE came from (NAT: that is where NOTIFYs go)
     expires_at: float
+    route_set: tuple[str, ...] = ()  # the SUBSCRIBE's Record-Route: the NOTIFY's Route
     event_id: str | None = None
     local_cseq: int = 0
     remote_cseq: int = 0
@@ -129,13 +131,17 @@ def subscription_record(sub: Subscription) -> dict[str, Any]:
     """A subscription as plain JSON data for the store."""
     out: dict[str, Any] = {f: getattr(sub, f) for f in _SUB_FIELDS}
     out["dest"] = list(sub.dest)
+    out["route_set"] = list(sub.route_set)
     return out
 
 
 def subscription_from_record(d: dict[str, Any]) -> Subscription:
     kw = {f: d[f] for f in _SUB_FIELDS}
     dest = d["dest"]
-    return Subscription(dest=Peer(str(dest[0]), str(dest[1]), int(dest[2])), **kw)
+    route_set = tuple(str(r) for r in d.get("route_set") or ())
+    return Subscription(
+        dest=Peer(str(dest[0]), str(dest[1]), int(dest[2])), route_set=route_set, **kw
+    )
 
 
 def publication_record(pub: Publication) -> dict[str, Any]:
@@ -384,6 +390,7 @@ class PresenceServer:
             call_id=req.call_id, local_from=resp.get("to") or "", remote_to=req.get("from") or "",
             remote_target=str(target), dest=txn.source,  # type: ignore[arg-type]
             expires_at=now + expires, event_id=event_id, remote_cseq=req.cseq[0],
+            route_set=tuple(req.get_all("record-route")),
         )  # fmt: skip
         log.info("%s subscribed to %s of %s for %ds", watcher, event, presentity, expires)
         if expires == 0:  # a fetch: one NOTIFY and done
@@ -473,7 +480,6 @@ class PresenceServer:
         """NOTIFY one watcher; `document` is the presentity's PIDF when the caller made it
         already (the same for every watcher of one change)."""
         core = self.core
-        sub.local_cseq += 1
         sub.last_notify = now
         if terminated is not None:
             state = f"terminated;reason={terminated}"
@@ -491,19 +497,17 @@ class PresenceServer:
         dest = sub.dest
         host, port = core.local_address(dest[0])
         event = sub.package + (f";id={sub.event_id}" if sub.event_id else "")
-        hdrs = [
-            ["from", "From", sub.local_from], ["to", "To", sub.remote_to],
-            ["call-id", "Call-ID", sub.call_id], ["cseq", "CSeq", f"{sub.local_cseq} NOTIFY"],
-            ["max-forwards", "Max-Forwards", "70"],
-            ["contact", "Contact", f"<sip:{host}:{port}"
-             + (f";transport={dest[0]}" if dest.reliable else "") + ">"],
-            ["event", "Event", event], ["subscription-state", "Subscription-State", state],
-            ["content-type", "Content-Type", ctype],
-        ]  # fmt: skip
-        req = Request("NOTIFY", sub.remote_target, hdrs, body)
+        dialog = _dialog(sub)
         if not sub.terminated:
             self._dirty_subs.add(sub.key)
         try:
+            req = dialog.create_request(
+                "NOTIFY",
+                contact=f"sip:{host}:{port}" + (f";transport={dest[0]}" if dest.reliable else ""),
+                headers=(("Event", event), ("Subscription-State", state), ("Content-Type", ctype)),
+                body=body,
+            )
+            sub.local_cseq = dialog.local_seq or 0
             core.send_request(req, dest, _NotifyOwner(self, sub), now)
         except ValueError:
             log.warning("could not send NOTIFY for %s", sub.key)
@@ -717,6 +721,15 @@ class PresenceServer:
 
     def visible_states(self, watcher: str, now: float) -> list[PresenceState]:
         return [self.state(u, now) for u in self.known_users() if self.visible(watcher, u, now)]
+
+
+def _dialog(sub: Subscription) -> Dialog:
+    """The subscription's dialog, the notifier's side (RFC 6665 §4.2 with RFC 3261 §12)."""
+    return Dialog(
+        call_id=sub.call_id, local_tag="", remote_tag="", local=sub.local_from,
+        remote=sub.remote_to, remote_target=sub.remote_target, route_set=sub.route_set,
+        local_seq=sub.local_cseq, remote_seq=sub.remote_cseq, state=DialogState.CONFIRMED,
+    )  # fmt: skip
 
 
 class _NotifyOwner:
