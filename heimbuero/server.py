@@ -462,7 +462,7 @@ class Server:
         """Write call records, presence and expired registrations in batches, off the loop."""
         while True:
             await asyncio.sleep(PERSIST_INTERVAL)
-            await self.flush_bindings()
+            await self.flush()
 
     async def _housekeeping(self) -> None:
         """Expire stored messages and file links; delete conversations past retention."""
@@ -487,25 +487,35 @@ class Server:
         if expired:
             log.info("deleted %d files whose links expired", expired)
 
-    async def flush_bindings(self) -> None:
-        """Hand everything changed to the writer and wait until it is written."""
+    async def flush(self) -> None:
+        """Hand everything changed to the writer and wait until it is written: registrations
+        and messenger operations (group commit), then call records and presence (batches)."""
+        await self._flush_durable()
+        self._write_call_records()
+        self._write_presence()
+        # The writer runs in order: when this returns, everything above is written.
+        await asyncio.wrap_future(self.writer.call(lambda: None))
+
+    async def _flush_durable(self) -> None:
+        """Registrations and messenger operations committed, and the answers that waited."""
         for _ in range(100):  # (one batch may be in flight; the next follows its commit)
             self._take_durable()
             await asyncio.wrap_future(self.writer.call(lambda: None))
             await asyncio.sleep(0)  # the answers after the commit, on the loop
             if not self._in_flight and not self._durable_pending():
                 break
-        writer = self.writer
+
+    def _write_call_records(self) -> None:
         if self.call_log.has_changes():
-            writer.call(functools.partial(self.call_log.write, self.call_log.take()))
+            self.writer.call(functools.partial(self.call_log.write, self.call_log.take()))
+
+    def _write_presence(self) -> None:
         if self.presence.has_changes():
             subs, gone_subs, pubs, gone_pubs = self.presence.take_changes()
-            writer.call(functools.partial(
+            self.writer.call(functools.partial(
                 self.store.save_presence, [subscription_record(s) for s in subs],
                 gone_subs, [publication_record(p) for p in pubs], gone_pubs,
             ))  # fmt: skip
-        # The writer runs in order: when this returns, everything above is written.
-        await asyncio.wrap_future(writer.call(lambda: None))
 
     async def _reload_office(self) -> None:
         """Pick up clients, numbers, rules and overrides changed through the CLI or HTTP API.
@@ -784,7 +794,7 @@ class Server:
         if http is not None:
             http[0].should_exit = True
             await http[1]
-        await self.flush_bindings()
+        await self.flush()
         await asyncio.sleep(0)  # the answers that waited for the last commit
         self.transports.flush()
         await self.transports.close()
