@@ -21,4 +21,3 @@ class Peer(NamedTuple):
         """Whether the transport is reliable (a stream: TCP, TLS, WebSocket), so that the
         transaction layer does not retransmit (RFC 3261 §17.1.1.2, §17.1.2.2)."""
         return self.transport != "udp"
-
