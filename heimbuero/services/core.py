@@ -746,9 +746,10 @@ class SipCore:
         return f"{BRANCH_PREFIX}{self._loop_hash(req)}.{next(self._branch_seq):x}"
 
     def new_local_branch(self) -> str:
-        """A branch for a request the server itself sends (NOTIFY, stored MESSAGE): unique,
-        without the loop hash, which only forwarded requests need."""
-        return f"{BRANCH_PREFIX}L.{next(self._branch_seq):x}"
+        """A branch for a request the server itself sends (NOTIFY, stored MESSAGE, a trunk's
+        REGISTER): unique, without the loop hash, which only forwarded requests need, and not
+        guessable (as the trunk's own random branch was), so a forged answer cannot match."""
+        return f"{BRANCH_PREFIX}L.{next(self._branch_seq):x}.{secrets.token_hex(4)}"
 
     def _loop_hash(self, req: Request) -> str:
         h = hashlib.md5(usedforsecurity=False)
