@@ -414,7 +414,7 @@ class Proxy:
                 self._cancel_pending(call, now, 'SIP;cause=200;text="Call completed elsewhere"')
                 if call.plan is not None and branch.target is not None:
                     call.plan.answered(branch.target, now)
-                if st.request.method == "INVITE":
+                if st.request.method == "INVITE" and core.events.has_subscribers(CallAnswered):
                     users = tuple(_call_users(st.request, branch, core))
                     core.events.publish(CallAnswered(now, st.request.call_id, users))
             return
