@@ -21,6 +21,14 @@ from typing import Any
 
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
 from heimbuero.domain.model import Directory, Override
+from heimbuero.events import (
+    BindingChanged,
+    EventBus,
+    MessageStateChanged,
+    MessageStored,
+    PresenceChanged,
+    ProviderWarning,
+)
 from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
 from heimbuero.office.files import FileService
@@ -31,17 +39,16 @@ from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
 from heimbuero.services.guard import GuardSettings
-from heimbuero.services.location import Binding, LocationService, Peer
+from heimbuero.services.location import Binding, LocationService
 from heimbuero.services.messaging import (
     MessageRejected,
     MessagingSettings,
-    enable_messaging,
+    Messenger,
     message_from_record,
 )
 from heimbuero.services.presence import (
+    PresenceServer,
     PresenceSettings,
-    PresenceState,
-    enable_presence,
     publication_from_record,
     publication_record,
     subscription_from_record,
@@ -51,6 +58,7 @@ from heimbuero.services.registrar import RegistrarSettings
 from heimbuero.services.trunks import TrunkRegistrations
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.sip.dialogtoken import DialogSigner
+from heimbuero.sip.peer import Peer
 from heimbuero.sip.transaction import TimerSettings
 from heimbuero.store.db import BindingRecord, Store, WriteBatch
 from heimbuero.store.writer import GroupCommitWriter
@@ -154,31 +162,32 @@ class _StoreCallLog:
             self.store.set_override(override)
 
 
-def _peer_text(p: Peer) -> str:
+def _peer_text(p: tuple[str, str, int]) -> str:
     return f"{p[0]}:{p[1]}:{p[2]}" if ":" not in p[1] else f"{p[0]}:[{p[1]}]:{p[2]}"
 
 
 def _peer_parse(text: str) -> Peer:
     transport, _, rest = text.partition(":")
     host, _, port = rest.rpartition(":")
-    return (transport, host.strip("[]"), int(port))
+    return Peer(transport, host.strip("[]"), int(port))
 
 
 reg_log = logging.getLogger("heimbuero.registrar")
 
 
-def _log_registrations(added: list[Binding], removed: list[Binding], now: float) -> None:
+def _log_registrations(event: BindingChanged) -> None:
     """One INFO line per registration change: a contact registered (or refreshed), removed
     by its phone, or expired."""
     if not reg_log.isEnabledFor(logging.INFO):
         return
+    now = event.at
     line = "registration %s user=%s contact=%s source=%s expires=%d"
-    for b in added:
+    for b in event.added:
         reg_log.info(line, "registered", b.aor, b.contact, _peer_text(b.received),
                      round(b.expires_at - now))  # fmt: skip
-    for b in removed:
-        event = "expired" if b.expires_at <= now else "unregistered"
-        reg_log.info(line, event, b.aor, b.contact, _peer_text(b.received), 0)
+    for b in event.removed:
+        kind = "expired" if b.expires_at <= now else "unregistered"
+        reg_log.info(line, kind, b.aor, b.contact, _peer_text(b.received), 0)
 
 
 def _to_record(b: Binding) -> BindingRecord:
@@ -276,6 +285,30 @@ class Server:
         self.location.load(_from_record(r) for r in self.store.load_bindings(now))
         # (A name not in the office directory is no user: no database read for it.)
         self.users = UserDirectory(self._fetch_account, known=lambda: self.calls.directory.users)
+        self.events = EventBus()
+        # What the services need besides the core: the call records, the file links, the
+        # messenger's operations for the store; the services themselves are built by the core.
+        self.call_log = _StoreCallLog(self.store)
+        self.files = FileService(
+            self.store, config.files_dir, config.files, public_base_url(config.http)
+        )
+        self.message_ops: list[tuple[Any, ...]] = []
+        presence_settings = PresenceSettings(
+            min_expires=sip.min_expires,
+            max_expires=max(sip.subscribe_max_expires, sip.min_expires),
+            default_expires=min(3600, max(sip.subscribe_max_expires, sip.min_expires)),
+            min_interval=float(sip.presence_min_interval),
+            max_subscriptions_per_user=sip.max_subscriptions_per_user,
+            max_watchers_per_presentity=sip.max_watchers_per_presentity,
+        )
+        msg = config.messages
+        messaging_settings = MessagingSettings(
+            max_bytes=msg.max_bytes,
+            delivery_timeout=float(msg.delivery_timeout),
+            store_expiry=float(msg.store_expiry),
+            rate_per_minute=msg.rate_per_minute,
+            max_stored_per_user=msg.max_stored_per_user,
+        )
         self.core = SipCore(
             CoreSettings(
                 domain=config.domain,
@@ -311,7 +344,19 @@ class Server:
                 max_tracked_nonces=max(1, sip.max_tracked_nonces),
             ),  # fmt: skip
             dialogs=DialogSigner(secret),
+            events=self.events,
+            calls=lambda core: CallRouting(core, self.call_log),
+            trunks=TrunkRegistrations,
+            presence=lambda core: PresenceServer(core, presence_settings),
+            messages=lambda core: Messenger(
+                core, messaging_settings, self._message_op, self.files, self._defer
+            ),
         )
+        core = self.core
+        assert core.calls is not None and core.trunks is not None
+        assert core.presence is not None and core.messages is not None
+        self.calls, self.trunks = core.calls, core.trunks
+        self.presence, self.messages = core.presence, core.messages
         self.transports = Transports(
             self.core,
             TransportLimits(
@@ -324,7 +369,7 @@ class Server:
             tls=_sip_tls(config),
         )
         self.core.is_connected = self.transports.is_connected
-        self.core.binding_listeners.append(_log_registrations)
+        self.events.subscribe(BindingChanged, _log_registrations)
         self.sip_tcp_cap, self.http_cap = connection_caps(config.http)
         self.transports.max_connections = self.sip_tcp_cap
         self.ops = Operations(self)  # readiness, metrics, SIGHUP
@@ -344,43 +389,8 @@ class Server:
             window=GROUP_COMMIT_WINDOW,
             name="store-writer",
         )
-        self.call_log = _StoreCallLog(self.store)
-        self.calls = CallRouting(self.core, self.call_log)
-        self.warning_listeners: list[Callable[[dict[str, Any]], None]] = []
-        self.calls.on_warning = self._warn
         self.office_revision = self.store.office_revision()
         self.calls.update(self.store.load_directory(), self.store.list_overrides(datetime.now(UTC)))
-        self.core.calls = self.calls
-        self.core.trunks = self.trunks = TrunkRegistrations(self.core)
-        self.presence = enable_presence(
-            self.core,
-            PresenceSettings(
-                min_expires=sip.min_expires,
-                max_expires=max(sip.subscribe_max_expires, sip.min_expires),
-                default_expires=min(3600, max(sip.subscribe_max_expires, sip.min_expires)),
-                min_interval=float(sip.presence_min_interval),
-                max_subscriptions_per_user=sip.max_subscriptions_per_user,
-                max_watchers_per_presentity=sip.max_watchers_per_presentity,
-            ),
-        )
-        self.files = FileService(
-            self.store, config.files_dir, config.files, public_base_url(config.http)
-        )
-        self.message_ops: list[tuple[Any, ...]] = []
-        msg = config.messages
-        self.messages = enable_messaging(
-            self.core,
-            MessagingSettings(
-                max_bytes=msg.max_bytes,
-                delivery_timeout=float(msg.delivery_timeout),
-                store_expiry=float(msg.store_expiry),
-                rate_per_minute=msg.rate_per_minute,
-                max_stored_per_user=msg.max_stored_per_user,
-            ),
-            self._message_op,
-            self.files,
-            self._defer,
-        )
         failed = self.store.fail_unfinished_messages(datetime.now(UTC))
         if failed:
             log.info("%d messages were being delivered at the last stop: marked failed", failed)
@@ -471,7 +481,7 @@ class Server:
         """Write call records, presence and expired registrations in batches, off the loop."""
         while True:
             await asyncio.sleep(PERSIST_INTERVAL)
-            await self.flush_bindings()
+            await self.flush()
 
     async def _housekeeping(self) -> None:
         """Expire stored messages and file links; delete conversations past retention."""
@@ -496,25 +506,35 @@ class Server:
         if expired:
             log.info("deleted %d files whose links expired", expired)
 
-    async def flush_bindings(self) -> None:
-        """Hand everything changed to the writer and wait until it is written."""
+    async def flush(self) -> None:
+        """Hand everything changed to the writer and wait until it is written: registrations
+        and messenger operations (group commit), then call records and presence (batches)."""
+        await self._flush_durable()
+        self._write_call_records()
+        self._write_presence()
+        # The writer runs in order: when this returns, everything above is written.
+        await asyncio.wrap_future(self.writer.call(lambda: None))
+
+    async def _flush_durable(self) -> None:
+        """Registrations and messenger operations committed, and the answers that waited."""
         for _ in range(100):  # (one batch may be in flight; the next follows its commit)
             self._take_durable()
             await asyncio.wrap_future(self.writer.call(lambda: None))
             await asyncio.sleep(0)  # the answers after the commit, on the loop
             if not self._in_flight and not self._durable_pending():
                 break
-        writer = self.writer
+
+    def _write_call_records(self) -> None:
         if self.call_log.has_changes():
-            writer.call(functools.partial(self.call_log.write, self.call_log.take()))
+            self.writer.call(functools.partial(self.call_log.write, self.call_log.take()))
+
+    def _write_presence(self) -> None:
         if self.presence.has_changes():
             subs, gone_subs, pubs, gone_pubs = self.presence.take_changes()
-            writer.call(functools.partial(
+            self.writer.call(functools.partial(
                 self.store.save_presence, [subscription_record(s) for s in subs],
                 gone_subs, [publication_record(p) for p in pubs], gone_pubs,
             ))  # fmt: skip
-        # The writer runs in order: when this returns, everything above is written.
-        await asyncio.wrap_future(writer.call(lambda: None))
 
     async def _reload_office(self) -> None:
         """Pick up clients, numbers, rules and overrides changed through the CLI or HTTP API.
@@ -554,7 +574,8 @@ class Server:
             await asyncio.sleep(interval)
             now = time.time()
             for b in list(self.location.all_bindings()):
-                if b.received[0] == "udp" and b.expires_at > now and b.received[1] not in b.contact:
+                udp = not b.received.reliable
+                if udp and b.expires_at > now and b.received[1] not in b.contact:
                     self.transports.send(b"\r\n\r\n", b.received)
 
     def status(self) -> dict[str, Any]:
@@ -595,25 +616,19 @@ class Server:
         """The presence `user` may see, for the HTTP API."""
         return [s.as_dict() for s in self.presence.visible_states(user, time.time())]
 
-    def _warn(self, event: dict[str, Any]) -> None:
-        for listener in list(self.warning_listeners):
-            listener(event)
-
     def watch_warnings(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call `fn` with each warning for the provider (a cap of calls out reached)."""
-        self.warning_listeners.append(fn)
-        return lambda: self.warning_listeners.remove(fn)
+        return self.events.subscribe(ProviderWarning, lambda e: fn(dict(e.warning)))
 
     def watch_presence(self, user: str, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call `fn` with each change `user` may see until the returned function is called."""
         presence = self.presence
 
-        def listener(state: PresenceState) -> None:
-            if presence.visible(user, state.user, time.time()):
-                fn(state.as_dict())
+        def listener(event: PresenceChanged) -> None:
+            if presence.visible(user, event.user, time.time()):
+                fn(dict(event.state))
 
-        presence.listeners.append(listener)
-        return lambda: presence.listeners.remove(listener)
+        return self.events.subscribe(PresenceChanged, listener)
 
     async def send_message(
         self, sender: str, recipient: str, content_type: str, body: bytes
@@ -663,15 +678,15 @@ class Server:
     def watch_messages(
         self, user: str, fn: Callable[[str, dict[str, Any]], None]
     ) -> Callable[[], None]:
-        """Call `fn(event, message)` for each new message and state change `user` is party to."""
-        messages = self.messages
+        """Call `fn(event, message)` for each new message and state change `user` is party to:
+        event "message" (MessageStored) or "state" (MessageStateChanged, MessageDelivered)."""
 
-        def listener(event: str, data: dict[str, Any]) -> None:
-            if user in (data["sender"], data["recipient"]):
-                fn(event, data)
+        def listener(event: MessageStored) -> None:
+            if user in (event.sender, event.recipient):
+                kind = "state" if isinstance(event, MessageStateChanged) else "message"
+                fn(kind, dict(event.message))
 
-        messages.listeners.append(listener)
-        return lambda: messages.listeners.remove(listener)
+        return self.events.subscribe(MessageStored, listener)
 
     async def _start_http(self) -> tuple[Any, asyncio.Task[None]] | None:
         if not self.config.http.listen:
@@ -806,7 +821,7 @@ class Server:
         if http is not None:
             http[0].should_exit = True
             await http[1]
-        await self.flush_bindings()
+        await self.flush()
         await asyncio.sleep(0)  # the answers that waited for the last commit
         self.transports.flush()
         await self.transports.close()

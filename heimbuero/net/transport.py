@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 from heimbuero.net.tls import fingerprint
 from heimbuero.sip.framing import KEEPALIVE_PONG, FramingError, StreamFramer
+from heimbuero.sip.peer import Peer
 
 log = logging.getLogger("heimbuero.net")
 
-Peer = tuple[str, str, int]
 # A change of (wall clock - monotonic clock) larger than this between two readings is a step
 # of the wall clock, not a slew (NTP slews at most 0.5 ms per second).
 CLOCK_STEP = 1.0
@@ -133,7 +133,7 @@ class _Tcp(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         addr = transport.get_extra_info("peername")
-        peer: Peer = (self.kind, addr[0], addr[1])
+        peer = Peer(self.kind, addr[0], addr[1])
         if not self.owner.admit_connection(peer, self):
             transport.close()
             return
@@ -400,7 +400,7 @@ class Transports:
     def on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if len(data) > self.limits.max_message_size or not data.strip(b"\r\n\0 "):
             return  # oversized, or a NAT keep-alive (CRLF, NUL) that needs no answer
-        self.endpoint.receive(data, ("udp", str(addr[0]), int(addr[1])), self.now())
+        self.endpoint.receive(data, Peer("udp", str(addr[0]), int(addr[1])), self.now())
         self.flush()
 
     def on_stream_messages(self, messages: list[bytes], peer: Peer) -> None:
@@ -444,7 +444,7 @@ class Transports:
             self._per_ip.pop(peer[1], None)
 
     def is_connected(self, peer: Peer) -> bool:
-        if peer[0] == "udp":
+        if not peer.reliable:
             return True
         conn = self._conns.get((peer[1], peer[2]))
         return conn is not None and conn.kind == peer[0]
@@ -518,7 +518,7 @@ class Transports:
         destination is unreachable: the endpoint's transactions waiting on it fail now
         (RFC 3261 §18.4), not after Timer B/F."""
         self._connecting.pop((host, port), None)
-        self.endpoint.unreachable((transport, host, port), self.now())
+        self.endpoint.unreachable(Peer(transport, host, port), self.now())
         self.flush()
 
     # ------------------------------------------------------------------ timers

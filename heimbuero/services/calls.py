@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 from heimbuero.domain.model import Directory, Override, Provider, Step, Trunk
+from heimbuero.events import CallEnded, CallOffered, ProviderWarning
 from heimbuero.office.callpolicy import (
     cap_refusal,
     destination_refusal,
@@ -34,8 +35,9 @@ from heimbuero.office.routing import (
     route,
 )
 from heimbuero.sip.message import ParseError, parse_address
+from heimbuero.sip.peer import Peer
 
-from .location import LocationService, Peer
+from .location import LocationService
 from .proxy import Target
 
 if TYPE_CHECKING:
@@ -154,7 +156,13 @@ class CallRouting:
     # -> (client, trunk, start) of each call with a branch through a trunk, until it ends
     talk_today: dict[str, tuple[str, float]] = field(default_factory=dict)  # client ->
     # (local date, seconds of ended calls out that day: the store's sum plus ours since)
-    on_warning: Callable[[dict[str, object]], None] | None = None  # the provider's event stream
+
+    def __post_init__(self) -> None:
+        # Call records hear of a call's end from the bus (a BYE the proxy saw).
+        self.core.events.subscribe(CallEnded, self._on_call_ended)
+
+    def _on_call_ended(self, event: CallEnded) -> None:
+        self.on_bye(event.call_id, event.at)
 
     def update(
         self, directory: Directory, overrides: list[Override], version: int | None = None
@@ -210,6 +218,7 @@ class CallRouting:
         record_id = self.log.call_started(
             call_id, number, caller, _utc(now), plan.client, plan.rule
         )
+        self.core.events.publish(CallOffered(now, call_id, number, caller, plan.client, plan.rule))
         log.debug("call %s from %s to %s: %s", call_id, caller, number, plan.reason)
         return PlanRun(self, plan, call_id, caller, caller_user, record_id, now)
 
@@ -241,6 +250,7 @@ class CallRouting:
             reason=f"{user} dials out",
         )  # fmt: skip
         record_id = self.log.call_started(call_id, number, caller, _utc(now), client, "dial-out")
+        self.core.events.publish(CallOffered(now, call_id, number, caller, client, "dial-out"))
         log.info("call %s from %s out to %s (client %s)", call_id, user, number, client or "-")
         run = PlanRun(self, plan, call_id, caller, user, record_id, now)
         run.dial_out = True
@@ -295,7 +305,7 @@ class CallRouting:
             return None
         self.out_calls[run.call_id] = (run.plan.client, trunk.name, run.started)
         domain = self.core.settings.domain
-        dest = (trunk.transport, trunk.host, trunk.port)
+        dest = Peer(trunk.transport, trunk.host, trunk.port)
         uri = f"sip:{number}@{trunk.host}:{trunk.port}"
         asserted = ("P-Asserted-Identity", f"<{_caller_uri(run.asserted or run.caller, domain)}>")
         if run.dial_out:
@@ -347,12 +357,11 @@ class CallRouting:
             "call %s to %s refused (%d): %s; %s", call_id, number, cap.status, cap.reason,
             cap.warning,
         )  # fmt: skip
-        if self.on_warning is not None:
-            self.on_warning(
-                {"kind": "call_out_cap", "client": client_id, "trunk": trunk.name,
-                 "number": number, "status": cap.status, "reason": cap.reason,
-                 "warning": cap.warning, "at": _utc(now).isoformat()}
-            )  # fmt: skip
+        self.core.events.publish(ProviderWarning(now, {
+            "kind": "call_out_cap", "client": client_id, "trunk": trunk.name, "number": number,
+            "status": cap.status, "reason": cap.reason, "warning": cap.warning,
+            "at": _utc(now).isoformat(),
+        }))  # fmt: skip
         return cap.status, cap.reason
 
     def release_out(self, call_id: str) -> None:

@@ -19,9 +19,10 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Protocol, cast
 
 from heimbuero.domain.model import Trunk, TrunkInbound
+from heimbuero.events import BindingChanged, CallEnded, EventBus
 from heimbuero.office.visibility import Person
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import DigestAuthenticator, parse_credentials
@@ -39,16 +40,17 @@ from heimbuero.sip.message import (
     parse,
     parse_address,
 )
+from heimbuero.sip.peer import Peer
 
 from .calls import CallRouting
 from .credentials import UserDirectory
 from .guard import Guard, GuardSettings, security_log_line
-from .location import Binding, LocationService, Peer
-from .messaging import Delivery, Messenger
-from .presence import ALLOW_EVENTS, PresenceServer, Subscription
+from .location import Binding, LocationService
+from .messaging import Messenger
+from .presence import ALLOW_EVENTS, PresenceServer
 from .proxy import Proxy, strip_identity
 from .registrar import Registrar, RegistrarSettings
-from .trunks import TrunkRegistration, TrunkRegistrations
+from .trunks import TrunkRegistrations
 
 log = logging.getLogger("heimbuero.sip")
 
@@ -149,8 +151,20 @@ class SipCore:
         auth: DigestAuthenticator,
         is_connected: Callable[[Peer], bool] = lambda peer: True,
         dialogs: DialogSigner | None = None,
+        events: EventBus | None = None,
+        *,
+        calls: Callable[[SipCore], CallRouting] | None = None,
+        trunks: Callable[[SipCore], TrunkRegistrations] | None = None,
+        presence: Callable[[SipCore], PresenceServer] | None = None,
+        messages: Callable[[SipCore], Messenger] | None = None,
     ) -> None:
+        """The optional services are given as factories: each is built once the core exists
+        (it needs the core's timers, transactions and bus) and registers the methods it
+        handles (`handle`, `handle_authenticated`)."""
         self.settings = settings
+        # Domain events: the services publish here; presence, call records and the live HTTP
+        # streams subscribe (heimbuero/events.py).
+        self.events = events or EventBus()
         # Signs our Record-Route entries and aliases; the server passes one keyed with its
         # secret so that dialogs outlive a restart.
         self.dialogs = dialogs or DialogSigner(secrets.token_bytes(32))
@@ -177,27 +191,49 @@ class SipCore:
         self.guard = Guard(settings.guard)
         self._flood_exempt = frozenset(settings.flood_exempt)
         self.stats = {"received": 0, "sent": 0, "dropped": 0, "rejected": 0}
-        # Listeners of registration changes (added, removed, now): presence.
-        self.binding_listeners: list[Callable[[list[Binding], list[Binding], float], None]] = []
-        self.presence: PresenceServer | None = None  # SUBSCRIBE/NOTIFY/PUBLISH, when enabled
-        self.calls: CallRouting | None = None  # calls to client numbers, when the office is set up
-        self.trunks: TrunkRegistrations | None = None  # registrations to carriers
-        self.messages: Messenger | None = None  # MESSAGE history and store-and-forward
+        # Requests for the server itself (no user part), by method.
+        self._own: dict[str, Callable[[tx.ServerTransaction, float], None]] = {
+            "REGISTER": self._on_register, "OPTIONS": self._on_options,
+        }  # fmt: skip
+        # Services that take a request before authentication (they authenticate it
+        # themselves), and services that take one from an authenticated user outside a
+        # dialog; each by method, registered by the service.
+        self._handlers: dict[str, RequestHandler] = {}
+        self._user_handlers: dict[str, UserRequestHandler] = {}
         # Durability: `commit(fn)` asks the store writer to commit every change the services
         # made so far and then call fn(ok, now) (the server runs its writer; None: no store,
         # as in unit tests, where fn runs at once).
         self.commit: Callable[[Callable[[bool, float], None]], None] | None = None
+        self.calls: CallRouting | None = None  # calls to client numbers, when the office is set up
+        self.calls = calls(self) if calls is not None else None
+        self.trunks: TrunkRegistrations | None = None  # registrations to carriers
+        self.trunks = trunks(self) if trunks is not None else None
+        self.presence: PresenceServer | None = None  # SUBSCRIBE/NOTIFY/PUBLISH, when enabled
+        self.presence = presence(self) if presence is not None else None
+        self.messages: Messenger | None = None  # MESSAGE history and store-and-forward
+        self.messages = messages(self) if messages is not None else None
+
+    def handle(self, method: str, handler: RequestHandler) -> None:
+        """Give `handler` the requests of `method` it `wants`, before authentication."""
+        self._handlers[method] = handler
+
+    def handle_authenticated(self, method: str, handler: UserRequestHandler) -> None:
+        """Give `handler` the requests of `method` it `wants` from an authenticated user of
+        ours, outside a dialog."""
+        self._user_handlers[method] = handler
 
     # ------------------------------------------------------------------ network-facing API
 
     def receive(self, data: bytes, source: Peer, now: float) -> None:
         """Handle one datagram or one framed stream message from `source`."""
         self.stats["received"] += 1
+        if type(source) is not Peer:
+            source = Peer(*source)  # (a plain tuple from a test or another endpoint)
         ip = source[1]
         if not self.guard.admit(ip, now, lambda: self._exempt_from_flood_limit(source)):
             self.stats["dropped"] += 1  # banned, or over the rate: no answer at all
             return
-        reliable = source[0] != "udp"
+        reliable = source.reliable
         try:
             msg = parse(data, datagram=not reliable)
         except ParseError as exc:
@@ -275,8 +311,7 @@ class SipCore:
         self._pump(now)
 
     def bindings_changed(self, added: list[Binding], removed: list[Binding], now: float) -> None:
-        for fn in self.binding_listeners:
-            fn(added, removed, now)
+        self.events.publish(BindingChanged(now, added, removed))
 
     def shutdown(self, now: float) -> None:
         """Answer or cancel every open transaction before the server stops."""
@@ -301,50 +336,52 @@ class SipCore:
         self._out.extend(cast(list[tuple[bytes, Peer]], layer.datagrams_to_send()))
 
     def _dispatch(self, ev: object, now: float) -> None:
-        if isinstance(ev, tx.ResponseReceived):
-            if isinstance(ev.txn.context, TrunkRegistration):
-                if self.trunks is not None:
-                    self.trunks.on_response(ev.txn, ev.response, now)
-                return
-            if isinstance(ev.txn.context, Subscription):
-                if self.presence is not None:
-                    self.presence.on_response(ev.txn, ev.response, now)
-                return
-            if isinstance(ev.txn.context, Delivery):
-                if self.messages is not None:
-                    self.messages.on_response(ev.txn, ev.response, now)
-                return
-            self.proxy.on_response(ev.txn, ev.response, now)
-        elif isinstance(ev, tx.RequestReceived):
-            self._on_request(ev.txn, now)
-        elif isinstance(ev, tx.AckReceived):
-            if self._acks_stateless_answer(ev.request):
+        kind = type(ev)
+        if kind is tx.ResponseReceived:
+            ev = cast(tx.ResponseReceived, ev)
+            owner = ev.txn.context
+            if owner is not None:
+                cast(TransactionOwner, owner).on_response(ev.txn, ev.response, now)
+        elif kind is tx.RequestReceived:
+            self._on_request(cast(tx.RequestReceived, ev).txn, now)
+        elif kind is tx.AckReceived:
+            ack = cast(tx.AckReceived, ev)
+            if self._acks_stateless_answer(ack.request):
                 return  # the ACK of a challenge or refusal sent statelessly: it ends here
-            self.proxy.forward_ack(ev.request, cast(Peer, ev.source), now)
-        elif isinstance(ev, (tx.TransactionTimeout, tx.TransportFailed)) and isinstance(
-            ev.txn.context, TrunkRegistration
-        ):
-            if self.trunks is not None:
-                self.trunks.on_failure(ev.txn, now)  # type: ignore[arg-type]
-        elif isinstance(ev, (tx.TransactionTimeout, tx.TransportFailed)) and isinstance(
-            ev.txn.context, Subscription
-        ):
-            if self.presence is not None:
-                self.presence.on_failure(ev.txn, now)  # type: ignore[arg-type]
-        elif isinstance(ev, (tx.TransactionTimeout, tx.TransportFailed)) and isinstance(
-            ev.txn.context, Delivery
-        ):
-            if self.messages is not None:
-                self.messages.on_failure(ev.txn, now)  # type: ignore[arg-type]
-        elif isinstance(ev, tx.TransactionTimeout):
-            self.proxy.on_branch_failure(ev.txn, 408, now)
-        elif isinstance(ev, tx.TransportFailed):
-            if isinstance(ev.txn, tx.ClientTransaction):
-                self.proxy.on_branch_failure(ev.txn, 503, now)
-        elif isinstance(ev, tx.TransactionTerminated):
-            self.proxy.on_terminated(ev.txn)
-        elif isinstance(ev, tx.StrayResponse):
-            self.proxy.on_stray_response(ev.response, now)
+            self.proxy.forward_ack(ack.request, cast(Peer, ack.source), now)
+        elif kind is tx.TransactionTimeout or kind is tx.TransportFailed:
+            txn = cast(tx.TransactionTimeout | tx.TransportFailed, ev).txn
+            owner = txn.context
+            if isinstance(txn, tx.ClientTransaction) and owner is not None:
+                if kind is tx.TransactionTimeout:
+                    cast(TransactionOwner, owner).on_timeout(txn, now)
+                else:
+                    cast(TransactionOwner, owner).on_transport_error(txn, now)
+        elif kind is tx.TransactionTerminated:
+            self.proxy.on_terminated(cast(tx.TransactionTerminated, ev).txn)
+        elif kind is tx.StrayResponse:
+            self.proxy.on_stray_response(cast(tx.StrayResponse, ev).response, now)
+
+    def send_request(
+        self,
+        req: Request,
+        dest: Peer,
+        owner: TransactionOwner | None,
+        now: float,
+        branch: str | None = None,
+    ) -> tx.ClientTransaction:
+        """Send a request the server originates or forwards in a client transaction: our Via
+        on top (`branch`, else a fresh local one), and `owner` hears what becomes of it.
+        ValueError when the transaction layer refuses it (a branch already in use)."""
+        host, port = self.local_address(dest[0])
+        req.prepend(
+            "Via",
+            f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={branch or self.new_local_branch()}"
+            ";rport",
+        )
+        ctxn = self.layer.send_request(req, dest, dest.reliable, now)
+        ctxn.context = owner
+        return ctxn
 
     # ------------------------------------------------------------------ requests
 
@@ -398,25 +435,19 @@ class SipCore:
         if unsupported:
             self.respond(txn, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
             return
-        presence = self.presence
-        if (
-            presence is not None
-            and (method == "SUBSCRIBE" or method == "PUBLISH")
-            and presence.wants(req)
-        ):
-            normalize_expires(req)
-            presence.on_request(txn, now)
+        handler = self._handlers.get(method)
+        if handler is not None and handler.wants(req):
+            if method == "SUBSCRIBE" or method == "PUBLISH":
+                normalize_expires(req)
+            handler.on_request(txn, now)
             return
 
         if for_server:
-            if method == "REGISTER":
-                normalize_expires(req)
-                self._on_register(txn, now)
-            elif method == "OPTIONS":
-                headers = [("Allow", self.allow()), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
-                if self.presence is not None:
-                    headers.append(("Allow-Events", ALLOW_EVENTS))
-                self.respond(txn, 200, now, headers=headers)
+            own = self._own.get(method)
+            if own is not None:
+                if method == "REGISTER":
+                    normalize_expires(req)
+                own(txn, now)
             elif method in KNOWN_METHODS:
                 self.respond(txn, 405, now, headers=[("Allow", "OPTIONS, REGISTER")])
             else:  # RFC 3261 §21.5.2: a method the server does not know at all
@@ -444,46 +475,49 @@ class SipCore:
             if req.from_.uri.user is None or req.from_.uri.user.lower() != user:
                 self.respond(txn, 403, now, reason="From does not match the authenticated user")
                 return
-        messages = self.messages
-        if (
-            user is not None
-            and method == "MESSAGE"
-            and messages is not None
-            and not in_dialog
-            and messages.wants(req)
-        ):
-            messages.on_request(txn, user, now)
-            return
-        if in_dialog and method == "BYE" and self.presence is not None:
-            self.presence.call_ended(req.call_id, now)
+        if user is not None and not in_dialog:
+            user_handler = self._user_handlers.get(method)
+            if user_handler is not None and user_handler.wants(req):
+                user_handler.on_request(txn, user, now)
+                return
+        if in_dialog and method == "BYE":
+            self.events.publish(CallEnded(now, req.call_id))  # presence, call records
         calls = self.calls
-        if calls is not None:
-            if in_dialog:
-                if method == "BYE":
-                    calls.on_bye(req.call_id, now)
-            elif method == "INVITE" and self.is_local_uri(uri) and not req.get("route"):
-                if user is not None:
-                    answer = calls.feature(user, uri.user or "", now)
-                    if answer is not None:
-                        code, text = answer[0], _short(answer[1])
-                        reason = [("Reason", f'SIP;cause={code};text="{text}"')]
-                        self.respond(txn, code, now, reason=text, headers=reason)
-                        return
-                number = calls.number_of(uri.user)
-                if number is not None:
-                    caller = str(req.from_.uri)
-                    run = calls.start(number, req.call_id, caller, user, now)
-                    self.proxy.execute_plan(txn, run, now)
+        if (
+            calls is not None
+            and not in_dialog
+            and method == "INVITE"
+            and self.is_local_uri(uri)
+            and not req.get("route")
+        ):
+            if user is not None:
+                answer = calls.feature(user, uri.user or "", now)
+                if answer is not None:
+                    code, text = answer[0], _short(answer[1])
+                    reason = [("Reason", f'SIP;cause={code};text="{text}"')]
+                    self.respond(txn, code, now, reason=text, headers=reason)
                     return
-                if user is not None:  # a phone of ours dials out: a plan through the trunk
-                    out = calls.dial_out(user, uri.user or "", req.call_id, str(req.from_.uri), now)
-                    if isinstance(out, tuple):
-                        self.respond(txn, out[0], now, reason=out[1])
-                        return
-                    if out is not None:
-                        self.proxy.execute_plan(txn, out, now)
-                        return
+            number = calls.number_of(uri.user)
+            if number is not None:
+                caller = str(req.from_.uri)
+                run = calls.start(number, req.call_id, caller, user, now)
+                self.proxy.execute_plan(txn, run, now)
+                return
+            if user is not None:  # a phone of ours dials out: a plan through the trunk
+                out = calls.dial_out(user, uri.user or "", req.call_id, str(req.from_.uri), now)
+                if isinstance(out, tuple):
+                    self.respond(txn, out[0], now, reason=out[1])
+                    return
+                if out is not None:
+                    self.proxy.execute_plan(txn, out, now)
+                    return
         self.proxy.route_request(txn, dialog, now)
+
+    def _on_options(self, txn: tx.ServerTransaction, now: float) -> None:
+        headers = [("Allow", self.allow()), ("Accept", ACCEPT), ("Supported", SUPPORTED)]
+        if "SUBSCRIBE" in self._handlers:
+            headers.append(("Allow-Events", ALLOW_EVENTS))
+        self.respond(txn, 200, now, headers=headers)
 
     def dialog_of(self, req: Request, tokens: list[str]) -> tuple[Flow, Flow] | None:
         """The two flows of the dialog `req` belongs to, if one of `tokens` (from the Route
@@ -766,9 +800,10 @@ class SipCore:
         return self.branches.sign(f"{self._loop_hash(req)}.{next(self._branch_seq):x}")
 
     def new_local_branch(self) -> str:
-        """A branch for a request the server itself sends (NOTIFY, stored MESSAGE): unique,
-        without the loop hash, which only forwarded requests need."""
-        return f"{BRANCH_PREFIX}L.{next(self._branch_seq):x}"
+        """A branch for a request the server itself sends (NOTIFY, stored MESSAGE, a trunk's
+        REGISTER): unique, without the loop hash, which only forwarded requests need, and not
+        guessable (as the trunk's own random branch was), so a forged answer cannot match."""
+        return f"{BRANCH_PREFIX}L.{next(self._branch_seq):x}.{secrets.token_hex(4)}"
 
     def _loop_hash(self, req: Request) -> str:
         h = hashlib.md5(usedforsecurity=False)
@@ -817,7 +852,7 @@ class SipCore:
 
     def response_destination(self, req: Request, source: Peer) -> Peer:
         """RFC 3261 §18.2.2 with RFC 3581: where responses to this request go."""
-        if source[0] != "udp":
+        if source.reliable:
             return source
         try:
             via = req.top_via
@@ -827,8 +862,8 @@ class SipCore:
             return source
         host = via.params.get("received") or via.host
         if not is_ip_literal(host):
-            return ("udp", source[1], via.port or 5060)
-        return ("udp", host.strip("[]"), via.port or 5060)
+            return Peer("udp", source[1], via.port or 5060)
+        return Peer("udp", host.strip("[]"), via.port or 5060)
 
     def make_response(
         self,
@@ -887,6 +922,35 @@ class SipCore:
     def emit(self, data: bytes, dest: Peer) -> None:
         """Queue raw bytes (keep-alives, stateless forwards) for the network layer."""
         self._out.append((data, dest))
+
+
+class RequestHandler(Protocol):
+    """A service that takes requests of a method before authentication (presence)."""
+
+    def wants(self, req: Request) -> bool: ...
+    def on_request(self, txn: tx.ServerTransaction, now: float) -> None: ...
+
+
+class UserRequestHandler(Protocol):
+    """A service that takes requests of a method from an authenticated user (messaging)."""
+
+    def wants(self, req: Request) -> bool: ...
+    def on_request(self, txn: tx.ServerTransaction, user: str, now: float) -> None: ...
+
+
+class TransactionOwner(Protocol):
+    """Who started a client transaction and hears what becomes of it (pjsip's tsx_user): the
+    object `send_request` stores as the transaction's context. Each call ends the owner's
+    interest except `on_response` with a provisional (1xx) status."""
+
+    def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None: ...
+    def on_timeout(self, txn: tx.ClientTransaction, now: float) -> None:
+        """Timer B or F fired: no final response."""
+        ...
+
+    def on_transport_error(self, txn: tx.ClientTransaction, now: float) -> None:
+        """The request could not be sent (a connection refused or gone)."""
+        ...
 
 
 TRUSTED_PEER = Trunk(name="[sip] trusted_peers", host="")  # a peer trusted by configuration

@@ -14,7 +14,9 @@ flood of wrong passwords neither stops the registered phone refreshing nor the o
 same router; the pair loses the exemption after `account_failures` failures of its own.
 
 Every table is bounded by `max_entries` (least recently touched first out) and pruned as it is
-used: a flood of distinct sources costs a fixed amount of memory, never more.
+used: each new entry drops the oldest ones whose time is over (a refilled bucket, a ban run out,
+failures past their window and back-off, a success too old to count), so a flood of distinct
+sources costs a fixed amount of memory, never more, and a quiet table empties.
 
 The clock comes in as `now`; nothing here touches a socket or a file.
 """
@@ -127,8 +129,7 @@ class Guard:
         if bucket is None:
             bucket = [float(s.burst), now]
             buckets[ip] = bucket
-            if len(buckets) > s.max_entries:
-                self._prune_buckets(now)
+            self._prune_buckets(now)  # (the oldest first: mostly one look at the head)
         else:
             buckets.move_to_end(ip)
             tokens = min(float(s.burst), bucket[0] + (now - bucket[1]) * s.rate)
@@ -157,11 +158,12 @@ class Guard:
         s = self.settings
         if s.ban_time <= 0:
             return
-        self._bans[ip] = now + s.ban_time
-        self._bans.move_to_end(ip)
+        bans = self._bans
+        bans[ip] = now + s.ban_time
+        bans.move_to_end(ip)
         self._buckets.pop(ip, None)
-        while len(self._bans) > s.max_entries:
-            self._bans.popitem(last=False)
+        while bans and (len(bans) > s.max_entries or next(iter(bans.values())) <= now):
+            bans.popitem(last=False)  # over the bound, or a ban that has run out
         self.stats["banned"] += 1
         log.warning(security_log_line("banned", ip, f"{why}; for {s.ban_time:g}s"))
 
@@ -218,8 +220,11 @@ class Guard:
         known = self._known
         known[pair] = now
         known.move_to_end(pair)
-        while len(known) > self.settings.max_entries:
-            known.popitem(last=False)
+        s = self.settings
+        while known and (
+            len(known) > s.max_entries or now - next(iter(known.values())) > s.known_pair_time
+        ):
+            known.popitem(last=False)  # over the bound, or too long ago to count
         # The account's failures stay: they may be someone else's guesses (they fade after
         # `failure_window`); only this pair's own record is cleared.
         self._pairs.pop(pair, None)
@@ -229,9 +234,9 @@ class Guard:
         f = table.get(key)
         if f is None:
             f = _Failures()
+            f.last = now  # (so that the pruning below never takes the new key itself)
             table[key] = f
-            if len(table) > s.max_entries:
-                self._prune(table, now)
+            self._prune(table, now)  # (the oldest first: mostly one look at the head)
         else:
             table.move_to_end(key)
             if now - f.last > s.failure_window:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-Peer = tuple[str, str, int]  # (transport, host, port) a packet came from or goes to
+from heimbuero.sip.peer import Peer as Peer  # (transport, host, port) a packet came from or goes to
 
 
 class Binding:

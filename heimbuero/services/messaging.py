@@ -33,6 +33,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from heimbuero.events import (
+    BindingChanged,
+    MessageDelivered,
+    MessageStateChanged,
+    MessageStored,
+)
 from heimbuero.office.messaging import (
     ACCEPTED_TYPES,
     CONTENT_CODINGS,
@@ -45,8 +51,8 @@ from heimbuero.office.messaging import (
 from heimbuero.office.visibility import STAFF, may_see
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.message import Request, Response
+from heimbuero.sip.peer import Peer
 
-from .location import Binding, Peer
 from .proxy import Target
 
 if TYPE_CHECKING:
@@ -162,15 +168,26 @@ class MessagePlan:
 
 
 class Delivery:
-    """A stored message the server is sending to the recipient's devices."""
+    """A stored message the server is sending to the recipient's devices; the owner of those
+    MESSAGE transactions (it hands their outcome to the messenger)."""
 
-    __slots__ = ("message", "open", "statuses", "done")
+    __slots__ = ("messenger", "message", "open", "statuses", "done")
 
-    def __init__(self, message: Message) -> None:
+    def __init__(self, messenger: Messenger, message: Message) -> None:
+        self.messenger = messenger
         self.message = message
         self.open: set[tx.ClientTransaction] = set()
         self.statuses: list[int] = []
         self.done = False
+
+    def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
+        self.messenger.on_response(self, txn, resp, now)
+
+    def on_timeout(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.messenger.on_failure(self, txn, now)
+
+    def on_transport_error(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.messenger.on_failure(self, txn, now)
 
 
 def _iso(t: float) -> str:
@@ -203,8 +220,9 @@ class Messenger:
         self.queues: dict[str, deque[Message]] = {}
         self.inflight: dict[str, Delivery] = {}
         self._sent: dict[str, deque[float]] = {}  # send times per user, the last minute
-        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []  # HTTP live stream
         self.stats = {"received": 0, "relayed": 0, "stored": 0, "delivered": 0, "expired": 0}
+        core.handle_authenticated("MESSAGE", self)
+        core.events.subscribe(BindingChanged, self.on_bindings_changed)
 
     # ------------------------------------------------------------------ incoming MESSAGE
 
@@ -329,7 +347,7 @@ class Messenger:
         if delivery is None or delivery.message is not message:
             self._unqueue(message)
             message.state = "failed"
-            self._notify("state", message)
+            self._notify("state", message, message.created_at)
 
     def prepare(
         self, sender: str, recipient: str, content_type: str, body: bytes, now: float,
@@ -426,7 +444,7 @@ class Messenger:
         if c.kind == "imdn" and c.report_for:
             # The recipient reports on a message it got: mark that message in the history.
             self.log_op(("report", c.report_for[:200], m.sender, c.report_state))
-        self._notify("message", m)
+        self._notify("message", m, m.created_at)
 
     def _record(self, m: Message) -> dict[str, Any]:
         return {
@@ -448,7 +466,7 @@ class Messenger:
             self.stats["delivered"] += 1
         elif state == "expired":
             self.stats["expired"] += 1
-        self._notify("state", m)
+        self._notify("state", m, now)
 
     def enqueue(self, m: Message, now: float) -> None:
         """Store a message for later delivery."""
@@ -456,7 +474,7 @@ class Messenger:
         self.stats["stored"] += 1
         self.log_op(("state", m.id, "queued", datetime.fromtimestamp(now, UTC)))
         self._queue(m)
-        self._notify("state", m)
+        self._notify("state", m, now)
 
     def _queue(self, m: Message) -> None:
         self.queues.setdefault(m.recipient, deque()).append(m)
@@ -473,15 +491,15 @@ class Messenger:
                 del self.queues[m.recipient]
             self.finished(m, "delivered", now)
 
-    def _notify(self, event: str, m: Message) -> None:
-        if not self.listeners:
-            return
-        data = m.summary()
-        for fn in list(self.listeners):
-            try:
-                fn(event, data)
-            except Exception:  # a broken listener must not stop message handling
-                log.exception("message listener failed")
+    def _notify(self, event: str, m: Message, at: float) -> None:
+        kind: type[MessageStored] = (
+            MessageStored if event == "message"
+            else MessageDelivered if m.state == "delivered"
+            else MessageStateChanged
+        )  # fmt: skip
+        events = self.core.events
+        if events.has_subscribers(kind):  # (the live HTTP streams)
+            events.publish(kind(at, m.summary()))
 
     # ------------------------------------------------------------------ stored messages
 
@@ -491,10 +509,10 @@ class Messenger:
             m.state = "queued"
             self._queue(m)
 
-    def on_bindings_changed(self, added: list[Binding], removed: list[Binding], now: float) -> None:
-        for user in {b.aor for b in added}:
+    def on_bindings_changed(self, event: BindingChanged) -> None:
+        for user in {b.aor for b in event.added}:
             if user in self.queues:
-                self.kick(user, now)
+                self.kick(user, event.at)
 
     def kick(self, user: str, now: float) -> None:
         """Send the oldest stored message of `user` to its devices, unless one is under way."""
@@ -509,7 +527,7 @@ class Messenger:
         targets = self.core.proxy.device_targets(user, now)
         if not targets:
             return
-        delivery = Delivery(queue[0])
+        delivery = Delivery(self, queue[0])
         self.inflight[user] = delivery
         for uri, dest in targets:
             self._send(delivery, uri, dest, now)
@@ -520,7 +538,6 @@ class Messenger:
         core = self.core
         m = delivery.message
         domain = core.settings.domain
-        host, port = core.local_address(dest[0])
         sender = f"<sip:{m.sender}@{domain}>"
         hdrs = [
             ["from", "From", f"{sender};tag={secrets.token_hex(6)}"],
@@ -533,27 +550,21 @@ class Messenger:
             ["content-type", "Content-Type", m.content_type],
         ]  # fmt: skip
         req = Request("MESSAGE", uri, hdrs, m.body)
-        req.prepend(
-            "Via", f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={core.new_local_branch()};rport"
-        )
         try:
-            ctxn = core.layer.send_request(req, dest, dest[0] != "udp", now)
+            ctxn = core.send_request(req, dest, delivery, now)
         except ValueError:
             log.warning("could not send stored message %s to %s", m.id, dest)
             return
-        ctxn.context = delivery
         delivery.open.add(ctxn)
 
-    def on_response(self, ctxn: tx.ClientTransaction, resp: Response, now: float) -> None:
-        delivery = ctxn.context
-        if not isinstance(delivery, Delivery) or resp.status < 200:
-            return
-        self._outcome(delivery, ctxn, resp.status, now)
+    def on_response(
+        self, d: Delivery, ctxn: tx.ClientTransaction, resp: Response, now: float
+    ) -> None:
+        if resp.status >= 200:
+            self._outcome(d, ctxn, resp.status, now)
 
-    def on_failure(self, ctxn: tx.ClientTransaction, now: float) -> None:
-        delivery = ctxn.context
-        if isinstance(delivery, Delivery):
-            self._outcome(delivery, ctxn, 408, now)
+    def on_failure(self, d: Delivery, ctxn: tx.ClientTransaction, now: float) -> None:
+        self._outcome(d, ctxn, 408, now)
 
     def _outcome(self, d: Delivery, ctxn: tx.ClientTransaction, status: int, now: float) -> None:
         if ctxn not in d.open:
@@ -637,5 +648,4 @@ def enable_messaging(
     """Attach a messenger to the core: MESSAGEs to users, and stored ones sent at registration."""
     messenger = Messenger(core, settings, log_op, files, defer)
     core.messages = messenger
-    core.binding_listeners.append(messenger.on_bindings_changed)
     return messenger

@@ -17,16 +17,17 @@ import itertools
 import logging
 import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
+from heimbuero.events import BindingChanged, CallAnswered, CallEnded, PresenceChanged
 from heimbuero.office.visibility import may_see
 from heimbuero.sip import transaction as tx
+from heimbuero.sip.dialog import Dialog, DialogState
 from heimbuero.sip.message import ParseError, Request, Response, parse_address
-
-from .location import Binding, Peer
+from heimbuero.sip.peer import Peer
 
 if TYPE_CHECKING:
     from .core import SipCore
@@ -109,6 +110,7 @@ class Subscription:
     remote_target: str  # the watcher's Contact URI: the NOTIFY's Request-URI
     dest: Peer  # where the SUBSCRIBE came from (NAT: that is where NOTIFYs go)
     expires_at: float
+    route_set: tuple[str, ...] = ()  # the SUBSCRIBE's Record-Route: the NOTIFY's Route
     event_id: str | None = None
     local_cseq: int = 0
     remote_cseq: int = 0
@@ -129,13 +131,17 @@ def subscription_record(sub: Subscription) -> dict[str, Any]:
     """A subscription as plain JSON data for the store."""
     out: dict[str, Any] = {f: getattr(sub, f) for f in _SUB_FIELDS}
     out["dest"] = list(sub.dest)
+    out["route_set"] = list(sub.route_set)
     return out
 
 
 def subscription_from_record(d: dict[str, Any]) -> Subscription:
     kw = {f: d[f] for f in _SUB_FIELDS}
     dest = d["dest"]
-    return Subscription(dest=(str(dest[0]), str(dest[1]), int(dest[2])), **kw)
+    route_set = tuple(str(r) for r in d.get("route_set") or ())
+    return Subscription(
+        dest=Peer(str(dest[0]), str(dest[1]), int(dest[2])), route_set=route_set, **kw
+    )
 
 
 def publication_record(pub: Publication) -> dict[str, Any]:
@@ -245,13 +251,18 @@ class PresenceServer:
         self.calls: dict[str, tuple[str, ...]] = {}  # Call-ID -> our users in the call
         self.in_call: dict[str, set[str]] = {}  # user -> Call-IDs
         self.last: dict[str, PresenceState] = {}
-        self.listeners: list[Callable[[PresenceState], None]] = []  # HTTP live stream
         self.stats = {"notify_sent": 0}
         self._dirty_subs: set[str] = set()
         self._gone_subs: set[str] = set()
         self._dirty_pubs: set[str] = set()
         self._gone_pubs: set[str] = set()
         self._tags = itertools.count(1)
+        core.handle("SUBSCRIBE", self)
+        core.handle("PUBLISH", self)
+        events = core.events
+        events.subscribe(BindingChanged, self.on_bindings_changed)
+        events.subscribe(CallAnswered, self.on_call_answered)
+        events.subscribe(CallEnded, self.on_call_ended)
 
     # ------------------------------------------------------------------ who is who
 
@@ -379,6 +390,7 @@ class PresenceServer:
             call_id=req.call_id, local_from=resp.get("to") or "", remote_to=req.get("from") or "",
             remote_target=str(target), dest=txn.source,  # type: ignore[arg-type]
             expires_at=now + expires, event_id=event_id, remote_cseq=req.cseq[0],
+            route_set=tuple(req.get_all("record-route")),
         )  # fmt: skip
         log.info("%s subscribed to %s of %s for %ds", watcher, event, presentity, expires)
         if expires == 0:  # a fetch: one NOTIFY and done
@@ -468,7 +480,6 @@ class PresenceServer:
         """NOTIFY one watcher; `document` is the presentity's PIDF when the caller made it
         already (the same for every watcher of one change)."""
         core = self.core
-        sub.local_cseq += 1
         sub.last_notify = now
         if terminated is not None:
             state = f"terminated;reason={terminated}"
@@ -486,43 +497,35 @@ class PresenceServer:
         dest = sub.dest
         host, port = core.local_address(dest[0])
         event = sub.package + (f";id={sub.event_id}" if sub.event_id else "")
-        hdrs = [
-            ["from", "From", sub.local_from], ["to", "To", sub.remote_to],
-            ["call-id", "Call-ID", sub.call_id], ["cseq", "CSeq", f"{sub.local_cseq} NOTIFY"],
-            ["max-forwards", "Max-Forwards", "70"],
-            ["contact", "Contact", f"<sip:{host}:{port}"
-             + ("" if dest[0] == "udp" else f";transport={dest[0]}") + ">"],
-            ["event", "Event", event], ["subscription-state", "Subscription-State", state],
-            ["content-type", "Content-Type", ctype],
-        ]  # fmt: skip
-        req = Request("NOTIFY", sub.remote_target, hdrs, body)
-        req.prepend(
-            "Via", f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={core.new_local_branch()};rport"
-        )
+        dialog = _dialog(sub)
         if not sub.terminated:
             self._dirty_subs.add(sub.key)
         try:
-            ctxn = core.layer.send_request(req, dest, dest[0] != "udp", now)
+            req = dialog.create_request(
+                "NOTIFY",
+                contact=f"sip:{host}:{port}" + (f";transport={dest[0]}" if dest.reliable else ""),
+                headers=(("Event", event), ("Subscription-State", state), ("Content-Type", ctype)),
+                body=body,
+            )
+            sub.local_cseq = dialog.local_seq or 0
+            core.send_request(req, dest, _NotifyOwner(self, sub), now)
         except ValueError:
             log.warning("could not send NOTIFY for %s", sub.key)
             return
-        ctxn.context = sub
         self.stats["notify_sent"] += 1
 
-    def on_response(self, ctxn: tx.ClientTransaction, resp: Response, now: float) -> None:
+    def on_response(self, sub: Subscription, resp: Response, now: float) -> None:
         """The answer to a NOTIFY: 481 (or another failure that ends it) ends the dialog."""
-        sub = ctxn.context
-        if not isinstance(sub, Subscription) or resp.status < 200:
+        if resp.status < 200:
             return
         ends = resp.status in (481, 408, 480) or (resp.status >= 500 and resp.status != 503)
         if ends and not sub.terminated:
             log.info("NOTIFY for %s answered %d: subscription ended", sub.key, resp.status)
             self._remove(sub)
 
-    def on_failure(self, ctxn: tx.ClientTransaction, now: float) -> None:
+    def on_failure(self, sub: Subscription, now: float) -> None:
         """A NOTIFY timed out or could not be sent: the subscription ends (RFC 6665 §4.2.2)."""
-        sub = ctxn.context
-        if isinstance(sub, Subscription) and not sub.terminated:
+        if not sub.terminated:
             log.info("NOTIFY for %s got no answer: subscription ended", sub.key)
             self._remove(sub)
 
@@ -533,8 +536,9 @@ class PresenceServer:
         old = self.last.get(user)
         self.last[user] = state
         if old != state:
-            for fn in self.listeners:
-                fn(state)
+            events = self.core.events
+            if events.has_subscribers(PresenceChanged):  # (the live HTTP streams)
+                events.publish(PresenceChanged(now, user, state.as_dict()))
         subs = self.by_presentity.get(user)
         if not subs:
             return  # nobody watches: the common case on every call, decided at once
@@ -564,9 +568,15 @@ class PresenceServer:
 
     # ------------------------------------------------------------------ sources of state
 
-    def on_bindings_changed(self, added: list[Binding], removed: list[Binding], now: float) -> None:
-        for user in {b.aor for b in added} | {b.aor for b in removed}:
-            self.changed(user, now)
+    def on_bindings_changed(self, event: BindingChanged) -> None:
+        for user in event.users():
+            self.changed(user, event.at)
+
+    def on_call_answered(self, event: CallAnswered) -> None:
+        self.call_answered(event.call_id, event.users, event.at)
+
+    def on_call_ended(self, event: CallEnded) -> None:
+        self.call_ended(event.call_id, event.at)
 
     def call_answered(self, call_id: str, users: Iterable[str], now: float) -> None:
         users = tuple(sorted({u for u in users if u}))
@@ -713,6 +723,34 @@ class PresenceServer:
         return [self.state(u, now) for u in self.known_users() if self.visible(watcher, u, now)]
 
 
+def _dialog(sub: Subscription) -> Dialog:
+    """The subscription's dialog, the notifier's side (RFC 6665 §4.2 with RFC 3261 §12)."""
+    return Dialog(
+        call_id=sub.call_id, local_tag="", remote_tag="", local=sub.local_from,
+        remote=sub.remote_to, remote_target=sub.remote_target, route_set=sub.route_set,
+        local_seq=sub.local_cseq, remote_seq=sub.remote_cseq, state=DialogState.CONFIRMED,
+    )  # fmt: skip
+
+
+class _NotifyOwner:
+    """The owner of one NOTIFY's client transaction: its answer goes to the subscription."""
+
+    __slots__ = ("server", "sub")
+
+    def __init__(self, server: PresenceServer, sub: Subscription) -> None:
+        self.server = server
+        self.sub = sub
+
+    def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
+        self.server.on_response(self.sub, resp, now)
+
+    def on_timeout(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.server.on_failure(self.sub, now)
+
+    def on_transport_error(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.server.on_failure(self.sub, now)
+
+
 def _event(req: Request) -> tuple[str, str | None]:
     raw = req.get("event") or ""
     parts = [p.strip() for p in raw.split(";")]
@@ -735,5 +773,4 @@ def enable_presence(core: SipCore, settings: PresenceSettings | None = None) -> 
     registration changes."""
     server = PresenceServer(core, settings)
     core.presence = server
-    core.binding_listeners.append(server.on_bindings_changed)
     return server

@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from heimbuero.events import CallAnswered
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.dialogtoken import TOKEN_PARAM, DialogSigner, Flow, normal_flow
 from heimbuero.sip.message import (
@@ -35,9 +36,9 @@ from heimbuero.sip.message import (
     parse_address,
     parse_uri,
 )
+from heimbuero.sip.peer import Peer
 from heimbuero.sip.selection import best_response
 
-from .location import Peer
 from .registrar import reachable_from
 
 if TYPE_CHECKING:
@@ -105,9 +106,11 @@ class PlanRunner(Protocol):
 
 
 class Branch:
-    """One forwarded copy of a request and what became of it."""
+    """One forwarded copy of a request and what became of it; the owner of its client
+    transaction (it hands what happens to the proxy)."""
 
     __slots__ = (
+        "proxy",
         "call",
         "txn",
         "request",
@@ -122,8 +125,9 @@ class Branch:
     )
 
     def __init__(
-        self, call: ProxyCall, request: Request, dest: Peer, target: Target | None
+        self, proxy: Proxy, call: ProxyCall, request: Request, dest: Peer, target: Target | None
     ) -> None:
+        self.proxy = proxy
         self.call = call
         self.txn: tx.ClientTransaction | None = None
         # The forwarded copy, kept to CANCEL it; let go once the branch has its final answer
@@ -140,6 +144,15 @@ class Branch:
         # flow (dialogs and aliases are signed for it).
         self.wire: Peer | None = None
         self.fallback: Request | None = None
+
+    def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
+        self.proxy.on_response(txn, resp, now)
+
+    def on_timeout(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.proxy.on_branch_failure(txn, 408, now)
+
+    def on_transport_error(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.proxy.on_branch_failure(txn, 503, now)
 
 
 class ProxyCall:
@@ -247,7 +260,7 @@ class Proxy:
         targets: list[tuple[str, Peer]] = []
         for b in core.location.lookup(aor, now):
             dest = b.received
-            if dest[0] != "udp" and not core.is_connected(dest):
+            if dest.reliable and not core.is_connected(dest):
                 # The device's connection is gone: try the address its Contact names.
                 try:
                     cu = parse_address(b.contact).uri
@@ -256,7 +269,7 @@ class Proxy:
                 alt = uri_destination(cu)
                 if alt is None or not reachable_from(alt[1], dest[1]):
                     continue  # never to a network the device is not in (its LAN, our loopback)
-                dest = (dest[0], alt[1], alt[2])
+                dest = Peer(dest[0], alt[1], alt[2])
             if core.is_trunk_address(dest):
                 continue  # a carrier is reached through a routing plan only
             targets.append((b.contact, dest))
@@ -317,38 +330,36 @@ class Proxy:
                 strip_identity(fwd)  # toward a carrier only the server's word goes out
             for name, value in target.headers:
                 fwd.add(name, value)
-            out_host, out_port = core.local_address(dest[0])
             if call.record_route:
                 token = core.dialogs.route_token(req.call_id, req.from_.tag or "", (source, dest))
                 fwd.prepend("Record-Route", _rr(in_host, in_port, source[0], token))
                 if dest[0] != source[0]:
+                    out_host, out_port = core.local_address(dest[0])
                     fwd.prepend("Record-Route", _rr(out_host, out_port, dest[0], token))
-            branch_id = core.new_branch(req)
-            fwd.prepend(
-                "Via", f"SIP/2.0/{dest[0].upper()} {out_host}:{out_port};branch={branch_id};rport"
-            )
             self.media.on_offer(fwd, source, dest)
-            branch = Branch(call, fwd, dest, target)
+            branch = Branch(self, call, fwd, dest, target)
             call.branches.append(branch)
+            branch_id = core.new_branch(req)
             wire = dest
-            if dest[0] == "udp" and self._by_stream(fwd, target, dest):
-                # RFC 3261 §18.1.1: too large for UDP; the top Via names the new transport.
-                wire = ("tcp", dest[1], dest[2])
-                branch.fallback, branch.wire = fwd, wire
-                fwd = fwd.copy()
-                tcp_host, tcp_port = core.local_address("tcp")
-                fwd.pop_first_value("via")
-                fwd.prepend("Via", f"SIP/2.0/TCP {tcp_host}:{tcp_port};branch={branch_id};rport")
-                branch.request = fwd
-            ctxn = core.layer.send_request(fwd, wire, wire[0] != "udp", now)
-            branch.txn = ctxn
-            ctxn.context = branch
+            if not dest.reliable and self._by_stream(fwd, target, dest):
+                # RFC 3261 §18.1.1: too large for UDP, so TCP (the top Via names it); a UDP
+                # copy is kept to retry with when TCP cannot be set up.
+                wire = Peer("tcp", dest.host, dest.port)
+                fallback = fwd.copy()
+                udp_host, udp_port = core.local_address("udp")
+                fallback.prepend(
+                    "Via", f"SIP/2.0/UDP {udp_host}:{udp_port};branch={branch_id};rport"
+                )
+                branch.fallback, branch.wire = fallback, wire
+            branch.txn = core.send_request(fwd, wire, branch, now, branch_id)
 
     def _by_stream(self, fwd: Request, target: Target, dest: Peer) -> bool:
         """A UDP request that must go over TCP instead (§18.1.1): when it is too large and the
         device is reached at the very address its Contact names (a device behind NAT cannot be
         reached by a new TCP connection: it keeps UDP, as the only way that works)."""
-        if "tcp" not in self.core.settings.local or not tx.needs_stream(len(fwd.serialize())):
+        # (+ 128: our Via, which goes on top when it is sent)
+        size = len(fwd.serialize()) + 128
+        if "tcp" not in self.core.settings.local or not tx.needs_stream(size):
             return False
         try:
             named = uri_destination(parse_uri(target.uri))
@@ -439,10 +450,9 @@ class Proxy:
                 self._cancel_pending(call, now, 'SIP;cause=200;text="Call completed elsewhere"')
                 if call.plan is not None and branch.target is not None:
                     call.plan.answered(branch.target, now)
-                if core.presence is not None and st.request.method == "INVITE":
-                    core.presence.call_answered(
-                        st.request.call_id, _call_users(st.request, branch, core), now
-                    )
+                if st.request.method == "INVITE" and core.events.has_subscribers(CallAnswered):
+                    users = tuple(_call_users(st.request, branch, core))
+                    core.events.publish(CallAnswered(now, st.request.call_id, users))
             return
         branch.request = None  # a final answer: nothing left to CANCEL
         if branch.done or call.final_sent:
@@ -499,7 +509,7 @@ class Proxy:
         host = via.params.get("received") or via.host
         rport = via.params.get("rport")
         port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
-        core.emit(resp.serialize(), (via.transport.lower(), host.strip("[]"), port))
+        self.core.emit(resp.serialize(), Peer(via.transport.lower(), host.strip("[]"), port))
 
     def _maybe_finish(self, call: ProxyCall, now: float) -> None:
         if call.final_sent:
@@ -601,7 +611,7 @@ class Proxy:
             cancel.add("Reason", reason)
         layer = self.core.layer
         dest = branch.wire or branch.dest
-        layer.send_request(cancel, dest, dest[0] != "udp", now)
+        layer.send_request(cancel, dest, dest.reliable, now)
         # RFC 3261 §9.1: a UAS that never answers the CANCEL with a final response to the
         # INVITE leaves the branch in Proceeding forever; give up on it after 64*T1.
         self.core.timers.call_at(now + layer.timers.b, functools.partial(self._abandon, branch))
@@ -763,7 +773,7 @@ def uri_destination(uri: SipURI) -> Peer | None:
     transport = uri.transport
     if transport not in ("udp", "tcp", "tls"):
         return None
-    return (transport, host, uri.port or (5061 if transport == "tls" else 5060))
+    return Peer(transport, host, uri.port or (5061 if transport == "tls" else 5060))
 
 
 def _strip_alias(text: str, uri: SipURI) -> str:

@@ -207,7 +207,7 @@ def reach_address(contact: SipURI, via: Via | None, source: Peer) -> Peer:
     host = contact.host.strip("[]")
     if contact.transport != transport or _ip(host) is None:
         return source
-    dest: Peer = (transport, host, contact.port or 5060)
+    dest = Peer(transport, host, contact.port or 5060)
     if _ip(host) == _ip(src_host) and dest[2] == src_port:
         return source  # a normal device: the Contact names where it sends from
     if via is None or _ip(via.host) != _ip(src_host) or (via.port or 5060) != src_port:

@@ -14,6 +14,7 @@ from heimbuero.domain.model import INBOUND_AUTH, Trunk, TrunkInbound
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import client_authorization, ha1
 from heimbuero.sip.message import Request, Response
+from heimbuero.sip.peer import Peer
 
 if TYPE_CHECKING:
     from .core import SipCore
@@ -102,8 +103,6 @@ class TrunkRegistrations:
         aor = f"sip:{t.username}@{t.host}"
         uri = f"sip:{t.host}:{t.port}"
         req = Request("REGISTER", uri)
-        branch = f"z9hG4bKhbtr{secrets.token_hex(8)}"
-        req.add("Via", f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch};rport")
         req.add("Max-Forwards", "70")
         req.add("From", f"<{aor}>;tag={reg.from_tag}")
         req.add("To", f"<{aor}>")
@@ -116,12 +115,10 @@ class TrunkRegistrations:
             req.add(*authorization)
         reg.authorized = authorization is not None
         reg.state = "registering"
-        txn = core.layer.send_request(req, (transport, t.host, t.port), transport != "udp", now)
-        txn.context = reg
+        core.send_request(req, Peer(transport, t.host, t.port), _RegisterOwner(self, reg), now)
 
-    def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
-        reg = txn.context
-        if not isinstance(reg, TrunkRegistration) or reg.state == "stopped" or resp.status < 200:
+    def on_response(self, reg: TrunkRegistration, resp: Response, now: float) -> None:
+        if reg.state == "stopped" or resp.status < 200:
             return
         t = reg.trunk
         if resp.status in (401, 407) and not reg.authorized:
@@ -148,9 +145,8 @@ class TrunkRegistrations:
         )
         self._failed(reg, now)
 
-    def on_failure(self, txn: tx.ClientTransaction, now: float) -> None:
-        reg = txn.context
-        if isinstance(reg, TrunkRegistration) and reg.state != "stopped":
+    def on_failure(self, reg: TrunkRegistration, now: float) -> None:
+        if reg.state != "stopped":
             log.warning("carrier trunk %s did not answer the registration", reg.trunk.name)
             self._failed(reg, now)
 
@@ -165,6 +161,25 @@ class TrunkRegistrations:
     def _refresh(self, reg: TrunkRegistration, now: float) -> None:
         if reg.state != "stopped":
             self._send(reg, now, None)
+
+
+class _RegisterOwner:
+    """The owner of one REGISTER's client transaction: its answer goes to the registration."""
+
+    __slots__ = ("trunks", "reg")
+
+    def __init__(self, trunks: TrunkRegistrations, reg: TrunkRegistration) -> None:
+        self.trunks = trunks
+        self.reg = reg
+
+    def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
+        self.trunks.on_response(self.reg, resp, now)
+
+    def on_timeout(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.trunks.on_failure(self.reg, now)
+
+    def on_transport_error(self, txn: tx.ClientTransaction, now: float) -> None:
+        self.trunks.on_failure(self.reg, now)
 
 
 def _granted_expires(resp: Response) -> int:

@@ -24,7 +24,9 @@ import binascii
 import hashlib
 import hmac
 
-Flow = tuple[str, str, int]  # (transport, host, port), transport lower case, host without []
+from .peer import Peer
+
+Flow = Peer  # (transport, host, port), transport lower case, host without []
 
 TOKEN_PARAM = "hbd"  # the Record-Route URI parameter that carries the token
 _MAC_BYTES = 12  # 96 bits: forging one takes 2**95 guesses on average
@@ -44,7 +46,7 @@ def _unb64(text: str) -> bytes | None:
 
 def normal_flow(flow: Flow) -> Flow:
     """The same flow written one way: transport lower case, host without IPv6 brackets."""
-    return (flow[0].lower(), flow[1].strip("[]").lower(), int(flow[2]))
+    return Peer(flow[0].lower(), flow[1].strip("[]").lower(), int(flow[2]))
 
 
 def _flow_text(flow: Flow) -> str:
@@ -58,7 +60,7 @@ def _parse_flow(parts: list[str]) -> Flow | None:
     port = int(parts[2])
     if not 0 < port < 65536:
         return None
-    return (parts[0], parts[1], port)
+    return Peer(parts[0], parts[1], port)
 
 
 class DialogSigner:

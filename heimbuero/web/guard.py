@@ -84,13 +84,18 @@ class FailureTable:
         return len(times) >= self.limit
 
     def add(self, key: str, now: float) -> None:
-        times = self._keys.get(key)
+        keys = self._keys
+        times = keys.get(key)
         if times is None:
-            times = self._keys[key] = []
-            while len(self._keys) > self.max_keys:
-                self._keys.popitem(last=False)
-        else:
-            self._keys.move_to_end(key)
+            keys[key] = [now]
+            # Over the bound, or the oldest key's last failure has left the window: forget it
+            # (the new key itself is never forgotten here: its failure is `now`).
+            while keys and (
+                len(keys) > self.max_keys or next(iter(keys.values()))[-1] <= now - self.window
+            ):
+                keys.popitem(last=False)
+            return
+        keys.move_to_end(key)
         times.append(now)
         if len(times) > self.limit:
             del times[0]

@@ -25,6 +25,7 @@ from heimbuero.domain.model import (
     User,
     When,
 )
+from heimbuero.events import ProviderWarning
 from heimbuero.office.callpolicy import CallPolicy
 from heimbuero.services.calls import CallRouting
 from heimbuero.sip.message import Request, Response
@@ -244,7 +245,7 @@ def test_a_class_allowed_by_client_and_trunk_goes_out(net: t.Net) -> None:
 def test_concurrency_cap_answers_503_and_warns_the_provider(net: t.Net) -> None:
     assert net.core.calls is not None
     warnings: list[dict[str, object]] = []
-    net.core.calls.on_warning = warnings.append
+    net.core.events.subscribe(ProviderWarning, lambda e: warnings.append(dict(e.warning)))
     one = CallPolicy(max_concurrent=1)
     net.core.calls.update(
         directory(Rule("Sonst", (Step((f"external:{MOBILE}",), 20),)), policy=one), []
@@ -350,3 +351,28 @@ def test_a_call_out_whose_bye_never_came_stops_counting_after_8_hours(net: t.Net
     net.advance(7 * 3600 + 1)
     _, out = carrier_call(net)
     assert len(sent_to(out, TRUNK, "INVITE")) == 1
+
+
+MUELLER_TCP = ("tcp", "127.0.0.1", 41007)  # a second phone of mueller's, over TCP
+
+
+def test_a_plan_and_a_plain_call_reach_a_device_whose_connection_is_gone_alike(
+    net: t.Net,
+) -> None:
+    """One reachability rule (proxy.device_targets) for calls routed by a plan and calls to
+    a user: a TCP device whose connection is gone is tried at the address its Contact names
+    (when that is reachable from where it registered), by both."""
+    t.register(net, "mueller", MUELLER_TCP, contact="sip:mueller@127.0.0.1:41008;transport=tcp")
+    fallback = ("tcp", "127.0.0.1", 41008)
+    net.core.is_connected = lambda peer: peer != MUELLER_TCP
+    _, out = carrier_call(net)  # the number's plan rings user:mueller
+    assert len(sent_to(out, MUELLER, "INVITE")) == 1
+    assert len(sent_to(out, fallback, "INVITE")) == 1
+    assert sent_to(out, MUELLER_TCP) == []
+    _, out = t.invite(net, "anna", "mueller", ANNA)  # a plain call to the user
+    assert len(sent_to(out, MUELLER, "INVITE")) == 1
+    assert len(sent_to(out, fallback, "INVITE")) == 1
+    # while the connection is up, both use it
+    net.core.is_connected = lambda peer: True
+    _, out = carrier_call(net)
+    assert len(sent_to(out, MUELLER_TCP, "INVITE")) == 1 and sent_to(out, fallback) == []

@@ -139,6 +139,41 @@ def test_tables_stay_bounded_under_100000_failing_sources() -> None:
     assert grown < 30_000_000, grown  # ~ 4 tables x 20,000 entries, not 100,000 x 4
 
 
+def test_keys_whose_time_is_over_are_dropped_as_new_ones_come() -> None:
+    """Below the bound too: a quiet table empties as traffic goes on (before, an entry stayed
+    until the table was full)."""
+    s = GuardSettings(rate=10, burst=20, ban_time=60, max_entries=20_000, failure_window=900,
+                      backoff_max=300, known_pair_time=3600)  # fmt: skip
+    g = Guard(s)
+    logging.getLogger("heimbuero.security").disabled = True
+    try:
+        for i in range(1_000):
+            ip = f"10.0.{i >> 8}.{i & 255}"
+            g.admit(ip, T0)
+            g.failed(ip, f"user{i}", T0, "unknown user")
+            g.succeeded(ip, "anna", T0)
+        for _ in range(30):
+            g.admit("192.0.2.1", T0)  # a flood: banned
+        assert g.banned("192.0.2.1", T0)
+        sizes = g.sizes()
+        assert sizes["buckets"] == 1_000 and sizes["accounts"] == 1_000 and sizes["bans"] == 1
+        later = T0 + 3_601  # past the window + back-off, the ban, the known-pair time
+        g.admit("192.0.2.50", later)
+        g.failed("192.0.2.50", "newcomer", later, "unknown user")
+        g.succeeded("192.0.2.50", "anna", later)
+        g.ban("192.0.2.51", later, "test")
+    finally:
+        logging.getLogger("heimbuero.security").disabled = False
+    assert g.sizes() == {"buckets": 1, "bans": 1, "accounts": 1, "sources": 1, "pairs": 1,
+                         "known": 1}  # fmt: skip
+    # what still counts stays: a live back-off is never dropped early
+    g2 = Guard(GuardSettings(account_failures=2, backoff_base=100, failure_window=10))
+    g2.failed("10.0.0.1", "anna", T0, "wrong password")
+    g2.failed("10.0.0.1", "anna", T0, "wrong password")
+    g2.failed("10.0.0.2", "bob", T0 + 11, "wrong password")
+    assert g2.refusal("10.0.0.1", "anna", T0 + 11) is not None
+
+
 # ---- the log line fail2ban reads ----------------------------------------------------------------
 
 

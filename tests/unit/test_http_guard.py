@@ -46,6 +46,18 @@ def test_failure_table_limits_and_forgets() -> None:
     assert not table.blocked("a", 61.0)  # the first failure left the window
 
 
+def test_failure_table_drops_keys_whose_failures_left_the_window() -> None:
+    table = FailureTable(limit=3, window=60, max_keys=10_000)
+    for i in range(1_000):
+        table.add(f"10.0.{i >> 8}.{i & 255}", 1000.0)
+    assert len(table) == 1_000
+    table.add("192.0.2.1", 1030.0)  # within the window: the others still count
+    assert len(table) == 1_001
+    table.add("192.0.2.2", 1061.0)  # the first thousand left the window: forgotten
+    assert len(table) == 2
+    assert not table.blocked("10.0.0.1", 1061.0)
+
+
 def gate(check_password: object, **kw: int) -> LoginGate:
     return LoginGate(check_password, lambda token: None, **kw)  # type: ignore[arg-type]
 

@@ -9,7 +9,13 @@ from test_core import DOMAIN, PASSWORDS, Net, answer, authorize, invite, registe
 from heimbuero.domain.model import Directory, Provider, User
 from heimbuero.services.calls import CallRouting
 from heimbuero.services.credentials import Account
-from heimbuero.services.presence import PresenceSettings, enable_presence, parse_pidf
+from heimbuero.services.presence import (
+    PresenceSettings,
+    enable_presence,
+    parse_pidf,
+    subscription_from_record,
+    subscription_record,
+)
 from heimbuero.sip.auth import ha1
 from heimbuero.sip.message import Request, Response
 
@@ -414,3 +420,26 @@ def test_subscriptions_and_publications_survive_a_restart(tmp_path) -> None:  # 
     assert n3.get("subscription-state", "").startswith("active;expires=")
     # the old ETag still works after the restart
     assert publish(net2, "alice", ALICE, None, etag=ok.get("sip-etag"), expires=0).status == 200
+
+
+def test_notify_follows_the_record_route_of_the_subscribe() -> None:
+    """RFC 6665 §4.1.2.1 with RFC 3261 §12.1.1: the SUBSCRIBE's Record-Route is the route set
+    of the subscription dialog; every NOTIFY carries it as Route (loose routing: the
+    Request-URI stays the watcher's Contact), also after a restart (the stored record)."""
+    net = make_net()
+    rr = ["Record-Route: <sip:edge.example.net;lr>", "Record-Route: <sip:10.0.0.9:5070;lr>"]
+    r = req("SUBSCRIBE", f"sip:alice@{DOMAIN}", BOB, "bob", f"sip:alice@{DOMAIN}",
+            extra=["Event: presence", *rr])  # fmt: skip
+    [(challenge, _)] = net.send(r.serialize(), BOB)
+    authed = authorize(r, challenge, "bob", "Proxy-Authorization")
+    _, [(notify, dest)] = split(net.send(authed.serialize(), BOB))
+    assert notify.get_all("route") == ["<sip:edge.example.net;lr>", "<sip:10.0.0.9:5070;lr>"]
+    assert notify.uri == f"sip:bob@{BOB[1]}:{BOB[2]}" and dest == BOB
+    presence = net.core.presence
+    assert presence is not None
+    [sub] = presence.subs.values()
+    again = subscription_from_record(subscription_record(sub))
+    assert again.route_set == sub.route_set
+    plain = subscription_record(sub)
+    del plain["route_set"]  # a record stored before route sets were kept
+    assert subscription_from_record(plain).route_set == ()

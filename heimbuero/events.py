@@ -1,0 +1,186 @@
+"""Domain events and the in-process bus that carries them.
+
+The SIP services publish what happened (a call was offered, answered, ended; a registration
+changed; a user's presence changed; a message was stored or changed state); presence, call
+records and the live HTTP streams subscribe instead of being called by the publisher.
+
+Dispatch is synchronous, on the event loop, in the order of subscription: `publish` returns
+when every subscriber has run. A subscriber's exception is logged and never reaches the
+publisher nor stops the other subscribers. Subscribing to a class also receives its
+subclasses (`MessageDelivered` is a `MessageStateChanged`).
+
+The seam for a bus across machines is `EventSink`: `EventBus.forward_to(sink)` hands every
+event to it after the local subscribers (a sink that queues or serialises them).
+
+This module imports nothing of ours: every layer may use it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+log = logging.getLogger("heimbuero.events")
+
+Peer = tuple[str, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """The base of every domain event; `at` is the event's time (seconds since the epoch)."""
+
+    at: float
+
+
+class BindingView(Protocol):
+    """What subscribers may read of a registration (the location service's Binding)."""
+
+    @property
+    def aor(self) -> str: ...
+    @property
+    def contact(self) -> str: ...
+    @property
+    def received(self) -> Peer: ...
+    @property
+    def expires_at(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BindingChanged(Event):
+    """Registrations were added or refreshed, removed by their device, or expired (published
+    after the change is committed)."""
+
+    added: Sequence[BindingView]
+    removed: Sequence[BindingView]
+
+    def users(self) -> set[str]:
+        return {b.aor for b in self.added} | {b.aor for b in self.removed}
+
+
+@dataclass(frozen=True, slots=True)
+class CallOffered(Event):
+    """A call to a client number (or a call out) started: a routing plan rings."""
+
+    call_id: str
+    number: str
+    caller: str
+    client: str | None
+    rule: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered(Event):
+    """An INVITE the proxy forwarded was answered (2xx); `users` are our users in the call."""
+
+    call_id: str
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded(Event):
+    """A BYE inside a dialog the server record-routed ended the call."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged(Event):
+    """A user's composed presence changed; `state` is its JSON form (user, status, ...)."""
+
+    user: str
+    state: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStored(Event):
+    """A new message was accepted (relayed or stored); `message` is its summary."""
+
+    message: Mapping[str, Any]
+
+    @property
+    def sender(self) -> str:
+        return str(self.message["sender"])
+
+    @property
+    def recipient(self) -> str:
+        return str(self.message["recipient"])
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStateChanged(MessageStored):
+    """A message changed state (queued, failed, expired, delivered)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDelivered(MessageStateChanged):
+    """A device accepted a message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderWarning(Event):
+    """Something the provider's staff should see (a cap of calls out reached)."""
+
+    warning: Mapping[str, Any]
+
+
+E = TypeVar("E", bound=Event)
+
+
+class EventSink(Protocol):
+    """Where events go besides the local subscribers: the seam for an external bus."""
+
+    def publish(self, event: Event) -> None: ...
+
+
+class EventBus:
+    """Typed publish/subscribe in one process, dispatched synchronously."""
+
+    def __init__(self) -> None:
+        self._subs: dict[type[Event], list[Callable[[Any], None]]] = {}
+        self._plan: dict[type[Event], tuple[Callable[[Any], None], ...]] = {}
+        self._sinks: list[EventSink] = []
+
+    def subscribe(self, kind: type[E], fn: Callable[[E], None]) -> Callable[[], None]:
+        """Call fn(event) for every event of `kind` (and its subclasses) published from now
+        on; returns the function that ends the subscription."""
+        self._subs.setdefault(kind, []).append(fn)
+        self._plan.clear()
+
+        def unsubscribe() -> None:
+            fns = self._subs.get(kind)
+            if fns is not None and fn in fns:
+                fns.remove(fn)
+                self._plan.clear()
+
+        return unsubscribe
+
+    def forward_to(self, sink: EventSink) -> None:
+        """Hand every event to `sink` too (after the local subscribers)."""
+        self._sinks.append(sink)
+
+    def has_subscribers(self, kind: type[Event]) -> bool:
+        return bool(self._handlers(kind)) or bool(self._sinks)
+
+    def _handlers(self, kind: type[Event]) -> tuple[Callable[[Any], None], ...]:
+        plan = self._plan.get(kind)
+        if plan is None:
+            found: list[Callable[[Any], None]] = []
+            for base in kind.__mro__:
+                found.extend(self._subs.get(base, ()))
+            plan = self._plan[kind] = tuple(found)
+        return plan
+
+    def publish(self, event: Event) -> None:
+        """Run every subscriber of the event's type now; their exceptions are logged."""
+        for fn in self._handlers(type(event)):
+            try:
+                fn(event)
+            except Exception:
+                log.exception("a subscriber of %s failed", type(event).__name__)
+        for sink in self._sinks:
+            try:
+                sink.publish(event)
+            except Exception:
+                log.exception("the event sink failed on %s", type(event).__name__)
