@@ -27,6 +27,7 @@ from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.proxy import Target
 from heimbuero.sip.auth import parse_credentials
 from heimbuero.sip.message import Request, Response, parse
+from heimbuero.sip.peer import Peer
 
 
 def authed(net: Net, method: str, ruri: str, caller: str = "alice", src=ALICE) -> tuple:
@@ -110,7 +111,7 @@ class _OneStep:
 def test_a_message_step_that_times_out_gets_no_cancel() -> None:
     net = Net()
     register(net, "alice", ALICE)
-    plan = _OneStep(Target(f"sip:bob@127.0.0.1:{BOB1[2]}", BOB1))
+    plan = _OneStep(Target(f"sip:bob@127.0.0.1:{BOB1[2]}", Peer(*BOB1)))
     proxy = net.core.proxy
     proxy.route_request = lambda txn, dialog, now: proxy.execute_plan(txn, plan, now, False)  # type: ignore[method-assign]
     _, out = authed(net, "MESSAGE", f"sip:bob@{DOMAIN}")
