@@ -12,7 +12,7 @@ from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
 from heimbuero.domain.model import Client, Number, Provider
 from heimbuero.office import callpolicy, directory
-from heimbuero.store import Store
+from heimbuero.store import Store, UnitOfWork
 
 _TEXTS = (("name", "client name"), ("trade", "client trade"),
           ("contact_person", "client contact"), ("greeting", "client greeting"))  # fmt: skip
@@ -110,42 +110,53 @@ class Clients:
     ) -> callpolicy.CallPolicy:
         """Replace the client's policy with `change(current policy)` as JSON (admins)."""
         policy.require_admin(actor)
-        c = self._get(valid("id", directory.validate_slug, client_id))
-        new = valid("body", callpolicy.parse_policy, change(c.call_policy))
-        if new != c.call_policy:
-            self.store.update_client(c.id, call_policy=new)
+        client_id = valid("id", directory.validate_slug, client_id)
+        with self.store.unit_of_work() as uow:  # read and change in one transaction
+            c = _client(uow, client_id)
+            new = valid("body", callpolicy.parse_policy, change(c.call_policy))
+            if new != c.call_policy:
+                uow.clients.update(c.id, call_policy=new)
         return new
 
     def approve_number(self, actor: Actor, client_id: str, number: str) -> callpolicy.CallPolicy:
         """Approve an external number for the client's forwarding rules (admins); Invalid
         when no trunk carries it or the client's or the trunk's policy refuses it."""
         policy.require_admin(actor)
-        c = self._get(valid("id", directory.validate_slug, client_id))
+        client_id = valid("id", directory.validate_slug, client_id)
         e164 = valid("number", directory.validate_e164, number)
-        trunk = next((t for t in self.store.list_trunks() if e164.startswith(t.prefixes)), None)
-        if trunk is None:  # the client's own policy first, then: no trunk carries it
-            reason = callpolicy.destination_refusal(e164, c.call_policy, None)
-            reason = reason or f"no trunk allows calls to {e164}"
-        else:
-            reason = callpolicy.destination_refusal(e164, c.call_policy, trunk.call_policy)
-        if reason is not None:
-            raise Invalid("number", reason)
-        approved = tuple(dict.fromkeys((*c.call_policy.approved_numbers, e164)))
-        new = replace(c.call_policy, approved_numbers=approved)
-        return self.store.update_client(c.id, call_policy=new).call_policy
+        with self.store.unit_of_work() as uow:  # read and change in one transaction
+            c = _client(uow, client_id)
+            trunk = next((t for t in uow.trunks.all() if e164.startswith(t.prefixes)), None)
+            if trunk is None:  # the client's own policy first, then: no trunk carries it
+                reason = callpolicy.destination_refusal(e164, c.call_policy, None)
+                reason = reason or f"no trunk allows calls to {e164}"
+            else:
+                reason = callpolicy.destination_refusal(e164, c.call_policy, trunk.call_policy)
+            if reason is not None:
+                raise Invalid("number", reason)
+            approved = tuple(dict.fromkeys((*c.call_policy.approved_numbers, e164)))
+            new = replace(c.call_policy, approved_numbers=approved)
+            return uow.clients.update(c.id, call_policy=new).call_policy
 
     def withdraw_number(self, actor: Actor, client_id: str, number: str) -> str:
         """Withdraw an approval (admins); rules that still forward there stop validating."""
         policy.require_admin(actor)
-        c = self._get(valid("id", directory.validate_slug, client_id))
+        client_id = valid("id", directory.validate_slug, client_id)
         e164 = valid("number", directory.validate_e164, number)
-        if e164 not in c.call_policy.approved_numbers:
-            raise NotFound("", "", f"{e164} is not approved for client {c.id!r}")
-        approved = tuple(n for n in c.call_policy.approved_numbers if n != e164)
-        self.store.update_client(
-            c.id, call_policy=replace(c.call_policy, approved_numbers=approved)
-        )
+        with self.store.unit_of_work() as uow:  # read and change in one transaction
+            c = _client(uow, client_id)
+            if e164 not in c.call_policy.approved_numbers:
+                raise NotFound("", "", f"{e164} is not approved for client {c.id!r}")
+            approved = tuple(n for n in c.call_policy.approved_numbers if n != e164)
+            uow.clients.update(c.id, call_policy=replace(c.call_policy, approved_numbers=approved))
         return e164
+
+
+def _client(uow: UnitOfWork, client_id: str) -> Client:
+    c = uow.clients.get(client_id)
+    if c is None:
+        raise NotFound("client", client_id)
+    return c
 
 
 class Numbers:

@@ -107,19 +107,20 @@ class Trunks:
         """Change the fields given; `change_policy(current)` gives the new call policy."""
         policy.require_admin(actor)
         name = valid("name", directory.validate_slug, name, "trunk name")
-        old = self.store.get_trunk(name)
-        if old is None:
-            raise NotFound("trunk", name)
         changes = self._fields(fields)
-        if change_policy is not None:
-            new_policy = valid("body", callpolicy.parse_policy, change_policy(old.call_policy))
-            changes["call_policy"] = new_policy
-        new = replace(old, **changes)
-        if new.register and not (new.username and new.password):
-            raise Invalid("register", REGISTER_NEEDS_CREDENTIALS)
-        if "host" in changes or "port" in changes:
-            self._check(new)
-        return self.store.update_trunk(name, **changes)
+        with self.store.unit_of_work() as uow:  # read, check and change in one transaction
+            old = uow.trunks.get(name)
+            if old is None:
+                raise NotFound("trunk", name)
+            if change_policy is not None:
+                new_policy = valid("body", callpolicy.parse_policy, change_policy(old.call_policy))
+                changes["call_policy"] = new_policy
+            new = replace(old, **changes)
+            if new.register and not (new.username and new.password):
+                raise Invalid("register", REGISTER_NEEDS_CREDENTIALS)
+            if "host" in changes or "port" in changes:
+                self._check(new)
+            return uow.trunks.update(name, **changes)
 
     def set_call_policy(self, actor: Actor, name: str, data: dict[str, Any]) -> Trunk:
         """Replace what a trunk carries (classes, prefixes, `max_concurrent`)."""
