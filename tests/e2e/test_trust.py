@@ -10,7 +10,9 @@ Record-Route:
 - the caller's own P-Asserted-Identity / Diversion / Remote-Party-ID never reach the carrier,
   the server's do, and the call out through the trunk leaves a call record;
 - a routed call through the trunk is hung up by the callee (BYE callee -> caller) through the
-  signed Record-Route (test_routing.py hangs up from the caller's side).
+  signed Record-Route (test_routing.py hangs up from the caller's side);
+- a trunk authenticated by `digest` is trusted only with its credentials, one authenticated by
+  `address-tcp` only over TCP from its address (the same INVITE over UDP is challenged).
 """
 
 from __future__ import annotations
