@@ -1447,7 +1447,7 @@ def main(argv: list[str] | None = None) -> int:
         "--memory-repeat",
         type=int,
         metavar="N",
-        help="runs of the memory row (default 1: each takes 1-3 minutes and varies by ~1 %%)",
+        help="runs of the memory row (default 1: each takes 4-5 minutes)",
     )
     ap.add_argument(
         "--memory-rate",

@@ -536,9 +536,12 @@ class Store(MessageStore, FileStore):
                 owner.extend((threading.get_ident(), conn))
             elif owner[0] != threading.get_ident():
                 return self.get_credentials(name)
-            row = owner[1].execute(query, (name,)).fetchone()
-            if row is None:
+            # all rows: the statement is stepped to its end, so no read transaction stays open
+            # to hold back the WAL checkpoints
+            rows = owner[1].execute(query, (name,)).fetchall()
+            if not rows:
                 return None
+            row = rows[0]
             compat = json.loads(row[3]) if row[3] else None
             allow = isinstance(compat, dict) and compat.get("rfc2069") is True
             return (row[0], row[1], row[2], allow)
