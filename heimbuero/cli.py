@@ -383,12 +383,24 @@ def cmd_rules_export(args: argparse.Namespace) -> int:
 
 def cmd_rules_import(args: argparse.Namespace) -> int:
     """Replace a client's rules with a document; every problem is reported, nothing changed."""
-    from heimbuero.office.rules_doc import RulesError, from_text
+    from heimbuero.office.rules_doc import MAX_DOCUMENT_BYTES, RulesError, from_text
 
     client = directory.validate_slug(args.client)
-    path = Path(args.file)
-    try:
-        text = sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")
+    limit, size = MAX_DOCUMENT_BYTES, 0
+    try:  # the size is checked before the text is read: never more than the limit in memory
+        if args.file == "-":
+            raw = sys.stdin.buffer.read(limit + 1)
+        else:
+            with Path(args.file).open("rb") as f:
+                size = os.fstat(f.fileno()).st_size  # (0 for a pipe or a device)
+                raw = f.read(limit + 1) if size <= limit else b""
+        if size > limit or len(raw) > limit:
+            what = f"{size} bytes" if size > limit else f"more than {limit} bytes"
+            return _fail(
+                f"{args.file}: {what}: a rules document may have at most {limit} bytes; "
+                "nothing changed"
+            )
+        text = raw.decode("utf-8")
     except OSError as exc:
         return _fail(f"cannot read rules document {args.file}: {exc.strerror or exc}")
     except UnicodeDecodeError:
@@ -785,7 +797,8 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         parents=[data],
         help="replace a client's rules with a document",
         description="Validate FILE (YAML or JSON; - reads stdin) and make it the client's "
-        "rules. When it is invalid every problem is printed with its path and nothing changes.",
+        "rules. When it is invalid every problem is printed with its path and nothing changes; "
+        "a file over 256 KiB is refused unread.",
     )
     p.add_argument("client", metavar="CLIENT", help="client id")
     p.add_argument("file", metavar="FILE", help="rules document (YAML or JSON), - for stdin")

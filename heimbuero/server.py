@@ -283,6 +283,7 @@ class Server:
         now = time.time()
         self.started = now
         self.location.load(_from_record(r) for r in self.store.load_bindings(now))
+        self._read_credentials = self.store.credentials_reader()
         # (A name not in the office directory is no user: no database read for it.)
         self.users = UserDirectory(self._fetch_account, known=lambda: self.calls.directory.users)
         self.events = EventBus()
@@ -403,7 +404,7 @@ class Server:
         )
 
     def _fetch_account(self, name: str) -> Account | None:
-        found = self.store.get_credentials(name)
+        found = self._read_credentials(name)
         if found is None:
             return None
         return Account(name, *found)

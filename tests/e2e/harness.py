@@ -413,7 +413,8 @@ class SipClient:
         local_port: int = 0,
         cafile: Path | None = None,
     ) -> None:
-        """`local_port`: the UDP port to send from (e.g. one listed in trusted_peers); 0 = any.
+        """`local_port`: the UDP port (or TCP source port) to send from (e.g. one listed in
+        trusted_peers, or a trunk's address); 0 = any.
         `cafile`: for transport "tls", the certificate to trust (the server's self-signed one)."""
         self.transport = transport.lower()
         self.server = (server_host, server_port)
@@ -422,7 +423,8 @@ class SipClient:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sock.bind((LOCALHOST, local_port))
         elif self.transport == "tcp":
-            self.sock = socket.create_connection(self.server, timeout=5)
+            source = (LOCALHOST, local_port) if local_port else None
+            self.sock = socket.create_connection(self.server, timeout=5, source_address=source)
         elif self.transport == "tls":
             ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None)
             raw = socket.create_connection(self.server, timeout=5)

@@ -10,7 +10,9 @@ Record-Route:
 - the caller's own P-Asserted-Identity / Diversion / Remote-Party-ID never reach the carrier,
   the server's do, and the call out through the trunk leaves a call record;
 - a routed call through the trunk is hung up by the callee (BYE callee -> caller) through the
-  signed Record-Route (test_routing.py hangs up from the caller's side).
+  signed Record-Route (test_routing.py hangs up from the caller's side);
+- a trunk authenticated by `digest` is trusted only with its credentials, one authenticated by
+  `address-tcp` only over TCP from its address (the same INVITE over UDP is challenged).
 """
 
 from __future__ import annotations
@@ -314,6 +316,42 @@ def test_digest_trunk_calls_in_only_with_its_credentials(office_factory: Any) ->
         )  # fmt: skip
         invite = carrier.first("INVITE", 1)  # the plan rang the owner's mobile via the trunk
     assert invite.start_line.startswith(f"INVITE sip:{MOBILE}@")
+    assert final.status in (408, 480), final.summary()  # (nobody answered the mobile)
+    (rec,) = office.wait_records(1)
+    assert (rec.rule, rec.number) == ("Sonst", NUMBER), rec
+
+
+def test_address_tcp_trunk_is_trusted_over_tcp_only(office_factory: Any) -> None:
+    """`heimbuero trunk set carrier --inbound-auth address-tcp` on the running server: a call
+    from the trunk's address over TCP is the carrier's (routed by the plan, no challenge); the
+    same INVITE from that address over UDP, where a source can be forged, is challenged."""
+    office: Office = office_factory(werktag_not_now())
+    srv = office.server
+    srv.cli("trunk", "set", "carrier", "--inbound-auth", "address-tcp", "--data", office.data)
+    ruri = f"sip:{NUMBER}@{DOMAIN}"
+    call = {"from_uri": f"sip:{CALLER}@{DOMAIN}", "to_uri": ruri}
+    with SipClient(srv.port, local_port=office.carrier_port) as udp:
+
+        def challenged() -> bool | None:
+            # A trusted source gets 404 for a user we do not have; an untrusted one 407.
+            nobody = f"sip:nobody@{DOMAIN}"
+            r = udp.request("INVITE", nobody, from_uri=f"sip:{CALLER}@{DOMAIN}", to_uri=nobody)
+            return True if udp.final_response(r, 5).status == 407 else None
+
+        # (the server reloads the office configuration within seconds)
+        wait_until(challenged, 15, interval=0.5, what="the trunk's address to lose its UDP trust")
+        contact = [("Contact", f"<sip:{CALLER}@127.0.0.1:{udp.local_port}>")]
+        over_udp = udp.final_response(udp.request("INVITE", ruri, headers=contact, **call), 5)
+    assert over_udp.status == 407, over_udp.summary()
+    with (
+        udp_listener(office.carrier_port) as carrier,
+        SipClient(srv.port, transport="tcp", local_port=office.carrier_port) as tcp,
+    ):
+        contact = [("Contact", f"<sip:{CALLER}@127.0.0.1:{tcp.local_port};transport=tcp>")]
+        invite = tcp.request("INVITE", ruri, headers=contact, **call)
+        routed = carrier.first("INVITE", 5)  # the plan rang the owner's mobile via the trunk
+        final = tcp.final_response(invite, 15)
+    assert routed.start_line.startswith(f"INVITE sip:{MOBILE}@")
     assert final.status in (408, 480), final.summary()  # (nobody answered the mobile)
     (rec,) = office.wait_records(1)
     assert (rec.rule, rec.number) == ("Sonst", NUMBER), rec
