@@ -357,9 +357,10 @@ class Proxy:
         """A UDP request that must go over TCP instead (§18.1.1): when it is too large and the
         device is reached at the very address its Contact names (a device behind NAT cannot be
         reached by a new TCP connection: it keeps UDP, as the only way that works)."""
+        if "tcp" not in self.core.settings.local:
+            return False
         # (+ 128: our Via, which goes on top when it is sent)
-        size = len(fwd.serialize()) + 128
-        if "tcp" not in self.core.settings.local or not tx.needs_stream(size):
+        if not tx.needs_stream(len(fwd.serialize()) + 128):
             return False
         try:
             named = uri_destination(parse_uri(target.uri))
