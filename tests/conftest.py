@@ -76,3 +76,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untyped
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'heimbuero.db'}"
     return request.getfixturevalue("pg_cluster").new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server_database_url(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """For `Server(..., database_url=...)`: None (the SQLite file) or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("pg_cluster").new_database()
