@@ -142,15 +142,16 @@ def _open_store(data_arg: str | None) -> Iterator[tuple[Config, Store]]:
     """The config and the store of an initialised data directory with a current schema."""
     cfg = config.load(config.resolve_data_dir(data_arg))
     init_hint = f"run 'heimbuero init --data {cfg.data_dir}'"
-    if not cfg.db_path.is_file():
+    where = cfg.db_path if cfg.uses_sqlite_file else _hide_password(cfg.db_url)
+    if cfg.uses_sqlite_file and not cfg.db_path.is_file():
         raise ConfigError(f"{cfg.db_path} is missing: {init_hint}")
     store = Store(cfg.db_url)
     try:
         if not store.schema_is_current():
-            raise SchemaError(f"the database schema of {cfg.db_path} is not current: {init_hint}")
+            raise SchemaError(f"the database schema of {where} is not current: {init_hint}")
         yield cfg, store
     except SQLAlchemyError as exc:
-        raise StoreError(f"database {cfg.db_path}: {_sql_message(exc)}") from None
+        raise StoreError(f"database {where}: {_sql_message(exc)}") from None
     finally:
         store.close()
 
@@ -178,6 +179,12 @@ def _open_app(data_arg: str | None) -> Iterator[tuple[Config, App]]:
 # -- commands ------------------------------------------------------------------------------
 
 
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Create the data directory, config.toml, secret, files/ and the database; keep what exists."""
     data_dir = config.resolve_data_dir(args.data)
@@ -191,14 +198,23 @@ def cmd_init(args: argparse.Namespace) -> int:
                 f"{data_dir} is already set up for domain {cfg.domain!r}, not {args.domain!r}; "
                 f"change [server] domain in {config_path} to switch"
             )
+        if args.database_url is not None and (
+            config.check_database_url(args.database_url) != cfg.db_url
+        ):
+            return _fail(
+                f"{data_dir} already uses the database {cfg.db_url!r}; "
+                f"change [store] database_url in {config_path} to switch"
+            )
         print(f"kept     {config_path} (domain {cfg.domain})")
     else:
+        if args.database_url is not None:
+            config.check_database_url(args.database_url)
         domain = args.domain or default_domain()
         if args.domain is None and "." not in domain:
             _warn_dotless_domain(domain, data_dir)
         # The database holds HA1 hashes, which let anyone who reads them register as that user.
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write_new(config_path, config.default_config_text(domain))
+        _write_new(config_path, config.default_config_text(domain, args.database_url))
         cfg = config.load(data_dir)
         print(f"created  {config_path} (domain {cfg.domain})")
 
@@ -217,7 +233,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         files_dir.mkdir()
         print(f"created  {files_dir}/")
 
-    existed = cfg.db_path.exists()
+    existed = cfg.db_path.exists() or not cfg.uses_sqlite_file
     if not existed:  # SQLite gives its -wal and -shm files the mode of the database file
         _write_new(cfg.db_path, "", 0o600, exact=True)
     store = Store(cfg.db_url)
@@ -230,11 +246,12 @@ def cmd_init(args: argparse.Namespace) -> int:
             if saved is not None:
                 print(f"backup   {saved} (before the schema upgrade)")
     except SQLAlchemyError as exc:
-        return _fail(f"database {cfg.db_path}: {_sql_message(exc)}")
+        where = cfg.db_path if cfg.uses_sqlite_file else _hide_password(cfg.db_url)
+        return _fail(f"database {where}: {_sql_message(exc)}")
     finally:
         store.close()
     verb = "kept    " if current else ("migrated" if existed else "created ")
-    print(f"{verb} {cfg.db_path}")
+    print(f"{verb} {cfg.db_path if cfg.uses_sqlite_file else _hide_password(cfg.db_url)}")
     if args.demo:
         _seed_demo(cfg)
     return 0
@@ -1029,6 +1046,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="SIP domain and digest realm, the host part of sip:USER@DOMAIN "
         "(default: this machine's fully qualified host name, else localhost; a default "
         "without a dot is used with a warning on stderr)",
+    )
+    p.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="the database, written to [store] database_url in a new config.toml: "
+        "postgresql+psycopg://USER:PASSWORD@HOST/DB (the database must exist); "
+        "default: the SQLite file heimbuero.db in DIR",
     )
     p.add_argument(
         "--demo",

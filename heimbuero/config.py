@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -197,6 +198,9 @@ class Config:
     log_format: str = "text"  # text, json (JSON lines) or logfmt
     log_numbers: str = "full"  # "short": phone numbers in log lines shortened to +4930…67
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    # [store] database_url: None = the SQLite file DATA/heimbuero.db; else a SQLAlchemy URL,
+    # e.g. postgresql+psycopg://USER:PASSWORD@HOST/DB
+    database_url: str | None = None
 
     @property
     def files_dir(self) -> Path:
@@ -208,7 +212,12 @@ class Config:
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.db_path}"
+        return self.database_url or f"sqlite:///{self.db_path}"
+
+    @property
+    def uses_sqlite_file(self) -> bool:
+        """True when the database is the SQLite file in the data directory."""
+        return self.database_url is None
 
     @property
     def secret_path(self) -> Path:
@@ -309,6 +318,7 @@ def load(data_dir: Path) -> Config:
     if log_numbers not in NUMBER_MODES:
         raise ConfigError(f"{path}: [server] log_numbers must be one of {', '.join(NUMBER_MODES)}")
     metrics = _metrics(path, raw.get("metrics", {}))
+    database_url = _database_url(path, raw.get("store", {}))
     sip_raw = dict(raw.get("sip", {}))
     defaults = SipSettings()
     kwargs: dict[str, object] = {}
@@ -381,8 +391,40 @@ def load(data_dir: Path) -> Config:
     return Config(
         data_dir=data_dir, domain=domain.lower(), sip=sip, http=http, messages=messages,
         files=files, log_level=log_level, log_format=log_format, log_numbers=log_numbers,
-        metrics=metrics,
+        metrics=metrics, database_url=database_url,
     )  # fmt: skip
+
+
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+
+
+def check_database_url(url: str) -> str:
+    """The URL when it names a database heimbuero can use; ConfigError with the reason else."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in DATABASE_SCHEMES or not rest:
+        raise ConfigError(
+            f"database_url must start with {' or '.join(s + '://' for s in DATABASE_SCHEMES)}"
+        )
+    if scheme == "postgresql":  # the installed driver, not SQLAlchemy's default psycopg2
+        url = "postgresql+psycopg://" + rest
+    return url
+
+
+def _database_url(path: Path, table: object) -> str | None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [store] must be a table")
+    for key in table:
+        if key != "database_url":
+            raise ConfigError(f"{path}: unknown setting [store] {key}")
+    value = table.get("database_url")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: [store] database_url must be a string")
+    try:
+        return check_database_url(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: [store] {exc}") from None
 
 
 def _metrics(path: Path, table: object) -> MetricsSettings:
@@ -446,13 +488,18 @@ def _integers(path: Path, section: str, raw: dict[str, object], defaults: object
     return out
 
 
-def default_config_text(domain: str) -> str:
+def default_config_text(domain: str, database_url: str | None = None) -> str:
     """The config.toml that `heimbuero init` writes: every setting with its default, commented."""
     d = SipSettings()
     m = MessageSettings()
     f = FileSettings()
     h = HttpSettings()
     listen = ", ".join(f'"{a}"' for a in d.listen)
+    db_line = (
+        f"database_url = {json.dumps(database_url)}"
+        if database_url
+        else '# database_url = "postgresql+psycopg://heimbuero:PASSWORD@localhost/heimbuero"'
+    )
     algs = ", ".join(f'"{a}"' for a in d.digest_algorithms)
     return f"""# heimbuero configuration. Changes take effect at the next 'heimbuero serve'.
 
@@ -547,6 +594,12 @@ max_connections = 0
 header_timeout = {h.header_timeout}        # seconds to send a request's headers (else: closed)
 keep_alive_timeout = {h.keep_alive_timeout}    # seconds an idle connection stays open
 max_body_kb = {h.max_body_kb}         # largest API request body (413); uploads: [files]
+
+[store]
+# The database: unset, the SQLite file heimbuero.db in the data directory; or PostgreSQL
+# (12 or newer; the database must exist and belong to the user). 'heimbuero init' creates
+# the tables; 'heimbuero backup' saves only the SQLite file (use pg_dump for PostgreSQL).
+{db_line}
 
 [metrics]
 # GET /metrics on the HTTP port (Prometheus): open to these addresses or networks, and to

@@ -49,3 +49,38 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     pytest.fail(
         f"{message}; or set HEIMBUERO_ALLOW_MISSING_PEERS=1 to skip such tests", pytrace=False
     )
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():  # type: ignore[no-untyped-def]
+    """One temporary PostgreSQL cluster for the test session (see tests/pgcluster.py)."""
+    from pgcluster import PgCluster, available
+
+    if not available():
+        pytest.fail(
+            "PostgreSQL 15 is not installed - `apt-get install postgresql` "
+            "(or run scripts/test, which does)",
+            pytrace=False,
+        )
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untyped-def]
+    """A fresh empty database: the SQLite file in tmp_path, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'heimbuero.db'}"
+    return request.getfixturevalue("pg_cluster").new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server_database_url(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """For `Server(..., database_url=...)`: None (the SQLite file) or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("pg_cluster").new_database()

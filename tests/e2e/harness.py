@@ -742,8 +742,10 @@ class Server:
         port: int | None = None,
         http: bool = False,
         demo: bool = False,
+        database_url: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        self.database_url = database_url  # `init --database-url`: e.g. a PostgreSQL database
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "server.log"
@@ -814,6 +816,8 @@ class Server:
 
     def init(self) -> None:
         args = ["init", "--data", str(self.data_dir), "--domain", self.domain]
+        if self.database_url:
+            args += ["--database-url", self.database_url]
         if self.demo:
             args.append("--demo")
         res = self.cli(*args)

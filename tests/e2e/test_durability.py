@@ -105,9 +105,13 @@ def test_stored_messages_survive_kill9_right_after_202(tmp_path: Path) -> None:
             assert _take_messages(bob, 1.5) == []
 
 
-def test_fresh_registrations_survive_kill9_right_after_200(tmp_path: Path) -> None:
+def test_fresh_registrations_survive_kill9_right_after_200(
+    tmp_path: Path, server_database_url: str | None
+) -> None:
     users = {"alice": ALICE_PW, "bob": BOB_PW, "carl": CARL_PW}
-    with Server(tmp_path, domain=DOMAIN, users=users, http=True) as srv:
+    with Server(
+        tmp_path, domain=DOMAIN, users=users, http=True, database_url=server_database_url
+    ) as srv:
         # Two raw phones register; the server is killed the moment the second 200 is in.
         with SipClient(srv.port) as bob_phone, SipClient(srv.port) as carl_phone:
             assert _register(bob_phone, "bob", BOB_PW, 600).status == 200

@@ -73,9 +73,11 @@ def _history(srv: Server, user: str, password: str, peer: str) -> list[dict]:
     return wait_until(get, timeout=10, what=f"a conversation of {user} with {peer}")
 
 
-def test_stored_message_survives_restart_and_arrives_once(tmp_path: Path) -> None:
+def test_stored_message_survives_restart_and_arrives_once(
+    tmp_path: Path, server_database_url: str | None
+) -> None:
     users = {"alice": ALICE_PW, "bob": BOB_PW}
-    with Server(tmp_path, users=users, http=True) as srv:
+    with Server(tmp_path, users=users, http=True, database_url=server_database_url) as srv:
         alice_aor, bob_aor = f"sip:alice@{srv.domain}", f"sip:bob@{srv.domain}"
         with SipClient(srv.port) as alice:
             _, resp = alice.authenticated_request(

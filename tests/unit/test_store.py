@@ -33,11 +33,30 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
+def store(db_url: str) -> Iterator[Store]:
+    """An upgraded store on SQLite and on PostgreSQL (tests/conftest.py: db_url)."""
+    s = Store(db_url)
+    s.upgrade()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(db_path: Path) -> Iterator[Store]:
+    """SQLite only: for the tests of the SQLite file itself."""
     s = Store(f"sqlite:///{db_path}")
     s.upgrade()
     yield s
     s.close()
+
+
+def _sql(store: Store, sql: str) -> list[tuple[object, ...]]:
+    engine = create_engine(store.url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
 
 
 def _rows(db_path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -73,26 +92,26 @@ def test_upgrade_creates_tables_and_version(db_path: Path) -> None:
     assert _rows(db_path, "SELECT version_num FROM alembic_version") == [(HEAD,)]
 
 
-def test_migrations_match_models(store: Store, db_path: Path) -> None:
-    engine = create_engine(f"sqlite:///{db_path}")
+def test_migrations_match_models(store: Store) -> None:
+    engine = create_engine(store.url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert diff == []
 
 
-def test_sqlite_uses_wal_and_foreign_keys(store: Store, db_path: Path) -> None:
+def test_sqlite_uses_wal_and_foreign_keys(sqlite_store: Store, db_path: Path) -> None:
     assert _rows(db_path, "PRAGMA journal_mode") == [("wal",)]
-    with store._engine.connect() as conn:  # per-connection setting: ask a pooled connection
+    with sqlite_store._engine.connect() as conn:  # per-connection setting: ask a pooled connection
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
 
 
-def test_unknown_revision_is_a_schema_error(store: Store, db_path: Path) -> None:
+def test_unknown_revision_is_a_schema_error(sqlite_store: Store, db_path: Path) -> None:
     with sqlite3.connect(db_path) as conn:
         conn.execute("UPDATE alembic_version SET version_num = 'ffff'")
-    assert not store.schema_is_current()
+    assert not sqlite_store.schema_is_current()
     with pytest.raises(SchemaError):
-        store.upgrade()
+        sqlite_store.upgrade()
 
 
 # -- users -------------------------------------------------------------------------------------
@@ -128,7 +147,7 @@ def test_set_password(store: Store) -> None:
         store.set_password("carol", "a" * 32, "b" * 64, "new")
 
 
-def test_remove_user_deletes_its_bindings(store: Store, db_path: Path) -> None:
+def test_remove_user_deletes_its_bindings(store: Store) -> None:
     store.add_user("bob", "agent", HA1_MD5, HA1_SHA256, "h")
     store.add_user("alice", "agent", HA1_MD5, HA1_SHA256, "h")
     later = time.time() + 600
@@ -136,7 +155,7 @@ def test_remove_user_deletes_its_bindings(store: Store, db_path: Path) -> None:
     assert store.remove_user("bob") is True
     assert store.remove_user("bob") is False
     assert store.get_user("bob") is None
-    assert _rows(db_path, "SELECT aor FROM bindings") == [("alice",)]
+    assert _sql(store, "SELECT aor FROM bindings") == [("alice",)]
 
 
 # -- bindings ----------------------------------------------------------------------------------
@@ -161,27 +180,27 @@ def test_bindings_roundtrip_keeps_every_field(store: Store) -> None:
     assert store.load_bindings(now) == [full, bare]
 
 
-def test_load_bindings_drops_and_deletes_expired(store: Store, db_path: Path) -> None:
+def test_load_bindings_drops_and_deletes_expired(store: Store) -> None:
     store.add_user("bob", "agent", HA1_MD5, HA1_SHA256, "h")
     now = 1_700_000_000.0
     live = _binding("bob", 1, now + 10)
     store.save_bindings([live, _binding("bob", 2, now - 1), _binding("bob", 3, now)], [])
     assert store.count_bindings(now) == {"bob": 1}
-    assert _rows(db_path, "SELECT count(*) FROM bindings") == [(3,)]  # counting changes nothing
+    assert _sql(store, "SELECT count(*) FROM bindings") == [(3,)]  # counting changes nothing
     assert store.load_bindings(now) == [live]
-    assert _rows(db_path, "SELECT cseq FROM bindings") == [(1,)]
+    assert _sql(store, "SELECT cseq FROM bindings") == [(1,)]
 
 
-def test_load_bindings_drops_bindings_of_unknown_users(store: Store, db_path: Path) -> None:
+def test_load_bindings_drops_bindings_of_unknown_users(store: Store) -> None:
     store.add_user("bob", "agent", HA1_MD5, HA1_SHA256, "h")
     now = time.time()
     mine = _binding("bob", 1, now + 100)
     store.save_bindings([mine, _binding("ghost", 2, now + 100)], [])
     assert store.load_bindings(now) == [mine]
-    assert _rows(db_path, "SELECT aor FROM bindings") == [("bob",)]
+    assert _sql(store, "SELECT aor FROM bindings") == [("bob",)]
 
 
-def test_save_bindings_upserts_and_deletes(store: Store, db_path: Path) -> None:
+def test_save_bindings_upserts_and_deletes(store: Store) -> None:
     store.add_user("bob", "agent", HA1_MD5, HA1_SHA256, "h")
     now = time.time()
     a, b, c = (_binding("bob", n, now + 100) for n in (1, 2, 3))
@@ -189,7 +208,7 @@ def test_save_bindings_upserts_and_deletes(store: Store, db_path: Path) -> None:
     refreshed = replace(a, expires_at=now + 900, cseq=42, received="tcp:192.0.2.9:6000", q=None)
     store.save_bindings([refreshed], [(b.aor, b.contact), ("bob", "<sip:never-stored>")])
     assert store.load_bindings(now) == [refreshed, c]
-    assert _rows(db_path, "SELECT count(*) FROM bindings") == [(2,)]
+    assert _sql(store, "SELECT count(*) FROM bindings") == [(2,)]
 
 
 def test_save_bindings_last_upsert_of_a_pair_wins_and_upsert_beats_delete(store: Store) -> None:

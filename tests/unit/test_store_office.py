@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from sqlalchemy import create_engine, text
 
 from heimbuero.domain.model import Client, Group, Override, Provider, Step, Trunk
 from heimbuero.office.demo import seed_demo
@@ -19,8 +20,8 @@ REALM = "office.example"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'heimbuero.db'}")
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
     s.upgrade()
     yield s
     s.close()
@@ -133,8 +134,10 @@ def test_call_records_and_tokens(store: Store) -> None:
     store.add_user("anna", "agent", "0" * 32, "1" * 64, "x")
     meta, token = store.create_token("anna", "ci")
     assert len(token) > 40 and meta.name == "ci"
-    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as conn:
-        (stored,) = conn.execute("SELECT token_hash FROM api_tokens").fetchone()
+    engine = create_engine(store.url)
+    with engine.connect() as conn:
+        (stored,) = conn.execute(text("SELECT token_hash FROM api_tokens")).one()
+    engine.dispose()
     assert stored != token and len(stored) == 64
     assert store.verify_token(token).name == "anna"  # type: ignore[union-attr]
     assert store.verify_token(token + "x") is None

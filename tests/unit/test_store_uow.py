@@ -17,8 +17,8 @@ HASHES = ("0" * 32, "1" * 64, "x")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'heimbuero.db'}")
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
     s.upgrade()
     yield s
     s.close()
