@@ -462,7 +462,7 @@ def cmd_route_simulate(args: argparse.Namespace) -> int:
     if not plan.steps:
         print("steps   none: the call is refused")
     for i, step in enumerate(plan.steps, 1):
-        print(f"step {i}  ring {', '.join(step.targets)} for {step.timeout} s")
+        print(f"step {i}  ring {', '.join(step.target_texts())} for {step.timeout} s")
     return 0
 
 

@@ -3,8 +3,10 @@ and each number's rules. Loaded from the store, read by routing; no I/O and no S
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, time
+from typing import Literal
 
 from heimbuero.domain.callpolicy import CallPolicy
 
@@ -94,12 +96,87 @@ class Trunk:
     call_policy: CallPolicy = field(default_factory=CallPolicy)  # classes, prefixes, caps
 
 
+# -- what a plan step rings: parsed once, where the rules are loaded ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserTarget:
+    """Every registered device of a user."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"user:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTarget:
+    """The members of a group, as the group's strategy picks them."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"group:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalTarget:
+    """A number outside, through a carrier trunk (E.164)."""
+
+    number: str
+
+    def __str__(self) -> str:
+        return f"external:{self.number}"
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailTarget:
+    """The voicemail of a user or of a client."""
+
+    owner: str
+
+    def __str__(self) -> str:
+        return f"voicemail:{self.owner}"
+
+
+RingTarget = UserTarget | GroupTarget | ExternalTarget | VoicemailTarget
+TargetKind = Literal["user", "group", "external", "voicemail"]
+_TARGETS: dict[str, type[RingTarget]] = {
+    "user": UserTarget,
+    "group": GroupTarget,
+    "external": ExternalTarget,
+    "voicemail": VoicemailTarget,
+}
+
+
+def parse_target(text: str) -> RingTarget:
+    """'user:anna' -> UserTarget('anna'), the document form of each kind (str() gives it back).
+    ValueError for anything else; whether the name exists is the rules document's check."""
+    kind, sep, ident = text.strip().partition(":")
+    ident = ident.strip()
+    cls = _TARGETS.get(kind)
+    if not sep or cls is None or not ident:
+        raise ValueError(
+            f"{text!r} is not a target: user:NAME, group:NAME, external:+E164 or voicemail:ID"
+        )
+    return cls(ident)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
-    """Ring these targets in parallel for `timeout` seconds."""
+    """Ring these targets in parallel for `timeout` seconds. Targets given in their document
+    form ("user:anna") are parsed on construction."""
 
-    targets: tuple[str, ...]  # "user:NAME", "group:NAME", "external:+E164", "voicemail:ID"
+    targets: tuple[RingTarget, ...]
     timeout: int = 30
+
+    def __post_init__(self) -> None:
+        if any(isinstance(t, str) for t in self.targets):
+            parsed = tuple(parse_target(t) if isinstance(t, str) else t for t in self.targets)
+            object.__setattr__(self, "targets", parsed)
+
+    def target_texts(self) -> list[str]:
+        return [str(t) for t in self.targets]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +199,41 @@ class When:
     closures: str = "ignore"  # exclude | only | ignore
     presence: Presence | None = None
     override: str | None = None  # "office" | "mobile": while that override is active
+    # (start, end) parsed once from start/end: end None = midnight at the end of the day;
+    # None = no time window
+    window: tuple[time, time | None] | None = field(
+        init=False, default=None, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.start is None and self.end is None:
+            return
+        start = parse_hhmm(self.start) if self.start is not None else time(0, 0)
+        assert start is not None
+        end = parse_hhmm(self.end, allow_24=True) if self.end is not None else None
+        object.__setattr__(self, "window", (start, end))
 
     @property
     def always(self) -> bool:
         return self == When()
+
+
+_HHMM_RE = re.compile(r"^([0-9]{2}):([0-9]{2})$")
+
+
+def parse_hhmm(text: str, *, allow_24: bool = False) -> time | None:
+    """'07:30' -> time(7, 30). '24:00' (only with allow_24) -> None, meaning end of day.
+
+    Raises ValueError for anything else."""
+    m = _HHMM_RE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a time HH:MM")
+    hh, mm = int(m.group(1)), int(m.group(2))
+    if allow_24 and hh == 24 and mm == 0:
+        return None
+    if hh > 23 or mm > 59:
+        raise ValueError(f"{text!r} is not a time of day (00:00..23:59)")
+    return time(hh, mm)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from heimbuero.domain.model import Client, Group, Provider, Step, Trunk
+from heimbuero.domain.model import Client, Group, GroupTarget, Provider, Step, Trunk
 from heimbuero.office import accounts
 from heimbuero.office.callpolicy import CallPolicy
 from heimbuero.store import Store
@@ -107,7 +107,7 @@ def seed_demo(store: Store, realm: str) -> dict[str, str]:
         Provider(
             name="Büroservice Sonnenschein",
             address="Sonnenstraße 1, 80331 München",
-            default_steps=(Step(("group:team",), 30),),
+            default_steps=(Step((GroupTarget("team"),), 30),),
         )
     )
     store.add_client(

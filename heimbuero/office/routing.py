@@ -43,6 +43,7 @@ from heimbuero.domain.model import (
     Rule,
     Step,
     When,
+    parse_hhmm,
 )
 
 __all__ = [
@@ -61,7 +62,6 @@ __all__ = [
 
 E164_RE = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _NUMBER_JUNK = re.compile(r"[\s\-/.()]")
-_HHMM_RE = re.compile(r"^([0-9]{2}):([0-9]{2})$")
 _DAY_LABEL = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
@@ -96,7 +96,7 @@ class RoutePlan:
             "client": self.client,
             "number": self.number,
             "rule": self.rule,
-            "steps": [{"targets": list(s.targets), "timeout": s.timeout} for s in self.steps],
+            "steps": [{"targets": s.target_texts(), "timeout": s.timeout} for s in self.steps],
             "reason": self.reason,
         }
 
@@ -119,21 +119,6 @@ def normalise_number(number: str) -> str:
             f"{number!r} is not an E.164 number (expected '+' and country code, e.g. +49891234567)"
         )
     return n
-
-
-def parse_hhmm(text: str, *, allow_24: bool = False) -> time | None:
-    """'07:30' -> time(7, 30). '24:00' (only with allow_24) -> None, meaning end of day.
-
-    Raises ValueError for anything else."""
-    m = _HHMM_RE.match(text)
-    if not m:
-        raise ValueError(f"{text!r} is not a time HH:MM")
-    hh, mm = int(m.group(1)), int(m.group(2))
-    if allow_24 and hh == 24 and mm == 0:
-        return None
-    if hh > 23 or mm > 59:
-        raise ValueError(f"{text!r} is not a time of day (00:00..23:59)")
-    return time(hh, mm)
 
 
 def _zone(client: Client) -> ZoneInfo:
@@ -183,16 +168,6 @@ def _fmt_local(local: datetime) -> str:
     return f"{_DAY_LABEL[local.weekday()]} {local:%Y-%m-%d %H:%M} {local.tzinfo}"
 
 
-def _window(when: When) -> tuple[time, time | None] | None:
-    """(start, end) with end None = midnight at the end of the day; None = no window."""
-    if when.start is None and when.end is None:
-        return None
-    start = parse_hhmm(when.start) if when.start is not None else time(0, 0)
-    assert start is not None
-    end = parse_hhmm(when.end, allow_24=True) if when.end is not None else None
-    return start, end
-
-
 def _days_text(days: tuple[str, ...]) -> str:
     return ",".join(days) if days else "(no day)"
 
@@ -208,7 +183,7 @@ def _check(
             return f"no override {when.override} active"
     # time window and days
     window_day = local.date()
-    window = _window(when)
+    window = when.window
     if window is not None:
         start, end = window
         now_t = local.time().replace(tzinfo=None)

@@ -45,9 +45,11 @@ from heimbuero.domain.model import (
     Directory,
     Number,
     Presence,
+    RingTarget,
     Rule,
     Step,
     When,
+    parse_target,
 )
 from heimbuero.domain.rules import RulesInvalid
 from heimbuero.office.callpolicy import MAX_EXTERNAL_PER_STEP, destination_refusal, text_problem
@@ -446,11 +448,11 @@ class _Parser:
         if not targets:
             self.problem(gpath, "no targets: a step needs at least one target")
             return None
-        good: list[str] = []
+        good: list[RingTarget] = []
         externals = 0
         for i, t in enumerate(targets):
             ipath = f"{gpath}[{i}]"
-            if isinstance(t, str) and t.strip() in good:
+            if isinstance(t, str) and t.strip() in {str(g) for g in good}:
                 self.problem(ipath, f"{t!r} is listed twice in this step")
                 continue
             if isinstance(t, str) and t.strip().startswith("external:"):
@@ -466,7 +468,7 @@ class _Parser:
                 good.append(checked)
         return Step(targets=tuple(good), timeout=timeout)
 
-    def target(self, value: object, path: str) -> str | None:
+    def target(self, value: object, path: str) -> RingTarget | None:
         if not isinstance(value, str):
             self.problem(path, f"expected a target text like 'user:NAME', got {_kind(value)}")
             return None
@@ -525,7 +527,7 @@ class _Parser:
                     f"{self.client_id} {ident})",
                 )
                 return None
-        return f"{kind}:{ident}"
+        return parse_target(f"{kind}:{ident}")
 
     def user_allowed(self, name: str) -> bool:
         user = self.directory.users.get(name)
@@ -659,7 +661,7 @@ def dump_rules_document(client_id: str, directory: Directory) -> dict[str, Any]:
             when = _dump_when(rule.when)
             if when:
                 r["when"] = when
-            r["steps"] = [{"targets": list(s.targets), "timeout": s.timeout} for s in rule.steps]
+            r["steps"] = [{"targets": s.target_texts(), "timeout": s.timeout} for s in rule.steps]
             rules.append(r)
         numbers[e164] = {"rules": rules}
     return {"client": client_id, "numbers": numbers}

@@ -17,7 +17,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
-from heimbuero.domain.model import Directory, Override, Provider, Step, Trunk
+from heimbuero.domain.model import (
+    Directory,
+    ExternalTarget,
+    GroupTarget,
+    Override,
+    Provider,
+    RingTarget,
+    Step,
+    Trunk,
+    UserTarget,
+)
 from heimbuero.events import CallEnded, CallOffered, ProviderWarning
 from heimbuero.office.callpolicy import (
     cap_refusal,
@@ -110,8 +120,9 @@ class PlanRun:
         return targets, float(step.timeout)
 
     def answered(self, target: Target, now: float) -> None:
-        user = target.label[5:] if target.label.startswith("user:") else None
-        self.calls.answered(self, user, target.label, now)
+        label = target.label
+        user = label.name if isinstance(label, UserTarget) else None
+        self.calls.answered(self, user, label, now)
 
     def failed(self, status: int, now: float) -> None:
         self.calls.release_out(self.call_id)
@@ -246,7 +257,7 @@ class CallRouting:
             return 403, "Destination not allowed: no trunk carries it"
         plan = RoutePlan(
             client=client, number=number, rule="dial-out",
-            steps=(Step((f"external:{number}",), DIAL_OUT_TIMEOUT),),
+            steps=(Step((ExternalTarget(number),), DIAL_OUT_TIMEOUT),),
             reason=f"{user} dials out",
         )  # fmt: skip
         record_id = self.log.call_started(call_id, number, caller, _utc(now), client, "dial-out")
@@ -259,20 +270,18 @@ class CallRouting:
             run.asserted = f"sip:{own[0]}@{self.core.settings.domain}"
         return run
 
-    def targets_for(self, target: str, run: PlanRun, now: float) -> list[Target]:
-        kind, _, name = target.partition(":")
-        if kind == "user":
-            return self._user_targets(name, run, now)
-        if kind == "group":
+    def targets_for(self, target: RingTarget, run: PlanRun, now: float) -> list[Target]:
+        if isinstance(target, UserTarget):
+            return self._user_targets(target.name, run, now)
+        if isinstance(target, GroupTarget):
             out: list[Target] = []
-            for member in expand_group(name, self.state(now), self.directory):
+            for member in expand_group(target.name, self.state(now), self.directory):
                 out.extend(self._user_targets(member, run, now))
             return out
-        if kind == "external":
-            t = self._external_target(name, run)
+        if isinstance(target, ExternalTarget):
+            t = self._external_target(target.number, run)
             return [t] if t is not None else []
-        if kind == "voicemail":
-            run.voicemail = True
+        run.voicemail = True  # VoicemailTarget
         return []
 
     def _user_targets(self, user: str, run: PlanRun, now: float) -> list[Target]:
@@ -288,7 +297,7 @@ class CallRouting:
                 display = f"{client.name}: {_pretty_number(run.caller)}"
         # The same destinations as any call to the user (the proxy decides where devices are).
         return [
-            Target(uri, dest, f"user:{user}", display, headers)
+            Target(uri, dest, UserTarget(user), display, headers)
             for uri, dest in self.core.proxy.device_targets(user, now)
         ]
 
@@ -309,7 +318,7 @@ class CallRouting:
         uri = f"sip:{number}@{trunk.host}:{trunk.port}"
         asserted = ("P-Asserted-Identity", f"<{_caller_uri(run.asserted or run.caller, domain)}>")
         if run.dial_out:
-            return Target(uri, dest, f"external:{number}", None, (asserted,))
+            return Target(uri, dest, ExternalTarget(number), None, (asserted,))
         dialled = f"sip:{run.plan.number}@{domain}"
         # Evaluated before this step's own targets count: did anybody ring before?
         reason, cause = ("no-answer", 408) if run.rang else ("unconditional", 302)
@@ -319,7 +328,7 @@ class CallRouting:
             ("History-Info", f"<sip:{number}@{trunk.host}:{trunk.port};cause={cause}>;index=1.1"),
             asserted,
         )
-        return Target(uri, dest, f"external:{number}", None, headers)
+        return Target(uri, dest, ExternalTarget(number), None, headers)
 
     # ------------------------------------------------------------------ calls out
 
@@ -393,14 +402,17 @@ class CallRouting:
 
     # ------------------------------------------------------------------ call state
 
-    def answered(self, run: PlanRun, user: str | None, label: str, now: float) -> None:
+    def answered(
+        self, run: PlanRun, user: str | None, label: RingTarget | None, now: float
+    ) -> None:
         users = tuple(u for u in (user, run.caller_user) if u)
         ring = now - run.started
-        external = label.startswith("external:")
+        external = isinstance(label, ExternalTarget)
+        text = str(label) if label is not None else ""  # "user:anna", as records show it
         if not external:
             self.release_out(run.call_id)  # a phone of ours answered: no call out
         self.active[run.call_id] = ActiveCall(
-            run.record_id, user, now, users, run.plan, label, ring, run.plan.client, external
+            run.record_id, user, now, users, run.plan, text, ring, run.plan.client, external
         )
         if user is not None:
             self.last_answered[user] = now
@@ -408,7 +420,7 @@ class CallRouting:
                 if user in group.members:
                     self.rr_last[group.name] = user
         self.log.call_updated(
-            run.record_id, answered_by=label, answered_at=_utc(now),
+            run.record_id, answered_by=text, answered_at=_utc(now),
             ring_seconds=now - run.started, rule=run.plan.rule,
         )  # fmt: skip
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from heimbuero.domain.model import UserTarget
 from heimbuero.events import (
     BindingChanged,
     MessageDelivered,
@@ -315,7 +316,7 @@ class Messenger:
         plan = MessagePlan(
             self,
             message,
-            [Target(uri, dest, f"user:{recipient}") for uri, dest in targets],
+            [Target(uri, dest, UserTarget(recipient)) for uri, dest in targets],
             self.settings.delivery_timeout,
         )
         core.proxy.execute_plan(txn, plan, now, record_route=False)

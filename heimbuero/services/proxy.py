@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from heimbuero.domain.model import RingTarget, UserTarget
 from heimbuero.events import CallAnswered
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.dialogtoken import TOKEN_PARAM, DialogSigner, Flow, normal_flow
@@ -79,7 +80,7 @@ class Target:
 
     uri: str  # the branch's Request-URI
     dest: Peer
-    label: str = ""  # what it is in the office's words ("user:anna", "external:+49…")
+    label: RingTarget | None = None  # what it is in the office's words (a user, a number…)
     from_display: str | None = None  # replaces From's display name (agents see the client)
     headers: tuple[tuple[str, str], ...] = ()  # added to the branch (Diversion, History-Info…)
 
@@ -738,11 +739,11 @@ def _call_users(req: Request, branch: Branch, core: SipCore) -> list[str]:
     caller = req.from_.uri
     if caller.user and (caller.host == core.settings.domain or core.is_local_uri(caller)):
         users.append(caller.user.lower())
-    label = branch.target.label if branch.target is not None else ""
-    if label.startswith("user:"):
-        users.append(label[5:])
+    label = branch.target.label if branch.target is not None else None
+    if isinstance(label, UserTarget):
+        users.append(label.name)
     elif (
-        not label
+        label is None
         and req.ruri.user
         and (req.ruri.host == core.settings.domain or core.is_local_uri(req.ruri))
     ):

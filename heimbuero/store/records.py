@@ -10,7 +10,15 @@ from datetime import date, datetime
 from typing import Any
 
 from heimbuero.domain.callpolicy import policy_from_json
-from heimbuero.domain.model import INBOUND_AUTH, Client, Provider, Step, Trunk, TrunkInbound
+from heimbuero.domain.model import (
+    INBOUND_AUTH,
+    Client,
+    Provider,
+    Step,
+    Trunk,
+    TrunkInbound,
+    parse_target,
+)
 from heimbuero.domain.model import User as OfficeUser
 from heimbuero.store.errors import StoreError
 from heimbuero.store.models import CallRecordRow, ClientRow, ProviderRow, TrunkRow, User, as_utc
@@ -131,12 +139,12 @@ def utc_opt(value: datetime | None) -> datetime | None:
 
 
 def steps_to_json(steps: Iterable[Step]) -> list[dict[str, Any]]:
-    return [{"targets": list(s.targets), "timeout": s.timeout} for s in steps]
+    return [{"targets": s.target_texts(), "timeout": s.timeout} for s in steps]
 
 
 def steps_from_json(data: Any) -> tuple[Step, ...]:
     return tuple(
-        Step(targets=tuple(str(t) for t in d["targets"]), timeout=int(d["timeout"]))
+        Step(targets=tuple(parse_target(str(t)) for t in d["targets"]), timeout=int(d["timeout"]))
         for d in data or ()
     )
 

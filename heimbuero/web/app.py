@@ -38,7 +38,7 @@ from heimbuero.app import Actor, App, AppError, Invalid, Problem, TooMany, Unava
 from heimbuero.app.clients import ClientInfo
 from heimbuero.app.rules import OverrideState
 from heimbuero.app.users import require_status_reader, visible_registrations
-from heimbuero.domain.model import Group, Provider, Step, Trunk
+from heimbuero.domain.model import Group, Provider, Step, Trunk, parse_target
 from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.office.accounts import credentials, verify_password
 from heimbuero.office.files import FileService
@@ -515,7 +515,14 @@ def _call_out(r: CallRecord) -> CallOut:
 
 
 def _steps(steps: list[StepModel]) -> tuple[Step, ...]:
-    return tuple(Step(tuple(s.targets), s.timeout) for s in steps)
+    out = []
+    for i, s in enumerate(steps):
+        try:
+            targets = tuple(parse_target(t) for t in s.targets)
+        except ValueError as exc:
+            raise Invalid(f"default_steps[{i}].targets", str(exc)) from None
+        out.append(Step(targets, s.timeout))
+    return tuple(out)
 
 
 # -- logins ----------------------------------------------------------------------------------
@@ -766,7 +773,7 @@ def create_app(ctx: WebContext) -> FastAPI:
             vat_id=p.vat_id,
             iban=p.iban,
             bic=p.bic,
-            default_steps=[StepModel(targets=list(s.targets), timeout=s.timeout)
+            default_steps=[StepModel(targets=s.target_texts(), timeout=s.timeout)
                            for s in p.default_steps],
         )  # fmt: skip
 
