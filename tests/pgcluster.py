@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL cluster for the tests (Debian's postgresql 15 binaries).
+"""A throwaway PostgreSQL cluster for the tests (Debian's postgresql binaries, the newest
+major version installed under /usr/lib/postgresql).
 
 `PgCluster.start()` runs `initdb` as an unprivileged user (the system user `heimbuero-test`,
 created when the tests run as root), listens on a random port of 127.0.0.1 and on a unix
@@ -18,7 +19,16 @@ import time
 import uuid
 from pathlib import Path
 
-PG_BIN = Path(os.environ.get("HEIMBUERO_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _newest_bin() -> Path:
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = Path(os.environ["HEIMBUERO_PG_BIN"]) if "HEIMBUERO_PG_BIN" in os.environ else _newest_bin()
 PG_USER = "heimbuero-test"
 
 
