@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from heimbuero.net.mail import SECURITY_MODES, MailSettings
 from heimbuero.services.guard import DEFAULT_SCANNERS
 
 CONFIG_FILE = "config.toml"
@@ -201,6 +202,7 @@ class Config:
     # [store] database_url: None = the SQLite file DATA/heimbuero.db; else a SQLAlchemy URL,
     # e.g. postgresql+psycopg://USER:PASSWORD@HOST/DB
     database_url: str | None = None
+    mail: MailSettings = field(default_factory=MailSettings)
 
     @property
     def files_dir(self) -> Path:
@@ -318,6 +320,7 @@ def load(data_dir: Path) -> Config:
     if log_numbers not in NUMBER_MODES:
         raise ConfigError(f"{path}: [server] log_numbers must be one of {', '.join(NUMBER_MODES)}")
     metrics = _metrics(path, raw.get("metrics", {}))
+    mail = _mail(path, raw.get("mail", {}))
     database_url = _database_url(path, raw.get("store", {}))
     sip_raw = dict(raw.get("sip", {}))
     defaults = SipSettings()
@@ -391,7 +394,7 @@ def load(data_dir: Path) -> Config:
     return Config(
         data_dir=data_dir, domain=domain.lower(), sip=sip, http=http, messages=messages,
         files=files, log_level=log_level, log_format=log_format, log_numbers=log_numbers,
-        metrics=metrics, database_url=database_url,
+        metrics=metrics, database_url=database_url, mail=mail,
     )  # fmt: skip
 
 
@@ -450,6 +453,34 @@ def _metrics(path: Path, table: object) -> MetricsSettings:
         else:
             raise ConfigError(f"{path}: unknown setting [metrics] {key}")
     return MetricsSettings(**out)
+
+
+def _mail(path: Path, table: object) -> MailSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [mail] must be a table")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in ("host", "username", "password", "sender"):
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: [mail] {key} must be a string")
+            out[key] = value or None
+        elif key == "security":
+            if value not in SECURITY_MODES:
+                raise ConfigError(
+                    f"{path}: [mail] security must be one of {', '.join(SECURITY_MODES)}"
+                )
+            out[key] = value
+        elif key in ("port", "timeout"):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+                raise ConfigError(f"{path}: [mail] {key} must be a positive integer")
+            out[key] = value
+        else:
+            raise ConfigError(f"{path}: unknown setting [mail] {key}")
+    if out.get("sender") is None:
+        out.pop("sender", None)
+    elif "@" not in out["sender"]:
+        raise ConfigError(f"{path}: [mail] sender must be an e-mail address")
+    return MailSettings(**out)
 
 
 def _trunk_tls(path: Path, table: object) -> tuple[tuple[str, str], ...]:
@@ -606,6 +637,16 @@ max_body_kb = {h.max_body_kb}         # largest API request body (413); uploads:
 # "Authorization: Bearer TOKEN" from anywhere when a token (16+ characters) is set.
 allow = ["127.0.0.1", "::1"]
 # token = ""
+
+[mail]
+# E-mail to clients (call notes, voicemail, documents, invoices) through this SMTP server.
+# No host: nothing is e-mailed.
+# host = "mail.example.de"
+# port = 587
+# security = "starttls"   # "none", "starttls" or "tls"
+# username = ""
+# password = ""
+# sender = "buero@example.de"
 
 [messages]
 max_bytes = {m.max_bytes}           # largest MESSAGE body (413 beyond)

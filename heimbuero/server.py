@@ -29,6 +29,7 @@ from heimbuero.events import (
     PresenceChanged,
     ProviderWarning,
 )
+from heimbuero.net.mail import Mailer
 from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
 from heimbuero.office.files import FileService
@@ -287,6 +288,7 @@ class Server:
         # (A name not in the office directory is no user: no database read for it.)
         self.users = UserDirectory(self._fetch_account, known=lambda: self.calls.directory.users)
         self.events = EventBus()
+        self.mailer = Mailer(config.mail)  # [mail]: notes, voicemail, documents, invoices
         # What the services need besides the core: the call records, the file links, the
         # messenger's operations for the store; the services themselves are built by the core.
         self.call_log = _StoreCallLog(self.store)
