@@ -125,6 +125,42 @@ class ProviderWarning(Event):
     warning: Mapping[str, Any]
 
 
+# The billable office services. Each is published after what it reports is committed; the
+# usage meter (billing) subscribes to them and to CallEnded. Ids are the store's own.
+
+
+@dataclass(frozen=True, slots=True)
+class CallNoteTaken(Event):
+    """An agent took a call note (Telefonnotiz) for a client; `call_id` when it came from a
+    call, None for a walk-in or e-mail note."""
+
+    client: str
+    note_id: int
+    agent: str
+    call_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailLeft(Event):
+    """A caller left a voicemail for a client (or one of its users): `seconds` recorded."""
+
+    client: str
+    voicemail_id: int
+    call_id: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class DictationDelivered(Event):
+    """A typed dictation was delivered to its author: the Normzeilen of the delivered text
+    and the minutes of audio behind it (a corrected delivery publishes again, same job)."""
+
+    client: str
+    job_id: int
+    normzeilen: int
+    audio_seconds: float
+
+
 E = TypeVar("E", bound=Event)
 
 
