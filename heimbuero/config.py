@@ -363,16 +363,7 @@ def load(data_dir: Path) -> Config:
                 raise ConfigError(f"{path}: [http] {key} must be a string")
             http_kwargs[key] = value or None
         elif key == "trusted_proxies":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{path}: [http] trusted_proxies must be a list of addresses")
-            for v in value:
-                try:
-                    ipaddress.ip_network(v, strict=False)
-                except ValueError:
-                    raise ConfigError(
-                        f"{path}: [http] trusted_proxies: not an address or network: {v!r}"
-                    ) from None
-            http_kwargs[key] = tuple(value)
+            http_kwargs[key] = _address_list(path, "[http] trusted_proxies", value)
         elif key in ("max_connections", "header_timeout", "keep_alive_timeout", "max_body_kb"):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{path}: [http] {key} must be a non-negative integer")
@@ -430,22 +421,25 @@ def _database_url(path: Path, table: object) -> str | None:
         raise ConfigError(f"{path}: [store] {exc}") from None
 
 
+def _address_list(path: Path, setting: str, value: object) -> tuple[str, ...]:
+    """A list of IP addresses or networks (`10.0.0.0/8`), checked."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{path}: {setting} must be a list of addresses")
+    for v in value:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ConfigError(f"{path}: {setting}: not an address or network: {v!r}") from None
+    return tuple(value)
+
+
 def _metrics(path: Path, table: object) -> MetricsSettings:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [metrics] must be a table")
     out: dict[str, Any] = {}
     for key, value in table.items():
         if key == "allow":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{path}: [metrics] allow must be a list of addresses")
-            for v in value:
-                try:
-                    ipaddress.ip_network(v, strict=False)
-                except ValueError:
-                    raise ConfigError(
-                        f"{path}: [metrics] allow: not an address or network: {v!r}"
-                    ) from None
-            out[key] = tuple(value)
+            out[key] = _address_list(path, "[metrics] allow", value)
         elif key == "token":
             if not isinstance(value, str) or (value and len(value) < 16):
                 raise ConfigError(f"{path}: [metrics] token must be a string of 16+ characters")
