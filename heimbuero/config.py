@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from heimbuero.net.mail import SECURITY_MODES, MailSettings
-from heimbuero.services.guard import DEFAULT_SCANNERS
+from heimbuero.services.guard import DEFAULT_SCANNERS, GuardSettings
 
 CONFIG_FILE = "config.toml"
 DB_FILE = "heimbuero.db"
@@ -134,6 +134,18 @@ class SipSettings:
     auth_source_failures: int = 30  # wrong passwords from one IP before it backs off
     auth_backoff_max: int = 300  # longest refusal window in seconds (it doubles per failure)
     max_tracked_nonces: int = 50_000  # nonce-counts kept for replay protection
+
+    def guard(self) -> GuardSettings:
+        """The flood, ban and guessing limits (at start and at a reload)."""
+        return GuardSettings(
+            rate=float(self.flood_rate),
+            burst=self.flood_burst,
+            ban_time=float(self.ban_time),
+            scanner_user_agents=self.scanner_user_agents,
+            account_failures=self.auth_account_failures,
+            source_failures=self.auth_source_failures,
+            backoff_max=float(self.auth_backoff_max),
+        )
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,6 @@ from heimbuero.ops.upgrade import upgrade_with_backup
 from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
-from heimbuero.services.guard import GuardSettings
 from heimbuero.services.location import Binding, LocationService
 from heimbuero.services.messaging import (
     MessageRejected,
@@ -326,15 +325,7 @@ class Server:
                 trusted_peers=sip.trusted_peers,
                 invite_timeout=float(sip.invite_timeout),
                 md5_only_user_agents=sip.md5_only_user_agents,
-                guard=GuardSettings(
-                    rate=float(sip.flood_rate),
-                    burst=sip.flood_burst,
-                    ban_time=float(sip.ban_time),
-                    scanner_user_agents=sip.scanner_user_agents,
-                    account_failures=sip.auth_account_failures,
-                    source_failures=sip.auth_source_failures,
-                    backoff_max=float(sip.auth_backoff_max),
-                ),
+                guard=sip.guard(),
                 flood_exempt=sip.flood_exempt,
             ),  # fmt: skip
             self.users,

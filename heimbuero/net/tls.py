@@ -112,6 +112,17 @@ class SipTls:
         self._trunk_tls = dict(trunk_tls or {})
         self._clients: dict[tuple[str, int], ssl.SSLContext] = {}
 
+    def reload(self, cert: Path | None, key: Path | None, trunk_tls: Mapping[str, str]) -> None:
+        """Read the certificate files again (a renewed certificate) and take new trunk
+        settings: connections from now on use them, open ones keep theirs. A pair that does
+        not load raises (ssl.SSLError, OSError) and changes nothing."""
+        if cert is not None and key is not None:
+            ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+            ctx.load_cert_chain(cert, key)
+            self._server = ctx
+        self._trunk_tls = dict(trunk_tls)
+        self._clients = {}
+
     def server_context(self) -> ssl.SSLContext | None:
         return self._server
 

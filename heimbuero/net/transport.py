@@ -335,12 +335,14 @@ class Transports:
             self._servers.append(server)
             self._bound.append((transport, host, port, server))
         elif transport == "tls":
-            ctx = self.tls.server_context() if self.tls is not None else None
-            if ctx is None:
+            tls = self.tls
+            if tls is None or tls.server_context() is None:
                 raise ValueError("listening on TLS needs a certificate ([sip] tls_cert, tls_key)")
+            # the context of the moment a connection comes: a reload may renew the certificate
             server = await loop.create_server(
-                lambda: _Tcp(self, "tls", ctx), host, port, reuse_address=True, backlog=512
-            )
+                lambda: _Tcp(self, "tls", tls.server_context()),
+                host, port, reuse_address=True, backlog=512,
+            )  # fmt: skip
             self._servers.append(server)
             self._bound.append((transport, host, port, server))
         else:

@@ -9,9 +9,18 @@ gone by the time they are read) is deleted from the database copy too, so the ar
 holds a record without bytes or bytes without a record. Stored files never change once in
 place (a new upload is a new file), so bytes read later are the bytes of the snapshot.
 
-Archive layout (all under `heimbuero-backup/`): `heimbuero.db`, `files/ID`, `config.toml`,
-`secret`, `tls/…`, and last `manifest.json` with {"format": 1, "members": {path: {"size",
-"sha256"}}, …}. Restore checks every member against it and refuses anything else."""
+On PostgreSQL (`[store] database_url`) the same holds with PostgreSQL's own tools: a
+REPEATABLE READ transaction exports its snapshot, `pg_dump --snapshot` dumps exactly that
+moment (custom format), and the files are listed in that same transaction; files deleted
+before their bytes were read are named in the manifest (`dropped_files`) and their records
+are deleted from the restored database. `pg_dump`/`pg_restore` come with Debian's
+postgresql-client and must be at least the server's version.
+
+Archive layout (all under `heimbuero-backup/`): `heimbuero.db` (SQLite) or `heimbuero.pgdump`
+(PostgreSQL, `pg_dump -Fc`), `files/ID`, `config.toml`, `secret`, `tls/…`, and last
+`manifest.json` with {"format": 1, "database": "sqlite" | "postgresql", "members": {path:
+{"size", "sha256"}}, …}. Restore checks every member against it and refuses anything else.
+A PostgreSQL backup is restored into an empty database named with `--database-url`."""
 
 from __future__ import annotations
 
@@ -22,6 +31,7 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -35,6 +45,7 @@ from heimbuero import __version__
 from heimbuero import config as config_mod
 
 PREFIX = "heimbuero-backup"
+PG_DUMP = "heimbuero.pgdump"
 MANIFEST = "manifest.json"
 FORMAT = 1
 CHUNK = 1 << 20
@@ -138,16 +149,23 @@ def backup(data_dir: Path, to: Path, inside_ok: bool = False) -> BackupReport:
         raise BackupError(f"no such directory: {to.parent}")
     report = BackupReport(to)
     with tempfile.TemporaryDirectory(prefix="heimbuero-backup-") as tmp:
-        db_copy = Path(tmp) / config_mod.DB_FILE
-        snapshot_database(cfg.db_path, db_copy)
-        report.schema = _schema_revision(db_copy)
-        copy = Store(f"sqlite:///{db_copy}")
-        try:
-            records = copy.list_files(None)
-        except Exception as exc:  # an old schema without files has none to copy
-            if "no such table" not in str(exc):
-                raise
-            records = []
+        copy: Store | None = None
+        if cfg.uses_sqlite_file:
+            db_name = config_mod.DB_FILE
+            db_copy = Path(tmp) / db_name
+            snapshot_database(cfg.db_path, db_copy)
+            report.schema = _schema_revision(db_copy)
+            copy = Store(f"sqlite:///{db_copy}")
+            try:
+                file_ids = [r.id for r in copy.list_files(None)]
+            except Exception as exc:  # an old schema without files has none to copy
+                if "no such table" not in str(exc):
+                    raise
+                file_ids = []
+        else:
+            db_name = PG_DUMP
+            db_copy = Path(tmp) / db_name
+            report.schema, file_ids = dump_postgresql(cfg.db_url, db_copy)
         fd, partial = tempfile.mkstemp(dir=to.parent, prefix=f".{to.name}.", suffix=".partial")
         os.close(fd)
         try:
@@ -156,24 +174,25 @@ def backup(data_dir: Path, to: Path, inside_ok: bool = False) -> BackupReport:
                 open(partial, "wb") as raw,
                 tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
             ):
-                for record in records:
-                    path = cfg.files_dir / record.id
+                for file_id in file_ids:
+                    path = cfg.files_dir / file_id
                     try:
                         src = path.open("rb")
                     except FileNotFoundError:
-                        report.dropped.append(record.id)  # deleted after the snapshot
+                        report.dropped.append(file_id)  # deleted after the snapshot
                         continue
                     with src:
-                        members[f"files/{record.id}"] = entry = _add_file(
-                            tar, f"files/{record.id}", src
+                        members[f"files/{file_id}"] = entry = _add_file(
+                            tar, f"files/{file_id}", src
                         )
                     report.files += 1
                     report.bytes += int(str(entry["size"]))
-                if report.dropped:
-                    copy.delete_file_records(report.dropped)
-                copy.close()
+                if copy is not None:
+                    if report.dropped:
+                        copy.delete_file_records(report.dropped)
+                    copy.close()
                 with db_copy.open("rb") as src:
-                    members[config_mod.DB_FILE] = _add_file(tar, config_mod.DB_FILE, src)
+                    members[db_name] = _add_file(tar, db_name, src)
                 for name in (config_mod.CONFIG_FILE, config_mod.SECRET_FILE):
                     with (cfg.data_dir / name).open("rb") as src:
                         members[name] = _add_file(tar, name, src)
@@ -186,6 +205,7 @@ def backup(data_dir: Path, to: Path, inside_ok: bool = False) -> BackupReport:
                     "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "heimbuero": __version__,
                     "schema": report.schema,
+                    "database": "sqlite" if cfg.uses_sqlite_file else "postgresql",
                     "domain": cfg.domain,
                     "members": members,
                     "dropped_files": report.dropped,
@@ -201,8 +221,129 @@ def backup(data_dir: Path, to: Path, inside_ok: bool = False) -> BackupReport:
                 os.unlink(partial)
             raise
         finally:
-            copy.close()
+            if copy is not None:
+                copy.close()
     return report
+
+
+def libpq_url(db_url: str) -> str:
+    """The libpq connection URI of a SQLAlchemy PostgreSQL URL (for psycopg, pg_dump)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def _pg_tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        newest = sorted(
+            Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+            key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+        )
+        if not newest:
+            raise BackupError(
+                f"{name} is not installed (Debian: apt-get install postgresql-client)"
+            )
+        found = str(newest[-1])
+    return found
+
+
+def dump_postgresql(db_url: str, dest: Path) -> tuple[str | None, list[str]]:
+    """Dump the database at one moment (`pg_dump --snapshot` of a REPEATABLE READ
+    transaction) to `dest`; returns that moment's schema revision and stored file ids."""
+    import psycopg
+
+    uri = libpq_url(db_url)
+    try:
+        conn = psycopg.connect(uri)
+    except psycopg.Error as exc:
+        raise BackupError(f"cannot connect to the database: {exc}".strip()) from None
+    try:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        assert row is not None
+        snapshot = str(row[0])
+        revision = None
+        file_ids: list[str] = []
+        tables = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+        }
+        if "alembic_version" in tables:
+            rev = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            revision = str(rev[0]) if rev else None
+        if "files" in tables:
+            file_ids = [str(r[0]) for r in conn.execute("SELECT id FROM files ORDER BY id")]
+        done = subprocess.run(
+            [_pg_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
+             f"--snapshot={snapshot}", "--file", str(dest), "--dbname", uri],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise BackupError(f"pg_dump failed: {done.stderr.strip().splitlines()[-1:]}")
+        conn.rollback()
+    finally:
+        conn.close()
+    return revision, file_ids
+
+
+def restore_postgresql(dump: Path, db_url: str, dropped: list[str]) -> None:
+    """Load a `pg_dump -Fc` file into the empty database at `db_url`; the records of files
+    that were deleted while the backup ran are deleted again."""
+    import psycopg
+
+    uri = libpq_url(db_url)
+    try:
+        with psycopg.connect(uri) as conn:
+            used = conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+            ).fetchone()
+    except psycopg.Error as exc:
+        raise BackupError(f"cannot connect to the database: {exc}".strip()) from None
+    if used and used[0]:
+        raise BackupError("the database is not empty: restore into a new, empty database")
+    done = subprocess.run(
+        [_pg_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
+         "--single-transaction", "--dbname", uri, str(dump)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise BackupError(f"pg_restore failed: {done.stderr.strip().splitlines()[-1:]}")
+    if dropped:
+        from heimbuero.store import Store
+
+        store = Store(db_url)
+        try:
+            store.delete_file_records(dropped)
+        finally:
+            store.close()
+
+
+def _set_database_url(config_path: Path, db_url: str) -> None:
+    """Point a restored config.toml's `[store] database_url` at the new database."""
+    lines = config_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    section, out, done = "", [], False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            if section == "store" and not done:
+                out.append(f"database_url = {json.dumps(db_url)}\n")
+                done = True
+            section = stripped[1:-1].strip()
+        elif section == "store" and stripped.startswith("database_url"):
+            if not done:
+                out.append(f"database_url = {json.dumps(db_url)}\n")
+                done = True
+            continue
+        out.append(line)
+    if not done:
+        if section != "store":
+            out.append("\n[store]\n")
+        out.append(f"database_url = {json.dumps(db_url)}\n")
+    config_path.write_text("".join(out), encoding="utf-8")
 
 
 def _tls_files(cfg: config_mod.Config) -> Iterator[Path]:
@@ -225,9 +366,10 @@ def _safe_name(name: str) -> str | None:
     return "/".join(p.parts[1:])
 
 
-def restore(archive: Path, data_dir: Path) -> dict[str, object]:
+def restore(archive: Path, data_dir: Path, database_url: str | None = None) -> dict[str, object]:
     """Unpack a backup into a new data directory (missing or empty); returns its manifest.
-    Every member is checked against the manifest before the directory appears."""
+    Every member is checked against the manifest before the directory appears. A PostgreSQL
+    backup needs `database_url`, a new empty database, which config.toml then names."""
     archive = archive.expanduser()
     data_dir = data_dir.expanduser().resolve()
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
@@ -250,9 +392,30 @@ def restore(archive: Path, data_dir: Path) -> dict[str, object]:
         extra = sorted(set(seen) - set(members))
         if extra:
             raise BackupError(f"{archive}: {extra[0]} is not in the manifest")
-        for need in (config_mod.DB_FILE, config_mod.CONFIG_FILE, config_mod.SECRET_FILE):
+        postgresql = PG_DUMP in seen
+        db_member = PG_DUMP if postgresql else config_mod.DB_FILE
+        for need in (db_member, config_mod.CONFIG_FILE, config_mod.SECRET_FILE):
             if need not in seen:
                 raise BackupError(f"{archive} is not a heimbuero backup: {need} is missing")
+        if postgresql:
+            if not database_url:
+                raise BackupError(
+                    f"{archive} holds a PostgreSQL database: pass --database-url with a new, "
+                    "empty database to restore it into"
+                )
+            url = config_mod.check_database_url(database_url)
+            if url.startswith("sqlite"):
+                raise BackupError("--database-url: a PostgreSQL backup restores into PostgreSQL")
+            dropped = manifest.get("dropped_files") or []
+            assert isinstance(dropped, list)
+            restore_postgresql(staging / PG_DUMP, url, [str(d) for d in dropped])
+            (staging / PG_DUMP).unlink()
+            _set_database_url(staging / config_mod.CONFIG_FILE, url)
+        elif database_url:
+            raise BackupError(
+                f"{archive} holds a SQLite database: it is restored into the data directory "
+                "(no --database-url)"
+            )
         (staging / config_mod.FILES_DIR).mkdir(exist_ok=True)
         if data_dir.exists():
             data_dir.rmdir()

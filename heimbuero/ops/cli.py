@@ -36,7 +36,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     data_dir = config.resolve_data_dir(args.data)
     try:
-        manifest = restore(Path(args.file), data_dir)
+        manifest = restore(Path(args.file), data_dir, args.database_url)
     except BackupError as exc:
         raise ConfigError(str(exc)) from None
     print(
@@ -66,7 +66,8 @@ def add_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         parents=[data],
         help="write a backup (database, files, config, secret) while serving",
         description="Write one tar file with a consistent copy of the database (SQLite's "
-        "online backup API: safe while the server runs), the stored files that copy knows, "
+        "online backup API, or pg_dump of one snapshot for PostgreSQL: safe while the server "
+        "runs), the stored files that copy knows, "
         "config.toml, the secret and the TLS files of the data directory, and a manifest with "
         "their SHA-256 checksums. The file is replaced atomically; it holds secrets (mode 0600).",
     )
@@ -82,6 +83,12 @@ def add_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         "damaged or truncated backup is refused and nothing is written.",
     )
     p.add_argument("file", metavar="FILE", help="a file written by 'heimbuero backup'")
+    p.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="for a backup of a PostgreSQL store: the new, empty database to restore into "
+        "(postgresql+psycopg://USER:PASSWORD@HOST/DB); config.toml then names it",
+    )
     p.set_defaults(func=cmd_restore)
 
     p = commands.add_parser(

@@ -17,6 +17,12 @@ from heimbuero.ops.metrics import ServerMetrics, directory_bytes
 
 log = logging.getLogger("heimbuero.ops")
 
+# [sip] settings a reload applies: the limits of heimbuero.services.guard
+GUARD_KEYS = (
+    "flood_rate", "flood_burst", "ban_time", "flood_exempt", "scanner_user_agents",
+    "auth_account_failures", "auth_source_failures", "auth_backoff_max",
+)  # fmt: skip
+
 LAG_INTERVAL = 0.25  # seconds between two event-loop lag samples
 FILE_BYTES_MAX_AGE = 1.0  # seconds a sum of the file store is reused by the next scrape
 
@@ -87,7 +93,10 @@ class Operations:
     def reload(self) -> list[str]:
         """Reread config.toml and apply what can change without dropping a call or a
         registration: log level, log format, number shortening, the /metrics allow-list and
-        token. Returns what changed; a broken config.toml is logged and changes nothing."""
+        token, `[mail]`, the flood/ban/guessing limits of `[sip]` (bans and counts so far are
+        kept), and the SIP TLS certificate files and `[sip.trunk_tls]` (for connections from
+        now on). Returns what changed; a broken config.toml is logged and changes nothing, a
+        certificate that does not load keeps the old one."""
         server = self.server
         old = server.config
         try:
@@ -103,14 +112,37 @@ class Operations:
                 changed.append(f"{key}={getattr(new, key)}")
         if new.metrics != old.metrics:
             changed.append("metrics")
+        if new.mail != old.mail:
+            changed.append("mail")
+        guard_keys = GUARD_KEYS
+        sip = old.sip
+        if any(getattr(new.sip, k) != getattr(old.sip, k) for k in guard_keys):
+            sip = replace(sip, **{k: getattr(new.sip, k) for k in guard_keys})
+            server.core.update_guard(sip.guard(), sip.flood_exempt)
+            changed.append("sip limits")
+        tls = server.transports.tls
+        if tls is not None and (old.uses_tls or new.sip.trunk_tls != old.sip.trunk_tls):
+            cert_files = (new.tls_cert_path, new.tls_key_path) if old.uses_tls else (None, None)
+            try:
+                tls.reload(*cert_files, dict(new.sip.trunk_tls))
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                log.error("reload: the SIP TLS certificate was not loaded, the old one stays: %s",
+                          exc)  # fmt: skip
+            else:
+                sip = replace(sip, tls_cert=new.sip.tls_cert, tls_key=new.sip.tls_key,
+                              trunk_tls=new.sip.trunk_tls)  # fmt: skip
+                changed.append("tls")
         logsetup.configure(new.log_level, new.log_format, new.log_numbers)
         self.metrics_settings = new.metrics
+        server.mailer.settings = new.mail
         server.config = replace(
             old,
             log_level=new.log_level,
             log_format=new.log_format,
             log_numbers=new.log_numbers,
             metrics=new.metrics,
+            mail=new.mail,
+            sip=sip,
         )
         log.info(
             "reload: config.toml reread; applied: %s (other settings take effect at restart)",

@@ -1,6 +1,7 @@
 """Schema upgrades at start: when a migration is pending on an existing database, a backup
 of the data directory is written first (`DATA/backups/pre-upgrade-REV-TIME.tar`, the format
-of `heimbuero backup`), then the migrations run. A new database is created without one."""
+of `heimbuero backup`; on PostgreSQL a pg_dump inside it), then the migrations run. A new
+database is created without one. When the backup cannot be written, nothing is upgraded."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def upgrade_with_backup(cfg: Config, store: Store) -> Path | None:
         return None
     revision = current_revision(cfg.db_url)
     written: Path | None = None
-    if revision is not None and cfg.db_path.is_file():
+    if revision is not None and (cfg.db_path.is_file() or not cfg.uses_sqlite_file):
         from heimbuero.ops.backup import backup
 
         folder = cfg.data_dir / BACKUP_DIR

@@ -700,6 +700,11 @@ class SipCore:
         tag = ack.to.tag
         return tag is not None and tag.startswith("sl") and tag == self._sl_tag(ack)
 
+    def update_guard(self, guard: GuardSettings, flood_exempt: tuple[str, ...]) -> None:
+        """Apply new flood, ban and guessing limits (a config reload) to what comes next."""
+        self.guard.update(guard)
+        self._flood_exempt = frozenset(flood_exempt)
+
     def _exempt_from_flood_limit(self, source: Peer) -> bool:
         return source[1] in self._flood_exempt or self.is_trusted(source)
 

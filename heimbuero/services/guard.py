@@ -109,6 +109,11 @@ class Guard:
         self._scanners = tuple(u.lower() for u in s.scanner_user_agents if u)
         self.stats = {"banned": 0, "dropped_banned": 0, "dropped_scanner": 0, "refused": 0}
 
+    def update(self, settings: GuardSettings) -> None:
+        """New limits (a config reload); bans, counts and failures so far are kept."""
+        self.settings = settings
+        self._scanners = tuple(u.lower() for u in settings.scanner_user_agents if u)
+
     # ---- floods ------------------------------------------------------------------------------
 
     def admit(self, ip: str, now: float, exempt: Callable[[], bool] | None = None) -> bool:

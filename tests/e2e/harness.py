@@ -721,6 +721,32 @@ def parse_demo_passwords(stdout: str) -> dict[str, str]:
     return out
 
 
+_PG_CLUSTER: Any = None
+STORE_ENV = "HEIMBUERO_TEST_STORE"
+
+
+def run_store_url() -> str | None:
+    """None (each server's SQLite file) unless HEIMBUERO_TEST_STORE=postgresql: then a new
+    database in a temporary PostgreSQL cluster started for the whole test run."""
+    global _PG_CLUSTER
+    store = os.environ.get(STORE_ENV, "sqlite")
+    if store == "sqlite":
+        return None
+    if store != "postgresql":
+        raise HarnessError(f"{STORE_ENV} must be sqlite or postgresql, not {store!r}")
+    if _PG_CLUSTER is None:
+        import atexit
+
+        sys.path.insert(0, str(REPO_ROOT / "tests"))
+        from pgcluster import PgCluster
+
+        cluster = PgCluster()
+        cluster.start()
+        atexit.register(cluster.stop)
+        _PG_CLUSTER = cluster
+    return str(_PG_CLUSTER.new_database())
+
+
 class Server:
     """`heimbuero serve` on 127.0.0.1, started exactly as a user would start it.
 
@@ -745,7 +771,9 @@ class Server:
         database_url: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
-        self.database_url = database_url  # `init --database-url`: e.g. a PostgreSQL database
+        # `init --database-url`: e.g. a PostgreSQL database; HEIMBUERO_TEST_STORE=postgresql
+        # gives every server of the run a new database in one shared temporary cluster
+        self.database_url = database_url or run_store_url()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "server.log"

@@ -55,8 +55,20 @@ def _upload(http: httpx.Client, name: str, data: bytes) -> str:
     return str(up.json()["id"])
 
 
-def test_backup_under_load_restores_everything_acknowledged(tmp_path: Path) -> None:
-    srv = Server(tmp_path / "live", domain=DOMAIN, users={}, http=True)
+def _members(archive: Path) -> set[str]:
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        return {m.name.partition("/")[2] for m in tar}
+
+
+def test_backup_under_load_restores_everything_acknowledged(
+    tmp_path: Path, server_database_url: str | None, request: pytest.FixtureRequest
+) -> None:
+    """On the SQLite file and on PostgreSQL (pg_dump of one snapshot, pg_restore into a new
+    database named with `restore --database-url`)."""
+    srv = Server(tmp_path / "live", domain=DOMAIN, users={}, http=True,
+                 database_url=server_database_url)  # fmt: skip
     srv.prepare()
     data = str(srv.data_dir)
     srv.add_user(ADMIN, ADMIN_PW, role="admin")
@@ -142,7 +154,21 @@ def test_backup_under_load_restores_everything_acknowledged(tmp_path: Path) -> N
 
     # -- restore into a new directory and serve it --
     restored = Server(tmp_path / "restored", domain=DOMAIN, http=True)
-    out = srv.cli("restore", str(archive), "--data", str(restored.data_dir))
+    into = []
+    if srv.database_url:
+        into = ["--database-url", request.getfixturevalue("pg_cluster").new_database()]
+        assert "heimbuero.pgdump" in _members(archive)
+    out = srv.cli("restore", str(archive), "--data", str(restored.data_dir), *into)
+    if into:
+        assert into[1] in restored.config_path.read_text()
+        # a database that is not empty is never restored into (nothing overwritten)
+        again = srv.cli("restore", str(archive), "--data", str(tmp_path / "again"), *into,
+                        check=False)  # fmt: skip
+        assert again.returncode != 0 and "not empty" in again.stderr, again.stderr
+        assert not (tmp_path / "again").exists()
+        # and a PostgreSQL backup needs a database to go into
+        bare = srv.cli("restore", str(archive), "--data", str(tmp_path / "bare"), check=False)
+        assert bare.returncode != 0 and "--database-url" in bare.stderr, bare.stderr
     assert "restored the backup of office.heimbuero.test" in out.stdout
     with restored, httpx.Client(base_url=restored.http_url, auth=auth, timeout=10) as http:
         history = http.get(f"/api/conversations/{BOB}/messages", params={"limit": 500})
