@@ -741,7 +741,7 @@ class Server:
         server = _EmbeddedUvicorn(
             uvicorn.Config(
                 served,
-                log_level="warning",
+                log_level=None,  # its loggers' levels: the "web" area (ops/logsetup.py)
                 log_config=None,  # uvicorn's lines through our handler: one log format
                 lifespan="off",
                 access_log=False,

@@ -115,6 +115,9 @@ def configure(
         for name in names:
             logging.getLogger(name).setLevel(logging.NOTSET)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # uvicorn's own start-up chatter only when the web area asks for it ("web=info")
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     for area, level in areas.items():
         for name in AREAS[area]:
             logging.getLogger(name).setLevel(level.upper())

@@ -114,6 +114,12 @@ def test_levels_per_area() -> None:
         logsetup.configure("info", "json", stream=stream)  # reconfigured in place (SIGHUP)
         logging.getLogger("heimbuero.sip").info("now shown")
         assert json.loads(stream.getvalue().splitlines()[-1])["msg"] == "now shown"
+        # uvicorn (the HTTP server) follows the web area; its start-up lines only when asked
+        logging.getLogger("uvicorn.error").info("uvicorn chatter")
+        assert "uvicorn chatter" not in stream.getvalue()
+        logsetup.configure("info,web=debug", "text", stream=stream)
+        logging.getLogger("uvicorn.error").debug("uvicorn debug shown")
+        assert "uvicorn debug shown" in stream.getvalue()
     finally:
         for h in list(root.handlers):
             if h not in saved[1]:
