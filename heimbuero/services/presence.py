@@ -127,6 +127,12 @@ _SUB_FIELDS = (
 )  # fmt: skip
 
 
+def subscription_key(call_id: str, tag: str | None) -> str:
+    """A subscription's key: its Call-ID and our tag, joined by a space (which neither can
+    hold; NUL, used before, is refused by PostgreSQL in text)."""
+    return f"{call_id} {tag or ''}"
+
+
 def subscription_record(sub: Subscription) -> dict[str, Any]:
     """A subscription as plain JSON data for the store."""
     out: dict[str, Any] = {f: getattr(sub, f) for f in _SUB_FIELDS}
@@ -137,6 +143,7 @@ def subscription_record(sub: Subscription) -> dict[str, Any]:
 
 def subscription_from_record(d: dict[str, Any]) -> Subscription:
     kw = {f: d[f] for f in _SUB_FIELDS}
+    kw["key"] = str(kw["key"]).replace("\0", " ")  # stored by a version that joined with NUL
     dest = d["dest"]
     route_set = tuple(str(r) for r in d.get("route_set") or ())
     return Subscription(
@@ -305,7 +312,7 @@ class PresenceServer:
         """Whether a SUBSCRIBE or PUBLISH is for the presence server, not to be proxied."""
         event = _event(req)[0]
         if req.method == "SUBSCRIBE" and req.to.tag:
-            key = f"{req.call_id}\0{req.to.tag}"
+            key = subscription_key(req.call_id, req.to.tag)
             return key in self.subs or (event in PACKAGES and self.core.is_local_uri(req.ruri))
         if event not in PACKAGES and req.method == "SUBSCRIBE":
             return False
@@ -386,7 +393,8 @@ class PresenceServer:
         ], to_tag=tag)  # fmt: skip
         self.core.layer.send_response(txn, resp, now)
         sub = Subscription(
-            key=f"{req.call_id}\0{tag}", package=event, watcher=watcher, presentity=presentity,
+            key=subscription_key(req.call_id, tag), package=event, watcher=watcher,
+            presentity=presentity,
             call_id=req.call_id, local_from=resp.get("to") or "", remote_to=req.get("from") or "",
             remote_target=str(target), dest=txn.source,  # type: ignore[arg-type]
             expires_at=now + expires, event_id=event_id, remote_cseq=req.cseq[0],
@@ -401,7 +409,7 @@ class PresenceServer:
 
     def _resubscribe(self, txn: tx.ServerTransaction, event: str, expires: int, now: float) -> None:
         req = txn.request
-        sub = self.subs.get(f"{req.call_id}\0{req.to.tag}")
+        sub = self.subs.get(subscription_key(req.call_id, req.to.tag))
         if sub is None or sub.terminated or sub.package != event:
             self._reject(txn, 481, now, "Subscription does not exist")
             return
