@@ -842,6 +842,22 @@ class Server:
             )
         return res
 
+    def sql(
+        self, statement: str, params: Mapping[str, object] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run one SQL statement on the server's store (the SQLite file or its PostgreSQL
+        database) in its own transaction; the rows it returns."""
+        from sqlalchemy import create_engine, text
+
+        url = self.database_url or f"sqlite:///{self.data_dir / 'heimbuero.db'}"
+        engine = create_engine(url)
+        try:
+            with engine.begin() as conn:
+                result = conn.execute(text(statement), dict(params or {}))
+                return [tuple(r) for r in result] if result.returns_rows else []
+        finally:
+            engine.dispose()
+
     def init(self) -> None:
         args = ["init", "--data", str(self.data_dir), "--domain", self.domain]
         if self.database_url:

@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import os
 import socket
-import sqlite3
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -140,8 +139,7 @@ def files_on_disk(srv: Server) -> tuple[set[str], list[str]]:
 
 
 def file_rows(srv: Server) -> list[tuple[str, str, int]]:
-    with contextlib.closing(sqlite3.connect(srv.data_dir / "heimbuero.db")) as db:
-        return db.execute("SELECT id, owner, size FROM files ORDER BY created_at").fetchall()
+    return srv.sql("SELECT id, owner, size FROM files ORDER BY created_at")
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,12 +198,10 @@ def test_linphone_flow_access_log_restart_and_expiry(tmp_path: Path) -> None:
         with httpx.Client(base_url=srv.http_url, timeout=20) as http:
             assert digest_request(http, "GET", path, KAI).content == audio
             # the link expires (moved into the past in the store): refused like a missing file
-            with contextlib.closing(sqlite3.connect(srv.data_dir / "heimbuero.db")) as db:
-                db.execute(
-                    "UPDATE files SET expires_at = '2020-01-01 00:00:00.000000' WHERE id = ?",
-                    (file_id,),
-                )
-                db.commit()
+            srv.sql(
+                "UPDATE files SET expires_at = '2020-01-01 00:00:00.000000' WHERE id = :id",
+                {"id": file_id},
+            )
             expired = digest_request(http, "GET", path, KAI)
             assert expired.status_code == 404 and expired.content == missing.content
             assert http.get("/api/files", auth=(KAI, KAI_PW)).json()["used_bytes"] == 0
