@@ -23,7 +23,9 @@ def probe_store(url: str, engine: Engine | None = None, timeout: float = STORE_T
 
     SQLite: a connection of its own takes the write lock (BEGIN IMMEDIATE) and gives it back,
     so a database locked by another writer, gone, or on a read-only disk counts as down.
-    Other databases: one round trip through the engine."""
+    PostgreSQL: in a transaction of its own that is rolled back, the lock a registration's
+    write takes on the bindings table (ROW EXCLUSIVE) within the timeout, on a server that is
+    not a read-only standby."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         path = Path(parsed.database)
@@ -39,8 +41,22 @@ def probe_store(url: str, engine: Engine | None = None, timeout: float = STORE_T
         return
     if engine is None:
         raise OSError("no engine to probe")
-    with engine.connect() as c:  # (PostgreSQL: an engine of its own, see Readiness)
-        c.execute(text("SELECT 1"))
+    from sqlalchemy.exc import OperationalError
+
+    ms = int(timeout * 1000)
+    with engine.connect() as c, c.begin() as txn:  # (an engine of its own, see Readiness)
+        c.execute(text(f"SET LOCAL lock_timeout = {ms}"))
+        c.execute(text(f"SET LOCAL statement_timeout = {ms * 2}"))
+        if c.execute(text("SELECT pg_is_in_recovery()")).scalar():
+            raise OSError("the database is a read-only standby")
+        try:
+            c.execute(text("LOCK TABLE bindings IN ROW EXCLUSIVE MODE"))
+        except OperationalError as exc:
+            if "lock timeout" in str(exc):
+                raise OSError("database is locked by another writer") from None
+            raise
+        finally:
+            txn.rollback()
 
 
 @dataclass
