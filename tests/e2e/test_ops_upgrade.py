@@ -22,12 +22,20 @@ DOMAIN = "office.heimbuero.test"
 PASSWORD = "Kupfer-Kanne-38"
 
 
-def test_serve_upgrades_the_oldest_schema_after_a_backup(tmp_path: Path) -> None:
-    srv = Server(tmp_path, domain=DOMAIN, users={})
+def test_serve_upgrades_the_oldest_schema_after_a_backup(
+    tmp_path: Path, server_database_url: str | None, request: pytest.FixtureRequest
+) -> None:
+    """On the SQLite file and on PostgreSQL (the backup holds a pg_dump there)."""
+    srv = Server(tmp_path, domain=DOMAIN, users={}, database_url=server_database_url)
     srv.prepare()
-    db = srv.data_dir / "heimbuero.db"
-    db.unlink()
-    url = f"sqlite:///{db}"
+    if srv.database_url:  # back to an empty database, then the first revision only
+        url = srv.database_url
+        srv.sql("DROP SCHEMA public CASCADE")
+        srv.sql("CREATE SCHEMA public")
+    else:
+        db = srv.data_dir / "heimbuero.db"
+        db.unlink()
+        url = f"sqlite:///{db}"
     alembic = AlembicConfig()
     alembic.set_main_option("script_location", str(MIGRATIONS_DIR))
     alembic.set_main_option("sqlalchemy.url", url)
@@ -56,5 +64,19 @@ def test_serve_upgrades_the_oldest_schema_after_a_backup(tmp_path: Path) -> None
             assert ok.status == 200, ok.summary()
         srv.restart()  # current now: no second backup
         assert len(list((srv.data_dir / "backups").iterdir())) == 1
-    res = srv.cli("restore", str(saved), "--data", str(tmp_path / "old"))
+    into = []
+    if srv.database_url:
+        into = ["--database-url", request.getfixturevalue("pg_cluster").new_database()]
+    res = srv.cli("restore", str(saved), "--data", str(tmp_path / "old"), *into)
     assert res.returncode == 0
+    # the backup is the database as it was before the upgrade: revision 0001, with bob
+    old_url = into[1] if into else f"sqlite:///{tmp_path / 'old' / 'heimbuero.db'}"
+    engine = sa.create_engine(old_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == (
+                "0001"
+            )
+            assert conn.execute(sa.text("SELECT name FROM users")).scalars().all() == ["bob"]
+    finally:
+        engine.dispose()
