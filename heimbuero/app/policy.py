@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from heimbuero.app.errors import Forbidden, NotFound
+from heimbuero.office import callpolicy
+from heimbuero.office import files as office_files
 from heimbuero.office.roles import BUSINESS, ROLES, STAFF, Role, is_staff
 
 __all__ = ["ROLES", "STAFF", "Actor", "Role", "is_staff"]
@@ -83,24 +85,28 @@ def sees_client(actor: Actor, client_id: str | None) -> bool:
     return actor.staff or (client_id is not None and actor.client == client_id)
 
 
+# The rights below are decided in office/ (where the SIP side asks them too, e.g. *21 from a
+# phone); these adapt them to the Actor.
+
+
 def may_change_rules(actor: Actor, client_id: str) -> bool:
     """Admins and the client owner replace a client's rules document."""
-    return actor.admin or (actor.role is Role.CLIENT and actor.client == client_id)
+    return callpolicy.may_change_rules(actor.role, actor.client, client_id)
 
 
 def may_change_forwarding(actor: Actor, client_id: str) -> bool:
     """Staff and the client owner set or cancel a client's override; never an employee."""
-    return actor.staff or (actor.role is Role.CLIENT and actor.client == client_id)
+    return callpolicy.may_change_forwarding(actor.role, actor.client, client_id)
 
 
 def may_read_file(actor: Actor, owner: str, parties: tuple[str, ...] | list[str]) -> bool:
     """The owner, the parties it was sent to and staff see and download a file."""
-    return actor.name == owner or actor.name in parties or actor.staff
+    return office_files.may_read(owner, parties, actor.name, actor.role)
 
 
 def may_delete_file(actor: Actor, owner: str) -> bool:
     """Only the owner and admins delete a file."""
-    return actor.name == owner or actor.admin
+    return office_files.may_delete(owner, actor.name, actor.role)
 
 
 def may_delete_conversation(actor: Actor) -> bool:

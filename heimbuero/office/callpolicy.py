@@ -27,11 +27,11 @@ from heimbuero.domain.callpolicy import PolicyError as PolicyError
 from heimbuero.domain.callpolicy import classify as classify
 from heimbuero.domain.callpolicy import parse_policy as parse_policy
 from heimbuero.domain.callpolicy import policy_from_json as policy_from_json
+from heimbuero.office.roles import ROLES, Role, is_staff
 
 MAX_EXTERNAL_PER_STEP = 3  # external numbers one rule step may ring at once
 DEFAULT_CLIENT_MAX_CONCURRENT = 4
 DEFAULT_CLIENT_MAX_MINUTES = 240
-STAFF_ROLES = ("admin", "agent")
 
 
 # --------------------------------------------------------------------------- classification
@@ -135,19 +135,19 @@ def dialled_number(dialled: str) -> str | None:
 
 def may_change_rules(role: str, user_client: str | None, client_id: str) -> bool:
     """Who may replace a client's rules document: admins and the client owner."""
-    return role == "admin" or (role == "client" and user_client == client_id)
+    return role == Role.ADMIN or (role == Role.CLIENT and user_client == client_id)
 
 
 def may_change_forwarding(role: str, user_client: str | None, client_id: str) -> bool:
     """Who may set or cancel a client's override (HTTP or *21/*22/#21/#22): provider staff and
     the client owner; never an employee."""
-    return role in STAFF_ROLES or (role == "client" and user_client == client_id)
+    return is_staff(role) or (role == Role.CLIENT and user_client == client_id)
 
 
 def may_dial_out(role: str) -> bool:
     """Who may dial an external number from a phone: staff, client owners and employees (each
     within the destination policy and caps of their business)."""
-    return role in ("admin", "agent", "client", "employee")
+    return role in ROLES
 
 
 # ------------------------------------------------------------------------- control characters

@@ -21,7 +21,7 @@ import re
 import secrets
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - older python-multipart
     )
 
 from heimbuero.config import FileSettings
+from heimbuero.office.roles import Role, is_staff
 from heimbuero.store.db import Store
 from heimbuero.store.files import DownloadRecord, FileRecord
 
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 
 LINK_PATH = "/ft"  # uploads: POST /ft; downloads: GET /ft/<file id>
 FILE_INFO_TYPE = "application/vnd.gsma.rcs-ft-http+xml"
-STAFF_ROLES = frozenset({"admin", "agent"})
 MB = 1024 * 1024  # the settings' "mb" are mebibytes
 # Multipart framing (boundaries, part headers) a body may carry on top of the file itself.
 FORM_OVERHEAD = 64 * 1024
@@ -116,14 +116,14 @@ def new_file_id() -> str:
     return secrets.token_urlsafe(32)
 
 
-def may_read(record: FileRecord, user: str, role: str) -> bool:
+def may_read(owner: str, parties: Sequence[str], user: str, role: str) -> bool:
     """The owner, the parties and the provider's staff may download and see a file."""
-    return user == record.owner or user in record.parties or role in STAFF_ROLES
+    return user == owner or user in parties or is_staff(role)
 
 
-def may_delete(record: FileRecord, user: str, role: str) -> bool:
+def may_delete(owner: str, user: str, role: str) -> bool:
     """Only the owner and admins may delete a file."""
-    return user == record.owner or role == "admin"
+    return user == owner or role == Role.ADMIN
 
 
 def megabytes(n: int) -> str:
@@ -608,7 +608,11 @@ class FileService:
         """The file when `user` may download it now; None when it does not exist, expired or
         is not theirs to see (the caller answers all three alike)."""
         record = self.get(file_id)
-        if record is None or record.expires_at <= now or not may_read(record, user, role):
+        if (
+            record is None
+            or record.expires_at <= now
+            or not may_read(record.owner, record.parties, user, role)
+        ):
             return None
         return record
 

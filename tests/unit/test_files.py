@@ -296,12 +296,16 @@ def test_file_info_xml_escapes_and_parses() -> None:
 
 def test_access_rules() -> None:
     r = record(parties=("mia",))
-    assert may_read(r, "kai", "employee")  # owner
-    assert may_read(r, "mia", "client")  # party
-    assert may_read(r, "anna", "agent") and may_read(r, "root", "admin")  # staff
-    assert not may_read(r, "lea", "employee") and not may_read(r, "lea", "client")
-    assert may_delete(r, "kai", "employee") and may_delete(r, "root", "admin")
-    assert not may_delete(r, "mia", "client") and not may_delete(r, "anna", "agent")
+    assert may_read(r.owner, r.parties, "kai", "employee")  # owner
+    assert may_read(r.owner, r.parties, "mia", "client")  # party
+    assert may_read(r.owner, r.parties, "anna", "agent") and may_read(
+        r.owner, r.parties, "root", "admin"
+    )  # staff
+    assert not may_read(r.owner, r.parties, "lea", "employee") and not may_read(
+        r.owner, r.parties, "lea", "client"
+    )
+    assert may_delete(r.owner, "kai", "employee") and may_delete(r.owner, "root", "admin")
+    assert not may_delete(r.owner, "mia", "client") and not may_delete(r.owner, "anna", "agent")
 
 
 def test_grant_only_from_owner_or_party_and_readable(store: Store, tmp_path: Path) -> None:
