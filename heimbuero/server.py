@@ -376,6 +376,14 @@ class Server:
         self.sip_tcp_cap, self.http_cap = connection_caps(config.http)
         self.transports.max_connections = self.sip_tcp_cap
         self.ops = Operations(self)  # readiness, metrics, SIGHUP
+        # Dictation jobs: the HTTP API's handler, and audio sent to the dictation address.
+        from heimbuero.app.dictation import Dictation
+
+        self.dictation = Dictation(
+            self.store, self.files, config.dictation, self.events, self.send_message, self.mailer
+        )
+        if config.dictation.address:
+            self.events.subscribe(MessageStored, self._dictation_message)
         closed = self.store.close_open_call_records(datetime.now(UTC))
         if closed:
             log.info("closed %d call records left open by the last stop", closed)
@@ -508,6 +516,32 @@ class Server:
         expired = self.files.sweep(now)
         if expired:
             log.info("deleted %d files whose links expired", expired)
+        self.dictation.sweep_uploads(now)
+
+    def _dictation_message(self, event: MessageStored) -> None:
+        """A file sent to the dictation address becomes a job (in a worker thread)."""
+        file_id = event.message.get("file_id")
+        if event.recipient != self.config.dictation.address or not file_id:
+            return
+        with contextlib.suppress(RuntimeError):  # no loop: not serving
+            asyncio.get_running_loop().create_task(
+                self._dictation_job(event.sender, str(file_id))
+            )
+
+    async def _dictation_job(self, sender: str, file_id: str) -> None:
+        from heimbuero.app.dictation import Outcome
+        from heimbuero.app.errors import AppError
+        from heimbuero.office.dictation import State
+
+        try:
+            job = await asyncio.to_thread(self.dictation.job_from_message, sender, file_id)
+        except AppError as exc:
+            log.info("a file from %s to the dictation address is no job: %s", sender, exc)
+            return
+        except Exception:
+            log.exception("a file from %s to the dictation address: the job failed", sender)
+            return
+        await self.dictation.announce(Outcome(job, State.NEW))
 
     async def flush(self) -> None:
         """Hand everything changed to the writer and wait until it is written: registrations
@@ -734,6 +768,7 @@ class Server:
                 ),
                 max_body=self.config.http.max_body_kb * 1024,
                 max_upload=self.config.files.max_size_mb * 1024 * 1024 + 64 * 1024,
+                dictation=self.dictation,
             )  # fmt: skip
         )
         from heimbuero.web.ops import mount_ops
