@@ -311,3 +311,20 @@ def test_dictation_from_messenger_files(tmp_path: Path) -> None:
         wait_until(lambda: len(jobs()) == 2, 10, what="the job from the dictation address")
         assert {j["source"] for j in jobs()} == {"messenger"}
         assert schulz.get("/api/dictation/jobs").json() == []
+
+        # the command line: list, show, take, deliver (as a typist)
+        data = str(srv.data_dir)
+        listed = srv.cli("dictation", "list", "--queue", "--data", data).stdout
+        assert "Bau" in listed and "mueller" in listed
+        jid = str(job["id"])
+        assert '"title": "Bau"' in srv.cli("dictation", "show", jid, "--data", data).stdout
+        srv.cli("dictation", "take", jid, "--as", "ben", "--data", data)
+        text = tmp_path / "brief.txt"
+        text.write_text("x" * 56 + "\n\n" + "y" * 54)
+        out = srv.cli(
+            "dictation", "deliver", jid, "--as", "ben", "--text", str(text), "--data", data
+        )
+        assert "delivered: 2 Normzeilen (110 characters)" in out.stdout
+        again = srv.cli("dictation", "take", jid, "--as", "anna", "--data", data, check=False)
+        assert again.returncode == 1
+        assert again.stderr.strip() == "heimbuero: error: a job that is delivered cannot be taken"
