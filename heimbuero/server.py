@@ -382,6 +382,7 @@ class Server:
         self.dictation = Dictation(
             self.store, self.files, config.dictation, self.events, self.send_message, self.mailer
         )
+        self._dictation_tasks: set[asyncio.Task[None]] = set()
         if config.dictation.address:
             self.events.subscribe(MessageStored, self._dictation_message)
         closed = self.store.close_open_call_records(datetime.now(UTC))
@@ -520,13 +521,13 @@ class Server:
 
     def _dictation_message(self, event: MessageStored) -> None:
         """A file sent to the dictation address becomes a job (in a worker thread)."""
-        file_id = event.message.get("file_id")
+        file_id = str(event.message.get("file_id") or "")
         if event.recipient != self.config.dictation.address or not file_id:
             return
         with contextlib.suppress(RuntimeError):  # no loop: not serving
-            asyncio.get_running_loop().create_task(
-                self._dictation_job(event.sender, str(file_id))
-            )
+            task = asyncio.get_running_loop().create_task(self._dictation_job(event.sender, file_id))
+            self._dictation_tasks.add(task)  # kept until done (the loop holds tasks weakly)
+            task.add_done_callback(self._dictation_tasks.discard)
 
     async def _dictation_job(self, sender: str, file_id: str) -> None:
         from heimbuero.app.dictation import Outcome

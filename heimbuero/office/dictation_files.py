@@ -199,16 +199,19 @@ def check_template(data: bytes) -> None:
 
     try:
         tpl = DocxTemplate(io.BytesIO(data))
-        tpl.render(_context("Titel", ["Text"], "", ""))
+        tpl.render(_context("Titel", ["Text"], "", ""), autoescape=True)
     except Exception as exc:  # noqa: BLE001 - any broken template: one clear refusal
         raise ValueError(f"not a usable DOCX template: {exc}") from None
 
 
 def _context(title: str, paragraphs: list[str], client_name: str, author: str) -> dict[str, Any]:
+    from docxtpl import Listing  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
     return {
         "title": title,
         "paragraphs": paragraphs,
-        "text": "\n\n".join(paragraphs),
+        # "\n" a line break, "\a" a new paragraph (docxtpl's Listing)
+        "text": Listing("\a".join(paragraphs)),
         "client": client_name,
         "author": author,
         "date": datetime.now().strftime("%d.%m.%Y"),
@@ -220,7 +223,8 @@ def render_docx(
 ) -> bytes:
     """The typed text as DOCX: filled into the client's letterhead template with docxtpl
     (placeholders `{{ title }}`, `{{ client }}`, `{{ author }}`, `{{ date }}`, and the text
-    as `{% for p in paragraphs %}…{{ p }}…{% endfor %}` or `{{ text }}`), or, without a
+    as `{{ text }}` or paragraph by paragraph: three paragraphs `{%p for p in paragraphs %}`,
+    `{{ p }}`, `{%p endfor %}`), or, without a
     template, a plain document made with python-docx: the title as heading, then the
     paragraphs (a line break inside a paragraph stays a line break)."""
     out = io.BytesIO()
@@ -228,7 +232,8 @@ def render_docx(
         from docxtpl import DocxTemplate  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
         tpl = DocxTemplate(str(template))
-        tpl.render(_context(title, paragraphs, client_name, author))
+        # autoescape: typed "&" and "<" stay text (without it they break the document's XML)
+        tpl.render(_context(title, paragraphs, client_name, author), autoescape=True)
         tpl.save(out)
         return out.getvalue()
     import docx  # type: ignore[import-not-found,import-untyped,unused-ignore]

@@ -35,6 +35,7 @@ from heimbuero.app.dictation import Dictation, Outcome
 from heimbuero.app.errors import AppError, http_status
 from heimbuero.app.policy import Actor
 from heimbuero.office import dictation_files as media
+from heimbuero.office.dictation import State
 from heimbuero.store.dictation import JobRecord, ProfileRecord
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,8 @@ def dictation_routes(
 ) -> APIRouter:
     router = APIRouter()
     Me = Annotated[Any, Depends(current_user)]
-    locks: dict[str, asyncio.Lock] = {}  # one PATCH at a time per upload
+    # one PATCH at a time per upload: its lock and how many requests use it (then dropped)
+    locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def tell(outcome: Outcome) -> None:
         try:
@@ -269,10 +271,29 @@ def dictation_routes(
             return _error(exc)
         assert dictation.files is not None
         path = media.upload_path(dictation.files.files_dir, record.id)
-        lock = locks.setdefault(record.id, asyncio.Lock())
+        lock, users = locks.get(record.id, (asyncio.Lock(), 0))
+        locks[record.id] = (lock, users + 1)
+        try:
+            return await _append(request, record, path, lock, int(claimed))
+        finally:
+            lock, users = locks[record.id]
+            if users <= 1:
+                del locks[record.id]
+            else:
+                locks[record.id] = (lock, users - 1)
+
+    async def _append(
+        request: Request, record: Any, path: Any, lock: asyncio.Lock, claimed: int
+    ) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and claimed + int(declared) > record.length:
+            return JSONResponse(
+                {"detail": f"more bytes than the announced Upload-Length {record.length}"}, 413,
+                headers=_tus_headers(),
+            )  # fmt: skip
         async with lock:
             offset = media.upload_offset(path)
-            if int(claimed) != offset:
+            if claimed != offset:
                 return JSONResponse(
                     {"detail": f"Upload-Offset {claimed} is not the upload's offset {offset}"},
                     409, headers={**_tus_headers(), "Upload-Offset": str(offset)},
@@ -301,8 +322,6 @@ def dictation_routes(
                     appender.write(data)  # synchronous: must also run when cancelled
                     written += len(data)
                 appender.close()
-                if not lock.locked() or len(locks) > 10_000:
-                    locks.pop(record.id, None)
         if too_long:
             return JSONResponse(
                 {"detail": f"more bytes than the announced Upload-Length {record.length}"}, 413,
@@ -313,24 +332,31 @@ def dictation_routes(
     # -- jobs --
 
     @router.post("/api/dictation/jobs", status_code=201, tags=["dictation"])
-    def create_job(body: JobIn, user: Me) -> Any:
+    async def create_job(body: JobIn, user: Me) -> Any:
         """A job from finished uploads (their audio parts in order); the author is the
         logged-in client user (staff name `author`)."""
-        job = dictation.create(
-            Actor.of(user), title=body.title, work_type=body.work_type, priority=body.priority,
-            due=body.due, comments=body.comments, uploads=body.uploads, author=body.author,
+        job = await run_in_threadpool(
+            lambda: dictation.create(
+                Actor.of(user), title=body.title, work_type=body.work_type,
+                priority=body.priority, due=body.due, comments=body.comments,
+                uploads=body.uploads, author=body.author,
+            )
         )  # fmt: skip
+        await tell(Outcome(job, State.NEW))
         return JSONResponse(job_out(job), 201)
 
     @router.post("/api/dictation/jobs/from-file", status_code=201, tags=["dictation"])
-    def from_file(body: FromFileIn, user: Me) -> Any:
+    async def from_file(body: FromFileIn, user: Me) -> Any:
         """A job from an audio file already sent in the messenger (staff; the author is the
         file's owner unless `author` names one)."""
-        job = dictation.from_file(
-            Actor.of(user), body.file_id, title=body.title, author=body.author,
-            work_type=body.work_type, priority=body.priority, due=body.due,
-            comments=body.comments,
+        job = await run_in_threadpool(
+            lambda: dictation.from_file(
+                Actor.of(user), body.file_id, title=body.title, author=body.author,
+                work_type=body.work_type, priority=body.priority, due=body.due,
+                comments=body.comments,
+            )
         )  # fmt: skip
+        await tell(Outcome(job, State.NEW))
         return JSONResponse(job_out(job), 201)
 
     @router.get("/api/dictation/jobs", tags=["dictation"])
@@ -445,8 +471,9 @@ def dictation_routes(
     @router.put("/api/dictation/clients/{client_id}/template", tags=["dictation"])
     def put_template(client_id: str, body: TemplateIn, user: Me) -> dict[str, Any]:
         """The client's letterhead template: a finished upload of a .docx with docxtpl
-        placeholders (`{{ title }}`, `{{ text }}` or `{% for p in paragraphs %}`,
-        `{{ client }}`, `{{ author }}`, `{{ date }}`); null removes it (admins)."""
+        placeholders (`{{ title }}`, `{{ client }}`, `{{ author }}`, `{{ date }}`, and
+        `{{ text }}` or the paragraphs `{%p for p in paragraphs %}`, `{{ p }}`,
+        `{%p endfor %}`); null removes it (admins)."""
         actor = Actor.of(user)
         if body.upload is None:
             return _profile_out(dictation.set_template(actor, client_id, None))

@@ -328,3 +328,120 @@ def test_dictation_from_messenger_files(tmp_path: Path) -> None:
         again = srv.cli("dictation", "take", jid, "--as", "anna", "--data", data, check=False)
         assert again.returncode == 1
         assert again.stderr.strip() == "heimbuero: error: a job that is delivered cannot be taken"
+
+
+def _memory_kb(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def letterhead() -> bytes:
+    import docx
+
+    d = docx.Document()
+    d.add_paragraph("Briefkopf {{ client }}")
+    d.add_paragraph("Betreff: {{ title }}")
+    d.add_paragraph("{%p for p in paragraphs %}")
+    d.add_paragraph("{{ p }}")
+    d.add_paragraph("{%p endfor %}")
+    out = io.BytesIO()
+    d.save(out)
+    return out.getvalue()
+
+
+def test_review_letterhead_and_finished_document(tmp_path: Path) -> None:
+    wav = tmp_path / "Protokoll.wav"
+    make_wav(wav, seconds=2)
+    head = tmp_path / "kopf.docx"
+    head.write_bytes(letterhead())
+    with MailSink() as mail, office(tmp_path / "srv", mail) as srv:
+        mueller, schulz = client(srv, "mueller"), client(srv, "schulz")
+        anna, admin = client(srv, "anna"), client(srv, "admin")
+
+        # the letterhead and review of client mueller (admins only)
+        tpl = upload(admin, head)
+        assert (
+            anna.put("/api/dictation/clients/mueller/template", json={"upload": tpl}).status_code
+            == 404
+        )  # fmt: skip  (not anna's upload)
+        r = admin.put("/api/dictation/clients/mueller/template", json={"upload": tpl})
+        assert r.status_code == 200 and r.json()["template"] is True, r.text
+        bad = upload(admin, wav)
+        assert admin.put("/api/dictation/clients/mueller/template", json={"upload": bad}
+                         ).status_code == 422  # fmt: skip
+        assert anna.put("/api/dictation/clients/mueller/profile", json={"review": True}
+                        ).status_code == 403  # fmt: skip
+        assert admin.put("/api/dictation/clients/mueller/profile", json={"review": True}
+                         ).status_code == 200  # fmt: skip
+
+        # a job of mueller's goes through review; the letterhead is filled
+        job = mueller.post(
+            "/api/dictation/jobs", json={"title": "Protokoll & Termine", "work_type": "minutes",
+                                         "uploads": [upload(mueller, wav)]},
+        ).json()  # fmt: skip
+        jid = job["id"]
+        assert anna.post(f"/api/dictation/jobs/{jid}/take").status_code == 200
+        typed = "Anwesend: Müller & Söhne <GmbH>\nOrt: Werkstatt\n\nBeginn 8 Uhr"
+        anna.put(f"/api/dictation/jobs/{jid}/draft", json={"text": typed, "version": 0})
+        r = anna.post(f"/api/dictation/jobs/{jid}/deliver")
+        assert r.status_code == 200 and r.json()["state"] == "review", r.text
+        assert mueller.get(f"/api/dictation/jobs/{jid}/document").status_code == 404  # not yet
+        r = anna.post(f"/api/dictation/jobs/{jid}/approve")
+        assert r.status_code == 200 and r.json()["state"] == "delivered", r.text
+        assert r.json()["characters"] == len(typed) - 2  # the blank line between paragraphs
+        doc = docx_text(mueller.get(f"/api/dictation/jobs/{jid}/document").content)
+        assert "Briefkopf Tischlerei Müller" in doc and "Müller &amp; Söhne &lt;GmbH&gt;" in doc
+
+        # the DOCX the messenger brought: the author may download it, another client not
+        def file_messages() -> list[dict[str, Any]]:
+            got = mueller.get("/api/conversations/diktat/messages")
+            return [m for m in got.json() if m["kind"] == "file"] if got.status_code == 200 else []
+
+        wait_until(lambda: bool(file_messages()), 10, what="the document in the messenger")
+        link = file_messages()[0]["files"][0]["url"]
+        file_id = link.rsplit("/", 1)[1]
+        got = mueller.get(f"/api/files/{file_id}/content")
+        assert got.status_code == 200 and "Briefkopf" in docx_text(got.content)
+        assert schulz.get(f"/api/files/{file_id}/content").status_code == 404
+
+        # a finished document uploaded instead of the draft (after corrections)
+        mueller.post(f"/api/dictation/jobs/{jid}/corrections", json={"remark": "Ort fehlt"})
+        assert anna.post(f"/api/dictation/jobs/{jid}/take").status_code == 200
+        finished = tmp_path / "fertig.docx"
+        import docx
+
+        d = docx.Document()
+        d.add_paragraph("z" * 120)
+        d.save(str(finished))
+        assert schulz.head(f"/api/dictation/uploads/{upload(anna, finished)}").status_code == 404
+        r = anna.post(f"/api/dictation/jobs/{jid}/deliver", json={"upload": upload(anna, finished)})
+        assert r.status_code == 200 and r.json()["state"] == "review", r.text
+        assert r.json()["normzeilen"] == 3 and r.json()["characters"] == 120
+
+        # uploads stream to disk: 10 parallel 20 MB PATCHes grow the server by far less
+        big = tmp_path / "gross.wav"
+        make_wav(big, seconds=20 * MB / 16000, noise=True)
+        data = big.read_bytes()
+        Path(f"/proc/{srv.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+        before = _memory_kb(srv.pid)
+        locations = [
+            tus_create(mueller, big.name, len(data)).headers["location"] for _ in range(10)
+        ]
+        codes: list[int] = []
+
+        def send(location: str) -> None:
+            with client(srv, "mueller") as c:
+                codes.append(tus_patch(c, location, 0, data).status_code)
+
+        threads = [threading.Thread(target=send, args=(loc,)) for loc in locations]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert codes == [204] * 10
+        growth_mb = (_memory_kb(srv.pid)["VmHWM"] - before["VmRSS"]) / 1024
+        assert growth_mb < 100, f"server memory grew by {growth_mb:.1f} MB for 200 MB uploaded"
