@@ -525,7 +525,9 @@ class Server:
         if event.recipient != self.config.dictation.address or not file_id:
             return
         with contextlib.suppress(RuntimeError):  # no loop: not serving
-            task = asyncio.get_running_loop().create_task(self._dictation_job(event.sender, file_id))
+            task = asyncio.get_running_loop().create_task(
+                self._dictation_job(event.sender, file_id)
+            )
             self._dictation_tasks.add(task)  # kept until done (the loop holds tasks weakly)
             task.add_done_callback(self._dictation_tasks.discard)
 
