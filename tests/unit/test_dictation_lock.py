@@ -62,3 +62,41 @@ def test_lock_expires_back_to_the_queue(
         desk.save_draft(ANNA, job.id, "alter Tab", 0)  # anna lost the lock
     actions = [h.action for h in desk.get(BEN, job.id).history]
     assert actions == ["created", "take", "lock expired", "take"]
+
+
+def test_delivery_publishes_after_the_commit(desk: Dictation, tmp_path: Path) -> None:
+    import wave
+
+    from heimbuero.events import DictationDelivered, EventBus
+
+    bus = EventBus()
+    seen: list[tuple[DictationDelivered, str]] = []
+    store = desk.store
+
+    def on_delivered(event: DictationDelivered) -> None:
+        job = store.unit_of_work(write=False)
+        from heimbuero.store.dictation import DictationRepository
+
+        with job:
+            state = DictationRepository(job).get_job(event.job_id)
+        assert state is not None
+        seen.append((event, state.state))
+
+    bus.subscribe(DictationDelivered, on_delivered)
+    desk.events = bus
+    audio = tmp_path / "b.wav"
+    with wave.open(str(audio), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\0\0" * 8000 * 90)
+    job = desk.create_from_audio(audio, "b.wav", "mueller", "mueller", "Bericht")
+    desk.take(ANNA, job.id)
+    desk.save_draft(ANNA, job.id, "a" * 60 + "\n\n" + "b" * 50, 0)
+    outcome = desk.deliver(ANNA, job.id)
+    assert outcome.job.state == "delivered" and outcome.document is not None
+    assert len(seen) == 1
+    event, state_seen = seen[0]
+    assert state_seen == "delivered"  # the subscriber reads what was committed
+    assert (event.client, event.job_id, event.normzeilen) == ("mueller", job.id, 2)
+    assert event.audio_seconds == 90.0
