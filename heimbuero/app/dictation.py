@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,9 @@ MAX_TITLE = 200
 MAX_COMMENTS = 4000
 MAX_DRAFT = 200_000  # characters of a draft (a long report is ~100,000)
 MAX_PARTS = 20
+# An open job's audio stays (the file service would delete it after [files] link_days);
+# once delivered, its files expire link_days after the delivery.
+OPEN_FILES_UNTIL = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 def _now() -> datetime:
@@ -170,6 +173,7 @@ class Dictation:
                 parts,
             )  # fmt: skip
             repo.add_history(job_id, now, who or author, "created", State.NEW.value, source)
+            repo.keep_files([p.file_id for p in parts], OPEN_FILES_UNTIL)
             job = repo.get_job(job_id)
         assert job is not None
         log.info("dictation job %d for %s (%s) from %s: %r", job_id, author, client, source, title)
@@ -456,6 +460,11 @@ class Dictation:
             repo.add_history(job_id, now, actor.name, action.value, target.value, note)
             moved = repo.get_job(job_id)
             assert moved is not None
+            files = [p.file_id for p in moved.parts] + [moved.document_file or ""]
+            if target is State.DELIVERED and self.files is not None:
+                repo.keep_files(files, now + timedelta(days=self.files.settings.link_days))
+            elif target is State.CORRECTIONS_REQUESTED:
+                repo.keep_files(files, OPEN_FILES_UNTIL)
             if target is State.DELIVERED and self.events is not None:
                 event = DictationDelivered(
                     at=now.timestamp(),

@@ -16,6 +16,7 @@ from heimbuero.store.models import (
     DictationPartRow,
     DictationProfileRow,
     DictationUploadRow,
+    FileRow,
     as_utc,
 )
 
@@ -200,6 +201,15 @@ class DictationRepository(Repository):
                 job_id=job_id, at=at, actor=actor[:64], action=action, state=state, note=note
             )
         )
+
+    def keep_files(self, file_ids: list[str], until: datetime) -> None:
+        """Let a job's files (audio parts, document) live until `until`: an open job's stay,
+        a delivered job's follow the file service's link expiry from the delivery."""
+        ids = [i for i in file_ids if i]
+        if ids:
+            self._conn().execute(
+                update(FileRow).where(FileRow.id.in_(ids)).values(expires_at=until)
+            )
 
     # -- profiles --
 

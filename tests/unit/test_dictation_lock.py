@@ -91,6 +91,8 @@ def test_delivery_publishes_after_the_commit(desk: Dictation, tmp_path: Path) ->
         w.setframerate(8000)
         w.writeframes(b"\0\0" * 8000 * 90)
     job = desk.create_from_audio(audio, "b.wav", "mueller", "mueller", "Bericht")
+    part = store.get_file(job.parts[0].file_id)
+    assert part is not None and part.expires_at.year == 9999  # kept while the job is open
     desk.take(ANNA, job.id)
     desk.save_draft(ANNA, job.id, "a" * 60 + "\n\n" + "b" * 50, 0)
     outcome = desk.deliver(ANNA, job.id)
@@ -100,3 +102,5 @@ def test_delivery_publishes_after_the_commit(desk: Dictation, tmp_path: Path) ->
     assert state_seen == "delivered"  # the subscriber reads what was committed
     assert (event.client, event.job_id, event.normzeilen) == ("mueller", job.id, 2)
     assert event.audio_seconds == 90.0
+    part = store.get_file(job.parts[0].file_id)
+    assert part is not None and part.expires_at < datetime.now(UTC) + timedelta(days=31)
