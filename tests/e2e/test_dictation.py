@@ -154,6 +154,7 @@ def test_dictation_by_upload_to_delivered_document(tmp_path: Path) -> None:
         # the server keeps what arrived before the drop (it is still writing it)
         wait_until(lambda: offset() >= size // 2 - 4 * MB, 20, what="the first half on disk")
         assert schulz.head(location).status_code == 404  # another client's upload
+        assert tus_patch(schulz, location, 0, b"x").status_code == 404
         assert tus_patch(mueller, location, 1, b"x").status_code == 409  # wrong offset
         for _ in range(5):
             at = offset()
