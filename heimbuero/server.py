@@ -23,6 +23,7 @@ from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
 from heimbuero.domain.model import Directory, Override
 from heimbuero.events import (
     BindingChanged,
+    Event,
     EventBus,
     MessageStateChanged,
     MessageStored,
@@ -161,6 +162,17 @@ class _StoreCallLog:
             self.store.clear_override(client)
         else:
             self.store.set_override(override)
+
+
+class _LoopSink:
+    """Publishes on the server's event loop: dictation jobs commit in worker threads, and
+    every subscriber of the bus runs on the loop."""
+
+    def __init__(self, on_loop: Callable[[Callable[[], None]], None], bus: EventBus) -> None:
+        self.on_loop, self.bus = on_loop, bus
+
+    def publish(self, event: Event) -> None:
+        self.on_loop(lambda: self.bus.publish(event))
 
 
 def _peer_text(p: tuple[str, str, int]) -> str:
@@ -380,8 +392,9 @@ class Server:
         from heimbuero.app.dictation import Dictation
 
         self.dictation = Dictation(
-            self.store, self.files, config.dictation, self.events, self.send_message, self.mailer
-        )
+            self.store, self.files, config.dictation, _LoopSink(self._on_loop, self.events),
+            self.send_message, self.mailer, bus=self.events,
+        )  # fmt: skip
         self._dictation_tasks: set[asyncio.Task[None]] = set()
         if config.dictation.address:
             self.events.subscribe(MessageStored, self._dictation_message)

@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from heimbuero.app.errors import Conflict, Forbidden, Invalid, NotFound
+from heimbuero.app.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from heimbuero.app.policy import Actor
 from heimbuero.config import DictationSettings
-from heimbuero.events import DictationDelivered, EventSink
+from heimbuero.events import DictationChanged, DictationDelivered, EventBus, EventSink
 from heimbuero.office import dictation as rules
 from heimbuero.office import dictation_files as media
 from heimbuero.office.dictation import Action, Priority, State, TransitionError, WorkType
@@ -76,10 +76,15 @@ class Dictation:
         events: EventSink | None = None,
         send: Send | None = None,
         mailer: Any = None,
+        bus: EventBus | None = None,
     ) -> None:
+        """`events` is where DictationChanged and DictationDelivered are published (after the
+        commit, from the committing thread: the server passes a sink that hands them to its
+        event loop); `bus` is what `watch` subscribes to (default: `events` if a bus)."""
         self.store, self.files = store, files
         self.settings = settings or DictationSettings()
         self.events, self.send_fn, self.mailer = events, send, mailer
+        self.bus = bus if bus is not None else events if isinstance(events, EventBus) else None
 
     # -- helpers --
 
@@ -98,9 +103,21 @@ class Dictation:
             raise NotFound("", "", f"no such dictation job: {job_id}")
         return job
 
-    def _expire(self, repo: DictationRepository, now: datetime) -> None:
+    def _changed(self, uow: UnitOfWork, job: JobRecord, now: datetime) -> None:
+        """Publish DictationChanged once the unit of work commits."""
+        if self.events is None:
+            return
+        event = DictationChanged(now.timestamp(), job.client_id, job.id, job.state, job.author,
+                                 job.typist)  # fmt: skip
+        events = self.events
+        uow.after_commit(lambda: events.publish(event))
+
+    def _expire(self, uow: UnitOfWork, repo: DictationRepository, now: datetime) -> None:
         for job_id, typist, state in repo.expire_locks(now):
             repo.add_history(job_id, now, typist or "", "lock expired", state)
+            job = repo.get_job(job_id, full=False)
+            if job is not None:
+                self._changed(uow, job, now)
 
     @staticmethod
     def _typist(actor: Actor) -> None:
@@ -175,6 +192,8 @@ class Dictation:
             repo.add_history(job_id, now, who or author, "created", State.NEW.value, source)
             repo.keep_files([p.file_id for p in parts], OPEN_FILES_UNTIL)
             job = repo.get_job(job_id)
+            assert job is not None
+            self._changed(uow, job, now)
         assert job is not None
         log.info("dictation job %d for %s (%s) from %s: %r", job_id, author, client, source, title)
         return job
@@ -377,7 +396,7 @@ class Dictation:
     def get(self, actor: Actor, job_id: int) -> JobRecord:
         uow, repo = self._uow()
         with uow:
-            self._expire(repo, _now())
+            self._expire(uow, repo, _now())
             return self._visible(actor, repo.get_job(job_id), job_id)
 
     def jobs(
@@ -402,7 +421,7 @@ class Dictation:
                 raise Invalid("state", f"no such state: {state!r}") from None
         uow, repo = self._uow()
         with uow:
-            self._expire(repo, _now())
+            self._expire(uow, repo, _now())
             return repo.list_jobs(client, states, work_type)
 
     def queue(
@@ -417,7 +436,7 @@ class Dictation:
         uow, repo = self._uow()
         waiting = (State.NEW, State.CORRECTIONS_REQUESTED, State.IN_PROGRESS)
         with uow:
-            self._expire(repo, now)
+            self._expire(uow, repo, now)
             jobs = repo.list_jobs(client, tuple(s.value for s in waiting), work_type, 5000)
         jobs.sort(key=lambda j: rules.queue_key(Priority(j.priority), j.due_at, j.created_at))
         return [(j, rules.is_overdue(State(j.state), j.due_at, now)) for j in jobs]
@@ -436,7 +455,7 @@ class Dictation:
         now = _now()
         uow, repo = self._uow()
         with uow:
-            self._expire(repo, now)
+            self._expire(uow, repo, now)
             job = self._visible(actor, repo.get_job(job_id, full=False), job_id)
             state = State(job.state)
             review = False
@@ -465,6 +484,7 @@ class Dictation:
                 repo.keep_files(files, now + timedelta(days=self.files.settings.link_days))
             elif target is State.CORRECTIONS_REQUESTED:
                 repo.keep_files(files, OPEN_FILES_UNTIL)
+            self._changed(uow, moved, now)
             if target is State.DELIVERED and self.events is not None:
                 event = DictationDelivered(
                     at=now.timestamp(),
@@ -499,7 +519,7 @@ class Dictation:
         now = _now()
         uow, repo = self._uow()
         with uow:
-            self._expire(repo, now)
+            self._expire(uow, repo, now)
             job = self._visible(actor, repo.get_job(job_id, full=False), job_id)
             self._holder(actor, job)
             repo.update_job(job_id, locked_until=rules.lock_until(now, self.settings.lock_minutes))
@@ -516,7 +536,7 @@ class Dictation:
         now = _now()
         uow, repo = self._uow()
         with uow:
-            self._expire(repo, now)
+            self._expire(uow, repo, now)
             job = self._visible(actor, repo.get_job(job_id, full=False), job_id)
             self._holder(actor, job)
             if not repo.update_job(
@@ -646,6 +666,22 @@ class Dictation:
         if record is None:
             raise NotFound("", "", "the document is gone (its link expired)")
         return record.name, self._service().files_dir / record.id
+
+    def watch(
+        self, actor: Actor, on_change: Callable[[DictationChanged], None]
+    ) -> Callable[[], None]:
+        """Call `on_change` for every job change the actor may see (staff: all; a client's
+        users: their business's); returns the function that ends the watch."""
+        if self.bus is None:
+            raise Unavailable("live changes are not available")
+        if not actor.staff and actor.client is None:
+            raise Forbidden("only staff and a client's users follow dictation jobs")
+
+        def listener(event: DictationChanged) -> None:
+            if actor.staff or event.client == actor.client:
+                on_change(event)
+
+        return self.bus.subscribe(DictationChanged, listener)
 
     # -- client profiles --
 

@@ -20,13 +20,15 @@ Jobs: see each route. Another business's job ids answer 404 like missing ones.
 import asyncio
 import base64
 import binascii
+import contextlib
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -34,6 +36,7 @@ from starlette.requests import ClientDisconnect
 from heimbuero.app.dictation import Dictation, Outcome
 from heimbuero.app.errors import AppError, http_status
 from heimbuero.app.policy import Actor
+from heimbuero.events import DictationChanged
 from heimbuero.office import dictation_files as media
 from heimbuero.office.dictation import State
 from heimbuero.store.dictation import JobRecord, ProfileRecord
@@ -382,6 +385,42 @@ def dictation_routes(
             job_out(j, overdue=late, full=False)
             for j, late in dictation.queue(Actor.of(user), client, work_type)
         ]
+
+    @router.get("/api/dictation/stream", tags=["dictation"])
+    async def stream(request: Request, user: Me) -> StreamingResponse:
+        """Server-Sent Events: `job` with `{"id", "client", "state", "author", "typist"}`
+        each time a job you may see is created or changes state (the portal's live state,
+        the typists' live queue); a comment every 15 s keeps the connection open."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+
+        def put(item: dict[str, Any]) -> None:
+            with contextlib.suppress(asyncio.QueueFull):  # a reader that stalls loses some
+                queue.put_nowait(item)
+
+        def on_change(e: DictationChanged) -> None:
+            item = {"id": e.job_id, "client": e.client, "state": e.state, "author": e.author,
+                    "typist": e.typist}  # fmt: skip
+            loop.call_soon_threadsafe(put, item)
+
+        stop = dictation.watch(Actor.of(user), on_change)
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield ": dictation jobs\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        item = await asyncio.wait_for(queue.get(), 15.0)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"event: job\ndata: {json.dumps(item)}\n\n"
+            finally:
+                stop()
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
 
     @router.get("/api/dictation/jobs/{job_id}", tags=["dictation"])
     def get_job(job_id: int, user: Me) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import base64
 import contextlib
 import hashlib
 import io
+import json
 import socket
 import threading
 import wave
@@ -303,6 +304,45 @@ def test_dictation_from_messenger_files(tmp_path: Path) -> None:
         assert job["author"] == "mueller" and job["source"] == "messenger"
         assert job["audio_seconds"] == pytest.approx(3.0)
 
+        # live changes: each user's stream carries the jobs they may see, and only those
+        streams: dict[str, list[dict[str, Any]]] = {"mueller": [], "schulz": []}
+        readers = {name: client(srv, name) for name in streams}
+        opened = threading.Semaphore(0)
+
+        def follow(name: str) -> None:
+            with (
+                contextlib.suppress(httpx.HTTPError),
+                # a quiet stream ends the reader (and its connection) after 5 s
+                readers[name].stream(
+                    "GET", "/api/dictation/stream", timeout=httpx.Timeout(30, read=5)
+                ) as live,
+            ):
+                opened.release()  # the answer's head came: the watch is in place
+                for line in live.iter_lines():
+                    if line.startswith("data: "):
+                        streams[name].append(json.loads(line[6:]))
+
+        for name in streams:
+            threading.Thread(target=follow, args=(name,), daemon=True).start()
+        try:
+            assert opened.acquire(timeout=10) and opened.acquire(timeout=10)
+            assert anna.post(f"/api/dictation/jobs/{job['id']}/take").status_code == 200
+            assert anna.post(f"/api/dictation/jobs/{job['id']}/release").status_code == 200
+            wait_until(lambda: len(streams["mueller"]) == 2, 10, what="mueller's live changes")
+            assert streams["mueller"][0] == {
+                "id": job["id"], "client": "mueller", "state": "in_progress",
+                "author": "mueller", "typist": "anna",
+            }  # fmt: skip
+            assert streams["mueller"][1]["state"] == "new"
+            schulz_job = schulz.post(
+                "/api/dictation/jobs", json={"title": "Rohrbruch", "uploads": [upload(schulz, wav)]}
+            ).json()
+            wait_until(lambda: bool(streams["schulz"]), 10, what="schulz's own job live")
+            assert [e["id"] for e in streams["schulz"]] == [schulz_job["id"]]
+        finally:
+            for c in readers.values():
+                c.close()
+
         # sending to the dictation address makes a job by itself
         send_file("diktat")
 
@@ -311,7 +351,7 @@ def test_dictation_from_messenger_files(tmp_path: Path) -> None:
 
         wait_until(lambda: len(jobs()) == 2, 10, what="the job from the dictation address")
         assert {j["source"] for j in jobs()} == {"messenger"}
-        assert schulz.get("/api/dictation/jobs").json() == []
+        assert [j["title"] for j in schulz.get("/api/dictation/jobs").json()] == ["Rohrbruch"]
 
         # the command line: list, show, take, deliver (as a typist)
         data = str(srv.data_dir)
