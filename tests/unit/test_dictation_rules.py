@@ -4,6 +4,7 @@ the Normzeilen count."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,29 @@ def test_status_text() -> None:
         status_text("Angebot Meier", State.IN_PROGRESS)
         == "Ihr Diktat 'Angebot Meier' ist in Arbeit"
     )
+
+
+def test_audio_formats_and_durations(tmp_path: Path) -> None:
+    import wave
+
+    from heimbuero.office.dictation_files import AudioRefused, audio_type, measure_audio
+
+    wav = tmp_path / "a.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\0\0" * 12000)
+    assert measure_audio(wav, "a.wav") == 1.5
+    # 100 MPEG-1 Layer III frames, 128 kbit/s, 44.1 kHz: 100 * 1152 samples
+    mp3 = tmp_path / "b.mp3"
+    mp3.write_bytes((b"\xff\xfb\x90\x00" + bytes(413)) * 100)
+    assert measure_audio(mp3, "b.mp3") == pytest.approx(100 * 1152 / 44100, abs=0.05)
+    assert audio_type("x.M4A") == "audio/mp4" and audio_type("x.opus") == "audio/ogg"
+    for bad in ("diktat.dss", "diktat.DS2", "brief.pdf"):
+        with pytest.raises(AudioRefused):
+            audio_type(bad)
+    junk = tmp_path / "c.wav"
+    junk.write_bytes(b"not a wave file at all")
+    with pytest.raises(AudioRefused):
+        measure_audio(junk, "c.wav")
