@@ -13,6 +13,7 @@ afterwards — the author's messages, the document in the messenger and by e-mai
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -47,6 +48,7 @@ MAX_TITLE = 200
 MAX_COMMENTS = 4000
 MAX_DRAFT = 200_000  # characters of a draft (a long report is ~100,000)
 MAX_PARTS = 20
+MAX_TEMPLATE = 10 * 1024 * 1024  # a letterhead with its logo
 # An open job's audio stays (the file service would delete it after [files] link_days);
 # once delivered, its files expire link_days after the delivery.
 OPEN_FILES_UNTIL = datetime(9999, 12, 31, tzinfo=UTC)
@@ -595,11 +597,10 @@ class Dictation:
             paragraphs = rules.paragraphs_of_text(job.draft)
             if not paragraphs:
                 raise Conflict("the draft is empty: type the text or upload a finished document")
-            template = media.template_path(service.files_dir, job.client_id)
-            data = media.render_docx(
-                template if template.is_file() else None, job.title, paragraphs, client_name,
-                job.author,
-            )  # fmt: skip
+            uow = self.store.unit_of_work(write=False)
+            with uow:
+                template = DictationRepository(uow).get_template(job.client_id)
+            data = media.render_docx(template, job.title, paragraphs, client_name, job.author)
             name = f"{job.title}.docx"
         count = rules.count_normzeilen(paragraphs, line_chars)
         owner = self.settings.address or actor.name or job.author
@@ -725,28 +726,25 @@ class Dictation:
         return out
 
     def set_template(self, actor: Actor, client_id: str, data: bytes | None) -> ProfileRecord:
-        """The client's letterhead (a DOCX docxtpl fills); None removes it (the default
-        document is used again)."""
+        """The client's letterhead (a DOCX docxtpl fills, kept in the database so backups
+        carry it); None removes it (the default document is used again)."""
         if not actor.admin:
             raise Forbidden("only admins set a client's letterhead template")
         current = self.profile(actor, client_id)
-        path = media.template_path(self._service().files_dir, client_id)
-        if data is None:
-            path.unlink(missing_ok=True)
-            new = replace(current, template_sha256=None)
-        else:
+        if data is not None:
+            if len(data) > MAX_TEMPLATE:
+                raise Invalid("template", f"a template of at most {MAX_TEMPLATE // MB} MB")
             try:
                 media.check_template(data)
             except ValueError as exc:
                 raise Invalid("template", str(exc)) from None
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
-            import hashlib
-
-            new = replace(current, template_sha256=hashlib.sha256(data).hexdigest())
+        new = replace(
+            current, template_sha256=None if data is None else hashlib.sha256(data).hexdigest()
+        )
         with self.store.unit_of_work() as uow:
-            DictationRepository(uow).put_profile(new)
+            repo = DictationRepository(uow)
+            repo.put_profile(new)
+            repo.set_template(client_id, data)
         return new
 
     # -- telling the author (async, after the commit) --

@@ -35,7 +35,6 @@ from heimbuero.store.files import FileRecord
 log = logging.getLogger(__name__)
 
 UPLOAD_DIR = "dictation"  # files/dictation/<upload id>: resumable uploads in progress
-TEMPLATE_DIR = "templates"  # files/dictation/templates/<client>.docx
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 UPLOAD_ID_LEN = 43  # secrets.token_urlsafe(32)
 UPLOAD_DAYS = 2  # an unfinished upload is dropped after this
@@ -187,12 +186,6 @@ def adopt_bytes(
 # -- documents ------------------------------------------------------------------------------------
 
 
-def template_path(files_dir: Path, client_id: str) -> Path:
-    d = upload_dir(files_dir) / TEMPLATE_DIR
-    d.mkdir(parents=True, exist_ok=True)
-    return d / f"{client_id}.docx"
-
-
 def check_template(data: bytes) -> None:
     """A letterhead template must be a DOCX that docxtpl can fill; ValueError otherwise."""
     from docxtpl import DocxTemplate  # type: ignore[import-not-found,import-untyped,unused-ignore]
@@ -219,7 +212,7 @@ def _context(title: str, paragraphs: list[str], client_name: str, author: str) -
 
 
 def render_docx(
-    template: Path | None, title: str, paragraphs: list[str], client_name: str, author: str
+    template: bytes | None, title: str, paragraphs: list[str], client_name: str, author: str
 ) -> bytes:
     """The typed text as DOCX: filled into the client's letterhead template with docxtpl
     (placeholders `{{ title }}`, `{{ client }}`, `{{ author }}`, `{{ date }}`, and the text
@@ -228,10 +221,10 @@ def render_docx(
     template, a plain document made with python-docx: the title as heading, then the
     paragraphs (a line break inside a paragraph stays a line break)."""
     out = io.BytesIO()
-    if template is not None and template.is_file():
+    if template is not None:
         from docxtpl import DocxTemplate  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
-        tpl = DocxTemplate(str(template))
+        tpl = DocxTemplate(io.BytesIO(template))
         # autoescape: typed "&" and "<" stay text (without it they break the document's XML)
         tpl.render(_context(title, paragraphs, client_name, author), autoescape=True)
         tpl.save(out)

@@ -214,11 +214,12 @@ class DictationRepository(Repository):
     # -- profiles --
 
     def get_profile(self, client_id: str) -> ProfileRecord:
+        t = DictationProfileRow
         row = (
             self._conn()
             .execute(
-                select(DictationProfileRow.__table__).where(
-                    DictationProfileRow.client_id == client_id
+                select(t.client_id, t.review, t.email, t.template_sha256).where(
+                    t.client_id == client_id
                 )
             )
             .first()
@@ -228,16 +229,35 @@ class DictationRepository(Repository):
         return ProfileRecord(row.client_id, bool(row.review), row.email, row.template_sha256)
 
     def put_profile(self, p: ProfileRecord) -> None:
+        """Store the profile's settings (the template's bytes stay: set_template)."""
         conn = self._conn()
-        conn.execute(
-            delete(DictationProfileRow).where(DictationProfileRow.client_id == p.client_id)
+        values = {"review": p.review, "email": p.email, "template_sha256": p.template_sha256}
+        done = conn.execute(
+            update(DictationProfileRow)
+            .where(DictationProfileRow.client_id == p.client_id)
+            .values(**values)
         )
-        conn.execute(
-            insert(DictationProfileRow).values(
-                client_id=p.client_id, review=p.review, email=p.email,
-                template_sha256=p.template_sha256,
+        if done.rowcount == 0:
+            conn.execute(insert(DictationProfileRow).values(client_id=p.client_id, **values))
+
+    def set_template(self, client_id: str, data: bytes | None) -> None:
+        """The letterhead's bytes (the profile row must exist: put_profile first)."""
+        self._conn().execute(
+            update(DictationProfileRow)
+            .where(DictationProfileRow.client_id == client_id)
+            .values(template=data)
+        )
+
+    def get_template(self, client_id: str) -> bytes | None:
+        return (
+            self._conn()
+            .execute(
+                select(DictationProfileRow.template).where(
+                    DictationProfileRow.client_id == client_id
+                )
             )
-        )  # fmt: skip
+            .scalar()
+        )
 
     # -- uploads --
 

@@ -388,7 +388,7 @@ class FileDownloadRow(Base):
 
 class DictationProfileRow(Base):
     """A client's dictation settings: review before delivery, where documents are e-mailed,
-    and whether a letterhead template (files/dictation/templates/<client>.docx) is set."""
+    and the letterhead template (a DOCX docxtpl fills)."""
 
     __tablename__ = "dictation_profiles"
 
@@ -396,6 +396,7 @@ class DictationProfileRow(Base):
     review: Mapped[bool] = mapped_column(Boolean, default=False)
     email: Mapped[str | None] = mapped_column(String(254))
     template_sha256: Mapped[str | None] = mapped_column(String(64))
+    template: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class DictationJobRow(Base):

@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("review", sa.Boolean(), nullable=False),
         sa.Column("email", sa.String(254)),
         sa.Column("template_sha256", sa.String(64)),
+        sa.Column("template", sa.LargeBinary()),
     )
     op.create_table(
         "dictation_jobs",
