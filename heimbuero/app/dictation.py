@@ -252,6 +252,9 @@ class Dictation:
         except FileError as exc:
             service.delete(p.file_id for p in adopted)
             raise Conflict(exc.message) from None
+        except FileNotFoundError:  # another request made a job of the same upload first
+            service.delete(p.file_id for p in adopted)
+            raise Conflict("the upload was used for a job already") from None
         with self.store.unit_of_work() as uow:
             repo = DictationRepository(uow)
             for record, _ in found:
@@ -272,7 +275,9 @@ class Dictation:
         priority: str = "normal",
     ) -> JobRecord:
         """The seam for dictation by phone: a recorded audio file (moved into the file
-        service, owned by the author) becomes a new job of `author` in `client`."""
+        service, owned by the author) becomes a new job of `author` in `client`. Blocking
+        (disk, store): call it in a worker thread; then `await announce(Outcome(job,
+        State.NEW))` tells the author it arrived."""
         title, wt, pr = self._check_meta(title, work_type, priority, "")
         seconds = media.measure_audio(path, name)
         service = self._service()
