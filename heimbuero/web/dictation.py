@@ -93,7 +93,10 @@ class TemplateIn(BaseModel):
     upload: str | None = Field(None, description="a finished upload of a .docx; null removes")
 
 
-def job_out(j: JobRecord, *, overdue: bool | None = None, full: bool = True) -> dict[str, Any]:
+def job_out(
+    j: JobRecord, *, overdue: bool | None = None, full: bool = True, draft: bool = True
+) -> dict[str, Any]:
+    """A job as JSON; `draft` (the typist's text in the works) for staff only."""
     out: dict[str, Any] = {
         "id": j.id, "client": j.client_id, "author": j.author, "title": j.title,
         "work_type": j.work_type, "priority": j.priority,
@@ -109,8 +112,9 @@ def job_out(j: JobRecord, *, overdue: bool | None = None, full: bool = True) -> 
     }  # fmt: skip
     if overdue is not None:
         out["overdue"] = overdue
-    if full:
+    if full and draft:
         out["draft"] = j.draft
+    if full:
         out["parts"] = [
             {
                 "position": p.position, "name": p.name, "content_type": p.content_type,
@@ -425,7 +429,8 @@ def dictation_routes(
     @router.get("/api/dictation/jobs/{job_id}", tags=["dictation"])
     def get_job(job_id: int, user: Me) -> dict[str, Any]:
         """A job with its audio parts, draft and history."""
-        return job_out(dictation.get(Actor.of(user), job_id))
+        actor = Actor.of(user)
+        return job_out(dictation.get(actor, job_id), draft=actor.staff)
 
     @router.post("/api/dictation/jobs/{job_id}/take", tags=["dictation"])
     async def take(job_id: int, user: Me) -> dict[str, Any]:
@@ -484,11 +489,10 @@ def dictation_routes(
     async def corrections(job_id: int, body: CorrectionIn, user: Me) -> dict[str, Any]:
         """Ask for corrections of a delivered job (its author's business): it reopens with
         the remark."""
-        outcome = await run_in_threadpool(
-            dictation.request_corrections, Actor.of(user), job_id, body.remark
-        )
+        actor = Actor.of(user)
+        outcome = await run_in_threadpool(dictation.request_corrections, actor, job_id, body.remark)
         await tell(outcome)
-        return job_out(outcome.job)
+        return job_out(outcome.job, draft=actor.staff)
 
     @router.get("/api/dictation/jobs/{job_id}/document", tags=["dictation"])
     def document(job_id: int, user: Me) -> Response:

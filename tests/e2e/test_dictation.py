@@ -254,6 +254,8 @@ def test_dictation_by_upload_to_delivered_document(tmp_path: Path) -> None:
         chars = sum(len(p) for p in paragraphs)
         assert done["state"] == "delivered"
         assert done["characters"] == chars and done["normzeilen"] == -(-chars // 55)
+        assert "draft" not in mueller.get(f"/api/dictation/jobs/{jid}").json()  # typists' text
+        assert "Eiche" in anna.get(f"/api/dictation/jobs/{jid}").json()["draft"]
         doc = mueller.get(f"/api/dictation/jobs/{jid}/document")
         assert doc.status_code == 200 and "Einbauschrank aus Eiche" in docx_text(doc.content)
         email = mail.wait_for(lambda m: "Angebot Meier" in str(m["Subject"]))
