@@ -1181,6 +1181,9 @@ def build_parser() -> argparse.ArgumentParser:
     from heimbuero.ops.cli import add_parsers as add_ops_parsers
 
     add_ops_parsers(commands, data)  # backup, restore, install-service
+    from heimbuero.dictation_cli import add_parsers as add_dictation_parsers
+
+    add_dictation_parsers(commands, data)  # dictation list|show|take|deliver
     return parser
 
 

@@ -187,6 +187,15 @@ class FileSettings:
 
 
 @dataclass(frozen=True)
+class DictationSettings:
+    """[dictation]: typists' locks, Normzeilen, and the messenger address of dictation."""
+
+    lock_minutes: int = 30  # a taken job returns to the queue after this idle time
+    line_chars: int = 55  # characters (incl. spaces) of one Normzeile, 50-60
+    address: str = ""  # user name audio files are sent to (becomes a job); sends the news
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     """Who may read /metrics: addresses or networks, and a bearer token from anywhere."""
 
@@ -215,6 +224,7 @@ class Config:
     # e.g. postgresql+psycopg://USER:PASSWORD@HOST/DB
     database_url: str | None = None
     mail: MailSettings = field(default_factory=MailSettings)
+    dictation: DictationSettings = field(default_factory=DictationSettings)
 
     @property
     def files_dir(self) -> Path:
@@ -398,6 +408,7 @@ def load(data_dir: Path) -> Config:
         data_dir=data_dir, domain=domain.lower(), sip=sip, http=http, messages=messages,
         files=files, log_level=log_level, log_format=log_format, log_numbers=log_numbers,
         metrics=metrics, database_url=database_url, mail=mail,
+        dictation=_dictation(path, raw.get("dictation", {})),
     )  # fmt: skip
 
 
@@ -487,6 +498,26 @@ def _mail(path: Path, table: object) -> MailSettings:
     elif "@" not in out["sender"]:
         raise ConfigError(f"{path}: [mail] sender must be an e-mail address")
     return MailSettings(**out)
+
+
+def _dictation(path: Path, table: object) -> DictationSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [dictation] must be a table")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "address":
+            if not isinstance(value, str) or (value and not value.replace("-", "").isalnum()):
+                raise ConfigError(f"{path}: [dictation] address must be a user name")
+            out[key] = value.lower()
+        elif key in ("lock_minutes", "line_chars"):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{path}: [dictation] {key} must be a positive integer")
+            out[key] = value
+        else:
+            raise ConfigError(f"{path}: unknown setting [dictation] {key}")
+    if not 50 <= out.get("line_chars", 55) <= 60:
+        raise ConfigError(f"{path}: [dictation] line_chars must be 50-60")
+    return DictationSettings(**out)
 
 
 def _trunk_tls(path: Path, table: object) -> tuple[tuple[str, str], ...]:
@@ -663,6 +694,13 @@ store_expiry = {m.store_expiry}       # seconds a stored message waits for its o
 retention_days = {m.retention_days}
 rate_per_minute = {m.rate_per_minute}        # messages one user may send per minute
 max_stored_per_user = {m.max_stored_per_user}   # messages that may wait for one offline user
+
+[dictation]
+lock_minutes = 30       # a job a typist took returns to the queue after this idle time
+line_chars = 55         # characters (spaces included) of one Normzeile, 50-60
+# A user audio files can be sent to in the messenger: each becomes a dictation job. It also
+# sends the authors the news of their jobs and the finished documents. Add the user first.
+# address = "diktat"
 
 [files]
 max_size_mb = {f.max_size_mb}          # largest file

@@ -161,6 +161,18 @@ class DictationDelivered(Event):
     audio_seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class DictationChanged(Event):
+    """A dictation job was created or changed state (published after the commit): what the
+    portal and the typists' queue show live."""
+
+    client: str
+    job_id: int
+    state: str
+    author: str
+    typist: str | None
+
+
 E = TypeVar("E", bound=Event)
 
 

@@ -23,6 +23,7 @@ from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
 from heimbuero.domain.model import Directory, Override
 from heimbuero.events import (
     BindingChanged,
+    Event,
     EventBus,
     MessageStateChanged,
     MessageStored,
@@ -160,6 +161,17 @@ class _StoreCallLog:
             self.store.clear_override(client)
         else:
             self.store.set_override(override)
+
+
+class _LoopSink:
+    """Publishes on the server's event loop: dictation jobs commit in worker threads, and
+    every subscriber of the bus runs on the loop."""
+
+    def __init__(self, on_loop: Callable[[Callable[[], None]], None], bus: EventBus) -> None:
+        self.on_loop, self.bus = on_loop, bus
+
+    def publish(self, event: Event) -> None:
+        self.on_loop(lambda: self.bus.publish(event))
 
 
 def _peer_text(p: tuple[str, str, int]) -> str:
@@ -367,6 +379,16 @@ class Server:
         self.sip_tcp_cap, self.http_cap = connection_caps(config.http)
         self.transports.max_connections = self.sip_tcp_cap
         self.ops = Operations(self)  # readiness, metrics, SIGHUP
+        # Dictation jobs: the HTTP API's handler, and audio sent to the dictation address.
+        from heimbuero.app.dictation import Dictation
+
+        self.dictation = Dictation(
+            self.store, self.files, config.dictation, _LoopSink(self._on_loop, self.events),
+            self.send_message, self.mailer, bus=self.events,
+        )  # fmt: skip
+        self._dictation_tasks: set[asyncio.Task[None]] = set()
+        if config.dictation.address:
+            self.events.subscribe(MessageStored, self._dictation_message)
         closed = self.store.close_open_call_records(datetime.now(UTC))
         if closed:
             log.info("closed %d call records left open by the last stop", closed)
@@ -499,6 +521,34 @@ class Server:
         expired = self.files.sweep(now)
         if expired:
             log.info("deleted %d files whose links expired", expired)
+        self.dictation.sweep_uploads(now)
+
+    def _dictation_message(self, event: MessageStored) -> None:
+        """A file sent to the dictation address becomes a job (in a worker thread)."""
+        file_id = str(event.message.get("file_id") or "")
+        if event.recipient != self.config.dictation.address or not file_id:
+            return
+        with contextlib.suppress(RuntimeError):  # no loop: not serving
+            task = asyncio.get_running_loop().create_task(
+                self._dictation_job(event.sender, file_id)
+            )
+            self._dictation_tasks.add(task)  # kept until done (the loop holds tasks weakly)
+            task.add_done_callback(self._dictation_tasks.discard)
+
+    async def _dictation_job(self, sender: str, file_id: str) -> None:
+        from heimbuero.app.dictation import Outcome
+        from heimbuero.app.errors import AppError
+        from heimbuero.office.dictation import State
+
+        try:
+            job = await asyncio.to_thread(self.dictation.job_from_message, sender, file_id)
+        except AppError as exc:
+            log.info("a file from %s to the dictation address is no job: %s", sender, exc)
+            return
+        except Exception:
+            log.exception("a file from %s to the dictation address: the job failed", sender)
+            return
+        await self.dictation.announce(Outcome(job, State.NEW))
 
     async def flush(self) -> None:
         """Hand everything changed to the writer and wait until it is written: registrations
@@ -725,6 +775,7 @@ class Server:
                 ),
                 max_body=self.config.http.max_body_kb * 1024,
                 max_upload=self.config.files.max_size_mb * 1024 * 1024 + 64 * 1024,
+                dictation=self.dictation,
             )  # fmt: skip
         )
         from heimbuero.web.ops import mount_ops

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from heimbuero.app.calls import Calls, Warnings, WarningWatch
 from heimbuero.app.clients import Clients, Numbers, Providers
+from heimbuero.app.dictation import Dictation
 from heimbuero.app.errors import (
     AppError,
     Conflict,
@@ -65,6 +66,7 @@ class App:
     messages: Messages
     presence: Presence
     files: Files | None
+    dictation: Dictation | None = None
 
     @classmethod
     def build(
@@ -81,6 +83,7 @@ class App:
         message_watch: MessageWatch | None = None,
         warning_watch: WarningWatch | None = None,
         files: FileService | None = None,
+        dictation: Dictation | None = None,
     ) -> App:
         return cls(
             users=Users(store, realm),
@@ -98,4 +101,5 @@ class App:
             messages=Messages(store, send_message, message_watch, files),
             presence=Presence(presence, presence_watch),
             files=None if files is None else Files(files),
+            dictation=dictation,
         )

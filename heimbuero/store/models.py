@@ -381,3 +381,105 @@ class FileDownloadRow(Base):
     remote: Mapped[str] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer)  # HTTP status answered
     bytes_sent: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# -- dictation (issue 14): jobs, their audio parts and history, client profiles, uploads ----
+
+
+class DictationProfileRow(Base):
+    """A client's dictation settings: review before delivery, where documents are e-mailed,
+    and the letterhead template (a DOCX docxtpl fills)."""
+
+    __tablename__ = "dictation_profiles"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    review: Mapped[bool] = mapped_column(Boolean, default=False)
+    email: Mapped[str | None] = mapped_column(String(254))
+    template_sha256: Mapped[str | None] = mapped_column(String(64))
+    template: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class DictationJobRow(Base):
+    """One dictation job (office/dictation.py has its states)."""
+
+    __tablename__ = "dictation_jobs"
+    __table_args__ = (
+        Index("ix_dictation_jobs_client", "client_id"),
+        Index("ix_dictation_jobs_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    work_type: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[str] = mapped_column(String(8))
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    comments: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(16))  # upload, messenger, phone
+    state: Mapped[str] = mapped_column(String(24))
+    pool_state: Mapped[str] = mapped_column(String(24))  # where an expired lock returns to
+    typist: Mapped[str | None] = mapped_column(String(64))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    draft: Mapped[str] = mapped_column(Text, default="")
+    draft_version: Mapped[int] = mapped_column(Integer, default=0)
+    remark: Mapped[str | None] = mapped_column(Text)  # the last correction asked for
+    document_file: Mapped[str | None] = mapped_column(String(64))  # a files.id
+    characters: Mapped[int | None] = mapped_column(Integer)
+    normzeilen: Mapped[int | None] = mapped_column(Integer)
+    line_chars: Mapped[int | None] = mapped_column(Integer)
+    audio_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DictationPartRow(Base):
+    """One audio file of a job, in order (a files.id: the bytes live with the file service)."""
+
+    __tablename__ = "dictation_parts"
+
+    job_id: Mapped[int] = mapped_column(
+        Integer,
+        ForeignKey("dictation_jobs.id", name="fk_dictation_parts_job", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+
+
+class DictationEventRow(Base):
+    """The history of a job: who did what when."""
+
+    __tablename__ = "dictation_history"
+    __table_args__ = (Index("ix_dictation_history_job", "job_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(
+        Integer,
+        ForeignKey("dictation_jobs.id", name="fk_dictation_history_job", ondelete="CASCADE"),
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(24))
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class DictationUploadRow(Base):
+    """A resumable (tus) upload in progress; its bytes so far are files/dictation/<id>."""
+
+    __tablename__ = "dictation_uploads"
+    __table_args__ = (Index("ix_dictation_uploads_owner", "owner"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    length: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -87,6 +87,8 @@ class WebContext:
     # largest body of an API request, and of a file upload (multipart, to /api/files)
     max_body: int = 256 * 1024
     max_upload: int = 500 * 1024 * 1024 + 64 * 1024
+    # dictation jobs (heimbuero.app.dictation.Dictation, wired by the server); None: off
+    dictation: Any = None
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -625,6 +627,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         message_watch=ctx.message_watch,
         warning_watch=ctx.warning_watch,
         files=ctx.files,
+        dictation=ctx.dictation,
     )
     app = FastAPI(
         title="heimbuero",
@@ -646,6 +649,10 @@ def create_app(ctx: WebContext) -> FastAPI:
         from heimbuero.web.files import file_routes
 
         app.include_router(file_routes(ctx.files, ctx.digest, current_user, handlers.files))
+    if handlers.dictation is not None:
+        from heimbuero.web.dictation import dictation_routes
+
+        app.include_router(dictation_routes(handlers.dictation, current_user))
 
     # -- error mapping: the one place where handler errors become HTTP answers --
 

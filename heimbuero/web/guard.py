@@ -227,7 +227,9 @@ class BodyGuard:
         self.max_body, self.upload_max = max_body, upload_max
 
     def limit(self, path: str) -> int:
-        return self.upload_max if path.rstrip("/") == "/api/files" else self.max_body
+        if path.rstrip("/") == "/api/files" or path.startswith("/api/dictation/uploads/"):
+            return self.upload_max  # file uploads; dictation's resumable (tus) PATCHes
+        return self.max_body
 
     def _forgetting(self, send: Send) -> Send:
         """`send`, forgetting remembered logins when the answer is a success."""
