@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from heimbuero import __version__, config
 from heimbuero.app import Actor, App, AppError, Invalid
+from heimbuero.app._util import country_of
 from heimbuero.config import Config, ConfigError
 from heimbuero.domain.model import Trunk
 from heimbuero.office import accounts, callpolicy, directory
@@ -518,8 +519,8 @@ def cmd_client_policy(args: argparse.Namespace) -> int:
 def cmd_client_approve(args: argparse.Namespace) -> int:
     """Approve (or with --revoke withdraw) an external number for a client's forwarding."""
     client_id = directory.validate_slug(args.id)
-    number = directory.validate_e164(args.number)
     with _open_app(args.data) as (_cfg, app):
+        number = directory.validate_e164(args.number, "number", country_of(app.clients.store))
         if args.revoke:
             app.clients.withdraw_number(ADMIN, client_id, number)
         else:
@@ -830,7 +831,8 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         description="Route a call to NUMBER with the stored rules and overrides (nobody "
         "registered) and print the matched rule and steps.",
     )
-    p.add_argument("number", metavar="NUMBER", help="dialled number, E.164 (+49891234567)")
+    p.add_argument("number", metavar="NUMBER",
+                   help="dialled number as written: 089 1234567, 089/1234567, +49 89 1234567")
     p.add_argument(
         "--at",
         metavar="ISO-8601",
@@ -885,7 +887,7 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         "to external numbers approved here, within the client's destination policy.",
     )
     p.add_argument("id", metavar="ID")
-    p.add_argument("number", metavar="NUMBER", help="E.164, e.g. +491701111111")
+    p.add_argument("number", metavar="NUMBER", help="e.g. 0170 1111111 or +491701111111")
     p.add_argument("--revoke", action="store_true", help="withdraw the approval")
     p.set_defaults(func=cmd_client_approve)
     p = sub.add_parser("remove", parents=[data], help="remove a client and its numbers/rules")
@@ -895,7 +897,7 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
     number = commands.add_parser("number", help="add, list or remove client phone numbers")
     sub = number.add_subparsers(dest="number_command", metavar="ACTION", required=True)
     p = sub.add_parser("add", parents=[data], help="give a client a phone number")
-    p.add_argument("number", metavar="NUMBER", help="E.164, e.g. +49891234567")
+    p.add_argument("number", metavar="NUMBER", help="e.g. 089 1234567 or +49891234567")
     p.add_argument("--client", required=True, metavar="ID", help="client id")
     p.set_defaults(func=cmd_number_add)
     p = sub.add_parser("list", parents=[data], help="list numbers")
@@ -1130,7 +1132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="user name")
     p.add_argument("--client", metavar="ID", help="client id (client and employee users)")
     p.add_argument("--display-name", metavar="TEXT", help="name shown on phones")
-    p.add_argument("--mobile", metavar="E164", help="mobile number, e.g. +491701111111")
+    p.add_argument("--mobile", metavar="NUMBER", help="mobile number, e.g. 0170 1111111")
     p.add_argument(
         "--allow-rfc2069",
         action=argparse.BooleanOptionalAction,

@@ -103,6 +103,8 @@ class ProviderRow(Base):
     iban: Mapped[str] = mapped_column(String(64), default="")
     bic: Mapped[str] = mapped_column(String(16), default="")
     default_steps: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # portal: numbers typed nationally are read with this country calling code (migration 0009)
+    country_code: Mapped[int] = mapped_column(Integer, default=49, server_default="49")
 
 
 class ClientRow(Base):

@@ -225,6 +225,7 @@ class ProviderRepository(Repository):
             "iban": provider.iban,
             "bic": provider.bic,
             "default_steps": steps_to_json(provider.default_steps),
+            "country_code": provider.country_code,
         }
         row = self._session.get(ProviderRow, 1)
         if row is None:

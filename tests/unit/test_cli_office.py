@@ -66,7 +66,7 @@ def test_route_simulate_json(demo: tuple[Path, str]) -> None:
 
 def test_route_simulate_bad_number_is_one_error_line(demo: tuple[Path, str]) -> None:
     data, _ = demo
-    for bad in (["089 1234567"], [NUMBER, "--at", "yesterday"]):
+    for bad in (["089 12x"], ["0"], [NUMBER, "--at", "yesterday"]):
         proc = run("route", "simulate", *bad, "--data", str(data))
         assert proc.returncode == 1
         assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(ERR)
@@ -161,3 +161,18 @@ def test_calls_out_policy_commands(tmp_path: Path) -> None:
     wrong = run("client", "policy", "schulz", "--allow", "moon", *d)
     assert wrong.returncode == 1 and "call policy.allow" in wrong.stderr
     assert "international" in run("client", "policy", "schulz", *d).stdout  # unchanged
+
+
+def test_numbers_typed_as_germans_write_them(demo: tuple[Path, str]) -> None:
+    data, _ = demo
+    for written in ("0891234567", "089/1234567", "(0 89) 12 34 56-7", "0049 89 1234567"):
+        proc = run("route", "simulate", written, "--at", "2026-03-03T09:00", "--json",
+                   "--data", str(data))  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["number"] == NUMBER
+    proc = run("client", "approve-number", "schulz", "0170/4444444", "--data", str(data))
+    assert proc.returncode == 0, proc.stderr
+    assert "+491704444444" in proc.stdout
+    proc = run("client", "approve-number", "schulz", "0170/44x", "--data", str(data))
+    assert proc.returncode == 1 and proc.stderr.startswith(ERR + "invalid number: ")
+    assert len(proc.stderr.splitlines()) == 1
