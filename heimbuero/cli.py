@@ -442,6 +442,26 @@ def cmd_rules_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _draft_problems(file: str, problems: list[tuple[str, str]]) -> int:
+    for where, message in problems:
+        sys.stderr.write(f"{ERROR_PREFIX}{file}: {where}: {message}\n")
+    return 1
+
+
+def cmd_client_holidays(args: argparse.Namespace) -> int:
+    """The public holidays of the client's Bundesland for the coming months."""
+    with _open_app(args.data) as (_cfg, app):
+        days = app.forwarding.holidays(ADMIN, args.id, args.months)
+    if args.json:
+        print(json.dumps([d.to_json() for d in days], ensure_ascii=False))
+        return 0
+    for d in days:
+        print(f"{d.day:%d.%m.%Y}  {d.name}")
+    if not days:
+        print(f"no public holidays in the coming {args.months} months")
+    return 0
+
+
 def _rules_problems(file: str, problems: list[tuple[str, str]]) -> int:
     for where, message in problems:
         sys.stderr.write(f"{ERROR_PREFIX}{file}: {where}: {message}\n")
@@ -452,7 +472,30 @@ def _rules_problems(file: str, problems: list[tuple[str, str]]) -> int:
 def cmd_route_simulate(args: argparse.Namespace) -> int:
     """Show which rule a call to NUMBER matches and the steps it rings."""
     with _open_app(args.data) as (_cfg, app):
-        plan = app.simulator.simulate(ADMIN, args.number, args.at)
+        if args.draft is None:
+            plan = app.simulator.simulate(ADMIN, args.number, args.at)
+        else:  # an unsaved rules document: the client is the one it names
+            from heimbuero.office.rules_doc import MAX_DOCUMENT_BYTES, RulesError, from_text
+
+            try:
+                with Path(args.draft).open("rb") as f:
+                    raw = f.read(MAX_DOCUMENT_BYTES + 1)
+                doc = from_text(raw.decode("utf-8"))
+            except OSError as exc:
+                return _fail(f"cannot read rules document {args.draft}: {exc.strerror or exc}")
+            except UnicodeDecodeError:
+                return _fail(f"cannot read rules document {args.draft}: it is not UTF-8 text")
+            except RulesError as exc:
+                return _draft_problems(args.draft, list(exc.problems))
+            client = doc.get("client") if isinstance(doc, dict) else None
+            if not isinstance(client, str):
+                return _fail(f"{args.draft}: the rules document must name its client")
+            try:
+                plan = app.forwarding.simulate(ADMIN, client, args.number, args.at, doc)
+            except Invalid as exc:
+                if not exc.document:
+                    raise
+                return _draft_problems(args.draft, [(p.field, p.msg) for p in exc.problems])
     if args.json:
         print(json.dumps(plan.to_json(), ensure_ascii=False))
         return 0
@@ -839,6 +882,12 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         help="when the call comes in (default now); without an offset it is the client's "
         "local time",
     )
+    p.add_argument(
+        "--draft",
+        metavar="FILE",
+        help="simulate with this unsaved rules document (YAML or JSON) instead of the stored "
+        "rules; NUMBER must be one of its client's; nothing is stored",
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_route_simulate)
 
@@ -856,6 +905,14 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
     p.add_argument("--timezone", default="Europe/Berlin", help="IANA zone (Europe/Berlin)")
     p.add_argument("--bundesland", default="BY", help="German state for holidays (default BY)")
     p.set_defaults(func=cmd_client_add)
+    p = sub.add_parser(
+        "holidays", parents=[data],
+        help="list the public holidays of a client's Bundesland for the coming months",
+    )  # fmt: skip
+    p.add_argument("id", metavar="ID", help="client id")
+    p.add_argument("--months", type=int, default=12, help="how many months ahead (1-24, 12)")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
+    p.set_defaults(func=cmd_client_holidays)
     p = sub.add_parser("list", parents=[data], help="list client businesses")
     p.set_defaults(func=cmd_client_list)
     classes = ", ".join(c for c in callpolicy.CLASSES if c not in callpolicy.DEFAULT_ALLOWED)

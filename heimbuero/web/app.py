@@ -631,6 +631,9 @@ def create_app(ctx: WebContext) -> FastAPI:
     app.add_middleware(
         BodyGuard, gate=logins.gate, max_body=ctx.max_body, upload_max=ctx.max_upload
     )
+    from heimbuero.web.portal import portal_routes
+
+    app.include_router(portal_routes(handlers.forwarding, current_actor))
     if ctx.files is not None and ctx.digest is not None and handlers.files is not None:
         from heimbuero.web.files import file_routes
 

@@ -176,3 +176,35 @@ def test_numbers_typed_as_germans_write_them(demo: tuple[Path, str]) -> None:
     proc = run("client", "approve-number", "schulz", "0170/44x", "--data", str(data))
     assert proc.returncode == 1 and proc.stderr.startswith(ERR + "invalid number: ")
     assert len(proc.stderr.splitlines()) == 1
+
+
+def test_route_simulate_with_a_draft_and_client_holidays(
+    demo: tuple[Path, str], tmp_path: Path
+) -> None:
+    data, _ = demo
+    draft = tmp_path / "draft.yaml"
+    draft.write_text(
+        "client: mueller\nnumbers:\n  089 1234567:\n    rules:\n      - name: Entwurf\n"
+        "        steps:\n          - targets: [group:team]\n            timeout: 44\n"
+    )
+    before = run("rules", "export", "mueller", "--data", str(data)).stdout
+    proc = run("route", "simulate", "089/1234567", "--at", "2026-12-24 14:00", "--draft",
+               str(draft), "--json", "--data", str(data))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["rule"] == "Entwurf" and plan["steps"] == [{"targets": ["group:team"],
+                                                             "timeout": 44}]  # fmt: skip
+    assert run("rules", "export", "mueller", "--data", str(data)).stdout == before
+    draft.write_text(draft.read_text().replace("group:team", "user:nobody"))
+    proc = run("route", "simulate", NUMBER, "--draft", str(draft), "--data", str(data))
+    assert proc.returncode == 1
+    assert proc.stderr == (f"{ERR}{draft}: numbers.089 1234567.rules[0].steps[0].targets[0]: "
+                           "unknown user 'nobody'\n")  # fmt: skip
+    proc = run("client", "holidays", "mueller", "--months", "24", "--json", "--data", str(data))
+    assert proc.returncode == 0, proc.stderr
+    days = json.loads(proc.stdout)
+    assert any(d["name"] == "Erster Weihnachtstag" for d in days)
+    for bad in (["mueller", "--months", "0"], ["nosuch"]):
+        proc = run("client", "holidays", *bad, "--data", str(data))
+        assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1
+        assert proc.stderr.startswith(ERR)

@@ -1,0 +1,119 @@
+"""What the client portal's forwarding screen needs beneath its pages, shared by the HTTP API
+and the command line: the simulator for a stored plan or an unsaved draft rules document at a
+date and time, and the public holidays of the client's Bundesland for the coming months."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from heimbuero.app import policy
+from heimbuero.app._util import country_of, valid
+from heimbuero.app.errors import Invalid, NotFound, Problem
+from heimbuero.app.policy import Actor
+from heimbuero.domain.model import Client
+from heimbuero.office import directory
+from heimbuero.office.routing import RoutePlan, RoutingState, holiday_name, route
+from heimbuero.office.rules_doc import RulesError, parse_rules_document
+from heimbuero.store import Store
+
+MAX_HOLIDAY_MONTHS = 24
+
+
+@dataclass(frozen=True, slots=True)
+class Holiday:
+    day: date
+    name: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"date": self.day.isoformat(), "name": self.name}
+
+
+class Forwarding:
+    """The simulator with a draft, and the holidays list, for one client's business: staff
+    and the business's own users (another business's id is "no such client")."""
+
+    def __init__(
+        self, store: Store, routing_state: Callable[[], RoutingState] | None = None
+    ) -> None:
+        self.store, self.routing_state = store, routing_state
+
+    def _client(self, actor: Actor, client_id: str) -> Client:
+        client_id = valid("client", directory.validate_slug, client_id)
+        policy.require_client_visible(actor, client_id)
+        c = self.store.get_client(client_id)
+        if c is None:
+            raise NotFound("client", client_id)
+        return c
+
+    def simulate(
+        self,
+        actor: Actor,
+        client_id: str,
+        number: str | None = None,
+        at: str | None = None,
+        draft: Any = None,
+    ) -> RoutePlan:
+        """Where a call to the client's `number` (as typed; default: its first number) goes
+        now or at `at` (ISO 8601; without an offset the client's local time), with the stored
+        rules or, when `draft` is given, with that unsaved rules document (nothing is stored).
+        An invalid draft raises Invalid listing every problem with its path in the document."""
+        c = self._client(actor, client_id)
+        d = self.store.load_directory()
+        own = sorted(e for e, n in d.numbers.items() if n.client == c.id)
+        if number is None:
+            if not own:
+                raise Invalid("number", f"client {c.id!r} has no number yet")
+            e164 = own[0]
+        else:
+            e164 = valid(
+                "number", directory.validate_e164, number, "number", country_of(self.store)
+            )
+            if e164 not in own:
+                raise Invalid("number", f"{e164} is not a number of client {c.id!r}")
+        when = valid("at", directory.parse_at, at, c.timezone)
+        if draft is not None:
+            if not isinstance(draft, dict):
+                raise Invalid.many([Problem("", "the rules document must be a mapping")])
+            try:
+                parsed = parse_rules_document(draft, c.id, d)
+            except RulesError as exc:
+                raise Invalid.many([Problem(p, m) for p, m in exc.problems]) from None
+            d = replace(d, numbers={**d.numbers, **parsed})
+        overrides = {o.client: o for o in self.store.list_overrides(now=when)}
+        state = self.routing_state() if self.routing_state is not None else RoutingState()
+        return route(e164, when, replace(state, overrides=overrides), d)
+
+    def holidays(
+        self, actor: Actor, client_id: str, months: int = 12, start: date | None = None
+    ) -> list[Holiday]:
+        """The public holidays of the client's Bundesland from `start` (default: today in the
+        client's timezone) for `months` months (1-24)."""
+        c = self._client(actor, client_id)
+        if (
+            isinstance(months, bool)
+            or not isinstance(months, int)
+            or not (1 <= months <= MAX_HOLIDAY_MONTHS)
+        ):
+            raise Invalid("months", f"months must be 1 to {MAX_HOLIDAY_MONTHS}")
+        first = start or datetime.now(ZoneInfo(c.timezone)).date()
+        end = _add_months(first, months)  # exclusive
+        days: list[Holiday] = []
+        day = first
+        while day < end:
+            name = holiday_name(c.bundesland, day)
+            if name is not None:
+                days.append(Holiday(day, name))
+            day += timedelta(days=1)
+        return days
+
+
+def _add_months(d: date, months: int) -> date:
+    """The same day `months` later (the month's last day when it is shorter)."""
+    y, m = divmod(d.month - 1 + months, 12)
+    year, month = d.year + y, m + 1
+    nxt = date(year + (month == 12), month % 12 + 1, 1)
+    return date(year, month, min(d.day, (nxt - timedelta(days=1)).day))

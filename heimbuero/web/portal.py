@@ -1,0 +1,69 @@
+"""HTTP routes under the client portal's forwarding screen: the simulator with an unsaved draft
+and the public holidays of the client's Bundesland. Each route is one handler call
+(heimbuero/app/forwarding.py) as the logged-in user's Actor."""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from heimbuero.app.forwarding import MAX_HOLIDAY_MONTHS, Forwarding
+from heimbuero.app.policy import Actor
+
+
+class SimulateIn(BaseModel):
+    number: str | None = Field(
+        default=None, max_length=64, description="the client's number as typed; default: its first"
+    )
+    at: str | None = Field(
+        default=None, max_length=64,
+        description="ISO 8601 ('2026-12-24T14:00' or '2026-12-24 14:00': the client's local "
+        "time without an offset); default: now",
+    )  # fmt: skip
+    draft: dict[str, Any] | None = Field(
+        default=None, description="an unsaved rules document to simulate instead of the stored one"
+    )
+
+
+class StepOut(BaseModel):
+    targets: list[str]
+    timeout: int
+
+
+class SimulationOut(BaseModel):
+    client: str | None
+    number: str
+    rule: str | None = Field(description="the rule that decided; null: the provider's default")
+    steps: list[StepOut]
+    reason: str
+
+
+class HolidayOut(BaseModel):
+    date: str
+    name: str
+
+
+def portal_routes(
+    forwarding: Forwarding, current_actor: Callable[[Request], Awaitable[Actor]]
+) -> APIRouter:
+    router = APIRouter(tags=["forwarding"])
+    who = Annotated[Actor, Depends(current_actor)]
+
+    @router.post("/api/clients/{client_id}/simulate")
+    def simulate(client_id: str, body: SimulateIn, actor: who) -> SimulationOut:
+        """Where a call to the client's number goes now or at `at`, with the stored rules or
+        the unsaved `draft`; an invalid draft is a 422 whose fields are paths in it."""
+        plan = forwarding.simulate(actor, client_id, body.number, body.at, body.draft)
+        return SimulationOut(**plan.to_json())
+
+    @router.get("/api/clients/{client_id}/holidays")
+    def holidays(
+        client_id: str,
+        actor: who,
+        months: Annotated[int, Query(ge=1, le=MAX_HOLIDAY_MONTHS)] = 12,
+    ) -> list[HolidayOut]:
+        """The public holidays of the client's Bundesland from today for `months` months."""
+        return [HolidayOut(**h.to_json()) for h in forwarding.holidays(actor, client_id, months)]
+
+    return router
