@@ -462,6 +462,32 @@ def cmd_client_holidays(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_client_closures(args: argparse.Namespace) -> int:
+    """List, add (--add FIRST [LAST]) or remove (--remove ID) a client's closures."""
+    with _open_app(args.data) as (_cfg, app):
+        if args.add:
+            first, last = args.add[0], (args.add[1] if len(args.add) > 1 else None)
+            if len(args.add) > 2:
+                return _fail("--add takes FIRST and at most LAST")
+            c = app.closures.add(ADMIN, args.id, first, last, args.note)
+            print(f"closed {c.client} from {c.first:%d.%m.%Y} to {c.last:%d.%m.%Y} (id {c.id})")
+            return 0
+        if args.remove is not None:
+            app.closures.remove(ADMIN, args.id, args.remove)
+            print(f"removed closure {args.remove} of {args.id}")
+            return 0
+        rows = app.closures.list(ADMIN, args.id)
+    if args.json:
+        print(json.dumps([c.to_json() for c in rows], ensure_ascii=False))
+    elif not rows:
+        print(f"no closures for {args.id}")
+    else:
+        _table([("ID", "FIRST", "LAST", "NOTE")] + [
+            (str(c.id), f"{c.first:%d.%m.%Y}", f"{c.last:%d.%m.%Y}", c.note) for c in rows
+        ])  # fmt: skip
+    return 0
+
+
 def _rules_problems(file: str, problems: list[tuple[str, str]]) -> int:
     for where, message in problems:
         sys.stderr.write(f"{ERROR_PREFIX}{file}: {where}: {message}\n")
@@ -913,6 +939,18 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
     p.add_argument("--months", type=int, default=12, help="how many months ahead (1-24, 12)")
     p.add_argument("--json", action="store_true", help="print them as JSON")
     p.set_defaults(func=cmd_client_holidays)
+    p = sub.add_parser(
+        "closures", parents=[data],
+        help="list, add or remove a client's closures (Betriebsurlaub)",
+        description="Closure days are date ranges; rules with 'closures: only' decide where "
+        "the client's calls go on them.",
+    )  # fmt: skip
+    p.add_argument("id", metavar="ID", help="client id")
+    p.add_argument("--add", nargs="+", metavar="DAY", help="close FIRST [LAST] (YYYY-MM-DD)")
+    p.add_argument("--note", default="", help="with --add: a note (Betriebsurlaub)")
+    p.add_argument("--remove", type=int, metavar="CLOSURE_ID", help="remove that closure")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
+    p.set_defaults(func=cmd_client_closures)
     p = sub.add_parser("list", parents=[data], help="list client businesses")
     p.set_defaults(func=cmd_client_list)
     classes = ", ".join(c for c in callpolicy.CLASSES if c not in callpolicy.DEFAULT_ALLOWED)

@@ -29,7 +29,7 @@ from heimbuero.app.errors import (
     http_status,
 )
 from heimbuero.app.files import Files
-from heimbuero.app.forwarding import Forwarding
+from heimbuero.app.forwarding import Closures, Forwarding
 from heimbuero.app.groups import Groups
 from heimbuero.app.messages import Messages, MessageWatch, Send
 from heimbuero.app.policy import Actor, Role
@@ -67,6 +67,7 @@ class App:
     presence: Presence
     files: Files | None
     forwarding: Forwarding  # the portal's simulator with a draft, holidays
+    closures: Closures  # the portal's closure ranges (Betriebsurlaub)
 
     @classmethod
     def build(
@@ -101,4 +102,5 @@ class App:
             presence=Presence(presence, presence_watch),
             files=None if files is None else Files(files),
             forwarding=Forwarding(store, routing_state),
+            closures=Closures(store),
         )

@@ -12,15 +12,19 @@ from zoneinfo import ZoneInfo
 
 from heimbuero.app import policy
 from heimbuero.app._util import country_of, valid
-from heimbuero.app.errors import Invalid, NotFound, Problem
+from heimbuero.app.errors import Forbidden, Invalid, NotFound, Problem
 from heimbuero.app.policy import Actor
 from heimbuero.domain.model import Client
 from heimbuero.office import directory
 from heimbuero.office.routing import RoutePlan, RoutingState, holiday_name, route
 from heimbuero.office.rules_doc import RulesError, parse_rules_document
-from heimbuero.store import Store
+from heimbuero.store import Store, closures
+from heimbuero.store.closures import Closure
 
 MAX_HOLIDAY_MONTHS = 24
+MAX_CLOSURES = 100  # per client
+MAX_CLOSURE_DAYS = 366  # per closure
+MAX_NOTE = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +121,59 @@ def _add_months(d: date, months: int) -> date:
     year, month = d.year + y, m + 1
     nxt = date(year + (month == 12), month % 12 + 1, 1)
     return date(year, month, min(d.day, (nxt - timedelta(days=1)).day))
+
+
+def _day(field: str, value: date | str) -> date:
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise Invalid(field, f"invalid date {value!r}: expected YYYY-MM-DD") from None
+
+
+class Closures:
+    """A client's closures (Betriebsurlaub): date ranges with a note. The business reads them;
+    staff and the client owner (may_change_forwarding) add and remove them. While a closure is
+    on, its days are the client's closure days: rules with `closures: only` (or `exclude`)
+    decide what happens to calls then."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _client(self, actor: Actor, client_id: str, write: bool = False) -> Client:
+        c = Forwarding(self.store)._client(actor, client_id)
+        if write and not policy.may_change_forwarding(actor, c.id):
+            raise Forbidden("only staff and the client itself may change its closures")
+        return c
+
+    def list(self, actor: Actor, client_id: str) -> list[Closure]:
+        c = self._client(actor, client_id)
+        with self.store.unit_of_work(write=False) as uow:
+            return closures.list_for(uow.session, c.id)
+
+    def add(
+        self, actor: Actor, client_id: str, first: date | str, last: date | str | None = None,
+        note: str = "",
+    ) -> Closure:  # fmt: skip
+        """Close from `first` to `last` (inclusive; default: that one day)."""
+        c = self._client(actor, client_id, write=True)
+        d1 = _day("first", first)
+        d2 = d1 if last is None else _day("last", last)
+        if d2 < d1:
+            raise Invalid("last", "the last day lies before the first")
+        if (d2 - d1).days + 1 > MAX_CLOSURE_DAYS:
+            raise Invalid("last", f"a closure may last at most {MAX_CLOSURE_DAYS} days")
+        note = (note or "").strip()
+        if len(note) > MAX_NOTE or any(ord(ch) < 32 for ch in note):
+            raise Invalid("note", f"the note must be one line of at most {MAX_NOTE} characters")
+        with self.store.unit_of_work() as uow:
+            if closures.count(uow, c.id) >= MAX_CLOSURES:
+                raise Invalid("first", f"a client may have at most {MAX_CLOSURES} closures")
+            return closures.add(uow, c.id, d1, d2, note)
+
+    def remove(self, actor: Actor, client_id: str, closure_id: int) -> None:
+        c = self._client(actor, client_id, write=True)
+        with self.store.unit_of_work() as uow:
+            if not closures.remove(uow, c.id, closure_id):
+                raise NotFound("closure", str(closure_id))

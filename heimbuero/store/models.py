@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -383,3 +384,21 @@ class FileDownloadRow(Base):
     remote: Mapped[str] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer)  # HTTP status answered
     bytes_sent: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# -- client portal: closure days (Betriebsurlaub) as date ranges with a note (migration 0009) --
+
+
+class ClosureRow(Base):
+    """A client's closure: every day from `first` to `last` (inclusive) is a closure day."""
+
+    __tablename__ = "closures"
+    __table_args__ = (Index("ix_closures_client", "client_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.id", name="fk_closures_client", ondelete="CASCADE")
+    )
+    first: Mapped[date] = mapped_column(Date)
+    last: Mapped[date] = mapped_column(Date)
+    note: Mapped[str] = mapped_column(String(200), default="")

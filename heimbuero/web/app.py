@@ -633,7 +633,7 @@ def create_app(ctx: WebContext) -> FastAPI:
     )
     from heimbuero.web.portal import portal_routes
 
-    app.include_router(portal_routes(handlers.forwarding, current_actor))
+    app.include_router(portal_routes(handlers.forwarding, handlers.closures, current_actor))
     if ctx.files is not None and ctx.digest is not None and handlers.files is not None:
         from heimbuero.web.files import file_routes
 

@@ -3,12 +3,13 @@ and the public holidays of the client's Bundesland. Each route is one handler ca
 (heimbuero/app/forwarding.py) as the logged-in user's Actor."""
 
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from heimbuero.app.forwarding import MAX_HOLIDAY_MONTHS, Forwarding
+from heimbuero.app.forwarding import MAX_HOLIDAY_MONTHS, MAX_NOTE, Closures, Forwarding
 from heimbuero.app.policy import Actor
 
 
@@ -39,13 +40,29 @@ class SimulationOut(BaseModel):
     reason: str
 
 
+class ClosureIn(BaseModel):
+    first: date = Field(description="first closed day (YYYY-MM-DD)")
+    last: date | None = Field(default=None, description="last closed day; default: first")
+    note: str = Field(default="", max_length=MAX_NOTE, examples=["Betriebsurlaub"])
+
+
+class ClosureOut(BaseModel):
+    id: int
+    client: str
+    first: date
+    last: date
+    note: str
+
+
 class HolidayOut(BaseModel):
     date: str
     name: str
 
 
 def portal_routes(
-    forwarding: Forwarding, current_actor: Callable[[Request], Awaitable[Actor]]
+    forwarding: Forwarding,
+    closures: Closures,
+    current_actor: Callable[[Request], Awaitable[Actor]],
 ) -> APIRouter:
     router = APIRouter(tags=["forwarding"])
     who = Annotated[Actor, Depends(current_actor)]
@@ -65,5 +82,20 @@ def portal_routes(
     ) -> list[HolidayOut]:
         """The public holidays of the client's Bundesland from today for `months` months."""
         return [HolidayOut(**h.to_json()) for h in forwarding.holidays(actor, client_id, months)]
+
+    @router.get("/api/clients/{client_id}/closures")
+    def list_closures(client_id: str, actor: who) -> list[ClosureOut]:
+        """The client's closures (Betriebsurlaub), by first day."""
+        return [ClosureOut(**c.to_json()) for c in closures.list(actor, client_id)]  # type: ignore[arg-type]
+
+    @router.post("/api/clients/{client_id}/closures", status_code=201)
+    def add_closure(client_id: str, body: ClosureIn, actor: who) -> ClosureOut:
+        """Close from `first` to `last` (inclusive): those days are closure days for routing."""
+        c = closures.add(actor, client_id, body.first, body.last, body.note)
+        return ClosureOut(**c.to_json())  # type: ignore[arg-type]
+
+    @router.delete("/api/clients/{client_id}/closures/{closure_id}", status_code=204)
+    def remove_closure(client_id: str, closure_id: int, actor: who) -> None:
+        closures.remove(actor, client_id, closure_id)
 
     return router

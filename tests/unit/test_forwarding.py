@@ -104,3 +104,64 @@ def test_another_business_gets_not_found(office: Any, method: str, url: str, bod
     assert nosuch.status_code == 404
     assert r.json()["detail"] == nosuch.json()["detail"].replace("nosuch", "mueller")
 
+
+
+def test_closures_route_to_the_office_and_are_listed(office: Any) -> None:
+    http, pw, store = office
+    mueller = ("mueller", pw["mueller"])
+    body = {"first": "2026-08-03", "last": "2026-08-14", "note": "Betriebsurlaub"}
+    r = http.post("/api/clients/mueller/closures", json=body, auth=mueller)
+    assert r.status_code == 201, r.text
+    closure = r.json()
+    assert closure["first"] == "2026-08-03" and closure["note"] == "Betriebsurlaub"
+    assert http.get("/api/clients/mueller/closures", auth=mueller).json() == [closure]
+    at = {"at": "2026-08-04 10:00"}  # a Tuesday in the closure: Werktag would ring mueller
+    plan = http.post("/api/clients/mueller/simulate", json=at, auth=mueller).json()
+    assert plan["rule"] is None and "closure day" in plan["reason"]
+    assert plan["steps"] == [{"targets": ["group:team"], "timeout": 30}]  # the office
+    after = http.post("/api/clients/mueller/simulate", json={"at": "2026-08-17 10:00"},
+                      auth=mueller).json()  # fmt: skip
+    assert after["rule"] == "Werktag"
+    # a draft with a rule for closure days is the configurable plan
+    rule = {"name": "Urlaub", "when": {"closures": "only"},
+            "steps": [{"targets": ["user:mueller"], "timeout": 10}]}  # fmt: skip
+    draft = {"client": "mueller", "numbers": {"089 1234567": {"rules": [rule]}}}
+    r = http.post("/api/clients/mueller/simulate", json=at | {"draft": draft}, auth=mueller)
+    assert r.json()["rule"] == "Urlaub"
+    url = f"/api/clients/mueller/closures/{closure['id']}"
+    assert http.delete(url, auth=mueller).status_code == 204
+    assert http.delete(url, auth=mueller).status_code == 404
+    assert http.get("/api/clients/mueller/closures", auth=mueller).json() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"first": "2026-08-14", "last": "2026-08-03"}, "body.last"),
+     ({"first": "2026-01-01", "last": "2027-06-01"}, "body.last"),
+     ({"first": "gestern"}, "body.first"),
+     ({"first": "2026-08-03", "note": "a\nb"}, "body.note")],
+)  # fmt: skip
+def test_bad_closures_are_422(office: Any, body: dict[str, str], field: str) -> None:
+    http, pw, _ = office
+    r = http.post("/api/clients/mueller/closures", json=body, auth=("mueller", pw["mueller"]))
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["field"] == field, r.json()
+
+
+def test_closures_authorization(office: Any) -> None:
+    http, pw, store = office
+    admin = ("admin", pw["admin"])
+    cid = http.post("/api/clients/mueller/closures", json={"first": "2026-08-03"},
+                    auth=admin).json()["id"]  # fmt: skip
+    schulz = ("schulz", pw["schulz"])
+    for method, url, body in [
+        ("GET", "/api/clients/mueller/closures", None),
+        ("POST", "/api/clients/mueller/closures", {"first": "2026-09-01"}),
+        ("DELETE", f"/api/clients/mueller/closures/{cid}", None),
+    ]:
+        r = http.request(method, url, json=body, auth=schulz)
+        assert r.status_code == 404 and r.json()["detail"] == "no such client: 'mueller'"
+    # schulz cannot remove mueller's closure through its own client id either
+    r = http.delete(f"/api/clients/schulz/closures/{cid}", auth=schulz)
+    assert r.status_code == 404
+    assert len(http.get("/api/clients/mueller/closures", auth=admin).json()) == 1
