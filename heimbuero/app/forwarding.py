@@ -91,6 +91,71 @@ class Forwarding:
         state = self.routing_state() if self.routing_state is not None else RoutingState()
         return route(e164, when, replace(state, overrides=overrides), d)
 
+    def week(
+        self,
+        actor: Actor,
+        client_id: str,
+        number: str | None = None,
+        day: str | None = None,
+        slot_minutes: int = 60,
+    ) -> dict[str, Any]:
+        """The week grid of the portal: for the week (Monday to Sunday) containing `day`
+        (YYYY-MM-DD, default today in the client's timezone), in slots of `slot_minutes`
+        (15, 30 or 60), which rule decides a call at the start of each slot, computed with
+        routing itself (holidays and closures of that week included; no override active,
+        nobody registered). Consecutive slots of one rule are joined into one span."""
+        c = self._client(actor, client_id)
+        if slot_minutes not in (15, 30, 60):
+            raise Invalid("slot", "slot must be 15, 30 or 60 minutes")
+        tz = ZoneInfo(c.timezone)
+        if day is None:
+            ref = datetime.now(tz).date()
+        else:
+            try:
+                ref = date.fromisoformat(day.strip())
+            except ValueError:
+                raise Invalid("week", f"invalid date {day!r}: expected YYYY-MM-DD") from None
+        monday = ref - timedelta(days=ref.weekday())
+        d = self.store.load_directory()
+        own = sorted(e for e, n in d.numbers.items() if n.client == c.id)
+        if number is None:
+            if not own:
+                raise Invalid("number", f"client {c.id!r} has no number yet")
+            e164 = own[0]
+        else:
+            e164 = valid(
+                "number", directory.validate_e164, number, "number", country_of(self.store)
+            )
+            if e164 not in own:
+                raise Invalid("number", f"{e164} is not a number of client {c.id!r}")
+        state = RoutingState()
+        loaded = d.clients.get(c.id)
+        closed = set(loaded.closure_days) if loaded is not None else set()
+        days: list[dict[str, Any]] = []
+        for i in range(7):
+            today = monday + timedelta(days=i)
+            spans: list[dict[str, Any]] = []
+            for slot in range(0, 24 * 60, slot_minutes):
+                local = datetime(today.year, today.month, today.day, slot // 60, slot % 60,
+                                 tzinfo=tz)  # fmt: skip
+                plan = route(e164, local, state, d)
+                rule = plan.rule
+                end = slot + slot_minutes
+                if spans and spans[-1]["rule"] == rule:
+                    spans[-1]["end"] = _hhmm(end)
+                else:
+                    spans.append({"start": _hhmm(slot), "end": _hhmm(end), "rule": rule,
+                                  "steps": [{"targets": s.target_texts(), "timeout": s.timeout}
+                                            for s in plan.steps]})  # fmt: skip
+            days.append({
+                "date": today.isoformat(),
+                "holiday": holiday_name(c.bundesland, today),
+                "closed": today in closed,
+                "spans": spans,
+            })  # fmt: skip
+        return {"client": c.id, "number": e164, "timezone": c.timezone,
+                "slot_minutes": slot_minutes, "days": days}  # fmt: skip
+
     def holidays(
         self, actor: Actor, client_id: str, months: int = 12, start: date | None = None
     ) -> list[Holiday]:
@@ -113,6 +178,10 @@ class Forwarding:
                 days.append(Holiday(day, name))
             day += timedelta(days=1)
         return days
+
+
+def _hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def _add_months(d: date, months: int) -> date:

@@ -83,6 +83,18 @@ def portal_routes(
         """The public holidays of the client's Bundesland from today for `months` months."""
         return [HolidayOut(**h.to_json()) for h in forwarding.holidays(actor, client_id, months)]
 
+    @router.get("/api/clients/{client_id}/week")
+    def week(
+        client_id: str,
+        actor: who,
+        number: Annotated[str | None, Query(max_length=64)] = None,
+        week: Annotated[str | None, Query(max_length=10, description="a day of the week")] = None,
+        slot: Annotated[int, Query(description="slot length: 15, 30 or 60 minutes")] = 60,
+    ) -> dict[str, Any]:
+        """The week grid: per day, spans of local time and the rule that decides then
+        (null: the provider's default plan), with the steps; holidays and closures marked."""
+        return forwarding.week(actor, client_id, number, week, slot)
+
     @router.get("/api/clients/{client_id}/closures")
     def list_closures(client_id: str, actor: who) -> list[ClosureOut]:
         """The client's closures (Betriebsurlaub), by first day."""

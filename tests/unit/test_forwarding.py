@@ -165,3 +165,29 @@ def test_closures_authorization(office: Any) -> None:
     r = http.delete(f"/api/clients/schulz/closures/{cid}", auth=schulz)
     assert r.status_code == 404
     assert len(http.get("/api/clients/mueller/closures", auth=admin).json()) == 1
+
+
+def test_week_grid(office: Any) -> None:
+    http, pw, _ = office
+    mueller = ("mueller", pw["mueller"])
+    http.post("/api/clients/mueller/closures", json={"first": "2026-12-28"}, auth=mueller)
+    r = http.get("/api/clients/mueller/week", params={"week": "2026-12-24", "slot": 30},
+                 auth=mueller)  # fmt: skip
+    assert r.status_code == 200, r.text
+    grid = r.json()
+    assert grid["number"] == "+49891234567" and grid["slot_minutes"] == 30
+    days = {d["date"]: d for d in grid["days"]}
+    assert list(days) == [f"2026-12-{n}" for n in range(21, 28)]  # Monday to Sunday
+    monday = [(s["start"], s["end"], s["rule"]) for s in days["2026-12-21"]["spans"]]
+    assert monday == [("00:00", "07:00", "Sonst"), ("07:00", "16:00", "Werktag"),
+                      ("16:00", "24:00", "Sonst")]  # fmt: skip
+    assert days["2026-12-25"]["holiday"] == "Erster Weihnachtstag"
+    assert [s["rule"] for s in days["2026-12-25"]["spans"]] == ["Sonst"]
+    nxt = http.get("/api/clients/mueller/week", params={"week": "2026-12-28"}, auth=mueller)
+    closed = nxt.json()["days"][0]
+    assert closed["closed"] is True and [s["rule"] for s in closed["spans"]] == [None]
+    for bad in ({"slot": 7}, {"week": "KW52"}, {"number": "030 1234567"}):
+        r = http.get("/api/clients/mueller/week", params=bad, auth=mueller)
+        assert r.status_code == 422, (bad, r.text)
+    r = http.get("/api/clients/mueller/week", auth=("schulz", pw["schulz"]))
+    assert r.status_code == 404 and r.json()["detail"] == "no such client: 'mueller'"
