@@ -488,6 +488,39 @@ def cmd_client_closures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_client_override(args: argparse.Namespace) -> int:
+    """Show, set (office | mobile [--until WHEN]) or cancel (off) a client's override."""
+    from datetime import datetime as _dt
+    from zoneinfo import ZoneInfo
+
+    with _open_app(args.data) as (_cfg, app):
+        if args.target is None:
+            st = app.overrides.get(ADMIN, args.id)
+        elif args.target == "off":
+            app.overrides.clear(ADMIN, args.id)
+            print(f"override of {args.id} cancelled")
+            return 0
+        else:
+            until = None
+            if args.until:
+                try:
+                    until = _dt.fromisoformat(args.until.strip())
+                except ValueError:
+                    return _fail(f"invalid --until {args.until!r}: expected '2026-12-24 14:00'")
+            try:
+                st = app.overrides.set(ADMIN, args.id, args.target, until)
+            except Invalid as exc:
+                return _fail(f"--until {args.until}: {exc}")
+        tz = app.clients.get(ADMIN, args.id).client.timezone
+    o = st.override
+    end = "until cancelled"
+    if o.until is not None:
+        end = f"until {o.until.astimezone(ZoneInfo(tz)):%d.%m.%Y %H:%M} ({tz})"
+    state = "active" if st.active else "expired"
+    print(f"{o.client}: everything to {o.target} {end} ({state})")
+    return 0
+
+
 def _rules_problems(file: str, problems: list[tuple[str, str]]) -> int:
     for where, message in problems:
         sys.stderr.write(f"{ERROR_PREFIX}{file}: {where}: {message}\n")
@@ -951,6 +984,17 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
     p.add_argument("--remove", type=int, metavar="CLOSURE_ID", help="remove that closure")
     p.add_argument("--json", action="store_true", help="print them as JSON")
     p.set_defaults(func=cmd_client_closures)
+    p = sub.add_parser(
+        "override", parents=[data],
+        help="show, set or cancel a client's override (like *21 / *22 / #21)",
+        description="'office' or 'mobile' sends every call there (until --until, an absolute "
+        "time in the client's timezone, e.g. '2026-12-24 14:00'; after it the rules apply "
+        "again by themselves); 'off' cancels; without a target it is shown.",
+    )  # fmt: skip
+    p.add_argument("id", metavar="ID", help="client id")
+    p.add_argument("target", nargs="?", choices=("office", "mobile", "off"), help="where to")
+    p.add_argument("--until", metavar="WHEN", help="end, e.g. '2026-12-24 14:00' (local time)")
+    p.set_defaults(func=cmd_client_override)
     p = sub.add_parser("list", parents=[data], help="list client businesses")
     p.set_defaults(func=cmd_client_list)
     classes = ", ".join(c for c in callpolicy.CLASSES if c not in callpolicy.DEFAULT_ALLOWED)

@@ -208,3 +208,31 @@ def test_route_simulate_with_a_draft_and_client_holidays(
         proc = run("client", "holidays", *bad, "--data", str(data))
         assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1
         assert proc.stderr.startswith(ERR)
+
+
+def test_client_closures_and_override_until(demo: tuple[Path, str]) -> None:
+    data, _ = demo
+    d = ["--data", str(data)]
+    proc = run("client", "closures", "mueller", "--add", "2026-08-03", "2026-08-14",
+               "--note", "Betriebsurlaub", *d)  # fmt: skip
+    assert proc.returncode == 0 and "03.08.2026 to 14.08.2026" in proc.stdout, proc.stderr
+    listed = run("client", "closures", "mueller", "--json", *d)
+    [closure] = json.loads(listed.stdout)
+    plan = json.loads(run("route", "simulate", NUMBER, "--at", "2026-08-04 10:00", "--json",
+                          *d).stdout)  # fmt: skip
+    assert plan["rule"] is None and plan["reason"].startswith("closure day")
+    assert run("client", "closures", "mueller", "--remove", str(closure["id"]), *d).returncode == 0
+    bad = run("client", "closures", "mueller", "--add", "2026-08-14", "2026-08-03", *d)
+    assert bad.returncode == 1 and bad.stderr.startswith(ERR) and len(bad.stderr.splitlines()) == 1
+
+    proc = run("client", "override", "mueller", "mobile", "--until", "2099-01-02 08:00", *d)
+    assert proc.returncode == 0, proc.stderr
+    assert "mobile until 02.01.2099 08:00 (Europe/Berlin) (active)" in proc.stdout
+    before = json.loads(run("route", "simulate", NUMBER, "--at", "2099-01-02 07:59", "--json",
+                            *d).stdout)  # fmt: skip
+    after = json.loads(run("route", "simulate", NUMBER, "--at", "2099-01-02 08:00", "--json",
+                           *d).stdout)  # fmt: skip
+    assert before["rule"] == "Override Handy" and after["rule"] != "Override Handy"
+    past = run("client", "override", "mueller", "office", "--until", "2020-01-01 08:00", *d)
+    assert past.returncode == 1 and "lies in the past" in past.stderr
+    assert run("client", "override", "mueller", "off", *d).returncode == 0
