@@ -105,7 +105,6 @@ def test_another_business_gets_not_found(office: Any, method: str, url: str, bod
     assert r.json()["detail"] == nosuch.json()["detail"].replace("nosuch", "mueller")
 
 
-
 def test_closures_route_to_the_office_and_are_listed(office: Any) -> None:
     http, pw, store = office
     mueller = ("mueller", pw["mueller"])
