@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from heimbuero import __version__, config
 from heimbuero.app import Actor, App, AppError, Invalid
+from heimbuero.app._util import country_of
 from heimbuero.config import Config, ConfigError
 from heimbuero.domain.model import Trunk
 from heimbuero.office import accounts, callpolicy, directory
@@ -441,6 +442,85 @@ def cmd_rules_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _draft_problems(file: str, problems: list[tuple[str, str]]) -> int:
+    for where, message in problems:
+        sys.stderr.write(f"{ERROR_PREFIX}{file}: {where}: {message}\n")
+    return 1
+
+
+def cmd_client_holidays(args: argparse.Namespace) -> int:
+    """The public holidays of the client's Bundesland for the coming months."""
+    with _open_app(args.data) as (_cfg, app):
+        days = app.forwarding.holidays(ADMIN, args.id, args.months)
+    if args.json:
+        print(json.dumps([d.to_json() for d in days], ensure_ascii=False))
+        return 0
+    for d in days:
+        print(f"{d.day:%d.%m.%Y}  {d.name}")
+    if not days:
+        print(f"no public holidays in the coming {args.months} months")
+    return 0
+
+
+def cmd_client_closures(args: argparse.Namespace) -> int:
+    """List, add (--add FIRST [LAST]) or remove (--remove ID) a client's closures."""
+    with _open_app(args.data) as (_cfg, app):
+        if args.add:
+            first, last = args.add[0], (args.add[1] if len(args.add) > 1 else None)
+            if len(args.add) > 2:
+                return _fail("--add takes FIRST and at most LAST")
+            c = app.closures.add(ADMIN, args.id, first, last, args.note)
+            print(f"closed {c.client} from {c.first:%d.%m.%Y} to {c.last:%d.%m.%Y} (id {c.id})")
+            return 0
+        if args.remove is not None:
+            app.closures.remove(ADMIN, args.id, args.remove)
+            print(f"removed closure {args.remove} of {args.id}")
+            return 0
+        rows = app.closures.list(ADMIN, args.id)
+    if args.json:
+        print(json.dumps([c.to_json() for c in rows], ensure_ascii=False))
+    elif not rows:
+        print(f"no closures for {args.id}")
+    else:
+        _table([("ID", "FIRST", "LAST", "NOTE")] + [
+            (str(c.id), f"{c.first:%d.%m.%Y}", f"{c.last:%d.%m.%Y}", c.note) for c in rows
+        ])  # fmt: skip
+    return 0
+
+
+def cmd_client_override(args: argparse.Namespace) -> int:
+    """Show, set (office | mobile [--until WHEN]) or cancel (off) a client's override."""
+    from datetime import datetime as _dt
+    from zoneinfo import ZoneInfo
+
+    with _open_app(args.data) as (_cfg, app):
+        if args.target is None:
+            st = app.overrides.get(ADMIN, args.id)
+        elif args.target == "off":
+            app.overrides.clear(ADMIN, args.id)
+            print(f"override of {args.id} cancelled")
+            return 0
+        else:
+            until = None
+            if args.until:
+                try:
+                    until = _dt.fromisoformat(args.until.strip())
+                except ValueError:
+                    return _fail(f"invalid --until {args.until!r}: expected '2026-12-24 14:00'")
+            try:
+                st = app.overrides.set(ADMIN, args.id, args.target, until)
+            except Invalid as exc:
+                return _fail(f"--until {args.until}: {exc}")
+        tz = app.clients.get(ADMIN, args.id).client.timezone
+    o = st.override
+    end = "until cancelled"
+    if o.until is not None:
+        end = f"until {o.until.astimezone(ZoneInfo(tz)):%d.%m.%Y %H:%M} ({tz})"
+    state = "active" if st.active else "expired"
+    print(f"{o.client}: everything to {o.target} {end} ({state})")
+    return 0
+
+
 def _rules_problems(file: str, problems: list[tuple[str, str]]) -> int:
     for where, message in problems:
         sys.stderr.write(f"{ERROR_PREFIX}{file}: {where}: {message}\n")
@@ -451,7 +531,30 @@ def _rules_problems(file: str, problems: list[tuple[str, str]]) -> int:
 def cmd_route_simulate(args: argparse.Namespace) -> int:
     """Show which rule a call to NUMBER matches and the steps it rings."""
     with _open_app(args.data) as (_cfg, app):
-        plan = app.simulator.simulate(ADMIN, args.number, args.at)
+        if args.draft is None:
+            plan = app.simulator.simulate(ADMIN, args.number, args.at)
+        else:  # an unsaved rules document: the client is the one it names
+            from heimbuero.office.rules_doc import MAX_DOCUMENT_BYTES, RulesError, from_text
+
+            try:
+                with Path(args.draft).open("rb") as f:
+                    raw = f.read(MAX_DOCUMENT_BYTES + 1)
+                doc = from_text(raw.decode("utf-8"))
+            except OSError as exc:
+                return _fail(f"cannot read rules document {args.draft}: {exc.strerror or exc}")
+            except UnicodeDecodeError:
+                return _fail(f"cannot read rules document {args.draft}: it is not UTF-8 text")
+            except RulesError as exc:
+                return _draft_problems(args.draft, list(exc.problems))
+            client = doc.get("client") if isinstance(doc, dict) else None
+            if not isinstance(client, str):
+                return _fail(f"{args.draft}: the rules document must name its client")
+            try:
+                plan = app.forwarding.simulate(ADMIN, client, args.number, args.at, doc)
+            except Invalid as exc:
+                if not exc.document:
+                    raise
+                return _draft_problems(args.draft, [(p.field, p.msg) for p in exc.problems])
     if args.json:
         print(json.dumps(plan.to_json(), ensure_ascii=False))
         return 0
@@ -518,8 +621,8 @@ def cmd_client_policy(args: argparse.Namespace) -> int:
 def cmd_client_approve(args: argparse.Namespace) -> int:
     """Approve (or with --revoke withdraw) an external number for a client's forwarding."""
     client_id = directory.validate_slug(args.id)
-    number = directory.validate_e164(args.number)
     with _open_app(args.data) as (_cfg, app):
+        number = directory.validate_e164(args.number, "number", country_of(app.clients.store))
         if args.revoke:
             app.clients.withdraw_number(ADMIN, client_id, number)
         else:
@@ -830,12 +933,22 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         description="Route a call to NUMBER with the stored rules and overrides (nobody "
         "registered) and print the matched rule and steps.",
     )
-    p.add_argument("number", metavar="NUMBER", help="dialled number, E.164 (+49891234567)")
+    p.add_argument(
+        "number",
+        metavar="NUMBER",
+        help="dialled number as written: 089 1234567, 089/1234567, +49 89 1234567",
+    )
     p.add_argument(
         "--at",
         metavar="ISO-8601",
         help="when the call comes in (default now); without an offset it is the client's "
         "local time",
+    )
+    p.add_argument(
+        "--draft",
+        metavar="FILE",
+        help="simulate with this unsaved rules document (YAML or JSON) instead of the stored "
+        "rules; NUMBER must be one of its client's; nothing is stored",
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_route_simulate)
@@ -854,6 +967,37 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
     p.add_argument("--timezone", default="Europe/Berlin", help="IANA zone (Europe/Berlin)")
     p.add_argument("--bundesland", default="BY", help="German state for holidays (default BY)")
     p.set_defaults(func=cmd_client_add)
+    p = sub.add_parser(
+        "holidays", parents=[data],
+        help="list the public holidays of a client's Bundesland for the coming months",
+    )  # fmt: skip
+    p.add_argument("id", metavar="ID", help="client id")
+    p.add_argument("--months", type=int, default=12, help="how many months ahead (1-24, 12)")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
+    p.set_defaults(func=cmd_client_holidays)
+    p = sub.add_parser(
+        "closures", parents=[data],
+        help="list, add or remove a client's closures (Betriebsurlaub)",
+        description="Closure days are date ranges; rules with 'closures: only' decide where "
+        "the client's calls go on them.",
+    )  # fmt: skip
+    p.add_argument("id", metavar="ID", help="client id")
+    p.add_argument("--add", nargs="+", metavar="DAY", help="close FIRST [LAST] (YYYY-MM-DD)")
+    p.add_argument("--note", default="", help="with --add: a note (Betriebsurlaub)")
+    p.add_argument("--remove", type=int, metavar="CLOSURE_ID", help="remove that closure")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
+    p.set_defaults(func=cmd_client_closures)
+    p = sub.add_parser(
+        "override", parents=[data],
+        help="show, set or cancel a client's override (like *21 / *22 / #21)",
+        description="'office' or 'mobile' sends every call there (until --until, an absolute "
+        "time in the client's timezone, e.g. '2026-12-24 14:00'; after it the rules apply "
+        "again by themselves); 'off' cancels; without a target it is shown.",
+    )  # fmt: skip
+    p.add_argument("id", metavar="ID", help="client id")
+    p.add_argument("target", nargs="?", choices=("office", "mobile", "off"), help="where to")
+    p.add_argument("--until", metavar="WHEN", help="end, e.g. '2026-12-24 14:00' (local time)")
+    p.set_defaults(func=cmd_client_override)
     p = sub.add_parser("list", parents=[data], help="list client businesses")
     p.set_defaults(func=cmd_client_list)
     classes = ", ".join(c for c in callpolicy.CLASSES if c not in callpolicy.DEFAULT_ALLOWED)
@@ -885,7 +1029,7 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         "to external numbers approved here, within the client's destination policy.",
     )
     p.add_argument("id", metavar="ID")
-    p.add_argument("number", metavar="NUMBER", help="E.164, e.g. +491701111111")
+    p.add_argument("number", metavar="NUMBER", help="e.g. 0170 1111111 or +491701111111")
     p.add_argument("--revoke", action="store_true", help="withdraw the approval")
     p.set_defaults(func=cmd_client_approve)
     p = sub.add_parser("remove", parents=[data], help="remove a client and its numbers/rules")
@@ -895,7 +1039,7 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
     number = commands.add_parser("number", help="add, list or remove client phone numbers")
     sub = number.add_subparsers(dest="number_command", metavar="ACTION", required=True)
     p = sub.add_parser("add", parents=[data], help="give a client a phone number")
-    p.add_argument("number", metavar="NUMBER", help="E.164, e.g. +49891234567")
+    p.add_argument("number", metavar="NUMBER", help="e.g. 089 1234567 or +49891234567")
     p.add_argument("--client", required=True, metavar="ID", help="client id")
     p.set_defaults(func=cmd_number_add)
     p = sub.add_parser("list", parents=[data], help="list numbers")
@@ -1130,7 +1274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="user name")
     p.add_argument("--client", metavar="ID", help="client id (client and employee users)")
     p.add_argument("--display-name", metavar="TEXT", help="name shown on phones")
-    p.add_argument("--mobile", metavar="E164", help="mobile number, e.g. +491701111111")
+    p.add_argument("--mobile", metavar="NUMBER", help="mobile number, e.g. 0170 1111111")
     p.add_argument(
         "--allow-rfc2069",
         action=argparse.BooleanOptionalAction,

@@ -30,6 +30,7 @@ from heimbuero.app.errors import (
     http_status,
 )
 from heimbuero.app.files import Files
+from heimbuero.app.forwarding import Closures, Forwarding
 from heimbuero.app.groups import Groups
 from heimbuero.app.messages import Messages, MessageWatch, Send
 from heimbuero.app.policy import Actor, Role
@@ -66,6 +67,8 @@ class App:
     messages: Messages
     presence: Presence
     files: Files | None
+    forwarding: Forwarding  # the portal's simulator with a draft, holidays
+    closures: Closures  # the portal's closure ranges (Betriebsurlaub)
     dictation: Dictation | None = None
 
     @classmethod
@@ -101,5 +104,7 @@ class App:
             messages=Messages(store, send_message, message_watch, files),
             presence=Presence(presence, presence_watch),
             files=None if files is None else Files(files),
+            forwarding=Forwarding(store, routing_state),
+            closures=Closures(store),
             dictation=dictation,
         )

@@ -19,3 +19,8 @@ def valid(field: str, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
     except VALIDATION_ERRORS as exc:
         raise Invalid(field, str(exc)) from None
+
+
+def country_of(store: Any) -> int:
+    """The provider's country calling code: numbers typed without '+' are read with it."""
+    return int(store.get_provider().country_code)

@@ -7,9 +7,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from heimbuero.app import policy
-from heimbuero.app._util import valid
+from heimbuero.app._util import country_of, valid
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
+from heimbuero.domain import phone
 from heimbuero.domain.model import Client, Number, Provider
 from heimbuero.office import callpolicy, directory
 from heimbuero.store import Store, UnitOfWork
@@ -123,7 +124,7 @@ class Clients:
         when no trunk carries it or the client's or the trunk's policy refuses it."""
         policy.require_admin(actor)
         client_id = valid("id", directory.validate_slug, client_id)
-        e164 = valid("number", directory.validate_e164, number)
+        e164 = valid("number", directory.validate_e164, number, "number", country_of(self.store))
         with self.store.unit_of_work() as uow:  # read and change in one transaction
             c = _client(uow, client_id)
             trunk = next((t for t in uow.trunks.all() if e164.startswith(t.prefixes)), None)
@@ -142,7 +143,7 @@ class Clients:
         """Withdraw an approval (admins); rules that still forward there stop validating."""
         policy.require_admin(actor)
         client_id = valid("id", directory.validate_slug, client_id)
-        e164 = valid("number", directory.validate_e164, number)
+        e164 = valid("number", directory.validate_e164, number, "number", country_of(self.store))
         with self.store.unit_of_work() as uow:  # read and change in one transaction
             c = _client(uow, client_id)
             if e164 not in c.call_policy.approved_numbers:
@@ -150,6 +151,13 @@ class Clients:
             approved = tuple(n for n in c.call_policy.approved_numbers if n != e164)
             uow.clients.update(c.id, call_policy=replace(c.call_policy, approved_numbers=approved))
         return e164
+
+
+def _country_code(code: int) -> int:
+    try:
+        return phone.valid_country(code)
+    except phone.PhoneError as exc:
+        raise directory.DirectoryError(str(exc)) from None
 
 
 def _client(uow: UnitOfWork, client_id: str) -> Client:
@@ -179,13 +187,13 @@ class Numbers:
 
     def add(self, actor: Actor, number: str, client_id: str) -> Number:
         policy.require_admin(actor)
-        e164 = valid("number", directory.validate_e164, number)
+        e164 = valid("number", directory.validate_e164, number, "number", country_of(self.store))
         client_id = valid("client", directory.validate_slug, client_id)
         return self.store.add_number(e164, client_id)
 
     def remove(self, actor: Actor, number: str) -> str:
         policy.require_admin(actor)
-        e164 = valid("number", directory.validate_e164, number)
+        e164 = valid("number", directory.validate_e164, number, "number", country_of(self.store))
         if not self.store.remove_number(e164):
             raise NotFound("number", e164)
         return e164
@@ -203,5 +211,6 @@ class Providers:
 
     def set(self, actor: Actor, provider: Provider) -> Provider:
         policy.require_admin(actor)
+        valid("country_code", _country_code, provider.country_code)
         self.store.set_provider(provider)
         return provider

@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from heimbuero.app import policy
-from heimbuero.app._util import valid
+from heimbuero.app._util import country_of, valid
 from heimbuero.app.errors import Forbidden, Invalid, NotFound, Problem
 from heimbuero.app.policy import Actor
 from heimbuero.domain.model import Client, Number, Override
@@ -111,7 +111,7 @@ class Simulator:
         self.store, self.routing_state = store, routing_state
 
     def simulate(self, actor: Actor, number: str, at: str | None = None) -> RoutePlan:
-        e164 = valid("number", directory.validate_e164, number)
+        e164 = valid("number", directory.validate_e164, number, "number", country_of(self.store))
         if at is not None:
             valid("at", directory.parse_at, at, "UTC")
         if not actor.staff:

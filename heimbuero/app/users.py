@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from heimbuero.app import policy
-from heimbuero.app._util import valid
+from heimbuero.app._util import country_of, valid
 from heimbuero.app.errors import NotFound
 from heimbuero.app.policy import Actor
 from heimbuero.office import accounts, callpolicy, directory
@@ -54,7 +54,8 @@ class Users:
         if display_name is not None:
             valid("display_name", callpolicy.check_text, "display name", display_name)
         if mobile:
-            mobile = valid("mobile", directory.validate_e164, mobile, "mobile")
+            country = country_of(self.store)
+            mobile = valid("mobile", directory.validate_e164, mobile, "mobile", country)
         creds = accounts.credentials(name, self.realm(), password)
         return self.store.add_user(
             name, role, *creds, client=client, display_name=display_name or None,
@@ -82,9 +83,10 @@ class Users:
                 valid("display_name", callpolicy.check_text, "display name", display_name)
             changes["display_name"] = display_name or None
         if mobile is not _UNSET:
-            changes["mobile"] = (
-                valid("mobile", directory.validate_e164, mobile, "mobile") if mobile else None
-            )
+            changes["mobile"] = None
+            if mobile:
+                c = country_of(self.store)
+                changes["mobile"] = valid("mobile", directory.validate_e164, mobile, "mobile", c)
         if allow_rfc2069 is not None:
             changes["allow_rfc2069"] = allow_rfc2069
         return self.store.user_update(name, **changes)

@@ -29,6 +29,7 @@ class Provider:
     iban: str = ""
     bic: str = ""
     default_steps: tuple[Step, ...] = ()  # the plan when no rule of a number matches
+    country_code: int = 49  # numbers typed without '+' are read in it (089 ... -> +4989...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from heimbuero.domain.model import BUNDESLAENDER, GROUP_STRATEGIES, OVERRIDE_TARGETS
-from heimbuero.office.routing import RoutePlan, RoutingState, normalise_number, route
+from heimbuero.domain.phone import DEFAULT_COUNTRY, PhoneError, parse_number
+from heimbuero.office.routing import RoutePlan, RoutingState, route
 from heimbuero.store import Store
 
 _SLUG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -32,16 +33,14 @@ def validate_slug(value: str, what: str = "client id") -> str:
     return v
 
 
-def validate_e164(value: str, what: str = "number") -> str:
-    """An E.164 number: '+' (or the international prefix '00'), then 2-15 digits, no leading
-    zero; spaces, '-', '/', '.' and brackets are removed. The same answer as routing's
-    `normalise_number` (it is that function), so a number stored is a number routed."""
+def validate_e164(value: str, what: str = "number", country: int = DEFAULT_COUNTRY) -> str:
+    """A phone number as people type it ('089 1234567', '0170/1111111', '+49 89 1234567',
+    '0049 89 ...'), numbers without '+' or '00' read in the country with calling code
+    `country` (the provider's), returned as E.164 ('+49891234567')."""
     try:
-        return normalise_number(value)
-    except ValueError:
-        raise DirectoryError(
-            f"invalid {what} {value!r}: expected E.164 such as +49891234567"
-        ) from None
+        return parse_number(value, country)
+    except PhoneError as exc:
+        raise DirectoryError(f"invalid {what}: {exc}") from None
 
 
 def validate_prefix(value: str) -> str:
@@ -135,11 +134,8 @@ def simulate_call(
     """The plan for a call to `number` now or at `at_text` (without an offset: the client's
     local time), with the stored directory and the overrides active then. `state` gives
     presence (default: nobody registered); its overrides are replaced by the stored ones."""
-    try:
-        e164 = normalise_number(number)
-    except ValueError as exc:
-        raise DirectoryError(str(exc)) from None
     d = store.load_directory()
+    e164 = validate_e164(number, "number", d.provider.country_code)
     num = d.numbers.get(e164)
     client = d.clients.get(num.client) if num is not None else None
     at = parse_at(at_text, client.timezone if client is not None else "UTC")

@@ -259,12 +259,22 @@ def route(number: str, at: datetime, state: RoutingState, directory: Directory) 
         )
     local = at.astimezone(UTC).astimezone(_zone(client))
     skipped: list[str] = []
+    # A closure day (Betriebsurlaub) of a number none of whose rules mentions closures: only
+    # override rules still apply; otherwise the office takes the call (the default plan).
+    closed = local.date() in client.closure_days and not any(
+        r.when.closures != "ignore" for r in num.rules
+    )
     for rule in num.rules:
+        if closed and rule.when.override is None:
+            skipped.append(f"{rule.name!r}: closure day")
+            continue
         why_not = _check(rule.when, local, at, client, state)
         if why_not is None:
             return RoutePlan(client.id, e164, rule.name, rule.steps, _reason(rule, local, skipped))
         skipped.append(f"{rule.name!r}: {why_not}")
     what = "no rule matched" if num.rules else "no rules"
+    if closed:
+        what = "closure day (Betriebsurlaub)"
     reason = f"{what} at {_fmt_local(local)}: provider default plan"
     if skipped:
         reason += f" (skipped {'; '.join(skipped)})"

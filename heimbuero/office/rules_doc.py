@@ -51,9 +51,10 @@ from heimbuero.domain.model import (
     When,
     parse_target,
 )
+from heimbuero.domain.phone import PhoneError, parse_number
 from heimbuero.domain.rules import RulesInvalid
 from heimbuero.office.callpolicy import MAX_EXTERNAL_PER_STEP, destination_refusal, text_problem
-from heimbuero.office.routing import E164_RE, normalise_number, parse_hhmm
+from heimbuero.office.routing import parse_hhmm
 
 __all__ = [
     "RulesError",
@@ -176,8 +177,8 @@ class _Parser:
             self.problem(path, f"expected an E.164 number as key, got {_kind(key)}")
             return None
         try:
-            e164 = normalise_number(key)
-        except ValueError as exc:
+            e164 = parse_number(key, self.directory.provider.country_code)
+        except PhoneError as exc:
             self.problem(path, str(exc))
             return None
         num = self.directory.numbers.get(e164)
@@ -499,12 +500,10 @@ class _Parser:
                 )
                 return None
         else:
-            if not E164_RE.match(ident):
-                try:
-                    hint = f" (write external:{normalise_number(ident)})"
-                except ValueError:
-                    hint = ""
-                self.problem(path, f"{ident!r} is not an E.164 number{hint}")
+            try:
+                ident = parse_number(ident, d.provider.country_code)
+            except PhoneError as exc:
+                self.problem(path, str(exc))
                 return None
             if not d.trunks:
                 self.problem(path, f"no trunk is configured to call {ident}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -103,6 +104,8 @@ class ProviderRow(Base):
     iban: Mapped[str] = mapped_column(String(64), default="")
     bic: Mapped[str] = mapped_column(String(16), default="")
     default_steps: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # portal: numbers typed nationally are read with this country calling code (migration 0009)
+    country_code: Mapped[int] = mapped_column(Integer, default=49, server_default="49")
 
 
 class ClientRow(Base):
@@ -483,3 +486,19 @@ class DictationUploadRow(Base):
     content_type: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+# -- client portal: closure days (Betriebsurlaub) as date ranges with a note (migration 0009) --
+
+
+class ClosureRow(Base):
+    """A client's closure: every day from `first` to `last` (inclusive) is a closure day."""
+
+    __tablename__ = "closures"
+    __table_args__ = (Index("ix_closures_client", "client_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.id", name="fk_closures_client", ondelete="CASCADE")
+    )
+    first: Mapped[date] = mapped_column(Date)
+    last: Mapped[date] = mapped_column(Date)
+    note: Mapped[str] = mapped_column(String(200), default="")

@@ -159,6 +159,7 @@ def provider_from_row(row: ProviderRow | None) -> Provider:
         iban=row.iban,
         bic=row.bic,
         default_steps=steps_from_json(row.default_steps),
+        country_code=row.country_code if row.country_code is not None else 49,
     )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from heimbuero.domain.model import Client, Directory, Group, Number, Override, Provider, Trunk
 from heimbuero.domain.rules import RulesInvalid, RulesParser
+from heimbuero.store import closures
 from heimbuero.store.base import Repository
 from heimbuero.store.errors import AlreadyExists, InUse, NoSuchUser, NotFound, UserExists
 from heimbuero.store.models import (
@@ -225,6 +226,7 @@ class ProviderRepository(Repository):
             "iban": provider.iban,
             "bic": provider.bic,
             "default_steps": steps_to_json(provider.default_steps),
+            "country_code": provider.country_code,
         }
         row = self._session.get(ProviderRow, 1)
         if row is None:
@@ -503,6 +505,11 @@ class RulesRepository(Repository):
         uow = self._uow
         provider = uow.provider.get()
         clients = {c.id: c for c in uow.clients.all()}
+        for closure in closures.list_for(s):  # the portal's closure ranges are closure days
+            c = clients.get(closure.client)
+            if c is not None:
+                days = sorted({*c.closure_days, *closure.days()})
+                clients[c.id] = replace(c, closure_days=tuple(days))
         numbers = {n.e164: n for n in uow.clients.list_numbers()}
         users = {r.name: r.office_user() for r in uow.users.all()}
         groups = {g.name: g for g in uow.groups.all()}

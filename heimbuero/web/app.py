@@ -156,6 +156,7 @@ class ProviderModel(BaseModel):
     iban: str = ""
     bic: str = ""
     default_steps: list[StepModel] = []
+    country_code: int = Field(default=49, description="numbers typed without + are read in it")
 
     _texts = field_validator("name", "vat_id", "iban", "bic")(_line)
     _address = field_validator("address")(_lines)
@@ -209,13 +210,9 @@ class ClientOut(BaseModel):
 
 
 class NumberModel(BaseModel):
-    number: str = Field(examples=["+49891234567"])
+    number: str = Field(max_length=64, examples=["089 1234567", "+49891234567"])
     client: str = Field(examples=["mueller"])
-
-    @field_validator("number")
-    @classmethod
-    def _e164(cls, v: str) -> str:
-        return directory.validate_e164(v)
+  # typed as people write it; the handler reads it with the provider's country code
 
 
 class UserOut(BaseModel):
@@ -233,11 +230,7 @@ class UserFields(BaseModel):
     mobile: str | None = None
 
     _display = field_validator("display_name")(_line)
-
-    @field_validator("mobile")
-    @classmethod
-    def _mobile(cls, v: str | None) -> str | None:
-        return directory.validate_e164(v, "mobile") if v else None
+  # mobile: typed as people write it; the handler checks it
 
 
 class UserCreate(UserFields):
@@ -333,12 +326,8 @@ class TrunkOut(BaseModel):
 
 
 class ApprovedNumber(BaseModel):
-    number: str = Field(examples=["+491701111111"])
-
-    @field_validator("number")
-    @classmethod
-    def _e164(cls, v: str) -> str:
-        return directory.validate_e164(v)
+    number: str = Field(max_length=64, examples=["0170 1111111", "+491701111111"])
+  # typed as people write it; the handler reads it with the provider's country code
 
 
 class OverrideIn(BaseModel):
@@ -645,6 +634,9 @@ def create_app(ctx: WebContext) -> FastAPI:
     app.add_middleware(
         BodyGuard, gate=logins.gate, max_body=ctx.max_body, upload_max=ctx.max_upload
     )
+    from heimbuero.web.portal import portal_routes
+
+    app.include_router(portal_routes(handlers.forwarding, handlers.closures, current_actor))
     if ctx.files is not None and ctx.digest is not None and handlers.files is not None:
         from heimbuero.web.files import file_routes
 
@@ -782,6 +774,7 @@ def create_app(ctx: WebContext) -> FastAPI:
             bic=p.bic,
             default_steps=[StepModel(targets=s.target_texts(), timeout=s.timeout)
                            for s in p.default_steps],
+            country_code=p.country_code,
         )  # fmt: skip
 
     @app.put("/api/provider", tags=["provider"])
@@ -795,6 +788,7 @@ def create_app(ctx: WebContext) -> FastAPI:
                 iban=body.iban,
                 bic=body.bic,
                 default_steps=_steps(body.default_steps),
+                country_code=body.country_code,
             ),
         )
         return body

@@ -66,7 +66,7 @@ def test_route_simulate_json(demo: tuple[Path, str]) -> None:
 
 def test_route_simulate_bad_number_is_one_error_line(demo: tuple[Path, str]) -> None:
     data, _ = demo
-    for bad in (["089 1234567"], [NUMBER, "--at", "yesterday"]):
+    for bad in (["089 12x"], ["0"], [NUMBER, "--at", "yesterday"]):
         proc = run("route", "simulate", *bad, "--data", str(data))
         assert proc.returncode == 1
         assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(ERR)
@@ -161,3 +161,78 @@ def test_calls_out_policy_commands(tmp_path: Path) -> None:
     wrong = run("client", "policy", "schulz", "--allow", "moon", *d)
     assert wrong.returncode == 1 and "call policy.allow" in wrong.stderr
     assert "international" in run("client", "policy", "schulz", *d).stdout  # unchanged
+
+
+def test_numbers_typed_as_germans_write_them(demo: tuple[Path, str]) -> None:
+    data, _ = demo
+    for written in ("0891234567", "089/1234567", "(0 89) 12 34 56-7", "0049 89 1234567"):
+        proc = run("route", "simulate", written, "--at", "2026-03-03T09:00", "--json",
+                   "--data", str(data))  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["number"] == NUMBER
+    proc = run("client", "approve-number", "schulz", "0170/4444444", "--data", str(data))
+    assert proc.returncode == 0, proc.stderr
+    assert "+491704444444" in proc.stdout
+    proc = run("client", "approve-number", "schulz", "0170/44x", "--data", str(data))
+    assert proc.returncode == 1 and proc.stderr.startswith(ERR + "invalid number: ")
+    assert len(proc.stderr.splitlines()) == 1
+
+
+def test_route_simulate_with_a_draft_and_client_holidays(
+    demo: tuple[Path, str], tmp_path: Path
+) -> None:
+    data, _ = demo
+    draft = tmp_path / "draft.yaml"
+    draft.write_text(
+        "client: mueller\nnumbers:\n  089 1234567:\n    rules:\n      - name: Entwurf\n"
+        "        steps:\n          - targets: [group:team]\n            timeout: 44\n"
+    )
+    before = run("rules", "export", "mueller", "--data", str(data)).stdout
+    proc = run("route", "simulate", "089/1234567", "--at", "2026-12-24 14:00", "--draft",
+               str(draft), "--json", "--data", str(data))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["rule"] == "Entwurf" and plan["steps"] == [{"targets": ["group:team"],
+                                                             "timeout": 44}]  # fmt: skip
+    assert run("rules", "export", "mueller", "--data", str(data)).stdout == before
+    draft.write_text(draft.read_text().replace("group:team", "user:nobody"))
+    proc = run("route", "simulate", NUMBER, "--draft", str(draft), "--data", str(data))
+    assert proc.returncode == 1
+    assert proc.stderr == (f"{ERR}{draft}: numbers.089 1234567.rules[0].steps[0].targets[0]: "
+                           "unknown user 'nobody'\n")  # fmt: skip
+    proc = run("client", "holidays", "mueller", "--months", "24", "--json", "--data", str(data))
+    assert proc.returncode == 0, proc.stderr
+    days = json.loads(proc.stdout)
+    assert any(d["name"] == "Erster Weihnachtstag" for d in days)
+    for bad in (["mueller", "--months", "0"], ["nosuch"]):
+        proc = run("client", "holidays", *bad, "--data", str(data))
+        assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1
+        assert proc.stderr.startswith(ERR)
+
+
+def test_client_closures_and_override_until(demo: tuple[Path, str]) -> None:
+    data, _ = demo
+    d = ["--data", str(data)]
+    proc = run("client", "closures", "mueller", "--add", "2026-08-03", "2026-08-14",
+               "--note", "Betriebsurlaub", *d)  # fmt: skip
+    assert proc.returncode == 0 and "03.08.2026 to 14.08.2026" in proc.stdout, proc.stderr
+    listed = run("client", "closures", "mueller", "--json", *d)
+    [closure] = json.loads(listed.stdout)
+    plan = json.loads(run("route", "simulate", NUMBER, "--at", "2026-08-04 10:00", "--json",
+                          *d).stdout)  # fmt: skip
+    assert plan["rule"] is None and plan["reason"].startswith("closure day")
+    assert run("client", "closures", "mueller", "--remove", str(closure["id"]), *d).returncode == 0
+    bad = run("client", "closures", "mueller", "--add", "2026-08-14", "2026-08-03", *d)
+    assert bad.returncode == 1 and bad.stderr.startswith(ERR) and len(bad.stderr.splitlines()) == 1
+
+    proc = run("client", "override", "mueller", "mobile", "--until", "2099-01-02 08:00", *d)
+    assert proc.returncode == 0, proc.stderr
+    assert "mobile until 02.01.2099 08:00 (Europe/Berlin) (active)" in proc.stdout
+    before = json.loads(run("route", "simulate", NUMBER, "--at", "2099-01-02 07:59", "--json",
+                            *d).stdout)  # fmt: skip
+    after = json.loads(run("route", "simulate", NUMBER, "--at", "2099-01-02 08:00", "--json",
+                           *d).stdout)  # fmt: skip
+    assert before["rule"] == "Override Handy" and after["rule"] != "Override Handy"
+    past = run("client", "override", "mueller", "office", "--until", "2020-01-01 08:00", *d)
+    assert past.returncode == 1 and "lies in the past" in past.stderr
+    assert run("client", "override", "mueller", "off", *d).returncode == 0

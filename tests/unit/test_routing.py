@@ -237,7 +237,11 @@ def test_holidays_only_rule(demo: Directory) -> None:
 
 def test_closure_days(demo: Directory) -> None:
     # 2026-12-28 is a Monday and a closure day of mueller
-    assert rule_at(demo, berlin(2026, 12, 28, 10, 0)) == "Werktag"  # closures ignored by default
+    # no rule of the number mentions closures: on a closure day the office (default plan) takes
+    # the call; override rules still apply
+    plan = route(MUELLER_NO, berlin(2026, 12, 28, 10, 0), RoutingState(), demo)
+    assert plan.rule is None and plan.reason.startswith("closure day")
+    assert rule_at(demo, berlin(2026, 12, 30, 10, 0)) == "Werktag"
     closed = replace(OFFICE_HOURS, closures="exclude")
     d = with_rules(
         demo,

@@ -1,7 +1,7 @@
 """Dictation: jobs, their audio parts and history, client dictation profiles, resumable uploads.
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision: str | None = "0007"
+down_revision: str | None = "0009"
 branch_labels: tuple[str, ...] | None = None
 depends_on: tuple[str, ...] | None = None
 
