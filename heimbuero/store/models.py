@@ -486,6 +486,8 @@ class DictationUploadRow(Base):
     content_type: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 # -- client portal: closure days (Betriebsurlaub) as date ranges with a note (migration 0009) --
 
 

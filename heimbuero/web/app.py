@@ -212,7 +212,9 @@ class ClientOut(BaseModel):
 class NumberModel(BaseModel):
     number: str = Field(max_length=64, examples=["089 1234567", "+49891234567"])
     client: str = Field(examples=["mueller"])
-  # typed as people write it; the handler reads it with the provider's country code
+
+
+# typed as people write it; the handler reads it with the provider's country code
 
 
 class UserOut(BaseModel):
@@ -230,7 +232,9 @@ class UserFields(BaseModel):
     mobile: str | None = None
 
     _display = field_validator("display_name")(_line)
-  # mobile: typed as people write it; the handler checks it
+
+
+# mobile: typed as people write it; the handler checks it
 
 
 class UserCreate(UserFields):
@@ -327,7 +331,9 @@ class TrunkOut(BaseModel):
 
 class ApprovedNumber(BaseModel):
     number: str = Field(max_length=64, examples=["0170 1111111", "+491701111111"])
-  # typed as people write it; the handler reads it with the provider's country code
+
+
+# typed as people write it; the handler reads it with the provider's country code
 
 
 class OverrideIn(BaseModel):
