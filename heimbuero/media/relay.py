@@ -16,7 +16,7 @@ import argparse
 import asyncio
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from heimbuero.media.relay_core import Address, RelayFull, RelayTable
 
@@ -27,8 +27,8 @@ class _Port(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # uvloop's transports are no subclasses of asyncio's: no isinstance check here
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         out = self.relay.table.receive(self.port, data, (addr[0], addr[1]), time.monotonic())
@@ -80,8 +80,8 @@ class Relay:
             address = msg.get("address")
             if address:
                 self.table.set_destination(call_id, side, (str(address[0]), int(address[1])))
-            # the other side sends to the leg facing it: a's media arrives on leg a's port
-            return {"ok": True, "port": (call.a if side == "a" else call.b).port}
+            # the offer's SDP goes on to b: b must send to leg b's port (and a to leg a's)
+            return {"ok": True, "port": (call.b if side == "a" else call.a).port}
         if cmd == "delete":
             call = self._delete(call_id)
             return {"ok": call is not None, "stats": call.stats() if call else None}
