@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from typing import Any, cast
 
@@ -118,6 +119,7 @@ class Relay:
 
     async def serve(self, control: str) -> None:
         server = await asyncio.start_unix_server(self._client, path=control)
+        os.chmod(control, 0o600)  # only the server's own user may allocate ports or end calls
         async with server:
             await server.serve_forever()
 
