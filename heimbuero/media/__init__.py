@@ -1,0 +1,1 @@
+"""The media plane: the RTP relay (relay*) and the media applications."""

@@ -1,0 +1,145 @@
+"""The built-in RTP relay as its own process: UDP sockets for a port range + a control socket.
+
+Control protocol (one JSON object per line over a Unix stream socket, one answer line each):
+``{"cmd": "offer", "call_id": C, "side": "a", "address": [host, port]}`` allocates (or reuses)
+the call's port pair and answers ``{"ok": true, "port": P}`` -- the relay port that the *other*
+side must send to; ``answer`` is the same for side ``b``; ``delete`` ends the call and answers
+its statistics; ``query`` answers the statistics; ``silent`` lists calls past the silence
+timeout (the SIP process ends them with BYE). A full port range answers
+``{"ok": false, "error": "no free relay ports"}``.
+Run: ``python -m heimbuero.media.relay --control PATH --port-min N --port-max M [--bind A]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from typing import Any, cast
+
+from heimbuero.media.relay_core import Address, RelayFull, RelayTable
+
+
+class _Port(asyncio.DatagramProtocol):
+    def __init__(self, relay: Relay, port: int) -> None:
+        self.relay, self.port = relay, port
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are no subclasses of asyncio's: no isinstance check here
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        out = self.relay.table.receive(self.port, data, (addr[0], addr[1]), time.monotonic())
+        if out is None:
+            return
+        sender = self.relay.sockets.get(out[0])
+        if sender is not None and sender.transport is not None:
+            sender.transport.sendto(data, out[1])
+
+
+class Relay:
+    """The relay process's event-loop side: opens a call's four UDP ports while it lives."""
+
+    def __init__(self, bind: str, port_min: int, port_max: int, silence_timeout: float) -> None:
+        self.bind = bind
+        self.table = RelayTable(port_min, port_max, silence_timeout)
+        self.sockets: dict[int, _Port] = {}
+
+    async def _open(self, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        proto = _Port(self, port)
+        await loop.create_datagram_endpoint(lambda: proto, local_addr=(self.bind, port))
+        self.sockets[port] = proto
+
+    def _close(self, port: int) -> None:
+        proto = self.sockets.pop(port, None)
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
+
+    async def command(self, msg: dict[str, Any]) -> dict[str, Any]:
+        cmd, call_id = msg.get("cmd"), str(msg.get("call_id", ""))
+        if cmd == "ping":
+            return {"ok": True}
+        if cmd in ("offer", "answer"):
+            fresh = call_id not in self.table.calls
+            try:
+                call = self.table.allocate(call_id, time.monotonic())
+            except RelayFull as exc:
+                return {"ok": False, "error": str(exc)}
+            if fresh:
+                try:
+                    for leg in (call.a, call.b):
+                        await self._open(leg.port)
+                        await self._open(leg.port + 1)
+                except OSError as exc:
+                    self._delete(call_id)
+                    return {"ok": False, "error": f"relay port busy: {exc}"}
+            side = "a" if cmd == "offer" else "b"
+            address = msg.get("address")
+            if address:
+                self.table.set_destination(call_id, side, (str(address[0]), int(address[1])))
+            # the offer's SDP goes on to b: b must send to leg b's port (and a to leg a's)
+            return {"ok": True, "port": (call.b if side == "a" else call.a).port}
+        if cmd == "delete":
+            call = self._delete(call_id)
+            return {"ok": call is not None, "stats": call.stats() if call else None}
+        if cmd == "query":
+            known = self.table.calls.get(call_id)
+            return {"ok": known is not None, "stats": known.stats() if known else None}
+        if cmd == "silent":
+            return {"ok": True, "calls": [c.call_id for c in self.table.silent(time.monotonic())]}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def _delete(self, call_id: str) -> Any:
+        call = self.table.calls.get(call_id)
+        if call is None:
+            return None
+        for leg in (call.a, call.b):
+            self._close(leg.port)
+            self._close(leg.port + 1)
+        return self.table.delete(call_id)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    msg = json.loads(line)
+                    if not isinstance(msg, dict):
+                        raise ValueError("not an object")
+                    answer = await self.command(msg)
+                except ValueError as exc:
+                    answer = {"ok": False, "error": f"bad command: {exc}"}
+                writer.write(json.dumps(answer).encode() + b"\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def serve(self, control: str) -> None:
+        server = await asyncio.start_unix_server(self._client, path=control)
+        os.chmod(control, 0o600)  # only the server's own user may allocate ports or end calls
+        async with server:
+            await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="heimbuero-relay", description=__doc__)
+    parser.add_argument("--control", required=True, help="Unix socket path for commands")
+    parser.add_argument("--bind", default="0.0.0.0")
+    parser.add_argument("--port-min", type=int, default=30000)
+    parser.add_argument("--port-max", type=int, default=30999)
+    parser.add_argument("--silence-timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    relay = Relay(args.bind, args.port_min, args.port_max, args.silence_timeout)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a declared dependency on Linux
+        asyncio.run(relay.serve(args.control))
+    else:
+        uvloop.run(relay.serve(args.control))
+
+
+if __name__ == "__main__":
+    main()

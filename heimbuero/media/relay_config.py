@@ -1,0 +1,54 @@
+"""The relay's settings: the relay keys of ``[media]`` in config.toml, checked once at load."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+RELAY_MODES = ("always", "when_needed", "never")
+BACKENDS = ("builtin", "rtpengine")
+RELAY_KEYS = ("relay", "backend", "port_min", "port_max", "advertise", "silence_timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    relay: str = "when_needed"  # always / when_needed (a NATed device on either side) / never
+    backend: str = "builtin"
+    port_min: int = 30000
+    port_max: int = 30999
+    advertise: str | None = None  # the address phones send media to (default: SIP's advertise)
+    silence_timeout: float = 60.0  # seconds without RTP in both directions: the call is ended
+
+
+def parse_relay_settings(table: dict[str, object]) -> RelaySettings:
+    """The relay keys of a ``[media]`` table (other keys are left to their owners).
+
+    Raises ValueError with a message naming the key.
+    """
+    out: dict[str, object] = {}
+    for key in RELAY_KEYS:
+        if key not in table:
+            continue
+        value = table[key]
+        if key == "relay" and value not in RELAY_MODES:
+            raise ValueError(f"[media] relay must be one of {', '.join(RELAY_MODES)}")
+        if key == "backend" and value not in BACKENDS:
+            raise ValueError(f"[media] backend must be one of {', '.join(BACKENDS)}")
+        if key in ("port_min", "port_max") and (
+            not isinstance(value, int) or isinstance(value, bool) or not 1024 <= value <= 65535
+        ):
+            raise ValueError(f"[media] {key} must be a port number from 1024 to 65535")
+        if key == "silence_timeout" and (
+            not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
+        ):
+            raise ValueError("[media] silence_timeout must be a positive number of seconds")
+        if key == "advertise":
+            try:
+                ipaddress.ip_address(str(value))
+            except ValueError:
+                raise ValueError("[media] advertise must be an IP address") from None
+        out[key] = float(value) if key == "silence_timeout" else value  # type: ignore[arg-type]
+    settings = RelaySettings(**out)  # type: ignore[arg-type]
+    if settings.port_max - settings.port_min < 3:
+        raise ValueError("[media] port_max must be at least port_min + 3 (one call's four ports)")
+    return settings

@@ -1,0 +1,35 @@
+"""The relay keys of [media]: defaults, and a clear message for each bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from heimbuero.media.relay_config import RelaySettings, parse_relay_settings
+
+
+def test_defaults_and_values() -> None:
+    assert parse_relay_settings({}) == RelaySettings()
+    s = parse_relay_settings(
+        {"relay": "always", "port_min": 40000, "port_max": 40100, "advertise": "192.0.2.1",
+         "silence_timeout": 30, "greeting": "left to the media applications"}
+    )  # fmt: skip
+    assert (s.relay, s.port_min, s.port_max, s.advertise, s.silence_timeout) == (
+        "always", 40000, 40100, "192.0.2.1", 30.0
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"relay": "sometimes"}, "relay must be one of always, when_needed, never"),
+        ({"backend": "asterisk"}, "backend must be one of builtin, rtpengine"),
+        ({"port_min": 80}, "port_min must be a port number"),
+        ({"port_max": True}, "port_max must be a port number"),
+        ({"port_min": 40000, "port_max": 40001}, r"at least port_min \+ 3"),
+        ({"silence_timeout": 0}, "silence_timeout must be a positive number"),
+        ({"advertise": "relay.example"}, "advertise must be an IP address"),
+    ],
+)
+def test_bad_values_are_named(table: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_relay_settings(table)
