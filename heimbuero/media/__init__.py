@@ -1,0 +1,1 @@
+"""The media plane: audio the server relays or plays and records itself."""
