@@ -37,6 +37,7 @@ from heimbuero.ops import logsetup
 from heimbuero.ops.runtime import Operations
 from heimbuero.ops.upgrade import upgrade_with_backup
 from heimbuero.services.calls import CallRouting
+from heimbuero.services.mediaapps import MediaApps, MediaAppSettings
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
 from heimbuero.services.guard import GuardSettings
@@ -766,6 +767,15 @@ class Server:
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         return server, task
 
+    def _owner_name(self, owner: str) -> str:
+        """How a voicemail greeting names its owner: the client's name, else the user's."""
+        directory = self.calls.directory
+        client = directory.clients.get(owner)
+        if client is not None:
+            return client.name
+        user = directory.users.get(owner)
+        return getattr(user, "display_name", None) or owner
+
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -778,6 +788,9 @@ class Server:
             except OSError as exc:
                 await self.transports.close()
                 raise ConfigError(f"cannot listen on {a}: {exc.strerror or exc}") from None
+        self.mediaapps = MediaApps(MediaAppSettings(), self.config.data_dir, self._owner_name)
+        host, port = await self.mediaapps.start()
+        self.calls.media_app = Peer("udp", host, port)
         try:
             http = await self._start_http()
         except ConfigError:
@@ -814,6 +827,7 @@ class Server:
         await self.ops.stop()
         self.core.shutdown(time.time())
         self.calls.close_all(time.time())
+        self.mediaapps.close()
         self.transports.flush()
         await asyncio.sleep(0.05)  # let the final answers and CANCELs leave the sockets
         for t in tasks:

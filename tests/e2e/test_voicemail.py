@@ -1,0 +1,169 @@
+"""End to end: the server answers a `voicemail:` step itself. A carrier call (a hand-driven
+SIP UAC from the trusted port, with its own RTP socket) to the demo client's number reaches
+the media applications through the proxy: 200 with an SDP answer, the greeting's RTP starts
+on the ACK, `#` (RFC 4733) skips the greeting, the caller speaks a 440 Hz tone, `#` ends the
+recording, the server hangs up with BYE; the WAV and the call record are checked."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import socket
+import struct
+import time
+import wave
+from pathlib import Path
+
+import pytest
+
+from heimbuero.media import ua_codec as c
+
+from .harness import LOCALHOST, Server, SipClient, free_port, wait_until
+
+pytestmark = [pytest.mark.e2e]
+
+DOMAIN = "office.heimbuero.test"
+CLIENT = "mueller"
+NUMBER = "+49891234567"
+CALLER = "+4915112345678"
+
+
+def power(pcm: bytes, hz: float) -> float:
+    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm)
+    k = 2 * math.cos(2 * math.pi * hz / 8000)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + k * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - k * s1 * s2) / max(1, len(samples)) ** 2
+
+
+def tone(hz: float, seconds: float) -> bytes:
+    n = int(seconds * 8000)
+    return struct.pack(
+        f"<{n}h", *(int(9000 * math.sin(2 * math.pi * hz * i / 8000)) for i in range(n))
+    )
+
+
+def mailbox_rules() -> dict[str, object]:
+    return {
+        "client": CLIENT,
+        "numbers": {
+            NUMBER: {
+                "rules": [
+                    {
+                        "name": "Mailbox",
+                        "steps": [{"targets": [f"voicemail:{CLIENT}"], "timeout": 10}],
+                    }
+                ]
+            }
+        },
+    }
+
+
+def rtp_packets(sock: socket.socket, until: float) -> list[tuple[float, c.RtpPacket]]:
+    out = []
+    while time.monotonic() < until:
+        sock.settimeout(max(0.01, until - time.monotonic()))
+        try:
+            data, _ = sock.recvfrom(2048)
+        except TimeoutError:
+            break
+        out.append((time.monotonic(), c.RtpPacket.parse(data)))
+    return out
+
+
+def test_caller_leaves_a_voicemail(tmp_path: Path) -> None:
+    inbound = free_port()
+    server = Server(
+        tmp_path / "server", domain=DOMAIN, demo=True,
+        sip_options={"trusted_peers": [f"127.0.0.1:{inbound}"]},
+    )  # fmt: skip
+    server.prepare()
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(mailbox_rules()), encoding="utf-8")
+    server.cli("rules", "import", CLIENT, str(rules), "--data", str(server.data_dir))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        rtp_port = rtp.getsockname()[1]
+        sip = stack.enter_context(SipClient(server.port, local_port=inbound))
+        ruri = f"sip:{NUMBER}@{DOMAIN}"
+        offer = (
+            f"v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp_port} RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\n"
+            f"a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+        ).encode()
+        invite = sip.request(
+            "INVITE", ruri, from_uri=f"sip:{CALLER}@127.0.0.1:{inbound}", to_uri=ruri,
+            headers=[("Contact", f"<sip:{CALLER}@127.0.0.1:{inbound}>")],
+            body=offer, content_type="application/sdp",
+        )  # fmt: skip
+        ok = sip.final_response(invite, 20)
+        assert ok.status == 200, ok.summary
+        answer = ok.body.decode()
+        assert re.search(r"m=audio (\d+) RTP/AVP 8 101", answer), answer
+        media_port = int(re.search(r"m=audio (\d+)", answer).group(1))  # type: ignore[union-attr]
+        contact = re.search(r"<([^>]+)>", ok.header("Contact") or "").group(1)  # type: ignore[union-attr]
+        routes = ok.header_values("Record-Route")
+        assert routes, "the proxy stays in the path (Record-Route)"
+        ack = sip.build_request(
+            "ACK", contact, from_uri=invite.from_uri, to_uri=invite.to_uri,
+            call_id=invite.call_id, from_tag=invite.from_tag, to_tag=ok.to_tag,
+            headers=[("Route", r) for r in routes],
+        )  # fmt: skip
+        acked_at = time.monotonic()
+        sip.send(ack)
+        first = rtp_packets(rtp, time.monotonic() + 2)[:1]
+        assert first, "no RTP after the ACK"
+        latency = first[0][0] - acked_at
+        print(f"playback latency after ACK: {latency * 1000:.1f} ms")
+        assert latency < 0.1
+        dest = (LOCALHOST, media_port)
+        for _ in range(3):  # '#' skips the greeting
+            ev = c.TelephoneEvent(11, True, 10, 800).encode()
+            rtp.sendto(c.RtpPacket(101, 1, 4000, 77, ev).encode(), dest)
+
+        # the greeting stops; the recording starts when its packets stop
+        def quiet() -> bool:
+            return not rtp_packets(rtp, time.monotonic() + 0.2)
+
+        wait_until(quiet, 5, interval=0.01, what="the greeting to stop")
+        sender = c.RtpSender(77, 8, timestamp=8000)
+        start = time.monotonic()
+        for i, frame in enumerate(c.frames(tone(440, 1.5))):
+            rtp.sendto(sender.audio(frame), dest)
+            delay = start + (i + 1) * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        for _ in range(3):
+            ev = c.TelephoneEvent(11, True, 10, 800).encode()
+            rtp.sendto(c.RtpPacket(101, 2, 90000, 77, ev).encode(), dest)
+
+        def bye():
+            msg = sip.recv(0.2)
+            return msg if msg is not None and msg.method == "BYE" else None
+
+        msg = wait_until(bye, 5, interval=0.0, what="the server's BYE")
+        via = msg.header_values("Via")
+        resp = "SIP/2.0 200 OK\r\n" + "".join(f"Via: {v}\r\n" for v in via)
+        for name in ("From", "To", "Call-ID", "CSeq"):
+            resp += f"{name}: {msg.header(name)}\r\n"
+        sip.send_raw((resp + "Content-Length: 0\r\n\r\n").encode())
+
+        folder = server.data_dir / "voicemail" / CLIENT
+        wavs = wait_until(lambda: sorted(folder.glob("*.wav")) or None, 5, what="the recording")
+        with wave.open(str(wavs[0]), "rb") as w:
+            pcm = w.readframes(w.getnframes())
+            assert w.getframerate() == 8000
+        assert 1.3 <= len(pcm) / 16000 <= 1.6, len(pcm) / 16000
+        assert power(pcm, 440) > 50 * power(pcm, 1000)
+
+        def record() -> str | None:
+            out = server.cli("calls", "list", "--client", CLIENT, "--data", str(server.data_dir))
+            return out.stdout if "voicemail" in out.stdout.split("\n", 1)[-1] else None
+
+        text = wait_until(record, 10, interval=0.3, what="a call record with result voicemail")
+        assert "voicemail:mueller" in text
