@@ -28,8 +28,9 @@ from heimbuero.events import (
     MessageStored,
     PresenceChanged,
     ProviderWarning,
+    VoicemailLeft,
 )
-from heimbuero.net.mail import Mailer
+from heimbuero.net.mail import Attachment, Mailer, MailError
 from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
 from heimbuero.office.files import FileService
@@ -37,11 +38,11 @@ from heimbuero.ops import logsetup
 from heimbuero.ops.runtime import Operations
 from heimbuero.ops.upgrade import upgrade_with_backup
 from heimbuero.services.calls import CallRouting
-from heimbuero.services.mediaapps import MediaApps, MediaAppSettings
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
 from heimbuero.services.guard import GuardSettings
 from heimbuero.services.location import Binding, LocationService
+from heimbuero.services.mediaapps import MediaApps, MediaAppSettings, Recording
 from heimbuero.services.messaging import (
     MessageRejected,
     MessagingSettings,
@@ -63,6 +64,7 @@ from heimbuero.sip.dialogtoken import DialogSigner
 from heimbuero.sip.peer import Peer
 from heimbuero.sip.transaction import TimerSettings
 from heimbuero.store.db import BindingRecord, Store, WriteBatch
+from heimbuero.store.voicemail import add_voicemail
 from heimbuero.store.writer import GroupCommitWriter
 
 log = logging.getLogger("heimbuero")
@@ -776,6 +778,49 @@ class Server:
         user = directory.users.get(owner)
         return getattr(user, "display_name", None) or owner
 
+    async def _voicemail_left(self, rec: Recording) -> None:
+        """A recording is done: stored, VoicemailLeft after the commit, e-mailed with the WAV
+        to the client's address (a client e-mail field when the store has one), else to the
+        mailbox owner's e-mail when the user record has one; no address, no mail."""
+        directory = self.calls.directory
+        user = directory.users.get(rec.owner)
+        client_id = rec.owner if rec.owner in directory.clients else getattr(user, "client", None)
+        path = str(rec.path.relative_to(self.config.data_dir))
+        at = datetime.now(UTC)
+        vm_id = await asyncio.wrap_future(
+            self.writer.call(
+                functools.partial(
+                    add_voicemail, self.store, client_id, rec.owner, rec.caller, rec.call_id,
+                    path, rec.seconds, at,
+                )  # fmt: skip
+            )
+        )
+        self.events.publish(
+            VoicemailLeft(time.time(), client_id or "", vm_id, rec.call_id, rec.seconds)
+        )
+        client = directory.clients.get(client_id or "")
+        owners = [user] if user is not None else [
+            u for u in directory.users.values() if u.role == "client" and u.client == client_id
+        ]  # fmt: skip
+        address = getattr(client, "email", "") or next(
+            (getattr(u, "email", "") for u in owners if getattr(u, "email", "")), ""
+        )
+        if not address or not self.mailer.enabled:
+            return
+        name = client.name if client is not None else rec.owner
+        text = (
+            f"Neue Sprachnachricht für {name}\n\nAnrufer: {rec.caller}\n"
+            f"Länge: {rec.seconds:.0f} s\nZeit: {at:%Y-%m-%d %H:%M} UTC\n"
+        )
+        wav = await asyncio.to_thread(rec.path.read_bytes)
+        try:
+            await self.mailer.send(
+                address, f"Sprachnachricht von {rec.caller}", text,
+                (Attachment(rec.path.name, wav, "audio/wav"),),
+            )  # fmt: skip
+        except MailError as exc:
+            log.warning("voicemail %d: e-mail to %s failed: %s", vm_id, address, exc)
+
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -788,7 +833,9 @@ class Server:
             except OSError as exc:
                 await self.transports.close()
                 raise ConfigError(f"cannot listen on {a}: {exc.strerror or exc}") from None
-        self.mediaapps = MediaApps(MediaAppSettings(), self.config.data_dir, self._owner_name)
+        self.mediaapps = MediaApps(
+            MediaAppSettings(), self.config.data_dir, self._owner_name, self._voicemail_left
+        )
         host, port = await self.mediaapps.start()
         self.calls.media_app = Peer("udp", host, port)
         try:
