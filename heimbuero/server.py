@@ -42,7 +42,12 @@ from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
 from heimbuero.services.guard import GuardSettings
 from heimbuero.services.location import Binding, LocationService
-from heimbuero.services.mediaapps import MediaApps, MediaAppSettings, Recording
+from heimbuero.services.mediaapps import (
+    MediaApps,
+    MediaAppSettings,
+    Recording,
+    notify_waiting,
+)
 from heimbuero.services.messaging import (
     MessageRejected,
     MessagingSettings,
@@ -65,6 +70,7 @@ from heimbuero.sip.peer import Peer
 from heimbuero.sip.transaction import TimerSettings
 from heimbuero.store.db import BindingRecord, Store, WriteBatch
 from heimbuero.store.voicemail import add_voicemail
+from heimbuero.store.voicemail import counts as voicemail_counts
 from heimbuero.store.writer import GroupCommitWriter
 
 log = logging.getLogger("heimbuero")
@@ -802,6 +808,13 @@ class Server:
         owners = [user] if user is not None else [
             u for u in directory.users.values() if u.role == "client" and u.client == client_id
         ]  # fmt: skip
+        # message waiting indication: an unsolicited NOTIFY to the owners' phones
+        new, old = await asyncio.to_thread(voicemail_counts, self.store, rec.owner)
+        now = time.time()
+        for u in owners:
+            notify_waiting(self.core, u.name, new, old, now)
+        self.core.pump(now)
+        self.transports.flush()
         address = getattr(client, "email", "") or next(
             (getattr(u, "email", "") for u in owners if getattr(u, "email", "")), ""
         )

@@ -19,11 +19,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from heimbuero.media import ua
 from heimbuero.media.ua_codec import parse_dtmf_relay
 from heimbuero.sip.dialog import Dialog
 from heimbuero.sip.message import ParseError, Request, Response, parse
+
+if TYPE_CHECKING:
+    from heimbuero.services.core import SipCore
 
 log = logging.getLogger("heimbuero.calls")
 
@@ -313,3 +317,54 @@ class MediaApps(asyncio.DatagramProtocol):
             hop = call.dialog.next_hop()
             data = bye.serialize()
             self.transport.sendto(data, (hop.host, hop.port or 5060))
+
+
+# -- message waiting indication (RFC 3842) ------------------------------------------------
+
+
+def message_summary(user: str, domain: str, new: int, old: int) -> bytes:
+    """The `application/simple-message-summary` body (RFC 3842 §5.2)."""
+    return (
+        f"Messages-Waiting: {'yes' if new else 'no'}\r\n"
+        f"Message-Account: sip:{user}@{domain}\r\n"
+        f"Voice-Message: {new}/{old}\r\n"
+    ).encode()
+
+
+class _Unsolicited:
+    """The owner of an unsolicited NOTIFY's client transaction: nothing to do on its answer
+    (a phone that does not want it answers 489 or 481; the next voicemail tries again)."""
+
+    def on_response(self, txn: object, resp: Response, now: float) -> None:
+        return None
+
+    def on_timeout(self, txn: object, now: float) -> None:
+        return None
+
+    def on_transport_error(self, txn: object, now: float) -> None:
+        return None
+
+
+def notify_waiting(core: SipCore, user: str, new: int, old: int, now: float) -> int:
+    """An unsolicited NOTIFY Event: message-summary (RFC 3842 §4: the phone did not
+    subscribe) to every registered device of `user`; the number of devices notified."""
+    domain = core.settings.domain
+    body = message_summary(user, domain, new, old)
+    sent = 0
+    for uri, dest in core.proxy.device_targets(user, now):
+        hdrs = [
+            ["from", "From", f"<sip:{user}@{domain}>;tag={secrets.token_hex(6)}"],
+            ["to", "To", f"<sip:{user}@{domain}>"],
+            ["call-id", "Call-ID", f"mwi.{secrets.token_hex(8)}@{domain}"],
+            ["cseq", "CSeq", "1 NOTIFY"],
+            ["max-forwards", "Max-Forwards", "70"],
+            ["event", "Event", "message-summary"],
+            ["subscription-state", "Subscription-State", "active"],
+            ["content-type", "Content-Type", "application/simple-message-summary"],
+        ]  # fmt: skip
+        try:
+            core.send_request(Request("NOTIFY", uri, hdrs, body), dest, _Unsolicited(), now)
+        except ValueError:
+            continue
+        sent += 1
+    return sent

@@ -90,6 +90,16 @@ def test_caller_leaves_a_voicemail(tmp_path: Path) -> None:
         rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         rtp.bind((LOCALHOST, 0))
         rtp_port = rtp.getsockname()[1]
+        # the mailbox owner's phone registers: it gets the message waiting indication
+        phone = stack.enter_context(SipClient(server.port))
+        aor = f"sip:{CLIENT}@{DOMAIN}"
+        _, reg = phone.authenticated_request(
+            "REGISTER", f"sip:{DOMAIN}", username=CLIENT,
+            password=server.demo_passwords[CLIENT], from_uri=aor, to_uri=aor,
+            headers=[("Contact", f"<sip:{CLIENT}@127.0.0.1:{phone.local_port}>"),
+                     ("Expires", "300")],
+        )  # fmt: skip
+        assert reg.status == 200, reg.summary
         sip = stack.enter_context(SipClient(server.port, local_port=inbound))
         ruri = f"sip:{NUMBER}@{DOMAIN}"
         offer = (
@@ -177,3 +187,13 @@ def test_caller_leaves_a_voicemail(tmp_path: Path) -> None:
             db.close()
         assert len(rows) == 1 and rows[0][:3] == (CLIENT, CLIENT, CALLER), rows
         assert server.data_dir / rows[0][3] == wavs[0] and abs(rows[0][4] - len(pcm) / 16000) < 0.01
+
+        def notify():
+            msg = phone.recv(0.2)
+            return msg if msg is not None and msg.method == "NOTIFY" else None
+
+        mwi = wait_until(notify, 5, interval=0.0, what="the MWI NOTIFY")
+        assert mwi.header("Event") == "message-summary"
+        assert mwi.header("Content-Type") == "application/simple-message-summary"
+        assert "Messages-Waiting: yes" in mwi.body.decode()
+        assert "Voice-Message: 1/0" in mwi.body.decode()
