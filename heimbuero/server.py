@@ -44,7 +44,6 @@ from heimbuero.services.guard import GuardSettings
 from heimbuero.services.location import Binding, LocationService
 from heimbuero.services.mediaapps import (
     MediaApps,
-    MediaAppSettings,
     Recording,
     notify_waiting,
 )
@@ -847,7 +846,7 @@ class Server:
                 await self.transports.close()
                 raise ConfigError(f"cannot listen on {a}: {exc.strerror or exc}") from None
         self.mediaapps = MediaApps(
-            MediaAppSettings(), self.config.data_dir, self._owner_name, self._voicemail_left
+            self.config.mediaapp, self.config.data_dir, self._owner_name, self._voicemail_left
         )
         host, port = await self.mediaapps.start()
         self.calls.media_app = Peer("udp", host, port)

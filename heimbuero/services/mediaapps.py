@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from heimbuero.config import MediaAppSettings
 from heimbuero.media import ua
 from heimbuero.media.ua_codec import parse_dtmf_relay
 from heimbuero.sip.dialog import Dialog
@@ -47,15 +48,6 @@ class Recording:
     call_id: str
     path: Path
     seconds: float
-
-
-@dataclass
-class MediaAppSettings:
-    address: str = "127.0.0.1"
-    port_min: int = 30000
-    port_max: int = 30999
-    max_sessions: int = 50
-    voicemail_max_seconds: float = 120.0
 
 
 @dataclass

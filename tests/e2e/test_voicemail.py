@@ -21,7 +21,7 @@ import pytest
 
 from heimbuero.media import ua_codec as c
 
-from .harness import LOCALHOST, Server, SipClient, free_port, wait_until
+from .harness import LOCALHOST, Server, SipClient, free_port, set_toml_option, wait_until
 
 pytestmark = [pytest.mark.e2e]
 
@@ -197,3 +197,98 @@ def test_caller_leaves_a_voicemail(tmp_path: Path) -> None:
         assert mwi.header("Content-Type") == "application/simple-message-summary"
         assert "Messages-Waiting: yes" in mwi.body.decode()
         assert "Voice-Message: 1/0" in mwi.body.decode()
+
+
+# -- abuse: a caller that never hangs up, too many calls at once ----------------------------
+
+
+def office(tmp_path: Path, **toml: tuple[str, object]) -> tuple[Server, int]:
+    inbound = free_port()
+    server = Server(
+        tmp_path / "server", domain=DOMAIN, demo=True,
+        sip_options={"trusted_peers": [f"127.0.0.1:{inbound}"]},
+    )  # fmt: skip
+    server.prepare()
+    for key, (section, value) in toml.items():
+        set_toml_option(server.config_path, section, key, value)
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(mailbox_rules()), encoding="utf-8")
+    server.cli("rules", "import", CLIENT, str(rules), "--data", str(server.data_dir))
+    return server, inbound
+
+
+def invite(sip: SipClient, rtp_port: int, inbound: int) -> tuple[object, object]:
+    ruri = f"sip:{NUMBER}@{DOMAIN}"
+    offer = (
+        f"v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {rtp_port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"
+        f"a=rtpmap:101 telephone-event/8000\r\n"
+    ).encode()
+    req = sip.request(
+        "INVITE", ruri, from_uri=f"sip:{CALLER}@127.0.0.1:{inbound}", to_uri=ruri,
+        headers=[("Contact", f"<sip:{CALLER}@127.0.0.1:{inbound}>")],
+        body=offer, content_type="application/sdp",
+    )  # fmt: skip
+    return req, sip.final_response(req, 20)
+
+
+def ack(sip: SipClient, req, ok) -> None:  # type: ignore[no-untyped-def]
+    contact = re.search(r"<([^>]+)>", ok.header("Contact") or "").group(1)
+    sip.send(
+        sip.build_request(
+            "ACK",
+            contact,
+            from_uri=req.from_uri,
+            to_uri=req.to_uri,
+            call_id=req.call_id,
+            from_tag=req.from_tag,
+            to_tag=ok.to_tag,
+            headers=[("Route", r) for r in ok.header_values("Record-Route")],
+        )  # fmt: skip
+    )
+
+
+def test_a_caller_that_never_hangs_up_is_ended_at_max_seconds(tmp_path: Path) -> None:
+    server, inbound = office(tmp_path, max_seconds=("voicemail", 2))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(server.port, local_port=inbound))
+        req, ok = invite(sip, rtp.getsockname()[1], inbound)
+        assert ok.status == 200, ok.summary  # type: ignore[attr-defined]
+        ack(sip, req, ok)
+        media_port = int(re.search(r"m=audio (\d+)", ok.body.decode()).group(1))  # type: ignore[attr-defined,union-attr]
+        dest = (LOCALHOST, media_port)
+        assert rtp_packets(rtp, time.monotonic() + 1)
+        ev = c.TelephoneEvent(11, True, 10, 800).encode()
+        rtp.sendto(c.RtpPacket(101, 1, 4000, 77, ev).encode(), dest)  # skip the greeting
+        sender = c.RtpSender(77, 8)
+        started = time.monotonic()
+        bye_at = None
+        while time.monotonic() - started < 8 and bye_at is None:  # audio, never # nor BYE
+            rtp.sendto(sender.audio(b"\x10\x00" * 160), dest)
+            msg = sip.recv(0.02)
+            if msg is not None and msg.method == "BYE":
+                bye_at = time.monotonic()
+        assert bye_at is not None, "the server never hung up"
+        assert bye_at - started < 2 + 1.5
+        folder = server.data_dir / "voicemail" / CLIENT
+        wavs = wait_until(lambda: sorted(folder.glob("*.wav")) or None, 5, what="the recording")
+        with wave.open(str(wavs[0]), "rb") as w:
+            assert w.getnframes() <= 2 * 8000
+
+
+def test_too_many_media_sessions_get_503_with_a_reason(tmp_path: Path) -> None:
+    server, inbound = office(tmp_path, max_sessions=("mediaapp", 1))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(server.port, local_port=inbound))
+        req, ok = invite(sip, rtp.getsockname()[1], inbound)
+        assert ok.status == 200, ok.summary  # type: ignore[attr-defined]
+        ack(sip, req, ok)
+        _, busy = invite(sip, rtp.getsockname()[1], inbound)
+        assert busy.status in (500, 503), busy.summary  # type: ignore[attr-defined]
+        assert "too many media sessions" in (busy.header("Reason") or ""), busy.summary  # type: ignore[attr-defined]
