@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 from heimbuero.domain.model import (
+    AnnounceTarget,
     Directory,
     ExternalTarget,
     GroupTarget,
@@ -282,9 +283,16 @@ class CallRouting:
         if isinstance(target, ExternalTarget):
             t = self._external_target(target.number, run)
             return [t] if t is not None else []
-        if self.media_app is not None:  # VoicemailTarget: the media applications answer
-            uri = f"sip:voicemail.{target.owner}@{self.media_app.host}:{self.media_app.port}"
-            return [Target(uri, self.media_app, target)]
+        app = self.media_app
+        if isinstance(target, AnnounceTarget):  # played by the media applications
+            if app is None:
+                return []
+            mode = "end" if target.end else "go"
+            user = f"announce.{target.name}.{mode}.{run.plan.client or '-'}"
+            return [Target(f"sip:{user}@{app.host}:{app.port}", app, target)]
+        if app is not None:  # VoicemailTarget: the media applications answer
+            uri = f"sip:voicemail.{target.owner}@{app.host}:{app.port}"
+            return [Target(uri, app, target)]
         run.voicemail = True  # no media applications: 480 with a Reason
         return []
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import subprocess
 import time
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from heimbuero.services.core import SipCore
 
 log = logging.getLogger("heimbuero.calls")
+
+ANNOUNCE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 T1 = 0.5
 GREETING = (
@@ -178,6 +181,14 @@ class MediaApps(asyncio.DatagramProtocol):
             self._reply(req, addr, 200, "OK")
         elif method == "CANCEL":
             self._reply(req, addr, 200 if call is not None else 481, "OK")
+            if call is not None and not call.dialog.confirmed:
+                del self.calls[req.call_id]
+                call.session.close()
+                if call.task is not None:
+                    call.task.cancel()
+                self._reply(
+                    call.invite, call.source, 487, "Request Terminated", call.dialog.local_tag
+                )
         elif method == "OPTIONS":
             self._reply(req, addr, 200, "OK", headers=(("Allow", "INVITE, ACK, BYE, INFO"),))
         else:
@@ -188,6 +199,9 @@ class MediaApps(asyncio.DatagramProtocol):
     async def _invite(self, req: Request, addr: tuple[str, int]) -> None:
         user = req.ruri.user or ""
         app, _, owner = user.partition(".")
+        if app == "announce":
+            await self._announce(req, addr, owner)
+            return
         if app != "voicemail" or not owner:
             self._reply(req, addr, 404, "Not Found")
             return
@@ -230,6 +244,69 @@ class MediaApps(asyncio.DatagramProtocol):
         self.calls[req.call_id] = call
         call.task = asyncio.ensure_future(self._run(call))
 
+    def announcement(self, client: str, name: str) -> Path | None:
+        """DATA/announcements/CLIENT/NAME.(wav|mp3), else the provider's
+        DATA/announcements/NAME.(wav|mp3)."""
+        if not ANNOUNCE_NAME.match(name) or not ANNOUNCE_NAME.match(client):
+            return None
+        base = self.data_dir / "announcements"
+        for folder in (base / client, base):
+            for ext in ("wav", "mp3"):
+                if (folder / f"{name}.{ext}").is_file():
+                    return folder / f"{name}.{ext}"
+        return None
+
+    async def _announce(self, req: Request, addr: tuple[str, int], rest: str) -> None:
+        """`announce.NAME.go.CLIENT`: early media (183 with the SDP answer), the file, then
+        480 so that the plan goes on; `announce.NAME.end.CLIENT`: 200, the file, BYE."""
+        name, _, rest = rest.partition(".")
+        mode, _, client = rest.partition(".")
+        path = self.announcement(client, name)
+        if path is None or mode not in ("go", "end"):
+            self._reply(req, addr, 404, "Not Found", headers=(
+                ("Reason", f'SIP;cause=404;text="no announcement {name[:64]}"'),))  # fmt: skip
+            return
+        try:
+            session = await ua.MediaSession.open(self.ports, self.settings.address, req.body)
+            pcm = await asyncio.to_thread(
+                lambda: ua.read_wav(ua.convert(path, self.data_dir / "media-cache"))
+            )
+        except (ua.MediaError, OSError, subprocess.SubprocessError) as exc:
+            if "session" in locals():
+                session.close()
+            self._reply(req, addr, 503, "Service Unavailable", headers=(
+                ("Reason", f'SIP;cause=503;text="{str(exc)[:80]}"'),))  # fmt: skip
+            return
+        if req.call_id in self.calls:
+            session.close()
+            return
+        tag = secrets.token_hex(6)
+        dialog = Dialog.as_uas(req, tag, 183 if mode == "go" else 200)
+        headers = [("Record-Route", rr) for rr in req.get_all("record-route")]
+        headers.append(("Contact", self._contact()))
+        status, reason = (183, "Session Progress") if mode == "go" else (200, "OK")
+        data = self._reply(req, addr, status, reason, tag, tuple(headers), session.answer)
+        call = Call(req, addr, dialog, session, data, "announce", client, pcm)
+        self.calls[req.call_id] = call
+        if mode == "go":
+            call.task = asyncio.ensure_future(self._early(call, tag))
+        else:
+            call.task = asyncio.ensure_future(self._run(call))
+
+    async def _early(self, call: Call, tag: str) -> None:
+        """Play over early media, then end the branch with 480 (the plan's next step)."""
+        try:
+            call.ack_at = time.monotonic()  # early media starts with the 183
+            await self._play_first(call, call.greeting)
+        finally:
+            if self.calls.get(call.invite.call_id) is call:
+                del self.calls[call.invite.call_id]
+                call.session.close()
+                call.response = self._reply(
+                    call.invite, call.source, 480, "Temporarily Unavailable", tag,
+                    (("Reason", 'SIP;cause=480;text="announcement played"'),),
+                )  # fmt: skip
+
     async def _run(self, call: Call) -> None:
         try:
             interval = T1
@@ -245,7 +322,10 @@ class MediaApps(asyncio.DatagramProtocol):
                 if self.transport is not None:
                     self.transport.sendto(call.response, call.source)
                 interval = min(interval * 2, 4.0)
-            await self._voicemail(call)
+            if call.app == "announce":
+                await self._play_first(call, call.greeting)
+            else:
+                await self._voicemail(call)
         except asyncio.CancelledError:
             pass
         except Exception:

@@ -292,3 +292,80 @@ def test_too_many_media_sessions_get_503_with_a_reason(tmp_path: Path) -> None:
         _, busy = invite(sip, rtp.getsockname()[1], inbound)
         assert busy.status in (500, 503), busy.summary  # type: ignore[attr-defined]
         assert "too many media sessions" in (busy.header("Reason") or ""), busy.summary  # type: ignore[attr-defined]
+
+
+# -- announcements ----------------------------------------------------------------------------
+
+
+def announce_office(tmp_path: Path, steps: list[dict[str, object]]) -> tuple[Server, int]:
+    server, inbound = office(tmp_path)
+    doc = {"client": CLIENT, "numbers": {NUMBER: {"rules": [{"name": "Ansage", "steps": steps}]}}}
+    rules = tmp_path / "rules-announce.json"
+    rules.write_text(json.dumps(doc), encoding="utf-8")
+    server.cli("rules", "import", CLIENT, str(rules), "--data", str(server.data_dir))
+    folder = server.data_dir / "announcements" / CLIENT
+    folder.mkdir(parents=True)
+    with wave.open(str(folder / "hinweis.wav"), "wb") as w:  # 16 kHz: converted by sox
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        n = 16000 // 2
+        w.writeframes(
+            struct.pack(
+                f"<{n}h",
+                *(int(9000 * math.sin(2 * math.pi * 600 * i / 16000)) for i in range(n)),
+            )
+        )
+    return server, inbound
+
+
+def heard(packets: list[tuple[float, c.RtpPacket]]) -> bytes:
+    return b"".join(c.decode(p.payload_type, p.payload) for _, p in packets)
+
+
+def test_announcement_then_the_next_step(tmp_path: Path) -> None:
+    server, inbound = announce_office(
+        tmp_path,
+        [
+            {"targets": ["announce:hinweis"], "timeout": 10},
+            {"targets": [f"voicemail:{CLIENT}"], "timeout": 10},
+        ],
+    )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(server.port, local_port=inbound))
+        req, ok = invite(sip, rtp.getsockname()[1], inbound)
+        early = [m for m in sip.received if m.status == 183]
+        assert early and b"m=audio" in early[0].body, [m.start_line for m in sip.received]
+        assert ok.status == 200, ok.summary  # type: ignore[attr-defined]  # then voicemail
+        ack(sip, req, ok)
+        pcm = heard(rtp_packets(rtp, time.monotonic() + 0.3))
+        assert len(pcm) >= 0.45 * 16000  # the announcement arrived as early media
+        assert power(pcm[:8000], 600) > 50 * power(pcm[:8000], 1000)
+
+
+def test_announcement_that_ends_the_call(tmp_path: Path) -> None:
+    server, inbound = announce_office(
+        tmp_path, [{"targets": ["announce:hinweis;end"], "timeout": 10}]
+    )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(server.port, local_port=inbound))
+        req, ok = invite(sip, rtp.getsockname()[1], inbound)
+        assert ok.status == 200, ok.summary  # type: ignore[attr-defined]
+        acked = time.monotonic()
+        ack(sip, req, ok)
+        packets = rtp_packets(rtp, time.monotonic() + 1.5)
+        assert packets and packets[0][0] - acked < 0.1
+        pcm = heard(packets)
+        assert power(pcm, 600) > 50 * power(pcm, 1000)
+
+        def bye():
+            msg = sip.recv(0.2)
+            return msg if msg is not None and msg.method == "BYE" else None
+
+        wait_until(bye, 5, interval=0.0, what="the BYE after the announcement")

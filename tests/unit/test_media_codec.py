@@ -109,3 +109,14 @@ def test_telephone_events_give_one_digit_per_key_press():
 )
 def test_dtmf_relay_body(body, digit):
     assert c.parse_dtmf_relay(body) == digit
+
+
+def test_announce_targets_parse_and_print_back():
+    from heimbuero.domain.model import AnnounceTarget, parse_target
+
+    assert parse_target("announce:willkommen") == AnnounceTarget("willkommen")
+    assert parse_target("announce:urlaub;end") == AnnounceTarget("urlaub", end=True)
+    assert str(AnnounceTarget("urlaub", True)) == "announce:urlaub;end"
+    for bad in ("announce:", "announce:../x", "announce:a;stop", "announce:a b"):
+        with pytest.raises(ValueError, match="not an announcement"):
+            parse_target(bad)
