@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import functools
 import gc
+import hashlib
 import logging
 import resource
+import shutil
 import signal
 import socket
 import ssl
@@ -33,7 +35,7 @@ from heimbuero.events import (
 from heimbuero.net.mail import Attachment, Mailer, MailError
 from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
-from heimbuero.office.files import FileService
+from heimbuero.office.files import FileService, new_file_id
 from heimbuero.ops import logsetup
 from heimbuero.ops.runtime import Operations
 from heimbuero.ops.upgrade import upgrade_with_backup
@@ -68,6 +70,7 @@ from heimbuero.sip.dialogtoken import DialogSigner
 from heimbuero.sip.peer import Peer
 from heimbuero.sip.transaction import TimerSettings
 from heimbuero.store.db import BindingRecord, Store, WriteBatch
+from heimbuero.store.files import FileRecord
 from heimbuero.store.voicemail import add_voicemail
 from heimbuero.store.voicemail import counts as voicemail_counts
 from heimbuero.store.writer import GroupCommitWriter
@@ -783,6 +786,27 @@ class Server:
         user = directory.users.get(owner)
         return getattr(user, "display_name", None) or owner
 
+    async def _voicemail_message(self, user: str, rec: Recording) -> None:
+        """The WAV stored as a file of `user` (their quota is not charged: the server made it)
+        and a text message with its link to `user`, from `user` (a note to self: the
+        messenger knows no system sender yet)."""
+        now = datetime.now(UTC)
+        data = await asyncio.to_thread(rec.path.read_bytes)
+        record = FileRecord(
+            id=new_file_id(), owner=user, name=f"Sprachnachricht-{rec.path.name}",
+            content_type="audio/wav", size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+            duration_s=rec.seconds, created_at=now,
+            expires_at=now + timedelta(days=self.config.files.link_days),
+        )  # fmt: skip
+        final = self.config.files_dir / record.id
+        await asyncio.to_thread(shutil.copyfile, rec.path, final)
+        await asyncio.to_thread(self.store.add_file_within_quota, record, None)
+        text = (
+            f"Neue Sprachnachricht von {rec.caller} ({rec.seconds:.0f} s): "
+            f"{self.files.link(record.id)}"
+        )
+        await self.send_message(user, user, "text/plain", text.encode())
+
     async def _voicemail_left(self, rec: Recording) -> None:
         """A recording is done: stored, VoicemailLeft after the commit, e-mailed with the WAV
         to the client's address (a client e-mail field when the store has one), else to the
@@ -807,6 +831,11 @@ class Server:
         owners = [user] if user is not None else [
             u for u in directory.users.values() if u.role == "client" and u.client == client_id
         ]  # fmt: skip
+        for u in owners:  # the recording in the messenger, as the owner's own file
+            try:
+                await self._voicemail_message(u.name, rec)
+            except (MessageRejected, OSError) as exc:
+                log.warning("voicemail %d: no message to %s: %s", vm_id, u.name, exc)
         # message waiting indication: an unsolicited NOTIFY to the owners' phones
         new, old = await asyncio.to_thread(voicemail_counts, self.store, rec.owner)
         now = time.time()

@@ -188,15 +188,22 @@ def test_caller_leaves_a_voicemail(tmp_path: Path) -> None:
         assert len(rows) == 1 and rows[0][:3] == (CLIENT, CLIENT, CALLER), rows
         assert server.data_dir / rows[0][3] == wavs[0] and abs(rows[0][4] - len(pcm) / 16000) < 0.01
 
-        def notify():
-            msg = phone.recv(0.2)
-            return msg if msg is not None and msg.method == "NOTIFY" else None
+        got: dict[str, object] = {}
 
-        mwi = wait_until(notify, 5, interval=0.0, what="the MWI NOTIFY")
-        assert mwi.header("Event") == "message-summary"
-        assert mwi.header("Content-Type") == "application/simple-message-summary"
-        assert "Messages-Waiting: yes" in mwi.body.decode()
-        assert "Voice-Message: 1/0" in mwi.body.decode()
+        def owner_phone():
+            msg = phone.recv(0.2)
+            if msg is not None and msg.method in ("NOTIFY", "MESSAGE"):
+                got.setdefault(msg.method, msg)
+            return got if len(got) == 2 else None
+
+        wait_until(owner_phone, 8, interval=0.0, what="the MWI NOTIFY and the MESSAGE")
+        mwi = got["NOTIFY"]
+        text = got["MESSAGE"].body.decode()  # type: ignore[attr-defined]
+        assert "Neue Sprachnachricht von" in text and CALLER in text, text
+        assert re.search(r"https?://\S+", text), text  # the recording's download link
+        assert mwi.header("Event") == "message-summary"  # type: ignore[attr-defined]
+        summary = mwi.body.decode()  # type: ignore[attr-defined]
+        assert "Messages-Waiting: yes" in summary and "Voice-Message: 1/0" in summary
 
 
 # -- abuse: a caller that never hangs up, too many calls at once ----------------------------
