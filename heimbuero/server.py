@@ -816,13 +816,9 @@ class Server:
         client_id = rec.owner if rec.owner in directory.clients else getattr(user, "client", None)
         path = str(rec.path.relative_to(self.config.data_dir))
         at = datetime.now(UTC)
+        store = functools.partial(add_voicemail, self.store, client_id, rec.owner)
         vm_id = await asyncio.wrap_future(
-            self.writer.call(
-                functools.partial(
-                    add_voicemail, self.store, client_id, rec.owner, rec.caller, rec.call_id,
-                    path, rec.seconds, at,
-                )  # fmt: skip
-            )
+            self.writer.call(lambda: store(rec.caller, rec.call_id, path, rec.seconds, at))
         )
         self.events.publish(
             VoicemailLeft(time.time(), client_id or "", vm_id, rec.call_id, rec.seconds)
