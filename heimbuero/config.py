@@ -225,6 +225,7 @@ class Config:
     database_url: str | None = None
     mail: MailSettings = field(default_factory=MailSettings)
     dictation: DictationSettings = field(default_factory=DictationSettings)
+    mediaapp: MediaAppSettings = field(default_factory=lambda: MediaAppSettings())
 
     @property
     def files_dir(self) -> Path:
@@ -409,6 +410,7 @@ def load(data_dir: Path) -> Config:
         files=files, log_level=log_level, log_format=log_format, log_numbers=log_numbers,
         metrics=metrics, database_url=database_url, mail=mail,
         dictation=_dictation(path, raw.get("dictation", {})),
+        mediaapp=_mediaapp(path, raw),
     )  # fmt: skip
 
 
@@ -470,6 +472,50 @@ def _metrics(path: Path, table: object) -> MetricsSettings:
         else:
             raise ConfigError(f"{path}: unknown setting [metrics] {key}")
     return MetricsSettings(**out)
+
+
+@dataclass(frozen=True)
+class MediaAppSettings:
+    """[mediaapp] and [voicemail]: the server's own media user agent (voicemail)."""
+
+    address: str = "127.0.0.1"  # where its SIP socket and RTP ports listen
+    port_min: int = 30000  # RTP ports of answered calls (one per call, even numbers)
+    port_max: int = 30999
+    max_sessions: int = 50  # calls answered at once; more get 503
+    voicemail_max_seconds: int = 120  # [voicemail] max_seconds: longest recording
+
+
+def _mediaapp(path: Path, raw: dict[str, Any]) -> MediaAppSettings:
+    out: dict[str, Any] = {}
+    table = raw.get("mediaapp", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [mediaapp] must be a table")
+    for key, value in table.items():
+        if key == "address":
+            try:
+                ipaddress.ip_address(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{path}: [mediaapp] address must be an IP address") from None
+            out[key] = value
+        elif key in ("port_min", "port_max", "max_sessions"):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+                raise ConfigError(f"{path}: [mediaapp] {key} must be a positive integer")
+            out[key] = value
+        else:
+            raise ConfigError(f"{path}: unknown setting [mediaapp] {key}")
+    vm = raw.get("voicemail", {})
+    if not isinstance(vm, dict):
+        raise ConfigError(f"{path}: [voicemail] must be a table")
+    for key, value in vm.items():
+        if key != "max_seconds":
+            raise ConfigError(f"{path}: unknown setting [voicemail] {key}")
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 3600:
+            raise ConfigError(f"{path}: [voicemail] max_seconds must be 1..3600")
+        out["voicemail_max_seconds"] = value
+    settings = MediaAppSettings(**out)
+    if not 1024 <= settings.port_min <= settings.port_max:
+        raise ConfigError(f"{path}: [mediaapp] port_min must be 1024..port_max")
+    return settings
 
 
 def _mail(path: Path, table: object) -> MailSettings:
@@ -684,6 +730,16 @@ allow = ["127.0.0.1", "::1"]
 # username = ""
 # password = ""
 # sender = "buero@example.de"
+
+[mediaapp]
+# The server answers calls itself (voicemail): its SIP socket and RTP ports, calls at once.
+# address = "127.0.0.1"
+# port_min = 30000
+# port_max = 30999
+# max_sessions = 50
+
+[voicemail]
+# max_seconds = 120        # longest recording; the caller ends earlier with #
 
 [messages]
 max_bytes = {m.max_bytes}           # largest MESSAGE body (413 beyond)

@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import functools
 import gc
+import hashlib
 import logging
 import resource
+import shutil
 import signal
 import socket
 import ssl
@@ -29,11 +31,12 @@ from heimbuero.events import (
     MessageStored,
     PresenceChanged,
     ProviderWarning,
+    VoicemailLeft,
 )
-from heimbuero.net.mail import Mailer
+from heimbuero.net.mail import Attachment, Mailer, MailError
 from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
-from heimbuero.office.files import FileService
+from heimbuero.office.files import FileService, new_file_id
 from heimbuero.ops import logsetup
 from heimbuero.ops.runtime import Operations
 from heimbuero.ops.upgrade import upgrade_with_backup
@@ -41,6 +44,11 @@ from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
 from heimbuero.services.location import Binding, LocationService
+from heimbuero.services.mediaapps import (
+    MediaApps,
+    Recording,
+    notify_waiting,
+)
 from heimbuero.services.messaging import (
     MessageRejected,
     MessagingSettings,
@@ -62,6 +70,9 @@ from heimbuero.sip.dialogtoken import DialogSigner
 from heimbuero.sip.peer import Peer
 from heimbuero.sip.transaction import TimerSettings
 from heimbuero.store.db import BindingRecord, Store, WriteBatch
+from heimbuero.store.files import FileRecord
+from heimbuero.store.voicemail import add_voicemail
+from heimbuero.store.voicemail import counts as voicemail_counts
 from heimbuero.store.writer import GroupCommitWriter
 
 log = logging.getLogger("heimbuero")
@@ -808,6 +819,87 @@ class Server:
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         return server, task
 
+    def _owner_name(self, owner: str) -> str:
+        """How a voicemail greeting names its owner: the client's name, else the user's."""
+        directory = self.calls.directory
+        client = directory.clients.get(owner)
+        if client is not None:
+            return client.name
+        user = directory.users.get(owner)
+        return getattr(user, "display_name", None) or owner
+
+    async def _voicemail_message(self, user: str, rec: Recording) -> None:
+        """The WAV stored as a file of `user` (their quota is not charged: the server made it)
+        and a text message with its link to `user`, from `user` (a note to self: the
+        messenger knows no system sender yet)."""
+        now = datetime.now(UTC)
+        data = await asyncio.to_thread(rec.path.read_bytes)
+        record = FileRecord(
+            id=new_file_id(), owner=user, name=f"Sprachnachricht-{rec.path.name}",
+            content_type="audio/wav", size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+            duration_s=rec.seconds, created_at=now,
+            expires_at=now + timedelta(days=self.config.files.link_days),
+        )  # fmt: skip
+        final = self.config.files_dir / record.id
+        await asyncio.to_thread(shutil.copyfile, rec.path, final)
+        await asyncio.to_thread(self.store.add_file_within_quota, record, None)
+        text = (
+            f"Neue Sprachnachricht von {rec.caller} ({rec.seconds:.0f} s): "
+            f"{self.files.link(record.id)}"
+        )
+        await self.send_message(user, user, "text/plain", text.encode())
+
+    async def _voicemail_left(self, rec: Recording) -> None:
+        """A recording is done: stored, VoicemailLeft after the commit, e-mailed with the WAV
+        to the client's address (a client e-mail field when the store has one), else to the
+        mailbox owner's e-mail when the user record has one; no address, no mail."""
+        directory = self.calls.directory
+        user = directory.users.get(rec.owner)
+        client_id = rec.owner if rec.owner in directory.clients else getattr(user, "client", None)
+        path = str(rec.path.relative_to(self.config.data_dir))
+        at = datetime.now(UTC)
+        store = functools.partial(add_voicemail, self.store, client_id, rec.owner)
+        vm_id = await asyncio.wrap_future(
+            self.writer.call(lambda: store(rec.caller, rec.call_id, path, rec.seconds, at))
+        )
+        self.events.publish(
+            VoicemailLeft(time.time(), client_id or "", vm_id, rec.call_id, rec.seconds)
+        )
+        client = directory.clients.get(client_id or "")
+        owners = [user] if user is not None else [
+            u for u in directory.users.values() if u.role == "client" and u.client == client_id
+        ]  # fmt: skip
+        for u in owners:  # the recording in the messenger, as the owner's own file
+            try:
+                await self._voicemail_message(u.name, rec)
+            except (MessageRejected, OSError) as exc:
+                log.warning("voicemail %d: no message to %s: %s", vm_id, u.name, exc)
+        # message waiting indication: an unsolicited NOTIFY to the owners' phones
+        new, old = await asyncio.to_thread(voicemail_counts, self.store, rec.owner)
+        now = time.time()
+        for u in owners:
+            notify_waiting(self.core, u.name, new, old, now)
+        self.core.pump(now)
+        self.transports.flush()
+        address = getattr(client, "email", "") or next(
+            (getattr(u, "email", "") for u in owners if getattr(u, "email", "")), ""
+        )
+        if not address or not self.mailer.enabled:
+            return
+        name = client.name if client is not None else rec.owner
+        text = (
+            f"Neue Sprachnachricht für {name}\n\nAnrufer: {rec.caller}\n"
+            f"Länge: {rec.seconds:.0f} s\nZeit: {at:%Y-%m-%d %H:%M} UTC\n"
+        )
+        wav = await asyncio.to_thread(rec.path.read_bytes)
+        try:
+            await self.mailer.send(
+                address, f"Sprachnachricht von {rec.caller}", text,
+                (Attachment(rec.path.name, wav, "audio/wav"),),
+            )  # fmt: skip
+        except MailError as exc:
+            log.warning("voicemail %d: e-mail to %s failed: %s", vm_id, address, exc)
+
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -820,6 +912,11 @@ class Server:
             except OSError as exc:
                 await self.transports.close()
                 raise ConfigError(f"cannot listen on {a}: {exc.strerror or exc}") from None
+        self.mediaapps = MediaApps(
+            self.config.mediaapp, self.config.data_dir, self._owner_name, self._voicemail_left
+        )
+        host, port = await self.mediaapps.start()
+        self.calls.media_app = Peer("udp", host, port)
         try:
             http = await self._start_http()
         except ConfigError:
@@ -856,6 +953,7 @@ class Server:
         await self.ops.stop()
         self.core.shutdown(time.time())
         self.calls.close_all(time.time())
+        self.mediaapps.close()
         self.transports.flush()
         await asyncio.sleep(0.05)  # let the final answers and CANCELs leave the sockets
         for t in tasks:

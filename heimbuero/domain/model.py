@@ -140,8 +140,23 @@ class VoicemailTarget:
         return f"voicemail:{self.owner}"
 
 
-RingTarget = UserTarget | GroupTarget | ExternalTarget | VoicemailTarget
-TargetKind = Literal["user", "group", "external", "voicemail"]
+ANNOUNCE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceTarget:
+    """Play the announcement `name`, then go on with the next step; with `end`, play it and
+    end the call. Document form: `announce:NAME` or `announce:NAME;end`."""
+
+    name: str
+    end: bool = False
+
+    def __str__(self) -> str:
+        return f"announce:{self.name}" + (";end" if self.end else "")
+
+
+RingTarget = UserTarget | GroupTarget | ExternalTarget | VoicemailTarget | AnnounceTarget
+TargetKind = Literal["user", "group", "external", "voicemail", "announce"]
 _TARGETS: dict[str, type[RingTarget]] = {
     "user": UserTarget,
     "group": GroupTarget,
@@ -155,6 +170,14 @@ def parse_target(text: str) -> RingTarget:
     ValueError for anything else; whether the name exists is the rules document's check."""
     kind, sep, ident = text.strip().partition(":")
     ident = ident.strip()
+    if kind == "announce" and sep:
+        name, _, flag = ident.partition(";")
+        if not ANNOUNCE_NAME_RE.match(name.strip()) or flag.strip() not in ("", "end"):
+            raise ValueError(
+                f"{text!r} is not an announcement: announce:NAME or announce:NAME;end "
+                "(NAME: letters, digits, - and _)"
+            )
+        return AnnounceTarget(name.strip(), flag.strip() == "end")
     cls = _TARGETS.get(kind)
     if not sep or cls is None or not ident:
         raise ValueError(

@@ -475,6 +475,12 @@ class _Parser:
             return None
         value = value.strip()
         kind, sep, ident = value.partition(":")
+        if kind == "announce" and sep:
+            try:
+                return parse_target(value)
+            except ValueError as exc:
+                self.problem(path, str(exc))
+                return None
         if not sep or kind not in ("user", "group", "external", "voicemail"):
             self.problem(
                 path,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 from heimbuero.domain.model import (
+    AnnounceTarget,
     Directory,
     ExternalTarget,
     GroupTarget,
@@ -165,6 +166,7 @@ class CallRouting:
     clock_zone: Callable[[str], ZoneInfo] = ZoneInfo
     out_calls: dict[str, tuple[str | None, str, float]] = field(default_factory=dict)  # Call-ID
     # -> (client, trunk, start) of each call with a branch through a trunk, until it ends
+    media_app: Peer | None = None  # where the media applications (voicemail) listen
     talk_today: dict[str, tuple[str, float]] = field(default_factory=dict)  # client ->
     # (local date, seconds of ended calls out that day: the store's sum plus ours since)
 
@@ -281,7 +283,17 @@ class CallRouting:
         if isinstance(target, ExternalTarget):
             t = self._external_target(target.number, run)
             return [t] if t is not None else []
-        run.voicemail = True  # VoicemailTarget
+        app = self.media_app
+        if isinstance(target, AnnounceTarget):  # played by the media applications
+            if app is None:
+                return []
+            mode = "end" if target.end else "go"
+            user = f"announce.{target.name}.{mode}.{run.plan.client or '-'}"
+            return [Target(f"sip:{user}@{app.host}:{app.port}", app, target)]
+        if app is not None:  # VoicemailTarget: the media applications answer
+            uri = f"sip:voicemail.{target.owner}@{app.host}:{app.port}"
+            return [Target(uri, app, target)]
+        run.voicemail = True  # no media applications: 480 with a Reason
         return []
 
     def _user_targets(self, user: str, run: PlanRun, now: float) -> list[Target]:
@@ -434,12 +446,13 @@ class CallRouting:
             known = self.talk_today.get(call.client)
             if known is not None and known[0] == day:
                 self.talk_today[call.client] = (day, known[1] + now - call.answered_at)
+        result = "voicemail" if call.label.startswith("voicemail:") else "answered"
         self.log.call_updated(
-            call.record_id, result="answered", ended_at=_utc(now),
+            call.record_id, result=result, ended_at=_utc(now),
             talk_seconds=now - call.answered_at,
         )  # fmt: skip
         if call.plan is not None and log.isEnabledFor(logging.INFO):
-            _log_call(call.plan, "answered", call.label, call.ring_seconds, now - call.answered_at)
+            _log_call(call.plan, result, call.label, call.ring_seconds, now - call.answered_at)
 
     def close_all(self, now: float) -> None:
         """The server stops: every answered call still up gets its talk time so far."""

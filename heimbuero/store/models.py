@@ -504,3 +504,24 @@ class ClosureRow(Base):
     first: Mapped[date] = mapped_column(Date)
     last: Mapped[date] = mapped_column(Date)
     note: Mapped[str] = mapped_column(String(200), default="")
+
+
+# -- voicemail (the media applications) ---------------------------------------------------
+
+
+class VoicemailRow(Base):
+    """A voicemail left by a caller: for which client (and mailbox owner), the WAV's path
+    below the data directory, its length, and whether it was listened to."""
+
+    __tablename__ = "voicemails"
+    __table_args__ = (Index("ix_voicemails_owner", "owner", "heard"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client: Mapped[str | None] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(64))  # the voicemail: target (client id or user)
+    caller: Mapped[str] = mapped_column(String(128))
+    call_id: Mapped[str] = mapped_column(String(256))
+    path: Mapped[str] = mapped_column(String(512))  # relative to the data directory
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heard: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -102,7 +102,7 @@ class DirectoryProblem:
     problems: list[str] = field(default_factory=list)
 
 
-CALL_RESULTS = ("answered", "busy", "no_answer", "failed", "cancelled")
+CALL_RESULTS = ("answered", "busy", "no_answer", "failed", "cancelled", "voicemail")
 CALL_UPDATE_FIELDS = frozenset(
     {
         "client",

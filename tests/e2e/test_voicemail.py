@@ -1,0 +1,378 @@
+"""End to end: the server answers a `voicemail:` step itself. A carrier call (a hand-driven
+SIP UAC from the trusted port, with its own RTP socket) to the demo client's number reaches
+the media applications through the proxy: 200 with an SDP answer, the greeting's RTP starts
+on the ACK, `#` (RFC 4733) skips the greeting, the caller speaks a 440 Hz tone, `#` ends the
+recording, the server hangs up with BYE; the WAV and the call record are checked."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import socket
+import sqlite3
+import struct
+import time
+import wave
+from pathlib import Path
+
+import pytest
+
+from heimbuero.media import ua_codec as c
+
+from .harness import LOCALHOST, Server, SipClient, free_port, set_toml_option, wait_until
+
+pytestmark = [pytest.mark.e2e]
+
+DOMAIN = "office.heimbuero.test"
+CLIENT = "mueller"
+NUMBER = "+49891234567"
+CALLER = "+4915112345678"
+
+
+def power(pcm: bytes, hz: float) -> float:
+    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm)
+    k = 2 * math.cos(2 * math.pi * hz / 8000)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + k * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - k * s1 * s2) / max(1, len(samples)) ** 2
+
+
+def tone(hz: float, seconds: float) -> bytes:
+    n = int(seconds * 8000)
+    return struct.pack(
+        f"<{n}h", *(int(9000 * math.sin(2 * math.pi * hz * i / 8000)) for i in range(n))
+    )
+
+
+def mailbox_rules() -> dict[str, object]:
+    return {
+        "client": CLIENT,
+        "numbers": {
+            NUMBER: {
+                "rules": [
+                    {
+                        "name": "Mailbox",
+                        "steps": [{"targets": [f"voicemail:{CLIENT}"], "timeout": 10}],
+                    }
+                ]
+            }
+        },
+    }
+
+
+def rtp_packets(sock: socket.socket, until: float) -> list[tuple[float, c.RtpPacket]]:
+    out = []
+    while time.monotonic() < until:
+        sock.settimeout(max(0.01, until - time.monotonic()))
+        try:
+            data, _ = sock.recvfrom(2048)
+        except TimeoutError:
+            break
+        out.append((time.monotonic(), c.RtpPacket.parse(data)))
+    return out
+
+
+def test_caller_leaves_a_voicemail(tmp_path: Path) -> None:
+    inbound = free_port()
+    server = Server(
+        tmp_path / "server", domain=DOMAIN, demo=True,
+        sip_options={"trusted_peers": [f"127.0.0.1:{inbound}"]},
+    )  # fmt: skip
+    server.prepare()
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(mailbox_rules()), encoding="utf-8")
+    server.cli("rules", "import", CLIENT, str(rules), "--data", str(server.data_dir))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        rtp_port = rtp.getsockname()[1]
+        # the mailbox owner's phone registers: it gets the message waiting indication
+        phone = stack.enter_context(SipClient(server.port))
+        aor = f"sip:{CLIENT}@{DOMAIN}"
+        _, reg = phone.authenticated_request(
+            "REGISTER", f"sip:{DOMAIN}", username=CLIENT,
+            password=server.demo_passwords[CLIENT], from_uri=aor, to_uri=aor,
+            headers=[("Contact", f"<sip:{CLIENT}@127.0.0.1:{phone.local_port}>"),
+                     ("Expires", "300")],
+        )  # fmt: skip
+        assert reg.status == 200, reg.summary
+        sip = stack.enter_context(SipClient(server.port, local_port=inbound))
+        ruri = f"sip:{NUMBER}@{DOMAIN}"
+        offer = (
+            f"v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp_port} RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\n"
+            f"a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+        ).encode()
+        invite = sip.request(
+            "INVITE", ruri, from_uri=f"sip:{CALLER}@127.0.0.1:{inbound}", to_uri=ruri,
+            headers=[("Contact", f"<sip:{CALLER}@127.0.0.1:{inbound}>")],
+            body=offer, content_type="application/sdp",
+        )  # fmt: skip
+        ok = sip.final_response(invite, 20)
+        assert ok.status == 200, ok.summary
+        answer = ok.body.decode()
+        assert re.search(r"m=audio (\d+) RTP/AVP 8 101", answer), answer
+        media_port = int(re.search(r"m=audio (\d+)", answer).group(1))  # type: ignore[union-attr]
+        contact = re.search(r"<([^>]+)>", ok.header("Contact") or "").group(1)  # type: ignore[union-attr]
+        routes = ok.header_values("Record-Route")
+        assert routes, "the proxy stays in the path (Record-Route)"
+        ack = sip.build_request(
+            "ACK", contact, from_uri=invite.from_uri, to_uri=invite.to_uri,
+            call_id=invite.call_id, from_tag=invite.from_tag, to_tag=ok.to_tag,
+            headers=[("Route", r) for r in routes],
+        )  # fmt: skip
+        acked_at = time.monotonic()
+        sip.send(ack)
+        first = rtp_packets(rtp, time.monotonic() + 2)[:1]
+        assert first, "no RTP after the ACK"
+        latency = first[0][0] - acked_at
+        print(f"playback latency after ACK: {latency * 1000:.1f} ms")
+        assert latency < 0.1
+        dest = (LOCALHOST, media_port)
+        for _ in range(3):  # '#' skips the greeting
+            ev = c.TelephoneEvent(11, True, 10, 800).encode()
+            rtp.sendto(c.RtpPacket(101, 1, 4000, 77, ev).encode(), dest)
+
+        # the greeting stops; the recording starts when its packets stop
+        def quiet() -> bool:
+            return not rtp_packets(rtp, time.monotonic() + 0.2)
+
+        wait_until(quiet, 5, interval=0.01, what="the greeting to stop")
+        sender = c.RtpSender(77, 8, timestamp=8000)
+        start = time.monotonic()
+        for i, frame in enumerate(c.frames(tone(440, 1.5))):
+            rtp.sendto(sender.audio(frame), dest)
+            delay = start + (i + 1) * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        for _ in range(3):
+            ev = c.TelephoneEvent(11, True, 10, 800).encode()
+            rtp.sendto(c.RtpPacket(101, 2, 90000, 77, ev).encode(), dest)
+
+        def bye():
+            msg = sip.recv(0.2)
+            return msg if msg is not None and msg.method == "BYE" else None
+
+        msg = wait_until(bye, 5, interval=0.0, what="the server's BYE")
+        via = msg.header_values("Via")
+        resp = "SIP/2.0 200 OK\r\n" + "".join(f"Via: {v}\r\n" for v in via)
+        for name in ("From", "To", "Call-ID", "CSeq"):
+            resp += f"{name}: {msg.header(name)}\r\n"
+        sip.send_raw((resp + "Content-Length: 0\r\n\r\n").encode())
+
+        folder = server.data_dir / "voicemail" / CLIENT
+        wavs = wait_until(lambda: sorted(folder.glob("*.wav")) or None, 5, what="the recording")
+        with wave.open(str(wavs[0]), "rb") as w:
+            pcm = w.readframes(w.getnframes())
+            assert w.getframerate() == 8000
+        assert 1.3 <= len(pcm) / 16000 <= 1.6, len(pcm) / 16000
+        assert power(pcm, 440) > 50 * power(pcm, 1000)
+
+        def record() -> str | None:
+            out = server.cli("calls", "list", "--client", CLIENT, "--data", str(server.data_dir))
+            return out.stdout if "voicemail" in out.stdout.split("\n", 1)[-1] else None
+
+        text = wait_until(record, 10, interval=0.3, what="a call record with result voicemail")
+        assert "voicemail:mueller" in text
+        db = sqlite3.connect(f"file:{server.data_dir / 'heimbuero.db'}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT client, owner, caller, path, seconds FROM voicemails"
+            ).fetchall()
+        finally:
+            db.close()
+        assert len(rows) == 1 and rows[0][:3] == (CLIENT, CLIENT, CALLER), rows
+        assert server.data_dir / rows[0][3] == wavs[0] and abs(rows[0][4] - len(pcm) / 16000) < 0.01
+
+        got: dict[str, object] = {}
+
+        def owner_phone():
+            msg = phone.recv(0.2)
+            if msg is not None and msg.method in ("NOTIFY", "MESSAGE"):
+                got.setdefault(msg.method, msg)
+            return got if len(got) == 2 else None
+
+        wait_until(owner_phone, 8, interval=0.0, what="the MWI NOTIFY and the MESSAGE")
+        mwi = got["NOTIFY"]
+        text = got["MESSAGE"].body.decode()  # type: ignore[attr-defined]
+        assert "Neue Sprachnachricht von" in text and CALLER in text, text
+        assert re.search(r"https?://\S+", text), text  # the recording's download link
+        assert mwi.header("Event") == "message-summary"  # type: ignore[attr-defined]
+        summary = mwi.body.decode()  # type: ignore[attr-defined]
+        assert "Messages-Waiting: yes" in summary and "Voice-Message: 1/0" in summary
+
+
+# -- abuse: a caller that never hangs up, too many calls at once ----------------------------
+
+
+def office(tmp_path: Path, **toml: tuple[str, object]) -> tuple[Server, int]:
+    inbound = free_port()
+    server = Server(
+        tmp_path / "server", domain=DOMAIN, demo=True,
+        sip_options={"trusted_peers": [f"127.0.0.1:{inbound}"]},
+    )  # fmt: skip
+    server.prepare()
+    for key, (section, value) in toml.items():
+        set_toml_option(server.config_path, section, key, value)
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(mailbox_rules()), encoding="utf-8")
+    server.cli("rules", "import", CLIENT, str(rules), "--data", str(server.data_dir))
+    return server, inbound
+
+
+def invite(sip: SipClient, rtp_port: int, inbound: int) -> tuple[object, object]:
+    ruri = f"sip:{NUMBER}@{DOMAIN}"
+    offer = (
+        f"v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {rtp_port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"
+        f"a=rtpmap:101 telephone-event/8000\r\n"
+    ).encode()
+    req = sip.request(
+        "INVITE", ruri, from_uri=f"sip:{CALLER}@127.0.0.1:{inbound}", to_uri=ruri,
+        headers=[("Contact", f"<sip:{CALLER}@127.0.0.1:{inbound}>")],
+        body=offer, content_type="application/sdp",
+    )  # fmt: skip
+    return req, sip.final_response(req, 20)
+
+
+def ack(sip: SipClient, req, ok) -> None:  # type: ignore[no-untyped-def]
+    contact = re.search(r"<([^>]+)>", ok.header("Contact") or "").group(1)
+    sip.send(
+        sip.build_request(
+            "ACK",
+            contact,
+            from_uri=req.from_uri,
+            to_uri=req.to_uri,
+            call_id=req.call_id,
+            from_tag=req.from_tag,
+            to_tag=ok.to_tag,
+            headers=[("Route", r) for r in ok.header_values("Record-Route")],
+        )  # fmt: skip
+    )
+
+
+def test_a_caller_that_never_hangs_up_is_ended_at_max_seconds(tmp_path: Path) -> None:
+    server, inbound = office(tmp_path, max_seconds=("voicemail", 2))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(server.port, local_port=inbound))
+        req, ok = invite(sip, rtp.getsockname()[1], inbound)
+        assert ok.status == 200, ok.summary  # type: ignore[attr-defined]
+        ack(sip, req, ok)
+        media_port = int(re.search(r"m=audio (\d+)", ok.body.decode()).group(1))  # type: ignore[attr-defined,union-attr]
+        dest = (LOCALHOST, media_port)
+        assert rtp_packets(rtp, time.monotonic() + 1)
+        ev = c.TelephoneEvent(11, True, 10, 800).encode()
+        rtp.sendto(c.RtpPacket(101, 1, 4000, 77, ev).encode(), dest)  # skip the greeting
+        sender = c.RtpSender(77, 8)
+        started = time.monotonic()
+        bye_at = None
+        while time.monotonic() - started < 8 and bye_at is None:  # audio, never # nor BYE
+            rtp.sendto(sender.audio(b"\x10\x00" * 160), dest)
+            msg = sip.recv(0.02)
+            if msg is not None and msg.method == "BYE":
+                bye_at = time.monotonic()
+        assert bye_at is not None, "the server never hung up"
+        assert bye_at - started < 2 + 1.5
+        folder = server.data_dir / "voicemail" / CLIENT
+        wavs = wait_until(lambda: sorted(folder.glob("*.wav")) or None, 5, what="the recording")
+        with wave.open(str(wavs[0]), "rb") as w:
+            assert w.getnframes() <= 2 * 8000
+
+
+def test_too_many_media_sessions_get_503_with_a_reason(tmp_path: Path) -> None:
+    server, inbound = office(tmp_path, max_sessions=("mediaapp", 1))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(server.port, local_port=inbound))
+        req, ok = invite(sip, rtp.getsockname()[1], inbound)
+        assert ok.status == 200, ok.summary  # type: ignore[attr-defined]
+        ack(sip, req, ok)
+        _, busy = invite(sip, rtp.getsockname()[1], inbound)
+        assert busy.status in (500, 503), busy.summary  # type: ignore[attr-defined]
+        assert "too many media sessions" in (busy.header("Reason") or ""), busy.summary  # type: ignore[attr-defined]
+
+
+# -- announcements ----------------------------------------------------------------------------
+
+
+def announce_office(tmp_path: Path, steps: list[dict[str, object]]) -> tuple[Server, int]:
+    server, inbound = office(tmp_path)
+    doc = {"client": CLIENT, "numbers": {NUMBER: {"rules": [{"name": "Ansage", "steps": steps}]}}}
+    rules = tmp_path / "rules-announce.json"
+    rules.write_text(json.dumps(doc), encoding="utf-8")
+    server.cli("rules", "import", CLIENT, str(rules), "--data", str(server.data_dir))
+    folder = server.data_dir / "announcements" / CLIENT
+    folder.mkdir(parents=True)
+    with wave.open(str(folder / "hinweis.wav"), "wb") as w:  # 16 kHz: converted by sox
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        n = 16000 // 2
+        w.writeframes(
+            struct.pack(
+                f"<{n}h",
+                *(int(9000 * math.sin(2 * math.pi * 600 * i / 16000)) for i in range(n)),
+            )
+        )
+    return server, inbound
+
+
+def heard(packets: list[tuple[float, c.RtpPacket]]) -> bytes:
+    return b"".join(c.decode(p.payload_type, p.payload) for _, p in packets)
+
+
+def test_announcement_then_the_next_step(tmp_path: Path) -> None:
+    server, inbound = announce_office(
+        tmp_path,
+        [
+            {"targets": ["announce:hinweis"], "timeout": 10},
+            {"targets": [f"voicemail:{CLIENT}"], "timeout": 10},
+        ],
+    )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(server.port, local_port=inbound))
+        req, ok = invite(sip, rtp.getsockname()[1], inbound)
+        early = [m for m in sip.received if m.status == 183]
+        assert early and b"m=audio" in early[0].body, [m.start_line for m in sip.received]
+        assert ok.status == 200, ok.summary  # type: ignore[attr-defined]  # then voicemail
+        ack(sip, req, ok)
+        pcm = heard(rtp_packets(rtp, time.monotonic() + 0.3))
+        assert len(pcm) >= 0.45 * 16000  # the announcement arrived as early media
+        assert power(pcm[:8000], 600) > 50 * power(pcm[:8000], 1000)
+
+
+def test_announcement_that_ends_the_call(tmp_path: Path) -> None:
+    server, inbound = announce_office(
+        tmp_path, [{"targets": ["announce:hinweis;end"], "timeout": 10}]
+    )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(server.port, local_port=inbound))
+        req, ok = invite(sip, rtp.getsockname()[1], inbound)
+        assert ok.status == 200, ok.summary  # type: ignore[attr-defined]
+        acked = time.monotonic()
+        ack(sip, req, ok)
+        packets = rtp_packets(rtp, time.monotonic() + 1.5)
+        assert packets and packets[0][0] - acked < 0.1
+        pcm = heard(packets)
+        assert power(pcm, 600) > 50 * power(pcm, 1000)
+
+        def bye():
+            msg = sip.recv(0.2)
+            return msg if msg is not None and msg.method == "BYE" else None
+
+        wait_until(bye, 5, interval=0.0, what="the BYE after the announcement")
