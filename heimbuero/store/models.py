@@ -381,3 +381,20 @@ class FileDownloadRow(Base):
     remote: Mapped[str] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer)  # HTTP status answered
     bytes_sent: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# -- web console sessions (issue 12) ---------------------------------------------------------
+
+
+class WebSessionRow(Base):
+    """A login of the web console: only the SHA-256 of the cookie's random id is stored, with
+    the synchronizer token its forms must carry and when it ends (a restart keeps it)."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("ix_web_sessions_expires", "expires_at"),)
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

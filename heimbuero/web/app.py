@@ -647,6 +647,10 @@ def create_app(ctx: WebContext) -> FastAPI:
 
         app.include_router(file_routes(ctx.files, ctx.digest, current_user, handlers.files))
 
+    from heimbuero.web.console import mount_console
+
+    mount_console(app, store, logins.gate, handlers)  # the web console's pages at /
+
     # -- error mapping: the one place where handler errors become HTTP answers --
 
     @app.exception_handler(RequestValidationError)

@@ -1,0 +1,257 @@
+"""The web console: server-rendered pages (Jinja2) on the HTTP port at `/`.
+
+Login with user name and password goes through the API's LoginGate (the same argon2 check and
+the same failure limits per address and per account); a login opens a session stored in the
+database (store/websessions.py) whose random id travels in an HttpOnly, SameSite=Lax cookie
+(Secure over HTTPS). Every POST carries the session's synchronizer token (the login form a
+token bound to a cookie of its own). Each page calls the same handlers (heimbuero/app) as the
+JSON API, as the session's Actor; refusals of pages of another role look like "not found"."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import secrets
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.staticfiles import StaticFiles
+
+from heimbuero.app import Actor, App, AppError
+from heimbuero.store.db import Store, UserRecord
+from heimbuero.store.websessions import WebSession, WebSessions
+from heimbuero.web.guard import LoginGate, LoginRefused
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "hb_session"
+LOGIN_COOKIE = "hb_login"  # the login form's token (before there is a session)
+MAX_FORM = 16 * 1024  # bytes of a console form
+
+_env = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(("html",)),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+_AREA = {"admin": "/admin", "agent": "/console", "client": "/portal", "employee": "/portal"}
+
+
+def _page(name: str, status: int = 200, **values: Any) -> HTMLResponse:
+    html = _env.get_template(name).render(**values)
+    return HTMLResponse(
+        html,
+        status,
+        headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+            "Referrer-Policy": "same-origin",
+        },
+    )
+
+
+def _not_found() -> HTMLResponse:
+    return _page("notfound.html", 404, user=None)
+
+
+def _cookie(response: Response, request: Request, name: str, value: str, age: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=age,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+
+
+class Console:
+    def __init__(self, store: Store, gate: LoginGate, handlers: App) -> None:
+        self.store, self.gate, self.handlers = store, gate, handlers
+        self.sessions = WebSessions(store)
+
+    def session(self, request: Request) -> tuple[WebSession, UserRecord] | None:
+        """The request's session and its user (None: not logged in, expired, or removed)."""
+        sid = request.cookies.get(SESSION_COOKIE, "")
+        s = self.sessions.get(sid)
+        if s is None:
+            return None
+        user = self.store.get_user(s.user)
+        return None if user is None else (s, user)
+
+    async def form(self, request: Request) -> dict[str, str] | None:
+        """The form's fields, or None when it is too large or not a form."""
+        length = request.headers.get("content-length", "")
+        if not length.isdigit() or int(length) > MAX_FORM:
+            return None
+        body = await request.body()
+        if len(body) > MAX_FORM:
+            return None
+        form = await request.form()
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+
+    async def check_password(self, request: Request, name: str, password: str) -> UserRecord:
+        """The LoginGate's check (argon2, bounded, counted per address and account)."""
+        header = "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+        addr = request.client.host if request.client else "?"
+        return await self.gate.authenticate(header, addr)
+
+
+def _csrf_ok(expected: str, given: str | None) -> bool:
+    return bool(expected) and hmac.compare_digest(expected.encode(), (given or "").encode())
+
+
+def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
+    c = Console(store, gate, handlers)
+    router = APIRouter(include_in_schema=False)
+
+    def login_page(request: Request, status: int = 200, error: str = "") -> HTMLResponse:
+        token = request.cookies.get(LOGIN_COOKIE, "")
+        if len(token) != 43:
+            token = secrets.token_urlsafe(32)
+        response = _page("login.html", status, user=None, csrf=token, error=error)
+        _cookie(response, request, LOGIN_COOKIE, token, 3600)
+        return response
+
+    @router.get("/")
+    async def index(request: Request) -> Response:
+        found = c.session(request)
+        if found is not None:
+            return RedirectResponse(_AREA.get(found[1].role, "/password"), 303)
+        return login_page(request)
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = await c.form(request)
+        if form is None:
+            return login_page(request, 413, "Das Formular ist zu groß.")
+        if not _csrf_ok(request.cookies.get(LOGIN_COOKIE, ""), form.get("csrf")):
+            return login_page(request, 403, "Die Seite war veraltet. Bitte erneut anmelden.")
+        name = form.get("name", "").strip().lower()
+        try:
+            user = await c.check_password(request, name, form.get("password", ""))
+        except LoginRefused as exc:
+            message = {
+                401: "Benutzername oder Passwort ist falsch.",
+                429: "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen.",
+            }.get(exc.status, "Der Server ist ausgelastet. Bitte gleich erneut versuchen.")
+            return login_page(request, exc.status, message)
+        sid, _ = c.sessions.create(user.name)
+        response = RedirectResponse(_AREA.get(user.role, "/password"), 303)
+        _cookie(response, request, SESSION_COOKIE, sid, int(c.sessions.lifetime.total_seconds()))
+        response.delete_cookie(LOGIN_COOKIE, path="/")
+        return response
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        found = c.session(request)
+        form = await c.form(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        if form is None or not _csrf_ok(found[0].csrf, form.get("csrf")):
+            return _page("error.html", 403, user=found[1], csrf=found[0].csrf,
+                         message="Ungültiges Formular-Token.")  # fmt: skip
+        c.sessions.end(request.cookies.get(SESSION_COOKIE, ""))
+        response = RedirectResponse("/", 303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    def area(request: Request, roles: tuple[str, ...]) -> tuple[WebSession, UserRecord] | Response:
+        found = c.session(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        if found[1].role not in roles:
+            return _not_found()
+        return found
+
+    @router.get("/console")
+    async def agent_console(request: Request) -> Response:
+        found = area(request, ("agent", "admin"))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        actor = Actor.of(user)
+        try:
+            presence = c.handlers.presence.visible(actor)
+        except AppError:
+            presence = []
+        clients = c.handlers.clients.list(actor)
+        return _page("console.html", user=user, csrf=s.csrf, presence=presence, clients=clients)
+
+    @router.get("/portal")
+    async def portal(request: Request) -> Response:
+        found = area(request, ("client", "employee"))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        actor = Actor.of(user)
+        try:
+            presence = [p for p in c.handlers.presence.visible(actor)]
+        except AppError:
+            presence = []
+        calls = c.handlers.calls.list(actor, limit=20)
+        return _page("portal.html", user=user, csrf=s.csrf, presence=presence, calls=calls)
+
+    @router.get("/admin")
+    async def admin(request: Request) -> Response:
+        found = area(request, ("admin",))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        clients = c.handlers.clients.list(Actor.of(user))
+        return _page("admin.html", user=user, csrf=s.csrf, clients=clients)
+
+    @router.get("/password")
+    async def password_page(request: Request) -> Response:
+        found = c.session(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        return _page("password.html", user=found[1], csrf=found[0].csrf)
+
+    @router.post("/password")
+    async def change_password(request: Request) -> Response:
+        found = c.session(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        s, user = found
+        form = await c.form(request)
+        if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
+            return _page("error.html", 403, user=user, csrf=s.csrf,
+                         message="Ungültiges Formular-Token.")  # fmt: skip
+
+        def again(status: int, error: str) -> HTMLResponse:
+            return _page("password.html", status, user=user, csrf=s.csrf, error=error)
+
+        try:
+            await c.check_password(request, user.name, form.get("old", ""))
+        except LoginRefused as exc:
+            if exc.status == 429:
+                return again(429, "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen.")
+            return again(403, "Das bisherige Passwort stimmt nicht.")
+        new = form.get("new", "")
+        if new != form.get("repeat", ""):
+            return again(422, "Die beiden neuen Passwörter stimmen nicht überein.")
+        try:
+            c.handlers.users.set_password(Actor.of(user), user.name, new)
+        except AppError as exc:
+            return again(422, f"Das neue Passwort wurde nicht angenommen: {exc}")
+        c.gate.forget_verified()
+        c.sessions.end_all_of(user.name, keep=request.cookies.get(SESSION_COOKIE, ""))
+        return _page("password.html", user=user, csrf=s.csrf, done=True)
+
+    return router
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=HERE / "static")
+
+
+def mount_console(app: Any, store: Store, gate: LoginGate, handlers: App) -> None:
+    """The console's pages at `/` and its style sheet at `/static` (one call in web/app.py)."""
+    app.include_router(console_routes(store, gate, handlers))
+    app.mount("/static", static_files(), name="static")
