@@ -631,7 +631,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         summary="Management API of a self-hosted virtual office server",
         version="1",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # /api/docs: the console's page behind the login (web/console)
         redoc_url=None,
     )
 

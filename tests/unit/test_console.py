@@ -156,3 +156,15 @@ def test_change_password_needs_the_old_one(office: Any) -> None:
         assert r.status_code == 200 and "wurde geändert" in r.text
         assert http.get("/api/me", auth=("mueller", new)).status_code == 200
         assert http.get("/api/me", auth=("mueller", pw["mueller"])).status_code == 401
+
+
+def test_api_docs_behind_the_login_and_offline(office: Any) -> None:
+    app, pw, _ = office
+    with TestClient(app()) as http:
+        assert http.get("/api/docs", follow_redirects=False).headers["location"] == "/"
+        _login(http, "anna", pw["anna"])
+        page = http.get("/api/docs")
+        assert page.status_code == 200 and "/api/clients/{client_id}/rules" in page.text
+        # nothing from another host (no CDN): every src/href is a path on this server
+        assert not re.findall(r'(?:src|href)="(?!/)[^"]*"', page.text)
+        assert "bearer" in page.text

@@ -109,6 +109,7 @@ def _csrf_ok(expected: str, given: str | None) -> bool:
 def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
     c = Console(store, gate, handlers)
     router = APIRouter(include_in_schema=False)
+    router.console = c  # type: ignore[attr-defined]
 
     def login_page(request: Request, status: int = 200, error: str = "") -> HTMLResponse:
         token = request.cookies.get(LOGIN_COOKIE, "")
@@ -251,7 +252,72 @@ def static_files() -> StaticFiles:
     return StaticFiles(directory=HERE / "static")
 
 
+SECURITY_SCHEMES = {
+    "basic": {"type": "http", "scheme": "basic", "description": "a user's name and password"},
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API token (`heimbuero token create USER --name NAME`)",
+    },
+}
+_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def _with_security(app: Any) -> None:
+    """The OpenAPI document declares how to log in: Basic or Bearer on every route but
+    /healthz."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return dict(app.openapi_schema)
+        doc: dict[str, Any] = build()
+        doc.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        doc["security"] = [{"basic": []}, {"bearer": []}]
+        for path, ops in doc.get("paths", {}).items():
+            if path == "/healthz":
+                for op in ops.values():
+                    op["security"] = []
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi
+
+
+def docs_route(app: Any, c: Console) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/api/docs")
+    async def api_docs(request: Request) -> Response:
+        """The API's operations from its OpenAPI document, behind the console's login and
+        without anything loaded from elsewhere (works offline)."""
+        found = c.session(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        doc = app.openapi()
+        ops = [
+            {
+                "method": m.upper(),
+                "path": path,
+                "summary": op.get("summary", ""),
+                "text": op.get("description", ""),
+                "public": op.get("security") == [],
+            }
+            for path, item in sorted(doc.get("paths", {}).items())
+            for m, op in item.items()
+            if m in _METHODS
+        ]
+        return _page("apidocs.html", user=found[1], csrf=found[0].csrf, ops=ops,
+                     schemes=SECURITY_SCHEMES)  # fmt: skip
+
+    return router
+
+
 def mount_console(app: Any, store: Store, gate: LoginGate, handlers: App) -> None:
-    """The console's pages at `/` and its style sheet at `/static` (one call in web/app.py)."""
-    app.include_router(console_routes(store, gate, handlers))
+    """The console's pages at `/`, the API's docs page at /api/docs and the style sheet at
+    `/static` (one call in web/app.py)."""
+    router = console_routes(store, gate, handlers)
+    app.include_router(router)
+    app.include_router(docs_route(app, router.console))  # type: ignore[attr-defined]
     app.mount("/static", static_files(), name="static")
+    _with_security(app)
