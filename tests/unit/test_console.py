@@ -168,3 +168,11 @@ def test_api_docs_behind_the_login_and_offline(office: Any) -> None:
         # nothing from another host (no CDN): every src/href is a path on this server
         assert not re.findall(r'(?:src|href)="(?!/)[^"]*"', page.text)
         assert "bearer" in page.text
+
+
+def test_event_stream_needs_a_session(office: Any) -> None:
+    app, _, _ = office
+    with TestClient(app()) as http:
+        assert http.get("/events").status_code == 401
+        http.cookies.set("hb_session", "forged")
+        assert http.get("/events").status_code == 401

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.staticfiles import StaticFiles
 
 from heimbuero.app import Actor, App, AppError
 from heimbuero.store.db import Store, UserRecord
 from heimbuero.store.websessions import WebSession, WebSessions
+from heimbuero.web.console.feeds import Feeds
 from heimbuero.web.guard import LoginGate, LoginRefused
 
 HERE = Path(__file__).parent
@@ -206,6 +207,28 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         s, user = found
         clients = c.handlers.clients.list(Actor.of(user))
         return _page("admin.html", user=user, csrf=s.csrf, clients=clients)
+
+    feeds = Feeds(handlers)
+
+    @router.get("/events")
+    async def events(request: Request) -> Response:
+        """Server-Sent Events of the session's user (presence, messages, warnings for staff),
+        numbered; a reconnect with `Last-Event-ID` gets what it missed (feeds.py)."""
+        found = c.session(request)
+        if found is None:
+            return Response("login required\n", 401, media_type="text/plain")
+        stream = feeds.stream(
+            Actor.of(found[1]),
+            request.headers.get("last-event-id", "")[:64],
+            request.is_disconnected,
+        )
+        if stream is None:
+            return Response("too many event streams, try again later\n", 503)
+        return StreamingResponse(
+            stream,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @router.get("/password")
     async def password_page(request: Request) -> Response:
