@@ -734,6 +734,7 @@ class Server:
                 ),
                 max_body=self.config.http.max_body_kb * 1024,
                 max_upload=self.config.files.max_size_mb * 1024 * 1024 + 64 * 1024,
+                publish=self.events.publish,
             )  # fmt: skip
         )
         from heimbuero.web.ops import mount_ops

@@ -31,11 +31,13 @@ from heimbuero.app.errors import (
 from heimbuero.app.files import Files
 from heimbuero.app.groups import Groups
 from heimbuero.app.messages import Messages, MessageWatch, Send
+from heimbuero.app.notes import Notes
 from heimbuero.app.policy import Actor, Role
 from heimbuero.app.presence import Presence, Snapshot, Watch
 from heimbuero.app.rules import Overrides, Rules, Simulator
 from heimbuero.app.trunks import Trunks
 from heimbuero.app.users import Tokens, Users
+from heimbuero.events import Event
 from heimbuero.office.files import FileService
 from heimbuero.office.routing import RoutingState
 from heimbuero.store import Store
@@ -65,6 +67,7 @@ class App:
     messages: Messages
     presence: Presence
     files: Files | None
+    notes: Notes
 
     @classmethod
     def build(
@@ -81,6 +84,7 @@ class App:
         message_watch: MessageWatch | None = None,
         warning_watch: WarningWatch | None = None,
         files: FileService | None = None,
+        publish: Callable[[Event], None] | None = None,
     ) -> App:
         return cls(
             users=Users(store, realm),
@@ -98,4 +102,5 @@ class App:
             messages=Messages(store, send_message, message_watch, files),
             presence=Presence(presence, presence_watch),
             files=None if files is None else Files(files),
+            notes=Notes(store, send_message, publish),
         )

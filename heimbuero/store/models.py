@@ -398,3 +398,24 @@ class WebSessionRow(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CallNoteRow(Base):
+    """A call note (Telefonnotiz) an agent took for a client: from a call or a walk-in."""
+
+    __tablename__ = "call_notes"
+    __table_args__ = (Index("ix_call_notes_client_created", "client", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client: Mapped[str] = mapped_column(String(64))
+    agent: Mapped[str] = mapped_column(String(64))
+    call_id: Mapped[str | None] = mapped_column(Text)
+    caller_name: Mapped[str] = mapped_column(String(200))
+    caller_number: Mapped[str] = mapped_column(String(64))
+    concern: Mapped[str] = mapped_column(String(500))
+    callback: Mapped[bool] = mapped_column(Boolean)
+    urgent: Mapped[bool] = mapped_column(Boolean)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

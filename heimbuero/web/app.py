@@ -87,6 +87,8 @@ class WebContext:
     # largest body of an API request, and of a file upload (multipart, to /api/files)
     max_body: int = 256 * 1024
     max_upload: int = 500 * 1024 * 1024 + 64 * 1024
+    # publish a domain event on the server's bus (call notes: CallNoteTaken)
+    publish: Callable[[Any], None] | None = None
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -625,6 +627,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         message_watch=ctx.message_watch,
         warning_watch=ctx.warning_watch,
         files=ctx.files,
+        publish=ctx.publish,
     )
     app = FastAPI(
         title="heimbuero",
@@ -649,7 +652,7 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     from heimbuero.web.console import mount_console
 
-    mount_console(app, store, logins.gate, handlers)  # the web console's pages at /
+    mount_console(app, store, logins.gate, handlers, current_actor)  # the console at /
 
     # -- error mapping: the one place where handler errors become HTTP answers --
 

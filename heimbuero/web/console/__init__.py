@@ -183,7 +183,36 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         except AppError:
             presence = []
         clients = c.handlers.clients.list(actor)
-        return _page("console.html", user=user, csrf=s.csrf, presence=presence, clients=clients)
+        notes = c.handlers.notes.list(actor, limit=20)
+        return _page("console.html", user=user, csrf=s.csrf, presence=presence, clients=clients,
+                     notes=notes, taken=request.query_params.get("taken"))  # fmt: skip
+
+    @router.post("/console/notes")
+    async def take_note(request: Request) -> Response:
+        found = area(request, ("agent", "admin"))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        form = await c.form(request)
+        if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
+            return _page("error.html", 403, user=user, csrf=s.csrf,
+                         message="Ungültiges Formular-Token.")  # fmt: skip
+        try:
+            note, _ = await c.handlers.notes.take(
+                Actor.of(user),
+                form.get("client", ""),
+                caller_name=form.get("caller_name", ""),
+                caller_number=form.get("caller_number", ""),
+                concern=form.get("concern", ""),
+                callback=form.get("callback") == "on",
+                urgent=form.get("urgent") == "on",
+                text=form.get("text", ""),
+                call_id=form.get("call_id") or None,
+            )
+        except AppError as exc:
+            return _page("error.html", getattr(exc, "status", 400), user=user, csrf=s.csrf,
+                         message=f"Die Notiz wurde nicht gespeichert: {exc}")  # fmt: skip
+        return RedirectResponse(f"/console?taken={note.id}", 303)
 
     @router.get("/portal")
     async def portal(request: Request) -> Response:
@@ -197,7 +226,25 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         except AppError:
             presence = []
         calls = c.handlers.calls.list(actor, limit=20)
-        return _page("portal.html", user=user, csrf=s.csrf, presence=presence, calls=calls)
+        notes = c.handlers.notes.list(actor, limit=50)
+        return _page("portal.html", user=user, csrf=s.csrf, presence=presence, calls=calls,
+                     notes=notes)  # fmt: skip
+
+    @router.post("/portal/notes/{note_id}/{what}")
+    async def mark_note(request: Request, note_id: int, what: str) -> Response:
+        found = area(request, ("client", "employee"))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        form = await c.form(request)
+        if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
+            return _page("error.html", 403, user=user, csrf=s.csrf,
+                         message="Ungültiges Formular-Token.")  # fmt: skip
+        try:
+            c.handlers.notes.mark(Actor.of(user), note_id, what)
+        except AppError:
+            return _not_found()
+        return RedirectResponse("/portal", 303)
 
     @router.get("/admin")
     async def admin(request: Request) -> Response:
@@ -336,11 +383,16 @@ def docs_route(app: Any, c: Console) -> APIRouter:
     return router
 
 
-def mount_console(app: Any, store: Store, gate: LoginGate, handlers: App) -> None:
+def mount_console(
+    app: Any, store: Store, gate: LoginGate, handlers: App, current_actor: Any
+) -> None:
     """The console's pages at `/`, the API's docs page at /api/docs and the style sheet at
     `/static` (one call in web/app.py)."""
+    from heimbuero.web.console.notes_api import notes_routes
+
     router = console_routes(store, gate, handlers)
     app.include_router(router)
+    app.include_router(notes_routes(handlers, current_actor))
     app.include_router(docs_route(app, router.console))  # type: ignore[attr-defined]
     app.mount("/static", static_files(), name="static")
     _with_security(app)

@@ -1,4 +1,5 @@
-"""Web console sessions: the SHA-256 of the cookie's id, the user, the form token, the end.
+"""Web console: sessions (the SHA-256 of the cookie's id, the user, the form token, the end)
+and call notes (Telefonnotizen).
 
 Revision ID: 0008
 Revises: 0007
@@ -25,8 +26,27 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_web_sessions_expires", "web_sessions", ["expires_at"])
+    op.create_table(
+        "call_notes",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("client", sa.String(64), nullable=False),
+        sa.Column("agent", sa.String(64), nullable=False),
+        sa.Column("call_id", sa.Text, nullable=True),
+        sa.Column("caller_name", sa.String(200), nullable=False),
+        sa.Column("caller_number", sa.String(64), nullable=False),
+        sa.Column("concern", sa.String(500), nullable=False),
+        sa.Column("callback", sa.Boolean, nullable=False),
+        sa.Column("urgent", sa.Boolean, nullable=False),
+        sa.Column("text", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_index("ix_call_notes_client_created", "call_notes", ["client", "created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_call_notes_client_created", table_name="call_notes")
+    op.drop_table("call_notes")
     op.drop_index("ix_web_sessions_expires", table_name="web_sessions")
     op.drop_table("web_sessions")
