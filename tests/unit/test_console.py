@@ -176,3 +176,34 @@ def test_event_stream_needs_a_session(office: Any) -> None:
         assert http.get("/events").status_code == 401
         http.cookies.set("hb_session", "forged")
         assert http.get("/events").status_code == 401
+
+
+def test_german_by_default_english_by_browser_or_switch(office: Any) -> None:
+    app, pw, _ = office
+    with TestClient(app()) as http:
+        de = http.get("/", headers={"Accept-Language": "fr, de;q=0.5"})
+        assert '<html lang="de">' in de.text and "Benutzername" in de.text
+        en = http.get("/", headers={"Accept-Language": "en-GB,en;q=0.9"})
+        assert (
+            '<html lang="en">' in en.text and "User name" in en.text and "Anmelden" not in en.text
+        )
+        r = http.get("/lang/en?next=/password", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/password"
+        assert "hb_lang=en" in r.headers["set-cookie"]
+        assert '<html lang="en">' in http.get("/", headers={"Accept-Language": "de"}).text
+        assert http.get("/lang/xx").status_code == 404
+        # an open redirect is not possible: only paths of this server
+        r = http.get("/lang/de?next=//evil.example/", follow_redirects=False)
+        assert r.headers["location"] == "/"
+        wrong = _login(http, "anna", "wrong-password-1")  # German again (cookie de)
+        assert "Benutzername oder Passwort ist falsch." in wrong.text
+
+
+def test_dates_in_the_users_language_and_the_clients_zone() -> None:
+    from datetime import UTC, datetime
+
+    from heimbuero.web.console import i18n
+
+    moment = datetime(2026, 12, 24, 13, 0, tzinfo=UTC)
+    assert i18n.when("de", moment, "Europe/Berlin") == "24.12.26, 14:00"
+    assert i18n.when("en", moment, "Europe/Berlin").startswith("12/24/26, 2:00")

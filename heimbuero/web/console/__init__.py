@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from heimbuero.app import Actor, App, AppError
 from heimbuero.store.db import Store, UserRecord
 from heimbuero.store.websessions import WebSession, WebSessions
+from heimbuero.web.console import i18n
 from heimbuero.web.console.feeds import Feeds
 from heimbuero.web.guard import LoginGate, LoginRefused
 
@@ -41,8 +42,36 @@ _env = Environment(
 _AREA = {"admin": "/admin", "agent": "/console", "client": "/portal", "employee": "/portal"}
 
 
-def _page(name: str, status: int = 200, **values: Any) -> HTMLResponse:
-    html = _env.get_template(name).render(**values)
+LANG_COOKIE = "hb_lang"
+_store_for_zones: list[Store] = []
+
+
+def lang_of(request: Request) -> str:
+    return i18n.choose(request.cookies.get(LANG_COOKIE), request.headers.get("accept-language", ""))
+
+
+def _t(request: Request, text: str, **values: str) -> str:
+    out = i18n.gettext(lang_of(request), text)
+    return out % values if values else out
+
+
+def _page(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
+    lang = lang_of(request)
+    zones: dict[str | None, str] = {}
+
+    def when(moment: Any, client: str | None = None) -> str:
+        if client not in zones:
+            c = _store_for_zones[0].get_client(client) if client and _store_for_zones else None
+            zones[client] = c.timezone if c is not None and c.timezone else "Europe/Berlin"
+        return i18n.when(lang, moment, zones[client])
+
+    html = _env.get_template(name).render(
+        lang=lang,
+        _=lambda text: i18n.gettext(lang, text),
+        when=when,
+        here=request.url.path,
+        **values,
+    )
     return HTMLResponse(
         html,
         status,
@@ -55,8 +84,8 @@ def _page(name: str, status: int = 200, **values: Any) -> HTMLResponse:
     )
 
 
-def _not_found() -> HTMLResponse:
-    return _page("notfound.html", 404, user=None)
+def _not_found(request: Request) -> HTMLResponse:
+    return _page(request, "notfound.html", 404, user=None)
 
 
 def _cookie(response: Response, request: Request, name: str, value: str, age: int) -> None:
@@ -109,6 +138,7 @@ def _csrf_ok(expected: str, given: str | None) -> bool:
 
 def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
     c = Console(store, gate, handlers)
+    _store_for_zones[:] = [store]
     router = APIRouter(include_in_schema=False)
     router.console = c  # type: ignore[attr-defined]
 
@@ -116,7 +146,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         token = request.cookies.get(LOGIN_COOKIE, "")
         if len(token) != 43:
             token = secrets.token_urlsafe(32)
-        response = _page("login.html", status, user=None, csrf=token, error=error)
+        response = _page(request, "login.html", status, user=None, csrf=token, error=error)
         _cookie(response, request, LOGIN_COOKIE, token, 3600)
         return response
 
@@ -127,21 +157,34 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             return RedirectResponse(_AREA.get(found[1].role, "/password"), 303)
         return login_page(request)
 
+    @router.get("/lang/{lang}")
+    async def switch_language(request: Request, lang: str, next: str = "/") -> Response:
+        """Set the page language (a cookie) and go back where the link was."""
+        if lang not in i18n.LANGUAGES:
+            return _not_found(request)
+        back = next if next.startswith("/") and not next.startswith("//") else "/"
+        response = RedirectResponse(back.replace("\\", "/"), 303)
+        _cookie(response, request, LANG_COOKIE, lang, 365 * 24 * 3600)
+        return response
+
     @router.post("/login")
     async def login(request: Request) -> Response:
         form = await c.form(request)
         if form is None:
-            return login_page(request, 413, "Das Formular ist zu groß.")
+            return login_page(request, 413, _t(request, "Das Formular ist zu groß."))
         if not _csrf_ok(request.cookies.get(LOGIN_COOKIE, ""), form.get("csrf")):
-            return login_page(request, 403, "Die Seite war veraltet. Bitte erneut anmelden.")
+            return login_page(
+                request, 403, _t(request, "Die Seite war veraltet. Bitte erneut anmelden.")
+            )
         name = form.get("name", "").strip().lower()
         try:
             user = await c.check_password(request, name, form.get("password", ""))
         except LoginRefused as exc:
-            message = {
+            text = {
                 401: "Benutzername oder Passwort ist falsch.",
                 429: "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen.",
             }.get(exc.status, "Der Server ist ausgelastet. Bitte gleich erneut versuchen.")
+            message = _t(request, text)
             return login_page(request, exc.status, message)
         sid, _ = c.sessions.create(user.name)
         response = RedirectResponse(_AREA.get(user.role, "/password"), 303)
@@ -156,8 +199,14 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         if found is None:
             return RedirectResponse("/", 303)
         if form is None or not _csrf_ok(found[0].csrf, form.get("csrf")):
-            return _page("error.html", 403, user=found[1], csrf=found[0].csrf,
-                         message="Ungültiges Formular-Token.")  # fmt: skip
+            return _page(
+                request,
+                "error.html",
+                403,
+                user=found[1],
+                csrf=found[0].csrf,
+                message=_t(request, "Ungültiges Formular-Token."),
+            )
         c.sessions.end(request.cookies.get(SESSION_COOKIE, ""))
         response = RedirectResponse("/", 303)
         response.delete_cookie(SESSION_COOKIE, path="/")
@@ -168,7 +217,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         if found is None:
             return RedirectResponse("/", 303)
         if found[1].role not in roles:
-            return _not_found()
+            return _not_found(request)
         return found
 
     @router.get("/console")
@@ -184,8 +233,16 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             presence = []
         clients = c.handlers.clients.list(actor)
         notes = c.handlers.notes.list(actor, limit=20)
-        return _page("console.html", user=user, csrf=s.csrf, presence=presence, clients=clients,
-                     notes=notes, taken=request.query_params.get("taken"))  # fmt: skip
+        return _page(
+            request,
+            "console.html",
+            user=user,
+            csrf=s.csrf,
+            presence=presence,
+            clients=clients,
+            notes=notes,
+            taken=request.query_params.get("taken"),
+        )
 
     @router.post("/console/notes")
     async def take_note(request: Request) -> Response:
@@ -195,8 +252,14 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         s, user = found
         form = await c.form(request)
         if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
-            return _page("error.html", 403, user=user, csrf=s.csrf,
-                         message="Ungültiges Formular-Token.")  # fmt: skip
+            return _page(
+                request,
+                "error.html",
+                403,
+                user=user,
+                csrf=s.csrf,
+                message=_t(request, "Ungültiges Formular-Token."),
+            )
         try:
             note, _ = await c.handlers.notes.take(
                 Actor.of(user),
@@ -210,8 +273,16 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
                 call_id=form.get("call_id") or None,
             )
         except AppError as exc:
-            return _page("error.html", getattr(exc, "status", 400), user=user, csrf=s.csrf,
-                         message=f"Die Notiz wurde nicht gespeichert: {exc}")  # fmt: skip
+            return _page(
+                request,
+                "error.html",
+                getattr(exc, "status", 400),
+                user=user,
+                csrf=s.csrf,
+                message=_t(
+                    request, "Die Notiz wurde nicht gespeichert: %(reason)s", reason=str(exc)
+                ),
+            )
         return RedirectResponse(f"/console?taken={note.id}", 303)
 
     @router.get("/portal")
@@ -227,8 +298,15 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             presence = []
         calls = c.handlers.calls.list(actor, limit=20)
         notes = c.handlers.notes.list(actor, limit=50)
-        return _page("portal.html", user=user, csrf=s.csrf, presence=presence, calls=calls,
-                     notes=notes)  # fmt: skip
+        return _page(
+            request,
+            "portal.html",
+            user=user,
+            csrf=s.csrf,
+            presence=presence,
+            calls=calls,
+            notes=notes,
+        )
 
     @router.post("/portal/notes/{note_id}/{what}")
     async def mark_note(request: Request, note_id: int, what: str) -> Response:
@@ -238,12 +316,18 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         s, user = found
         form = await c.form(request)
         if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
-            return _page("error.html", 403, user=user, csrf=s.csrf,
-                         message="Ungültiges Formular-Token.")  # fmt: skip
+            return _page(
+                request,
+                "error.html",
+                403,
+                user=user,
+                csrf=s.csrf,
+                message=_t(request, "Ungültiges Formular-Token."),
+            )
         try:
             c.handlers.notes.mark(Actor.of(user), note_id, what)
         except AppError:
-            return _not_found()
+            return _not_found(request)
         return RedirectResponse("/portal", 303)
 
     @router.get("/admin")
@@ -253,7 +337,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             return found
         s, user = found
         clients = c.handlers.clients.list(Actor.of(user))
-        return _page("admin.html", user=user, csrf=s.csrf, clients=clients)
+        return _page(request, "admin.html", user=user, csrf=s.csrf, clients=clients)
 
     feeds = Feeds(handlers)
 
@@ -282,7 +366,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         found = c.session(request)
         if found is None:
             return RedirectResponse("/", 303)
-        return _page("password.html", user=found[1], csrf=found[0].csrf)
+        return _page(request, "password.html", user=found[1], csrf=found[0].csrf)
 
     @router.post("/password")
     async def change_password(request: Request) -> Response:
@@ -292,28 +376,42 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         s, user = found
         form = await c.form(request)
         if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
-            return _page("error.html", 403, user=user, csrf=s.csrf,
-                         message="Ungültiges Formular-Token.")  # fmt: skip
+            return _page(
+                request,
+                "error.html",
+                403,
+                user=user,
+                csrf=s.csrf,
+                message=_t(request, "Ungültiges Formular-Token."),
+            )
 
         def again(status: int, error: str) -> HTMLResponse:
-            return _page("password.html", status, user=user, csrf=s.csrf, error=error)
+            return _page(request, "password.html", status, user=user, csrf=s.csrf, error=error)
 
         try:
             await c.check_password(request, user.name, form.get("old", ""))
         except LoginRefused as exc:
             if exc.status == 429:
-                return again(429, "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen.")
-            return again(403, "Das bisherige Passwort stimmt nicht.")
+                return again(
+                    429,
+                    _t(request, "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen."),
+                )
+            return again(403, _t(request, "Das bisherige Passwort stimmt nicht."))
         new = form.get("new", "")
         if new != form.get("repeat", ""):
-            return again(422, "Die beiden neuen Passwörter stimmen nicht überein.")
+            return again(422, _t(request, "Die beiden neuen Passwörter stimmen nicht überein."))
         try:
             c.handlers.users.set_password(Actor.of(user), user.name, new)
         except AppError as exc:
-            return again(422, f"Das neue Passwort wurde nicht angenommen: {exc}")
+            return again(
+                422,
+                _t(
+                    request, "Das neue Passwort wurde nicht angenommen: %(reason)s", reason=str(exc)
+                ),
+            )
         c.gate.forget_verified()
         c.sessions.end_all_of(user.name, keep=request.cookies.get(SESSION_COOKIE, ""))
-        return _page("password.html", user=user, csrf=s.csrf, done=True)
+        return _page(request, "password.html", user=user, csrf=s.csrf, done=True)
 
     return router
 
@@ -377,8 +475,14 @@ def docs_route(app: Any, c: Console) -> APIRouter:
             for m, op in item.items()
             if m in _METHODS
         ]
-        return _page("apidocs.html", user=found[1], csrf=found[0].csrf, ops=ops,
-                     schemes=SECURITY_SCHEMES)  # fmt: skip
+        return _page(
+            request,
+            "apidocs.html",
+            user=found[1],
+            csrf=found[0].csrf,
+            ops=ops,
+            schemes=SECURITY_SCHEMES,
+        )
 
     return router
 
