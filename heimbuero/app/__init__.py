@@ -31,7 +31,7 @@ from heimbuero.app.errors import (
 from heimbuero.app.files import Files
 from heimbuero.app.groups import Groups
 from heimbuero.app.messages import Messages, MessageWatch, Send
-from heimbuero.app.notes import Notes
+from heimbuero.app.notes import Mail, Notes
 from heimbuero.app.policy import Actor, Role
 from heimbuero.app.presence import Presence, Snapshot, Watch
 from heimbuero.app.rules import Overrides, Rules, Simulator
@@ -85,6 +85,7 @@ class App:
         warning_watch: WarningWatch | None = None,
         files: FileService | None = None,
         publish: Callable[[Event], None] | None = None,
+        mail: Mail | None = None,
     ) -> App:
         return cls(
             users=Users(store, realm),
@@ -102,5 +103,5 @@ class App:
             messages=Messages(store, send_message, message_watch, files),
             presence=Presence(presence, presence_watch),
             files=None if files is None else Files(files),
-            notes=Notes(store, send_message, publish),
+            notes=Notes(store, send_message, publish, mail),
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from heimbuero.app import policy
@@ -19,6 +19,9 @@ from heimbuero.store import Store
 from heimbuero.store.notes import CallNote, NoteStore
 
 log = logging.getLogger(__name__)
+
+# send an e-mail (to, subject, text); raises when the mail server did not take it
+Mail = Callable[[str, str, str], Awaitable[None]]
 
 LIMITS = {"caller_name": 200, "caller_number": 64, "concern": 500, "text": 4000}
 
@@ -43,8 +46,10 @@ class Notes:
         store: Store,
         send: Send | None = None,
         publish: Callable[[Event], None] | None = None,
+        mail: Mail | None = None,
     ) -> None:
         self.store, self.notes, self.send_fn, self.publish = store, NoteStore(store), send, publish
+        self.mail = mail
 
     def owners(self, client_id: str) -> list[str]:
         """The users a note for this client goes to: its owners (role `client`)."""
@@ -97,6 +102,14 @@ class Notes:
                     reached.append(owner)
                 except Exception as exc:  # the note stays; the portal shows it anyway
                     log.warning("call note %d not delivered to %s: %s", note.id, owner, exc)
+        client = self.store.get_client(client_id)
+        if self.mail is not None and client is not None and client.email:
+            subject = f"{'DRINGEND: ' if note.urgent else ''}Telefonnotiz: {note.concern or '-'}"
+            try:
+                await self.mail(client.email, subject[:200], note_text(note))
+                reached.append(client.email)
+            except Exception as exc:
+                log.warning("call note %d not e-mailed to %s: %s", note.id, client.email, exc)
         return note, reached
 
     def list(self, actor: Actor, client_id: str | None = None, limit: int = 100) -> list[CallNote]:

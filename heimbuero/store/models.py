@@ -121,6 +121,7 @@ class ClientRow(Base):
     closure_days: Mapped[list[Any]] = mapped_column(JSON, default=list)  # ISO dates
     # allowed destinations, approved forwarding numbers, caps (migration 0006)
     call_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    email: Mapped[str] = mapped_column(String(254), default="")  # call notes by e-mail (0008)
 
 
 class NumberRow(Base):

@@ -89,6 +89,8 @@ class WebContext:
     max_upload: int = 500 * 1024 * 1024 + 64 * 1024
     # publish a domain event on the server's bus (call notes: CallNoteTaken)
     publish: Callable[[Any], None] | None = None
+    # send an e-mail (to, subject, text) through the server's [mail] settings; None: no mail
+    mail: Callable[[str, str, str], Awaitable[None]] | None = None
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -170,6 +172,7 @@ class ClientFields(BaseModel):
     timezone: str | None = None
     bundesland: str | None = None
     closure_days: list[date] | None = None
+    email: str | None = Field(default=None, max_length=254)  # call notes by e-mail too
 
     _texts = field_validator("name", "trade", "contact_person", "greeting")(_line)
     _notes = field_validator("notes")(_lines)
@@ -206,6 +209,7 @@ class ClientOut(BaseModel):
     bundesland: str
     closure_days: list[date]
     numbers: list[str]
+    email: str = ""
 
 
 class NumberModel(BaseModel):
@@ -509,6 +513,7 @@ def _client_out(info: ClientInfo) -> ClientOut:
         bundesland=c.bundesland,
         closure_days=list(c.closure_days),
         numbers=list(info.numbers),
+        email=c.email,
     )
 
 
@@ -628,6 +633,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         warning_watch=ctx.warning_watch,
         files=ctx.files,
         publish=ctx.publish,
+        mail=ctx.mail,
     )
     app = FastAPI(
         title="heimbuero",

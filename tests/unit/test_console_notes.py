@@ -115,3 +115,17 @@ def test_note_form_on_the_console_and_the_portal(office: Any) -> None:
     r = http.post(f"/portal/notes/{note_id}/read", data={"csrf": _csrf(portal.text)})
     assert r.status_code == 404
     assert http.post("/console/notes", data=dict(form, csrf=_csrf(portal.text))).status_code == 404
+
+
+def test_client_email_is_checked_and_shown(office: Any) -> None:
+    http, pw, _ = office
+    admin = ("admin", pw["admin"])
+    r = http.patch("/api/clients/mueller", json={"email": "not an address"}, auth=admin)
+    assert r.status_code == 422 and "e-mail" in r.text
+    r = http.patch("/api/clients/mueller", json={"email": "info@mueller.test"}, auth=admin)
+    assert r.status_code == 200 and r.json()["email"] == "info@mueller.test"
+    mueller = ("mueller", pw["mueller"])
+    assert (
+        http.patch("/api/clients/mueller", json={"email": "x@y.de"}, auth=mueller).status_code
+        == 403
+    )

@@ -43,9 +43,13 @@ def upgrade() -> None:
         sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_call_notes_client_created", "call_notes", ["client", "created_at"])
+    with op.batch_alter_table("clients") as batch:
+        batch.add_column(sa.Column("email", sa.String(254), nullable=False, server_default=""))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("clients") as batch:
+        batch.drop_column("email")
     op.drop_index("ix_call_notes_client_created", table_name="call_notes")
     op.drop_table("call_notes")
     op.drop_index("ix_web_sessions_expires", table_name="web_sessions")
