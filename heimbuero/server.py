@@ -787,6 +787,8 @@ class Server:
                 max_body=self.config.http.max_body_kb * 1024,
                 max_upload=self.config.files.max_size_mb * 1024 * 1024 + 64 * 1024,
                 dictation=self.dictation,
+                publish=self.events.publish,
+                mail=self.mailer.send if self.mailer.enabled else None,
             )  # fmt: skip
         )
         from heimbuero.web.ops import mount_ops

@@ -33,11 +33,13 @@ from heimbuero.app.files import Files
 from heimbuero.app.forwarding import Closures, Forwarding
 from heimbuero.app.groups import Groups
 from heimbuero.app.messages import Messages, MessageWatch, Send
+from heimbuero.app.notes import Mail, Notes
 from heimbuero.app.policy import Actor, Role
 from heimbuero.app.presence import Presence, Snapshot, Watch
 from heimbuero.app.rules import Overrides, Rules, Simulator
 from heimbuero.app.trunks import Trunks
 from heimbuero.app.users import Tokens, Users
+from heimbuero.events import Event
 from heimbuero.office.files import FileService
 from heimbuero.office.routing import RoutingState
 from heimbuero.store import Store
@@ -69,6 +71,7 @@ class App:
     files: Files | None
     forwarding: Forwarding  # the portal's simulator with a draft, holidays
     closures: Closures  # the portal's closure ranges (Betriebsurlaub)
+    notes: Notes
     dictation: Dictation | None = None
 
     @classmethod
@@ -87,6 +90,8 @@ class App:
         warning_watch: WarningWatch | None = None,
         files: FileService | None = None,
         dictation: Dictation | None = None,
+        publish: Callable[[Event], None] | None = None,
+        mail: Mail | None = None,
     ) -> App:
         return cls(
             users=Users(store, realm),
@@ -107,4 +112,5 @@ class App:
             forwarding=Forwarding(store, routing_state),
             closures=Closures(store),
             dictation=dictation,
+            notes=Notes(store, send_message, publish, mail),
         )

@@ -41,7 +41,19 @@ def _check_fields(fields: dict[str, Any]) -> dict[str, Any]:
         out["bundesland"] = valid("bundesland", directory.validate_bundesland, out["bundesland"])
     if "closure_days" in out:
         out["closure_days"] = tuple(out["closure_days"])
+    if out.get("email"):
+        out["email"] = _email(out["email"])
     return out
+
+
+def _email(address: str) -> str:
+    """A plain address (`name@host.tld`), or Invalid."""
+    address = address.strip()
+    local, at, host = address.rpartition("@")
+    if (not at or not local or "." not in host or len(address) > 254
+            or any(ch.isspace() or ch in '<>,;"' for ch in address)):  # fmt: skip
+        raise Invalid("email", "not an e-mail address (name@example.de)")
+    return address
 
 
 class Clients:

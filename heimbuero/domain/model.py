@@ -46,6 +46,7 @@ class Client:
     bundesland: str = "BY"
     closure_days: tuple[date, ...] = ()
     call_policy: CallPolicy = field(default_factory=CallPolicy)  # calls out, approved numbers
+    email: str = ""  # where call notes go by e-mail too ("" = messenger only)
 
 
 @dataclass(frozen=True, slots=True)

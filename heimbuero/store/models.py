@@ -124,6 +124,7 @@ class ClientRow(Base):
     closure_days: Mapped[list[Any]] = mapped_column(JSON, default=list)  # ISO dates
     # allowed destinations, approved forwarding numbers, caps (migration 0006)
     call_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    email: Mapped[str] = mapped_column(String(254), default="")  # call notes by e-mail (0008)
 
 
 class NumberRow(Base):
@@ -488,6 +489,23 @@ class DictationUploadRow(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+# -- web console sessions (issue 12) ---------------------------------------------------------
+
+
+class WebSessionRow(Base):
+    """A login of the web console: only the SHA-256 of the cookie's random id is stored, with
+    the synchronizer token its forms must carry and when it ends (a restart keeps it)."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("ix_web_sessions_expires", "expires_at"),)
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 # -- client portal: closure days (Betriebsurlaub) as date ranges with a note (migration 0009) --
 
 
@@ -525,3 +543,24 @@ class VoicemailRow(Base):
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heard: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class CallNoteRow(Base):
+    """A call note (Telefonnotiz) an agent took for a client: from a call or a walk-in."""
+
+    __tablename__ = "call_notes"
+    __table_args__ = (Index("ix_call_notes_client_created", "client", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client: Mapped[str] = mapped_column(String(64))
+    agent: Mapped[str] = mapped_column(String(64))
+    call_id: Mapped[str | None] = mapped_column(Text)
+    caller_name: Mapped[str] = mapped_column(String(200))
+    caller_number: Mapped[str] = mapped_column(String(64))
+    concern: Mapped[str] = mapped_column(String(500))
+    callback: Mapped[bool] = mapped_column(Boolean)
+    urgent: Mapped[bool] = mapped_column(Boolean)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

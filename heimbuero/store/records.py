@@ -175,6 +175,7 @@ def client_from_row(row: ClientRow) -> Client:
         bundesland=row.bundesland,
         closure_days=tuple(date.fromisoformat(d) for d in row.closure_days or ()),
         call_policy=policy_from_json(row.call_policy),
+        email=row.email or "",
     )
 
 
@@ -189,6 +190,7 @@ def client_values(c: Client) -> dict[str, Any]:
         "bundesland": c.bundesland,
         "closure_days": sorted(d.isoformat() for d in c.closure_days),
         "call_policy": c.call_policy.to_json(),
+        "email": c.email,
     }
 
 

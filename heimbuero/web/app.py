@@ -89,6 +89,10 @@ class WebContext:
     max_upload: int = 500 * 1024 * 1024 + 64 * 1024
     # dictation jobs (heimbuero.app.dictation.Dictation, wired by the server); None: off
     dictation: Any = None
+    # publish a domain event on the server's bus (call notes: CallNoteTaken)
+    publish: Callable[[Any], None] | None = None
+    # send an e-mail (to, subject, text) through the server's [mail] settings; None: no mail
+    mail: Callable[[str, str, str], Awaitable[None]] | None = None
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -171,6 +175,7 @@ class ClientFields(BaseModel):
     timezone: str | None = None
     bundesland: str | None = None
     closure_days: list[date] | None = None
+    email: str | None = Field(default=None, max_length=254)  # call notes by e-mail too
 
     _texts = field_validator("name", "trade", "contact_person", "greeting")(_line)
     _notes = field_validator("notes")(_lines)
@@ -207,6 +212,7 @@ class ClientOut(BaseModel):
     bundesland: str
     closure_days: list[date]
     numbers: list[str]
+    email: str = ""
 
 
 class NumberModel(BaseModel):
@@ -504,6 +510,7 @@ def _client_out(info: ClientInfo) -> ClientOut:
         bundesland=c.bundesland,
         closure_days=list(c.closure_days),
         numbers=list(info.numbers),
+        email=c.email,
     )
 
 
@@ -623,13 +630,15 @@ def create_app(ctx: WebContext) -> FastAPI:
         warning_watch=ctx.warning_watch,
         files=ctx.files,
         dictation=ctx.dictation,
+        publish=ctx.publish,
+        mail=ctx.mail,
     )
     app = FastAPI(
         title="heimbuero",
         summary="Management API of a self-hosted virtual office server",
         version="1",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # /api/docs: the console's page behind the login (web/console)
         redoc_url=None,
     )
 
@@ -651,6 +660,10 @@ def create_app(ctx: WebContext) -> FastAPI:
         from heimbuero.web.dictation import dictation_routes
 
         app.include_router(dictation_routes(handlers.dictation, current_user))
+
+    from heimbuero.web.console import mount_console
+
+    mount_console(app, store, logins.gate, handlers, current_actor)  # the console at /
 
     # -- error mapping: the one place where handler errors become HTTP answers --
 

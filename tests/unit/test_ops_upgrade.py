@@ -186,6 +186,7 @@ def test_a_database_of_every_earlier_revision_upgrades_with_a_backup_first(
             assert doc is not None and doc["numbers"]["+4930123456"]["rules"][0]["name"] == "Tag"
             # 0007: forwarding that worked before the destination policy stays approved
             # (a database filled at 0007 or later never had forwarding without approval)
+            # (a database already at 0007 or later had its numbers approved by an admin)
             if revision < "0007":
                 assert MOBILE in directory.clients["acme"].call_policy.approved_numbers
             [call] = store.list_call_records("acme")

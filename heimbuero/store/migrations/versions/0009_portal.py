@@ -2,7 +2,7 @@
 ('089 1234567') are read; closures (Betriebsurlaub) as date ranges with a note.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: tuple[str, ...] | None = None
 depends_on: tuple[str, ...] | None = None
 

@@ -1,0 +1,502 @@
+"""The web console: server-rendered pages (Jinja2) on the HTTP port at `/`.
+
+Login with user name and password goes through the API's LoginGate (the same argon2 check and
+the same failure limits per address and per account); a login opens a session stored in the
+database (store/websessions.py) whose random id travels in an HttpOnly, SameSite=Lax cookie
+(Secure over HTTPS). Every POST carries the session's synchronizer token (the login form a
+token bound to a cookie of its own). Each page calls the same handlers (heimbuero/app) as the
+JSON API, as the session's Actor; refusals of pages of another role look like "not found"."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import secrets
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.staticfiles import StaticFiles
+
+from heimbuero.app import Actor, App, AppError
+from heimbuero.store.db import Store, UserRecord
+from heimbuero.store.websessions import WebSession, WebSessions
+from heimbuero.web.console import i18n
+from heimbuero.web.console.feeds import Feeds
+from heimbuero.web.guard import LoginGate, LoginRefused
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "hb_session"
+LOGIN_COOKIE = "hb_login"  # the login form's token (before there is a session)
+MAX_FORM = 16 * 1024  # bytes of a console form
+
+_env = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(("html",)),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+_AREA = {"admin": "/admin", "agent": "/console", "client": "/portal", "employee": "/portal"}
+
+
+LANG_COOKIE = "hb_lang"
+_store_for_zones: list[Store] = []
+
+
+def lang_of(request: Request) -> str:
+    return i18n.choose(request.cookies.get(LANG_COOKIE), request.headers.get("accept-language", ""))
+
+
+def _t(request: Request, text: str, **values: str) -> str:
+    out = i18n.gettext(lang_of(request), text)
+    return out % values if values else out
+
+
+def _page(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
+    lang = lang_of(request)
+    zones: dict[str | None, str] = {}
+
+    def when(moment: Any, client: str | None = None) -> str:
+        if client not in zones:
+            c = _store_for_zones[0].get_client(client) if client and _store_for_zones else None
+            zones[client] = c.timezone if c is not None and c.timezone else "Europe/Berlin"
+        return i18n.when(lang, moment, zones[client])
+
+    html = _env.get_template(name).render(
+        lang=lang,
+        _=lambda text: i18n.gettext(lang, text),
+        when=when,
+        here=request.url.path,
+        **values,
+    )
+    return HTMLResponse(
+        html,
+        status,
+        headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+            "Referrer-Policy": "same-origin",
+        },
+    )
+
+
+def _not_found(request: Request) -> HTMLResponse:
+    return _page(request, "notfound.html", 404, user=None)
+
+
+def _cookie(response: Response, request: Request, name: str, value: str, age: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=age,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+
+
+class Console:
+    def __init__(self, store: Store, gate: LoginGate, handlers: App) -> None:
+        self.store, self.gate, self.handlers = store, gate, handlers
+        self.sessions = WebSessions(store)
+
+    def session(self, request: Request) -> tuple[WebSession, UserRecord] | None:
+        """The request's session and its user (None: not logged in, expired, or removed)."""
+        sid = request.cookies.get(SESSION_COOKIE, "")
+        s = self.sessions.get(sid)
+        if s is None:
+            return None
+        user = self.store.get_user(s.user)
+        return None if user is None else (s, user)
+
+    async def form(self, request: Request) -> dict[str, str] | None:
+        """The form's fields, or None when it is too large or not a form."""
+        length = request.headers.get("content-length", "")
+        if not length.isdigit() or int(length) > MAX_FORM:
+            return None
+        body = await request.body()
+        if len(body) > MAX_FORM:
+            return None
+        form = await request.form()
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+
+    async def check_password(self, request: Request, name: str, password: str) -> UserRecord:
+        """The LoginGate's check (argon2, bounded, counted per address and account)."""
+        header = "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+        addr = request.client.host if request.client else "?"
+        return await self.gate.authenticate(header, addr)
+
+
+def _csrf_ok(expected: str, given: str | None) -> bool:
+    return bool(expected) and hmac.compare_digest(expected.encode(), (given or "").encode())
+
+
+def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
+    c = Console(store, gate, handlers)
+    _store_for_zones[:] = [store]
+    router = APIRouter(include_in_schema=False)
+    router.console = c  # type: ignore[attr-defined]
+
+    def login_page(request: Request, status: int = 200, error: str = "") -> HTMLResponse:
+        token = request.cookies.get(LOGIN_COOKIE, "")
+        if len(token) != 43:
+            token = secrets.token_urlsafe(32)
+        response = _page(request, "login.html", status, user=None, csrf=token, error=error)
+        _cookie(response, request, LOGIN_COOKIE, token, 3600)
+        return response
+
+    @router.get("/")
+    async def index(request: Request) -> Response:
+        found = c.session(request)
+        if found is not None:
+            return RedirectResponse(_AREA.get(found[1].role, "/password"), 303)
+        return login_page(request)
+
+    @router.get("/lang/{lang}")
+    async def switch_language(request: Request, lang: str, next: str = "/") -> Response:
+        """Set the page language (a cookie) and go back where the link was."""
+        if lang not in i18n.LANGUAGES:
+            return _not_found(request)
+        back = next if next.startswith("/") and not next.startswith("//") else "/"
+        response = RedirectResponse(back.replace("\\", "/"), 303)
+        _cookie(response, request, LANG_COOKIE, lang, 365 * 24 * 3600)
+        return response
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = await c.form(request)
+        if form is None:
+            return login_page(request, 413, _t(request, "Das Formular ist zu groß."))
+        if not _csrf_ok(request.cookies.get(LOGIN_COOKIE, ""), form.get("csrf")):
+            return login_page(
+                request, 403, _t(request, "Die Seite war veraltet. Bitte erneut anmelden.")
+            )
+        name = form.get("name", "").strip().lower()
+        try:
+            user = await c.check_password(request, name, form.get("password", ""))
+        except LoginRefused as exc:
+            text = {
+                401: "Benutzername oder Passwort ist falsch.",
+                429: "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen.",
+            }.get(exc.status, "Der Server ist ausgelastet. Bitte gleich erneut versuchen.")
+            message = _t(request, text)
+            return login_page(request, exc.status, message)
+        sid, _ = c.sessions.create(user.name)
+        response = RedirectResponse(_AREA.get(user.role, "/password"), 303)
+        _cookie(response, request, SESSION_COOKIE, sid, int(c.sessions.lifetime.total_seconds()))
+        response.delete_cookie(LOGIN_COOKIE, path="/")
+        return response
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        found = c.session(request)
+        form = await c.form(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        if form is None or not _csrf_ok(found[0].csrf, form.get("csrf")):
+            return _page(
+                request,
+                "error.html",
+                403,
+                user=found[1],
+                csrf=found[0].csrf,
+                message=_t(request, "Ungültiges Formular-Token."),
+            )
+        c.sessions.end(request.cookies.get(SESSION_COOKIE, ""))
+        response = RedirectResponse("/", 303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    def area(request: Request, roles: tuple[str, ...]) -> tuple[WebSession, UserRecord] | Response:
+        found = c.session(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        if found[1].role not in roles:
+            return _not_found(request)
+        return found
+
+    @router.get("/console")
+    async def agent_console(request: Request) -> Response:
+        found = area(request, ("agent", "admin"))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        actor = Actor.of(user)
+        try:
+            presence = c.handlers.presence.visible(actor)
+        except AppError:
+            presence = []
+        clients = c.handlers.clients.list(actor)
+        notes = c.handlers.notes.list(actor, limit=20)
+        return _page(
+            request,
+            "console.html",
+            user=user,
+            csrf=s.csrf,
+            presence=presence,
+            clients=clients,
+            notes=notes,
+            taken=request.query_params.get("taken"),
+        )
+
+    @router.post("/console/notes")
+    async def take_note(request: Request) -> Response:
+        found = area(request, ("agent", "admin"))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        form = await c.form(request)
+        if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
+            return _page(
+                request,
+                "error.html",
+                403,
+                user=user,
+                csrf=s.csrf,
+                message=_t(request, "Ungültiges Formular-Token."),
+            )
+        try:
+            note, _ = await c.handlers.notes.take(
+                Actor.of(user),
+                form.get("client", ""),
+                caller_name=form.get("caller_name", ""),
+                caller_number=form.get("caller_number", ""),
+                concern=form.get("concern", ""),
+                callback=form.get("callback") == "on",
+                urgent=form.get("urgent") == "on",
+                text=form.get("text", ""),
+                call_id=form.get("call_id") or None,
+            )
+        except AppError as exc:
+            return _page(
+                request,
+                "error.html",
+                getattr(exc, "status", 400),
+                user=user,
+                csrf=s.csrf,
+                message=_t(
+                    request, "Die Notiz wurde nicht gespeichert: %(reason)s", reason=str(exc)
+                ),
+            )
+        return RedirectResponse(f"/console?taken={note.id}", 303)
+
+    @router.get("/portal")
+    async def portal(request: Request) -> Response:
+        found = area(request, ("client", "employee"))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        actor = Actor.of(user)
+        try:
+            presence = [p for p in c.handlers.presence.visible(actor)]
+        except AppError:
+            presence = []
+        calls = c.handlers.calls.list(actor, limit=20)
+        notes = c.handlers.notes.list(actor, limit=50)
+        return _page(
+            request,
+            "portal.html",
+            user=user,
+            csrf=s.csrf,
+            presence=presence,
+            calls=calls,
+            notes=notes,
+        )
+
+    @router.post("/portal/notes/{note_id}/{what}")
+    async def mark_note(request: Request, note_id: int, what: str) -> Response:
+        found = area(request, ("client", "employee"))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        form = await c.form(request)
+        if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
+            return _page(
+                request,
+                "error.html",
+                403,
+                user=user,
+                csrf=s.csrf,
+                message=_t(request, "Ungültiges Formular-Token."),
+            )
+        try:
+            c.handlers.notes.mark(Actor.of(user), note_id, what)
+        except AppError:
+            return _not_found(request)
+        return RedirectResponse("/portal", 303)
+
+    @router.get("/admin")
+    async def admin(request: Request) -> Response:
+        found = area(request, ("admin",))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        clients = c.handlers.clients.list(Actor.of(user))
+        return _page(request, "admin.html", user=user, csrf=s.csrf, clients=clients)
+
+    feeds = Feeds(handlers)
+
+    @router.get("/events")
+    async def events(request: Request) -> Response:
+        """Server-Sent Events of the session's user (presence, messages, warnings for staff),
+        numbered; a reconnect with `Last-Event-ID` gets what it missed (feeds.py)."""
+        found = c.session(request)
+        if found is None:
+            return Response("login required\n", 401, media_type="text/plain")
+        stream = feeds.stream(
+            Actor.of(found[1]),
+            request.headers.get("last-event-id", "")[:64],
+            request.is_disconnected,
+        )
+        if stream is None:
+            return Response("too many event streams, try again later\n", 503)
+        return StreamingResponse(
+            stream,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.get("/password")
+    async def password_page(request: Request) -> Response:
+        found = c.session(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        return _page(request, "password.html", user=found[1], csrf=found[0].csrf)
+
+    @router.post("/password")
+    async def change_password(request: Request) -> Response:
+        found = c.session(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        s, user = found
+        form = await c.form(request)
+        if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
+            return _page(
+                request,
+                "error.html",
+                403,
+                user=user,
+                csrf=s.csrf,
+                message=_t(request, "Ungültiges Formular-Token."),
+            )
+
+        def again(status: int, error: str) -> HTMLResponse:
+            return _page(request, "password.html", status, user=user, csrf=s.csrf, error=error)
+
+        try:
+            await c.check_password(request, user.name, form.get("old", ""))
+        except LoginRefused as exc:
+            if exc.status == 429:
+                return again(
+                    429,
+                    _t(request, "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen."),
+                )
+            return again(403, _t(request, "Das bisherige Passwort stimmt nicht."))
+        new = form.get("new", "")
+        if new != form.get("repeat", ""):
+            return again(422, _t(request, "Die beiden neuen Passwörter stimmen nicht überein."))
+        try:
+            c.handlers.users.set_password(Actor.of(user), user.name, new)
+        except AppError as exc:
+            return again(
+                422,
+                _t(
+                    request, "Das neue Passwort wurde nicht angenommen: %(reason)s", reason=str(exc)
+                ),
+            )
+        c.gate.forget_verified()
+        c.sessions.end_all_of(user.name, keep=request.cookies.get(SESSION_COOKIE, ""))
+        return _page(request, "password.html", user=user, csrf=s.csrf, done=True)
+
+    return router
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=HERE / "static")
+
+
+SECURITY_SCHEMES = {
+    "basic": {"type": "http", "scheme": "basic", "description": "a user's name and password"},
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API token (`heimbuero token create USER --name NAME`)",
+    },
+}
+_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def _with_security(app: Any) -> None:
+    """The OpenAPI document declares how to log in: Basic or Bearer on every route but
+    /healthz."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return dict(app.openapi_schema)
+        doc: dict[str, Any] = build()
+        doc.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        doc["security"] = [{"basic": []}, {"bearer": []}]
+        for path, ops in doc.get("paths", {}).items():
+            if path == "/healthz":
+                for op in ops.values():
+                    op["security"] = []
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi
+
+
+def docs_route(app: Any, c: Console) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/api/docs")
+    async def api_docs(request: Request) -> Response:
+        """The API's operations from its OpenAPI document, behind the console's login and
+        without anything loaded from elsewhere (works offline)."""
+        found = c.session(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        doc = app.openapi()
+        ops = [
+            {
+                "method": m.upper(),
+                "path": path,
+                "summary": op.get("summary", ""),
+                "text": op.get("description", ""),
+                "public": op.get("security") == [],
+            }
+            for path, item in sorted(doc.get("paths", {}).items())
+            for m, op in item.items()
+            if m in _METHODS
+        ]
+        return _page(
+            request,
+            "apidocs.html",
+            user=found[1],
+            csrf=found[0].csrf,
+            ops=ops,
+            schemes=SECURITY_SCHEMES,
+        )
+
+    return router
+
+
+def mount_console(
+    app: Any, store: Store, gate: LoginGate, handlers: App, current_actor: Any
+) -> None:
+    """The console's pages at `/`, the API's docs page at /api/docs and the style sheet at
+    `/static` (one call in web/app.py)."""
+    from heimbuero.web.console.notes_api import notes_routes
+
+    router = console_routes(store, gate, handlers)
+    app.include_router(router)
+    app.include_router(notes_routes(handlers, current_actor))
+    app.include_router(docs_route(app, router.console))  # type: ignore[attr-defined]
+    app.mount("/static", static_files(), name="static")
+    _with_security(app)

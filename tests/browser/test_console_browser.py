@@ -1,0 +1,95 @@
+"""The web console in a real browser (chromium via Playwright) against the real server."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import Server
+
+from .conftest import login
+
+pytestmark = [pytest.mark.e2e]
+
+# scripts/screenshots sets this to docs/: the pages as the test left them, in German
+SHOTS = os.environ.get("HEIMBUERO_SCREENSHOTS", "")
+
+
+def test_login_logout_and_wrong_password(browser: Any, demo: Server) -> None:
+    page = browser.new_page(locale="de-DE")
+    login(page, demo, "anna")
+    assert page.url.endswith("/console")
+    assert page.locator("html").get_attribute("lang") == "de"
+    page.get_by_role("button", name="Abmelden").click()
+    page.wait_for_url(re.compile(r"/$"))
+    page.goto(demo.http_url + "/console")
+    assert page.url.rstrip("/") == demo.http_url  # back at the login page
+    page.get_by_label("Benutzername").fill("anna")
+    page.get_by_label("Passwort").fill("wrong-password-1")
+    page.get_by_role("button", name="Anmelden").click()
+    assert page.get_by_role("alert").inner_text() == "Benutzername oder Passwort ist falsch."
+
+
+def test_english_by_the_switch(browser: Any, demo: Server) -> None:
+    page = browser.new_page(locale="de-DE")
+    page.goto(demo.http_url + "/")
+    page.get_by_role("link", name="English").click()
+    page.wait_for_load_state()
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert page.get_by_role("heading", name="Log in").is_visible()
+
+
+def test_note_reaches_the_open_portal_without_reload(browser: Any, demo: Server) -> None:
+    owner = browser.new_context(locale="de-DE", viewport={"width": 360, "height": 740})
+    portal = owner.new_page()
+    login(portal, demo, "mueller")
+    assert portal.url.endswith("/portal")
+    portal.wait_for_function("document.documentElement.dataset.live === '1'")
+    # a phone-sized screen: nothing wider than the viewport
+    assert portal.evaluate("document.documentElement.scrollWidth") <= 360
+    agent = browser.new_context(locale="de-DE", viewport={"width": 1100, "height": 900})
+    console = agent.new_page()
+    login(console, demo, "anna")
+    assert console.evaluate("document.documentElement.scrollWidth") <= 1100
+    console.get_by_label("Mandant", exact=True).select_option("mueller")
+    console.get_by_label("Name des Anrufers").fill("Frau Huber")
+    console.get_by_label("Rufnummer", exact=True).fill("089 555123")
+    console.get_by_label("Anliegen", exact=True).fill("Angebot Einbauschrank")
+    console.get_by_label("Rückruf erbeten").check()
+    console.get_by_label("Notiz", exact=True).fill("Bitte bis Freitag zurückrufen.")
+    started = time.monotonic()
+    console.get_by_role("button", name="Notiz senden").click()
+    console.get_by_role("status").wait_for()
+    assert "gespeichert" in console.get_by_role("status").inner_text()
+    live = portal.locator("#live li")
+    live.first.wait_for(timeout=10_000)
+    assert "Angebot Einbauschrank" in live.first.inner_text()
+    assert time.monotonic() - started < 10
+    if SHOTS:
+        console.screenshot(path=str(Path(SHOTS) / "console-agent.png"), full_page=True)
+        portal.reload()
+        portal.screenshot(path=str(Path(SHOTS) / "console-portal.png"), full_page=True)
+    owner.close()
+    agent.close()
+
+
+def test_csrf_refusal_and_other_business(browser: Any, demo: Server) -> None:
+    ctx = browser.new_context(locale="de-DE")
+    page = ctx.new_page()
+    login(page, demo, "schulz")
+    # a form posted from elsewhere (no token) is refused
+    status = page.evaluate(
+        """async () => (await fetch('/password', {method: 'POST',
+            headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+            body: 'old=x&new=y&repeat=y'})).status"""
+    )
+    assert status == 403
+    for path in ("/console", "/admin"):
+        r = page.goto(demo.http_url + path)
+        assert r is not None and r.status == 404
+    ctx.close()

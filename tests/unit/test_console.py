@@ -1,0 +1,209 @@
+"""The web console's shell (FastAPI TestClient, real SQLite store, demo office): login through
+the API's LoginGate, sessions in the database, CSRF tokens, logout, password change, and each
+role's landing page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from heimbuero.office.demo import seed_demo
+from heimbuero.store import Store
+from heimbuero.web.app import WebContext, create_app
+
+REALM = "office.example"
+
+
+@pytest.fixture
+def office(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str], Store]]:
+    store = Store(f"sqlite:///{tmp_path / 'heimbuero.db'}")
+    store.upgrade()
+    passwords = seed_demo(store, REALM)
+
+    def app() -> Any:
+        ctx = WebContext(store, lambda: {"domain": REALM, "registrations": 0}, lambda: [])
+        return create_app(ctx)
+
+    yield app, passwords, store
+    store.close()
+
+
+def _csrf(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, html
+    return m.group(1)
+
+
+def _login(http: TestClient, name: str, password: str) -> Any:
+    page = http.get("/")
+    return http.post(
+        "/login",
+        data={"csrf": _csrf(page.text), "name": name, "password": password},
+        follow_redirects=False,
+    )
+
+
+def test_login_page_is_german_html(office: Any) -> None:
+    app, _, _ = office
+    with TestClient(app()) as http:
+        r = http.get("/")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert '<html lang="de">' in r.text and "Anmelden" in r.text
+        assert http.get("/static/console.css").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "area", "shows"),
+    [
+        ("anna", "/console", "Tischlerei Müller"),
+        ("mueller", "/portal", "Letzte Anrufe"),
+        ("admin", "/admin", "Tischlerei Müller"),
+    ],
+)
+def test_each_role_lands_on_its_area(office: Any, name: str, area: str, shows: str) -> None:
+    app, pw, _ = office
+    with TestClient(app()) as http:
+        r = _login(http, name, pw[name])
+        assert r.status_code == 303 and r.headers["location"] == area
+        cookie = r.headers["set-cookie"]
+        assert "hb_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+        assert "Secure" not in cookie  # plain HTTP here
+        page = http.get(area)
+        assert page.status_code == 200 and shows in page.text
+        assert http.get("/", follow_redirects=False).headers["location"] == area
+
+
+def test_other_roles_areas_look_not_found(office: Any) -> None:
+    app, pw, _ = office
+    with TestClient(app()) as http:
+        _login(http, "mueller", pw["mueller"])
+        for path in ("/console", "/admin"):
+            r = http.get(path)
+            assert r.status_code == 404 and "Nicht gefunden" in r.text
+            assert "Schulz" not in r.text
+        assert "Schulz" not in http.get("/portal").text  # another business's name
+
+
+def test_pages_need_a_session(office: Any) -> None:
+    app, _, _ = office
+    with TestClient(app()) as http:
+        for path in ("/console", "/portal", "/admin", "/password"):
+            r = http.get(path, follow_redirects=False)
+            assert r.status_code == 303 and r.headers["location"] == "/"
+        http.cookies.set("hb_session", "forged-session-id")
+        assert http.get("/console", follow_redirects=False).status_code == 303
+
+
+def test_login_without_its_token_is_refused(office: Any) -> None:
+    app, pw, _ = office
+    with TestClient(app()) as http:
+        http.get("/")
+        r = http.post("/login", data={"csrf": "x" * 43, "name": "anna", "password": pw["anna"]},
+                      follow_redirects=False)  # fmt: skip
+        assert r.status_code == 403 and "hb_session" not in r.headers.get("set-cookie", "")
+
+
+def test_wrong_passwords_count_toward_the_api_limits(office: Any) -> None:
+    app, pw, _ = office
+    with TestClient(app()) as http:
+        first = _login(http, "anna", "wrong-password-1")
+        assert first.status_code == 401 and "falsch" in first.text
+        statuses = [_login(http, "anna", "wrong-password-1").status_code for _ in range(10)]
+        assert statuses[-1] == 429 and "Zu viele" in _login(http, "ben", "nope-nope-1").text
+        # the same address is now refused on the JSON API too: one gate, one count
+        assert http.get("/api/clients", auth=("anna", pw["anna"])).status_code == 429
+        assert _login(http, "anna", pw["anna"]).status_code == 429
+
+
+def test_sessions_survive_a_restart_and_end_at_logout(office: Any) -> None:
+    app, pw, _ = office
+    with TestClient(app()) as http:
+        _login(http, "anna", pw["anna"])
+        sid = http.cookies["hb_session"]
+    with TestClient(app()) as http:  # a new app over the same database: the session holds
+        http.cookies.set("hb_session", sid)
+        page = http.get("/console")
+        assert page.status_code == 200
+        # logout needs the session's token
+        r = http.post("/logout", data={"csrf": "wrong"}, follow_redirects=False)
+        assert r.status_code == 403 and http.get("/console").status_code == 200
+        r = http.post("/logout", data={"csrf": _csrf(page.text)}, follow_redirects=False)
+        assert r.status_code == 303
+    with TestClient(app()) as http:
+        http.cookies.set("hb_session", sid)
+        assert http.get("/console", follow_redirects=False).status_code == 303
+
+
+def test_change_password_needs_the_old_one(office: Any) -> None:
+    app, pw, _ = office
+    with TestClient(app()) as http:
+        _login(http, "mueller", pw["mueller"])
+        token = _csrf(http.get("/password").text)
+        new = "Neu-Passwort-2026!"
+        r = http.post("/password", data={"csrf": token, "old": "wrong-one-1", "new": new,
+                                         "repeat": new})  # fmt: skip
+        assert r.status_code == 403 and "stimmt nicht" in r.text
+        r = http.post("/password", data={"csrf": "bad", "old": pw["mueller"], "new": new,
+                                         "repeat": new})  # fmt: skip
+        assert r.status_code == 403
+        r = http.post("/password", data={"csrf": token, "old": pw["mueller"], "new": new,
+                                         "repeat": new})  # fmt: skip
+        assert r.status_code == 200 and "wurde geändert" in r.text
+        assert http.get("/api/me", auth=("mueller", new)).status_code == 200
+        assert http.get("/api/me", auth=("mueller", pw["mueller"])).status_code == 401
+
+
+def test_api_docs_behind_the_login_and_offline(office: Any) -> None:
+    app, pw, _ = office
+    with TestClient(app()) as http:
+        assert http.get("/api/docs", follow_redirects=False).headers["location"] == "/"
+        _login(http, "anna", pw["anna"])
+        page = http.get("/api/docs")
+        assert page.status_code == 200 and "/api/clients/{client_id}/rules" in page.text
+        # nothing from another host (no CDN): every src/href is a path on this server
+        assert not re.findall(r'(?:src|href)="(?!/)[^"]*"', page.text)
+        assert "bearer" in page.text
+
+
+def test_event_stream_needs_a_session(office: Any) -> None:
+    app, _, _ = office
+    with TestClient(app()) as http:
+        assert http.get("/events").status_code == 401
+        http.cookies.set("hb_session", "forged")
+        assert http.get("/events").status_code == 401
+
+
+def test_german_by_default_english_by_browser_or_switch(office: Any) -> None:
+    app, pw, _ = office
+    with TestClient(app()) as http:
+        de = http.get("/", headers={"Accept-Language": "fr, de;q=0.5"})
+        assert '<html lang="de">' in de.text and "Benutzername" in de.text
+        en = http.get("/", headers={"Accept-Language": "en-GB,en;q=0.9"})
+        assert (
+            '<html lang="en">' in en.text and "User name" in en.text and "Anmelden" not in en.text
+        )
+        r = http.get("/lang/en?next=/password", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/password"
+        assert "hb_lang=en" in r.headers["set-cookie"]
+        assert '<html lang="en">' in http.get("/", headers={"Accept-Language": "de"}).text
+        assert http.get("/lang/xx").status_code == 404
+        # an open redirect is not possible: only paths of this server
+        r = http.get("/lang/de?next=//evil.example/", follow_redirects=False)
+        assert r.headers["location"] == "/"
+        wrong = _login(http, "anna", "wrong-password-1")  # German again (cookie de)
+        assert "Benutzername oder Passwort ist falsch." in wrong.text
+
+
+def test_dates_in_the_users_language_and_the_clients_zone() -> None:
+    from datetime import UTC, datetime
+
+    from heimbuero.web.console import i18n
+
+    moment = datetime(2026, 12, 24, 13, 0, tzinfo=UTC)
+    assert i18n.when("de", moment, "Europe/Berlin") == "24.12.26, 14:00"
+    assert i18n.when("en", moment, "Europe/Berlin").startswith("12/24/26, 2:00")
