@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from heimbuero.app.billing import Billing
 from heimbuero.app.calls import Calls, Warnings, WarningWatch
 from heimbuero.app.clients import Clients, Numbers, Providers
 from heimbuero.app.errors import (
@@ -65,6 +66,7 @@ class App:
     messages: Messages
     presence: Presence
     files: Files | None
+    billing: Billing  # issue 15
 
     @classmethod
     def build(
@@ -98,4 +100,5 @@ class App:
             messages=Messages(store, send_message, message_watch, files),
             presence=Presence(presence, presence_watch),
             files=None if files is None else Files(files),
+            billing=Billing(store),
         )

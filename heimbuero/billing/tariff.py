@@ -33,6 +33,10 @@ from zoneinfo import ZoneInfo
 import holidays as holidays_lib
 
 VAT_RATES = (Decimal("19"), Decimal("7"), Decimal("0"))
+# German states as the `holidays` package names them (a client's Bundesland or the default).
+BUNDESLAENDER_DEFAULT = (
+    "BB", "BE", "BW", "BY", "HB", "HE", "HH", "MV", "NI", "NW", "RP", "SH", "SL", "SN", "ST", "TH",
+)  # fmt: skip
 KINDS = ("call", "talk", "forwarding", "note", "voicemail", "dictation_minutes", "normzeilen")
 SOURCE_KINDS = ("call_record", "call_note", "voicemail", "dictation_job")
 KIND_LABELS = {
@@ -454,3 +458,108 @@ def month_statement(
     vat_total = sum(v for _, _, v in vat)
     return Statement(tuple(lines), net, vat, vat_total, net + vat_total,
                      settings.kleinunternehmer)  # fmt: skip
+
+
+# ------------------------------------------------------------------ JSON form
+
+_PRICES = (
+    "base_fee", "per_answered_call", "per_talk_unit", "forwarding_fee", "per_note",
+    "per_voicemail", "per_dictation_minute", "per_normzeile", "minimum_monthly",
+)  # fmt: skip
+
+
+def tariff_to_json(t: Tariff) -> dict[str, object]:
+    """The tariff as JSON (Decimals as strings, exact)."""
+    s = t.surcharges
+    return {
+        "name": t.name,
+        **{f: str(getattr(t, f)) for f in _PRICES},
+        "increment": {
+            "first": t.increment.first,
+            "next": t.increment.next,
+            "free": t.increment.free,
+        },  # fmt: skip
+        "included": {k: str(v) for k, v in t.included},
+        "surcharges": {
+            "evening_pct": str(s.evening_pct),
+            "evening_from": s.evening_from.strftime("%H:%M"),
+            "evening_until": s.evening_until.strftime("%H:%M"),
+            "weekend_pct": str(s.weekend_pct),
+            "holiday_pct": str(s.holiday_pct),
+        },  # fmt: skip
+        "vat": {k: str(v) for k, v in t.vat},
+    }
+
+
+def _dec(value: object, name: str) -> Decimal:
+    if isinstance(value, (float, bool)):
+        raise TariffError(name, "give amounts as strings or integers of cents, never float")
+    try:
+        d = Decimal(str(value))
+    except ArithmeticError as e:
+        raise TariffError(name, f"not a number: {value!r}") from e
+    if not d.is_finite():
+        raise TariffError(name, f"not a number: {value!r}")
+    return d
+
+
+def _time(value: object, name: str) -> time:
+    try:
+        return time.fromisoformat(str(value))
+    except ValueError as e:
+        raise TariffError(name, f"expected HH:MM, not {value!r}") from e
+
+
+def tariff_from_json(doc: object) -> Tariff:
+    """A tariff from its JSON form (prices in cents); TariffError names the bad field."""
+    if not isinstance(doc, dict):
+        raise TariffError("tariff", "expected an object")
+    known = {"name", *_PRICES, "increment", "included", "surcharges", "vat"}
+    unknown = set(doc) - known
+    if unknown:
+        raise TariffError(sorted(unknown)[0], "unknown field")
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 64:
+        raise TariffError("name", "a name of 1 to 64 characters")
+    inc = doc.get("increment") or {}
+    if isinstance(inc, str):
+        increment = Increment.parse(inc)
+    elif isinstance(inc, dict):
+        try:
+            increment = Increment(int(inc.get("first", 60)), int(inc.get("next", 60)),
+                                  int(inc.get("free", 0)))  # fmt: skip
+        except (TypeError, ValueError) as e:
+            raise TariffError("increment", "whole seconds") from e
+    else:
+        raise TariffError("increment", "expected '60/60' or an object")
+    sur = doc.get("surcharges") or {}
+    if not isinstance(sur, dict):
+        raise TariffError("surcharges", "expected an object")
+    surcharges = Surcharges(
+        evening_pct=_dec(sur.get("evening_pct", 0), "evening_pct"),
+        evening_from=_time(sur.get("evening_from", "18:00"), "evening_from"),
+        evening_until=_time(sur.get("evening_until", "08:00"), "evening_until"),
+        weekend_pct=_dec(sur.get("weekend_pct", 0), "weekend_pct"),
+        holiday_pct=_dec(sur.get("holiday_pct", 0), "holiday_pct"),
+    )
+    included = doc.get("included") or {}
+    vat = doc.get("vat") or {}
+    if not isinstance(included, dict) or not isinstance(vat, dict):
+        raise TariffError("included" if not isinstance(included, dict) else "vat", "an object")
+    return Tariff(
+        name=name.strip(),
+        **{f: _dec(doc.get(f, 0), f) for f in _PRICES},  # type: ignore[arg-type]
+        increment=increment,
+        included=tuple((str(k), _dec(v, "included")) for k, v in included.items()),
+        surcharges=surcharges,
+        vat=tuple((str(k), _dec(v, "vat")) for k, v in vat.items()),
+    )
+
+
+def usage_to_json(u: Usage) -> dict[str, object]:
+    return {
+        "kind": u.kind, "source_kind": u.source_kind, "source_id": u.source_id,
+        "at": u.at.isoformat(), "quantity": str(u.quantity), "unit_price": str(u.unit_price),
+        "surcharge": u.surcharge, "surcharge_pct": str(u.surcharge_pct),
+        "vat_rate": str(u.vat_rate), "amount": u.amount, "description": u.description,
+    }  # fmt: skip

@@ -1,0 +1,286 @@
+"""Billing handlers: tariffs (admin), the usage meter (fed by the office's events) and the
+month's usage so far (the client sees its own, staff every client's).
+
+The meter stores each billable event as a *reading* (its facts: a call's start, result,
+answered_by and talk time; a dictation's Normzeilen and audio seconds) and rates it into
+usage lines with the client's tariff in force on the event's local date. `recompute(month)`
+rates an open month's readings again after a tariff correction; lines an invoice took are
+never touched (a reading with invoiced lines is skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from heimbuero.app import policy
+from heimbuero.app.errors import Invalid, NotFound
+from heimbuero.app.policy import Actor
+from heimbuero.billing.tariff import (
+    BUNDESLAENDER_DEFAULT,
+    CallFacts,
+    Tariff,
+    TariffError,
+    Usage,
+    month_statement,
+    rate_call,
+    rate_dictation,
+    rate_note,
+    rate_voicemail,
+    tariff_from_json,
+    tariff_on,
+    tariff_to_json,
+    usage_to_json,
+)
+from heimbuero.billing.tariff import (
+    Billing as BillingSettings,
+)
+from heimbuero.events import CallNoteTaken, DictationDelivered, EventBus, VoicemailLeft
+from heimbuero.store import Store
+from heimbuero.store.billing import BillingRepository, Reading
+from heimbuero.store.models import as_utc
+from heimbuero.store.uow import UnitOfWork
+
+log = logging.getLogger("heimbuero.billing")
+
+SETTINGS = ("kleinunternehmer", "default_bundesland")
+
+
+def _month_of(at: datetime, tz: str) -> str:
+    return at.astimezone(ZoneInfo(tz)).strftime("%Y-%m")
+
+
+def parse_month(text: str) -> str:
+    try:
+        d = datetime.strptime(text.strip(), "%Y-%m")
+    except ValueError as e:
+        raise Invalid("month", f"expected YYYY-MM, not {text!r}") from e
+    return d.strftime("%Y-%m")
+
+
+@dataclass(frozen=True, slots=True)
+class _ClientInfo:
+    id: str
+    timezone: str
+    bundesland: str
+
+
+class Billing:
+    """Handlers of billing (see the module text)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------------ settings, tariffs
+
+    def settings(self, actor: Actor) -> dict[str, Any]:
+        policy.require_admin(actor)
+        with self.store.unit_of_work(write=False) as uow:
+            return self._settings_json(uow.billing)
+
+    def _settings(self, repo: BillingRepository) -> BillingSettings:
+        s = repo.settings()
+        return BillingSettings(
+            kleinunternehmer=s.get("kleinunternehmer", "false") == "true",
+            default_bundesland=s.get("default_bundesland", "BY"),
+        )
+
+    def _settings_json(self, repo: BillingRepository) -> dict[str, Any]:
+        s = self._settings(repo)
+        return {"kleinunternehmer": s.kleinunternehmer,
+                "default_bundesland": s.default_bundesland}  # fmt: skip
+
+    def set_settings(self, actor: Actor, **changes: Any) -> dict[str, Any]:
+        policy.require_admin(actor)
+        for key, value in changes.items():
+            if key not in SETTINGS:
+                raise Invalid(key, "unknown billing setting")
+            if key == "kleinunternehmer" and not isinstance(value, bool):
+                raise Invalid(key, "true or false")
+            if key == "default_bundesland" and value not in BUNDESLAENDER_DEFAULT:
+                raise Invalid(key, f"one of {', '.join(BUNDESLAENDER_DEFAULT)}")
+        with self.store.unit_of_work() as uow:
+            for key, value in changes.items():
+                uow.billing.set_setting(key, "true" if value is True else
+                                        "false" if value is False else str(value))  # fmt: skip
+            return self._settings_json(uow.billing)
+
+    def put_tariff(self, actor: Actor, doc: Any) -> dict[str, Any]:
+        """Create or replace a tariff template (prices in cents, as strings or integers)."""
+        policy.require_admin(actor)
+        try:
+            tariff = tariff_from_json(doc)
+        except TariffError as e:
+            raise Invalid(e.field, str(e)) from e
+        with self.store.unit_of_work() as uow:
+            uow.billing.put_template(tariff)
+        return tariff_to_json(tariff)
+
+    def tariffs(self, actor: Actor) -> list[dict[str, Any]]:
+        policy.require_staff(actor)
+        with self.store.unit_of_work(write=False) as uow:
+            return [tariff_to_json(t) for t in uow.billing.templates()]
+
+    def assign(self, actor: Actor, client: str, template: str, valid_from: date) -> None:
+        """The client's tariff from a date: a copy of the template as it is now. A date in a
+        month that has invoiced lines is refused (that month never changes)."""
+        policy.require_admin(actor)
+        with self.store.unit_of_work() as uow:
+            if uow.clients.get(client) is None:
+                raise NotFound("client", client)
+            tariff = uow.billing.template(template)
+            if tariff is None:
+                raise NotFound("tariff", template)
+            uow.billing.assign(client, tariff, valid_from)
+
+    def client_tariffs(self, actor: Actor, client: str) -> list[dict[str, Any]]:
+        policy.require_client_visible(actor, client)
+        with self.store.unit_of_work(write=False) as uow:
+            if uow.clients.get(client) is None:
+                raise NotFound("client", client)
+            return [{"valid_from": a.valid_from.isoformat(), "tariff": tariff_to_json(a.tariff)}
+                    for a in uow.billing.assignments(client)]  # fmt: skip
+
+    # ------------------------------------------------------------------ the meter
+
+    def _client(self, uow: UnitOfWork, client_id: str, settings: BillingSettings) -> _ClientInfo:
+        c = uow.clients.get(client_id)
+        if c is None:
+            return _ClientInfo(client_id, "Europe/Berlin", settings.default_bundesland)
+        bl = getattr(c, "bundesland", None) or settings.default_bundesland
+        return _ClientInfo(c.id, getattr(c, "timezone", None) or "Europe/Berlin", bl)
+
+    def _rate(self, uow: UnitOfWork, reading: Reading) -> list[Usage]:
+        settings = self._settings(uow.billing)
+        info = self._client(uow, reading.client, settings)
+        local_day = reading.at.astimezone(ZoneInfo(info.timezone)).date()
+        tariff = tariff_on(uow.billing.assignments(reading.client), local_day)
+        if tariff is None:
+            return []
+        return rate_reading(reading, tariff, info.bundesland, info.timezone, settings)
+
+    def _meter(self, uow: UnitOfWork, client: str, source_kind: str, source_id: str,
+               at: datetime, facts: dict[str, Any]) -> int:  # fmt: skip
+        """Store a reading and rate it (unless an invoice took it); the number of lines."""
+        settings = self._settings(uow.billing)
+        info = self._client(uow, client, settings)
+        old = uow.billing.reading(source_kind, source_id)
+        if old is not None and uow.billing.invoiced(old.id):
+            log.warning("billing: %s %s is invoiced already; new facts ignored",
+                        source_kind, source_id)  # fmt: skip
+            return 0
+        reading = uow.billing.record(client, _month_of(at, info.timezone), source_kind,
+                                     source_id, as_utc(at), facts)  # fmt: skip
+        return len(uow.billing.replace_usage(reading, self._rate(uow, reading)))
+
+    def meter_calls(self, limit: int = 1000) -> int:
+        """Rate every ended call record of a client not rated yet; the number rated."""
+        with self.store.unit_of_work() as uow:
+            rows = uow.billing.unmetered_calls(limit)
+            for r in rows:
+                facts = {"result": r.result, "answered_by": r.answered_by,
+                         "talk_seconds": float(r.talk_seconds or 0.0)}  # fmt: skip
+                assert r.client is not None
+                self._meter(uow, r.client, "call_record", str(r.id), as_utc(r.started_at), facts)
+            return len(rows)
+
+    def on_note(self, event: CallNoteTaken) -> None:
+        self._meter_event(event.client, "call_note", str(event.note_id), event.at,
+                          {"agent": event.agent, "call_id": event.call_id})  # fmt: skip
+
+    def on_voicemail(self, event: VoicemailLeft) -> None:
+        self._meter_event(event.client, "voicemail", str(event.voicemail_id), event.at,
+                          {"seconds": event.seconds, "call_id": event.call_id})  # fmt: skip
+
+    def on_dictation(self, event: DictationDelivered) -> None:
+        self._meter_event(event.client, "dictation_job", str(event.job_id), event.at,
+                          {"normzeilen": event.normzeilen,
+                           "audio_seconds": event.audio_seconds})  # fmt: skip
+
+    def _meter_event(self, client: str, kind: str, sid: str, at: float,
+                     facts: dict[str, Any]) -> None:  # fmt: skip
+        with self.store.unit_of_work() as uow:
+            self._meter(uow, client, kind, sid, datetime.fromtimestamp(at, UTC), facts)
+
+    def subscribe(self, bus: EventBus) -> None:
+        """The meter hears the office's billable events (the server calls this once)."""
+        bus.subscribe(CallNoteTaken, self.on_note)
+        bus.subscribe(VoicemailLeft, self.on_voicemail)
+        bus.subscribe(DictationDelivered, self.on_dictation)
+
+    def recompute(self, actor: Actor, client: str, month: str) -> int:
+        """Rate an open month's readings of a client again (after a tariff correction);
+        readings an invoice took stay as they are. The number of readings rated again."""
+        policy.require_admin(actor)
+        month = parse_month(month)
+        n = 0
+        with self.store.unit_of_work() as uow:
+            if uow.clients.get(client) is None:
+                raise NotFound("client", client)
+            for reading in uow.billing.readings(client, month):
+                if uow.billing.invoiced(reading.id):
+                    continue
+                uow.billing.replace_usage(reading, self._rate(uow, reading))
+                n += 1
+        return n
+
+    # ------------------------------------------------------------------ reading usage
+
+    def usage(self, actor: Actor, client: str, month: str | None = None) -> dict[str, Any]:
+        """The month's usage lines and what they cost so far (the statement as it would be
+        invoiced now). A client sees only its own (another client: not found)."""
+        policy.require_client_visible(actor, client)
+        with self.store.unit_of_work(write=False) as uow:
+            if uow.clients.get(client) is None:
+                raise NotFound("client", client)
+            settings = self._settings(uow.billing)
+            info = self._client(uow, client, settings)
+            if month is None:
+                month = datetime.now(ZoneInfo(info.timezone)).strftime("%Y-%m")
+            month = parse_month(month)
+            usage = uow.billing.usage(client, month)
+            first = date.fromisoformat(f"{month}-01")
+            tariff = tariff_on(uow.billing.assignments(client), first)
+        lines = [{"id": uid, **usage_to_json(u)} for uid, u in usage]
+        out: dict[str, Any] = {"client": client, "month": month, "lines": lines,
+                               "tariff": None if tariff is None else tariff.name}  # fmt: skip
+        if tariff is not None:
+            st = month_statement(tariff, usage, settings)
+            out["statement"] = {
+                "lines": [{"kind": ln.kind, "label": ln.label, "quantity": str(ln.quantity),
+                           "unit_price": str(ln.unit_price), "vat_rate": str(ln.vat_rate),
+                           "net": ln.net, "usage_ids": list(ln.usage_ids)}
+                          for ln in st.lines],
+                "net": st.net, "vat": st.vat_total, "gross": st.gross,
+                "kleinunternehmer": st.kleinunternehmer,
+            }  # fmt: skip
+        return out
+
+    def provider_usage(self, actor: Actor, month: str) -> dict[str, int]:
+        """Staff: per client, the month's usage so far in cents (usage lines only)."""
+        policy.require_staff(actor)
+        month = parse_month(month)
+        with self.store.unit_of_work(write=False) as uow:
+            return uow.billing.usage_months(month)
+
+
+def rate_reading(reading: Reading, tariff: Tariff, bundesland: str, timezone: str,
+                 settings: BillingSettings) -> list[Usage]:  # fmt: skip
+    """The usage lines of one reading under a tariff."""
+    f = reading.facts
+    sid = int(reading.source_id)
+    if reading.source_kind == "call_record":
+        facts = CallFacts(sid, reading.at, f.get("result"), f.get("answered_by"),
+                          float(f.get("talk_seconds") or 0.0))  # fmt: skip
+        return rate_call(facts, tariff, bundesland, timezone, settings)
+    if reading.source_kind == "call_note":
+        return rate_note(sid, reading.at, tariff, settings)
+    if reading.source_kind == "voicemail":
+        return rate_voicemail(sid, reading.at, tariff, settings)
+    if reading.source_kind == "dictation_job":
+        return rate_dictation(sid, reading.at, int(f.get("normzeilen") or 0),
+                              float(f.get("audio_seconds") or 0.0), tariff, settings)  # fmt: skip
+    return []

@@ -1,0 +1,225 @@
+"""The billing tables (settings, tariffs, client tariffs, meter readings, usage lines): the
+only SQL of billing. Values go in and out as the billing domain's types."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from heimbuero.billing.tariff import (
+    Tariff,
+    TariffAssignment,
+    Usage,
+    tariff_from_json,
+    tariff_to_json,
+)
+from heimbuero.store.base import Repository
+from heimbuero.store.models import (
+    BillingSettingRow,
+    CallRecordRow,
+    ClientTariffRow,
+    MeterReadingRow,
+    TariffTemplateRow,
+    UsageLineRow,
+    as_utc,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A stored meter reading: one billable event's facts."""
+
+    id: int
+    client: str
+    month: str
+    source_kind: str
+    source_id: str
+    at: datetime
+    facts: dict[str, Any]
+
+
+def _usage(row: UsageLineRow) -> Usage:
+    return Usage(
+        kind=row.kind, source_kind=row.source_kind, source_id=row.source_id, at=as_utc(row.at),
+        quantity=Decimal(row.quantity), unit_price=Decimal(row.unit_price),
+        surcharge=row.surcharge, surcharge_pct=Decimal(row.surcharge_pct),
+        vat_rate=Decimal(row.vat_rate), description=row.description,
+    )  # fmt: skip
+
+
+def _reading(row: MeterReadingRow) -> Reading:
+    return Reading(row.id, row.client, row.month, row.source_kind, row.source_id,
+                   as_utc(row.at), dict(row.facts))  # fmt: skip
+
+
+class BillingRepository(Repository):
+    # settings
+    def settings(self) -> dict[str, str]:
+        return {r.key: r.value for r in self._session.scalars(select(BillingSettingRow))}
+
+    def set_setting(self, key: str, value: str) -> None:
+        row = self._session.get(BillingSettingRow, key)
+        if row is None:
+            self._session.add(BillingSettingRow(key=key, value=value))
+        else:
+            row.value = value
+
+    # tariffs
+    def put_template(self, tariff: Tariff) -> None:
+        row = self._session.get(TariffTemplateRow, tariff.name)
+        now = datetime.now(UTC)
+        if row is None:
+            self._session.add(TariffTemplateRow(name=tariff.name, doc=tariff_to_json(tariff),
+                                                updated_at=now))  # fmt: skip
+        else:
+            row.doc = tariff_to_json(tariff)
+            row.updated_at = now
+
+    def template(self, name: str) -> Tariff | None:
+        row = self._session.get(TariffTemplateRow, name)
+        return None if row is None else tariff_from_json(row.doc)
+
+    def templates(self) -> list[Tariff]:
+        rows = self._session.scalars(select(TariffTemplateRow).order_by(TariffTemplateRow.name))
+        return [tariff_from_json(r.doc) for r in rows]
+
+    def assign(self, client: str, tariff: Tariff, valid_from: date) -> None:
+        """The client's tariff from `valid_from` (replaces an assignment of that same day)."""
+        day = valid_from.isoformat()
+        row = self._session.scalars(
+            select(ClientTariffRow).where(
+                ClientTariffRow.client == client, ClientTariffRow.valid_from == day
+            )
+        ).first()
+        if row is None:
+            doc = tariff_to_json(tariff)
+            row = ClientTariffRow(client=client, valid_from=day, template=tariff.name, doc=doc)
+            self._session.add(row)
+        else:
+            row.template, row.doc = tariff.name, tariff_to_json(tariff)
+
+    def assignments(self, client: str) -> list[TariffAssignment]:
+        rows = self._session.scalars(
+            select(ClientTariffRow)
+            .where(ClientTariffRow.client == client)
+            .order_by(ClientTariffRow.valid_from)
+        )
+        return [TariffAssignment(client, tariff_from_json(r.doc),
+                                 date.fromisoformat(r.valid_from)) for r in rows]  # fmt: skip
+
+    # readings and usage
+    def reading(self, source_kind: str, source_id: str) -> Reading | None:
+        row = self._session.scalars(
+            select(MeterReadingRow).where(
+                MeterReadingRow.source_kind == source_kind,
+                MeterReadingRow.source_id == source_id,
+            )
+        ).first()
+        return None if row is None else _reading(row)
+
+    def record(self, client: str, month: str, source_kind: str, source_id: str, at: datetime,
+               facts: dict[str, Any]) -> Reading:  # fmt: skip
+        """Store (or replace the facts of) the reading of one source."""
+        row = self._session.scalars(
+            select(MeterReadingRow).where(
+                MeterReadingRow.source_kind == source_kind,
+                MeterReadingRow.source_id == source_id,
+            )
+        ).first()
+        if row is None:
+            row = MeterReadingRow(client=client, month=month, source_kind=source_kind,
+                                  source_id=source_id, at=at, facts=facts)  # fmt: skip
+            self._session.add(row)
+        else:
+            row.client, row.month, row.at, row.facts = client, month, at, facts
+        self._session.flush()
+        return _reading(row)
+
+    def readings(self, client: str, month: str) -> list[Reading]:
+        rows = self._session.scalars(
+            select(MeterReadingRow)
+            .where(MeterReadingRow.client == client, MeterReadingRow.month == month)
+            .order_by(MeterReadingRow.at, MeterReadingRow.id)
+        )
+        return [_reading(r) for r in rows]
+
+    def invoiced(self, reading_id: int) -> bool:
+        return (
+            self._session.scalars(
+                select(UsageLineRow.id).where(
+                    UsageLineRow.reading_id == reading_id, UsageLineRow.invoice_id.is_not(None)
+                )
+            ).first()
+            is not None
+        )
+
+    def replace_usage(self, reading: Reading, lines: Iterable[Usage]) -> list[int]:
+        """The usage lines of a reading, replacing its earlier (uninvoiced) ones."""
+        self._session.execute(
+            delete(UsageLineRow).where(
+                UsageLineRow.reading_id == reading.id, UsageLineRow.invoice_id.is_(None)
+            )
+        )
+        rows = [
+            UsageLineRow(
+                reading_id=reading.id,
+                client=reading.client,
+                month=reading.month,
+                kind=u.kind,
+                source_kind=u.source_kind,
+                source_id=u.source_id,
+                at=u.at,
+                quantity=str(u.quantity),
+                unit_price=str(u.unit_price),
+                surcharge=u.surcharge,
+                surcharge_pct=str(u.surcharge_pct),
+                vat_rate=str(u.vat_rate),
+                amount=u.amount,
+                description=u.description[:255],
+            )  # fmt: skip
+            for u in lines
+        ]
+        self._session.add_all(rows)
+        self._session.flush()
+        return [r.id for r in rows]
+
+    def usage(self, client: str, month: str) -> list[tuple[int, Usage]]:
+        rows = self._session.scalars(
+            select(UsageLineRow)
+            .where(UsageLineRow.client == client, UsageLineRow.month == month)
+            .order_by(UsageLineRow.at, UsageLineRow.id)
+        )
+        return [(r.id, _usage(r)) for r in rows]
+
+    def usage_months(self, month: str) -> dict[str, int]:
+        """Per client: the sum of the usage lines' amounts in `month` (cents)."""
+        out: dict[str, int] = {}
+        rows = self._session.execute(
+            select(UsageLineRow.client, UsageLineRow.amount).where(UsageLineRow.month == month)
+        )
+        for client, amount in rows:
+            out[client] = out.get(client, 0) + int(amount)
+        return out
+
+    def unmetered_calls(self, limit: int = 1000) -> list[CallRecordRow]:
+        """Ended call records of a client that have no reading yet."""
+        metered = select(MeterReadingRow.source_id).where(
+            MeterReadingRow.source_kind == "call_record"
+        )
+        return list(
+            self._session.scalars(
+                select(CallRecordRow)
+                .where(
+                    CallRecordRow.result.is_not(None),
+                    CallRecordRow.client.is_not(None),
+                    CallRecordRow.id.cast(MeterReadingRow.source_id.type).not_in(metered),
+                )
+                .order_by(CallRecordRow.id)
+                .limit(limit)
+            )
+        )
