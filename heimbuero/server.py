@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from heimbuero.app.billing import Billing
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
 from heimbuero.domain.model import Directory, Override
 from heimbuero.events import (
     BindingChanged,
+    CallEnded,
     EventBus,
     MessageStateChanged,
     MessageStored,
@@ -376,6 +378,13 @@ class Server:
         self.sip_tcp_cap, self.http_cap = connection_caps(config.http)
         self.transports.max_connections = self.sip_tcp_cap
         self.ops = Operations(self)  # readiness, metrics, SIGHUP
+        # billing (issue 15): the usage meter rates ended calls in the writer thread after
+        # their records are written, and the billable events as they come
+        self.billing = Billing(self.store)
+        self._meter_due = True
+        self.events.subscribe(CallEnded, lambda _e: setattr(self, "_meter_due", True))
+        for kind, rate in self.billing.meters():
+            self.events.subscribe(kind, functools.partial(self._meter_event, rate))
         closed = self.store.close_open_call_records(datetime.now(UTC))
         if closed:
             log.info("closed %d call records left open by the last stop", closed)
@@ -485,6 +494,24 @@ class Server:
         while True:
             await asyncio.sleep(PERSIST_INTERVAL)
             await self.flush()
+            if self._meter_due:  # billing: after the call records are written
+                self._meter_due = False
+                self.writer.call(self._meter_calls)
+
+    def _meter_calls(self) -> None:
+        try:
+            self.billing.meter_calls()
+        except Exception:
+            log.exception("billing: rating call records failed")
+
+    def _meter_event(self, rate: Callable[[Any], None], event: Any) -> None:
+        def run() -> None:
+            try:
+                rate(event)
+            except Exception:
+                log.exception("billing: rating %s failed", type(event).__name__)
+
+        self.writer.call(run)
 
     async def _housekeeping(self) -> None:
         """Expire stored messages and file links; delete conversations past retention."""

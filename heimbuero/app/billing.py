@@ -11,6 +11,7 @@ never touched (a reading with invoiced lines is skipped).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -38,7 +39,7 @@ from heimbuero.billing.tariff import (
 from heimbuero.billing.tariff import (
     Billing as BillingSettings,
 )
-from heimbuero.events import CallNoteTaken, DictationDelivered, EventBus, VoicemailLeft
+from heimbuero.events import CallNoteTaken, DictationDelivered, Event, EventBus, VoicemailLeft
 from heimbuero.store import Store
 from heimbuero.store.billing import BillingRepository, Reading
 from heimbuero.store.models import as_utc
@@ -205,11 +206,19 @@ class Billing:
         with self.store.unit_of_work() as uow:
             self._meter(uow, client, kind, sid, datetime.fromtimestamp(at, UTC), facts)
 
+    def meters(self) -> list[tuple[type[Event], Callable[[Any], None]]]:
+        """The billable events and the handler that rates each (blocking: store writes)."""
+        return [
+            (CallNoteTaken, self.on_note),
+            (VoicemailLeft, self.on_voicemail),
+            (DictationDelivered, self.on_dictation),
+        ]
+
     def subscribe(self, bus: EventBus) -> None:
-        """The meter hears the office's billable events (the server calls this once)."""
-        bus.subscribe(CallNoteTaken, self.on_note)
-        bus.subscribe(VoicemailLeft, self.on_voicemail)
-        bus.subscribe(DictationDelivered, self.on_dictation)
+        """Rate the billable events as they are published (the server instead runs the
+        handlers of `meters()` in its writer thread)."""
+        for kind, fn in self.meters():
+            bus.subscribe(kind, fn)
 
     def recompute(self, actor: Actor, client: str, month: str) -> int:
         """Rate an open month's readings of a client again (after a tariff correction);

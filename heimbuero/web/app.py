@@ -647,6 +647,10 @@ def create_app(ctx: WebContext) -> FastAPI:
 
         app.include_router(file_routes(ctx.files, ctx.digest, current_user, handlers.files))
 
+    from heimbuero.web.billing import billing_routes  # billing (issue 15)
+
+    app.include_router(billing_routes(handlers.billing, current_actor))
+
     # -- error mapping: the one place where handler errors become HTTP answers --
 
     @app.exception_handler(RequestValidationError)
