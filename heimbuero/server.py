@@ -500,7 +500,8 @@ class Server:
 
     def _meter_calls(self) -> None:
         try:
-            self.billing.meter_calls()
+            if self.billing.meter_calls() >= 1000:  # more waiting: the next round goes on
+                self._meter_due = True
         except Exception:
             log.exception("billing: rating call records failed")
 

@@ -1,8 +1,9 @@
 """The billing API: tariffs and settings (admin), a client's usage this month with its lines
 (the portal's "usage this month" page reads it), the provider's usage per client and its CSV
-export. Thin: every rule and check is in heimbuero/app/billing.py."""
+export. Thin: every rule and check is in heimbuero/app/billing.py.
 
-from __future__ import annotations
+(No `from __future__ import annotations`: FastAPI must see the route-local `Who`.)"""
+
 
 import csv
 import io
