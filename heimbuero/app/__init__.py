@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from heimbuero.app.billing import Billing
+from heimbuero.app.billing import Billing, Invoices
 from heimbuero.app.calls import Calls, Warnings, WarningWatch
 from heimbuero.app.clients import Clients, Numbers, Providers
 from heimbuero.app.errors import (
@@ -67,6 +67,7 @@ class App:
     presence: Presence
     files: Files | None
     billing: Billing  # issue 15
+    invoices: Invoices
 
     @classmethod
     def build(
@@ -100,5 +101,6 @@ class App:
             messages=Messages(store, send_message, message_watch, files),
             presence=Presence(presence, presence_watch),
             files=None if files is None else Files(files),
-            billing=Billing(store),
+            billing=(billing := Billing(store)),
+            invoices=Invoices(store, billing),
         )

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -42,12 +43,27 @@ from heimbuero.billing.tariff import (
 from heimbuero.events import CallNoteTaken, DictationDelivered, Event, EventBus, VoicemailLeft
 from heimbuero.store import Store
 from heimbuero.store.billing import BillingRepository, Reading
-from heimbuero.store.models import as_utc
+from heimbuero.store.models import InvoiceRow, as_utc
 from heimbuero.store.uow import UnitOfWork
 
 log = logging.getLogger("heimbuero.billing")
 
-SETTINGS = ("kleinunternehmer", "default_bundesland")
+SETTINGS = ("kleinunternehmer", "default_bundesland", "invoice_number_format")
+DEFAULT_NUMBER_FORMAT = "RE-{year}-{seq:06d}"
+
+
+def invoice_number(fmt: str, seq: int, year: int) -> str:
+    """The invoice number of sequence `seq` in format `fmt` ({seq} and optional {year})."""
+    return fmt.format(seq=seq, year=year)
+
+
+def check_number_format(fmt: str) -> None:
+    if "{seq" not in fmt or len(fmt) > 40:
+        raise Invalid("invoice_number_format", "must contain {seq} (e.g. RE-{year}-{seq:06d})")
+    try:
+        invoice_number(fmt, 1, 2026)
+    except (KeyError, ValueError, IndexError) as e:
+        raise Invalid("invoice_number_format", f"not a valid format: {e}") from None
 
 
 def _month_of(at: datetime, tz: str) -> str:
@@ -92,7 +108,9 @@ class Billing:
     def _settings_json(self, repo: BillingRepository) -> dict[str, Any]:
         s = self._settings(repo)
         return {"kleinunternehmer": s.kleinunternehmer,
-                "default_bundesland": s.default_bundesland}  # fmt: skip
+                "default_bundesland": s.default_bundesland,
+                "invoice_number_format": repo.settings().get("invoice_number_format",
+                                                             DEFAULT_NUMBER_FORMAT)}  # fmt: skip
 
     def set_settings(self, actor: Actor, **changes: Any) -> dict[str, Any]:
         policy.require_admin(actor)
@@ -101,6 +119,8 @@ class Billing:
                 raise Invalid(key, "unknown billing setting")
             if key == "kleinunternehmer" and not isinstance(value, bool):
                 raise Invalid(key, "true or false")
+            if key == "invoice_number_format":
+                check_number_format(str(value))
             if key == "default_bundesland" and value not in BUNDESLAENDER_DEFAULT:
                 raise Invalid(key, f"one of {', '.join(BUNDESLAENDER_DEFAULT)}")
         with self.store.unit_of_work() as uow:
@@ -274,6 +294,130 @@ class Billing:
         month = parse_month(month)
         with self.store.unit_of_work(write=False) as uow:
             return uow.billing.usage_months(month)
+
+
+class Invoices:
+    """Month invoices: one per client and month, gapless numbers, immutable once issued; a
+    correction is a cancellation invoice (Storno) and a new invoice."""
+
+    def __init__(self, store: Store, billing: Billing) -> None:
+        self.store = store
+        self.billing = billing
+
+    def run(self, actor: Actor, month: str, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Invoice every client with a tariff for `month` (a month that has ended) that has no
+        current invoice of it; each invoice in its own transaction with its number."""
+        policy.require_admin(actor)
+        month = parse_month(month)
+        now = now or datetime.now(UTC)
+        first = date.fromisoformat(f"{month}-01")
+        end = (first + timedelta(days=32)).replace(day=1)
+        if now.astimezone(ZoneInfo("Europe/Berlin")).date() < end:
+            raise Invalid("month", f"{month} has not ended yet")
+        self.billing.meter_calls(limit=100_000)
+        with self.store.unit_of_work(write=False) as uow:
+            clients = uow.billing.billed_clients()
+        made = []
+        for client in clients:
+            inv = self._invoice_client(client, month, first, now)
+            if inv is not None:
+                made.append(inv)
+        return made
+
+    def _invoice_client(self, client: str, month: str, first: date,
+                        now: datetime) -> dict[str, Any] | None:  # fmt: skip
+        with self.store.unit_of_work() as uow:
+            settings = self.billing._settings(uow.billing)
+            tariff = tariff_on(uow.billing.assignments(client), first)
+            if tariff is None:
+                return None
+            seq = uow.billing.next_invoice_seq()  # locks the counter: runs serialize here
+            if uow.billing.invoice_of(client, month) is not None:
+                uow.session.rollback()  # the number goes back: no gap
+                return None
+            open_usage = uow.billing.usage(client, month, open_only=True)
+            st = month_statement(tariff, open_usage, settings)
+            fmt = uow.billing.settings().get("invoice_number_format", DEFAULT_NUMBER_FORMAT)
+            doc = statement_doc(st, tariff.name)
+            row = InvoiceRow(number=invoice_number(fmt, seq, now.year), seq=seq, client=client,
+                             month=month, kind="invoice", issued_at=now, net=st.net,
+                             vat=st.vat_total, gross=st.gross, doc=doc)  # fmt: skip
+            uow.billing.add_invoice(row, [i for i, _ in open_usage])
+            return invoice_json(row)
+
+    def cancel(self, actor: Actor, number: str, now: datetime | None = None) -> dict[str, Any]:
+        """A cancellation invoice (Storno) for an issued invoice: its own number, every line
+        negated; the original stays as it was (only marked as cancelled) and its usage lines
+        are open again for the corrected invoice of the next run."""
+        policy.require_admin(actor)
+        now = now or datetime.now(UTC)
+        with self.store.unit_of_work() as uow:
+            orig = uow.billing.invoice_by_number(number)
+            if orig is None or orig.kind != "invoice":
+                raise NotFound("invoice", number)
+            if orig.cancelled_by is not None:
+                raise Invalid("number", f"invoice {number} is cancelled already")
+            seq = uow.billing.next_invoice_seq()
+            fmt = uow.billing.settings().get("invoice_number_format", DEFAULT_NUMBER_FORMAT)
+            doc = storno_doc(orig.doc, orig.number)
+            row = InvoiceRow(number=invoice_number(fmt, seq, now.year), seq=seq,
+                             client=orig.client, month=orig.month, kind="storno",
+                             cancels=orig.id, issued_at=now, net=-orig.net, vat=-orig.vat,
+                             gross=-orig.gross, doc=doc)  # fmt: skip
+            uow.billing.add_invoice(row, [])
+            orig.cancelled_by = row.id
+            uow.billing.release_usage(orig.id)
+            return invoice_json(row)
+
+    def list(self, actor: Actor, client: str | None = None) -> list[dict[str, Any]]:
+        if client is not None:
+            policy.require_client_visible(actor, client)
+        elif not actor.staff:
+            client = actor.client or "\0"
+        with self.store.unit_of_work(write=False) as uow:
+            return [invoice_json(r) for r in uow.billing.invoices(client)]
+
+    def get(self, actor: Actor, number: str) -> dict[str, Any]:
+        """An invoice with its lines, each line's usage lines and their sources."""
+        with self.store.unit_of_work(write=False) as uow:
+            row = uow.billing.invoice_by_number(number)
+            if row is None or not policy.sees_client(actor, row.client):
+                raise NotFound("invoice", number)
+            out = invoice_json(row)
+            out["doc"] = row.doc
+            ids = [i for ln in row.doc.get("lines", []) for i in ln.get("usage_ids", [])]
+            out["usage"] = [{"id": i, **usage_to_json(u)} for i, u in uow.billing.usage_by_ids(ids)]
+            return out
+
+
+def statement_doc(st: Any, tariff: str) -> dict[str, Any]:
+    return {
+        "tariff": tariff,
+        "lines": [{"kind": ln.kind, "label": ln.label, "quantity": str(ln.quantity),
+                   "unit_price": str(ln.unit_price), "vat_rate": str(ln.vat_rate),
+                   "net": ln.net, "usage_ids": list(ln.usage_ids)} for ln in st.lines],
+        "vat": [{"rate": str(r), "net": n, "vat": v} for r, n, v in st.vat],
+        "net": st.net, "vat_total": st.vat_total, "gross": st.gross,
+        "kleinunternehmer": st.kleinunternehmer,
+    }  # fmt: skip
+
+
+def storno_doc(doc: dict[str, Any], cancels: str) -> dict[str, Any]:
+    neg = dict(doc)
+    neg["cancels"] = cancels
+    neg["lines"] = [{**ln, "quantity": str(-Decimal(ln["quantity"])), "net": -ln["net"],
+                     "usage_ids": []} for ln in doc["lines"]]  # fmt: skip
+    neg["vat"] = [{**v, "net": -v["net"], "vat": -v["vat"]} for v in doc["vat"]]
+    neg["net"], neg["vat_total"], neg["gross"] = -doc["net"], -doc["vat_total"], -doc["gross"]
+    return neg
+
+
+def invoice_json(row: InvoiceRow) -> dict[str, Any]:
+    return {
+        "number": row.number, "client": row.client, "month": row.month, "kind": row.kind,
+        "issued_at": as_utc(row.issued_at).isoformat(), "net": row.net, "vat": row.vat,
+        "gross": row.gross, "cancelled": row.cancelled_by is not None,
+    }  # fmt: skip
 
 
 def rate_reading(reading: Reading, tariff: Tariff, bundesland: str, timezone: str,

@@ -78,6 +78,43 @@ def add_parsers(commands: Any, data: argparse.ArgumentParser, open_app: OpenApp)
     p.set_defaults(func=run(_recompute))
 
 
+def add_invoice_parsers(commands: Any, data: argparse.ArgumentParser, open_app: OpenApp) -> None:
+    inv = commands.add_parser("invoices", help="month invoices: run, list, show, cancel")
+    sub = inv.add_subparsers(dest="invoices_command", metavar="ACTION", required=True)
+
+    def run(fn: Callable[[Any, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        def cmd(args: argparse.Namespace) -> int:
+            with open_app(args.data) as (_cfg, app):
+                return fn(app.invoices, args)
+
+        return cmd
+
+    p = sub.add_parser("run", parents=[data], help="invoice every client for an ended month",
+                       description="One invoice per client with a tariff (gapless numbers); "
+                       "a client invoiced for the month already is skipped.")  # fmt: skip
+    p.add_argument("--month", metavar="YYYY-MM", required=True)
+    p.set_defaults(func=run(_invoices_run))
+    p = sub.add_parser("list", parents=[data], help="list invoices")
+    p.add_argument("--client", metavar="ID")
+    p.set_defaults(func=run(lambda i, a: _print_json(i.list(ADMIN, a.client))))
+    p = sub.add_parser("show", parents=[data],
+                       help="an invoice, its lines and the usage lines behind them")  # fmt: skip
+    p.add_argument("number", metavar="NUMBER")
+    p.set_defaults(func=run(lambda i, a: _print_json(i.get(ADMIN, a.number))))
+    p = sub.add_parser("cancel", parents=[data],
+                       help="cancel an invoice with a cancellation invoice (Storno)")  # fmt: skip
+    p.add_argument("number", metavar="NUMBER")
+    p.set_defaults(func=run(lambda i, a: _print_json(i.cancel(ADMIN, a.number))))
+
+
+def _invoices_run(invoices: Any, args: argparse.Namespace) -> int:
+    made = invoices.run(ADMIN, args.month)
+    for i in made:
+        print(f"{i['number']}  {i['client']:<16} {format_euro(i['gross']):>12}")
+    print(f"{len(made)} invoices for {args.month}")
+    return 0
+
+
 def _print_json(value: object) -> int:
     print(json.dumps(value, indent=2, ensure_ascii=False))
     return 0

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from heimbuero.billing.tariff import (
     Tariff,
@@ -23,6 +23,8 @@ from heimbuero.store.models import (
     BillingSettingRow,
     CallRecordRow,
     ClientTariffRow,
+    InvoiceCounterRow,
+    InvoiceRow,
     MeterReadingRow,
     TariffTemplateRow,
     UsageLineRow,
@@ -188,12 +190,11 @@ class BillingRepository(Repository):
         self._session.flush()
         return [r.id for r in rows]
 
-    def usage(self, client: str, month: str) -> list[tuple[int, Usage]]:
-        rows = self._session.scalars(
-            select(UsageLineRow)
-            .where(UsageLineRow.client == client, UsageLineRow.month == month)
-            .order_by(UsageLineRow.at, UsageLineRow.id)
-        )
+    def usage(self, client: str, month: str, open_only: bool = False) -> list[tuple[int, Usage]]:
+        q = select(UsageLineRow).where(UsageLineRow.client == client, UsageLineRow.month == month)
+        if open_only:
+            q = q.where(UsageLineRow.invoice_id.is_(None))
+        rows = self._session.scalars(q.order_by(UsageLineRow.at, UsageLineRow.id))
         return [(r.id, _usage(r)) for r in rows]
 
     def usage_months(self, month: str) -> dict[str, int]:
@@ -223,3 +224,72 @@ class BillingRepository(Repository):
                 .limit(limit)
             )
         )
+
+    # invoices
+    def next_invoice_seq(self) -> int:
+        """Take the next invoice number (locks the counter until the unit of work ends: on
+        SQLite the write transaction is already exclusive, on PostgreSQL FOR UPDATE)."""
+        row = self._session.scalars(
+            select(InvoiceCounterRow).where(InvoiceCounterRow.id == 1).with_for_update()
+        ).first()
+        if row is None:
+            row = InvoiceCounterRow(id=1, last=0)
+            self._session.add(row)
+        row.last += 1
+        self._session.flush()
+        return row.last
+
+    def invoice_of(self, client: str, month: str) -> InvoiceRow | None:
+        """The client's current (not cancelled) invoice of a month."""
+        return self._session.scalars(
+            select(InvoiceRow).where(
+                InvoiceRow.client == client, InvoiceRow.month == month,
+                InvoiceRow.kind == "invoice", InvoiceRow.cancelled_by.is_(None),
+            )
+        ).first()  # fmt: skip
+
+    def add_invoice(self, row: InvoiceRow, usage_ids: Iterable[int]) -> InvoiceRow:
+        self._session.add(row)
+        self._session.flush()
+        ids = list(usage_ids)
+        for i in range(0, len(ids), 500):
+            self._session.execute(
+                update(UsageLineRow)
+                .where(UsageLineRow.id.in_(ids[i : i + 500]), UsageLineRow.invoice_id.is_(None))
+                .values(invoice_id=row.id)
+            )
+        return row
+
+    def release_usage(self, invoice_id: int) -> None:
+        """A cancelled invoice's usage lines are open again (for the corrected invoice)."""
+        self._session.execute(
+            update(UsageLineRow).where(UsageLineRow.invoice_id == invoice_id)
+            .values(invoice_id=None)
+        )  # fmt: skip
+
+    def invoice(self, invoice_id: int) -> InvoiceRow | None:
+        return self._session.get(InvoiceRow, invoice_id)
+
+    def invoice_by_number(self, number: str) -> InvoiceRow | None:
+        return self._session.scalars(select(InvoiceRow).where(InvoiceRow.number == number)).first()
+
+    def invoices(self, client: str | None = None) -> list[InvoiceRow]:
+        q = select(InvoiceRow).order_by(InvoiceRow.seq)
+        if client is not None:
+            q = q.where(InvoiceRow.client == client)
+        return list(self._session.scalars(q))
+
+    def usage_by_ids(self, ids: Iterable[int]) -> list[tuple[int, Usage]]:
+        out: list[tuple[int, Usage]] = []
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            rows = self._session.scalars(
+                select(UsageLineRow).where(UsageLineRow.id.in_(ids[i : i + 500]))
+            )
+            out += [(r.id, _usage(r)) for r in rows]
+        return sorted(out, key=lambda p: p[0])
+
+    def billed_clients(self) -> list[str]:
+        """Clients that have a tariff assignment."""
+        rows = self._session.scalars(select(ClientTariffRow.client).distinct())
+        return sorted(set(rows))

@@ -466,3 +466,38 @@ class UsageLineRow(Base):
     amount: Mapped[int] = mapped_column(BigInteger)  # cents
     description: Mapped[str] = mapped_column(String(255), default="")
     invoice_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class InvoiceCounterRow(Base):
+    """The provider's invoice number counter: taken in the invoice's own transaction, so
+    numbers have no gaps (a rolled-back invoice gives its number back)."""
+
+    __tablename__ = "billing_invoice_counter"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # one row, id 1
+    last: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class InvoiceRow(Base):
+    """An issued invoice or cancellation invoice (Storno); `doc` (lines, VAT, parties) never
+    changes once written (GoBD); a cancellation sets `cancelled_by` on the original."""
+
+    __tablename__ = "billing_invoices"
+    __table_args__ = (
+        UniqueConstraint("number", name="uq_invoice_number"),
+        Index("ix_billing_invoices_client_month", "client", "month"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)
+    client: Mapped[str] = mapped_column(String(64))
+    month: Mapped[str] = mapped_column(String(7))
+    kind: Mapped[str] = mapped_column(String(16))  # invoice | storno
+    cancels: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cancelled_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    net: Mapped[int] = mapped_column(BigInteger)
+    vat: Mapped[int] = mapped_column(BigInteger)
+    gross: Mapped[int] = mapped_column(BigInteger)
+    doc: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -649,7 +649,7 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     from heimbuero.web.billing import billing_routes  # billing (issue 15)
 
-    app.include_router(billing_routes(handlers.billing, current_actor))
+    app.include_router(billing_routes(handlers.billing, handlers.invoices, current_actor))
 
     # -- error mapping: the one place where handler errors become HTTP answers --
 

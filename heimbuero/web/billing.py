@@ -4,7 +4,6 @@ export. Thin: every rule and check is in heimbuero/app/billing.py.
 
 (No `from __future__ import annotations`: FastAPI must see the route-local `Who`.)"""
 
-
 import csv
 import io
 from collections.abc import Awaitable, Callable
@@ -15,7 +14,7 @@ from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from heimbuero.app.billing import Billing
+from heimbuero.app.billing import Billing, Invoices
 from heimbuero.app.policy import Actor
 
 MONTH = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")]
@@ -31,7 +30,9 @@ class SettingsIn(BaseModel):
     default_bundesland: str | None = None
 
 
-def billing_routes(billing: Billing, current_actor: Callable[..., Awaitable[Actor]]) -> APIRouter:
+def billing_routes(
+    billing: Billing, invoices: Invoices, current_actor: Callable[..., Awaitable[Actor]]
+) -> APIRouter:
     router = APIRouter(tags=["billing"])
     Who = Annotated[Actor, Depends(current_actor)]
 
@@ -85,5 +86,25 @@ def billing_routes(billing: Billing, current_actor: Callable[..., Awaitable[Acto
         for client, amount in sorted(rows.items()):
             w.writerow([month, client, amount])
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+
+    @router.post("/api/billing/invoices/run")
+    def run_invoices(actor: Who, month: Annotated[str, Query()]) -> list[dict[str, Any]]:
+        """Admin: invoice every client for an ended month (gapless numbers)."""
+        return invoices.run(actor, month)
+
+    @router.get("/api/billing/invoices")
+    def list_invoices(actor: Who, client: str | None = None) -> list[dict[str, Any]]:
+        """Staff: every invoice (or a client's); a client's user: its own business's."""
+        return invoices.list(actor, client)
+
+    @router.get("/api/billing/invoices/{number}")
+    def get_invoice(actor: Who, number: str) -> dict[str, Any]:
+        """An invoice, its lines and the usage lines (with their sources) behind each."""
+        return invoices.get(actor, number)
+
+    @router.post("/api/billing/invoices/{number}/cancel")
+    def cancel_invoice(actor: Who, number: str) -> dict[str, Any]:
+        """Admin: a cancellation invoice (Storno); the next run issues the corrected one."""
+        return invoices.cancel(actor, number)
 
     return router

@@ -1,5 +1,6 @@
 """Billing: provider billing settings, tariff templates, client tariffs from a date, meter
-readings (the billable events as they ended) and the usage lines rated from them.
+readings (the billable events as they ended), the usage lines rated from them, invoices and
+the gapless invoice number counter.
 
 Revision ID: 0011
 Revises: 0007
@@ -75,9 +76,34 @@ def upgrade() -> None:
     )
     op.create_index("ix_billing_usage_client_month", "billing_usage", ["client", "month"])
     op.create_index("ix_billing_usage_reading", "billing_usage", ["reading_id"])
+    op.create_table(
+        "billing_invoice_counter",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("last", sa.Integer(), nullable=False),
+    )
+    op.create_table(
+        "billing_invoices",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("number", sa.String(64), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("client", sa.String(64), nullable=False),
+        sa.Column("month", sa.String(7), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("cancels", sa.Integer(), nullable=True),
+        sa.Column("cancelled_by", sa.Integer(), nullable=True),
+        sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("net", sa.BigInteger(), nullable=False),
+        sa.Column("vat", sa.BigInteger(), nullable=False),
+        sa.Column("gross", sa.BigInteger(), nullable=False),
+        sa.Column("doc", sa.JSON(), nullable=False),
+        sa.UniqueConstraint("number", name="uq_invoice_number"),
+    )
+    op.create_index("ix_billing_invoices_client_month", "billing_invoices", ["client", "month"])
 
 
 def downgrade() -> None:
+    op.drop_table("billing_invoices")
+    op.drop_table("billing_invoice_counter")
     op.drop_table("billing_usage")
     op.drop_table("billing_readings")
     op.drop_table("billing_client_tariffs")
