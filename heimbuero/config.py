@@ -203,6 +203,7 @@ class Config:
     # e.g. postgresql+psycopg://USER:PASSWORD@HOST/DB
     database_url: str | None = None
     mail: MailSettings = field(default_factory=MailSettings)
+    billing: BillingRunSettings = field(default_factory=lambda: BillingRunSettings())
 
     @property
     def files_dir(self) -> Path:
@@ -321,6 +322,7 @@ def load(data_dir: Path) -> Config:
         raise ConfigError(f"{path}: [server] log_numbers must be one of {', '.join(NUMBER_MODES)}")
     metrics = _metrics(path, raw.get("metrics", {}))
     mail = _mail(path, raw.get("mail", {}))
+    billing = _billing(path, raw.get("billing", {}))
     database_url = _database_url(path, raw.get("store", {}))
     sip_raw = dict(raw.get("sip", {}))
     defaults = SipSettings()
@@ -394,7 +396,7 @@ def load(data_dir: Path) -> Config:
     return Config(
         data_dir=data_dir, domain=domain.lower(), sip=sip, http=http, messages=messages,
         files=files, log_level=log_level, log_format=log_format, log_numbers=log_numbers,
-        metrics=metrics, database_url=database_url, mail=mail,
+        metrics=metrics, database_url=database_url, mail=mail, billing=billing,
     )  # fmt: skip
 
 
@@ -453,6 +455,35 @@ def _metrics(path: Path, table: object) -> MetricsSettings:
         else:
             raise ConfigError(f"{path}: unknown setting [metrics] {key}")
     return MetricsSettings(**out)
+
+
+@dataclass(frozen=True, slots=True)
+class BillingRunSettings:
+    """[billing]: the scheduled invoice run in `serve` (invoice_day 0 = off; 1 to 28: on that
+    day of the month, from invoice_hour local time, the previous month is invoiced)."""
+
+    invoice_day: int = 0
+    invoice_hour: int = 6
+    timezone: str = "Europe/Berlin"
+
+
+def _billing(path: Path, table: object) -> BillingRunSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [billing] must be a table")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in ("invoice_day", "invoice_hour"):
+            top = 28 if key == "invoice_day" else 23
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+                raise ConfigError(f"{path}: [billing] {key} must be an integer 0 to {top}")
+            out[key] = value
+        elif key == "timezone":
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{path}: [billing] timezone must be a time zone name")
+            out[key] = value
+        else:
+            raise ConfigError(f"{path}: unknown setting [billing] {key}")
+    return BillingRunSettings(**out)
 
 
 def _mail(path: Path, table: object) -> MailSettings:
@@ -647,6 +678,14 @@ allow = ["127.0.0.1", "::1"]
 # username = ""
 # password = ""
 # sender = "buero@example.de"
+
+[billing]
+# The scheduled invoice run of 'heimbuero serve': on this day of the month (1 to 28; 0 = off,
+# run 'heimbuero invoices run --month YYYY-MM' yourself), from this hour, local time, the
+# previous month is invoiced (clients invoiced already are skipped).
+invoice_day = 0
+invoice_hour = 6
+# timezone = "Europe/Berlin"
 
 [messages]
 max_bytes = {m.max_bytes}           # largest MESSAGE body (413 beyond)

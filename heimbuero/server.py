@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from heimbuero.app.billing import Billing
+from heimbuero.app.billing import Billing, Invoices, due_month
+from heimbuero.app.policy import Actor
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
 from heimbuero.domain.model import Directory, Override
 from heimbuero.events import (
@@ -381,6 +382,7 @@ class Server:
         # billing (issue 15): the usage meter rates ended calls in the writer thread after
         # their records are written, and the billable events as they come
         self.billing = Billing(self.store)
+        self.invoices = Invoices(self.store, self.billing)
         self._meter_due = True
         self.events.subscribe(CallEnded, lambda _e: setattr(self, "_meter_due", True))
         for kind, rate in self.billing.meters():
@@ -497,6 +499,23 @@ class Server:
             if self._meter_due:  # billing: after the call records are written
                 self._meter_due = False
                 self.writer.call(self._meter_calls)
+
+    async def _invoice_schedule(self) -> None:
+        """billing: the scheduled invoice run ([billing] invoice_day; idempotent per month)."""
+        b = self.config.billing
+        done: str | None = None
+        while b.invoice_day:
+            month = due_month(datetime.now(UTC), b.invoice_day, b.invoice_hour, b.timezone)
+            if month is not None and month != done:
+                try:
+                    made = await asyncio.get_running_loop().run_in_executor(
+                        None, self.invoices.run, Actor.local_admin(), month
+                    )
+                    done = month
+                    log.info("billing: %d invoices for %s", len(made), month)
+                except Exception:
+                    log.exception("billing: the invoice run for %s failed", month)
+            await asyncio.sleep(60)
 
     def _meter_calls(self) -> None:
         try:
@@ -821,6 +840,7 @@ class Server:
             loop.create_task(self._nat_keepalive()),
             loop.create_task(self._reload_office()),
             loop.create_task(self._housekeeping()),
+            loop.create_task(self._invoice_schedule()),
         ]
         if self.presence.subs:
             # Watchers kept from the last run learn the state as it is now.

@@ -296,6 +296,18 @@ class Billing:
             return uow.billing.usage_months(month)
 
 
+def due_month(now: datetime, day: int, hour: int, timezone: str) -> str | None:
+    """The month the scheduled run invoices at `now` (the previous one, from `day` at `hour`
+    local time on), or None (off, or not yet this month)."""
+    if day <= 0:
+        return None
+    local = now.astimezone(ZoneInfo(timezone))
+    if (local.day, local.hour) < (day, hour):
+        return None
+    prev = local.date().replace(day=1) - timedelta(days=1)
+    return prev.strftime("%Y-%m")
+
+
 class Invoices:
     """Month invoices: one per client and month, gapless numbers, immutable once issued; a
     correction is a cancellation invoice (Storno) and a new invoice."""

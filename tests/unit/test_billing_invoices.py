@@ -140,3 +140,24 @@ def test_invoice_number_format_and_authorization(app: App) -> None:
     assert _refused(app.invoices.get, OTHER, "HB9999") == 404
     assert [i["client"] for i in app.invoices.list(OTHER)] == ["schulz"]
     assert _refused(app.invoices.list, OTHER, "mueller") == 404
+
+
+def test_scheduled_run_month_and_config(tmp_path: Path) -> None:
+    from heimbuero import config
+    from heimbuero.app.billing import due_month
+
+    at = datetime(2027, 1, 1, 4, 30, tzinfo=UTC)  # 05:30 in Berlin
+    assert due_month(at, 0, 6, "Europe/Berlin") is None  # off
+    assert due_month(at, 1, 6, "Europe/Berlin") is None  # not yet 06:00
+    assert due_month(at, 1, 5, "Europe/Berlin") == "2026-12"
+    assert due_month(datetime(2027, 3, 2, 12, tzinfo=UTC), 1, 6, "Europe/Berlin") == "2027-02"
+    data = tmp_path / "d"
+    data.mkdir()
+    text = config.default_config_text("office.example")
+    (data / config.CONFIG_FILE).write_text(text, encoding="utf-8")
+    assert config.load(data).billing.invoice_day == 0
+    (data / config.CONFIG_FILE).write_text(
+        text.replace("invoice_day = 0", "invoice_day = 31"), encoding="utf-8"
+    )
+    with pytest.raises(config.ConfigError, match=r"\[billing\] invoice_day"):
+        config.load(data)
