@@ -1181,8 +1181,8 @@ def build_parser() -> argparse.ArgumentParser:
     from heimbuero.ops.cli import add_parsers as add_ops_parsers
 
     add_ops_parsers(commands, data)  # backup, restore, install-service
-    from heimbuero.billing.cli import add_invoice_parsers
-    from heimbuero.billing.cli import add_parsers as add_billing_parsers
+    from heimbuero.billing_cli import add_invoice_parsers
+    from heimbuero.billing_cli import add_parsers as add_billing_parsers
 
     add_billing_parsers(commands, data, _open_app)  # billing (issue 15)
     add_invoice_parsers(commands, data, _open_app)
