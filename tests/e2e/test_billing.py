@@ -102,3 +102,12 @@ def test_an_answered_call_becomes_usage_lines_the_owner_reads(tmp_path: Path) ->
         assert admin.get("/api/billing/usage", params={"month": month}).json() == {"mueller": 105}
         csv = admin.get("/api/billing/usage.csv", params={"month": month}).text
         assert csv.splitlines() == ["month;client;usage_net_cents", f"{month};mueller;105"]
+        # invoices: only admins run them, only for a month that has ended; another
+        # business's invoice numbers answer 404 like missing ones
+        assert owner.post("/api/billing/invoices/run", params={"month": month}).status_code == 403
+        r = admin.post("/api/billing/invoices/run", params={"month": month})
+        assert r.status_code == 422 and "not ended" in r.text, r.text
+        assert other.get("/api/billing/invoices").json() == []
+        assert other.get("/api/billing/invoices", params={"client": "mueller"}).status_code == 404
+        assert other.get("/api/billing/invoices/RE-2026-000001").status_code == 404
+        assert other.post("/api/billing/invoices/RE-2026-000001/cancel").status_code == 403
