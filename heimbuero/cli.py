@@ -1328,6 +1328,11 @@ def build_parser() -> argparse.ArgumentParser:
     from heimbuero.dictation_cli import add_parsers as add_dictation_parsers
 
     add_dictation_parsers(commands, data)  # dictation list|show|take|deliver
+    from heimbuero.billing_cli import add_invoice_parsers
+    from heimbuero.billing_cli import add_parsers as add_billing_parsers
+
+    add_billing_parsers(commands, data, _open_app)  # billing (issue 15)
+    add_invoice_parsers(commands, data, _open_app)
     return parser
 
 

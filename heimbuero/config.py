@@ -226,6 +226,7 @@ class Config:
     mail: MailSettings = field(default_factory=MailSettings)
     dictation: DictationSettings = field(default_factory=DictationSettings)
     mediaapp: MediaAppSettings = field(default_factory=lambda: MediaAppSettings())
+    billing: BillingRunSettings = field(default_factory=lambda: BillingRunSettings())
 
     @property
     def files_dir(self) -> Path:
@@ -344,6 +345,7 @@ def load(data_dir: Path) -> Config:
         raise ConfigError(f"{path}: [server] log_numbers must be one of {', '.join(NUMBER_MODES)}")
     metrics = _metrics(path, raw.get("metrics", {}))
     mail = _mail(path, raw.get("mail", {}))
+    billing = _billing(path, raw.get("billing", {}))
     database_url = _database_url(path, raw.get("store", {}))
     sip_raw = dict(raw.get("sip", {}))
     defaults = SipSettings()
@@ -408,7 +410,7 @@ def load(data_dir: Path) -> Config:
     return Config(
         data_dir=data_dir, domain=domain.lower(), sip=sip, http=http, messages=messages,
         files=files, log_level=log_level, log_format=log_format, log_numbers=log_numbers,
-        metrics=metrics, database_url=database_url, mail=mail,
+        metrics=metrics, database_url=database_url, mail=mail, billing=billing,
         dictation=_dictation(path, raw.get("dictation", {})),
         mediaapp=_mediaapp(path, raw),
     )  # fmt: skip
@@ -516,6 +518,35 @@ def _mediaapp(path: Path, raw: dict[str, Any]) -> MediaAppSettings:
     if not 1024 <= settings.port_min <= settings.port_max:
         raise ConfigError(f"{path}: [mediaapp] port_min must be 1024..port_max")
     return settings
+
+
+@dataclass(frozen=True, slots=True)
+class BillingRunSettings:
+    """[billing]: the scheduled invoice run in `serve` (invoice_day 0 = off; 1 to 28: on that
+    day of the month, from invoice_hour local time, the previous month is invoiced)."""
+
+    invoice_day: int = 0
+    invoice_hour: int = 6
+    timezone: str = "Europe/Berlin"
+
+
+def _billing(path: Path, table: object) -> BillingRunSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [billing] must be a table")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in ("invoice_day", "invoice_hour"):
+            top = 28 if key == "invoice_day" else 23
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+                raise ConfigError(f"{path}: [billing] {key} must be an integer 0 to {top}")
+            out[key] = value
+        elif key == "timezone":
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{path}: [billing] timezone must be a time zone name")
+            out[key] = value
+        else:
+            raise ConfigError(f"{path}: unknown setting [billing] {key}")
+    return BillingRunSettings(**out)
 
 
 def _mail(path: Path, table: object) -> MailSettings:
@@ -740,6 +771,13 @@ allow = ["127.0.0.1", "::1"]
 
 [voicemail]
 # max_seconds = 120        # longest recording; the caller ends earlier with #
+[billing]
+# The scheduled invoice run of 'heimbuero serve': on this day of the month (1 to 28; 0 = off,
+# run 'heimbuero invoices run --month YYYY-MM' yourself), from this hour, local time, the
+# previous month is invoiced (clients invoiced already are skipped).
+invoice_day = 0
+invoice_hour = 6
+# timezone = "Europe/Berlin"
 
 [messages]
 max_bytes = {m.max_bytes}           # largest MESSAGE body (413 beyond)

@@ -21,10 +21,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from heimbuero.app.billing import Billing, Invoices, due_month
+from heimbuero.app.policy import Actor
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
 from heimbuero.domain.model import Directory, Override
 from heimbuero.events import (
     BindingChanged,
+    CallEnded,
     Event,
     EventBus,
     MessageStateChanged,
@@ -400,6 +403,14 @@ class Server:
         self._dictation_tasks: set[asyncio.Task[None]] = set()
         if config.dictation.address:
             self.events.subscribe(MessageStored, self._dictation_message)
+        # billing (issue 15): the usage meter rates ended calls in the writer thread after
+        # their records are written, and the billable events as they come
+        self.billing = Billing(self.store)
+        self.invoices = Invoices(self.store, self.billing)
+        self._meter_due = True
+        self.events.subscribe(CallEnded, lambda _e: setattr(self, "_meter_due", True))
+        for kind, rate in self.billing.meters():
+            self.events.subscribe(kind, functools.partial(self._meter_event, rate))
         closed = self.store.close_open_call_records(datetime.now(UTC))
         if closed:
             log.info("closed %d call records left open by the last stop", closed)
@@ -509,6 +520,42 @@ class Server:
         while True:
             await asyncio.sleep(PERSIST_INTERVAL)
             await self.flush()
+            if self._meter_due:  # billing: after the call records are written
+                self._meter_due = False
+                self.writer.call(self._meter_calls)
+
+    async def _invoice_schedule(self) -> None:
+        """billing: the scheduled invoice run ([billing] invoice_day; idempotent per month)."""
+        b = self.config.billing
+        done: str | None = None
+        while b.invoice_day:
+            month = due_month(datetime.now(UTC), b.invoice_day, b.invoice_hour, b.timezone)
+            if month is not None and month != done:
+                try:
+                    made = await asyncio.get_running_loop().run_in_executor(
+                        None, self.invoices.run, Actor.local_admin(), month
+                    )
+                    done = month
+                    log.info("billing: %d invoices for %s", len(made), month)
+                except Exception:
+                    log.exception("billing: the invoice run for %s failed", month)
+            await asyncio.sleep(60)
+
+    def _meter_calls(self) -> None:
+        try:
+            if self.billing.meter_calls() >= 1000:  # more waiting: the next round goes on
+                self._meter_due = True
+        except Exception:
+            log.exception("billing: rating call records failed")
+
+    def _meter_event(self, rate: Callable[[Any], None], event: Any) -> None:
+        def run() -> None:
+            try:
+                rate(event)
+            except Exception:
+                log.exception("billing: rating %s failed", type(event).__name__)
+
+        self.writer.call(run)
 
     async def _housekeeping(self) -> None:
         """Expire stored messages and file links; delete conversations past retention."""
@@ -934,6 +981,7 @@ class Server:
             loop.create_task(self._nat_keepalive()),
             loop.create_task(self._reload_office()),
             loop.create_task(self._housekeeping()),
+            loop.create_task(self._invoice_schedule()),
         ]
         if self.presence.subs:
             # Watchers kept from the last run learn the state as it is now.

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from heimbuero.app.billing import Billing, Invoices
 from heimbuero.app.calls import Calls, Warnings, WarningWatch
 from heimbuero.app.clients import Clients, Numbers, Providers
 from heimbuero.app.dictation import Dictation
@@ -72,6 +73,8 @@ class App:
     forwarding: Forwarding  # the portal's simulator with a draft, holidays
     closures: Closures  # the portal's closure ranges (Betriebsurlaub)
     notes: Notes
+    billing: Billing  # issue 15
+    invoices: Invoices
     dictation: Dictation | None = None
 
     @classmethod
@@ -113,4 +116,6 @@ class App:
             closures=Closures(store),
             dictation=dictation,
             notes=Notes(store, send_message, publish, mail),
+            billing=(billing := Billing(store)),
+            invoices=Invoices(store, billing),
         )

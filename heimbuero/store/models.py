@@ -564,3 +564,123 @@ class CallNoteRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# ------------------------------------------------------------------ billing (issue 15)
+# Decimal quantities and prices are stored as text (exact); amounts as integer cents.
+
+
+class BillingSettingRow(Base):
+    """A provider billing setting (kleinunternehmer, default_bundesland)."""
+
+    __tablename__ = "billing_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class TariffTemplateRow(Base):
+    """A provider-wide tariff template (the tariff as JSON)."""
+
+    __tablename__ = "billing_tariffs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    doc: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ClientTariffRow(Base):
+    """A client's tariff from a local date (a copy of the template at assignment time)."""
+
+    __tablename__ = "billing_client_tariffs"
+    __table_args__ = (UniqueConstraint("client", "valid_from", name="uq_client_tariff_from"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client: Mapped[str] = mapped_column(String(64))
+    valid_from: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD
+    template: Mapped[str] = mapped_column(String(64))
+    doc: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class MeterReadingRow(Base):
+    """One billable event as it ended (its facts), the source the usage lines are rated from;
+    kept so an open month can be rated again after a tariff correction."""
+
+    __tablename__ = "billing_readings"
+    __table_args__ = (
+        UniqueConstraint("source_kind", "source_id", name="uq_reading_source"),
+        Index("ix_billing_readings_client_month", "client", "month"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client: Mapped[str] = mapped_column(String(64))
+    month: Mapped[str] = mapped_column(String(7))  # YYYY-MM in the client's time zone
+    source_kind: Mapped[str] = mapped_column(String(16))
+    source_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class UsageLineRow(Base):
+    """One rated usage line; `invoice_id` is set when an invoice took it (then it never
+    changes)."""
+
+    __tablename__ = "billing_usage"
+    __table_args__ = (
+        Index("ix_billing_usage_client_month", "client", "month"),
+        Index("ix_billing_usage_reading", "reading_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reading_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("billing_readings.id", name="fk_usage_reading")
+    )
+    client: Mapped[str] = mapped_column(String(64))
+    month: Mapped[str] = mapped_column(String(7))
+    kind: Mapped[str] = mapped_column(String(24))
+    source_kind: Mapped[str] = mapped_column(String(16))
+    source_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    quantity: Mapped[str] = mapped_column(String(32))
+    unit_price: Mapped[str] = mapped_column(String(48))  # cents
+    surcharge: Mapped[str] = mapped_column(String(16), default="")
+    surcharge_pct: Mapped[str] = mapped_column(String(16), default="0")
+    vat_rate: Mapped[str] = mapped_column(String(8))
+    amount: Mapped[int] = mapped_column(BigInteger)  # cents
+    description: Mapped[str] = mapped_column(String(255), default="")
+    invoice_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class InvoiceCounterRow(Base):
+    """The provider's invoice number counter: taken in the invoice's own transaction, so
+    numbers have no gaps (a rolled-back invoice gives its number back)."""
+
+    __tablename__ = "billing_invoice_counter"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # one row, id 1
+    last: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class InvoiceRow(Base):
+    """An issued invoice or cancellation invoice (Storno); `doc` (lines, VAT, parties) never
+    changes once written (GoBD); a cancellation sets `cancelled_by` on the original."""
+
+    __tablename__ = "billing_invoices"
+    __table_args__ = (
+        UniqueConstraint("number", name="uq_invoice_number"),
+        Index("ix_billing_invoices_client_month", "client", "month"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)
+    client: Mapped[str] = mapped_column(String(64))
+    month: Mapped[str] = mapped_column(String(7))
+    kind: Mapped[str] = mapped_column(String(16))  # invoice | storno
+    cancels: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cancelled_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    net: Mapped[int] = mapped_column(BigInteger)
+    vat: Mapped[int] = mapped_column(BigInteger)
+    gross: Mapped[int] = mapped_column(BigInteger)
+    doc: Mapped[dict[str, Any]] = mapped_column(JSON)

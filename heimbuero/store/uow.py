@@ -16,6 +16,7 @@ from types import TracebackType
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
+from heimbuero.store.billing import BillingRepository
 from heimbuero.store.files import FileRepository
 from heimbuero.store.messages import MessageRepository
 from heimbuero.store.models import OfficeRevision
@@ -54,6 +55,7 @@ class UnitOfWork:
         self.presence = PresenceRepository(self)
         self.messages = MessageRepository(self)
         self.files = FileRepository(self)
+        self.billing = BillingRepository(self)  # billing (issue 15)
 
     def office_changed(self) -> None:
         """Something call routing reads changed: bump the office revision with the commit."""

@@ -665,6 +665,10 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     mount_console(app, store, logins.gate, handlers, current_actor)  # the console at /
 
+    from heimbuero.web.billing import billing_routes  # billing (issue 15)
+
+    app.include_router(billing_routes(handlers.billing, handlers.invoices, current_actor))
+
     # -- error mapping: the one place where handler errors become HTTP answers --
 
     @app.exception_handler(RequestValidationError)

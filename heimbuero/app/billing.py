@@ -1,0 +1,451 @@
+"""Billing handlers: tariffs (admin), the usage meter (fed by the office's events) and the
+month's usage so far (the client sees its own, staff every client's).
+
+The meter stores each billable event as a *reading* (its facts: a call's start, result,
+answered_by and talk time; a dictation's Normzeilen and audio seconds) and rates it into
+usage lines with the client's tariff in force on the event's local date. `recompute(month)`
+rates an open month's readings again after a tariff correction; lines an invoice took are
+never touched (a reading with invoiced lines is skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from heimbuero.app import policy
+from heimbuero.app.errors import Invalid, NotFound
+from heimbuero.app.policy import Actor
+from heimbuero.billing.tariff import (
+    BUNDESLAENDER_DEFAULT,
+    CallFacts,
+    Tariff,
+    TariffError,
+    Usage,
+    month_statement,
+    rate_call,
+    rate_dictation,
+    rate_note,
+    rate_voicemail,
+    tariff_from_json,
+    tariff_on,
+    tariff_to_json,
+    usage_to_json,
+)
+from heimbuero.billing.tariff import (
+    Billing as BillingSettings,
+)
+from heimbuero.events import CallNoteTaken, DictationDelivered, Event, EventBus, VoicemailLeft
+from heimbuero.store import Store
+from heimbuero.store.billing import BillingRepository, Reading
+from heimbuero.store.models import InvoiceRow, as_utc
+from heimbuero.store.uow import UnitOfWork
+
+log = logging.getLogger("heimbuero.billing")
+
+SETTINGS = ("kleinunternehmer", "default_bundesland", "invoice_number_format")
+DEFAULT_NUMBER_FORMAT = "RE-{year}-{seq:06d}"
+
+
+def invoice_number(fmt: str, seq: int, year: int) -> str:
+    """The invoice number of sequence `seq` in format `fmt` ({seq} and optional {year})."""
+    return fmt.format(seq=seq, year=year)
+
+
+def check_number_format(fmt: str) -> None:
+    if "{seq" not in fmt or len(fmt) > 40:
+        raise Invalid("invoice_number_format", "must contain {seq} (e.g. RE-{year}-{seq:06d})")
+    try:
+        invoice_number(fmt, 1, 2026)
+    except (KeyError, ValueError, IndexError) as e:
+        raise Invalid("invoice_number_format", f"not a valid format: {e}") from None
+
+
+def _month_of(at: datetime, tz: str) -> str:
+    return at.astimezone(ZoneInfo(tz)).strftime("%Y-%m")
+
+
+def parse_month(text: str) -> str:
+    try:
+        d = datetime.strptime(text.strip(), "%Y-%m")
+    except ValueError as e:
+        raise Invalid("month", f"expected YYYY-MM, not {text!r}") from e
+    return d.strftime("%Y-%m")
+
+
+@dataclass(frozen=True, slots=True)
+class _ClientInfo:
+    id: str
+    timezone: str
+    bundesland: str
+
+
+class Billing:
+    """Handlers of billing (see the module text)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------------ settings, tariffs
+
+    def settings(self, actor: Actor) -> dict[str, Any]:
+        policy.require_admin(actor)
+        with self.store.unit_of_work(write=False) as uow:
+            return self._settings_json(uow.billing)
+
+    def _settings(self, repo: BillingRepository) -> BillingSettings:
+        s = repo.settings()
+        return BillingSettings(
+            kleinunternehmer=s.get("kleinunternehmer", "false") == "true",
+            default_bundesland=s.get("default_bundesland", "BY"),
+        )
+
+    def _settings_json(self, repo: BillingRepository) -> dict[str, Any]:
+        s = self._settings(repo)
+        return {"kleinunternehmer": s.kleinunternehmer,
+                "default_bundesland": s.default_bundesland,
+                "invoice_number_format": repo.settings().get("invoice_number_format",
+                                                             DEFAULT_NUMBER_FORMAT)}  # fmt: skip
+
+    def set_settings(self, actor: Actor, **changes: Any) -> dict[str, Any]:
+        policy.require_admin(actor)
+        for key, value in changes.items():
+            if key not in SETTINGS:
+                raise Invalid(key, "unknown billing setting")
+            if key == "kleinunternehmer" and not isinstance(value, bool):
+                raise Invalid(key, "true or false")
+            if key == "invoice_number_format":
+                check_number_format(str(value))
+            if key == "default_bundesland" and value not in BUNDESLAENDER_DEFAULT:
+                raise Invalid(key, f"one of {', '.join(BUNDESLAENDER_DEFAULT)}")
+        with self.store.unit_of_work() as uow:
+            for key, value in changes.items():
+                uow.billing.set_setting(key, "true" if value is True else
+                                        "false" if value is False else str(value))  # fmt: skip
+            return self._settings_json(uow.billing)
+
+    def put_tariff(self, actor: Actor, doc: Any) -> dict[str, Any]:
+        """Create or replace a tariff template (prices in cents, as strings or integers)."""
+        policy.require_admin(actor)
+        try:
+            tariff = tariff_from_json(doc)
+        except TariffError as e:
+            raise Invalid(e.field, str(e)) from e
+        with self.store.unit_of_work() as uow:
+            uow.billing.put_template(tariff)
+        return tariff_to_json(tariff)
+
+    def tariffs(self, actor: Actor) -> list[dict[str, Any]]:
+        policy.require_staff(actor)
+        with self.store.unit_of_work(write=False) as uow:
+            return [tariff_to_json(t) for t in uow.billing.templates()]
+
+    def assign(self, actor: Actor, client: str, template: str, valid_from: date) -> None:
+        """The client's tariff from a date: a copy of the template as it is now. A date in a
+        month that has invoiced lines is refused (that month never changes)."""
+        policy.require_admin(actor)
+        with self.store.unit_of_work() as uow:
+            if uow.clients.get(client) is None:
+                raise NotFound("client", client)
+            tariff = uow.billing.template(template)
+            if tariff is None:
+                raise NotFound("tariff", template)
+            uow.billing.assign(client, tariff, valid_from)
+
+    def client_tariffs(self, actor: Actor, client: str) -> list[dict[str, Any]]:
+        policy.require_client_visible(actor, client)
+        with self.store.unit_of_work(write=False) as uow:
+            if uow.clients.get(client) is None:
+                raise NotFound("client", client)
+            return [{"valid_from": a.valid_from.isoformat(), "tariff": tariff_to_json(a.tariff)}
+                    for a in uow.billing.assignments(client)]  # fmt: skip
+
+    # ------------------------------------------------------------------ the meter
+
+    def _client(self, uow: UnitOfWork, client_id: str, settings: BillingSettings) -> _ClientInfo:
+        c = uow.clients.get(client_id)
+        if c is None:
+            return _ClientInfo(client_id, "Europe/Berlin", settings.default_bundesland)
+        bl = getattr(c, "bundesland", None) or settings.default_bundesland
+        return _ClientInfo(c.id, getattr(c, "timezone", None) or "Europe/Berlin", bl)
+
+    def _rate(self, uow: UnitOfWork, reading: Reading) -> list[Usage]:
+        settings = self._settings(uow.billing)
+        info = self._client(uow, reading.client, settings)
+        local_day = reading.at.astimezone(ZoneInfo(info.timezone)).date()
+        tariff = tariff_on(uow.billing.assignments(reading.client), local_day)
+        if tariff is None:
+            return []
+        return rate_reading(reading, tariff, info.bundesland, info.timezone, settings)
+
+    def _meter(self, uow: UnitOfWork, client: str, source_kind: str, source_id: str,
+               at: datetime, facts: dict[str, Any]) -> int:  # fmt: skip
+        """Store a reading and rate it (unless an invoice took it); the number of lines."""
+        settings = self._settings(uow.billing)
+        info = self._client(uow, client, settings)
+        old = uow.billing.reading(source_kind, source_id)
+        if old is not None and uow.billing.invoiced(old.id):
+            log.warning("billing: %s %s is invoiced already; new facts ignored",
+                        source_kind, source_id)  # fmt: skip
+            return 0
+        reading = uow.billing.record(client, _month_of(at, info.timezone), source_kind,
+                                     source_id, as_utc(at), facts)  # fmt: skip
+        return len(uow.billing.replace_usage(reading, self._rate(uow, reading)))
+
+    def meter_calls(self, limit: int = 1000) -> int:
+        """Rate every ended call record of a client not rated yet; the number rated."""
+        with self.store.unit_of_work() as uow:
+            rows = uow.billing.unmetered_calls(limit)
+            for r in rows:
+                facts = {"result": r.result, "answered_by": r.answered_by,
+                         "talk_seconds": float(r.talk_seconds or 0.0)}  # fmt: skip
+                assert r.client is not None
+                self._meter(uow, r.client, "call_record", str(r.id), as_utc(r.started_at), facts)
+            return len(rows)
+
+    def on_note(self, event: CallNoteTaken) -> None:
+        self._meter_event(event.client, "call_note", str(event.note_id), event.at,
+                          {"agent": event.agent, "call_id": event.call_id})  # fmt: skip
+
+    def on_voicemail(self, event: VoicemailLeft) -> None:
+        self._meter_event(event.client, "voicemail", str(event.voicemail_id), event.at,
+                          {"seconds": event.seconds, "call_id": event.call_id})  # fmt: skip
+
+    def on_dictation(self, event: DictationDelivered) -> None:
+        self._meter_event(event.client, "dictation_job", str(event.job_id), event.at,
+                          {"normzeilen": event.normzeilen,
+                           "audio_seconds": event.audio_seconds})  # fmt: skip
+
+    def _meter_event(self, client: str, kind: str, sid: str, at: float,
+                     facts: dict[str, Any]) -> None:  # fmt: skip
+        with self.store.unit_of_work() as uow:
+            self._meter(uow, client, kind, sid, datetime.fromtimestamp(at, UTC), facts)
+
+    def meters(self) -> list[tuple[type[Event], Callable[[Any], None]]]:
+        """The billable events and the handler that rates each (blocking: store writes)."""
+        return [
+            (CallNoteTaken, self.on_note),
+            (VoicemailLeft, self.on_voicemail),
+            (DictationDelivered, self.on_dictation),
+        ]
+
+    def subscribe(self, bus: EventBus) -> None:
+        """Rate the billable events as they are published (the server instead runs the
+        handlers of `meters()` in its writer thread)."""
+        for kind, fn in self.meters():
+            bus.subscribe(kind, fn)
+
+    def recompute(self, actor: Actor, client: str, month: str) -> int:
+        """Rate an open month's readings of a client again (after a tariff correction);
+        readings an invoice took stay as they are. The number of readings rated again."""
+        policy.require_admin(actor)
+        month = parse_month(month)
+        n = 0
+        with self.store.unit_of_work() as uow:
+            if uow.clients.get(client) is None:
+                raise NotFound("client", client)
+            for reading in uow.billing.readings(client, month):
+                if uow.billing.invoiced(reading.id):
+                    continue
+                uow.billing.replace_usage(reading, self._rate(uow, reading))
+                n += 1
+        return n
+
+    # ------------------------------------------------------------------ reading usage
+
+    def usage(self, actor: Actor, client: str, month: str | None = None) -> dict[str, Any]:
+        """The month's usage lines and what they cost so far (the statement as it would be
+        invoiced now). A client sees only its own (another client: not found)."""
+        policy.require_client_visible(actor, client)
+        with self.store.unit_of_work(write=False) as uow:
+            if uow.clients.get(client) is None:
+                raise NotFound("client", client)
+            settings = self._settings(uow.billing)
+            info = self._client(uow, client, settings)
+            if month is None:
+                month = datetime.now(ZoneInfo(info.timezone)).strftime("%Y-%m")
+            month = parse_month(month)
+            usage = uow.billing.usage(client, month)
+            first = date.fromisoformat(f"{month}-01")
+            tariff = tariff_on(uow.billing.assignments(client), first)
+        lines = [{"id": uid, **usage_to_json(u)} for uid, u in usage]
+        out: dict[str, Any] = {"client": client, "month": month, "lines": lines,
+                               "tariff": None if tariff is None else tariff.name}  # fmt: skip
+        if tariff is not None:
+            st = month_statement(tariff, usage, settings)
+            out["statement"] = {
+                "lines": [{"kind": ln.kind, "label": ln.label, "quantity": str(ln.quantity),
+                           "unit_price": str(ln.unit_price), "vat_rate": str(ln.vat_rate),
+                           "net": ln.net, "usage_ids": list(ln.usage_ids)}
+                          for ln in st.lines],
+                "net": st.net, "vat": st.vat_total, "gross": st.gross,
+                "kleinunternehmer": st.kleinunternehmer,
+            }  # fmt: skip
+        return out
+
+    def provider_usage(self, actor: Actor, month: str) -> dict[str, int]:
+        """Staff: per client, the month's usage so far in cents (usage lines only)."""
+        policy.require_staff(actor)
+        month = parse_month(month)
+        with self.store.unit_of_work(write=False) as uow:
+            return uow.billing.usage_months(month)
+
+
+def due_month(now: datetime, day: int, hour: int, timezone: str) -> str | None:
+    """The month the scheduled run invoices at `now` (the previous one, from `day` at `hour`
+    local time on), or None (off, or not yet this month)."""
+    if day <= 0:
+        return None
+    local = now.astimezone(ZoneInfo(timezone))
+    if (local.day, local.hour) < (day, hour):
+        return None
+    prev = local.date().replace(day=1) - timedelta(days=1)
+    return prev.strftime("%Y-%m")
+
+
+class Invoices:
+    """Month invoices: one per client and month, gapless numbers, immutable once issued; a
+    correction is a cancellation invoice (Storno) and a new invoice."""
+
+    def __init__(self, store: Store, billing: Billing) -> None:
+        self.store = store
+        self.billing = billing
+
+    def run(self, actor: Actor, month: str, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Invoice every client with a tariff for `month` (a month that has ended) that has no
+        current invoice of it; each invoice in its own transaction with its number."""
+        policy.require_admin(actor)
+        month = parse_month(month)
+        now = now or datetime.now(UTC)
+        first = date.fromisoformat(f"{month}-01")
+        end = (first + timedelta(days=32)).replace(day=1)
+        if now.astimezone(ZoneInfo("Europe/Berlin")).date() < end:
+            raise Invalid("month", f"{month} has not ended yet")
+        self.billing.meter_calls(limit=100_000)
+        with self.store.unit_of_work(write=False) as uow:
+            clients = uow.billing.billed_clients()
+        made = []
+        for client in clients:
+            inv = self._invoice_client(client, month, first, now)
+            if inv is not None:
+                made.append(inv)
+        return made
+
+    def _invoice_client(self, client: str, month: str, first: date,
+                        now: datetime) -> dict[str, Any] | None:  # fmt: skip
+        with self.store.unit_of_work() as uow:
+            settings = self.billing._settings(uow.billing)
+            tariff = tariff_on(uow.billing.assignments(client), first)
+            if tariff is None:
+                return None
+            seq = uow.billing.next_invoice_seq()  # locks the counter: runs serialize here
+            if uow.billing.invoice_of(client, month) is not None:
+                uow.session.rollback()  # the number goes back: no gap
+                return None
+            open_usage = uow.billing.usage(client, month, open_only=True)
+            st = month_statement(tariff, open_usage, settings)
+            fmt = uow.billing.settings().get("invoice_number_format", DEFAULT_NUMBER_FORMAT)
+            doc = statement_doc(st, tariff.name)
+            row = InvoiceRow(number=invoice_number(fmt, seq, now.year), seq=seq, client=client,
+                             month=month, kind="invoice", issued_at=now, net=st.net,
+                             vat=st.vat_total, gross=st.gross, doc=doc)  # fmt: skip
+            uow.billing.add_invoice(row, [i for i, _ in open_usage])
+            return invoice_json(row)
+
+    def cancel(self, actor: Actor, number: str, now: datetime | None = None) -> dict[str, Any]:
+        """A cancellation invoice (Storno) for an issued invoice: its own number, every line
+        negated; the original stays as it was (only marked as cancelled) and its usage lines
+        are open again for the corrected invoice of the next run."""
+        policy.require_admin(actor)
+        now = now or datetime.now(UTC)
+        with self.store.unit_of_work() as uow:
+            orig = uow.billing.invoice_by_number(number)
+            if orig is None or orig.kind != "invoice":
+                raise NotFound("invoice", number)
+            if orig.cancelled_by is not None:
+                raise Invalid("number", f"invoice {number} is cancelled already")
+            seq = uow.billing.next_invoice_seq()
+            fmt = uow.billing.settings().get("invoice_number_format", DEFAULT_NUMBER_FORMAT)
+            doc = storno_doc(orig.doc, orig.number)
+            row = InvoiceRow(number=invoice_number(fmt, seq, now.year), seq=seq,
+                             client=orig.client, month=orig.month, kind="storno",
+                             cancels=orig.id, issued_at=now, net=-orig.net, vat=-orig.vat,
+                             gross=-orig.gross, doc=doc)  # fmt: skip
+            uow.billing.add_invoice(row, [])
+            orig.cancelled_by = row.id
+            uow.billing.release_usage(orig.id)
+            return invoice_json(row)
+
+    def list(self, actor: Actor, client: str | None = None) -> list[dict[str, Any]]:
+        if client is not None:
+            policy.require_client_visible(actor, client)
+        elif not actor.staff:
+            client = actor.client or "\0"
+        with self.store.unit_of_work(write=False) as uow:
+            return [invoice_json(r) for r in uow.billing.invoices(client)]
+
+    def get(self, actor: Actor, number: str) -> dict[str, Any]:
+        """An invoice with its lines, each line's usage lines and their sources."""
+        with self.store.unit_of_work(write=False) as uow:
+            row = uow.billing.invoice_by_number(number)
+            if row is None or not policy.sees_client(actor, row.client):
+                raise NotFound("invoice", number)
+            out = invoice_json(row)
+            out["doc"] = row.doc
+            ids = [i for ln in row.doc.get("lines", []) for i in ln.get("usage_ids", [])]
+            out["usage"] = [{"id": i, **usage_to_json(u)} for i, u in uow.billing.usage_by_ids(ids)]
+            return out
+
+
+def statement_doc(st: Any, tariff: str) -> dict[str, Any]:
+    return {
+        "tariff": tariff,
+        "lines": [{"kind": ln.kind, "label": ln.label, "quantity": str(ln.quantity),
+                   "unit_price": str(ln.unit_price), "vat_rate": str(ln.vat_rate),
+                   "net": ln.net, "usage_ids": list(ln.usage_ids)} for ln in st.lines],
+        "vat": [{"rate": str(r), "net": n, "vat": v} for r, n, v in st.vat],
+        "net": st.net, "vat_total": st.vat_total, "gross": st.gross,
+        "kleinunternehmer": st.kleinunternehmer,
+    }  # fmt: skip
+
+
+def storno_doc(doc: dict[str, Any], cancels: str) -> dict[str, Any]:
+    neg = dict(doc)
+    neg["cancels"] = cancels
+    neg["lines"] = [{**ln, "quantity": str(-Decimal(ln["quantity"])), "net": -ln["net"],
+                     "usage_ids": []} for ln in doc["lines"]]  # fmt: skip
+    neg["vat"] = [{**v, "net": -v["net"], "vat": -v["vat"]} for v in doc["vat"]]
+    neg["net"], neg["vat_total"], neg["gross"] = -doc["net"], -doc["vat_total"], -doc["gross"]
+    return neg
+
+
+def invoice_json(row: InvoiceRow) -> dict[str, Any]:
+    return {
+        "number": row.number, "client": row.client, "month": row.month, "kind": row.kind,
+        "issued_at": as_utc(row.issued_at).isoformat(), "net": row.net, "vat": row.vat,
+        "gross": row.gross, "cancelled": row.cancelled_by is not None,
+    }  # fmt: skip
+
+
+def rate_reading(reading: Reading, tariff: Tariff, bundesland: str, timezone: str,
+                 settings: BillingSettings) -> list[Usage]:  # fmt: skip
+    """The usage lines of one reading under a tariff."""
+    f = reading.facts
+    sid = int(reading.source_id)
+    if reading.source_kind == "call_record":
+        facts = CallFacts(sid, reading.at, f.get("result"), f.get("answered_by"),
+                          float(f.get("talk_seconds") or 0.0))  # fmt: skip
+        return rate_call(facts, tariff, bundesland, timezone, settings)
+    if reading.source_kind == "call_note":
+        return rate_note(sid, reading.at, tariff, settings)
+    if reading.source_kind == "voicemail":
+        return rate_voicemail(sid, reading.at, tariff, settings)
+    if reading.source_kind == "dictation_job":
+        return rate_dictation(sid, reading.at, int(f.get("normzeilen") or 0),
+                              float(f.get("audio_seconds") or 0.0), tariff, settings)  # fmt: skip
+    return []

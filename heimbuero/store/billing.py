@@ -1,0 +1,295 @@
+"""The billing tables (settings, tariffs, client tariffs, meter readings, usage lines): the
+only SQL of billing. Values go in and out as the billing domain's types."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from heimbuero.billing.tariff import (
+    Tariff,
+    TariffAssignment,
+    Usage,
+    tariff_from_json,
+    tariff_to_json,
+)
+from heimbuero.store.base import Repository
+from heimbuero.store.models import (
+    BillingSettingRow,
+    CallRecordRow,
+    ClientTariffRow,
+    InvoiceCounterRow,
+    InvoiceRow,
+    MeterReadingRow,
+    TariffTemplateRow,
+    UsageLineRow,
+    as_utc,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A stored meter reading: one billable event's facts."""
+
+    id: int
+    client: str
+    month: str
+    source_kind: str
+    source_id: str
+    at: datetime
+    facts: dict[str, Any]
+
+
+def _usage(row: UsageLineRow) -> Usage:
+    return Usage(
+        kind=row.kind, source_kind=row.source_kind, source_id=row.source_id, at=as_utc(row.at),
+        quantity=Decimal(row.quantity), unit_price=Decimal(row.unit_price),
+        surcharge=row.surcharge, surcharge_pct=Decimal(row.surcharge_pct),
+        vat_rate=Decimal(row.vat_rate), description=row.description,
+    )  # fmt: skip
+
+
+def _reading(row: MeterReadingRow) -> Reading:
+    return Reading(row.id, row.client, row.month, row.source_kind, row.source_id,
+                   as_utc(row.at), dict(row.facts))  # fmt: skip
+
+
+class BillingRepository(Repository):
+    # settings
+    def settings(self) -> dict[str, str]:
+        return {r.key: r.value for r in self._session.scalars(select(BillingSettingRow))}
+
+    def set_setting(self, key: str, value: str) -> None:
+        row = self._session.get(BillingSettingRow, key)
+        if row is None:
+            self._session.add(BillingSettingRow(key=key, value=value))
+        else:
+            row.value = value
+
+    # tariffs
+    def put_template(self, tariff: Tariff) -> None:
+        row = self._session.get(TariffTemplateRow, tariff.name)
+        now = datetime.now(UTC)
+        if row is None:
+            self._session.add(TariffTemplateRow(name=tariff.name, doc=tariff_to_json(tariff),
+                                                updated_at=now))  # fmt: skip
+        else:
+            row.doc = tariff_to_json(tariff)
+            row.updated_at = now
+
+    def template(self, name: str) -> Tariff | None:
+        row = self._session.get(TariffTemplateRow, name)
+        return None if row is None else tariff_from_json(row.doc)
+
+    def templates(self) -> list[Tariff]:
+        rows = self._session.scalars(select(TariffTemplateRow).order_by(TariffTemplateRow.name))
+        return [tariff_from_json(r.doc) for r in rows]
+
+    def assign(self, client: str, tariff: Tariff, valid_from: date) -> None:
+        """The client's tariff from `valid_from` (replaces an assignment of that same day)."""
+        day = valid_from.isoformat()
+        row = self._session.scalars(
+            select(ClientTariffRow).where(
+                ClientTariffRow.client == client, ClientTariffRow.valid_from == day
+            )
+        ).first()
+        if row is None:
+            doc = tariff_to_json(tariff)
+            row = ClientTariffRow(client=client, valid_from=day, template=tariff.name, doc=doc)
+            self._session.add(row)
+        else:
+            row.template, row.doc = tariff.name, tariff_to_json(tariff)
+
+    def assignments(self, client: str) -> list[TariffAssignment]:
+        rows = self._session.scalars(
+            select(ClientTariffRow)
+            .where(ClientTariffRow.client == client)
+            .order_by(ClientTariffRow.valid_from)
+        )
+        return [TariffAssignment(client, tariff_from_json(r.doc),
+                                 date.fromisoformat(r.valid_from)) for r in rows]  # fmt: skip
+
+    # readings and usage
+    def reading(self, source_kind: str, source_id: str) -> Reading | None:
+        row = self._session.scalars(
+            select(MeterReadingRow).where(
+                MeterReadingRow.source_kind == source_kind,
+                MeterReadingRow.source_id == source_id,
+            )
+        ).first()
+        return None if row is None else _reading(row)
+
+    def record(self, client: str, month: str, source_kind: str, source_id: str, at: datetime,
+               facts: dict[str, Any]) -> Reading:  # fmt: skip
+        """Store (or replace the facts of) the reading of one source."""
+        row = self._session.scalars(
+            select(MeterReadingRow).where(
+                MeterReadingRow.source_kind == source_kind,
+                MeterReadingRow.source_id == source_id,
+            )
+        ).first()
+        if row is None:
+            row = MeterReadingRow(client=client, month=month, source_kind=source_kind,
+                                  source_id=source_id, at=at, facts=facts)  # fmt: skip
+            self._session.add(row)
+        else:
+            row.client, row.month, row.at, row.facts = client, month, at, facts
+        self._session.flush()
+        return _reading(row)
+
+    def readings(self, client: str, month: str) -> list[Reading]:
+        rows = self._session.scalars(
+            select(MeterReadingRow)
+            .where(MeterReadingRow.client == client, MeterReadingRow.month == month)
+            .order_by(MeterReadingRow.at, MeterReadingRow.id)
+        )
+        return [_reading(r) for r in rows]
+
+    def invoiced(self, reading_id: int) -> bool:
+        return (
+            self._session.scalars(
+                select(UsageLineRow.id).where(
+                    UsageLineRow.reading_id == reading_id, UsageLineRow.invoice_id.is_not(None)
+                )
+            ).first()
+            is not None
+        )
+
+    def replace_usage(self, reading: Reading, lines: Iterable[Usage]) -> list[int]:
+        """The usage lines of a reading, replacing its earlier (uninvoiced) ones."""
+        self._session.execute(
+            delete(UsageLineRow).where(
+                UsageLineRow.reading_id == reading.id, UsageLineRow.invoice_id.is_(None)
+            )
+        )
+        rows = [
+            UsageLineRow(
+                reading_id=reading.id,
+                client=reading.client,
+                month=reading.month,
+                kind=u.kind,
+                source_kind=u.source_kind,
+                source_id=u.source_id,
+                at=u.at,
+                quantity=str(u.quantity),
+                unit_price=str(u.unit_price),
+                surcharge=u.surcharge,
+                surcharge_pct=str(u.surcharge_pct),
+                vat_rate=str(u.vat_rate),
+                amount=u.amount,
+                description=u.description[:255],
+            )  # fmt: skip
+            for u in lines
+        ]
+        self._session.add_all(rows)
+        self._session.flush()
+        return [r.id for r in rows]
+
+    def usage(self, client: str, month: str, open_only: bool = False) -> list[tuple[int, Usage]]:
+        q = select(UsageLineRow).where(UsageLineRow.client == client, UsageLineRow.month == month)
+        if open_only:
+            q = q.where(UsageLineRow.invoice_id.is_(None))
+        rows = self._session.scalars(q.order_by(UsageLineRow.at, UsageLineRow.id))
+        return [(r.id, _usage(r)) for r in rows]
+
+    def usage_months(self, month: str) -> dict[str, int]:
+        """Per client: the sum of the usage lines' amounts in `month` (cents)."""
+        out: dict[str, int] = {}
+        rows = self._session.execute(
+            select(UsageLineRow.client, UsageLineRow.amount).where(UsageLineRow.month == month)
+        )
+        for client, amount in rows:
+            out[client] = out.get(client, 0) + int(amount)
+        return out
+
+    def unmetered_calls(self, limit: int = 1000) -> list[CallRecordRow]:
+        """Ended call records of a client that have no reading yet."""
+        metered = select(MeterReadingRow.source_id).where(
+            MeterReadingRow.source_kind == "call_record"
+        )
+        return list(
+            self._session.scalars(
+                select(CallRecordRow)
+                .where(
+                    CallRecordRow.result.is_not(None),
+                    CallRecordRow.client.is_not(None),
+                    CallRecordRow.id.cast(MeterReadingRow.source_id.type).not_in(metered),
+                )
+                .order_by(CallRecordRow.id)
+                .limit(limit)
+            )
+        )
+
+    # invoices
+    def next_invoice_seq(self) -> int:
+        """Take the next invoice number (locks the counter until the unit of work ends: on
+        SQLite the write transaction is already exclusive, on PostgreSQL FOR UPDATE)."""
+        row = self._session.scalars(
+            select(InvoiceCounterRow).where(InvoiceCounterRow.id == 1).with_for_update()
+        ).first()
+        if row is None:
+            row = InvoiceCounterRow(id=1, last=0)
+            self._session.add(row)
+        row.last += 1
+        self._session.flush()
+        return row.last
+
+    def invoice_of(self, client: str, month: str) -> InvoiceRow | None:
+        """The client's current (not cancelled) invoice of a month."""
+        return self._session.scalars(
+            select(InvoiceRow).where(
+                InvoiceRow.client == client, InvoiceRow.month == month,
+                InvoiceRow.kind == "invoice", InvoiceRow.cancelled_by.is_(None),
+            )
+        ).first()  # fmt: skip
+
+    def add_invoice(self, row: InvoiceRow, usage_ids: Iterable[int]) -> InvoiceRow:
+        self._session.add(row)
+        self._session.flush()
+        ids = list(usage_ids)
+        for i in range(0, len(ids), 500):
+            self._session.execute(
+                update(UsageLineRow)
+                .where(UsageLineRow.id.in_(ids[i : i + 500]), UsageLineRow.invoice_id.is_(None))
+                .values(invoice_id=row.id)
+            )
+        return row
+
+    def release_usage(self, invoice_id: int) -> None:
+        """A cancelled invoice's usage lines are open again (for the corrected invoice)."""
+        self._session.execute(
+            update(UsageLineRow).where(UsageLineRow.invoice_id == invoice_id)
+            .values(invoice_id=None)
+        )  # fmt: skip
+
+    def invoice(self, invoice_id: int) -> InvoiceRow | None:
+        return self._session.get(InvoiceRow, invoice_id)
+
+    def invoice_by_number(self, number: str) -> InvoiceRow | None:
+        return self._session.scalars(select(InvoiceRow).where(InvoiceRow.number == number)).first()
+
+    def invoices(self, client: str | None = None) -> list[InvoiceRow]:
+        q = select(InvoiceRow).order_by(InvoiceRow.seq)
+        if client is not None:
+            q = q.where(InvoiceRow.client == client)
+        return list(self._session.scalars(q))
+
+    def usage_by_ids(self, ids: Iterable[int]) -> list[tuple[int, Usage]]:
+        out: list[tuple[int, Usage]] = []
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            rows = self._session.scalars(
+                select(UsageLineRow).where(UsageLineRow.id.in_(ids[i : i + 500]))
+            )
+            out += [(r.id, _usage(r)) for r in rows]
+        return sorted(out, key=lambda p: p[0])
+
+    def billed_clients(self) -> list[str]:
+        """Clients that have a tariff assignment."""
+        rows = self._session.scalars(select(ClientTariffRow.client).distinct())
+        return sorted(set(rows))

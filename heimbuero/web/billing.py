@@ -1,0 +1,110 @@
+"""The billing API: tariffs and settings (admin), a client's usage this month with its lines
+(the portal's "usage this month" page reads it), the provider's usage per client and its CSV
+export. Thin: every rule and check is in heimbuero/app/billing.py.
+
+(No `from __future__ import annotations`: FastAPI must see the route-local `Who`.)"""
+
+import csv
+import io
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from heimbuero.app.billing import Billing, Invoices
+from heimbuero.app.policy import Actor
+
+MONTH = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")]
+
+
+class AssignIn(BaseModel):
+    tariff: str
+    valid_from: date
+
+
+class SettingsIn(BaseModel):
+    kleinunternehmer: bool | None = None
+    default_bundesland: str | None = None
+
+
+def billing_routes(
+    billing: Billing, invoices: Invoices, current_actor: Callable[..., Awaitable[Actor]]
+) -> APIRouter:
+    router = APIRouter(tags=["billing"])
+    Who = Annotated[Actor, Depends(current_actor)]
+
+    @router.get("/api/billing/settings")
+    def get_settings(actor: Who) -> dict[str, Any]:
+        return billing.settings(actor)
+
+    @router.patch("/api/billing/settings")
+    def patch_settings(actor: Who, body: SettingsIn) -> dict[str, Any]:
+        return billing.set_settings(actor, **body.model_dump(exclude_none=True))
+
+    @router.get("/api/billing/tariffs")
+    def list_tariffs(actor: Who) -> list[dict[str, Any]]:
+        return billing.tariffs(actor)
+
+    @router.put("/api/billing/tariffs")
+    def put_tariff(actor: Who, doc: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        """Create or replace a tariff template (prices in euro cents, as strings: "85",
+        "1.5"; never float)."""
+        return billing.put_tariff(actor, doc)
+
+    @router.get("/api/billing/clients/{client}/tariffs")
+    def client_tariffs(actor: Who, client: str) -> list[dict[str, Any]]:
+        return billing.client_tariffs(actor, client)
+
+    @router.post("/api/billing/clients/{client}/tariffs", status_code=204)
+    def assign(actor: Who, client: str, body: AssignIn) -> None:
+        billing.assign(actor, client, body.tariff, body.valid_from)
+
+    @router.get("/api/billing/clients/{client}/usage")
+    def client_usage(actor: Who, client: str, month: MONTH = None) -> dict[str, Any]:
+        """This month's (or `month`'s) usage lines of a client, each with its source, and
+        what the month costs so far (net, VAT, gross in cents)."""
+        return billing.usage(actor, client, month)
+
+    @router.post("/api/billing/clients/{client}/recompute")
+    def recompute(actor: Who, client: str, month: Annotated[str, Query()]) -> dict[str, int]:
+        return {"rated": billing.recompute(actor, client, month)}
+
+    @router.get("/api/billing/usage")
+    def provider_usage(actor: Who, month: Annotated[str, Query()]) -> dict[str, int]:
+        """Staff: per client, the month's usage lines summed (cents, net)."""
+        return billing.provider_usage(actor, month)
+
+    @router.get("/api/billing/usage.csv")
+    def provider_usage_csv(actor: Who, month: Annotated[str, Query()]) -> Response:
+        rows = billing.provider_usage(actor, month)
+        out = io.StringIO()
+        w = csv.writer(out, delimiter=";")
+        w.writerow(["month", "client", "usage_net_cents"])
+        for client, amount in sorted(rows.items()):
+            w.writerow([month, client, amount])
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+
+    @router.post("/api/billing/invoices/run")
+    def run_invoices(actor: Who, month: Annotated[str, Query()]) -> list[dict[str, Any]]:
+        """Admin: invoice every client for an ended month (gapless numbers)."""
+        return invoices.run(actor, month)
+
+    @router.get("/api/billing/invoices")
+    def list_invoices(actor: Who, client: str | None = None) -> list[dict[str, Any]]:
+        """Staff: every invoice (or a client's); a client's user: its own business's."""
+        return invoices.list(actor, client)
+
+    @router.get("/api/billing/invoices/{number}")
+    def get_invoice(actor: Who, number: str) -> dict[str, Any]:
+        """An invoice, its lines and the usage lines (with their sources) behind each."""
+        return invoices.get(actor, number)
+
+    @router.post("/api/billing/invoices/{number}/cancel")
+    def cancel_invoice(actor: Who, number: str) -> dict[str, Any]:
+        """Admin: a cancellation invoice (Storno); the next run issues the corrected one."""
+        return invoices.cancel(actor, number)
+
+    return router
