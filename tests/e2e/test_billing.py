@@ -78,7 +78,7 @@ def test_an_answered_call_becomes_usage_lines_the_owner_reads(tmp_path: Path) ->
             got: list[dict[str, Any]] = r.json()["lines"]
             return got if len(got) >= 2 else None
 
-        got = wait_until(lines, 15, interval=0.3, what="the call's usage lines")
+        got = wait_until(lines, 40, interval=0.3, what="the call's usage lines")
         assert [(u["kind"], u["source_kind"], u["quantity"], u["amount"]) for u in got] == [
             ("call", "call_record", "1", 85),
             ("talk", "call_record", "1", 20),
