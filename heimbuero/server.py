@@ -665,6 +665,7 @@ class Server:
             self.calls.update(directory, overrides, version)
             self.trunks.update(directory.trunks.values(), time.time())
             self.transports.flush()
+            self.office_revision = revision  # (in /api/status: what call routing uses now)
 
     def _load_office(self) -> tuple[Directory, list[Override]]:
         return self.store.load_directory(), self.store.list_overrides(datetime.now(UTC))
@@ -685,6 +686,7 @@ class Server:
         return {
             "domain": self.config.domain,
             "uptime_s": round(now - self.started, 1),
+            "office_revision": self.office_revision,
             "registrations": len(self.location),
             "registered_users": sum(
                 1 for a in self.location.aors() if self.location.is_registered(a, now)

@@ -101,6 +101,15 @@ def test_override_with_an_end_time_ends_by_itself(portal_office: Any) -> None:
     state = r.json()
     assert state["active"] is True and state["until"] is not None, state
     assert office.simulate()["rule"] == "Override"
+    # the running server reloads the office every 2 s: wait until its routing has this change
+    [(revision,)] = office.server.sql("SELECT revision FROM office_revision")
+    admin = ("admin", office.password("admin"))
+
+    def routing_has_it() -> bool:
+        s = httpx.get(f"{base}/api/status", auth=admin, timeout=10)
+        return s.status_code == 200 and s.json()["office_revision"] >= revision
+
+    wait_until(routing_has_it, 10, interval=0.2, what="the override to reach call routing")
 
     with (
         office.phone("mueller", "callee_busy.xml", calls=1) as mueller,

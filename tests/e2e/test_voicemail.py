@@ -11,7 +11,6 @@ import json
 import math
 import re
 import socket
-import sqlite3
 import struct
 import time
 import wave
@@ -178,13 +177,7 @@ def test_caller_leaves_a_voicemail(tmp_path: Path) -> None:
 
         text = wait_until(record, 10, interval=0.3, what="a call record with result voicemail")
         assert "voicemail:mueller" in text
-        db = sqlite3.connect(f"file:{server.data_dir / 'heimbuero.db'}?mode=ro", uri=True)
-        try:
-            rows = db.execute(
-                "SELECT client, owner, caller, path, seconds FROM voicemails"
-            ).fetchall()
-        finally:
-            db.close()
+        rows = server.sql("SELECT client, owner, caller, path, seconds FROM voicemails")
         assert len(rows) == 1 and rows[0][:3] == (CLIENT, CLIENT, CALLER), rows
         assert server.data_dir / rows[0][3] == wavs[0] and abs(rows[0][4] - len(pcm) / 16000) < 0.01
 
