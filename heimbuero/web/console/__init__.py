@@ -220,6 +220,22 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             return _not_found(request)
         return found
 
+    async def posted(
+        request: Request, s: WebSession, user: UserRecord
+    ) -> dict[str, str] | Response:
+        """The form of a POST in a session, or the 403 page when its CSRF token is wrong."""
+        form = await c.form(request)
+        if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
+            return _page(
+                request,
+                "error.html",
+                403,
+                user=user,
+                csrf=s.csrf,
+                message=_t(request, "Ungültiges Formular-Token."),
+            )
+        return form
+
     @router.get("/console")
     async def agent_console(request: Request) -> Response:
         found = area(request, ("agent", "admin"))
@@ -250,16 +266,9 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         if isinstance(found, Response):
             return found
         s, user = found
-        form = await c.form(request)
-        if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
-            return _page(
-                request,
-                "error.html",
-                403,
-                user=user,
-                csrf=s.csrf,
-                message=_t(request, "Ungültiges Formular-Token."),
-            )
+        form = await posted(request, s, user)
+        if isinstance(form, Response):
+            return form
         try:
             note, _ = await c.handlers.notes.take(
                 Actor.of(user),
@@ -314,16 +323,9 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         if isinstance(found, Response):
             return found
         s, user = found
-        form = await c.form(request)
-        if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
-            return _page(
-                request,
-                "error.html",
-                403,
-                user=user,
-                csrf=s.csrf,
-                message=_t(request, "Ungültiges Formular-Token."),
-            )
+        form = await posted(request, s, user)
+        if isinstance(form, Response):
+            return form
         try:
             c.handlers.notes.mark(Actor.of(user), note_id, what)
         except AppError:
@@ -374,16 +376,9 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         if found is None:
             return RedirectResponse("/", 303)
         s, user = found
-        form = await c.form(request)
-        if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
-            return _page(
-                request,
-                "error.html",
-                403,
-                user=user,
-                csrf=s.csrf,
-                message=_t(request, "Ungültiges Formular-Token."),
-            )
+        form = await posted(request, s, user)
+        if isinstance(form, Response):
+            return form
 
         def again(status: int, error: str) -> HTMLResponse:
             return _page(request, "password.html", status, user=user, csrf=s.csrf, error=error)
