@@ -14,7 +14,7 @@ from heimbuero.app import policy
 from heimbuero.app._util import country_of, valid
 from heimbuero.app.errors import Forbidden, Invalid, NotFound, Problem
 from heimbuero.app.policy import Actor
-from heimbuero.domain.model import Client
+from heimbuero.domain.model import Client, Directory
 from heimbuero.office import directory
 from heimbuero.office.routing import RoutePlan, RoutingState, holiday_name, route
 from heimbuero.office.rules_doc import RulesError, parse_rules_document
@@ -45,6 +45,18 @@ class Forwarding:
     ) -> None:
         self.store, self.routing_state = store, routing_state
 
+    def _own_number(self, client_id: str, d: Directory, number: str | None) -> str:
+        """The client's number as typed (E.164 after reading it), or its first number."""
+        own = sorted(e for e, n in d.numbers.items() if n.client == client_id)
+        if number is None:
+            if not own:
+                raise Invalid("number", f"client {client_id!r} has no number yet")
+            return own[0]
+        e164 = valid("number", directory.validate_e164, number, "number", country_of(self.store))
+        if e164 not in own:
+            raise Invalid("number", f"{e164} is not a number of client {client_id!r}")
+        return e164
+
     def _client(self, actor: Actor, client_id: str) -> Client:
         client_id = valid("client", directory.validate_slug, client_id)
         policy.require_client_visible(actor, client_id)
@@ -67,17 +79,7 @@ class Forwarding:
         An invalid draft raises Invalid listing every problem with its path in the document."""
         c = self._client(actor, client_id)
         d = self.store.load_directory()
-        own = sorted(e for e, n in d.numbers.items() if n.client == c.id)
-        if number is None:
-            if not own:
-                raise Invalid("number", f"client {c.id!r} has no number yet")
-            e164 = own[0]
-        else:
-            e164 = valid(
-                "number", directory.validate_e164, number, "number", country_of(self.store)
-            )
-            if e164 not in own:
-                raise Invalid("number", f"{e164} is not a number of client {c.id!r}")
+        e164 = self._own_number(c.id, d, number)
         when = valid("at", directory.parse_at, at, c.timezone)
         if draft is not None:
             if not isinstance(draft, dict):
@@ -117,17 +119,7 @@ class Forwarding:
                 raise Invalid("week", f"invalid date {day!r}: expected YYYY-MM-DD") from None
         monday = ref - timedelta(days=ref.weekday())
         d = self.store.load_directory()
-        own = sorted(e for e, n in d.numbers.items() if n.client == c.id)
-        if number is None:
-            if not own:
-                raise Invalid("number", f"client {c.id!r} has no number yet")
-            e164 = own[0]
-        else:
-            e164 = valid(
-                "number", directory.validate_e164, number, "number", country_of(self.store)
-            )
-            if e164 not in own:
-                raise Invalid("number", f"{e164} is not a number of client {c.id!r}")
+        e164 = self._own_number(c.id, d, number)
         state = RoutingState()
         loaded = d.clients.get(c.id)
         closed = set(loaded.closure_days) if loaded is not None else set()
