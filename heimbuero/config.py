@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from heimbuero.media.relay_config import RELAY_KEYS, RelaySettings, parse_relay_settings
 from heimbuero.net.mail import SECURITY_MODES, MailSettings
 from heimbuero.services.guard import DEFAULT_SCANNERS, GuardSettings
 
@@ -226,6 +227,7 @@ class Config:
     mail: MailSettings = field(default_factory=MailSettings)
     dictation: DictationSettings = field(default_factory=DictationSettings)
     mediaapp: MediaAppSettings = field(default_factory=lambda: MediaAppSettings())
+    media: RelaySettings = field(default_factory=RelaySettings)
     billing: BillingRunSettings = field(default_factory=lambda: BillingRunSettings())
 
     @property
@@ -407,12 +409,15 @@ def load(data_dir: Path) -> Config:
     files = FileSettings(**_integers(path, "files", raw, FileSettings()))
     if files.max_size_mb < 1 or files.link_days < 1:
         raise ConfigError(f"{path}: [files] max_size_mb and link_days must be at least 1")
+    mediaapp, media = _mediaapp(path, raw), _media(path, raw)
+    if media.port_min <= mediaapp.port_max and mediaapp.port_min <= media.port_max:
+        raise ConfigError(f"{path}: the port ranges of [media] and [mediaapp] overlap")
     return Config(
         data_dir=data_dir, domain=domain.lower(), sip=sip, http=http, messages=messages,
         files=files, log_level=log_level, log_format=log_format, log_numbers=log_numbers,
         metrics=metrics, database_url=database_url, mail=mail, billing=billing,
         dictation=_dictation(path, raw.get("dictation", {})),
-        mediaapp=_mediaapp(path, raw),
+        mediaapp=mediaapp, media=media,
     )  # fmt: skip
 
 
@@ -518,6 +523,19 @@ def _mediaapp(path: Path, raw: dict[str, Any]) -> MediaAppSettings:
     if not 1024 <= settings.port_min <= settings.port_max:
         raise ConfigError(f"{path}: [mediaapp] port_min must be 1024..port_max")
     return settings
+
+
+def _media(path: Path, raw: dict[str, Any]) -> RelaySettings:
+    table = raw.get("media", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [media] must be a table")
+    for key in table:
+        if key not in RELAY_KEYS:
+            raise ConfigError(f"{path}: unknown setting [media] {key}")
+    try:
+        return parse_relay_settings(table)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -771,6 +789,15 @@ allow = ["127.0.0.1", "::1"]
 
 [voicemail]
 # max_seconds = 120        # longest recording; the caller ends earlier with #
+
+[media]
+# The RTP relay: the audio of calls with a device behind a home router (NAT) goes through
+# the server, so that both sides hear each other. "when_needed" (default), "always", "never".
+# relay = "when_needed"
+# port_min = 40000         # its UDP ports (four per call: RTP and RTCP of each side)
+# port_max = 44999
+# advertise = "192.0.2.10" # the address phones send audio to (default: [sip] advertise)
+# silence_timeout = 60     # seconds without audio in either direction: the relay lets go
 [billing]
 # The scheduled invoice run of 'heimbuero serve': on this day of the month (1 to 28; 0 = off,
 # run 'heimbuero invoices run --month YYYY-MM' yourself), from this hour, local time, the

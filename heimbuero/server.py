@@ -15,10 +15,12 @@ import signal
 import socket
 import ssl
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from heimbuero.app.billing import Billing, Invoices, due_month
@@ -36,6 +38,7 @@ from heimbuero.events import (
     ProviderWarning,
     VoicemailLeft,
 )
+from heimbuero.media.relay_client import RelayProcess, RelayUnavailable
 from heimbuero.net.mail import Attachment, Mailer, MailError
 from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
@@ -47,6 +50,7 @@ from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
 from heimbuero.services.location import Binding, LocationService
+from heimbuero.services.media_relay import RelayAnchor
 from heimbuero.services.mediaapps import (
     MediaApps,
     Recording,
@@ -314,6 +318,9 @@ class Server:
         self.users = UserDirectory(self._fetch_account, known=lambda: self.calls.directory.users)
         self.events = EventBus()
         self.mailer = Mailer(config.mail)  # [mail]: notes, voicemail, documents, invoices
+        self.relay: RelayProcess | None = None  # [media]: the RTP relay, started by serve
+        self.anchor: RelayAnchor | None = None
+        self._relay_dir: tempfile.TemporaryDirectory[str] | None = None
         # What the services need besides the core: the call records, the file links, the
         # messenger's operations for the store; the services themselves are built by the core.
         self.call_log = _StoreCallLog(self.store)
@@ -951,6 +958,43 @@ class Server:
         except MailError as exc:
             log.warning("voicemail %d: e-mail to %s failed: %s", vm_id, address, exc)
 
+    async def _start_relay(self) -> None:
+        """The built-in RTP relay as a child process, and the proxy's hooks that use it."""
+        settings = self.config.media
+        udp = [a.host for a in self.config.sip.listen if a.transport == "udp"]
+        bind = udp[0] if udp and udp[0] not in ("0.0.0.0", "::") else "0.0.0.0"
+        self._relay_dir = tempfile.TemporaryDirectory(prefix="heimbuero-relay-")
+        self.relay = RelayProcess(
+            settings, Path(self._relay_dir.name) / "control", self._media_stats,
+            self._media_silent, bind=bind,
+        )  # fmt: skip
+        try:
+            await self.relay.start()
+        except RelayUnavailable as exc:
+            await self.transports.close()
+            raise ConfigError(f"[media] relay: {exc}") from None
+        self.anchor = RelayAnchor(settings, self.core.local_address("udp")[0], self.relay.send)
+        self.core.proxy.media = self.anchor
+
+    def _media_stats(self, key: str, stats: dict[str, Any]) -> None:
+        def side(s: dict[str, Any]) -> str:
+            return (
+                f"{s.get('packets', 0)} packets, {s.get('lost', 0)} lost, "
+                f"{s.get('dropped', 0)} dropped, jitter {s.get('jitter_ms', 0)} ms"
+            )
+
+        log.info("media of %s: caller sent %s; callee sent %s", key,
+                 side(stats.get("a") or {}), side(stats.get("b") or {}))  # fmt: skip
+
+    def _media_silent(self, key: str) -> None:
+        call_id = key.rsplit("/", 1)[0]
+        if self.anchor is None or call_id not in self.anchor.calls:
+            return
+        log.info("call %s: no audio for %.0f s; the relay lets it go",
+                 call_id, self.config.media.silence_timeout)  # fmt: skip
+        self.anchor.end(call_id)
+        self.core.events.publish(CallEnded(time.time(), call_id))  # presence, call records
+
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -968,6 +1012,8 @@ class Server:
         )
         host, port = await self.mediaapps.start()
         self.calls.media_app = Peer("udp", host, port)
+        if self.config.media.relay != "never":
+            await self._start_relay()
         try:
             http = await self._start_http()
         except ConfigError:
@@ -1006,6 +1052,8 @@ class Server:
         self.core.shutdown(time.time())
         self.calls.close_all(time.time())
         self.mediaapps.close()
+        if self.relay is not None:
+            await self.relay.stop()
         self.transports.flush()
         await asyncio.sleep(0.05)  # let the final answers and CANCELs leave the sockets
         for t in tasks:

@@ -2,10 +2,11 @@
 
 Control protocol (one JSON object per line over a Unix stream socket, one answer line each):
 ``{"cmd": "offer", "call_id": C, "side": "a", "address": [host, port]}`` allocates (or reuses)
-the call's port pair and answers ``{"ok": true, "port": P}`` -- the relay port that the *other*
-side must send to; ``answer`` is the same for side ``b``; ``delete`` ends the call and answers
-its statistics; ``query`` answers the statistics; ``silent`` lists calls past the silence
-timeout (the SIP process ends them with BYE). A full port range answers
+the call's port pair (``"ports": [A, B]`` names leg a's and leg b's RTP ports, as the SIP
+process's ``PortPool`` chose them) and answers ``{"ok": true, "port": P}`` -- the relay port
+that the *other* side must send to; ``answer`` is the same for side ``b``; ``delete`` ends
+the call and answers its statistics; ``query`` answers the statistics; ``silent`` lists calls
+past the silence timeout (the SIP process then lets them go). A full port range answers
 ``{"ok": false, "error": "no free relay ports"}``.
 Run: ``python -m heimbuero.media.relay --control PATH --port-min N --port-max M [--bind A]``.
 """
@@ -65,9 +66,12 @@ class Relay:
             return {"ok": True}
         if cmd in ("offer", "answer"):
             fresh = call_id not in self.table.calls
+            ports = msg.get("ports")
             try:
-                call = self.table.allocate(call_id, time.monotonic())
-            except RelayFull as exc:
+                if ports is not None:
+                    ports = (int(ports[0]), int(ports[1]))
+                call = self.table.allocate(call_id, time.monotonic(), ports)
+            except (RelayFull, TypeError, IndexError) as exc:
                 return {"ok": False, "error": str(exc)}
             if fresh:
                 try:

@@ -139,14 +139,24 @@ class RelayTable:
         self.calls: dict[str, RelayCall] = {}
         self._by_port: dict[int, tuple[RelayCall, Leg, Leg, bool]] = {}
 
-    def allocate(self, call_id: str, now: float) -> RelayCall:
-        """Ports for a call (the same ones again for a re-offer of a known call)."""
+    def allocate(self, call_id: str, now: float, ports: tuple[int, int] | None = None) -> RelayCall:
+        """Ports for a call (the same ones again for a re-offer of a known call).
+
+        ``ports``: the RTP ports of legs a and b as the SIP process chose them (its
+        :class:`PortPool` mirrors this range); they must be free here."""
         call = self.calls.get(call_id)
         if call is not None:
             return call
-        if len(self._free) < 2:
+        if ports is not None:
+            if ports[0] == ports[1] or not all(p in self._free for p in ports):
+                raise RelayFull(f"relay ports {ports[0]}/{ports[1]} are not free")
+            for p in ports:
+                self._free.remove(p)
+            a, b = Leg(ports[0]), Leg(ports[1])
+        elif len(self._free) < 2:
             raise RelayFull("no free relay ports")
-        a, b = Leg(self._free.pop()), Leg(self._free.pop())
+        else:
+            a, b = Leg(self._free.pop()), Leg(self._free.pop())
         call = RelayCall(call_id, a, b, last_packet=now)
         self.calls[call_id] = call
         for leg, other in ((a, b), (b, a)):
@@ -200,3 +210,33 @@ class RelayTable:
         for call in list(self.calls.values()):
             if now - call.last_packet >= self.silence_timeout:
                 yield call
+
+
+class PortPool:
+    """The SIP process's view of the relay's port range: it picks a call's two RTP ports at
+    once (the SDP must name them before the relay has answered) and the relay opens them."""
+
+    def __init__(self, port_min: int, port_max: int) -> None:
+        if port_min % 2:
+            port_min += 1
+        top = port_max - 1 if port_max % 2 else port_max - 2
+        self._free: list[int] = list(range(top, port_min - 1, -2))
+        self.calls: dict[str, tuple[int, int]] = {}
+
+    def allocate(self, call_id: str) -> tuple[int, int]:
+        """Leg a's and leg b's RTP ports of a call (the same again for a known call)."""
+        known = self.calls.get(call_id)
+        if known is not None:
+            return known
+        if len(self._free) < 2:
+            raise RelayFull("no free relay ports")
+        ports = (self._free.pop(), self._free.pop())
+        self.calls[call_id] = ports
+        return ports
+
+    def release(self, call_id: str) -> bool:
+        ports = self.calls.pop(call_id, None)
+        if ports is None:
+            return False
+        self._free.extend(ports)
+        return True

@@ -58,10 +58,16 @@ IDENTITY_HEADERS = frozenset({
 
 
 class MediaRelay(Protocol):
-    """The seam where SDP is rewritten for an RTP relay (NAT traversal of media, a later issue)."""
+    """The seam where SDP is rewritten for an RTP relay (services/media_relay.py)."""
 
-    def on_offer(self, request: Request, source: Peer, dest: Peer) -> None: ...
-    def on_answer(self, response: Response, source: Peer) -> None: ...
+    def on_offer(self, request: Request, source: Peer, dest: Peer) -> None:
+        """Every request forwarded (each branch's copy, in-dialog requests and ACKs too)."""
+
+    def on_answer(self, response: Response, source: Peer) -> None:
+        """Every provisional (not 100) and 2xx response forwarded upstream."""
+
+    def on_end(self, call_id: str) -> None:
+        """A call's initial INVITE got its final failure (or was cancelled)."""
 
 
 class NoMediaRelay:
@@ -71,6 +77,9 @@ class NoMediaRelay:
         return None
 
     def on_answer(self, response: Response, source: Peer) -> None:
+        return None
+
+    def on_end(self, call_id: str) -> None:
         return None
 
 
@@ -422,6 +431,7 @@ class Proxy:
             if status == 100 or call.final_sent or branch.done:
                 return  # (a branch whose step timed out rings no more upstream)
             _alias_contact(resp, branch.dest, core.dialogs)
+            self.media.on_answer(resp, branch.dest)
             core.layer.send_response(call.server_txn, resp, now)
             if call.timer_c is not None:
                 core.timers.cancel(call.timer_c)
@@ -553,6 +563,9 @@ class Proxy:
         else:
             core.layer.send_response(call.server_txn, best, now)
         call.finals = []  # the answer went out: the candidates are not needed any more
+        req = call.server_txn.request
+        if req.method == "INVITE" and not req.to.tag:
+            self.media.on_end(req.call_id)
         if call.plan is not None:
             call.plan.failed(best.status, now)
 
@@ -718,6 +731,7 @@ class Proxy:
         if not routes:
             ack.set_uri(_strip_alias(ack.uri, hop))
         strip_identity(ack)  # (an ACK asserts nobody's identity)
+        self.media.on_offer(ack, source, dest)  # (the answer of a late offer)
         mf = ack.get("max-forwards")
         if mf is not None:
             if int(mf) <= 0:

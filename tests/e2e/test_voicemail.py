@@ -20,7 +20,15 @@ import pytest
 
 from heimbuero.media import ua_codec as c
 
-from .harness import LOCALHOST, Server, SipClient, free_port, set_toml_option, wait_until
+from .harness import (
+    LOCALHOST,
+    Server,
+    SipClient,
+    free_port,
+    free_ports,
+    set_toml_option,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e]
 
@@ -74,13 +82,20 @@ def rtp_packets(sock: socket.socket, until: float) -> list[tuple[float, c.RtpPac
     return out
 
 
-def test_caller_leaves_a_voicemail(tmp_path: Path) -> None:
+@pytest.mark.parametrize("relay", ["never", "always"])
+def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
+    """With `[media] relay = "always"` the same call's audio goes both ways through the relay
+    process: the answer names a relay port, the greeting and the caller's tone cross it."""
     inbound = free_port()
     server = Server(
         tmp_path / "server", domain=DOMAIN, demo=True,
         sip_options={"trusted_peers": [f"127.0.0.1:{inbound}"]},
     )  # fmt: skip
     server.prepare()
+    relay_ports = free_ports(8, consecutive=True)
+    set_toml_option(server.config_path, "media", "relay", relay)
+    set_toml_option(server.config_path, "media", "port_min", relay_ports[0])
+    set_toml_option(server.config_path, "media", "port_max", relay_ports[-1])
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps(mailbox_rules()), encoding="utf-8")
     server.cli("rules", "import", CLIENT, str(rules), "--data", str(server.data_dir))
@@ -116,6 +131,7 @@ def test_caller_leaves_a_voicemail(tmp_path: Path) -> None:
         answer = ok.body.decode()
         assert re.search(r"m=audio (\d+) RTP/AVP 8 101", answer), answer
         media_port = int(re.search(r"m=audio (\d+)", answer).group(1))  # type: ignore[union-attr]
+        assert (media_port in relay_ports) == (relay == "always"), (media_port, relay_ports)
         contact = re.search(r"<([^>]+)>", ok.header("Contact") or "").group(1)  # type: ignore[union-attr]
         routes = ok.header_values("Record-Route")
         assert routes, "the proxy stays in the path (Record-Route)"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from heimbuero.config import Config, ConfigError, load
 from heimbuero.media.relay_config import RelaySettings, parse_relay_settings
 
 
@@ -33,3 +36,22 @@ def test_defaults_and_values() -> None:
 def test_bad_values_are_named(table: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_relay_settings(table)
+
+
+def _load(tmp_path: Path, media: str) -> Config:
+    (tmp_path / "config.toml").write_text(
+        f'[server]\ndomain = "x.test"\n\n[media]\n{media}\n', encoding="utf-8"
+    )
+    return load(tmp_path)
+
+
+def test_config_toml_media_table(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, 'relay = "always"\nport_min = 50000\nport_max = 50099')
+    assert (cfg.media.relay, cfg.media.port_min, cfg.media.port_max) == ("always", 50000, 50099)
+    assert _load(tmp_path, "").media.relay == "when_needed"  # the default: NATed calls only
+    with pytest.raises(ConfigError, match=r"unknown setting \[media\] relais"):
+        _load(tmp_path, 'relais = "always"')
+    with pytest.raises(ConfigError, match="overlap"):  # [mediaapp] has 30000-30999
+        _load(tmp_path, "port_min = 30500\nport_max = 31500")
+    with pytest.raises(ConfigError, match=r"\[media\] relay must be one of"):
+        _load(tmp_path, 'relay = "sometimes"')

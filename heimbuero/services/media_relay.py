@@ -1,0 +1,182 @@
+"""Anchoring a call's audio at the built-in relay: the proxy's ``MediaRelay`` seam.
+
+The proxy is driven by time, not by IO, so these hooks decide and rewrite at once: the relay
+ports of each media stream are chosen here from a :class:`PortPool` that mirrors the relay
+process's range, the SDP is pointed at them before the message leaves, and the commands for
+the relay process (open these ports, where a side receives, end the call) go in order to
+``send`` -- the server queues them for one task that writes them to the relay's control
+socket, microseconds later and long before the first RTP packet.
+
+Which calls are anchored (``[media] relay``): ``always``; ``never``; or ``when_needed``: the
+offerer's SDP names an address other than the one its request came from (a device behind
+NAT), the callee's registered Contact names another address than the one we reach it at, or
+the callee is the server itself on loopback (voicemail) while the caller is not.
+
+Sides: the caller (From tag of the first INVITE) is leg ``a``, the callee leg ``b``. SDP that
+a side sends goes on naming the *other* leg's port: the relay takes what arrives on leg b's
+port from b and sends it out of leg a's port to a, and the other way round. The address a side
+named in its SDP is given to the relay (to send to before that side's first packet) only when
+it is the address its signalling came from: a NATed device's private address is never sent
+to; the relay learns the real one from the first packets (latching).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from heimbuero.media.relay_config import RelaySettings
+from heimbuero.media.relay_core import PortPool, RelayFull
+from heimbuero.media.relay_sdp import anchor, endpoints, stream_key
+from heimbuero.sip.message import Request, Response
+from heimbuero.sip.peer import Peer
+from heimbuero.sip.sdp import SdpError, SessionDescription
+
+log = logging.getLogger("heimbuero.media")
+
+# Methods whose body (or whose answer's body) is an offer or answer of the call's session.
+SDP_METHODS = frozenset({"INVITE", "UPDATE", "PRACK", "ACK"})
+
+
+@dataclass(slots=True)
+class Anchored:
+    """One call whose media goes through the relay."""
+
+    caller_tag: str
+    streams: dict[int, tuple[int, int]] = field(default_factory=dict)  # m-line -> (a, b) ports
+
+
+class RelayAnchor:
+    """Rewrites the SDP of anchored calls; tells the relay process what to open and close."""
+
+    def __init__(
+        self, settings: RelaySettings, address: str, send: Callable[[dict[str, Any]], None]
+    ) -> None:
+        self.mode = settings.relay
+        self.address = settings.advertise or address
+        self.pool = PortPool(settings.port_min, settings.port_max)
+        self.send = send
+        self.calls: dict[str, Anchored] = {}
+
+    # -- the proxy's hooks ----------------------------------------------------------------
+
+    def on_offer(self, request: Request, source: Peer, dest: Peer) -> None:
+        """A request the proxy forwards (once per branch)."""
+        call_id = request.call_id
+        if request.method == "BYE":
+            self.end(call_id)
+            return
+        if request.method not in SDP_METHODS:
+            return
+        sd = _sdp(request)
+        if sd is None:
+            return
+        call = self.calls.get(call_id)
+        if call is None:
+            if request.method != "INVITE" or request.to.tag:
+                return  # only a new call starts anchoring; others stay as they began
+            if not self._needed(sd, request, source, dest):
+                return
+            call = self.calls[call_id] = Anchored(request.from_.tag or "")
+        self._rewrite(request, sd, call, self._side(request, call), source)
+
+    def on_answer(self, response: Response, source: Peer) -> None:
+        """A provisional or 2xx response the proxy forwards upstream."""
+        call = self.calls.get(response.call_id)
+        if call is None or response.cseq[1] not in SDP_METHODS:
+            return
+        sd = _sdp(response)
+        if sd is None:
+            return
+        # the answerer is the other party of whoever sent the request (whose tag is From's)
+        side = "b" if (response.from_.tag or "") == call.caller_tag else "a"
+        self._rewrite(response, sd, call, side, source)
+
+    def on_end(self, call_id: str) -> None:
+        """The call's INVITE failed, was cancelled, or a BYE passed."""
+        self.end(call_id)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def end(self, call_id: str) -> None:
+        call = self.calls.pop(call_id, None)
+        if call is None:
+            return
+        for index in call.streams:
+            key = stream_key(call_id, index)
+            self.pool.release(key)
+            self.send({"cmd": "delete", "call_id": key})
+
+    def _side(self, msg: Request, call: Anchored) -> str:
+        return "a" if (msg.from_.tag or "") == call.caller_tag else "b"
+
+    def _needed(self, sd: SessionDescription, request: Request, source: Peer, dest: Peer) -> bool:
+        if self.mode == "always":
+            return True
+        if self.mode == "never":
+            return False
+        if any(ep is not None and ep[0] != source.host for ep in endpoints(sd)):
+            return True  # the caller's SDP names another address than it sends from
+        contact = request.ruri.host
+        if contact and contact.strip("[]") != dest.host:
+            return True  # the callee registered from behind NAT (or is reached elsewhere)
+        return _loopback(dest.host) and not _loopback(source.host)
+
+    def _rewrite(
+        self,
+        msg: Request | Response,
+        sd: SessionDescription,
+        call: Anchored,
+        side: str,
+        source: Peer,
+    ) -> None:
+        ports: list[int | None] = []
+        for index, ep in enumerate(endpoints(sd)):
+            if ep is None:
+                ports.append(None)
+                continue
+            key = stream_key(msg.call_id, index)
+            try:
+                pair = self.pool.allocate(key)
+            except RelayFull:
+                log.warning("media of %s not relayed: no free relay ports", msg.call_id)
+                ports.append(None)
+                continue
+            fresh = index not in call.streams
+            call.streams[index] = pair
+            command: dict[str, Any] = {
+                "cmd": "offer" if side == "a" else "answer",
+                "call_id": key,
+            }
+            if fresh:
+                command["ports"] = list(pair)
+            if ep[0] == source.host:
+                command["address"] = list(ep)
+            self.send(command)
+            ports.append(pair[1] if side == "a" else pair[0])
+        if any(p is not None for p in ports):
+            anchor(sd, self.address, ports)
+            msg.body = sd.encode()
+
+
+def _sdp(msg: Request | Response) -> SessionDescription | None:
+    if not msg.body:
+        return None
+    ctype = (msg.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype != "application/sdp":
+        return None  # (multipart bodies are left alone)
+    try:
+        return SessionDescription.parse(msg.body)
+    except SdpError as exc:
+        log.info("SDP of %s not relayed: %s", msg.call_id, exc)
+        return None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
