@@ -769,8 +769,12 @@ class Server:
         http: bool = False,
         demo: bool = False,
         database_url: str | None = None,
+        listen_host: str = LOCALHOST,
     ) -> None:
+        """`listen_host`: where SIP listens (e.g. 0.0.0.0 inside a test's network namespace;
+        readiness is still checked on 127.0.0.1)."""
         self.workdir = Path(workdir)
+        self.listen_host = listen_host
         # `init --database-url`: e.g. a PostgreSQL database; HEIMBUERO_TEST_STORE=postgresql
         # gives every server of the run a new database in one shared temporary cluster
         self.database_url = database_url or run_store_url()
@@ -799,7 +803,8 @@ class Server:
     @property
     def sip_listen(self) -> str:
         return ",".join(
-            f"{t}:{LOCALHOST}:{self.tls_port if t == 'tls' else self.port}" for t in self.transports
+            f"{t}:{self.listen_host}:{self.tls_port if t == 'tls' else self.port}"
+            for t in self.transports
         )
 
     @property
@@ -945,7 +950,7 @@ class Server:
                     f"heimbuero serve exited with code {code} before it was ready\n"
                     + self.log_text()
                 )
-            last = sip_ping(self.port, timeout=0.3) or last
+            last = sip_ping(self.port, ruri=f"sip:{self.domain}", timeout=0.3) or last
             if last is not None and last.status == 200:
                 return
         got = f"last answer: {last.start_line}" if last else "no answer"
@@ -1496,9 +1501,21 @@ class Baresip:
         transport: str = "udp",
         regint: int = 60,
         contacts: Sequence[str] = (),
+        host: str = LOCALHOST,
+        server_address: str | None = None,
+        audio_source: str = "ausine,440",
+        extra_config: Sequence[str] = (),
     ) -> None:
-        """`contacts`: lines of baresip's contacts file (`"Bob" <sip:bob@D>;presence=p2p`)."""
+        """`contacts`: lines of baresip's contacts file (`"Bob" <sip:bob@D>;presence=p2p`).
+        `host`: the address SIP and RTP use (a home network's, inside a test's namespace);
+        `server_address`: host:port of the server as the phone reaches it;
+        `audio_source`: e.g. `aufile,FILE.wav` (48 kHz stereo S16LE, like the ausine default);
+        `extra_config`: more lines of baresip's config (e.g. `module sndfile.so`)."""
         self.contacts = tuple(contacts)
+        self.host = host
+        self.server_address = server_address
+        self.audio_source = audio_source
+        self.extra_config = tuple(extra_config)
         self.user = user
         self.password = password
         self.server = server
@@ -1528,11 +1545,11 @@ class Baresip:
         (self.dir / "config").write_text(
             "\n".join(
                 [
-                    f"sip_listen\t\t{LOCALHOST}:{self.sip_port}",
-                    f"net_interface\t\t{LOCALHOST}",  # media on loopback too
+                    f"sip_listen\t\t{self.host}:{self.sip_port}",
+                    f"net_interface\t\t{self.host}",  # media on the same address
                     f"rtp_ports\t\t{self.rtp_range}",
                     "audio_player\t\taufile,/dev/null",
-                    "audio_source\t\tausine,440",
+                    f"audio_source\t\t{self.audio_source}",
                     "ausrc_srate\t\t48000",  # ausine: 48 kHz stereo only; baresip resamples
                     "ausrc_channels\t\t2",
                     "audio_alert\t\taufile,/dev/null",
@@ -1549,11 +1566,12 @@ class Baresip:
                     f"ctrl_tcp_listen\t\t{LOCALHOST}:{self.ctrl_port}",
                     # over TLS, trust the server's self-signed certificate
                     *([f"sip_cafile\t\t{self.server.tls_cert}"] if self.transport == "tls" else []),
+                    *self.extra_config,
                     "",
                 ]
             )
         )
-        server = self.server.address
+        server = self.server_address or self.server.address
         if self.transport == "tls":
             server = f"{LOCALHOST}:{self.server.tls_port}"
         (self.dir / "accounts").write_text(

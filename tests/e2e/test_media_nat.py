@@ -1,0 +1,136 @@
+"""Audio between two homes behind NAT routers, through the server's media relay.
+
+The test builds a small internet in network namespaces (tests/e2e/netns.py): the server on
+203.0.113.1, and two homes (192.168.178.0/24 and 192.168.1.0/24) each behind a masquerading
+router. A baresip phone in each home registers and plays its own tone (700 Hz and 1100 Hz from
+a WAV file); baresip's sndfile module records what each phone hears. Alice calls Bob.
+
+- With `[media] relay = "when_needed"` (the default) each phone hears the other's tone.
+- With `relay = "never"` the same call connects, but each phone's SDP names its private
+  address, which the other home cannot reach: nobody hears anything. That is the failure the
+  relay exists to fix, and it shows that the first result is the relay's doing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import struct
+import time
+import wave
+from pathlib import Path
+
+import pytest
+
+from .conftest import USERS
+from .harness import Baresip, Server, set_toml_option, wait_until
+from .netns import NatLab
+
+pytestmark = [pytest.mark.e2e, pytest.mark.peers("baresip", "nft", "ip")]
+
+DOMAIN = "heimbuero.test"
+TONES = {"alice": 700.0, "bob": 1100.0}
+
+
+def write_tone(path: Path, hz: float, seconds: float = 20.0) -> None:
+    """48 kHz stereo S16LE, what baresip's audio source is configured for."""
+    rate, n = 48000, int(seconds * 48000)
+    frames = bytearray()
+    for i in range(n):
+        v = int(8000 * math.sin(2 * math.pi * hz * i / rate))
+        frames += struct.pack("<hh", v, v)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(frames))
+
+
+def power(samples: list[int], hz: float, rate: int) -> float:
+    k = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + k * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - k * s1 * s2) / max(1, len(samples)) ** 2
+
+
+def heard(folder: Path) -> tuple[list[int], int]:
+    """The samples a phone decoded from the network (first channel), and their rate."""
+    files = sorted(folder.glob("*dec*.wav"))
+    if not files:
+        return [], 8000
+    with wave.open(str(files[-1]), "rb") as w:
+        rate, channels, raw = w.getframerate(), w.getnchannels(), w.readframes(w.getnframes())
+    samples = list(struct.unpack(f"<{len(raw) // 2}h", raw))[::channels]
+    return samples, rate
+
+
+def call_through_nat(tmp_path: Path, relay: str) -> dict[str, tuple[list[int], int]]:
+    reason = NatLab.available()
+    if reason is not None:
+        pytest.fail(f"the NAT test cannot build its networks: {reason}")
+    server = Server(
+        tmp_path / "server", domain=DOMAIN, users={u: USERS[u] for u in TONES},
+        listen_host="0.0.0.0", transports=("udp",),
+        sip_options={"advertise": NatLab.SERVER},
+    )  # fmt: skip
+    server.prepare()
+    set_toml_option(server.config_path, "media", "relay", relay)
+    out: dict[str, tuple[list[int], int]] = {}
+    with NatLab() as lab, contextlib.ExitStack() as stack:
+        with lab.inside(lab.server_ns):
+            server.start()
+        stack.callback(server.stop)
+        phones: dict[str, Baresip] = {}
+        for (user, hz), home in zip(TONES.items(), lab.homes, strict=True):
+            folder = tmp_path / user
+            (folder / "heard").mkdir(parents=True)
+            write_tone(folder / "tone.wav", hz)
+            phone = Baresip(
+                folder, user=user, password=USERS[user], server=server,
+                answermode="auto" if user == "bob" else "manual",
+                host=home.address, server_address=f"{NatLab.SERVER}:{server.port}",
+                audio_source=f"aufile,{folder / 'tone.wav'}",
+                extra_config=["module\t\t\tsndfile.so", f"snd_path\t\t{folder / 'heard'}"],
+            )  # fmt: skip
+            with lab.inside(home.ns):
+                phone.start()
+            stack.callback(phone.stop)
+            phones[user] = phone
+        for phone in phones.values():
+            phone.wait_registered()
+        alice, bob = phones["alice"], phones["bob"]
+        alice.command("dial", f"sip:bob@{DOMAIN}")
+        alice.wait_for_event("CALL_ESTABLISHED", 15)
+        bob.wait_for_event("CALL_ESTABLISHED", 15)
+        time.sleep(3.0)  # three seconds of conversation (the recordings are measured after)
+        alice.command("hangup")
+        bob.wait_for_event("CALL_CLOSED", 10)
+        for user in TONES:
+            folder = tmp_path / user / "heard"
+            wait_until(lambda f=folder: any(f.glob("*dec*.wav")) or None, 5, what="recordings")
+            out[user] = heard(folder)
+    return out
+
+
+def test_phones_behind_two_nat_routers_hear_each_other_through_the_relay(
+    tmp_path: Path,
+) -> None:
+    got = call_through_nat(tmp_path, "when_needed")
+    for user, other in (("alice", "bob"), ("bob", "alice")):
+        samples, rate = got[user]
+        assert len(samples) >= rate, f"{user} recorded {len(samples) / rate:.1f} s"
+        # the loudest second: the other phone's tone, not silence and not its own
+        second = max(
+            (samples[i : i + rate] for i in range(0, len(samples) - rate + 1, rate // 2)),
+            key=lambda s: sum(abs(x) for x in s),
+        )
+        theirs, own = power(second, TONES[other], rate), power(second, TONES[user], rate)
+        assert theirs > 1000 and theirs > 50 * own, (user, theirs, own)
+
+
+def test_without_the_relay_the_same_call_has_no_audio(tmp_path: Path) -> None:
+    got = call_through_nat(tmp_path, "never")
+    for user, other in (("alice", "bob"), ("bob", "alice")):
+        samples, rate = got[user]
+        assert power(samples, TONES[other], rate) < 1, f"{user} heard {other} without the relay"
