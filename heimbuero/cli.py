@@ -873,6 +873,18 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audio_loss(media: dict[str, Any] | None) -> str:
+    """The worse direction's packet loss, as the relay counted it ("-": not relayed)."""
+    if not media:
+        return "-"
+    worst = 0.0
+    for side in media.values():
+        lost, packets = int(side.get("lost", 0)), int(side.get("packets", 0))
+        if lost + packets:
+            worst = max(worst, 100.0 * lost / (lost + packets))
+    return f"{worst:.1f} %"
+
+
 def cmd_calls_list(args: argparse.Namespace) -> int:
     with _open_app(args.data) as (_cfg, app):
         records = app.calls.list(ADMIN, args.client, limit=args.limit)
@@ -880,7 +892,7 @@ def cmd_calls_list(args: argparse.Namespace) -> int:
         print("no call records")
         return 0
     rows = [("STARTED (UTC)", "CLIENT", "NUMBER", "CALLER", "RULE", "STEP", "ANSWERED BY",
-             "RING s", "TALK s", "RESULT")]  # fmt: skip
+             "RING s", "TALK s", "RESULT", "AUDIO LOSS")]  # fmt: skip
     rows += [
         (
             r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -893,6 +905,7 @@ def cmd_calls_list(args: argparse.Namespace) -> int:
             f"{r.ring_seconds:.1f}",
             f"{r.talk_seconds:.1f}",
             r.result or "in progress",
+            _audio_loss(r.media),
         )
         for r in records
     ]

@@ -150,6 +150,10 @@ class _StoreCallLog:
     def open_calls(self) -> int:
         return len(self._open)
 
+    def call_media(self, call_id: str, stats: dict[str, object]) -> None:
+        """The media relay's statistics of a call, stored with its record (if it has one)."""
+        self._ops.append(("media", 0, {"call_id": call_id, "media": stats}))
+
     def call_updated(self, record_id: int, **fields: object) -> None:
         self._ops.append(("update", record_id, fields))
         if "ended_at" in fields and record_id in self._open:
@@ -985,6 +989,8 @@ class Server:
 
         log.info("media of %s: caller sent %s; callee sent %s", key,
                  side(stats.get("a") or {}), side(stats.get("b") or {}))  # fmt: skip
+        if key.endswith("/0"):  # (the first media stream: the call's audio)
+            self.call_log.call_media(key[:-2], stats)
 
     def _media_silent(self, key: str) -> None:
         call_id = key.rsplit("/", 1)[0]

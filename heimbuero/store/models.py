@@ -239,6 +239,9 @@ class CallRecordRow(Base):
     talk_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     # answered | busy | no_answer | failed | cancelled; NULL while the call is in progress
     result: Mapped[str | None] = mapped_column(String(16))
+    # JSON: what the media relay saw of each side's audio ({"a": caller, "b": callee}, each
+    # packets/bytes/lost/dropped/jitter_ms); NULL when the audio did not pass the relay
+    media: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiTokenRow(Base):

@@ -4,6 +4,7 @@ domain values (heimbuero.domain) and table rows. No sessions here."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
@@ -81,6 +82,7 @@ class CallRecord:
     ring_seconds: float
     talk_seconds: float
     result: str | None
+    media: dict[str, Any] | None = None  # the relay's statistics per side (a: caller, b: callee)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +239,7 @@ def call_record(row: CallRecordRow) -> CallRecord:
         ring_seconds=row.ring_seconds,
         talk_seconds=row.talk_seconds,
         result=row.result,
+        media=json.loads(row.media) if row.media else None,
     )
 
 

@@ -575,7 +575,11 @@ class CallRepository(Repository):
         # the fewer statements, the less it holds the GIL.
         new: dict[int, dict[str, Any]] = {}
         changes: dict[int, dict[str, Any]] = {}
+        media: list[dict[str, Any]] = []
         for kind, number, fields in ops:
+            if kind == "media":  # by Call-ID: the relay's statistics come after the BYE
+                media.append({"cid": fields["call_id"], "v_media": json.dumps(fields["media"])})
+                continue
             if kind == "start":
                 new[number] = {
                     "call_id": fields["call_id"], "client": fields.get("client"),
@@ -613,6 +617,13 @@ class CallRepository(Repository):
                 .values({c: bindparam(f"v_{c}") for c in columns})
             )
             conn.execute(stmt, rows)
+        if media:
+            stmt = (
+                update(CallRecordRow)
+                .where(CallRecordRow.call_id == bindparam("cid"))
+                .values(media=bindparam("v_media"))
+            )
+            conn.execute(stmt, media)
         self._uow.after_commit(lambda: ids.update(zip(new, created, strict=True)))
 
     def close_open(self, now: datetime) -> int:

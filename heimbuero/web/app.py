@@ -389,6 +389,7 @@ class CallOut(BaseModel):
     ring_seconds: float
     talk_seconds: float
     result: str | None
+    media: dict[str, Any] | None = None  # the relay's per-side packets, loss and jitter
 
 
 class TokenCreate(BaseModel):

@@ -193,6 +193,17 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
 
         text = wait_until(record, 10, interval=0.3, what="a call record with result voicemail")
         assert "voicemail:mueller" in text
+        if relay == "always":  # the relay's count of the call's audio is kept with the record
+
+            def media() -> dict[str, dict[str, int]] | None:
+                rows = server.sql("SELECT media FROM call_records WHERE media IS NOT NULL")
+                return json.loads(rows[0][0]) if rows else None
+
+            stats = wait_until(media, 10, interval=0.3, what="the relay's statistics")
+            assert stats["a"]["packets"] >= 75 and stats["a"]["lost"] == 0, stats  # 1.5 s tone
+            assert stats["b"]["packets"] > 0, stats  # the greeting
+            text = server.cli("calls", "list", "--data", str(server.data_dir)).stdout
+            assert "AUDIO LOSS" in text and "0.0 %" in text, text
         rows = server.sql("SELECT client, owner, caller, path, seconds FROM voicemails")
         assert len(rows) == 1 and rows[0][:3] == (CLIENT, CLIENT, CALLER), rows
         assert server.data_dir / rows[0][3] == wavs[0] and abs(rows[0][4] - len(pcm) / 16000) < 0.01
