@@ -533,9 +533,13 @@ def _media(path: Path, raw: dict[str, Any]) -> RelaySettings:
         if key not in RELAY_KEYS:
             raise ConfigError(f"{path}: unknown setting [media] {key}")
     try:
-        return parse_relay_settings(table)
+        settings = parse_relay_settings(table)
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    if settings.backend != "builtin":
+        raise ConfigError(f'{path}: [media] backend "{settings.backend}" is not available in '
+                          'this release; use "builtin"')  # fmt: skip
+    return settings
 
 
 @dataclass(frozen=True, slots=True)

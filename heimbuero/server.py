@@ -324,6 +324,7 @@ class Server:
         self.mailer = Mailer(config.mail)  # [mail]: notes, voicemail, documents, invoices
         self.relay: RelayProcess | None = None  # [media]: the RTP relay, started by serve
         self.anchor: RelayAnchor | None = None
+        self.relay_totals: Counter[str] = Counter()  # packets and lost of relayed calls ended
         self._relay_dir: tempfile.TemporaryDirectory[str] | None = None
         # What the services need besides the core: the call records, the file links, the
         # messenger's operations for the store; the services themselves are built by the core.
@@ -989,6 +990,9 @@ class Server:
 
         log.info("media of %s: caller sent %s; callee sent %s", key,
                  side(stats.get("a") or {}), side(stats.get("b") or {}))  # fmt: skip
+        for direction in stats.values():
+            self.relay_totals["packets"] += int(direction.get("packets", 0))
+            self.relay_totals["lost"] += int(direction.get("lost", 0))
         if key.endswith("/0"):  # (the first media stream: the call's audio)
             self.call_log.call_media(key[:-2], stats)
 

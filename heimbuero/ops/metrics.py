@@ -138,6 +138,18 @@ class ServerCollector(Collector):
             "calls", "Routed calls ended, by result", "result",
             lambda: dict(s.call_log.results), "counter",
         )  # fmt: skip
+        yield from gauge(
+            "relay_calls", "Calls whose audio goes through the media relay now",
+            lambda: len(s.anchor.calls) if s.anchor is not None else 0,
+        )  # fmt: skip
+        yield from counter(
+            "relay_packets", "RTP packets the media relay forwarded in calls that ended",
+            lambda: s.relay_totals["packets"],
+        )  # fmt: skip
+        yield from counter(
+            "relay_packets_lost", "RTP packets lost on the way to the relay (sequence gaps)",
+            lambda: s.relay_totals["lost"],
+        )  # fmt: skip
         yield from gauge("sip_transactions", "SIP transactions open", lambda: len(s.core.layer))
         yield from counter(
             "sip_retransmissions", "SIP requests and responses sent again by a retransmission "

@@ -13,6 +13,7 @@ import re
 import socket
 import struct
 import time
+import urllib.request
 import wave
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
     process: the answer names a relay port, the greeting and the caller's tone cross it."""
     inbound = free_port()
     server = Server(
-        tmp_path / "server", domain=DOMAIN, demo=True,
+        tmp_path / "server", domain=DOMAIN, demo=True, http=True,
         sip_options={"trusted_peers": [f"127.0.0.1:{inbound}"]},
     )  # fmt: skip
     server.prepare()
@@ -204,6 +205,11 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
             assert stats["b"]["packets"] > 0, stats  # the greeting
             text = server.cli("calls", "list", "--data", str(server.data_dir)).stdout
             assert "AUDIO LOSS" in text and "0.0 %" in text, text
+            with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=5) as resp:
+                metrics = resp.read().decode()
+            assert re.search(r"^heimbuero_relay_calls 0\.0$", metrics, re.M), metrics
+            packets = re.search(r"^heimbuero_relay_packets_total (\S+)$", metrics, re.M)
+            assert packets and float(packets.group(1)) >= 75, metrics
         rows = server.sql("SELECT client, owner, caller, path, seconds FROM voicemails")
         assert len(rows) == 1 and rows[0][:3] == (CLIENT, CLIENT, CALLER), rows
         assert server.data_dir / rows[0][3] == wavs[0] and abs(rows[0][4] - len(pcm) / 16000) < 0.01

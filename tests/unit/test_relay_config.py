@@ -55,3 +55,8 @@ def test_config_toml_media_table(tmp_path: Path) -> None:
         _load(tmp_path, "port_min = 30500\nport_max = 31500")
     with pytest.raises(ConfigError, match=r"\[media\] relay must be one of"):
         _load(tmp_path, 'relay = "sometimes"')
+
+
+def test_the_rtpengine_backend_is_refused_until_it_exists(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not available in this release"):
+        _load(tmp_path, 'backend = "rtpengine"')
