@@ -976,7 +976,7 @@ class Server:
         try:
             await self.relay.start()
         except RelayUnavailable as exc:
-            await self.transports.close()
+            await self.relay.stop()
             raise ConfigError(f"[media] relay: {exc}") from None
         self.anchor = RelayAnchor(settings, self.core.local_address("udp")[0], self.relay.send)
         self.core.proxy.media = self.anchor
@@ -1009,6 +1009,13 @@ class Server:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.core.commit = self._commit_request
+        # A stop asked for while starting is a clean stop once started (a SIP socket answers
+        # as soon as it is bound, so a phone or a test may see the server before it is done).
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if self.config.media.relay != "never":
+            await self._start_relay()  # (before SIP answers: the first call may need it)
         # Streams first: a UDP socket answers as soon as it is bound, while binding a TCP
         # listener yields to the loop; a phone that got an answer over UDP must find TCP open.
         for a in sorted(self.config.sip.listen, key=lambda a: a.transport == "udp"):
@@ -1016,22 +1023,21 @@ class Server:
                 await self.transports.listen(a.transport, a.host, a.port)
             except OSError as exc:
                 await self.transports.close()
+                if self.relay is not None:
+                    await self.relay.stop()
                 raise ConfigError(f"cannot listen on {a}: {exc.strerror or exc}") from None
         self.mediaapps = MediaApps(
             self.config.mediaapp, self.config.data_dir, self._owner_name, self._voicemail_left
         )
         host, port = await self.mediaapps.start()
         self.calls.media_app = Peer("udp", host, port)
-        if self.config.media.relay != "never":
-            await self._start_relay()
         try:
             http = await self._start_http()
         except ConfigError:
             await self.transports.close()
+            if self.relay is not None:
+                await self.relay.stop()
             raise
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.ops.reload)
         self.ops.start()
         tasks = [

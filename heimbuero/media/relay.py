@@ -121,11 +121,16 @@ class Relay:
         finally:
             writer.close()
 
-    async def serve(self, control: str) -> None:
+    async def serve(self, control: str, parent: int | None = None) -> None:
         server = await asyncio.start_unix_server(self._client, path=control)
         os.chmod(control, 0o600)  # only the server's own user may allocate ports or end calls
         async with server:
-            await server.serve_forever()
+            if parent is None:
+                await server.serve_forever()
+                return
+            # a relay whose server died (kill -9) must not hold the ports its successor needs
+            while os.getppid() == parent:
+                await asyncio.sleep(0.5)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,14 +140,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port-min", type=int, default=30000)
     parser.add_argument("--port-max", type=int, default=30999)
     parser.add_argument("--silence-timeout", type=float, default=60.0)
+    parser.add_argument("--parent", type=int, help="exit when this process is gone")
     args = parser.parse_args(argv)
     relay = Relay(args.bind, args.port_min, args.port_max, args.silence_timeout)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a declared dependency on Linux
-        asyncio.run(relay.serve(args.control))
+        asyncio.run(relay.serve(args.control, args.parent))
     else:
-        uvloop.run(relay.serve(args.control))
+        uvloop.run(relay.serve(args.control, args.parent))
 
 
 if __name__ == "__main__":

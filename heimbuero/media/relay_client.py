@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -99,7 +100,7 @@ class RelayProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "heimbuero.media.relay", "--control", str(self.control),
             "--bind", self.bind, "--port-min", str(s.port_min), "--port-max", str(s.port_max),
-            "--silence-timeout", str(s.silence_timeout),
+            "--silence-timeout", str(s.silence_timeout), "--parent", str(os.getpid()),
             stdin=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + timeout

@@ -412,16 +412,19 @@ class SipClient:
         server_host: str = LOCALHOST,
         local_port: int = 0,
         cafile: Path | None = None,
+        local_host: str = LOCALHOST,
     ) -> None:
         """`local_port`: the UDP port (or TCP source port) to send from (e.g. one listed in
-        trusted_peers, or a trunk's address); 0 = any.
+        trusted_peers, or a trunk's address); 0 = any. `local_host`: the UDP address to send
+        from (e.g. a carrier's inside a test's network namespace).
         `cafile`: for transport "tls", the certificate to trust (the server's self-signed one)."""
         self.transport = transport.lower()
         self.server = (server_host, server_port)
         self._buffer = b""
+        self.local_host = local_host
         if self.transport == "udp":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.sock.bind((LOCALHOST, local_port))
+            self.sock.bind((local_host, local_port))
         elif self.transport == "tcp":
             source = (LOCALHOST, local_port) if local_port else None
             self.sock = socket.create_connection(self.server, timeout=5, source_address=source)
@@ -499,9 +502,10 @@ class SipClient:
         call_id = call_id or f"e2e-{secrets.token_hex(8)}@{LOCALHOST}"
         from_tag = from_tag or new_tag()
         via_transport = self.transport.upper()
+        sent_by = f"{self.local_host}:{self.local_port}"
         lines = [
             f"{method} {ruri} SIP/2.0",
-            f"Via: SIP/2.0/{via_transport} {LOCALHOST}:{self.local_port};branch={branch};rport",
+            f"Via: SIP/2.0/{via_transport} {sent_by};branch={branch};rport",
             "Max-Forwards: 70",
             f"From: <{from_uri}>;tag={from_tag}",
             f"To: <{to_uri}>" + (f";tag={to_tag}" if to_tag else ""),

@@ -9,12 +9,16 @@ a WAV file); baresip's sndfile module records what each phone hears. Alice calls
 - With `relay = "never"` the same call connects, but each phone's SDP names its private
   address, which the other home cannot reach: nobody hears anything. That is the failure the
   relay exists to fix, and it shows that the first result is the relay's doing.
+- A carrier on the internet (a trusted peer) calls a client's number; the plan rings the
+  agent's phone at home behind NAT; carrier and agent hear each other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import socket
 import struct
 import time
 import wave
@@ -22,8 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from heimbuero.media import ua_codec as c
+
 from .conftest import USERS
-from .harness import Baresip, Server, set_toml_option, wait_until
+from .harness import Baresip, Server, SipClient, free_port, set_toml_option, wait_until
 from .netns import NatLab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peers("baresip", "nft", "ip")]
@@ -134,3 +140,118 @@ def test_without_the_relay_the_same_call_has_no_audio(tmp_path: Path) -> None:
     for user, other in (("alice", "bob"), ("bob", "alice")):
         samples, rate = got[user]
         assert power(samples, TONES[other], rate) < 1, f"{user} heard {other} without the relay"
+
+
+CARRIER = "203.0.113.100"
+NUMBER = "+49891234567"  # the demo client mueller's number
+
+
+def test_a_carrier_call_to_a_client_number_reaches_the_agent_at_home_with_audio(
+    tmp_path: Path,
+) -> None:
+    reason = NatLab.available()
+    if reason is not None:
+        pytest.fail(f"the NAT test cannot build its networks: {reason}")
+    inbound = free_port()
+    server = Server(
+        tmp_path / "server", domain=DOMAIN, demo=True, listen_host="0.0.0.0",
+        transports=("udp",),
+        sip_options={"advertise": NatLab.SERVER, "trusted_peers": [f"{CARRIER}:{inbound}"]},
+    )  # fmt: skip
+    server.prepare()
+    rules = tmp_path / "rules.json"
+    plan = {"name": "Agent", "steps": [{"targets": ["user:anna"], "timeout": 20}]}
+    rules.write_text(
+        json.dumps({"client": "mueller", "numbers": {NUMBER: {"rules": [plan]}}}),
+        encoding="utf-8",
+    )
+    server.cli("rules", "import", "mueller", str(rules), "--data", str(server.data_dir))
+    with NatLab() as lab, contextlib.ExitStack() as stack:
+        lab.ip(lab.server_ns, "addr", "add", f"{CARRIER}/24", "dev", "br0")
+        with lab.inside(lab.server_ns):
+            server.start()
+            sip = stack.enter_context(
+                SipClient(server.port, server_host=NatLab.SERVER, local_host=CARRIER,
+                          local_port=inbound)
+            )  # fmt: skip
+            rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            rtp.bind((CARRIER, 0))
+        stack.callback(server.stop)
+        home = lab.homes[0]
+        folder = tmp_path / "anna"
+        (folder / "heard").mkdir(parents=True)
+        write_tone(folder / "tone.wav", 1100)
+        anna = Baresip(
+            folder, user="anna", password=server.demo_passwords["anna"], server=server,
+            answermode="auto", host=home.address,
+            server_address=f"{NatLab.SERVER}:{server.port}",
+            audio_source=f"aufile,{folder / 'tone.wav'}",
+            extra_config=["module\t\t\tsndfile.so", f"snd_path\t\t{folder / 'heard'}"],
+        )  # fmt: skip
+        with lab.inside(home.ns):
+            anna.start()
+        stack.callback(anna.stop)
+        anna.wait_registered()
+
+        ruri = f"sip:{NUMBER}@{DOMAIN}"
+        offer = (
+            f"v=0\r\no=carrier 1 1 IN IP4 {CARRIER}\r\ns=-\r\nc=IN IP4 {CARRIER}\r\n"
+            f"t=0 0\r\nm=audio {rtp.getsockname()[1]} RTP/AVP 8 101\r\n"
+            "a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+        ).encode()
+        caller = "+4915112345678"
+        invite = sip.request(
+            "INVITE", ruri, from_uri=f"sip:{caller}@{CARRIER}", to_uri=ruri,
+            headers=[("Contact", f"<sip:{caller}@{CARRIER}:{inbound}>")],
+            body=offer, content_type="application/sdp",
+        )  # fmt: skip
+        ok = sip.final_response(invite, 20)
+        assert ok.status == 200, ok.summary
+        answer = ok.body.decode()
+        assert f"c=IN IP4 {NatLab.SERVER}" in answer, answer  # anchored: anna is behind NAT
+        port = int(answer.split("m=audio ")[1].split()[0])
+        contact = ok.header("Contact").split("<")[1].split(">")[0]  # type: ignore[union-attr]
+        routes = ok.header_values("Record-Route")
+        sip.send(sip.build_request(
+            "ACK", contact, from_uri=invite.from_uri, to_uri=invite.to_uri,
+            call_id=invite.call_id, from_tag=invite.from_tag, to_tag=ok.to_tag(),
+            headers=[("Route", r) for r in routes],
+        ))  # fmt: skip
+        sender = c.RtpSender(4711, 8)
+        pcm = bytearray()
+        start = time.monotonic()
+        for i, frame in enumerate(c.frames(tone_pcm(700, 3.0))):
+            rtp.sendto(sender.audio(frame), (NatLab.SERVER, port))
+            while True:  # what arrives meanwhile: anna's side of the call
+                rtp.settimeout(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
+                try:
+                    data, _ = rtp.recvfrom(2048)
+                except (TimeoutError, BlockingIOError):
+                    break
+                packet = c.RtpPacket.parse(data)
+                if packet.payload_type in (0, 8):
+                    pcm += c.decode(packet.payload_type, packet.payload)
+        bye = sip.build_request(
+            "BYE", contact, from_uri=invite.from_uri, to_uri=invite.to_uri,
+            call_id=invite.call_id, from_tag=invite.from_tag, to_tag=ok.to_tag(), cseq=2,
+            headers=[("Route", r) for r in routes],
+        )  # fmt: skip
+        assert sip.final_response(sip.send(bye), 10).status == 200
+        anna.wait_for_event("CALL_CLOSED", 10)
+        samples = list(struct.unpack(f"<{len(pcm) // 2}h", bytes(pcm)))
+        assert len(samples) >= 8000, f"the carrier heard {len(samples) / 8000:.1f} s"
+        assert power(samples, 1100, 8000) > 1000 * max(1.0, power(samples, 700, 8000))
+        wait_until(lambda: any((folder / "heard").glob("*dec*.wav")) or None, 5, what="recording")
+        heard_pcm, rate = heard(folder / "heard")
+        loudest = max(
+            (heard_pcm[i : i + rate] for i in range(0, len(heard_pcm) - rate + 1, rate // 2)),
+            key=lambda s: sum(abs(x) for x in s),
+        )
+        assert power(loudest, 700, rate) > 50 * power(loudest, 1100, rate)
+
+
+def tone_pcm(hz: float, seconds: float) -> bytes:
+    n = int(seconds * 8000)
+    return struct.pack(
+        f"<{n}h", *(int(8000 * math.sin(2 * math.pi * hz * i / 8000)) for i in range(n))
+    )

@@ -4,6 +4,8 @@ hijack refusal, a flood at unallocated ports, port exhaustion, statistics on del
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from heimbuero.media.relay_client import RelayClient, RelayUnavailable
-from tests.e2e.harness import LOCALHOST, free_ports, wait_until
+from tests.e2e.harness import LOCALHOST, Server, free_ports, set_toml_option, wait_until
 
 
 def rtp(seq: int, ssrc: bytes) -> bytes:
@@ -132,3 +134,38 @@ class _refused_is_fine:
 
     def __exit__(self, *exc: object) -> bool:
         return isinstance(exc[1], ConnectionRefusedError)
+
+
+def test_the_relay_of_a_killed_server_lets_its_ports_go(tmp_path: Path) -> None:
+    """kill -9 of `heimbuero serve` leaves no relay process holding the ports its successor
+    needs: the relay watches its parent. The restarted server relays the next call again."""
+    server = Server(tmp_path / "server")
+    server.prepare()
+    ports = free_ports(8, consecutive=True)
+    set_toml_option(server.config_path, "media", "relay", "always")
+    set_toml_option(server.config_path, "media", "port_min", ports[0])
+    set_toml_option(server.config_path, "media", "port_max", ports[-1])
+    server.start()
+    try:
+        assert server.proc is not None
+        pid = server.proc.pid
+
+        def relays() -> list[int]:
+            out = []
+            for entry in Path("/proc").iterdir():
+                try:
+                    cmd = (entry / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if b"heimbuero.media.relay" in cmd and f"{pid}".encode() in cmd:
+                    out.append(int(entry.name))
+            return out
+
+        assert relays(), "serve started no relay process"
+        os.kill(pid, signal.SIGKILL)
+        server.proc.wait(5)
+        wait_until(lambda: not relays(), 5, interval=0.1, what="the orphaned relay to exit")
+        server.start()  # (its relay binds the same ports)
+        assert server.alive()
+    finally:
+        server.kill()

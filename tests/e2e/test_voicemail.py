@@ -138,7 +138,7 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
         assert routes, "the proxy stays in the path (Record-Route)"
         ack = sip.build_request(
             "ACK", contact, from_uri=invite.from_uri, to_uri=invite.to_uri,
-            call_id=invite.call_id, from_tag=invite.from_tag, to_tag=ok.to_tag,
+            call_id=invite.call_id, from_tag=invite.from_tag, to_tag=ok.to_tag(),
             headers=[("Route", r) for r in routes],
         )  # fmt: skip
         acked_at = time.monotonic()
@@ -275,7 +275,7 @@ def ack(sip: SipClient, req, ok) -> None:  # type: ignore[no-untyped-def]
             to_uri=req.to_uri,
             call_id=req.call_id,
             from_tag=req.from_tag,
-            to_tag=ok.to_tag,
+            to_tag=ok.to_tag(),
             headers=[("Route", r) for r in ok.header_values("Record-Route")],
         )  # fmt: skip
     )
