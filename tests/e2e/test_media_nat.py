@@ -149,6 +149,7 @@ NUMBER = "+49891234567"  # the demo client mueller's number
 def test_a_carrier_call_to_a_client_number_reaches_the_agent_at_home_with_audio(
     tmp_path: Path,
 ) -> None:
+    """Also across hold and resume by the carrier (re-INVITEs through the proxy)."""
     reason = NatLab.available()
     if reason is not None:
         pytest.fail(f"the NAT test cannot build its networks: {reason}")
@@ -218,29 +219,61 @@ def test_a_carrier_call_to_a_client_number_reaches_the_agent_at_home_with_audio(
             headers=[("Route", r) for r in routes],
         ))  # fmt: skip
         sender = c.RtpSender(4711, 8)
-        pcm = bytearray()
-        start = time.monotonic()
-        for i, frame in enumerate(c.frames(tone_pcm(700, 3.0))):
-            rtp.sendto(sender.audio(frame), (NatLab.SERVER, port))
-            while True:  # what arrives meanwhile: anna's side of the call
-                rtp.settimeout(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
-                try:
-                    data, _ = rtp.recvfrom(2048)
-                except (TimeoutError, BlockingIOError):
-                    break
-                packet = c.RtpPacket.parse(data)
-                if packet.payload_type in (0, 8):
-                    pcm += c.decode(packet.payload_type, packet.payload)
+        tone = c.frames(tone_pcm(700, 8.0))
+
+        def talk(seconds: float) -> list[int]:
+            """Send the carrier's tone for `seconds`; what arrives meanwhile (anna's side)."""
+            pcm = bytearray()
+            start = time.monotonic()
+            for i in range(int(seconds / 0.02)):
+                rtp.sendto(sender.audio(tone.pop(0)), (NatLab.SERVER, port))
+                while True:
+                    rtp.settimeout(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
+                    try:
+                        data, _ = rtp.recvfrom(2048)
+                    except (TimeoutError, BlockingIOError):
+                        break
+                    packet = c.RtpPacket.parse(data)
+                    if packet.payload_type in (0, 8):
+                        pcm += c.decode(packet.payload_type, packet.payload)
+            return list(struct.unpack(f"<{len(pcm) // 2}h", bytes(pcm)))
+
+        def reinvite(cseq: int, direction: str) -> str:
+            """Hold (sendonly) or resume (sendrecv) by re-INVITE; the answer's SDP."""
+            body = offer.replace(b"o=carrier 1 1", f"o=carrier 1 {cseq}".encode())
+            req = sip.build_request(
+                "INVITE", contact, from_uri=invite.from_uri, to_uri=invite.to_uri,
+                call_id=invite.call_id, from_tag=invite.from_tag, to_tag=ok.to_tag(),
+                cseq=cseq, headers=[("Route", r) for r in routes],
+                body=body + f"a={direction}\r\n".encode(), content_type="application/sdp",
+            )  # fmt: skip
+            resp = sip.final_response(sip.send(req), 10)
+            assert resp.status == 200, resp.summary
+            sip.send(sip.build_request(
+                "ACK", contact, from_uri=invite.from_uri, to_uri=invite.to_uri,
+                call_id=invite.call_id, from_tag=invite.from_tag, to_tag=ok.to_tag(),
+                cseq=cseq, headers=[("Route", r) for r in routes],
+            ))  # fmt: skip
+            return resp.body.decode()
+
+        before = talk(3.0)
+        # hold and resume: each answer names the same relay port, and the audio comes back
+        for cseq, direction in ((2, "sendonly"), (3, "sendrecv")):
+            sdp = reinvite(cseq, direction)
+            assert f"c=IN IP4 {NatLab.SERVER}" in sdp and f"m=audio {port} " in sdp, sdp
+            if direction == "sendonly":
+                talk(1.0)
+        after = talk(2.0)
         bye = sip.build_request(
             "BYE", contact, from_uri=invite.from_uri, to_uri=invite.to_uri,
-            call_id=invite.call_id, from_tag=invite.from_tag, to_tag=ok.to_tag(), cseq=2,
+            call_id=invite.call_id, from_tag=invite.from_tag, to_tag=ok.to_tag(), cseq=4,
             headers=[("Route", r) for r in routes],
         )  # fmt: skip
         assert sip.final_response(sip.send(bye), 10).status == 200
         anna.wait_for_event("CALL_CLOSED", 10)
-        samples = list(struct.unpack(f"<{len(pcm) // 2}h", bytes(pcm)))
-        assert len(samples) >= 8000, f"the carrier heard {len(samples) / 8000:.1f} s"
-        assert power(samples, 1100, 8000) > 1000 * max(1.0, power(samples, 700, 8000))
+        for samples in (before, after[-8000:]):
+            assert len(samples) >= 8000, f"the carrier heard {len(samples) / 8000:.1f} s"
+            assert power(samples, 1100, 8000) > 1000 * max(1.0, power(samples, 700, 8000))
         wait_until(lambda: any((folder / "heard").glob("*dec*.wav")) or None, 5, what="recording")
         heard_pcm, rate = heard(folder / "heard")
         loudest = max(
