@@ -173,7 +173,10 @@ def _open_app(data_arg: str | None) -> Iterator[tuple[Config, App]]:
         hint = f"[sip] in {cfg.data_dir / config.CONFIG_FILE}"
         yield (
             cfg,
-            App.build(store, lambda: cfg.domain, own_sip_address=own_sip_address, own_hint=hint),
+            App.build(
+                store, lambda: cfg.domain, own_sip_address=own_sip_address, own_hint=hint,
+                data_dir=cfg.data_dir,
+            ),  # fmt: skip
         )
 
 
@@ -1346,6 +1349,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_billing_parsers(commands, data, _open_app)  # billing (issue 15)
     add_invoice_parsers(commands, data, _open_app)
+    from heimbuero.greetings_cli import add_parsers as add_greeting_parsers
+
+    add_greeting_parsers(commands, data, _open_app)  # greeting, announcement
     return parser
 
 

@@ -850,6 +850,7 @@ class Server:
                 dictation=self.dictation,
                 publish=self.events.publish,
                 mail=self.mailer.send if self.mailer.enabled else None,
+                data_dir=self.config.data_dir,
             )  # fmt: skip
         )
         from heimbuero.web.ops import mount_ops

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from heimbuero.app.billing import Billing, Invoices
 from heimbuero.app.calls import Calls, Warnings, WarningWatch
@@ -32,6 +33,7 @@ from heimbuero.app.errors import (
 )
 from heimbuero.app.files import Files
 from heimbuero.app.forwarding import Closures, Forwarding
+from heimbuero.app.greetings import Greetings
 from heimbuero.app.groups import Groups
 from heimbuero.app.messages import Messages, MessageWatch, Send
 from heimbuero.app.notes import Mail, Notes
@@ -76,6 +78,7 @@ class App:
     billing: Billing  # issue 15
     invoices: Invoices
     dictation: Dictation | None = None
+    greetings: Greetings | None = None  # voicemail greetings, announcements (DATA needed)
 
     @classmethod
     def build(
@@ -95,6 +98,7 @@ class App:
         dictation: Dictation | None = None,
         publish: Callable[[Event], None] | None = None,
         mail: Mail | None = None,
+        data_dir: Path | None = None,
     ) -> App:
         return cls(
             users=Users(store, realm),
@@ -118,4 +122,5 @@ class App:
             notes=Notes(store, send_message, publish, mail),
             billing=(billing := Billing(store)),
             invoices=Invoices(store, billing),
+            greetings=None if data_dir is None else Greetings(store, data_dir),
         )

@@ -26,6 +26,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -93,6 +94,8 @@ class WebContext:
     publish: Callable[[Any], None] | None = None
     # send an e-mail (to, subject, text) through the server's [mail] settings; None: no mail
     mail: Callable[[str, str, str], Awaitable[None]] | None = None
+    # the data folder (voicemail greetings and announcements); None: those routes are off
+    data_dir: Path | None = None
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -633,6 +636,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         dictation=ctx.dictation,
         publish=ctx.publish,
         mail=ctx.mail,
+        data_dir=ctx.data_dir,
     )
     app = FastAPI(
         title="heimbuero",
@@ -669,6 +673,10 @@ def create_app(ctx: WebContext) -> FastAPI:
     from heimbuero.web.billing import billing_routes  # billing (issue 15)
 
     app.include_router(billing_routes(handlers.billing, handlers.invoices, current_actor))
+    if handlers.greetings is not None:
+        from heimbuero.web.greetings import greeting_routes
+
+        app.include_router(greeting_routes(handlers.greetings, current_actor))
 
     # -- error mapping: the one place where handler errors become HTTP answers --
 

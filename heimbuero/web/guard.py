@@ -46,6 +46,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+AUDIO_MAX = 10 * 1024 * 1024 + 64 * 1024  # an uploaded greeting or announcement
+
 
 class LoginRefused(Exception):
     """A login that failed: `status` 401, 429 or 503 with `detail` for the answer."""
@@ -229,6 +231,8 @@ class BodyGuard:
     def limit(self, path: str) -> int:
         if path.rstrip("/") == "/api/files" or path.startswith("/api/dictation/uploads/"):
             return self.upload_max  # file uploads; dictation's resumable (tus) PATCHes
+        if path.endswith("/greeting") or "/announcements/" in path:
+            return AUDIO_MAX  # greetings and announcements (the handler says why when larger)
         return self.max_body
 
     def _forgetting(self, send: Send) -> Send:

@@ -7,6 +7,7 @@ recording, the server hangs up with BYE; the WAV and the call record are checked
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import re
@@ -17,6 +18,7 @@ import urllib.request
 import wave
 from pathlib import Path
 
+import httpx
 import pytest
 
 from heimbuero.media import ua_codec as c
@@ -48,10 +50,10 @@ def power(pcm: bytes, hz: float) -> float:
     return (s1 * s1 + s2 * s2 - k * s1 * s2) / max(1, len(samples)) ** 2
 
 
-def tone(hz: float, seconds: float) -> bytes:
-    n = int(seconds * 8000)
+def tone(hz: float, seconds: float, rate: int = 8000) -> bytes:
+    n = int(seconds * rate)
     return struct.pack(
-        f"<{n}h", *(int(9000 * math.sin(2 * math.pi * hz * i / 8000)) for i in range(n))
+        f"<{n}h", *(int(9000 * math.sin(2 * math.pi * hz * i / rate)) for i in range(n))
     )
 
 
@@ -402,3 +404,77 @@ def test_announcement_that_ends_the_call(tmp_path: Path) -> None:
             return msg if msg is not None and msg.method == "BYE" else None
 
         wait_until(bye, 5, interval=0.0, what="the BYE after the announcement")
+
+
+# -- greetings and announcements uploaded through the API and the CLI -------------------------
+
+
+def wav_bytes(hz: float, seconds: float, rate: int = 16000) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        n = int(seconds * rate)
+        w.writeframes(
+            struct.pack(
+                f"<{n}h", *(int(9000 * math.sin(2 * math.pi * hz * i / rate)) for i in range(n))
+            )
+        )
+    return buf.getvalue()
+
+
+def test_the_client_uploads_a_greeting_and_callers_hear_it(tmp_path: Path) -> None:
+    inbound = free_port()
+    server = Server(
+        tmp_path / "server", domain=DOMAIN, demo=True, http=True,
+        sip_options={"trusted_peers": [f"127.0.0.1:{inbound}"]},
+    )  # fmt: skip
+    server.prepare()
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(mailbox_rules()), encoding="utf-8")
+    server.cli("rules", "import", CLIENT, str(rules), "--data", str(server.data_dir))
+    pw = server.demo_passwords
+    url = f"/api/voicemail/{CLIENT}/greeting"
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        api = stack.enter_context(httpx.Client(base_url=server.http_url, timeout=30))
+        owner, other = (CLIENT, pw[CLIENT]), ("schulz", pw["schulz"])
+        # another business's mailbox looks like none; garbage and oversize are refused
+        r = api.put(url, content=wav_bytes(800, 1.0), auth=other)
+        assert r.status_code == 404, r.text
+        r = api.put(url, content=b"MZ\x90\x00 not audio" * 100, auth=owner)
+        assert r.status_code == 422 and "not an audio file" in r.text, r.text
+        r = api.put(url, content=b"RIFF" + b"\x00" * 1000, auth=owner)
+        assert r.status_code == 422 and "could not be read" in r.text, r.text
+        r = api.put(url, content=b"RIFF" + b"\x00" * (11 * 1024 * 1024), auth=owner)
+        assert r.status_code in (413, 422), r.status_code
+        assert api.get(url, auth=owner).status_code == 404  # still the spoken default
+        r = api.put(url, content=wav_bytes(800, 1.0), auth=owner)
+        assert r.status_code == 200 and abs(r.json()["seconds"] - 1.0) < 0.05, r.text
+        got = api.get(url, auth=owner)
+        assert got.status_code == 200 and got.content.startswith(b"RIFF")
+        assert api.get(url, auth=other).status_code == 404
+
+        # a caller hears the uploaded greeting (800 Hz), not the spoken default
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(server.port, local_port=inbound))
+        req, ok = invite(sip, rtp.getsockname()[1], inbound)
+        assert ok.status == 200, ok.summary  # type: ignore[attr-defined]
+        ack(sip, req, ok)
+        pcm = heard(rtp_packets(rtp, time.monotonic() + 0.8))
+        assert len(pcm) >= 0.5 * 16000, len(pcm)
+        assert power(pcm[:8000], 800) > 50 * power(pcm[:8000], 400)
+
+        # announcements by the CLI; the owner lists them through the API
+        (tmp_path / "ansage.wav").write_bytes(wav_bytes(600, 0.5))
+        out = server.cli("announcement", "set", CLIENT, "urlaub", str(tmp_path / "ansage.wav"),
+                         "--data", str(server.data_dir))  # fmt: skip
+        assert "announcement urlaub of mueller set (0.5 s)" in out.stdout, out.stdout
+        listed = api.get(f"/api/clients/{CLIENT}/announcements", auth=owner).json()
+        assert [a["name"] for a in listed] == ["urlaub"], listed
+        assert api.get(f"/api/clients/{CLIENT}/announcements", auth=other).status_code == 404
+        out = server.cli("greeting", "delete", CLIENT, "--data", str(server.data_dir))
+        assert "spoken default" in out.stdout
+        assert api.get(url, auth=owner).status_code == 404
