@@ -174,9 +174,12 @@ def _open_app(data_arg: str | None) -> Iterator[tuple[Config, App]]:
         yield (
             cfg,
             App.build(
-                store, lambda: cfg.domain, own_sip_address=own_sip_address, own_hint=hint,
+                store,
+                lambda: cfg.domain,
+                own_sip_address=own_sip_address,
+                own_hint=hint,
                 data_dir=cfg.data_dir,
-            ),  # fmt: skip
+            ),
         )
 
 
