@@ -78,7 +78,7 @@ from heimbuero.sip.peer import Peer
 from heimbuero.sip.transaction import TimerSettings
 from heimbuero.store.db import BindingRecord, Store, WriteBatch
 from heimbuero.store.files import FileRecord
-from heimbuero.store.voicemail import add_voicemail
+from heimbuero.store.voicemail import add_voicemail, all_counts
 from heimbuero.store.voicemail import counts as voicemail_counts
 from heimbuero.store.writer import GroupCommitWriter
 
@@ -325,6 +325,7 @@ class Server:
         self.relay: RelayProcess | None = None  # [media]: the RTP relay, started by serve
         self.anchor: RelayAnchor | None = None
         self.relay_totals: Counter[str] = Counter()  # packets and lost of relayed calls ended
+        self.mailbox_counts: dict[str, tuple[int, int]] = {}  # voicemail owner -> (new, old)
         self._relay_dir: tempfile.TemporaryDirectory[str] | None = None
         # What the services need besides the core: the call records, the file links, the
         # messenger's operations for the store; the services themselves are built by the core.
@@ -940,9 +941,11 @@ class Server:
                 log.warning("voicemail %d: no message to %s: %s", vm_id, u.name, exc)
         # message waiting indication: an unsolicited NOTIFY to the owners' phones
         new, old = await asyncio.to_thread(voicemail_counts, self.store, rec.owner)
+        self.mailbox_counts[rec.owner] = (new, old)
         now = time.time()
-        for u in owners:
-            notify_waiting(self.core, u.name, new, old, now)
+        for u in owners:  # to its subscriptions, or unsolicited to its phones
+            if not self.presence.mailbox_changed(u.name, now):
+                notify_waiting(self.core, u.name, new, old, now)
         self.core.pump(now)
         self.transports.flush()
         address = getattr(client, "email", "") or next(
@@ -997,6 +1000,15 @@ class Server:
         if key.endswith("/0"):  # (the first media stream: the call's audio)
             self.call_log.call_media(key[:-2], stats)
 
+    def _mailbox(self, user: str) -> tuple[int, int]:
+        """(new, old) voicemails a user's phone shows: a client owner's are the client's
+        mailbox (voicemail:CLIENT), anyone else's their own (voicemail:USER)."""
+        account = self.calls.directory.users.get(user)
+        client = (
+            getattr(account, "client", None) if getattr(account, "role", "") == "client" else None
+        )
+        return self.mailbox_counts.get(client or user, (0, 0))
+
     def _media_silent(self, key: str) -> None:
         call_id = key.rsplit("/", 1)[0]
         if self.anchor is None or call_id not in self.anchor.calls:
@@ -1017,6 +1029,8 @@ class Server:
             loop.add_signal_handler(sig, stop.set)
         if self.config.media.relay != "never":
             await self._start_relay()  # (before SIP answers: the first call may need it)
+        self.mailbox_counts = await asyncio.to_thread(all_counts, self.store)
+        self.presence.mailbox = self._mailbox
         # Streams first: a UDP socket answers as soon as it is bound, while binding a TCP
         # listener yields to the loop; a phone that got an answer over UDP must find TCP open.
         for a in sorted(self.config.sip.listen, key=lambda a: a.transport == "udp"):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from heimbuero.config import MediaAppSettings
 from heimbuero.media import ua
 from heimbuero.media.ua_codec import parse_dtmf_relay
+from heimbuero.services.presence import MESSAGE_SUMMARY, message_summary
 from heimbuero.sip.dialog import Dialog
 from heimbuero.sip.message import ParseError, Request, Response, parse
 
@@ -394,15 +395,6 @@ class MediaApps(asyncio.DatagramProtocol):
 # -- message waiting indication (RFC 3842) ------------------------------------------------
 
 
-def message_summary(user: str, domain: str, new: int, old: int) -> bytes:
-    """The `application/simple-message-summary` body (RFC 3842 §5.2)."""
-    return (
-        f"Messages-Waiting: {'yes' if new else 'no'}\r\n"
-        f"Message-Account: sip:{user}@{domain}\r\n"
-        f"Voice-Message: {new}/{old}\r\n"
-    ).encode()
-
-
 class _Unsolicited:
     """The owner of an unsolicited NOTIFY's client transaction: nothing to do on its answer
     (a phone that does not want it answers 489 or 481; the next voicemail tries again)."""
@@ -421,7 +413,7 @@ def notify_waiting(core: SipCore, user: str, new: int, old: int, now: float) -> 
     """An unsolicited NOTIFY Event: message-summary (RFC 3842 §4: the phone did not
     subscribe) to every registered device of `user`; the number of devices notified."""
     domain = core.settings.domain
-    body = message_summary(user, domain, new, old)
+    body = message_summary(f"sip:{user}@{domain}", new, old)
     sent = 0
     for uri, dest in core.proxy.device_targets(user, now):
         hdrs = [
@@ -432,7 +424,7 @@ def notify_waiting(core: SipCore, user: str, new: int, old: int, now: float) -> 
             ["max-forwards", "Max-Forwards", "70"],
             ["event", "Event", "message-summary"],
             ["subscription-state", "Subscription-State", "active"],
-            ["content-type", "Content-Type", "application/simple-message-summary"],
+            ["content-type", "Content-Type", MESSAGE_SUMMARY],
         ]  # fmt: skip
         try:
             core.send_request(Request("NOTIFY", uri, hdrs, body), dest, _Unsolicited(), now)

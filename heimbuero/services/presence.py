@@ -17,7 +17,7 @@ import itertools
 import logging
 import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("heimbuero.presence")
 
-PACKAGES = ("presence", "dialog")
-ALLOW_EVENTS = "presence, dialog"
+PACKAGES = ("presence", "dialog", "message-summary")
+ALLOW_EVENTS = "presence, dialog, message-summary"
+MESSAGE_SUMMARY = "application/simple-message-summary"
 PIDF = "application/pidf+xml"
 DIALOG_INFO = "application/dialog-info+xml"
 ACTIVITIES = ("away", "busy", "on-the-phone", "meeting", "vacation")
@@ -241,6 +242,15 @@ def dialog_info(entity: str, version: int, calls: Iterable[tuple[str, str]]) -> 
     return "".join(parts).encode()
 
 
+def message_summary(account: str, new: int, old: int) -> bytes:
+    """The `application/simple-message-summary` body (RFC 3842 §5.2)."""
+    return (
+        f"Messages-Waiting: {'yes' if new else 'no'}\r\n"
+        f"Message-Account: {account}\r\n"
+        f"Voice-Message: {new}/{old}\r\n"
+    ).encode()
+
+
 # ---------------------------------------------------------------------------- the server
 
 
@@ -264,6 +274,9 @@ class PresenceServer:
         self._dirty_pubs: set[str] = set()
         self._gone_pubs: set[str] = set()
         self._tags = itertools.count(1)
+        # message waiting (RFC 3842): (new, old) voicemails of a user's mailbox; None: the
+        # package is refused (489) as before the server had voicemail
+        self.mailbox: Callable[[str], tuple[int, int]] | None = None
         core.handle("SUBSCRIBE", self)
         core.handle("PUBLISH", self)
         events = core.events
@@ -343,7 +356,7 @@ class PresenceServer:
     def _on_subscribe(self, txn: tx.ServerTransaction, now: float) -> None:
         req = txn.request
         event, event_id = _event(req)
-        if event not in PACKAGES:
+        if event not in PACKAGES or (event == "message-summary" and self.mailbox is None):
             self._reject(txn, 489, now, "Bad Event", [("Allow-Events", ALLOW_EVENTS)])
             return
         watcher = ""
@@ -367,6 +380,9 @@ class PresenceServer:
             self._resubscribe(txn, event, expires, now)
             return
         presentity = (req.ruri.user or "").lower()
+        if event == "message-summary" and presentity != watcher:
+            self._reject(txn, 403, now)  # message waiting: only of one's own mailbox
+            return
         if not self.visible(watcher, presentity, now):
             self._reject(txn, 403, now)  # forbidden and unknown look the same
             return
@@ -497,6 +513,10 @@ class PresenceServer:
         if sub.package == "presence":
             body = document or pidf(entity, self.state(sub.presentity, now))
             ctype = PIDF
+        elif sub.package == "message-summary":
+            new, old = self.mailbox(sub.presentity) if self.mailbox is not None else (0, 0)
+            body = message_summary(entity, new, old)
+            ctype = MESSAGE_SUMMARY
         else:
             sub.version += 1
             ids = self.in_call.get(sub.presentity) or set()
@@ -553,6 +573,8 @@ class PresenceServer:
         interval = self.settings.min_interval
         document = pidf(self.entity(user), state)
         for sub in list(subs.values()):
+            if sub.package == "message-summary":
+                continue  # (mailbox_changed)
             if sub.package == "dialog":
                 if source == "call":
                     self._send_notify(sub, now)
@@ -568,6 +590,15 @@ class PresenceServer:
             self.core.timers.cancel(sub.rate_timer)
             sub.rate_timer = None
             self._send_notify(sub, now, document=document)
+
+    def mailbox_changed(self, user: str, now: float) -> bool:
+        """NOTIFY `user`'s message-summary subscribers; False when there are none (then the
+        caller sends the unsolicited NOTIFY, RFC 3842 §4)."""
+        subs = [s for s in (self.by_presentity.get(user) or {}).values()
+                if s.package == "message-summary"]  # fmt: skip
+        for s in subs:
+            self._send_notify(s, now)
+        return bool(subs)
 
     def _rate_due(self, sub: Subscription, now: float) -> None:
         sub.rate_timer = None

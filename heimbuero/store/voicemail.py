@@ -74,3 +74,19 @@ def counts(store: Store, owner: str) -> tuple[int, int]:
         ).all()
     by = {bool(h): int(n) for h, n in rows}
     return by.get(False, 0), by.get(True, 0)
+
+
+def all_counts(store: Store) -> dict[str, tuple[int, int]]:
+    """(new, old) voicemails of every mailbox that has any (read once when the server starts;
+    it keeps them up to date itself)."""
+    with store.unit_of_work(write=False) as uow:
+        rows = uow.session.execute(
+            select(VoicemailRow.owner, VoicemailRow.heard, func.count()).group_by(
+                VoicemailRow.owner, VoicemailRow.heard
+            )
+        ).all()
+    out: dict[str, tuple[int, int]] = {}
+    for owner, heard, n in rows:
+        new, old = out.get(owner, (0, 0))
+        out[owner] = (new, old + int(n)) if heard else (new + int(n), old)
+    return out

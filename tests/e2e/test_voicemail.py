@@ -57,6 +57,15 @@ def tone(hz: float, seconds: float, rate: int = 8000) -> bytes:
     )
 
 
+def ack_notify(phone: SipClient, notify: object) -> None:
+    """Answer a NOTIFY with 200 OK."""
+    via = notify.header_values("Via")  # type: ignore[attr-defined]
+    resp = "SIP/2.0 200 OK\r\n" + "".join(f"Via: {v}\r\n" for v in via)
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        resp += f"{name}: {notify.header(name)}\r\n"  # type: ignore[attr-defined]
+    phone.send_raw((resp + "Content-Length: 0\r\n\r\n").encode())
+
+
 def mailbox_rules() -> dict[str, object]:
     return {
         "client": CLIENT,
@@ -117,6 +126,19 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
                      ("Expires", "300")],
         )  # fmt: skip
         assert reg.status == 200, reg.summary
+        mwi_call = None
+        if relay == "always":  # (this run's phone subscribes to message waiting, RFC 3842)
+            _, sub = phone.authenticated_request(
+                "SUBSCRIBE", aor, username=CLIENT, password=server.demo_passwords[CLIENT],
+                from_uri=aor, to_uri=aor,
+                headers=[("Event", "message-summary"), ("Expires", "300"),
+                         ("Contact", f"<sip:{CLIENT}@127.0.0.1:{phone.local_port}>")],
+            )  # fmt: skip
+            assert sub.status == 200, sub.summary
+            mwi_call = sub.header("Call-ID")
+            first = wait_until(lambda: phone.recv(0.2), 5, interval=0.0, what="first NOTIFY")
+            assert first.method == "NOTIFY" and b"Voice-Message: 0/0" in first.body, first.body
+            ack_notify(phone, first)
         sip = stack.enter_context(SipClient(server.port, local_port=inbound))
         ruri = f"sip:{NUMBER}@{DOMAIN}"
         offer = (
@@ -230,6 +252,11 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
         assert "Neue Sprachnachricht von" in text and CALLER in text, text
         assert re.search(r"https?://\S+", text), text  # the recording's download link
         assert mwi.header("Event") == "message-summary"  # type: ignore[attr-defined]
+        state = mwi.header("Subscription-State") or ""  # type: ignore[attr-defined]
+        if mwi_call is not None:  # within the subscription, not unsolicited
+            assert mwi.header("Call-ID") == mwi_call and state.startswith("active;expires=")  # type: ignore[attr-defined]
+        else:
+            assert state == "active"
         summary = mwi.body.decode()  # type: ignore[attr-defined]
         assert "Messages-Waiting: yes" in summary and "Voice-Message: 1/0" in summary
 

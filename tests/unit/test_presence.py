@@ -373,7 +373,7 @@ def test_options_announces_allow_events() -> None:
     net = make_net()
     r = req("OPTIONS", f"sip:{DOMAIN}", ALICE, "alice", f"sip:{DOMAIN}")
     [(resp, _)] = net.send(r.serialize(), ALICE)
-    assert resp.get("allow-events") == "presence, dialog"
+    assert resp.get("allow-events") == "presence, dialog, message-summary"
     assert "PUBLISH" in (resp.get("allow") or "")
 
 
@@ -449,3 +449,33 @@ def test_notify_follows_the_record_route_of_the_subscribe() -> None:
     plain = subscription_record(sub)
     del plain["route_set"]  # a record stored before route sets were kept
     assert subscription_from_record(plain).route_set == ()
+
+
+def test_message_waiting_subscription_of_ones_own_mailbox() -> None:
+    """RFC 3842: a phone subscribes to message-summary of its own account; it gets the counts
+    at once and again when a voicemail arrives; another user's mailbox is refused."""
+    net = make_net()
+    presence = net.core.presence
+    assert presence is not None
+    r = req("SUBSCRIBE", f"sip:bob@{DOMAIN}", BOB, "bob", f"sip:bob@{DOMAIN}",
+            extra=["Event: message-summary"])  # fmt: skip
+    [(resp, _)] = net.send(r.serialize(), BOB)
+    assert resp.status == 489  # no mailboxes (a server without voicemail)
+    counts = {"bob": (0, 2)}
+    presence.mailbox = lambda user: counts.get(user, (0, 0))
+    _, out = subscribe(net, "bob", "bob", BOB, event="message-summary")
+    [ok], [(notify, dest)] = split(out)
+    assert ok.status == 200 and dest == BOB
+    assert notify.get("event") == "message-summary"
+    assert notify.get("content-type") == "application/simple-message-summary"
+    assert b"Messages-Waiting: no\r\n" in notify.body and b"Voice-Message: 0/2\r\n" in notify.body
+    ok_notify(net, notify, dest)
+    counts["bob"] = (1, 2)
+    assert presence.mailbox_changed("bob", net.now) is True
+    net.core.pump(net.now)
+    [(again, _)] = split(net.drain())[1]
+    assert b"Messages-Waiting: yes" in again.body and b"Voice-Message: 1/2" in again.body
+    assert presence.mailbox_changed("alice", net.now) is False  # nobody subscribed: unsolicited
+    _, out = subscribe(net, "bob", "alice", BOB, event="message-summary")
+    [resp], notifies = split(out)
+    assert resp.status == 403 and not notifies  # not someone else's mailbox
