@@ -133,6 +133,7 @@ class CallRecord:
     ring_seconds: float
     talk_seconds: float
     result: str
+    audio_loss: str = "-"  # the worse direction's loss when the media relay carried the call
 
 
 def parse_calls_table(text: str) -> list[CallRecord]:
@@ -142,7 +143,7 @@ def parse_calls_table(text: str) -> list[CallRecord]:
         return []
     header = lines[0]
     names = ["STARTED (UTC)", "CLIENT", "NUMBER", "CALLER", "RULE", "STEP", "ANSWERED BY",
-             "RING s", "TALK s", "RESULT"]  # fmt: skip
+             "RING s", "TALK s", "RESULT", "AUDIO LOSS"]  # fmt: skip
     starts = [header.index(n) for n in names]
     out = []
     for line in lines[1:]:
@@ -162,6 +163,7 @@ def parse_calls_table(text: str) -> list[CallRecord]:
                 ring_seconds=float(cells[7]),
                 talk_seconds=float(cells[8]),
                 result=cells[9],
+                audio_loss=cells[10],
             )
         )
     return out
