@@ -36,14 +36,22 @@ def register(server: Server, user: str, contact: str, transport: str = "udp") ->
 
 
 def invite_authorized(
-    c: SipClient, server: Server, caller: str, callee: str, headers: list[tuple[str, str]]
+    c: SipClient,
+    server: Server,
+    caller: str,
+    callee: str,
+    headers: list[tuple[str, str]],
+    contact_params: str = "",
 ) -> tuple[str, int, str, str]:
     """Send an INVITE, take its 407 and send the authorized copy; (call_id, cseq, tag, ruri)."""
     ruri = f"sip:{callee}@{server.domain}"
     kw = {
         "from_uri": f"sip:{caller}@{server.domain}",
         "to_uri": ruri,
-        "headers": [("Contact", f"<sip:{caller}@127.0.0.1:{c.local_port}>"), *headers],
+        "headers": [
+            ("Contact", f"<sip:{caller}@127.0.0.1:{c.local_port}>{contact_params}"),
+            *headers,
+        ],
     }
     first = c.request("INVITE", ruri, **kw)  # type: ignore[arg-type]
     challenge = c.final_response(first)
@@ -113,6 +121,26 @@ def test_malformed_date_and_old_expires_do_not_break_a_call(server: Server) -> N
         )
         inv = wait_request(bob, "INVITE")
         bob.send_raw(response_to(inv, 200, "OK", ["Date: Fri, 04 Dec 2026 22:00:00 +0000"]))
+        final = recv_final(alice, call_id)
+        assert final is not None and final.status == 200, alice.received
+
+
+def test_expires_the_proxy_only_relays_does_not_break_a_call(server: Server) -> None:
+    """The caller's Contact carries an RFC 2543 date as expires and two Expires headers; the
+    callee's 200 OK an absurd Expires twice: none of it is the proxy's business (§16.3), the
+    call goes through and the caller hears the answer."""
+    with SipClient(server.port) as bob, SipClient(server.port) as alice:
+        register(server, "bob", f"sip:bob@127.0.0.1:{bob.local_port}")
+        call_id, _, _, _ = invite_authorized(
+            alice,
+            server,
+            "alice",
+            "bob",
+            [("Expires", "99999999999"), ("Expires", "60")],
+            contact_params=';expires="Thu, 01 Dec 2044 16:00:00 GMT"',
+        )
+        inv = wait_request(bob, "INVITE")
+        bob.send_raw(response_to(inv, 200, "OK", ["Expires: 99999999999", "Expires: 30"]))
         final = recv_final(alice, call_id)
         assert final is not None and final.status == 200, alice.received
 

@@ -384,3 +384,38 @@ def test_register_with_an_rfc_2543_expires_date_counts_as_3600() -> None:
     [(ok, _)] = net.send(authorize(r, challenge, "bob").serialize(), BOB1)
     assert ok.status == 200, ok.reason  # RFC 3261 §20.19: a malformed Expires is 3600
     assert ok.get_all("contact") == ["<sip:bob@127.0.0.1:40002>;expires=3600"]
+
+
+def test_expires_in_what_the_proxy_only_relays_is_not_its_business() -> None:
+    """An INVITE's Expires and Contact expires, and a callee's 200's Expires, are read by the
+    endpoints only: an RFC 2543 date in the Contact, two Expires headers or an absurd number
+    neither draw a 400 nor get the callee's answer dropped (RFC 3261 §16.3)."""
+    net = Net()
+    register(net, "bob", BOB1)
+    register(net, "alice", ALICE)
+    r = req(
+        "INVITE", f"sip:bob@{DOMAIN}", ALICE, "alice", f"sip:bob@{DOMAIN}",
+        contact='sip:alice@127.0.0.1:40001>;expires="Thu, 01 Dec 2040 16:00:00 GMT";x=<sip:a@b',
+        extra=["Expires: 99999999999", "Expires: Thu, 01 Dec 2040 16:00:00 GMT"],
+    )  # fmt: skip
+    [(challenge, _)] = net.send(r.serialize(), ALICE)
+    assert challenge.status == 407, challenge.reason
+    net.send(ack_for(r, challenge).serialize(), ALICE)
+    out = net.send(authorize(r, challenge, "alice", "Proxy-Authorization").serialize(), ALICE)
+    fwd = forwarded(out)[BOB1]
+    ok = answer(fwd, 200, contact=f"sip:bob@127.0.0.1:{BOB1[2]}")
+    ok.add("Expires", "99999999999")
+    ok.add("Expires", "30")
+    out = net.send(ok.serialize(), BOB1)
+    assert [(m.status, d) for m, d in out if isinstance(m, Response)] == [(200, ALICE)]
+
+
+def test_register_with_an_rfc_2543_contact_expires_date_counts_as_3600() -> None:
+    net = Net()
+    contact = 'sip:bob@127.0.0.1:40002>;expires="Thu, 01 Dec 2040 16:00:00 GMT";x=<sip:a@b'
+    r = req("REGISTER", f"sip:{DOMAIN}", BOB1, "bob", f"sip:bob@{DOMAIN}", contact=contact)
+    [(challenge, _)] = net.send(r.serialize(), BOB1)
+    assert challenge.status == 401, challenge.reason
+    [(ok, _)] = net.send(authorize(r, challenge, "bob").serialize(), BOB1)
+    assert ok.status == 200, ok.reason
+    assert ok.get_all("contact") == ["<sip:bob@127.0.0.1:40002>;expires=3600"]
