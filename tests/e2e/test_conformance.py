@@ -207,3 +207,25 @@ def test_forged_2xx_is_not_forwarded(server: Server, top_via: str) -> None:
         )
         attacker.send_raw(forged.encode())
         assert victim.recv(1.0) is None
+
+
+def test_callee_cannot_replay_our_branch_to_relay_a_2xx(server: Server) -> None:
+    """bob's phone sees the server's signed branch in the INVITE it gets; a 200 it makes up with
+    that top Via, a victim's port below it and another Call-ID is not relayed to the victim."""
+    with (
+        SipClient(server.port) as bob,
+        SipClient(server.port) as alice,
+        SipClient(server.port) as victim,
+    ):
+        register(server, "bob", f"sip:bob@127.0.0.1:{bob.local_port}")
+        invite_authorized(alice, server, "alice", "bob", [])
+        inv = wait_request(bob, "INVITE")
+        top = next(v for n, v in inv.headers if n.lower() in ("via", "v"))
+        forged = (
+            f"SIP/2.0 200 OK\r\nVia: {top}\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{victim.local_port};branch=z9hG4bK-victim\r\n"
+            f"From: <sip:alice@{server.domain}>;tag=a\r\nTo: <sip:bob@{server.domain}>;tag=b\r\n"
+            "Call-ID: replayed-branch\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        bob.send_raw(forged.encode())
+        assert victim.recv(1.5) is None

@@ -60,7 +60,9 @@ def _stray_200(top_via: str) -> bytes:
 
 def test_stray_2xx_is_forwarded_only_when_the_top_via_is_ours() -> None:
     net = Net()
-    signed = net.core.new_branch(req("INVITE", f"sip:bob@{DOMAIN}", ALICE, "alice", "sip:b@x"))
+    r = req("INVITE", f"sip:bob@{DOMAIN}", ALICE, "alice", "sip:b@x", call_id="stray-1")
+    r.set("Via", f"SIP/2.0/UDP 127.0.0.1:{ALICE[2]};branch=z9hG4bKcaller;rport={ALICE[2]}")
+    signed = net.core.new_branch(r)
     # sent-by of another host, with a branch of our shape and signature: dropped
     assert net.send(_stray_200(f"SIP/2.0/UDP 198.51.100.7:5060;branch={signed}"), BOB1) == []
     # our sent-by, a branch of our prefix that we never signed: dropped
@@ -69,6 +71,27 @@ def test_stray_2xx_is_forwarded_only_when_the_top_via_is_ours() -> None:
     # ours indeed (a 2xx retransmission after the transaction ended): on to the next Via
     [(fwd, dest)] = net.send(_stray_200(f"SIP/2.0/UDP 127.0.0.1:5060;branch={signed}"), BOB1)
     assert dest == ALICE and isinstance(fwd, Response) and len(fwd.vias) == 1
+
+
+def test_a_branch_a_callee_saw_does_not_relay_a_2xx_elsewhere() -> None:
+    """Every callee sees our signed branch in the requests it gets; a 2xx it makes up with that
+    top Via and a victim's address below it (another Call-ID, a CSeq no transaction matches)
+    is not relayed: the branch is signed for its Call-ID and the hop its answers go to."""
+    net = Net()
+    register(net, "bob", BOB1)
+    register(net, "alice", ALICE)
+    _, out = invite(net, "alice", "bob", ALICE)
+    top = forwarded(out)[BOB1].get_all("via")[0]
+    for call_id, second in (
+        ("other-call", "SIP/2.0/UDP 127.0.0.1:40099;branch=z9hG4bKv;rport=40099"),
+        (forwarded(out)[BOB1].call_id, "SIP/2.0/UDP 127.0.0.1:40099;branch=z9hG4bKv"),
+    ):
+        forged = (
+            f"SIP/2.0 200 OK\r\nVia: {top}\r\nVia: {second}\r\n"
+            f"From: <sip:alice@{DOMAIN}>;tag=a\r\nTo: <sip:bob@{DOMAIN}>;tag=b\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 7 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        assert net.send(forged, BOB1) == [], call_id
 
 
 # ---- 408 and CANCEL for non-INVITE (RFC 4320 §4.2, RFC 3261 §9.1) -----------------------
