@@ -570,7 +570,9 @@ class Proxy:
         core = self.core
         invite_txn = core.layer.find_invite_server_transaction(cancel_txn.request)
         if invite_txn is None:
-            core.respond(cancel_txn, 481, now)
+            # A CANCEL of a non-INVITE request it matches gets 200 and has no effect (§9.2).
+            other = core.layer.find_cancelled_non_invite(cancel_txn.request)
+            core.respond(cancel_txn, 481 if other is None else 200, now)
             return
         call = invite_txn.context
         if not isinstance(call, ProxyCall):

@@ -229,3 +229,47 @@ def test_callee_cannot_replay_our_branch_to_relay_a_2xx(server: Server) -> None:
         )
         bob.send_raw(forged.encode())
         assert victim.recv(1.5) is None
+
+
+def test_cancel_of_a_message_gets_200_and_is_not_passed_on(server: Server) -> None:
+    """§9.2: a CANCEL that matches the caller's MESSAGE transaction is answered 200 (not 481)
+    and has no effect: the callee gets no CANCEL (§9.1) and its 200 still reaches the caller."""
+    with SipClient(server.port) as bob, SipClient(server.port) as alice:
+        register(server, "bob", f"sip:bob@127.0.0.1:{bob.local_port}")
+        ruri = f"sip:bob@{server.domain}"
+        kw = {
+            "from_uri": f"sip:alice@{server.domain}",
+            "to_uri": ruri,
+            "body": b"Hallo",
+            "headers": [("Content-Type", "text/plain")],
+        }
+        first = alice.request("MESSAGE", ruri, **kw)  # type: ignore[arg-type]
+        challenge = alice.final_response(first)
+        assert challenge.status == 407, challenge.raw
+        auth = digest_response(
+            pick_challenge(challenge), method="MESSAGE", uri=ruri, username="alice",
+            password=USERS["alice"],
+        )  # fmt: skip
+        msg = alice.request(
+            "MESSAGE", ruri, call_id=first.call_id, from_tag=first.from_tag, cseq=2,
+            **{**kw, "headers": [("Content-Type", "text/plain"), ("Proxy-Authorization", auth)]},  # type: ignore[arg-type]
+        )  # fmt: skip
+        got = wait_request(bob, "MESSAGE")
+        cancel = [f"CANCEL {ruri} SIP/2.0"]
+        for line in msg.raw.decode().split("\r\n")[1:]:
+            name = line.split(":", 1)[0].lower()
+            if name in ("via", "from", "to", "call-id", "max-forwards"):
+                cancel.append(line)
+        cancel += ["CSeq: 2 CANCEL", "Content-Length: 0"]
+        alice.send_raw(("\r\n".join(cancel) + "\r\n\r\n").encode())
+        deadline = time.monotonic() + 5.0
+        answer = None
+        while answer is None and (left := deadline - time.monotonic()) > 0:
+            m = alice.recv(left)
+            if m is not None and m.is_response and m.cseq and m.cseq[1] == "CANCEL":
+                answer = m
+        assert answer is not None and answer.status == 200, alice.received
+        bob.send_raw(response_to(got, 200, "OK", []))
+        final = recv_final(alice, msg.call_id)
+        assert final is not None and final.status == 200, alice.received
+        assert all(m.method != "CANCEL" for m in bob.received)

@@ -205,6 +205,28 @@ def test_cancel_of_an_invite_answered_with_a_final_gets_200() -> None:
     assert [m.status for m in only(out, Response)] == [200]  # RFC 3261 §9.2
 
 
+def test_cancel_of_a_message_gets_200_and_no_effect() -> None:
+    """§9.2: whatever the method, a CANCEL that matches a transaction is answered 200; for a
+    non-INVITE it has no effect (and no CANCEL goes on, §9.1)."""
+    net = Net()
+    register(net, "bob", BOB1)
+    register(net, "alice", ALICE)
+    msg, out = authed(net, "MESSAGE", f"sip:bob@{DOMAIN}")
+    fwd = forwarded(out)[BOB1]
+    cancel = Request(
+        "CANCEL",
+        msg.uri,
+        [list(h) for h in msg.headers if h[0] in ("via", "from", "to", "call-id", "max-forwards")],
+    )
+    cancel.add("CSeq", f"{msg.cseq[0]} CANCEL")
+    out = net.send(cancel.serialize(), ALICE)
+    assert [(m.status, d) for m, d in out] == [(200, ALICE)]
+    out = net.send(answer(fwd, 200).serialize(), BOB1)  # the MESSAGE goes on as before
+    assert [(m.status, d) for m, d in out] == [(200, ALICE)]
+    out = net.send(cancel.serialize(), ALICE)  # a CANCEL after the answer: the same
+    assert [(m.status, d) for m, d in out] == [(200, ALICE)]
+
+
 def test_received_is_added_whenever_rport_is() -> None:
     net = Net()
     r = req("OPTIONS", f"sip:{DOMAIN}", ALICE, "alice", f"sip:{DOMAIN}")  # Via names its source
