@@ -273,3 +273,73 @@ def test_cancel_of_a_message_gets_200_and_is_not_passed_on(server: Server) -> No
         final = recv_final(alice, msg.call_id)
         assert final is not None and final.status == 200, alice.received
         assert all(m.method != "CANCEL" for m in bob.received)
+
+
+# --------------------------------------------------------------------------------------------
+# The smaller ones, as a phone sees them on the wire
+
+
+def test_rport_received_501_allow_register_date_and_stale_nc(server: Server) -> None:
+    """received whenever rport (RFC 3581 §4); 501 with a true Allow for an unknown method
+    (§21.5.2); Date in REGISTER's 200 (§10.3 step 8); a replayed nonce count is stale."""
+    import email.utils
+
+    with SipClient(server.port) as c:
+        opts = c.final_response(
+            c.request("OPTIONS", f"sip:{server.domain}", from_uri=f"sip:alice@{server.domain}",
+                      to_uri=f"sip:{server.domain}")
+        )  # fmt: skip
+        via = opts.header("Via") or ""
+        assert "received=127.0.0.1" in via and f"rport={c.local_port}" in via, via
+        unknown = c.final_response(
+            c.request("FROBNICATE", f"sip:{server.domain}", from_uri=f"sip:alice@{server.domain}",
+                      to_uri=f"sip:{server.domain}")
+        )  # fmt: skip
+        assert unknown.status == 501, unknown.raw
+        allow = {m.strip() for m in (unknown.header("Allow") or "").split(",")}
+        assert {"REGISTER", "INVITE", "OPTIONS", "MESSAGE"} <= allow and "FROBNICATE" not in allow
+
+        kw = {
+            "from_uri": f"sip:bob@{server.domain}",
+            "to_uri": f"sip:bob@{server.domain}",
+            "headers": [("Contact", f"<sip:bob@127.0.0.1:{c.local_port}>"), ("Expires", "60")],
+        }
+        ruri = f"sip:{server.domain}"
+        first = c.request("REGISTER", ruri, **kw)  # type: ignore[arg-type]
+        challenge = c.final_response(first)
+        assert challenge.status == 401, challenge.raw
+        auth = digest_response(
+            pick_challenge(challenge), method="REGISTER", uri=ruri, username="bob",
+            password=USERS["bob"],
+        )  # fmt: skip
+        headers = [*kw["headers"], ("Authorization", auth)]  # type: ignore[misc]
+        args = {**kw, "headers": headers, "call_id": first.call_id, "from_tag": first.from_tag}
+        ok = c.final_response(c.request("REGISTER", ruri, cseq=2, **args))  # type: ignore[arg-type]
+        assert ok.status == 200, ok.raw
+        date = email.utils.parsedate_to_datetime(ok.header("Date") or "")
+        assert abs(date.timestamp() - time.time()) < 60
+        again = c.final_response(c.request("REGISTER", ruri, cseq=3, **args))  # type: ignore[arg-type]
+        assert again.status == 401, again.raw  # the same nonce and nc=1 once more
+        assert all("stale=true" in v for v in again.header_values("WWW-Authenticate")), again.raw
+
+
+def test_challenges_of_two_devices_reach_the_caller_once_each(server: Server) -> None:
+    """bob's two phones both answer 407 (a PBX behind each, say): the caller gets one 407 with
+    both challenges, each once (§16.7 step 7)."""
+    with (
+        SipClient(server.port) as bob1,
+        SipClient(server.port) as bob2,
+        SipClient(server.port) as alice,
+    ):
+        register(server, "bob", f"sip:bob@127.0.0.1:{bob1.local_port}")
+        register(server, "bob", f"sip:bob@127.0.0.1:{bob2.local_port}")
+        call_id, *_ = invite_authorized(alice, server, "alice", "bob", [])
+        for phone, nonce in ((bob1, "n1"), (bob2, "n2")):
+            inv = wait_request(phone, "INVITE")
+            challenge = f'Proxy-Authenticate: Digest realm="pbx{nonce}", nonce="{nonce}"'
+            phone.send_raw(response_to(inv, 407, "Proxy Authentication Required", [challenge]))
+        final = recv_final(alice, call_id)
+        assert final is not None and final.status == 407, alice.received
+        nonces = sorted(v.split('nonce="')[1].split('"')[0]
+                        for v in final.header_values("Proxy-Authenticate"))  # fmt: skip
+        assert nonces == ["n1", "n2"], final.raw
