@@ -5,6 +5,7 @@ against a running `heimbuero serve`: each test is one defect seen in the field.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -343,3 +344,31 @@ def test_challenges_of_two_devices_reach_the_caller_once_each(server: Server) ->
         nonces = sorted(v.split('nonce="')[1].split('"')[0]
                         for v in final.header_values("Proxy-Authenticate"))  # fmt: skip
         assert nonces == ["n1", "n2"], final.raw
+
+
+def test_unanswered_options_to_a_phone_draws_no_408_and_no_cancel(
+    server_factory: Callable[..., Server],
+) -> None:
+    """bob's phone takes an OPTIONS sent to it through the proxy and never answers: after
+    Timer F (64·T1, T1 = 100 ms here) the caller gets no 408 (RFC 4320 §4.2: its own Timer F
+    tells it), and bob gets no CANCEL (§9.1: CANCEL is for INVITE only). (An unanswered
+    MESSAGE the messenger takes is stored and answered 202 instead.)"""
+    server = server_factory(sip_options={"t1_ms": 100})
+    with SipClient(server.port) as bob, SipClient(server.port) as alice:
+        register(server, "bob", f"sip:bob@127.0.0.1:{bob.local_port}")
+        ruri = f"sip:bob@{server.domain}"
+        kw = {"from_uri": f"sip:alice@{server.domain}", "to_uri": ruri}
+        first = alice.request("OPTIONS", ruri, **kw)  # type: ignore[arg-type]
+        challenge = alice.final_response(first)
+        assert challenge.status == 407, challenge.raw
+        auth = digest_response(
+            pick_challenge(challenge), method="OPTIONS", uri=ruri, username="alice",
+            password=USERS["alice"],
+        )  # fmt: skip
+        opts = alice.request(
+            "OPTIONS", ruri, call_id=first.call_id, from_tag=first.from_tag, cseq=2,
+            headers=[("Proxy-Authorization", auth)], **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
+        wait_request(bob, "OPTIONS")
+        assert recv_final(alice, opts.call_id, timeout=6.4 + 2.0) is None, alice.received
+        assert {m.method for m in bob.received if not m.is_response} == {"OPTIONS"}
