@@ -26,7 +26,7 @@ from heimbuero.events import BindingChanged, CallEnded, EventBus
 from heimbuero.office.visibility import Person
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import DigestAuthenticator, parse_credentials
-from heimbuero.sip.branch import BranchSigner
+from heimbuero.sip.branch import BranchSigner, stray_binding
 from heimbuero.sip.dialogtoken import TOKEN_PARAM, DialogSigner, Flow
 from heimbuero.sip.message import (
     MAGIC_COOKIE,
@@ -801,8 +801,10 @@ class SipCore:
 
     def new_branch(self, req: Request) -> str:
         """A branch for a request the proxy forwards: it carries the loop hash (RFC 3261 §16.6
-        step 8) so the request is known again if it comes back unchanged."""
-        return self.branches.sign(f"{self._loop_hash(req)}.{next(self._branch_seq):x}")
+        step 8) so the request is known again if it comes back unchanged, and is signed for the
+        request's Call-ID and the address its answers go back to (see `stray_binding`)."""
+        body = f"{self._loop_hash(req)}.{next(self._branch_seq):x}"
+        return self.branches.sign(body, stray_binding(req.call_id, req.top_via))
 
     def new_local_branch(self) -> str:
         """A branch for a request the server itself sends (NOTIFY, stored MESSAGE, a trunk's

@@ -403,8 +403,11 @@ class PresenceServer:
             self._reject(txn, 400, now, "SUBSCRIBE needs a Contact")
             return
         tag = _tag(req, next(self._tags))
+        # RFC 3261 §12.1.1: the answer that makes the dialog carries the request's
+        # Record-Route, in order, so the watcher's refreshes take the same route set.
+        record_route = [("Record-Route", rr) for rr in req.get_all("record-route")]
         resp = self.core.make_response(req, 200, headers=[
-            ("Expires", str(expires)), ("Contact", f"<{self._contact(txn)}>"),
+            *record_route, ("Expires", str(expires)), ("Contact", f"<{self._contact(txn)}>"),
             ("Allow-Events", ALLOW_EVENTS),
         ], to_tag=tag)  # fmt: skip
         self.core.layer.send_response(txn, resp, now)

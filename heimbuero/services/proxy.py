@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 from heimbuero.domain.model import RingTarget, UserTarget
 from heimbuero.events import CallAnswered
 from heimbuero.sip import transaction as tx
+from heimbuero.sip.branch import response_address, stray_binding
 from heimbuero.sip.dialogtoken import TOKEN_PARAM, DialogSigner, Flow, normal_flow
 from heimbuero.sip.message import (
     Address,
@@ -508,7 +509,7 @@ class Proxy:
             top = resp.top_via
         except ParseError:
             return
-        if not core.branches.check(top.branch) or not core.is_own_sent_by(top):
+        if not core.is_own_sent_by(top):
             log.debug("stray %d for %s dropped: the top Via is not ours", resp.status, resp.call_id)
             return
         resp.pop_first_value("via")
@@ -518,10 +519,10 @@ class Proxy:
             via = resp.top_via
         except ParseError:
             return
-        host = via.params.get("received") or via.host
-        rport = via.params.get("rport")
-        port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
-        self.core.emit(resp.serialize(), Peer(via.transport.lower(), host.strip("[]"), port))
+        if not core.branches.check(top.branch, stray_binding(resp.call_id, via)):
+            log.debug("stray %d for %s dropped: not our branch to there", resp.status, resp.call_id)
+            return
+        self.core.emit(resp.serialize(), response_address(via))
 
     def _maybe_finish(self, call: ProxyCall, now: float) -> None:
         if call.final_sent:
@@ -582,7 +583,9 @@ class Proxy:
         core = self.core
         invite_txn = core.layer.find_invite_server_transaction(cancel_txn.request)
         if invite_txn is None:
-            core.respond(cancel_txn, 481, now)
+            # A CANCEL of a non-INVITE request it matches gets 200 and has no effect (§9.2).
+            other = core.layer.find_cancelled_non_invite(cancel_txn.request)
+            core.respond(cancel_txn, 481 if other is None else 200, now)
             return
         call = invite_txn.context
         if not isinstance(call, ProxyCall):

@@ -27,7 +27,15 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from heimbuero.sip.message import Address, ParseError, Request, SipURI, Via, parse_address
+from heimbuero.sip.message import (
+    Address,
+    ParseError,
+    Request,
+    SipURI,
+    Via,
+    contact_expires,
+    parse_address,
+)
 
 from .location import Binding, LocationService, Peer
 
@@ -97,11 +105,13 @@ class Registrar:
             if addr.uri.scheme == "sips" and source[0] != "tls":
                 # RFC 5630 §4.1: a sips: contact is reached over TLS, so it binds to a TLS flow.
                 return _fail(400, "sips: Contact needs a REGISTER over TLS")
-            expires_text = addr.params.get("expires") or header_expires
-            if expires_text is None:
+            expires_param = contact_expires(addr.params.get("expires") or None)
+            if expires_param is not None:
+                expires = expires_param
+            elif header_expires is None:
                 expires = s.default_expires
-            elif expires_text.isdigit():
-                expires = int(expires_text)
+            elif header_expires.isdigit():
+                expires = int(header_expires)
             else:
                 return _fail(400, "Bad expires value")
             if 0 < expires < s.min_expires:

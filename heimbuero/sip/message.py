@@ -907,6 +907,10 @@ def _parse_status_line(start: str, headers: list[list[str]]) -> Response:
 # Semantic checks
 # --------------------------------------------------------------------------------------------
 
+_EXPIRES_HEADERS = ("expires", "min-expires")
+# The requests whose Expires (and Contact expires) this server reads when it answers them.
+EXPIRES_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "PUBLISH"})
+
 _MANDATORY = (
     ("call-id", "Call-ID"),
     ("cseq", "CSeq"),
@@ -916,7 +920,8 @@ _MANDATORY = (
 )
 
 
-def _check_common(msg: Message) -> None:
+def _check_common(msg: Message, expires_read: bool = False) -> None:
+    """The checks every message gets; `expires_read` when this element acts on its Expires."""
     seen: dict[str, int] = {}
     for h in msg.headers:
         seen[h[0]] = seen.get(h[0], 0) + 1
@@ -924,7 +929,7 @@ def _check_common(msg: Message) -> None:
         if key not in seen:
             raise ParseError(f"Missing {pretty} header")
     for key, n in seen.items():
-        if n > 1 and key in SINGLE_HEADERS:
+        if n > 1 and key in SINGLE_HEADERS and (expires_read or key not in _EXPIRES_HEADERS):
             raise ParseError(f"More than one {pretty_name(key)} header")
     cseq_parts = (msg.get("cseq") or "").split()
     num = _uint(cseq_parts[0]) if len(cseq_parts) == 2 else None
@@ -937,9 +942,13 @@ def _check_common(msg: Message) -> None:
     # Lenient where nothing depends on it (RFC 3261 §16.3: a proxy does not refuse a request
     # for a malformed header it does not need): Date is never read, and an Expires that is not
     # a number (an RFC 2543 date) passes here; an element that acts on it takes it for 3600 s
-    # (`normalize_expires`). Digits that are no number we can use (non-ASCII digits, absurd
-    # length) are refused, so no reader of the header ever meets them.
-    for key in ("expires", "min-expires"):
+    # (`normalize_expires`). Where this element acts on Expires (REGISTER, SUBSCRIBE, PUBLISH
+    # it answers), digits that are no number we can use (non-ASCII digits, absurd length) are
+    # refused, so no reader of the header ever meets them; in anything it only relays (an
+    # INVITE, a callee's 200) Expires is the endpoints' business and passes as it is.
+    if not expires_read:
+        return
+    for key in _EXPIRES_HEADERS:
         val = msg.get(key)
         if val is not None and val.isdigit() and ((v := _uint(val)) is None or v > MAX_EXPIRES):
             raise ParseError(f"Bad {pretty_name(key)} header")
@@ -956,11 +965,19 @@ def normalize_expires(msg: Message) -> None:
         msg.set("Expires", str(MALFORMED_EXPIRES))
 
 
+def contact_expires(value: str | None) -> int | None:
+    """A Contact's expires parameter as seconds: None when absent, 3600 when it is no number
+    (RFC 2543 allowed a date there; treated as RFC 3261 §20.19 treats a malformed Expires)."""
+    if value is None:
+        return None
+    return int(value) if value.isascii() and value.isdigit() else MALFORMED_EXPIRES
+
+
 def _check_request(req: Request) -> tuple[int, str] | None:
     if req.version != SIP_VERSION:
         return 505, "Version Not Supported"
     try:
-        _check_common(req)
+        _check_common(req, req.method in EXPIRES_METHODS)
         req.from_  # noqa: B018 - parse for validity (responses are relayed unread)
         req.to  # noqa: B018
         if req.cseq[1] != req.method:
@@ -971,13 +988,17 @@ def _check_request(req: Request) -> tuple[int, str] | None:
         uri = req.ruri
         if uri.is_sip and uri.headers is not None:
             return 400, "Request-URI must not contain headers"
-        register = req.method == "REGISTER"
-        for c in req.get_all("contact"):
-            if c != "*" and (register or "expires" in c.lower()):
-                a = parse_address(c)
-                e = a.params.get("expires")
-                if e is not None and ((secs := _uint(e)) is None or secs > MAX_EXPIRES):
-                    return 400, "Bad expires parameter in Contact"
+        if req.method == "REGISTER":  # the only request whose Contact expires we read
+            for c in req.get_all("contact"):
+                if c != "*":
+                    e = parse_address(c).params.get("expires")
+                    # an RFC 2543 date counts as 3600 s (`contact_expires`), as in Expires
+                    if (
+                        e is not None
+                        and e.isdigit()
+                        and ((v := _uint(e)) is None or v > MAX_EXPIRES)
+                    ):
+                        return 400, "Bad expires parameter in Contact"
         for name in ("route", "record-route"):
             for value in req.get_all(name):
                 parse_address(value)

@@ -24,6 +24,13 @@ from typing import Final, TypeAlias, TypeVar, cast
 
 from .message import MAGIC_COOKIE, Request, Response, split_header_list
 
+# The non-INVITE methods a CANCEL may name a server transaction of (§9.2; CANCEL and ACK have
+# none of their own to be cancelled).
+NON_INVITE_METHODS = (
+    "MESSAGE", "OPTIONS", "BYE", "REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO",
+    "UPDATE", "REFER", "PRACK",
+)  # fmt: skip
+
 __all__ = [
     "AckReceived",
     "ClientTransaction",
@@ -841,6 +848,24 @@ class TransactionLayer:
         if branch is not None and len(branch) > 7 and branch.startswith(MAGIC_COOKIE):
             return self._server.get((branch, via.host, via.port, "INVITE"))
         return self._server.get(_key_2543(cancel, "INVITE", cancel.to.tag))
+
+    def find_cancelled_non_invite(self, cancel: Request) -> ServerTransaction | None:
+        """The non-INVITE server transaction a CANCEL names (§9.2: it matched a transaction, so
+        it gets 200 and has no effect). The CANCEL does not say the method: the methods a
+        server transaction here can be for are tried, with the §17.2.3 key of each."""
+        via = cancel.top_via
+        branch = via.params.get("branch")
+        cookie = branch is not None and len(branch) > 7 and branch.startswith(MAGIC_COOKIE)
+        for method in NON_INVITE_METHODS:
+            key: _Key = (
+                (branch, via.host, via.port, method)
+                if cookie
+                else _key_2543(cancel, method, cancel.to.tag)
+            )
+            txn = self._server.get(key)
+            if txn is not None:
+                return txn
+        return None
 
     # ---- output -----------------------------------------------------------------------------
 

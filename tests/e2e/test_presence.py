@@ -179,3 +179,23 @@ def test_http_presence_and_live_stream(server_factory: Callable[..., Server]) ->
         assert events[0][0] == "snapshot"
         assert events[-1] == ("presence", events[-1][1])
         assert events[-1][1]["user"] == "bob" and events[-1][1]["status"] == "online"  # type: ignore[index]
+
+
+def test_subscription_behind_an_edge_proxy_keeps_its_route_set(server: Server) -> None:
+    """A SUBSCRIBE that came through an edge proxy (its Record-Route): the 200 carries that
+    Record-Route (RFC 3261 §12.1.1, so the watcher's refreshes take the route too) and the
+    NOTIFYs go through the edge with it as Route, the watcher's Contact as Request-URI."""
+    with SipClient(server.port) as edge:
+        rr = f"<sip:127.0.0.1:{edge.local_port};lr;edge=1>"
+        _, ok = edge.authenticated_request(
+            "SUBSCRIBE", f"sip:alice@{DOMAIN}", username="bob", password=USERS["bob"],
+            from_uri=f"sip:bob@{DOMAIN}", to_uri=f"sip:alice@{DOMAIN}",
+            headers=[("Record-Route", rr), ("Contact", "<sip:bob@192.0.2.44:5062>"),
+                     ("Event", "presence"), ("Expires", "600"),
+                     ("Accept", "application/pidf+xml")],
+        )  # fmt: skip
+        assert ok.status == 200, ok.summary()
+        assert ok.header_values("Record-Route") == [rr], ok.raw
+        notify = next_notify(edge)
+        assert notify.header_values("Route") == [rr], notify.raw
+        assert notify.start_line.split()[1] == "sip:bob@192.0.2.44:5062"

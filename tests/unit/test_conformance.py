@@ -60,7 +60,9 @@ def _stray_200(top_via: str) -> bytes:
 
 def test_stray_2xx_is_forwarded_only_when_the_top_via_is_ours() -> None:
     net = Net()
-    signed = net.core.new_branch(req("INVITE", f"sip:bob@{DOMAIN}", ALICE, "alice", "sip:b@x"))
+    r = req("INVITE", f"sip:bob@{DOMAIN}", ALICE, "alice", "sip:b@x", call_id="stray-1")
+    r.set("Via", f"SIP/2.0/UDP 127.0.0.1:{ALICE[2]};branch=z9hG4bKcaller;rport={ALICE[2]}")
+    signed = net.core.new_branch(r)
     # sent-by of another host, with a branch of our shape and signature: dropped
     assert net.send(_stray_200(f"SIP/2.0/UDP 198.51.100.7:5060;branch={signed}"), BOB1) == []
     # our sent-by, a branch of our prefix that we never signed: dropped
@@ -69,6 +71,27 @@ def test_stray_2xx_is_forwarded_only_when_the_top_via_is_ours() -> None:
     # ours indeed (a 2xx retransmission after the transaction ended): on to the next Via
     [(fwd, dest)] = net.send(_stray_200(f"SIP/2.0/UDP 127.0.0.1:5060;branch={signed}"), BOB1)
     assert dest == ALICE and isinstance(fwd, Response) and len(fwd.vias) == 1
+
+
+def test_a_branch_a_callee_saw_does_not_relay_a_2xx_elsewhere() -> None:
+    """Every callee sees our signed branch in the requests it gets; a 2xx it makes up with that
+    top Via and a victim's address below it (another Call-ID, a CSeq no transaction matches)
+    is not relayed: the branch is signed for its Call-ID and the hop its answers go to."""
+    net = Net()
+    register(net, "bob", BOB1)
+    register(net, "alice", ALICE)
+    _, out = invite(net, "alice", "bob", ALICE)
+    top = forwarded(out)[BOB1].get_all("via")[0]
+    for call_id, second in (
+        ("other-call", "SIP/2.0/UDP 127.0.0.1:40099;branch=z9hG4bKv;rport=40099"),
+        (forwarded(out)[BOB1].call_id, "SIP/2.0/UDP 127.0.0.1:40099;branch=z9hG4bKv"),
+    ):
+        forged = (
+            f"SIP/2.0 200 OK\r\nVia: {top}\r\nVia: {second}\r\n"
+            f"From: <sip:alice@{DOMAIN}>;tag=a\r\nTo: <sip:bob@{DOMAIN}>;tag=b\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 7 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        assert net.send(forged, BOB1) == [], call_id
 
 
 # ---- 408 and CANCEL for non-INVITE (RFC 4320 §4.2, RFC 3261 §9.1) -----------------------
@@ -180,6 +203,28 @@ def test_cancel_of_an_invite_answered_with_a_final_gets_200() -> None:
     cancel.add("CSeq", f"{inv.cseq[0]} CANCEL")
     out = net.send(cancel.serialize(), ALICE)
     assert [m.status for m in only(out, Response)] == [200]  # RFC 3261 §9.2
+
+
+def test_cancel_of_a_message_gets_200_and_no_effect() -> None:
+    """§9.2: whatever the method, a CANCEL that matches a transaction is answered 200; for a
+    non-INVITE it has no effect (and no CANCEL goes on, §9.1)."""
+    net = Net()
+    register(net, "bob", BOB1)
+    register(net, "alice", ALICE)
+    msg, out = authed(net, "MESSAGE", f"sip:bob@{DOMAIN}")
+    fwd = forwarded(out)[BOB1]
+    cancel = Request(
+        "CANCEL",
+        msg.uri,
+        [list(h) for h in msg.headers if h[0] in ("via", "from", "to", "call-id", "max-forwards")],
+    )
+    cancel.add("CSeq", f"{msg.cseq[0]} CANCEL")
+    out = net.send(cancel.serialize(), ALICE)
+    assert [(m.status, d) for m, d in out] == [(200, ALICE)]
+    out = net.send(answer(fwd, 200).serialize(), BOB1)  # the MESSAGE goes on as before
+    assert [(m.status, d) for m, d in out] == [(200, ALICE)]
+    out = net.send(cancel.serialize(), ALICE)  # a CANCEL after the answer: the same
+    assert [(m.status, d) for m, d in out] == [(200, ALICE)]
 
 
 def test_received_is_added_whenever_rport_is() -> None:
@@ -383,4 +428,39 @@ def test_register_with_an_rfc_2543_expires_date_counts_as_3600() -> None:
     [(challenge, _)] = net.send(r.serialize(), BOB1)
     [(ok, _)] = net.send(authorize(r, challenge, "bob").serialize(), BOB1)
     assert ok.status == 200, ok.reason  # RFC 3261 §20.19: a malformed Expires is 3600
+    assert ok.get_all("contact") == ["<sip:bob@127.0.0.1:40002>;expires=3600"]
+
+
+def test_expires_in_what_the_proxy_only_relays_is_not_its_business() -> None:
+    """An INVITE's Expires and Contact expires, and a callee's 200's Expires, are read by the
+    endpoints only: an RFC 2543 date in the Contact, two Expires headers or an absurd number
+    neither draw a 400 nor get the callee's answer dropped (RFC 3261 §16.3)."""
+    net = Net()
+    register(net, "bob", BOB1)
+    register(net, "alice", ALICE)
+    r = req(
+        "INVITE", f"sip:bob@{DOMAIN}", ALICE, "alice", f"sip:bob@{DOMAIN}",
+        contact='sip:alice@127.0.0.1:40001>;expires="Thu, 01 Dec 2040 16:00:00 GMT";x=<sip:a@b',
+        extra=["Expires: 99999999999", "Expires: Thu, 01 Dec 2040 16:00:00 GMT"],
+    )  # fmt: skip
+    [(challenge, _)] = net.send(r.serialize(), ALICE)
+    assert challenge.status == 407, challenge.reason
+    net.send(ack_for(r, challenge).serialize(), ALICE)
+    out = net.send(authorize(r, challenge, "alice", "Proxy-Authorization").serialize(), ALICE)
+    fwd = forwarded(out)[BOB1]
+    ok = answer(fwd, 200, contact=f"sip:bob@127.0.0.1:{BOB1[2]}")
+    ok.add("Expires", "99999999999")
+    ok.add("Expires", "30")
+    out = net.send(ok.serialize(), BOB1)
+    assert [(m.status, d) for m, d in out if isinstance(m, Response)] == [(200, ALICE)]
+
+
+def test_register_with_an_rfc_2543_contact_expires_date_counts_as_3600() -> None:
+    net = Net()
+    contact = 'sip:bob@127.0.0.1:40002>;expires="Thu, 01 Dec 2040 16:00:00 GMT";x=<sip:a@b'
+    r = req("REGISTER", f"sip:{DOMAIN}", BOB1, "bob", f"sip:bob@{DOMAIN}", contact=contact)
+    [(challenge, _)] = net.send(r.serialize(), BOB1)
+    assert challenge.status == 401, challenge.reason
+    [(ok, _)] = net.send(authorize(r, challenge, "bob").serialize(), BOB1)
+    assert ok.status == 200, ok.reason
     assert ok.get_all("contact") == ["<sip:bob@127.0.0.1:40002>;expires=3600"]

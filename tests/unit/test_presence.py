@@ -438,7 +438,10 @@ def test_notify_follows_the_record_route_of_the_subscribe() -> None:
             extra=["Event: presence", *rr])  # fmt: skip
     [(challenge, _)] = net.send(r.serialize(), BOB)
     authed = authorize(r, challenge, "bob", "Proxy-Authorization")
-    _, [(notify, dest)] = split(net.send(authed.serialize(), BOB))
+    [ok], [(notify, dest)] = split(net.send(authed.serialize(), BOB))
+    # the 200 carries the Record-Route (§12.1.1): the watcher's refreshes take the route too
+    assert ok.status == 200
+    assert ok.get_all("record-route") == ["<sip:edge.example.net;lr>", "<sip:10.0.0.9:5070;lr>"]
     assert notify.get_all("route") == ["<sip:edge.example.net;lr>", "<sip:10.0.0.9:5070;lr>"]
     assert notify.uri == f"sip:bob@{BOB[1]}:{BOB[2]}" and dest == BOB
     presence = net.core.presence
