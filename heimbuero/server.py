@@ -984,6 +984,8 @@ class Server:
             raise ConfigError(f"[media] relay: {exc}") from None
         self.anchor = RelayAnchor(settings, self.core.local_address("udp")[0], self.relay.send)
         self.core.proxy.media = self.anchor
+        anchor = self.anchor  # a call ended without a BYE through us (services/liveness.py)
+        self.core.events.subscribe(CallEnded, lambda event: anchor.end(event.call_id))
 
     def _media_stats(self, key: str, stats: dict[str, Any]) -> None:
         def side(s: dict[str, Any]) -> str:

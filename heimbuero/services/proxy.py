@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from heimbuero.domain.model import RingTarget, UserTarget
 from heimbuero.events import CallAnswered
+from heimbuero.services.liveness import DialogLiveness
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.branch import response_address, stray_binding
 from heimbuero.sip.dialogtoken import TOKEN_PARAM, DialogSigner, Flow, normal_flow
@@ -195,6 +196,7 @@ class Proxy:
     def __init__(self, core: SipCore, media: MediaRelay | None = None) -> None:
         self.core = core
         self.media: MediaRelay = media or NoMediaRelay()
+        self.liveness = DialogLiveness(core)  # session timers; calls that vanished
         self._open: set[ProxyCall] = set()  # calls whose server transaction is alive
 
     def __len__(self) -> int:
@@ -445,6 +447,7 @@ class Proxy:
             branch.request = None
             _alias_contact(resp, branch.dest, core.dialogs)
             self.media.on_answer(resp, branch.dest)
+            self.liveness.answered(call.server_txn.request, resp, now)
             st = call.server_txn
             if st.state in (tx.State.TRYING, tx.State.PROCEEDING, tx.State.ACCEPTED):
                 core.layer.send_response(st, resp, now)
@@ -567,6 +570,8 @@ class Proxy:
         req = call.server_txn.request
         if req.method == "INVITE" and not req.to.tag:
             self.media.on_end(req.call_id)
+        elif req.to.tag:
+            self.liveness.failed(req, best.status, now)
         if call.plan is not None:
             call.plan.failed(best.status, now)
 

@@ -1,0 +1,70 @@
+"""Calls that end without a BYE through the proxy: a session timer that lapses (RFC 4028) and
+a request inside the call answered 481 (RFC 5057) end the call as a BYE would."""
+
+from __future__ import annotations
+
+from test_core import ALICE, BOB1, Net, answer, invite, register
+
+from heimbuero.events import CallEnded
+from heimbuero.sip.message import Request, Response, parse_address
+
+
+def established(net: Net, session_expires: str | None) -> tuple[Request, Response, list[str]]:
+    """alice calls bob, bob answers (with `Session-Expires` when given); (INVITE at bob, the
+    200 at alice, the Call-IDs that ended so far)."""
+    ended: list[str] = []
+    net.core.events.subscribe(CallEnded, lambda e: ended.append(e.call_id))
+    register(net, "bob", BOB1)
+    register(net, "alice", ALICE)
+    _, out = invite(net, "alice", "bob", ALICE)
+    [fwd] = [m for m, d in out if isinstance(m, Request) and m.method == "INVITE"]
+    ok = answer(fwd, 200, tag="bob1", contact="sip:bob@127.0.0.1:40002")
+    if session_expires is not None:
+        ok.add("Session-Expires", session_expires)
+    [resp] = [m for m, _ in net.send(ok.serialize(), BOB1) if isinstance(m, Response)]
+    assert resp.status == 200
+    return fwd, resp, ended
+
+
+def in_dialog(method: str, invite: Request, ok: Response, cseq: int) -> Request:
+    contact = parse_address(ok.get("contact") or "").uri
+    return Request(
+        method, str(contact),
+        [["via", "Via", f"SIP/2.0/UDP 127.0.0.1:{ALICE[2]};branch=z9hG4bKin{cseq};rport"],
+         ["route", "Route", ok.get("record-route") or ""],
+         ["from", "From", invite.get("from") or ""], ["to", "To", ok.get("to") or ""],
+         ["call-id", "Call-ID", invite.call_id], ["cseq", "CSeq", f"{cseq} {method}"],
+         ["max-forwards", "Max-Forwards", "70"]],
+    )  # fmt: skip
+
+
+def test_a_session_timer_that_lapses_ends_the_call_and_a_refresh_keeps_it() -> None:
+    net = Net()
+    fwd, ok, ended = established(net, "90;refresher=uac")
+    net.advance(60)
+    # alice refreshes with UPDATE at 60 s; bob's 2xx restarts the 90 s
+    out = net.send(in_dialog("UPDATE", fwd, ok, 10).serialize(), ALICE)
+    [upd] = [m for m, _ in out if isinstance(m, Request) and m.method == "UPDATE"]
+    refreshed = answer(upd, 200, tag="bob1")
+    refreshed.add("Session-Expires", "90;refresher=uac")
+    net.send(refreshed.serialize(), BOB1)
+    net.advance(89)
+    assert ended == []  # 149 s after the answer, 89 s after the refresh: still up
+    net.advance(2)
+    assert ended == [fwd.call_id]
+
+
+def test_a_call_without_a_session_timer_is_not_timed() -> None:
+    net = Net()
+    fwd, ok, ended = established(net, None)
+    net.advance(7200)
+    assert ended == []
+
+
+def test_a_request_in_the_call_answered_481_ends_it() -> None:
+    net = Net()
+    fwd, ok, ended = established(net, None)
+    out = net.send(in_dialog("INVITE", fwd, ok, 10).serialize(), ALICE)
+    [reinvite] = [m for m, _ in out if isinstance(m, Request) and m.method == "INVITE"]
+    net.send(answer(reinvite, 481, tag="bob1").serialize(), BOB1)
+    assert ended == [fwd.call_id]
