@@ -94,6 +94,7 @@ def call_through_nat(tmp_path: Path, relay: str) -> dict[str, tuple[list[int], i
     set_toml_option(server.config_path, "media", "relay", relay)
     out: dict[str, tuple[list[int], int]] = {}
     with NatLab() as lab, contextlib.ExitStack() as stack:
+        stack.callback(server.kill)  # (also when the start fails)
         with lab.inside(lab.server_ns):
             server.start()
         stack.callback(server.stop)
@@ -109,9 +110,9 @@ def call_through_nat(tmp_path: Path, relay: str) -> dict[str, tuple[list[int], i
                 audio_source=f"aufile,{folder / 'tone.wav'}",
                 extra_config=["module\t\t\tsndfile.so", f"snd_path\t\t{folder / 'heard'}"],
             )  # fmt: skip
+            stack.callback(phone.stop)  # (also when the start fails)
             with lab.inside(home.ns):
                 phone.start()
-            stack.callback(phone.stop)
             phones[user] = phone
         for phone in phones.values():
             phone.wait_registered()
@@ -179,6 +180,7 @@ def test_a_carrier_call_to_a_client_number_reaches_the_agent_at_home_with_audio(
     server.cli("rules", "import", "mueller", str(rules), "--data", str(server.data_dir))
     with NatLab() as lab, contextlib.ExitStack() as stack:
         lab.ip(lab.server_ns, "addr", "add", f"{CARRIER}/24", "dev", "br0")
+        stack.callback(server.kill)  # (also when the start fails)
         with lab.inside(lab.server_ns):
             server.start()
             sip = stack.enter_context(
@@ -199,9 +201,9 @@ def test_a_carrier_call_to_a_client_number_reaches_the_agent_at_home_with_audio(
             audio_source=f"aufile,{folder / 'tone.wav'}",
             extra_config=["module\t\t\tsndfile.so", f"snd_path\t\t{folder / 'heard'}"],
         )  # fmt: skip
+        stack.callback(anna.stop)
         with lab.inside(home.ns):
             anna.start()
-        stack.callback(anna.stop)
         anna.wait_registered()
 
         ruri = f"sip:{NUMBER}@{DOMAIN}"
