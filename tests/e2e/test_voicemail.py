@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from heimbuero.media import ua_codec as c
+from tests.smtpd import MailSink
 
 from .harness import (
     LOCALHOST,
@@ -97,7 +98,8 @@ def rtp_packets(sock: socket.socket, until: float) -> list[tuple[float, c.RtpPac
 @pytest.mark.parametrize("relay", ["never", "always"])
 def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
     """With `[media] relay = "always"` the same call's audio goes both ways through the relay
-    process: the answer names a relay port, the greeting and the caller's tone cross it."""
+    process: the answer names a relay port, the greeting and the caller's tone cross it. The
+    recording reaches the client's e-mail address as a WAV attachment (a local SMTP server)."""
     inbound = free_port()
     server = Server(
         tmp_path / "server", domain=DOMAIN, demo=True, http=True,
@@ -108,11 +110,20 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
     set_toml_option(server.config_path, "media", "relay", relay)
     set_toml_option(server.config_path, "media", "port_min", relay_ports[0])
     set_toml_option(server.config_path, "media", "port_max", relay_ports[-1])
+    mail = MailSink()
+    for key, value in (("host", "127.0.0.1"), ("port", mail.port), ("sender", "b@ex.de")):
+        set_toml_option(server.config_path, "mail", key, value)
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps(mailbox_rules()), encoding="utf-8")
     server.cli("rules", "import", CLIENT, str(rules), "--data", str(server.data_dir))
     with contextlib.ExitStack() as stack:
+        stack.enter_context(mail)
         stack.enter_context(server)
+        r = httpx.patch(
+            f"{server.http_url}/api/clients/{CLIENT}", json={"email": "meister@tischlerei.de"},
+            auth=("admin", server.demo_passwords["admin"]), timeout=10,
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
         rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         rtp.bind((LOCALHOST, 0))
         rtp_port = rtp.getsockname()[1]
@@ -259,6 +270,10 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
             assert state == "active"
         summary = mwi.body.decode()  # type: ignore[attr-defined]
         assert "Messages-Waiting: yes" in summary and "Voice-Message: 1/0" in summary
+        sent = mail.wait_for(lambda m: m["To"] == "meister@tischlerei.de")
+        assert CALLER in str(sent["Subject"]), sent["Subject"]
+        [wav] = [p for p in sent.iter_attachments() if p.get_content_type() == "audio/wav"]
+        assert wav.get_content() == wavs[0].read_bytes()  # the recording itself
 
 
 # -- abuse: a caller that never hangs up, too many calls at once ----------------------------
