@@ -110,6 +110,9 @@ class SipSettings:
     tcp_idle_timeout: int = 600
     max_tcp_connections_per_ip: int = 100
     invite_timeout: int = 181  # Timer C: more than 3 minutes (RFC 3261 §16.8)
+    # RFC 4028: the Session-Expires the proxy asks for in calls whose INVITE has none, so that
+    # a call whose phone vanished ends (0 = do not ask; else at least 90)
+    session_expires: int = 1800
     trusted_peers: tuple[str, ...] = ()  # "HOST" or "HOST:PORT" of carrier trunks: no digest auth
     advertise: str | None = None  # address for Via/Record-Route when listening on 0.0.0.0
     md5_only_user_agents: tuple[str, ...] = ("baresip v0.", "baresip v1.")
@@ -380,6 +383,8 @@ def load(data_dir: Path) -> Config:
             value = _trunk_tls(path, value)
         elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{path}: [sip] {key} must be a non-negative integer")
+        if key == "session_expires" and 0 < value < 90:
+            raise ConfigError(f"{path}: [sip] session_expires must be 0 (off) or at least 90")
         kwargs[key] = value
     sip = SipSettings(**kwargs)  # type: ignore[arg-type]
     http_raw = dict(raw.get("http", {}))
@@ -705,6 +710,10 @@ max_tcp_connections_per_ip = {d.max_tcp_connections_per_ip}
 # Timer C: seconds a forked INVITE may ring before 408 (RFC 3261 §16.8: over 3 minutes, so
 # smaller values count as 181)
 invite_timeout = {d.invite_timeout}
+# Session timers (RFC 4028): the Session-Expires asked for in calls whose INVITE has none;
+# phones that support them refresh the call, and a call not refreshed in time is over
+# (presence frees the agent). 0 = do not ask.
+session_expires = {d.session_expires}
 # Carrier trunks whose requests are not challenged: "HOST" or "HOST:PORT"
 trusted_peers = []
 # Clients that fail on a challenge list with an algorithm they do not know get MD5 alone

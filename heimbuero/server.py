@@ -363,6 +363,7 @@ class Server:
                 timers=TimerSettings(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000),
                 trusted_peers=sip.trusted_peers,
                 invite_timeout=float(sip.invite_timeout),
+                session_expires=sip.session_expires,
                 md5_only_user_agents=sip.md5_only_user_agents,
                 guard=sip.guard(),
                 flood_exempt=sip.flood_exempt,

@@ -92,6 +92,7 @@ class CoreSettings:
     timers: tx.TimerSettings = field(default_factory=tx.TimerSettings)
     trusted_peers: tuple[str, ...] = ()
     invite_timeout: float = TIMER_C_MIN  # Timer C (never less than TIMER_C_MIN)
+    session_expires: int = 0  # RFC 4028 interval asked for in INVITEs without one (0: none)
     guard: GuardSettings = field(default_factory=GuardSettings)  # floods, bans, guessing
     # Source IPs the flood limit never bans (a local front proxy, the bench on loopback).
     flood_exempt: tuple[str, ...] = ("127.0.0.1", "::1")

@@ -8,6 +8,8 @@ The proxy tells this what it sees of the calls it record-routed:
   answer at all (it is gone): the call is over (RFC 5057 §5.1, RFC 4028 §10);
 - a 2xx to an INVITE or UPDATE with `Session-Expires` (RFC 4028, as the phones negotiated it):
   the call must be refreshed within that many seconds; a call not refreshed in time is over.
+  A new call's INVITE without one gets `[sip] session_expires` added (a callee that does not
+  support timers ignores it, its 2xx has none, and the call stays untimed).
 
 Over means: `CallEnded` on the event bus, as for a BYE (presence, call records, the media
 relay). Sans-IO: time comes in, timers are the core's.
@@ -49,6 +51,19 @@ class DialogLiveness:
         self.core = core
         self.timers: dict[str, list[object]] = {}  # Call-ID -> the timer of its session expiry
         core.events.subscribe(CallEnded, self._on_ended)
+
+    def offer(self, request: Request) -> None:
+        """An INVITE the proxy forwards: a new call without `Session-Expires` asks for the
+        configured interval (RFC 4028 §8.1: a proxy may add it; `Supported: timer` stays the
+        caller's word, so a callee that does the timer refreshes itself, `refresher=uas`)."""
+        interval = self.core.settings.session_expires
+        if (
+            interval
+            and request.method == "INVITE"
+            and not request.to.tag
+            and request.get("session-expires") is None
+        ):
+            request.add("Session-Expires", str(max(MIN_SE, interval)))
 
     def answered(self, request: Request, response: Response, now: float) -> None:
         """A 2xx the proxy forwards: INVITE or UPDATE with Session-Expires (re)starts the

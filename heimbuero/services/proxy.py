@@ -350,6 +350,7 @@ class Proxy:
                     out_host, out_port = core.local_address(dest[0])
                     fwd.prepend("Record-Route", _rr(out_host, out_port, dest[0], token))
             self.media.on_offer(fwd, source, dest)
+            self.liveness.offer(fwd)
             branch = Branch(self, call, fwd, dest, target)
             call.branches.append(branch)
             branch_id = core.new_branch(req)

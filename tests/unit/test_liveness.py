@@ -3,6 +3,8 @@ a request inside the call answered 481 (RFC 5057) end the call as a BYE would.""
 
 from __future__ import annotations
 
+import dataclasses
+
 from test_core import ALICE, BOB1, Net, answer, invite, register
 
 from heimbuero.events import CallEnded
@@ -68,3 +70,17 @@ def test_a_request_in_the_call_answered_481_ends_it() -> None:
     [reinvite] = [m for m, _ in out if isinstance(m, Request) and m.method == "INVITE"]
     net.send(answer(reinvite, 481, tag="bob1").serialize(), BOB1)
     assert ended == [fwd.call_id]
+
+
+def test_the_proxy_asks_for_a_session_timer_only_when_configured_and_absent() -> None:
+    net = Net()
+    register(net, "bob", BOB1)
+    _, out = invite(net, "alice", "bob", ALICE)
+    [fwd] = [m for m, d in out if isinstance(m, Request) and m.method == "INVITE"]
+    assert fwd.get("session-expires") is None  # session_expires = 0: nothing added
+    net = Net()
+    net.core.settings = dataclasses.replace(net.core.settings, session_expires=1800)
+    register(net, "bob", BOB1)
+    _, out = invite(net, "alice", "bob", ALICE)
+    [fwd] = [m for m, d in out if isinstance(m, Request) and m.method == "INVITE"]
+    assert fwd.get("session-expires") == "1800"
