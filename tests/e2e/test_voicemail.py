@@ -494,7 +494,16 @@ def test_the_client_uploads_a_greeting_and_callers_hear_it(tmp_path: Path) -> No
         assert api.get(url, auth=owner).status_code == 404  # still the spoken default
         r = api.put(url, content=wav_bytes(800, 1.0), auth=owner)
         assert r.status_code == 200 and abs(r.json()["seconds"] - 1.0) < 0.05, r.text
-        got = api.get(url, auth=owner)
+        server.kill()  # kill -9 right after the answer: the greeting it confirmed is there
+        server.start()
+
+        def fetched() -> httpx.Response | None:
+            try:
+                return api.get(url, auth=owner)
+            except httpx.TransportError:
+                return None  # (HTTP listens a moment after SIP answers)
+
+        got = wait_until(fetched, 10, interval=0.1, what="the API after the restart")
         assert got.status_code == 200 and got.content.startswith(b"RIFF")
         assert api.get(url, auth=other).status_code == 404
 
