@@ -2085,3 +2085,67 @@ def self_signed_cert(directory: Path, host: str = LOCALHOST) -> tuple[Path, Path
     if res.returncode != 0:
         raise HarnessError(f"`{shlex.join(cmd)}` exited {res.returncode}:\n{res.stderr}")
     return cert, key
+
+
+# --------------------------------------------------------------------------------------------
+# a call between two hand-driven phones
+
+HAND_OFFER = (
+    b"v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
+)
+
+
+def reply(
+    phone: SipClient, req: SipMessage, status: str, extra: str = "", body: bytes = b""
+) -> None:
+    """Answer a request the server sent to a hand-driven phone (To gets the tag `bob1` when it
+    has none; `extra`: more header lines, each ending in CRLF)."""
+    via = "".join(f"Via: {v}\r\n" for v in req.header_values("Via"))
+    rr = "".join(f"Record-Route: {v}\r\n" for v in req.header_values("Record-Route"))
+    to = req.header("To") or ""
+    head = (
+        f"SIP/2.0 {status}\r\n{via}{rr}From: {req.header('From')}\r\n"
+        f"To: {to}{'' if 'tag=' in to else ';tag=bob1'}\r\n"
+        f"Call-ID: {req.header('Call-ID')}\r\nCSeq: {req.header('CSeq')}\r\n{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    phone.send_raw(head.encode() + body)
+
+
+def next_request(phone: SipClient, method: str, timeout: float = 5) -> SipMessage:
+    """The next request of `method` the phone receives (others are skipped)."""
+
+    def one() -> SipMessage | None:
+        msg = phone.recv(0.2)
+        return msg if msg is not None and msg.method == method else None
+
+    result: SipMessage = wait_until(one, timeout, interval=0.0, what=f"a {method} at the phone")
+    return result
+
+
+def hand_call(
+    server: Server, alice: SipClient, bob: SipClient, users: Mapping[str, str]
+) -> tuple[SentRequest, SipMessage]:
+    """bob registers; alice sends an authenticated INVITE (with HAND_OFFER) to bob; the sent
+    INVITE and the INVITE as it reached bob (not answered yet)."""
+    aor, me = f"sip:bob@{server.domain}", f"sip:alice@{server.domain}"
+    _, reg = bob.authenticated_request(
+        "REGISTER", f"sip:{server.domain}", username="bob", password=users["bob"],
+        from_uri=aor, to_uri=aor,
+        headers=[("Contact", f"<sip:bob@127.0.0.1:{bob.local_port}>"), ("Expires", "300")],
+    )  # fmt: skip
+    if reg.status != 200:
+        raise HarnessError(f"bob could not register: {reg.summary()}")
+    contact = ("Contact", f"<sip:alice@127.0.0.1:{alice.local_port}>")
+    first = alice.request("INVITE", aor, from_uri=me, to_uri=aor, body=HAND_OFFER,
+                          content_type="application/sdp", headers=[contact])  # fmt: skip
+    challenge = alice.final_response(first, 5)
+    auth = digest_response(pick_challenge(challenge, "MD5"), method="INVITE", uri=aor,
+                           username="alice", password=users["alice"])  # fmt: skip
+    inv = alice.request(
+        "INVITE", aor, from_uri=me, to_uri=aor, call_id=first.call_id,
+        from_tag=first.from_tag, cseq=2, body=HAND_OFFER, content_type="application/sdp",
+        headers=[contact, ("Proxy-Authorization", auth)],
+    )  # fmt: skip
+    return inv, next_request(bob, "INVITE")

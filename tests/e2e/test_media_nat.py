@@ -31,12 +31,13 @@ from heimbuero.media import ua_codec as c
 
 from .conftest import USERS
 from .harness import (
+    HAND_OFFER,
     Baresip,
     Server,
     SipClient,
-    digest_response,
     free_port,
-    pick_challenge,
+    hand_call,
+    reply,
     set_toml_option,
     wait_until,
 )
@@ -322,45 +323,11 @@ def test_a_relayed_call_without_audio_is_let_go_after_the_silence_timeout(
         stack.enter_context(server)
         alice = stack.enter_context(SipClient(server.port))
         bob = stack.enter_context(SipClient(server.port))
-        aor = f"sip:bob@{server.domain}"
-        _, reg = bob.authenticated_request(
-            "REGISTER", f"sip:{server.domain}", username="bob", password=USERS["bob"],
-            from_uri=aor, to_uri=aor,
-            headers=[("Contact", f"<sip:bob@127.0.0.1:{bob.local_port}>"), ("Expires", "300")],
-        )  # fmt: skip
-        assert reg.status == 200, reg.summary
-        offer = (
-            b"v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            b"m=audio 4000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
-        )
-        me = f"sip:alice@{server.domain}"
-        contact = ("Contact", f"<sip:alice@127.0.0.1:{alice.local_port}>")
-        first = alice.request("INVITE", aor, from_uri=me, to_uri=aor, body=offer,
-                              content_type="application/sdp", headers=[contact])  # fmt: skip
-        challenge = alice.final_response(first, 5)
-        assert challenge.status == 407, challenge.summary
-        auth = digest_response(pick_challenge(challenge, "MD5"), method="INVITE", uri=aor,
-                               username="alice", password=USERS["alice"])  # fmt: skip
-        alice.request(
-            "INVITE", aor, from_uri=me, to_uri=aor, call_id=first.call_id,
-            from_tag=first.from_tag, cseq=2, body=offer, content_type="application/sdp",
-            headers=[contact, ("Proxy-Authorization", auth)],
-        )  # fmt: skip
-        inv = wait_until(
-            lambda: next((m for m in iter(lambda: bob.recv(0.2), None) if m.method == "INVITE"),
-                         None), 5, interval=0.0, what="the INVITE at bob",
-        )  # fmt: skip
+        _, inv = hand_call(server, alice, bob, USERS)
         assert b"m=audio 4000 " not in inv.body  # anchored: bob is told a relay port
-        answer = offer.replace(b"o=a", b"o=b").replace(b"4000", b"4002")
-        via = "".join(f"Via: {v}\r\n" for v in inv.header_values("Via"))
-        rr = "".join(f"Record-Route: {v}\r\n" for v in inv.header_values("Record-Route"))
-        resp = (
-            f"SIP/2.0 200 OK\r\n{via}{rr}From: {inv.header('From')}\r\n"
-            f"To: {inv.header('To')};tag=bob1\r\nCall-ID: {inv.header('Call-ID')}\r\n"
-            f"CSeq: {inv.header('CSeq')}\r\nContact: <sip:bob@127.0.0.1:{bob.local_port}>\r\n"
-            f"Content-Type: application/sdp\r\nContent-Length: {len(answer)}\r\n\r\n"
-        ).encode() + answer
-        bob.send_raw(resp)
+        answer = HAND_OFFER.replace(b"o=a", b"o=b").replace(b"4000", b"4002")
+        reply(bob, inv, "200 OK", f"Contact: <sip:bob@127.0.0.1:{bob.local_port}>\r\n"
+              "Content-Type: application/sdp\r\n", answer)  # fmt: skip
         assert relayed() == 1
         wait_until(lambda: relayed() == 0 or None, 15, interval=0.5, what="the silent call let go")
         log = server.log_text()
