@@ -100,22 +100,13 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
     """With `[media] relay = "always"` the same call's audio goes both ways through the relay
     process: the answer names a relay port, the greeting and the caller's tone cross it. The
     recording reaches the client's e-mail address as a WAV attachment (a local SMTP server)."""
-    inbound = free_port()
-    server = Server(
-        tmp_path / "server", domain=DOMAIN, demo=True, http=True,
-        sip_options={"trusted_peers": [f"127.0.0.1:{inbound}"]},
-    )  # fmt: skip
-    server.prepare()
     relay_ports = free_ports(8, consecutive=True)
-    set_toml_option(server.config_path, "media", "relay", relay)
-    set_toml_option(server.config_path, "media", "port_min", relay_ports[0])
-    set_toml_option(server.config_path, "media", "port_max", relay_ports[-1])
     mail = MailSink()
-    for key, value in (("host", "127.0.0.1"), ("port", mail.port), ("sender", "b@ex.de")):
-        set_toml_option(server.config_path, "mail", key, value)
-    rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps(mailbox_rules()), encoding="utf-8")
-    server.cli("rules", "import", CLIENT, str(rules), "--data", str(server.data_dir))
+    server, inbound = office(
+        tmp_path, http=True, relay=("media", relay), port_min=("media", relay_ports[0]),
+        port_max=("media", relay_ports[-1]), host=("mail", "127.0.0.1"),
+        port=("mail", mail.port), sender=("mail", "b@ex.de"),
+    )  # fmt: skip
     with contextlib.ExitStack() as stack:
         stack.enter_context(mail)
         stack.enter_context(server)
@@ -279,10 +270,12 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
 # -- abuse: a caller that never hangs up, too many calls at once ----------------------------
 
 
-def office(tmp_path: Path, **toml: tuple[str, object]) -> tuple[Server, int]:
+def office(tmp_path: Path, http: bool = False, **toml: tuple[str, object]) -> tuple[Server, int]:
+    """The demo office whose mueller number goes to voicemail:mueller; `toml`: KEY=(SECTION,
+    VALUE) settings; (the server, not started, and the carrier's trusted port)."""
     inbound = free_port()
     server = Server(
-        tmp_path / "server", domain=DOMAIN, demo=True,
+        tmp_path / "server", domain=DOMAIN, demo=True, http=http,
         sip_options={"trusted_peers": [f"127.0.0.1:{inbound}"]},
     )  # fmt: skip
     server.prepare()
@@ -457,25 +450,12 @@ def wav_bytes(hz: float, seconds: float, rate: int = 16000) -> bytes:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
-        n = int(seconds * rate)
-        w.writeframes(
-            struct.pack(
-                f"<{n}h", *(int(9000 * math.sin(2 * math.pi * hz * i / rate)) for i in range(n))
-            )
-        )
+        w.writeframes(tone(hz, seconds, rate))
     return buf.getvalue()
 
 
 def test_the_client_uploads_a_greeting_and_callers_hear_it(tmp_path: Path) -> None:
-    inbound = free_port()
-    server = Server(
-        tmp_path / "server", domain=DOMAIN, demo=True, http=True,
-        sip_options={"trusted_peers": [f"127.0.0.1:{inbound}"]},
-    )  # fmt: skip
-    server.prepare()
-    rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps(mailbox_rules()), encoding="utf-8")
-    server.cli("rules", "import", CLIENT, str(rules), "--data", str(server.data_dir))
+    server, inbound = office(tmp_path, http=True)
     pw = server.demo_passwords
     url = f"/api/voicemail/{CLIENT}/greeting"
     with contextlib.ExitStack() as stack:
