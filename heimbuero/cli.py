@@ -23,7 +23,7 @@ from heimbuero import __version__, config
 from heimbuero.app import Actor, App, AppError, Invalid
 from heimbuero.app._util import country_of
 from heimbuero.config import Config, ConfigError
-from heimbuero.domain.model import Trunk
+from heimbuero.domain.model import AGENT_STATUSES, Trunk
 from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.ops import logsetup
 from heimbuero.store import SchemaError, Store, StoreError
@@ -309,6 +309,14 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
     with _open_app(args.data) as (_cfg, app):
         name = app.users.set_password(ADMIN, args.name, args.password)
     print(f"changed the password of user {name}")
+    return 0
+
+
+def cmd_user_status(args: argparse.Namespace) -> int:
+    """Set an agent's own status (as the local admin)."""
+    with _open_app(args.data) as (_cfg, app):
+        status = app.agents.set(ADMIN, args.name, args.status)
+    print(f"status of {status.user}: {status.status}")
     return 0
 
 
@@ -1265,6 +1273,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="user name")
     p.add_argument("--password", metavar="PW", required=True, help=password_help)
     p.set_defaults(func=cmd_user_passwd)
+
+    p = user_commands.add_parser(
+        "status",
+        parents=[data],
+        help="set an agent's status (break, end of shift, ...)",
+        description="Set an agent's own status: only available agents are rung by team calls; "
+        "presence shows break and away as away, dnd as busy, off (end of shift) as offline.",
+    )
+    p.add_argument("name", metavar="NAME", help="user name (an agent or admin)")
+    p.add_argument("status", choices=AGENT_STATUSES)
+    p.set_defaults(func=cmd_user_status)
 
     p = user_commands.add_parser(
         "list",

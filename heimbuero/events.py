@@ -232,3 +232,12 @@ class EventBus:
                 sink.publish(event)
             except Exception:
                 log.exception("the event sink failed on %s", type(event).__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatusChanged(Event):
+    """An agent set their own status (published after the commit): team calls skip an agent
+    who is not available, presence shows it."""
+
+    user: str
+    status: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import hashlib
@@ -28,6 +29,7 @@ from heimbuero.app.policy import Actor
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
 from heimbuero.domain.model import Directory, Override
 from heimbuero.events import (
+    AgentStatusChanged,
     BindingChanged,
     CallEnded,
     Event,
@@ -850,7 +852,8 @@ class Server:
                 max_body=self.config.http.max_body_kb * 1024,
                 max_upload=self.config.files.max_size_mb * 1024 * 1024 + 64 * 1024,
                 dictation=self.dictation,
-                publish=self.events.publish,
+                # (handlers run on the loop or in worker threads: subscribers run on the loop)
+                publish=_LoopSink(self._on_loop, self.events).publish,
                 mail=self.mailer.send if self.mailer.enabled else None,
                 data_dir=self.config.data_dir,
             )  # fmt: skip
@@ -1003,6 +1006,17 @@ class Server:
         if key.endswith("/0"):  # (the first media stream: the call's audio)
             self.call_log.call_media(key[:-2], stats)
 
+    def _agent_status(self, event: AgentStatusChanged) -> None:
+        """An agent's new status counts at once: for team calls and presence (the office
+        reload brings the same from the store a moment later)."""
+        directory = self.calls.directory
+        user = directory.users.get(event.user)
+        if user is not None and user.status != event.status:
+            directory.users[event.user] = dataclasses.replace(user, status=event.status)
+        self.presence.changed(event.user, event.at)
+        self.core.pump(event.at)
+        self.transports.flush()
+
     def _mailbox(self, user: str) -> tuple[int, int]:
         """(new, old) voicemails a user's phone shows: a client owner's are the client's
         mailbox (voicemail:CLIENT), anyone else's their own (voicemail:USER)."""
@@ -1034,6 +1048,7 @@ class Server:
             await self._start_relay()  # (before SIP answers: the first call may need it)
         self.mailbox_counts = await asyncio.to_thread(all_counts, self.store)
         self.presence.mailbox = self._mailbox
+        self.events.subscribe(AgentStatusChanged, self._agent_status)
         # Streams first: a UDP socket answers as soon as it is bound, while binding a TCP
         # listener yields to the loop; a phone that got an answer over UDP must find TCP open.
         for a in sorted(self.config.sip.listen, key=lambda a: a.transport == "udp"):

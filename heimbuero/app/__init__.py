@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from heimbuero.app.agentstatus import AgentStatus
 from heimbuero.app.billing import Billing, Invoices
 from heimbuero.app.calls import Calls, Warnings, WarningWatch
 from heimbuero.app.clients import Clients, Numbers, Providers
@@ -77,6 +78,7 @@ class App:
     notes: Notes
     billing: Billing  # issue 15
     invoices: Invoices
+    agents: AgentStatus  # agents' own status (available, break, ...)
     dictation: Dictation | None = None
     greetings: Greetings | None = None  # voicemail greetings, announcements (DATA needed)
 
@@ -123,4 +125,5 @@ class App:
             billing=(billing := Billing(store)),
             invoices=Invoices(store, billing),
             greetings=None if data_dir is None else Greetings(store, data_dir),
+            agents=AgentStatus(store, publish),
         )

@@ -56,6 +56,12 @@ class User:
     client: str | None = None  # the client business a client/employee user belongs to
     display_name: str = ""
     mobile: str | None = None  # E.164
+    status: str = "available"  # an agent's own status (AGENT_STATUSES); others: available
+
+
+# An agent's own status: only `available` agents are rung by team (group) calls; presence
+# shows the others as away (break, away), busy (dnd) or offline (off: end of shift).
+AGENT_STATUSES = ("available", "break", "away", "dnd", "off")
 
 
 @dataclass(frozen=True, slots=True)

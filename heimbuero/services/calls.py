@@ -218,6 +218,7 @@ class CallRouting:
             overrides=dict(self.overrides),
             registered=_Registered(self.core.location, now),
             in_call=frozenset(in_call),
+            paused=frozenset(n for n, u in self.directory.users.items() if u.status != "available"),
             last_answered=dict(self.last_answered),
             rr_last=dict(self.rr_last),
         )

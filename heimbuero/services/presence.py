@@ -67,6 +67,7 @@ class PresenceState:
     registered: bool = False
     on_the_phone: bool = False
     published: bool = False
+    agent_status: str = "available"  # an agent's own status (domain.model.AGENT_STATUSES)
 
     @property
     def status(self) -> str:
@@ -80,6 +81,7 @@ class PresenceState:
             "user": self.user, "status": self.status, "basic": "open" if self.online else "closed",
             "activity": self.activity, "note": self.note, "registered": self.registered,
             "on_the_phone": self.on_the_phone, "published": self.published,
+            "agent_status": self.agent_status,
         }  # fmt: skip
 
 
@@ -312,9 +314,19 @@ class PresenceServer:
             if pub.basic is not None:
                 online = pub.basic == "open"
             activity, note = pub.activity, pub.note
+        calls = self.core.calls
+        account = calls.directory.users.get(user) if calls is not None else None
+        agent_status = account.status if account is not None else "available"
+        if agent_status == "off":  # end of shift
+            online, activity = False, None
+        elif agent_status == "dnd":
+            activity = "busy"
+        elif agent_status in ("break", "away"):
+            activity, note = "away", note or ("Pause" if agent_status == "break" else None)
         if on_phone:
             activity = "on-the-phone"
-        return PresenceState(user, online, activity, note, registered, on_phone, pub is not None)
+        return PresenceState(user, online, activity, note, registered, on_phone, pub is not None,
+                             agent_status)  # fmt: skip
 
     def entity(self, user: str) -> str:
         return f"sip:{user}@{self.core.settings.domain}"

@@ -63,6 +63,8 @@ class User(Base):
     mobile: Mapped[str | None] = mapped_column(String(20))  # E.164
     # per-user SIP compatibility switches, e.g. RFC 2069 digests (migration 0006)
     sip_compat: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # an agent's own status (domain.model.AGENT_STATUSES; migration 0017)
+    status: Mapped[str] = mapped_column(String(16), default="available", server_default="available")
 
 
 class Binding(Base):

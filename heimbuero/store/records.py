@@ -52,6 +52,7 @@ class UserRecord:
     client: str | None = None  # the client business of a client/employee user
     display_name: str | None = None
     mobile: str | None = None  # E.164
+    status: str = "available"  # an agent's own status
 
     def office_user(self) -> OfficeUser:
         """The user as routing sees it."""
@@ -61,6 +62,7 @@ class UserRecord:
             client=self.client,
             display_name=self.display_name or "",
             mobile=self.mobile,
+            status=self.status,
         )
 
 
@@ -133,6 +135,7 @@ def user_record(row: User) -> UserRecord:
         client=row.client,
         display_name=row.display_name,
         mobile=row.mobile,
+        status=row.status or "available",
     )
 
 

@@ -152,6 +152,14 @@ class UserRepository(Repository):
         self._uow.office_changed()
         return user_record(row)
 
+    def set_status(self, name: str, status: str) -> UserRecord:
+        """An agent's own status (routing reads it: the office revision moves)."""
+        row = self._row(name)
+        row.status = status
+        self._session.flush()
+        self._uow.office_changed()
+        return user_record(row)
+
     def remove(self, name: str) -> bool:
         """Delete a user and its devices' bindings; False when there was none."""
         gone = _rowcount(self._session.execute(delete(User).where(User.name == name)))

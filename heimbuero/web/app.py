@@ -673,6 +673,9 @@ def create_app(ctx: WebContext) -> FastAPI:
     from heimbuero.web.billing import billing_routes  # billing (issue 15)
 
     app.include_router(billing_routes(handlers.billing, handlers.invoices, current_actor))
+    from heimbuero.web.agentstatus import agent_status_routes
+
+    app.include_router(agent_status_routes(handlers.agents, current_actor))
     if handlers.greetings is not None:
         from heimbuero.web.greetings import greeting_routes
 

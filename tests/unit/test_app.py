@@ -219,3 +219,26 @@ def test_errors_map_to_one_status_each() -> None:
     errors = (NotFound("x", "y"), Forbidden("f"), Invalid("a", "b"), Conflict("c"),
               Unavailable("u"))  # fmt: skip
     assert [http_status(e) for e in errors] == [404, 403, 422, 409, 503]
+
+
+def test_agent_status_own_only_staff_only_and_published(app: App) -> None:
+    """An agent sets their own status, an admin anyone's; another agent is refused (403), a
+    client's user learns nothing (404), a client's user has no status (403); a bad value is
+    a 422. The routing directory reads it (team calls skip the agent)."""
+    from heimbuero.events import AgentStatusChanged
+
+    published: list[Any] = []
+    app.agents.publish = published.append
+    assert app.agents.set(AGENT, "anna", "break").status == "break"
+    assert isinstance(published[-1], AgentStatusChanged) and published[-1].status == "break"
+    assert app.agents.set(ADMIN, "anna", "off").status == "off"
+    ben = Actor("ben", Role.AGENT)
+    assert _refused(app.agents.set, ben, "anna", "available") == 403
+    assert _refused(app.agents.set, OWNER, "anna", "available") == 404
+    assert _refused(app.agents.set, ADMIN, "mueller", "break") == 403
+    assert _refused(app.agents.set, AGENT, "anna", "asleep") == 422
+    assert _refused(app.agents.set, ADMIN, "nobody", "break") == 404
+    assert _refused(app.agents.list, OWNER) == 403
+    assert {s.user: s.status for s in app.agents.list(AGENT)}["anna"] == "off"
+    directory = app.agents.store.load_directory()
+    assert directory.users["anna"].status == "off" and directory.users["ben"].status == "available"

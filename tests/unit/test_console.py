@@ -207,3 +207,26 @@ def test_dates_in_the_users_language_and_the_clients_zone() -> None:
     moment = datetime(2026, 12, 24, 13, 0, tzinfo=UTC)
     assert i18n.when("de", moment, "Europe/Berlin") == "24.12.26, 14:00"
     assert i18n.when("en", moment, "Europe/Berlin").startswith("12/24/26, 2:00")
+
+
+def test_the_agent_sets_their_status_in_the_console(office: Any) -> None:
+    """The status control on the console: labelled, German, CSRF-checked; the choice is stored
+    and shown selected; a client's user has no such control (its POST looks not found)."""
+    app, pw, store = office
+    with TestClient(app()) as http:
+        _login(http, "anna", pw["anna"])
+        page = http.get("/console")
+        assert '<label for="status">Status</label>' in page.text and ">Pause<" in page.text
+        r = http.post("/console/status", data={"csrf": "x" * 43, "status": "break"},
+                      follow_redirects=False)  # fmt: skip
+        assert r.status_code == 403 and store.get_user("anna").status == "available"
+        r = http.post("/console/status", data={"csrf": _csrf(page.text), "status": "break"},
+                      follow_redirects=False)  # fmt: skip
+        assert r.status_code == 303 and store.get_user("anna").status == "break"
+        assert '<option value="break" selected>' in http.get("/console").text
+    with TestClient(app()) as http:
+        _login(http, "mueller", pw["mueller"])
+        page = http.get("/portal")
+        r = http.post("/console/status", data={"csrf": _csrf(page.text), "status": "off"},
+                      follow_redirects=False)  # fmt: skip
+        assert r.status_code == 404 and store.get_user("mueller").status == "available"

@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.staticfiles import StaticFiles
 
 from heimbuero.app import Actor, App, AppError
+from heimbuero.domain.model import AGENT_STATUSES
 from heimbuero.store.db import Store, UserRecord
 from heimbuero.store.websessions import WebSession, WebSessions
 from heimbuero.web.console import i18n
@@ -249,6 +250,8 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             presence = []
         clients = c.handlers.clients.list(actor)
         notes = c.handlers.notes.list(actor, limit=20)
+        labels = (_t(request, "Verfügbar"), _t(request, "Pause"), _t(request, "Abwesend"),
+                  _t(request, "Nicht stören"), _t(request, "Feierabend"))  # fmt: skip
         return _page(
             request,
             "console.html",
@@ -258,7 +261,26 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             clients=clients,
             notes=notes,
             taken=request.query_params.get("taken"),
+            statuses=list(zip(AGENT_STATUSES, labels, strict=True)),
+            my_status=user.status,
         )
+
+    @router.post("/console/status")
+    async def set_status(request: Request) -> Response:
+        """The agent's own status from the console (break, end of shift, ...)."""
+        found = area(request, ("agent", "admin"))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        form = await posted(request, s, user)
+        if isinstance(form, Response):
+            return form
+        try:
+            c.handlers.agents.set(Actor.of(user), user.name, form.get("status", ""))
+        except AppError as exc:
+            return _page(request, "error.html", getattr(exc, "status", 400), user=user,
+                         csrf=s.csrf, message=str(exc))  # fmt: skip
+        return RedirectResponse("/console", 303)
 
     @router.post("/console/notes")
     async def take_note(request: Request) -> Response:
