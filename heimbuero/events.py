@@ -241,3 +241,14 @@ class AgentStatusChanged(Event):
 
     user: str
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallRinging(Event):
+    """A call for a client rings an agent's phones: the console shows the client's card."""
+
+    call_id: str
+    user: str
+    client: str
+    number: str
+    caller: str

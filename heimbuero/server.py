@@ -32,6 +32,7 @@ from heimbuero.events import (
     AgentStatusChanged,
     BindingChanged,
     CallEnded,
+    CallRinging,
     Event,
     EventBus,
     MessageStateChanged,
@@ -740,6 +741,25 @@ class Server:
         """Call `fn` with each warning for the provider (a cap of calls out reached)."""
         return self.events.subscribe(ProviderWarning, lambda e: fn(dict(e.warning)))
 
+    def watch_ringing(self, user: str, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call `fn` with the client card of each client's call that rings `user`'s phones."""
+        calls = self.calls
+
+        def listener(event: CallRinging) -> None:
+            if event.user != user:
+                return
+            client = calls.directory.clients.get(event.client)
+            if client is None:
+                return
+            fn({
+                "call_id": event.call_id, "client": client.id, "name": client.name,
+                "greeting": client.greeting, "notes": client.notes, "trade": client.trade,
+                "contact_person": client.contact_person, "number": event.number,
+                "caller": event.caller,
+            })  # fmt: skip
+
+        return self.events.subscribe(CallRinging, listener)
+
     def watch_presence(self, user: str, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call `fn` with each change `user` may see until the returned function is called."""
         presence = self.presence
@@ -839,6 +859,7 @@ class Server:
                 presence=self.presence_of,
                 presence_watch=self.watch_presence,
                 warning_watch=self.watch_warnings,
+                ring_watch=self.watch_ringing,
                 files=self.files,
                 send_message=self.send_message,
                 message_watch=self.watch_messages,

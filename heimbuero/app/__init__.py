@@ -17,7 +17,7 @@ from pathlib import Path
 
 from heimbuero.app.agentstatus import AgentStatus
 from heimbuero.app.billing import Billing, Invoices
-from heimbuero.app.calls import Calls, Warnings, WarningWatch
+from heimbuero.app.calls import Calls, RingWatch, Warnings, WarningWatch
 from heimbuero.app.clients import Clients, Numbers, Providers
 from heimbuero.app.dictation import Dictation
 from heimbuero.app.errors import (
@@ -96,6 +96,7 @@ class App:
         send_message: Send | None = None,
         message_watch: MessageWatch | None = None,
         warning_watch: WarningWatch | None = None,
+        ring_watch: RingWatch | None = None,
         files: FileService | None = None,
         dictation: Dictation | None = None,
         publish: Callable[[Event], None] | None = None,
@@ -114,7 +115,7 @@ class App:
             groups=Groups(store),
             trunks=Trunks(store, realm, own_sip_address, own_hint),
             calls=Calls(store),
-            warnings=Warnings(warning_watch),
+            warnings=Warnings(warning_watch, ring_watch),
             messages=Messages(store, send_message, message_watch, files),
             presence=Presence(presence, presence_watch),
             files=None if files is None else Files(files),

@@ -39,11 +39,25 @@ class Calls:
 WarningWatch = Callable[[Callable[[dict[str, Any]], None]], Callable[[], None]]
 
 
-class Warnings:
-    """Warnings for the provider's staff (a cap of calls out reached), as a watch."""
+RingWatch = Callable[[str, Callable[[dict[str, Any]], None]], Callable[[], None]]
 
-    def __init__(self, watch: WarningWatch | None = None) -> None:
-        self.watch_fn = watch
+
+class Warnings:
+    """What the provider's staff are told as it happens: warnings (a cap of calls out
+    reached), and the client card of each client's call that rings their phones."""
+
+    def __init__(self, watch: WarningWatch | None = None, ring: RingWatch | None = None) -> None:
+        self.watch_fn, self.ring_fn = watch, ring
+
+    def watch_ringing(
+        self, actor: Actor, on_ring: Callable[[dict[str, Any]], None]
+    ) -> Callable[[], None]:
+        """The screen pop: `on_ring(card)` for each client's call ringing the actor's phones
+        (client, name, greeting, notes, trade, contact person, number, caller)."""
+        policy.require_staff(actor)
+        if self.ring_fn is None:
+            raise Unavailable("events are not available")
+        return self.ring_fn(actor.name, on_ring)
 
     def watch(
         self, actor: Actor, on_warning: Callable[[dict[str, Any]], None]

@@ -29,7 +29,7 @@ from heimbuero.domain.model import (
     Trunk,
     UserTarget,
 )
-from heimbuero.events import CallEnded, CallOffered, ProviderWarning
+from heimbuero.events import CallEnded, CallOffered, CallRinging, ProviderWarning
 from heimbuero.office.callpolicy import (
     cap_refusal,
     destination_refusal,
@@ -309,10 +309,17 @@ class CallRouting:
                 # The agent must know before answering whom the call is for.
                 display = f"{client.name}: {_pretty_number(run.caller)}"
         # The same destinations as any call to the user (the proxy decides where devices are).
-        return [
+        targets = [
             Target(uri, dest, UserTarget(user), display, headers)
             for uri, dest in self.core.proxy.device_targets(user, now)
         ]
+        events = self.core.events
+        ringing = display is not None and account is not None and targets
+        if ringing and events.has_subscribers(CallRinging):
+            assert client is not None  # (display is set for a client's call only)
+            events.publish(CallRinging(now, run.call_id, user, client.id, run.plan.number,
+                                       run.caller))  # fmt: skip
+        return targets
 
     def _external_target(self, number: str, run: PlanRun) -> Target | None:
         trunks = self.directory.trunks.values()

@@ -85,6 +85,8 @@ class WebContext:
     own_sip_address: Callable[[str, int], str | None] | None = None
     # a watch of warnings for the provider's staff (a cap of calls out reached)
     warning_watch: Callable[[Callable[[dict[str, Any]], None]], Callable[[], None]] | None = None
+    # ring_watch(user, fn): fn(client card) for each client's call ringing the user's phones
+    ring_watch: Callable[[str, Callable[[dict[str, Any]], None]], Callable[[], None]] | None = None
     # largest body of an API request, and of a file upload (multipart, to /api/files)
     max_body: int = 256 * 1024
     max_upload: int = 500 * 1024 * 1024 + 64 * 1024
@@ -632,6 +634,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         send_message=ctx.send_message,
         message_watch=ctx.message_watch,
         warning_watch=ctx.warning_watch,
+        ring_watch=ctx.ring_watch,
         files=ctx.files,
         dictation=ctx.dictation,
         publish=ctx.publish,

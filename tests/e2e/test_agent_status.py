@@ -1,11 +1,14 @@
-"""An agent's own status, end to end: anna goes on break in the console's API; a call to the
-client's number rings the team without her (ben's phone rings, hers does not); presence shows
-her away. Back to available by the CLI: the next team call rings her again."""
+"""The agent's desk, end to end: an agent's own status (anna goes on break in the console's
+API; a call to the client's number rings the team without her; presence shows her away; back
+to available by the CLI, the next team call rings her again), and the screen pop (the client's
+card reaches the ringing agent's console over its event stream)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
+import threading
 from pathlib import Path
 
 import httpx
@@ -19,7 +22,8 @@ DOMAIN = "office.heimbuero.test"
 NUMBER = "+49891234567"  # the demo client mueller's number
 
 
-def test_an_agent_on_break_is_not_rung_by_team_calls(tmp_path: Path) -> None:
+def team_office(tmp_path: Path) -> tuple[Server, int]:
+    """The demo office whose mueller number rings the team (anna, ben); the carrier's port."""
     inbound = free_port()
     server = Server(
         tmp_path / "server", domain=DOMAIN, demo=True, http=True,
@@ -30,21 +34,29 @@ def test_an_agent_on_break_is_not_rung_by_team_calls(tmp_path: Path) -> None:
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps({"client": "mueller", "numbers": {NUMBER: {"rules": [plan]}}}))
     server.cli("rules", "import", "mueller", str(rules), "--data", str(server.data_dir))
+    return server, inbound
+
+
+def register(server: Server, phone: SipClient, agent: str) -> None:
+    aor = f"sip:{agent}@{DOMAIN}"
+    _, reg = phone.authenticated_request(
+        "REGISTER", f"sip:{DOMAIN}", username=agent, password=server.demo_passwords[agent],
+        from_uri=aor, to_uri=aor,
+        headers=[("Contact", f"<sip:{agent}@127.0.0.1:{phone.local_port}>"), ("Expires", "300")],
+    )  # fmt: skip
+    assert reg.status == 200, reg.summary
+
+
+def test_an_agent_on_break_is_not_rung_by_team_calls(tmp_path: Path) -> None:
+    server, inbound = team_office(tmp_path)
     pw = server.demo_passwords
     with contextlib.ExitStack() as stack:
         stack.enter_context(server)
         api = stack.enter_context(httpx.Client(base_url=server.http_url, timeout=10))
         phones: dict[str, SipClient] = {}
         for agent in ("anna", "ben"):
-            phone = phones[agent] = stack.enter_context(SipClient(server.port))
-            aor = f"sip:{agent}@{DOMAIN}"
-            _, reg = phone.authenticated_request(
-                "REGISTER", f"sip:{DOMAIN}", username=agent, password=pw[agent],
-                from_uri=aor, to_uri=aor,
-                headers=[("Contact", f"<sip:{agent}@127.0.0.1:{phone.local_port}>"),
-                         ("Expires", "300")],
-            )  # fmt: skip
-            assert reg.status == 200, reg.summary
+            phones[agent] = stack.enter_context(SipClient(server.port))
+            register(server, phones[agent], agent)
         carrier = stack.enter_context(SipClient(server.port, local_port=inbound))
 
         def rung() -> set[str]:
@@ -95,3 +107,65 @@ def test_an_agent_on_break_is_not_rung_by_team_calls(tmp_path: Path) -> None:
 
         wait_until(lambda: available() or None, 10, interval=0.3, what="the office reload")
         assert rung() == {"anna", "ben"}
+
+
+def test_the_screen_pop_shows_the_clients_card_on_the_ringing_agents_console(
+    tmp_path: Path,
+) -> None:
+    server, inbound = team_office(tmp_path)
+    pw = server.demo_passwords
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        admin = ("admin", pw["admin"])
+        r = httpx.patch(
+            f"{server.http_url}/api/clients/mueller", auth=admin, timeout=10,
+            json={"greeting": "Tischlerei Müller, Sie sprechen mit Anna, guten Tag!",
+                  "notes": "Notdienst nur für Stammkunden"},
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        [(revision,)] = server.sql("SELECT revision FROM office_revision")
+
+        def routing_has_it() -> bool:  # (the server reloads the office every 2 s)
+            s = httpx.get(f"{server.http_url}/api/status", auth=admin, timeout=10)
+            return s.status_code == 200 and s.json()["office_revision"] >= revision
+
+        wait_until(routing_has_it, 10, interval=0.2, what="the greeting to reach call routing")
+        anna = stack.enter_context(SipClient(server.port))
+        register(server, anna, "anna")
+        console = stack.enter_context(
+            httpx.Client(base_url=server.http_url, timeout=10, follow_redirects=True)
+        )
+        page = console.get("/")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        r = console.post("/login", data={"csrf": token, "name": "anna", "password": pw["anna"]})
+        assert r.status_code == 200 and 'id="screenpop"' in console.get("/console").text
+        events: list[tuple[str, dict[str, object]]] = []
+
+        def listen() -> None:  # the console's EventSource
+            with contextlib.suppress(httpx.HTTPError), console.stream("GET", "/events") as es:
+                kind = ""
+                for line in es.iter_lines():
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: "):
+                        events.append((kind, json.loads(line[6:])))
+                        if kind == "ringing":
+                            return
+
+        reader = threading.Thread(target=listen, daemon=True)
+        reader.start()
+        wait_until(lambda: events or None, 5, interval=0.1, what="the stream's snapshot")
+        carrier = stack.enter_context(SipClient(server.port, local_port=inbound))
+        ruri = f"sip:{NUMBER}@{DOMAIN}"
+        carrier.request("INVITE", ruri, from_uri="sip:+4915112345678@127.0.0.1", to_uri=ruri,
+                        headers=[("Contact", f"<sip:c@127.0.0.1:{inbound}>")])  # fmt: skip
+        ring = next_request(anna, "INVITE")
+        reply(anna, ring, "180 Ringing")
+        reader.join(10)
+        cards = [d for k, d in events if k == "ringing"]
+        assert cards, events
+        card = cards[0]
+        assert card["name"] == "Tischlerei Müller" and card["client"] == "mueller", card
+        assert card["greeting"] == "Tischlerei Müller, Sie sprechen mit Anna, guten Tag!"
+        assert card["notes"] == "Notdienst nur für Stammkunden"
+        assert card["number"] == NUMBER and "+4915112345678" in str(card["caller"]), card

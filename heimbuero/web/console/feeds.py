@@ -103,6 +103,10 @@ class Feeds:
                 feed.stops.append(
                     self.handlers.warnings.watch(actor, lambda d: feed.put("warning", d))
                 )
+            with contextlib.suppress(AppError):  # the screen pop
+                feed.stops.append(
+                    self.handlers.warnings.watch_ringing(actor, lambda d: feed.put("ringing", d))
+                )
         self.feeds[actor.name] = feed
         return feed
 

@@ -30,6 +30,24 @@
     (d.presence || []).forEach(upsert);
   });
   es.addEventListener("presence", function (e) { upsert(JSON.parse(e.data)); });
+  // the screen pop: whose call rings, how to answer it, and the note form made ready for it
+  var pop = document.getElementById("screenpop");
+  es.addEventListener("ringing", function (e) {
+    if (!pop) return;
+    var c = JSON.parse(e.data);
+    pop.querySelector(".name").textContent = c.name || c.client;
+    pop.querySelector(".trade").textContent = c.trade ? "(" + c.trade + ")" : "";
+    pop.querySelector(".greeting").textContent = c.greeting || "";
+    pop.querySelector(".notes").textContent = c.notes || "";
+    pop.querySelector(".number").textContent = c.caller || "";
+    pop.querySelector(".contact").textContent = c.contact_person || "";
+    pop.dataset.call = c.call_id;
+    pop.hidden = false;
+    var client = document.getElementById("client");
+    if (client) client.value = c.client;
+    var number = document.getElementById("caller_number");
+    if (number && !number.value) number.value = (c.caller || "").replace(/^sips?:/, "").split("@")[0];
+  });
   es.addEventListener("message", function (e) {
     if (!log) return;
     var m = JSON.parse(e.data);
