@@ -1,14 +1,17 @@
-"""The built-in RTP relay under load, next to the direct path.
+"""The built-in RTP relay under load, next to rtpengine and the direct path.
 
     python bench/relay.py                       # steps 50,100,200,300,500 calls, 10 s each
     python bench/relay.py --calls 100,500 --seconds 5 --generators 2 --json /tmp/relay.json
+    python bench/relay.py --targets builtin     # without rtpengine (Debian: rtpengine-daemon)
 
 For each step it starts `python -m heimbuero.media.relay` (its own process, uvloop), sets up
 N calls over the relay's control socket as the SIP process does (`offer` and `answer` with the
 ports and both sides' addresses), and runs G generator processes that play both sides of the
 calls: every 20 ms each side sends one 172-byte G.711 RTP packet (12-byte header, 160 bytes of
-payload carrying the send time) to its relay port and reads what arrives. Then the same calls
-run on the direct path (each side sends straight to the other) as the floor.
+payload carrying the send time) to its relay port and reads what arrives. The same calls then
+run through rtpengine (`rtpengine --table=-1`: userspace only, one ng control port, calls set up
+with ng `offer`/`answer`), and on the direct path (each side sends straight to the other) as
+the floor.
 
 It prints one markdown table on stdout: per step, packets sent and lost (a packet counts as
 lost when it has not arrived 0.5 s after the step's last send), one-way latency p50/p99 through
@@ -45,6 +48,63 @@ PAYLOAD = 160
 PTIME = 0.02
 
 
+def bencode(value: Any) -> bytes:
+    if isinstance(value, dict):
+        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in sorted(value.items())) + b"e"
+    if isinstance(value, list):
+        return b"l" + b"".join(bencode(v) for v in value) + b"e"
+    if isinstance(value, int):
+        return b"i%de" % value
+    data = value.encode() if isinstance(value, str) else value
+    return b"%d:%s" % (len(data), data)
+
+
+def bdecode(data: bytes, i: int = 0) -> tuple[Any, int]:
+    c = data[i : i + 1]
+    if c == b"d":
+        out, i = {}, i + 1
+        while data[i : i + 1] != b"e":
+            k, i = bdecode(data, i)
+            out[k.decode()], i = bdecode(data, i)
+        return out, i + 1
+    if c == b"l":
+        items, i = [], i + 1
+        while data[i : i + 1] != b"e":
+            v, i = bdecode(data, i)
+            items.append(v)
+        return items, i + 1
+    if c == b"i":
+        end = data.index(b"e", i)
+        return int(data[i + 1 : end]), end + 1
+    colon = data.index(b":", i)
+    n = int(data[i:colon])
+    return data[colon + 1 : colon + 1 + n], colon + 1 + n
+
+
+def ng(sock: socket.socket, port: int, command: dict[str, Any]) -> dict[str, Any]:
+    cookie = os.urandom(4).hex().encode()
+    sock.sendto(cookie + b" " + bencode(command), (HOST, port))
+    while True:
+        data = sock.recv(65535)
+        if data.startswith(cookie + b" "):
+            answer, _ = bdecode(data, len(cookie) + 1)
+            if answer.get("result") not in (b"ok", b"pong"):
+                raise RuntimeError(f"rtpengine: {answer}")
+            return dict(answer)
+
+
+def sdp(address: tuple[str, int]) -> str:
+    return (
+        f"v=0\r\no=- 1 1 IN IP4 {address[0]}\r\ns=-\r\nc=IN IP4 {address[0]}\r\nt=0 0\r\n"
+        f"m=audio {address[1]} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n"
+    )
+
+
+def sdp_port(body: bytes) -> int:
+    line = next(ln for ln in body.decode().splitlines() if ln.startswith("m=audio "))
+    return int(line.split()[1])
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -68,7 +128,10 @@ def generator(
         to_b = (HOST, pb) if not direct else a.getsockname()
         pairs.append((a, b, to_a, to_b, i))
     queue.put(("addresses", [(a.getsockname(), b.getsockname()) for a, b, *_ in pairs]))
-    start_at = float(start.get())
+    start_at, legs = start.get()
+    if legs is not None:  # the relay's ports, known only now (rtpengine chooses them)
+        pairs = [(a, b, (HOST, pa), (HOST, pb), i)
+                 for (a, b, _, _, i), (pa, pb) in zip(pairs, legs, strict=True)]  # fmt: skip
     while time.time() < start_at:
         time.sleep(0.001)
     latencies: list[float] = []
@@ -122,8 +185,8 @@ class Gen:
         assert kind == "addresses"
         return [tuple(map(tuple, v)) for v in value]  # type: ignore[misc]
 
-    def start(self, at: float) -> None:
-        self.start_queue.put(at)
+    def start(self, at: float, legs: list[tuple[int, int]] | None = None) -> None:
+        self.start_queue.put((at, legs))
 
     def result(self) -> dict[str, Any]:
         kind, value = self.queue.get(timeout=120)
@@ -132,10 +195,11 @@ class Gen:
         return dict(value)
 
 
-def run_step(
-    n: int, seconds: float, generators: int, direct: bool, port_min: int
-) -> dict[str, Any]:
-    """N calls through a fresh relay process (or directly); the measurements."""
+def run_step(n: int, seconds: float, generators: int, target: str, port_min: int) -> dict[str, Any]:
+    """N calls through a fresh relay process (builtin or rtpengine) or directly."""
+    direct = target == "direct"
+    if target == "rtpengine":
+        return run_rtpengine(n, seconds, generators, port_min)
     legs = [(port_min + 4 * i, port_min + 4 * i + 2) for i in range(n)]
     chunks = [legs[g::generators] for g in range(generators)]
     gens = [Gen(c, direct, seconds) for c in chunks if c]
@@ -177,11 +241,68 @@ def run_step(
             relay.terminate()
             relay.wait(10)
         tmp.cleanup()
+    return summary(n, target, results, cpu, seconds)
+
+
+def run_rtpengine(n: int, seconds: float, generators: int, port_min: int) -> dict[str, Any]:
+    """The same calls through rtpengine in userspace: its ports come from its SDP answers, so
+    the generators learn them after the set-up (their sockets exist before it)."""
+    ng_port = port_min - 1
+    proc = subprocess.Popen(
+        ["rtpengine", "--table=-1", "--foreground", "--log-stderr", "--log-level=3",
+         f"--interface={HOST}", f"--listen-ng={HOST}:{ng_port}", f"--port-min={port_min}",
+         f"--port-max={port_min + 4 * n + 99}", "--num-threads=1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    control.settimeout(2)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                ng(control, ng_port, {"command": "ping"})
+                break
+            except (TimeoutError, OSError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("rtpengine did not start") from None
+        # generators first (their sockets), with placeholder ports; then the calls
+        placeholder = [(1, 1)] * n
+        chunks = [list(range(n))[g::generators] for g in range(generators)]
+        gens = [Gen([placeholder[i] for i in c], False, seconds) for c in chunks if c]
+        all_legs = []
+        for g, c in zip(gens, chunks, strict=False):
+            legs = []
+            for i, (addr_a, addr_b) in zip(c, g.addresses(), strict=True):
+                key = f"bench-{i}"
+                offer = ng(control, ng_port, {"command": "offer", "call-id": key,
+                                              "from-tag": "a", "sdp": sdp(addr_a)})  # fmt: skip
+                answer = ng(control, ng_port, {"command": "answer", "call-id": key,
+                                               "from-tag": "a", "to-tag": "b",
+                                               "sdp": sdp(addr_b)})  # fmt: skip
+                legs.append((sdp_port(answer["sdp"]), sdp_port(offer["sdp"])))
+            all_legs.append(legs)
+        cpu0 = cpu_seconds(proc.pid)
+        start = time.time() + 0.5
+        for g, legs in zip(gens, all_legs, strict=True):
+            g.start(start, legs)
+        results = [g.result() for g in gens]
+        cpu = cpu_seconds(proc.pid) - cpu0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        control.close()
+    return summary(n, "rtpengine", results, cpu, seconds)
+
+
+def summary(
+    n: int, target: str, results: list[dict[str, Any]], cpu: float, seconds: float
+) -> dict[str, Any]:
+    direct = target == "direct"
     lat = sorted(x for r in results for x in r["latencies"])
     sent = sum(r["sent"] for r in results)
     received = sum(r["received"] for r in results)
     return {
-        "calls": n, "direct": direct, "sent": sent, "lost": sent - received,
+        "calls": n, "target": target, "direct": direct, "sent": sent, "lost": sent - received,
         "p50_ms": 1000 * statistics.median(lat) if lat else None,
         "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))] if lat else None,
         "relay_cpu_pct": 100 * cpu / (seconds + 0.5),
@@ -195,30 +316,38 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--generators", type=int, default=2)
     p.add_argument("--port-min", type=int, default=46000)
+    p.add_argument("--targets", default="builtin,rtpengine", help="builtin and/or rtpengine")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
+    targets = ["direct", *args.targets.split(",")]
     rows = []
     for n in (int(x) for x in args.calls.split(",")):
-        for direct in (True, False):
-            r = run_step(n, args.seconds, args.generators, direct, args.port_min)
-            print(json.dumps(r), file=sys.stderr, flush=True)
+        for target in targets:  # (taking turns, so a busy minute does not hit one column)
+            r = run_step(n, args.seconds, args.generators, target, args.port_min)
+            print(json.dumps({k: v for k, v in r.items() if k != "latencies"}),
+                  file=sys.stderr, flush=True)  # fmt: skip
             rows.append(r)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    print(f"\nbuilt-in relay, {args.seconds:.0f} s per step, {args.generators} generator "
-          f"processes, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}\n")  # fmt: skip
+    print(f"\n{args.seconds:.0f} s per step, {args.generators} generator processes, "
+          f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}\n")  # fmt: skip
     print(
-        "| calls | packets sent | lost (relay) | lost (direct) | p50 relay / direct ms | "
-        "p99 relay / direct ms | added p50 / p99 ms | relay CPU % | CPU-s per call-min | "
-        "generators CPU % |"
+        "| calls | relay | packets sent | lost | p50 / p99 ms | added p50 / p99 ms | "
+        "relay CPU % | CPU-s per call-min | generators CPU % |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for d, r in zip(rows[::2], rows[1::2], strict=True):
-        per_call_min = r["relay_cpu_pct"] / 100 * 60 / r["calls"]
-        print(f"| {r['calls']} | {r['sent']} | {r['lost']} | {d['lost']} | "
-              f"{r['p50_ms']:.3f} / {d['p50_ms']:.3f} | {r['p99_ms']:.3f} / {d['p99_ms']:.3f} | "
-              f"{r['p50_ms'] - d['p50_ms']:.3f} / {r['p99_ms'] - d['p99_ms']:.3f} | "
-              f"{r['relay_cpu_pct']:.0f} | {per_call_min:.3f} | "
+    print("|---|---|---|---|---|---|---|---|---|")
+    floor = {r["calls"]: r for r in rows if r["direct"]}
+    for r in rows:
+        d = floor[r["calls"]]
+        added = (
+            "-"
+            if r["direct"]
+            else (f"{r['p50_ms'] - d['p50_ms']:.3f} / {r['p99_ms'] - d['p99_ms']:.3f}")
+        )
+        cpu = "-" if r["direct"] else f"{r['relay_cpu_pct']:.0f}"
+        per = "-" if r["direct"] else f"{r['relay_cpu_pct'] / 100 * 60 / r['calls']:.3f}"
+        print(f"| {r['calls']} | {r['target']} | {r['sent']} | {r['lost']} | "
+              f"{r['p50_ms']:.3f} / {r['p99_ms']:.3f} | {added} | {cpu} | {per} | "
               f"{'+'.join(map(str, r['gen_cpu_pct']))} |")  # fmt: skip
 
 
