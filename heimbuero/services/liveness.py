@@ -22,7 +22,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from heimbuero.events import CallEnded
-from heimbuero.sip.message import Request, Response
+from heimbuero.sip.message import ParseError, Request, Response
 
 if TYPE_CHECKING:
     from heimbuero.services.core import SipCore
@@ -84,8 +84,13 @@ class DialogLiveness:
 
     def failed(self, request: Request, status: int, now: float) -> None:
         """The final answer (or none: 408) to a request the proxy forwarded."""
-        if not request.to.tag or status not in ENDING_STATUSES or request.method == "BYE":
+        if status not in ENDING_STATUSES or request.method == "BYE":
             return
+        try:
+            if not request.to.tag:
+                return  # not inside a call
+        except ParseError:
+            return  # (a request the server made itself, e.g. a stored MESSAGE)
         log.info("call %s ended: a %s inside it was answered %d", request.call_id,
                  request.method, status)  # fmt: skip
         self.core.events.publish(CallEnded(now, request.call_id))

@@ -571,7 +571,7 @@ class Proxy:
         req = call.server_txn.request
         if req.method == "INVITE" and not req.to.tag:
             self.media.on_end(req.call_id)
-        elif req.to.tag:
+        else:
             self.liveness.failed(req, best.status, now)
         if call.plan is not None:
             call.plan.failed(best.status, now)
