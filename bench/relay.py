@@ -315,7 +315,7 @@ def main() -> None:
     p.add_argument("--calls", default="50,100,200,300,500")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--generators", type=int, default=2)
-    p.add_argument("--port-min", type=int, default=46000)
+    p.add_argument("--port-min", type=int, default=20000, help="below the ephemeral ports")
     p.add_argument("--targets", default="builtin,rtpengine", help="builtin and/or rtpengine")
     p.add_argument("--json", type=Path)
     args = p.parse_args()

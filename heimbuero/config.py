@@ -807,8 +807,8 @@ allow = ["127.0.0.1", "::1"]
 # The RTP relay: the audio of calls with a device behind a home router (NAT) goes through
 # the server, so that both sides hear each other. "when_needed" (default), "always", "never".
 # relay = "when_needed"
-# port_min = 40000         # its UDP ports (four per call: RTP and RTCP of each side)
-# port_max = 44999
+# port_min = 20000         # its UDP ports (four per call: RTP and RTCP of each side),
+# port_max = 29999         # below the system's ephemeral ports (32768-60999 on Linux)
 # advertise = "192.0.2.10" # the address phones send audio to (default: [sip] advertise)
 # silence_timeout = 60     # seconds without audio in either direction: the relay lets go
 [billing]

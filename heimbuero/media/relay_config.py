@@ -14,8 +14,10 @@ RELAY_KEYS = ("relay", "backend", "port_min", "port_max", "advertise", "silence_
 class RelaySettings:
     relay: str = "when_needed"  # always / when_needed (a NATed device on either side) / never
     backend: str = "builtin"
-    port_min: int = 40000  # (the media applications use 30000-30999)
-    port_max: int = 44999
+    # below the ephemeral ports (Linux: 32768-60999), which other sockets take at random,
+    # and below the media applications' 30000-30999
+    port_min: int = 20000
+    port_max: int = 29999
     advertise: str | None = None  # the address phones send media to (default: SIP's advertise)
     silence_timeout: float = 60.0  # seconds without RTP in both directions: the call is ended
 
