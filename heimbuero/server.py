@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import gc
 import hashlib
@@ -1030,10 +1029,7 @@ class Server:
     def _agent_status(self, event: AgentStatusChanged) -> None:
         """An agent's new status counts at once: for team calls and presence (the office
         reload brings the same from the store a moment later)."""
-        directory = self.calls.directory
-        user = directory.users.get(event.user)
-        if user is not None and user.status != event.status:
-            directory.users[event.user] = dataclasses.replace(user, status=event.status)
+        self.calls.set_status(event.user, event.status)
         self.presence.changed(event.user, event.at)
         self.core.pump(event.at)
         self.transports.flush()

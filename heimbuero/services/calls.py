@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
@@ -167,10 +167,12 @@ class CallRouting:
     out_calls: dict[str, tuple[str | None, str, float]] = field(default_factory=dict)  # Call-ID
     # -> (client, trunk, start) of each call with a branch through a trunk, until it ends
     media_app: Peer | None = None  # where the media applications (voicemail) listen
+    paused: frozenset[str] = frozenset()  # agents whose own status is not available
     talk_today: dict[str, tuple[str, float]] = field(default_factory=dict)  # client ->
     # (local date, seconds of ended calls out that day: the store's sum plus ours since)
 
     def __post_init__(self) -> None:
+        self.paused = _paused(self.directory)
         # Call records hear of a call's end from the bus (a BYE the proxy saw).
         self.core.events.subscribe(CallEnded, self._on_call_ended)
 
@@ -185,8 +187,16 @@ class CallRouting:
         `version` is `overrides_version` as it was when the store was read: when a feature
         code changed an override since, the in-memory overrides are newer and stay."""
         self.directory = directory
+        self.paused = _paused(directory)
         if version is None or version == self.overrides_version:
             self.overrides = {o.client: o for o in overrides}
+
+    def set_status(self, user: str, status: str) -> None:
+        """An agent's new status, at once (the next office reload brings the same)."""
+        account = self.directory.users.get(user)
+        if account is not None and account.status != status:
+            self.directory.users[user] = replace(account, status=status)
+            self.paused = _paused(self.directory)
 
     # ------------------------------------------------------------------ routing
 
@@ -218,7 +228,7 @@ class CallRouting:
             overrides=dict(self.overrides),
             registered=_Registered(self.core.location, now),
             in_call=frozenset(in_call),
-            paused=frozenset(n for n, u in self.directory.users.items() if u.status != "available"),
+            paused=self.paused,
             last_answered=dict(self.last_answered),
             rr_last=dict(self.rr_last),
         )
@@ -542,3 +552,9 @@ def _pretty_number(caller: str) -> str:
         return uri.user or str(uri)
     except ParseError:
         return caller
+
+
+def _paused(directory: Directory) -> frozenset[str]:
+    """The agents a team call skips (their own status is not `available`); worked out when
+    the directory changes, not per call."""
+    return frozenset(n for n, u in directory.users.items() if u.status != "available")
