@@ -963,7 +963,7 @@ class Server:
                 await self._voicemail_message(u.name, rec)
             except (MessageRejected, OSError) as exc:
                 log.warning("voicemail %d: no message to %s: %s", vm_id, u.name, exc)
-        # message waiting indication: an unsolicited NOTIFY to the owners' phones
+        # message waiting indication (RFC 3842) to the owners' phones
         new, old = await asyncio.to_thread(voicemail_counts, self.store, rec.owner)
         self.mailbox_counts[rec.owner] = (new, old)
         now = time.time()
@@ -1038,9 +1038,7 @@ class Server:
         """(new, old) voicemails a user's phone shows: a client owner's are the client's
         mailbox (voicemail:CLIENT), anyone else's their own (voicemail:USER)."""
         account = self.calls.directory.users.get(user)
-        client = (
-            getattr(account, "client", None) if getattr(account, "role", "") == "client" else None
-        )
+        client = account.client if account is not None and account.role == "client" else None
         return self.mailbox_counts.get(client or user, (0, 0))
 
     def _media_silent(self, key: str) -> None:
@@ -1120,6 +1118,8 @@ class Server:
         self.mediaapps.close()
         if self.relay is not None:
             await self.relay.stop()
+        if self._relay_dir is not None:
+            self._relay_dir.cleanup()
         self.transports.flush()
         await asyncio.sleep(0.05)  # let the final answers and CANCELs leave the sockets
         for t in tasks:
