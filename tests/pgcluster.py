@@ -94,7 +94,12 @@ class PgCluster:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
 
-    def new_database(self) -> str:
+    def socket_url(self, database: str) -> str:
+        """Over the unix socket: reachable from a network namespace a test creates, where
+        127.0.0.1 is that namespace's own loopback."""
+        return f"postgresql+psycopg://{self.user}@/{database}?host={self.dir}&port={self.port}"
+
+    def new_database(self, *, via_socket: bool = False) -> str:
         """Create an empty database; returns its SQLAlchemy URL."""
         import psycopg
 
@@ -102,7 +107,7 @@ class PgCluster:
         conninfo = f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres"
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+        return self.socket_url(name) if via_socket else self.url(name)
 
     def stop(self) -> None:
         subprocess.run(

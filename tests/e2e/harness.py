@@ -729,9 +729,10 @@ _PG_CLUSTER: Any = None
 STORE_ENV = "HEIMBUERO_TEST_STORE"
 
 
-def run_store_url() -> str | None:
+def run_store_url(*, via_socket: bool = False) -> str | None:
     """None (each server's SQLite file) unless HEIMBUERO_TEST_STORE=postgresql: then a new
-    database in a temporary PostgreSQL cluster started for the whole test run."""
+    database in a temporary PostgreSQL cluster started for the whole test run (`via_socket`:
+    its URL names the cluster's unix socket instead of 127.0.0.1)."""
     global _PG_CLUSTER
     store = os.environ.get(STORE_ENV, "sqlite")
     if store == "sqlite":
@@ -748,7 +749,7 @@ def run_store_url() -> str | None:
         cluster.start()
         atexit.register(cluster.stop)
         _PG_CLUSTER = cluster
-    return str(_PG_CLUSTER.new_database())
+    return str(_PG_CLUSTER.new_database(via_socket=via_socket))
 
 
 class Server:
@@ -780,8 +781,10 @@ class Server:
         self.workdir = Path(workdir)
         self.listen_host = listen_host
         # `init --database-url`: e.g. a PostgreSQL database; HEIMBUERO_TEST_STORE=postgresql
-        # gives every server of the run a new database in one shared temporary cluster
-        self.database_url = database_url or run_store_url()
+        # gives every server of the run a new database in one shared temporary cluster; a
+        # server listening beyond loopback may run in a test's network namespace, where
+        # 127.0.0.1 is not the cluster's: it reaches the cluster by its unix socket
+        self.database_url = database_url or run_store_url(via_socket=listen_host != LOCALHOST)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "server.log"
