@@ -7,6 +7,7 @@ address so the per-address login limit of one test does not shape another.
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import select
 import socket
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -92,6 +94,41 @@ def read_answer(sock: socket.socket, timeout: float) -> bytes:
     return data
 
 
+def _flood(http_url: str, stop: Any, results: Any, threads: int = 40) -> None:
+    """The attacker, in a process of its own (its threads must not hold the measuring test's
+    interpreter lock): `threads` clients send failing logins until `stop` is set, each from a
+    fresh address whenever the last one is refused: the spray of an attacker with many
+    addresses, so the pool (not the per-address limit) is what holds. Puts the answer counts."""
+    answers: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def attacker(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            source = f"127.1.{i}.{n % 250 + 1}"
+            transport = httpx.HTTPTransport(local_address=source)
+            with httpx.Client(base_url=http_url, timeout=10, transport=transport) as h:
+                while not stop.is_set():
+                    try:
+                        code = h.get(
+                            "/api/status", auth=(f"nobody{i}", "wrong-password-1")
+                        ).status_code
+                    except httpx.HTTPError:
+                        code = 0  # connection refused or closed
+                    with lock:
+                        answers[code] = answers.get(code, 0) + 1
+                    if code in (0, 429):
+                        break
+            n += 1
+
+    workers = [threading.Thread(target=attacker, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    results.put(answers)
+
+
 def test_login_flood_keeps_memory_and_sip_latency_bounded(srv: Server) -> None:
     assert srv.pid is not None
     with client(srv, "127.0.0.2") as http, SipClient(srv.port) as phone:
@@ -99,33 +136,10 @@ def test_login_flood_keeps_memory_and_sip_latency_bounded(srv: Server) -> None:
         quiet = [register_ms(phone, srv) for _ in range(20)]
         Path(f"/proc/{srv.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
         before = memory_kb(srv.pid)
-        stop = threading.Event()
-        answers: dict[int, int] = {}
-        lock = threading.Lock()
-
-        def attacker(i: int) -> None:
-            n = 0
-            while not stop.is_set():
-                # a fresh address whenever the last one is refused: the spray of an attacker
-                # with many addresses, so the pool (not the per-address limit) is what holds
-                source = f"127.1.{i}.{n % 250 + 1}"
-                with client(srv, source) as h:
-                    while not stop.is_set():
-                        try:
-                            code = h.get(
-                                "/api/status", auth=(f"nobody{i}", "wrong-password-1")
-                            ).status_code
-                        except httpx.HTTPError:
-                            code = 0  # connection refused or closed
-                        with lock:
-                            answers[code] = answers.get(code, 0) + 1
-                        if code in (0, 429):
-                            break
-                n += 1
-
-        threads = [threading.Thread(target=attacker, args=(i,)) for i in range(40)]
-        for t in threads:
-            t.start()
+        forked = multiprocessing.get_context("fork")
+        stop, results = forked.Event(), forked.Queue()
+        flood = forked.Process(target=_flood, args=(srv.http_url, stop, results))
+        flood.start()
         try:
             time.sleep(0.5)  # let the attack build up
             during = []
@@ -137,8 +151,8 @@ def test_login_flood_keeps_memory_and_sip_latency_bounded(srv: Server) -> None:
             assert console.status_code == 200, console.text
         finally:
             stop.set()
-            for t in threads:
-                t.join(15)
+            answers: dict[int, int] = results.get(timeout=30)
+            flood.join(15)
         after = memory_kb(srv.pid)
     growth_mb = (after["VmHWM"] - before["VmRSS"]) / 1024
     print(
