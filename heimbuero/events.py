@@ -79,6 +79,22 @@ class CallAnswered(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class PhoneAlerting(Event):
+    """A forwarded INVITE rings (`ringing`: its first 180/183) or stopped ringing (the branch
+    got its final answer, was cancelled or failed) at one of `user`'s phones: the lamps of a
+    colleague's busy-lamp field (dialog-info `early`). `caller` and `display` are the From of
+    the forwarded request, `from_tag`/`to_tag` the early dialog's tags (for pickup)."""
+
+    call_id: str
+    user: str
+    ringing: bool
+    caller: str = ""
+    display: str | None = None
+    from_tag: str | None = None
+    to_tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CallEnded(Event):
     """A BYE inside a dialog the server record-routed ended the call."""
 

@@ -19,10 +19,16 @@ import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from xml.sax.saxutils import escape, quoteattr
 
-from heimbuero.events import BindingChanged, CallAnswered, CallEnded, PresenceChanged
+from heimbuero.events import (
+    BindingChanged,
+    CallAnswered,
+    CallEnded,
+    PhoneAlerting,
+    PresenceChanged,
+)
 from heimbuero.office.visibility import may_see
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.dialog import Dialog, DialogState
@@ -228,20 +234,64 @@ def pidf(entity: str, state: PresenceState) -> bytes:
     return "".join(parts).encode()
 
 
-def dialog_info(entity: str, version: int, calls: Iterable[tuple[str, str]]) -> bytes:
-    """A full dialog-info document (RFC 4235); `calls` are (call-id, confirmed|terminated)."""
+class DialogEntry(NamedTuple):
+    """One dialog of a dialog-info document. A ringing call (`early`) names the caller and
+    the early dialog's tags (from the entity's side: local = its phone's To tag, remote = the
+    caller's From tag), which is what a desk phone needs to show and pick up the call."""
+
+    call_id: str
+    state: str  # early | confirmed | terminated
+    direction: str | None = None  # recipient | initiator
+    local_tag: str | None = None
+    remote_tag: str | None = None
+    remote: str | None = None  # the other party's URI
+    remote_display: str | None = None
+
+
+def dialog_info(entity: str, version: int, calls: Iterable[DialogEntry]) -> bytes:
+    """A full dialog-info document (RFC 4235)."""
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         f'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="{version}" '
         f'state="full" entity={quoteattr(entity)}>\n'
     ]
-    for call_id, state in calls:
-        did = hashlib.sha1(call_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-        parts.append(
-            f'<dialog id="{did}" call-id={quoteattr(call_id)}><state>{state}</state></dialog>\n'
-        )
+    for d in calls:
+        did = hashlib.sha1(d.call_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        attrs = f" call-id={quoteattr(d.call_id)}"
+        for name, value in (("local-tag", d.local_tag), ("remote-tag", d.remote_tag),
+                            ("direction", d.direction)):  # fmt: skip
+            if value:
+                attrs += f" {name}={quoteattr(value)}"
+        remote = ""
+        if d.remote:
+            display = f" display={quoteattr(d.remote_display)}" if d.remote_display else ""
+            remote = (
+                f"<remote><identity{display}>{escape(d.remote)}</identity>"
+                f"<target uri={quoteattr(d.remote)}/></remote>"
+            )
+        parts.append(f'<dialog id="{did}"{attrs}><state>{d.state}</state>{remote}</dialog>\n')
     parts.append("</dialog-info>\n")
     return "".join(parts).encode()
+
+
+@dataclass(slots=True)
+class _Ringing:
+    """A call ringing at a user's phones (one or more branches of it)."""
+
+    entry: DialogEntry
+    branches: int = 1
+
+
+def _display_text(display: str | None) -> str | None:
+    """The display name of a From header as text (quotes and escapes removed)."""
+    if not display:
+        return None
+    if len(display) >= 2 and display[0] == display[-1] == '"':
+        out, chars = [], iter(display[1:-1])
+        for ch in chars:
+            out.append(next(chars, "") if ch == "\\" else ch)
+        display = "".join(out)
+    return display or None
 
 
 def message_summary(account: str, new: int, old: int) -> bytes:
@@ -269,6 +319,7 @@ class PresenceServer:
         self.pubs_by_user: dict[str, dict[str, Publication]] = {}
         self.calls: dict[str, tuple[str, ...]] = {}  # Call-ID -> our users in the call
         self.in_call: dict[str, set[str]] = {}  # user -> Call-IDs
+        self.ringing: dict[str, dict[str, _Ringing]] = {}  # user -> Call-ID -> ringing call
         self.last: dict[str, PresenceState] = {}
         self.stats = {"notify_sent": 0}
         self._dirty_subs: set[str] = set()
@@ -285,6 +336,7 @@ class PresenceServer:
         events.subscribe(BindingChanged, self.on_bindings_changed)
         events.subscribe(CallAnswered, self.on_call_answered)
         events.subscribe(CallEnded, self.on_call_ended)
+        events.subscribe(PhoneAlerting, self.on_phone_alerting)
 
     # ------------------------------------------------------------------ who is who
 
@@ -512,12 +564,21 @@ class PresenceServer:
 
     # ------------------------------------------------------------------ NOTIFY
 
+    def dialogs(self, user: str) -> list[DialogEntry]:
+        """The user's calls for the dialog package: answered ones, then ringing ones."""
+        ids = self.in_call.get(user) or set()
+        out = [DialogEntry(c, "confirmed") for c in sorted(ids)]
+        ringing = self.ringing.get(user) or {}
+        out.extend(r.entry for c, r in sorted(ringing.items()) if c not in ids)
+        return out
+
     def _send_notify(
         self, sub: Subscription, now: float, terminated: str | None = None,
-        document: bytes | None = None,
+        document: bytes | None = None, ended: Iterable[DialogEntry] = (),
     ) -> None:  # fmt: skip
         """NOTIFY one watcher; `document` is the presentity's PIDF when the caller made it
-        already (the same for every watcher of one change)."""
+        already (the same for every watcher of one change); `ended`: dialogs that just ended,
+        shown once as `terminated` to the dialog package."""
         core = self.core
         sub.last_notify = now
         if terminated is not None:
@@ -534,8 +595,7 @@ class PresenceServer:
             ctype = MESSAGE_SUMMARY
         else:
             sub.version += 1
-            ids = self.in_call.get(sub.presentity) or set()
-            body = dialog_info(entity, sub.version - 1, [(c, "confirmed") for c in sorted(ids)])
+            body = dialog_info(entity, sub.version - 1, [*self.dialogs(sub.presentity), *ended])
             ctype = DIALOG_INFO
         dest = sub.dest
         host, port = core.local_address(dest[0])
@@ -572,9 +632,13 @@ class PresenceServer:
             log.info("NOTIFY for %s got no answer: subscription ended", sub.key)
             self._remove(sub)
 
-    def changed(self, user: str, now: float, source: str = "registration") -> None:
+    def changed(
+        self, user: str, now: float, source: str = "registration",
+        ended: Iterable[DialogEntry] = (),
+    ) -> None:  # fmt: skip
         """Tell every watcher of `user` its new state. `source` is registration, call or
-        publish; published changes reach each watcher at most once per `min_interval`."""
+        publish; published changes reach each watcher at most once per `min_interval`.
+        `ended`: the user's dialogs that just ended (source call)."""
         state = self.state(user, now)
         old = self.last.get(user)
         self.last[user] = state
@@ -592,7 +656,7 @@ class PresenceServer:
                 continue  # (mailbox_changed)
             if sub.package == "dialog":
                 if source == "call":
-                    self._send_notify(sub, now)
+                    self._send_notify(sub, now, ended=ended)
                 continue
             if old == state:
                 continue
@@ -652,8 +716,37 @@ class PresenceServer:
                 ids.discard(call_id)
                 if not ids:
                     del self.in_call[u]
+        ended = (DialogEntry(call_id, "terminated"),)
         for u in users:
-            self.changed(u, now, "call")
+            self.changed(u, now, "call", ended)
+
+    def on_phone_alerting(self, event: PhoneAlerting) -> None:
+        """A call starts or stops ringing at a user's phone (one branch of it): `early` in
+        the user's dialog-info while any branch rings; `terminated` once when it stops
+        without the user taking it (the caller gave up, a colleague answered)."""
+        user, call_id, now = event.user, event.call_id, event.at
+        calls = self.ringing.setdefault(user, {})
+        ring = calls.get(call_id)
+        if event.ringing:
+            if ring is not None:
+                ring.branches += 1
+                return
+            entry = DialogEntry(call_id, "early", "recipient", event.to_tag, event.from_tag,
+                                event.caller or None, _display_text(event.display))  # fmt: skip
+            calls[call_id] = _Ringing(entry)
+            if call_id not in (self.in_call.get(user) or ()):
+                self.changed(user, now, "call")
+            return
+        if ring is None:
+            return
+        ring.branches -= 1
+        if ring.branches > 0:
+            return
+        del calls[call_id]
+        if not calls:
+            del self.ringing[user]
+        if call_id not in (self.in_call.get(user) or ()):  # (taken: it shows as confirmed)
+            self.changed(user, now, "call", (ring.entry._replace(state="terminated"),))
 
     # ------------------------------------------------------------------ PUBLISH
 

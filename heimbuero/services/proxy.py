@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from heimbuero.domain.model import RingTarget, UserTarget
-from heimbuero.events import CallAnswered
+from heimbuero.events import CallAnswered, PhoneAlerting
 from heimbuero.services.liveness import DialogLiveness
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.branch import response_address, stray_binding
@@ -134,6 +134,7 @@ class Branch:
         "timed_out",
         "wire",
         "fallback",
+        "alerting",
     )
 
     def __init__(
@@ -156,6 +157,7 @@ class Branch:
         # flow (dialogs and aliases are signed for it).
         self.wire: Peer | None = None
         self.fallback: Request | None = None
+        self.alerting: str | None = None  # the user whose phone this branch rings (18x seen)
 
     def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
         self.proxy.on_response(txn, resp, now)
@@ -434,6 +436,8 @@ class Proxy:
                 self._send_cancel(branch, now, None)
             if status == 100 or call.final_sent or branch.done:
                 return  # (a branch whose step timed out rings no more upstream)
+            if status in (180, 183) and branch.alerting is None:
+                self._alerting(branch, resp, now)
             _alias_contact(resp, branch.dest, core.dialogs)
             self.media.on_answer(resp, branch.dest)
             core.layer.send_response(call.server_txn, resp, now)
@@ -470,8 +474,10 @@ class Proxy:
                 if st.request.method == "INVITE" and core.events.has_subscribers(CallAnswered):
                     users = tuple(_call_users(st.request, branch, core))
                     core.events.publish(CallAnswered(now, st.request.call_id, users))
+            self._alerting_ends(branch, now)
             return
         branch.request = None  # a final answer: nothing left to CANCEL
+        self._alerting_ends(branch, now)
         if branch.done or call.final_sent:
             branch.done = True
             return
@@ -499,9 +505,32 @@ class Proxy:
             return
         branch.done = True
         branch.request = None
+        self._alerting_ends(branch, now)
         call = branch.call
         call.finals.append(self.core.make_response(call.server_txn.request, status))
         self._maybe_finish(call, now)
+
+    def _alerting(self, branch: Branch, resp: Response, now: float) -> None:
+        """A branch to one of our users rings: the busy-lamp fields of the user's colleagues
+        show it (`PhoneAlerting`, dialog-info `early`)."""
+        events = self.core.events
+        fwd = branch.request
+        if fwd is None or fwd.method != "INVITE" or not events.has_subscribers(PhoneAlerting):
+            return
+        user = _callee_user(branch.call.server_txn.request, branch, self.core)
+        if user is None:
+            return
+        branch.alerting = user
+        caller = fwd.from_
+        events.publish(PhoneAlerting(now, fwd.call_id, user, True, str(caller.uri),
+                                     caller.display or None, caller.tag, resp.to.tag))  # fmt: skip
+
+    def _alerting_ends(self, branch: Branch, now: float) -> None:
+        user = branch.alerting
+        if user is not None:
+            branch.alerting = None
+            call_id = branch.call.server_txn.request.call_id
+            self.core.events.publish(PhoneAlerting(now, call_id, user, False))
 
     def on_stray_response(self, resp: Response, now: float) -> None:
         """A 2xx that outlived its transaction is forwarded statelessly (RFC 3261 §16.7 step 10),
@@ -644,6 +673,7 @@ class Proxy:
         if branch.txn is None or branch.txn.state != tx.State.PROCEEDING:
             return
         self.core.layer.terminate(branch.txn, now)
+        self._alerting_ends(branch, now)
         if not branch.done:
             branch.done = True
             call = branch.call
@@ -762,16 +792,24 @@ def _call_users(req: Request, branch: Branch, core: SipCore) -> list[str]:
     caller = req.from_.uri
     if caller.user and (caller.host == core.settings.domain or core.is_local_uri(caller)):
         users.append(caller.user.lower())
+    callee = _callee_user(req, branch, core)
+    if callee is not None:
+        users.append(callee)
+    return users
+
+
+def _callee_user(req: Request, branch: Branch, core: SipCore) -> str | None:
+    """Our user a branch of `req` rings: its plan's user target, or the user it was sent to."""
     label = branch.target.label if branch.target is not None else None
     if isinstance(label, UserTarget):
-        users.append(label.name)
-    elif (
+        return label.name
+    if (
         label is None
         and req.ruri.user
         and (req.ruri.host == core.settings.domain or core.is_local_uri(req.ruri))
     ):
-        users.append(req.ruri.user.lower())
-    return users
+        return req.ruri.user.lower()
+    return None
 
 
 def _rr(host: str, port: int, transport: str, token: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import xml.etree.ElementTree as ET
 
 from test_core import DOMAIN, PASSWORDS, Net, answer, authorize, invite, register, req
 
@@ -26,6 +27,7 @@ ALICE = ("udp", "127.0.0.1", 41001)
 BOB = ("udp", "127.0.0.1", 41002)
 CAROL = ("udp", "127.0.0.1", 41003)
 DAVE = ("udp", "127.0.0.1", 41004)
+BOB2 = ("udp", "127.0.0.1", 41006)
 ERIN = ("udp", "127.0.0.1", 41005)
 _seq = itertools.count(1)
 
@@ -351,7 +353,105 @@ def test_on_the_phone_during_a_call_and_dialog_package() -> None:
     notifies = split(out)[1]
     bodies = {n.get("event"): n for n, _ in notifies}
     assert activity(bodies["presence"]) is None and basic(bodies["presence"]) == "open"
-    assert b"<state>" not in bodies["dialog"].body
+    ended = dialog_states(bodies["dialog"])
+    assert ended == {inv.call_id: "terminated"}  # once, as the call ends
+
+
+def dialog_states(notify: Request) -> dict[str, str]:
+    root = ET.fromstring(notify.body)
+    return {d.get("call-id", ""): d.findtext(f"{NS}state", "") for d in root.iter(f"{NS}dialog")}
+
+
+NS = "{urn:ietf:params:xml:ns:dialog-info}"
+
+
+def watch_dialogs(net: Net, watcher: str, presentity: str, src: tuple[str, str, int]) -> None:
+    _, out = subscribe(net, watcher, presentity, src, event="dialog")
+    _, [(first, dest)] = split(out)
+    assert dialog_states(first) == {}
+    ok_notify(net, first, dest)
+
+
+def dialog_notify(out: list) -> Request:
+    [notify] = [n for n, _ in split(out)[1] if n.get("event") == "dialog"]
+    return notify
+
+
+def test_a_ringing_phone_shows_early_with_the_caller_then_confirmed() -> None:
+    """Busy-lamp field: a colleague's lamp blinks while the phone rings, with who calls and
+    the early dialog's tags a phone needs to pick the call up (RFC 4235 `early`)."""
+    net = make_net()
+    register(net, "alice", ALICE)
+    register(net, "bob", BOB)
+    watch_dialogs(net, "alice", "bob", ALICE)
+    inv, out = invite(net, "dave", "bob", DAVE)
+    [(fwd, dest)] = [(m, d) for m, d in out if isinstance(m, Request) and m.method == "INVITE"]
+    assert not split(out)[1]  # trying: nothing rings yet
+    out = net.send(answer(fwd, 180, tag="bobs-phone").serialize(), dest)
+    early = dialog_notify(out)
+    root = ET.fromstring(early.body)
+    [d] = root.iter(f"{NS}dialog")
+    assert d.findtext(f"{NS}state") == "early"
+    assert d.get("call-id") == inv.call_id and d.get("direction") == "recipient"
+    assert d.get("local-tag") == "bobs-phone" and d.get("remote-tag") == inv.from_.tag
+    assert d.findtext(f"{NS}remote/{NS}identity") == f"sip:dave@{DOMAIN}"
+    ok_notify(net, early, ALICE)
+    out = net.send(answer(fwd, 180, tag="bobs-phone").serialize(), dest)
+    assert not split(out)[1]  # the same ringing again: no news
+    out = net.send(answer(fwd, 200, tag="bobs-phone", contact="sip:bob@127.0.0.1").serialize(),
+                   dest)  # fmt: skip
+    assert dialog_states(dialog_notify(out)) == {inv.call_id: "confirmed"}
+
+
+def test_two_phones_of_one_user_ring_as_one_call_until_one_answers() -> None:
+    net = make_net()
+    register(net, "bob", BOB)
+    register(net, "bob", BOB2, contact=f"sip:bob@{BOB2[1]}:{BOB2[2]}")
+    watch_dialogs(net, "alice", "bob", ALICE)
+    inv, out = invite(net, "dave", "bob", DAVE)
+    fwds = {d: m for m, d in out if isinstance(m, Request) and m.method == "INVITE"}
+    assert set(fwds) == {BOB, BOB2}
+    out = net.send(answer(fwds[BOB], 180, tag="desk").serialize(), BOB)
+    notify = dialog_notify(out)
+    assert dialog_states(notify) == {inv.call_id: "early"}
+    ok_notify(net, notify, ALICE)
+    out = net.send(answer(fwds[BOB2], 180, tag="app").serialize(), BOB2)
+    assert not split(out)[1]  # the same call, ringing at bob's second phone: no news
+    out = net.send(answer(fwds[BOB2], 200, tag="app", contact="sip:bob@x").serialize(), BOB2)
+    notify = dialog_notify(out)
+    assert dialog_states(notify) == {inv.call_id: "confirmed"}
+    ok_notify(net, notify, ALICE)
+    out = net.send(answer(fwds[BOB], 487, tag="desk").serialize(), BOB)  # (the CANCELled desk)
+    assert not split(out)[1]  # bob took it: the other phone stopping is no news
+    presence = net.core.presence
+    assert presence is not None and presence.ringing == {}
+
+
+def test_a_caller_who_gives_up_stops_the_lamp() -> None:
+    """A caller who hangs up while it rings: terminated, once."""
+    net = make_net()
+    register(net, "alice", ALICE)
+    register(net, "bob", BOB)
+    watch_dialogs(net, "carol", "alice", CAROL)  # (a client watching its agent)
+    # dave calls alice, who rings; dave gives up
+    inv, out = invite(net, "dave", "alice", DAVE)
+    [(fwd, dest)] = [(m, d) for m, d in out if isinstance(m, Request) and m.method == "INVITE"]
+    out = net.send(answer(fwd, 180, tag="a1").serialize(), dest)
+    notify = dialog_notify(out)
+    assert dialog_states(notify) == {inv.call_id: "early"}
+    ok_notify(net, notify, CAROL)
+    keep = ("via", "from", "to", "call-id", "max-forwards")
+    cancel = Request("CANCEL", inv.uri, [list(h) for h in inv.headers if h[0] in keep])
+    cancel.add("CSeq", f"{inv.cseq[0]} CANCEL")
+    out = net.send(cancel.serialize(), DAVE)
+    assert [m.method for m, _ in out if isinstance(m, Request)] == ["CANCEL"]
+    assert not split(out)[1]  # still ringing until the phone says so
+    out = net.send(answer(fwd, 487, tag="a1").serialize(), dest)
+    notify = dialog_notify(out)
+    assert dialog_states(notify) == {inv.call_id: "terminated"}
+    ok_notify(net, notify, CAROL)
+    presence = net.core.presence
+    assert presence is not None and presence.ringing == {}
 
 
 def test_limits_per_user_and_per_presentity() -> None:

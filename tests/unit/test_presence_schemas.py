@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from heimbuero.services.presence import PresenceState, dialog_info, pidf
+from heimbuero.services.presence import DialogEntry, PresenceState, dialog_info, pidf
 
 XSD = Path(__file__).resolve().parent.parent / "data" / "xsd"
 
@@ -39,9 +39,24 @@ def test_pidf_is_valid_per_rfc_3863(pidf_schema: xmlschema.XMLSchema, state: Pre
 
 @pytest.mark.parametrize(
     "calls",
-    [[], [("call-1@host", "confirmed")], [("a@b", "confirmed"), ('x"<&>y', "terminated")]],
+    [
+        [],
+        [DialogEntry("call-1@host", "confirmed")],
+        [DialogEntry("a@b", "confirmed"), DialogEntry('x"<&>y', "terminated")],
+        [
+            DialogEntry(
+                "r@h",
+                "early",
+                "recipient",
+                "to-1",
+                "from-1",
+                "sip:+4989123@office.example",
+                'Müller GmbH: 089 "123" <&>',
+            )
+        ],
+    ],
 )
 def test_dialog_info_is_valid_per_rfc_4235(
-    dialog_schema: xmlschema.XMLSchema, calls: list[tuple[str, str]]
+    dialog_schema: xmlschema.XMLSchema, calls: list[DialogEntry]
 ) -> None:
     dialog_schema.validate(dialog_info("sip:anna@office.example", 7, calls).decode())
