@@ -26,6 +26,7 @@ from heimbuero.config import Config, ConfigError
 from heimbuero.domain.model import AGENT_STATUSES, Trunk
 from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.ops import logsetup
+from heimbuero.sip.locate import is_address
 from heimbuero.store import SchemaError, Store, StoreError
 
 PROG = "heimbuero"
@@ -759,8 +760,11 @@ def _trunk_changes(args: argparse.Namespace) -> dict[str, Any]:
         changes["transport"] = directory.validate_transport(args.transport)
     if args.address is not None:
         changes["host"], changes["port"] = directory.parse_address(args.address)
-        if changes.get("transport") == "tls" and not re.search(r":\d+$", args.address.strip()):
-            changes["port"] = 5061  # SIP over TLS (RFC 3261 §26)
+        if not re.search(r":\d+$", args.address.strip()):
+            if changes.get("transport") == "tls":
+                changes["port"] = 5061  # SIP over TLS (RFC 3261 §26)
+            elif not is_address(changes["host"]):
+                changes["port"] = 0  # a name without a port: by its SRV records (RFC 3263)
     if args.prefixes is not None:
         changes["prefixes"] = tuple(directory.validate_prefix(p) for p in _split(args.prefixes))
     if args.username is not None:
@@ -770,6 +774,10 @@ def _trunk_changes(args: argparse.Namespace) -> dict[str, Any]:
     if args.register is not None:
         changes["register"] = args.register
     return changes
+
+
+def _trunk_where(t: Trunk) -> str:
+    return f"{t.host} (DNS SRV)" if t.port == 0 else f"{t.host}:{t.port}"
 
 
 def _trunk_inbound(args: argparse.Namespace) -> dict[str, Any]:
@@ -792,7 +800,7 @@ def _trunk_line(t: Trunk) -> str:
     i = t.inbound
     inbound = f"digest as {i.username}" if i.auth == "digest" else f"by {i.auth}"
     return (
-        f"trunk {t.name}: {t.transport}:{t.host}:{t.port}, "
+        f"trunk {t.name}: {t.transport}:{_trunk_where(t)}, "
         f"outbound prefixes {', '.join(t.prefixes) or 'none'}{reg}, inbound calls {inbound}; "
         f"classes {', '.join(sorted(callpolicy.DEFAULT_ALLOWED | t.call_policy.allow))}"
     )
@@ -829,7 +837,7 @@ def cmd_trunk_list(args: argparse.Namespace) -> int:
         + [
             (
                 t.name,
-                f"{t.transport}:{t.host}:{t.port}",
+                f"{t.transport}:{_trunk_where(t)}",
                 ",".join(t.prefixes) or "-",
                 t.username if t.register and t.username else "no",
                 t.inbound.auth,
@@ -1108,8 +1116,9 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
             "--address",
             required=required,
             metavar="HOST:PORT",
-            help="the carrier's SIP peer (port 5060 when left out; this server's own SIP "
-            "addresses are refused)",
+            help="the carrier's SIP peer: an address (port 5060 when left out) or a host name "
+            "(without a port: found by its DNS SRV records, RFC 3263, else port 5060; the "
+            "addresses found are tried in turn); this server's own SIP addresses are refused",
         )
         p.add_argument(
             "--transport",

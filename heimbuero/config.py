@@ -13,6 +13,7 @@ from typing import Any
 from heimbuero.media.relay_config import RELAY_KEYS, RelaySettings, parse_relay_settings
 from heimbuero.net.mail import SECURITY_MODES, MailSettings
 from heimbuero.services.guard import DEFAULT_SCANNERS, GuardSettings
+from heimbuero.sip.locate import split_server
 
 CONFIG_FILE = "config.toml"
 DB_FILE = "heimbuero.db"
@@ -114,6 +115,9 @@ class SipSettings:
     # a call whose phone vanished ends (0 = do not ask; else at least 90)
     session_expires: int = 1800
     trusted_peers: tuple[str, ...] = ()  # "HOST" or "HOST:PORT" of carrier trunks: no digest auth
+    # DNS servers ("ADDRESS" or "ADDRESS:PORT") for trunks named by host name; none: the
+    # system's (/etc/resolv.conf)
+    dns_servers: tuple[str, ...] = ()
     advertise: str | None = None  # address for Via/Record-Route when listening on 0.0.0.0
     md5_only_user_agents: tuple[str, ...] = ("baresip v0.", "baresip v1.")
     subscribe_max_expires: int = 3600  # presence/dialog subscriptions (RFC 6665)
@@ -376,6 +380,13 @@ def load(data_dir: Path) -> Config:
             if not isinstance(value, list):
                 raise ConfigError(f"{path}: [sip] {key} must be a list of strings")
             value = tuple(str(v) for v in value)
+        elif key == "dns_servers":
+            if not isinstance(value, list):
+                raise ConfigError(f"{path}: [sip] dns_servers must be a list of strings")
+            try:
+                value = tuple(str(v) for v in value if split_server(str(v)))
+            except ValueError as exc:
+                raise ConfigError(f"{path}: [sip] dns_servers: {exc}") from None
         elif key in ("tls_cert", "tls_key"):
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{path}: [sip] {key} must be a file name")
@@ -716,6 +727,9 @@ invite_timeout = {d.invite_timeout}
 session_expires = {d.session_expires}
 # Carrier trunks whose requests are not challenged: "HOST" or "HOST:PORT"
 trusted_peers = []
+# DNS servers for trunks named by host name ("ADDRESS" or "ADDRESS:PORT"); [] = the
+# system's. A trunk with port 0 is looked up by SRV (RFC 3263), else by A/AAAA.
+dns_servers = []
 # Clients that fail on a challenge list with an algorithm they do not know get MD5 alone
 # (matched as User-Agent prefixes; baresip 1.x gives up on any SHA-256 challenge).
 md5_only_user_agents = [{", ".join(f'"{u}"' for u in d.md5_only_user_agents)}]

@@ -41,6 +41,7 @@ from heimbuero.events import (
     VoicemailLeft,
 )
 from heimbuero.media.relay_client import RelayProcess, RelayUnavailable
+from heimbuero.net.dns import Located, SipResolver
 from heimbuero.net.mail import Attachment, Mailer, MailError
 from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
@@ -393,6 +394,8 @@ class Server:
         assert core.presence is not None and core.messages is not None
         self.calls, self.trunks = core.calls, core.trunks
         self.presence, self.messages = core.presence, core.messages
+        self.resolver = SipResolver(sip.dns_servers)  # trunks named by host name
+        self._first_due = 3600.0
         self.transports = Transports(
             self.core,
             TransportLimits(
@@ -682,6 +685,53 @@ class Server:
             self.trunks.update(directory.trunks.values(), time.time())
             self.transports.flush()
             self.office_revision = revision  # (in /api/status: what call routing uses now)
+
+    async def _locate_trunks(self) -> float:
+        """Look up where every UDP/TCP trunk named by host name is (RFC 3263: SRV for port 0,
+        else A/AAAA), all at once; a name that fails keeps its last answer. Returns the
+        seconds until the first answer is due again (its TTL; 30 s after a failure)."""
+        wanted = sorted(self.calls.lookups())
+        results = await asyncio.gather(
+            *(self.resolver.locate(host, port, transport) for host, port, transport in wanted),
+            return_exceptions=True,
+        )
+        found: dict[tuple[str, int, str], tuple[Peer, ...]] = {}
+        due = 3600.0
+        for key, result in zip(wanted, results, strict=True):
+            if isinstance(result, Located) and result.targets:
+                found[key] = tuple(Peer(key[2], host, port) for host, port in result.targets)
+                due = min(due, result.ttl)
+                continue
+            old = self.calls.located.get(key)
+            if old:
+                found[key] = old
+            log.warning("trunk host %s could not be looked up: %s%s", key[0], result,
+                        "; keeping its last addresses" if old else "")  # fmt: skip
+            due = min(due, 30.0)
+        changed = found != self.calls.located
+        self.calls.set_located(found)
+        if changed:
+            self.trunks.retry_failed(time.time())
+            self.core.pump(time.time())
+            self.transports.flush()
+        return due
+
+    async def _dns_refresh(self) -> None:
+        """Trunk addresses follow DNS: again when an answer's TTL runs out, and at once when
+        a trunk is added or its host changes."""
+        loop = asyncio.get_running_loop()
+        seen = self.calls.lookups()
+        due_at = loop.time() + self._first_due
+        while True:
+            await asyncio.sleep(OFFICE_RELOAD_INTERVAL)
+            wanted = self.calls.lookups()
+            if wanted != seen or loop.time() >= due_at:
+                seen = wanted
+                try:
+                    due_at = loop.time() + await self._locate_trunks()
+                except Exception:
+                    log.exception("looking up the trunks' addresses failed")
+                    due_at = loop.time() + 30.0
 
     def _load_office(self) -> tuple[Directory, list[Override]]:
         return self.store.load_directory(), self.store.list_overrides(datetime.now(UTC))
@@ -1100,6 +1150,8 @@ class Server:
             self.presence.notify_all(time.time())
             self.core.pump(time.time())
             self.transports.flush()
+        self._first_due = await self._locate_trunks()  # (before the trunks register)
+        tasks.append(loop.create_task(self._dns_refresh()))
         self.trunks.update(self.calls.directory.trunks.values(), time.time())
         for user in list(self.messages.queues):
             self.messages.kick(user, time.time())  # recipients still registered since the stop

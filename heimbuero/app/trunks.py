@@ -15,6 +15,7 @@ from heimbuero.app.policy import Actor
 from heimbuero.domain.model import Trunk
 from heimbuero.office import callpolicy, directory
 from heimbuero.services.trunks import inbound_auth
+from heimbuero.sip.locate import DEFAULT_PORT, is_address
 from heimbuero.store import Store
 
 _INBOUND = ("inbound_auth", "inbound_username", "inbound_password")
@@ -49,8 +50,8 @@ class Trunks:
                 raise Invalid(required, "must not be null")
         if "host" in out and (not out["host"] or len(out["host"]) > 255):
             raise Invalid("host", "must be a host name or address of 1-255 characters")
-        if "port" in out and not 0 < out["port"] < 65536:
-            raise Invalid("port", "must be 1-65535")
+        if "port" in out and not 0 <= out["port"] < 65536:
+            raise Invalid("port", "must be 1-65535, or 0: by the host name's DNS SRV records")
         if "transport" in out:
             out["transport"] = valid("transport", directory.validate_transport, out["transport"])
         if "prefixes" in out:
@@ -75,15 +76,19 @@ class Trunks:
         return out
 
     def _check(self, trunk: Trunk) -> Trunk:
+        if trunk.port == 0 and is_address(trunk.host):
+            raise Invalid("port", "0 (by DNS SRV) needs a host name, not an address")
         if trunk.register and not (trunk.username and trunk.password):
             raise Invalid("register", REGISTER_NEEDS_CREDENTIALS)
-        own = self.own_sip_address and self.own_sip_address(trunk.host, trunk.port)
+        # (port 0, by SRV: a name without SRV records is reached on the default port)
+        port = trunk.port or DEFAULT_PORT[trunk.transport]
+        own = self.own_sip_address and self.own_sip_address(trunk.host, port)
         if own:
             hint = f", see {self.own_hint}" if self.own_hint else ""
             raise Invalid(
                 "host",
                 f"trunk {trunk.name} would point at this server itself ({trunk.host}:"
-                f"{trunk.port} is its own SIP address {own}{hint}): give the carrier's address",
+                f"{port} is its own SIP address {own}{hint}): give the carrier's address",
             )
         return trunk
 

@@ -45,6 +45,7 @@ from heimbuero.office.routing import (
     normalise_number,
     route,
 )
+from heimbuero.sip.locate import DEFAULT_PORT, is_address
 from heimbuero.sip.message import ParseError, parse_address
 from heimbuero.sip.peer import Peer
 
@@ -170,9 +171,15 @@ class CallRouting:
     paused: frozenset[str] = frozenset()  # agents whose own status is not available
     talk_today: dict[str, tuple[str, float]] = field(default_factory=dict)  # client ->
     # (local date, seconds of ended calls out that day: the store's sum plus ours since)
+    # Where trunks named by host name are, as DNS said (RFC 3263; the server looks them up
+    # and refreshes them by their TTL): (host, port, transport) -> addresses, in order to try
+    located: dict[tuple[str, int, str], tuple[Peer, ...]] = field(default_factory=dict)
+    _trunk_peers: dict[str, tuple[Peer, ...]] = field(default_factory=dict)
+    _trunk_at: dict[tuple[str, int], Trunk] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.paused = _paused(self.directory)
+        self._index_trunks()
         # Call records hear of a call's end from the bus (a BYE the proxy saw).
         self.core.events.subscribe(CallEnded, self._on_call_ended)
 
@@ -188,8 +195,45 @@ class CallRouting:
         code changed an override since, the in-memory overrides are newer and stay."""
         self.directory = directory
         self.paused = _paused(directory)
+        self._index_trunks()
         if version is None or version == self.overrides_version:
             self.overrides = {o.client: o for o in overrides}
+
+    # ------------------------------------------------------------------ trunk addresses
+
+    def _index_trunks(self) -> None:
+        peers: dict[str, tuple[Peer, ...]] = {}
+        at: dict[tuple[str, int], Trunk] = {}
+        for t in self.directory.trunks.values():
+            direct = direct_peer(t)
+            found = (direct,) if direct is not None else self.located.get(trunk_lookup(t), ())
+            peers[t.name] = found
+            for p in found:
+                at.setdefault((p.host, p.port), t)
+        self._trunk_peers, self._trunk_at = peers, at
+
+    def lookups(self) -> set[tuple[str, int, str]]:
+        """The (host, port, transport) of every UDP or TCP trunk named by host name: what
+        DNS must find."""
+        trunks = self.directory.trunks.values()
+        return {trunk_lookup(t) for t in trunks if not is_address(t.host) and t.transport != "tls"}
+
+    def set_located(self, found: dict[tuple[str, int, str], tuple[Peer, ...]]) -> None:
+        """What the lookups found (a name that could not be looked up keeps its last answer)."""
+        self.located = found
+        self._index_trunks()
+
+    def trunk_peers(self, trunk: Trunk) -> tuple[Peer, ...]:
+        """The trunk's addresses in the order to try them (none: its name is not resolved)."""
+        found = self._trunk_peers.get(trunk.name)
+        if found is None:  # (not in the directory, e.g. a test's registration)
+            direct = direct_peer(trunk)
+            found = (direct,) if direct is not None else self.located.get(trunk_lookup(trunk), ())
+        return found
+
+    def trunk_at(self, host: str, port: int) -> Trunk | None:
+        """The trunk one of whose addresses is HOST:PORT."""
+        return self._trunk_at.get((host.strip("[]").lower(), port))
 
     def set_status(self, user: str, status: str) -> None:
         """An agent's new status, at once (the next office reload brings the same)."""
@@ -213,11 +257,11 @@ class CallRouting:
     def trusted_trunk(self, source: Peer) -> Trunk | None:
         """The trunk whose inbound authentication is by source address and that `source` is
         (`address-tcp`: only over a TCP or TLS connection; `digest`: never by address)."""
-        for trunk in self.directory.trunks.values():
-            if trunk.host == source[1] and trunk.port == source[2]:
-                auth = trunk.inbound.auth
-                if auth == "address" or (auth == "address-tcp" and source[0] in ("tcp", "tls")):
-                    return trunk
+        trunk = self._trunk_at.get((source[1], source[2]))
+        if trunk is not None:
+            auth = trunk.inbound.auth
+            if auth == "address" or (auth == "address-tcp" and source[0] in ("tcp", "tls")):
+                return trunk
         return None
 
     def state(self, now: float) -> RoutingState:
@@ -342,23 +386,30 @@ class CallRouting:
         if refusal is not None:
             run.refusal = refusal
             return None
+        peers = self.trunk_peers(trunk)
+        if not peers:
+            log.warning("call %s: trunk %s: %s has no address (DNS)", run.call_id, trunk.name,
+                        trunk.host)  # fmt: skip
+            run.refusal = (503, "Service Unavailable: the carrier's address is not resolved")
+            return None
         self.out_calls[run.call_id] = (run.plan.client, trunk.name, run.started)
         domain = self.core.settings.domain
-        dest = Peer(trunk.transport, trunk.host, trunk.port)
-        uri = f"sip:{number}@{trunk.host}:{trunk.port}"
+        dest, alternates = peers[0], peers[1:]  # RFC 3263 §4.3: the next when one fails
+        where = trunk.host + (f":{trunk.port}" if trunk.port else "")
+        uri = f"sip:{number}@{where}"
         asserted = ("P-Asserted-Identity", f"<{_caller_uri(run.asserted or run.caller, domain)}>")
         if run.dial_out:
-            return Target(uri, dest, ExternalTarget(number), None, (asserted,))
+            return Target(uri, dest, ExternalTarget(number), None, (asserted,), alternates)
         dialled = f"sip:{run.plan.number}@{domain}"
         # Evaluated before this step's own targets count: did anybody ring before?
         reason, cause = ("no-answer", 408) if run.rang else ("unconditional", 302)
         headers = (
             ("Diversion", f"<{dialled}>;reason={reason};counter=1"),
             ("History-Info", f"<{dialled}>;index=1"),
-            ("History-Info", f"<sip:{number}@{trunk.host}:{trunk.port};cause={cause}>;index=1.1"),
+            ("History-Info", f"<{uri};cause={cause}>;index=1.1"),
             asserted,
         )
-        return Target(uri, dest, ExternalTarget(number), None, headers)
+        return Target(uri, dest, ExternalTarget(number), None, headers, alternates)
 
     # ------------------------------------------------------------------ calls out
 
@@ -558,3 +609,18 @@ def _paused(directory: Directory) -> frozenset[str]:
     """The agents a team call skips (their own status is not `available`); worked out when
     the directory changes, not per call."""
     return frozenset(n for n, u in directory.users.items() if u.status != "available")
+
+
+def trunk_lookup(trunk: Trunk) -> tuple[str, int, str]:
+    """What DNS is asked for a trunk: its host name, port (0: by SRV) and transport."""
+    return (trunk.host.lower(), trunk.port, trunk.transport)
+
+
+def direct_peer(trunk: Trunk) -> Peer | None:
+    """Where a trunk is without a DNS lookup of ours: its address, or, over TLS, its name (the
+    connection resolves it off the event loop, and the carrier's certificate is checked
+    against that name)."""
+    if is_address(trunk.host) or trunk.transport == "tls":
+        host = trunk.host.strip("[]").lower()
+        return Peer(trunk.transport, host, trunk.port or DEFAULT_PORT[trunk.transport])
+    return None

@@ -546,11 +546,7 @@ class SipCore:
         calls = self.calls
         if calls is None:
             return False
-        host = dest[1].strip("[]").lower()
-        return any(
-            t.host.strip("[]").lower() == host and t.port == dest[2]
-            for t in calls.directory.trunks.values()
-        )
+        return calls.trunk_at(dest[1], dest[2]) is not None
 
     def _on_register(self, txn: tx.ServerTransaction, now: float) -> None:
         req = txn.request

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from heimbuero.domain.model import RingTarget, UserTarget
@@ -94,6 +94,9 @@ class Target:
     label: RingTarget | None = None  # what it is in the office's words (a user, a number…)
     from_display: str | None = None  # replaces From's display name (agents see the client)
     headers: tuple[tuple[str, str], ...] = ()  # added to the branch (Diversion, History-Info…)
+    # more addresses of the same next hop (DNS, RFC 3263 §4.3): tried in turn when `dest`
+    # fails (no answer, transport error or 503) before the branch counts as failed
+    alternates: tuple[Peer, ...] = ()
 
 
 class PlanRunner(Protocol):
@@ -482,6 +485,8 @@ class Proxy:
             branch.done = True
             return
         branch.done = True
+        if status == 503 and self._next_address(branch, now):
+            return
         if branch.timed_out and status == 487:
             resp = core.make_response(call.server_txn.request, 408)
         call.finals.append(resp)
@@ -506,9 +511,25 @@ class Proxy:
         branch.done = True
         branch.request = None
         self._alerting_ends(branch, now)
+        if self._next_address(branch, now):
+            return
         call = branch.call
         call.finals.append(self.core.make_response(call.server_txn.request, status))
         self._maybe_finish(call, now)
+
+    def _next_address(self, branch: Branch, now: float) -> bool:
+        """RFC 3263 §4.3: the next hop's next address, as a new branch (a new transaction),
+        when this one failed; False when none is left (or the call is over)."""
+        target, call = branch.target, branch.call
+        if target is None or not target.alternates or call.final_sent or call.canceled:
+            return False
+        failed, nxt_dest = branch.dest, target.alternates[0]
+        log.info("call %s: %s:%s:%d failed; trying %s:%s:%d (the next address of %s)",
+                 call.server_txn.request.call_id, *failed, *nxt_dest, target.uri)  # fmt: skip
+        nxt = replace(target, dest=target.alternates[0],
+                                  alternates=target.alternates[1:])  # fmt: skip
+        self._ring(call, [nxt], now)
+        return True
 
     def _alerting(self, branch: Branch, resp: Response, now: float) -> None:
         """A branch to one of our users rings: the busy-lamp fields of the user's colleagues

@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from heimbuero.domain.model import INBOUND_AUTH, Trunk, TrunkInbound
+from heimbuero.services.calls import direct_peer
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import client_authorization, ha1
 from heimbuero.sip.message import Request, Response
-from heimbuero.sip.peer import Peer
 
 if TYPE_CHECKING:
     from .core import SipCore
@@ -86,6 +86,12 @@ class TrunkRegistrations:
                 reg = self.active[name] = TrunkRegistration(trunk)
                 self._send(reg, now, None)
 
+    def retry_failed(self, now: float) -> None:
+        """Registrations that failed try again now (their carrier's address just changed)."""
+        for reg in self.active.values():
+            if reg.state == "failed":
+                self._send(reg, now, None)
+
     def status(self) -> list[dict[str, object]]:
         return [
             {"trunk": r.trunk.name, "state": r.state, "expires_at": r.expires_at}
@@ -98,10 +104,20 @@ class TrunkRegistrations:
         core = self.core
         t = reg.trunk
         transport = t.transport.lower()
+        if core.calls is not None:
+            peers = core.calls.trunk_peers(t)
+        else:
+            direct = direct_peer(t)
+            peers = (direct,) if direct is not None else ()
+        if not peers:  # a host name DNS has not answered for (yet): try again later
+            log.warning("carrier trunk %s: %s has no address (DNS); registration waits",
+                        t.name, t.host)  # fmt: skip
+            self._failed(reg, now)
+            return
         host, port = core.local_address(transport)
         reg.cseq += 1
         aor = f"sip:{t.username}@{t.host}"
-        uri = f"sip:{t.host}:{t.port}"
+        uri = registrar_uri(t)
         req = Request("REGISTER", uri)
         req.add("Max-Forwards", "70")
         req.add("From", f"<{aor}>;tag={reg.from_tag}")
@@ -115,7 +131,7 @@ class TrunkRegistrations:
             req.add(*authorization)
         reg.authorized = authorization is not None
         reg.state = "registering"
-        core.send_request(req, Peer(transport, t.host, t.port), _RegisterOwner(self, reg), now)
+        core.send_request(req, peers[0], _RegisterOwner(self, reg), now)
 
     def on_response(self, reg: TrunkRegistration, resp: Response, now: float) -> None:
         if reg.state == "stopped" or resp.status < 200:
@@ -124,7 +140,7 @@ class TrunkRegistrations:
         if resp.status in (401, 407) and not reg.authorized:
             name = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
             header = "Authorization" if resp.status == 401 else "Proxy-Authorization"
-            uri = f"sip:{t.host}:{t.port}"
+            uri = registrar_uri(t)
             for challenge in resp.get_all(name):
                 value = client_authorization(
                     challenge, "REGISTER", uri, t.username or "", t.password or "",
@@ -191,3 +207,8 @@ def _granted_expires(resp: Response) -> int:
                 return max(1, int(value))
     header = resp.get("expires")
     return max(1, int(header)) if header and header.isdigit() else REGISTER_EXPIRES
+
+
+def registrar_uri(trunk: Trunk) -> str:
+    """The REGISTER's Request-URI: the carrier's host, with its port when one is set."""
+    return f"sip:{trunk.host}" + (f":{trunk.port}" if trunk.port else "")

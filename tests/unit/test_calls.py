@@ -29,6 +29,7 @@ from heimbuero.events import ProviderWarning
 from heimbuero.office.callpolicy import CallPolicy
 from heimbuero.services.calls import CallRouting
 from heimbuero.sip.message import Request, Response
+from heimbuero.sip.peer import Peer
 
 NUMBER = "+49891234567"
 MOBILE = "+491701111111"
@@ -221,6 +222,40 @@ def test_call_out_to_a_refused_class_is_403_with_the_reason_and_never_reaches_th
     assert f"Destination not allowed: {reason}" in (final.get("reason") or "")
     refusals = [r for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == 1 and number in refusals[0].getMessage()
+
+
+def test_a_carrier_named_by_dns_gets_the_call_at_its_next_address_after_a_503(
+    net: t.Net,
+) -> None:
+    """RFC 3263 §4.3: the addresses DNS gave are tried in turn; a 503 from one passes the
+    call, as a new transaction, to the next; the caller never sees the 503."""
+    calls = net.core.calls
+    assert calls is not None
+    d = directory(Rule("Sonst", (Step((f"external:{MOBILE}",), 20),)))
+    named = Trunk("carrier", "carrier.test", 0, prefixes=("+49",))
+    calls.update(replace(d, trunks={"carrier": named}), [])
+    second = ("udp", "127.0.0.1", 5092)
+    calls.set_located({("carrier.test", 0, "udp"): (Peer(*TRUNK), Peer(*second))})
+    assert calls.trusted_trunk(Peer(*second)) == named  # its calls count as the carrier's
+    _, out = carrier_call(net)
+    [first] = sent_to(out, TRUNK, "INVITE")
+    assert first.uri == f"sip:{MOBILE}@carrier.test"  # (the name, not an address)
+    out = net.send(t.answer(first, 503).serialize(), TRUNK)
+    [again] = sent_to(out, second, "INVITE")
+    assert again.top_via.branch != first.top_via.branch
+    assert [m.status for m in finals_to(out, TRUNK)] == []
+    out = net.send(t.answer(again, 200, contact=f"sip:{MOBILE}@127.0.0.1:5092").serialize(), second)
+    assert [m.status for m in finals_to(out, TRUNK)] == [200]
+
+
+def test_a_carrier_whose_name_is_not_resolved_refuses_the_call_out(net: t.Net) -> None:
+    calls = net.core.calls
+    assert calls is not None
+    d = directory(Rule("Sonst", (Step((f"external:{MOBILE}",), 20),)))
+    calls.update(replace(d, trunks={"carrier": Trunk("carrier", "carrier.test", 0)}), [])
+    out = _dial(net, "mueller", MUELLER, "01702222222")
+    [final] = [m for m, _ in out if isinstance(m, Response) and m.status >= 200]
+    assert final.status == 503 and "not resolved" in final.reason
 
 
 def test_a_class_allowed_by_client_and_trunk_goes_out(net: t.Net) -> None:
