@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Server
+from tests.e2e.harness import Server, SipClient, free_port, next_request
 
 from .conftest import login
 
@@ -18,6 +19,8 @@ pytestmark = [pytest.mark.e2e]
 
 # scripts/screenshots sets this to docs/: the pages as the test left them, in German
 SHOTS = os.environ.get("HEIMBUERO_SCREENSHOTS", "")
+NUMBER = "+49891234567"  # the demo client mueller's number
+CALLER = "+4930555123"
 
 
 def test_login_logout_and_wrong_password(browser: Any, demo: Server) -> None:
@@ -93,3 +96,47 @@ def test_csrf_refusal_and_other_business(browser: Any, demo: Server) -> None:
         r = page.goto(demo.http_url + path)
         assert r is not None and r.status == 404
     ctx.close()
+
+
+def test_a_ringing_client_call_pops_the_clients_card_and_readies_the_note(
+    browser: Any, tmp_path: Path
+) -> None:
+    """The screen pop: a carrier call to Tischlerei Müller's number rings anna's phone; her open
+    console shows whose call it is (before she answers) and the note form is set to it."""
+    carrier_port = free_port()
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"client": "mueller", "numbers": {NUMBER: {"rules": [
+        {"name": "Immer", "steps": [{"targets": ["user:anna"], "timeout": 30}]},
+    ]}}}), encoding="utf-8")  # fmt: skip
+    srv = Server(tmp_path / "server", demo=True, http=True)
+    srv.prepare()
+    data = ["--data", str(srv.data_dir)]
+    srv.cli("trunk", "set", "carrier", "--address", f"127.0.0.1:{carrier_port}", *data)
+    srv.cli("rules", "import", "mueller", str(rules), *data)
+    with srv, SipClient(srv.port) as phone, SipClient(srv.port, local_port=carrier_port) as pstn:
+        aor = f"sip:anna@{srv.domain}"
+        _, ok = phone.authenticated_request(
+            "REGISTER", f"sip:{srv.domain}", username="anna", password=srv.users["anna"],
+            from_uri=aor, to_uri=aor,
+            headers=[("Contact", f"<sip:anna@127.0.0.1:{phone.local_port}>")],
+        )  # fmt: skip
+        assert ok.status == 200, ok.summary()
+        page = browser.new_page(locale="de-DE")
+        login(page, srv, "anna")
+        page.wait_for_function("document.documentElement.dataset.live === '1'")
+        card = page.locator("#screenpop")
+        assert card.is_hidden()
+        pstn.request(
+            "INVITE", f"sip:{NUMBER}@{srv.domain}", from_uri=f"sip:{CALLER}@127.0.0.1",
+            to_uri=f"sip:{NUMBER}@{srv.domain}",
+            headers=[("Contact", f"<sip:{CALLER}@127.0.0.1:{carrier_port}>")],
+        )  # fmt: skip
+        next_request(phone, "INVITE", timeout=10)  # anna's phone rings (not answered)
+        card.wait_for(state="visible", timeout=10_000)
+        assert card.locator(".name").inner_text() == "Tischlerei Müller"
+        assert CALLER in card.locator(".number").inner_text()
+        assert page.get_by_label("Mandant", exact=True).input_value() == "mueller"
+        assert page.get_by_label("Rufnummer", exact=True).input_value() == CALLER
+        if SHOTS:
+            page.screenshot(path=str(Path(SHOTS) / "console-screenpop.png"), full_page=True)
+        page.close()
