@@ -37,6 +37,7 @@ log = logging.getLogger("heimbuero.calls")
 ANNOUNCE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 T1 = 0.5
+MIN_RECORDING = 8000  # bytes of 8 kHz 16-bit audio (0.5 s): less is no message
 GREETING = (
     "Sie sind verbunden mit {name}. Leider ist gerade niemand erreichbar. "
     "Bitte hinterlassen Sie eine Nachricht nach dem Signalton. Beenden Sie mit der Raute-Taste."
@@ -171,7 +172,9 @@ class MediaApps(asyncio.DatagramProtocol):
                 self._reply(req, addr, 481, "Call/Transaction Does Not Exist")
                 return
             self._reply(req, addr, 200, "OK")
-            self._end(call, send_bye=False)
+            # The caller hung up: what was recorded until now is kept (the task ends its
+            # recording and stores it; playing and recording stop as the session closes).
+            self._end(call, send_bye=False, stop=False)
         elif method == "INFO":
             if call is None:
                 self._reply(req, addr, 481, "Call/Transaction Does Not Exist")
@@ -355,6 +358,9 @@ class MediaApps(asyncio.DatagramProtocol):
         s = call.session
         await self._play_first(call, call.greeting)
         audio = await s.record(self.settings.voicemail_max_seconds, "#")
+        if len(audio) < MIN_RECORDING:
+            log.info("voicemail for %s: nothing recorded (the caller hung up first)", call.owner)
+            return
         folder = self.data_dir / "voicemail" / call.owner
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{int(time.time())}-{secrets.token_hex(4)}.wav"
@@ -376,12 +382,12 @@ class MediaApps(asyncio.DatagramProtocol):
             self.latencies.append(call.session.first_packet_at - call.ack_at)
         await task
 
-    def _end(self, call: Call, send_bye: bool) -> None:
+    def _end(self, call: Call, send_bye: bool, stop: bool = True) -> None:
         if self.calls.get(call.invite.call_id) is not call:
             return
         del self.calls[call.invite.call_id]
         call.session.close()
-        if call.task is not None and call.task is not asyncio.current_task():
+        if stop and call.task is not None and call.task is not asyncio.current_task():
             call.task.cancel()
         if send_bye and self.transport is not None:
             bye = call.dialog.create_request("BYE", contact=self._contact()[1:-1])

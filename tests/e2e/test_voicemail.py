@@ -17,6 +17,7 @@ import time
 import urllib.request
 import wave
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -509,3 +510,86 @@ def test_the_client_uploads_a_greeting_and_callers_hear_it(tmp_path: Path) -> No
         out = server.cli("greeting", "delete", CLIENT, "--data", str(server.data_dir))
         assert "spoken default" in out.stdout
         assert api.get(url, auth=owner).status_code == 404
+
+
+# -- the caller hangs up instead of pressing # ------------------------------------------------
+
+
+def _answered_call(server: Server, inbound: int, stack: contextlib.ExitStack) -> tuple[
+    SipClient, socket.socket, tuple[str, int], Any, Any
+]:  # fmt: skip
+    """A carrier call to the voicemail, answered and ACKed; (sip, rtp socket, the server's
+    media address, the INVITE, its 200)."""
+    rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    rtp.bind((LOCALHOST, 0))
+    sip = stack.enter_context(SipClient(server.port, local_port=inbound))
+    ruri = f"sip:{NUMBER}@{DOMAIN}"
+    offer = (
+        f"v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {rtp.getsockname()[1]} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"
+        f"a=rtpmap:101 telephone-event/8000\r\n"
+    ).encode()
+    invite = sip.request(
+        "INVITE", ruri, from_uri=f"sip:{CALLER}@127.0.0.1:{inbound}", to_uri=ruri,
+        headers=[("Contact", f"<sip:{CALLER}@127.0.0.1:{inbound}>")],
+        body=offer, content_type="application/sdp",
+    )  # fmt: skip
+    ok = sip.final_response(invite, 20)
+    assert ok.status == 200, ok.summary()
+    port = int(re.search(r"m=audio (\d+)", ok.body.decode()).group(1))  # type: ignore[union-attr]
+    in_dialog(sip, "ACK", invite, ok, 1)
+    return sip, rtp, (LOCALHOST, port), invite, ok
+
+
+def in_dialog(sip: SipClient, method: str, invite: Any, ok: Any, cseq: int) -> Any:
+    contact = re.search(r"<([^>]+)>", ok.header("Contact") or "").group(1)  # type: ignore[union-attr]
+    return sip.request(
+        method, contact, from_uri=invite.from_uri, to_uri=invite.to_uri, cseq=cseq,
+        call_id=invite.call_id, from_tag=invite.from_tag, to_tag=ok.to_tag(),
+        headers=[("Route", r) for r in ok.header_values("Record-Route")],
+    )  # fmt: skip
+
+
+def test_a_caller_who_hangs_up_after_speaking_leaves_the_message(tmp_path: Path) -> None:
+    """Most callers end a voicemail by hanging up, not with #: what they said is kept."""
+    server, inbound = office(tmp_path)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        sip, rtp, dest, invite, ok = _answered_call(server, inbound, stack)
+        for _ in range(3):  # '#' skips the greeting
+            rtp.sendto(c.RtpPacket(101, 1, 4000, 77, c.TelephoneEvent(11, True, 10, 800).encode())
+                       .encode(), dest)  # fmt: skip
+        wait_until(lambda: not rtp_packets(rtp, time.monotonic() + 0.2), 5, interval=0.01,
+                   what="the greeting to stop")  # fmt: skip
+        sender = c.RtpSender(77, 8, timestamp=8000)
+        start = time.monotonic()
+        for i, frame in enumerate(c.frames(tone(440, 1.5))):
+            rtp.sendto(sender.audio(frame), dest)
+            delay = start + (i + 1) * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        bye = in_dialog(sip, "BYE", invite, ok, 2)
+        assert sip.final_response(bye, 5).status == 200
+        folder = server.data_dir / "voicemail" / CLIENT
+        wavs = wait_until(lambda: sorted(folder.glob("*.wav")) or None, 5, what="the recording")
+        with wave.open(str(wavs[0]), "rb") as w:
+            pcm = w.readframes(w.getnframes())
+        assert 1.3 <= len(pcm) / 16000 <= 1.6, len(pcm) / 16000
+        assert power(pcm, 440) > 50 * power(pcm, 1000)
+        rows = wait_until(lambda: server.sql("SELECT caller FROM voicemails") or None, 5,
+                          what="the voicemail row")  # fmt: skip
+        assert rows == [(CALLER,)]
+
+
+def test_a_caller_who_hangs_up_during_the_greeting_leaves_nothing(tmp_path: Path) -> None:
+    server, inbound = office(tmp_path)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        sip, rtp, _, invite, ok = _answered_call(server, inbound, stack)
+        assert rtp_packets(rtp, time.monotonic() + 0.5), "the greeting plays"
+        bye = in_dialog(sip, "BYE", invite, ok, 2)
+        assert sip.final_response(bye, 5).status == 200
+        time.sleep(1)
+        assert server.sql("SELECT count(*) FROM voicemails") == [(0,)]
+        assert not list((server.data_dir / "voicemail").glob(f"{CLIENT}/*.wav"))
+        assert "nothing recorded (the caller hung up first)" in server.log_text()
