@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +202,8 @@ class DictationSettings:
     lock_minutes: int = 30  # a taken job returns to the queue after this idle time
     line_chars: int = 55  # characters (incl. spaces) of one Normzeile, 50-60
     address: str = ""  # user name audio files are sent to (becomes a job); sends the news
+    phone_code: str = "*88"  # dialled from a client's phone: dictation by phone ("": off)
+    phone_max_minutes: int = 30  # longest dictation by phone
 
 
 @dataclass(frozen=True)
@@ -624,9 +627,20 @@ def _dictation(path: Path, table: object) -> DictationSettings:
             if not isinstance(value, str) or (value and not value.replace("-", "").isalnum()):
                 raise ConfigError(f"{path}: [dictation] address must be a user name")
             out[key] = value.lower()
-        elif key in ("lock_minutes", "line_chars"):
+        elif key in ("lock_minutes", "line_chars", "phone_max_minutes"):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{path}: [dictation] {key} must be a positive integer")
+            out[key] = value
+        elif key == "phone_code":
+            if (
+                not isinstance(value, str)
+                or not re.fullmatch(r"([*#][0-9]{1,4})?", value)
+                or (value and re.match(r"[*#]2[12]", value))
+            ):
+                raise ConfigError(
+                    f"{path}: [dictation] phone_code must be * or # and 1-4 digits (not *21, "
+                    '*22: forwarding), or "" for off'
+                )
             out[key] = value
         else:
             raise ConfigError(f"{path}: unknown setting [dictation] {key}")
@@ -849,6 +863,10 @@ line_chars = 55         # characters (spaces included) of one Normzeile, 50-60
 # A user audio files can be sent to in the messenger: each becomes a dictation job. It also
 # sends the authors the news of their jobs and the finished documents. Add the user first.
 # address = "diktat"
+# Dictation by phone: a client's user dials this code, hears a prompt and a beep, and speaks;
+# hanging up (or #) ends it, and the recording becomes a job in the typists' queue. "" = off.
+phone_code = "*88"
+phone_max_minutes = 30
 
 [files]
 max_size_mb = {f.max_size_mb}          # largest file

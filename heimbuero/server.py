@@ -10,6 +10,7 @@ import gc
 import hashlib
 import logging
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -55,6 +56,7 @@ from heimbuero.services.credentials import Account, UserDirectory
 from heimbuero.services.location import Binding, LocationService
 from heimbuero.services.media_relay import RelayAnchor
 from heimbuero.services.mediaapps import (
+    Dictated,
     MediaApps,
     Recording,
     notify_waiting,
@@ -627,6 +629,31 @@ class Server:
             return
         await self.dictation.announce(Outcome(job, State.NEW))
 
+    async def _dictation_by_phone(self, rec: Dictated) -> None:
+        """A dictation spoken by phone becomes a job of its author (the typists' queue, the
+        author's news), as an uploaded one does."""
+        from heimbuero.app.dictation import Outcome
+        from heimbuero.office.dictation import State
+
+        when = datetime.fromtimestamp(
+            time.time(), self.calls.clock_zone(self._client_zone(rec.client))
+        )
+        title = f"Diktat per Telefon, {when:%d.%m.%Y %H:%M}"
+        try:
+            job = await asyncio.to_thread(
+                self.dictation.create_from_audio, rec.path, rec.path.name, rec.author,
+                rec.client, title,
+            )  # fmt: skip
+        except Exception:
+            log.exception("dictation by phone of %s: no job made; the recording stays in %s",
+                          rec.author, rec.path)  # fmt: skip
+            return
+        await self.dictation.announce(Outcome(job, State.NEW))
+
+    def _client_zone(self, client: str) -> str:
+        found = self.calls.directory.clients.get(client)
+        return found.timezone if found is not None else "Europe/Berlin"
+
     async def flush(self) -> None:
         """Hand everything changed to the writer and wait until it is written: registrations
         and messenger operations (group commit), then call records and presence (batches)."""
@@ -1129,6 +1156,13 @@ class Server:
         )
         host, port = await self.mediaapps.start()
         self.calls.media_app = Peer("udp", host, port)
+        log.info("media applications on %s:%d (voicemail, announcements, dictation)", host, port)
+        if self.config.dictation.phone_code:  # dictation by phone (its URIs signed per call)
+            key = secrets.token_bytes(32)
+            self.mediaapps.dictation_key = self.calls.dictation_key = key
+            self.mediaapps.on_dictation = self._dictation_by_phone
+            self.mediaapps.dictation_max_seconds = self.config.dictation.phone_max_minutes * 60.0
+            self.calls.dictation_code = self.config.dictation.phone_code
         try:
             http = await self._start_http()
         except ConfigError:

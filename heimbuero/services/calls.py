@@ -15,6 +15,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from heimbuero.domain.model import (
@@ -50,6 +51,7 @@ from heimbuero.sip.message import ParseError, parse_address
 from heimbuero.sip.peer import Peer
 
 from .location import LocationService
+from .mediaapps import dictation_user
 from .proxy import Target
 
 if TYPE_CHECKING:
@@ -168,6 +170,8 @@ class CallRouting:
     out_calls: dict[str, tuple[str | None, str, float]] = field(default_factory=dict)  # Call-ID
     # -> (client, trunk, start) of each call with a branch through a trunk, until it ends
     media_app: Peer | None = None  # where the media applications (voicemail) listen
+    dictation_code: str = ""  # dialled for dictation by phone ("" : off)
+    dictation_key: bytes = b""  # signs the media applications' dictation URIs
     paused: frozenset[str] = frozenset()  # agents whose own status is not available
     talk_today: dict[str, tuple[str, float]] = field(default_factory=dict)  # client ->
     # (local date, seconds of ended calls out that day: the store's sum plus ours since)
@@ -529,6 +533,27 @@ class CallRouting:
             self.on_bye(call_id, now)
 
     # ------------------------------------------------------------------ feature codes
+
+    def dictation(self, user: str, dialled: str, call_id: str) -> Target | tuple[int, str] | None:
+        """Dictation by phone: where `user`'s call to the dictation code goes (the media
+        applications, by a URI signed for this call), (status, text) when it may not, or None
+        when `dialled` is not the code."""
+        code = self.dictation_code
+        if not code or unquote(dialled).strip() not in (code, code + "#"):
+            return None
+        account = self.directory.users.get(user)
+        if (
+            account is None
+            or account.client is None
+            or account.client not in self.directory.clients
+        ):
+            return 403, "Dictation by phone works from a client's phone"
+        app = self.media_app
+        if app is None or not self.dictation_key:
+            return 503, "Dictation by phone is not available"
+        name = dictation_user(self.dictation_key, call_id, account.client, user)
+        log.info("call %s: dictation by phone of %s for %s", call_id, user, account.client)
+        return Target(f"sip:{name}@{app.host}:{app.port}", app)
 
     def feature(self, user: str, dialled: str, now: float) -> tuple[int, str] | None:
         """Apply a feature code dialled by `user`; (status, text) to answer, or None if the

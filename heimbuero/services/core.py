@@ -492,6 +492,15 @@ class SipCore:
             and not req.get("route")
         ):
             if user is not None:
+                dictation = calls.dictation(user, uri.user or "", req.call_id)
+                if isinstance(dictation, tuple):
+                    code, text = dictation[0], _short(dictation[1])
+                    reason = [("Reason", f'SIP;cause={code};text="{text}"')]
+                    self.respond(txn, code, now, reason=text, headers=reason)
+                    return
+                if dictation is not None:
+                    self.proxy.ring(txn, [dictation], now)
+                    return
                 answer = calls.feature(user, uri.user or "", now)
                 if answer is not None:
                     code, text = answer[0], _short(answer[1])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import re
 import secrets
@@ -42,6 +43,32 @@ GREETING = (
     "Sie sind verbunden mit {name}. Leider ist gerade niemand erreichbar. "
     "Bitte hinterlassen Sie eine Nachricht nach dem Signalton. Beenden Sie mit der Raute-Taste."
 )
+
+
+DICTATION_PROMPT = (
+    "Bitte sprechen Sie Ihr Diktat nach dem Signalton. "
+    "Legen Sie auf oder drücken Sie die Raute-Taste, wenn Sie fertig sind."
+)
+MIN_DICTATION = 16000  # bytes of 8 kHz 16-bit audio (1 s): less is no dictation
+
+
+def dictation_user(key: bytes, call_id: str, client: str, user: str) -> str:
+    """The media applications' user part for a dictation by phone of `user` for `client`.
+    Signed for the call: only the proxy, which authenticated `user`, can open one (a request
+    sent to the media applications' port directly cannot name somebody else)."""
+    mac = hmac.new(key, f"{call_id}\n{client}\n{user}".encode(), "sha256").hexdigest()[:24]
+    return f"dictation.{client}.{user}.{mac}"
+
+
+@dataclass
+class Dictated:
+    """A dictation spoken by phone: whose, for which client, where the WAV lies."""
+
+    client: str
+    author: str
+    call_id: str
+    path: Path
+    seconds: float
 
 
 @dataclass
@@ -89,6 +116,11 @@ class MediaApps(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
         self.latencies: list[float] = []  # ACK → first RTP packet, seconds
+        # dictation by phone (set by the server): the key its URIs are signed with, where a
+        # recording goes, and its longest length
+        self.dictation_key = b""
+        self.on_dictation: Callable[[Dictated], Awaitable[None] | None] | None = None
+        self.dictation_max_seconds = 1800.0
 
     async def start(self, port: int = 0) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -206,7 +238,20 @@ class MediaApps(asyncio.DatagramProtocol):
         if app == "announce":
             await self._announce(req, addr, owner)
             return
-        if app != "voicemail" or not owner:
+        if app == "dictation":
+            parts = owner.split(".")
+            want = (
+                dictation_user(self.dictation_key, req.call_id, parts[0], parts[1])
+                if len(parts) == 3 and self.dictation_key and self.on_dictation is not None
+                else None
+            )
+            if want is None or not hmac.compare_digest(want, user):
+                text = "Dictation by phone is dialled through the server"
+                self._reply(req, addr, 403, "Forbidden",
+                            headers=(("Reason", f'SIP;cause=403;text="{text}"'),))  # fmt: skip
+                return
+            owner = f"{parts[0]}.{parts[1]}"
+        elif app != "voicemail" or not owner:
             self._reply(req, addr, 404, "Not Found")
             return
         try:
@@ -232,7 +277,7 @@ class MediaApps(asyncio.DatagramProtocol):
             session.close()
             return
         try:
-            greeting = await self._greeting(owner)
+            greeting = await (self._prompt() if app == "dictation" else self._greeting(owner))
         except Exception:
             session.close()
             raise
@@ -328,6 +373,8 @@ class MediaApps(asyncio.DatagramProtocol):
                 interval = min(interval * 2, 4.0)
             if call.app == "announce":
                 await self._play_first(call, call.greeting)
+            elif call.app == "dictation":
+                await self._dictation(call)
             else:
                 await self._voicemail(call)
         except asyncio.CancelledError:
@@ -353,6 +400,38 @@ class MediaApps(asyncio.DatagramProtocol):
             log.warning("media apps: no greeting for %s (%s); beep only", owner, exc)
             pcm = b""
         return pcm + ua.beep()
+
+    async def _prompt(self) -> bytes:
+        """The spoken prompt of dictation by phone (made once, cached), then the beep."""
+        try:
+            path = await asyncio.to_thread(
+                ua.speak, DICTATION_PROMPT, self.data_dir / "media-cache"
+            )
+            pcm = await asyncio.to_thread(ua.read_wav, path)
+        except (ua.MediaError, OSError, subprocess.SubprocessError) as exc:
+            log.warning("media apps: no dictation prompt (%s); beep only", exc)
+            pcm = b""
+        return pcm + ua.beep()
+
+    async def _dictation(self, call: Call) -> None:
+        """Prompt, beep, then record until the author hangs up, presses # or the longest
+        length; the WAV goes to `on_dictation` (which makes it a job)."""
+        await self._play_first(call, call.greeting)
+        audio = await call.session.record(self.dictation_max_seconds, "#")
+        client, author = call.owner.split(".", 1)
+        if len(audio) < MIN_DICTATION:
+            log.info("dictation by phone of %s: under a second recorded, no job", author)
+            return
+        folder = self.data_dir / "dictation-phone"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{int(time.time())}-{secrets.token_hex(4)}.wav"
+        ua.write_wav(path, audio)
+        seconds = len(audio) / 16000
+        log.info("dictation by phone of %s for %s: %.1f s in %s", author, client, seconds, path)
+        if self.on_dictation is not None:
+            result = self.on_dictation(Dictated(client, author, call.invite.call_id, path, seconds))
+            if result is not None:
+                await result
 
     async def _voicemail(self, call: Call) -> None:
         s = call.session

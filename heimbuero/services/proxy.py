@@ -303,6 +303,11 @@ class Proxy:
         call = self._start(txn, record_route, None, now)
         self._ring(call, [Target(uri, dest) for uri, dest in targets], now)
 
+    def ring(self, txn: tx.ServerTransaction, targets: list[Target], now: float) -> None:
+        """Forward a request to these targets (record-routed; no plan behind them)."""
+        call = self._start(txn, True, None, now)
+        self._ring(call, targets, now)
+
     def execute_plan(
         self, txn: tx.ServerTransaction, plan: PlanRunner, now: float, record_route: bool = True
     ) -> None:
@@ -827,6 +832,7 @@ def _callee_user(req: Request, branch: Branch, core: SipCore) -> str | None:
     if (
         label is None
         and req.ruri.user
+        and req.ruri.user[0] not in "*#%"  # (a service code, e.g. dictation, is nobody)
         and (req.ruri.host == core.settings.domain or core.is_local_uri(req.ruri))
     ):
         return req.ruri.user.lower()

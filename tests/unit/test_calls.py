@@ -411,3 +411,25 @@ def test_a_plan_and_a_plain_call_reach_a_device_whose_connection_is_gone_alike(
     net.core.is_connected = lambda peer: True
     _, out = carrier_call(net)
     assert len(sent_to(out, MUELLER_TCP, "INVITE")) == 1 and sent_to(out, fallback) == []
+
+
+APPS = ("udp", "127.0.0.1", 5999)  # the media applications
+
+
+def test_dictation_code_goes_to_the_media_applications_signed_for_the_call(net: t.Net) -> None:
+    from heimbuero.services.mediaapps import dictation_user
+
+    calls = net.core.calls
+    assert calls is not None
+    calls.media_app, calls.dictation_code, calls.dictation_key = Peer(*APPS), "*88", b"k" * 32
+    for user, peer in (("mueller", MUELLER), ("eva", EVA)):  # the owner and an employee
+        out = _dial(net, user, peer, "*88")
+        [inv] = sent_to(out, APPS, "INVITE")
+        signed = dictation_user(b"k" * 32, inv.call_id, "mueller", user)
+        assert inv.uri == f"sip:{signed}@127.0.0.1:5999"
+        assert inv.get("record-route")  # (its BYE passes the proxy: the call record ends)
+    out = _dial(net, "anna", ANNA, "*88")  # staff: no client to dictate for
+    [final] = [m for m, _ in out if isinstance(m, Response) and m.status >= 200]
+    assert final.status == 403 and "client's phone" in (final.get("reason") or "")
+    calls.dictation_code = ""  # off: *88 is just a number that is not ours
+    assert sent_to(_dial(net, "mueller", MUELLER, "*88"), APPS) == []

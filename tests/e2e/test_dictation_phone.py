@@ -1,0 +1,169 @@
+"""Dictation by phone, through the real `heimbuero serve` on the demo office: the owner of
+Tischlerei Müller dials *88 from his phone (digest-authenticated INVITE with its own RTP
+socket), hears the spoken prompt and the beep, speaks (a 440 Hz tone) and hangs up. The
+recording is a job in the typists' queue, for his client, with audio of the length spoken;
+the typist plays it back. Abuse: a staff member's *88 is refused with a reason; an INVITE
+sent to the media applications directly, naming the owner, is refused; another client's
+user does not see the job."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import re
+import socket
+import struct
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from heimbuero.media import ua_codec as c
+
+from .harness import LOCALHOST, Server, SipClient, digest_response, pick_challenge, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.peers("espeak-ng")]
+
+DOMAIN = "heimbuero.test"
+
+
+def tone(hz: float, seconds: float) -> bytes:
+    n = int(seconds * 8000)
+    return struct.pack(f"<{n}h", *(int(9000 * math.sin(2 * math.pi * hz * i / 8000))
+                                   for i in range(n)))  # fmt: skip
+
+
+def power(pcm: bytes, hz: float) -> float:
+    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm)
+    k = 2 * math.cos(2 * math.pi * hz / 8000)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + k * s1 - s2, s1
+    return s1 * s1 + s2 * s2 - k * s1 * s2
+
+
+def offer(port: int) -> bytes:
+    return (
+        f"v=0\r\no=m 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"
+        f"a=rtpmap:101 telephone-event/8000\r\n"
+    ).encode()
+
+
+def call(sip: SipClient, user: str, password: str, target: str, sdp: bytes) -> tuple[Any, Any]:
+    """An authenticated INVITE from `user` to `target`; (the INVITE sent, its final answer)."""
+    ruri = f"sip:{target}@{DOMAIN}"
+    contact = ("Contact", f"<sip:{user}@127.0.0.1:{sip.local_port}>")
+    first = sip.request("INVITE", ruri, from_uri=f"sip:{user}@{DOMAIN}", to_uri=ruri,
+                        body=sdp, content_type="application/sdp", headers=[contact])  # fmt: skip
+    challenge = sip.final_response(first, 5)
+    assert challenge.status == 407, challenge.summary()
+    auth = digest_response(pick_challenge(challenge, "MD5"), method="INVITE", uri=ruri,
+                           username=user, password=password)  # fmt: skip
+    inv = sip.request(
+        "INVITE", ruri, from_uri=f"sip:{user}@{DOMAIN}", to_uri=ruri, call_id=first.call_id,
+        from_tag=first.from_tag, cseq=2, body=sdp, content_type="application/sdp",
+        headers=[contact, ("Proxy-Authorization", auth)],
+    )  # fmt: skip
+    return inv, sip.final_response(inv, 20)
+
+
+def in_dialog(sip: SipClient, method: str, inv: Any, ok: Any, cseq: int) -> Any:
+    contact = re.search(r"<([^>]+)>", ok.header("Contact") or "").group(1)  # type: ignore[union-attr]
+    return sip.request(
+        method, contact, from_uri=inv.from_uri, to_uri=inv.to_uri, cseq=cseq,
+        call_id=inv.call_id, from_tag=inv.from_tag, to_tag=ok.to_tag(),
+        headers=[("Route", r) for r in ok.header_values("Record-Route")],
+    )  # fmt: skip
+
+
+def quiet(rtp: socket.socket, seconds: float = 0.3) -> bool:
+    rtp.settimeout(seconds)
+    try:
+        rtp.recvfrom(2048)
+    except TimeoutError:
+        return True
+    return False
+
+
+@pytest.fixture
+def office(tmp_path: Path) -> Any:
+    with Server(tmp_path / "server", domain=DOMAIN, demo=True, http=True) as srv:
+        yield srv
+
+
+def test_the_owner_dictates_by_phone_and_the_typist_gets_the_job(office: Server) -> None:
+    srv = office
+    with contextlib.ExitStack() as stack:
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(srv.port))
+        inv, ok = call(sip, "mueller", srv.demo_passwords["mueller"], "*88",
+                       offer(rtp.getsockname()[1]))  # fmt: skip
+        assert ok.status == 200, ok.summary()
+        media = int(re.search(r"m=audio (\d+)", ok.body.decode()).group(1))  # type: ignore[union-attr]
+        in_dialog(sip, "ACK", inv, ok, 2)
+        rtp.settimeout(3)
+        rtp.recvfrom(2048)  # the prompt plays
+        wait_until(lambda: quiet(rtp) or None, 20, interval=0.0, what="the prompt and beep")
+        sender = c.RtpSender(99, 8, timestamp=1000)
+        start = time.monotonic()
+        for i, frame in enumerate(c.frames(tone(440, 2.0))):
+            rtp.sendto(sender.audio(frame), (LOCALHOST, media))
+            delay = start + (i + 1) * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        bye = in_dialog(sip, "BYE", inv, ok, 3)  # he hangs up
+        assert sip.final_response(bye, 5).status == 200
+
+    anna = ("anna", srv.demo_passwords["anna"])
+    with httpx.Client(base_url=srv.http_url, timeout=10) as http:
+
+        def job() -> dict[str, Any] | None:
+            jobs = http.get("/api/dictation/queue", auth=anna).json()
+            return next((j for j in jobs if j["source"] == "phone"), None)
+
+        found = wait_until(job, 10, interval=0.3, what="the phone dictation in the queue")
+        assert (found["client"], found["author"], found["state"]) == ("mueller", "mueller", "new")
+        assert found["title"].startswith("Diktat per Telefon, ")
+        assert 1.8 <= found["audio_seconds"] <= 2.3, found
+        full = http.get(f"/api/dictation/jobs/{found['id']}", auth=anna).json()
+        audio = http.get(full["parts"][0]["audio"], auth=anna)
+        assert audio.status_code == 200
+        with wave.open(io.BytesIO(audio.content), "rb") as w:
+            pcm = w.readframes(w.getnframes())
+        assert power(pcm, 440) > 50 * power(pcm, 1000)
+        # the author sees his job; another client's owner does not
+        mine = http.get("/api/dictation/jobs", auth=("mueller", srv.demo_passwords["mueller"]))
+        assert [j["id"] for j in mine.json()] == [found["id"]]
+        other_pw = srv.demo_passwords["schulz"]
+        other = http.get("/api/dictation/jobs", auth=("schulz", other_pw))
+        assert other.status_code == 200 and other.json() == []
+        theirs = http.get(f"/api/dictation/jobs/{found['id']}", auth=("schulz", other_pw))
+        assert theirs.status_code == 404
+
+
+def test_staff_and_forged_dictations_are_refused(office: Server) -> None:
+    srv = office
+    with SipClient(srv.port) as sip:
+        _, answer = call(sip, "anna", srv.demo_passwords["anna"], "*88", offer(4000))
+        assert answer.status == 403, answer.summary()
+        assert "from a client's phone" in (answer.header("Reason") or ""), answer.summary()
+    # straight to the media applications' port, naming the owner with a made-up signature
+    found = re.search(r"media applications on \S+:(\d+)", srv.log_text())
+    assert found, srv.log_text()[-2000:]
+    port = int(found.group(1))
+    with SipClient(port) as sip:
+        ruri = f"sip:dictation.mueller.mueller.{'0' * 24}@127.0.0.1:{port}"
+        forged = sip.request("INVITE", ruri, from_uri=f"sip:mueller@{DOMAIN}", to_uri=ruri,
+                             body=offer(4000), content_type="application/sdp")  # fmt: skip
+        answer = sip.final_response(forged, 5)
+        assert answer.status == 403, answer.summary()
+    time.sleep(0.5)
+    with httpx.Client(base_url=srv.http_url, timeout=10) as http:
+        jobs = http.get("/api/dictation/queue", auth=("anna", srv.demo_passwords["anna"]))
+        assert jobs.json() == []
