@@ -11,6 +11,7 @@ never touched (a reading with invoiced lines is skipped).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -21,6 +22,15 @@ from zoneinfo import ZoneInfo
 from heimbuero.app import policy
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
+from heimbuero.billing.einvoice import (
+    BUYER_FIELDS,
+    SELLER_FIELDS,
+    EInvoiceError,
+    build_documents,
+    einvoice_of,
+    is_xrechnung,
+    missing_seller,
+)
 from heimbuero.billing.tariff import (
     BUNDESLAENDER_DEFAULT,
     CallFacts,
@@ -50,6 +60,9 @@ log = logging.getLogger("heimbuero.billing")
 
 SETTINGS = ("kleinunternehmer", "default_bundesland", "invoice_number_format")
 DEFAULT_NUMBER_FORMAT = "RE-{year}-{seq:06d}"
+SELLER_PREFIX = "seller_"  # the provider's own data: billing_settings keys seller_name, …
+_LEITWEG_ID = re.compile(r"^[0-9]{2,12}(-[0-9A-Z]{1,30})?-[0-9A-Z]{2}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
 
 
 def invoice_number(fmt: str, seq: int, year: int) -> str:
@@ -164,6 +177,49 @@ class Billing:
                 raise NotFound("client", client)
             return [{"valid_from": a.valid_from.isoformat(), "tariff": tariff_to_json(a.tariff)}
                     for a in uow.billing.assignments(client)]  # fmt: skip
+
+    # ------------------------------------------------------------------ seller and buyers
+
+    def seller(self, actor: Actor) -> dict[str, Any]:
+        """The provider's data for its invoices, and what EN 16931 still misses of it."""
+        policy.require_admin(actor)
+        with self.store.unit_of_work(write=False) as uow:
+            seller = seller_of(uow.billing)
+        return {**seller, "missing": missing_seller(seller)}
+
+    def set_seller(self, actor: Actor, **changes: Any) -> dict[str, Any]:
+        """Change the provider's data (name, street, postcode, city, country, vat_id,
+        tax_number, iban, bic, contact, email, phone); an empty string clears a field."""
+        policy.require_admin(actor)
+        clean = {key: _party_value(key, value, SELLER_FIELDS) for key, value in changes.items()}
+        with self.store.unit_of_work() as uow:
+            for key, value in clean.items():
+                uow.billing.set_setting(SELLER_PREFIX + key, value)
+            seller = seller_of(uow.billing)
+        return {**seller, "missing": missing_seller(seller)}
+
+    def buyer(self, actor: Actor, client: str) -> dict[str, Any]:
+        """A client's invoice address (the client's own user may read it)."""
+        policy.require_client_visible(actor, client)
+        with self.store.unit_of_work(write=False) as uow:
+            return buyer_of(uow, client)
+
+    def set_buyer(self, actor: Actor, client: str, **changes: Any) -> dict[str, Any]:
+        """Change a client's invoice address (name, street, postcode, city, country, vat_id,
+        leitweg_id, email). A Leitweg-ID makes its invoices XRechnung; XRechnung needs the
+        street, postcode and city (BR-DE-3, BR-DE-4)."""
+        policy.require_admin(actor)
+        clean = {key: _party_value(key, value, BUYER_FIELDS) for key, value in changes.items()}
+        with self.store.unit_of_work() as uow:
+            if uow.clients.get(client) is None:
+                raise NotFound("client", client)
+            merged = {**buyer_of(uow, client), **clean}
+            if merged["leitweg_id"]:
+                for f in ("street", "postcode", "city"):
+                    if not merged[f]:
+                        raise Invalid(f, "an XRechnung buyer (with a Leitweg-ID) needs it")
+            uow.billing.set_buyer(client, clean)
+            return buyer_of(uow, client)
 
     # ------------------------------------------------------------------ the meter
 
@@ -326,6 +382,11 @@ class Invoices:
         end = (first + timedelta(days=32)).replace(day=1)
         if now.astimezone(ZoneInfo("Europe/Berlin")).date() < end:
             raise Invalid("month", f"{month} has not ended yet")
+        with self.store.unit_of_work(write=False) as uow:
+            missing = missing_seller(seller_of(uow.billing))
+        if missing:
+            raise Invalid("seller", "the provider's invoice data is incomplete, missing: "
+                          f"{', '.join(missing)} (heimbuero billing seller --help)")  # fmt: skip
         self.billing.meter_calls(limit=100_000)
         with self.store.unit_of_work(write=False) as uow:
             clients = uow.billing.billed_clients()
@@ -351,10 +412,12 @@ class Invoices:
             st = month_statement(tariff, open_usage, settings)
             fmt = uow.billing.settings().get("invoice_number_format", DEFAULT_NUMBER_FORMAT)
             doc = statement_doc(st, tariff.name)
+            doc["seller"], doc["buyer"] = seller_of(uow.billing), buyer_of(uow, client)
             row = InvoiceRow(number=invoice_number(fmt, seq, now.year), seq=seq, client=client,
                              month=month, kind="invoice", issued_at=now, net=st.net,
                              vat=st.vat_total, gross=st.gross, doc=doc)  # fmt: skip
             uow.billing.add_invoice(row, [i for i, _ in open_usage])
+            _add_documents(uow, row)
             return invoice_json(row)
 
     def cancel(self, actor: Actor, number: str, now: datetime | None = None) -> dict[str, Any]:
@@ -372,11 +435,14 @@ class Invoices:
             seq = uow.billing.next_invoice_seq()
             fmt = uow.billing.settings().get("invoice_number_format", DEFAULT_NUMBER_FORMAT)
             doc = storno_doc(orig.doc, orig.number)
+            if "seller" not in doc:  # issued before e-invoices: the parties as they are now
+                doc["seller"], doc["buyer"] = seller_of(uow.billing), buyer_of(uow, orig.client)
             row = InvoiceRow(number=invoice_number(fmt, seq, now.year), seq=seq,
                              client=orig.client, month=orig.month, kind="storno",
                              cancels=orig.id, issued_at=now, net=-orig.net, vat=-orig.vat,
                              gross=-orig.gross, doc=doc)  # fmt: skip
             uow.billing.add_invoice(row, [])
+            _add_documents(uow, row)
             orig.cancelled_by = row.id
             uow.billing.release_usage(orig.id)
             return invoice_json(row)
@@ -400,6 +466,90 @@ class Invoices:
             ids = [i for ln in row.doc.get("lines", []) for i in ln.get("usage_ids", [])]
             out["usage"] = [{"id": i, **usage_to_json(u)} for i, u in uow.billing.usage_by_ids(ids)]
             return out
+
+    def document(self, actor: Actor, number: str, kind: str) -> tuple[str, str, bytes]:
+        """An invoice's document, `kind` "pdf" (PDF/A-3 with the XML embedded) or "xml" (the
+        CII XML: Factur-X EN 16931 or XRechnung): (file name, media type, bytes). A client
+        sees only its own business's invoices (another one: not found)."""
+        if kind not in ("pdf", "xml"):
+            raise Invalid("kind", "pdf or xml")
+        with self.store.unit_of_work(write=False) as uow:
+            row = uow.billing.invoice_by_number(number)
+            if row is None or not policy.sees_client(actor, row.client):
+                raise NotFound("invoice", number)
+            files = uow.billing.files(row.id)
+            if files is None:
+                why = f"invoice {number} was issued before e-invoices: no documents"
+                raise NotFound("invoice document", number, why)
+            if kind == "pdf":
+                return f"{row.number}.pdf", "application/pdf", bytes(files.pdf)
+            return f"{row.number}.xml", "application/xml", bytes(files.xml)
+
+
+def seller_of(repo: BillingRepository) -> dict[str, str]:
+    settings = repo.settings()
+    return {f: settings.get(SELLER_PREFIX + f, "") for f in SELLER_FIELDS}
+
+
+def buyer_of(uow: UnitOfWork, client: str) -> dict[str, str]:
+    """The client's invoice address; the name defaults to the client's name, the country
+    to DE."""
+    stored = uow.billing.buyer(client) or {}
+    row = uow.clients.get(client)
+    out = {f: stored.get(f, "") for f in BUYER_FIELDS}
+    out["name"] = out["name"] or (row.name if row is not None else client)
+    out["country"] = out["country"] or "DE"
+    return out
+
+
+def _party_value(key: str, value: Any, fields: tuple[str, ...]) -> str:
+    if key not in fields:
+        raise Invalid(key, f"unknown field (one of {', '.join(fields)})")
+    if not isinstance(value, str):
+        raise Invalid(key, "a text")
+    text: str = value.strip()
+    return _checked(key, text)
+
+
+def _checked(key: str, value: str) -> str:
+    if len(value) > 200 or any(ord(c) < 32 for c in value):
+        raise Invalid(key, "at most 200 characters on one line")
+    if not value:
+        return value
+    if key == "country" and not _COUNTRY.match(value):
+        raise Invalid(key, "a two-letter country code (ISO 3166-1), e.g. DE")
+    if key == "iban" and not iban_ok(value):
+        raise Invalid(key, "not a valid IBAN")
+    if key == "iban":
+        value = value.replace(" ", "").upper()
+    if key == "email" and ("@" not in value or " " in value):
+        raise Invalid(key, "an e-mail address")
+    if key == "leitweg_id" and not _LEITWEG_ID.match(value.upper()):
+        raise Invalid(key, "a Leitweg-ID (e.g. 991-12345-06 or 04011000-1234512345-06)")
+    if key == "leitweg_id":
+        value = value.upper()
+    return value
+
+
+def iban_ok(text: str) -> bool:
+    """An IBAN's form and its ISO 13616 check digits (mod 97)."""
+    iban = text.replace(" ", "").upper()
+    if not re.fullmatch(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}", iban):
+        return False
+    digits = "".join(str(int(c, 36)) for c in iban[4:] + iban[:4])
+    return int(digits) % 97 == 1
+
+
+def _add_documents(uow: UnitOfWork, row: InvoiceRow) -> None:
+    """The invoice's PDF/A-3 and XML, stored in the invoice's own transaction: an invoice
+    that cannot get its documents is not issued (the transaction rolls back, the number
+    goes back to the counter)."""
+    try:
+        inv = einvoice_of(row.number, row.kind, row.issued_at, row.month, row.client, row.doc)
+        pdf, xml = build_documents(inv)
+    except EInvoiceError as e:
+        raise Invalid("invoice", str(e)) from e
+    uow.billing.add_files(row.id, "xrechnung" if is_xrechnung(row.doc) else "en16931", pdf, xml)
 
 
 def statement_doc(st: Any, tariff: str) -> dict[str, Any]:

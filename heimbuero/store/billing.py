@@ -21,15 +21,19 @@ from heimbuero.billing.tariff import (
 from heimbuero.store.base import Repository
 from heimbuero.store.models import (
     BillingSettingRow,
+    BuyerRow,
     CallRecordRow,
     ClientTariffRow,
     InvoiceCounterRow,
+    InvoiceFileRow,
     InvoiceRow,
     MeterReadingRow,
     TariffTemplateRow,
     UsageLineRow,
     as_utc,
 )
+
+BUYER_COLUMNS = ("name", "street", "postcode", "city", "country", "vat_id", "leitweg_id", "email")
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,3 +297,27 @@ class BillingRepository(Repository):
         """Clients that have a tariff assignment."""
         rows = self._session.scalars(select(ClientTariffRow.client).distinct())
         return sorted(set(rows))
+
+    # e-invoices: buyers' invoice addresses, the invoices' documents
+    def buyer(self, client: str) -> dict[str, str] | None:
+        row = self._session.get(BuyerRow, client)
+        if row is None:
+            return None
+        return {f: getattr(row, f) for f in BUYER_COLUMNS}
+
+    def set_buyer(self, client: str, fields: dict[str, str]) -> None:
+        row = self._session.get(BuyerRow, client)
+        if row is None:
+            row = BuyerRow(client=client, **{f: "" for f in BUYER_COLUMNS})
+            row.country = "DE"
+            self._session.add(row)
+        for key, value in fields.items():
+            setattr(row, key, value)
+        self._session.flush()
+
+    def add_files(self, invoice_id: int, profile: str, pdf: bytes, xml: bytes) -> None:
+        self._session.add(InvoiceFileRow(invoice_id=invoice_id, profile=profile, pdf=pdf, xml=xml))
+        self._session.flush()
+
+    def files(self, invoice_id: int) -> InvoiceFileRow | None:
+        return self._session.get(InvoiceFileRow, invoice_id)
