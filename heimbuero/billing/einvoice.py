@@ -302,7 +302,7 @@ def build_visible_pdf(inv: EInvoice) -> bytes:
     """The invoice as people read it (A4, German), fonts embedded (PDF/A needs them)."""
     from fpdf import FPDF
 
-    pdf = FPDF(format="A4")
+    pdf = FPDF(format="A4", enforce_compliance="PDFA_3B")  # fonts embedded, sRGB intent
     regular, bold = _font_file(False), _font_file(True)
     if regular is not None and bold is not None:
         pdf.add_font("Body", "", str(regular))

@@ -30,6 +30,36 @@ class SettingsIn(BaseModel):
     default_bundesland: str | None = None
 
 
+class SellerIn(BaseModel):
+    """The provider's invoice data; a field left out stays, an empty string clears it."""
+
+    name: str | None = None
+    street: str | None = None
+    postcode: str | None = None
+    city: str | None = None
+    country: str | None = None
+    vat_id: str | None = None
+    tax_number: str | None = None
+    iban: str | None = None
+    bic: str | None = None
+    contact: str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+
+class BuyerIn(BaseModel):
+    """A client's invoice address; a Leitweg-ID makes its invoices XRechnung."""
+
+    name: str | None = None
+    street: str | None = None
+    postcode: str | None = None
+    city: str | None = None
+    country: str | None = None
+    vat_id: str | None = None
+    leitweg_id: str | None = None
+    email: str | None = None
+
+
 def billing_routes(
     billing: Billing, invoices: Invoices, current_actor: Callable[..., Awaitable[Actor]]
 ) -> APIRouter:
@@ -43,6 +73,24 @@ def billing_routes(
     @router.patch("/api/billing/settings")
     def patch_settings(actor: Who, body: SettingsIn) -> dict[str, Any]:
         return billing.set_settings(actor, **body.model_dump(exclude_none=True))
+
+    @router.get("/api/billing/seller")
+    def get_seller(actor: Who) -> dict[str, Any]:
+        """Admin: the provider's invoice data and what EN 16931 still misses of it."""
+        return billing.seller(actor)
+
+    @router.patch("/api/billing/seller")
+    def patch_seller(actor: Who, body: SellerIn) -> dict[str, Any]:
+        return billing.set_seller(actor, **body.model_dump(exclude_none=True))
+
+    @router.get("/api/billing/clients/{client}/buyer")
+    def get_buyer(actor: Who, client: str) -> dict[str, Any]:
+        """A client's invoice address (its own users may read it)."""
+        return billing.buyer(actor, client)
+
+    @router.patch("/api/billing/clients/{client}/buyer")
+    def patch_buyer(actor: Who, client: str, body: BuyerIn) -> dict[str, Any]:
+        return billing.set_buyer(actor, client, **body.model_dump(exclude_none=True))
 
     @router.get("/api/billing/tariffs")
     def list_tariffs(actor: Who) -> list[dict[str, Any]]:
@@ -102,9 +150,24 @@ def billing_routes(
         """An invoice, its lines and the usage lines (with their sources) behind each."""
         return invoices.get(actor, number)
 
+    @router.get("/api/billing/invoices/{number}/pdf")
+    def invoice_pdf(actor: Who, number: str) -> Response:
+        """The invoice as PDF/A-3 with its CII XML embedded (ZUGFeRD / Factur-X)."""
+        return _download(*invoices.document(actor, number, "pdf"))
+
+    @router.get("/api/billing/invoices/{number}/xml")
+    def invoice_xml(actor: Who, number: str) -> Response:
+        """The invoice's CII XML (Factur-X EN 16931, or XRechnung for public-sector clients)."""
+        return _download(*invoices.document(actor, number, "xml"))
+
     @router.post("/api/billing/invoices/{number}/cancel")
     def cancel_invoice(actor: Who, number: str) -> dict[str, Any]:
         """Admin: a cancellation invoice (Storno); the next run issues the corrected one."""
         return invoices.cancel(actor, number)
 
     return router
+
+
+def _download(name: str, media_type: str, content: bytes) -> Response:
+    return Response(content, media_type=media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
