@@ -96,8 +96,8 @@ def add_parsers(commands: Any, data: argparse.ArgumentParser, open_app: OpenApp)
 
 
 def add_invoice_parsers(commands: Any, data: argparse.ArgumentParser, open_app: OpenApp) -> None:
-    inv = commands.add_parser("invoices",
-                              help="month invoices: run, list, show, cancel, export")  # fmt: skip
+    inv = commands.add_parser("invoices", help="month invoices: run, list, show, cancel, export, "
+                              "datev")  # fmt: skip
     sub = inv.add_subparsers(dest="invoices_command", metavar="ACTION", required=True)
 
     def run(fn: Callable[[Any, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -128,6 +128,13 @@ def add_invoice_parsers(commands: Any, data: argparse.ArgumentParser, open_app: 
     p.add_argument("number", metavar="NUMBER")
     p.add_argument("--to", metavar="DIR", required=True, type=Path)
     p.set_defaults(func=run(_invoices_export))
+    p = sub.add_parser("datev", parents=[data],
+                       help="DATEV-style booking lines (CSV) of a month's invoices",
+                       description="One booking line per invoice and VAT rate, by issue date "
+                       "(SKR03 accounts unless set: PATCH /api/billing/settings).")  # fmt: skip
+    p.add_argument("--month", metavar="YYYY-MM", required=True)
+    p.add_argument("--out", metavar="FILE", type=Path, help="default: standard output")
+    p.set_defaults(func=run(_invoices_datev))
 
 
 def _invoices_run(invoices: Any, args: argparse.Namespace) -> int:
@@ -144,6 +151,16 @@ def _invoices_export(invoices: Any, args: argparse.Namespace) -> int:
         name, _media, content = invoices.document(ADMIN, args.number, kind)
         (args.to / name).write_bytes(content)
         print(args.to / name)
+    return 0
+
+
+def _invoices_datev(invoices: Any, args: argparse.Namespace) -> int:
+    content = invoices.datev(ADMIN, args.month)
+    if args.out is None:
+        sys.stdout.buffer.write(content)
+    else:
+        args.out.write_bytes(content)
+        print(args.out)
     return 0
 
 

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from heimbuero.app import policy
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
+from heimbuero.billing.datev import DEFAULT_ACCOUNTS, Booked, datev_csv
 from heimbuero.billing.einvoice import (
     BUYER_FIELDS,
     SELLER_FIELDS,
@@ -58,7 +59,8 @@ from heimbuero.store.uow import UnitOfWork
 
 log = logging.getLogger("heimbuero.billing")
 
-SETTINGS = ("kleinunternehmer", "default_bundesland", "invoice_number_format")
+SETTINGS = ("kleinunternehmer", "default_bundesland", "invoice_number_format",
+            *DEFAULT_ACCOUNTS)  # fmt: skip
 DEFAULT_NUMBER_FORMAT = "RE-{year}-{seq:06d}"
 SELLER_PREFIX = "seller_"  # the provider's own data: billing_settings keys seller_name, …
 _LEITWEG_ID = re.compile(r"^[0-9]{2,12}(-[0-9A-Z]{1,30})?-[0-9A-Z]{2}$")
@@ -123,7 +125,8 @@ class Billing:
         return {"kleinunternehmer": s.kleinunternehmer,
                 "default_bundesland": s.default_bundesland,
                 "invoice_number_format": repo.settings().get("invoice_number_format",
-                                                             DEFAULT_NUMBER_FORMAT)}  # fmt: skip
+                                                             DEFAULT_NUMBER_FORMAT),
+                **datev_accounts(repo)}  # fmt: skip
 
     def set_settings(self, actor: Actor, **changes: Any) -> dict[str, Any]:
         policy.require_admin(actor)
@@ -134,6 +137,8 @@ class Billing:
                 raise Invalid(key, "true or false")
             if key == "invoice_number_format":
                 check_number_format(str(value))
+            if key in DEFAULT_ACCOUNTS and not re.fullmatch(r"[0-9]{4,9}", str(value)):
+                raise Invalid(key, "an account number (4 to 9 digits)")
             if key == "default_bundesland" and value not in BUNDESLAENDER_DEFAULT:
                 raise Invalid(key, f"one of {', '.join(BUNDESLAENDER_DEFAULT)}")
         with self.store.unit_of_work() as uow:
@@ -484,6 +489,32 @@ class Invoices:
             if kind == "pdf":
                 return f"{row.number}.pdf", "application/pdf", bytes(files.pdf)
             return f"{row.number}.xml", "application/xml", bytes(files.xml)
+
+    def datev(self, actor: Actor, month: str) -> bytes:
+        """Admin: the DATEV-style booking lines (CSV, Windows-1252) of the invoices and
+        cancellation invoices issued in `month` (by their issue date, German time)."""
+        policy.require_admin(actor)
+        month = parse_month(month)
+        berlin = ZoneInfo("Europe/Berlin")
+        with self.store.unit_of_work(write=False) as uow:
+            accounts = datev_accounts(uow.billing)
+            booked = [
+                Booked(r.number, r.client, r.kind, as_utc(r.issued_at).astimezone(berlin).date(),
+                       tuple((Decimal(v["rate"]), int(v["net"]), int(v["vat"]))
+                             for v in r.doc.get("vat", [])),
+                       bool(r.doc.get("kleinunternehmer")))
+                for r in uow.billing.invoices()
+                if as_utc(r.issued_at).astimezone(berlin).strftime("%Y-%m") == month
+            ]  # fmt: skip
+        try:
+            return datev_csv(booked, accounts)
+        except ValueError as e:
+            raise Invalid("month", str(e)) from e
+
+
+def datev_accounts(repo: BillingRepository) -> dict[str, str]:
+    settings = repo.settings()
+    return {k: settings.get(k, v) for k, v in DEFAULT_ACCOUNTS.items()}
 
 
 def seller_of(repo: BillingRepository) -> dict[str, str]:

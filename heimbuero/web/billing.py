@@ -28,6 +28,11 @@ class AssignIn(BaseModel):
 class SettingsIn(BaseModel):
     kleinunternehmer: bool | None = None
     default_bundesland: str | None = None
+    datev_debtor: str | None = None  # the DATEV export's accounts (SKR03 by default)
+    datev_revenue_19: str | None = None
+    datev_revenue_7: str | None = None
+    datev_revenue_0: str | None = None
+    datev_revenue_kleinunternehmer: str | None = None
 
 
 class SellerIn(BaseModel):
@@ -134,6 +139,13 @@ def billing_routes(
         for client, amount in sorted(rows.items()):
             w.writerow([month, client, amount])
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+
+    @router.get("/api/billing/datev.csv")
+    def datev_csv(actor: Who, month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")]) -> Response:
+        """Admin: the DATEV-style booking lines of the invoices issued in `month`."""
+        return Response(invoices.datev(actor, month), media_type="text/csv; charset=windows-1252",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="datev-{month}.csv"'})  # fmt: skip
 
     @router.post("/api/billing/invoices/run")
     def run_invoices(actor: Who, month: Annotated[str, Query()]) -> list[dict[str, Any]]:

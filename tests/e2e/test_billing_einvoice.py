@@ -1,8 +1,8 @@
 """E-invoices end to end: the real `heimbuero serve` with the demo office. The admin sets a
 tariff and the provider's invoice data over the HTTP API (a run refuses with 422 before), runs
 last month's invoices, and the client's owner downloads the PDF/A-3 and the XML: the XML
-embedded in the PDF is the one the API serves. Another business's user gets 404 for both, an
-agent (staff) may read them."""
+embedded in the PDF is the one the API serves. Another business's user gets 404 for both; the
+admin reads them and the month's DATEV-style booking lines."""
 
 from __future__ import annotations
 
@@ -79,3 +79,13 @@ def test_the_owner_downloads_the_invoice_pdf_another_client_cannot(tmp_path: Pat
             assert other.get(f"/api/billing/invoices/RE-0000-000000/{kind}").status_code == 404
             assert admin.get(f"/api/billing/invoices/{number}/{kind}").status_code == 200
         assert httpx.get(f"{server.http_url}/api/billing/invoices/{number}/pdf").status_code == 401
+
+        # the tax advisor's booking lines of the month the invoice was issued in
+        issued = datetime.fromisoformat(inv["issued_at"]).astimezone(ZoneInfo("Europe/Berlin"))
+        params = {"month": issued.strftime("%Y-%m")}
+        assert owner.get("/api/billing/datev.csv", params=params).status_code == 403
+        r = admin.get("/api/billing/datev.csv", params=params)
+        assert r.status_code == 200, r.text
+        (row,) = r.content.decode("cp1252").splitlines()[1:]
+        assert row.split(";")[:8] == ["34,51", "S", "EUR", "10000", "8400", "",
+                                      issued.strftime("%d%m"), number]  # fmt: skip

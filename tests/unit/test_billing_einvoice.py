@@ -19,6 +19,7 @@ from functools import cache
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import facturx
 import pytest
@@ -280,6 +281,26 @@ def test_documents_are_the_clients_own(app: App) -> None:
     assert _refused(app.invoices.document, OWNER, "RE-2027-000001", "docx")[0] == 422
 
 
+def test_datev_booking_lines(app: App) -> None:
+    app.billing.set_seller(ADMIN, **SELLER)
+    app.invoices.run(ADMIN, "2026-12", JAN)
+    app.invoices.cancel(ADMIN, "RE-2027-000001", JAN)
+    assert _refused(app.invoices.datev, OWNER, "2027-01")[0] == 403
+    assert _refused(app.billing.set_settings, ADMIN, datev_debtor="12ab")[0] == 422
+    app.billing.set_settings(ADMIN, datev_debtor="12000")
+    text = app.invoices.datev(ADMIN, "2027-01").decode("cp1252")
+    head, *rows = [line.split(";") for line in text.split("\r\n") if line]
+    assert head[:5] == ["Umsatz (ohne Soll/Haben-Kz)", "Soll/Haben-Kennzeichen", "WKZ Umsatz",
+                        "Konto", "Gegenkonto (ohne BU-Schlüssel)"]  # fmt: skip
+    assert [r[:8] for r in rows] == [
+        ["34,51", "S", "EUR", "12000", "8400", "", "0201", "RE-2027-000001"],
+        ["34,51", "S", "EUR", "12000", "8400", "", "0201", "RE-2027-000002"],
+        ["34,51", "H", "EUR", "12000", "8400", "", "0201", "RE-2027-000003"],
+    ]
+    assert rows[2][8] == "Storno RE-2027-000003 mueller"
+    assert app.invoices.datev(ADMIN, "2026-12").decode("cp1252").count("\r\n") == 1  # header
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "HEIMBUERO_DATA"}
     return subprocess.run([sys.executable, "-m", "heimbuero", *args],
@@ -314,5 +335,12 @@ def test_cli_seller_buyer_run_and_export(tmp_path: Path) -> None:
     xml = (tmp_path / "out" / f"{number}.xml").read_bytes()
     assert facturx.get_xml_from_pdf(pdf, check_xsd=True)[1] == xml
     assert problems(xml) == []
+    issued = datetime.fromisoformat(
+        json.loads(_cli("invoices", "show", number, *d).stdout)["issued_at"]
+    )
+    month = issued.astimezone(ZoneInfo("Europe/Berlin")).strftime("%Y-%m")
+    r = _cli("invoices", "datev", "--month", month, "--out", str(tmp_path / "datev.csv"), *d)
+    assert r.returncode == 0, r.stderr
+    assert number in (tmp_path / "datev.csv").read_text(encoding="cp1252")
     r = _cli("invoices", "export", "RE-0000", "--to", str(tmp_path / "out"), *d)
     assert r.returncode == 1 and "RE-0000" in r.stderr
