@@ -205,7 +205,9 @@ def build_xml(inv: EInvoice) -> bytes:
     if b.get("city"):
         buyer.address.city_name = b["city"]
     buyer.address.country_id = b["country"]
-    if b.get("email"):
+    if inv.xrechnung:  # XRechnung needs the buyer's electronic address (BT-49)
+        buyer.electronic_address.uri_ID = ("0204", b["leitweg_id"])  # the Leitweg-ID scheme
+    elif b.get("email"):
         buyer.electronic_address.uri_ID = ("EM", b["email"])
     if b.get("vat_id"):
         buyer.tax_registrations.add(TaxRegistration(id=("VA", b["vat_id"])))

@@ -243,6 +243,9 @@ def test_public_sector_client_gets_xrechnung(app: App) -> None:
         XRECHNUNG_3
     ]
     assert _x(xml, "//ram:BuyerReference/text()") == ["991-12345-06"]
+    assert _x(xml, "//ram:BuyerTradeParty/ram:URIUniversalCommunication/ram:URIID/@schemeID") == [
+        "0204"
+    ]
     # BR-DE: seller contact with phone and e-mail, seller city and postcode, payment means
     assert _x(xml, "//ram:SellerTradeParty/ram:DefinedTradeContact//ram:CompleteNumber/text()")
     assert _x(xml, "//ram:SellerTradeParty/ram:DefinedTradeContact//ram:URIID/text()")
@@ -258,6 +261,25 @@ def test_public_sector_client_gets_xrechnung(app: App) -> None:
     assert _x(xml1, "//ram:GuidelineSpecifiedDocumentContextParameter/ram:ID/text()") == [
         "urn:cen.eu:en16931:2017"
     ]
+
+
+def test_an_invoice_whose_documents_fail_is_not_issued(app: App) -> None:
+    """The documents are made in the invoice's own transaction: when they cannot be (a buyer
+    with a Leitweg-ID lost its city behind the handlers' back), the invoice is not issued
+    and its number goes back; the clients invoiced before it keep theirs."""
+    app.billing.set_seller(ADMIN, **SELLER)
+    app.billing.set_buyer(ADMIN, "schulz", street="Rathausplatz 1", postcode="12345",
+                          city="Musterstadt", leitweg_id="991-12345-06")  # fmt: skip
+    with app.billing.store.unit_of_work() as uow:
+        uow.billing.set_buyer("schulz", {"city": ""})
+    status, msg = _refused(app.invoices.run, ADMIN, "2026-12", JAN)
+    assert status == 422 and msg == "invoice RE-2027-000002: buyer data missing: city"
+    assert [i["client"] for i in app.invoices.list(ADMIN)] == ["mueller"]
+    assert _refused(app.invoices.document, ADMIN, "RE-2027-000002", "pdf")[0] == 404
+    app.billing.set_buyer(ADMIN, "schulz", city="Musterstadt")
+    (made,) = app.invoices.run(ADMIN, "2026-12", JAN)
+    assert (made["number"], made["client"]) == ("RE-2027-000002", "schulz")  # no gap
+    assert _refused(app.invoices.document, ADMIN, "RE-2027-000002", "pdf")[0] == 0
 
 
 def test_kleinunternehmer_invoice_is_vat_exempt(app: App) -> None:
