@@ -323,7 +323,8 @@ def build_visible_pdf(inv: EInvoice) -> bytes:
     pdf.ln(3)
     pdf.set_font(family, "", 11)
     for text in (b["name"], b.get("street", ""),
-                 f"{b.get('postcode', '')} {b.get('city', '')}".strip(), b["country"]):  # fmt: skip
+                 f"{b.get('postcode', '')} {b.get('city', '')}".strip(),
+                 "" if b["country"] == s["country"] else b["country"]):  # fmt: skip
         if text:
             pdf.cell(0, 5.5, text, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(12)
