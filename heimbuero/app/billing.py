@@ -547,6 +547,8 @@ def _checked(key: str, value: str) -> str:
         raise Invalid(key, "at most 200 characters on one line")
     if not value:
         return value
+    if key in ("country", "bic"):
+        value = value.upper()
     if key == "country" and not _COUNTRY.match(value):
         raise Invalid(key, "a two-letter country code (ISO 3166-1), e.g. DE")
     if key == "iban" and not iban_ok(value):
@@ -576,7 +578,8 @@ def _add_documents(uow: UnitOfWork, row: InvoiceRow) -> None:
     that cannot get its documents is not issued (the transaction rolls back, the number
     goes back to the counter)."""
     try:
-        inv = einvoice_of(row.number, row.kind, row.issued_at, row.month, row.client, row.doc)
+        issued = as_utc(row.issued_at).astimezone(ZoneInfo("Europe/Berlin")).date()
+        inv = einvoice_of(row.number, row.kind, issued, row.month, row.client, row.doc)
         pdf, xml = build_documents(inv)
     except EInvoiceError as e:
         raise Invalid("invoice", str(e)) from e

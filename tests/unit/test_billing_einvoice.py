@@ -282,6 +282,15 @@ def test_an_invoice_whose_documents_fail_is_not_issued(app: App) -> None:
     assert _refused(app.invoices.document, ADMIN, "RE-2027-000002", "pdf")[0] == 0
 
 
+def test_issue_date_is_german_time(app: App) -> None:
+    app.billing.set_seller(ADMIN, **{**SELLER, "country": "de", "bic": "byladem1001"})
+    assert app.billing.seller(ADMIN)["country"] == "DE"
+    app.invoices.run(ADMIN, "2026-12", datetime(2026, 12, 31, 23, 30, tzinfo=UTC))  # 00:30
+    _, xml = _documents(app, ADMIN, "RE-2026-000001")
+    assert _x(xml, "//rsm:ExchangedDocument/ram:IssueDateTime/*/text()") == ["20270101"]
+    assert problems(xml) == []
+
+
 def test_kleinunternehmer_invoice_is_vat_exempt(app: App) -> None:
     app.billing.set_seller(ADMIN, **SELLER)
     app.billing.set_settings(ADMIN, kleinunternehmer=True)
