@@ -546,6 +546,10 @@ class Server:
         b = self.config.billing
         done: str | None = None
         refused = ""  # the last refusal (incomplete seller data): logged once, not every minute
+        try:  # invoices a stopped run or cancel left without their PDF and XML
+            await asyncio.get_running_loop().run_in_executor(None, self.invoices.complete_documents)
+        except Exception:
+            log.exception("billing: making the missing invoice documents failed")
         while b.invoice_day:
             month = due_month(datetime.now(UTC), b.invoice_day, b.invoice_hour, b.timezone)
             if month is not None and month != done:

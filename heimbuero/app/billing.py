@@ -30,6 +30,7 @@ from heimbuero.billing.einvoice import (
     build_documents,
     einvoice_of,
     is_xrechnung,
+    missing_buyer,
     missing_seller,
 )
 from heimbuero.billing.tariff import (
@@ -392,6 +393,7 @@ class Invoices:
         if missing:
             raise Invalid("seller", "the provider's invoice data is incomplete, missing: "
                           f"{', '.join(missing)} (heimbuero billing seller --help)")  # fmt: skip
+        self.complete_documents()  # an earlier run stopped between an invoice and its documents
         self.billing.meter_calls(limit=100_000)
         with self.store.unit_of_work(write=False) as uow:
             clients = uow.billing.billed_clients()
@@ -399,7 +401,8 @@ class Invoices:
         for client in clients:
             inv = self._invoice_client(client, month, first, now)
             if inv is not None:
-                made.append(inv)
+                self._make_documents(inv.pop("id"))
+                made.append({**inv, "documents": True})
         return made
 
     def _invoice_client(self, client: str, month: str, first: date,
@@ -409,6 +412,9 @@ class Invoices:
             tariff = tariff_on(uow.billing.assignments(client), first)
             if tariff is None:
                 return None
+            parties = {"seller": seller_of(uow.billing), "buyer": buyer_of(uow, client)}
+            if missing := missing_buyer(parties["buyer"]):
+                raise Invalid("buyer", f"client {client}: buyer data missing: {', '.join(missing)}")
             seq = uow.billing.next_invoice_seq()  # locks the counter: runs serialize here
             if uow.billing.invoice_of(client, month) is not None:
                 uow.session.rollback()  # the number goes back: no gap
@@ -417,13 +423,13 @@ class Invoices:
             st = month_statement(tariff, open_usage, settings)
             fmt = uow.billing.settings().get("invoice_number_format", DEFAULT_NUMBER_FORMAT)
             doc = statement_doc(st, tariff.name)
-            doc["seller"], doc["buyer"] = seller_of(uow.billing), buyer_of(uow, client)
-            row = InvoiceRow(number=invoice_number(fmt, seq, now.year), seq=seq, client=client,
-                             month=month, kind="invoice", issued_at=now, net=st.net,
-                             vat=st.vat_total, gross=st.gross, doc=doc)  # fmt: skip
+            doc.update(parties)  # as they are at issue, never changed afterwards
+            number = invoice_number(fmt, seq, _local_year(now))
+            row = InvoiceRow(number=number, seq=seq, client=client, month=month,
+                             kind="invoice", issued_at=now, net=st.net, vat=st.vat_total,
+                             gross=st.gross, doc=doc)  # fmt: skip
             uow.billing.add_invoice(row, [i for i, _ in open_usage])
-            _add_documents(uow, row)
-            return invoice_json(row)
+            return {"id": row.id, **invoice_json(row, documents=False)}
 
     def cancel(self, actor: Actor, number: str, now: datetime | None = None) -> dict[str, Any]:
         """A cancellation invoice (Storno) for an issued invoice: its own number, every line
@@ -442,15 +448,16 @@ class Invoices:
             doc = storno_doc(orig.doc, orig.number)
             if "seller" not in doc:  # issued before e-invoices: the parties as they are now
                 doc["seller"], doc["buyer"] = seller_of(uow.billing), buyer_of(uow, orig.client)
-            row = InvoiceRow(number=invoice_number(fmt, seq, now.year), seq=seq,
+            row = InvoiceRow(number=invoice_number(fmt, seq, _local_year(now)), seq=seq,
                              client=orig.client, month=orig.month, kind="storno",
                              cancels=orig.id, issued_at=now, net=-orig.net, vat=-orig.vat,
                              gross=-orig.gross, doc=doc)  # fmt: skip
             uow.billing.add_invoice(row, [])
-            _add_documents(uow, row)
             orig.cancelled_by = row.id
             uow.billing.release_usage(orig.id)
-            return invoice_json(row)
+            rid, out = row.id, invoice_json(row, documents=True)
+        self._make_documents(rid)
+        return out
 
     def list(self, actor: Actor, client: str | None = None) -> list[dict[str, Any]]:
         if client is not None:
@@ -458,7 +465,9 @@ class Invoices:
         elif not actor.staff:
             client = actor.client or "\0"
         with self.store.unit_of_work(write=False) as uow:
-            return [invoice_json(r) for r in uow.billing.invoices(client)]
+            rows = uow.billing.invoices(client)
+            done = uow.billing.with_files([r.id for r in rows])
+            return [invoice_json(r, documents=r.id in done) for r in rows]
 
     def get(self, actor: Actor, number: str) -> dict[str, Any]:
         """An invoice with its lines, each line's usage lines and their sources."""
@@ -466,7 +475,7 @@ class Invoices:
             row = uow.billing.invoice_by_number(number)
             if row is None or not policy.sees_client(actor, row.client):
                 raise NotFound("invoice", number)
-            out = invoice_json(row)
+            out = invoice_json(row, documents=bool(uow.billing.with_files([row.id])))
             out["doc"] = row.doc
             ids = [i for ln in row.doc.get("lines", []) for i in ln.get("usage_ids", [])]
             out["usage"] = [{"id": i, **usage_to_json(u)} for i, u in uow.billing.usage_by_ids(ids)]
@@ -478,17 +487,51 @@ class Invoices:
         sees only its own business's invoices (another one: not found)."""
         if kind not in ("pdf", "xml"):
             raise Invalid("kind", "pdf or xml")
+        for attempt in (1, 2):
+            with self.store.unit_of_work(write=False) as uow:
+                row = uow.billing.invoice_by_number(number)
+                if row is None or not policy.sees_client(actor, row.client):
+                    raise NotFound("invoice", number)
+                if "seller" not in row.doc:
+                    why = f"invoice {number} was issued before e-invoices: no documents"
+                    raise NotFound("invoice document", number, why)
+                rid, files = row.id, uow.billing.files(row.id)
+                if files is not None and kind == "pdf":
+                    return f"{row.number}.pdf", "application/pdf", bytes(files.pdf)
+                if files is not None:
+                    return f"{row.number}.xml", "application/xml", bytes(files.xml)
+            if attempt == 1:  # issued, its documents not yet made (a run stopped in between)
+                self._make_documents(rid)
+        raise NotFound("invoice document", number)
+
+    def complete_documents(self) -> int:
+        """Make the documents of every issued invoice that has none yet (a run or cancel
+        stopped between the invoice's commit and its documents'); the number made."""
         with self.store.unit_of_work(write=False) as uow:
-            row = uow.billing.invoice_by_number(number)
-            if row is None or not policy.sees_client(actor, row.client):
-                raise NotFound("invoice", number)
-            files = uow.billing.files(row.id)
-            if files is None:
-                why = f"invoice {number} was issued before e-invoices: no documents"
-                raise NotFound("invoice document", number, why)
-            if kind == "pdf":
-                return f"{row.number}.pdf", "application/pdf", bytes(files.pdf)
-            return f"{row.number}.xml", "application/xml", bytes(files.xml)
+            pending = uow.billing.invoices_without_files()
+        for rid in pending:
+            self._make_documents(rid)
+        if pending:
+            log.warning("billing: made the missing documents of %d invoices", len(pending))
+        return len(pending)
+
+    def _make_documents(self, invoice_id: int) -> None:
+        """An issued invoice's PDF/A-3 and XML, built from its stored `doc` outside any
+        transaction (about 0.1 s: the number counter is not held meanwhile) and stored in
+        a transaction of their own; never replaced once stored."""
+        with self.store.unit_of_work(write=False) as uow:
+            row = uow.billing.invoice(invoice_id)
+            if row is None or uow.billing.with_files([invoice_id]):
+                return
+            issued = as_utc(row.issued_at).astimezone(ZoneInfo("Europe/Berlin")).date()
+            try:
+                inv = einvoice_of(row.number, row.kind, issued, row.month, row.client, row.doc)
+            except EInvoiceError as e:
+                raise Invalid("invoice", str(e)) from e
+            profile = "xrechnung" if is_xrechnung(row.doc) else "en16931"
+        pdf, xml = build_documents(inv)
+        with self.store.unit_of_work() as uow:
+            uow.billing.add_files(invoice_id, profile, pdf, xml)
 
     def datev(self, actor: Actor, month: str) -> bytes:
         """Admin: the DATEV-style booking lines (CSV, Windows-1252) of the invoices and
@@ -573,17 +616,9 @@ def iban_ok(text: str) -> bool:
     return int(digits) % 97 == 1
 
 
-def _add_documents(uow: UnitOfWork, row: InvoiceRow) -> None:
-    """The invoice's PDF/A-3 and XML, stored in the invoice's own transaction: an invoice
-    that cannot get its documents is not issued (the transaction rolls back, the number
-    goes back to the counter)."""
-    try:
-        issued = as_utc(row.issued_at).astimezone(ZoneInfo("Europe/Berlin")).date()
-        inv = einvoice_of(row.number, row.kind, issued, row.month, row.client, row.doc)
-        pdf, xml = build_documents(inv)
-    except EInvoiceError as e:
-        raise Invalid("invoice", str(e)) from e
-    uow.billing.add_files(row.id, "xrechnung" if is_xrechnung(row.doc) else "en16931", pdf, xml)
+def _local_year(at: datetime) -> int:
+    """The year of an invoice number: the issue date's, in German time."""
+    return at.astimezone(ZoneInfo("Europe/Berlin")).year
 
 
 def statement_doc(st: Any, tariff: str) -> dict[str, Any]:
@@ -608,11 +643,13 @@ def storno_doc(doc: dict[str, Any], cancels: str) -> dict[str, Any]:
     return neg
 
 
-def invoice_json(row: InvoiceRow) -> dict[str, Any]:
+def invoice_json(row: InvoiceRow, documents: bool = False) -> dict[str, Any]:
+    """An invoice's summary; `documents` False: issued, but its PDF and XML are not made yet
+    (the invoice is not done: the next run, or the first download, makes them)."""
     return {
         "number": row.number, "client": row.client, "month": row.month, "kind": row.kind,
         "issued_at": as_utc(row.issued_at).isoformat(), "net": row.net, "vat": row.vat,
-        "gross": row.gross, "cancelled": row.cancelled_by is not None,
+        "gross": row.gross, "cancelled": row.cancelled_by is not None, "documents": documents,
     }  # fmt: skip
 
 

@@ -263,30 +263,56 @@ def test_public_sector_client_gets_xrechnung(app: App) -> None:
     ]
 
 
-def test_an_invoice_whose_documents_fail_is_not_issued(app: App) -> None:
-    """The documents are made in the invoice's own transaction: when they cannot be (a buyer
-    with a Leitweg-ID lost its city behind the handlers' back), the invoice is not issued
-    and its number goes back; the clients invoiced before it keep theirs."""
+def test_a_client_whose_documents_cannot_be_made_is_not_invoiced(app: App) -> None:
+    """The parties are checked before the number is taken: a buyer with a Leitweg-ID that
+    lost its city behind the handlers' back gets no invoice and no number; the clients
+    invoiced before it keep theirs, the next run goes on without a gap."""
     app.billing.set_seller(ADMIN, **SELLER)
     app.billing.set_buyer(ADMIN, "schulz", street="Rathausplatz 1", postcode="12345",
                           city="Musterstadt", leitweg_id="991-12345-06")  # fmt: skip
     with app.billing.store.unit_of_work() as uow:
         uow.billing.set_buyer("schulz", {"city": ""})
     status, msg = _refused(app.invoices.run, ADMIN, "2026-12", JAN)
-    assert status == 422 and msg == "invoice RE-2027-000002: buyer data missing: city"
+    assert status == 422 and msg == "client schulz: buyer data missing: city"
     assert [i["client"] for i in app.invoices.list(ADMIN)] == ["mueller"]
-    assert _refused(app.invoices.document, ADMIN, "RE-2027-000002", "pdf")[0] == 404
     app.billing.set_buyer(ADMIN, "schulz", city="Musterstadt")
     (made,) = app.invoices.run(ADMIN, "2026-12", JAN)
-    assert (made["number"], made["client"]) == ("RE-2027-000002", "schulz")  # no gap
-    assert _refused(app.invoices.document, ADMIN, "RE-2027-000002", "pdf")[0] == 0
+    assert (made["number"], made["client"], made["documents"]) == ("RE-2027-000002", "schulz", True)
+
+
+def test_documents_missing_after_a_stop_are_made_later(app: App) -> None:
+    """Documents are made right after the invoice's commit, in a transaction of their own
+    (the number counter is not held while the PDF is built). A process stopped in between
+    leaves an invoice with `documents` false (not done); the next run, or the first
+    download, makes them; stored documents are never replaced."""
+    from sqlalchemy import delete
+
+    from heimbuero.store.models import InvoiceFileRow
+
+    app.billing.set_seller(ADMIN, **SELLER)
+    made = app.invoices.run(ADMIN, "2026-12", JAN)
+    assert [i["documents"] for i in made] == [True, True]
+    pdf1, xml1 = _documents(app, ADMIN, "RE-2027-000001")
+    with app.billing.store.unit_of_work() as uow:  # what a stop between the two leaves
+        uow.session.execute(delete(InvoiceFileRow))
+    assert [i["documents"] for i in app.invoices.list(ADMIN)] == [False, False]
+    assert app.invoices.get(OWNER, "RE-2027-000001")["documents"] is False
+    pdf, xml = _documents(app, OWNER, "RE-2027-000001")  # the download makes them
+    assert xml == xml1 and facturx.get_xml_from_pdf(pdf, check_xsd=False)[1] == xml
+    assert [i["documents"] for i in app.invoices.list(ADMIN)] == [True, False]
+    assert app.invoices.run(ADMIN, "2026-12", JAN) == []  # ... and the next run the rest
+    assert [i["documents"] for i in app.invoices.list(ADMIN)] == [True, True]
+    assert app.invoices.complete_documents() == 0
+    with app.billing.store.unit_of_work() as uow:  # never replaced
+        assert uow.billing.add_files(1, "en16931", b"%PDF-other", b"<other/>") is False
+    assert _documents(app, ADMIN, "RE-2027-000001") == (pdf, xml)
 
 
 def test_issue_date_is_german_time(app: App) -> None:
     app.billing.set_seller(ADMIN, **{**SELLER, "country": "de", "bic": "byladem1001"})
     assert app.billing.seller(ADMIN)["country"] == "DE"
     app.invoices.run(ADMIN, "2026-12", datetime(2026, 12, 31, 23, 30, tzinfo=UTC))  # 00:30
-    _, xml = _documents(app, ADMIN, "RE-2026-000001")
+    _, xml = _documents(app, ADMIN, "RE-2027-000001")  # the number's year is German too
     assert _x(xml, "//rsm:ExchangedDocument/ram:IssueDateTime/*/text()") == ["20270101"]
     assert problems(xml) == []
 
