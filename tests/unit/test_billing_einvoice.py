@@ -98,8 +98,9 @@ def _call(store: Store, at: datetime, talk: float) -> None:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[App]:
-    store = Store(f"sqlite:///{tmp_path / 'heimbuero.db'}")
+def app(db_url: str) -> Iterator[App]:
+    """The demo office on SQLite and on PostgreSQL (the documents are bytea there)."""
+    store = Store(db_url)
     store.upgrade()
     seed_demo(store, REALM)
     handlers = App.build(store, lambda: REALM)
