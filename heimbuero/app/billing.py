@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from heimbuero.app import policy
-from heimbuero.app.errors import Invalid, NotFound
+from heimbuero.app.errors import Invalid, NotFound, Unavailable
 from heimbuero.app.policy import Actor
 from heimbuero.billing.datev import DEFAULT_ACCOUNTS, Booked, datev_csv
 from heimbuero.billing.einvoice import (
@@ -529,7 +529,10 @@ class Invoices:
             except EInvoiceError as e:
                 raise Invalid("invoice", str(e)) from e
             profile = "xrechnung" if is_xrechnung(row.doc) else "en16931"
-        pdf, xml = build_documents(inv)
+        try:
+            pdf, xml = build_documents(inv)
+        except EInvoiceError as e:  # the server lacks what the PDF needs (its fonts)
+            raise Unavailable(str(e)) from e
         with self.store.unit_of_work() as uow:
             uow.billing.add_files(invoice_id, profile, pdf, xml)
 

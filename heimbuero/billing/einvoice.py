@@ -306,12 +306,12 @@ def build_visible_pdf(inv: EInvoice) -> bytes:
 
     pdf = FPDF(format="A4", enforce_compliance="PDFA_3B")  # fonts embedded, sRGB intent
     regular, bold = _font_file(False), _font_file(True)
-    if regular is not None and bold is not None:
-        pdf.add_font("Body", "", str(regular))
-        pdf.add_font("Body", "B", str(bold))
-        family = "Body"
-    else:  # pragma: no cover - Debian ships DejaVu with fontconfig
-        family = "Helvetica"
+    if regular is None or bold is None:  # PDF/A embeds its fonts: no built-in Helvetica
+        raise EInvoiceError("the invoice PDF needs the DejaVu Sans fonts "
+                            "(Debian: apt-get install fonts-dejavu-core)")  # fmt: skip
+    pdf.add_font("Body", "", str(regular))
+    pdf.add_font("Body", "B", str(bold))
+    family = "Body"
     pdf.set_title(f"{'Stornorechnung' if inv.cancels else 'Rechnung'} {inv.number}")
     pdf.set_author(inv.seller["name"])
     pdf.set_lang("de-DE")
