@@ -4,8 +4,8 @@ visible PDF (fpdf2) made a PDF/A-3 with that XML embedded by `factur-x`.
 
 Pure: everything comes from the invoice's stored `doc` (lines, VAT, the seller and buyer as
 they were at issue), so the same invoice always gives the same XML. Amounts are integer cents
-and Decimal; the XML carries euros with two decimals (unit prices with up to four, cents may
-have fractions: 1.5 ct = 0.015 €).
+and Decimal; the XML carries euros with two decimals, unit prices as exact as the tariff's
+(1.5 ct = 0.015 €).
 
 A cancellation invoice (Storno, doc["cancels"] = the original's number) is a credit note, type
 code 381: its quantities and amounts are *positive* (the type code says the money goes back
@@ -34,7 +34,7 @@ SELLER_FIELDS = (
 )  # fmt: skip
 SELLER_REQUIRED = ("name", "street", "postcode", "city", "country", "iban", "email", "phone")
 BUYER_FIELDS = ("name", "street", "postcode", "city", "country", "vat_id", "leitweg_id", "email")
-UNITS = {"dictation_minute": "MIN", "talk": "C62"}  # UN/ECE rec. 20; default C62 (one)
+UNITS = {"dictation_minutes": "MIN"}  # UN/ECE rec. 20 unit codes; the rest C62 (one)
 _FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/dejavu"))
 
 
@@ -182,6 +182,8 @@ def build_xml(inv: EInvoice) -> bytes:
     agreement = doc.trade.agreement
     agreement.buyer_reference = b.get("leitweg_id") or inv.client
     seller = agreement.seller
+    if not s.get("vat_id"):  # BR-CO-26: without a VAT ID the tax number identifies the seller
+        seller.id = s["tax_number"]
     seller.name = s["name"]
     seller.address.line_one = s["street"]
     seller.address.postcode = s["postcode"]

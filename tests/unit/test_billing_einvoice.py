@@ -147,6 +147,9 @@ def test_seller_data_is_checked_before_a_run(app: App) -> None:
     assert app.invoices.list(ADMIN) == []  # nothing was issued
     assert app.billing.set_seller(ADMIN, tax_number="143/123/45678")["missing"] == []
     assert len(app.invoices.run(ADMIN, "2026-12", JAN)) == 2
+    _, xml = _documents(app, ADMIN, "RE-2027-000001")  # a tax number and no VAT ID
+    assert problems(xml) == []
+    assert _x(xml, "//ram:SellerTradeParty/ram:SpecifiedTaxRegistration/ram:ID/@schemeID") == ["FC"]
     # a buyer with a Leitweg-ID needs a full postal address (BR-DE)
     status, msg = _refused(app.billing.set_buyer, ADMIN, "schulz", leitweg_id="991-12345-06")
     assert status == 422 and "Leitweg-ID" in msg
@@ -357,6 +360,46 @@ def test_datev_booking_lines(app: App) -> None:
     ]
     assert rows[2][8] == "Storno RE-2027-000003 mueller"
     assert app.invoices.datev(ADMIN, "2026-12").decode("cp1252").count("\r\n") == 1  # header
+
+
+def test_mixed_rates_and_a_foreign_buyer_build_valid_documents() -> None:
+    """The builder alone (no store): 19 %, 7 % and 0 % lines, fractions of a cent, a buyer
+    abroad without a postal street, a seller with a tax number only, as invoice and as
+    credit note."""
+    from heimbuero.billing.einvoice import build_documents, einvoice_of
+
+    seller = {**SELLER, "vat_id": "", "tax_number": "143/123/45678"}
+    buyer = {"name": "Kanzlei Huber", "city": "Wien", "country": "AT", "vat_id": "ATU12345678"}
+    lines = [("base", "1", "2900", "19", 2900), ("dictation_minutes", "12.5", "120", "7", 1500),
+             ("normzeilen", "101", "1.5", "7", 152), ("note", "2", "50", "0", 100)]  # fmt: skip
+    doc = {
+        "lines": [{"kind": k, "label": k, "quantity": q, "unit_price": p, "vat_rate": r, "net": n}
+                  for k, q, p, r, n in lines],
+        "vat": [{"rate": "19", "net": 2900, "vat": 551}, {"rate": "7", "net": 1652, "vat": 116},
+                {"rate": "0", "net": 100, "vat": 0}],
+        "net": 4652, "vat_total": 667, "gross": 5319, "kleinunternehmer": False,
+        "seller": seller, "buyer": buyer,
+    }  # fmt: skip
+    pdf, xml = build_documents(
+        einvoice_of("RE-1", "invoice", date(2027, 1, 2), "2026-12", "h", doc)
+    )
+    assert problems(xml) == []
+    assert facturx.get_xml_from_pdf(pdf, check_xsd=False)[1] == xml
+    assert _x(xml, "//ram:BilledQuantity/@unitCode") == ["C62", "MIN", "C62", "C62"]
+    assert _x(xml, "//ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax/ram:CategoryCode"
+              "/text()") == ["S", "S", "Z"]  # fmt: skip
+    assert _money(xml, "GrandTotalAmount") == Decimal("53.19")
+    storno = {**doc, "cancels": "RE-1"}
+    for key in ("net", "vat_total", "gross"):
+        storno[key] = -doc[key]
+    storno["lines"] = [{**ln, "quantity": f"-{ln['quantity']}", "net": -ln["net"]}
+                       for ln in doc["lines"]]  # fmt: skip
+    storno["vat"] = [{**v, "net": -v["net"], "vat": -v["vat"]} for v in doc["vat"]]
+    _, xml = build_documents(
+        einvoice_of("RE-2", "storno", date(2027, 1, 3), "2026-12", "h", storno)
+    )
+    assert problems(xml) == []
+    assert _money(xml, "GrandTotalAmount") == Decimal("53.19")
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
