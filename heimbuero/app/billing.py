@@ -421,6 +421,9 @@ class Invoices:
                 return None
             open_usage = uow.billing.usage(client, month, open_only=True)
             st = month_statement(tariff, open_usage, settings)
+            if not st.lines:  # nothing to bill (no base fee, no usage): no invoice (BR-16)
+                uow.session.rollback()
+                return None
             fmt = uow.billing.settings().get("invoice_number_format", DEFAULT_NUMBER_FORMAT)
             doc = statement_doc(st, tariff.name)
             doc.update(parties)  # as they are at issue, never changed afterwards
@@ -509,11 +512,16 @@ class Invoices:
         stopped between the invoice's commit and its documents'); the number made."""
         with self.store.unit_of_work(write=False) as uow:
             pending = uow.billing.invoices_without_files()
+        made = 0
         for rid in pending:
-            self._make_documents(rid)
-        if pending:
-            log.warning("billing: made the missing documents of %d invoices", len(pending))
-        return len(pending)
+            try:
+                self._make_documents(rid)
+                made += 1
+            except Exception:  # one that cannot be made must not stop the others, nor a run
+                log.exception("billing: the documents of invoice id %d could not be made", rid)
+        if made:
+            log.warning("billing: made the missing documents of %d invoices", made)
+        return made
 
     def _make_documents(self, invoice_id: int) -> None:
         """An issued invoice's PDF/A-3 and XML, built from its stored `doc` outside any

@@ -312,6 +312,14 @@ def test_documents_missing_after_a_stop_are_made_later(app: App) -> None:
     assert _documents(app, ADMIN, "RE-2027-000001") == (pdf, xml)
 
 
+def test_a_client_with_nothing_to_bill_gets_no_invoice(app: App) -> None:
+    app.billing.set_seller(ADMIN, **SELLER)
+    app.billing.put_tariff(ADMIN, {"name": "Nur Anrufe", "per_answered_call": "85"})
+    app.billing.assign(ADMIN, "schulz", "Nur Anrufe", date(2026, 1, 1))
+    made = app.invoices.run(ADMIN, "2026-12", JAN)
+    assert [(i["number"], i["client"]) for i in made] == [("RE-2027-000001", "mueller")]
+
+
 def test_issue_date_is_german_time(app: App) -> None:
     app.billing.set_seller(ADMIN, **{**SELLER, "country": "de", "bic": "byladem1001"})
     assert app.billing.seller(ADMIN)["country"] == "DE"
