@@ -16,6 +16,7 @@ from typing import Any
 
 from heimbuero.app.errors import Invalid
 from heimbuero.app.policy import Actor
+from heimbuero.billing.einvoice import BUYER_FIELDS, SELLER_FIELDS
 from heimbuero.billing.tariff import format_euro
 
 OpenApp = Callable[[str | None], AbstractContextManager[tuple[Any, Any]]]
@@ -65,6 +66,22 @@ def add_parsers(commands: Any, data: argparse.ArgumentParser, open_app: OpenApp)
                    help="holidays of this state when a client names none (default BY)")  # fmt: skip
     p.set_defaults(func=run(_settings))
 
+    p = sub.add_parser("seller", parents=[data], help="show or change the provider's invoice data",
+                       description="The provider's data every invoice names (EN 16931): name, "
+                       "address, VAT ID or tax number, bank, contact. An invoice run refuses "
+                       "while any of it is missing. '' clears a field.")  # fmt: skip
+    for f in SELLER_FIELDS:
+        p.add_argument(f"--{f.replace('_', '-')}", dest=f, metavar="TEXT")
+    p.set_defaults(func=run(_seller))
+
+    p = sub.add_parser("buyer", parents=[data], help="show or change a client's invoice address",
+                       description="The client's invoice address; a Leitweg-ID makes its "
+                       "invoices XRechnung (public sector). '' clears a field.")  # fmt: skip
+    p.add_argument("client", metavar="CLIENT")
+    for f in BUYER_FIELDS:
+        p.add_argument(f"--{f.replace('_', '-')}", dest=f, metavar="TEXT")
+    p.set_defaults(func=run(_buyer))
+
     p = sub.add_parser("usage", parents=[data], help="a client's usage lines and month total")
     p.add_argument("client", metavar="CLIENT")
     p.add_argument("--month", metavar="YYYY-MM", help="default: this month")
@@ -79,7 +96,8 @@ def add_parsers(commands: Any, data: argparse.ArgumentParser, open_app: OpenApp)
 
 
 def add_invoice_parsers(commands: Any, data: argparse.ArgumentParser, open_app: OpenApp) -> None:
-    inv = commands.add_parser("invoices", help="month invoices: run, list, show, cancel")
+    inv = commands.add_parser("invoices", help="month invoices: run, list, show, cancel, export, "
+                              "datev")  # fmt: skip
     sub = inv.add_subparsers(dest="invoices_command", metavar="ACTION", required=True)
 
     def run(fn: Callable[[Any, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -105,6 +123,18 @@ def add_invoice_parsers(commands: Any, data: argparse.ArgumentParser, open_app: 
                        help="cancel an invoice with a cancellation invoice (Storno)")  # fmt: skip
     p.add_argument("number", metavar="NUMBER")
     p.set_defaults(func=run(lambda i, a: _print_json(i.cancel(ADMIN, a.number))))
+    p = sub.add_parser("export", parents=[data],
+                       help="write an invoice's PDF/A-3 and XML to a folder")  # fmt: skip
+    p.add_argument("number", metavar="NUMBER")
+    p.add_argument("--to", metavar="DIR", required=True, type=Path)
+    p.set_defaults(func=run(_invoices_export))
+    p = sub.add_parser("datev", parents=[data],
+                       help="DATEV-style booking lines (CSV) of a month's invoices",
+                       description="One booking line per invoice and VAT rate, by issue date "
+                       "(SKR03 accounts unless set: PATCH /api/billing/settings).")  # fmt: skip
+    p.add_argument("--month", metavar="YYYY-MM", required=True)
+    p.add_argument("--out", metavar="FILE", type=Path, help="default: standard output")
+    p.set_defaults(func=run(_invoices_datev))
 
 
 def _invoices_run(invoices: Any, args: argparse.Namespace) -> int:
@@ -113,6 +143,37 @@ def _invoices_run(invoices: Any, args: argparse.Namespace) -> int:
         print(f"{i['number']}  {i['client']:<16} {format_euro(i['gross']):>12}")
     print(f"{len(made)} invoices for {args.month}")
     return 0
+
+
+def _invoices_export(invoices: Any, args: argparse.Namespace) -> int:
+    args.to.mkdir(parents=True, exist_ok=True)
+    for kind in ("pdf", "xml"):
+        name, _media, content = invoices.document(ADMIN, args.number, kind)
+        (args.to / name).write_bytes(content)
+        print(args.to / name)
+    return 0
+
+
+def _invoices_datev(invoices: Any, args: argparse.Namespace) -> int:
+    content = invoices.datev(ADMIN, args.month)
+    if args.out is None:
+        sys.stdout.buffer.write(content)
+    else:
+        args.out.write_bytes(content)
+        print(args.out)
+    return 0
+
+
+def _seller(billing: Any, args: argparse.Namespace) -> int:
+    changes = {f: getattr(args, f) for f in SELLER_FIELDS if getattr(args, f) is not None}
+    return _print_json(billing.set_seller(ADMIN, **changes) if changes else billing.seller(ADMIN))
+
+
+def _buyer(billing: Any, args: argparse.Namespace) -> int:
+    changes = {f: getattr(args, f) for f in BUYER_FIELDS if getattr(args, f) is not None}
+    if changes:
+        return _print_json(billing.set_buyer(ADMIN, args.client, **changes))
+    return _print_json(billing.buyer(ADMIN, args.client))
 
 
 def _print_json(value: object) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from heimbuero.app.billing import Billing, Invoices, due_month
+from heimbuero.app.errors import Invalid
 from heimbuero.app.policy import Actor
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
 from heimbuero.domain.model import Directory, Override
@@ -549,6 +550,11 @@ class Server:
         """billing: the scheduled invoice run ([billing] invoice_day; idempotent per month)."""
         b = self.config.billing
         done: str | None = None
+        refused = ""  # the last refusal (incomplete seller data): logged once, not every minute
+        try:  # invoices a stopped run or cancel left without their PDF and XML
+            await asyncio.get_running_loop().run_in_executor(None, self.invoices.complete_documents)
+        except Exception:
+            log.exception("billing: making the missing invoice documents failed")
         while b.invoice_day:
             month = due_month(datetime.now(UTC), b.invoice_day, b.invoice_hour, b.timezone)
             if month is not None and month != done:
@@ -558,6 +564,10 @@ class Server:
                     )
                     done = month
                     log.info("billing: %d invoices for %s", len(made), month)
+                except Invalid as exc:
+                    if str(exc) != refused:
+                        log.error("billing: the invoice run for %s refused: %s", month, exc)
+                    refused = str(exc)
                 except Exception:
                     log.exception("billing: the invoice run for %s failed", month)
             await asyncio.sleep(60)

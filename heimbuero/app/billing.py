@@ -11,6 +11,7 @@ never touched (a reading with invoiced lines is skipped).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -19,8 +20,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from heimbuero.app import policy
-from heimbuero.app.errors import Invalid, NotFound
+from heimbuero.app.errors import Invalid, NotFound, Unavailable
 from heimbuero.app.policy import Actor
+from heimbuero.billing.datev import DEFAULT_ACCOUNTS, Booked, datev_csv
+from heimbuero.billing.einvoice import (
+    BUYER_FIELDS,
+    SELLER_FIELDS,
+    EInvoiceError,
+    build_documents,
+    einvoice_of,
+    is_xrechnung,
+    missing_buyer,
+    missing_seller,
+)
 from heimbuero.billing.tariff import (
     BUNDESLAENDER_DEFAULT,
     CallFacts,
@@ -48,8 +60,12 @@ from heimbuero.store.uow import UnitOfWork
 
 log = logging.getLogger("heimbuero.billing")
 
-SETTINGS = ("kleinunternehmer", "default_bundesland", "invoice_number_format")
+SETTINGS = ("kleinunternehmer", "default_bundesland", "invoice_number_format",
+            *DEFAULT_ACCOUNTS)  # fmt: skip
 DEFAULT_NUMBER_FORMAT = "RE-{year}-{seq:06d}"
+SELLER_PREFIX = "seller_"  # the provider's own data: billing_settings keys seller_name, …
+_LEITWEG_ID = re.compile(r"^[0-9]{2,12}(-[0-9A-Z]{1,30})?-[0-9A-Z]{2}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
 
 
 def invoice_number(fmt: str, seq: int, year: int) -> str:
@@ -110,7 +126,8 @@ class Billing:
         return {"kleinunternehmer": s.kleinunternehmer,
                 "default_bundesland": s.default_bundesland,
                 "invoice_number_format": repo.settings().get("invoice_number_format",
-                                                             DEFAULT_NUMBER_FORMAT)}  # fmt: skip
+                                                             DEFAULT_NUMBER_FORMAT),
+                **datev_accounts(repo)}  # fmt: skip
 
     def set_settings(self, actor: Actor, **changes: Any) -> dict[str, Any]:
         policy.require_admin(actor)
@@ -121,6 +138,8 @@ class Billing:
                 raise Invalid(key, "true or false")
             if key == "invoice_number_format":
                 check_number_format(str(value))
+            if key in DEFAULT_ACCOUNTS and not re.fullmatch(r"[0-9]{4,9}", str(value)):
+                raise Invalid(key, "an account number (4 to 9 digits)")
             if key == "default_bundesland" and value not in BUNDESLAENDER_DEFAULT:
                 raise Invalid(key, f"one of {', '.join(BUNDESLAENDER_DEFAULT)}")
         with self.store.unit_of_work() as uow:
@@ -164,6 +183,49 @@ class Billing:
                 raise NotFound("client", client)
             return [{"valid_from": a.valid_from.isoformat(), "tariff": tariff_to_json(a.tariff)}
                     for a in uow.billing.assignments(client)]  # fmt: skip
+
+    # ------------------------------------------------------------------ seller and buyers
+
+    def seller(self, actor: Actor) -> dict[str, Any]:
+        """The provider's data for its invoices, and what EN 16931 still misses of it."""
+        policy.require_admin(actor)
+        with self.store.unit_of_work(write=False) as uow:
+            seller = seller_of(uow.billing)
+        return {**seller, "missing": missing_seller(seller)}
+
+    def set_seller(self, actor: Actor, **changes: Any) -> dict[str, Any]:
+        """Change the provider's data (name, street, postcode, city, country, vat_id,
+        tax_number, iban, bic, contact, email, phone); an empty string clears a field."""
+        policy.require_admin(actor)
+        clean = {key: _party_value(key, value, SELLER_FIELDS) for key, value in changes.items()}
+        with self.store.unit_of_work() as uow:
+            for key, value in clean.items():
+                uow.billing.set_setting(SELLER_PREFIX + key, value)
+            seller = seller_of(uow.billing)
+        return {**seller, "missing": missing_seller(seller)}
+
+    def buyer(self, actor: Actor, client: str) -> dict[str, Any]:
+        """A client's invoice address (the client's own user may read it)."""
+        policy.require_client_visible(actor, client)
+        with self.store.unit_of_work(write=False) as uow:
+            return buyer_of(uow, client)
+
+    def set_buyer(self, actor: Actor, client: str, **changes: Any) -> dict[str, Any]:
+        """Change a client's invoice address (name, street, postcode, city, country, vat_id,
+        leitweg_id, email). A Leitweg-ID makes its invoices XRechnung; XRechnung needs the
+        street, postcode and city (BR-DE-3, BR-DE-4)."""
+        policy.require_admin(actor)
+        clean = {key: _party_value(key, value, BUYER_FIELDS) for key, value in changes.items()}
+        with self.store.unit_of_work() as uow:
+            if uow.clients.get(client) is None:
+                raise NotFound("client", client)
+            merged = {**buyer_of(uow, client), **clean}
+            if merged["leitweg_id"]:
+                for f in ("street", "postcode", "city"):
+                    if not merged[f]:
+                        raise Invalid(f, "an XRechnung buyer (with a Leitweg-ID) needs it")
+            uow.billing.set_buyer(client, clean)
+            return buyer_of(uow, client)
 
     # ------------------------------------------------------------------ the meter
 
@@ -326,6 +388,12 @@ class Invoices:
         end = (first + timedelta(days=32)).replace(day=1)
         if now.astimezone(ZoneInfo("Europe/Berlin")).date() < end:
             raise Invalid("month", f"{month} has not ended yet")
+        with self.store.unit_of_work(write=False) as uow:
+            missing = missing_seller(seller_of(uow.billing))
+        if missing:
+            raise Invalid("seller", "the provider's invoice data is incomplete, missing: "
+                          f"{', '.join(missing)} (heimbuero billing seller --help)")  # fmt: skip
+        self.complete_documents()  # an earlier run stopped between an invoice and its documents
         self.billing.meter_calls(limit=100_000)
         with self.store.unit_of_work(write=False) as uow:
             clients = uow.billing.billed_clients()
@@ -333,7 +401,8 @@ class Invoices:
         for client in clients:
             inv = self._invoice_client(client, month, first, now)
             if inv is not None:
-                made.append(inv)
+                self._make_documents(inv.pop("id"))
+                made.append({**inv, "documents": True})
         return made
 
     def _invoice_client(self, client: str, month: str, first: date,
@@ -343,19 +412,27 @@ class Invoices:
             tariff = tariff_on(uow.billing.assignments(client), first)
             if tariff is None:
                 return None
+            parties = {"seller": seller_of(uow.billing), "buyer": buyer_of(uow, client)}
+            if missing := missing_buyer(parties["buyer"]):
+                raise Invalid("buyer", f"client {client}: buyer data missing: {', '.join(missing)}")
             seq = uow.billing.next_invoice_seq()  # locks the counter: runs serialize here
             if uow.billing.invoice_of(client, month) is not None:
                 uow.session.rollback()  # the number goes back: no gap
                 return None
             open_usage = uow.billing.usage(client, month, open_only=True)
             st = month_statement(tariff, open_usage, settings)
+            if not st.lines:  # nothing to bill (no base fee, no usage): no invoice (BR-16)
+                uow.session.rollback()
+                return None
             fmt = uow.billing.settings().get("invoice_number_format", DEFAULT_NUMBER_FORMAT)
             doc = statement_doc(st, tariff.name)
-            row = InvoiceRow(number=invoice_number(fmt, seq, now.year), seq=seq, client=client,
-                             month=month, kind="invoice", issued_at=now, net=st.net,
-                             vat=st.vat_total, gross=st.gross, doc=doc)  # fmt: skip
+            doc.update(parties)  # as they are at issue, never changed afterwards
+            number = invoice_number(fmt, seq, _local_year(now))
+            row = InvoiceRow(number=number, seq=seq, client=client, month=month,
+                             kind="invoice", issued_at=now, net=st.net, vat=st.vat_total,
+                             gross=st.gross, doc=doc)  # fmt: skip
             uow.billing.add_invoice(row, [i for i, _ in open_usage])
-            return invoice_json(row)
+            return {"id": row.id, **invoice_json(row, documents=False)}
 
     def cancel(self, actor: Actor, number: str, now: datetime | None = None) -> dict[str, Any]:
         """A cancellation invoice (Storno) for an issued invoice: its own number, every line
@@ -372,14 +449,18 @@ class Invoices:
             seq = uow.billing.next_invoice_seq()
             fmt = uow.billing.settings().get("invoice_number_format", DEFAULT_NUMBER_FORMAT)
             doc = storno_doc(orig.doc, orig.number)
-            row = InvoiceRow(number=invoice_number(fmt, seq, now.year), seq=seq,
+            if "seller" not in doc:  # issued before e-invoices: the parties as they are now
+                doc["seller"], doc["buyer"] = seller_of(uow.billing), buyer_of(uow, orig.client)
+            row = InvoiceRow(number=invoice_number(fmt, seq, _local_year(now)), seq=seq,
                              client=orig.client, month=orig.month, kind="storno",
                              cancels=orig.id, issued_at=now, net=-orig.net, vat=-orig.vat,
                              gross=-orig.gross, doc=doc)  # fmt: skip
             uow.billing.add_invoice(row, [])
             orig.cancelled_by = row.id
             uow.billing.release_usage(orig.id)
-            return invoice_json(row)
+            rid, out = row.id, invoice_json(row, documents=True)
+        self._make_documents(rid)
+        return out
 
     def list(self, actor: Actor, client: str | None = None) -> list[dict[str, Any]]:
         if client is not None:
@@ -387,7 +468,9 @@ class Invoices:
         elif not actor.staff:
             client = actor.client or "\0"
         with self.store.unit_of_work(write=False) as uow:
-            return [invoice_json(r) for r in uow.billing.invoices(client)]
+            rows = uow.billing.invoices(client)
+            done = uow.billing.with_files([r.id for r in rows])
+            return [invoice_json(r, documents=r.id in done) for r in rows]
 
     def get(self, actor: Actor, number: str) -> dict[str, Any]:
         """An invoice with its lines, each line's usage lines and their sources."""
@@ -395,11 +478,158 @@ class Invoices:
             row = uow.billing.invoice_by_number(number)
             if row is None or not policy.sees_client(actor, row.client):
                 raise NotFound("invoice", number)
-            out = invoice_json(row)
+            out = invoice_json(row, documents=bool(uow.billing.with_files([row.id])))
             out["doc"] = row.doc
             ids = [i for ln in row.doc.get("lines", []) for i in ln.get("usage_ids", [])]
             out["usage"] = [{"id": i, **usage_to_json(u)} for i, u in uow.billing.usage_by_ids(ids)]
             return out
+
+    def document(self, actor: Actor, number: str, kind: str) -> tuple[str, str, bytes]:
+        """An invoice's document, `kind` "pdf" (PDF/A-3 with the XML embedded) or "xml" (the
+        CII XML: Factur-X EN 16931 or XRechnung): (file name, media type, bytes). A client
+        sees only its own business's invoices (another one: not found)."""
+        if kind not in ("pdf", "xml"):
+            raise Invalid("kind", "pdf or xml")
+        for attempt in (1, 2):
+            with self.store.unit_of_work(write=False) as uow:
+                row = uow.billing.invoice_by_number(number)
+                if row is None or not policy.sees_client(actor, row.client):
+                    raise NotFound("invoice", number)
+                if "seller" not in row.doc:
+                    why = f"invoice {number} was issued before e-invoices: no documents"
+                    raise NotFound("invoice document", number, why)
+                rid, files = row.id, uow.billing.files(row.id)
+                if files is not None and kind == "pdf":
+                    return f"{row.number}.pdf", "application/pdf", bytes(files.pdf)
+                if files is not None:
+                    return f"{row.number}.xml", "application/xml", bytes(files.xml)
+            if attempt == 1:  # issued, its documents not yet made (a run stopped in between)
+                self._make_documents(rid)
+        raise NotFound("invoice document", number)
+
+    def complete_documents(self) -> int:
+        """Make the documents of every issued invoice that has none yet (a run or cancel
+        stopped between the invoice's commit and its documents'); the number made."""
+        with self.store.unit_of_work(write=False) as uow:
+            pending = uow.billing.invoices_without_files()
+        made = 0
+        for rid in pending:
+            try:
+                self._make_documents(rid)
+                made += 1
+            except Exception:  # one that cannot be made must not stop the others, nor a run
+                log.exception("billing: the documents of invoice id %d could not be made", rid)
+        if made:
+            log.warning("billing: made the missing documents of %d invoices", made)
+        return made
+
+    def _make_documents(self, invoice_id: int) -> None:
+        """An issued invoice's PDF/A-3 and XML, built from its stored `doc` outside any
+        transaction (about 0.1 s: the number counter is not held meanwhile) and stored in
+        a transaction of their own; never replaced once stored."""
+        with self.store.unit_of_work(write=False) as uow:
+            row = uow.billing.invoice(invoice_id)
+            if row is None or uow.billing.with_files([invoice_id]):
+                return
+            issued = as_utc(row.issued_at).astimezone(ZoneInfo("Europe/Berlin")).date()
+            try:
+                inv = einvoice_of(row.number, row.kind, issued, row.month, row.client, row.doc)
+            except EInvoiceError as e:
+                raise Invalid("invoice", str(e)) from e
+            profile = "xrechnung" if is_xrechnung(row.doc) else "en16931"
+        try:
+            pdf, xml = build_documents(inv)
+        except EInvoiceError as e:  # the server lacks what the PDF needs (its fonts)
+            raise Unavailable(str(e)) from e
+        with self.store.unit_of_work() as uow:
+            uow.billing.add_files(invoice_id, profile, pdf, xml)
+
+    def datev(self, actor: Actor, month: str) -> bytes:
+        """Admin: the DATEV-style booking lines (CSV, Windows-1252) of the invoices and
+        cancellation invoices issued in `month` (by their issue date, German time)."""
+        policy.require_admin(actor)
+        month = parse_month(month)
+        berlin = ZoneInfo("Europe/Berlin")
+        with self.store.unit_of_work(write=False) as uow:
+            accounts = datev_accounts(uow.billing)
+            booked = [
+                Booked(r.number, r.client, r.kind, as_utc(r.issued_at).astimezone(berlin).date(),
+                       tuple((Decimal(v["rate"]), int(v["net"]), int(v["vat"]))
+                             for v in r.doc.get("vat", [])),
+                       bool(r.doc.get("kleinunternehmer")))
+                for r in uow.billing.invoices()
+                if as_utc(r.issued_at).astimezone(berlin).strftime("%Y-%m") == month
+            ]  # fmt: skip
+        try:
+            return datev_csv(booked, accounts)
+        except ValueError as e:
+            raise Invalid("month", str(e)) from e
+
+
+def datev_accounts(repo: BillingRepository) -> dict[str, str]:
+    settings = repo.settings()
+    return {k: settings.get(k, v) for k, v in DEFAULT_ACCOUNTS.items()}
+
+
+def seller_of(repo: BillingRepository) -> dict[str, str]:
+    settings = repo.settings()
+    return {f: settings.get(SELLER_PREFIX + f, "") for f in SELLER_FIELDS}
+
+
+def buyer_of(uow: UnitOfWork, client: str) -> dict[str, str]:
+    """The client's invoice address; the name defaults to the client's name, the country
+    to DE."""
+    stored = uow.billing.buyer(client) or {}
+    row = uow.clients.get(client)
+    out = {f: stored.get(f, "") for f in BUYER_FIELDS}
+    out["name"] = out["name"] or (row.name if row is not None else client)
+    out["country"] = out["country"] or "DE"
+    return out
+
+
+def _party_value(key: str, value: Any, fields: tuple[str, ...]) -> str:
+    if key not in fields:
+        raise Invalid(key, f"unknown field (one of {', '.join(fields)})")
+    if not isinstance(value, str):
+        raise Invalid(key, "a text")
+    text: str = value.strip()
+    return _checked(key, text)
+
+
+def _checked(key: str, value: str) -> str:
+    if len(value) > 200 or any(ord(c) < 32 for c in value):
+        raise Invalid(key, "at most 200 characters on one line")
+    if not value:
+        return value
+    if key in ("country", "bic"):
+        value = value.upper()
+    if key == "country" and not _COUNTRY.match(value):
+        raise Invalid(key, "a two-letter country code (ISO 3166-1), e.g. DE")
+    if key == "iban" and not iban_ok(value):
+        raise Invalid(key, "not a valid IBAN")
+    if key == "iban":
+        value = value.replace(" ", "").upper()
+    if key == "email" and ("@" not in value or " " in value):
+        raise Invalid(key, "an e-mail address")
+    if key == "leitweg_id" and not _LEITWEG_ID.match(value.upper()):
+        raise Invalid(key, "a Leitweg-ID (e.g. 991-12345-06 or 04011000-1234512345-06)")
+    if key == "leitweg_id":
+        value = value.upper()
+    return value
+
+
+def iban_ok(text: str) -> bool:
+    """An IBAN's form and its ISO 13616 check digits (mod 97)."""
+    iban = text.replace(" ", "").upper()
+    if not re.fullmatch(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}", iban):
+        return False
+    digits = "".join(str(int(c, 36)) for c in iban[4:] + iban[:4])
+    return int(digits) % 97 == 1
+
+
+def _local_year(at: datetime) -> int:
+    """The year of an invoice number: the issue date's, in German time."""
+    return at.astimezone(ZoneInfo("Europe/Berlin")).year
 
 
 def statement_doc(st: Any, tariff: str) -> dict[str, Any]:
@@ -424,11 +654,13 @@ def storno_doc(doc: dict[str, Any], cancels: str) -> dict[str, Any]:
     return neg
 
 
-def invoice_json(row: InvoiceRow) -> dict[str, Any]:
+def invoice_json(row: InvoiceRow, documents: bool = False) -> dict[str, Any]:
+    """An invoice's summary; `documents` False: issued, but its PDF and XML are not made yet
+    (the invoice is not done: the next run, or the first download, makes them)."""
     return {
         "number": row.number, "client": row.client, "month": row.month, "kind": row.kind,
         "issued_at": as_utc(row.issued_at).isoformat(), "net": row.net, "vat": row.vat,
-        "gross": row.gross, "cancelled": row.cancelled_by is not None,
+        "gross": row.gross, "cancelled": row.cancelled_by is not None, "documents": documents,
     }  # fmt: skip
 
 

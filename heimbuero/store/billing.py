@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from heimbuero.billing.tariff import (
     Tariff,
@@ -21,15 +22,19 @@ from heimbuero.billing.tariff import (
 from heimbuero.store.base import Repository
 from heimbuero.store.models import (
     BillingSettingRow,
+    BuyerRow,
     CallRecordRow,
     ClientTariffRow,
     InvoiceCounterRow,
+    InvoiceFileRow,
     InvoiceRow,
     MeterReadingRow,
     TariffTemplateRow,
     UsageLineRow,
     as_utc,
 )
+
+BUYER_COLUMNS = ("name", "street", "postcode", "city", "country", "vat_id", "leitweg_id", "email")
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,3 +298,57 @@ class BillingRepository(Repository):
         """Clients that have a tariff assignment."""
         rows = self._session.scalars(select(ClientTariffRow.client).distinct())
         return sorted(set(rows))
+
+    # e-invoices: buyers' invoice addresses, the invoices' documents
+    def buyer(self, client: str) -> dict[str, str] | None:
+        row = self._session.get(BuyerRow, client)
+        if row is None:
+            return None
+        return {f: getattr(row, f) for f in BUYER_COLUMNS}
+
+    def set_buyer(self, client: str, fields: dict[str, str]) -> None:
+        row = self._session.get(BuyerRow, client)
+        if row is None:
+            row = BuyerRow(client=client, **{f: "" for f in BUYER_COLUMNS})
+            row.country = "DE"
+            self._session.add(row)
+        for key, value in fields.items():
+            setattr(row, key, value)
+        self._session.flush()
+
+    def add_files(self, invoice_id: int, profile: str, pdf: bytes, xml: bytes) -> bool:
+        """Store an invoice's documents unless it has them (then nothing changes: another
+        process made them first); whether these were stored."""
+        if self.with_files([invoice_id]):
+            return False
+        try:
+            with self._session.begin_nested():
+                self._session.add(
+                    InvoiceFileRow(invoice_id=invoice_id, profile=profile, pdf=pdf, xml=xml)
+                )
+        except IntegrityError:  # PostgreSQL: stored by a concurrent transaction meanwhile
+            return False
+        return True
+
+    def with_files(self, invoice_ids: Iterable[int]) -> set[int]:
+        """Those of the invoices that have their documents."""
+        ids, out = list(invoice_ids), set()
+        for i in range(0, len(ids), 500):
+            out |= set(self._session.scalars(
+                select(InvoiceFileRow.invoice_id)
+                .where(InvoiceFileRow.invoice_id.in_(ids[i : i + 500]))
+            ))  # fmt: skip
+        return out
+
+    def invoices_without_files(self) -> list[int]:
+        """Issued e-invoices (their doc names the seller) whose documents are not stored."""
+        rows = self._session.execute(
+            select(InvoiceRow.id, InvoiceRow.doc)
+            .outerjoin(InvoiceFileRow, InvoiceFileRow.invoice_id == InvoiceRow.id)
+            .where(InvoiceFileRow.invoice_id.is_(None))
+            .order_by(InvoiceRow.seq)
+        )  # fmt: skip
+        return [rid for rid, doc in rows if isinstance(doc, dict) and "seller" in doc]
+
+    def files(self, invoice_id: int) -> InvoiceFileRow | None:
+        return self._session.get(InvoiceFileRow, invoice_id)

@@ -689,3 +689,38 @@ class InvoiceRow(Base):
     vat: Mapped[int] = mapped_column(BigInteger)
     gross: Mapped[int] = mapped_column(BigInteger)
     doc: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class BuyerRow(Base):
+    """A client's invoice address (EN 16931 BG-7/BG-8; migration 0018); a Leitweg-ID makes
+    the client a public-sector buyer that gets XRechnung."""
+
+    __tablename__ = "billing_buyers"
+
+    client: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.id", name="fk_buyer_client", ondelete="CASCADE"),
+        primary_key=True,
+    )  # fmt: skip
+    name: Mapped[str] = mapped_column(String(200), default="")
+    street: Mapped[str] = mapped_column(String(200), default="")
+    postcode: Mapped[str] = mapped_column(String(16), default="")
+    city: Mapped[str] = mapped_column(String(100), default="")
+    country: Mapped[str] = mapped_column(String(2), default="DE")
+    vat_id: Mapped[str] = mapped_column(String(32), default="")
+    leitweg_id: Mapped[str] = mapped_column(String(64), default="")
+    email: Mapped[str] = mapped_column(String(254), default="")
+
+
+class InvoiceFileRow(Base):
+    """An invoice's documents (migration 0018): the PDF/A-3 with the CII XML embedded and the
+    XML itself; written in the invoice's own transaction, never changed."""
+
+    __tablename__ = "billing_invoice_files"
+
+    invoice_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("billing_invoices.id", name="fk_invoice_file_invoice"),
+        primary_key=True,
+    )  # fmt: skip
+    profile: Mapped[str] = mapped_column(String(16))  # en16931 | xrechnung
+    pdf: Mapped[bytes] = mapped_column(LargeBinary)
+    xml: Mapped[bytes] = mapped_column(LargeBinary)

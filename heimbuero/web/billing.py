@@ -28,6 +28,41 @@ class AssignIn(BaseModel):
 class SettingsIn(BaseModel):
     kleinunternehmer: bool | None = None
     default_bundesland: str | None = None
+    datev_debtor: str | None = None  # the DATEV export's accounts (SKR03 by default)
+    datev_revenue_19: str | None = None
+    datev_revenue_7: str | None = None
+    datev_revenue_0: str | None = None
+    datev_revenue_kleinunternehmer: str | None = None
+
+
+class SellerIn(BaseModel):
+    """The provider's invoice data; a field left out stays, an empty string clears it."""
+
+    name: str | None = None
+    street: str | None = None
+    postcode: str | None = None
+    city: str | None = None
+    country: str | None = None
+    vat_id: str | None = None
+    tax_number: str | None = None
+    iban: str | None = None
+    bic: str | None = None
+    contact: str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+
+class BuyerIn(BaseModel):
+    """A client's invoice address; a Leitweg-ID makes its invoices XRechnung."""
+
+    name: str | None = None
+    street: str | None = None
+    postcode: str | None = None
+    city: str | None = None
+    country: str | None = None
+    vat_id: str | None = None
+    leitweg_id: str | None = None
+    email: str | None = None
 
 
 def billing_routes(
@@ -43,6 +78,24 @@ def billing_routes(
     @router.patch("/api/billing/settings")
     def patch_settings(actor: Who, body: SettingsIn) -> dict[str, Any]:
         return billing.set_settings(actor, **body.model_dump(exclude_none=True))
+
+    @router.get("/api/billing/seller")
+    def get_seller(actor: Who) -> dict[str, Any]:
+        """Admin: the provider's invoice data and what EN 16931 still misses of it."""
+        return billing.seller(actor)
+
+    @router.patch("/api/billing/seller")
+    def patch_seller(actor: Who, body: SellerIn) -> dict[str, Any]:
+        return billing.set_seller(actor, **body.model_dump(exclude_none=True))
+
+    @router.get("/api/billing/clients/{client}/buyer")
+    def get_buyer(actor: Who, client: str) -> dict[str, Any]:
+        """A client's invoice address (its own users may read it)."""
+        return billing.buyer(actor, client)
+
+    @router.patch("/api/billing/clients/{client}/buyer")
+    def patch_buyer(actor: Who, client: str, body: BuyerIn) -> dict[str, Any]:
+        return billing.set_buyer(actor, client, **body.model_dump(exclude_none=True))
 
     @router.get("/api/billing/tariffs")
     def list_tariffs(actor: Who) -> list[dict[str, Any]]:
@@ -87,6 +140,14 @@ def billing_routes(
             w.writerow([month, client, amount])
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
 
+    @router.get("/api/billing/datev.csv", response_class=Response,
+                responses={200: {"content": {"text/csv": {}}}})  # fmt: skip
+    def datev_csv(actor: Who, month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")]) -> Response:
+        """Admin: the DATEV-style booking lines of the invoices issued in `month`."""
+        return Response(invoices.datev(actor, month), media_type="text/csv; charset=windows-1252",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="datev-{month}.csv"'})  # fmt: skip
+
     @router.post("/api/billing/invoices/run")
     def run_invoices(actor: Who, month: Annotated[str, Query()]) -> list[dict[str, Any]]:
         """Admin: invoice every client for an ended month (gapless numbers)."""
@@ -102,9 +163,26 @@ def billing_routes(
         """An invoice, its lines and the usage lines (with their sources) behind each."""
         return invoices.get(actor, number)
 
+    @router.get("/api/billing/invoices/{number}/pdf", response_class=Response,
+                responses={200: {"content": {"application/pdf": {}}}})  # fmt: skip
+    def invoice_pdf(actor: Who, number: str) -> Response:
+        """The invoice as PDF/A-3 with its CII XML embedded (ZUGFeRD / Factur-X)."""
+        return _download(*invoices.document(actor, number, "pdf"))
+
+    @router.get("/api/billing/invoices/{number}/xml", response_class=Response,
+                responses={200: {"content": {"application/xml": {}}}})  # fmt: skip
+    def invoice_xml(actor: Who, number: str) -> Response:
+        """The invoice's CII XML (Factur-X EN 16931, or XRechnung for public-sector clients)."""
+        return _download(*invoices.document(actor, number, "xml"))
+
     @router.post("/api/billing/invoices/{number}/cancel")
     def cancel_invoice(actor: Who, number: str) -> dict[str, Any]:
         """Admin: a cancellation invoice (Storno); the next run issues the corrected one."""
         return invoices.cancel(actor, number)
 
     return router
+
+
+def _download(name: str, media_type: str, content: bytes) -> Response:
+    return Response(content, media_type=media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip

@@ -15,6 +15,7 @@ from heimbuero.app import App, http_status
 from heimbuero.app.policy import Actor, Role
 from heimbuero.office.demo import seed_demo
 from heimbuero.store import Store
+from tests.billing_data import SELLER
 
 TARIFF = {"name": "Handwerk S", "base_fee": "2900", "per_answered_call": "85",
           "per_talk_unit": "20", "increment": "60/60"}  # fmt: skip
@@ -40,6 +41,7 @@ def app(tmp_path: Path) -> Iterator[App]:
     seed_demo(store, REALM)
     handlers = App.build(store, lambda: REALM)
     handlers.billing.put_tariff(ADMIN, TARIFF)
+    handlers.billing.set_seller(ADMIN, **SELLER)
     for client in ("mueller", "schulz"):
         handlers.billing.assign(ADMIN, client, "Handwerk S", date(2026, 1, 1))
     yield handlers
