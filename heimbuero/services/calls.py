@@ -28,6 +28,7 @@ from heimbuero.domain.model import (
     RingTarget,
     Step,
     Trunk,
+    User,
     UserTarget,
 )
 from heimbuero.events import CallEnded, CallOffered, CallRinging, ProviderWarning
@@ -534,6 +535,13 @@ class CallRouting:
 
     # ------------------------------------------------------------------ feature codes
 
+    def _client_user(self, user: str) -> User | None:
+        """`user`'s account when it belongs to a client of ours (owner or employee)."""
+        account = self.directory.users.get(user)
+        if account is None or account.client not in self.directory.clients:
+            return None
+        return account
+
     def dictation(self, user: str, dialled: str, call_id: str) -> Target | tuple[int, str] | None:
         """Dictation by phone: where `user`'s call to the dictation code goes (the media
         applications, by a URI signed for this call), (status, text) when it may not, or None
@@ -541,12 +549,8 @@ class CallRouting:
         code = self.dictation_code
         if not code or unquote(dialled).strip() not in (code, code + "#"):
             return None
-        account = self.directory.users.get(user)
-        if (
-            account is None
-            or account.client is None
-            or account.client not in self.directory.clients
-        ):
+        account = self._client_user(user)
+        if account is None or account.client is None:
             return 403, "Dictation by phone works from a client's phone"
         app = self.media_app
         if app is None or not self.dictation_key:
@@ -560,12 +564,8 @@ class CallRouting:
         dialled string is no feature code."""
         if not dialled or dialled[0] not in "*#%":
             return None
-        account = self.directory.users.get(user)
-        if (
-            account is None
-            or account.client is None
-            or account.client not in self.directory.clients
-        ):
+        account = self._client_user(user)
+        if account is None or account.client is None:
             return 403, "Feature codes work from a client's own phone"
         client = self.directory.clients[account.client]
         local = datetime.fromtimestamp(now, self.clock_zone(client.timezone))

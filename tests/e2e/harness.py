@@ -2127,6 +2127,20 @@ def next_request(phone: SipClient, method: str, timeout: float = 5) -> SipMessag
     return result
 
 
+def in_dialog(phone: SipClient, method: str, invite: SentRequest, ok: SipMessage, cseq: int
+              ) -> SentRequest:  # fmt: skip
+    """Send `method` (ACK, BYE, …) inside the call `invite` set up, whose 200 is `ok`: to its
+    Contact, along its Record-Route."""
+    contact = re.search(r"<([^>]+)>", ok.header("Contact") or "")
+    if contact is None:
+        raise HarnessError(f"the 200 has no Contact: {ok.summary()}")
+    return phone.request(
+        method, contact.group(1), from_uri=invite.from_uri, to_uri=invite.to_uri, cseq=cseq,
+        call_id=invite.call_id, from_tag=invite.from_tag, to_tag=ok.to_tag(),
+        headers=[("Route", r) for r in ok.header_values("Record-Route")],
+    )  # fmt: skip
+
+
 def hand_call(
     server: Server, alice: SipClient, bob: SipClient, users: Mapping[str, str]
 ) -> tuple[SentRequest, SipMessage]:

@@ -18,6 +18,7 @@ from .harness import (
     SipClient,
     SipMessage,
     hand_call,
+    in_dialog,
     next_request,
     reply,
     wait_until,
@@ -99,14 +100,8 @@ def test_the_lamp_blinks_with_the_caller_then_lights_then_goes_out(server: Serve
         assert ok.status == 200, ok.summary()
         assert states(next_dialogs(lamp)) == {inv.call_id: "confirmed"}
 
-        aor, me = f"sip:bob@{server.domain}", f"sip:alice@{server.domain}"
-        routes = [("Route", r) for r in ok.header_values("Record-Route")]
-        target = f"sip:bob@127.0.0.1:{bob.local_port}"
-        for method, cseq in (("ACK", 2), ("BYE", 3)):
-            sent = alice.request(
-                method, target, from_uri=me, to_uri=aor, call_id=inv.call_id,
-                from_tag=inv.from_tag, to_tag=ok.to_tag(), cseq=cseq, headers=routes,
-            )  # fmt: skip
+        in_dialog(alice, "ACK", inv, ok, 2)
+        sent = in_dialog(alice, "BYE", inv, ok, 3)
         reply(bob, next_request(bob, "BYE"), "200 OK")
         assert alice.final_response(sent, 5).status == 200
         assert states(next_dialogs(lamp)) == {inv.call_id: "terminated"}

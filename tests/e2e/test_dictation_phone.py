@@ -24,7 +24,15 @@ import pytest
 
 from heimbuero.media import ua_codec as c
 
-from .harness import LOCALHOST, Server, SipClient, digest_response, pick_challenge, wait_until
+from .harness import (
+    LOCALHOST,
+    Server,
+    SipClient,
+    digest_response,
+    in_dialog,
+    pick_challenge,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peers("espeak-ng")]
 
@@ -70,15 +78,6 @@ def call(sip: SipClient, user: str, password: str, target: str, sdp: bytes) -> t
         headers=[contact, ("Proxy-Authorization", auth)],
     )  # fmt: skip
     return inv, sip.final_response(inv, 20)
-
-
-def in_dialog(sip: SipClient, method: str, inv: Any, ok: Any, cseq: int) -> Any:
-    contact = re.search(r"<([^>]+)>", ok.header("Contact") or "").group(1)  # type: ignore[union-attr]
-    return sip.request(
-        method, contact, from_uri=inv.from_uri, to_uri=inv.to_uri, cseq=cseq,
-        call_id=inv.call_id, from_tag=inv.from_tag, to_tag=ok.to_tag(),
-        headers=[("Route", r) for r in ok.header_values("Record-Route")],
-    )  # fmt: skip
 
 
 def quiet(rtp: socket.socket, seconds: float = 0.3) -> bool:

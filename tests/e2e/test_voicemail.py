@@ -31,6 +31,7 @@ from .harness import (
     SipClient,
     free_port,
     free_ports,
+    in_dialog,
     set_toml_option,
     wait_until,
 )
@@ -539,15 +540,6 @@ def _answered_call(server: Server, inbound: int, stack: contextlib.ExitStack) ->
     port = int(re.search(r"m=audio (\d+)", ok.body.decode()).group(1))  # type: ignore[union-attr]
     in_dialog(sip, "ACK", invite, ok, 1)
     return sip, rtp, (LOCALHOST, port), invite, ok
-
-
-def in_dialog(sip: SipClient, method: str, invite: Any, ok: Any, cseq: int) -> Any:
-    contact = re.search(r"<([^>]+)>", ok.header("Contact") or "").group(1)  # type: ignore[union-attr]
-    return sip.request(
-        method, contact, from_uri=invite.from_uri, to_uri=invite.to_uri, cseq=cseq,
-        call_id=invite.call_id, from_tag=invite.from_tag, to_tag=ok.to_tag(),
-        headers=[("Route", r) for r in ok.header_values("Record-Route")],
-    )  # fmt: skip
 
 
 def test_a_caller_who_hangs_up_after_speaking_leaves_the_message(tmp_path: Path) -> None:
