@@ -30,7 +30,9 @@ from .harness import (
     SipClient,
     digest_response,
     in_dialog,
+    next_request,
     pick_challenge,
+    reply,
     wait_until,
 )
 
@@ -89,6 +91,30 @@ def quiet(rtp: socket.socket, seconds: float = 0.3) -> bool:
     return False
 
 
+def dial(srv: Server, sip: SipClient, rtp: socket.socket) -> tuple[Any, Any, int]:
+    """The owner of Tischlerei Müller dials *88, hears the prompt and the beep; (the INVITE,
+    its 200, the media port to speak to)."""
+    inv, ok = call(sip, "mueller", srv.demo_passwords["mueller"], "*88",
+                   offer(rtp.getsockname()[1]))  # fmt: skip
+    assert ok.status == 200, ok.summary()
+    media = int(re.search(r"m=audio (\d+)", ok.body.decode()).group(1))  # type: ignore[union-attr]
+    in_dialog(sip, "ACK", inv, ok, 2)
+    rtp.settimeout(3)
+    rtp.recvfrom(2048)  # the prompt plays
+    wait_until(lambda: quiet(rtp) or None, 20, interval=0.0, what="the prompt and beep")
+    return inv, ok, media
+
+
+def speak(rtp: socket.socket, sender: c.RtpSender, media: int, pcm: bytes) -> None:
+    """`pcm` as RTP in real time (20 ms packets)."""
+    start = time.monotonic()
+    for i, frame in enumerate(c.frames(pcm)):
+        rtp.sendto(sender.audio(frame), (LOCALHOST, media))
+        delay = start + (i + 1) * 0.02 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
 @pytest.fixture
 def office(tmp_path: Path) -> Any:
     with Server(tmp_path / "server", domain=DOMAIN, demo=True, http=True) as srv:
@@ -101,21 +127,8 @@ def test_the_owner_dictates_by_phone_and_the_typist_gets_the_job(office: Server)
         rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         rtp.bind((LOCALHOST, 0))
         sip = stack.enter_context(SipClient(srv.port))
-        inv, ok = call(sip, "mueller", srv.demo_passwords["mueller"], "*88",
-                       offer(rtp.getsockname()[1]))  # fmt: skip
-        assert ok.status == 200, ok.summary()
-        media = int(re.search(r"m=audio (\d+)", ok.body.decode()).group(1))  # type: ignore[union-attr]
-        in_dialog(sip, "ACK", inv, ok, 2)
-        rtp.settimeout(3)
-        rtp.recvfrom(2048)  # the prompt plays
-        wait_until(lambda: quiet(rtp) or None, 20, interval=0.0, what="the prompt and beep")
-        sender = c.RtpSender(99, 8, timestamp=1000)
-        start = time.monotonic()
-        for i, frame in enumerate(c.frames(tone(440, 2.0))):
-            rtp.sendto(sender.audio(frame), (LOCALHOST, media))
-            delay = start + (i + 1) * 0.02 - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        inv, ok, media = dial(srv, sip, rtp)
+        speak(rtp, c.RtpSender(99, 8, timestamp=1000), media, tone(440, 2.0))
         bye = in_dialog(sip, "BYE", inv, ok, 3)  # he hangs up
         assert sip.final_response(bye, 5).status == 200
 
@@ -163,6 +176,54 @@ def test_staff_and_forged_dictations_are_refused(office: Server) -> None:
         answer = sip.final_response(forged, 5)
         assert answer.status == 403, answer.summary()
     time.sleep(0.5)
+    with httpx.Client(base_url=srv.http_url, timeout=10) as http:
+        jobs = http.get("/api/dictation/queue", auth=("anna", srv.demo_passwords["anna"]))
+        assert jobs.json() == []
+
+
+def test_hash_ends_the_dictation_and_the_server_hangs_up(office: Server) -> None:
+    """# (RFC 4733) ends the recording: the server sends BYE, the job has what was spoken
+    before the key."""
+    srv = office
+    with contextlib.ExitStack() as stack:
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(srv.port))
+        inv, ok, media = dial(srv, sip, rtp)
+        sender = c.RtpSender(99, 8, timestamp=1000)
+        speak(rtp, sender, media, tone(440, 3.0))
+        ev = c.TelephoneEvent(11, True, 10, 800).encode()  # "#", its end sent three times
+        for _ in range(3):
+            rtp.sendto(c.RtpPacket(101, sender.sequence, sender.timestamp, 99, ev).encode(),
+                       (LOCALHOST, media))  # fmt: skip
+            sender.sequence += 1
+        bye = next_request(sip, "BYE", 5)  # the server hangs up
+        reply(sip, bye, "200 OK")
+
+    with httpx.Client(base_url=srv.http_url, timeout=10) as http:
+        anna = ("anna", srv.demo_passwords["anna"])
+
+        def job() -> dict[str, Any] | None:
+            jobs = http.get("/api/dictation/queue", auth=anna).json()
+            return next((j for j in jobs if j["source"] == "phone"), None)
+
+        found = wait_until(job, 10, interval=0.3, what="the phone dictation in the queue")
+        assert (found["client"], found["author"]) == ("mueller", "mueller")
+        assert 2.8 <= found["audio_seconds"] <= 3.3, found
+
+
+def test_a_hang_up_under_a_second_makes_no_job(office: Server) -> None:
+    srv = office
+    with contextlib.ExitStack() as stack:
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(srv.port))
+        inv, ok, media = dial(srv, sip, rtp)
+        speak(rtp, c.RtpSender(99, 8, timestamp=1000), media, tone(440, 0.5))
+        bye = in_dialog(sip, "BYE", inv, ok, 3)
+        assert sip.final_response(bye, 5).status == 200
+    wait_until(lambda: "under a second recorded, no job" in srv.log_text() or None, 10,
+               what="the short dictation dropped")  # fmt: skip
     with httpx.Client(base_url=srv.http_url, timeout=10) as http:
         jobs = http.get("/api/dictation/queue", auth=("anna", srv.demo_passwords["anna"]))
         assert jobs.json() == []
