@@ -181,9 +181,10 @@ def test_staff_and_forged_dictations_are_refused(office: Server) -> None:
         assert jobs.json() == []
 
 
-def test_hash_ends_the_dictation_and_the_server_hangs_up(office: Server) -> None:
-    """# (RFC 4733) ends the recording: the server sends BYE, the job has what was spoken
-    before the key."""
+@pytest.mark.parametrize("how", ["rfc4733", "info"])
+def test_hash_ends_the_dictation_and_the_server_hangs_up(office: Server, how: str) -> None:
+    """# (RFC 4733, or SIP INFO dtmf-relay) ends the recording: the server sends BYE, the job
+    has what was spoken before the key."""
     srv = office
     with contextlib.ExitStack() as stack:
         rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
@@ -192,13 +193,35 @@ def test_hash_ends_the_dictation_and_the_server_hangs_up(office: Server) -> None
         inv, ok, media = dial(srv, sip, rtp)
         sender = c.RtpSender(99, 8, timestamp=1000)
         speak(rtp, sender, media, tone(440, 3.0))
-        ev = c.TelephoneEvent(11, True, 10, 800).encode()  # "#", its end sent three times
-        for _ in range(3):
-            rtp.sendto(c.RtpPacket(101, sender.sequence, sender.timestamp, 99, ev).encode(),
-                       (LOCALHOST, media))  # fmt: skip
-            sender.sequence += 1
+        if how == "rfc4733":
+            ev = c.TelephoneEvent(11, True, 10, 800).encode()  # "#", its end sent three times
+            for _ in range(3):
+                rtp.sendto(c.RtpPacket(101, sender.sequence, sender.timestamp, 99, ev).encode(),
+                           (LOCALHOST, media))  # fmt: skip
+                sender.sequence += 1
+        else:
+            contact = re.search(r"<([^>]+)>", ok.header("Contact") or "")
+            assert contact, ok.summary()
+            info = sip.request(
+                "INFO", contact.group(1), from_uri=inv.from_uri, to_uri=inv.to_uri, cseq=3,
+                call_id=inv.call_id, from_tag=inv.from_tag, to_tag=ok.to_tag(),
+                headers=[("Route", r) for r in ok.header_values("Record-Route")],
+                body=b"Signal=#\r\nDuration=160\r\n", content_type="application/dtmf-relay",
+            )  # fmt: skip
+            assert info.method == "INFO"  # (its 200 and the server's BYE may come in any order)
         bye = next_request(sip, "BYE", 5)  # the server hangs up
         reply(sip, bye, "200 OK")
+        if how == "info":
+
+            def info_answered() -> bool | None:
+                for m in sip.received:
+                    cseq = m.header("CSeq") or ""
+                    if m.start_line.startswith("SIP/2.0 200") and cseq.endswith("INFO"):
+                        return True
+                sip.recv(0.1)  # (what arrives is kept in sip.received)
+                return None
+
+            wait_until(info_answered, 5, what="the INFO answered")
 
     with httpx.Client(base_url=srv.http_url, timeout=10) as http:
         anna = ("anna", srv.demo_passwords["anna"])
