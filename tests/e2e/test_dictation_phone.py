@@ -4,7 +4,8 @@ socket), hears the spoken prompt and the beep, speaks (a 440 Hz tone) and hangs 
 recording is a job in the typists' queue, for his client, with audio of the length spoken;
 the typist plays it back. Abuse: a staff member's *88 is refused with a reason; an INVITE
 sent to the media applications directly, naming the owner, is refused; another client's
-user does not see the job."""
+user does not see the job; *88 in the owner's name without his password is challenged and
+refused."""
 
 from __future__ import annotations
 
@@ -165,6 +166,25 @@ def test_staff_and_forged_dictations_are_refused(office: Server) -> None:
         _, answer = call(sip, "anna", srv.demo_passwords["anna"], "*88", offer(4000))
         assert answer.status == 403, answer.summary()
         assert "from a client's phone" in (answer.header("Reason") or ""), answer.summary()
+    # *88 in the owner's name without his password: challenged, then refused; never answered
+    with SipClient(srv.port) as sip:
+        ruri, me = f"sip:*88@{DOMAIN}", f"sip:mueller@{DOMAIN}"
+        contact = ("Contact", f"<sip:mueller@127.0.0.1:{sip.local_port}>")
+        first = sip.request("INVITE", ruri, from_uri=me, to_uri=ruri, body=offer(4000),
+                            content_type="application/sdp", headers=[contact])  # fmt: skip
+        challenge = sip.final_response(first, 5)
+        assert challenge.status == 407, challenge.summary()
+        sip.ack_non_2xx(first, challenge)
+        auth = digest_response(pick_challenge(challenge, "MD5"), method="INVITE", uri=ruri,
+                               username="mueller", password="not-his-password")  # fmt: skip
+        guess = sip.request(
+            "INVITE", ruri, from_uri=me, to_uri=ruri, call_id=first.call_id,
+            from_tag=first.from_tag, cseq=2, body=offer(4000), content_type="application/sdp",
+            headers=[contact, ("Proxy-Authorization", auth)],
+        )  # fmt: skip
+        answer = sip.final_response(guess, 5)
+        assert answer.status in (403, 407), answer.summary()
+        sip.ack_non_2xx(guess, answer)
     # straight to the media applications' port, naming the owner with a made-up signature
     found = re.search(r"media applications on \S+:(\d+)", srv.log_text())
     assert found, srv.log_text()[-2000:]
