@@ -618,6 +618,9 @@ def _mail(path: Path, table: object) -> MailSettings:
     return MailSettings(**out)
 
 
+MAX_PHONE_MINUTES = 120  # longest [dictation] phone_max_minutes
+
+
 def _dictation(path: Path, table: object) -> DictationSettings:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [dictation] must be a table")
@@ -646,6 +649,11 @@ def _dictation(path: Path, table: object) -> DictationSettings:
             raise ConfigError(f"{path}: unknown setting [dictation] {key}")
     if not 50 <= out.get("line_chars", 55) <= 60:
         raise ConfigError(f"{path}: [dictation] line_chars must be 50-60")
+    if out.get("phone_max_minutes", 30) > MAX_PHONE_MINUTES:
+        raise ConfigError(
+            f"{path}: [dictation] phone_max_minutes must be at most {MAX_PHONE_MINUTES} (a "
+            "dictation by phone is held in memory until it ends: 1 MB a minute)"
+        )
     return DictationSettings(**out)
 
 
@@ -866,7 +874,7 @@ line_chars = 55         # characters (spaces included) of one Normzeile, 50-60
 # Dictation by phone: a client's user dials this code, hears a prompt and a beep, and speaks;
 # hanging up (or #) ends it, and the recording becomes a job in the typists' queue. "" = off.
 phone_code = "*88"
-phone_max_minutes = 30
+phone_max_minutes = 30   # longest dictation by phone, 1-120 (held in memory: 1 MB a minute)
 
 [files]
 max_size_mb = {f.max_size_mb}          # largest file

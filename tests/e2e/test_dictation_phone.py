@@ -4,7 +4,8 @@ socket), hears the spoken prompt and the beep, speaks (a 440 Hz tone) and hangs 
 recording is a job in the typists' queue, for his client, with audio of the length spoken;
 the typist plays it back. Abuse: a staff member's *88 is refused with a reason; an INVITE
 sent to the media applications directly, naming the owner, is refused; another client's
-user does not see the job."""
+user does not see the job; *88 in the owner's name without his password is challenged and
+refused."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ from .harness import (
     SipClient,
     digest_response,
     in_dialog,
+    next_request,
     pick_challenge,
+    reply,
     wait_until,
 )
 
@@ -89,6 +92,30 @@ def quiet(rtp: socket.socket, seconds: float = 0.3) -> bool:
     return False
 
 
+def dial(srv: Server, sip: SipClient, rtp: socket.socket) -> tuple[Any, Any, int]:
+    """The owner of Tischlerei Müller dials *88, hears the prompt and the beep; (the INVITE,
+    its 200, the media port to speak to)."""
+    inv, ok = call(sip, "mueller", srv.demo_passwords["mueller"], "*88",
+                   offer(rtp.getsockname()[1]))  # fmt: skip
+    assert ok.status == 200, ok.summary()
+    media = int(re.search(r"m=audio (\d+)", ok.body.decode()).group(1))  # type: ignore[union-attr]
+    in_dialog(sip, "ACK", inv, ok, 2)
+    rtp.settimeout(3)
+    rtp.recvfrom(2048)  # the prompt plays
+    wait_until(lambda: quiet(rtp) or None, 20, interval=0.0, what="the prompt and beep")
+    return inv, ok, media
+
+
+def speak(rtp: socket.socket, sender: c.RtpSender, media: int, pcm: bytes) -> None:
+    """`pcm` as RTP in real time (20 ms packets)."""
+    start = time.monotonic()
+    for i, frame in enumerate(c.frames(pcm)):
+        rtp.sendto(sender.audio(frame), (LOCALHOST, media))
+        delay = start + (i + 1) * 0.02 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
 @pytest.fixture
 def office(tmp_path: Path) -> Any:
     with Server(tmp_path / "server", domain=DOMAIN, demo=True, http=True) as srv:
@@ -101,21 +128,8 @@ def test_the_owner_dictates_by_phone_and_the_typist_gets_the_job(office: Server)
         rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         rtp.bind((LOCALHOST, 0))
         sip = stack.enter_context(SipClient(srv.port))
-        inv, ok = call(sip, "mueller", srv.demo_passwords["mueller"], "*88",
-                       offer(rtp.getsockname()[1]))  # fmt: skip
-        assert ok.status == 200, ok.summary()
-        media = int(re.search(r"m=audio (\d+)", ok.body.decode()).group(1))  # type: ignore[union-attr]
-        in_dialog(sip, "ACK", inv, ok, 2)
-        rtp.settimeout(3)
-        rtp.recvfrom(2048)  # the prompt plays
-        wait_until(lambda: quiet(rtp) or None, 20, interval=0.0, what="the prompt and beep")
-        sender = c.RtpSender(99, 8, timestamp=1000)
-        start = time.monotonic()
-        for i, frame in enumerate(c.frames(tone(440, 2.0))):
-            rtp.sendto(sender.audio(frame), (LOCALHOST, media))
-            delay = start + (i + 1) * 0.02 - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        inv, ok, media = dial(srv, sip, rtp)
+        speak(rtp, c.RtpSender(99, 8, timestamp=1000), media, tone(440, 2.0))
         bye = in_dialog(sip, "BYE", inv, ok, 3)  # he hangs up
         assert sip.final_response(bye, 5).status == 200
 
@@ -152,6 +166,25 @@ def test_staff_and_forged_dictations_are_refused(office: Server) -> None:
         _, answer = call(sip, "anna", srv.demo_passwords["anna"], "*88", offer(4000))
         assert answer.status == 403, answer.summary()
         assert "from a client's phone" in (answer.header("Reason") or ""), answer.summary()
+    # *88 in the owner's name without his password: challenged, then refused; never answered
+    with SipClient(srv.port) as sip:
+        ruri, me = f"sip:*88@{DOMAIN}", f"sip:mueller@{DOMAIN}"
+        contact = ("Contact", f"<sip:mueller@127.0.0.1:{sip.local_port}>")
+        first = sip.request("INVITE", ruri, from_uri=me, to_uri=ruri, body=offer(4000),
+                            content_type="application/sdp", headers=[contact])  # fmt: skip
+        challenge = sip.final_response(first, 5)
+        assert challenge.status == 407, challenge.summary()
+        sip.ack_non_2xx(first, challenge)
+        auth = digest_response(pick_challenge(challenge, "MD5"), method="INVITE", uri=ruri,
+                               username="mueller", password="not-his-password")  # fmt: skip
+        guess = sip.request(
+            "INVITE", ruri, from_uri=me, to_uri=ruri, call_id=first.call_id,
+            from_tag=first.from_tag, cseq=2, body=offer(4000), content_type="application/sdp",
+            headers=[contact, ("Proxy-Authorization", auth)],
+        )  # fmt: skip
+        answer = sip.final_response(guess, 5)
+        assert answer.status in (403, 407), answer.summary()
+        sip.ack_non_2xx(guess, answer)
     # straight to the media applications' port, naming the owner with a made-up signature
     found = re.search(r"media applications on \S+:(\d+)", srv.log_text())
     assert found, srv.log_text()[-2000:]
@@ -163,6 +196,77 @@ def test_staff_and_forged_dictations_are_refused(office: Server) -> None:
         answer = sip.final_response(forged, 5)
         assert answer.status == 403, answer.summary()
     time.sleep(0.5)
+    with httpx.Client(base_url=srv.http_url, timeout=10) as http:
+        jobs = http.get("/api/dictation/queue", auth=("anna", srv.demo_passwords["anna"]))
+        assert jobs.json() == []
+
+
+@pytest.mark.parametrize("how", ["rfc4733", "info"])
+def test_hash_ends_the_dictation_and_the_server_hangs_up(office: Server, how: str) -> None:
+    """# (RFC 4733, or SIP INFO dtmf-relay) ends the recording: the server sends BYE, the job
+    has what was spoken before the key."""
+    srv = office
+    with contextlib.ExitStack() as stack:
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(srv.port))
+        inv, ok, media = dial(srv, sip, rtp)
+        sender = c.RtpSender(99, 8, timestamp=1000)
+        speak(rtp, sender, media, tone(440, 3.0))
+        if how == "rfc4733":
+            ev = c.TelephoneEvent(11, True, 10, 800).encode()  # "#", its end sent three times
+            for _ in range(3):
+                rtp.sendto(c.RtpPacket(101, sender.sequence, sender.timestamp, 99, ev).encode(),
+                           (LOCALHOST, media))  # fmt: skip
+                sender.sequence += 1
+        else:
+            contact = re.search(r"<([^>]+)>", ok.header("Contact") or "")
+            assert contact, ok.summary()
+            info = sip.request(
+                "INFO", contact.group(1), from_uri=inv.from_uri, to_uri=inv.to_uri, cseq=3,
+                call_id=inv.call_id, from_tag=inv.from_tag, to_tag=ok.to_tag(),
+                headers=[("Route", r) for r in ok.header_values("Record-Route")],
+                body=b"Signal=#\r\nDuration=160\r\n", content_type="application/dtmf-relay",
+            )  # fmt: skip
+            assert info.method == "INFO"  # (its 200 and the server's BYE may come in any order)
+        bye = next_request(sip, "BYE", 5)  # the server hangs up
+        reply(sip, bye, "200 OK")
+        if how == "info":
+
+            def info_answered() -> bool | None:
+                for m in sip.received:
+                    cseq = m.header("CSeq") or ""
+                    if m.start_line.startswith("SIP/2.0 200") and cseq.endswith("INFO"):
+                        return True
+                sip.recv(0.1)  # (what arrives is kept in sip.received)
+                return None
+
+            wait_until(info_answered, 5, what="the INFO answered")
+
+    with httpx.Client(base_url=srv.http_url, timeout=10) as http:
+        anna = ("anna", srv.demo_passwords["anna"])
+
+        def job() -> dict[str, Any] | None:
+            jobs = http.get("/api/dictation/queue", auth=anna).json()
+            return next((j for j in jobs if j["source"] == "phone"), None)
+
+        found = wait_until(job, 10, interval=0.3, what="the phone dictation in the queue")
+        assert (found["client"], found["author"]) == ("mueller", "mueller")
+        assert 2.8 <= found["audio_seconds"] <= 3.3, found
+
+
+def test_a_hang_up_under_a_second_makes_no_job(office: Server) -> None:
+    srv = office
+    with contextlib.ExitStack() as stack:
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(srv.port))
+        inv, ok, media = dial(srv, sip, rtp)
+        speak(rtp, c.RtpSender(99, 8, timestamp=1000), media, tone(440, 0.5))
+        bye = in_dialog(sip, "BYE", inv, ok, 3)
+        assert sip.final_response(bye, 5).status == 200
+    wait_until(lambda: "under a second recorded, no job" in srv.log_text() or None, 10,
+               what="the short dictation dropped")  # fmt: skip
     with httpx.Client(base_url=srv.http_url, timeout=10) as http:
         jobs = http.get("/api/dictation/queue", auth=("anna", srv.demo_passwords["anna"]))
         assert jobs.json() == []
