@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from heimbuero.config import MediaAppSettings
 from heimbuero.media import ua
+from heimbuero.media.dictaphone import KEYS, Action, Dictaphone
 from heimbuero.media.ua_codec import parse_dtmf_relay
 from heimbuero.services.presence import MESSAGE_SUMMARY, message_summary
 from heimbuero.sip.dialog import Dialog
@@ -46,10 +47,14 @@ GREETING = (
 
 
 DICTATION_PROMPT = (
-    "Bitte sprechen Sie Ihr Diktat nach dem Signalton. "
+    "Bitte sprechen Sie Ihr Diktat nach dem Signalton. Stern unterbricht, "
+    "Eins spielt die letzten Sekunden vor, Null beginnt neu. "
     "Legen Sie auf oder drücken Sie die Raute-Taste, wenn Sie fertig sind."
 )
+DICTATION_DISCARDED = "Das Diktat wurde gelöscht. Bitte sprechen Sie neu nach dem Signalton."
 MIN_DICTATION = 16000  # bytes of 8 kHz 16-bit audio (1 s): less is no dictation
+DICTATION_REVIEW = 10.0  # seconds `1` plays back
+DICTATION_PAUSE = 300.0  # the longest pause; then the dictation is finished
 
 
 def dictation_user(key: bytes, call_id: str, client: str, user: str) -> str:
@@ -401,12 +406,10 @@ class MediaApps(asyncio.DatagramProtocol):
             pcm = b""
         return pcm + ua.beep()
 
-    async def _prompt(self) -> bytes:
-        """The spoken prompt of dictation by phone (made once, cached), then the beep."""
+    async def _prompt(self, text: str = DICTATION_PROMPT) -> bytes:
+        """A spoken prompt of dictation by phone (made once, cached), then the beep."""
         try:
-            path = await asyncio.to_thread(
-                ua.speak, DICTATION_PROMPT, self.data_dir / "media-cache"
-            )
+            path = await asyncio.to_thread(ua.speak, text, self.data_dir / "media-cache")
             pcm = await asyncio.to_thread(ua.read_wav, path)
         except (ua.MediaError, OSError, subprocess.SubprocessError) as exc:
             log.warning("media apps: no dictation prompt (%s); beep only", exc)
@@ -414,10 +417,43 @@ class MediaApps(asyncio.DatagramProtocol):
         return pcm + ua.beep()
 
     async def _dictation(self, call: Call) -> None:
-        """Prompt, beep, then record until the author hangs up, presses # or the longest
-        length; the WAV goes to `on_dictation` (which makes it a job)."""
+        """Prompt, beep, then record with the keys of a dictation machine (media/dictaphone)
+        until the author presses #, hangs up, pauses too long or reaches the longest length;
+        the WAV goes to `on_dictation` (which makes it a job)."""
+        s = call.session
+        machine = Dictaphone(self.dictation_max_seconds, DICTATION_REVIEW)
         await self._play_first(call, call.greeting)
-        audio = await call.session.record(self.dictation_max_seconds, "#")
+        s.clear_digits()  # keys typed during the prompt do not count
+        pending: str | None = None
+        while not s.closed.is_set() and machine.remaining > 0:
+            digit: str | None
+            if pending is not None:
+                digit, pending = pending, None
+            elif machine.paused:
+                digit = await s.next_digit(KEYS, DICTATION_PAUSE)
+                if digit is None:
+                    break  # hung up, or paused too long: what was recorded is kept
+            else:
+                began = time.monotonic()
+                audio, digit = await s.record_until(machine.remaining, KEYS)
+                machine.recorded(audio, time.monotonic() - began)
+            if digit is None:
+                continue  # the time is up or the call ended: the loop's test decides
+            step = machine.key(digit)
+            if step.action is Action.FINISH:
+                break
+            if step.action is Action.IGNORED:
+                continue
+            if step.action is Action.PAUSED:
+                cue = ua.beep(0.15, 600) + bytes(1600) + ua.beep(0.15, 600)
+            elif step.action is Action.PLAYBACK:
+                cue = step.audio + ua.beep()
+            elif step.action is Action.DISCARDED:
+                cue = await self._prompt(DICTATION_DISCARDED)
+            else:
+                cue = ua.beep()
+            pending = await s.play(cue, stop_on=KEYS)
+        audio = bytes(machine.audio)
         client, author = call.owner.split(".", 1)
         if len(audio) < MIN_DICTATION:
             log.info("dictation by phone of %s: under a second recorded, no job", author)
