@@ -64,6 +64,16 @@ def add_parsers(commands: Any, data: argparse.ArgumentParser, open_app: OpenApp)
                    help="§19 UStG: no VAT on any invoice line")  # fmt: skip
     p.add_argument("--bundesland", metavar="XX",
                    help="holidays of this state when a client names none (default BY)")  # fmt: skip
+    p.add_argument("--datev-berater", type=int, metavar="N",
+                   help="the DATEV export's Beraternummer (1001 to 9999999)")  # fmt: skip
+    p.add_argument("--datev-mandant", type=int, metavar="N",
+                   help="the DATEV export's Mandantennummer (1 to 99999)")  # fmt: skip
+    p.add_argument("--datev-account-length", type=int, metavar="N",
+                   help="the DATEV Sachkontenlänge (4 to 8, default 4)")  # fmt: skip
+    p.add_argument("--datev-fiscal-year-start", type=int, metavar="MONTH",
+                   help="the fiscal year's first month (1 to 12, default 1)")  # fmt: skip
+    p.add_argument("--datev-festschreibung", choices=("yes", "no"),
+                   help="the DATEV export's Festschreibung flag (default no)")  # fmt: skip
     p.set_defaults(func=run(_settings))
 
     p = sub.add_parser("seller", parents=[data], help="show or change the provider's invoice data",
@@ -129,9 +139,12 @@ def add_invoice_parsers(commands: Any, data: argparse.ArgumentParser, open_app: 
     p.add_argument("--to", metavar="DIR", required=True, type=Path)
     p.set_defaults(func=run(_invoices_export))
     p = sub.add_parser("datev", parents=[data],
-                       help="DATEV-style booking lines (CSV) of a month's invoices",
-                       description="One booking line per invoice and VAT rate, by issue date "
-                       "(SKR03 accounts unless set: PATCH /api/billing/settings).")  # fmt: skip
+                       help="DATEV Buchungsstapel (EXTF CSV) of a month's invoices",
+                       description="The EXTF header line (Berater- and Mandantennummer: "
+                       "heimbuero billing settings --datev-berater N --datev-mandant N), the "
+                       "column header, one booking line per invoice and VAT rate, by issue date "
+                       "(SKR03 accounts unless set: PATCH /api/billing/settings); Windows-1252, "
+                       "CRLF.")  # fmt: skip
     p.add_argument("--month", metavar="YYYY-MM", required=True)
     p.add_argument("--out", metavar="FILE", type=Path, help="default: standard output")
     p.set_defaults(func=run(_invoices_datev))
@@ -204,6 +217,12 @@ def _settings(billing: Any, args: argparse.Namespace) -> int:
         changes["kleinunternehmer"] = args.kleinunternehmer == "yes"
     if args.bundesland is not None:
         changes["default_bundesland"] = args.bundesland
+    for key in ("datev_berater", "datev_mandant", "datev_account_length",
+                "datev_fiscal_year_start"):  # fmt: skip
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
+    if args.datev_festschreibung is not None:
+        changes["datev_festschreibung"] = args.datev_festschreibung == "yes"
     s = billing.set_settings(ADMIN, **changes) if changes else billing.settings(ADMIN)
     return _print_json(s)
 

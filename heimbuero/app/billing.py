@@ -22,7 +22,18 @@ from zoneinfo import ZoneInfo
 from heimbuero.app import policy
 from heimbuero.app.errors import Invalid, NotFound, Unavailable
 from heimbuero.app.policy import Actor
-from heimbuero.billing.datev import DEFAULT_ACCOUNTS, Booked, datev_csv
+from heimbuero.billing.datev import (
+    ACCOUNT_LENGTH_RANGE,
+    BERATER_RANGE,
+    DEFAULT_ACCOUNTS,
+    MANDANT_RANGE,
+    Booked,
+    DatevError,
+    Header,
+    check_range,
+    datev_csv,
+    fiscal_year_start,
+)
 from heimbuero.billing.einvoice import (
     BUYER_FIELDS,
     SELLER_FIELDS,
@@ -60,8 +71,17 @@ from heimbuero.store.uow import UnitOfWork
 
 log = logging.getLogger("heimbuero.billing")
 
+# the DATEV export's EXTF header: Berater- and Mandantennummer (no default: the export
+# refuses without them), Sachkontenlänge, the fiscal year's first month, Festschreibung
+DATEV_NUMBERS = {
+    "datev_berater": ("Beraternummer", BERATER_RANGE),
+    "datev_mandant": ("Mandantennummer", MANDANT_RANGE),
+    "datev_account_length": ("Sachkontenlänge", ACCOUNT_LENGTH_RANGE),
+    "datev_fiscal_year_start": ("first month of the fiscal year", (1, 12)),
+}
+DATEV_DEFAULTS = {"datev_account_length": "4", "datev_fiscal_year_start": "1"}
 SETTINGS = ("kleinunternehmer", "default_bundesland", "invoice_number_format",
-            *DEFAULT_ACCOUNTS)  # fmt: skip
+            *DEFAULT_ACCOUNTS, *DATEV_NUMBERS, "datev_festschreibung")  # fmt: skip
 DEFAULT_NUMBER_FORMAT = "RE-{year}-{seq:06d}"
 SELLER_PREFIX = "seller_"  # the provider's own data: billing_settings keys seller_name, …
 _LEITWEG_ID = re.compile(r"^[0-9]{2,12}(-[0-9A-Z]{1,30})?-[0-9A-Z]{2}$")
@@ -127,19 +147,28 @@ class Billing:
                 "default_bundesland": s.default_bundesland,
                 "invoice_number_format": repo.settings().get("invoice_number_format",
                                                              DEFAULT_NUMBER_FORMAT),
-                **datev_accounts(repo)}  # fmt: skip
+                **datev_accounts(repo), **datev_numbers(repo),
+                "datev_festschreibung":
+                    repo.settings().get("datev_festschreibung") == "true"}  # fmt: skip
 
     def set_settings(self, actor: Actor, **changes: Any) -> dict[str, Any]:
         policy.require_admin(actor)
         for key, value in changes.items():
             if key not in SETTINGS:
                 raise Invalid(key, "unknown billing setting")
-            if key == "kleinunternehmer" and not isinstance(value, bool):
+            flag = key in ("kleinunternehmer", "datev_festschreibung")
+            if flag and not isinstance(value, bool):
                 raise Invalid(key, "true or false")
             if key == "invoice_number_format":
                 check_number_format(str(value))
             if key in DEFAULT_ACCOUNTS and not re.fullmatch(r"[0-9]{4,9}", str(value)):
                 raise Invalid(key, "an account number (4 to 9 digits)")
+            if key in DATEV_NUMBERS:
+                what, bounds = DATEV_NUMBERS[key]
+                try:
+                    changes[key] = check_range(key, str(value).strip(), what, bounds)
+                except DatevError as e:
+                    raise Invalid(key, str(e)) from None
             if key == "default_bundesland" and value not in BUNDESLAENDER_DEFAULT:
                 raise Invalid(key, f"one of {', '.join(BUNDESLAENDER_DEFAULT)}")
         with self.store.unit_of_work() as uow:
@@ -544,14 +573,17 @@ class Invoices:
         with self.store.unit_of_work() as uow:
             uow.billing.add_files(invoice_id, profile, pdf, xml)
 
-    def datev(self, actor: Actor, month: str) -> bytes:
-        """Admin: the DATEV-style booking lines (CSV, Windows-1252) of the invoices and
-        cancellation invoices issued in `month` (by their issue date, German time)."""
+    def datev(self, actor: Actor, month: str, now: datetime | None = None) -> bytes:
+        """Admin: the DATEV Buchungsstapel (EXTF header, column header, booking lines;
+        Windows-1252) of the invoices and cancellation invoices issued in `month` (by their
+        issue date, German time). Refused while the Berater- or Mandantennummer is unset."""
         policy.require_admin(actor)
         month = parse_month(month)
         berlin = ZoneInfo("Europe/Berlin")
         with self.store.unit_of_work(write=False) as uow:
             accounts = datev_accounts(uow.billing)
+            numbers = datev_numbers(uow.billing)
+            locked = uow.billing.settings().get("datev_festschreibung") == "true"
             booked = [
                 Booked(r.number, r.client, r.kind, as_utc(r.issued_at).astimezone(berlin).date(),
                        tuple((Decimal(v["rate"]), int(v["net"]), int(v["vat"]))
@@ -560,10 +592,29 @@ class Invoices:
                 for r in uow.billing.invoices()
                 if as_utc(r.issued_at).astimezone(berlin).strftime("%Y-%m") == month
             ]  # fmt: skip
+        for key in ("datev_berater", "datev_mandant"):
+            if numbers[key] is None:
+                raise Invalid(key, f"the DATEV {DATEV_NUMBERS[key][0]} is not set (heimbuero "
+                              f"billing settings --{key.replace('_', '-')} N)")  # fmt: skip
+        first = date.fromisoformat(f"{month}-01")
+        header = Header(
+            berater=numbers["datev_berater"] or 0, mandant=numbers["datev_mandant"] or 0,
+            fiscal_year_start=fiscal_year_start(first, numbers["datev_fiscal_year_start"] or 1),
+            account_length=numbers["datev_account_length"] or 4, date_from=first,
+            date_to=(first + timedelta(days=32)).replace(day=1) - timedelta(days=1),
+            created=(now or datetime.now(UTC)).astimezone(berlin).replace(tzinfo=None),
+            label=f"Rechnungen {month}", locked=locked,
+        )  # fmt: skip
         try:
-            return datev_csv(booked, accounts)
-        except ValueError as e:
-            raise Invalid("month", str(e)) from e
+            return datev_csv(booked, header, accounts)
+        except DatevError as e:
+            raise Invalid(e.field, str(e)) from e
+
+
+def datev_numbers(repo: BillingRepository) -> dict[str, int | None]:
+    """The EXTF header's numbers as set (Berater- and Mandantennummer None while unset)."""
+    settings = {**DATEV_DEFAULTS, **repo.settings()}
+    return {k: int(settings[k]) if settings.get(k) else None for k in DATEV_NUMBERS}
 
 
 def datev_accounts(repo: BillingRepository) -> dict[str, str]:

@@ -33,6 +33,11 @@ class SettingsIn(BaseModel):
     datev_revenue_7: str | None = None
     datev_revenue_0: str | None = None
     datev_revenue_kleinunternehmer: str | None = None
+    datev_berater: int | None = None  # the EXTF header: Beraternummer 1001 to 9999999
+    datev_mandant: int | None = None  # Mandantennummer 1 to 99999
+    datev_account_length: int | None = None  # Sachkontenlänge 4 to 8 (default 4)
+    datev_fiscal_year_start: int | None = None  # the fiscal year's first month (default 1)
+    datev_festschreibung: bool | None = None  # Festschreibung (default false)
 
 
 class SellerIn(BaseModel):
