@@ -180,6 +180,14 @@ def billing_routes(
         """The invoice's CII XML (Factur-X EN 16931, or XRechnung for public-sector clients)."""
         return _download(*invoices.document(actor, number, "xml"))
 
+    @router.post("/api/billing/invoices/{number}/send")
+    def send_invoice(actor: Who, number: str, resend: bool = False) -> dict[str, Any]:
+        """Admin: e-mail the invoice to the client's billing address (PDF/A-3, or the
+        XRechnung XML for a buyer with a Leitweg-ID); 409 when it was sent before (unless
+        `resend=true`), 503 when the mail server did not take it (the invoice stays unsent).
+        Answers once the sending is stored; `sent` says to whom and when."""
+        return invoices.send(actor, number, resend=resend)
+
     @router.post("/api/billing/invoices/{number}/cancel")
     def cancel_invoice(actor: Who, number: str) -> dict[str, Any]:
         """Admin: a cancellation invoice (Storno); the next run issues the corrected one."""
