@@ -24,6 +24,7 @@ from heimbuero.app import Actor, App, AppError, Invalid
 from heimbuero.app._util import country_of
 from heimbuero.config import Config, ConfigError
 from heimbuero.domain.model import AGENT_STATUSES, Trunk
+from heimbuero.net.mail import Mailer
 from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.ops import logsetup
 from heimbuero.sip.locate import is_address
@@ -179,6 +180,7 @@ def _open_app(data_arg: str | None) -> Iterator[tuple[Config, App]]:
                 lambda: cfg.domain,
                 own_sip_address=own_sip_address,
                 own_hint=hint,
+                invoice_mail=Mailer(cfg.mail).deliver,  # `invoices send`: [mail] of config.toml
                 data_dir=cfg.data_dir,
             ),
         )

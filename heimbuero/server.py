@@ -962,6 +962,7 @@ class Server:
                 # (handlers run on the loop or in worker threads: subscribers run on the loop)
                 publish=_LoopSink(self._on_loop, self.events).publish,
                 mail=self.mailer.send if self.mailer.enabled else None,
+                invoice_mail=self.mailer.deliver,  # reads [mail] as reloaded (SIGHUP)
                 data_dir=self.config.data_dir,
             )  # fmt: skip
         )

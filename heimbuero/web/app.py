@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from heimbuero.app import Actor, App, AppError, Invalid, Problem, TooMany, Unavailable, http_status
+from heimbuero.app.billing import SendMail
 from heimbuero.app.clients import ClientInfo
 from heimbuero.app.rules import OverrideState
 from heimbuero.app.users import require_status_reader, visible_registrations
@@ -96,6 +97,8 @@ class WebContext:
     publish: Callable[[Any], None] | None = None
     # send an e-mail (to, subject, text) through the server's [mail] settings; None: no mail
     mail: Callable[[str, str, str], Awaitable[None]] | None = None
+    # deliver an invoice's e-mail (blocking, with attachments; Mailer.deliver); None: no mail
+    invoice_mail: SendMail | None = None
     # the data folder (voicemail greetings and announcements); None: those routes are off
     data_dir: Path | None = None
 
@@ -639,6 +642,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         dictation=ctx.dictation,
         publish=ctx.publish,
         mail=ctx.mail,
+        invoice_mail=ctx.invoice_mail,
         data_dir=ctx.data_dir,
     )
     app = FastAPI(
