@@ -32,7 +32,6 @@ from heimbuero.store.repositories import (
     UserRepository,
 )
 
-
 # PostgreSQL: the transaction-level advisory lock every unit of work that may write takes
 WRITE_LOCK = 0x6865696D  # "heim"
 
