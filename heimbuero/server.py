@@ -47,6 +47,7 @@ from heimbuero.net.dns import Located, SipResolver
 from heimbuero.net.mail import Attachment, Mailer, MailError
 from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
+from heimbuero.office.card import client_card
 from heimbuero.office.files import FileService, new_file_id
 from heimbuero.ops import logsetup
 from heimbuero.ops.runtime import Operations
@@ -837,12 +838,9 @@ class Server:
             client = calls.directory.clients.get(event.client)
             if client is None:
                 return
-            fn({
-                "call_id": event.call_id, "client": client.id, "name": client.name,
-                "greeting": client.greeting, "notes": client.notes, "trade": client.trade,
-                "contact_person": client.contact_person, "number": event.number,
-                "caller": event.caller,
-            })  # fmt: skip
+            agent = calls.directory.users.get(user)
+            fn(client_card(client, agent, user, call_id=event.call_id, number=event.number,
+                           caller=event.caller, rule=event.rule))  # fmt: skip
 
         return self.events.subscribe(CallRinging, listener)
 

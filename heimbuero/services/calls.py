@@ -377,7 +377,7 @@ class CallRouting:
         if ringing and events.has_subscribers(CallRinging):
             assert client is not None  # (display is set for a client's call only)
             events.publish(CallRinging(now, run.call_id, user, client.id, run.plan.number,
-                                       run.caller))  # fmt: skip
+                                       run.caller, run.plan.rule or ""))  # fmt: skip
         return targets
 
     def _external_target(self, number: str, run: PlanRun) -> Target | None:

@@ -127,6 +127,8 @@ class ClientRow(Base):
     # allowed destinations, approved forwarding numbers, caps (migration 0006)
     call_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     email: Mapped[str] = mapped_column(String(254), default="")  # call notes by e-mail (0008)
+    # [{"number", "name", "remark"}]: callers the agent's card names (0020)
+    vip_callers: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
 class NumberRow(Base):

@@ -174,6 +174,12 @@ class ProviderModel(BaseModel):
     _address = field_validator("address")(_lines)
 
 
+class VipCallerModel(BaseModel):
+    number: str = Field(max_length=64, examples=["0171 2345678", "+491712345678"])
+    name: str = Field(max_length=100, examples=["Herr Meier (Architekt)"])
+    remark: str = Field(default="", max_length=200, examples=["immer sofort durchstellen"])
+
+
 class ClientFields(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     trade: str | None = None
@@ -184,6 +190,9 @@ class ClientFields(BaseModel):
     bundesland: str | None = None
     closure_days: list[date] | None = None
     email: str | None = Field(default=None, max_length=254)  # call notes by e-mail too
+    vip_callers: list[VipCallerModel] | None = Field(
+        default=None, max_length=100, description="callers the agent's card names (the whole list)"
+    )
 
     _texts = field_validator("name", "trade", "contact_person", "greeting")(_line)
     _notes = field_validator("notes")(_lines)
@@ -221,6 +230,7 @@ class ClientOut(BaseModel):
     closure_days: list[date]
     numbers: list[str]
     email: str = ""
+    vip_callers: list[VipCallerModel] = []
 
 
 class NumberModel(BaseModel):
@@ -520,6 +530,9 @@ def _client_out(info: ClientInfo) -> ClientOut:
         closure_days=list(c.closure_days),
         numbers=list(info.numbers),
         email=c.email,
+        vip_callers=[
+            VipCallerModel(number=v.number, name=v.name, remark=v.remark) for v in c.vip_callers
+        ],  # fmt: skip
     )
 
 
