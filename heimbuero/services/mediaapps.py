@@ -283,7 +283,7 @@ class MediaApps(asyncio.DatagramProtocol):
                 if len(parts) == 3 and self.dictation_key and self.on_dictation is not None
                 else None
             )
-            if want is None or not hmac.compare_digest(want, user):
+            if want is None or not hmac.compare_digest(want.encode(), user.encode()):
                 text = "Dictation by phone is dialled through the server"
                 self._reply(req, addr, 403, "Forbidden",
                             headers=(("Reason", f'SIP;cause=403;text="{text}"'),))  # fmt: skip

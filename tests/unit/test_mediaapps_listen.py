@@ -122,6 +122,11 @@ def test_only_a_signed_uri_opens_the_box(tmp_path: Path) -> None:
                          "listen.mueller", "listen.ä.mueller"):  # fmt: skip
                 sip.sendto(invite(me, media, user, "c-forged", port), ("127.0.0.1", port))
                 assert (await first_line(phone)).startswith("SIP/2.0 403"), user
+            # (a forged dictation with a non-ASCII user part is answered too, not dropped)
+            m.on_dictation = lambda rec: None
+            forged = "dictation.mueller.ä.000000000000000000000000"
+            sip.sendto(invite(me, media, forged, "c-d", port), ("127.0.0.1", port))
+            assert (await first_line(phone)).startswith("SIP/2.0 403")
             nobody = listen_user(KEY, "c-x", "schulz")  # signed, but no box: 404
             sip.sendto(invite(me, media, nobody, "c-x", port), ("127.0.0.1", port))
             answer = await first_line(phone)
