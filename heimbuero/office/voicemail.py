@@ -22,7 +22,7 @@ from typing import Generic, Protocol, TypeVar
 
 from heimbuero.domain.model import Directory, VoicemailTarget
 
-KEYS = "179#"  # the keys listening reacts to
+LISTEN_KEYS = "179#"  # the keys listening reacts to
 
 
 class _Account(Protocol):

@@ -30,7 +30,7 @@ from heimbuero.media.ua_codec import parse_dtmf_relay
 from heimbuero.office.voicemail import (
     DELETED_TEXT,
     END_TEXT,
-    KEYS,
+    LISTEN_KEYS,
     MENU_TEXT,
     NO_MAILBOX,
     NOT_DELETED_TEXT,
@@ -527,14 +527,14 @@ class MediaApps(asyncio.DatagramProtocol):
             intro = await self._say(f"Nachricht {number}.")
             heard = msg.heard
             while not s.closed.is_set():
-                key = await s.play(intro + pcm, stop_on=KEYS)
+                key = await s.play(intro + pcm, stop_on=LISTEN_KEYS)
                 if s.closed.is_set():
                     return  # hung up in the middle: the message stays as it was
                 to_end = key is None
                 if to_end and not heard:
                     heard = await asyncio.shield(mailbox.heard(user, msg.id))
                 if key is None:
-                    key = await s.play(menu, stop_on=KEYS)
+                    key = await s.play(menu, stop_on=LISTEN_KEYS)
                     if s.closed.is_set():
                         return
                 step = decide(key, to_end)
