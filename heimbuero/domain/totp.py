@@ -7,7 +7,6 @@ what time it is."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import secrets
 import struct

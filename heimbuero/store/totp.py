@@ -49,9 +49,9 @@ class SecondFactors:
     def get(self, user: str) -> TotpState | None:
         with self.store.unit_of_work(write=False) as uow:
             row = uow.session.scalar(
-                select(UserTotpRow).join(User, User.id == UserTotpRow.user_id).where(
-                    User.name == user
-                )
+                select(UserTotpRow)
+                .join(User, User.id == UserTotpRow.user_id)
+                .where(User.name == user)
             )
             return None if row is None else TotpState(row.secret, row.enabled, row.last_step)
 

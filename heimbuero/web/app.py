@@ -48,6 +48,7 @@ from heimbuero.office.routing import RoutingState
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.store.db import CallRecord, Store, StoreError, UserRecord
 from heimbuero.store.messages import MessageRecord
+from heimbuero.store.totp import SecondFactors
 from heimbuero.web.guard import BodyGuard, LoginGate, LoginRefused
 
 _NOBODY = UserRecord(0, "", "", "", "", credentials("nobody", "-", "no such user at all")[2], None)  # type: ignore[arg-type]
@@ -543,7 +544,9 @@ class _Logins:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.gate = LoginGate(self._check, store.verify_token)
+        self.gate = LoginGate(
+            self._check, store.verify_token, needs_code=SecondFactors(store).enabled
+        )
 
     def _check(self, name: str, password: str) -> UserRecord | None:
         user = self.store.get_user(name.lower())

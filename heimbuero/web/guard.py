@@ -121,8 +121,10 @@ class LoginGate:
         *,
         workers: int = LOGIN_WORKERS,
         queue: int = LOGIN_QUEUE,
+        needs_code: Callable[[str], bool] = lambda _name: False,
     ) -> None:
         self.check_password, self.check_token = check_password, check_token
+        self.needs_code = needs_code  # users with a second factor: no password-only API login
         self.pool = ThreadPoolExecutor(
             workers, thread_name_prefix="login", initializer=_lower_priority
         )
@@ -145,7 +147,36 @@ class LoginGate:
         finally:
             self.pending -= 1
 
-    async def authenticate(self, authorization: str, address: str) -> UserRecord:
+    def blocked(self, address: str, account: str) -> bool:
+        """Whether the failures of this address or account have reached their limit."""
+        now = time.monotonic()
+        return self.by_address.blocked(address, now) or self.by_account.blocked(account, now)
+
+    def code_failed(self, address: str, account: str) -> None:
+        """Count a wrong second-factor code as a failed login (the same limits)."""
+        now = time.monotonic()
+        self.by_address.add(address, now)
+        self.by_account.add(account, now)
+        log.warning("wrong second-factor code from %s for %r", address, account)
+
+    async def authenticate(
+        self, authorization: str, address: str, *, first_factor: bool = False
+    ) -> UserRecord:
+        """The user of an `Authorization` header; LoginRefused otherwise. A password alone
+        (Basic) does not log in a user who has a second factor, unless `first_factor` (the
+        console's login, which asks for the code next): such users use API tokens."""
+        user = await self._authenticate(authorization, address)
+        if (
+            not first_factor
+            and authorization[:6].lower() == "basic "
+            and await asyncio.get_running_loop().run_in_executor(None, self.needs_code, user.name)
+        ):
+            raise LoginRefused(
+                401, "this user logs in with a second factor: use an API token (Bearer)"
+            )
+        return user
+
+    async def _authenticate(self, authorization: str, address: str) -> UserRecord:
         now = time.monotonic()
         scheme, _, value = authorization.partition(" ")
         scheme, value = scheme.lower(), value.strip()
