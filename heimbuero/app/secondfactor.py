@@ -20,7 +20,8 @@ from heimbuero.app.policy import Actor
 from heimbuero.domain import totp
 from heimbuero.office import accounts
 from heimbuero.store import Store
-from heimbuero.store.totp import SecondFactors, TotpState
+from heimbuero.store.totp import LoginChallenges, SecondFactors, TotpState
+from heimbuero.store.websessions import WebSessions
 
 ISSUER = "heimbuero"
 
@@ -126,9 +127,11 @@ class SecondFactor:
 
     def assign(self, actor: Actor, name: str) -> Enrolment:
         """Give a user a new secret, on at once (admins, for handing it over; it replaces any
-        earlier one)."""
+        earlier one). His console sessions end: they were opened without it."""
         policy.require_admin(actor)
         name = self._user(name)
         secret = totp.new_secret()
         self.factors.set(name, secret, enabled=True)
+        WebSessions(self.store).end_all_of(name)
+        LoginChallenges(self.store).end_all_of(name)
         return self._enrolment(name, secret, True)

@@ -914,6 +914,12 @@ def create_app(ctx: WebContext) -> FastAPI:
     def delete_user(name: str, actor: Who) -> None:
         handlers.users.remove(actor, name)
 
+    @app.delete("/api/users/{name}/totp", status_code=204, tags=["users"])
+    def reset_second_factor(name: str, actor: Who) -> None:
+        """Take a user's second factor (TOTP) away, e.g. after a lost phone (admins); the
+        user logs in with the password alone until he switches it on again in the console."""
+        handlers.second_factor.reset(actor, name)
+
     # -- groups --
 
     def group_out(g: Group) -> GroupModel:

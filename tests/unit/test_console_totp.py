@@ -160,3 +160,16 @@ def test_switching_off_needs_password_and_code(office: Any) -> None:
         )
         assert r.status_code == 200 and "ist ausgeschaltet" in r.text
         assert not SecondFactor(store, lambda: REALM).enabled("mueller")
+
+
+def test_admins_reset_a_second_factor_over_the_api(office: Any) -> None:
+    app, pw, store = office
+    sf = SecondFactor(store, lambda: REALM)
+    sf.assign(Actor.local_admin(), "anna")
+    with TestClient(app()) as http:
+        assert http.delete("/api/users/anna/totp", auth=("ben", pw["ben"])).status_code == 403
+        assert sf.enabled("anna")
+        assert http.delete("/api/users/anna/totp", auth=("admin", pw["admin"])).status_code == 204
+        assert not sf.enabled("anna")
+        # the password alone logs her in again
+        assert _login(http, "anna", pw["anna"]).headers["location"] == "/console"
