@@ -157,7 +157,7 @@ class LoginGate:
         now = time.monotonic()
         self.by_address.add(address, now)
         self.by_account.add(account, now)
-        log.warning("wrong second-factor code from %s for %r", address, account)
+        log.warning("failed HTTP login from %s for %r (wrong second-factor code)", address, account)
 
     async def authenticate(
         self, authorization: str, address: str, *, first_factor: bool = False
