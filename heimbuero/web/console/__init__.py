@@ -638,7 +638,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
 
 def qr_svg(text: str) -> str:
     """`text` as a QR code in inline SVG markup (no request of its own: the page's CSP holds)."""
-    return str(segno.make(text, error="m").svg_inline(scale=4, dark="#000", light="#fff"))
+    return str(segno.make(text, error="m").svg_inline(omitsize=True, dark="#000", light="#fff"))
 
 
 def static_files() -> StaticFiles:
