@@ -173,3 +173,16 @@ def test_admins_reset_a_second_factor_over_the_api(office: Any) -> None:
         assert not sf.enabled("anna")
         # the password alone logs her in again
         assert _login(http, "anna", pw["anna"]).headers["location"] == "/console"
+
+
+def test_wrong_codes_of_an_account_are_limited_from_any_address() -> None:
+    from heimbuero.web.guard import CODE_FAILURES_PER_ACCOUNT, LoginGate
+
+    gate = LoginGate(lambda _n, _p: None, lambda _t: None)
+    for i in range(CODE_FAILURES_PER_ACCOUNT):
+        assert not gate.code_blocked(f"192.0.2.{i}", "anna")
+        gate.code_failed(f"192.0.2.{i}", "anna")
+    assert gate.code_blocked("198.51.100.1", "anna")  # a fresh address: still refused
+    assert not gate.code_blocked("198.51.100.1", "ben")
+    assert not gate.by_account.blocked("anna", time.monotonic())  # her password logins: not yet
+    gate.pool.shutdown()

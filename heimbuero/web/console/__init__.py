@@ -149,7 +149,7 @@ class Console:
         WrongCode counts like a wrong password and becomes LoginRefused 401, and once the
         failure limits are reached it is not run (LoginRefused 429)."""
         addr = _address(request)
-        if self.gate.blocked(addr, name):
+        if self.gate.code_blocked(addr, name):
             raise LoginRefused(429, "too many failed logins, try again in a minute")
         try:
             use_code()
