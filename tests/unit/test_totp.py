@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,8 +96,9 @@ class Clock:
 
 
 @pytest.fixture
-def factor(tmp_path: Path) -> Any:
-    store = Store(f"sqlite:///{tmp_path / 'heimbuero.db'}")
+def factor(db_url: str) -> Any:
+    """The handler over a fresh SQLite file and a fresh PostgreSQL database."""
+    store = Store(db_url)
     store.upgrade()
     store.add_user("anna", "agent", "0" * 32, "0" * 64, "x")
     store.add_user("bert", "agent", "0" * 32, "0" * 64, "x")
@@ -131,7 +131,7 @@ def test_enrolment_needs_a_first_code_before_it_counts(factor: Any) -> None:
         sf.begin(ANNA)
 
 
-def test_login_codes_are_good_once_and_the_refusal_is_durable(factor: Any, tmp_path: Path) -> None:
+def test_login_codes_are_good_once_and_the_refusal_is_durable(factor: Any) -> None:
     sf, clock, store = factor
     e = sf.begin(ANNA)
     sf.confirm(ANNA, _code(e.secret, NOW))
@@ -141,7 +141,7 @@ def test_login_codes_are_good_once_and_the_refusal_is_durable(factor: Any, tmp_p
     with pytest.raises(WrongCode):
         sf.check("anna", code)
     # a new handler over a reopened store (a restart) still refuses it
-    store2 = Store(f"sqlite:///{tmp_path / 'heimbuero.db'}")
+    store2 = Store(store.url)
     try:
         again = SecondFactor(store2, lambda: "office.example", clock)
         with pytest.raises(WrongCode):
