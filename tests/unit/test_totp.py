@@ -189,3 +189,30 @@ def test_removing_the_user_removes_the_secret(factor: Any) -> None:
     assert store.remove_user("bert")
     store.add_user("bert", "agent", "0" * 32, "0" * 64, "x")
     assert not sf.enabled("bert") and sf.factors.get("bert") is None
+
+
+def test_a_login_waiting_for_its_code_ends_after_five_minutes(factor: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from heimbuero.store.totp import LoginChallenges
+
+    _, _, store = factor
+    challenges = LoginChallenges(store)
+    start = datetime.now(UTC)
+    cid, c = challenges.create("anna", now=start)
+    assert c.expires_at == start + timedelta(minutes=5)
+    assert challenges.get(cid, now=start + timedelta(minutes=4, seconds=59)) is not None
+    assert challenges.get(cid, now=start + timedelta(minutes=5)) is None
+    assert challenges.get("forged") is None and challenges.get("x" * 500) is None
+    assert [challenges.failed(cid) for _ in range(3)] == [1, 2, 3]
+    challenges.end(cid)
+    assert challenges.get(cid, now=start) is None
+    # only the SHA-256 of the cookie's id is stored
+    import hashlib
+
+    from sqlalchemy import text
+
+    cid2, _ = challenges.create("anna")
+    with store.unit_of_work(write=False) as uow:
+        ids = [r[0] for r in uow.session.execute(text("SELECT id_hash FROM login_challenges"))]
+    assert ids == [hashlib.sha256(cid2.encode()).hexdigest()]
