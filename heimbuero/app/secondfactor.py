@@ -120,6 +120,11 @@ class SecondFactor:
         self.check(actor.name, code)
         self.factors.remove(actor.name)
 
+    def users(self, actor: Actor) -> list[str]:
+        """Who logs in with a code (admins)."""
+        policy.require_admin(actor)
+        return self.factors.users()
+
     def reset(self, actor: Actor, name: str) -> bool:
         """Take a user's second factor away (admins: a lost phone); False when he had none."""
         policy.require_admin(actor)

@@ -110,6 +110,17 @@ class SecondFactors:
             )
             return bool(getattr(done, "rowcount", 0))
 
+    def users(self) -> list[str]:
+        """The names of the users whose second factor is on, sorted."""
+        with self.store.unit_of_work(write=False) as uow:
+            q = (
+                select(User.name)
+                .join(UserTotpRow, UserTotpRow.user_id == User.id)
+                .where(UserTotpRow.enabled.is_(True))
+                .order_by(User.name)
+            )
+            return list(uow.session.scalars(q))
+
     def remove(self, user: str) -> bool:
         """Drop the user's second factor (pending or on); False when there was none."""
         with self.store.unit_of_work() as uow:

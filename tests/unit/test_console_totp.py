@@ -186,3 +186,24 @@ def test_wrong_codes_of_an_account_are_limited_from_any_address() -> None:
     assert not gate.code_blocked("198.51.100.1", "ben")
     assert not gate.by_account.blocked("anna", time.monotonic())  # her password logins: not yet
     gate.pool.shutdown()
+
+
+def test_admins_reset_a_second_factor_in_the_console(office: Any) -> None:
+    app, pw, store = office
+    sf = SecondFactor(store, lambda: REALM)
+    sf.assign(Actor.local_admin(), "anna")
+    with TestClient(app()) as http:
+        _login(http, "admin", pw["admin"])
+        page = http.get("/admin")
+        assert "/admin/totp/anna/reset" in page.text
+        bad = http.post("/admin/totp/anna/reset", data={"csrf": "x"})
+        assert bad.status_code == 403 and sf.enabled("anna")
+        r = http.post("/admin/totp/anna/reset", data={"csrf": _csrf(page.text)})
+        assert r.status_code == 200 and "ist zurückgesetzt" in r.text and not sf.enabled("anna")
+        assert "Niemand meldet sich mit einem Code an." in r.text
+    sf.assign(Actor.local_admin(), "mueller")
+    with TestClient(app()) as http:  # another role: the page does not exist for him
+        _login(http, "anna", pw["anna"])
+        csrf = _csrf(http.get("/console").text)
+        assert http.post("/admin/totp/mueller/reset", data={"csrf": csrf}).status_code == 404
+        assert sf.enabled("mueller")

@@ -455,8 +455,33 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         if isinstance(found, Response):
             return found
         s, user = found
-        clients = c.handlers.clients.list(Actor.of(user))
-        return _page(request, "admin.html", user=user, csrf=s.csrf, clients=clients)
+        actor = Actor.of(user)
+        clients = c.handlers.clients.list(actor)
+        return _page(
+            request,
+            "admin.html",
+            user=user,
+            csrf=s.csrf,
+            clients=clients,
+            with_code=c.handlers.second_factor.users(actor),
+            reset=request.query_params.get("reset", ""),
+        )
+
+    @router.post("/admin/totp/{name}/reset")
+    async def reset_second_factor(request: Request, name: str) -> Response:
+        """Take a user's second factor away (a lost phone)."""
+        found = area(request, ("admin",))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        form = await posted(request, s, user)
+        if isinstance(form, Response):
+            return form
+        try:
+            c.handlers.second_factor.reset(Actor.of(user), name)
+        except AppError:
+            return _not_found(request)
+        return RedirectResponse(f"/admin?reset={name}", 303)
 
     feeds = Feeds(handlers)
 
