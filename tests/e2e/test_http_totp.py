@@ -1,8 +1,8 @@
 """The console's second factor through the real `heimbuero serve --http`: agent alice switches
 TOTP on in the console (password, then a first code), logs out, and logs in again: the
 password alone gives no session, only a current code does; wrong codes are refused and count
-toward the login limits of her address, a code is good once, and the JSON API takes no
-password alone from her. Each part logs in from its own loopback address so the per-address
+toward the login limits of her address and her account's limit of wrong codes, a code is good
+once, and the JSON API takes no password alone from her. Each part logs in from its own loopback address so the per-address
 limit of one does not shape another."""
 
 from __future__ import annotations
@@ -107,22 +107,26 @@ def test_totp_login_through_the_real_server(server_factory: Callable[..., Server
 
     # wrong codes count toward the address's limit (10 a minute) like wrong passwords
     with client(srv, "127.0.0.4") as http:
-        statuses = []
-        for _ in range(2):
-            assert _password(http, "alice", pw).url.path == "/login/code"
-            statuses += [_send_code(http, "999999").status_code for _ in range(5)]
-            # five wrong codes end the login: the password is asked again
-            assert http.get("/login/code", follow_redirects=False).headers["location"] == "/"
-        assert statuses == [401] * 10
-        # her password was verified a moment ago (the gate remembers it 30 s), but no code is
-        # checked from this address now, not even the right one
         assert _password(http, "alice", pw).url.path == "/login/code"
+        statuses = [_send_code(http, "999999").status_code for _ in range(5)]
+        assert statuses == [401] * 5
+        # five wrong codes end the login: the password is asked again
+        assert http.get("/login/code", follow_redirects=False).headers["location"] == "/"
+        for _ in range(4):
+            assert _password(http, "bob", "wrong-password-1").status_code == 401
+        assert _password(http, "bob", "wrong-password-1").status_code == 401  # the 10th
+        # 5 wrong codes + 5 wrong passwords: this address is refused now, bob's right password too
+        assert http.get("/api/me", auth=("bob", USERS["bob"])).status_code == 429
+        assert _password(http, "bob", USERS["bob"]).status_code == 429
+
+    # and toward her account's own limit of wrong codes (10 in 15 minutes, from any address):
+    # 3 above (a wrong one, two replays) + 5 + 2 here; then not even the right code is checked
+    with client(srv, "127.0.0.5") as http:
+        assert _password(http, "alice", pw).url.path == "/login/code"
+        assert [_send_code(http, "999999").status_code for _ in range(2)] == [401, 401]
         blocked = _send_code(http, _code(secret, +1))
         assert blocked.status_code == 429 and "Zu viele" in blocked.text
         assert "hb_session" not in http.cookies
-        # and other logins from this address are refused as after ten wrong passwords
-        assert http.get("/api/me", auth=("bob", USERS["bob"])).status_code == 429
-        assert _password(http, "bob", USERS["bob"]).status_code == 429
 
     # the secret is in the store only, never in the server's log
     assert secret not in srv.log_path.read_text(encoding="utf-8", errors="replace")
