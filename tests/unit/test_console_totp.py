@@ -207,3 +207,15 @@ def test_admins_reset_a_second_factor_in_the_console(office: Any) -> None:
         csrf = _csrf(http.get("/console").text)
         assert http.post("/admin/totp/mueller/reset", data={"csrf": csrf}).status_code == 404
         assert sf.enabled("mueller")
+
+
+def test_switching_on_ends_the_other_sessions(office: Any) -> None:
+    app, pw, _ = office
+    with TestClient(app()) as other, TestClient(app()) as http:
+        _login(other, "anna", pw["anna"])
+        assert other.get("/console").status_code == 200
+        _login(http, "anna", pw["anna"])
+        _enrol(http, pw["anna"])
+        assert http.get("/console").status_code == 200  # the one that switched it on stays
+        # the other was opened with the password alone
+        assert other.get("/console", follow_redirects=False).headers["location"] == "/"
