@@ -2,8 +2,8 @@
 TOTP on in the console (password, then a first code), logs out, and logs in again: the
 password alone gives no session, only a current code does; wrong codes are refused and count
 toward the login limits of her address and her account's limit of wrong codes, a code is good
-once, and the JSON API takes no password alone from her. Each part logs in from its own loopback address so the per-address
-limit of one does not shape another."""
+once, and the JSON API takes no password alone from her. Each part logs in from its own
+loopback address so the per-address limit of one does not shape another."""
 
 from __future__ import annotations
 
