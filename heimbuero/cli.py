@@ -331,6 +331,30 @@ def cmd_user_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_totp(args: argparse.Namespace) -> int:
+    """Show, give or take away a user's second factor (TOTP) for the web console."""
+    with _open_app(args.data) as (_cfg, app):
+        sf = app.second_factor
+        if args.action == "enable":
+            e = sf.assign(ADMIN, args.name)
+            print(f"second factor of {e.user}: on (a new secret; the old one, if any, is void)")
+            print(f"secret   {e.secret}")
+            print(f"uri      {e.uri}")
+            if args.qr:
+                import segno
+
+                segno.make(e.uri, error="m").terminal(compact=True)
+            print("hand it over in person; it is not shown again")
+        elif args.action == "disable":
+            had = sf.reset(ADMIN, args.name)
+            print(f"second factor of {args.name}: off" + ("" if had else " (it had none)"))
+        else:
+            state = sf.state(ADMIN, args.name)
+            text = "off" if state is None else "on" if state.enabled else "pending first code"
+            print(f"second factor of {args.name}: {text}")
+    return 0
+
+
 def cmd_user_list(args: argparse.Namespace) -> int:
     """Print a table of users with their current registrations."""
     with _open_app(args.data) as (_cfg, app):
@@ -1341,6 +1365,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", metavar="NAME", help="user name")
     p.set_defaults(func=cmd_user_remove)
+
+    p = user_commands.add_parser(
+        "totp",
+        parents=[data],
+        help="show, switch on or take away a user's second factor (web console)",
+        description="The web console's optional second factor (TOTP, RFC 6238: 6 digits, "
+        "30 s, SHA-1, as authenticator apps use). 'enable' gives the user a new secret, on at "
+        "once, and prints it with its otpauth:// URI to hand over (users can also switch it on "
+        "themselves in the console, under Zweiter Faktor); 'disable' takes it away (a lost "
+        "phone); 'status' shows whether it is on. API tokens and SIP phones do not use it; "
+        "the JSON API takes no password alone from a user who has it.",
+    )
+    p.add_argument("name", metavar="NAME", help="user name")
+    p.add_argument("action", choices=("status", "enable", "disable"))
+    p.add_argument("--qr", action="store_true", help="with enable: print the QR code too")
+    p.set_defaults(func=cmd_user_totp)
 
     p = user_commands.add_parser(
         "set",

@@ -41,6 +41,7 @@ from heimbuero.app.notes import Mail, Notes
 from heimbuero.app.policy import Actor, Role
 from heimbuero.app.presence import Presence, Snapshot, Watch
 from heimbuero.app.rules import Overrides, Rules, Simulator
+from heimbuero.app.secondfactor import SecondFactor
 from heimbuero.app.trunks import Trunks
 from heimbuero.app.users import Tokens, Users
 from heimbuero.events import Event
@@ -79,6 +80,7 @@ class App:
     billing: Billing  # issue 15
     invoices: Invoices
     agents: AgentStatus  # agents' own status (available, break, ...)
+    second_factor: SecondFactor  # the console's optional TOTP second factor
     dictation: Dictation | None = None
     greetings: Greetings | None = None  # voicemail greetings, announcements (DATA needed)
 
@@ -128,4 +130,5 @@ class App:
             invoices=Invoices(store, billing, invoice_mail),
             greetings=None if data_dir is None else Greetings(store, data_dir),
             agents=AgentStatus(store, publish),
+            second_factor=SecondFactor(store, realm),
         )

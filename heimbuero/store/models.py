@@ -513,6 +513,39 @@ class WebSessionRow(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class UserTotpRow(Base):
+    """A user's TOTP second factor (migration 0021): the base32 secret, whether it is on (a
+    new one stays off until a first code confirms it) and the last time step a code was used
+    for (a code is good once)."""
+
+    __tablename__ = "user_totp"
+
+    user_id: Mapped[int] = mapped_column(
+        Integer,
+        ForeignKey("users.id", name="fk_user_totp_user", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    secret: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LoginChallengeRow(Base):
+    """A login whose password was right and whose second factor is still asked for (migration
+    0021): the SHA-256 of its cookie's id, the user, the code form's token, wrong codes so far
+    and its end (a few minutes)."""
+
+    __tablename__ = "login_challenges"
+    __table_args__ = (Index("ix_login_challenges_expires", "expires_at"),)
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64))
+    csrf: Mapped[str] = mapped_column(String(64))
+    failures: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 # -- client portal: closure days (Betriebsurlaub) as date ranges with a note (migration 0009) --
 
 

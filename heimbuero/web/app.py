@@ -49,6 +49,7 @@ from heimbuero.office.routing import RoutingState
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.store.db import CallRecord, Store, StoreError, UserRecord
 from heimbuero.store.messages import MessageRecord
+from heimbuero.store.totp import SecondFactors
 from heimbuero.web.guard import BodyGuard, LoginGate, LoginRefused
 
 _NOBODY = UserRecord(0, "", "", "", "", credentials("nobody", "-", "no such user at all")[2], None)  # type: ignore[arg-type]
@@ -559,7 +560,9 @@ class _Logins:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.gate = LoginGate(self._check, store.verify_token)
+        self.gate = LoginGate(
+            self._check, store.verify_token, needs_code=SecondFactors(store).enabled
+        )
 
     def _check(self, name: str, password: str) -> UserRecord | None:
         user = self.store.get_user(name.lower())
@@ -927,6 +930,12 @@ def create_app(ctx: WebContext) -> FastAPI:
     @app.delete("/api/users/{name}", status_code=204, tags=["users"])
     def delete_user(name: str, actor: Who) -> None:
         handlers.users.remove(actor, name)
+
+    @app.delete("/api/users/{name}/totp", status_code=204, tags=["users"])
+    def reset_second_factor(name: str, actor: Who) -> None:
+        """Take a user's second factor (TOTP) away, e.g. after a lost phone (admins); the
+        user logs in with the password alone until he switches it on again in the console."""
+        handlers.second_factor.reset(actor, name)
 
     # -- groups --
 

@@ -38,6 +38,10 @@ LOGIN_CACHE_SIZE = 1024
 FAILURES_PER_ADDRESS = 10  # failed logins per client address per minute before 429
 FAILURES_PER_ACCOUNT = 30  # failed logins per account per minute before 429 (for that account)
 FAILURE_WINDOW = 60.0
+# wrong second-factor codes per account in 15 minutes before its codes get 429 (on top of the
+# limits above): a million codes, three good at a time, at most ~1,000 guesses a day
+CODE_FAILURES_PER_ACCOUNT = 10
+CODE_FAILURE_WINDOW = 900.0
 FAILURE_KEYS = 10_000  # addresses (and accounts) remembered; the oldest are dropped
 
 Scope = MutableMapping[str, Any]
@@ -121,8 +125,10 @@ class LoginGate:
         *,
         workers: int = LOGIN_WORKERS,
         queue: int = LOGIN_QUEUE,
+        needs_code: Callable[[str], bool] = lambda _name: False,
     ) -> None:
         self.check_password, self.check_token = check_password, check_token
+        self.needs_code = needs_code  # users with a second factor: no password-only API login
         self.pool = ThreadPoolExecutor(
             workers, thread_name_prefix="login", initializer=_lower_priority
         )
@@ -130,6 +136,7 @@ class LoginGate:
         self.pending = 0
         self.by_address = FailureTable(FAILURES_PER_ADDRESS)
         self.by_account = FailureTable(FAILURES_PER_ACCOUNT)
+        self.codes_by_account = FailureTable(CODE_FAILURES_PER_ACCOUNT, CODE_FAILURE_WINDOW)
         self.cache: OrderedDict[bytes, tuple[float, UserRecord]] = OrderedDict()
 
     def forget_verified(self) -> None:
@@ -145,7 +152,43 @@ class LoginGate:
         finally:
             self.pending -= 1
 
-    async def authenticate(self, authorization: str, address: str) -> UserRecord:
+    def code_blocked(self, address: str, account: str) -> bool:
+        """Whether a second-factor code of `account` from `address` may not be checked now:
+        the login limits are reached, or the account's limit of wrong codes."""
+        now = time.monotonic()
+        return (
+            self.by_address.blocked(address, now)
+            or self.by_account.blocked(account, now)
+            or self.codes_by_account.blocked(account, now)
+        )
+
+    def code_failed(self, address: str, account: str) -> None:
+        """Count a wrong second-factor code as a failed login (the same limits), and toward
+        the account's own limit of wrong codes."""
+        now = time.monotonic()
+        self.by_address.add(address, now)
+        self.by_account.add(account, now)
+        self.codes_by_account.add(account, now)
+        log.warning("failed HTTP login from %s for %r (wrong second-factor code)", address, account)
+
+    async def authenticate(
+        self, authorization: str, address: str, *, first_factor: bool = False
+    ) -> UserRecord:
+        """The user of an `Authorization` header; LoginRefused otherwise. A password alone
+        (Basic) does not log in a user who has a second factor, unless `first_factor` (the
+        console's login, which asks for the code next): such users use API tokens."""
+        user = await self._authenticate(authorization, address)
+        if (
+            not first_factor
+            and authorization.partition(" ")[0].lower() == "basic"
+            and await asyncio.get_running_loop().run_in_executor(None, self.needs_code, user.name)
+        ):
+            raise LoginRefused(
+                401, "this user logs in with a second factor: use an API token (Bearer)"
+            )
+        return user
+
+    async def _authenticate(self, authorization: str, address: str) -> UserRecord:
         now = time.monotonic()
         scheme, _, value = authorization.partition(" ")
         scheme, value = scheme.lower(), value.strip()

@@ -466,3 +466,23 @@ def test_init_makes_a_tls_certificate_once(
     key.unlink()
     assert main(["init", "--data", str(data)]) == 0
     assert cert.is_file() and cert.read_bytes() != before
+
+
+def test_user_totp_enable_status_disable(data: Path) -> None:
+    """An admin gives a user a second factor (secret and otpauth:// URI printed once), sees
+    it on, and takes it away; the secret is stored, never in the config or a log."""
+    from heimbuero.domain import totp
+
+    assert run("user", "add", "alice", "--password", PASSWORD, "--data", str(data)).returncode == 0
+    assert "off" in run("user", "totp", "alice", "status", "--data", str(data)).stdout
+    proc = run("user", "totp", "alice", "enable", "--data", str(data))
+    assert proc.returncode == 0, proc.stderr
+    secret = proc.stdout.split("secret   ")[1].split()[0]
+    assert len(totp.secret_bytes(secret)) == 20
+    assert f"otpauth://totp/heimbuero:alice@{DOMAIN}?secret={secret}&" in proc.stdout
+    assert db_rows(data, "SELECT secret, enabled FROM user_totp") == [(secret, 1)]
+    assert ": on" in run("user", "totp", "alice", "status", "--data", str(data)).stdout
+    proc = run("user", "totp", "alice", "disable", "--data", str(data))
+    assert proc.returncode == 0 and "off" in proc.stdout
+    assert db_rows(data, "SELECT * FROM user_totp") == []
+    assert_error(run("user", "totp", "nobody", "enable", "--data", str(data)), 1, "nobody")

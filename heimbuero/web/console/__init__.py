@@ -5,24 +5,34 @@ the same failure limits per address and per account); a login opens a session st
 database (store/websessions.py) whose random id travels in an HttpOnly, SameSite=Lax cookie
 (Secure over HTTPS). Every POST carries the session's synchronizer token (the login form a
 token bound to a cookie of its own). Each page calls the same handlers (heimbuero/app) as the
-JSON API, as the session's Actor; refusals of pages of another role look like "not found"."""
+JSON API, as the session's Actor; refusals of pages of another role look like "not found".
+
+A user with a second factor (TOTP, app/secondfactor.py) gets no session for the password:
+the login leaves a challenge in the database (store/totp.py; its random id in a cookie of its
+own, five minutes, at most five wrong codes) and the session is opened only for a current
+code. Wrong codes count toward the same failure limits as wrong passwords. /totp switches the
+second factor on (current password, then a first code) and off (password and code)."""
 
 from __future__ import annotations
 
 import base64
 import hmac
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import segno
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.staticfiles import StaticFiles
 
 from heimbuero.app import Actor, App, AppError
+from heimbuero.app.secondfactor import WrongCode
 from heimbuero.domain.model import AGENT_STATUSES
 from heimbuero.store.db import Store, UserRecord
+from heimbuero.store.totp import LoginChallenges
 from heimbuero.store.websessions import WebSession, WebSessions
 from heimbuero.web.console import i18n
 from heimbuero.web.console.feeds import Feeds
@@ -31,6 +41,8 @@ from heimbuero.web.guard import LoginGate, LoginRefused
 HERE = Path(__file__).parent
 SESSION_COOKIE = "hb_session"
 LOGIN_COOKIE = "hb_login"  # the login form's token (before there is a session)
+CODE_COOKIE = "hb_code"  # a login waiting for its second-factor code (store/totp.py)
+MAX_CODE_FAILURES = 5  # wrong codes for one login; then the password is asked again
 MAX_FORM = 16 * 1024  # bytes of a console form
 
 _env = Environment(
@@ -105,6 +117,7 @@ class Console:
     def __init__(self, store: Store, gate: LoginGate, handlers: App) -> None:
         self.store, self.gate, self.handlers = store, gate, handlers
         self.sessions = WebSessions(store)
+        self.challenges = LoginChallenges(store)
 
     def session(self, request: Request) -> tuple[WebSession, UserRecord] | None:
         """The request's session and its user (None: not logged in, expired, or removed)."""
@@ -129,8 +142,24 @@ class Console:
     async def check_password(self, request: Request, name: str, password: str) -> UserRecord:
         """The LoginGate's check (argon2, bounded, counted per address and account)."""
         header = "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
-        addr = request.client.host if request.client else "?"
-        return await self.gate.authenticate(header, addr)
+        return await self.gate.authenticate(header, _address(request), first_factor=True)
+
+    def counted(self, request: Request, name: str, use_code: Callable[[], None]) -> None:
+        """Run `use_code` (a handler call that takes a second-factor code of `name`); a
+        WrongCode counts like a wrong password and becomes LoginRefused 401, and once the
+        failure limits are reached it is not run (LoginRefused 429)."""
+        addr = _address(request)
+        if self.gate.code_blocked(addr, name):
+            raise LoginRefused(429, "too many failed logins, try again in a minute")
+        try:
+            use_code()
+        except WrongCode:
+            self.gate.code_failed(addr, name)
+            raise LoginRefused(401, "wrong code") from None
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "?"
 
 
 def _csrf_ok(expected: str, given: str | None) -> bool:
@@ -187,11 +216,77 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             }.get(exc.status, "Der Server ist ausgelastet. Bitte gleich erneut versuchen.")
             message = _t(request, text)
             return login_page(request, exc.status, message)
+        if c.handlers.second_factor.enabled(user.name):
+            cid, _ = c.challenges.create(user.name)
+            response = RedirectResponse("/login/code", 303)
+            _cookie(response, request, CODE_COOKIE, cid, int(c.challenges.lifetime.total_seconds()))
+            response.delete_cookie(LOGIN_COOKIE, path="/")
+            return response
+        return logged_in(request, user)
+
+    def logged_in(request: Request, user: UserRecord) -> Response:
         sid, _ = c.sessions.create(user.name)
         response = RedirectResponse(_AREA.get(user.role, "/password"), 303)
         _cookie(response, request, SESSION_COOKIE, sid, int(c.sessions.lifetime.total_seconds()))
         response.delete_cookie(LOGIN_COOKIE, path="/")
+        response.delete_cookie(CODE_COOKIE, path="/")
         return response
+
+    def code_page(request: Request, csrf: str, status: int = 200, error: str = "") -> Response:
+        return _page(request, "code.html", status, user=None, csrf=csrf, error=error)
+
+    def login_again(request: Request, status: int, error: str) -> Response:
+        response = login_page(request, status, error)
+        response.delete_cookie(CODE_COOKIE, path="/")
+        return response
+
+    @router.get("/login/code")
+    async def login_code_page(request: Request) -> Response:
+        """The login's second step: the form for the code of the user's authenticator app."""
+        challenge = c.challenges.get(request.cookies.get(CODE_COOKIE, ""))
+        if challenge is None:
+            response = RedirectResponse("/", 303)
+            response.delete_cookie(CODE_COOKIE, path="/")
+            return response
+        return code_page(request, challenge.csrf)
+
+    @router.post("/login/code")
+    async def login_code(request: Request) -> Response:
+        cid = request.cookies.get(CODE_COOKIE, "")
+        challenge = c.challenges.get(cid)
+        form = await c.form(request)
+        if challenge is None:
+            return login_again(
+                request, 401, _t(request, "Die Anmeldung ist abgelaufen. Bitte erneut anmelden.")
+            )
+        if form is None or not _csrf_ok(challenge.csrf, form.get("csrf")):
+            return code_page(
+                request, challenge.csrf, 403, _t(request, "Ungültiges Formular-Token.")
+            )
+        user = c.store.get_user(challenge.user)
+        try:
+            if user is None:
+                raise LoginRefused(401, "no such user")
+            code, sf = form.get("code", ""), c.handlers.second_factor
+            c.counted(request, challenge.user, lambda: sf.check(challenge.user, code))
+        except LoginRefused as exc:
+            if exc.status == 429:
+                return code_page(
+                    request,
+                    challenge.csrf,
+                    429,
+                    _t(request, "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen."),
+                )
+            if user is None or c.challenges.failed(cid) >= MAX_CODE_FAILURES:
+                c.challenges.end(cid)
+                return login_again(
+                    request, 401, _t(request, "Zu viele falsche Codes. Bitte erneut anmelden.")
+                )
+            return code_page(
+                request, challenge.csrf, 401, _t(request, "Der Code ist falsch oder verbraucht.")
+            )
+        c.challenges.end(cid)
+        return logged_in(request, user)
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
@@ -360,8 +455,33 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         if isinstance(found, Response):
             return found
         s, user = found
-        clients = c.handlers.clients.list(Actor.of(user))
-        return _page(request, "admin.html", user=user, csrf=s.csrf, clients=clients)
+        actor = Actor.of(user)
+        clients = c.handlers.clients.list(actor)
+        return _page(
+            request,
+            "admin.html",
+            user=user,
+            csrf=s.csrf,
+            clients=clients,
+            with_code=c.handlers.second_factor.users(actor),
+            reset=request.query_params.get("reset", ""),
+        )
+
+    @router.post("/admin/totp/{name}/reset")
+    async def reset_second_factor(request: Request, name: str) -> Response:
+        """Take a user's second factor away (a lost phone)."""
+        found = area(request, ("admin",))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        form = await posted(request, s, user)
+        if isinstance(form, Response):
+            return form
+        try:
+            c.handlers.second_factor.reset(Actor.of(user), name)
+        except AppError:
+            return _not_found(request)
+        return RedirectResponse(f"/admin?reset={name}", 303)
 
     feeds = Feeds(handlers)
 
@@ -430,7 +550,120 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         c.sessions.end_all_of(user.name, keep=request.cookies.get(SESSION_COOKIE, ""))
         return _page(request, "password.html", user=user, csrf=s.csrf, done=True)
 
+    # -- the second factor (TOTP) of one's own login --------------------------------------
+
+    def totp_page(
+        request: Request, s: WebSession, user: UserRecord, status: int = 200, **values: Any
+    ) -> Response:
+        sf = c.handlers.second_factor
+        pending = sf.pending(Actor.of(user))
+        return _page(
+            request,
+            "totp.html",
+            status,
+            user=user,
+            csrf=s.csrf,
+            enabled=sf.enabled(user.name),
+            pending=pending,
+            qr=qr_svg(pending.uri) if pending is not None else "",
+            **values,
+        )
+
+    async def with_password(
+        request: Request, s: WebSession, user: UserRecord, form: dict[str, str]
+    ) -> Response | None:
+        """None when the form's `password` is the user's; the page with the error otherwise
+        (a wrong password counts toward the login limits)."""
+        try:
+            await c.check_password(request, user.name, form.get("password", ""))
+        except LoginRefused as exc:
+            text = (
+                "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen."
+                if exc.status == 429
+                else "Das Passwort stimmt nicht."
+            )
+            return totp_page(request, s, user, 429 if exc.status == 429 else 403,
+                             error=_t(request, text))  # fmt: skip
+        return None
+
+    @router.get("/totp")
+    async def totp_settings(request: Request) -> Response:
+        found = c.session(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        return totp_page(request, *found, done=request.query_params.get("done", ""))
+
+    @router.post("/totp/start")
+    async def totp_start(request: Request) -> Response:
+        """A new secret, after the current password; shown until a first code confirms it."""
+        found = c.session(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        s, user = found
+        form = await posted(request, s, user)
+        if isinstance(form, Response):
+            return form
+        refused = await with_password(request, s, user, form)
+        if refused is not None:
+            return refused
+        try:
+            c.handlers.second_factor.begin(Actor.of(user))
+        except AppError as exc:
+            return totp_page(request, s, user, getattr(exc, "status", 400), error=str(exc))
+        return RedirectResponse("/totp", 303)
+
+    @router.post("/totp/confirm")
+    async def totp_confirm(request: Request) -> Response:
+        found = c.session(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        s, user = found
+        form = await posted(request, s, user)
+        if isinstance(form, Response):
+            return form
+        try:
+            c.handlers.second_factor.confirm(Actor.of(user), form.get("code", ""))
+        except WrongCode:
+            return totp_page(request, s, user, 422,
+                             error=_t(request, "Der Code ist falsch oder verbraucht."))  # fmt: skip
+        except AppError as exc:
+            return totp_page(request, s, user, getattr(exc, "status", 400), error=str(exc))
+        # the other sessions were opened with the password alone
+        c.sessions.end_all_of(user.name, keep=request.cookies.get(SESSION_COOKIE, ""))
+        return RedirectResponse("/totp?done=on", 303)
+
+    @router.post("/totp/disable")
+    async def totp_disable(request: Request) -> Response:
+        """Switch the second factor off: the current password and a current code."""
+        found = c.session(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        s, user = found
+        form = await posted(request, s, user)
+        if isinstance(form, Response):
+            return form
+        refused = await with_password(request, s, user, form)
+        if refused is not None:
+            return refused
+        code, sf = form.get("code", ""), c.handlers.second_factor
+        try:
+            c.counted(request, user.name, lambda: sf.disable(Actor.of(user), code))
+        except LoginRefused as exc:
+            text = (
+                "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen."
+                if exc.status == 429
+                else "Der Code ist falsch oder verbraucht."
+            )
+            return totp_page(request, s, user, 429 if exc.status == 429 else 403,
+                             error=_t(request, text))  # fmt: skip
+        return RedirectResponse("/totp?done=off", 303)
+
     return router
+
+
+def qr_svg(text: str) -> str:
+    """`text` as a QR code in inline SVG markup (no request of its own: the page's CSP holds)."""
+    return str(segno.make(text, error="m").svg_inline(omitsize=True, dark="#000", light="#fff"))
 
 
 def static_files() -> StaticFiles:
