@@ -9,8 +9,12 @@ from heimbuero.app import policy
 from heimbuero.app._util import valid
 from heimbuero.app.errors import NotFound, Unavailable
 from heimbuero.app.policy import Actor
+from heimbuero.domain.model import caller_number
 from heimbuero.office import directory
 from heimbuero.store import CallRecord, Store
+from heimbuero.store.notes import NoteStore
+
+HISTORY = 5  # earlier calls and notes of a caller on the screen pop
 
 
 class Calls:
@@ -34,6 +38,45 @@ class Calls:
         if not records and client_id is not None and self.store.get_client(client_id) is None:
             raise NotFound("client", client_id)
         return records
+
+    def caller_history(
+        self, actor: Actor, client_id: str, caller: str, exclude_call: str = ""
+    ) -> dict[str, Any]:
+        """What the client's records say of a caller, for the screen pop: their last calls
+        (but `exclude_call`, the one ringing) and the notes taken of them, newest first."""
+        client_id = valid("client", directory.validate_slug, client_id)
+        policy.require_client_visible(actor, client_id)
+        number = caller_number(caller)
+        if not number:
+            return {"caller": number, "calls": [], "notes": []}
+        calls = [
+            r
+            for r in self.store.call_records_of_caller(client_id, number, HISTORY + 1)
+            if r.call_id != exclude_call
+        ][:HISTORY]
+        notes = NoteStore(self.store).by_caller(client_id, number, HISTORY)
+        return {
+            "caller": number,
+            "calls": [
+                {
+                    "started_at": r.started_at.isoformat(),
+                    "result": r.result,
+                    "answered_by": r.answered_by,
+                    "talk_seconds": round(r.talk_seconds),
+                }
+                for r in calls
+            ],  # fmt: skip
+            "notes": [
+                {
+                    "created_at": n.created_at.isoformat(),
+                    "agent": n.agent,
+                    "caller_name": n.caller_name,
+                    "concern": n.concern,
+                    "text": n.text[:300],
+                }
+                for n in notes
+            ],  # fmt: skip
+        }
 
 
 WarningWatch = Callable[[Callable[[dict[str, Any]], None]], Callable[[], None]]

@@ -32,6 +32,12 @@ class Provider:
     country_code: int = 49  # numbers typed without '+' are read in it (089 ... -> +4989...)
 
 
+def caller_number(caller: str) -> str:
+    """A caller as a number: the user part of a SIP/tel URI ("sip:+4930555123@carrier;user=
+    phone" -> "+4930555123"), or the text itself."""
+    return caller.split(":", 1)[-1].split("@", 1)[0].split(";", 1)[0]
+
+
 @dataclass(frozen=True, slots=True)
 class VipCaller:
     """A caller the client wants treated specially: the agent's card names them before the
@@ -61,8 +67,8 @@ class Client:
 
     def vip(self, caller: str) -> VipCaller | None:
         """The VIP entry whose number `caller` (E.164, or a SIP URI's user part) is."""
-        user = caller.split(":", 1)[-1].split("@", 1)[0].split(";", 1)[0]
-        return next((v for v in self.vip_callers if v.number == user), None)
+        number = caller_number(caller)
+        return next((v for v in self.vip_callers if v.number == number), None)
 
 
 @dataclass(frozen=True, slots=True)

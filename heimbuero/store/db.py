@@ -601,6 +601,11 @@ class Store:
         with self._read() as uow:
             return uow.calls.all(client, limit)
 
+    def call_records_of_caller(self, client: str, number: str, limit: int) -> list[CallRecord]:
+        """The client's newest records of calls from `number`."""
+        with self._read() as uow:
+            return uow.calls.by_caller(client, number, limit)
+
     def external_talk_seconds(self, client: str, since: datetime) -> float:
         """Talk time of the client's answered calls out through a trunk (answered by an
         `external:` target) that started at or after `since`: what its daily cap counts."""

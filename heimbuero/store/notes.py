@@ -51,6 +51,17 @@ class NoteStore:
             uow.session.flush()
             return _note(row)
 
+    def by_caller(self, client: str, number: str, limit: int) -> list[CallNote]:
+        """The client's newest notes whose caller number is `number`."""
+        q = (
+            select(CallNoteRow)
+            .where(CallNoteRow.client == client, CallNoteRow.caller_number == number)
+            .order_by(CallNoteRow.id.desc())
+            .limit(limit)
+        )
+        with self.store.unit_of_work(write=False) as uow:
+            return [_note(r) for r in uow.session.scalars(q)]
+
     def get(self, note_id: int) -> CallNote | None:
         with self.store.unit_of_work(write=False) as uow:
             row = uow.session.get(CallNoteRow, note_id)

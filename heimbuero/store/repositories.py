@@ -565,6 +565,21 @@ class CallRepository(Repository):
             stmt = stmt.where(CallRecordRow.client == client)
         return [call_record(r) for r in self._session.scalars(stmt.limit(limit))]
 
+    def by_caller(self, client: str, number: str, limit: int) -> list[CallRecord]:
+        """The client's newest records of calls from `number` (the caller's URI's user part,
+        or the caller as it was stored)."""
+        pattern = "%:" + number.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "@%"
+        stmt = (
+            select(CallRecordRow)
+            .where(CallRecordRow.client == client)
+            .where(
+                (CallRecordRow.caller == number) | CallRecordRow.caller.like(pattern, escape="\\")
+            )
+            .order_by(CallRecordRow.started_at.desc(), CallRecordRow.id.desc())
+            .limit(limit)
+        )
+        return [call_record(r) for r in self._session.scalars(stmt)]
+
     def external_talk_seconds(self, client: str, since: datetime) -> float:
         stmt = select(func.coalesce(func.sum(CallRecordRow.talk_seconds), 0.0)).where(
             CallRecordRow.client == client,

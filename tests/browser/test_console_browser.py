@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.harness import Server, SipClient, free_port, next_request
@@ -124,6 +125,11 @@ def test_a_ringing_client_call_pops_the_clients_card_and_readies_the_note(
             headers=[("Contact", f"<sip:anna@127.0.0.1:{phone.local_port}>")],
         )  # fmt: skip
         assert ok.status == 200, ok.summary()
+        earlier = {"client": "mueller", "caller_name": "Herr Meier", "caller_number": CALLER,
+                   "concern": "Angebot Einbauschrank", "callback": True}  # fmt: skip
+        r = httpx.post(f"{srv.http_url}/api/notes", json=earlier,
+                       auth=("anna", srv.users["anna"]), timeout=10)  # fmt: skip
+        assert r.status_code == 201, r.text
         page = browser.new_page(locale="de-DE")
         login(page, srv, "anna")
         page.wait_for_function("document.documentElement.dataset.live === '1'")
@@ -145,6 +151,11 @@ def test_a_ringing_client_call_pops_the_clients_card_and_readies_the_note(
         assert vip.is_visible(), page.content()
         assert "Herr Meier (Architekt)" in vip.inner_text()
         assert "sofort zum Chef durchstellen" in vip.inner_text()
+        # a moment later: the caller's earlier notes (and calls: none before this one)
+        history = card.locator(".history")
+        history.wait_for(state="visible", timeout=10_000)
+        assert "Angebot Einbauschrank" in history.locator(".prev-notes").inner_text()
+        assert history.locator(".calls").inner_text().strip() == "–"
         assert page.get_by_label("Mandant", exact=True).input_value() == "mueller"
         assert page.get_by_label("Rufnummer", exact=True).input_value() == CALLER
         if SHOTS:

@@ -176,6 +176,45 @@ def test_groups(app: App) -> None:
     assert _refused(app.groups.remove, ADMIN, "nope") == 404
 
 
+def test_a_callers_history_for_the_screen_pop(app: App) -> None:
+    from heimbuero.store.notes import NoteStore
+
+    store = app.calls.store
+    t0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    caller = "+4930555_23"  # "_" is a LIKE wildcard: it must match only itself
+    for i, (who, client) in enumerate([
+        (f"sip:{caller}@carrier.example;user=phone", "mueller"),
+        (f"sip:{caller}@carrier.example", "mueller"),
+        ("sip:+4930555123@carrier.example", "mueller"),  # another caller
+        (f"sip:{caller}@carrier.example", "schulz"),  # another client
+        (f"sip:{caller}9@carrier.example", "mueller"),  # a longer number
+    ]):  # fmt: skip
+        rid = store.add_call_record(f"c{i}", MUELLER_NUMBER, who, t0 + timedelta(hours=i), client)
+        store.update_call_record(rid, result="answered", answered_by="anna", talk_seconds=60.4)
+    notes = NoteStore(store)
+    notes.add(
+        client="mueller",
+        agent="anna",
+        call_id=None,
+        caller_name="Herr Meier",
+        caller_number=caller,
+        concern="Angebot",
+        callback=True,
+        urgent=False,
+        text="x",
+    )
+    notes.add(client="schulz", agent="anna", call_id=None, caller_name="Herr Meier",
+              caller_number=caller, concern="nicht für Müller", callback=False, urgent=False,
+              text="")  # fmt: skip
+    seen = app.calls.caller_history(AGENT, "mueller", f"sip:{caller}@carrier.example", "c1")
+    assert seen["caller"] == caller
+    assert [c["started_at"][:13] for c in seen["calls"]] == ["2026-12-01T09"]  # c1 is ringing
+    assert seen["calls"][0]["talk_seconds"] == 60
+    assert [n["concern"] for n in seen["notes"]] == ["Angebot"]
+    assert app.calls.caller_history(OWNER, "mueller", caller)["calls"][0]["result"] == "answered"
+    assert _refused(app.calls.caller_history, OTHER, "mueller", caller) == 404
+
+
 def test_trunks(app: App) -> None:
     assert _refused(app.trunks.list, EMPLOYEE) == 403
     assert [t.name for t in app.trunks.list(AGENT)] == ["carrier"]

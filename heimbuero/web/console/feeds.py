@@ -70,6 +70,7 @@ class Feeds:
         self.handlers = handlers
         self.epoch = secrets.token_hex(4)
         self.feeds: dict[str, Feed] = {}
+        self.pending: set[asyncio.Task[None]] = set()  # history lookups under way
 
     def _reap(self, now: float) -> None:
         for user, feed in list(self.feeds.items()):
@@ -103,12 +104,29 @@ class Feeds:
                 feed.stops.append(
                     self.handlers.warnings.watch(actor, lambda d: feed.put("warning", d))
                 )
-            with contextlib.suppress(AppError):  # the screen pop
+            with contextlib.suppress(AppError):  # the screen pop, then the caller's history
                 feed.stops.append(
-                    self.handlers.warnings.watch_ringing(actor, lambda d: feed.put("ringing", d))
+                    self.handlers.warnings.watch_ringing(actor, lambda d: self._pop(actor, feed, d))
                 )
         self.feeds[actor.name] = feed
         return feed
+
+    def _pop(self, actor: Actor, feed: Feed, card: dict[str, Any]) -> None:
+        """The card at once; the caller's earlier calls and notes (read from the store in a
+        worker thread, off the event loop) as a `history` event right after."""
+        feed.put("ringing", card)
+        calls = self.handlers.calls
+
+        async def history() -> None:
+            with contextlib.suppress(AppError):
+                found = await asyncio.to_thread(
+                    calls.caller_history, actor, card["client"], card["caller"], card["call_id"]
+                )
+                feed.put("history", {"call_id": card["call_id"], **found})
+
+        task = asyncio.ensure_future(history())
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
 
     def stream(
         self, actor: Actor, last_event_id: str, disconnected: Callable[[], Any]

@@ -48,11 +48,35 @@
     vip.querySelector(".vip-name").textContent = c.vip ? c.vip.name : "";
     vip.querySelector(".vip-remark").textContent = c.vip && c.vip.remark ? "– " + c.vip.remark : "";
     pop.dataset.call = c.call_id;
+    pop.querySelector(".history").hidden = true;
     pop.hidden = false;
     var client = document.getElementById("client");
     if (client) client.value = c.client;
     var number = document.getElementById("caller_number");
     if (number && !number.value) number.value = (c.caller || "").replace(/^sips?:/, "").split("@")[0];
+  });
+  // the caller's earlier calls and notes, a moment after the card
+  function items(ul, rows, line) {
+    ul.textContent = "";
+    rows.forEach(function (r) {
+      var li = document.createElement("li");
+      li.textContent = line(r);
+      ul.appendChild(li);
+    });
+    if (!rows.length) { var li = document.createElement("li"); li.textContent = "–"; ul.appendChild(li); }
+  }
+  function when(iso) { return new Date(iso).toLocaleString(document.documentElement.lang || "de"); }
+  es.addEventListener("history", function (e) {
+    var h = JSON.parse(e.data);
+    if (!pop || pop.dataset.call !== h.call_id) return;
+    var box = pop.querySelector(".history");
+    items(box.querySelector(".calls"), h.calls, function (r) {
+      return when(r.started_at) + " · " + (r.result || "…") + (r.answered_by ? " (" + r.answered_by + ")" : "");
+    });
+    items(box.querySelector(".prev-notes"), h.notes, function (n) {
+      return when(n.created_at) + " · " + n.agent + ": " + [n.caller_name, n.concern, n.text].filter(Boolean).join(" – ");
+    });
+    box.hidden = false;
   });
   es.addEventListener("message", function (e) {
     if (!log) return;
