@@ -6,12 +6,35 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from enum import StrEnum
 from typing import Literal
 
 from heimbuero.domain.callpolicy import CallPolicy
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-GROUP_STRATEGIES = ("ring_all", "longest_idle", "round_robin")
+
+
+class GroupStrategy(StrEnum):
+    """How a group's members are rung (office/routing.group_members)."""
+
+    RING_ALL = "ring_all"  # in member order, all at once
+    LONGEST_IDLE = "longest_idle"  # who answered longest ago first
+    ROUND_ROBIN = "round_robin"  # the member after the last one who answered first
+
+
+class CallResult(StrEnum):
+    """How a call ended, as its record says (billing and the console read it)."""
+
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    VOICEMAIL = "voicemail"
+
+
+GROUP_STRATEGIES = tuple(s.value for s in GroupStrategy)
+CALL_RESULTS = tuple(r.value for r in CallResult)
 OVERRIDE_TARGETS = ("office", "mobile")
 # German states as the `holidays` package names them (ISO 3166-2:DE without the prefix).
 BUNDESLAENDER = (
@@ -89,7 +112,7 @@ AGENT_STATUSES = ("available", "break", "away", "dnd", "off")
 @dataclass(frozen=True, slots=True)
 class Group:
     name: str
-    strategy: str = "ring_all"
+    strategy: str = GroupStrategy.RING_ALL
     members: tuple[str, ...] = ()  # user names, in order
 
 

@@ -39,6 +39,7 @@ from heimbuero.domain.model import (
     WEEKDAYS,
     Client,
     Directory,
+    GroupStrategy,
     Override,
     Rule,
     Step,
@@ -306,12 +307,12 @@ def expand_group(group: str, state: RoutingState, directory: Directory) -> list[
     if g is None:
         return []
     members = list(dict.fromkeys(g.members))
-    if g.strategy == "round_robin":
+    if g.strategy == GroupStrategy.ROUND_ROBIN:
         last = state.rr_last.get(name)
         if last in members:
             i = members.index(last) + 1
             members = members[i:] + members[:i]
-    elif g.strategy == "longest_idle":
+    elif g.strategy == GroupStrategy.LONGEST_IDLE:
         members.sort(key=lambda u: state.last_answered.get(u, float("-inf")))
     return [u for u in members if u not in state.in_call and u not in state.paused]
 

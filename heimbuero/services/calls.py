@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from heimbuero.domain.model import (
     AnnounceTarget,
+    CallResult,
     Directory,
     ExternalTarget,
     GroupTarget,
@@ -132,8 +133,9 @@ class PlanRun:
 
     def failed(self, status: int, now: float) -> None:
         self.calls.release_out(self.call_id)
-        result = "cancelled" if status == 487 else "busy" if status in (486, 600) else (
-            "no_answer" if status in (408, 480) else "failed"
+        result = CallResult.CANCELLED if status == 487 else (
+            CallResult.BUSY if status in (486, 600) else
+            CallResult.NO_ANSWER if status in (408, 480) else CallResult.FAILED
         )  # fmt: skip
         self.calls.log.call_updated(
             self.record_id, result=result, ended_at=_utc(now), ring_seconds=now - self.started
@@ -524,7 +526,8 @@ class CallRouting:
             known = self.talk_today.get(call.client)
             if known is not None and known[0] == day:
                 self.talk_today[call.client] = (day, known[1] + now - call.answered_at)
-        result = "voicemail" if call.label.startswith("voicemail:") else "answered"
+        voicemail = call.label.startswith("voicemail:")
+        result = CallResult.VOICEMAIL if voicemail else CallResult.ANSWERED
         self.log.call_updated(
             call.record_id, result=result, ended_at=_utc(now),
             talk_seconds=now - call.answered_at,

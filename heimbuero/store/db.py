@@ -21,7 +21,16 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from heimbuero.domain.model import Client, Directory, Group, Number, Override, Provider, Trunk
+from heimbuero.domain.model import (
+    CALL_RESULTS,
+    Client,
+    Directory,
+    Group,
+    Number,
+    Override,
+    Provider,
+    Trunk,
+)
 from heimbuero.domain.rules import RulesParser
 from heimbuero.store.errors import (
     AlreadyExists,
@@ -36,7 +45,6 @@ from heimbuero.store.files import DownloadRecord, FileRecord
 from heimbuero.store.messages import ConversationRecord, MessageRecord, apply_message_ops
 from heimbuero.store.models import Binding, OfficeRevision, User
 from heimbuero.store.records import (
-    CALL_RESULTS,
     TOKEN_PREFIX,
     ApiToken,
     CallRecord,

@@ -12,6 +12,7 @@ from typing import Any
 
 from heimbuero.domain.callpolicy import policy_from_json
 from heimbuero.domain.model import (
+    CALL_RESULTS,
     INBOUND_AUTH,
     Client,
     Provider,
@@ -107,7 +108,6 @@ class DirectoryProblem:
     problems: list[str] = field(default_factory=list)
 
 
-CALL_RESULTS = ("answered", "busy", "no_answer", "failed", "cancelled", "voicemail")
 CALL_UPDATE_FIELDS = frozenset(
     {
         "client",

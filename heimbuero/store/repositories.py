@@ -15,7 +15,16 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from heimbuero.domain.model import Client, Directory, Group, Number, Override, Provider, Trunk
+from heimbuero.domain.model import (
+    CallResult,
+    Client,
+    Directory,
+    Group,
+    Number,
+    Override,
+    Provider,
+    Trunk,
+)
 from heimbuero.domain.rules import RulesInvalid, RulesParser
 from heimbuero.store import closures
 from heimbuero.store.base import Repository
@@ -661,10 +670,10 @@ class CallRepository(Repository):
                 answered = as_utc(row.answered_at)
                 row.talk_seconds = max(0.0, (at - answered).total_seconds())
                 row.ring_seconds = max(0.0, (answered - as_utc(row.started_at)).total_seconds())
-                row.result = row.result or "answered"
+                row.result = row.result or CallResult.ANSWERED
             else:
                 row.ring_seconds = max(0.0, (at - as_utc(row.started_at)).total_seconds())
-                row.result = row.result or "failed"
+                row.result = row.result or CallResult.FAILED
         return len(rows)
 
 
