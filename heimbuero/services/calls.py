@@ -48,12 +48,13 @@ from heimbuero.office.routing import (
     route,
 )
 from heimbuero.sip.locate import DEFAULT_PORT, is_address
-from heimbuero.sip.message import ParseError, parse_address
+from heimbuero.sip.message import ParseError, Request, parse_address
 from heimbuero.sip.peer import Peer
 
 from .location import LocationService
 from .mediaapps import dictation_user
 from .proxy import Target
+from .transfers import TRANSFER_WINDOW, PendingTransfer, TransferBook, target_key
 
 if TYPE_CHECKING:
     from .core import SipCore
@@ -72,6 +73,7 @@ class CallLog(Protocol):
     def call_started(self, call_id: str, number: str, caller: str, at: datetime,
                      client: str | None, rule: str | None) -> int: ...  # fmt: skip
     def call_updated(self, record_id: int, **fields: object) -> None: ...
+    def call_transferred(self, call_id: str, from_call_id: str) -> None: ...
     def override_changed(self, client: str, override: Override | None) -> None: ...
     def external_talk_seconds(self, client: str, since: datetime) -> float: ...
 
@@ -89,6 +91,7 @@ class ActiveCall:
     ring_seconds: float = 0.0
     client: str | None = None
     external: bool = False  # answered through the trunk: counts against the caps
+    transferred: bool = False  # handed on by a REFER we approved: its record ends `transferred`
 
 
 class PlanRun:
@@ -181,6 +184,7 @@ class CallRouting:
     located: dict[tuple[str, int, str], tuple[Peer, ...]] = field(default_factory=dict)
     _trunk_peers: dict[str, tuple[Peer, ...]] = field(default_factory=dict)
     _trunk_at: dict[tuple[str, int], Trunk] = field(default_factory=dict)
+    transfers: TransferBook = field(default_factory=TransferBook)  # approved REFERs
 
     def __post_init__(self) -> None:
         self.paused = _paused(self.directory)
@@ -521,12 +525,117 @@ class CallRouting:
             if known is not None and known[0] == day:
                 self.talk_today[call.client] = (day, known[1] + now - call.answered_at)
         result = "voicemail" if call.label.startswith("voicemail:") else "answered"
+        if call.transferred:
+            result = "transferred"
         self.log.call_updated(
             call.record_id, result=result, ended_at=_utc(now),
             talk_seconds=now - call.answered_at,
         )  # fmt: skip
         if call.plan is not None and log.isEnabledFor(logging.INFO):
             _log_call(call.plan, result, call.label, call.ring_seconds, now - call.answered_at)
+
+    # ------------------------------------------------------------------ transfers
+
+    def _target_key(self, user_part: str | None) -> str | None:
+        if not user_part:
+            return None
+        part = unquote(user_part)
+        number = self.number_of(part) or dialled_number(part)
+        return target_key(part, frozenset(self.directory.users), number)
+
+    def refer(self, req: Request, source: Peer, now: float) -> None:
+        """A REFER inside a dialog the proxy record-routed (forwarded in any case): approve
+        it for the transferee's INVITE when it comes from a registered device of our user in
+        an answered routed call and names a target in our domain (services/transfers.py)."""
+        call = self.active.get(req.call_id)
+        if call is None:
+            log.info("REFER in call %s not approved: no routed call answered", req.call_id)
+            return
+        referrer = next((u for u in call.users if self._device_of(u, source, now)), None)
+        if referrer is None:
+            log.warning("REFER in call %s from %s:%s:%d not approved: not a registered device of "
+                        "%s", req.call_id, *source, "/".join(call.users))  # fmt: skip
+            return
+        try:
+            uri = parse_address(req.get("refer-to") or "").uri
+        except ParseError:
+            return
+        key = self._target_key(uri.user) if self.core.is_local_uri(uri) else None
+        if key is None:
+            log.info("REFER in call %s by %s not approved: %s is not in our domain",
+                     req.call_id, referrer, uri)  # fmt: skip
+            return
+        transferee = next((u for u in call.users if u != referrer), None)
+        number = call.plan.number if call.plan is not None else ""
+        self.transfers.add(PendingTransfer(
+            req.call_id, call.client, number, referrer, transferee, key,
+            now + TRANSFER_WINDOW,
+        ), now)  # fmt: skip
+        log.info("call %s: %s transfers %s to %s", req.call_id, referrer,
+                 transferee or "the caller", key)  # fmt: skip
+
+    def _device_of(self, user: str, source: Peer, now: float) -> bool:
+        return any(b.received == source for b in self.core.location.lookup(user, now))
+
+    def transfer(
+        self, req: Request, user: str | None, now: float
+    ) -> PlanRun | tuple[int, str] | None:
+        """A new INVITE with Referred-By (from the carrier: `user` None): the plan of the
+        approved transfer it fulfils, a refusal, or None to route it as any call (a user's
+        own INVITE that fulfils no approved REFER is that user's call)."""
+        raw = req.get("referred-by")
+        if raw is None:
+            return None
+        try:
+            by = parse_address(raw).uri
+        except ParseError:
+            by = None
+        key = self._target_key(req.ruri.user)
+        referred_by = by.user if by is not None and self.core.is_local_uri(by) else None
+        pending = self.transfers.take(key, referred_by, user, now) if key else None
+        if pending is None:
+            if user is None:
+                log.warning("call %s: INVITE from the carrier with Referred-By %s to %s refused: "
+                            "no REFER of ours asked for it", req.call_id, raw,
+                            req.ruri.user)  # fmt: skip
+                return 403, "Transfer not authorised"
+            return None
+        assert key is not None  # (a pending transfer was found by it)
+        referrer = self.directory.users.get(pending.referrer)
+        target: RingTarget
+        if key.startswith("user:"):
+            target = UserTarget(key.removeprefix("user:"))
+        elif key in self.directory.numbers:
+            run = self.start(key, req.call_id, str(req.from_.uri), user, now)
+            self._transferred(pending, run, now)
+            return run
+        elif referrer is None or not may_dial_out(referrer.role):
+            return 403, "Calls out are not allowed for this user"
+        else:
+            target = ExternalTarget(key)
+        plan = RoutePlan(
+            client=pending.client, number=pending.number or key, rule="transfer",
+            steps=(Step((target,), DIAL_OUT_TIMEOUT),),
+            reason=f"{pending.referrer} transfers call {pending.call_id}",
+        )  # fmt: skip
+        caller = str(req.from_.uri)
+        record_id = self.log.call_started(req.call_id, plan.number, caller, _utc(now),
+                                          plan.client, plan.rule)  # fmt: skip
+        self.core.events.publish(
+            CallOffered(now, req.call_id, plan.number, caller, plan.client, plan.rule)
+        )
+        run = PlanRun(self, plan, req.call_id, caller, user, record_id, now)
+        self._transferred(pending, run, now)
+        return run
+
+    def _transferred(self, pending: PendingTransfer, run: PlanRun, now: float) -> None:
+        """Link the new call's record to the original's; the original ends `transferred`."""
+        self.log.call_transferred(run.call_id, pending.call_id)
+        original = self.active.get(pending.call_id)
+        if original is not None:  # (else the referrer hung up first: the store marks it)
+            original.transferred = True
+        log.info("call %s: transferred from call %s by %s", run.call_id, pending.call_id,
+                 pending.referrer)  # fmt: skip
 
     def close_all(self, now: float) -> None:
         """The server stops: every answered call still up gets its talk time so far."""

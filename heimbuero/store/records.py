@@ -85,6 +85,7 @@ class CallRecord:
     talk_seconds: float
     result: str | None
     media: dict[str, Any] | None = None  # the relay's statistics per side (a: caller, b: callee)
+    transferred_from: int | None = None  # the record of the call this one was transferred from
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,9 @@ class DirectoryProblem:
     problems: list[str] = field(default_factory=list)
 
 
-CALL_RESULTS = ("answered", "busy", "no_answer", "failed", "cancelled", "voicemail")
+CALL_RESULTS = (
+    "answered", "busy", "no_answer", "failed", "cancelled", "voicemail", "transferred",
+)  # fmt: skip
 CALL_UPDATE_FIELDS = frozenset(
     {
         "client",
@@ -118,6 +121,7 @@ CALL_UPDATE_FIELDS = frozenset(
         "ring_seconds",
         "talk_seconds",
         "result",
+        "transferred_from",
     }
 )
 TOKEN_PREFIX = "hb_"
@@ -243,6 +247,7 @@ def call_record(row: CallRecordRow) -> CallRecord:
         talk_seconds=row.talk_seconds,
         result=row.result,
         media=json.loads(row.media) if row.media else None,
+        transferred_from=row.transferred_from,
     )
 
 
