@@ -61,11 +61,11 @@ def records(office: PolicyOffice) -> list[dict[str, Any]]:
 
 
 def records_of(office: PolicyOffice, count: int) -> list[dict[str, Any]]:
-    """The call records, newest first, once there are `count` of them."""
+    """The call records, newest first, once there are `count` of them and the oldest ended."""
 
     def enough() -> list[dict[str, Any]] | None:
         recs = records(office)
-        return recs if len(recs) >= count else None
+        return recs if len(recs) >= count and recs[-1]["result"] else None
 
     try:
         return wait_until(enough, 5, interval=0.2, what=f"{count} call records")
@@ -195,3 +195,87 @@ def test_blind_transfer_to_the_owners_mobile(office: PolicyOffice) -> None:
             None,
         )
         assert new["transferred_from"] == old["id"] and new["client"] == "mueller"
+
+
+def test_blind_transfer_to_a_colleague(office: PolicyOffice) -> None:
+    with (
+        SipClient(office.server.port) as anna,
+        SipClient(office.server.port) as ben,
+        SipClient(office.server.port, local_port=office.inbound_port) as caller,
+    ):
+        register(office, anna, "anna")
+        caller_leg, anna_leg = caller_call(office, caller, anna)
+        register(office, ben, "ben")  # (after the call: the team call rang anna alone)
+        at_caller = refer(anna_leg, caller, f"sip:ben@{DOMAIN}")
+        inv = transferred_invite(office, caller, at_caller)
+        at_ben = next_request(ben, "INVITE")
+        assert "Tischlerei" in (at_ben.header("From") or "")  # ben sees whose call it is
+        answer(ben, at_ben, "ben")
+        assert caller.final_response(inv, 5).status == 200
+        notify_and_bye(caller_leg, anna_leg)
+        wait_until(lambda: not on_the_phone(office, "anna") or None, 5, what="anna free")
+        assert on_the_phone(office, "ben")
+        new, old = records_of(office, 2)
+        assert (old["answered_by"], old["result"]) == ("user:anna", "transferred")
+        assert (new["rule"], new["answered_by"], new["transferred_from"]) == (
+            "transfer",
+            "user:ben",
+            old["id"],
+        )
+
+
+def test_carrier_invite_with_referred_by_but_no_refer_is_refused(office: PolicyOffice) -> None:
+    """Referred-By is the caller's word: to an external number, without a REFER the server
+    approved, the carrier's INVITE is 403 and reaches no carrier."""
+    with (
+        SipClient(office.server.port, local_port=office.inbound_port) as caller,
+        SipClient(office.server.port, local_port=office.carrier_port) as carrier,
+    ):
+        for referred_by in (f"<sip:anna@{DOMAIN}>", f"<sip:mueller@{DOMAIN}>"):
+            target = "sip:+4919001234@" + DOMAIN
+            inv = caller.request(
+                "INVITE", target, from_uri=f"sip:{CALLER}@127.0.0.1:{office.inbound_port}",
+                to_uri=target,
+                headers=[("Contact", f"<sip:{CALLER}@127.0.0.1:{caller.local_port}>"),
+                         ("Referred-By", referred_by)],
+                body=HAND_OFFER, content_type="application/sdp",
+            )  # fmt: skip
+            final = caller.final_response(inv, 5)
+            assert (final.status, final.reason) == (403, "Transfer not authorised"), final.summary
+        assert carrier.recv(1.0) is None
+
+
+def test_refer_from_elsewhere_than_the_agents_phone_opens_no_way_out(office: PolicyOffice) -> None:
+    """A REFER in anna's call with her tags (the Route token is no secret from the carrier) sent
+    from another address, and one the carrier's side sends itself, are forwarded but not
+    approved: the caller's INVITE to the Refer-To target is refused."""
+    with (
+        SipClient(office.server.port) as anna,
+        SipClient(office.server.port) as mallory,
+        SipClient(office.server.port, local_port=office.inbound_port) as caller,
+        SipClient(office.server.port, local_port=office.carrier_port) as carrier,
+    ):
+        register(office, anna, "anna")
+        caller_leg, anna_leg = caller_call(office, caller, anna)
+        forged = Leg(mallory, anna_leg.call_id, anna_leg.local, anna_leg.remote, anna_leg.target,
+                     anna_leg.routes)  # fmt: skip
+        at_caller = refer(forged, caller, f"sip:{MOBILE}@{DOMAIN}")
+        inv = transferred_invite(office, caller, at_caller)
+        final = caller.final_response(inv, 5)
+        assert (final.status, final.reason) == (403, "Transfer not authorised"), final.summary
+        # the carrier's side REFERs anna (her phone may do what it likes; the server approves
+        # nothing) and then calls the mobile itself as if anna had referred it
+        sent = caller_leg.request("REFER", [("Refer-To", f"<sip:{MOBILE}@{DOMAIN}>"),
+                                            ("Referred-By", f"<sip:anna@{DOMAIN}>")])  # fmt: skip
+        at_anna = next_request(anna, "REFER")
+        reply(anna, at_anna, "202 Accepted")
+        assert caller.final_response(sent, 5).status == 202
+        final = caller.final_response(transferred_invite(office, caller, at_anna), 5)
+        assert (final.status, final.reason) == (403, "Transfer not authorised"), final.summary
+        assert carrier.recv(1.0) is None
+        bye = anna_leg.request("BYE")
+        reply(caller, next_request(caller, "BYE"), "200 OK")
+        assert anna.final_response(bye, 5).status == 200
+        wait_until(lambda: records(office)[0]["result"] or None, 5, what="the call's end")
+        (rec,) = records(office)
+        assert rec["result"] == "answered"
