@@ -58,6 +58,11 @@ class Recorder:
     def call_updated(self, record_id: int, **fields: object) -> None:
         self.records[record_id].update(fields)
 
+    def call_transferred(self, call_id: str, from_call_id: str) -> None:
+        for record in self.records.values():
+            if record["call_id"] == call_id:
+                record["transferred_from"] = from_call_id
+
     def override_changed(self, client: str, override: Override | None) -> None:
         self.overrides[client] = override
 
