@@ -582,7 +582,8 @@ class CallRouting:
     ) -> PlanRun | tuple[int, str] | None:
         """A new INVITE with Referred-By (from the carrier: `user` None): the plan of the
         approved transfer it fulfils, a refusal, or None to route it as any call (a user's
-        own INVITE that fulfils no approved REFER is that user's call)."""
+        own INVITE that fulfils no approved REFER is that user's call; so is the carrier's
+        to one of our users or numbers). The carrier's to anything else is refused 403."""
         raw = req.get("referred-by")
         if raw is None:
             return None
@@ -594,7 +595,10 @@ class CallRouting:
         referred_by = by.user if by is not None and self.core.is_local_uri(by) else None
         pending = self.transfers.take(key, referred_by, user, now) if key else None
         if pending is None:
-            if user is None:
+            # A call for our users and numbers is let in as any call of the carrier (a caller
+            # an outside PBX transferred to a client of ours carries Referred-By too).
+            ours = key is not None and (key.startswith("user:") or key in self.directory.numbers)
+            if user is None and not ours:
                 log.warning("call %s: INVITE from the carrier with Referred-By %s to %s refused: "
                             "no REFER of ours asked for it", req.call_id, raw,
                             req.ruri.user)  # fmt: skip

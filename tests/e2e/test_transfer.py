@@ -22,7 +22,17 @@ from typing import Any
 import httpx
 import pytest
 
-from .harness import HAND_OFFER, SentRequest, SipClient, SipMessage, next_request, reply, wait_until
+from .harness import (
+    HAND_OFFER,
+    SentRequest,
+    SipClient,
+    SipMessage,
+    digest_response,
+    next_request,
+    pick_challenge,
+    reply,
+    wait_until,
+)
 from .test_routing import CALLER, DOMAIN, MOBILE, NUMBER, werktag_not_now
 from .test_tollfraud import PolicyOffice
 
@@ -279,3 +289,103 @@ def test_refer_from_elsewhere_than_the_agents_phone_opens_no_way_out(office: Pol
         wait_until(lambda: records(office)[0]["result"] or None, 5, what="the call's end")
         (rec,) = records(office)
         assert rec["result"] == "answered"
+
+
+def consult(office: PolicyOffice, anna: SipClient, ben: SipClient) -> tuple[Leg, Leg]:
+    """anna calls ben (her own authenticated call); ben answers; both legs, ACKed."""
+    aor, me = f"sip:ben@{DOMAIN}", f"sip:anna@{DOMAIN}"
+    contact = ("Contact", f"<sip:anna@127.0.0.1:{anna.local_port}>")
+    first = anna.request("INVITE", aor, from_uri=me, to_uri=aor, headers=[contact],
+                         body=HAND_OFFER, content_type="application/sdp")  # fmt: skip
+    challenge = anna.final_response(first, 5)
+    auth = digest_response(pick_challenge(challenge, "MD5"), method="INVITE", uri=aor,
+                           username="anna", password=office.password("anna"))  # fmt: skip
+    inv = anna.request("INVITE", aor, from_uri=me, to_uri=aor, call_id=first.call_id,
+                       from_tag=first.from_tag, cseq=2, body=HAND_OFFER,
+                       content_type="application/sdp",
+                       headers=[contact, ("Proxy-Authorization", auth)])  # fmt: skip
+    at_ben = next_request(ben, "INVITE")
+    answer(ben, at_ben, "ben")
+    ok = anna.final_response(inv, 5)
+    assert ok.status == 200, ok.summary
+    anna_leg = Leg(anna, inv.call_id, f"<{me}>;tag={inv.from_tag}", ok.header("To") or "",
+                   uri_of(ok.header("Contact")), ok.header_values("Record-Route"))  # fmt: skip
+    anna_leg.request("ACK")
+    next_request(ben, "ACK")
+    ben_leg = Leg(ben, inv.call_id, (at_ben.header("To") or "") + ";tag=bob1",
+                  at_ben.header("From") or "", uri_of(at_ben.header("Contact")),
+                  list(reversed(at_ben.header_values("Record-Route"))))  # fmt: skip
+    return anna_leg, ben_leg
+
+
+def test_attended_transfer_to_a_colleague_with_replaces(office: PolicyOffice) -> None:
+    """anna holds the caller, consults ben, then REFERs the caller to ben with Replaces; the
+    caller's INVITE with Replaces reaches ben, whose phone ends the consultation (BYE)."""
+    with (
+        SipClient(office.server.port) as anna,
+        SipClient(office.server.port) as ben,
+        SipClient(office.server.port, local_port=office.inbound_port) as caller,
+    ):
+        register(office, anna, "anna")
+        caller_leg, anna_leg = caller_call(office, caller, anna)
+        register(office, ben, "ben")
+        consult_anna, consult_ben = consult(office, anna, ben)
+        wait_until(lambda: on_the_phone(office, "ben") or None, 5, what="ben consulted")
+        replaces = (f"{consult_anna.call_id}%3Bto-tag%3Dbob1%3Bfrom-tag%3D"
+                    f"{consult_anna.local.split(';tag=')[1]}")  # fmt: skip
+        at_caller = refer(anna_leg, caller, f"sip:ben@{DOMAIN}?Replaces={replaces}")
+        refer_to = uri_of(at_caller.header("Refer-To"))
+        target, _, header = refer_to.partition("?")
+        assert header == f"Replaces={replaces}"
+        inv = caller.request(
+            "INVITE", target, from_uri=f"sip:{CALLER}@127.0.0.1:{office.inbound_port}",
+            to_uri=target,
+            headers=[("Contact", f"<sip:{CALLER}@127.0.0.1:{caller.local_port}>"),
+                     ("Referred-By", at_caller.header("Referred-By") or ""),
+                     ("Replaces", header.removeprefix("Replaces=").replace("%3B", ";")
+                      .replace("%3D", "="))],
+            body=HAND_OFFER, content_type="application/sdp",
+        )  # fmt: skip
+        at_ben = next_request(ben, "INVITE")
+        assert (at_ben.header("Replaces") or "").startswith(consult_anna.call_id)
+        answer(ben, at_ben, "ben")
+        assert caller.final_response(inv, 5).status == 200
+        # ben's phone replaces the consultation: it hangs it up
+        bye = consult_ben.request("BYE")
+        reply(anna, next_request(anna, "BYE"), "200 OK")
+        assert ben.final_response(bye, 5).status == 200
+        notify_and_bye(caller_leg, anna_leg)
+        wait_until(lambda: not on_the_phone(office, "anna") or None, 5, what="anna free")
+        assert on_the_phone(office, "ben")
+        new, old = records_of(office, 2)  # (a call between two users has no record)
+        assert (old["answered_by"], old["result"]) == ("user:anna", "transferred")
+        assert (new["rule"], new["answered_by"], new["transferred_from"]) == (
+            "transfer",
+            "user:ben",
+            old["id"],
+        )
+
+
+def test_carrier_call_with_referred_by_to_a_client_number_is_a_normal_call(
+    office: PolicyOffice,
+) -> None:
+    """A caller an outside PBX transferred to the client's number carries Referred-By too: it
+    is routed as any carrier call (no REFER of ours, so no transfer record)."""
+    with (
+        SipClient(office.server.port) as anna,
+        SipClient(office.server.port, local_port=office.inbound_port) as caller,
+    ):
+        register(office, anna, "anna")
+        ruri = f"sip:{NUMBER}@{DOMAIN}"
+        inv = caller.request(
+            "INVITE", ruri, from_uri=f"sip:{CALLER}@127.0.0.1:{office.inbound_port}",
+            to_uri=ruri,
+            headers=[("Contact", f"<sip:{CALLER}@127.0.0.1:{caller.local_port}>"),
+                     ("Referred-By", "<sip:zentrale@pbx.example.org>")],
+            body=HAND_OFFER, content_type="application/sdp",
+        )  # fmt: skip
+        at_anna = next_request(anna, "INVITE", timeout=10)
+        reply(anna, at_anna, "486 Busy Here")
+        assert caller.final_response(inv, 10).status in (480, 486, 408)
+        (rec,) = records_of(office, 1)
+        assert (rec["rule"], rec["transferred_from"]) == ("Sonst", None)
