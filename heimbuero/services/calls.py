@@ -112,6 +112,7 @@ class PlanRun:
         self.refusal: tuple[int, str] | None = None  # a call out refused by policy or a cap
         self.dial_out = False  # a user dialled this number (no forwarding headers)
         self.asserted: str | None = None  # the caller ID for the carrier, when not `caller`
+        self.transfer = False  # the plan of a transfer (REFER): Diversion says `deflection`
 
     def next_step(self, now: float) -> tuple[list[Target], float] | None:
         self.index += 1
@@ -412,6 +413,8 @@ class CallRouting:
         dialled = f"sip:{run.plan.number}@{domain}"
         # Evaluated before this step's own targets count: did anybody ring before?
         reason, cause = ("no-answer", 408) if run.rang else ("unconditional", 302)
+        if run.transfer:
+            reason = "deflection"  # (RFC 5806 §4: the call was sent on after it was answered)
         headers = (
             ("Diversion", f"<{dialled}>;reason={reason};counter=1"),
             ("History-Info", f"<{dialled}>;index=1"),
@@ -629,6 +632,7 @@ class CallRouting:
             CallOffered(now, req.call_id, plan.number, caller, plan.client, plan.rule)
         )
         run = PlanRun(self, plan, req.call_id, caller, user, record_id, now)
+        run.transfer = True
         self._transferred(pending, run, now)
         return run
 

@@ -479,6 +479,8 @@ def test_an_approved_refer_lets_the_carriers_caller_out_once(net: t.Net) -> None
     out = transferred(net, MOBILE)
     [inv] = sent_to(out, TRUNK, "INVITE")
     assert inv.uri == f"sip:{MOBILE}@127.0.0.1:5090"
+    assert inv.get("diversion") == f"<sip:{NUMBER}@{t.DOMAIN}>;reason=deflection;counter=1"
+    assert "+4930555123" in (inv.get("p-asserted-identity") or "")  # the mobile sees the caller
     records = log(net).records
     new = next(r for r in records.values() if r["call_id"] == inv.call_id)
     assert (new["rule"], new["client"], new["number"]) == ("transfer", "mueller", NUMBER)
