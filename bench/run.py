@@ -58,8 +58,15 @@ numbers:
 ROWS = ("calls", "latency", "register", "memory", "routed", "soak")  # --only 1-6 in this order
 RUN_ORDER = ("calls", "latency", "routed", "register", "memory", "soak")  # routed next to latency
 SOAK_CALLER = "user0"  # the soak row's caller authenticates its INVITEs as this bench user
-TARGETS = ("floor", "kamailio", "heimbuero")
-LABELS = {"floor": "direct SIPp uac->uas floor", "kamailio": "Kamailio", "heimbuero": "heimbuero"}
+TARGETS = ("floor", "kamailio", "heimbuero", "heimbuero-pg")
+DEFAULT_TARGETS = ("floor", "kamailio", "heimbuero")  # heimbuero-pg: asked for by --targets
+HEIMBUERO = ("heimbuero", "heimbuero-pg")
+LABELS = {
+    "floor": "direct SIPp uac->uas floor",
+    "kamailio": "Kamailio",
+    "heimbuero": "heimbuero",
+    "heimbuero-pg": "heimbuero on PostgreSQL",
+}
 
 
 @dataclass
@@ -636,11 +643,21 @@ class Heimbuero(Server):
         """Once per run: a data directory with the bench users, copied for every server start."""
         if cls.template is not None:
             return
-        d = b.tmp / "heimbuero-template"
+        d = b.tmp / f"{cls.label}-template"
         py = sys.executable
         t0 = time.monotonic()
         r = subprocess.run(
-            [py, "-m", "heimbuero", "init", "--data", str(d), "--domain", DOMAIN],
+            [
+                py,
+                "-m",
+                "heimbuero",
+                "init",
+                "--data",
+                str(d),
+                "--domain",
+                DOMAIN,
+                *cls.init_args(),
+            ],  # fmt: skip
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -680,8 +697,8 @@ class Heimbuero(Server):
             return
         cls.prepare(b)
         assert cls.template is not None
-        d = b.tmp / "heimbuero-template-office"
-        shutil.copytree(cls.template, d)
+        d = b.tmp / f"{cls.label}-template-office"
+        cls.copy_data(cls.template, d)
         rules = b.tmp / "routed-rules.yaml"
         rules.write_text(ROUTED_RULES)
         data = ["--data", str(d)]
@@ -705,6 +722,16 @@ class Heimbuero(Server):
             log(f"heimbuero office template: {r.stdout.strip()}")
         cls.office_template = d
 
+    @classmethod
+    def init_args(cls) -> list[str]:
+        """Extra arguments of `heimbuero init` for the template (the store to use)."""
+        return []
+
+    @classmethod
+    def copy_data(cls, template: Path, data: Path) -> None:
+        """A server's own data directory (and store) from a template."""
+        shutil.copytree(template, data)
+
     def start(self, caller_port: int | None = None) -> None:
         self.prepare(self.b)
         if self.office:
@@ -713,9 +740,9 @@ class Heimbuero(Server):
         assert template is not None
         self.caller_port = caller_port
         self.port = self.b.ports.one()
-        self.logname = self.b.name("heimbuero")
+        self.logname = self.b.name(self.label)
         data = self.b.tmp / self.logname
-        shutil.copytree(template, data)
+        self.copy_data(template, data)
         cfg = data / "config.toml"
         text = cfg.read_text()
         peers = f'trusted_peers = ["{HOST}:{caller_port}"]' if caller_port else "trusted_peers = []"
@@ -742,7 +769,65 @@ def _last_line(text: str) -> str:
     return lines[-1][-300:] if lines else "(no output)"
 
 
-SERVERS: dict[str, type[Server]] = {"kamailio": Kamailio, "heimbuero": Heimbuero}
+class HeimbueroPg(Heimbuero):
+    """heimbuero with `[store] database_url` on a PostgreSQL cluster the bench starts (Debian's
+    binaries, initdb as an unprivileged user, fsync and synchronous_commit on as in
+    production); each server start gets its own database, copied from the template's."""
+
+    label = "heimbuero-pg"
+    template: Path | None = None
+    office_template: Path | None = None
+    cluster: Any = None
+
+    @classmethod
+    def shutdown(cls) -> None:
+        if cls.cluster is not None:
+            cls.cluster.stop()
+            cls.cluster = None
+
+    @staticmethod
+    def _pgcluster() -> Any:
+        sys.path.insert(0, str(ROOT))
+        from tests import pgcluster
+
+        return pgcluster
+
+    @classmethod
+    def bin_dir(cls) -> Path:
+        return Path(cls._pgcluster().PG_BIN)
+
+    @classmethod
+    def _cluster(cls) -> Any:
+        if cls.cluster is None:
+            pgcluster = cls._pgcluster()
+            if not pgcluster.available():
+                raise Unavailable("PostgreSQL is not installed (apt-get install postgresql)")
+            cluster = pgcluster.PgCluster()
+            cluster.start(durable=True)
+            cls.cluster = cluster
+        return cls.cluster
+
+    @classmethod
+    def init_args(cls) -> list[str]:
+        return ["--database-url", cls._cluster().new_database()]
+
+    @classmethod
+    def copy_data(cls, template: Path, data: Path) -> None:
+        shutil.copytree(template, data)
+        cfg = data / "config.toml"
+        text = cfg.read_text()
+        found = re.search(r'(?m)^database_url\s*=\s*"[^"]*/([A-Za-z0-9_]+)"', text)
+        if found is None:
+            raise Unavailable(f"no PostgreSQL database_url in {cfg}")
+        url = cls._cluster().new_database(template=found.group(1))
+        cfg.write_text(text[: found.start()] + f'database_url = "{url}"' + text[found.end() :])
+
+
+SERVERS: dict[str, type[Server]] = {
+    "kamailio": Kamailio,
+    "heimbuero": Heimbuero,
+    "heimbuero-pg": HeimbueroPg,
+}
 
 
 @contextlib.contextmanager
@@ -754,7 +839,7 @@ def serving(
     if target == "floor":
         yield None
         return
-    server = Heimbuero(b, office=True) if office else SERVERS[target](b)
+    server = SERVERS[target](b, office=True) if office else SERVERS[target](b)  # type: ignore[call-arg]
     try:
         server.start(caller_port)
         yield server
@@ -863,7 +948,7 @@ def row_latency(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[
 def row_routed(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[str, Any]:
     """One repeat of row 5: as row 2, but the caller dials the client number NUMBER, which
     heimbuero routes by the client's rules (first rule: ring user CALLEE)."""
-    if target != "heimbuero":
+    if target not in HEIMBUERO:
         raise RuntimeError("the routed row is measured for heimbuero only")
     return _latency(b, "routed", target, rep, NUMBER, office=True)
 
@@ -1184,10 +1269,12 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
         except (KeyError, TypeError):
             return target
 
+    pg = "heimbuero-pg" in targets
     lines = [
-        "| metric | direct SIPp uac->uas floor | Kamailio | heimbuero | heimbuero/Kamailio "
-        "| target |",
-        "|---|---|---|---|---|---|",
+        "| metric | direct SIPp uac->uas floor | Kamailio | heimbuero "
+        + ("| heimbuero on PostgreSQL⁹ " if pg else "")
+        + "| heimbuero/Kamailio | target |",
+        "|---|---|---|---|---|---|" + ("---|" if pg else ""),
     ]
 
     def add(
@@ -1206,6 +1293,7 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
             others if others else cell(row, "floor", floor_get, digits) if floor_get else "—",
             others if others else cell(row, "kamailio", get, digits),
             cell(row, "heimbuero", get, digits),
+            *([cell(row, "heimbuero-pg", get, digits)] if pg else []),
             "—" if others else ratio(row, get),
             met(row, get, ok, target),
         ]
@@ -1342,6 +1430,13 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
             "the BYE; a call fails when an answer is missing for "
             f"{s.recv_timeout_ms / 1000:g} s."
         )
+    if pg:
+        notes.append(
+            "⁹ The same heimbuero with `[store] database_url` on a PostgreSQL cluster the bench "
+            f"starts ({_pg_version()}): Debian's binaries, initdb as an unprivileged user, fsync "
+            "and synchronous_commit on (as in production), over TCP on 127.0.0.1; every start "
+            "gets its own database, copied from the template's (`CREATE DATABASE … TEMPLATE`)."
+        )
     if "routed" in rows:
         notes.append(
             f"⁷ As ³, but the caller dials sip:{NUMBER}@{DOMAIN}, a number of client "
@@ -1353,6 +1448,18 @@ def build_table(b: Bench, rows: list[str], targets: list[str]) -> str:
             "with heimbuero's own plain latency row above."
         )
     return "\n".join(lines + notes)
+
+
+def _pg_version() -> str:
+    try:
+        out = subprocess.run(
+            [str(HeimbueroPg.bin_dir() / "postgres"), "--version"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout  # fmt: skip
+    except OSError:
+        return "PostgreSQL ?"
+    found = re.search(r"(\d+\.\d+)", out)
+    return f"PostgreSQL {found.group(1)}" if found else "PostgreSQL ?"
 
 
 def _not_measured(b: Bench, rows: list[str]) -> list[str]:
@@ -1438,9 +1545,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--targets",
         type=parse_targets,
-        default=list(TARGETS),
+        default=list(DEFAULT_TARGETS),
         metavar="T",
-        help="comma-separated columns to measure: floor, kamailio, heimbuero (default: all)",
+        help="comma-separated columns to measure: floor, kamailio, heimbuero, heimbuero-pg "
+        "(heimbuero on a PostgreSQL cluster the bench starts; default: the first three)",
     )
     ap.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
     ap.add_argument(
@@ -1516,7 +1624,7 @@ def main(argv: list[str] | None = None) -> int:
                 t
                 for t in args.targets
                 if not (row in ("memory", "soak") and t == "floor")
-                and not (row == "routed" and t != "heimbuero")  # office routing: heimbuero's own
+                and not (row == "routed" and t not in HEIMBUERO)  # office routing: heimbuero's own
             ]
             repeats = s.memory_repeat if row == "memory" else 1 if row == "soak" else s.repeat
             runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
@@ -1550,6 +1658,7 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted")
     finally:
         b.procs.stop_all()
+        HeimbueroPg.shutdown()
         if not args.keep and not interrupted:
             shutil.rmtree(tmp, ignore_errors=True)
         elif args.keep:

@@ -64,6 +64,16 @@ def add_parsers(commands: Any, data: argparse.ArgumentParser, open_app: OpenApp)
                    help="§19 UStG: no VAT on any invoice line")  # fmt: skip
     p.add_argument("--bundesland", metavar="XX",
                    help="holidays of this state when a client names none (default BY)")  # fmt: skip
+    p.add_argument("--datev-berater", type=int, metavar="N",
+                   help="the DATEV export's Beraternummer (1001 to 9999999)")  # fmt: skip
+    p.add_argument("--datev-mandant", type=int, metavar="N",
+                   help="the DATEV export's Mandantennummer (1 to 99999)")  # fmt: skip
+    p.add_argument("--datev-account-length", type=int, metavar="N",
+                   help="the DATEV Sachkontenlänge (4 to 8, default 4)")  # fmt: skip
+    p.add_argument("--datev-fiscal-year-start", type=int, metavar="MONTH",
+                   help="the fiscal year's first month (1 to 12, default 1)")  # fmt: skip
+    p.add_argument("--datev-festschreibung", choices=("yes", "no"),
+                   help="the DATEV export's Festschreibung flag (default no)")  # fmt: skip
     p.set_defaults(func=run(_settings))
 
     p = sub.add_parser("seller", parents=[data], help="show or change the provider's invoice data",
@@ -96,8 +106,8 @@ def add_parsers(commands: Any, data: argparse.ArgumentParser, open_app: OpenApp)
 
 
 def add_invoice_parsers(commands: Any, data: argparse.ArgumentParser, open_app: OpenApp) -> None:
-    inv = commands.add_parser("invoices", help="month invoices: run, list, show, cancel, export, "
-                              "datev")  # fmt: skip
+    inv = commands.add_parser("invoices", help="month invoices: run, list, show, send, cancel, "
+                              "export, datev")  # fmt: skip
     sub = inv.add_subparsers(dest="invoices_command", metavar="ACTION", required=True)
 
     def run(fn: Callable[[Any, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -119,6 +129,22 @@ def add_invoice_parsers(commands: Any, data: argparse.ArgumentParser, open_app: 
                        help="an invoice, its lines and the usage lines behind them")  # fmt: skip
     p.add_argument("number", metavar="NUMBER")
     p.set_defaults(func=run(lambda i, a: _print_json(i.get(ADMIN, a.number))))
+    p = sub.add_parser(
+        "send", parents=[data], help="e-mail invoices to the clients' billing addresses",
+        description="E-mail an invoice (or with --all-unsent every invoice and Storno never "
+        "sent) to the client's billing e-mail address (heimbuero billing buyer CLIENT --email "
+        "ADDRESS) through the [mail] SMTP server of config.toml: the PDF/A-3 (ZUGFeRD) "
+        "attached, or the XRechnung XML for a client with a Leitweg-ID. The sending is "
+        "stored before this says OK. An invoice sent before is refused unless --resend; a "
+        "mail server that does not take the mail leaves the invoice unsent (exit 1).",
+    )  # fmt: skip
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("number", metavar="NUMBER", nargs="?", help="the invoice's number")
+    which.add_argument("--all-unsent", action="store_true",
+                       help="every invoice and Storno not sent yet, oldest first")  # fmt: skip
+    p.add_argument("--resend", action="store_true",
+                   help="send NUMBER again although it was sent before")  # fmt: skip
+    p.set_defaults(func=run(_invoices_send))
     p = sub.add_parser("cancel", parents=[data],
                        help="cancel an invoice with a cancellation invoice (Storno)")  # fmt: skip
     p.add_argument("number", metavar="NUMBER")
@@ -129,9 +155,12 @@ def add_invoice_parsers(commands: Any, data: argparse.ArgumentParser, open_app: 
     p.add_argument("--to", metavar="DIR", required=True, type=Path)
     p.set_defaults(func=run(_invoices_export))
     p = sub.add_parser("datev", parents=[data],
-                       help="DATEV-style booking lines (CSV) of a month's invoices",
-                       description="One booking line per invoice and VAT rate, by issue date "
-                       "(SKR03 accounts unless set: PATCH /api/billing/settings).")  # fmt: skip
+                       help="DATEV Buchungsstapel (EXTF CSV) of a month's invoices",
+                       description="The EXTF header line (Berater- and Mandantennummer: "
+                       "heimbuero billing settings --datev-berater N --datev-mandant N), the "
+                       "column header, one booking line per invoice and VAT rate, by issue date "
+                       "(SKR03 accounts unless set: PATCH /api/billing/settings); Windows-1252, "
+                       "CRLF.")  # fmt: skip
     p.add_argument("--month", metavar="YYYY-MM", required=True)
     p.add_argument("--out", metavar="FILE", type=Path, help="default: standard output")
     p.set_defaults(func=run(_invoices_datev))
@@ -142,6 +171,25 @@ def _invoices_run(invoices: Any, args: argparse.Namespace) -> int:
     for i in made:
         print(f"{i['number']}  {i['client']:<16} {format_euro(i['gross']):>12}")
     print(f"{len(made)} invoices for {args.month}")
+    return 0
+
+
+def _invoices_send(invoices: Any, args: argparse.Namespace) -> int:
+    if args.all_unsent:
+        if args.resend:
+            raise Invalid("resend", "--resend goes with one NUMBER, not --all-unsent")
+        results = invoices.send_unsent(ADMIN)
+        for r in results:
+            if "error" in r:
+                print(f"{r['number']}  not sent: {r['error']}", file=sys.stderr)
+            else:
+                print(f"{r['number']}  sent to {r['sent']['to']} ({r['sent']['document']})")
+        failed = sum("error" in r for r in results)
+        print(f"{len(results) - failed} invoices sent" + (f", {failed} not sent" if failed else ""))
+        return 1 if failed else 0
+    inv = invoices.send(ADMIN, args.number, resend=args.resend)
+    print(f"{inv['number']}  sent to {inv['sent']['to']} ({inv['sent']['document']}) "
+          f"at {inv['sent']['at']}")  # fmt: skip
     return 0
 
 
@@ -204,6 +252,12 @@ def _settings(billing: Any, args: argparse.Namespace) -> int:
         changes["kleinunternehmer"] = args.kleinunternehmer == "yes"
     if args.bundesland is not None:
         changes["default_bundesland"] = args.bundesland
+    for key in ("datev_berater", "datev_mandant", "datev_account_length",
+                "datev_fiscal_year_start"):  # fmt: skip
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
+    if args.datev_festschreibung is not None:
+        changes["datev_festschreibung"] = args.datev_festschreibung == "yes"
     s = billing.set_settings(ADMIN, **changes) if changes else billing.settings(ADMIN)
     return _print_json(s)
 

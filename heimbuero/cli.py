@@ -24,6 +24,7 @@ from heimbuero.app import Actor, App, AppError, Invalid
 from heimbuero.app._util import country_of
 from heimbuero.config import Config, ConfigError
 from heimbuero.domain.model import AGENT_STATUSES, Trunk
+from heimbuero.net.mail import Mailer
 from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.ops import logsetup
 from heimbuero.sip.locate import is_address
@@ -179,6 +180,7 @@ def _open_app(data_arg: str | None) -> Iterator[tuple[Config, App]]:
                 lambda: cfg.domain,
                 own_sip_address=own_sip_address,
                 own_hint=hint,
+                invoice_mail=Mailer(cfg.mail).deliver,  # `invoices send`: [mail] of config.toml
                 data_dir=cfg.data_dir,
             ),
         )
@@ -651,6 +653,24 @@ def cmd_client_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_client_vip(args: argparse.Namespace) -> int:
+    """List, set or remove a client's VIP callers."""
+    with _open_app(args.data) as (_cfg, app):
+        if args.remove:
+            vips = app.clients.remove_vip(ADMIN, args.id, args.remove)
+        elif args.number:
+            if not args.name:
+                return _fail("give the caller's name: heimbuero client vip ID NUMBER --name NAME")
+            vips = app.clients.set_vip(ADMIN, args.id, args.number, args.name, args.remark)
+        else:
+            vips = app.clients.get(ADMIN, args.id).client.vip_callers
+    if not vips:
+        print(f"client {args.id}: no VIP callers")
+        return 0
+    _table([("NUMBER", "NAME", "REMARK")] + [(v.number, v.name, v.remark or "-") for v in vips])
+    return 0
+
+
 def cmd_client_list(args: argparse.Namespace) -> int:
     with _open_app(args.data) as (_cfg, app):
         clients = app.clients.list(ADMIN)
@@ -1069,6 +1089,17 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
     p.add_argument("number", metavar="NUMBER", help="e.g. 0170 1111111 or +491701111111")
     p.add_argument("--revoke", action="store_true", help="withdraw the approval")
     p.set_defaults(func=cmd_client_approve)
+    p = sub.add_parser(
+        "vip", parents=[data], help="list, set or remove a client's VIP callers",
+        description="Callers the client wants treated specially: when one calls, the agent's "
+        "card names them and shows the remark before the call is answered.",
+    )  # fmt: skip
+    p.add_argument("id", metavar="ID")
+    p.add_argument("number", metavar="NUMBER", nargs="?", help="add or change this caller")
+    p.add_argument("--name", default="", help='with NUMBER: who it is ("Herr Meier, Architekt")')
+    p.add_argument("--remark", default="", help='with NUMBER: what to do ("sofort durchstellen")')
+    p.add_argument("--remove", metavar="NUMBER", help="remove that caller")
+    p.set_defaults(func=cmd_client_vip)
     p = sub.add_parser("remove", parents=[data], help="remove a client and its numbers/rules")
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=cmd_client_remove)

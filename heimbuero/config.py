@@ -431,12 +431,15 @@ def load(data_dir: Path) -> Config:
     mediaapp, media = _mediaapp(path, raw), _media(path, raw)
     if media.port_min <= mediaapp.port_max and mediaapp.port_min <= media.port_max:
         raise ConfigError(f"{path}: the port ranges of [media] and [mediaapp] overlap")
+    dictation = _dictation(path, raw.get("dictation", {}))
+    if mediaapp.listen_code and mediaapp.listen_code == dictation.phone_code:
+        raise ConfigError(f"{path}: [voicemail] phone_code and [dictation] phone_code are "
+                          f"both {mediaapp.listen_code}")  # fmt: skip
     return Config(
         data_dir=data_dir, domain=domain.lower(), sip=sip, http=http, messages=messages,
         files=files, log_level=log_level, log_format=log_format, log_numbers=log_numbers,
         metrics=metrics, database_url=database_url, mail=mail, billing=billing,
-        dictation=_dictation(path, raw.get("dictation", {})),
-        mediaapp=mediaapp, media=media,
+        dictation=dictation, mediaapp=mediaapp, media=media,
     )  # fmt: skip
 
 
@@ -509,6 +512,8 @@ class MediaAppSettings:
     port_max: int = 30999
     max_sessions: int = 50  # calls answered at once; more get 503
     voicemail_max_seconds: int = 120  # [voicemail] max_seconds: longest recording
+    listen_code: str = "*86"  # [voicemail] phone_code: dialled to listen to one's mailbox
+    listen_max_minutes: int = 15  # [voicemail] phone_max_minutes: longest such call
 
 
 def _mediaapp(path: Path, raw: dict[str, Any]) -> MediaAppSettings:
@@ -533,6 +538,14 @@ def _mediaapp(path: Path, raw: dict[str, Any]) -> MediaAppSettings:
     if not isinstance(vm, dict):
         raise ConfigError(f"{path}: [voicemail] must be a table")
     for key, value in vm.items():
+        if key == "phone_code":
+            out["listen_code"] = _service_code(path, "voicemail", value)
+            continue
+        if key == "phone_max_minutes":
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 120:
+                raise ConfigError(f"{path}: [voicemail] phone_max_minutes must be 1..120")
+            out["listen_max_minutes"] = value
+            continue
         if key != "max_seconds":
             raise ConfigError(f"{path}: unknown setting [voicemail] {key}")
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 3600:
@@ -621,6 +634,21 @@ def _mail(path: Path, table: object) -> MailSettings:
 MAX_PHONE_MINUTES = 120  # longest [dictation] phone_max_minutes
 
 
+def _service_code(path: Path, section: str, value: object) -> str:
+    """A feature code dialled for a service of the server (dictation, listening to
+    voicemail): * or # and 1-4 digits, not one of forwarding's; "" is off."""
+    if (
+        not isinstance(value, str)
+        or not re.fullmatch(r"([*#][0-9]{1,4})?", value)
+        or (value and re.match(r"[*#]2[12]", value))
+    ):
+        raise ConfigError(
+            f"{path}: [{section}] phone_code must be * or # and 1-4 digits (not *21, "
+            '*22: forwarding), or "" for off'
+        )
+    return value
+
+
 def _dictation(path: Path, table: object) -> DictationSettings:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [dictation] must be a table")
@@ -635,16 +663,7 @@ def _dictation(path: Path, table: object) -> DictationSettings:
                 raise ConfigError(f"{path}: [dictation] {key} must be a positive integer")
             out[key] = value
         elif key == "phone_code":
-            if (
-                not isinstance(value, str)
-                or not re.fullmatch(r"([*#][0-9]{1,4})?", value)
-                or (value and re.match(r"[*#]2[12]", value))
-            ):
-                raise ConfigError(
-                    f"{path}: [dictation] phone_code must be * or # and 1-4 digits (not *21, "
-                    '*22: forwarding), or "" for off'
-                )
-            out[key] = value
+            out[key] = _service_code(path, "dictation", value)
         else:
             raise ConfigError(f"{path}: unknown setting [dictation] {key}")
     if not 50 <= out.get("line_chars", 55) <= 60:
@@ -838,6 +857,10 @@ allow = ["127.0.0.1", "::1"]
 
 [voicemail]
 # max_seconds = 120        # longest recording; the caller ends earlier with #
+# Listening by phone: a user dials this code and hears his mailbox (a client's owner: the
+# client's). Keys: 1 again, 7 delete, 9 keep, # next. "" = off.
+phone_code = "*86"
+phone_max_minutes = 15   # longest such call, 1-120
 
 [media]
 # The RTP relay: the audio of calls with a device behind a home router (NAT) goes through

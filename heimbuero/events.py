@@ -268,3 +268,4 @@ class CallRinging(Event):
     client: str
     number: str
     caller: str
+    rule: str = ""  # the forwarding rule that sent the call ("" = the provider's default plan)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from heimbuero.app.billing import Billing, Invoices, due_month
-from heimbuero.app.errors import Invalid
+from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
 from heimbuero.domain.model import Directory, Override
@@ -47,7 +47,9 @@ from heimbuero.net.dns import Located, SipResolver
 from heimbuero.net.mail import Attachment, Mailer, MailError
 from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
+from heimbuero.office.card import client_card
 from heimbuero.office.files import FileService, new_file_id
+from heimbuero.office.voicemail import mailbox_owner, mailboxes
 from heimbuero.ops import logsetup
 from heimbuero.ops.runtime import Operations
 from heimbuero.ops.upgrade import upgrade_with_backup
@@ -84,7 +86,7 @@ from heimbuero.sip.peer import Peer
 from heimbuero.sip.transaction import TimerSettings
 from heimbuero.store.db import BindingRecord, Store, WriteBatch
 from heimbuero.store.files import FileRecord
-from heimbuero.store.voicemail import add_voicemail, all_counts
+from heimbuero.store.voicemail import Voicemail, add_voicemail, all_counts
 from heimbuero.store.voicemail import counts as voicemail_counts
 from heimbuero.store.writer import GroupCommitWriter
 
@@ -194,6 +196,53 @@ class _StoreCallLog:
             self.store.clear_override(client)
         else:
             self.store.set_override(override)
+
+
+class _PhoneMailbox:
+    """Listening to voicemail by phone (services/mediaapps.Mailbox): the application layer's
+    handler (app/voicemail.py) as the authenticated listener; writes go through the store
+    writer and are committed when a call returns; then the box's phones learn the new counts
+    (message waiting)."""
+
+    def __init__(self, server: Server) -> None:
+        from heimbuero.app.voicemail import Voicemails
+
+        self.server = server
+        self.handler = Voicemails(
+            server.store, server.config.data_dir, lambda: mailboxes(server.calls.directory)
+        )
+
+    def _actor(self, user: str) -> Actor | None:
+        account = self.server.calls.directory.users.get(user)
+        return Actor.of(account) if account is not None else None
+
+    async def messages(self, user: str) -> list[Voicemail] | None:
+        actor = self._actor(user)
+        if actor is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.handler.messages, actor)
+        except NotFound:
+            return None
+
+    async def _write(self, user: str, fn: Callable[[Actor], None]) -> bool:
+        actor = self._actor(user)
+        if actor is None:
+            return False
+        try:
+            await asyncio.wrap_future(self.server.writer.call(lambda: fn(actor)))
+        except NotFound:
+            return False
+        await self.server._mailbox_changed(self.handler.owner(actor))
+        return True
+
+    async def heard(self, user: str, voicemail_id: int) -> bool:
+        return await self._write(user, lambda a: self.handler.mark_heard(a, voicemail_id))
+
+    async def delete(self, user: str, voicemail_id: int) -> bool:
+        ok = await self._write(user, lambda a: self.handler.delete(a, voicemail_id))
+        log.info("voicemail %d deleted by %s by phone: %s", voicemail_id, user, ok)
+        return ok
 
 
 class _LoopSink:
@@ -842,12 +891,9 @@ class Server:
             client = calls.directory.clients.get(event.client)
             if client is None:
                 return
-            fn({
-                "call_id": event.call_id, "client": client.id, "name": client.name,
-                "greeting": client.greeting, "notes": client.notes, "trade": client.trade,
-                "contact_person": client.contact_person, "number": event.number,
-                "caller": event.caller,
-            })  # fmt: skip
+            agent = calls.directory.users.get(user)
+            fn(client_card(client, agent, user, call_id=event.call_id, number=event.number,
+                           caller=event.caller, rule=event.rule))  # fmt: skip
 
         return self.events.subscribe(CallRinging, listener)
 
@@ -967,6 +1013,7 @@ class Server:
                 # (handlers run on the loop or in worker threads: subscribers run on the loop)
                 publish=_LoopSink(self._on_loop, self.events).publish,
                 mail=self.mailer.send if self.mailer.enabled else None,
+                invoice_mail=self.mailer.deliver,  # reads [mail] as reloaded (SIGHUP)
                 data_dir=self.config.data_dir,
             )  # fmt: skip
         )
@@ -1030,6 +1077,30 @@ class Server:
         )
         await self.send_message(user, user, "text/plain", text.encode())
 
+    def _mailbox_users(self, owner: str) -> list[Any]:
+        """Whose phones show the mailbox `owner`: the user `owner`, else the owners (role
+        client) of the client `owner`."""
+        directory = self.calls.directory
+        user = directory.users.get(owner)
+        if user is not None:
+            return [user]
+        return [u for u in directory.users.values() if u.role == "client" and u.client == owner]
+
+    async def _mailbox_changed(self, owner: str, users: list[Any] | None = None) -> None:
+        """Message waiting indication (RFC 3842): the box's counts read again and sent to its
+        users' phones (within their subscriptions, or unsolicited to their devices)."""
+        new, old = await asyncio.to_thread(voicemail_counts, self.store, owner)
+        if new or old:
+            self.mailbox_counts[owner] = (new, old)
+        else:
+            self.mailbox_counts.pop(owner, None)
+        now = time.time()
+        for u in self._mailbox_users(owner) if users is None else users:
+            if not self.presence.mailbox_changed(u.name, now):
+                notify_waiting(self.core, u.name, new, old, now)
+        self.core.pump(now)
+        self.transports.flush()
+
     async def _voicemail_left(self, rec: Recording) -> None:
         """A recording is done: stored, VoicemailLeft after the commit, e-mailed with the WAV
         to the client's address (a client e-mail field when the store has one), else to the
@@ -1055,15 +1126,7 @@ class Server:
                 await self._voicemail_message(u.name, rec)
             except (MessageRejected, OSError) as exc:
                 log.warning("voicemail %d: no message to %s: %s", vm_id, u.name, exc)
-        # message waiting indication (RFC 3842) to the owners' phones
-        new, old = await asyncio.to_thread(voicemail_counts, self.store, rec.owner)
-        self.mailbox_counts[rec.owner] = (new, old)
-        now = time.time()
-        for u in owners:  # to its subscriptions, or unsolicited to its phones
-            if not self.presence.mailbox_changed(u.name, now):
-                notify_waiting(self.core, u.name, new, old, now)
-        self.core.pump(now)
-        self.transports.flush()
+        await self._mailbox_changed(rec.owner, owners)
         address = getattr(client, "email", "") or next(
             (getattr(u, "email", "") for u in owners if getattr(u, "email", "")), ""
         )
@@ -1130,8 +1193,8 @@ class Server:
         """(new, old) voicemails a user's phone shows: a client owner's are the client's
         mailbox (voicemail:CLIENT), anyone else's their own (voicemail:USER)."""
         account = self.calls.directory.users.get(user)
-        client = account.client if account is not None and account.role == "client" else None
-        return self.mailbox_counts.get(client or user, (0, 0))
+        owner = mailbox_owner(account) if account is not None else user
+        return self.mailbox_counts.get(owner, (0, 0))
 
     def _media_silent(self, key: str) -> None:
         call_id = key.rsplit("/", 1)[0]
@@ -1172,9 +1235,14 @@ class Server:
         host, port = await self.mediaapps.start()
         self.calls.media_app = Peer("udp", host, port)
         log.info("media applications on %s:%d (voicemail, announcements, dictation)", host, port)
+        key = secrets.token_bytes(32)  # signs the URIs of dictation and voicemail by phone
+        self.mediaapps.dictation_key = self.calls.dictation_key = key
+        if self.config.mediaapp.listen_code:  # listening to voicemail by phone
+            self.mediaapps.mailbox = _PhoneMailbox(self)
+            self.mediaapps.listen_max_seconds = self.config.mediaapp.listen_max_minutes * 60.0
+            self.calls.listen_code = self.config.mediaapp.listen_code
+            self.calls.stored_mailboxes = lambda: self.mailbox_counts.keys()
         if self.config.dictation.phone_code:  # dictation by phone (its URIs signed per call)
-            key = secrets.token_bytes(32)
-            self.mediaapps.dictation_key = self.calls.dictation_key = key
             self.mediaapps.on_dictation = self._dictation_by_phone
             self.mediaapps.dictation_max_seconds = self.config.dictation.phone_max_minutes * 60.0
             self.calls.dictation_code = self.config.dictation.phone_code

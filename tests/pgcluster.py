@@ -61,7 +61,8 @@ class PgCluster:
         self.port = _free_port()
         self.user = PG_USER if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, durable: bool = False) -> None:
+        """`durable`: fsync on, as in production (the bench); the tests run without it."""
         self.dir.chmod(0o755)
         if os.geteuid() == 0:
             _as_user([])  # creates the user when missing
@@ -74,7 +75,7 @@ class PgCluster:
         )  # fmt: skip
         opts = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir}"
-            " -c fsync=off -c max_connections=200"
+            " -c max_connections=200" + ("" if durable else " -c fsync=off")
         )
         subprocess.run(
             _as_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts,
@@ -99,14 +100,15 @@ class PgCluster:
         127.0.0.1 is that namespace's own loopback."""
         return f"postgresql+psycopg://{self.user}@/{database}?host={self.dir}&port={self.port}"
 
-    def new_database(self, *, via_socket: bool = False) -> str:
-        """Create an empty database; returns its SQLAlchemy URL."""
+    def new_database(self, *, via_socket: bool = False, template: str | None = None) -> str:
+        """Create an empty database (or a copy of `template`); returns its SQLAlchemy URL."""
         import psycopg
 
         name = "t_" + uuid.uuid4().hex[:16]
         conninfo = f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres"
         with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            copy = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(f'CREATE DATABASE "{name}"{copy}')
         return self.socket_url(name) if via_socket else self.url(name)
 
     def stop(self) -> None:

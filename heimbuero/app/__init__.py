@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from heimbuero.app.agentstatus import AgentStatus
-from heimbuero.app.billing import Billing, Invoices
+from heimbuero.app.billing import Billing, Invoices, SendMail
 from heimbuero.app.calls import Calls, RingWatch, Warnings, WarningWatch
 from heimbuero.app.clients import Clients, Numbers, Providers
 from heimbuero.app.dictation import Dictation
@@ -101,6 +101,7 @@ class App:
         dictation: Dictation | None = None,
         publish: Callable[[Event], None] | None = None,
         mail: Mail | None = None,
+        invoice_mail: SendMail | None = None,
         data_dir: Path | None = None,
     ) -> App:
         return cls(
@@ -124,7 +125,7 @@ class App:
             dictation=dictation,
             notes=Notes(store, send_message, publish, mail),
             billing=(billing := Billing(store)),
-            invoices=Invoices(store, billing),
+            invoices=Invoices(store, billing, invoice_mail),
             greetings=None if data_dir is None else Greetings(store, data_dir),
             agents=AgentStatus(store, publish),
         )

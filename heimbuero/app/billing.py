@@ -10,6 +10,7 @@ never touched (a reading with invoiced lines is skipped).
 
 from __future__ import annotations
 
+import builtins
 import logging
 import re
 from collections.abc import Callable
@@ -20,9 +21,20 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from heimbuero.app import policy
-from heimbuero.app.errors import Invalid, NotFound, Unavailable
+from heimbuero.app.errors import Conflict, Invalid, NotFound, Unavailable
 from heimbuero.app.policy import Actor
-from heimbuero.billing.datev import DEFAULT_ACCOUNTS, Booked, datev_csv
+from heimbuero.billing.datev import (
+    ACCOUNT_LENGTH_RANGE,
+    BERATER_RANGE,
+    DEFAULT_ACCOUNTS,
+    MANDANT_RANGE,
+    Booked,
+    DatevError,
+    Header,
+    check_range,
+    datev_csv,
+    fiscal_year_start,
+)
 from heimbuero.billing.einvoice import (
     BUYER_FIELDS,
     SELLER_FIELDS,
@@ -33,6 +45,7 @@ from heimbuero.billing.einvoice import (
     missing_buyer,
     missing_seller,
 )
+from heimbuero.billing.invoicemail import invoice_mail
 from heimbuero.billing.tariff import (
     BUNDESLAENDER_DEFAULT,
     CallFacts,
@@ -53,19 +66,33 @@ from heimbuero.billing.tariff import (
     Billing as BillingSettings,
 )
 from heimbuero.events import CallNoteTaken, DictationDelivered, Event, EventBus, VoicemailLeft
+from heimbuero.net.mail import Attachment, MailError
 from heimbuero.store import Store
 from heimbuero.store.billing import BillingRepository, Reading
-from heimbuero.store.models import InvoiceRow, as_utc
+from heimbuero.store.models import InvoiceMailRow, InvoiceRow, as_utc
 from heimbuero.store.uow import UnitOfWork
 
 log = logging.getLogger("heimbuero.billing")
 
+# the DATEV export's EXTF header: Berater- and Mandantennummer (no default: the export
+# refuses without them), Sachkontenlänge, the fiscal year's first month, Festschreibung
+DATEV_NUMBERS = {
+    "datev_berater": ("Beraternummer", BERATER_RANGE),
+    "datev_mandant": ("Mandantennummer", MANDANT_RANGE),
+    "datev_account_length": ("Sachkontenlänge", ACCOUNT_LENGTH_RANGE),
+    "datev_fiscal_year_start": ("first month of the fiscal year", (1, 12)),
+}
+DATEV_DEFAULTS = {"datev_account_length": "4", "datev_fiscal_year_start": "1"}
 SETTINGS = ("kleinunternehmer", "default_bundesland", "invoice_number_format",
-            *DEFAULT_ACCOUNTS)  # fmt: skip
+            *DEFAULT_ACCOUNTS, *DATEV_NUMBERS, "datev_festschreibung")  # fmt: skip
 DEFAULT_NUMBER_FORMAT = "RE-{year}-{seq:06d}"
 SELLER_PREFIX = "seller_"  # the provider's own data: billing_settings keys seller_name, …
 _LEITWEG_ID = re.compile(r"^[0-9]{2,12}(-[0-9A-Z]{1,30})?-[0-9A-Z]{2}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+# deliver one e-mail (to, subject, text, attachments, reply-to), blocking until the mail server
+# took it; MailError when it did not (heimbuero.net.mail.Mailer.deliver)
+SendMail = Callable[[str, str, str, tuple[Attachment, ...], str | None], None]
 
 
 def invoice_number(fmt: str, seq: int, year: int) -> str:
@@ -127,19 +154,28 @@ class Billing:
                 "default_bundesland": s.default_bundesland,
                 "invoice_number_format": repo.settings().get("invoice_number_format",
                                                              DEFAULT_NUMBER_FORMAT),
-                **datev_accounts(repo)}  # fmt: skip
+                **datev_accounts(repo), **datev_numbers(repo),
+                "datev_festschreibung":
+                    repo.settings().get("datev_festschreibung") == "true"}  # fmt: skip
 
     def set_settings(self, actor: Actor, **changes: Any) -> dict[str, Any]:
         policy.require_admin(actor)
         for key, value in changes.items():
             if key not in SETTINGS:
                 raise Invalid(key, "unknown billing setting")
-            if key == "kleinunternehmer" and not isinstance(value, bool):
+            flag = key in ("kleinunternehmer", "datev_festschreibung")
+            if flag and not isinstance(value, bool):
                 raise Invalid(key, "true or false")
             if key == "invoice_number_format":
                 check_number_format(str(value))
             if key in DEFAULT_ACCOUNTS and not re.fullmatch(r"[0-9]{4,9}", str(value)):
                 raise Invalid(key, "an account number (4 to 9 digits)")
+            if key in DATEV_NUMBERS:
+                what, bounds = DATEV_NUMBERS[key]
+                try:
+                    changes[key] = check_range(key, str(value).strip(), what, bounds)
+                except DatevError as e:
+                    raise Invalid(key, str(e)) from None
             if key == "default_bundesland" and value not in BUNDESLAENDER_DEFAULT:
                 raise Invalid(key, f"one of {', '.join(BUNDESLAENDER_DEFAULT)}")
         with self.store.unit_of_work() as uow:
@@ -374,9 +410,10 @@ class Invoices:
     """Month invoices: one per client and month, gapless numbers, immutable once issued; a
     correction is a cancellation invoice (Storno) and a new invoice."""
 
-    def __init__(self, store: Store, billing: Billing) -> None:
+    def __init__(self, store: Store, billing: Billing, mail: SendMail | None = None) -> None:
         self.store = store
         self.billing = billing
+        self.mail = mail
 
     def run(self, actor: Actor, month: str, now: datetime | None = None) -> list[dict[str, Any]]:
         """Invoice every client with a tariff for `month` (a month that has ended) that has no
@@ -470,7 +507,8 @@ class Invoices:
         with self.store.unit_of_work(write=False) as uow:
             rows = uow.billing.invoices(client)
             done = uow.billing.with_files([r.id for r in rows])
-            return [invoice_json(r, documents=r.id in done) for r in rows]
+            mails = uow.billing.last_mails([r.id for r in rows])
+            return [invoice_json(r, documents=r.id in done, mail=mails.get(r.id)) for r in rows]
 
     def get(self, actor: Actor, number: str) -> dict[str, Any]:
         """An invoice with its lines, each line's usage lines and their sources."""
@@ -478,7 +516,8 @@ class Invoices:
             row = uow.billing.invoice_by_number(number)
             if row is None or not policy.sees_client(actor, row.client):
                 raise NotFound("invoice", number)
-            out = invoice_json(row, documents=bool(uow.billing.with_files([row.id])))
+            out = invoice_json(row, documents=bool(uow.billing.with_files([row.id])),
+                               mail=uow.billing.last_mails([row.id]).get(row.id))  # fmt: skip
             out["doc"] = row.doc
             ids = [i for ln in row.doc.get("lines", []) for i in ln.get("usage_ids", [])]
             out["usage"] = [{"id": i, **usage_to_json(u)} for i, u in uow.billing.usage_by_ids(ids)]
@@ -506,6 +545,87 @@ class Invoices:
             if attempt == 1:  # issued, its documents not yet made (a run stopped in between)
                 self._make_documents(rid)
         raise NotFound("invoice document", number)
+
+    def send(self, actor: Actor, number: str, resend: bool = False,
+             now: datetime | None = None) -> dict[str, Any]:  # fmt: skip
+        """Admin: e-mail an invoice to its client's billing address (the buyer's e-mail) with
+        the PDF/A-3 (ZUGFeRD) attached, or the XRechnung XML for a buyer with a Leitweg-ID.
+        Recorded before the mail server is asked and after it took the mail, so the answer
+        comes only once the sending is stored. An invoice sent before (or whose earlier sending
+        had no outcome) is refused unless `resend`. The mail server failing: Unavailable, and
+        the invoice stays unsent (send it again later). A client's user: another business's
+        invoice is not found, its own is forbidden."""
+        with self.store.unit_of_work(write=False) as uow:
+            row = uow.billing.invoice_by_number(number)
+            if row is None or not policy.sees_client(actor, row.client):
+                raise NotFound("invoice", number)
+            rid, client = row.id, row.client
+            issued = as_utc(row.issued_at).astimezone(ZoneInfo("Europe/Berlin")).date()
+            facts = (row.number, row.kind, issued, row.month, row.client, dict(row.doc))
+            to = buyer_of(uow, client)["email"]
+        policy.require_admin(actor)
+        if self.mail is None:
+            raise Unavailable("e-mail is not available here ([mail] in config.toml)")
+        if not to:
+            raise Invalid("email", f"client {client} has no billing e-mail address "
+                          f"(heimbuero billing buyer {client} --email ADDRESS)")  # fmt: skip
+        if "seller" not in facts[5]:
+            raise NotFound(
+                "invoice document",
+                number,
+                f"invoice {number} was issued before e-invoices: nothing to send",
+            )
+        try:
+            mail = invoice_mail(einvoice_of(*facts))
+        except EInvoiceError as e:
+            raise Invalid("invoice", str(e)) from e
+        name, media, content = self.document(actor, number, mail.document)  # made if missing
+        now = now or datetime.now(UTC)
+        with self.store.unit_of_work() as uow:
+            before = uow.billing.mails(rid)
+            done = [m for m in before if m.state in ("sent", "sending")]
+            if done and not resend:
+                raise Conflict(_sent_before(number, done[-1]))
+            started = uow.billing.start_mail(rid, to, mail.document, actor.name, now)
+            if started is None:
+                raise Conflict(f"invoice {number} is being sent right now")
+            mail_id = started.id
+        try:
+            self.mail(to, mail.subject, mail.text, (Attachment(name, content, media),),
+                      mail.reply_to)  # fmt: skip
+        except MailError as e:
+            with self.store.unit_of_work() as uow:
+                uow.billing.end_mail(mail_id, datetime.now(UTC), error=str(e))
+            log.warning("billing: invoice %s not sent to %s: %s", number, to, e)
+            raise Unavailable(f"invoice {number} was not sent: {e}; it stays unsent, "
+                              "send it again later") from e  # fmt: skip
+        sent_at = datetime.now(UTC)
+        with self.store.unit_of_work() as uow:
+            uow.billing.end_mail(mail_id, sent_at)
+        log.info("billing: invoice %s sent to %s (%s)", number, to, mail.document)
+        with self.store.unit_of_work(write=False) as uow:
+            sent = uow.billing.invoice(rid)
+            assert sent is not None
+            return invoice_json(sent, documents=True,
+                                mail=uow.billing.last_mails([rid]).get(rid))  # fmt: skip
+
+    def send_unsent(self, actor: Actor,
+                    now: datetime | None = None) -> builtins.list[dict[str, Any]]:  # fmt: skip
+        """Admin: `send` every e-invoice and Storno never sent (nor being sent), oldest first;
+        one that fails does not stop the others. Per invoice {"number", "sent"} or
+        {"number", "error"}."""
+        policy.require_admin(actor)
+        with self.store.unit_of_work(write=False) as uow:
+            rows = [r for r in uow.billing.invoices() if "seller" in r.doc]
+            done = uow.billing.last_mails([r.id for r in rows])
+            todo = [r.number for r in rows if r.id not in done]
+        out: builtins.list[dict[str, Any]] = []
+        for number in todo:
+            try:
+                out.append({"number": number, "sent": self.send(actor, number, now=now)["sent"]})
+            except (Invalid, Conflict, Unavailable, NotFound) as e:
+                out.append({"number": number, "error": str(e)})
+        return out
 
     def complete_documents(self) -> int:
         """Make the documents of every issued invoice that has none yet (a run or cancel
@@ -544,14 +664,17 @@ class Invoices:
         with self.store.unit_of_work() as uow:
             uow.billing.add_files(invoice_id, profile, pdf, xml)
 
-    def datev(self, actor: Actor, month: str) -> bytes:
-        """Admin: the DATEV-style booking lines (CSV, Windows-1252) of the invoices and
-        cancellation invoices issued in `month` (by their issue date, German time)."""
+    def datev(self, actor: Actor, month: str, now: datetime | None = None) -> bytes:
+        """Admin: the DATEV Buchungsstapel (EXTF header, column header, booking lines;
+        Windows-1252) of the invoices and cancellation invoices issued in `month` (by their
+        issue date, German time). Refused while the Berater- or Mandantennummer is unset."""
         policy.require_admin(actor)
         month = parse_month(month)
         berlin = ZoneInfo("Europe/Berlin")
         with self.store.unit_of_work(write=False) as uow:
             accounts = datev_accounts(uow.billing)
+            numbers = datev_numbers(uow.billing)
+            locked = uow.billing.settings().get("datev_festschreibung") == "true"
             booked = [
                 Booked(r.number, r.client, r.kind, as_utc(r.issued_at).astimezone(berlin).date(),
                        tuple((Decimal(v["rate"]), int(v["net"]), int(v["vat"]))
@@ -560,10 +683,41 @@ class Invoices:
                 for r in uow.billing.invoices()
                 if as_utc(r.issued_at).astimezone(berlin).strftime("%Y-%m") == month
             ]  # fmt: skip
+        for key in ("datev_berater", "datev_mandant"):
+            if numbers[key] is None:
+                raise Invalid(key, f"the DATEV {DATEV_NUMBERS[key][0]} is not set (heimbuero "
+                              f"billing settings --{key.replace('_', '-')} N)")  # fmt: skip
+        first = date.fromisoformat(f"{month}-01")
+        header = Header(
+            berater=numbers["datev_berater"] or 0, mandant=numbers["datev_mandant"] or 0,
+            fiscal_year_start=fiscal_year_start(first, numbers["datev_fiscal_year_start"] or 1),
+            account_length=numbers["datev_account_length"] or 4, date_from=first,
+            date_to=(first + timedelta(days=32)).replace(day=1) - timedelta(days=1),
+            created=(now or datetime.now(UTC)).astimezone(berlin).replace(tzinfo=None),
+            label=f"Rechnungen {month}", locked=locked,
+        )  # fmt: skip
         try:
-            return datev_csv(booked, accounts)
-        except ValueError as e:
-            raise Invalid("month", str(e)) from e
+            return datev_csv(booked, header, accounts)
+        except DatevError as e:
+            raise Invalid(e.field, str(e)) from e
+
+
+def _sent_before(number: str, mail: InvoiceMailRow) -> str:
+    if mail.state == "sending":
+        return (f"invoice {number}: a sending to {mail.recipient} started at "
+                f"{as_utc(mail.started_at):%Y-%m-%d %H:%M} UTC has no outcome (the process "
+                "stopped?) and may have reached it; to send it again, ask for a resend "
+                "(--resend, API: ?resend=true)")  # fmt: skip
+    assert mail.sent_at is not None
+    return (f"invoice {number} was sent to {mail.recipient} at "
+            f"{as_utc(mail.sent_at):%Y-%m-%d %H:%M} UTC already; to send it again, ask for a "
+            "resend (--resend, API: ?resend=true)")  # fmt: skip
+
+
+def datev_numbers(repo: BillingRepository) -> dict[str, int | None]:
+    """The EXTF header's numbers as set (Berater- and Mandantennummer None while unset)."""
+    settings = {**DATEV_DEFAULTS, **repo.settings()}
+    return {k: int(settings[k]) if settings.get(k) else None for k in DATEV_NUMBERS}
 
 
 def datev_accounts(repo: BillingRepository) -> dict[str, str]:
@@ -654,13 +808,20 @@ def storno_doc(doc: dict[str, Any], cancels: str) -> dict[str, Any]:
     return neg
 
 
-def invoice_json(row: InvoiceRow, documents: bool = False) -> dict[str, Any]:
+def invoice_json(row: InvoiceRow, documents: bool = False,
+                 mail: InvoiceMailRow | None = None) -> dict[str, Any]:  # fmt: skip
     """An invoice's summary; `documents` False: issued, but its PDF and XML are not made yet
-    (the invoice is not done: the next run, or the first download, makes them)."""
+    (the invoice is not done: the next run, or the first download, makes them). `sent`: its
+    latest e-mail (to, when; "sending" with no time: the outcome is unknown), or None."""
+    sent = None if mail is None else {
+        "to": mail.recipient, "state": mail.state, "document": mail.document,
+        "at": None if mail.sent_at is None else as_utc(mail.sent_at).isoformat(),
+    }  # fmt: skip
     return {
         "number": row.number, "client": row.client, "month": row.month, "kind": row.kind,
         "issued_at": as_utc(row.issued_at).isoformat(), "net": row.net, "vat": row.vat,
         "gross": row.gross, "cancelled": row.cancelled_by is not None, "documents": documents,
+        "sent": sent,
     }  # fmt: skip
 
 

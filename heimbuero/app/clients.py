@@ -11,10 +11,11 @@ from heimbuero.app._util import country_of, valid
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
 from heimbuero.domain import phone
-from heimbuero.domain.model import Client, Number, Provider
+from heimbuero.domain.model import Client, Number, Provider, VipCaller
 from heimbuero.office import callpolicy, directory
 from heimbuero.store import Store, UnitOfWork
 
+MAX_VIPS = 100
 _TEXTS = (("name", "client name"), ("trade", "client trade"),
           ("contact_person", "client contact"), ("greeting", "client greeting"))  # fmt: skip
 
@@ -27,9 +28,12 @@ class ClientInfo:
     numbers: tuple[str, ...]
 
 
-def _check_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """Validate the client fields present; return them normalised."""
+def _check_fields(fields: dict[str, Any], country: int = 49) -> dict[str, Any]:
+    """Validate the client fields present; return them normalised (`country`: the provider's
+    calling code, for VIP numbers typed without +)."""
     out = dict(fields)
+    if "vip_callers" in out:
+        out["vip_callers"] = _vip_callers(out["vip_callers"], country)
     for key, what in _TEXTS:
         if out.get(key):
             valid(key, callpolicy.check_text, what, out[key])
@@ -44,6 +48,30 @@ def _check_fields(fields: dict[str, Any]) -> dict[str, Any]:
     if out.get("email"):
         out["email"] = _email(out["email"])
     return out
+
+
+def _vip_callers(entries: Any, country: int) -> tuple[VipCaller, ...]:
+    """VIP callers from VipCaller objects or {"number", "name", "remark"?} mappings: numbers
+    normalised to E.164, one entry per number (the last wins), at most MAX_VIPS."""
+    out: dict[str, VipCaller] = {}
+    for i, entry in enumerate(entries):
+        e = entry if isinstance(entry, dict) else {"number": entry.number, "name": entry.name,
+                                                     "remark": entry.remark}  # fmt: skip
+        where = f"vip_callers[{i}]"
+        number = valid(where, directory.validate_e164, str(e.get("number", "")), "number", country)
+        name, remark = str(e.get("name", "")).strip(), str(e.get("remark", "") or "").strip()
+        if not name or len(name) > 100:
+            raise Invalid(where, "give the caller's name (1-100 characters)")
+        if len(remark) > 200:
+            raise Invalid(where, "the remark is at most 200 characters")
+        valid(where, callpolicy.check_text, "VIP caller", name)
+        if remark:
+            valid(where, callpolicy.check_text, "VIP remark", remark)
+        out.pop(number, None)
+        out[number] = VipCaller(number, name, remark)
+    if len(out) > MAX_VIPS:
+        raise Invalid("vip_callers", f"at most {MAX_VIPS} VIP callers per client")
+    return tuple(out.values())
 
 
 def _email(address: str) -> str:
@@ -94,13 +122,43 @@ class Clients:
     def create(self, actor: Actor, client_id: str, name: str, **fields: Any) -> ClientInfo:
         policy.require_admin(actor)
         client_id = valid("id", directory.validate_slug, client_id)
-        checked = _check_fields({"name": name, **fields})
+        checked = _check_fields({"name": name, **fields}, country_of(self.store))
         return self._info(self.store.add_client(Client(id=client_id, **checked)))
 
     def update(self, actor: Actor, client_id: str, **changes: Any) -> ClientInfo:
         policy.require_admin(actor)
         self._get(client_id)
-        return self._info(self.store.update_client(client_id, **_check_fields(changes)))
+        checked = _check_fields(changes, country_of(self.store))
+        return self._info(self.store.update_client(client_id, **checked))
+
+    def set_vip(
+        self, actor: Actor, client_id: str, number: str, name: str, remark: str = ""
+    ) -> tuple[VipCaller, ...]:
+        """Add or replace one VIP caller of a client (admins); the client's VIP callers."""
+        return self._change_vips(actor, client_id, lambda vips, n: (
+            *vips, {"number": number, "name": name, "remark": remark}))  # fmt: skip
+
+    def remove_vip(self, actor: Actor, client_id: str, number: str) -> tuple[VipCaller, ...]:
+        """Remove a VIP caller (admins); NotFound when the number is none of them."""
+
+        def without(vips: tuple[VipCaller, ...], e164: str) -> tuple[VipCaller, ...]:
+            if not any(v.number == e164 for v in vips):
+                raise NotFound("", "", f"{e164} is no VIP caller of client {client_id!r}")
+            return tuple(v for v in vips if v.number != e164)
+
+        return self._change_vips(actor, client_id, without, number)
+
+    def _change_vips(
+        self, actor: Actor, client_id: str, change: Callable[..., Any], number: str = ""
+    ) -> tuple[VipCaller, ...]:
+        policy.require_admin(actor)
+        client_id = valid("id", directory.validate_slug, client_id)
+        country = country_of(self.store)
+        e164 = valid("number", directory.validate_e164, number, "number", country) if number else ""
+        with self.store.unit_of_work() as uow:  # read and change in one transaction
+            c = _client(uow, client_id)
+            vips = _vip_callers(change(c.vip_callers, e164), country)
+            return uow.clients.update(c.id, vip_callers=vips).vip_callers
 
     def remove(self, actor: Actor, client_id: str) -> str:
         """Remove a client with its numbers, rules and override (call records stay)."""

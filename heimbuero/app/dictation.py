@@ -30,6 +30,7 @@ from heimbuero.office import dictation_files as media
 from heimbuero.office.dictation import Action, Priority, State, TransitionError, WorkType
 from heimbuero.office.files import MB, FileError, FileService
 from heimbuero.office.messaging import FILE_TRANSFER
+from heimbuero.office.pdf import text_pdf
 from heimbuero.office.roles import BUSINESS
 from heimbuero.store import Store
 from heimbuero.store.dictation import (
@@ -672,6 +673,24 @@ class Dictation:
         if record is None:
             raise NotFound("", "", "the document is gone (its link expired)")
         return record.name, self._service().files_dir / record.id
+
+    def document_pdf(self, actor: Actor, job_id: int) -> tuple[str, bytes]:
+        """(file name, bytes) of the delivered document's text as PDF: the title, business,
+        author and delivery date, then the document's paragraphs (tables included; a
+        letterhead's layout is not kept, its text is)."""
+        job = self.get(actor, job_id)
+        name, path = self.document(actor, job_id)
+        try:
+            paragraphs = media.docx_paragraphs(path.read_bytes(), skip_heading=job.title)
+        except (OSError, ValueError) as exc:
+            raise NotFound("", "", f"the document cannot be read ({exc})") from None
+        client = self.store.get_client(job.client_id)
+        try:
+            data = text_pdf(job.title, paragraphs, client.name if client else job.client_id,
+                            job.author, job.delivered_at or _now())  # fmt: skip
+        except ValueError as exc:
+            raise Unavailable(str(exc)) from None
+        return f"{Path(name).stem}.pdf", data
 
     def watch(
         self, actor: Actor, on_change: Callable[[DictationChanged], None]

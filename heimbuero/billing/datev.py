@@ -1,28 +1,37 @@
-"""A DATEV-style booking export of issued invoices for the provider's tax advisor: one booking
-line per invoice and VAT rate, in the column layout of DATEV's "Buchungsstapel" (Umsatz,
-Soll/Haben-Kennzeichen, WKZ, Konto, Gegenkonto, BU-Schlüssel, Belegdatum, Belegfeld 1,
-Buchungstext), semicolon-separated, decimal comma, Windows-1252 as DATEV reads it.
+"""DATEV's booking export of issued invoices for the provider's tax advisor: a Buchungsstapel
+in DATEV's ASCII format (EXTF, header version 700, format category 21, format version 13),
+as DATEV Rechnungswesen imports it: the EXTF header line (who: Berater- and Mandantennummer;
+which period; Sachkontenlänge; WKZ EUR), the column header line, then one booking line per
+invoice and VAT rate. `;`-separated, text in double quotes, decimal comma, CRLF,
+Windows-1252.
 
 The debtor account is debited with the gross amount against the revenue account of the rate
 (an "automatic" SKR03 account that books the VAT itself, so no BU key); a cancellation invoice
 (Storno) is the same booking the other way round (Haben). The accounts default to SKR03 and
-are provider settings. Not (yet) written: the EXTF header line with the advisor's and
-client's DATEV numbers; the advisor's import maps the columns.
+are provider settings.
+
+The booking lines carry the first 14 columns of the Buchungsstapel layout (Umsatz to
+Buchungstext); the columns after Buchungstext are left off (the import reads columns by
+position; a shorter line leaves the rest empty).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
+# The EXTF header line's fixed values (DATEV format description, "Header").
+EXTF, HEADER_VERSION, CATEGORY, FORMAT_NAME, FORMAT_VERSION = (
+    "EXTF", 700, 21, "Buchungsstapel", 13,
+)  # fmt: skip
+HEADER_FIELDS = 31  # fields of a version 700 header line
+
 COLUMNS = (
-    "Umsatz (ohne Soll/Haben-Kz)", "Soll/Haben-Kennzeichen", "WKZ Umsatz", "Konto",
-    "Gegenkonto (ohne BU-Schlüssel)", "BU-Schlüssel", "Belegdatum", "Belegfeld 1",
-    "Buchungstext",
+    "Umsatz (ohne Soll/Haben-Kz)", "Soll/Haben-Kennzeichen", "WKZ Umsatz", "Kurs",
+    "Basis-Umsatz", "WKZ Basis-Umsatz", "Konto", "Gegenkonto (ohne BU-Schlüssel)",
+    "BU-Schlüssel", "Belegdatum", "Belegfeld 1", "Belegfeld 2", "Skonto", "Buchungstext",
 )  # fmt: skip
 
 # SKR03: 10000 a collective debtor; 8400 revenue 19 % VAT, 8300 revenue 7 % VAT, 8195
@@ -34,6 +43,18 @@ DEFAULT_ACCOUNTS = {
     "datev_revenue_0": "8120",
     "datev_revenue_kleinunternehmer": "8195",
 }
+BERATER_RANGE = (1001, 9_999_999)
+MANDANT_RANGE = (1, 99_999)
+ACCOUNT_LENGTH_RANGE = (4, 8)
+
+
+class DatevError(ValueError):
+    """The export cannot be written as DATEV reads it (a number out of range, an account
+    longer than the Sachkontenlänge, a rate without a revenue account)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +70,84 @@ class Booked:
     kleinunternehmer: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What the EXTF header line says about the batch."""
+
+    berater: int  # Beraternummer, 1001 to 9999999
+    mandant: int  # Mandantennummer, 1 to 99999
+    fiscal_year_start: date  # Wirtschaftsjahresbeginn
+    account_length: int  # Sachkontenlänge, 4 to 8
+    date_from: date  # Datum vom
+    date_to: date  # Datum bis (the same fiscal year)
+    created: datetime  # Erzeugt am (local time)
+    label: str = ""  # Bezeichnung, at most 30 characters
+    locked: bool = False  # Festschreibung
+    exported_by: str = "heimbuero"  # Exportiert von
+
+    def check(self) -> None:
+        _in_range("datev_berater", "Beraternummer", self.berater, BERATER_RANGE)
+        _in_range("datev_mandant", "Mandantennummer", self.mandant, MANDANT_RANGE)
+        _in_range("datev_account_length", "Sachkontenlänge", self.account_length,
+                  ACCOUNT_LENGTH_RANGE)  # fmt: skip
+        if not self.fiscal_year_start <= self.date_from <= self.date_to:
+            raise DatevError("month", "Datum vom/bis must lie in one fiscal year, in order")
+
+
+def check_range(field: str, value: str, what: str, bounds: tuple[int, int]) -> int:
+    """A DATEV number setting as text, checked: its integer value."""
+    if not value.isdigit():
+        raise DatevError(field, f"the {what} is a number {bounds[0]} to {bounds[1]}")
+    _in_range(field, what, int(value), bounds)
+    return int(value)
+
+
+def _in_range(field: str, what: str, value: int, bounds: tuple[int, int]) -> None:
+    if not bounds[0] <= value <= bounds[1]:
+        raise DatevError(field, f"the {what} is a number {bounds[0]} to {bounds[1]}, not {value}")
+
+
+def fiscal_year_start(day: date, first_month: int) -> date:
+    """The first day of the fiscal year (beginning in `first_month`) that holds `day`."""
+    year = day.year if day.month >= first_month else day.year - 1
+    return date(year, first_month, 1)
+
+
+def _text(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _line(fields: Sequence[str]) -> str:
+    return ";".join(fields) + "\r\n"
+
+
+def header_line(h: Header) -> str:
+    """The EXTF header line (31 fields; text in quotes, numbers and dates bare)."""
+    h.check()
+    fields = [
+        _text(EXTF), str(HEADER_VERSION), str(CATEGORY), _text(FORMAT_NAME),
+        str(FORMAT_VERSION),
+        h.created.strftime("%Y%m%d%H%M%S") + f"{h.created.microsecond // 1000:03d}",  # Erzeugt am
+        "",  # Importiert (DATEV fills it)
+        _text(""),  # Herkunft
+        _text(h.exported_by[:25]),  # Exportiert von
+        _text(""),  # Importiert von
+        str(h.berater), str(h.mandant), h.fiscal_year_start.strftime("%Y%m%d"),
+        str(h.account_length), h.date_from.strftime("%Y%m%d"), h.date_to.strftime("%Y%m%d"),
+        _text(h.label[:30]),  # Bezeichnung
+        _text(""),  # Diktatkürzel
+        "1",  # Buchungstyp: 1 Finanzbuchführung
+        "0",  # Rechnungslegungszweck: 0 unabhängig
+        "1" if h.locked else "0",  # Festschreibung
+        _text("EUR"),  # WKZ
+        "", _text(""), "", "",  # reserviert, Derivatskennzeichen, reserviert, reserviert
+        _text(""), "",  # SKR, Branchen-Lösungs-ID
+        "", _text(""), _text(""),  # reserviert, reserviert, Anwendungsinformation
+    ]  # fmt: skip
+    assert len(fields) == HEADER_FIELDS
+    return _line(fields)
+
+
 def _amount(cents: int) -> str:
     return f"{Decimal(abs(cents)) / 100:.2f}".replace(".", ",")
 
@@ -60,26 +159,31 @@ def revenue_account(rate: Decimal, kleinunternehmer: bool, accounts: dict[str, s
         return accounts["datev_revenue_0"]
     key = f"datev_revenue_{rate.normalize():f}"
     if key not in accounts:
-        raise ValueError(f"no revenue account for VAT {rate} % (setting {key})")
+        raise DatevError("month", f"no revenue account for VAT {rate} % (setting {key})")
     return accounts[key]
 
 
-def datev_csv(invoices: Iterable[Booked], accounts: dict[str, str] | None = None) -> bytes:
-    """The booking lines as CSV bytes (Windows-1252; characters it lacks become '?')."""
+def datev_csv(invoices: Iterable[Booked], header: Header,
+              accounts: dict[str, str] | None = None) -> bytes:  # fmt: skip
+    """The Buchungsstapel as bytes (Windows-1252; characters it lacks become '?')."""
     acc = {**DEFAULT_ACCOUNTS, **(accounts or {})}
-    out = io.StringIO()
-    w = csv.writer(out, delimiter=";", lineterminator="\r\n")
-    w.writerow(COLUMNS)
+    out = [header_line(header), _line(COLUMNS)]
     for inv in invoices:
+        if not header.date_from <= inv.issued <= header.date_to:
+            raise DatevError("month", f"invoice {inv.number} is not of {header.date_from:%Y-%m}")
         for rate, net, vat in inv.vat:
             gross = net + vat
             if gross == 0:
                 continue
+            revenue = revenue_account(rate, inv.kleinunternehmer, acc)
+            if len(revenue) > header.account_length:
+                raise DatevError("datev_account_length", f"revenue account {revenue} is longer "
+                                 f"than the Sachkontenlänge {header.account_length}")  # fmt: skip
             debit = gross > 0  # a Storno's amounts are stored negative: Haben
             text = f"{'Storno' if inv.kind == 'storno' else 'Rechnung'} {inv.number} {inv.client}"
-            w.writerow([
-                _amount(gross), "S" if debit else "H", "EUR", acc["datev_debtor"],
-                revenue_account(rate, inv.kleinunternehmer, acc), "",
-                inv.issued.strftime("%d%m"), inv.number[:36], text[:60],
-            ])  # fmt: skip
-    return out.getvalue().encode("cp1252", errors="replace")
+            out.append(_line([
+                _amount(gross), _text("S" if debit else "H"), _text("EUR"), "", "", "",
+                acc["datev_debtor"], revenue, _text(""), inv.issued.strftime("%d%m"),
+                _text(inv.number[:36]), _text(""), "", _text(text[:60]),
+            ]))  # fmt: skip
+    return "".join(out).encode("cp1252", errors="replace")

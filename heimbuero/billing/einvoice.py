@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
+
+from heimbuero.fonts import font_file
 
 FACTURX_EN16931 = "urn:cen.eu:en16931:2017"
 XRECHNUNG_3 = "urn:cen.eu:en16931:2017#compliant#urn:xeinkauf.de:kosit:xrechnung_3.0"
@@ -35,7 +36,6 @@ SELLER_FIELDS = (
 SELLER_REQUIRED = ("name", "street", "postcode", "city", "country", "iban", "email", "phone")
 BUYER_FIELDS = ("name", "street", "postcode", "city", "country", "vat_id", "leitweg_id", "email")
 UNITS = {"dictation_minutes": "MIN"}  # UN/ECE rec. 20 unit codes; the rest C62 (one)
-_FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/dejavu"))
 
 
 class EInvoiceError(Exception):
@@ -282,14 +282,6 @@ def _rate(inv: EInvoice, rate: Decimal) -> Decimal:
 # ------------------------------------------------------------------ the PDF
 
 
-def _font_file(bold: bool) -> Path | None:
-    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
-    for d in _FONT_DIRS:
-        if (d / name).is_file():
-            return d / name
-    return None
-
-
 def format_cents(cents: int | Decimal) -> str:
     d = Decimal(cents) / 100
     q: Decimal = d.quantize(Decimal("0.01")) if d == d.quantize(Decimal("0.01")) else d.normalize()
@@ -307,7 +299,7 @@ def build_visible_pdf(inv: EInvoice) -> bytes:
     from fpdf import FPDF
 
     pdf = FPDF(format="A4", enforce_compliance="PDFA_3B")  # fonts embedded, sRGB intent
-    regular, bold = _font_file(False), _font_file(True)
+    regular, bold = font_file(False), font_file(True)
     if regular is None or bold is None:  # PDF/A embeds its fonts: no built-in Helvetica
         raise EInvoiceError("the invoice PDF needs the DejaVu Sans fonts "
                             "(Debian: apt-get install fonts-dejavu-core)")  # fmt: skip

@@ -33,6 +33,16 @@ class Provider:
 
 
 @dataclass(frozen=True, slots=True)
+class VipCaller:
+    """A caller the client wants treated specially: the agent's card names them before the
+    call is answered ("Herr Meier, Architekt – immer sofort zum Chef durchstellen")."""
+
+    number: str  # E.164
+    name: str
+    remark: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Client:
     """A client business served by the provider."""
 
@@ -47,6 +57,12 @@ class Client:
     closure_days: tuple[date, ...] = ()
     call_policy: CallPolicy = field(default_factory=CallPolicy)  # calls out, approved numbers
     email: str = ""  # where call notes go by e-mail too ("" = messenger only)
+    vip_callers: tuple[VipCaller, ...] = ()
+
+    def vip(self, caller: str) -> VipCaller | None:
+        """The VIP entry whose number `caller` (E.164, or a SIP URI's user part) is."""
+        user = caller.split(":", 1)[-1].split("@", 1)[0].split(";", 1)[0]
+        return next((v for v in self.vip_callers if v.number == user), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,6 +222,10 @@ class MediaSession:
                 await asyncio.sleep(delay)
         return None
 
+    def clear_digits(self) -> None:
+        while not self.digits.empty():
+            self.digits.get_nowait()
+
     def _take_digit(self, wanted: str) -> str | None:
         while not self.digits.empty():
             d = self.digits.get_nowait()
@@ -231,24 +235,42 @@ class MediaSession:
 
     async def record(self, max_seconds: float, stop_on: str = "#") -> bytes:
         """The caller's audio (8 kHz 16-bit PCM) until a digit in `stop_on`, `max_seconds`
-        or the end of the call; bounded to `max_seconds` of packets whatever the caller sends."""
+        or the end of the call; bounded to `max_seconds` of packets whatever the caller sends.
+        Digits typed before (during the greeting) do not end it."""
+        self.clear_digits()
+        audio, _ = await self.record_until(max_seconds, stop_on)
+        return audio
+
+    async def record_until(self, max_seconds: float, stop_on: str) -> tuple[bytes, str | None]:
+        """As `record`, keeping queued digits; (the audio, the digit that ended it or None
+        when the time was up or the call ended)."""
         self._recording = []
         self._record_limit = int(max_seconds * 50) + 1
-        while not self.digits.empty():  # digits typed during the greeting do not end it
-            self.digits.get_nowait()
-
-        async def digit() -> None:
-            while (await self.digits.get()) not in stop_on:
-                pass
-
-        waits = [asyncio.ensure_future(digit()), asyncio.ensure_future(self.closed.wait())]
         try:
-            await asyncio.wait(waits, timeout=max_seconds, return_when=asyncio.FIRST_COMPLETED)
+            digit = await self.next_digit(stop_on, max_seconds)
         finally:
-            for w in waits:
-                w.cancel()
-        out, self._recording = b"".join(self._recording), None
-        return out[: int(max_seconds * codec.SAMPLE_RATE) * 2]
+            out, self._recording = b"".join(self._recording), None
+        return out[: int(max_seconds * codec.SAMPLE_RATE) * 2], digit
+
+    async def next_digit(self, wanted: str, timeout: float) -> str | None:
+        """The next digit in `wanted` (others are dropped); None after `timeout` seconds or
+        when the call ends."""
+        if self.closed.is_set():
+            return None
+
+        async def digit() -> str:
+            while (d := await self.digits.get()) not in wanted:
+                pass
+            return d
+
+        got = asyncio.ensure_future(digit())
+        ended = asyncio.ensure_future(self.closed.wait())
+        try:
+            await asyncio.wait([got, ended], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            got.cancel()
+            ended.cancel()
+        return got.result() if got.done() and not got.cancelled() else None
 
     def close(self) -> None:
         if self._transport is not None:

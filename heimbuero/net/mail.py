@@ -46,10 +46,13 @@ def build_message(
     subject: str,
     text: str,
     attachments: tuple[Attachment, ...] = (),
+    reply_to: str | None = None,
 ) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
+    if reply_to:
+        msg["Reply-To"] = reply_to
     msg["Subject"] = subject
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
@@ -83,6 +86,20 @@ class Mailer:
         msg = build_message(self.settings.sender, to, subject, text, attachments)
         async with self._slots:
             await asyncio.to_thread(self._deliver, msg)
+
+    def deliver(
+        self,
+        to: str,
+        subject: str,
+        text: str,
+        attachments: tuple[Attachment, ...] = (),
+        reply_to: str | None = None,
+    ) -> None:
+        """`send` for callers outside the event loop (a worker thread, the command line): it
+        blocks until the mail server took the message; MailError when it did not."""
+        if not self.enabled:
+            raise MailError("e-mail is not configured ([mail] host in config.toml)")
+        self._deliver(build_message(self.settings.sender, to, subject, text, attachments, reply_to))
 
     def _deliver(self, msg: EmailMessage) -> None:
         s = self.settings

@@ -47,12 +47,13 @@ from heimbuero.office.routing import (
     normalise_number,
     route,
 )
+from heimbuero.office.voicemail import NO_MAILBOX, has_mailbox, mailbox_owner, mailboxes
 from heimbuero.sip.locate import DEFAULT_PORT, is_address
 from heimbuero.sip.message import ParseError, Request, parse_address
 from heimbuero.sip.peer import Peer
 
 from .location import LocationService
-from .mediaapps import dictation_user
+from .mediaapps import dictation_user, listen_user
 from .proxy import Target
 from .transfers import TRANSFER_WINDOW, PendingTransfer, TransferBook, target_key
 
@@ -176,7 +177,10 @@ class CallRouting:
     # -> (client, trunk, start) of each call with a branch through a trunk, until it ends
     media_app: Peer | None = None  # where the media applications (voicemail) listen
     dictation_code: str = ""  # dialled for dictation by phone ("" : off)
-    dictation_key: bytes = b""  # signs the media applications' dictation URIs
+    dictation_key: bytes = b""  # signs the media applications' dictation and listen URIs
+    listen_code: str = ""  # dialled to listen to one's voicemail ("" : off)
+    # the owners with voicemails stored (the server's message-waiting counts)
+    stored_mailboxes: Callable[[], AbstractSet[str]] = frozenset
     paused: frozenset[str] = frozenset()  # agents whose own status is not available
     talk_today: dict[str, tuple[str, float]] = field(default_factory=dict)  # client ->
     # (local date, seconds of ended calls out that day: the store's sum plus ours since)
@@ -382,7 +386,7 @@ class CallRouting:
         if ringing and events.has_subscribers(CallRinging):
             assert client is not None  # (display is set for a client's call only)
             events.publish(CallRinging(now, run.call_id, user, client.id, run.plan.number,
-                                       run.caller))  # fmt: skip
+                                       run.caller, run.plan.rule or ""))  # fmt: skip
         return targets
 
     def _external_target(self, number: str, run: PlanRun) -> Target | None:
@@ -675,6 +679,34 @@ class CallRouting:
         name = dictation_user(self.dictation_key, call_id, account.client, user)
         log.info("call %s: dictation by phone of %s for %s", call_id, user, account.client)
         return Target(f"sip:{name}@{app.host}:{app.port}", app)
+
+    def listen(self, user: str, dialled: str, call_id: str) -> Target | tuple[int, str] | None:
+        """Listening to voicemail by phone: where `user`'s call to the listen code goes (the
+        media applications, by a URI signed for this call and this user: the box is the
+        authenticated user's, office/voicemail.py), (status, text) when he has no box, or
+        None when `dialled` is not the code."""
+        code = self.listen_code
+        if not code or unquote(dialled).strip() not in (code, code + "#"):
+            return None
+        account = self.directory.users.get(user)
+        if account is None:
+            return 403, "Voicemail by phone works from a user's phone"
+        owner = mailbox_owner(account)
+        if not has_mailbox(owner, mailboxes(self.directory), self.stored_mailboxes()):
+            log.info("call %s: %s dialled %s but has no mailbox", call_id, user, code)
+            return 404, NO_MAILBOX
+        app = self.media_app
+        if app is None or not self.dictation_key:
+            return 503, "Voicemail by phone is not available"
+        log.info("call %s: %s listens to the mailbox %s", call_id, user, owner)
+        name = listen_user(self.dictation_key, call_id, user)
+        return Target(f"sip:{name}@{app.host}:{app.port}", app)
+
+    def service(self, user: str, dialled: str, call_id: str) -> Target | tuple[int, str] | None:
+        """A service code of the server's own (dictation, listening to voicemail) dialled by
+        the authenticated `user`: see `dictation` and `listen`."""
+        found = self.dictation(user, dialled, call_id)
+        return found if found is not None else self.listen(user, dialled, call_id)
 
     def feature(self, user: str, dialled: str, now: float) -> tuple[int, str] | None:
         """Apply a feature code dialled by `user`; (status, text) to answer, or None if the

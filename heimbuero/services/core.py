@@ -494,14 +494,15 @@ class SipCore:
             and not req.get("route")
         ):
             if user is not None:
-                dictation = calls.dictation(user, uri.user or "", req.call_id)
-                if isinstance(dictation, tuple):
-                    code, text = dictation[0], _short(dictation[1])
+                # dictation by phone, listening to voicemail: the media applications
+                service = calls.service(user, uri.user or "", req.call_id)
+                if isinstance(service, tuple):
+                    code, text = service[0], _short(service[1])
                     reason = [("Reason", f'SIP;cause={code};text="{text}"')]
                     self.respond(txn, code, now, reason=text, headers=reason)
                     return
-                if dictation is not None:
-                    self.proxy.ring(txn, [dictation], now)
+                if service is not None:
+                    self.proxy.ring(txn, [service], now)
                     return
                 answer = calls.feature(user, uri.user or "", now)
                 if answer is not None:

@@ -18,17 +18,31 @@ import re
 import secrets
 import subprocess
 import time
+import wave
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from heimbuero.config import MediaAppSettings
 from heimbuero.media import ua
+from heimbuero.media.dictaphone import KEYS, Action, Dictaphone
 from heimbuero.media.ua_codec import parse_dtmf_relay
+from heimbuero.office.voicemail import (
+    DELETED_TEXT,
+    END_TEXT,
+    LISTEN_KEYS,
+    MENU_TEXT,
+    NO_MAILBOX,
+    NOT_DELETED_TEXT,
+    Listening,
+    Next,
+    decide,
+)
 from heimbuero.services.presence import MESSAGE_SUMMARY, message_summary
 from heimbuero.sip.dialog import Dialog
 from heimbuero.sip.message import ParseError, Request, Response, parse
+from heimbuero.store.voicemail import Voicemail
 
 if TYPE_CHECKING:
     from heimbuero.services.core import SipCore
@@ -46,10 +60,14 @@ GREETING = (
 
 
 DICTATION_PROMPT = (
-    "Bitte sprechen Sie Ihr Diktat nach dem Signalton. "
+    "Bitte sprechen Sie Ihr Diktat nach dem Signalton. Stern unterbricht, "
+    "Eins spielt die letzten Sekunden vor, Null beginnt neu. "
     "Legen Sie auf oder drücken Sie die Raute-Taste, wenn Sie fertig sind."
 )
+DICTATION_DISCARDED = "Das Diktat wurde gelöscht. Bitte sprechen Sie neu nach dem Signalton."
 MIN_DICTATION = 16000  # bytes of 8 kHz 16-bit audio (1 s): less is no dictation
+DICTATION_REVIEW = 10.0  # seconds `1` plays back
+DICTATION_PAUSE = 300.0  # the longest pause; then the dictation is finished
 
 
 def dictation_user(key: bytes, call_id: str, client: str, user: str) -> str:
@@ -58,6 +76,26 @@ def dictation_user(key: bytes, call_id: str, client: str, user: str) -> str:
     sent to the media applications' port directly cannot name somebody else)."""
     mac = hmac.new(key, f"{call_id}\n{client}\n{user}".encode(), "sha256").hexdigest()[:24]
     return f"dictation.{client}.{user}.{mac}"
+
+
+def listen_user(key: bytes, call_id: str, user: str) -> str:
+    """The media applications' user part for `user` listening to his mailbox by phone,
+    signed for the call like `dictation_user` (its signed text has one line more, so that
+    neither signature stands for the other). The box is worked out from `user` again when
+    the call arrives, never taken from the request."""
+    text = f"{call_id}\n{user}\nlisten\n"
+    mac = hmac.new(key, text.encode(), "sha256").hexdigest()[:24]
+    return f"listen.{mac}.{user}"
+
+
+class Mailbox(Protocol):
+    """The store side of listening by phone (the server's, through the application layer):
+    each write is committed when its call returns. `user` is the authenticated listener; the
+    box is his (a client's owner: the client's)."""
+
+    async def messages(self, user: str) -> list[Voicemail] | None: ...  # None: no box
+    async def heard(self, user: str, voicemail_id: int) -> bool: ...
+    async def delete(self, user: str, voicemail_id: int) -> bool: ...
 
 
 @dataclass
@@ -95,6 +133,7 @@ class Call:
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     ack_at: float | None = None
+    listening: Listening[Voicemail] | None = None  # listening to voicemail by phone
 
 
 class MediaApps(asyncio.DatagramProtocol):
@@ -121,6 +160,9 @@ class MediaApps(asyncio.DatagramProtocol):
         self.dictation_key = b""
         self.on_dictation: Callable[[Dictated], Awaitable[None] | None] | None = None
         self.dictation_max_seconds = 1800.0
+        # listening to voicemail by phone (set by the server; signed with dictation_key)
+        self.mailbox: Mailbox | None = None
+        self.listen_max_seconds = 900.0
 
     async def start(self, port: int = 0) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -235,6 +277,7 @@ class MediaApps(asyncio.DatagramProtocol):
     async def _invite(self, req: Request, addr: tuple[str, int]) -> None:
         user = req.ruri.user or ""
         app, _, owner = user.partition(".")
+        listening: Listening[Voicemail] | None = None
         if app == "announce":
             await self._announce(req, addr, owner)
             return
@@ -245,12 +288,17 @@ class MediaApps(asyncio.DatagramProtocol):
                 if len(parts) == 3 and self.dictation_key and self.on_dictation is not None
                 else None
             )
-            if want is None or not hmac.compare_digest(want, user):
+            if want is None or not hmac.compare_digest(want.encode(), user.encode()):
                 text = "Dictation by phone is dialled through the server"
                 self._reply(req, addr, 403, "Forbidden",
                             headers=(("Reason", f'SIP;cause=403;text="{text}"'),))  # fmt: skip
                 return
             owner = f"{parts[0]}.{parts[1]}"
+        elif app == "listen":
+            listening = await self._listen_invite(req, addr, user, owner)
+            if listening is None:
+                return
+            owner = owner.partition(".")[2]
         elif app != "voicemail" or not owner:
             self._reply(req, addr, 404, "Not Found")
             return
@@ -277,7 +325,10 @@ class MediaApps(asyncio.DatagramProtocol):
             session.close()
             return
         try:
-            greeting = await (self._prompt() if app == "dictation" else self._greeting(owner))
+            if listening is not None:
+                greeting = await self._say(listening.summary)
+            else:
+                greeting = await (self._prompt() if app == "dictation" else self._greeting(owner))
         except Exception:
             session.close()
             raise
@@ -290,8 +341,39 @@ class MediaApps(asyncio.DatagramProtocol):
         headers.append(("Contact", self._contact()))
         data = self._reply(req, addr, 200, "OK", tag, tuple(headers), session.answer)
         call = Call(req, addr, dialog, session, data, app, owner, greeting)
+        if app == "listen":
+            call.listening = listening
         self.calls[req.call_id] = call
         call.task = asyncio.ensure_future(self._run(call))
+
+    async def _listen_invite(
+        self, req: Request, addr: tuple[str, int], user: str, rest: str
+    ) -> Listening[Voicemail] | None:
+        """`listen.MAC.USER`: only a URI the proxy signed for this call opens a mailbox (403
+        else); the user's messages, or None when answered already (403, 404: no box, 503)."""
+        listener = rest.partition(".")[2]
+        want = (
+            listen_user(self.dictation_key, req.call_id, listener)
+            if listener and self.dictation_key and self.mailbox is not None
+            else None
+        )
+        if want is None or not hmac.compare_digest(want.encode(), user.encode()):
+            text = "Voicemail by phone is dialled through the server"
+            self._reply(req, addr, 403, "Forbidden",
+                        headers=(("Reason", f'SIP;cause=403;text="{text}"'),))  # fmt: skip
+            return None
+        assert self.mailbox is not None
+        try:
+            messages = await self.mailbox.messages(listener)
+        except Exception:
+            log.exception("media apps: %s: the mailbox of %s unreadable", req.call_id, listener)
+            self._reply(req, addr, 503, "Service Unavailable")
+            return None
+        if messages is None:
+            self._reply(req, addr, 404, "Not Found",
+                        headers=(("Reason", f'SIP;cause=404;text="{NO_MAILBOX}"'),))  # fmt: skip
+            return None
+        return Listening.of(messages)
 
     def announcement(self, client: str, name: str) -> Path | None:
         """DATA/announcements/CLIENT/NAME.(wav|mp3), else the provider's
@@ -375,6 +457,12 @@ class MediaApps(asyncio.DatagramProtocol):
                 await self._play_first(call, call.greeting)
             elif call.app == "dictation":
                 await self._dictation(call)
+            elif call.app == "listen":
+                try:
+                    await asyncio.wait_for(self._listen(call), self.listen_max_seconds)
+                except TimeoutError:
+                    log.info("voicemail by phone of %s: ended after %.0f s", call.owner,
+                             self.listen_max_seconds)  # fmt: skip
             else:
                 await self._voicemail(call)
         except asyncio.CancelledError:
@@ -401,23 +489,109 @@ class MediaApps(asyncio.DatagramProtocol):
             pcm = b""
         return pcm + ua.beep()
 
-    async def _prompt(self) -> bytes:
-        """The spoken prompt of dictation by phone (made once, cached), then the beep."""
+    async def _prompt(self, text: str = DICTATION_PROMPT) -> bytes:
+        """A spoken prompt of dictation by phone (made once, cached), then the beep."""
         try:
-            path = await asyncio.to_thread(
-                ua.speak, DICTATION_PROMPT, self.data_dir / "media-cache"
-            )
+            path = await asyncio.to_thread(ua.speak, text, self.data_dir / "media-cache")
             pcm = await asyncio.to_thread(ua.read_wav, path)
         except (ua.MediaError, OSError, subprocess.SubprocessError) as exc:
             log.warning("media apps: no dictation prompt (%s); beep only", exc)
             pcm = b""
         return pcm + ua.beep()
 
+    async def _say(self, text: str) -> bytes:
+        """`text` spoken (made once, cached); nothing when it cannot be made."""
+        try:
+            path = await asyncio.to_thread(ua.speak, text, self.data_dir / "media-cache")
+            return await asyncio.to_thread(ua.read_wav, path)
+        except (ua.MediaError, OSError, subprocess.SubprocessError) as exc:
+            log.warning("media apps: no prompt %r (%s)", text, exc)
+            return b""
+
+    async def _listen(self, call: Call) -> None:
+        """The mailbox's messages one after the other (office/voicemail.py: the order and the
+        keys), each followed by the key menu; a message played to its end is heard; `7`
+        deletes (committed, then "gelöscht"); after the last one the end prompt, then BYE
+        (by `_run`). A hang-up in the middle of a message leaves it as it was."""
+        listening, mailbox, s = call.listening, self.mailbox, call.session
+        assert listening is not None and mailbox is not None
+        user = call.owner
+        await self._play_first(call, call.greeting)  # the summary (# skips it)
+        menu = await self._say(MENU_TEXT) + bytes(16000)  # + 1 s to press a key
+        number = 0
+        while (msg := listening.current) is not None and not s.closed.is_set():
+            try:
+                pcm = await asyncio.to_thread(ua.read_wav, self.data_dir / msg.path)
+            except (OSError, EOFError, ua.MediaError, wave.Error) as exc:
+                log.warning("voicemail %d of %s unreadable (%s): skipped", msg.id, user, exc)
+                listening.advance()
+                continue
+            number += 1
+            intro = await self._say(f"Nachricht {number}.")
+            heard = msg.heard
+            while not s.closed.is_set():
+                key = await s.play(intro + pcm, stop_on=LISTEN_KEYS)
+                if s.closed.is_set():
+                    return  # hung up in the middle: the message stays as it was
+                to_end = key is None
+                if to_end and not heard:
+                    heard = await asyncio.shield(mailbox.heard(user, msg.id))
+                if key is None:
+                    key = await s.play(menu, stop_on=LISTEN_KEYS)
+                    if s.closed.is_set():
+                        return
+                step = decide(key, to_end)
+                if step.heard and not heard:
+                    heard = await asyncio.shield(mailbox.heard(user, msg.id))
+                if step.next is Next.REPLAY:
+                    intro = b""
+                    continue
+                if step.next is Next.DELETE:
+                    done = await asyncio.shield(mailbox.delete(user, msg.id))
+                    await s.play(await self._say(DELETED_TEXT if done else NOT_DELETED_TEXT))
+                break
+            listening.advance()
+        if not s.closed.is_set():
+            await s.play(await self._say(END_TEXT))
+
     async def _dictation(self, call: Call) -> None:
-        """Prompt, beep, then record until the author hangs up, presses # or the longest
-        length; the WAV goes to `on_dictation` (which makes it a job)."""
+        """Prompt, beep, then record with the keys of a dictation machine (media/dictaphone)
+        until the author presses #, hangs up, pauses too long or reaches the longest length;
+        the WAV goes to `on_dictation` (which makes it a job)."""
+        s = call.session
+        machine = Dictaphone(self.dictation_max_seconds, DICTATION_REVIEW)
         await self._play_first(call, call.greeting)
-        audio = await call.session.record(self.dictation_max_seconds, "#")
+        s.clear_digits()  # keys typed during the prompt do not count
+        pending: str | None = None
+        while not s.closed.is_set() and machine.remaining > 0:
+            digit: str | None
+            if pending is not None:
+                digit, pending = pending, None
+            elif machine.paused:
+                digit = await s.next_digit(KEYS, DICTATION_PAUSE)
+                if digit is None:
+                    break  # hung up, or paused too long: what was recorded is kept
+            else:
+                began = time.monotonic()
+                audio, digit = await s.record_until(machine.remaining, KEYS)
+                machine.recorded(audio, time.monotonic() - began)
+            if digit is None:
+                continue  # the time is up or the call ended: the loop's test decides
+            step = machine.key(digit)
+            if step.action is Action.FINISH:
+                break
+            if step.action is Action.IGNORED:
+                continue
+            if step.action is Action.PAUSED:
+                cue = ua.beep(0.15, 600) + bytes(1600) + ua.beep(0.15, 600)
+            elif step.action is Action.PLAYBACK:
+                cue = step.audio + ua.beep()
+            elif step.action is Action.DISCARDED:
+                cue = await self._prompt(DICTATION_DISCARDED)
+            else:
+                cue = ua.beep()
+            pending = await s.play(cue, stop_on=KEYS)
+        audio = bytes(machine.audio)
         client, author = call.owner.split(".", 1)
         if len(audio) < MIN_DICTATION:
             log.info("dictation by phone of %s: under a second recorded, no job", author)

@@ -27,6 +27,7 @@ from heimbuero.store.models import (
     ClientTariffRow,
     InvoiceCounterRow,
     InvoiceFileRow,
+    InvoiceMailRow,
     InvoiceRow,
     MeterReadingRow,
     TariffTemplateRow,
@@ -352,3 +353,47 @@ class BillingRepository(Repository):
 
     def files(self, invoice_id: int) -> InvoiceFileRow | None:
         return self._session.get(InvoiceFileRow, invoice_id)
+
+    # e-mails of invoices
+    def mails(self, invoice_id: int) -> list[InvoiceMailRow]:
+        """An invoice's e-mails, oldest first."""
+        q = select(InvoiceMailRow).where(InvoiceMailRow.invoice_id == invoice_id)
+        return list(self._session.scalars(q.order_by(InvoiceMailRow.attempt)))
+
+    def last_mails(self, invoice_ids: Iterable[int]) -> dict[int, InvoiceMailRow]:
+        """Per invoice its latest e-mail that was sent or may have been (state sent or
+        sending); invoices without one are left out."""
+        ids, out = list(invoice_ids), {}
+        for i in range(0, len(ids), 500):
+            rows = self._session.scalars(
+                select(InvoiceMailRow)
+                .where(InvoiceMailRow.invoice_id.in_(ids[i : i + 500]),
+                       InvoiceMailRow.state.in_(("sent", "sending")))
+                .order_by(InvoiceMailRow.attempt)
+            )  # fmt: skip
+            out.update({r.invoice_id: r for r in rows})
+        return out
+
+    def start_mail(self, invoice_id: int, recipient: str, document: str, sent_by: str,
+                   at: datetime) -> InvoiceMailRow | None:  # fmt: skip
+        """Record an e-mail about to be handed to the mail server (state "sending"); None
+        when another sender recorded the same attempt meanwhile."""
+        attempt = len(self.mails(invoice_id)) + 1
+        row = InvoiceMailRow(invoice_id=invoice_id, attempt=attempt, state="sending",
+                             recipient=recipient, document=document, sent_by=sent_by,
+                             started_at=at, error="")  # fmt: skip
+        try:
+            with self._session.begin_nested():
+                self._session.add(row)
+        except IntegrityError:
+            return None
+        return row
+
+    def end_mail(self, mail_id: int, at: datetime, error: str | None = None) -> None:
+        """The mail server took the e-mail (state "sent" at `at`), or did not (`error`)."""
+        row = self._session.get(InvoiceMailRow, mail_id)
+        assert row is not None
+        if error is None:
+            row.state, row.sent_at = "sent", at
+        else:
+            row.state, row.error = "failed", error[:500]

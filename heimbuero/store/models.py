@@ -127,6 +127,8 @@ class ClientRow(Base):
     # allowed destinations, approved forwarding numbers, caps (migration 0006)
     call_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     email: Mapped[str] = mapped_column(String(254), default="")  # call notes by e-mail (0008)
+    # [{"number", "name", "remark"}]: callers the agent's card names (0020)
+    vip_callers: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
 class NumberRow(Base):
@@ -727,3 +729,26 @@ class InvoiceFileRow(Base):
     profile: Mapped[str] = mapped_column(String(16))  # en16931 | xrechnung
     pdf: Mapped[bytes] = mapped_column(LargeBinary)
     xml: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class InvoiceMailRow(Base):
+    """One e-mail of an invoice to the client's billing address (migration 0019): `state`
+    "sending" is written and committed before the mail server is asked, then "sent" (with
+    `sent_at`) or "failed" (with `error`). A "sending" that stays (the process stopped between)
+    counts as possibly sent: no second mail without an explicit resend."""
+
+    __tablename__ = "billing_invoice_mails"
+    __table_args__ = (UniqueConstraint("invoice_id", "attempt", name="uq_invoice_mail_attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("billing_invoices.id", name="fk_invoice_mail_invoice"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)  # 1, 2, …: two senders at once clash here
+    state: Mapped[str] = mapped_column(String(16))  # sending | sent | failed
+    recipient: Mapped[str] = mapped_column(String(254))
+    document: Mapped[str] = mapped_column(String(8))  # pdf | xml: what was attached
+    sent_by: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error: Mapped[str] = mapped_column(String(500), default="")

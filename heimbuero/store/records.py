@@ -18,6 +18,7 @@ from heimbuero.domain.model import (
     Step,
     Trunk,
     TrunkInbound,
+    VipCaller,
     parse_target,
 )
 from heimbuero.domain.model import User as OfficeUser
@@ -185,6 +186,9 @@ def client_from_row(row: ClientRow) -> Client:
         closure_days=tuple(date.fromisoformat(d) for d in row.closure_days or ()),
         call_policy=policy_from_json(row.call_policy),
         email=row.email or "",
+        vip_callers=tuple(
+            VipCaller(v["number"], v["name"], v.get("remark", "")) for v in row.vip_callers or ()
+        ),
     )
 
 
@@ -200,6 +204,9 @@ def client_values(c: Client) -> dict[str, Any]:
         "closure_days": sorted(d.isoformat() for d in c.closure_days),
         "call_policy": c.call_policy.to_json(),
         "email": c.email,
+        "vip_callers": [
+            {"number": v.number, "name": v.name, "remark": v.remark} for v in c.vip_callers
+        ],
     }
 
 

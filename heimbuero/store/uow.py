@@ -32,11 +32,18 @@ from heimbuero.store.repositories import (
     UserRepository,
 )
 
+# PostgreSQL: the transaction-level advisory lock every unit of work that may write takes
+WRITE_LOCK = 0x6865696D  # "heim"
+
 
 class UnitOfWork:
-    """Use as a context manager (see the module text). On SQLite a unit of work that may write
-    starts with BEGIN IMMEDIATE: what it reads (say the directory a rules document is checked
-    against) cannot change under it before it commits."""
+    """Use as a context manager (see the module text). A unit of work that may write holds
+    the database's write lock from its start to its commit: what it reads (say the directory a
+    rules document is checked against) cannot change under it. SQLite: BEGIN IMMEDIATE.
+    PostgreSQL (READ COMMITTED, where a concurrent commit would otherwise show between two
+    reads): one transaction-level advisory lock, taken first, shared by every server and
+    command on that database and released by the commit or rollback. Writers take turns as
+    they do on SQLite, waiting at most 5 s; readers never wait."""
 
     def __init__(self, engine: Engine, *, write: bool = True) -> None:
         self._engine = engine
@@ -66,8 +73,16 @@ class UnitOfWork:
         self._after_commit.append(fn)
 
     def __enter__(self) -> UnitOfWork:
-        if self._write and self._engine.dialect.name == "sqlite":
-            self.session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        if self._write:
+            dialect = self._engine.dialect.name
+            if dialect == "sqlite":
+                self.session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            elif dialect == "postgresql":
+                # waits at most 5 s for it, as SQLite's busy_timeout (then an error, no hang)
+                self.session.connection().exec_driver_sql(
+                    "SELECT set_config('lock_timeout', '5s', true), "
+                    f"pg_advisory_xact_lock({WRITE_LOCK})"
+                )
         return self
 
     def commit(self) -> None:

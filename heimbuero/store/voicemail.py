@@ -90,3 +90,34 @@ def all_counts(store: Store) -> dict[str, tuple[int, int]]:
         new, old = out.get(owner, (0, 0))
         out[owner] = (new, old + int(n)) if heard else (new + int(n), old)
     return out
+
+
+def mailbox(store: Store, owner: str) -> list[Voicemail]:
+    """Every voicemail of one mailbox (`voicemail:OWNER`), oldest first."""
+    with store.unit_of_work(write=False) as uow:
+        rows = uow.session.scalars(
+            select(VoicemailRow).where(VoicemailRow.owner == owner).order_by(VoicemailRow.id)
+        )
+        return [_view(r) for r in rows]
+
+
+def mark_heard(store: Store, owner: str, voicemail_id: int) -> bool:
+    """Mark a voicemail of `owner` heard; False when it is not (or no longer) in that box."""
+    with store.unit_of_work() as uow:
+        row = uow.session.get(VoicemailRow, voicemail_id)
+        if row is None or row.owner != owner:
+            return False
+        row.heard = True
+        return True
+
+
+def delete_voicemail(store: Store, owner: str, voicemail_id: int) -> str | None:
+    """Delete a voicemail of `owner` (committed when this returns); its WAV's path (relative
+    to the data directory) for the caller to remove, or None when it is not in that box."""
+    with store.unit_of_work() as uow:
+        row = uow.session.get(VoicemailRow, voicemail_id)
+        if row is None or row.owner != owner:
+            return None
+        path = row.path
+        uow.session.delete(row)
+        return path

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from heimbuero.app import Actor, App, AppError, Invalid, Problem, TooMany, Unavailable, http_status
+from heimbuero.app.billing import SendMail
 from heimbuero.app.clients import ClientInfo
 from heimbuero.app.rules import OverrideState
 from heimbuero.app.users import require_status_reader, visible_registrations
@@ -96,6 +97,8 @@ class WebContext:
     publish: Callable[[Any], None] | None = None
     # send an e-mail (to, subject, text) through the server's [mail] settings; None: no mail
     mail: Callable[[str, str, str], Awaitable[None]] | None = None
+    # deliver an invoice's e-mail (blocking, with attachments; Mailer.deliver); None: no mail
+    invoice_mail: SendMail | None = None
     # the data folder (voicemail greetings and announcements); None: those routes are off
     data_dir: Path | None = None
 
@@ -171,6 +174,12 @@ class ProviderModel(BaseModel):
     _address = field_validator("address")(_lines)
 
 
+class VipCallerModel(BaseModel):
+    number: str = Field(max_length=64, examples=["0171 2345678", "+491712345678"])
+    name: str = Field(max_length=100, examples=["Herr Meier (Architekt)"])
+    remark: str = Field(default="", max_length=200, examples=["immer sofort durchstellen"])
+
+
 class ClientFields(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     trade: str | None = None
@@ -181,6 +190,9 @@ class ClientFields(BaseModel):
     bundesland: str | None = None
     closure_days: list[date] | None = None
     email: str | None = Field(default=None, max_length=254)  # call notes by e-mail too
+    vip_callers: list[VipCallerModel] | None = Field(
+        default=None, max_length=100, description="callers the agent's card names (the whole list)"
+    )
 
     _texts = field_validator("name", "trade", "contact_person", "greeting")(_line)
     _notes = field_validator("notes")(_lines)
@@ -218,6 +230,7 @@ class ClientOut(BaseModel):
     closure_days: list[date]
     numbers: list[str]
     email: str = ""
+    vip_callers: list[VipCallerModel] = []
 
 
 class NumberModel(BaseModel):
@@ -518,6 +531,9 @@ def _client_out(info: ClientInfo) -> ClientOut:
         closure_days=list(c.closure_days),
         numbers=list(info.numbers),
         email=c.email,
+        vip_callers=[
+            VipCallerModel(number=v.number, name=v.name, remark=v.remark) for v in c.vip_callers
+        ],  # fmt: skip
     )
 
 
@@ -640,6 +656,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         dictation=ctx.dictation,
         publish=ctx.publish,
         mail=ctx.mail,
+        invoice_mail=ctx.invoice_mail,
         data_dir=ctx.data_dir,
     )
     app = FastAPI(

@@ -33,6 +33,11 @@ class SettingsIn(BaseModel):
     datev_revenue_7: str | None = None
     datev_revenue_0: str | None = None
     datev_revenue_kleinunternehmer: str | None = None
+    datev_berater: int | None = None  # the EXTF header: Beraternummer 1001 to 9999999
+    datev_mandant: int | None = None  # Mandantennummer 1 to 99999
+    datev_account_length: int | None = None  # Sachkontenlänge 4 to 8 (default 4)
+    datev_fiscal_year_start: int | None = None  # the fiscal year's first month (default 1)
+    datev_festschreibung: bool | None = None  # Festschreibung (default false)
 
 
 class SellerIn(BaseModel):
@@ -174,6 +179,14 @@ def billing_routes(
     def invoice_xml(actor: Who, number: str) -> Response:
         """The invoice's CII XML (Factur-X EN 16931, or XRechnung for public-sector clients)."""
         return _download(*invoices.document(actor, number, "xml"))
+
+    @router.post("/api/billing/invoices/{number}/send")
+    def send_invoice(actor: Who, number: str, resend: bool = False) -> dict[str, Any]:
+        """Admin: e-mail the invoice to the client's billing address (PDF/A-3, or the
+        XRechnung XML for a buyer with a Leitweg-ID); 409 when it was sent before (unless
+        `resend=true`), 503 when the mail server did not take it (the invoice stays unsent).
+        Answers once the sending is stored; `sent` says to whom and when."""
+        return invoices.send(actor, number, resend=resend)
 
     @router.post("/api/billing/invoices/{number}/cancel")
     def cancel_invoice(actor: Who, number: str) -> dict[str, Any]:

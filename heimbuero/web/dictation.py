@@ -25,7 +25,8 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -495,8 +496,15 @@ def dictation_routes(
         return job_out(outcome.job, draft=actor.staff)
 
     @router.get("/api/dictation/jobs/{job_id}/document", tags=["dictation"])
-    def document(job_id: int, user: Me) -> Response:
-        """The delivered document (DOCX)."""
+    def document(
+        job_id: int, user: Me, kind: Literal["docx", "pdf"] = Query("docx", alias="format")
+    ) -> Response:
+        """The delivered document: the DOCX, or (`?format=pdf`) its text as PDF."""
+        if kind == "pdf":
+            name, data = dictation.document_pdf(Actor.of(user), job_id)
+            disposition = f"attachment; filename*=UTF-8''{quote(name)}"
+            return Response(data, media_type="application/pdf",
+                            headers={"Content-Disposition": disposition})  # fmt: skip
         name, path = dictation.document(Actor.of(user), job_id)
         return FileResponse(path, media_type=media.DOCX_TYPE, filename=name)
 

@@ -102,7 +102,8 @@ def test_a_ringing_client_call_pops_the_clients_card_and_readies_the_note(
     browser: Any, tmp_path: Path
 ) -> None:
     """The screen pop: a carrier call to Tischlerei Müller's number rings anna's phone; her open
-    console shows whose call it is (before she answers) and the note form is set to it."""
+    console shows whose call it is (before she answers): the greeting with her name, the rule
+    that sent it, the caller named as one of the client's VIPs; the note form is set to it."""
     carrier_port = free_port()
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps({"client": "mueller", "numbers": {NUMBER: {"rules": [
@@ -113,6 +114,8 @@ def test_a_ringing_client_call_pops_the_clients_card_and_readies_the_note(
     data = ["--data", str(srv.data_dir)]
     srv.cli("trunk", "set", "carrier", "--address", f"127.0.0.1:{carrier_port}", *data)
     srv.cli("rules", "import", "mueller", str(rules), *data)
+    srv.cli("client", "vip", "mueller", CALLER, "--name", "Herr Meier (Architekt)",
+            "--remark", "sofort zum Chef durchstellen", *data)  # fmt: skip
     with srv, SipClient(srv.port) as phone, SipClient(srv.port, local_port=carrier_port) as pstn:
         aor = f"sip:anna@{srv.domain}"
         _, ok = phone.authenticated_request(
@@ -135,6 +138,13 @@ def test_a_ringing_client_call_pops_the_clients_card_and_readies_the_note(
         card.wait_for(state="visible", timeout=10_000)
         assert card.locator(".name").inner_text() == "Tischlerei Müller"
         assert CALLER in card.locator(".number").inner_text()
+        # the greeting with her name, the rule that sent the call, and who is calling
+        assert card.locator(".greeting").inner_text().endswith("Sie sprechen mit Anna")
+        assert card.locator(".rule").inner_text() == "Immer"
+        vip = card.locator(".vip")
+        assert vip.is_visible(), page.content()
+        assert "Herr Meier (Architekt)" in vip.inner_text()
+        assert "sofort zum Chef durchstellen" in vip.inner_text()
         assert page.get_by_label("Mandant", exact=True).input_value() == "mueller"
         assert page.get_by_label("Rufnummer", exact=True).input_value() == CALLER
         if SHOTS:

@@ -7,6 +7,8 @@ admin reads them and the month's DATEV-style booking lines."""
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -85,7 +87,14 @@ def test_the_owner_downloads_the_invoice_pdf_another_client_cannot(tmp_path: Pat
         params = {"month": issued.strftime("%Y-%m")}
         assert owner.get("/api/billing/datev.csv", params=params).status_code == 403
         r = admin.get("/api/billing/datev.csv", params=params)
+        assert r.status_code == 422 and "Beraternummer" in r.text, r.text
+        numbers = {"datev_berater": 1001, "datev_mandant": 7}
+        assert admin.patch("/api/billing/settings", json={"datev_mandant": 0}).status_code == 422
+        assert admin.patch("/api/billing/settings", json=numbers).status_code == 200
+        r = admin.get("/api/billing/datev.csv", params=params)
         assert r.status_code == 200, r.text
-        (row,) = r.content.decode("cp1252").splitlines()[1:]
-        assert row.split(";")[:8] == ["34,51", "S", "EUR", "10000", "8400", "",
-                                      issued.strftime("%d%m"), number]  # fmt: skip
+        extf, _columns, row = csv.reader(io.StringIO(r.content.decode("cp1252"), newline=""),
+                                         delimiter=";")  # fmt: skip
+        assert extf[:5] + extf[10:12] == ["EXTF", "700", "21", "Buchungsstapel", "13", "1001", "7"]
+        assert row[:11] == ["34,51", "S", "EUR", "", "", "", "10000", "8400", "",
+                            issued.strftime("%d%m"), number]  # fmt: skip

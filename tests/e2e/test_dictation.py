@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pypdf
 import pytest
 
 from tests.smtpd import MailSink
@@ -438,6 +439,16 @@ def test_review_letterhead_and_finished_document(tmp_path: Path) -> None:
         assert r.json()["characters"] == len(typed) - 2  # the blank line between paragraphs
         doc = docx_text(mueller.get(f"/api/dictation/jobs/{jid}/document").content)
         assert "Briefkopf Tischlerei Müller" in doc and "Müller &amp; Söhne &lt;GmbH&gt;" in doc
+        # the same text as PDF, for the author who has no word processor
+        pdf = mueller.get(f"/api/dictation/jobs/{jid}/document?format=pdf")
+        assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+        assert "Protokoll%20%26%20Termine.pdf" in pdf.headers["content-disposition"]
+        read = "\n".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf.content)).pages)
+        for said in ("Protokoll & Termine", "Müller & Söhne <GmbH>", "Ort: Werkstatt",
+                     "Beginn 8 Uhr", "Briefkopf Tischlerei Müller"):  # fmt: skip
+            assert said in read, read
+        assert schulz.get(f"/api/dictation/jobs/{jid}/document?format=pdf").status_code == 404
+        assert mueller.get(f"/api/dictation/jobs/{jid}/document?format=odt").status_code == 422
 
         # the DOCX the messenger brought: the author may download it, another client not
         def file_messages() -> list[dict[str, Any]]:

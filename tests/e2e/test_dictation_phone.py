@@ -5,7 +5,8 @@ recording is a job in the typists' queue, for his client, with audio of the leng
 the typist plays it back. Abuse: a staff member's *88 is refused with a reason; an INVITE
 sent to the media applications directly, naming the owner, is refused; another client's
 user does not see the job; *88 in the owner's name without his password is challenged and
-refused."""
+refused. The keys of a dictation machine: * pauses, 1 plays back, 0 starts again, #
+finishes."""
 
 from __future__ import annotations
 
@@ -114,6 +115,36 @@ def speak(rtp: socket.socket, sender: c.RtpSender, media: int, pcm: bytes) -> No
         delay = start + (i + 1) * 0.02 - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+
+
+def press(rtp: socket.socket, sender: c.RtpSender, media: int, key: str) -> None:
+    """One key as RFC 4733 (its end packet three times), a new event timestamp each time."""
+    ev = c.TelephoneEvent("0123456789*#".index(key), True, 10, 800).encode()
+    for _ in range(3):
+        rtp.sendto(c.RtpPacket(101, sender.sequence, sender.timestamp, 99, ev).encode(),
+                   (LOCALHOST, media))  # fmt: skip
+        sender.sequence += 1
+    sender.timestamp += 1600
+
+
+def drain(rtp: socket.socket) -> None:
+    rtp.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            rtp.recvfrom(2048)
+    rtp.setblocking(True)
+
+
+def listen(rtp: socket.socket, first: float = 3.0) -> bytes:
+    """What the server plays until it has been quiet for half a second, decoded."""
+    heard = []
+    rtp.settimeout(first)
+    with contextlib.suppress(TimeoutError):
+        while True:
+            data, _ = rtp.recvfrom(2048)
+            heard.append(c.decode(8, c.RtpPacket.parse(data).payload))
+            rtp.settimeout(0.5)
+    return b"".join(heard)
 
 
 @pytest.fixture
@@ -270,3 +301,52 @@ def test_a_hang_up_under_a_second_makes_no_job(office: Server) -> None:
     with httpx.Client(base_url=srv.http_url, timeout=10) as http:
         jobs = http.get("/api/dictation/queue", auth=("anna", srv.demo_passwords["anna"]))
         assert jobs.json() == []
+
+
+def test_the_keys_of_a_dictation_machine(office: Server) -> None:
+    """The owner speaks (440 Hz), presses 0 and starts again (880 Hz), pauses with * and says
+    something not meant for the typist (1200 Hz), resumes with * (660 Hz), presses 1 and
+    hears the last seconds, then #. The job holds 880 + 660 Hz only."""
+    srv = office
+    with contextlib.ExitStack() as stack:
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(srv.port))
+        inv, ok, media = dial(srv, sip, rtp)
+        sender = c.RtpSender(99, 8, timestamp=1000)
+        speak(rtp, sender, media, tone(440, 1.5))
+        press(rtp, sender, media, "0")
+        said = listen(rtp)  # "Das Diktat wurde gelöscht …" and the beep
+        assert len(said) > 16000 and power(said[-2400:], 1000) > 50 * power(said[-2400:], 440)
+        speak(rtp, sender, media, tone(880, 1.5))
+        press(rtp, sender, media, "*")
+        assert power(listen(rtp), 600) > 0  # the pause cue
+        speak(rtp, sender, media, tone(1200, 1.0))  # paused: not for the typist
+        press(rtp, sender, media, "*")
+        listen(rtp)  # the beep: recording again
+        speak(rtp, sender, media, tone(660, 1.0))
+        drain(rtp)
+        press(rtp, sender, media, "1")
+        played = listen(rtp)
+        assert 2.4 <= len(played) / 16000 <= 3.0, len(played)  # 2.5 s recorded + the beep
+        assert power(played, 880) > 20 * power(played, 1200)
+        assert power(played, 660) > 20 * power(played, 440)
+        press(rtp, sender, media, "#")
+        bye = next_request(sip, "BYE", 5)
+        reply(sip, bye, "200 OK")
+
+    anna = ("anna", srv.demo_passwords["anna"])
+    with httpx.Client(base_url=srv.http_url, timeout=10) as http:
+
+        def job() -> dict[str, Any] | None:
+            jobs = http.get("/api/dictation/queue", auth=anna).json()
+            return next((j for j in jobs if j["source"] == "phone"), None)
+
+        found = wait_until(job, 10, interval=0.3, what="the phone dictation in the queue")
+        assert 2.3 <= found["audio_seconds"] <= 2.7, found
+        full = http.get(f"/api/dictation/jobs/{found['id']}", auth=anna).json()
+        with wave.open(io.BytesIO(http.get(full["parts"][0]["audio"], auth=anna).content)) as w:
+            pcm = w.readframes(w.getnframes())
+        first, last = pcm[:16000], pcm[-12000:]
+        assert power(first, 880) > 50 * max(power(first, 440), power(first, 1200))
+        assert power(last, 660) > 50 * max(power(last, 440), power(last, 1200))

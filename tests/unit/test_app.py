@@ -111,6 +111,35 @@ def test_clients_numbers_and_provider(app: App) -> None:
     assert _refused(app.clients.update, ADMIN, "meier", notes="x") == 404
 
 
+def test_vip_callers_admins_set_everyone_of_the_business_reads(app: App) -> None:
+    vips = app.clients.set_vip(ADMIN, "mueller", "0171 2345678", "Herr Meier", "durchstellen")
+    assert [(v.number, v.name, v.remark) for v in vips] == [
+        ("+491712345678", "Herr Meier", "durchstellen")
+    ]
+    # the same number again replaces the entry (typed another way)
+    vips = app.clients.set_vip(ADMIN, "mueller", "+49 171 2345678", "Herr Meier (Architekt)")
+    assert [(v.number, v.name) for v in vips] == [("+491712345678", "Herr Meier (Architekt)")]
+    assert app.clients.get(OWNER, "mueller").client.vip_callers == vips
+    for actor in (AGENT, OWNER, EMPLOYEE):
+        assert _refused(app.clients.set_vip, actor, "mueller", "+4930123", "X") == 403
+    assert _refused(app.clients.set_vip, ADMIN, "nobody", "+4930123", "X") == 404
+    assert _refused(app.clients.get, OTHER, "mueller") == 404
+    for number, name, remark in (
+        ("hello", "X", ""),
+        ("+4930123", "", ""),
+        ("+4930123", "X\r\nVia: evil", ""),
+        ("+4930123", "X", "r" * 201),
+    ):
+        assert _refused(app.clients.set_vip, ADMIN, "mueller", number, name, remark) == 422
+    assert _refused(app.clients.remove_vip, ADMIN, "mueller", "+4930999") == 404
+    assert app.clients.remove_vip(ADMIN, "mueller", "0171 2345678") == ()
+    # the whole list at once (the API's PATCH): at most 100, one per number
+    many = [{"number": f"+49301000{i:03d}", "name": f"K{i}"} for i in range(101)]
+    assert _refused(app.clients.update, ADMIN, "mueller", vip_callers=many) == 422
+    done = app.clients.update(ADMIN, "mueller", vip_callers=many[:100] + many[:1])
+    assert len(done.client.vip_callers) == 100
+
+
 def test_rules_and_overrides(app: App) -> None:
     doc = app.rules.document(EMPLOYEE, "mueller")
     assert _refused(app.rules.document, EMPLOYEE, "schulz") == 404

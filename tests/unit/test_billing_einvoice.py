@@ -8,6 +8,8 @@ XML equal a computation made here from the tariff by hand; a tampered total is c
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -357,17 +359,29 @@ def test_datev_booking_lines(app: App) -> None:
     assert _refused(app.invoices.datev, OWNER, "2027-01")[0] == 403
     assert _refused(app.billing.set_settings, ADMIN, datev_debtor="12ab")[0] == 422
     app.billing.set_settings(ADMIN, datev_debtor="12000")
-    text = app.invoices.datev(ADMIN, "2027-01").decode("cp1252")
-    head, *rows = [line.split(";") for line in text.split("\r\n") if line]
-    assert head[:5] == ["Umsatz (ohne Soll/Haben-Kz)", "Soll/Haben-Kennzeichen", "WKZ Umsatz",
-                        "Konto", "Gegenkonto (ohne BU-Schlüssel)"]  # fmt: skip
-    assert [r[:8] for r in rows] == [
-        ["34,51", "S", "EUR", "12000", "8400", "", "0201", "RE-2027-000001"],
-        ["34,51", "S", "EUR", "12000", "8400", "", "0201", "RE-2027-000002"],
-        ["34,51", "H", "EUR", "12000", "8400", "", "0201", "RE-2027-000003"],
+    status, text = _refused(app.invoices.datev, ADMIN, "2027-01")
+    assert status == 422 and "Beraternummer is not set" in text
+    for bad in ({"datev_berater": 1000}, {"datev_berater": 10_000_000}, {"datev_mandant": 0},
+                {"datev_mandant": 100_000}, {"datev_account_length": 9},
+                {"datev_fiscal_year_start": 13}, {"datev_festschreibung": "ja"}):  # fmt: skip
+        assert _refused(app.billing.set_settings, ADMIN, **bad)[0] == 422, bad
+    s = app.billing.set_settings(ADMIN, datev_berater=1001, datev_mandant="99999",
+                                 datev_festschreibung=True)  # fmt: skip
+    assert (s["datev_berater"], s["datev_mandant"], s["datev_account_length"]) == (1001, 99999, 4)
+    data = app.invoices.datev(ADMIN, "2027-01", now=datetime(2027, 2, 1, 9, 30, tzinfo=UTC))
+    extf, head, *rows = csv.reader(io.StringIO(data.decode("cp1252"), newline=""), delimiter=";")
+    assert extf[:6] == ["EXTF", "700", "21", "Buchungsstapel", "13", "20270201103000000"]
+    assert extf[10:17] == ["1001", "99999", "20270101", "4", "20270101", "20270131",
+                           "Rechnungen 2027-01"]  # fmt: skip
+    assert (extf[20], extf[21]) == ("1", "EUR")
+    assert head[:3] == ["Umsatz (ohne Soll/Haben-Kz)", "Soll/Haben-Kennzeichen", "WKZ Umsatz"]
+    assert [r[:11] for r in rows] == [
+        ["34,51", "S", "EUR", "", "", "", "12000", "8400", "", "0201", "RE-2027-000001"],
+        ["34,51", "S", "EUR", "", "", "", "12000", "8400", "", "0201", "RE-2027-000002"],
+        ["34,51", "H", "EUR", "", "", "", "12000", "8400", "", "0201", "RE-2027-000003"],
     ]
-    assert rows[2][8] == "Storno RE-2027-000003 mueller"
-    assert app.invoices.datev(ADMIN, "2026-12").decode("cp1252").count("\r\n") == 1  # header
+    assert rows[2][13] == "Storno RE-2027-000003 mueller"
+    assert app.invoices.datev(ADMIN, "2026-12").count(b"\r\n") == 2  # the header lines only
 
 
 def test_mixed_rates_and_a_foreign_buyer_build_valid_documents() -> None:
@@ -449,7 +463,14 @@ def test_cli_seller_buyer_run_and_export(tmp_path: Path) -> None:
     )
     month = issued.astimezone(ZoneInfo("Europe/Berlin")).strftime("%Y-%m")
     r = _cli("invoices", "datev", "--month", month, "--out", str(tmp_path / "datev.csv"), *d)
+    assert r.returncode == 1 and "--datev-berater" in r.stderr, r.stderr
+    r = _cli("billing", "settings", "--datev-berater", "29098", "--datev-mandant", "1", *d)
+    assert r.returncode == 0 and json.loads(r.stdout)["datev_berater"] == 29098, r.stderr
+    r = _cli("billing", "settings", "--datev-mandant", "100000", *d)
+    assert r.returncode == 1 and "1 to 99999" in r.stderr, r.stderr
+    r = _cli("invoices", "datev", "--month", month, "--out", str(tmp_path / "datev.csv"), *d)
     assert r.returncode == 0, r.stderr
+    assert (tmp_path / "datev.csv").read_bytes().startswith(b'"EXTF";700;21;"Buchungsstapel";13;')
     assert number in (tmp_path / "datev.csv").read_text(encoding="cp1252")
     r = _cli("invoices", "export", "RE-0000", "--to", str(tmp_path / "out"), *d)
     assert r.returncode == 1 and "RE-0000" in r.stderr

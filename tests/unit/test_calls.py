@@ -440,6 +440,46 @@ def test_dictation_code_goes_to_the_media_applications_signed_for_the_call(net: 
     assert sent_to(_dial(net, "mueller", MUELLER, "*88"), APPS) == []
 
 
+def test_listen_code_goes_to_the_media_applications_signed_for_the_caller(net: t.Net) -> None:
+    """*86: the authenticated caller's own box, by a URI signed for this call and this user;
+    a user without a box gets 404 with the reason; off, it is no code of ours."""
+    from heimbuero.services.mediaapps import listen_user
+
+    calls = net.core.calls
+    assert calls is not None
+    calls.update(directory(Rule("Nachts", (Step(("voicemail:mueller",), 20),))), [])
+    calls.media_app, calls.listen_code, calls.dictation_key = Peer(*APPS), "*86", b"k" * 32
+    out = _dial(net, "mueller", MUELLER, "*86")
+    [inv] = sent_to(out, APPS, "INVITE")
+    assert inv.uri == f"sip:{listen_user(b'k' * 32, inv.call_id, 'mueller')}@127.0.0.1:5999"
+    assert inv.uri.startswith("sip:listen.") and inv.uri.split("@")[0].endswith(".mueller")
+    assert inv.get("record-route")
+    # anna (staff) has her own box only: none is named by a rule, none stored
+    out = _dial(net, "anna", ANNA, "*86")
+    assert sent_to(out, APPS) == []
+    [final] = [m for m, _ in out if isinstance(m, Response) and m.status >= 200]
+    assert final.status == 404 and "No mailbox" in (final.get("reason") or "")
+    # eva, an employee of mueller's, has her own box, not the client's: none here ...
+    t.register(net, "eva", EVA)
+    assert sent_to(_dial(net, "eva", EVA, "*86"), APPS) == []
+    # ... until messages are stored for her
+    calls.stored_mailboxes = lambda: {"eva"}
+    [inv] = sent_to(_dial(net, "eva", EVA, "*86"), APPS, "INVITE")
+    assert inv.uri.split("@")[0].endswith(".eva")
+    calls.listen_code = ""  # off
+    assert sent_to(_dial(net, "mueller", MUELLER, "*86"), APPS) == []
+
+
+def test_the_listen_signature_is_not_a_dictation_signature() -> None:
+    from heimbuero.services.mediaapps import dictation_user, listen_user
+
+    key = b"k" * 32
+    listen_mac = listen_user(key, "c1", "mueller").split(".")[1]
+    assert listen_mac != dictation_user(key, "c1", "mueller", "mueller").split(".")[-1]
+    assert listen_user(key, "c1", "mueller") != listen_user(key, "c2", "mueller")
+    assert listen_user(key, "c1", "mueller") != listen_user(b"j" * 32, "c1", "mueller")
+
+
 # ---------------------------------------------------------------------------------- transfers
 
 SONST = Rule("Sonst", (TEAM_STEP, Step((f"external:{MOBILE}",), 20)))

@@ -40,3 +40,26 @@ def test_defaults_and_values() -> None:
 def test_bad_values_are_named(table: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         _dictation(PATH, table)
+
+
+def test_voicemail_phone_code_and_its_clash_with_dictation(tmp_path: Path) -> None:
+    from heimbuero.config import MediaAppSettings, _mediaapp, load
+
+    assert (MediaAppSettings().listen_code, MediaAppSettings().listen_max_minutes) == ("*86", 15)
+    vm = _mediaapp(PATH, {"voicemail": {"phone_code": "#86", "phone_max_minutes": 120}})
+    assert (vm.listen_code, vm.listen_max_minutes) == ("#86", 120)
+    assert _mediaapp(PATH, {"voicemail": {"phone_code": ""}}).listen_code == ""
+    for bad, message in (
+        ({"phone_code": "*21"}, r"\[voicemail\] phone_code must be \* or #"),
+        ({"phone_code": "86"}, r"\[voicemail\] phone_code must be \* or #"),
+        ({"phone_max_minutes": 0}, r"phone_max_minutes must be 1..120"),
+        ({"phone_max_minutes": 121}, r"phone_max_minutes must be 1..120"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            _mediaapp(PATH, {"voicemail": bad})
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[server]\ndomain = "x.test"\n[voicemail]\nphone_code = "*88"\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"both \*88"):
+        load(tmp_path)

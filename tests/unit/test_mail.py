@@ -32,6 +32,22 @@ def test_message_with_attachment_reaches_the_server() -> None:
     assert parts[0].get_content() == audio
 
 
+def test_deliver_blocks_until_the_server_took_it_with_a_reply_to() -> None:
+    """`deliver` (no event loop: the command line, a worker thread) and Reply-To."""
+    with MailSink() as sink:
+        mailer = Mailer(MailSettings(host="127.0.0.1", port=sink.port, sender="b@x.test"))
+        pdf = b"%PDF-1.7" + bytes(range(256))
+        mailer.deliver("kunde@example.test", "Rechnung RE-1", "Guten Tag",
+                       (Attachment("RE-1.pdf", pdf, "application/pdf"),),
+                       "rechnung@x.test")  # fmt: skip
+        (got,) = sink.messages  # there when deliver returned: no waiting
+    assert (got["To"], got["Reply-To"]) == ("kunde@example.test", "rechnung@x.test")
+    (part,) = got.iter_attachments()
+    assert part.get_content_type() == "application/pdf" and part.get_content() == pdf
+    with pytest.raises(MailError, match="not configured"):
+        Mailer(MailSettings()).deliver("a@b.test", "x", "y")
+
+
 def test_unreachable_server_is_a_mail_error() -> None:
     import socket
 
@@ -41,6 +57,8 @@ def test_unreachable_server_is_a_mail_error() -> None:
         mailer = Mailer(MailSettings(host="127.0.0.1", port=port, timeout=2))
         with pytest.raises(MailError):
             asyncio.run(mailer.send("a@b.test", "x", "y"))
+        with pytest.raises(MailError, match="not sent"):
+            mailer.deliver("a@b.test", "x", "y")
 
 
 def test_without_host_mail_is_off() -> None:

@@ -147,3 +147,38 @@ def test_convert_caches_once(tmp_path):
     out = ua.convert(src, tmp_path / "cache")
     assert len(ua.read_wav(out)) == 800 * 2
     assert ua.convert(src, tmp_path / "cache", run=None) == out  # cached: sox not run again
+
+
+def test_record_until_reports_the_key_and_keeps_queued_digits():
+    """The dictation machine's primitives: the key that ended a recording is returned, a
+    key typed before is not dropped, and waiting for a key ends with the call."""
+
+    async def main():
+        ports = ua.PortRange(31400, 31500, 2)
+        transport, caller, session = await caller_and_session(ports)
+        try:
+            session.dtmf("*")  # typed before the recording starts: it ends it at once
+            pcm, digit = await asyncio.wait_for(session.record_until(5, "*#01"), 1)
+            assert (pcm, digit) == (b"", "*")
+            dest = ("127.0.0.1", session.port)
+            rec = asyncio.ensure_future(session.record_until(5, "*#01"))
+            sender = c.RtpSender(99, 8)
+            for frame in c.frames(tone(440, 0.4)):
+                transport.sendto(sender.audio(frame), dest)
+                await asyncio.sleep(0.005)
+            session.dtmf("5")  # not wanted: dropped
+            session.dtmf("1")
+            pcm, digit = await asyncio.wait_for(rec, 2)
+            assert digit == "1" and abs(len(pcm) / 16000 - 0.4) < 0.05
+            pcm, digit = await session.record_until(0.2, "#")
+            assert digit is None  # the time was up
+            assert await session.next_digit("#", 0.1) is None
+            waiting = asyncio.ensure_future(session.next_digit("#", 5))
+            await asyncio.sleep(0.05)
+            session.close()  # the call ends: the wait ends with it
+            assert await asyncio.wait_for(waiting, 1) is None
+        finally:
+            session.close()
+            transport.close()
+
+    asyncio.run(main())

@@ -169,3 +169,36 @@ print("parsed:", calls)
                          timeout=60, check=True).stdout  # fmt: skip
     assert "refused: no rules parser" in out
     assert "parsed: ['m', 'm']" in out
+
+
+def test_what_a_writing_unit_of_work_reads_cannot_change_under_it(store: Store) -> None:
+    """A unit of work that may write holds the write lock from its start: another writer
+    waits for its commit (SQLite: BEGIN IMMEDIATE; PostgreSQL: the advisory lock; without it
+    PostgreSQL's READ COMMITTED shows the other's commit between two reads)."""
+    import threading
+    import time
+
+    store.add_client(Client("mueller", "Tischlerei Müller"))
+    reading = threading.Event()
+    renamed_at: list[float] = []
+
+    def rename() -> None:
+        reading.wait(5)
+        with store.unit_of_work() as uow:
+            uow.clients.update("mueller", name="Müller & Söhne")
+        renamed_at.append(time.monotonic())
+
+    other = threading.Thread(target=rename)
+    other.start()
+    with store.unit_of_work() as uow:
+        first = uow.clients.get("mueller")
+        reading.set()
+        time.sleep(0.5)  # the other writer tries meanwhile
+        second = uow.clients.get("mueller")
+        uow.groups.add(Group("team", members=()))
+        done_at = time.monotonic()
+    other.join(10)
+    assert first is not None and second is not None
+    assert first.name == second.name == "Tischlerei Müller"
+    assert renamed_at and renamed_at[0] >= done_at  # it waited for the commit
+    assert store.get_client("mueller").name == "Müller & Söhne"  # type: ignore[union-attr]

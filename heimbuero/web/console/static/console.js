@@ -41,6 +41,12 @@
     pop.querySelector(".notes").textContent = c.notes || "";
     pop.querySelector(".number").textContent = c.caller || "";
     pop.querySelector(".contact").textContent = c.contact_person || "";
+    pop.querySelector(".rule").textContent = c.rule || pop.dataset.defaultRule || "";
+    var vip = pop.querySelector(".vip");
+    vip.hidden = !c.vip;
+    pop.classList.toggle("is-vip", !!c.vip);
+    vip.querySelector(".vip-name").textContent = c.vip ? c.vip.name : "";
+    vip.querySelector(".vip-remark").textContent = c.vip && c.vip.remark ? "– " + c.vip.remark : "";
     pop.dataset.call = c.call_id;
     pop.hidden = false;
     var client = document.getElementById("client");

@@ -1,7 +1,7 @@
 """call_records.transferred_from: the record of the call a transferred call (REFER) came from.
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0021
+Revises: 0020
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0019"
-down_revision: str | None = "0018"
+revision = "0021"
+down_revision: str | None = "0020"
 branch_labels: tuple[str, ...] | None = None
 depends_on: tuple[str, ...] | None = None
 
