@@ -957,10 +957,11 @@ def cmd_calls_list(args: argparse.Namespace) -> int:
     if not records:
         print("no call records")
         return 0
-    rows = [("STARTED (UTC)", "CLIENT", "NUMBER", "CALLER", "RULE", "STEP", "ANSWERED BY",
-             "RING s", "TALK s", "RESULT", "AUDIO LOSS")]  # fmt: skip
+    rows = [("ID", "STARTED (UTC)", "CLIENT", "NUMBER", "CALLER", "RULE", "STEP", "ANSWERED BY",
+             "RING s", "TALK s", "RESULT", "AUDIO LOSS", "TRANSFERRED FROM")]  # fmt: skip
     rows += [
         (
+            str(r.id),
             r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             r.client or "-",
             r.number,
@@ -972,6 +973,7 @@ def cmd_calls_list(args: argparse.Namespace) -> int:
             f"{r.talk_seconds:.1f}",
             r.result or "in progress",
             _audio_loss(r.media),
+            "-" if r.transferred_from is None else str(r.transferred_from),
         )
         for r in records
     ]

@@ -162,6 +162,11 @@ class _StoreCallLog:
         """The media relay's statistics of a call, stored with its record (if it has one)."""
         self._ops.append(("media", 0, {"call_id": call_id, "media": stats}))
 
+    def call_transferred(self, call_id: str, from_call_id: str) -> None:
+        """The call `call_id` was transferred from `from_call_id` (its record links the other,
+        which ends `transferred`)."""
+        self._ops.append(("transfer", 0, {"call_id": call_id, "from_call_id": from_call_id}))
+
     def call_updated(self, record_id: int, **fields: object) -> None:
         self._ops.append(("update", record_id, fields))
         if "ended_at" in fields and record_id in self._open:

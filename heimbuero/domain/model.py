@@ -31,6 +31,7 @@ class CallResult(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     VOICEMAIL = "voicemail"
+    TRANSFERRED = "transferred"  # the callee handed the caller on (REFER)
 
 
 GROUP_STRATEGIES = tuple(s.value for s in GroupStrategy)

@@ -50,12 +50,13 @@ from heimbuero.office.routing import (
 )
 from heimbuero.office.voicemail import NO_MAILBOX, has_mailbox, mailbox_owner, mailboxes
 from heimbuero.sip.locate import DEFAULT_PORT, is_address
-from heimbuero.sip.message import ParseError, parse_address
+from heimbuero.sip.message import ParseError, Request, parse_address
 from heimbuero.sip.peer import Peer
 
 from .location import LocationService
 from .mediaapps import dictation_user, listen_user
 from .proxy import Target
+from .transfers import TRANSFER_WINDOW, PendingTransfer, TransferBook, target_key
 
 if TYPE_CHECKING:
     from .core import SipCore
@@ -74,6 +75,7 @@ class CallLog(Protocol):
     def call_started(self, call_id: str, number: str, caller: str, at: datetime,
                      client: str | None, rule: str | None) -> int: ...  # fmt: skip
     def call_updated(self, record_id: int, **fields: object) -> None: ...
+    def call_transferred(self, call_id: str, from_call_id: str) -> None: ...
     def override_changed(self, client: str, override: Override | None) -> None: ...
     def external_talk_seconds(self, client: str, since: datetime) -> float: ...
 
@@ -91,6 +93,7 @@ class ActiveCall:
     ring_seconds: float = 0.0
     client: str | None = None
     external: bool = False  # answered through the trunk: counts against the caps
+    transferred: bool = False  # handed on by a REFER we approved: its record ends `transferred`
 
 
 class PlanRun:
@@ -111,6 +114,7 @@ class PlanRun:
         self.refusal: tuple[int, str] | None = None  # a call out refused by policy or a cap
         self.dial_out = False  # a user dialled this number (no forwarding headers)
         self.asserted: str | None = None  # the caller ID for the carrier, when not `caller`
+        self.transfer = False  # the plan of a transfer (REFER): Diversion says `deflection`
 
     def next_step(self, now: float) -> tuple[list[Target], float] | None:
         self.index += 1
@@ -187,6 +191,7 @@ class CallRouting:
     located: dict[tuple[str, int, str], tuple[Peer, ...]] = field(default_factory=dict)
     _trunk_peers: dict[str, tuple[Peer, ...]] = field(default_factory=dict)
     _trunk_at: dict[tuple[str, int], Trunk] = field(default_factory=dict)
+    transfers: TransferBook = field(default_factory=TransferBook)  # approved REFERs
 
     def __post_init__(self) -> None:
         self.paused = _paused(self.directory)
@@ -414,6 +419,8 @@ class CallRouting:
         dialled = f"sip:{run.plan.number}@{domain}"
         # Evaluated before this step's own targets count: did anybody ring before?
         reason, cause = ("no-answer", 408) if run.rang else ("unconditional", 302)
+        if run.transfer:
+            reason = "deflection"  # (RFC 5806 §4: the call was sent on after it was answered)
         headers = (
             ("Diversion", f"<{dialled}>;reason={reason};counter=1"),
             ("History-Info", f"<{dialled}>;index=1"),
@@ -528,12 +535,122 @@ class CallRouting:
                 self.talk_today[call.client] = (day, known[1] + now - call.answered_at)
         voicemail = call.label.startswith("voicemail:")
         result = CallResult.VOICEMAIL if voicemail else CallResult.ANSWERED
+        if call.transferred:
+            result = CallResult.TRANSFERRED
         self.log.call_updated(
             call.record_id, result=result, ended_at=_utc(now),
             talk_seconds=now - call.answered_at,
         )  # fmt: skip
         if call.plan is not None and log.isEnabledFor(logging.INFO):
             _log_call(call.plan, result, call.label, call.ring_seconds, now - call.answered_at)
+
+    # ------------------------------------------------------------------ transfers
+
+    def _target_key(self, user_part: str | None) -> str | None:
+        if not user_part:
+            return None
+        part = unquote(user_part)
+        number = self.number_of(part) or dialled_number(part)
+        return target_key(part, frozenset(self.directory.users), number)
+
+    def refer(self, req: Request, source: Peer, now: float) -> None:
+        """A REFER inside a dialog the proxy record-routed (forwarded in any case): approve
+        it for the transferee's INVITE when it comes from a registered device of our user in
+        an answered routed call and names a target in our domain (services/transfers.py)."""
+        call = self.active.get(req.call_id)
+        if call is None:
+            log.info("REFER in call %s not approved: no routed call answered", req.call_id)
+            return
+        referrer = next((u for u in call.users if self._device_of(u, source, now)), None)
+        if referrer is None:
+            log.warning("REFER in call %s from %s:%s:%d not approved: not a registered device of "
+                        "%s", req.call_id, *source, "/".join(call.users))  # fmt: skip
+            return
+        try:
+            uri = parse_address(req.get("refer-to") or "").uri
+        except ParseError:
+            return
+        key = self._target_key(uri.user) if self.core.is_local_uri(uri) else None
+        if key is None:
+            log.info("REFER in call %s by %s not approved: %s is not in our domain",
+                     req.call_id, referrer, uri)  # fmt: skip
+            return
+        transferee = next((u for u in call.users if u != referrer), None)
+        number = call.plan.number if call.plan is not None else ""
+        self.transfers.add(PendingTransfer(
+            req.call_id, call.client, number, referrer, transferee, key,
+            now + TRANSFER_WINDOW,
+        ), now)  # fmt: skip
+        log.info("call %s: %s transfers %s to %s", req.call_id, referrer,
+                 transferee or "the caller", key)  # fmt: skip
+
+    def _device_of(self, user: str, source: Peer, now: float) -> bool:
+        return any(b.received == source for b in self.core.location.lookup(user, now))
+
+    def transfer(
+        self, req: Request, user: str | None, now: float
+    ) -> PlanRun | tuple[int, str] | None:
+        """A new INVITE with Referred-By (from the carrier: `user` None): the plan of the
+        approved transfer it fulfils, a refusal, or None to route it as any call (a user's
+        own INVITE that fulfils no approved REFER is that user's call; so is the carrier's
+        to one of our users or numbers). The carrier's to anything else is refused 403."""
+        raw = req.get("referred-by")
+        if raw is None:
+            return None
+        try:
+            by = parse_address(raw).uri
+        except ParseError:
+            by = None
+        key = self._target_key(req.ruri.user)
+        referred_by = by.user if by is not None and self.core.is_local_uri(by) else None
+        pending = self.transfers.take(key, referred_by, user, now) if key else None
+        if pending is None:
+            # A call for our users and numbers is let in as any call of the carrier (a caller
+            # an outside PBX transferred to a client of ours carries Referred-By too).
+            ours = key is not None and (key.startswith("user:") or key in self.directory.numbers)
+            if user is None and not ours:
+                log.warning("call %s: INVITE from the carrier with Referred-By %s to %s refused: "
+                            "no REFER of ours asked for it", req.call_id, raw,
+                            req.ruri.user)  # fmt: skip
+                return 403, "Transfer not authorised"
+            return None
+        assert key is not None  # (a pending transfer was found by it)
+        referrer = self.directory.users.get(pending.referrer)
+        target: RingTarget
+        if key.startswith("user:"):
+            target = UserTarget(key.removeprefix("user:"))
+        elif key in self.directory.numbers:
+            run = self.start(key, req.call_id, str(req.from_.uri), user, now)
+            self._transferred(pending, run, now)
+            return run
+        elif referrer is None or not may_dial_out(referrer.role):
+            return 403, "Calls out are not allowed for this user"
+        else:
+            target = ExternalTarget(key)
+        plan = RoutePlan(
+            client=pending.client, number=pending.number or key, rule="transfer",
+            steps=(Step((target,), DIAL_OUT_TIMEOUT),),
+            reason=f"{pending.referrer} transfers call {pending.call_id}",
+        )  # fmt: skip
+        caller = str(req.from_.uri)
+        record_id = self.log.call_started(req.call_id, plan.number, caller, _utc(now),
+                                          plan.client, plan.rule)  # fmt: skip
+        self.core.events.publish(
+            CallOffered(now, req.call_id, plan.number, caller, plan.client, plan.rule)
+        )
+        run = PlanRun(self, plan, req.call_id, caller, user, record_id, now)
+        run.transfer = True
+        self._transferred(pending, run, now)
+        return run
+
+    def _transferred(self, pending: PendingTransfer, run: PlanRun, now: float) -> None:
+        """Link the new call's record to the original's; the original ends `transferred`."""
+        self.log.call_transferred(run.call_id, pending.call_id)
+        original = self.active.get(pending.call_id)
+        if original is not None:  # (else the referrer hung up first: the store marks it)
+            original.transferred = True
+        log.info("call %s: transferred from call %s by %s", run.call_id, pending.call_id,
+                 pending.referrer)  # fmt: skip
 
     def close_all(self, now: float) -> None:
         """The server stops: every answered call still up gets its talk time so far."""

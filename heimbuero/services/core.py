@@ -484,6 +484,8 @@ class SipCore:
         if in_dialog and method == "BYE":
             self.events.publish(CallEnded(now, req.call_id))  # presence, call records
         calls = self.calls
+        if in_dialog and method == "REFER" and calls is not None:
+            calls.refer(req, source, now)  # a transfer the transferee's INVITE may fulfil
         if (
             calls is not None
             and not in_dialog
@@ -508,6 +510,15 @@ class SipCore:
                     reason = [("Reason", f'SIP;cause={code};text="{text}"')]
                     self.respond(txn, code, now, reason=text, headers=reason)
                     return
+            transfer = calls.transfer(req, user, now)  # (None: no Referred-By, or a user's own)
+            if isinstance(transfer, tuple):
+                code, text = transfer
+                self.respond(txn, code, now, reason=text,
+                             headers=[("Reason", f'SIP;cause={code};text="{text}"')])  # fmt: skip
+                return
+            if transfer is not None:
+                self.proxy.execute_plan(txn, transfer, now)
+                return
             number = calls.number_of(uri.user)
             if number is not None:
                 caller = str(req.from_.uri)

@@ -595,8 +595,9 @@ class Store:
     ) -> None:
         """Write a batch of call-record operations in one transaction, in order: ("start", n,
         fields of add_call_record) creates a record and notes its id as ids[n]; ("update", n,
-        fields of update_call_record) changes record ids[n]. A batch that fails is not half
-        written (and notes no ids)."""
+        fields of update_call_record) changes record ids[n]; ("media", 0, {call_id, media}) and
+        ("transfer", 0, {call_id, from_call_id}: the call was transferred from that one) go by
+        Call-ID. A batch that fails is not half written (and notes no ids)."""
         with self.unit_of_work() as uow:
             uow.calls.apply_log(ops, ids)
 

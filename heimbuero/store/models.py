@@ -241,11 +241,14 @@ class CallRecordRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ring_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     talk_seconds: Mapped[float] = mapped_column(Float, default=0.0)
-    # answered | busy | no_answer | failed | cancelled; NULL while the call is in progress
+    # answered | busy | no_answer | failed | cancelled | voicemail | transferred (answered, then
+    # handed on by REFER); NULL while the call is in progress
     result: Mapped[str | None] = mapped_column(String(16))
     # JSON: what the media relay saw of each side's audio ({"a": caller, "b": callee}, each
     # packets/bytes/lost/dropped/jitter_ms); NULL when the audio did not pass the relay
     media: Mapped[str | None] = mapped_column(Text)
+    # the id of the record of the call this one was transferred from (REFER); NULL otherwise
+    transferred_from: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiTokenRow(Base):

@@ -87,6 +87,7 @@ class CallRecord:
     talk_seconds: float
     result: str | None
     media: dict[str, Any] | None = None  # the relay's statistics per side (a: caller, b: callee)
+    transferred_from: int | None = None  # the record of the call this one was transferred from
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,7 @@ CALL_UPDATE_FIELDS = frozenset(
         "ring_seconds",
         "talk_seconds",
         "result",
+        "transferred_from",
     }
 )
 TOKEN_PREFIX = "hb_"
@@ -250,6 +252,7 @@ def call_record(row: CallRecordRow) -> CallRecord:
         talk_seconds=row.talk_seconds,
         result=row.result,
         media=json.loads(row.media) if row.media else None,
+        transferred_from=row.transferred_from,
     )
 
 

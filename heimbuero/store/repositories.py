@@ -608,9 +608,13 @@ class CallRepository(Repository):
         new: dict[int, dict[str, Any]] = {}
         changes: dict[int, dict[str, Any]] = {}
         media: list[dict[str, Any]] = []
+        transfers: list[dict[str, Any]] = []
         for kind, number, fields in ops:
             if kind == "media":  # by Call-ID: the relay's statistics come after the BYE
                 media.append({"cid": fields["call_id"], "v_media": json.dumps(fields["media"])})
+                continue
+            if kind == "transfer":  # by Call-ID: the original call may have ended long before
+                transfers.append({"cid": fields["call_id"], "from_cid": fields["from_call_id"]})
                 continue
             if kind == "start":
                 new[number] = {
@@ -656,7 +660,30 @@ class CallRepository(Repository):
                 .values(media=bindparam("v_media"))
             )
             conn.execute(stmt, media)
+        for t in transfers:
+            self._link_transfer(conn, t["cid"], t["from_cid"])
         self._uow.after_commit(lambda: ids.update(zip(new, created, strict=True)))
+
+    @staticmethod
+    def _link_transfer(conn: Any, call_id: str, from_call_id: str) -> None:
+        """The newest record of `call_id` names the newest of `from_call_id` as the call it
+        was transferred from; that one, if it already ended `answered`, becomes
+        `transferred` (one still in progress gets it at its end from the call routing)."""
+        newest = select(func.max(CallRecordRow.id))
+        original = conn.execute(newest.where(CallRecordRow.call_id == from_call_id)).scalar()
+        if original is None:
+            return
+        conn.execute(
+            update(CallRecordRow)
+            .where(CallRecordRow.id == newest.where(CallRecordRow.call_id == call_id)
+                   .scalar_subquery())
+            .values(transferred_from=original)
+        )  # fmt: skip
+        conn.execute(
+            update(CallRecordRow)
+            .where(CallRecordRow.id == original, CallRecordRow.result == "answered")
+            .values(result=CallResult.TRANSFERRED)
+        )
 
     def close_open(self, now: datetime) -> int:
         """Finish the records of calls cut off by a server stop (see Store)."""

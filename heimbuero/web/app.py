@@ -409,6 +409,7 @@ class CallOut(BaseModel):
     talk_seconds: float
     result: str | None
     media: dict[str, Any] | None = None  # the relay's per-side packets, loss and jitter
+    transferred_from: int | None = None  # the id of the record this call was transferred from
 
 
 class TokenCreate(BaseModel):

@@ -134,6 +134,8 @@ class CallRecord:
     talk_seconds: float
     result: str
     audio_loss: str = "-"  # the worse direction's loss when the media relay carried the call
+    id: int = 0
+    transferred_from: str = "-"  # the id of the record the call was transferred from
 
 
 def parse_calls_table(text: str) -> list[CallRecord]:
@@ -142,8 +144,8 @@ def parse_calls_table(text: str) -> list[CallRecord]:
     if not lines or lines[0].strip() == "no call records":
         return []
     header = lines[0]
-    names = ["STARTED (UTC)", "CLIENT", "NUMBER", "CALLER", "RULE", "STEP", "ANSWERED BY",
-             "RING s", "TALK s", "RESULT", "AUDIO LOSS"]  # fmt: skip
+    names = ["ID", "STARTED (UTC)", "CLIENT", "NUMBER", "CALLER", "RULE", "STEP", "ANSWERED BY",
+             "RING s", "TALK s", "RESULT", "AUDIO LOSS", "TRANSFERRED FROM"]  # fmt: skip
     starts = [header.index(n) for n in names]
     out = []
     for line in lines[1:]:
@@ -153,17 +155,19 @@ def parse_calls_table(text: str) -> list[CallRecord]:
         ]
         out.append(
             CallRecord(
-                started=cells[0],
-                client=cells[1],
-                number=cells[2],
-                caller=cells[3],
-                rule=cells[4],
-                step=cells[5],
-                answered_by=cells[6],
-                ring_seconds=float(cells[7]),
-                talk_seconds=float(cells[8]),
-                result=cells[9],
-                audio_loss=cells[10],
+                id=int(cells[0]),
+                started=cells[1],
+                client=cells[2],
+                number=cells[3],
+                caller=cells[4],
+                rule=cells[5],
+                step=cells[6],
+                answered_by=cells[7],
+                ring_seconds=float(cells[8]),
+                talk_seconds=float(cells[9]),
+                result=cells[10],
+                audio_loss=cells[11],
+                transferred_from=cells[12],
             )
         )
     return out

@@ -58,6 +58,11 @@ class Recorder:
     def call_updated(self, record_id: int, **fields: object) -> None:
         self.records[record_id].update(fields)
 
+    def call_transferred(self, call_id: str, from_call_id: str) -> None:
+        for record in self.records.values():
+            if record["call_id"] == call_id:
+                record["transferred_from"] = from_call_id
+
     def override_changed(self, client: str, override: Override | None) -> None:
         self.overrides[client] = override
 
@@ -473,3 +478,72 @@ def test_the_listen_signature_is_not_a_dictation_signature() -> None:
     assert listen_mac != dictation_user(key, "c1", "mueller", "mueller").split(".")[-1]
     assert listen_user(key, "c1", "mueller") != listen_user(key, "c2", "mueller")
     assert listen_user(key, "c1", "mueller") != listen_user(b"j" * 32, "c1", "mueller")
+
+
+# ---------------------------------------------------------------------------------- transfers
+
+SONST = Rule("Sonst", (TEAM_STEP, Step((f"external:{MOBILE}",), 20)))
+
+
+def answered_by_anna(net: t.Net) -> Request:
+    """A carrier call rings the team and anna answers: the INVITE as anna got it."""
+    assert net.core.calls is not None
+    net.core.calls.update(directory(SONST), [])
+    _, out = carrier_call(net)
+    [to_anna] = sent_to(out, ANNA, "INVITE")
+    net.send(t.answer(to_anna, 200, tag="fanna").serialize(), ANNA)
+    return to_anna
+
+
+def refer_from(net: t.Net, to_anna: Request, src: tuple[str, str, int], target: str) -> list:
+    """A REFER in anna's call (her tags, the Route of the Record-Route she got) sent from `src`."""
+    routes = [f"Route: {r}" for r in reversed(to_anna.get_all("record-route"))]
+    contact = (to_anna.get("contact") or "").strip("<>")
+    r = t.req("REFER", contact, src, "anna", str(to_anna.from_.uri),
+              call_id=to_anna.call_id, to_tag=to_anna.from_.tag, cseq=2,
+              extra=[*routes, f"Refer-To: <{target}>",
+                     f"Referred-By: <sip:anna@{t.DOMAIN}>"])  # fmt: skip
+    return net.send(r.serialize(), src)
+
+
+def transferred(net: t.Net, target: str) -> list:
+    ruri, by = f"sip:{target}@{t.DOMAIN}", f"Referred-By: <sip:anna@{t.DOMAIN}>"
+    r = t.req("INVITE", ruri, TRUNK, "+4930555123", ruri, extra=[by])
+    return net.send(r.serialize(), TRUNK)
+
+
+def test_an_approved_refer_lets_the_carriers_caller_out_once(net: t.Net) -> None:
+    to_anna = answered_by_anna(net)
+    out = refer_from(net, to_anna, ANNA, f"sip:{MOBILE}@{t.DOMAIN}")
+    assert [m.method for m in sent_to(out, TRUNK)] == ["REFER"]  # forwarded in the dialog
+    out = transferred(net, MOBILE)
+    [inv] = sent_to(out, TRUNK, "INVITE")
+    assert inv.uri == f"sip:{MOBILE}@127.0.0.1:5090"
+    assert inv.get("diversion") == f"<sip:{NUMBER}@{t.DOMAIN}>;reason=deflection;counter=1"
+    assert "+4930555123" in (inv.get("p-asserted-identity") or "")  # the mobile sees the caller
+    records = log(net).records
+    new = next(r for r in records.values() if r["call_id"] == inv.call_id)
+    assert (new["rule"], new["client"], new["number"]) == ("transfer", "mueller", NUMBER)
+    assert new["transferred_from"] == to_anna.call_id
+    assert net.core.calls is not None and net.core.calls.active[to_anna.call_id].transferred
+    [final] = finals_to(transferred(net, MOBILE), TRUNK)  # used up
+    assert (final.status, final.reason) == (403, "Transfer not authorised")
+
+
+def test_a_refer_from_elsewhere_or_to_another_domain_approves_nothing(net: t.Net) -> None:
+    to_anna = answered_by_anna(net)
+    out = refer_from(net, to_anna, EVA, f"sip:{MOBILE}@{t.DOMAIN}")  # not anna's phone
+    assert [m.method for m in sent_to(out, TRUNK)] == ["REFER"]  # (still forwarded)
+    refer_from(net, to_anna, ANNA, f"sip:{MOBILE}@pbx.example.org")  # not our domain
+    [final] = finals_to(transferred(net, MOBILE), TRUNK)
+    assert (final.status, final.reason) == (403, "Transfer not authorised")
+    assert net.core.calls is not None and net.core.calls.transfers.pending == []
+
+
+def test_a_transfer_out_keeps_the_clients_destination_policy(net: t.Net) -> None:
+    to_anna = answered_by_anna(net)
+    refer_from(net, to_anna, ANNA, f"sip:+499001234567@{t.DOMAIN}")  # premium rate
+    out = transferred(net, "+499001234567")
+    assert sent_to(out, TRUNK, "INVITE") == []
+    [final] = finals_to(out, TRUNK)
+    assert final.status == 403 and "premium" in final.reason

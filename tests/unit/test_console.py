@@ -230,3 +230,26 @@ def test_the_agent_sets_their_status_in_the_console(office: Any) -> None:
         r = http.post("/console/status", data={"csrf": _csrf(page.text), "status": "off"},
                       follow_redirects=False)  # fmt: skip
         assert r.status_code == 404 and store.get_user("mueller").status == "available"
+
+
+def test_portal_shows_a_transferred_call_and_the_call_it_became(office: Any) -> None:
+    from datetime import UTC, datetime
+
+    app, pw, store = office
+    start = {"number": "+49891234567", "caller": "sip:+4930555@carrier", "client": "mueller",
+             "started_at": datetime.now(UTC)}  # fmt: skip
+    store.apply_call_log([
+        ("start", 1, {**start, "call_id": "c1", "rule": "Sonst"}),
+        ("update", 1, {"answered_by": "user:anna", "result": "answered"}),
+        ("start", 2, {**start, "call_id": "c2", "rule": "transfer"}),
+        ("update", 2, {"answered_by": "external:+491701111111"}),
+        ("transfer", 0, {"call_id": "c2", "from_call_id": "c1"}),
+    ], {})  # fmt: skip
+    with TestClient(app()) as http:
+        _login(http, "mueller", pw["mueller"])
+        page = http.get("/portal").text
+        assert "user:anna (weiterverbunden)" in page
+        assert "external:+491701111111 (durch Weiterverbindung)" in page
+        http.cookies.set("hb_lang", "en")
+        page = http.get("/portal").text
+        assert "user:anna (transferred)" in page and "(by a transfer)" in page

@@ -185,6 +185,27 @@ def test_call_log_batches_are_written_in_order_in_one_transaction(store: Store) 
     assert [r.call_id for r in store.list_call_records()] == ["c1"]  # the bad batch left nothing
 
 
+def test_call_log_links_a_transferred_call_by_call_id(store: Store) -> None:
+    """("transfer", 0, {call_id, from_call_id}): the new record names the original, which,
+    ended `answered` already, becomes `transferred`; an unknown original links nothing."""
+    now = datetime.now(UTC)
+    ids: dict[int, int] = {}
+    start = {"call_id": "c1", "number": "+49891234567", "caller": "sip:+4930555@carrier",
+             "started_at": now, "client": "mueller", "rule": "Sonst"}  # fmt: skip
+    store.apply_call_log([("start", 1, start), ("update", 1, {"result": "answered"})], ids)
+    store.apply_call_log(
+        [("start", 2, {**start, "call_id": "c2", "rule": "transfer"}),
+         ("transfer", 0, {"call_id": "c2", "from_call_id": "c1"}),
+         ("start", 3, {**start, "call_id": "c3"}),
+         ("transfer", 0, {"call_id": "c3", "from_call_id": "nobody"})],
+        ids,
+    )  # fmt: skip
+    by_call = {r.call_id: r for r in store.list_call_records()}
+    assert by_call["c1"].result == "transferred" and by_call["c1"].transferred_from is None
+    assert by_call["c2"].transferred_from == by_call["c1"].id
+    assert by_call["c3"].transferred_from is None
+
+
 def test_call_log_coalesces_a_busy_second(store: Store) -> None:
     """Many calls start, ring, end within one batch, others change from earlier batches: every
     record ends up with its last values."""
