@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import re
 import socket
-import struct
 import time
 import wave
 from pathlib import Path
@@ -26,6 +24,7 @@ import pytest
 
 from heimbuero.media import ua_codec as c
 
+from .audio import media_port, offer, power, press, speak, tone
 from .harness import (
     LOCALHOST,
     Server,
@@ -41,29 +40,6 @@ from .harness import (
 pytestmark = [pytest.mark.e2e, pytest.mark.peers("espeak-ng")]
 
 DOMAIN = "heimbuero.test"
-
-
-def tone(hz: float, seconds: float) -> bytes:
-    n = int(seconds * 8000)
-    return struct.pack(f"<{n}h", *(int(9000 * math.sin(2 * math.pi * hz * i / 8000))
-                                   for i in range(n)))  # fmt: skip
-
-
-def power(pcm: bytes, hz: float) -> float:
-    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm)
-    k = 2 * math.cos(2 * math.pi * hz / 8000)
-    s1 = s2 = 0.0
-    for x in samples:
-        s1, s2 = x + k * s1 - s2, s1
-    return s1 * s1 + s2 * s2 - k * s1 * s2
-
-
-def offer(port: int) -> bytes:
-    return (
-        f"v=0\r\no=m 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        f"m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"
-        f"a=rtpmap:101 telephone-event/8000\r\n"
-    ).encode()
 
 
 def call(sip: SipClient, user: str, password: str, target: str, sdp: bytes) -> tuple[Any, Any]:
@@ -99,32 +75,12 @@ def dial(srv: Server, sip: SipClient, rtp: socket.socket) -> tuple[Any, Any, int
     inv, ok = call(sip, "mueller", srv.demo_passwords["mueller"], "*88",
                    offer(rtp.getsockname()[1]))  # fmt: skip
     assert ok.status == 200, ok.summary()
-    media = int(re.search(r"m=audio (\d+)", ok.body.decode()).group(1))  # type: ignore[union-attr]
+    media = media_port(ok)
     in_dialog(sip, "ACK", inv, ok, 2)
     rtp.settimeout(3)
     rtp.recvfrom(2048)  # the prompt plays
     wait_until(lambda: quiet(rtp) or None, 20, interval=0.0, what="the prompt and beep")
     return inv, ok, media
-
-
-def speak(rtp: socket.socket, sender: c.RtpSender, media: int, pcm: bytes) -> None:
-    """`pcm` as RTP in real time (20 ms packets)."""
-    start = time.monotonic()
-    for i, frame in enumerate(c.frames(pcm)):
-        rtp.sendto(sender.audio(frame), (LOCALHOST, media))
-        delay = start + (i + 1) * 0.02 - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-
-
-def press(rtp: socket.socket, sender: c.RtpSender, media: int, key: str) -> None:
-    """One key as RFC 4733 (its end packet three times), a new event timestamp each time."""
-    ev = c.TelephoneEvent("0123456789*#".index(key), True, 10, 800).encode()
-    for _ in range(3):
-        rtp.sendto(c.RtpPacket(101, sender.sequence, sender.timestamp, 99, ev).encode(),
-                   (LOCALHOST, media))  # fmt: skip
-        sender.sequence += 1
-    sender.timestamp += 1600
 
 
 def drain(rtp: socket.socket) -> None:

@@ -25,6 +25,7 @@ import pytest
 from heimbuero.media import ua_codec as c
 from tests.smtpd import MailSink
 
+from .audio import power, tone
 from .harness import (
     LOCALHOST,
     Server,
@@ -42,22 +43,6 @@ DOMAIN = "office.heimbuero.test"
 CLIENT = "mueller"
 NUMBER = "+49891234567"
 CALLER = "+4915112345678"
-
-
-def power(pcm: bytes, hz: float) -> float:
-    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm)
-    k = 2 * math.cos(2 * math.pi * hz / 8000)
-    s1 = s2 = 0.0
-    for x in samples:
-        s1, s2 = x + k * s1 - s2, s1
-    return (s1 * s1 + s2 * s2 - k * s1 * s2) / max(1, len(samples)) ** 2
-
-
-def tone(hz: float, seconds: float, rate: int = 8000) -> bytes:
-    n = int(seconds * rate)
-    return struct.pack(
-        f"<{n}h", *(int(9000 * math.sin(2 * math.pi * hz * i / rate)) for i in range(n))
-    )
 
 
 def ack_notify(phone: SipClient, notify: object) -> None:

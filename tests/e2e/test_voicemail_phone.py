@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import re
 import socket
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import pytest
 
 from heimbuero.media import ua_codec as c
 
+from .audio import media_port, offer, press, share, speak, tone
 from .harness import (
     LOCALHOST,
     Server,
@@ -45,55 +44,6 @@ DOMAIN = "heimbuero.test"
 NUMBER = "+49891234567"
 CALLER = "+4915112345678"
 LOW, HIGH = 500.0, 1500.0  # the two messages' tones (the beep is 1000 Hz)
-
-
-def tone(hz: float, seconds: float) -> bytes:
-    n = int(seconds * 8000)
-    return struct.pack(f"<{n}h", *(int(9000 * math.sin(2 * math.pi * hz * i / 8000))
-                                   for i in range(n)))  # fmt: skip
-
-
-def share(pcm: bytes, hz: float) -> float:
-    """How much of the audio's energy lies at `hz` (Goertzel; a pure tone gives about 0.5,
-    speech or silence far less)."""
-    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm)
-    k = 2 * math.cos(2 * math.pi * hz / 8000)
-    s1 = s2 = 0.0
-    for x in samples:
-        s1, s2 = x + k * s1 - s2, s1
-    energy = sum(x * x for x in samples)
-    return (s1 * s1 + s2 * s2 - k * s1 * s2) / max(1.0, energy * len(samples))
-
-
-def offer(port: int) -> bytes:
-    return (
-        f"v=0\r\no=m 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        f"m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"
-        f"a=rtpmap:101 telephone-event/8000\r\n"
-    ).encode()
-
-
-def speak(rtp: socket.socket, sender: c.RtpSender, media: int, pcm: bytes) -> None:
-    start = time.monotonic()
-    for i, frame in enumerate(c.frames(pcm)):
-        rtp.sendto(sender.audio(frame), (LOCALHOST, media))
-        delay = start + (i + 1) * 0.02 - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-
-
-def key(rtp: socket.socket, sender: c.RtpSender, media: int, digit: str) -> None:
-    """One key press by RFC 4733 (its end packet three times, one timestamp)."""
-    sender.timestamp += 1600
-    ev = c.TelephoneEvent("0123456789*#".index(digit), True, 10, 800).encode()
-    for _ in range(3):
-        rtp.sendto(c.RtpPacket(101, sender.sequence, sender.timestamp, sender.ssrc, ev).encode(),
-                   (LOCALHOST, media))  # fmt: skip
-        sender.sequence += 1
-
-
-def media_port(ok: Any) -> int:
-    return int(re.search(r"m=audio (\d+)", ok.body.decode()).group(1))  # type: ignore[union-attr]
 
 
 @pytest.fixture
@@ -134,10 +84,10 @@ def leave(server: Server, inbound: int, hz: float) -> None:
         sender = c.RtpSender(77, 8, timestamp=1000)
         rtp.settimeout(3)
         rtp.recvfrom(2048)  # the greeting plays
-        key(rtp, sender, media, "#")  # skip it
+        press(rtp, sender, media, "#")  # skip it
         time.sleep(0.5)
         speak(rtp, sender, media, tone(hz, 1.5))
-        key(rtp, sender, media, "#")
+        press(rtp, sender, media, "#")
         reply(sip, next_request(sip, "BYE", 10), "200 OK")
 
 
@@ -235,7 +185,7 @@ def test_the_owner_listens_keeps_the_first_and_deletes_the_second(office: Any) -
         assert heard[0] == "other", heard  # the summary comes first
         assert "low" in heard and heard[-1] == "high", heard  # oldest first, then the second
         assert heard.index("low") < len(heard) - 2, heard  # the menu between the two
-        key(rtp, sender, media, "7")
+        press(rtp, sender, media, "7")
         after = windows(rtp, time.monotonic() + 20)
         high = [w for w in after if share(w, HIGH) > 0.3]
         assert len(high) <= 3, len(high)  # 7 cut the 1.5 s message short
