@@ -14,6 +14,7 @@ from sqlalchemy import delete, or_, select, update
 from heimbuero.store.db import Store
 from heimbuero.store.errors import NoSuchUser
 from heimbuero.store.models import LoginChallengeRow, User, UserTotpRow, as_utc
+from heimbuero.store.uow import UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,10 @@ class LoginChallenge:
     csrf: str
     failures: int
     expires_at: datetime
+
+
+def _user_id(uow: UnitOfWork, user: str) -> int | None:
+    return uow.session.scalar(select(User.id).where(User.name == user))
 
 
 def _hash(challenge_id: str) -> str:
@@ -63,7 +68,7 @@ class SecondFactors:
         """Give `user` this secret (replacing any): on, or pending its first code."""
         now = datetime.now(UTC)
         with self.store.unit_of_work() as uow:
-            uid = uow.session.scalar(select(User.id).where(User.name == user))
+            uid = _user_id(uow, user)
             if uid is None:
                 raise NoSuchUser(user)
             row = uow.session.get(UserTotpRow, uid)
@@ -78,7 +83,7 @@ class SecondFactors:
         """Switch on the pending `secret` of `user`, its code of `step` used; False when that
         secret is no longer the pending one (replaced or already on)."""
         with self.store.unit_of_work() as uow:
-            uid = uow.session.scalar(select(User.id).where(User.name == user))
+            uid = _user_id(uow, user)
             if uid is None:
                 return False
             done = uow.session.execute(
@@ -96,7 +101,7 @@ class SecondFactors:
         """Record that the code of `step` was used; False when it (or a later one) already
         was. One conditional UPDATE: two requests with the same code cannot both pass."""
         with self.store.unit_of_work() as uow:
-            uid = uow.session.scalar(select(User.id).where(User.name == user))
+            uid = _user_id(uow, user)
             if uid is None:
                 return False
             done = uow.session.execute(
@@ -124,7 +129,7 @@ class SecondFactors:
     def remove(self, user: str) -> bool:
         """Drop the user's second factor (pending or on); False when there was none."""
         with self.store.unit_of_work() as uow:
-            uid = uow.session.scalar(select(User.id).where(User.name == user))
+            uid = _user_id(uow, user)
             if uid is None:
                 return False
             done = uow.session.execute(delete(UserTotpRow).where(UserTotpRow.user_id == uid))

@@ -586,6 +586,24 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
                              error=_t(request, text))  # fmt: skip
         return None
 
+    async def totp_form(
+        request: Request, password: bool
+    ) -> tuple[WebSession, UserRecord, dict[str, str]] | Response:
+        """The session, user and posted form of a /totp POST (CSRF checked; with `password`,
+        also the current password); the response to send instead when any of it fails."""
+        found = c.session(request)
+        if found is None:
+            return RedirectResponse("/", 303)
+        s, user = found
+        form = await posted(request, s, user)
+        if isinstance(form, Response):
+            return form
+        if password:
+            refused = await with_password(request, s, user, form)
+            if refused is not None:
+                return refused
+        return s, user, form
+
     @router.get("/totp")
     async def totp_settings(request: Request) -> Response:
         found = c.session(request)
@@ -596,16 +614,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
     @router.post("/totp/start")
     async def totp_start(request: Request) -> Response:
         """A new secret, after the current password; shown until a first code confirms it."""
-        found = c.session(request)
-        if found is None:
-            return RedirectResponse("/", 303)
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
-        refused = await with_password(request, s, user, form)
-        if refused is not None:
-            return refused
+        got = await totp_form(request, password=True)
+        if isinstance(got, Response):
+            return got
+        s, user, _ = got
         try:
             c.handlers.second_factor.begin(Actor.of(user))
         except AppError as exc:
@@ -614,13 +626,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
 
     @router.post("/totp/confirm")
     async def totp_confirm(request: Request) -> Response:
-        found = c.session(request)
-        if found is None:
-            return RedirectResponse("/", 303)
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        got = await totp_form(request, password=False)
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         try:
             c.handlers.second_factor.confirm(Actor.of(user), form.get("code", ""))
         except WrongCode:
@@ -635,16 +644,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
     @router.post("/totp/disable")
     async def totp_disable(request: Request) -> Response:
         """Switch the second factor off: the current password and a current code."""
-        found = c.session(request)
-        if found is None:
-            return RedirectResponse("/", 303)
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
-        refused = await with_password(request, s, user, form)
-        if refused is not None:
-            return refused
+        got = await totp_form(request, password=True)
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         code, sf = form.get("code", ""), c.handlers.second_factor
         try:
             c.counted(request, user.name, lambda: sf.disable(Actor.of(user), code))
