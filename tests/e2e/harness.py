@@ -149,9 +149,16 @@ def free_ports(count: int = 1, *, consecutive: bool = False) -> list[int]:
     `consecutive=True` gives a block P, P+1, ... (baresip's TLS takes SIP port + 1; media ranges).
     """
     eph_lo, eph_hi = _ephemeral_range()
+    # below the ephemeral range, but not in the server's default media relay (20000-29999)
+    # and media application (30000-30999) ranges: a server started with its defaults must
+    # not take a port handed out here, and a range set here must not overlap its defaults
     ranges = [
         (r0, r1)
-        for r0, r1 in ((10000, min(eph_lo, 65535) - 1), (eph_hi + 1, 65535 - 64))
+        for r0, r1 in (
+            (10000, min(eph_lo, 20000) - 1),
+            (31000, min(eph_lo, 65535) - 1),
+            (eph_hi + 1, 65535 - 64),
+        )
         if r1 - r0 > 1000
     ]
     if not ranges:
