@@ -333,7 +333,7 @@ def public_base_url(http: HttpSettings) -> str:
 class _EmbeddedUvicorn:
     """uvicorn inside our event loop: our SIGINT/SIGTERM handling stays in charge."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, stopping: asyncio.Event) -> None:
         import uvicorn
 
         class _Server(uvicorn.Server):
@@ -342,14 +342,13 @@ class _EmbeddedUvicorn:
                 yield
 
         self._server = _Server(config)
+        self._stopping = stopping
 
-    @property
-    def should_exit(self) -> bool:
-        return bool(self._server.should_exit)
-
-    @should_exit.setter
-    def should_exit(self, value: bool) -> None:
-        self._server.should_exit = value
+    def stop(self) -> None:
+        """Stop serving: event streams end at once (web/sse.py), then uvicorn lets the
+        other running requests finish (at most `timeout_graceful_shutdown` seconds)."""
+        self._stopping.set()
+        self._server.should_exit = True
 
     async def serve(self, sockets: list[socket.socket]) -> None:
         await self._server.serve(sockets=sockets)
@@ -971,6 +970,7 @@ class Server:
         import uvicorn
 
         from heimbuero.config import parse_host_port
+        from heimbuero.web import sse
         from heimbuero.web.app import WebContext, create_app
         from heimbuero.web.guard import guarded_h11
 
@@ -1040,9 +1040,12 @@ class Server:
                 # for connections already gone
                 limit_concurrency=2 * self.http_cap + 1,
                 timeout_keep_alive=http_cfg.keep_alive_timeout,
+                # a request still running (a slow download) after this at a stop is cut off
+                timeout_graceful_shutdown=10,
                 **proxies,
                 **tls,
-            )
+            ),
+            sse.install(app),
         )
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         return server, task
@@ -1297,7 +1300,7 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         if http is not None:
-            http[0].should_exit = True
+            http[0].stop()
             await http[1]
         await self.flush()
         await asyncio.sleep(0)  # the answers that waited for the last commit

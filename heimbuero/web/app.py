@@ -50,6 +50,7 @@ from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.store.db import CallRecord, Store, StoreError, UserRecord
 from heimbuero.store.messages import MessageRecord
 from heimbuero.store.totp import SecondFactors
+from heimbuero.web import sse
 from heimbuero.web.guard import BodyGuard, LoginGate, LoginRefused
 
 _NOBODY = UserRecord(0, "", "", "", "", credentials("nobody", "-", "no such user at all")[2], None)  # type: ignore[arg-type]
@@ -614,15 +615,18 @@ class _EventStream:
         self, request: Request, opening: str, stop: Callable[[], None]
     ) -> StreamingResponse:
         async def events() -> AsyncIterator[str]:
+            ending = sse.stopping(request)
             try:
                 yield opening
                 while not await request.is_disconnected():
-                    try:
-                        event, data = await asyncio.wait_for(self.queue.get(), 15.0)
-                    except TimeoutError:
+                    item = await sse.next_item(self.queue, ending, 15.0)
+                    if item is None:
                         yield ": keep-alive\n\n"
                         continue
+                    event, data = item
                     yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
+            except sse.ServerStopping:
+                pass
             finally:
                 stop()
 
@@ -673,6 +677,7 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     app.state.logins = logins
     app.state.handlers = handlers
+    sse.install(app)  # set when the server stops: its event streams end (web/sse.py)
     # Authentication and size checks before any body is read (innermost of the middlewares,
     # so the route's exceptions still reach FastAPI's handlers).
     app.add_middleware(

@@ -41,6 +41,7 @@ from heimbuero.events import DictationChanged
 from heimbuero.office import dictation_files as media
 from heimbuero.office.dictation import State
 from heimbuero.store.dictation import JobRecord, ProfileRecord
+from heimbuero.web import sse
 
 log = logging.getLogger(__name__)
 
@@ -411,15 +412,17 @@ def dictation_routes(
         stop = dictation.watch(Actor.of(user), on_change)
 
         async def events() -> AsyncIterator[str]:
+            ending = sse.stopping(request)
             try:
                 yield ": dictation jobs\n\n"
                 while not await request.is_disconnected():
-                    try:
-                        item = await asyncio.wait_for(queue.get(), 15.0)
-                    except TimeoutError:
+                    item = await sse.next_item(queue, ending, 15.0)
+                    if item is None:
                         yield ": keep-alive\n\n"
                         continue
                     yield f"event: job\ndata: {json.dumps(item)}\n\n"
+            except sse.ServerStopping:
+                pass
             finally:
                 stop()
 

@@ -34,6 +34,7 @@ from heimbuero.domain.model import AGENT_STATUSES
 from heimbuero.store.db import Store, UserRecord
 from heimbuero.store.totp import LoginChallenges
 from heimbuero.store.websessions import WebSession, WebSessions
+from heimbuero.web import sse
 from heimbuero.web.console import i18n
 from heimbuero.web.console.feeds import Feeds
 from heimbuero.web.guard import LoginGate, LoginRefused
@@ -496,6 +497,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             Actor.of(found[1]),
             request.headers.get("last-event-id", "")[:64],
             request.is_disconnected,
+            sse.stopping(request),
         )
         if stream is None:
             return Response("too many event streams, try again later\n", 503)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from heimbuero.app import Actor, App, AppError
+from heimbuero.web import sse
 
 BUFFER = 500  # events kept per user for catch-up
 GRACE = 120.0  # seconds a feed outlives its last page
@@ -129,7 +130,11 @@ class Feeds:
         task.add_done_callback(self.pending.discard)
 
     def stream(
-        self, actor: Actor, last_event_id: str, disconnected: Callable[[], Any]
+        self,
+        actor: Actor,
+        last_event_id: str,
+        disconnected: Callable[[], Any],
+        stopping: asyncio.Event,
     ) -> AsyncIterator[str] | None:
         feed = self.feed(actor)
         if feed is None:
@@ -148,17 +153,18 @@ class Feeds:
                 if missed is None:
                     yield frame(last, "snapshot", self.snapshot(actor))
                 else:
-                    for item in missed:
-                        yield frame(*item)
+                    for old in missed:
+                        yield frame(*old)
                 while not await disconnected():
-                    try:
-                        item = await asyncio.wait_for(queue.get(), KEEPALIVE)
-                    except TimeoutError:
+                    item = await sse.next_item(queue, stopping, KEEPALIVE)
+                    if item is None:
                         yield ": keep-alive\n\n"
                         continue
                     if item[0] > last:
                         last = item[0]
                         yield frame(*item)
+            except sse.ServerStopping:
+                pass
             finally:
                 feed.listeners.discard(queue)
                 if not feed.listeners:
