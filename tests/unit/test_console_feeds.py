@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from heimbuero.app import Actor, App, Role
 from heimbuero.web.console import feeds as feeds_mod
 from heimbuero.web.console.feeds import Feed, Feeds
@@ -42,7 +44,8 @@ def test_a_reconnect_gets_what_it_missed(tmp_path: Any) -> None:
         return False
 
     async def run() -> None:
-        first = feeds.stream(anna, "", gone)
+        stopping = asyncio.Event()
+        first = feeds.stream(anna, "", gone, stopping)
         assert first is not None
         assert await anext(first) == "retry: 1000\n\n"
         assert "event: snapshot" in await anext(first)
@@ -51,17 +54,20 @@ def test_a_reconnect_gets_what_it_missed(tmp_path: Any) -> None:
         assert got.startswith(f"id: {feeds.epoch}-1\nevent: presence")
         await first.aclose()  # the page lost its stream
         feeds.feeds["anna"].put("message", {"from": "mueller", "text": "Hallo"})
-        again = feeds.stream(anna, f"{feeds.epoch}-1", gone)
+        again = feeds.stream(anna, f"{feeds.epoch}-1", gone, stopping)
         assert again is not None
         await anext(again)
         missed = await anext(again)
         assert missed.startswith(f"id: {feeds.epoch}-2\nevent: message") and "Hallo" in missed
         await again.aclose()
-        fresh = feeds.stream(anna, "old-7", gone)  # unknown id: a snapshot instead
+        fresh = feeds.stream(anna, "old-7", gone, stopping)  # unknown id: a snapshot instead
         assert fresh is not None
         await anext(fresh)
         assert "event: snapshot" in await anext(fresh)
-        await fresh.aclose()
+        stopping.set()  # the server stops: the stream ends, not after the next keep-alive
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(fresh), 1.0)
+        assert not feeds.feeds["anna"].listeners
 
     asyncio.run(run())
     store.close()
