@@ -113,7 +113,7 @@ def chat_both_ways(demo: Server, client: Any, console: Any, tmp_path: Path) -> N
         _, resp = phone.authenticated_request(
             "MESSAGE", f"sip:anna@{demo.domain}", username="mueller",
             password=demo.users["mueller"], from_uri=aor, to_uri=f"sip:anna@{demo.domain}",
-            body="Vom Tischtelefon gesendet".encode(), content_type="text/plain",
+            body=b"Vom Tischtelefon gesendet", content_type="text/plain",
         )  # fmt: skip
         assert resp.status in (200, 202), resp.summary()
     console.locator("#chat-log li.msg", has_text="Vom Tischtelefon gesendet").wait_for(
