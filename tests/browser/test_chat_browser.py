@@ -223,6 +223,11 @@ def test_chat_refusals(tmp_path: Path) -> None:
         assert "Die Nachricht wurde nicht gesendet" in r.text and "16384" in r.text
         assert api_history(srv, "mueller", "anna") == []
 
+        # the page in English
+        english = mueller.get("/chat?new=1", headers={"Accept-Language": "en"}).text
+        assert "New message" in english and "Who do you want to write to?" in english
+        assert ">anna<" in english and ">ben<" in english
+
         # and a good one goes through
         r = mueller.post("/chat/anna", data={"text": "Guten Tag", "csrf": csrf})
         assert r.status_code == 303

@@ -71,10 +71,11 @@ def when(lang: str, moment: datetime, tz: str) -> str:
 
 
 def size(lang: str, n: int | None) -> str:
-    """A file size to read: `12,3 kB` (de) / `12.3 kB` (en)."""
+    """A file size to read: `12,3 kB` (de) / `12.3 kB` (en); in units of 1024 like the file
+    service's own messages (`[files] max_size_mb = 500` reads 500,0 MB)."""
     if n is None:
         return "?"
-    for unit, factor in (("MB", 1_000_000), ("kB", 1000)):
+    for unit, factor in (("MB", 1024 * 1024), ("kB", 1024)):
         if n >= factor:
             return f"{format_decimal(n / factor, '#,##0.0', locale=Locale.parse(lang))} {unit}"
     return f"{n} B"

@@ -92,7 +92,8 @@
   var peer = chat ? chat.dataset.peer : "";
   function fetchInto(el, url) {
     return fetch(url, {credentials: "same-origin", headers: {"Accept": "text/html"}})
-      .then(function (r) { return r.ok ? r.text() : null; })
+      // (a session that ended is redirected to the login page: that is no list)
+      .then(function (r) { return r.ok && !r.redirected ? r.text() : null; })
       .then(function (html) {
         if (html === null) return;
         el.innerHTML = html;
