@@ -5,6 +5,7 @@ refusals (CSRF, other businesses' users and files, sizes) over HTTP with a conso
 from __future__ import annotations
 
 import io
+import os
 import re
 import secrets
 import wave
@@ -21,6 +22,8 @@ from .conftest import login
 pytestmark = [pytest.mark.e2e]
 
 MB = 1024 * 1024
+# scripts/screenshots sets this to docs/: the pages as the test left them, in German
+SHOTS = os.environ.get("HEIMBUERO_SCREENSHOTS", "")
 
 
 def dictation_wav(seconds: float = 0.5) -> bytes:
@@ -119,6 +122,9 @@ def chat_both_ways(demo: Server, client: Any, console: Any, tmp_path: Path) -> N
     console.locator("#chat-log li.msg", has_text="Vom Tischtelefon gesendet").wait_for(
         timeout=10_000
     )
+    if SHOTS:
+        client.reload()
+        client.screenshot(path=str(Path(SHOTS) / "console-chat.png"), full_page=True)
 
 
 # -- refusals over HTTP, with a console session --------------------------------------------
