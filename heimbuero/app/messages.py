@@ -17,15 +17,18 @@ from heimbuero.app.errors import (
     Unavailable,
 )
 from heimbuero.app.policy import Actor
+from heimbuero.office import callpolicy
 from heimbuero.office.files import FileService
-from heimbuero.office.messaging import FILE_TRANSFER
+from heimbuero.office.messaging import FILE_TRANSFER, content_view
 from heimbuero.services.messaging import MessageRejected
 from heimbuero.store import Store
 from heimbuero.store.messages import ConversationRecord, MessageRecord
 
+Snapshot = Callable[[str], list[dict[str, Any]]]
 Send = Callable[[str, str, str, bytes], Awaitable[dict[str, Any]]]
 MessageWatch = Callable[[str, Callable[[str, dict[str, Any]], None]], Callable[[], None]]
 _NO_CONVERSATION = "no conversation with this user"
+HIDDEN_KINDS = ("imdn", "composing")  # reports show as imdn_state of the message they concern
 
 
 class Messages:
@@ -38,8 +41,10 @@ class Messages:
         send: Send | None = None,
         watch: MessageWatch | None = None,
         files: FileService | None = None,
+        people: Snapshot | None = None,
     ) -> None:
         self.store, self.send_fn, self.watch_fn, self.files = store, send, watch, files
+        self.people = people  # the presence the user may see: whom the user may message
 
     def conversations(self, actor: Actor) -> list[ConversationRecord]:
         return self.store.list_conversations(actor.name)
@@ -51,6 +56,34 @@ class Messages:
         if rows is None:
             raise NotFound("", "", _NO_CONVERSATION)
         return rows
+
+    def shown(self, records: list[MessageRecord]) -> list[MessageRecord]:
+        """The messages a history shows: delivery reports and typing notices left out."""
+        return [
+            r for r in records if content_view(r.content_type, r.body)["kind"] not in HIDDEN_KINDS
+        ]
+
+    def peers(self, actor: Actor) -> list[str]:
+        """The users the actor may message, by name (the presence and messaging rule,
+        office/visibility.py, as the presence service applies it); empty when presence is
+        not available."""
+        if self.people is None:
+            return []
+        names = {str(p.get("user", "")) for p in self.people(actor.name)}
+        names.discard(actor.name)
+        names.discard("")
+        return sorted(names)
+
+    def thread(self, actor: Actor, peer: str, limit: int = 100) -> list[MessageRecord]:
+        """The shown history with `peer`, oldest first; empty for a user the actor may message
+        but has not yet; NotFound for anyone else (unknown and not-yours look alike)."""
+        peer = peer.lower()
+        rows = self.store.conversation_messages(actor.name, peer, limit, None)
+        if rows is None:
+            if peer not in self.peers(actor):
+                raise NotFound("", "", _NO_CONVERSATION)
+            return []
+        return self.shown(rows)
 
     def delete(self, actor: Actor, peer: str) -> None:
         """Delete the actor's conversation with `peer` for both, with the files its messages
@@ -68,6 +101,10 @@ class Messages:
         if (text is None) == (file_id is None):
             raise Invalid("body", "give exactly one of text and file")
         if text is not None:
+            try:
+                callpolicy.check_text("text", text, multiline=True)
+            except callpolicy.PolicyError as exc:
+                raise Invalid("text", str(exc)) from None
             return "text/plain;charset=UTF-8", text.encode()
         info = None
         if self.files is not None and file_id is not None:

@@ -487,9 +487,6 @@ def _message_out(r: MessageRecord) -> MessageOut:
     )  # fmt: skip
 
 
-_HIDDEN_KINDS = ("imdn", "composing")  # reports show as imdn_state of the message they concern
-
-
 def _user_out(u: UserRecord) -> UserOut:
     return UserOut(
         name=u.name,
@@ -799,8 +796,8 @@ def create_app(ctx: WebContext) -> FastAPI:
     ) -> list[MessageOut]:
         """The caller's history with `peer`, oldest first (delivery reports are folded into
         the messages they report on)."""
-        out = [_message_out(r) for r in handlers.messages.history(actor, peer, limit, before)]
-        return [m for m in out if m.kind not in _HIDDEN_KINDS]
+        rows = handlers.messages.history(actor, peer, limit, before)
+        return [_message_out(r) for r in handlers.messages.shown(rows)]
 
     @app.delete("/api/conversations/{peer}", status_code=204, tags=["messages"])
     def delete_conversation(peer: str, actor: Who) -> None:

@@ -219,23 +219,34 @@ async def receive_upload(
 ) -> FileRecord | Response:
     """Stream the request's multipart body into the service; the stored file's record, or the
     error response. Whatever fails, nothing of the upload remains."""
-    now = _now()
     try:
-        expected = expected_sha256(
-            request.headers.get("repr-digest") or request.headers.get("content-digest"),
-            request.headers.get("digest"),
-        )
-        upload: Upload = await run_in_threadpool(
-            service.start_upload,
-            owner,
-            request.headers.get("content-type", ""),
-            _content_length(request),
-            now,
-            field,
-            bool(expected),
-        )
+        return await store_upload(service, request, owner, field)
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is left to read it
     except FileError as exc:
         return _error(exc)
+
+
+async def store_upload(
+    service: FileService, request: Request, owner: str, field: str
+) -> FileRecord:
+    """Stream the request's multipart body into the service: the stored file's record; raises
+    FileError (size, quota, form) or ClientDisconnect. Whatever fails, nothing of the upload
+    remains (the API and the console's chat both upload through this)."""
+    now = _now()
+    expected = expected_sha256(
+        request.headers.get("repr-digest") or request.headers.get("content-digest"),
+        request.headers.get("digest"),
+    )
+    upload: Upload = await run_in_threadpool(
+        service.start_upload,
+        owner,
+        request.headers.get("content-type", ""),
+        _content_length(request),
+        now,
+        field,
+        bool(expected),
+    )
     try:
         pending = bytearray()
         async for chunk in request.stream():
@@ -250,10 +261,10 @@ async def receive_upload(
         return await run_in_threadpool(service.complete_upload, upload, owner, expected, now)
     except ClientDisconnect:
         log.info("upload by %s broken off after %d bytes of file", owner, upload.size)
-        return Response(status_code=400)  # nobody is left to read it
+        raise
     except FileError as exc:
         log.info("upload by %s refused: %s", owner, exc.message)
-        return _error(exc)
+        raise
     finally:
         # Synchronous on purpose: it must run even when the task is being cancelled.
         upload.abort()

@@ -129,13 +129,13 @@ class Console:
         user = self.store.get_user(s.user)
         return None if user is None else (s, user)
 
-    async def form(self, request: Request) -> dict[str, str] | None:
-        """The form's fields, or None when it is too large or not a form."""
+    async def form(self, request: Request, limit: int = MAX_FORM) -> dict[str, str] | None:
+        """The form's fields, or None when it is larger than `limit` bytes or not a form."""
         length = request.headers.get("content-length", "")
-        if not length.isdigit() or int(length) > MAX_FORM:
+        if not length.isdigit() or int(length) > limit:
             return None
         body = await request.body()
-        if len(body) > MAX_FORM:
+        if len(body) > limit:
             return None
         form = await request.form()
         return {k: v for k, v in form.items() if isinstance(v, str)}
@@ -318,10 +318,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         return found
 
     async def posted(
-        request: Request, s: WebSession, user: UserRecord
+        request: Request, s: WebSession, user: UserRecord, limit: int = MAX_FORM
     ) -> dict[str, str] | Response:
         """The form of a POST in a session, or the 403 page when its CSRF token is wrong."""
-        form = await c.form(request)
+        form = await c.form(request, limit)
         if form is None or not _csrf_ok(s.csrf, form.get("csrf")):
             return _page(
                 request,
@@ -483,6 +483,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         except AppError:
             return _not_found(request)
         return RedirectResponse(f"/admin?reset={name}", 303)
+
+    from heimbuero.web.console.chat import chat_routes
+
+    chat_routes(router, c, area)
 
     feeds = Feeds(handlers)
 

@@ -18,6 +18,7 @@ from babel import Locale, negotiate_locale
 from babel.dates import format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
 from babel.support import Translations
 
 LANGUAGES = ("de", "en")
@@ -67,3 +68,14 @@ def when(lang: str, moment: datetime, tz: str) -> str:
     except (KeyError, ValueError):
         zone = ZoneInfo("Europe/Berlin")
     return format_datetime(moment, "short", tzinfo=zone, locale=Locale.parse(lang))
+
+
+def size(lang: str, n: int | None) -> str:
+    """A file size to read: `12,3 kB` (de) / `12.3 kB` (en); in units of 1024 like the file
+    service's own messages (`[files] max_size_mb = 500` reads 500,0 MB)."""
+    if n is None:
+        return "?"
+    for unit, factor in (("MB", 1024 * 1024), ("kB", 1024)):
+        if n >= factor:
+            return f"{format_decimal(n / factor, '#,##0.0', locale=Locale.parse(lang))} {unit}"
+    return f"{n} B"

@@ -85,5 +85,59 @@
     li.textContent = (m.from || m.sender || "") + ": " + (m.text || m.body || "");
     log.insertBefore(li, log.firstChild);
   });
+  // the chat (/chat, /chat/PEER): a message or a change of its delivery state brings the
+  // page's list again from the server (an HTML fragment), also after a reconnect (snapshot)
+  var chat = document.getElementById("chat-log");
+  var convs = document.getElementById("chat-list");
+  var peer = chat ? chat.dataset.peer : "";
+  function fetchInto(el, url) {
+    return fetch(url, {credentials: "same-origin", headers: {"Accept": "text/html"}})
+      // (a session that ended is redirected to the login page: that is no list)
+      .then(function (r) { return r.ok && !r.redirected ? r.text() : null; })
+      .then(function (html) {
+        if (html === null) return;
+        el.innerHTML = html;
+        if (el === chat) {
+          var last = chat.lastElementChild;
+          if (last && last.scrollIntoView) last.scrollIntoView({block: "nearest"});
+        }
+      })
+      .catch(function () {});
+  }
+  // An event can come a moment before its message is committed: until the list shows the
+  // message (`want`, its id), it is fetched again, a few times.
+  function shows(el, want) {
+    return !want || !!el.querySelector('[data-id="' + CSS.escape(want) + '"]');
+  }
+  function refreshChat(want, tries) {
+    var jobs = [];
+    if (chat) jobs.push(fetchInto(chat, "/chat/" + encodeURIComponent(peer) + "/messages"));
+    if (convs) jobs.push(fetchInto(convs, "/chat?part=list"));
+    return Promise.all(jobs).then(function () {
+      var missing = (chat && !shows(chat, want)) || (convs && !shows(convs, want));
+      if (missing && (tries || 0) < 20) {
+        setTimeout(function () { refreshChat(want, (tries || 0) + 1); }, 250);
+      }
+    });
+  }
+  function concerning(e) {
+    if (!convs && !chat) return null;
+    var m = JSON.parse(e.data);
+    return convs || m.sender === peer || m.recipient === peer ? m : null;
+  }
+  if (chat || convs) {
+    es.addEventListener("snapshot", function () {
+      refreshChat().then(function () { document.documentElement.dataset.chat = "1"; });
+    });
+    es.addEventListener("message", function (e) {
+      var m = concerning(e);
+      if (m) refreshChat(m.kind === "imdn" || m.kind === "composing" ? null : m.id);
+    });
+    es.addEventListener("state", function (e) {
+      if (!concerning(e)) return;
+      refreshChat();
+      setTimeout(refreshChat, 1000); // the new state may be committed a moment later
+    });
+  }
   document.documentElement.dataset.live = "1";
 }());
