@@ -185,6 +185,8 @@ def test_refusals_change_nothing(office: Server) -> None:
         page = owner.get("/portal/forwarding")
         assert page.status_code == 200
         token = _csrf(page.text)
+        english = owner.get("/portal/forwarding", headers={"Accept-Language": "en"}).text
+        assert "Everything to the office" in english and "A call now goes to:" in english
         # no CSRF token: 403, nothing changed
         r = owner.post("/portal/forwarding/override", data={"target": "office"})
         assert r.status_code == 403
