@@ -248,3 +248,86 @@ def test_refusals_change_nothing(office: Server) -> None:
         })  # fmt: skip
         assert r.status_code == 303
     assert "everything to mobile until cancelled (active)" in _override(srv)
+
+
+def _tuesday(year: int) -> date:
+    """A Tuesday in March of `year` (no public holiday in Bavaria)."""
+    day = date(year, 3, 10)
+    return day + timedelta(days=(1 - day.weekday()) % 7)
+
+
+def test_owner_edits_plan_steps_with_a_draft_preview_on_a_phone(
+    browser: Any, office: Server
+) -> None:
+    srv = office
+    tuesday = _tuesday(date.today().year + 1)
+    at = f"{tuesday.isoformat()}T10:00"
+
+    def stored_first_step() -> tuple[list[str], int]:
+        res = srv.cli("route", "simulate", NUMBER, "--json", "--at", at,
+                      "--data", str(srv.data_dir))  # fmt: skip
+        plan = json.loads(res.stdout)
+        assert plan["rule"] == "Werktag"
+        return plan["steps"][0]["targets"], plan["steps"][0]["timeout"]
+
+    assert stored_first_step() == (["user:mueller"], 15)
+    ctx = browser.new_context(locale="de-DE", viewport={"width": 360, "height": 740})
+    page = ctx.new_page()
+    login(page, srv, "mueller")
+    page.goto(srv.http_url + "/portal/forwarding")
+    page.get_by_role("link", name="Schritte bearbeiten").click()
+    page.wait_for_url(re.compile(r"/portal/forwarding/edit"))
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    werktag = page.locator("fieldset.rule", has_text="Werktag")
+    target = page.locator("[id='n0.r3.s0.t0']")
+    timeout = page.locator("[id='n0.r3.s0.timeout']")
+    assert "Werktag" in werktag.locator("legend").first.inner_text()
+    assert target.input_value() == "user:mueller" and timeout.input_value() == "15"
+    # the draft preview, recomputed on each change, before saving
+    page.get_by_label("Datum (leer: jetzt)").fill(tuesday.isoformat())
+    page.get_by_label("Uhrzeit", exact=True).fill("10:00")
+    target.select_option("voicemail:mueller")
+    timeout.fill("20")
+    timeout.dispatch_event("change")
+    expect(page.locator("#draft-result .sim-steps")).to_contain_text("Mailbox von mueller, 20 s")
+    assert page.locator("#draft-result .sim-rule").inner_text() == "Werktag"
+    assert stored_first_step() == (["user:mueller"], 15)  # a draft: nothing stored
+    # an invalid ring time: explained next to the field, nothing stored
+    timeout.fill("zwei")
+    page.get_by_role("button", name="Regeln speichern").click()
+    page.wait_for_load_state()
+    error = page.locator("[id='n0.r3.s0.timeout-error']")
+    assert "seconds" in error.inner_text() or "Sekunden" in error.inner_text()
+    assert page.locator("[id='n0.r3.s0.timeout']").get_attribute("aria-invalid") == "true"
+    assert stored_first_step() == (["user:mueller"], 15)
+    # corrected and saved: stored, as the command line shows
+    page.locator("[id='n0.r3.s0.timeout']").fill("20")
+    assert page.locator("[id='n0.r3.s0.t0']").input_value() == "voicemail:mueller"
+    page.get_by_role("button", name="Regeln speichern").click()
+    page.wait_for_url(re.compile(r"/portal/forwarding\?"))
+    assert page.get_by_role("status").filter(has_text="gespeichert").is_visible()
+    assert stored_first_step() == (["voicemail:mueller"], 20)
+    assert "Mailbox von mueller, 20 s" in page.locator("ol.rules").inner_text()
+    ctx.close()
+
+
+def test_employee_may_not_edit_steps(office: Server) -> None:
+    srv = office
+    with _session(srv, EMPLOYEE, EMPLOYEE_PASSWORD) as employee:
+        page = employee.get("/portal/forwarding")
+        assert "Schritte bearbeiten" not in page.text
+        assert employee.get("/portal/forwarding/edit").status_code == 403
+        r = employee.post("/portal/forwarding/edit", data={
+            "csrf": _csrf(page.text), "action": "save", "n0.r3.s0.t0": "voicemail:mueller",
+            "n0.r3.s0.timeout": "20",
+        })  # fmt: skip
+        assert r.status_code == 403
+    with _session(srv, "mueller", srv.users["mueller"]) as owner:
+        assert owner.get("/portal/forwarding/edit?client=schulz").status_code == 404
+        r = owner.post("/portal/forwarding/edit", data={"action": "save"})
+        assert r.status_code == 403  # no CSRF token
+    doc = json.loads(
+        srv.cli("rules", "export", "mueller", "--json", "--data", str(srv.data_dir)).stdout
+    )
+    steps = doc["numbers"][NUMBER]["rules"][3]["steps"]
+    assert steps[0] == {"targets": ["user:mueller"], "timeout": 15}

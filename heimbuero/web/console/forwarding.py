@@ -10,7 +10,11 @@ The client owner and employees see their own business; agents and admins pick a 
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 from urllib.parse import quote
@@ -169,6 +173,8 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
             csrf=s.csrf,
             client=c,
             writable=policy.may_change_forwarding(actor, c.id),
+            editable=policy.may_change_rules(actor, c.id),
+            saved=request.query_params.get("saved") == "1",
             override=override_state(request, actor, c),
             plan=plan,
             sim_error=sim_error,
@@ -414,3 +420,236 @@ def _explain(request: Request, field: str, msg: str) -> str:
     if field == "target":
         return _t(request, "Bitte eine Umleitung wählen.")
     return msg
+
+
+# -- the plan-step editor ---------------------------------------------------------------------
+
+_PROBLEM = re.compile(
+    r"^numbers\.(?P<number>[^.]+)\.rules\[(?P<rule>\d+)\]"
+    r"(?:\.steps(?:\[(?P<step>\d+)\](?:\.(?P<what>timeout|targets)(?:\[(?P<target>\d+)\])?)?)?)?"
+)
+
+
+@dataclass
+class Draft:
+    """A rules document built from the editor's form (the stored document with the steps
+    replaced), and where each of its steps and targets came from in the form."""
+
+    document: dict[str, Any]
+    numbers: list[str]
+    steps: dict[tuple[int, int, int], int] = field(default_factory=dict)  # doc step -> form's
+    targets: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
+
+    def field_of(self, path: str) -> str | None:
+        """The form field a problem's path names (None: no field of the form)."""
+        m = _PROBLEM.match(path)
+        if m is None or m["number"] not in self.numbers:
+            return None
+        n, r = self.numbers.index(m["number"]), int(m["rule"])
+        if m["step"] is None:
+            return f"n{n}.r{r}"
+        s = self.steps.get((n, r, int(m["step"])), int(m["step"]))
+        if m["what"] == "timeout":
+            return f"n{n}.r{r}.s{s}.timeout"
+        if m["target"] is not None:
+            t = self.targets.get((n, r, int(m["step"]), int(m["target"])), int(m["target"]))
+            return f"n{n}.r{r}.s{s}.t{t}"
+        return f"n{n}.r{r}.s{s}"
+
+
+def draft_from_form(stored: dict[str, Any], form: dict[str, str]) -> Draft:
+    """The stored document with every rule's steps as the form gives them: a step whose
+    targets are all empty is left out; a ring time that is no whole number is passed on as
+    text for the validator to name."""
+    doc = copy.deepcopy(stored)
+    numbers = list(doc.get("numbers", {}))
+    draft = Draft(doc, numbers)
+    for n, number in enumerate(numbers):
+        for r, rule in enumerate(doc["numbers"][number].get("rules", [])):
+            steps: list[dict[str, Any]] = []
+            for s in range(MAX_STEPS):
+                key = f"n{n}.r{r}.s{s}"
+                picked = [(t, form.get(f"{key}.t{t}", "").strip()) for t in range(MAX_TARGETS)]
+                picked = [(t, v) for t, v in picked if v]
+                if not picked:
+                    continue
+                raw = form.get(f"{key}.timeout", "").strip()
+                timeout: int | str = int(raw) if raw.isdigit() else raw
+                draft.steps[(n, r, len(steps))] = s
+                for i, (t, _) in enumerate(picked):
+                    draft.targets[(n, r, len(steps), i)] = t
+                steps.append({"targets": [v for _, v in picked], "timeout": timeout})
+            rule["steps"] = steps
+    return draft
+
+
+MAX_STEPS = 6  # step rows of a rule in the form (its steps and empty rows to add one)
+MAX_TARGETS = 3  # targets of a step rung at once
+
+
+def target_options(
+    texts: Texts, handlers: App, actor: Actor, c: Client, document: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """What a step may ring, as (target, label): the business's users, the office's groups,
+    the approved external numbers, the voicemails; and whatever the rules ring already."""
+    values: list[str] = []
+    users = [u.name for u in handlers.users.list(actor) if u.client == c.id]
+    values += [f"user:{u}" for u in users]
+    with contextlib.suppress(AppError):  # staff only; a client sees the groups its rules ring
+        values += [f"group:{g.name}" for g in handlers.groups.list(actor)]
+    values += [f"external:{n}" for n in sorted(c.call_policy.approved_numbers)]
+    values += [f"voicemail:{c.id}"] + [f"voicemail:{u}" for u in users]
+    for entry in document.get("numbers", {}).values():
+        for rule in entry.get("rules", []):
+            for step in rule.get("steps", []):
+                values += [t for t in step.get("targets", []) if isinstance(t, str)]
+    seen: dict[str, str] = {}
+    for v in values:
+        seen.setdefault(v, texts.target(v))
+    return list(seen.items())
+
+
+def editor_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> None:
+    """/portal/forwarding/edit: the steps of every rule (targets from a list, ring times),
+    previewed in the simulator as a draft and saved through the same validation as
+    `heimbuero rules import` (problems next to their fields, nothing stored on error)."""
+
+    def editor(
+        request: Request,
+        s: WebSession,
+        user: UserRecord,
+        c: Client,
+        form: dict[str, str] | None = None,
+        status: int = 200,
+        errors: dict[str, str] | None = None,
+        general: list[str] | None = None,
+        plan: dict[str, Any] | None = None,
+    ) -> Response:
+        actor, texts = Actor.of(user), Texts(request)
+        stored = handlers.rules.document(actor, c.id)
+        numbers = []
+        for n, (number, entry) in enumerate(stored.get("numbers", {}).items()):
+            rules = []
+            for r, rule in enumerate(entry.get("rules", [])):
+                shown = rule.get("steps", [])
+                rows = []
+                for i in range(MAX_STEPS):
+                    key = f"n{n}.r{r}.s{i}"
+                    if form is not None:
+                        targets = [form.get(f"{key}.t{t}", "") for t in range(MAX_TARGETS)]
+                        timeout = form.get(f"{key}.timeout", "")
+                    elif i < len(shown):
+                        targets = list(shown[i].get("targets", []))
+                        timeout = str(shown[i].get("timeout", 30))
+                    else:
+                        targets, timeout = [], ""
+                    targets += [""] * (MAX_TARGETS - len(targets))
+                    rows.append({"key": key, "targets": targets[:MAX_TARGETS], "timeout": timeout})
+                rules.append(
+                    {
+                        "key": f"n{n}.r{r}",
+                        "name": rule.get("name", ""),
+                        "when": texts.when(rule.get("when") or {}),
+                        "rows": rows,
+                    }
+                )
+            numbers.append({"number": number, "rules": rules})
+        return _page(
+            request,
+            "forwarding_edit.html",
+            status,
+            user=user,
+            csrf=s.csrf,
+            client=c,
+            numbers=numbers,
+            options=target_options(texts, handlers, actor, c, stored),
+            errors=errors or {},
+            general=general or [],
+            plan=plan,
+            sim_date=(form or {}).get("sim_date", ""),
+            sim_time=(form or {}).get("sim_time", ""),
+        )
+
+    def opened(request: Request, user: UserRecord, cid: str) -> Client | Response:
+        actor = Actor.of(user)
+        try:
+            c = handlers.clients.visible(actor, cid)
+        except AppError:
+            return _not_found(request)
+        if not policy.may_change_rules(actor, c.id):
+            return _page(
+                request,
+                "error.html",
+                403,
+                user=user,
+                csrf="",
+                message=_t(request, "Nur der Inhaber und die Verwaltung ändern die Regeln."),
+            )
+        return c
+
+    @router.get("/portal/forwarding/edit")
+    async def edit_page(request: Request) -> Response:
+        found = area(request, ROLES)
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        c = opened(
+            request, user, _client_id(request, user, request.query_params.get("client")) or ""
+        )
+        if isinstance(c, Response):
+            return c
+        return editor(request, s, user, c)
+
+    @router.post("/portal/forwarding/edit")
+    async def edit(request: Request) -> Response:
+        found = area(request, ROLES)
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        form = await posted(request, s, user)
+        if isinstance(form, Response):
+            return form
+        c = opened(request, user, _client_id(request, user, form.get("client")) or "")
+        if isinstance(c, Response):
+            return c
+        actor, texts = Actor.of(user), Texts(request)
+        draft = draft_from_form(handlers.rules.document(actor, c.id), form)
+        want_json = form.get("format") == "json"
+        try:
+            if form.get("action") == "save":
+                handlers.rules.replace(actor, c.id, draft.document)
+                return RedirectResponse(f"/portal/forwarding?client={quote(c.id)}&saved=1", 303)
+            day, hhmm = form.get("sim_date", "").strip(), form.get("sim_time", "").strip()
+            at = (
+                f"{day or datetime.now(ZoneInfo(c.timezone)).date().isoformat()}T{hhmm or '00:00'}"
+                if day or hhmm
+                else None
+            )
+            plan = simulation(
+                texts, handlers.forwarding.simulate(actor, c.id, None, at, draft.document)
+            )
+            plan["at"] = at or ""
+        except Invalid as exc:
+            errors: dict[str, str] = {}
+            general: list[str] = []
+            for p in exc.problems:
+                name = draft.field_of(p.field) if exc.document else None
+                if name is None:
+                    general.append(f"{p.field}: {p.msg}" if p.field else p.msg)
+                else:
+                    errors[name] = "; ".join(filter(None, (errors.get(name), p.msg)))
+            if want_json:
+                return JSONResponse({"errors": errors, "general": general}, 422)
+            return editor(request, s, user, c, form, 422, errors, general)
+        except AppError as exc:
+            return _page(
+                request,
+                "error.html",
+                getattr(exc, "status", 400),
+                user=user,
+                csrf=s.csrf,
+                message=str(exc),
+            )
+        if want_json:
+            return JSONResponse({**plan, "errors": {}, "general": []})
+        return editor(request, s, user, c, form, plan=plan)
