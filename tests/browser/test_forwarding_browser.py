@@ -297,7 +297,7 @@ def test_owner_edits_plan_steps_with_a_draft_preview_on_a_phone(
     page.get_by_role("button", name="Regeln speichern").click()
     page.wait_for_load_state()
     error = page.locator("[id='n0.r3.s0.timeout-error']")
-    assert "seconds" in error.inner_text() or "Sekunden" in error.inner_text()
+    assert error.inner_text() == "Die Klingeldauer muss 1 bis 600 ganze Sekunden sein."
     assert page.locator("[id='n0.r3.s0.timeout']").get_attribute("aria-invalid") == "true"
     assert stored_first_step() == (["user:mueller"], 15)
     # corrected and saved: stored, as the command line shows

@@ -27,6 +27,7 @@ from heimbuero.app import Actor, App, AppError, policy
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.domain.model import Client
 from heimbuero.office.routing import RoutePlan
+from heimbuero.office.rules_doc import TIMEOUT_MAX, TIMEOUT_MIN
 from heimbuero.store.db import UserRecord
 from heimbuero.store.websessions import WebSession
 from heimbuero.web.console import _not_found, _page, _t, i18n, lang_of
@@ -634,10 +635,11 @@ def editor_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -
             general: list[str] = []
             for p in exc.problems:
                 name = draft.field_of(p.field) if exc.document else None
+                msg = _explain_step(request, p.msg)
                 if name is None:
-                    general.append(f"{p.field}: {p.msg}" if p.field else p.msg)
+                    general.append(f"{p.field}: {msg}" if p.field else msg)
                 else:
-                    errors[name] = "; ".join(filter(None, (errors.get(name), p.msg)))
+                    errors[name] = "; ".join(filter(None, (errors.get(name), msg)))
             if want_json:
                 return JSONResponse({"errors": errors, "general": general}, 422)
             return editor(request, s, user, c, form, 422, errors, general)
@@ -653,3 +655,19 @@ def editor_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -
         if want_json:
             return JSONResponse({**plan, "errors": {}, "general": []})
         return editor(request, s, user, c, form, plan=plan)
+
+
+def _explain_step(request: Request, msg: str) -> str:
+    """A problem of the rules validation in the editor's words (its own text otherwise)."""
+    if msg.startswith("expected whole seconds") or " is not within " in msg:
+        return _t(request, "Die Klingeldauer muss %(min)s bis %(max)s ganze Sekunden sein.",
+                  min=str(TIMEOUT_MIN), max=str(TIMEOUT_MAX))  # fmt: skip
+    if msg.startswith("no steps"):
+        return _t(request, "Eine Regel braucht mindestens einen Schritt mit einem Ziel.")
+    if " is not approved for forwarding" in msg:
+        return _t(request, "Diese Nummer ist nicht für die Weiterleitung freigegeben.")
+    if msg.endswith("is listed twice in this step"):
+        return _t(request, "Dieses Ziel steht zweimal im Schritt.")
+    if msg.startswith(("unknown ", "user ")):
+        return _t(request, "Dieses Ziel gibt es nicht oder es gehört nicht zum Betrieb.")
+    return msg
