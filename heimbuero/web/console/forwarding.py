@@ -41,7 +41,7 @@ DAY_LABELS = ("Mo", "Di", "Mi", "Do", "Fr", "Sa", "So")
 HOLIDAY_MONTHS = 3
 
 
-def _client_id(request: Request, user: UserRecord, given: str | None) -> str | None:
+def _client_id(user: UserRecord, given: str | None) -> str | None:
     """The client of the page: one's own business, or for staff the one asked for."""
     if user.role in ("client", "employee"):
         return given if given else user.client
@@ -260,7 +260,7 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
 
     def client_of(request: Request, user: UserRecord, form: dict[str, str] | None = None) -> str:
         given = (form or {}).get("client") or request.query_params.get("client")
-        return _client_id(request, user, given) or ""
+        return _client_id(user, given) or ""
 
     def back(client_id: str) -> Response:
         return RedirectResponse(f"/portal/forwarding?client={quote(client_id)}", 303)
@@ -277,7 +277,7 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
         if isinstance(found, Response):
             return found
         s, user = found
-        cid = _client_id(request, user, request.query_params.get("client"))
+        cid = _client_id(user, request.query_params.get("client"))
         return page(request, s, user, cid)
 
     @router.get("/portal/forwarding/simulate")
@@ -594,9 +594,7 @@ def editor_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -
         if isinstance(found, Response):
             return found
         s, user = found
-        c = opened(
-            request, user, _client_id(request, user, request.query_params.get("client")) or ""
-        )
+        c = opened(request, user, _client_id(user, request.query_params.get("client")) or "")
         if isinstance(c, Response):
             return c
         return editor(request, s, user, c)
@@ -610,7 +608,7 @@ def editor_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -
         form = await posted(request, s, user)
         if isinstance(form, Response):
             return form
-        c = opened(request, user, _client_id(request, user, form.get("client")) or "")
+        c = opened(request, user, _client_id(user, form.get("client")) or "")
         if isinstance(c, Response):
             return c
         actor, texts = Actor.of(user), Texts(request)
