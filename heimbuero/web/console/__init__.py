@@ -667,6 +667,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
                              error=_t(request, text))  # fmt: skip
         return RedirectResponse("/totp?done=off", 303)
 
+    from heimbuero.web.console.forwarding import editor_pages, forwarding_pages
+
+    forwarding_pages(router, handlers, area, posted)
+    editor_pages(router, handlers, area, posted)
     return router
 
 
