@@ -1,0 +1,61 @@
+"""What the server says before each message on `*86` (office/voicemail.py, pure): the
+caller digit by digit in national format (or "unterdrückt"/"unbekannt"), the day ("heute",
+"gestern", else weekday and date) and the time in the box's zone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from heimbuero.office.voicemail import intro_text, spoken_caller, spoken_time
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NOW = datetime(2026, 12, 5, 10, 0, tzinfo=BERLIN)  # a Saturday
+
+
+@pytest.mark.parametrize(
+    ("caller", "spoken"),
+    [
+        ("+4917112345678", "0 1 7 1 1 2 3 4 5 6 7 8"),
+        ("004989123", "0 8 9 1 2 3"),
+        ("08912345", "0 8 9 1 2 3 4 5"),
+        ("+43123", "plus 4 3 1 2 3"),
+        ("0043123", "plus 4 3 1 2 3"),
+        ("anonymous", "unterdrückt"),
+        ("Anonymous", "unterdrückt"),
+        ("", "unbekannt"),
+        ("anna", "unbekannt"),
+        ("+49 (0)89 / 1;x", "unbekannt"),
+    ],
+)
+def test_the_caller_digit_by_digit(caller: str, spoken: str) -> None:
+    assert spoken_caller(caller) == spoken
+
+
+def test_today_yesterday_and_older_days() -> None:
+    assert spoken_time(datetime(2026, 12, 5, 9, 7, tzinfo=BERLIN), NOW) == "heute um 9 Uhr 7"
+    assert spoken_time(datetime(2026, 12, 4, 14, 0, tzinfo=BERLIN), NOW) == "gestern um 14 Uhr"
+    assert (
+        spoken_time(datetime(2026, 12, 3, 14, 5, tzinfo=BERLIN), NOW)
+        == "am Donnerstag, 3. Dezember, um 14 Uhr 5"
+    )
+    assert (
+        spoken_time(datetime(2026, 3, 1, 0, 30, tzinfo=BERLIN), NOW)
+        == "am Sonntag, 1. März, um 0 Uhr 30"
+    )
+
+
+def test_the_day_is_the_boxs_not_utcs() -> None:
+    """23:30 UTC on the 4th is 00:30 on the 5th in Berlin: "heute", not "gestern"."""
+    at = datetime(2026, 12, 4, 23, 30, tzinfo=UTC).astimezone(BERLIN)
+    assert spoken_time(at, datetime(2026, 12, 5, 9, 0, tzinfo=UTC)) == "heute um 0 Uhr 30"
+
+
+def test_the_whole_intro() -> None:
+    at = datetime(2026, 12, 3, 14, 5, tzinfo=BERLIN)
+    assert intro_text(1, "+4917112345678", at, NOW) == (
+        "Nachricht 1, von 0 1 7 1 1 2 3 4 5 6 7 8, am Donnerstag, 3. Dezember, um 14 Uhr 5."
+    )
+    assert intro_text(2, "anonymous", NOW, NOW) == "Nachricht 2, von unterdrückt, heute um 10 Uhr."
