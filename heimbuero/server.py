@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from heimbuero.events import (
     CallRinging,
     Event,
     EventBus,
+    MailboxChanged,
     MessageStateChanged,
     MessageStored,
     PresenceChanged,
@@ -238,6 +239,11 @@ class _PhoneMailbox:
 
     async def heard(self, user: str, voicemail_id: int) -> bool:
         return await self._write(user, lambda a: self.handler.mark_heard(a, voicemail_id))
+
+    async def zone(self, user: str) -> tzinfo:
+        actor = self._actor(user)
+        owner = self.handler.owner(actor) if actor is not None else user
+        return await asyncio.to_thread(self.handler.zone, owner)
 
     async def delete(self, user: str, voicemail_id: int) -> bool:
         ok = await self._write(user, lambda a: self.handler.delete(a, voicemail_id))
@@ -477,6 +483,9 @@ class Server:
             self.send_message, self.mailer, bus=self.events,
         )  # fmt: skip
         self._dictation_tasks: set[asyncio.Task[None]] = set()
+        # a box changed by the HTTP API: its message waiting as after a change by phone
+        self._mailbox_tasks: set[asyncio.Task[None]] = set()
+        self.events.subscribe(MailboxChanged, self._mailbox_event)
         if config.dictation.address:
             self.events.subscribe(MessageStored, self._dictation_message)
         # billing (issue 15): the usage meter rates ended calls in the writer thread after
@@ -1085,6 +1094,12 @@ class Server:
         if user is not None:
             return [user]
         return [u for u in directory.users.values() if u.role == "client" and u.client == owner]
+
+    def _mailbox_event(self, event: MailboxChanged) -> None:
+        with contextlib.suppress(RuntimeError):  # no loop: not serving
+            task = asyncio.get_running_loop().create_task(self._mailbox_changed(event.owner))
+            self._mailbox_tasks.add(task)  # kept until done (the loop holds tasks weakly)
+            task.add_done_callback(self._mailbox_tasks.discard)
 
     async def _mailbox_changed(self, owner: str, users: list[Any] | None = None) -> None:
         """Message waiting indication (RFC 3842): the box's counts read again and sent to its
