@@ -64,6 +64,7 @@ from heimbuero.services.mediaapps import (
     MediaApps,
     Recording,
     notify_waiting,
+    sweep_intros,
 )
 from heimbuero.services.messaging import (
     MessageRejected,
@@ -674,6 +675,7 @@ class Server:
         if expired:
             log.info("deleted %d files whose links expired", expired)
         self.dictation.sweep_uploads(now)
+        sweep_intros(self.config.data_dir, now.timestamp())  # *86's "Nachricht 1, von …"
 
     def _dictation_message(self, event: MessageStored) -> None:
         """A file sent to the dictation address becomes a job (in a worker thread)."""

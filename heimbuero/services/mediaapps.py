@@ -102,6 +102,22 @@ class Mailbox(Protocol):
     async def zone(self, user: str) -> tzinfo: ...  # the box's timezone (its client's)
 
 
+INTRO_CACHE = "intros"  # media-cache/intros: a prompt per message and day, swept (sweep_intros)
+INTRO_DAYS = 2  # (the day in them, "heute" or "gestern", changes anyway)
+
+
+def sweep_intros(data_dir: Path, now: float) -> int:
+    """Remove the spoken intros of messages (media-cache/intros) made more than INTRO_DAYS
+    days ago; how many (a worker thread: the server's housekeeping)."""
+    gone = 0
+    for path in (data_dir / "media-cache" / INTRO_CACHE).glob("tts-*.wav"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < now - INTRO_DAYS * 86400:
+                path.unlink()
+                gone += 1
+    return gone
+
+
 @dataclass
 class Dictated:
     """A dictation spoken by phone: whose, for which client, where the WAV lies."""
@@ -503,10 +519,11 @@ class MediaApps(asyncio.DatagramProtocol):
             pcm = b""
         return pcm + ua.beep()
 
-    async def _say(self, text: str) -> bytes:
-        """`text` spoken (made once, cached); nothing when it cannot be made."""
+    async def _say(self, text: str, cache: str = "") -> bytes:
+        """`text` spoken (made once, cached in media-cache/`cache`); nothing when it cannot be
+        made."""
         try:
-            path = await asyncio.to_thread(ua.speak, text, self.data_dir / "media-cache")
+            path = await asyncio.to_thread(ua.speak, text, self.data_dir / "media-cache" / cache)
             return await asyncio.to_thread(ua.read_wav, path)
         except (ua.MediaError, OSError, subprocess.SubprocessError) as exc:
             log.warning("media apps: no prompt %r (%s)", text, exc)
@@ -535,7 +552,8 @@ class MediaApps(asyncio.DatagramProtocol):
             # "Nachricht 1, von 0 1 7 1 …, heute um 14 Uhr 5." (part of the message: the
             # keys work during it, and 1 replays the message without it)
             at = as_utc(msg.created_at).astimezone(zone)
-            intro = await self._say(intro_text(number, msg.caller, at, datetime.now(zone)))
+            text = intro_text(number, msg.caller, at, datetime.now(zone))
+            intro = await self._say(text, INTRO_CACHE)
             heard = msg.heard
             while not s.closed.is_set():
                 key = await s.play(intro + pcm, stop_on=LISTEN_KEYS)

@@ -169,7 +169,7 @@ def intro_spoken(server: Server, number: int, at: datetime) -> bool:
     local = at.astimezone(ZoneInfo("Europe/Berlin"))
     clock = f"um {local.hour} Uhr" + (f" {local.minute}" if local.minute else "")
     digits = " ".join("0" + CALLER[3:])  # +49 151 … said as 0 1 5 1 …
-    cache = server.data_dir / "media-cache"
+    cache = server.data_dir / "media-cache" / "intros"
     for day in ("heute", "gestern"):
         text = f"Nachricht {number}, von {digits}, {day} {clock}."
         digest = hashlib.sha256(f"de\0{text}".encode()).hexdigest()

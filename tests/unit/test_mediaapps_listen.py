@@ -98,7 +98,7 @@ def apps(tmp_path: Path, mailbox: FakeMailbox, events: list[str]) -> MediaApps:
     m.dictation_key = KEY
     m.mailbox = mailbox
 
-    async def say(text: str) -> bytes:
+    async def say(text: str, cache: str = "") -> bytes:
         events.append(f"say {text}")
         return bytes(1600)  # 0.05 s of silence instead of espeak
 

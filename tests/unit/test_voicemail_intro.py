@@ -5,6 +5,7 @@ caller digit by digit in national format (or "unterdrückt"/"unbekannt"), the da
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -59,3 +60,23 @@ def test_the_whole_intro() -> None:
         "Nachricht 1, von 0 1 7 1 1 2 3 4 5 6 7 8, am Donnerstag, 3. Dezember, um 14 Uhr 5."
     )
     assert intro_text(2, "anonymous", NOW, NOW) == "Nachricht 2, von unterdrückt, heute um 10 Uhr."
+
+
+def test_old_intros_are_swept(tmp_path: Path) -> None:
+    """The intros (one per message and day) are removed after two days; other prompts stay."""
+    import os
+
+    from heimbuero.services.mediaapps import sweep_intros
+
+    intros = tmp_path / "media-cache" / "intros"
+    intros.mkdir(parents=True)
+    old, new = intros / "tts-old.wav", intros / "tts-new.wav"
+    other = tmp_path / "media-cache" / "tts-menu.wav"
+    for p in (old, new, other):
+        p.write_bytes(b"RIFF")
+    now = 1_800_000_000.0
+    for p in (old, other):
+        os.utime(p, (now - 3 * 86400, now - 3 * 86400))
+    os.utime(new, (now - 3600, now - 3600))
+    assert sweep_intros(tmp_path, now) == 1
+    assert not old.exists() and new.exists() and other.exists()
