@@ -50,7 +50,7 @@ from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
 from heimbuero.office.card import client_card
 from heimbuero.office.files import FileService, new_file_id
-from heimbuero.office.voicemail import mailbox_owner, mailboxes
+from heimbuero.office.voicemail import changed_boxes, mailbox_owner, mailboxes
 from heimbuero.ops import logsetup
 from heimbuero.ops.runtime import Operations
 from heimbuero.ops.upgrade import upgrade_with_backup
@@ -660,6 +660,7 @@ class Server:
             try:
                 self.messages.expire(time.time())
                 await loop.run_in_executor(None, self.sweep, datetime.now(UTC))
+                await self._mailboxes_reread()
             except Exception:
                 log.exception("housekeeping failed")
 
@@ -1096,6 +1097,13 @@ class Server:
         if user is not None:
             return [user]
         return [u for u in directory.users.values() if u.role == "client" and u.client == owner]
+
+    async def _mailboxes_reread(self) -> None:
+        """Boxes changed where no event reaches us (`heimbuero voicemail heard|delete`, another
+        process): their counts read again, their phones told as after any change."""
+        stored = await asyncio.to_thread(all_counts, self.store)
+        for owner in changed_boxes(self.mailbox_counts, stored):
+            await self._mailbox_changed(owner)
 
     def _mailbox_event(self, event: MailboxChanged) -> None:
         with contextlib.suppress(RuntimeError):  # no loop: not serving

@@ -1,7 +1,7 @@
 """`heimbuero voicemail list|heard|delete`: the messages of a mailbox, as the local admin.
 Thin: heimbuero/app/voicemail.py checks and changes the store. A change made here reaches the
-box's phones (message waiting) with the running server's next change of that box or its next
-start: this process has no SIP side."""
+box's phones (message waiting) within a minute: the running server reads the counts of every
+box again in its housekeeping (this process has no SIP side)."""
 
 from __future__ import annotations
 

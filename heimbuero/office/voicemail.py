@@ -13,7 +13,7 @@ of a message leaves it as it was."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -72,6 +72,15 @@ def has_mailbox(
     """Whether `owner` has a box: named by a rule (`named`: see `mailboxes`), or with
     messages stored (`stored`: the owners that have any)."""
     return owner in named or owner in stored
+
+
+def changed_boxes(
+    known: Mapping[str, tuple[int, int]], stored: Mapping[str, tuple[int, int]]
+) -> list[str]:
+    """The boxes whose (new, old) counts differ between `known` and `stored` (a box without
+    messages may be missing from either)."""
+    return sorted(o for o in known.keys() | stored.keys()
+                  if known.get(o, (0, 0)) != stored.get(o, (0, 0)))  # fmt: skip
 
 
 def play_order(messages: Iterable[M]) -> list[M]:

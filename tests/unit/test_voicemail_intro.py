@@ -1,6 +1,7 @@
 """What the server says before each message on `*86` (office/voicemail.py, pure): the
 caller digit by digit in national format (or "unterdrückt"/"unbekannt"), the day ("heute",
-"gestern", else weekday and date) and the time in the box's zone."""
+"gestern", else weekday and date) and the time in the box's zone; which boxes' message
+waiting the server sends again after reading the store; the sweep of old intros."""
 
 from __future__ import annotations
 
@@ -60,6 +61,17 @@ def test_the_whole_intro() -> None:
         "Nachricht 1, von 0 1 7 1 1 2 3 4 5 6 7 8, am Donnerstag, 3. Dezember, um 14 Uhr 5."
     )
     assert intro_text(2, "anonymous", NOW, NOW) == "Nachricht 2, von unterdrückt, heute um 10 Uhr."
+
+
+def test_changed_boxes() -> None:
+    """The boxes whose message waiting is to be sent again after the store was read: counts
+    that differ, boxes that appeared, boxes that emptied."""
+    from heimbuero.office.voicemail import changed_boxes
+
+    known = {"mueller": (1, 0), "anna": (0, 2), "schulz": (1, 1)}
+    stored = {"mueller": (0, 1), "anna": (0, 2), "ben": (1, 0)}
+    assert changed_boxes(known, stored) == ["ben", "mueller", "schulz"]
+    assert changed_boxes({}, {}) == [] and changed_boxes({"a": (0, 0)}, {}) == []
 
 
 def test_old_intros_are_swept(tmp_path: Path) -> None:
