@@ -13,6 +13,7 @@ of a message leaves it as it was."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -109,16 +110,22 @@ def summary_text(new: int, old: int) -> str:
 WEEKDAYS = ("Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag", "Samstag", "Sonntag")
 MONTHS = ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
           "Oktober", "November", "Dezember")  # fmt: skip
-ANONYMOUS = frozenset({"anonymous", "anonym", "restricted", "private", "unavailable"})
+USER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")  # an internal caller (user names: lower case)
+ANONYMOUS = frozenset({"anonymous", "anonym", "restricted", "private"})
+UNKNOWN = frozenset({"unknown", "unavailable", "invalid"})
 
 
 def spoken_caller(caller: str) -> str:
     """Who called, as the prompt says it: a German number digit by digit in national format
-    ("0 1 7 1 …"), another country's with "plus" first, "unterdrückt" for a withheld number,
-    "unbekannt" when there is none (or no digits)."""
+    ("0 1 7 1 …"), another country's with "plus" first, an internal caller's user name as it
+    is, "unterdrückt" for a withheld number, "unbekannt" when there is none (or no digits)."""
     text = caller.strip()
     if text.lower() in ANONYMOUS:
         return "unterdrückt"
+    if text.lower() in UNKNOWN:
+        return "unbekannt"
+    if USER_NAME.match(text):
+        return text
     digits = "".join(ch for ch in text if ch.isdigit())
     if not digits or any(ch.isalpha() for ch in text):
         return "unbekannt"

@@ -28,7 +28,9 @@ NOW = datetime(2026, 12, 5, 10, 0, tzinfo=BERLIN)  # a Saturday
         ("anonymous", "unterdrückt"),
         ("Anonymous", "unterdrückt"),
         ("", "unbekannt"),
-        ("anna", "unbekannt"),
+        ("anna", "anna"),
+        ("unknown", "unbekannt"),
+        ("Anna Bell", "unbekannt"),
         ("+49 (0)89 / 1;x", "unbekannt"),
     ],
 )
