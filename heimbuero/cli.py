@@ -1456,6 +1456,9 @@ def build_parser() -> argparse.ArgumentParser:
     from heimbuero.greetings_cli import add_parsers as add_greeting_parsers
 
     add_greeting_parsers(commands, data, _open_app)  # greeting, announcement
+    from heimbuero.voicemail_cli import add_parsers as add_voicemail_parsers
+
+    add_voicemail_parsers(commands, data, _open_app)  # voicemail list|heard|delete
     return parser
 
 

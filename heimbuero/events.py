@@ -167,6 +167,14 @@ class VoicemailLeft(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class MailboxChanged(Event):
+    """A message of the mailbox `owner` (`voicemail:OWNER`) was marked heard or deleted, and
+    committed: its phones' message waiting is to be sent again."""
+
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
 class DictationDelivered(Event):
     """A typed dictation was delivered to its author: the Normzeilen of the delivered text
     and the minutes of audio behind it (a corrected delivery publishes again, same job)."""

@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from heimbuero.events import (
     CallRinging,
     Event,
     EventBus,
+    MailboxChanged,
     MessageStateChanged,
     MessageStored,
     PresenceChanged,
@@ -49,7 +50,7 @@ from heimbuero.net.tls import SipTls
 from heimbuero.net.transport import TransportLimits, Transports
 from heimbuero.office.card import client_card
 from heimbuero.office.files import FileService, new_file_id
-from heimbuero.office.voicemail import mailbox_owner, mailboxes
+from heimbuero.office.voicemail import changed_boxes, mailbox_owner, mailboxes
 from heimbuero.ops import logsetup
 from heimbuero.ops.runtime import Operations
 from heimbuero.ops.upgrade import upgrade_with_backup
@@ -63,6 +64,7 @@ from heimbuero.services.mediaapps import (
     MediaApps,
     Recording,
     notify_waiting,
+    sweep_intros,
 )
 from heimbuero.services.messaging import (
     MessageRejected,
@@ -238,6 +240,11 @@ class _PhoneMailbox:
 
     async def heard(self, user: str, voicemail_id: int) -> bool:
         return await self._write(user, lambda a: self.handler.mark_heard(a, voicemail_id))
+
+    async def zone(self, user: str) -> tzinfo:
+        actor = self._actor(user)
+        owner = self.handler.owner(actor) if actor is not None else user
+        return await asyncio.to_thread(self.handler.zone, owner)
 
     async def delete(self, user: str, voicemail_id: int) -> bool:
         ok = await self._write(user, lambda a: self.handler.delete(a, voicemail_id))
@@ -476,6 +483,9 @@ class Server:
             self.send_message, self.mailer, bus=self.events,
         )  # fmt: skip
         self._dictation_tasks: set[asyncio.Task[None]] = set()
+        # a box changed by the HTTP API: its message waiting as after a change by phone
+        self._mailbox_tasks: set[asyncio.Task[None]] = set()
+        self.events.subscribe(MailboxChanged, self._mailbox_event)
         if config.dictation.address:
             self.events.subscribe(MessageStored, self._dictation_message)
         # billing (issue 15): the usage meter rates ended calls in the writer thread after
@@ -649,6 +659,7 @@ class Server:
             try:
                 self.messages.expire(time.time())
                 await loop.run_in_executor(None, self.sweep, datetime.now(UTC))
+                await self._mailboxes_reread()
             except Exception:
                 log.exception("housekeeping failed")
 
@@ -664,6 +675,7 @@ class Server:
         if expired:
             log.info("deleted %d files whose links expired", expired)
         self.dictation.sweep_uploads(now)
+        sweep_intros(self.config.data_dir, now.timestamp())  # *86's "Nachricht 1, von …"
 
     def _dictation_message(self, event: MessageStored) -> None:
         """A file sent to the dictation address becomes a job (in a worker thread)."""
@@ -1088,6 +1100,19 @@ class Server:
         if user is not None:
             return [user]
         return [u for u in directory.users.values() if u.role == "client" and u.client == owner]
+
+    async def _mailboxes_reread(self) -> None:
+        """Boxes changed where no event reaches us (`heimbuero voicemail heard|delete`, another
+        process): their counts read again, their phones told as after any change."""
+        stored = await asyncio.to_thread(all_counts, self.store)
+        for owner in changed_boxes(self.mailbox_counts, stored):
+            await self._mailbox_changed(owner)
+
+    def _mailbox_event(self, event: MailboxChanged) -> None:
+        with contextlib.suppress(RuntimeError):  # no loop: not serving
+            task = asyncio.get_running_loop().create_task(self._mailbox_changed(event.owner))
+            self._mailbox_tasks.add(task)  # kept until done (the loop holds tasks weakly)
+            task.add_done_callback(self._mailbox_tasks.discard)
 
     async def _mailbox_changed(self, owner: str, users: list[Any] | None = None) -> None:
         """Message waiting indication (RFC 3842): the box's counts read again and sent to its

@@ -44,6 +44,7 @@ from heimbuero.app.rules import Overrides, Rules, Simulator
 from heimbuero.app.secondfactor import SecondFactor
 from heimbuero.app.trunks import Trunks
 from heimbuero.app.users import Tokens, Users
+from heimbuero.app.voicemail import Voicemails
 from heimbuero.events import Event
 from heimbuero.office.files import FileService
 from heimbuero.office.routing import RoutingState
@@ -83,6 +84,7 @@ class App:
     second_factor: SecondFactor  # the console's optional TOTP second factor
     dictation: Dictation | None = None
     greetings: Greetings | None = None  # voicemail greetings, announcements (DATA needed)
+    voicemails: Voicemails | None = None  # the messages of mailboxes (DATA needed)
 
     @classmethod
     def build(
@@ -129,6 +131,7 @@ class App:
             billing=(billing := Billing(store)),
             invoices=Invoices(store, billing, invoice_mail),
             greetings=None if data_dir is None else Greetings(store, data_dir),
+            voicemails=None if data_dir is None else Voicemails(store, data_dir, publish=publish),
             agents=AgentStatus(store, publish),
             second_factor=SecondFactor(store, realm),
         )

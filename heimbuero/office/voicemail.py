@@ -13,10 +13,11 @@ of a message leaves it as it was."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Generic, Protocol, TypeVar
 
@@ -74,6 +75,15 @@ def has_mailbox(
     return owner in named or owner in stored
 
 
+def changed_boxes(
+    known: Mapping[str, tuple[int, int]], stored: Mapping[str, tuple[int, int]]
+) -> list[str]:
+    """The boxes whose (new, old) counts differ between `known` and `stored` (a box without
+    messages may be missing from either)."""
+    return sorted(o for o in known.keys() | stored.keys()
+                  if known.get(o, (0, 0)) != stored.get(o, (0, 0)))  # fmt: skip
+
+
 def play_order(messages: Iterable[M]) -> list[M]:
     """New messages oldest first, then heard ones oldest first."""
     return sorted(messages, key=lambda m: (m.heard, m.created_at, m.id))
@@ -95,6 +105,57 @@ def summary_text(new: int, old: int) -> str:
     if old:
         head += f" und {_count(old, 'gespeicherte Nachricht', 'gespeicherte Nachrichten')}"
     return head + "."
+
+
+WEEKDAYS = ("Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag", "Samstag", "Sonntag")
+MONTHS = ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
+          "Oktober", "November", "Dezember")  # fmt: skip
+USER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")  # an internal caller (user names: lower case)
+ANONYMOUS = frozenset({"anonymous", "anonym", "restricted", "private"})
+UNKNOWN = frozenset({"unknown", "unavailable", "invalid"})
+
+
+def spoken_caller(caller: str) -> str:
+    """Who called, as the prompt says it: a German number digit by digit in national format
+    ("0 1 7 1 …"), another country's with "plus" first, an internal caller's user name as it
+    is, "unterdrückt" for a withheld number, "unbekannt" when there is none (or no digits)."""
+    text = caller.strip()
+    if text.lower() in ANONYMOUS:
+        return "unterdrückt"
+    if text.lower() in UNKNOWN:
+        return "unbekannt"
+    if USER_NAME.match(text):
+        return text
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if not digits or any(ch.isalpha() for ch in text):
+        return "unbekannt"
+    if text.startswith("+49"):
+        digits = "0" + digits[2:]
+    elif text.startswith("0049"):
+        digits = "0" + digits[4:]
+    elif text.startswith("+"):
+        return "plus " + " ".join(digits)
+    elif text.startswith("00"):
+        return "plus " + " ".join(digits[2:])
+    return " ".join(digits)
+
+
+def spoken_time(at: datetime, now: datetime) -> str:
+    """When, as the prompt says it, in `at`'s zone (give both in the box's zone):
+    "heute um 14 Uhr 5", "gestern um 9 Uhr", else "am Donnerstag, 3. Dezember, um 14 Uhr 5"."""
+    clock = f"um {at.hour} Uhr" + (f" {at.minute}" if at.minute else "")
+    day, today = at.date(), now.astimezone(at.tzinfo).date() if at.tzinfo else now.date()
+    if day == today:
+        return f"heute {clock}"
+    if day == today - timedelta(days=1):
+        return f"gestern {clock}"
+    return f"am {WEEKDAYS[day.weekday()]}, {day.day}. {MONTHS[day.month - 1]}, {clock}"
+
+
+def intro_text(number: int, caller: str, at: datetime, now: datetime) -> str:
+    """What is said before a message: "Nachricht 1, von 0 1 7 1 …, heute um 14 Uhr 5."
+    (`at` and `now` in the box's zone)."""
+    return f"Nachricht {number}, von {spoken_caller(caller)}, {spoken_time(at, now)}."
 
 
 MENU_TEXT = "Eins: wiederholen. Sieben: löschen. Neun: speichern."

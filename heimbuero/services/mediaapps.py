@@ -21,6 +21,7 @@ import time
 import wave
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -38,10 +39,12 @@ from heimbuero.office.voicemail import (
     Listening,
     Next,
     decide,
+    intro_text,
 )
 from heimbuero.services.presence import MESSAGE_SUMMARY, message_summary
 from heimbuero.sip.dialog import Dialog
 from heimbuero.sip.message import ParseError, Request, Response, parse
+from heimbuero.store.models import as_utc
 from heimbuero.store.voicemail import Voicemail
 
 if TYPE_CHECKING:
@@ -96,6 +99,23 @@ class Mailbox(Protocol):
     async def messages(self, user: str) -> list[Voicemail] | None: ...  # None: no box
     async def heard(self, user: str, voicemail_id: int) -> bool: ...
     async def delete(self, user: str, voicemail_id: int) -> bool: ...
+    async def zone(self, user: str) -> tzinfo: ...  # the box's timezone (its client's)
+
+
+INTRO_CACHE = "intros"  # media-cache/intros: a prompt per message and day, swept (sweep_intros)
+INTRO_DAYS = 2  # (the day in them, "heute" or "gestern", changes anyway)
+
+
+def sweep_intros(data_dir: Path, now: float) -> int:
+    """Remove the spoken intros of messages (media-cache/intros) made more than INTRO_DAYS
+    days ago; how many (a worker thread: the server's housekeeping)."""
+    gone = 0
+    for path in (data_dir / "media-cache" / INTRO_CACHE).glob("tts-*.wav"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < now - INTRO_DAYS * 86400:
+                path.unlink()
+                gone += 1
+    return gone
 
 
 @dataclass
@@ -499,10 +519,11 @@ class MediaApps(asyncio.DatagramProtocol):
             pcm = b""
         return pcm + ua.beep()
 
-    async def _say(self, text: str) -> bytes:
-        """`text` spoken (made once, cached); nothing when it cannot be made."""
+    async def _say(self, text: str, cache: str = "") -> bytes:
+        """`text` spoken (made once, cached in media-cache/`cache`); nothing when it cannot be
+        made."""
         try:
-            path = await asyncio.to_thread(ua.speak, text, self.data_dir / "media-cache")
+            path = await asyncio.to_thread(ua.speak, text, self.data_dir / "media-cache" / cache)
             return await asyncio.to_thread(ua.read_wav, path)
         except (ua.MediaError, OSError, subprocess.SubprocessError) as exc:
             log.warning("media apps: no prompt %r (%s)", text, exc)
@@ -518,6 +539,7 @@ class MediaApps(asyncio.DatagramProtocol):
         user = call.owner
         await self._play_first(call, call.greeting)  # the summary (# skips it)
         menu = await self._say(MENU_TEXT) + bytes(16000)  # + 1 s to press a key
+        zone = await mailbox.zone(user)
         number = 0
         while (msg := listening.current) is not None and not s.closed.is_set():
             try:
@@ -527,7 +549,11 @@ class MediaApps(asyncio.DatagramProtocol):
                 listening.advance()
                 continue
             number += 1
-            intro = await self._say(f"Nachricht {number}.")
+            # "Nachricht 1, von 0 1 7 1 …, heute um 14 Uhr 5." (part of the message: the
+            # keys work during it, and 1 replays the message without it)
+            at = as_utc(msg.created_at).astimezone(zone)
+            text = intro_text(number, msg.caller, at, datetime.now(zone))
+            intro = await self._say(text, INTRO_CACHE)
             heard = msg.heard
             while not s.closed.is_set():
                 key = await s.play(intro + pcm, stop_on=LISTEN_KEYS)

@@ -101,7 +101,7 @@ class WebContext:
     mail: Callable[[str, str, str], Awaitable[None]] | None = None
     # deliver an invoice's e-mail (blocking, with attachments; Mailer.deliver); None: no mail
     invoice_mail: SendMail | None = None
-    # the data folder (voicemail greetings and announcements); None: those routes are off
+    # the data folder (voicemail greetings, messages and announcements); None: those routes are off
     data_dir: Path | None = None
 
 
@@ -706,6 +706,10 @@ def create_app(ctx: WebContext) -> FastAPI:
         from heimbuero.web.greetings import greeting_routes
 
         app.include_router(greeting_routes(handlers.greetings, current_actor))
+    if handlers.voicemails is not None:
+        from heimbuero.web.voicemail import voicemail_routes
+
+        app.include_router(voicemail_routes(handlers.voicemails, current_actor))
 
     # -- error mapping: the one place where handler errors become HTTP answers --
 

@@ -4,7 +4,10 @@ office whose number goes to `voicemail:mueller`. Two callers leave messages (a 5
 his password: he hears the German summary, the first message (500 Hz) to its end and the key
 menu, then the second (1500 Hz), which he deletes with 7 (RFC 4733) while it plays; "gelöscht",
 the end prompt and the server's BYE follow. The store then holds only the first message,
-heard; the deleted one's WAV is gone; his registered phone gets message-summary 0/1.
+heard; the deleted one's WAV is gone; his registered phone gets message-summary 0/1. Before
+each message the server said who called and when ("Nachricht 1, von 0 1 5 1 …, heute um 0
+Uhr 5."): its espeak-ng prompt for exactly that text is in the media cache; # during that
+intro skips the message like # during the message.
 
 Also: # by SIP INFO skips a message before its end (it stays new), a hang-up in the middle
 leaves it new; abuse: *86 without or with a wrong password (407/403, no audio), an INVITE
@@ -13,12 +16,15 @@ straight to the media applications' port (403), other users reach no one else's 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import socket
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -123,10 +129,13 @@ def dial(sip: SipClient, user: str, password: str | None, sdp: bytes, code: str 
     return inv, sip.final_response(inv, 20)
 
 
-def windows(rtp: socket.socket, until: float, quiet: float = 3.0) -> list[bytes]:
-    """The audio received in 200 ms windows, until `until` or `quiet` seconds without RTP."""
+def windows(
+    rtp: socket.socket, until: float, quiet: float = 3.0, stop_after: int = 0
+) -> list[bytes]:
+    """The audio received in 200 ms windows, until `until`, `quiet` seconds without RTP or
+    (when given) `stop_after` windows."""
     out, buf = [], b""
-    while time.monotonic() < until:
+    while time.monotonic() < until and not (stop_after and len(out) >= stop_after):
         rtp.settimeout(quiet)
         try:
             data, _ = rtp.recvfrom(2048)
@@ -144,6 +153,31 @@ def rows(server: Server) -> list[tuple[Any, ...]]:
     return server.sql("SELECT id, heard, path FROM voicemails ORDER BY id")
 
 
+def created(server: Server) -> list[datetime]:
+    """When each stored voicemail was left (UTC), oldest first."""
+    out = []
+    for (value,) in server.sql("SELECT created_at FROM voicemails ORDER BY id"):
+        at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        out.append(at.replace(tzinfo=UTC) if at.tzinfo is None else at)
+    return out
+
+
+def intro_spoken(server: Server, number: int, at: datetime) -> bool:
+    """Whether the server made the prompt "Nachricht N, von <CALLER's digits>, heute um H Uhr
+    M." (or "gestern", when the box's midnight passed since) for a message left at `at`: the
+    espeak-ng cache names each prompt by the hash of its text (media/ua.speak)."""
+    local = at.astimezone(ZoneInfo("Europe/Berlin"))
+    clock = f"um {local.hour} Uhr" + (f" {local.minute}" if local.minute else "")
+    digits = " ".join("0" + CALLER[3:])  # +49 151 … said as 0 1 5 1 …
+    cache = server.data_dir / "media-cache" / "intros"
+    for day in ("heute", "gestern"):
+        text = f"Nachricht {number}, von {digits}, {day} {clock}."
+        digest = hashlib.sha256(f"de\0{text}".encode()).hexdigest()
+        if (cache / f"tts-{digest}.wav").is_file():
+            return True
+    return False
+
+
 def test_the_owner_listens_keeps_the_first_and_deletes_the_second(office: Any) -> None:
     server, inbound = office
     with contextlib.ExitStack() as stack:
@@ -154,6 +188,8 @@ def test_the_owner_listens_keeps_the_first_and_deletes_the_second(office: Any) -
         wait_until(lambda: len(rows(server)) == 2 or None, 10, what="two voicemails stored")
         [(first, _, first_path), (second, _, second_path)] = rows(server)
         assert (server.data_dir / second_path).is_file()
+        left = created(server)
+        assert not intro_spoken(server, 1, left[0])  # (nothing said before *86)
 
         rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         rtp.bind((LOCALHOST, 0))
@@ -197,6 +233,8 @@ def test_the_owner_listens_keeps_the_first_and_deletes_the_second(office: Any) -
         # removed); the first was heard to its end
         assert rows(server) == [(first, 1, first_path)]
         assert not (server.data_dir / second_path).exists()
+        # each message was introduced with its caller and time
+        assert intro_spoken(server, 1, left[0]) and intro_spoken(server, 2, left[1])
 
         def summary() -> str | None:  # the owner's phone: new 0, old 1 at last
             msg = phone.recv(0.2)
@@ -251,6 +289,32 @@ def test_a_message_not_played_to_its_end_stays_new(office: Any, how: str) -> Non
             reply(sip, next_request(sip, "BYE", 10), "200 OK")
     time.sleep(0.5)
     assert [r[1] for r in rows(server)] == [0]
+
+
+def test_keys_work_during_the_intro(office: Any) -> None:
+    """# while "Nachricht 1, von …, heute um …" is said skips the message: its tone never
+    plays, it stays new, the end prompt and the BYE follow."""
+    server, inbound = office
+    leave(server, inbound, LOW)
+    wait_until(lambda: len(rows(server)) == 1 or None, 10, what="the voicemail stored")
+    with contextlib.ExitStack() as stack:
+        rtp = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rtp.bind((LOCALHOST, 0))
+        sip = stack.enter_context(SipClient(server.port))
+        inv, ok = dial(sip, "mueller", server.demo_passwords["mueller"],
+                       offer(rtp.getsockname()[1]))  # fmt: skip
+        assert ok.status == 200, ok.summary()
+        in_dialog(sip, "ACK", inv, ok, 2)
+        # the summary ("Sie haben eine neue Nachricht.", under 3 s) and 1.5 s of the intro
+        # (over 5 s: the caller's 13 digits alone take longer)
+        first = windows(rtp, time.monotonic() + 30, stop_after=22)
+        assert not any(share(w, LOW) > 0.3 for w in first), "the message played too soon"
+        press(rtp, c.RtpSender(99, 8, timestamp=1000), media_port(ok), "#")
+        after = windows(rtp, time.monotonic() + 20)
+        assert not any(share(w, LOW) > 0.3 for w in after), "# did not skip the message"
+        assert len(after) >= 5, len(after)  # the end prompt
+        reply(sip, next_request(sip, "BYE", 10), "200 OK")
+    assert [r[1] for r in rows(server)] == [0]  # skipped: still new
 
 
 def test_no_password_no_box_and_no_way_round_the_proxy(office: Any) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from heimbuero.config import MediaAppSettings
 from heimbuero.media import ua
@@ -41,6 +42,9 @@ class FakeMailbox:
         await asyncio.sleep(0.05)  # (the commit)
         self.events.append(f"deleted {user} {voicemail_id}")
         return True
+
+    async def zone(self, user: str) -> tzinfo:
+        return ZoneInfo("Europe/Berlin")
 
 
 class Phone(asyncio.DatagramProtocol):
@@ -94,7 +98,7 @@ def apps(tmp_path: Path, mailbox: FakeMailbox, events: list[str]) -> MediaApps:
     m.dictation_key = KEY
     m.mailbox = mailbox
 
-    async def say(text: str) -> bytes:
+    async def say(text: str, cache: str = "") -> bytes:
         events.append(f"say {text}")
         return bytes(1600)  # 0.05 s of silence instead of espeak
 
@@ -155,7 +159,7 @@ def test_heard_at_the_end_7_deletes_before_gelöscht(tmp_path: Path) -> None:
             sip.sendto(in_dialog("ACK", me, "c1", tag, port, 1), ("127.0.0.1", port))
             # wait until the second message plays, then 7 by SIP INFO
             for _ in range(100):
-                if "say Nachricht 2." in events:
+                if any(e.startswith("say Nachricht 2, von 0 3 0,") for e in events):
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.3)
