@@ -952,8 +952,18 @@ class Server:
             )
         self.wait_ready(ready_timeout)
 
+    def _http_listening(self) -> bool:
+        """True without HTTP; else when the HTTP port takes a connection (SIP answers while
+        the server still starts the rest: HTTP listens a moment later)."""
+        if self.http_port is None:
+            return True
+        with socket.socket() as s:
+            s.settimeout(0.3)
+            return s.connect_ex((LOCALHOST, self.http_port)) == 0
+
     def wait_ready(self, timeout: float = SERVER_READY_TIMEOUT) -> None:
-        """Poll with OPTIONS (no auth) until the server answers 200."""
+        """Poll with OPTIONS (no auth) until the server answers 200 (and, with HTTP, until its
+        HTTP port takes connections)."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         last: SipMessage | None = None
@@ -965,7 +975,7 @@ class Server:
                     + self.log_text()
                 )
             last = sip_ping(self.port, ruri=f"sip:{self.domain}", timeout=0.3) or last
-            if last is not None and last.status == 200:
+            if last is not None and last.status == 200 and self._http_listening():
                 return
         got = f"last answer: {last.start_line}" if last else "no answer"
         raise HarnessError(

@@ -126,6 +126,15 @@ class Texts:
         return name if name is not None else self.t("Standardplan des Büros")
 
 
+def _when(request: Request, at: str, c: Client) -> str:
+    """The simulated moment (`2026-12-24T14:00`, the client's local time) as the reader writes
+    it: `24.12.26, 14:00` (de) / `12/24/26, 2:00 PM` (en); "" for now."""
+    if not at:
+        return ""
+    local = datetime.fromisoformat(at).replace(tzinfo=ZoneInfo(c.timezone))
+    return i18n.when(lang_of(request), local, c.timezone)
+
+
 def simulation(texts: Texts, plan: RoutePlan) -> dict[str, Any]:
     """The plan as the page and the script show it."""
     j = plan.to_json()
@@ -180,6 +189,7 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
             plan=plan,
             sim_error=sim_error,
             at=at,
+            at_text=_when(request, at, c),
             at_date=at[:10] if len(at) >= 10 else "",
             at_time=at[11:16] if len(at) >= 16 else "",
             rules=rules_list(texts, handlers.rules.document(actor, c.id)),
@@ -297,7 +307,7 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
             return JSONResponse({"error": _t(request, "Nicht gefunden")}, 404)
         except AppError as exc:
             return JSONResponse({"error": str(exc)}, getattr(exc, "status", 400))
-        answer = {**simulation(Texts(request), plan), "at": at}
+        answer = {**simulation(Texts(request), plan), "at": at, "when": _when(request, at, c)}
         return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
     @router.post("/portal/forwarding/override")

@@ -22,9 +22,9 @@
       .then(function (r) { return r.json(); })
       .then(function (d) {
         if (mine !== seq) return;
-        var when = d.at || "";
+        var when = d.when || "";
         out.textContent = "";
-        out.appendChild(el("p", "sim-when", when ? out.dataset.at.replace("%s", when.replace("T", " "))
+        out.appendChild(el("p", "sim-when", when ? out.dataset.at.replace("%s", when)
           : out.dataset.now));
         if (d.error) { out.appendChild(el("p", "error sim-error", d.error)); return; }
         var p = el("p");
