@@ -205,9 +205,9 @@ def test_chat_refusals(tmp_path: Path) -> None:
         )
         assert up.status_code == 201, up.text
         theirs = up.json()["id"]
-        nofile = mueller.get("/chat/files/" + "A" * 43)
+        nofile = mueller.get("/chat-files/" + "A" * 43)
         assert nofile.status_code == 404
-        r = mueller.get(f"/chat/files/{theirs}")
+        r = mueller.get(f"/chat-files/{theirs}")
         assert main_of(r) == main_of(nofile)
         assert b"nur fuer" not in r.content
 

@@ -54,7 +54,7 @@ def chat_routes(router: APIRouter, c: Console, area: Area) -> None:
         files = []
         for f in shown["files"]:
             fid = service.file_id_of(f["url"]) if service is not None else None
-            files.append({**f, "href": f"/chat/files/{fid}" if fid else None})
+            files.append({**f, "href": f"/chat-files/{fid}" if fid else None})
         return {
             "id": m.id, "mine": m.sender == me, "sender": m.sender, "at": m.created_at,
             "kind": shown["kind"], "text": shown["text"], "files": files, "state": m.state,
@@ -120,7 +120,7 @@ def chat_routes(router: APIRouter, c: Console, area: Area) -> None:
             size=lambda n: i18n.size(lang_of(request), n),
         )
 
-    @router.get("/chat/files/{file_id}")
+    @router.get("/chat-files/{file_id}")
     async def chat_file(request: Request, file_id: str) -> Response:
         """A file of a message, for its owner, the users a message shared it with, and staff
         (the API's check and download log); anyone else: the same 404 as a missing file."""
