@@ -680,6 +680,8 @@ class Server:
     def _dictation_message(self, event: MessageStored) -> None:
         """A file sent to the dictation address becomes a job (in a worker thread)."""
         file_id = str(event.message.get("file_id") or "")
+        if isinstance(event, MessageStateChanged):  # (its job came from its MessageStored)
+            return
         if event.recipient != self.config.dictation.address or not file_id:
             return
         with contextlib.suppress(RuntimeError):  # no loop: not serving

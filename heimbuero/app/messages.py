@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from heimbuero.app.errors import (
     Unavailable,
 )
 from heimbuero.app.policy import Actor
+from heimbuero.events import Event, MessageStateChanged
 from heimbuero.office import callpolicy
 from heimbuero.office.files import FileService
 from heimbuero.office.messaging import FILE_TRANSFER, content_view
@@ -42,8 +44,10 @@ class Messages:
         watch: MessageWatch | None = None,
         files: FileService | None = None,
         people: Snapshot | None = None,
+        publish: Callable[[Event], None] | None = None,
     ) -> None:
         self.store, self.send_fn, self.watch_fn, self.files = store, send, watch, files
+        self.publish = publish  # the server's event bus: a conversation read (state event)
         self.people = people  # the presence the user may see: whom the user may message
 
     def conversations(self, actor: Actor) -> list[ConversationRecord]:
@@ -84,6 +88,33 @@ class Messages:
                 raise NotFound("", "", _NO_CONVERSATION)
             return []
         return self.shown(rows)
+
+    def unread(self, actor: Actor) -> dict[str, int]:
+        """How many shown messages from each peer the actor has not read (no device of
+        theirs reported them displayed, and they did not open the conversation here)."""
+        counts: dict[str, int] = {}
+        for m in self.shown(self.store.unread_messages(actor.name)):
+            counts[m.sender] = counts.get(m.sender, 0) + 1
+        return counts
+
+    def read(self, actor: Actor, peer: str) -> int:
+        """The actor read the conversation with `peer` (blocking: a write): its messages from
+        `peer` become displayed, as an IMDN report of the actor's would make them, and the
+        peer's open pages learn it (a `state` event of the newest of them). How many."""
+        peer = peer.lower()
+        changed = self.store.mark_read(actor.name, peer)
+        if changed and self.publish is not None:
+            newest = changed[-1]
+            shown = content_view(newest.content_type, newest.body)
+            summary = {
+                "id": newest.id, "sender": newest.sender, "recipient": newest.recipient,
+                "created_at": newest.created_at.isoformat(),
+                "content_type": newest.content_type, "kind": shown["kind"],
+                "text": shown["text"], "state": newest.state, "imdn_state": "displayed",
+                "file_id": newest.file_id, "origin": newest.origin,
+            }  # fmt: skip
+            self.publish(MessageStateChanged(time.time(), summary))
+        return len(changed)
 
     def delete(self, actor: Actor, peer: str) -> None:
         """Delete the actor's conversation with `peer` for both, with the files its messages

@@ -85,10 +85,14 @@ def chat_both_ways(demo: Server, client: Any, console: Any, tmp_path: Path) -> N
     # the client's open list shows the new conversation without a reload
     conv = client.locator("#chat-list li", has_text="Ihr Diktat bitte")
     conv.wait_for(timeout=10_000)
+    assert conv.locator(".badge").inner_text() == "1 neu"  # unread
     client.get_by_role("link", name="anna", exact=True).click()
     client.wait_for_url(re.compile(r"/chat/anna$"))
     chat_ready(client)
     assert "Ihr Diktat bitte bis heute Abend." in client.locator("#chat-log").inner_text()
+    # opened is read: anna's open page says so without a reload, the client's list no more "neu"
+    console.locator("#chat-log li.msg.mine .state", has_text="gelesen").wait_for(timeout=10_000)
+    assert client.request.get(demo.http_url + "/chat?part=list").text.count("badge") == 0
     assert client.evaluate("document.documentElement.scrollWidth") <= 360
 
     # the client answers with a dictation; anna's open page shows it live, and she gets it
