@@ -243,3 +243,17 @@ def test_chat_refusals(tmp_path: Path) -> None:
         assert r.status_code == 303
         assert [m["text"] for m in api_history(srv, "mueller", "anna")] == ["Guten Tag"]
         mueller.close()
+
+        # unread for anna until she reads it (the API as the page); mueller's side unchanged
+        def unread(name: str) -> dict[str, int]:
+            r = httpx.get(f"{srv.http_url}/api/conversations", auth=(name, srv.users[name]),
+                          timeout=10)  # fmt: skip
+            return {c["peer"]: c["unread"] for c in r.json()}
+
+        assert unread("anna") == {"mueller": 1} and unread("mueller") == {"anna": 0}
+        read = f"{srv.http_url}/api/conversations/mueller/read"
+        r = httpx.post(read, auth=("anna", srv.users["anna"]), timeout=10)
+        assert r.json() == {"read": 1}, r.text
+        assert httpx.post(read, auth=("anna", srv.users["anna"]), timeout=10).json() == {"read": 0}
+        assert unread("anna") == {"mueller": 0}
+        assert [m["imdn_state"] for m in api_history(srv, "mueller", "anna")] == ["displayed"]
