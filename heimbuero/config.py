@@ -582,6 +582,9 @@ class BillingRunSettings:
     invoice_day: int = 0
     invoice_hour: int = 6
     timezone: str = "Europe/Berlin"
+    # e-mail the month's invoices never sent after the scheduled run (retried every 15
+    # minutes while some fail: the mail server down, a client without a billing address)
+    send_invoices: bool = False
 
 
 def _billing(path: Path, table: object) -> BillingRunSettings:
@@ -597,6 +600,10 @@ def _billing(path: Path, table: object) -> BillingRunSettings:
         elif key == "timezone":
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{path}: [billing] timezone must be a time zone name")
+            out[key] = value
+        elif key == "send_invoices":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}: [billing] send_invoices must be true or false")
             out[key] = value
         else:
             raise ConfigError(f"{path}: unknown setting [billing] {key}")
@@ -877,6 +884,9 @@ phone_max_minutes = 15   # longest such call, 1-120
 invoice_day = 0
 invoice_hour = 6
 # timezone = "Europe/Berlin"
+# e-mail that month's invoices to the clients' billing addresses right after the run ([mail];
+# what fails is tried again every 15 minutes; 'heimbuero invoices send' does it by hand)
+send_invoices = false
 
 [messages]
 max_bytes = {m.max_bytes}           # largest MESSAGE body (413 beyond)
