@@ -514,6 +514,9 @@ class MediaAppSettings:
     voicemail_max_seconds: int = 120  # [voicemail] max_seconds: longest recording
     listen_code: str = "*86"  # [voicemail] phone_code: dialled to listen to one's mailbox
     listen_max_minutes: int = 15  # [voicemail] phone_max_minutes: longest such call
+    # [voicemail] sender: the user the "new voicemail" message comes from ("": the box's
+    # owner himself, a note to self)
+    voicemail_sender: str = ""
 
 
 def _mediaapp(path: Path, raw: dict[str, Any]) -> MediaAppSettings:
@@ -545,6 +548,13 @@ def _mediaapp(path: Path, raw: dict[str, Any]) -> MediaAppSettings:
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 120:
                 raise ConfigError(f"{path}: [voicemail] phone_max_minutes must be 1..120")
             out["listen_max_minutes"] = value
+            continue
+        if key == "sender":
+            if not isinstance(value, str) or (
+                value and not re.fullmatch(r"[a-z0-9._-]{1,64}", value.lower())
+            ):
+                raise ConfigError(f"{path}: [voicemail] sender must be a user name")
+            out["voicemail_sender"] = value.lower()
             continue
         if key != "max_seconds":
             raise ConfigError(f"{path}: unknown setting [voicemail] {key}")
@@ -868,6 +878,9 @@ allow = ["127.0.0.1", "::1"]
 # client's). Keys: 1 again, 7 delete, 9 keep, # next. "" = off.
 phone_code = "*86"
 phone_max_minutes = 15   # longest such call, 1-120
+# The user the "new voicemail" message with the recording's link comes from (add it first,
+# e.g. 'heimbuero user add zentrale --role agent'); unset: from the box's owner himself.
+# sender = "zentrale"
 
 [media]
 # The RTP relay: the audio of calls with a device behind a home router (NAT) goes through

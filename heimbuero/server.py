@@ -1103,8 +1103,8 @@ class Server:
 
     async def _voicemail_message(self, user: str, rec: Recording) -> None:
         """The WAV stored as a file of `user` (their quota is not charged: the server made it)
-        and a text message with its link to `user`, from `user` (a note to self: the
-        messenger knows no system sender yet)."""
+        and a text message with its link to `user`, from `[voicemail] sender` (else, or when
+        the messenger refuses that sender, from `user`: a note to self)."""
         now = datetime.now(UTC)
         data = await asyncio.to_thread(rec.path.read_bytes)
         record = FileRecord(
@@ -1120,7 +1120,16 @@ class Server:
             f"Neue Sprachnachricht von {rec.caller} ({rec.seconds:.0f} s): "
             f"{self.files.link(record.id)}"
         )
-        await self.send_message(user, user, "text/plain", text.encode())
+        sender = self.config.mediaapp.voicemail_sender or user
+        try:
+            await self.send_message(sender, user, "text/plain", text.encode())
+        except MessageRejected as exc:
+            if sender == user:
+                raise
+            log.warning("voicemail: [voicemail] sender %s may not message %s (%d %s): the "
+                        "message goes as a note to self", sender, user, exc.status,
+                        exc.reason)  # fmt: skip
+            await self.send_message(user, user, "text/plain", text.encode())
 
     def _mailbox_users(self, owner: str) -> list[Any]:
         """Whose phones show the mailbox `owner`: the user `owner`, else the owners (role

@@ -94,6 +94,14 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
         port_max=("media", relay_ports[-1]), host=("mail", "127.0.0.1"),
         port=("mail", mail.port), sender=("mail", "b@ex.de"),
     )  # fmt: skip
+    # who the "new voicemail" message comes from: the office's user `zentrale`, or (unset)
+    # the box's owner himself
+    notifier = CLIENT
+    if relay == "always":
+        notifier = "zentrale"
+        server.cli("user", "add", notifier, "--role", "agent", "--password", "Anrufbeantworter-26",
+                   "--data", str(server.data_dir))  # fmt: skip
+        set_toml_option(server.config_path, "voicemail", "sender", notifier)
     with contextlib.ExitStack() as stack:
         stack.enter_context(mail)
         stack.enter_context(server)
@@ -238,6 +246,8 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
         wait_until(owner_phone, 8, interval=0.0, what="the MWI NOTIFY and the MESSAGE")
         mwi = got["NOTIFY"]
         text = got["MESSAGE"].body.decode()  # type: ignore[attr-defined]
+        sent_by = got["MESSAGE"].header("From") or ""  # type: ignore[attr-defined]
+        assert f"sip:{notifier}@" in sent_by, sent_by
         assert "Neue Sprachnachricht von" in text and CALLER in text, text
         assert re.search(r"https?://\S+", text), text  # the recording's download link
         assert mwi.header("Event") == "message-summary"  # type: ignore[attr-defined]
