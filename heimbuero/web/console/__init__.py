@@ -580,6 +580,18 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             **values,
         )
 
+    def code_refused(
+        request: Request, s: WebSession, user: UserRecord, exc: LoginRefused
+    ) -> Response:
+        """The /totp page after a wrong code (403) or too many of them (429)."""
+        text = (
+            "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen."
+            if exc.status == 429
+            else "Der Code ist falsch oder verbraucht."
+        )
+        return totp_page(request, s, user, 429 if exc.status == 429 else 403,
+                         error=_t(request, text))  # fmt: skip
+
     async def with_password(
         request: Request, s: WebSession, user: UserRecord, form: dict[str, str]
     ) -> Response | None:
@@ -666,13 +678,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         try:
             c.counted(request, user.name, lambda: sf.disable(Actor.of(user), code))
         except LoginRefused as exc:
-            text = (
-                "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen."
-                if exc.status == 429
-                else "Der Code ist falsch oder verbraucht."
-            )
-            return totp_page(request, s, user, 429 if exc.status == 429 else 403,
-                             error=_t(request, text))  # fmt: skip
+            return code_refused(request, s, user, exc)
         return RedirectResponse("/totp?done=off", 303)
 
     @router.post("/totp/backup")
@@ -687,13 +693,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             codes = c.counted(request, user.name,
                               lambda: sf.renew_backup_codes(Actor.of(user), code))  # fmt: skip
         except LoginRefused as exc:
-            text = (
-                "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen."
-                if exc.status == 429
-                else "Der Code ist falsch oder verbraucht."
-            )
-            return totp_page(request, s, user, 429 if exc.status == 429 else 403,
-                             error=_t(request, text))  # fmt: skip
+            return code_refused(request, s, user, exc)
         except AppError as exc:
             return totp_page(request, s, user, getattr(exc, "status", 400), error=str(exc))
         return totp_page(request, s, user, codes=codes)
