@@ -669,7 +669,11 @@ class Store:
             return uow.messages.unread_messages(user, limit)
 
     def mark_read(self, user: str, peer: str) -> list[MessageRecord]:
-        """The messages from `peer` to `user` become displayed; those that changed."""
+        """The messages from `peer` to `user` become displayed; those that changed. (The chat
+        page asks at every message event: a write transaction only when there is one.)"""
+        with self.unit_of_work(write=False) as uow:
+            if not uow.messages.unread_from(user, peer):
+                return []
         with self.unit_of_work() as uow:
             return uow.messages.mark_read(user, peer)
 

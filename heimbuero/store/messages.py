@@ -225,10 +225,8 @@ class MessageRepository(Repository):
         )
         return [_record(r) for r in reversed(rows)]
 
-    def mark_read(self, user: str, peer: str) -> list[MessageRecord]:
-        """`user` read the conversation with `peer`: the messages from `peer` become
-        `displayed` (what an IMDN report of theirs would say); those that changed, oldest
-        first (as they were before)."""
+    def unread_from(self, user: str, peer: str) -> list[MessageRecord]:
+        """The messages from `peer` to `user` not yet displayed, oldest first."""
         conn = self._conn()
         cid = _conversation_id(conn, user, peer)
         if cid is None:
@@ -239,12 +237,15 @@ class MessageRepository(Repository):
             MessageRow.sender == peer,
             or_(MessageRow.imdn_state.is_(None), MessageRow.imdn_state != "displayed"),
         )
-        rows = [
-            _record(r)
-            for r in conn.execute(
-                select(MessageRow).where(unread).order_by(MessageRow.created_at, MessageRow.id)
-            ).all()
-        ]
+        query = select(MessageRow).where(unread).order_by(MessageRow.created_at, MessageRow.id)
+        return [_record(r) for r in conn.execute(query).all()]
+
+    def mark_read(self, user: str, peer: str) -> list[MessageRecord]:
+        """`user` read the conversation with `peer`: the messages from `peer` become
+        `displayed` (what an IMDN report of theirs would say); those that changed, oldest
+        first (as they were before)."""
+        conn = self._conn()
+        rows = self.unread_from(user, peer)
         if rows:
             conn.execute(
                 update(MessageRow)
