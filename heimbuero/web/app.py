@@ -796,11 +796,12 @@ def create_app(ctx: WebContext) -> FastAPI:
         ]
 
     @app.post("/api/conversations/{peer}/read", tags=["messages"])
-    def read_conversation(peer: str, actor: Who) -> dict[str, int]:
+    async def read_conversation(peer: str, actor: Who) -> dict[str, int]:
         """The caller read the conversation: the peer's messages become `displayed` (as a
-        device's IMDN report would make them; the peer's stream gets a `state` event).
-        `{"read": N}`: how many changed."""
-        return {"read": handlers.messages.read(actor, peer)}
+        device's IMDN report would make them; the peer's stream gets a `state` event, and a
+        peer's phone that asked for display reports gets one). `{"read": N}`: how many
+        changed."""
+        return {"read": await handlers.messages.read(actor, peer)}
 
     @app.get("/api/conversations/{peer}/messages", tags=["messages"])
     def conversation_messages(

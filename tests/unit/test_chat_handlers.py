@@ -4,6 +4,7 @@ for anyone else), and the text check of `content`."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,9 +97,11 @@ def test_unread_counts_shown_messages_and_read_tells_the_sender() -> None:
     store, published = _ReadStore(), []
     m = Messages(store, publish=published.append)  # type: ignore[arg-type]
     assert m.unread(OWNER) == {"anna": 1, "ben": 1}  # the typing notice is no message
-    assert m.read(OWNER, "ANNA") == 1
+    assert asyncio.run(m.read(OWNER, "ANNA")) == 1
     assert store.read == [("mueller", "anna")]
     [event] = published
     assert (event.sender, event.recipient) == ("anna", "mueller")  # anna's pages learn it
     assert event.message["id"] == "1" and event.message["imdn_state"] == "displayed"
-    assert m.read(OWNER, "schulz") == 0 and len(published) == 1  # nothing read: no event
+    assert (
+        asyncio.run(m.read(OWNER, "schulz")) == 0 and len(published) == 1
+    )  # nothing read: no event

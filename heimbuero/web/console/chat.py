@@ -139,7 +139,7 @@ def chat_routes(router: APIRouter, c: Console, area: Area) -> None:
         found = area(request, ROLES)
         if isinstance(found, Response):
             return found
-        await run_in_threadpool(messages.read, Actor.of(found[1]), peer)  # shown: read
+        await messages.read(Actor.of(found[1]), peer)  # shown: read
         return conversation(request, *found, peer)
 
     @router.get("/chat/{peer}/messages")
@@ -154,7 +154,7 @@ def chat_routes(router: APIRouter, c: Console, area: Area) -> None:
         except AppError:
             return _not_found(request)
         # the open page shows what came: read (the sender's page says "gelesen")
-        await run_in_threadpool(messages.read, Actor.of(user), peer)
+        await messages.read(Actor.of(user), peer)
         return _page(
             request,
             "_messages.html",
