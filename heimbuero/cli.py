@@ -163,6 +163,14 @@ def _open_store(data_arg: str | None) -> Iterator[tuple[Config, Store]]:
 ADMIN = Actor.local_admin()
 
 
+def _server_secret(cfg: Config) -> bytes | None:
+    """The data directory's `secret` (None when it is missing: commands that need it say so)."""
+    try:
+        return bytes.fromhex(cfg.secret_path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 @contextmanager
 def _open_app(data_arg: str | None) -> Iterator[tuple[Config, App]]:
     """The config and the application's handlers over the data directory's store."""
@@ -182,6 +190,7 @@ def _open_app(data_arg: str | None) -> Iterator[tuple[Config, App]]:
                 own_hint=hint,
                 invoice_mail=Mailer(cfg.mail).deliver,  # `invoices send`: [mail] of config.toml
                 data_dir=cfg.data_dir,
+                secret=_server_secret(cfg),
             ),
         )
 

@@ -88,6 +88,8 @@ from heimbuero.sip.peer import Peer
 from heimbuero.sip.transaction import TimerSettings
 from heimbuero.store.db import BindingRecord, Store, WriteBatch
 from heimbuero.store.files import FileRecord
+from heimbuero.store.sealing import Sealer
+from heimbuero.store.totp import SecondFactors
 from heimbuero.store.voicemail import Voicemail, add_voicemail, all_counts
 from heimbuero.store.voicemail import counts as voicemail_counts
 from heimbuero.store.writer import GroupCommitWriter
@@ -378,6 +380,9 @@ class Server:
                 f"{config.secret_path} is missing or unreadable: run 'heimbuero init'"
             ) from None
         self._secret = secret
+        sealed = SecondFactors(self.store, Sealer(secret, b"totp")).seal_clear()
+        if sealed:
+            log.info("second factor: %d TOTP secrets stored in clear are sealed now", sealed)
         sip = config.sip
         local: dict[str, tuple[str, int]] = {}
         for a in sip.listen:
@@ -1057,6 +1062,7 @@ class Server:
                 mail=self.mailer.send if self.mailer.enabled else None,
                 invoice_mail=self.mailer.deliver,  # reads [mail] as reloaded (SIGHUP)
                 data_dir=self.config.data_dir,
+                secret=self._secret,
             )  # fmt: skip
         )
         from heimbuero.web.ops import mount_ops

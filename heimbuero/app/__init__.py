@@ -107,6 +107,7 @@ class App:
         mail: Mail | None = None,
         invoice_mail: SendMail | None = None,
         data_dir: Path | None = None,
+        secret: bytes | None = None,
     ) -> App:
         return cls(
             users=Users(store, realm),
@@ -133,5 +134,5 @@ class App:
             greetings=None if data_dir is None else Greetings(store, data_dir),
             voicemails=None if data_dir is None else Voicemails(store, data_dir, publish=publish),
             agents=AgentStatus(store, publish),
-            second_factor=SecondFactor(store, realm),
+            second_factor=SecondFactor(store, realm, secret=secret),
         )

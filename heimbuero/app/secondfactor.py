@@ -18,15 +18,21 @@ from dataclasses import dataclass
 
 from heimbuero.app import policy
 from heimbuero.app._util import valid
-from heimbuero.app.errors import Conflict, Invalid, NotFound
+from heimbuero.app.errors import Conflict, Invalid, NotFound, Unavailable
 from heimbuero.app.policy import Actor
 from heimbuero.domain import totp
 from heimbuero.office import accounts
 from heimbuero.store import Store
+from heimbuero.store.sealing import Sealer, SealError
 from heimbuero.store.totp import LoginChallenges, SecondFactors, TotpState
 from heimbuero.store.websessions import WebSessions
 
 ISSUER = "heimbuero"
+_UNREADABLE = (
+    "the second factor of {name} does not open with this server's secret (was the data "
+    "directory's `secret` replaced?): log in with a backup code, or an admin switches it off "
+    "(heimbuero user totp {name} disable)"
+)
 log = logging.getLogger("heimbuero.web")
 
 
@@ -56,10 +62,32 @@ class SecondFactor:
     """See the module text. `realm` is the SIP domain, shown in the app next to the name."""
 
     def __init__(
-        self, store: Store, realm: Callable[[], str], clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        realm: Callable[[], str],
+        clock: Callable[[], float] = time.time,
+        secret: bytes | None = None,
     ) -> None:
+        """`secret`: the data directory's `secret`, the key the TOTP secrets are sealed with
+        (None: second factors can be counted and removed, not made or checked)."""
         self.store, self.realm, self.clock = store, realm, clock
-        self.factors = SecondFactors(store)
+        self.factors = SecondFactors(store, None if secret is None else Sealer(secret, b"totp"))
+
+    def _get(self, name: str) -> TotpState | None:
+        try:
+            return self.factors.get(name)
+        except SealError as exc:
+            log.error("second factor of %s: %s", name, exc)
+            raise Unavailable(_UNREADABLE.format(name=name)) from None
+
+    def _set(self, name: str, secret: str, *, enabled: bool) -> None:
+        try:
+            self.factors.set(name, secret, enabled=enabled)
+        except SealError as exc:
+            log.error("second factor of %s: %s", name, exc)
+            raise Unavailable(
+                "second factors cannot be stored without the server's secret"
+            ) from None
 
     def _enrolment(self, user: str, secret: str, enabled: bool) -> Enrolment:
         return Enrolment(user, secret, totp.uri(secret, f"{user}@{self.realm()}", ISSUER), enabled)
@@ -77,7 +105,7 @@ class SecondFactor:
     def state(self, actor: Actor, name: str) -> TotpState | None:
         """The user's second factor (admins: anyone's; everybody: their own)."""
         policy.require_self_or_admin(actor, name, "you may only see your own second factor")
-        return self.factors.get(self._user(name))
+        return self._get(self._user(name))
 
     def begin(self, actor: Actor) -> Enrolment:
         """A new pending secret for the actor himself (his password checked by the adapter);
@@ -86,12 +114,12 @@ class SecondFactor:
         if self.factors.enabled(name):
             raise Conflict("the second factor is on already: switch it off first")
         secret = totp.new_secret()
-        self.factors.set(name, secret, enabled=False)
+        self._set(name, secret, enabled=False)
         return self._enrolment(name, secret, False)
 
     def pending(self, actor: Actor) -> Enrolment | None:
         """The actor's secret that waits for its first code, or None."""
-        state = self.factors.get(actor.name)
+        state = self._get(actor.name)
         if state is None or state.enabled:
             return None
         return self._enrolment(actor.name, state.secret, False)
@@ -99,7 +127,7 @@ class SecondFactor:
     def confirm(self, actor: Actor, code: str) -> list[str]:
         """Switch the actor's pending secret on with a first code of it; WrongCode otherwise.
         Its backup codes, to be shown once (only their hashes are stored)."""
-        state = self.factors.get(actor.name)
+        state = self._get(actor.name)
         if state is None or state.enabled:
             raise Conflict("no new second factor waits for its first code: start again")
         step = totp.match(state.secret, code, self.clock())
@@ -118,16 +146,18 @@ class SecondFactor:
         before (the step is stored at once), or one of his backup codes (used up at once);
         WrongCode otherwise. None for a code of the app; for a backup code, how many are
         left."""
-        state = self.factors.get(name)
-        if state is None or not state.enabled:
+        if not self.factors.enabled(name):
             raise WrongCode()
         backup = totp.backup_hash(code)
-        if backup is not None:
+        if backup is not None:  # (also when the secret no longer opens: like a lost phone)
             left = self.factors.use_backup(name, backup)
             if left is None:
                 raise WrongCode()
             log.info("second factor of %s: a backup code used, %d left", name, left)
             return left
+        state = self._get(name)
+        if state is None or not state.enabled:
+            raise WrongCode()
         step = totp.match(state.secret, code, self.clock(), state.last_step)
         if step is None or not self.factors.use_step(name, step):
             raise WrongCode()
@@ -135,13 +165,13 @@ class SecondFactor:
 
     def backup_left(self, actor: Actor) -> int:
         """How many unused backup codes the actor has."""
-        state = self.factors.get(actor.name)
+        state = self._get(actor.name)
         return 0 if state is None else state.backup_left
 
     def renew_backup_codes(self, actor: Actor, code: str) -> list[str]:
         """New backup codes for the actor (the old ones are void), after a current code of
         his app (his password is checked by the adapter); WrongCode otherwise."""
-        state = self.factors.get(actor.name)
+        state = self._get(actor.name)
         if state is None or not state.enabled:
             raise Conflict("the second factor is off: there are no backup codes")
         if totp.backup_hash(code) is not None:  # a lost phone cannot renew them
@@ -152,7 +182,7 @@ class SecondFactor:
     def disable(self, actor: Actor, code: str) -> None:
         """Switch the actor's own second factor off: a current code is needed (his password
         is checked by the adapter)."""
-        state = self.factors.get(actor.name)
+        state = self._get(actor.name)
         if state is None or not state.enabled:
             self.factors.remove(actor.name)  # a pending one goes without a code
             return
@@ -175,7 +205,7 @@ class SecondFactor:
         policy.require_admin(actor)
         name = self._user(name)
         secret = totp.new_secret()
-        self.factors.set(name, secret, enabled=True)
+        self._set(name, secret, enabled=True)
         codes = self._new_backup_codes(name)
         WebSessions(self.store).end_all_of(name)
         LoginChallenges(self.store).end_all_of(name)

@@ -517,9 +517,9 @@ class WebSessionRow(Base):
 
 
 class UserTotpRow(Base):
-    """A user's TOTP second factor (migration 0021): the base32 secret, whether it is on (a
-    new one stays off until a first code confirms it), the last time step a code was used
-    for (a code is good once) and the unused backup codes' hashes (0023)."""
+    """A user's TOTP second factor (migration 0021): the base32 secret (sealed, 0024),
+    whether it is on (a new one stays off until a first code confirms it), the last time step
+    a code was used for (a code is good once) and the unused backup codes' hashes (0023)."""
 
     __tablename__ = "user_totp"
 
@@ -528,7 +528,7 @@ class UserTotpRow(Base):
         ForeignKey("users.id", name="fk_user_totp_user", ondelete="CASCADE"),
         primary_key=True,
     )
-    secret: Mapped[str] = mapped_column(String(64))
+    secret: Mapped[str] = mapped_column(String(200))
     enabled: Mapped[bool] = mapped_column(Boolean)
     last_step: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,7 +1,9 @@
 """The web console's second factor in the database: each user's TOTP secret with the last
 time step a code was used for and the hashes of his unused backup codes, and the logins
 waiting for their code (the cookie carries a
-random id, the table only its SHA-256). The secret is never logged."""
+random id, the table only its SHA-256). The secret is never logged, and it is stored sealed
+(store/sealing.py: AES-GCM under a key from the data directory's `secret`, bound to the row's
+user id); rows written in clear before sealing was introduced are sealed by `seal_clear`."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from sqlalchemy import delete, or_, select, update
 from heimbuero.store.db import Store
 from heimbuero.store.errors import NoSuchUser
 from heimbuero.store.models import LoginChallengeRow, User, UserTotpRow, as_utc
+from heimbuero.store.sealing import Sealer, SealError, is_sealed
 from heimbuero.store.uow import UnitOfWork
 
 
@@ -48,12 +51,28 @@ def _hash(challenge_id: str) -> str:
 
 
 class SecondFactors:
-    """Users' TOTP secrets (user_totp)."""
+    """Users' TOTP secrets (user_totp). `sealer` seals and opens them (None: only `enabled`,
+    `users` and the backup-code and removal calls work; reading or writing a secret raises
+    SealError)."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, store: Store, sealer: Sealer | None = None) -> None:
+        self.store, self.sealer = store, sealer
+
+    def _open(self, row: UserTotpRow) -> str:
+        if not is_sealed(row.secret):
+            return row.secret  # written before sealing; `seal_clear` seals it
+        if self.sealer is None:
+            raise SealError("no key to open the second factor with")
+        return self.sealer.open(row.secret, str(row.user_id))
+
+    def _seal(self, secret: str, uid: int) -> str:
+        if self.sealer is None:
+            raise SealError("no key to seal the second factor with")
+        return self.sealer.seal(secret, str(uid))
 
     def get(self, user: str) -> TotpState | None:
+        """The user's second factor with its secret opened; SealError when it does not open
+        (the data directory's `secret` changed)."""
         with self.store.unit_of_work(write=False) as uow:
             row = uow.session.scalar(
                 select(UserTotpRow)
@@ -63,11 +82,16 @@ class SecondFactors:
             if row is None:
                 return None
             left = len((row.backup_codes or "").split())
-            return TotpState(row.secret, row.enabled, row.last_step, left)
+            return TotpState(self._open(row), row.enabled, row.last_step, left)
 
     def enabled(self, user: str) -> bool:
-        state = self.get(user)
-        return state is not None and state.enabled
+        with self.store.unit_of_work(write=False) as uow:
+            on = uow.session.scalar(
+                select(UserTotpRow.enabled)
+                .join(User, User.id == UserTotpRow.user_id)
+                .where(User.name == user)
+            )
+            return bool(on)
 
     def set(self, user: str, secret: str, *, enabled: bool, last_step: int | None = None) -> None:
         """Give `user` this secret (replacing any): on, or pending its first code."""
@@ -81,27 +105,29 @@ class SecondFactors:
                 row = UserTotpRow(user_id=uid)
                 uow.session.add(row)
             row.secret, row.enabled, row.last_step, row.updated_at = (
-                secret, enabled, last_step, now
+                self._seal(secret, uid), enabled, last_step, now
             )  # fmt: skip
             row.backup_codes = None  # a new secret: the old secret's backup codes are void
 
     def confirm(self, user: str, secret: str, step: int) -> bool:
         """Switch on the pending `secret` of `user`, its code of `step` used; False when that
-        secret is no longer the pending one (replaced or already on)."""
+        secret is no longer the pending one (replaced or already on). Read and written in one
+        write unit of work (the store's writers take turns)."""
         with self.store.unit_of_work() as uow:
             uid = _user_id(uow, user)
-            if uid is None:
+            row = None if uid is None else uow.session.get(UserTotpRow, uid)
+            if row is None or row.enabled or self._open(row) != secret:
                 return False
-            done = uow.session.execute(
-                update(UserTotpRow)
-                .where(
-                    UserTotpRow.user_id == uid,
-                    UserTotpRow.secret == secret,
-                    UserTotpRow.enabled.is_(False),
-                )
-                .values(enabled=True, last_step=step, updated_at=datetime.now(UTC))
-            )
-            return bool(getattr(done, "rowcount", 0))
+            row.enabled, row.last_step, row.updated_at = True, step, datetime.now(UTC)
+            return True
+
+    def seal_clear(self) -> int:
+        """Seal the secrets still stored in clear; how many."""
+        with self.store.unit_of_work() as uow:
+            rows = [r for r in uow.session.scalars(select(UserTotpRow)) if not is_sealed(r.secret)]
+            for row in rows:
+                row.secret = self._seal(row.secret, row.user_id)
+            return len(rows)
 
     def use_step(self, user: str, step: int) -> bool:
         """Record that the code of `step` was used; False when it (or a later one) already

@@ -103,6 +103,9 @@ class WebContext:
     invoice_mail: SendMail | None = None
     # the data folder (voicemail greetings, messages and announcements); None: those routes are off
     data_dir: Path | None = None
+    # the data folder's `secret`: the key TOTP secrets are sealed with (None: no second factor
+    # can be made or checked)
+    secret: bytes | None = None
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -663,6 +666,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         mail=ctx.mail,
         invoice_mail=ctx.invoice_mail,
         data_dir=ctx.data_dir,
+        secret=ctx.secret,
     )
     app = FastAPI(
         title="heimbuero",

@@ -471,7 +471,7 @@ def test_init_makes_a_tls_certificate_once(
 
 def test_user_totp_enable_status_disable(data: Path) -> None:
     """An admin gives a user a second factor (secret and otpauth:// URI printed once), sees
-    it on, and takes it away; the secret is stored, never in the config or a log."""
+    it on, and takes it away; the secret is stored sealed, never in the config or a log."""
     from heimbuero.domain import totp
 
     assert run("user", "add", "alice", "--password", PASSWORD, "--data", str(data)).returncode == 0
@@ -481,7 +481,8 @@ def test_user_totp_enable_status_disable(data: Path) -> None:
     secret = proc.stdout.split("secret   ")[1].split()[0]
     assert len(totp.secret_bytes(secret)) == 20
     assert f"otpauth://totp/heimbuero:alice@{DOMAIN}?secret={secret}&" in proc.stdout
-    assert db_rows(data, "SELECT secret, enabled FROM user_totp") == [(secret, 1)]
+    [(stored, on)] = db_rows(data, "SELECT secret, enabled FROM user_totp")
+    assert on == 1 and stored.startswith("v1:") and secret not in stored
     backup = re.search(r"^backup +(.+)$", proc.stdout, re.M)
     assert backup and len(backup.group(1).split()) == 10  # shown once, here
     status = run("user", "totp", "alice", "status", "--data", str(data)).stdout

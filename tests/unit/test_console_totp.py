@@ -23,6 +23,7 @@ from heimbuero.store.models import UserTotpRow
 from heimbuero.web.app import WebContext, create_app
 
 REALM = "office.example"
+SERVER_SECRET = bytes(32)  # the data directory's `secret` (tests: a fixed one)
 
 
 @pytest.fixture
@@ -32,7 +33,9 @@ def office(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str], Store]]:
     passwords = seed_demo(store, REALM)
 
     def app() -> Any:
-        ctx = WebContext(store, lambda: {"domain": REALM, "registrations": 0}, lambda: [])
+        ctx = WebContext(
+            store, lambda: {"domain": REALM, "registrations": 0}, lambda: [], secret=SERVER_SECRET
+        )
         return create_app(ctx)
 
     yield app, passwords, store
@@ -119,7 +122,7 @@ def test_enrol_then_the_login_needs_a_fresh_code(office: Any) -> None:
 
 def test_wrong_codes_end_the_login_and_count_toward_the_limits(office: Any) -> None:
     app, pw, store = office
-    SecondFactor(store, lambda: REALM).assign(Actor.local_admin(), "anna")
+    SecondFactor(store, lambda: REALM, secret=SERVER_SECRET).assign(Actor.local_admin(), "anna")
     with TestClient(app()) as http:
         _login(http, "anna", pw["anna"])
         csrf = _csrf(http.get("/login/code").text)
@@ -138,7 +141,7 @@ def test_wrong_codes_end_the_login_and_count_toward_the_limits(office: Any) -> N
 
 def test_code_form_needs_its_token_and_the_login_cookie(office: Any) -> None:
     app, pw, store = office
-    given = SecondFactor(store, lambda: REALM).assign(Actor.local_admin(), "anna")
+    given = SecondFactor(store, lambda: REALM, secret=SERVER_SECRET).assign(Actor.local_admin(), "anna")
     with TestClient(app()) as http:
         r = http.post("/login/code", data={"csrf": "x", "code": _code(given.secret)})
         assert r.status_code == 401 and "abgelaufen" in r.text
@@ -161,12 +164,12 @@ def test_switching_off_needs_password_and_code(office: Any) -> None:
             "/totp/disable", data={"csrf": csrf, "password": pw["mueller"], "code": _code(secret)}
         )
         assert r.status_code == 200 and "ist ausgeschaltet" in r.text
-        assert not SecondFactor(store, lambda: REALM).enabled("mueller")
+        assert not SecondFactor(store, lambda: REALM, secret=SERVER_SECRET).enabled("mueller")
 
 
 def test_admins_reset_a_second_factor_over_the_api(office: Any) -> None:
     app, pw, store = office
-    sf = SecondFactor(store, lambda: REALM)
+    sf = SecondFactor(store, lambda: REALM, secret=SERVER_SECRET)
     sf.assign(Actor.local_admin(), "anna")
     with TestClient(app()) as http:
         assert http.delete("/api/users/anna/totp", auth=("ben", pw["ben"])).status_code == 403
@@ -192,7 +195,7 @@ def test_wrong_codes_of_an_account_are_limited_from_any_address() -> None:
 
 def test_admins_reset_a_second_factor_in_the_console(office: Any) -> None:
     app, pw, store = office
-    sf = SecondFactor(store, lambda: REALM)
+    sf = SecondFactor(store, lambda: REALM, secret=SERVER_SECRET)
     sf.assign(Actor.local_admin(), "anna")
     with TestClient(app()) as http:
         _login(http, "admin", pw["admin"])

@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from heimbuero.app import Actor, Conflict, Forbidden
+from heimbuero.app import Actor, Conflict, Forbidden, Unavailable
 from heimbuero.app.secondfactor import SecondFactor, WrongCode
 from heimbuero.domain import totp
 from heimbuero.store import Store
+from heimbuero.store.models import UserTotpRow
+from heimbuero.store.sealing import Sealer
+from heimbuero.store.totp import SecondFactors
 
 # RFC 6238 appendix B: the SHA-1 seed is the ASCII "12345678901234567890", codes 8 digits
 RFC_KEY = b"12345678901234567890"
@@ -95,6 +100,9 @@ class Clock:
         return self.now
 
 
+SERVER_SECRET = bytes(range(32))  # the data directory's `secret` (tests: a fixed one)
+
+
 @pytest.fixture
 def factor(db_url: str) -> Any:
     """The handler over a fresh SQLite file and a fresh PostgreSQL database."""
@@ -103,7 +111,7 @@ def factor(db_url: str) -> Any:
     store.add_user("anna", "agent", "0" * 32, "0" * 64, "x")
     store.add_user("bert", "agent", "0" * 32, "0" * 64, "x")
     clock = Clock(NOW)
-    yield SecondFactor(store, lambda: "office.example", clock), clock, store
+    yield SecondFactor(store, lambda: "office.example", clock, SERVER_SECRET), clock, store
     store.close()
 
 
@@ -143,7 +151,7 @@ def test_login_codes_are_good_once_and_the_refusal_is_durable(factor: Any) -> No
     # a new handler over a reopened store (a restart) still refuses it
     store2 = Store(store.url)
     try:
-        again = SecondFactor(store2, lambda: "office.example", clock)
+        again = SecondFactor(store2, lambda: "office.example", clock, SERVER_SECRET)
         with pytest.raises(WrongCode):
             again.check("anna", code)
         # drift: the next step's code is good (once)
@@ -216,3 +224,61 @@ def test_a_login_waiting_for_its_code_ends_after_five_minutes(factor: Any) -> No
     with store.unit_of_work(write=False) as uow:
         ids = [r[0] for r in uow.session.execute(text("SELECT id_hash FROM login_challenges"))]
     assert ids == [hashlib.sha256(cid2.encode()).hexdigest()]
+
+
+def test_secrets_are_sealed_at_rest_and_bound_to_their_row(factor: Any) -> None:
+    sf, clock, store = factor
+    e = sf.begin(ANNA)
+    sf.confirm(ANNA, _code(e.secret, NOW))
+    with store.unit_of_work(write=False) as uow:
+        rows = {r.user_id: r.secret for r in uow.session.scalars(select(UserTotpRow))}
+    [stored] = rows.values()
+    assert stored.startswith("v1:") and e.secret not in stored
+    assert base64.b32decode(e.secret) not in base64.urlsafe_b64decode(stored[3:])
+    # the sealed value copied to bert's row does not open there: his login is refused
+    bert_id = store.get_user("bert").id
+    with store.unit_of_work() as uow:
+        uow.session.add(
+            UserTotpRow(user_id=bert_id, secret=stored, enabled=True, last_step=None,
+                        updated_at=datetime.now(UTC))
+        )  # fmt: skip
+    clock.now = NOW + 60
+    with pytest.raises(Unavailable, match="does not open"):
+        sf.check("bert", _code(e.secret, NOW + 60))
+    sf.check("anna", _code(e.secret, NOW + 60))
+
+
+def test_another_servers_secret_does_not_open_them_but_backup_codes_still_work(
+    factor: Any,
+) -> None:
+    sf, clock, store = factor
+    e = sf.begin(ANNA)
+    backup = sf.confirm(ANNA, _code(e.secret, NOW))
+    other = SecondFactor(store, lambda: "office.example", clock, bytes(32))
+    clock.now = NOW + 60
+    with pytest.raises(Unavailable, match="heimbuero user totp anna disable"):
+        other.check("anna", _code(e.secret, NOW + 60))
+    assert other.check("anna", backup[0]) == len(backup) - 1  # like a lost phone
+    # without any key: counted and removed, not made or checked
+    keyless = SecondFactor(store, lambda: "office.example", clock)
+    assert keyless.enabled("anna")
+    with pytest.raises(Unavailable):
+        keyless.begin(Actor("bert", "agent"))  # type: ignore[arg-type]
+
+
+def test_secrets_stored_in_clear_are_sealed_and_keep_working(factor: Any) -> None:
+    sf, clock, store = factor
+    secret = totp.new_secret()
+    anna_id = store.get_user("anna").id
+    with store.unit_of_work() as uow:  # as written before sealing came
+        uow.session.add(
+            UserTotpRow(user_id=anna_id, secret=secret, enabled=True, last_step=None,
+                        updated_at=datetime.now(UTC))
+        )  # fmt: skip
+    sf.check("anna", _code(secret, NOW))  # read in clear
+    assert SecondFactors(store, Sealer(SERVER_SECRET, b"totp")).seal_clear() == 1
+    with store.unit_of_work(write=False) as uow:
+        assert uow.session.get(UserTotpRow, anna_id).secret.startswith("v1:")
+    clock.now = NOW + 30
+    sf.check("anna", _code(secret, NOW + 30))
+    assert SecondFactors(store, Sealer(SERVER_SECRET, b"totp")).seal_clear() == 0
