@@ -141,7 +141,9 @@ def test_wrong_codes_end_the_login_and_count_toward_the_limits(office: Any) -> N
 
 def test_code_form_needs_its_token_and_the_login_cookie(office: Any) -> None:
     app, pw, store = office
-    given = SecondFactor(store, lambda: REALM, secret=SERVER_SECRET).assign(Actor.local_admin(), "anna")
+    given = SecondFactor(store, lambda: REALM, secret=SERVER_SECRET).assign(
+        Actor.local_admin(), "anna"
+    )
     with TestClient(app()) as http:
         r = http.post("/login/code", data={"csrf": "x", "code": _code(given.secret)})
         assert r.status_code == 401 and "abgelaufen" in r.text
