@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-from heimbuero.app.billing import Billing, Invoices, due_month
+from heimbuero.app.billing import Billing, Invoices, InvoiceSchedule, due_month
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
@@ -620,22 +620,20 @@ class Server:
     async def _invoice_schedule(self) -> None:
         """billing: the scheduled invoice run ([billing] invoice_day; idempotent per month)."""
         b = self.config.billing
-        done: str | None = None
         refused = ""  # the last refusal (incomplete seller data): logged once, not every minute
         try:  # invoices a stopped run or cancel left without their PDF and XML
             await asyncio.get_running_loop().run_in_executor(None, self.invoices.complete_documents)
         except Exception:
             log.exception("billing: making the missing invoice documents failed")
-        send_at: float | None = None  # when the month's unsent invoices are sent next
+        schedule = InvoiceSchedule(b.send_invoices, INVOICE_SEND_RETRY)
         while b.invoice_day:
             month = due_month(datetime.now(UTC), b.invoice_day, b.invoice_hour, b.timezone)
-            if month is not None and month != done:
+            if month is not None and schedule.run_due(month):
                 try:
                     made = await asyncio.get_running_loop().run_in_executor(
                         None, self.invoices.run, Actor.local_admin(), month
                     )
-                    done = month
-                    send_at = time.monotonic() if b.send_invoices else None
+                    schedule.ran(month, time.monotonic())
                     log.info("billing: %d invoices for %s", len(made), month)
                 except Invalid as exc:
                     if str(exc) != refused:
@@ -643,9 +641,10 @@ class Server:
                     refused = str(exc)
                 except Exception:
                     log.exception("billing: the invoice run for %s failed", month)
-            if done is not None and send_at is not None and time.monotonic() >= send_at:
-                failed = await self._send_invoices(done)
-                send_at = time.monotonic() + INVOICE_SEND_RETRY if failed else None
+            unsent = schedule.send_due(time.monotonic())
+            if unsent is not None:
+                failed = await self._send_invoices(unsent)
+                schedule.sent(failed, time.monotonic())
             await asyncio.sleep(60)
 
     async def _send_invoices(self, month: str) -> bool:
