@@ -231,7 +231,7 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> 
         rule = rf.rule_at(stored, number, index)
         return _page(request, "forwarding_remove.html", 200, user=user, csrf=s.csrf, client=c,
                      number=number, index=index, version=document_version(stored),
-                     rule_name=rule.get("name", ""), when=texts.when(rule.get("when") or {}),
+                     rule_name=rule.get("name", ""), rule_when=texts.when(rule.get("when") or {}),
                      steps=texts.steps(rule.get("steps", [])),
                      cancel="/portal/forwarding?" + urlencode({"client": c.id}))  # fmt: skip
 
