@@ -248,7 +248,21 @@ def test_rule_changes_refused_change_nothing(office: Server, tmp_path: Path) -> 
             },
         )
         assert r.status_code == 409 and "inzwischen geändert" in r.text
+        # the step editor carries the version too
+        r = owner.post("/portal/forwarding/edit", data={
+            "csrf": token, "action": "save", "version": "old",
+            "n0.r3.s0.t0": "voicemail:mueller", "n0.r3.s0.timeout": "20"})  # fmt: skip
+        assert r.status_code == 409 and "inzwischen geändert" in r.text
         assert stored_names(srv) == before
+    # an agent reads the rules but does not change them (like the step editor)
+    with _session(srv, "anna", srv.users["anna"]) as agent:
+        page = agent.get("/portal/forwarding?client=mueller")
+        assert page.status_code == 200 and "Regel hinzufügen" not in page.text
+        r = agent.post("/portal/forwarding/rules/move", data={
+            "csrf": _csrf(page.text), "client": "mueller", "version": v, "number": NUMBER,
+            "index": "3", "direction": "up"})  # fmt: skip
+        assert r.status_code == 403
+    assert stored_names(srv) == before
     # the read-only employee
     with _session(srv, EMPLOYEE, EMPLOYEE_PASSWORD) as employee:
         page = employee.get("/portal/forwarding")
@@ -259,6 +273,15 @@ def test_rule_changes_refused_change_nothing(office: Server, tmp_path: Path) -> 
             "confirm": "yes"})  # fmt: skip
         assert r.status_code == 403
     assert stored_names(srv) == before
+    # an admin acts for the client
+    with _session(srv, "admin", srv.users["admin"]) as admin:
+        page = admin.get("/portal/forwarding?client=mueller")
+        r = admin.post("/portal/forwarding/rules/move", data={
+            "csrf": _csrf(page.text), "client": "mueller", "version": version_of(page.text),
+            "number": NUMBER, "index": "3", "direction": "up"})  # fmt: skip
+        assert r.status_code == 303
+        assert r.headers["location"] == "/portal/forwarding?client=mueller&saved=1"
+    assert stored_names(srv) == [*before[:2], before[3], before[2], before[4]]
     # the limits of the rules document: 50 rules of a number, the 51st is refused
     doc = mueller_rules()
     doc["numbers"][NUMBER]["rules"] = [
