@@ -7,6 +7,7 @@ and indexes, the read-only employee, oversize and invalid input, a stale version
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import date
 from pathlib import Path
@@ -31,6 +32,7 @@ from .test_forwarding_browser import (  # noqa: F401 (office is a fixture)
 )
 
 pytestmark = [pytest.mark.e2e]
+SHOTS = os.environ.get("HEIMBUERO_SCREENSHOTS", "")
 
 
 def stored_names(srv: Server) -> list[str]:
@@ -56,8 +58,10 @@ def simulate(page: Any, day: date, hhmm: str) -> str:
     return str(page.locator("#sim-result .sim-rule").inner_text())
 
 
-def fits(page: Any) -> None:
+def fits(page: Any, shot: str = "") -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    if SHOTS and shot:
+        page.screenshot(path=str(Path(SHOTS) / f"console-forwarding-{shot}.png"), full_page=True)
 
 
 def test_owner_adds_moves_changes_and_removes_a_rule_on_a_phone(
@@ -80,7 +84,7 @@ def test_owner_adds_moves_changes_and_removes_a_rule_on_a_phone(
     # add: a lunch break on weekdays to the voicemail
     page.get_by_role("link", name="Regel hinzufügen").click()
     page.wait_for_url(re.compile(r"/portal/forwarding/rule\?"))
-    fits(page)
+    fits(page, "rule-new")
     page.get_by_label("Name der Regel").fill("Mittagspause")
     for day in ("Mo", "Di", "Mi", "Do", "Fr"):
         page.get_by_label(day, exact=True).check()
@@ -96,7 +100,7 @@ def test_owner_adds_moves_changes_and_removes_a_rule_on_a_phone(
     rules = page.locator("ol.rules").inner_text()
     assert "Mittagspause" in rules and "12:00–13:00 Uhr" in rules
     assert simulate(page, tuesday, "12:30") == "Werktag"
-    fits(page)
+    fits(page, "rules")
 
     # a second tab opens the form of "Werktag" from this version of the rules
     other = ctx.new_page()
@@ -134,7 +138,7 @@ def test_owner_adds_moves_changes_and_removes_a_rule_on_a_phone(
     assert "Das Ende liegt nicht nach dem Beginn" in page.locator("#time-error").inner_text()
     assert page.locator("#time").get_attribute("aria-invalid") == "true"
     assert cli_rule(srv, f"{at}T12:30") == "Mittagspause"
-    fits(page)
+    fits(page, "rule-invalid")
     page.get_by_label("von", exact=True).fill("14:00")
     page.get_by_label("bis", exact=True).fill("15:00")
     page.get_by_role("button", name="Regel speichern").click()
@@ -147,7 +151,7 @@ def test_owner_adds_moves_changes_and_removes_a_rule_on_a_phone(
     # remove it, after the confirmation page
     page.get_by_role("link", name="Mittagspause: Entfernen").click()
     page.wait_for_url(re.compile(r"/portal/forwarding/rules/remove\?"))
-    fits(page)
+    fits(page, "rule-remove")
     assert "Mittagspause" in page.locator("h1").inner_text()
     assert "Mittagspause" in stored_names(srv)  # asking stores nothing
     page.get_by_role("button", name="Ja, Regel entfernen").click()
