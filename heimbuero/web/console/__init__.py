@@ -699,9 +699,11 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         return totp_page(request, s, user, codes=codes)
 
     from heimbuero.web.console.forwarding import editor_pages, forwarding_pages
+    from heimbuero.web.console.forwarding_rules import rule_pages
 
     forwarding_pages(router, handlers, area, posted)
     editor_pages(router, handlers, area, posted)
+    rule_pages(router, handlers, area, posted)
     return router
 
 
