@@ -24,6 +24,7 @@ from heimbuero.office.files import FileService
 from heimbuero.store import Store
 from heimbuero.store.dictation import DictationRepository
 from heimbuero.web.app import WebContext, create_app
+from heimbuero.web.console.dictation import EDITOR_FORM
 
 REALM = "office.example"
 
@@ -102,7 +103,7 @@ def test_clients_users_get_not_found_and_no_link(office: Any) -> None:
     with TestClient(app()) as http:
         csrf = _login(http, "mueller", pw["mueller"])
         assert 'href="/dictation"' not in http.get("/portal").text
-        for path in ("/dictation", f"/dictation/{ids['normal']}",
+        for path in ("/dictation", "/dictation/events", f"/dictation/{ids['normal']}",
                      f"/dictation/{ids['normal']}/audio/0"):  # fmt: skip
             assert http.get(path).status_code == 404, path
         r = http.post(f"/dictation/{ids['normal']}/take", data={"csrf": csrf},
@@ -165,6 +166,9 @@ def test_draft_versions_heartbeat_deliver_and_release(office: Any) -> None:
         too_long = {"csrf": csrf, "version": "1", "text": "x" * (MAX_DRAFT + 1)}
         huge = anna.post(f"/dictation/{jid}/draft", headers=json_, data=too_long)
         assert huge.status_code == 422, huge.text
+        beyond = {**too_long, "text": "x" * EDITOR_FORM}
+        oversize = anna.post(f"/dictation/{jid}/draft", headers=json_, data=beyond)
+        assert oversize.status_code == 413 and "zu lang" in oversize.json()["detail"]
         missing = anna.post(f"/dictation/{jid}/draft", headers=json_,
                             data={"csrf": csrf, "text": "y"})  # fmt: skip
         assert missing.status_code == 400

@@ -17,20 +17,32 @@ player (speed, rewind, hotkeys)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.concurrency import run_in_threadpool
 
 from heimbuero.app import Actor, App, AppError
 from heimbuero.app.dictation import MAX_DRAFT, Dictation, Outcome
 from heimbuero.app.errors import Conflict, NotFound, http_status
+from heimbuero.events import DictationChanged
 from heimbuero.office.dictation import State, WorkType
 from heimbuero.store.db import UserRecord
 from heimbuero.store.dictation import JobRecord
 from heimbuero.store.websessions import WebSession
+from heimbuero.web import sse
 from heimbuero.web.console import _not_found, _page, _t
 
 log = logging.getLogger(__name__)
@@ -104,9 +116,10 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
             }
             for j, late in rows
         ]  # fmt: skip
+        part = request.query_params.get("part") == "list"
         return _page(
             request,
-            "dictation.html",
+            "_dictation_list.html" if part else "dictation.html",
             status,
             user=user,
             csrf=s.csrf,
@@ -151,6 +164,52 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
         elif released.isdigit():
             notice = _t(request, "Auftrag %(id)s ist zurück in der Warteschlange.", id=released)
         return await run_in_threadpool(queue_page, request, s, user, d, 200, "", notice)
+
+    @router.get("/dictation/events")
+    async def events(request: Request) -> Response:
+        """Server-Sent Events for the open queue: `job` (id, state, typist) each time a job
+        is created or changes state (the handler's watch, like the API's stream); the page
+        then fetches its list again (`?part=list`)."""
+        got = typist(request)
+        if isinstance(got, Response):
+            return got
+        _, user, d = got
+        loop = asyncio.get_running_loop()
+        changes: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=100)
+
+        def put(item: dict[str, Any]) -> None:
+            with contextlib.suppress(asyncio.QueueFull):  # the page reloads its list anyway
+                changes.put_nowait(item)
+
+        def on_change(e: DictationChanged) -> None:
+            item = {"id": e.job_id, "state": e.state, "typist": e.typist}
+            loop.call_soon_threadsafe(put, item)
+
+        try:
+            stop = d.watch(Actor.of(user), on_change)
+        except AppError:
+            return _not_found(request)
+
+        async def stream() -> AsyncIterator[str]:
+            ending = sse.stopping(request)
+            try:
+                yield ": dictation queue\n\n"
+                while not await request.is_disconnected():
+                    item = await sse.next_item(changes, ending, 15.0)
+                    if item is None:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"event: job\ndata: {json.dumps(item)}\n\n"
+            except sse.ServerStopping:
+                pass
+            finally:
+                stop()
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @router.post("/dictation/{job_id}/take")
     async def take(request: Request, job_id: int) -> Response:
@@ -246,6 +305,12 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
         if isinstance(got, Response):
             return got
         s, user, d = got
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > EDITOR_FORM:
+            reason = _t(request, "Der Text ist zu lang.")
+            if wants_json(request):
+                return JSONResponse({"detail": reason}, 413)
+            return _page(request, "error.html", 413, user=user, csrf=s.csrf, message=reason)
         form = await posted(request, s, user, EDITOR_FORM)
         if isinstance(form, Response):
             if wants_json(request):

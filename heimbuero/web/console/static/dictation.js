@@ -4,7 +4,34 @@
 // F3 slower, F4 faster), the position per job (localStorage); the draft saved to the server
 // a few seconds after typing and when the page is hidden or left (fetch keepalive), and a
 // heartbeat so the job's lock does not run out while the page is open.
+// The queue (/dictation) follows /dictation/events: at each change of a job it fetches its list
+// again (the same filter), so a job another typist took loses its button without a reload.
 "use strict";
+(function () {
+  var list = document.getElementById("dictation-list");
+  if (!list || !window.EventSource) return;
+  var query = new URLSearchParams(window.location.search);
+  query.delete("delivered");
+  query.delete("released");
+  query.set("part", "list");
+  var busy = false, again = false;
+  function refresh() {
+    if (busy) { again = true; return; }
+    busy = true;
+    fetch("/dictation?" + query.toString(), {credentials: "same-origin", headers: {"Accept": "text/html"}})
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) { if (html !== null) list.innerHTML = html; })
+      .catch(function () { /* the next change */ })
+      .then(function () {
+        busy = false;
+        if (again) { again = false; refresh(); }
+      });
+  }
+  var es = new EventSource("/dictation/events");
+  es.addEventListener("job", refresh);
+  es.addEventListener("open", function () { document.documentElement.dataset.queue = "1"; });
+  window.addEventListener("pagehide", function () { es.close(); });
+})();
 (function () {
   var player = document.getElementById("player");
   var audio = document.getElementById("audio");
