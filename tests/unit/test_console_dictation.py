@@ -174,7 +174,10 @@ def test_draft_versions_heartbeat_deliver_and_release(office: Any) -> None:
         assert missing.status_code == 400
         foreign = anna.post(f"/dictation/{ids['other']}/draft", headers=json_,
                             data={"csrf": csrf, "version": "0", "text": "y"})  # fmt: skip
-        assert foreign.status_code == 404
+        assert foreign.status_code == 409 and "nicht (mehr)" in foreign.json()["detail"]
+        missing_job = anna.post("/dictation/99999/draft", headers=json_,
+                                data={"csrf": csrf, "version": "0", "text": "y"})  # fmt: skip
+        assert missing_job.status_code == 404
         beat = anna.post(f"/dictation/{jid}/heartbeat", data={"csrf": csrf})
         assert beat.status_code == 200 and beat.json()["locked_until"]
         assert anna.post(f"/dictation/{jid}/heartbeat", data={"csrf": "x"}).status_code == 403
@@ -187,6 +190,14 @@ def test_draft_versions_heartbeat_deliver_and_release(office: Any) -> None:
         delivered = desk.get(Actor("anna", Role.AGENT, None), jid)
         assert delivered.state == "delivered" and delivered.draft.endswith("anbei.")
         assert anna.get(f"/dictation/{jid}").status_code == 404
+        gone = anna.post(f"/dictation/{jid}/draft", headers=json_,
+                         data={"csrf": csrf, "version": "2", "text": "noch mehr"})  # fmt: skip
+        assert gone.status_code == 409 and "nicht (mehr)" in gone.json()["detail"]
+        for path in ("/dictation/9223372036854775808", "/dictation/0",
+                     "/dictation/99999999999999999999/audio/0"):  # fmt: skip
+            assert anna.get(path).status_code == 404, path
+        big = anna.post("/dictation/99999999999999999999/take", data={"csrf": csrf})
+        assert big.status_code == 404
         assert "wurde abgegeben" in anna.get(f"/dictation?delivered={jid}").text
         # release: the text stays, the job is back in the queue
         other = ids["other"]

@@ -69,6 +69,8 @@ STATES = {
     State.CORRECTIONS_REQUESTED: "Korrektur erbeten",
 }
 HEARTBEAT_S = 60
+NOT_HELD = "Sie halten diesen Auftrag nicht (mehr): bitte in der Warteschlange übernehmen."
+MAX_ID = 2**63 - 1  # the largest job id the database can hold
 
 
 def _holds(user: UserRecord, job: JobRecord) -> bool:
@@ -132,12 +134,14 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
             notice=notice,
         )
 
-    def typist(request: Request) -> tuple[WebSession, UserRecord, Dictation] | Response:
+    def typist(
+        request: Request, job_id: int = 1
+    ) -> tuple[WebSession, UserRecord, Dictation] | Response:
         found = area(request, ROLES)
         if isinstance(found, Response):
             return found
         d = desk()
-        if d is None:
+        if d is None or not 0 < job_id <= MAX_ID:  # (beyond the database's integers)
             return _not_found(request)
         return found[0], found[1], d
 
@@ -215,7 +219,7 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
     async def take(request: Request, job_id: int) -> Response:
         """Take the job (the handler the API's take uses); the player page, or the queue with
         who was faster."""
-        got = typist(request)
+        got = typist(request, job_id)
         if isinstance(got, Response):
             return got
         s, user, d = got
@@ -250,7 +254,7 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
     @router.get("/dictation/{job_id}")
     async def player(request: Request, job_id: int) -> Response:
         """The player and the editor of a job the user holds."""
-        got = typist(request)
+        got = typist(request, job_id)
         if isinstance(got, Response):
             return got
         s, user, d = got
@@ -280,7 +284,7 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
     @router.get("/dictation/{job_id}/audio/{position}")
     async def audio(request: Request, job_id: int, position: int) -> Response:
         """An audio part of the job (the API's audio handler; Range requests for seeking)."""
-        got = typist(request)
+        got = typist(request, job_id)
         if isinstance(got, Response):
             return got
         _, user, d = got
@@ -301,7 +305,7 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
     ) -> tuple[WebSession, UserRecord, Dictation, JobRecord] | Response:
         """Save the editor form's text when it changed (its `version` must be the stored one);
         the job as saved, or the answer to send (404, 403 token, 409 newer text, 4xx)."""
-        got = typist(request)
+        got = typist(request, job_id)
         if isinstance(got, Response):
             return got
         s, user, d = got
@@ -319,9 +323,16 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
             return form
         job = await run_in_threadpool(held, d, user, job_id)
         if job is None:
+            try:  # a job the typist lost (the lock ran out, an admin gave it back): say so
+                await run_in_threadpool(d.get, Actor.of(user), job_id)
+            except AppError:
+                if wants_json(request):
+                    return JSONResponse({"detail": _t(request, "Nicht gefunden.")}, 404)
+                return _not_found(request)
+            lost = _t(request, NOT_HELD)
             if wants_json(request):
-                return JSONResponse({"detail": _t(request, "Nicht gefunden.")}, 404)
-            return _not_found(request)
+                return JSONResponse({"detail": lost}, 409)
+            return _page(request, "error.html", 409, user=user, csrf=s.csrf, message=lost)
         version = form.get("version", "")
         if "text" not in form or not version.isdigit() or len(version) > 12:
             reason = _t(request, "Text und Version fehlen.")
@@ -362,7 +373,7 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
     @router.post("/dictation/{job_id}/heartbeat")
     async def heartbeat(request: Request, job_id: int) -> Response:
         """Keep the lock while the page is open (form field csrf; JSON answer)."""
-        got = typist(request)
+        got = typist(request, job_id)
         if isinstance(got, Response):
             return got
         s, user, d = got
@@ -374,7 +385,7 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
         except NotFound:
             return JSONResponse({"detail": _t(request, "Nicht gefunden.")}, 404)
         except AppError:
-            reason = _t(request, "Sie halten diesen Auftrag nicht mehr.")
+            reason = _t(request, NOT_HELD)
             return JSONResponse({"detail": reason}, 409)
         until = job.locked_until.isoformat() if job.locked_until else None
         return JSONResponse({"locked_until": until})

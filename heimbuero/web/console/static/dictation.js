@@ -213,9 +213,11 @@
             two(now.getSeconds()), false);
         return true;
       });
-    }, function () {
+    }, function () {  // offline for a moment: again in a while
       dirty = true;
       say(form.dataset.failed, true);
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(save, 10000);
       return false;
     }).then(function (ok) { saving = null; return ok; });
     return saving;
