@@ -704,6 +704,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
     forwarding_pages(router, handlers, area, posted)
     editor_pages(router, handlers, area, posted)
     rule_pages(router, handlers, area, posted)
+
+    from heimbuero.web.console.dictation import dictation_pages
+
+    dictation_pages(router, handlers, area, posted)
     return router
 
 
