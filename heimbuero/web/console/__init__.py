@@ -38,6 +38,7 @@ from heimbuero.web import sse
 from heimbuero.web.console import i18n
 from heimbuero.web.console.feeds import Feeds
 from heimbuero.web.guard import LoginGate, LoginRefused
+from heimbuero.web.params import RowId
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "hb_session"
@@ -439,7 +440,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         )
 
     @router.post("/portal/notes/{note_id}/{what}")
-    async def mark_note(request: Request, note_id: int, what: str) -> Response:
+    async def mark_note(request: Request, note_id: RowId, what: str) -> Response:
         found = area(request, ("client", "employee"))
         if isinstance(found, Response):
             return found

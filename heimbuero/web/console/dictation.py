@@ -44,6 +44,7 @@ from heimbuero.store.dictation import JobRecord
 from heimbuero.store.websessions import WebSession
 from heimbuero.web import sse
 from heimbuero.web.console import _not_found, _page, _t
+from heimbuero.web.params import MAX_ID
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,6 @@ STATES = {
 }
 HEARTBEAT_S = 60
 NOT_HELD = "Sie halten diesen Auftrag nicht (mehr): bitte in der Warteschlange übernehmen."
-MAX_ID = 2**63 - 1  # the largest job id the database can hold
 
 
 def _holds(user: UserRecord, job: JobRecord) -> bool:

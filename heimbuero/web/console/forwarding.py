@@ -31,6 +31,7 @@ from heimbuero.office.rules_doc import TIMEOUT_MAX, TIMEOUT_MIN, document_versio
 from heimbuero.store.db import UserRecord
 from heimbuero.store.websessions import WebSession
 from heimbuero.web.console import _not_found, _page, _t, i18n, lang_of
+from heimbuero.web.params import RowId
 
 Area = Callable[[Request, tuple[str, ...]], tuple[WebSession, UserRecord] | Response]
 Posted = Callable[[Request, WebSession, UserRecord], Awaitable[dict[str, str] | Response]]
@@ -369,7 +370,7 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
         return back(cid)
 
     @router.post("/portal/forwarding/closures/{closure_id}/remove")
-    async def remove_closure(request: Request, closure_id: int) -> Response:
+    async def remove_closure(request: Request, closure_id: RowId) -> Response:
         found = area(request, ROLES)
         if isinstance(found, Response):
             return found
