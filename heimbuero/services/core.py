@@ -504,6 +504,15 @@ class SipCore:
                 if service is not None:
                     self.proxy.ring(txn, [service], now)
                     return
+                pickup = calls.pickup(user, uri.user or "")
+                if isinstance(pickup, tuple):
+                    code, text = pickup
+                    reason = [("Reason", f'SIP;cause={code};text="{text}"')]
+                    self.respond(txn, code, now, reason=text, headers=reason)
+                    return
+                if pickup is not None:
+                    self.proxy.pick_up(txn, user, pickup, now)
+                    return
                 answer = calls.feature(user, uri.user or "", now)
                 if answer is not None:
                     code, text = answer[0], _short(answer[1])

@@ -20,11 +20,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from heimbuero.domain.model import RingTarget, UserTarget
 from heimbuero.events import CallAnswered, PhoneAlerting
+from heimbuero.office.pickup import NOTHING_TO_PICK_UP
 from heimbuero.services.liveness import DialogLiveness
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.branch import response_address, stray_binding
@@ -57,6 +59,8 @@ IDENTITY_HEADERS = frozenset({
     "p-asserted-identity", "p-preferred-identity", "privacy", "diversion", "history-info",
     "remote-party-id",
 })  # fmt: skip
+# Headers that make a phone answer a call by itself (intercom; the pickup branch sets them)
+AUTO_ANSWER_HEADERS = frozenset({"call-info", "alert-info", "answer-mode", "priv-answer-mode"})
 
 
 class MediaRelay(Protocol):
@@ -138,6 +142,7 @@ class Branch:
         "wire",
         "fallback",
         "alerting",
+        "alert_at",
     )
 
     def __init__(
@@ -161,6 +166,7 @@ class Branch:
         self.wire: Peer | None = None
         self.fallback: Request | None = None
         self.alerting: str | None = None  # the user whose phone this branch rings (18x seen)
+        self.alert_at = 0.0  # when it started to ring there
 
     def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
         self.proxy.on_response(txn, resp, now)
@@ -177,7 +183,7 @@ class ProxyCall:
 
     __slots__ = (
         "server_txn", "branches", "finals", "final_sent", "canceled", "timer_c",
-        "plan", "step_timer", "record_route", "max_forwards",
+        "plan", "step_timer", "record_route", "max_forwards", "picked",
     )  # fmt: skip
 
     def __init__(
@@ -193,6 +199,7 @@ class ProxyCall:
         self.step_timer: list[object] | None = None
         self.record_route = record_route
         self.max_forwards = "69"
+        self.picked: str | None = None  # the user who picked the call up (`*8`), once
 
 
 class Proxy:
@@ -316,6 +323,69 @@ class Proxy:
         if not self._next_step(call, now):
             self._maybe_finish(call, now)  # nobody to ring at all: answer at once
 
+    def pick_up(
+        self, txn: tx.ServerTransaction, picker: str, may: Callable[[str], bool], now: float
+    ) -> None:
+        """Call pickup (`*8`): `picker`'s INVITE to the code takes over the call that has rung
+        longest at a phone of a user he `may` pick up for (office/pickup.py).
+
+        A proxy has no media of its own to answer the code's INVITE with, so the pickup is a
+        new branch of the ringing call: the caller's INVITE (its offer) goes to the very device
+        that dialled the code, marked to be answered at once (Call-Info answer-after=0,
+        Alert-Info info=alert-autoanswer, Answer-Mode: Auto: what desk phones and softphones
+        honour for intercom calls). The code's INVITE is answered first (480, "Picked up"),
+        so that the phone is free for the call. When the picker's phone answers, the proxy
+        does what it does for any answered branch: the 200 goes to the caller and the phones
+        still ringing are cancelled with "Call completed elsewhere". A phone that does not
+        answer by itself rings, and the picker answers it."""
+        core = self.core
+        source = normal_flow(txn.source)  # type: ignore[arg-type]
+        found: tuple[ProxyCall, Branch] | None = None
+        for call in self._open:
+            req = call.server_txn.request
+            if call.final_sent or call.canceled or call.picked is not None:
+                continue
+            if req.method != "INVITE" or req.to.tag:
+                continue
+            if (req.from_.uri.user or "").lower() == picker:
+                continue  # (his own call out)
+            if any(not b.done and normal_flow(b.dest) == source for b in call.branches):
+                continue  # it rings at the very phone that dialled: answered there
+            for b in call.branches:
+                if b.done or b.alerting is None or not may(b.alerting):
+                    continue
+                if found is None or b.alert_at < found[1].alert_at:
+                    found = (call, b)
+        if found is None:
+            reason = f'SIP;cause=404;text="{NOTHING_TO_PICK_UP}"'
+            core.respond(txn, 404, now, reason=NOTHING_TO_PICK_UP, headers=[("Reason", reason)])
+            return
+        call, ringing = found
+        devices = [(uri, dest) for uri, dest in self.device_targets(picker, now)
+                   if normal_flow(dest) == source]  # fmt: skip
+        if not devices:
+            text = "The phone that dialled is not registered"
+            core.respond(txn, 480, now, reason=text,
+                         headers=[("Reason", f'SIP;cause=480;text="{text}"')])  # fmt: skip
+            return
+        call.picked = picker
+        log.info("call %s: %s picks up the call ringing at %s",
+                 call.server_txn.request.call_id, picker, ringing.alerting)  # fmt: skip
+        text = f"Picked up: the call of {ringing.alerting} comes to this phone"
+        core.respond(txn, 480, now, reason="Picked up",
+                     headers=[("Reason", f'SIP;cause=480;text="{text}"')])  # fmt: skip
+        base = ringing.target or Target("", ringing.dest)
+        domain = core.settings.domain
+        auto = (
+            ("Call-Info", f"<sip:{domain}>;answer-after=0"),
+            ("Alert-Info", f"<sip:{domain}>;info=alert-autoanswer"),
+            ("Answer-Mode", "Auto"),
+        )
+        uri, dest = devices[0]
+        target = replace(base, uri=uri, dest=dest, label=UserTarget(picker),
+                         headers=base.headers + auto, alternates=())  # fmt: skip
+        self._ring(call, [target], now)
+
     def _start(
         self, txn: tx.ServerTransaction, record_route: bool, plan: PlanRunner | None, now: float
     ) -> ProxyCall:
@@ -351,6 +421,8 @@ class Proxy:
                 _set_display_name(fwd, target.from_display)
             if core.is_trunk_address(dest):
                 strip_identity(fwd)  # toward a carrier only the server's word goes out
+            for name in {n.lower() for n, _ in target.headers} & AUTO_ANSWER_HEADERS:
+                fwd.remove(name)  # (only the server says a phone is to answer by itself)
             for name, value in target.headers:
                 fwd.add(name, value)
             if call.record_route:
@@ -538,15 +610,18 @@ class Proxy:
 
     def _alerting(self, branch: Branch, resp: Response, now: float) -> None:
         """A branch to one of our users rings: the busy-lamp fields of the user's colleagues
-        show it (`PhoneAlerting`, dialog-info `early`)."""
+        show it (`PhoneAlerting`, dialog-info `early`), and `*8` can pick it up."""
         events = self.core.events
         fwd = branch.request
-        if fwd is None or fwd.method != "INVITE" or not events.has_subscribers(PhoneAlerting):
+        if fwd is None or fwd.method != "INVITE":
             return
         user = _callee_user(branch.call.server_txn.request, branch, self.core)
         if user is None:
             return
-        branch.alerting = user
+        branch.alerting = user  # (also what call pickup looks for)
+        branch.alert_at = now
+        if not events.has_subscribers(PhoneAlerting):
+            return
         caller = fwd.from_
         events.publish(PhoneAlerting(now, fwd.call_id, user, True, str(caller.uri),
                                      caller.display or None, caller.tag, resp.to.tag))  # fmt: skip
