@@ -143,6 +143,8 @@ class Branch:
         "fallback",
         "alerting",
         "alert_at",
+        "hung_up",
+        "won",
     )
 
     def __init__(
@@ -167,6 +169,8 @@ class Branch:
         self.fallback: Request | None = None
         self.alerting: str | None = None  # the user whose phone this branch rings (18x seen)
         self.alert_at = 0.0  # when it started to ring there
+        self.hung_up = False  # the server ended its late answer itself (a picked-up call)
+        self.won = False  # its 2xx answered the caller
 
     def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
         self.proxy.on_response(txn, resp, now)
@@ -528,6 +532,9 @@ class Proxy:
                 )
             return
         if status < 300:
+            if call.picked is not None and call.final_sent and not branch.won:
+                self._end_late_answer(branch, resp, now)
+                return
             branch.done = True
             branch.request = None
             _alias_contact(resp, branch.dest, core.dialogs)
@@ -547,6 +554,7 @@ class Proxy:
                 core.layer.send_stateless(resp, st.response_dest)
             if not call.final_sent:
                 call.final_sent = True
+                branch.won = True
                 self._end_timer_c(call)
                 self._cancel_pending(call, now, 'SIP;cause=200;text="Call completed elsewhere"')
                 if call.plan is not None and branch.target is not None:
@@ -570,6 +578,47 @@ class Proxy:
         if status >= 600:
             self._cancel_pending(call, now, None)
         self._maybe_finish(call, now)
+
+    def _end_late_answer(self, branch: Branch, resp: Response, now: float) -> None:
+        """A 2xx of a picked-up call after the caller got its answer (the ringing phone and
+        the picker's answered in the same moment): the branch was the server's doing, so the
+        server ends the late one itself (ACK, then BYE "Call completed elsewhere") rather than
+        handing the caller a second answered leg (RFC 3261 §16.7 step 5 would forward it)."""
+        branch.done = True
+        branch.request = None
+        self._alerting_ends(branch, now)
+        core = self.core
+        inv = branch.call.server_txn.request
+        raw, to = resp.get("contact"), resp.get("to")
+        try:
+            target = str(parse_address(raw).uri) if raw is not None else None
+        except ParseError:
+            target = None
+        if target is None or to is None:
+            return
+        dest = branch.wire or branch.dest
+
+        def in_dialog(method: str, cseq: int) -> Request:
+            req = Request(method, target, [[h[0], h[1], h[2]] for h in inv.headers
+                                           if h[0] in ("from", "call-id")])  # fmt: skip
+            req.add("To", to)
+            req.add("CSeq", f"{cseq} {method}")
+            req.add("Max-Forwards", "70")
+            return req
+
+        ack = in_dialog("ACK", inv.cseq[0])
+        host, port = core.local_address(dest[0])
+        ack.prepend("Via", f"SIP/2.0/{dest[0].upper()} {host}:{port}"
+                           f";branch={core.new_local_branch()};rport")  # fmt: skip
+        core.layer.send_stateless(ack, dest)  # (again for each retransmitted 2xx)
+        if branch.hung_up:
+            return
+        branch.hung_up = True
+        log.info("call %s: a late answer from %s:%s:%d is hung up (the call was picked up)",
+                 inv.call_id, *branch.dest)  # fmt: skip
+        bye = in_dialog("BYE", inv.cseq[0] + 1)
+        bye.add("Reason", 'SIP;cause=200;text="Call completed elsewhere"')
+        core.send_request(bye, dest, None, now)
 
     def on_branch_failure(self, ctxn: tx.ClientTransaction, status: int, now: float) -> None:
         """Timer B/F or a transport error ended a branch without a response."""

@@ -14,6 +14,7 @@ from .conftest import USERS
 from .harness import (
     HAND_OFFER,
     Baresip,
+    HarnessError,
     SentRequest,
     Server,
     SipClient,
@@ -210,3 +211,79 @@ def test_ben_picks_up_a_client_call_ringing_at_anna_and_the_record_says_ben(
 
         text = wait_until(answered, 10, interval=0.3, what="the call record of ben's pickup")
         assert "user:anna" not in text, text
+
+
+def answer(phone: SipClient, invite: SipMessage, tag: str, user: str) -> None:
+    """200 with an SDP answer, To tagged `tag` (a phone's own tag, as in its 180)."""
+    via = "".join(f"Via: {v}\r\n" for v in invite.header_values("Via"))
+    rr = "".join(f"Record-Route: {v}\r\n" for v in invite.header_values("Record-Route"))
+    to = invite.header("To") or ""
+    head = (
+        f"SIP/2.0 200 OK\r\n{via}{rr}From: {invite.header('From')}\r\nTo: {to};tag={tag}\r\n"
+        f"Call-ID: {invite.header('Call-ID')}\r\nCSeq: {invite.header('CSeq')}\r\n"
+        f"Contact: <sip:{user}@127.0.0.1:{phone.local_port}>\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(HAND_OFFER)}\r\n\r\n"
+    )
+    phone.send_raw(head.encode() + HAND_OFFER)
+
+
+@pytest.mark.parametrize("first", ["anna", "ben"])
+def test_anna_and_the_picker_answer_in_the_same_moment_one_leg_stays(
+    office: Server, first: str
+) -> None:
+    """anna's phone and ben's pickup answer back to back (in both orders): the caller gets
+    the first 200 only; the server ACKs the other phone's 200 and hangs it up with BYE
+    "Call completed elsewhere"; the record names the first."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(office)
+        anna = stack.enter_context(SipClient(office.port))
+        ben = stack.enter_context(SipClient(office.port))
+        carrier = stack.enter_context(
+            SipClient(office.port, local_port=office.inbound_port)  # type: ignore[attr-defined]
+        )
+        register(anna, office, "anna")
+        register(ben, office, "ben")
+        inv = carrier_invite(carrier, office)
+        at_anna = next_request(anna, "INVITE")
+        reply(anna, at_anna, "180 Ringing", f"Contact: <sip:anna@127.0.0.1:{anna.local_port}>\r\n")
+        picked = dial(ben, office, "ben", office.users["ben"], "*8")
+        assert picked.status == 480, picked.summary()
+        at_ben = next_request(ben, "INVITE")
+
+        phones = {"anna": (anna, at_anna, "bob1"), "ben": (ben, at_ben, "ben1")}
+        second = "ben" if first == "anna" else "anna"
+        for name in (first, second):
+            phone, invite, tag = phones[name]
+            answer(phone, invite, tag, name)
+
+        ok = carrier.final_response(inv, 5)
+        assert ok.status == 200 and ok.to_tag() == phones[first][2], ok.summary()
+        late, _, late_tag = phones[second]
+        ack = next_request(late, "ACK")
+        assert f"tag={late_tag}" in (ack.header("To") or ""), ack.raw
+        bye = next_request(late, "BYE")
+        assert 'text="Call completed elsewhere"' in (bye.header("Reason") or ""), bye.raw
+        assert bye.header("Call-ID") == inv.call_id, bye.raw
+        reply(late, bye, "200 OK")
+        if second == "anna":  # (the CANCEL that crossed anna's 200)
+            with contextlib.suppress(HarnessError):
+                reply(anna, next_request(anna, "CANCEL", timeout=1), "200 OK")
+
+        # the caller never gets a second answered leg: every 200 it got has the first's tag
+        in_dialog(carrier, "ACK", inv, ok, inv.cseq)
+        bye_out = in_dialog(carrier, "BYE", inv, ok, inv.cseq + 1)
+        winner, _, _ = phones[first]
+        reply(winner, next_request(winner, "BYE"), "200 OK")
+        assert carrier.final_response(bye_out, 5).status == 200
+        answers = [
+            m for m in carrier.received
+            if m.is_response and m.status == 200 and (m.cseq or (0, ""))[1] == "INVITE"
+        ]  # fmt: skip
+        assert {m.to_tag() for m in answers} == {phones[first][2]}, [m.summary() for m in answers]
+
+        def answered() -> str | None:
+            text = records(office)
+            return text if f"user:{first}" in text and "in progress" not in text else None
+
+        text = wait_until(answered, 10, interval=0.3, what=f"the record of {first}'s answer")
+        assert f"user:{second}" not in text, text
