@@ -149,7 +149,8 @@ def test_ben_picks_up_a_client_call_ringing_at_anna_and_the_record_says_ben(
     office: Server,
 ) -> None:
     """The carrier calls the client's number, anna's phone rings. Nothing else rang before:
-    a *8 then got 404. The client's owner may not pick it up (403). ben's *8 gets 480
+    a *8 then got 404. The client's owner may not pick it up (403), nor ben from a phone that
+    is not registered (480: the call would go nowhere). ben's *8 gets 480
     "Picked up" and the caller's INVITE comes to ben's phone marked to be answered at once
     (the caller's own Call-Info is not passed on); ben answers, the caller gets ben's 200,
     anna's phone gets a CANCEL "Call completed elsewhere"; a second *8 finds nothing; the
@@ -159,6 +160,7 @@ def test_ben_picks_up_a_client_call_ringing_at_anna_and_the_record_says_ben(
         anna = stack.enter_context(SipClient(office.port))
         ben = stack.enter_context(SipClient(office.port))
         owner = stack.enter_context(SipClient(office.port))
+        elsewhere = stack.enter_context(SipClient(office.port))
         carrier = stack.enter_context(
             SipClient(office.port, local_port=office.inbound_port)  # type: ignore[attr-defined]
         )
@@ -177,10 +179,16 @@ def test_ben_picks_up_a_client_call_ringing_at_anna_and_the_record_says_ben(
         assert refused.status == 403, refused.summary()
         assert refused.reason == "Call pickup is for the provider's agents", refused.summary()
 
+        # ben's password from a phone that is not registered: the call would go nowhere
+        unregistered = dial(elsewhere, office, "ben", users["ben"], "*8")
+        assert unregistered.status == 480, unregistered.summary()
+        assert unregistered.reason == "The phone that dialled is not registered"
+
         picked = dial(ben, office, "ben", users["ben"], "*8")
         assert (picked.status, picked.reason) == (480, "Picked up"), picked.summary()
         at_ben = next_request(ben, "INVITE")
         assert at_ben.header("Call-ID") == inv.call_id, at_ben.raw
+        assert not [m for m in elsewhere.received if m.method == "INVITE"], elsewhere.received
         auto = f"<sip:{office.domain}>;answer-after=0"
         assert at_ben.header_values("Call-Info") == [auto], at_ben.raw
         assert at_ben.header("Answer-Mode") == "Auto", at_ben.raw
