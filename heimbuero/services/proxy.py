@@ -145,6 +145,7 @@ class Branch:
         "alert_at",
         "hung_up",
         "won",
+        "pickup",
     )
 
     def __init__(
@@ -171,6 +172,7 @@ class Branch:
         self.alert_at = 0.0  # when it started to ring there
         self.hung_up = False  # the server ended its late answer itself (a picked-up call)
         self.won = False  # its 2xx answered the caller
+        self.pickup = False  # the branch to the phone that dialled `*8`
 
     def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
         self.proxy.on_response(txn, resp, now)
@@ -389,6 +391,7 @@ class Proxy:
         target = replace(base, uri=uri, dest=dest, label=UserTarget(picker),
                          headers=base.headers + auto, alternates=())  # fmt: skip
         self._ring(call, [target], now)
+        call.branches[-1].pickup = True
 
     def _start(
         self, txn: tx.ServerTransaction, record_route: bool, plan: PlanRunner | None, now: float
@@ -566,6 +569,8 @@ class Proxy:
             return
         branch.request = None  # a final answer: nothing left to CANCEL
         self._alerting_ends(branch, now)
+        if branch.pickup:
+            branch.call.picked = None  # the picker's phone refused: the call can be picked again
         if branch.done or call.final_sent:
             branch.done = True
             return
@@ -637,6 +642,8 @@ class Proxy:
         branch.done = True
         branch.request = None
         self._alerting_ends(branch, now)
+        if branch.pickup:
+            branch.call.picked = None
         if self._next_address(branch, now):
             return
         call = branch.call

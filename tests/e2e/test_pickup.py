@@ -295,3 +295,35 @@ def test_anna_and_the_picker_answer_in_the_same_moment_one_leg_stays(
 
         text = wait_until(answered, 10, interval=0.3, what=f"the record of {first}'s answer")
         assert f"user:{second}" not in text, text
+
+
+def test_a_picker_whose_phone_refuses_leaves_the_call_ringing_for_the_next(office: Server) -> None:
+    """ben picks up but his phone answers the call 486: the call still rings at anna, and a
+    second *8 puts it through to ben again."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(office)
+        anna = stack.enter_context(SipClient(office.port))
+        ben = stack.enter_context(SipClient(office.port))
+        carrier = stack.enter_context(
+            SipClient(office.port, local_port=office.inbound_port)  # type: ignore[attr-defined]
+        )
+        register(anna, office, "anna")
+        register(ben, office, "ben")
+        inv = carrier_invite(carrier, office)
+        at_anna = next_request(anna, "INVITE")
+        reply(anna, at_anna, "180 Ringing", f"Contact: <sip:anna@127.0.0.1:{anna.local_port}>\r\n")
+
+        assert dial(ben, office, "ben", office.users["ben"], "*8").status == 480
+        refused = next_request(ben, "INVITE")
+        reply(ben, refused, "486 Busy Here")
+        assert next_request(ben, "ACK").header("Call-ID") == inv.call_id
+
+        assert dial(ben, office, "ben", office.users["ben"], "*8").reason == "Picked up"
+        again = next_request(ben, "INVITE")
+        assert again.header("Call-ID") == inv.call_id, again.raw
+        answer(ben, again, "ben2", "ben")
+        ok = carrier.final_response(inv, 5)
+        assert ok.status == 200 and ok.to_tag() == "ben2", ok.summary()
+        reply(anna, next_request(anna, "CANCEL"), "200 OK")
+        reply(anna, at_anna, "487 Request Terminated")
+        in_dialog(carrier, "ACK", inv, ok, inv.cseq)
