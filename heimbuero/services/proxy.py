@@ -146,6 +146,7 @@ class Branch:
         "hung_up",
         "won",
         "pickup",
+        "alert_tag",
     )
 
     def __init__(
@@ -173,6 +174,7 @@ class Branch:
         self.hung_up = False  # the server ended its late answer itself (a picked-up call)
         self.won = False  # its 2xx answered the caller
         self.pickup = False  # the branch to the phone that dialled `*8`
+        self.alert_tag: str | None = None  # the ringing phone's To tag (its early dialog)
 
     def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
         self.proxy.on_response(txn, resp, now)
@@ -330,8 +332,13 @@ class Proxy:
             self._maybe_finish(call, now)  # nobody to ring at all: answer at once
 
     def pick_up(
-        self, txn: tx.ServerTransaction, picker: str, may: Callable[[str], bool], now: float
-    ) -> None:
+        self,
+        txn: tx.ServerTransaction,
+        picker: str,
+        may: Callable[[str], bool],
+        now: float,
+        early: tuple[str, str, str] | None = None,
+    ) -> bool:
         """Call pickup (`*8`): `picker`'s INVITE to the code takes over the call that has rung
         longest at a phone of a user he `may` pick up for (office/pickup.py).
 
@@ -343,7 +350,12 @@ class Proxy:
         so that the phone is free for the call. When the picker's phone answers, the proxy
         does what it does for any answered branch: the 200 goes to the caller and the phones
         still ringing are cancelled with "Call completed elsewhere". A phone that does not
-        answer by itself rings, and the picker answers it."""
+        answer by itself rings, and the picker answers it.
+
+        `early`: (Call-ID, to-tag, from-tag) of the early dialog a phone's busy-lamp pickup
+        names in `Replaces` (RFC 3891; dialog-info gave it the tags): only that call is picked
+        up, and False is returned, with nothing answered, when no such call rings (the INVITE
+        is then routed as usual: an attended transfer replaces a confirmed dialog)."""
         core = self.core
         source = normal_flow(txn.source)  # type: ignore[arg-type]
         found: tuple[ProxyCall, Branch] | None = None
@@ -357,15 +369,28 @@ class Proxy:
                 continue  # (his own call out)
             if any(not b.done and normal_flow(b.dest) == source for b in call.branches):
                 continue  # it rings at the very phone that dialled: answered there
+            if early is not None and (req.call_id, req.from_.tag) != (early[0], early[2]):
+                continue
             for b in call.branches:
-                if b.done or b.alerting is None or not may(b.alerting):
+                if b.done or b.alerting is None:
+                    continue
+                if early is not None and b.alert_tag != early[1]:
+                    continue
+                if not may(b.alerting):
+                    if early is not None:  # (named exactly: refused, not routed on)
+                        text = "Not allowed to pick up this call"
+                        reason = f'SIP;cause=403;text="{text}"'
+                        core.respond(txn, 403, now, reason=text, headers=[("Reason", reason)])
+                        return True
                     continue
                 if found is None or b.alert_at < found[1].alert_at:
                     found = (call, b)
+        if found is None and early is not None:
+            return False
         if found is None:
             reason = f'SIP;cause=404;text="{NOTHING_TO_PICK_UP}"'
             core.respond(txn, 404, now, reason=NOTHING_TO_PICK_UP, headers=[("Reason", reason)])
-            return
+            return True
         call, ringing = found
         devices = [(uri, dest) for uri, dest in self.device_targets(picker, now)
                    if normal_flow(dest) == source]  # fmt: skip
@@ -373,7 +398,7 @@ class Proxy:
             text = "The phone that dialled is not registered"
             core.respond(txn, 480, now, reason=text,
                          headers=[("Reason", f'SIP;cause=480;text="{text}"')])  # fmt: skip
-            return
+            return True
         call.picked = picker
         log.info("call %s: %s picks up the call ringing at %s",
                  call.server_txn.request.call_id, picker, ringing.alerting)  # fmt: skip
@@ -392,6 +417,7 @@ class Proxy:
                          headers=base.headers + auto, alternates=())  # fmt: skip
         self._ring(call, [target], now)
         call.branches[-1].pickup = True
+        return True
 
     def _start(
         self, txn: tx.ServerTransaction, record_route: bool, plan: PlanRunner | None, now: float
@@ -676,6 +702,7 @@ class Proxy:
             return
         branch.alerting = user  # (also what call pickup looks for)
         branch.alert_at = now
+        branch.alert_tag = resp.to.tag
         if not events.has_subscribers(PhoneAlerting):
             return
         caller = fwd.from_

@@ -327,3 +327,53 @@ def test_a_picker_whose_phone_refuses_leaves_the_call_ringing_for_the_next(offic
         reply(anna, next_request(anna, "CANCEL"), "200 OK")
         reply(anna, at_anna, "487 Request Terminated")
         in_dialog(carrier, "ACK", inv, ok, inv.cseq)
+
+
+def pick_by_replaces(
+    phone: SipClient, server: Server, user: str, call_id: str, to_tag: str, from_tag: str
+) -> SipMessage:
+    """A desk phone's busy-lamp pickup: an INVITE to the ringing colleague replacing the early
+    dialog whose tags dialog-info gave it (RFC 3891, `early-only`)."""
+    ruri = f"sip:anna@{server.domain}"
+    _, final = phone.authenticated_request(
+        "INVITE", ruri, username=user, password=server.users[user],
+        from_uri=f"sip:{user}@{server.domain}", to_uri=ruri,
+        headers=[("Contact", f"<sip:{user}@127.0.0.1:{phone.local_port}>"),
+                 ("Replaces", f"{call_id};to-tag={to_tag};from-tag={from_tag};early-only")],
+    )  # fmt: skip
+    return final
+
+
+def test_a_busy_lamp_pickup_with_replaces_is_served_like_star8(office: Server) -> None:
+    """ben's phone picks up anna's ringing call the way desk phones do from a busy-lamp key:
+    an INVITE with Replaces naming the early dialog. The client's owner doing the same is
+    refused (403); ben's gets 480 "Picked up" and the call comes to his phone as with *8."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(office)
+        anna = stack.enter_context(SipClient(office.port))
+        ben = stack.enter_context(SipClient(office.port))
+        owner = stack.enter_context(SipClient(office.port))
+        carrier = stack.enter_context(
+            SipClient(office.port, local_port=office.inbound_port)  # type: ignore[attr-defined]
+        )
+        for phone, user in ((anna, "anna"), (ben, "ben"), (owner, "mueller")):
+            register(phone, office, user)
+        inv = carrier_invite(carrier, office)
+        at_anna = next_request(anna, "INVITE")
+        reply(anna, at_anna, "180 Ringing", f"Contact: <sip:anna@127.0.0.1:{anna.local_port}>\r\n")
+
+        refused = pick_by_replaces(owner, office, "mueller", inv.call_id, "bob1", inv.from_tag)
+        assert refused.status == 403, refused.summary()
+        assert refused.reason == "Not allowed to pick up this call", refused.summary()
+
+        picked = pick_by_replaces(ben, office, "ben", inv.call_id, "bob1", inv.from_tag)
+        assert (picked.status, picked.reason) == (480, "Picked up"), picked.summary()
+        at_ben = next_request(ben, "INVITE")
+        assert at_ben.header("Call-ID") == inv.call_id, at_ben.raw
+        assert at_ben.header("Answer-Mode") == "Auto", at_ben.raw
+        answer(ben, at_ben, "ben1", "ben")
+        ok = carrier.final_response(inv, 5)
+        assert ok.status == 200 and ok.to_tag() == "ben1", ok.summary()
+        reply(anna, next_request(anna, "CANCEL"), "200 OK")
+        reply(anna, at_anna, "487 Request Terminated")
+        in_dialog(carrier, "ACK", inv, ok, inv.cseq)

@@ -6,6 +6,7 @@ import pytest
 
 from heimbuero.domain.model import User
 from heimbuero.office.pickup import may_pick_up
+from heimbuero.sip.dialog import parse_replaces
 
 ANNA = User("anna", "agent")
 BEN = User("ben", "agent")
@@ -29,3 +30,18 @@ EMPLOYEE = User("lehrling", "employee", client="mueller")
 )
 def test_who_may_pick_up_whose_call(picker: User, ringing: User, allowed: bool) -> None:
     assert may_pick_up(picker, ringing) is allowed
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("abc@h;to-tag=t1;from-tag=f1;early-only", ("abc@h", "t1", "f1")),
+        (" abc@h ; from-tag=f1 ; TO-TAG=t1", ("abc@h", "t1", "f1")),
+        ("abc@h;to-tag=t1", None),  # a tag missing
+        ("abc@h;to-tag=;from-tag=f1", None),
+        (";to-tag=t1;from-tag=f1", None),  # no Call-ID
+        ("", None),
+    ],
+)
+def test_the_dialog_a_replaces_header_names(value: str, named: tuple[str, str, str] | None) -> None:
+    assert parse_replaces(value) == named
