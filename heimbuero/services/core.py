@@ -23,10 +23,12 @@ from typing import Protocol, cast
 
 from heimbuero.domain.model import Trunk, TrunkInbound
 from heimbuero.events import BindingChanged, CallEnded, EventBus
+from heimbuero.office.pickup import PICKUP_CODE
 from heimbuero.office.visibility import Person
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import DigestAuthenticator, parse_credentials
 from heimbuero.sip.branch import BranchSigner, stray_binding
+from heimbuero.sip.dialog import parse_replaces
 from heimbuero.sip.dialogtoken import TOKEN_PARAM, DialogSigner, Flow
 from heimbuero.sip.message import (
     MAGIC_COOKIE,
@@ -503,6 +505,23 @@ class SipCore:
                     return
                 if service is not None:
                     self.proxy.ring(txn, [service], now)
+                    return
+                early = req.get("replaces")
+                if early is not None and req.get("referred-by") is None:
+                    # a busy-lamp pickup: an INVITE replacing a colleague's ringing dialog
+                    named = parse_replaces(early)
+                    rule = calls.pickup(user, PICKUP_CODE)
+                    may = rule if callable(rule) else _nobody  # (not staff: refused if it rings)
+                    if named is not None and self.proxy.pick_up(txn, user, may, now, named):
+                        return
+                pickup = calls.pickup(user, uri.user or "")
+                if isinstance(pickup, tuple):
+                    code, text = pickup
+                    reason = [("Reason", f'SIP;cause={code};text="{text}"')]
+                    self.respond(txn, code, now, reason=text, headers=reason)
+                    return
+                if pickup is not None:
+                    self.proxy.pick_up(txn, user, pickup, now)
                     return
                 answer = calls.feature(user, uri.user or "", now)
                 if answer is not None:
@@ -988,3 +1007,8 @@ def _trunk_ha1(inbound: TrunkInbound, _user: str, algorithm: str) -> str | None:
 def _short(reason: str) -> str:
     reason = "".join(c if c.isprintable() else "?" for c in reason)
     return reason[:100] or "Bad Request"
+
+
+def _nobody(user: str) -> bool:
+    """Whose ringing call a user who may pick up nothing may pick up."""
+    return False
