@@ -94,7 +94,7 @@ def test_third_party_registration_is_where_calls_go() -> None:
     [b] = net.core.location.lookup("bob", net.now)
     assert b.received == ("udp", "127.0.0.1", 40077)
     assert net.core.proxy.device_targets("bob", net.now) == [
-        ("sip:bob@127.0.0.1:40077", ("udp", "127.0.0.1", 40077))
+        ("sip:bob@127.0.0.1:40077", ("udp", "127.0.0.1", 40077), ())
     ]
 
 
