@@ -602,7 +602,9 @@ class SipCore:
         result = self.registrar.handle(req, aor, txn.source, now)  # type: ignore[arg-type]
         headers = result.headers
         if result.status == 200:  # RFC 3261 §10.3 step 8: phones without a clock use it
-            headers = [*headers, ("Date", email.utils.formatdate(now, usegmt=True))]
+            # (RFC 3327 §5.3: a registrar that supports Path says so in its answers)
+            headers = [*headers, ("Supported", SUPPORTED),
+                       ("Date", email.utils.formatdate(now, usegmt=True))]  # fmt: skip
         if not (result.added or result.removed):
             self.respond(txn, result.status, now, reason=result.reason, headers=headers)
             return

@@ -231,9 +231,8 @@ class Registrar:
         removed: list[Binding],
         path: tuple[str, ...] = (),
     ) -> RegisterResult:
-        # RFC 3327 §5.3: the registrar says it supports Path and echoes the request's Path.
-        headers: list[tuple[str, str]] = [("Supported", "path")]
-        headers += [("Path", p) for p in path]
+        # RFC 3327 §5.3: the request's Path, echoed (the core adds Supported: path).
+        headers: list[tuple[str, str]] = [("Path", p) for p in path]
         for b in self.location.lookup(aor, now):
             q = f";q={b.q:g}" if b.q is not None else ""
             headers.append(
