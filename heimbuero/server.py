@@ -300,7 +300,7 @@ def _to_record(b: Binding) -> BindingRecord:
     return BindingRecord(
         aor=b.aor, contact=b.contact, received=_peer_text(b.received), expires_at=b.expires_at,
         call_id=b.call_id, cseq=b.cseq, instance=b.instance, reg_id=b.reg_id, q=b.q,
-        user_agent=b.user_agent,
+        user_agent=b.user_agent, path="\n".join(b.path) if b.path else None,
     )  # fmt: skip
 
 
@@ -308,7 +308,7 @@ def _from_record(r: BindingRecord) -> Binding:
     return Binding(
         aor=r.aor, contact=r.contact, received=_peer_parse(r.received), expires_at=r.expires_at,
         call_id=r.call_id, cseq=r.cseq, q=r.q, user_agent=r.user_agent, instance=r.instance,
-        reg_id=r.reg_id,
+        reg_id=r.reg_id, path=tuple(r.path.split("\n")) if r.path else (),
     )  # fmt: skip
 
 
@@ -880,7 +880,8 @@ class Server:
             now = time.time()
             for b in list(self.location.all_bindings()):
                 udp = not b.received.reliable
-                if udp and b.expires_at > now and b.received[1] not in b.contact:
+                # (a device behind an edge proxy: the edge keeps its NAT binding open)
+                if udp and not b.path and b.expires_at > now and b.received[1] not in b.contact:
                     self.transports.send(b"\r\n\r\n", b.received)
 
     def status(self) -> dict[str, Any]:

@@ -382,8 +382,8 @@ class CallRouting:
                 display = f"{client.name}: {_pretty_number(run.caller)}"
         # The same destinations as any call to the user (the proxy decides where devices are).
         targets = [
-            Target(uri, dest, UserTarget(user), display, headers)
-            for uri, dest in self.core.proxy.device_targets(user, now)
+            Target(uri, dest, UserTarget(user), display, headers, route=route)
+            for uri, dest, route in self.core.proxy.device_targets(user, now)
         ]
         events = self.core.events
         ringing = display is not None and account is not None and targets

@@ -22,7 +22,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from heimbuero.domain.model import RingTarget, UserTarget
 from heimbuero.events import CallAnswered, PhoneAlerting
@@ -101,6 +101,18 @@ class Target:
     # more addresses of the same next hop (DNS, RFC 3263 §4.3): tried in turn when `dest`
     # fails (no answer, transport error or 503) before the branch counts as failed
     alternates: tuple[Peer, ...] = ()
+    # the pre-loaded Route of the branch: the device's Path (RFC 3327 §5.4), `dest` its first hop
+    route: tuple[str, ...] = ()
+
+
+class DeviceTarget(NamedTuple):
+    """One registered device of a user as a request reaches it: its Contact as Request-URI,
+    the address to send to, and the Route to pre-load (its registration's Path; empty when it
+    registered directly)."""
+
+    uri: str
+    dest: Peer
+    route: tuple[str, ...] = ()
 
 
 class PlanRunner(Protocol):
@@ -254,7 +266,8 @@ class Proxy:
                          req.method, req.call_id, dest)  # fmt: skip
                 core.respond(txn, 403, now, reason="Not a party of this dialog")
                 return
-            self._fork(txn, [(req.uri if routes else _strip_alias(req.uri, uri), dest)], False, now)
+            hop_uri = req.uri if routes else _strip_alias(req.uri, uri)
+            self._fork(txn, [DeviceTarget(hop_uri, dest)], False, now)
             return
         if routes:
             core.respond(txn, 403, now, reason="Relaying denied")
@@ -285,18 +298,19 @@ class Proxy:
             return
         self._fork(txn, targets, req.method in DIALOG_METHODS, now)
 
-    def device_targets(self, aor: str, now: float) -> list[tuple[str, Peer]]:
-        """(Request-URI, destination) of each registered device of `aor` that can be reached:
-        where the registrar decided to reach it (`registrar.reach_address`: NAT detection), or
-        its Contact when that connection is gone and the Contact is reachable."""
+    def device_targets(self, aor: str, now: float) -> list[DeviceTarget]:
+        """Each registered device of `aor` that can be reached: where the registrar decided to
+        reach it (`registrar.reach_address`: NAT detection; `registrar.path_hop`: the first hop
+        of its Path), or, when that connection is gone, the address its Contact (its first Path
+        entry) names, if that is reachable."""
         core = self.core
-        targets: list[tuple[str, Peer]] = []
+        targets: list[DeviceTarget] = []
         for b in core.location.lookup(aor, now):
             dest = b.received
             if dest.reliable and not core.is_connected(dest):
-                # The device's connection is gone: try the address its Contact names.
+                # The connection is gone: try the address its Contact (or edge proxy) names.
                 try:
-                    cu = parse_address(b.contact).uri
+                    cu = parse_address(b.path[0] if b.path else b.contact).uri
                 except ParseError:
                     continue
                 alt = uri_destination(cu)
@@ -305,18 +319,18 @@ class Proxy:
                 dest = Peer(dest[0], alt[1], alt[2])
             if core.is_trunk_address(dest):
                 continue  # a carrier is reached through a routing plan only
-            targets.append((b.contact, dest))
+            targets.append(DeviceTarget(b.contact, dest, b.path))
         return targets
 
     def _fork(
         self,
         txn: tx.ServerTransaction,
-        targets: list[tuple[str, Peer]],
+        targets: list[DeviceTarget],
         record_route: bool,
         now: float,
     ) -> None:
         call = self._start(txn, record_route, None, now)
-        self._ring(call, [Target(uri, dest) for uri, dest in targets], now)
+        self._ring(call, [Target(t.uri, t.dest, route=t.route) for t in targets], now)
 
     def ring(self, txn: tx.ServerTransaction, targets: list[Target], now: float) -> None:
         """Forward a request to these targets (record-routed; no plan behind them)."""
@@ -458,6 +472,8 @@ class Proxy:
                 fwd.remove(name)  # (only the server says a phone is to answer by itself)
             for name, value in target.headers:
                 fwd.add(name, value)
+            for value in target.route:  # (a request outside a dialog: no Route of its own)
+                fwd.add("Route", value)
             if call.record_route:
                 token = core.dialogs.route_token(req.call_id, req.from_.tag or "", (source, dest))
                 fwd.prepend("Record-Route", _rr(in_host, in_port, source[0], token))

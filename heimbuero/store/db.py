@@ -113,7 +113,7 @@ class BindingRecord:
     reg_id: int | None = None
     q: float | None = None
     user_agent: str | None = None
-    path: str | None = None
+    path: str | None = None  # RFC 3327 Path entries of the REGISTER, one a line
 
 
 @dataclass(slots=True)
