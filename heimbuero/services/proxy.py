@@ -406,8 +406,7 @@ class Proxy:
             core.respond(txn, 404, now, reason=NOTHING_TO_PICK_UP, headers=[("Reason", reason)])
             return True
         call, ringing = found
-        devices = [(uri, dest) for uri, dest in self.device_targets(picker, now)
-                   if normal_flow(dest) == source]  # fmt: skip
+        devices = [t for t in self.device_targets(picker, now) if normal_flow(t.dest) == source]
         if not devices:
             text = "The phone that dialled is not registered"
             core.respond(txn, 480, now, reason=text,
@@ -426,9 +425,10 @@ class Proxy:
             ("Alert-Info", f"<sip:{domain}>;info=alert-autoanswer"),
             ("Answer-Mode", "Auto"),
         )
-        uri, dest = devices[0]
-        target = replace(base, uri=uri, dest=dest, label=UserTarget(picker),
-                         headers=base.headers + auto, alternates=())  # fmt: skip
+        device = devices[0]
+        target = replace(base, uri=device.uri, dest=device.dest, route=device.route,
+                         label=UserTarget(picker), headers=base.headers + auto,
+                         alternates=())  # fmt: skip
         self._ring(call, [target], now)
         call.branches[-1].pickup = True
         return True
