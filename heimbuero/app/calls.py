@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from heimbuero.app import policy
 from heimbuero.app._util import valid
-from heimbuero.app.errors import NotFound, Unavailable
+from heimbuero.app.errors import Invalid, NotFound, Unavailable
 from heimbuero.app.policy import Actor
 from heimbuero.domain.model import caller_number
 from heimbuero.office import directory
@@ -22,11 +23,21 @@ class Calls:
         self.store = store
 
     def list(
-        self, actor: Actor, client_id: str | None = None, limit: int = 100
+        self,
+        actor: Actor,
+        client_id: str | None = None,
+        limit: int = 100,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
     ) -> list[CallRecord]:
-        """Newest first. A client the actor may not see is NotFound as elsewhere, and so is
-        one that does not exist and has no records (a deleted client's records outlive it and
-        are still listed)."""
+        """Newest first; started at or after `since` and before `until` when given, the
+        `offset` newest skipped (paging). A client the actor may not see is NotFound as
+        elsewhere, and so is one that does not exist and has no records (a deleted client's
+        records outlive it and are still listed)."""
+        if limit < 1 or offset < 0:
+            raise Invalid("limit", "limit must be at least 1 and offset not negative")
         if client_id is not None:
             client_id = valid("client", directory.validate_slug, client_id)
             policy.require_client_visible(actor, client_id)
@@ -34,7 +45,9 @@ class Calls:
             if actor.client is None:
                 return []
             client_id = actor.client
-        records = self.store.list_call_records(client_id, limit=limit)
+        records = self.store.list_call_records(
+            client_id, limit=limit, since=since, until=until, offset=offset
+        )
         if not records and client_id is not None and self.store.get_client(client_id) is None:
             raise NotFound("client", client_id)
         return records

@@ -39,7 +39,6 @@ from heimbuero.app import Actor, App, AppError, Invalid, Problem, TooMany, Unava
 from heimbuero.app.billing import SendMail
 from heimbuero.app.clients import ClientInfo
 from heimbuero.app.rules import OverrideState
-from heimbuero.app.users import require_status_reader, visible_registrations
 from heimbuero.domain.model import Group, Provider, Step, Trunk, parse_target
 from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.office.accounts import credentials, verify_password
@@ -662,6 +661,8 @@ def create_app(ctx: WebContext) -> FastAPI:
         mail=ctx.mail,
         invoice_mail=ctx.invoice_mail,
         data_dir=ctx.data_dir,
+        status=ctx.status,
+        registrations=ctx.registrations,
     )
     app = FastAPI(
         title="heimbuero",
@@ -738,13 +739,12 @@ def create_app(ctx: WebContext) -> FastAPI:
     @app.get("/api/status", tags=["server"])
     async def status(actor: Who) -> dict[str, Any]:
         """The SIP server's status (admins and agents)."""
-        require_status_reader(actor)
-        return ctx.status()
+        return handlers.server.status(actor)
 
     @app.get("/api/registrations", tags=["server"])
     async def registrations(actor: Who) -> dict[str, Any]:
         """Live SIP registrations; non-staff users see their own devices only."""
-        return {"registrations": visible_registrations(actor, ctx.registrations())}
+        return {"registrations": handlers.server.registrations(actor)}
 
     @app.get("/api/presence", tags=["presence"])
     async def presence(actor: Who) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 
 from heimbuero.app import Actor, App, Conflict, Forbidden, Invalid, NotFound, Role, Unavailable
 from heimbuero.app.errors import http_status
-from heimbuero.app.users import visible_registrations
+from heimbuero.app.server import visible_registrations
 from heimbuero.config import FileSettings
 from heimbuero.office.demo import MUELLER_NUMBER, SCHULZ_NUMBER, seed_demo
 from heimbuero.office.files import FileService
