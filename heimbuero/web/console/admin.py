@@ -28,6 +28,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from heimbuero.app import Actor, AppError
+from heimbuero.domain.model import caller_number
 from heimbuero.store import CallRecord
 from heimbuero.store.db import UserRecord
 from heimbuero.store.websessions import WebSession
@@ -71,6 +72,7 @@ CSV_COLUMNS = (
     ("Mandant", "client"),
     ("Nummer", "number"),
     ("Anrufer", "caller"),
+    ("Rufnummer des Anrufers", "caller_number"),
     ("Regel", "rule"),
     ("Schritt", "step"),
     ("Angenommen von", "answered_by"),
@@ -80,7 +82,7 @@ CSV_COLUMNS = (
     ("Weitergegeben von", "transferred_from"),
 )
 # fields a caller or a device chose (the SIP From header, names): guarded against formulas
-UNTRUSTED = frozenset({"caller", "answered_by", "rule"})
+UNTRUSTED = frozenset({"caller", "caller_number", "answered_by", "rule"})
 
 
 def csv_safe(value: str) -> str:
@@ -92,7 +94,7 @@ def csv_safe(value: str) -> str:
 
 
 def _cell(record: CallRecord, field: str) -> str:
-    value = getattr(record, field)
+    value = caller_number(record.caller) if field == "caller_number" else getattr(record, field)
     if value is None:
         return ""
     if isinstance(value, datetime):
