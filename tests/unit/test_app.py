@@ -251,6 +251,40 @@ def test_calls_and_warnings(app: App) -> None:
         app.warnings.watch(AGENT, lambda w: None)
 
 
+def test_call_records_by_date_range_and_page(app: App) -> None:
+    day = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    app.calls.store.apply_call_log([
+        ("start", i, {"call_id": f"c{i}", "number": MUELLER_NUMBER, "caller": f"sip:{i}@x",
+                      "client": "mueller", "started_at": day + timedelta(days=i)})
+        for i in range(5)
+    ], {})  # fmt: skip
+
+    def ids(**kw: Any) -> list[str]:
+        return [r.call_id for r in app.calls.list(ADMIN, "mueller", **kw)]
+
+    assert ids() == ["c4", "c3", "c2", "c1", "c0"]
+    assert ids(since=day + timedelta(days=1), until=day + timedelta(days=3)) == ["c2", "c1"]
+    assert ids(limit=2, offset=2) == ["c2", "c1"] and ids(offset=5) == []
+    assert [r.call_id for r in app.calls.list(OWNER, since=day + timedelta(days=4))] == ["c4"]
+    assert app.calls.list(OTHER, since=day) == []  # another business's stay hidden
+    assert _refused(app.calls.list, ADMIN, limit=0) == 422
+    assert _refused(app.calls.list, ADMIN, offset=-1) == 422
+
+
+def test_server_state_without_a_server_and_with_one(app: App, tmp_path: Path) -> None:
+    assert app.server.status(ADMIN) == {} and app.server.registrations(ADMIN) == []
+    assert _refused(app.server.status, OWNER) == 403
+    size = app.server.store_bytes(ADMIN)
+    assert size is not None and size > 10_000  # the SQLite file with the demo office
+    assert _refused(app.server.store_bytes, AGENT) == 403
+    rows = [{"user": "mueller", "contact": "sip:m@h"}, {"user": "anna", "contact": "sip:a@h"}]
+    live = App.build(app.calls.store, lambda: REALM, status=lambda: {"calls_active": 1},
+                     registrations=lambda: rows)  # fmt: skip
+    assert live.server.status(AGENT) == {"calls_active": 1}
+    assert live.server.registrations(ADMIN) == rows
+    assert live.server.registrations(OWNER) == rows[:1]
+
+
 def test_messages_and_presence(app: App) -> None:
     assert _refused(app.messages.delete, EMPLOYEE, "anna") == 403
     assert _refused(app.messages.delete, AGENT, "lena") == 404  # no such conversation
