@@ -1076,10 +1076,18 @@ def create_app(ctx: WebContext) -> FastAPI:
         actor: Who,
         client: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        since: Annotated[
+            datetime | None, Query(description="started at or after (ISO 8601; no offset: UTC)")
+        ] = None,
+        until: Annotated[
+            datetime | None, Query(description="started before (ISO 8601; no offset: UTC)")
+        ] = None,
+        offset: Annotated[int, Query(ge=0, description="skip this many newer ones")] = 0,
     ) -> list[CallOut]:
         """Call records, newest first: every client's (staff) or your own business's; a
         client without records (or an unknown one) gives an empty list."""
-        return [_call_out(r) for r in handlers.calls.list(actor, client, limit)]
+        records = handlers.calls.list(actor, client, limit, since=since, until=until, offset=offset)
+        return [_call_out(r) for r in records]
 
     # -- tokens --
 
