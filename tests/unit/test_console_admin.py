@@ -243,3 +243,43 @@ def test_admin_pages_in_english(office: Any) -> None:
         assert "Download as CSV" in http.get("/admin/calls").text
         assert "Caller" in http.get("/admin/calls.csv").text
         assert "Event streams open" in http.get("/admin/health").text
+
+
+def test_admin_edits_a_client_and_sees_what_is_wrong(office: Any) -> None:
+    app, pw, store = office
+    with TestClient(app()) as http:
+        _login(http, "admin", pw["admin"])
+        form = http.get("/admin/clients/mueller")
+        assert form.status_code == 200 and 'for="c-greeting"' in form.text
+        fields = {"csrf": _csrf(form.text), "name": "Tischlerei Müller GmbH", "trade": "Holz",
+                  "contact_person": "Martin Müller", "greeting": "Tischlerei Müller, Grüß Gott",
+                  "notes": "Zeile 1\r\nZeile 2", "timezone": "Europe/Berlin",
+                  "bundesland": "BW", "email": ""}  # fmt: skip
+        bad = http.post("/admin/clients/mueller", data={**fields, "timezone": "Mars/Olympus"})
+        assert bad.status_code == 422 and "Mars/Olympus" in bad.text
+        assert 'aria-invalid="true" aria-describedby="p-timezone"' in bad.text
+        c = store.get_client("mueller")
+        assert c is not None and c.bundesland == "BY"  # nothing stored
+        assert http.post("/admin/clients/mueller", data={**fields, "name": ""}).status_code == 422
+        forged = http.post("/admin/clients/mueller", data={**fields, "csrf": "x" * 43})
+        assert forged.status_code == 403
+        ok = http.post("/admin/clients/mueller", data=fields, follow_redirects=False)
+        assert ok.status_code == 303 and ok.headers["location"].startswith("/admin?saved=mueller")
+        assert "Mandant mueller gespeichert." in http.get(ok.headers["location"]).text
+        assert http.get("/admin/clients/nobody").status_code == 404
+    c = store.get_client("mueller")
+    assert c is not None and (c.name, c.bundesland, c.notes) == (
+        "Tischlerei Müller GmbH", "BW", "Zeile 1\nZeile 2")  # fmt: skip
+
+
+@pytest.mark.parametrize("who", ["anna", "mueller", "emma"])
+def test_only_admins_edit_clients(office: Any, who: str) -> None:
+    app, pw, store = office
+    with TestClient(app()) as http:
+        _login(http, who, pw[who])
+        csrf = _csrf(http.get("/password").text)
+        assert http.get("/admin/clients/mueller").status_code == 404
+        r = http.post("/admin/clients/mueller", data={"csrf": csrf, "name": "Gekapert"})
+        assert r.status_code == 404
+    c = store.get_client("mueller")
+    assert c is not None and c.name == "Tischlerei Müller"

@@ -474,7 +474,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
 
     from heimbuero.web.console.admin import admin_pages
 
-    admin_pages(router, c, area, feeds)
+    admin_pages(router, c, area, posted, feeds)
 
     @router.get("/events")
     async def events(request: Request) -> Response:

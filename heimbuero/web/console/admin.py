@@ -18,17 +18,19 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from heimbuero.app import Actor, AppError
-from heimbuero.domain.model import caller_number
+from heimbuero.app.errors import Invalid, NotFound
+from heimbuero.domain.model import BUNDESLAENDER, caller_number
 from heimbuero.store import CallRecord
 from heimbuero.store.db import UserRecord
 from heimbuero.store.websessions import WebSession
@@ -45,6 +47,10 @@ DEFAULT_ZONE = "Europe/Berlin"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 Area = Callable[[Request, tuple[str, ...]], "tuple[WebSession, UserRecord] | Response"]
+Posted = Callable[[Request, WebSession, UserRecord], Awaitable["dict[str, str] | Response"]]
+# what the client form changes (Clients.update; VIP callers and closures have their own tools)
+CLIENT_FIELDS = ("name", "trade", "contact_person", "greeting", "notes", "timezone",
+                 "bundesland", "email")  # fmt: skip
 
 # what the pages call a group's strategy and a call's result (German; the catalogue translates)
 STRATEGIES = {
@@ -147,9 +153,9 @@ def _zone(zone: str) -> str:
     return zone
 
 
-def admin_pages(router: APIRouter, c: Console, area: Area, feeds: Feeds) -> None:
+def admin_pages(router: APIRouter, c: Console, area: Area, posted: Posted, feeds: Feeds) -> None:
     """Add the admin's pages to the console's router."""
-    from heimbuero.web.console import _page, _t, i18n, lang_of
+    from heimbuero.web.console import _not_found, _page, _t, i18n, lang_of
 
     h = c.handlers
 
@@ -174,7 +180,53 @@ def admin_pages(router: APIRouter, c: Console, area: Area, feeds: Feeds) -> None
             clients=h.clients.list(actor),
             with_code=h.second_factor.users(actor),
             reset=request.query_params.get("reset", ""),
+            saved=request.query_params.get("saved", ""),
         )
+
+    def client_form(
+        request: Request, s: WebSession, user: UserRecord, client_id: str,
+        values: dict[str, str], status: int = 200, problems: dict[str, str] | None = None,
+    ) -> Response:  # fmt: skip
+        return _page(
+            request, "admin_client.html", status, user=user, csrf=s.csrf, client_id=client_id,
+            values=values, problems=problems or {}, bundeslaender=BUNDESLAENDER,
+        )  # fmt: skip
+
+    @router.get("/admin/clients/{client_id}")
+    async def client_page(request: Request, client_id: str) -> Response:
+        """A client's fields in a form (the same change as `PATCH /api/clients/ID`)."""
+        found = admin(request)
+        if isinstance(found, Response):
+            return found
+        s, user, actor = found
+        try:
+            client = h.clients.get(actor, client_id).client
+        except AppError:
+            return _not_found(request)
+        values = {f: str(getattr(client, f)) for f in CLIENT_FIELDS}
+        return client_form(request, s, user, client.id, values)
+
+    @router.post("/admin/clients/{client_id}")
+    async def client_save(request: Request, client_id: str) -> Response:
+        found = admin(request)
+        if isinstance(found, Response):
+            return found
+        s, user, actor = found
+        form = await posted(request, s, user)
+        if isinstance(form, Response):
+            return form
+        values = {f: form.get(f, "").strip() for f in CLIENT_FIELDS}
+        values["notes"] = form.get("notes", "").replace("\r\n", "\n").strip()
+        try:
+            h.clients.update(actor, client_id, **values)
+        except NotFound:
+            return _not_found(request)
+        except Invalid as exc:
+            problems = {p.field: p.msg for p in exc.problems}
+            return client_form(request, s, user, client_id, values, 422, problems)
+        except AppError as exc:
+            return client_form(request, s, user, client_id, values, 422, {"": str(exc)})
+        return RedirectResponse(f"/admin?saved={quote(client_id)}#clients-h", 303)
 
     @router.get("/admin/users")
     async def users(request: Request) -> Response:
