@@ -71,6 +71,13 @@ def _login(http: TestClient, name: str, password: str) -> None:
     assert r.status_code == 303, r.text
 
 
+def http_odd_name(app: Any, pw: dict[str, str]) -> Any:
+    """The export asked for a client id no header may carry (no such client: no records)."""
+    with TestClient(app()) as http:
+        _login(http, "admin", pw["admin"])
+        return http.get("/admin/calls.csv", params={"client": "müller\r\nX-Evil: 1"})
+
+
 def _calls(store: Store, caller: str = EVIL) -> None:
     now = datetime.now(UTC)
     store.apply_call_log([
@@ -172,6 +179,9 @@ def test_admin_calls_filter_page_and_export(office: Any) -> None:
     assert export.status_code == 200
     assert export.headers["content-type"] == "text/csv; charset=utf-8"
     assert export.headers["content-disposition"] == 'attachment; filename="anrufe-mueller.csv"'
+    odd = http_odd_name(app, pw)
+    assert odd.headers["content-disposition"] == 'attachment; filename="anrufe-mllerX-Evil1.csv"'
+    assert "x-evil" not in odd.headers
     text = export.content.decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0][:2] == ["ID", "Beginn (UTC)"] and "Anrufer" in rows[0]

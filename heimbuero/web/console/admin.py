@@ -325,7 +325,7 @@ def admin_pages(router: APIRouter, c: Console, area: Area, posted: Posted, feeds
         headers = [_t(request, text) for text, _ in CSV_COLUMNS]
         body = await run_in_threadpool(calls_csv, records, headers)
         name = "anrufe" + (f"-{sel['client']}" if sel["client"] else "")
-        name = "".join(ch for ch in name if ch.isalnum() or ch in "-_")
+        name = "".join(ch for ch in name if ch.isascii() and (ch.isalnum() or ch in "-_"))
         return Response(
             # a byte order mark: spreadsheets then read the file as UTF-8 (umlauts)
             "\ufeff" + body,
