@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from heimbuero.domain.model import VipCaller
 from heimbuero.office import accounts
 from heimbuero.office.demo import seed_demo
 from heimbuero.store import Store
@@ -259,8 +260,11 @@ def test_admin_edits_a_client_and_sees_what_is_wrong(office: Any) -> None:
     app, pw, store = office
     with TestClient(app()) as http:
         _login(http, "admin", pw["admin"])
+        with store.unit_of_work() as uow:
+            uow.clients.update("mueller", vip_callers=(VipCaller("+4930555123", "Herr Meier"),))
         form = http.get("/admin/clients/mueller")
         assert form.status_code == 200 and 'for="c-greeting"' in form.text
+        assert "Herr Meier" in form.text and "+4930555123" in form.text
         fields = {"csrf": _csrf(form.text), "name": "Tischlerei Müller GmbH", "trade": "Holz",
                   "contact_person": "Martin Müller", "greeting": "Tischlerei Müller, Grüß Gott",
                   "notes": "Zeile 1\r\nZeile 2", "timezone": "Europe/Berlin",

@@ -187,9 +187,16 @@ def admin_pages(router: APIRouter, c: Console, area: Area, posted: Posted, feeds
         request: Request, s: WebSession, user: UserRecord, client_id: str,
         values: dict[str, str], status: int = 200, problems: dict[str, str] | None = None,
     ) -> Response:  # fmt: skip
+        actor = Actor.of(user)
+        try:
+            info = h.clients.get(actor, client_id)
+            vips, numbers = info.client.vip_callers, info.numbers
+        except AppError:
+            vips, numbers = (), ()
         return _page(
             request, "admin_client.html", status, user=user, csrf=s.csrf, client_id=client_id,
-            values=values, problems=problems or {}, bundeslaender=BUNDESLAENDER,
+            values=values, problems=problems or {}, bundeslaender=BUNDESLAENDER, vips=vips,
+            numbers=numbers,
         )  # fmt: skip
 
     @router.get("/admin/clients/{client_id}")
