@@ -90,6 +90,7 @@ def test_admin_sees_devices_calls_export_and_health(browser: Any, tmp_path: Path
         assert page.url.endswith("/admin")
         for text in ("Tischlerei Müller", "Schulz", "Europe/Berlin", "BY"):
             assert text in page.locator("main").inner_text(), text
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
         page.get_by_role("link", name="Benutzer und Geräte").click()
         page.wait_for_load_state()
         main = page.locator("main").inner_text()
@@ -127,10 +128,18 @@ def test_admin_sees_devices_calls_export_and_health(browser: Any, tmp_path: Path
         assert row[head.index("Ergebnis")] == "busy"
         page.get_by_role("link", name="Serverzustand").click()
         page.wait_for_load_state()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
         assert int(page.locator("#h-registrations").inner_text()) >= 1
         assert page.locator("#h-calls").inner_text() == "0"
         assert int(page.locator("#h-streams").inner_text()) >= 0
         assert re.fullmatch(r"[\d,.]+ (B|kB|MB)", page.locator("#h-store").inner_text())
+        page.goto(srv.http_url + "/admin/clients/mueller")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        page.get_by_label("Begrüßung").fill("Tischlerei Müller, Grüß Gott")
+        page.get_by_role("button", name="Speichern").click()
+        page.wait_for_load_state()
+        assert "Mandant mueller gespeichert." in page.get_by_role("status").inner_text()
+        assert "Grüß Gott" in page.locator("table.clients").inner_text()
         shown = ""
         for path in PAGES[:-1] + ("/admin/calls.csv",):
             shown += page.request.get(srv.http_url + path).text()
