@@ -345,13 +345,20 @@ def cmd_user_totp(args: argparse.Namespace) -> int:
                 import segno
 
                 segno.make(e.uri, error="m").terminal(compact=True)
-            print("hand it over in person; it is not shown again")
+            print(f"backup   {' '.join(e.backup_codes)}")
+            print(
+                "hand it over in person; it is not shown again (each backup code logs in "
+                "once without the phone)"
+            )
         elif args.action == "disable":
             had = sf.reset(ADMIN, args.name)
             print(f"second factor of {args.name}: off" + ("" if had else " (it had none)"))
         else:
             state = sf.state(ADMIN, args.name)
             text = "off" if state is None else "on" if state.enabled else "pending first code"
+            if state is not None and state.enabled:
+                left = state.backup_left
+                text += f", {left} unused backup code{'' if left == 1 else 's'}"
             print(f"second factor of {args.name}: {text}")
     return 0
 

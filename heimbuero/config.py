@@ -514,6 +514,9 @@ class MediaAppSettings:
     voicemail_max_seconds: int = 120  # [voicemail] max_seconds: longest recording
     listen_code: str = "*86"  # [voicemail] phone_code: dialled to listen to one's mailbox
     listen_max_minutes: int = 15  # [voicemail] phone_max_minutes: longest such call
+    # [voicemail] sender: the user the "new voicemail" message comes from ("": the box's
+    # owner himself, a note to self)
+    voicemail_sender: str = ""
 
 
 def _mediaapp(path: Path, raw: dict[str, Any]) -> MediaAppSettings:
@@ -545,6 +548,13 @@ def _mediaapp(path: Path, raw: dict[str, Any]) -> MediaAppSettings:
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 120:
                 raise ConfigError(f"{path}: [voicemail] phone_max_minutes must be 1..120")
             out["listen_max_minutes"] = value
+            continue
+        if key == "sender":
+            if not isinstance(value, str) or (
+                value and not re.fullmatch(r"[a-z0-9._-]{1,64}", value.lower())
+            ):
+                raise ConfigError(f"{path}: [voicemail] sender must be a user name")
+            out["voicemail_sender"] = value.lower()
             continue
         if key != "max_seconds":
             raise ConfigError(f"{path}: unknown setting [voicemail] {key}")
@@ -582,6 +592,9 @@ class BillingRunSettings:
     invoice_day: int = 0
     invoice_hour: int = 6
     timezone: str = "Europe/Berlin"
+    # e-mail the month's invoices never sent after the scheduled run (retried every 15
+    # minutes while some fail: the mail server down, a client without a billing address)
+    send_invoices: bool = False
 
 
 def _billing(path: Path, table: object) -> BillingRunSettings:
@@ -597,6 +610,10 @@ def _billing(path: Path, table: object) -> BillingRunSettings:
         elif key == "timezone":
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{path}: [billing] timezone must be a time zone name")
+            out[key] = value
+        elif key == "send_invoices":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}: [billing] send_invoices must be true or false")
             out[key] = value
         else:
             raise ConfigError(f"{path}: unknown setting [billing] {key}")
@@ -861,6 +878,9 @@ allow = ["127.0.0.1", "::1"]
 # client's). Keys: 1 again, 7 delete, 9 keep, # next. "" = off.
 phone_code = "*86"
 phone_max_minutes = 15   # longest such call, 1-120
+# The user the "new voicemail" message with the recording's link comes from (add it first,
+# e.g. 'heimbuero user add zentrale --role agent'); unset: from the box's owner himself.
+# sender = "zentrale"
 
 [media]
 # The RTP relay: the audio of calls with a device behind a home router (NAT) goes through
@@ -877,6 +897,9 @@ phone_max_minutes = 15   # longest such call, 1-120
 invoice_day = 0
 invoice_hour = 6
 # timezone = "Europe/Berlin"
+# e-mail that month's invoices to the clients' billing addresses right after the run ([mail];
+# what fails is tried again every 15 minutes; 'heimbuero invoices send' does it by hand)
+send_invoices = false
 
 [messages]
 max_bytes = {m.max_bytes}           # largest MESSAGE body (413 beyond)

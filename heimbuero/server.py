@@ -129,6 +129,9 @@ PERSIST_INTERVAL = 1.0  # seconds between batched writes of call records, presen
 GROUP_COMMIT_WINDOW = 0.010
 OFFICE_RELOAD_INTERVAL = 2.0  # seconds until configuration changes reach call routing
 HOUSEKEEPING_INTERVAL = 60.0  # seconds between expiry sweeps of stored messages and files
+INVOICE_SEND_RETRY = (
+    900.0  # seconds until invoices the scheduled run could not e-mail are tried again
+)
 
 
 class _StoreCallLog:
@@ -492,7 +495,7 @@ class Server:
         # billing (issue 15): the usage meter rates ended calls in the writer thread after
         # their records are written, and the billable events as they come
         self.billing = Billing(self.store)
-        self.invoices = Invoices(self.store, self.billing)
+        self.invoices = Invoices(self.store, self.billing, self.mailer.deliver)  # (scheduled run)
         self._meter_due = True
         self.events.subscribe(CallEnded, lambda _e: setattr(self, "_meter_due", True))
         for kind, rate in self.billing.meters():
@@ -619,6 +622,7 @@ class Server:
             await asyncio.get_running_loop().run_in_executor(None, self.invoices.complete_documents)
         except Exception:
             log.exception("billing: making the missing invoice documents failed")
+        send_at: float | None = None  # when the month's unsent invoices are sent next
         while b.invoice_day:
             month = due_month(datetime.now(UTC), b.invoice_day, b.invoice_hour, b.timezone)
             if month is not None and month != done:
@@ -627,6 +631,7 @@ class Server:
                         None, self.invoices.run, Actor.local_admin(), month
                     )
                     done = month
+                    send_at = time.monotonic() if b.send_invoices else None
                     log.info("billing: %d invoices for %s", len(made), month)
                 except Invalid as exc:
                     if str(exc) != refused:
@@ -634,7 +639,30 @@ class Server:
                     refused = str(exc)
                 except Exception:
                     log.exception("billing: the invoice run for %s failed", month)
+            if done is not None and send_at is not None and time.monotonic() >= send_at:
+                failed = await self._send_invoices(done)
+                send_at = time.monotonic() + INVOICE_SEND_RETRY if failed else None
             await asyncio.sleep(60)
+
+    async def _send_invoices(self, month: str) -> bool:
+        """[billing] send_invoices: e-mail the month's invoices never sent (nor being sent);
+        True when some could not be sent (tried again later)."""
+        try:
+            sent = await asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(
+                    self.invoices.send_unsent, Actor.local_admin(), month=month
+                ),
+            )  # fmt: skip
+        except Exception:
+            log.exception("billing: sending the invoices of %s failed", month)
+            return True
+        failed = [s for s in sent if "error" in s]
+        for s in failed:
+            log.warning("billing: invoice %s not sent: %s", s["number"], s["error"])
+        if sent:
+            log.info("billing: %d invoices of %s sent by e-mail, %d not",
+                     len(sent) - len(failed), month, len(failed))  # fmt: skip
+        return bool(failed)
 
     def _meter_calls(self) -> None:
         try:
@@ -681,6 +709,8 @@ class Server:
     def _dictation_message(self, event: MessageStored) -> None:
         """A file sent to the dictation address becomes a job (in a worker thread)."""
         file_id = str(event.message.get("file_id") or "")
+        if isinstance(event, MessageStateChanged):  # (its job came from its MessageStored)
+            return
         if event.recipient != self.config.dictation.address or not file_id:
             return
         with contextlib.suppress(RuntimeError):  # no loop: not serving
@@ -1077,8 +1107,8 @@ class Server:
 
     async def _voicemail_message(self, user: str, rec: Recording) -> None:
         """The WAV stored as a file of `user` (their quota is not charged: the server made it)
-        and a text message with its link to `user`, from `user` (a note to self: the
-        messenger knows no system sender yet)."""
+        and a text message with its link to `user`, from `[voicemail] sender` (else, or when
+        the messenger refuses that sender, from `user`: a note to self)."""
         now = datetime.now(UTC)
         data = await asyncio.to_thread(rec.path.read_bytes)
         record = FileRecord(
@@ -1094,7 +1124,16 @@ class Server:
             f"Neue Sprachnachricht von {rec.caller} ({rec.seconds:.0f} s): "
             f"{self.files.link(record.id)}"
         )
-        await self.send_message(user, user, "text/plain", text.encode())
+        sender = self.config.mediaapp.voicemail_sender or user
+        try:
+            await self.send_message(sender, user, "text/plain", text.encode())
+        except MessageRejected as exc:
+            if sender == user:
+                raise
+            log.warning("voicemail: [voicemail] sender %s may not message %s (%d %s): the "
+                        "message goes as a note to self", sender, user, exc.status,
+                        exc.reason)  # fmt: skip
+            await self.send_message(user, user, "text/plain", text.encode())
 
     def _mailbox_users(self, owner: str) -> list[Any]:
         """Whose phones show the mailbox `owner`: the user `owner`, else the owners (role

@@ -125,7 +125,7 @@ class App:
             trunks=Trunks(store, realm, own_sip_address, own_hint),
             calls=Calls(store),
             warnings=Warnings(warning_watch, ring_watch),
-            messages=Messages(store, send_message, message_watch, files, presence),
+            messages=Messages(store, send_message, message_watch, files, presence, publish, realm),
             presence=Presence(presence, presence_watch),
             files=None if files is None else Files(files),
             forwarding=Forwarding(store, routing_state),

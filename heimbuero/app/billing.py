@@ -609,14 +609,17 @@ class Invoices:
             return invoice_json(sent, documents=True,
                                 mail=uow.billing.last_mails([rid]).get(rid))  # fmt: skip
 
-    def send_unsent(self, actor: Actor,
-                    now: datetime | None = None) -> builtins.list[dict[str, Any]]:  # fmt: skip
-        """Admin: `send` every e-invoice and Storno never sent (nor being sent), oldest first;
-        one that fails does not stop the others. Per invoice {"number", "sent"} or
-        {"number", "error"}."""
+    def send_unsent(self, actor: Actor, now: datetime | None = None,
+                    month: str | None = None) -> builtins.list[dict[str, Any]]:  # fmt: skip
+        """Admin: `send` every e-invoice and Storno never sent (nor being sent), oldest first,
+        or those of `month`; one that fails does not stop the others. Per invoice
+        {"number", "sent"} or {"number", "error"}."""
         policy.require_admin(actor)
         with self.store.unit_of_work(write=False) as uow:
-            rows = [r for r in uow.billing.invoices() if "seller" in r.doc]
+            rows = [
+                r for r in uow.billing.invoices()
+                if "seller" in r.doc and (month is None or r.month == month)
+            ]  # fmt: skip
             done = uow.billing.last_mails([r.id for r in rows])
             todo = [r.number for r in rows if r.id not in done]
         out: builtins.list[dict[str, Any]] = []

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from heimbuero.app import policy
@@ -17,9 +22,17 @@ from heimbuero.app.errors import (
     Unavailable,
 )
 from heimbuero.app.policy import Actor
+from heimbuero.events import Event, MessageStateChanged
 from heimbuero.office import callpolicy
 from heimbuero.office.files import FileService
-from heimbuero.office.messaging import FILE_TRANSFER, content_view
+from heimbuero.office.messaging import (
+    CPIM,
+    FILE_TRANSFER,
+    MessageError,
+    content_view,
+    describe,
+    display_report,
+)
 from heimbuero.services.messaging import MessageRejected
 from heimbuero.store import Store
 from heimbuero.store.messages import ConversationRecord, MessageRecord
@@ -28,6 +41,8 @@ Snapshot = Callable[[str], list[dict[str, Any]]]
 Send = Callable[[str, str, str, bytes], Awaitable[dict[str, Any]]]
 MessageWatch = Callable[[str, Callable[[str, dict[str, Any]], None]], Callable[[], None]]
 _NO_CONVERSATION = "no conversation with this user"
+MAX_REPORTS_PER_READ = 20  # display reports one reading sends at most
+log = logging.getLogger(__name__)
 HIDDEN_KINDS = ("imdn", "composing")  # reports show as imdn_state of the message they concern
 
 
@@ -42,8 +57,12 @@ class Messages:
         watch: MessageWatch | None = None,
         files: FileService | None = None,
         people: Snapshot | None = None,
+        publish: Callable[[Event], None] | None = None,
+        realm: Callable[[], str] | None = None,
     ) -> None:
         self.store, self.send_fn, self.watch_fn, self.files = store, send, watch, files
+        self.realm = realm  # the SIP domain: the address display reports come from
+        self.publish = publish  # the server's event bus: a conversation read (state event)
         self.people = people  # the presence the user may see: whom the user may message
 
     def conversations(self, actor: Actor) -> list[ConversationRecord]:
@@ -84,6 +103,60 @@ class Messages:
                 raise NotFound("", "", _NO_CONVERSATION)
             return []
         return self.shown(rows)
+
+    def unread(self, actor: Actor) -> dict[str, int]:
+        """How many shown messages from each peer the actor has not read (no device of
+        theirs reported them displayed, and they did not open the conversation here)."""
+        counts: dict[str, int] = {}
+        for m in self.shown(self.store.unread_messages(actor.name)):
+            counts[m.sender] = counts.get(m.sender, 0) + 1
+        return counts
+
+    async def read(self, actor: Actor, peer: str) -> int:
+        """The actor read the conversation with `peer`: its messages from `peer` become
+        displayed, as an IMDN report of the actor's would make them, and the peer's open pages
+        learn it (a `state` event of the newest of them). Messages whose sender's device asked
+        for display reports (RFC 5438) get one, sent as the actor: its phone shows them read.
+        How many changed."""
+        peer = peer.lower()
+        changed = await asyncio.to_thread(self.store.mark_read, actor.name, peer)
+        if changed and self.publish is not None:
+            newest = changed[-1]
+            shown = content_view(newest.content_type, newest.body)
+            summary = {
+                "id": newest.id, "sender": newest.sender, "recipient": newest.recipient,
+                "created_at": newest.created_at.isoformat(),
+                "content_type": newest.content_type, "kind": shown["kind"],
+                "text": shown["text"], "state": newest.state, "imdn_state": "displayed",
+                "file_id": newest.file_id, "origin": newest.origin,
+            }  # fmt: skip
+            self.publish(MessageStateChanged(time.time(), summary))
+        await self._report_displayed(actor, changed)
+        return len(changed)
+
+    async def _report_displayed(self, actor: Actor, changed: list[MessageRecord]) -> None:
+        """Display reports for the newest MAX_REPORTS_PER_READ of `changed` that asked for one
+        (older ones are read too, but a phone needs no flood of reports to show that). A
+        report that cannot be sent (sender's rate limit, messaging stopped) is logged: the
+        conversation is read either way."""
+        if self.send_fn is None or self.realm is None:
+            return
+        me = f"sip:{actor.name}@{self.realm()}"
+        for record in changed[-MAX_REPORTS_PER_READ:]:
+            try:
+                c = describe(record.content_type, record.body)
+            except MessageError:
+                continue
+            if "display" not in c.wants_reports or not c.imdn_id:
+                continue
+            to = c.cpim_from or f"sip:{record.sender}@{self.realm()}"
+            try:
+                body = display_report(
+                    c.imdn_id, me, to, secrets.token_hex(8), datetime.now(UTC).astimezone()
+                )
+                await self.send_fn(actor.name, record.sender, CPIM, body)
+            except (MessageError, MessageRejected) as exc:
+                log.info("display report for %s to %s not sent: %s", record.id, record.sender, exc)
 
     def delete(self, actor: Actor, peer: str) -> None:
         """Delete the actor's conversation with `peer` for both, with the files its messages

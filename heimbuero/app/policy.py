@@ -8,23 +8,13 @@ business's ids are answered like missing ones (NotFound), so ids cannot be probe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 from heimbuero.app.errors import Forbidden, NotFound
 from heimbuero.office import callpolicy
 from heimbuero.office import files as office_files
-from heimbuero.office.roles import BUSINESS, ROLES, STAFF, Role, is_staff
+from heimbuero.office.roles import BUSINESS, ROLES, STAFF, Person, Role, is_staff
 
 __all__ = ["ROLES", "STAFF", "Actor", "Role", "is_staff"]
-
-
-class _Person(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def role(self) -> str: ...
-    @property
-    def client(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +27,7 @@ class Actor:
     client: str | None = None
 
     @classmethod
-    def of(cls, user: _Person) -> Actor:
+    def of(cls, user: Person) -> Actor:
         """The actor of a logged-in user (a store UserRecord or anything with the fields)."""
         return cls(user.name, Role(user.role), user.client)
 

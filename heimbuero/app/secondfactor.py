@@ -4,11 +4,14 @@ a current code); an admin may give a user a secret or take a user's away (a lost
 
 Codes are good for their 30-second step and the one before and after it (clock drift), and
 only once: the last step used is stored, and a code of that step or an earlier one is
-refused. Passwords are checked by the adapters (their login limits count the failures); so
-are wrong codes, which they count the same way. API tokens and SIP digests do not use it."""
+refused. Each user also gets 10 backup codes (shown once, stored as SHA-256), each good once
+for a login without the phone. Passwords are checked by the adapters (their login limits
+count the failures); so are wrong codes, which they count the same way. API tokens and SIP
+digests do not use it."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from heimbuero.store.totp import LoginChallenges, SecondFactors, TotpState
 from heimbuero.store.websessions import WebSessions
 
 ISSUER = "heimbuero"
+log = logging.getLogger("heimbuero.web")
 
 
 class WrongCode(Invalid):
@@ -42,6 +46,7 @@ class Enrolment:
     secret: str
     uri: str
     enabled: bool
+    backup_codes: tuple[str, ...] = ()  # shown once (an admin's assign)
 
     def __repr__(self) -> str:  # the secret stays out of logs and tracebacks
         return f"Enrolment(user={self.user!r}, enabled={self.enabled})"
@@ -91,24 +96,58 @@ class SecondFactor:
             return None
         return self._enrolment(actor.name, state.secret, False)
 
-    def confirm(self, actor: Actor, code: str) -> None:
-        """Switch the actor's pending secret on with a first code of it; WrongCode otherwise."""
+    def confirm(self, actor: Actor, code: str) -> list[str]:
+        """Switch the actor's pending secret on with a first code of it; WrongCode otherwise.
+        Its backup codes, to be shown once (only their hashes are stored)."""
         state = self.factors.get(actor.name)
         if state is None or state.enabled:
             raise Conflict("no new second factor waits for its first code: start again")
         step = totp.match(state.secret, code, self.clock())
         if step is None or not self.factors.confirm(actor.name, state.secret, step):
             raise WrongCode()
+        return self._new_backup_codes(actor.name)
 
-    def check(self, name: str, code: str) -> None:
+    def _new_backup_codes(self, name: str) -> list[str]:
+        codes = totp.new_backup_codes()
+        hashes = [totp.backup_hash(c) for c in codes]
+        self.factors.set_backup(name, [h for h in hashes if h is not None])
+        return codes
+
+    def check(self, name: str, code: str) -> int | None:
         """The login's second step: `code` is a current code of `name`'s secret, not used
-        before (the step is stored at once); WrongCode otherwise."""
+        before (the step is stored at once), or one of his backup codes (used up at once);
+        WrongCode otherwise. None for a code of the app; for a backup code, how many are
+        left."""
         state = self.factors.get(name)
         if state is None or not state.enabled:
             raise WrongCode()
+        backup = totp.backup_hash(code)
+        if backup is not None:
+            left = self.factors.use_backup(name, backup)
+            if left is None:
+                raise WrongCode()
+            log.info("second factor of %s: a backup code used, %d left", name, left)
+            return left
         step = totp.match(state.secret, code, self.clock(), state.last_step)
         if step is None or not self.factors.use_step(name, step):
             raise WrongCode()
+        return None
+
+    def backup_left(self, actor: Actor) -> int:
+        """How many unused backup codes the actor has."""
+        state = self.factors.get(actor.name)
+        return 0 if state is None else state.backup_left
+
+    def renew_backup_codes(self, actor: Actor, code: str) -> list[str]:
+        """New backup codes for the actor (the old ones are void), after a current code of
+        his app (his password is checked by the adapter); WrongCode otherwise."""
+        state = self.factors.get(actor.name)
+        if state is None or not state.enabled:
+            raise Conflict("the second factor is off: there are no backup codes")
+        if totp.backup_hash(code) is not None:  # a lost phone cannot renew them
+            raise WrongCode()
+        self.check(actor.name, code)
+        return self._new_backup_codes(actor.name)
 
     def disable(self, actor: Actor, code: str) -> None:
         """Switch the actor's own second factor off: a current code is needed (his password
@@ -137,6 +176,8 @@ class SecondFactor:
         name = self._user(name)
         secret = totp.new_secret()
         self.factors.set(name, secret, enabled=True)
+        codes = self._new_backup_codes(name)
         WebSessions(self.store).end_all_of(name)
         LoginChallenges(self.store).end_all_of(name)
-        return self._enrolment(name, secret, True)
+        e = self._enrolment(name, secret, True)
+        return Enrolment(e.user, e.secret, e.uri, e.enabled, tuple(codes))

@@ -7,6 +7,7 @@ what time it is."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import secrets
 import struct
@@ -88,3 +89,28 @@ def uri(secret: str, account: str, issuer: str) -> str:
         quote_via=quote,
     )
     return f"otpauth://totp/{label}?{query}"
+
+
+# -- backup codes: for a login without the phone (lost, flat battery); each is good once ----
+
+BACKUP_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read off paper
+BACKUP_CODES = 10
+_BACKUP_LEN = 8  # 31**8: about 40 bits; the login's failure limits stop guessing
+
+
+def new_backup_codes(count: int = BACKUP_CODES) -> list[str]:
+    """`count` random codes as the user writes them down: `abcd-efgh`."""
+    out = []
+    for _ in range(count):
+        raw = "".join(secrets.choice(BACKUP_ALPHABET) for _ in range(_BACKUP_LEN))
+        out.append(f"{raw[:4]}-{raw[4:]}")
+    return out
+
+
+def backup_hash(code: str) -> str | None:
+    """The stored form of a backup code (SHA-256 of its 8 characters; case, spaces and the
+    dash as typed do not matter), or None when `code` is not shaped like one."""
+    raw = code.strip().lower().replace("-", "").replace(" ", "")
+    if len(raw) != _BACKUP_LEN or any(ch not in BACKUP_ALPHABET for ch in raw):
+        return None
+    return hashlib.sha256(raw.encode("ascii")).hexdigest()

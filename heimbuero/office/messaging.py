@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 TEXT = "text/plain"
@@ -187,6 +188,32 @@ def parse_imdn(body: bytes) -> tuple[str, str]:
             if name in IMDN_STATES:
                 return message_id, name
     raise MessageError("IMDN report without a known status")
+
+
+def display_report(
+    message_id: str, sender_uri: str, recipient_uri: str, report_id: str, now: datetime
+) -> bytes:
+    """A CPIM-wrapped IMDN `displayed` report (RFC 5438 §7.2.1.1) from `sender_uri` (who read
+    the message) to `recipient_uri` (who sent it and asked for the report): a message/cpim
+    body with a fresh imdn.Message-ID `report_id`."""
+    root = ET.Element("imdn", xmlns=_NS_IMDN.strip("{}"))
+    ET.SubElement(root, "message-id").text = message_id
+    ET.SubElement(root, "datetime").text = now.isoformat(timespec="seconds")
+    status = ET.SubElement(ET.SubElement(root, "display-notification"), "status")
+    ET.SubElement(status, "displayed")
+    xml = b'<?xml version="1.0" encoding="UTF-8"?>\r\n' + ET.tostring(root)
+    for uri in (sender_uri, recipient_uri, report_id):
+        if any(c in uri for c in "\r\n<>"):
+            raise MessageError("a report header value holds a line break or angle bracket")
+    head = (
+        f"From: <{sender_uri}>\r\nTo: <{recipient_uri}>\r\n"
+        f"DateTime: {now.isoformat(timespec='seconds')}\r\n"
+        "NS: imdn <urn:ietf:params:imdn>\r\n"
+        f"imdn.Message-ID: {report_id}\r\n\r\n"
+        f"Content-Type: {IMDN}\r\nContent-Disposition: notification\r\n"
+        f"Content-Length: {len(xml)}\r\n\r\n"
+    )
+    return head.encode() + xml
 
 
 def describe(content_type: str, body: bytes) -> MessageContent:

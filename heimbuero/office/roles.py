@@ -6,6 +6,7 @@ A leaf module (standard library only): office/, services/ and the application la
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Protocol
 
 
 class Role(StrEnum):
@@ -26,3 +27,15 @@ BUSINESS: frozenset[Role] = frozenset({Role.CLIENT, Role.EMPLOYEE})
 def is_staff(role: str) -> bool:
     """True for the provider's staff (admins and agents)."""
     return role in STAFF
+
+
+class Person(Protocol):
+    """Anything with a user's name, role and business (client id; None for staff): a stored
+    user, an Actor."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def client(self) -> str | None: ...

@@ -22,17 +22,9 @@ from enum import Enum
 from typing import Generic, Protocol, TypeVar
 
 from heimbuero.domain.model import Directory, VoicemailTarget
+from heimbuero.office.roles import Person
 
 LISTEN_KEYS = "179#"  # the keys listening reacts to
-
-
-class _Account(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def role(self) -> str: ...
-    @property
-    def client(self) -> str | None: ...
 
 
 class _Message(Protocol):
@@ -47,7 +39,7 @@ class _Message(Protocol):
 M = TypeVar("M", bound=_Message)
 
 
-def mailbox_owner(account: _Account) -> str:
+def mailbox_owner(account: Person) -> str:
     """The mailbox `account` listens to: its client's when it is the client's owner, else
     its own."""
     if account.role == "client" and account.client:

@@ -683,6 +683,21 @@ class Store:
         with self.unit_of_work(write=False) as uow:
             return uow.messages.conversation_messages(user, peer, limit, before)
 
+    def unread_messages(self, user: str, limit: int = 1000) -> list[MessageRecord]:
+        """The newest `limit` messages to `user` not yet read (by a device's report or in the
+        console), oldest first."""
+        with self.unit_of_work(write=False) as uow:
+            return uow.messages.unread_messages(user, limit)
+
+    def mark_read(self, user: str, peer: str) -> list[MessageRecord]:
+        """The messages from `peer` to `user` become displayed; those that changed. (The chat
+        page asks at every message event: a write transaction only when there is one.)"""
+        with self.unit_of_work(write=False) as uow:
+            if not uow.messages.unread_from(user, peer):
+                return []
+        with self.unit_of_work() as uow:
+            return uow.messages.mark_read(user, peer)
+
     def delete_conversation(self, user: str, peer: str) -> list[str] | None:
         """Delete a conversation and its messages; the ids of the files its messages announced
         (for the caller to delete), or None when there is no such conversation."""

@@ -90,11 +90,12 @@ def apply_message_ops(conn: Connection, ops: list[tuple[Any, ...]]) -> None:
             )
         elif kind == "report":
             _, imdn_id, reporter, state = op
-            conn.execute(
-                update(MessageRow)
-                .where(MessageRow.imdn_id == imdn_id, MessageRow.recipient == reporter)
-                .values(imdn_state=state)
-            )
+            which = [MessageRow.imdn_id == imdn_id, MessageRow.recipient == reporter]
+            if state == "delivered":  # a late delivery report does not unread a message
+                which.append(
+                    or_(MessageRow.imdn_state.is_(None), MessageRow.imdn_state != "displayed")
+                )
+            conn.execute(update(MessageRow).where(*which).values(imdn_state=state))
         else:
             raise ValueError(f"unknown message operation {kind!r}")
 
@@ -202,6 +203,56 @@ class MessageRepository(Repository):
             query.order_by(MessageRow.created_at.desc(), MessageRow.id.desc()).limit(limit)
         ).all()
         return [_record(r) for r in reversed(rows)]
+
+    # -- read by the recipient ------------------------------------------------------------------
+
+    def unread_messages(self, user: str, limit: int = 1000) -> list[MessageRecord]:
+        """The newest `limit` messages to `user` that no device of theirs reported displayed
+        and that they did not open in the console, oldest first."""
+        rows = (
+            self._conn()
+            .execute(
+                select(MessageRow)
+                .where(
+                    MessageRow.recipient == user,
+                    MessageRow.sender != user,
+                    or_(MessageRow.imdn_state.is_(None), MessageRow.imdn_state != "displayed"),
+                )
+                .order_by(MessageRow.created_at.desc(), MessageRow.id.desc())
+                .limit(limit)
+            )
+            .all()
+        )
+        return [_record(r) for r in reversed(rows)]
+
+    def unread_from(self, user: str, peer: str) -> list[MessageRecord]:
+        """The messages from `peer` to `user` not yet displayed, oldest first."""
+        conn = self._conn()
+        cid = _conversation_id(conn, user, peer)
+        if cid is None:
+            return []
+        unread = and_(
+            MessageRow.conversation_id == cid,
+            MessageRow.recipient == user,
+            MessageRow.sender == peer,
+            or_(MessageRow.imdn_state.is_(None), MessageRow.imdn_state != "displayed"),
+        )
+        query = select(MessageRow).where(unread).order_by(MessageRow.created_at, MessageRow.id)
+        return [_record(r) for r in conn.execute(query).all()]
+
+    def mark_read(self, user: str, peer: str) -> list[MessageRecord]:
+        """`user` read the conversation with `peer`: the messages from `peer` become
+        `displayed` (what an IMDN report of theirs would say); those that changed, oldest
+        first (as they were before)."""
+        conn = self._conn()
+        rows = self.unread_from(user, peer)
+        if rows:
+            conn.execute(
+                update(MessageRow)
+                .where(MessageRow.id.in_([r.id for r in rows]))
+                .values(imdn_state="displayed")
+            )
+        return rows
 
     # -- deletion -------------------------------------------------------------------------------
 

@@ -518,8 +518,8 @@ class WebSessionRow(Base):
 
 class UserTotpRow(Base):
     """A user's TOTP second factor (migration 0021): the base32 secret, whether it is on (a
-    new one stays off until a first code confirms it) and the last time step a code was used
-    for (a code is good once)."""
+    new one stays off until a first code confirms it), the last time step a code was used
+    for (a code is good once) and the unused backup codes' hashes (0023)."""
 
     __tablename__ = "user_totp"
 
@@ -532,6 +532,8 @@ class UserTotpRow(Base):
     enabled: Mapped[bool] = mapped_column(Boolean)
     last_step: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # the SHA-256 of each unused backup code, space-separated (migration 0023)
+    backup_codes: Mapped[str | None] = mapped_column(Text)
 
 
 class LoginChallengeRow(Base):

@@ -1,5 +1,6 @@
 """The web console's second factor in the database: each user's TOTP secret with the last
-time step a code was used for, and the logins waiting for their code (the cookie carries a
+time step a code was used for and the hashes of his unused backup codes, and the logins
+waiting for their code (the cookie carries a
 random id, the table only its SHA-256). The secret is never logged."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class TotpState:
     secret: str
     enabled: bool
     last_step: int | None
+    backup_left: int = 0  # unused backup codes
 
     def __repr__(self) -> str:  # the secret stays out of logs and tracebacks
         return f"TotpState(enabled={self.enabled}, last_step={self.last_step})"
@@ -58,7 +60,10 @@ class SecondFactors:
                 .join(User, User.id == UserTotpRow.user_id)
                 .where(User.name == user)
             )
-            return None if row is None else TotpState(row.secret, row.enabled, row.last_step)
+            if row is None:
+                return None
+            left = len((row.backup_codes or "").split())
+            return TotpState(row.secret, row.enabled, row.last_step, left)
 
     def enabled(self, user: str) -> bool:
         state = self.get(user)
@@ -78,6 +83,7 @@ class SecondFactors:
             row.secret, row.enabled, row.last_step, row.updated_at = (
                 secret, enabled, last_step, now
             )  # fmt: skip
+            row.backup_codes = None  # a new secret: the old secret's backup codes are void
 
     def confirm(self, user: str, secret: str, step: int) -> bool:
         """Switch on the pending `secret` of `user`, its code of `step` used; False when that
@@ -114,6 +120,33 @@ class SecondFactors:
                 .values(last_step=step, updated_at=datetime.now(UTC))
             )
             return bool(getattr(done, "rowcount", 0))
+
+    def set_backup(self, user: str, hashes: list[str]) -> bool:
+        """Replace the user's backup codes (their hashes); False when his second factor is not
+        on."""
+        with self.store.unit_of_work() as uow:
+            uid = _user_id(uow, user)
+            row = None if uid is None else uow.session.get(UserTotpRow, uid)
+            if row is None or not row.enabled:
+                return False
+            row.backup_codes, row.updated_at = " ".join(hashes), datetime.now(UTC)
+            return True
+
+    def use_backup(self, user: str, code_hash: str) -> int | None:
+        """Use up one backup code: how many are left, or None when it is not one of his
+        unused codes. Read and written in one write unit of work (the store's writers take
+        turns), so two logins with the same code cannot both pass."""
+        with self.store.unit_of_work() as uow:
+            uid = _user_id(uow, user)
+            row = None if uid is None else uow.session.get(UserTotpRow, uid)
+            if row is None or not row.enabled:
+                return None
+            left = (row.backup_codes or "").split()
+            if code_hash not in left:
+                return None
+            left.remove(code_hash)
+            row.backup_codes, row.updated_at = " ".join(left), datetime.now(UTC)
+            return len(left)
 
     def users(self) -> list[str]:
         """The names of the users whose second factor is on, sorted."""

@@ -472,6 +472,7 @@ class ConversationOut(BaseModel):
     created_at: datetime
     last_at: datetime
     last: MessageOut | None
+    unread: int = 0  # messages from the peer not yet read (a device's report or opened)
 
 
 # -- conversions -----------------------------------------------------------------------------
@@ -780,16 +781,27 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     @app.get("/api/conversations", tags=["messages"])
     def list_conversations(actor: Who) -> list[ConversationOut]:
-        """The caller's conversations, most recent first, each with its last message."""
+        """The caller's conversations, most recent first, each with its last message and how
+        many of the peer's messages are unread."""
+        unread = handlers.messages.unread(actor)
         return [
             ConversationOut(
                 peer=c.peer,
                 created_at=c.created_at,
                 last_at=c.last_at,
                 last=_message_out(c.last) if c.last is not None else None,
+                unread=unread.get(c.peer, 0),
             )  # fmt: skip
             for c in handlers.messages.conversations(actor)
         ]
+
+    @app.post("/api/conversations/{peer}/read", tags=["messages"])
+    async def read_conversation(peer: str, actor: Who) -> dict[str, int]:
+        """The caller read the conversation: the peer's messages become `displayed` (as a
+        device's IMDN report would make them; the peer's stream gets a `state` event, and a
+        peer's phone that asked for display reports gets one). `{"read": N}`: how many
+        changed."""
+        return {"read": await handlers.messages.read(actor, peer)}
 
     @app.get("/api/conversations/{peer}/messages", tags=["messages"])
     def conversation_messages(

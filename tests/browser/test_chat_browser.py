@@ -85,10 +85,14 @@ def chat_both_ways(demo: Server, client: Any, console: Any, tmp_path: Path) -> N
     # the client's open list shows the new conversation without a reload
     conv = client.locator("#chat-list li", has_text="Ihr Diktat bitte")
     conv.wait_for(timeout=10_000)
+    assert conv.locator(".badge").inner_text() == "1 neu"  # unread
     client.get_by_role("link", name="anna", exact=True).click()
     client.wait_for_url(re.compile(r"/chat/anna$"))
     chat_ready(client)
     assert "Ihr Diktat bitte bis heute Abend." in client.locator("#chat-log").inner_text()
+    # opened is read: anna's open page says so without a reload, the client's list no more "neu"
+    console.locator("#chat-log li.msg.mine .state", has_text="gelesen").wait_for(timeout=10_000)
+    assert "badge" not in client.request.get(demo.http_url + "/chat?part=list").text()
     assert client.evaluate("document.documentElement.scrollWidth") <= 360
 
     # the client answers with a dictation; anna's open page shows it live, and she gets it
@@ -239,3 +243,17 @@ def test_chat_refusals(tmp_path: Path) -> None:
         assert r.status_code == 303
         assert [m["text"] for m in api_history(srv, "mueller", "anna")] == ["Guten Tag"]
         mueller.close()
+
+        # unread for anna until she reads it (the API as the page); mueller's side unchanged
+        def unread(name: str) -> dict[str, int]:
+            r = httpx.get(f"{srv.http_url}/api/conversations", auth=(name, srv.users[name]),
+                          timeout=10)  # fmt: skip
+            return {c["peer"]: c["unread"] for c in r.json()}
+
+        assert unread("anna") == {"mueller": 1} and unread("mueller") == {"anna": 0}
+        read = f"{srv.http_url}/api/conversations/mueller/read"
+        r = httpx.post(read, auth=("anna", srv.users["anna"]), timeout=10)
+        assert r.json() == {"read": 1}, r.text
+        assert httpx.post(read, auth=("anna", srv.users["anna"]), timeout=10).json() == {"read": 0}
+        assert unread("anna") == {"mueller": 0}
+        assert [m["imdn_state"] for m in api_history(srv, "mueller", "anna")] == ["displayed"]

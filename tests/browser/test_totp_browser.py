@@ -46,6 +46,11 @@ def test_enrol_and_log_in_with_a_code(browser: Any, demo: Server) -> None:
     page.get_by_label("Erster Code").fill(first)
     page.get_by_role("button", name="Einschalten").click()
     assert "ist eingeschaltet" in page.get_by_role("status").inner_text()
+    backup = page.locator("#backup-codes li").all_inner_texts()
+    assert len(set(backup)) == 10 and all(
+        re.fullmatch(r"[a-z2-9]{4}-[a-z2-9]{4}", c) for c in backup
+    )
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
 
     page.get_by_role("button", name="Abmelden").click()
     page.wait_for_url(re.compile(r"/$"))
@@ -61,4 +66,13 @@ def test_enrol_and_log_in_with_a_code(browser: Any, demo: Server) -> None:
     page.get_by_role("button", name="Bestätigen").click()
     page.wait_for_url(re.compile(r"/console$"))
     assert page.get_by_role("button", name="Abmelden").is_visible()
+
+    # without the phone: a backup code, once
+    page.get_by_role("button", name="Abmelden").click()
+    page.wait_for_url(re.compile(r"/$"))
+    login(page, demo, "anna")
+    page.get_by_label("Code aus der Authenticator-App").fill(backup[0])
+    page.get_by_role("button", name="Bestätigen").click()
+    page.wait_for_url(re.compile(r"/totp\?backup_left=9$"))
+    assert "Unbenutzte Ersatzcodes: 9" in page.locator("#backup-left").inner_text()
     context.close()  # the console's event stream ends with it

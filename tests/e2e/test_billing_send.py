@@ -10,6 +10,8 @@ and 403 for its own."""
 from __future__ import annotations
 
 import contextlib
+import json
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,7 +22,7 @@ import pytest
 from tests.billing_data import SELLER
 from tests.smtpd import MailSink
 
-from .harness import Server, set_toml_option
+from .harness import Server, set_toml_option, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +113,63 @@ def test_invoices_reach_the_billing_addresses_once(tmp_path: Path) -> None:
                        params={"resend": "true"})  # fmt: skip
         assert r.status_code == 200 and r.json()["sent"]["to"] == MUELLER["email"], r.text
         assert len(mail.messages) == 3
+
+
+def test_the_scheduled_run_sends_its_invoices(tmp_path: Path) -> None:
+    """`[billing] send_invoices = true`: the scheduled run (due at once: day 1, hour 0) invoices
+    last month and e-mails each invoice to its client's billing address by itself; a client
+    without one is left unsent (and said in the log), and a restart sends nothing twice."""
+    server = Server(tmp_path / "server", demo=True, http=True)
+    server.prepare()
+    d = ("--data", str(server.data_dir))
+    with MailSink() as mail:
+        for key, value in (("host", "127.0.0.1"), ("port", mail.port),
+                           ("sender", "rechnungen@sommer.example")):  # fmt: skip
+            set_toml_option(server.config_path, "mail", key, value)
+        for key, value in (("invoice_day", 1), ("invoice_hour", 0), ("send_invoices", True)):
+            set_toml_option(server.config_path, "billing", key, value)
+        tariff = tmp_path / "tariff.json"
+        tariff.write_text(json.dumps(TARIFF), encoding="utf-8")
+        server.cli("billing", "tariff-set", str(tariff), *d)
+        for client in ("mueller", "schulz"):
+            server.cli("billing", "assign", client, "Handwerk S", "--from", "2020-01-01", *d)
+        seller = [f"--{k.replace('_', '-')}={v}" for k, v in SELLER.items()]
+        server.cli("billing", "seller", *seller, *d)
+        server.cli(
+            "billing",
+            "buyer",
+            "mueller",
+            "--street",
+            MUELLER["street"],
+            "--postcode",
+            MUELLER["postcode"],
+            "--city",
+            MUELLER["city"],
+            "--email",
+            MUELLER["email"],
+            *d,
+        )  # fmt: skip  (schulz: no billing e-mail address)
+        with server:
+            m = mail.wait_for(lambda m: m["To"] == MUELLER["email"], timeout=60)
+            (att,) = list(m.iter_attachments())
+            assert att.get_content_type() == "application/pdf"
+            with httpx.Client(base_url=server.http_url, timeout=30,
+                              auth=("admin", server.demo_passwords["admin"])) as admin:  # fmt: skip
+
+                def invoices() -> dict[str, dict]:  # type: ignore[type-arg]
+                    return {i["client"]: i for i in admin.get("/api/billing/invoices").json()}
+
+                # (the sending is recorded once the mail server took the mail)
+                wait_until(lambda: (invoices()["mueller"]["sent"] or {}).get("at"), 10,
+                           what="the invoice's sending recorded")  # fmt: skip
+                listed = invoices()
+            assert set(listed) == {"mueller", "schulz"}
+            assert listed["mueller"]["sent"]["to"] == MUELLER["email"]
+            assert str(m["Subject"]).startswith(f"Rechnung {listed['mueller']['number']} ")
+            assert listed["schulz"]["sent"] is None
+            assert "no billing e-mail address" in server.log_text()
+            server.restart()  # the run again: nothing new to invoice, nothing sent twice
+            wait_until(lambda: "billing: 0 invoices for" in server.log_text(), 30,
+                       what="the run after the restart")  # fmt: skip
+            time.sleep(1)
+            assert [x["To"] for x in mail.messages] == [MUELLER["email"]]

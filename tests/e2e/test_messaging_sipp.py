@@ -633,3 +633,60 @@ def test_imdn_cpim_passes_unchanged_and_delivery_report_goes_back(
         assert relayed.body == report, relayed.raw.decode("utf-8", "replace")
         assert (relayed.header("Content-Type") or "").split(";")[0].strip() == "message/cpim"
         assert uri_of(relayed.header("P-Asserted-Identity")) == f"sip:bob@{DOMAIN}"
+
+
+def test_reading_in_the_console_sends_the_asked_display_report_to_the_phone(
+    msg_server: Server,
+) -> None:
+    """alice's phone asks for display reports; bob (no phone online) reads the conversation
+    over HTTP: alice's phone gets one IMDN `displayed` report for the message that asked,
+    from bob, and none for the message that did not ask."""
+    server = msg_server
+    asking = cpim(
+        "alice", "bob",
+        ["imdn.Message-ID: rd-1a2b3c", "imdn.Disposition-Notification: positive-delivery, display"],
+        "text/plain; charset=utf-8", "Der Kunde Meier bittet um Rückruf",
+    )  # fmt: skip
+    not_asking = cpim(
+        "alice", "bob", ["imdn.Message-ID: rd-4d5e6f"], "text/plain; charset=utf-8", "Danke!"
+    )
+    with SipClient(server.port) as alice:
+        contact = f"<sip:alice@127.0.0.1:{alice.local_port};transport=udp>"
+        _, ok = alice.authenticated_request(
+            "REGISTER", f"sip:{DOMAIN}", username="alice", password=USERS["alice"],
+            from_uri=f"sip:alice@{DOMAIN}", to_uri=f"sip:alice@{DOMAIN}",
+            headers=[("Contact", contact), ("Expires", "300")],
+        )  # fmt: skip
+        assert ok.status == 200, ok.summary()
+        for body in (asking, not_asking):
+            _, sent = alice.authenticated_request(
+                "MESSAGE", f"sip:bob@{DOMAIN}", username="alice", password=USERS["alice"],
+                from_uri=f"sip:alice@{DOMAIN}", to_uri=f"sip:bob@{DOMAIN}",
+                body=body, content_type="message/cpim",
+            )  # fmt: skip
+            assert sent.status in (200, 202), sent.summary()
+        unread = api(server, "bob", "GET", "/api/conversations").json()
+        assert [c["unread"] for c in unread if c["peer"] == "alice"] == [2], unread
+
+        read = api(server, "bob", "POST", "/api/conversations/alice/read")
+        assert read.status_code == 200 and read.json() == {"read": 2}, read.text
+
+        def incoming() -> SipMessage | None:
+            msg = alice.recv(0.2)
+            return msg if msg is not None and msg.method == "MESSAGE" else None
+
+        report = wait_until(incoming, 10, what="the display report at alice's phone")
+        answer(alice, report)
+        text = report.body.decode()
+        assert "<message-id>rd-1a2b3c</message-id>" in text, text
+        assert "<displayed" in text and "Content-Type: message/imdn+xml" in text, text
+        assert f"From: <sip:bob@{DOMAIN}>" in text, text
+        assert uri_of(report.header("P-Asserted-Identity")) == f"sip:bob@{DOMAIN}"
+        # one report only: the message that did not ask gets none, reading again sends none
+        again = api(server, "bob", "POST", "/api/conversations/alice/read")
+        assert again.json() == {"read": 0}, again.text
+        time.sleep(1.0)
+        extra = incoming()
+        assert extra is None, extra.raw.decode("utf-8", "replace")
+    rows = history(server, "alice", "bob")
+    assert [m.get("imdn_state") for m in rows] == ["displayed", "displayed"], rows

@@ -82,11 +82,17 @@ def rtp_packets(sock: socket.socket, until: float) -> list[tuple[float, c.RtpPac
     return out
 
 
-@pytest.mark.parametrize("relay", ["never", "always"])
-def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
+@pytest.mark.parametrize(
+    ("relay", "sender"),
+    [("never", ""), ("always", "zentrale"), ("never", "schulz")],
+    ids=["never", "always", "sender-refused"],
+)
+def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str, sender: str) -> None:
     """With `[media] relay = "always"` the same call's audio goes both ways through the relay
     process: the answer names a relay port, the greeting and the caller's tone cross it. The
-    recording reaches the client's e-mail address as a WAV attachment (a local SMTP server)."""
+    recording reaches the client's e-mail address as a WAV attachment (a local SMTP server).
+    `[voicemail] sender`: unset, an agent (the message comes from him), or another client's
+    user who may not message this client (the message comes as a note to self)."""
     relay_ports = free_ports(8, consecutive=True)
     mail = MailSink()
     server, inbound = office(
@@ -94,6 +100,15 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
         port_max=("media", relay_ports[-1]), host=("mail", "127.0.0.1"),
         port=("mail", mail.port), sender=("mail", "b@ex.de"),
     )  # fmt: skip
+    # who the "new voicemail" message comes from: the office's user `zentrale`, or (unset)
+    # the box's owner himself
+    notifier = CLIENT
+    if sender == "zentrale":
+        notifier = sender
+        server.cli("user", "add", notifier, "--role", "agent", "--password", "Anrufbeantworter-26",
+                   "--data", str(server.data_dir))  # fmt: skip
+    if sender:
+        set_toml_option(server.config_path, "voicemail", "sender", sender)
     with contextlib.ExitStack() as stack:
         stack.enter_context(mail)
         stack.enter_context(server)
@@ -238,6 +253,11 @@ def test_caller_leaves_a_voicemail(tmp_path: Path, relay: str) -> None:
         wait_until(owner_phone, 8, interval=0.0, what="the MWI NOTIFY and the MESSAGE")
         mwi = got["NOTIFY"]
         text = got["MESSAGE"].body.decode()  # type: ignore[attr-defined]
+        sent_by = got["MESSAGE"].header("From") or ""  # type: ignore[attr-defined]
+        assert f"sip:{notifier}@" in sent_by, sent_by
+        if sender == "schulz":
+            log_text = server.log_path.read_text(errors="replace")
+            assert "[voicemail] sender schulz may not message mueller" in log_text
         assert "Neue Sprachnachricht von" in text and CALLER in text, text
         assert re.search(r"https?://\S+", text), text  # the recording's download link
         assert mwi.header("Event") == "message-summary"  # type: ignore[attr-defined]

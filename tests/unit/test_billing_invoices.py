@@ -163,3 +163,13 @@ def test_scheduled_run_month_and_config(tmp_path: Path) -> None:
     )
     with pytest.raises(config.ConfigError, match=r"\[billing\] invoice_day"):
         config.load(data)
+    for value, sends in (("true", True), ("false", False)):
+        (data / config.CONFIG_FILE).write_text(
+            text.replace("send_invoices = false", f"send_invoices = {value}"), encoding="utf-8"
+        )
+        assert config.load(data).billing.send_invoices is sends
+    (data / config.CONFIG_FILE).write_text(
+        text.replace("send_invoices = false", 'send_invoices = "ja"'), encoding="utf-8"
+    )
+    with pytest.raises(config.ConfigError, match=r"send_invoices must be true or false"):
+        config.load(data)

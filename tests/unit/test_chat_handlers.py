@@ -4,6 +4,7 @@ for anyone else), and the text check of `content`."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,3 +72,36 @@ def test_content_checks_the_text_like_the_api() -> None:
     assert _messages().content("Zeile 1\nZeile 2", None)[1] == b"Zeile 1\nZeile 2"
     with pytest.raises(Invalid):
         _messages().content("bad \x1b[31m escape", None)
+
+
+class _ReadStore:
+    """Unread messages to mueller: a text and a typing notice from anna, a text from ben."""
+
+    def __init__(self) -> None:
+        self.read: list[tuple[str, str]] = []
+
+    def unread_messages(self, user: str, limit: int = 1000) -> list[MessageRecord]:
+        ben = _record("3", "text/plain", b"Servus")
+        return [
+            _record("1", "text/plain", b"Hallo"),
+            _record("2", "application/im-iscomposing+xml", COMPOSING),
+            MessageRecord(**{**{f: getattr(ben, f) for f in ben.__slots__}, "sender": "ben"}),
+        ]
+
+    def mark_read(self, user: str, peer: str) -> list[MessageRecord]:
+        self.read.append((user, peer))
+        return [_record("1", "text/plain", b"Hallo")] if peer == "anna" else []
+
+
+def test_unread_counts_shown_messages_and_read_tells_the_sender() -> None:
+    store, published = _ReadStore(), []
+    m = Messages(store, publish=published.append)  # type: ignore[arg-type]
+    assert m.unread(OWNER) == {"anna": 1, "ben": 1}  # the typing notice is no message
+    assert asyncio.run(m.read(OWNER, "ANNA")) == 1
+    assert store.read == [("mueller", "anna")]
+    [event] = published
+    assert (event.sender, event.recipient) == ("anna", "mueller")  # anna's pages learn it
+    assert event.message["id"] == "1" and event.message["imdn_state"] == "displayed"
+    assert (
+        asyncio.run(m.read(OWNER, "schulz")) == 0 and len(published) == 1
+    )  # nothing read: no event

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -481,7 +482,10 @@ def test_user_totp_enable_status_disable(data: Path) -> None:
     assert len(totp.secret_bytes(secret)) == 20
     assert f"otpauth://totp/heimbuero:alice@{DOMAIN}?secret={secret}&" in proc.stdout
     assert db_rows(data, "SELECT secret, enabled FROM user_totp") == [(secret, 1)]
-    assert ": on" in run("user", "totp", "alice", "status", "--data", str(data)).stdout
+    backup = re.search(r"^backup +(.+)$", proc.stdout, re.M)
+    assert backup and len(backup.group(1).split()) == 10  # shown once, here
+    status = run("user", "totp", "alice", "status", "--data", str(data)).stdout
+    assert ": on, 10 unused backup codes" in status
     proc = run("user", "totp", "alice", "disable", "--data", str(data))
     assert proc.returncode == 0 and "off" in proc.stdout
     assert db_rows(data, "SELECT * FROM user_totp") == []

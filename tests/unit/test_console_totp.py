@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from heimbuero.app import Actor
 from heimbuero.app.secondfactor import SecondFactor
 from heimbuero.domain import totp
 from heimbuero.office.demo import seed_demo
 from heimbuero.store import Store
+from heimbuero.store.models import UserTotpRow
 from heimbuero.web.app import WebContext, create_app
 
 REALM = "office.example"
@@ -219,3 +221,68 @@ def test_switching_on_ends_the_other_sessions(office: Any) -> None:
         assert http.get("/console").status_code == 200  # the one that switched it on stays
         # the other was opened with the password alone
         assert other.get("/console", follow_redirects=False).headers["location"] == "/"
+
+
+CODE = re.compile(r"<li><code>([a-z2-9]{4}-[a-z2-9]{4})</code></li>")
+
+
+def _code_login(http: TestClient, password: str, code: str) -> Any:
+    _login(http, "anna", password)
+    form = http.get("/login/code")
+    return http.post("/login/code", data={"csrf": _csrf(form.text), "code": code},
+                     follow_redirects=False)  # fmt: skip
+
+
+def test_backup_codes_are_shown_once_log_in_once_each_and_are_renewed(office: Any) -> None:
+    app, pw, store = office
+    with TestClient(app()) as http:
+        _login(http, "anna", pw["anna"])
+        page = http.get("/totp")
+        r = http.post("/totp/start", data={"csrf": _csrf(page.text), "password": pw["anna"]})
+        secret = re.search(r'<code id="totp-secret">([A-Z2-7]+)</code>', r.text).group(1)  # type: ignore[union-attr]
+        r = http.post("/totp/confirm", data={"csrf": _csrf(r.text), "code": _code(secret, -1)})
+        codes = CODE.findall(r.text)
+        assert r.status_code == 200 and len(set(codes)) == 10, r.text
+        assert "Unbenutzte Ersatzcodes: 10" in r.text
+        assert not CODE.findall(http.get("/totp").text)  # shown once
+        # only their hashes are stored
+        with store.unit_of_work(write=False) as uow:
+            row = uow.session.scalar(select(UserTotpRow.backup_codes)) or ""
+        assert all(c.replace("-", "") not in row for c in codes) and len(row.split()) == 10
+        http.post("/logout", data={"csrf": _csrf(http.get("/totp").text)})
+
+        # a backup code logs in once, however it is typed; the page says what is left
+        ok = _code_login(http, pw["anna"], " " + codes[0].upper().replace("-", " ") + " ")
+        assert ok.status_code == 303 and ok.headers["location"] == "/totp?backup_left=9"
+        page = http.get(ok.headers["location"])
+        assert "mit einem Ersatzcode angemeldet" in page.text
+        assert "Unbenutzte Ersatzcodes: 9" in page.text
+        http.post("/logout", data={"csrf": _csrf(page.text)})
+        assert _code_login(http, pw["anna"], codes[0]).status_code == 401  # used up
+        assert _code_login(http, pw["anna"], "abcd-efgh").status_code == 401  # not one of hers
+
+        # new codes need the app's code (not a backup code); the old ones are void then
+        assert _code_login(http, pw["anna"], codes[1]).status_code == 303
+        form = {"csrf": _csrf(http.get("/totp").text), "password": pw["anna"]}
+        r = http.post("/totp/backup", data={**form, "code": codes[2]})
+        assert r.status_code == 403 and not CODE.findall(r.text)
+        r = http.post("/totp/backup", data={**form, "code": _code(secret, +1)})
+        renewed = CODE.findall(r.text)
+        assert r.status_code == 200 and len(set(renewed)) == 10 and not set(renewed) & set(codes)
+        http.post("/logout", data={"csrf": _csrf(r.text)})
+        assert _code_login(http, pw["anna"], codes[2]).status_code == 401
+        assert _code_login(http, pw["anna"], renewed[0]).status_code == 303
+
+        # a lost phone: switched off with another backup code
+        form = {"csrf": _csrf(http.get("/totp").text), "password": pw["anna"]}
+        r = http.post("/totp/disable", data={**form, "code": renewed[1]})
+        assert r.status_code == 200 and "ist ausgeschaltet" in r.text
+
+
+def test_backup_code_shape() -> None:
+    codes = totp.new_backup_codes()
+    assert len(set(codes)) == 10 and all(re.fullmatch(r"[a-z2-9]{4}-[a-z2-9]{4}", c) for c in codes)
+    h = totp.backup_hash(codes[0])
+    assert h is not None and totp.backup_hash(codes[0].upper().replace("-", "")) == h
+    for bad in ("123456", "abcd-efg", "abcd-efgl", "abcd-efgh-i", ""):  # l: not in the alphabet
+        assert totp.backup_hash(bad) is None

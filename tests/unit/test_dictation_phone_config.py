@@ -49,7 +49,11 @@ def test_voicemail_phone_code_and_its_clash_with_dictation(tmp_path: Path) -> No
     vm = _mediaapp(PATH, {"voicemail": {"phone_code": "#86", "phone_max_minutes": 120}})
     assert (vm.listen_code, vm.listen_max_minutes) == ("#86", 120)
     assert _mediaapp(PATH, {"voicemail": {"phone_code": ""}}).listen_code == ""
+    assert _mediaapp(PATH, {"voicemail": {"sender": "Zentrale"}}).voicemail_sender == "zentrale"
+    assert MediaAppSettings().voicemail_sender == ""  # a note to self
     for bad, message in (
+        ({"sender": "zen trale"}, r"\[voicemail\] sender must be a user name"),
+        ({"sender": 7}, r"\[voicemail\] sender must be a user name"),
         ({"phone_code": "*21"}, r"\[voicemail\] phone_code must be \* or #"),
         ({"phone_code": "86"}, r"\[voicemail\] phone_code must be \* or #"),
         ({"phone_max_minutes": 0}, r"phone_max_minutes must be 1..120"),

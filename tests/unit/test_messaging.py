@@ -402,3 +402,20 @@ def test_unknown_or_broken_coding_415_and_inflating_bomb_413() -> None:
     [r] = responses(message_encoded(net, bomb, "deflate", "text/plain"))
     assert r.status == 413
     assert ops == []
+
+
+def test_display_report_reads_back_as_a_displayed_report_for_the_message() -> None:
+    from datetime import UTC, datetime
+
+    from heimbuero.office.messaging import CPIM, display_report
+
+    body = display_report(
+        "abc<&>1", "sip:bob@office.test", "sip:alice@office.test", "r-1", datetime.now(UTC)
+    )
+    c = describe(CPIM, body)
+    assert (c.kind, c.report_for, c.report_state) == ("imdn", "abc<&>1", "displayed")
+    assert (c.cpim_from, c.imdn_id) == ("sip:bob@office.test", "r-1")
+    with pytest.raises(MessageError):
+        display_report(
+            "x", "sip:bob@office.test\r\nTo: <sip:eve@x>", "sip:a@x", "r", datetime.now(UTC)
+        )

@@ -83,3 +83,30 @@ def test_bad_operation_writes_nothing(store: Store) -> None:
     with pytest.raises(ValueError):
         store.apply_message_log([add("m1", "a", "b", T0), ("state", "m1", "bogus", T0)])
     assert store.conversation_messages("a", "b") is None
+
+
+def test_unread_until_read_or_reported(store: Store) -> None:
+    """A message to anna is unread until a device of hers reports it displayed or she reads
+    the conversation; her own messages and other conversations stay as they are."""
+    store.apply_message_log([
+        add("m1", "carol", "anna", T0, b"eins", imdn_id="i1"),
+        add("m2", "carol", "anna", T0 + timedelta(seconds=1), b"zwei"),
+        add("m3", "anna", "carol", T0 + timedelta(seconds=2), b"drei"),
+        add("m4", "bob", "anna", T0 + timedelta(seconds=3), b"vier"),
+        ("report", "i1", "anna", "delivered"),  # delivered is not read
+    ])  # fmt: skip
+    assert [m.id for m in store.unread_messages("anna")] == ["m1", "m2", "m4"]
+    assert [m.id for m in store.unread_messages("carol")] == ["m3"]
+    assert [m.id for m in store.mark_read("anna", "carol")] == ["m1", "m2"]
+    assert store.mark_read("anna", "carol") == []  # once
+    assert store.mark_read("anna", "nobody") == []
+    assert [m.id for m in store.unread_messages("anna")] == ["m4"]
+    assert [m.id for m in store.unread_messages("carol")] == ["m3"]
+    history = store.conversation_messages("carol", "anna")
+    assert history is not None and [m.imdn_state for m in history] == [
+        "displayed", "displayed", None,
+    ]  # fmt: skip
+    # late reports: a delivery report does not make it unread again
+    store.apply_message_log([("report", "i1", "anna", "delivered")])
+    store.apply_message_log([("report", "i1", "anna", "displayed")])
+    assert [m.id for m in store.unread_messages("anna")] == ["m4"]

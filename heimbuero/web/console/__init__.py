@@ -20,7 +20,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import segno
 from fastapi import APIRouter, Request
@@ -45,6 +45,7 @@ LOGIN_COOKIE = "hb_login"  # the login form's token (before there is a session)
 CODE_COOKIE = "hb_code"  # a login waiting for its second-factor code (store/totp.py)
 MAX_CODE_FAILURES = 5  # wrong codes for one login; then the password is asked again
 MAX_FORM = 16 * 1024  # bytes of a console form
+T = TypeVar("T")
 
 _env = Environment(
     loader=FileSystemLoader(HERE / "templates"),
@@ -145,7 +146,7 @@ class Console:
         header = "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
         return await self.gate.authenticate(header, _address(request), first_factor=True)
 
-    def counted(self, request: Request, name: str, use_code: Callable[[], None]) -> None:
+    def counted(self, request: Request, name: str, use_code: Callable[[], T]) -> T:
         """Run `use_code` (a handler call that takes a second-factor code of `name`); a
         WrongCode counts like a wrong password and becomes LoginRefused 401, and once the
         failure limits are reached it is not run (LoginRefused 429)."""
@@ -153,7 +154,7 @@ class Console:
         if self.gate.code_blocked(addr, name):
             raise LoginRefused(429, "too many failed logins, try again in a minute")
         try:
-            use_code()
+            return use_code()
         except WrongCode:
             self.gate.code_failed(addr, name)
             raise LoginRefused(401, "wrong code") from None
@@ -225,9 +226,9 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             return response
         return logged_in(request, user)
 
-    def logged_in(request: Request, user: UserRecord) -> Response:
+    def logged_in(request: Request, user: UserRecord, to: str | None = None) -> Response:
         sid, _ = c.sessions.create(user.name)
-        response = RedirectResponse(_AREA.get(user.role, "/password"), 303)
+        response = RedirectResponse(to or _AREA.get(user.role, "/password"), 303)
         _cookie(response, request, SESSION_COOKIE, sid, int(c.sessions.lifetime.total_seconds()))
         response.delete_cookie(LOGIN_COOKIE, path="/")
         response.delete_cookie(CODE_COOKIE, path="/")
@@ -269,7 +270,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             if user is None:
                 raise LoginRefused(401, "no such user")
             code, sf = form.get("code", ""), c.handlers.second_factor
-            c.counted(request, challenge.user, lambda: sf.check(challenge.user, code))
+            left = c.counted(request, challenge.user, lambda: sf.check(challenge.user, code))
         except LoginRefused as exc:
             if exc.status == 429:
                 return code_page(
@@ -287,7 +288,9 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
                 request, challenge.csrf, 401, _t(request, "Der Code ist falsch oder verbraucht.")
             )
         c.challenges.end(cid)
-        return logged_in(request, user)
+        # a backup code: the second factor's page says how many are left (a lost phone:
+        # switch it off there, with another backup code, and on again with the new phone)
+        return logged_in(request, user, None if left is None else f"/totp?backup_left={left}")
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
@@ -549,17 +552,31 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
     ) -> Response:
         sf = c.handlers.second_factor
         pending = sf.pending(Actor.of(user))
+        enabled = sf.enabled(user.name)
         return _page(
             request,
             "totp.html",
             status,
             user=user,
             csrf=s.csrf,
-            enabled=sf.enabled(user.name),
+            enabled=enabled,
             pending=pending,
             qr=qr_svg(pending.uri) if pending is not None else "",
+            backup_left=sf.backup_left(Actor.of(user)) if enabled else 0,
             **values,
         )
+
+    def code_refused(
+        request: Request, s: WebSession, user: UserRecord, exc: LoginRefused
+    ) -> Response:
+        """The /totp page after a wrong code (403) or too many of them (429)."""
+        text = (
+            "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen."
+            if exc.status == 429
+            else "Der Code ist falsch oder verbraucht."
+        )
+        return totp_page(request, s, user, 429 if exc.status == 429 else 403,
+                         error=_t(request, text))  # fmt: skip
 
     async def with_password(
         request: Request, s: WebSession, user: UserRecord, form: dict[str, str]
@@ -601,7 +618,9 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         found = c.session(request)
         if found is None:
             return RedirectResponse("/", 303)
-        return totp_page(request, *found, done=request.query_params.get("done", ""))
+        used = request.query_params.get("backup_left", "")
+        return totp_page(request, *found, done=request.query_params.get("done", ""),
+                         used_backup=used.isdigit())  # fmt: skip
 
     @router.post("/totp/start")
     async def totp_start(request: Request) -> Response:
@@ -623,7 +642,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             return got
         s, user, form = got
         try:
-            c.handlers.second_factor.confirm(Actor.of(user), form.get("code", ""))
+            codes = c.handlers.second_factor.confirm(Actor.of(user), form.get("code", ""))
         except WrongCode:
             return totp_page(request, s, user, 422,
                              error=_t(request, "Der Code ist falsch oder verbraucht."))  # fmt: skip
@@ -631,7 +650,8 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             return totp_page(request, s, user, getattr(exc, "status", 400), error=str(exc))
         # the other sessions were opened with the password alone
         c.sessions.end_all_of(user.name, keep=request.cookies.get(SESSION_COOKIE, ""))
-        return RedirectResponse("/totp?done=on", 303)
+        # (the page itself, not a redirect: the backup codes are shown this once)
+        return totp_page(request, s, user, done="on", codes=codes)
 
     @router.post("/totp/disable")
     async def totp_disable(request: Request) -> Response:
@@ -644,14 +664,25 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         try:
             c.counted(request, user.name, lambda: sf.disable(Actor.of(user), code))
         except LoginRefused as exc:
-            text = (
-                "Zu viele Fehlversuche. Bitte in einer Minute erneut versuchen."
-                if exc.status == 429
-                else "Der Code ist falsch oder verbraucht."
-            )
-            return totp_page(request, s, user, 429 if exc.status == 429 else 403,
-                             error=_t(request, text))  # fmt: skip
+            return code_refused(request, s, user, exc)
         return RedirectResponse("/totp?done=off", 303)
+
+    @router.post("/totp/backup")
+    async def totp_backup(request: Request) -> Response:
+        """New backup codes (the old ones void): the current password and a code of the app."""
+        got = await totp_form(request, password=True)
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
+        code, sf = form.get("code", ""), c.handlers.second_factor
+        try:
+            codes = c.counted(request, user.name,
+                              lambda: sf.renew_backup_codes(Actor.of(user), code))  # fmt: skip
+        except LoginRefused as exc:
+            return code_refused(request, s, user, exc)
+        except AppError as exc:
+            return totp_page(request, s, user, getattr(exc, "status", 400), error=str(exc))
+        return totp_page(request, s, user, codes=codes)
 
     from heimbuero.web.console.forwarding import editor_pages, forwarding_pages
 

@@ -101,8 +101,9 @@ def chat_routes(router: APIRouter, c: Console, area: Area) -> None:
         s, user = found
         actor = Actor.of(user)
         listed = await run_in_threadpool(messages.conversations, actor)
+        unread = await run_in_threadpool(messages.unread, actor)
         conversations = [
-            {"peer": cv.peer, "at": cv.last_at,
+            {"peer": cv.peer, "at": cv.last_at, "unread": unread.get(cv.peer, 0),
              "last": view(cv.last, user.name) if cv.last is not None else None}
             for cv in listed
         ]  # fmt: skip
@@ -138,6 +139,7 @@ def chat_routes(router: APIRouter, c: Console, area: Area) -> None:
         found = area(request, ROLES)
         if isinstance(found, Response):
             return found
+        await messages.read(Actor.of(found[1]), peer)  # shown: read
         return conversation(request, *found, peer)
 
     @router.get("/chat/{peer}/messages")
@@ -151,6 +153,8 @@ def chat_routes(router: APIRouter, c: Console, area: Area) -> None:
             rows = messages.thread(Actor.of(user), peer, HISTORY)
         except AppError:
             return _not_found(request)
+        # the open page shows what came: read (the sender's page says "gelesen")
+        await messages.read(Actor.of(user), peer)
         return _page(
             request,
             "_messages.html",
