@@ -6,6 +6,7 @@ the registration. Agents, client owners and employees get the 404 page on every 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -26,6 +27,13 @@ NUMBER = "+49891234567"  # the demo client mueller's number
 EVIL = "=1+2"  # the user part of the caller's SIP URI: a formula to a spreadsheet
 PAGES = ("/admin", "/admin/users", "/admin/calls", "/admin/calls.csv", "/admin/health")
 EMPLOYEE = ("emma", "Kanzlei-Zugang-2026")
+# a client whose id (64 characters), name and greeting do not break at a blank
+LONG_ID = "k" * 64
+LONG_NAME = "Rechtsanwaltskanzlei" + "Ä" * 100
+
+
+def _width(page: Any) -> int:
+    return int(page.evaluate("document.documentElement.scrollWidth"))
 
 
 def _csrf(html: str) -> str:
@@ -60,6 +68,8 @@ def test_admin_sees_devices_calls_export_and_health(browser: Any, tmp_path: Path
     srv.cli("trunk", "set", "carrier", "--address", f"127.0.0.1:{carrier_port}", *data)
     srv.cli("rules", "import", "mueller", str(rules), *data)
     srv.add_user(*EMPLOYEE, role="employee")
+    srv.cli("client", "add", LONG_ID, "--name", LONG_NAME, "--greeting", "G" * 300,
+            "--notes", "N" * 500, "--contact", "C" * 200, *data)  # fmt: skip
     with srv, SipClient(srv.port) as phone, SipClient(srv.port, local_port=carrier_port) as pstn:
         aor = f"sip:anna@{srv.domain}"
         contact = f"sip:anna@127.0.0.1:{phone.local_port}"
@@ -90,14 +100,14 @@ def test_admin_sees_devices_calls_export_and_health(browser: Any, tmp_path: Path
         assert page.url.endswith("/admin")
         for text in ("Tischlerei Müller", "Schulz", "Europe/Berlin", "BY"):
             assert text in page.locator("main").inner_text(), text
-        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        assert _width(page) <= 360
         page.get_by_role("link", name="Benutzer und Geräte").click()
         page.wait_for_load_state()
         main = page.locator("main").inner_text()
         for text in ("mueller", "schulz", "emma", "team", "anna, ben", "carrier", "wallboard",
                      contact, "UDP 127.0.0.1"):  # fmt: skip
             assert text in main, text
-        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        assert _width(page) <= 360
         # the record is written a moment after the call ended
         calls = page.get_by_role("link", name="Anrufe", exact=True)
         calls.click()
@@ -109,7 +119,7 @@ def test_admin_sees_devices_calls_export_and_health(browser: Any, tmp_path: Path
 
         wait_until(listed, timeout=10, interval=0.5, what="the call on /admin/calls")
         assert "besetzt" in page.locator("table.calls").inner_text()
-        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        assert _width(page) <= 360
         page.get_by_label("Mandant", exact=True).select_option("mueller")
         page.get_by_label("von", exact=True).fill("2020-01-01")
         page.get_by_role("button", name="Anzeigen").click()
@@ -128,13 +138,18 @@ def test_admin_sees_devices_calls_export_and_health(browser: Any, tmp_path: Path
         assert row[head.index("Ergebnis")] == "busy"
         page.get_by_role("link", name="Serverzustand").click()
         page.wait_for_load_state()
-        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        assert _width(page) <= 360
         assert int(page.locator("#h-registrations").inner_text()) >= 1
         assert page.locator("#h-calls").inner_text() == "0"
         assert int(page.locator("#h-streams").inner_text()) >= 0
         assert re.fullmatch(r"[\d,.]+ (B|kB|MB)", page.locator("#h-store").inner_text())
+        page.goto(srv.http_url + f"/admin/clients/{LONG_ID}")
+        assert LONG_NAME in page.get_by_label("Name").input_value()
+        assert _width(page) <= 360
+        page.goto(srv.http_url + "/console")  # the long name in the call note's client list
+        assert _width(page) <= 360
         page.goto(srv.http_url + "/admin/clients/mueller")
-        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        assert _width(page) <= 360
         page.get_by_label("Begrüßung").fill("Tischlerei Müller, Grüß Gott")
         page.get_by_role("button", name="Speichern").click()
         page.wait_for_load_state()
@@ -148,7 +163,7 @@ def test_admin_sees_devices_calls_export_and_health(browser: Any, tmp_path: Path
 
         # abuse: every other role gets the 404 page another role's area gives
         for who, area in (("anna", "/portal"), ("mueller", "/console"), ("emma", "/console")):
-            with _session(srv, who) as http:
+            with contextlib.closing(_session(srv, who)) as http:
                 foreign = http.get(area)
                 assert foreign.status_code == 404 and "Nicht gefunden" in foreign.text
                 for path in PAGES:
