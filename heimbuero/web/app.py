@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from heimbuero.app import Actor, App, AppError, Invalid, Problem, TooMany, Unavailable, http_status
 from heimbuero.app.billing import SendMail
+from heimbuero.app.calls import MAX_OFFSET
 from heimbuero.app.clients import ClientInfo
 from heimbuero.app.rules import OverrideState
 from heimbuero.domain.model import Group, Provider, Step, Trunk, parse_target
@@ -1094,10 +1095,13 @@ def create_app(ctx: WebContext) -> FastAPI:
         until: Annotated[
             datetime | None, Query(description="started before (ISO 8601; no offset: UTC)")
         ] = None,
-        offset: Annotated[int, Query(ge=0, description="skip this many newer ones")] = 0,
+        offset: Annotated[
+            int, Query(ge=0, le=MAX_OFFSET, description="skip this many newer ones")
+        ] = 0,
     ) -> list[CallOut]:
         """Call records, newest first: every client's (staff) or your own business's; a
-        client without records (or an unknown one) gives an empty list."""
+        client without records gives an empty list, an unknown one (or another business's)
+        404."""
         records = handlers.calls.list(actor, client, limit, since=since, until=until, offset=offset)
         return [_call_out(r) for r in records]
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from heimbuero.app import Actor, App, Conflict, Forbidden, Invalid, NotFound, Role, Unavailable
+from heimbuero.app.calls import MAX_OFFSET
 from heimbuero.app.errors import http_status
 from heimbuero.app.server import visible_registrations
 from heimbuero.config import FileSettings
@@ -269,6 +270,10 @@ def test_call_records_by_date_range_and_page(app: App) -> None:
     assert app.calls.list(OTHER, since=day) == []  # another business's stay hidden
     assert _refused(app.calls.list, ADMIN, limit=0) == 422
     assert _refused(app.calls.list, ADMIN, offset=-1) == 422
+    assert _refused(app.calls.list, ADMIN, offset=MAX_OFFSET + 1) == 422
+    east = timezone(timedelta(hours=5))
+    assert _refused(app.calls.list, ADMIN, since=datetime(1, 1, 1, tzinfo=east)) == 422
+    assert ids(since=datetime(2026, 12, 4, 9, 0)) == ["c4", "c3"]  # no offset: UTC
 
 
 def test_server_state_without_a_server_and_with_one(app: App, tmp_path: Path) -> None:
