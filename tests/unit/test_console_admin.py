@@ -73,7 +73,7 @@ def _login(http: TestClient, name: str, password: str) -> None:
 
 
 def http_odd_name(app: Any, pw: dict[str, str]) -> Any:
-    """The export asked for a client id no header may carry (no such client: no records)."""
+    """The export asked for a client id no header may carry (no such client)."""
     with TestClient(app()) as http:
         _login(http, "admin", pw["admin"])
         return http.get("/admin/calls.csv", params={"client": "müller\r\nX-Evil: 1"})
@@ -132,6 +132,9 @@ def test_day_bounds_are_whole_local_days() -> None:
     assert start.astimezone(UTC) == datetime(2026, 12, 23, 23, 0, tzinfo=UTC)
     assert end - start == timedelta(days=1)
     assert day_bounds("24.12.", "", "Europe/Berlin")[2] == ["from"]
+    # days a date field takes but UTC has no whole day for (year 1 in Berlin, after 9999)
+    assert day_bounds("0001-01-01", "9999-12-31", "Europe/Berlin")[2] == ["from", "to"]
+    assert day_bounds("0001-01-02", "9999-12-30", "Europe/Berlin")[2] == []
 
 
 # -- the pages --------------------------------------------------------------------------------
@@ -176,12 +179,20 @@ def test_admin_calls_filter_page_and_export(office: Any) -> None:
         assert "HYPERLINK" in recent and "+4930555@c" not in recent
         bad = http.get("/admin/calls", params={"from": "gestern"})
         assert bad.status_code == 422 and "2026-12-24" in bad.text
+        for edge in ({"from": "0001-01-01"}, {"to": "9999-12-31"}):
+            page = http.get("/admin/calls", params=edge)
+            assert page.status_code == 422 and "2026-12-24" in page.text, edge
+            assert http.get("/admin/calls.csv", params=edge).status_code == 422, edge
+        # a client that neither exists nor has records: the 404 page, as in the API
+        for path in ("/admin/calls", "/admin/calls.csv"):
+            gone = http.get(path, params={"client": "nobody"})
+            assert gone.status_code == 404 and "Nicht gefunden" in gone.text, path
         export = http.get("/admin/calls.csv", params={"client": "mueller"})
     assert export.status_code == 200
     assert export.headers["content-type"] == "text/csv; charset=utf-8"
     assert export.headers["content-disposition"] == 'attachment; filename="anrufe-mueller.csv"'
     odd = http_odd_name(app, pw)
-    assert odd.headers["content-disposition"] == 'attachment; filename="anrufe-mllerX-Evil1.csv"'
+    assert odd.status_code == 404 and "content-disposition" not in odd.headers
     assert "x-evil" not in odd.headers
     text = export.content.decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(text)))
@@ -236,11 +247,15 @@ def test_admin_pages_look_missing_to_other_roles(office: Any, who: str) -> None:
 
 
 def test_admin_pages_need_a_session(office: Any) -> None:
-    app, _, _ = office
+    app, _, store = office
     with TestClient(app()) as http:
-        for path in PAGES:
+        for path in (*PAGES, "/admin/clients/mueller", "/admin/clients/nobody"):
             r = http.get(path, follow_redirects=False)
             assert r.status_code == 303 and r.headers["location"] == "/", path
+        r = http.post("/admin/clients/mueller", data={"name": "Gekapert"}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/"
+    c = store.get_client("mueller")
+    assert c is not None and c.name == "Tischlerei Müller"
 
 
 def test_admin_pages_in_english(office: Any) -> None:
@@ -281,6 +296,11 @@ def test_admin_edits_a_client_and_sees_what_is_wrong(office: Any) -> None:
         assert ok.status_code == 303 and ok.headers["location"].startswith("/admin?saved=mueller")
         assert "Mandant mueller gespeichert." in http.get(ok.headers["location"]).text
         assert http.get("/admin/clients/nobody").status_code == 404
+        for odd in ("M%C3%BCller", "x" * 300, "mueller%0D%0AX-Evil:%201"):
+            assert http.get("/admin/clients/" + odd).status_code == 404, odd
+        gone = http.post("/admin/clients/nobody", data=fields)
+        assert gone.status_code == 404 and "Nicht gefunden" in gone.text
+        assert store.get_client("nobody") is None
     c = store.get_client("mueller")
     assert c is not None and (c.name, c.bundesland, c.notes) == (
         "Tischlerei Müller GmbH", "BW", "Zeile 1\nZeile 2")  # fmt: skip
@@ -292,8 +312,9 @@ def test_only_admins_edit_clients(office: Any, who: str) -> None:
     with TestClient(app()) as http:
         _login(http, who, pw[who])
         csrf = _csrf(http.get("/password").text)
-        assert http.get("/admin/clients/mueller").status_code == 404
-        r = http.post("/admin/clients/mueller", data={"csrf": csrf, "name": "Gekapert"})
-        assert r.status_code == 404
+        for client_id in ("mueller", "nobody"):  # no hint whether a client exists
+            assert http.get(f"/admin/clients/{client_id}").status_code == 404
+            r = http.post(f"/admin/clients/{client_id}", data={"csrf": csrf, "name": "Gekapert"})
+            assert r.status_code == 404
     c = store.get_client("mueller")
     assert c is not None and c.name == "Tischlerei Müller"

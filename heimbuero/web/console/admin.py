@@ -1,17 +1,21 @@
-"""The provider admin's pages (/admin …): read-only views of what the CLI and the JSON API
-change.
+"""The provider admin's pages (/admin …): views of what the CLI and the JSON API change, and
+one form.
 
 - `/admin`: the provider, the clients (Bundesland, timezone, greeting, VIP callers, numbers)
   and the reset of a user's second factor;
+- `/admin/clients/ID`: a client's fields in a form (Clients.update, like
+  `PATCH /api/clients/ID`); an unknown id is the 404 page;
 - `/admin/users`: users with their live SIP registrations, groups, trunks (with the state of
   their registration to the carrier), numbers and API tokens (never a token's secret: the
   store keeps only its hash);
 - `/admin/calls`: call records by client and date range, newest first, 100 a page, and the same
-  selection as CSV (`/admin/calls.csv`);
+  selection as CSV (`/admin/calls.csv`); a client that neither exists nor has records is the
+  404 page, as `GET /api/calls?client=ID` is 404;
 - `/admin/health`: registrations, calls now, event-stream clients, store size, uptime.
 
 A thin adapter like the JSON API: each page calls the same handlers (heimbuero/app) as the
-session's Actor. Other roles get the console's 404 page, the same as for a missing page."""
+session's Actor. Other roles get the console's 404 page, the same as for a missing page (as
+on every area of the console that is not theirs); without a session, the login page."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import contextlib
 import csv
 import io
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -139,9 +143,17 @@ def day_bounds(
             bad.append(field)
             return None
 
-    first, last = day(since, "from"), day(until, "to")
-    start = datetime.combine(first, time(), tz) if first else None
-    end = datetime.combine(last + timedelta(days=1), time(), tz) if last else None
+    def moment(first: date | None, days: int, field: str) -> datetime | None:
+        if first is None:
+            return None
+        try:  # in UTC, so the year 1 and 9999 are bad here rather than in the query
+            return datetime.combine(first + timedelta(days=days), time(), tz).astimezone(UTC)
+        except OverflowError:
+            bad.append(field)
+            return None
+
+    start = moment(day(since, "from"), 0, "from")
+    end = moment(day(until, "to"), 1, "to")
     return start, end, bad
 
 
@@ -297,8 +309,8 @@ def admin_pages(router: APIRouter, c: Console, area: Area, posted: Posted, feeds
                     h.calls.list, actor, limit=PAGE + 1, offset=(sel["page"] - 1) * PAGE,
                     **sel["args"],
                 )  # fmt: skip
-            except AppError:
-                records = []
+            except AppError:  # a client that neither exists nor has records
+                return _not_found(request)
         more = len(records) > PAGE
         return _page(
             request,
@@ -327,8 +339,8 @@ def admin_pages(router: APIRouter, c: Console, area: Area, posted: Posted, feeds
                             media_type="text/plain; charset=utf-8")  # fmt: skip
         try:
             records = await run_in_threadpool(h.calls.list, actor, limit=CSV_MAX, **sel["args"])
-        except AppError:
-            records = []
+        except AppError:  # a client that neither exists nor has records
+            return _not_found(request)
         headers = [_t(request, text) for text, _ in CSV_COLUMNS]
         body = await run_in_threadpool(calls_csv, records, headers)
         name = "anrufe" + (f"-{sel['client']}" if sel["client"] else "")
