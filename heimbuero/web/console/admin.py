@@ -183,16 +183,19 @@ def admin_pages(router: APIRouter, c: Console, area: Area, posted: Posted, feeds
         if isinstance(found, Response):
             return found
         s, user, actor = found
+        clients = h.clients.list(actor)
+        saved = request.query_params.get("saved", "")
         return _page(
             request,
             "admin.html",
             user=user,
             csrf=s.csrf,
             provider=h.provider.get(actor),
-            clients=h.clients.list(actor),
+            clients=clients,
             with_code=h.second_factor.users(actor),
             reset=request.query_params.get("reset", ""),
-            saved=request.query_params.get("saved", ""),
+            # a link cannot make the page announce a change to a client that does not exist
+            saved=saved if any(ci.client.id == saved for ci in clients) else "",
         )
 
     def client_form(
