@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
+from heimbuero import __version__
 from heimbuero.app.billing import Billing, Invoices, InvoiceSchedule, due_month
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
@@ -894,6 +895,9 @@ class Server:
             "registered_users": sum(
                 1 for a in self.location.aors() if self.location.is_registered(a, now)
             ),
+            "calls_active": self.call_log.open_calls,
+            "trunks": {t["trunk"]: t["state"] for t in self.trunks.status()},
+            "version": __version__,
             "transactions": len(self.core.layer),
             "proxied_requests_open": len(self.core.proxy),
             "messages": dict(self.core.stats),

@@ -454,24 +454,6 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
             return _not_found(request)
         return RedirectResponse("/portal", 303)
 
-    @router.get("/admin")
-    async def admin(request: Request) -> Response:
-        found = area(request, ("admin",))
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        actor = Actor.of(user)
-        clients = c.handlers.clients.list(actor)
-        return _page(
-            request,
-            "admin.html",
-            user=user,
-            csrf=s.csrf,
-            clients=clients,
-            with_code=c.handlers.second_factor.users(actor),
-            reset=request.query_params.get("reset", ""),
-        )
-
     @router.post("/admin/totp/{name}/reset")
     async def reset_second_factor(request: Request, name: str) -> Response:
         """Take a user's second factor away (a lost phone)."""
@@ -493,6 +475,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
     chat_routes(router, c, area)
 
     feeds = Feeds(handlers)
+
+    from heimbuero.web.console.admin import admin_pages
+
+    admin_pages(router, c, area, posted, feeds)
 
     @router.get("/events")
     async def events(request: Request) -> Response:
