@@ -23,9 +23,10 @@ the internet can point it at the server's loopback or LAN.
 
 Path (RFC 3327): a REGISTER that came through an edge proxy carries the proxies' Path entries;
 the binding keeps them (`Binding.path`), the 200 echoes them, and requests to the device go to
-the first Path hop with the Path as their pre-loaded Route (§5.4). The UA must say
-`Supported: path` (else 421 with `Require: path`, nothing stored: §5.3 leaves the registrar the
-choice, and a UA that does not know of its path could not tell why its calls take it). A Path is
+the first Path hop with the Path as their pre-loaded Route (§5.4). A UA that does not say
+`Supported: path` gets its Path stored and used all the same, but not echoed (what Kamailio
+calls "lazy": §5.3 lets a registrar demand the extension with 421, which would shut out the
+ordinary desk phones behind a provider's edge proxy, as few of them send it). A Path is
 the registering user's claim, trusted for that user's own binding only, and held to the same
 rule as a Contact: its first hop is the proxy the REGISTER came from (a hostname, or the same
 IP), or an address reachable from that source; never this server itself or a carrier trunk
@@ -107,16 +108,15 @@ class Registrar:
         path: tuple[str, ...] = ()
         edge: Peer | None = None
         if path_values:
-            if not _supports(req, "path"):
-                # RFC 3327 §5.3: Path is applied only for a UA that supports it.
-                return RegisterResult(421, "Extension Required", [("Require", "path")], [], [])
             checked = self._check_path(path_values, source)
             if isinstance(checked, str):
                 return _fail(400 if checked.startswith("Bad") else 403, checked)
             path, edge = checked
+        # RFC 3327 §5.3: the Path is echoed to a UA that supports it (stored either way)
+        echo = path if _supports(req, "path") else ()
 
         if not contacts_raw:
-            return self._ok(aor, now, [], [], path)
+            return self._ok(aor, now, [], [], echo)
 
         if "*" in contacts_raw:
             if len(contacts_raw) != 1 or header_expires != "0":
@@ -125,7 +125,7 @@ class Registrar:
             for b in existing:
                 if b.call_id == call_id and cseq <= b.cseq:
                     return _fail(400, "CSeq out of order")
-            return self._ok(aor, now, [], loc.remove_aor(aor), path)
+            return self._ok(aor, now, [], loc.remove_aor(aor), echo)
 
         parsed: list[tuple[Address, int]] = []
         for raw in contacts_raw:
@@ -198,7 +198,7 @@ class Registrar:
                         removed.append(other)
             loc.put(binding)
             added.append(binding)
-        return self._ok(aor, now, added, removed, path)
+        return self._ok(aor, now, added, removed, echo)
 
     def _check_path(self, values: list[str], source: Peer) -> tuple[tuple[str, ...], Peer] | str:
         """The Path vector to store and where its first hop is reached, or why it is refused
@@ -231,7 +231,8 @@ class Registrar:
         removed: list[Binding],
         path: tuple[str, ...] = (),
     ) -> RegisterResult:
-        # RFC 3327 §5.3: the request's Path, echoed (the core adds Supported: path).
+        # RFC 3327 §5.3: the request's Path, echoed to a UA that supports it (the core adds
+        # Supported: path).
         headers: list[tuple[str, str]] = [("Path", p) for p in path]
         for b in self.location.lookup(aor, now):
             q = f";q={b.q:g}" if b.q is not None else ""

@@ -141,11 +141,12 @@ def test_path_is_stored_echoed_and_its_first_hop_is_where_the_device_is_reached(
     assert b.received == EDGE  # the first hop, not the Contact's private address
 
 
-def test_path_without_supported_path_is_421_and_nothing_stored() -> None:
+def test_path_without_supported_path_is_stored_but_not_echoed() -> None:
     reg, loc = make()
     r = reg.handle(with_path(["<sip:93.184.216.34;lr>"], supported="replaces"), "anna", EDGE, 0.0)
-    assert (r.status, r.headers) == (421, [("Require", "path")])
-    assert loc.lookup("anna", 0.0) == []
+    assert r.status == 200 and [v for n, v in r.headers if n == "Path"] == []
+    [b] = loc.lookup("anna", 0.0)
+    assert b.path == ("<sip:93.184.216.34;lr>",) and b.received == EDGE
 
 
 def test_path_first_hop_rules() -> None:
