@@ -702,6 +702,9 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
 
     forwarding_pages(router, handlers, area, posted)
     editor_pages(router, handlers, area, posted)
+    from heimbuero.web.console.billing import billing_pages
+
+    billing_pages(router, handlers, area, posted)
     return router
 
 
