@@ -2,7 +2,8 @@
 the real `heimbuero serve` with the demo office: the admin saves the provider's invoice data
 through the form (a wrong IBAN first: shown at its field, nothing stored), runs last month's
 invoices (one call of Tischlerei Müller last month), sees the invoice and downloads its PDF;
-the owner sees the same invoice and this month's usage (a call note taken by an agent)."""
+the owner sees the same invoice and this month's usage (a call note taken by an agent), which
+follows a second note without reload."""
 
 from __future__ import annotations
 
@@ -129,6 +130,13 @@ def test_admin_invoices_a_month_and_the_owner_sees_it(browser: Any, tmp_path: Pa
         with page.expect_download() as got:
             mine.get_by_role("link", name="PDF").click()
         assert Path(got.value.path()).read_bytes() == pdf
+        # a second note while the page is open: the usage follows without reload
+        r = httpx.post(f"{srv.http_url}/api/notes", auth=("anna", srv.users["anna"]),
+                       json={"client": "mueller", "text": "Noch ein Anruf"},
+                       timeout=30)  # fmt: skip
+        assert r.status_code == 201, r.text
+        expect(page.locator("#total-net")).to_have_text("30,00\xa0€", timeout=60_000)
+        assert page.locator("#usage-lines tbody tr").count() == 2
         # an earlier month through the picker: last month's call
         page.locator("#month").fill(last_month)
         page.get_by_role("button", name="Anzeigen").click()

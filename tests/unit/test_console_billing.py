@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from heimbuero.app import App
 from heimbuero.app.policy import Actor, Role
+from heimbuero.office import accounts
 from heimbuero.office.demo import seed_demo
 from heimbuero.store import Store
 from heimbuero.web.app import WebContext, create_app
@@ -290,3 +291,19 @@ def test_the_datev_export_needs_its_numbers(office: Any) -> None:
         assert number.encode() in r.content
         assert f'filename="datev-{month}.csv"' in r.headers["content-disposition"]
         assert http.get("/admin/billing", params={"month": "13-2026"}).status_code == 422
+
+
+def test_an_employee_sees_the_business_s_billing_but_nothing_else(office: Any) -> None:
+    app, _, handlers, _ = office
+    number = _run(handlers)
+    store = handlers.billing.store
+    accounts.add_user(store, REALM, "lehrling", "Hobelbank-Lehrjahr-1", "employee")
+    store.user_update("lehrling", client="mueller")
+    with TestClient(app()) as http:
+        _login(http, "lehrling", "Hobelbank-Lehrjahr-1")
+        page = http.get("/portal/billing")
+        assert page.status_code == 200 and number in page.text and "Angenommener Anruf" in page.text
+        pdf = http.get(f"/portal/billing/invoices/{number}/pdf")
+        assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-")
+        assert http.get("/portal/billing", params={"client": "schulz"}).status_code == 404
+        assert http.get("/admin/billing").status_code == 404
