@@ -98,7 +98,7 @@ def test_admin_invoices_a_month_and_the_owner_sees_it(browser: Any, tmp_path: Pa
         )
         _fits(page)
         page.get_by_role("button", name="Rechnungen erstellen").click()
-        expect(page.get_by_role("status")).to_have_text("1 Rechnungen erstellt.")
+        expect(page.get_by_role("status")).to_have_text("1 Rechnung erstellt.")
         (inv,) = api.get("/api/billing/invoices").json()
         number = inv["number"]
         assert inv["gross"] == round((2900 + 85 + 2 * 20) * 1.19)  # 36,00 €

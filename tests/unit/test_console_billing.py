@@ -210,6 +210,9 @@ def test_the_admin_runs_sends_and_cancels_after_confirming(office: Any) -> None:
         r = http.post("/admin/billing/run", data={"csrf": csrf, "month": LAST_MONTH,
                                                   "confirm": "1"})  # fmt: skip
         assert r.status_code == 200 and "2 Rechnungen erstellt." in r.text
+        again = http.post("/admin/billing/run", data={"csrf": csrf, "month": LAST_MONTH,
+                                                      "confirm": "1"})  # fmt: skip
+        assert "Keine neuen Rechnungen" in again.text and len(handlers.invoices.list(ADMIN)) == 2
         (number,) = [i["number"] for i in handlers.invoices.list(ADMIN, "mueller")]
         assert number in r.text and "Senden" in r.text and "Stornieren" in r.text
 

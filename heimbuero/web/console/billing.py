@@ -229,6 +229,7 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
             ],  # fmt: skip
             usage_total=euro(lang, sum(usage.values())),
             invoices=invoice_rows(request, invoices),
+            names=names,
             seller=shown,
             fields=[(f, _t(request, SELLER_LABELS[f])) for f in SELLER_FIELDS],
             missing=seller["missing"],
@@ -320,7 +321,15 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
         except AppError as exc:
             return admin_page(request, s, user, month, getattr(exc, "status", 400),
                               error=str(exc))  # fmt: skip
-        return back(month, _t(request, "%(n)s Rechnungen erstellt.", n=str(len(made))))
+        if not made:
+            text = _t(request, "Keine neuen Rechnungen: jeder Mandant mit Tarif hat seine "
+                      "Rechnung für %(month)s schon, oder es gibt nichts abzurechnen.",
+                      month=month)  # fmt: skip
+        elif len(made) == 1:
+            text = _t(request, "1 Rechnung erstellt.")
+        else:
+            text = _t(request, "%(n)s Rechnungen erstellt.", n=str(len(made)))
+        return back(month, text)
 
     @router.post("/admin/billing/invoices/{number}/send")
     async def send(request: Request, number: str) -> Response:
