@@ -310,3 +310,14 @@ def test_an_employee_sees_the_business_s_billing_but_nothing_else(office: Any) -
         assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-")
         assert http.get("/portal/billing", params={"client": "schulz"}).status_code == 404
         assert http.get("/admin/billing").status_code == 404
+
+
+def test_the_seller_api_lists_every_refused_field_and_stores_none(office: Any) -> None:
+    app, pw, handlers, _ = office
+    with TestClient(app()) as http:
+        bad = {**SELLER, "iban": "DE00 1234", "country": "Deutschland", "email": "nope"}
+        r = http.patch("/api/billing/seller", json=bad, auth=("admin", pw["admin"]))
+        assert r.status_code == 422, r.text
+        fields = sorted(p["field"] for p in r.json()["detail"])
+        assert fields == ["body.country", "body.email", "body.iban"]
+        assert handlers.billing.seller(ADMIN)["name"] == ""

@@ -81,10 +81,6 @@ def quantity(lang: str, text: str) -> str:
     return str(format_decimal(Decimal(text), "#,##0.###", locale=Locale.parse(lang)))
 
 
-def this_month() -> str:
-    return datetime.now(BERLIN).strftime("%Y-%m")
-
-
 def last_month() -> str:
     first = datetime.now(BERLIN).date().replace(day=1)
     return (first - timedelta(days=1)).strftime("%Y-%m")
@@ -172,7 +168,7 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
             csrf=s.csrf,
             client=client,
             month=usage["month"],
-            current=usage["month"] == this_month(),
+            current=usage["month"] == datetime.now(ZoneInfo(client.timezone)).strftime("%Y-%m"),
             tariff=usage["tariff"],
             lines=lines,
             totals=totals,
