@@ -36,6 +36,9 @@ LABELS = {"name": "Name", "street": "Straße", "postcode": "Postleitzahl", "city
           "phone": "Telefon"}  # fmt: skip
 
 
+WAIT = 30_000  # ms an expectation may wait (a run builds PDFs; the machine may be busy)
+
+
 def _fits(page: Any) -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
 
@@ -70,12 +73,13 @@ def test_admin_invoices_a_month_and_the_owner_sees_it(browser: Any, tmp_path: Pa
 
         context = browser.new_context(locale="de-DE", viewport={"width": 360, "height": 900},
                                       accept_downloads=True)  # fmt: skip
+        context.set_default_timeout(WAIT)
         page = context.new_page()
         login(page, srv, "admin")
         page.get_by_role("link", name="Abrechnung").click()
         page.wait_for_url(re.compile(r"/admin/billing$"))
-        expect(page.locator("#month")).to_have_value(last_month)
-        expect(page.locator("#provider-usage")).to_contain_text("Tischlerei Müller")
+        expect(page.locator("#month")).to_have_value(last_month, timeout=WAIT)
+        expect(page.locator("#provider-usage")).to_contain_text("Tischlerei Müller", timeout=WAIT)
         _fits(page)
 
         # the provider's data: a wrong IBAN is shown at its field, nothing is stored
@@ -83,28 +87,28 @@ def test_admin_invoices_a_month_and_the_owner_sees_it(browser: Any, tmp_path: Pa
             page.get_by_label(label, exact=True).fill(SELLER[field])
         page.get_by_label("IBAN", exact=True).fill("DE00 1234")
         page.get_by_role("button", name="Rechnungsdaten speichern").click()
-        expect(page.locator("#seller-iban-error")).to_have_text("not a valid IBAN")
+        expect(page.locator("#seller-iban-error")).to_have_text("not a valid IBAN", timeout=WAIT)
         assert api.get("/api/billing/seller").json()["name"] == ""
         _fits(page)
         page.get_by_label("IBAN", exact=True).fill(SELLER["iban"])
         page.get_by_role("button", name="Rechnungsdaten speichern").click()
-        expect(page.get_by_role("status")).to_have_text("Rechnungsdaten gespeichert.")
+        expect(page.get_by_role("status")).to_have_text("Rechnungsdaten gespeichert.", timeout=WAIT)
         assert api.get("/api/billing/seller").json()["missing"] == []
 
         # the run, after its confirmation
         page.get_by_role("button", name=f"Rechnungen für {last_month} erstellen").click()
         expect(page.get_by_role("heading", level=1)).to_have_text(
-            f"Rechnungen für {last_month} erstellen?"
+            f"Rechnungen für {last_month} erstellen?", timeout=WAIT
         )
         _fits(page)
         page.get_by_role("button", name="Rechnungen erstellen").click()
-        expect(page.get_by_role("status")).to_have_text("1 Rechnung erstellt.")
+        expect(page.get_by_role("status")).to_have_text("1 Rechnung erstellt.", timeout=WAIT)
         (inv,) = api.get("/api/billing/invoices").json()
         number = inv["number"]
         assert inv["gross"] == round((2900 + 85 + 2 * 20) * 1.19)  # 36,00 €
         row = page.locator(f'#invoices tr[data-number="{number}"]')
-        expect(row).to_contain_text("36,00\xa0€")
-        expect(row).to_contain_text("ausgestellt")
+        expect(row).to_contain_text("36,00\xa0€", timeout=WAIT)
+        expect(row).to_contain_text("ausgestellt", timeout=WAIT)
         _fits(page)
         if SHOTS:
             page.screenshot(path=str(Path(SHOTS) / "console-billing-admin.png"), full_page=True)
@@ -119,11 +123,12 @@ def test_admin_invoices_a_month_and_the_owner_sees_it(browser: Any, tmp_path: Pa
         login(page, srv, "mueller")
         page.get_by_role("link", name="Verbrauch und Rechnungen").click()
         page.wait_for_url(re.compile(r"/portal/billing$"))
-        expect(page.locator("#usage-lines")).to_contain_text("Telefonnotiz")
-        expect(page.locator("#usage-lines")).to_contain_text("0,50\xa0€")
-        expect(page.locator("#total-net")).to_have_text("29,50\xa0€")  # base fee + the note
+        expect(page.locator("#usage-lines")).to_contain_text("Telefonnotiz", timeout=WAIT)
+        expect(page.locator("#usage-lines")).to_contain_text("0,50\xa0€", timeout=WAIT)
+        # base fee + the note
+        expect(page.locator("#total-net")).to_have_text("29,50\xa0€", timeout=WAIT)
         mine = page.locator(f'#invoices tr[data-number="{number}"]')
-        expect(mine).to_contain_text("36,00\xa0€")
+        expect(mine).to_contain_text("36,00\xa0€", timeout=WAIT)
         _fits(page)
         if SHOTS:
             page.screenshot(path=str(Path(SHOTS) / "console-billing-portal.png"), full_page=True)
@@ -140,5 +145,5 @@ def test_admin_invoices_a_month_and_the_owner_sees_it(browser: Any, tmp_path: Pa
         # an earlier month through the picker: last month's call
         page.locator("#month").fill(last_month)
         page.get_by_role("button", name="Anzeigen").click()
-        expect(page.locator("#usage-lines")).to_contain_text("Angenommener Anruf")
+        expect(page.locator("#usage-lines")).to_contain_text("Angenommener Anruf", timeout=WAIT)
         context.close()
