@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -967,9 +968,23 @@ def _audio_loss(media: dict[str, Any] | None) -> str:
     return f"{worst:.1f} %"
 
 
+def _utc_moment(flag: str, text: str | None) -> datetime | None:
+    """An ISO date or date-time of a command-line flag; without an offset: UTC."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise Invalid(flag, f"invalid {flag} {text!r}: expected 2026-12-24 or "
+                      "2026-12-24T14:00") from None  # fmt: skip
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def cmd_calls_list(args: argparse.Namespace) -> int:
+    since = _utc_moment("--since", args.since)
+    until = _utc_moment("--until", args.until)
     with _open_app(args.data) as (_cfg, app):
-        records = app.calls.list(ADMIN, args.client, limit=args.limit)
+        records = app.calls.list(ADMIN, args.client, limit=args.limit, since=since, until=until)
     if not records:
         print("no call records")
         return 0
@@ -1260,6 +1275,10 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", parents=[data], help="list call records, newest first")
     p.add_argument("--client", metavar="ID", help="only this client's calls")
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.add_argument(
+        "--since", metavar="WHEN", help="started at or after (2026-12-01 or 2026-12-01T08:00; UTC)"
+    )
+    p.add_argument("--until", metavar="WHEN", help="started before (as --since)")
     p.set_defaults(func=cmd_calls_list)
 
 

@@ -24,7 +24,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-from heimbuero.app.billing import Billing, Invoices, due_month
+from heimbuero import __version__
+from heimbuero.app.billing import Billing, Invoices, InvoiceSchedule, due_month
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
@@ -300,7 +301,7 @@ def _to_record(b: Binding) -> BindingRecord:
     return BindingRecord(
         aor=b.aor, contact=b.contact, received=_peer_text(b.received), expires_at=b.expires_at,
         call_id=b.call_id, cseq=b.cseq, instance=b.instance, reg_id=b.reg_id, q=b.q,
-        user_agent=b.user_agent,
+        user_agent=b.user_agent, path="\n".join(b.path) if b.path else None,
     )  # fmt: skip
 
 
@@ -308,7 +309,7 @@ def _from_record(r: BindingRecord) -> Binding:
     return Binding(
         aor=r.aor, contact=r.contact, received=_peer_parse(r.received), expires_at=r.expires_at,
         call_id=r.call_id, cseq=r.cseq, q=r.q, user_agent=r.user_agent, instance=r.instance,
-        reg_id=r.reg_id,
+        reg_id=r.reg_id, path=tuple(r.path.split("\n")) if r.path else (),
     )  # fmt: skip
 
 
@@ -620,22 +621,20 @@ class Server:
     async def _invoice_schedule(self) -> None:
         """billing: the scheduled invoice run ([billing] invoice_day; idempotent per month)."""
         b = self.config.billing
-        done: str | None = None
         refused = ""  # the last refusal (incomplete seller data): logged once, not every minute
         try:  # invoices a stopped run or cancel left without their PDF and XML
             await asyncio.get_running_loop().run_in_executor(None, self.invoices.complete_documents)
         except Exception:
             log.exception("billing: making the missing invoice documents failed")
-        send_at: float | None = None  # when the month's unsent invoices are sent next
+        schedule = InvoiceSchedule(b.send_invoices, INVOICE_SEND_RETRY)
         while b.invoice_day:
             month = due_month(datetime.now(UTC), b.invoice_day, b.invoice_hour, b.timezone)
-            if month is not None and month != done:
+            if month is not None and schedule.run_due(month):
                 try:
                     made = await asyncio.get_running_loop().run_in_executor(
                         None, self.invoices.run, Actor.local_admin(), month
                     )
-                    done = month
-                    send_at = time.monotonic() if b.send_invoices else None
+                    schedule.ran(month, time.monotonic())
                     log.info("billing: %d invoices for %s", len(made), month)
                 except Invalid as exc:
                     if str(exc) != refused:
@@ -643,9 +642,10 @@ class Server:
                     refused = str(exc)
                 except Exception:
                     log.exception("billing: the invoice run for %s failed", month)
-            if done is not None and send_at is not None and time.monotonic() >= send_at:
-                failed = await self._send_invoices(done)
-                send_at = time.monotonic() + INVOICE_SEND_RETRY if failed else None
+            unsent = schedule.send_due(time.monotonic())
+            if unsent is not None:
+                failed = await self._send_invoices(unsent)
+                schedule.sent(failed, time.monotonic())
             await asyncio.sleep(60)
 
     async def _send_invoices(self, month: str) -> bool:
@@ -881,7 +881,8 @@ class Server:
             now = time.time()
             for b in list(self.location.all_bindings()):
                 udp = not b.received.reliable
-                if udp and b.expires_at > now and b.received[1] not in b.contact:
+                # (a device behind an edge proxy: the edge keeps its NAT binding open)
+                if udp and not b.path and b.expires_at > now and b.received[1] not in b.contact:
                     self.transports.send(b"\r\n\r\n", b.received)
 
     def status(self) -> dict[str, Any]:
@@ -894,6 +895,9 @@ class Server:
             "registered_users": sum(
                 1 for a in self.location.aors() if self.location.is_registered(a, now)
             ),
+            "calls_active": self.call_log.open_calls,
+            "trunks": {t["trunk"]: t["state"] for t in self.trunks.status()},
+            "version": __version__,
             "transactions": len(self.core.layer),
             "proxied_requests_open": len(self.core.proxy),
             "messages": dict(self.core.stats),

@@ -42,6 +42,7 @@ from heimbuero.app.policy import Actor, Role
 from heimbuero.app.presence import Presence, Snapshot, Watch
 from heimbuero.app.rules import Overrides, Rules, Simulator
 from heimbuero.app.secondfactor import SecondFactor
+from heimbuero.app.server import Registrations, ServerState, Status
 from heimbuero.app.trunks import Trunks
 from heimbuero.app.users import Tokens, Users
 from heimbuero.app.voicemail import Voicemails
@@ -82,6 +83,7 @@ class App:
     invoices: Invoices
     agents: AgentStatus  # agents' own status (available, break, ...)
     second_factor: SecondFactor  # the console's optional TOTP second factor
+    server: ServerState  # status, live registrations, store size
     dictation: Dictation | None = None
     greetings: Greetings | None = None  # voicemail greetings, announcements (DATA needed)
     voicemails: Voicemails | None = None  # the messages of mailboxes (DATA needed)
@@ -108,6 +110,8 @@ class App:
         invoice_mail: SendMail | None = None,
         data_dir: Path | None = None,
         secret: bytes | None = None,
+        status: Status | None = None,
+        registrations: Registrations | None = None,
     ) -> App:
         return cls(
             users=Users(store, realm),
@@ -135,4 +139,5 @@ class App:
             voicemails=None if data_dir is None else Voicemails(store, data_dir, publish=publish),
             agents=AgentStatus(store, publish),
             second_factor=SecondFactor(store, realm, secret=secret),
+            server=ServerState(store, status, registrations),
         )

@@ -415,6 +415,36 @@ def due_month(now: datetime, day: int, hour: int, timezone: str) -> str | None:
     return prev.strftime("%Y-%m")
 
 
+class InvoiceSchedule:
+    """When the scheduled run (`serve`) makes a month's invoices and e-mails them (sans-IO:
+    the caller gives the times and does the work). A month is invoiced once per process (the
+    run itself is idempotent); with `send` its unsent invoices are e-mailed right after, and
+    while some could not be sent, again every `retry` seconds until they are."""
+
+    def __init__(self, send: bool, retry: float) -> None:
+        self.send, self.retry = send, retry
+        self.done: str | None = None  # the month last invoiced
+        self.send_at: float | None = None  # (monotonic) when its unsent invoices go next
+
+    def run_due(self, month: str | None) -> bool:
+        """Whether to run the invoices of `month` (from `due_month`) now."""
+        return month is not None and month != self.done
+
+    def ran(self, month: str, now: float) -> None:
+        self.done = month
+        self.send_at = now if self.send else None
+
+    def send_due(self, now: float) -> str | None:
+        """The month whose unsent invoices to e-mail now, or None."""
+        if self.done is not None and self.send_at is not None and now >= self.send_at:
+            return self.done
+        return None
+
+    def sent(self, failed: bool, now: float) -> None:
+        """The e-mailing ended; `failed`: some invoices could not be sent (tried again)."""
+        self.send_at = now + self.retry if failed else None
+
+
 class Invoices:
     """Month invoices: one per client and month, gapless numbers, immutable once issued; a
     correction is a cancellation invoice (Storno) and a new invoice."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from heimbuero.app import policy
 from heimbuero.app._util import valid
-from heimbuero.app.errors import NotFound, Unavailable
+from heimbuero.app.errors import Invalid, NotFound, Unavailable
 from heimbuero.app.policy import Actor
 from heimbuero.domain.model import caller_number
 from heimbuero.office import directory
@@ -15,6 +16,18 @@ from heimbuero.store import CallRecord, Store
 from heimbuero.store.notes import NoteStore
 
 HISTORY = 5  # earlier calls and notes of a caller on the screen pop
+MAX_OFFSET = 1_000_000_000  # records skipped when paging (a bigger one overflows SQL's integer)
+
+
+def _utc(field: str, moment: datetime | None) -> datetime | None:
+    """`moment` in UTC (one without an offset is UTC already); Invalid when UTC has no such
+    moment (an offset that pushes the year 1 or 9999 beyond the calendar)."""
+    if moment is None or moment.tzinfo is None:
+        return None if moment is None else moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise Invalid(field, f"{field} {moment.isoformat()} is out of range") from None
 
 
 class Calls:
@@ -22,11 +35,22 @@ class Calls:
         self.store = store
 
     def list(
-        self, actor: Actor, client_id: str | None = None, limit: int = 100
+        self,
+        actor: Actor,
+        client_id: str | None = None,
+        limit: int = 100,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
     ) -> list[CallRecord]:
-        """Newest first. A client the actor may not see is NotFound as elsewhere, and so is
-        one that does not exist and has no records (a deleted client's records outlive it and
-        are still listed)."""
+        """Newest first; started at or after `since` and before `until` when given, the
+        `offset` newest skipped (paging). A client the actor may not see is NotFound as
+        elsewhere, and so is one that does not exist and has no records (a deleted client's
+        records outlive it and are still listed)."""
+        if limit < 1 or not 0 <= offset <= MAX_OFFSET:
+            raise Invalid("limit", f"limit must be at least 1 and offset 0 to {MAX_OFFSET}")
+        since, until = _utc("since", since), _utc("until", until)
         if client_id is not None:
             client_id = valid("client", directory.validate_slug, client_id)
             policy.require_client_visible(actor, client_id)
@@ -34,7 +58,9 @@ class Calls:
             if actor.client is None:
                 return []
             client_id = actor.client
-        records = self.store.list_call_records(client_id, limit=limit)
+        records = self.store.list_call_records(
+            client_id, limit=limit, since=since, until=until, offset=offset
+        )
         if not records and client_id is not None and self.store.get_client(client_id) is None:
             raise NotFound("client", client_id)
         return records

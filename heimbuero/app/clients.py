@@ -32,6 +32,8 @@ def _check_fields(fields: dict[str, Any], country: int = 49) -> dict[str, Any]:
     """Validate the client fields present; return them normalised (`country`: the provider's
     calling code, for VIP numbers typed without +)."""
     out = dict(fields)
+    if "name" in out and not 1 <= len(out["name"] or "") <= 200:
+        raise Invalid("name", "give the client's name (1-200 characters)")
     if "vip_callers" in out:
         out["vip_callers"] = _vip_callers(out["vip_callers"], country)
     for key, what in _TEXTS:

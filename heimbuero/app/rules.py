@@ -10,12 +10,12 @@ from zoneinfo import ZoneInfo
 
 from heimbuero.app import policy
 from heimbuero.app._util import country_of, valid
-from heimbuero.app.errors import Forbidden, Invalid, NotFound, Problem
+from heimbuero.app.errors import Conflict, Forbidden, Invalid, NotFound, Problem
 from heimbuero.app.policy import Actor
 from heimbuero.domain.model import Client, Number, Override
 from heimbuero.office import directory
 from heimbuero.office.routing import RoutePlan, RoutingState
-from heimbuero.office.rules_doc import RulesError, dump_rules_document
+from heimbuero.office.rules_doc import RulesError, document_version, dump_rules_document
 from heimbuero.store import Store
 
 
@@ -39,15 +39,25 @@ class Rules:
         c = _client(self.store, actor, client_id)
         return dump_rules_document(c.id, self.store.load_directory())
 
-    def replace(self, actor: Actor, client_id: str, document: Any) -> dict[str, Number]:
+    def version(self, actor: Actor, client_id: str) -> str:
+        """The version of the stored document (rules_doc.document_version)."""
+        return document_version(self.document(actor, client_id))
+
+    def replace(
+        self, actor: Actor, client_id: str, document: Any, expected: str | None = None
+    ) -> dict[str, Number]:
         """Validate and store; an invalid document changes nothing and raises Invalid with
-        every problem (fields are paths in the document). Returns the parsed numbers."""
+        every problem (fields are paths in the document). Returns the parsed numbers.
+        With `expected` (the version the editor started from), a document changed meanwhile
+        is not overwritten: Conflict."""
         client_id = valid("client", directory.validate_slug, client_id)
         c = _client(self.store, actor, client_id)
         if not policy.may_change_rules(actor, c.id):
             raise Forbidden("only admins and the client itself may change its rules")
         if not isinstance(document, dict):
             raise Invalid.many([Problem("", "the rules document must be a mapping")])
+        if expected is not None and expected != self.version(actor, c.id):
+            raise Conflict("the rules were changed meanwhile; reload them and edit again")
         try:
             return self.store.save_rules(c.id, document)
         except RulesError as exc:

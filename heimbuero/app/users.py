@@ -110,15 +110,6 @@ class Users:
         return name
 
 
-def visible_registrations(actor: Actor, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Live registrations the actor may see: staff all, others their own devices."""
-    return rows if actor.staff else [r for r in rows if r["user"] == actor.name]
-
-
-def require_status_reader(actor: Actor) -> None:
-    policy.require_staff(actor, "only admins and agents may see the server status")
-
-
 class Tokens:
     """API tokens: everybody manages their own, admins everybody's."""
 

@@ -32,6 +32,7 @@ Decisions where ROUTING.md is silent:
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
 from collections.abc import Hashable, Sequence
@@ -58,6 +59,7 @@ from heimbuero.office.routing import parse_hhmm
 
 __all__ = [
     "RulesError",
+    "document_version",
     "dump_rules_document",
     "from_text",
     "parse_rules_document",
@@ -670,6 +672,14 @@ def dump_rules_document(client_id: str, directory: Directory) -> dict[str, Any]:
             rules.append(r)
         numbers[e164] = {"rules": rules}
     return {"client": client_id, "numbers": numbers}
+
+
+def document_version(doc: object) -> str:
+    """A short fingerprint of a rules document (as dump_rules_document gives it): an editor
+    carries the version it showed, and a save against another version is refused instead of
+    overwriting what somebody else saved in between."""
+    text = json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
 # ------------------------------------------------------------------------------------ YAML text

@@ -40,6 +40,8 @@ from heimbuero.office.callpolicy import (
     may_change_forwarding,
     may_dial_out,
 )
+from heimbuero.office.pickup import NOT_STAFF, PICKUP_CODE, may_pick_up
+from heimbuero.office.roles import is_staff
 from heimbuero.office.routing import (
     RoutePlan,
     RoutingState,
@@ -380,8 +382,8 @@ class CallRouting:
                 display = f"{client.name}: {_pretty_number(run.caller)}"
         # The same destinations as any call to the user (the proxy decides where devices are).
         targets = [
-            Target(uri, dest, UserTarget(user), display, headers)
-            for uri, dest in self.core.proxy.device_targets(user, now)
+            Target(uri, dest, UserTarget(user), display, headers, route=route)
+            for uri, dest, route in self.core.proxy.device_targets(user, now)
         ]
         events = self.core.events
         ringing = display is not None and account is not None and targets
@@ -710,6 +712,23 @@ class CallRouting:
         the authenticated `user`: see `dictation` and `listen`."""
         found = self.dictation(user, dialled, call_id)
         return found if found is not None else self.listen(user, dialled, call_id)
+
+    def pickup(self, user: str, dialled: str) -> Callable[[str], bool] | tuple[int, str] | None:
+        """Call pickup (`*8`, office/pickup.py) dialled by the authenticated `user`: whose
+        ringing phone he may take a call from (a test on the ringing user's name), (status,
+        text) when he may pick up nothing, or None when `dialled` is not the code."""
+        if unquote(dialled).strip() not in (PICKUP_CODE, PICKUP_CODE + "#"):
+            return None
+        users = self.directory.users
+        picker = users.get(user)
+        if picker is None or not is_staff(picker.role):
+            return 403, NOT_STAFF
+
+        def may(ringing: str) -> bool:
+            account = users.get(ringing)
+            return account is not None and may_pick_up(picker, account)
+
+        return may
 
     def feature(self, user: str, dialled: str, now: float) -> tuple[int, str] | None:
         """Apply a feature code dialled by `user`; (status, text) to answer, or None if the

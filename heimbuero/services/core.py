@@ -23,10 +23,12 @@ from typing import Protocol, cast
 
 from heimbuero.domain.model import Trunk, TrunkInbound
 from heimbuero.events import BindingChanged, CallEnded, EventBus
+from heimbuero.office.pickup import PICKUP_CODE
 from heimbuero.office.visibility import Person
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import DigestAuthenticator, parse_credentials
 from heimbuero.sip.branch import BranchSigner, stray_binding
+from heimbuero.sip.dialog import parse_replaces
 from heimbuero.sip.dialogtoken import TOKEN_PARAM, DialogSigner, Flow
 from heimbuero.sip.message import (
     MAGIC_COOKIE,
@@ -65,7 +67,8 @@ KNOWN_METHODS = frozenset(m.strip() for m in ALLOW.split(",")) | {"PUBLISH"}
 # RFC 3261 §16.8: Timer C MUST be greater than 3 minutes; a smaller setting is raised to this.
 TIMER_C_MIN = 181.0
 ACCEPT = "application/sdp"
-SUPPORTED = ""  # option tags the server itself implements (none yet: no Path, no outbound)
+SUPPORTED = "path"  # option tags the server itself implements (RFC 3327 Path at the registrar)
+_SUPPORTED_TAGS = frozenset(t.strip() for t in SUPPORTED.split(",") if t.strip())
 BRANCH_PREFIX = MAGIC_COOKIE + "hb"
 
 _REASONS = {
@@ -174,7 +177,7 @@ class SipCore:
         self.auth = auth
         self.is_connected = is_connected
         self.layer = tx.TransactionLayer(settings.timers)
-        self.registrar = Registrar(settings.registrar, location)
+        self.registrar = Registrar(settings.registrar, location, self._refuse_path_hop)
         self.timers = _Timers()
         self.proxy = Proxy(self)
         self.timer_c = max(settings.invite_timeout, TIMER_C_MIN)
@@ -432,7 +435,9 @@ class SipCore:
             return
         unsupported = [o for o in req.get_all("proxy-require") if o]
         if for_server:
-            unsupported += [o for o in req.get_all("require") if o]
+            unsupported += [
+                o for o in req.get_all("require") if o and o.lower() not in _SUPPORTED_TAGS
+            ]
         if unsupported:
             self.respond(txn, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
             return
@@ -504,6 +509,23 @@ class SipCore:
                 if service is not None:
                     self.proxy.ring(txn, [service], now)
                     return
+                early = req.get("replaces")
+                if early is not None and req.get("referred-by") is None:
+                    # a busy-lamp pickup: an INVITE replacing a colleague's ringing dialog
+                    named = parse_replaces(early)
+                    rule = calls.pickup(user, PICKUP_CODE)
+                    may = rule if callable(rule) else _nobody  # (not staff: refused if it rings)
+                    if named is not None and self.proxy.pick_up(txn, user, may, now, named):
+                        return
+                pickup = calls.pickup(user, uri.user or "")
+                if isinstance(pickup, tuple):
+                    code, text = pickup
+                    reason = [("Reason", f'SIP;cause={code};text="{text}"')]
+                    self.respond(txn, code, now, reason=text, headers=reason)
+                    return
+                if pickup is not None:
+                    self.proxy.pick_up(txn, user, pickup, now)
+                    return
                 answer = calls.feature(user, uri.user or "", now)
                 if answer is not None:
                     code, text = answer[0], _short(answer[1])
@@ -569,6 +591,17 @@ class SipCore:
             return False
         return calls.trunk_at(dest[1], dest[2]) is not None
 
+    def _refuse_path_hop(self, uri: SipURI, dest: Peer | None) -> str | None:
+        """Why a REGISTER's Path entry `uri` may not be used (`dest`: where the first entry is
+        reached; None for the others): it names this server (requests would come back to us)
+        or its first hop is a carrier trunk (calls to the user would leave through the trunk,
+        at the office's cost)."""
+        if self.is_local_uri(uri):
+            return "Path names this server"
+        if dest is not None and self.is_trunk_address(dest):
+            return "Path names a carrier trunk"
+        return None
+
     def _on_register(self, txn: tx.ServerTransaction, now: float) -> None:
         req = txn.request
         to_uri = req.to.uri
@@ -588,7 +621,9 @@ class SipCore:
         result = self.registrar.handle(req, aor, txn.source, now)  # type: ignore[arg-type]
         headers = result.headers
         if result.status == 200:  # RFC 3261 §10.3 step 8: phones without a clock use it
-            headers = [*headers, ("Date", email.utils.formatdate(now, usegmt=True))]
+            # (RFC 3327 §5.3: a registrar that supports Path says so in its answers)
+            headers = [*headers, ("Supported", SUPPORTED),
+                       ("Date", email.utils.formatdate(now, usegmt=True))]  # fmt: skip
         if not (result.added or result.removed):
             self.respond(txn, result.status, now, reason=result.reason, headers=headers)
             return
@@ -688,6 +723,8 @@ class SipCore:
         address. Such a phone is never held back by others' wrong passwords (a guesser behind
         the same router uses other ports; a forged source gets no answers to learn from)."""
         for b in self.location.lookup(name, now):
+            if b.path:
+                continue  # reached through an edge proxy: its address is everybody's
             if b.received == source:
                 return True
             if b.call_id == req.call_id and b.received[1] == source[1] and req.method == "REGISTER":
@@ -988,3 +1025,8 @@ def _trunk_ha1(inbound: TrunkInbound, _user: str, algorithm: str) -> str | None:
 def _short(reason: str) -> str:
     reason = "".join(c if c.isprintable() else "?" for c in reason)
     return reason[:100] or "Bad Request"
+
+
+def _nobody(user: str) -> bool:
+    """Whose ringing call a user who may pick up nothing may pick up."""
+    return False

@@ -17,7 +17,7 @@ class Binding:
 
     __slots__ = (
         "aor", "contact", "received", "q", "expires_at", "call_id", "cseq",
-        "user_agent", "instance", "reg_id",
+        "user_agent", "instance", "reg_id", "path",
     )  # fmt: skip
 
     def __init__(
@@ -32,6 +32,7 @@ class Binding:
         user_agent: str | None = None,
         instance: str | None = None,
         reg_id: int | None = None,
+        path: tuple[str, ...] = (),
     ) -> None:
         self.aor = aor
         self.contact = contact
@@ -43,6 +44,9 @@ class Binding:
         self.user_agent = user_agent
         self.instance = instance
         self.reg_id = reg_id
+        # RFC 3327: the Path of the REGISTER (edge proxies, nearest to us first); requests to
+        # the device carry it as their Route and go to `received`, its first hop.
+        self.path = path
 
     def __repr__(self) -> str:
         return (

@@ -700,7 +700,7 @@ def notify_waiting(core: SipCore, user: str, new: int, old: int, now: float) -> 
     domain = core.settings.domain
     body = message_summary(f"sip:{user}@{domain}", new, old)
     sent = 0
-    for uri, dest in core.proxy.device_targets(user, now):
+    for uri, dest, route in core.proxy.device_targets(user, now):
         hdrs = [
             ["from", "From", f"<sip:{user}@{domain}>;tag={secrets.token_hex(6)}"],
             ["to", "To", f"<sip:{user}@{domain}>"],
@@ -711,6 +711,7 @@ def notify_waiting(core: SipCore, user: str, new: int, old: int, now: float) -> 
             ["subscription-state", "Subscription-State", "active"],
             ["content-type", "Content-Type", MESSAGE_SUMMARY],
         ]  # fmt: skip
+        hdrs += [["route", "Route", r] for r in route]  # the device's Path (RFC 3327 §5.4)
         try:
             core.send_request(Request("NOTIFY", uri, hdrs, body), dest, _Unsolicited(), now)
         except ValueError:

@@ -316,7 +316,7 @@ class Messenger:
         plan = MessagePlan(
             self,
             message,
-            [Target(uri, dest, UserTarget(recipient)) for uri, dest in targets],
+            [Target(t.uri, t.dest, UserTarget(recipient), route=t.route) for t in targets],
             self.settings.delivery_timeout,
         )
         core.proxy.execute_plan(txn, plan, now, record_route=False)
@@ -530,12 +530,14 @@ class Messenger:
             return
         delivery = Delivery(self, queue[0])
         self.inflight[user] = delivery
-        for uri, dest in targets:
-            self._send(delivery, uri, dest, now)
+        for uri, dest, route in targets:
+            self._send(delivery, uri, dest, route, now)
         if not delivery.open:
             del self.inflight[user]
 
-    def _send(self, delivery: Delivery, uri: str, dest: Peer, now: float) -> None:
+    def _send(
+        self, delivery: Delivery, uri: str, dest: Peer, route: tuple[str, ...], now: float
+    ) -> None:
         core = self.core
         m = delivery.message
         domain = core.settings.domain
@@ -550,6 +552,7 @@ class Messenger:
             ["p-asserted-identity", "P-Asserted-Identity", sender],
             ["content-type", "Content-Type", m.content_type],
         ]  # fmt: skip
+        hdrs += [["route", "Route", r] for r in route]  # the device's Path (RFC 3327 §5.4)
         req = Request("MESSAGE", uri, hdrs, m.body)
         try:
             ctxn = core.send_request(req, dest, delivery, now)

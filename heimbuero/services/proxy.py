@@ -20,11 +20,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from heimbuero.domain.model import RingTarget, UserTarget
 from heimbuero.events import CallAnswered, PhoneAlerting
+from heimbuero.office.pickup import NOTHING_TO_PICK_UP
 from heimbuero.services.liveness import DialogLiveness
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.branch import response_address, stray_binding
@@ -57,6 +59,8 @@ IDENTITY_HEADERS = frozenset({
     "p-asserted-identity", "p-preferred-identity", "privacy", "diversion", "history-info",
     "remote-party-id",
 })  # fmt: skip
+# Headers that make a phone answer a call by itself (intercom; the pickup branch sets them)
+AUTO_ANSWER_HEADERS = frozenset({"call-info", "alert-info", "answer-mode", "priv-answer-mode"})
 
 
 class MediaRelay(Protocol):
@@ -97,6 +101,18 @@ class Target:
     # more addresses of the same next hop (DNS, RFC 3263 §4.3): tried in turn when `dest`
     # fails (no answer, transport error or 503) before the branch counts as failed
     alternates: tuple[Peer, ...] = ()
+    # the pre-loaded Route of the branch: the device's Path (RFC 3327 §5.4), `dest` its first hop
+    route: tuple[str, ...] = ()
+
+
+class DeviceTarget(NamedTuple):
+    """One registered device of a user as a request reaches it: its Contact as Request-URI,
+    the address to send to, and the Route to pre-load (its registration's Path; empty when it
+    registered directly)."""
+
+    uri: str
+    dest: Peer
+    route: tuple[str, ...] = ()
 
 
 class PlanRunner(Protocol):
@@ -138,6 +154,11 @@ class Branch:
         "wire",
         "fallback",
         "alerting",
+        "alert_at",
+        "hung_up",
+        "won",
+        "pickup",
+        "alert_tag",
     )
 
     def __init__(
@@ -161,6 +182,11 @@ class Branch:
         self.wire: Peer | None = None
         self.fallback: Request | None = None
         self.alerting: str | None = None  # the user whose phone this branch rings (18x seen)
+        self.alert_at = 0.0  # when it started to ring there
+        self.hung_up = False  # the server ended its late answer itself (a picked-up call)
+        self.won = False  # its 2xx answered the caller
+        self.pickup = False  # the branch to the phone that dialled `*8`
+        self.alert_tag: str | None = None  # the ringing phone's To tag (its early dialog)
 
     def on_response(self, txn: tx.ClientTransaction, resp: Response, now: float) -> None:
         self.proxy.on_response(txn, resp, now)
@@ -177,7 +203,7 @@ class ProxyCall:
 
     __slots__ = (
         "server_txn", "branches", "finals", "final_sent", "canceled", "timer_c",
-        "plan", "step_timer", "record_route", "max_forwards",
+        "plan", "step_timer", "record_route", "max_forwards", "picked",
     )  # fmt: skip
 
     def __init__(
@@ -193,6 +219,7 @@ class ProxyCall:
         self.step_timer: list[object] | None = None
         self.record_route = record_route
         self.max_forwards = "69"
+        self.picked: str | None = None  # the user who picked the call up (`*8`), once
 
 
 class Proxy:
@@ -239,7 +266,8 @@ class Proxy:
                          req.method, req.call_id, dest)  # fmt: skip
                 core.respond(txn, 403, now, reason="Not a party of this dialog")
                 return
-            self._fork(txn, [(req.uri if routes else _strip_alias(req.uri, uri), dest)], False, now)
+            hop_uri = req.uri if routes else _strip_alias(req.uri, uri)
+            self._fork(txn, [DeviceTarget(hop_uri, dest)], False, now)
             return
         if routes:
             core.respond(txn, 403, now, reason="Relaying denied")
@@ -270,18 +298,19 @@ class Proxy:
             return
         self._fork(txn, targets, req.method in DIALOG_METHODS, now)
 
-    def device_targets(self, aor: str, now: float) -> list[tuple[str, Peer]]:
-        """(Request-URI, destination) of each registered device of `aor` that can be reached:
-        where the registrar decided to reach it (`registrar.reach_address`: NAT detection), or
-        its Contact when that connection is gone and the Contact is reachable."""
+    def device_targets(self, aor: str, now: float) -> list[DeviceTarget]:
+        """Each registered device of `aor` that can be reached: where the registrar decided to
+        reach it (`registrar.reach_address`: NAT detection; `registrar.path_hop`: the first hop
+        of its Path), or, when that connection is gone, the address its Contact (its first Path
+        entry) names, if that is reachable."""
         core = self.core
-        targets: list[tuple[str, Peer]] = []
+        targets: list[DeviceTarget] = []
         for b in core.location.lookup(aor, now):
             dest = b.received
             if dest.reliable and not core.is_connected(dest):
-                # The device's connection is gone: try the address its Contact names.
+                # The connection is gone: try the address its Contact (or edge proxy) names.
                 try:
-                    cu = parse_address(b.contact).uri
+                    cu = parse_address(b.path[0] if b.path else b.contact).uri
                 except ParseError:
                     continue
                 alt = uri_destination(cu)
@@ -290,18 +319,18 @@ class Proxy:
                 dest = Peer(dest[0], alt[1], alt[2])
             if core.is_trunk_address(dest):
                 continue  # a carrier is reached through a routing plan only
-            targets.append((b.contact, dest))
+            targets.append(DeviceTarget(b.contact, dest, b.path))
         return targets
 
     def _fork(
         self,
         txn: tx.ServerTransaction,
-        targets: list[tuple[str, Peer]],
+        targets: list[DeviceTarget],
         record_route: bool,
         now: float,
     ) -> None:
         call = self._start(txn, record_route, None, now)
-        self._ring(call, [Target(uri, dest) for uri, dest in targets], now)
+        self._ring(call, [Target(t.uri, t.dest, route=t.route) for t in targets], now)
 
     def ring(self, txn: tx.ServerTransaction, targets: list[Target], now: float) -> None:
         """Forward a request to these targets (record-routed; no plan behind them)."""
@@ -315,6 +344,94 @@ class Proxy:
         call = self._start(txn, record_route, plan, now)
         if not self._next_step(call, now):
             self._maybe_finish(call, now)  # nobody to ring at all: answer at once
+
+    def pick_up(
+        self,
+        txn: tx.ServerTransaction,
+        picker: str,
+        may: Callable[[str], bool],
+        now: float,
+        early: tuple[str, str, str] | None = None,
+    ) -> bool:
+        """Call pickup (`*8`): `picker`'s INVITE to the code takes over the call that has rung
+        longest at a phone of a user he `may` pick up for (office/pickup.py).
+
+        A proxy has no media of its own to answer the code's INVITE with, so the pickup is a
+        new branch of the ringing call: the caller's INVITE (its offer) goes to the very device
+        that dialled the code, marked to be answered at once (Call-Info answer-after=0,
+        Alert-Info info=alert-autoanswer, Answer-Mode: Auto: what desk phones and softphones
+        honour for intercom calls). The code's INVITE is answered first (480, "Picked up"),
+        so that the phone is free for the call. When the picker's phone answers, the proxy
+        does what it does for any answered branch: the 200 goes to the caller and the phones
+        still ringing are cancelled with "Call completed elsewhere". A phone that does not
+        answer by itself rings, and the picker answers it.
+
+        `early`: (Call-ID, to-tag, from-tag) of the early dialog a phone's busy-lamp pickup
+        names in `Replaces` (RFC 3891; dialog-info gave it the tags): only that call is picked
+        up, and False is returned, with nothing answered, when no such call rings (the INVITE
+        is then routed as usual: an attended transfer replaces a confirmed dialog)."""
+        core = self.core
+        source = normal_flow(txn.source)  # type: ignore[arg-type]
+        found: tuple[ProxyCall, Branch] | None = None
+        for call in self._open:
+            req = call.server_txn.request
+            if call.final_sent or call.canceled or call.picked is not None:
+                continue
+            if req.method != "INVITE" or req.to.tag:
+                continue
+            if (req.from_.uri.user or "").lower() == picker:
+                continue  # (his own call out)
+            if any(not b.done and normal_flow(b.dest) == source for b in call.branches):
+                continue  # it rings at the very phone that dialled: answered there
+            if early is not None and (req.call_id, req.from_.tag) != (early[0], early[2]):
+                continue
+            for b in call.branches:
+                if b.done or b.alerting is None:
+                    continue
+                if early is not None and b.alert_tag != early[1]:
+                    continue
+                if not may(b.alerting):
+                    if early is not None:  # (named exactly: refused, not routed on)
+                        text = "Not allowed to pick up this call"
+                        reason = f'SIP;cause=403;text="{text}"'
+                        core.respond(txn, 403, now, reason=text, headers=[("Reason", reason)])
+                        return True
+                    continue
+                if found is None or b.alert_at < found[1].alert_at:
+                    found = (call, b)
+        if found is None and early is not None:
+            return False
+        if found is None:
+            reason = f'SIP;cause=404;text="{NOTHING_TO_PICK_UP}"'
+            core.respond(txn, 404, now, reason=NOTHING_TO_PICK_UP, headers=[("Reason", reason)])
+            return True
+        call, ringing = found
+        devices = [t for t in self.device_targets(picker, now) if normal_flow(t.dest) == source]
+        if not devices:
+            text = "The phone that dialled is not registered"
+            core.respond(txn, 480, now, reason=text,
+                         headers=[("Reason", f'SIP;cause=480;text="{text}"')])  # fmt: skip
+            return True
+        call.picked = picker
+        log.info("call %s: %s picks up the call ringing at %s",
+                 call.server_txn.request.call_id, picker, ringing.alerting)  # fmt: skip
+        text = f"Picked up: the call of {ringing.alerting} comes to this phone"
+        core.respond(txn, 480, now, reason="Picked up",
+                     headers=[("Reason", f'SIP;cause=480;text="{text}"')])  # fmt: skip
+        base = ringing.target or Target("", ringing.dest)
+        domain = core.settings.domain
+        auto = (
+            ("Call-Info", f"<sip:{domain}>;answer-after=0"),
+            ("Alert-Info", f"<sip:{domain}>;info=alert-autoanswer"),
+            ("Answer-Mode", "Auto"),
+        )
+        device = devices[0]
+        target = replace(base, uri=device.uri, dest=device.dest, route=device.route,
+                         label=UserTarget(picker), headers=base.headers + auto,
+                         alternates=())  # fmt: skip
+        self._ring(call, [target], now)
+        call.branches[-1].pickup = True
+        return True
 
     def _start(
         self, txn: tx.ServerTransaction, record_route: bool, plan: PlanRunner | None, now: float
@@ -351,8 +468,12 @@ class Proxy:
                 _set_display_name(fwd, target.from_display)
             if core.is_trunk_address(dest):
                 strip_identity(fwd)  # toward a carrier only the server's word goes out
+            for name in {n.lower() for n, _ in target.headers} & AUTO_ANSWER_HEADERS:
+                fwd.remove(name)  # (only the server says a phone is to answer by itself)
             for name, value in target.headers:
                 fwd.add(name, value)
+            for value in target.route:  # (a request outside a dialog: no Route of its own)
+                fwd.add("Route", value)
             if call.record_route:
                 token = core.dialogs.route_token(req.call_id, req.from_.tag or "", (source, dest))
                 fwd.prepend("Record-Route", _rr(in_host, in_port, source[0], token))
@@ -456,6 +577,9 @@ class Proxy:
                 )
             return
         if status < 300:
+            if call.picked is not None and call.final_sent and not branch.won:
+                self._end_late_answer(branch, resp, now)
+                return
             branch.done = True
             branch.request = None
             _alias_contact(resp, branch.dest, core.dialogs)
@@ -475,6 +599,7 @@ class Proxy:
                 core.layer.send_stateless(resp, st.response_dest)
             if not call.final_sent:
                 call.final_sent = True
+                branch.won = True
                 self._end_timer_c(call)
                 self._cancel_pending(call, now, 'SIP;cause=200;text="Call completed elsewhere"')
                 if call.plan is not None and branch.target is not None:
@@ -486,6 +611,8 @@ class Proxy:
             return
         branch.request = None  # a final answer: nothing left to CANCEL
         self._alerting_ends(branch, now)
+        if branch.pickup:
+            branch.call.picked = None  # the picker's phone refused: the call can be picked again
         if branch.done or call.final_sent:
             branch.done = True
             return
@@ -498,6 +625,47 @@ class Proxy:
         if status >= 600:
             self._cancel_pending(call, now, None)
         self._maybe_finish(call, now)
+
+    def _end_late_answer(self, branch: Branch, resp: Response, now: float) -> None:
+        """A 2xx of a picked-up call after the caller got its answer (the ringing phone and
+        the picker's answered in the same moment): the branch was the server's doing, so the
+        server ends the late one itself (ACK, then BYE "Call completed elsewhere") rather than
+        handing the caller a second answered leg (RFC 3261 §16.7 step 5 would forward it)."""
+        branch.done = True
+        branch.request = None
+        self._alerting_ends(branch, now)
+        core = self.core
+        inv = branch.call.server_txn.request
+        raw, to = resp.get("contact"), resp.get("to")
+        try:
+            target = str(parse_address(raw).uri) if raw is not None else None
+        except ParseError:
+            target = None
+        if target is None or to is None:
+            return
+        dest = branch.wire or branch.dest
+
+        def in_dialog(method: str, cseq: int) -> Request:
+            req = Request(method, target, [[h[0], h[1], h[2]] for h in inv.headers
+                                           if h[0] in ("from", "call-id")])  # fmt: skip
+            req.add("To", to)
+            req.add("CSeq", f"{cseq} {method}")
+            req.add("Max-Forwards", "70")
+            return req
+
+        ack = in_dialog("ACK", inv.cseq[0])
+        host, port = core.local_address(dest[0])
+        ack.prepend("Via", f"SIP/2.0/{dest[0].upper()} {host}:{port}"
+                           f";branch={core.new_local_branch()};rport")  # fmt: skip
+        core.layer.send_stateless(ack, dest)  # (again for each retransmitted 2xx)
+        if branch.hung_up:
+            return
+        branch.hung_up = True
+        log.info("call %s: a late answer from %s:%s:%d is hung up (the call was picked up)",
+                 inv.call_id, *branch.dest)  # fmt: skip
+        bye = in_dialog("BYE", inv.cseq[0] + 1)
+        bye.add("Reason", 'SIP;cause=200;text="Call completed elsewhere"')
+        core.send_request(bye, dest, None, now)
 
     def on_branch_failure(self, ctxn: tx.ClientTransaction, status: int, now: float) -> None:
         """Timer B/F or a transport error ended a branch without a response."""
@@ -516,6 +684,8 @@ class Proxy:
         branch.done = True
         branch.request = None
         self._alerting_ends(branch, now)
+        if branch.pickup:
+            branch.call.picked = None
         if self._next_address(branch, now):
             return
         call = branch.call
@@ -538,15 +708,19 @@ class Proxy:
 
     def _alerting(self, branch: Branch, resp: Response, now: float) -> None:
         """A branch to one of our users rings: the busy-lamp fields of the user's colleagues
-        show it (`PhoneAlerting`, dialog-info `early`)."""
+        show it (`PhoneAlerting`, dialog-info `early`), and `*8` can pick it up."""
         events = self.core.events
         fwd = branch.request
-        if fwd is None or fwd.method != "INVITE" or not events.has_subscribers(PhoneAlerting):
+        if fwd is None or fwd.method != "INVITE":
             return
         user = _callee_user(branch.call.server_txn.request, branch, self.core)
         if user is None:
             return
-        branch.alerting = user
+        branch.alerting = user  # (also what call pickup looks for)
+        branch.alert_at = now
+        branch.alert_tag = resp.to.tag
+        if not events.has_subscribers(PhoneAlerting):
+            return
         caller = fwd.from_
         events.publish(PhoneAlerting(now, fwd.call_id, user, True, str(caller.uri),
                                      caller.display or None, caller.tag, resp.to.tag))  # fmt: skip

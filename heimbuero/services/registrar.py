@@ -20,11 +20,22 @@ Where a registered device is reached (`Binding.received`) is decided per Contact
 
 So the server never sends to a network that the registering device is not in itself: nobody on
 the internet can point it at the server's loopback or LAN.
+
+Path (RFC 3327): a REGISTER that came through an edge proxy carries the proxies' Path entries;
+the binding keeps them (`Binding.path`), the 200 echoes them, and requests to the device go to
+the first Path hop with the Path as their pre-loaded Route (§5.4). The UA must say
+`Supported: path` (else 421 with `Require: path`, nothing stored: §5.3 leaves the registrar the
+choice, and a UA that does not know of its path could not tell why its calls take it). A Path is
+the registering user's claim, trusted for that user's own binding only, and held to the same
+rule as a Contact: its first hop is the proxy the REGISTER came from (a hostname, or the same
+IP), or an address reachable from that source; never this server itself or a carrier trunk
+(`refuse_hop`, decided by the core), and at most `MAX_PATH` entries.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from heimbuero.sip.message import (
@@ -38,6 +49,9 @@ from heimbuero.sip.message import (
 )
 
 from .location import Binding, LocationService, Peer
+
+MAX_PATH = 5  # Path entries kept per binding (one edge proxy needs one or two)
+MAX_PATH_CHARS = 1024  # their total length
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +76,18 @@ class RegisterResult:
 class Registrar:
     """Applies REGISTER requests to the location service."""
 
-    __slots__ = ("settings", "location")
+    __slots__ = ("settings", "location", "refuse_hop")
 
-    def __init__(self, settings: RegistrarSettings, location: LocationService) -> None:
+    def __init__(
+        self,
+        settings: RegistrarSettings,
+        location: LocationService,
+        refuse_hop: Callable[[SipURI, Peer | None], str | None] = lambda uri, dest: None,
+    ) -> None:
         self.settings = settings
         self.location = location
+        # Why a Path entry may not be used (it names this server, or a carrier), or None.
+        self.refuse_hop = refuse_hop
 
     def handle(self, req: Request, aor: str, source: Peer, now: float) -> RegisterResult:
         """Process a REGISTER for `aor` (the authenticated user) that came from `source`."""
@@ -82,8 +103,20 @@ class Registrar:
         except ParseError:
             via = None
 
+        path_values = req.get_all("path")
+        path: tuple[str, ...] = ()
+        edge: Peer | None = None
+        if path_values:
+            if not _supports(req, "path"):
+                # RFC 3327 §5.3: Path is applied only for a UA that supports it.
+                return RegisterResult(421, "Extension Required", [("Require", "path")], [], [])
+            checked = self._check_path(path_values, source)
+            if isinstance(checked, str):
+                return _fail(400 if checked.startswith("Bad") else 403, checked)
+            path, edge = checked
+
         if not contacts_raw:
-            return self._ok(aor, now, [], [])
+            return self._ok(aor, now, [], [], path)
 
         if "*" in contacts_raw:
             if len(contacts_raw) != 1 or header_expires != "0":
@@ -92,7 +125,7 @@ class Registrar:
             for b in existing:
                 if b.call_id == call_id and cseq <= b.cseq:
                     return _fail(400, "CSeq out of order")
-            return self._ok(aor, now, [], loc.remove_aor(aor))
+            return self._ok(aor, now, [], loc.remove_aor(aor), path)
 
         parsed: list[tuple[Address, int]] = []
         for raw in contacts_raw:
@@ -143,7 +176,7 @@ class Registrar:
             binding = Binding(
                 aor=aor,
                 contact=key,
-                received=reach_address(addr.uri, via, source),
+                received=edge if edge is not None else reach_address(addr.uri, via, source),
                 expires_at=now + expires,
                 call_id=call_id,
                 cseq=cseq,
@@ -151,6 +184,7 @@ class Registrar:
                 user_agent=user_agent[:200] if user_agent else None,
                 instance=addr.params.get("+sip.instance"),
                 reg_id=int(reg_id_text) if reg_id_text and reg_id_text.isdigit() else None,
+                path=path,
             )
             # RFC 5626: a new flow for the same instance and reg-id replaces the old one.
             if binding.instance and binding.reg_id is not None:
@@ -164,12 +198,41 @@ class Registrar:
                         removed.append(other)
             loc.put(binding)
             added.append(binding)
-        return self._ok(aor, now, added, removed)
+        return self._ok(aor, now, added, removed, path)
+
+    def _check_path(self, values: list[str], source: Peer) -> tuple[tuple[str, ...], Peer] | str:
+        """The Path vector to store and where its first hop is reached, or why it is refused
+        (a reason starting with "Bad" is a 400, any other a 403)."""
+        if len(values) > MAX_PATH or sum(len(v) for v in values) > MAX_PATH_CHARS:
+            return f"Bad Path: at most {MAX_PATH} entries of {MAX_PATH_CHARS} characters"
+        uris: list[SipURI] = []
+        for raw in values:
+            try:
+                addr = parse_address(raw)
+            except ParseError as exc:
+                return f"Bad Path: {exc}"
+            if not addr.uri.is_sip or "lr" not in addr.uri.params:
+                return "Bad Path: each entry must be a sip: URI with lr (loose routing)"
+            uris.append(addr.uri)
+        dest = path_hop(uris[0], source)
+        if dest is None:
+            return "Path names an address the server may not send to"
+        for uri in uris:
+            why = self.refuse_hop(uri, dest if uri is uris[0] else None)
+            if why is not None:
+                return why
+        return tuple(values), dest
 
     def _ok(
-        self, aor: str, now: float, added: list[Binding], removed: list[Binding]
+        self,
+        aor: str,
+        now: float,
+        added: list[Binding],
+        removed: list[Binding],
+        path: tuple[str, ...] = (),
     ) -> RegisterResult:
-        headers: list[tuple[str, str]] = []
+        # RFC 3327 §5.3: the request's Path, echoed (the core adds Supported: path).
+        headers: list[tuple[str, str]] = [("Path", p) for p in path]
         for b in self.location.lookup(aor, now):
             q = f";q={b.q:g}" if b.q is not None else ""
             headers.append(
@@ -225,6 +288,30 @@ def reach_address(contact: SipURI, via: Via | None, source: Peer) -> Peer:
     if not reachable_from(host, src_host):
         return source
     return dest
+
+
+def path_hop(uri: SipURI, source: Peer) -> Peer | None:
+    """Where the first Path entry `uri` of a REGISTER from `source` is reached: the source
+    itself when the entry names it (a hostname, which we do not resolve, counts as the proxy
+    that sent the REGISTER; over TCP/TLS its connection), else the address it names when that is
+    reachable from the source (`reachable_from`); None for anything else."""
+    host = (uri.params.get("maddr") or uri.host).strip("[]")
+    ip = _ip(host)
+    if ip is None:
+        return source
+    transport = uri.transport
+    if transport not in ("udp", "tcp", "tls"):
+        return None
+    port = uri.port or (5061 if transport == "tls" else 5060)
+    if ip == _ip(source[1]) and (source.reliable or port == source[2]):
+        return source
+    if not reachable_from(host, source[1]):
+        return None
+    return Peer(transport, host, port)
+
+
+def _supports(req: Request, tag: str) -> bool:
+    return any(v.strip().lower() == tag for v in req.get_all("supported"))
 
 
 def _fail(status: int, reason: str) -> RegisterResult:

@@ -285,3 +285,18 @@ def _route_uri(value: str) -> SipURI:
 
 def _uri(text: str) -> SipURI:
     return _route_uri(f"<{text}>")
+
+
+def parse_replaces(value: str) -> tuple[str, str, str] | None:
+    """The dialog a `Replaces` header names (RFC 3891 §6.1): (Call-ID, to-tag, from-tag), or
+    None when it is malformed (a tag missing, a Call-ID empty)."""
+    call_id, _, rest = value.strip().partition(";")
+    params: dict[str, str] = {}
+    for item in rest.split(";"):
+        key, _, val = item.partition("=")
+        params[key.strip().lower()] = val.strip()
+    to_tag, from_tag = params.get("to-tag"), params.get("from-tag")
+    call_id = call_id.strip()
+    if not call_id or not to_tag or not from_tag:
+        return None
+    return call_id, to_tag, from_tag

@@ -113,7 +113,7 @@ class BindingRecord:
     reg_id: int | None = None
     q: float | None = None
     user_agent: str | None = None
-    path: str | None = None
+    path: str | None = None  # RFC 3327 Path entries of the REGISTER, one a line
 
 
 @dataclass(slots=True)
@@ -191,6 +191,18 @@ class Store:
     def close(self) -> None:
         """Release every pooled connection."""
         self._engine.dispose()
+
+    def size_bytes(self) -> int | None:
+        """Bytes the database takes: SQLite its file with the write-ahead log, PostgreSQL
+        `pg_database_size`; None when not known (an in-memory database)."""
+        if self._dialect == "sqlite":
+            path = self._engine.url.database
+            if not path or path == ":memory:":
+                return None
+            sizes = (Path(path + suffix) for suffix in ("", "-wal"))
+            return sum(p.stat().st_size for p in sizes if p.is_file())
+        with self._engine.connect() as conn:
+            return int(conn.scalar(select(func.pg_database_size(func.current_database()))) or 0)
 
     # -- units of work ----------------------------------------------------------------------
 
@@ -605,10 +617,19 @@ class Store:
         with self._read() as uow:
             return uow.calls.get(record_id)
 
-    def list_call_records(self, client: str | None = None, limit: int = 100) -> list[CallRecord]:
-        """The newest records first, of one client or all."""
+    def list_call_records(
+        self,
+        client: str | None = None,
+        limit: int = 100,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
+    ) -> list[CallRecord]:
+        """The newest records first, of one client or all; started at or after `since` and
+        before `until` when given; `offset` newer ones skipped (paging)."""
         with self._read() as uow:
-            return uow.calls.all(client, limit)
+            return uow.calls.all(client, limit, since, until, offset)
 
     def call_records_of_caller(self, client: str, number: str, limit: int) -> list[CallRecord]:
         """The client's newest records of calls from `number`."""

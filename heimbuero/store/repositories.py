@@ -566,13 +566,26 @@ class CallRepository(Repository):
         self._session.flush()
         return call_record(row)
 
-    def all(self, client: str | None = None, limit: int = 100) -> list[CallRecord]:
+    def all(
+        self,
+        client: str | None = None,
+        limit: int = 100,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
+    ) -> list[CallRecord]:
+        """Newest first; `since` inclusive, `until` exclusive (start times)."""
         stmt = select(CallRecordRow).order_by(
             CallRecordRow.started_at.desc(), CallRecordRow.id.desc()
         )
         if client is not None:
             stmt = stmt.where(CallRecordRow.client == client)
-        return [call_record(r) for r in self._session.scalars(stmt.limit(limit))]
+        if since is not None:
+            stmt = stmt.where(CallRecordRow.started_at >= as_utc(since))
+        if until is not None:
+            stmt = stmt.where(CallRecordRow.started_at < as_utc(until))
+        stmt = stmt.offset(offset).limit(limit)
+        return [call_record(r) for r in self._session.scalars(stmt)]
 
     def by_caller(self, client: str, number: str, limit: int) -> list[CallRecord]:
         """The client's newest records of calls from `number` (the caller's URI's user part,

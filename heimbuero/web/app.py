@@ -37,9 +37,9 @@ from starlette.concurrency import run_in_threadpool
 
 from heimbuero.app import Actor, App, AppError, Invalid, Problem, TooMany, Unavailable, http_status
 from heimbuero.app.billing import SendMail
+from heimbuero.app.calls import MAX_OFFSET
 from heimbuero.app.clients import ClientInfo
 from heimbuero.app.rules import OverrideState
-from heimbuero.app.users import require_status_reader, visible_registrations
 from heimbuero.domain.model import Group, Provider, Step, Trunk, parse_target
 from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.office.accounts import credentials, verify_password
@@ -667,6 +667,8 @@ def create_app(ctx: WebContext) -> FastAPI:
         invoice_mail=ctx.invoice_mail,
         data_dir=ctx.data_dir,
         secret=ctx.secret,
+        status=ctx.status,
+        registrations=ctx.registrations,
     )
     app = FastAPI(
         title="heimbuero",
@@ -743,13 +745,12 @@ def create_app(ctx: WebContext) -> FastAPI:
     @app.get("/api/status", tags=["server"])
     async def status(actor: Who) -> dict[str, Any]:
         """The SIP server's status (admins and agents)."""
-        require_status_reader(actor)
-        return ctx.status()
+        return handlers.server.status(actor)
 
     @app.get("/api/registrations", tags=["server"])
     async def registrations(actor: Who) -> dict[str, Any]:
         """Live SIP registrations; non-staff users see their own devices only."""
-        return {"registrations": visible_registrations(actor, ctx.registrations())}
+        return {"registrations": handlers.server.registrations(actor)}
 
     @app.get("/api/presence", tags=["presence"])
     async def presence(actor: Who) -> dict[str, Any]:
@@ -1092,10 +1093,21 @@ def create_app(ctx: WebContext) -> FastAPI:
         actor: Who,
         client: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        since: Annotated[
+            datetime | None, Query(description="started at or after (ISO 8601; no offset: UTC)")
+        ] = None,
+        until: Annotated[
+            datetime | None, Query(description="started before (ISO 8601; no offset: UTC)")
+        ] = None,
+        offset: Annotated[
+            int, Query(ge=0, le=MAX_OFFSET, description="skip this many newer ones")
+        ] = 0,
     ) -> list[CallOut]:
         """Call records, newest first: every client's (staff) or your own business's; a
-        client without records (or an unknown one) gives an empty list."""
-        return [_call_out(r) for r in handlers.calls.list(actor, client, limit)]
+        client without records gives an empty list, an unknown one (or another business's)
+        404."""
+        records = handlers.calls.list(actor, client, limit, since=since, until=until, offset=offset)
+        return [_call_out(r) for r in records]
 
     # -- tokens --
 

@@ -42,6 +42,7 @@ from heimbuero.office import dictation_files as media
 from heimbuero.office.dictation import State
 from heimbuero.store.dictation import JobRecord, ProfileRecord
 from heimbuero.web import sse
+from heimbuero.web.params import Position, RowId
 
 log = logging.getLogger(__name__)
 
@@ -431,39 +432,39 @@ def dictation_routes(
         )
 
     @router.get("/api/dictation/jobs/{job_id}", tags=["dictation"])
-    def get_job(job_id: int, user: Me) -> dict[str, Any]:
+    def get_job(job_id: RowId, user: Me) -> dict[str, Any]:
         """A job with its audio parts, draft and history."""
         actor = Actor.of(user)
         return job_out(dictation.get(actor, job_id), draft=actor.staff)
 
     @router.post("/api/dictation/jobs/{job_id}/take", tags=["dictation"])
-    async def take(job_id: int, user: Me) -> dict[str, Any]:
+    async def take(job_id: RowId, user: Me) -> dict[str, Any]:
         """Check the job out to you (staff). 409 when somebody else has it."""
         outcome = await run_in_threadpool(dictation.take, Actor.of(user), job_id)
         await tell(outcome)
         return job_out(outcome.job)
 
     @router.post("/api/dictation/jobs/{job_id}/release", tags=["dictation"])
-    def release(job_id: int, user: Me) -> dict[str, Any]:
+    def release(job_id: RowId, user: Me) -> dict[str, Any]:
         """Give the job back to the queue."""
         return job_out(dictation.release(Actor.of(user), job_id))
 
     @router.post("/api/dictation/jobs/{job_id}/heartbeat", tags=["dictation"])
-    def heartbeat(job_id: int, user: Me) -> dict[str, Any]:
+    def heartbeat(job_id: RowId, user: Me) -> dict[str, Any]:
         """Keep your lock: it ends [dictation] lock_minutes after the last heartbeat."""
         job = dictation.heartbeat(Actor.of(user), job_id)
         return {"id": job.id, "locked_until": job.locked_until.isoformat() if job.locked_until
                 else None}  # fmt: skip
 
     @router.put("/api/dictation/jobs/{job_id}/draft", tags=["dictation"])
-    def save_draft(job_id: int, body: DraftIn, user: Me) -> dict[str, Any]:
+    def save_draft(job_id: RowId, body: DraftIn, user: Me) -> dict[str, Any]:
         """Save the typed text; `version` is the version it was based on (409 when newer
         text is stored). Answers the new version."""
         job = dictation.save_draft(Actor.of(user), job_id, body.text, body.version)
         return {"id": job.id, "version": job.draft_version}
 
     @router.get("/api/dictation/jobs/{job_id}/parts/{position}/audio", tags=["dictation"])
-    def audio(job_id: int, position: int, user: Me) -> Response:
+    def audio(job_id: RowId, position: Position, user: Me) -> Response:
         """An audio part's bytes; `Range` requests are answered with 206 (seeking)."""
         part, path = dictation.audio(Actor.of(user), job_id, position)
         return FileResponse(
@@ -472,7 +473,7 @@ def dictation_routes(
         )  # fmt: skip
 
     @router.post("/api/dictation/jobs/{job_id}/deliver", tags=["dictation"])
-    async def deliver(job_id: int, user: Me, body: DeliverIn | None = None) -> dict[str, Any]:
+    async def deliver(job_id: RowId, user: Me, body: DeliverIn | None = None) -> dict[str, Any]:
         """Deliver your draft as DOCX (the client's letterhead, or the default document) or
         a finished .docx upload; counts its Normzeilen; the author gets it in the messenger
         and by e-mail (or it goes to review when the client wants one)."""
@@ -483,14 +484,14 @@ def dictation_routes(
         return job_out(outcome.job)
 
     @router.post("/api/dictation/jobs/{job_id}/approve", tags=["dictation"])
-    async def approve(job_id: int, user: Me) -> dict[str, Any]:
+    async def approve(job_id: RowId, user: Me) -> dict[str, Any]:
         """A reviewed job goes to its author (staff)."""
         outcome = await run_in_threadpool(dictation.approve, Actor.of(user), job_id)
         await tell(outcome)
         return job_out(outcome.job)
 
     @router.post("/api/dictation/jobs/{job_id}/corrections", tags=["dictation"])
-    async def corrections(job_id: int, body: CorrectionIn, user: Me) -> dict[str, Any]:
+    async def corrections(job_id: RowId, body: CorrectionIn, user: Me) -> dict[str, Any]:
         """Ask for corrections of a delivered job (its author's business): it reopens with
         the remark."""
         actor = Actor.of(user)
@@ -500,7 +501,7 @@ def dictation_routes(
 
     @router.get("/api/dictation/jobs/{job_id}/document", tags=["dictation"])
     def document(
-        job_id: int, user: Me, kind: Literal["docx", "pdf"] = Query("docx", alias="format")
+        job_id: RowId, user: Me, kind: Literal["docx", "pdf"] = Query("docx", alias="format")
     ) -> Response:
         """The delivered document: the DOCX, or (`?format=pdf`) its text as PDF."""
         if kind == "pdf":

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from heimbuero.app.forwarding import MAX_HOLIDAY_MONTHS, MAX_NOTE, Closures, Forwarding
 from heimbuero.app.policy import Actor
+from heimbuero.web.params import RowId
 
 
 class SimulateIn(BaseModel):
@@ -107,7 +108,7 @@ def portal_routes(
         return ClosureOut(**c.to_json())  # type: ignore[arg-type]
 
     @router.delete("/api/clients/{client_id}/closures/{closure_id}", status_code=204)
-    def remove_closure(client_id: str, closure_id: int, actor: who) -> None:
+    def remove_closure(client_id: str, closure_id: RowId, actor: who) -> None:
         closures.remove(actor, client_id, closure_id)
 
     return router

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from heimbuero.app.policy import Actor
 from heimbuero.app.voicemail import Message, Voicemails
+from heimbuero.web.params import RowId
 
 
 class MessageOut(BaseModel):
@@ -38,19 +39,19 @@ def voicemail_routes(
 
     @router.get("/api/voicemail/{owner}/messages/{voicemail_id}/audio",
                 response_class=FileResponse)  # fmt: skip
-    def get_audio(owner: str, voicemail_id: int, actor: who) -> FileResponse:
+    def get_audio(owner: str, voicemail_id: RowId, actor: who) -> FileResponse:
         """The recording (8 kHz mono WAV); `Range` requests are answered with 206."""
         m = voicemails.message(actor, owner, voicemail_id)
         return FileResponse(m.path, media_type="audio/wav", filename=f"voicemail-{m.id}.wav")
 
     @router.post("/api/voicemail/{owner}/messages/{voicemail_id}/heard", status_code=204)
-    def post_heard(owner: str, voicemail_id: int, actor: who) -> Response:
+    def post_heard(owner: str, voicemail_id: RowId, actor: who) -> Response:
         """Mark the message heard (the box's phones learn the new counts)."""
         voicemails.set_heard(actor, owner, voicemail_id)
         return Response(status_code=204)
 
     @router.delete("/api/voicemail/{owner}/messages/{voicemail_id}", status_code=204)
-    def delete_message(owner: str, voicemail_id: int, actor: who) -> Response:
+    def delete_message(owner: str, voicemail_id: RowId, actor: who) -> Response:
         """Delete the message: committed and its WAV removed before the answer."""
         voicemails.remove(actor, owner, voicemail_id)
         return Response(status_code=204)

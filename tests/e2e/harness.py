@@ -1529,12 +1529,15 @@ class Baresip:
         server_address: str | None = None,
         audio_source: str = "ausine,440",
         extra_config: Sequence[str] = (),
+        account_params: str = "",
     ) -> None:
         """`contacts`: lines of baresip's contacts file (`"Bob" <sip:bob@D>;presence=p2p`).
         `host`: the address SIP and RTP use (a home network's, inside a test's namespace);
         `server_address`: host:port of the server as the phone reaches it;
         `audio_source`: e.g. `aufile,FILE.wav` (48 kHz stereo S16LE, like the ausine default);
-        `extra_config`: more lines of baresip's config (e.g. `module sndfile.so`)."""
+        `extra_config`: more lines of baresip's config (e.g. `module sndfile.so`);
+        `account_params`: more parameters of the account line (e.g. `;sipnat=outbound`)."""
+        self.account_params = account_params
         self.contacts = tuple(contacts)
         self.host = host
         self.server_address = server_address
@@ -1601,7 +1604,7 @@ class Baresip:
         (self.dir / "accounts").write_text(
             f"<sip:{self.user}@{self.domain};transport={self.transport}>;auth_pass={self.password};"
             f'outbound="sip:{server};transport={self.transport}";regint={self.regint};'
-            f"mwi=no;answermode={self.answermode}\n"
+            f"mwi=no;answermode={self.answermode}{self.account_params}\n"
         )
         (self.dir / "contacts").write_text("".join(f"{c}\n" for c in self.contacts))
         with contextlib.suppress(FileNotFoundError):

@@ -170,3 +170,15 @@ def test_trunk_password_never_returned_and_calls_filtered(office: Any) -> None:
     mine = http.get("/api/calls", auth=_auth(pw, "mueller")).json()
     assert [c["call_id"] for c in mine] == ["c1"]
     assert len(http.get("/api/calls", auth=admin).json()) == 2
+    # the admin's page and the API share the handler's date range and paging
+    newer = http.get("/api/calls", params={"since": "2020-01-01T00:00:00", "offset": 1},
+                     auth=admin).json()  # fmt: skip
+    assert len(newer) == 1
+    assert http.get("/api/calls", params={"until": "2020-01-01"}, auth=admin).json() == []
+    assert http.get("/api/calls", params={"offset": -1}, auth=admin).status_code == 422
+    # oversize paging and moments UTC has no room for: 422, not a database error
+    assert http.get("/api/calls", params={"offset": 10**20}, auth=admin).status_code == 422
+    for edge in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"):
+        for field in ("since", "until"):
+            r = http.get("/api/calls", params={field: edge}, auth=admin)
+            assert r.status_code == 422 and field in r.text, (field, edge)

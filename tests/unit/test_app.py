@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from heimbuero.app import Actor, App, Conflict, Forbidden, Invalid, NotFound, Role, Unavailable
+from heimbuero.app.calls import MAX_OFFSET
 from heimbuero.app.errors import http_status
-from heimbuero.app.users import visible_registrations
+from heimbuero.app.server import visible_registrations
 from heimbuero.config import FileSettings
 from heimbuero.office.demo import MUELLER_NUMBER, SCHULZ_NUMBER, seed_demo
 from heimbuero.office.files import FileService
@@ -249,6 +250,44 @@ def test_calls_and_warnings(app: App) -> None:
     assert _refused(app.warnings.watch, OWNER, lambda w: None) == 403
     with pytest.raises(Unavailable):
         app.warnings.watch(AGENT, lambda w: None)
+
+
+def test_call_records_by_date_range_and_page(app: App) -> None:
+    day = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    app.calls.store.apply_call_log([
+        ("start", i, {"call_id": f"c{i}", "number": MUELLER_NUMBER, "caller": f"sip:{i}@x",
+                      "client": "mueller", "started_at": day + timedelta(days=i)})
+        for i in range(5)
+    ], {})  # fmt: skip
+
+    def ids(**kw: Any) -> list[str]:
+        return [r.call_id for r in app.calls.list(ADMIN, "mueller", **kw)]
+
+    assert ids() == ["c4", "c3", "c2", "c1", "c0"]
+    assert ids(since=day + timedelta(days=1), until=day + timedelta(days=3)) == ["c2", "c1"]
+    assert ids(limit=2, offset=2) == ["c2", "c1"] and ids(offset=5) == []
+    assert [r.call_id for r in app.calls.list(OWNER, since=day + timedelta(days=4))] == ["c4"]
+    assert app.calls.list(OTHER, since=day) == []  # another business's stay hidden
+    assert _refused(app.calls.list, ADMIN, limit=0) == 422
+    assert _refused(app.calls.list, ADMIN, offset=-1) == 422
+    assert _refused(app.calls.list, ADMIN, offset=MAX_OFFSET + 1) == 422
+    east = timezone(timedelta(hours=5))
+    assert _refused(app.calls.list, ADMIN, since=datetime(1, 1, 1, tzinfo=east)) == 422
+    assert ids(since=datetime(2026, 12, 4, 9, 0)) == ["c4", "c3"]  # no offset: UTC
+
+
+def test_server_state_without_a_server_and_with_one(app: App, tmp_path: Path) -> None:
+    assert app.server.status(ADMIN) == {} and app.server.registrations(ADMIN) == []
+    assert _refused(app.server.status, OWNER) == 403
+    size = app.server.store_bytes(ADMIN)
+    assert size is not None and size > 10_000  # the SQLite file with the demo office
+    assert _refused(app.server.store_bytes, AGENT) == 403
+    rows = [{"user": "mueller", "contact": "sip:m@h"}, {"user": "anna", "contact": "sip:a@h"}]
+    live = App.build(app.calls.store, lambda: REALM, status=lambda: {"calls_active": 1},
+                     registrations=lambda: rows)  # fmt: skip
+    assert live.server.status(AGENT) == {"calls_active": 1}
+    assert live.server.registrations(ADMIN) == rows
+    assert live.server.registrations(OWNER) == rows[:1]
 
 
 def test_messages_and_presence(app: App) -> None:

@@ -173,3 +173,25 @@ def test_scheduled_run_month_and_config(tmp_path: Path) -> None:
     )
     with pytest.raises(config.ConfigError, match=r"send_invoices must be true or false"):
         config.load(data)
+
+
+def test_schedule_invoices_a_month_once_and_retries_sending_every_15_minutes() -> None:
+    from heimbuero.app.billing import InvoiceSchedule
+    from heimbuero.server import INVOICE_SEND_RETRY
+
+    s = InvoiceSchedule(send=True, retry=INVOICE_SEND_RETRY)
+    assert not s.run_due(None) and s.send_due(0.0) is None  # not yet due: nothing
+    assert s.run_due("2026-11")
+    s.ran("2026-11", 100.0)
+    assert not s.run_due("2026-11")  # once per month
+    assert s.send_due(100.0) == "2026-11"  # e-mailed right after the run
+    s.sent(failed=True, now=105.0)  # the mail server refused some
+    assert s.send_due(105.0 + 899.0) is None
+    assert s.send_due(105.0 + 900.0) == "2026-11"  # 15 minutes later: again
+    s.sent(failed=False, now=1006.0)
+    assert s.send_due(10**6) is None  # all sent: no more tries
+    assert s.run_due("2026-12")  # the next month runs again
+
+    off = InvoiceSchedule(send=False, retry=INVOICE_SEND_RETRY)
+    off.ran("2026-11", 0.0)
+    assert off.send_due(10**6) is None  # [billing] send_invoices off: never e-mailed

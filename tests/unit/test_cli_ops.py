@@ -65,6 +65,11 @@ def test_calls_list_of_an_unknown_client_says_so(demo: Path) -> None:
     assert_one_error(unknown, "no such client", "nobody")
     known = run("calls", "list", "--client", "mueller", "--data", str(demo))
     assert known.returncode == 0 and known.stdout.strip() == "no call records"
+    later = run("calls", "list", "--since", "2026-12-01", "--until", "2026-12-02T08:00",
+                "--data", str(demo))  # fmt: skip
+    assert later.returncode == 0 and later.stdout.strip() == "no call records", later.stderr
+    assert_one_error(run("calls", "list", "--since", "gestern", "--data", str(demo)),
+                     "--since", "gestern")  # fmt: skip
 
 
 def test_counts_in_output_are_singular_for_one(demo: Path, tmp_path: Path) -> None:

@@ -94,7 +94,7 @@ def test_third_party_registration_is_where_calls_go() -> None:
     [b] = net.core.location.lookup("bob", net.now)
     assert b.received == ("udp", "127.0.0.1", 40077)
     assert net.core.proxy.device_targets("bob", net.now) == [
-        ("sip:bob@127.0.0.1:40077", ("udp", "127.0.0.1", 40077))
+        ("sip:bob@127.0.0.1:40077", ("udp", "127.0.0.1", 40077), ())
     ]
 
 
@@ -104,3 +104,29 @@ def test_private_contact_from_loopback_uses_the_source() -> None:
     _register(net, src, "sip:bob@192.168.1.20:5060")
     [b] = net.core.location.lookup("bob", net.now)
     assert b.received == src
+
+
+def test_unsolicited_mwi_notify_takes_the_path() -> None:
+    """A device registered through an edge proxy (RFC 3327 Path) gets the message-summary
+    NOTIFY at the edge, with the Path as Route (§5.4); the Contact is its Request-URI."""
+    from heimbuero.services.mediaapps import notify_waiting
+    from heimbuero.sip.message import Request
+
+    net = Net()
+    edge: Peer = ("udp", "127.0.0.1", 40100)
+    path = "<sip:127.0.0.1:40100;lr>"
+    r = req("REGISTER", f"sip:{DOMAIN}", edge, "bob", f"sip:bob@{DOMAIN}",
+            contact="sip:bob@127.0.0.1:40077")  # fmt: skip
+    r.add("Path", path)
+    r.add("Supported", "path")
+    [(challenge, _)] = net.send(r.serialize(), edge)
+    [(ok, _)] = net.send(authorize(r, challenge, "bob").serialize(), edge)
+    assert isinstance(ok, Response) and ok.status == 200, ok
+    assert ok.get_all("path") == [path]
+    assert notify_waiting(net.core, "bob", 1, 0, net.now) == 1
+    net.core.pump(net.now)
+    [(notify, dest)] = net.drain()
+    assert isinstance(notify, Request) and notify.method == "NOTIFY"
+    assert dest == edge
+    assert notify.uri == "sip:bob@127.0.0.1:40077"
+    assert notify.get_all("route") == [path]

@@ -1,8 +1,9 @@
 """The registrar's rules (RFC 3261 §10.3) on the location service, without sockets."""
 
 from heimbuero.services.location import LocationService
-from heimbuero.services.registrar import Registrar, RegistrarSettings
-from heimbuero.sip.message import Request, parse
+from heimbuero.services.registrar import Registrar, RegistrarSettings, path_hop
+from heimbuero.sip.message import Request, parse, parse_uri
+from heimbuero.sip.peer import Peer
 
 SRC = ("udp", "203.0.113.7", 40123)
 
@@ -112,3 +113,74 @@ def test_refresh_moves_expiry() -> None:
     reg.handle(register(["<sip:a@10.0.0.1>"], cseq=2, expires="120"), "anna", SRC, 50.0)
     assert loc.expire(60.0) == []
     assert loc.next_expiry() == 170.0
+
+
+# ---- Path (RFC 3327) -------------------------------------------------------------------------
+
+EDGE = Peer("udp", "93.184.216.34", 5060)
+SRC_PEER = Peer(*SRC)  # the edge proxy the REGISTER came from
+
+
+def with_path(path: list[str], supported: str | None = "path") -> Request:
+    req = register(["<sip:anna@192.168.1.20:5060>"])
+    for p in path:
+        req.add("Path", p)
+    if supported is not None:
+        req.add("Supported", supported)
+    return req
+
+
+def test_path_is_stored_echoed_and_its_first_hop_is_where_the_device_is_reached() -> None:
+    reg, loc = make()
+    path = ["<sip:93.184.216.34;lr>", "<sip:edge-two.example;lr>"]
+    r = reg.handle(with_path(path), "anna", EDGE, 0.0)
+    assert r.status == 200
+    assert [v for n, v in r.headers if n == "Path"] == path
+    [b] = loc.lookup("anna", 0.0)
+    assert b.path == tuple(path)
+    assert b.received == EDGE  # the first hop, not the Contact's private address
+
+
+def test_path_without_supported_path_is_421_and_nothing_stored() -> None:
+    reg, loc = make()
+    r = reg.handle(with_path(["<sip:93.184.216.34;lr>"], supported="replaces"), "anna", EDGE, 0.0)
+    assert (r.status, r.headers) == (421, [("Require", "path")])
+    assert loc.lookup("anna", 0.0) == []
+
+
+def test_path_first_hop_rules() -> None:
+    # another port of the edge's address, a hostname, another reachable public address
+    assert path_hop(parse_uri("sip:93.184.216.34:5070;lr"), EDGE) == ("udp", "93.184.216.34", 5070)
+    assert path_hop(parse_uri("sip:edge.example;lr"), EDGE) == EDGE
+    assert path_hop(parse_uri("sip:185.15.59.224;lr;transport=tcp"), EDGE) == (
+        "tcp", "185.15.59.224", 5060,
+    )  # fmt: skip
+    # the server's loopback or a LAN on the word of a source on the internet: never
+    assert path_hop(parse_uri("sip:127.0.0.1:5060;lr"), EDGE) is None
+    assert path_hop(parse_uri("sip:10.0.0.1;lr"), EDGE) is None
+    # over TCP, an entry naming the edge's address is its connection
+    tcp = Peer("tcp", "93.184.216.34", 40001)
+    assert path_hop(parse_uri("sip:93.184.216.34;lr;transport=tcp"), tcp) == tcp
+
+
+def test_path_refusals() -> None:
+    loc = LocationService()
+    reg = Registrar(
+        RegistrarSettings(), loc,
+        lambda uri, dest: "Path names a carrier trunk" if dest == EDGE else None,
+    )  # fmt: skip
+    r = reg.handle(with_path(["<sip:93.184.216.34;lr>"]), "anna", EDGE, 0.0)
+    assert (r.status, r.reason) == (403, "Path names a carrier trunk")
+    too_many = [f"<sip:198.51.100.{i};lr>" for i in range(6)]
+    assert reg.handle(with_path(too_many), "anna", EDGE, 0.0).status == 400
+    assert reg.handle(with_path(["<sip:198.51.100.1>"]), "anna", EDGE, 0.0).status == 400
+    assert reg.handle(with_path(["<tel:+4930123>"]), "anna", EDGE, 0.0).status == 400
+    assert loc.lookup("anna", 0.0) == []
+
+
+def test_a_registration_without_path_drops_the_old_path() -> None:
+    reg, loc = make()
+    reg.handle(with_path(["<sip:93.184.216.34;lr>"]), "anna", EDGE, 0.0)
+    reg.handle(register(["<sip:anna@192.168.1.20:5060>"], cseq=2), "anna", SRC_PEER, 0.0)
+    [b] = loc.lookup("anna", 0.0)
+    assert (b.path, b.received) == ((), SRC_PEER)

@@ -38,6 +38,7 @@ from heimbuero.web import sse
 from heimbuero.web.console import i18n
 from heimbuero.web.console.feeds import Feeds
 from heimbuero.web.guard import LoginGate, LoginRefused
+from heimbuero.web.params import RowId
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "hb_session"
@@ -439,7 +440,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         )
 
     @router.post("/portal/notes/{note_id}/{what}")
-    async def mark_note(request: Request, note_id: int, what: str) -> Response:
+    async def mark_note(request: Request, note_id: RowId, what: str) -> Response:
         found = area(request, ("client", "employee"))
         if isinstance(found, Response):
             return found
@@ -452,24 +453,6 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         except AppError:
             return _not_found(request)
         return RedirectResponse("/portal", 303)
-
-    @router.get("/admin")
-    async def admin(request: Request) -> Response:
-        found = area(request, ("admin",))
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        actor = Actor.of(user)
-        clients = c.handlers.clients.list(actor)
-        return _page(
-            request,
-            "admin.html",
-            user=user,
-            csrf=s.csrf,
-            clients=clients,
-            with_code=c.handlers.second_factor.users(actor),
-            reset=request.query_params.get("reset", ""),
-        )
 
     @router.post("/admin/totp/{name}/reset")
     async def reset_second_factor(request: Request, name: str) -> Response:
@@ -492,6 +475,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
     chat_routes(router, c, area)
 
     feeds = Feeds(handlers)
+
+    from heimbuero.web.console.admin import admin_pages
+
+    admin_pages(router, c, area, posted, feeds)
 
     @router.get("/events")
     async def events(request: Request) -> Response:
@@ -699,9 +686,16 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         return totp_page(request, s, user, codes=codes)
 
     from heimbuero.web.console.forwarding import editor_pages, forwarding_pages
+    from heimbuero.web.console.forwarding_rules import rule_pages
 
     forwarding_pages(router, handlers, area, posted)
     editor_pages(router, handlers, area, posted)
+    rule_pages(router, handlers, area, posted)
+
+    from heimbuero.web.console.dictation import dictation_pages
+
+    dictation_pages(router, handlers, area, posted)
+
     from heimbuero.web.console.billing import billing_pages
 
     billing_pages(router, handlers, area, posted)

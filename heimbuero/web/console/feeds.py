@@ -73,6 +73,10 @@ class Feeds:
         self.feeds: dict[str, Feed] = {}
         self.pending: set[asyncio.Task[None]] = set()  # history lookups under way
 
+    def listening(self) -> int:
+        """Event streams open now (pages listening, over all users)."""
+        return sum(len(f.listeners) for f in self.feeds.values())
+
     def _reap(self, now: float) -> None:
         for user, feed in list(self.feeds.items()):
             if not feed.listeners and now - feed.idle_since > GRACE:

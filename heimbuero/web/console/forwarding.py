@@ -24,13 +24,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from heimbuero.app import Actor, App, AppError, policy
-from heimbuero.app.errors import Invalid, NotFound
+from heimbuero.app.errors import Conflict, Invalid, NotFound
 from heimbuero.domain.model import Client
 from heimbuero.office.routing import RoutePlan
-from heimbuero.office.rules_doc import TIMEOUT_MAX, TIMEOUT_MIN
+from heimbuero.office.rules_doc import TIMEOUT_MAX, TIMEOUT_MIN, document_version
 from heimbuero.store.db import UserRecord
 from heimbuero.store.websessions import WebSession
 from heimbuero.web.console import _not_found, _page, _t, i18n, lang_of
+from heimbuero.web.params import RowId
 
 Area = Callable[[Request, tuple[str, ...]], tuple[WebSession, UserRecord] | Response]
 Posted = Callable[[Request, WebSession, UserRecord], Awaitable[dict[str, str] | Response]]
@@ -39,6 +40,7 @@ ROLES = ("client", "employee", "agent", "admin")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_LABELS = ("Mo", "Di", "Mi", "Do", "Fr", "Sa", "So")
 HOLIDAY_MONTHS = 3
+CHANGED = "Die Regeln wurden inzwischen geändert (in einem anderen Fenster oder von jemand anderem). Nichts wurde gespeichert; bitte neu laden und noch einmal ändern."  # noqa: E501
 
 
 def _client_id(user: UserRecord, given: str | None) -> str | None:
@@ -167,6 +169,7 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
         except AppError:
             return _not_found(request)
         texts = Texts(request)
+        document = handlers.rules.document(actor, c.id)
         at = _at(request, c)
         try:
             plan = simulation(texts, handlers.forwarding.simulate(actor, c.id, None, at or None))
@@ -192,7 +195,8 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
             at_text=_when(request, at, c),
             at_date=at[:10] if len(at) >= 10 else "",
             at_time=at[11:16] if len(at) >= 16 else "",
-            rules=rules_list(texts, handlers.rules.document(actor, c.id)),
+            rules=rules_list(texts, document),
+            version=document_version(document),
             week=week_grid(texts, actor, c),
             holidays=handlers.forwarding.holidays(actor, c.id, HOLIDAY_MONTHS),
             closures=handlers.closures.list(actor, c.id),
@@ -366,7 +370,7 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
         return back(cid)
 
     @router.post("/portal/forwarding/closures/{closure_id}/remove")
-    async def remove_closure(request: Request, closure_id: int) -> Response:
+    async def remove_closure(request: Request, closure_id: RowId) -> Response:
         found = area(request, ROLES)
         if isinstance(found, Response):
             return found
@@ -579,6 +583,7 @@ def editor_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -
             plan=plan,
             sim_date=(form or {}).get("sim_date", ""),
             sim_time=(form or {}).get("sim_time", ""),
+            version=(form or {}).get("version") or document_version(stored),
         )
 
     def opened(request: Request, user: UserRecord, cid: str) -> Client | Response:
@@ -626,7 +631,7 @@ def editor_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -
         want_json = form.get("format") == "json"
         try:
             if form.get("action") == "save":
-                handlers.rules.replace(actor, c.id, draft.document)
+                handlers.rules.replace(actor, c.id, draft.document, form.get("version", ""))
                 return RedirectResponse(f"/portal/forwarding?client={quote(c.id)}&saved=1", 303)
             day, hhmm = form.get("sim_date", "").strip(), form.get("sim_time", "").strip()
             at = (
@@ -651,6 +656,9 @@ def editor_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -
             if want_json:
                 return JSONResponse({"errors": errors, "general": general}, 422)
             return editor(request, s, user, c, form, 422, errors, general)
+        except Conflict:
+            return _page(request, "error.html", 409, user=user, csrf=s.csrf,
+                         message=_t(request, CHANGED), back=f"/portal/forwarding/edit?client={quote(c.id)}")  # fmt: skip  # noqa: E501
         except AppError as exc:
             return _page(
                 request,

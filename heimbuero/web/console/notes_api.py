@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from heimbuero.app import Actor, App
 from heimbuero.store.notes import CallNote
+from heimbuero.web.params import RowId
 
 
 class NoteIn(BaseModel):
@@ -68,11 +69,11 @@ def notes_routes(
         return NoteTaken(**_out(note), delivered_to=reached)
 
     @router.get("/{note_id}")
-    def get_note(note_id: int, actor: Who) -> NoteOut:
+    def get_note(note_id: RowId, actor: Who) -> NoteOut:
         return NoteOut(**_out(handlers.notes.get(actor, note_id)))
 
     @router.post("/{note_id}/{what}")
-    def mark_note(note_id: int, what: str, actor: Who) -> NoteOut:
+    def mark_note(note_id: RowId, what: str, actor: Who) -> NoteOut:
         """`read` or `done`: when the client read it, when they dealt with it."""
         return NoteOut(**_out(handlers.notes.mark(actor, note_id, what)))
 

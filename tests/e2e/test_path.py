@@ -1,0 +1,204 @@
+"""RFC 3327 Path at the registrar, with raw messages: a REGISTER that came through an edge proxy
+(its Path entry names a UDP socket of this test, the "edge") is stored with its Path, the 200
+echoes it, and an INVITE or a stored MESSAGE to that user goes to the edge with the Path as its
+Route. Without `Supported: path` the registrar answers 421 (Require: path) and stores nothing.
+
+Abuse: a Path is the registering user's own claim; one naming a carrier trunk (toll fraud: calls
+to the user would leave through the trunk) or the server itself is refused, as is an oversize
+one, and a request that names the edge in a Route of its own is not relayed to it."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import DOMAIN, USERS
+from .harness import Server, SipClient, SipMessage, digest_response, pick_challenge
+from .test_routing import Office, werktag_not_now
+from .test_trust import QUIET, UdpListener, udp_listener
+
+pytestmark = [pytest.mark.e2e]
+
+
+def register(
+    c: SipClient,
+    user: str,
+    password: str,
+    path: list[str],
+    *,
+    supported: str | None = "path",
+    expires: int = 300,
+) -> SipMessage:
+    aor = f"sip:{user}@{DOMAIN}"
+    headers = [("Contact", f"<sip:{user}@127.0.0.1:{c.local_port}>"), ("Expires", str(expires))]
+    headers += [("Path", p) for p in path]
+    if supported is not None:
+        headers.append(("Supported", supported))
+    first = c.request("REGISTER", f"sip:{DOMAIN}", from_uri=aor, to_uri=aor, headers=headers)
+    challenge = c.final_response(first, 5)
+    if challenge.status != 401:
+        return challenge  # refused before authentication
+    value = digest_response(
+        pick_challenge(challenge), method="REGISTER", uri=f"sip:{DOMAIN}", username=user,
+        password=password,
+    )  # fmt: skip
+    second = c.request(
+        "REGISTER", f"sip:{DOMAIN}", from_uri=aor, to_uri=aor, call_id=first.call_id,
+        from_tag=first.from_tag, cseq=2, headers=[*headers, ("Authorization", value)],
+    )  # fmt: skip
+    return c.final_response(second, 5)
+
+
+def invite(c: SipClient, caller: str, callee: str) -> Any:
+    """An authenticated INVITE from `caller` to `callee` (the final answer is not awaited)."""
+    ruri = f"sip:{callee}@{DOMAIN}"
+    kw: dict[str, Any] = {
+        "from_uri": f"sip:{caller}@{DOMAIN}",
+        "to_uri": ruri,
+        "headers": [("Contact", f"<sip:{caller}@127.0.0.1:{c.local_port}>")],
+    }
+    first = c.request("INVITE", ruri, **kw)
+    challenge = c.final_response(first, 5)
+    assert challenge.status == 407, challenge.summary()
+    value = digest_response(pick_challenge(challenge), method="INVITE", uri=ruri,
+                            username=caller, password=USERS[caller])  # fmt: skip
+    kw["headers"] = [*kw["headers"], ("Proxy-Authorization", value)]
+    return c.request("INVITE", ruri, call_id=first.call_id, from_tag=first.from_tag, cseq=2, **kw)
+
+
+def edge_uri(edge: UdpListener) -> str:
+    return f"<sip:127.0.0.1:{edge.sock.getsockname()[1]};lr>"
+
+
+def test_register_with_path_is_echoed_and_calls_take_the_path(server: Server) -> None:
+    with (
+        contextlib.closing(UdpListener(0)) as edge,
+        SipClient(server.port) as bob,
+        SipClient(server.port) as alice,
+    ):
+        path = [edge_uri(edge), "<sip:edge-two.example;lr>"]
+        ok = register(bob, "bob", USERS["bob"], path)
+        assert ok.status == 200, ok.summary()
+        assert ok.header_values("Path") == path  # RFC 3327 §5.3: echoed, in order
+        assert "path" in [v.strip() for v in ok.header_values("Supported")]
+        invite(alice, "alice", "bob")
+        arrived = edge.first("INVITE", 10)
+        # The Request-URI is bob's Contact; the Route is the stored Path (§5.4), in order.
+        assert arrived.start_line.split()[1] == f"sip:bob@127.0.0.1:{bob.local_port}"
+        assert arrived.header_values("Route") == path
+        assert bob.recv(QUIET) is None  # nothing went around the edge
+
+
+def test_path_survives_a_restart(server: Server) -> None:
+    """The Path is stored with the binding: after a restart the call still takes it."""
+    with contextlib.closing(UdpListener(0)) as edge, SipClient(server.port) as bob:
+        ok = register(bob, "bob", USERS["bob"], [edge_uri(edge)])
+        assert ok.status == 200, ok.summary()
+        server.restart()
+        with SipClient(server.port) as alice:
+            invite(alice, "alice", "bob")
+            arrived = edge.first("INVITE", 10)
+        assert arrived.header_values("Route") == [edge_uri(edge)]
+
+
+def test_stored_message_is_delivered_through_the_path(server: Server) -> None:
+    """A MESSAGE to bob goes to the edge with bob's Path as Route."""
+    with (
+        contextlib.closing(UdpListener(0)) as edge,
+        SipClient(server.port) as bob,
+        SipClient(server.port) as alice,
+    ):
+        assert register(bob, "bob", USERS["bob"], [edge_uri(edge)]).status == 200
+        ruri = f"sip:bob@{DOMAIN}"
+        # (the answer waits for the edge, which never answers: sent without waiting for it)
+        first = alice.request("MESSAGE", ruri, from_uri=f"sip:alice@{DOMAIN}", to_uri=ruri,
+                              body=b"hallo", content_type="text/plain")  # fmt: skip
+        challenge = alice.final_response(first, 5)
+        assert challenge.status == 407
+        value = digest_response(pick_challenge(challenge), method="MESSAGE", uri=ruri,
+                                username="alice", password=USERS["alice"])  # fmt: skip
+        alice.request("MESSAGE", ruri, from_uri=f"sip:alice@{DOMAIN}", to_uri=ruri,
+                      call_id=first.call_id, from_tag=first.from_tag, cseq=2, body=b"hallo",
+                      content_type="text/plain",
+                      headers=[("Proxy-Authorization", value)])  # fmt: skip
+        arrived = edge.first("MESSAGE", 10)
+        assert arrived.header_values("Route") == [edge_uri(edge)]
+        assert arrived.raw.endswith(b"hallo")
+
+
+def test_path_without_supported_path_is_refused_with_421(server: Server) -> None:
+    with contextlib.closing(UdpListener(0)) as edge, SipClient(server.port) as bob:
+        refused = register(bob, "bob", USERS["bob"], [edge_uri(edge)], supported="replaces")
+        assert refused.status == 421, refused.summary()
+        assert [v.strip() for v in refused.header_values("Require")] == ["path"]
+        # Nothing was stored: bob is not registered.
+        with SipClient(server.port) as alice:
+            sent = invite(alice, "alice", "bob")
+            assert alice.final_response(sent, 5).status == 480
+        assert edge.messages(QUIET) == []
+
+
+def test_register_through_the_edge_without_path_header_still_works(server: Server) -> None:
+    """A REGISTER with Supported: path but no Path is a plain registration (no Path echoed)."""
+    with SipClient(server.port) as bob:
+        ok = register(bob, "bob", USERS["bob"], [])
+        assert ok.status == 200, ok.summary()
+        assert ok.header_values("Path") == []
+
+
+# ---------------------------------------------------------------------- abuse
+
+
+def test_forged_path_cannot_reach_the_trunk_or_the_server(tmp_path: Path) -> None:
+    """mueller (a client user of the demo office) registers with a Path whose first hop is the
+    carrier trunk: calls to mueller would go out through the trunk, to a number of the caller's
+    choosing in the Contact. Refused (403), as is a Path naming the server itself and an
+    oversize one; nothing reaches the carrier."""
+    with contextlib.ExitStack() as stack:
+        office = Office(tmp_path, stack, werktag_not_now())
+        srv = office.server
+        password = office.password("mueller")
+        with udp_listener(office.carrier_port) as carrier, SipClient(srv.port) as c:
+            trunk = f"<sip:127.0.0.1:{office.carrier_port};lr>"
+            refused = register(c, "mueller", password, [trunk])
+            assert refused.status == 403, refused.summary()
+            assert "trunk" in refused.reason, refused.summary()
+            own = register(c, "mueller", password, [f"<sip:{srv.address};lr>"])
+            assert own.status == 403 and "this server" in own.reason, own.summary()
+            many = [f"<sip:10.0.0.{i}:5060;lr>" for i in range(1, 8)]
+            oversize = register(c, "mueller", password, many)
+            assert oversize.status == 400, oversize.summary()
+            no_lr = register(c, "mueller", password, ["<sip:127.0.0.1:5999>"])
+            assert no_lr.status == 400, no_lr.summary()
+            assert carrier.messages(QUIET) == []
+
+
+def test_path_to_a_network_the_registering_device_is_not_in_is_refused(server: Server) -> None:
+    """A Path whose first hop is a private or reserved address, sent from loopback: the same
+    rule as a Contact (the server never sends into a network on the word of someone outside)."""
+    with SipClient(server.port) as bob:
+        refused = register(bob, "bob", USERS["bob"], ["<sip:192.0.2.7:5060;lr>"])
+        assert refused.status == 403, refused.summary()
+
+
+def test_route_naming_the_edge_in_a_request_is_not_relayed(server: Server) -> None:
+    """Only the server pre-loads a Path: an authenticated user's INVITE that names the edge in a
+    Route of its own is refused (no relaying), and nothing reaches the edge."""
+    with (
+        contextlib.closing(UdpListener(0)) as edge,
+        SipClient(server.port) as bob,
+        SipClient(server.port) as alice,
+    ):
+        assert register(bob, "bob", USERS["bob"], [edge_uri(edge)]).status == 200
+        ruri = f"sip:bob@127.0.0.1:{bob.local_port}"
+        _, final = alice.authenticated_request(
+            "INVITE", ruri, username="alice", password=USERS["alice"],
+            from_uri=f"sip:alice@{DOMAIN}", to_uri=f"sip:bob@{DOMAIN}",
+            headers=[("Route", edge_uri(edge)),
+                     ("Contact", f"<sip:alice@127.0.0.1:{alice.local_port}>")],
+        )  # fmt: skip
+        assert final.status == 403, final.summary()
+        assert edge.messages(QUIET) == []
