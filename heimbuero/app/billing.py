@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from heimbuero.app import policy
-from heimbuero.app.errors import Conflict, Invalid, NotFound, Unavailable
+from heimbuero.app.errors import Conflict, Invalid, NotFound, Problem, Unavailable
 from heimbuero.app.policy import Actor
 from heimbuero.billing.datev import (
     ACCOUNT_LENGTH_RANGE,
@@ -231,9 +231,18 @@ class Billing:
 
     def set_seller(self, actor: Actor, **changes: Any) -> dict[str, Any]:
         """Change the provider's data (name, street, postcode, city, country, vat_id,
-        tax_number, iban, bic, contact, email, phone); an empty string clears a field."""
+        tax_number, iban, bic, contact, email, phone); an empty string clears a field. Any
+        field refused: nothing is stored, and Invalid lists every refused field."""
         policy.require_admin(actor)
-        clean = {key: _party_value(key, value, SELLER_FIELDS) for key, value in changes.items()}
+        clean: dict[str, str] = {}
+        problems: list[Problem] = []  # every refused field at once (each shown at its field)
+        for key, value in changes.items():
+            try:
+                clean[key] = _party_value(key, value, SELLER_FIELDS)
+            except Invalid as e:
+                problems.extend(e.problems)
+        if problems:
+            raise Invalid.many(problems, document=False)
         with self.store.unit_of_work() as uow:
             for key, value in clean.items():
                 uow.billing.set_setting(SELLER_PREFIX + key, value)

@@ -695,6 +695,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
     from heimbuero.web.console.dictation import dictation_pages
 
     dictation_pages(router, handlers, area, posted)
+
+    from heimbuero.web.console.billing import billing_pages
+
+    billing_pages(router, handlers, area, posted)
     return router
 
 

@@ -1,0 +1,149 @@
+"""The billing pages in a real browser (chromium via Playwright) on a phone-sized screen against
+the real `heimbuero serve` with the demo office: the admin saves the provider's invoice data
+through the form (a wrong IBAN first: shown at its field, nothing stored), runs last month's
+invoices (one call of Tischlerei Müller last month), sees the invoice and downloads its PDF;
+the owner sees the same invoice and this month's usage (a call note taken by an agent), which
+follows a second note without reload."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from heimbuero.store import Store
+from tests.billing_data import SELLER
+from tests.e2e.harness import Server
+
+from .conftest import login
+
+pytestmark = [pytest.mark.e2e]
+
+SHOTS = os.environ.get("HEIMBUERO_SCREENSHOTS", "")
+BERLIN = ZoneInfo("Europe/Berlin")
+TARIFF = {"name": "Handwerk S", "base_fee": "2900", "per_answered_call": "85",
+          "per_talk_unit": "20", "increment": "60/60", "per_note": "50"}  # fmt: skip
+LABELS = {"name": "Name", "street": "Straße", "postcode": "Postleitzahl", "city": "Ort",
+          "country": "Land (zwei Buchstaben, z. B. DE)", "vat_id": "USt-IdNr.",
+          "iban": "IBAN", "bic": "BIC", "contact": "Ansprechpartner", "email": "E-Mail",
+          "phone": "Telefon"}  # fmt: skip
+
+
+WAIT = 30_000  # ms an expectation may wait (a run builds PDFs; the machine may be busy)
+
+
+def _fits(page: Any) -> None:
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+
+
+def test_admin_invoices_a_month_and_the_owner_sees_it(browser: Any, tmp_path: Path) -> None:
+    today = datetime.now(BERLIN).date()
+    last_day = today.replace(day=1) - timedelta(days=1)
+    last_month = last_day.strftime("%Y-%m")
+    srv = Server(tmp_path / "server", demo=True, http=True)
+    srv.prepare()
+    # last month: one answered call of Tischlerei Müller (90 s: two talk units), as the
+    # server's call records keep it; the run rates it
+    store = Store(srv.database_url or f"sqlite:///{srv.data_dir / 'heimbuero.db'}")
+    try:
+        at = datetime(last_day.year, last_day.month, last_day.day, 9, 0, tzinfo=UTC)
+        rid = store.add_call_record("lastmonth-1", "+49891234567", "+4930999", at, "mueller")
+        store.update_call_record(rid, answered_by="user:anna", talk_seconds=90.0,
+                                 result="answered")  # fmt: skip
+    finally:
+        store.close()
+    with srv, httpx.Client(base_url=srv.http_url, auth=("admin", srv.users["admin"]),
+                           timeout=30) as api:  # fmt: skip
+        assert api.put("/api/billing/tariffs", json=TARIFF).status_code == 200
+        r = api.post("/api/billing/clients/mueller/tariffs",
+                     json={"tariff": "Handwerk S", "valid_from": "2020-01-01"})  # fmt: skip
+        assert r.status_code == 204, r.text
+        # this month: a call note an agent takes for the business (0,50 €)
+        r = httpx.post(f"{srv.http_url}/api/notes", auth=("anna", srv.users["anna"]),
+                       json={"client": "mueller", "caller_name": "Frau Berg",
+                             "text": "Bitte um Rückruf"}, timeout=30)  # fmt: skip
+        assert r.status_code == 201, r.text
+
+        context = browser.new_context(locale="de-DE", viewport={"width": 360, "height": 900},
+                                      accept_downloads=True)  # fmt: skip
+        context.set_default_timeout(WAIT)
+        page = context.new_page()
+        login(page, srv, "admin")
+        page.get_by_role("link", name="Abrechnung").click()
+        page.wait_for_url(re.compile(r"/admin/billing$"))
+        expect(page.locator("#month")).to_have_value(last_month, timeout=WAIT)
+        expect(page.locator("#provider-usage")).to_contain_text("Tischlerei Müller", timeout=WAIT)
+        _fits(page)
+
+        # the provider's data: a wrong IBAN is shown at its field, nothing is stored
+        for field, label in LABELS.items():
+            page.get_by_label(label, exact=True).fill(SELLER[field])
+        page.get_by_label("IBAN", exact=True).fill("DE00 1234")
+        page.get_by_role("button", name="Rechnungsdaten speichern").click()
+        expect(page.locator("#seller-iban-error")).to_have_text("not a valid IBAN", timeout=WAIT)
+        assert api.get("/api/billing/seller").json()["name"] == ""
+        _fits(page)
+        page.get_by_label("IBAN", exact=True).fill(SELLER["iban"])
+        page.get_by_role("button", name="Rechnungsdaten speichern").click()
+        expect(page.get_by_role("status")).to_have_text("Rechnungsdaten gespeichert.", timeout=WAIT)
+        assert api.get("/api/billing/seller").json()["missing"] == []
+
+        # the run, after its confirmation
+        page.get_by_role("button", name=f"Rechnungen für {last_month} erstellen").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text(
+            f"Rechnungen für {last_month} erstellen?", timeout=WAIT
+        )
+        _fits(page)
+        page.get_by_role("button", name="Rechnungen erstellen").click()
+        expect(page.get_by_role("status")).to_have_text("1 Rechnung erstellt.", timeout=WAIT)
+        (inv,) = api.get("/api/billing/invoices").json()
+        number = inv["number"]
+        assert inv["gross"] == round((2900 + 85 + 2 * 20) * 1.19)  # 36,00 €
+        row = page.locator(f'#invoices tr[data-number="{number}"]')
+        expect(row).to_contain_text("36,00\xa0€", timeout=WAIT)
+        expect(row).to_contain_text("ausgestellt", timeout=WAIT)
+        _fits(page)
+        if SHOTS:
+            page.screenshot(path=str(Path(SHOTS) / "console-billing-admin.png"), full_page=True)
+        with page.expect_download() as got:
+            row.get_by_role("link", name="PDF").click()
+        pdf = Path(got.value.path()).read_bytes()
+        assert pdf.startswith(b"%PDF-") and got.value.suggested_filename == f"{number}.pdf"
+        page.get_by_role("button", name="Abmelden").click()
+        page.wait_for_url(re.compile(r"/$"))
+
+        # the owner: the same invoice, and this month's call note as usage
+        login(page, srv, "mueller")
+        page.get_by_role("link", name="Verbrauch und Rechnungen").click()
+        page.wait_for_url(re.compile(r"/portal/billing$"))
+        expect(page.locator("#usage-lines")).to_contain_text("Telefonnotiz", timeout=WAIT)
+        expect(page.locator("#usage-lines")).to_contain_text("0,50\xa0€", timeout=WAIT)
+        # base fee + the note
+        expect(page.locator("#total-net")).to_have_text("29,50\xa0€", timeout=WAIT)
+        mine = page.locator(f'#invoices tr[data-number="{number}"]')
+        expect(mine).to_contain_text("36,00\xa0€", timeout=WAIT)
+        _fits(page)
+        if SHOTS:
+            page.screenshot(path=str(Path(SHOTS) / "console-billing-portal.png"), full_page=True)
+        with page.expect_download() as got:
+            mine.get_by_role("link", name="PDF").click()
+        assert Path(got.value.path()).read_bytes() == pdf
+        # a second note while the page is open: the usage follows without reload
+        r = httpx.post(f"{srv.http_url}/api/notes", auth=("anna", srv.users["anna"]),
+                       json={"client": "mueller", "text": "Noch ein Anruf"},
+                       timeout=30)  # fmt: skip
+        assert r.status_code == 201, r.text
+        expect(page.locator("#total-net")).to_have_text("30,00\xa0€", timeout=60_000)
+        assert page.locator("#usage-lines tbody tr").count() == 2
+        # an earlier month through the picker: last month's call
+        page.locator("#month").fill(last_month)
+        page.get_by_role("button", name="Anzeigen").click()
+        expect(page.locator("#usage-lines")).to_contain_text("Angenommener Anruf", timeout=WAIT)
+        context.close()
