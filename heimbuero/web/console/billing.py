@@ -23,6 +23,7 @@ from babel import Locale
 from babel.numbers import format_currency, format_decimal
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from heimbuero.app import Actor, App, AppError
 from heimbuero.app.billing import parse_month
@@ -187,7 +188,9 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
         if kind not in ("pdf", "xml") or len(number) > 64:
             return _not_found(request)
         try:
-            name, media, content = handlers.invoices.document(Actor.of(user), number, kind)
+            name, media, content = await run_in_threadpool(
+                handlers.invoices.document, Actor.of(user), number, kind
+            )
         except AppError as exc:
             return failed(request, s, user, exc)
         return Response(content, media_type=media, headers={
@@ -285,7 +288,7 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
         s, user = found
         try:
             month = admin_month(request)
-            content = handlers.invoices.datev(Actor.of(user), month)
+            content = await run_in_threadpool(handlers.invoices.datev, Actor.of(user), month)
         except AppError as exc:
             return failed(request, s, user, exc)
         return Response(content, media_type="text/csv; charset=windows-1252", headers={
@@ -313,7 +316,7 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
                               "lassen sich nicht mehr ändern, nur stornieren.", month=month),
                            _t(request, "Rechnungen erstellen"), month)  # fmt: skip
         try:
-            made = handlers.invoices.run(Actor.of(user), month)
+            made = await run_in_threadpool(handlers.invoices.run, Actor.of(user), month)
         except AppError as exc:
             return admin_page(request, s, user, month, getattr(exc, "status", 400),
                               error=str(exc))  # fmt: skip
@@ -341,8 +344,9 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
         except Invalid as exc:
             return failed(request, s, user, exc)
         try:
-            sent = handlers.invoices.send(Actor.of(user), number,
-                                          resend=form.get("confirm") == "1")  # fmt: skip
+            sent = await run_in_threadpool(  # (the mail server: off the event loop)
+                handlers.invoices.send, Actor.of(user), number, resend=form.get("confirm") == "1"
+            )
         except Conflict as exc:  # sent before: only after a confirmation
             return confirm(request, s, user, f"/admin/billing/invoices/{quote(number)}/send",
                            _t(request, "Rechnung %(number)s erneut senden?", number=number),
@@ -378,7 +382,7 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
                               "mit dem nächsten Lauf neu abgerechnet."),
                            _t(request, "Endgültig stornieren"), month)  # fmt: skip
         try:
-            storno = handlers.invoices.cancel(Actor.of(user), number)
+            storno = await run_in_threadpool(handlers.invoices.cancel, Actor.of(user), number)
         except NotFound:
             return _not_found(request)
         except AppError as exc:
