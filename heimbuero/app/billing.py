@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -202,7 +202,9 @@ class Billing:
 
     def assign(self, actor: Actor, client: str, template: str, valid_from: date) -> None:
         """The client's tariff from a date: a copy of the template as it is now. A date in a
-        month that has invoiced lines is refused (that month never changes)."""
+        month that has invoiced lines is refused (that month never changes). What was metered
+        from that date on and not invoiced is rated again under it, in the same transaction
+        (calls taken before the tariff was set up bill from its first day)."""
         policy.require_admin(actor)
         with self.store.unit_of_work() as uow:
             if uow.clients.get(client) is None:
@@ -211,6 +213,10 @@ class Billing:
             if tariff is None:
                 raise NotFound("tariff", template)
             uow.billing.assign(client, tariff, valid_from)
+            info = self._client(uow, client, self._settings(uow.billing))
+            since = datetime.combine(valid_from, time.min, ZoneInfo(info.timezone))
+            for reading in uow.billing.open_readings_since(client, since.astimezone(UTC)):
+                uow.billing.replace_usage(reading, self._rate(uow, reading))
 
     def client_tariffs(self, actor: Actor, client: str) -> list[dict[str, Any]]:
         policy.require_client_visible(actor, client)

@@ -156,6 +156,20 @@ class BillingRepository(Repository):
         )
         return [_reading(r) for r in rows]
 
+    def open_readings_since(self, client: str, since: datetime) -> list[Reading]:
+        """The client's readings from `since` on that no invoice took a line of."""
+        taken = select(UsageLineRow.reading_id).where(UsageLineRow.invoice_id.is_not(None))
+        rows = self._session.scalars(
+            select(MeterReadingRow)
+            .where(
+                MeterReadingRow.client == client,
+                MeterReadingRow.at >= since,
+                MeterReadingRow.id.not_in(taken),
+            )
+            .order_by(MeterReadingRow.at, MeterReadingRow.id)
+        )
+        return [_reading(r) for r in rows]
+
     def invoiced(self, reading_id: int) -> bool:
         return (
             self._session.scalars(

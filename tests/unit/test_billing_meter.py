@@ -169,3 +169,27 @@ def test_kleinunternehmer_setting(app: App) -> None:
     )
     st = app.billing.usage(OWNER, "mueller", "2026-12")["statement"]
     assert (st["net"], st["vat"], st["gross"]) == (2950, 0, 2950)
+
+
+def test_a_tariff_set_up_after_the_calls_rates_them_from_its_first_day(app: App) -> None:
+    """schulz had calls before any tariff (metered, no lines); the tariff assigned from a day
+    rates the open readings from that day (local time) on at once, none before it."""
+    store = app.billing.store
+    _call(store, datetime(2026, 11, 30, 22, 30, tzinfo=UTC), "user:anna", 90, client="schulz")
+    _call(store, datetime(2026, 11, 30, 23, 30, tzinfo=UTC), "user:anna", 90, client="schulz")
+    _call(store, datetime(2026, 12, 1, 9, 0, tzinfo=UTC), "user:anna", 90, client="schulz")
+    app.billing.meter_calls()
+    assert app.billing.usage(OTHER, "schulz", "2026-12")["lines"] == []
+    app.billing.assign(ADMIN, "schulz", "Handwerk S", date(2026, 12, 1))
+    calls = [x for x in app.billing.usage(OTHER, "schulz", "2026-12")["lines"]
+             if x["kind"] == "call"]  # fmt: skip
+    # 2026-11-30 23:30 UTC is already 1 December in Berlin: it bills (00:30, with the evening
+    # surcharge); 22:30 UTC does not
+    assert [x["amount"] for x in calls] == [102, 85], calls
+    assert app.billing.usage(OTHER, "schulz", "2026-11")["lines"] == []
+    app.billing.assign(ADMIN, "schulz", "Handwerk S", date(2026, 12, 2))  # a later start
+    assert [
+        x["kind"]
+        for x in app.billing.usage(OTHER, "schulz", "2026-12")["lines"]
+        if x["kind"] == "call"
+    ] == ["call", "call"]  # the earlier assignment still holds
