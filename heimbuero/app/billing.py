@@ -212,6 +212,7 @@ class Billing:
             tariff = uow.billing.template(template)
             if tariff is None:
                 raise NotFound("tariff", template)
+            uow.billing.lock_client(client)
             uow.billing.assign(client, tariff, valid_from)
             info = self._client(uow, client, self._settings(uow.billing))
             since = datetime.combine(valid_from, time.min, ZoneInfo(info.timezone))
@@ -299,6 +300,7 @@ class Billing:
     def _meter(self, uow: UnitOfWork, client: str, source_kind: str, source_id: str,
                at: datetime, facts: dict[str, Any]) -> int:  # fmt: skip
         """Store a reading and rate it (unless an invoice took it); the number of lines."""
+        uow.billing.lock_client(client)
         settings = self._settings(uow.billing)
         info = self._client(uow, client, settings)
         old = uow.billing.reading(source_kind, source_id)

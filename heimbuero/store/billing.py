@@ -24,6 +24,7 @@ from heimbuero.store.models import (
     BillingSettingRow,
     BuyerRow,
     CallRecordRow,
+    ClientRow,
     ClientTariffRow,
     InvoiceCounterRow,
     InvoiceFileRow,
@@ -155,6 +156,12 @@ class BillingRepository(Repository):
             .order_by(MeterReadingRow.at, MeterReadingRow.id)
         )
         return [_reading(r) for r in rows]
+
+    def lock_client(self, client: str) -> None:
+        """Take the client's row for this transaction: metering a reading and assigning a
+        tariff take turns per client (PostgreSQL: a row lock; SQLite has one writer anyway),
+        so a reading never misses a tariff assigned meanwhile."""
+        self._session.execute(select(ClientRow.id).where(ClientRow.id == client).with_for_update())
 
     def open_readings_since(self, client: str, since: datetime) -> list[Reading]:
         """The client's readings from `since` on that no invoice took a line of."""

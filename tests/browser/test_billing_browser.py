@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 
 from heimbuero.store import Store
 from tests.billing_data import SELLER
-from tests.e2e.harness import Server
+from tests.e2e.harness import Server, wait_until
 
 from .conftest import login
 
@@ -70,6 +70,14 @@ def test_admin_invoices_a_month_and_the_owner_sees_it(browser: Any, tmp_path: Pa
                        json={"client": "mueller", "caller_name": "Frau Berg",
                              "text": "Bitte um Rückruf"}, timeout=30)  # fmt: skip
         assert r.status_code == 201, r.text
+        # the server rates call records in its persistence round (about a second after they
+        # end, here: after its start); the page shows usage once it is rated
+        wait_until(
+            lambda: api.get("/api/billing/usage", params={"month": last_month}).json().get(
+                "mueller"
+            ),
+            10, interval=0.2, what="last month's call rated",
+        )  # fmt: skip
 
         context = browser.new_context(locale="de-DE", viewport={"width": 360, "height": 900},
                                       accept_downloads=True)  # fmt: skip
