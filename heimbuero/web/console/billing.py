@@ -295,15 +295,23 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
             "Content-Disposition": f'attachment; filename="datev-{month}.csv"',
             "Cache-Control": "no-store"})  # fmt: skip
 
-    @router.post("/admin/billing/run")
-    async def run(request: Request) -> Response:
+    async def admin_form(
+        request: Request,
+    ) -> tuple[WebSession, UserRecord, dict[str, str]] | Response:
+        """An admin's posted form with its token checked, or the page that refuses it."""
         found = area(request, ("admin",))
         if isinstance(found, Response):
             return found
         s, user = found
         form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        return form if isinstance(form, Response) else (s, user, form)
+
+    @router.post("/admin/billing/run")
+    async def run(request: Request) -> Response:
+        found = await admin_form(request)
+        if isinstance(found, Response):
+            return found
+        s, user, form = found
         try:
             month = admin_month(request, form)
         except Invalid as exc:
@@ -332,13 +340,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.post("/admin/billing/invoices/{number}/send")
     async def send(request: Request, number: str) -> Response:
-        found = area(request, ("admin",))
+        found = await admin_form(request)
         if isinstance(found, Response):
             return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        s, user, form = found
         try:
             month = admin_month(request, form)
         except Invalid as exc:
@@ -362,13 +367,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.post("/admin/billing/invoices/{number}/cancel")
     async def cancel(request: Request, number: str) -> Response:
-        found = area(request, ("admin",))
+        found = await admin_form(request)
         if isinstance(found, Response):
             return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        s, user, form = found
         try:
             month = admin_month(request, form)
             handlers.invoices.get(Actor.of(user), number)  # exists (else: not found)
@@ -393,13 +395,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.post("/admin/billing/seller")
     async def seller(request: Request) -> Response:
-        found = area(request, ("admin",))
+        found = await admin_form(request)
         if isinstance(found, Response):
             return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        s, user, form = found
         try:
             month = admin_month(request, form)
         except Invalid as exc:
