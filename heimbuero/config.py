@@ -649,6 +649,7 @@ def _mail(path: Path, table: object) -> MailSettings:
 
 
 MAX_PHONE_MINUTES = 120  # longest [dictation] phone_max_minutes
+PICKUP_CODE = "*8"  # dialled to pick up a colleague's ringing call (office.pickup uses it)
 
 
 def _service_code(path: Path, section: str, value: object) -> str:
@@ -658,10 +659,11 @@ def _service_code(path: Path, section: str, value: object) -> str:
         not isinstance(value, str)
         or not re.fullmatch(r"([*#][0-9]{1,4})?", value)
         or (value and re.match(r"[*#]2[12]", value))
+        or value == PICKUP_CODE
     ):
         raise ConfigError(
             f"{path}: [{section}] phone_code must be * or # and 1-4 digits (not *21, "
-            '*22: forwarding), or "" for off'
+            f'*22: forwarding, nor {PICKUP_CODE}: call pickup), or "" for off'
         )
     return value
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from .roles import Person, is_staff
 
-PICKUP_CODE = "*8"  # dialled to pick up a call ringing at a colleague's phone
 NOTHING_TO_PICK_UP = "No call to pick up"
 NOT_STAFF = "Call pickup is for the provider's agents"
 

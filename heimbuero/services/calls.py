@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
+from heimbuero.config import PICKUP_CODE
 from heimbuero.domain.model import (
     AnnounceTarget,
     CallResult,
@@ -40,7 +41,7 @@ from heimbuero.office.callpolicy import (
     may_change_forwarding,
     may_dial_out,
 )
-from heimbuero.office.pickup import NOT_STAFF, PICKUP_CODE, may_pick_up
+from heimbuero.office.pickup import NOT_STAFF, may_pick_up
 from heimbuero.office.roles import is_staff
 from heimbuero.office.routing import (
     RoutePlan,

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
+from heimbuero.config import PICKUP_CODE
 from heimbuero.domain.model import Trunk, TrunkInbound
 from heimbuero.events import BindingChanged, CallEnded, EventBus
-from heimbuero.office.pickup import PICKUP_CODE
 from heimbuero.office.visibility import Person
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import DigestAuthenticator, parse_credentials
