@@ -316,7 +316,9 @@ class Billing:
         """Rate every ended call record of a client not rated yet; the number rated."""
         with self.store.unit_of_work() as uow:
             rows = uow.billing.unmetered_calls(limit)
-            for r in rows:
+            # clients locked in one order (their records' order kept within each): two nodes
+            # metering at once wait for each other instead of deadlocking
+            for r in sorted(rows, key=lambda r: r.client or ""):
                 facts = {"result": r.result, "answered_by": r.answered_by,
                          "talk_seconds": float(r.talk_seconds or 0.0)}  # fmt: skip
                 assert r.client is not None
