@@ -343,6 +343,10 @@ def test_the_admin_sets_a_clients_invoice_recipient_and_nothing_on_error(office:
         page = http.get("/admin/billing/clients/mueller")
         assert page.status_code == 200 and "Tischlerei Müller" in page.text
         assert 'value="buchhaltung@mueller.example"' in page.text
+        http.cookies.set("hb_lang", "en")
+        en = http.get("/admin/billing/clients/mueller").text
+        assert "Invoice recipient" in en and "Assign tariff" in en and "Valid from" in en
+        http.cookies.set("hb_lang", "de")
         csrf = _csrf(page.text)
         url = "/admin/billing/clients/mueller/buyer"
         # every refused field at its field; the entries stay; nothing is stored
