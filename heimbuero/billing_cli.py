@@ -53,7 +53,11 @@ def add_parsers(commands: Any, data: argparse.ArgumentParser, open_app: OpenApp)
     p = sub.add_parser("tariff-list", parents=[data], help="list tariff templates (JSON)")
     p.set_defaults(func=run(lambda b, a: _print_json(b.tariffs(ADMIN))))
 
-    p = sub.add_parser("assign", parents=[data], help="give a client a tariff from a date")
+    p = sub.add_parser(
+        "assign",
+        parents=[data],
+        help="give a client a tariff from a date (refused in a month it has an invoice of)",
+    )
     p.add_argument("client", metavar="CLIENT")
     p.add_argument("tariff", metavar="TARIFF", help="a tariff template's name")
     p.add_argument("--from", dest="valid_from", type=_date, required=True, metavar="YYYY-MM-DD")

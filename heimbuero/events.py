@@ -197,6 +197,19 @@ class DictationChanged(Event):
     typist: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class UsageMetered(Event):
+    """Billing rated a billable event of a client into usage lines (published after the
+    commit): `month` is the client's local month of the event, `lines` how many lines it has
+    now (0: none under the tariff, or no tariff). What the client's open portal page follows."""
+
+    client: str
+    month: str
+    source_kind: str
+    source_id: str
+    lines: int
+
+
 E = TypeVar("E", bound=Event)
 
 

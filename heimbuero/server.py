@@ -42,6 +42,7 @@ from heimbuero.events import (
     MessageStored,
     PresenceChanged,
     ProviderWarning,
+    UsageMetered,
     VoicemailLeft,
 )
 from heimbuero.media.relay_client import RelayProcess, RelayUnavailable
@@ -499,7 +500,8 @@ class Server:
             self.events.subscribe(MessageStored, self._dictation_message)
         # billing (issue 15): the usage meter rates ended calls in the writer thread after
         # their records are written, and the billable events as they come
-        self.billing = Billing(self.store)
+        # (UsageMetered after each rating's commit, from the writer thread: onto the loop)
+        self.billing = Billing(self.store, _LoopSink(self._on_loop, self.events))
         self.invoices = Invoices(self.store, self.billing, self.mailer.deliver)  # (scheduled run)
         self._meter_due = True
         self.events.subscribe(CallEnded, lambda _e: setattr(self, "_meter_due", True))
@@ -931,6 +933,11 @@ class Server:
         """Call `fn` with each warning for the provider (a cap of calls out reached)."""
         return self.events.subscribe(ProviderWarning, lambda e: fn(dict(e.warning)))
 
+    def watch_usage(self, fn: Callable[[UsageMetered], None]) -> Callable[[], None]:
+        """Call `fn` with each usage reading billing rated (heimbuero.app.billing.watch
+        filters them per reader)."""
+        return self.events.subscribe(UsageMetered, fn)
+
     def watch_ringing(self, user: str, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call `fn` with the client card of each client's call that rings `user`'s phones."""
         calls = self.calls
@@ -1048,6 +1055,7 @@ class Server:
                 presence_watch=self.watch_presence,
                 warning_watch=self.watch_warnings,
                 ring_watch=self.watch_ringing,
+                usage_watch=self.watch_usage,
                 files=self.files,
                 send_message=self.send_message,
                 message_watch=self.watch_messages,

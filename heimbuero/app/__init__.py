@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from heimbuero.app.agentstatus import AgentStatus
-from heimbuero.app.billing import Billing, Invoices, SendMail
+from heimbuero.app.billing import Billing, Invoices, SendMail, UsageWatch
 from heimbuero.app.calls import Calls, RingWatch, Warnings, WarningWatch
 from heimbuero.app.clients import Clients, Numbers, Providers
 from heimbuero.app.dictation import Dictation
@@ -103,6 +103,7 @@ class App:
         message_watch: MessageWatch | None = None,
         warning_watch: WarningWatch | None = None,
         ring_watch: RingWatch | None = None,
+        usage_watch: UsageWatch | None = None,
         files: FileService | None = None,
         dictation: Dictation | None = None,
         publish: Callable[[Event], None] | None = None,
@@ -133,7 +134,7 @@ class App:
             closures=Closures(store),
             dictation=dictation,
             notes=Notes(store, send_message, publish, mail),
-            billing=(billing := Billing(store)),
+            billing=(billing := Billing(store, watch=usage_watch)),
             invoices=Invoices(store, billing, invoice_mail),
             greetings=None if data_dir is None else Greetings(store, data_dir),
             voicemails=None if data_dir is None else Voicemails(store, data_dir, publish=publish),

@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from heimbuero.app import policy
-from heimbuero.app.errors import Conflict, Invalid, NotFound, Problem, Unavailable
+from heimbuero.app.errors import Conflict, Forbidden, Invalid, NotFound, Problem, Unavailable
 from heimbuero.app.policy import Actor
 from heimbuero.billing.datev import (
     ACCOUNT_LENGTH_RANGE,
@@ -65,7 +65,15 @@ from heimbuero.billing.tariff import (
 from heimbuero.billing.tariff import (
     Billing as BillingSettings,
 )
-from heimbuero.events import CallNoteTaken, DictationDelivered, Event, EventBus, VoicemailLeft
+from heimbuero.events import (
+    CallNoteTaken,
+    DictationDelivered,
+    Event,
+    EventBus,
+    EventSink,
+    UsageMetered,
+    VoicemailLeft,
+)
 from heimbuero.net.mail import Attachment, MailError
 from heimbuero.store import Store
 from heimbuero.store.billing import BillingRepository, Reading
@@ -93,6 +101,10 @@ _COUNTRY = re.compile(r"^[A-Z]{2}$")
 # deliver one e-mail (to, subject, text, attachments, reply-to), blocking until the mail server
 # took it; MailError when it did not (heimbuero.net.mail.Mailer.deliver)
 SendMail = Callable[[str, str, str, tuple[Attachment, ...], str | None], None]
+
+# subscribe a function to the UsageMetered events of the running server (its event bus);
+# returns the function that ends the subscription
+UsageWatch = Callable[[Callable[[UsageMetered], None]], Callable[[], None]]
 
 
 def invoice_number(fmt: str, seq: int, year: int) -> str:
@@ -131,8 +143,13 @@ class _ClientInfo:
 class Billing:
     """Handlers of billing (see the module text)."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(
+        self, store: Store, events: EventSink | None = None, watch: UsageWatch | None = None
+    ) -> None:
+        """`events`: where UsageMetered is published after each metering commit (from the
+        committing thread: the server passes a sink that hands it to its event loop);
+        `watch`: how `watch` follows them (the web app's handlers get the server's bus)."""
+        self.store, self.events, self.watch_fn = store, events, watch
 
     # ------------------------------------------------------------------ settings, tariffs
 
@@ -202,7 +219,8 @@ class Billing:
 
     def assign(self, actor: Actor, client: str, template: str, valid_from: date) -> None:
         """The client's tariff from a date: a copy of the template as it is now. A date in a
-        month that has invoiced lines is refused (that month never changes). What was metered
+        month the client has an invoice of (not cancelled) is refused: Conflict (that month
+        never changes; invoiced lines of other months keep their prices too). What was metered
         from that date on and not invoiced is rated again under it, in the same transaction
         (calls taken before the tariff was set up bill from its first day)."""
         policy.require_admin(actor)
@@ -213,6 +231,14 @@ class Billing:
             if tariff is None:
                 raise NotFound("tariff", template)
             uow.billing.lock_client(client)
+            month = valid_from.strftime("%Y-%m")
+            invoiced = uow.billing.invoice_of(client, month)
+            if invoiced is not None:
+                raise Conflict(
+                    f"{month} is invoiced for client {client} already (invoice "
+                    f"{invoiced.number}): a tariff from {valid_from.isoformat()} would change "
+                    "it; choose a date in a month not invoiced (or cancel the invoice first)"
+                )
             uow.billing.assign(client, tariff, valid_from)
             info = self._client(uow, client, self._settings(uow.billing))
             since = datetime.combine(valid_from, time.min, ZoneInfo(info.timezone))
@@ -264,18 +290,29 @@ class Billing:
 
     def set_buyer(self, actor: Actor, client: str, **changes: Any) -> dict[str, Any]:
         """Change a client's invoice address (name, street, postcode, city, country, vat_id,
-        leitweg_id, email). A Leitweg-ID makes its invoices XRechnung; XRechnung needs the
-        street, postcode and city (BR-DE-3, BR-DE-4)."""
+        leitweg_id, email); an empty string clears a field. A Leitweg-ID makes its invoices
+        XRechnung; XRechnung needs the street, postcode and city (BR-DE-3, BR-DE-4). Any field
+        refused: nothing is stored, and Invalid lists every refused field."""
         policy.require_admin(actor)
-        clean = {key: _party_value(key, value, BUYER_FIELDS) for key, value in changes.items()}
+        clean: dict[str, str] = {}
+        problems: list[Problem] = []  # every refused field at once (each shown at its field)
+        for key, value in changes.items():
+            try:
+                clean[key] = _party_value(key, value, BUYER_FIELDS)
+            except Invalid as e:
+                problems.extend(e.problems)
         with self.store.unit_of_work() as uow:
             if uow.clients.get(client) is None:
                 raise NotFound("client", client)
             merged = {**buyer_of(uow, client), **clean}
-            if merged["leitweg_id"]:
-                for f in ("street", "postcode", "city"):
-                    if not merged[f]:
-                        raise Invalid(f, "an XRechnung buyer (with a Leitweg-ID) needs it")
+            if merged["leitweg_id"] and "leitweg_id" not in {p.field for p in problems}:
+                problems.extend(
+                    Problem(f, "an XRechnung buyer (with a Leitweg-ID) needs it")
+                    for f in ("street", "postcode", "city")
+                    if not merged[f] and f not in {p.field for p in problems}
+                )  # fmt: skip
+            if problems:
+                raise Invalid.many(problems, document=False)
             uow.billing.set_buyer(client, clean)
             return buyer_of(uow, client)
 
@@ -308,9 +345,16 @@ class Billing:
             log.warning("billing: %s %s is invoiced already; new facts ignored",
                         source_kind, source_id)  # fmt: skip
             return 0
-        reading = uow.billing.record(client, _month_of(at, info.timezone), source_kind,
-                                     source_id, as_utc(at), facts)  # fmt: skip
-        return len(uow.billing.replace_usage(reading, self._rate(uow, reading)))
+        month = _month_of(at, info.timezone)
+        reading = uow.billing.record(client, month, source_kind, source_id, as_utc(at), facts)
+        lines = len(uow.billing.replace_usage(reading, self._rate(uow, reading)))
+        events = self.events
+        if events is not None:
+            event = UsageMetered(
+                datetime.now(UTC).timestamp(), client, month, source_kind, source_id, lines
+            )
+            uow.after_commit(lambda: events.publish(event))
+        return lines
 
     def meter_calls(self, limit: int = 1000) -> int:
         """Rate every ended call record of a client not rated yet; the number rated."""
@@ -350,6 +394,22 @@ class Billing:
             (VoicemailLeft, self.on_voicemail),
             (DictationDelivered, self.on_dictation),
         ]
+
+    def watch(self, actor: Actor, on_usage: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call `on_usage({"client", "month", "lines"})` each time a usage reading the actor
+        may see was rated (staff: every client's; a client's users: their business's only);
+        returns the function that ends the watch."""
+        if not actor.staff and not actor.client:
+            raise Forbidden("only staff and a client's users follow usage")
+        if self.watch_fn is None:
+            raise Unavailable("live usage is not available")
+        own = actor.client
+
+        def listener(event: UsageMetered) -> None:
+            if actor.staff or event.client == own:
+                on_usage({"client": event.client, "month": event.month, "lines": event.lines})
+
+        return self.watch_fn(listener)
 
     def subscribe(self, bus: EventBus) -> None:
         """Rate the billable events as they are published (the server instead runs the

@@ -90,6 +90,8 @@ class WebContext:
     warning_watch: Callable[[Callable[[dict[str, Any]], None]], Callable[[], None]] | None = None
     # ring_watch(user, fn): fn(client card) for each client's call ringing the user's phones
     ring_watch: Callable[[str, Callable[[dict[str, Any]], None]], Callable[[], None]] | None = None
+    # usage_watch(fn): fn(UsageMetered) for each usage reading billing rated (the live portal)
+    usage_watch: Callable[[Callable[[Any], None]], Callable[[], None]] | None = None
     # largest body of an API request, and of a file upload (multipart, to /api/files)
     max_body: int = 256 * 1024
     max_upload: int = 500 * 1024 * 1024 + 64 * 1024
@@ -660,6 +662,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         message_watch=ctx.message_watch,
         warning_watch=ctx.warning_watch,
         ring_watch=ctx.ring_watch,
+        usage_watch=ctx.usage_watch,
         files=ctx.files,
         dictation=ctx.dictation,
         publish=ctx.publish,

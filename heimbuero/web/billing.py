@@ -118,6 +118,9 @@ def billing_routes(
 
     @router.post("/api/billing/clients/{client}/tariffs", status_code=204)
     def assign(actor: Who, client: str, body: AssignIn) -> None:
+        """The client's tariff from `valid_from` (a copy of the template as it is now); its
+        open usage from that day on is rated again. 409 when the date lies in a month the
+        client has an invoice of (cancel that invoice first)."""
         billing.assign(actor, client, body.tariff, body.valid_from)
 
     @router.get("/api/billing/clients/{client}/usage")

@@ -81,6 +81,9 @@ def test_run_storno_and_new_invoice(app: App) -> None:
     app.billing.put_tariff(ADMIN, {**TARIFF, "per_answered_call": "70"})
     app.billing.assign(ADMIN, "mueller", "Handwerk S", date(2026, 1, 1))
     assert app.billing.recompute(ADMIN, "mueller", "2026-12") == 0
+    # a tariff from a day in the invoiced month itself: refused (409), nothing assigned
+    assert _refused(app.billing.assign, ADMIN, "mueller", "Handwerk S", date(2026, 12, 15)) == 409
+    assert len(app.billing.client_tariffs(ADMIN, "mueller")) == 1
     # correction: Storno + new invoice with the corrected tariff
     storno = app.invoices.cancel(ADMIN, "RE-2027-000001", JAN)
     assert (storno["number"], storno["kind"], storno["net"]) == ("RE-2027-000003", "storno", -3275)

@@ -2,10 +2,13 @@
 portal's usage and invoices of one's own business (German amounts, a month picker, the PDF and
 XML through the session), another business's ids as "not found", the admin's month (usage per
 client, CSV, run, send, cancel with their confirmation steps, DATEV, the seller form), and
-every POST's CSRF token."""
+every POST's CSRF token; a client's invoice recipient and tariff (admin only); the portal's
+usage following the event stream, and that stream's usage events going to the business's own
+users and staff only."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -321,3 +324,211 @@ def test_the_seller_api_lists_every_refused_field_and_stores_none(office: Any) -
         fields = sorted(p["field"] for p in r.json()["detail"])
         assert fields == ["body.country", "body.email", "body.iban"]
         assert handlers.billing.seller(ADMIN)["name"] == ""
+
+
+# -- one client's invoice recipient and tariff (/admin/billing/clients/ID) --------------------
+
+BUYER = {"name": "Stadtwerke Musterstadt", "street": "Rathausplatz 1", "postcode": "12345",
+         "city": "Musterstadt", "country": "de", "vat_id": "DE123456789",
+         "leitweg_id": "991-12345-06", "email": "rechnung@stadtwerke.example"}  # fmt: skip
+
+
+def test_the_admin_sets_a_clients_invoice_recipient_and_nothing_on_error(office: Any) -> None:
+    app, pw, handlers, _ = office
+    before = handlers.billing.buyer(ADMIN, "mueller")
+    with TestClient(app()) as http:
+        _login(http, "admin", pw["admin"])
+        assert "/admin/billing/clients/mueller" in http.get("/admin/billing").text
+        assert "/admin/billing/clients/mueller" in http.get("/admin/clients/mueller").text
+        page = http.get("/admin/billing/clients/mueller")
+        assert page.status_code == 200 and "Tischlerei Müller" in page.text
+        assert 'value="buchhaltung@mueller.example"' in page.text
+        http.cookies.set("hb_lang", "en")
+        en = http.get("/admin/billing/clients/mueller").text
+        assert "Invoice recipient" in en and "Assign tariff" in en and "Valid from" in en
+        http.cookies.set("hb_lang", "de")
+        csrf = _csrf(page.text)
+        url = "/admin/billing/clients/mueller/buyer"
+        # every refused field at its field; the entries stay; nothing is stored
+        bad = {**BUYER, "email": "kein-at", "country": "Deutschland", "street": "",
+               "name": "x" * 201}  # fmt: skip
+        r = http.post(url, data={"csrf": csrf, **bad})
+        assert r.status_code == 422
+        assert re.search(r'id="buyer-email-error">an e-mail address<', r.text)
+        assert re.search(r'id="buyer-country-error">a two-letter country code', r.text)
+        assert re.search(r'id="buyer-name-error">at most 200 characters', r.text)
+        assert re.search(r'id="buyer-street-error">an XRechnung buyer', r.text)  # Leitweg-ID
+        assert 'value="991-12345-06"' in r.text and "nicht gespeichert" in r.text
+        assert handlers.billing.buyer(ADMIN, "mueller") == before
+        # no token, a wrong token, a form too large to read: refused, nothing stored
+        assert http.post(url, data=BUYER).status_code == 403
+        assert http.post(url, data={"csrf": "x" * 43, **BUYER}).status_code == 403
+        huge = http.post(url, data={"csrf": csrf, **BUYER, "city": "x" * 20_000})
+        assert huge.status_code == 403
+        assert handlers.billing.buyer(ADMIN, "mueller") == before
+        # saved: back on the page with the stored values
+        r = http.post(url, data={"csrf": csrf, **BUYER})
+        assert r.status_code == 200 and "Rechnungsempfänger gespeichert." in r.text
+        stored = handlers.billing.buyer(ADMIN, "mueller")
+        assert stored == {**BUYER, "country": "DE"}
+        assert 'value="Stadtwerke Musterstadt"' in r.text and 'id="buyer-missing"' not in r.text
+        # an empty field clears it (the name falls back to the client's name)
+        r = http.post(url, data={"csrf": csrf, **BUYER, "leitweg_id": "", "vat_id": ""})
+        assert r.status_code == 200 and handlers.billing.buyer(ADMIN, "mueller")["vat_id"] == ""
+
+
+def test_the_admin_assigns_a_tariff_but_never_in_an_invoiced_month(office: Any) -> None:
+    app, pw, handlers, _ = office
+    number = _run(handlers)  # last month is invoiced
+    handlers.billing.put_tariff(ADMIN, {**TARIFF, "name": "Handwerk M", "base_fee": "4900"})
+    first = NOW.astimezone(BERLIN).date().replace(day=1)
+    with TestClient(app()) as http:
+        _login(http, "admin", pw["admin"])
+        page = http.get("/admin/billing/clients/mueller")
+        assert "Aktueller Tarif: Handwerk S (seit 01.01.2020)" in page.text
+        assert '<option value="Handwerk M">' in page.text
+        csrf = _csrf(page.text)
+        url = "/admin/billing/clients/mueller/tariff"
+        # a month already invoiced never changes: the handler's refusal, at the date
+        r = http.post(url, data={"csrf": csrf, "tariff": "Handwerk M",
+                                 "valid_from": LAST_DAY.replace(day=1).isoformat()})  # fmt: skip
+        assert r.status_code == 409
+        assert re.search(rf'id="assign-valid_from-error">[^<]*{number}', r.text)
+        assert len(handlers.billing.client_tariffs(ADMIN, "mueller")) == 1
+        # no date, no such tariff, no token
+        r = http.post(url, data={"csrf": csrf, "tariff": "Handwerk M", "valid_from": "morgen"})
+        assert r.status_code == 422 and 'id="assign-valid_from-error"' in r.text
+        r = http.post(url, data={"csrf": csrf, "tariff": "Gold" * 100,
+                                 "valid_from": first.isoformat()})  # fmt: skip
+        assert r.status_code == 422 and 'id="assign-tariff-error">no such tariff' in r.text
+        r = http.post(url, data={"tariff": "Handwerk M", "valid_from": first.isoformat()})
+        assert r.status_code == 403
+        assert len(handlers.billing.client_tariffs(ADMIN, "mueller")) == 1
+        # this month (not invoiced): assigned; this month's usage is rated again at once
+        r = http.post(url, data={"csrf": csrf, "tariff": "Handwerk M",
+                                 "valid_from": first.isoformat()})  # fmt: skip
+        assert r.status_code == 200 and "Tarif Handwerk M ab" in r.text
+        assert f"Aktueller Tarif: Handwerk M (seit {first:%d.%m.%Y})" in r.text
+        history = re.findall(r"<tr(?: class=\"current\")?><td>([0-9.]+)</td><td>([^<]+)<",
+                             r.text)  # fmt: skip
+        assert history == [(f"{first:%d.%m.%Y}", "Handwerk M "), ("01.01.2020", "Handwerk S")]
+        names = [a["tariff"]["name"] for a in handlers.billing.client_tariffs(ADMIN, "mueller")]
+        assert names == ["Handwerk S", "Handwerk M"]
+        assert handlers.billing.usage(ADMIN, "mueller")["tariff"] == "Handwerk M"
+        # once cancelled, the month is open again
+        handlers.invoices.cancel(ADMIN, number)
+        r = http.post(url, data={"csrf": csrf, "tariff": "Handwerk M",
+                                 "valid_from": LAST_DAY.replace(day=1).isoformat()})  # fmt: skip
+        assert r.status_code == 200 and len(handlers.billing.client_tariffs(ADMIN, "mueller")) == 3
+
+
+def test_the_client_billing_page_is_the_admins_only(office: Any) -> None:
+    app, pw, handlers, _ = office
+    before = (handlers.billing.buyer(ADMIN, "mueller"),
+              handlers.billing.client_tariffs(ADMIN, "mueller"))  # fmt: skip
+    for name in ("anna", "mueller", "schulz"):
+        with TestClient(app()) as http:
+            _login(http, name, pw[name])
+            csrf = _csrf(http.get("/portal/billing" if name != "anna" else "/console").text)
+            assert http.get("/admin/billing/clients/mueller").status_code == 404, name
+            r = http.post("/admin/billing/clients/mueller/buyer",
+                          data={"csrf": csrf, **BUYER})  # fmt: skip
+            assert r.status_code == 404 and "Diese Seite gibt es nicht" in r.text, name
+            r = http.post("/admin/billing/clients/mueller/tariff",
+                          data={"csrf": csrf, "tariff": "Handwerk S",
+                                "valid_from": "2026-01-01"})  # fmt: skip
+            assert r.status_code == 404, name
+    with TestClient(app()) as http:  # the admin: an id that does not exist is not found
+        _login(http, "admin", pw["admin"])
+        csrf = _csrf(http.get("/admin/billing").text)
+        for cid in ("nobody", "x" * 300, "mueller%2F..%2Fschulz"):
+            assert http.get(f"/admin/billing/clients/{cid}").status_code == 404, cid
+            r = http.post(f"/admin/billing/clients/{cid}/buyer", data={"csrf": csrf, **BUYER})
+            assert r.status_code == 404, cid
+            r = http.post(f"/admin/billing/clients/{cid}/tariff",
+                          data={"csrf": csrf, "tariff": "Handwerk S",
+                                "valid_from": "2026-01-01"})  # fmt: skip
+            assert r.status_code == 404, cid
+    with TestClient(app()) as anon:
+        r = anon.get("/admin/billing/clients/mueller", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/"
+    assert (handlers.billing.buyer(ADMIN, "mueller"),
+            handlers.billing.client_tariffs(ADMIN, "mueller")) == before  # fmt: skip
+
+
+def test_the_portal_page_follows_the_event_stream_not_a_timer(office: Any) -> None:
+    app, pw, _, _ = office
+    with TestClient(app()) as http:
+        _login(http, "mueller", pw["mueller"])
+        page = http.get("/portal/billing")
+        assert 'data-client="mueller"' in page.text and f'data-month="{THIS_MONTH}"' in page.text
+        js = http.get("/static/billing.js").text
+        assert 'new EventSource("/events")' in js and '"usage"' in js
+        assert "every = 20000" not in js
+
+
+# -- the live usage: a business's users' streams get their own client's usage only -----------
+
+
+def test_usage_reaches_the_own_clients_streams_and_staff_only(tmp_path: Path) -> None:
+    import asyncio
+
+    from heimbuero.app.billing import Billing
+    from heimbuero.events import CallNoteTaken, EventBus, UsageMetered
+    from heimbuero.web.console.feeds import Feeds
+
+    store = Store(f"sqlite:///{tmp_path / 'heimbuero.db'}")
+    store.upgrade()
+    try:
+        seed_demo(store, REALM)
+        bus = EventBus()
+        handlers = App.build(store, lambda: REALM,
+                             usage_watch=lambda fn: bus.subscribe(UsageMetered, fn))  # fmt: skip
+        handlers.billing.put_tariff(ADMIN, {**TARIFF, "per_note": "50"})
+        for client in ("mueller", "schulz"):
+            handlers.billing.assign(ADMIN, client, "Handwerk S", date(2020, 1, 1))
+        meter = Billing(store, events=bus)  # as the server's: publishes after its commits
+        feeds = Feeds(handlers)
+        mueller = Actor("mueller", Role.CLIENT, "mueller")
+        schulz = Actor("schulz", Role.CLIENT, "schulz")
+        anna = Actor("anna", Role.AGENT)
+
+        async def first_usage(actor: Actor, stopping: asyncio.Event) -> dict[str, Any]:
+            async def connected() -> bool:
+                return False
+
+            stream = feeds.stream(actor, "", connected, stopping)
+            assert stream is not None
+            async for frame in stream:
+                if frame.startswith("id:") and "event: usage\n" in frame:
+                    data: dict[str, Any] = json.loads(frame.split("data: ")[1])
+                    await stream.aclose()
+                    return data
+            raise AssertionError("the stream ended")
+
+        async def scenario() -> list[dict[str, Any]]:
+            stopping = asyncio.Event()
+            readers = [asyncio.ensure_future(first_usage(a, stopping))
+                       for a in (mueller, schulz, anna)]  # fmt: skip
+            await asyncio.sleep(0.1)  # (the streams are open)
+            when = NOW.timestamp()
+            meter.on_note(CallNoteTaken(when, "mueller", 901, "anna", None))
+            # then one of schulz's own: schulz's stream must give that one first
+            meter.on_note(CallNoteTaken(when, "schulz", 902, "anna", None))
+            got = await asyncio.wait_for(asyncio.gather(*readers), 30)
+            stopping.set()
+            return list(got)
+
+        got_mueller, got_schulz, got_anna = asyncio.run(scenario())
+        assert got_mueller == {"client": "mueller", "month": THIS_MONTH, "lines": 1}
+        assert got_schulz == {"client": "schulz", "month": THIS_MONTH, "lines": 1}
+        assert got_anna["client"] == "mueller"  # staff: every client's
+        seen = {a: [d["client"] for _, e, d in feeds.feeds[a].buffer if e == "usage"]
+                for a in ("mueller", "schulz", "anna")}  # fmt: skip
+        assert seen == {"mueller": ["mueller"], "schulz": ["schulz"],
+                        "anna": ["mueller", "schulz"]}  # fmt: skip
+        # a user of no business follows nothing
+        with pytest.raises(Exception, match="staff and a client's users"):
+            handlers.billing.watch(Actor("x", Role.EMPLOYEE, None), lambda d: None)
+    finally:
+        store.close()

@@ -1,6 +1,8 @@
-"""The console's billing pages: /portal/billing (a business's usage and invoices) and
-/admin/billing (the provider's month: usage per client, the invoices with "send" and "cancel",
-the month's run, the DATEV export, the provider's invoice data).
+"""The console's billing pages: /portal/billing (a business's usage and invoices; live over the
+console's event stream, static/billing.js), /admin/billing (the provider's month: usage per
+client, the invoices with "send" and "cancel", the month's run, the DATEV export, the
+provider's invoice data) and /admin/billing/clients/ID (a client's invoice recipient and
+tariffs: the buyer form and "assign a tariff from a date").
 
 Every read and write is a handler call (heimbuero/app/billing.py: Billing, Invoices) as the
 session's Actor, the same functions as the JSON API: a business's users (owner and employees)
@@ -13,7 +15,7 @@ a POST without `confirm=1` answers the confirmation page, whose button posts it 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -28,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from heimbuero.app import Actor, App, AppError
 from heimbuero.app.billing import parse_month
 from heimbuero.app.errors import Conflict, Invalid, NotFound
-from heimbuero.billing.einvoice import SELLER_FIELDS
+from heimbuero.billing.einvoice import BUYER_FIELDS, SELLER_FIELDS, missing_buyer
 from heimbuero.store.db import UserRecord
 from heimbuero.store.websessions import WebSession
 from heimbuero.web.console import _not_found, _page, _t, lang_of
@@ -71,6 +73,18 @@ SELLER_LABELS = {
     "email": "E-Mail",
     "phone": "Telefon",
 }
+
+BUYER_LABELS = {
+    "name": "Name",
+    "street": "Straße",
+    "postcode": "Postleitzahl",
+    "city": "Ort",
+    "country": "Land (zwei Buchstaben, z. B. DE)",
+    "vat_id": "USt-IdNr.",
+    "leitweg_id": "Leitweg-ID (öffentliche Auftraggeber: XRechnung)",
+    "email": "E-Mail für Rechnungen",
+}
+MAX_ID = 64  # longer client ids do not exist (the store's column)
 
 
 def euro(lang: str, cents: int) -> str:
@@ -419,3 +433,125 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
                 error=_t(request, "Die Rechnungsdaten wurden nicht gespeichert."),
             )
         return back(month, _t(request, "Rechnungsdaten gespeichert."))
+
+    # -- the provider: one client's invoice recipient and tariff ---------------------------
+
+    def client_page(
+        request: Request,
+        s: WebSession,
+        user: UserRecord,
+        client_id: str,
+        status: int = 200,
+        errors: dict[str, str] | None = None,
+        values: dict[str, str] | None = None,
+        assign: dict[str, str] | None = None,
+        error: str = "",
+    ) -> Response:
+        """The page of /admin/billing/clients/ID (not found for an unknown id)."""
+        actor = Actor.of(user)
+        try:
+            client = handlers.clients.get(actor, client_id).client
+            buyer = handlers.billing.buyer(actor, client.id)
+            history = handlers.billing.client_tariffs(actor, client.id)
+            tariffs = [t["name"] for t in handlers.billing.tariffs(actor)]
+        except AppError:
+            return _not_found(request)
+        today = datetime.now(ZoneInfo(client.timezone)).date()
+        rows = [{"valid_from": date.fromisoformat(a["valid_from"]), "name": a["tariff"]["name"]}
+                for a in history]  # fmt: skip
+        in_force = [r for r in rows if r["valid_from"] <= today]
+        current = in_force[-1] if in_force else None
+        for r in rows:
+            r["current"] = r is current
+            r["coming"] = r["valid_from"] > today
+        shown = {f: buyer.get(f, "") for f in BUYER_FIELDS} | (values or {})
+        return _page(
+            request,
+            "billing_client.html",
+            status,
+            user=user,
+            csrf=s.csrf,
+            client=client,
+            buyer=shown,
+            fields=[(f, _t(request, BUYER_LABELS[f])) for f in BUYER_FIELDS],
+            missing=missing_buyer(buyer),
+            errors=errors or {},
+            history=list(reversed(rows)),
+            current=current,
+            tariffs=tariffs,
+            assign=assign or {"tariff": current["name"] if current else "",
+                              "valid_from": today.replace(day=1).isoformat()},
+            error=error,
+            done=request.query_params.get("done", ""),
+        )  # fmt: skip
+
+    def to_client(client_id: str, done: str, anchor: str) -> Response:
+        return RedirectResponse(f"/admin/billing/clients/{quote(client_id, safe='')}"
+                                f"?done={quote(done)}#{anchor}", 303)  # fmt: skip
+
+    @router.get("/admin/billing/clients/{client_id}")
+    async def client_billing(request: Request, client_id: str) -> Response:
+        """A client's invoice recipient (Rechnungsempfänger) and tariffs: the same handlers
+        as `PATCH /api/billing/clients/ID/buyer` and `POST …/tariffs`."""
+        found = area(request, ("admin",))
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        if len(client_id) > MAX_ID:
+            return _not_found(request)
+        return client_page(request, s, user, client_id)
+
+    @router.post("/admin/billing/clients/{client_id}/buyer")
+    async def buyer(request: Request, client_id: str) -> Response:
+        found = await admin_form(request)
+        if isinstance(found, Response):
+            return found
+        s, user, form = found
+        if len(client_id) > MAX_ID:
+            return _not_found(request)
+        values = {f: form.get(f, "") for f in BUYER_FIELDS}
+        try:
+            handlers.billing.set_buyer(Actor.of(user), client_id, **values)
+        except NotFound:
+            return _not_found(request)
+        except Invalid as exc:
+            errors = {p.field: p.msg for p in exc.problems}
+            return client_page(request, s, user, client_id, 422, errors=errors, values=values,
+                               error=_t(request, "Der Rechnungsempfänger wurde nicht "
+                                        "gespeichert."))  # fmt: skip
+        return to_client(client_id, _t(request, "Rechnungsempfänger gespeichert."), "buyer-h")
+
+    @router.post("/admin/billing/clients/{client_id}/tariff")
+    async def assign(request: Request, client_id: str) -> Response:
+        found = await admin_form(request)
+        if isinstance(found, Response):
+            return found
+        s, user, form = found
+        if len(client_id) > MAX_ID:
+            return _not_found(request)
+        chosen = {"tariff": form.get("tariff", "")[:200],
+                  "valid_from": form.get("valid_from", "").strip()[:32]}  # fmt: skip
+
+        def refused(status: int, field: str, message: str) -> Response:
+            return client_page(request, s, user, client_id, status, assign=chosen,
+                               errors={f"assign-{field}": message})  # fmt: skip
+
+        try:
+            valid_from = date.fromisoformat(chosen["valid_from"])
+        except ValueError:
+            return refused(422, "valid_from", _t(request, "Bitte ein Datum angeben."))
+        try:
+            await run_in_threadpool(handlers.billing.assign, Actor.of(user), client_id,
+                                    chosen["tariff"], valid_from)  # fmt: skip
+        except NotFound as exc:
+            if exc.kind == "tariff":
+                return refused(422, "tariff", str(exc))
+            return _not_found(request)
+        except Conflict as exc:  # an invoiced month never changes
+            return refused(409, "valid_from", str(exc))
+        except AppError as exc:
+            return refused(getattr(exc, "status", 400), "tariff", str(exc))
+        text = _t(request, "Tarif %(name)s ab %(date)s zugewiesen.", name=chosen["tariff"],
+                  date=valid_from.strftime("%d.%m.%Y") if lang_of(request) == "de"
+                  else valid_from.isoformat())  # fmt: skip
+        return to_client(client_id, text, "tariff-h")

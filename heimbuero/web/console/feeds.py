@@ -1,7 +1,8 @@
 """Server-Sent Events for the console, with catch-up.
 
 One `Feed` per logged-in user gathers what the API's streams give that user (presence,
-messages, provider warnings for staff) into a bounded buffer with numbered events. A page's
+messages, provider warnings for staff, `usage` when billing rated a usage reading of the
+user's business — staff: of any client) into a bounded buffer with numbered events. A page's
 EventSource that lost its stream reconnects with `Last-Event-ID` and gets what it missed; a
 feed lives on `GRACE` seconds after its last page went, so a short outage loses nothing. When
 the id is unknown (the server restarted, or more than `BUFFER` events passed) the stream
@@ -104,6 +105,8 @@ class Feeds:
             feed.stops.append(stop)
         with contextlib.suppress(AppError):
             feed.stops.append(self.handlers.messages.watch(actor, feed.put))
+        with contextlib.suppress(AppError):  # usage rated: a business's users see their own
+            feed.stops.append(self.handlers.billing.watch(actor, lambda d: feed.put("usage", d)))
         if actor.staff:
             with contextlib.suppress(AppError):
                 feed.stops.append(
