@@ -482,8 +482,9 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
 
     @router.get("/events")
     async def events(request: Request) -> Response:
-        """Server-Sent Events of the session's user (presence, messages, warnings for staff),
-        numbered; a reconnect with `Last-Event-ID` gets what it missed (feeds.py)."""
+        """Server-Sent Events of the session's user (presence, messages, billed usage of the
+        user's business, warnings for staff), numbered; a reconnect with `Last-Event-ID` gets
+        what it missed (feeds.py)."""
         found = c.session(request)
         if found is None:
             return Response("login required\n", 401, media_type="text/plain")
