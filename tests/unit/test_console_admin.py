@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from heimbuero.domain.model import VipCaller
+from heimbuero.domain.model import Client, VipCaller
 from heimbuero.office import accounts
 from heimbuero.office.demo import seed_demo
 from heimbuero.store import Store
@@ -150,6 +150,31 @@ def test_admin_overview_lists_clients_with_their_office_fields(office: Any) -> N
                      'href="/admin/users"', 'href="/admin/calls"', 'href="/admin/health"',
                      "table-wrap"):  # fmt: skip
             assert text in page.text, text
+
+
+def test_admin_overview_lists_every_one_of_many_clients(office: Any) -> None:
+    """The overview is made in a worker thread (SIP shares the event loop): with 300 clients
+    it still lists each with its number and link, and announces only a saved client that
+    exists."""
+    app, pw, store = office
+    for k in range(300):
+        store.add_client(Client(id=f"c{k:04d}", name=f"Betrieb {k} GmbH", timezone="Europe/Berlin"))
+        store.add_number(f"+4930555{k:05d}", f"c{k:04d}")
+    with TestClient(app()) as http:
+        _login(http, "admin", pw["admin"])
+        page = http.get("/admin", params={"saved": "c0299"})
+        assert page.status_code == 200
+        for k in (0, 150, 299):
+            for text in (
+                f'href="/admin/clients/c{k:04d}"',
+                f"Betrieb {k} GmbH",
+                f"+4930555{k:05d}",
+            ):
+                assert text in page.text, text
+        assert len(re.findall(r'href="/admin/clients/c\d{4}"', page.text)) == 300
+        assert "Mandant c0299 gespeichert." in page.text
+        other = http.get("/admin", params={"saved": "c9999"})
+        assert other.status_code == 200 and "gespeichert." not in other.text
 
 
 def test_admin_users_shows_users_devices_groups_trunks_numbers_tokens(office: Any) -> None:
