@@ -578,9 +578,6 @@ def _media(path: Path, raw: dict[str, Any]) -> RelaySettings:
         settings = parse_relay_settings(table)
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    if settings.backend != "builtin":
-        raise ConfigError(f'{path}: [media] backend "{settings.backend}" is not available in '
-                          'this release; use "builtin"')  # fmt: skip
     return settings
 
 

@@ -1,0 +1,155 @@
+"""rtpengine as the media relay (`[media] backend = "rtpengine"`), with hand-driven phones on
+loopback and rtpengine (userspace, `--table=-1`) started by the test.
+
+- A call with `relay = "always"`: each side is told rtpengine's ports, never the other's.
+- rtpengine not answering: a new call that needs the relay gets `503 Media relay
+  unavailable`; registering is not affected.
+- Abuse: INVITEs nobody authenticated cannot make rtpengine hold more than a few sessions
+  per source address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from heimbuero.media import bencode
+
+from .conftest import USERS
+from .harness import (
+    HAND_OFFER,
+    Server,
+    SipClient,
+    free_port,
+    hand_call,
+    reply,
+    set_toml_option,
+)
+
+pytestmark = [pytest.mark.e2e]
+
+
+def ng(port: int, command: dict[str, object]) -> dict[str, object]:
+    """One ng command (a new cookie each: rtpengine answers a known cookie from its cache)."""
+    cookie = os.urandom(6).hex().encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.5)
+        for _ in range(10):
+            sock.sendto(cookie + b" " + bencode.encode(command), ("127.0.0.1", port))
+            with contextlib.suppress(OSError):
+                answer: dict[str, object] = bencode.decode(sock.recv(65535).partition(b" ")[2])
+                return answer
+    raise AssertionError(f"rtpengine did not answer {command}")
+
+
+@pytest.fixture
+def rtpengine(tmp_path: Path) -> Iterator[int]:
+    """rtpengine on loopback; its ng port."""
+    port = free_port()
+    low = free_port() // 2 * 2  # (its media ports: a small range of its own)
+    with (tmp_path / "rtpengine.log").open("wb") as log:
+        proc = subprocess.Popen(
+            ["rtpengine", "--config-file=none", "--table=-1", "--foreground", "--log-stderr",
+             "--log-level=6", "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{port}",
+             f"--port-min={low}", f"--port-max={low + 399}", "--num-threads=1"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            assert ng(port, {"command": "ping"}).get("result") == b"pong"
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def rtpengine_server(tmp_path: Path, ng_port: int) -> Server:
+    server = Server(tmp_path / "server", users=USERS)
+    server.prepare()
+    set_toml_option(server.config_path, "media", "relay", "always")
+    set_toml_option(server.config_path, "media", "backend", "rtpengine")
+    set_toml_option(server.config_path, "media", "rtpengine", f"udp:127.0.0.1:{ng_port}")
+    return server
+
+
+def audio_port(sdp: bytes) -> int:
+    found = re.search(rb"m=audio (\d+) ", sdp)
+    assert found is not None, sdp
+    return int(found.group(1))
+
+
+@pytest.mark.peers("rtpengine")
+def test_a_call_through_rtpengine_names_its_ports_to_both_sides(
+    tmp_path: Path, rtpengine: int
+) -> None:
+    server = rtpengine_server(tmp_path, rtpengine)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        alice = stack.enter_context(SipClient(server.port))
+        bob = stack.enter_context(SipClient(server.port))
+        sent, inv = hand_call(server, alice, bob, USERS)
+        offered = audio_port(inv.body)
+        assert offered != 4000 and b"c=IN IP4 127.0.0.1" in inv.body, inv.body
+        answer = HAND_OFFER.replace(b"o=a", b"o=b").replace(b"4000", b"4002")
+        reply(bob, inv, "180 Ringing")
+        reply(bob, inv, "200 OK", f"Contact: <sip:bob@127.0.0.1:{bob.local_port}>\r\n"
+              "Content-Type: application/sdp\r\n", answer)  # fmt: skip
+        ok = alice.final_response(sent, 10)
+        assert ok.status == 200, ok.summary
+        answered = audio_port(ok.body)
+        assert answered not in (4000, 4002, offered), ok.body
+        calls = ng(rtpengine, {"command": "list"}).get("calls")
+        assert calls == [sent.call_id.encode()], calls
+        # the answer's port is the one rtpengine opened for alice (its stream for her tag)
+        query = ng(rtpengine, {"command": "query", "call-id": sent.call_id})
+        tags = query["tags"]
+        assert isinstance(tags, dict)
+        streams = tags[sent.from_tag]["medias"][0]["streams"]
+        assert answered in [s["local port"] for s in streams], query
+
+
+def test_without_rtpengine_a_call_that_needs_the_relay_gets_503(tmp_path: Path) -> None:
+    server = rtpengine_server(tmp_path, free_port())  # (nothing listens there)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        alice = stack.enter_context(SipClient(server.port))
+        aor = f"sip:bob@{server.domain}"
+        _, reg = alice.authenticated_request(
+            "REGISTER", f"sip:{server.domain}", username="alice", password=USERS["alice"],
+            from_uri=f"sip:alice@{server.domain}", to_uri=f"sip:alice@{server.domain}",
+            headers=[("Contact", f"<sip:alice@127.0.0.1:{alice.local_port}>")],
+        )  # fmt: skip
+        assert reg.status == 200, reg.summary
+        invite = alice.request(
+            "INVITE", aor, from_uri=f"sip:alice@{server.domain}", to_uri=aor, body=HAND_OFFER,
+            content_type="application/sdp",
+            headers=[("Contact", f"<sip:alice@127.0.0.1:{alice.local_port}>")],
+        )  # fmt: skip
+        answer = alice.final_response(invite, 10)
+        assert (answer.status, answer.reason) == (503, "Media relay unavailable"), answer.summary
+        assert "media relay" in server.log_text()
+
+
+@pytest.mark.peers("rtpengine")
+def test_unauthenticated_invites_hold_few_rtpengine_sessions(
+    tmp_path: Path, rtpengine: int
+) -> None:
+    server = rtpengine_server(tmp_path, rtpengine)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        mallory = stack.enter_context(SipClient(server.port))
+        aor = f"sip:bob@{server.domain}"
+        for i in range(60):
+            sent = mallory.request(
+                "INVITE", aor, from_uri=f"sip:mallory{i}@{server.domain}", to_uri=aor,
+                body=HAND_OFFER, content_type="application/sdp",
+            )  # fmt: skip
+            assert mallory.final_response(sent, 10).status in (401, 407, 503)
+        calls = ng(rtpengine, {"command": "list", "limit": 1000}).get("calls")
+        assert isinstance(calls, list) and 0 < len(calls) <= 32, calls
