@@ -1294,8 +1294,12 @@ class Server:
         call_id = key.rsplit("/", 1)[0]
         if self.anchor is None or call_id not in self.anchor.calls:
             return
-        log.info("call %s: no audio for %.0f s; the relay lets it go",
-                 call_id, self.config.media.silence_timeout)  # fmt: skip
+        if self.config.media.backend == "rtpengine":
+            log.info("call %s: rtpengine let its media go (its timeout: no audio); the call "
+                     "ends", call_id)  # fmt: skip
+        else:
+            log.info("call %s: no audio for %.0f s; the relay lets it go",
+                     call_id, self.config.media.silence_timeout)  # fmt: skip
         self.anchor.end(call_id)
         self.core.events.publish(CallEnded(time.time(), call_id))  # presence, call records
 

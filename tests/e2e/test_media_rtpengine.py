@@ -31,6 +31,7 @@ from .harness import (
     hand_call,
     reply,
     set_toml_option,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.e2e]
@@ -52,13 +53,19 @@ def ng(port: int, command: dict[str, object]) -> dict[str, object]:
 @pytest.fixture
 def rtpengine(tmp_path: Path) -> Iterator[int]:
     """rtpengine on loopback; its ng port."""
+    with run_rtpengine(tmp_path) as port:
+        yield port
+
+
+@contextlib.contextmanager
+def run_rtpengine(tmp_path: Path, *options: str) -> Iterator[int]:
     port = free_port()
     low = free_port() // 2 * 2  # (its media ports: a small range of its own)
     with (tmp_path / "rtpengine.log").open("wb") as log:
         proc = subprocess.Popen(
             ["rtpengine", "--config-file=none", "--table=-1", "--foreground", "--log-stderr",
              "--log-level=6", "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{port}",
-             f"--port-min={low}", f"--port-max={low + 399}", "--num-threads=1"],
+             f"--port-min={low}", f"--port-max={low + 399}", "--num-threads=1", *options],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         try:
@@ -112,6 +119,24 @@ def test_a_call_through_rtpengine_names_its_ports_to_both_sides(
         assert isinstance(tags, dict)
         streams = tags[sent.from_tag]["medias"][0]["streams"]
         assert answered in [s["local port"] for s in streams], query
+
+
+@pytest.mark.peers("rtpengine")
+def test_a_call_rtpengine_let_go_for_lack_of_media_ends(tmp_path: Path) -> None:
+    """rtpengine's own `--timeout` (2 s here) ends a call without RTP; the server finds it gone
+    at its next `query` and lets the call go, as for the built-in relay's silence timeout."""
+    with contextlib.ExitStack() as stack:
+        port = stack.enter_context(run_rtpengine(tmp_path, "--timeout=2"))
+        server = rtpengine_server(tmp_path, port)
+        stack.enter_context(server)
+        alice = stack.enter_context(SipClient(server.port))
+        bob = stack.enter_context(SipClient(server.port))
+        _, inv = hand_call(server, alice, bob, USERS)
+        answer = HAND_OFFER.replace(b"o=a", b"o=b").replace(b"4000", b"4002")
+        reply(bob, inv, "200 OK", f"Contact: <sip:bob@127.0.0.1:{bob.local_port}>\r\n"
+              "Content-Type: application/sdp\r\n", answer)  # fmt: skip
+        wait_until(lambda: "rtpengine let its media go" in server.log_text() or None, 30,
+                   interval=0.5, what="the call let go")  # fmt: skip
 
 
 def test_without_rtpengine_a_call_that_needs_the_relay_gets_503(tmp_path: Path) -> None:
