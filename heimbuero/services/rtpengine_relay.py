@@ -14,6 +14,10 @@ Which calls are anchored: as for the built-in relay (``always``, ``never``, ``wh
 A new call's offer goes to rtpengine before that decision (the callee is known only inside
 the proxy); a call that turns out not to need the relay is deleted there at once.
 
+Only the call's parties are heard: after a new call's first INVITE, SDP goes to rtpengine
+only from the caller's address or an address the proxy sent the call to (a forged request
+with the call's Call-ID and tags from elsewhere cannot move its media).
+
 When rtpengine does not answer: a new call that needs the relay by what the gate can see
 (``relay = "always"``, or the caller's SDP names another address than it sends from) is
 refused with ``503 Media relay unavailable``; a call that would need it only for the callee's
@@ -34,6 +38,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,11 +64,13 @@ class Session:
     """One call at rtpengine."""
 
     caller_tag: str
-    offers: dict[int, str] = field(default_factory=dict)  # CSeq -> tag of who offered
+    started: float  # time.monotonic() of its first offer
+    offers: dict[tuple[int, str], str] = field(default_factory=dict)  # -> tag of who offered
     prepared: dict[tuple[Any, ...], bytes | None] = field(default_factory=dict)
-    started: float = 0.0
     anchored: bool = False  # the proxy decided the call goes through rtpengine
     source: str = ""  # where the new call's INVITE came from (counted until the proxy decides)
+    # the addresses the call's signalling comes from: the caller's, and each callee branch's
+    parties: set[str] = field(default_factory=set)
 
 
 class RtpengineRelay:
@@ -108,18 +115,14 @@ class RtpengineRelay:
     # -- the gate's question: what to ask rtpengine before the core sees a message ---------
 
     def job(
-        self, msg: Request | Response, source: Peer, now: float
+        self, msg: Request | Response, source: Peer
     ) -> Coroutine[Any, Any, tuple[int, str] | None] | None:
         """The ng command a message needs before it reaches the core (None: none)."""
         if self.mode == "never" or not _has_sdp(msg):
             return None
-        session = self.sessions.get(msg.call_id)
-        if isinstance(msg, Request):
-            if msg.method not in SDP_METHODS:
-                return None
+        if isinstance(msg, Request) and msg.method == "INVITE" and not msg.to.tag:
+            session = self.sessions.get(msg.call_id)  # (a new call, perhaps not yet decided)
             if session is None:
-                if msg.method != "INVITE" or msg.to.tag:
-                    return None
                 # a new call's offer goes out before the core has authenticated it: a source
                 # holds at most PER_SOURCE calls at rtpengine that the proxy has not taken
                 waiting = self._waiting.get(source.host, 0)
@@ -130,10 +133,20 @@ class RtpengineRelay:
                                     "are not prepared", source.host, waiting)  # fmt: skip
                     return None
                 self._waiting[source.host] = waiting + 1
-                session = Session(msg.from_.tag or "", started=now, source=source.host)
+                session = Session(msg.from_.tag or "", time.monotonic(), source=source.host)
+                session.parties.add(source.host)
                 self.sessions[msg.call_id] = session
-        elif session is None or not 100 < msg.status < 300 or msg.cseq[1] not in SDP_METHODS:
-            return None
+            elif source.host not in session.parties:
+                return None  # (its Call-ID from elsewhere: no offer changes its media)
+        else:
+            session = self.calls.get(msg.call_id)  # (only an anchored call's later SDP)
+            if session is None or source.host not in session.parties:
+                return None  # (from no party of the call: rtpengine is not asked)
+            if isinstance(msg, Request):
+                if msg.method not in SDP_METHODS:
+                    return None
+            elif not 100 < msg.status < 300 or msg.cseq[1] not in SDP_METHODS:
+                return None
         return self._prepare(msg, source, session)
 
     async def _prepare(
@@ -149,7 +162,8 @@ class RtpengineRelay:
         request = method is not None
         sender = (msg.from_.tag if request else msg.to.tag) or ""
         other = (msg.to.tag if request else msg.from_.tag) or ""
-        cseq = msg.cseq[0]
+        # (each side counts its own CSeq: a transaction is its number and its sender's tag)
+        cseq = (msg.cseq[0], msg.from_.tag or "")
         offerer = session.offers.get(cseq)
         if request:  # (the SDP of an ACK or PRACK answers; of an INVITE or UPDATE offers)
             answer = method in ("ACK", "PRACK")
@@ -209,6 +223,7 @@ class RtpengineRelay:
         session = self.sessions.get(call_id)
         if session is None:
             return
+        session.parties.add(dest.host)  # (the proxy chose it: its answers may be prepared)
         if call_id not in self.calls:
             if request.method != "INVITE" or request.to.tag:
                 return
@@ -288,13 +303,12 @@ class RtpengineRelay:
             self.on_stats(f"{call_id}/0", call_stats(reply, caller_tag))
 
     async def _poll(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.poll)
-            now = loop.time()
+            now = time.monotonic()
             for call_id, session in list(self.sessions.items()):
                 if not session.anchored:
-                    if session.started and now - session.started > STALE:
+                    if now - session.started > STALE:
                         self.end(call_id)  # (an INVITE that was challenged or never went on)
                     continue
                 try:
@@ -387,7 +401,7 @@ class MediaGate:
             if msg.check() is not None:
                 raise ValueError("bad message")
             call_id = msg.call_id
-            job = self.relay.job(msg, source, now)
+            job = self.relay.job(msg, source)
         except (ParseError, ValueError, KeyError, IndexError):
             self.core.receive(data, source, now)  # (the core answers what it cannot parse)
             return

@@ -120,6 +120,23 @@ def test_a_call_through_rtpengine_names_its_ports_to_both_sides(
         streams = tags[sent.from_tag]["medias"][0]["streams"]
         assert answered in [s["local port"] for s in streams], query
 
+        # abuse: the call's Call-ID and tags from another address (a new INVITE with alice's
+        # From tag, and a re-INVITE in the dialog), each with an SDP naming that address
+        mallory = stack.enter_context(SipClient(server.port, local_host="127.0.0.2"))
+        forged = HAND_OFFER.replace(b"127.0.0.1", b"127.0.0.2").replace(b"4000", b"5554")
+        aor = f"sip:bob@{server.domain}"
+        for to_tag in (None, ok.to_tag()):
+            attempt = mallory.request(
+                "INVITE", aor, from_uri=f"sip:alice@{server.domain}", to_uri=aor,
+                call_id=sent.call_id, from_tag=sent.from_tag, to_tag=to_tag, cseq=9,
+                body=forged, content_type="application/sdp",
+            )  # fmt: skip
+            got = mallory.final_response(attempt, 10)
+            assert got.status >= 400, got.summary
+        after = ng(rtpengine, {"command": "query", "call-id": sent.call_id})
+        assert b"127.0.0.2" not in bencode.encode(after), after
+        assert after["tags"] == tags  # (rtpengine was not asked: the same call as before)
+
 
 @pytest.mark.peers("rtpengine")
 def test_a_call_rtpengine_let_go_for_lack_of_media_ends(tmp_path: Path) -> None:
