@@ -1,7 +1,8 @@
 """rtpengine as the media relay (`[media] backend = "rtpengine"`), with hand-driven phones on
 loopback and rtpengine (userspace, `--table=-1`) started by the test.
 
-- A call with `relay = "always"`: each side is told rtpengine's ports, never the other's.
+- A call with `relay = "always"`: each side is told rtpengine's ports, never the other's;
+  with `when_needed` and nobody behind NAT, each side is told the other's own.
 - rtpengine not answering: a new call that needs the relay gets `503 Media relay
   unavailable`; registering is not affected.
 - Abuse: INVITEs nobody authenticated cannot make rtpengine hold more than a few sessions
@@ -136,6 +137,26 @@ def test_a_call_through_rtpengine_names_its_ports_to_both_sides(
         after = ng(rtpengine, {"command": "query", "call-id": sent.call_id})
         assert b"127.0.0.2" not in bencode.encode(after), after
         assert after["tags"] == tags  # (rtpengine was not asked: the same call as before)
+
+
+@pytest.mark.peers("rtpengine")
+def test_a_call_that_needs_no_relay_goes_end_to_end(tmp_path: Path, rtpengine: int) -> None:
+    """`relay = "when_needed"`, both phones on loopback naming their own address: the offer
+    went to rtpengine before the proxy decided, but bob is told alice's own port, alice
+    bob's."""
+    server = rtpengine_server(tmp_path, rtpengine)
+    set_toml_option(server.config_path, "media", "relay", "when_needed")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        alice = stack.enter_context(SipClient(server.port))
+        bob = stack.enter_context(SipClient(server.port))
+        sent, inv = hand_call(server, alice, bob, USERS)
+        assert audio_port(inv.body) == 4000, inv.body
+        answer = HAND_OFFER.replace(b"o=a", b"o=b").replace(b"4000", b"4002")
+        reply(bob, inv, "200 OK", f"Contact: <sip:bob@127.0.0.1:{bob.local_port}>\r\n"
+              "Content-Type: application/sdp\r\n", answer)  # fmt: skip
+        ok = alice.final_response(sent, 10)
+        assert ok.status == 200 and audio_port(ok.body) == 4002, ok.body
 
 
 @pytest.mark.peers("rtpengine")
