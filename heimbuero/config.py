@@ -578,9 +578,6 @@ def _media(path: Path, raw: dict[str, Any]) -> RelaySettings:
         settings = parse_relay_settings(table)
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    if settings.backend != "builtin":
-        raise ConfigError(f'{path}: [media] backend "{settings.backend}" is not available in '
-                          'this release; use "builtin"')  # fmt: skip
     return settings
 
 
@@ -892,6 +889,10 @@ phone_max_minutes = 15   # longest such call, 1-120
 # port_max = 29999         # below the system's ephemeral ports (32768-60999 on Linux)
 # advertise = "192.0.2.10" # the address phones send audio to (default: [sip] advertise)
 # silence_timeout = 60     # seconds without audio in either direction: the relay lets go
+# backend = "builtin"      # or "rtpengine": Sipwise rtpengine, run by you (e.g. Debian's
+#                          # rtpengine-daemon, --table=-1), asked over its ng protocol; ports,
+#                          # address and timeout are then rtpengine's own options
+# rtpengine = "udp:127.0.0.1:2223"  # its --listen-ng
 [billing]
 # The scheduled invoice run of 'heimbuero serve': on this day of the month (1 to 28; 0 = off,
 # run 'heimbuero invoices run --month YYYY-MM' yourself), from this hour, local time, the

@@ -45,6 +45,7 @@ from heimbuero.events import (
     UsageMetered,
     VoicemailLeft,
 )
+from heimbuero.media.ng import NgClient, parse_ng_address
 from heimbuero.media.relay_client import RelayProcess, RelayUnavailable
 from heimbuero.net.dns import Located, SipResolver
 from heimbuero.net.mail import Attachment, Mailer, MailError
@@ -83,6 +84,7 @@ from heimbuero.services.presence import (
     subscription_record,
 )
 from heimbuero.services.registrar import RegistrarSettings
+from heimbuero.services.rtpengine_relay import MediaGate, RtpengineRelay
 from heimbuero.services.trunks import TrunkRegistrations
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.sip.dialogtoken import DialogSigner
@@ -398,8 +400,9 @@ class Server:
         self.users = UserDirectory(self._fetch_account, known=lambda: self.calls.directory.users)
         self.events = EventBus()
         self.mailer = Mailer(config.mail)  # [mail]: notes, voicemail, documents, invoices
-        self.relay: RelayProcess | None = None  # [media]: the RTP relay, started by serve
-        self.anchor: RelayAnchor | None = None
+        # [media]: the RTP relay (built-in or rtpengine), started by serve
+        self.relay: RelayProcess | RtpengineRelay | None = None
+        self.anchor: RelayAnchor | RtpengineRelay | None = None
         self.relay_totals: Counter[str] = Counter()  # packets and lost of relayed calls ended
         self.mailbox_counts: dict[str, tuple[int, int]] = {}  # voicemail owner -> (new, old)
         self._relay_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -1232,8 +1235,22 @@ class Server:
             log.warning("voicemail %d: e-mail to %s failed: %s", vm_id, address, exc)
 
     async def _start_relay(self) -> None:
-        """The built-in RTP relay as a child process, and the proxy's hooks that use it."""
+        """The built-in RTP relay as a child process, and the proxy's hooks that use it; or
+        rtpengine (``[media] backend``), asked over its ng protocol."""
         settings = self.config.media
+        if settings.backend == "rtpengine":
+            rtpengine = RtpengineRelay(
+                settings, NgClient(parse_ng_address(settings.rtpengine)), self._media_stats,
+                self._media_silent,
+            )  # fmt: skip
+            await rtpengine.start()
+            self.relay, self.anchor = rtpengine, rtpengine
+            self.core.proxy.media = rtpengine
+            gate = MediaGate(self.core, rtpengine)
+            gate.transports = self.transports
+            self.transports.endpoint = gate
+            self.core.events.subscribe(CallEnded, lambda event: rtpengine.end(event.call_id))
+            return
         udp = [a.host for a in self.config.sip.listen if a.transport == "udp"]
         bind = udp[0] if udp and udp[0] not in ("0.0.0.0", "::") else "0.0.0.0"
         self._relay_dir = tempfile.TemporaryDirectory(prefix="heimbuero-relay-")
@@ -1285,8 +1302,12 @@ class Server:
         call_id = key.rsplit("/", 1)[0]
         if self.anchor is None or call_id not in self.anchor.calls:
             return
-        log.info("call %s: no audio for %.0f s; the relay lets it go",
-                 call_id, self.config.media.silence_timeout)  # fmt: skip
+        if self.config.media.backend == "rtpengine":
+            log.info("call %s: rtpengine let its media go (its timeout: no audio); the call "
+                     "ends", call_id)  # fmt: skip
+        else:
+            log.info("call %s: no audio for %.0f s; the relay lets it go",
+                     call_id, self.config.media.silence_timeout)  # fmt: skip
         self.anchor.end(call_id)
         self.core.events.publish(CallEnded(time.time(), call_id))  # presence, call records
 

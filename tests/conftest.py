@@ -19,6 +19,7 @@ PEER_PACKAGES = {
     "baresip": "baresip",
     "kamailio": "kamailio",
     "linphonec": "linphone-cli",
+    "rtpengine": "rtpengine-daemon",
 }
 
 

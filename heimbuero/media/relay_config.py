@@ -5,9 +5,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from heimbuero.media.ng import parse_ng_address
+
 RELAY_MODES = ("always", "when_needed", "never")
 BACKENDS = ("builtin", "rtpengine")
-RELAY_KEYS = ("relay", "backend", "port_min", "port_max", "advertise", "silence_timeout")
+RELAY_KEYS = (
+    "relay", "backend", "port_min", "port_max", "advertise", "silence_timeout", "rtpengine",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +24,8 @@ class RelaySettings:
     port_max: int = 29999
     advertise: str | None = None  # the address phones send media to (default: SIP's advertise)
     silence_timeout: float = 60.0  # seconds without RTP in both directions: the call is ended
+    # backend "rtpengine": where its ng control protocol listens (its --listen-ng)
+    rtpengine: str = "udp:127.0.0.1:2223"
 
 
 def parse_relay_settings(table: dict[str, object]) -> RelaySettings:
@@ -49,6 +55,11 @@ def parse_relay_settings(table: dict[str, object]) -> RelaySettings:
                 ipaddress.ip_address(str(value))
             except ValueError:
                 raise ValueError("[media] advertise must be an IP address") from None
+        if key == "rtpengine":
+            try:
+                parse_ng_address(value)
+            except ValueError as exc:
+                raise ValueError(f"[media] rtpengine: {exc}") from None
         out[key] = float(value) if key == "silence_timeout" else value  # type: ignore[arg-type]
     settings = RelaySettings(**out)  # type: ignore[arg-type]
     if settings.port_max - settings.port_min < 3:

@@ -972,6 +972,14 @@ class SipCore:
         resp = self.make_response(req, status, reason)
         self._out.append((resp.serialize(), self.response_destination(req, source)))
 
+    def refuse(self, req: Request, source: Peer, status: int, reason: str) -> None:
+        """Answer a request statelessly before it reaches a service (the media gate's 503 when
+        the relay a new call needs does not answer)."""
+        self.stats["rejected"] += 1
+        self._stamp_via_best_effort(req, source)
+        if req.method != "ACK":
+            self.send_stateless(req, status, reason, source)
+
     def _reply_unparsable(self, exc: ParseError, source: Peer) -> None:
         self.stats["rejected"] += 1
         fake = Request("INVALID", "sip:invalid", exc.headers or [])

@@ -11,6 +11,10 @@ a WAV file); baresip's sndfile module records what each phone hears. Alice calls
   relay exists to fix, and it shows that the first result is the relay's doing.
 - A carrier on the internet (a trusted peer) calls a client's number; the plan rings the
   agent's phone at home behind NAT; carrier and agent hear each other.
+
+The relayed calls run with each backend of `[media] backend`: the built-in relay, and
+rtpengine (Debian's rtpengine-daemon, userspace: `--table=-1`), which the test starts in the
+server's namespace on the internet side and the server drives over its ng protocol.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import socket
 import struct
+import subprocess
 import time
 import wave
 from pathlib import Path
@@ -27,6 +33,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from heimbuero.media import bencode
 from heimbuero.media import ua_codec as c
 
 from .conftest import USERS
@@ -82,7 +89,58 @@ def heard(folder: Path) -> tuple[list[int], int]:
     return samples, rate
 
 
-def call_through_nat(tmp_path: Path, relay: str) -> dict[str, tuple[list[int], int]]:
+BACKENDS = [
+    pytest.param("builtin", id="builtin"),
+    pytest.param("rtpengine", id="rtpengine", marks=pytest.mark.peers("rtpengine")),
+]
+NG_PORT = 2223
+
+
+def use_backend(server: Server, backend: str) -> None:
+    set_toml_option(server.config_path, "media", "backend", backend)
+    if backend == "rtpengine":
+        set_toml_option(server.config_path, "media", "rtpengine", f"udp:127.0.0.1:{NG_PORT}")
+
+
+def start_rtpengine(lab: NatLab, stack: contextlib.ExitStack, folder: Path) -> None:
+    """rtpengine in userspace in the server's namespace, media on the internet side; returns
+    once it answers an ng ping."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log = stack.enter_context((folder / "rtpengine.log").open("wb"))
+    with lab.inside(lab.server_ns):
+        proc = subprocess.Popen(
+            ["rtpengine", "--config-file=none", "--table=-1", "--foreground",
+             "--log-stderr", "--log-level=6", f"--interface={NatLab.SERVER}",
+             f"--listen-ng=127.0.0.1:{NG_PORT}", "--port-min=20000", "--port-max=20999",
+             "--num-threads=2"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        ping = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    stack.callback(proc.wait, 10)
+    stack.callback(proc.terminate)
+
+    def pong() -> bool | None:
+        if proc.poll() is not None:
+            raise AssertionError(f"rtpengine exited: {(folder / 'rtpengine.log').read_text()}")
+        ping.sendto(b"1 " + bencode.encode({"command": "ping"}), ("127.0.0.1", NG_PORT))
+        ping.settimeout(0.2)
+        with contextlib.suppress(OSError):
+            return b"pong" in ping.recv(1000) or None
+        return None
+
+    wait_until(pong, 10, what="rtpengine answering ng pings")
+
+
+def media_stats_logged(server: Server) -> tuple[int, int]:
+    """The packets the relay counted from caller and callee (the call record's statistics)."""
+    pattern = r"caller sent (\d+) packets.*callee sent (\d+) packets"
+    found = wait_until(lambda: re.search(pattern, server.log_text()), 10, what="media stats")
+    return int(found.group(1)), int(found.group(2))
+
+
+def call_through_nat(
+    tmp_path: Path, relay: str, backend: str = "builtin"
+) -> dict[str, tuple[list[int], int]]:
     reason = NatLab.available()
     if reason is not None:
         pytest.fail(f"the NAT test cannot build its networks: {reason}")
@@ -93,8 +151,11 @@ def call_through_nat(tmp_path: Path, relay: str) -> dict[str, tuple[list[int], i
     )  # fmt: skip
     server.prepare()
     set_toml_option(server.config_path, "media", "relay", relay)
+    use_backend(server, backend)
     out: dict[str, tuple[list[int], int]] = {}
     with NatLab() as lab, contextlib.ExitStack() as stack:
+        if backend == "rtpengine":
+            start_rtpengine(lab, stack, tmp_path / "rtpengine")
         stack.callback(server.kill)  # (also when the start fails)
         with lab.inside(lab.server_ns):
             server.start()
@@ -128,13 +189,16 @@ def call_through_nat(tmp_path: Path, relay: str) -> dict[str, tuple[list[int], i
             folder = tmp_path / user / "heard"
             wait_until(lambda f=folder: any(f.glob("*dec*.wav")) or None, 5, what="recordings")
             out[user] = heard(folder)
+        if relay != "never":  # the call's statistics from the relay: both sides sent audio
+            assert min(media_stats_logged(server)) > 50, server.log_text()
     return out
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_phones_behind_two_nat_routers_hear_each_other_through_the_relay(
-    tmp_path: Path,
+    tmp_path: Path, backend: str
 ) -> None:
-    got = call_through_nat(tmp_path, "when_needed")
+    got = call_through_nat(tmp_path, "when_needed", backend)
     for user, other in (("alice", "bob"), ("bob", "alice")):
         samples, rate = got[user]
         assert len(samples) >= rate, f"{user} recorded {len(samples) / rate:.1f} s"
@@ -158,8 +222,9 @@ CARRIER = "203.0.113.100"
 NUMBER = "+49891234567"  # the demo client mueller's number
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_carrier_call_to_a_client_number_reaches_the_agent_at_home_with_audio(
-    tmp_path: Path,
+    tmp_path: Path, backend: str
 ) -> None:
     """Also across hold and resume by the carrier (re-INVITEs through the proxy)."""
     reason = NatLab.available()
@@ -179,8 +244,11 @@ def test_a_carrier_call_to_a_client_number_reaches_the_agent_at_home_with_audio(
         encoding="utf-8",
     )
     server.cli("rules", "import", "mueller", str(rules), "--data", str(server.data_dir))
+    use_backend(server, backend)
     with NatLab() as lab, contextlib.ExitStack() as stack:
         lab.ip(lab.server_ns, "addr", "add", f"{CARRIER}/24", "dev", "br0")
+        if backend == "rtpengine":
+            start_rtpengine(lab, stack, tmp_path / "rtpengine")
         stack.callback(server.kill)  # (also when the start fails)
         with lab.inside(lab.server_ns):
             server.start()

@@ -57,6 +57,24 @@ def test_config_toml_media_table(tmp_path: Path) -> None:
         _load(tmp_path, 'relay = "sometimes"')
 
 
-def test_the_rtpengine_backend_is_refused_until_it_exists(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not available in this release"):
-        _load(tmp_path, 'backend = "rtpengine"')
+def test_the_rtpengine_backend_and_its_ng_address(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, 'backend = "rtpengine"')
+    assert (cfg.media.backend, cfg.media.rtpengine) == ("rtpengine", "udp:127.0.0.1:2223")
+    cfg = _load(tmp_path, 'backend = "rtpengine"\nrtpengine = "udp:[::1]:9900"')
+    assert cfg.media.rtpengine == "udp:[::1]:9900"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("tcp:127.0.0.1:2223", "only UDP"),
+        ("udp:127.0.0.1", "udp:HOST:PORT"),
+        ("udp:127.0.0.1:0", "port from 1 to 65535"),
+        ("udp:127.0.0.1:99999", "port from 1 to 65535"),
+        ("udp:rtpengine.example:2223", "must name an IP address"),
+        ("", "udp:HOST:PORT"),
+    ],
+)
+def test_a_bad_ng_address_is_named(tmp_path: Path, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"\[media\] rtpengine: .*{message}"):
+        _load(tmp_path, f'backend = "rtpengine"\nrtpengine = "{value}"')
