@@ -737,8 +737,17 @@ def cmd_client_remove(args: argparse.Namespace) -> int:
 
 def cmd_number_add(args: argparse.Namespace) -> int:
     with _open_app(args.data) as (_cfg, app):
-        number = app.numbers.add(ADMIN, args.number, args.client)
-    print(f"added number {number.e164} to client {number.client}")
+        number = app.numbers.add(ADMIN, args.number, args.client, args.dictation)
+    kind = "dictation number" if number.dictation else "number"
+    print(f"added {kind} {number.e164} to client {number.client}")
+    return 0
+
+
+def cmd_number_set(args: argparse.Namespace) -> int:
+    with _open_app(args.data) as (_cfg, app):
+        number = app.numbers.set_dictation(ADMIN, args.number, args.dictation)
+    kind = "the dictation number" if number.dictation else "an ordinary number"
+    print(f"{number.e164} is now {kind} of client {number.client}")
     return 0
 
 
@@ -748,7 +757,8 @@ def cmd_number_list(args: argparse.Namespace) -> int:
     if not numbers:
         print("no numbers yet: add one with 'heimbuero number add NUMBER --client ID'")
         return 0
-    _table([("NUMBER", "CLIENT")] + [(n.e164, n.client) for n in numbers])
+    rows = [(n.e164, n.client, "dictation" if n.dictation else "calls") for n in numbers]
+    _table([("NUMBER", "CLIENT", "USE"), *rows])
     return 0
 
 
@@ -1159,12 +1169,27 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=cmd_client_remove)
 
-    number = commands.add_parser("number", help="add, list or remove client phone numbers")
+    number = commands.add_parser("number", help="add, change, list or remove client phone numbers")
     sub = number.add_subparsers(dest="number_command", metavar="ACTION", required=True)
     p = sub.add_parser("add", parents=[data], help="give a client a phone number")
     p.add_argument("number", metavar="NUMBER", help="e.g. 089 1234567 or +49891234567")
     p.add_argument("--client", required=True, metavar="ID", help="client id")
+    p.add_argument(
+        "--dictation",
+        action="store_true",
+        help="the client's dictation number: a call to it starts dictation by phone for the "
+        "client (from the client's own phones, or from the mobile number of one of its users "
+        "as the carrier states it; anyone else is refused); its calls follow no rule",
+    )
     p.set_defaults(func=cmd_number_add)
+    p = sub.add_parser("set", parents=[data], help="make a number a dictation number or not")
+    p.add_argument("number", metavar="NUMBER")
+    on = p.add_mutually_exclusive_group(required=True)
+    on.add_argument("--dictation", dest="dictation", action="store_true",
+                    help="calls to it start dictation by phone for its client")  # fmt: skip
+    on.add_argument("--calls", dest="dictation", action="store_false",
+                    help="an ordinary number again (its calls follow the rules)")  # fmt: skip
+    p.set_defaults(func=cmd_number_set)
     p = sub.add_parser("list", parents=[data], help="list numbers")
     p.add_argument("--client", metavar="ID", help="only this client's numbers")
     p.set_defaults(func=cmd_number_list)

@@ -257,11 +257,22 @@ class Numbers:
             client_id = actor.client
         return self.store.list_numbers(client_id)
 
-    def add(self, actor: Actor, number: str, client_id: str) -> Number:
+    def add(self, actor: Actor, number: str, client_id: str, dictation: bool = False) -> Number:
+        """Give a client a number; `dictation`: as its dictation number (its calls start
+        dictation by phone for the client, from the client's users only)."""
         policy.require_admin(actor)
         e164 = valid("number", directory.validate_e164, number, "number", country_of(self.store))
         client_id = valid("client", directory.validate_slug, client_id)
-        return self.store.add_number(e164, client_id)
+        return self.store.add_number(e164, client_id, dictation)
+
+    def set_dictation(self, actor: Actor, number: str, dictation: bool) -> Number:
+        """Make a number its client's dictation number, or an ordinary one again."""
+        policy.require_admin(actor)
+        e164 = valid("number", directory.validate_e164, number, "number", country_of(self.store))
+        changed = self.store.set_number_dictation(e164, dictation)
+        if changed is None:
+            raise NotFound("number", e164)
+        return changed
 
     def remove(self, actor: Actor, number: str) -> str:
         policy.require_admin(actor)

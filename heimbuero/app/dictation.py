@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -53,6 +55,8 @@ MAX_TEMPLATE = 10 * 1024 * 1024  # a letterhead with its logo
 # An open job's audio stays (the file service would delete it after [files] link_days);
 # once delivered, its files expire link_days after the delivery.
 OPEN_FILES_UNTIL = datetime(9999, 12, 31, tzinfo=UTC)
+PEAKS_CACHED = 256  # waveforms kept in memory (a few kB each), the least recently used go
+PEAKS_AT_ONCE = 2  # waveforms computed at the same time (each reads a whole part)
 
 
 def _now() -> datetime:
@@ -88,6 +92,9 @@ class Dictation:
         self.settings = settings or DictationSettings()
         self.events, self.send_fn, self.mailer = events, send, mailer
         self.bus = bus if bus is not None else events if isinstance(events, EventBus) else None
+        self._peaks: OrderedDict[str, list[int]] = OrderedDict()  # by the part's file id
+        self._peaks_lock = threading.Lock()
+        self._peaks_busy = threading.BoundedSemaphore(PEAKS_AT_ONCE)
 
     # -- helpers --
 
@@ -572,6 +579,27 @@ class Dictation:
                     raise NotFound("", "", "the audio of this part is gone (its link expired)")
                 return part, path
         raise NotFound("", "", f"no audio part {position} in job {job_id}")
+
+    def peaks(self, actor: Actor, job_id: int, position: int) -> tuple[PartRecord, list[int]]:
+        """The waveform of an audio part (min/max pairs, see `audio_peaks`), for whoever may
+        fetch its audio. Computed once per part (its file never changes) and kept in a bounded
+        cache; Invalid when the part's format cannot be decoded here."""
+        part, path = self.audio(actor, job_id, position)
+        with self._peaks_lock:
+            hit = self._peaks.get(part.file_id)
+            if hit is not None:
+                self._peaks.move_to_end(part.file_id)
+                return part, hit
+        with self._peaks_busy:
+            try:
+                peaks = media.audio_peaks(path, part.name, part.duration_s)
+            except media.AudioRefused as exc:
+                raise Invalid("position", str(exc)) from None
+        with self._peaks_lock:
+            self._peaks[part.file_id] = peaks
+            while len(self._peaks) > PEAKS_CACHED:
+                self._peaks.popitem(last=False)
+        return part, peaks
 
     # -- delivery --
 

@@ -327,6 +327,8 @@ class Number:
     e164: str
     client: str
     rules: tuple[Rule, ...] = ()
+    # the client's dictation number: a call to it starts dictation by phone, never a rule
+    dictation: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,3 +186,37 @@ def paragraphs_of_text(text: str) -> list[str]:
     stay inside a paragraph (and count as one character)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return [p.strip("\n") for p in text.split("\n\n") if p.strip()]
+
+
+# -- the dictation number: who may dictate for a client by calling it ----------------------------
+
+NOT_A_USER_PHONE = "The dictation number takes calls from the client's own phones only"
+UNKNOWN_CALLER = "Caller not known as a user of this client (dictation number)"
+
+
+def dictation_caller(
+    client: str,
+    roles: dict[str, tuple[str, str | None, str | None]],
+    user: str | None,
+    caller: str | None,
+) -> tuple[str | None, str]:
+    """Whose dictation a call to `client`'s dictation number is: (author, "") or (None, why).
+
+    `roles` maps user names to (role, client, mobile). A phone of ours (`user`, authenticated
+    by its password) must be a user of this client (owner or employee). A call from the
+    carrier is the user of this client whose mobile number is the caller's (`caller`, E.164,
+    as the carrier states it); a caller matching no one — or more than one — is refused, so
+    a stranger who learns the number cannot fill the client's queue."""
+    if user is not None:
+        role, of, _ = roles.get(user, ("", None, None))
+        if role in ("client", "employee") and of == client:
+            return user, ""
+        return None, NOT_A_USER_PHONE
+    found = sorted(
+        name
+        for name, (role, of, mobile) in roles.items()
+        if role in ("client", "employee") and of == client and caller and mobile == caller
+    )
+    if len(found) != 1:
+        return None, UNKNOWN_CALLER
+    return found[0], ""

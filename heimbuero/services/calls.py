@@ -41,6 +41,7 @@ from heimbuero.office.callpolicy import (
     may_change_forwarding,
     may_dial_out,
 )
+from heimbuero.office.dictation import dictation_caller
 from heimbuero.office.pickup import NOT_STAFF, may_pick_up
 from heimbuero.office.roles import is_staff
 from heimbuero.office.routing import (
@@ -684,6 +685,30 @@ class CallRouting:
             return 503, "Dictation by phone is not available"
         name = dictation_user(self.dictation_key, call_id, account.client, user)
         log.info("call %s: dictation by phone of %s for %s", call_id, user, account.client)
+        return Target(f"sip:{name}@{app.host}:{app.port}", app)
+
+    def dictation_number(
+        self, number: str, user: str | None, caller: str | None, call_id: str
+    ) -> Target | tuple[int, str] | None:
+        """A call to a client's dictation number (None: `number` is an ordinary one): the
+        media applications' dictation for the client, in the name of the client's user who
+        calls — `user` when a phone of ours calls, else the user whose mobile is the carrier's
+        `caller` (office/dictation.dictation_caller) — or (status, text) when no one is."""
+        entry = self.directory.numbers.get(number)
+        if entry is None or not entry.dictation:
+            return None
+        roles = {u.name: (str(u.role), u.client, u.mobile) for u in self.directory.users.values()}
+        author, why = dictation_caller(entry.client, roles, user, caller)
+        if author is None:
+            log.warning("call %s to the dictation number %s of %s from %s refused: %s",
+                        call_id, number, entry.client, user or caller or "-", why)  # fmt: skip
+            return 403, why
+        app = self.media_app
+        if app is None or not self.dictation_key:
+            return 503, "Dictation by phone is not available"
+        name = dictation_user(self.dictation_key, call_id, entry.client, author)
+        log.info("call %s: dictation number %s, dictation of %s for %s", call_id, number,
+                 author, entry.client)  # fmt: skip
         return Target(f"sip:{name}@{app.host}:{app.port}", app)
 
     def listen(self, user: str, dialled: str, call_id: str) -> Target | tuple[int, str] | None:

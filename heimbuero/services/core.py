@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from heimbuero.config import PICKUP_CODE
-from heimbuero.domain.model import Trunk, TrunkInbound
+from heimbuero.domain.model import Trunk, TrunkInbound, caller_number
+from heimbuero.domain.phone import PhoneError, parse_number
 from heimbuero.events import BindingChanged, CallEnded, EventBus
 from heimbuero.office.visibility import Person
 from heimbuero.sip import transaction as tx
@@ -543,6 +544,21 @@ class SipCore:
                 return
             number = calls.number_of(uri.user)
             if number is not None:
+                # a client's dictation number: dictation by phone, for whom the caller is
+                said = (
+                    None
+                    if user is not None
+                    else _caller_e164(req, calls.directory.provider.country_code)
+                )
+                dictating = calls.dictation_number(number, user, said, req.call_id)
+                if isinstance(dictating, tuple):
+                    code, text = dictating[0], _short(dictating[1])
+                    reason = [("Reason", f'SIP;cause={code};text="{text}"')]
+                    self.respond(txn, code, now, reason=text, headers=reason)
+                    return
+                if dictating is not None:
+                    self.proxy.ring(txn, [dictating], now)
+                    return
                 caller = str(req.from_.uri)
                 run = calls.start(number, req.call_id, caller, user, now)
                 self.proxy.execute_plan(txn, run, now)
@@ -1028,6 +1044,17 @@ TRUSTED_PEER = Trunk(name="[sip] trusted_peers", host="")  # a peer trusted by c
 
 def _trunk_ha1(inbound: TrunkInbound, _user: str, algorithm: str) -> str | None:
     return inbound.ha1_md5 if algorithm == "MD5" else inbound.ha1_sha256
+
+
+def _caller_e164(req: Request, country: int) -> str | None:
+    """The number a carrier's call comes from, E.164: its P-Asserted-Identity (only a
+    carrier's survives, RFC 3325), else its From; None when it is no phone number."""
+    raw = req.get("p-asserted-identity")
+    try:
+        uri = str(parse_address(raw.split(",", 1)[0]).uri) if raw else str(req.from_.uri)
+        return parse_number(caller_number(uri), country)
+    except (ParseError, PhoneError):
+        return None
 
 
 def _short(reason: str) -> str:

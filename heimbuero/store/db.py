@@ -453,10 +453,16 @@ class Store:
 
     # -- numbers ----------------------------------------------------------------------------
 
-    def add_number(self, e164: str, client_id: str) -> Number:
-        """Give a client a number; raise NotFound (client) or AlreadyExists (number)."""
+    def add_number(self, e164: str, client_id: str, dictation: bool = False) -> Number:
+        """Give a client a number (`dictation`: as its dictation number); raise NotFound
+        (client) or AlreadyExists (number)."""
         with self.unit_of_work() as uow:
-            return uow.clients.add_number(e164, client_id)
+            return uow.clients.add_number(e164, client_id, dictation)
+
+    def set_number_dictation(self, e164: str, dictation: bool) -> Number | None:
+        """Make a number a dictation number or an ordinary one; None if there is no such."""
+        with self.unit_of_work() as uow:
+            return uow.clients.set_number_dictation(e164, dictation)
 
     def remove_number(self, e164: str) -> bool:
         """Delete a number and drop it from its client's rules document."""

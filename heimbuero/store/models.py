@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -141,6 +142,8 @@ class NumberRow(Base):
     client: Mapped[str] = mapped_column(
         String(64), ForeignKey("clients.id", name="fk_numbers_client", ondelete="CASCADE")
     )
+    # a dictation number: its calls go to dictation by phone for the client (migration 0025)
+    dictation: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class GroupRow(Base):

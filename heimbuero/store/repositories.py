@@ -301,20 +301,30 @@ class ClientRepository(Repository):
 
     # -- numbers
 
-    def add_number(self, e164: str, client_id: str) -> Number:
+    def add_number(self, e164: str, client_id: str, dictation: bool = False) -> Number:
         s = self._session
         if s.get(ClientRow, client_id) is None:
             raise NotFound("client", client_id)
         existing = s.get(NumberRow, e164)
         if existing is not None:
             raise AlreadyExists("number", f"{e164} (client {existing.client})")
-        s.add(NumberRow(e164=e164, client=client_id))
+        s.add(NumberRow(e164=e164, client=client_id, dictation=dictation))
         try:
             s.flush()
         except IntegrityError:
             raise AlreadyExists("number", e164) from None
         self._uow.office_changed()
-        return Number(e164=e164, client=client_id)
+        return Number(e164=e164, client=client_id, dictation=dictation)
+
+    def set_number_dictation(self, e164: str, dictation: bool) -> Number | None:
+        """Make a number the client's dictation number (or an ordinary one again)."""
+        row = self._session.get(NumberRow, e164)
+        if row is None:
+            return None
+        if row.dictation != dictation:
+            row.dictation = dictation
+            self._uow.office_changed()
+        return Number(e164=row.e164, client=row.client, dictation=row.dictation)
 
     def remove_number(self, e164: str) -> bool:
         """Delete a number and drop it from its client's rules document."""
@@ -336,7 +346,10 @@ class ClientRepository(Repository):
         stmt = select(NumberRow).order_by(NumberRow.e164)
         if client_id is not None:
             stmt = stmt.where(NumberRow.client == client_id)
-        return [Number(e164=r.e164, client=r.client) for r in self._session.scalars(stmt)]
+        return [
+            Number(e164=r.e164, client=r.client, dictation=bool(r.dictation))
+            for r in self._session.scalars(stmt)
+        ]
 
     # -- overrides
 
@@ -546,7 +559,7 @@ class RulesRepository(Repository):
                 continue
             for e164, number in parsed.items():
                 if e164 in full and full[e164].client == client_id:
-                    full[e164] = number
+                    full[e164] = replace(number, dictation=full[e164].dictation)
         return Directory(provider, clients, full, users, groups, trunks), problems
 
 

@@ -1,7 +1,9 @@
 """The typist's pages (/dictation, /dictation/{id}) in a real browser against the real server:
 a client's dictation uploaded over the API, taken by one typist on a 360 px screen (the other
 typist is told it is taken), played, sped up with the pitch kept, typed with the hotkeys,
-autosaved and found again after a reload, then delivered."""
+autosaved and found again after a reload, then delivered. The waveform on its canvas
+(drawn from the server's peaks, a click seeks) and the foot pedal's reports (through the
+page's test hook: no real pedal here) drive the same player."""
 
 from __future__ import annotations
 
@@ -124,7 +126,7 @@ def test_typist_takes_plays_types_and_delivers(browser: Any, demo: Server) -> No
         # the pedal's note (headless chromium has no WebHID)
         assert anna.locator("#pedal").inner_text() in (
             "Fußschalter: nicht verfügbar in diesem Browser",
-            "Fußschalter: WebHID vorhanden (noch nicht unterstützt)",
+            "Fußpedal: nicht verbunden",
         )
 
         # play: the time goes on
@@ -195,3 +197,78 @@ def test_typist_takes_plays_types_and_delivers(browser: Any, demo: Server) -> No
         anna_ctx.close()
         ben_ctx.close()
         admin_ctx.close()
+
+
+def take_in_browser(page: Any, srv: Server, jid: int, title: str) -> None:
+    page.goto(srv.http_url + "/dictation")
+    page.get_by_role("button", name=f"Übernehmen: #{jid} {title}").click()
+    page.wait_for_url(re.compile(rf"/dictation/{jid}$"))
+    page.locator("html[data-dictation='1']").wait_for(state="attached", timeout=15_000)
+
+
+def test_waveform_seeks_and_the_pedal_drives_the_player(browser: Any, demo: Server) -> None:
+    title = "Bericht Wellenform"
+    jid = submit_dictation(demo, title)
+    ctx = browser.new_context(locale="de-DE", viewport={"width": 360, "height": 740})
+    try:
+        page = ctx.new_page()
+        login(page, demo, "anna")
+        take_in_browser(page, demo, jid, title)
+        wave = page.get_by_role(
+            "slider", name="Wellenform und Position des Teils (klicken zum Springen)"
+        )
+        wave.wait_for()
+        # drawn from the server's peaks: 1600 slices of the 30 s of noise, pixels on the canvas
+        until(lambda: page.evaluate("document.getElementById('wave').dataset.drawn") == "1600",
+              "waveform drawn")  # fmt: skip
+        inked = page.evaluate(
+            "(function () { var c = document.getElementById('wave');"
+            " var d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, n = 0;"
+            " for (var i = 3; i < d.length; i += 4) if (d[i]) n++; return [n, c.width]; })()"
+        )
+        assert inked[1] <= 360 * 3 and inked[0] > inked[1], inked  # more than the cursor line
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        until(lambda: audio(page, "duration") == 30, "audio loaded")
+        # a click at three quarters of its width: there, in the audio and for assistive tech
+        box = wave.bounding_box()
+        assert box is not None
+        wave.click(position={"x": box["width"] * 0.75, "y": box["height"] / 2})
+        until(lambda: abs(audio(page, "currentTime") - 22.5) < 1.0, "seeked by the click")
+        assert abs(int(wave.get_attribute("aria-valuenow") or "0") - 22) <= 1
+        wave.press("ArrowLeft")  # the keyboard, too: back by the jump (3 s)
+        until(lambda: abs(audio(page, "currentTime") - 19.5) < 1.0, "arrow key seeks")
+
+        # the pedal (a synthetic report through the hook): right = forward, held repeats
+        hook = "window.heimbueroPedal"
+        assert page.evaluate(f"{hook}.decide(0, [1, 0], {{'1': 'toggle'}})") == {
+            "held": 1, "actions": [{"action": "toggle", "down": True}]}  # fmt: skip
+        assert page.evaluate(f"{hook}.decide(5, [4], {{'1': 'rewind', '4': 'forward'}})") == {
+            "held": 4, "actions": [{"action": "rewind", "down": False}]}  # fmt: skip
+        before = audio(page, "currentTime")
+        page.evaluate(f"{hook}.handleReport([4, 0])")
+        page.evaluate(f"{hook}.handleReport([0, 0])")
+        assert abs(audio(page, "currentTime") - (before + 3)) < 0.5
+        page.evaluate(f"{hook}.handleReport([1, 0])")  # left: rewind
+        page.evaluate(f"{hook}.handleReport([0, 0])")
+        assert abs(audio(page, "currentTime") - before) < 0.5
+        # the middle: plays while held, pauses when let go
+        assert audio(page, "paused") is True
+        page.evaluate(f"{hook}.handleReport([2, 0])")
+        until(lambda: audio(page, "paused") is False, "pedal plays")
+        start = audio(page, "currentTime")
+        until(lambda: audio(page, "currentTime") > start + 0.5, "time goes on while held")
+        page.evaluate(f"{hook}.handleReport([0, 0])")
+        until(lambda: audio(page, "paused") is True, "pedal released pauses")
+        # a mapping of this browser (localStorage): the middle toggles instead
+        page.evaluate("localStorage.setItem('hb.dictation.pedal', JSON.stringify("
+                      "{'1': 'rewind', '2': 'toggle', '4': 'forward'}))")  # fmt: skip
+        page.reload()
+        page.locator("html[data-dictation='1']").wait_for(state="attached", timeout=15_000)
+        assert page.evaluate(f"{hook}.mapping['2']") == "toggle"
+        page.evaluate(f"{hook}.handleReport([2])")
+        page.evaluate(f"{hook}.handleReport([0])")
+        until(lambda: audio(page, "paused") is False, "toggle plays and stays on")
+        page.evaluate(f"{hook}.handleReport([2])")
+        until(lambda: audio(page, "paused") is True, "toggle pauses")
+    finally:
+        ctx.close()

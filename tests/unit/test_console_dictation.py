@@ -210,3 +210,39 @@ def test_draft_versions_heartbeat_deliver_and_release(office: Any) -> None:
         assert back.headers["location"] == f"/dictation?released={other}"
         job = desk.get(Actor("anna", Role.AGENT, None), other)
         assert job.state == "new" and job.typist is None and job.draft == "Protokoll: Anfang"
+
+
+def test_waveform_peaks_for_those_who_may_fetch_the_audio(office: Any) -> None:
+    """/dictation/{id}/peaks/{n}: the holder gets the part's min/max pairs as JSON (computed
+    once, then from the cache), staff like for the audio; a client's user, a missing part or
+    job and ids beyond the database's integers get 404; the page links the route."""
+    app, pw, desk, ids = office
+    jid = ids["normal"]
+    with TestClient(app()) as anna, TestClient(app()) as ben, TestClient(app()) as mueller:
+        csrf = _login(anna, "anna", pw["anna"])
+        _login(ben, "ben", pw["ben"])
+        _login(mueller, "mueller", pw["mueller"])
+        anna.post(f"/dictation/{jid}/take", data={"csrf": csrf})
+        assert f'data-peaks="/dictation/{jid}/peaks/0"' in anna.get(f"/dictation/{jid}").text
+        assert 'role="slider"' in anna.get(f"/dictation/{jid}").text
+        r = anna.get(f"/dictation/{jid}/peaks/0")
+        assert r.status_code == 200 and r.headers["cache-control"] == "private, no-store"
+        body = r.json()
+        assert body["seconds"] == 1.0 and len(body["peaks"]) == 2 * 1600
+        assert set(body["peaks"]) == {0}  # the fixture's second of silence
+        part = desk.get(Actor("anna", Role.AGENT, None), jid).parts[0]
+        cached = desk._peaks[part.file_id]
+        assert anna.get(f"/dictation/{jid}/peaks/0").json()["peaks"] == cached
+        # the other typist: what the audio route allows (staff), no more
+        assert ben.get(f"/dictation/{jid}/audio/0").status_code == 200
+        assert ben.get(f"/dictation/{jid}/peaks/0").status_code == 200
+        # a client's user, even the author, never: the same 404 as a missing job
+        for path in (f"/dictation/{jid}/peaks/0", f"/dictation/{ids['other']}/peaks/0"):
+            assert mueller.get(path).status_code == 404, path
+        for path in (f"/dictation/{jid}/peaks/1", "/dictation/99999/peaks/0",
+                     "/dictation/99999999999999999999/peaks/0"):  # fmt: skip
+            assert anna.get(path).status_code == 404, path
+        assert anna.get(f"/dictation/{jid}/peaks/x").status_code == 422
+    with TestClient(app()) as anonymous:
+        r = anonymous.get(f"/dictation/{jid}/peaks/0", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/"

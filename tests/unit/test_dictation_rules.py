@@ -129,3 +129,28 @@ def test_audio_formats_and_durations(tmp_path: Path) -> None:
     junk.write_bytes(b"not a wave file at all")
     with pytest.raises(AudioRefused):
         measure_audio(junk, "c.wav")
+
+
+def test_who_may_dictate_on_a_clients_dictation_number() -> None:
+    from heimbuero.office.dictation import NOT_A_USER_PHONE, UNKNOWN_CALLER, dictation_caller
+
+    roles = {
+        "mueller": ("client", "mueller", "+491701111111"),
+        "geselle": ("employee", "mueller", "+491702222222"),
+        "schulz": ("client", "schulz", "+491703333333"),
+        "anna": ("agent", None, "+491704444444"),
+        "twin1": ("employee", "twins", "+491705555555"),
+        "twin2": ("employee", "twins", "+491705555555"),
+    }
+    # a phone of ours: a user of this client, nobody else (whatever number he claims)
+    assert dictation_caller("mueller", roles, "geselle", None) == ("geselle", "")
+    assert dictation_caller("mueller", roles, "schulz", "+491701111111") == (None, NOT_A_USER_PHONE)
+    assert dictation_caller("mueller", roles, "anna", None) == (None, NOT_A_USER_PHONE)
+    assert dictation_caller("mueller", roles, "ghost", None) == (None, NOT_A_USER_PHONE)
+    # from the carrier: the client's user with that mobile; strangers, others' users, staff no
+    assert dictation_caller("mueller", roles, None, "+491701111111") == ("mueller", "")
+    assert dictation_caller("mueller", roles, None, "+491702222222") == ("geselle", "")
+    for caller in ("+4930555123", "+491703333333", "+491704444444", None, ""):
+        assert dictation_caller("mueller", roles, None, caller) == (None, UNKNOWN_CALLER)
+    # two users with one mobile: not whose it is, so no one's
+    assert dictation_caller("twins", roles, None, "+491705555555") == (None, UNKNOWN_CALLER)

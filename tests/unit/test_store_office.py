@@ -270,3 +270,38 @@ def test_migration_0007_approves_forwarding_that_worked_before(tmp_path: Path) -
     assert client is not None
     assert client.call_policy.approved_numbers == ("+491701111111", "+4930123456")
     s.close()
+
+
+def test_a_dictation_number_is_kept_and_switched(store: Store) -> None:
+    """A client's dictation number (migration 0025): stored, listed, in the directory even
+    when the client's rules document names it, switched back to an ordinary number."""
+    seed_demo(store, REALM)
+    assert store.add_number("+49891239999", "mueller", dictation=True).dictation
+    assert {n.e164: n.dictation for n in store.list_numbers("mueller")} == {
+        "+49891234567": False, "+49891239999": True}  # fmt: skip
+    doc = store.get_rules_document("mueller")
+    assert doc is not None
+    doc["numbers"]["+49891239999"] = doc["numbers"]["+49891234567"]
+    store.save_rules("mueller", doc)
+    d = store.load_directory()
+    assert d.numbers["+49891239999"].dictation and d.numbers["+49891239999"].rules
+    assert not d.numbers["+49891234567"].dictation
+    switched = store.set_number_dictation("+49891239999", False)
+    assert switched is not None and not switched.dictation
+    assert not store.load_directory().numbers["+49891239999"].dictation
+    assert store.set_number_dictation("+49890000000", True) is None
+
+
+def test_migration_0025_makes_existing_numbers_ordinary(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    s = Store(f"sqlite:///{db}")
+    cfg = s._alembic_config()
+    with s._engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0024")
+    s.add_client(Client("mueller", "Tischlerei Müller"))
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO numbers (e164, client) VALUES ('+49891234567', 'mueller')")
+    s.upgrade()
+    assert [(n.e164, n.dictation) for n in s.list_numbers()] == [("+49891234567", False)]
+    s.close()

@@ -271,6 +271,7 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
             parts=[
                 {
                     "src": f"/dictation/{job.id}/audio/{p.position}",
+                    "peaks": f"/dictation/{job.id}/peaks/{p.position}",
                     "name": p.name,
                     "seconds": p.duration_s,
                 }
@@ -296,6 +297,26 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
             path, media_type=part.content_type,
             headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"},
         )  # fmt: skip
+
+    @router.get("/dictation/{job_id}/peaks/{position}")
+    async def peaks(request: Request, job_id: int, position: int) -> Response:
+        """The waveform of an audio part for the player: JSON `{"seconds", "peaks"}`, peaks
+        the flat list min0, max0, min1, max1, … (-127..127) of up to 1600 slices; for whoever
+        may fetch the audio (the same 404s), computed once per part on the server."""
+        got = typist(request, job_id)
+        if isinstance(got, Response):
+            return got
+        _, user, d = got
+        try:
+            part, values = await run_in_threadpool(d.peaks, Actor.of(user), job_id, position)
+        except NotFound:
+            return _not_found(request)
+        except AppError as exc:
+            return JSONResponse({"detail": str(exc)}, http_status(exc))
+        return JSONResponse(
+            {"seconds": part.duration_s, "peaks": values},
+            headers={"Cache-Control": "private, no-store"},
+        )
 
     def wants_json(request: Request) -> bool:
         return "application/json" in request.headers.get("accept", "")

@@ -3,7 +3,9 @@
 // playback resumes, hotkeys that work while typing (Esc play/pause, F1 back, F2 forward,
 // F3 slower, F4 faster), the position per job (localStorage); the draft saved to the server
 // a few seconds after typing and when the page is hidden or left (fetch keepalive), and a
-// heartbeat so the job's lock does not run out while the page is open.
+// heartbeat so the job's lock does not run out while the page is open. A waveform of the
+// part (peaks from the server) shows the position and seeks on a click; a USB foot pedal
+// (WebHID) drives the player, its buttons mapped to actions on the page.
 // The queue (/dictation) follows /dictation/events: at each change of a job it fetches its list
 // again (the same filter), so a job another typist took loses its button without a reload.
 "use strict";
@@ -86,11 +88,113 @@
   }
   speed.addEventListener("change", function () { setRate(parseFloat(speed.value)); });
 
+  // -- the waveform of the part playing: min/max peaks computed once on the server
+  // (/dictation/{id}/peaks/{n}), so a long dictation costs the page a few kB, not its audio
+  // decoded in memory; the position drawn on it, a click (or the arrow keys) seeks --
+  var wave = document.getElementById("wave");
+  var waveStatus = document.getElementById("wave-status");
+  var peaks = {}, shown = null;  // part index -> peaks (or false: not available)
+  function clock(t) {
+    t = Math.max(0, Math.floor(t || 0));
+    var s = t % 60;
+    return Math.floor(t / 60) + ":" + (s < 10 ? "0" : "") + s;
+  }
+  function draw() {
+    if (!wave) return;
+    var ratio = window.devicePixelRatio || 1;
+    var w = Math.max(1, Math.round(wave.clientWidth * ratio));
+    var h = Math.max(1, Math.round(wave.clientHeight * ratio));
+    if (wave.width !== w) wave.width = w;
+    if (wave.height !== h) wave.height = h;
+    var g = wave.getContext("2d");
+    if (!g) return;
+    g.clearRect(0, 0, w, h);
+    var data = shown === null ? null : peaks[shown];
+    var dur = isFinite(audio.duration) && audio.duration > 0 ? audio.duration :
+      parseFloat(links[part] ? links[part].dataset.seconds : "0") || 0;
+    var at = dur > 0 ? Math.min(1, audio.currentTime / dur) : 0;
+    var mid = h / 2;
+    if (data && data.length >= 2) {
+      var n = data.length / 2;
+      for (var x = 0; x < w; x++) {
+        var a = Math.floor(x * n / w), b = Math.max(a + 1, Math.floor((x + 1) * n / w));
+        var lo = 0, hi = 0;
+        for (var k = a; k < b && k < n; k++) {
+          lo = Math.min(lo, data[2 * k]);
+          hi = Math.max(hi, data[2 * k + 1]);
+        }
+        g.fillStyle = x / w <= at ? "#1a5fb4" : "#8a9bb0";
+        var top = mid - (hi / 127) * mid, bottom = mid - (lo / 127) * mid;
+        g.fillRect(x, top, 1, Math.max(1, bottom - top));
+      }
+    } else {
+      g.fillStyle = "#8a9bb0";
+      g.fillRect(0, mid, w, 1);
+    }
+    g.fillStyle = "#c01c28";
+    g.fillRect(Math.min(w - 2, Math.round(at * w)), 0, 2 * ratio, h);
+    wave.setAttribute("aria-valuemax", String(Math.round(dur)));
+    wave.setAttribute("aria-valuenow", String(Math.round(audio.currentTime || 0)));
+    wave.setAttribute("aria-valuetext", clock(audio.currentTime) + " / " + clock(dur));
+    wave.dataset.drawn = data ? String(data.length / 2) : "0";  // (the browser test reads it)
+  }
+  function showWave(i) {
+    if (!wave) return;
+    shown = i;
+    if (peaks[i] !== undefined) { draw(); return; }
+    draw();
+    fetch(links[i].dataset.peaks, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (d) {
+        peaks[i] = d && d.peaks ? d.peaks : false;
+        if (!peaks[i] && waveStatus) {
+          waveStatus.textContent = wave.dataset.failed;
+          waveStatus.hidden = false;
+        }
+        if (shown === i) draw();
+      })
+      .catch(function () { /* drawn without peaks: the position still shows */ });
+  }
+  if (wave) {
+    wave.addEventListener("click", function (e) {
+      var dur = audio.duration;
+      if (!isFinite(dur) || dur <= 0) return;
+      var box = wave.getBoundingClientRect();
+      var f = Math.min(1, Math.max(0, (e.clientX - box.left) / box.width));
+      audio.currentTime = f * dur;
+      remember(true);
+      draw();
+    });
+    wave.addEventListener("keydown", function (e) {
+      var by = {"ArrowLeft": -1, "ArrowRight": 1, "PageDown": -10, "PageUp": 10}[e.key];
+      if (e.key === "Home") { audio.currentTime = 0; }
+      else if (e.key === "End" && isFinite(audio.duration)) { audio.currentTime = audio.duration; }
+      else if (by) { jump(by * step()); }
+      else return;
+      e.preventDefault();
+      draw();
+    });
+    ["timeupdate", "seeked", "loadedmetadata", "durationchange"].forEach(function (ev) {
+      audio.addEventListener(ev, draw);
+    });
+    var drawing = false;
+    audio.addEventListener("play", function () {  // smoother than timeupdate's 4 per second
+      if (drawing) return;
+      drawing = true;
+      (function frame() {
+        draw();
+        if (!audio.paused) window.requestAnimationFrame(frame); else drawing = false;
+      })();
+    });
+    window.addEventListener("resize", draw);
+  }
+
   var pending = null;  // a position to seek to once the part's metadata is there
   function choose(i, at) {
     part = i;
     pending = at || 0;
     links.forEach(function (a, j) { a.classList.toggle("current", j === i); });
+    showWave(i);
     if (audio.getAttribute("src") !== links[i].dataset.src) audio.src = links[i].dataset.src;
     else if (audio.readyState >= 1) { audio.currentTime = pending; pending = null; }
   }
@@ -159,9 +263,103 @@
     else choose(0, 0);
   }
 
-  // the foot pedal (WebHID): said whether the browser could, not driven yet
+  // -- the foot pedal (WebHID) --
+  // A transcription pedal is a HID device whose input reports carry its buttons as a bitmask
+  // (Infinity IN-USB-1/2/3: 1 left, 2 middle, 4 right in the first byte). Which button does
+  // what is chosen on the page and kept in localStorage. decide() is the pure part: the
+  // buttons held before and a report in, the buttons held now and what to do out.
+  var KEY_PEDAL = "hb.dictation.pedal";
+  var BUTTONS = [1, 2, 4];
+  var ACTIONS = ["rewind", "hold", "toggle", "forward", "none"];
+  var mapping = {"1": "rewind", "2": "hold", "4": "forward"};
+  try {
+    var kept = JSON.parse(load(KEY_PEDAL, "null"));
+    BUTTONS.forEach(function (b) {
+      if (kept && ACTIONS.indexOf(kept[b]) >= 0) mapping[String(b)] = kept[b];
+    });
+  } catch (e) { /* the defaults */ }
+  function decide(held, report, map) {
+    var mask = (report[0] || 0) | ((report[1] || 0) << 8);
+    var out = [];
+    BUTTONS.forEach(function (b) {
+      var act = map[String(b)] || "none";
+      if (act === "none") return;
+      if ((mask & b) && !(held & b)) out.push({action: act, down: true});
+      else if (!(mask & b) && (held & b)) out.push({action: act, down: false});
+    });
+    return {held: mask, actions: out};
+  }
+  var pedalHeld = 0, repeat = {};
+  function play() {
+    if (!audio.paused) return;
+    if (audio.currentTime > 0) audio.currentTime = Math.max(0, audio.currentTime - back());
+    var p = audio.play();
+    if (p && p.catch) p.catch(function () { /* not loaded yet */ });
+  }
+  function perform(a) {
+    var by = a.action === "rewind" ? -1 : a.action === "forward" ? 1 : 0;
+    if (by) {  // a jump at once, then again while the button is held
+      if (repeat[a.action]) { clearInterval(repeat[a.action]); delete repeat[a.action]; }
+      if (a.down) {
+        jump(by * step());
+        repeat[a.action] = setInterval(function () { jump(by * step()); }, 500);
+      }
+    } else if (a.action === "hold") {
+      if (a.down) play(); else audio.pause();
+    } else if (a.action === "toggle" && a.down) {
+      toggle();
+    }
+  }
+  function handleReport(bytes) {
+    var got = decide(pedalHeld, bytes, mapping);
+    pedalHeld = got.held;
+    got.actions.forEach(perform);
+    return got.actions;
+  }
+  window.heimbueroPedal = {decide: decide, handleReport: handleReport, mapping: mapping};
   var pedal = document.getElementById("pedal");
+  var pedalBox = document.getElementById("pedal-box");
   if (pedal) pedal.textContent = navigator.hid ? pedal.dataset.some : pedal.dataset.none;
+  if (navigator.hid && pedal && pedalBox) {
+    pedalBox.hidden = false;
+    BUTTONS.forEach(function (b) {
+      var select = document.getElementById("pedal-" + b);
+      if (!select) return;
+      select.value = mapping[String(b)];
+      select.addEventListener("change", function () {
+        mapping[String(b)] = select.value;
+        store(KEY_PEDAL, JSON.stringify(mapping));
+      });
+    });
+    var onReport = function (e) {
+      handleReport(new Uint8Array(e.data.buffer, e.data.byteOffset, e.data.byteLength));
+    };
+    var use = function (device) {
+      var ready = device.opened ? Promise.resolve() : device.open();
+      return ready.then(function () {
+        device.removeEventListener("inputreport", onReport);
+        device.addEventListener("inputreport", onReport);
+        pedal.textContent = pedal.dataset.on + " " + (device.productName || "HID");
+      });
+    };
+    var connect = function (filters) {
+      navigator.hid.requestDevice({filters: filters}).then(function (devices) {
+        if (devices.length) return use(devices[0]);
+      }).catch(function () { pedal.textContent = pedal.dataset.failed; });
+    };
+    // Infinity IN-USB-1/2/3 (VEC); another pedal: the browser lists every HID device
+    document.getElementById("pedal-connect").addEventListener("click", function () {
+      connect([{vendorId: 0x05f3, productId: 0x00ff}]);
+    });
+    document.getElementById("pedal-any").addEventListener("click", function () { connect([]); });
+    navigator.hid.getDevices().then(function (devices) {  // allowed before: again at once
+      if (devices.length) use(devices[0]).catch(function () { /* a click connects it */ });
+    }).catch(function () { /* not allowed here */ });
+    navigator.hid.addEventListener("disconnect", function () {
+      pedal.textContent = pedal.dataset.some;
+      pedalHeld = 0;
+    });
+  }
 
   // [mm:ss] of the dictation (all parts before this one counted) at the cursor
   function stamp() {
