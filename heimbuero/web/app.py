@@ -243,6 +243,13 @@ class ClientOut(BaseModel):
 class NumberModel(BaseModel):
     number: str = Field(max_length=64, examples=["089 1234567", "+49891234567"])
     client: str = Field(examples=["mueller"])
+    dictation: bool = Field(
+        default=False, description="calls to it start dictation by phone for the client"
+    )
+
+
+class NumberPatch(BaseModel):
+    dictation: bool = Field(description="true: the client's dictation number; false: calls")
 
 
 # typed as people write it; the handler reads it with the provider's country code
@@ -910,14 +917,20 @@ def create_app(ctx: WebContext) -> FastAPI:
     def list_numbers(actor: Who, client: str | None = None) -> list[NumberModel]:
         """Numbers of every client (staff) or of your own business."""
         return [
-            NumberModel(number=n.e164, client=n.client)
+            NumberModel(number=n.e164, client=n.client, dictation=n.dictation)
             for n in handlers.numbers.list(actor, client)
         ]
 
     @app.post("/api/numbers", status_code=201, tags=["numbers"])
     def add_number(body: NumberModel, actor: Who) -> NumberModel:
-        n = handlers.numbers.add(actor, body.number, body.client)
-        return NumberModel(number=n.e164, client=n.client)
+        n = handlers.numbers.add(actor, body.number, body.client, body.dictation)
+        return NumberModel(number=n.e164, client=n.client, dictation=n.dictation)
+
+    @app.patch("/api/numbers/{number}", tags=["numbers"])
+    def set_number(number: str, body: NumberPatch, actor: Who) -> NumberModel:
+        """Make a number the client's dictation number, or back a number for calls."""
+        n = handlers.numbers.set_dictation(actor, number, body.dictation)
+        return NumberModel(number=n.e164, client=n.client, dictation=n.dictation)
 
     @app.delete("/api/numbers/{number}", status_code=204, tags=["numbers"])
     def remove_number(number: str, actor: Who) -> None:

@@ -111,6 +111,28 @@ def test_provider_country_code_reads_national_numbers(office: Any) -> None:
     assert r.status_code == 201 and r.json()["number"] == "+43158858"
 
 
+def test_api_sets_a_clients_dictation_number(office: Any) -> None:
+    http, pw, store = office
+    admin = ("admin", pw["admin"])
+    body = {"number": "030 7654321", "client": "schulz", "dictation": True}
+    r = http.post("/api/numbers", json=body, auth=admin)
+    assert r.status_code == 201 and r.json()["dictation"] is True
+    listed = http.get("/api/numbers", params={"client": "schulz"}, auth=admin).json()
+    assert {n["number"]: n["dictation"] for n in listed} == {
+        "+49301234567": False, "+49307654321": True}  # fmt: skip
+    r = http.patch("/api/numbers/030 7654321", json={"dictation": False}, auth=admin)
+    assert r.status_code == 200 and r.json()["dictation"] is False
+    assert not [n for n in store.list_numbers("schulz") if n.dictation]
+    # the client itself may not, an unknown number is 404, junk a 422
+    schulz = ("schulz", pw["schulz"])
+    r = http.patch("/api/numbers/030 1234567", json={"dictation": True}, auth=schulz)
+    assert r.status_code in (403, 404) and not store.list_numbers("schulz")[0].dictation
+    r = http.patch("/api/numbers/030 9999999", json={"dictation": True}, auth=admin)
+    assert r.status_code == 404
+    r = http.patch("/api/numbers/030 1234567", json={"dictation": "yes please"}, auth=admin)
+    assert r.status_code == 422
+
+
 def test_rules_document_takes_german_numbers(office: Any) -> None:
     http, pw, _store = office
     admin = ("admin", pw["admin"])
