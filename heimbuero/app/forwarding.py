@@ -112,7 +112,8 @@ class Forwarding:
         (YYYY-MM-DD, default today in the client's timezone), in slots of `slot_minutes`
         (15, 30 or 60), which rule decides a call at the start of each slot, computed with
         routing itself (holidays and closures of that week included; no override active,
-        nobody registered, an unknown caller). Consecutive slots of one rule are joined into one span."""
+        nobody registered, an unknown caller). Consecutive slots of one rule are joined into
+        one span."""
         c = self._client(actor, client_id)
         if slot_minutes not in (15, 30, 60):
             raise Invalid("slot", "slot must be 15, 30 or 60 minutes")
