@@ -590,7 +590,7 @@ def cmd_route_simulate(args: argparse.Namespace) -> int:
     """Show which rule a call to NUMBER matches and the steps it rings."""
     with _open_app(args.data) as (_cfg, app):
         if args.draft is None:
-            plan = app.simulator.simulate(ADMIN, args.number, args.at)
+            plan = app.simulator.simulate(ADMIN, args.number, args.at, args.caller)
         else:  # an unsaved rules document: the client is the one it names
             from heimbuero.office.rules_doc import MAX_DOCUMENT_BYTES, RulesError, from_text
 
@@ -608,7 +608,9 @@ def cmd_route_simulate(args: argparse.Namespace) -> int:
             if not isinstance(client, str):
                 return _fail(f"{args.draft}: the rules document must name its client")
             try:
-                plan = app.forwarding.simulate(ADMIN, client, args.number, args.at, doc)
+                plan = app.forwarding.simulate(
+                    ADMIN, client, args.number, args.at, doc, args.caller
+                )
             except Invalid as exc:
                 if not exc.document:
                     raise
@@ -1065,6 +1067,12 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         metavar="ISO-8601",
         help="when the call comes in (default now); without an offset it is the client's "
         "local time",
+    )
+    p.add_argument(
+        "--caller",
+        metavar="NUMBER",
+        help="the calling number as written (0171 2222222, +43 1 234567) for rules with a "
+        "caller condition (VIP callers, numbers, prefixes); default: an unknown caller",
     )
     p.add_argument(
         "--draft",

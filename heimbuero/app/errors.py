@@ -42,6 +42,13 @@ class Conflict(AppError):
     status = 409
 
 
+class Stale(Conflict):
+    """A change made against a version of the data that is no longer the stored one (HTTP
+    If-Match that does not match: 412 Precondition Failed)."""
+
+    status = 412
+
+
 class Unavailable(AppError):
     """A part of the running server this needs is not there (presence, messaging)."""
 

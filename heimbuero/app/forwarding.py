@@ -72,15 +72,22 @@ class Forwarding:
         number: str | None = None,
         at: str | None = None,
         draft: Any = None,
+        caller: str | None = None,
     ) -> RoutePlan:
         """Where a call to the client's `number` (as typed; default: its first number) goes
-        now or at `at` (ISO 8601; without an offset the client's local time), with the stored
-        rules or, when `draft` is given, with that unsaved rules document (nothing is stored).
+        now or at `at` (ISO 8601; without an offset the client's local time), from `caller`
+        (a phone number as typed; None: an unknown caller), with the stored rules or, when
+        `draft` is given, with that unsaved rules document (nothing is stored).
         An invalid draft raises Invalid listing every problem with its path in the document."""
         c = self._client(actor, client_id)
         d = self.store.load_directory()
         e164 = self._own_number(c.id, d, number)
         when = valid("at", directory.parse_at, at, c.timezone)
+        if caller is not None and caller.strip():
+            caller = valid("caller", directory.validate_e164, caller, "caller",
+                           d.provider.country_code)  # fmt: skip
+        else:
+            caller = None
         if draft is not None:
             if not isinstance(draft, dict):
                 raise Invalid.many([Problem("", "the rules document must be a mapping")])
@@ -91,7 +98,7 @@ class Forwarding:
             d = replace(d, numbers={**d.numbers, **parsed})
         overrides = {o.client: o for o in self.store.list_overrides(now=when)}
         state = self.routing_state() if self.routing_state is not None else RoutingState()
-        return route(e164, when, replace(state, overrides=overrides), d)
+        return route(e164, when, replace(state, overrides=overrides), d, caller)
 
     def week(
         self,
@@ -105,7 +112,8 @@ class Forwarding:
         (YYYY-MM-DD, default today in the client's timezone), in slots of `slot_minutes`
         (15, 30 or 60), which rule decides a call at the start of each slot, computed with
         routing itself (holidays and closures of that week included; no override active,
-        nobody registered). Consecutive slots of one rule are joined into one span."""
+        nobody registered, an unknown caller). Consecutive slots of one rule are joined into
+        one span."""
         c = self._client(actor, client_id)
         if slot_minutes not in (15, 30, 60):
             raise Invalid("slot", "slot must be 15, 30 or 60 minutes")

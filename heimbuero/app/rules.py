@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 from heimbuero.app import policy
 from heimbuero.app._util import country_of, valid
-from heimbuero.app.errors import Conflict, Forbidden, Invalid, NotFound, Problem
+from heimbuero.app.errors import Forbidden, Invalid, NotFound, Problem, Stale
 from heimbuero.app.policy import Actor
-from heimbuero.domain.model import Client, Number, Override
+from heimbuero.domain.model import Client, Directory, Number, Override
 from heimbuero.office import directory
 from heimbuero.office.routing import RoutePlan, RoutingState
 from heimbuero.office.rules_doc import RulesError, document_version, dump_rules_document
@@ -48,18 +48,22 @@ class Rules:
     ) -> dict[str, Number]:
         """Validate and store; an invalid document changes nothing and raises Invalid with
         every problem (fields are paths in the document). Returns the parsed numbers.
-        With `expected` (the version the editor started from), a document changed meanwhile
-        is not overwritten: Conflict."""
+        With `expected` (the version the editor started from, rules_doc.document_version),
+        a document changed meanwhile is not overwritten: Stale (a Conflict). The version is
+        compared in the transaction that stores."""
         client_id = valid("client", directory.validate_slug, client_id)
         c = _client(self.store, actor, client_id)
         if not policy.may_change_rules(actor, c.id):
             raise Forbidden("only admins and the client itself may change its rules")
         if not isinstance(document, dict):
             raise Invalid.many([Problem("", "the rules document must be a mapping")])
-        if expected is not None and expected != self.version(actor, c.id):
-            raise Conflict("the rules were changed meanwhile; reload them and edit again")
+
+        def unchanged(d: Directory) -> None:
+            if expected is not None and expected != document_version(dump_rules_document(c.id, d)):
+                raise Stale("the rules were changed meanwhile; reload them and edit again")
+
         try:
-            return self.store.save_rules(c.id, document)
+            return self.store.save_rules(c.id, document, unchanged)
         except RulesError as exc:
             raise Invalid.many([Problem(path, msg) for path, msg in exc.problems]) from None
 
@@ -120,8 +124,16 @@ class Simulator:
     ) -> None:
         self.store, self.routing_state = store, routing_state
 
-    def simulate(self, actor: Actor, number: str, at: str | None = None) -> RoutePlan:
-        e164 = valid("number", directory.validate_e164, number, "number", country_of(self.store))
+    def simulate(
+        self, actor: Actor, number: str, at: str | None = None, caller: str | None = None
+    ) -> RoutePlan:
+        """`caller`: the calling number as typed (None or empty: an unknown caller)."""
+        country = country_of(self.store)
+        e164 = valid("number", directory.validate_e164, number, "number", country)
+        if caller is not None and caller.strip():
+            caller = valid("caller", directory.validate_e164, caller, "caller", country)
+        else:
+            caller = None
         if at is not None:
             valid("at", directory.parse_at, at, "UTC")
         if not actor.staff:
@@ -129,4 +141,4 @@ class Simulator:
             if owner is None or owner != actor.client:
                 raise Forbidden("you may only simulate your own business's numbers")
         state = self.routing_state() if self.routing_state is not None else None
-        return valid("number", directory.simulate_call, self.store, e164, at, state)
+        return valid("number", directory.simulate_call, self.store, e164, at, state, caller)

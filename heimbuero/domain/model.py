@@ -266,6 +266,28 @@ class Presence:
 
 
 @dataclass(frozen=True, slots=True)
+class Caller:
+    """A rule condition on who calls: `vip` True: the caller is one of the client's VIP
+    callers, False: is not; `numbers` (E.164) and `prefixes` ("+4989"): the caller's number is
+    one of `numbers` or starts with one of `prefixes` (either list may be empty, not both
+    when `vip` is None). Set parts must all hold; a call without a caller number matches no
+    number or prefix and is no VIP."""
+
+    vip: bool | None = None
+    numbers: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+
+    def holds(self, number: str | None, vip: bool) -> bool:
+        if self.vip is not None and vip != self.vip:
+            return False
+        if self.numbers or self.prefixes:
+            if number is None:
+                return False
+            return number in self.numbers or number.startswith(self.prefixes)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
 class When:
     """A rule's condition; every field that is set must hold. Empty means always."""
 
@@ -276,6 +298,7 @@ class When:
     closures: str = "ignore"  # exclude | only | ignore
     presence: Presence | None = None
     override: str | None = None  # "office" | "mobile": while that override is active
+    caller: Caller | None = None  # who calls (VIP, numbers, prefixes)
     # (start, end) parsed once from start/end: end None = midnight at the end of the day;
     # None = no time window
     window: tuple[time, time | None] | None = field(

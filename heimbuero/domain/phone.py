@@ -15,7 +15,14 @@ from typing import Literal
 
 import phonenumbers
 
-__all__ = ["DEFAULT_COUNTRY", "PhoneError", "format_number", "parse_number", "valid_country"]
+__all__ = [
+    "DEFAULT_COUNTRY",
+    "PhoneError",
+    "format_number",
+    "parse_number",
+    "parse_prefix",
+    "valid_country",
+]
 
 DEFAULT_COUNTRY = 49
 _E164_RE = re.compile(r"\+[1-9][0-9]{1,14}")
@@ -69,6 +76,41 @@ def parse_number(text: str, country: int = DEFAULT_COUNTRY) -> str:
             f"{text!r} is not a valid number in +{country} "
             "(write the area code with its 0, e.g. 089 1234567, or +country)"
         )
+    return e164
+
+
+_PREFIX_RE = re.compile(r"\+[1-9][0-9]{1,14}")
+
+
+def parse_prefix(text: str, country: int = DEFAULT_COUNTRY) -> str:
+    """The E.164 start of numbers typed as their beginning: '089' -> '+4989', '0171' ->
+    '+49171', '+43' / '0043' -> '+43' (country 49). A national prefix needs its leading 0.
+
+    Raises PhoneError with a one-line reason for anything else."""
+    if not isinstance(text, str):
+        raise PhoneError(f"number must be text, not {type(text).__name__}")
+    t = text.strip()
+    if not t:
+        raise PhoneError("number is empty")
+    if len(t) > MAX_INPUT or not _ALLOWED.fullmatch(t) or "+" in t[1:]:
+        raise PhoneError(
+            f"{text!r} is not the start of a phone number (use digits, spaces, / - ( ) and a "
+            "leading +)"
+        )
+    compact = re.sub(r"[\s\-/.()]", "", t)
+    if compact.startswith("+"):
+        e164 = compact
+    elif compact.startswith("00"):
+        e164 = "+" + compact[2:]
+    elif compact.startswith("0"):
+        e164 = f"+{valid_country(country)}{compact[1:]}"
+    else:
+        raise PhoneError(
+            f"{text!r}: write the start of the number with its 0 (e.g. 089) or with + and "
+            "the country code (e.g. +43)"
+        )
+    if not _PREFIX_RE.fullmatch(e164):
+        raise PhoneError(f"{text!r} is not the start of a phone number")
     return e164
 
 

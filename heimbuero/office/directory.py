@@ -129,11 +129,16 @@ def parse_at(text: str | None, tz: str) -> datetime:
 
 
 def simulate_call(
-    store: Store, number: str, at_text: str | None, state: RoutingState | None = None
+    store: Store,
+    number: str,
+    at_text: str | None,
+    state: RoutingState | None = None,
+    caller: str | None = None,
 ) -> RoutePlan:
-    """The plan for a call to `number` now or at `at_text` (without an offset: the client's
-    local time), with the stored directory and the overrides active then. `state` gives
-    presence (default: nobody registered); its overrides are replaced by the stored ones."""
+    """The plan for a call from `caller` (None: unknown) to `number` now or at `at_text`
+    (without an offset: the client's local time), with the stored directory and the overrides
+    active then. `state` gives presence (default: nobody registered); its overrides are
+    replaced by the stored ones."""
     d = store.load_directory()
     e164 = validate_e164(number, "number", d.provider.country_code)
     num = d.numbers.get(e164)
@@ -141,4 +146,4 @@ def simulate_call(
     at = parse_at(at_text, client.timezone if client is not None else "UTC")
     overrides = {o.client: o for o in store.list_overrides(now=at)}
     state = replace(state or RoutingState(), overrides=overrides)
-    return route(e164, at, state, d)
+    return route(e164, at, state, d, caller)

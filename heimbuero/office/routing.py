@@ -20,6 +20,10 @@ Decisions where ROUTING.md is silent (kept in sync with the docstrings below):
   is read in the client's timezone.
 - A number whose client is missing from the directory is routed like an unknown number (provider
   default plan), but the plan names the client id.
+- The caller (`caller`: a number as typed or a SIP/tel URI) is read with the provider's country
+  code (`0171 2222222` and `+491712222222` are one caller); a caller that is no phone number
+  (anonymous, a user name) has no number: it matches no caller number or prefix and is no VIP.
+  Whether the caller is a VIP is looked up in the dialled number's client (never another's).
 """
 
 from __future__ import annotations
@@ -44,8 +48,10 @@ from heimbuero.domain.model import (
     Rule,
     Step,
     When,
+    caller_number,
     parse_hhmm,
 )
+from heimbuero.domain.phone import PhoneError, parse_number
 
 __all__ = [
     "FeatureAction",
@@ -56,6 +62,7 @@ __all__ = [
     "expand_group",
     "feature_code",
     "holiday_name",
+    "normalise_caller",
     "normalise_number",
     "parse_hhmm",
     "route",
@@ -122,6 +129,17 @@ def normalise_number(number: str) -> str:
     return n
 
 
+def normalise_caller(caller: str | None, country: int) -> str | None:
+    """The caller's number in E.164 ('sip:0171 2222222@carrier' -> '+491712222222' with
+    country 49), or None for no caller or one that is not a phone number."""
+    if not caller:
+        return None
+    try:
+        return parse_number(caller_number(caller.strip()), country)
+    except PhoneError:
+        return None
+
+
 def _zone(client: Client) -> ZoneInfo:
     try:
         return ZoneInfo(client.timezone)
@@ -174,9 +192,24 @@ def _days_text(days: tuple[str, ...]) -> str:
 
 
 def _check(
-    when: When, local: datetime, at: datetime, client: Client, state: RoutingState
+    when: When,
+    local: datetime,
+    at: datetime,
+    client: Client,
+    state: RoutingState,
+    caller: str | None = None,
 ) -> str | None:
-    """None when `when` holds at `local`; otherwise a short reason why not."""
+    """None when `when` holds at `local` for `caller` (E.164 or None); otherwise a short
+    reason why not."""
+    # who calls
+    c = when.caller
+    if c is not None:
+        vip = caller is not None and client.vip(caller) is not None
+        if not c.holds(caller, vip):
+            who = caller or "unknown caller"
+            if c.vip is not None and vip != c.vip:
+                return f"{who} is {'not ' if c.vip else ''}a VIP caller"
+            return f"{who} is not one of the rule's callers"
     # override
     if when.override is not None:
         ov = active_override(client.id, at, state)
@@ -233,8 +266,15 @@ def _check(
 # ---------------------------------------------------------------------------------------- route
 
 
-def route(number: str, at: datetime, state: RoutingState, directory: Directory) -> RoutePlan:
-    """The plan for a call to `number` at the instant `at` (an aware datetime, any zone).
+def route(
+    number: str,
+    at: datetime,
+    state: RoutingState,
+    directory: Directory,
+    caller: str | None = None,
+) -> RoutePlan:
+    """The plan for a call from `caller` (a number or SIP URI; None: unknown) to `number` at
+    the instant `at` (an aware datetime, any zone).
 
     The first rule of the number whose condition holds (evaluated in the client's timezone)
     decides; no matching rule, or a number that belongs to no client, gives the provider's
@@ -259,6 +299,7 @@ def route(number: str, at: datetime, state: RoutingState, directory: Directory) 
             f"client {num.client!r} of {e164} is not configured: provider default plan",
         )
     local = at.astimezone(UTC).astimezone(_zone(client))
+    from_number = normalise_caller(caller, directory.provider.country_code)
     skipped: list[str] = []
     # A closure day (Betriebsurlaub) of a number none of whose rules mentions closures: only
     # override rules still apply; otherwise the office takes the call (the default plan).
@@ -269,7 +310,7 @@ def route(number: str, at: datetime, state: RoutingState, directory: Directory) 
         if closed and rule.when.override is None:
             skipped.append(f"{rule.name!r}: closure day")
             continue
-        why_not = _check(rule.when, local, at, client, state)
+        why_not = _check(rule.when, local, at, client, state, from_number)
         if why_not is None:
             return RoutePlan(client.id, e164, rule.name, rule.steps, _reason(rule, local, skipped))
         skipped.append(f"{rule.name!r}: {why_not}")

@@ -21,6 +21,11 @@ Decisions where ROUTING.md is silent:
   `closures: only`, `presence` with neither `registered` nor `in_call`, and `registered: false`
   with `in_call: true`. Refused as unreachable: any rule after an unconditional one, and a rule
   whose condition equals an earlier rule's.
+- `caller:` lists numbers (`numbers`, typed as people write them) and starts of numbers
+  (`prefixes`: "089", "+43"; a national start needs its 0), read with the provider's country
+  code; at most MAX_CALLERS of them per rule together, none twice. `vip: true` means the
+  client's own VIP callers (clients.vip_callers): a document cannot name another client's. A
+  `vip: true` rule of a client without VIP callers is accepted (VIPs may be added later).
 - `user:` targets, `voicemail:` user ids and `presence.user` must be provider staff (role admin
   or agent) or a user of this client; `voicemail:` may also name the client itself. A target
   may appear only once per step.
@@ -43,6 +48,7 @@ import yaml
 from heimbuero.domain.model import (
     OVERRIDE_TARGETS,
     WEEKDAYS,
+    Caller,
     Directory,
     Number,
     Presence,
@@ -52,7 +58,7 @@ from heimbuero.domain.model import (
     When,
     parse_target,
 )
-from heimbuero.domain.phone import PhoneError, parse_number
+from heimbuero.domain.phone import PhoneError, parse_number, parse_prefix
 from heimbuero.domain.rules import RulesInvalid
 from heimbuero.office.callpolicy import MAX_EXTERNAL_PER_STEP, destination_refusal, text_problem
 from heimbuero.office.routing import parse_hhmm
@@ -69,8 +75,9 @@ __all__ = [
 TOP_KEYS = ("client", "numbers")
 NUMBER_KEYS = ("rules",)
 RULE_KEYS = ("name", "when", "steps")
-WHEN_KEYS = ("days", "time", "holidays", "closures", "presence", "override")
+WHEN_KEYS = ("days", "time", "holidays", "closures", "presence", "caller", "override")
 PRESENCE_KEYS = ("user", "registered", "in_call")
+CALLER_KEYS = ("vip", "numbers", "prefixes")
 STEP_KEYS = ("targets", "timeout")
 CALENDAR_VALUES = ("exclude", "only", "ignore")
 STAFF_ROLES = ("admin", "agent")
@@ -78,7 +85,8 @@ TIMEOUT_MIN, TIMEOUT_MAX, TIMEOUT_DEFAULT = 1, 600, 30
 _TIME_RE = re.compile(r"^\s*(\d{1,2}:\d{2})\s*-\s*(\d{1,2}:\d{2})\s*(\+1)?\s*$")
 _KEY_ORDER = (
     "client", "numbers", "name", "when", "days", "time", "holidays", "closures", "presence",
-    "user", "registered", "in_call", "override", "steps", "rules", "targets", "timeout",
+    "user", "registered", "in_call", "caller", "vip", "prefixes", "override", "steps", "rules",
+    "targets", "timeout",
 )  # fmt: skip
 
 
@@ -285,6 +293,9 @@ class _Parser:
         presence = None
         if "presence" in m:
             presence = self.presence(m["presence"], _join(path, "presence"))
+        caller = None
+        if "caller" in m:
+            caller = self.caller(m["caller"], _join(path, "caller"))
         override = None
         if "override" in m:
             override = m["override"]
@@ -302,6 +313,7 @@ class _Parser:
             closures=clo,
             presence=presence,
             override=override,
+            caller=caller,
         )
 
     def days(self, value: object, path: str) -> tuple[str, ...] | None:
@@ -407,6 +419,61 @@ class _Parser:
             return None
         assert isinstance(user, str)
         return Presence(user=user, registered=flags["registered"], in_call=flags["in_call"])
+
+    def caller(self, value: object, path: str) -> Caller | None:
+        before = len(self.problems)
+        m = self.mapping(value, path, CALLER_KEYS, "a mapping with vip, numbers, prefixes")
+        if m is None:
+            return None
+        vip = m.get("vip")
+        if vip is not None and not isinstance(vip, bool):
+            self.problem(
+                _join(path, "vip"),
+                f"expected true (the caller is one of this client's VIP callers) or false, "
+                f"got {_kind(vip)}",
+            )
+            vip = None
+        numbers = self.caller_list(m.get("numbers"), _join(path, "numbers"), parse_number)
+        prefixes = self.caller_list(m.get("prefixes"), _join(path, "prefixes"), parse_prefix)
+        if len(self.problems) != before:
+            return None
+        if vip is None and not numbers and not prefixes:
+            self.problem(path, "needs vip, numbers and/or prefixes (otherwise it always holds)")
+            return None
+        return Caller(vip=vip, numbers=numbers, prefixes=prefixes)
+
+    def caller_list(self, value: object, path: str, read: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            self.problem(
+                path, f'expected a list of numbers such as ["089 1234567"], got {_kind(value)}'
+            )
+            return ()
+        if len(value) > MAX_CALLERS:
+            self.problem(path, f"{len(value)} numbers: at most {MAX_CALLERS} callers per rule")
+            return ()
+        out: list[str] = []
+        for i, item in enumerate(value):
+            ipath = f"{path}[{i}]"
+            if isinstance(item, int) and not isinstance(item, bool):
+                self.problem(ipath, f'write the number as a quoted text, e.g. "0{item}"')
+                continue
+            if not isinstance(item, str):
+                self.problem(ipath, f"expected a phone number as text, got {_kind(item)}")
+                continue
+            try:
+                e164 = read(item, self.directory.provider.country_code)
+            except PhoneError as exc:
+                self.problem(ipath, str(exc))
+                continue
+            if e164 in out:
+                self.problem(ipath, f"{e164} is listed twice")
+                continue
+            out.append(e164)
+        return tuple(out)
 
     # steps --------------------------------------------------------------------------------
 
@@ -573,6 +640,7 @@ MAX_RULES = 50  # rules of one number
 MAX_RULES_TOTAL = 500  # rules of all numbers of the document
 MAX_STEPS = 10  # steps of one rule
 MAX_TARGETS = 20  # targets of one step
+MAX_CALLERS = 50  # caller numbers and prefixes of one rule, together
 
 
 def check_limits(doc: object) -> None:
@@ -590,6 +658,19 @@ def check_limits(doc: object) -> None:
         if len(rules) > MAX_RULES:
             problems.append((path, f"{len(rules)} rules: at most {MAX_RULES} per number"))
         for i, rule in enumerate(rules[: MAX_RULES + 1]):
+            when = rule.get("when") if isinstance(rule, dict) else None
+            caller = when.get("caller") if isinstance(when, dict) else None
+            if isinstance(caller, dict):
+                count = sum(
+                    len(v) for k in ("numbers", "prefixes") if isinstance(v := caller.get(k), list)
+                )
+                if count > MAX_CALLERS:
+                    problems.append(
+                        (
+                            f"{path}[{i}].when.caller",
+                            f"{count} numbers and prefixes: at most {MAX_CALLERS} callers per rule",
+                        )
+                    )
             steps = rule.get("steps") if isinstance(rule, dict) else None
             if not isinstance(steps, list):
                 continue
@@ -647,6 +728,15 @@ def _dump_when(when: When) -> dict[str, Any]:
         if when.presence.in_call is not None:
             p["in_call"] = when.presence.in_call
         out["presence"] = p
+    if when.caller is not None:
+        c: dict[str, Any] = {}
+        if when.caller.vip is not None:
+            c["vip"] = when.caller.vip
+        if when.caller.numbers:
+            c["numbers"] = list(when.caller.numbers)
+        if when.caller.prefixes:
+            c["prefixes"] = list(when.caller.prefixes)
+        out["caller"] = c
     if when.override is not None:
         out["override"] = when.override
     return out

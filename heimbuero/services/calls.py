@@ -297,12 +297,15 @@ class CallRouting:
             rr_last=dict(self.rr_last),
         )
 
-    def plan(self, number: str, now: float) -> RoutePlan:
-        return route(number, _utc(now), self.state(now), self.directory)
+    def plan(self, number: str, now: float, caller: str | None = None) -> RoutePlan:
+        return route(number, _utc(now), self.state(now), self.directory, caller)
 
     def start(self, number: str, call_id: str, caller: str, caller_user: str | None,
               now: float) -> PlanRun:  # fmt: skip
-        plan = self.plan(number, now)
+        """Route and record a call to a client number. The rules' caller conditions see the
+        caller's number (the From of a call the carrier brought in through a trunk); a call
+        from a phone of ours (`caller_user`) has no outside caller number."""
+        plan = self.plan(number, now, caller if caller_user is None else None)
         record_id = self.log.call_started(
             call_id, number, caller, _utc(now), plan.client, plan.rule
         )

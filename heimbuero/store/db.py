@@ -531,12 +531,19 @@ class Store:
         with self._read() as uow:
             return uow.rules.get_document(client_id)
 
-    def save_rules(self, client_id: str, document: dict[str, Any]) -> dict[str, Number]:
+    def save_rules(
+        self,
+        client_id: str,
+        document: dict[str, Any],
+        check: Callable[[Directory], None] | None = None,
+    ) -> dict[str, Number]:
         """Validate a client's rules document against the current directory and store it, in
         one transaction. Raise NotFound for an unknown client and the parser's RulesInvalid
-        (rules_doc.RulesError; nothing stored) for an invalid document; the parsed numbers."""
+        (rules_doc.RulesError; nothing stored) for an invalid document; the parsed numbers.
+        `check` sees the directory of that transaction first; what it raises stores nothing
+        (the version check of an editor: nobody saves in between)."""
         with self.unit_of_work() as uow:
-            return uow.rules.save(client_id, document, self._parser())
+            return uow.rules.save(client_id, document, self._parser(), check)
 
     def load_directory(self) -> Directory:
         """The whole configuration routing reads, with each number's rules parsed from its

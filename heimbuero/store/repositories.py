@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -507,15 +507,22 @@ class RulesRepository(Repository):
         return None if row is None else dict(row.document)
 
     def save(
-        self, client_id: str, document: dict[str, Any], parse: RulesParser
+        self,
+        client_id: str,
+        document: dict[str, Any],
+        parse: RulesParser,
+        check: Callable[[Directory], None] | None = None,
     ) -> dict[str, Number]:
         """Validate the document against the directory as this unit of work sees it and store
         it: NotFound for an unknown client, the parser's RulesInvalid (nothing stored) for an
-        invalid document; the parsed numbers."""
+        invalid document; the parsed numbers. `check(directory)` runs first (what it raises
+        stores nothing)."""
         s = self._session
         if s.get(ClientRow, client_id) is None:
             raise NotFound("client", client_id)
         directory, _problems = self.load_directory(parse)
+        if check is not None:
+            check(directory)
         parsed = parse(document, client_id, directory)
         stored = json.loads(json.dumps(document, default=str))
         row = s.get(RuleDocumentRow, client_id)

@@ -29,7 +29,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -46,6 +46,7 @@ from heimbuero.office.accounts import credentials, verify_password
 from heimbuero.office.files import FileService
 from heimbuero.office.messaging import content_view
 from heimbuero.office.routing import RoutingState
+from heimbuero.office.rules_doc import document_version
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.store.db import CallRecord, Store, StoreError, UserRecord
 from heimbuero.store.messages import MessageRecord
@@ -147,6 +148,18 @@ async def app_error_response(request: Request, exc: Exception) -> JSONResponse:
         )
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooMany) else None
     return JSONResponse({"detail": str(exc)}, http_status(exc), headers=headers)
+
+
+def rules_version_of(if_match: str | None) -> str | None:
+    """The rules version an `If-Match` header names: None for no header or `*` (any version);
+    the tag without its quotes. A weak tag (W/"…") or a list of several tags names no version
+    of ours: it never matches (the document is compared strongly)."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    tag = if_match.strip()
+    if tag.startswith('"') and tag.endswith('"') and len(tag) >= 2:
+        return tag[1:-1]
+    return "(no version)" if tag.startswith("W/") or "," in tag else tag
 
 
 # -- schemas ---------------------------------------------------------------------------------
@@ -1057,17 +1070,35 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     # -- rules --
 
+    def with_version(document: dict[str, Any]) -> JSONResponse:
+        return JSONResponse(document, headers={"ETag": f'"{document_version(document)}"'})
+
     @app.get("/api/clients/{client_id}/rules", tags=["rules"])
-    def get_rules(client_id: str, actor: Who) -> dict[str, Any]:
-        """The client's rules document (docs/ROUTING.md) as JSON."""
-        return handlers.rules.document(actor, client_id)
+    def get_rules(client_id: str, actor: Who) -> JSONResponse:
+        """The client's rules document (docs/ROUTING.md) as JSON; its version in `ETag`."""
+        return with_version(handlers.rules.document(actor, client_id))
 
     @app.put("/api/clients/{client_id}/rules", tags=["rules"])
-    def put_rules(client_id: str, document: dict[str, Any], actor: Who) -> dict[str, Any]:
+    def put_rules(
+        client_id: str,
+        document: dict[str, Any],
+        actor: Who,
+        if_match: Annotated[
+            str | None,
+            Header(
+                max_length=200,
+                description="the ETag of the document this edit started from; another "
+                "version is stored now: 412 and nothing changes. Left out: replaced regardless",
+            ),
+        ] = None,
+    ) -> JSONResponse:
         """Replace the client's rules. An invalid document changes nothing and is answered
-        422 with every problem: `{"loc": "numbers.+49….rules[2].when.time", "msg": …}`."""
-        handlers.rules.replace(actor, client_id, document)
-        return handlers.rules.document(actor, client_id)
+        422 with every problem: `{"loc": "numbers.+49….rules[2].when.time", "msg": …}`.
+        With `If-Match` (the `ETag` of GET), a document somebody changed meanwhile is not
+        overwritten: 412. The answer carries the new document and its `ETag`."""
+        expected = rules_version_of(if_match)
+        handlers.rules.replace(actor, client_id, document, expected=expected)
+        return with_version(handlers.rules.document(actor, client_id))
 
     # -- overrides --
 
@@ -1098,9 +1129,14 @@ def create_app(ctx: WebContext) -> FastAPI:
         at: Annotated[
             str | None, Query(description="ISO 8601; without offset: the client's local time")
         ] = None,
+        caller: Annotated[
+            str | None,
+            Query(max_length=64, description="the calling number as typed; default: unknown"),
+        ] = None,
     ) -> PlanOut:
-        """Which rule a call to `number` matches (now or `at`) and the steps it rings."""
-        return PlanOut(**handlers.simulator.simulate(actor, number, at).to_json())
+        """Which rule a call to `number` from `caller` matches (now or `at`) and the steps it
+        rings."""
+        return PlanOut(**handlers.simulator.simulate(actor, number, at, caller).to_json())
 
     # -- call records --
 

@@ -26,6 +26,11 @@ class SimulateIn(BaseModel):
     draft: dict[str, Any] | None = Field(
         default=None, description="an unsaved rules document to simulate instead of the stored one"
     )
+    caller: str | None = Field(
+        default=None, max_length=64,
+        description="the calling number as typed ('0171 2222222'), for rules with a caller "
+        "condition; default: an unknown caller",
+    )  # fmt: skip
 
 
 class StepOut(BaseModel):
@@ -72,7 +77,7 @@ def portal_routes(
     def simulate(client_id: str, body: SimulateIn, actor: who) -> SimulationOut:
         """Where a call to the client's number goes now or at `at`, with the stored rules or
         the unsaved `draft`; an invalid draft is a 422 whose fields are paths in it."""
-        plan = forwarding.simulate(actor, client_id, body.number, body.at, body.draft)
+        plan = forwarding.simulate(actor, client_id, body.number, body.at, body.draft, body.caller)
         return SimulationOut(**plan.to_json())
 
     @router.get("/api/clients/{client_id}/holidays")

@@ -62,17 +62,59 @@ def test_a_too_long_name_is_the_forms_problem() -> None:
     assert errors == {} and len(rule["name"]) == rf.MAX_NAME
 
 
-def test_a_changed_rule_keeps_its_steps_and_presence() -> None:
+def test_a_changed_rule_keeps_its_steps_and_takes_presence_from_the_form() -> None:
     old = {"name": "Chef da", "when": {"presence": {"user": "mueller", "registered": True},
                                        "days": ["mon"]},
            "steps": [{"targets": ["user:mueller"], "timeout": 20}]}  # fmt: skip
     fields = rf.fields_of_rule(old)
     assert fields.days == ("mon",) and fields.targets[0] == "user:mueller"
-    form = {"name": "Chef da", "day.tue": "1", "t0": "group:team"}  # the step is not taken
+    assert (fields.presence_user, fields.presence_registered, fields.presence_in_call) == (
+        "mueller", "yes", "")  # fmt: skip
+    form = {"name": "Chef da", "day.tue": "1", "t0": "group:team",  # the step is not taken
+            "presence_user": "mueller", "presence_registered": "yes",
+            "presence_in_call": "no"}  # fmt: skip
     rule, errors = rf.rule_from_fields(rf.fields_of_form(form), old)
     assert errors == {}
-    assert rule["when"] == {"days": ["tue"], "presence": {"user": "mueller", "registered": True}}
+    assert rule["when"] == {
+        "days": ["tue"], "presence": {"user": "mueller", "registered": True, "in_call": False}
+    }  # fmt: skip
     assert rule["steps"] == old["steps"] and rule["steps"] is not old["steps"]
+    # "egal" everywhere and no user: the presence condition is gone
+    rule, errors = rf.rule_from_fields(rf.fields_of_form({"name": "Chef da"}), old)
+    assert errors == {} and "when" not in rule
+
+
+def test_an_incomplete_presence_condition_is_the_forms_problem() -> None:
+    for form in ({"presence_registered": "yes"}, {"presence_user": "mueller"}):
+        rule, errors = rf.rule_from_fields(rf.fields_of_form({"name": "x", **form}), None)
+        assert set(errors) == {"presence"}, form
+        assert "presence" not in rule.get("when", {})
+
+
+def test_caller_fields_to_rule_and_back() -> None:
+    form = {"name": "VIP", "caller_vip": "yes", "caller_numbers": "0171 2222222; 030 5551234",
+            "caller_prefixes": "089,\n +43, "}  # fmt: skip
+    rule, errors = rf.rule_from_fields(rf.fields_of_form(form), None)
+    assert errors == {}
+    assert rule["when"] == {"caller": {"vip": True, "numbers": ["0171 2222222", "030 5551234"],
+                                       "prefixes": ["089", "+43"]}}  # fmt: skip
+    back = rf.fields_of_rule(rule)
+    assert (back.caller_vip, back.caller_numbers, back.caller_prefixes) == (
+        "yes", "0171 2222222, 030 5551234", "089, +43")  # fmt: skip
+    rule, _ = rf.rule_from_fields(rf.fields_of_form({"name": "x", "caller_vip": "no"}), None)
+    assert rule["when"] == {"caller": {"vip": False}}
+    # a forged choice is "egal"
+    rule, _ = rf.rule_from_fields(rf.fields_of_form({"name": "x", "caller_vip": "schulz"}), None)
+    assert "when" not in rule
+
+
+def test_too_many_caller_numbers_are_the_forms_problem() -> None:
+    many = ",".join(f"030 555{i:04d}" for i in range(10_000))
+    rule, errors = rf.rule_from_fields(
+        rf.fields_of_form({"name": "x", "caller_numbers": many}), None
+    )
+    assert errors["caller"].startswith("Höchstens 50")
+    assert len(rule["when"]["caller"]["numbers"]) == rf.MAX_CALLERS + 1  # read no further
 
 
 def test_form_values_round_trip_through_a_stored_rule() -> None:

@@ -117,6 +117,16 @@ class Texts:
                 parts.append(self.t("wenn %(user)s nicht telefoniert", user=user))
             elif presence.get("in_call") is True:
                 parts.append(self.t("wenn %(user)s telefoniert", user=user))
+        caller = when.get("caller")
+        if isinstance(caller, dict):
+            if caller.get("vip") is True:
+                parts.append(self.t("nur VIP-Anrufer"))
+            elif caller.get("vip") is False:
+                parts.append(self.t("keine VIP-Anrufer"))
+            callers = [str(n) for n in caller.get("numbers") or []]
+            callers += [f"{p}…" for p in caller.get("prefixes") or []]
+            if callers:
+                parts.append(self.t("Anrufer %(numbers)s", numbers=", ".join(callers)))
         override = when.get("override")
         if override == "office":
             parts.append(self.t("während „Alles ins Büro“ an ist"))
@@ -171,8 +181,11 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
         texts = Texts(request)
         document = handlers.rules.document(actor, c.id)
         at = _at(request, c)
+        caller = _caller(request)
         try:
-            plan = simulation(texts, handlers.forwarding.simulate(actor, c.id, None, at or None))
+            plan = simulation(
+                texts, handlers.forwarding.simulate(actor, c.id, None, at or None, None, caller)
+            )
             sim_error = ""
         except Invalid as exc:
             plan, sim_error = None, str(exc)
@@ -195,6 +208,7 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
             at_text=_when(request, at, c),
             at_date=at[:10] if len(at) >= 10 else "",
             at_time=at[11:16] if len(at) >= 16 else "",
+            sim_caller=caller or "",
             rules=rules_list(texts, document),
             version=document_version(document),
             week=week_grid(texts, actor, c),
@@ -296,8 +310,9 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
 
     @router.get("/portal/forwarding/simulate")
     async def simulate(request: Request) -> Response:
-        """Where a call goes at `sim_date` `sim_time` (the client's local time; both empty:
-        now), as JSON for the page's script."""
+        """Where a call from `sim_caller` (empty: an unknown caller) goes at `sim_date`
+        `sim_time` (the client's local time; both empty: now), as JSON for the page's
+        script."""
         found = area(request, ROLES)
         if isinstance(found, Response):
             return JSONResponse({"error": "not found"}, 404)
@@ -306,7 +321,9 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
         try:
             c = handlers.clients.visible(actor, cid)
             at = _at(request, c)
-            plan = handlers.forwarding.simulate(actor, c.id, None, at or None)
+            plan = handlers.forwarding.simulate(
+                actor, c.id, None, at or None, None, _caller(request)
+            )
         except NotFound:
             return JSONResponse({"error": _t(request, "Nicht gefunden")}, 404)
         except AppError as exc:
@@ -386,6 +403,11 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
         except AppError as exc:
             return refused(request, s, user, exc)
         return back(cid)
+
+
+def _caller(request: Request) -> str | None:
+    """The simulator's calling number as typed (`sim_caller`; empty: an unknown caller)."""
+    return request.query_params.get("sim_caller", "").strip()[:64] or None
 
 
 def _at(request: Request, c: Client) -> str:

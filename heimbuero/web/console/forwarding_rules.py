@@ -1,4 +1,5 @@
-"""The portal's pages to add, change (name and conditions), move and remove a forwarding rule:
+"""The portal's pages to add, change (name and conditions: days, time, holidays, closures,
+override, presence of a user, the caller), move and remove a forwarding rule:
 /portal/forwarding/rule (the form of one rule), /portal/forwarding/rules/move and
 /portal/forwarding/rules/remove (with a confirmation page).
 
@@ -84,7 +85,10 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> 
         actor, texts = Actor.of(user), Texts(request)
         stored = handlers.rules.document(actor, c.id)
         old = rf.rule_at(stored, number, index) if index else None
-        presence = (old or {}).get("when", {}).get("presence")
+        options = target_options(texts, handlers, actor, c, stored)
+        people = [v.removeprefix("user:") for v, _ in options if v.startswith("user:")]
+        if fields.presence_user and fields.presence_user not in people:
+            people.append(fields.presence_user)  # (the validator judges it)
         return _page(
             request,
             "forwarding_rule.html",
@@ -98,9 +102,9 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> 
             f=fields,
             version=version,
             days=[(d, texts.t(DAY_LABELS[i])) for i, d in enumerate(WEEKDAYS)],
-            options=target_options(texts, handlers, actor, c, stored),
+            options=options,
+            people=people,
             steps=texts.steps((old or {}).get("steps", [])),
-            presence=texts.when({"presence": presence}) if presence else [],
             errors=errors or {},
             general=general or [],
             max_name=rf.MAX_NAME,

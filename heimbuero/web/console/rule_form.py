@@ -3,7 +3,8 @@ on a client's rules document (add, change, move, remove), without the web framew
 
 The functions build a new rules document from the stored one; whether it is valid is decided
 by the one validator (office/rules_doc.py, through app/rules.Rules.replace). Here only what
-the form itself says is checked: a name that is too long, a time window with one end only.
+the form itself says is checked: a name that is too long, a time window with one end only, a
+presence condition without its user or without what to check, too many caller numbers.
 Problems are German texts of the page (the catalogue translates them), keyed by form field."""
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from heimbuero.domain.model import WEEKDAYS
+from heimbuero.office.rules_doc import MAX_CALLERS
 
 MAX_NAME = 80  # characters of a rule's name in the form
 FORM_TARGETS = 3  # targets of a new rule's first step
 CALENDAR = ("ignore", "exclude", "only")
 OVERRIDES = ("", "office", "mobile")
+YES_NO = ("", "yes", "no")  # a presence / VIP choice: either way, true, false
+_LIST_SEP = re.compile(r"[,;\n]")
 
 # form fields a problem of the validator belongs to, by the rest of its path
 _FIELDS = (
@@ -28,6 +32,10 @@ _FIELDS = (
     ("when.holidays", "holidays"),
     ("when.closures", "closures"),
     ("when.override", "override"),
+    ("when.presence", "presence"),
+    ("when.caller.numbers", "caller_numbers"),
+    ("when.caller.prefixes", "caller_prefixes"),
+    ("when.caller", "caller"),
     ("when", "when"),
     ("steps", "steps"),
 )
@@ -50,8 +58,29 @@ class RuleFields:
     holidays: str = "ignore"
     closures: str = "ignore"
     override: str = ""
+    presence_user: str = ""
+    presence_registered: str = ""  # YES_NO
+    presence_in_call: str = ""  # YES_NO
+    caller_vip: str = ""  # YES_NO
+    caller_numbers: str = ""  # as typed, separated by commas
+    caller_prefixes: str = ""
     targets: tuple[str, ...] = ("",) * FORM_TARGETS
     timeout: str = "30"
+
+
+def _yes_no(value: object) -> str:
+    return "yes" if value is True else "no" if value is False else ""
+
+
+def _flag(value: str) -> bool | None:
+    return True if value == "yes" else False if value == "no" else None
+
+
+def _entries(text: str) -> list[str]:
+    """The numbers of a field, separated by commas, semicolons or lines (at most one more than
+    MAX_CALLERS are read: the rest is too many anyway)."""
+    parts = _LIST_SEP.split(text, maxsplit=MAX_CALLERS + 1)[: MAX_CALLERS + 1]
+    return [p.strip()[:65] for p in parts if p.strip()]
 
 
 def fields_of_rule(rule: dict[str, Any]) -> RuleFields:
@@ -62,6 +91,9 @@ def fields_of_rule(rule: dict[str, Any]) -> RuleFields:
     steps = rule.get("steps") or [{}]
     first = steps[0]
     targets = [str(t) for t in first.get("targets", [])][:FORM_TARGETS]
+    presence, caller = when.get("presence"), when.get("caller")
+    presence = presence if isinstance(presence, dict) else {}
+    caller = caller if isinstance(caller, dict) else {}
     return RuleFields(
         name=str(rule.get("name", "")),
         days=tuple(d for d in WEEKDAYS if d in (when.get("days") or [])),
@@ -71,6 +103,12 @@ def fields_of_rule(rule: dict[str, Any]) -> RuleFields:
         holidays=str(when.get("holidays", "ignore")),
         closures=str(when.get("closures", "ignore")),
         override=str(when.get("override", "")),
+        presence_user=str(presence.get("user", "")),
+        presence_registered=_yes_no(presence.get("registered")),
+        presence_in_call=_yes_no(presence.get("in_call")),
+        caller_vip=_yes_no(caller.get("vip")),
+        caller_numbers=", ".join(str(n) for n in caller.get("numbers") or []),
+        caller_prefixes=", ".join(str(n) for n in caller.get("prefixes") or []),
         targets=tuple(targets + [""] * (FORM_TARGETS - len(targets))),
         timeout=str(first.get("timeout", 30)),
     )
@@ -87,6 +125,12 @@ def fields_of_form(form: dict[str, str]) -> RuleFields:
         holidays=form.get("holidays", "ignore").strip() or "ignore",
         closures=form.get("closures", "ignore").strip() or "ignore",
         override=form.get("override", "").strip(),
+        presence_user=form.get("presence_user", "").strip()[:100],
+        presence_registered=form.get("presence_registered", "").strip()[:8],
+        presence_in_call=form.get("presence_in_call", "").strip()[:8],
+        caller_vip=form.get("caller_vip", "").strip()[:8],
+        caller_numbers=form.get("caller_numbers", "").strip(),
+        caller_prefixes=form.get("caller_prefixes", "").strip(),
         targets=tuple(form.get(f"t{i}", "").strip() for i in range(FORM_TARGETS)),
         timeout=form.get("timeout", "").strip(),
     )
@@ -96,8 +140,9 @@ def rule_from_fields(
     f: RuleFields, old: dict[str, Any] | None
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The rule the form describes, and the problems only the form can see. A changed rule
-    keeps its steps and its presence condition (not on this form); a new rule gets the step
-    of the form. No day ticked (or all seven) means every day."""
+    keeps its steps (not on this form); a new rule gets the step of the form. No day ticked
+    (or all seven) means every day; "egal" everywhere in presence or caller means no such
+    condition."""
     errors: dict[str, str] = {}
     if len(f.name) > MAX_NAME:
         errors["name"] = "Der Name ist zu lang (höchstens 80 Zeichen)."
@@ -114,9 +159,35 @@ def rule_from_fields(
             when[key] = value[:16]
     if f.override:
         when["override"] = f.override[:16]
-    old_when = (old or {}).get("when") or {}
-    if "presence" in old_when:
-        when["presence"] = copy.deepcopy(old_when["presence"])
+    registered, in_call = _flag(f.presence_registered), _flag(f.presence_in_call)
+    if f.presence_user or registered is not None or in_call is not None:
+        if not f.presence_user:
+            errors["presence"] = "Bitte den Benutzer wählen, auf den die Bedingung schaut."
+        elif registered is None and in_call is None:
+            errors["presence"] = (
+                "Bitte bei „Telefon angemeldet“ oder „Im Gespräch“ etwas wählen "
+                "(sonst gilt die Bedingung immer)."
+            )
+        else:
+            presence: dict[str, Any] = {"user": f.presence_user}
+            if registered is not None:
+                presence["registered"] = registered
+            if in_call is not None:
+                presence["in_call"] = in_call
+            when["presence"] = presence
+    caller: dict[str, Any] = {}
+    vip = _flag(f.caller_vip)
+    if vip is not None:
+        caller["vip"] = vip
+    numbers, prefixes = _entries(f.caller_numbers), _entries(f.caller_prefixes)
+    if len(numbers) + len(prefixes) > MAX_CALLERS:
+        errors["caller"] = "Höchstens 50 Nummern und Nummernanfänge je Regel."
+    if numbers:
+        caller["numbers"] = numbers
+    if prefixes:
+        caller["prefixes"] = prefixes
+    if caller:
+        when["caller"] = caller
     rule: dict[str, Any] = {"name": f.name[: MAX_NAME + 1]}
     if when:
         rule["when"] = when
@@ -239,6 +310,19 @@ def explain(msg: str) -> str:
         return "Die Regel käme nie dran: eine Regel davor hat dieselben Bedingungen."
     if msg.endswith("is listed twice in this step"):
         return "Dieses Ziel steht zweimal im Schritt."
+    if msg.endswith("is listed twice"):
+        return "Diese Nummer steht zweimal in der Liste."
+    if "callers per rule" in msg:
+        return "Höchstens 50 Nummern und Nummernanfänge je Regel."
+    if "with its 0" in msg or "is not the start of a phone number" in msg:
+        return "Den Anfang einer Nummer mit 0 (089) oder mit + und Ländervorwahl (+43) schreiben."
+    if (
+        "is not a phone number" in msg
+        or "is not a valid number" in msg
+        or "has the wrong length" in msg
+        or msg == "number is empty"
+    ):
+        return "Eine Nummer ist ungültig: bitte so schreiben wie 0171 2345678 oder +43 1 234567."
     if msg.startswith(("no steps", "missing: a rule needs")):
         return "Eine Regel braucht mindestens einen Schritt mit einem Ziel."
     if msg.startswith("expected whole seconds") or " is not within " in msg:

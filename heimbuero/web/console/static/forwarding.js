@@ -1,5 +1,5 @@
 // The forwarding page's simulator: recomputed on the server (/portal/forwarding/simulate, the
-// same handler as `heimbuero route simulate`) whenever the date or time field changes.
+// same handler as `heimbuero route simulate`) whenever the date, time or caller field changes.
 "use strict";
 (function () {
   var form = document.getElementById("simulator");
@@ -7,6 +7,7 @@
   if (!form || !out) return;
   var day = document.getElementById("sim-date");
   var hhmm = document.getElementById("sim-time");
+  var caller = document.getElementById("sim-caller");
   var seq = 0;
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -17,7 +18,8 @@
   function update() {
     var mine = ++seq;
     var url = "/portal/forwarding/simulate?client=" + encodeURIComponent(form.dataset.client) +
-      "&sim_date=" + encodeURIComponent(day.value) + "&sim_time=" + encodeURIComponent(hhmm.value);
+      "&sim_date=" + encodeURIComponent(day.value) + "&sim_time=" + encodeURIComponent(hhmm.value) +
+      "&sim_caller=" + encodeURIComponent(caller ? caller.value : "");
     fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
       .then(function (r) { return r.json(); })
       .then(function (d) {
@@ -38,6 +40,7 @@
   }
   day.addEventListener("change", update);
   hhmm.addEventListener("change", update);
+  if (caller) caller.addEventListener("change", update);
   form.addEventListener("submit", function (e) { e.preventDefault(); update(); });
 })();
 // The step editor: every change previews the unsaved draft (nothing is stored until "save").
