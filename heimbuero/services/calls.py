@@ -301,11 +301,13 @@ class CallRouting:
         return route(number, _utc(now), self.state(now), self.directory, caller)
 
     def start(self, number: str, call_id: str, caller: str, caller_user: str | None,
-              now: float) -> PlanRun:  # fmt: skip
+              now: float, identity: str | None = None) -> PlanRun:  # fmt: skip
         """Route and record a call to a client number. The rules' caller conditions see the
-        caller's number (the From of a call the carrier brought in through a trunk); a call
-        from a phone of ours (`caller_user`) has no outside caller number."""
-        plan = self.plan(number, now, caller if caller_user is None else None)
+        caller's number: `identity`, the number the carrier asserted (P-Asserted-Identity;
+        "" when it asserted no number), else the From of a call the carrier brought in through
+        a trunk; a call from a phone of ours (`caller_user`) has no outside caller number."""
+        seen = caller if identity is None else identity
+        plan = self.plan(number, now, seen if caller_user is None else None)
         record_id = self.log.call_started(
             call_id, number, caller, _utc(now), plan.client, plan.rule
         )

@@ -560,7 +560,10 @@ class SipCore:
                     self.proxy.ring(txn, [dictating], now)
                     return
                 caller = str(req.from_.uri)
-                run = calls.start(number, req.call_id, caller, user, now)
+                asserted = None  # the number the carrier vouches for, if it sent one
+                if user is None and req.get("p-asserted-identity"):
+                    asserted = said or ""  # (it asserted no number: the From is no better)
+                run = calls.start(number, req.call_id, caller, user, now, identity=asserted)
                 self.proxy.execute_plan(txn, run, now)
                 return
             if user is not None:  # a phone of ours dials out: a plan through the trunk

@@ -13,7 +13,7 @@ import pytest
 import test_calls as c  # routed calls on the demo-like directory (same folder)
 import test_core as t  # the sans-IO harness of the core tests (same folder)
 
-from heimbuero.domain.model import Rule, Step, TrunkInbound
+from heimbuero.domain.model import Caller, Rule, Step, TrunkInbound, When
 from heimbuero.services.calls import CallRouting
 from heimbuero.sip.auth import ha1
 from heimbuero.sip.message import Request, Response, parse_address
@@ -201,6 +201,29 @@ def test_carriers_identity_stays_for_our_users(net: t.Net) -> None:
     out = net.send(r.serialize(), TRUNK)
     [fwd] = [m for m, d in out if isinstance(m, Request) and d == c.MUELLER]
     assert fwd.get("p-asserted-identity") == "<sip:+4930999999@carrier.example>"
+
+
+@pytest.mark.parametrize(
+    ("from_user", "asserted", "rule_hit"),
+    [
+        ("+4930999999", None, True),  # no P-Asserted-Identity: the From is all there is
+        ("+4930555123", "<sip:+4930999999@carrier.example>", True),  # the carrier vouches
+        ("+4930999999", "<sip:+4930555123@carrier.example>", False),  # the From claims it
+        ("+4930999999", "<sip:anonymous@anonymous.invalid>", False),  # asserted: no number
+    ],
+)
+def test_caller_conditions_see_the_number_the_carrier_asserts(
+    net: t.Net, from_user: str, asserted: str | None, rule_hit: bool
+) -> None:
+    vip_line = Rule("Chef", (c.TEAM_STEP,), When(caller=Caller(numbers=("+4930999999",))))
+    net.core.calls.update(c.directory(vip_line, c.WERKTAG), [])  # type: ignore[union-attr]
+    extra = [f"P-Asserted-Identity: {asserted}"] if asserted else []
+    r = t.req("INVITE", f"sip:{c.NUMBER}@{t.DOMAIN}", TRUNK, from_user,
+              f"sip:{c.NUMBER}@{t.DOMAIN}", extra=extra)  # fmt: skip
+    out = net.send(r.serialize(), TRUNK)
+    rang = {d for m, d in out if isinstance(m, Request) and m.method == "INVITE"}
+    # "Chef" rings the team (anna); "Werktag" rings the owner mueller first
+    assert rang == ({c.ANNA} if rule_hit else {c.MUELLER})
 
 
 # ---------------------------------------------------------------------- trunk trust
