@@ -48,7 +48,7 @@ def test_international_prefix_over_http(office: Any) -> None:  # noqa: F811
     r = http.post("/api/numbers", json={"number": "0049 30 5555555", "client": "schulz"},
                   auth=admin)  # fmt: skip
     assert r.status_code == 201, r.text
-    assert r.json() == {"number": "+49305555555", "client": "schulz"}
+    assert r.json() == {"number": "+49305555555", "client": "schulz", "dictation": False}
     plan = http.get("/api/route/simulate", params={"number": "0049 30 5555555"}, auth=admin)
     assert plan.status_code == 200 and plan.json()["client"] == "schulz"
     r = http.delete("/api/numbers/0049305555555", auth=admin)
