@@ -830,7 +830,7 @@ def cmd_group_remove(args: argparse.Namespace) -> int:
 def _trunk_changes(args: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     if args.transport is not None:
-        changes["transport"] = directory.validate_transport(args.transport)
+        changes["transport"] = directory.validate_trunk_transport(args.transport)
     if args.address is not None:
         changes["host"], changes["port"] = directory.parse_address(args.address)
         if not re.search(r":\d+$", args.address.strip()):
@@ -850,7 +850,9 @@ def _trunk_changes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _trunk_where(t: Trunk) -> str:
-    return f"{t.host} (DNS SRV)" if t.port == 0 else f"{t.host}:{t.port}"
+    if t.port:
+        return f"{t.host}:{t.port}"
+    return f"{t.host} (DNS NAPTR)" if t.transport == "auto" else f"{t.host} (DNS SRV)"
 
 
 def _trunk_inbound(args: argparse.Namespace) -> dict[str, Any]:
@@ -1243,8 +1245,9 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         )
         p.add_argument(
             "--transport",
-            help="udp (default), tcp or tls (port default 5061; the carrier's certificate is "
-            "checked against the system's CAs, or as set in [sip.trunk_tls])",
+            help="udp (default), tcp, tls (port default 5061; the carrier's certificate is "
+            "checked against the system's CAs, or as set in [sip.trunk_tls]) or auto (a host "
+            "name without a port: its DNS NAPTR records choose UDP or TCP, RFC 3263 §4.1)",
         )
         p.add_argument(
             "--prefixes", metavar="+49,+43", help="number prefixes allowed outbound (default +49)"

@@ -841,7 +841,8 @@ class Server:
         due = 3600.0
         for key, result in zip(wanted, results, strict=True):
             if isinstance(result, Located) and result.targets:
-                found[key] = tuple(Peer(key[2], host, port) for host, port in result.targets)
+                transport = result.transport or key[2]  # ("auto": the one NAPTR chose)
+                found[key] = tuple(Peer(transport, host, port) for host, port in result.targets)
                 due = min(due, result.ttl)
                 continue
             old = self.calls.located.get(key)

@@ -1,5 +1,5 @@
 """A small authoritative DNS server for the tests, on a UDP port of 127.0.0.1, built on
-dnspython's message parsing: it answers A, AAAA and SRV questions from a dict and counts the
+dnspython's message parsing: it answers A, AAAA, SRV and NAPTR questions from a dict and counts the
 questions it got.
 
     with DnsServer({("_sip._udp.carrier.test", "SRV"): ["10 50 5062 a.carrier.test"],

@@ -15,7 +15,7 @@ from heimbuero.app.policy import Actor
 from heimbuero.domain.model import Trunk
 from heimbuero.office import callpolicy, directory
 from heimbuero.services.trunks import inbound_auth
-from heimbuero.sip.locate import DEFAULT_PORT, is_address
+from heimbuero.sip.locate import AUTO, DEFAULT_PORT, is_address
 from heimbuero.store import Store
 
 _INBOUND = ("inbound_auth", "inbound_username", "inbound_password")
@@ -53,7 +53,10 @@ class Trunks:
         if "port" in out and not 0 <= out["port"] < 65536:
             raise Invalid("port", "must be 1-65535, or 0: by the host name's DNS SRV records")
         if "transport" in out:
-            out["transport"] = valid("transport", directory.validate_transport, out["transport"])
+            check = directory.validate_trunk_transport
+            out["transport"] = valid("transport", check, out["transport"])
+            if out["transport"] == AUTO and "port" not in out:
+                out["port"] = 0  # DNS chooses: the port comes from the SRV record
         if "prefixes" in out:
             out["prefixes"] = tuple(
                 valid("prefixes", directory.validate_prefix, p) for p in out["prefixes"]
@@ -76,12 +79,16 @@ class Trunks:
         return out
 
     def _check(self, trunk: Trunk) -> Trunk:
+        if trunk.transport == AUTO and (trunk.port or is_address(trunk.host)):
+            raise Invalid(
+                "transport", "auto (chosen by DNS NAPTR) needs a host name without a port"
+            )
         if trunk.port == 0 and is_address(trunk.host):
             raise Invalid("port", "0 (by DNS SRV) needs a host name, not an address")
         if trunk.register and not (trunk.username and trunk.password):
             raise Invalid("register", REGISTER_NEEDS_CREDENTIALS)
         # (port 0, by SRV: a name without SRV records is reached on the default port)
-        port = trunk.port or DEFAULT_PORT[trunk.transport]
+        port = trunk.port or DEFAULT_PORT.get(trunk.transport, 5060)
         own = self.own_sip_address and self.own_sip_address(trunk.host, port)
         if own:
             hint = f", see {self.own_hint}" if self.own_hint else ""

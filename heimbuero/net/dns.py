@@ -5,6 +5,8 @@ answers are tried; this module asks.
     resolver = SipResolver(["127.0.0.1:5353"])   # [] : the system's resolv.conf
     found = await resolver.locate("carrier.example", 0, "udp")
     found.targets  -> [("192.0.2.10", 5060), ("192.0.2.11", 5062)], found.ttl -> 300
+    found = await resolver.locate("carrier.example", 0, "auto")   # NAPTR chooses (§4.1)
+    found.transport -> "tcp"
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ import dns.rdatatype
 import dns.resolver
 
 from heimbuero.sip.locate import (
+    AUTO,
     DEFAULT_PORT,
+    Naptr,
     Srv,
+    choose_naptr,
+    fallback_srv,
     is_address,
     order_srv,
     split_server,
@@ -29,6 +35,10 @@ from heimbuero.sip.locate import (
 )
 
 TIMEOUT = 3.0  # seconds for one name, every server and retry included
+# What a trunk with transport "auto" may be reached over: over TLS the connection needs the
+# carrier's name to check its certificate, which a NAPTR/SRV target is not; a TLS trunk is
+# configured with transport "tls" (its name, its [sip.trunk_tls] verification).
+AUTO_TRANSPORTS = ("udp", "tcp")
 
 
 class LookupFailed(Exception):
@@ -39,6 +49,7 @@ class LookupFailed(Exception):
 class Located:
     targets: tuple[tuple[str, int], ...]  # (IP address, port), in the order to try them
     ttl: int  # seconds the answer may be kept
+    transport: str = ""  # the transport DNS chose (NAPTR, for "auto"); "": the one asked for
 
 
 class SipResolver:
@@ -64,7 +75,13 @@ class SipResolver:
         self._rng = rng or random.Random()
 
     async def locate(self, host: str, port: int, transport: str) -> Located:
-        """RFC 3263 §4.2: where a next hop `host` (`port` 0: none given) is."""
+        """RFC 3263 §4.2: where a next hop `host` (`port` 0: none given) is; `transport`
+        "auto" with a name and no port: by its NAPTR records first (§4.1)."""
+        if transport == AUTO:
+            if not port and not is_address(host):
+                return await self._by_naptr(host)
+            udp = await self.locate(host, port, "udp")  # §4.1: a port or an address: UDP
+            return Located(udp.targets, udp.ttl, "udp")
         if is_address(host):
             return Located(((host.strip("[]"), port or DEFAULT_PORT[transport]),), 3600)
         if not self._r.nameservers:
@@ -72,13 +89,56 @@ class SipResolver:
         if port:
             addresses, ttl = await self._addresses(host)
             return Located(tuple((a, port) for a in addresses), ttl_for([ttl]))
-        try:
-            answer = await self._r.resolve(srv_name(host, transport), "SRV", search=False)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        found = await self._by_srv(srv_name(host, transport))
+        if found is None:
             addresses, ttl = await self._addresses(host)  # no SRV: the name itself
             return Located(tuple((a, DEFAULT_PORT[transport]) for a in addresses), ttl_for([ttl]))
+        return found
+
+    async def _by_naptr(self, host: str) -> Located:
+        """§4.1: the NAPTR records of `host` choose the transport and the SRV name (the first
+        that has an address); without usable ones, the SRV names of our transports, then the
+        name itself over UDP."""
+        if not self._r.nameservers:
+            raise LookupFailed(f"{host}: no DNS server (set [sip] dns_servers)")
+        records: list[Naptr] = []
+        ttls: list[int] = []
+        try:
+            answer = await self._r.resolve(host, "NAPTR", search=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            pass
         except dns.exception.DNSException as exc:
-            raise LookupFailed(f"{srv_name(host, transport)}: {exc}") from None
+            raise LookupFailed(f"{host} NAPTR: {exc}") from None
+        else:
+            records = [
+                Naptr(int(r.order), int(r.preference), _text(r.flags), _text(r.service),
+                      _text(r.regexp), r.replacement.to_text(omit_final_dot=True))
+                for r in answer
+            ]  # fmt: skip
+            if answer.rrset is not None:
+                ttls.append(int(answer.rrset.ttl))
+        chosen = choose_naptr(records, AUTO_TRANSPORTS)
+        for transport, name in chosen or fallback_srv(host, AUTO_TRANSPORTS):
+            try:
+                found = await self._by_srv(name)
+            except LookupFailed:
+                continue  # no address behind this one: the next may have
+            if found is not None:
+                return Located(found.targets, ttl_for([*ttls, found.ttl]), transport)
+        if chosen:
+            raise LookupFailed(f"{host}: no NAPTR record leads to an address")
+        addresses, ttl = await self._addresses(host)  # §4.1: at last, A/AAAA over UDP
+        return Located(tuple((a, DEFAULT_PORT["udp"]) for a in addresses), ttl_for([ttl]), "udp")
+
+    async def _by_srv(self, name: str) -> Located | None:
+        """The targets of the SRV records `name`, in order, each by its addresses; None: no
+        such records."""
+        try:
+            answer = await self._r.resolve(name, "SRV", search=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return None
+        except dns.exception.DNSException as exc:
+            raise LookupFailed(f"{name}: {exc}") from None
         records = [
             Srv(int(r.priority), int(r.weight), int(r.port), r.target.to_text(omit_final_dot=True))
             for r in answer
@@ -93,7 +153,7 @@ class SipResolver:
             ttls.append(ttl)
             targets.extend((a, srv.port) for a in addresses)
         if not targets:
-            raise LookupFailed(f"{srv_name(host, transport)}: no target has an address")
+            raise LookupFailed(f"{name}: no target has an address")
         return Located(tuple(targets), ttl_for(ttls))
 
     async def _addresses(self, name: str) -> tuple[list[str], int]:
@@ -113,3 +173,8 @@ class SipResolver:
         if not found:
             raise LookupFailed(f"{name}: {errors[0] if errors else 'no address'}")
         return found, min(ttls) if ttls else 0
+
+
+def _text(value: bytes | str) -> str:
+    """A NAPTR character-string (bytes in dnspython) as text; undecodable bytes never match."""
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value

@@ -17,6 +17,8 @@ from heimbuero.store import Store
 _SLUG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _PREFIX_RE = re.compile(r"\+[0-9]{0,15}")
 TRANSPORTS = ("udp", "tcp", "tls")
+# A trunk's transport may also be "auto": DNS chooses it (NAPTR, RFC 3263 §4.1)
+TRUNK_TRANSPORTS = (*TRANSPORTS, "auto")
 
 
 class DirectoryError(ValueError):
@@ -91,6 +93,14 @@ def validate_transport(value: str) -> str:
     v = value.strip().lower()
     if v not in TRANSPORTS:
         raise DirectoryError(f"invalid transport {value!r}: choose one of {', '.join(TRANSPORTS)}")
+    return v
+
+
+def validate_trunk_transport(value: str) -> str:
+    v = value.strip().lower()
+    if v not in TRUNK_TRANSPORTS:
+        choices = ", ".join(TRUNK_TRANSPORTS)
+        raise DirectoryError(f"invalid transport {value!r}: choose one of {choices}")
     return v
 
 

@@ -53,7 +53,7 @@ from heimbuero.office.routing import (
     route,
 )
 from heimbuero.office.voicemail import NO_MAILBOX, has_mailbox, mailbox_owner, mailboxes
-from heimbuero.sip.locate import DEFAULT_PORT, is_address
+from heimbuero.sip.locate import AUTO, DEFAULT_PORT, is_address
 from heimbuero.sip.message import ParseError, Request, parse_address
 from heimbuero.sip.peer import Peer
 
@@ -233,8 +233,8 @@ class CallRouting:
         self._trunk_peers, self._trunk_at = peers, at
 
     def lookups(self) -> set[tuple[str, int, str]]:
-        """The (host, port, transport) of every UDP or TCP trunk named by host name: what
-        DNS must find."""
+        """The (host, port, transport) of every UDP, TCP or "auto" (NAPTR) trunk named by host
+        name: what DNS must find."""
         trunks = self.directory.trunks.values()
         return {trunk_lookup(t) for t in trunks if not is_address(t.host) and t.transport != "tls"}
 
@@ -849,5 +849,6 @@ def direct_peer(trunk: Trunk) -> Peer | None:
     against that name)."""
     if is_address(trunk.host) or trunk.transport == "tls":
         host = trunk.host.strip("[]").lower()
-        return Peer(trunk.transport, host, trunk.port or DEFAULT_PORT[trunk.transport])
+        transport = "udp" if trunk.transport == AUTO else trunk.transport  # (RFC 3263 §4.1)
+        return Peer(transport, host, trunk.port or DEFAULT_PORT[transport])
     return None

@@ -103,7 +103,6 @@ class TrunkRegistrations:
     ) -> None:
         core = self.core
         t = reg.trunk
-        transport = t.transport.lower()
         if core.calls is not None:
             peers = core.calls.trunk_peers(t)
         else:
@@ -114,6 +113,7 @@ class TrunkRegistrations:
                         t.name, t.host)  # fmt: skip
             self._failed(reg, now)
             return
+        transport = peers[0].transport  # (transport "auto": the one DNS chose)
         host, port = core.local_address(transport)
         reg.cseq += 1
         aor = f"sip:{t.username}@{t.host}"

@@ -5,8 +5,12 @@ by A/AAAA only (§4.2). A name without a port is looked up by SRV (`_sip._udp.NA
 `_sip._tcp.NAME`, `_sips._tcp.NAME` for TLS): its targets in the order RFC 2782 gives (lowest
 priority first; within one priority a weighted random order), each by A/AAAA; a name with no
 SRV records is itself looked up by A/AAAA on the transport's default port. The transport is
-the one the configuration names (NAPTR, which would choose it, is not consulted). The client
-tries the targets in this order and moves on when one fails (§4.3).
+the one the configuration names; a trunk configured with transport "auto" (a name, no port)
+lets DNS choose it (§4.1): its NAPTR records with flag "s" and a service the server supports
+(`SIP+D2U`, `SIP+D2T`, `SIPS+D2T`), by order, then preference, each naming the SRV name to
+look up; without usable NAPTR records, the SRV names of the supported transports in the
+server's preference (UDP, TCP, TLS), and at last the name itself over UDP. The client tries
+the targets in this order and moves on when one fails (§4.3).
 
 The lookups themselves are done by net/dns.py; this module only orders what they found.
 """
@@ -19,6 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
+AUTO = "auto"  # a trunk's transport when DNS (NAPTR, RFC 3263 §4.1) chooses it
+# NAPTR services for SIP (RFC 3263 §4.1) -> our transport
+NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp", "SIPS+D2T": "tls"}
+MAX_NAPTR = 16  # records of one NAPTR answer considered at most (a huge answer is cut)
+FALLBACK_ORDER = ("udp", "tcp", "tls")  # §4.1 without NAPTR: our preference
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +38,18 @@ class Srv:
     weight: int
     port: int
     target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Naptr:
+    """One NAPTR record (RFC 3403)."""
+
+    order: int
+    preference: int
+    flags: str
+    service: str
+    regexp: str
+    replacement: str
 
 
 def is_address(host: str) -> bool:
@@ -67,6 +88,40 @@ def order_srv(records: Sequence[Srv], rng: random.Random | None = None) -> list[
                     out.append(pool.pop(i))
                     break
     return out
+
+
+def choose_naptr(records: Sequence[Naptr], supported: Sequence[str]) -> list[tuple[str, str]]:
+    """(transport, SRV name) of the usable NAPTR records, in the order to try them (RFC 3263
+    §4.1, RFC 3403): lowest order, then lowest preference. Usable: flag "s" (the replacement
+    is an SRV name), no regular expression, a replacement, and a SIP service whose transport
+    is in `supported`; anything else is skipped. Only the first MAX_NAPTR records count; the
+    same (transport, name) is listed once."""
+    usable: list[tuple[int, int, str, str]] = []
+    for r in records[:MAX_NAPTR]:
+        transport = NAPTR_SERVICES.get(r.service.upper())
+        replacement = r.replacement.rstrip(".")
+        if (
+            transport is None
+            or transport not in supported
+            or r.flags.lower() != "s"
+            or r.regexp
+            or not replacement
+            or not 0 <= r.order < 65536
+            or not 0 <= r.preference < 65536
+        ):
+            continue
+        usable.append((r.order, r.preference, transport, replacement))
+    out: list[tuple[str, str]] = []
+    for _, _, transport, replacement in sorted(usable):
+        if (transport, replacement) not in out:
+            out.append((transport, replacement))
+    return out
+
+
+def fallback_srv(host: str, supported: Sequence[str]) -> list[tuple[str, str]]:
+    """Without usable NAPTR records (§4.1): (transport, SRV name) of every supported
+    transport, in our preference."""
+    return [(t, srv_name(host, t)) for t in FALLBACK_ORDER if t in supported]
 
 
 def ttl_for(ttls: Sequence[int], floor: int = 30, ceiling: int = 3600) -> int:

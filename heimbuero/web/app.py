@@ -347,7 +347,7 @@ class TrunkFields(BaseModel):
     @field_validator("transport")
     @classmethod
     def _transport(cls, v: str | None) -> str | None:
-        return None if v is None else directory.validate_transport(v)
+        return None if v is None else directory.validate_trunk_transport(v)
 
     @field_validator("prefixes")
     @classmethod

@@ -4,12 +4,19 @@ Kamailio as their outbound proxy; Kamailio adds a Path to their REGISTERs (path 
 heimbuero sends back (INVITE and MESSAGE with the Path as Route, in-dialog requests along the
 Record-Route) on to the phones with loose_route(). Calls work both ways through the edge, and a
 MESSAGE too; heimbuero stored the Path with each binding. alice's phone says `Supported: path`
-(RFC 5626 outbound mode), bob's does not (as most desk phones): both work."""
+(RFC 5626 outbound mode), bob's does not (as most desk phones): both work.
+
+NOTIFYs cross the edge as well: a watcher behind it subscribes to a colleague's presence and
+gets the NOTIFY when the colleague's phone registers (in the subscription's dialog, along the
+edge's Record-Route), and the owner's desk phone behind it gets the message-summary NOTIFY when
+a caller leaves a voicemail (unsolicited, with the binding's Path as Route): each arrives with
+the edge's Via on top of heimbuero's."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -17,17 +24,22 @@ from pathlib import Path
 
 import pytest
 
+from . import test_voicemail_phone as vm
 from .conftest import DOMAIN, USERS
 from .harness import (
     LOCALHOST,
     Baresip,
     HarnessError,
     Server,
+    SipClient,
+    SipMessage,
     free_port,
+    reply,
     sip_ping,
     tail,
     wait_until,
 )
+from .test_presence import next_notify, subscribe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.peers("baresip", "kamailio")]
 
@@ -106,7 +118,7 @@ def kamailio_edge(tmp_path: Path, server: Server) -> Iterator[int]:
     rundir = tmp_path / "kamailio"
     rundir.mkdir()
     cfg = rundir / "kamailio.cfg"
-    cfg.write_text(EDGE_CFG.format(domain=DOMAIN, server=server.address, host=LOCALHOST))
+    cfg.write_text(EDGE_CFG.format(domain=server.domain, server=server.address, host=LOCALHOST))
     log_path = rundir / "out.log"
     argv = [exe, "-f", str(cfg), "-L", _modules(), "-l", f"udp:{LOCALHOST}:{port}", "-DD", "-E",
             "-m", "64", "-M", "8", "-Y", str(rundir), "-w", str(rundir)]  # fmt: skip
@@ -187,3 +199,72 @@ def test_phones_behind_a_kamailio_edge_call_and_message_each_other(
             lambda: "Gruss vom Rand" in bob.log_path.read_text(errors="replace"),
             20, interval=0.2, what="bob to receive alice's MESSAGE through the edge",
         )  # fmt: skip
+
+
+def _came_through(msg: SipMessage, edge: int, server: Server) -> None:
+    """`msg` was sent by heimbuero to the edge, which relayed it: the edge's Via on top."""
+    vias = msg.header_values("Via")
+    assert len(vias) == 2, vias
+    assert f"{LOCALHOST}:{edge};" in vias[0], vias
+    assert f"{LOCALHOST}:{server.port};" in vias[1], vias
+    assert not msg.header_values("Route"), msg.header_values("Route")  # the edge took its own
+
+
+def test_presence_notify_reaches_a_watcher_behind_the_edge(server: Server, tmp_path: Path) -> None:
+    with kamailio_edge(tmp_path, server) as edge, SipClient(edge) as watcher:
+        ok = subscribe(watcher, "bob", "alice", USERS["bob"])  # bob's SUBSCRIBE, via the edge
+        assert ok.status in (200, 202), ok.summary()
+        assert any(f"{LOCALHOST}:{edge}" in rr for rr in ok.header_values("Record-Route")), ok.raw
+        first = next_notify(watcher)  # the subscription's state now: alice is not there
+        _came_through(first, edge, server)
+        assert "<basic>closed</basic>" in first.body.decode(), first.body
+        with _phone(tmp_path, server, "alice", edge, False) as alice:
+            alice.wait_registered()
+            online = next_notify(watcher, 15, lambda m: b"<basic>open</basic>" in m.body)
+        _came_through(online, edge, server)
+        assert online.header("Call-ID") == first.header("Call-ID")  # the same dialog
+        assert "presence" in (online.header("Event") or ""), online.raw
+
+
+@pytest.fixture
+def mailbox_office(tmp_path: Path) -> Iterator[tuple[Server, int]]:
+    """The demo office whose number goes to mueller's mailbox (as in test_voicemail_phone);
+    (server, the carrier's trusted port)."""
+    inbound = free_port()
+    server = Server(
+        tmp_path / "server", domain=vm.DOMAIN, demo=True, http=True,
+        sip_options={"trusted_peers": [f"{LOCALHOST}:{inbound}"]},
+    )  # fmt: skip
+    server.prepare()
+    rules = tmp_path / "rules.json"
+    steps = [{"targets": ["voicemail:mueller"], "timeout": 10}]
+    numbers = {vm.NUMBER: {"rules": [{"name": "Mailbox", "steps": steps}]}}
+    rules.write_text(json.dumps({"client": "mueller", "numbers": numbers}), encoding="utf-8")
+    server.cli("rules", "import", "mueller", str(rules), "--data", str(server.data_dir))
+    with server:
+        yield server, inbound
+
+
+@pytest.mark.peers("espeak-ng")
+def test_message_waiting_notify_reaches_the_owner_behind_the_edge(
+    mailbox_office: tuple[Server, int], tmp_path: Path
+) -> None:
+    server, inbound = mailbox_office
+    with kamailio_edge(tmp_path, server) as edge, SipClient(edge) as phone:
+        vm.register(server, phone)  # mueller's desk phone, through the edge
+        [(path,)] = server.sql("SELECT path FROM bindings WHERE aor = 'mueller'")
+        assert f"{LOCALHOST}:{edge};lr" in (path or ""), path
+        vm.leave(server, inbound, vm.LOW)  # a carrier's caller leaves a message
+
+        def summary() -> SipMessage | None:
+            msg = phone.recv(0.2)
+            if msg is not None and msg.method == "NOTIFY":
+                reply(phone, msg, "200 OK")
+                if b"Voice-Message: 1/0" in msg.body:
+                    return msg
+            return None
+
+        notify = wait_until(summary, 20, interval=0.0, what="message-summary 1/0 via the edge")
+        _came_through(notify, edge, server)
+        assert notify.header("Event") == "message-summary", notify.raw
+        assert b"Messages-Waiting: yes" in notify.body, notify.body

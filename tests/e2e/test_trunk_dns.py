@@ -8,6 +8,11 @@ DNS server started by the test ([sip] dns_servers):
 - The carrier's own calls from that address are recognised as the trunk's (no challenge).
 - A name DNS does not know: the call out is refused at once with 503 and a reason; nothing
   waits on the event loop for DNS meanwhile (a REGISTER is answered as fast as ever).
+- `trunk set carrier --address carrier.test --transport auto`: DNS chooses the transport
+  (RFC 3263 §4.1). The NAPTR records of carrier.test name `_sip._tcp.carrier.test` first (a
+  SIPS record before it is skipped: no TLS for "auto"); its SRV record names the port a SIPp
+  carrier listens on over TCP, and the call out reaches it there over TCP. With only a UDP
+  NAPTR record the same call goes over UDP. "auto" with an address or a port is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ from typing import Any
 import pytest
 from dnsserver import DnsServer
 
-from .harness import Server, SipClient, SipMessage, free_port, wait_until
+from .harness import (
+    Server,
+    SipClient,
+    SipMessage,
+    free_port,
+    sipp_received,
+    start_sipp_uas,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e]
 
@@ -142,3 +155,51 @@ def test_a_name_dns_does_not_know_refuses_the_call_out_at_once(tmp_path: Path) -
             assert final.status == 503, final.summary()
             assert "not resolved" in final.reason, final.summary()
         assert "nowhere.test could not be looked up" in srv.log_text()
+
+
+@pytest.mark.peers("sipp")
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_naptr_chooses_the_transport_and_srv_the_port(tmp_path: Path, transport: str) -> None:
+    port = free_port()  # named only in the SRV record
+    naptr = ['20 10 "s" "SIP+D2U" "" _sip._udp.carrier.test.']
+    if transport == "tcp":
+        naptr += [
+            '5 10 "s" "SIPS+D2T" "" _sips._tcp.carrier.test.',
+            '10 10 "s" "SIP+D2T" "" _sip._tcp.carrier.test.',
+        ]
+    zone = {
+        ("carrier.test", "NAPTR"): naptr,
+        ("_sips._tcp.carrier.test", "SRV"): [f"10 0 {free_port()} a.carrier.test"],
+        ("_sip._tcp.carrier.test", "SRV"): [f"10 0 {port} a.carrier.test"],
+        ("_sip._udp.carrier.test", "SRV"): [f"10 0 {port} a.carrier.test"],
+        ("a.carrier.test", "A"): ["127.0.0.1"],
+    }
+    with contextlib.ExitStack() as stack:
+        dns = stack.enter_context(DnsServer(zone))
+        srv = Server(tmp_path / "server", domain=DOMAIN, demo=True,
+                     sip_options={"dns_servers": [dns.address]})  # fmt: skip
+        srv.prepare()
+        data = ("--data", str(srv.data_dir))
+        refused = srv.cli("trunk", "set", "carrier", "--address", "127.0.0.1", "--transport",
+                          "auto", *data, check=False)  # fmt: skip
+        assert refused.returncode != 0 and "auto" in refused.stderr + refused.stdout, refused
+        srv.cli("trunk", "set", "carrier", "--address", "carrier.test", "--transport", "auto",
+                *data)  # fmt: skip
+        listed = srv.cli("trunk", "list", *data).stdout
+        assert "carrier.test (DNS NAPTR)" in listed, listed
+        stack.enter_context(srv)
+        carrier = stack.enter_context(start_sipp_uas(
+            tmp_path, "carrier", port=port, scenario="carrier_busy_uas.xml",
+            transport="t1" if transport == "tcp" else "u1", timeout=30,
+        ))  # fmt: skip
+        final = dial(srv, "mueller", srv.demo_passwords["mueller"], "01702222222")
+        assert final.status == 486, final.summary()  # the carrier's answer came back
+        result = carrier.wait(20)
+        assert result.returncode == 0, result.report()
+        [invite] = sipp_received(result, "INVITE")
+        via = invite.header_values("Via")[0]
+        assert via.upper().startswith(f"SIP/2.0/{transport.upper()} "), via
+        assert invite.start_line.startswith("INVITE sip:+491702222222@carrier.test SIP/2.0")
+        assert ("carrier.test", "NAPTR") in dns.questions
+        assert (f"_sip._{transport}.carrier.test", "SRV") in dns.questions
+        assert ("_sips._tcp.carrier.test", "SRV") not in dns.questions

@@ -11,7 +11,17 @@ import pytest
 from dnsserver import DnsServer
 
 from heimbuero.net.dns import LookupFailed, SipResolver
-from heimbuero.sip.locate import Srv, order_srv, split_server, srv_name, ttl_for
+from heimbuero.sip.locate import (
+    MAX_NAPTR,
+    Naptr,
+    Srv,
+    choose_naptr,
+    fallback_srv,
+    order_srv,
+    split_server,
+    srv_name,
+    ttl_for,
+)
 
 
 def test_srv_order_is_by_priority_then_weighted() -> None:
@@ -87,3 +97,105 @@ def test_an_unknown_name_or_a_silent_server_fails_with_a_reason() -> None:
     with pytest.raises(LookupFailed):
         asyncio.run(silent.locate("carrier.test", 5060, "udp"))
     assert asyncio.run(silent.locate("192.0.2.1", 0, "tls")).targets == (("192.0.2.1", 5061),)
+
+
+# -- NAPTR (RFC 3263 §4.1): a trunk with transport "auto" --------------------------------
+
+BOTH = ("udp", "tcp")
+
+
+def naptr(
+    order: int, pref: int, service: str, target: str, flags: str = "s", regexp: str = ""
+) -> Naptr:
+    return Naptr(order, pref, flags, service, regexp, target)
+
+
+def test_naptr_by_order_then_preference() -> None:
+    records = [
+        naptr(20, 10, "SIP+D2U", "_sip._udp.c.test"),
+        naptr(10, 50, "SIP+D2U", "_sip._udp.backup.c.test"),
+        naptr(10, 20, "SIP+D2T", "_sip._tcp.c.test."),
+    ]
+    assert choose_naptr(records, BOTH) == [
+        ("tcp", "_sip._tcp.c.test"),  # order 10, preference 20
+        ("udp", "_sip._udp.backup.c.test"),  # order 10, preference 50
+        ("udp", "_sip._udp.c.test"),  # order 20
+    ]
+
+
+def test_naptr_skips_what_we_do_not_support_or_cannot_read() -> None:
+    records = [
+        naptr(1, 1, "SIPS+D2T", "_sips._tcp.c.test"),  # TLS: not for "auto" trunks
+        naptr(2, 1, "SIP+D2S", "_sip._sctp.c.test"),  # SCTP: not ours
+        naptr(3, 1, "E2U+sip", "_sip._udp.c.test"),  # ENUM, not a SIP service
+        naptr(4, 1, "SIP+D2U", "_sip._udp.c.test", flags="a"),  # "a": an address, not SRV
+        naptr(5, 1, "SIP+D2U", "_sip._udp.c.test", flags=""),  # non-terminal: not followed
+        naptr(6, 1, "SIP+D2U", "", regexp="!^.*$!sip:x@evil.test!"),  # a rewrite: not used
+        naptr(7, 1, "SIP+D2U", "."),  # no replacement
+        naptr(70000, 1, "SIP+D2U", "_sip._udp.huge.c.test"),  # out of range
+        naptr(9, 1, "sip+d2t", "_sip._tcp.c.test"),  # (services are case-insensitive)
+        naptr(9, 2, "SIP+D2T", "_sip._tcp.c.test"),  # the same again: once
+    ]
+    assert choose_naptr(records, BOTH) == [("tcp", "_sip._tcp.c.test")]
+    assert choose_naptr(records[:1], ("udp", "tcp", "tls")) == [("tls", "_sips._tcp.c.test")]
+    assert choose_naptr(records, ("udp",)) == []
+
+
+def test_naptr_considers_a_bounded_number_of_records() -> None:
+    junk = [naptr(1, i, "SIP+D2S", f"_sip._sctp.{i}.c.test") for i in range(MAX_NAPTR)]
+    assert choose_naptr([*junk, naptr(2, 1, "SIP+D2U", "_sip._udp.c.test")], BOTH) == []
+    assert choose_naptr([*junk[1:], naptr(2, 1, "SIP+D2U", "_sip._udp.c.test")], BOTH) == [
+        ("udp", "_sip._udp.c.test")
+    ]
+
+
+def test_without_naptr_the_srv_names_of_our_transports() -> None:
+    assert fallback_srv("c.test", BOTH) == [
+        ("udp", "_sip._udp.c.test"),
+        ("tcp", "_sip._tcp.c.test"),
+    ]
+    assert fallback_srv("c.test", ("tcp",)) == [("tcp", "_sip._tcp.c.test")]
+
+
+NAPTR_ZONE = {
+    ("carrier.test", "NAPTR"): [
+        '5 10 "s" "SIPS+D2T" "" _sips._tcp.carrier.test.',
+        '10 10 "s" "SIP+D2T" "" _sip._tcp.carrier.test.',
+        '20 10 "s" "SIP+D2U" "" _sip._udp.carrier.test.',
+    ],
+    ("_sips._tcp.carrier.test", "SRV"): ["10 0 5061 a.carrier.test"],
+    ("_sip._tcp.carrier.test", "SRV"): ["10 0 5070 a.carrier.test"],
+    ("_sip._udp.carrier.test", "SRV"): ["10 0 5062 a.carrier.test"],
+    ("a.carrier.test", "A"): ["192.0.2.10"],
+    ("dead.test", "NAPTR"): ['10 10 "s" "SIP+D2T" "" _sip._tcp.nowhere.test.'],
+    ("dead.test", "A"): ["192.0.2.99"],
+    ("_sip._tcp.srvonly.test", "SRV"): ["10 0 5072 a.carrier.test"],
+    ("plain.test", "A"): ["192.0.2.30"],
+}
+
+
+def test_auto_follows_naptr_then_srv_then_a() -> None:
+    with DnsServer(NAPTR_ZONE, ttl=200) as server:
+        resolver = SipResolver([server.address])
+        found = asyncio.run(resolver.locate("carrier.test", 0, "auto"))
+        # TLS is skipped (not for "auto"), TCP has the lower order
+        assert (found.transport, found.targets) == ("tcp", (("192.0.2.10", 5070),))
+        assert found.ttl == 200
+        assert ("_sips._tcp.carrier.test", "SRV") not in server.questions
+        assert ("_sip._udp.carrier.test", "SRV") not in server.questions
+        # no NAPTR: the SRV records of each transport (UDP first, then TCP), then the name
+        found = asyncio.run(resolver.locate("srvonly.test", 0, "auto"))
+        assert (found.transport, found.targets) == ("tcp", (("192.0.2.10", 5072),))
+        asked = server.questions[server.questions.index(("srvonly.test", "NAPTR")) :]
+        assert asked[:3] == [
+            ("srvonly.test", "NAPTR"), ("_sip._udp.srvonly.test", "SRV"),
+            ("_sip._tcp.srvonly.test", "SRV"),
+        ]  # fmt: skip
+        found = asyncio.run(resolver.locate("plain.test", 0, "auto"))
+        assert (found.transport, found.targets) == ("udp", (("192.0.2.30", 5060),))
+        # a port given: no NAPTR, no SRV, UDP (§4.1)
+        found = asyncio.run(resolver.locate("plain.test", 5080, "auto"))
+        assert (found.transport, found.targets) == ("udp", (("192.0.2.30", 5080),))
+        # NAPTR records that lead nowhere fail; they do not fall back to the name's own A
+        with pytest.raises(LookupFailed, match="dead.test"):
+            asyncio.run(resolver.locate("dead.test", 0, "auto"))
