@@ -807,6 +807,7 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.exit_codes: list[int] = []
         self._starts = 0
+        self._log_start = 0  # where the log of the current start begins
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -941,6 +942,7 @@ class Server:
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start #{self._starts}: {' '.join(cmd)}\n".encode())
             log.flush()
+            self._log_start = log.tell()
             self.proc = subprocess.Popen(
                 cmd,
                 cwd=REPO_ROOT,
@@ -961,9 +963,16 @@ class Server:
             s.settimeout(0.3)
             return s.connect_ex((LOCALHOST, self.http_port)) == 0
 
+    def _says_serving(self) -> bool:
+        """True when this start's log has `serve`'s "serving" line: the start-up work after the
+        transports bound (trunk DNS lookups, presence) is done. SIP answers OPTIONS before."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return b"heimbuero: serving " in log.read()
+
     def wait_ready(self, timeout: float = SERVER_READY_TIMEOUT) -> None:
-        """Poll with OPTIONS (no auth) until the server answers 200 (and, with HTTP, until its
-        HTTP port takes connections)."""
+        """Poll with OPTIONS (no auth) until the server answers 200, with HTTP until its HTTP
+        port takes connections, and until it says it is serving."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         last: SipMessage | None = None
@@ -975,7 +984,12 @@ class Server:
                     + self.log_text()
                 )
             last = sip_ping(self.port, ruri=f"sip:{self.domain}", timeout=0.3) or last
-            if last is not None and last.status == 200 and self._http_listening():
+            if (
+                last is not None
+                and last.status == 200
+                and self._http_listening()
+                and self._says_serving()
+            ):
                 return
         got = f"last answer: {last.start_line}" if last else "no answer"
         raise HarnessError(
