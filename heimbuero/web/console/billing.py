@@ -14,7 +14,6 @@ a POST without `confirm=1` answers the confirmation page, whose button posts it 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -33,10 +32,7 @@ from heimbuero.app.errors import Conflict, Invalid, NotFound
 from heimbuero.billing.einvoice import BUYER_FIELDS, SELLER_FIELDS, missing_buyer
 from heimbuero.store.db import UserRecord
 from heimbuero.store.websessions import WebSession
-from heimbuero.web.console import _not_found, _page, _t, lang_of
-
-Area = Callable[[Request, tuple[str, ...]], tuple[WebSession, UserRecord] | Response]
-Posted = Callable[[Request, WebSession, UserRecord], Awaitable[dict[str, str] | Response]]
+from heimbuero.web.console import Area, FormOf, _not_found, _page, _t, lang_of
 
 PORTAL_ROLES = ("client", "employee", "agent", "admin")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -107,7 +103,7 @@ def _month(request: Request, default: str | None) -> str | None:
     return parse_month(given) if given else default
 
 
-def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> None:
+def billing_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf) -> None:
     """Add the billing pages' routes to the console's router."""
 
     def failed(request: Request, s: WebSession, user: UserRecord, exc: AppError) -> Response:
@@ -309,23 +305,12 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
             "Content-Disposition": f'attachment; filename="datev-{month}.csv"',
             "Cache-Control": "no-store"})  # fmt: skip
 
-    async def admin_form(
-        request: Request,
-    ) -> tuple[WebSession, UserRecord, dict[str, str]] | Response:
-        """An admin's posted form with its token checked, or the page that refuses it."""
-        found = area(request, ("admin",))
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        return form if isinstance(form, Response) else (s, user, form)
-
     @router.post("/admin/billing/run")
     async def run(request: Request) -> Response:
-        found = await admin_form(request)
-        if isinstance(found, Response):
-            return found
-        s, user, form = found
+        got = await form_of(request, ("admin",))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         try:
             month = admin_month(request, form)
         except Invalid as exc:
@@ -354,10 +339,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.post("/admin/billing/invoices/{number}/send")
     async def send(request: Request, number: str) -> Response:
-        found = await admin_form(request)
-        if isinstance(found, Response):
-            return found
-        s, user, form = found
+        got = await form_of(request, ("admin",))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         try:
             month = admin_month(request, form)
         except Invalid as exc:
@@ -381,10 +366,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.post("/admin/billing/invoices/{number}/cancel")
     async def cancel(request: Request, number: str) -> Response:
-        found = await admin_form(request)
-        if isinstance(found, Response):
-            return found
-        s, user, form = found
+        got = await form_of(request, ("admin",))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         try:
             month = admin_month(request, form)
             handlers.invoices.get(Actor.of(user), number)  # exists (else: not found)
@@ -409,10 +394,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.post("/admin/billing/seller")
     async def seller(request: Request) -> Response:
-        found = await admin_form(request)
-        if isinstance(found, Response):
-            return found
-        s, user, form = found
+        got = await form_of(request, ("admin",))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         try:
             month = admin_month(request, form)
         except Invalid as exc:
@@ -503,10 +488,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.post("/admin/billing/clients/{client_id}/buyer")
     async def buyer(request: Request, client_id: str) -> Response:
-        found = await admin_form(request)
-        if isinstance(found, Response):
-            return found
-        s, user, form = found
+        got = await form_of(request, ("admin",))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         if len(client_id) > MAX_ID:
             return _not_found(request)
         values = {f: form.get(f, "") for f in BUYER_FIELDS}
@@ -523,10 +508,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.post("/admin/billing/clients/{client_id}/tariff")
     async def assign(request: Request, client_id: str) -> Response:
-        found = await admin_form(request)
-        if isinstance(found, Response):
-            return found
-        s, user, form = found
+        got = await form_of(request, ("admin",))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         if len(client_id) > MAX_ID:
             return _not_found(request)
         chosen = {"tariff": form.get("tariff", "")[:200],

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -43,13 +43,10 @@ from heimbuero.store.db import UserRecord
 from heimbuero.store.dictation import JobRecord
 from heimbuero.store.websessions import WebSession
 from heimbuero.web import sse
-from heimbuero.web.console import _not_found, _page, _t
+from heimbuero.web.console import Area, Posted, _not_found, _page, _t
 from heimbuero.web.params import MAX_ID
 
 log = logging.getLogger(__name__)
-
-Area = Callable[[Request, tuple[str, ...]], tuple[WebSession, UserRecord] | Response]
-Posted = Callable[..., Awaitable[dict[str, str] | Response]]
 
 ROLES = ("agent", "admin")  # the typists: the queue handler allows staff only
 # the editor form: the draft's characters (up to 4 bytes each in multipart) and the fields

@@ -18,22 +18,20 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from heimbuero.app import Actor, App, AppError, policy
+from heimbuero.app import Actor, App, AppError
 from heimbuero.app.errors import Conflict, Invalid
 from heimbuero.domain.model import WEEKDAYS, Client
 from heimbuero.office.rules_doc import TIMEOUT_MAX, TIMEOUT_MIN, document_version
 from heimbuero.store.db import UserRecord
 from heimbuero.store.websessions import WebSession
-from heimbuero.web.console import _not_found, _page, _t
+from heimbuero.web.console import Area, FormOf, _not_found, _page, _t
 from heimbuero.web.console import rule_form as rf
 from heimbuero.web.console.forwarding import (
     CHANGED,
     DAY_LABELS,
     ROLES,
-    Area,
-    Posted,
     Texts,
-    _client_id,
+    opened,
     target_options,
 )
 
@@ -46,19 +44,8 @@ def said(request: Request, msg: str) -> str:
     return _t(request, text)
 
 
-def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> None:
+def rule_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf) -> None:
     """Add the routes of adding, changing, moving and removing rules to the console's router."""
-
-    def opened(request: Request, user: UserRecord, cid: str) -> Client | Response:
-        actor = Actor.of(user)
-        try:
-            c = handlers.clients.visible(actor, cid)
-        except AppError:
-            return _not_found(request)
-        if not policy.may_change_rules(actor, c.id):
-            return _page(request, "error.html", 403, user=user, csrf="",
-                         message=_t(request, "Nur der Inhaber und die Verwaltung ändern die Regeln."))  # fmt: skip  # noqa: E501
-        return c
 
     def failed(request: Request, s: WebSession, user: UserRecord, status: int, msg: str,
                c: Client | None = None) -> Response:  # fmt: skip
@@ -113,7 +100,7 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> 
     def located(
         request: Request, user: UserRecord, values: Any
     ) -> tuple[Client, str, str] | Response:
-        c = opened(request, user, _client_id(user, values.get("client")) or "")
+        c = opened(handlers, request, user, values.get("client"))
         if isinstance(c, Response):
             return c
         number, index = str(values.get("number", "")), str(values.get("index", "")).strip()
@@ -143,13 +130,10 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> 
 
     @router.post("/portal/forwarding/rule")
     async def save_rule(request: Request) -> Response:
-        found = area(request, ROLES)
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        got = await form_of(request, ROLES)
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         where = located(request, user, form)
         if isinstance(where, Response):
             return where
@@ -199,13 +183,10 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> 
 
     @router.post("/portal/forwarding/rules/move")
     async def move_rule(request: Request) -> Response:
-        found = area(request, ROLES)
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        got = await form_of(request, ROLES)
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         where = located(request, user, form)
         if isinstance(where, Response):
             return where
@@ -241,13 +222,10 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> 
 
     @router.post("/portal/forwarding/rules/remove")
     async def remove_rule(request: Request) -> Response:
-        found = area(request, ROLES)
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        got = await form_of(request, ROLES)
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         where = located(request, user, form)
         if isinstance(where, Response):
             return where
