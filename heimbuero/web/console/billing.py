@@ -305,16 +305,26 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf)
             "Content-Disposition": f'attachment; filename="datev-{month}.csv"',
             "Cache-Control": "no-store"})  # fmt: skip
 
-    @router.post("/admin/billing/run")
-    async def run(request: Request) -> Response:
+    async def month_form(
+        request: Request,
+    ) -> tuple[WebSession, UserRecord, dict[str, str], str] | Response:
+        """An admin's posted form (its token checked) and the month it is about; the page
+        that refuses either."""
         got = await form_of(request, ("admin",))
         if isinstance(got, Response):
             return got
         s, user, form = got
         try:
-            month = admin_month(request, form)
+            return s, user, form, admin_month(request, form)
         except Invalid as exc:
             return failed(request, s, user, exc)
+
+    @router.post("/admin/billing/run")
+    async def run(request: Request) -> Response:
+        got = await month_form(request)
+        if isinstance(got, Response):
+            return got
+        s, user, form, month = got
         if form.get("confirm") != "1":
             return confirm(request, s, user, "/admin/billing/run",
                            _t(request, "Rechnungen für %(month)s erstellen?", month=month),
@@ -339,14 +349,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf)
 
     @router.post("/admin/billing/invoices/{number}/send")
     async def send(request: Request, number: str) -> Response:
-        got = await form_of(request, ("admin",))
+        got = await month_form(request)
         if isinstance(got, Response):
             return got
-        s, user, form = got
-        try:
-            month = admin_month(request, form)
-        except Invalid as exc:
-            return failed(request, s, user, exc)
+        s, user, form, month = got
         try:
             sent = await run_in_threadpool(  # (the mail server: off the event loop)
                 handlers.invoices.send, Actor.of(user), number, resend=form.get("confirm") == "1"
@@ -394,14 +400,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf)
 
     @router.post("/admin/billing/seller")
     async def seller(request: Request) -> Response:
-        got = await form_of(request, ("admin",))
+        got = await month_form(request)
         if isinstance(got, Response):
             return got
-        s, user, form = got
-        try:
-            month = admin_month(request, form)
-        except Invalid as exc:
-            return failed(request, s, user, exc)
+        s, user, form, month = got
         values = {f: form.get(f, "") for f in SELLER_FIELDS}
         try:
             handlers.billing.set_seller(Actor.of(user), **values)

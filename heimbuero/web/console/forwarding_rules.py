@@ -113,31 +113,42 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf) ->
             return _not_found(request)
         return c, number, index
 
-    @router.get("/portal/forwarding/rule")
-    async def rule_page(request: Request) -> Response:
-        """The form of rule `index` of `number`; without `index` the form of a new rule."""
+    def rule_query(request: Request) -> tuple[WebSession, UserRecord, Client, str, str] | Response:
+        """The session, user, client, number and rule index (empty: a new rule) a page's query
+        names; the login, 404 or 403 page instead when any of it is not the user's."""
         found = area(request, ROLES)
         if isinstance(found, Response):
             return found
-        s, user = found
-        where = located(request, user, request.query_params)
-        if isinstance(where, Response):
-            return where
-        c, number, index = where
+        where = located(request, found[1], request.query_params)
+        return where if isinstance(where, Response) else (*found, *where)
+
+    async def rule_form(
+        request: Request,
+    ) -> tuple[WebSession, UserRecord, dict[str, str], Client, str, str] | Response:
+        """As rule_query for a posted form (its token checked), with the form."""
+        got = await form_of(request, ROLES)
+        if isinstance(got, Response):
+            return got
+        where = located(request, got[1], got[2])
+        return where if isinstance(where, Response) else (*got, *where)
+
+    @router.get("/portal/forwarding/rule")
+    async def rule_page(request: Request) -> Response:
+        """The form of rule `index` of `number`; without `index` the form of a new rule."""
+        got = rule_query(request)
+        if isinstance(got, Response):
+            return got
+        s, user, c, number, index = got
         stored = handlers.rules.document(Actor.of(user), c.id)
         fields = rf.fields_of_rule(rf.rule_at(stored, number, index)) if index else rf.RuleFields()
         return form_page(request, s, user, c, number, index, fields, document_version(stored))
 
     @router.post("/portal/forwarding/rule")
     async def save_rule(request: Request) -> Response:
-        got = await form_of(request, ROLES)
+        got = await rule_form(request)
         if isinstance(got, Response):
             return got
-        s, user, form = got
-        where = located(request, user, form)
-        if isinstance(where, Response):
-            return where
-        c, number, index = where
+        s, user, form, c, number, index = got
         actor, version = Actor.of(user), form.get("version", "")
         stored = handlers.rules.document(actor, c.id)
         fields = rf.fields_of_form(form)
@@ -183,14 +194,10 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf) ->
 
     @router.post("/portal/forwarding/rules/move")
     async def move_rule(request: Request) -> Response:
-        got = await form_of(request, ROLES)
+        got = await rule_form(request)
         if isinstance(got, Response):
             return got
-        s, user, form = got
-        where = located(request, user, form)
-        if isinstance(where, Response):
-            return where
-        c, number, index = where
+        s, user, form, c, number, index = got
         stored = handlers.rules.document(Actor.of(user), c.id)
         try:
             doc = rf.moved(stored, number, index, form.get("direction", ""))
@@ -201,14 +208,10 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf) ->
     @router.get("/portal/forwarding/rules/remove")
     async def remove_page(request: Request) -> Response:
         """Asks before removing: a removed rule changes where calls go."""
-        found = area(request, ROLES)
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        where = located(request, user, request.query_params)
-        if isinstance(where, Response):
-            return where
-        c, number, index = where
+        got = rule_query(request)
+        if isinstance(got, Response):
+            return got
+        s, user, c, number, index = got
         if not index:
             return _not_found(request)
         texts = Texts(request)
@@ -222,14 +225,10 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf) ->
 
     @router.post("/portal/forwarding/rules/remove")
     async def remove_rule(request: Request) -> Response:
-        got = await form_of(request, ROLES)
+        got = await rule_form(request)
         if isinstance(got, Response):
             return got
-        s, user, form = got
-        where = located(request, user, form)
-        if isinstance(where, Response):
-            return where
-        c, number, index = where
+        s, user, form, c, number, index = got
         if not index:
             return _not_found(request)
         if form.get("confirm") != "yes":
