@@ -260,26 +260,32 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf)
                      title=title, text=text, button=button, month=month,
                      hidden=hidden)  # fmt: skip
 
-    @router.get("/admin/billing")
-    async def admin_billing(request: Request) -> Response:
+    def month_page(request: Request) -> tuple[WebSession, UserRecord, str] | Response:
+        """An admin's session and user and the month the query asks for (default: last
+        month); the page that refuses either."""
         found = area(request, ("admin",))
         if isinstance(found, Response):
             return found
         s, user = found
         try:
-            month = admin_month(request)
+            return s, user, admin_month(request)
         except Invalid as exc:
             return failed(request, s, user, exc)
-        return admin_page(request, s, user, month)
+
+    @router.get("/admin/billing")
+    async def admin_billing(request: Request) -> Response:
+        got = month_page(request)
+        if isinstance(got, Response):
+            return got
+        return admin_page(request, *got)
 
     @router.get("/admin/billing/usage.csv")
     async def usage_csv(request: Request) -> Response:
-        found = area(request, ("admin",))
-        if isinstance(found, Response):
-            return found
-        s, user = found
+        got = month_page(request)
+        if isinstance(got, Response):
+            return got
+        s, user, month = got
         try:
-            month = admin_month(request)
             rows = handlers.billing.provider_usage(Actor.of(user), month)
         except AppError as exc:
             return failed(request, s, user, exc)
@@ -292,12 +298,11 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf)
 
     @router.get("/admin/billing/datev.csv")
     async def datev_csv(request: Request) -> Response:
-        found = area(request, ("admin",))
-        if isinstance(found, Response):
-            return found
-        s, user = found
+        got = month_page(request)
+        if isinstance(got, Response):
+            return got
+        s, user, month = got
         try:
-            month = admin_month(request)
             content = await run_in_threadpool(handlers.invoices.datev, Actor.of(user), month)
         except AppError as exc:
             return failed(request, s, user, exc)
