@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -637,24 +637,10 @@ class _EventStream:
     def response(
         self, request: Request, opening: str, stop: Callable[[], None]
     ) -> StreamingResponse:
-        async def events() -> AsyncIterator[str]:
-            ending = sse.stopping(request)
-            try:
-                yield opening
-                while not await request.is_disconnected():
-                    item = await sse.next_item(self.queue, ending, 15.0)
-                    if item is None:
-                        yield ": keep-alive\n\n"
-                        continue
-                    event, data = item
-                    yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
-            except sse.ServerStopping:
-                pass
-            finally:
-                stop()
-
         return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            sse.events(request, self.queue, opening, stop),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
         )
 
 

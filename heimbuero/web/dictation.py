@@ -21,9 +21,8 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -399,11 +398,11 @@ def dictation_routes(
         each time a job you may see is created or changes state (the portal's live state,
         the typists' live queue); a comment every 15 s keeps the connection open."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(maxsize=1000)
 
         def put(item: dict[str, Any]) -> None:
             with contextlib.suppress(asyncio.QueueFull):  # a reader that stalls loses some
-                queue.put_nowait(item)
+                queue.put_nowait(("job", item))
 
         def on_change(e: DictationChanged) -> None:
             item = {"id": e.job_id, "client": e.client, "state": e.state, "author": e.author,
@@ -412,23 +411,10 @@ def dictation_routes(
 
         stop = dictation.watch(Actor.of(user), on_change)
 
-        async def events() -> AsyncIterator[str]:
-            ending = sse.stopping(request)
-            try:
-                yield ": dictation jobs\n\n"
-                while not await request.is_disconnected():
-                    item = await sse.next_item(queue, ending, 15.0)
-                    if item is None:
-                        yield ": keep-alive\n\n"
-                        continue
-                    yield f"event: job\ndata: {json.dumps(item)}\n\n"
-            except sse.ServerStopping:
-                pass
-            finally:
-                stop()
-
         return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            sse.events(request, queue, ": dictation jobs\n\n", stop),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
         )
 
     @router.get("/api/dictation/jobs/{job_id}", tags=["dictation"])

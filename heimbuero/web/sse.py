@@ -11,7 +11,9 @@ to the next server (`retry:`), which gives it a fresh snapshot.
 from __future__ import annotations
 
 import asyncio
-from typing import TypeVar
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.types import ASGIApp
@@ -55,3 +57,28 @@ async def next_item(queue: asyncio.Queue[T], stop: asyncio.Event, keepalive: flo
     if stop.is_set():
         raise ServerStopping
     return None
+
+
+async def events(
+    request: Request,
+    queue: asyncio.Queue[tuple[str, dict[str, Any]]],
+    opening: str,
+    stop: Callable[[], None],
+) -> AsyncIterator[str]:
+    """The text of an event stream: `opening` (a comment), then each `(event, data)` of `queue`
+    (data as JSON), a keep-alive comment after 15 s without one; it ends when the client goes
+    or the server stops, and then calls `stop` (the end of the watch that fills the queue)."""
+    ending = stopping(request)
+    try:
+        yield opening
+        while not await request.is_disconnected():
+            item = await next_item(queue, ending, 15.0)
+            if item is None:
+                yield ": keep-alive\n\n"
+                continue
+            event, data = item
+            yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
+    except ServerStopping:
+        pass
+    finally:
+        stop()

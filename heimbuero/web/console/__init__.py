@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,6 +47,17 @@ CODE_COOKIE = "hb_code"  # a login waiting for its second-factor code (store/tot
 MAX_CODE_FAILURES = 5  # wrong codes for one login; then the password is asked again
 MAX_FORM = 16 * 1024  # bytes of a console form
 T = TypeVar("T")
+
+# what console_routes hands to the modules of its pages (admin.py, billing.py, ...):
+# `area(request, roles)` the session and user of a page of those roles (None: any logged-in
+# user), `posted(request, s, user[, limit])` the session's form with its CSRF token checked,
+# `form_of(request, roles)` both; each returns the response to send instead when it fails
+Area = Callable[[Request, "tuple[str, ...] | None"], "tuple[WebSession, UserRecord] | Response"]
+Posted = Callable[..., Awaitable["dict[str, str] | Response"]]
+FormOf = Callable[
+    [Request, "tuple[str, ...] | None"],
+    Awaitable["tuple[WebSession, UserRecord, dict[str, str]] | Response"],
+]
 
 _env = Environment(
     loader=FileSystemLoader(HERE / "templates"),
@@ -313,11 +324,15 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
-    def area(request: Request, roles: tuple[str, ...]) -> tuple[WebSession, UserRecord] | Response:
+    def area(
+        request: Request, roles: tuple[str, ...] | None
+    ) -> tuple[WebSession, UserRecord] | Response:
+        """The session and its user when the user has one of `roles` (None: any role); else
+        the login page (no session) or the 404 page (another role's area)."""
         found = c.session(request)
         if found is None:
             return RedirectResponse("/", 303)
-        if found[1].role not in roles:
+        if roles is not None and found[1].role not in roles:
             return _not_found(request)
         return found
 
@@ -336,6 +351,18 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
                 message=_t(request, "Ungültiges Formular-Token."),
             )
         return form
+
+    async def form_of(
+        request: Request, roles: tuple[str, ...] | None
+    ) -> tuple[WebSession, UserRecord, dict[str, str]] | Response:
+        """The session, user and posted form of a POST to a page of `roles` (None: any role);
+        the response to send instead when `area` or `posted` refuses."""
+        found = area(request, roles)
+        if isinstance(found, Response):
+            return found
+        s, user = found
+        form = await posted(request, s, user)
+        return form if isinstance(form, Response) else (s, user, form)
 
     @router.get("/console")
     async def agent_console(request: Request) -> Response:
@@ -368,13 +395,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
     @router.post("/console/status")
     async def set_status(request: Request) -> Response:
         """The agent's own status from the console (break, end of shift, ...)."""
-        found = area(request, ("agent", "admin"))
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        got = await form_of(request, ("agent", "admin"))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         try:
             c.handlers.agents.set(Actor.of(user), user.name, form.get("status", ""))
         except AppError as exc:
@@ -384,13 +408,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
 
     @router.post("/console/notes")
     async def take_note(request: Request) -> Response:
-        found = area(request, ("agent", "admin"))
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        got = await form_of(request, ("agent", "admin"))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         try:
             note, _ = await c.handlers.notes.take(
                 Actor.of(user),
@@ -441,13 +462,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
 
     @router.post("/portal/notes/{note_id}/{what}")
     async def mark_note(request: Request, note_id: RowId, what: str) -> Response:
-        found = area(request, ("client", "employee"))
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        got = await form_of(request, ("client", "employee"))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         try:
             c.handlers.notes.mark(Actor.of(user), note_id, what)
         except AppError:
@@ -457,13 +475,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
     @router.post("/admin/totp/{name}/reset")
     async def reset_second_factor(request: Request, name: str) -> Response:
         """Take a user's second factor away (a lost phone)."""
-        found = area(request, ("admin",))
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        got = await form_of(request, ("admin",))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         try:
             c.handlers.second_factor.reset(Actor.of(user), name)
         except AppError:
@@ -478,7 +493,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
 
     from heimbuero.web.console.admin import admin_pages
 
-    admin_pages(router, c, area, posted, feeds)
+    admin_pages(router, c, area, form_of, feeds)
 
     @router.get("/events")
     async def events(request: Request) -> Response:
@@ -511,13 +526,10 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
 
     @router.post("/password")
     async def change_password(request: Request) -> Response:
-        found = c.session(request)
-        if found is None:
-            return RedirectResponse("/", 303)
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        got = await form_of(request, None)
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
 
         def again(status: int, error: str) -> HTMLResponse:
             return _page(request, "password.html", status, user=user, csrf=s.csrf, error=error)
@@ -602,18 +614,11 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
     ) -> tuple[WebSession, UserRecord, dict[str, str]] | Response:
         """The session, user and posted form of a /totp POST (CSRF checked; with `password`,
         also the current password); the response to send instead when any of it fails."""
-        found = c.session(request)
-        if found is None:
-            return RedirectResponse("/", 303)
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
-        if password:
-            refused = await with_password(request, s, user, form)
-            if refused is not None:
-                return refused
-        return s, user, form
+        got = await form_of(request, None)
+        if isinstance(got, Response) or not password:
+            return got
+        refused = await with_password(request, *got)
+        return got if refused is None else refused
 
     @router.get("/totp")
     async def totp_settings(request: Request) -> Response:
@@ -689,9 +694,9 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
     from heimbuero.web.console.forwarding import editor_pages, forwarding_pages
     from heimbuero.web.console.forwarding_rules import rule_pages
 
-    forwarding_pages(router, handlers, area, posted)
-    editor_pages(router, handlers, area, posted)
-    rule_pages(router, handlers, area, posted)
+    forwarding_pages(router, handlers, area, form_of)
+    editor_pages(router, handlers, area, form_of)
+    rule_pages(router, handlers, area, form_of)
 
     from heimbuero.web.console.dictation import dictation_pages
 
@@ -699,7 +704,7 @@ def console_routes(store: Store, gate: LoginGate, handlers: App) -> APIRouter:
 
     from heimbuero.web.console.billing import billing_pages
 
-    billing_pages(router, handlers, area, posted)
+    billing_pages(router, handlers, area, form_of)
     return router
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -40,7 +40,7 @@ from heimbuero.store.db import UserRecord
 from heimbuero.store.websessions import WebSession
 
 if TYPE_CHECKING:
-    from heimbuero.web.console import Console
+    from heimbuero.web.console import Area, Console, FormOf
     from heimbuero.web.console.feeds import Feeds
 
 PAGE = 100  # call records per page
@@ -50,8 +50,6 @@ DEFAULT_ZONE = "Europe/Berlin"
 # a spreadsheet reads a cell starting with these as a formula (OWASP "CSV injection")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
-Area = Callable[[Request, tuple[str, ...]], "tuple[WebSession, UserRecord] | Response"]
-Posted = Callable[[Request, WebSession, UserRecord], Awaitable["dict[str, str] | Response"]]
 # what the client form changes (Clients.update; VIP callers and closures have their own tools)
 CLIENT_FIELDS = ("name", "trade", "contact_person", "greeting", "notes", "timezone",
                  "bundesland", "email")  # fmt: skip
@@ -165,7 +163,7 @@ def _zone(zone: str) -> str:
     return zone
 
 
-def admin_pages(router: APIRouter, c: Console, area: Area, posted: Posted, feeds: Feeds) -> None:
+def admin_pages(router: APIRouter, c: Console, area: Area, form_of: FormOf, feeds: Feeds) -> None:
     """Add the admin's pages to the console's router."""
     from heimbuero.web.console import _not_found, _page, _t, i18n, lang_of
 
@@ -236,13 +234,11 @@ def admin_pages(router: APIRouter, c: Console, area: Area, posted: Posted, feeds
 
     @router.post("/admin/clients/{client_id}")
     async def client_save(request: Request, client_id: str) -> Response:
-        found = admin(request)
-        if isinstance(found, Response):
-            return found
-        s, user, actor = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        got = await form_of(request, ADMIN)
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
+        actor = Actor.of(user)
         values = {f: form.get(f, "").strip() for f in CLIENT_FIELDS}
         values["notes"] = form.get("notes", "").replace("\r\n", "\n").strip()
         try:

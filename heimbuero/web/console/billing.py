@@ -14,7 +14,6 @@ a POST without `confirm=1` answers the confirmation page, whose button posts it 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -33,10 +32,7 @@ from heimbuero.app.errors import Conflict, Invalid, NotFound
 from heimbuero.billing.einvoice import BUYER_FIELDS, SELLER_FIELDS, missing_buyer
 from heimbuero.store.db import UserRecord
 from heimbuero.store.websessions import WebSession
-from heimbuero.web.console import _not_found, _page, _t, lang_of
-
-Area = Callable[[Request, tuple[str, ...]], tuple[WebSession, UserRecord] | Response]
-Posted = Callable[[Request, WebSession, UserRecord], Awaitable[dict[str, str] | Response]]
+from heimbuero.web.console import Area, FormOf, _not_found, _page, _t, lang_of
 
 PORTAL_ROLES = ("client", "employee", "agent", "admin")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -107,7 +103,7 @@ def _month(request: Request, default: str | None) -> str | None:
     return parse_month(given) if given else default
 
 
-def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> None:
+def billing_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf) -> None:
     """Add the billing pages' routes to the console's router."""
 
     def failed(request: Request, s: WebSession, user: UserRecord, exc: AppError) -> Response:
@@ -264,26 +260,32 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
                      title=title, text=text, button=button, month=month,
                      hidden=hidden)  # fmt: skip
 
-    @router.get("/admin/billing")
-    async def admin_billing(request: Request) -> Response:
+    def month_page(request: Request) -> tuple[WebSession, UserRecord, str] | Response:
+        """An admin's session and user and the month the query asks for (default: last
+        month); the page that refuses either."""
         found = area(request, ("admin",))
         if isinstance(found, Response):
             return found
         s, user = found
         try:
-            month = admin_month(request)
+            return s, user, admin_month(request)
         except Invalid as exc:
             return failed(request, s, user, exc)
-        return admin_page(request, s, user, month)
+
+    @router.get("/admin/billing")
+    async def admin_billing(request: Request) -> Response:
+        got = month_page(request)
+        if isinstance(got, Response):
+            return got
+        return admin_page(request, *got)
 
     @router.get("/admin/billing/usage.csv")
     async def usage_csv(request: Request) -> Response:
-        found = area(request, ("admin",))
-        if isinstance(found, Response):
-            return found
-        s, user = found
+        got = month_page(request)
+        if isinstance(got, Response):
+            return got
+        s, user, month = got
         try:
-            month = admin_month(request)
             rows = handlers.billing.provider_usage(Actor.of(user), month)
         except AppError as exc:
             return failed(request, s, user, exc)
@@ -296,12 +298,11 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.get("/admin/billing/datev.csv")
     async def datev_csv(request: Request) -> Response:
-        found = area(request, ("admin",))
-        if isinstance(found, Response):
-            return found
-        s, user = found
+        got = month_page(request)
+        if isinstance(got, Response):
+            return got
+        s, user, month = got
         try:
-            month = admin_month(request)
             content = await run_in_threadpool(handlers.invoices.datev, Actor.of(user), month)
         except AppError as exc:
             return failed(request, s, user, exc)
@@ -309,27 +310,26 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
             "Content-Disposition": f'attachment; filename="datev-{month}.csv"',
             "Cache-Control": "no-store"})  # fmt: skip
 
-    async def admin_form(
+    async def month_form(
         request: Request,
-    ) -> tuple[WebSession, UserRecord, dict[str, str]] | Response:
-        """An admin's posted form with its token checked, or the page that refuses it."""
-        found = area(request, ("admin",))
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        return form if isinstance(form, Response) else (s, user, form)
+    ) -> tuple[WebSession, UserRecord, dict[str, str], str] | Response:
+        """An admin's posted form (its token checked) and the month it is about; the page
+        that refuses either."""
+        got = await form_of(request, ("admin",))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
+        try:
+            return s, user, form, admin_month(request, form)
+        except Invalid as exc:
+            return failed(request, s, user, exc)
 
     @router.post("/admin/billing/run")
     async def run(request: Request) -> Response:
-        found = await admin_form(request)
-        if isinstance(found, Response):
-            return found
-        s, user, form = found
-        try:
-            month = admin_month(request, form)
-        except Invalid as exc:
-            return failed(request, s, user, exc)
+        got = await month_form(request)
+        if isinstance(got, Response):
+            return got
+        s, user, form, month = got
         if form.get("confirm") != "1":
             return confirm(request, s, user, "/admin/billing/run",
                            _t(request, "Rechnungen für %(month)s erstellen?", month=month),
@@ -354,14 +354,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.post("/admin/billing/invoices/{number}/send")
     async def send(request: Request, number: str) -> Response:
-        found = await admin_form(request)
-        if isinstance(found, Response):
-            return found
-        s, user, form = found
-        try:
-            month = admin_month(request, form)
-        except Invalid as exc:
-            return failed(request, s, user, exc)
+        got = await month_form(request)
+        if isinstance(got, Response):
+            return got
+        s, user, form, month = got
         try:
             sent = await run_in_threadpool(  # (the mail server: off the event loop)
                 handlers.invoices.send, Actor.of(user), number, resend=form.get("confirm") == "1"
@@ -381,10 +377,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.post("/admin/billing/invoices/{number}/cancel")
     async def cancel(request: Request, number: str) -> Response:
-        found = await admin_form(request)
-        if isinstance(found, Response):
-            return found
-        s, user, form = found
+        got = await form_of(request, ("admin",))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         try:
             month = admin_month(request, form)
             handlers.invoices.get(Actor.of(user), number)  # exists (else: not found)
@@ -409,14 +405,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.post("/admin/billing/seller")
     async def seller(request: Request) -> Response:
-        found = await admin_form(request)
-        if isinstance(found, Response):
-            return found
-        s, user, form = found
-        try:
-            month = admin_month(request, form)
-        except Invalid as exc:
-            return failed(request, s, user, exc)
+        got = await month_form(request)
+        if isinstance(got, Response):
+            return got
+        s, user, form, month = got
         values = {f: form.get(f, "") for f in SELLER_FIELDS}
         try:
             handlers.billing.set_seller(Actor.of(user), **values)
@@ -503,10 +495,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.post("/admin/billing/clients/{client_id}/buyer")
     async def buyer(request: Request, client_id: str) -> Response:
-        found = await admin_form(request)
-        if isinstance(found, Response):
-            return found
-        s, user, form = found
+        got = await form_of(request, ("admin",))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         if len(client_id) > MAX_ID:
             return _not_found(request)
         values = {f: form.get(f, "") for f in BUYER_FIELDS}
@@ -523,10 +515,10 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) 
 
     @router.post("/admin/billing/clients/{client_id}/tariff")
     async def assign(request: Request, client_id: str) -> Response:
-        found = await admin_form(request)
-        if isinstance(found, Response):
-            return found
-        s, user, form = found
+        got = await form_of(request, ("admin",))
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         if len(client_id) > MAX_ID:
             return _not_found(request)
         chosen = {"tariff": form.get("tariff", "")[:200],

@@ -13,7 +13,6 @@ event stream (/events, feeds.py); the page then fetches its message list again
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -29,13 +28,11 @@ from heimbuero.store.messages import MessageRecord
 from heimbuero.store.websessions import WebSession
 
 if TYPE_CHECKING:
-    from heimbuero.web.console import Console
+    from heimbuero.web.console import Area, Console
 
 ROLES = ("admin", "agent", "client", "employee")
 CHAT_FORM = 128 * 1024  # a text form: room for the messenger's own limit to answer (413)
 HISTORY = 200  # messages shown of one conversation
-
-Area = Callable[[Request, tuple[str, ...]], "tuple[WebSession, UserRecord] | Response"]
 
 
 def chat_routes(router: APIRouter, c: Console, area: Area) -> None:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -43,13 +41,10 @@ from heimbuero.store.db import UserRecord
 from heimbuero.store.dictation import JobRecord
 from heimbuero.store.websessions import WebSession
 from heimbuero.web import sse
-from heimbuero.web.console import _not_found, _page, _t
+from heimbuero.web.console import Area, Posted, _not_found, _page, _t
 from heimbuero.web.params import MAX_ID
 
 log = logging.getLogger(__name__)
-
-Area = Callable[[Request, tuple[str, ...]], tuple[WebSession, UserRecord] | Response]
-Posted = Callable[..., Awaitable[dict[str, str] | Response]]
 
 ROLES = ("agent", "admin")  # the typists: the queue handler allows staff only
 # the editor form: the draft's characters (up to 4 bytes each in multipart) and the fields
@@ -179,11 +174,11 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
             return got
         _, user, d = got
         loop = asyncio.get_running_loop()
-        changes: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=100)
+        changes: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(maxsize=100)
 
         def put(item: dict[str, Any]) -> None:
             with contextlib.suppress(asyncio.QueueFull):  # the page reloads its list anyway
-                changes.put_nowait(item)
+                changes.put_nowait(("job", item))
 
         def on_change(e: DictationChanged) -> None:
             item = {"id": e.job_id, "state": e.state, "typist": e.typist}
@@ -194,23 +189,8 @@ def dictation_pages(router: APIRouter, handlers: App, area: Area, posted: Posted
         except AppError:
             return _not_found(request)
 
-        async def stream() -> AsyncIterator[str]:
-            ending = sse.stopping(request)
-            try:
-                yield ": dictation queue\n\n"
-                while not await request.is_disconnected():
-                    item = await sse.next_item(changes, ending, 15.0)
-                    if item is None:
-                        yield ": keep-alive\n\n"
-                        continue
-                    yield f"event: job\ndata: {json.dumps(item)}\n\n"
-            except sse.ServerStopping:
-                pass
-            finally:
-                stop()
-
         return StreamingResponse(
-            stream(),
+            sse.events(request, changes, ": dictation queue\n\n", stop),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

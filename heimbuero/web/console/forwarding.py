@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
@@ -30,11 +29,8 @@ from heimbuero.office.routing import RoutePlan
 from heimbuero.office.rules_doc import TIMEOUT_MAX, TIMEOUT_MIN, document_version
 from heimbuero.store.db import UserRecord
 from heimbuero.store.websessions import WebSession
-from heimbuero.web.console import _not_found, _page, _t, i18n, lang_of
+from heimbuero.web.console import Area, FormOf, _not_found, _page, _t, i18n, lang_of
 from heimbuero.web.params import RowId
-
-Area = Callable[[Request, tuple[str, ...]], tuple[WebSession, UserRecord] | Response]
-Posted = Callable[[Request, WebSession, UserRecord], Awaitable[dict[str, str] | Response]]
 
 ROLES = ("client", "employee", "agent", "admin")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -48,6 +44,28 @@ def _client_id(user: UserRecord, given: str | None) -> str | None:
     if user.role in ("client", "employee"):
         return given if given else user.client
     return given or None
+
+
+def opened(
+    handlers: App, request: Request, user: UserRecord, given: str | None
+) -> Client | Response:
+    """The client (`given`, see _client_id) whose rules the user may change; else the 404 page
+    (not visible) or the 403 page (policy.may_change_rules: the client owner and admins)."""
+    actor = Actor.of(user)
+    try:
+        c = handlers.clients.visible(actor, _client_id(user, given) or "")
+    except AppError:
+        return _not_found(request)
+    if not policy.may_change_rules(actor, c.id):
+        return _page(
+            request,
+            "error.html",
+            403,
+            user=user,
+            csrf="",
+            message=_t(request, "Nur der Inhaber und die Verwaltung ändern die Regeln."),
+        )
+    return c
 
 
 def _local(moment: datetime, tz: str) -> datetime:
@@ -157,7 +175,7 @@ def simulation(texts: Texts, plan: RoutePlan) -> dict[str, Any]:
     }
 
 
-def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> None:
+def forwarding_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf) -> None:
     """Add the forwarding page's routes to the console's router."""
 
     def page(
@@ -333,13 +351,10 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
 
     @router.post("/portal/forwarding/override")
     async def set_override(request: Request) -> Response:
-        found = area(request, ROLES)
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        got = await form_of(request, ROLES)
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         cid, actor = client_of(request, user, form), Actor.of(user)
         target = form.get("target", "")
         try:
@@ -364,13 +379,10 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
 
     @router.post("/portal/forwarding/closures")
     async def add_closure(request: Request) -> Response:
-        found = area(request, ROLES)
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        got = await form_of(request, ROLES)
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         cid, actor = client_of(request, user, form), Actor.of(user)
         first, last = form.get("first", "").strip(), form.get("last", "").strip()
         try:
@@ -388,13 +400,10 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, posted: Poste
 
     @router.post("/portal/forwarding/closures/{closure_id}/remove")
     async def remove_closure(request: Request, closure_id: RowId) -> Response:
-        found = area(request, ROLES)
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
+        got = await form_of(request, ROLES)
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
         cid = client_of(request, user, form)
         try:
             handlers.closures.remove(Actor.of(user), cid, closure_id)
@@ -546,7 +555,7 @@ def target_options(
     return list(seen.items())
 
 
-def editor_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> None:
+def editor_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf) -> None:
     """/portal/forwarding/edit: the steps of every rule (targets from a list, ring times),
     previewed in the simulator as a draft and saved through the same validation as
     `heimbuero rules import` (problems next to their fields, nothing stored on error)."""
@@ -608,44 +617,24 @@ def editor_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -
             version=(form or {}).get("version") or document_version(stored),
         )
 
-    def opened(request: Request, user: UserRecord, cid: str) -> Client | Response:
-        actor = Actor.of(user)
-        try:
-            c = handlers.clients.visible(actor, cid)
-        except AppError:
-            return _not_found(request)
-        if not policy.may_change_rules(actor, c.id):
-            return _page(
-                request,
-                "error.html",
-                403,
-                user=user,
-                csrf="",
-                message=_t(request, "Nur der Inhaber und die Verwaltung ändern die Regeln."),
-            )
-        return c
-
     @router.get("/portal/forwarding/edit")
     async def edit_page(request: Request) -> Response:
         found = area(request, ROLES)
         if isinstance(found, Response):
             return found
         s, user = found
-        c = opened(request, user, _client_id(user, request.query_params.get("client")) or "")
+        c = opened(handlers, request, user, request.query_params.get("client"))
         if isinstance(c, Response):
             return c
         return editor(request, s, user, c)
 
     @router.post("/portal/forwarding/edit")
     async def edit(request: Request) -> Response:
-        found = area(request, ROLES)
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
-        c = opened(request, user, _client_id(user, form.get("client")) or "")
+        got = await form_of(request, ROLES)
+        if isinstance(got, Response):
+            return got
+        s, user, form = got
+        c = opened(handlers, request, user, form.get("client"))
         if isinstance(c, Response):
             return c
         actor, texts = Actor.of(user), Texts(request)

@@ -18,22 +18,20 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from heimbuero.app import Actor, App, AppError, policy
+from heimbuero.app import Actor, App, AppError
 from heimbuero.app.errors import Conflict, Invalid
 from heimbuero.domain.model import WEEKDAYS, Client
 from heimbuero.office.rules_doc import TIMEOUT_MAX, TIMEOUT_MIN, document_version
 from heimbuero.store.db import UserRecord
 from heimbuero.store.websessions import WebSession
-from heimbuero.web.console import _not_found, _page, _t
+from heimbuero.web.console import Area, FormOf, _not_found, _page, _t
 from heimbuero.web.console import rule_form as rf
 from heimbuero.web.console.forwarding import (
     CHANGED,
     DAY_LABELS,
     ROLES,
-    Area,
-    Posted,
     Texts,
-    _client_id,
+    opened,
     target_options,
 )
 
@@ -46,19 +44,8 @@ def said(request: Request, msg: str) -> str:
     return _t(request, text)
 
 
-def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> None:
+def rule_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf) -> None:
     """Add the routes of adding, changing, moving and removing rules to the console's router."""
-
-    def opened(request: Request, user: UserRecord, cid: str) -> Client | Response:
-        actor = Actor.of(user)
-        try:
-            c = handlers.clients.visible(actor, cid)
-        except AppError:
-            return _not_found(request)
-        if not policy.may_change_rules(actor, c.id):
-            return _page(request, "error.html", 403, user=user, csrf="",
-                         message=_t(request, "Nur der Inhaber und die Verwaltung ändern die Regeln."))  # fmt: skip  # noqa: E501
-        return c
 
     def failed(request: Request, s: WebSession, user: UserRecord, status: int, msg: str,
                c: Client | None = None) -> Response:  # fmt: skip
@@ -113,7 +100,7 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> 
     def located(
         request: Request, user: UserRecord, values: Any
     ) -> tuple[Client, str, str] | Response:
-        c = opened(request, user, _client_id(user, values.get("client")) or "")
+        c = opened(handlers, request, user, values.get("client"))
         if isinstance(c, Response):
             return c
         number, index = str(values.get("number", "")), str(values.get("index", "")).strip()
@@ -126,34 +113,42 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> 
             return _not_found(request)
         return c, number, index
 
-    @router.get("/portal/forwarding/rule")
-    async def rule_page(request: Request) -> Response:
-        """The form of rule `index` of `number`; without `index` the form of a new rule."""
+    def rule_query(request: Request) -> tuple[WebSession, UserRecord, Client, str, str] | Response:
+        """The session, user, client, number and rule index (empty: a new rule) a page's query
+        names; the login, 404 or 403 page instead when any of it is not the user's."""
         found = area(request, ROLES)
         if isinstance(found, Response):
             return found
-        s, user = found
-        where = located(request, user, request.query_params)
-        if isinstance(where, Response):
-            return where
-        c, number, index = where
+        where = located(request, found[1], request.query_params)
+        return where if isinstance(where, Response) else (*found, *where)
+
+    async def rule_form(
+        request: Request,
+    ) -> tuple[WebSession, UserRecord, dict[str, str], Client, str, str] | Response:
+        """As rule_query for a posted form (its token checked), with the form."""
+        got = await form_of(request, ROLES)
+        if isinstance(got, Response):
+            return got
+        where = located(request, got[1], got[2])
+        return where if isinstance(where, Response) else (*got, *where)
+
+    @router.get("/portal/forwarding/rule")
+    async def rule_page(request: Request) -> Response:
+        """The form of rule `index` of `number`; without `index` the form of a new rule."""
+        got = rule_query(request)
+        if isinstance(got, Response):
+            return got
+        s, user, c, number, index = got
         stored = handlers.rules.document(Actor.of(user), c.id)
         fields = rf.fields_of_rule(rf.rule_at(stored, number, index)) if index else rf.RuleFields()
         return form_page(request, s, user, c, number, index, fields, document_version(stored))
 
     @router.post("/portal/forwarding/rule")
     async def save_rule(request: Request) -> Response:
-        found = area(request, ROLES)
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
-        where = located(request, user, form)
-        if isinstance(where, Response):
-            return where
-        c, number, index = where
+        got = await rule_form(request)
+        if isinstance(got, Response):
+            return got
+        s, user, form, c, number, index = got
         actor, version = Actor.of(user), form.get("version", "")
         stored = handlers.rules.document(actor, c.id)
         fields = rf.fields_of_form(form)
@@ -199,17 +194,10 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> 
 
     @router.post("/portal/forwarding/rules/move")
     async def move_rule(request: Request) -> Response:
-        found = area(request, ROLES)
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
-        where = located(request, user, form)
-        if isinstance(where, Response):
-            return where
-        c, number, index = where
+        got = await rule_form(request)
+        if isinstance(got, Response):
+            return got
+        s, user, form, c, number, index = got
         stored = handlers.rules.document(Actor.of(user), c.id)
         try:
             doc = rf.moved(stored, number, index, form.get("direction", ""))
@@ -220,14 +208,10 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> 
     @router.get("/portal/forwarding/rules/remove")
     async def remove_page(request: Request) -> Response:
         """Asks before removing: a removed rule changes where calls go."""
-        found = area(request, ROLES)
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        where = located(request, user, request.query_params)
-        if isinstance(where, Response):
-            return where
-        c, number, index = where
+        got = rule_query(request)
+        if isinstance(got, Response):
+            return got
+        s, user, c, number, index = got
         if not index:
             return _not_found(request)
         texts = Texts(request)
@@ -241,17 +225,10 @@ def rule_pages(router: APIRouter, handlers: App, area: Area, posted: Posted) -> 
 
     @router.post("/portal/forwarding/rules/remove")
     async def remove_rule(request: Request) -> Response:
-        found = area(request, ROLES)
-        if isinstance(found, Response):
-            return found
-        s, user = found
-        form = await posted(request, s, user)
-        if isinstance(form, Response):
-            return form
-        where = located(request, user, form)
-        if isinstance(where, Response):
-            return where
-        c, number, index = where
+        got = await rule_form(request)
+        if isinstance(got, Response):
+            return got
+        s, user, form, c, number, index = got
         if not index:
             return _not_found(request)
         if form.get("confirm") != "yes":
