@@ -27,6 +27,10 @@ class RelayFull(Exception):
 RTP_SEQ_MOD = 0x10000
 MAX_DROPOUT = 3000  # RFC 3550 A.1: a jump forward by more is a restart (or junk) ...
 MAX_MISORDER = 100  # ... and so is a jump back by more than this
+# a transit time changing by more than this many seconds from one packet to the next is a
+# jump of the sender's timestamps (a restarted clock), not network jitter: the jitter goes on
+# from the new transit time instead of taking a step of seconds
+MAX_TRANSIT_STEP = 1.0
 DEFAULT_RATE = 8000  # PCMA, PCMU, G.722 (whose RTP clock is 8000), telephone-event with them
 MAX_RATE = 1_000_000
 MAX_RATES = 32  # payload types of one call whose clock rate the relay keeps
@@ -116,7 +120,7 @@ class StreamStats:
         transit = now * rate - ts
         if self._transit is not None:
             d = abs(transit - self._transit)
-            if d > RTP_SEQ_MOD * 0x8000:  # a timestamp jump across 2^32 wrap: start over
+            if d > rate * MAX_TRANSIT_STEP:  # a timestamp discontinuity, no delay: start over
                 self._transit = transit
                 return
             self.jitter_ms += (d * 1000 / rate - self.jitter_ms) / 16

@@ -130,6 +130,16 @@ def test_jitter_uses_the_payload_clock_rate() -> None:
     assert stats.jitter_ms == pytest.approx(1.2109375)
 
 
+def test_a_timestamp_jump_is_no_jitter() -> None:
+    stats = feed(list(range(10)))
+    stats.record(rtp(10, 10 * 160 + 80000), 0.2)  # the sender's clock jumped 10 s
+    for seq in range(11, 20):
+        stats.record(rtp(seq, seq * 160 + 80000), seq * 0.02)
+    assert stats.jitter_ms == pytest.approx(0.0, abs=1e-6)
+    stats.record(rtp(20, 20 * 160 + 80000), 20 * 0.02 + 0.5)  # 500 ms late: that is jitter
+    assert stats.jitter_ms == pytest.approx(500 / 16)
+
+
 def test_even_spacing_is_no_jitter_and_repeated_event_timestamps_are_not_timed() -> None:
     stats = feed(list(range(50)))
     assert stats.jitter_ms == pytest.approx(0.0, abs=1e-6)

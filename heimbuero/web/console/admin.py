@@ -37,6 +37,7 @@ from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.domain.model import BUNDESLAENDER, caller_number
 from heimbuero.store import CallRecord
 from heimbuero.store.db import UserRecord
+from heimbuero.store.records import POOR_JITTER_MS, POOR_LOSS_PCT
 from heimbuero.store.websessions import WebSession
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ CSV_COLUMNS = (
     ("Gespräch (s)", "talk_seconds"),
     ("Ergebnis", "result"),
     ("Weitergegeben von", "transferred_from"),
+    ("Audioverlust (%)", "audio_loss_pct"),
+    ("Jitter (ms)", "audio_jitter_ms"),
 )
 # fields a caller or a device chose (the SIP From header, names): guarded against formulas
 UNTRUSTED = frozenset({"caller", "caller_number", "answered_by", "rule"})
@@ -104,7 +107,14 @@ def csv_safe(value: str) -> str:
 
 
 def _cell(record: CallRecord, field: str) -> str:
-    value = caller_number(record.caller) if field == "caller_number" else getattr(record, field)
+    value: object
+    if field == "caller_number":
+        value = caller_number(record.caller)
+    elif field in ("audio_loss_pct", "audio_jitter_ms"):
+        quality = record.audio
+        value = None if quality is None else quality[field == "audio_jitter_ms"]
+    else:
+        value = getattr(record, field)
     if value is None:
         return ""
     if isinstance(value, datetime):
@@ -333,6 +343,7 @@ def admin_pages(router: APIRouter, c: Console, area: Area, posted: Posted, feeds
             records=records[:PAGE],
             more=more,
             query=_query,
+            poor=(POOR_LOSS_PCT, POOR_JITTER_MS),
             results=RESULTS,
         )
 
