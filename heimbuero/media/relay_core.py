@@ -7,6 +7,9 @@ its device's real address from the first RTP packet it receives; after that, pac
 other source are dropped, except that a packet carrying the latched SSRC re-latches (a phone
 whose NAT binding changed keeps its audio; a third party who does not know the SSRC cannot
 take the stream). RTCP latches on its own port the same way (by source address only).
+Statistics per direction: loss and jitter from RTP sequence numbers and timestamps
+(:class:`StreamStats`), and what the receiving phone says in its RTCP reports
+(:class:`ReportStats`); packets are counted, never changed.
 Nothing here touches a socket or a clock: the asyncio adapter feeds ``receive(port, data,
 source, now)`` and sends what it returns.
 """
@@ -130,6 +133,16 @@ class StreamStats:
         if self._ssrc is None:
             return 0
         return self._cycles + self._max_seq - self._base_seq + 1
+
+    @property
+    def source(self) -> int | None:
+        """The SSRC of the stream now counted."""
+        return None if self._ssrc is None else int.from_bytes(self._ssrc, "big")
+
+    @property
+    def clock_rate(self) -> int:
+        """The clock rate of the latest packet's payload type."""
+        return self._rate
 
     @property
     def expected(self) -> int:
@@ -294,7 +307,7 @@ class RelayCall:
         for name, leg, other in (("a", self.a, self.b), ("b", self.b, self.a)):
             side = leg.stats.as_dict()
             if other.reports.reports:
-                side["reported"] = other.reports.as_dict(leg.stats._rate)
+                side["reported"] = other.reports.as_dict(leg.stats.clock_rate)
             out[name] = side
         return out
 
@@ -359,10 +372,9 @@ class RelayTable:
             return None
         call.last_packet = now
         if rtcp or _is_rtcp(data):
-            own = leg.stats._ssrc
+            own = leg.stats.source
             for block in parse_rtcp(data):
-                # (a report about the phone's own stream, as some send, is no reception)
-                if own is None or block.ssrc != int.from_bytes(own, "big"):
+                if block.ssrc != own:  # (a report about its own stream is no reception)
                     leg.reports.record(block)
         else:
             leg.stats.record(data, now, call.rate(data))
