@@ -991,7 +991,6 @@ def _utc_moment(flag: str, text: str | None) -> datetime | None:
 
 
 def _record_json(r: CallRecord) -> dict[str, Any]:
-    quality = r.audio
     return {
         "id": r.id, "call_id": r.call_id, "client": r.client, "number": r.number,
         "caller": r.caller, "rule": r.rule, "step": r.step, "answered_by": r.answered_by,
@@ -999,8 +998,7 @@ def _record_json(r: CallRecord) -> dict[str, Any]:
         "answered_at": r.answered_at.isoformat() if r.answered_at else None,
         "ended_at": r.ended_at.isoformat() if r.ended_at else None,
         "ring_seconds": r.ring_seconds, "talk_seconds": r.talk_seconds, "result": r.result,
-        "audio_loss_pct": quality[0] if quality else None,
-        "audio_jitter_ms": quality[1] if quality else None,
+        "audio_loss_pct": r.audio_loss_pct, "audio_jitter_ms": r.audio_jitter_ms,
         "media": r.media, "transferred_from": r.transferred_from,
     }  # fmt: skip
 

@@ -94,6 +94,16 @@ class CallRecord:
         """(loss %, jitter ms) of the worse direction of the call's audio; None: not relayed."""
         return audio_quality(self.media)
 
+    @property
+    def audio_loss_pct(self) -> float | None:
+        quality = self.audio
+        return None if quality is None else quality[0]
+
+    @property
+    def audio_jitter_ms(self) -> float | None:
+        quality = self.audio
+        return None if quality is None else quality[1]
+
 
 # a call whose worse direction lost this much or jittered this much sounded poor (common VoIP
 # guidance: loss above a few percent is heard, jitter above 30 ms strains a jitter buffer)

@@ -128,6 +128,10 @@ def test_a_sender_dropping_every_tenth_packet_shows_ten_percent_loss(tmp_path: P
         assert listed[0]["audio_jitter_ms"] >= 5.0, listed  # (the phone's report at least)
         assert listed[0]["media"]["b"]["reported"]["jitter_ms"] == 5.0, listed
 
+        api = httpx.get(f"{server.http_url}/api/calls", params={"client": CLIENT}, timeout=10,
+                        auth=("admin", server.demo_passwords["admin"])).json()  # fmt: skip
+        assert api[0]["audio_loss_pct"] == a["loss_pct"] and api[0]["media"] == stats, api
+
         with httpx.Client(base_url=server.http_url, timeout=10) as http:
             page = http.get("/")
             csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)

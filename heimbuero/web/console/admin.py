@@ -107,14 +107,7 @@ def csv_safe(value: str) -> str:
 
 
 def _cell(record: CallRecord, field: str) -> str:
-    value: object
-    if field == "caller_number":
-        value = caller_number(record.caller)
-    elif field in ("audio_loss_pct", "audio_jitter_ms"):
-        quality = record.audio
-        value = None if quality is None else quality[field == "audio_jitter_ms"]
-    else:
-        value = getattr(record, field)
+    value = caller_number(record.caller) if field == "caller_number" else getattr(record, field)
     if value is None:
         return ""
     if isinstance(value, datetime):
