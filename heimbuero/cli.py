@@ -30,6 +30,7 @@ from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.ops import logsetup
 from heimbuero.sip.locate import is_address
 from heimbuero.store import SchemaError, Store, StoreError
+from heimbuero.store.records import CallRecord, audio_quality
 
 PROG = "heimbuero"
 ERROR_PREFIX = f"{PROG}: error: "
@@ -970,16 +971,13 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audio_loss(media: dict[str, Any] | None) -> str:
-    """The worse direction's packet loss, as the relay counted it ("-": not relayed)."""
-    if not media:
-        return "-"
-    worst = 0.0
-    for side in media.values():
-        lost, packets = int(side.get("lost", 0)), int(side.get("packets", 0))
-        if lost + packets:
-            worst = max(worst, 100.0 * lost / (lost + packets))
-    return f"{worst:.1f} %"
+def _audio(media: dict[str, Any] | None) -> tuple[str, str]:
+    """The worse direction's packet loss and jitter, as the relay counted them and the phones
+    reported them in RTCP ("-": not relayed)."""
+    quality = audio_quality(media)
+    if quality is None:
+        return "-", "-"
+    return f"{quality[0]:.1f} %", f"{quality[1]:.1f}"
 
 
 def _utc_moment(flag: str, text: str | None) -> datetime | None:
@@ -994,16 +992,33 @@ def _utc_moment(flag: str, text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _record_json(r: CallRecord) -> dict[str, Any]:
+    return {
+        "id": r.id, "call_id": r.call_id, "client": r.client, "number": r.number,
+        "caller": r.caller, "rule": r.rule, "step": r.step, "answered_by": r.answered_by,
+        "started_at": r.started_at.isoformat(),
+        "answered_at": r.answered_at.isoformat() if r.answered_at else None,
+        "ended_at": r.ended_at.isoformat() if r.ended_at else None,
+        "ring_seconds": r.ring_seconds, "talk_seconds": r.talk_seconds, "result": r.result,
+        "audio_loss_pct": r.audio_loss_pct, "audio_jitter_ms": r.audio_jitter_ms,
+        "media": r.media, "transferred_from": r.transferred_from,
+    }  # fmt: skip
+
+
 def cmd_calls_list(args: argparse.Namespace) -> int:
     since = _utc_moment("--since", args.since)
     until = _utc_moment("--until", args.until)
     with _open_app(args.data) as (_cfg, app):
         records = app.calls.list(ADMIN, args.client, limit=args.limit, since=since, until=until)
+    if args.json:
+        print(json.dumps([_record_json(r) for r in records], indent=2))
+        return 0
     if not records:
         print("no call records")
         return 0
     rows = [("ID", "STARTED (UTC)", "CLIENT", "NUMBER", "CALLER", "RULE", "STEP", "ANSWERED BY",
-             "RING s", "TALK s", "RESULT", "AUDIO LOSS", "TRANSFERRED FROM")]  # fmt: skip
+             "RING s", "TALK s", "RESULT", "AUDIO LOSS", "JITTER ms",
+             "TRANSFERRED FROM")]  # fmt: skip
     rows += [
         (
             str(r.id),
@@ -1017,7 +1032,7 @@ def cmd_calls_list(args: argparse.Namespace) -> int:
             f"{r.ring_seconds:.1f}",
             f"{r.talk_seconds:.1f}",
             r.result or "in progress",
-            _audio_loss(r.media),
+            *_audio(r.media),
             "-" if r.transferred_from is None else str(r.transferred_from),
         )
         for r in records
@@ -1315,6 +1330,10 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
         "--since", metavar="WHEN", help="started at or after (2026-12-01 or 2026-12-01T08:00; UTC)"
     )
     p.add_argument("--until", metavar="WHEN", help="started before (as --since)")
+    p.add_argument(
+        "--json", action="store_true",
+        help="print them as JSON, with the media relay's statistics of both directions",
+    )  # fmt: skip
     p.set_defaults(func=cmd_calls_list)
 
 

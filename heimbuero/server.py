@@ -92,6 +92,7 @@ from heimbuero.sip.peer import Peer
 from heimbuero.sip.transaction import TimerSettings
 from heimbuero.store.db import BindingRecord, Store, WriteBatch
 from heimbuero.store.files import FileRecord
+from heimbuero.store.records import POOR_JITTER_MS, POOR_LOSS_PCT, audio_quality
 from heimbuero.store.sealing import Sealer
 from heimbuero.store.totp import SecondFactors
 from heimbuero.store.voicemail import Voicemail, add_voicemail, all_counts
@@ -1271,16 +1272,29 @@ class Server:
 
     def _media_stats(self, key: str, stats: dict[str, Any]) -> None:
         def side(s: dict[str, Any]) -> str:
-            return (
-                f"{s.get('packets', 0)} packets, {s.get('lost', 0)} lost, "
-                f"{s.get('dropped', 0)} dropped, jitter {s.get('jitter_ms', 0)} ms"
+            text = (
+                f"{s.get('packets', 0)} packets, {s.get('lost', 0)} lost "
+                f"({s.get('loss_pct', 0)} %), {s.get('dropped', 0)} dropped, "
+                f"jitter {s.get('jitter_ms', 0)} ms"
             )
+            reported = s.get("reported")
+            if isinstance(reported, dict):
+                text += (
+                    f" (the other phone reported {reported.get('loss_pct', 0)} % lost, "
+                    f"jitter {reported.get('jitter_ms', 0)} ms)"
+                )
+            return text
 
-        log.info("media of %s: caller sent %s; callee sent %s", key,
+        quality = audio_quality(stats) or (0.0, 0.0)
+        log.info("media of %s: loss %.1f %%, jitter %.1f ms (the worse direction); caller "
+                 "sent %s; callee sent %s", key, quality[0], quality[1],
                  side(stats.get("a") or {}), side(stats.get("b") or {}))  # fmt: skip
         for direction in stats.values():
             self.relay_totals["packets"] += int(direction.get("packets", 0))
             self.relay_totals["lost"] += int(direction.get("lost", 0))
+            self.relay_totals["expected"] += int(direction.get("expected", 0))
+        if quality[0] >= POOR_LOSS_PCT or quality[1] >= POOR_JITTER_MS:
+            self.relay_totals["poor"] += 1
         if key.endswith("/0"):  # (the first media stream: the call's audio)
             self.call_log.call_media(key[:-2], stats)
 

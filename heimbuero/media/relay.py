@@ -4,10 +4,12 @@ Control protocol (one JSON object per line over a Unix stream socket, one answer
 ``{"cmd": "offer", "call_id": C, "side": "a", "address": [host, port]}`` allocates (or reuses)
 the call's port pair (``"ports": [A, B]`` names leg a's and leg b's RTP ports, as the SIP
 process's ``PortPool`` chose them) and answers ``{"ok": true, "port": P}`` -- the relay port
-that the *other* side must send to; ``answer`` is the same for side ``b``; ``delete`` ends
-the call and answers its statistics; ``query`` answers the statistics; ``silent`` lists calls
-past the silence timeout (the SIP process then lets them go). A full port range answers
-``{"ok": false, "error": "no free relay ports"}``.
+that the *other* side must send to (``"rates": {"8": 8000}``: the clock rates of payload
+types, for the jitter); ``answer`` is the same for side ``b``; ``delete`` ends the call and
+answers its statistics (per direction: packets, bytes, expected, lost, loss %, jitter in ms,
+and what the receiving phone reported in RTCP); ``query`` answers the statistics; ``silent``
+lists calls past the silence timeout (the SIP process then lets them go). A full port range
+answers ``{"ok": false, "error": "no free relay ports"}``.
 Run: ``python -m heimbuero.media.relay --control PATH --port-min N --port-max M [--bind A]``.
 """
 
@@ -82,6 +84,7 @@ class Relay:
                     self._delete(call_id)
                     return {"ok": False, "error": f"relay port busy: {exc}"}
             side = "a" if cmd == "offer" else "b"
+            self.table.set_rates(call_id, msg.get("rates"))
             address = msg.get("address")
             if address:
                 self.table.set_destination(call_id, side, (str(address[0]), int(address[1])))

@@ -7,6 +7,9 @@ its device's real address from the first RTP packet it receives; after that, pac
 other source are dropped, except that a packet carrying the latched SSRC re-latches (a phone
 whose NAT binding changed keeps its audio; a third party who does not know the SSRC cannot
 take the stream). RTCP latches on its own port the same way (by source address only).
+Statistics per direction: loss and jitter from RTP sequence numbers and timestamps
+(:class:`StreamStats`), and what the receiving phone says in its RTCP reports
+(:class:`ReportStats`); packets are counted, never changed.
 Nothing here touches a socket or a clock: the asyncio adapter feeds ``receive(port, data,
 source, now)`` and sends what it returns.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 Address = tuple[str, int]
 
@@ -23,55 +27,223 @@ class RelayFull(Exception):
     """No free port pair is left in the configured range."""
 
 
+RTP_SEQ_MOD = 0x10000
+MAX_DROPOUT = 3000  # RFC 3550 A.1: a jump forward by more is a restart (or junk) ...
+MAX_MISORDER = 100  # ... and so is a jump back by more than this
+# a transit time changing by more than this many seconds from one packet to the next is a
+# jump of the sender's timestamps (a restarted clock), not network jitter: the jitter goes on
+# from the new transit time instead of taking a step of seconds
+MAX_TRANSIT_STEP = 1.0
+DEFAULT_RATE = 8000  # PCMA, PCMU, G.722 (whose RTP clock is 8000), telephone-event with them
+MAX_RATE = 1_000_000
+MAX_RATES = 32  # payload types of one call whose clock rate the relay keeps
+MAX_RTCP_PACKETS = 16  # packets of one compound RTCP packet that are looked at
+MAX_REPORT_SOURCES = 8  # senders (SSRCs) whose reports one phone's statistics keep apart
+
+
 @dataclass(slots=True)
 class StreamStats:
-    """What one direction of RTP looked like, from sequence numbers and timestamps (RFC 3550)."""
+    """One direction of RTP as the relay received it, from sequence numbers and timestamps:
+    expected vs. received packets (RFC 3550 A.1/A.3: sequence wrap; a jump of more than
+    MAX_DROPOUT ahead or MAX_MISORDER back that the next packet confirms, or a new SSRC, is a
+    restart of the count, whose earlier expected/received stay summed in), and the interarrival
+    jitter (RFC 3550 A.8) in milliseconds of the payload's clock rate."""
 
-    packets: int = 0  # RTP packets accepted
+    packets: int = 0  # RTP packets accepted (and forwarded)
     octets: int = 0
-    dropped: int = 0
-    _base_seq: int | None = None
+    dropped: int = 0  # packets from a stranger, or no RTP/RTCP at all: not forwarded
+    restarts: int = 0  # sequence restarts: a new SSRC (re-INVITE) or a confirmed big jump
+    jitter_ms: float = 0.0
+    _ssrc: bytes | None = None
+    _base_seq: int = 0
     _max_seq: int = 0
     _cycles: int = 0
+    _bad_seq: int = RTP_SEQ_MOD + 1
+    _received: int = 0  # packets of the current run that the sequence count accepted
+    _expected_prior: int = 0  # of earlier runs
+    _received_prior: int = 0
     _transit: float | None = None
-    jitter: float = 0.0  # in timestamp units
+    _last_ts: int | None = None
+    _rate: int = DEFAULT_RATE
 
-    def record(self, data: bytes, now: float, clock_rate: int = 8000) -> None:
+    def record(self, data: bytes, now: float, clock_rate: int = DEFAULT_RATE) -> None:
+        """Count one RTP packet (at least 12 bytes, version 2) that arrived at ``now`` (s)."""
         self.packets += 1
         self.octets += len(data)
         seq = int.from_bytes(data[2:4], "big")
         ts = int.from_bytes(data[4:8], "big")
-        if self._base_seq is None:
-            self._base_seq = seq
+        ssrc = data[8:12]
+        if self._ssrc is None:
+            self._ssrc = ssrc
+            self._start(seq)
+        elif ssrc != self._ssrc:
+            self._ssrc = ssrc
+            self._restart(seq)
+        elif not self._update(seq):
+            return  # a big jump not (yet) confirmed: neither counted nor timed
+        self._received += 1
+        self._jitter(now, ts, clock_rate)
+
+    def _start(self, seq: int) -> None:
+        self._base_seq = self._max_seq = seq
+        self._cycles = self._received = 0
+        self._bad_seq = RTP_SEQ_MOD + 1
+        self._transit = self._last_ts = None
+
+    def _restart(self, seq: int) -> None:
+        self._expected_prior += self._run_expected()
+        self._received_prior += self._received
+        self.restarts += 1
+        self._start(seq)
+
+    def _update(self, seq: int) -> bool:
+        udelta = (seq - self._max_seq) % RTP_SEQ_MOD
+        if udelta < MAX_DROPOUT:
+            if seq < self._max_seq:
+                self._cycles += RTP_SEQ_MOD  # wrapped
             self._max_seq = seq
-        else:
-            delta = (seq - self._max_seq) & 0xFFFF
-            if 0 < delta < 0x8000:
-                if seq < self._max_seq:
-                    self._cycles += 0x10000
-                self._max_seq = seq
-        transit = now * clock_rate - ts
+        elif udelta <= RTP_SEQ_MOD - MAX_MISORDER:
+            if seq != self._bad_seq:
+                self._bad_seq = (seq + 1) % RTP_SEQ_MOD
+                return False
+            # two packets in sequence after the jump: the sender restarted (RFC 3550 A.1);
+            # the first of the two is counted with the new run
+            self._restart((seq - 1) % RTP_SEQ_MOD)
+            self._received = 1
+            self._update(seq)
+        # (else: a duplicate or a late packet: received, and the sequence stays)
+        return True
+
+    def _jitter(self, now: float, ts: int, rate: int) -> None:
+        if rate != self._rate:
+            self._rate, self._transit = rate, None  # (another payload clock: start over)
+        if ts == self._last_ts:
+            return  # the same sampling instant (an RFC 4733 event's repeats): no spacing
+        self._last_ts = ts
+        transit = now * rate - ts
         if self._transit is not None:
             d = abs(transit - self._transit)
-            self.jitter += (d - self.jitter) / 16
+            if d > rate * MAX_TRANSIT_STEP:  # a timestamp discontinuity, no delay: start over
+                self._transit = transit
+                return
+            self.jitter_ms += (d * 1000 / rate - self.jitter_ms) / 16
         self._transit = transit
 
-    @property
-    def expected(self) -> int:
-        if self._base_seq is None:
+    def _run_expected(self) -> int:
+        if self._ssrc is None:
             return 0
         return self._cycles + self._max_seq - self._base_seq + 1
 
     @property
-    def lost(self) -> int:
-        return max(0, self.expected - self.packets)
+    def source(self) -> int | None:
+        """The SSRC of the stream now counted."""
+        return None if self._ssrc is None else int.from_bytes(self._ssrc, "big")
 
-    def as_dict(self, clock_rate: int = 8000) -> dict[str, float | int]:
+    @property
+    def clock_rate(self) -> int:
+        """The clock rate of the latest packet's payload type."""
+        return self._rate
+
+    @property
+    def expected(self) -> int:
+        return self._expected_prior + self._run_expected()
+
+    @property
+    def received(self) -> int:
+        """Packets the sequence count accepted (duplicates too, as RFC 3550 A.3 counts)."""
+        return self._received_prior + self._received
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - self.received)
+
+    @property
+    def loss_pct(self) -> float:
+        expected = self.expected
+        return round(100.0 * self.lost / expected, 1) if expected else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
         return {
             "packets": self.packets,
             "bytes": self.octets,
             "dropped": self.dropped,
+            "expected": self.expected,
             "lost": self.lost,
+            "loss_pct": self.loss_pct,
+            "jitter_ms": round(self.jitter_ms, 2),
+            "restarts": self.restarts,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBlock:
+    """One reception report block of an RTCP SR or RR (RFC 3550 §6.4.1)."""
+
+    reporter: int  # SSRC of the phone that reports
+    ssrc: int  # the source it received
+    fraction_lost: int  # of 256, since its previous report
+    cumulative_lost: int  # since the start (signed 24 bit: duplicates make it negative)
+    highest_seq: int
+    jitter: int  # interarrival jitter, timestamp units
+
+
+def parse_rtcp(data: bytes) -> list[ReportBlock]:
+    """The report blocks of a (compound) RTCP packet's SRs and RRs. Anything that is not
+    well-formed ends the walk with what was found so far: never an exception."""
+    blocks: list[ReportBlock] = []
+    offset = 0
+    for _ in range(MAX_RTCP_PACKETS):
+        if len(data) - offset < 8:
+            break
+        first, ptype = data[offset], data[offset + 1]
+        size = (int.from_bytes(data[offset + 2 : offset + 4], "big") + 1) * 4
+        if first >> 6 != 2 or offset + size > len(data):
+            break
+        count = first & 0x1F
+        start = {200: 28, 201: 8}.get(ptype)
+        if start is not None and start + 24 * count <= size:
+            reporter = int.from_bytes(data[offset + 4 : offset + 8], "big")
+            for i in range(count):
+                b = data[offset + start + 24 * i : offset + start + 24 * (i + 1)]
+                lost = int.from_bytes(b[5:8], "big")
+                blocks.append(
+                    ReportBlock(
+                        reporter=reporter,
+                        ssrc=int.from_bytes(b[0:4], "big"),
+                        fraction_lost=b[4],
+                        cumulative_lost=lost - (1 << 24) if lost & 0x800000 else lost,
+                        highest_seq=int.from_bytes(b[8:12], "big"),
+                        jitter=int.from_bytes(b[12:16], "big"),
+                    )
+                )
+        offset += size
+    return blocks
+
+
+@dataclass(slots=True)
+class ReportStats:
+    """What one phone said in its RTCP reports about the audio it received (RFC 3550 §6.4):
+    the worst fraction lost of one report interval, the cumulative loss (the highest each
+    source reached, summed over sources: a re-INVITE's new stream counts again from zero),
+    the highest interarrival jitter."""
+
+    reports: int = 0  # report blocks
+    fraction_lost: int = 0  # of 256
+    jitter: int = 0  # timestamp units
+    _lost: dict[int, int] = field(default_factory=dict)
+
+    def record(self, block: ReportBlock) -> None:
+        self.reports += 1
+        self.fraction_lost = max(self.fraction_lost, block.fraction_lost)
+        self.jitter = max(self.jitter, block.jitter)
+        if block.ssrc in self._lost or len(self._lost) < MAX_REPORT_SOURCES:
+            self._lost[block.ssrc] = max(self._lost.get(block.ssrc, 0), block.cumulative_lost)
+
+    def as_dict(self, clock_rate: int) -> dict[str, Any]:
+        return {
+            "reports": self.reports,
+            "loss_pct": round(self.fraction_lost * 100 / 256, 1),
+            "lost": sum(self._lost.values()),
             "jitter_ms": round(self.jitter * 1000 / clock_rate, 2),
         }
 
@@ -87,6 +259,7 @@ class Leg:
     latched: bool = False  # rtp_peer came from a packet (not only from the SDP)
     rtcp_latched: bool = False
     stats: StreamStats = field(default_factory=StreamStats)  # packets received on this leg
+    reports: ReportStats = field(default_factory=ReportStats)  # what its phone said it received
 
     def latch(self, data: bytes, source: Address, rtcp: bool) -> bool:
         """Accept ``data`` from ``source`` (latching if first), or say it must be dropped."""
@@ -122,9 +295,21 @@ class RelayCall:
     b: Leg
     last_packet: float
     ended: str | None = None
+    rates: dict[int, int] = field(default_factory=dict)  # payload type -> clock rate (SDP)
 
-    def stats(self) -> dict[str, dict[str, float | int]]:
-        return {"a": self.a.stats.as_dict(), "b": self.b.stats.as_dict()}
+    def rate(self, data: bytes) -> int:
+        return self.rates.get(data[1] & 0x7F, DEFAULT_RATE)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per direction (``a``: what the caller sent, ``b``: the callee): what the relay
+        counted, and under ``reported`` what the receiving phone said in RTCP (if it did)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, leg, other in (("a", self.a, self.b), ("b", self.b, self.a)):
+            side = leg.stats.as_dict()
+            if other.reports.reports:
+                side["reported"] = other.reports.as_dict(leg.stats.clock_rate)
+            out[name] = side
+        return out
 
 
 class RelayTable:
@@ -186,8 +371,13 @@ class RelayTable:
             leg.stats.dropped += 1
             return None
         call.last_packet = now
-        if not rtcp and not _is_rtcp(data):
-            leg.stats.record(data, now)
+        if rtcp or _is_rtcp(data):
+            own = leg.stats.source
+            for block in parse_rtcp(data):
+                if block.ssrc != own:  # (a report about its own stream is no reception)
+                    leg.reports.record(block)
+        else:
+            leg.stats.record(data, now, call.rate(data))
         if rtcp:
             dest = other.rtcp_peer
             return (other.port + 1, dest) if dest is not None else None
@@ -204,6 +394,24 @@ class RelayTable:
             leg.rtp_peer = address
         if not leg.rtcp_latched:
             leg.rtcp_peer = (address[0], address[1] + 1)
+
+    def set_rates(self, call_id: str, rates: object) -> None:
+        """Clock rates of payload types (``{"8": 8000, ...}``, from the SDP the server rewrote);
+        what is no sensible number is ignored."""
+        call = self.calls.get(call_id)
+        if call is None or not isinstance(rates, dict):
+            return
+        for key, value in list(rates.items())[:MAX_RATES]:
+            try:
+                pt, rate = int(key), int(value)
+            except (TypeError, ValueError):
+                continue
+            if (
+                0 <= pt <= 127
+                and 0 < rate <= MAX_RATE
+                and (pt in call.rates or len(call.rates) < MAX_RATES)
+            ):
+                call.rates[pt] = rate
 
     def silent(self, now: float) -> Iterator[RelayCall]:
         """Calls that carried no packet for the silence timeout."""

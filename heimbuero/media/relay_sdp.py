@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from heimbuero.sip.sdp import SessionDescription
 
+# RFC 3551's static audio payload types whose clock is not named by an a=rtpmap line
+STATIC_RATES = {0: 8000, 3: 8000, 4: 8000, 5: 8000, 6: 16000, 7: 8000, 8: 8000, 9: 8000,
+                10: 44100, 11: 44100, 12: 8000, 13: 8000, 14: 90000, 15: 8000, 16: 11025,
+                17: 22050, 18: 8000}  # fmt: skip
 ICE_ATTRIBUTES = ("candidate", "ice-ufrag", "ice-pwd", "ice-options", "end-of-candidates")
 
 
@@ -23,6 +27,26 @@ def endpoints(sd: SessionDescription) -> list[tuple[str, int] | None]:
     for i, m in enumerate(sd.media):
         address = sd.media_address(i)
         out.append((address, m.port) if m.port and address else None)
+    return out
+
+
+def clock_rates(sd: SessionDescription, index: int) -> dict[str, int]:
+    """The RTP clock rate of each payload type of stream ``index`` (for the relay's jitter):
+    from ``a=rtpmap`` (G.722 is 8000 there, RFC 3551 §4.5.2), else RFC 3551's static table."""
+    m = sd.media[index]
+    out: dict[str, int] = {}
+    rtpmap = m.rtpmap()
+    for pt in m.formats[:32]:
+        enc = rtpmap.get(pt)
+        rate: int | None = None
+        if enc is not None:
+            parts = enc.split("/")
+            if len(parts) > 1 and parts[1].isdigit() and 0 < int(parts[1]) <= 1_000_000:
+                rate = int(parts[1])
+        elif pt.isdigit():
+            rate = STATIC_RATES.get(int(pt))
+        if rate is not None:
+            out[pt] = rate
     return out
 
 

@@ -150,6 +150,16 @@ class ServerCollector(Collector):
             "relay_packets_lost", "RTP packets lost on the way to the relay (sequence gaps)",
             lambda: s.relay_totals["lost"],
         )  # fmt: skip
+        yield from counter(
+            "relay_packets_expected", "RTP packets the senders sent (by sequence numbers) in "
+            "relayed calls that ended: lost / expected is the loss ratio",
+            lambda: s.relay_totals["expected"],
+        )  # fmt: skip
+        yield from counter(
+            "relay_calls_poor_audio", "Relayed calls that ended whose worse direction lost at "
+            "least 3 % of its packets or had at least 30 ms jitter (relay count or RTCP)",
+            lambda: s.relay_totals["poor"],
+        )  # fmt: skip
         yield from gauge("sip_transactions", "SIP transactions open", lambda: len(s.core.layer))
         yield from counter(
             "sip_retransmissions", "SIP requests and responses sent again by a retransmission "

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from heimbuero.media.relay_config import RelaySettings
-from heimbuero.media.relay_core import PortPool, RelayFull
-from heimbuero.media.relay_sdp import anchor, endpoints, stream_key
+from heimbuero.media.relay_core import DEFAULT_RATE, PortPool, RelayFull
+from heimbuero.media.relay_sdp import anchor, clock_rates, endpoints, stream_key
 from heimbuero.sip.message import Request, Response
 from heimbuero.sip.peer import Peer
 from heimbuero.sip.sdp import SdpError, SessionDescription
@@ -153,6 +153,10 @@ class RelayAnchor:
             }
             if fresh:
                 command["ports"] = list(pair)
+            # clock rates for the relay's jitter; 8000 (PCMA, PCMU, G.722) goes without saying
+            rates = {pt: r for pt, r in clock_rates(sd, index).items() if r != DEFAULT_RATE}
+            if rates:
+                command["rates"] = rates
             if ep[0] == source.host:
                 command["address"] = list(ep)
             self.send(command)

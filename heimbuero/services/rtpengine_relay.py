@@ -322,11 +322,13 @@ class RtpengineRelay:
 
 def call_stats(reply: dict[str, Any], caller_tag: str) -> dict[str, dict[str, float | int]]:
     """rtpengine's ``delete``/``query`` answer as the built-in relay's statistics: ``a`` what
-    the caller sent (packets rtpengine received from it), ``b`` what the callee sent."""
+    the caller sent (packets rtpengine received from it), ``b`` what the callee sent; the
+    same fields (expected = received + lost, loss_pct, jitter_ms)."""
     out: dict[str, dict[str, float | int]] = {
-        "a": {"packets": 0, "bytes": 0, "dropped": 0, "lost": 0, "jitter_ms": 0.0},
-        "b": {"packets": 0, "bytes": 0, "dropped": 0, "lost": 0, "jitter_ms": 0.0},
-    }
+        side: {"packets": 0, "bytes": 0, "dropped": 0, "expected": 0, "lost": 0,
+               "loss_pct": 0.0, "jitter_ms": 0.0, "restarts": 0}
+        for side in ("a", "b")
+    }  # fmt: skip
     tags = reply.get("tags")
     if not isinstance(tags, dict):
         return out
@@ -356,6 +358,10 @@ def call_stats(reply: dict[str, Any], caller_tag: str) -> dict[str, dict[str, fl
             side["lost"] = max(int(side["lost"]), _int(info.get("cumulative loss")))
             jitter = _int(info.get("highest jitter") or info.get("average jitter"))
             side["jitter_ms"] = max(float(side["jitter_ms"]), float(jitter))
+    for side in out.values():
+        side["expected"] = int(side["packets"]) + int(side["lost"])
+        if side["expected"]:
+            side["loss_pct"] = round(100.0 * int(side["lost"]) / int(side["expected"]), 1)
     return out
 
 

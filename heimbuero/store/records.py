@@ -89,6 +89,59 @@ class CallRecord:
     media: dict[str, Any] | None = None  # the relay's statistics per side (a: caller, b: callee)
     transferred_from: int | None = None  # the record of the call this one was transferred from
 
+    @property
+    def audio(self) -> tuple[float, float] | None:
+        """(loss %, jitter ms) of the worse direction of the call's audio; None: not relayed."""
+        return audio_quality(self.media)
+
+    @property
+    def audio_loss_pct(self) -> float | None:
+        quality = self.audio
+        return None if quality is None else quality[0]
+
+    @property
+    def audio_jitter_ms(self) -> float | None:
+        quality = self.audio
+        return None if quality is None else quality[1]
+
+
+# a call whose worse direction lost this much or jittered this much sounded poor (common VoIP
+# guidance: loss above a few percent is heard, jitter above 30 ms strains a jitter buffer)
+POOR_LOSS_PCT = 3.0
+POOR_JITTER_MS = 30.0
+
+
+def audio_quality(media: dict[str, Any] | None) -> tuple[float, float] | None:
+    """The worst packet loss (%) and jitter (ms) over both directions of a call's audio: per
+    direction the worse of what the relay counted and what the receiving phone reported in
+    RTCP (which also covers the way from the relay to it). None: no statistics."""
+    if not isinstance(media, dict) or not media:
+        return None
+    loss = jitter = 0.0
+    for side in media.values():
+        if not isinstance(side, dict):
+            continue
+        for seen in (side, side.get("reported")):
+            if not isinstance(seen, dict):
+                continue
+            pct = _number(seen.get("loss_pct"))
+            if pct is None:  # (records from before loss_pct: lost of lost + received)
+                lost, packets = _number(seen.get("lost")) or 0.0, _number(seen.get("packets"))
+                pct = (
+                    100.0 * lost / (lost + packets)
+                    if packets is not None and lost + packets
+                    else 0.0
+                )
+            loss = max(loss, pct)
+            jitter = max(jitter, _number(seen.get("jitter_ms")) or 0.0)
+    return round(loss, 1), round(jitter, 1)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if value == value and abs(value) < 1e12 else None  # (no NaN)
+
 
 @dataclass(frozen=True, slots=True)
 class ApiToken:

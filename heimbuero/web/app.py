@@ -436,6 +436,12 @@ class CallOut(BaseModel):
     result: str | None
     media: dict[str, Any] | None = None  # the relay's per-side packets, loss and jitter
     transferred_from: int | None = None  # the id of the record this call was transferred from
+    audio_loss_pct: float | None = Field(
+        default=None, description="the worse direction's packet loss (relay count or RTCP)"
+    )
+    audio_jitter_ms: float | None = Field(
+        default=None, description="the worse direction's interarrival jitter (ms)"
+    )
 
 
 class TokenCreate(BaseModel):

@@ -169,3 +169,43 @@ def test_the_relay_of_a_killed_server_lets_its_ports_go(tmp_path: Path) -> None:
         assert server.alive()
     finally:
         server.kill()
+
+
+def test_rtcp_is_forwarded_unchanged_junk_and_all_and_reports_land_in_the_stats(
+    relay: tuple[str, list[int]],
+) -> None:
+    """rtcp-mux on the RTP port: a receiver report and junk with an RTCP packet type both
+    cross byte for byte; only the well-formed report counts. Junk clock rates are ignored."""
+    control, _ = relay
+    phone_a, phone_b = udp(), udp()
+    block = b"AAAA" + bytes([128]) + (7).to_bytes(3, "big") + b"\x00" * 4
+    block += (160).to_bytes(4, "big") + b"\x00" * 8  # 50 % lost, 7 in all, jitter 160 = 20 ms
+    report = bytes([0x81, 201, 0, 7]) + b"BBBB" + block
+    junk = [bytes([0x80, 201, 0xFF, 0xFF]) + b"\xee" * 40, bytes([0x80, 200]), report[:-3]]
+
+    async def flow() -> dict[str, object]:
+        client = RelayClient(control, timeout=2.0)
+        rates = {"8": "x", "96": -1, "junk": 8000, "x" * 5000: 1}
+        offer = await client.command("offer", call_id="c1", address=list(phone_a.getsockname()),
+                                     rates=rates)  # fmt: skip
+        answer = await client.command("answer", call_id="c1", address=list(phone_b.getsockname()),
+                                      rates=["not", "a", "map"])  # fmt: skip
+        assert offer["ok"] and answer["ok"], (offer, answer)
+        to_a_leg, to_b_leg = (LOCALHOST, answer["port"]), (LOCALHOST, offer["port"])
+        for seq in range(1, 6):
+            phone_a.sendto(rtp(seq, b"AAAA"), to_a_leg)
+            assert phone_b.recvfrom(2048)[0] == rtp(seq, b"AAAA")
+        phone_b.sendto(rtp(1, b"BBBB"), to_b_leg)
+        phone_a.recvfrom(2048)
+        for packet in [*junk, report]:
+            phone_b.sendto(packet, to_b_leg)
+            assert phone_a.recvfrom(2048)[0] == packet  # (the relay never alters a packet)
+        deleted = await client.command("delete", call_id="c1")
+        await client.close()
+        return deleted
+
+    stats = asyncio.run(flow())["stats"]
+    assert stats["a"]["packets"] == 5 and stats["a"]["loss_pct"] == 0.0, stats  # type: ignore[index]
+    assert stats["a"]["reported"] == {"reports": 1, "loss_pct": 50.0, "lost": 7,  # type: ignore[index]
+                                      "jitter_ms": 20.0}  # fmt: skip
+    assert "reported" not in stats["b"], stats  # type: ignore[index]

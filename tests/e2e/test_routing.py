@@ -134,6 +134,7 @@ class CallRecord:
     talk_seconds: float
     result: str
     audio_loss: str = "-"  # the worse direction's loss when the media relay carried the call
+    jitter_ms: str = "-"  # ... and its jitter
     id: int = 0
     transferred_from: str = "-"  # the id of the record the call was transferred from
 
@@ -145,7 +146,8 @@ def parse_calls_table(text: str) -> list[CallRecord]:
         return []
     header = lines[0]
     names = ["ID", "STARTED (UTC)", "CLIENT", "NUMBER", "CALLER", "RULE", "STEP", "ANSWERED BY",
-             "RING s", "TALK s", "RESULT", "AUDIO LOSS", "TRANSFERRED FROM"]  # fmt: skip
+             "RING s", "TALK s", "RESULT", "AUDIO LOSS", "JITTER ms",
+             "TRANSFERRED FROM"]  # fmt: skip
     starts = [header.index(n) for n in names]
     out = []
     for line in lines[1:]:
@@ -167,7 +169,8 @@ def parse_calls_table(text: str) -> list[CallRecord]:
                 talk_seconds=float(cells[9]),
                 result=cells[10],
                 audio_loss=cells[11],
-                transferred_from=cells[12],
+                jitter_ms=cells[12],
+                transferred_from=cells[13],
             )
         )
     return out

@@ -25,7 +25,8 @@ def test_call_stats_from_a_delete_answer() -> None:
         "SSRC": {"1111": {"tag": b"ta", "cumulative loss": 2, "highest jitter": 4}},
     }
     stats = call_stats(reply, "ta")
-    assert stats["a"] == {"packets": 50, "bytes": 8600, "dropped": 1, "lost": 2,
-                          "jitter_ms": 4.0}  # fmt: skip
+    assert stats["a"] == {"packets": 50, "bytes": 8600, "dropped": 1, "expected": 52,
+                          "lost": 2, "loss_pct": 3.8, "jitter_ms": 4.0,
+                          "restarts": 0}  # fmt: skip
     assert stats["b"]["packets"] == 20 and stats["b"]["bytes"] == 3440
     assert call_stats({"result": b"ok"}, "ta")["a"]["packets"] == 0

@@ -37,6 +37,7 @@ from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.domain.model import BUNDESLAENDER, caller_number
 from heimbuero.store import CallRecord
 from heimbuero.store.db import UserRecord
+from heimbuero.store.records import POOR_JITTER_MS, POOR_LOSS_PCT
 from heimbuero.store.websessions import WebSession
 
 if TYPE_CHECKING:
@@ -88,6 +89,8 @@ CSV_COLUMNS = (
     ("Gespräch (s)", "talk_seconds"),
     ("Ergebnis", "result"),
     ("Weitergegeben von", "transferred_from"),
+    ("Audioverlust (%)", "audio_loss_pct"),
+    ("Jitter (ms)", "audio_jitter_ms"),
 )
 # fields a caller or a device chose (the SIP From header, names): guarded against formulas
 UNTRUSTED = frozenset({"caller", "caller_number", "answered_by", "rule"})
@@ -329,6 +332,7 @@ def admin_pages(router: APIRouter, c: Console, area: Area, form_of: FormOf, feed
             records=records[:PAGE],
             more=more,
             query=_query,
+            poor=(POOR_LOSS_PCT, POOR_JITTER_MS),
             results=RESULTS,
         )
 
