@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from heimbuero.domain.model import (
     AnnounceTarget,
+    CallEndReason,
     CallResult,
     Directory,
     ExternalTarget,
@@ -202,7 +203,7 @@ class CallRouting:
         self.core.events.subscribe(CallEnded, self._on_call_ended)
 
     def _on_call_ended(self, event: CallEnded) -> None:
-        self.on_bye(event.call_id, event.at)
+        self.on_bye(event.call_id, event.at, event.reason)
 
     def update(
         self, directory: Directory, overrides: list[Override], version: int | None = None
@@ -525,7 +526,7 @@ class CallRouting:
             ring_seconds=now - run.started, rule=run.plan.rule,
         )  # fmt: skip
 
-    def on_bye(self, call_id: str, now: float) -> None:
+    def on_bye(self, call_id: str, now: float, reason: str = CallEndReason.HANGUP) -> None:
         call = self.active.pop(call_id, None)
         self.release_out(call_id)
         if call is None:
@@ -541,7 +542,7 @@ class CallRouting:
             result = CallResult.TRANSFERRED
         self.log.call_updated(
             call.record_id, result=result, ended_at=_utc(now),
-            talk_seconds=now - call.answered_at,
+            talk_seconds=now - call.answered_at, end_reason=reason,
         )  # fmt: skip
         if call.plan is not None and log.isEnabledFor(logging.INFO):
             _log_call(call.plan, result, call.label, call.ring_seconds, now - call.answered_at)

@@ -414,6 +414,7 @@ class CallOut(BaseModel):
     result: str | None
     media: dict[str, Any] | None = None  # the relay's per-side packets, loss and jitter
     transferred_from: int | None = None  # the id of the record this call was transferred from
+    end_reason: str | None = None  # hangup, session_expired, no_response, dialog_gone, no_audio
 
 
 class TokenCreate(BaseModel):
