@@ -52,6 +52,7 @@ from heimbuero.office.routing import (
     route,
 )
 from heimbuero.office.voicemail import NO_MAILBOX, has_mailbox, mailbox_owner, mailboxes
+from heimbuero.sip.dialog import parse_replaces
 from heimbuero.sip.locate import DEFAULT_PORT, is_address
 from heimbuero.sip.message import ParseError, Request, parse_address
 from heimbuero.sip.peer import Peer
@@ -582,7 +583,7 @@ class CallRouting:
         number = call.plan.number if call.plan is not None else ""
         self.transfers.add(PendingTransfer(
             req.call_id, call.client, number, referrer, transferee, key,
-            now + TRANSFER_WINDOW,
+            now + TRANSFER_WINDOW, _uri_replaces(uri.headers),
         ), now)  # fmt: skip
         log.info("call %s: %s transfers %s to %s", req.call_id, referrer,
                  transferee or "the caller", key)  # fmt: skip
@@ -606,7 +607,8 @@ class CallRouting:
             by = None
         key = self._target_key(req.ruri.user)
         referred_by = by.user if by is not None and self.core.is_local_uri(by) else None
-        pending = self.transfers.take(key, referred_by, user, now) if key else None
+        named = parse_replaces(req.get("replaces") or "")
+        pending = self.transfers.take(key, referred_by, user, now, named) if key else None
         if pending is None:
             # A call for our users and numbers is let in as any call of the carrier (a caller
             # an outside PBX transferred to a client of ours carries Referred-By too).
@@ -783,6 +785,15 @@ def _log_call(plan: RoutePlan, outcome: str, answered_by: str, ring: float, talk
         outcome, answered_by or "-",
         ring, talk,
     )  # fmt: skip
+
+
+def _uri_replaces(headers: str | None) -> tuple[str, str, str] | None:
+    """The call a `Replaces` in a URI's headers (a Refer-To's `?Replaces=...`) names."""
+    for item in (headers or "").split("&"):
+        name, _, value = item.partition("=")
+        if name.strip().lower() == "replaces":
+            return parse_replaces(unquote(value))
+    return None
 
 
 def _utc(ts: float) -> datetime:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from heimbuero.domain.model import CallEndReason
 from heimbuero.events import CallEnded
 from heimbuero.sip.dialog import Dialog, DialogError, bye, proxied_request, proxy_dialogs
+from heimbuero.sip.dialogtoken import normal_flow
 from heimbuero.sip.message import ParseError, Request, Response, parse_uri
 from heimbuero.sip.peer import Peer
 
@@ -113,6 +114,19 @@ class DialogLiveness:
             return
         if request.method == "BYE":
             del self.calls[request.call_id]  # (the phones end it themselves)
+
+    def party_of(self, named: tuple[str, str, str], source: Peer) -> bool | None:
+        """For an INVITE whose `Replaces` names (Call-ID, to-tag, from-tag): None when the
+        proxy knows no such answered call, else whether `source` is the flow of one of its
+        ends (RFC 3891 §3: who may replace a call)."""
+        call_id, to_tag, from_tag = named
+        ends = self.calls.get(call_id)
+        if ends is None:
+            return None
+        if {to_tag, from_tag} != {ends.to_callee.local_tag, ends.to_callee.remote_tag}:
+            return None
+        flow = normal_flow(source)
+        return flow in (normal_flow(ends.caller), normal_flow(ends.callee))
 
     def hang_up(self, call_id: str, reason: str, now: float) -> bool:
         """Send a BYE with `reason` (a Reason header value) to both ends of the call, when

@@ -371,7 +371,8 @@ class Proxy:
         `early`: (Call-ID, to-tag, from-tag) of the early dialog a phone's busy-lamp pickup
         names in `Replaces` (RFC 3891; dialog-info gave it the tags): only that call is picked
         up, and False is returned, with nothing answered, when no such call rings (the INVITE
-        is then routed as usual: an attended transfer replaces a confirmed dialog)."""
+        then goes on as any INVITE with Replaces: an attended transfer replaces a confirmed
+        dialog; core._replaces_refusal checks whether it may)."""
         core = self.core
         source = normal_flow(txn.source)  # type: ignore[arg-type]
         found: tuple[ProxyCall, Branch] | None = None

@@ -124,3 +124,15 @@ def test_a_call_hung_up_by_its_phones_gets_no_bye_from_the_server() -> None:
     assert ended == [fwd.call_id]
     assert byes(net.advance(3600)) == {}
     assert net.core.proxy.liveness.calls == {}
+
+
+def test_who_may_replace_an_answered_call() -> None:
+    net = Net()
+    fwd, ok, ended = established(net, None)
+    liveness = net.core.proxy.liveness
+    named = (fwd.call_id, "bob1", fwd.from_.tag or "")
+    assert liveness.party_of(named, ALICE) is True  # from one of its ends
+    assert liveness.party_of(named, BOB1) is True
+    assert liveness.party_of(named, ("udp", "127.0.0.1", 40999)) is False  # a third party
+    assert liveness.party_of((fwd.call_id, "bob1", "forged"), ALICE) is None  # not its tags
+    assert liveness.party_of(("other-call", "bob1", fwd.from_.tag or ""), ALICE) is None
