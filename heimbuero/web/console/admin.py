@@ -90,6 +90,7 @@ CSV_COLUMNS = (
     ("Gespräch (s)", "talk_seconds"),
     ("Ergebnis", "result"),
     ("Weitergegeben von", "transferred_from"),
+    ("Grund des Endes", "end_reason"),
 )
 # fields a caller or a device chose (the SIP From header, names): guarded against formulas
 UNTRUSTED = frozenset({"caller", "caller_number", "answered_by", "rule"})
