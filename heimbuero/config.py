@@ -779,8 +779,8 @@ max_tcp_connections_per_ip = {d.max_tcp_connections_per_ip}
 # smaller values count as 181)
 invite_timeout = {d.invite_timeout}
 # Session timers (RFC 4028): the Session-Expires asked for in calls whose INVITE has none;
-# phones that support them refresh the call, and a call not refreshed in time is over
-# (presence frees the agent). 0 = do not ask.
+# phones that support them refresh the call, and a call not refreshed in time is over: the
+# server sends both ends a BYE and presence frees the agent. 0 = do not ask.
 session_expires = {d.session_expires}
 # Carrier trunks whose requests are not challenged: "HOST" or "HOST:PORT"
 trusted_peers = []

@@ -96,9 +96,12 @@ class PhoneAlerting(Event):
 
 @dataclass(frozen=True, slots=True)
 class CallEnded(Event):
-    """A BYE inside a dialog the server record-routed ended the call."""
+    """A call the server record-routed is over: a BYE through us, or the server ended it
+    (`reason`, a `CallEndReason` value: its session timer lapsed, a request inside it went
+    unanswered or found no such call, its audio stopped)."""
 
     call_id: str
+    reason: str = "hangup"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from heimbuero.app.billing import Billing, Invoices, InvoiceSchedule, due_month
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
 from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
-from heimbuero.domain.model import Directory, Override
+from heimbuero.domain.model import CallEndReason, Directory, Override
 from heimbuero.events import (
     AgentStatusChanged,
     BindingChanged,
@@ -1324,7 +1324,8 @@ class Server:
             log.info("call %s: no audio for %.0f s; the relay lets it go",
                      call_id, self.config.media.silence_timeout)  # fmt: skip
         self.anchor.end(call_id)
-        self.core.events.publish(CallEnded(time.time(), call_id))  # presence, call records
+        # presence, call records
+        self.core.events.publish(CallEnded(time.time(), call_id, CallEndReason.NO_AUDIO))
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()

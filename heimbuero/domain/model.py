@@ -34,8 +34,19 @@ class CallResult(StrEnum):
     TRANSFERRED = "transferred"  # the callee handed the caller on (REFER)
 
 
+class CallEndReason(StrEnum):
+    """Why an answered call ended, as its record says."""
+
+    HANGUP = "hangup"  # a BYE from one of the phones
+    SESSION_EXPIRED = "session_expired"  # no session refresh in time (RFC 4028): both ends gone
+    NO_RESPONSE = "no_response"  # a request inside the call was not answered (408)
+    DIALOG_GONE = "dialog_gone"  # a phone answered 481: it knows the call no more
+    NO_AUDIO = "no_audio"  # the media relay heard nothing for too long
+
+
 GROUP_STRATEGIES = tuple(s.value for s in GroupStrategy)
 CALL_RESULTS = tuple(r.value for r in CallResult)
+CALL_END_REASONS = tuple(r.value for r in CallEndReason)
 OVERRIDE_TARGETS = ("office", "mobile")
 # German states as the `holidays` package names them (ISO 3166-2:DE without the prefix).
 BUNDESLAENDER = (

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from heimbuero.config import PICKUP_CODE
 from heimbuero.domain.model import (
     AnnounceTarget,
+    CallEndReason,
     CallResult,
     Directory,
     ExternalTarget,
@@ -53,6 +54,7 @@ from heimbuero.office.routing import (
     route,
 )
 from heimbuero.office.voicemail import NO_MAILBOX, has_mailbox, mailbox_owner, mailboxes
+from heimbuero.sip.dialog import parse_replaces
 from heimbuero.sip.locate import AUTO, DEFAULT_PORT, is_address
 from heimbuero.sip.message import ParseError, Request, parse_address
 from heimbuero.sip.peer import Peer
@@ -204,7 +206,7 @@ class CallRouting:
         self.core.events.subscribe(CallEnded, self._on_call_ended)
 
     def _on_call_ended(self, event: CallEnded) -> None:
-        self.on_bye(event.call_id, event.at)
+        self.on_bye(event.call_id, event.at, event.reason)
 
     def update(
         self, directory: Directory, overrides: list[Override], version: int | None = None
@@ -532,7 +534,7 @@ class CallRouting:
             ring_seconds=now - run.started, rule=run.plan.rule,
         )  # fmt: skip
 
-    def on_bye(self, call_id: str, now: float) -> None:
+    def on_bye(self, call_id: str, now: float, reason: str = CallEndReason.HANGUP) -> None:
         call = self.active.pop(call_id, None)
         self.release_out(call_id)
         if call is None:
@@ -548,7 +550,7 @@ class CallRouting:
             result = CallResult.TRANSFERRED
         self.log.call_updated(
             call.record_id, result=result, ended_at=_utc(now),
-            talk_seconds=now - call.answered_at,
+            talk_seconds=now - call.answered_at, end_reason=reason,
         )  # fmt: skip
         if call.plan is not None and log.isEnabledFor(logging.INFO):
             _log_call(call.plan, result, call.label, call.ring_seconds, now - call.answered_at)
@@ -588,7 +590,7 @@ class CallRouting:
         number = call.plan.number if call.plan is not None else ""
         self.transfers.add(PendingTransfer(
             req.call_id, call.client, number, referrer, transferee, key,
-            now + TRANSFER_WINDOW,
+            now + TRANSFER_WINDOW, _uri_replaces(uri.headers),
         ), now)  # fmt: skip
         log.info("call %s: %s transfers %s to %s", req.call_id, referrer,
                  transferee or "the caller", key)  # fmt: skip
@@ -612,7 +614,8 @@ class CallRouting:
             by = None
         key = self._target_key(req.ruri.user)
         referred_by = by.user if by is not None and self.core.is_local_uri(by) else None
-        pending = self.transfers.take(key, referred_by, user, now) if key else None
+        named = parse_replaces(req.get("replaces") or "")
+        pending = self.transfers.take(key, referred_by, user, now, named) if key else None
         if pending is None:
             # A call for our users and numbers is let in as any call of the carrier (a caller
             # an outside PBX transferred to a client of ours carries Referred-By too).
@@ -813,6 +816,15 @@ def _log_call(plan: RoutePlan, outcome: str, answered_by: str, ring: float, talk
         outcome, answered_by or "-",
         ring, talk,
     )  # fmt: skip
+
+
+def _uri_replaces(headers: str | None) -> tuple[str, str, str] | None:
+    """The call a `Replaces` in a URI's headers (a Refer-To's `?Replaces=...`) names."""
+    for item in (headers or "").split("&"):
+        name, _, value = item.partition("=")
+        if name.strip().lower() == "replaces":
+            return parse_replaces(unquote(value))
+    return None
 
 
 def _utc(ts: float) -> datetime:

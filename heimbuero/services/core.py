@@ -533,6 +533,15 @@ class SipCore:
                     reason = [("Reason", f'SIP;cause={code};text="{text}"')]
                     self.respond(txn, code, now, reason=text, headers=reason)
                     return
+            replaces = req.get("replaces")
+            refusal = None if replaces is None else self._replaces_refusal(
+                replaces, source, user, now
+            )  # fmt: skip
+            if refusal is not None:
+                code, text = refusal
+                self.respond(txn, code, now, reason=text,
+                             headers=[("Reason", f'SIP;cause={code};text="{text}"')])  # fmt: skip
+                return
             transfer = calls.transfer(req, user, now)  # (None: no Referred-By, or a user's own)
             if isinstance(transfer, tuple):
                 code, text = transfer
@@ -581,6 +590,28 @@ class SipCore:
         if "SUBSCRIBE" in self._handlers:
             headers.append(("Allow-Events", ALLOW_EVENTS))
         self.respond(txn, 200, now, headers=headers)
+
+    def _replaces_refusal(
+        self, value: str, source: Peer, user: str | None, now: float
+    ) -> tuple[int, str] | None:
+        """Why an INVITE with `Replaces` (RFC 3891) may not replace the call it names, or None:
+        the call must be an answered one the server record-routed, and the INVITE must come
+        from one of its ends or be what an approved REFER asked `user` (None: the carrier's
+        caller) for, with that very `Replaces` (services/transfers.py). Else 481 (§3)."""
+        named = parse_replaces(value)
+        if named is None:
+            return 400, "Bad Replaces header"
+        party = self.proxy.liveness.party_of(named, source)
+        if party is None:
+            log.info("INVITE from %s:%s:%d refused: its Replaces names no call of ours (%s)",
+                     *source, named[0])  # fmt: skip
+            return 481, "Replaces names no call known here"
+        calls = self.calls
+        if party or (calls is not None and calls.transfers.expects(named, user, now)):
+            return None
+        log.warning("INVITE from %s:%s:%d refused: it may not replace call %s (no party of it, "
+                    "no transfer asked for it)", *source, named[0])  # fmt: skip
+        return 481, "Not allowed to replace this call"
 
     def dialog_of(self, req: Request, tokens: list[str]) -> tuple[Flow, Flow] | None:
         """The two flows of the dialog `req` belongs to, if one of `tokens` (from the Route

@@ -266,6 +266,8 @@ class Proxy:
                          req.method, req.call_id, dest)  # fmt: skip
                 core.respond(txn, 403, now, reason="Not a party of this dialog")
                 return
+            if normal_flow(txn.source) in dialog:  # type: ignore[arg-type]
+                self.liveness.proxied(req)  # (its CSeq: a BYE from us must go higher)
             hop_uri = req.uri if routes else _strip_alias(req.uri, uri)
             self._fork(txn, [DeviceTarget(hop_uri, dest)], False, now)
             return
@@ -369,7 +371,8 @@ class Proxy:
         `early`: (Call-ID, to-tag, from-tag) of the early dialog a phone's busy-lamp pickup
         names in `Replaces` (RFC 3891; dialog-info gave it the tags): only that call is picked
         up, and False is returned, with nothing answered, when no such call rings (the INVITE
-        is then routed as usual: an attended transfer replaces a confirmed dialog)."""
+        then goes on as any INVITE with Replaces: an attended transfer replaces a confirmed
+        dialog; core._replaces_refusal checks whether it may)."""
         core = self.core
         source = normal_flow(txn.source)  # type: ignore[arg-type]
         found: tuple[ProxyCall, Branch] | None = None
@@ -498,6 +501,14 @@ class Proxy:
                 branch.fallback, branch.wire = fallback, wire
             branch.txn = core.send_request(fwd, wire, branch, now, branch_id)
 
+    def _own_route(self, value: str) -> bool:
+        """Whether a Record-Route value is one of ours (our address and a dialog token)."""
+        try:
+            uri = parse_address(value).uri
+        except ParseError:
+            return False
+        return TOKEN_PARAM in uri.params and self.core.is_local_uri(uri)
+
     def _by_stream(self, fwd: Request, target: Target, dest: Peer) -> bool:
         """A UDP request that must go over TCP instead (§18.1.1): when it is too large and the
         device is reached at the very address its Contact names (a device behind NAT cannot be
@@ -601,6 +612,11 @@ class Proxy:
                 call.final_sent = True
                 branch.won = True
                 self._end_timer_c(call)
+                if call.record_route and st.request.method == "INVITE" and not st.request.to.tag:
+                    # kept to hang up both ends when the call vanishes (services/liveness.py)
+                    caller: Peer = st.source  # type: ignore[assignment]
+                    callee = branch.wire or branch.dest
+                    self.liveness.confirmed(st.request, resp, caller, callee, self._own_route)
                 self._cancel_pending(call, now, 'SIP;cause=200;text="Call completed elsewhere"')
                 if call.plan is not None and branch.target is not None:
                     call.plan.answered(branch.target, now)

@@ -13,9 +13,13 @@ REFER the server saw and approved, once, within `TRANSFER_WINDOW` seconds. Appro
 
 The INVITE must come from the carrier (a trusted trunk) when the other party of the call was
 the carrier, or from that user when it was one of ours, name the same target, and carry a
-`Referred-By` naming the referrer. A transfer to an external number is then a call out of the
-original call's client: the destination policy, the caps and the trunk's prefixes apply as to
-any call out, and the referrer must be allowed to dial out. An INVITE from the carrier with
+`Referred-By` naming the referrer. An INVITE with `Replaces` (an attended transfer, or any
+other) must name an answered call the server record-routed and come from one of its two ends
+or be the INVITE an approved REFER asked for with that very `Replaces`; else 481 (RFC 3891 §3).
+(A busy-lamp pickup's `Replaces` names a ringing call: services/proxy.py checks it.) A
+transfer to an external number is then a call out of the original call's client: the
+destination policy, the caps and the trunk's prefixes apply as to any call out, and the
+referrer must be allowed to dial out. An INVITE from the carrier with
 `Referred-By` that matches no approved REFER is refused (403).
 
 Call records: the transferred call gets its own record (rule `transfer`, the original number
@@ -42,6 +46,9 @@ class PendingTransfer:
     transferee: str | None  # our user on the other side; None: the carrier's caller
     target: str  # "user:NAME" or an E.164 number (`target_key`)
     expires: float
+    # the call the Refer-To's `Replaces` names (an attended transfer): (Call-ID, to-tag,
+    # from-tag); the transferee's INVITE must name the same
+    replaces: tuple[str, str, str] | None = None
 
 
 def target_key(user_part: str, users: set[str] | frozenset[str], number: str | None) -> str | None:
@@ -51,6 +58,14 @@ def target_key(user_part: str, users: set[str] | frozenset[str], number: str | N
     if name in users:
         return f"user:{name}"
     return number
+
+
+def same_dialog(a: tuple[str, str, str] | None, b: tuple[str, str, str] | None) -> bool:
+    """Whether two `Replaces` name the same dialog: its Call-ID and both tags (which of the
+    two is the to-tag depends on whose view it is written from)."""
+    if a is None or b is None:
+        return False
+    return a[0] == b[0] and {a[1], a[2]} == {b[1], b[2]}
 
 
 class TransferBook:
@@ -66,21 +81,41 @@ class TransferBook:
         self.pending.append(transfer)
 
     def take(
-        self, target: str, referred_by: str | None, transferee: str | None, now: float
+        self,
+        target: str,
+        referred_by: str | None,
+        transferee: str | None,
+        now: float,
+        replaces: tuple[str, str, str] | None = None,
     ) -> PendingTransfer | None:
         """The approved REFER an INVITE fulfils (removed: each is used once), or None.
 
         `referred_by`: the user part of the INVITE's Referred-By (None: it had none);
-        `transferee`: the authenticated user who sends the INVITE, None for the carrier."""
+        `transferee`: the authenticated user who sends the INVITE, None for the carrier;
+        `replaces`: the call its `Replaces` names (then the REFER must have named it too)."""
         self._expire(now)
         if referred_by is None:
             return None
         who = referred_by.lower()
         for p in self.pending:
-            if p.target == target and p.referrer == who and p.transferee == transferee:
+            if (
+                p.target == target
+                and p.referrer == who
+                and p.transferee == transferee
+                and (replaces is None or same_dialog(p.replaces, replaces))
+            ):
                 self.pending.remove(p)
                 return p
         return None
+
+    def expects(self, replaces: tuple[str, str, str], transferee: str | None, now: float) -> bool:
+        """Whether an approved REFER asked `transferee` (None: the carrier's caller) for an
+        INVITE that replaces the call `replaces` names (RFC 3891 §3: only then, or from a
+        party of that call, may an INVITE replace it)."""
+        self._expire(now)
+        return any(
+            p.transferee == transferee and same_dialog(p.replaces, replaces) for p in self.pending
+        )
 
     def _expire(self, now: float) -> None:
         if self.pending:

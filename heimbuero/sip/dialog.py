@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .message import Message, ParseError, Request, Response, SipURI, parse_address
@@ -300,3 +300,64 @@ def parse_replaces(value: str) -> tuple[str, str, str] | None:
     if not call_id or not to_tag or not from_tag:
         return None
     return call_id, to_tag, from_tag
+
+
+def proxy_dialogs(
+    request: Request, response: Response, is_own: Callable[[str], bool]
+) -> tuple[Dialog, Dialog]:
+    """The dialog as a record-routing proxy stored it when it forwarded `request` (the INVITE
+    that made it, as it came from the caller) and `response` (the callee's 2xx, with the whole
+    Record-Route): (toward the caller, toward the callee), each seen as the other end would
+    send from it, so the proxy can end the call at both ends itself (a BYE on a session timer
+    that lapsed, RFC 4028 §10).
+
+    Toward the caller the proxy speaks as the callee: From is the 2xx's To, To the INVITE's
+    From, the Request-URI the caller's Contact, Route the Record-Route entries below ours (the
+    hops between us and the caller, nearest first). Toward the callee it speaks as the caller:
+    the Request-URI is the callee's Contact, Route the entries above ours, nearest first.
+    `is_own(value)`: whether a Record-Route value is one of ours. The CSeq numbers start at
+    the highest each side used (the INVITE's for the caller, none yet for the callee); a
+    request seen later in the dialog raises them (`proxied_request`). DialogError when the
+    messages make no dialog (no To tag, no single sip: Contact, none of the Record-Route is
+    ours)."""
+    rr = response.get_all("record-route")
+    own = [i for i, value in enumerate(rr) if is_own(value)]
+    if not own:
+        raise DialogError("the dialog is not record-routed by us")
+    to_callee = Dialog.as_uac(request, response)
+    to_callee.route_set = tuple(reversed(rr[: own[0]]))
+    to_callee.remote_seq = None
+    to_caller = Dialog(
+        call_id=to_callee.call_id,
+        local_tag=to_callee.remote_tag,
+        remote_tag=to_callee.local_tag,
+        local=to_callee.remote,
+        remote=to_callee.local,
+        remote_target=_contact_uri(request),
+        route_set=tuple(rr[own[-1] + 1 :]),
+        local_seq=None,
+        remote_seq=to_callee.local_seq,
+        secure=to_callee.secure,
+        state=DialogState.CONFIRMED,
+    )
+    return to_caller, to_callee
+
+
+def proxied_request(ends: tuple[Dialog, Dialog], request: Request) -> None:
+    """A request inside the dialog that the proxy forwarded: the side that sent it (by its
+    From tag) has used its CSeq, so a BYE the proxy sends on its behalf must go higher."""
+    to_caller, to_callee = ends
+    tag = request.from_.tag
+    seq = request.cseq[0]
+    for sender in (to_callee, to_caller):  # (the caller's requests: as if sent toward the callee)
+        if tag == sender.local_tag and request.method not in ("ACK", "CANCEL"):
+            sender.local_seq = max(sender.local_seq or 0, seq)
+
+
+def bye(dialog: Dialog, reason: str) -> Request:
+    """The BYE that ends `dialog` (§15.1.1), with the `Reason` (RFC 3326) why, e.g.
+    `SIP;cause=408;text="Session timer expired"`. Its CSeq is one above the highest the dialog
+    has used from our side; the dialog is over afterwards. The caller adds its Via."""
+    req = dialog.create_request("BYE", headers=[("Reason", reason)])
+    dialog.terminate()
+    return req

@@ -252,6 +252,9 @@ class CallRecordRow(Base):
     media: Mapped[str | None] = mapped_column(Text)
     # the id of the record of the call this one was transferred from (REFER); NULL otherwise
     transferred_from: Mapped[int | None] = mapped_column(Integer)
+    # why an answered call ended: hangup (a BYE) | session_expired | no_response | dialog_gone |
+    # no_audio (the server ended it: domain.model.CallEndReason); NULL while it runs or unanswered
+    end_reason: Mapped[str | None] = mapped_column(String(16))
 
 
 class ApiTokenRow(Base):

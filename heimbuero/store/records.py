@@ -12,6 +12,7 @@ from typing import Any
 
 from heimbuero.domain.callpolicy import policy_from_json
 from heimbuero.domain.model import (
+    CALL_END_REASONS,
     CALL_RESULTS,
     INBOUND_AUTH,
     Client,
@@ -33,6 +34,8 @@ def check_call_update(fields: dict[str, Any]) -> None:
         raise StoreError(f"unknown call record fields: {', '.join(sorted(unknown))}")
     if fields.get("result") is not None and fields["result"] not in CALL_RESULTS:
         raise StoreError(f"invalid call result {fields['result']!r}")
+    if fields.get("end_reason") is not None and fields["end_reason"] not in CALL_END_REASONS:
+        raise StoreError(f"invalid call end reason {fields['end_reason']!r}")
 
 
 def apply_call_update(row: CallRecordRow, fields: dict[str, Any]) -> None:
@@ -88,6 +91,7 @@ class CallRecord:
     result: str | None
     media: dict[str, Any] | None = None  # the relay's statistics per side (a: caller, b: callee)
     transferred_from: int | None = None  # the record of the call this one was transferred from
+    end_reason: str | None = None  # why an answered call ended (domain.model.CallEndReason)
 
     @property
     def audio(self) -> tuple[float, float] | None:
@@ -174,6 +178,7 @@ CALL_UPDATE_FIELDS = frozenset(
         "talk_seconds",
         "result",
         "transferred_from",
+        "end_reason",
     }
 )
 TOKEN_PREFIX = "hb_"
@@ -306,6 +311,7 @@ def call_record(row: CallRecordRow) -> CallRecord:
         result=row.result,
         media=json.loads(row.media) if row.media else None,
         transferred_from=row.transferred_from,
+        end_reason=row.end_reason,
     )
 
 

@@ -656,7 +656,7 @@ class CallRepository(Repository):
                     "rule": fields.get("rule"), "step": fields.get("step"),
                     "answered_by": None, "answered_at": None, "ended_at": None,
                     "started_at": as_utc(fields["started_at"]), "ring_seconds": 0.0,
-                    "talk_seconds": 0.0, "result": None,
+                    "talk_seconds": 0.0, "result": None, "end_reason": None,
                 }  # fmt: skip
                 continue
             check_call_update(fields)

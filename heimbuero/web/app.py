@@ -442,6 +442,7 @@ class CallOut(BaseModel):
     audio_jitter_ms: float | None = Field(
         default=None, description="the worse direction's interarrival jitter (ms)"
     )
+    end_reason: str | None = None  # hangup, session_expired, no_response, dialog_gone, no_audio
 
 
 class TokenCreate(BaseModel):

@@ -1,6 +1,6 @@
 """A call whose phone vanished (no BYE through the server) is over as soon as a request
 inside it is answered 481: the callee shows as free again in presence (the API the console
-reads), so group routing rings them again."""
+reads), so group routing rings them again, and the server sends both ends a BYE."""
 
 from __future__ import annotations
 
@@ -55,3 +55,9 @@ def test_a_callee_that_vanished_is_free_again_after_a_481(tmp_path: Path) -> Non
         reply(bob, at_bob, "481 Call/Transaction Does Not Exist")
         assert alice.final_response(reinvite, 5).status == 481
         wait_until(lambda: not on_the_phone() or None, 5, interval=0.2, what="bob free again")
+        # and the server hangs up both ends, saying why (RFC 3326)
+        for phone in (alice, bob):
+            bye = next_request(phone, "BYE")
+            assert bye.header("Reason") == 'SIP;cause=481;text="Call unknown to the other side"'
+            assert bye.header("Call-ID") == inv.call_id
+            reply(phone, bye, "200 OK")

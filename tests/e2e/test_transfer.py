@@ -34,7 +34,7 @@ from .harness import (
     wait_until,
 )
 from .test_routing import CALLER, DOMAIN, MOBILE, NUMBER, werktag_not_now
-from .test_tollfraud import PolicyOffice
+from .test_tollfraud import EMPLOYEE, EMPLOYEE_PASSWORD, PolicyOffice
 
 pytestmark = [pytest.mark.e2e]
 
@@ -364,6 +364,50 @@ def test_attended_transfer_to_a_colleague_with_replaces(office: PolicyOffice) ->
             "user:ben",
             old["id"],
         )
+
+
+def test_an_invite_with_replaces_needs_a_call_of_ours_and_a_party_or_a_refer(
+    office: PolicyOffice,
+) -> None:
+    """RFC 3891 §3: an INVITE whose Replaces names a call the server does not know, or a call
+    the sender is no party of and no approved REFER asked it to replace, gets 481 and never
+    reaches the phone: the carrier's caller before anna's REFER, an unknown Call-ID, an
+    employee of the client (authenticated) replacing anna's consultation with ben."""
+    with (
+        SipClient(office.server.port) as anna,
+        SipClient(office.server.port) as ben,
+        SipClient(office.server.port) as eva,
+        SipClient(office.server.port, local_port=office.inbound_port) as caller,
+    ):
+        register(office, anna, "anna")
+        caller_call(office, caller, anna)
+        register(office, ben, "ben")
+        consult_anna, _ = consult(office, anna, ben)
+        consultation = (f"{consult_anna.call_id};to-tag=bob1;from-tag="
+                        f"{consult_anna.local.split(';tag=')[1]}")  # fmt: skip
+        ben_aor = f"sip:ben@{DOMAIN}"
+        for replaces in (consultation, "no-such-call@example.com;to-tag=a;from-tag=b"):
+            inv = caller.request(
+                "INVITE", ben_aor, from_uri=f"sip:{CALLER}@127.0.0.1:{office.inbound_port}",
+                to_uri=ben_aor,
+                headers=[("Contact", f"<sip:{CALLER}@127.0.0.1:{caller.local_port}>"),
+                         ("Referred-By", f"<sip:anna@{DOMAIN}>"), ("Replaces", replaces)],
+                body=HAND_OFFER, content_type="application/sdp",
+            )  # fmt: skip
+            final = caller.final_response(inv, 5)
+            assert final.status == 481, final.summary
+            caller.ack_non_2xx(inv, final)
+        _, final = eva.authenticated_request(
+            "INVITE", ben_aor, username=EMPLOYEE, password=EMPLOYEE_PASSWORD,
+            from_uri=f"sip:{EMPLOYEE}@{DOMAIN}", to_uri=ben_aor,
+            headers=[("Contact", f"<sip:{EMPLOYEE}@127.0.0.1:{eva.local_port}>"),
+                     ("Replaces", consultation)],
+        )  # fmt: skip
+        assert final.status == 481, final.summary
+        while ben.recv(0.3) is not None:  # (what reached ben's phone, read to the end)
+            pass
+        invites = [m.header("Call-ID") for m in ben.received if m.method == "INVITE"]
+        assert invites == [consult_anna.call_id], invites  # the consultation's own, no other
 
 
 def test_carrier_call_with_referred_by_to_a_client_number_is_a_normal_call(

@@ -84,3 +84,55 @@ def test_the_proxy_asks_for_a_session_timer_only_when_configured_and_absent() ->
     _, out = invite(net, "alice", "bob", ALICE)
     [fwd] = [m for m, d in out if isinstance(m, Request) and m.method == "INVITE"]
     assert fwd.get("session-expires") == "1800"
+
+
+def byes(out: list[tuple[Request | Response, tuple[str, str, int]]]) -> dict[str, Request]:
+    """The BYEs sent, by the port they went to."""
+    return {f"{d[1]}:{d[2]}": m for m, d in out if isinstance(m, Request) and m.method == "BYE"}
+
+
+def test_a_lapsed_session_timer_sends_a_bye_to_both_ends() -> None:
+    net = Net()
+    fwd, ok, ended = established(net, "90;refresher=uas")
+    # nobody refreshes; alice re-INVITEd once (CSeq 10), bob answered
+    out = net.send(in_dialog("INVITE", fwd, ok, 10).serialize(), ALICE)
+    [reinvite] = [m for m, _ in out if isinstance(m, Request) and m.method == "INVITE"]
+    net.send(answer(reinvite, 200, tag="bob1").serialize(), BOB1)
+    sent = byes(net.advance(91))
+    assert ended == [fwd.call_id]
+    to_alice, to_bob = sent[f"127.0.0.1:{ALICE[2]}"], sent[f"127.0.0.1:{BOB1[2]}"]
+    for bye in (to_alice, to_bob):
+        assert bye.get("reason") == 'SIP;cause=408;text="Session timer expired"'
+        assert bye.call_id == fwd.call_id
+    assert (to_bob.from_.tag, to_bob.to.tag) == (fwd.from_.tag, "bob1")
+    assert to_bob.cseq == (11, "BYE")  # above alice's re-INVITE
+    assert to_bob.uri == "sip:bob@127.0.0.1:40002"
+    assert (to_alice.from_.tag, to_alice.to.tag) == ("bob1", fwd.from_.tag)
+    assert to_alice.cseq == (1, "BYE")  # bob sent nothing inside the call
+    assert not to_alice.get_all("route") and not to_bob.get_all("route")  # (no other proxy)
+    later = [m for m, _ in net.advance(3600) if isinstance(m, Request) and m.method == "BYE"]
+    first = {to_alice.top_via.branch, to_bob.top_via.branch}
+    assert {m.top_via.branch for m in later} <= first  # retransmissions only: one BYE each
+
+
+def test_a_call_hung_up_by_its_phones_gets_no_bye_from_the_server() -> None:
+    net = Net()
+    fwd, ok, ended = established(net, "90;refresher=uas")
+    out = net.send(in_dialog("BYE", fwd, ok, 10).serialize(), ALICE)
+    [at_bob] = [m for m, _ in out if isinstance(m, Request) and m.method == "BYE"]
+    net.send(answer(at_bob, 200, tag="bob1").serialize(), BOB1)
+    assert ended == [fwd.call_id]
+    assert byes(net.advance(3600)) == {}
+    assert net.core.proxy.liveness.calls == {}
+
+
+def test_who_may_replace_an_answered_call() -> None:
+    net = Net()
+    fwd, ok, ended = established(net, None)
+    liveness = net.core.proxy.liveness
+    named = (fwd.call_id, "bob1", fwd.from_.tag or "")
+    assert liveness.party_of(named, ALICE) is True  # from one of its ends
+    assert liveness.party_of(named, BOB1) is True
+    assert liveness.party_of(named, ("udp", "127.0.0.1", 40999)) is False  # a third party
+    assert liveness.party_of((fwd.call_id, "bob1", "forged"), ALICE) is None  # not its tags
+    assert liveness.party_of(("other-call", "bob1", fwd.from_.tag or ""), ALICE) is None

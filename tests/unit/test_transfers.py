@@ -3,7 +3,15 @@ Referred-By must match to be let through, once, in time."""
 
 from __future__ import annotations
 
-from heimbuero.services.transfers import TRANSFER_WINDOW, PendingTransfer, TransferBook, target_key
+import dataclasses
+
+from heimbuero.services.transfers import (
+    TRANSFER_WINDOW,
+    PendingTransfer,
+    TransferBook,
+    same_dialog,
+    target_key,
+)
 
 USERS = frozenset({"anna", "ben"})
 
@@ -41,3 +49,26 @@ def test_an_approved_refer_lapses_and_a_new_one_in_the_call_replaces_it() -> Non
     assert book.take("+491701111111", "anna", None, 202.0) is None
     assert book.take("user:ben", "anna", None, 202.0) is not None
     assert book.pending == []
+
+
+def test_an_attended_transfer_is_taken_only_with_the_replaces_its_refer_named() -> None:
+    consult = ("k1@anna", "bob1", "a7")
+    book = TransferBook()
+    book.add(dataclasses.replace(pending(target="user:ben"), replaces=consult), 100.0)
+    assert book.expects(("k1@anna", "a7", "bob1"), None, 101.0)  # (either tag order)
+    assert not book.expects(consult, "eva", 101.0)  # asked of the carrier's caller, not eva
+    assert not book.expects(("k2@anna", "bob1", "a7"), None, 101.0)  # another call
+    assert not book.expects(("k1@anna", "bob1", "x"), None, 101.0)  # another tag
+    other = ("k9@anna", "bob1", "a7")
+    assert book.take("user:ben", "anna", None, 101.0, other) is None
+    assert book.take("user:ben", "anna", None, 101.0, consult) is not None
+    assert not book.expects(consult, None, 101.5)  # used up
+    book.add(dataclasses.replace(pending(target="user:ben"), replaces=consult), 102.0)
+    assert not book.expects(consult, None, 102.0 + TRANSFER_WINDOW + 1)  # lapsed
+
+
+def test_same_dialog_needs_the_call_id_and_both_tags() -> None:
+    assert same_dialog(("c", "a", "b"), ("c", "b", "a"))
+    assert not same_dialog(("c", "a", "b"), ("c", "a", "a"))
+    assert not same_dialog(("c", "a", "b"), ("d", "a", "b"))
+    assert not same_dialog(None, ("c", "a", "b"))

@@ -91,6 +91,7 @@ CSV_COLUMNS = (
     ("Weitergegeben von", "transferred_from"),
     ("Audioverlust (%)", "audio_loss_pct"),
     ("Jitter (ms)", "audio_jitter_ms"),
+    ("Grund des Endes", "end_reason"),
 )
 # fields a caller or a device chose (the SIP From header, names): guarded against formulas
 UNTRUSTED = frozenset({"caller", "caller_number", "answered_by", "rule"})
