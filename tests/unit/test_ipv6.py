@@ -5,11 +5,16 @@ IPv6 flow, and the RFC 5118 messages that name IPv6 hosts."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from test_core import DOMAIN, Net, _account, answer, authorize, invite, register, req
+from test_ops_health import _free_port, _Nobody
 
+from heimbuero.config import ConfigError, ListenAddress, parse_listen
+from heimbuero.net.transport import TransportLimits, Transports
+from heimbuero.server import advertised_host
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import UserDirectory
 from heimbuero.services.location import LocationService
@@ -253,3 +258,44 @@ def test_alias_and_route_token_hold_an_ipv6_flow() -> None:
     token = signer.route_token("c", "t", (flow, Peer("udp", "127.0.0.1", 5060)))
     flows = signer.check_route(token, "c", ("t",))
     assert flows is not None and flow in flows
+
+
+# ---------------------------------------------------------------------- configuration, sockets
+
+
+def test_listen_syntax_with_ipv6() -> None:
+    got = parse_listen("udp:[::1]:5060,tcp:127.0.0.1:5060,tls:[2001:db8::5]:5061")
+    assert got == (
+        ListenAddress("udp", "::1", 5060),
+        ListenAddress("tcp", "127.0.0.1", 5060),
+        ListenAddress("tls", "2001:db8::5", 5061),
+    )
+    assert str(got[0]) == "udp:[::1]:5060"
+    for bad in ("udp:::1:5060", "udp:[::1]", "udp:[::1:5060"):
+        with pytest.raises(ConfigError):
+            parse_listen(bad)
+
+
+def test_advertise_replaces_the_address_of_its_family_only() -> None:
+    assert advertised_host("0.0.0.0", "203.0.113.5") == "203.0.113.5"
+    assert advertised_host("::1", "203.0.113.5") == "::1"
+    assert advertised_host("::1", "[2001:db8::5]") == "2001:db8::5"
+    assert advertised_host("127.0.0.1", "2001:db8::5") == "127.0.0.1"
+    assert advertised_host("::1", "sip.example.org") == "sip.example.org"
+
+
+def test_udp_on_both_families_on_one_port() -> None:
+    """`udp:0.0.0.0:P` and `udp:[::]:P` together: the IPv6 socket is IPv6 only."""
+
+    async def scenario() -> list[tuple[str, str, int]]:
+        port = _free_port()
+        t = Transports(_Nobody(), TransportLimits())  # type: ignore[arg-type]
+        await t.listen("udp", "0.0.0.0", port)
+        await t.listen("udp", "::", port)
+        await t.listen("tcp", "0.0.0.0", port)
+        await t.listen("tcp", "::", port)
+        bound = t.bound()
+        await t.close()
+        return bound
+
+    assert len(asyncio.run(scenario())) == 4
