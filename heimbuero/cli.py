@@ -296,7 +296,7 @@ def _init_tls(cfg: config.Config) -> None:
         else:
             print(f"kept     {cert} (SHA-256 {fp})")
         return
-    names = [cfg.domain, cfg.sip.advertise or ""]
+    names = [cfg.domain, (cfg.sip.advertise or "").strip("[]")]
     names += [a.host for a in cfg.sip.listen if a.host not in ("0.0.0.0", "::")]
     cert.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fp = generate_self_signed(cert, key, names)

@@ -88,7 +88,8 @@ class ListenAddress:
     port: int
 
     def __str__(self) -> str:
-        return f"{self.transport}:{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -311,6 +312,10 @@ def parse_host_port(spec: str, what: str = "address") -> tuple[str, int]:
         host, sep, port_s = spec[1:].partition("]:")
     else:
         host, sep, port_s = spec.rpartition(":")
+        if ":" in host:  # `::1:5060` could be an address without port (RFC 5118 §4.3)
+            raise ConfigError(
+                f"malformed {what} {spec!r}: an IPv6 address goes in brackets, [V6]:PORT"
+            )
     if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
         raise ConfigError(
             f"malformed {what} {spec!r}: expected HOST:PORT with a port from 1 to 65535"
@@ -952,7 +957,7 @@ def own_sip_address(cfg: Config, host: str, port: int) -> ListenAddress | None:
 
     name = host.strip().strip("[]").lower().rstrip(".")
     addr = ip(name)
-    ours = {n.lower() for n in (cfg.domain, cfg.sip.advertise or "") if n}
+    ours = {n.lower() for n in (cfg.domain, (cfg.sip.advertise or "").strip("[]")) if n}
     for listen in cfg.sip.listen:
         if listen.port != port:
             continue

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import gc
 import hashlib
+import ipaddress
 import logging
 import resource
 import secrets
@@ -318,24 +319,44 @@ def _from_record(r: BindingRecord) -> Binding:
 
 
 def advertised_host(listen_host: str, advertise: str | None) -> str:
-    """The address phones reach us at, for Via and Record-Route: the configured one, the
-    listening address, or (listening on all interfaces) this machine's first non-loopback
-    address."""
+    """The address phones reach us at, for Via and Record-Route: the configured one (an IP
+    address applies to the listening addresses of its family only, a name to all), the
+    listening address, or (listening on all interfaces) this machine's first address of the
+    family that is no loopback (nor, for IPv6, link-local)."""
+    v6 = ":" in listen_host
     if advertise:
-        return advertise
+        adv = advertise.strip("[]")
+        try:
+            family_v6 = ipaddress.ip_address(adv).version == 6
+        except ValueError:
+            return adv  # a name
+        if family_v6 == v6 or listen_host in ("0.0.0.0", "::") and not v6:
+            return adv
     if listen_host not in ("0.0.0.0", "::"):
         return listen_host
+    addresses: list[str]
     try:
-        _, _, addresses = socket.gethostbyname_ex(socket.gethostname())
+        if v6:
+            infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET6)
+            addresses = [str(i[4][0]) for i in infos]
+        else:
+            _, _, addresses = socket.gethostbyname_ex(socket.gethostname())
     except OSError:
         addresses = []
     for addr in addresses:
-        if not addr.startswith("127."):
-            return addr
+        ip = ipaddress.ip_address(addr.partition("%")[0])
+        if not ip.is_loopback and not ip.is_link_local:
+            return str(ip)
     raise ConfigError(
-        "listening on all interfaces, but no address to advertise was found: "
-        'set [sip] advertise = "HOST" in config.toml'
+        f"listening on all interfaces ({listen_host}), but no address to advertise was "
+        'found: set [sip] advertise = "HOST" in config.toml'
     )
+
+
+def _relay_address(core: SipCore) -> str:
+    """The address the built-in media relay writes into SDP: the IPv4 one we advertise for
+    UDP (the relay does not carry IPv6 media)."""
+    return core.local_address("udp", "0.0.0.0")[0].strip("[]")
 
 
 def public_base_url(http: HttpSettings) -> str:
@@ -389,9 +410,15 @@ class Server:
         if sealed:
             log.info("second factor: %d TOTP secrets stored in clear are sealed now", sealed)
         sip = config.sip
+        # per transport the first address we listen on, and an IPv6 one beside an IPv4 one
         local: dict[str, tuple[str, int]] = {}
+        local_other: dict[str, tuple[str, int]] = {}
         for a in sip.listen:
-            local.setdefault(a.transport, (advertised_host(a.host, sip.advertise), a.port))
+            here = (advertised_host(a.host, sip.advertise), a.port)
+            if a.transport not in local:
+                local[a.transport] = here
+            elif (":" in here[0]) != (":" in local[a.transport][0]):
+                local_other.setdefault(a.transport, here)
         self.location = LocationService()
         now = time.time()
         self.started = now
@@ -434,6 +461,7 @@ class Server:
             CoreSettings(
                 domain=config.domain,
                 local=local,
+                local_other=local_other,
                 registrar=RegistrarSettings(
                     min_expires=sip.min_expires,
                     max_expires=sip.max_expires,
@@ -1253,8 +1281,9 @@ class Server:
             self.transports.endpoint = gate
             self.core.events.subscribe(CallEnded, lambda event: rtpengine.end(event.call_id))
             return
-        udp = [a.host for a in self.config.sip.listen if a.transport == "udp"]
-        bind = udp[0] if udp and udp[0] not in ("0.0.0.0", "::") else "0.0.0.0"
+        # (the relay is IPv4: its socket and the SDP it writes take the IPv4 address)
+        udp = [a.host for a in self.config.sip.listen if a.transport == "udp" and ":" not in a.host]
+        bind = udp[0] if udp and udp[0] != "0.0.0.0" else "0.0.0.0"
         self._relay_dir = tempfile.TemporaryDirectory(prefix="heimbuero-relay-")
         self.relay = RelayProcess(
             settings, Path(self._relay_dir.name) / "control", self._media_stats,
@@ -1265,7 +1294,7 @@ class Server:
         except RelayUnavailable as exc:
             await self.relay.stop()
             raise ConfigError(f"[media] relay: {exc}") from None
-        self.anchor = RelayAnchor(settings, self.core.local_address("udp")[0], self.relay.send)
+        self.anchor = RelayAnchor(settings, _relay_address(self.core), self.relay.send)
         self.core.proxy.media = self.anchor
         anchor = self.anchor  # a call ended without a BYE through us (services/liveness.py)
         self.core.events.subscribe(CallEnded, lambda event: anchor.end(event.call_id))

@@ -313,6 +313,9 @@ class Transports:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
+                if family == socket.AF_INET6:
+                    # IPv6 only, as asyncio's TCP servers: `[::]` beside `0.0.0.0` on one port
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
                 sock.bind((host, port))

@@ -81,7 +81,8 @@ class Readiness:
         open_now = set(self.bound())
         for want in self.listen:
             if want not in open_now:
-                reasons.append(f"sip: {want[0]}:{want[1]}:{want[2]} is not listening")
+                host = f"[{want[1]}]" if ":" in want[1] else want[1]
+                reasons.append(f"sip: {want[0]}:{host}:{want[2]} is not listening")
         loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(

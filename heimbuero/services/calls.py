@@ -57,7 +57,7 @@ from heimbuero.office.voicemail import NO_MAILBOX, has_mailbox, mailbox_owner, m
 from heimbuero.sip.dialog import parse_replaces
 from heimbuero.sip.locate import AUTO, DEFAULT_PORT, is_address
 from heimbuero.sip.message import ParseError, Request, parse_address
-from heimbuero.sip.peer import Peer
+from heimbuero.sip.peer import Peer, address_key, host_text
 
 from .location import LocationService
 from .mediaapps import dictation_user, listen_user
@@ -231,7 +231,7 @@ class CallRouting:
             found = (direct,) if direct is not None else self.located.get(trunk_lookup(t), ())
             peers[t.name] = found
             for p in found:
-                at.setdefault((p.host, p.port), t)
+                at.setdefault((address_key(p.host), p.port), t)
         self._trunk_peers, self._trunk_at = peers, at
 
     def lookups(self) -> set[tuple[str, int, str]]:
@@ -255,7 +255,7 @@ class CallRouting:
 
     def trunk_at(self, host: str, port: int) -> Trunk | None:
         """The trunk one of whose addresses is HOST:PORT."""
-        return self._trunk_at.get((host.strip("[]").lower(), port))
+        return self._trunk_at.get((address_key(host), port))
 
     def set_status(self, user: str, status: str) -> None:
         """An agent's new status, at once (the next office reload brings the same)."""
@@ -279,7 +279,7 @@ class CallRouting:
     def trusted_trunk(self, source: Peer) -> Trunk | None:
         """The trunk whose inbound authentication is by source address and that `source` is
         (`address-tcp`: only over a TCP or TLS connection; `digest`: never by address)."""
-        trunk = self._trunk_at.get((source[1], source[2]))
+        trunk = self._trunk_at.get((address_key(source[1]), source[2]))
         if trunk is not None:
             auth = trunk.inbound.auth
             if auth == "address" or (auth == "address-tcp" and source[0] in ("tcp", "tls")):
@@ -422,7 +422,7 @@ class CallRouting:
         self.out_calls[run.call_id] = (run.plan.client, trunk.name, run.started)
         domain = self.core.settings.domain
         dest, alternates = peers[0], peers[1:]  # RFC 3263 §4.3: the next when one fails
-        where = trunk.host + (f":{trunk.port}" if trunk.port else "")
+        where = host_text(trunk.host) + (f":{trunk.port}" if trunk.port else "")
         uri = f"sip:{number}@{where}"
         asserted = ("P-Asserted-Identity", f"<{_caller_uri(run.asserted or run.caller, domain)}>")
         if run.dial_out:

@@ -43,7 +43,7 @@ from heimbuero.sip.message import (
     parse,
     parse_address,
 )
-from heimbuero.sip.peer import Peer
+from heimbuero.sip.peer import Peer, address_key, host_text, same_address, split_host_port
 
 from .calls import CallRouting
 from .credentials import UserDirectory
@@ -92,6 +92,9 @@ def reason_phrase(status: int) -> str:
 class CoreSettings:
     domain: str
     local: dict[str, tuple[str, int]]  # transport -> (host, port) we listen on and put into Via
+    # transport -> (host, port) of the other address family (IPv6 beside IPv4 or the reverse),
+    # when the server listens on both: what goes to a peer of that family names this one
+    local_other: dict[str, tuple[str, int]] = field(default_factory=dict)
     registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
     timers: tx.TimerSettings = field(default_factory=tx.TimerSettings)
     trusted_peers: tuple[str, ...] = ()
@@ -189,9 +192,9 @@ class SipCore:
         self.branches = BranchSigner(secrets.token_bytes(16), BRANCH_PREFIX)
         self._local_hosts = {settings.domain.lower()}
         self._local_hostports: set[tuple[str, int]] = set()
-        for host, port in settings.local.values():
-            self._local_hosts.add(host.lower())
-            self._local_hostports.add((host.lower(), port))
+        for host, port in (*settings.local.values(), *settings.local_other.values()):
+            self._local_hosts.add(host.lower().strip("[]"))
+            self._local_hostports.add((host.lower().strip("[]"), port))
         self._trusted = self._parse_trusted(settings.trusted_peers)
         self.guard = Guard(settings.guard)
         self._flood_exempt = frozenset(settings.flood_exempt)
@@ -378,7 +381,7 @@ class SipCore:
         """Send a request the server originates or forwards in a client transaction: our Via
         on top (`branch`, else a fresh local one), and `owner` hears what becomes of it.
         ValueError when the transaction layer refuses it (a branch already in use)."""
-        host, port = self.local_address(dest[0])
+        host, port = self.local_address(dest[0], dest[1])
         req.prepend(
             "Via",
             f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={branch or self.new_local_branch()}"
@@ -814,18 +817,23 @@ class SipCore:
         return source[1] in self._flood_exempt or self.is_trusted(source)
 
     def _parse_trusted(self, peers: tuple[str, ...]) -> set[tuple[str, int | None]]:
+        """`HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT` (a bare IPv6 address is a host)."""
         out: set[tuple[str, int | None]] = set()
         for p in peers:
-            host, sep, port = p.rpartition(":")
-            if sep and port.isdigit() and "]" not in port:
-                out.add((host.strip("[]"), int(port)))
-            else:
-                out.add((p.strip("[]"), None))
+            try:
+                host, port = split_host_port(p)
+            except ValueError:
+                host, port = p, None
+            out.add((address_key(host), port))
         return out
+
+    def _trusted_peer(self, source: Peer) -> bool:
+        host = address_key(source[1])
+        return (host, source[2]) in self._trusted or (host, None) in self._trusted
 
     def is_trusted(self, source: Peer) -> bool:
         """Whether `source` is a carrier recognised by its address (see inbound_trunk)."""
-        if (source[1], source[2]) in self._trusted or (source[1], None) in self._trusted:
+        if self._trusted_peer(source):
             return True
         return self.calls is not None and self.calls.trusted_trunk(source) is not None
 
@@ -838,7 +846,7 @@ class SipCore:
         carries valid credentials of a trunk whose inbound authentication is `digest`; else
         None. A carrier's trust covers its calls to our own users and numbers only."""
         source: Peer = txn.source  # type: ignore[assignment]
-        if (source[1], source[2]) in self._trusted or (source[1], None) in self._trusted:
+        if self._trusted_peer(source):
             return TRUSTED_PEER
         calls = self.calls
         if calls is None:
@@ -900,9 +908,15 @@ class SipCore:
         """The methods the server handles, for Allow headers."""
         return ALLOW + ", PUBLISH" if self.presence is not None else ALLOW
 
-    def local_address(self, transport: str) -> tuple[str, int]:
+    def local_address(self, transport: str, toward: str | None = None) -> tuple[str, int]:
+        """Our (host, port) for `transport` as written in a Via or a URI (an IPv6 host in
+        brackets): the address of the family of the peer `toward` (an IP address) when we
+        listen on both families, else the one we listen on."""
         local = self.settings.local
-        return local.get(transport) or next(iter(local.values()))
+        host, port = local.get(transport) or next(iter(local.values()))
+        if toward is not None and (":" in toward) != (":" in host):
+            host, port = self.settings.local_other.get(transport) or (host, port)
+        return host_text(host), port
 
     def new_branch(self, req: Request) -> str:
         """A branch for a request the proxy forwards: it carries the loop hash (RFC 3261 §16.6
@@ -935,7 +949,7 @@ class SipCore:
         mine = [
             v for v in req.vias
             if v.branch and v.branch.startswith(BRANCH_PREFIX)
-            and (v.host, v.port or 5060) in self._local_hostports
+            and (v.host.strip("[]"), v.port or 5060) in self._local_hostports
         ]  # fmt: skip
         if not mine:
             return False
@@ -951,8 +965,12 @@ class SipCore:
             via.params["received"] = source[1]
             via.params["rport"] = str(source[2])
             changed = True
-        elif via.host.strip("[]") != source[1]:
+        elif not same_address(via.host, source[1]):
             via.params["received"] = source[1]
+            changed = True
+        elif "received" in via.params:
+            # a received the sender wrote itself says nothing true: responses go to the source
+            del via.params["received"]
             changed = True
         if changed:
             req.pop_first_value("via")

@@ -114,6 +114,8 @@ class RelayAnchor:
         return "a" if (msg.from_.tag or "") == call.caller_tag else "b"
 
     def _needed(self, sd: SessionDescription, request: Request, source: Peer, dest: Peer) -> bool:
+        if ":" in source.host or ":" in dest.host:
+            return False  # the relay carries IPv4 media only: an IPv6 side keeps its own SDP
         if self.mode == "always":
             return True
         if self.mode == "never":

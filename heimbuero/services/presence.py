@@ -513,10 +513,9 @@ class PresenceServer:
         self._send_notify(sub, now)
 
     def _contact(self, txn: tx.ServerTransaction) -> str:
-        transport = txn.source[0]  # type: ignore[index]
-        host, port = self.core.local_address(transport)
+        transport, source_host = txn.source[0], txn.source[1]  # type: ignore[index]
+        host, port = self.core.local_address(transport, source_host)
         t = "" if transport == "udp" else f";transport={transport}"
-        host = f"[{host}]" if ":" in host else host
         return f"sip:{host}:{port}{t}"
 
     def _add(self, sub: Subscription, now: float) -> None:
@@ -598,7 +597,7 @@ class PresenceServer:
             body = dialog_info(entity, sub.version - 1, [*self.dialogs(sub.presentity), *ended])
             ctype = DIALOG_INFO
         dest = sub.dest
-        host, port = core.local_address(dest[0])
+        host, port = core.local_address(dest[0], dest[1])
         event = sub.package + (f";id={sub.event_id}" if sub.event_id else "")
         dialog = _dialog(sub)
         if not sub.terminated:

@@ -461,7 +461,7 @@ class Proxy:
         core = self.core
         req = call.server_txn.request
         source: Peer = call.server_txn.source  # type: ignore[assignment]
-        in_host, in_port = core.local_address(source[0])
+        in_host, in_port = core.local_address(source[0], source[1])
         for target in targets:
             dest = target.dest
             fwd = req.copy()
@@ -480,8 +480,9 @@ class Proxy:
             if call.record_route:
                 token = core.dialogs.route_token(req.call_id, req.from_.tag or "", (source, dest))
                 fwd.prepend("Record-Route", _rr(in_host, in_port, source[0], token))
-                if dest[0] != source[0]:
-                    out_host, out_port = core.local_address(dest[0])
+                out_host, out_port = core.local_address(dest[0], dest[1])
+                if (out_host, out_port) != (in_host, in_port) or dest[0] != source[0]:
+                    # (another transport or address family: one entry for each side)
                     fwd.prepend("Record-Route", _rr(out_host, out_port, dest[0], token))
             self.media.on_offer(fwd, source, dest)
             self.liveness.offer(fwd)
@@ -494,7 +495,7 @@ class Proxy:
                 # copy is kept to retry with when TCP cannot be set up.
                 wire = Peer("tcp", dest.host, dest.port)
                 fallback = fwd.copy()
-                udp_host, udp_port = core.local_address("udp")
+                udp_host, udp_port = core.local_address("udp", dest[1])
                 fallback.prepend(
                     "Via", f"SIP/2.0/UDP {udp_host}:{udp_port};branch={branch_id};rport"
                 )
@@ -670,7 +671,7 @@ class Proxy:
             return req
 
         ack = in_dialog("ACK", inv.cseq[0])
-        host, port = core.local_address(dest[0])
+        host, port = core.local_address(dest[0], dest[1])
         ack.prepend("Via", f"SIP/2.0/{dest[0].upper()} {host}:{port}"
                            f";branch={core.new_local_branch()};rport")  # fmt: skip
         core.layer.send_stateless(ack, dest)  # (again for each retransmitted 2xx)
@@ -992,7 +993,7 @@ class Proxy:
             if int(mf) <= 0:
                 return
             ack.set("Max-Forwards", str(int(mf) - 1))
-        host, port = core.local_address(dest[0])
+        host, port = core.local_address(dest[0], dest[1])
         seed = (ack.top_via.branch or ack.call_id).encode("utf-8", "surrogateescape")
         branch = "z9hG4bKhb" + hashlib.md5(seed, usedforsecurity=False).hexdigest()[:16]
         ack.prepend("Via", f"SIP/2.0/{dest[0].upper()} {host}:{port};branch={branch};rport")

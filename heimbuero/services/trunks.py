@@ -15,6 +15,7 @@ from heimbuero.services.calls import direct_peer
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.auth import client_authorization, ha1
 from heimbuero.sip.message import Request, Response
+from heimbuero.sip.peer import host_text
 
 if TYPE_CHECKING:
     from .core import SipCore
@@ -114,9 +115,9 @@ class TrunkRegistrations:
             self._failed(reg, now)
             return
         transport = peers[0].transport  # (transport "auto": the one DNS chose)
-        host, port = core.local_address(transport)
+        host, port = core.local_address(transport, peers[0].host)
         reg.cseq += 1
-        aor = f"sip:{t.username}@{t.host}"
+        aor = f"sip:{t.username}@{host_text(t.host)}"
         uri = registrar_uri(t)
         req = Request("REGISTER", uri)
         req.add("Max-Forwards", "70")
@@ -211,4 +212,4 @@ def _granted_expires(resp: Response) -> int:
 
 def registrar_uri(trunk: Trunk) -> str:
     """The REGISTER's Request-URI: the carrier's host, with its port when one is set."""
-    return f"sip:{trunk.host}" + (f":{trunk.port}" if trunk.port else "")
+    return f"sip:{host_text(trunk.host)}" + (f":{trunk.port}" if trunk.port else "")

@@ -333,7 +333,10 @@ def parse_uri(text: str) -> SipURI:
 
 def _is_ipv6(text: str) -> bool:
     """RFC 4291 text form, plus the one RFC 3261 ABNF slip RFC 5118 §4.10 says to tolerate:
-    three colons before an embedded IPv4 address ('2001:db8:::192.0.2.1')."""
+    three colons before an embedded IPv4 address ('2001:db8:::192.0.2.1'). A zone index
+    ('fe80::1%eth0', which Python's ipaddress takes) is no part of RFC 3261's IPv6reference."""
+    if "%" in text:
+        return False
     try:
         ipaddress.IPv6Address(text)
         return True

@@ -46,6 +46,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 LOCALHOST = "127.0.0.1"
+LOCALHOST6 = "::1"
+
+
+def bracket(host: str) -> str:
+    """A host as written in SIP: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
 
 SERVER_READY_TIMEOUT = 15.0  # seconds from `serve` to the first 200 for OPTIONS
 SERVER_STOP_TIMEOUT = 15.0  # seconds from SIGTERM to exit
@@ -428,12 +435,15 @@ class SipClient:
         self.transport = transport.lower()
         self.server = (server_host, server_port)
         self._buffer = b""
+        if ":" in server_host and local_host == LOCALHOST:
+            local_host = LOCALHOST6  # an IPv6 server: send from the IPv6 loopback
         self.local_host = local_host
         if self.transport == "udp":
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            family = socket.AF_INET6 if ":" in local_host else socket.AF_INET
+            self.sock = socket.socket(family, socket.SOCK_DGRAM)
             self.sock.bind((local_host, local_port))
         elif self.transport == "tcp":
-            source = (LOCALHOST, local_port) if local_port else None
+            source = (local_host, local_port) if local_port else None
             self.sock = socket.create_connection(self.server, timeout=5, source_address=source)
         elif self.transport == "tls":
             ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None)
@@ -509,7 +519,7 @@ class SipClient:
         call_id = call_id or f"e2e-{secrets.token_hex(8)}@{LOCALHOST}"
         from_tag = from_tag or new_tag()
         via_transport = self.transport.upper()
-        sent_by = f"{self.local_host}:{self.local_port}"
+        sent_by = f"{bracket(self.local_host)}:{self.local_port}"
         lines = [
             f"{method} {ruri} SIP/2.0",
             f"Via: SIP/2.0/{via_transport} {sent_by};branch={branch};rport",
@@ -782,11 +792,14 @@ class Server:
         demo: bool = False,
         database_url: str | None = None,
         listen_host: str = LOCALHOST,
+        also_listen: Sequence[str] = (),
     ) -> None:
         """`listen_host`: where SIP listens (e.g. 0.0.0.0 inside a test's network namespace;
-        readiness is still checked on 127.0.0.1)."""
+        readiness is still checked on 127.0.0.1). `also_listen`: more hosts SIP listens on with
+        the same transports and ports (e.g. ::1 beside 127.0.0.1)."""
         self.workdir = Path(workdir)
         self.listen_host = listen_host
+        self.also_listen = tuple(also_listen)
         # `init --database-url`: e.g. a PostgreSQL database; HEIMBUERO_TEST_STORE=postgresql
         # gives every server of the run a new database in one shared temporary cluster; a
         # server listening beyond loopback may run in a test's network namespace, where
@@ -818,7 +831,8 @@ class Server:
     @property
     def sip_listen(self) -> str:
         return ",".join(
-            f"{t}:{self.listen_host}:{self.tls_port if t == 'tls' else self.port}"
+            f"{t}:{bracket(host)}:{self.tls_port if t == 'tls' else self.port}"
+            for host in (self.listen_host, *self.also_listen)
             for t in self.transports
         )
 
@@ -831,6 +845,11 @@ class Server:
     def address(self) -> str:
         """host:port to send SIP to."""
         return f"{LOCALHOST}:{self.port}"
+
+    @property
+    def address6(self) -> str:
+        """[::1]:port, to send SIP to over IPv6 (a server with also_listen=("::1",))."""
+        return f"[{LOCALHOST6}]:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -1279,6 +1298,7 @@ def sipp_command(
     trace_msg: bool = True,
     recv_timeout_ms: int | None = None,
     extra: Sequence[str] = (),
+    local_ip: str = LOCALHOST,
 ) -> list[str]:
     """The SIPp command line: always -cp, -nostdin, -m, -timeout(_error), -i, -p and traces."""
     ctrl_port = free_port()
@@ -1295,7 +1315,7 @@ def sipp_command(
         raise ValueError("scenario or builtin needed")
     cmd += [
         "-i",
-        LOCALHOST,
+        local_ip,
         "-p",
         str(port),
         "-mp",
@@ -1414,6 +1434,7 @@ def start_sipp_callee(
     trace_msg: bool = True,
     name: str | None = None,
     wait_registered: bool = True,
+    local_ip: str = LOCALHOST,
 ) -> SippProcess:
     """A SIPp phone: REGISTERs (digest auth), then answers `calls` INVITEs on the same socket.
 
@@ -1426,13 +1447,14 @@ def start_sipp_callee(
     a phone behind NAT (the REGISTER still comes from 127.0.0.1:PORT).
     """
     port = port or free_port()
-    local = f"{LOCALHOST}:{port}"
+    local = f"{bracket(local_ip)}:{port}"
     proc = start_sipp(
         workdir,
         name or f"callee-{user}",
         scenario="callee_register.xml",
         ooc_scenario=on_invite,
-        remote=server.address,
+        remote=server.address6 if ":" in local_ip else server.address,
+        local_ip=local_ip,
         port=port,
         transport=transport,
         calls=1,
@@ -1489,6 +1511,7 @@ def run_sipp_caller(
     trace_msg: bool = True,
     name: str | None = None,
     keys: Mapping[str, str] | None = None,
+    local_ip: str = LOCALHOST,
     **kw: Any,
 ) -> SippResult:
     """Run a caller scenario (caller_*.xml) as USER calling sip:CALLEE@DOMAIN; returns its result.
@@ -1500,7 +1523,8 @@ def run_sipp_caller(
         workdir,
         name or f"caller-{user}",
         scenario=scenario,
-        remote=server.address,
+        remote=server.address6 if ":" in local_ip else server.address,
+        local_ip=local_ip,
         port=port or free_port(),
         transport=transport,
         calls=calls,

@@ -82,7 +82,7 @@ def req(
     contact: str | None = None,
     to_tag: str | None = None,
 ) -> Request:
-    host, port = src[1], src[2]
+    host, port = (f"[{src[1]}]" if ":" in src[1] else src[1]), src[2]
     lines = [
         f"{method} {ruri} SIP/2.0",
         f"Via: SIP/2.0/{src[0].upper()} {host}:{port};"

@@ -1,0 +1,284 @@
+"""SIP over IPv6 end to end: `heimbuero serve` listening on 127.0.0.1 and ::1 (the same
+ports, UDP and TCP), real SIPp phones on ::1 and on 127.0.0.1, and hand-built requests where
+one message is the point.
+
+What is checked: registration, calls between two IPv6 phones, an IPv4 phone calling an IPv6
+phone (the proxy sends each branch from the socket of the callee's family and names that
+address in its Via and Record-Route), a MESSAGE to an IPv6 phone, and the abuse cases: a
+`received` an IPv6 client writes itself does not redirect answers, and malformed IPv6
+references in the Request-URI, Via or Contact get 400.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import USERS
+from .harness import (
+    LOCALHOST6,
+    SentRequest,
+    Server,
+    SipClient,
+    SipMessage,
+    SippResult,
+    digest_response,
+    pick_challenge,
+    run_sipp_caller,
+    start_sipp_callee,
+)
+
+pytestmark = pytest.mark.e2e
+sipp = pytest.mark.peers("sipp")
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., Server]) -> Server:
+    """heimbuero serve on udp+tcp 127.0.0.1:PORT and [::1]:PORT."""
+    return server_factory(also_listen=(LOCALHOST6,))
+
+
+def received_invite(result: SippResult) -> str:
+    """The INVITE a SIPp callee received (from its -trace_msg)."""
+    m = re.search(
+        r"message received \[\d+\] bytes\s*:\s*\n\s*\n?(INVITE .*?)\n\s*\n", result.messages(), re.S
+    )
+    assert m, result.report()
+    return m.group(1)
+
+
+def headers(text: str, name: str) -> list[str]:
+    return [
+        line.split(":", 1)[1].strip()
+        for line in text.splitlines()
+        if line.split(":", 1)[0].strip().lower() == name.lower()
+    ]
+
+
+def register(client: SipClient, server: Server, user: str, contact: str) -> SipMessage:
+    _, ok = client.authenticated_request(
+        "REGISTER",
+        f"sip:{server.domain}",
+        username=user,
+        password=USERS[user],
+        from_uri=f"sip:{user}@{server.domain}",
+        to_uri=f"sip:{user}@{server.domain}",
+        headers=[("Contact", f"<{contact}>"), ("Expires", "300")],
+    )
+    return ok
+
+
+def send_message(alice: SipClient, server: Server, to: str, body: bytes) -> SentRequest:
+    """alice's MESSAGE to `to`, its 407 answered: the authorized request (not waited for)."""
+    ruri = f"sip:{to}@{server.domain}"
+    kw: dict[str, Any] = {
+        "from_uri": f"sip:alice@{server.domain}", "to_uri": ruri, "body": body,
+        "content_type": "text/plain",
+    }  # fmt: skip
+    first = alice.request("MESSAGE", ruri, **kw)
+    challenge = alice.final_response(first)
+    assert challenge.status == 407, challenge.raw
+    auth = digest_response(
+        pick_challenge(challenge), method="MESSAGE", uri=ruri, username="alice",
+        password=USERS["alice"],
+    )  # fmt: skip
+    return alice.request(
+        "MESSAGE", ruri, call_id=first.call_id, from_tag=first.from_tag, cseq=2,
+        headers=[("Proxy-Authorization", auth)], **kw,
+    )  # fmt: skip
+
+
+def answer_200(c: SipClient, req: SipMessage) -> None:
+    lines = ["SIP/2.0 200 OK"]
+    for name, value in req.headers:
+        if name.lower() in ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"):
+            lines.append(f"{name}: {value}")
+    c.send_raw(("\r\n".join([*lines, "Content-Length: 0", "", ""])).encode())
+
+
+def wait_request(c: SipClient, method: str, timeout: float = 5.0) -> SipMessage:
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        msg = c.recv(left)
+        if msg is not None and msg.method == method:
+            return msg
+    raise AssertionError(f"no {method} arrived within {timeout} s")
+
+
+# --------------------------------------------------------------------------------------------
+# registration and calls
+
+
+@sipp
+@pytest.mark.parametrize("transport", ["u1", "t1"], ids=["udp", "tcp"])
+def test_call_between_two_ipv6_phones(server: Server, tmp_path: Path, transport: str) -> None:
+    """bob registers from [::1], alice calls him from [::1]: 407, then 200 and BYE; the
+    INVITE bob gets carries the server's IPv6 address in brackets in Via and Record-Route."""
+    with start_sipp_callee(
+        tmp_path, server, user="bob", password=USERS["bob"], transport=transport,
+        local_ip=LOCALHOST6,
+    ) as callee:  # fmt: skip
+        caller = run_sipp_caller(
+            tmp_path, server, user="alice", password=USERS["alice"], callee="bob",
+            transport=transport, local_ip=LOCALHOST6, extra=["-d", "200"],
+        )  # fmt: skip
+        caller.check()
+        got = callee.wait(20).check()
+    invite = received_invite(got)
+    port = server.port
+    assert headers(invite, "Via")[0].startswith(
+        f"SIP/2.0/{'UDP' if transport == 'u1' else 'TCP'} [::1]:{port};branch="
+    ), invite
+    rr = headers(invite, "Record-Route")
+    assert rr and all(f"<sip:[::1]:{port}" in r for r in rr), invite
+    assert "sip:bob@[::1]:" in invite.splitlines()[0], invite
+
+
+@sipp
+def test_ipv4_phone_calls_ipv6_phone(server: Server, tmp_path: Path) -> None:
+    """The server listens on both families: alice on 127.0.0.1 reaches bob registered from
+    [::1]. The INVITE leaves from the IPv6 socket with the IPv6 address in the Via, and the
+    Record-Route names both sides (IPv6 toward bob first, IPv4 toward alice), so that bob's BYE
+    comes back to the IPv6 socket and goes on to alice over IPv4."""
+    with start_sipp_callee(
+        tmp_path, server, user="bob", password=USERS["bob"], local_ip=LOCALHOST6
+    ) as callee:
+        caller = run_sipp_caller(
+            tmp_path, server, user="alice", password=USERS["alice"], callee="bob",
+            extra=["-d", "200"],
+        )  # fmt: skip
+        caller.check()
+        got = callee.wait(20).check()
+    invite = received_invite(got)
+    port = server.port
+    assert headers(invite, "Via")[0].startswith(f"SIP/2.0/UDP [::1]:{port};branch="), invite
+    assert "127.0.0.1" in headers(invite, "Via")[1], invite
+    rr = headers(invite, "Record-Route")
+    assert len(rr) == 2, invite
+    assert rr[0].startswith(f"<sip:[::1]:{port};lr;") and rr[1].startswith(
+        f"<sip:127.0.0.1:{port};lr;"
+    ), invite
+
+
+@sipp
+def test_ipv6_phone_calls_ipv4_phone_over_tcp(server: Server, tmp_path: Path) -> None:
+    """The other direction, over TCP: alice on [::1] calls bob registered from 127.0.0.1."""
+    with start_sipp_callee(
+        tmp_path, server, user="bob", password=USERS["bob"], transport="t1"
+    ) as callee:
+        caller = run_sipp_caller(
+            tmp_path, server, user="alice", password=USERS["alice"], callee="bob",
+            transport="t1", local_ip=LOCALHOST6, extra=["-d", "200"],
+        )  # fmt: skip
+        caller.check()
+        got = callee.wait(20).check()
+    invite = received_invite(got)
+    assert headers(invite, "Via")[0].startswith(f"SIP/2.0/TCP 127.0.0.1:{server.port};"), invite
+
+
+def test_message_to_ipv6_phone(server: Server) -> None:
+    """bob registers from [::1]; alice's MESSAGE over IPv4 reaches his IPv6 socket, with the
+    server's IPv6 Via on top; bob's 200 goes back to alice."""
+    with (
+        SipClient(server.port, server_host=LOCALHOST6) as bob,
+        SipClient(server.port) as alice,
+    ):
+        ok = register(bob, server, "bob", f"sip:bob@[::1]:{bob.local_port}")
+        assert ok.status == 200, ok.raw
+        assert f"<sip:bob@[::1]:{bob.local_port}>" in (ok.header("Contact") or ""), ok.raw
+        sent = send_message(alice, server, "bob", b"Hallo IPv6")
+        msg = wait_request(bob, "MESSAGE")
+        assert msg.raw.endswith(b"Hallo IPv6"), msg.raw
+        vias = msg.header_values("Via")
+        assert vias[0].startswith(f"SIP/2.0/UDP [::1]:{server.port};branch="), msg.raw
+        answer_200(bob, msg)
+        final = alice.final_response(sent)
+        assert final.status == 200, final.raw
+
+
+def test_ipv6_options_over_tcp_answered(server: Server) -> None:
+    with SipClient(server.port, server_host=LOCALHOST6, transport="tcp") as c:
+        target = f"sip:[::1]:{server.port}"
+        req = c.request("OPTIONS", target, from_uri="sip:probe@[::1]", to_uri=target)
+        resp = c.final_response(req)
+        assert resp.status == 200, resp.raw
+
+
+# --------------------------------------------------------------------------------------------
+# abuse
+
+
+def test_ipv6_received_written_by_the_client_does_not_redirect_answers(server: Server) -> None:
+    """A Via whose sent-by is the client's real [::1]:PORT but which carries a `received` of
+    another IPv6 address (and no rport): the answer still goes to where the request came from
+    (RFC 3261 §18.2.1: the received parameter is the server's to write)."""
+    with SipClient(server.port, server_host=LOCALHOST6) as c:
+        target = f"sip:{server.domain}"
+        raw = (
+            f"OPTIONS {target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP [::1]:{c.local_port};received=2001:db8::66;branch=z9hG4bK-f6\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:probe@{server.domain}>;tag=f1\r\nTo: <{target}>\r\n"
+            "Call-ID: forged-received-6\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        c.send_raw(raw.encode())
+        resp = c.recv(3.0)
+        assert resp is not None and resp.status == 200, "the answer went elsewhere"
+        assert "2001:db8::66" not in (resp.header("Via") or ""), resp.raw
+
+
+def test_ipv6_alias_cannot_be_made_up(server: Server) -> None:
+    """A phone on [::1] that writes an alias (the server's signed NAT marker) into its Contact
+    naming another IPv6 flow gets it removed: the Contact the server registers is the one
+    without it, and the INVITE for the phone goes to the phone's own socket."""
+    with SipClient(server.port, server_host=LOCALHOST6) as bob, SipClient(server.port) as alice:
+        contact = f"sip:bob@[::1]:{bob.local_port};alias=[2001:db8::66]~5060~udp~AAAAAAAAAAAA"
+        ok = register(bob, server, "bob", contact)
+        assert ok.status == 200, ok.raw
+        send_message(alice, server, "bob", b"x")
+        msg = wait_request(bob, "MESSAGE")
+        assert msg.start_line.startswith(f"MESSAGE sip:bob@[::1]:{bob.local_port}"), msg.raw
+
+
+@pytest.mark.parametrize(
+    "where, request_line, via, contact",
+    [
+        ("Request-URI", "OPTIONS sip:bob@[2001:db8::zz] SIP/2.0", None, None),
+        ("Request-URI", "OPTIONS sip:bob@2001:db8::10 SIP/2.0", None, None),
+        ("Request-URI", "OPTIONS sip:bob@[2001:db8::10 SIP/2.0", None, None),
+        ("Via", None, "SIP/2.0/UDP [2001:db8:::::1]:5060;branch=z9hG4bK-bad6", None),
+        ("Contact", "REGISTER sip:{domain} SIP/2.0", None, "<sip:bob@[::1:{port}>"),
+        ("Contact", "REGISTER sip:{domain} SIP/2.0", None, "<sip:bob@[fe80::1%eth0]:5060>"),
+    ],
+)
+def test_malformed_ipv6_reference_gets_400(
+    server: Server, where: str, request_line: str | None, via: str | None, contact: str | None
+) -> None:
+    """RFC 5118 §4.2 and RFC 3261 §25.1: an IPv6 address without brackets where a port may
+    follow, an unterminated or invalid reference is refused with 400 naming the problem."""
+    with SipClient(server.port, server_host=LOCALHOST6) as c:
+        line = (request_line or "OPTIONS sip:{domain} SIP/2.0").format(
+            domain=server.domain, port=c.local_port
+        )
+        method = line.split()[0]
+        top = via or f"SIP/2.0/UDP [::1]:{c.local_port};branch=z9hG4bK-{where.lower()}6;rport"
+        lines = [
+            line,
+            f"Via: {top}",
+            "Max-Forwards: 70",
+            f"From: <sip:bob@{server.domain}>;tag=b6",
+            f"To: <sip:bob@{server.domain}>",
+            f"Call-ID: bad-ipv6-{abs(hash(line + top + (contact or '')))}",
+            f"CSeq: 1 {method}",
+        ]
+        if contact:
+            lines.append(f"Contact: {contact.format(port=c.local_port)}")
+        c.send_raw(("\r\n".join([*lines, "Content-Length: 0", "", ""])).encode())
+        resp = c.recv(3.0)
+        assert resp is not None, f"no answer to a malformed {where}"
+        assert resp.status == 400, resp.raw
