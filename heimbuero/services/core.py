@@ -507,8 +507,7 @@ class SipCore:
                 service = calls.service(user, uri.user or "", req.call_id)
                 if isinstance(service, tuple):
                     code, text = service[0], _short(service[1])
-                    reason = [("Reason", f'SIP;cause={code};text="{text}"')]
-                    self.respond(txn, code, now, reason=text, headers=reason)
+                    self._refuse(txn, code, text, now)
                     return
                 if service is not None:
                     self.proxy.ring(txn, [service], now)
@@ -524,8 +523,7 @@ class SipCore:
                 pickup = calls.pickup(user, uri.user or "")
                 if isinstance(pickup, tuple):
                     code, text = pickup
-                    reason = [("Reason", f'SIP;cause={code};text="{text}"')]
-                    self.respond(txn, code, now, reason=text, headers=reason)
+                    self._refuse(txn, code, text, now)
                     return
                 if pickup is not None:
                     self.proxy.pick_up(txn, user, pickup, now)
@@ -533,8 +531,7 @@ class SipCore:
                 answer = calls.feature(user, uri.user or "", now)
                 if answer is not None:
                     code, text = answer[0], _short(answer[1])
-                    reason = [("Reason", f'SIP;cause={code};text="{text}"')]
-                    self.respond(txn, code, now, reason=text, headers=reason)
+                    self._refuse(txn, code, text, now)
                     return
             replaces = req.get("replaces")
             refusal = None if replaces is None else self._replaces_refusal(
@@ -542,14 +539,12 @@ class SipCore:
             )  # fmt: skip
             if refusal is not None:
                 code, text = refusal
-                self.respond(txn, code, now, reason=text,
-                             headers=[("Reason", f'SIP;cause={code};text="{text}"')])  # fmt: skip
+                self._refuse(txn, code, text, now)
                 return
             transfer = calls.transfer(req, user, now)  # (None: no Referred-By, or a user's own)
             if isinstance(transfer, tuple):
                 code, text = transfer
-                self.respond(txn, code, now, reason=text,
-                             headers=[("Reason", f'SIP;cause={code};text="{text}"')])  # fmt: skip
+                self._refuse(txn, code, text, now)
                 return
             if transfer is not None:
                 self.proxy.execute_plan(txn, transfer, now)
@@ -565,8 +560,7 @@ class SipCore:
                 dictating = calls.dictation_number(number, user, said, req.call_id)
                 if isinstance(dictating, tuple):
                     code, text = dictating[0], _short(dictating[1])
-                    reason = [("Reason", f'SIP;cause={code};text="{text}"')]
-                    self.respond(txn, code, now, reason=text, headers=reason)
+                    self._refuse(txn, code, text, now)
                     return
                 if dictating is not None:
                     self.proxy.ring(txn, [dictating], now)
@@ -1039,6 +1033,12 @@ class SipCore:
     def send_stateless(self, req: Request, status: int, reason: str, source: Peer) -> None:
         resp = self.make_response(req, status, reason)
         self._out.append((resp.serialize(), self.response_destination(req, source)))
+
+    def _refuse(self, txn: tx.ServerTransaction, code: int, text: str, now: float) -> None:
+        """A final refusal of a call that says why, also as a `Reason` header (RFC 3326), so
+        phones that show it tell the user."""
+        self.respond(txn, code, now, reason=text,
+                     headers=[("Reason", f'SIP;cause={code};text="{text}"')])  # fmt: skip
 
     def refuse(self, req: Request, source: Peer, status: int, reason: str) -> None:
         """Answer a request statelessly before it reaches a service (the media gate's 503 when
