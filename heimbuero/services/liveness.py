@@ -137,6 +137,18 @@ class DialogLiveness:
         flow = normal_flow(source)
         return flow in (normal_flow(ends.caller), normal_flow(ends.callee))
 
+    def tags_match(self, request: Request) -> bool:
+        """Whether an in-dialog request names both tags of the call the proxy tracks under its
+        Call-ID (either direction); True for a call it does not track."""
+        ends = self.calls.get(request.call_id)
+        if ends is None:
+            return True
+        try:
+            tags = {request.from_.tag, request.to.tag}
+        except ParseError:
+            return False
+        return tags == {ends.to_callee.local_tag, ends.to_callee.remote_tag}
+
     def hang_up(self, call_id: str, reason: str, now: float) -> bool:
         """Send a BYE with `reason` (a Reason header value) to both ends of the call, when
         the proxy answered it and still knows it; whether it did."""
