@@ -491,6 +491,9 @@ class SipCore:
                 user_handler.on_request(txn, user, now)
                 return
         if in_dialog and method == "BYE":
+            if not self.proxy.liveness.tags_match(req):
+                self.respond(txn, 481, now, reason="Call/Transaction Does Not Exist: tags")
+                return
             self.events.publish(CallEnded(now, req.call_id))  # presence, call records
         calls = self.calls
         if in_dialog and method == "REFER" and calls is not None:

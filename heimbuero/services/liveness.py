@@ -23,6 +23,7 @@ Sans-IO: time comes in, timers are the core's.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections import OrderedDict
@@ -31,7 +32,14 @@ from typing import TYPE_CHECKING
 
 from heimbuero.domain.model import CallEndReason
 from heimbuero.events import CallEnded
-from heimbuero.sip.dialog import Dialog, DialogError, bye, proxied_request, proxy_dialogs
+from heimbuero.sip.dialog import (
+    Dialog,
+    DialogError,
+    bye,
+    proxied_request,
+    proxied_response,
+    proxy_dialogs,
+)
 from heimbuero.sip.dialogtoken import normal_flow
 from heimbuero.sip.message import ParseError, Request, Response, parse_uri
 from heimbuero.sip.peer import Peer
@@ -112,6 +120,7 @@ class DialogLiveness:
             proxied_request((ends.to_caller, ends.to_callee), request)
         except ParseError:
             return
+        _plain_targets(ends)
         if request.method == "BYE":
             del self.calls[request.call_id]  # (the phones end it themselves)
 
@@ -127,6 +136,18 @@ class DialogLiveness:
             return None
         flow = normal_flow(source)
         return flow in (normal_flow(ends.caller), normal_flow(ends.callee))
+
+    def tags_match(self, request: Request) -> bool:
+        """Whether an in-dialog request names both tags of the call the proxy tracks under its
+        Call-ID (either direction); True for a call it does not track."""
+        ends = self.calls.get(request.call_id)
+        if ends is None:
+            return True
+        try:
+            tags = {request.from_.tag, request.to.tag}
+        except ParseError:
+            return False
+        return tags == {ends.to_callee.local_tag, ends.to_callee.remote_tag}
 
     def hang_up(self, call_id: str, reason: str, now: float) -> bool:
         """Send a BYE with `reason` (a Reason header value) to both ends of the call, when
@@ -161,6 +182,11 @@ class DialogLiveness:
         call's timer; the first 2xx without it leaves the call untimed."""
         if request.method not in ("INVITE", "UPDATE"):
             return
+        ends = self.calls.get(request.call_id)
+        if ends is not None:
+            with contextlib.suppress(ParseError):
+                proxied_response((ends.to_caller, ends.to_callee), request, response)
+            _plain_targets(ends)
         interval = session_expires(response)
         if interval is None:
             return
@@ -200,6 +226,12 @@ class DialogLiveness:
         handle = self.timers.pop(event.call_id, None)
         if handle is not None:
             self.core.timers.cancel(handle)
+
+
+def _plain_targets(ends: CallEnds) -> None:
+    """Both ends' targets as the phones wrote them (after a target refresh)."""
+    for dialog in (ends.to_caller, ends.to_callee):
+        dialog.remote_target = _without_alias(dialog.remote_target)
 
 
 def _without_alias(uri: str) -> str:

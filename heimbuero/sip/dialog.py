@@ -352,6 +352,27 @@ def proxied_request(ends: tuple[Dialog, Dialog], request: Request) -> None:
     for sender in (to_callee, to_caller):  # (the caller's requests: as if sent toward the callee)
         if tag == sender.local_tag and request.method not in ("ACK", "CANCEL"):
             sender.local_seq = max(sender.local_seq or 0, seq)
+    if request.method in TARGET_REFRESH:
+        _refresh_target(ends, tag, request)
+
+
+def proxied_response(ends: tuple[Dialog, Dialog], request: Request, response: Response) -> None:
+    """A 2xx to a target refresh request inside the dialog that the proxy forwarded: a new
+    Contact in it is the answering side's remote target from now on (§12.2.1.2, RFC 3311)."""
+    if request.method in TARGET_REFRESH and 200 <= response.status < 300:
+        _refresh_target(ends, response.to.tag, response)
+
+
+def _refresh_target(ends: tuple[Dialog, Dialog], tag: str | None, msg: Message) -> None:
+    """The dialog toward the party with tag `tag` takes `msg`'s Contact as its target."""
+    if msg.get("contact") is None:
+        return
+    for dialog in ends:
+        if tag is not None and tag == dialog.remote_tag:
+            try:
+                dialog.remote_target = _contact_uri(msg)
+            except DialogError:
+                return
 
 
 def bye(dialog: Dialog, reason: str) -> Request:

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from heimbuero.sip.dialog import DialogError, bye, proxied_request, proxy_dialogs
+from heimbuero.sip.dialog import (
+    DialogError,
+    bye,
+    proxied_request,
+    proxied_response,
+    proxy_dialogs,
+)
 from heimbuero.sip.message import Request, Response, parse
 
 # Alice -> edge (ss1) -> us (ss2, two entries: UDP in, TCP out) -> ss3 -> Bob
@@ -122,3 +128,50 @@ def test_a_dialog_ended_once_sends_no_second_bye() -> None:
     bye(to_callee, REASON)
     with pytest.raises(DialogError):
         bye(to_callee, REASON)
+
+
+def test_a_reinvite_and_its_2xx_move_each_sides_target() -> None:
+    """§12.2: a re-INVITE's Contact is the sender's new target, its 2xx's the answerer's;
+    the proxy's own BYE goes to where each phone is now."""
+    inv, ok = ends()
+    dialogs = proxy_dialogs(inv, ok, ours)
+    to_caller, to_callee = dialogs
+    reinvite = msg(
+        "INVITE sip:bob@198.51.100.7:5070 SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK3\r\n"
+        "From: <sip:alice@example.com>;tag=a-tag\r\nTo: <sip:bob@example.com>;tag=b-tag\r\n"
+        "Call-ID: call-1@192.0.2.10\r\nCSeq: 8 INVITE\r\n"
+        "Contact: <sip:alice@203.0.113.5:5099>\r\nContent-Length: 0\r\n\r\n"
+    )
+    answer = msg(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK3\r\n"
+        "From: <sip:alice@example.com>;tag=a-tag\r\nTo: <sip:bob@example.com>;tag=b-tag\r\n"
+        "Call-ID: call-1@192.0.2.10\r\nCSeq: 8 INVITE\r\n"
+        "Contact: <sip:bob@198.51.100.99:5080>\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert isinstance(reinvite, Request) and isinstance(answer, Response)
+    proxied_request(dialogs, reinvite)
+    proxied_response(dialogs, reinvite, answer)
+    assert bye(to_caller, REASON).uri == "sip:alice@203.0.113.5:5099"
+    assert bye(to_callee, REASON).uri == "sip:bob@198.51.100.99:5080"
+
+
+def test_a_failed_refresh_or_a_bad_contact_keeps_the_target() -> None:
+    inv, ok = ends()
+    dialogs = proxy_dialogs(inv, ok, ours)
+    to_caller, _ = dialogs
+    update = msg(
+        "UPDATE sip:alice@192.0.2.10:5062 SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK4\r\n"
+        "From: <sip:bob@example.com>;tag=b-tag\r\nTo: <sip:alice@example.com>;tag=a-tag\r\n"
+        "Call-ID: call-1@192.0.2.10\r\nCSeq: 2 UPDATE\r\n"
+        "Contact: <tel:+4930123>\r\nContent-Length: 0\r\n\r\n"
+    )
+    rejected = msg(
+        "SIP/2.0 488 Not Acceptable Here\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK4\r\n"
+        "From: <sip:bob@example.com>;tag=b-tag\r\nTo: <sip:alice@example.com>;tag=a-tag\r\n"
+        "Call-ID: call-1@192.0.2.10\r\nCSeq: 2 UPDATE\r\n"
+        "Contact: <sip:alice@203.0.113.77>\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert isinstance(update, Request) and isinstance(rejected, Response)
+    proxied_request(dialogs, update)  # (no sip: URI: not a target)
+    proxied_response(dialogs, update, rejected)  # (no 2xx: no refresh)
+    assert bye(to_caller, REASON).uri == "sip:alice@192.0.2.10:5062"

@@ -136,3 +136,18 @@ def test_who_may_replace_an_answered_call() -> None:
     assert liveness.party_of(named, ("udp", "127.0.0.1", 40999)) is False  # a third party
     assert liveness.party_of((fwd.call_id, "bob1", "forged"), ALICE) is None  # not its tags
     assert liveness.party_of(("other-call", "bob1", fwd.from_.tag or ""), ALICE) is None
+
+
+def test_a_bye_with_a_forged_tag_gets_481_and_leaves_the_call() -> None:
+    """A BYE with the call's route token and Call-ID but only one of its tags ends nothing."""
+    net = Net()
+    fwd, ok, ended = established(net, None)
+    forged = in_dialog("BYE", fwd, ok, 20)
+    forged.set("To", (ok.get("to") or "").replace("tag=bob1", "tag=guessed"))
+    replies = [m for m, _ in net.send(forged.serialize(), ALICE) if isinstance(m, Response)]
+    assert [r.status for r in replies] == [481]
+    assert ended == []
+    real = in_dialog("BYE", fwd, ok, 21)
+    out = net.send(real.serialize(), ALICE)
+    assert [m for m, _ in out if isinstance(m, Request) and m.method == "BYE"]
+    assert ended == [fwd.call_id]
