@@ -623,7 +623,9 @@ def cmd_route_simulate(args: argparse.Namespace) -> int:
     print(f"client  {plan.client or '-'}")
     print(f"rule    {plan.rule if plan.rule is not None else '(provider default plan)'}")
     print(f"why     {plan.reason}")
-    if not plan.steps:
+    if plan.dictation:
+        print("steps   none: the call starts dictation by phone")
+    elif not plan.steps:
         print("steps   none: the call is refused")
     for i, step in enumerate(plan.steps, 1):
         print(f"step {i}  ring {', '.join(step.target_texts())} for {step.timeout} s")

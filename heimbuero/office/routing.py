@@ -98,6 +98,8 @@ class RoutePlan:
     rule: str | None  # the matched rule's name; None = the provider's default plan
     steps: tuple[Step, ...]
     reason: str  # human-readable why
+    # the client's dictation number: the call starts dictation by phone, no rule applies
+    dictation: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +108,7 @@ class RoutePlan:
             "rule": self.rule,
             "steps": [{"targets": s.target_texts(), "timeout": s.timeout} for s in self.steps],
             "reason": self.reason,
+            "dictation": self.dictation,
         }
 
 
@@ -298,6 +301,9 @@ def route(
             default,
             f"client {num.client!r} of {e164} is not configured: provider default plan",
         )
+    if num.dictation:
+        why = f"{e164} is the dictation number of {client.id!r}: dictation by phone, no rule"
+        return RoutePlan(client.id, e164, None, (), why, dictation=True)
     local = at.astimezone(UTC).astimezone(_zone(client))
     from_number = normalise_caller(caller, directory.provider.country_code)
     skipped: list[str] = []

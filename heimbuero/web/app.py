@@ -417,6 +417,7 @@ class PlanOut(BaseModel):
     rule: str | None
     steps: list[StepOut]
     reason: str
+    dictation: bool = False  # the client's dictation number: dictation by phone, no rule
 
 
 class CallOut(BaseModel):

@@ -44,6 +44,9 @@ class SimulationOut(BaseModel):
     rule: str | None = Field(description="the rule that decided; null: the provider's default")
     steps: list[StepOut]
     reason: str
+    dictation: bool = Field(
+        False, description="the client's dictation number: dictation by phone, no rule"
+    )
 
 
 class ClosureIn(BaseModel):

@@ -190,3 +190,21 @@ def test_week_grid(office: Any) -> None:
         assert r.status_code == 422, (bad, r.text)
     r = http.get("/api/clients/mueller/week", auth=("schulz", pw["schulz"]))
     assert r.status_code == 404 and r.json()["detail"] == "no such client: 'mueller'"
+
+
+def test_a_dictation_number_simulates_as_dictation_not_rules(office: Any) -> None:
+    """A call to the client's dictation number starts dictation by phone (the SIP core does
+    so before routing); the simulators say so instead of showing a rule's steps."""
+    http, pw, store = office
+    store.add_number("+49891239999", "mueller", dictation=True)
+    mueller = ("mueller", pw["mueller"])
+    body = {"at": "2026-03-03 09:00", "number": "089 1239999"}
+    r = http.post("/api/clients/mueller/simulate", json=body, auth=mueller)
+    assert r.status_code == 200, r.text
+    plan = r.json()
+    assert plan["dictation"] is True and plan["steps"] == [] and plan["rule"] is None
+    assert "dictation number" in plan["reason"]
+    r = http.get("/api/route/simulate", params={"number": "+49891239999"}, auth=mueller)
+    assert r.status_code == 200 and r.json()["dictation"] is True, r.text
+    r = http.post("/api/clients/mueller/simulate", json={"at": "2026-03-03 09:00"}, auth=mueller)
+    assert r.json()["dictation"] is False and r.json()["rule"] == "Werktag"

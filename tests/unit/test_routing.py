@@ -140,6 +140,7 @@ def test_to_json_shape(demo: Directory) -> None:
             {"targets": ["group:team"], "timeout": 30},
         ],
         "reason": plan.reason,
+        "dictation": False,
     }
 
 

@@ -168,6 +168,12 @@ def _when(request: Request, at: str, c: Client) -> str:
 def simulation(texts: Texts, plan: RoutePlan) -> dict[str, Any]:
     """The plan as the page and the script show it."""
     j = plan.to_json()
+    if plan.dictation:
+        return {
+            "rule": texts.t("Diktatnummer"),
+            "steps": [texts.t("Der Anruf startet ein Diktat per Telefon; Regeln gelten nicht.")],
+            "reason": plan.reason,
+        }
     return {
         "rule": texts.rule(plan.rule),
         "steps": texts.steps(j["steps"]) or [texts.t("Der Anruf wird abgewiesen.")],
