@@ -465,6 +465,15 @@ def test_the_portal_page_follows_the_event_stream_not_a_timer(office: Any) -> No
         js = http.get("/static/billing.js").text
         assert 'new EventSource("/events")' in js and '"usage"' in js
         assert "every = 20000" not in js
+        assert '"until" in d' in js  # a recompute covers its month, a tariff every later one
+        # an earlier month follows too (a tariff assigned or a month recomputed changes it)
+        page = http.get("/portal/billing", params={"month": "2020-01"})
+        assert 'data-month="2020-01" data-live="1"' in page.text
+    with TestClient(app()) as http:  # the provider's page: every client's usage of its month
+        _login(http, "admin", pw["admin"])
+        page = http.get("/admin/billing", params={"month": "2020-01"})
+        assert 'id="usage" data-client="" data-month="2020-01" data-live="1"' in page.text
+        assert '<script src="/static/billing.js"' in page.text
 
 
 # -- the live usage: a business's users' streams get their own client's usage only -----------

@@ -1,7 +1,7 @@
 """The console's billing pages: /portal/billing (a business's usage and invoices; live over the
 console's event stream, static/billing.js), /admin/billing (the provider's month: usage per
-client, the invoices with "send" and "cancel", the month's run, the DATEV export, the
-provider's invoice data) and /admin/billing/clients/ID (a client's invoice recipient and
+client, live the same way, the invoices with "send" and "cancel", the month's run, the DATEV
+export, the provider's invoice data) and /admin/billing/clients/ID (a client's invoice recipient and
 tariffs: the buyer form and "assign a tariff from a date").
 
 Every read and write is a handler call (heimbuero/app/billing.py: Billing, Invoices) as the
