@@ -827,7 +827,7 @@ class Invoices:
                 Booked(r.number, r.client, r.kind, as_utc(r.issued_at).astimezone(berlin).date(),
                        tuple((Decimal(v["rate"]), int(v["net"]), int(v["vat"]))
                              for v in r.doc.get("vat", [])),
-                       bool(r.doc.get("kleinunternehmer")))
+                       bool(r.doc.get("kleinunternehmer")), r.month)
                 for r in uow.billing.invoices()
                 if as_utc(r.issued_at).astimezone(berlin).strftime("%Y-%m") == month
             ]  # fmt: skip

@@ -381,6 +381,11 @@ def test_datev_booking_lines(app: App) -> None:
         ["34,51", "H", "EUR", "", "", "", "12000", "8400", "", "0201", "RE-2027-000003"],
     ]
     assert rows[2][13] == "Storno RE-2027-000003 mueller"
+    assert len(head) == 125 and [len(r) for r in rows] == [125, 125, 125]
+    assert {(r[113], r[114]) for r in rows} == {("1", "31122026")}  # Festschreibung, Leistung
+    issued = sum(i["gross"] for i in app.invoices.list(ADMIN))  # S minus H: what was issued
+    signed = sum((1 if r[1] == "S" else -1) * int(r[0].replace(",", "")) for r in rows)
+    assert signed == issued == 3451
     assert app.invoices.datev(ADMIN, "2026-12").count(b"\r\n") == 2  # the header lines only
 
 

@@ -295,7 +295,7 @@ def test_the_datev_export_needs_its_numbers(office: Any) -> None:
         r = http.get("/admin/billing/datev.csv", params={"month": month})
         assert r.status_code == 200 and r.content.startswith(b'"EXTF"')
         assert number.encode() in r.content
-        assert f'filename="datev-{month}.csv"' in r.headers["content-disposition"]
+        assert f'filename="EXTF_Buchungsstapel_{month}.csv"' in r.headers["content-disposition"]
         assert http.get("/admin/billing", params={"month": "13-2026"}).status_code == 422
 
 

@@ -307,7 +307,7 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf)
         except AppError as exc:
             return failed(request, s, user, exc)
         return Response(content, media_type="text/csv; charset=windows-1252", headers={
-            "Content-Disposition": f'attachment; filename="datev-{month}.csv"',
+            "Content-Disposition": f'attachment; filename="EXTF_Buchungsstapel_{month}.csv"',
             "Cache-Control": "no-store"})  # fmt: skip
 
     async def month_form(
