@@ -191,25 +191,17 @@ class Billing:
                     repo.settings().get("datev_festschreibung") == "true"}  # fmt: skip
 
     def set_settings(self, actor: Actor, **changes: Any) -> dict[str, Any]:
+        """Change billing settings (SETTINGS). Any value refused: nothing is stored, and
+        Invalid lists every refused setting (each shown at its field by the console)."""
         policy.require_admin(actor)
+        problems: list[Problem] = []
         for key, value in changes.items():
-            if key not in SETTINGS:
-                raise Invalid(key, "unknown billing setting")
-            flag = key in ("kleinunternehmer", "datev_festschreibung")
-            if flag and not isinstance(value, bool):
-                raise Invalid(key, "true or false")
-            if key == "invoice_number_format":
-                check_number_format(str(value))
-            if key in DEFAULT_ACCOUNTS and not re.fullmatch(r"[0-9]{4,9}", str(value)):
-                raise Invalid(key, "an account number (4 to 9 digits)")
-            if key in DATEV_NUMBERS:
-                what, bounds = DATEV_NUMBERS[key]
-                try:
-                    changes[key] = check_range(key, str(value).strip(), what, bounds)
-                except DatevError as e:
-                    raise Invalid(key, str(e)) from None
-            if key == "default_bundesland" and value not in BUNDESLAENDER_DEFAULT:
-                raise Invalid(key, f"one of {', '.join(BUNDESLAENDER_DEFAULT)}")
+            try:
+                changes[key] = _setting_value(key, value)
+            except Invalid as e:
+                problems.extend(e.problems)
+        if problems:
+            raise Invalid.many(problems, document=False)
         with self.store.unit_of_work() as uow:
             for key, value in changes.items():
                 uow.billing.set_setting(key, "true" if value is True else
@@ -860,6 +852,27 @@ def _sent_before(number: str, mail: InvoiceMailRow) -> str:
     return (f"invoice {number} was sent to {mail.recipient} at "
             f"{as_utc(mail.sent_at):%Y-%m-%d %H:%M} UTC already; to send it again, ask for a "
             "resend (--resend, API: ?resend=true)")  # fmt: skip
+
+
+def _setting_value(key: str, value: Any) -> Any:
+    """A billing setting's value as stored (a DATEV number as int), or Invalid."""
+    if key not in SETTINGS:
+        raise Invalid(key, "unknown billing setting")
+    if key in ("kleinunternehmer", "datev_festschreibung") and not isinstance(value, bool):
+        raise Invalid(key, "true or false")
+    if key == "invoice_number_format":
+        check_number_format(str(value))
+    if key in DEFAULT_ACCOUNTS and not re.fullmatch(r"[0-9]{4,9}", str(value)):
+        raise Invalid(key, "an account number (4 to 9 digits)")
+    if key in DATEV_NUMBERS:
+        what, bounds = DATEV_NUMBERS[key]
+        try:
+            return check_range(key, str(value).strip(), what, bounds)
+        except DatevError as e:
+            raise Invalid(key, str(e)) from None
+    if key == "default_bundesland" and value not in BUNDESLAENDER_DEFAULT:
+        raise Invalid(key, f"one of {', '.join(BUNDESLAENDER_DEFAULT)}")
+    return value
 
 
 def datev_numbers(repo: BillingRepository) -> dict[str, int | None]:

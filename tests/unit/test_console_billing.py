@@ -299,6 +299,48 @@ def test_the_datev_export_needs_its_numbers(office: Any) -> None:
         assert http.get("/admin/billing", params={"month": "13-2026"}).status_code == 422
 
 
+def test_the_datev_form_sets_the_numbers_and_shows_each_problem(office: Any) -> None:
+    app, pw, handlers, _ = office
+    with TestClient(app()) as http:
+        _login(http, "admin", pw["admin"])
+        page = http.get("/admin/billing")
+        assert 'id="datev-missing"' in page.text
+        assert 'id="datev_debtor" name="datev_debtor" value="10000"' in page.text  # SKR03
+        assert 'id="datev_revenue_19" name="datev_revenue_19" value="8400"' in page.text
+        csrf = _csrf(page.text)
+        bad = {"datev_berater": "1000", "datev_mandant": "7", "datev_revenue_7": "83a",
+               "datev_account_length": "9"}  # fmt: skip
+        r = http.post("/admin/billing/datev", data={"csrf": csrf, **bad})
+        assert (
+            r.status_code == 422 and "Die DATEV-Einstellungen wurden nicht gespeichert." in r.text
+        )
+        assert re.search(r'id="datev_berater-error">the Beraternummer is a number 1001', r.text)
+        assert re.search(r'id="datev_revenue_7-error">an account number', r.text)
+        assert re.search(r'id="datev_account_length-error">the Sachkontenlänge', r.text)
+        assert 'id="datev_mandant-error"' not in r.text and 'value="1000"' in r.text
+        assert handlers.billing.settings(ADMIN)["datev_mandant"] is None  # nothing stored
+        r = http.post("/admin/billing/datev", data={"datev_berater": "29098"})  # no token
+        assert r.status_code == 403 and handlers.billing.settings(ADMIN)["datev_berater"] is None
+        good = {"datev_berater": "29098", "datev_mandant": "55003", "datev_revenue_7": "8310",
+                "datev_festschreibung": "1"}  # fmt: skip
+        r = http.post("/admin/billing/datev", data={"csrf": csrf, **good})
+        assert r.status_code == 200 and "DATEV-Einstellungen gespeichert." in r.text
+        assert 'id="datev-missing"' not in r.text
+        s = handlers.billing.settings(ADMIN)
+        assert (s["datev_berater"], s["datev_mandant"], s["datev_revenue_7"]) == (
+            29098, 55003, "8310")  # fmt: skip
+        assert (s["datev_festschreibung"], s["datev_revenue_19"]) == (True, "8400")
+        # an empty field stays as stored; the unticked box turns the Festschreibung off
+        r = http.post("/admin/billing/datev", data={"csrf": csrf, "datev_berater": ""})
+        s = handlers.billing.settings(ADMIN)
+        assert (s["datev_berater"], s["datev_festschreibung"]) == (29098, False)
+    with TestClient(app()) as http:  # not an admin: not found, nothing stored
+        _login(http, "anna", pw["anna"])
+        csrf = _csrf(http.get("/portal/billing").text)
+        r = http.post("/admin/billing/datev", data={"csrf": csrf, "datev_berater": "1001"})
+        assert r.status_code == 404 and handlers.billing.settings(ADMIN)["datev_berater"] == 29098
+
+
 def test_an_employee_sees_the_business_s_billing_but_nothing_else(office: Any) -> None:
     app, _, handlers, _ = office
     number = _run(handlers)
