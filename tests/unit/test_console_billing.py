@@ -4,7 +4,8 @@ XML through the session), another business's ids as "not found", the admin's mon
 client, CSV, run, send, cancel with their confirmation steps, DATEV, the seller form), and
 every POST's CSRF token; a client's invoice recipient and tariff (admin only); the portal's
 usage following the event stream, and that stream's usage events going to the business's own
-users and staff only."""
+users and staff only; the DATEV form; and the authorization sweep of every /api/billing route
+with another business's ids."""
 
 from __future__ import annotations
 
@@ -583,3 +584,45 @@ def test_usage_reaches_the_own_clients_streams_and_staff_only(tmp_path: Path) ->
             handlers.billing.watch(Actor("x", Role.EMPLOYEE, None), lambda d: None)
     finally:
         store.close()
+
+
+# -- the authorization sweep of the billing API: another business's ids on every route -------
+
+
+def test_every_billing_route_refuses_another_business_and_leaks_nothing(office: Any) -> None:
+    """Every /api/billing route of the OpenAPI document, each method, called by schulz's
+    owner with Tischlerei Müller's client id and invoice number (and by an id too long to
+    exist): refused (403/404) or, where a route lists the reader's own, nothing of Müller's
+    in the answer; nothing changed afterwards."""
+    app, pw, handlers, _ = office
+    number = _run(handlers)
+    before = (handlers.invoices.get(ADMIN, number), handlers.billing.settings(ADMIN),
+              handlers.billing.client_tariffs(ADMIN, "mueller"),
+              handlers.billing.buyer(ADMIN, "mueller"), handlers.billing.seller(ADMIN))  # fmt: skip
+    secret = ("buchhaltung@mueller.example", number, str(before[0]["gross"]))
+    bodies: dict[str, Any] = {
+        "put": {"name": "Handwerk S", "base_fee": "1"},
+        "patch": {"email": "x@evil.example", "datev_berater": 1001, "name": "X"},
+        "post": {"tariff": "Handwerk S", "valid_from": "2020-01-01"},
+    }
+    with TestClient(app()) as http:
+        spec = http.get("/api/openapi.json").json()
+        routes = [(path, method) for path, ops in spec["paths"].items()
+                  if path.startswith("/api/billing") for method in ops]  # fmt: skip
+        assert len(routes) >= 20, routes
+        schulz = ("schulz", pw["schulz"])
+        for client in ("mueller", "x" * 300):
+            for path, method in routes:
+                url = path.replace("{client}", client).replace("{number}", number)
+                r = http.request(method.upper(), url, params={"month": LAST_MONTH},
+                                 json=bodies.get(method), auth=schulz)  # fmt: skip
+                what = f"{method.upper()} {url[:60]}"
+                if r.status_code < 400:  # a list of the reader's own: none of Müller's
+                    assert method == "get" and "{" not in path, (what, r.status_code)
+                    assert not any(s in r.text for s in secret), what
+                else:
+                    assert r.status_code in (403, 404), (what, r.status_code, r.text)
+    after = (handlers.invoices.get(ADMIN, number), handlers.billing.settings(ADMIN),
+             handlers.billing.client_tariffs(ADMIN, "mueller"),
+             handlers.billing.buyer(ADMIN, "mueller"), handlers.billing.seller(ADMIN))  # fmt: skip
+    assert after == before
