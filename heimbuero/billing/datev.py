@@ -209,6 +209,9 @@ def datev_csv(invoices: Iterable[Booked], header: Header,
     """The Buchungsstapel as bytes (Windows-1252; characters it lacks become '?')."""
     acc = {**DEFAULT_ACCOUNTS, **(accounts or {})}
     out = [header_line(header), _line(COLUMNS)]
+    if len(acc["datev_debtor"]) > header.account_length + 1:  # a personal account: one more
+        raise DatevError("datev_debtor", f"the debtor account {acc['datev_debtor']} is longer "
+                         f"than the Sachkontenlänge {header.account_length} plus one")  # fmt: skip
     for inv in invoices:
         if not header.date_from <= inv.issued <= header.date_to:
             raise DatevError("month", f"invoice {inv.number} is not of {header.date_from:%Y-%m}")

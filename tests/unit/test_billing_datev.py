@@ -192,6 +192,17 @@ def test_a_revenue_account_longer_than_the_sachkontenlaenge_is_refused() -> None
         datev_csv(BOOKED, HEADER, {"datev_revenue_19": "840000"})
 
 
+def test_a_debtor_account_longer_than_the_sachkontenlaenge_plus_one_is_refused() -> None:
+    """DATEV: a personal account (the debtor) is at most one digit longer than the
+    Sachkonten."""
+    datev_csv(BOOKED, HEADER, {"datev_debtor": "99999"})
+    with pytest.raises(DatevError, match="plus one") as refused:
+        datev_csv(BOOKED, HEADER, {"datev_debtor": "100000"})
+    assert refused.value.field == "datev_debtor"
+    datev_csv(BOOKED, Header(**{**_fields(HEADER), "account_length": 5}),
+              {"datev_debtor": "100000"})  # fmt: skip
+
+
 def test_an_invoice_outside_the_period_is_refused() -> None:
     late = Booked("RE-9", "x", "invoice", date(2027, 2, 1), ((Decimal("19"), 100, 19),), False)
     with pytest.raises(DatevError, match="not of 2027-01"):
