@@ -162,9 +162,10 @@ def add_invoice_parsers(commands: Any, data: argparse.ArgumentParser, open_app: 
                        help="DATEV Buchungsstapel (EXTF CSV) of a month's invoices",
                        description="The EXTF header line (Berater- and Mandantennummer: "
                        "heimbuero billing settings --datev-berater N --datev-mandant N), the "
-                       "column header, one booking line per invoice and VAT rate, by issue date "
-                       "(SKR03 accounts unless set: PATCH /api/billing/settings); Windows-1252, "
-                       "CRLF.")  # fmt: skip
+                       "125 column names of format version 13, one booking line of 125 fields "
+                       "per invoice and VAT rate, by issue date (SKR03 accounts unless set: "
+                       "PATCH /api/billing/settings); Windows-1252, CRLF. DATEV imports files "
+                       "named EXTF_…, e.g. --out EXTF_Buchungsstapel_2027-01.csv.")  # fmt: skip
     p.add_argument("--month", metavar="YYYY-MM", required=True)
     p.add_argument("--out", metavar="FILE", type=Path, help="default: standard output")
     p.set_defaults(func=run(_invoices_datev))

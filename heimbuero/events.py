@@ -201,16 +201,37 @@ class DictationChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class UsageMetered(Event):
-    """Billing rated a billable event of a client into usage lines (published after the
-    commit): `month` is the client's local month of the event, `lines` how many lines it has
-    now (0: none under the tariff, or no tariff). What the client's open portal page follows."""
+class UsageChanged(Event):
+    """A client's usage or what it costs changed from `month` (YYYY-MM, the client's local
+    month) on (published after the commit). Subscribing to it receives both kinds below:
+    what the client's open billing page and the provider's billing page follow."""
 
     client: str
     month: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageMetered(UsageChanged):
+    """Billing rated a billable event of a client into usage lines (published after the
+    commit): `month` is the client's local month of the event, `lines` how many lines it has
+    now (0: none under the tariff, or no tariff)."""
+
     source_kind: str
     source_id: str
     lines: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecomputed(UsageChanged):
+    """Billing rated a client's open usage again (published after the commit): `reason`
+    "tariff" (a tariff assigned from a day of `month`: that month and every later one may
+    have changed, `until` None) or "recompute" (the open readings of `month` rated again,
+    `until` == `month`); `readings` how many were rated again (0: only the tariff, e.g. its
+    base fee, changed)."""
+
+    until: str | None
+    reason: str
+    readings: int
 
 
 E = TypeVar("E", bound=Event)

@@ -43,7 +43,7 @@ from heimbuero.events import (
     MessageStored,
     PresenceChanged,
     ProviderWarning,
-    UsageMetered,
+    UsageChanged,
     VoicemailLeft,
 )
 from heimbuero.media.ng import NgClient, parse_ng_address
@@ -966,10 +966,11 @@ class Server:
         """Call `fn` with each warning for the provider (a cap of calls out reached)."""
         return self.events.subscribe(ProviderWarning, lambda e: fn(dict(e.warning)))
 
-    def watch_usage(self, fn: Callable[[UsageMetered], None]) -> Callable[[], None]:
-        """Call `fn` with each usage reading billing rated (heimbuero.app.billing.watch
-        filters them per reader)."""
-        return self.events.subscribe(UsageMetered, fn)
+    def watch_usage(self, fn: Callable[[UsageChanged], None]) -> Callable[[], None]:
+        """Call `fn` with each change of a client's usage: a reading rated (UsageMetered) or
+        open usage rated again after a tariff assignment or recompute (UsageRecomputed);
+        heimbuero.app.billing.watch filters them per reader."""
+        return self.events.subscribe(UsageChanged, fn)
 
     def watch_ringing(self, user: str, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call `fn` with the client card of each client's call that rings `user`'s phones."""

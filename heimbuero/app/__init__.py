@@ -134,7 +134,7 @@ class App:
             closures=Closures(store),
             dictation=dictation,
             notes=Notes(store, send_message, publish, mail),
-            billing=(billing := Billing(store, watch=usage_watch)),
+            billing=(billing := Billing(store, watch=usage_watch, publish=publish)),
             invoices=Invoices(store, billing, invoice_mail),
             greetings=None if data_dir is None else Greetings(store, data_dir),
             voicemails=None if data_dir is None else Voicemails(store, data_dir, publish=publish),

@@ -71,7 +71,9 @@ from heimbuero.events import (
     Event,
     EventBus,
     EventSink,
+    UsageChanged,
     UsageMetered,
+    UsageRecomputed,
     VoicemailLeft,
 )
 from heimbuero.net.mail import Attachment, MailError
@@ -102,9 +104,9 @@ _COUNTRY = re.compile(r"^[A-Z]{2}$")
 # took it; MailError when it did not (heimbuero.net.mail.Mailer.deliver)
 SendMail = Callable[[str, str, str, tuple[Attachment, ...], str | None], None]
 
-# subscribe a function to the UsageMetered events of the running server (its event bus);
-# returns the function that ends the subscription
-UsageWatch = Callable[[Callable[[UsageMetered], None]], Callable[[], None]]
+# subscribe a function to the UsageChanged events (UsageMetered, UsageRecomputed) of the running
+# server (its event bus); returns the function that ends the subscription
+UsageWatch = Callable[[Callable[[UsageChanged], None]], Callable[[], None]]
 
 
 def invoice_number(fmt: str, seq: int, year: int) -> str:
@@ -144,12 +146,25 @@ class Billing:
     """Handlers of billing (see the module text)."""
 
     def __init__(
-        self, store: Store, events: EventSink | None = None, watch: UsageWatch | None = None
+        self,
+        store: Store,
+        events: EventSink | None = None,
+        watch: UsageWatch | None = None,
+        publish: Callable[[Event], None] | None = None,
     ) -> None:
-        """`events`: where UsageMetered is published after each metering commit (from the
-        committing thread: the server passes a sink that hands it to its event loop);
-        `watch`: how `watch` follows them (the web app's handlers get the server's bus)."""
-        self.store, self.events, self.watch_fn = store, events, watch
+        """`events` (or `publish`, its `publish`): where UsageMetered and UsageRecomputed
+        are published after each commit that rated usage (from the committing thread: the
+        server passes a sink that hands them to its event loop); `watch`: how `watch` follows
+        them (the web app's handlers get the server's bus)."""
+        self.store, self.watch_fn = store, watch
+        self.publish = publish if publish is not None else (
+            None if events is None else events.publish)  # fmt: skip
+
+    def _after_commit(self, uow: UnitOfWork, event: Event) -> None:
+        """Publish `event` once `uow` committed (never when it rolls back)."""
+        publish = self.publish
+        if publish is not None:
+            uow.after_commit(lambda: publish(event))
 
     # ------------------------------------------------------------------ settings, tariffs
 
@@ -176,25 +191,17 @@ class Billing:
                     repo.settings().get("datev_festschreibung") == "true"}  # fmt: skip
 
     def set_settings(self, actor: Actor, **changes: Any) -> dict[str, Any]:
+        """Change billing settings (SETTINGS). Any value refused: nothing is stored, and
+        Invalid lists every refused setting (each shown at its field by the console)."""
         policy.require_admin(actor)
+        problems: list[Problem] = []
         for key, value in changes.items():
-            if key not in SETTINGS:
-                raise Invalid(key, "unknown billing setting")
-            flag = key in ("kleinunternehmer", "datev_festschreibung")
-            if flag and not isinstance(value, bool):
-                raise Invalid(key, "true or false")
-            if key == "invoice_number_format":
-                check_number_format(str(value))
-            if key in DEFAULT_ACCOUNTS and not re.fullmatch(r"[0-9]{4,9}", str(value)):
-                raise Invalid(key, "an account number (4 to 9 digits)")
-            if key in DATEV_NUMBERS:
-                what, bounds = DATEV_NUMBERS[key]
-                try:
-                    changes[key] = check_range(key, str(value).strip(), what, bounds)
-                except DatevError as e:
-                    raise Invalid(key, str(e)) from None
-            if key == "default_bundesland" and value not in BUNDESLAENDER_DEFAULT:
-                raise Invalid(key, f"one of {', '.join(BUNDESLAENDER_DEFAULT)}")
+            try:
+                changes[key] = _setting_value(key, value)
+            except Invalid as e:
+                problems.extend(e.problems)
+        if problems:
+            raise Invalid.many(problems, document=False)
         with self.store.unit_of_work() as uow:
             for key, value in changes.items():
                 uow.billing.set_setting(key, "true" if value is True else
@@ -242,8 +249,15 @@ class Billing:
             uow.billing.assign(client, tariff, valid_from)
             info = self._client(uow, client, self._settings(uow.billing))
             since = datetime.combine(valid_from, time.min, ZoneInfo(info.timezone))
-            for reading in uow.billing.open_readings_since(client, since.astimezone(UTC)):
+            readings = uow.billing.open_readings_since(client, since.astimezone(UTC))
+            for reading in readings:
                 uow.billing.replace_usage(reading, self._rate(uow, reading))
+            self._after_commit(
+                uow,
+                UsageRecomputed(
+                    datetime.now(UTC).timestamp(), client, month, None, "tariff", len(readings)
+                ),
+            )
 
     def client_tariffs(self, actor: Actor, client: str) -> list[dict[str, Any]]:
         policy.require_client_visible(actor, client)
@@ -348,12 +362,12 @@ class Billing:
         month = _month_of(at, info.timezone)
         reading = uow.billing.record(client, month, source_kind, source_id, as_utc(at), facts)
         lines = len(uow.billing.replace_usage(reading, self._rate(uow, reading)))
-        events = self.events
-        if events is not None:
-            event = UsageMetered(
+        self._after_commit(
+            uow,
+            UsageMetered(
                 datetime.now(UTC).timestamp(), client, month, source_kind, source_id, lines
-            )
-            uow.after_commit(lambda: events.publish(event))
+            ),
+        )
         return lines
 
     def meter_calls(self, limit: int = 1000) -> int:
@@ -396,18 +410,26 @@ class Billing:
         ]
 
     def watch(self, actor: Actor, on_usage: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
-        """Call `on_usage({"client", "month", "lines"})` each time a usage reading the actor
-        may see was rated (staff: every client's; a client's users: their business's only);
-        returns the function that ends the watch."""
+        """Call `on_usage(…)` each time usage the actor may see changed (staff: every
+        client's; a client's users: their business's only): `{"client", "month", "lines"}`
+        when a usage reading was rated; `{"client", "month", "until", "reason", "readings"}`
+        when open usage was rated again (a tariff assigned from a day of `month`: `until`
+        None, every later month too; a month recomputed: `until` == `month`). Returns the
+        function that ends the watch."""
         if not actor.staff and not actor.client:
             raise Forbidden("only staff and a client's users follow usage")
         if self.watch_fn is None:
             raise Unavailable("live usage is not available")
         own = actor.client
 
-        def listener(event: UsageMetered) -> None:
-            if actor.staff or event.client == own:
+        def listener(event: UsageChanged) -> None:
+            if not actor.staff and event.client != own:
+                return
+            if isinstance(event, UsageMetered):
                 on_usage({"client": event.client, "month": event.month, "lines": event.lines})
+            elif isinstance(event, UsageRecomputed):
+                on_usage({"client": event.client, "month": event.month, "until": event.until,
+                          "reason": event.reason, "readings": event.readings})  # fmt: skip
 
         return self.watch_fn(listener)
 
@@ -431,6 +453,12 @@ class Billing:
                     continue
                 uow.billing.replace_usage(reading, self._rate(uow, reading))
                 n += 1
+            self._after_commit(
+                uow,
+                UsageRecomputed(
+                    datetime.now(UTC).timestamp(), client, month, month, "recompute", n
+                ),
+            )
         return n
 
     # ------------------------------------------------------------------ reading usage
@@ -791,7 +819,7 @@ class Invoices:
                 Booked(r.number, r.client, r.kind, as_utc(r.issued_at).astimezone(berlin).date(),
                        tuple((Decimal(v["rate"]), int(v["net"]), int(v["vat"]))
                              for v in r.doc.get("vat", [])),
-                       bool(r.doc.get("kleinunternehmer")))
+                       bool(r.doc.get("kleinunternehmer")), r.month)
                 for r in uow.billing.invoices()
                 if as_utc(r.issued_at).astimezone(berlin).strftime("%Y-%m") == month
             ]  # fmt: skip
@@ -824,6 +852,27 @@ def _sent_before(number: str, mail: InvoiceMailRow) -> str:
     return (f"invoice {number} was sent to {mail.recipient} at "
             f"{as_utc(mail.sent_at):%Y-%m-%d %H:%M} UTC already; to send it again, ask for a "
             "resend (--resend, API: ?resend=true)")  # fmt: skip
+
+
+def _setting_value(key: str, value: Any) -> Any:
+    """A billing setting's value as stored (a DATEV number as int), or Invalid."""
+    if key not in SETTINGS:
+        raise Invalid(key, "unknown billing setting")
+    if key in ("kleinunternehmer", "datev_festschreibung") and not isinstance(value, bool):
+        raise Invalid(key, "true or false")
+    if key == "invoice_number_format":
+        check_number_format(str(value))
+    if key in DEFAULT_ACCOUNTS and not re.fullmatch(r"[0-9]{4,9}", str(value)):
+        raise Invalid(key, "an account number (4 to 9 digits)")
+    if key in DATEV_NUMBERS:
+        what, bounds = DATEV_NUMBERS[key]
+        try:
+            return check_range(key, str(value).strip(), what, bounds)
+        except DatevError as e:
+            raise Invalid(key, str(e)) from None
+    if key == "default_bundesland" and value not in BUNDESLAENDER_DEFAULT:
+        raise Invalid(key, f"one of {', '.join(BUNDESLAENDER_DEFAULT)}")
+    return value
 
 
 def datev_numbers(repo: BillingRepository) -> dict[str, int | None]:

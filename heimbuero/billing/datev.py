@@ -10,16 +10,17 @@ The debtor account is debited with the gross amount against the revenue account 
 (Storno) is the same booking the other way round (Haben). The accounts default to SKR03 and
 are provider settings.
 
-The booking lines carry the first 14 columns of the Buchungsstapel layout (Umsatz to
-Buchungstext); the columns after Buchungstext are left off (the import reads columns by
-position; a shorter line leaves the rest empty).
+The column header line names all 125 columns of the Buchungsstapel in format version 13, in
+DATEV's order and spelling (bare, as in DATEV's sample file); every booking line has all 125
+fields: Umsatz to Buchungstext, Festschreibung and Leistungsdatum (the invoice month's last
+day) filled, the rest empty.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 # The EXTF header line's fixed values (DATEV format description, "Header").
@@ -28,11 +29,34 @@ EXTF, HEADER_VERSION, CATEGORY, FORMAT_NAME, FORMAT_VERSION = (
 )  # fmt: skip
 HEADER_FIELDS = 31  # fields of a version 700 header line
 
+# The Buchungsstapel's columns (format version 13), as DATEV's format description names them;
+# the two repeated blocks (8 Beleginfo pairs, 20 Zusatzinformation pairs: "Inhalt" without the
+# space before its hyphen, as DATEV spells it) are generated.
 COLUMNS = (
     "Umsatz (ohne Soll/Haben-Kz)", "Soll/Haben-Kennzeichen", "WKZ Umsatz", "Kurs",
     "Basis-Umsatz", "WKZ Basis-Umsatz", "Konto", "Gegenkonto (ohne BU-Schlüssel)",
     "BU-Schlüssel", "Belegdatum", "Belegfeld 1", "Belegfeld 2", "Skonto", "Buchungstext",
+    "Postensperre", "Diverse Adressnummer", "Geschäftspartnerbank", "Sachverhalt",
+    "Zinssperre", "Beleglink",
+    *(c for n in range(1, 9) for c in (f"Beleginfo - Art {n}", f"Beleginfo - Inhalt {n}")),
+    "KOST1 - Kostenstelle", "KOST2 - Kostenstelle", "Kost-Menge",
+    "EU-Land u. UStID (Bestimmung)", "EU-Steuersatz (Bestimmung)", "Abw. Versteuerungsart",
+    "Sachverhalt L+L", "Funktionsergänzung L+L", "BU 49 Hauptfunktionstyp",
+    "BU 49 Hauptfunktionsnummer", "BU 49 Funktionsergänzung",
+    *(c for n in range(1, 21)
+      for c in (f"Zusatzinformation - Art {n}", f"Zusatzinformation- Inhalt {n}")),
+    "Stück", "Gewicht", "Zahlweise", "Forderungsart", "Veranlagungsjahr",
+    "Zugeordnete Fälligkeit", "Skontotyp", "Auftragsnummer", "Buchungstyp",
+    "USt-Schlüssel (Anzahlungen)", "EU-Land (Anzahlungen)", "Sachverhalt L+L (Anzahlungen)",
+    "EU-Steuersatz (Anzahlungen)", "Erlöskonto (Anzahlungen)", "Herkunft-Kz", "Buchungs GUID",
+    "KOST-Datum", "SEPA-Mandatsreferenz", "Skontosperre", "Gesellschaftername",
+    "Beteiligtennummer", "Identifikationsnummer", "Zeichnernummer", "Postensperre bis",
+    "Bezeichnung SoBil-Sachverhalt", "Kennzeichen SoBil-Buchung", "Festschreibung",
+    "Leistungsdatum", "Datum Zuord. Steuerperiode", "Fälligkeit", "Generalumkehr (GU)",
+    "Steuersatz", "Land", "Abrechnungsreferenz", "BVV-Position", "EU-Land u. UStID (Ursprung)",
+    "EU-Steuersatz (Ursprung)", "Abw. Skontokonto",
 )  # fmt: skip
+assert len(COLUMNS) == 125 and len(set(COLUMNS)) == 125
 
 # SKR03: 10000 a collective debtor; 8400 revenue 19 % VAT, 8300 revenue 7 % VAT, 8195
 # revenue of a Kleinunternehmer (§ 19 UStG), 8120 tax-free revenue.
@@ -68,6 +92,7 @@ class Booked:
     issued: date
     vat: tuple[tuple[Decimal, int, int], ...]  # (rate, net, vat)
     kleinunternehmer: bool
+    month: str = ""  # the month it bills (YYYY-MM): the Leistungsdatum is its last day
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +139,9 @@ def fiscal_year_start(day: date, first_month: int) -> date:
 
 
 def _text(value: str) -> str:
-    return '"' + value.replace('"', '""') + '"'
+    """A text field: quoted, quotes doubled, no control characters (DATEV refuses them)."""
+    clean = "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in value)
+    return '"' + clean.replace('"', '""') + '"'
 
 
 def _line(fields: Sequence[str]) -> str:
@@ -163,11 +190,28 @@ def revenue_account(rate: Decimal, kleinunternehmer: bool, accounts: dict[str, s
     return accounts[key]
 
 
+def _last_day(month: str) -> date | None:
+    if not month:
+        return None
+    first = date.fromisoformat(f"{month}-01")
+    return (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+
+
+def booking_line(fields: dict[str, str]) -> str:
+    """A booking line of all 125 columns: `fields` by column name, the rest empty."""
+    unknown = set(fields) - set(COLUMNS)
+    assert not unknown, unknown
+    return _line([fields.get(c, "") for c in COLUMNS])
+
+
 def datev_csv(invoices: Iterable[Booked], header: Header,
               accounts: dict[str, str] | None = None) -> bytes:  # fmt: skip
     """The Buchungsstapel as bytes (Windows-1252; characters it lacks become '?')."""
     acc = {**DEFAULT_ACCOUNTS, **(accounts or {})}
     out = [header_line(header), _line(COLUMNS)]
+    if len(acc["datev_debtor"]) > header.account_length + 1:  # a personal account: one more
+        raise DatevError("datev_debtor", f"the debtor account {acc['datev_debtor']} is longer "
+                         f"than the Sachkontenlänge {header.account_length} plus one")  # fmt: skip
     for inv in invoices:
         if not header.date_from <= inv.issued <= header.date_to:
             raise DatevError("month", f"invoice {inv.number} is not of {header.date_from:%Y-%m}")
@@ -181,9 +225,19 @@ def datev_csv(invoices: Iterable[Booked], header: Header,
                                  f"than the Sachkontenlänge {header.account_length}")  # fmt: skip
             debit = gross > 0  # a Storno's amounts are stored negative: Haben
             text = f"{'Storno' if inv.kind == 'storno' else 'Rechnung'} {inv.number} {inv.client}"
-            out.append(_line([
-                _amount(gross), _text("S" if debit else "H"), _text("EUR"), "", "", "",
-                acc["datev_debtor"], revenue, _text(""), inv.issued.strftime("%d%m"),
-                _text(inv.number[:36]), _text(""), "", _text(text[:60]),
-            ]))  # fmt: skip
+            served = _last_day(inv.month)
+            out.append(booking_line({
+                "Umsatz (ohne Soll/Haben-Kz)": _amount(gross),
+                "Soll/Haben-Kennzeichen": _text("S" if debit else "H"),
+                "WKZ Umsatz": _text("EUR"),
+                "Konto": acc["datev_debtor"],
+                "Gegenkonto (ohne BU-Schlüssel)": revenue,
+                "BU-Schlüssel": _text(""),  # automatic revenue accounts book the VAT
+                "Belegdatum": inv.issued.strftime("%d%m"),
+                "Belegfeld 1": _text(inv.number[:36]),
+                "Belegfeld 2": _text(""),
+                "Buchungstext": _text(text[:60]),
+                "Festschreibung": "1" if header.locked else "0",
+                "Leistungsdatum": "" if served is None else served.strftime("%d%m%Y"),
+            }))  # fmt: skip
     return "".join(out).encode("cp1252", errors="replace")

@@ -91,7 +91,7 @@ class WebContext:
     warning_watch: Callable[[Callable[[dict[str, Any]], None]], Callable[[], None]] | None = None
     # ring_watch(user, fn): fn(client card) for each client's call ringing the user's phones
     ring_watch: Callable[[str, Callable[[dict[str, Any]], None]], Callable[[], None]] | None = None
-    # usage_watch(fn): fn(UsageMetered) for each usage reading billing rated (the live portal)
+    # usage_watch(fn): fn(UsageChanged) for each change of a client's usage (the live billing pages)
     usage_watch: Callable[[Callable[[Any], None]], Callable[[], None]] | None = None
     # largest body of an API request, and of a file upload (multipart, to /api/files)
     max_body: int = 256 * 1024

@@ -151,10 +151,15 @@ def billing_routes(
     @router.get("/api/billing/datev.csv", response_class=Response,
                 responses={200: {"content": {"text/csv": {}}}})  # fmt: skip
     def datev_csv(actor: Who, month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")]) -> Response:
-        """Admin: the DATEV-style booking lines of the invoices issued in `month`."""
-        return Response(invoices.datev(actor, month), media_type="text/csv; charset=windows-1252",
-                        headers={"Content-Disposition":
-                                 f'attachment; filename="datev-{month}.csv"'})  # fmt: skip
+        """Admin: the DATEV Buchungsstapel (EXTF, format version 13: the header line, the
+        125 column names, one booking line per invoice and VAT rate) of the invoices issued
+        in `month`."""
+        name = f"EXTF_Buchungsstapel_{month}.csv"  # DATEV imports files named EXTF_…
+        return Response(
+            invoices.datev(actor, month),
+            media_type="text/csv; charset=windows-1252",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     @router.post("/api/billing/invoices/run")
     def run_invoices(actor: Who, month: Annotated[str, Query()]) -> list[dict[str, Any]]:

@@ -5,8 +5,9 @@ client's billing page, saves the provider's invoice data through the form (a wro
 runs last month's invoices (one call of Tischlerei Müller last month), sees the invoice and
 downloads its PDF; a tariff from a day of that invoiced month is then refused with the reason
 at the date. The owner sees the same invoice and this month's usage (a call note taken by an
-agent), which follows a second note without reload over the console's event stream, while the
-open page of another business (Schulz) gets no event of it."""
+agent), which follows a second note and then a new tariff the admin assigns without reload
+over the console's event stream, while the open page of another business (Schulz) gets no
+event of either."""
 
 from __future__ import annotations
 
@@ -206,7 +207,22 @@ def test_admin_invoices_a_month_and_the_owner_sees_it(browser: Any, tmp_path: Pa
         expect(page.locator("#total-net")).to_have_text("30,00\xa0€", timeout=WAIT)
         assert page.locator("#usage-lines tbody tr").count() == 2
         assert page.evaluate("document.documentElement.dataset.usageEvents") == "1"
-        # Schulz's stream got nothing of it (both streams are fed in the same dispatch)
+        # the admin assigns another tariff from the first of this month (the API, as the
+        # client's billing page does): the open page follows it too (UsageRecomputed)
+        r = api.put(
+            "/api/billing/tariffs",
+            json={**TARIFF, "name": "Handwerk M", "base_fee": "3900", "per_note": "100"},
+        )
+        assert r.status_code == 200, r.text
+        r = api.post(
+            "/api/billing/clients/mueller/tariffs",
+            json={"tariff": "Handwerk M", "valid_from": today.replace(day=1).isoformat()},
+        )
+        assert r.status_code == 204, r.text
+        expect(page.locator("#total-net")).to_have_text("41,00\xa0€", timeout=WAIT)
+        expect(page.locator("#usage")).to_contain_text("Tarif: Handwerk M", timeout=WAIT)
+        assert page.evaluate("document.documentElement.dataset.usageEvents") == "2"
+        # Schulz's stream got nothing of either (both streams are fed in the same dispatch)
         assert schulz.evaluate("document.documentElement.dataset.usageEvents") is None
         assert schulz.evaluate("document.documentElement.dataset.usageStream") == "open"
         other.close()

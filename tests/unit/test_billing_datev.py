@@ -1,6 +1,7 @@
 """The DATEV Buchungsstapel (EXTF) as DATEV reads it: the file is parsed back here field by
-field (csv with `;` and DATEV's quoting), its bytes are Windows-1252 with CRLF, and the numbers
-DATEV bounds are checked."""
+field (csv with `;` and DATEV's quoting), the header's 31 fields, the 125 columns of format
+version 13 on the column line and on every booking line, the totals; its bytes are
+Windows-1252 with CRLF, and the numbers DATEV bounds are checked."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ HEADER = Header(
 )  # fmt: skip
 BOOKED = [
     Booked("RE-2027-000001", "müller", "invoice", date(2027, 1, 2),
-           ((Decimal("19"), 2900, 551), (Decimal("7"), 1000, 70)), False),
+           ((Decimal("19"), 2900, 551), (Decimal("7"), 1000, 70)), False, "2026-12"),
     Booked("RE-2027-000002", "müller", "storno", date(2027, 1, 31),
-           ((Decimal("19"), -2900, -551),), False),
+           ((Decimal("19"), -2900, -551),), False, "2026-12"),
 ]  # fmt: skip
 
 
@@ -70,31 +71,96 @@ def test_festschreibung_and_a_fiscal_year_from_july() -> None:
     assert fiscal_year_start(date(2027, 7, 1), 7) == date(2027, 7, 1)
 
 
-def test_the_column_line_and_the_booking_lines() -> None:
+# DATEV's column names at some positions (1-based) of the Buchungsstapel, format version 13,
+# written out here by hand from the format description (not taken from COLUMNS)
+AT = {
+    1: "Umsatz (ohne Soll/Haben-Kz)", 2: "Soll/Haben-Kennzeichen", 3: "WKZ Umsatz", 7: "Konto",
+    8: "Gegenkonto (ohne BU-Schlüssel)", 9: "BU-Schlüssel", 10: "Belegdatum",
+    11: "Belegfeld 1", 14: "Buchungstext", 15: "Postensperre", 20: "Beleglink",
+    21: "Beleginfo - Art 1", 36: "Beleginfo - Inhalt 8", 37: "KOST1 - Kostenstelle",
+    40: "EU-Land u. UStID (Bestimmung)", 47: "BU 49 Funktionsergänzung",
+    48: "Zusatzinformation - Art 1", 49: "Zusatzinformation- Inhalt 1",
+    86: "Zusatzinformation - Art 20", 87: "Zusatzinformation- Inhalt 20", 88: "Stück",
+    96: "Buchungstyp", 102: "Herkunft-Kz", 103: "Buchungs GUID", 114: "Festschreibung",
+    115: "Leistungsdatum", 116: "Datum Zuord. Steuerperiode", 117: "Fälligkeit",
+    118: "Generalumkehr (GU)", 119: "Steuersatz", 120: "Land", 125: "Abw. Skontokonto",
+}  # fmt: skip
+
+
+def test_the_column_line_names_the_125_columns_of_format_version_13() -> None:
+    columns = _parse(datev_csv([], HEADER))[1]
+    assert len(columns) == 125 and len(set(columns)) == 125
+    for pos, name in AT.items():
+        assert columns[pos - 1] == name, f"column {pos}"
+    # bare names, as in DATEV's sample file
+    line = datev_csv([], HEADER).split(b"\r\n")[1]
+    assert line.startswith(b"Umsatz (ohne Soll/Haben-Kz);Soll/Haben-Kennzeichen;WKZ Umsatz;")
+    assert line.endswith(b";EU-Steuersatz (Ursprung);Abw. Skontokonto") and b'"' not in line
+
+
+def test_the_booking_lines() -> None:
     data = datev_csv(BOOKED, HEADER)
     assert data.endswith(b"\r\n") and data.count(b"\r\n") == 5  # header, columns, 3 bookings
     assert b"\n" not in data.replace(b"\r\n", b"")
     head, columns, *rows = _parse(data)
     assert columns == list(COLUMNS)
-    assert columns[:3] == ["Umsatz (ohne Soll/Haben-Kz)", "Soll/Haben-Kennzeichen", "WKZ Umsatz"]
-    assert (columns[6], columns[7], columns[9], columns[13]) == (
-        "Konto", "Gegenkonto (ohne BU-Schlüssel)", "Belegdatum", "Buchungstext")  # fmt: skip
-    first = dict(zip(columns, rows[0], strict=True))
-    assert first == {
+    assert [len(r) for r in rows] == [125, 125, 125]
+    assert all(len(line.split(b";")) == 125 for line in data.split(b"\r\n")[1:-1])
+    filled = {c: v for c, v in zip(columns, rows[0], strict=True) if v}
+    assert filled == {
         "Umsatz (ohne Soll/Haben-Kz)": "34,51", "Soll/Haben-Kennzeichen": "S",
-        "WKZ Umsatz": "EUR", "Kurs": "", "Basis-Umsatz": "", "WKZ Basis-Umsatz": "",
-        "Konto": "10000", "Gegenkonto (ohne BU-Schlüssel)": "8400", "BU-Schlüssel": "",
-        "Belegdatum": "0201", "Belegfeld 1": "RE-2027-000001", "Belegfeld 2": "",
-        "Skonto": "", "Buchungstext": "Rechnung RE-2027-000001 müller",
+        "WKZ Umsatz": "EUR", "Konto": "10000", "Gegenkonto (ohne BU-Schlüssel)": "8400",
+        "Belegdatum": "0201", "Belegfeld 1": "RE-2027-000001",
+        "Buchungstext": "Rechnung RE-2027-000001 müller", "Festschreibung": "0",
+        "Leistungsdatum": "31122026",  # the last day of the month it bills (TTMMJJJJ)
     }  # fmt: skip
     assert [r[:8] for r in rows[1:]] == [
         ["10,70", "S", "EUR", "", "", "", "10000", "8300"],
         ["34,51", "H", "EUR", "", "", "", "10000", "8400"],  # the Storno: Haben
     ]
     assert rows[2][9] == "3101" and rows[2][13] == "Storno RE-2027-000002 müller"
+    assert rows[2][114] == "31122026"
+    # text quoted (empty BU-Schlüssel and Belegfeld 2 too), numbers bare, the rest empty
+    raw = data.split(b"\r\n")[2]
+    assert raw.startswith(b'34,51;"S";"EUR";;;;10000;8400;"";0201;"RE-2027-000001";"";;"Rechnung')
+    assert raw.endswith(b";" * 99 + b"0;31122026;;;;;;;;;;")
     # Windows-1252: ü is one byte 0xFC, and no UTF-8 anywhere
     assert "Schlüssel".encode("cp1252") in data and "ü".encode() not in data
     assert b"m\xfcller" in data
+
+
+def test_the_totals_read_back_match_the_invoices() -> None:
+    """Parsed back: S minus H over the booking lines is the invoices' gross total, per
+    revenue account too."""
+    head, columns, *rows = _parse(datev_csv(BOOKED, HEADER))
+    col = {c: i for i, c in enumerate(columns)}
+
+    def signed(r: list[str]) -> Decimal:
+        amount = Decimal(r[col["Umsatz (ohne Soll/Haben-Kz)"]].replace(",", "."))
+        return amount if r[col["Soll/Haben-Kennzeichen"]] == "S" else -amount
+
+    gross = sum(net + vat for b in BOOKED for _, net, vat in b.vat)
+    assert sum(signed(r) for r in rows) * 100 == gross == 1070
+    per_account: dict[str, Decimal] = {}
+    for r in rows:
+        account = r[col["Gegenkonto (ohne BU-Schlüssel)"]]
+        per_account[account] = per_account.get(account, Decimal(0)) + signed(r)
+    assert per_account == {"8400": Decimal("0.00"), "8300": Decimal("10.70")}
+
+
+def test_festschreibung_on_every_line_and_text_without_control_characters() -> None:
+    odd = Booked('RE-"1"', "a\r\nb;c", "invoice", date(2027, 1, 5),
+                 ((Decimal("19"), 100, 19),), False, "2027-01")  # fmt: skip
+    data = datev_csv([odd], Header(**{**_fields(HEADER), "locked": True}))
+    assert data.count(b"\r\n") == 3
+    *_, row = _parse(data)
+    assert len(row) == 125
+    assert (row[10], row[13]) == ('RE-"1"', 'Rechnung RE-"1" a  b;c')
+    assert (row[113], row[114]) == ("1", "31012027")
+    # Kleinunternehmer: its own revenue account, whatever the rate
+    klein = Booked("RE-2", "x", "invoice", date(2027, 1, 5), ((Decimal("0"), 500, 0),), True)
+    *_, row = _parse(datev_csv([klein], HEADER))
+    assert (row[0], row[7], row[114]) == ("5,00", "8195", "")  # (no month: no Leistungsdatum)
 
 
 def test_an_empty_month_is_the_two_header_lines() -> None:
@@ -124,6 +190,17 @@ def test_range_edges_and_settings_text() -> None:
 def test_a_revenue_account_longer_than_the_sachkontenlaenge_is_refused() -> None:
     with pytest.raises(DatevError, match="Sachkontenlänge"):
         datev_csv(BOOKED, HEADER, {"datev_revenue_19": "840000"})
+
+
+def test_a_debtor_account_longer_than_the_sachkontenlaenge_plus_one_is_refused() -> None:
+    """DATEV: a personal account (the debtor) is at most one digit longer than the
+    Sachkonten."""
+    datev_csv(BOOKED, HEADER, {"datev_debtor": "99999"})
+    with pytest.raises(DatevError, match="plus one") as refused:
+        datev_csv(BOOKED, HEADER, {"datev_debtor": "100000"})
+    assert refused.value.field == "datev_debtor"
+    datev_csv(BOOKED, Header(**{**_fields(HEADER), "account_length": 5}),
+              {"datev_debtor": "100000"})  # fmt: skip
 
 
 def test_an_invoice_outside_the_period_is_refused() -> None:

@@ -32,6 +32,7 @@ from saxonche import PySaxonProcessor
 from heimbuero.app import App, http_status
 from heimbuero.app.policy import Actor, Role
 from heimbuero.billing.einvoice import XRECHNUNG_3
+from heimbuero.events import CallNoteTaken, DictationDelivered, VoicemailLeft
 from heimbuero.office.demo import seed_demo
 from heimbuero.store import Store
 from tests.billing_data import SELLER
@@ -381,6 +382,11 @@ def test_datev_booking_lines(app: App) -> None:
         ["34,51", "H", "EUR", "", "", "", "12000", "8400", "", "0201", "RE-2027-000003"],
     ]
     assert rows[2][13] == "Storno RE-2027-000003 mueller"
+    assert len(head) == 125 and [len(r) for r in rows] == [125, 125, 125]
+    assert {(r[113], r[114]) for r in rows} == {("1", "31122026")}  # Festschreibung, Leistung
+    issued = sum(i["gross"] for i in app.invoices.list(ADMIN))  # S minus H: what was issued
+    signed = sum((1 if r[1] == "S" else -1) * int(r[0].replace(",", "")) for r in rows)
+    assert signed == issued == 3451
     assert app.invoices.datev(ADMIN, "2026-12").count(b"\r\n") == 2  # the header lines only
 
 
@@ -474,3 +480,103 @@ def test_cli_seller_buyer_run_and_export(tmp_path: Path) -> None:
     assert number in (tmp_path / "datev.csv").read_text(encoding="cp1252")
     r = _cli("invoices", "export", "RE-0000", "--to", str(tmp_path / "out"), *d)
     assert r.returncode == 1 and "RE-0000" in r.stderr
+
+
+def test_a_month_of_the_demo_office_invoiced_as_a_table_computed_by_hand(app: App) -> None:
+    """December 2026 of Tischlerei Müller (Bavaria) under a tariff with every feature: calls on
+    a weekday, in the evening, on a Saturday and on Christmas evening (the holiday wins over
+    the evening), talk units 30/30 after 10 free seconds, two calls included, a call forwarded
+    to the owner's mobile, one nobody answered, two call notes, a voicemail, a dictation with
+    Normzeilen at 7 % VAT. The invoice's lines and totals equal the table below, computed by
+    hand from the tariff; its XML passes the EN 16931 XSD and schematron; each line leads to
+    its usage lines and they to their call records."""
+    app.billing.set_seller(ADMIN, **SELLER)
+    app.billing.put_tariff(ADMIN, {
+        "name": "Handwerk M", "base_fee": "2900", "per_answered_call": "85",
+        "per_talk_unit": "10", "increment": {"first": 30, "next": 30, "free": 10},
+        "included": {"call": "2"}, "forwarding_fee": "25", "per_note": "50",
+        "per_voicemail": "30", "per_dictation_minute": "120", "per_normzeile": "1.5",
+        "surcharges": {"evening_pct": "20", "weekend_pct": "50", "holiday_pct": "100"},
+        "vat": {"normzeilen": "7"},
+    })  # fmt: skip
+    app.billing.assign(ADMIN, "mueller", "Handwerk M", date(2026, 12, 1))
+    store = app.billing.store
+
+    def call(at: datetime, by: str | None, talk: float, result: str = "answered") -> int:
+        rid = store.add_call_record(f"m{at.timestamp()}", "+49891234567", "+4930999", at,
+                                    "mueller")  # fmt: skip
+        store.update_call_record(rid, answered_by=by, talk_seconds=talk, result=result)
+        return rid
+
+    # (UTC; Munich is UTC+1 in December)
+    weekday = call(datetime(2026, 12, 1, 9, 0, tzinfo=UTC), "user:anna", 95)  # 85 s: 3 units
+    call(datetime(2026, 12, 1, 10, 0, tzinfo=UTC), "group:office", 10)  # free: no unit
+    evening = call(datetime(2026, 12, 2, 18, 30, tzinfo=UTC), "user:anna", 40)  # 19:30: 1 unit
+    saturday = call(datetime(2026, 12, 5, 10, 0, tzinfo=UTC), "user:anna", 70)  # 2 units
+    christmas = call(datetime(2026, 12, 25, 19, 0, tzinfo=UTC), "user:anna", 100)  # 3 units
+    call(datetime(2026, 12, 3, 9, 0, tzinfo=UTC), "external:+491701234567", 300)
+    call(datetime(2026, 12, 3, 10, 0, tzinfo=UTC), None, 0, result="no_answer")
+    app.billing.meter_calls()
+    at = datetime(2026, 12, 3, 11, 0, tzinfo=UTC).timestamp()
+    app.billing.on_note(CallNoteTaken(at, "mueller", 501, "anna", None))
+    app.billing.on_note(CallNoteTaken(at + 60, "mueller", 502, "anna", None))
+    app.billing.on_voicemail(VoicemailLeft(at + 120, "mueller", 503, "c-vm", 20.0))
+    app.billing.on_dictation(DictationDelivered(
+        datetime(2026, 12, 10, 12, 0, tzinfo=UTC).timestamp(), "mueller", 504,
+        normzeilen=40, audio_seconds=125.0))  # fmt: skip
+
+    # label, quantity, unit price (cents), VAT %, net (cents) — by hand from the tariff
+    table = [
+        ("Grundgebühr", "1", "2900", "19", 2900),
+        ("Angenommene Anrufe (inklusive)", "2", "0", "19", 0),  # the two earliest
+        ("Angenommene Anrufe (Abend)", "1", "102", "19", 102),  # 85 + 20 %
+        ("Angenommene Anrufe (Wochenende)", "1", "127.5", "19", 128),  # 85 + 50 %, half-up
+        ("Angenommene Anrufe (Feiertag)", "1", "170", "19", 170),  # 85 + 100 %
+        ("Gesprächseinheiten", "3", "10", "19", 30),
+        ("Gesprächseinheiten (Abend)", "1", "12", "19", 12),
+        ("Gesprächseinheiten (Wochenende)", "2", "15", "19", 30),
+        ("Gesprächseinheiten (Feiertag)", "3", "20", "19", 60),
+        ("Weiterleitungen auf Mobil", "1", "25", "19", 25),
+        ("Telefonnotizen", "2", "50", "19", 100),
+        ("Sprachnachrichten", "1", "30", "19", 30),
+        ("Diktat-Audiominuten", "3", "120", "19", 360),  # 125 s: 3 started minutes
+        ("Normzeilen", "40", "1.5", "7", 60),
+    ]
+    net19 = sum(n for *_, vat, n in table if vat == "19")
+    net7 = sum(n for *_, vat, n in table if vat == "7")
+    assert (net19, net7) == (3947, 60)
+    vat19 = int((Decimal(net19) * Decimal("0.19")).quantize(Decimal(1), ROUND_HALF_UP))
+    vat7 = int((Decimal(net7) * Decimal("0.07")).quantize(Decimal(1), ROUND_HALF_UP))
+    assert (vat19, vat7) == (750, 4)  # 749,93 and 4,20
+
+    (inv,) = [i for i in app.invoices.run(ADMIN, "2026-12", JAN) if i["client"] == "mueller"]
+    full = app.invoices.get(OWNER, inv["number"])
+    got = [(ln["label"], ln["quantity"], ln["unit_price"], ln["vat_rate"], ln["net"])
+           for ln in full["doc"]["lines"]]  # fmt: skip
+    assert got == table
+    assert (inv["net"], inv["vat"], inv["gross"]) == (4007, 754, 4761)
+    assert full["doc"]["vat"] == [{"rate": "19", "net": 3947, "vat": 750},
+                                  {"rate": "7", "net": 60, "vat": 4}]  # fmt: skip
+    # which calls are behind a line: the holiday line's usage lines lead to Christmas's call
+    usage = {u["id"]: u for u in full["usage"]}
+    lines = {ln["label"]: ln for ln in full["doc"]["lines"]}
+    holiday = [usage[i] for i in lines["Angenommene Anrufe (Feiertag)"]["usage_ids"]]
+    assert [(u["source_kind"], u["source_id"]) for u in holiday] == [
+        ("call_record", str(christmas))]  # fmt: skip
+    included = [usage[i]["source_id"] for i in lines["Angenommene Anrufe (inklusive)"]["usage_ids"]]
+    assert included == [str(weekday), str(weekday + 1)]
+    assert {usage[i]["source_id"] for i in lines["Gesprächseinheiten (Abend)"]["usage_ids"]} == {
+        str(evening)}  # fmt: skip
+    assert {usage[i]["source_id"] for i in lines["Gesprächseinheiten (Wochenende)"]["usage_ids"]
+            } == {str(saturday)}  # fmt: skip
+    # the e-invoice says the same and is valid
+    _, xml = _documents(app, OWNER, inv["number"])
+    assert problems(xml) == []
+    assert _money(xml, "LineTotalAmount") == Decimal("40.07")
+    assert _money(xml, "TaxBasisTotalAmount") == Decimal("40.07")
+    assert _money(xml, "TaxTotalAmount") == Decimal("7.54")
+    assert _money(xml, "GrandTotalAmount") == Decimal("47.61")
+    taxes = "//ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax"
+    assert _x(xml, f"{taxes}/ram:RateApplicablePercent/text()") == ["19.00", "7.00"]
+    assert _x(xml, f"{taxes}/ram:BasisAmount/text()") == ["39.47", "0.60"]
+    assert _x(xml, f"{taxes}/ram:CalculatedAmount/text()") == ["7.50", "0.04"]

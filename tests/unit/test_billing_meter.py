@@ -13,10 +13,18 @@ import pytest
 
 from heimbuero.app import App, http_status
 from heimbuero.app.policy import Actor, Role
-from heimbuero.events import CallNoteTaken, DictationDelivered, EventBus, VoicemailLeft
+from heimbuero.events import (
+    CallNoteTaken,
+    DictationDelivered,
+    EventBus,
+    UsageChanged,
+    UsageMetered,
+    UsageRecomputed,
+    VoicemailLeft,
+)
 from heimbuero.office.demo import seed_demo
 from heimbuero.store import Store
-from heimbuero.store.models import UsageLineRow
+from heimbuero.store.models import InvoiceRow, UsageLineRow
 
 REALM = "heimbuero.test"
 ADMIN = Actor("admin", Role.ADMIN)
@@ -193,3 +201,67 @@ def test_a_tariff_set_up_after_the_calls_rates_them_from_its_first_day(app: App)
         for x in app.billing.usage(OTHER, "schulz", "2026-12")["lines"]
         if x["kind"] == "call"
     ] == ["call", "call"]  # the earlier assignment still holds
+
+
+def test_assign_and_recompute_publish_usage_recomputed_after_the_commit(tmp_path: Path) -> None:
+    """A tariff assignment and a recompute publish one UsageRecomputed each, after the commit
+    (the portal's page follows it); a refused one (invoiced month, unknown tariff, another
+    business's user) publishes nothing."""
+    store = Store(f"sqlite:///{tmp_path / 'heimbuero.db'}")
+    store.upgrade()
+    try:
+        seed_demo(store, REALM)
+        seen: list[UsageRecomputed] = []
+        committed: list[int] = []  # the client's tariffs in the store when the event came
+
+        def publish(event: object) -> None:
+            if not isinstance(event, UsageRecomputed):
+                return  # (UsageMetered of the calls' rating)
+            seen.append(event)
+            committed.append(len(App.build(store, lambda: REALM).billing.client_tariffs(
+                ADMIN, event.client)))  # fmt: skip
+
+        app = App.build(store, lambda: REALM, publish=publish)
+        app.billing.put_tariff(ADMIN, TARIFF)
+        _call(store, datetime(2026, 12, 1, 9, 0, tzinfo=UTC), "user:anna", 90)
+        _call(store, datetime(2026, 12, 2, 9, 0, tzinfo=UTC), "user:anna", 90)
+        app.billing.meter_calls()  # (no tariff yet: readings without lines)
+        app.billing.assign(ADMIN, "mueller", "Handwerk S", date(2026, 12, 2))
+        assert [(e.client, e.month, e.until, e.reason, e.readings) for e in seen] == [
+            ("mueller", "2026-12", None, "tariff", 1)]  # fmt: skip
+        assert committed == [1]  # published once the assignment was stored
+        assert app.billing.recompute(ADMIN, "mueller", "2026-12") == 2
+        assert (seen[-1].month, seen[-1].until, seen[-1].reason, seen[-1].readings) == (
+            "2026-12", "2026-12", "recompute", 2)  # fmt: skip
+        n = len(seen)
+        assert _refused(app.billing.assign, ADMIN, "mueller", "nope", date(2026, 12, 1)) == 404
+        assert _refused(app.billing.assign, OWNER, "mueller", "Handwerk S",
+                        date(2026, 12, 1)) == 403  # fmt: skip
+        assert _refused(app.billing.recompute, OWNER, "mueller", "2026-12") == 403
+        assert _refused(app.billing.recompute, ADMIN, "nobody", "2026-12") == 404
+        with store.unit_of_work() as uow:  # an invoice of December: its month never changes
+            uow.session.add(InvoiceRow(number="RE-1", seq=1, client="mueller", month="2026-12",
+                                       kind="invoice", issued_at=datetime(2027, 1, 1, tzinfo=UTC),
+                                       net=0, vat=0, gross=0, doc={}))  # fmt: skip
+        assert _refused(app.billing.assign, ADMIN, "mueller", "Handwerk S",
+                        date(2026, 12, 1)) == 409  # fmt: skip
+        assert len(seen) == n
+    finally:
+        store.close()
+
+
+def test_usage_recomputed_reaches_the_clients_users_and_staff_only() -> None:
+    """Billing.watch: the same reader filter for UsageRecomputed as for UsageMetered."""
+    from heimbuero.app.billing import Billing
+
+    bus = EventBus()
+    billing = Billing(Store.__new__(Store), watch=lambda fn: bus.subscribe(UsageChanged, fn))
+    got: dict[str, list[dict[str, Any]]] = {"mueller": [], "schulz": [], "anna": []}
+    for actor in (OWNER, OTHER, AGENT):
+        billing.watch(actor, got[actor.name].append)
+    bus.publish(UsageRecomputed(0.0, "mueller", "2026-12", None, "tariff", 3))
+    bus.publish(UsageMetered(0.0, "schulz", "2026-12", "call_note", "7", 1))
+    recomputed = {"client": "mueller", "month": "2026-12", "until": None, "reason": "tariff",
+                  "readings": 3}  # fmt: skip
+    metered = {"client": "schulz", "month": "2026-12", "lines": 1}
+    assert got == {"mueller": [recomputed], "schulz": [metered], "anna": [recomputed, metered]}

@@ -4,7 +4,8 @@ XML through the session), another business's ids as "not found", the admin's mon
 client, CSV, run, send, cancel with their confirmation steps, DATEV, the seller form), and
 every POST's CSRF token; a client's invoice recipient and tariff (admin only); the portal's
 usage following the event stream, and that stream's usage events going to the business's own
-users and staff only."""
+users and staff only; the DATEV form; and the authorization sweep of every /api/billing route
+with another business's ids."""
 
 from __future__ import annotations
 
@@ -295,8 +296,50 @@ def test_the_datev_export_needs_its_numbers(office: Any) -> None:
         r = http.get("/admin/billing/datev.csv", params={"month": month})
         assert r.status_code == 200 and r.content.startswith(b'"EXTF"')
         assert number.encode() in r.content
-        assert f'filename="datev-{month}.csv"' in r.headers["content-disposition"]
+        assert f'filename="EXTF_Buchungsstapel_{month}.csv"' in r.headers["content-disposition"]
         assert http.get("/admin/billing", params={"month": "13-2026"}).status_code == 422
+
+
+def test_the_datev_form_sets_the_numbers_and_shows_each_problem(office: Any) -> None:
+    app, pw, handlers, _ = office
+    with TestClient(app()) as http:
+        _login(http, "admin", pw["admin"])
+        page = http.get("/admin/billing")
+        assert 'id="datev-missing"' in page.text
+        assert 'id="datev_debtor" name="datev_debtor" value="10000"' in page.text  # SKR03
+        assert 'id="datev_revenue_19" name="datev_revenue_19" value="8400"' in page.text
+        csrf = _csrf(page.text)
+        bad = {"datev_berater": "1000", "datev_mandant": "7", "datev_revenue_7": "83a",
+               "datev_account_length": "9"}  # fmt: skip
+        r = http.post("/admin/billing/datev", data={"csrf": csrf, **bad})
+        assert (
+            r.status_code == 422 and "Die DATEV-Einstellungen wurden nicht gespeichert." in r.text
+        )
+        assert re.search(r'id="datev_berater-error">the Beraternummer is a number 1001', r.text)
+        assert re.search(r'id="datev_revenue_7-error">an account number', r.text)
+        assert re.search(r'id="datev_account_length-error">the Sachkontenlänge', r.text)
+        assert 'id="datev_mandant-error"' not in r.text and 'value="1000"' in r.text
+        assert handlers.billing.settings(ADMIN)["datev_mandant"] is None  # nothing stored
+        r = http.post("/admin/billing/datev", data={"datev_berater": "29098"})  # no token
+        assert r.status_code == 403 and handlers.billing.settings(ADMIN)["datev_berater"] is None
+        good = {"datev_berater": "29098", "datev_mandant": "55003", "datev_revenue_7": "8310",
+                "datev_festschreibung": "1"}  # fmt: skip
+        r = http.post("/admin/billing/datev", data={"csrf": csrf, **good})
+        assert r.status_code == 200 and "DATEV-Einstellungen gespeichert." in r.text
+        assert 'id="datev-missing"' not in r.text
+        s = handlers.billing.settings(ADMIN)
+        assert (s["datev_berater"], s["datev_mandant"], s["datev_revenue_7"]) == (
+            29098, 55003, "8310")  # fmt: skip
+        assert (s["datev_festschreibung"], s["datev_revenue_19"]) == (True, "8400")
+        # an empty field stays as stored; the unticked box turns the Festschreibung off
+        r = http.post("/admin/billing/datev", data={"csrf": csrf, "datev_berater": ""})
+        s = handlers.billing.settings(ADMIN)
+        assert (s["datev_berater"], s["datev_festschreibung"]) == (29098, False)
+    with TestClient(app()) as http:  # not an admin: not found, nothing stored
+        _login(http, "anna", pw["anna"])
+        csrf = _csrf(http.get("/portal/billing").text)
+        r = http.post("/admin/billing/datev", data={"csrf": csrf, "datev_berater": "1001"})
+        assert r.status_code == 404 and handlers.billing.settings(ADMIN)["datev_berater"] == 29098
 
 
 def test_an_employee_sees_the_business_s_billing_but_nothing_else(office: Any) -> None:
@@ -465,6 +508,15 @@ def test_the_portal_page_follows_the_event_stream_not_a_timer(office: Any) -> No
         js = http.get("/static/billing.js").text
         assert 'new EventSource("/events")' in js and '"usage"' in js
         assert "every = 20000" not in js
+        assert '"until" in d' in js  # a recompute covers its month, a tariff every later one
+        # an earlier month follows too (a tariff assigned or a month recomputed changes it)
+        page = http.get("/portal/billing", params={"month": "2020-01"})
+        assert 'data-month="2020-01" data-live="1"' in page.text
+    with TestClient(app()) as http:  # the provider's page: every client's usage of its month
+        _login(http, "admin", pw["admin"])
+        page = http.get("/admin/billing", params={"month": "2020-01"})
+        assert 'id="usage" data-client="" data-month="2020-01" data-live="1"' in page.text
+        assert '<script src="/static/billing.js"' in page.text
 
 
 # -- the live usage: a business's users' streams get their own client's usage only -----------
@@ -532,3 +584,45 @@ def test_usage_reaches_the_own_clients_streams_and_staff_only(tmp_path: Path) ->
             handlers.billing.watch(Actor("x", Role.EMPLOYEE, None), lambda d: None)
     finally:
         store.close()
+
+
+# -- the authorization sweep of the billing API: another business's ids on every route -------
+
+
+def test_every_billing_route_refuses_another_business_and_leaks_nothing(office: Any) -> None:
+    """Every /api/billing route of the OpenAPI document, each method, called by schulz's
+    owner with Tischlerei Müller's client id and invoice number (and by an id too long to
+    exist): refused (403/404) or, where a route lists the reader's own, nothing of Müller's
+    in the answer; nothing changed afterwards."""
+    app, pw, handlers, _ = office
+    number = _run(handlers)
+    before = (handlers.invoices.get(ADMIN, number), handlers.billing.settings(ADMIN),
+              handlers.billing.client_tariffs(ADMIN, "mueller"),
+              handlers.billing.buyer(ADMIN, "mueller"), handlers.billing.seller(ADMIN))  # fmt: skip
+    secret = ("buchhaltung@mueller.example", number, str(before[0]["gross"]))
+    bodies: dict[str, Any] = {
+        "put": {"name": "Handwerk S", "base_fee": "1"},
+        "patch": {"email": "x@evil.example", "datev_berater": 1001, "name": "X"},
+        "post": {"tariff": "Handwerk S", "valid_from": "2020-01-01"},
+    }
+    with TestClient(app()) as http:
+        spec = http.get("/api/openapi.json").json()
+        routes = [(path, method) for path, ops in spec["paths"].items()
+                  if path.startswith("/api/billing") for method in ops]  # fmt: skip
+        assert len(routes) >= 20, routes
+        schulz = ("schulz", pw["schulz"])
+        for client in ("mueller", "x" * 300):
+            for path, method in routes:
+                url = path.replace("{client}", client).replace("{number}", number)
+                r = http.request(method.upper(), url, params={"month": LAST_MONTH},
+                                 json=bodies.get(method), auth=schulz)  # fmt: skip
+                what = f"{method.upper()} {url[:60]}"
+                if r.status_code < 400:  # a list of the reader's own: none of Müller's
+                    assert method == "get" and "{" not in path, (what, r.status_code)
+                    assert not any(s in r.text for s in secret), what
+                else:
+                    assert r.status_code in (403, 404), (what, r.status_code, r.text)
+    after = (handlers.invoices.get(ADMIN, number), handlers.billing.settings(ADMIN),
+             handlers.billing.client_tariffs(ADMIN, "mueller"),
+             handlers.billing.buyer(ADMIN, "mueller"), handlers.billing.seller(ADMIN))  # fmt: skip
+    assert after == before

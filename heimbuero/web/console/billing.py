@@ -1,7 +1,7 @@
 """The console's billing pages: /portal/billing (a business's usage and invoices; live over the
 console's event stream, static/billing.js), /admin/billing (the provider's month: usage per
-client, the invoices with "send" and "cancel", the month's run, the DATEV export, the
-provider's invoice data) and /admin/billing/clients/ID (a client's invoice recipient and
+client, live the same way, the invoices with "send" and "cancel", the month's run, the DATEV
+export, the provider's invoice data) and /admin/billing/clients/ID (a client's invoice recipient and
 tariffs: the buyer form and "assign a tariff from a date").
 
 Every read and write is a handler call (heimbuero/app/billing.py: Billing, Invoices) as the
@@ -79,6 +79,18 @@ BUYER_LABELS = {
     "vat_id": "USt-IdNr.",
     "leitweg_id": "Leitweg-ID (öffentliche Auftraggeber: XRechnung)",
     "email": "E-Mail für Rechnungen",
+}
+# the DATEV export's settings (the form on /admin/billing; Billing.set_settings checks them)
+DATEV_LABELS = {
+    "datev_berater": "Beraternummer (vom Steuerberater, 1001 bis 9999999)",
+    "datev_mandant": "Mandantennummer (vom Steuerberater, 1 bis 99999)",
+    "datev_account_length": "Sachkontenlänge (4 bis 8)",
+    "datev_fiscal_year_start": "Erster Monat des Wirtschaftsjahres (1 bis 12)",
+    "datev_debtor": "Debitorenkonto",
+    "datev_revenue_19": "Erlöskonto 19 % USt.",
+    "datev_revenue_7": "Erlöskonto 7 % USt.",
+    "datev_revenue_0": "Erlöskonto steuerfrei (0 %)",
+    "datev_revenue_kleinunternehmer": "Erlöskonto Kleinunternehmer (§ 19 UStG)",
 }
 MAX_ID = 64  # longer client ids do not exist (the store's column)
 
@@ -218,11 +230,15 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf)
         errors: dict[str, str] | None = None,
         values: dict[str, str] | None = None,
         error: str = "",
+        datev_values: dict[str, str] | None = None,
     ) -> Response:
         actor, lang = Actor.of(user), lang_of(request)
         names = {ci.client.id: ci.client.name for ci in handlers.clients.list(actor)}
         usage = handlers.billing.provider_usage(actor, month)
         seller = handlers.billing.seller(actor)
+        settings = handlers.billing.settings(actor)
+        datev = {f: "" if settings.get(f) is None else str(settings[f]) for f in DATEV_LABELS}
+        datev |= datev_values or {}
         invoices = [i for i in handlers.invoices.list(actor) if i["month"] == month]
         shown = {f: seller.get(f, "") for f in SELLER_FIELDS} | (values or {})
         return _page(
@@ -242,6 +258,12 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf)
             seller=shown,
             fields=[(f, _t(request, SELLER_LABELS[f])) for f in SELLER_FIELDS],
             missing=seller["missing"],
+            datev=datev,
+            datev_fields=[(f, _t(request, label)) for f, label in DATEV_LABELS.items()],
+            datev_locked=(datev_values or {}).get(
+                "datev_festschreibung", settings["datev_festschreibung"]
+            ),
+            datev_missing=not (settings["datev_berater"] and settings["datev_mandant"]),
             errors=errors or {},
             error=error,
             done=request.query_params.get("done", ""),
@@ -307,7 +329,7 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf)
         except AppError as exc:
             return failed(request, s, user, exc)
         return Response(content, media_type="text/csv; charset=windows-1252", headers={
-            "Content-Disposition": f'attachment; filename="datev-{month}.csv"',
+            "Content-Disposition": f'attachment; filename="EXTF_Buchungsstapel_{month}.csv"',
             "Cache-Control": "no-store"})  # fmt: skip
 
     async def month_form(
@@ -425,6 +447,28 @@ def billing_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf)
                 error=_t(request, "Die Rechnungsdaten wurden nicht gespeichert."),
             )
         return back(month, _t(request, "Rechnungsdaten gespeichert."))
+
+    @router.post("/admin/billing/datev")
+    async def datev_settings(request: Request) -> Response:
+        """The DATEV export's numbers and accounts (the same handler as `PATCH
+        /api/billing/settings`); a field left empty stays as stored."""
+        got = await month_form(request)
+        if isinstance(got, Response):
+            return got
+        s, user, form, month = got
+        values = {f: form.get(f, "").strip()[:32] for f in DATEV_LABELS}
+        changes: dict[str, Any] = {f: v for f, v in values.items() if v}
+        changes["datev_festschreibung"] = form.get("datev_festschreibung") == "1"
+        try:
+            handlers.billing.set_settings(Actor.of(user), **changes)
+        except Invalid as exc:
+            return admin_page(request, s, user, month, 422,
+                              errors={p.field: p.msg for p in exc.problems},
+                              datev_values={**values, "datev_festschreibung":
+                                            changes["datev_festschreibung"]},
+                              error=_t(request, "Die DATEV-Einstellungen wurden nicht "
+                                       "gespeichert."))  # fmt: skip
+        return back(month, _t(request, "DATEV-Einstellungen gespeichert."))
 
     # -- the provider: one client's invoice recipient and tariff ---------------------------
 

@@ -2,7 +2,8 @@
 
 One `Feed` per logged-in user gathers what the API's streams give that user (presence,
 messages, provider warnings for staff, `usage` when billing rated a usage reading of the
-user's business — staff: of any client) into a bounded buffer with numbered events. A page's
+user's business or rated its open usage again after a tariff assignment or recompute — staff:
+of any client) into a bounded buffer with numbered events. A page's
 EventSource that lost its stream reconnects with `Last-Event-ID` and gets what it missed; a
 feed lives on `GRACE` seconds after its last page went, so a short outage loses nothing. When
 the id is unknown (the server restarted, or more than `BUFFER` events passed) the stream

@@ -1,8 +1,11 @@
-// /portal/billing: while the page shows the current month, its usage section follows the
-// console's event stream (/events, Server-Sent Events): each `usage` event of the page's client
-// and month (billing rated a call, note, voicemail or dictation) fetches the same page again
-// (through the session) and replaces the section, so new usage lines and totals appear without
-// reload. The stream reconnects by itself and catches up (Last-Event-ID); when it could not
+// /portal/billing and /admin/billing: the page's usage section (#usage, data-live="1") follows
+// the console's event stream (/events, Server-Sent Events): each `usage` event of the page's
+// client (data-client; empty on the provider's page: any client) that covers the page's month
+// (data-month) fetches the same page again (through the session) and replaces the section, so
+// new usage lines and totals appear without reload. A `usage` event is either a rated call,
+// note, voicemail or dictation (`month`: its month) or open usage rated again (`until` given:
+// a month recomputed, `until` == `month`; a tariff assigned from a day of `month`, `until`
+// null: that month and every later one). The stream reconnects by itself and catches up (Last-Event-ID); when it could not
 // catch up it sends a fresh `snapshot`, and the page fetches its section then too. Should the
 // stream end for good (the server refused it), the section is fetched every minute and the
 // stream tried again. Without the script the page is the same, as of its load.
@@ -37,6 +40,10 @@
     })();
     return running;
   }
+  function covers(d, month) {
+    if (!("until" in d)) return d.month === month;
+    return d.month <= month && (d.until === null || month <= d.until); // YYYY-MM sorts as text
+  }
   let poll = null;
   function connect() {
     if (!window.EventSource) { poll = poll || setInterval(refresh, 60000); return; }
@@ -49,7 +56,9 @@
     es.addEventListener("usage", function (e) {
       let d = null;
       try { d = JSON.parse(e.data); } catch (err) { return; }
-      if (!d || d.client !== usage.dataset.client || d.month !== usage.dataset.month) return;
+      if (!d || typeof d.month !== "string") return;
+      if (usage.dataset.client && d.client !== usage.dataset.client) return;
+      if (!covers(d, usage.dataset.month)) return;
       events += 1;
       root.dataset.usageEvents = String(events);
       refresh();
