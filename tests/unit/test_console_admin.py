@@ -396,7 +396,9 @@ def test_admin_edits_a_client_and_sees_what_is_wrong(office: Any) -> None:
         assert forged.status_code == 403
         ok = http.post("/admin/clients/mueller", data=fields, follow_redirects=False)
         assert ok.status_code == 303 and ok.headers["location"].startswith("/admin?saved=mueller")
-        assert "Mandant mueller gespeichert." in http.get(ok.headers["location"]).text
+        assert ok.headers["location"] == "/admin?saved=mueller&q=mueller#clients-h"
+        listed = http.get(ok.headers["location"]).text
+        assert "Mandant mueller gespeichert." in listed and _client_links(listed) == ["mueller"]
         assert "gespeichert." not in http.get("/admin", params={"saved": "Konto gesperrt"}).text
         assert http.get("/admin/clients/nobody").status_code == 404
         for odd in ("M%C3%BCller", "x" * 300, "mueller%0D%0AX-Evil:%201"):

@@ -285,7 +285,10 @@ def admin_pages(router: APIRouter, c: Console, area: Area, form_of: FormOf, feed
             return client_form(request, s, user, client_id, values, 422, problems)
         except AppError as exc:
             return client_form(request, s, user, client_id, values, 422, {"": str(exc)})
-        return RedirectResponse(f"/admin?saved={quote(client_id)}#clients-h", 303)
+        # back to the list searched for the client, so that its row shows on the first page
+        return RedirectResponse(
+            f"/admin?saved={quote(client_id)}&q={quote(client_id)}#clients-h", 303
+        )
 
     @router.get("/admin/users")
     async def users(request: Request) -> Response:
