@@ -2,7 +2,7 @@
 """Console benchmark: the screen pop's delay and the admin's client list (issue 12).
 
     python bench/console.py [--quick] [--calls N] [--agents N] [--clients N] [--requests N]
-                            [--json FILE] [--keep]
+                            [--list-only] [--before DIR] [--json FILE] [--keep]
 
 Starts `heimbuero init` + `heimbuero serve --sip udp:127.0.0.1:P --http 127.0.0.1:H` on a
 fresh data directory with the agents `agent0`.. (role agent) and the admin `boss` (password
@@ -20,9 +20,17 @@ number; client `cK` (K < agents) has a rule that rings `user:agentK`.
    event of that call is read from that agent's stream. The phone answers 486 (busy), the
    carrier ACKs the final answer, then the next call.
 2. The admin's client list ("page render time of the admin's client list with 500 clients"):
-   `boss` logs in; `GET /admin` (the overview with the client list) `--requests` times, one after
-   the other on one keep-alive connection; the time to the last byte of the page, and its size.
-   Measured at 50 clients too (before the rest are created), to see how it grows.
+   `boss` logs in; `GET /admin` (the overview with the client list, 50 clients a page)
+   `--requests` times, one after the other on one keep-alive connection; the time to the last
+   byte of the page, and its size. Measured at 50 clients too (before the rest are created), to
+   see how it grows; at all clients also page 6 (`?page=6`), a search (`?q=betrieb 4`: 111
+   clients match) and the largest page (`?per_page=200`).
+3. `--before DIR` (a checkout of older code, e.g. `git worktree add --detach /tmp/main main`):
+   after the rest, the server is stopped and `heimbuero serve` of DIR started on the same data
+   directory, and `GET /admin` measured again the same way: before/after in one run, on one
+   machine, with the same data.
+
+`--list-only` leaves out the screen pop (1).
 
 Prints one markdown table on stdout (progress on stderr). Everything on 127.0.0.1 on ports
 picked free; every wait has a deadline; the server is stopped by its PID in a finally. See
@@ -57,6 +65,7 @@ from presence import Msg, challenge, digest, parse  # noqa: E402
 from run import DOMAIN, HOST, PASSWORD, Ports, Procs, log, sip_options, wait_until  # noqa: E402
 
 ADMIN = "boss"
+PER_PAGE = 50  # clients on a page of the admin's list (heimbuero/app/clients.py)
 POP_P99_TARGET_MS = None  # the issue names no figure; the table shows "—"
 
 
@@ -114,11 +123,14 @@ def make_data(tmp: Path, agents: int, carrier_port: int) -> tuple[Path, str]:
     return d, token.group(1)
 
 
-def start_server(procs: Procs, ports: Ports, data: Path) -> tuple[Any, int, int]:
+def start_server(
+    procs: Procs, ports: Ports, data: Path, root: Path = ROOT, name: str = "heimbuero"
+) -> tuple[Any, int, int]:
+    """`heimbuero serve` of the code in `root` (its package comes first on the path)."""
     sip, http = ports.one(), ports.one()
     proc = procs.start([sys.executable, "-m", "heimbuero", "serve", "--data", str(data),
                         "--sip", f"udp:{HOST}:{sip}", "--http", f"{HOST}:{http}"],
-                       "heimbuero", cwd=ROOT)  # fmt: skip
+                       name, cwd=root)  # fmt: skip
 
     def ready() -> bool:
         if proc.poll() is not None:
@@ -214,27 +226,65 @@ class SipProbe:
                 "p99_ms": pct(r, 99), "max_ms": max(r)}  # fmt: skip
 
 
-def client_list(admin: Any, requests: int, clients: int, sip_port: int) -> dict[str, Any]:
-    admin.get("/admin")  # warm (templates compiled, connection open)
+# (what, query) of the client list measured at all clients besides the first page
+LIST_VIEWS = (
+    ("page 6", "?page=6"),
+    ("search `q=betrieb 4`", "?q=betrieb+4"),
+    ("200 a page", "?per_page=200"),
+)
+
+
+def client_list(
+    admin: Any, requests: int, clients: int, sip_port: int, query: str = "",
+    links: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """`GET /admin{query}` `requests` times; the page must link `links` clients (None: at
+    least one)."""
+    path = "/admin" + query
+    admin.get(path)  # warm (templates compiled, connection open)
     with SipProbe(sip_port) as idle:
         time.sleep(1.0)
     times, size = [], 0
     with SipProbe(sip_port) as busy:
         for _ in range(requests):
             t0 = time.perf_counter()
-            r = admin.get("/admin")
+            r = admin.get(path)
             body = r.content
             times.append((time.perf_counter() - t0) * 1000)
             if r.status_code != 200:
-                raise RuntimeError(f"GET /admin: {r.status_code}")
+                raise RuntimeError(f"GET {path}: {r.status_code}")
             size = len(body)
-    shown = body.decode().count("/admin/clients/c")
-    if shown < clients:
-        raise RuntimeError(f"GET /admin links {shown} clients, {clients} exist")
-    return {"clients": clients, "requests": requests, "p50_ms": statistics.median(times),
-            "p99_ms": pct(times, 99), "max_ms": max(times), "bytes": size,
-            "client_links": shown, "runs_ms": [round(t, 2) for t in times],
+    shown = body.decode().count('href="/admin/clients/c')
+    if (links is None and shown < 1) or (links is not None and shown != links):
+        raise RuntimeError(f"GET {path} links {shown} clients, not {links or 'some'}")
+    return {"clients": clients, "path": path, "requests": requests,
+            "p50_ms": statistics.median(times), "p99_ms": pct(times, 99), "max_ms": max(times),
+            "bytes": size, "client_links": shown, "runs_ms": [round(t, 2) for t in times],
             "sip_options_idle": idle.summary(), "sip_options_during": busy.summary()}  # fmt: skip
+
+
+def measure_before(
+    root: Path, s: Settings, procs: Procs, ports: Ports, data: Path, proc: Any,
+    sessions: list[Any],
+) -> dict[str, Any] | None:  # fmt: skip
+    """Stop the server, start `heimbuero serve` of `root` on the same data, and measure
+    `GET /admin` there (the older code's page may list every client: any count is taken)."""
+    for c in sessions:
+        c.close()
+    sessions.clear()
+    procs.stop(proc)
+    try:
+        _, sip_port, http_port = start_server(procs, ports, data, root, "heimbuero-before")
+        admin = login(f"http://{HOST}:{http_port}", ADMIN)
+        sessions.append(admin)
+        got = client_list(admin, s.requests, s.clients, sip_port)
+    except (RuntimeError, OSError) as exc:
+        log(f"the client list of {root} failed: {exc}")
+        return None
+    got["code"] = str(root)
+    log(f"before ({root}): GET /admin p50 {got['p50_ms']:.1f} ms, p99 {got['p99_ms']:.1f} ms, "
+        f"{got['client_links']} clients linked")  # fmt: skip
+    return got
 
 
 # -- 1. screen pop ----------------------------------------------------------------------------
@@ -456,19 +506,20 @@ def table(res: dict[str, Any], s: Settings) -> str:
                     f"{pop['p99_ms']:.2f} | max {pop['max_ms']:.2f} |")  # fmt: skip
     else:
         rows.append(f"| screen pop¹ | n/a | {res.get('pop_error', 'not measured')} |")
-    for key in ("list_early", "list"):
-        lst = res.get(key)
+    lists = [res.get("list_early"), res.get("list"), *res.get("list_views", []),
+             res.get("before")]  # fmt: skip
+    for lst in lists:
         if not lst:
             continue
-        n = lst["clients"]
-        rows.append(f"| admin client list `GET /admin`, {n:,} clients, p50 (ms)² | "
-                    f"{lst['p50_ms']:.1f} | {lst['requests']} requests |")  # fmt: skip
-        rows.append(f"| admin client list `GET /admin`, {n:,} clients, p99 (ms)² | "
-                    f"{lst['p99_ms']:.1f} | page {lst['bytes'] / 1024:,.0f} KiB |")  # fmt: skip
-        idle, busy = lst["sip_options_idle"], lst["sip_options_during"]
-        rows.append(f"| SIP OPTIONS round trip while `GET /admin` runs, {n:,} clients, p50 / p99 "
-                    f"(ms)³ | {busy['p50_ms']:.1f} / {busy['p99_ms']:.1f} | idle: "
-                    f"{idle['p50_ms']:.1f} / {idle['p99_ms']:.1f} |")  # fmt: skip
+        busy, idle = lst["sip_options_during"], lst["sip_options_idle"]
+        who = f"before ({lst['code']}): " if "code" in lst else ""
+        rows.append(
+            f"| {who}`GET {lst['path']}`, {lst['clients']:,} clients: page p50 / p99 / max "
+            f"(ms)² | {lst['p50_ms']:.1f} / {lst['p99_ms']:.1f} / {lst['max_ms']:.1f} | "
+            f"{lst['client_links']} clients linked, {lst['bytes'] / 1024:,.0f} KiB; SIP OPTIONS "
+            f"meanwhile p50 / p99 / max {busy['p50_ms']:.1f} / {busy['p99_ms']:.1f} / "
+            f"{busy['max_ms']:.1f} ms³ (idle {idle['p50_ms']:.1f} / {idle['p99_ms']:.1f}) |"
+        )
     if "list_error" in res:
         rows.append(f"| admin client list² | n/a | {res['list_error']} |")
     notes = [
@@ -478,12 +529,13 @@ def table(res: dict[str, Any], s: Settings) -> str:
         "stops when that agent's `GET /events` stream (Server-Sent Events, read on a raw socket "
         "in the same process) delivers the `ringing` event with the client card. One call at a "
         "time; the agent's phone (a UDP socket of this process) answers 486.",
-        "² `boss` (role admin) logged in through the login form; `GET /admin` one request after "
-        "another on one keep-alive connection (httpx), time to the page's last byte; every "
-        "client has a number, the page links every client.",
+        "² `boss` (role admin) logged in through the login form; each page `--requests` times, "
+        "one request after another on one keep-alive connection (httpx), time to the page's "
+        "last byte; every client has a number. 50 clients a page unless `per_page` says "
+        "otherwise; `before`: the code of `--before`, whose page lists every client.",
         "³ A process of the bench sends OPTIONS to the server every 10 ms (one at a time) while "
-        "the `GET /admin` requests run, and for 1 s before them (idle): the time SIP waits "
-        "while the page is made (the console and SIP share the server's event loop).",
+        "the page's requests run, and for 1 s before them (idle): the time SIP waits while "
+        "the page is made (the console and SIP share the server's event loop and the GIL).",
     ]
     return "\n".join(rows + notes)
 
@@ -496,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int)
     ap.add_argument("--calls", type=int)
     ap.add_argument("--requests", type=int)
+    ap.add_argument("--list-only", action="store_true",
+                    help="measure the admin's client list only (no screen pop)")  # fmt: skip
+    ap.add_argument("--before", type=Path, metavar="DIR",
+                    help="a checkout of older code: GET /admin is measured with it too, on the "
+                         "same data, after the rest")  # fmt: skip
     ap.add_argument("--json", type=Path, help="also write every measurement as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (server log, data)")
     args = ap.parse_args(argv)
@@ -506,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     s.early_clients = min(s.early_clients, s.clients)
     if s.agents > s.clients:
         ap.error("--agents must not exceed --clients (each agent gets a client's calls)")
+    if args.before is not None and not (args.before / "heimbuero" / "__main__.py").is_file():
+        ap.error(f"--before {args.before}: no heimbuero package there")
 
     import httpx
 
@@ -538,24 +597,34 @@ def main(argv: list[str] | None = None) -> int:
             sessions.append(admin)
             try:
                 if s.early_clients < s.clients:
-                    early = client_list(admin, s.requests, s.early_clients, sip_port)
+                    early = client_list(admin, s.requests, s.early_clients, sip_port,
+                                        links=min(PER_PAGE, s.early_clients))  # fmt: skip
                     res["list_early"] = early
                     log(f"GET /admin at {s.early_clients} clients: p50 {early['p50_ms']:.1f} ms")
                 add_clients(api, s.early_clients, s.clients, s.agents)
                 log(f"{s.clients} clients added through the API "
                     f"({time.monotonic() - t0:.1f} s in all)")  # fmt: skip
-                res["list"] = client_list(admin, s.requests, s.clients, sip_port)
+                res["list"] = client_list(admin, s.requests, s.clients, sip_port,
+                                          links=min(PER_PAGE, s.clients))  # fmt: skip
                 log(
                     f"GET /admin at {s.clients} clients: p50 {res['list']['p50_ms']:.1f} ms, "
                     f"p99 {res['list']['p99_ms']:.1f} ms, {res['list']['bytes']:,} bytes; SIP "
                     f"OPTIONS round trip idle {res['list']['sip_options_idle']}, during "
                     f"{res['list']['sip_options_during']}"
                 )
+                res["list_views"] = []
+                for what, query in LIST_VIEWS:
+                    got = client_list(admin, s.requests, s.clients, sip_port, query)
+                    res["list_views"].append(got)
+                    log(f"GET /admin{query} ({what}): p50 {got['p50_ms']:.1f} ms, "
+                        f"{got['client_links']} clients linked")  # fmt: skip
             except (RuntimeError, httpx.HTTPError) as exc:
                 log(f"client list failed: {exc}")
                 res["list_error"] = str(exc)[:200]
                 add_clients(api, s.early_clients, s.clients, s.agents)
         try:
+            if args.list_only:
+                raise RuntimeError("left out (--list-only)")
             bench = PopBench(s, sip_port, carrier)
             agents = []
             for k in range(s.agents):
@@ -585,7 +654,10 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, TimeoutError, OSError) as exc:
             log(f"screen pop failed: {exc}")
             res["pop_error"] = str(exc)[:200]
-        ok = "pop" in res and "list" in res
+        if args.before is not None:
+            res["before"] = measure_before(args.before, s, procs, ports, data, proc, sessions)
+        ok = ("pop" in res or args.list_only) and "list" in res
+        ok = ok and (args.before is None or res["before"] is not None)
     except KeyboardInterrupt:
         log("interrupted")
     finally:

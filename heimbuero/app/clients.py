@@ -16,6 +16,9 @@ from heimbuero.office import callpolicy, directory
 from heimbuero.store import Store, UnitOfWork
 
 MAX_VIPS = 100
+PER_PAGE = 50  # clients on a page of the admin's list
+MAX_PER_PAGE = 200
+MAX_SEARCH = 100  # characters of a client search
 _TEXTS = (("name", "client name"), ("trade", "client trade"),
           ("contact_person", "client contact"), ("greeting", "client greeting"))  # fmt: skip
 
@@ -26,6 +29,36 @@ class ClientInfo:
 
     client: Client
     numbers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPage:
+    """One page of a client search: the clients on it with their numbers, ordered by id."""
+
+    items: tuple[ClientInfo, ...]
+    page: int  # 1-based; asked past the last page: the last
+    per_page: int
+    total: int  # clients that match, on every page
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+    @property
+    def first(self) -> int:
+        """The position of the page's first client among all that match (1-based; 0: none)."""
+        return (self.page - 1) * self.per_page + 1 if self.items else 0
+
+
+def check_search(text: str) -> str:
+    """A client search as typed, trimmed; Invalid when too long or with control characters
+    (a NUL is no text PostgreSQL takes)."""
+    text = text.strip()
+    if len(text) > MAX_SEARCH:
+        raise Invalid("q", f"the search is at most {MAX_SEARCH} characters")
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text):
+        raise Invalid("q", "the search has a control character")
+    return text
 
 
 def _check_fields(fields: dict[str, Any], country: int = 49) -> dict[str, Any]:
@@ -117,6 +150,29 @@ class Clients:
             for c in clients
             if policy.sees_client(actor, c.id)
         ]
+
+    def find(
+        self, actor: Actor, text: str = "", page: int = 1, per_page: int = PER_PAGE
+    ) -> ClientPage:
+        """One page of the clients the actor sees whose id, name or one of whose numbers
+        contains `text` (case-insensitive; a number also as typed nationally, `089 1234`),
+        ordered by id. The store counts and cuts the page; numbers are read for its clients
+        only. Invalid: a search too long or with control characters, a page below 1, a page
+        size outside 1..MAX_PER_PAGE."""
+        text = check_search(text)
+        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+            raise Invalid("page", "the page is a whole number from 1")
+        if (
+            isinstance(per_page, bool)
+            or not isinstance(per_page, int)
+            or not (1 <= per_page <= MAX_PER_PAGE)
+        ):
+            raise Invalid("per_page", f"clients per page: a whole number from 1 to {MAX_PER_PAGE}")
+        only = None if actor.staff else (actor.client or "")
+        parts = phone.search_parts(text, country_of(self.store)) if text else ()
+        got = self.store.find_clients(text, parts, page=page, per_page=per_page, only=only)
+        items = tuple(ClientInfo(c, got.numbers.get(c.id, ())) for c in got.clients)
+        return ClientPage(items, got.page, per_page, got.total)
 
     def get(self, actor: Actor, client_id: str) -> ClientInfo:
         return self._info(self.visible(actor, client_id))

@@ -114,6 +114,27 @@ def parse_prefix(text: str, country: int = DEFAULT_COUNTRY) -> str:
     return e164
 
 
+def search_parts(text: str, country: int = DEFAULT_COUNTRY) -> tuple[str, ...]:
+    """What of an E.164 number a search for `text` looks for, when `text` is typed like (a
+    piece of) a phone number: its digits as typed, and the E.164 start it stands for when it
+    starts with +, 00 or the national 0 ('089 1234' -> ('0891234', '+49891234')). Other
+    text (letters, or no digit): ()."""
+    t = text.strip()
+    if len(t) > MAX_INPUT or not _ALLOWED.fullmatch(t) or "+" in t[1:]:
+        return ()
+    compact = re.sub(r"[\s\-/.()]", "", t)
+    digits = compact.lstrip("+")
+    if not digits:
+        return ()
+    if compact.startswith("+"):
+        return (compact,)
+    if compact.startswith("00"):
+        return (digits, "+" + digits[2:]) if len(digits) > 2 else (digits,)
+    if compact.startswith("0") and len(digits) > 1:
+        return (digits, f"+{country}{digits[1:]}")
+    return (digits,)
+
+
 Style = Literal["national", "international", "e164"]
 
 

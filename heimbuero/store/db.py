@@ -7,7 +7,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +48,7 @@ from heimbuero.store.records import (
     TOKEN_PREFIX,
     ApiToken,
     CallRecord,
+    ClientSlice,
     DirectoryProblem,
     UserRecord,
     steps_from_json,
@@ -60,9 +61,9 @@ from heimbuero.store.uow import UnitOfWork
 # Names other modules import from here (they moved to errors.py and records.py).
 __all__ = [
     "CALL_RESULTS", "TOKEN_PREFIX", "AlreadyExists", "ApiToken", "BindingRecord", "CallRecord",
-    "DirectoryProblem", "InUse", "NoSuchUser", "NotFound", "SchemaError", "Store", "StoreError",
-    "UserExists", "UserRecord", "WriteBatch", "set_default_rules_parser", "steps_from_json",
-    "steps_to_json", "token_hash", "upsert_bindings_statement",
+    "ClientSlice", "DirectoryProblem", "InUse", "NoSuchUser", "NotFound", "SchemaError",
+    "Store", "StoreError", "UserExists", "UserRecord", "WriteBatch", "set_default_rules_parser",
+    "steps_from_json", "steps_to_json", "token_hash", "upsert_bindings_statement",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,10 @@ def _binding_row(b: BindingRecord) -> dict[str, Any]:
     return {f: getattr(b, f) for f in _BINDING_FIELDS}
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """Every new SQLite connection: write-ahead log, enforced foreign keys, wait on locks.
 
@@ -136,6 +141,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     so what an answer confirmed survives a crash of the process and of the machine. NORMAL would
     survive a killed process but lose the last commits at a power cut. Group commit (the server's
     writer) keeps that to one fsync for many registrations and messages."""
+    # lower() for every script (SQLite's own folds ASCII only): the client search (Müller)
+    dbapi_connection.create_function("hb_lower", 1, _lower, deterministic=True)
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -444,6 +451,17 @@ class Store:
         """Every client, ordered by id."""
         with self._read() as uow:
             return uow.clients.all()
+
+    def find_clients(
+        self, text: str = "", number_parts: Sequence[str] = (), *, page: int = 1,
+        per_page: int = 50, only: str | None = None,
+    ) -> ClientSlice:  # fmt: skip
+        """One page of clients, ordered by id: those whose id or name contains `text`
+        (case-insensitive) or whose numbers contain one of `number_parts` (all when both are
+        empty; only `only` when given), with their numbers and the count of all that match.
+        A page after the last is the last."""
+        with self._read() as uow:
+            return uow.clients.find(text, number_parts, page, per_page, only)
 
     def remove_client(self, client_id: str) -> bool:
         """Delete a client with its numbers, rules and override; its users keep their accounts

@@ -159,6 +159,17 @@ class ApiToken:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientSlice:
+    """One page of a client search: the clients on it (ordered by id) with their numbers,
+    the page it is (1-based; a page after the last is the last), and how many match."""
+
+    clients: list[Client]
+    numbers: dict[str, tuple[str, ...]]
+    page: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
 class DirectoryProblem:
     """A stored rules document that no longer validates; its numbers use the default plan."""
 

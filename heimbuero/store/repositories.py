@@ -7,12 +7,24 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from heimbuero.domain.model import (
@@ -50,6 +62,7 @@ from heimbuero.store.records import (
     TOKEN_PREFIX,
     ApiToken,
     CallRecord,
+    ClientSlice,
     DirectoryProblem,
     UserRecord,
     apply_call_update,
@@ -72,6 +85,12 @@ UNSET: Any = object()  # "leave this field as it is"
 
 def _rowcount(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount or 0
+
+
+def like_pattern(text: str) -> str:
+    """`%text%` for LIKE ... ESCAPE '\\': the text's own `%`, `_` and `\\` match themselves."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 class UserRepository(Repository):
@@ -285,6 +304,53 @@ class ClientRepository(Repository):
     def all(self) -> list[Client]:
         rows = self._session.scalars(select(ClientRow).order_by(ClientRow.id))
         return [client_from_row(r) for r in rows]
+
+    def find(
+        self, text: str, number_parts: Sequence[str], page: int, per_page: int,
+        only: str | None = None,
+    ) -> ClientSlice:  # fmt: skip
+        """One page of the clients whose id or name contains `text` (case-insensitive) or one
+        of whose numbers contains one of `number_parts`; all clients when both are empty;
+        only the client `only` when given. Ordered by id; counted and cut in the database
+        (COUNT, then LIMIT/OFFSET), the numbers read for the page's clients only."""
+        s = self._session
+        found: list[ColumnElement[bool]] = []
+        if text:
+            # SQLite's lower() folds ASCII only; the store's connections have hb_lower (db.py)
+            fold = func.hb_lower if s.get_bind().dialect.name == "sqlite" else func.lower
+            pattern = like_pattern(text.lower())
+            found += [fold(ClientRow.id).like(pattern, escape="\\"),
+                      fold(ClientRow.name).like(pattern, escape="\\")]  # fmt: skip
+        for part in number_parts:
+            found.append(
+                select(NumberRow.e164)
+                .where(
+                    NumberRow.client == ClientRow.id,
+                    NumberRow.e164.like(like_pattern(part), escape="\\"),
+                )  # fmt: skip
+                .exists()
+            )
+        where: ColumnElement[bool] = or_(*found) if found else true()
+        if only is not None:
+            where = and_(where, ClientRow.id == only)
+        total = int(s.scalar(select(func.count()).select_from(ClientRow).where(where)) or 0)
+        last = max(1, -(-total // per_page))
+        page = min(max(page, 1), last)
+        rows = s.scalars(
+            select(ClientRow).where(where).order_by(ClientRow.id)
+            .limit(per_page).offset((page - 1) * per_page)
+        )  # fmt: skip
+        clients = [client_from_row(r) for r in rows]
+        numbers: dict[str, list[str]] = {}
+        if clients:
+            stmt = (
+                select(NumberRow.client, NumberRow.e164)
+                .where(NumberRow.client.in_([c.id for c in clients]))
+                .order_by(NumberRow.e164)
+            )
+            for client_id, e164 in s.execute(stmt):
+                numbers.setdefault(client_id, []).append(e164)
+        return ClientSlice(clients, {k: tuple(v) for k, v in numbers.items()}, page, total)
 
     def remove(self, client_id: str) -> bool:
         """Delete a client with its numbers, rules and override; its users stay (client

@@ -30,6 +30,7 @@ EMPLOYEE = ("emma", "Kanzlei-Zugang-2026")
 # a client whose id (64 characters), name and greeting do not break at a blank
 LONG_ID = "k" * 64
 LONG_NAME = "Rechtsanwaltskanzlei" + "Ä" * 100
+EXTRA = 60  # clients added for a second page of the admin's client list (50 a page)
 
 
 def _width(page: Any) -> int:
@@ -94,6 +95,13 @@ def test_admin_sees_devices_calls_export_and_health(browser: Any, tmp_path: Path
         pstn.ack_non_2xx(invite, final)
         assert final.status == 486, final.summary()
 
+        # enough clients for two pages of the admin's list (after the demo's, by id)
+        with httpx.Client(base_url=srv.http_url, timeout=10,
+                          auth=("admin", srv.users["admin"])) as api:  # fmt: skip
+            for k in range(EXTRA):
+                r = api.post("/api/clients", json={"id": f"zz{k:02d}", "name": f"Bau {k} KG"})
+                assert r.status_code == 201, r.text
+
         ctx = browser.new_context(locale="de-DE", viewport={"width": 360, "height": 740})
         page = ctx.new_page()
         login(page, srv, "admin")
@@ -101,6 +109,21 @@ def test_admin_sees_devices_calls_export_and_health(browser: Any, tmp_path: Path
         for text in ("Tischlerei Müller", "Schulz", "Europe/Berlin", "BY"):
             assert text in page.locator("main").inner_text(), text
         assert _width(page) <= 360
+        # the client list by keyboard alone, no script needed: the pager, then a search
+        table = page.locator("table.clients tbody tr")
+        assert table.count() == 50 and "Seite 1 von 2" in page.locator("nav.pages").inner_text()
+        page.get_by_role("link", name="Nächste").focus()
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/admin?page=2#clients-h")
+        assert table.count() == 3 + EXTRA - 50 and "Bau 59 KG" in table.last.inner_text()
+        assert _width(page) <= 360
+        page.get_by_label("Suche nach Name, Kennung oder Nummer").focus()
+        page.keyboard.type("089 1234567")
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/admin?q=089+1234567&per_page=50#clients-h")
+        assert table.count() == 1 and "Tischlerei Müller" in table.inner_text()
+        page.goto(srv.http_url + "/admin?per_page=100000")
+        assert "von 1 bis 200" in page.get_by_role("alert").inner_text()
         page.get_by_role("link", name="Benutzer und Geräte").click()
         page.wait_for_load_state()
         main = page.locator("main").inner_text()

@@ -112,6 +112,24 @@ def test_clients_numbers_and_provider(app: App) -> None:
     assert _refused(app.clients.update, ADMIN, "meier", notes="x") == 404
 
 
+def test_client_search_sees_what_the_actor_sees_and_refuses_bad_pages(app: App) -> None:
+    """Clients.find: staff search every client, a business's users only their own (the
+    search for another business finds nothing); a number as typed; bad input is Invalid."""
+    found = app.clients.find(AGENT, "089 1234567")
+    assert [i.client.id for i in found.items] == ["mueller"] and found.total == 1
+    assert found.items[0].numbers == (MUELLER_NUMBER,) and found.pages == 1
+    assert [i.client.id for i in app.clients.find(ADMIN).items] == ["mueller", "schulz"]
+    for actor in (OWNER, EMPLOYEE):
+        assert [i.client.id for i in app.clients.find(actor).items] == ["mueller"]
+        assert app.clients.find(actor, "schulz").total == 0
+    assert app.clients.find(Actor("nobody", Role.CLIENT)).total == 0
+    page = app.clients.find(ADMIN, "", 5, 1)
+    assert page.page == 2 and page.first == 2 and page.pages == 2  # past the last: the last
+    for args in (("x" * 101,), ("a\x00",), ("", 0), ("", -1), ("", 1, 0), ("", 1, 201),
+                 ("", True), ("", 1, 1.5)):  # fmt: skip
+        assert _refused(app.clients.find, ADMIN, *args) == 422, args
+
+
 def test_vip_callers_admins_set_everyone_of_the_business_reads(app: App) -> None:
     vips = app.clients.set_vip(ADMIN, "mueller", "0171 2345678", "Herr Meier", "durchstellen")
     assert [(v.number, v.name, v.remark) for v in vips] == [

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from heimbuero.domain.phone import PhoneError, format_number, parse_number, valid_country
+from heimbuero.domain.phone import (
+    PhoneError,
+    format_number,
+    parse_number,
+    search_parts,
+    valid_country,
+)
 from heimbuero.office.demo import seed_demo
 from heimbuero.store import Store
 from heimbuero.web.app import WebContext, create_app
@@ -163,3 +169,13 @@ def test_rules_document_takes_german_numbers(office: Any) -> None:
     assert (
         problem["field"].endswith("steps[0].targets[0]") and "not a phone number" in problem["msg"]
     )
+
+
+@pytest.mark.parametrize(
+    ("typed", "parts"),
+    [("089 1234567", ("0891234567", "+49891234567")), ("+49 89 12", ("+498912",)),
+     ("0049 89/12", ("00498912", "+498912")), (" 1234 ", ("1234",)), ("0", ("0",)),
+     ("Müller", ()), ("c0001", ()), ("+", ()), ("12+3", ()), ("1" * 70, ())],
+)  # fmt: skip
+def test_search_parts_of_a_number_as_typed(typed: str, parts: tuple[str, ...]) -> None:
+    assert search_parts(typed, 49) == parts

@@ -305,3 +305,42 @@ def test_migration_0025_makes_existing_numbers_ordinary(tmp_path: Path) -> None:
     s.upgrade()
     assert [(n.e164, n.dictation) for n in s.list_numbers()] == [("+49891234567", False)]
     s.close()
+
+
+def test_find_clients_counts_and_cuts_in_the_database(store: Store) -> None:
+    """A page of clients by id with the count of all that match (both databases): the text in
+    id or name whatever its case (Ü too), a piece of a number, LIKE's wildcards as letters, a
+    page after the last is the last, numbers only of the page's clients."""
+    for k in range(120):
+        store.add_client(Client(f"c{k:04d}", f"Betrieb {k} GmbH"))
+        store.add_number(f"+4930555{k:05d}", f"c{k:04d}")
+    store.add_client(Client("mueller", "Tischlerei Müller"))
+    store.add_client(Client("bau_1", "100% Bau"))
+    store.add_number("+49891234567", "mueller")
+    store.add_number("+49891234568", "mueller")
+
+    first = store.find_clients(per_page=50)
+    assert first.total == 122 and first.page == 1
+    assert [c.id for c in first.clients] == ["bau_1"] + [f"c{k:04d}" for k in range(49)]
+    assert set(first.numbers) == {f"c{k:04d}" for k in range(49)}  # only the page's
+    last = store.find_clients(page=3, per_page=50)
+    assert [c.id for c in last.clients] == [f"c{k:04d}" for k in range(99, 120)] + ["mueller"]
+    assert last.numbers["mueller"] == ("+49891234567", "+49891234568")
+    assert store.find_clients(page=10**8, per_page=50).page == 3
+
+    assert [c.id for c in store.find_clients("tischlerei MÜLLER").clients] == ["mueller"]
+    assert [c.id for c in store.find_clients("C011").clients] == [
+        f"c{k:04d}" for k in range(110, 120)
+    ]
+    ones = store.find_clients("betrieb 1", per_page=5)
+    assert ones.total == 1 + 10 + 20 and len(ones.clients) == 5  # 1, 10-19, 100-119
+    assert [c.id for c in store.find_clients("%").clients] == ["bau_1"]
+    assert [c.id for c in store.find_clients("_").clients] == ["bau_1"]
+    assert store.find_clients("\\").total == 0
+    by_number = store.find_clients("", ["+4989123"])
+    assert [c.id for c in by_number.clients] == ["mueller"]
+    assert store.find_clients("x", ["5550011"]).total == 10  # c0110..c0119: either matches
+    assert store.find_clients("nichts", ["999999"]).total == 0
+    assert [c.id for c in store.find_clients("", (), only="mueller").clients] == ["mueller"]
+    assert store.find_clients("betrieb", (), only="mueller").total == 0
+    assert store.find_clients("", (), only="").clients == []
