@@ -156,6 +156,15 @@ class Forwarding:
         return {"client": c.id, "number": e164, "timezone": c.timezone,
                 "slot_minutes": slot_minutes, "days": days}  # fmt: skip
 
+    def office_groups(self, actor: Actor, client_id: str) -> list[str]:
+        """The office's groups a client's rules may ring: those the provider's default plan
+        rings (names only: who is in a group stays the office's business)."""
+        self._client(actor, client_id)
+        d = self.store.load_directory()
+        names = [t.split(":", 1)[1] for s in d.provider.default_steps for t in s.target_texts()
+                 if t.startswith("group:")]  # fmt: skip
+        return [n for n in dict.fromkeys(names) if n in d.groups]
+
     def holidays(
         self, actor: Actor, client_id: str, months: int = 12, start: date | None = None
     ) -> list[Holiday]:

@@ -253,3 +253,19 @@ def test_portal_shows_a_transferred_call_and_the_call_it_became(office: Any) -> 
         http.cookies.set("hb_lang", "en")
         page = http.get("/portal").text
         assert "user:anna (transferred)" in page and "(by a transfer)" in page
+
+
+def test_the_step_editor_offers_a_client_the_offices_group(office: Any) -> None:
+    """A client whose rules ring no group still finds the office's group (the one the
+    provider's default plan rings) among the targets; never another business's users."""
+    app, pw, store = office
+    only_me = {"name": "Immer", "steps": [{"targets": ["user:schulz"], "timeout": 20}]}
+    store.save_rules("schulz", {"client": "schulz", "numbers": {"+49301234567": {
+        "rules": [only_me]}}})  # fmt: skip
+    with TestClient(app()) as http:
+        assert _login(http, "schulz", pw["schulz"]).status_code == 303
+        page = http.get("/portal/forwarding/edit")
+        assert page.status_code == 200, page.text
+        values = set(re.findall(r'<option value="([^"]*)"', page.text))
+        assert {"group:team", "user:schulz", "voicemail:schulz"} <= values
+        assert not {"user:mueller", "voicemail:mueller", "user:anna"} & values

@@ -10,7 +10,6 @@ The client owner and employees see their own business; agents and admins pick a 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import re
 from dataclasses import dataclass, field
@@ -547,8 +546,10 @@ def target_options(
     values: list[str] = []
     users = [u.name for u in handlers.users.list(actor) if u.client == c.id]
     values += [f"user:{u}" for u in users]
-    with contextlib.suppress(AppError):  # staff only; a client sees the groups its rules ring
+    try:  # staff: every group; a client: the office's (the default plan's) and its rules'
         values += [f"group:{g.name}" for g in handlers.groups.list(actor)]
+    except AppError:
+        values += [f"group:{g}" for g in handlers.forwarding.office_groups(actor, c.id)]
     values += [f"external:{n}" for n in sorted(c.call_policy.approved_numbers)]
     values += [f"voicemail:{c.id}"] + [f"voicemail:{u}" for u in users]
     for entry in document.get("numbers", {}).values():
