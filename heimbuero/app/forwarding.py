@@ -107,13 +107,14 @@ class Forwarding:
         number: str | None = None,
         day: str | None = None,
         slot_minutes: int = 60,
+        caller: str | None = None,
     ) -> dict[str, Any]:
         """The week grid of the portal: for the week (Monday to Sunday) containing `day`
         (YYYY-MM-DD, default today in the client's timezone), in slots of `slot_minutes`
         (15, 30 or 60), which rule decides a call at the start of each slot, computed with
         routing itself (holidays and closures of that week included; no override active,
-        nobody registered, an unknown caller). Consecutive slots of one rule are joined into
-        one span."""
+        nobody registered; a call from `caller`, a number as typed, None: an unknown caller).
+        Consecutive slots of one rule are joined into one span."""
         c = self._client(actor, client_id)
         if slot_minutes not in (15, 30, 60):
             raise Invalid("slot", "slot must be 15, 30 or 60 minutes")
@@ -128,6 +129,11 @@ class Forwarding:
         monday = ref - timedelta(days=ref.weekday())
         d = self.store.load_directory()
         e164 = self._own_number(c.id, d, number)
+        if caller is not None and caller.strip():
+            caller = valid("caller", directory.validate_e164, caller, "caller",
+                           d.provider.country_code)  # fmt: skip
+        else:
+            caller = None
         state = RoutingState()
         loaded = d.clients.get(c.id)
         closed = set(loaded.closure_days) if loaded is not None else set()
@@ -138,7 +144,7 @@ class Forwarding:
             for slot in range(0, 24 * 60, slot_minutes):
                 local = datetime(today.year, today.month, today.day, slot // 60, slot % 60,
                                  tzinfo=tz)  # fmt: skip
-                plan = route(e164, local, state, d)
+                plan = route(e164, local, state, d, caller)
                 rule = plan.rule
                 end = slot + slot_minutes
                 if spans and spans[-1]["rule"] == rule:
@@ -154,7 +160,7 @@ class Forwarding:
                 "spans": spans,
             })  # fmt: skip
         return {"client": c.id, "number": e164, "timezone": c.timezone,
-                "slot_minutes": slot_minutes, "days": days}  # fmt: skip
+                "slot_minutes": slot_minutes, "caller": caller, "days": days}  # fmt: skip
 
     def office_groups(self, actor: Actor, client_id: str) -> list[str]:
         """The office's groups a client's rules may ring: those the provider's default plan

@@ -99,10 +99,13 @@ def portal_routes(
         number: Annotated[str | None, Query(max_length=64)] = None,
         week: Annotated[str | None, Query(max_length=10, description="a day of the week")] = None,
         slot: Annotated[int, Query(description="slot length: 15, 30 or 60 minutes")] = 60,
+        caller: Annotated[
+            str | None, Query(max_length=64, description="the calling number; none: unknown")
+        ] = None,
     ) -> dict[str, Any]:
         """The week grid: per day, spans of local time and the rule that decides then
         (null: the provider's default plan), with the steps; holidays and closures marked."""
-        return forwarding.week(actor, client_id, number, week, slot)
+        return forwarding.week(actor, client_id, number, week, slot, caller)
 
     @router.get("/api/clients/{client_id}/closures")
     def list_closures(client_id: str, actor: who) -> list[ClosureOut]:

@@ -269,3 +269,24 @@ def test_the_step_editor_offers_a_client_the_offices_group(office: Any) -> None:
         values = set(re.findall(r'<option value="([^"]*)"', page.text))
         assert {"group:team", "user:schulz", "voicemail:schulz"} <= values
         assert not {"user:mueller", "voicemail:mueller", "user:anna"} & values
+
+
+def test_the_week_grid_follows_the_simulators_caller(office: Any) -> None:
+    app, pw, store = office
+    doc = store.get_rules_document("mueller")
+    regular = {"name": "Stammkunde", "when": {"caller": {"numbers": ["0171 5550000"]}},
+               "steps": [{"targets": ["user:mueller"], "timeout": 20}]}  # fmt: skip
+    entry = doc["numbers"]["+49891234567"]
+    entry["rules"] = [regular, *entry["rules"]]
+    store.save_rules("mueller", doc)
+    with TestClient(app()) as http:
+        assert _login(http, "mueller", pw["mueller"]).status_code == 303
+        plain = http.get("/portal/forwarding").text
+        assert "unbekannten Anrufer" in plain
+        assert "Stammkunde" not in re.findall(r"<dd><strong>([^<]*)</strong>", plain)
+        page = http.get("/portal/forwarding", params={"sim_caller": "0171 5550000"}).text
+        assert "Für einen Anruf von +491715550000" in page
+        legend = re.findall(r"<dd><strong>([^<]*)</strong>", page)
+        assert legend == ["Stammkunde"], legend
+        bad = http.get("/portal/forwarding", params={"sim_caller": "abc"})
+        assert bad.status_code == 200 and "unbekannten Anrufer" in bad.text

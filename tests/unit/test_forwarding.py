@@ -208,3 +208,27 @@ def test_a_dictation_number_simulates_as_dictation_not_rules(office: Any) -> Non
     assert r.status_code == 200 and r.json()["dictation"] is True, r.text
     r = http.post("/api/clients/mueller/simulate", json={"at": "2026-03-03 09:00"}, auth=mueller)
     assert r.json()["dictation"] is False and r.json()["rule"] == "Werktag"
+
+
+def test_week_grid_for_a_caller(office: Any) -> None:
+    """The week grid for a given caller: a rule on the caller's number decides all week;
+    without one the grid is the unknown caller's; a number routing refuses is a 422."""
+    http, pw, store = office
+    doc = store.get_rules_document("mueller")
+    regular = {"name": "Stammkunde", "when": {"caller": {"numbers": ["0171 5550000"]}},
+               "steps": [{"targets": ["user:mueller"], "timeout": 20}]}  # fmt: skip
+    entry = doc["numbers"]["+49891234567"]
+    entry["rules"] = [regular, *entry["rules"]]
+    store.save_rules("mueller", doc)
+    mueller = ("mueller", pw["mueller"])
+    week = {"week": "2026-12-21"}
+    r = http.get("/api/clients/mueller/week", params={**week, "caller": "0171/5550000"},
+                 auth=mueller)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["caller"] == "+491715550000"
+    assert {s["rule"] for d in r.json()["days"] for s in d["spans"]} == {"Stammkunde"}
+    r = http.get("/api/clients/mueller/week", params=week, auth=mueller)
+    assert r.json()["caller"] is None
+    assert "Stammkunde" not in {s["rule"] for d in r.json()["days"] for s in d["spans"]}
+    r = http.get("/api/clients/mueller/week", params={**week, "caller": "abc"}, auth=mueller)
+    assert r.status_code == 422 and "caller" in r.text

@@ -234,7 +234,7 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, form_of: Form
             sim_caller=caller or "",
             rules=rules_list(texts, document),
             version=document_version(document),
-            week=week_grid(texts, actor, c),
+            week=week_grid(texts, actor, c, caller),
             holidays=handlers.forwarding.holidays(actor, c.id, HOLIDAY_MONTHS),
             closures=handlers.closures.list(actor, c.id),
             errors=errors or {},
@@ -279,11 +279,21 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, form_of: Form
             out.append({"number": number, "rules": rules})
         return out
 
-    def week_grid(texts: Texts, actor: Actor, c: Client) -> dict[str, Any] | None:
-        """Hours × days of this week, each cell the rule that decides then (routing itself,
-        through the week handler); rules get a letter, explained below the grid."""
+    def week_grid(
+        texts: Texts, actor: Actor, c: Client, caller: str | None = None
+    ) -> dict[str, Any] | None:
+        """Hours × days of this week, each cell the rule that decides then for a call from
+        the simulator's `caller` (routing itself, through the week handler; a number it
+        refuses: an unknown caller, the simulator says why); rules get a letter, explained
+        below the grid."""
         try:
-            week = handlers.forwarding.week(actor, c.id)
+            week = handlers.forwarding.week(actor, c.id, caller=caller)
+        except Invalid:
+            caller = None
+            try:
+                week = handlers.forwarding.week(actor, c.id)
+            except AppError:
+                return None
         except AppError:
             return None
         legend: dict[str | None, dict[str, Any]] = {}
@@ -307,7 +317,8 @@ def forwarding_pages(router: APIRouter, handlers: App, area: Area, form_of: Form
              "closed": d["closed"]}
             for i, d in enumerate(week["days"])
         ]  # fmt: skip
-        return {"days": days, "hours": cells, "legend": list(legend.values())}
+        return {"days": days, "hours": cells, "legend": list(legend.values()),
+                "caller": week["caller"]}  # fmt: skip
 
     def client_of(request: Request, user: UserRecord, form: dict[str, str] | None = None) -> str:
         given = (form or {}).get("client") or request.query_params.get("client")
