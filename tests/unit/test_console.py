@@ -290,3 +290,55 @@ def test_the_week_grid_follows_the_simulators_caller(office: Any) -> None:
         assert legend == ["Stammkunde"], legend
         bad = http.get("/portal/forwarding", params={"sim_caller": "abc"})
         assert bad.status_code == 200 and "unbekannten Anrufer" in bad.text
+
+
+def _form_fields(html: str, form_id: str) -> dict[str, str]:
+    """The values a browser would submit from the form `form_id` (inputs, selected options)."""
+    from html.parser import HTMLParser
+
+    fields: dict[str, str] = {}
+
+    class Form(HTMLParser):
+        inside, select = False, ""
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = {k: v or "" for k, v in attrs}
+            if tag == "form":
+                self.inside = a.get("id") == form_id
+            elif self.inside and tag == "input" and a.get("name") and a.get("type") != "submit":
+                fields[a["name"]] = a.get("value", "")
+            elif self.inside and tag == "select":
+                self.select = a.get("name", "")
+                fields.setdefault(self.select, "")
+            elif self.inside and tag == "option" and "selected" in a and self.select:
+                fields[self.select] = a.get("value", "")
+
+    Form().feed(html)
+    return fields
+
+
+def test_the_draft_preview_takes_a_caller(office: Any) -> None:
+    """The step editor's preview shows where the unsaved draft sends a given caller; a
+    number routing refuses is explained at the caller field."""
+    app, pw, store = office
+    doc = store.get_rules_document("mueller")
+    regular = {"name": "Stammkunde", "when": {"caller": {"numbers": ["0171 5550000"]}},
+               "steps": [{"targets": ["user:mueller"], "timeout": 20}]}  # fmt: skip
+    entry = doc["numbers"]["+49891234567"]
+    entry["rules"] = [regular, *entry["rules"]]
+    store.save_rules("mueller", doc)
+    with TestClient(app()) as http:
+        assert _login(http, "mueller", pw["mueller"]).status_code == 303
+        form = _form_fields(http.get("/portal/forwarding/edit").text, "editor")
+        assert "sim_caller" in form and "csrf" in form
+        base = {**form, "action": "preview", "format": "json", "sim_date": "2026-12-22",
+                "sim_time": "10:00"}  # fmt: skip
+        r = http.post("/portal/forwarding/edit", data={**base, "sim_caller": "0171 5550000"})
+        assert r.status_code == 200 and r.json()["rule"] == "Stammkunde", r.text
+        r = http.post("/portal/forwarding/edit", data=base)
+        assert r.status_code == 200 and r.json()["rule"] == "Werktag", r.text
+        r = http.post("/portal/forwarding/edit", data={**base, "sim_caller": "abc"})
+        assert r.status_code == 422 and list(r.json()["errors"]) == ["draft-caller"], r.text
+        page = http.post("/portal/forwarding/edit", data={**base, "format": "",
+                                                           "sim_caller": "abc"})  # fmt: skip
+        assert page.status_code == 422 and 'id="draft-caller-error"' in page.text

@@ -632,6 +632,7 @@ def editor_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf) 
             plan=plan,
             sim_date=(form or {}).get("sim_date", ""),
             sim_time=(form or {}).get("sim_time", ""),
+            sim_caller=(form or {}).get("sim_caller", ""),
             version=(form or {}).get("version") or document_version(stored),
         )
 
@@ -668,8 +669,9 @@ def editor_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf) 
                 if day or hhmm
                 else None
             )
+            caller = form.get("sim_caller", "").strip()[:64] or None
             plan = simulation(
-                texts, handlers.forwarding.simulate(actor, c.id, None, at, draft.document)
+                texts, handlers.forwarding.simulate(actor, c.id, None, at, draft.document, caller)
             )
             plan["at"] = at or ""
         except Invalid as exc:
@@ -677,6 +679,8 @@ def editor_pages(router: APIRouter, handlers: App, area: Area, form_of: FormOf) 
             general: list[str] = []
             for p in exc.problems:
                 name = draft.field_of(p.field) if exc.document else None
+                if not exc.document and p.field == "caller":
+                    name = "draft-caller"
                 msg = _explain_step(request, p.msg)
                 if name is None:
                     general.append(f"{p.field}: {msg}" if p.field else msg)
