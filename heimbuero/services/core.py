@@ -491,10 +491,14 @@ class SipCore:
                 user_handler.on_request(txn, user, now)
                 return
         if in_dialog and method == "BYE":
-            if not self.proxy.liveness.tags_match(req):
-                self.respond(txn, 481, now, reason="Call/Transaction Does Not Exist: tags")
-                return
-            self.events.publish(CallEnded(now, req.call_id))  # presence, call records
+            # Only a BYE naming both tags of the call ends its state (presence, call record);
+            # another goes on to the phone, which judges it by its own dialog (§12.2.2): a
+            # forged one gets 481 there, the BYE for a second 2xx of a forked call ends it.
+            if self.proxy.liveness.tags_match(req):
+                self.events.publish(CallEnded(now, req.call_id))  # presence, call records
+            else:
+                log.info("BYE in call %s names other tags: forwarded, the call goes on",
+                         req.call_id)  # fmt: skip
         calls = self.calls
         if in_dialog and method == "REFER" and calls is not None:
             calls.refer(req, source, now)  # a transfer the transferee's INVITE may fulfil

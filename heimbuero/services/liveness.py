@@ -112,9 +112,11 @@ class DialogLiveness:
             self.calls.popitem(last=False)
 
     def proxied(self, request: Request) -> None:
-        """A request inside a call that the proxy forwards (from a party of the dialog)."""
+        """A request inside a call that the proxy forwards (from a party of the dialog). One
+        that does not name both of the call's tags changes nothing: not its targets, not
+        its end (the phone it goes to judges it by its own dialog)."""
         ends = self.calls.get(request.call_id)
-        if ends is None:
+        if ends is None or not self.tags_match(request):
             return
         try:
             proxied_request((ends.to_caller, ends.to_callee), request)
