@@ -1003,7 +1003,7 @@ def _record_json(r: CallRecord) -> dict[str, Any]:
         "ended_at": r.ended_at.isoformat() if r.ended_at else None,
         "ring_seconds": r.ring_seconds, "talk_seconds": r.talk_seconds, "result": r.result,
         "audio_loss_pct": r.audio_loss_pct, "audio_jitter_ms": r.audio_jitter_ms,
-        "media": r.media, "transferred_from": r.transferred_from,
+        "media": r.media, "transferred_from": r.transferred_from, "end_reason": r.end_reason,
     }  # fmt: skip
 
 
@@ -1020,7 +1020,7 @@ def cmd_calls_list(args: argparse.Namespace) -> int:
         return 0
     rows = [("ID", "STARTED (UTC)", "CLIENT", "NUMBER", "CALLER", "RULE", "STEP", "ANSWERED BY",
              "RING s", "TALK s", "RESULT", "AUDIO LOSS", "JITTER ms",
-             "TRANSFERRED FROM")]  # fmt: skip
+             "TRANSFERRED FROM", "END REASON")]  # fmt: skip
     rows += [
         (
             str(r.id),
@@ -1036,6 +1036,7 @@ def cmd_calls_list(args: argparse.Namespace) -> int:
             r.result or "in progress",
             *_audio(r.media),
             "-" if r.transferred_from is None else str(r.transferred_from),
+            r.end_reason or "-",
         )
         for r in records
     ]
@@ -1325,7 +1326,10 @@ def _add_office_parsers(commands: Any, data: argparse.ArgumentParser) -> None:
 
     calls = commands.add_parser("calls", help="list call records")
     sub = calls.add_subparsers(dest="calls_command", metavar="ACTION", required=True)
-    p = sub.add_parser("list", parents=[data], help="list call records, newest first")
+    p = sub.add_parser(
+        "list", parents=[data],
+        help="list call records, newest first (END REASON: why each ended, see README)",
+    )  # fmt: skip
     p.add_argument("--client", metavar="ID", help="only this client's calls")
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     p.add_argument(

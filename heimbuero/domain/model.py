@@ -35,13 +35,25 @@ class CallResult(StrEnum):
 
 
 class CallEndReason(StrEnum):
-    """Why an answered call ended, as its record says."""
+    """Why a call ended, as its record says: an answered call by what ended it, an unanswered
+    one by what the server saw happen (the caller's CANCEL, the final answers it got)."""
 
+    # answered calls
     HANGUP = "hangup"  # a BYE from one of the phones
     SESSION_EXPIRED = "session_expired"  # no session refresh in time (RFC 4028): both ends gone
     NO_RESPONSE = "no_response"  # a request inside the call was not answered (408)
     DIALOG_GONE = "dialog_gone"  # a phone answered 481: it knows the call no more
     NO_AUDIO = "no_audio"  # the media relay heard nothing for too long
+    # unanswered calls
+    CALLER_CANCELLED = "caller_cancelled"  # the caller hung up while it rang (CANCEL)
+    NO_ANSWER = "no_answer"  # the ring time ran out (408)
+    BUSY = "busy"  # 486 or 600 from the targets
+    DECLINED = "declined"  # 603 from the targets
+    UNAVAILABLE = "unavailable"  # nobody to ring, or 404/410/480/484/5xx/604 from the targets
+    REFUSED = "refused"  # the server refused it before ringing (destination policy, a cap)
+    REJECTED = "rejected"  # any other final answer of the targets (e.g. 488, 403 of a carrier)
+    # either
+    SERVER_STOPPED = "server_stopped"  # the server stopped while it rang or was answered
 
 
 GROUP_STRATEGIES = tuple(s.value for s in GroupStrategy)

@@ -102,6 +102,20 @@ class ActiveCall:
     transferred: bool = False  # handed on by a REFER we approved: its record ends `transferred`
 
 
+def unanswered_reason(status: int) -> CallEndReason:
+    """The end reason of an unanswered call by the final status it got (not cancelled by the
+    caller, not refused by the server itself)."""
+    if status == 408:
+        return CallEndReason.NO_ANSWER  # every step's ring time ran out (or Timer C)
+    if status in (486, 600):
+        return CallEndReason.BUSY
+    if status == 603:
+        return CallEndReason.DECLINED
+    if status in (404, 410, 480, 484, 604) or 500 <= status < 600:
+        return CallEndReason.UNAVAILABLE  # nobody to ring, not registered, carrier down
+    return CallEndReason.REJECTED
+
+
 class PlanRun:
     """One RoutePlan being executed for one call (the proxy's PlanRunner)."""
 
@@ -118,6 +132,7 @@ class PlanRun:
         self.rang = False  # whether an earlier step rang anybody (Diversion says no-answer)
         self.voicemail = False
         self.refusal: tuple[int, str] | None = None  # a call out refused by policy or a cap
+        self.unresolved = False  # the refusal is a carrier without an address (DNS), no policy
         self.dial_out = False  # a user dialled this number (no forwarding headers)
         self.asserted: str | None = None  # the caller ID for the carrier, when not `caller`
         self.transfer = False  # the plan of a transfer (REFER): Diversion says `deflection`
@@ -141,17 +156,31 @@ class PlanRun:
         user = label.name if isinstance(label, UserTarget) else None
         self.calls.answered(self, user, label, now)
 
-    def failed(self, status: int, now: float) -> None:
+    def failed(
+        self, status: int, now: float, *, cancelled: bool = False, stopped: bool = False
+    ) -> None:
         self.calls.release_out(self.call_id)
         result = CallResult.CANCELLED if status == 487 else (
             CallResult.BUSY if status in (486, 600) else
             CallResult.NO_ANSWER if status in (408, 480) else CallResult.FAILED
         )  # fmt: skip
         self.calls.log.call_updated(
-            self.record_id, result=result, ended_at=_utc(now), ring_seconds=now - self.started
-        )
+            self.record_id, result=result, ended_at=_utc(now), ring_seconds=now - self.started,
+            end_reason=self.end_reason(status, cancelled, stopped),
+        )  # fmt: skip
         if log.isEnabledFor(logging.INFO):
             _log_call(self.plan, result, "", now - self.started, 0.0)
+
+    def end_reason(self, status: int, cancelled: bool, stopped: bool) -> CallEndReason:
+        """Why the unanswered call ended, from what the server saw: the caller's CANCEL, its
+        own refusal, or the final answer it sent upstream (the best of the targets')."""
+        if stopped:
+            return CallEndReason.SERVER_STOPPED
+        if cancelled:
+            return CallEndReason.CALLER_CANCELLED
+        if self.refusal is not None and status == self.refusal[0]:
+            return CallEndReason.UNAVAILABLE if self.unresolved else CallEndReason.REFUSED
+        return unanswered_reason(status)
 
     def answered_late(self, target: Target, now: float) -> None:
         return None  # a 2xx after the final answer: the caller's side hangs it up
@@ -418,6 +447,7 @@ class CallRouting:
             log.warning("call %s: trunk %s: %s has no address (DNS)", run.call_id, trunk.name,
                         trunk.host)  # fmt: skip
             run.refusal = (503, "Service Unavailable: the carrier's address is not resolved")
+            run.unresolved = True
             return None
         self.out_calls[run.call_id] = (run.plan.client, trunk.name, run.started)
         domain = self.core.settings.domain
@@ -667,7 +697,7 @@ class CallRouting:
     def close_all(self, now: float) -> None:
         """The server stops: every answered call still up gets its talk time so far."""
         for call_id in list(self.active):
-            self.on_bye(call_id, now)
+            self.on_bye(call_id, now, CallEndReason.SERVER_STOPPED)
 
     # ------------------------------------------------------------------ feature codes
 

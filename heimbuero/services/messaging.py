@@ -158,7 +158,9 @@ class MessagePlan:
         if self.message.state == "queued":
             self.messenger.delivered_late(self.message, now)
 
-    def failed(self, status: int, now: float) -> None:
+    def failed(
+        self, status: int, now: float, *, cancelled: bool = False, stopped: bool = False
+    ) -> None:
         if status == 202:
             self.messenger.enqueue(self.message, now)
         else:

@@ -124,7 +124,12 @@ class PlanRunner(Protocol):
 
     def answered(self, target: Target, now: float) -> None: ...
 
-    def failed(self, status: int, now: float) -> None: ...
+    def failed(
+        self, status: int, now: float, *, cancelled: bool = False, stopped: bool = False
+    ) -> None:
+        """Nobody answered: `status` went upstream; `cancelled` when the caller's CANCEL ended
+        it, `stopped` when the server stopping did."""
+        ...
 
     def final_hint(self) -> tuple[int, str, list[tuple[str, str]]] | None:
         """The answer when nobody could be rung or answered (e.g. voicemail not there yet)."""
@@ -820,7 +825,7 @@ class Proxy:
         else:
             self.liveness.failed(req, best.status, now)
         if call.plan is not None:
-            call.plan.failed(best.status, now)
+            call.plan.failed(best.status, now, cancelled=call.canceled)
 
     def _best(self, call: ProxyCall) -> Response:
         """RFC 3261 §16.7 step 6: a 6xx if any, else the lowest class; 503 becomes 500."""
@@ -945,7 +950,7 @@ class Proxy:
                 now,
             )
             if call.plan is not None:
-                call.plan.failed(503, now)
+                call.plan.failed(503, now, stopped=True)
 
     # ------------------------------------------------------------------ ACK for 2xx
 

@@ -675,7 +675,8 @@ class Store:
 
     def close_open_call_records(self, now: datetime) -> int:
         """Finish the records of calls cut off by a server stop (ended_at still empty): answered
-        ones end 'answered' with talk time up to `now`, the others 'failed'. Run at startup."""
+        ones end 'answered' with talk time up to `now`, the others 'failed'; both with the end
+        reason 'server_stopped' unless they had one. Run at startup."""
         with self.unit_of_work() as uow:
             return uow.calls.close_open(now)
 

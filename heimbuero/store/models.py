@@ -252,8 +252,10 @@ class CallRecordRow(Base):
     media: Mapped[str | None] = mapped_column(Text)
     # the id of the record of the call this one was transferred from (REFER); NULL otherwise
     transferred_from: Mapped[int | None] = mapped_column(Integer)
-    # why an answered call ended: hangup (a BYE) | session_expired | no_response | dialog_gone |
-    # no_audio (the server ended it: domain.model.CallEndReason); NULL while it runs or unanswered
+    # why the call ended (domain.model.CallEndReason): answered, hangup (a BYE) | session_expired
+    # | no_response | dialog_gone | no_audio; unanswered, caller_cancelled | no_answer | busy |
+    # declined | unavailable | refused | rejected; either, server_stopped. NULL while it runs
+    # (and in records of calls that ended before it was kept)
     end_reason: Mapped[str | None] = mapped_column(String(16))
 
 

@@ -91,7 +91,7 @@ class CallRecord:
     result: str | None
     media: dict[str, Any] | None = None  # the relay's statistics per side (a: caller, b: callee)
     transferred_from: int | None = None  # the record of the call this one was transferred from
-    end_reason: str | None = None  # why an answered call ended (domain.model.CallEndReason)
+    end_reason: str | None = None  # why the call ended (domain.model.CallEndReason)
 
     @property
     def audio(self) -> tuple[float, float] | None:

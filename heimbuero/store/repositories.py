@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from heimbuero.domain.model import (
+    CallEndReason,
     CallResult,
     Client,
     Directory,
@@ -800,6 +801,7 @@ class CallRepository(Repository):
             else:
                 row.ring_seconds = max(0.0, (at - as_utc(row.started_at)).total_seconds())
                 row.result = row.result or CallResult.FAILED
+            row.end_reason = row.end_reason or CallEndReason.SERVER_STOPPED
         return len(rows)
 
 

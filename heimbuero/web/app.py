@@ -443,7 +443,12 @@ class CallOut(BaseModel):
     audio_jitter_ms: float | None = Field(
         default=None, description="the worse direction's interarrival jitter (ms)"
     )
-    end_reason: str | None = None  # hangup, session_expired, no_response, dialog_gone, no_audio
+    end_reason: str | None = Field(
+        default=None,
+        description="why the call ended: answered, hangup | session_expired | no_response | "
+        "dialog_gone | no_audio; unanswered, caller_cancelled | no_answer | busy | declined | "
+        "unavailable | refused | rejected; either, server_stopped; null while it runs",
+    )
 
 
 class TokenCreate(BaseModel):

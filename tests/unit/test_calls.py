@@ -547,3 +547,127 @@ def test_a_transfer_out_keeps_the_clients_destination_policy(net: t.Net) -> None
     assert sent_to(out, TRUNK, "INVITE") == []
     [final] = finals_to(out, TRUNK)
     assert final.status == 403 and "premium" in final.reason
+
+
+# ------------------------------------------------------------------ end reasons
+
+OWNER_ONLY = Rule("Inhaber", (Step(("user:mueller",), 3),))
+
+
+def _record(net: t.Net) -> dict[str, object]:
+    [record] = log(net).records.values()
+    assert record.get("ended_at") is not None
+    return record
+
+
+def _owner_rings(net: t.Net, rule: Rule = OWNER_ONLY) -> tuple[Request, Request]:
+    """A carrier call to the number rings mueller's phone (180): (the carrier's INVITE, the
+    INVITE his phone got)."""
+    assert net.core.calls is not None
+    net.core.calls.update(directory(rule), [])
+    inv, out = carrier_call(net)
+    [to_owner] = sent_to(out, MUELLER, "INVITE")
+    net.send(t.answer(to_owner, 180).serialize(), MUELLER)
+    return inv, to_owner
+
+
+@pytest.mark.parametrize(
+    ("status", "result", "reason"),
+    [(486, "busy", "busy"), (600, "busy", "busy"), (603, "failed", "declined"),
+     (480, "no_answer", "unavailable"), (404, "failed", "unavailable"),
+     (503, "failed", "unavailable"), (488, "failed", "rejected"),
+     (403, "failed", "rejected")],
+)  # fmt: skip
+def test_an_unanswered_call_ends_with_the_reason_of_the_final_answer(
+    net: t.Net, status: int, result: str, reason: str
+) -> None:
+    _, to_owner = _owner_rings(net)
+    out = net.send(t.answer(to_owner, status).serialize(), MUELLER)
+    assert finals_to(out, TRUNK)  # the caller got its final answer
+    record = _record(net)
+    assert (record["result"], record["end_reason"]) == (result, reason)
+
+
+def test_a_call_whose_ring_time_runs_out_ends_no_answer(net: t.Net) -> None:
+    _owner_rings(net)
+    out = net.advance(3.1)
+    assert len(sent_to(out, MUELLER, "CANCEL")) == 1
+    assert [m.status for m in finals_to(out, TRUNK)] == [408]
+    record = _record(net)
+    assert (record["result"], record["end_reason"]) == ("no_answer", "no_answer")
+
+
+def test_the_callers_cancel_ends_caller_cancelled_a_callees_487_does_not(net: t.Net) -> None:
+    inv, to_owner = _owner_rings(net)
+    cancel = Request("CANCEL", inv.uri, [list(h) for h in inv.headers
+                                         if h[0] in ("via", "from", "to", "call-id")])  # fmt: skip
+    cancel.add("CSeq", f"{inv.cseq[0]} CANCEL")
+    cancel.add("Max-Forwards", "70")
+    out = net.send(cancel.serialize(), TRUNK)
+    assert len(sent_to(out, MUELLER, "CANCEL")) == 1
+    out = net.send(t.answer(to_owner, 487).serialize(), MUELLER)
+    assert [m.status for m in finals_to(out, TRUNK)] == [487]
+    record = _record(net)
+    assert (record["result"], record["end_reason"]) == ("cancelled", "caller_cancelled")
+    # A 487 the phone sends on its own (no CANCEL of the caller) is no caller's hang-up.
+    log(net).records.clear()
+    _, to_owner = _owner_rings(net)
+    net.send(t.answer(to_owner, 487).serialize(), MUELLER)
+    record = _record(net)
+    assert (record["result"], record["end_reason"]) == ("cancelled", "rejected")
+
+
+def test_a_call_with_nobody_registered_to_ring_ends_unavailable(net: t.Net) -> None:
+    assert net.core.calls is not None
+    net.core.calls.update(directory(Rule("Eva", (Step(("user:eva",), 5),))), [])
+    _, out = carrier_call(net)
+    assert [m.status for m in finals_to(out, TRUNK)] == [480]
+    record = _record(net)
+    assert (record["result"], record["end_reason"]) == ("no_answer", "unavailable")
+
+
+def test_a_call_out_refused_by_policy_or_a_cap_ends_refused(net: t.Net) -> None:
+    out = _dial(net, "mueller", MUELLER, "09001234567")
+    assert [m.status for m in finals_to(out, MUELLER)] == [403]
+    assert (_record(net)["result"], _record(net)["end_reason"]) == ("failed", "refused")
+    assert net.core.calls is not None
+    one = CallPolicy(max_concurrent=1)
+    net.core.calls.update(
+        directory(Rule("Sonst", (Step((f"external:{MOBILE}",), 20),)), policy=one), []
+    )
+    log(net).records.clear()
+    _, out = carrier_call(net)
+    [first] = sent_to(out, TRUNK, "INVITE")
+    _, out = carrier_call(net)
+    assert [m.status for m in finals_to(out, TRUNK)] == [503]
+    [capped] = [r for r in log(net).records.values() if r.get("ended_at") is not None]
+    assert (capped["result"], capped["end_reason"]) == ("failed", "refused")
+    net.send(t.answer(first, 503).serialize(), TRUNK)  # the carrier itself is down
+    [down] = [r for r in log(net).records.values() if r is not capped]
+    assert (down["result"], down["end_reason"]) == ("failed", "unavailable")
+
+
+def test_a_carrier_without_an_address_is_unavailable_not_refused(net: t.Net) -> None:
+    calls = net.core.calls
+    assert calls is not None
+    d = directory(Rule("Sonst", (Step((f"external:{MOBILE}",), 20),)))
+    calls.update(replace(d, trunks={"carrier": Trunk("carrier", "carrier.test", 0)}), [])
+    out = _dial(net, "mueller", MUELLER, "01702222222")
+    assert [m.status for m in finals_to(out, MUELLER)] == [503]
+    assert (_record(net)["result"], _record(net)["end_reason"]) == ("failed", "unavailable")
+
+
+def test_answered_calls_end_hangup_and_a_server_stop_ends_what_is_left(net: t.Net) -> None:
+    calls = net.core.calls
+    assert calls is not None
+    to_anna = answered_by_anna(net)
+    calls.on_bye(to_anna.call_id, net.now)
+    assert (_record(net)["result"], _record(net)["end_reason"]) == ("answered", "hangup")
+    log(net).records.clear()
+    to_anna = answered_by_anna(net)
+    calls.close_all(net.now)
+    assert (_record(net)["result"], _record(net)["end_reason"]) == ("answered", "server_stopped")
+    log(net).records.clear()
+    _owner_rings(net)
+    net.core.shutdown(net.now)
+    assert (_record(net)["result"], _record(net)["end_reason"]) == ("failed", "server_stopped")

@@ -129,6 +129,8 @@ def test_call_records_and_tokens(store: Store) -> None:
     assert store.close_open_call_records(t0 + timedelta(seconds=67)) == 2
     r = store.get_call_record(rid)
     assert r is not None and r.result == "answered" and r.talk_seconds == 60 and r.ring_seconds == 7
+    assert r.end_reason == "server_stopped"  # (cut off by the stop; the other one too)
+    assert [c.end_reason for c in store.list_call_records()] == ["server_stopped"] * 2
     assert [c.call_id for c in store.list_call_records()] == ["def", "abc"]
     assert [c.call_id for c in store.list_call_records(client="mueller")] == ["abc"]
     store.add_user("anna", "agent", "0" * 32, "1" * 64, "x")
