@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from test_forwarding import add_regular_caller_rule
 
 from heimbuero.office.demo import seed_demo
 from heimbuero.store import Store
@@ -273,12 +274,7 @@ def test_the_step_editor_offers_a_client_the_offices_group(office: Any) -> None:
 
 def test_the_week_grid_follows_the_simulators_caller(office: Any) -> None:
     app, pw, store = office
-    doc = store.get_rules_document("mueller")
-    regular = {"name": "Stammkunde", "when": {"caller": {"numbers": ["0171 5550000"]}},
-               "steps": [{"targets": ["user:mueller"], "timeout": 20}]}  # fmt: skip
-    entry = doc["numbers"]["+49891234567"]
-    entry["rules"] = [regular, *entry["rules"]]
-    store.save_rules("mueller", doc)
+    add_regular_caller_rule(store)
     with TestClient(app()) as http:
         assert _login(http, "mueller", pw["mueller"]).status_code == 303
         plain = http.get("/portal/forwarding").text
@@ -321,12 +317,7 @@ def test_the_draft_preview_takes_a_caller(office: Any) -> None:
     """The step editor's preview shows where the unsaved draft sends a given caller; a
     number routing refuses is explained at the caller field."""
     app, pw, store = office
-    doc = store.get_rules_document("mueller")
-    regular = {"name": "Stammkunde", "when": {"caller": {"numbers": ["0171 5550000"]}},
-               "steps": [{"targets": ["user:mueller"], "timeout": 20}]}  # fmt: skip
-    entry = doc["numbers"]["+49891234567"]
-    entry["rules"] = [regular, *entry["rules"]]
-    store.save_rules("mueller", doc)
+    add_regular_caller_rule(store)
     with TestClient(app()) as http:
         assert _login(http, "mueller", pw["mueller"]).status_code == 303
         form = _form_fields(http.get("/portal/forwarding/edit").text, "editor")

@@ -214,12 +214,7 @@ def test_week_grid_for_a_caller(office: Any) -> None:
     """The week grid for a given caller: a rule on the caller's number decides all week;
     without one the grid is the unknown caller's; a number routing refuses is a 422."""
     http, pw, store = office
-    doc = store.get_rules_document("mueller")
-    regular = {"name": "Stammkunde", "when": {"caller": {"numbers": ["0171 5550000"]}},
-               "steps": [{"targets": ["user:mueller"], "timeout": 20}]}  # fmt: skip
-    entry = doc["numbers"]["+49891234567"]
-    entry["rules"] = [regular, *entry["rules"]]
-    store.save_rules("mueller", doc)
+    add_regular_caller_rule(store)
     mueller = ("mueller", pw["mueller"])
     week = {"week": "2026-12-21"}
     r = http.get("/api/clients/mueller/week", params={**week, "caller": "0171/5550000"},
@@ -232,3 +227,13 @@ def test_week_grid_for_a_caller(office: Any) -> None:
     assert "Stammkunde" not in {s["rule"] for d in r.json()["days"] for s in d["spans"]}
     r = http.get("/api/clients/mueller/week", params={**week, "caller": "abc"}, auth=mueller)
     assert r.status_code == 422 and "caller" in r.text
+
+
+def add_regular_caller_rule(store: Store) -> None:
+    """Müller's rules with a first rule "Stammkunde" for calls from 0171 5550000."""
+    doc = store.get_rules_document("mueller")
+    regular = {"name": "Stammkunde", "when": {"caller": {"numbers": ["0171 5550000"]}},
+               "steps": [{"targets": ["user:mueller"], "timeout": 20}]}  # fmt: skip
+    entry = doc["numbers"]["+49891234567"]
+    entry["rules"] = [regular, *entry["rules"]]
+    store.save_rules("mueller", doc)
