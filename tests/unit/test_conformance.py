@@ -122,7 +122,9 @@ class _OneStep:
 
     def answered(self, target: Target, now: float) -> None: ...
 
-    def failed(self, status: int, now: float) -> None:
+    def failed(
+        self, status: int, now: float, *, cancelled: bool = False, stopped: bool = False
+    ) -> None:
         self.failures.append(status)
 
     def final_hint(self):
