@@ -47,6 +47,7 @@ class CallEndReason(StrEnum):
     # unanswered calls
     CALLER_CANCELLED = "caller_cancelled"  # the caller hung up while it rang (CANCEL)
     NO_ANSWER = "no_answer"  # the ring time ran out (408)
+    UNREACHABLE = "unreachable"  # 408, and no target answered anything (phone offline, NAT gone)
     BUSY = "busy"  # 486 or 600 from the targets
     DECLINED = "declined"  # 603 from the targets
     UNAVAILABLE = "unavailable"  # nobody to ring, or 404/410/480/484/5xx/604 from the targets

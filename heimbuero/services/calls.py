@@ -157,7 +157,13 @@ class PlanRun:
         self.calls.answered(self, user, label, now)
 
     def failed(
-        self, status: int, now: float, *, cancelled: bool = False, stopped: bool = False
+        self,
+        status: int,
+        now: float,
+        *,
+        cancelled: bool = False,
+        stopped: bool = False,
+        unheard: bool = False,
     ) -> None:
         self.calls.release_out(self.call_id)
         result = CallResult.CANCELLED if status == 487 else (
@@ -166,20 +172,26 @@ class PlanRun:
         )  # fmt: skip
         self.calls.log.call_updated(
             self.record_id, result=result, ended_at=_utc(now), ring_seconds=now - self.started,
-            end_reason=self.end_reason(status, cancelled, stopped),
+            end_reason=self.end_reason(status, cancelled, stopped, unheard),
         )  # fmt: skip
         if log.isEnabledFor(logging.INFO):
             _log_call(self.plan, result, "", now - self.started, 0.0)
 
-    def end_reason(self, status: int, cancelled: bool, stopped: bool) -> CallEndReason:
+    def end_reason(
+        self, status: int, cancelled: bool, stopped: bool, unheard: bool = False
+    ) -> CallEndReason:
         """Why the unanswered call ended, from what the server saw: the caller's CANCEL, its
-        own refusal, or the final answer it sent upstream (the best of the targets')."""
+        own refusal, or the final answer it sent upstream (the best of the targets'); a 408
+        where no target answered anything at all is an unreachable phone, not one that rang
+        out."""
         if stopped:
             return CallEndReason.SERVER_STOPPED
         if cancelled:
             return CallEndReason.CALLER_CANCELLED
         if self.refusal is not None and status == self.refusal[0]:
             return CallEndReason.UNAVAILABLE if self.unresolved else CallEndReason.REFUSED
+        if status == 408 and unheard:
+            return CallEndReason.UNREACHABLE
         return unanswered_reason(status)
 
     def answered_late(self, target: Target, now: float) -> None:

@@ -159,7 +159,13 @@ class MessagePlan:
             self.messenger.delivered_late(self.message, now)
 
     def failed(
-        self, status: int, now: float, *, cancelled: bool = False, stopped: bool = False
+        self,
+        status: int,
+        now: float,
+        *,
+        cancelled: bool = False,
+        stopped: bool = False,
+        unheard: bool = False,
     ) -> None:
         if status == 202:
             self.messenger.enqueue(self.message, now)

@@ -125,10 +125,17 @@ class PlanRunner(Protocol):
     def answered(self, target: Target, now: float) -> None: ...
 
     def failed(
-        self, status: int, now: float, *, cancelled: bool = False, stopped: bool = False
+        self,
+        status: int,
+        now: float,
+        *,
+        cancelled: bool = False,
+        stopped: bool = False,
+        unheard: bool = False,
     ) -> None:
         """Nobody answered: `status` went upstream; `cancelled` when the caller's CANCEL ended
-        it, `stopped` when the server stopping did."""
+        it, `stopped` when the server stopping did, `unheard` when targets were tried and not
+        one of them answered anything (offline phones, a NAT mapping gone)."""
         ...
 
     def final_hint(self) -> tuple[int, str, list[tuple[str, str]]] | None:
@@ -208,7 +215,7 @@ class ProxyCall:
 
     __slots__ = (
         "server_txn", "branches", "finals", "final_sent", "canceled", "timer_c",
-        "plan", "step_timer", "record_route", "max_forwards", "picked",
+        "plan", "step_timer", "record_route", "max_forwards", "picked", "heard",
     )  # fmt: skip
 
     def __init__(
@@ -225,6 +232,7 @@ class ProxyCall:
         self.record_route = record_route
         self.max_forwards = "69"
         self.picked: str | None = None  # the user who picked the call up (`*8`), once
+        self.heard = False  # whether any target answered anything (even 100 Trying)
 
 
 class Proxy:
@@ -570,6 +578,7 @@ class Proxy:
             return  # the answer to one of our CANCELs
         call = branch.call
         core = self.core
+        call.heard = True
         branch.fallback = None  # it came through: no retry over UDP
         resp.pop_first_value("via")
         if "via" not in resp:
@@ -825,7 +834,8 @@ class Proxy:
         else:
             self.liveness.failed(req, best.status, now)
         if call.plan is not None:
-            call.plan.failed(best.status, now, cancelled=call.canceled)
+            unheard = bool(call.branches) and not call.heard
+            call.plan.failed(best.status, now, cancelled=call.canceled, unheard=unheard)
 
     def _best(self, call: ProxyCall) -> Response:
         """RFC 3261 §16.7 step 6: a 6xx if any, else the lowest class; 503 becomes 500."""

@@ -446,8 +446,8 @@ class CallOut(BaseModel):
     end_reason: str | None = Field(
         default=None,
         description="why the call ended: answered, hangup | session_expired | no_response | "
-        "dialog_gone | no_audio; unanswered, caller_cancelled | no_answer | busy | declined | "
-        "unavailable | refused | rejected; either, server_stopped; null while it runs",
+        "dialog_gone | no_audio; unanswered, caller_cancelled | no_answer | unreachable | busy | "
+        "declined | unavailable | refused | rejected; either, server_stopped; null while it runs",
     )
 
 

@@ -597,6 +597,24 @@ def test_a_call_whose_ring_time_runs_out_ends_no_answer(net: t.Net) -> None:
     assert (record["result"], record["end_reason"]) == ("no_answer", "no_answer")
 
 
+def test_a_phone_that_answers_nothing_ends_unreachable_not_no_answer(net: t.Net) -> None:
+    assert net.core.calls is not None
+    net.core.calls.update(directory(OWNER_ONLY), [])
+    _, out = carrier_call(net)
+    assert sent_to(out, MUELLER, "INVITE")  # sent; the phone is off: not even 100 Trying
+    out = net.advance(3.1)
+    assert [m.status for m in finals_to(out, TRUNK)] == [408]
+    record = _record(net)
+    assert (record["result"], record["end_reason"]) == ("no_answer", "unreachable")
+    # Only a 100 Trying heard: the phone is there, it did not ring in time.
+    log(net).records.clear()
+    _, out = carrier_call(net)
+    [to_owner] = sent_to(out, MUELLER, "INVITE")
+    net.send(t.answer(to_owner, 100).serialize(), MUELLER)
+    net.advance(3.1)
+    assert (_record(net)["result"], _record(net)["end_reason"]) == ("no_answer", "no_answer")
+
+
 def test_the_callers_cancel_ends_caller_cancelled_a_callees_487_does_not(net: t.Net) -> None:
     inv, to_owner = _owner_rings(net)
     cancel = Request("CANCEL", inv.uri, [list(h) for h in inv.headers

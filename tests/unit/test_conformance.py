@@ -123,7 +123,13 @@ class _OneStep:
     def answered(self, target: Target, now: float) -> None: ...
 
     def failed(
-        self, status: int, now: float, *, cancelled: bool = False, stopped: bool = False
+        self,
+        status: int,
+        now: float,
+        *,
+        cancelled: bool = False,
+        stopped: bool = False,
+        unheard: bool = False,
     ) -> None:
         self.failures.append(status)
 

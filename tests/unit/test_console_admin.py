@@ -88,7 +88,8 @@ def _calls(store: Store, caller: str = EVIL) -> None:
         ("update", 1, {"answered_by": "user:anna", "result": "answered"}),
         ("start", 2, {"call_id": "c2", "number": "+49301234567", "caller": "sip:+4930555@c",
                       "client": "schulz", "started_at": now - timedelta(days=40)}),
-        ("update", 2, {"result": "no_answer"}),
+        ("update", 2, {"result": "no_answer", "end_reason": "unreachable",
+                       "ended_at": now - timedelta(days=40)}),
     ], {})  # fmt: skip
 
 
@@ -276,6 +277,14 @@ def test_admin_calls_filter_page_and_export(office: Any) -> None:
         assert "HYPERLINK" in page and "+4930555" in page and 'for="f-client"' in page
         only = http.get("/admin/calls", params={"client": "schulz"}).text
         assert "+4930555" in only and "HYPERLINK" not in only
+        # why it ended, in the page's words (the running call has none yet)
+        assert "Grund des Endes" in only
+        assert '<td class="end-reason">Telefon nicht erreichbar</td>' in only
+        assert '<td class="end-reason">–</td>' in page
+        english = http.get(
+            "/admin/calls", params={"client": "schulz"}, headers={"Accept-Language": "en"}
+        ).text
+        assert '<td class="end-reason">phone unreachable</td>' in english
         today = datetime.now(UTC).date()
         recent = http.get("/admin/calls", params={"from": str(today - timedelta(days=2))}).text
         assert "HYPERLINK" in recent and "+4930555@c" not in recent

@@ -79,6 +79,23 @@ RESULTS = {
     "voicemail": "Mailbox",
     "transferred": "weiterverbunden",
 }
+# why a call ended (CallEndReason), as the calls page says it
+END_REASONS = {
+    "hangup": "Teilnehmer legte auf",
+    "session_expired": "Sitzung abgelaufen",
+    "no_response": "keine Antwort im Gespräch",
+    "dialog_gone": "Gespräch unbekannt",
+    "no_audio": "kein Ton",
+    "caller_cancelled": "Anrufer legte auf",
+    "no_answer": "nicht abgenommen",
+    "busy": "besetzt",
+    "declined": "abgewiesen",
+    "unavailable": "nicht erreichbar",
+    "unreachable": "Telefon nicht erreichbar",
+    "refused": "vom Server abgelehnt",
+    "rejected": "von der Gegenstelle abgelehnt",
+    "server_stopped": "Server beendet",
+}
 
 # (header, field) of the export; the header goes through the page language's catalogue
 CSV_COLUMNS = (
@@ -369,6 +386,7 @@ def admin_pages(router: APIRouter, c: Console, area: Area, form_of: FormOf, feed
             query=_query,
             poor=(POOR_LOSS_PCT, POOR_JITTER_MS),
             results=RESULTS,
+            end_reasons=END_REASONS,
         )
 
     @router.get("/admin/calls.csv")

@@ -2,7 +2,7 @@
 timer lapsed, no response, the call unknown to a phone, no audio).
 
 Revision ID: 0026
-Revises: 0024
+Revises: 0025
 """
 
 from __future__ import annotations
