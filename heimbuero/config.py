@@ -120,6 +120,9 @@ class SipSettings:
     # DNS servers ("ADDRESS" or "ADDRESS:PORT") for trunks named by host name; none: the
     # system's (/etc/resolv.conf)
     dns_servers: tuple[str, ...] = ()
+    # A host name with both A and AAAA records: its IPv6 addresses tried first (the server
+    # asks only for the families it listens on)
+    prefer_ipv6: bool = False
     advertise: str | None = None  # address for Via/Record-Route when listening on 0.0.0.0
     md5_only_user_agents: tuple[str, ...] = ("baresip v0.", "baresip v1.")
     subscribe_max_expires: int = 3600  # presence/dialog subscriptions (RFC 6665)
@@ -400,6 +403,9 @@ def load(data_dir: Path) -> Config:
                 raise ConfigError(f"{path}: [sip] {key} must be a file name")
         elif key == "trunk_tls":
             value = _trunk_tls(path, value)
+        elif key == "prefer_ipv6":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}: [sip] prefer_ipv6 must be true or false")
         elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{path}: [sip] {key} must be a non-negative integer")
         if key == "session_expires" and 0 < value < 90:
@@ -792,6 +798,9 @@ trusted_peers = []
 # DNS servers for trunks named by host name ("ADDRESS" or "ADDRESS:PORT"); [] = the
 # system's. A trunk with port 0 is looked up by SRV (RFC 3263), else by A/AAAA.
 dns_servers = []
+# A name with IPv4 and IPv6 addresses: IPv6 first? (Only the families of the listen
+# addresses are looked up: a server listening on IPv4 alone never tries an AAAA address.)
+prefer_ipv6 = false
 # Clients that fail on a challenge list with an algorithm they do not know get MD5 alone
 # (matched as User-Agent prefixes; baresip 1.x gives up on any SHA-256 challenge).
 md5_only_user_agents = [{", ".join(f'"{u}"' for u in d.md5_only_user_agents)}]

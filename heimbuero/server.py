@@ -499,7 +499,10 @@ class Server:
         assert core.presence is not None and core.messages is not None
         self.calls, self.trunks = core.calls, core.trunks
         self.presence, self.messages = core.presence, core.messages
-        self.resolver = SipResolver(sip.dns_servers)  # trunks named by host name
+        # trunks named by host name: addresses of the families we listen on, the preferred first
+        families = sorted({"ipv6" if ":" in a.host else "ipv4" for a in sip.listen},
+                          key=lambda f: (f == "ipv4") == sip.prefer_ipv6)  # fmt: skip
+        self.resolver = SipResolver(sip.dns_servers, families=families)
         self._first_due = 3600.0
         self.transports = Transports(
             self.core,

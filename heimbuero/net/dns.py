@@ -52,10 +52,24 @@ class Located:
     transport: str = ""  # the transport DNS chose (NAPTR, for "auto"); "": the one asked for
 
 
+# the record type of each address family
+RECORD_TYPE = {"ipv4": "A", "ipv6": "AAAA"}
+
+
 class SipResolver:
-    def __init__(self, servers: Sequence[str] = (), rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        servers: Sequence[str] = (),
+        rng: random.Random | None = None,
+        families: Sequence[str] = ("ipv4", "ipv6"),
+    ) -> None:
         """`servers`: "ADDRESS" or "ADDRESS:PORT" of the DNS servers to ask; none: the
-        system's (/etc/resolv.conf)."""
+        system's (/etc/resolv.conf). `families`: the address families the server can reach
+        ("ipv4", "ipv6"), the preferred first: a name's addresses come in that order, and a
+        family not named is not asked for."""
+        self._rtypes = tuple(RECORD_TYPE[f] for f in families)
+        if not self._rtypes:
+            raise ValueError("no address family to look up")
         if servers:
             r = dns.asyncresolver.Resolver(configure=False)
             addresses, ports = [], {}
@@ -157,11 +171,12 @@ class SipResolver:
         return Located(tuple(targets), ttl_for(ttls))
 
     async def _addresses(self, name: str) -> tuple[list[str], int]:
-        """A and AAAA of `name` (IPv4 first), and the smaller TTL."""
+        """A and AAAA of `name` (of the families we reach, the preferred first), and the
+        smaller TTL."""
         found: list[str] = []
         ttls: list[int] = []
         errors: list[str] = []
-        for rtype in ("A", "AAAA"):
+        for rtype in self._rtypes:
             try:
                 answer = await self._r.resolve(name, rtype, search=False)
             except dns.exception.DNSException as exc:  # NXDOMAIN, no answer, timeout

@@ -469,6 +469,10 @@ class Transports:
             t = self._udp.get(family)
             if t is not None:
                 t.sendto(data, (host, port))
+            elif self._loop is not None:
+                # No socket of that family (an IPv4-only server, an IPv6 target): what waits
+                # on it fails now, not after Timer B/F (after this flush, not inside it).
+                self._loop.call_soon(self.unreachable, transport, host, port)
             return
         conn = self._conns.get((host, port))
         if (

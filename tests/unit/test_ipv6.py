@@ -299,3 +299,38 @@ def test_udp_on_both_families_on_one_port() -> None:
         return bound
 
     assert len(asyncio.run(scenario())) == 4
+
+
+class _Unreached(_Nobody):
+    def __init__(self) -> None:
+        self.gone: list[Peer] = []
+
+    def unreachable(self, dest: Peer, now: float) -> None:
+        self.gone.append(dest)
+
+    def outgoing(self) -> list[tuple[bytes, Peer]]:
+        return []
+
+    def next_deadline(self) -> None:
+        return None
+
+
+def test_udp_to_a_family_without_a_socket_fails_at_once() -> None:
+    """An IPv4-only server asked to send to an IPv6 address over UDP: the transactions waiting
+    on it hear at once that it is unreachable (they fail over), instead of after Timer B."""
+
+    async def scenario() -> tuple[list[Peer], list[Peer]]:
+        endpoint = _Unreached()
+        t = Transports(endpoint, TransportLimits())  # type: ignore[arg-type]
+        await t.listen("udp", "127.0.0.1", _free_port())
+        t.send(b"OPTIONS sip:x SIP/2.0\r\n\r\n", Peer("udp", "::1", 5099))
+        t.send(b"OPTIONS sip:x SIP/2.0\r\n\r\n", Peer("udp", "127.0.0.1", 9))
+        during = list(endpoint.gone)  # not inside the send (a flush is iterating)
+        await asyncio.sleep(0.05)
+        await t.close()
+        return during, endpoint.gone
+
+    during, after = asyncio.run(scenario())
+    assert during == []
+    assert after[0] == Peer("udp", "::1", 5099)
+    assert all(p.host == "::1" or p == Peer("udp", "127.0.0.1", 9) for p in after)

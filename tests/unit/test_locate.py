@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from dnsserver import DnsServer
 
+from heimbuero import config
+from heimbuero.config import ConfigError
 from heimbuero.net.dns import LookupFailed, SipResolver
 from heimbuero.sip.locate import (
     MAX_NAPTR,
@@ -69,6 +72,20 @@ def test_srv_targets_in_order_each_by_its_addresses() -> None:
         assert set(found.targets[:2]) == {("192.0.2.10", 5062), ("192.0.2.11", 5062)}
         assert found.targets[2:] == (("192.0.2.20", 5064), ("2001:db8::20", 5064))
         assert found.ttl == 120
+
+
+def test_addresses_of_the_families_we_reach_the_preferred_first() -> None:
+    with DnsServer(ZONE) as server:
+        both = SipResolver([server.address], families=("ipv6", "ipv4"))
+        found = asyncio.run(both.locate("carrier.test", 0, "udp"))
+        assert found.targets[2:] == (("2001:db8::20", 5064), ("192.0.2.20", 5064))
+        v4 = SipResolver([server.address], families=("ipv4",))
+        found = asyncio.run(v4.locate("carrier.test", 0, "udp"))
+        assert ("2001:db8::20", 5064) not in found.targets
+        asked = [q for q in server.questions if q[1] == "AAAA"]
+        assert asked == [("a.carrier.test", "AAAA"), ("b.carrier.test", "AAAA")]  # `both`
+    with pytest.raises(ValueError):
+        SipResolver([], families=())
 
 
 def test_an_explicit_port_skips_srv_and_no_srv_falls_back_to_the_name() -> None:
@@ -199,3 +216,16 @@ def test_auto_follows_naptr_then_srv_then_a() -> None:
         # NAPTR records that lead nowhere fail; they do not fall back to the name's own A
         with pytest.raises(LookupFailed, match="dead.test"):
             asyncio.run(resolver.locate("dead.test", 0, "auto"))
+
+
+def test_prefer_ipv6_is_a_boolean_setting(tmp_path: Path) -> None:
+    def load(line: str) -> config.Config:
+        (tmp_path / "config.toml").write_text(
+            f'[server]\ndomain = "x.test"\n\n[sip]\n{line}\n', encoding="utf-8"
+        )
+        return config.load(tmp_path)
+
+    assert load("prefer_ipv6 = true").sip.prefer_ipv6 is True
+    assert load("").sip.prefer_ipv6 is False
+    with pytest.raises(ConfigError, match="prefer_ipv6 must be true or false"):
+        load('prefer_ipv6 = "yes"')
