@@ -18,11 +18,17 @@ used: each new entry drops the oldest ones whose time is over (a refilled bucket
 failures past their window and back-off, a success too old to count), so a flood of distinct
 sources costs a fixed amount of memory, never more, and a quiet table empties.
 
+A source is an IPv4 address, or an IPv6 address's /64 (`source_key`): a home or an office gets
+a whole /64 and may change its addresses in it at will, so a flood or a guesser that walks
+through its prefix is still one source. Log lines name the address itself.
+
 The clock comes in as `now`; nothing here touches a socket or a file.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import re
 from collections import OrderedDict
@@ -30,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["Guard", "GuardSettings", "peer_text", "security_log_line"]
+__all__ = ["Guard", "GuardSettings", "peer_text", "security_log_line", "source_key"]
 
 log = logging.getLogger("heimbuero.security")
 
@@ -77,6 +83,23 @@ class _Failures:
         self.until = 0.0
 
 
+def source_key(ip: str) -> str:
+    """What the limits count by: an IPv4 address as it is; an IPv6 address by its /64
+    ("2001:db8:1:2::/64"), an IPv4-mapped one as its IPv4 address."""
+    return _ipv6_source(ip) if ":" in ip else ip
+
+
+@functools.lru_cache(maxsize=4096)
+def _ipv6_source(ip: str) -> str:
+    try:
+        address = ipaddress.IPv6Address(ip.split("%", 1)[0].strip("[]"))
+    except ValueError:
+        return ip  # (not an address: counted as the text it is)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
 def peer_text(text: str) -> str:
     """Text a peer chose (a user name, a User-Agent), fit for a log line: no spaces, no
     control characters, at most 64 characters; so it cannot forge a second source."""
@@ -120,23 +143,24 @@ class Guard:
         """Count one request from `ip`; False: drop it (banned, or it just used up its rate).
         `exempt()` is asked only when the rate is used up: True lets a trusted peer go on."""
         s = self.settings
+        key = _ipv6_source(ip) if ":" in ip else ip  # (source_key, inlined: every request)
         bans = self._bans
-        until = bans.get(ip)
+        until = bans.get(key)
         if until is not None:
             if until > now:
                 self.stats["dropped_banned"] += 1
                 return False
-            del bans[ip]
+            del bans[key]
         if s.rate <= 0:
             return True
         buckets = self._buckets
-        bucket = buckets.get(ip)
+        bucket = buckets.get(key)
         if bucket is None:
             bucket = [float(s.burst), now]
-            buckets[ip] = bucket
+            buckets[key] = bucket
             self._prune_buckets(now)  # (the oldest first: mostly one look at the head)
         else:
-            buckets.move_to_end(ip)
+            buckets.move_to_end(key)
             tokens = min(float(s.burst), bucket[0] + (now - bucket[1]) * s.rate)
             bucket[0] = tokens
             bucket[1] = now
@@ -160,20 +184,23 @@ class Guard:
             del buckets[ip]
 
     def ban(self, ip: str, now: float, why: str) -> None:
+        """Ban `ip`'s source (an IPv6 address: its /64) for `ban_time`."""
         s = self.settings
         if s.ban_time <= 0:
             return
+        key = source_key(ip)
         bans = self._bans
-        bans[ip] = now + s.ban_time
-        bans.move_to_end(ip)
-        self._buckets.pop(ip, None)
+        bans[key] = now + s.ban_time
+        bans.move_to_end(key)
+        self._buckets.pop(key, None)
         while bans and (len(bans) > s.max_entries or next(iter(bans.values())) <= now):
             bans.popitem(last=False)  # over the bound, or a ban that has run out
         self.stats["banned"] += 1
-        log.warning(security_log_line("banned", ip, f"{why}; for {s.ban_time:g}s"))
+        whom = "" if key == ip else f" (all of {key})"
+        log.warning(security_log_line("banned", ip, f"{why}; for {s.ban_time:g}s{whom}"))
 
     def banned(self, ip: str, now: float) -> bool:
-        until = self._bans.get(ip)
+        until = self._bans.get(source_key(ip))
         return until is not None and until > now
 
     def is_scanner(self, user_agent: str | None) -> bool:
@@ -191,7 +218,7 @@ class Guard:
 
     def known_pair(self, ip: str, account: str, now: float) -> bool:
         """`account` authenticated from `ip` recently and has not failed there since."""
-        pair = (ip, account)
+        pair = (source_key(ip), account)
         last = self._known.get(pair)
         if last is None:
             return False
@@ -205,7 +232,7 @@ class Guard:
         """Why an authentication attempt for `account` from `ip` is refused now (None: go on)."""
         if self.known_pair(ip, account, now):
             return None
-        for table, key in ((self._accounts, account), (self._sources, ip)):
+        for table, key in ((self._accounts, account), (self._sources, source_key(ip))):
             f = table.get(key)
             if f is not None and f.until > now:
                 self.stats["refused"] += 1
@@ -215,13 +242,14 @@ class Guard:
     def failed(self, ip: str, account: str, now: float, reason: str) -> None:
         """A wrong answer (wrong password or unknown user) with a nonce we issued."""
         s = self.settings
+        source = source_key(ip)
         self._bump(self._accounts, account, s.account_failures, now)
-        self._bump(self._sources, ip, s.source_failures, now)
-        self._bump(self._pairs, (ip, account), s.account_failures, now)
+        self._bump(self._sources, source, s.source_failures, now)
+        self._bump(self._pairs, (source, account), s.account_failures, now)
         log.warning(security_log_line("auth-failure", ip, f"user={peer_text(account)} {reason}"))
 
     def succeeded(self, ip: str, account: str, now: float) -> None:
-        pair = (ip, account)
+        pair = (source_key(ip), account)
         known = self._known
         known[pair] = now
         known.move_to_end(pair)

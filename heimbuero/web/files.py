@@ -51,7 +51,7 @@ from heimbuero.office.files import (
 )
 from heimbuero.sip.auth import DigestAuthenticator, parse_credentials
 from heimbuero.store.files import FileRecord
-from heimbuero.web.guard import FailureTable
+from heimbuero.web.guard import AddressFailures
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class _DigestGuard:
     def __init__(self, service: FileService, digest: DigestAuthenticator) -> None:
         self.store = service.store
         self.digest = digest
-        self.failures = FailureTable(FAILURE_LIMIT)  # bounded: old addresses are forgotten
+        self.failures = AddressFailures(FAILURE_LIMIT)  # bounded: old addresses are forgotten
 
     def _fail(self, addr: str, now: float) -> None:
         self.failures.add(addr, now)

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from heimbuero.services.guard import source_key
 from heimbuero.store.db import UserRecord
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,17 @@ class FailureTable:
             del times[0]
 
 
+class AddressFailures(FailureTable):
+    """Failures per client address, an IPv6 address counted by its /64 (as the SIP guard
+    does: services.guard.source_key), so walking through one's prefix gains no attempts."""
+
+    def blocked(self, key: str, now: float) -> bool:
+        return super().blocked(source_key(key), now)
+
+    def add(self, key: str, now: float) -> None:
+        super().add(source_key(key), now)
+
+
 def _lower_priority() -> None:
     """Run this worker thread (and the threads argon2 starts for its lanes, which inherit it) at
     the lowest CPU priority: SIP on the event loop comes first when cores are busy."""
@@ -134,7 +146,7 @@ class LoginGate:
         )
         self.capacity = workers + queue
         self.pending = 0
-        self.by_address = FailureTable(FAILURES_PER_ADDRESS)
+        self.by_address = AddressFailures(FAILURES_PER_ADDRESS)
         self.by_account = FailureTable(FAILURES_PER_ACCOUNT)
         self.codes_by_account = FailureTable(CODE_FAILURES_PER_ACCOUNT, CODE_FAILURE_WINDOW)
         self.cache: OrderedDict[bytes, tuple[float, UserRecord]] = OrderedDict()

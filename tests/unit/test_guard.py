@@ -15,7 +15,13 @@ from test_core import DOMAIN, PASSWORDS, PROXY, Net, _account, authorize, req
 
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import UserDirectory
-from heimbuero.services.guard import Guard, GuardSettings, peer_text, security_log_line
+from heimbuero.services.guard import (
+    Guard,
+    GuardSettings,
+    peer_text,
+    security_log_line,
+    source_key,
+)
 from heimbuero.services.location import LocationService
 from heimbuero.sip.auth import DigestAuthenticator
 from heimbuero.sip.message import Response
@@ -48,6 +54,27 @@ def test_a_flood_is_banned_then_dropped_until_the_ban_ends() -> None:
     assert g.admit("203.0.113.6", T0 + 1)  # others go on
     assert g.admit("203.0.113.5", T0 + 61)  # the ban ends
     assert not g.banned("203.0.113.5", T0 + 61)
+
+
+def test_an_ipv6_flood_is_one_source_per_64_whatever_addresses_it_walks_through() -> None:
+    g = Guard(GuardSettings(rate=10, burst=20, ban_time=60))
+    # each request from another address of one /64: still one bucket, banned after the burst
+    admitted = sum(g.admit(f"2001:db8:1:2::{i:x}", T0 + i / 1000) for i in range(1000))
+    assert admitted == 20
+    assert g.banned("2001:db8:1:2:ffff:ffff:ffff:ffff", T0 + 1)
+    assert g.admit("2001:db8:1:3::1", T0 + 1)  # the next /64 is somebody else
+    assert source_key("2001:DB8:1:2:0:0:0:7") == "2001:db8:1:2::/64"
+    assert source_key("::ffff:192.0.2.9") == "192.0.2.9" and source_key("192.0.2.9") == "192.0.2.9"
+    assert source_key("fe80::1%eth0") == "fe80::/64"
+    assert source_key("not:an:address") == "not:an:address"
+    # password guessing from one /64 counts together; the known phone there stays exempt
+    g = Guard(GuardSettings(source_failures=3, account_failures=100))
+    g.succeeded("2001:db8:9::10", "anna", T0)
+    for i in range(3):
+        g.failed(f"2001:db8:9::{i + 100:x}", f"user{i}", T0, "wrong password")
+    assert g.refusal("2001:db8:9::abcd", "bob", T0 + 1) is not None
+    assert g.refusal("2001:db8:9::10", "anna", T0 + 1) is None
+    assert g.refusal("2001:db8:a::1", "bob", T0 + 1) is None
 
 
 def test_an_exempt_peer_is_never_banned() -> None:

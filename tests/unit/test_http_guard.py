@@ -112,6 +112,22 @@ def test_per_address_and_per_account_limits() -> None:
     assert results[:30] == [401] * 30 and results[30] == 429
 
 
+def test_an_ipv6_guesser_walking_through_its_64_is_one_address() -> None:
+    g = gate(lambda name, password: None)
+
+    async def one(user: str, address: str) -> int:
+        try:
+            await g.authenticate(basic(user, "y"), address)
+        except LoginRefused as exc:
+            return exc.status
+        return 200
+
+    # every attempt from another address of one /64, each for another account
+    statuses = [asyncio.run(one(f"u{i}", f"2001:db8:5:6::{i + 1:x}")) for i in range(11)]
+    assert statuses[:10] == [401] * 10 and statuses[10] == 429
+    assert asyncio.run(one("u99", "2001:db8:5:7::1")) == 401  # the next /64: somebody else
+
+
 def test_rules_document_limits() -> None:
     step = {"targets": ["user:a"], "timeout": 20}
     with pytest.raises(RulesError) as exc:
