@@ -353,7 +353,7 @@ def advertised_host(listen_host: str, advertise: str | None) -> str:
     )
 
 
-def _relay_binds(
+def relay_binds(
     listen: tuple[ListenAddress, ...], advertise6: str | None
 ) -> tuple[str, str | None]:
     """Where the built-in relay opens its ports: the IPv4 address SIP listens on (UDP's
@@ -1307,7 +1307,7 @@ class Server:
         # the relay's ports on the IPv4 address SIP listens on (UDP first), and on its IPv6 one
         # when SIP listens on IPv6 too ("::" with only [media] advertise6 set); see
         # _relay_addresses for what the SDP names
-        bind, bind6 = _relay_binds(self.config.sip.listen, settings.advertise6)
+        bind, bind6 = relay_binds(self.config.sip.listen, settings.advertise6)
         self._relay_dir = tempfile.TemporaryDirectory(prefix="heimbuero-relay-")
         self.relay = RelayProcess(
             settings, Path(self._relay_dir.name) / "control", self._media_stats,

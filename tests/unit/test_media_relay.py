@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from heimbuero.config import ListenAddress, parse_listen
 from heimbuero.media.relay_config import RelaySettings
+from heimbuero.server import relay_binds
 from heimbuero.services.media_relay import RelayAnchor
 from heimbuero.sip.message import Request, Response, parse
 from heimbuero.sip.peer import Peer
@@ -224,3 +226,19 @@ def test_without_an_ipv6_relay_address_an_ipv6_side_keeps_its_own_sdp() -> None:
     req = invite(sdp6("2001:db8:1::7", 7078))
     relay.on_offer(req, CALLER6, CALLEE6)
     assert b"c=IN IP6 2001:db8::99\r\n" in req.body
+
+
+def test_the_relay_binds_ipv6_where_sip_listens_on_ipv6() -> None:
+    def listen(*specs: str) -> tuple[ListenAddress, ...]:
+        return parse_listen(",".join(specs))
+
+    assert relay_binds(listen("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"), None) == (
+        "127.0.0.1", None
+    )  # fmt: skip
+    assert relay_binds(listen("tcp:[::1]:5060", "udp:127.0.0.1:5060", "udp:[::1]:5060"), None) == (
+        "127.0.0.1", "::1"
+    )  # fmt: skip
+    assert relay_binds(listen("udp:0.0.0.0:5060", "udp:[::]:5060"), None) == ("0.0.0.0", "::")
+    assert relay_binds(listen("udp:[2001:db8::5]:5060"), None) == ("0.0.0.0", "2001:db8::5")
+    # advertise6 without IPv6 listening: all IPv6 interfaces
+    assert relay_binds(listen("udp:192.0.2.1:5060"), "2001:db8::9") == ("192.0.2.1", "::")
