@@ -901,7 +901,9 @@ phone_max_minutes = 15   # longest such call, 1-120
 # relay = "when_needed"
 # port_min = 20000         # its UDP ports (four per call: RTP and RTCP of each side),
 # port_max = 29999         # below the system's ephemeral ports (32768-60999 on Linux)
-# advertise = "192.0.2.10" # the address phones send audio to (default: [sip] advertise)
+# advertise = "192.0.2.10" # the IPv4 address phones send audio to (default: [sip] advertise)
+# advertise6 = "2001:db8::10"  # the IPv6 one (default: SIP's IPv6 address when it listens on
+#                          # IPv6; none: IPv6 phones' audio is not relayed)
 # silence_timeout = 60     # seconds without audio in either direction: the relay lets go
 # backend = "builtin"      # or "rtpengine": Sipwise rtpengine, run by you (e.g. Debian's
 #                          # rtpengine-daemon, --table=-1), asked over its ng protocol; ports,

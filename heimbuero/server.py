@@ -29,7 +29,7 @@ from heimbuero import __version__
 from heimbuero.app.billing import Billing, Invoices, InvoiceSchedule, due_month
 from heimbuero.app.errors import Invalid, NotFound
 from heimbuero.app.policy import Actor
-from heimbuero.config import Config, ConfigError, HttpSettings, own_sip_address
+from heimbuero.config import Config, ConfigError, HttpSettings, ListenAddress, own_sip_address
 from heimbuero.domain.model import CallEndReason, Directory, Override
 from heimbuero.events import (
     AgentStatusChanged,
@@ -353,10 +353,32 @@ def advertised_host(listen_host: str, advertise: str | None) -> str:
     )
 
 
-def _relay_address(core: SipCore) -> str:
-    """The address the built-in media relay writes into SDP: the IPv4 one we advertise for
-    UDP (the relay does not carry IPv6 media)."""
-    return core.local_address("udp", "0.0.0.0")[0].strip("[]")
+def relay_binds(
+    listen: tuple[ListenAddress, ...], advertise6: str | None
+) -> tuple[str, str | None]:
+    """Where the built-in relay opens its ports: the IPv4 address SIP listens on (UDP's
+    first; all interfaces when SIP listens on all, or only on IPv6), and the IPv6 one (None:
+    no IPv6 media) -- SIP's IPv6 address, or all IPv6 interfaces with ``[media] advertise6``
+    when SIP listens on IPv4 only."""
+
+    def first(v6: bool) -> str | None:
+        hosts = [a.host.strip("[]") for a in listen if (":" in a.host) == v6]
+        udp = [a.host.strip("[]") for a in listen if (":" in a.host) == v6 and a.transport == "udp"]
+        found = udp or hosts
+        return found[0] if found else None
+
+    bind = first(False) or "0.0.0.0"
+    bind6 = first(True) or ("::" if advertise6 else None)
+    return bind, bind6
+
+
+def _relay_addresses(core: SipCore, ipv6: bool) -> tuple[str | None, str | None]:
+    """The addresses the built-in media relay writes into SDP (``[media] advertise`` and
+    ``advertise6`` go before these): the IPv4 and the IPv6 one we advertise for UDP (None:
+    SIP has none of that family)."""
+    v4 = core.local_address("udp", "0.0.0.0")[0].strip("[]")
+    v6 = core.local_address("udp", "::")[0].strip("[]")
+    return (None if ":" in v4 else v4), (v6 if ipv6 and ":" in v6 else None)
 
 
 def public_base_url(http: HttpSettings) -> str:
@@ -1285,20 +1307,22 @@ class Server:
             self.transports.endpoint = gate
             self.core.events.subscribe(CallEnded, lambda event: rtpengine.end(event.call_id))
             return
-        # (the relay is IPv4: its socket and the SDP it writes take the IPv4 address)
-        udp = [a.host for a in self.config.sip.listen if a.transport == "udp" and ":" not in a.host]
-        bind = udp[0] if udp and udp[0] != "0.0.0.0" else "0.0.0.0"
+        # the relay's ports on the IPv4 address SIP listens on (UDP first), and on its IPv6 one
+        # when SIP listens on IPv6 too ("::" with only [media] advertise6 set); see
+        # _relay_addresses for what the SDP names
+        bind, bind6 = relay_binds(self.config.sip.listen, settings.advertise6)
         self._relay_dir = tempfile.TemporaryDirectory(prefix="heimbuero-relay-")
         self.relay = RelayProcess(
             settings, Path(self._relay_dir.name) / "control", self._media_stats,
-            self._media_silent, bind=bind,
+            self._media_silent, bind=bind, bind6=bind6,
         )  # fmt: skip
         try:
             await self.relay.start()
         except RelayUnavailable as exc:
             await self.relay.stop()
             raise ConfigError(f"[media] relay: {exc}") from None
-        self.anchor = RelayAnchor(settings, _relay_address(self.core), self.relay.send)
+        address, address6 = _relay_addresses(self.core, ipv6=bind6 is not None)
+        self.anchor = RelayAnchor(settings, address, self.relay.send, address6)
         self.core.proxy.media = self.anchor
         anchor = self.anchor  # a call ended without a BYE through us (services/liveness.py)
         self.core.events.subscribe(CallEnded, lambda event: anchor.end(event.call_id))

@@ -10,7 +10,12 @@ answers its statistics (per direction: packets, bytes, expected, lost, loss %, j
 and what the receiving phone reported in RTCP); ``query`` answers the statistics; ``silent``
 lists calls past the silence timeout (the SIP process then lets them go). A full port range
 answers ``{"ok": false, "error": "no free relay ports"}``.
-Run: ``python -m heimbuero.media.relay --control PATH --port-min N --port-max M [--bind A]``.
+Addresses (``"address"``) may be IPv4 or IPv6: with ``--bind6`` each relay port is opened on
+the IPv4 address and on the IPv6 one (the same port number), a packet is sent to a phone from
+the socket of that phone's family, so a leg faces an IPv4 or an IPv6 phone and a call may bridge
+the two families. Without ``--bind6`` the relay carries IPv4 only.
+Run: ``python -m heimbuero.media.relay --control PATH --port-min N --port-max M [--bind A]
+[--bind6 A6]``.
 """
 
 from __future__ import annotations
@@ -19,48 +24,78 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import time
 from typing import Any, cast
 
-from heimbuero.media.relay_core import Address, RelayFull, RelayTable
+from heimbuero.media.relay_core import RelayFull, RelayTable, peer_address
 
 
 class _Port(asyncio.DatagramProtocol):
-    def __init__(self, relay: Relay, port: int) -> None:
-        self.relay, self.port = relay, port
+    def __init__(self, relay: Relay, port: int, v6: bool) -> None:
+        self.relay, self.port, self.v6 = relay, port, v6
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are no subclasses of asyncio's: no isinstance check here
         self.transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        out = self.relay.table.receive(self.port, data, (addr[0], addr[1]), time.monotonic())
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        # (an IPv6 socket's source is a 4-tuple, in the form the table compares)
+        source = peer_address(addr) if self.v6 else (addr[0], addr[1])
+        out = self.relay.table.receive(self.port, data, source, time.monotonic())
         if out is None:
             return
-        sender = self.relay.sockets.get(out[0])
+        port, dest = out
+        # from the same port number, out of the socket of the receiving phone's family
+        sockets = self.relay.sockets6 if ":" in dest[0] else self.relay.sockets
+        sender = sockets.get(port)
         if sender is not None and sender.transport is not None:
-            sender.transport.sendto(data, out[1])
+            sender.transport.sendto(data, dest)
 
 
 class Relay:
-    """The relay process's event-loop side: opens a call's four UDP ports while it lives."""
+    """The relay process's event-loop side: opens a call's four UDP ports (on each address
+    family it relays) while it lives."""
 
-    def __init__(self, bind: str, port_min: int, port_max: int, silence_timeout: float) -> None:
-        self.bind = bind
+    def __init__(
+        self,
+        bind: str,
+        port_min: int,
+        port_max: int,
+        silence_timeout: float,
+        bind6: str | None = None,
+    ) -> None:
+        self.bind, self.bind6 = bind, bind6
         self.table = RelayTable(port_min, port_max, silence_timeout)
-        self.sockets: dict[int, _Port] = {}
+        self.sockets: dict[int, _Port] = {}  # IPv4
+        self.sockets6: dict[int, _Port] = {}  # IPv6 (with bind6)
 
     async def _open(self, port: int) -> None:
         loop = asyncio.get_running_loop()
-        proto = _Port(self, port)
+        proto = _Port(self, port, v6=False)
         await loop.create_datagram_endpoint(lambda: proto, local_addr=(self.bind, port))
         self.sockets[port] = proto
+        if self.bind6 is None:
+            return
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            # IPv6 only: "::" must not take the port's IPv4 side, which the socket above holds
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((self.bind6, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        proto6 = _Port(self, port, v6=True)
+        await loop.create_datagram_endpoint(lambda: proto6, sock=sock)
+        self.sockets6[port] = proto6
 
     def _close(self, port: int) -> None:
-        proto = self.sockets.pop(port, None)
-        if proto is not None and proto.transport is not None:
-            proto.transport.close()
+        for sockets in (self.sockets, self.sockets6):
+            proto = sockets.pop(port, None)
+            if proto is not None and proto.transport is not None:
+                proto.transport.close()
 
     async def command(self, msg: dict[str, Any]) -> dict[str, Any]:
         cmd, call_id = msg.get("cmd"), str(msg.get("call_id", ""))
@@ -139,13 +174,14 @@ class Relay:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="heimbuero-relay", description=__doc__)
     parser.add_argument("--control", required=True, help="Unix socket path for commands")
-    parser.add_argument("--bind", default="0.0.0.0")
+    parser.add_argument("--bind", default="0.0.0.0", help="the IPv4 address of the ports")
+    parser.add_argument("--bind6", help="the IPv6 address of the ports (default: IPv4 only)")
     parser.add_argument("--port-min", type=int, default=30000)
     parser.add_argument("--port-max", type=int, default=30999)
     parser.add_argument("--silence-timeout", type=float, default=60.0)
     parser.add_argument("--parent", type=int, help="exit when this process is gone")
     args = parser.parse_args(argv)
-    relay = Relay(args.bind, args.port_min, args.port_max, args.silence_timeout)
+    relay = Relay(args.bind, args.port_min, args.port_max, args.silence_timeout, args.bind6)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a declared dependency on Linux

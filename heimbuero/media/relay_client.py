@@ -71,8 +71,10 @@ class RelayProcess:
         on_silent: Callable[[str], None],
         bind: str = "0.0.0.0",
         poll: float = 5.0,
+        bind6: str | None = None,
     ) -> None:
         self.settings, self.control, self.bind, self.poll = settings, control, bind, poll
+        self.bind6 = bind6  # the IPv6 address of the relay's ports (None: IPv4 media only)
         self.on_stats, self.on_silent = on_stats, on_silent
         self.client = RelayClient(str(control), timeout=2.0)
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -97,11 +99,12 @@ class RelayProcess:
         with contextlib.suppress(FileNotFoundError):
             self.control.unlink()
         s = self.settings
+        v6 = ["--bind6", self.bind6] if self.bind6 is not None else []
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "heimbuero.media.relay", "--control", str(self.control),
-            "--bind", self.bind, "--port-min", str(s.port_min), "--port-max", str(s.port_max),
-            "--silence-timeout", str(s.silence_timeout), "--parent", str(os.getpid()),
-            stdin=asyncio.subprocess.DEVNULL,
+            "--bind", self.bind, *v6, "--port-min", str(s.port_min), "--port-max",
+            str(s.port_max), "--silence-timeout", str(s.silence_timeout), "--parent",
+            str(os.getpid()), stdin=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while True:

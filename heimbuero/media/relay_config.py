@@ -10,7 +10,8 @@ from heimbuero.media.ng import parse_ng_address
 RELAY_MODES = ("always", "when_needed", "never")
 BACKENDS = ("builtin", "rtpengine")
 RELAY_KEYS = (
-    "relay", "backend", "port_min", "port_max", "advertise", "silence_timeout", "rtpengine",
+    "relay", "backend", "port_min", "port_max", "advertise", "advertise6", "silence_timeout",
+    "rtpengine",
 )  # fmt: skip
 
 
@@ -22,7 +23,10 @@ class RelaySettings:
     # and below the media applications' 30000-30999
     port_min: int = 20000
     port_max: int = 29999
-    advertise: str | None = None  # the address phones send media to (default: SIP's advertise)
+    # the addresses phones send media to, per family (default: SIP's advertised address of
+    # that family); IPv6 media is relayed when the server listens on IPv6 or advertise6 is set
+    advertise: str | None = None  # IPv4
+    advertise6: str | None = None  # IPv6
     silence_timeout: float = 60.0  # seconds without RTP in both directions: the call is ended
     # backend "rtpengine": where its ng control protocol listens (its --listen-ng)
     rtpengine: str = "udp:127.0.0.1:2223"
@@ -50,11 +54,16 @@ def parse_relay_settings(table: dict[str, object]) -> RelaySettings:
             not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
         ):
             raise ValueError("[media] silence_timeout must be a positive number of seconds")
-        if key == "advertise":
+        if key in ("advertise", "advertise6"):
+            version = 4 if key == "advertise" else 6
             try:
-                ipaddress.ip_address(str(value))
+                ip = ipaddress.ip_address(str(value))
             except ValueError:
-                raise ValueError("[media] advertise must be an IP address") from None
+                raise ValueError(f"[media] {key} must be an IPv{version} address") from None
+            if ip.version != version:
+                hint = " (an IPv6 address goes in advertise6)" if version == 4 else ""
+                raise ValueError(f"[media] {key} must be an IPv{version} address{hint}")
+            value = str(ip)
         if key == "rtpengine":
             try:
                 parse_ng_address(value)

@@ -16,11 +16,39 @@ source, now)`` and sends what it returns.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 Address = tuple[str, int]
+
+
+def peer_address(addr: tuple[object, ...]) -> Address:
+    """A datagram's source as ``(host, port)``: an IPv6 socket's 4-tuple (host, port, flow
+    info, scope) loses the last two, an IPv4-mapped IPv6 address (``::ffff:192.0.2.1``)
+    becomes the IPv4 one, and an IPv6 address is written in its one canonical form, so that
+    the same phone always compares equal (latching, RTCP after RTP)."""
+    return canonical_host(str(addr[0])), int(addr[1])  # type: ignore[call-overload]
+
+
+def canonical_host(host: str) -> str:
+    """An IP address in canonical form (IPv4-mapped IPv6 as IPv4, brackets dropped; a zone
+    ``%eth0`` kept); anything else unchanged."""
+    bare, zone, scope = host.strip("[]").partition("%")
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip) + zone + scope
+
+
+def is_ipv6(host: str) -> bool:
+    """Whether ``host`` (an IP address, perhaps in brackets) is an IPv6 one (an IPv4-mapped
+    IPv6 address counts as IPv4)."""
+    return ":" in canonical_host(host)
 
 
 class RelayFull(Exception):
@@ -390,6 +418,7 @@ class RelayTable:
         """The address the SDP named for a side: where to send before that side has latched."""
         call = self.calls[call_id]
         leg = call.a if side == "a" else call.b
+        address = (canonical_host(address[0]), address[1])
         if not leg.latched:
             leg.rtp_peer = address
         if not leg.rtcp_latched:

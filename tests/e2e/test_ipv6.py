@@ -4,14 +4,16 @@ one message is the point.
 
 What is checked: registration, calls between two IPv6 phones, an IPv4 phone calling an IPv6
 phone (the proxy sends each branch from the socket of the callee's family and names that
-address in its Via and Record-Route), a MESSAGE to an IPv6 phone, and the abuse cases: a
-`received` an IPv6 client writes itself does not redirect answers, and malformed IPv6
-references in the Request-URI, Via or Contact get 400.
+address in its Via and Record-Route), RTP of such a call through the media relay, which
+bridges the families, a MESSAGE to an IPv6 phone, and the abuse cases: a `received` an IPv6
+client writes itself does not redirect answers, and malformed IPv6 references in the
+Request-URI, Via or Contact get 400.
 """
 
 from __future__ import annotations
 
 import re
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 
 from .conftest import USERS
 from .harness import (
+    LOCALHOST,
     LOCALHOST6,
     SentRequest,
     Server,
@@ -28,9 +31,13 @@ from .harness import (
     SipMessage,
     SippResult,
     digest_response,
+    in_dialog,
+    next_request,
     pick_challenge,
+    reply,
     run_sipp_caller,
     start_sipp_callee,
+    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -207,6 +214,98 @@ def test_ipv6_options_over_tcp_answered(server: Server) -> None:
         req = c.request("OPTIONS", target, from_uri="sip:probe@[::1]", to_uri=target)
         resp = c.final_response(req)
         assert resp.status == 200, resp.raw
+
+
+def rtp(seq: int, ssrc: bytes) -> bytes:
+    return (
+        bytes([0x80, 8])
+        + seq.to_bytes(2, "big")
+        + (seq * 160).to_bytes(4, "big")
+        + ssrc
+        + (b"\xd5" * 160)
+    )
+
+
+def media_of(body: bytes) -> tuple[str, int]:
+    """The c= address (with its type) and the audio port of an SDP body."""
+    text = body.decode()
+    c = re.search(r"^c=IN (IP[46] \S+)\r$", text, re.M)
+    m = re.search(r"^m=audio (\d+) ", text, re.M)
+    assert c and m, text
+    return c.group(1), int(m.group(1))
+
+
+def test_rtp_between_an_ipv4_and_an_ipv6_phone_crosses_the_relay(server: Server) -> None:
+    """alice on 127.0.0.1 calls bob registered from [::1] (hand-driven phones, `relay =
+    "when_needed"`: different families are reason enough). bob's INVITE names the relay's
+    IPv6 address (c=IN IP6 ::1), alice's 200 its IPv4 one; RTP from each phone arrives at the
+    other from the relay port that phone sends to (symmetric RTP, over IPv6 on bob's side), and
+    the statistics the relay reports at the BYE count what crossed."""
+    sdp = "v=0\r\no=x 1 1 IN {t} {a}\r\ns=-\r\nc=IN {t} {a}\r\nt=0 0\r\n"
+    sdp += "m=audio {p} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
+    with (
+        SipClient(server.port, server_host=LOCALHOST6) as bob,
+        SipClient(server.port) as alice,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp_a,
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as rtp_b,
+    ):
+        rtp_a.bind((LOCALHOST, 0))
+        rtp_b.bind((LOCALHOST6, 0))
+        rtp_a.settimeout(0.5)
+        rtp_b.settimeout(0.5)
+        assert register(bob, server, "bob", f"sip:bob@[::1]:{bob.local_port}").status == 200
+        aor, me = f"sip:bob@{server.domain}", f"sip:alice@{server.domain}"
+        offer = sdp.format(t="IP4", a=LOCALHOST, p=rtp_a.getsockname()[1]).encode()
+        kw: dict[str, Any] = {"from_uri": me, "to_uri": aor, "body": offer,
+                              "content_type": "application/sdp"}  # fmt: skip
+        contact = ("Contact", f"<sip:alice@127.0.0.1:{alice.local_port}>")
+        first = alice.request("INVITE", aor, headers=[contact], **kw)
+        challenge = alice.final_response(first, 5)
+        auth = digest_response(pick_challenge(challenge, "MD5"), method="INVITE", uri=aor,
+                               username="alice", password=USERS["alice"])  # fmt: skip
+        inv = alice.request(
+            "INVITE", aor, call_id=first.call_id, from_tag=first.from_tag, cseq=2,
+            headers=[contact, ("Proxy-Authorization", auth)], **kw,
+        )  # fmt: skip
+        at_bob = next_request(bob, "INVITE")
+        relay6, port_b = media_of(at_bob.body)
+        assert relay6 == "IP6 ::1", at_bob.raw  # anchored: bob is told the relay's IPv6 port
+        answer = sdp.format(t="IP6", a=LOCALHOST6, p=rtp_b.getsockname()[1]).encode()
+        reply(bob, at_bob, "200 OK", f"Contact: <sip:bob@[::1]:{bob.local_port}>\r\n"
+              "Content-Type: application/sdp\r\n", answer)  # fmt: skip
+        ok = alice.final_response(inv, 5)
+        assert ok.status == 200, ok.raw
+        relay4, port_a = media_of(ok.body)
+        assert relay4 == "IP4 127.0.0.1", ok.raw
+        in_dialog(alice, "ACK", inv, ok, 2)
+
+        sent = {"a": 0, "b": 0}
+
+        def cross(seq: int) -> bool | None:
+            """One packet each way; True when both arrived from the relay's ports."""
+            rtp_a.sendto(rtp(seq, b"AAAA"), (LOCALHOST, port_a))
+            sent["a"] += 1
+            try:
+                data, src = rtp_b.recvfrom(2048)
+            except TimeoutError:
+                return None  # (the relay may not know bob's address yet: the next one)
+            assert data == rtp(seq, b"AAAA") and src[:2] == (LOCALHOST6, port_b), src
+            rtp_b.sendto(rtp(seq, b"BBBB"), (LOCALHOST6, port_b))
+            sent["b"] += 1
+            data, src = rtp_a.recvfrom(2048)
+            assert data == rtp(seq, b"BBBB") and src == (LOCALHOST, port_a), src
+            return True
+
+        wait_until(lambda: cross(1), 10, interval=0.0, what="RTP through the relay")
+        for seq in range(2, 21):
+            assert cross(seq), f"packet {seq} was lost on loopback"
+        bye = in_dialog(alice, "BYE", inv, ok, 3)
+        reply(bob, next_request(bob, "BYE"), "200 OK")
+        assert alice.final_response(bye, 5).status == 200
+    pattern = r"caller sent (\d+) packets.*callee sent (\d+) packets"
+    found = wait_until(lambda: re.search(pattern, server.log_text()), 10, what="media stats")
+    # (a first packet of alice's may have reached the relay before it knew bob's address)
+    assert 20 <= int(found.group(1)) <= sent["a"] and int(found.group(2)) == sent["b"] == 20
 
 
 # --------------------------------------------------------------------------------------------

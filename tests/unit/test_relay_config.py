@@ -21,6 +21,12 @@ def test_defaults_and_values() -> None:
     )  # fmt: skip
 
 
+def test_the_ipv6_relay_address_is_kept_in_canonical_form() -> None:
+    s = parse_relay_settings({"advertise": "192.0.2.1", "advertise6": "2001:DB8:0::10"})
+    assert (s.advertise, s.advertise6) == ("192.0.2.1", "2001:db8::10")
+    assert RelaySettings().advertise6 is None
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
@@ -30,7 +36,10 @@ def test_defaults_and_values() -> None:
         ({"port_max": True}, "port_max must be a port number"),
         ({"port_min": 40000, "port_max": 40001}, r"at least port_min \+ 3"),
         ({"silence_timeout": 0}, "silence_timeout must be a positive number"),
-        ({"advertise": "relay.example"}, "advertise must be an IP address"),
+        ({"advertise": "relay.example"}, "advertise must be an IPv4 address"),
+        ({"advertise": "2001:db8::1"}, r"IPv4 address \(an IPv6 address goes in advertise6\)"),
+        ({"advertise6": "192.0.2.1"}, "advertise6 must be an IPv6 address"),
+        ({"advertise6": "[2001:db8::1]"}, "advertise6 must be an IPv6 address"),
     ],
 )
 def test_bad_values_are_named(table: dict[str, object], message: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from heimbuero.media.relay_core import RelayFull, RelayTable
+from heimbuero.media.relay_core import RelayFull, RelayTable, canonical_host, peer_address
 
 A_PHONE = ("198.51.100.7", 40000)  # caller's NAT address
 B_PHONE = ("203.0.113.9", 50000)  # callee's NAT address
@@ -129,3 +129,41 @@ def test_silent_calls_are_reported_after_the_timeout() -> None:
     table.receive(call.a.port, rtp(1, 160), A_PHONE, 10.0)
     assert [c.call_id for c in table.silent(39.0)] == []
     assert [c.call_id for c in table.silent(40.0)] == ["c1"]
+
+
+def test_an_ipv6_phone_latches_and_a_call_bridges_the_families() -> None:
+    """Leg a faces an IPv6 phone, leg b an IPv4 one: the IPv6 source (as an IPv6 socket
+    reports it: host, port, flow info, scope) latches like an IPv4 one, media crosses in both
+    directions, and a stranger on IPv6 cannot take the stream."""
+    table = RelayTable(30000, 30011)
+    call = table.allocate("c1", now=0.0)
+    pa, pb = call.a.port, call.b.port
+    phone6 = peer_address(("2001:db8::7", 40000, 0, 0))
+    assert phone6 == ("2001:db8::7", 40000)
+    table.set_destination("c1", "b", B_PHONE)  # b's SDP address, as its signalling came from
+    assert table.receive(pa, rtp(1, 160), phone6, 0.02) == (pb, B_PHONE)
+    assert table.receive(pb, rtp(1, 160, b"BBBB"), B_PHONE, 0.02) == (pa, phone6)
+    stranger = peer_address(("2001:db8::66", 40000, 0, 0))
+    assert table.receive(pa, rtp(2, 320, b"EVIL"), stranger, 0.04) is None
+    # the same phone written otherwise (uncompressed, upper case) is the same source
+    same = peer_address(("2001:0DB8:0:0::7", 40000, 0, 0))
+    assert table.receive(pa, rtp(2, 320), same, 0.04) == (pb, B_PHONE)
+    # RTCP latches on port + 1 by source; its reply goes to b's RTCP port from the SDP
+    assert table.receive(pa + 1, rtcp_sr(), phone6, 0.05) == (pb + 1, (B_PHONE[0], 50001))
+    stats = table.delete("c1")
+    assert stats is not None and stats.stats()["a"]["packets"] == 2
+    assert stats.stats()["a"]["dropped"] == 1
+
+
+def test_source_addresses_are_compared_in_one_form() -> None:
+    assert peer_address(("::ffff:192.0.2.1", 5004, 0, 0)) == ("192.0.2.1", 5004)
+    assert peer_address(("198.51.100.7", 5004)) == ("198.51.100.7", 5004)
+    assert canonical_host("[2001:DB8::1]") == "2001:db8::1"
+    assert canonical_host("fe80::1%eth0") == "fe80::1%eth0"
+    assert canonical_host("relay.example") == "relay.example"
+    # an IPv6 destination from the SDP in another spelling is kept in the same form
+    table = RelayTable(30000, 30011)
+    call = table.allocate("c1", now=0.0)
+    table.set_destination("c1", "a", ("2001:DB8:0::7", 40000))
+    assert call.a.rtp_peer == ("2001:db8::7", 40000)
+    assert call.a.rtcp_peer == ("2001:db8::7", 40001)
