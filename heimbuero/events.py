@@ -59,15 +59,76 @@ class BindingChanged(Event):
         return {b.aor for b in self.added} | {b.aor for b in self.removed}
 
 
+# A routed call's record (what billing charges from) is written from the events below, by
+# `record` (CallRouting's number for it, unique in the process): CallOffered starts it, then
+# RoutedCallStep, RoutedCallAnswered, RoutedCallEnded change it; CallTransferred and
+# CallMediaMeasured go by Call-ID.
+
+
 @dataclass(frozen=True, slots=True)
 class CallOffered(Event):
-    """A call to a client number (or a call out) started: a routing plan rings."""
+    """A call to a client number (or a call out) started at `at`: a routing plan rings, and
+    its record `record` starts (`caller` as the call's From, `rule` the plan's rule)."""
 
     call_id: str
     number: str
     caller: str
     client: str | None
     rule: str | None
+    record: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedCallStep(Event):
+    """A routed call's plan moved on to step `step` (1-based) and rings somebody there."""
+
+    call_id: str
+    record: int
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedCallAnswered(Event):
+    """A routed call was answered at `at`: by `answered_by` (the plan's target as records show
+    it, "user:anna", "external:+49..."; "" when unknown), after `ring_seconds`, under `rule`."""
+
+    call_id: str
+    record: int
+    answered_by: str
+    ring_seconds: float
+    rule: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedCallEnded(Event):
+    """A routed call's record ends at `at` with `result` (a `CallResult` value) and
+    `end_reason` (a `CallEndReason` value). An unanswered call gives its `ring_seconds`, an
+    answered one its `talk_seconds` (the other is None: the record keeps what it has)."""
+
+    call_id: str
+    record: int
+    result: str
+    end_reason: str
+    ring_seconds: float | None = None
+    talk_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallTransferred(Event):
+    """The call `call_id` fulfils a transfer (a REFER the server approved) of the call
+    `from_call_id`: its record links the other, which ends `transferred`."""
+
+    call_id: str
+    from_call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallMediaMeasured(Event):
+    """The media relay's statistics of a call's audio (after the call ended), for its record:
+    `stats` per direction ("a": what the caller sent, "b": the callee), as the relay gives them."""
+
+    call_id: str
+    stats: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from heimbuero.events import (
     AgentStatusChanged,
     BindingChanged,
     CallEnded,
+    CallMediaMeasured,
     CallRinging,
     Event,
     EventBus,
@@ -58,6 +59,7 @@ from heimbuero.office.voicemail import changed_boxes, mailbox_owner, mailboxes
 from heimbuero.ops import logsetup
 from heimbuero.ops.runtime import Operations
 from heimbuero.ops.upgrade import upgrade_with_backup
+from heimbuero.services.callrecords import CallRecorder
 from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
@@ -141,64 +143,13 @@ INVOICE_SEND_RETRY = (
 )
 
 
-class _StoreCallLog:
-    """Call records queued as calls happen and written in batches off the event loop (every
-    PERSIST_INTERVAL and at stop), so no call waits for the database; overrides are rare and
-    written at once."""
+class _RoutingStore:
+    """What call routing reads and writes in the store itself: overrides are rare and written
+    at once; the talk time of calls out is read once per client and day (call records are
+    written by services/callrecords.py, from the bus)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._ops: list[tuple[str, int, dict[str, object]]] = []
-        self._next = 0
-        self._ids: dict[int, int] = {}  # our record number -> the store's id
-        self._open: set[int] = set()  # record numbers started, not ended (for metrics)
-        self.results: Counter[str] = Counter()  # ended calls by result (for metrics)
-
-    def call_started(
-        self, call_id: str, number: str, caller: str, at: datetime,
-        client: str | None, rule: str | None,
-    ) -> int:  # fmt: skip
-        self._next += 1
-        fields: dict[str, object] = {
-            "call_id": call_id, "number": number, "caller": caller[:200], "started_at": at,
-            "client": client, "rule": rule,
-        }  # fmt: skip
-        self._ops.append(("start", self._next, fields))
-        self._open.add(self._next)
-        return self._next
-
-    @property
-    def open_calls(self) -> int:
-        return len(self._open)
-
-    def call_media(self, call_id: str, stats: dict[str, object]) -> None:
-        """The media relay's statistics of a call, stored with its record (if it has one)."""
-        self._ops.append(("media", 0, {"call_id": call_id, "media": stats}))
-
-    def call_transferred(self, call_id: str, from_call_id: str) -> None:
-        """The call `call_id` was transferred from `from_call_id` (its record links the other,
-        which ends `transferred`)."""
-        self._ops.append(("transfer", 0, {"call_id": call_id, "from_call_id": from_call_id}))
-
-    def call_updated(self, record_id: int, **fields: object) -> None:
-        self._ops.append(("update", record_id, fields))
-        if "ended_at" in fields and record_id in self._open:
-            self._open.discard(record_id)
-            self.results[str(fields.get("result"))] += 1
-
-    def has_changes(self) -> bool:
-        return bool(self._ops)
-
-    def take(self) -> list[tuple[str, int, dict[str, object]]]:
-        ops, self._ops = self._ops, []
-        return ops
-
-    def write(self, ops: list[tuple[str, int, dict[str, object]]]) -> None:
-        """Apply queued operations in order, one transaction per batch (worker thread)."""
-        self.store.apply_call_log(ops, self._ids)
-        for kind, number, fields in ops:
-            if kind == "update" and "ended_at" in fields:
-                self._ids.pop(number, None)
 
     def external_talk_seconds(self, client: str, since: datetime) -> float:
         """Read once per client and day (by the caps of calls out), so a direct read."""
@@ -458,7 +409,8 @@ class Server:
         self._relay_dir: tempfile.TemporaryDirectory[str] | None = None
         # What the services need besides the core: the call records, the file links, the
         # messenger's operations for the store; the services themselves are built by the core.
-        self.call_log = _StoreCallLog(self.store)
+        self.call_records = CallRecorder(self.store)  # from the events of routed calls
+        self.call_records.subscribe(self.events)
         self.files = FileService(
             self.store, config.files_dir, config.files, public_base_url(config.http)
         )
@@ -509,7 +461,7 @@ class Server:
             ),  # fmt: skip
             dialogs=DialogSigner(secret),
             events=self.events,
-            calls=lambda core: CallRouting(core, self.call_log),
+            calls=lambda core: CallRouting(core, _RoutingStore(self.store)),
             trunks=TrunkRegistrations,
             presence=lambda core: PresenceServer(core, presence_settings),
             messages=lambda core: Messenger(
@@ -842,8 +794,8 @@ class Server:
                 break
 
     def _write_call_records(self) -> None:
-        if self.call_log.has_changes():
-            self.writer.call(functools.partial(self.call_log.write, self.call_log.take()))
+        if self.call_records.has_changes():
+            self.writer.call(functools.partial(self.call_records.write, self.call_records.take()))
 
     def _write_presence(self) -> None:
         if self.presence.has_changes():
@@ -955,7 +907,7 @@ class Server:
             "registered_users": sum(
                 1 for a in self.location.aors() if self.location.is_registered(a, now)
             ),
-            "calls_active": self.call_log.open_calls,
+            "calls_active": self.call_records.open_calls,
             "trunks": {t["trunk"]: t["state"] for t in self.trunks.status()},
             "version": __version__,
             "transactions": len(self.core.layer),
@@ -1353,7 +1305,7 @@ class Server:
         if quality[0] >= POOR_LOSS_PCT or quality[1] >= POOR_JITTER_MS:
             self.relay_totals["poor"] += 1
         if key.endswith("/0"):  # (the first media stream: the call's audio)
-            self.call_log.call_media(key[:-2], stats)
+            self.events.publish(CallMediaMeasured(time.time(), key[:-2], stats))
 
     def _agent_status(self, event: AgentStatusChanged) -> None:
         """An agent's new status counts at once: for team calls and presence (the office

@@ -132,11 +132,11 @@ class ServerCollector(Collector):
         )  # fmt: skip
         yield from gauge(
             "calls_active", "Routed calls started and not ended (ringing or talking)",
-            lambda: s.call_log.open_calls,
+            lambda: s.call_records.open_calls,
         )  # fmt: skip
         yield from labelled(
             "calls", "Routed calls ended, by result", "result",
-            lambda: dict(s.call_log.results), "counter",
+            lambda: dict(s.call_records.results), "counter",
         )  # fmt: skip
         yield from gauge(
             "relay_calls", "Calls whose audio goes through the media relay now",

@@ -1,9 +1,14 @@
 """Calls to client numbers: the office's RoutePlan executed by the proxy, feature codes from
-client phones, and a call record for every call (what billing charges from).
+client phones, and the events of every call's record (what billing charges from).
 
 `office.routing.route()` decides (pure); this module turns a plan's steps into SIP branches
 (users' registered devices, group members, the carrier trunk for external numbers) and keeps
 the call state routing needs: who is in a call, who answered last, the active overrides.
+
+Call records are not written from here: each change of a routed call is published as one
+event (`CallOffered`, `RoutedCallStep`, `RoutedCallAnswered`, `RoutedCallEnded`,
+`CallTransferred`), carrying the record's number this module counts, and the recorder
+(services/callrecords.py) subscribes to them.
 """
 
 from __future__ import annotations
@@ -34,7 +39,16 @@ from heimbuero.domain.model import (
     User,
     UserTarget,
 )
-from heimbuero.events import CallEnded, CallOffered, CallRinging, ProviderWarning
+from heimbuero.events import (
+    CallEnded,
+    CallOffered,
+    CallRinging,
+    CallTransferred,
+    ProviderWarning,
+    RoutedCallAnswered,
+    RoutedCallEnded,
+    RoutedCallStep,
+)
 from heimbuero.office.callpolicy import (
     cap_refusal,
     destination_refusal,
@@ -75,13 +89,10 @@ MAX_CALL_OUT_SECONDS = 8 * 3600  # a call out still counted after this lost its 
 STAFF = frozenset({"admin", "agent"})
 
 
-class CallLog(Protocol):
-    """Where call records and overrides are kept (the store, behind the server)."""
+class RoutingStore(Protocol):
+    """What call routing reads and writes in the store itself (behind the server): overrides
+    set by feature codes, and the talk time of a client's calls out (read once a day)."""
 
-    def call_started(self, call_id: str, number: str, caller: str, at: datetime,
-                     client: str | None, rule: str | None) -> int: ...  # fmt: skip
-    def call_updated(self, record_id: int, **fields: object) -> None: ...
-    def call_transferred(self, call_id: str, from_call_id: str) -> None: ...
     def override_changed(self, client: str, override: Override | None) -> None: ...
     def external_talk_seconds(self, client: str, since: datetime) -> float: ...
 
@@ -148,7 +159,9 @@ class PlanRun:
             targets.extend(self.calls.targets_for(t, self, now))
         if targets:
             self.rang = True
-            self.calls.log.call_updated(self.record_id, step=self.index + 1)
+            self.calls.core.events.publish(
+                RoutedCallStep(now, self.call_id, self.record_id, self.index + 1)
+            )
         return targets, float(step.timeout)
 
     def answered(self, target: Target, now: float) -> None:
@@ -170,10 +183,10 @@ class PlanRun:
             CallResult.BUSY if status in (486, 600) else
             CallResult.NO_ANSWER if status in (408, 480) else CallResult.FAILED
         )  # fmt: skip
-        self.calls.log.call_updated(
-            self.record_id, result=result, ended_at=_utc(now), ring_seconds=now - self.started,
-            end_reason=self.end_reason(status, cancelled, stopped, unheard),
-        )  # fmt: skip
+        reason = self.end_reason(status, cancelled, stopped, unheard)
+        self.calls.core.events.publish(RoutedCallEnded(
+            now, self.call_id, self.record_id, result, reason, ring_seconds=now - self.started,
+        ))  # fmt: skip
         if log.isEnabledFor(logging.INFO):
             _log_call(self.plan, result, "", now - self.started, 0.0)
 
@@ -211,10 +224,10 @@ class PlanRun:
 
 @dataclass
 class CallRouting:
-    """Routed calls, overrides and call records for the SIP core."""
+    """Routed calls and overrides for the SIP core; the events of their call records."""
 
     core: SipCore
-    log: CallLog
+    store: RoutingStore
     directory: Directory = field(default_factory=lambda: Directory(Provider(name="")))
     overrides: dict[str, Override] = field(default_factory=dict)
     active: dict[str, ActiveCall] = field(default_factory=dict)  # Call-ID -> answered call
@@ -239,11 +252,12 @@ class CallRouting:
     _trunk_peers: dict[str, tuple[Peer, ...]] = field(default_factory=dict)
     _trunk_at: dict[tuple[str, int], Trunk] = field(default_factory=dict)
     transfers: TransferBook = field(default_factory=TransferBook)  # approved REFERs
+    records: int = 0  # call records started (the last one's number)
 
     def __post_init__(self) -> None:
         self.paused = _paused(self.directory)
         self._index_trunks()
-        # Call records hear of a call's end from the bus (a BYE the proxy saw).
+        # A call's end comes from the bus (a BYE the proxy saw, or the server ended it).
         self.core.events.subscribe(CallEnded, self._on_call_ended)
 
     def _on_call_ended(self, event: CallEnded) -> None:
@@ -351,10 +365,7 @@ class CallRouting:
         a trunk; a call from a phone of ours (`caller_user`) has no outside caller number."""
         seen = caller if identity is None else identity
         plan = self.plan(number, now, seen if caller_user is None else None)
-        record_id = self.log.call_started(
-            call_id, number, caller, _utc(now), plan.client, plan.rule
-        )
-        self.core.events.publish(CallOffered(now, call_id, number, caller, plan.client, plan.rule))
+        record_id = self._offered(now, call_id, number, caller, plan.client, plan.rule)
         log.debug("call %s from %s to %s: %s", call_id, caller, number, plan.reason)
         return PlanRun(self, plan, call_id, caller, caller_user, record_id, now)
 
@@ -385,8 +396,7 @@ class CallRouting:
             steps=(Step((ExternalTarget(number),), DIAL_OUT_TIMEOUT),),
             reason=f"{user} dials out",
         )  # fmt: skip
-        record_id = self.log.call_started(call_id, number, caller, _utc(now), client, "dial-out")
-        self.core.events.publish(CallOffered(now, call_id, number, caller, client, "dial-out"))
+        record_id = self._offered(now, call_id, number, caller, client, "dial-out")
         log.info("call %s from %s out to %s (client %s)", call_id, user, number, client or "-")
         run = PlanRun(self, plan, call_id, caller, user, record_id, now)
         run.dial_out = True
@@ -543,7 +553,7 @@ class CallRouting:
         day, midnight = self._local_day(client_id, now)
         known = self.talk_today.get(client_id)
         if known is None or known[0] != day:
-            known = (day, self.log.external_talk_seconds(client_id, midnight))
+            known = (day, self.store.external_talk_seconds(client_id, midnight))
             self.talk_today[client_id] = known
         running = sum(  # calls out still counted (a stale one stops counting, see out_refusal)
             now - c.answered_at
@@ -553,6 +563,15 @@ class CallRouting:
         return known[1] + running
 
     # ------------------------------------------------------------------ call state
+
+    def _offered(self, now: float, call_id: str, number: str, caller: str,
+                 client: str | None, rule: str | None) -> int:  # fmt: skip
+        """A routing plan starts: the number of its new call record, published with it."""
+        self.records += 1
+        self.core.events.publish(
+            CallOffered(now, call_id, number, caller, client, rule, self.records)
+        )
+        return self.records
 
     def answered(
         self, run: PlanRun, user: str | None, label: RingTarget | None, now: float
@@ -571,10 +590,9 @@ class CallRouting:
             for group in self.directory.groups.values():
                 if user in group.members:
                     self.rr_last[group.name] = user
-        self.log.call_updated(
-            run.record_id, answered_by=text, answered_at=_utc(now),
-            ring_seconds=now - run.started, rule=run.plan.rule,
-        )  # fmt: skip
+        self.core.events.publish(
+            RoutedCallAnswered(now, run.call_id, run.record_id, text, ring, run.plan.rule)
+        )
 
     def on_bye(self, call_id: str, now: float, reason: str = CallEndReason.HANGUP) -> None:
         call = self.active.pop(call_id, None)
@@ -590,10 +608,9 @@ class CallRouting:
         result = CallResult.VOICEMAIL if voicemail else CallResult.ANSWERED
         if call.transferred:
             result = CallResult.TRANSFERRED
-        self.log.call_updated(
-            call.record_id, result=result, ended_at=_utc(now),
-            talk_seconds=now - call.answered_at, end_reason=reason,
-        )  # fmt: skip
+        self.core.events.publish(RoutedCallEnded(
+            now, call_id, call.record_id, result, reason, talk_seconds=now - call.answered_at
+        ))  # fmt: skip
         if call.plan is not None and log.isEnabledFor(logging.INFO):
             _log_call(call.plan, result, call.label, call.ring_seconds, now - call.answered_at)
 
@@ -687,11 +704,7 @@ class CallRouting:
             reason=f"{pending.referrer} transfers call {pending.call_id}",
         )  # fmt: skip
         caller = str(req.from_.uri)
-        record_id = self.log.call_started(req.call_id, plan.number, caller, _utc(now),
-                                          plan.client, plan.rule)  # fmt: skip
-        self.core.events.publish(
-            CallOffered(now, req.call_id, plan.number, caller, plan.client, plan.rule)
-        )
+        record_id = self._offered(now, req.call_id, plan.number, caller, plan.client, plan.rule)
         run = PlanRun(self, plan, req.call_id, caller, user, record_id, now)
         run.transfer = True
         self._transferred(pending, run, now)
@@ -699,7 +712,7 @@ class CallRouting:
 
     def _transferred(self, pending: PendingTransfer, run: PlanRun, now: float) -> None:
         """Link the new call's record to the original's; the original ends `transferred`."""
-        self.log.call_transferred(run.call_id, pending.call_id)
+        self.core.events.publish(CallTransferred(now, run.call_id, pending.call_id))
         original = self.active.get(pending.call_id)
         if original is not None:  # (else the referrer hung up first: the store marks it)
             original.transferred = True
@@ -827,7 +840,7 @@ class CallRouting:
             return 403, "Only the client's owner may change its forwarding"
         self.overrides = action.apply(self.overrides)
         self.overrides_version += 1
-        self.log.override_changed(client.id, self.overrides.get(client.id))
+        self.store.override_changed(client.id, self.overrides.get(client.id))
         log.info("feature code %s by %s: %s", action.code, user, action.text)
         return 603, action.text
 

@@ -1,7 +1,8 @@
 """Routed calls executed by the SIP core, sans-IO: a RoutePlan's steps become branches.
 
-The call log here is an in-memory recorder (a unit-test stand-in for the store); the same
-flows run through `heimbuero serve` with real SIPp peers in tests/e2e/test_routing.py.
+The call records here are kept by an in-memory subscriber of the call events (a unit-test
+stand-in for the server's recorder and store); the same flows run through `heimbuero serve`
+with real SIPp peers in tests/e2e/test_routing.py.
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from heimbuero.domain.model import (
     User,
     When,
 )
-from heimbuero.events import ProviderWarning
+from heimbuero.events import (
+    CallOffered,
+    CallTransferred,
+    EventBus,
+    ProviderWarning,
+    RoutedCallAnswered,
+    RoutedCallEnded,
+    RoutedCallStep,
+)
 from heimbuero.office.callpolicy import CallPolicy
 from heimbuero.services.calls import CallRouting
 from heimbuero.sip.message import Request, Response
@@ -40,28 +49,40 @@ TEAM_STEP = Step(("group:team",), 4)
 
 
 class Recorder:
-    """Keeps what the server would write to the store."""
+    """Keeps what the server would write to the store: the call records, from the events of
+    the bus (by the record's number), and what call routing writes and reads itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, events: EventBus) -> None:
         self.records: dict[int, dict[str, object]] = {}
         self.overrides: dict[str, Override | None] = {}
         self.talk_before = 0.0  # talk seconds of today's calls out already in the store
         self.talk_asked: datetime | None = None
+        events.subscribe(CallOffered, self.offered)
+        events.subscribe(RoutedCallStep, lambda e: self.records[e.record].update(step=e.step))
+        events.subscribe(RoutedCallAnswered, self.answered)
+        events.subscribe(RoutedCallEnded, self.ended)
+        events.subscribe(CallTransferred, self.transferred)
 
-    def call_started(self, call_id: str, number: str, caller: str, at: datetime,
-                     client: str | None, rule: str | None) -> int:  # fmt: skip
-        rid = len(self.records) + 1
-        self.records[rid] = {"call_id": call_id, "number": number, "caller": caller,
-                             "client": client, "rule": rule}  # fmt: skip
-        return rid
+    def offered(self, e: CallOffered) -> None:
+        self.records[e.record] = {"call_id": e.call_id, "number": e.number, "caller": e.caller,
+                                  "client": e.client, "rule": e.rule}  # fmt: skip
 
-    def call_updated(self, record_id: int, **fields: object) -> None:
-        self.records[record_id].update(fields)
+    def answered(self, e: RoutedCallAnswered) -> None:
+        self.records[e.record].update(answered_by=e.answered_by, answered_at=e.at,
+                                      ring_seconds=e.ring_seconds, rule=e.rule)  # fmt: skip
 
-    def call_transferred(self, call_id: str, from_call_id: str) -> None:
+    def ended(self, e: RoutedCallEnded) -> None:
+        record = self.records[e.record]
+        record.update(result=e.result, ended_at=e.at, end_reason=e.end_reason)
+        if e.ring_seconds is not None:
+            record["ring_seconds"] = e.ring_seconds
+        if e.talk_seconds is not None:
+            record["talk_seconds"] = e.talk_seconds
+
+    def transferred(self, e: CallTransferred) -> None:
         for record in self.records.values():
-            if record["call_id"] == call_id:
-                record["transferred_from"] = from_call_id
+            if record["call_id"] == e.call_id:
+                record["transferred_from"] = e.from_call_id
 
     def override_changed(self, client: str, override: Override | None) -> None:
         self.overrides[client] = override
@@ -99,7 +120,7 @@ def net(monkeypatch: pytest.MonkeyPatch) -> t.Net:
     monkeypatch.setitem(t.PASSWORDS, "mueller", "Hobel-Span-1987")
     monkeypatch.setitem(t.PASSWORDS, "eva", "Leim-Zwinge-2024")
     n = t.Net()
-    n.core.calls = CallRouting(n.core, Recorder())
+    n.core.calls = CallRouting(n.core, Recorder(n.core.events))
     n.core.calls.update(directory(OVERRIDE, WERKTAG), [])
     t.register(n, "mueller", MUELLER)
     t.register(n, "anna", ANNA)
@@ -108,7 +129,7 @@ def net(monkeypatch: pytest.MonkeyPatch) -> t.Net:
 
 def log(net: t.Net) -> Recorder:
     assert net.core.calls is not None
-    return net.core.calls.log  # type: ignore[return-value]
+    return net.core.calls.store  # type: ignore[return-value]
 
 
 def carrier_call(net: t.Net) -> tuple[Request, list]:

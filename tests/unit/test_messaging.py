@@ -26,13 +26,7 @@ CAROL = ("udp", "127.0.0.1", 42004)
 ERIN = ("udp", "127.0.0.1", 42005)
 
 
-class _CallLog:
-    def call_started(self, *a: object) -> int:
-        return 1
-
-    def call_updated(self, *a: object, **k: object) -> None:
-        return None
-
+class _RoutingStore:
     def override_changed(self, *a: object) -> None:
         return None
 
@@ -68,7 +62,7 @@ def make_net(**settings: Any) -> tuple[Net, Messenger, list[tuple[Any, ...]]]:
     net = Net()
     net.core.users._fetch = _account  # type: ignore[attr-defined]
     users = {n: User(n, r, BUSINESS.get(n)) for n, r in ROLES.items()}
-    net.core.calls = CallRouting(net.core, _CallLog(), Directory(Provider("p"), users=users))
+    net.core.calls = CallRouting(net.core, _RoutingStore(), Directory(Provider("p"), users=users))
     ops: list[tuple[Any, ...]] = []
     messenger = enable_messaging(net.core, MessagingSettings(**settings), ops.append, _Files())
     return net, messenger, ops

@@ -32,13 +32,7 @@ ERIN = ("udp", "127.0.0.1", 41005)
 _seq = itertools.count(1)
 
 
-class _Log:
-    def call_started(self, *a: object) -> int:
-        return 1
-
-    def call_updated(self, *a: object, **k: object) -> None:
-        return None
-
+class _RoutingStore:
     def override_changed(self, *a: object) -> None:
         return None
 
@@ -56,7 +50,7 @@ def make_net(**settings: object) -> Net:
     net = Net()
     net.core.users._fetch = _account  # type: ignore[attr-defined]
     users = {n: User(n, r, BUSINESS.get(n)) for n, r in ROLES.items()}
-    net.core.calls = CallRouting(net.core, _Log(), Directory(Provider("p"), users=users))
+    net.core.calls = CallRouting(net.core, _RoutingStore(), Directory(Provider("p"), users=users))
     enable_presence(net.core, PresenceSettings(**settings))  # type: ignore[arg-type]
     return net
 

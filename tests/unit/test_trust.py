@@ -37,7 +37,7 @@ def net(monkeypatch: pytest.MonkeyPatch) -> t.Net:
     monkeypatch.setitem(t.PASSWORDS, "anna", "Sonne-Regen-43")
     monkeypatch.setitem(t.PASSWORDS, "mueller", "Hobel-Span-1987")
     n = t.Net()
-    n.core.calls = CallRouting(n.core, c.Recorder())
+    n.core.calls = CallRouting(n.core, c.Recorder(n.core.events))
     n.core.calls.update(c.directory(MOBIL), [])
     t.register(n, "mueller", c.MUELLER)
     t.register(n, "anna", c.ANNA)
