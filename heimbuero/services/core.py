@@ -47,6 +47,7 @@ from heimbuero.sip.peer import Peer, address_key, host_text, same_address, split
 
 from .calls import CallRouting
 from .credentials import UserDirectory
+from .gruu import Gruus
 from .guard import Guard, GuardSettings, security_log_line
 from .location import Binding, LocationService
 from .messaging import Messenger
@@ -68,7 +69,8 @@ KNOWN_METHODS = frozenset(m.strip() for m in ALLOW.split(",")) | {"PUBLISH"}
 # RFC 3261 §16.8: Timer C MUST be greater than 3 minutes; a smaller setting is raised to this.
 TIMER_C_MIN = 181.0
 ACCEPT = "application/sdp"
-SUPPORTED = "path"  # option tags the server itself implements (RFC 3327 Path at the registrar)
+# option tags the server itself implements (RFC 3327 Path and RFC 5627 GRUU at the registrar)
+SUPPORTED = "path, gruu"
 _SUPPORTED_TAGS = frozenset(t.strip() for t in SUPPORTED.split(",") if t.strip())
 BRANCH_PREFIX = MAGIC_COOKIE + "hb"
 
@@ -181,7 +183,11 @@ class SipCore:
         self.auth = auth
         self.is_connected = is_connected
         self.layer = tx.TransactionLayer(settings.timers)
-        self.registrar = Registrar(settings.registrar, location, self._refuse_path_hop)
+        # GRUUs (RFC 5627): temporary ones are signed under the same secret as the dialogs
+        self.gruus = Gruus(settings.domain, self.dialogs.derive(b"gruu"))
+        self.registrar = Registrar(
+            settings.registrar, location, self._refuse_path_hop, gruus=self.gruus
+        )
         self.timers = _Timers()
         self.proxy = Proxy(self)
         self.timer_c = max(settings.invite_timeout, TIMER_C_MIN)

@@ -49,6 +49,7 @@ from heimbuero.sip.message import (
     parse_address,
 )
 
+from .gruu import Gruus
 from .location import Binding, LocationService, Peer
 
 MAX_PATH = 5  # Path entries kept per binding (one edge proxy needs one or two)
@@ -77,21 +78,29 @@ class RegisterResult:
 class Registrar:
     """Applies REGISTER requests to the location service."""
 
-    __slots__ = ("settings", "location", "refuse_hop")
+    __slots__ = ("settings", "location", "refuse_hop", "gruus")
 
     def __init__(
         self,
         settings: RegistrarSettings,
         location: LocationService,
         refuse_hop: Callable[[SipURI, Peer | None], str | None] = lambda uri, dest: None,
+        gruus: Gruus | None = None,
     ) -> None:
         self.settings = settings
         self.location = location
         # Why a Path entry may not be used (it names this server, or a carrier), or None.
         self.refuse_hop = refuse_hop
+        self.gruus = gruus  # RFC 5627: the GRUUs of bindings, for a UA that supports them
 
     def handle(self, req: Request, aor: str, source: Peer, now: float) -> RegisterResult:
         """Process a REGISTER for `aor` (the authenticated user) that came from `source`."""
+        result = self._handle(req, aor, source, now)
+        if result.status == 200 and self.gruus is not None and _supports(req, "gruu"):
+            add_gruus(result, self.gruus, self.location.lookup(aor, now))
+        return result
+
+    def _handle(self, req: Request, aor: str, source: Peer, now: float) -> RegisterResult:
         s = self.settings
         loc = self.location
         call_id = req.call_id
@@ -309,6 +318,18 @@ def path_hop(uri: SipURI, source: Peer) -> Peer | None:
     if not reachable_from(host, source[1]):
         return None
     return Peer(transport, host, port)
+
+
+def add_gruus(result: RegisterResult, gruus: Gruus, bindings: list[Binding]) -> None:
+    """RFC 5627 §5: each Contact of the 200 whose binding has an instance id gets its public
+    and temporary GRUU (the Contacts are those of `_ok`, in the order of `bindings`)."""
+    params = {f"<{b.contact}>": gruus.contact_params(b) for b in bindings}
+    for i, (name, value) in enumerate(result.headers):
+        if name == "Contact":
+            uri, sep, rest = value.partition(";")
+            extra = params.get(uri, "")
+            if extra:
+                result.headers[i] = (name, f"{uri}{extra}{sep}{rest}")
 
 
 def _supports(req: Request, tag: str) -> bool:
