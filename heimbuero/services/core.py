@@ -69,8 +69,7 @@ KNOWN_METHODS = frozenset(m.strip() for m in ALLOW.split(",")) | {"PUBLISH"}
 # RFC 3261 §16.8: Timer C MUST be greater than 3 minutes; a smaller setting is raised to this.
 TIMER_C_MIN = 181.0
 ACCEPT = "application/sdp"
-# option tags the server itself implements (RFC 3327 Path and RFC 5627 GRUU at the registrar)
-SUPPORTED = "path, gruu"
+SUPPORTED = "path"  # option tags the server itself implements (RFC 3327 Path at the registrar)
 _SUPPORTED_TAGS = frozenset(t.strip() for t in SUPPORTED.split(",") if t.strip())
 BRANCH_PREFIX = MAGIC_COOKIE + "hb"
 

@@ -322,7 +322,9 @@ def path_hop(uri: SipURI, source: Peer) -> Peer | None:
 
 def add_gruus(result: RegisterResult, gruus: Gruus, bindings: list[Binding]) -> None:
     """RFC 5627 §5: each Contact of the 200 whose binding has an instance id gets its public
-    and temporary GRUU (the Contacts are those of `_ok`, in the order of `bindings`)."""
+    and temporary GRUU (the Contacts are those of `_ok`), and the 200 says `Supported: gruu`
+    (only to a UA that asked for GRUUs: the others see the answer they always saw)."""
+    result.headers.append(("Supported", "gruu"))
     params = {f"<{b.contact}>": gruus.contact_params(b) for b in bindings}
     for i, (name, value) in enumerate(result.headers):
         if name == "Contact":
