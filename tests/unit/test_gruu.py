@@ -20,7 +20,18 @@ from heimbuero.sip.gruu import (
     public_gruu,
 )
 from heimbuero.sip.message import Request, Response, parse, parse_address, parse_uri
-from tests.unit.test_core import ALICE, BOB1, BOB2, DOMAIN, Net, ack_for, authorize, only, req
+from tests.unit.test_core import (
+    ALICE,
+    BOB1,
+    BOB2,
+    DOMAIN,
+    Net,
+    ack_for,
+    answer,
+    authorize,
+    only,
+    req,
+)
 
 UUID1 = "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
 UUID2 = "urn:uuid:0c2d4c1e-5b3a-4e3f-9d6e-2a9f4b7c8d01"
@@ -236,3 +247,30 @@ def test_temporary_gruu_ends_when_the_device_registers_anew() -> None:
     assert [m.status for m in only(call(net, temp1), Response)] == [480]
     out = call(net, pub1)
     assert [d for m, d in out if isinstance(m, Request)] == [BOB1]
+
+
+def test_a_phone_that_answers_with_its_gruu_as_contact_gets_the_in_dialog_requests() -> None:
+    """RFC 5627 §4.2: a phone puts its GRUU into the Contact of its dialogs. The GRUU names
+    no address, so the answer's Contact gets the signed alias like any NATed Contact, and the
+    caller's BYE to it reaches the phone, its Request-URI the GRUU again."""
+    net, ok1, _ = bobs_two_phones()
+    pub1, _ = gruus_of(ok1, BOB1)
+    out = call(net, pub1)
+    [(fwd, dest)] = [(m, d) for m, d in out if isinstance(m, Request)]
+    assert dest == BOB1
+    out = net.send(answer(fwd, 200, tag="b1", contact=pub1).serialize(), BOB1)
+    [ok] = only(out, Response)
+    contact = parse_address(ok.get("contact") or "").uri
+    assert contact.params.get("gr") == UUID1 and contact.params.get("alias")
+    bye = Request(
+        "BYE", str(contact),
+        [["via", "Via", f"SIP/2.0/UDP 127.0.0.1:{ALICE[2]};branch=z9hG4bKbye1;rport"],
+         ["route", "Route", ok.get("record-route") or ""],
+         ["from", "From", fwd.get("from") or ""],
+         ["to", "To", ok.get("to") or ""],
+         ["call-id", "Call-ID", fwd.call_id], ["cseq", "CSeq", "9 BYE"],
+         ["max-forwards", "Max-Forwards", "70"]],
+    )  # fmt: skip
+    out = net.send(bye.serialize(), ALICE)
+    [(fwd_bye, dest)] = [(m, d) for m, d in out if isinstance(m, Request) and m.method == "BYE"]
+    assert dest == BOB1 and fwd_bye.uri == pub1
