@@ -53,14 +53,14 @@ class Gruus:
         self.domain = domain
         self._signer = TempGruuSigner(key)
 
-    def contact_params(self, b: Binding) -> str:
-        """The GRUU parameters for the Contact of `b` in a 200 to REGISTER ("" when the binding
-        has no instance id)."""
-        instance = instance_id(b.instance)
-        if instance is None:
+    def contact_params(self, b: Binding, *, instance: bool = True) -> str:
+        """The GRUU parameters for the Contact of `b` in a 200 to REGISTER, with its
+        `+sip.instance` unless `instance` is False ("" when the binding has no instance id)."""
+        urn = instance_id(b.instance)
+        if urn is None:
             return ""
-        token = self._signer.make(b.aor, instance, b.call_id, b.cseq)
-        return contact_params(b.aor, self.domain, instance, token)
+        token = self._signer.make(b.aor, urn, b.call_id, b.cseq)
+        return contact_params(b.aor, self.domain, urn, token, with_instance=instance)
 
     @staticmethod
     def is_gruu(uri: SipURI) -> bool:

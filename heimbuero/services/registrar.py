@@ -325,13 +325,13 @@ def add_gruus(result: RegisterResult, gruus: Gruus, bindings: list[Binding]) -> 
     and temporary GRUU (the Contacts are those of `_ok`), and the 200 says `Supported: gruu`
     (only to a UA that asked for GRUUs: the others see the answer they always saw)."""
     result.headers.append(("Supported", "gruu"))
-    params = {f"<{b.contact}>": gruus.contact_params(b) for b in bindings}
+    by_uri = {f"<{b.contact}>": b for b in bindings}
     for i, (name, value) in enumerate(result.headers):
-        if name == "Contact":
-            uri, sep, rest = value.partition(";")
-            extra = params.get(uri, "")
-            if extra:
-                result.headers[i] = (name, f"{uri}{extra}{sep}{rest}")
+        uri, sep, rest = value.partition(">")
+        b = by_uri.get(uri + sep) if name == "Contact" else None
+        if b is not None:
+            extra = gruus.contact_params(b, instance="+sip.instance=" not in rest.lower())
+            result.headers[i] = (name, f"{uri}{sep}{extra}{rest}")
 
 
 def _supports(req: Request, tag: str) -> bool:

@@ -83,12 +83,15 @@ def temp_gruu(token: str, domain: str) -> str:
     return f"sip:{TEMP_PREFIX}{token}@{domain};{GR_PARAM}"
 
 
-def contact_params(user: str, domain: str, instance: str, token: str) -> str:
+def contact_params(
+    user: str, domain: str, instance: str, token: str, *, with_instance: bool = True
+) -> str:
     """The Contact parameters of a 200 to REGISTER for a binding of `instance` (RFC 5627 §5):
-    `;+sip.instance="<…>";pub-gruu="…";temp-gruu="…"`."""
+    `;+sip.instance="<…>";pub-gruu="…";temp-gruu="…"` (without the first when the Contact
+    carries its `+sip.instance` already)."""
+    own = f';+sip.instance="<{instance}>"' if with_instance else ""
     return (
-        f';+sip.instance="<{instance}>"'
-        f';pub-gruu="{public_gruu(user, domain, instance)}"'
+        f'{own};pub-gruu="{public_gruu(user, domain, instance)}"'
         f';temp-gruu="{temp_gruu(token, domain)}"'
     )
 

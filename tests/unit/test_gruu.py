@@ -10,7 +10,7 @@ import pytest
 
 from heimbuero.services.gruu import Gruus
 from heimbuero.services.location import LocationService
-from heimbuero.services.registrar import Registrar, RegistrarSettings
+from heimbuero.services.registrar import RegisterResult, Registrar, RegistrarSettings, add_gruus
 from heimbuero.sip.gruu import (
     TEMP_PREFIX,
     TempGruuSigner,
@@ -157,6 +157,22 @@ def test_without_supported_gruu_or_instance_the_200_is_unchanged() -> None:
     assert [v for n, v in r.headers if n == "Contact"] == [
         "<sip:anna@203.0.113.7:40125>;expires=3600"
     ]
+
+
+def test_gruu_params_follow_a_contact_uri_with_parameters_and_no_instance_twice() -> None:
+    reg, gruus = make()
+    tcp = f'<sip:anna@203.0.113.7:40123;transport=tcp;ob>;+sip.instance="<{UUID1}>"'
+    r = reg.handle(register([tcp]), "anna", SRC, 0.0)
+    [(_, value)] = [(n, v) for n, v in r.headers if n == "Contact"]
+    params = parse_address(value).params
+    assert parse_address(value).uri.params == {"transport": "tcp", "ob": None}
+    assert params["pub-gruu"] == f'"sip:anna@{DOMAIN};gr={UUID1}"' and params["expires"]
+    # a Contact the registrar already gave its +sip.instance does not get a second one
+    echoed = f'<sip:anna@203.0.113.7:40123;transport=tcp;ob>;expires=60;+sip.instance="<{UUID1}>"'
+    result = RegisterResult(200, "OK", [("Contact", echoed)], [], [])
+    add_gruus(result, gruus, reg.location.lookup("anna", 0.0))
+    assert result.headers[0][1].count("+sip.instance") == 1
+    assert "pub-gruu=" in result.headers[0][1]
 
 
 # ---- the proxy: a request for a GRUU reaches that device only ---------------------------------
