@@ -47,6 +47,7 @@ from heimbuero.sip.peer import Peer, address_key, host_text, same_address, split
 
 from .calls import CallRouting
 from .credentials import UserDirectory
+from .gruu import Gruus
 from .guard import Guard, GuardSettings, security_log_line
 from .location import Binding, LocationService
 from .messaging import Messenger
@@ -181,7 +182,11 @@ class SipCore:
         self.auth = auth
         self.is_connected = is_connected
         self.layer = tx.TransactionLayer(settings.timers)
-        self.registrar = Registrar(settings.registrar, location, self._refuse_path_hop)
+        # GRUUs (RFC 5627): temporary ones are signed under the same secret as the dialogs
+        self.gruus = Gruus(settings.domain, self.dialogs.derive(b"gruu"))
+        self.registrar = Registrar(
+            settings.registrar, location, self._refuse_path_hop, gruus=self.gruus
+        )
         self.timers = _Timers()
         self.proxy = Proxy(self)
         self.timer_c = max(settings.invite_timeout, TIMER_C_MIN)

@@ -44,6 +44,7 @@ from heimbuero.sip.message import (
 from heimbuero.sip.peer import Peer
 from heimbuero.sip.selection import best_response
 
+from .location import Binding
 from .registrar import reachable_from
 
 if TYPE_CHECKING:
@@ -296,13 +297,21 @@ class Proxy:
             core.respond(txn, 404, now)
             return
         aor = uri.user.lower()
+        only: Callable[[Binding], bool] | None = None
+        if core.gruus.is_gruu(uri):  # RFC 5627: one device of the user, never the others
+            gruu = core.gruus.resolve(uri)
+            if isinstance(gruu, tuple):
+                core.respond(txn, gruu[0], now, reason=gruu[1])
+                return
+            aor, only = gruu.aor, gruu.matches
         if core.users.get(aor, now) is None:
             core.respond(txn, 404, now)
             return
-        if not core.location.lookup(aor, now):
-            core.respond(txn, 480, now, reason="Temporarily Unavailable: no device registered")
+        if not any(only is None or only(b) for b in core.location.lookup(aor, now)):
+            reason = "no device registered" if only is None else "GRUU not registered"
+            core.respond(txn, 480, now, reason=f"Temporarily Unavailable: {reason}")
             return
-        targets = self.device_targets(aor, now)
+        targets = self.device_targets(aor, now, only)
         if uri.scheme == "sips":
             targets = [t for t in targets if t[1][0] == "tls"]  # RFC 5630: TLS to the end
             if not targets:
@@ -313,14 +322,18 @@ class Proxy:
             return
         self._fork(txn, targets, req.method in DIALOG_METHODS, now)
 
-    def device_targets(self, aor: str, now: float) -> list[DeviceTarget]:
-        """Each registered device of `aor` that can be reached: where the registrar decided to
-        reach it (`registrar.reach_address`: NAT detection; `registrar.path_hop`: the first hop
-        of its Path), or, when that connection is gone, the address its Contact (its first Path
-        entry) names, if that is reachable."""
+    def device_targets(
+        self, aor: str, now: float, only: Callable[[Binding], bool] | None = None
+    ) -> list[DeviceTarget]:
+        """Each registered device of `aor` (those `only` accepts: a GRUU's) that can be
+        reached: where the registrar decided to reach it (`registrar.reach_address`: NAT
+        detection; `registrar.path_hop`: the first hop of its Path), or, when that connection
+        is gone, the address its Contact (its first Path entry) names, if that is reachable."""
         core = self.core
         targets: list[DeviceTarget] = []
         for b in core.location.lookup(aor, now):
+            if only is not None and not only(b):
+                continue
             dest = b.received
             if dest.reliable and not core.is_connected(dest):
                 # The connection is gone: try the address its Contact (or edge proxy) names.

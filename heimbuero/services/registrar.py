@@ -49,6 +49,7 @@ from heimbuero.sip.message import (
     parse_address,
 )
 
+from .gruu import Gruus
 from .location import Binding, LocationService, Peer
 
 MAX_PATH = 5  # Path entries kept per binding (one edge proxy needs one or two)
@@ -77,21 +78,29 @@ class RegisterResult:
 class Registrar:
     """Applies REGISTER requests to the location service."""
 
-    __slots__ = ("settings", "location", "refuse_hop")
+    __slots__ = ("settings", "location", "refuse_hop", "gruus")
 
     def __init__(
         self,
         settings: RegistrarSettings,
         location: LocationService,
         refuse_hop: Callable[[SipURI, Peer | None], str | None] = lambda uri, dest: None,
+        gruus: Gruus | None = None,
     ) -> None:
         self.settings = settings
         self.location = location
         # Why a Path entry may not be used (it names this server, or a carrier), or None.
         self.refuse_hop = refuse_hop
+        self.gruus = gruus  # RFC 5627: the GRUUs of bindings, for a UA that supports them
 
     def handle(self, req: Request, aor: str, source: Peer, now: float) -> RegisterResult:
         """Process a REGISTER for `aor` (the authenticated user) that came from `source`."""
+        result = self._handle(req, aor, source, now)
+        if result.status == 200 and self.gruus is not None and _supports(req, "gruu"):
+            add_gruus(result, self.gruus, self.location.lookup(aor, now))
+        return result
+
+    def _handle(self, req: Request, aor: str, source: Peer, now: float) -> RegisterResult:
         s = self.settings
         loc = self.location
         call_id = req.call_id
@@ -309,6 +318,20 @@ def path_hop(uri: SipURI, source: Peer) -> Peer | None:
     if not reachable_from(host, source[1]):
         return None
     return Peer(transport, host, port)
+
+
+def add_gruus(result: RegisterResult, gruus: Gruus, bindings: list[Binding]) -> None:
+    """RFC 5627 §5: each Contact of the 200 whose binding has an instance id gets its public
+    and temporary GRUU (the Contacts are those of `_ok`), and the 200 says `Supported: gruu`
+    (only to a UA that asked for GRUUs: the others see the answer they always saw)."""
+    result.headers.append(("Supported", "gruu"))
+    by_uri = {f"<{b.contact}>": b for b in bindings}
+    for i, (name, value) in enumerate(result.headers):
+        uri, sep, rest = value.partition(">")
+        b = by_uri.get(uri + sep) if name == "Contact" else None
+        if b is not None:
+            extra = gruus.contact_params(b, instance="+sip.instance=" not in rest.lower())
+            result.headers[i] = (name, f"{uri}{sep}{extra}{rest}")
 
 
 def _supports(req: Request, tag: str) -> bool:

@@ -74,6 +74,11 @@ class DialogSigner:
         # A key of its own, so that nothing signed here can stand in for a digest nonce.
         self._key = hashlib.sha256(b"heimbuero dialog tokens\0" + secret).digest()
 
+    def derive(self, purpose: bytes) -> bytes:
+        """A key of its own for another kind of token (e.g. b"gruu") under the same secret:
+        replaced together with the dialog tokens' key, never usable as that key."""
+        return hmac.new(self._key, b"derive\0" + purpose, hashlib.sha256).digest()
+
     def _mac(self, kind: bytes, *fields: str, size: int) -> bytes:
         msg = kind + b"\0" + "\0".join(fields).encode("utf-8", "surrogateescape")
         return hmac.new(self._key, msg, hashlib.sha256).digest()[:size]

@@ -5,11 +5,16 @@ Route. Without `Supported: path` (most desk phones) the Path is stored and used,
 
 Abuse: a Path is the registering user's own claim; one naming a carrier trunk (toll fraud: calls
 to the user would leave through the trunk) or the server itself is refused, as is an oversize
-one, and a request that names the edge in a Route of its own is not relayed to it."""
+one, and a request that names the edge in a Route of its own is not relayed to it.
+
+GRUU (RFC 5627), the registrar's other extension: a phone with two instances gets a public and
+a temporary GRUU for each in the 200, a call to one of them rings that device only, and a
+temporary GRUU the server did not make is refused."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +36,11 @@ def register(
     *,
     supported: str | None = "path",
     expires: int = 300,
+    contact_params: str = "",
 ) -> SipMessage:
     aor = f"sip:{user}@{DOMAIN}"
-    headers = [("Contact", f"<sip:{user}@127.0.0.1:{c.local_port}>"), ("Expires", str(expires))]
+    contact = f"<sip:{user}@127.0.0.1:{c.local_port}>{contact_params}"
+    headers = [("Contact", contact), ("Expires", str(expires))]
     headers += [("Path", p) for p in path]
     if supported is not None:
         headers.append(("Supported", supported))
@@ -52,9 +59,10 @@ def register(
     return c.final_response(second, 5)
 
 
-def invite(c: SipClient, caller: str, callee: str) -> Any:
-    """An authenticated INVITE from `caller` to `callee` (the final answer is not awaited)."""
-    ruri = f"sip:{callee}@{DOMAIN}"
+def invite(c: SipClient, caller: str, callee: str, ruri: str | None = None) -> Any:
+    """An authenticated INVITE from `caller` to `callee` (to `ruri` when given: a GRUU of
+    the callee's); the final answer is not awaited."""
+    ruri = ruri or f"sip:{callee}@{DOMAIN}"
     kw: dict[str, Any] = {
         "from_uri": f"sip:{caller}@{DOMAIN}",
         "to_uri": ruri,
@@ -203,3 +211,47 @@ def test_route_naming_the_edge_in_a_request_is_not_relayed(server: Server) -> No
         )  # fmt: skip
         assert final.status == 403, final.summary()
         assert edge.messages(QUIET) == []
+
+
+# ---- GRUU (RFC 5627) ---------------------------------------------------------------------------
+
+
+def test_gruu_reaches_only_its_instance_and_a_forged_one_nothing(server: Server) -> None:
+    """bob's desk phone and softphone register with their instance ids and `Supported: gruu`:
+    each Contact in the 200 carries its pub-gruu and temp-gruu; alice's call to the
+    softphone's public GRUU rings the softphone only, and a temp GRUU alice made up is 404."""
+    uuids = ("urn:uuid:6e0c3c44-8f1b-4b5e-9a53-0d6c2a1f7e01",
+             "urn:uuid:6e0c3c44-8f1b-4b5e-9a53-0d6c2a1f7e02")  # fmt: skip
+    with SipClient(server.port) as desk, SipClient(server.port) as soft:
+        gruus: dict[str, tuple[str, str]] = {}
+        for phone, uuid in zip((desk, soft), uuids, strict=True):
+            ok = register(phone, "bob", USERS["bob"], [], supported="gruu",
+                          contact_params=f';+sip.instance="<{uuid}>"')  # fmt: skip
+            assert ok.status == 200, ok.summary()
+            [mine] = [c for c in ok.header_values("Contact") if f":{phone.local_port}>" in c]
+            pub = re.search(r'pub-gruu="([^"]+)"', mine)
+            temp = re.search(r'temp-gruu="([^"]+)"', mine)
+            assert pub is not None and temp is not None, mine
+            gruus[uuid] = (pub.group(1), temp.group(1))
+        pub_soft, temp_soft = gruus[uuids[1]]
+        assert pub_soft == f"sip:bob@{DOMAIN};gr={uuids[1]}"
+        assert temp_soft.startswith("sip:tgruu.") and temp_soft.endswith(f"@{DOMAIN};gr")
+        assert uuids[1] not in temp_soft and temp_soft != gruus[uuids[0]][1]
+        with SipClient(server.port) as alice:
+            first = invite(alice, "alice", "bob", ruri=pub_soft)
+            arrived = soft.recv(5)
+            assert arrived is not None and arrived.start_line.startswith("INVITE "), arrived
+            assert arrived.start_line.split()[1] == f"sip:bob@127.0.0.1:{soft.local_port}"
+            assert desk.recv(QUIET) is None  # not forked to bob's other phone
+            token = temp_soft.split("@")[0].removeprefix("sip:tgruu.")
+            forged = temp_soft.replace(token, token[::-1])
+            _, final = alice.authenticated_request(
+                "INVITE", forged, username="alice", password=USERS["alice"],
+                from_uri=f"sip:alice@{DOMAIN}", to_uri=forged,
+                headers=[("Contact", f"<sip:alice@127.0.0.1:{alice.local_port}>")],
+            )  # fmt: skip
+            assert final.status == 404, final.summary()
+            assert desk.recv(QUIET) is None
+            # the softphone hears only retransmissions of the first call
+            while (late := soft.recv(0.1)) is not None:
+                assert late.header("Call-ID") == first.call_id, late.summary()
