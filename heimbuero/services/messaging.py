@@ -252,6 +252,14 @@ class Messenger:
         req = txn.request
         self.stats["received"] += 1
         recipient = (req.ruri.user or "").lower()
+        if core.gruus.is_gruu(req.ruri):
+            # RFC 5627: a GRUU names one device of a user; the messenger keeps one conversation
+            # per user, so a message to a GRUU is its user's (every device and the portal).
+            gruu = core.gruus.resolve(req.ruri)
+            if isinstance(gruu, tuple):
+                core.respond(txn, gruu[0], now, reason=gruu[1])
+                return
+            recipient = gruu.aor
         ctype = req.get("content-type") or ""
         try:
             body = self._decoded(req)

@@ -14,7 +14,7 @@ from heimbuero.services.calls import CallRouting
 from heimbuero.services.credentials import Account
 from heimbuero.services.messaging import MessagingSettings, Messenger, enable_messaging
 from heimbuero.sip.auth import ha1
-from heimbuero.sip.message import Request, Response, parse
+from heimbuero.sip.message import Request, Response, parse, parse_address
 
 PASSWORDS.update({"carol": "Blume-Stein-11", "dave": "Baum-Wurzel-22", "erin": "Fluss-Kiesel-33"})
 ROLES = {"alice": "agent", "bob": "agent", "carol": "client", "dave": "employee", "erin": "client"}
@@ -413,3 +413,38 @@ def test_display_report_reads_back_as_a_displayed_report_for_the_message() -> No
         display_report(
             "x", "sip:bob@office.test\r\nTo: <sip:eve@x>", "sip:a@x", "r", datetime.now(UTC)
         )
+
+
+def test_a_message_to_a_gruu_is_its_users_a_forged_one_reaches_nobody() -> None:
+    """RFC 5627 GRUUs name one device; the messenger keeps one conversation per user, so a
+    MESSAGE to one of bob's GRUUs goes to bob (every device), as to his address. A temporary
+    GRUU the server did not make is 404."""
+    uuids = ("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+             "urn:uuid:0c2d4c1e-5b3a-4e3f-9d6e-2a9f4b7c8d01")  # fmt: skip
+    for which in ("pub-gruu", "temp-gruu"):
+        net, _, _ = make_net()
+        gruus = []
+        for src, uuid in zip((BOB1, BOB2), uuids, strict=True):
+            r = req("REGISTER", f"sip:{DOMAIN}", src, "bob", f"sip:bob@{DOMAIN}",
+                    extra=["Supported: gruu"])  # fmt: skip
+            r.set("Contact", f'<sip:bob@{src[1]}:{src[2]}>;+sip.instance="<{uuid}>"')
+            [(challenge, _)] = net.send(r.serialize(), src)
+            [(okay, _)] = net.send(authorize(r, challenge, "bob").serialize(), src)
+            assert isinstance(okay, Response) and okay.status == 200
+            [mine] = [a for a in map(parse_address, okay.get_all("contact"))
+                      if a.uri.port == src[2]]  # fmt: skip
+            gruus.append((mine.params[which] or "").strip('"'))
+        r = req("MESSAGE", gruus[0], ALICE, "alice", gruus[0],
+                extra=["Content-Type: text/plain"])  # fmt: skip
+        r.body = b"Diktat ist fertig"
+        [(challenge, _)] = net.send(r.serialize(), ALICE)
+        out = net.send(authorize(r, challenge, "alice", "Proxy-Authorization").serialize(), ALICE)
+        assert sorted(d for _, d in messages(out)) == [BOB1, BOB2], which
+        assert all(m.body == b"Diktat ist fertig" for m, _ in messages(out))
+    token = gruus[0].split("@")[0]
+    forged = gruus[0].replace(token, token[:-3] + ("AAA" if token[-3:] != "AAA" else "BBB"))
+    r = req("MESSAGE", forged, ALICE, "alice", forged, extra=["Content-Type: text/plain"])
+    r.body = b"x"
+    [(challenge, _)] = net.send(r.serialize(), ALICE)
+    out = net.send(authorize(r, challenge, "alice", "Proxy-Authorization").serialize(), ALICE)
+    assert [m.status for m in responses(out)] == [404] and messages(out) == []
