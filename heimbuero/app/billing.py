@@ -374,11 +374,12 @@ class Billing:
         return self._rating(uow, client)
 
     def _meter(self, uow: UnitOfWork, rating: _Rating, source_kind: str, source_id: str,
-               at: datetime, facts: dict[str, Any]) -> int:  # fmt: skip
+               at: datetime, facts: dict[str, Any], *, unread: bool = False) -> int:  # fmt: skip
         """Store a reading of the client of `rating` (from `_meter_rating` in this unit of
-        work) and rate it (unless an invoice took it); the number of lines."""
+        work) and rate it (unless an invoice took it); the number of lines. `unread`: this
+        unit of work found that the source has no reading yet (so it is not looked up)."""
         client, info = rating.client, rating.info
-        old = uow.billing.reading(source_kind, source_id)
+        old = None if unread else uow.billing.reading(source_kind, source_id)
         if old is not None and uow.billing.invoiced(old.id):
             log.warning("billing: %s %s is invoiced already; new facts ignored",
                         source_kind, source_id)  # fmt: skip
@@ -405,7 +406,8 @@ class Billing:
             # metering at once wait for each other instead of deadlocking. Each client is
             # locked, and its settings, time zone and tariffs read, once for all its records:
             # this runs in the server's writer thread, and every query costs the event loop
-            # time (the GIL), where an SQLite query is all CPU
+            # time (the GIL), where an SQLite query is all CPU. The records have no reading:
+            # unmetered_calls read that in this unit of work, which holds the write lock.
             rating: _Rating | None = None
             for r in sorted(rows, key=lambda r: r.client or ""):
                 facts = {"result": r.result, "answered_by": r.answered_by,
@@ -413,7 +415,8 @@ class Billing:
                 assert r.client is not None
                 if rating is None or rating.client != r.client:
                     rating = self._meter_rating(uow, r.client)
-                self._meter(uow, rating, "call_record", str(r.id), as_utc(r.started_at), facts)
+                self._meter(uow, rating, "call_record", str(r.id), as_utc(r.started_at), facts,
+                            unread=True)  # fmt: skip
             return len(rows)
 
     def on_note(self, event: CallNoteTaken) -> None:
