@@ -50,6 +50,7 @@ from heimbuero.billing.tariff import (
     BUNDESLAENDER_DEFAULT,
     CallFacts,
     Tariff,
+    TariffAssignment,
     TariffError,
     Usage,
     month_statement,
@@ -140,6 +141,17 @@ class _ClientInfo:
     id: str
     timezone: str
     bundesland: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Rating:
+    """What rating a client's readings needs, read once per unit of work: the billing
+    settings, the client's time zone and Bundesland, and its tariff assignments."""
+
+    client: str
+    settings: BillingSettings
+    info: _ClientInfo
+    assignments: list[TariffAssignment]
 
 
 class Billing:
@@ -339,29 +351,45 @@ class Billing:
         bl = getattr(c, "bundesland", None) or settings.default_bundesland
         return _ClientInfo(c.id, getattr(c, "timezone", None) or "Europe/Berlin", bl)
 
-    def _rate(self, uow: UnitOfWork, reading: Reading) -> list[Usage]:
+    def _rating(self, uow: UnitOfWork, client: str) -> _Rating:
         settings = self._settings(uow.billing)
-        info = self._client(uow, reading.client, settings)
-        local_day = reading.at.astimezone(ZoneInfo(info.timezone)).date()
-        tariff = tariff_on(uow.billing.assignments(reading.client), local_day)
+        return _Rating(
+            client, settings, self._client(uow, client, settings), uow.billing.assignments(client)
+        )
+
+    def _rate(
+        self, uow: UnitOfWork, reading: Reading, rating: _Rating | None = None
+    ) -> list[Usage]:
+        r = rating if rating is not None else self._rating(uow, reading.client)
+        local_day = reading.at.astimezone(ZoneInfo(r.info.timezone)).date()
+        tariff = tariff_on(r.assignments, local_day)
         if tariff is None:
             return []
-        return rate_reading(reading, tariff, info.bundesland, info.timezone, settings)
+        return rate_reading(reading, tariff, r.info.bundesland, r.info.timezone, r.settings)
 
-    def _meter(self, uow: UnitOfWork, client: str, source_kind: str, source_id: str,
-               at: datetime, facts: dict[str, Any]) -> int:  # fmt: skip
-        """Store a reading and rate it (unless an invoice took it); the number of lines."""
+    def _meter_rating(self, uow: UnitOfWork, client: str) -> _Rating:
+        """Lock the client for this unit of work, then read what rating its readings needs
+        (a tariff assigned meanwhile waits for the lock, so none is missed)."""
         uow.billing.lock_client(client)
-        settings = self._settings(uow.billing)
-        info = self._client(uow, client, settings)
-        old = uow.billing.reading(source_kind, source_id)
+        return self._rating(uow, client)
+
+    def _meter(self, uow: UnitOfWork, rating: _Rating, source_kind: str, source_id: str,
+               at: datetime, facts: dict[str, Any], *, unread: bool = False) -> int:  # fmt: skip
+        """Store a reading of the client of `rating` (from `_meter_rating` in this unit of
+        work) and rate it (unless an invoice took it); the number of lines. `unread`: this
+        unit of work found that the source has no reading yet (so it is not looked up)."""
+        client, info = rating.client, rating.info
+        old = None if unread else uow.billing.reading(source_kind, source_id)
         if old is not None and uow.billing.invoiced(old.id):
             log.warning("billing: %s %s is invoiced already; new facts ignored",
                         source_kind, source_id)  # fmt: skip
             return 0
         month = _month_of(at, info.timezone)
-        reading = uow.billing.record(client, month, source_kind, source_id, as_utc(at), facts)
-        lines = len(uow.billing.replace_usage(reading, self._rate(uow, reading)))
+        new = old is None
+        reading = uow.billing.record(client, month, source_kind, source_id, as_utc(at), facts,
+                                     new=new)  # fmt: skip
+        usage = self._rate(uow, reading, rating)
+        lines = len(uow.billing.replace_usage(reading, usage, new=new))
         self._after_commit(
             uow,
             UsageMetered(
@@ -375,12 +403,20 @@ class Billing:
         with self.store.unit_of_work() as uow:
             rows = uow.billing.unmetered_calls(limit)
             # clients locked in one order (their records' order kept within each): two nodes
-            # metering at once wait for each other instead of deadlocking
+            # metering at once wait for each other instead of deadlocking. Each client is
+            # locked, and its settings, time zone and tariffs read, once for all its records:
+            # this runs in the server's writer thread, and every query costs the event loop
+            # time (the GIL), where an SQLite query is all CPU. The records have no reading:
+            # unmetered_calls read that in this unit of work, which holds the write lock.
+            rating: _Rating | None = None
             for r in sorted(rows, key=lambda r: r.client or ""):
                 facts = {"result": r.result, "answered_by": r.answered_by,
                          "talk_seconds": float(r.talk_seconds or 0.0)}  # fmt: skip
                 assert r.client is not None
-                self._meter(uow, r.client, "call_record", str(r.id), as_utc(r.started_at), facts)
+                if rating is None or rating.client != r.client:
+                    rating = self._meter_rating(uow, r.client)
+                self._meter(uow, rating, "call_record", str(r.id), as_utc(r.started_at), facts,
+                            unread=True)  # fmt: skip
             return len(rows)
 
     def on_note(self, event: CallNoteTaken) -> None:
@@ -399,7 +435,8 @@ class Billing:
     def _meter_event(self, client: str, kind: str, sid: str, at: float,
                      facts: dict[str, Any]) -> None:  # fmt: skip
         with self.store.unit_of_work() as uow:
-            self._meter(uow, client, kind, sid, datetime.fromtimestamp(at, UTC), facts)
+            rating = self._meter_rating(uow, client)
+            self._meter(uow, rating, kind, sid, datetime.fromtimestamp(at, UTC), facts)
 
     def meters(self) -> list[tuple[type[Event], Callable[[Any], None]]]:
         """The billable events and the handler that rates each (blocking: store writes)."""

@@ -132,14 +132,15 @@ class BillingRepository(Repository):
         return None if row is None else _reading(row)
 
     def record(self, client: str, month: str, source_kind: str, source_id: str, at: datetime,
-               facts: dict[str, Any]) -> Reading:  # fmt: skip
-        """Store (or replace the facts of) the reading of one source."""
-        row = self._session.scalars(
+               facts: dict[str, Any], *, new: bool = False) -> Reading:  # fmt: skip
+        """Store (or replace the facts of) the reading of one source; `new`: the caller read
+        in this transaction that the source has no reading yet (one query fewer)."""
+        row = None if new else self._session.scalars(
             select(MeterReadingRow).where(
                 MeterReadingRow.source_kind == source_kind,
                 MeterReadingRow.source_id == source_id,
             )
-        ).first()
+        ).first()  # fmt: skip
         if row is None:
             row = MeterReadingRow(client=client, month=month, source_kind=source_kind,
                                   source_id=source_id, at=at, facts=facts)  # fmt: skip
@@ -187,13 +188,17 @@ class BillingRepository(Repository):
             is not None
         )
 
-    def replace_usage(self, reading: Reading, lines: Iterable[Usage]) -> list[int]:
-        """The usage lines of a reading, replacing its earlier (uninvoiced) ones."""
-        self._session.execute(
-            delete(UsageLineRow).where(
-                UsageLineRow.reading_id == reading.id, UsageLineRow.invoice_id.is_(None)
+    def replace_usage(
+        self, reading: Reading, lines: Iterable[Usage], *, new: bool = False
+    ) -> list[int]:
+        """The usage lines of a reading, replacing its earlier (uninvoiced) ones; `new`: the
+        reading was stored in this transaction, so it has none (one query fewer)."""
+        if not new:
+            self._session.execute(
+                delete(UsageLineRow).where(
+                    UsageLineRow.reading_id == reading.id, UsageLineRow.invoice_id.is_(None)
+                )
             )
-        )
         rows = [
             UsageLineRow(
                 reading_id=reading.id,

@@ -109,6 +109,28 @@ def test_calls_and_events_become_usage_lines_with_their_source(app: App) -> None
     assert [x["quantity"] for x in lines if x["kind"] == "normzeilen"] == ["40"]
 
 
+def test_one_round_rates_each_clients_records_by_that_clients_tariff(app: App) -> None:
+    # the meter reads a client's settings and tariffs once per round: records of two clients,
+    # interleaved, each rated (or not: schulz has no tariff) as that client's
+    store = app.billing.store
+    ids: dict[str, list[int]] = {"mueller": [], "schulz": []}
+    for i in range(6):
+        client = ("mueller", "schulz")[i % 2]
+        at = datetime(2026, 12, 1, 9, i, tzinfo=UTC)
+        ids[client].append(_call(store, at, "user:anna", 90, client=client))
+    assert app.billing.meter_calls() == 6
+    assert app.billing.meter_calls() == 0
+    lines = app.billing.usage(OWNER, "mueller", "2026-12")["lines"]
+    assert sorted({x["source_id"] for x in lines}) == sorted(str(i) for i in ids["mueller"])
+    assert [x["amount"] for x in lines] == [85, 40] * 3
+    assert app.billing.usage(OTHER, "schulz", "2026-12")["lines"] == []
+    # rated again under a tariff assigned later: lines replace the (empty) old ones
+    app.billing.assign(ADMIN, "schulz", "Handwerk S", date(2026, 1, 1))
+    got = app.billing.usage(OTHER, "schulz", "2026-12")["lines"]
+    assert sorted({x["source_id"] for x in got}) == sorted(str(i) for i in ids["schulz"])
+    assert len(got) == 6
+
+
 def test_recompute_after_a_tariff_correction_but_never_an_invoiced_line(app: App) -> None:
     store = app.billing.store
     first = _call(store, datetime(2026, 12, 1, 9, 0, tzinfo=UTC), "user:anna", 90)
