@@ -29,6 +29,7 @@ from heimbuero.net.mail import Mailer
 from heimbuero.office import accounts, callpolicy, directory
 from heimbuero.ops import logsetup
 from heimbuero.sip.locate import is_address
+from heimbuero.sip.peer import host_port
 from heimbuero.store import SchemaError, Store, StoreError
 from heimbuero.store.records import CallRecord, audio_quality
 
@@ -854,7 +855,7 @@ def _trunk_changes(args: argparse.Namespace) -> dict[str, Any]:
 
 def _trunk_where(t: Trunk) -> str:
     if t.port:
-        return f"{t.host}:{t.port}"
+        return host_port(t.host, t.port)  # an IPv6 address in brackets: [2001:db8::1]:5060
     return f"{t.host} (DNS NAPTR)" if t.transport == "auto" else f"{t.host} (DNS SRV)"
 
 

@@ -638,8 +638,8 @@ def sip_ping(
 ) -> SipMessage | None:
     """One OPTIONS to the server itself over UDP: its final response, or None after `timeout`."""
     with SipClient(port, server_host=host) as c:
-        target = ruri or f"sip:{host}:{port}"
-        req = c.request("OPTIONS", target, from_uri=f"sip:probe@{host}", to_uri=target)
+        target = ruri or f"sip:{bracket(host)}:{port}"
+        req = c.request("OPTIONS", target, from_uri=f"sip:probe@{bracket(host)}", to_uri=target)
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             msg = c.recv(left)
@@ -804,7 +804,9 @@ class Server:
         # gives every server of the run a new database in one shared temporary cluster; a
         # server listening beyond loopback may run in a test's network namespace, where
         # 127.0.0.1 is not the cluster's: it reaches the cluster by its unix socket
-        self.database_url = database_url or run_store_url(via_socket=listen_host != LOCALHOST)
+        self.database_url = database_url or run_store_url(
+            via_socket=listen_host not in (LOCALHOST, LOCALHOST6)
+        )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "server.log"
@@ -845,6 +847,11 @@ class Server:
     def address(self) -> str:
         """host:port to send SIP to."""
         return f"{LOCALHOST}:{self.port}"
+
+    @property
+    def ping_host(self) -> str:
+        """Where readiness is checked: 127.0.0.1, or ::1 for a server on IPv6 alone."""
+        return LOCALHOST6 if ":" in self.listen_host else LOCALHOST
 
     @property
     def address6(self) -> str:
@@ -1002,7 +1009,10 @@ class Server:
                     f"heimbuero serve exited with code {code} before it was ready\n"
                     + self.log_text()
                 )
-            last = sip_ping(self.port, ruri=f"sip:{self.domain}", timeout=0.3) or last
+            last = (
+                sip_ping(self.port, host=self.ping_host, ruri=f"sip:{self.domain}", timeout=0.3)
+                or last
+            )
             if (
                 last is not None
                 and last.status == 200
@@ -1012,8 +1022,8 @@ class Server:
                 return
         got = f"last answer: {last.start_line}" if last else "no answer"
         raise HarnessError(
-            f"heimbuero serve not ready on udp:{self.address} within {timeout} s ({got})\n"
-            + self.log_text()
+            f"heimbuero serve not ready on udp:{bracket(self.ping_host)}:{self.port} within "
+            f"{timeout} s ({got})\n" + self.log_text()
         )
 
     def alive(self) -> bool:
@@ -1570,7 +1580,8 @@ class Baresip:
         account_params: str = "",
     ) -> None:
         """`contacts`: lines of baresip's contacts file (`"Bob" <sip:bob@D>;presence=p2p`).
-        `host`: the address SIP and RTP use (a home network's, inside a test's namespace);
+        `host`: the address SIP and RTP use (a home network's, inside a test's namespace;
+        ::1 for a phone on IPv6, which then reaches the server at [::1]);
         `server_address`: host:port of the server as the phone reaches it;
         `audio_source`: e.g. `aufile,FILE.wav` (48 kHz stereo S16LE, like the ausine default);
         `extra_config`: more lines of baresip's config (e.g. `module sndfile.so`);
@@ -1610,7 +1621,7 @@ class Baresip:
         (self.dir / "config").write_text(
             "\n".join(
                 [
-                    f"sip_listen\t\t{self.host}:{self.sip_port}",
+                    f"sip_listen\t\t{bracket(self.host)}:{self.sip_port}",
                     f"net_interface\t\t{self.host}",  # media on the same address
                     f"rtp_ports\t\t{self.rtp_range}",
                     "audio_player\t\taufile,/dev/null",
@@ -1636,9 +1647,13 @@ class Baresip:
                 ]
             )
         )
-        server = self.server_address or self.server.address
+        # a phone on IPv6 reaches the server at [::1]
+        server = self.server_address or (
+            self.server.address6 if ":" in self.host else self.server.address
+        )
         if self.transport == "tls":
-            server = f"{LOCALHOST}:{self.server.tls_port}"
+            host = bracket(LOCALHOST6) if ":" in self.host else LOCALHOST
+            server = f"{host}:{self.server.tls_port}"
         (self.dir / "accounts").write_text(
             f"<sip:{self.user}@{self.domain};transport={self.transport}>;auth_pass={self.password};"
             f'outbound="sip:{server};transport={self.transport}";regint={self.regint};'

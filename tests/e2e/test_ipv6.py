@@ -8,40 +8,57 @@ address in its Via and Record-Route), RTP of such a call through the media relay
 bridges the families, a MESSAGE to an IPv6 phone, and the abuse cases: a `received` an IPv6
 client writes itself does not redirect answers, and malformed IPv6 references in the
 Request-URI, Via or Contact get 400.
+
+A second server listens on IPv6 alone (udp, tcp and tls on [::1], the demo office, its trunk
+at a carrier on [::1]): two baresip phones register over TLS on ::1 and call each other; a
+phone calls out through the trunk to a SIPp carrier on ::1, and the carrier's call from its
+address on ::1 is taken as the trunk's and rings the client number's agents.
 """
 
 from __future__ import annotations
 
 import re
 import socket
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
-from .conftest import USERS
+from .conftest import DOMAIN, USERS
 from .harness import (
     LOCALHOST,
     LOCALHOST6,
+    Baresip,
     SentRequest,
     Server,
     SipClient,
     SipMessage,
     SippResult,
     digest_response,
+    free_port,
     in_dialog,
     next_request,
     pick_challenge,
     reply,
     run_sipp_caller,
+    sipp_received,
     start_sipp_callee,
+    start_sipp_uas,
     wait_until,
 )
 
 pytestmark = pytest.mark.e2e
 sipp = pytest.mark.peers("sipp")
+
+SCHULZ_NUMBER = "+49301234567"  # the demo client schulz's number: rings the group team
+
+
+class Office6(NamedTuple):
+    server: Server
+    carrier_port: int  # the trunk's address: udp [::1]:carrier_port
 
 
 @pytest.fixture
@@ -72,7 +89,7 @@ def register(client: SipClient, server: Server, user: str, contact: str) -> SipM
         "REGISTER",
         f"sip:{server.domain}",
         username=user,
-        password=USERS[user],
+        password=server.users[user],
         from_uri=f"sip:{user}@{server.domain}",
         to_uri=f"sip:{user}@{server.domain}",
         headers=[("Contact", f"<{contact}>"), ("Expires", "300")],
@@ -381,3 +398,126 @@ def test_malformed_ipv6_reference_gets_400(
         resp = c.recv(3.0)
         assert resp is not None, f"no answer to a malformed {where}"
         assert resp.status == 400, resp.raw
+
+
+# --------------------------------------------------------------------------------------------
+# a server on IPv6 alone: TLS phones and a trunk
+
+
+@pytest.fixture(scope="module")
+def office6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office6]:
+    """heimbuero serve with `listen` on udp and tcp [::1]:P and tls [::1]:P2 only (no IPv4
+    socket for SIP), the demo office, its trunk moved to a carrier on [::1]:CARRIER_PORT.
+
+    The certificate `init` makes names the listen addresses of config.toml: with IPv6 alone
+    there, the certificate is made again (removed, `init` once more) and names ::1."""
+    srv = Server(
+        tmp_path_factory.mktemp("ipv6only"), domain=DOMAIN, demo=True, listen_host=LOCALHOST6,
+        transports=("udp", "tcp", "tls"),
+    )  # fmt: skip
+    srv.prepare()
+    data = ("--data", str(srv.data_dir))
+    srv.set_sip_option("listen", srv.sip_listen.split(","))
+    srv.tls_cert.unlink()
+    srv.tls_cert.with_suffix(".key").unlink()
+    made = srv.cli("init", *data).stdout
+    assert f"created  {srv.tls_cert} (self-signed for {DOMAIN}, ::1)" in made, made
+    carrier_port = free_port()
+    srv.cli("trunk", "remove", "carrier", *data)
+    srv.cli("trunk", "add", "carrier6", "--address", f"[::1]:{carrier_port}", *data)
+    listed = srv.cli("trunk", "list", *data).stdout
+    assert f"udp:[::1]:{carrier_port}" in listed, listed
+    with srv:
+        yield Office6(srv, carrier_port)
+
+
+@pytest.mark.peers("baresip")
+def test_baresip_phones_register_and_call_over_tls_on_ipv6_only(
+    office6: Office6, tmp_path: Path
+) -> None:
+    """anna and ben, two baresip phones on ::1, register over TLS at [::1]:P2 (trusting the
+    certificate init wrote, which names ::1: a Python TLS client verifies it for that address);
+    anna calls ben, ben hangs up. The server has no IPv4 SIP socket: every message of the call
+    went over IPv6 and TLS."""
+    srv = office6.server
+    assert srv.tls_port is not None
+    with SipClient(
+        srv.tls_port, transport="tls", server_host=LOCALHOST6, cafile=srv.tls_cert
+    ) as probe:
+        assert isinstance(probe.sock, ssl.SSLSocket)
+        assert probe.sock.getpeername()[0] == LOCALHOST6
+    phones = {
+        name: Baresip(
+            tmp_path,
+            user=name,
+            password=srv.demo_passwords[name],
+            server=srv,
+            transport="tls",
+            host=LOCALHOST6,
+            answermode=mode,
+        )
+        for name, mode in (("anna", "manual"), ("ben", "auto"))
+    }
+    with phones["anna"] as anna, phones["ben"] as ben:
+        anna.wait_registered()
+        ben.wait_registered()
+        for name in phones:
+            assert re.search(
+                rf"registered user={name} contact=sip:{name}\S*@\[::1\]:\d+;transport=tls "
+                r"source=tls:\[::1\]:",
+                srv.log_text(),
+            ), srv.log_text()
+        anna.command("dial", f"sip:ben@{DOMAIN}")
+        anna.wait_for_event("CALL_ESTABLISHED", timeout=15)
+        ben.wait_for_event("CALL_ESTABLISHED", timeout=15)
+        ben.command("hangup")
+        anna.wait_for_event("CALL_CLOSED", timeout=15)
+        ben.wait_for_event("CALL_CLOSED", timeout=15)
+
+
+@sipp
+def test_ipv6_trunk_carries_calls_out_and_in(office6: Office6, tmp_path: Path) -> None:
+    """Out: mueller (a SIPp phone on ::1) dials a mobile number; the call goes through the
+    trunk to the SIPp carrier on [::1]:CARRIER_PORT, which answers; BYE ends it. In: the carrier
+    calls schulz's number from that address: no challenge (the trunk's inbound-auth is by
+    address, compared as an IPv6 address) and the agent anna, registered from ::1, rings;
+    the same call from another port of ::1 is challenged."""
+    srv, port = office6
+    with start_sipp_uas(
+        tmp_path, "carrier", port=port, scenario="uas_answer.xml", local_ip=LOCALHOST6,
+        keys={"contact_host": f"[::1]:{port}"}, service="carrier", timeout=30,
+    ) as carrier:  # fmt: skip
+        caller = run_sipp_caller(
+            tmp_path, srv, user="mueller", password=srv.demo_passwords["mueller"],
+            callee="01702222222", local_ip=LOCALHOST6, extra=["-d", "200"],
+        )  # fmt: skip
+        caller.check()
+        got = carrier.wait(20).check()
+    [invite] = sipp_received(got, "INVITE")
+    assert invite.start_line.startswith("INVITE sip:+491702222222@[::1]:"), invite.raw
+    assert invite.header_values("Via")[0].startswith(f"SIP/2.0/UDP [::1]:{srv.port};"), invite.raw
+
+    with (
+        SipClient(srv.port, server_host=LOCALHOST6) as anna,
+        SipClient(srv.port, server_host=LOCALHOST6) as stranger,
+        SipClient(srv.port, server_host=LOCALHOST6, local_port=port) as trunk,
+    ):
+        ok = register(anna, srv, "anna", f"sip:anna@[::1]:{anna.local_port}")
+        assert ok.status == 200, ok.raw
+        ruri = f"sip:{SCHULZ_NUMBER}@{DOMAIN}"
+        kw: dict[str, Any] = {"from_uri": "sip:+4930999888@[::1]", "to_uri": ruri}
+        # the same call from another port of ::1 is not the trunk's: challenged, nobody rings
+        refused = stranger.final_response(stranger.request("INVITE", ruri, **kw), 5)
+        assert refused.status == 407, refused.raw
+        assert anna.recv(0.3) is None
+        contact = ("Contact", f"<sip:+4930999888@[::1]:{port}>")
+        inv = trunk.request("INVITE", ruri, headers=[contact], **kw)
+        ringing = next_request(anna, "INVITE")
+        assert ringing.start_line.startswith(f"INVITE sip:anna@[::1]:{anna.local_port}")
+        reply(anna, ringing, "200 OK", f"Contact: <sip:anna@[::1]:{anna.local_port}>\r\n")
+        answered = trunk.final_response(inv, 5)
+        assert answered.status == 200, answered.raw  # not 401/407: the trunk's own call
+        in_dialog(trunk, "ACK", inv, answered, inv.cseq)
+        bye = in_dialog(trunk, "BYE", inv, answered, inv.cseq + 1)
+        reply(anna, next_request(anna, "BYE"), "200 OK")
+        assert trunk.final_response(bye, 5).status == 200

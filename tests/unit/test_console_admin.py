@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from heimbuero.domain.model import Client, VipCaller
+from heimbuero.domain.model import Client, Trunk, VipCaller
 from heimbuero.office import accounts
 from heimbuero.office.demo import seed_demo
 from heimbuero.store import Store
@@ -266,6 +266,16 @@ def test_admin_users_shows_users_devices_groups_trunks_numbers_tokens(office: An
                  "sip:anna@127.0.0.1:5071", "Test-Phone/1.0", "UDP 127.0.0.1:5071"):  # fmt: skip
         assert text in page.replace("&lt;", "<").replace("&gt;", ">"), text
     assert secret not in page
+
+
+def test_admin_users_writes_an_ipv6_trunk_address_in_brackets(office: Any) -> None:
+    app, pw, store = office
+    store.add_trunk(Trunk(name="carrier6", host="2001:db8::7", port=5060, transport="udp",
+                          prefixes=("+49",)))  # fmt: skip
+    with TestClient(app()) as http:
+        _login(http, "admin", pw["admin"])
+        page = http.get("/admin/users").text
+    assert "UDP [2001:db8::7]:5060" in page and "UDP 127.0.0.1:5090" in page
 
 
 def test_admin_calls_filter_page_and_export(office: Any) -> None:
