@@ -118,10 +118,12 @@ POOR_JITTER_MS = 30.0
 def audio_quality(media: dict[str, Any] | None) -> tuple[float, float] | None:
     """The worst packet loss (%) and jitter (ms) over both directions of a call's audio: per
     direction the worse of what the relay counted and what the receiving phone reported in
-    RTCP (which also covers the way from the relay to it). None: no statistics."""
+    RTCP (which also covers the way from the relay to it). None: no statistics, or none that
+    knows loss or jitter (rtpengine counts neither; without the phones' RTCP they are unknown)."""
     if not isinstance(media, dict) or not media:
         return None
     loss = jitter = 0.0
+    known = False
     for side in media.values():
         if not isinstance(side, dict):
             continue
@@ -129,16 +131,19 @@ def audio_quality(media: dict[str, Any] | None) -> tuple[float, float] | None:
             if not isinstance(seen, dict):
                 continue
             pct = _number(seen.get("loss_pct"))
-            if pct is None:  # (records from before loss_pct: lost of lost + received)
+            if pct is None and "loss_pct" not in seen:  # (records from before loss_pct)
                 lost, packets = _number(seen.get("lost")) or 0.0, _number(seen.get("packets"))
                 pct = (
                     100.0 * lost / (lost + packets)
                     if packets is not None and lost + packets
                     else 0.0
                 )
-            loss = max(loss, pct)
-            jitter = max(jitter, _number(seen.get("jitter_ms")) or 0.0)
-    return round(loss, 1), round(jitter, 1)
+            seen_jitter = _number(seen.get("jitter_ms"))
+            if pct is not None or seen_jitter is not None:  # (None: this count is unknown)
+                known = True
+            loss = max(loss, pct or 0.0)
+            jitter = max(jitter, seen_jitter or 0.0)
+    return (round(loss, 1), round(jitter, 1)) if known else None
 
 
 def _number(value: object) -> float | None:
