@@ -27,7 +27,9 @@ ng flags (what the built-in relay does): symmetric RTP with latching on the firs
 (rtpengine's default); the SDP's address is trusted only when it is the address the
 signalling came from, otherwise rtpengine starts from the signalling's source address;
 ``origin`` and ``session-connection`` are replaced; ICE is removed; RTCP-mux stays as offered.
-At the end of a call ``delete`` answers the call's statistics for its record; a call that
+At the end of a call ``delete`` answers the call's statistics for its record (see
+:func:`call_stats`: rtpengine counts packets and bytes; loss and jitter only as the phones
+report them in RTCP, else they are unknown); a call that
 rtpengine forgot (its own timeout: no media) is found by a ``query`` every few seconds and
 ended like a call the built-in relay reports silent.
 """

@@ -130,19 +130,19 @@ def audio_quality(media: dict[str, Any] | None) -> tuple[float, float] | None:
         for seen in (side, side.get("reported")):
             if not isinstance(seen, dict):
                 continue
-            pct = _number(seen.get("loss_pct"))
-            if pct is None and "loss_pct" not in seen:  # (records from before loss_pct)
+            if "loss_pct" not in seen:  # (records from before loss_pct: lost of lost + received)
                 lost, packets = _number(seen.get("lost")) or 0.0, _number(seen.get("packets"))
-                pct = (
+                pct: float | None = (
                     100.0 * lost / (lost + packets)
                     if packets is not None and lost + packets
                     else 0.0
                 )
-            seen_jitter = _number(seen.get("jitter_ms"))
-            if pct is not None or seen_jitter is not None:  # (None: this count is unknown)
+            else:  # (null: not counted, as rtpengine counts no loss or jitter of its own)
+                pct = None if seen["loss_pct"] is None else _number(seen["loss_pct"]) or 0.0
+            if pct is not None or seen.get("jitter_ms") is not None:
                 known = True
             loss = max(loss, pct or 0.0)
-            jitter = max(jitter, seen_jitter or 0.0)
+            jitter = max(jitter, _number(seen.get("jitter_ms")) or 0.0)
     return (round(loss, 1), round(jitter, 1)) if known else None
 
 
