@@ -1281,27 +1281,35 @@ class Server:
 
     def _media_stats(self, key: str, stats: dict[str, Any]) -> None:
         def side(s: dict[str, Any]) -> str:
+            def known(key: str, d: dict[str, Any]) -> object:
+                value = d.get(key, 0)
+                return "unknown" if value is None else value  # (rtpengine: not counted)
+
             text = (
-                f"{s.get('packets', 0)} packets, {s.get('lost', 0)} lost "
-                f"({s.get('loss_pct', 0)} %), {s.get('dropped', 0)} dropped, "
-                f"jitter {s.get('jitter_ms', 0)} ms"
+                f"{s.get('packets', 0)} packets, {known('lost', s)} lost "
+                f"({known('loss_pct', s)} %), {s.get('dropped', 0)} dropped, "
+                f"jitter {known('jitter_ms', s)} ms"
             )
             reported = s.get("reported")
             if isinstance(reported, dict):
                 text += (
-                    f" (the other phone reported {reported.get('loss_pct', 0)} % lost, "
-                    f"jitter {reported.get('jitter_ms', 0)} ms)"
+                    f" (the other phone reported {reported.get('lost', 0)} lost, "
+                    f"{reported.get('loss_pct', 0)} %, jitter {reported.get('jitter_ms', 0)} ms)"
                 )
             return text
 
-        quality = audio_quality(stats) or (0.0, 0.0)
-        log.info("media of %s: loss %.1f %%, jitter %.1f ms (the worse direction); caller "
-                 "sent %s; callee sent %s", key, quality[0], quality[1],
-                 side(stats.get("a") or {}), side(stats.get("b") or {}))  # fmt: skip
+        known = audio_quality(stats)
+        quality = known or (0.0, 0.0)
+        worse = (
+            f"loss {quality[0]:.1f} %, jitter {quality[1]:.1f} ms" if known
+            else "loss and jitter unknown"
+        )  # fmt: skip
+        log.info("media of %s: %s (the worse direction); caller sent %s; callee sent %s", key,
+                 worse, side(stats.get("a") or {}), side(stats.get("b") or {}))  # fmt: skip
         for direction in stats.values():
-            self.relay_totals["packets"] += int(direction.get("packets", 0))
-            self.relay_totals["lost"] += int(direction.get("lost", 0))
-            self.relay_totals["expected"] += int(direction.get("expected", 0))
+            self.relay_totals["packets"] += int(direction.get("packets") or 0)
+            self.relay_totals["lost"] += int(direction.get("lost") or 0)  # (None: unknown)
+            self.relay_totals["expected"] += int(direction.get("expected") or 0)
         if quality[0] >= POOR_LOSS_PCT or quality[1] >= POOR_JITTER_MS:
             self.relay_totals["poor"] += 1
         if key.endswith("/0"):  # (the first media stream: the call's audio)

@@ -27,7 +27,9 @@ ng flags (what the built-in relay does): symmetric RTP with latching on the firs
 (rtpengine's default); the SDP's address is trusted only when it is the address the
 signalling came from, otherwise rtpengine starts from the signalling's source address;
 ``origin`` and ``session-connection`` are replaced; ICE is removed; RTCP-mux stays as offered.
-At the end of a call ``delete`` answers the call's statistics for its record; a call that
+At the end of a call ``delete`` answers the call's statistics for its record (see
+:func:`call_stats`: rtpengine counts packets and bytes; loss and jitter only as the phones
+report them in RTCP, else they are unknown); a call that
 rtpengine forgot (its own timeout: no media) is found by a ``query`` every few seconds and
 ended like a call the built-in relay reports silent.
 """
@@ -320,27 +322,41 @@ class RtpengineRelay:
                     break
 
 
-def call_stats(reply: dict[str, Any], caller_tag: str) -> dict[str, dict[str, float | int]]:
+def call_stats(reply: dict[str, Any], caller_tag: str) -> dict[str, dict[str, Any]]:
     """rtpengine's ``delete``/``query`` answer as the built-in relay's statistics: ``a`` what
-    the caller sent (packets rtpengine received from it), ``b`` what the callee sent; the
-    same fields (expected = received + lost, loss_pct, jitter_ms)."""
-    out: dict[str, dict[str, float | int]] = {
-        side: {"packets": 0, "bytes": 0, "dropped": 0, "expected": 0, "lost": 0,
-               "loss_pct": 0.0, "jitter_ms": 0.0, "restarts": 0}
+    the caller sent (packets rtpengine received from it), ``b`` what the callee sent.
+
+    rtpengine (10.5, userspace) counts packets, bytes and errors per stream but no loss or
+    jitter of its own: ``expected``, ``lost``, ``loss_pct`` and ``jitter_ms`` are None
+    (unknown), never a false 0. What the receiving phone said in RTCP comes under
+    ``reported`` as with the built-in relay: rtpengine lists an SSRC under ``SSRC`` once its
+    phone's receiver reports gave a MOS (both phones send RTCP sender and receiver reports),
+    keyed by the reporting phone's SSRC: its ``cumulative loss`` and the worst ``packet loss``
+    (%) and ``jitter`` (ms) of its reports are what it received of the other side."""
+    out: dict[str, dict[str, Any]] = {
+        side: {"packets": 0, "bytes": 0, "dropped": 0, "expected": None, "lost": None,
+               "loss_pct": None, "jitter_ms": None, "restarts": 0}
         for side in ("a", "b")
     }  # fmt: skip
     tags = reply.get("tags")
     if not isinstance(tags, dict):
         return out
+    owners: dict[str, str] = {}  # SSRC (decimal) -> the side that sends it
     for tag, monologue in tags.items():
         if not isinstance(monologue, dict):
             continue
-        side = out["a"] if tag == caller_tag else out["b"]
+        name = "a" if tag == caller_tag else "b"
+        side = out[name]
         medias = monologue.get("medias")
         if not isinstance(medias, list) or not medias or not isinstance(medias[0], dict):
             continue
         for stream in medias[0].get("streams") or ():
-            if not isinstance(stream, dict) or b"RTCP" in _flags(stream):
+            if not isinstance(stream, dict):
+                continue
+            ssrc = stream.get("SSRC")
+            if isinstance(ssrc, int) and not isinstance(ssrc, bool):
+                owners.setdefault(str(ssrc), name)
+            if b"RTCP" in _flags(stream):
                 continue
             stats = stream.get("stats")
             if isinstance(stats, dict):
@@ -349,20 +365,34 @@ def call_stats(reply: dict[str, Any], caller_tag: str) -> dict[str, dict[str, fl
                 side["dropped"] += _int(stats.get("errors"))
     ssrcs = reply.get("SSRC")
     if isinstance(ssrcs, dict):
-        for info in ssrcs.values():
-            if not isinstance(info, dict):
+        for ssrc, info in ssrcs.items():
+            receiver = owners.get(ssrc.decode() if isinstance(ssrc, bytes) else str(ssrc))
+            if receiver is None or not isinstance(info, dict):
                 continue
-            tag = info.get("tag")
-            name = tag.decode("utf-8", "replace") if isinstance(tag, bytes) else ""
-            side = out["a"] if name == caller_tag else out["b"]
-            side["lost"] = max(int(side["lost"]), _int(info.get("cumulative loss")))
-            jitter = _int(info.get("highest jitter") or info.get("average jitter"))
-            side["jitter_ms"] = max(float(side["jitter_ms"]), float(jitter))
-    for side in out.values():
-        side["expected"] = int(side["packets"]) + int(side["lost"])
-        if side["expected"]:
-            side["loss_pct"] = round(100.0 * int(side["lost"]) / int(side["expected"]), 1)
+            reported = _reported(info)
+            if reported is not None:  # (the receiver's report is of the other side's audio)
+                out["b" if receiver == "a" else "a"]["reported"] = reported
     return out
+
+
+def _reported(info: dict[str, Any]) -> dict[str, Any] | None:
+    """One SSRC's entry of rtpengine's ``SSRC`` answer as a receiver's report (the shape of
+    relay_core.ReportStats.as_dict): its reports' worst loss (%) and jitter, the cumulative
+    loss it last reported; None when it holds no report."""
+    blocks = [info.get(key) for key in ("average MOS", "lowest MOS", "highest MOS")]
+    entries: list[Any] = []
+    progression = info.get("MOS progression")
+    if isinstance(progression, dict) and isinstance(progression.get("entries"), list):
+        entries = [e for e in progression["entries"] if isinstance(e, dict)]
+    blocks = [b for b in blocks if isinstance(b, dict)] + entries
+    if not blocks:
+        return None
+    return {
+        "reports": len(entries) or 1,  # (rtpengine keeps about ten of a call's reports)
+        "loss_pct": float(max(_int(b.get("packet loss")) for b in blocks)),
+        "lost": _int(info.get("cumulative loss")),
+        "jitter_ms": float(max(_int(b.get("jitter")) for b in blocks)),
+    }
 
 
 def _flags(stream: dict[str, Any]) -> list[bytes]:

@@ -118,27 +118,32 @@ POOR_JITTER_MS = 30.0
 def audio_quality(media: dict[str, Any] | None) -> tuple[float, float] | None:
     """The worst packet loss (%) and jitter (ms) over both directions of a call's audio: per
     direction the worse of what the relay counted and what the receiving phone reported in
-    RTCP (which also covers the way from the relay to it). None: no statistics."""
+    RTCP (which also covers the way from the relay to it). None: no statistics, or none that
+    knows loss or jitter (rtpengine counts neither; without the phones' RTCP they are unknown)."""
     if not isinstance(media, dict) or not media:
         return None
     loss = jitter = 0.0
+    known = False
     for side in media.values():
         if not isinstance(side, dict):
             continue
         for seen in (side, side.get("reported")):
             if not isinstance(seen, dict):
                 continue
-            pct = _number(seen.get("loss_pct"))
-            if pct is None:  # (records from before loss_pct: lost of lost + received)
+            if "loss_pct" not in seen:  # (records from before loss_pct: lost of lost + received)
                 lost, packets = _number(seen.get("lost")) or 0.0, _number(seen.get("packets"))
-                pct = (
+                pct: float | None = (
                     100.0 * lost / (lost + packets)
                     if packets is not None and lost + packets
                     else 0.0
                 )
-            loss = max(loss, pct)
+            else:  # (null: not counted, as rtpengine counts no loss or jitter of its own)
+                pct = None if seen["loss_pct"] is None else _number(seen["loss_pct"]) or 0.0
+            if pct is not None or seen.get("jitter_ms") is not None:
+                known = True
+            loss = max(loss, pct or 0.0)
             jitter = max(jitter, _number(seen.get("jitter_ms")) or 0.0)
-    return round(loss, 1), round(jitter, 1)
+    return (round(loss, 1), round(jitter, 1)) if known else None
 
 
 def _number(value: object) -> float | None:

@@ -7,6 +7,10 @@ loopback and rtpengine (userspace, `--table=-1`) started by the test.
   unavailable`; registering is not affected.
 - Abuse: INVITEs nobody authenticated cannot make rtpengine hold more than a few sessions
   per source address.
+- Statistics: rtpengine counts packets and bytes but no loss or jitter of its own; the
+  phones' RTCP reports (sender reports and receiver reports) give them, so a call whose
+  caller drops 5 of 150 packets and sends unevenly shows the callee's reported loss and
+  jitter, and the relay's own loss and jitter are unknown (null), never a false 0.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import socket
+import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +36,10 @@ from .harness import (
     Server,
     SipClient,
     free_port,
+    free_ports,
     hand_call,
+    in_dialog,
+    next_request,
     reply,
     set_toml_option,
     wait_until,
@@ -216,3 +226,139 @@ def test_unauthenticated_invites_hold_few_rtpengine_sessions(
             assert mallory.final_response(sent, 10).status in (401, 407, 503)
         calls = ng(rtpengine, {"command": "list", "limit": 1000}).get("calls")
         assert isinstance(calls, list) and 0 < len(calls) <= 32, calls
+
+
+class Phone:
+    """A hand-driven phone's media: RTP on port P, RTCP on P + 1; it counts what it receives
+    (RFC 3550 A.3 loss, A.8 jitter at 8000 Hz) and sends sender reports with one reception
+    report block about the other side, as a phone does."""
+
+    def __init__(self, ssrc: int) -> None:
+        self.ssrc, self.port = ssrc, 0
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        while not self.port:
+            with contextlib.suppress(OSError):
+                port = free_ports(2, consecutive=True)[0]
+                self.rtp.bind(("127.0.0.1", port))
+                self.rtcp.bind(("127.0.0.1", port + 1))
+                self.port = port
+        self.dest = ("127.0.0.1", 0)
+        self.seqs: list[int] = []
+        self.jitter = 0.0
+        self.transit: float | None = None
+        self.peer_ssrc = 0
+        self.lsr, self.lsr_at = 0, 0.0  # the other's last sender report: NTP middle bits, when
+        self.reported = (0, 0)  # (expected, received) at the previous report
+
+    def close(self) -> None:
+        self.rtp.close()
+        self.rtcp.close()
+
+    def send(self, seq: int, ts: int) -> None:
+        header = struct.pack("!BBHII", 0x80, 8, seq, ts, self.ssrc)
+        self.rtp.sendto(header + b"\xd5" * 160, self.dest)
+
+    def drain(self) -> None:
+        while select.select([self.rtp, self.rtcp], [], [], 0)[0]:
+            for sock in select.select([self.rtp, self.rtcp], [], [], 0)[0]:
+                data = sock.recv(2048)
+                now = time.monotonic()
+                if sock is self.rtp and len(data) >= 12:
+                    seq, ts, ssrc = struct.unpack("!HII", data[2:12])
+                    self.peer_ssrc = ssrc
+                    self.seqs.append(seq)
+                    transit = now * 8000 - ts
+                    if self.transit is not None:
+                        self.jitter += (abs(transit - self.transit) - self.jitter) / 16
+                    self.transit = transit
+                elif sock is self.rtcp and len(data) >= 20 and data[1] == 200:
+                    msw, lsw = struct.unpack("!II", data[8:16])
+                    self.lsr, self.lsr_at = (msw & 0xFFFF) << 16 | lsw >> 16, now
+
+    def report(self, packets: int) -> None:
+        """A sender report (RFC 3550 6.4.1) with one block about what it received."""
+        self.drain()
+        ntp = time.time() + 2208988800
+        body = struct.pack("!IIIIII", self.ssrc, int(ntp), int(ntp % 1 * 2**32), packets * 160,
+                           packets, packets * 160)  # fmt: skip
+        if self.peer_ssrc:
+            expected = max(self.seqs) - min(self.seqs) + 1
+            lost = expected - len(self.seqs)
+            interval = expected - self.reported[0]
+            fraction = (lost - (self.reported[0] - self.reported[1])) * 256 // max(interval, 1)
+            self.reported = (expected, len(self.seqs))
+            # (delay since its last SR a millisecond short: the time rtpengine took to pass it)
+            dlsr = int(max(time.monotonic() - self.lsr_at - 0.001, 0) * 65536) if self.lsr else 0
+            body += struct.pack("!IB", self.peer_ssrc, max(fraction, 0)) + lost.to_bytes(3, "big")
+            body += struct.pack("!IIII", max(self.seqs), int(self.jitter), self.lsr, dlsr)
+        count = 1 if self.peer_ssrc else 0
+        packet = bytes([0x80 | count, 200]) + struct.pack("!H", len(body) // 4) + body
+        self.rtcp.sendto(packet, (self.dest[0], self.dest[1] + 1))
+
+
+@pytest.mark.peers("rtpengine")
+def test_loss_and_jitter_through_rtpengine_come_from_the_phones_rtcp(
+    tmp_path: Path, rtpengine: int
+) -> None:
+    """alice and bob each send 150 packets unevenly (every other one 8 ms late); alice never
+    sends 5 of hers. Both phones send RTCP as phones do; the call's statistics show bob's
+    report of alice's audio (5 lost, jitter > 0), alice's of bob's (nothing lost), the
+    packets rtpengine counted, and no loss or jitter of rtpengine's own (unknown: it counts
+    none)."""
+    server = rtpengine_server(tmp_path, rtpengine)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server)
+        alice = stack.enter_context(SipClient(server.port))
+        bob = stack.enter_context(SipClient(server.port))
+        a_media, b_media = Phone(0x11111111), Phone(0x22222222)
+        stack.callback(a_media.close)
+        stack.callback(b_media.close)
+        sent, inv = hand_call(server, alice, bob, USERS)
+        answer = HAND_OFFER.replace(b"o=a", b"o=b").replace(b"4000", str(b_media.port).encode())
+        reply(bob, inv, "200 OK", f"Contact: <sip:bob@127.0.0.1:{bob.local_port}>\r\n"
+              "Content-Type: application/sdp\r\n", answer)  # fmt: skip
+        ok = alice.final_response(sent, 10)
+        assert ok.status == 200, ok.summary
+        alice.send(alice.build_request(
+            "ACK", re.search(r"<([^>]+)>", ok.header("Contact") or "").group(1),  # type: ignore[union-attr]
+            from_uri=sent.from_uri, to_uri=sent.to_uri, call_id=sent.call_id,
+            from_tag=sent.from_tag, to_tag=ok.to_tag(), cseq=2,
+            headers=[("Route", r) for r in ok.header_values("Record-Route")],
+        ))  # fmt: skip
+        a_media.dest = ("127.0.0.1", audio_port(ok.body))
+        b_media.dest = ("127.0.0.1", audio_port(inv.body))
+        start = time.monotonic()
+        for i in range(150):
+            late = 0.008 if i % 2 else 0.0
+            time.sleep(max(0.0, start + i * 0.02 + late - time.monotonic()))
+            if not 50 <= i < 55:
+                a_media.send(i, i * 160)
+            b_media.send(i, i * 160)
+            a_media.drain()
+            b_media.drain()
+            if i in (10, 70, 140):  # (rtpengine takes one report per second and phone)
+                a_media.report(i)
+                b_media.report(i)
+
+        def all_in() -> bool | None:  # (loopback: bob gets all but the 5 never sent)
+            b_media.drain()
+            return len(b_media.seqs) == 145 or None
+
+        wait_until(all_in, 5, interval=0.01, what="alice's last packets at bob")
+        bye = in_dialog(alice, "BYE", sent, ok, 3)
+        reply(bob, next_request(bob, "BYE"), "200 OK")
+        assert alice.final_response(bye, 10).status == 200
+        pattern = r"media of \S+: .*caller sent (.*); callee sent (.*)"
+        found = wait_until(lambda: re.search(pattern, server.log_text()), 10, what="media stats")
+        caller, callee = found.group(1), found.group(2)
+        # what rtpengine counted, and what it cannot know: unknown, not 0
+        assert caller.startswith("145 packets, unknown lost (unknown %)"), caller
+        assert "jitter unknown ms" in caller and callee.startswith("150 packets"), callee
+        # bob's RTCP about alice's audio: the 5 she never sent, and her uneven sending
+        reported = re.search(r"the other phone reported (\d+) lost, ([\d.]+) %, jitter "
+                             r"([\d.]+) ms", caller)  # fmt: skip
+        assert reported is not None, caller
+        assert int(reported.group(1)) == 5, caller
+        assert float(reported.group(2)) > 0 and float(reported.group(3)) > 0, caller
+        assert "the other phone reported 0 lost" in callee, callee
