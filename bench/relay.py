@@ -3,12 +3,17 @@
     python bench/relay.py                       # steps 50,100,200,300,500 calls, 10 s each
     python bench/relay.py --calls 100,500 --seconds 5 --generators 2 --json /tmp/relay.json
     python bench/relay.py --targets builtin     # without rtpengine (Debian: rtpengine-daemon)
+    python bench/relay.py --relay-repo ../before  # the builtin relay of another checkout
 
 For each step it starts `python -m heimbuero.media.relay` (its own process, uvloop), sets up
 N calls over the relay's control socket as the SIP process does (`offer` and `answer` with the
 ports and both sides' addresses), and runs G generator processes that play both sides of the
 calls: every 20 ms each side sends one 172-byte G.711 RTP packet (12-byte header, 160 bytes of
-payload carrying the send time) to its relay port and reads what arrives. The same calls then
+payload carrying the send time) to its relay port and reads what arrives. The sides' packets are
+spread evenly over the 20 ms (as independent phones send them), not sent in one burst per tick.
+Latency is the kernel's receive time stamp of the packet on the receiving socket
+(SO_TIMESTAMPNS) minus the wall clock read right before its sendto: the generator's sending of
+other packets and its reading are not in the figure. The same calls then
 run through rtpengine (`rtpengine --table=-1`: userspace only, one ng control port, calls set up
 with ng `offer`/`answer`), and on the direct path (each side sends straight to the other) as
 the floor.
@@ -110,10 +115,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # (Linux; Python names it not)
+STAMP = struct.Struct("!q")
+TIMESPEC = struct.Struct("@qq")
+
+
 def generator(
-    calls: list[tuple[int, int]], direct: bool, seconds: float, queue: Any, start: Any
-) -> None:
-    """Both sides of `calls` ((a's relay port, b's relay port) each): send every 20 ms, read."""
+    calls: list[tuple[int, int]], direct: bool, seconds: float, queue: Any, start: Any,
+    phase: float = 0.0,
+) -> None:  # fmt: skip
+    """Both sides of `calls` ((a's relay port, b's relay port) each): each side sends every
+    20 ms, the sides spread evenly over the 20 ms (shifted by `phase` of one spacing); read what
+    arrives. Latency: the kernel's receive time of a packet (SO_TIMESTAMPNS) minus the wall
+    clock taken right before its sendto, so neither the generator's sending of other packets
+    nor its reading enters the figure."""
     sel = selectors.DefaultSelector()
     pairs = []
     for i, (pa, pb) in enumerate(calls):
@@ -123,6 +138,7 @@ def generator(
             s.bind((HOST, 0))
             s.setblocking(False)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             sel.register(s, selectors.EVENT_READ)
         to_a = (HOST, pa) if not direct else b.getsockname()
         to_b = (HOST, pb) if not direct else a.getsockname()
@@ -132,51 +148,67 @@ def generator(
     if legs is not None:  # the relay's ports, known only now (rtpengine chooses them)
         pairs = [(a, b, (HOST, pa), (HOST, pb), i)
                  for (a, b, _, _, i), (pa, pb) in zip(pairs, legs, strict=True)]  # fmt: skip
+    senders = []
+    for a, b, to_a, to_b, i in pairs:
+        senders.append((a, to_a, struct.pack("!I", 2 * i)))
+        senders.append((b, to_b, struct.pack("!I", 2 * i + 1)))
+    pad = bytes(PAYLOAD - STAMP.size)
+    spacing = PTIME / len(senders)
+    anc = socket.CMSG_SPACE(TIMESPEC.size)
     while time.time() < start_at:
         time.sleep(0.001)
-    latencies: list[float] = []
+    latencies: list[int] = []  # ns
     sent = received = 0
-    seq = 0
-    t0 = time.monotonic()
+    t0 = time.monotonic() + phase * spacing
     end = t0 + seconds
-    tick = t0
+    seq, k, due = 1, 0, t0
     cpu0 = time.process_time()
     while True:
         now = time.monotonic()
-        if now >= tick and now < end:
-            seq += 1
-            head = struct.pack("!BBHII", 0x80, 8, seq & 0xFFFF, seq * PAYLOAD, 0)
-            for a, b, to_a, to_b, i in pairs:
-                stamp = struct.pack("!d", time.monotonic())
-                body = stamp + bytes(PAYLOAD - 8)
-                a.sendto(head[:8] + struct.pack("!I", 2 * i) + body, to_a)
-                b.sendto(head[:8] + struct.pack("!I", 2 * i + 1) + body, to_b)
-                sent += 2
-            tick += PTIME
+        while due <= now and due < end:  # everything due (the select below wakes within 1 ms)
+            sock, dest, ssrc = senders[k]
+            head = struct.pack("!BBHI", 0x80, 8, seq & 0xFFFF, seq * PAYLOAD) + ssrc
+            sock.sendto(head + STAMP.pack(time.time_ns()) + pad, dest)
+            sent += 1
+            k += 1
+            if k == len(senders):
+                k, seq = 0, seq + 1
+            due = t0 + (seq - 1) * PTIME + k * spacing
         if now >= end + 0.5:
             break
-        timeout = max(0.0, min(tick, end + 0.5) - time.monotonic())
+        timeout = max(0.0, min(due, end + 0.5) - time.monotonic())
         for key, _ in sel.select(timeout):
-            sock = key.fileobj
+            sock = key.fileobj  # type: ignore[assignment]
             while True:
                 try:
-                    data = sock.recv(2048)  # type: ignore[union-attr]
+                    data, cmsgs, _, _ = sock.recvmsg(2048, anc)
                 except BlockingIOError:
                     break
-                if len(data) >= 20:
-                    received += 1
-                    latencies.append(time.monotonic() - struct.unpack("!d", data[12:20])[0])
+                if len(data) < 12 + STAMP.size:
+                    continue
+                arrived = None
+                for level, kind, value in cmsgs:
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                        sec, nsec = TIMESPEC.unpack(value[: TIMESPEC.size])
+                        arrived = sec * 1_000_000_000 + nsec
+                if arrived is None:  # (no kernel time stamp: the time of reading)
+                    arrived = time.time_ns()
+                received += 1
+                latencies.append(arrived - STAMP.unpack_from(data, 12)[0])
+    sample = latencies[:: max(1, len(latencies) // 20000)]
     queue.put(("result", {"sent": sent, "received": received,
-                          "latencies": latencies[::max(1, len(latencies) // 20000)],
+                          "latencies": [x / 1e9 for x in sample],
                           "cpu": time.process_time() - cpu0, "wall": seconds}))  # fmt: skip
 
 
 class Gen:
-    def __init__(self, calls: list[tuple[int, int]], direct: bool, seconds: float) -> None:
+    def __init__(
+        self, calls: list[tuple[int, int]], direct: bool, seconds: float, phase: float = 0.0
+    ) -> None:
         ctx = mp.get_context("fork")
         self.queue, self.start_queue = ctx.Queue(), ctx.Queue()
         self.proc = ctx.Process(
-            target=generator, args=(calls, direct, seconds, self.queue, self.start_queue)
+            target=generator, args=(calls, direct, seconds, self.queue, self.start_queue, phase)
         )
         self.proc.start()
 
@@ -195,14 +227,17 @@ class Gen:
         return dict(value)
 
 
-def run_step(n: int, seconds: float, generators: int, target: str, port_min: int) -> dict[str, Any]:
-    """N calls through a fresh relay process (builtin or rtpengine) or directly."""
+def run_step(
+    n: int, seconds: float, generators: int, target: str, port_min: int, repo: Path = REPO
+) -> dict[str, Any]:
+    """N calls through a fresh relay process (builtin: the one of checkout `repo`, or
+    rtpengine) or directly."""
     direct = target == "direct"
     if target == "rtpengine":
         return run_rtpengine(n, seconds, generators, port_min)
     legs = [(port_min + 4 * i, port_min + 4 * i + 2) for i in range(n)]
     chunks = [legs[g::generators] for g in range(generators)]
-    gens = [Gen(c, direct, seconds) for c in chunks if c]
+    gens = [Gen(c, direct, seconds, g / generators) for g, c in enumerate(chunks) if c]
     relay = None
     tmp = tempfile.TemporaryDirectory(prefix="heimbuero-bench-relay-")
     try:
@@ -213,7 +248,7 @@ def run_step(n: int, seconds: float, generators: int, target: str, port_min: int
                 [sys.executable, "-m", "heimbuero.media.relay", "--control", control,
                  "--bind", HOST, "--port-min", str(port_min),
                  "--port-max", str(port_min + 4 * n + 3), "--silence-timeout", "600"],
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)},
             )  # fmt: skip
             while not Path(control).exists():
                 time.sleep(0.05)
@@ -268,7 +303,8 @@ def run_rtpengine(n: int, seconds: float, generators: int, port_min: int) -> dic
         # generators first (their sockets), with placeholder ports; then the calls
         placeholder = [(1, 1)] * n
         chunks = [list(range(n))[g::generators] for g in range(generators)]
-        gens = [Gen([placeholder[i] for i in c], False, seconds) for c in chunks if c]
+        gens = [Gen([placeholder[i] for i in c], False, seconds, g / generators)
+                for g, c in enumerate(chunks) if c]  # fmt: skip
         all_legs = []
         for g, c in zip(gens, chunks, strict=False):
             legs = []
@@ -318,12 +354,15 @@ def main() -> None:
     p.add_argument("--port-min", type=int, default=20000, help="below the ephemeral ports")
     p.add_argument("--targets", default="builtin,rtpengine", help="builtin and/or rtpengine")
     p.add_argument("--json", type=Path)
+    p.add_argument("--relay-repo", type=Path, default=REPO,
+                   help="run the builtin relay of this checkout (e.g. a worktree of another "
+                   "commit, for a before/after comparison with the same generators)")  # fmt: skip
     args = p.parse_args()
     targets = ["direct", *args.targets.split(",")]
     rows = []
     for n in (int(x) for x in args.calls.split(",")):
         for target in targets:  # (taking turns, so a busy minute does not hit one column)
-            r = run_step(n, args.seconds, args.generators, target, args.port_min)
+            r = run_step(n, args.seconds, args.generators, target, args.port_min, args.relay_repo)
             print(json.dumps({k: v for k, v in r.items() if k != "latencies"}),
                   file=sys.stderr, flush=True)  # fmt: skip
             rows.append(r)

@@ -26,15 +26,21 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from heimbuero.media.relay_core import RelayFull, RelayTable, peer_address
+
+_monotonic = time.monotonic
 
 
 class _Port(asyncio.DatagramProtocol):
     def __init__(self, relay: Relay, port: int, v6: bool) -> None:
         self.relay, self.port, self.v6 = relay, port, v6
         self.transport: asyncio.DatagramTransport | None = None
+        # (looked up once: datagram_received runs for every packet)
+        self._receive = relay.table.receive
+        self._senders, self._senders6 = relay.senders, relay.senders6
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are no subclasses of asyncio's: no isinstance check here
@@ -42,16 +48,13 @@ class _Port(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         # (an IPv6 socket's source is a 4-tuple, in the form the table compares)
-        source = peer_address(addr) if self.v6 else (addr[0], addr[1])
-        out = self.relay.table.receive(self.port, data, source, time.monotonic())
-        if out is None:
-            return
-        port, dest = out
-        # from the same port number, out of the socket of the receiving phone's family
-        sockets = self.relay.sockets6 if ":" in dest[0] else self.relay.sockets
-        sender = sockets.get(port)
-        if sender is not None and sender.transport is not None:
-            sender.transport.sendto(data, dest)
+        out = self._receive(self.port, data, peer_address(addr) if self.v6 else addr, _monotonic())
+        if out is not None:
+            port, dest = out
+            # from the same port number, out of the socket of the receiving phone's family
+            send = (self._senders6 if ":" in dest[0] else self._senders).get(port)
+            if send is not None:
+                send(data, dest)
 
 
 class Relay:
@@ -70,12 +73,18 @@ class Relay:
         self.table = RelayTable(port_min, port_max, silence_timeout)
         self.sockets: dict[int, _Port] = {}  # IPv4
         self.sockets6: dict[int, _Port] = {}  # IPv6 (with bind6)
+        # each open port's transport.sendto, per family: what a packet is sent out of
+        self.senders: dict[int, Callable[[bytes, Any], None]] = {}
+        self.senders6: dict[int, Callable[[bytes, Any], None]] = {}
 
     async def _open(self, port: int) -> None:
         loop = asyncio.get_running_loop()
         proto = _Port(self, port, v6=False)
-        await loop.create_datagram_endpoint(lambda: proto, local_addr=(self.bind, port))
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: proto, local_addr=(self.bind, port)
+        )
         self.sockets[port] = proto
+        self.senders[port] = transport.sendto
         if self.bind6 is None:
             return
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -88,10 +97,13 @@ class Relay:
             sock.close()
             raise
         proto6 = _Port(self, port, v6=True)
-        await loop.create_datagram_endpoint(lambda: proto6, sock=sock)
+        transport6, _ = await loop.create_datagram_endpoint(lambda: proto6, sock=sock)
         self.sockets6[port] = proto6
+        self.senders6[port] = transport6.sendto
 
     def _close(self, port: int) -> None:
+        self.senders.pop(port, None)
+        self.senders6.pop(port, None)
         for sockets in (self.sockets, self.sockets6):
             proto = sockets.pop(port, None)
             if proto is not None and proto.transport is not None:

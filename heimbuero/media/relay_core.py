@@ -17,6 +17,7 @@ source, now)`` and sends what it returns.
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,9 @@ MAX_RATES = 32  # payload types of one call whose clock rate the relay keeps
 MAX_RTCP_PACKETS = 16  # packets of one compound RTCP packet that are looked at
 MAX_REPORT_SOURCES = 8  # senders (SSRCs) whose reports one phone's statistics keep apart
 
+# sequence number, timestamp and SSRC of an RTP header, read at offset 2 in one call
+_rtp_fields = struct.Struct("!HII").unpack_from
+
 
 @dataclass(slots=True)
 class StreamStats:
@@ -82,7 +86,7 @@ class StreamStats:
     dropped: int = 0  # packets from a stranger, or no RTP/RTCP at all: not forwarded
     restarts: int = 0  # sequence restarts: a new SSRC (re-INVITE) or a confirmed big jump
     jitter_ms: float = 0.0
-    _ssrc: bytes | None = None
+    _ssrc: int | None = None
     _base_seq: int = 0
     _max_seq: int = 0
     _cycles: int = 0
@@ -96,21 +100,39 @@ class StreamStats:
 
     def record(self, data: bytes, now: float, clock_rate: int = DEFAULT_RATE) -> None:
         """Count one RTP packet (at least 12 bytes, version 2) that arrived at ``now`` (s)."""
+        # (once per packet: the steady state -- the same SSRC, a small step ahead -- and the
+        # jitter are written out here rather than in calls; _update handles the rest)
         self.packets += 1
         self.octets += len(data)
-        seq = int.from_bytes(data[2:4], "big")
-        ts = int.from_bytes(data[4:8], "big")
-        ssrc = data[8:12]
-        if self._ssrc is None:
+        seq, ts, ssrc = _rtp_fields(data, 2)
+        if ssrc == self._ssrc:
+            max_seq = self._max_seq
+            if (seq - max_seq) % RTP_SEQ_MOD < MAX_DROPOUT:
+                if seq < max_seq:
+                    self._cycles += RTP_SEQ_MOD  # wrapped
+                self._max_seq = seq
+            elif not self._update(seq):
+                return  # a big jump not (yet) confirmed: neither counted nor timed
+        elif self._ssrc is None:
             self._ssrc = ssrc
             self._start(seq)
-        elif ssrc != self._ssrc:
+        else:
             self._ssrc = ssrc
             self._restart(seq)
-        elif not self._update(seq):
-            return  # a big jump not (yet) confirmed: neither counted nor timed
         self._received += 1
-        self._jitter(now, ts, clock_rate)
+        # interarrival jitter, RFC 3550 A.8
+        if clock_rate != self._rate:
+            self._rate, self._transit = clock_rate, None  # (another payload clock: start over)
+        if ts == self._last_ts:
+            return  # the same sampling instant (an RFC 4733 event's repeats): no spacing
+        self._last_ts = ts
+        transit = now * clock_rate - ts
+        previous = self._transit
+        self._transit = transit
+        if previous is not None:
+            d = abs(transit - previous)
+            if d <= clock_rate * MAX_TRANSIT_STEP:  # (more: a timestamp discontinuity)
+                self.jitter_ms += (d * 1000 / clock_rate - self.jitter_ms) / 16
 
     def _start(self, seq: int) -> None:
         self._base_seq = self._max_seq = seq
@@ -142,21 +164,6 @@ class StreamStats:
         # (else: a duplicate or a late packet: received, and the sequence stays)
         return True
 
-    def _jitter(self, now: float, ts: int, rate: int) -> None:
-        if rate != self._rate:
-            self._rate, self._transit = rate, None  # (another payload clock: start over)
-        if ts == self._last_ts:
-            return  # the same sampling instant (an RFC 4733 event's repeats): no spacing
-        self._last_ts = ts
-        transit = now * rate - ts
-        if self._transit is not None:
-            d = abs(transit - self._transit)
-            if d > rate * MAX_TRANSIT_STEP:  # a timestamp discontinuity, no delay: start over
-                self._transit = transit
-                return
-            self.jitter_ms += (d * 1000 / rate - self.jitter_ms) / 16
-        self._transit = transit
-
     def _run_expected(self) -> int:
         if self._ssrc is None:
             return 0
@@ -165,7 +172,7 @@ class StreamStats:
     @property
     def source(self) -> int | None:
         """The SSRC of the stream now counted."""
-        return None if self._ssrc is None else int.from_bytes(self._ssrc, "big")
+        return self._ssrc
 
     @property
     def clock_rate(self) -> int:
@@ -395,24 +402,36 @@ class RelayTable:
         if entry is None:
             return None
         call, leg, other, rtcp = entry
+        # the steady state first: RTP version 2 (no RTCP packet type in the second byte) on
+        # the RTP port from the latched source -- what Leg.latch accepts without a change
+        if (
+            not rtcp
+            and leg.latched
+            and source == leg.rtp_peer
+            and len(data) >= 12
+            and data[0] >> 6 == 2
+            and not 192 <= data[1] <= 223
+        ):
+            call.last_packet = now
+            leg.stats.record(data, now, call.rates.get(data[1] & 0x7F, DEFAULT_RATE))
+            dest = other.rtp_peer
+            return (other.port, dest) if dest is not None else None
         if not leg.latch(data, source, rtcp):
             leg.stats.dropped += 1
             return None
         call.last_packet = now
-        if rtcp or _is_rtcp(data):
+        mux = not rtcp and _is_rtcp(data)
+        if rtcp or mux:
             own = leg.stats.source
             for block in parse_rtcp(data):
                 if block.ssrc != own:  # (a report about its own stream is no reception)
                     leg.reports.record(block)
         else:
             leg.stats.record(data, now, call.rate(data))
-        if rtcp:
-            dest = other.rtcp_peer
-            return (other.port + 1, dest) if dest is not None else None
-        if _is_rtcp(data):
-            dest = other.rtp_peer
-            return (other.port, dest) if dest is not None else None
-        return (other.port, other.rtp_peer) if other.rtp_peer is not None else None
+        dest = other.rtcp_peer if rtcp else other.rtp_peer
+        if dest is None:
+            return None
+        return (other.port + 1, dest) if rtcp else (other.port, dest)
 
     def set_destination(self, call_id: str, side: str, address: Address) -> None:
         """The address the SDP named for a side: where to send before that side has latched."""

@@ -81,6 +81,16 @@ def test_garbage_and_unallocated_ports_are_dropped() -> None:
     assert table.receive(31000, rtp(1, 160), ATTACKER, 0.0) is None
 
 
+def test_garbage_from_the_latched_phone_is_dropped_and_not_counted_as_rtp() -> None:
+    table, pa, pb = latched_call()
+    stats = table.calls["c1"].a.stats
+    for junk in (rtp(2, 320)[:11], b"\x40" + rtp(2, 320)[1:], b"\x80"):
+        assert table.receive(pa, junk, A_PHONE, 0.04) is None
+    assert (stats.packets, stats.dropped, stats.expected) == (1, 3, 1)
+    assert table.receive(pa, rtp(2, 320), A_PHONE, 0.04) == (pb, B_PHONE)
+    assert (stats.packets, stats.expected, stats.lost) == (2, 2, 0)
+
+
 def test_loss_and_jitter_from_sequence_numbers_and_timestamps() -> None:
     table = RelayTable(30000, 30011)
     call = table.allocate("c1", 0.0)
