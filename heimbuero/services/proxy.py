@@ -283,6 +283,8 @@ class Proxy:
             if normal_flow(txn.source) in dialog:  # type: ignore[arg-type]
                 self.liveness.proxied(req)  # (its CSeq: a BYE from us must go higher)
             hop_uri = req.uri if routes else _strip_alias(req.uri, uri)
+            if routes and core.gruus.is_gruu(uri) and core.is_local_uri(uri):
+                hop_uri = self._gruu_contact(uri, dest, now) or hop_uri
             self._fork(txn, [DeviceTarget(hop_uri, dest)], False, now)
             return
         if routes:
@@ -321,6 +323,24 @@ class Proxy:
             core.respond(txn, 480, now, reason="Temporarily Unavailable: no device reachable")
             return
         self._fork(txn, targets, req.method in DIALOG_METHODS, now)
+
+    def _gruu_contact(self, uri: SipURI, dest: Peer, now: float) -> str | None:
+        """The Contact of the device one of our GRUUs names, for an in-dialog request whose
+        remote target is that GRUU (RFC 5627 §4.2: the phone put it in its Contact) and whose
+        route set goes on past us to the edge proxy the device registered through (Path): we
+        answer for the GRUU, the edge cannot resolve it, so it is translated here. Only to a
+        device registered over the very flow the request goes on to: a GRUU in a Contact
+        cannot steer the dialog's requests anywhere else."""
+        core = self.core
+        gruu = core.gruus.resolve(uri)
+        if isinstance(gruu, tuple):
+            return None
+        flow = normal_flow(dest)
+        found = [
+            b for b in core.location.lookup(gruu.aor, now)
+            if gruu.matches(b) and normal_flow(b.received) == flow
+        ]  # fmt: skip
+        return max(found, key=lambda b: b.expires_at).contact if found else None
 
     def device_targets(
         self, aor: str, now: float, only: Callable[[Binding], bool] | None = None
@@ -1014,6 +1034,10 @@ class Proxy:
             return
         if not routes:
             ack.set_uri(_strip_alias(ack.uri, hop))
+        elif core.gruus.is_gruu(ack.ruri) and core.is_local_uri(ack.ruri):
+            contact = self._gruu_contact(ack.ruri, dest, now)
+            if contact is not None:
+                ack.set_uri(contact)
         strip_identity(ack)  # (an ACK asserts nobody's identity)
         self.media.on_offer(ack, source, dest)  # (the answer of a late offer)
         mf = ack.get("max-forwards")
