@@ -63,6 +63,8 @@ from .location import Binding, LocationService, Peer
 
 MAX_PATH = 5  # Path entries kept per binding (one edge proxy needs one or two)
 MAX_PATH_CHARS = 1024  # their total length
+MAX_REG_ID = 2**31 - 1  # RFC 5626 §4.2: reg-id is 1 to 2^31-1
+FIRST_HOP_LACKS_OUTBOUND = "First Hop Lacks Outbound Support"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,10 +176,8 @@ class Registrar:
                 )
             parsed.append((addr, min(expires, s.max_expires)))
         outbound = _outbound(req, [a for a, _ in parsed], path_values)
-        if outbound is None:
-            # RFC 5626 §6/§11.6: the UA supports outbound, the edge it registers through
-            # (the first Path entry, without "ob") does not
-            return _fail(439, "First Hop Lacks Outbound Support")
+        if isinstance(outbound, str):
+            return _fail(439 if outbound == FIRST_HOP_LACKS_OUTBOUND else 400, outbound)
 
         added: list[Binding] = []
         removed: list[Binding] = []
@@ -363,21 +363,28 @@ def _supports(req: Request, tag: str) -> bool:
     return any(v.strip().lower() == tag for v in req.get_all("supported"))
 
 
-def _outbound(req: Request, contacts: list[Address], path: list[str]) -> bool | None:
+def _outbound(req: Request, contacts: list[Address], path: list[str]) -> bool | str:
     """Whether a REGISTER is processed as RFC 5626 outbound (§6): a Contact with
     `+sip.instance` and `reg-id`, the UA's `Supported: outbound`, and a first hop that supports
     outbound: the UA itself (no Path) or an edge whose Path entry has the `ob` parameter.
-    None: the UA asks for it through a first hop without (439, §11.6)."""
-    if not any("reg-id" in a.params and "+sip.instance" in a.params for a in contacts):
-        return False
-    if not _supports(req, "outbound"):
+    A string: why it is refused, FIRST_HOP_LACKS_OUTBOUND when the UA asks for it through a
+    first hop without `ob` (439, §11.6), else a bad reg-id (400)."""
+    flows = [a for a in contacts if "reg-id" in a.params and "+sip.instance" in a.params]
+    if not flows or not _supports(req, "outbound"):
         return False  # (§6: reg-id is then ignored, the Contact is an ordinary binding)
+    for a in flows:
+        text = a.params.get("reg-id") or ""
+        if not (
+            text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= MAX_REG_ID
+        ):
+            return "Bad reg-id: a number from 1 to 2147483647"
     if not path:
         return True
     try:
-        return True if "ob" in parse_address(path[0]).uri.params else None
+        ob = "ob" in parse_address(path[0]).uri.params
     except ParseError:
-        return None
+        ob = False
+    return True if ob else FIRST_HOP_LACKS_OUTBOUND
 
 
 def _fail(status: int, reason: str) -> RegisterResult:

@@ -180,3 +180,30 @@ def test_flow_closed_removes_the_binding_and_requests_take_the_other_flow() -> N
     _, out = invite(net, "alice", "bob", ALICE)
     fwds = {dest for m, dest in out if isinstance(m, Request) and m.method == "INVITE"}
     assert fwds == {FLOW1, OTHER}
+
+
+def test_bad_reg_id_is_400() -> None:
+    reg, loc = make()
+    src = Peer("tcp", "198.51.100.7", 50001)
+    for bad in ("0", "x1", "2147483648", "99999999999999999999", "\u00b2"):
+        contact = (
+            f"<sip:bob@198.51.100.7:50001;transport=tcp>;reg-id={bad};+sip.instance={INSTANCE}"
+        )
+        r = reg.handle(register_req(contact), "bob", src, 0.0)
+        assert r.status == 400 and r.reason.startswith("Bad reg-id"), bad
+    assert loc.lookup("bob", 0.0) == []
+
+
+def test_another_users_instance_and_reg_id_replace_nothing_of_his() -> None:
+    reg, loc = make()
+    anna = Peer("tcp", "198.51.100.7", 50001)
+    reg.handle(register_req(flow_contact(1), user="anna"), "anna", anna, 0.0)
+    # bob names anna's instance and reg-id (forged): his own binding, hers stays
+    mallory = Peer("tcp", "203.0.113.66", 40000)
+    contact = f"<sip:bob@203.0.113.66:40000;transport=tcp>;reg-id=1;+sip.instance={INSTANCE}"
+    r = reg.handle(register_req(contact, call_id="m1"), "bob", mallory, 1.0)
+    assert r.status == 200 and r.removed == []
+    assert [b.received for b in loc.lookup("anna", 1.0)] == [anna]
+    # and closing bob's connection removes only bob's
+    assert [b.aor for b in loc.remove_flow(mallory)] == ["bob"]
+    assert len(loc.lookup("anna", 1.0)) == 1
