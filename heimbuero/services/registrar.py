@@ -38,8 +38,9 @@ connection or UDP source it came from) or through an edge proxy whose Path entry
 200 says `Require: outbound`, and `Flow-Timer` (the keep-alive interval, `flow_timer`) when the
 flow ends here. A new flow of the same instance and reg-id replaces the old one; other reg-ids
 of the instance are further flows of the same device (the proxy uses one, then the next).
-Through a first hop without `ob` the UA is refused with 439 (§11.6). Without `Supported:
-outbound` the reg-id is ignored and the Contact is an ordinary binding.
+Through a first hop without `ob` (or a proxy that added no Path) the UA is refused with 439
+(§11.6). Without `Supported: outbound` the reg-id is ignored and the Contact is an ordinary
+binding.
 """
 
 from __future__ import annotations
@@ -366,9 +367,10 @@ def _supports(req: Request, tag: str) -> bool:
 def _outbound(req: Request, contacts: list[Address], path: list[str]) -> bool | str:
     """Whether a REGISTER is processed as RFC 5626 outbound (§6): a Contact with
     `+sip.instance` and `reg-id`, the UA's `Supported: outbound`, and a first hop that supports
-    outbound: the UA itself (no Path) or an edge whose Path entry has the `ob` parameter.
-    A string: why it is refused, FIRST_HOP_LACKS_OUTBOUND when the UA asks for it through a
-    first hop without `ob` (439, §11.6), else a bad reg-id (400)."""
+    outbound: the UA itself (one Via, no Path) or an edge whose Path entry has the `ob`
+    parameter. A string: why it is refused, FIRST_HOP_LACKS_OUTBOUND when the UA asks for it
+    through a first hop without `ob` or through a proxy that added no Path (439, §11.6), else a
+    bad reg-id (400)."""
     flows = [a for a in contacts if "reg-id" in a.params and "+sip.instance" in a.params]
     if not flows or not _supports(req, "outbound"):
         return False  # (§6: reg-id is then ignored, the Contact is an ordinary binding)
@@ -379,7 +381,7 @@ def _outbound(req: Request, contacts: list[Address], path: list[str]) -> bool | 
         ):
             return "Bad reg-id: a number from 1 to 2147483647"
     if not path:
-        return True
+        return True if len(req.get_all("via")) == 1 else FIRST_HOP_LACKS_OUTBOUND
     try:
         ob = "ob" in parse_address(path[0]).uri.params
     except ParseError:

@@ -22,12 +22,14 @@ def register_req(
     source: tuple[str, str, int] = ("tcp", "198.51.100.7", 50001),
     supported: str | None = "outbound, path",
     path: str | None = None,
+    via: str | None = None,
     call_id: str = "reg1",
     cseq: int = 1,
     user: str = "bob",
 ) -> Request:
     lines = [
         "REGISTER sip:example.com SIP/2.0",
+        *([f"Via: {via}"] if via else []),
         f"Via: SIP/2.0/{source[0].upper()} {source[1]}:{source[2]};branch=z9hG4bKo{cseq}{call_id}",
         f"From: <sip:{user}@{DOMAIN}>;tag=1",
         f"To: <sip:{user}@{DOMAIN}>",
@@ -92,6 +94,15 @@ def test_through_an_edge_without_ob_is_439() -> None:
     r = reg.handle(register_req(flow_contact(1), path=EDGE, supported="path"), "bob", edge, 0.0)
     assert r.status == 200 and ("Require", "outbound") not in r.headers
     assert loc.lookup("bob", 0.0)[0].reg_id is None
+
+
+def test_through_a_proxy_that_adds_no_path_is_439() -> None:
+    reg, loc = make()
+    proxy = Peer("udp", "192.0.2.50", 5060)
+    top = "SIP/2.0/UDP 192.0.2.50:5060;branch=z9hG4bKp1"
+    r = reg.handle(register_req(flow_contact(1), via=top), "bob", proxy, 0.0)
+    assert (r.status, r.reason) == (439, "First Hop Lacks Outbound Support")
+    assert loc.lookup("bob", 0.0) == []
 
 
 def test_reg_id_without_supported_outbound_is_an_ordinary_binding() -> None:
