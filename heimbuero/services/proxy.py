@@ -486,7 +486,9 @@ class Proxy:
             core.respond(txn, 404, now, reason=NOTHING_TO_PICK_UP, headers=[("Reason", reason)])
             return True
         call, ringing = found
-        devices = [t for t in self.device_targets(picker, now) if normal_flow(t.dest) == source]
+        # (any flow of the phone: it dialled over the one it came on)
+        flows = [t for d in self.device_flows(picker, now) for t in d]
+        devices = [t for t in flows if normal_flow(t.dest) == source]
         if not devices:
             text = "The phone that dialled is not registered"
             core.respond(txn, 480, now, reason=text,
