@@ -109,6 +109,9 @@ class SipSettings:
     max_expires: int = 7200
     default_expires: int = 3600
     max_contacts_per_aor: int = 10
+    # RFC 5626 outbound: the keep-alive interval (Flow-Timer, seconds) told to a UA whose flow
+    # ends at this server (0: none told)
+    flow_timer: int = 120
     max_message_size: int = 65535
     tcp_idle_timeout: int = 600
     max_tcp_connections_per_ip: int = 100
@@ -783,6 +786,9 @@ min_expires = {d.min_expires}           # shorter registrations get 423 Interval
 max_expires = {d.max_expires}
 default_expires = {d.default_expires}
 max_contacts_per_aor = {d.max_contacts_per_aor}
+# RFC 5626 outbound: seconds between the keep-alives (CRLF over TCP/TLS, STUN over UDP) a phone
+# or mobile app registering with reg-id is told to send (Flow-Timer); 0 = not told
+flow_timer = {d.flow_timer}
 max_message_size = {d.max_message_size}     # bytes; larger messages are refused (513) or dropped
 tcp_idle_timeout = {d.tcp_idle_timeout}       # idle seconds before a TCP connection is closed
 max_tcp_connections_per_ip = {d.max_tcp_connections_per_ip}

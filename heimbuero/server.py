@@ -441,6 +441,7 @@ class Server:
                     max_expires=sip.max_expires,
                     default_expires=sip.default_expires,
                     max_contacts_per_aor=sip.max_contacts_per_aor,
+                    flow_timer=sip.flow_timer,
                 ),
                 timers=TimerSettings(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000),
                 trusted_peers=sip.trusted_peers,
@@ -490,6 +491,7 @@ class Server:
             tls=_sip_tls(config),
         )
         self.core.is_connected = self.transports.is_connected
+        self.transports.on_connection_closed = self._flow_closed
         self.events.subscribe(BindingChanged, _log_registrations)
         self.sip_tcp_cap, self.http_cap = connection_caps(config.http)
         self.transports.max_connections = self.sip_tcp_cap
@@ -884,6 +886,11 @@ class Server:
 
     def _load_office(self) -> tuple[Directory, list[Override]]:
         return self.store.load_directory(), self.store.list_overrides(datetime.now(UTC))
+
+    def _flow_closed(self, flow: Peer) -> None:
+        """A SIP connection closed: its outbound registrations go (RFC 5626 §5.3)."""
+        self.core.flow_closed(flow, self.transports.now())
+        self.transports.flush()
 
     async def _nat_keepalive(self) -> None:
         """Send a CRLFCRLF ping to each UDP device behind NAT so its router keeps the mapping."""

@@ -1,5 +1,6 @@
 """asyncio UDP, TCP and TLS transports: move bytes between sockets and a sans-IO SIP endpoint,
-and arm the one timer the endpoint asks for. No SIP logic lives here beyond stream framing.
+and arm the one timer the endpoint asks for. No SIP logic lives here beyond stream framing and
+the keep-alives of RFC 5626 (CRLF pongs on streams, STUN Binding answers on UDP).
 
 Limits: datagrams and stream messages above `max_message_size` are dropped (a stream is
 closed), TCP/TLS connections per remote IP are capped, idle connections are closed. TLS runs
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 from heimbuero.net.tls import fingerprint
 from heimbuero.sip.framing import KEEPALIVE_PONG, FramingError, StreamFramer
 from heimbuero.sip.peer import Peer
+from heimbuero.sip.stun import binding_response, looks_like_stun
 
 log = logging.getLogger("heimbuero.net")
 
@@ -81,6 +83,13 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if looks_like_stun(data):
+            # RFC 5626 §4.4.2/§8: a STUN keep-alive of an outbound flow, answered on the very
+            # socket it came to (heimbuero.sip.stun says which requests get an answer)
+            answer = binding_response(data, str(addr[0]), int(addr[1]))
+            if answer is not None and self.transport is not None:
+                self.transport.sendto(answer, addr)
+            return
         self.owner.on_datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -297,6 +306,8 @@ class Transports:
         # from the open-files limit)
         self.max_connections: int | None = None
         self._per_ip: dict[str, int] = {}
+        # told of each SIP connection that closed (server.py: outbound flows fail, RFC 5626 §5.3)
+        self.on_connection_closed: Callable[[Peer], None] | None = None
         self._connecting: dict[tuple[str, int], list[bytes]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -442,6 +453,8 @@ class Transports:
         key = (peer[1], peer[2])
         if self._conns.get(key) is conn:
             del self._conns[key]
+            if self.on_connection_closed is not None:
+                self.on_connection_closed(peer)
         n = self._per_ip.get(peer[1], 0) - 1
         if n > 0:
             self._per_ip[peer[1]] = n

@@ -440,11 +440,13 @@ class CallRouting:
             if account is None or account.role in STAFF:
                 # The agent must know before answering whom the call is for.
                 display = f"{client.name}: {_pretty_number(run.caller)}"
-        # The same destinations as any call to the user (the proxy decides where devices are).
+        # The same destinations as any call to the user (the proxy decides where devices are;
+        # a device with several outbound flows rings once, the others kept for failing over).
         targets = [
-            Target(uri, dest, UserTarget(user), display, headers, route=route)
-            for uri, dest, route in self.core.proxy.device_targets(user, now)
-        ]
+            Target(d[0].uri, d[0].dest, UserTarget(user), display, headers, route=d[0].route,
+                   flows=tuple(d[1:]))
+            for d in self.core.proxy.device_flows(user, now)
+        ]  # fmt: skip
         events = self.core.events
         ringing = display is not None and account is not None and targets
         if ringing and events.has_subscribers(CallRinging):

@@ -69,7 +69,8 @@ KNOWN_METHODS = frozenset(m.strip() for m in ALLOW.split(",")) | {"PUBLISH"}
 # RFC 3261 §16.8: Timer C MUST be greater than 3 minutes; a smaller setting is raised to this.
 TIMER_C_MIN = 181.0
 ACCEPT = "application/sdp"
-SUPPORTED = "path"  # option tags the server itself implements (RFC 3327 Path at the registrar)
+# option tags the server itself implements: RFC 3327 Path and RFC 5626 outbound at the registrar
+SUPPORTED = "path, outbound"
 _SUPPORTED_TAGS = frozenset(t.strip() for t in SUPPORTED.split(",") if t.strip())
 BRANCH_PREFIX = MAGIC_COOKIE + "hb"
 
@@ -322,6 +323,15 @@ class SipCore:
         if self.layer.destination_failed(dest, now):
             log.info("%s unreachable: its transactions fail at once", dest)
         self._pump(now)
+
+    def flow_closed(self, flow: Peer, now: float) -> None:
+        """A TCP/TLS connection closed: the outbound bindings registered over it are gone
+        (RFC 5626 §5.3: the flow failed, and such a binding is reached over its flow only)."""
+        gone = self.location.remove_flow(flow)
+        if gone:
+            log.info("flow %s closed: %d outbound registration(s) removed", flow, len(gone))
+            self.bindings_changed([], gone, now)
+            self._pump(now)
 
     def bindings_changed(self, added: list[Binding], removed: list[Binding], now: float) -> None:
         self.events.publish(BindingChanged(now, added, removed))

@@ -64,7 +64,7 @@ class LocationService:
     (expires_at, binding) pairs ordered by a per-push counter instead of copies of the keys.
     """
 
-    __slots__ = ("_by_aor", "_expiry", "_upserts", "_deletes", "_peers", "_count")
+    __slots__ = ("_by_aor", "_expiry", "_upserts", "_deletes", "_peers", "_count", "_flows")
 
     def __init__(self) -> None:
         self._by_aor: dict[str, Binding | dict[str, Binding]] = {}
@@ -74,6 +74,9 @@ class LocationService:
         self._deletes: set[tuple[str, str]] = set()
         self._peers: dict[Peer, Peer] = {}
         self._count = 0
+        # RFC 5626 outbound bindings by the connection (flow) they came over: (aor, contact)
+        # of each; entries are checked against the binding when used (it may be gone since)
+        self._flows: dict[Peer, set[tuple[str, str]]] = {}
 
     def _of(self, aor: str) -> dict[str, Binding] | None:
         found = self._by_aor.get(aor)
@@ -152,6 +155,8 @@ class LocationService:
         self._place(binding)
         self._upserts[key] = binding
         self._deletes.discard(key)
+        if binding.reg_id is not None and binding.received.reliable and not binding.path:
+            self._flows.setdefault(binding.received, set()).add(key)
 
     def remove(self, aor: str, contact: str) -> Binding | None:
         found = self._by_aor.get(aor)
@@ -174,6 +179,18 @@ class LocationService:
         self._upserts.pop(key, None)
         self._deletes.add(key)
         return b
+
+    def remove_flow(self, flow: Peer) -> list[Binding]:
+        """The connection `flow` closed: remove and return the outbound bindings (RFC 5626:
+        `+sip.instance` and `reg-id`) registered over it. Such a binding is reached over its
+        flow only (§5.3), so with the flow gone it is useless; the UA registers a new flow."""
+        gone: list[Binding] = []
+        for aor, contact in self._flows.pop(flow, ()):
+            b = self.get(aor, contact)
+            if b is not None and b.reg_id is not None and b.received == flow and not b.path:
+                self.remove(aor, contact)
+                gone.append(b)
+        return gone
 
     def remove_aor(self, aor: str) -> list[Binding]:
         found = self._of(aor) or {}

@@ -104,6 +104,9 @@ class Target:
     alternates: tuple[Peer, ...] = ()
     # the pre-loaded Route of the branch: the device's Path (RFC 3327 §5.4), `dest` its first hop
     route: tuple[str, ...] = ()
+    # the other flows of the same device (RFC 5626 §5.3), tried in turn when this one fails
+    # (transport error, no answer, 430 Flow Failed or 503)
+    flows: tuple[DeviceTarget, ...] = ()
 
 
 class DeviceTarget(NamedTuple):
@@ -313,16 +316,17 @@ class Proxy:
             reason = "no device registered" if only is None else "GRUU not registered"
             core.respond(txn, 480, now, reason=f"Temporarily Unavailable: {reason}")
             return
-        targets = self.device_targets(aor, now, only)
+        devices = self.device_flows(aor, now, only)
         if uri.scheme == "sips":
-            targets = [t for t in targets if t[1][0] == "tls"]  # RFC 5630: TLS to the end
-            if not targets:
+            # RFC 5630: TLS to the end
+            devices = [f for d in devices if (f := [t for t in d if t.dest[0] == "tls"])]
+            if not devices:
                 core.respond(txn, 480, now, reason="Temporarily Unavailable: no device on TLS")
                 return
-        if not targets:
+        if not devices:
             core.respond(txn, 480, now, reason="Temporarily Unavailable: no device reachable")
             return
-        self._fork(txn, targets, req.method in DIALOG_METHODS, now)
+        self._fork_devices(txn, devices, req.method in DIALOG_METHODS, now)
 
     def _gruu_contact(self, uri: SipURI, dest: Peer, now: float) -> str | None:
         """The Contact of the device one of our GRUUs names, for an in-dialog request whose
@@ -346,15 +350,41 @@ class Proxy:
         self, aor: str, now: float, only: Callable[[Binding], bool] | None = None
     ) -> list[DeviceTarget]:
         """Each registered device of `aor` (those `only` accepts: a GRUU's) that can be
-        reached: where the registrar decided to reach it (`registrar.reach_address`: NAT
-        detection; `registrar.path_hop`: the first hop of its Path), or, when that connection
-        is gone, the address its Contact (its first Path entry) names, if that is reachable."""
+        reached, once (`device_flows`: a device registered with several outbound flows is
+        reached over its preferred one)."""
+        return [flows[0] for flows in self.device_flows(aor, now, only)]
+
+    def device_flows(
+        self, aor: str, now: float, only: Callable[[Binding], bool] | None = None
+    ) -> list[list[DeviceTarget]]:
+        """The ways to reach each registered device of `aor` (those `only` accepts: a
+        GRUU's), best first.
+
+        A device that registered with RFC 5626 outbound (`+sip.instance` and `reg-id`) may hold
+        several flows, one per reg-id: a request goes to one device once, over its most
+        recently registered flow, and to the next one when that fails (§5.3). An outbound
+        flow is reached over its connection (or edge) only: when that is gone, so is the flow.
+
+        Every other binding is a device of its own: where the registrar decided to reach it
+        (`registrar.reach_address`: NAT detection; `registrar.path_hop`: the first hop of its
+        Path), or, when that connection is gone, the address its Contact (its first Path
+        entry) names, if that is reachable."""
         core = self.core
-        targets: list[DeviceTarget] = []
+        devices: list[list[DeviceTarget]] = []
+        instances: dict[str, list[tuple[float, DeviceTarget]]] = {}
         for b in core.location.lookup(aor, now):
             if only is not None and not only(b):
                 continue
             dest = b.received
+            if b.instance and b.reg_id is not None:
+                if (dest.reliable and not core.is_connected(dest)) or core.is_trunk_address(dest):
+                    continue
+                flows = instances.get(b.instance)
+                if flows is None:
+                    flows = instances[b.instance] = []
+                    devices.append([])  # (its place among the devices, filled below)
+                flows.append((b.expires_at, DeviceTarget(b.contact, dest, b.path)))
+                continue
             if dest.reliable and not core.is_connected(dest):
                 # The connection is gone: try the address its Contact (or edge proxy) names.
                 try:
@@ -367,8 +397,16 @@ class Proxy:
                 dest = Peer(dest[0], alt[1], alt[2])
             if core.is_trunk_address(dest):
                 continue  # a carrier is reached through a routing plan only
-            targets.append(DeviceTarget(b.contact, dest, b.path))
-        return targets
+            devices.append([DeviceTarget(b.contact, dest, b.path)])
+        # the latest registered flow first (the one with the latest expiry: a registration
+        # refreshed later, for the same time, expires later)
+        ordered = iter(instances.values())
+        for i, found in enumerate(devices):
+            if not found:
+                flows = next(ordered)
+                flows.sort(key=lambda f: -f[0])
+                devices[i] = [t for _, t in flows]
+        return devices
 
     def _fork(
         self,
@@ -379,6 +417,19 @@ class Proxy:
     ) -> None:
         call = self._start(txn, record_route, None, now)
         self._ring(call, [Target(t.uri, t.dest, route=t.route) for t in targets], now)
+
+    def _fork_devices(
+        self,
+        txn: tx.ServerTransaction,
+        devices: list[list[DeviceTarget]],
+        record_route: bool,
+        now: float,
+    ) -> None:
+        """Fork to devices: each over its first flow, the others kept to fail over to."""
+        call = self._start(txn, record_route, None, now)
+        targets = [Target(d[0].uri, d[0].dest, route=d[0].route, flows=tuple(d[1:]))
+                   for d in devices]  # fmt: skip
+        self._ring(call, targets, now)
 
     def ring(self, txn: tx.ServerTransaction, targets: list[Target], now: float) -> None:
         """Forward a request to these targets (record-routed; no plan behind them)."""
@@ -455,7 +506,9 @@ class Proxy:
             core.respond(txn, 404, now, reason=NOTHING_TO_PICK_UP, headers=[("Reason", reason)])
             return True
         call, ringing = found
-        devices = [t for t in self.device_targets(picker, now) if normal_flow(t.dest) == source]
+        # (any flow of the phone: it dialled over the one it came on)
+        flows = [t for d in self.device_flows(picker, now) for t in d]
+        devices = [t for t in flows if normal_flow(t.dest) == source]
         if not devices:
             text = "The phone that dialled is not registered"
             core.respond(txn, 480, now, reason=text,
@@ -681,8 +734,8 @@ class Proxy:
             branch.done = True
             return
         branch.done = True
-        if status == 503 and self._next_address(branch, now):
-            return
+        if status in (430, 503) and self._next_address(branch, now):
+            return  # (430 Flow Failed: an edge lost the device's flow, RFC 5626 §5.3)
         if branch.timed_out and status == 487:
             resp = core.make_response(call.server_txn.request, 408)
         call.finals.append(resp)
@@ -760,13 +813,23 @@ class Proxy:
         """RFC 3263 §4.3: the next hop's next address, as a new branch (a new transaction),
         when this one failed; False when none is left (or the call is over)."""
         target, call = branch.target, branch.call
-        if target is None or not target.alternates or call.final_sent or call.canceled:
+        if target is None or call.final_sent or call.canceled:
             return False
-        failed, nxt_dest = branch.dest, target.alternates[0]
-        log.info("call %s: %s:%s:%d failed; trying %s:%s:%d (the next address of %s)",
-                 call.server_txn.request.call_id, *failed, *nxt_dest, target.uri)  # fmt: skip
-        nxt = replace(target, dest=target.alternates[0],
-                                  alternates=target.alternates[1:])  # fmt: skip
+        failed = branch.dest
+        if target.alternates:
+            nxt_dest = target.alternates[0]
+            log.info("call %s: %s:%s:%d failed; trying %s:%s:%d (the next address of %s)",
+                     call.server_txn.request.call_id, *failed, *nxt_dest, target.uri)  # fmt: skip
+            nxt = replace(target, dest=nxt_dest, alternates=target.alternates[1:])
+        elif target.flows:
+            # RFC 5626 §5.3: the device's next flow
+            flow = target.flows[0]
+            log.info("call %s: flow %s:%s:%d failed; trying the device's flow %s:%s:%d",
+                     call.server_txn.request.call_id, *failed, *flow.dest)  # fmt: skip
+            nxt = replace(target, uri=flow.uri, dest=flow.dest, route=flow.route,
+                          flows=target.flows[1:])  # fmt: skip
+        else:
+            return False
         self._ring(call, [nxt], now)
         return True
 

@@ -31,6 +31,16 @@ the registering user's claim, trusted for that user's own binding only, and held
 rule as a Contact: its first hop is the proxy the REGISTER came from (a hostname, or the same
 IP), or an address reachable from that source; never this server itself or a carrier trunk
 (`refuse_hop`, decided by the core), and at most `MAX_PATH` entries.
+
+Outbound (RFC 5626): a REGISTER whose Contact has `+sip.instance` and `reg-id`, from a UA that
+says `Supported: outbound`, registers a flow (§6): either straight to this server (no Path: the
+connection or UDP source it came from) or through an edge proxy whose Path entry has `ob`. The
+200 says `Require: outbound`, and `Flow-Timer` (the keep-alive interval, `flow_timer`) when the
+flow ends here. A new flow of the same instance and reg-id replaces the old one; other reg-ids
+of the instance are further flows of the same device (the proxy uses one, then the next).
+Through a first hop without `ob` (or a proxy that added no Path) the UA is refused with 439
+(§11.6). Without `Supported: outbound` the reg-id is ignored and the Contact is an ordinary
+binding.
 """
 
 from __future__ import annotations
@@ -54,6 +64,8 @@ from .location import Binding, LocationService, Peer
 
 MAX_PATH = 5  # Path entries kept per binding (one edge proxy needs one or two)
 MAX_PATH_CHARS = 1024  # their total length
+MAX_REG_ID = 2**31 - 1  # RFC 5626 §4.2: reg-id is 1 to 2^31-1
+FIRST_HOP_LACKS_OUTBOUND = "First Hop Lacks Outbound Support"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +74,9 @@ class RegistrarSettings:
     max_expires: int = 7200
     default_expires: int = 3600
     max_contacts_per_aor: int = 10
+    # RFC 5626 §4.4.1: the keep-alive interval told to a UA whose outbound flow ends here
+    # (Flow-Timer; 0: none is told and the UA picks its own)
+    flow_timer: int = 120
 
 
 @dataclass(slots=True)
@@ -161,6 +176,9 @@ class Registrar:
                     423, "Interval Too Brief", [("Min-Expires", str(s.min_expires))], [], []
                 )
             parsed.append((addr, min(expires, s.max_expires)))
+        outbound = _outbound(req, [a for a, _ in parsed], path_values)
+        if isinstance(outbound, str):
+            return _fail(439 if outbound == FIRST_HOP_LACKS_OUTBOUND else 400, outbound)
 
         added: list[Binding] = []
         removed: list[Binding] = []
@@ -181,7 +199,7 @@ class Registrar:
                     removed.append(gone)
                 continue
             q = _q_value(addr)
-            reg_id_text = addr.params.get("reg-id")
+            reg_id_text = addr.params.get("reg-id") if outbound else None
             binding = Binding(
                 aor=aor,
                 contact=key,
@@ -192,6 +210,7 @@ class Registrar:
                 q=q,
                 user_agent=user_agent[:200] if user_agent else None,
                 instance=addr.params.get("+sip.instance"),
+                # (RFC 5626 §6: reg-id counts only for a REGISTER processed as outbound)
                 reg_id=int(reg_id_text) if reg_id_text and reg_id_text.isdigit() else None,
                 path=path,
             )
@@ -207,7 +226,14 @@ class Registrar:
                         removed.append(other)
             loc.put(binding)
             added.append(binding)
-        return self._ok(aor, now, added, removed, echo)
+        result = self._ok(aor, now, added, removed, echo)
+        if outbound:
+            # RFC 5626 §6: the registrar says it did outbound processing; §4.4.1/§10.4: the
+            # keep-alive interval, for a flow whose first hop is this server (no Path)
+            result.headers.append(("Require", "outbound"))
+            if not path and s.flow_timer > 0:
+                result.headers.append(("Flow-Timer", str(s.flow_timer)))
+        return result
 
     def _check_path(self, values: list[str], source: Peer) -> tuple[tuple[str, ...], Peer] | str:
         """The Path vector to store and where its first hop is reached, or why it is refused
@@ -336,6 +362,31 @@ def add_gruus(result: RegisterResult, gruus: Gruus, bindings: list[Binding]) -> 
 
 def _supports(req: Request, tag: str) -> bool:
     return any(v.strip().lower() == tag for v in req.get_all("supported"))
+
+
+def _outbound(req: Request, contacts: list[Address], path: list[str]) -> bool | str:
+    """Whether a REGISTER is processed as RFC 5626 outbound (§6): a Contact with
+    `+sip.instance` and `reg-id`, the UA's `Supported: outbound`, and a first hop that supports
+    outbound: the UA itself (one Via, no Path) or an edge whose Path entry has the `ob`
+    parameter. A string: why it is refused, FIRST_HOP_LACKS_OUTBOUND when the UA asks for it
+    through a first hop without `ob` or through a proxy that added no Path (439, §11.6), else a
+    bad reg-id (400)."""
+    flows = [a for a in contacts if "reg-id" in a.params and "+sip.instance" in a.params]
+    if not flows or not _supports(req, "outbound"):
+        return False  # (§6: reg-id is then ignored, the Contact is an ordinary binding)
+    for a in flows:
+        text = a.params.get("reg-id") or ""
+        if not (
+            text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= MAX_REG_ID
+        ):
+            return "Bad reg-id: a number from 1 to 2147483647"
+    if not path:
+        return True if len(req.get_all("via")) == 1 else FIRST_HOP_LACKS_OUTBOUND
+    try:
+        ob = "ob" in parse_address(path[0]).uri.params
+    except ParseError:
+        ob = False
+    return True if ob else FIRST_HOP_LACKS_OUTBOUND
 
 
 def _fail(status: int, reason: str) -> RegisterResult:

@@ -4,7 +4,9 @@ Kamailio as their outbound proxy; Kamailio adds a Path to their REGISTERs (path 
 heimbuero sends back (INVITE and MESSAGE with the Path as Route, in-dialog requests along the
 Record-Route) on to the phones with loose_route(). Calls work both ways through the edge, and a
 MESSAGE too; heimbuero stored the Path with each binding. alice's phone says `Supported: path`
-(RFC 5626 outbound mode), bob's does not (as most desk phones): both work.
+(RFC 5626 outbound mode: its REGISTER has reg-id and `Supported: outbound`, so the edge's Path
+carries `ob`, else heimbuero refuses it with 439), bob's does not (as most desk phones): both
+work.
 
 NOTIFYs cross the edge as well: a watcher behind it subscribes to a colleague's presence and
 gets the NOTIFY when the colleague's phone registers (in the subscription's dialog, along the
@@ -91,7 +93,7 @@ request_route {{
 	}}
 	loose_route();  # our own Route: a phone's outbound proxy entry, or the Path heimbuero used
 	if (is_method("REGISTER")) {{
-		add_path();
+		add_path("edge", "ob");  # "ob" (RFC 5626 §5.1): it routes back to the phone itself
 		$du = "sip:{server}";
 		t_relay();
 		exit;

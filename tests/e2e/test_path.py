@@ -9,12 +9,19 @@ one, and a request that names the edge in a Route of its own is not relayed to i
 
 GRUU (RFC 5627), the registrar's other extension: a phone with two instances gets a public and
 a temporary GRUU for each in the 200, a call to one of them rings that device only, and a
-temporary GRUU the server did not make is refused."""
+temporary GRUU the server did not make is refused.
+
+Outbound (RFC 5626), which edge proxies and mobile apps use: a STUN keep-alive to the SIP UDP
+port is answered with the sender's address, and an app with two flows over TCP gets a call on
+one of them, then, when that connection closes, on the other."""
 
 from __future__ import annotations
 
 import contextlib
 import re
+import socket
+import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +98,8 @@ def test_register_with_path_is_echoed_and_calls_take_the_path(server: Server) ->
         ok = register(bob, "bob", USERS["bob"], path)
         assert ok.status == 200, ok.summary()
         assert ok.header_values("Path") == path  # RFC 3327 §5.3: echoed, in order
-        assert "path" in [v.strip() for v in ok.header_values("Supported")]
+        tags = [t.strip() for v in ok.header_values("Supported") for t in v.split(",")]
+        assert "path" in tags
         invite(alice, "alice", "bob")
         arrived = edge.first("INVITE", 10)
         # The Request-URI is bob's Contact; the Route is the stored Path (§5.4), in order.
@@ -255,3 +263,62 @@ def test_gruu_reaches_only_its_instance_and_a_forged_one_nothing(server: Server)
             # the softphone hears only retransmissions of the first call
             while (late := soft.recv(0.1)) is not None:
                 assert late.header("Call-ID") == first.call_id, late.summary()
+
+
+# ---- Outbound (RFC 5626) -----------------------------------------------------------------------
+
+INSTANCE = '"<urn:uuid:6f4a2d1c-0b8e-4f57-9c1e-3d2b7a5e8f01>"'
+
+
+def outbound_register(c: SipClient, reg_id: int, *, contact: bool = True) -> SipMessage:
+    """bob's REGISTER of one outbound flow (RFC 5626 §4.2) over `c`; without `contact`: a
+    query of his bindings."""
+    aor = f"sip:bob@{DOMAIN}"
+    headers = [("Supported", "outbound, path"), ("Expires", "300")]
+    if contact:
+        uri = f"sip:bob@127.0.0.1:{c.local_port};transport=tcp;ob"
+        headers.append(("Contact", f"<{uri}>;reg-id={reg_id};+sip.instance={INSTANCE}"))
+    _, ok = c.authenticated_request("REGISTER", f"sip:{DOMAIN}", username="bob",
+                                    password=USERS["bob"], from_uri=aor, to_uri=aor,
+                                    headers=headers)  # fmt: skip
+    return ok
+
+
+def test_outbound_flows_and_stun_keepalive(server: Server) -> None:
+    # STUN keep-alive (RFC 5626 §8) on the SIP UDP port: the answer names our address
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        udp.settimeout(5)
+        txid = bytes(range(1, 13))
+        udp.sendto(struct.pack("!HHI", 0x0001, 0, 0x2112A442) + txid, ("127.0.0.1", server.port))
+        data, _ = udp.recvfrom(2048)
+        port = udp.getsockname()[1]
+        assert data[:2] == b"\x01\x01" and data[8:20] == txid  # Binding Success Response
+        kind, _, family, xport = struct.unpack_from("!HHxBH", data, 20)
+        assert (kind, family, xport ^ 0x2112) == (0x0020, 1, port)  # XOR-MAPPED-ADDRESS
+        assert struct.unpack_from("!I", data, 28)[0] ^ 0x2112A442 == 0x7F000001  # 127.0.0.1
+    with (
+        SipClient(server.port, transport="tcp") as flow1,
+        SipClient(server.port, transport="tcp") as flow2,
+        SipClient(server.port) as alice,
+    ):
+        ok = outbound_register(flow1, 1)
+        assert ok.status == 200, ok.summary()
+        assert ok.header("Require") == "outbound" and ok.header("Flow-Timer") == "120"
+        # (the second flow registers later: the one calls take first)
+        assert outbound_register(flow2, 2).status == 200
+        invite(alice, "alice", "bob")
+        call = flow2.recv(10)
+        assert call is not None and call.method == "INVITE", call
+        assert flow1.recv(QUIET) is None  # one device rings once, over one flow (§5.3)
+        # the app's connection closes: that flow is gone, the registration with it
+        flow2.close()
+        deadline = time.monotonic() + 10
+        while len(outbound_register(flow1, 1, contact=False).header_values("Contact")) != 1:
+            assert time.monotonic() < deadline, "the closed flow's binding stayed"
+            time.sleep(0.1)
+        invite(alice, "alice", "bob")
+        again = flow1.recv(10)
+        while again is not None and again.method != "INVITE":
+            again = flow1.recv(10)
+        assert again is not None and again.method == "INVITE"
