@@ -70,7 +70,7 @@ KNOWN_METHODS = frozenset(m.strip() for m in ALLOW.split(",")) | {"PUBLISH"}
 TIMER_C_MIN = 181.0
 ACCEPT = "application/sdp"
 # option tags the server itself implements: RFC 3327 Path and RFC 5626 outbound at the registrar
-SUPPORTED = "path, outbound"
+SUPPORTED = "path, outbound, gruu"
 _SUPPORTED_TAGS = frozenset(t.strip() for t in SUPPORTED.split(",") if t.strip())
 BRANCH_PREFIX = MAGIC_COOKIE + "hb"
 

@@ -348,9 +348,8 @@ def path_hop(uri: SipURI, source: Peer) -> Peer | None:
 
 def add_gruus(result: RegisterResult, gruus: Gruus, bindings: list[Binding]) -> None:
     """RFC 5627 §5: each Contact of the 200 whose binding has an instance id gets its public
-    and temporary GRUU (the Contacts are those of `_ok`), and the 200 says `Supported: gruu`
-    (only to a UA that asked for GRUUs: the others see the answer they always saw)."""
-    result.headers.append(("Supported", "gruu"))
+    and temporary GRUU (the Contacts are those of `_ok`); only for a UA that asked for GRUUs
+    (the core's `Supported` of every 200 names `gruu`)."""
     by_uri = {f"<{b.contact}>": b for b in bindings}
     for i, (name, value) in enumerate(result.headers):
         uri, sep, rest = value.partition(">")
