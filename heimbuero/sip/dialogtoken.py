@@ -33,11 +33,12 @@ _MAC_BYTES = 12  # 96 bits: forging one takes 2**95 guesses on average
 _ALIAS_MAC_BYTES = 9
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
+    """URL-safe base64 without padding (tokens inside URI parameters)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _unb64(text: str) -> bytes | None:
+def unb64(text: str) -> bytes | None:
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
@@ -90,7 +91,7 @@ class DialogSigner:
         between the two `flows` (order does not matter)."""
         payload = "|".join(sorted(_flow_text(f) for f in flows))
         mac = self._mac(b"rr", call_id, tag, payload, size=_MAC_BYTES)
-        return f"{_b64(payload.encode('utf-8'))}.{_b64(mac)}"
+        return f"{b64(payload.encode('utf-8'))}.{b64(mac)}"
 
     def check_route(
         self, token: str, call_id: str, tags: tuple[str, ...]
@@ -100,8 +101,8 @@ class DialogSigner:
         payload_b64, sep, mac_b64 = token.partition(".")
         if not sep or len(token) > 400:
             return None
-        raw = _unb64(payload_b64)
-        mac = _unb64(mac_b64)
+        raw = unb64(payload_b64)
+        mac = unb64(mac_b64)
         if raw is None or mac is None or len(mac) != _MAC_BYTES:
             return None
         try:
@@ -129,7 +130,7 @@ class DialogSigner:
         t, h, p = normal_flow(flow)
         host = f"[{h}]" if ":" in h else h
         mac = self._mac(b"alias", call_id, _flow_text(flow), size=_ALIAS_MAC_BYTES)
-        return f"{host}~{p}~{t}~{_b64(mac)}"
+        return f"{host}~{p}~{t}~{b64(mac)}"
 
     def check_alias(self, value: str, call_id: str) -> Flow | None:
         """The flow an alias value names, if this signer made it for `call_id`; else None."""
@@ -137,7 +138,7 @@ class DialogSigner:
         if len(parts) != 4 or len(value) > 200:
             return None
         flow = _parse_flow([parts[2].lower(), parts[0].strip("[]").lower(), parts[1]])
-        mac = _unb64(parts[3])
+        mac = unb64(parts[3])
         if flow is None or mac is None or len(mac) != _ALIAS_MAC_BYTES:
             return None
         good = self._mac(b"alias", call_id, _flow_text(flow), size=_ALIAS_MAC_BYTES)

@@ -18,13 +18,13 @@ A GRUU names one device (one `+sip.instance`) of a user rather than all of them:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import string
 from dataclasses import dataclass
 from urllib.parse import unquote
+
+from heimbuero.sip.dialogtoken import b64, unb64
 
 GR_PARAM = "gr"
 TEMP_PREFIX = "tgruu."  # the user part of a temporary GRUU starts so
@@ -120,17 +120,6 @@ class TempGruu:
         )
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes | None:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        return None
-
-
 class TempGruuSigner:
     """Makes and opens temporary GRUU tokens under one key."""
 
@@ -160,14 +149,14 @@ class TempGruuSigner:
         )
         iv = hmac.new(self._tag_key, plain, hashlib.sha256).digest()[:_TAG_BYTES]
         cipher = bytes(a ^ b for a, b in zip(plain, self._stream(iv, len(plain)), strict=True))
-        return _b64(iv + cipher)
+        return b64(iv + cipher)
 
     def open(self, token: str) -> TempGruu | None:
         """What a token names if this signer made it; None for anything else (forged, changed,
         made under another secret, oversize)."""
         if len(token) > MAX_TOKEN_CHARS:
             return None
-        raw = _unb64(token)
+        raw = unb64(token)
         if raw is None or len(raw) < _TAG_BYTES + _CALL_HASH_BYTES + 4 + 3:
             return None
         iv, cipher = raw[:_TAG_BYTES], raw[_TAG_BYTES:]
