@@ -30,7 +30,14 @@ from heimbuero.office.pickup import NOTHING_TO_PICK_UP
 from heimbuero.services.liveness import DialogLiveness
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.branch import response_address, stray_binding
-from heimbuero.sip.dialogtoken import TOKEN_PARAM, DialogSigner, Flow, is_party, normal_flow
+from heimbuero.sip.dialogtoken import (
+    TOKEN_PARAM,
+    DialogSigner,
+    Flow,
+    is_party,
+    normal_flow,
+    same_party,
+)
 from heimbuero.sip.message import (
     Address,
     ParseError,
@@ -333,16 +340,16 @@ class Proxy:
         remote target is that GRUU (RFC 5627 §4.2: the phone put it in its Contact) and whose
         route set goes on past us to the edge proxy the device registered through (Path): we
         answer for the GRUU, the edge cannot resolve it, so it is translated here. Only to a
-        device registered over the very flow the request goes on to: a GRUU in a Contact
-        cannot steer the dialog's requests anywhere else."""
+        device registered over the very flow the request goes on to (over TCP/TLS: the same
+        host, `same_party`, as the edge listens on another port than it connects from): a GRUU
+        in a Contact cannot steer the dialog's requests anywhere else."""
         core = self.core
         gruu = core.gruus.resolve(uri)
         if isinstance(gruu, tuple):
             return None
-        flow = normal_flow(dest)
         found = [
             b for b in core.location.lookup(gruu.aor, now)
-            if gruu.matches(b) and normal_flow(b.received) == flow
+            if gruu.matches(b) and same_party(b.received, dest)
         ]  # fmt: skip
         return max(found, key=lambda b: b.expires_at).contact if found else None
 

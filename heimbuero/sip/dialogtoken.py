@@ -57,12 +57,14 @@ def is_party(flow: Flow, flows: tuple[Flow, Flow]) -> bool:
     connections to us come from passing ports, while its Record-Route and Path name the port
     it listens on (an edge proxy in front of phones, reached again once its connection closed).
     """
-    t, h, p = normal_flow(flow)
-    for other in flows:
-        ot, oh, op = normal_flow(other)
-        if (t, h) == (ot, oh) and (p == op or t in ("tcp", "tls")):
-            return True
-    return False
+    return any(same_party(flow, other) for other in flows)
+
+
+def same_party(a: Flow, b: Flow) -> bool:
+    """Whether flows `a` and `b` reach the same peer (the rule of `is_party`)."""
+    t, h, p = normal_flow(a)
+    bt, bh, bp = normal_flow(b)
+    return (t, h) == (bt, bh) and (p == bp or t in ("tcp", "tls"))
 
 
 def _flow_text(flow: Flow) -> str:

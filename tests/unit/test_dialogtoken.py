@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from heimbuero.sip.dialogtoken import DialogSigner, is_party
+from heimbuero.sip.dialogtoken import DialogSigner, is_party, same_party
 from heimbuero.sip.peer import Peer
 
 KEY = b"s" * 32
@@ -84,3 +84,5 @@ def test_a_party_over_tcp_is_its_host_over_udp_its_address() -> None:
     assert not is_party(Peer("tcp", "198.51.100.2", 5062), flows)
     tls = (Peer("tls", "[2001:db8::1]", 50000), Peer("udp", "192.0.2.1", 5060))
     assert is_party(Peer("tls", "2001:db8::1", 5061), tls)
+    assert same_party(Peer("tcp", "192.0.2.7", 5060), Peer("tcp", "192.0.2.7", 40123))
+    assert not same_party(Peer("udp", "192.0.2.7", 5060), Peer("udp", "192.0.2.7", 40123))
