@@ -30,7 +30,14 @@ from heimbuero.office.pickup import NOTHING_TO_PICK_UP
 from heimbuero.services.liveness import DialogLiveness
 from heimbuero.sip import transaction as tx
 from heimbuero.sip.branch import response_address, stray_binding
-from heimbuero.sip.dialogtoken import TOKEN_PARAM, DialogSigner, Flow, normal_flow
+from heimbuero.sip.dialogtoken import (
+    TOKEN_PARAM,
+    DialogSigner,
+    Flow,
+    is_party,
+    normal_flow,
+    same_party,
+)
 from heimbuero.sip.message import (
     Address,
     ParseError,
@@ -278,12 +285,12 @@ class Proxy:
             if dest is None:
                 core.respond(txn, 404, now, reason="Dialog target unknown")
                 return
-            if normal_flow(dest) not in dialog:
+            if not is_party(dest, dialog):
                 log.info("in-dialog %s for %s refused: %s is not a party of the dialog",
                          req.method, req.call_id, dest)  # fmt: skip
                 core.respond(txn, 403, now, reason="Not a party of this dialog")
                 return
-            if normal_flow(txn.source) in dialog:  # type: ignore[arg-type]
+            if is_party(txn.source, dialog):  # type: ignore[arg-type]
                 self.liveness.proxied(req)  # (its CSeq: a BYE from us must go higher)
             hop_uri = req.uri if routes else _strip_alias(req.uri, uri)
             if routes and core.gruus.is_gruu(uri) and core.is_local_uri(uri):
@@ -333,16 +340,16 @@ class Proxy:
         remote target is that GRUU (RFC 5627 §4.2: the phone put it in its Contact) and whose
         route set goes on past us to the edge proxy the device registered through (Path): we
         answer for the GRUU, the edge cannot resolve it, so it is translated here. Only to a
-        device registered over the very flow the request goes on to: a GRUU in a Contact
-        cannot steer the dialog's requests anywhere else."""
+        device registered over the very flow the request goes on to (over TCP/TLS: the same
+        host, `same_party`, as the edge listens on another port than it connects from): a GRUU
+        in a Contact cannot steer the dialog's requests anywhere else."""
         core = self.core
         gruu = core.gruus.resolve(uri)
         if isinstance(gruu, tuple):
             return None
-        flow = normal_flow(dest)
         found = [
             b for b in core.location.lookup(gruu.aor, now)
-            if gruu.matches(b) and normal_flow(b.received) == flow
+            if gruu.matches(b) and same_party(b.received, dest)
         ]  # fmt: skip
         return max(found, key=lambda b: b.expires_at).contact if found else None
 
@@ -1092,7 +1099,7 @@ class Proxy:
         except ParseError:
             return
         dest = dialog_destination(hop, ack.call_id, core.dialogs)
-        if dest is None or normal_flow(dest) not in dialog:
+        if dest is None or not is_party(dest, dialog):
             log.debug("ACK for %s dropped: %s is not a party of the dialog", ack.call_id, dest)
             return
         if not routes:

@@ -329,8 +329,9 @@ def reach_address(contact: SipURI, via: Via | None, source: Peer) -> Peer:
 def path_hop(uri: SipURI, source: Peer) -> Peer | None:
     """Where the first Path entry `uri` of a REGISTER from `source` is reached: the source
     itself when the entry names it (a hostname, which we do not resolve, counts as the proxy
-    that sent the REGISTER; over TCP/TLS its connection), else the address it names when that is
-    reachable from the source (`reachable_from`); None for anything else."""
+    that sent the REGISTER; over TCP/TLS its connection, when the entry names that transport),
+    else the address it names, by the transport it names, when that is reachable from the
+    source (`reachable_from`); None for anything else."""
     host = (uri.params.get("maddr") or uri.host).strip("[]")
     ip = _ip(host)
     if ip is None:
@@ -339,8 +340,8 @@ def path_hop(uri: SipURI, source: Peer) -> Peer | None:
     if transport not in ("udp", "tcp", "tls"):
         return None
     port = uri.port or (5061 if transport == "tls" else 5060)
-    if ip == _ip(source[1]) and (source.reliable or port == source[2]):
-        return source
+    if ip == _ip(source[1]) and transport == source[0] and (source.reliable or port == source[2]):
+        return source  # (by another transport: the address it names, as for any other)
     if not reachable_from(host, source[1]):
         return None
     return Peer(transport, host, port)

@@ -8,7 +8,8 @@ an HMAC (SHA-256) under the server's secret:
 - a Record-Route token: the Call-ID, the tag of the dialog's first From, and the two flows
   (transport, host, port) between which the proxy forwarded the dialog-creating request. An
   in-dialog request is accepted only with a token that verifies for its Call-ID and one of its
-  tags (callee to caller swaps From and To), and is sent only to one of the signed flows;
+  tags (callee to caller swaps From and To), and is sent only to one of the signed flows (over
+  TCP/TLS: to the signed host at any port, `is_party`);
 - an `alias` value (where a phone behind NAT is really reached): host, port and transport
   together with the Call-ID, so that an alias cannot be carried into another dialog or be
   made up by a phone.
@@ -48,6 +49,22 @@ def unb64(text: str) -> bytes | None:
 def normal_flow(flow: Flow) -> Flow:
     """The same flow written one way: transport lower case, host without IPv6 brackets."""
     return Peer(flow[0].lower(), flow[1].strip("[]").lower(), int(flow[2]))
+
+
+def is_party(flow: Flow, flows: tuple[Flow, Flow]) -> bool:
+    """Whether `flow` reaches one of a dialog's two signed `flows`: the same flow, or over
+    TCP/TLS the same host by the same transport. A connection-oriented peer is one host: its
+    connections to us come from passing ports, while its Record-Route and Path name the port
+    it listens on (an edge proxy in front of phones, reached again once its connection closed).
+    """
+    return any(same_party(flow, other) for other in flows)
+
+
+def same_party(a: Flow, b: Flow) -> bool:
+    """Whether flows `a` and `b` reach the same peer (the rule of `is_party`)."""
+    t, h, p = normal_flow(a)
+    bt, bh, bp = normal_flow(b)
+    return (t, h) == (bt, bh) and (p == bp or t in ("tcp", "tls"))
 
 
 def _flow_text(flow: Flow) -> str:

@@ -6,7 +6,8 @@ Record-Route) on to the phones with loose_route(). Calls work both ways through 
 MESSAGE too; heimbuero stored the Path with each binding. alice's phone says `Supported: path`
 (RFC 5626 outbound mode: its REGISTER has reg-id and `Supported: outbound`, so the edge's Path
 carries `ob`, else heimbuero refuses it with 439), bob's does not (as most desk phones): both
-work.
+work. The calls work with TCP between edge and heimbuero as well (the phones stay on UDP), also
+after the edge closed its idle connection.
 
 NOTIFYs cross the edge as well: a watcher behind it subscribes to a colleague's presence and
 gets the NOTIFY when the colleague's phone registers (in the subscription's dialog, along the
@@ -47,12 +48,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.peers("baresip", "kamailio")]
 
 EDGE_CFG = """#!KAMAILIO
 # The edge proxy of test_kamailio_edge.py: Path on REGISTER, Record-Route on dialogs, everything
-# for {domain} to heimbuero, everything else (from heimbuero, with our Path as Route) on to the
-# phones.
+# for {domain} to heimbuero (over {transport}), everything else (from heimbuero, with our Path as
+# Route) on to the phones (over UDP).
 debug=2
 log_stderror=yes
 children=2
-disable_tcp=yes
+{tcp}
 auto_aliases=no
 dns=no
 rev_dns=no
@@ -94,12 +95,12 @@ request_route {{
 	loose_route();  # our own Route: a phone's outbound proxy entry, or the Path heimbuero used
 	if (is_method("REGISTER")) {{
 		add_path("edge", "ob");  # "ob" (RFC 5626 §5.1): it routes back to the phone itself
-		$du = "sip:{server}";
+		$du = "sip:{server}{hop}";
 		t_relay();
 		exit;
 	}}
 	if (is_method("INVITE|SUBSCRIBE")) record_route();
-	if ($rd == "{domain}") $du = "sip:{server}";  # a phone's request: to heimbuero
+	if ($rd == "{domain}") $du = "sip:{server}{hop}";  # a phone's request: to heimbuero
 	t_relay();  # heimbuero's request: to the phone its Request-URI names
 }}
 """
@@ -113,17 +114,25 @@ def _modules() -> str:
 
 
 @contextlib.contextmanager
-def kamailio_edge(tmp_path: Path, server: Server) -> Iterator[int]:
-    """Kamailio on udp 127.0.0.1:<free port> in front of `server`; yields its port."""
+def kamailio_edge(tmp_path: Path, server: Server, upstream: str = "udp") -> Iterator[int]:
+    """Kamailio on udp 127.0.0.1:<free port> in front of `server`; yields its port.
+    `upstream` "tcp": it also listens on tcp at that port and talks to heimbuero over TCP only,
+    closing a connection after 2 s without traffic (tcp_connection_lifetime)."""
     exe = shutil.which("kamailio") or "/usr/sbin/kamailio"
     port = free_port()
     rundir = tmp_path / "kamailio"
     rundir.mkdir()
     cfg = rundir / "kamailio.cfg"
-    cfg.write_text(EDGE_CFG.format(domain=server.domain, server=server.address, host=LOCALHOST))
+    tcp = upstream == "tcp"
+    cfg.write_text(EDGE_CFG.format(
+        domain=server.domain, server=server.address, host=LOCALHOST, transport=upstream.upper(),
+        tcp="tcp_connection_lifetime=2" if tcp else "disable_tcp=yes",
+        hop=";transport=tcp" if tcp else "",
+    ))  # fmt: skip
     log_path = rundir / "out.log"
-    argv = [exe, "-f", str(cfg), "-L", _modules(), "-l", f"udp:{LOCALHOST}:{port}", "-DD", "-E",
-            "-m", "64", "-M", "8", "-Y", str(rundir), "-w", str(rundir)]  # fmt: skip
+    listen = [f"udp:{LOCALHOST}:{port}", *([f"tcp:{LOCALHOST}:{port}"] if tcp else [])]
+    argv = [exe, "-f", str(cfg), "-L", _modules(), *(a for li in listen for a in ("-l", li)),
+            "-DD", "-E", "-m", "64", "-M", "8", "-Y", str(rundir), "-w", str(rundir)]  # fmt: skip
     with log_path.open("ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -201,6 +210,49 @@ def test_phones_behind_a_kamailio_edge_call_and_message_each_other(
             lambda: "Gruss vom Rand" in bob.log_path.read_text(errors="replace"),
             20, interval=0.2, what="bob to receive alice's MESSAGE through the edge",
         )  # fmt: skip
+
+
+def _tcp_links(*ports: int) -> list[str]:
+    """The established TCP connections from or to any of these local ports (`ss`)."""
+    match = " or ".join(f"sport = :{p} or dport = :{p}" for p in ports)
+    argv = ["ss", "-Htn", "state", "established", f"( {match} )"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+def test_the_edge_talks_to_heimbuero_over_tcp(server: Server, tmp_path: Path) -> None:
+    """The phones reach the edge over UDP, the edge reaches heimbuero over TCP: the Path names
+    the edge's TCP side, the edge record-routes twice (UDP towards the phones, TCP towards
+    heimbuero), the BYE crosses the TCP hop from either end, and once the edge has closed its
+    idle connection a call to a phone opens a new one to the Path's address."""
+    with (
+        kamailio_edge(tmp_path, server, "tcp") as edge,
+        _phone(tmp_path, server, "alice", edge, True, answermode="auto") as alice,
+        _phone(tmp_path, server, "bob", edge, False, answermode="auto") as bob,
+    ):
+        alice.wait_registered()
+        bob.wait_registered()
+        rows = server.sql("SELECT aor, path FROM bindings ORDER BY aor")
+        assert [r[0] for r in rows] == ["alice", "bob"], rows
+        assert all(f"{LOCALHOST}:{edge};transport=tcp;lr" in (r[1] or "") for r in rows), rows
+        log = server.log_text()  # (its registration lines name where each REGISTER came from)
+        assert "registered user=bob" in log and "source=udp:" not in log, log
+
+        def call(caller: Baresip, callee: Baresip, hangs_up: Baresip) -> None:
+            caller.command("dial", f"sip:{callee.user}@{DOMAIN}")
+            caller.wait_for_event("CALL_ESTABLISHED", timeout=20)
+            callee.wait_for_event("CALL_ESTABLISHED", timeout=20)
+            hangs_up.command("hangup")
+            caller.wait_for_event("CALL_CLOSED", timeout=20)
+            callee.wait_for_event("CALL_CLOSED", timeout=20)
+
+        call(alice, bob, alice)  # the caller's BYE
+        wait_until(
+            lambda: not _tcp_links(server.port, edge), 15, interval=0.2,
+            what="the edge to close its idle TCP connections",
+        )  # fmt: skip
+        # to bob through a new connection to the edge's Path address (the binding's own is
+        # gone); the callee's BYE (to alice's GRUU, her Contact)
+        call(alice, bob, bob)
 
 
 def _came_through(msg: SipMessage, edge: int, server: Server) -> None:

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from heimbuero.sip.dialogtoken import DialogSigner
+from heimbuero.sip.dialogtoken import DialogSigner, is_party, same_party
+from heimbuero.sip.peer import Peer
 
 KEY = b"s" * 32
 A = ("udp", "192.0.2.10", 5060)
@@ -69,3 +70,19 @@ def test_garbage_never_verifies_and_never_raises(token: str, call_id: str, tag: 
     signer = DialogSigner(KEY)
     assert signer.check_route(token, call_id, (tag,)) is None
     assert signer.check_alias(token, call_id) is None
+
+
+def test_a_party_over_tcp_is_its_host_over_udp_its_address() -> None:
+    # an edge proxy that sent the INVITE from a passing port and listens on 5060
+    flows = (Peer("tcp", "192.0.2.7", 40123), Peer("udp", "198.51.100.2", 5062))
+    assert is_party(Peer("tcp", "192.0.2.7", 40123), flows)
+    assert is_party(Peer("TCP", "192.0.2.7", 5060), flows)  # its Record-Route's port
+    assert not is_party(Peer("udp", "192.0.2.7", 5060), flows)  # another transport
+    assert not is_party(Peer("tcp", "192.0.2.8", 5060), flows)  # another host
+    assert is_party(Peer("udp", "198.51.100.2", 5062), flows)
+    assert not is_party(Peer("udp", "198.51.100.2", 5060), flows)  # UDP: the very address
+    assert not is_party(Peer("tcp", "198.51.100.2", 5062), flows)
+    tls = (Peer("tls", "[2001:db8::1]", 50000), Peer("udp", "192.0.2.1", 5060))
+    assert is_party(Peer("tls", "2001:db8::1", 5061), tls)
+    assert same_party(Peer("tcp", "192.0.2.7", 5060), Peer("tcp", "192.0.2.7", 40123))
+    assert not same_party(Peer("udp", "192.0.2.7", 5060), Peer("udp", "192.0.2.7", 40123))

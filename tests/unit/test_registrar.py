@@ -162,6 +162,11 @@ def test_path_first_hop_rules() -> None:
     # over TCP, an entry naming the edge's address is its connection
     tcp = Peer("tcp", "93.184.216.34", 40001)
     assert path_hop(parse_uri("sip:93.184.216.34;lr;transport=tcp"), tcp) == tcp
+    # an entry naming another transport than the REGISTER came by is followed by that one
+    assert path_hop(parse_uri("sip:93.184.216.34;lr;transport=tcp"), EDGE) == (
+        "tcp", "93.184.216.34", 5060,
+    )  # fmt: skip
+    assert path_hop(parse_uri("sip:93.184.216.34:5070;lr"), tcp) == ("udp", "93.184.216.34", 5070)
 
 
 def test_path_refusals() -> None:
