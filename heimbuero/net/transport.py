@@ -45,6 +45,7 @@ class Endpoint(Protocol):
     def on_timer(self, now: float) -> None: ...
     def unreachable(self, dest: Peer, now: float) -> None: ...
     def clock_stepped(self, delta: float) -> None: ...
+    def admit(self, source: Peer, now: float) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +86,12 @@ class _Udp(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if looks_like_stun(data):
             # RFC 5626 §4.4.2/§8: a STUN keep-alive of an outbound flow, answered on the very
-            # socket it came to (heimbuero.sip.stun says which requests get an answer)
-            answer = binding_response(data, str(addr[0]), int(addr[1]))
+            # socket it came to (heimbuero.sip.stun says which requests get an answer), within
+            # the flood limit of its source like any SIP request (no reflector for a ban)
+            source = Peer("udp", str(addr[0]), int(addr[1]))
+            if not self.owner.endpoint.admit(source, self.owner.now()):
+                return
+            answer = binding_response(data, source.host, source.port)
             if answer is not None and self.transport is not None:
                 self.transport.sendto(answer, addr)
             return

@@ -829,6 +829,14 @@ class SipCore:
         self.guard.update(guard)
         self._flood_exempt = frozenset(flood_exempt)
 
+    def admit(self, source: Peer, now: float) -> bool:
+        """Whether a datagram from `source` that is no SIP message (a STUN keep-alive) may be
+        answered: it counts against the same flood limit and ban list as a request."""
+        if self.guard.admit(source[1], now, lambda: self._exempt_from_flood_limit(source)):
+            return True
+        self.stats["dropped"] += 1
+        return False
+
     def _exempt_from_flood_limit(self, source: Peer) -> bool:
         return source[1] in self._flood_exempt or self.is_trusted(source)
 

@@ -498,3 +498,7 @@ class MediaGate:
 
     def clock_stepped(self, delta: float) -> None:
         self.core.clock_stepped(delta)
+
+    def admit(self, source: Peer, now: float) -> bool:
+        admitted: bool = self.core.admit(source, now)
+        return admitted

@@ -3,8 +3,13 @@ RFC 5769 (transaction ID and XOR-MAPPED-ADDRESS values of its §2.2 and §2.3)."
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import struct
 
+from heimbuero.net.transport import TransportLimits, Transports
+from heimbuero.services.guard import Guard, GuardSettings
+from heimbuero.sip.peer import Peer
 from heimbuero.sip.stun import binding_response, looks_like_stun
 
 TXID = bytes.fromhex("b7e7a701bc34d686fa87dfae")  # RFC 5769 §2.1-2.3
@@ -74,3 +79,43 @@ def test_malformed_and_other_messages_get_no_answer() -> None:
     huge = bytes.fromhex("802201f8") + bytes(0x1F8) + bytes.fromhex("80220040") + bytes(64)
     assert binding_response(request(huge), "192.0.2.1", 1) is None  # over 548 bytes
     assert binding_response(request(), "not-an-address", 1) is None
+
+
+def test_a_flooding_source_gets_no_stun_answers_on_the_sip_port() -> None:
+    """STUN on the SIP socket counts against the same flood limit and ban list as SIP (the
+    real transports and the real guard): a banned source is no reflector."""
+
+    class Endpoint:
+        def __init__(self) -> None:
+            self.guard = Guard(GuardSettings(rate=1, burst=3, ban_time=60))
+
+        def admit(self, source: Peer, now: float) -> bool:
+            return self.guard.admit(source.host, now)
+
+        def receive(self, data: bytes, source: Peer, now: float) -> None:
+            pass
+
+    async def scenario() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        t = Transports(Endpoint(), TransportLimits())  # type: ignore[arg-type]
+        await t.listen("udp", "127.0.0.1", port)
+        loop = asyncio.get_running_loop()
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.setblocking(False)
+        answers = 0
+        try:
+            for _ in range(10):
+                client.sendto(request(), ("127.0.0.1", port))
+                try:
+                    await asyncio.wait_for(loop.sock_recv(client, 100), 0.3)
+                    answers += 1
+                except TimeoutError:
+                    pass
+        finally:
+            client.close()
+            await t.close()
+        return answers
+
+    assert asyncio.run(scenario()) == 3  # the burst, then banned: no more answers
