@@ -4,6 +4,7 @@
     python bench/relay.py --calls 100,500 --seconds 5 --generators 2 --json /tmp/relay.json
     python bench/relay.py --targets builtin     # without rtpengine (Debian: rtpengine-daemon)
     python bench/relay.py --relay-repo ../before  # the builtin relay of another checkout
+    python bench/relay.py --calls 500 --repeat 5  # five runs per column, taking turns: medians
 
 For each step it starts `python -m heimbuero.media.relay` (its own process, uvloop), sets up
 N calls over the relay's control socket as the SIP process does (`offer` and `answer` with the
@@ -23,6 +24,9 @@ lost when it has not arrived 0.5 s after the step's last send), one-way latency 
 the relay and directly, the relay's added latency (the difference), and the relay process's
 CPU (per cent of one core, and CPU-seconds per call per minute). The generators' own CPU is
 shown too: when they use a whole core each, the step measured the generators, not the relay.
+On two or more cores the relay (builtin or rtpengine) runs pinned to core 0 and the generators
+to the others (`--no-pin`: wherever the scheduler puts them), so the relay has one core of its
+own and the figure is not the relay waiting for a core the generators hold.
 """
 
 from __future__ import annotations
@@ -51,6 +55,14 @@ from heimbuero.media.relay_client import RelayClient  # noqa: E402
 HOST = "127.0.0.1"
 PAYLOAD = 160
 PTIME = 0.02
+# (the relay's cores, the generators' cores): set by --pin, which is the default on 2+ cores
+CORES: tuple[set[int], set[int]] | None = None
+
+
+def pin(pid: int, which: int) -> None:
+    """Bind process `pid` to the relay's cores (0) or the generators' (1), with --pin."""
+    if CORES is not None:
+        os.sched_setaffinity(pid, CORES[which])
 
 
 def bencode(value: Any) -> bytes:
@@ -211,6 +223,7 @@ class Gen:
             target=generator, args=(calls, direct, seconds, self.queue, self.start_queue, phase)
         )
         self.proc.start()
+        pin(self.proc.pid, 1)
 
     def addresses(self) -> list[tuple[tuple[str, int], tuple[str, int]]]:
         kind, value = self.queue.get(timeout=30)
@@ -250,6 +263,7 @@ def run_step(
                  "--port-max", str(port_min + 4 * n + 3), "--silence-timeout", "600"],
                 stdout=subprocess.DEVNULL, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)},
             )  # fmt: skip
+            pin(relay.pid, 0)
             while not Path(control).exists():
                 time.sleep(0.05)
 
@@ -289,6 +303,7 @@ def run_rtpengine(n: int, seconds: float, generators: int, port_min: int) -> dic
          f"--port-max={port_min + 4 * n + 99}", "--num-threads=1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    pin(proc.pid, 0)
     control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     control.settimeout(2)
     try:
@@ -346,11 +361,40 @@ def summary(
     }  # fmt: skip
 
 
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One step's K runs of one column: the medians of p50, p99 and CPU, all runs' losses,
+    and the range of p99 (a single stall of the machine moves one run's p99)."""
+    med = statistics.median
+    return {
+        **runs[0], "runs": len(runs),
+        "sent": sum(r["sent"] for r in runs), "lost": sum(r["lost"] for r in runs),
+        "p50_ms": med(r["p50_ms"] for r in runs), "p99_ms": med(r["p99_ms"] for r in runs),
+        "p99_range_ms": [min(r["p99_ms"] for r in runs), max(r["p99_ms"] for r in runs)],
+        "relay_cpu_pct": med(r["relay_cpu_pct"] for r in runs),
+        "gen_cpu_pct": [round(med(r["gen_cpu_pct"][g] for r in runs))
+                        for g in range(len(runs[0]["gen_cpu_pct"]))],
+    }  # fmt: skip
+
+
 def main() -> None:
+    global CORES
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", default="50,100,200,300,500")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--generators", type=int, default=2)
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per step and column, taking turns; the table shows medians",
+    )
+    p.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=os.cpu_count() > 1,
+        help="the relay on core 0, the generators on the other cores (default on "
+        "2+ cores: the relay has one core of its own, as the target names)",
+    )
     p.add_argument("--port-min", type=int, default=20000, help="below the ephemeral ports")
     p.add_argument("--targets", default="builtin,rtpengine", help="builtin and/or rtpengine")
     p.add_argument("--json", type=Path)
@@ -358,23 +402,35 @@ def main() -> None:
                    help="run the builtin relay of this checkout (e.g. a worktree of another "
                    "commit, for a before/after comparison with the same generators)")  # fmt: skip
     args = p.parse_args()
+    if args.pin:
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2:
+            p.error("--pin needs two cores")
+        CORES = ({cores[0]}, set(cores[1:]))
     targets = ["direct", *args.targets.split(",")]
     rows = []
     for n in (int(x) for x in args.calls.split(",")):
-        for target in targets:  # (taking turns, so a busy minute does not hit one column)
-            r = run_step(n, args.seconds, args.generators, target, args.port_min, args.relay_repo)
-            print(json.dumps({k: v for k, v in r.items() if k != "latencies"}),
-                  file=sys.stderr, flush=True)  # fmt: skip
-            rows.append(r)
+        runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+        for _ in range(args.repeat):
+            for target in targets:  # (taking turns, so a busy minute does not hit one column)
+                r = run_step(n, args.seconds, args.generators, target, args.port_min,
+                             args.relay_repo)  # fmt: skip
+                print(json.dumps({k: v for k, v in r.items() if k != "latencies"}),
+                      file=sys.stderr, flush=True)  # fmt: skip
+                runs[target].append(r)
+        rows.extend(combine(runs[t]) for t in targets)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    print(f"\n{args.seconds:.0f} s per step, {args.generators} generator processes, "
-          f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}\n")  # fmt: skip
+    pinned = (f"relay pinned to core {min(CORES[0])}, generators to {sorted(CORES[1])}"
+              if CORES else "not pinned")  # fmt: skip
+    print(f"\n{args.seconds:.0f} s per step, {args.repeat} run(s) per step and column "
+          f"(medians; p99 range of the runs), {args.generators} generator processes, "
+          f"{os.cpu_count()} cores, {pinned}, {time.strftime('%Y-%m-%d')}\n")  # fmt: skip
     print(
         "| calls | relay | packets sent | lost | p50 / p99 ms | added p50 / p99 ms | "
-        "relay CPU % | CPU-s per call-min | generators CPU % |"
+        "p99 of the runs ms | relay CPU % | CPU-s per call-min | generators CPU % |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     floor = {r["calls"]: r for r in rows if r["direct"]}
     for r in rows:
         d = floor[r["calls"]]
@@ -383,11 +439,12 @@ def main() -> None:
             if r["direct"]
             else (f"{r['p50_ms'] - d['p50_ms']:.3f} / {r['p99_ms'] - d['p99_ms']:.3f}")
         )
+        lo, hi = r["p99_range_ms"]
         cpu = "-" if r["direct"] else f"{r['relay_cpu_pct']:.0f}"
         per = "-" if r["direct"] else f"{r['relay_cpu_pct'] / 100 * 60 / r['calls']:.3f}"
         print(f"| {r['calls']} | {r['target']} | {r['sent']} | {r['lost']} | "
-              f"{r['p50_ms']:.3f} / {r['p99_ms']:.3f} | {added} | {cpu} | {per} | "
-              f"{'+'.join(map(str, r['gen_cpu_pct']))} |")  # fmt: skip
+              f"{r['p50_ms']:.3f} / {r['p99_ms']:.3f} | {added} | {lo:.3f}-{hi:.3f} | {cpu} | "
+              f"{per} | {'+'.join(map(str, r['gen_cpu_pct']))} |")  # fmt: skip
 
 
 if __name__ == "__main__":
