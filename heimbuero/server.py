@@ -63,6 +63,7 @@ from heimbuero.services.callrecords import CallRecorder
 from heimbuero.services.calls import CallRouting
 from heimbuero.services.core import CoreSettings, SipCore
 from heimbuero.services.credentials import Account, UserDirectory
+from heimbuero.services.liveness import NO_AUDIO_REASON
 from heimbuero.services.location import Binding, LocationService
 from heimbuero.services.media_relay import RelayAnchor
 from heimbuero.services.mediaapps import (
@@ -1341,15 +1342,21 @@ class Server:
         call_id = key.rsplit("/", 1)[0]
         if self.anchor is None or call_id not in self.anchor.calls:
             return
+        now = time.time()
+        # both phones (or the phone and the carrier, which would go on charging) hear it end
+        hung_up = self.core.proxy.liveness.hang_up(call_id, NO_AUDIO_REASON, now)
+        bye = "; BYE sent to both ends" if hung_up else ""
         if self.config.media.backend == "rtpengine":
             log.info("call %s: rtpengine let its media go (its timeout: no audio); the call "
-                     "ends", call_id)  # fmt: skip
+                     "ends%s", call_id, bye)  # fmt: skip
         else:
-            log.info("call %s: no audio for %.0f s; the relay lets it go",
-                     call_id, self.config.media.silence_timeout)  # fmt: skip
+            log.info("call %s: no audio for %.0f s; the relay lets it go%s",
+                     call_id, self.config.media.silence_timeout, bye)  # fmt: skip
         self.anchor.end(call_id)
         # presence, call records
-        self.core.events.publish(CallEnded(time.time(), call_id, CallEndReason.NO_AUDIO))
+        self.core.events.publish(CallEnded(now, call_id, CallEndReason.NO_AUDIO))
+        self.core.pump(now)  # (the BYEs and presence NOTIFYs out now, not with the next packet)
+        self.transports.flush()
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()

@@ -57,6 +57,8 @@ REASONS = {  # why the server ends a call: (the record's end reason, the BYE's R
     481: (CallEndReason.DIALOG_GONE, 'SIP;cause=481;text="Call unknown to the other side"'),
 }
 EXPIRED_REASON = 'SIP;cause=408;text="Session timer expired"'
+# the media relay heard nothing in either direction for [media] silence_timeout
+NO_AUDIO_REASON = 'SIP;cause=408;text="No audio"'
 
 
 class CallEnds:

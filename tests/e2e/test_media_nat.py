@@ -44,6 +44,7 @@ from .harness import (
     SipClient,
     free_port,
     hand_call,
+    next_request,
     reply,
     set_toml_option,
     wait_until,
@@ -376,7 +377,8 @@ def test_a_relayed_call_without_audio_is_let_go_after_the_silence_timeout(
 ) -> None:
     """Two hand-driven phones on loopback (`relay = "always"`, `silence_timeout = 1`): the call
     is anchored (the metric counts it); nobody sends RTP; within the relay's poll interval the
-    call is let go: ports freed, the metric back to 0."""
+    call is let go: ports freed, the metric back to 0, and a BYE with `Reason: ... "No audio"`
+    to each phone (tests/e2e/test_session_timer.py: the record of a routed call says why)."""
     server = Server(tmp_path / "server", users=USERS, http=True)
     server.prepare()
     set_toml_option(server.config_path, "media", "relay", "always")
@@ -399,4 +401,8 @@ def test_a_relayed_call_without_audio_is_let_go_after_the_silence_timeout(
         assert relayed() == 1
         wait_until(lambda: relayed() == 0 or None, 15, interval=0.5, what="the silent call let go")
         log = server.log_text()
-        assert "no audio for 1 s; the relay lets it go" in log, log
+        assert "no audio for 1 s; the relay lets it go; BYE sent to both ends" in log, log
+        for phone, ends in ((alice, "to the caller"), (bob, "to the callee")):
+            bye = next_request(phone, "BYE")
+            assert bye.header("Call-ID") == inv.header("Call-ID"), (ends, bye.summary())
+            assert bye.header("Reason") == 'SIP;cause=408;text="No audio"', (ends, bye.summary())

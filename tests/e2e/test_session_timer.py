@@ -10,6 +10,10 @@ Abuse: a third party's forged BYE and forged refresh (a re-INVITE) into the call
 tampered route token or with the call's real token but made-up tags (a token names its
 Call-ID and a tag of the call), neither end the call nor
 keep it alive. This waits for the 90 s interval: the test takes about 100 s.
+
+The same for a relayed call in which no audio flows (`[media] relay = "always"`,
+`silence_timeout = 1`): the server hangs up both ends with `Reason: SIP;cause=408;text="No
+audio"`, and the record's end reason is `no_audio`.
 """
 
 from __future__ import annotations
@@ -17,12 +21,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from heimbuero.sip.dialogtoken import TOKEN_PARAM
 
-from .harness import HAND_OFFER, SipClient, SipMessage, next_request, reply, wait_until
+from .harness import (
+    HAND_OFFER,
+    SipClient,
+    SipMessage,
+    next_request,
+    reply,
+    set_toml_option,
+    wait_until,
+)
 from .test_routing import CALLER, DOMAIN, NUMBER, werktag_not_now
 from .test_tollfraud import PolicyOffice
 from .test_transfer import Leg, on_the_phone, records_of, register, uri_of
@@ -31,6 +44,7 @@ pytestmark = [pytest.mark.e2e]
 
 SE = 90  # s: RFC 4028 §4, the smallest interval a phone may answer with
 EXPIRED = 'SIP;cause=408;text="Session timer expired"'
+NO_AUDIO = 'SIP;cause=408;text="No audio"'
 
 
 @pytest.fixture
@@ -125,3 +139,37 @@ def test_a_lapsed_session_timer_hangs_up_both_ends(office: PolicyOffice) -> None
         assert record["end_reason"] == "session_expired", record
         assert record["ended_at"] is not None
         assert record["talk_seconds"] >= SE - 1, record  # (the lapse, not the forged BYEs)
+
+
+class SilentOffice(PolicyOffice):
+    """The office with every call's audio through the relay, let go after 1 s without any."""
+
+    def import_rules(self, document: dict[str, Any]) -> None:
+        super().import_rules(document)
+        for key, value in (("relay", "always"), ("silence_timeout", 1)):
+            set_toml_option(self.server.config_path, "media", key, value)
+
+
+def test_a_relayed_call_without_audio_is_hung_up_at_both_ends(tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        office = SilentOffice(tmp_path, stack, werktag_not_now())
+        anna = stack.enter_context(SipClient(office.server.port))
+        caller = stack.enter_context(SipClient(office.server.port, local_port=office.inbound_port))
+        register(office, anna, "anna")
+        leg, at_anna = timed_call(office, caller, anna)
+        assert b"m=audio 4000 " not in at_anna.body  # anchored: anna is told a relay port
+        wait_until(lambda: on_the_phone(office, "anna") or None, 5, what="anna on the phone")
+
+        # neither side sends a packet: the relay lets the call go, and the server hangs up
+        bye = next_request(caller, "BYE", timeout=15)
+        reply(caller, bye, "200 OK")
+        assert (bye.header("Reason"), bye.header("Call-ID")) == (NO_AUDIO, leg.call_id)
+        at_anna_bye = next_request(anna, "BYE", timeout=5)
+        reply(anna, at_anna_bye, "200 OK")
+        assert at_anna_bye.header("Reason") == NO_AUDIO
+        assert at_anna_bye.start_line.startswith(f"BYE sip:anna@127.0.0.1:{anna.local_port} ")
+
+        wait_until(lambda: not on_the_phone(office, "anna") or None, 5, what="anna free")
+        (record,) = records_of(office, 1)
+        assert (record["result"], record["end_reason"]) == ("answered", "no_audio"), record
+        assert record["ended_at"] is not None
