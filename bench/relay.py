@@ -134,13 +134,15 @@ TIMESPEC = struct.Struct("@qq")
 
 def generator(
     calls: list[tuple[int, int]], direct: bool, seconds: float, queue: Any, start: Any,
-    phase: float = 0.0,
+    phase: float = 0.0, prime: bool = False,
 ) -> None:  # fmt: skip
     """Both sides of `calls` ((a's relay port, b's relay port) each): each side sends every
     20 ms, the sides spread evenly over the 20 ms (shifted by `phase` of one spacing); read what
-    arrives. Latency: the kernel's receive time of a packet (SO_TIMESTAMPNS) minus the wall
-    clock taken right before its sendto, so neither the generator's sending of other packets
-    nor its reading enters the figure."""
+    arrives. With `prime`, each side first sends one packet that is not counted (time stamp 0),
+    so that the relay has latched both sides before the first counted one: for relays told
+    other addresses than the generator's (the SDP of a SIP call). Latency: the kernel's receive
+    time of a packet (SO_TIMESTAMPNS) minus the wall clock taken right before its sendto, so
+    neither the generator's sending of other packets nor its reading enters the figure."""
     sel = selectors.DefaultSelector()
     pairs = []
     for i, (pa, pb) in enumerate(calls):
@@ -164,9 +166,12 @@ def generator(
     for a, b, to_a, to_b, i in pairs:
         senders.append((a, to_a, struct.pack("!I", 2 * i)))
         senders.append((b, to_b, struct.pack("!I", 2 * i + 1)))
-    pad = bytes(PAYLOAD - STAMP.size)
     spacing = PTIME / len(senders)
     anc = socket.CMSG_SPACE(TIMESPEC.size)
+    pad = bytes(PAYLOAD - STAMP.size)
+    if prime:  # (a's first packet may go to b's SDP address: b has not latched yet)
+        for sock, dest, ssrc in senders:
+            sock.sendto(struct.pack("!BBHI", 0x80, 8, 0, 0) + ssrc + STAMP.pack(0) + pad, dest)
     while time.time() < start_at:
         time.sleep(0.001)
     latencies: list[int] = []  # ns
@@ -198,6 +203,9 @@ def generator(
                     break
                 if len(data) < 12 + STAMP.size:
                     continue
+                sent_at = STAMP.unpack_from(data, 12)[0]
+                if not sent_at:
+                    continue  # (a priming packet)
                 arrived = None
                 for level, kind, value in cmsgs:
                     if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
@@ -206,7 +214,7 @@ def generator(
                 if arrived is None:  # (no kernel time stamp: the time of reading)
                     arrived = time.time_ns()
                 received += 1
-                latencies.append(arrived - STAMP.unpack_from(data, 12)[0])
+                latencies.append(arrived - sent_at)
     sample = latencies[:: max(1, len(latencies) // 20000)]
     queue.put(("result", {"sent": sent, "received": received,
                           "latencies": [x / 1e9 for x in sample],
@@ -215,13 +223,17 @@ def generator(
 
 class Gen:
     def __init__(
-        self, calls: list[tuple[int, int]], direct: bool, seconds: float, phase: float = 0.0
+        self,
+        calls: list[tuple[int, int]],
+        direct: bool,
+        seconds: float,
+        phase: float = 0.0,
+        prime: bool = False,
     ) -> None:
         ctx = mp.get_context("fork")
         self.queue, self.start_queue = ctx.Queue(), ctx.Queue()
-        self.proc = ctx.Process(
-            target=generator, args=(calls, direct, seconds, self.queue, self.start_queue, phase)
-        )
+        args = (calls, direct, seconds, self.queue, self.start_queue, phase, prime)
+        self.proc = ctx.Process(target=generator, args=args)
         self.proc.start()
         pin(self.proc.pid, 1)
 

@@ -633,6 +633,7 @@ class Heimbuero(Server):
     label = "heimbuero"
     template: Path | None = None
     office_template: Path | None = None
+    also_trusted: tuple[int, ...] = ()  # SIPp ports trusted besides the caller's (no challenge)
 
     def __init__(self, b: Bench, office: bool = False) -> None:
         super().__init__(b)
@@ -745,7 +746,8 @@ class Heimbuero(Server):
         self.copy_data(template, data)
         cfg = data / "config.toml"
         text = cfg.read_text()
-        peers = f'trusted_peers = ["{HOST}:{caller_port}"]' if caller_port else "trusted_peers = []"
+        trusted = [p for p in (caller_port, *self.also_trusted) if p]
+        peers = "trusted_peers = [" + ", ".join(f'"{HOST}:{p}"' for p in trusted) + "]"
         text, n = re.subn(r"(?m)^trusted_peers\s*=.*$", peers, text)
         if n != 1:
             text = re.sub(r"(?m)^\[sip\]\s*$", "[sip]\n" + peers, text, count=1)
@@ -955,31 +957,40 @@ def row_routed(b: Bench, target: str, rep: int, state: dict[str, Any]) -> dict[s
 
 def _latency(b: Bench, row: str, target: str, rep: int, dial: str, office: bool) -> dict[str, Any]:
     """Calls to sip:DIAL@DOMAIN at latency_rate, timed from a loopback capture."""
-    s = b.s
-    rate = s.latency_rate
     caller, callee = b.ports.one(), b.ports.one()
     with serving(b, target, caller, office) as server:
         if server is not None:
             register_callee(b, server, callee)
-        n = int(rate * s.latency_seconds)
-        uas = b.start_uas("uas_call.xml", callee, n, s.latency_seconds + 30)
-        ports = [caller, callee] + ([server.port] if server else [])
+        return time_calls(b, server, caller, callee, dial, f"{row} {target} #{rep + 1}")
+
+
+def time_calls(
+    b: Bench, server: Server | None, caller: int, callee: int, dial: str, what: str
+) -> dict[str, Any]:
+    """Calls from SIPp on port `caller` to sip:DIAL@DOMAIN at latency_rate for latency_seconds,
+    through `server` (started, the callee registered) or straight to the SIPp callee on port
+    `callee`, timed from a loopback capture."""
+    s = b.s
+    rate = s.latency_rate
+    n = int(rate * s.latency_seconds)
+    uas = b.start_uas("uas_call.xml", callee, n, s.latency_seconds + 30)
+    ports = [caller, callee] + ([server.port] if server else [])
+    try:
+        capture = LoopbackCapture(ports)
         try:
-            capture = LoopbackCapture(ports)
-            try:
-                capture.open()
-            except PermissionError:
-                raise RuntimeError(
-                    "capturing on lo needs root or CAP_NET_RAW (AF_PACKET socket)"
-                ) from None
-            with capture:
-                dest = server.port if server else callee
-                r = b.run_uac("uac_call.xml", dest, caller, n, rate, extra=["-s", dial])
-        finally:
-            b.procs.stop(uas)
+            capture.open()
+        except PermissionError:
+            raise RuntimeError(
+                "capturing on lo needs root or CAP_NET_RAW (AF_PACKET socket)"
+            ) from None
+        with capture:
+            dest = server.port if server else callee
+            r = b.run_uac("uac_call.xml", dest, caller, n, rate, extra=["-s", dial])
+    finally:
+        b.procs.stop(uas)
     t = invite_timings(capture.datagrams(), caller, callee, server.port if server else None)
     if not r.passed(s.min_achieved):
-        log(f"  {row} {target} #{rep + 1}: calls failed ({r.brief()})")
+        log(f"  {what}: calls failed ({r.brief()})")
     one = {
         "calls": r.ok,
         "failed": r.failed,
@@ -995,7 +1006,7 @@ def _latency(b: Bench, row: str, target: str, rep: int, dial: str, office: bool)
         for part in ("invite_held", "ok_held"):
             one[f"{part}_p50_ms"] = _pct(t[part], 0.5) * 1e3
             one[f"{part}_p99_ms"] = _pct(t[part], 0.99) * 1e3
-    log(f"{row} {target} #{rep + 1}: " + ", ".join(f"{k}={v:.3f}" for k, v in one.items()))
+    log(f"{what}: " + ", ".join(f"{k}={v:.3f}" for k, v in one.items()))
     return one
 
 
