@@ -57,6 +57,7 @@ PAYLOAD = 160
 PTIME = 0.02
 # (the relay's cores, the generators' cores): set by --pin, which is the default on 2+ cores
 CORES: tuple[set[int], set[int]] | None = None
+REALTIME = 0  # --realtime P: both relays with SCHED_FIFO at priority P
 
 
 def pin(pid: int, which: int) -> None:
@@ -272,7 +273,8 @@ def run_step(
             relay = subprocess.Popen(
                 [sys.executable, "-m", "heimbuero.media.relay", "--control", control,
                  "--bind", HOST, "--port-min", str(port_min),
-                 "--port-max", str(port_min + 4 * n + 3), "--silence-timeout", "600"],
+                 "--port-max", str(port_min + 4 * n + 3), "--silence-timeout", "600",
+                 "--realtime-priority", str(REALTIME)],
                 stdout=subprocess.DEVNULL, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)},
             )  # fmt: skip
             pin(relay.pid, 0)
@@ -312,7 +314,8 @@ def run_rtpengine(n: int, seconds: float, generators: int, port_min: int) -> dic
     proc = subprocess.Popen(
         ["rtpengine", "--table=-1", "--foreground", "--log-stderr", "--log-level=3",
          f"--interface={HOST}", f"--listen-ng={HOST}:{ng_port}", f"--port-min={port_min}",
-         f"--port-max={port_min + 4 * n + 99}", "--num-threads=1"],
+         f"--port-max={port_min + 4 * n + 99}", "--num-threads=1",
+         *(["--scheduling=fifo", f"--priority={REALTIME}"] if REALTIME else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     pin(proc.pid, 0)
@@ -389,7 +392,7 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    global CORES
+    global CORES, REALTIME
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", default="50,100,200,300,500")
     p.add_argument("--seconds", type=float, default=10.0)
@@ -407,6 +410,10 @@ def main() -> None:
         help="the relay on core 0, the generators on the other cores (default on "
         "2+ cores: the relay has one core of its own, as the target names)",
     )
+    p.add_argument("--realtime", type=int, default=0, metavar="P",
+                   help="run both relays with real-time scheduling, SCHED_FIFO at priority P "
+                   "(builtin: --realtime-priority, as [media] realtime_priority; rtpengine: "
+                   "--scheduling=fifo --priority=P); 0: normal")  # fmt: skip
     p.add_argument("--port-min", type=int, default=20000, help="below the ephemeral ports")
     p.add_argument("--targets", default="builtin,rtpengine", help="builtin and/or rtpengine")
     p.add_argument("--json", type=Path)
@@ -414,6 +421,7 @@ def main() -> None:
                    help="run the builtin relay of this checkout (e.g. a worktree of another "
                    "commit, for a before/after comparison with the same generators)")  # fmt: skip
     args = p.parse_args()
+    REALTIME = args.realtime
     if args.pin:
         cores = sorted(os.sched_getaffinity(0))
         if len(cores) < 2:
@@ -437,7 +445,9 @@ def main() -> None:
               if CORES else "not pinned")  # fmt: skip
     print(f"\n{args.seconds:.0f} s per step, {args.repeat} run(s) per step and column "
           f"(medians; p99 range of the runs), {args.generators} generator processes, "
-          f"{os.cpu_count()} cores, {pinned}, {time.strftime('%Y-%m-%d')}\n")  # fmt: skip
+          f"{os.cpu_count()} cores, {pinned}, "
+          f"{f'SCHED_FIFO {REALTIME}' if REALTIME else 'normal scheduling'}, "
+          f"{time.strftime('%Y-%m-%d')}\n")  # fmt: skip
     print(
         "| calls | relay | packets sent | lost | p50 / p99 ms | added p50 / p99 ms | "
         "p99 of the runs ms | relay CPU % | CPU-s per call-min | generators CPU % |"

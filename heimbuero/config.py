@@ -915,6 +915,8 @@ phone_max_minutes = 15   # longest such call, 1-120
 #                          # rtpengine-daemon, --table=-1), asked over its ng protocol; ports,
 #                          # address and timeout are then rtpengine's own options
 # rtpengine = "udp:127.0.0.1:2223"  # its --listen-ng
+# realtime_priority = 0   # builtin: 1-99 runs the relay with real-time scheduling (SCHED_FIFO)
+#                          # so no other process delays audio; needs root or CAP_SYS_NICE
 [billing]
 # The scheduled invoice run of 'heimbuero serve': on this day of the month (1 to 28; 0 = off,
 # run 'heimbuero invoices run --month YYYY-MM' yourself), from this hour, local time, the

@@ -14,8 +14,11 @@ Addresses (``"address"``) may be IPv4 or IPv6: with ``--bind6`` each relay port 
 the IPv4 address and on the IPv6 one (the same port number), a packet is sent to a phone from
 the socket of that phone's family, so a leg faces an IPv4 or an IPv6 phone and a call may bridge
 the two families. Without ``--bind6`` the relay carries IPv4 only.
+With ``--realtime-priority P`` (1-99) the process runs with real-time scheduling (SCHED_FIFO
+at priority P): no process of normal priority delays a packet; it needs root or CAP_SYS_NICE,
+and without either it says so on stderr and runs at normal priority.
 Run: ``python -m heimbuero.media.relay --control PATH --port-min N --port-max M [--bind A]
-[--bind6 A6]``.
+[--bind6 A6] [--realtime-priority P]``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import asyncio
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -183,6 +187,16 @@ class Relay:
                 await asyncio.sleep(0.5)
 
 
+def realtime(priority: int) -> None:
+    """Run this process with real-time scheduling (SCHED_FIFO at `priority`), or say on stderr
+    why not and go on at normal priority."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (AttributeError, OSError) as exc:  # (PermissionError; no SCHED_FIFO on this OS)
+        why = f"real-time priority {priority} refused ({exc}; it needs root or CAP_SYS_NICE)"
+        print(f"heimbuero-relay: {why}: the relay runs at normal priority", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="heimbuero-relay", description=__doc__)
     parser.add_argument("--control", required=True, help="Unix socket path for commands")
@@ -192,7 +206,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port-max", type=int, default=30999)
     parser.add_argument("--silence-timeout", type=float, default=60.0)
     parser.add_argument("--parent", type=int, help="exit when this process is gone")
+    parser.add_argument(
+        "--realtime-priority", type=int, default=0, choices=range(100), metavar="P",
+        help="SCHED_FIFO at this priority, 1-99 (0: normal scheduling)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.realtime_priority:
+        realtime(args.realtime_priority)
     relay = Relay(args.bind, args.port_min, args.port_max, args.silence_timeout, args.bind6)
     try:
         import uvloop

@@ -104,7 +104,8 @@ class RelayProcess:
             sys.executable, "-m", "heimbuero.media.relay", "--control", str(self.control),
             "--bind", self.bind, *v6, "--port-min", str(s.port_min), "--port-max",
             str(s.port_max), "--silence-timeout", str(s.silence_timeout), "--parent",
-            str(os.getpid()), stdin=asyncio.subprocess.DEVNULL,
+            str(os.getpid()), "--realtime-priority", str(s.realtime_priority),
+            stdin=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while True:

@@ -11,7 +11,7 @@ RELAY_MODES = ("always", "when_needed", "never")
 BACKENDS = ("builtin", "rtpengine")
 RELAY_KEYS = (
     "relay", "backend", "port_min", "port_max", "advertise", "advertise6", "silence_timeout",
-    "rtpengine",
+    "rtpengine", "realtime_priority",
 )  # fmt: skip
 
 
@@ -30,6 +30,9 @@ class RelaySettings:
     silence_timeout: float = 60.0  # seconds without RTP in both directions: the call is ended
     # backend "rtpengine": where its ng control protocol listens (its --listen-ng)
     rtpengine: str = "udp:127.0.0.1:2223"
+    # backend "builtin": 1-99 runs the relay process with real-time scheduling (SCHED_FIFO at
+    # this priority), so that other processes never make audio wait; 0: normal scheduling
+    realtime_priority: int = 0
 
 
 def parse_relay_settings(table: dict[str, object]) -> RelaySettings:
@@ -64,6 +67,10 @@ def parse_relay_settings(table: dict[str, object]) -> RelaySettings:
                 hint = " (an IPv6 address goes in advertise6)" if version == 4 else ""
                 raise ValueError(f"[media] {key} must be an IPv{version} address{hint}")
             value = str(ip)
+        if key == "realtime_priority" and (
+            not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 99
+        ):
+            raise ValueError("[media] realtime_priority must be 0 (off) or a priority from 1 to 99")
         if key == "rtpengine":
             try:
                 parse_ng_address(value)

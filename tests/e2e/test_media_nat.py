@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import socket
 import struct
@@ -372,17 +373,32 @@ def tone_pcm(hz: float, seconds: float) -> bytes:
     )
 
 
+def processes() -> list[tuple[int, int, bytes]]:
+    """(pid, parent's pid, command line) of every process."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            out.append((int(stat.parent.name), ppid, (stat.parent / "cmdline").read_bytes()))
+        except (OSError, ValueError, IndexError):
+            continue  # (gone meanwhile)
+    return out
+
+
 def test_a_relayed_call_without_audio_is_let_go_after_the_silence_timeout(
     tmp_path: Path,
 ) -> None:
     """Two hand-driven phones on loopback (`relay = "always"`, `silence_timeout = 1`): the call
     is anchored (the metric counts it); nobody sends RTP; within the relay's poll interval the
     call is let go: ports freed, the metric back to 0, and a BYE with `Reason: ... "No audio"`
-    to each phone (tests/e2e/test_session_timer.py: the record of a routed call says why)."""
+    to each phone (tests/e2e/test_session_timer.py: the record of a routed call says why).
+    `realtime_priority = 5`: the relay process runs with SCHED_FIFO at 5 (the tests run as
+    root)."""
     server = Server(tmp_path / "server", users=USERS, http=True)
     server.prepare()
     set_toml_option(server.config_path, "media", "relay", "always")
     set_toml_option(server.config_path, "media", "silence_timeout", 1)
+    set_toml_option(server.config_path, "media", "realtime_priority", 5)
 
     def relayed() -> float:
         text = httpx.get(f"{server.http_url}/metrics", timeout=5).text
@@ -399,6 +415,10 @@ def test_a_relayed_call_without_audio_is_let_go_after_the_silence_timeout(
         reply(bob, inv, "200 OK", f"Contact: <sip:bob@127.0.0.1:{bob.local_port}>\r\n"
               "Content-Type: application/sdp\r\n", answer)  # fmt: skip
         assert relayed() == 1
+        [relay] = [pid for pid, ppid, cmdline in processes()
+                   if ppid == server.pid and b"heimbuero.media.relay" in cmdline]  # fmt: skip
+        assert os.sched_getscheduler(relay) == os.SCHED_FIFO
+        assert os.sched_getparam(relay).sched_priority == 5
         wait_until(lambda: relayed() == 0 or None, 15, interval=0.5, what="the silent call let go")
         log = server.log_text()
         assert "no audio for 1 s; the relay lets it go; BYE sent to both ends" in log, log

@@ -40,6 +40,10 @@ def test_the_ipv6_relay_address_is_kept_in_canonical_form() -> None:
         ({"advertise": "2001:db8::1"}, r"IPv4 address \(an IPv6 address goes in advertise6\)"),
         ({"advertise6": "192.0.2.1"}, "advertise6 must be an IPv6 address"),
         ({"advertise6": "[2001:db8::1]"}, "advertise6 must be an IPv6 address"),
+        ({"realtime_priority": 100}, "realtime_priority must be 0 .off. or a priority from 1"),
+        ({"realtime_priority": -1}, "realtime_priority must be 0"),
+        ({"realtime_priority": "high"}, "realtime_priority must be 0"),
+        ({"realtime_priority": True}, "realtime_priority must be 0"),
     ],
 )
 def test_bad_values_are_named(table: dict[str, object], message: str) -> None:
@@ -58,6 +62,8 @@ def test_config_toml_media_table(tmp_path: Path) -> None:
     cfg = _load(tmp_path, 'relay = "always"\nport_min = 50000\nport_max = 50099')
     assert (cfg.media.relay, cfg.media.port_min, cfg.media.port_max) == ("always", 50000, 50099)
     assert _load(tmp_path, "").media.relay == "when_needed"  # the default: NATed calls only
+    assert _load(tmp_path, "").media.realtime_priority == 0  # normal scheduling
+    assert _load(tmp_path, "realtime_priority = 10").media.realtime_priority == 10
     with pytest.raises(ConfigError, match=r"unknown setting \[media\] relais"):
         _load(tmp_path, 'relais = "always"')
     with pytest.raises(ConfigError, match="overlap"):  # [mediaapp] has 30000-30999
