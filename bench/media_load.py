@@ -53,6 +53,7 @@ class RelayedHeimbuero(sipbench.Heimbuero):
     label = "heimbuero-relayed"
     template: Path | None = None
     office_template: Path | None = None
+    realtime = 0  # [media] realtime_priority (--realtime)
 
     @classmethod
     def copy_data(cls, template: Path, data: Path) -> None:
@@ -61,6 +62,7 @@ class RelayedHeimbuero(sipbench.Heimbuero):
         media_keys = (
             f'[media]\nrelay = "always"\nbackend = "builtin"\nport_min = {PORT_MIN}\n'
             f"port_max = {PORT_MAX}\nsilence_timeout = 600\n"
+            f"realtime_priority = {cls.realtime}\n"
         )
         text, n = re.subn(r"(?m)^\[media\]\s*$", media_keys, cfg.read_text(), count=1)
         if n != 1:
@@ -174,11 +176,19 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=8.0, help="of latency calls per state")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--generators", type=int, default=2)
+    p.add_argument(
+        "--realtime",
+        type=int,
+        default=0,
+        metavar="P",
+        help="[media] realtime_priority = P: the relay with SCHED_FIFO (0: normal)",
+    )
     p.add_argument("--json", type=Path)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, traces)")
     args = p.parse_args()
     if os.geteuid() != 0:
         p.error("the loopback capture needs root (or CAP_NET_RAW)")
+    RelayedHeimbuero.realtime = args.realtime
     s = sipbench.Settings(
         repeat=args.repeat, contacts=1, warmup_contacts=0,
         latency_rate=args.rate, latency_seconds=args.seconds,
@@ -201,7 +211,8 @@ def main() -> None:
         args.json.write_text(json.dumps(runs, indent=1))
     med = statistics.median
     print(f"\n{args.repeat} repeat(s), {args.rate} calls/s for {args.seconds:.0f} s per state, "
-          f"{args.held} held relayed calls, {os.cpu_count()} cores, "
+          f"{args.held} held relayed calls, {os.cpu_count()} cores, relay "
+          f"{f'SCHED_FIFO {args.realtime}' if args.realtime else 'at normal priority'}, "
           f"{time.strftime('%Y-%m-%d')}; medians of the repeats\n")  # fmt: skip
     print("| state | INVITE->200 at the caller p50 / p99 ms | heimbuero holds INVITE p50 / "
           "p99 ms | holds 200 p50 / p99 ms | calls ok / failed | held calls' audio: "

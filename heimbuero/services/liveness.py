@@ -18,6 +18,8 @@ would go on charging) learns that the call is over. The BYE is built only from w
 stored itself when it forwarded the INVITE and its 2xx (`sip.dialog.proxy_dialogs`): Call-ID,
 tags, each side's Contact and route set, and CSeq numbers above any the proxy saw from each
 side. At most `MAX_DIALOGS` calls are kept; a BYE through us or `CallEnded` lets one go.
+A relayed call without audio for `[media] silence_timeout` is hung up the same way
+(`hang_up` with `NO_AUDIO_REASON`, by the server when the relay lets the call go).
 Sans-IO: time comes in, timers are the core's.
 """
 
