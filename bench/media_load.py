@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -98,7 +99,7 @@ def hold_calls(
     """`held` calls from SIPp on `caller` to HELD_CALLEE (SIPp on `callee`), answered and held;
     per call (the port the caller's side sends to, the port the callee's side sends to)."""
     uas_trace, uac_trace = b.tmp / "held-uas.msg", b.tmp / "held-uac.msg"
-    uas = b.procs.start(
+    b.procs.start(  # (the held calls' SIPp are stopped with the rest: Procs.stop_all)
         b._sipp_base(callee)
         + ["-sf", sipbench.SCENARIOS / "uas_call.xml", "-m", str(held), "-timeout", "3600s",
            "-trace_msg", "-message_file", str(uas_trace)],
@@ -113,7 +114,6 @@ def hold_calls(
            "-trace_msg", "-message_file", str(uac_trace)],
         b.name("uac-held"),
     )  # fmt: skip
-    del uas  # (stopped with the rest: Procs.stop_all)
     ok = re.compile(r"SIP/2\.0 200 ")
     invite = re.compile(r"INVITE ")
 
@@ -202,8 +202,6 @@ def main() -> None:
     finally:
         b.procs.stop_all()
         if not args.keep:
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             sipbench.log(f"kept {tmp}")
