@@ -9,7 +9,7 @@ loopback and rtpengine (userspace, `--table=-1`) started by the test.
   per source address.
 - Statistics: rtpengine counts packets and bytes but no loss or jitter of its own; the
   phones' RTCP reports (sender reports and receiver reports) give them, so a call whose
-  caller drops 5 of 150 packets and sends unevenly shows the callee's reported loss and
+  caller drops 5 of 250 packets and sends unevenly shows the callee's reported loss and
   jitter, and the relay's own loss and jitter are unknown (null), never a false 0.
 """
 
@@ -33,6 +33,7 @@ from heimbuero.media import bencode
 from .conftest import USERS
 from .harness import (
     HAND_OFFER,
+    HarnessError,
     Server,
     SipClient,
     free_port,
@@ -301,7 +302,7 @@ class Phone:
 def test_loss_and_jitter_through_rtpengine_come_from_the_phones_rtcp(
     tmp_path: Path, rtpengine: int
 ) -> None:
-    """alice and bob each send 150 packets unevenly (every other one 8 ms late); alice never
+    """alice and bob each send 250 packets unevenly (every other one 8 ms late); alice never
     sends 5 of hers. Both phones send RTCP as phones do; the call's statistics show bob's
     report of alice's audio (5 lost, jitter > 0), alice's of bob's (nothing lost), the
     packets rtpengine counted, and no loss or jitter of rtpengine's own (unknown: it counts
@@ -329,7 +330,8 @@ def test_loss_and_jitter_through_rtpengine_come_from_the_phones_rtcp(
         a_media.dest = ("127.0.0.1", audio_port(ok.body))
         b_media.dest = ("127.0.0.1", audio_port(inv.body))
         start = time.monotonic()
-        for i in range(150):
+        next_report = {a_media: start + 0.2, b_media: start + 0.7}
+        for i in range(250):
             late = 0.008 if i % 2 else 0.0
             time.sleep(max(0.0, start + i * 0.02 + late - time.monotonic()))
             if not 50 <= i < 55:
@@ -337,15 +339,36 @@ def test_loss_and_jitter_through_rtpengine_come_from_the_phones_rtcp(
             b_media.send(i, i * 160)
             a_media.drain()
             b_media.drain()
-            if i in (10, 70, 140):  # (rtpengine takes one report per second and phone)
-                a_media.report(i)
-                b_media.report(i)
+            # Each phone reports every 1.5 s (rtpengine takes one report per second and
+            # phone), bob 0.5 s after alice: rtpengine rates a call (MOS) only from receiver
+            # reports that give a round trip, through the other's sender report they name
+            # (LSR) and the time since (DLSR). Reporting at the same moment, the second phone
+            # would name the first one's report of a moment ago (DLSR 0: no round trip).
+            for phone in (a_media, b_media):
+                if time.monotonic() >= next_report[phone]:
+                    next_report[phone] += 1.5
+                    phone.report(i)
 
         def all_in() -> bool | None:  # (loopback: bob gets all but the 5 never sent)
             b_media.drain()
-            return len(b_media.seqs) == 145 or None
+            return len(b_media.seqs) == 245 or None
 
         wait_until(all_in, 5, interval=0.01, what="alice's last packets at bob")
+
+        def reports_in() -> dict[str, object] | None:
+            """rtpengine's answer once it holds a report (a MOS) from each phone."""
+            answer = ng(rtpengine, {"command": "query", "call-id": sent.call_id})
+            ssrcs = answer.get("SSRC")
+            if not isinstance(ssrcs, dict):
+                return None
+            return answer if sum("average MOS" in v for v in ssrcs.values()) == 2 else None
+
+        try:  # (what rtpengine made of the reports, in the message when it made nothing)
+            wait_until(reports_in, 5, interval=0.2, what="rtpengine's reports of both phones")
+        except HarnessError:
+            raise AssertionError(
+                ng(rtpengine, {"command": "query", "call-id": sent.call_id})
+            ) from None
         bye = in_dialog(alice, "BYE", sent, ok, 3)
         reply(bob, next_request(bob, "BYE"), "200 OK")
         assert alice.final_response(bye, 10).status == 200
@@ -353,8 +376,8 @@ def test_loss_and_jitter_through_rtpengine_come_from_the_phones_rtcp(
         found = wait_until(lambda: re.search(pattern, server.log_text()), 10, what="media stats")
         caller, callee = found.group(1), found.group(2)
         # what rtpengine counted, and what it cannot know: unknown, not 0
-        assert caller.startswith("145 packets, unknown lost (unknown %)"), caller
-        assert "jitter unknown ms" in caller and callee.startswith("150 packets"), callee
+        assert caller.startswith("245 packets, unknown lost (unknown %)"), caller
+        assert "jitter unknown ms" in caller and callee.startswith("250 packets"), callee
         # bob's RTCP about alice's audio: the 5 she never sent, and her uneven sending
         reported = re.search(r"the other phone reported (\d+) lost, ([\d.]+) %, jitter "
                              r"([\d.]+) ms", caller)  # fmt: skip
